@@ -1,0 +1,104 @@
+"""One small config for every memory component (nanoGPT style: the same dataclass is passed to each module).
+
+The agents' Hydra config has a `memory:` group whose keys are exactly these fields, so an override such as
+`memory.slots=64` reaches the component that uses it unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+FUSIONS = ("gated", "concat", "cross_attention")
+INTERNAL_KINDS = ("none", "lm2", "linformer")
+STORE_INDEXES = ("flat", "ivf", "hnsw")
+STORE_EVICTIONS = ("fifo", "lru", "importance")
+CACHE_POLICIES = ("lru", "fifo", "importance")
+RESET_MODES = ("never", "episode", "task")
+
+
+@dataclass
+class MemoryConfig:
+    # --- shared ---
+    dim: int = 128  # D: width of the hidden states that read and write memory
+    # --- MultiHeadMemoryBank (memory/slots.py); slots=0 switches the bank off ---
+    slots: int = 64  # N slots per lane
+    read_heads: int = 4  # H read heads
+    top_k: int = 4  # slots each read head attends to (softmax over these k only)
+    bottleneck: int = 32  # width of the semantic-bottleneck MLP on the write path
+    decay: bool = True  # learnable slot-wise decay gates
+    # --- internal memory (memory/internal.py) ---
+    internal: str = "none"  # none | lm2 | linformer
+    internal_slots: int = 16
+    # --- FaissStore (memory/store.py) + TieredKVCache (memory/cache.py); store=False switches both off ---
+    store: bool = True
+    store_capacity: int = 4096  # entries per lane (scope=lane) or in all (scope=shared)
+    store_scope: str = "lane"  # lane | shared
+    store_index: str = "flat"  # flat | ivf | hnsw
+    store_eviction: str = "fifo"  # fifo | lru | importance
+    store_top_k: int = 8  # memories retrieved per query
+    store_threads: int = 1  # FAISS OpenMP threads (see DESIGN.md pitfalls)
+    attn_heads: int = 4  # heads of MemoryAttention; the cache stores K/V per head (dim // attn_heads each)
+    cache_hot: int = 1024  # entries in the float32 tier
+    cache_warm: int = 4096  # entries in the int8 tier
+    cache_cold: int = 65536  # entries in the memory-mapped tier
+    cache_policy: str = "lru"  # lru | fifo | importance
+    cache_quantize: bool = True  # False keeps the warm tier in float32 (ablation)
+    # --- how reads are fused into the controller ---
+    fusion: str = "gated"  # gated | concat | cross_attention
+    # --- regulariser weights (memory/losses.py) ---
+    util_weight: float = 0.0  # slot-utilisation entropy loss
+    pressure_weight: float = 0.0  # memory-pressure regulariser
+    sparsity_weight: float = 0.0  # read-sparsity entropy penalty
+    # --- persistence ---
+    reset: str = "never"  # never | episode | task
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field and the allowed values/range."""
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"memory.{msg}")
+
+        for f in fields(self):
+            want = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool,
+                                                              "str": str}[f.type]
+            v = getattr(self, f.name)
+            ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, f.name, float(v))
+                ok = True
+            need(ok, f"{f.name}={v!r}: expected {want.__name__}")
+        need(self.dim >= 1, f"dim={self.dim}: must be >= 1")
+        need(self.slots >= 0, f"slots={self.slots}: must be >= 0 (0 switches the slot bank off)")
+        need(self.read_heads >= 1, f"read_heads={self.read_heads}: must be >= 1")
+        need(self.top_k >= 1, f"top_k={self.top_k}: must be >= 1")
+        need(self.bottleneck >= 1, f"bottleneck={self.bottleneck}: must be >= 1")
+        need(self.internal in INTERNAL_KINDS, f"internal={self.internal!r}: choose one of {INTERNAL_KINDS}")
+        need(self.internal_slots >= 1, f"internal_slots={self.internal_slots}: must be >= 1")
+        need(self.store_capacity >= 1, f"store_capacity={self.store_capacity}: must be >= 1")
+        need(self.store_scope in ("lane", "shared"), f"store_scope={self.store_scope!r}: choose lane or shared")
+        need(self.store_index in STORE_INDEXES, f"store_index={self.store_index!r}: choose one of {STORE_INDEXES}")
+        need(self.store_eviction in STORE_EVICTIONS,
+             f"store_eviction={self.store_eviction!r}: choose one of {STORE_EVICTIONS}")
+        need(self.store_top_k >= 1, f"store_top_k={self.store_top_k}: must be >= 1")
+        need(self.store_threads >= 1, f"store_threads={self.store_threads}: must be >= 1")
+        need(self.attn_heads >= 1 and self.dim % self.attn_heads == 0,
+             f"attn_heads={self.attn_heads}: must divide dim={self.dim}")
+        for name in ("cache_hot", "cache_warm", "cache_cold"):
+            need(getattr(self, name) >= 0, f"{name}={getattr(self, name)}: must be >= 0")
+        need(self.cache_hot + self.cache_warm + self.cache_cold >= 1, "cache_*: total capacity must be >= 1")
+        need(self.cache_policy in CACHE_POLICIES, f"cache_policy={self.cache_policy!r}: choose one of {CACHE_POLICIES}")
+        need(self.fusion in FUSIONS, f"fusion={self.fusion!r}: choose one of {FUSIONS}")
+        for name in ("util_weight", "pressure_weight", "sparsity_weight"):
+            need(getattr(self, name) >= 0, f"{name}={getattr(self, name)}: must be >= 0")
+        need(self.reset in RESET_MODES, f"reset={self.reset!r}: choose one of {RESET_MODES}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.attn_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
