@@ -1,0 +1,212 @@
+"""Run configuration: Hydra composition of `agents/conf/` + command-line overrides, checked against a typed schema.
+
+We use Hydra's compose API rather than `@hydra.main` so that the working directory never changes, no `outputs/`
+folder appears, and every bad override ends in one line that names the key (`ConfigError`), not a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from memory.config import MemoryConfig
+
+AGENTS = ("memnet", "transformer", "lstm", "gru")
+TRAIN_MODES = ("supervised", "reinforce")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A bad config or override; its message is one line that names the key and the fix."""
+
+
+# ---- typed schema: OmegaConf checks types and unknown keys against these dataclasses ----
+@dataclass
+class EnvSchema:
+    id: str = "ContinualShift-v0"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AgentSchema:
+    name: str = "memnet"
+
+
+@dataclass
+class ModelSchema:
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+    window: int = 64
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainSchema:
+    mode: str = "supervised"
+    episodes: int | None = None
+    lanes: int = 16
+    chunk: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 10
+    checkpoint_every: int = 20
+    entropy_coef: float = 0.01
+    baseline_decay: float = 0.99
+    amp: bool = False
+    threads: int = 0
+    progress: bool = True
+
+
+@dataclass
+class RunSchema:
+    env: EnvSchema = field(default_factory=EnvSchema)
+    agent: AgentSchema = field(default_factory=AgentSchema)
+    seed: int = 0
+    device: str = "auto"
+    runs_root: str = "runs"
+    run_dir: str | None = None
+    resume: str | None = None
+    model: ModelSchema = field(default_factory=ModelSchema)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    train: TrainSchema = field(default_factory=TrainSchema)
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf errors span several lines (message, full_key, object_type): keep what a user needs."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
+    msg = next((ln for ln in lines if not ln.startswith(("full_key:", "object_type:", "reference_type"))), "")
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        where = key or msg
+        return f"unknown config key {where!r}; run `python -m agents.run --help` to list the keys"
+    return f"{key}: {msg}" if key and key not in msg else msg
+
+
+def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """Compose `agents/conf/<config_name>.yaml` with Hydra overrides (`key=value`, `env=<id>`, `agent=<name>`)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="agents.conf", version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    except Exception as exc:  # Hydra raises several types; all mean "your override is wrong"
+        raise ConfigError(_explain_hydra_error(exc)) from None
+    return cfg
+
+
+def _explain_hydra_error(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "Could not find 'env/" in text or "Could not find 'agent/" in text:
+        group = "env" if "'env/" in text else "agent"
+        name = text.split(f"'{group}/", 1)[1].split("'", 1)[0]
+        return f"unknown {group} {name!r}; choose one of: {', '.join(group_options(group))}"
+    if text.startswith("Error parsing override"):
+        return f"{text}: overrides are key=value (e.g. seed=3, memory.slots=64, env=NeedleRecall-v0)"
+    if "Could not override" in text or "Key '" in text:
+        key = text.split("'")[1] if "'" in text else text
+        return f"unknown config key {key!r}; run `python -m agents.run --help` to list the keys"
+    return text
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge into the typed schema (types, unknown keys), then check values; returns a resolved DictConfig."""
+    try:
+        schema = OmegaConf.structured(RunSchema)
+        merged = OmegaConf.merge(schema, cfg)
+        OmegaConf.resolve(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_one_line(exc)) from None
+    m, t = merged.model, merged.train
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
+    need(merged.device in DEVICES, f"device={merged.device!r}: choose one of {DEVICES}")
+    need(m.dim >= 1 and m.layers >= 1 and m.heads >= 1, "model.dim, model.layers, model.heads must be >= 1")
+    need(m.dim % m.heads == 0, f"model.heads={m.heads} must divide model.dim={m.dim}")
+    need(m.window >= 1, f"model.window={m.window}: must be >= 1")
+    need(m.mlp_ratio >= 1, f"model.mlp_ratio={m.mlp_ratio}: must be >= 1")
+    need(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout}: must be in [0, 1)")
+    need(t.mode in TRAIN_MODES, f"train.mode={t.mode!r}: choose one of {TRAIN_MODES}")
+    need(t.episodes is None or t.episodes >= 0, f"train.episodes={t.episodes}: must be >= 0")
+    need(t.lanes >= 1, f"train.lanes={t.lanes}: must be >= 1")
+    need(1 <= t.chunk <= m.window, f"train.chunk={t.chunk}: must be in [1, model.window={m.window}]")
+    need(t.lr > 0, f"train.lr={t.lr}: must be > 0")
+    need(t.eval_every >= 1, f"train.eval_every={t.eval_every}: must be >= 1")
+    need(t.checkpoint_every >= 1, f"train.checkpoint_every={t.checkpoint_every}: must be >= 1")
+    need(t.grad_clip >= 0 and t.weight_decay >= 0 and t.entropy_coef >= 0, "train.grad_clip, train.weight_decay, "
+         "train.entropy_coef must be >= 0")
+    need(0.0 <= t.baseline_decay < 1.0, f"train.baseline_decay={t.baseline_decay}: must be in [0, 1)")
+    need(t.threads >= 0, f"train.threads={t.threads}: must be >= 0")
+    memory_config(merged)  # MemoryConfig.validate names the memory.* key
+    return merged
+
+
+def memory_config(cfg: DictConfig) -> MemoryConfig:
+    """The MemoryConfig of a run: `memory.*` with `dim` tied to `model.dim` (one width for the whole agent)."""
+    fields_ = OmegaConf.to_container(cfg.memory, resolve=True)
+    if fields_["dim"] != cfg.model.dim:
+        raise ConfigError(f"memory.dim={fields_['dim']} must equal model.dim={cfg.model.dim}; set model.dim only")
+    try:
+        return MemoryConfig(**fields_)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def load_config(overrides: list[str]) -> DictConfig:
+    """Compose + validate: the one entry point for every CLI (run, evaluate, tune, benchmark)."""
+    return validate(compose(overrides))
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def from_yaml_file(path: str) -> DictConfig:
+    """A saved `config.yaml` (from a run folder or a sweep's best config), validated like a fresh one."""
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} not found") from None
+    except Exception as exc:
+        raise ConfigError(f"config file {path!r} is not valid YAML ({exc.__class__.__name__})") from None
+    return validate(loaded)
+
+
+def group_options(group: str) -> list[str]:
+    """The config files of a group (`env`, `agent`, `sweep`) shipped in agents/conf/."""
+    from importlib.resources import files
+
+    return sorted(p.name[:-5] for p in (files("agents.conf") / group).iterdir() if p.name.endswith(".yaml"))
+
+
+def help_text() -> str:
+    """`--help`: config groups and every key with its default."""
+    envs, agents = group_options("env"), group_options("agent")
+    cfg = load_config([])
+    lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] [resume=<run dir>]", "",
+             f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "", "keys (defaults):"]
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    lines += [f"  {k}={v}" for k, v in flat.items()]
+    return "\n".join(lines)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k != "kwargs":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
