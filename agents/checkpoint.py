@@ -1,0 +1,105 @@
+"""One checkpoint dict per run (nanoGPT style), written atomically and read back with `weights_only=True`.
+
+Layout of `checkpoints/last.pt`:
+    format      "memstream-checkpoint"      version  CHECKPOINT_VERSION
+    config      the run's resolved config (plain dict)
+    model       model.state_dict()          optimizer  optimizer.state_dict()
+    state       the recurrent per-lane state (controller window cache, slot bank, internal memory): tensors
+    memory      model.memory_state_dict(): FAISS store (index rows, values, metadata) + K/V cache tiers
+    trainer     counters, accuracy matrix, curves, accumulators, the env reset log (plain python types)
+    rng         torch RNG state
+Only tensors and plain python types go in, so `torch.load(weights_only=True)` can read it (DESIGN.md pitfalls).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "memstream-checkpoint"
+CHECKPOINT_VERSION = 1
+ARCH_SECTIONS = ("model", "memory")  # config sections that must match for weights to fit
+ARCH_KEYS = ("agent",)
+
+
+class CheckpointError(ValueError):
+    """A missing, damaged or incompatible checkpoint; the message is one line with the fix."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically: a temp file in the same folder, fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(body, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint; any failure becomes one CheckpointError line naming the file and the fix."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}: point resume=/checkpoint= at a run folder "
+                              "that has checkpoints/last.pt")
+    try:
+        body = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, pickled objects outside the allow-list, ...
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a memstream checkpoint "
+                              f"({type(exc).__name__}); resume from another run or start afresh") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a memstream checkpoint (no '{FORMAT}' marker)")
+    if body.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} has format version {body.get('version')}, this memstream "
+                              f"reads version {CHECKPOINT_VERSION}; re-run the experiment")
+    missing = [k for k in ("config", "model", "optimizer", "state", "memory", "trainer", "rng") if k not in body]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} is incomplete (missing {', '.join(missing)}); "
+                              "resume from another run or start afresh")
+    return body
+
+
+def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None:
+    """Fail with one line if the checkpoint was written by another architecture than `config` builds."""
+    diffs = []
+    for key in ARCH_KEYS:
+        if saved_config.get(key) != config.get(key):
+            diffs.append(f"{key}: {saved_config.get(key)} vs {config.get(key)}")
+    for section in ARCH_SECTIONS:
+        a, b = saved_config.get(section, {}), config.get(section, {})
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k) and not (section == "memory" and k in _MEMORY_RUNTIME_KEYS):
+                diffs.append(f"{section}.{k}: {a.get(k)} vs {b.get(k)}")
+    if saved_config.get("env", {}).get("id") != config.get("env", {}).get("id"):
+        diffs.append(f"env.id: {saved_config.get('env', {}).get('id')} vs {config.get('env', {}).get('id')}")
+    if diffs:
+        raise CheckpointError(f"checkpoint {str(path)!r} was written by another architecture "
+                              f"({'; '.join(diffs[:4])}); use the run's own config.yaml")
+
+
+# memory keys that change behaviour but not the shapes of saved tensors
+_MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "reset"}
+
+
+def load_model_weights(model: torch.nn.Module, weights: dict, path: str | Path) -> None:
+    """load_state_dict with shape/key mismatches turned into one CheckpointError line."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model ({first[:160]}); "
+                              "use the run's own config.yaml") from None

@@ -1,0 +1,154 @@
+"""Run one synchronous episode of B lanes: act step by step with the cached incremental forward, learn on chunks.
+
+Every lane of a memstream vector env has the same episode length, so all lanes start and end together.
+Per chunk of C steps:
+  1. act:   `model(obs[:, None], s, writes=False)` under no_grad, one step at a time (T=1, cached window);
+            the env receives the model's real actions (greedy, or sampled in reinforce training).
+  2. learn: `model(obs_chunk, s0, writes_chunk, meta)` from the chunk's start state, with gradients when
+            training (TBPTT: the state is detached between chunks); this forward also applies the chunk's
+            memory writes (block-recurrent memory), so acting and learning see the same memory.
+Eval runs the same loop with `learner=None` (no gradients, no weight update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from agents.cl_metrics import AccuracyByKey
+
+
+@dataclass
+class Chunk:
+    """What one chunk of the stream showed and what the agent did, all (B, C)."""
+
+    tokens: torch.Tensor  # (B, C) long: observations acted upon
+    targets: torch.Tensor  # (B, C) long, -1 where unscored
+    scored: torch.Tensor  # (B, C) bool
+    writes: torch.Tensor  # (B, C) bool: env's memory_writes
+    actions: torch.Tensor  # (B, C) long: what the agent sent to the env
+    rewards: torch.Tensor  # (B, C) float: what the env paid for them
+    meta: dict[str, np.ndarray]  # (B, C) int arrays: episode, position, step, task
+
+
+@dataclass
+class EpisodeStats:
+    steps: int = 0  # env steps per lane
+    scored: int = 0  # scored steps over all lanes
+    correct: int = 0
+    loss_sum: float = 0.0
+    updates: int = 0
+    memory_sums: dict[str, float] = field(default_factory=dict)  # the model's per-chunk memory metrics, summed
+    chunks: int = 0
+
+    @property
+    def memory(self) -> dict[str, float]:
+        """Per-chunk memory metrics averaged over the episode."""
+        return {k: v / self.chunks for k, v in self.memory_sums.items()} if self.chunks else {}
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+    @property
+    def loss(self) -> float | None:
+        return self.loss_sum / self.updates if self.updates else None
+
+
+# learner(chunk, logits, aux) -> loss value (float), after taking its optimiser step
+Learner = Callable[[Chunk, torch.Tensor, dict], float]
+
+
+class EpisodeRunner:
+    """Steps a native vector env with a model; owns the per-lane memory state between episodes."""
+
+    def __init__(self, venv, model, device: torch.device, chunk: int, amp: bool = False):
+        self.venv, self.model, self.device, self.chunk = venv, model, device, chunk
+        self.amp = amp
+        self.num_lanes = venv.num_envs
+        self.lanes = np.arange(self.num_lanes)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def run(self, state: dict, obs: np.ndarray, info: dict, episode: int, step0: int,
+            learner: Learner | None = None, sample: bool = False,
+            by_distance: AccuracyByKey | None = None, by_delay: AccuracyByKey | None = None,
+            ) -> tuple[dict, EpisodeStats]:
+        """Play the episode that `reset` just began (its first `obs`, `info`) to its end.
+
+        Returns the state after the episode and its stats. `step0` is the lane-step counter at the episode start
+        (store metadata); `sample` draws actions from the policy instead of taking the argmax.
+        """
+        stats = EpisodeStats()
+        done = False
+        while not done:
+            state, done, obs, info = self._chunk(state, obs, info, episode, step0, stats,
+                                                 learner, sample, by_distance, by_delay)
+        return state, stats
+
+    def _chunk(self, state, obs, info, episode, step0, stats, learner, sample, by_distance, by_delay):
+        B, dev = self.num_lanes, self.device
+        cols: dict[str, list] = {k: [] for k in ("tokens", "targets", "scored", "writes", "actions", "rewards",
+                                                  "task", "distance", "delay")}
+        s_act, done = state, False
+        with torch.no_grad(), self.autocast():
+            while len(cols["tokens"]) < self.chunk and not done:
+                tok = torch.as_tensor(obs, dtype=torch.long, device=dev)  # (B,)
+                logits, s_act, _ = self.model(tok[:, None], s_act, torch.zeros(B, 1, dtype=torch.bool, device=dev))
+                logits = logits[:, 0].float()  # (B, V)
+                if sample:
+                    action = torch.distributions.Categorical(logits=logits).sample()
+                else:
+                    action = logits.argmax(-1)
+                action_np = action.cpu().numpy()
+                for k, v in (("tokens", obs), ("targets", info["target"]), ("scored", info["scored"]),
+                             ("writes", info["memory_writes"]), ("actions", action_np), ("task", info["task_id"]),
+                             ("distance", info["distance"]), ("delay", info["delay"])):
+                    cols[k].append(np.asarray(v).copy())
+                obs, reward, terminated, truncated, info = self.venv.step(action_np)
+                cols["rewards"].append(np.asarray(reward, dtype=np.float32))
+                done = bool(np.all(terminated | truncated))
+                if not done and np.any(terminated | truncated):
+                    raise RuntimeError("memstream envs end all lanes together; this env did not")
+        arr = {k: np.stack(v, axis=1) for k, v in cols.items()}  # (B, C)
+        C = arr["tokens"].shape[1]
+        pos = np.broadcast_to(np.arange(stats.steps, stats.steps + C), (B, C))
+        chunk = Chunk(
+            tokens=torch.as_tensor(arr["tokens"], dtype=torch.long, device=dev),
+            targets=torch.as_tensor(arr["targets"], dtype=torch.long, device=dev),
+            scored=torch.as_tensor(arr["scored"], dtype=torch.bool, device=dev),
+            writes=torch.as_tensor(arr["writes"], dtype=torch.bool, device=dev),
+            actions=torch.as_tensor(arr["actions"], dtype=torch.long, device=dev),
+            rewards=torch.as_tensor(arr["rewards"], device=dev),
+            meta={"episode": np.full((B, C), episode, dtype=np.int64), "position": pos.astype(np.int64),
+                  "step": (pos + step0).astype(np.int64), "task": arr["task"].astype(np.int64)},
+        )
+        # learn (or, in eval, just apply the chunk's memory writes) from the chunk's start state
+        if learner is not None:
+            self.model.train()
+            with self.autocast():
+                logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta)
+            stats.loss_sum += learner(chunk, logits.float(), aux)
+            stats.updates += 1
+        else:
+            self.model.eval()
+            with torch.no_grad(), self.autocast():
+                logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta)
+        for name, value in aux.get("metrics", {}).items():
+            if isinstance(value, (int, float)):
+                stats.memory_sums[name] = stats.memory_sums.get(name, 0.0) + float(value)
+        stats.chunks += 1
+        correct = (arr["actions"] == arr["targets"]) & arr["scored"]
+        stats.scored += int(arr["scored"].sum())
+        stats.correct += int(correct.sum())
+        stats.steps += C
+        if by_distance is not None:
+            by_distance.update(arr["distance"][arr["scored"]], correct[arr["scored"]])
+        if by_delay is not None:
+            by_delay.update(arr["delay"][arr["scored"]], correct[arr["scored"]])
+        return self.model.detach_state(new_state), done, obs, info
+

@@ -1,0 +1,123 @@
+"""What a finished run leaves behind: metrics.json, plots/*.png, TensorBoard images + hparams, a summary table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from agents import plots
+
+
+def _clean(x):
+    """JSON-safe: NaN -> None, numpy scalars -> python."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return None if math.isnan(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_json_atomic(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(_clean(data), f, indent=2)
+    os.replace(tmp, path)
+
+
+def final_metrics(trainer) -> dict:
+    """The numbers of DESIGN.md section 7 for a finished (or resumed-and-finished) run.
+
+    Metrics that do not apply to an env are null: BWT/FWT/forgetting need >= 2 tasks, recall_by_delay needs an env
+    that reports delays (NeedleRecall), accuracy_by_distance needs distances.
+    """
+    cl = trainer.continual_metrics()
+    last = [a for a in trainer.last_eval.values() if not math.isnan(a)]
+    by_distance = {k: v for k, v in trainer.by_distance.result().items() if v is not None}
+    by_delay = {k: v for k, v in trainer.by_delay.result().items() if v is not None}
+    params = sum(p.numel() for p in trainer.model.parameters())
+    return {
+        "env": trainer.cfg.env.id, "agent": trainer.cfg.agent.name, "seed": trainer.cfg.seed,
+        "episodes": trainer.episode, "ACC": cl["ACC"], "BWT": cl["BWT"], "FWT": cl["FWT"],
+        "forgetting": cl["forgetting"], "accuracy_matrix": trainer.R, "untrained_accuracy": trainer.b,
+        "accuracy": float(np.mean(last)) if last else None,
+        "accuracy_by_distance": by_distance or None, "recall_by_delay": by_delay or None,
+        "tokens_per_s": trainer.train_tokens / trainer.train_seconds if trainer.train_seconds else None,
+        "params": params, "memory_bytes": int(trainer.model.memory_bytes(trainer.state)),
+        "forgetting_curves": {j: c for j, c in trainer.curves.items()},
+        "task_boundaries": trainer.task_boundaries,
+    }
+
+
+def write_report(trainer, metrics: dict, logger=None) -> None:
+    run_dir = Path(trainer.run_dir)
+    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    p = run_dir / "plots"
+    figs = {
+        "forgetting_curves": plots.plot_forgetting_curves(trainer.curves, trainer.task_boundaries,
+                                                          p / "forgetting_curves.png"),
+        "accuracy_matrix": plots.plot_accuracy_matrix(trainer.R, p / "accuracy_matrix.png"),
+        "accuracy_vs_distance": plots.plot_accuracy_vs_distance(metrics["accuracy_by_distance"] or {},
+                                                                p / "accuracy_vs_distance.png",
+                                                                window=trainer.cfg.model.window),
+    }
+    if metrics["recall_by_delay"]:
+        figs["recall_vs_delay"] = plots.plot_recall_vs_delay(metrics["recall_by_delay"], p / "recall_vs_delay.png")
+    if trainer.usage_history:
+        figs["slot_usage"] = plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png")
+    lifetimes = trainer.slot_lifetimes()
+    if lifetimes is not None:
+        figs["slot_survival"] = plots.plot_slot_survival(lifetimes[0], p / "slot_survival.png",
+                                                         observed=lifetimes[1])
+    if logger is not None:
+        for name in ("accuracy_matrix", "slot_usage", "slot_survival"):
+            if name in figs:
+                logger.image(f"plots/{name}", figs[name], trainer.train_steps)
+        logger.hparams(hparams_of(trainer.cfg), {f"cl/{k}": metrics[k] for k in ("ACC", "BWT", "FWT", "forgetting")}
+                       | {"eval/accuracy": metrics["accuracy"]})
+    import matplotlib.pyplot as plt
+
+    for fig in figs.values():
+        plt.close(fig)
+
+
+def hparams_of(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return {"agent": c["agent"]["name"], "env": c["env"]["id"], "seed": c["seed"], "model": c["model"],
+            "memory": c["memory"], "train": {k: v for k, v in c["train"].items() if k != "progress"}}
+
+
+def summary_table(metrics: dict) -> str:
+    def fmt(v):
+        return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    rows = [("ACC", metrics["ACC"]), ("BWT", metrics["BWT"]), ("FWT", metrics["FWT"]),
+            ("forgetting", metrics["forgetting"]), ("eval accuracy", metrics["accuracy"]),
+            ("tokens/s (train)", None if metrics["tokens_per_s"] is None else round(metrics["tokens_per_s"])),
+            ("parameters", metrics["params"]), ("memory bytes", metrics["memory_bytes"])]
+    if metrics["accuracy_by_distance"]:
+        rows += [(f"acc @ distance <= {k}", v) for k, v in metrics["accuracy_by_distance"].items()]
+    if metrics["recall_by_delay"]:
+        rows += [(f"recall @ delay {k}", v) for k, v in metrics["recall_by_delay"].items()]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{metrics['env']} / {metrics['agent']} / seed {metrics['seed']}"]
+    lines += [f"  {name.ljust(width)}  {fmt(v)}" for name, v in rows]
+    R = np.array(metrics["accuracy_matrix"], dtype=float)
+    if R.shape[0] > 1:
+        lines.append("  accuracy matrix (row i: after training task i; column j: task j)")
+        lines += ["    " + " ".join("  -  " if math.isnan(x) else f"{x:.2f}" for x in row) for row in R]
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""`python -m agents.run env=<id> agent=<name> seed=<n> key=value ...`: train, evaluate, write a run folder.
+
+    python -m agents.run env=ContinualShift-v0
+    python -m agents.run env=NeedleRecall-v0 agent=transformer seed=3 memory.slots=64
+    python -m agents.run resume=runs/ContinualShift-v0/memnet/2026-11-22_10-00-00_s0
+    python -m agents.run --help
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.config import ConfigError, help_text, load_config, to_yaml, validate
+from agents.report import final_metrics, summary_table, write_report
+
+
+def new_run_dir(cfg) -> Path:
+    if cfg.run_dir:
+        return Path(cfg.run_dir).resolve()
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    base = Path(cfg.runs_root).resolve() / cfg.env.id / cfg.agent.name
+    path = base / f"{stamp}_s{cfg.seed}"
+    n = 1
+    while path.exists():  # two runs started in the same second
+        path, n = base / f"{stamp}-{n}_s{cfg.seed}", n + 1
+    return path
+
+
+def config_for(overrides: list[str]):
+    """The config of this invocation: fresh from overrides, or the saved one of the run named by `resume=`."""
+    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    if resume is None:
+        return load_config(overrides), None
+    others = [o for o in overrides if not o.startswith("resume=")]
+    if others:
+        raise ConfigError(f"resume= continues a run with its own config.yaml; drop the other overrides ({others[0]})")
+    run_dir = Path(resume).resolve()
+    body = load_checkpoint(run_dir)
+    cfg = validate(OmegaConf.create(body["config"]))
+    cfg.run_dir, cfg.resume = str(run_dir), str(run_dir)
+    return cfg, run_dir
+
+
+def fit(trainer, logger, config: dict, progress: bool = True) -> dict:
+    """Train to `total_episodes`, evaluating and checkpointing on schedule; returns the final metrics."""
+    from tqdm import tqdm
+
+    cfg = trainer.cfg.train
+    if trainer.episode == 0 and not trainer.curves[0]:  # untrained accuracy b[j], for FWT
+        trainer.b[:] = [trainer.evaluate_all()[j] for j in range(trainer.num_tasks)]
+        log_eval(trainer, logger)
+    bar = tqdm(total=trainer.total_episodes, initial=trainer.episode, disable=not progress, unit="ep",
+               desc=f"{trainer.cfg.env.id}/{trainer.cfg.agent.name}", dynamic_ncols=True)
+    while trainer.episode < trainer.total_episodes:
+        task = trainer.current_task()
+        stats = trainer.train_episode()
+        logger.scalars({"train/loss": stats.loss, "train/accuracy": stats.accuracy,
+                        "perf/tokens_per_s": trainer.train_tokens / max(trainer.train_seconds, 1e-9)}
+                       | {f"memory/{k}": v for k, v in stats.memory.items()}, trainer.train_steps)
+        last = trainer.episode == trainer.total_episodes
+        boundary = last or trainer.current_task() != task
+        if boundary or trainer.episode % cfg.eval_every == 0:
+            ev = trainer.evaluate_all(record=last)
+            if boundary:
+                trainer.R[task] = [ev[j] for j in range(trainer.num_tasks)]
+                trainer.task_boundaries.append(trainer.train_steps)
+            trainer.record_memory_usage()
+            log_eval(trainer, logger)
+        if last or trainer.episode % cfg.checkpoint_every == 0:
+            trainer.save(config)
+            logger.flush()
+        bar.set_postfix(acc=_pct(stats.accuracy), loss=f"{stats.loss:.3f}" if stats.loss is not None else "-",
+                        eval=_pct(_mean(trainer.last_eval.values())), task=task)
+        bar.update(1)
+    bar.close()
+    return final_metrics(trainer)
+
+
+def log_eval(trainer, logger) -> None:
+    values = {f"eval/task_{j}/accuracy": a for j, a in trainer.last_eval.items()}
+    values |= {f"cl/{k}": v for k, v in trainer.continual_metrics().items()}
+    values |= {f"recall/accuracy_d{k}": v for k, v in trainer.by_distance.result().items()}
+    logger.scalars(values, trainer.train_steps)
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x == x]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return 0
+    try:
+        cfg, resume_dir = config_for(argv)
+        from agents.tb_logger import TBLogger
+        from agents.trainer import Trainer
+
+        run_dir = resume_dir or new_run_dir(cfg)
+        trainer = Trainer(cfg, run_dir)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if resume_dir is not None:
+            trainer.restore(resume_dir, config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        logger = TBLogger(run_dir, trainer.num_tasks, purge_step=trainer.train_steps if resume_dir else None)
+        params = sum(p.numel() for p in trainer.model.parameters())
+        print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {cfg.train.lanes} lanes, "
+              f"{trainer.total_episodes} episodes -> {run_dir}", flush=True)
+        metrics = fit(trainer, logger, config, progress=cfg.train.progress)
+        write_report(trainer, metrics, logger)
+        logger.close()
+    except (ConfigError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(metrics))
+    print(f"run folder: {run_dir}  (tensorboard --logdir {Path(cfg.runs_root)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The trainer: B lanes of a native vector env, online learning, evaluation on every task, checkpoints.
+
+Schedule. Training episodes follow the env's own schedule (`reset()`); ContinualShift moves through its tasks.
+Before training, every task is evaluated once (b[j], for FWT); then every `train.eval_every` episodes and at
+each task boundary every task is evaluated (forgetting curves; R[i][j] at the boundary after task i). Eval runs
+`venv.eval_episodes` consecutive `reset(options={"phase": "eval", "task_id": j})` episodes on a *copy* of the
+memory: weights and the persisting memory are exactly as before the eval when it returns.
+
+Resume. The env's state is a function of its seed and the sequence of resets it was given, so the trainer logs
+that sequence (`reset_log`) and replays it on resume instead of pickling the env into the checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import envs  # noqa: F401  (registers the memstream ids; Gymnasium 1.x has no plugin auto-registration)
+from agents.checkpoint import check_compatible, load_checkpoint, load_model_weights, save_checkpoint
+from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets
+from agents.config import ConfigError, memory_config
+from agents.episodes import Chunk, EpisodeRunner, EpisodeStats
+from agents.models import ModelConfig, build_model
+
+TRAIN, EVAL = 0, 1  # reset_log phases
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                        ("cpu" if name == "auto" else name))
+
+
+def make_vector_env(env_id: str, lanes: int, kwargs: dict):
+    """The native vectorised env of a memstream id; bad ids and options become one ConfigError line."""
+    if env_id not in gym.registry:
+        known = ", ".join(sorted(k for k, spec in gym.registry.items()
+                                 if str(spec.entry_point).startswith("envs.")))
+        raise ConfigError(f"unknown env id {env_id!r}; choose one of: {known}")
+    try:
+        return gym.make_vec(env_id, num_envs=lanes, vectorization_mode="vector_entry_point", **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"env.kwargs for {env_id}: {exc}") from None
+
+
+class Trainer:
+    def __init__(self, cfg, run_dir: str | Path, logger=None):
+        self.cfg, self.run_dir, self.logger = cfg, Path(run_dir), logger
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        torch.manual_seed(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.venv = make_vector_env(cfg.env.id, t.lanes, dict(cfg.env.kwargs))
+        self.num_tasks = int(self.venv.num_tasks)
+        self.model_cfg = ModelConfig(vocab_size=int(self.venv.vocab_size), memory=memory_config(cfg),
+                                     **{k: cfg.model[k] for k in cfg.model})
+        self.model = build_model(cfg.agent.name, self.model_cfg).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.runner = EpisodeRunner(self.venv, self.model, self.device, t.chunk, amp=t.amp)
+        self.state = self.model.initial_state(t.lanes)
+        self.total_episodes = self._default_episodes() if t.episodes is None else int(t.episodes)
+        # trainer state (all of it goes into the checkpoint)
+        self.episode = 0  # training episodes done (per lane)
+        self.lane_steps = 0  # env steps per lane, train and eval (store metadata)
+        self.train_steps = 0  # training env steps per lane: the x-axis of every curve
+        self.train_tokens = 0
+        self.train_seconds = 0.0
+        self.reward_baseline = 0.0
+        self.reset_log: list[tuple[int, int]] = []
+        self.R = np.full((self.num_tasks, self.num_tasks), np.nan)
+        self.b = np.full(self.num_tasks, np.nan)
+        self.curves: dict[int, list[tuple[int, float]]] = {j: [] for j in range(self.num_tasks)}
+        self.task_boundaries: list[int] = []
+        self.last_eval: dict[int, float] = {}
+        self.usage_history: list[list[float]] = []
+        self.max_distance = int(getattr(self.venv, "max_distance", 1024))
+        self.by_distance = AccuracyByKey(distance_buckets(self.max_distance))
+        self.by_delay = AccuracyByKey(None)
+
+    def _default_episodes(self) -> int:
+        sched = getattr(self.venv, "schedule", None)
+        if sched is None:
+            raise ConfigError(f"train.episodes is not set for {self.cfg.env.id}; set train.episodes=<n>")
+        return len(sched)
+
+    # ---------------------------------------------------------------- env resets (logged for replay)
+    def _reset(self, phase: int, task: int):
+        options = {"phase": "train"} if phase == TRAIN else {"phase": "eval", "task_id": task}
+        seed = self.cfg.seed if not self.reset_log else None
+        self.reset_log.append((phase, task))
+        return self.venv.reset(seed=seed, options=options)
+
+    def current_task(self) -> int:
+        sched = getattr(self.venv, "schedule", None)
+        if sched is None or self.episode >= len(sched):
+            return int(sched[-1]) if sched is not None and len(sched) else 0
+        return int(sched[self.episode])
+
+    # ---------------------------------------------------------------- learning
+    def _learn(self, chunk: Chunk, logits: torch.Tensor, aux: dict) -> float:
+        t = self.cfg.train
+        mask = chunk.scored
+        loss = logits.new_zeros(())
+        if mask.any():
+            if t.mode == "supervised":
+                loss = F.cross_entropy(logits[mask], chunk.targets[mask])
+            else:  # REINFORCE on the actions actually taken, advantage against a running-mean baseline
+                logp = F.log_softmax(logits[mask], -1)
+                taken = logp.gather(-1, chunk.actions[mask][:, None])[:, 0]
+                reward = chunk.rewards[mask]
+                advantage = reward - self.reward_baseline
+                entropy = -(logp.exp() * logp).sum(-1)
+                loss = -(advantage * taken).mean() - t.entropy_coef * entropy.mean()
+                self.reward_baseline = (t.baseline_decay * self.reward_baseline
+                                        + (1 - t.baseline_decay) * float(reward.mean()))
+        for extra in aux.get("losses", {}).values():
+            loss = loss + extra
+        if loss.requires_grad:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.optimizer.step()
+        return float(loss.detach())
+
+    def train_episode(self) -> EpisodeStats:
+        task = self.current_task()
+        if self.cfg.memory.reset == "episode" or (self.cfg.memory.reset == "task" and self.episode > 0
+                                                  and task != self._task_before()):
+            self.state = self.model.reset_memory(self.state, torch.ones(self.cfg.train.lanes, dtype=torch.bool))
+        obs, info = self._reset(TRAIN, task)
+        t0 = time.perf_counter()
+        self.state, stats = self.runner.run(self.state, obs, info, self.episode, self.lane_steps,
+                                            learner=self._learn, sample=self.cfg.train.mode == "reinforce")
+        self.train_seconds += time.perf_counter() - t0
+        self.lane_steps += stats.steps
+        self.train_steps += stats.steps
+        self.train_tokens += stats.steps * self.cfg.train.lanes
+        self.episode += 1
+        return stats
+
+    def _task_before(self) -> int:
+        sched = getattr(self.venv, "schedule", None)
+        return int(sched[self.episode - 1]) if sched is not None and 0 < self.episode <= len(sched) else 0
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate_task(self, task: int, record: bool = False) -> float:
+        """Accuracy on scored steps over one complete evaluation of `task`; memory and weights untouched."""
+        state = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.state.items()}
+        saved_memory = copy.deepcopy(self.model.memory_state_dict())
+        correct = scored = 0
+        for _ in range(int(self.venv.eval_episodes)):
+            obs, info = self._reset(EVAL, task)
+            state, stats = self.runner.run(state, obs, info, self.episode, self.lane_steps,
+                                           by_distance=self.by_distance if record else None,
+                                           by_delay=self.by_delay if record else None)
+            correct, scored = correct + stats.correct, scored + stats.scored
+        self.model.load_memory_state_dict(saved_memory)
+        return correct / scored if scored else math.nan
+
+    def evaluate_all(self, record: bool = False) -> dict[int, float]:
+        self.last_eval = {j: self.evaluate_task(j, record) for j in range(self.num_tasks)}
+        for j, a in self.last_eval.items():
+            self.curves[j].append((self.train_steps, a))
+        return self.last_eval
+
+    def continual_metrics(self) -> dict:
+        """ACC/BWT/FWT/forgetting over the tasks trained so far (all of them at the end)."""
+        done = int(np.sum(~np.isnan(self.R[:, 0])))
+        if done == 0:
+            return {"ACC": None, "BWT": None, "FWT": None, "forgetting": None}
+        return continual_metrics(self.R[:done, :done], self.b[:done])
+
+    # ---------------------------------------------------------------- checkpoint
+    def trainer_state(self) -> dict:
+        return {
+            "episode": self.episode, "lane_steps": self.lane_steps, "train_steps": self.train_steps,
+            "train_tokens": self.train_tokens, "train_seconds": self.train_seconds,
+            "reward_baseline": self.reward_baseline, "reset_log": [list(x) for x in self.reset_log],
+            "R": self.R.tolist(), "b": self.b.tolist(), "task_boundaries": list(self.task_boundaries),
+            "curves": {str(j): [list(p) for p in c] for j, c in self.curves.items()},
+            "last_eval": {str(j): a for j, a in self.last_eval.items()},
+            "usage_history": self.usage_history, "total_episodes": self.total_episodes,
+            "by_distance": self.by_distance.state_dict(), "by_delay": self.by_delay.state_dict(),
+        }
+
+    def save(self, config: dict) -> Path:
+        path = self.run_dir / "checkpoints" / "last.pt"
+        save_checkpoint(path, {
+            "config": config, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "state": self.state, "memory": self.model.memory_state_dict(), "trainer": self.trainer_state(),
+            "rng": {"torch": torch.get_rng_state()},
+        })
+        return path
+
+    def restore(self, path: str | Path, config: dict) -> None:
+        """Load a checkpoint written by `save` and bring the env to the same point by replaying its resets."""
+        body = load_checkpoint(path)
+        check_compatible(body["config"], config, path)
+        load_model_weights(self.model, body["model"], path)
+        self.optimizer.load_state_dict(body["optimizer"])
+        self.state = body["state"]
+        self.model.load_memory_state_dict(body["memory"])
+        torch.set_rng_state(body["rng"]["torch"])
+        tr = body["trainer"]
+        for k in ("episode", "lane_steps", "train_steps", "train_tokens", "train_seconds", "reward_baseline",
+                  "usage_history", "total_episodes"):
+            setattr(self, k, tr[k])
+        self.R, self.b = np.array(tr["R"], dtype=float), np.array(tr["b"], dtype=float)
+        self.task_boundaries = list(tr["task_boundaries"])
+        self.curves = {int(j): [tuple(p) for p in c] for j, c in tr["curves"].items()}
+        self.last_eval = {int(j): a for j, a in tr["last_eval"].items()}
+        self.by_distance.load_state_dict(tr["by_distance"])
+        self.by_delay.load_state_dict(tr["by_delay"])
+        log = [tuple(x) for x in tr["reset_log"]]
+        self.reset_log = []
+        for phase, task in log:  # replay: regenerates exactly the episodes the env had produced
+            self._reset(phase, task)
