@@ -46,8 +46,13 @@ def config_for(overrides: list[str]):
     return cfg, run_dir
 
 
-def fit(trainer, logger, config: dict, progress: bool = True) -> dict:
-    """Train to `total_episodes`, evaluating and checkpointing on schedule; returns the final metrics."""
+def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> dict:
+    """Train to `total_episodes`, evaluating and checkpointing on schedule; returns the final metrics.
+
+    `on_eval(trainer, values)` is called after every evaluation (and after the checkpoint that may follow it)
+    with the same tag -> value dict that goes to TensorBoard (`eval/task_<j>/accuracy`, `cl/*`, `recall/*`);
+    Ray Tune trials report through it.
+    """
     from tqdm import tqdm
 
     cfg = trainer.cfg.train
@@ -65,15 +70,17 @@ def fit(trainer, logger, config: dict, progress: bool = True) -> dict:
         last = trainer.episode == trainer.total_episodes
         boundary = last or trainer.current_task() != task
         if boundary or trainer.episode % cfg.eval_every == 0:
-            ev = trainer.evaluate_all(record=last)
+            ev = trainer.evaluate_all()
             if boundary:
                 trainer.R[task] = [ev[j] for j in range(trainer.num_tasks)]
                 trainer.task_boundaries.append(trainer.train_steps)
             trainer.record_memory_usage()
-            log_eval(trainer, logger)
+        values = log_eval(trainer, logger) if boundary or trainer.episode % cfg.eval_every == 0 else None
         if last or trainer.episode % cfg.checkpoint_every == 0:
             trainer.save(config)
             logger.flush()
+        if values is not None and on_eval is not None:
+            on_eval(trainer, values)
         bar.set_postfix(acc=_pct(stats.accuracy), loss=f"{stats.loss:.3f}" if stats.loss is not None else "-",
                         eval=_pct(_mean(trainer.last_eval.values())), task=task)
         bar.update(1)
@@ -81,11 +88,15 @@ def fit(trainer, logger, config: dict, progress: bool = True) -> dict:
     return final_metrics(trainer)
 
 
-def log_eval(trainer, logger) -> None:
+def log_eval(trainer, logger) -> dict:
+    """The evaluation scalars (DESIGN.md section 8 tags), written to TensorBoard and returned."""
     values = {f"eval/task_{j}/accuracy": a for j, a in trainer.last_eval.items()}
+    values["eval/accuracy"] = _mean(trainer.last_eval.values())
     values |= {f"cl/{k}": v for k, v in trainer.continual_metrics().items()}
     values |= {f"recall/accuracy_d{k}": v for k, v in trainer.by_distance.result().items()}
+    values |= {f"recall/accuracy_delay{k}": v for k, v in trainer.by_delay.result().items()}
     logger.scalars(values, trainer.train_steps)
+    return values
 
 
 def _mean(xs) -> float | None:

@@ -153,7 +153,7 @@ class Trainer:
         return int(sched[self.episode - 1]) if sched is not None and 0 < self.episode <= len(sched) else 0
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate_task(self, task: int, record: bool = False) -> float:
+    def evaluate_task(self, task: int) -> float:
         """Accuracy on scored steps over one complete evaluation of `task`; memory and weights untouched."""
         state = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.state.items()}
         saved_memory = copy.deepcopy(self.model.memory_state_dict())
@@ -161,14 +161,16 @@ class Trainer:
         for _ in range(int(self.venv.eval_episodes)):
             obs, info = self._reset(EVAL, task)
             state, stats = self.runner.run(state, obs, info, self.episode, self.lane_steps,
-                                           by_distance=self.by_distance if record else None,
-                                           by_delay=self.by_delay if record else None)
+                                           by_distance=self.by_distance, by_delay=self.by_delay)
             correct, scored = correct + stats.correct, scored + stats.scored
         self.model.load_memory_state_dict(saved_memory)
         return correct / scored if scored else math.nan
 
-    def evaluate_all(self, record: bool = False) -> dict[int, float]:
-        self.last_eval = {j: self.evaluate_task(j, record) for j in range(self.num_tasks)}
+    def evaluate_all(self) -> dict[int, float]:
+        """Evaluate every task; accuracy by distance / delay then describe this evaluation."""
+        self.by_distance.reset()
+        self.by_delay.reset()
+        self.last_eval = {j: self.evaluate_task(j) for j in range(self.num_tasks)}
         for j, a in self.last_eval.items():
             self.curves[j].append((self.train_steps, a))
         return self.last_eval
