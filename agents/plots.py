@@ -1,0 +1,247 @@
+"""Publication-ready PNG plots of a run: forgetting curves, accuracy matrix, accuracy vs distance / delay,
+slot usage and slot survival, and a metric against a swept parameter.
+
+Figures are built on matplotlib's Agg canvas without pyplot: they never enter pyplot's global figure
+list (no backend switch, nothing to close, safe in threads and notebooks) and are freed once unreferenced.
+Each function saves its PNG atomically (temp file + os.replace, parent folders created) and returns the
+figure so that the caller can also log it to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib import ticker
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from agents.cl_metrics import bootstrap_ci, kaplan_meier
+
+
+def _new_figure(width: float = 6.4, height: float = 4.2) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _save(figure: Figure, path: str | os.PathLike) -> Figure:
+    """Write the figure as PNG to `path` atomically and return it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            figure.savefig(handle, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return figure
+
+
+def _note(ax: Axes, text: str) -> None:
+    """Say on the plot why it is empty instead of drawing blank axes."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def figure_to_array(figure: Figure) -> np.ndarray:
+    """Render a figure to an RGB image.  # (H, W, 3) uint8"""
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3)
+
+
+def plot_forgetting_curves(
+    curves: Mapping[int, Sequence[tuple[int, float]]], task_boundaries: Sequence[int], path: str | os.PathLike
+) -> Figure:
+    """Eval accuracy of each task j against training step, one line per task.
+
+    curves: {task j: [(training step, eval accuracy), ...]}; task_boundaries: training steps at which the
+    schedule switches to the next task (drawn as dotted vertical lines labelled with the task that starts)."""
+    figure, ax = _new_figure()
+    drawn = False
+    for task in sorted(curves):
+        points = sorted(curves[task])
+        if not points:
+            continue
+        steps, accuracies = zip(*points, strict=True)
+        ax.plot(steps, accuracies, marker="o", markersize=3, linewidth=1.5, label=f"task {task}")
+        drawn = True
+    for number, boundary in enumerate(sorted(b for b in task_boundaries if b > 0), start=1):
+        ax.axvline(boundary, color="0.5", linestyle=":", linewidth=1)
+        ax.text(boundary, 1.03, f"task {number}", ha="center", va="bottom", fontsize=8, color="0.35",
+                transform=ax.get_xaxis_transform())
+    if drawn:
+        ax.legend(title="evaluated on", fontsize=8, loc="lower left")
+    else:
+        _note(ax, "no evaluations yet")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("eval accuracy (scored steps)")
+    ax.set_title("Forgetting curves", pad=14)
+    ax.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_accuracy_matrix(R, path: str | os.PathLike) -> Figure:
+    """Heatmap of R[i][j] (rows: after training task i; columns: evaluated on task j), values in the cells."""
+    R = np.asarray(R, dtype=np.float64)  # (T, T)
+    if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] < 1:
+        raise ValueError(f"R must be a square (T, T) accuracy matrix with T >= 1; got shape {R.shape}")
+    T = R.shape[0]
+    side = min(3.2 + 0.6 * T, 12.0)
+    figure, ax = _new_figure(side + 1.2, side)
+    shown = np.ma.masked_invalid(R)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")  # grey cells: not evaluated (NaN)
+    image = ax.imshow(shown, vmin=0.0, vmax=1.0, cmap=cmap)
+    if T <= 20:  # past that the numbers would not fit in the cells
+        for (i, j), value in np.ndenumerate(R):
+            text = "–" if np.isnan(value) else f"{value:.2f}"
+            color = "black" if np.isnan(value) or value > 0.6 else "white"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8 if T > 8 else 10, color=color)
+    ticks = np.arange(T)
+    ax.set_xticks(ticks, [str(j) for j in ticks])
+    ax.set_yticks(ticks, [str(i) for i in ticks])
+    ax.set_xlabel("evaluated on task j")
+    ax.set_ylabel("after training task i")
+    ax.set_title("Accuracy matrix R[i][j]")
+    figure.colorbar(image, ax=ax, label="accuracy", shrink=0.85)
+    return _save(figure, path)
+
+
+def _plot_accuracy_series(ax: Axes, accuracy_by_key: Mapping[int, float | None], label: str) -> bool:
+    """Line through the keys that have an accuracy; None entries (no scored step) are left out."""
+    points = sorted((k, v) for k, v in accuracy_by_key.items() if v is not None)
+    if not points:
+        _note(ax, "no scored steps")
+        return False
+    keys, accuracies = zip(*points, strict=True)
+    ax.plot(keys, accuracies, marker="o", linewidth=1.5, label=label)
+    return True
+
+
+def plot_accuracy_vs_distance(
+    acc_by_bucket: Mapping[int, float | None], path: str | os.PathLike, window: int | None = None
+) -> Figure:
+    """Accuracy per distance bucket on a log2 x axis; a vertical line at the controller's window W."""
+    figure, ax = _new_figure()
+    _plot_accuracy_series(ax, acc_by_bucket, "accuracy")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # 64 rather than 2^6
+    if window is not None:
+        ax.axvline(window, color="tab:red", linestyle="--", label=f"controller window W = {window}")
+        ax.legend(fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("distance to the needed token (steps; bucket upper bound)")
+    ax.set_ylabel("accuracy (scored steps)")
+    ax.set_title("Accuracy vs distance")
+    ax.grid(alpha=0.3, which="both")
+    return _save(figure, path)
+
+
+def plot_recall_vs_delay(acc_by_delay: Mapping[int, float | None], path: str | os.PathLike) -> Figure:
+    """Recall accuracy against the delay (episodes) between storing a fact and being asked for it."""
+    figure, ax = _new_figure()
+    if _plot_accuracy_series(ax, acc_by_delay, "recall accuracy"):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("delay (episodes between the fact and the query)")
+    ax.set_ylabel("recall accuracy")
+    ax.set_title("Recall vs delay")
+    ax.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_slot_usage_heatmap(
+    usage_history, path: str | os.PathLike, steps: Sequence[int] | None = None
+) -> Figure:
+    """Usage of each memory slot over training: usage_history (time, N) with one row per snapshot.
+
+    steps: (time,) training step of each snapshot for the x axis; None = snapshot index."""
+    usage = np.asarray(usage_history, dtype=np.float64)  # (time, N)
+    if usage.ndim != 2:
+        raise ValueError(f"usage_history must be a (time, N) array; got shape {usage.shape}")
+    figure, ax = _new_figure(7.0, 4.2)
+    if usage.size == 0:
+        _note(ax, "no slot usage recorded (memory.slots=0?)")
+    else:
+        if steps is not None and len(steps) != usage.shape[0]:
+            raise ValueError(f"steps must have one entry per snapshot ({usage.shape[0]}); got {len(steps)}")
+        x_end = (steps[0], steps[-1]) if steps is not None else (0, usage.shape[0] - 1)
+        image = ax.imshow(usage.T, aspect="auto", origin="lower", interpolation="nearest", cmap="magma",
+                          extent=(x_end[0] - 0.5, x_end[1] + 0.5, -0.5, usage.shape[1] - 0.5))
+        figure.colorbar(image, ax=ax, label="slot usage")
+    ax.set_xlabel("training step" if steps is not None else "snapshot")
+    ax.set_ylabel("slot index")
+    ax.set_title("Slot usage over training")
+    return _save(figure, path)
+
+
+def plot_slot_survival(lifetimes, path: str | os.PathLike, observed=None) -> Figure:
+    """Kaplan-Meier survival of slot contents: share still present t steps after being written.
+
+    lifetimes: (n,) steps each content stayed before being overwritten; observed: (n,) bool, False for
+    content still present at the end (censored); None = all overwritten."""
+    figure, ax = _new_figure()
+    lifetimes = np.asarray(lifetimes, dtype=np.float64).ravel()  # (n,)
+    times, survival = kaplan_meier(lifetimes, observed)
+    if lifetimes.size == 0:
+        _note(ax, "no slot contents recorded")
+    else:
+        ax.step(times, survival, where="post", linewidth=1.5, label=f"Kaplan-Meier (n = {lifetimes.size})")
+        below_half = np.nonzero(survival <= 0.5)[0]
+        if below_half.size:
+            median = times[below_half[0]]
+            ax.axvline(median, color="0.5", linestyle=":", linewidth=1, label=f"median lifetime = {median:g}")
+        ax.legend(fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("steps since the content was written")
+    ax.set_ylabel("fraction of slot contents still present")
+    ax.set_title("Slot content survival")
+    ax.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_metric_vs_param(rows: Sequence[Mapping], param: str, metric: str, path: str | os.PathLike) -> Figure:
+    """A metric against a swept parameter: each run as a dot, the mean with a 90% bootstrap interval.
+
+    rows: one dict per run (trial x seed) holding `param` and `metric`; runs where the metric is None
+    (not applicable) are left out. Numeric parameters get a numeric axis (log when spanning >= 10x)."""
+    for number, row in enumerate(rows):
+        if param not in row:
+            raise ValueError(f"rows[{number}] has no key {param!r}; keys present: {sorted(row)}")
+    groups: dict = {}
+    for row in rows:
+        if row.get(metric) is not None:
+            groups.setdefault(row[param], []).append(float(row[metric]))
+    figure, ax = _new_figure()
+    if not groups:
+        _note(ax, f"no run reports {metric!r}")
+    else:
+        keys = list(groups)
+        numeric = all(isinstance(k, (int, float, np.number)) and not isinstance(k, bool) for k in keys)
+        keys = sorted(keys) if numeric else sorted(keys, key=str)
+        x = np.asarray(keys, dtype=np.float64) if numeric else np.arange(len(keys), dtype=np.float64)  # (G,)
+        stats = np.array([bootstrap_ci(groups[k]) for k in keys])  # (G, 3): mean, low, high
+        for position, key in zip(x, keys, strict=True):
+            ax.scatter(np.full(len(groups[key]), position), groups[key], s=12, color="0.6", zorder=2)
+        ax.errorbar(x, stats[:, 0], yerr=[stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]], marker="o",
+                    capsize=3, linewidth=1.5, zorder=3, label="mean, 90% bootstrap CI")
+        if numeric and x.min() > 0 and x.max() / x.min() >= 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
+        if not numeric or ax.get_xscale() == "log":  # ticks at the swept values, as plain numbers or names
+            ax.set_xticks(x, [f"{k:g}" if numeric else str(k) for k in keys])
+        ax.legend(fontsize=8)
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {param}")
+    ax.grid(alpha=0.3)
+    return _save(figure, path)

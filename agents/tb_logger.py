@@ -1,0 +1,234 @@
+"""TensorBoard logging for the trainer: namespaced scalars, images, a custom-scalars layout and hparams.
+
+Tags follow DESIGN.md section 8 (`train/loss`, `eval/task_<j>/accuracy`, `cl/ACC`, `recall/accuracy_d<b>`,
+`memory/*`, `perf/tokens_per_s`). Everything goes into one run directory: hparams are written into the
+same event file (torch's `add_hparams` would open a second writer, and without run_name="." a second run).
+The read_* helpers read a run back (tests, and a quick look without the TensorBoard UI).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from numbers import Real
+
+import numpy as np
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+from agents.plots import figure_to_array
+
+CL_TAGS = ("cl/ACC", "cl/BWT", "cl/FWT", "cl/forgetting")
+
+
+def eval_accuracy_tag(task: int) -> str:
+    """The scalar tag of task j's eval accuracy: one point of its forgetting curve."""
+    return f"eval/task_{task}/accuracy"
+
+
+def custom_scalars_layout(num_tasks: int) -> dict:
+    """Layout in torch's add_custom_scalars format: {category: {chart: ["Multiline", [tag regexes]]}}."""
+    return {
+        "Continual learning": {
+            "forgetting curves": ["Multiline", [eval_accuracy_tag(j) for j in range(num_tasks)]],
+            "ACC, BWT, FWT, forgetting": ["Multiline", list(CL_TAGS)],
+            "recall accuracy by distance": ["Multiline", [r"recall/.*"]],
+        },
+        "Training": {
+            "loss": ["Multiline", ["train/loss"]],
+            "train accuracy": ["Multiline", ["train/accuracy"]],
+        },
+    }
+
+
+def _flatten_hparams(hparams: Mapping, prefix: str = "") -> dict[str, bool | int | float | str]:
+    """Nested config -> {"memory.slots": 64, ...} with values TensorBoard's hparams plugin accepts."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in hparams.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten_hparams(value, prefix=f"{name}."))
+        elif isinstance(value, (bool, str)):
+            flat[name] = value
+        elif isinstance(value, Real):
+            flat[name] = value.item() if isinstance(value, np.generic) else value
+        else:  # None, lists, paths: shown as text
+            flat[name] = str(value)
+    return flat
+
+
+def _hparams_summaries(flat: dict, metrics: dict[str, float]) -> tuple:
+    """torch's hparams summaries, with booleans kept as booleans.
+
+    torch tests isinstance(v, int) before bool, so True would be recorded as the number 1.0; the bool
+    entries are corrected in the experiment (declared type) and session-start (value) protos."""
+    experiment, start, end = hparams_summaries(flat, metrics)
+    flags = {name: value for name, value in flat.items() if isinstance(value, bool)}
+    if flags:
+        plugin_data = experiment.value[0].metadata.plugin_data
+        data = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
+        for info in data.experiment.hparam_infos:
+            if info.name in flags:
+                info.type = api_pb2.DataType.DATA_TYPE_BOOL
+        plugin_data.content = data.SerializeToString()
+        plugin_data = start.value[0].metadata.plugin_data
+        data = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
+        for name, value in flags.items():
+            data.session_start_info.hparams[name].bool_value = value
+        plugin_data.content = data.SerializeToString()
+    return experiment, start, end
+
+
+def _check_step(step) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step must be an int >= 0 (e.g. training steps so far); got {step!r}")
+    return int(step)
+
+
+class TBLogger:
+    """One TensorBoard run in `log_dir`; the custom-scalars layout for `num_tasks` tasks is written first.
+
+    purge_step: when resuming a run in the same directory, the step of the checkpoint it resumes from;
+    points the killed run logged at or after it are dropped by TensorBoard (no doubled curves)."""
+
+    def __init__(self, log_dir: str | os.PathLike, num_tasks: int, hparams: Mapping | None = None,
+                 purge_step: int | None = None):
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
+            raise ValueError(f"num_tasks must be an int >= 1 (tasks in the schedule); got {num_tasks!r}")
+        self.log_dir = os.fspath(log_dir)
+        self.num_tasks = int(num_tasks)
+        purge_step = None if purge_step is None else _check_step(purge_step)
+        self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=purge_step)
+        self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
+        self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
+        self._max_step = purge_step or 0
+        self._pending_hparams = dict(hparams) if hparams is not None else None
+        self._closed = False
+
+    def scalars(self, values: Mapping[str, float | None], step: int) -> None:
+        """Log each {tag: value} at `step`; None values (metric not applicable) are skipped."""
+        step = _check_step(step)
+        for tag, value in values.items():
+            if value is None:
+                continue
+            if not isinstance(tag, str) or not tag:
+                raise TypeError(f"scalar tags must be non-empty strings such as 'train/loss'; got {tag!r}")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"scalar {tag!r} must be a number or None; got {value!r}") from None
+            self._writer.add_scalar(tag, number, step)
+            self._last[tag] = (step, number)
+        self._max_step = max(self._max_step, step)
+
+    def image(self, tag: str, figure_or_array: Figure | np.ndarray, step: int) -> None:
+        """Log a matplotlib figure or an image array: (H, W, 3|4) or (H, W) uint8."""
+        step = _check_step(step)
+        if isinstance(figure_or_array, Figure):
+            image = figure_to_array(figure_or_array)  # (H, W, 3)
+        else:
+            image = np.asarray(figure_or_array)
+            if image.dtype != np.uint8:
+                raise TypeError(f"image {tag!r} must be uint8 (values 0-255); got dtype {image.dtype}")
+            if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+                raise ValueError(f"image {tag!r} must have shape (H, W) or (H, W, 1|3|4); got {image.shape}")
+        self._writer.add_image(tag, image, step, dataformats="HW" if image.ndim == 2 else "HWC")
+        self._max_step = max(self._max_step, step)
+
+    def hparams(self, hparams: Mapping | None, metrics: Mapping[str, float | None]) -> None:
+        """Record the run's hyper-parameters and final metrics for the HParams dashboard, in this same run.
+
+        hparams: nested config (flattened to dotted keys; None and lists shown as text); defaults to the
+        hparams given to the constructor. metrics: {tag: value}; None values are skipped. A metric whose
+        tag already has this value as its latest point is not written again; others are written at the
+        latest step so the dashboard can find them."""
+        hparams = self._pending_hparams if hparams is None else hparams
+        if not hparams:
+            raise ValueError("hparams needs a non-empty dict of hyper-parameters (or pass them to TBLogger)")
+        flat = _flatten_hparams(hparams)
+        final = {k: float(v) for k, v in metrics.items() if v is not None}
+        experiment, start, end = _hparams_summaries(flat, final)
+        for summary in (experiment, start, end):
+            self._writer.file_writer.add_summary(summary, self._max_step)
+        fresh = {k: v for k, v in final.items() if k not in self._last or self._last[k][1] != v}
+        self.scalars(fresh, self._max_step)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file; further calls are no-ops."""
+        if not self._closed:
+            self._writer.close()
+            self._closed = True
+
+    def __enter__(self) -> TBLogger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _load(log_dir: str | os.PathLike, **size_guidance: int) -> EventAccumulator:
+    log_dir = os.fspath(log_dir)
+    if not os.path.isdir(log_dir) or not any("tfevents" in name for name in os.listdir(log_dir)):
+        raise FileNotFoundError(f"no TensorBoard event file in {log_dir!r}")
+    accumulator = EventAccumulator(log_dir, size_guidance=size_guidance)
+    accumulator.Reload()
+    return accumulator
+
+
+def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """All scalar series of a run directory: {tag: [(step, value), ...]} in write order, none sampled away."""
+    accumulator = _load(log_dir, scalars=0)
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
+
+
+def read_images(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, int, int]]]:
+    """All images of a run directory: {tag: [(step, height, width), ...]}."""
+    accumulator = _load(log_dir, images=0)
+    return {
+        tag: [(event.step, event.height, event.width) for event in accumulator.Images(tag)]
+        for tag in accumulator.Tags()["images"]
+    }
+
+
+def _plugin_content(accumulator: EventAccumulator, plugin: str) -> dict[str, bytes]:
+    """{tag: plugin metadata content} of one TensorBoard plugin; {} when the run has none of its data."""
+    try:
+        return accumulator.PluginTagToContent(plugin)
+    except KeyError:  # the accumulator raises KeyError for a plugin that wrote nothing
+        return {}
+
+
+def read_layout(log_dir: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
+    """The custom-scalars layout of a run: {category: {chart title: [tags]}}; {} when none was written."""
+    accumulator = _load(log_dir, tensors=0)
+    layout: dict[str, dict[str, list[str]]] = {}
+    for tag in _plugin_content(accumulator, "custom_scalars"):
+        proto = layout_pb2.Layout.FromString(accumulator.Tensors(tag)[-1].tensor_proto.string_val[0])
+        for category in proto.category:
+            charts = layout.setdefault(category.title, {})
+            for chart in category.chart:
+                charts[chart.title] = list(chart.multiline.tag)
+    return layout
+
+
+def read_hparams(log_dir: str | os.PathLike) -> dict[str, bool | float | str]:
+    """The hyper-parameters recorded with TBLogger.hparams in a run directory; {} when none were written."""
+    content = _plugin_content(_load(log_dir), "hparams").get("_hparams_/session_start_info")
+    if content is None:
+        return {}
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    values = {}
+    for name, value in start.hparams.items():
+        kind = value.WhichOneof("kind")
+        values[name] = getattr(value, kind) if kind else None
+    return values

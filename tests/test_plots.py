@@ -1,0 +1,163 @@
+"""Plots: valid PNG files with the expected content; degenerate inputs draw an explanatory empty plot."""
+
+import os
+
+import matplotlib.image
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from agents.plots import (
+    figure_to_array,
+    plot_accuracy_matrix,
+    plot_accuracy_vs_distance,
+    plot_forgetting_curves,
+    plot_metric_vs_param,
+    plot_recall_vs_delay,
+    plot_slot_survival,
+    plot_slot_usage_heatmap,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path) -> np.ndarray:
+    """The file is a readable PNG of a sensible size and no temp file was left next to it."""
+    with open(path, "rb") as handle:
+        assert handle.read(8) == PNG_SIGNATURE
+    pixels = matplotlib.image.imread(path)  # (H, W, 4) floats in [0, 1]
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert not [name for name in os.listdir(os.path.dirname(path)) if name.startswith(".tmp_")]
+    return pixels
+
+
+def _texts(figure: Figure) -> list[str]:
+    ax = figure.axes[0]
+    return [t.get_text() for t in ax.texts] + [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+
+
+def test_forgetting_curves(tmp_path):
+    curves = {0: [(0, 0.2), (100, 0.9), (200, 0.4)], 1: [(100, 0.1), (200, 0.95)], 2: []}
+    path = tmp_path / "plots" / "forgetting_curves.png"  # folder created on demand
+    figure = plot_forgetting_curves(curves, task_boundaries=[0, 100, 200], path=path)
+    pixels = _assert_png(path)
+    ax = figure.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[:2] == ["task 0", "task 1"]  # one line per task with points; task 2 has none yet
+    boundaries = [line.get_xdata()[0] for line in ax.get_lines()[2:]]
+    assert boundaries == [100, 200]  # a boundary at step 0 is not a switch
+    assert "task 1" in _texts(figure) and "task 2" in _texts(figure)
+    assert ax.get_xlabel() == "training step" and ax.get_title() == "Forgetting curves"
+    assert pixels.std() > 0.05  # something was drawn
+
+
+def test_forgetting_curves_empty(tmp_path):
+    figure = plot_forgetting_curves({}, [], tmp_path / "empty.png")
+    _assert_png(tmp_path / "empty.png")
+    assert "no evaluations yet" in _texts(figure)
+
+
+def test_accuracy_matrix_values_in_cells(tmp_path):
+    R = np.array([[0.9, np.nan, np.nan], [0.5, 0.8, np.nan], [0.3, 0.4, 0.7]])
+    figure = plot_accuracy_matrix(R, tmp_path / "R.png")
+    _assert_png(tmp_path / "R.png")
+    texts = _texts(figure)
+    assert texts.count("–") == 3 and {"0.90", "0.50", "0.80", "0.30", "0.40", "0.70"} <= set(texts)
+    assert figure.axes[0].get_ylabel() == "after training task i"
+
+
+def test_accuracy_matrix_single_task_and_bad_shape(tmp_path):
+    figure = plot_accuracy_matrix([[1.0]], tmp_path / "R1.png")
+    _assert_png(tmp_path / "R1.png")
+    assert "1.00" in _texts(figure)
+    with pytest.raises(ValueError, match=r"square \(T, T\).*\(2, 3\)"):
+        plot_accuracy_matrix(np.zeros((2, 3)), tmp_path / "bad.png")
+
+
+def test_accuracy_vs_distance_with_window_and_empty_buckets(tmp_path):
+    figure = plot_accuracy_vs_distance({1: 1.0, 2: 0.9, 4: None, 64: 0.6, 1024: 0.1}, tmp_path / "d.png", window=64)
+    _assert_png(tmp_path / "d.png")
+    ax = figure.axes[0]
+    accuracy_line, window_line = ax.get_lines()
+    assert list(accuracy_line.get_xdata()) == [1, 2, 64, 1024]  # the empty bucket is left out
+    assert window_line.get_xdata()[0] == 64 and window_line.get_label() == "controller window W = 64"
+    assert ax.get_xscale() == "log"
+
+
+def test_accuracy_vs_distance_all_empty(tmp_path):
+    figure = plot_accuracy_vs_distance({1: None, 2: None}, tmp_path / "d0.png")
+    _assert_png(tmp_path / "d0.png")
+    assert "no scored steps" in _texts(figure)
+
+
+def test_recall_vs_delay(tmp_path):
+    figure = plot_recall_vs_delay({3: 0.4, 1: 0.9, 2: None}, tmp_path / "r.png")
+    _assert_png(tmp_path / "r.png")
+    line, = figure.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 3] and list(line.get_ydata()) == [0.9, 0.4]
+    plot_recall_vs_delay({}, tmp_path / "r0.png")
+    _assert_png(tmp_path / "r0.png")
+
+
+def test_slot_usage_heatmap(tmp_path):
+    usage = np.linspace(0, 1, 6 * 32).reshape(6, 32)  # (time, N)
+    figure = plot_slot_usage_heatmap(usage, tmp_path / "u.png", steps=[0, 10, 20, 30, 40, 50])
+    _assert_png(tmp_path / "u.png")
+    image = figure.axes[0].get_images()[0]
+    assert image.get_array().shape == (32, 6)  # slots on the y axis, time on the x axis
+    assert figure.axes[0].get_xlabel() == "training step"
+    with pytest.raises(ValueError, match="one entry per snapshot"):
+        plot_slot_usage_heatmap(usage, tmp_path / "bad.png", steps=[0, 1])
+    with pytest.raises(ValueError, match=r"\(time, N\)"):
+        plot_slot_usage_heatmap(np.zeros(5), tmp_path / "bad.png")
+
+
+def test_slot_usage_heatmap_empty(tmp_path):
+    figure = plot_slot_usage_heatmap(np.zeros((0, 0)), tmp_path / "u0.png")
+    _assert_png(tmp_path / "u0.png")
+    assert any("no slot usage" in text for text in _texts(figure))
+
+
+def test_slot_survival_marks_median(tmp_path):
+    lifetimes = np.array([1, 2, 2, 3, 5])
+    figure = plot_slot_survival(lifetimes, tmp_path / "s.png", observed=[True, True, False, True, False])
+    _assert_png(tmp_path / "s.png")
+    survival_line, median_line = figure.axes[0].get_lines()
+    assert list(survival_line.get_ydata()) == pytest.approx([1.0, 0.8, 0.6, 0.3])
+    assert median_line.get_xdata()[0] == 3  # survival first drops to <= 0.5 at t = 3
+    plot_slot_survival([], tmp_path / "s0.png")
+    _assert_png(tmp_path / "s0.png")
+
+
+def test_metric_vs_param_numeric(tmp_path):
+    rows = [{"memory.slots": n, "seed": s, "cl/ACC": 0.1 * np.log2(n) + 0.01 * s} for n in (8, 64, 512)
+            for s in range(3)] + [{"memory.slots": 8, "seed": 9, "cl/ACC": None}]
+    figure = plot_metric_vs_param(rows, "memory.slots", "cl/ACC", tmp_path / "sweep.png")
+    _assert_png(tmp_path / "sweep.png")
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "64", "512"]
+    means = ax.containers[0].lines[0].get_ydata()
+    assert means == pytest.approx([0.31, 0.61, 0.91])  # the None run is left out
+
+
+def test_metric_vs_param_categorical_and_empty(tmp_path):
+    rows = [{"memory.fusion": f, "accuracy": a} for f, a in [("gated", 0.5), ("concat", 0.4), ("gated", 0.7)]]
+    figure = plot_metric_vs_param(rows, "memory.fusion", "accuracy", tmp_path / "cat.png")
+    _assert_png(tmp_path / "cat.png")
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["concat", "gated"]
+    figure = plot_metric_vs_param(rows, "memory.fusion", "cl/BWT", tmp_path / "none.png")
+    _assert_png(tmp_path / "none.png")
+    assert "no run reports 'cl/BWT'" in _texts(figure)
+    with pytest.raises(ValueError, match=r"rows\[0\] has no key 'memory.slots'"):
+        plot_metric_vs_param(rows, "memory.slots", "accuracy", tmp_path / "bad.png")
+
+
+def test_figure_to_array_and_overwrite(tmp_path):
+    path = tmp_path / "R.png"
+    plot_accuracy_matrix([[0.2]], path)
+    figure = plot_accuracy_matrix([[0.9, 0.1], [0.2, 0.8]], path)  # replaces the old file atomically
+    assert "0.80" in _texts(figure)
+    image = figure_to_array(figure)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert image.shape[:2] == _assert_png(path).shape[:2]

@@ -1,0 +1,140 @@
+"""TBLogger writes DESIGN.md section 8 tags, images, the custom-scalars layout and hparams into one run."""
+
+import os
+
+import numpy as np
+import pytest
+
+from agents.plots import plot_accuracy_matrix
+from agents.tb_logger import (
+    CL_TAGS,
+    TBLogger,
+    eval_accuracy_tag,
+    read_hparams,
+    read_images,
+    read_layout,
+    read_scalars,
+)
+
+CONFIG = {"env": "ContinualShift-v0", "agent": "memnet", "seed": 3,
+          "memory": {"slots": 64, "fusion": "gated", "store": True, "top_k": None}, "train": {"lr": 3e-4}}
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    """A small run: 3 tasks, training scalars, eval curves, cl metrics, two images and hparams."""
+    log_dir = tmp_path / "run"
+    with TBLogger(log_dir, num_tasks=3, hparams=CONFIG) as logger:
+        for step in range(0, 50, 10):
+            logger.scalars({"train/loss": 2.0 / (step + 1), "train/accuracy": step / 100}, step)
+            logger.scalars({eval_accuracy_tag(j): 0.3 * j + step / 100 for j in range(3)}, step)
+        logger.scalars({"cl/ACC": 0.61, "cl/BWT": -0.2, "cl/FWT": None, "cl/forgetting": 0.25,
+                        "recall/accuracy_d64": 0.5, "perf/tokens_per_s": 21000.0}, 40)
+        logger.image("cl/accuracy_matrix", plot_accuracy_matrix([[0.9, 0.1], [0.4, 0.8]], tmp_path / "R.png"), 40)
+        logger.image("memory/slot_usage", np.full((8, 16, 3), 200, np.uint8), 40)
+        logger.image("memory/slot_usage_gray", np.arange(32, dtype=np.uint8).reshape(4, 8), 40)
+        logger.hparams(None, {"cl/ACC": 0.61, "cl/FWT": None, "accuracy": 0.7})
+    return log_dir
+
+
+def test_scalars_read_back_with_steps(finished_run):
+    scalars = read_scalars(finished_run)
+    assert [step for step, _ in scalars["train/loss"]] == [0, 10, 20, 30, 40]
+    assert scalars["train/loss"][1][1] == pytest.approx(2.0 / 11)
+    assert scalars[eval_accuracy_tag(2)][-1] == (40, pytest.approx(1.0))
+    assert scalars["recall/accuracy_d64"] == [(40, 0.5)]
+    assert scalars["perf/tokens_per_s"] == [(40, 21000.0)]
+    assert "cl/FWT" not in scalars  # None = not applicable: skipped, not logged as 0 or NaN
+
+
+def test_hparams_stay_in_the_same_run(finished_run):
+    entries = os.listdir(finished_run)
+    assert all(os.path.isfile(finished_run / name) and "tfevents" in name for name in entries)
+    hparams = read_hparams(finished_run)
+    assert hparams["memory.slots"] == 64 and hparams["memory.fusion"] == "gated"
+    assert hparams["memory.store"] is True and hparams["memory.top_k"] == "None"
+    assert hparams["train.lr"] == pytest.approx(3e-4) and hparams["env"] == "ContinualShift-v0"
+    scalars = read_scalars(finished_run)
+    assert scalars["cl/ACC"] == [(40, pytest.approx(0.61))]  # already logged with this value: not duplicated
+    assert scalars["accuracy"] == [(40, pytest.approx(0.7))]  # new final metric: at the latest step
+
+
+def test_custom_scalars_layout_groups_forgetting_curves(finished_run):
+    layout = read_layout(finished_run)
+    charts = layout["Continual learning"]
+    assert charts["forgetting curves"] == [eval_accuracy_tag(j) for j in range(3)]
+    assert charts["ACC, BWT, FWT, forgetting"] == list(CL_TAGS)
+    assert charts["recall accuracy by distance"] == ["recall/.*"]
+
+
+def test_images_read_back(finished_run, tmp_path):
+    images = read_images(finished_run)
+    assert images["memory/slot_usage"] == [(40, 8, 16)]
+    assert images["memory/slot_usage_gray"] == [(40, 4, 8)]
+    (step, height, width), = images["cl/accuracy_matrix"]
+    assert step == 40 and height > 100 and width > 100
+
+
+def test_run_without_hparams_has_none(tmp_path):
+    with TBLogger(tmp_path, num_tasks=1) as logger:
+        logger.scalars({"train/loss": 1.0}, 0)
+    assert read_hparams(tmp_path) == {}
+    assert read_layout(tmp_path)["Continual learning"]["forgetting curves"] == ["eval/task_0/accuracy"]
+
+
+def test_close_is_idempotent_and_flush_makes_data_readable(tmp_path):
+    logger = TBLogger(tmp_path, num_tasks=2)
+    logger.scalars({"train/loss": 0.5}, 7)
+    logger.flush()
+    assert read_scalars(tmp_path)["train/loss"] == [(7, 0.5)]
+    logger.close()
+    logger.close()
+
+
+def test_resume_with_purge_step_drops_points_after_the_checkpoint(tmp_path):
+    with TBLogger(tmp_path, num_tasks=1) as logger:  # killed after logging step 40, checkpoint at 20
+        for step in range(0, 50, 10):
+            logger.scalars({"train/loss": float(step)}, step)
+    with TBLogger(tmp_path, num_tasks=1, purge_step=20) as logger:
+        for step in range(20, 60, 10):
+            logger.scalars({"train/loss": step + 0.5}, step)
+    assert read_scalars(tmp_path)["train/loss"] == [(0, 0.0), (10, 10.0), (20, 20.5), (30, 30.5), (40, 40.5),
+                                                    (50, 50.5)]
+
+
+def test_numpy_and_torch_scalars_are_accepted(tmp_path):
+    import torch
+
+    with TBLogger(tmp_path, num_tasks=1) as logger:
+        logger.scalars({"a/np": np.float32(0.25), "a/torch": torch.tensor(0.75), "a/int": 3}, np.int64(5))
+    scalars = read_scalars(tmp_path)
+    assert scalars["a/np"] == [(5, 0.25)] and scalars["a/torch"] == [(5, 0.75)] and scalars["a/int"] == [(5, 3.0)]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda lg: lg.scalars({"train/loss": 1.0}, -1), ValueError, "step must be an int >= 0"),
+        (lambda lg: lg.scalars({"train/loss": 1.0}, 1.5), ValueError, "step must be an int >= 0"),
+        (lambda lg: lg.scalars({"train/loss": "high"}, 0), TypeError, "'train/loss' must be a number or None"),
+        (lambda lg: lg.scalars({3: 1.0}, 0), TypeError, "tags must be non-empty strings"),
+        (lambda lg: lg.image("img", np.zeros((4, 4, 3)), 0), TypeError, "must be uint8"),
+        (lambda lg: lg.image("img", np.zeros((4, 4, 2), np.uint8), 0), ValueError, r"\(H, W, 1\|3\|4\)"),
+        (lambda lg: lg.hparams(None, {"accuracy": 0.5}), ValueError, "non-empty dict of hyper-parameters"),
+    ],
+)
+def test_bad_input_gives_clear_errors(tmp_path, call, error, message):
+    with TBLogger(tmp_path, num_tasks=1) as logger, pytest.raises(error, match=message):
+        call(logger)
+
+
+def test_bad_constructor_and_missing_run(tmp_path):
+    with pytest.raises(ValueError, match="num_tasks must be an int >= 1"):
+        TBLogger(tmp_path / "x", num_tasks=0)
+    with pytest.raises(ValueError, match="step must be an int >= 0"):
+        TBLogger(tmp_path / "x", num_tasks=1, purge_step=-5)
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event file"):
+        read_scalars(tmp_path / "does_not_exist")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event file"):
+        read_scalars(tmp_path / "empty")
