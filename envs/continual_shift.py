@@ -1,0 +1,224 @@
+"""ContinualShift-v0: a schedule of key -> value tasks with conflicting mappings and their own token statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.options import check_bool, check_choice, check_float, check_int, check_vocab
+from envs.stream import BOS, EOS, Episodes, StreamSource, lane_uniforms, random_ranks, scale, split_columns
+from envs.token_env import TokenStreamEnv, TokenStreamVectorEnv
+
+SHIFTS = ("abrupt", "gradual")
+FILLER_TABLE = 4096  # a task's filler distribution is this many equally likely table entries
+FILLER_ZIPF = 1.2  # exponent of each task's (permuted) Zipf law over the filler tokens
+
+
+class ContinualShiftSource(StreamSource):
+    env_id = "ContinualShift-v0"
+
+    def __init__(self, num_tasks: int = 5, episodes_per_task: int = 20, trials_per_episode: int = 100,
+                 keys_per_task: int = 32, key_overlap: float = 1.0, shift: str = "abrupt",
+                 shift_window: int | None = None, task_visible: bool = False, revisit: bool = False,
+                 vocab_size: int = 256, world_seed: int = 0):
+        self.num_tasks = T = check_int("num_tasks", num_tasks, 1, 256)
+        self.episodes_per_task = check_int("episodes_per_task", episodes_per_task, 1, 1_000_000)
+        self.trials = N = check_int("trials_per_episode", trials_per_episode, 1, 100_000)
+        self.keys_per_task = K = check_int("keys_per_task", keys_per_task, 1, 100_000)
+        key_overlap = check_float("key_overlap", key_overlap, 0.0, 1.0)
+        self.shared = S = int(round(key_overlap * K))  # keys common to every task (slots 0..S-1)
+        self.shift = check_choice("shift", shift, SHIFTS)
+        if shift_window is None:
+            shift_window = min(5, self.episodes_per_task)
+        self.shift_window = check_int("shift_window", shift_window, 1, self.episodes_per_task)
+        self.task_visible = check_bool("task_visible", task_visible)
+        self.revisit = check_bool("revisit", revisit)
+        self.vocab_size = V = check_int("vocab_size", vocab_size, 4, 1_000_000)
+        world_seed = check_int("world_seed", world_seed, 0)
+        num_keys = S + T * (K - S)
+        check_vocab("vocab_size", V, 2 + T + num_keys + 4,
+                    f"{T} tasks x {keys_per_task} keys with key_overlap={key_overlap} plus >= 2 values and fillers")
+        rest = V - 2 - T - num_keys
+        self.task0, self.key0 = 2, 2 + T
+        self.num_values, self.value0 = rest // 2, 2 + T + num_keys
+        self.num_fillers, self.filler0 = rest - rest // 2, self.value0 + rest // 2
+        self.episode_length = 1 + 3 * N  # BOS, then trials (context, key, value)
+        self._trial_slot = np.arange(N) % K  # trial i shows the key in position i mod K of the episode's order
+        self.max_distance = 3 * N
+        self.special_tokens = {"BOS": BOS, "EOS": EOS, **{f"TASK{j}": self.task0 + j for j in range(T)}}
+        self._build_world(np.random.default_rng(world_seed))
+        self._build_schedule()
+        self.restart()
+
+    def _build_world(self, rng: np.random.Generator) -> None:
+        """Keys, conflicting values and filler statistics of every task (fixed by world_seed, not by reset seeds)."""
+        T, K, S = self.num_tasks, self.keys_per_task, self.shared
+        slot = np.arange(K)
+        own = self.key0 + S + np.arange(T)[:, None] * (K - S) + (slot - S)  # (T, K) task-specific keys
+        self.keys = np.where(slot < S, self.key0 + slot, own)  # (T, K) key of task j in slot s
+        values = rng.integers(0, self.num_values, size=(T, K))
+        if S and self.num_values >= T:  # a shared key gets a different value in every task: mappings conflict
+            values[:, :S] = random_ranks(rng.random((S, self.num_values)))[:, :T].T
+        self.values = self.value0 + values  # (T, K)
+        rank_weight = 1.0 / np.arange(1, self.num_fillers + 1) ** FILLER_ZIPF
+        cdf = np.cumsum(rank_weight) / rank_weight.sum()
+        rank_of_entry = np.minimum(np.searchsorted(cdf, (np.arange(FILLER_TABLE) + 0.5) / FILLER_TABLE),
+                                   self.num_fillers - 1)
+        order = random_ranks(rng.random((T, self.num_fillers)))  # (T, F): each task favours other fillers
+        self.filler_table = self.filler0 + order[:, rank_of_entry]  # (T, FILLER_TABLE)
+
+    def _build_schedule(self) -> None:
+        """Task per training episode, and for gradual shifts the task blended in and its share."""
+        passes = 2 if self.revisit else 1
+        self.schedule = np.repeat(np.tile(np.arange(self.num_tasks), passes), self.episodes_per_task)
+        n = len(self.schedule)
+        self._blend_task = self.schedule.copy()
+        self._blend_share = np.zeros(n)
+        if self.shift == "gradual":
+            w = self.shift_window
+            for e in range(n):
+                later = np.nonzero(self.schedule[e:] != self.schedule[e])[0]
+                if len(later) and later[0] <= w:  # within w episodes of the next switch
+                    self._blend_task[e] = self.schedule[e + later[0]]
+                    self._blend_share[e] = (w - later[0] + 1) / (w + 1)
+
+    def restart(self) -> None:
+        self.episode_index = 0  # training episodes started since the last seeded reset
+
+    @property
+    def current_task(self) -> int:
+        """Task of the most recent training episode (the first task before any)."""
+        return int(self.schedule[min(max(self.episode_index - 1, 0), len(self.schedule) - 1)])
+
+    def content_name(self, token: int) -> str:
+        if self.value0 <= token < self.filler0:
+            return f"v{token - self.value0}"
+        if token >= self.filler0:
+            return f"f{token - self.filler0}"
+        return f"k{token - self.key0}"
+
+    def generate(self, rngs, phase: str, task_id: int) -> Episodes:
+        if phase == "train":
+            e = min(self.episode_index, len(self.schedule) - 1)  # past the end: stay on the last task
+            task_a = int(self.schedule[e])
+            task_b, share = int(self._blend_task[e]), float(self._blend_share[e])
+            if self.episode_index >= len(self.schedule):
+                task_b, share = task_a, 0.0
+            self.episode_index += 1
+        else:
+            task_a = task_b = task_id
+            share = 0.0
+        B, N, K, L = len(rngs), self.trials, self.keys_per_task, self.episode_length
+        sizes = {"order": K, "blend": N, "filler": N}
+        n_u = sum(sizes.values())
+        u = split_columns(lane_uniforms(rngs, n_u, self.buffer("uniforms", (B, n_u), np.float64)), sizes)
+        obs, target, task, distance = self.new_arrays(B, fill_task=task_a)
+
+        slot = random_ranks(u["order"])[:, self._trial_slot]  # (B, N): one key order, repeated every K trials
+        trial_task = np.where(u["blend"] < share, task_b, task_a)  # (B, N)
+        key = self.keys[trial_task, slot]  # (B, N)
+        value = self.values[trial_task, slot]  # (B, N)
+        if self.task_visible:
+            context = self.task0 + trial_task
+        else:
+            context = self.filler_table[trial_task, scale(u["filler"], FILLER_TABLE)]
+        obs[:, 1:L] = np.stack([context, key, value], axis=2).reshape(B, 3 * N)
+        target[:, 2:L:3] = value  # the key step is scored; its value is revealed on the next step
+        task[:, 1:L] = np.repeat(trial_task, 3, axis=1)
+
+        # distance: back to the last trial that revealed this value for this key (a multiple of K trials)
+        if share == 0.0:  # one task: every key's previous trial, K trials back, revealed the same value
+            distance[:, 2 + 3 * K:L:3] = 3 * K - 1
+        else:
+            dist = np.full((B, N), -1, dtype=np.int64)
+            for back in range(K, N, K):
+                same = (key[:, back:] == key[:, :-back]) & (value[:, back:] == value[:, :-back]) & (dist[:, back:] < 0)
+                dist[:, back:][same] = 3 * back - 1
+            distance[:, 2:L:3] = dist
+        return Episodes(obs, target, task, distance, phase, True, -1)
+
+
+class ScheduleAttributes:
+    """ContinualShift's schedule, on the scalar env's `unwrapped` and on the vector env."""
+
+    _source: ContinualShiftSource
+
+    @property
+    def schedule(self) -> tuple[int, ...]:
+        """Task id of every training episode, in order (the last task continues after the end)."""
+        return tuple(int(j) for j in self._source.schedule)
+
+    @property
+    def episodes_per_task(self) -> int:
+        return self._source.episodes_per_task
+
+    @property
+    def episode_index(self) -> int:
+        """Training episodes started since the last seeded reset (= schedule position of the next one)."""
+        return self._source.episode_index
+
+    @property
+    def current_task(self) -> int:
+        return self._source.current_task
+
+
+class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
+    """Continual learning under distribution shift: tasks with conflicting key -> value mappings, in sequence.
+
+    ## Description
+    Every task j has its own key -> value mapping and its own token statistics. An episode is a sequence of
+    trials of three tokens: a context token, a key, the key's value. The key step is scored (the correct action
+    is the value); the value is then revealed as the next observation. Within an episode the keys of the task
+    come in one random order repeated every `keys_per_task` trials, so a key never re-appears within
+    3 x keys_per_task steps (96 by default): a windowed model must hold the mapping in its weights, a memory
+    agent can also recall the last reveal. With `key_overlap` = 1 (default) all tasks use the same keys with
+    different values, so training on a later task overwrites the earlier mapping (forgetting) unless context
+    disambiguates. The context token is the task token (`task_visible=True`) or a filler drawn from the task's
+    own Zipf distribution over filler tokens (hidden identity, inferable from the statistics).
+    The training schedule runs `num_tasks` blocks of `episodes_per_task` episodes (twice with `revisit`);
+    `shift="gradual"` blends the next task into the last `shift_window` episodes of a block with a rising share
+    (1/(w+1) ... w/(w+1)) per trial. Task mappings come from `world_seed`, not from the reset seed, so all lanes
+    and seeds share one world. The stream never depends on the actions.
+
+    ## Tokens (T tasks, V vocab_size)
+    | ids | meaning |
+    |-----|---------|
+    | 0, 1 | BOS (reset observation), EOS (terminal observation) |
+    | [2, 2+T) | TASK0 ... TASK{T-1} (context when task_visible) |
+    | next S + T(K - S) | keys (S = round(key_overlap K) shared, the rest per task) |
+    | next half of the rest | values: the answers |
+    | the remaining ids | fillers (hidden-task context) |
+
+    ## Action and observation spaces
+    `Discrete(V)` both. Reward 1.0 for the correct value at a key step, 0.0 otherwise.
+
+    ## Episode end
+    Terminates after 1 + 3 trials_per_episode steps; no truncation.
+
+    ## Arguments
+    | option | default | meaning |
+    |--------|---------|---------|
+    | num_tasks | 5 | T |
+    | episodes_per_task | 20 | training episodes per task block |
+    | trials_per_episode | 100 | key/value trials per episode (301 steps) |
+    | keys_per_task | 32 | K keys per task |
+    | key_overlap | 1.0 | share of keys common to all tasks (0 = disjoint) |
+    | shift | "abrupt" | "abrupt" or "gradual" |
+    | shift_window | None | episodes of blending before a switch (gradual); None: min(5, episodes_per_task) |
+    | task_visible | False | show TASK tokens as context instead of task-specific fillers |
+    | revisit | False | run the task sequence twice |
+    | vocab_size | 256 | V |
+    | world_seed | 0 | seed of the tasks' mappings and statistics |
+
+    `reset(options={"phase": "eval", "task_id": j})` gives a pure task-j episode without moving the schedule;
+    `eval_episodes` = 1. Attributes: `schedule`, `episodes_per_task`, `episode_index`, `current_task`.
+
+    ## Version history
+    * v0: initial version.
+    """
+
+    source_cls = ContinualShiftSource
+
+
+class ContinualShiftVectorEnv(ScheduleAttributes, TokenStreamVectorEnv):
+    __doc__ = ContinualShiftEnv.__doc__
+    source_cls = ContinualShiftSource

@@ -1,0 +1,73 @@
+"""Haystack corpora for NeedleRecall: a generated Markov "text" or a user's text file, as content-token ids.
+
+Episodes cut their haystack out of one corpus at a random offset, so building the corpus once makes every
+episode's haystack a single gather.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+MARKOV_LENGTH = 1 << 16  # tokens in the generated corpus
+MARKOV_SUCCESSORS = (0.45, 0.25, 0.12, 0.08)  # each symbol's likely next symbols; the remaining 0.1: any symbol
+MARKOV_CHAINS = 64  # independent chains generated side by side, then concatenated
+
+
+@functools.lru_cache(maxsize=8)
+def markov_corpus(num_symbols: int, length: int, seed: int) -> np.ndarray:
+    """(length,) int32 symbols in [0, num_symbols) from a sparse order-1 Markov source (text-like statistics).
+
+    Read-only and cached: every env with the same arguments shares one corpus.
+    """
+    rng = np.random.default_rng(seed)
+    # likely successors never include the symbol itself: no long runs of one character
+    step = rng.integers(1, max(num_symbols, 2), size=(num_symbols, len(MARKOV_SUCCESSORS)))
+    successors = (np.arange(num_symbols)[:, None] + step) % num_symbols
+    cdf = np.cumsum(MARKOV_SUCCESSORS)
+    steps = -(-length // MARKOV_CHAINS)
+    out = np.empty((MARKOV_CHAINS, steps), dtype=np.int32)
+    state = rng.integers(0, num_symbols, size=MARKOV_CHAINS)
+    u = rng.random((steps, MARKOV_CHAINS))
+    jump = rng.integers(0, num_symbols, size=(steps, MARKOV_CHAINS))
+    for i in range(steps):
+        out[:, i] = state
+        choice = np.searchsorted(cdf, u[i])  # == len(cdf) for the uniform jump
+        follow = successors[state, np.minimum(choice, len(cdf) - 1)]
+        state = np.where(choice < len(cdf), follow, jump[i])
+    corpus = out.reshape(-1)[:length].copy()
+    corpus.setflags(write=False)
+    return corpus
+
+
+def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str]]:
+    """A UTF-8 text file as (length,) int32 symbols, characters numbered by falling frequency.
+
+    Returns the symbols and the character of each symbol id. When the file has more distinct characters than
+    `num_symbols`, the rarest ones share the last symbol id (shown as '?').
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"haystack_path must be a path to a UTF-8 text file, got {path!r}")
+    if not os.path.isfile(path):
+        raise ValueError(f"haystack_path={str(path)!r}: no such file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"haystack_path={str(path)!r} cannot be read as UTF-8 text: {exc}") from None
+    if not text:
+        raise ValueError(f"haystack_path={str(path)!r} is empty")
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    chars, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    rank = np.empty(len(chars), dtype=np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(len(chars))
+    symbols = np.minimum(rank[inverse], num_symbols - 1).astype(np.int32)
+    names = [""] * min(len(chars), num_symbols)
+    for char, r in zip(chars, rank, strict=True):
+        if r < num_symbols:
+            names[r] = chr(int(char))
+    if len(chars) > num_symbols:
+        names[-1] = "?"
+    return symbols, names

@@ -1,0 +1,240 @@
+"""The two Gymnasium faces of a source: a scalar `gymnasium.Env` and a native `gymnasium.vector.VectorEnv`.
+
+Both generate a whole episode at `reset` (see `envs.stream`) and then step by indexing precomputed arrays: the
+scalar env keeps Python lists (cheapest per step through `gymnasium.make`), the vector env time-major arrays
+of shape (B, L + 1) whose columns are copied into fresh `info` arrays each step.
+
+The stream is open loop: observations never depend on the actions; actions only earn rewards.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import operator
+
+import numpy as np
+from gymnasium import Env, spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.options import check_int, parse_reset_options
+from envs.stream import Episodes, StreamSource
+
+RENDER_TOKENS = 32  # how many recent observations `render` names
+
+
+def build_source(source_cls: type[StreamSource], options: dict) -> StreamSource:
+    """Construct a source; an option it does not know becomes a ValueError naming it and the allowed ones."""
+    allowed = [p for p in inspect.signature(source_cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for {source_cls.env_id}; allowed: {', '.join(allowed)}")
+    return source_cls(**options)
+
+
+def check_render_mode(render_mode) -> None:
+    if render_mode not in (None, "ansi"):
+        raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+
+
+def render_stream(source: StreamSource, tokens, t: int, phase: str) -> str:
+    """The last RENDER_TOKENS observations up to step t, structure tokens named."""
+    start = max(0, t + 1 - RENDER_TOKENS)
+    names = " ".join(source.token_name(int(tok)) for tok in tokens[start:t + 1])
+    return f"[{source.env_id} {phase} step {t}/{source.episode_length}] {names}"
+
+
+class SourceAttributes:
+    """The contract attributes, read from the source (same names on the scalar env and the vector env)."""
+
+    _source: StreamSource
+
+    @property
+    def vocab_size(self) -> int:
+        return self._source.vocab_size
+
+    @property
+    def num_tasks(self) -> int:
+        return self._source.num_tasks
+
+    @property
+    def episode_length(self) -> int:
+        """Steps per episode: the number of `step` calls from `reset` until `terminated`."""
+        return self._source.episode_length
+
+    @property
+    def eval_episodes(self) -> int:
+        """Consecutive eval resets that make one complete evaluation of a task."""
+        return self._source.eval_episodes
+
+    @property
+    def max_distance(self) -> int:
+        """The largest `info['distance']` the env can report (for accuracy-vs-distance buckets)."""
+        return self._source.max_distance
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self._source.special_tokens)
+
+
+class TokenStreamEnv(SourceAttributes, Env):
+    """Scalar env over a source with one lane; subclasses set `source_cls` and the docstring."""
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    source_cls: type[StreamSource]
+
+    def __init__(self, render_mode: str | None = None, **options):
+        check_render_mode(render_mode)
+        self.render_mode = render_mode
+        self._source = build_source(self.source_cls, options)
+        self._vocab = self._source.vocab_size
+        self._length = self._source.episode_length
+        self.observation_space = spaces.Discrete(self._vocab)
+        self.action_space = spaces.Discrete(self._vocab)
+        self._started = False  # the stream restarts on the first reset and on every seeded reset
+        self._t = -1  # step within the episode; -1 before the first reset
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        phase, task_id = parse_reset_options(options, self._source.num_tasks)
+        super().reset(seed=seed)
+        if seed is not None or not self._started:
+            self._source.restart()
+            self._started = True
+        self._load(self._source.generate([self.np_random], phase, task_id))
+        return self._obs[0], self._info(0)
+
+    def _load(self, ep: Episodes) -> None:
+        self._obs = ep.obs[0].tolist()
+        self._target = ep.target[0].tolist()
+        self._scored = (ep.target[0] >= 0).tolist()
+        self._task = ep.task_id[0].tolist()
+        self._distance = ep.distance[0].tolist()
+        self._phase, self._writes, self._delay = ep.phase, ep.memory_writes, ep.delay
+        self._t = 0
+
+    def _info(self, t: int) -> dict:
+        return {"target": self._target[t], "scored": self._scored[t], "task_id": self._task[t],
+                "distance": self._distance[t], "phase": self._phase, "memory_writes": self._writes,
+                "delay": self._delay}
+
+    def step(self, action):
+        t = self._t
+        if not 0 <= t < self._length:
+            raise RuntimeError("step() needs a running episode: call reset() first (also after terminated=True)")
+        try:
+            a = operator.index(action)
+        except TypeError:
+            raise TypeError(f"action must be an integer in [0, {self._vocab - 1}], got {action!r}") from None
+        if not 0 <= a < self._vocab:
+            raise ValueError(f"action must be in [0, {self._vocab - 1}] (Discrete({self._vocab})), got {a}")
+        reward = 1.0 if a == self._target[t] else 0.0  # unscored steps have target -1: never rewarded
+        t += 1
+        self._t = t
+        return self._obs[t], reward, t == self._length, False, {
+            "target": self._target[t], "scored": self._scored[t], "task_id": self._task[t],
+            "distance": self._distance[t], "phase": self._phase, "memory_writes": self._writes,
+            "delay": self._delay}
+
+    def render(self):
+        if self.render_mode != "ansi" or self._t < 0:
+            return None
+        return render_stream(self._source, self._obs, self._t, self._phase)
+
+
+class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
+    """Native vector env: B lanes of one source, all lanes with the same episode length.
+
+    Lane i seeded s equals the scalar env seeded s + i. `reset(seed=[s_0, ..., s_{B-1}])` seeds lanes one by one.
+    Autoreset (NEXT_STEP): the `step` after the one that terminated resets every lane to its next training
+    episode and ignores its actions (reward 0). Callers that reset themselves never see it.
+    """
+
+    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    source_cls: type[StreamSource]
+
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **options):
+        self.num_envs = check_int("num_envs", num_envs, 1)
+        check_render_mode(render_mode)
+        self.render_mode = render_mode
+        self._source = build_source(self.source_cls, options)
+        self._vocab = self._source.vocab_size
+        self._length = self._source.episode_length
+        self.single_observation_space = spaces.Discrete(self._vocab)
+        self.single_action_space = spaces.Discrete(self._vocab)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._rngs: list[np.random.Generator] | None = None
+        self._t = -1
+        self._autoreset = False
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        phase, task_id = parse_reset_options(options, self._source.num_tasks)
+        if seed is not None:
+            if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+                seeds = [int(seed) + i for i in range(self.num_envs)]
+            elif isinstance(seed, (list, tuple, np.ndarray)):
+                seeds = [int(s) for s in seed]
+            else:
+                raise ValueError(f"seed must be an int or a list of {self.num_envs} ints, got {seed!r}")
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed must be an int or a list of {self.num_envs} ints, got {len(seeds)} seeds")
+            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            self._source.restart()
+        elif self._rngs is None:
+            self._rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
+            self._source.restart()
+        self._load(self._source.generate(self._rngs, phase, task_id))
+        return self._obs[:, 0].copy(), self._info(0)
+
+    def _load(self, ep: Episodes) -> None:
+        # lane-major (B, L+1) arrays are indexed by column: as fast as time-major rows and needs no transpose
+        B = self.num_envs
+        self._obs, self._target, self._task, self._distance = ep.obs, ep.target, ep.task_id, ep.distance
+        self._scored = ep.target >= 0  # (B, L+1)
+        self._phase = ep.phase
+        self._phase_row = np.full(B, ep.phase)  # (B,) str
+        self._writes_row = np.full(B, ep.memory_writes)  # (B,) bool
+        self._delay_row = np.full(B, ep.delay, dtype=np.int64)  # (B,)
+        self._done_rows = (np.zeros(B, dtype=bool), np.ones(B, dtype=bool))  # terminated False / True
+        self._t = 0
+        self._autoreset = False
+
+    def _info(self, t: int) -> dict:
+        return {"target": self._target[:, t].copy(), "scored": self._scored[:, t].copy(),
+                "task_id": self._task[:, t].copy(), "distance": self._distance[:, t].copy(),
+                "phase": self._phase_row.copy(), "memory_writes": self._writes_row.copy(),
+                "delay": self._delay_row.copy()}
+
+    def step(self, actions):
+        B = self.num_envs
+        if self._autoreset:
+            self._load(self._source.generate(self._rngs, "train", -1))
+            return (self._obs[:, 0].copy(), np.zeros(B), self._done_rows[0].copy(), self._done_rows[0].copy(),
+                    self._info(0))
+        if self._t < 0:
+            raise RuntimeError("step() needs a running episode: call reset() first")
+        a = np.asarray(actions)
+        if a.shape != (B,) or a.dtype.kind not in "iu":
+            raise ValueError(f"actions must be an integer array of shape ({B},), got shape {a.shape} "
+                             f"dtype {a.dtype}")
+        a = a.astype(np.int64, copy=False)
+        if a.view(np.uint64).max() >= self._vocab:  # negatives read as huge unsigned: one check for both ends
+            bad = np.asarray(actions)
+            raise ValueError(f"actions must lie in [0, {self._vocab - 1}] (Discrete({self._vocab})), "
+                             f"got min {bad.min()} max {bad.max()}")
+        t = self._t
+        reward = (a == self._target[:, t]).astype(np.float64)  # (B,); unscored target -1 never matches
+        t += 1
+        self._t = t
+        done = t == self._length
+        self._autoreset = done
+        return (self._obs[:, t].copy(), reward, self._done_rows[done].copy(), self._done_rows[0].copy(),
+                self._info(t))
+
+    def render(self):
+        if self.render_mode != "ansi" or self._t < 0:
+            return None
+        return "\n".join(render_stream(self._source, self._obs[b], self._t, self._phase)
+                         for b in range(min(self.num_envs, 4)))

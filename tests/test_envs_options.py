@@ -1,0 +1,142 @@
+"""Hypothesis over constructor options: valid options never crash (and keep the stream's invariants), invalid
+ones raise a ValueError that names the option."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import envs  # noqa: F401
+
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+NOT_AN_INT = st.one_of(st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none())
+
+
+@st.composite
+def long_dependency_options(draw):
+    q, c, gap = draw(st.integers(1, 6)), draw(st.integers(0, 3)), draw(st.integers(1, 3))
+    distances = draw(st.lists(st.integers(1, 150), min_size=1, max_size=5))
+    groups = gap + 1 if c else 1
+    return {"queries_per_episode": q, "cross_episode_queries": c, "cross_episode_gap": gap,
+            "distances": distances, "vocab_size": 2 + 4 * groups * (q + c) + draw(st.integers(0, 60)),
+            "episode_length": max(distances) + 3 + 9 * (q + c) + draw(st.integers(0, 100))}
+
+
+@st.composite
+def continual_shift_options(draw):
+    tasks, keys, episodes = draw(st.integers(1, 6)), draw(st.integers(1, 10)), draw(st.integers(1, 4))
+    overlap = draw(st.floats(0.0, 1.0))
+    shared = int(round(overlap * keys))
+    return {"num_tasks": tasks, "keys_per_task": keys, "episodes_per_task": episodes, "key_overlap": overlap,
+            "trials_per_episode": draw(st.integers(1, 40)), "shift": draw(st.sampled_from(["abrupt", "gradual"])),
+            "shift_window": draw(st.none() | st.integers(1, episodes)), "task_visible": draw(st.booleans()),
+            "revisit": draw(st.booleans()), "world_seed": draw(st.integers(0, 2**32)),
+            "vocab_size": 2 + tasks + shared + tasks * (keys - shared) + 4 + draw(st.integers(0, 50))}
+
+
+@st.composite
+def needle_recall_options(draw):
+    f, d, k, m = (draw(st.integers(1, 4)) for _ in range(4))
+    p = draw(st.integers(1, k))
+    train, fresh = d * f + draw(st.integers(0, 40)), d * f + draw(st.integers(0, 40))
+    symbols = max(2, math.ceil((2 * (train + fresh)) ** (1 / p)) + 1)
+    return {"facts_per_episode": f, "delay": d, "cue_length": k, "recall_cue_length": p, "answer_length": m,
+            "train_facts": train, "fresh_facts": fresh, "vocab_size": 4 + symbols + draw(st.integers(0, 20)),
+            "haystack_length": draw(st.integers(0, 80))}
+
+
+def exercise(env_id, options):
+    """Build both envs, play a train and an eval episode, and check the stream's invariants."""
+    env = gym.make(env_id, **options).unwrapped
+    V, L = env.vocab_size, env.episode_length
+    for reset_options in (None, {"phase": "eval", "task_id": env.num_tasks - 1}):
+        env.reset(seed=0, options=reset_options)
+        obs, target, dist = np.array(env._obs), np.array(env._target), np.array(env._distance)
+        assert obs.shape == (L + 1,) and ((obs >= 0) & (obs < V)).all() and (target < V).all()
+        inside = (dist >= 0) & (dist <= np.arange(L + 1))
+        np.testing.assert_array_equal(obs[np.arange(L + 1)[inside] - dist[inside]], target[inside])
+        for _ in range(L):
+            env.step(0)
+    venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **options)
+    venv.reset(seed=0)
+    for _ in range(L + 1):
+        venv.step(np.zeros(2, dtype=np.int64))
+
+
+@SETTINGS
+@given(long_dependency_options())
+def test_valid_long_dependency_options_never_crash(options):
+    exercise("LongDependency-v0", options)
+
+
+@SETTINGS
+@given(continual_shift_options())
+def test_valid_continual_shift_options_never_crash(options):
+    exercise("ContinualShift-v0", options)
+
+
+@SETTINGS
+@given(needle_recall_options())
+def test_valid_needle_recall_options_never_crash(options):
+    exercise("NeedleRecall-v0", options)
+
+
+INVALID = {
+    "LongDependency-v0": st.one_of(
+        st.tuples(st.just("vocab_size"), st.integers(max_value=41) | NOT_AN_INT),  # 16 queries need 66
+        st.tuples(st.just("queries_per_episode"), st.integers(max_value=0) | NOT_AN_INT),
+        st.tuples(st.just("distances"), st.sampled_from([[], [0], [4, -2], "12", [1.5]])),
+        st.tuples(st.just("episode_length"), st.integers(max_value=1024 + 3 + 9 * 16 - 1)),
+        st.tuples(st.just("cross_episode_queries"), st.integers(max_value=-1)),
+        st.tuples(st.just("cross_episode_gap"), st.integers(max_value=0) | NOT_AN_INT),
+    ),
+    "ContinualShift-v0": st.one_of(
+        st.tuples(st.just("num_tasks"), st.integers(max_value=0) | NOT_AN_INT),
+        st.tuples(st.just("episodes_per_task"), st.integers(max_value=0)),
+        st.tuples(st.just("trials_per_episode"), st.integers(max_value=0)),
+        st.tuples(st.just("keys_per_task"), st.integers(max_value=0)),
+        st.tuples(st.just("key_overlap"), st.floats(1.0001, 10) | st.floats(-10, -0.0001) | st.just(float("nan"))),
+        st.tuples(st.just("shift"), st.text(max_size=8).filter(lambda s: s not in ("abrupt", "gradual"))),
+        st.tuples(st.just("shift_window"), st.integers(max_value=0) | st.integers(21, 1000)),
+        st.tuples(st.just("task_visible"), st.integers(0, 1) | st.text(max_size=2)),
+        st.tuples(st.just("vocab_size"), st.integers(max_value=2 + 5 + 32 + 3)),
+    ),
+    "NeedleRecall-v0": st.one_of(
+        st.tuples(st.just("delay"), st.integers(max_value=0) | NOT_AN_INT),
+        st.tuples(st.just("facts_per_episode"), st.integers(max_value=0)),
+        st.tuples(st.just("haystack_length"), st.integers(max_value=-1) | NOT_AN_INT),
+        st.tuples(st.just("cue_length"), st.integers(max_value=1)),  # recall_cue_length 2 > cue_length
+        st.tuples(st.just("recall_cue_length"), st.integers(max_value=0) | st.integers(5, 100)),
+        st.tuples(st.just("answer_length"), st.integers(max_value=0)),
+        st.tuples(st.just("train_facts"), st.integers(max_value=39)),
+        st.tuples(st.just("fresh_facts"), st.integers(max_value=39)),
+        st.tuples(st.just("vocab_size"), st.integers(max_value=4 + 50)),  # 1280 facts need 52^2 > 2560 cues
+        st.tuples(st.just("haystack_path"), st.sampled_from(["/nonexistent/haystack.txt", 3, b"x"])),
+    ),
+}
+
+
+@pytest.mark.parametrize("env_id", list(INVALID))
+def test_invalid_options_raise_value_error_naming_the_option(env_id):
+    @SETTINGS
+    @given(INVALID[env_id])
+    def check(bad):
+        name, value = bad
+        with pytest.raises(ValueError, match=name):  # "cue_length" also matches recall_cue_length
+            gym.make(env_id, **{name: value})
+        with pytest.raises(ValueError):
+            gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **{name: value})
+
+    check()
+
+
+def test_invalid_vector_options():
+    for bad in (0, -3, 1.5, "2"):
+        with pytest.raises(ValueError, match="num_envs"):
+            envs.LongDependencyVectorEnv(num_envs=bad)
+    venv = gym.make_vec("ContinualShift-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    with pytest.raises(ValueError, match="seed"):
+        venv.reset(seed=[1, 2, 3])
