@@ -1,0 +1,155 @@
+"""Memory metrics: plain floats and numpy arrays for logs, plots and TensorBoard (no gradients kept).
+
+slot_usage, read_entropy, write_rate, SlotLifetimeTracker (survival curves), pattern_similarity,
+context_influence, store_hit_rate, memory_bytes, memory_share_of_params.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from memory.losses import entropy
+from memory.slots import ReadInfo, SlotState, WriteInfo
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, Tensor) else np.asarray(t)
+
+
+def slot_usage(state: SlotState, mean_over_lanes: bool = False) -> np.ndarray:
+    """Decayed access count of every slot: (B, N), or (N,) averaged over lanes (for a heatmap row)."""
+    usage = _np(state.usage).astype(np.float64)
+    return usage.mean(axis=0) if mean_over_lanes else usage
+
+
+def read_entropy(read_info: ReadInfo) -> float:
+    """Mean entropy (nats) of a head's weights over its k selected slots; 0 = one slot, log k = uniform."""
+    with torch.no_grad():
+        return float(entropy(read_info.weights).mean())
+
+
+def write_rate(write_info: WriteInfo) -> float:
+    """Mean write gate over all candidate positions (B, M); masked positions count as 0. 1 = every
+    position wrote with a fully open gate."""
+    return float(_np(write_info.gate).astype(np.float64).mean())
+
+
+class SlotLifetimeTracker:
+    """How long each slot's content survives before a write replaces it, measured in observe() calls.
+
+    Call `observe(write_info)` once per write step. A write with gate >= `min_gate` that lands in a slot
+    ends the content living there (a completed lifetime) and starts a new one. `reset(lanes)` ends the
+    contents of those lanes (memory reset). `survival_curve()` gives the Kaplan-Meier estimate S(t) = P(a
+    content survives more than t steps), with contents still alive counted as censored.
+    """
+
+    def __init__(self, batch_size: int, slots: int, min_gate: float = 0.0):
+        if batch_size < 1 or slots < 1:
+            raise ValueError(f"batch_size={batch_size}, slots={slots}: both must be >= 1")
+        if not 0.0 <= min_gate <= 1.0:
+            raise ValueError(f"min_gate={min_gate}: must be in [0, 1]")
+        self.min_gate = min_gate
+        self.step = 0
+        self.born = np.full((batch_size, slots), -1, dtype=np.int64)  # step the live content was written
+        self._done: list[np.ndarray] = []
+
+    def observe(self, write_info: WriteInfo) -> None:
+        ids, gate = _np(write_info.slot_ids), _np(write_info.gate)  # (B, M)
+        if ids.shape[0] != self.born.shape[0]:
+            raise ValueError(f"write_info has {ids.shape[0]} lanes, tracker was built for {self.born.shape[0]}")
+        self.step += 1
+        lanes, cols = np.nonzero((ids >= 0) & (gate >= self.min_gate))
+        slots = ids[lanes, cols]
+        born = self.born[lanes, slots]
+        self._done.append(self.step - born[born >= 0])
+        self.born[lanes, slots] = self.step
+
+    def reset(self, lanes=None) -> None:
+        rows = slice(None) if lanes is None else np.asarray(lanes)
+        born = self.born[rows]
+        self._done.append(self.step - born[born >= 0])
+        self.born[rows] = -1
+
+    def lifetimes(self) -> np.ndarray:
+        """Completed lifetimes (steps), in the order they ended."""
+        return np.concatenate(self._done) if self._done else np.zeros(0, dtype=np.int64)
+
+    def alive_ages(self) -> np.ndarray:
+        """Ages of the contents still in memory (censored observations)."""
+        return self.step - self.born[self.born >= 0]
+
+    def survival_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(t, S(t)): Kaplan-Meier survival at each distinct observed time (steps), starting at t = 0."""
+        done, alive = self.lifetimes(), self.alive_ages()
+        times = np.concatenate([done, alive])
+        if times.size == 0:
+            return np.zeros(1, dtype=np.int64), np.ones(1)
+        ended = np.concatenate([np.ones(done.size, bool), np.zeros(alive.size, bool)])
+        uniq, inverse = np.unique(times, return_inverse=True)
+        deaths = np.bincount(inverse, weights=ended, minlength=uniq.size)
+        at_risk = times.size - np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=uniq.size))[:-1]])
+        surv = np.cumprod(1.0 - deaths / at_risk)
+        if uniq[0] > 0:  # the curve starts at S(0) = 1
+            uniq, surv = np.concatenate([[0], uniq]), np.concatenate([[1.0], surv])
+        return uniq, surv
+
+
+def pattern_similarity(state: SlotState, hidden: Tensor) -> np.ndarray:
+    """Cosine of every slot to the lane's mean hidden state: hidden (B, T, D) or (B, D) -> (B, N).
+    Empty (all-zero) slots give 0."""
+    with torch.no_grad():
+        mean_h = hidden.mean(dim=1) if hidden.dim() == 3 else hidden  # (B, D)
+        if mean_h.shape != (state.memory.shape[0], state.memory.shape[2]):
+            raise ValueError(f"hidden shape {tuple(hidden.shape)}: expected (B, T, D) or (B, D) with "
+                             f"B, D = {state.memory.shape[0]}, {state.memory.shape[2]}")
+        cos = torch.nn.functional.cosine_similarity(state.memory, mean_h.unsqueeze(1), dim=-1, eps=1e-8)
+        return _np(cos)
+
+
+def context_influence(out_total: Tensor, out_memory: Tensor) -> float:
+    """Share of a layer's output due to memory: mean over tokens of |m| / (|m| + |c|), where m is the
+    memory contribution and c = out_total - m the rest (norms over the last dim). 0 = memory ignored,
+    1 = output is all memory."""
+    if out_total.shape != out_memory.shape:
+        raise ValueError(f"out_total {tuple(out_total.shape)} and out_memory {tuple(out_memory.shape)} "
+                         "must have the same shape")
+    with torch.no_grad():
+        m = out_memory.norm(dim=-1)
+        c = (out_total - out_memory).norm(dim=-1)
+        return float((m / (m + c).clamp(min=1e-12)).mean())
+
+
+def store_hit_rate(ids) -> float:
+    """Share of queries with at least one retrieved id; ids (..., k) with -1 = missing."""
+    arr = _np(ids)
+    if arr.ndim < 1 or arr.shape[-1] == 0:
+        raise ValueError(f"ids shape {arr.shape}: expected (..., k) with k >= 1")
+    return float((arr >= 0).any(axis=-1).mean())
+
+
+def memory_bytes(obj) -> int:
+    """Bytes held by a tensor, numpy array, an object with an `nbytes` attribute (e.g. FaissStore,
+    TieredKVCache), or a (named) tuple / list / dict of those."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(memory_bytes(v) for v in obj.values())
+    if isinstance(obj, (tuple, list)):
+        return sum(memory_bytes(v) for v in obj)
+    nbytes = getattr(obj, "nbytes", None)
+    if nbytes is not None:
+        return int(nbytes() if callable(nbytes) else nbytes)
+    raise TypeError(f"memory_bytes: cannot size a {type(obj).__name__}; pass tensors, arrays, tuples/dicts "
+                    "of them, or an object with an nbytes attribute")
+
+
+def memory_share_of_params(memory_bytes: int, model: nn.Module) -> float:
+    """memory_bytes / bytes of the model's parameters."""
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if param_bytes == 0:
+        raise ValueError("memory_share_of_params: the model has no parameters")
+    return memory_bytes / param_bytes

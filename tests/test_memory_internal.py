@@ -1,0 +1,140 @@
+"""Internal memories (LM2-style gated, Linformer-style implicit): gate limits, carry-over, masking, files."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from memory.config import MemoryConfig
+from memory.internal import (
+    LinformerMemory,
+    LM2Memory,
+    build_internal_memory,
+    load_internal_state,
+    save_internal_state,
+)
+
+KINDS = ["lm2", "linformer"]
+
+
+def make(kind, seed=0, **overrides):
+    torch.manual_seed(seed)
+    cfg = MemoryConfig(**{"dim": 32, "internal": kind, "internal_slots": 6, "attn_heads": 4, **overrides})
+    return build_internal_memory(cfg)
+
+
+def pin_gates(mem, keep: bool) -> None:
+    """Drive the update gates to their limits: keep (forget=1, input=0) or overwrite (forget=0, input=1)."""
+    with torch.no_grad():
+        if isinstance(mem, LM2Memory):
+            for layer, bias in ((mem.forget_gate, 50.0), (mem.input_gate, -50.0)):
+                layer.weight.zero_()
+                layer.bias.fill_(bias if keep else -bias)
+        else:
+            mem.update_gate.weight.zero_()
+            mem.update_gate.bias.fill_(-50.0 if keep else 50.0)
+
+
+def test_build_picks_the_configured_memory():
+    assert build_internal_memory(MemoryConfig(internal="none")) is None
+    assert isinstance(make("lm2"), LM2Memory)
+    assert isinstance(make("linformer"), LinformerMemory)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gates_at_their_limits_keep_or_overwrite(kind):
+    mem = make(kind)
+    h = torch.randn(3, 10, 32)
+    state = mem.initial_state(3) + 0.3 * torch.randn(3, 6, 32)
+    if kind == "linformer":
+        state = F.normalize(state, dim=-1)
+    pin_gates(mem, keep=True)
+    _, kept = mem(h, state)
+    assert torch.allclose(kept, state, atol=1e-6)
+    pin_gates(mem, keep=False)
+    _, overwritten = mem(h, state)
+    summary = mem.slot_summary(h, state)  # what the slots gathered from this block
+    expected = torch.tanh(summary) if kind == "lm2" else summary
+    assert torch.allclose(overwritten, expected, atol=1e-6)
+    assert not torch.allclose(overwritten, state, atol=1e-2)
+
+
+def test_lm2_output_gate_closed_silences_the_read():
+    mem = make("lm2")
+    with torch.no_grad():
+        mem.output_gate.weight.zero_()
+        mem.output_gate.bias.fill_(-50.0)
+    y, _ = mem(torch.randn(2, 5, 32), mem.initial_state(2))
+    assert y.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_carries_over_calls_and_reads_are_block_recurrent(kind):
+    mem = make(kind)
+    first_a, first_b, second = torch.randn(2, 8, 32), torch.randn(2, 8, 32), torch.randn(2, 8, 32)
+    _, state_a = mem(first_a, mem.initial_state(2))
+    _, state_b = mem(first_b, mem.initial_state(2))
+    y_a, _ = mem(second, state_a)
+    y_b, _ = mem(second, state_b)
+    assert (y_a - y_b).abs().max() > 1e-3  # the second call's output depends on what the first call saw
+    # within a block a token reads only the incoming state: changing the last token leaves the others alone
+    changed = second.clone()
+    changed[:, -1] += 1.0
+    y_c, new_c = mem(changed, state_a)
+    assert torch.allclose(y_c[:, :-1], y_a[:, :-1], atol=1e-6)
+    assert not torch.allclose(new_c, mem(second, state_a)[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lanes_without_update_keep_state_bit_for_bit(kind):
+    mem = make(kind)
+    state = mem.initial_state(3)
+    _, new = mem(torch.randn(3, 4, 32), state, torch.tensor([True, False, True]))
+    assert torch.equal(new[1], state[1])
+    assert not torch.equal(new[0], state[0]) and not torch.equal(new[2], state[2])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradients_reach_inputs_and_initial_slots_across_calls(kind):
+    mem = make(kind)
+    h1 = torch.randn(2, 5, 32, requires_grad=True)
+    h2 = torch.randn(2, 5, 32, requires_grad=True)
+    _, state = mem(h1, mem.initial_state(2))
+    y, _ = mem(h2, state)
+    y.pow(2).sum().backward()
+    assert h1.grad.abs().sum() > 0 and h2.grad.abs().sum() > 0
+    assert mem.init_slots.grad.abs().sum() > 0
+
+
+def test_identity_like_initial_slots_and_bounded_linformer_state():
+    lm2 = make("lm2")
+    assert torch.equal(lm2.initial_state(1)[0], torch.eye(32)[:6])
+    lin = make("linformer")
+    state = lin.initial_state(4)
+    with torch.no_grad():
+        for _ in range(200):
+            _, state = lin(10 * torch.randn(4, 8, 32), state)
+    assert torch.allclose(state.norm(dim=-1), torch.ones(4, 6), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_file_round_trip_and_clear_errors(kind, tmp_path):
+    mem = make(kind)
+    _, state = mem(torch.randn(2, 4, 32), mem.initial_state(2))
+    path = tmp_path / "internal.pt"
+    save_internal_state(path, state)
+    assert torch.equal(load_internal_state(path, mem), state)
+    with pytest.raises(ValueError, match="memory.internal_slots"):
+        load_internal_state(path, make(kind, internal_slots=4))
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="damaged"):
+        load_internal_state(path, mem)
+
+
+def test_bad_shapes_give_clear_errors():
+    mem = make("lm2")
+    with pytest.raises(ValueError, match=r"h: expected a tensor of shape \(B, T, D=32\)"):
+        mem(torch.randn(2, 4, 16), mem.initial_state(2))
+    with pytest.raises(ValueError, match="state: expected shape"):
+        mem(torch.randn(2, 4, 32), mem.initial_state(3))
+    with pytest.raises(ValueError, match="update: expected a bool tensor"):
+        mem(torch.randn(2, 4, 32), mem.initial_state(2), torch.ones(2))

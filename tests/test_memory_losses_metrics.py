@@ -1,0 +1,202 @@
+"""Regularisers (values and what minimising them does) and memory metrics (hand-computed values)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from memory.config import MemoryConfig
+from memory.losses import (
+    addressing_distribution,
+    entropy,
+    memory_regularisers,
+    pressure_loss,
+    read_sparsity_loss,
+    utilisation_loss,
+)
+from memory.metrics import (
+    SlotLifetimeTracker,
+    context_influence,
+    memory_bytes,
+    memory_share_of_params,
+    pattern_similarity,
+    read_entropy,
+    slot_usage,
+    store_hit_rate,
+    write_rate,
+)
+from memory.slots import MultiHeadMemoryBank, ReadInfo, SlotState, WriteInfo
+
+
+def filled_bank(seed=0, B=1, **overrides):
+    """A bank whose N slots hold N random patterns (gate and erase pinned to 1 for the fill)."""
+    torch.manual_seed(seed)
+    cfg = MemoryConfig(**{"dim": 16, "slots": 16, "read_heads": 2, "top_k": 4, **overrides})
+    bank = MultiHeadMemoryBank(cfg)
+    with torch.no_grad():
+        bank.write_gate.bias.fill_(30.0)
+        bank.erase.bias.fill_(30.0)
+    patterns = torch.randn(B, cfg.slots, cfg.dim)
+    state, _ = bank.write(patterns, bank.initial_state(B), torch.ones(B, cfg.slots, dtype=torch.bool))
+    with torch.no_grad():
+        bank.write_gate.bias.zero_()
+        bank.erase.bias.fill_(2.0)
+    return bank, SlotState(*(t.detach() for t in state)), patterns
+
+
+def info(weights, ids):
+    return ReadInfo(torch.tensor(weights, dtype=torch.float32), torch.tensor(ids))
+
+
+# ---------------------------------------------------------------- loss values
+def test_utilisation_loss_is_negative_entropy_of_mean_addressing():
+    even = info([[[[0.5, 0.5]], [[0.5, 0.5]]]], [[[[0, 1]], [[2, 3]]]])  # (B=1, Q=2, H=1, k=2): 4 slots evenly
+    assert utilisation_loss(even, 4).item() == pytest.approx(-math.log(4), abs=1e-6)
+    one_slot = info([[[[1.0, 0.0]], [[1.0, 0.0]]]], [[[[2, 0]], [[2, 1]]]])
+    assert utilisation_loss(one_slot, 4).item() == pytest.approx(0.0, abs=1e-6)
+    dist = addressing_distribution(even, 6)
+    assert torch.allclose(dist, torch.tensor([[0.25, 0.25, 0.25, 0.25, 0.0, 0.0]]))
+
+
+def test_read_sparsity_and_pressure_values():
+    sharp_and_flat = info([[[[1.0, 0.0, 0.0, 0.0]], [[0.25, 0.25, 0.25, 0.25]]]], [[[[0, 1, 2, 3]]] * 2])
+    assert read_sparsity_loss(sharp_and_flat).item() == pytest.approx(math.log(4) / 2, abs=1e-6)
+    state = SlotState(memory=torch.zeros(1, 2, 4), usage=torch.zeros(1, 2), age=torch.zeros(1, 2),
+                      written=torch.zeros(1, 2, dtype=torch.bool))
+    state.memory[0, 0] = 1.0  # slot 0 rms 1, slot 1 empty
+    writes = WriteInfo(gate=torch.tensor([[0.2, 0.6, 0.0]]), slot_ids=torch.tensor([[0, 1, -1]]))
+    expected = (0.2 + 0.6) / 2 + (math.tanh(1.0) + 0.0) / 2
+    assert pressure_loss(writes, state).item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_memory_regularisers_weighs_terms_and_skips_zero_weights():
+    bank, state, patterns = filled_bank()
+    _, state2, read_info, write_info = bank(patterns, state, torch.ones(1, 16, dtype=torch.bool))
+    off = memory_regularisers(MemoryConfig(dim=16, slots=16), read_info, write_info, state2)
+    assert set(off) == {"util", "pressure", "sparsity"} and all(v.item() == 0.0 for v in off.values())
+    cfg = MemoryConfig(dim=16, slots=16, util_weight=2.0, pressure_weight=0.5, sparsity_weight=3.0)
+    on = memory_regularisers(cfg, read_info, write_info, state2)
+    assert on["util"].item() == pytest.approx(2.0 * utilisation_loss(read_info, 16).item(), rel=1e-6)
+    assert on["pressure"].item() == pytest.approx(0.5 * pressure_loss(write_info, state2).item(), rel=1e-6)
+    assert on["sparsity"].item() == pytest.approx(3.0 * read_sparsity_loss(read_info).item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- what minimising does
+def optimise(loss_fn, params, steps=60, lr=0.05):
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+
+
+def test_minimising_utilisation_loss_raises_addressing_entropy():
+    bank, state, patterns = filled_bank()
+    # all 8 queries start next to pattern 0: addressing piles onto a few slots
+    queries = nn.Parameter(patterns[:, :1].repeat(1, 8, 1) + 0.05 * torch.randn(1, 8, 16))
+
+    def addressing_entropy():
+        return entropy(addressing_distribution(bank.read(queries, state)[1], 16)).item()
+
+    before = addressing_entropy()
+    optimise(lambda: utilisation_loss(bank.read(queries, state)[1], 16), [queries, *bank.parameters()])
+    after = addressing_entropy()
+    assert before < 1.0 and after > before + 1.0, (before, after)
+
+
+def test_minimising_sparsity_penalty_sharpens_reads():
+    bank, state, patterns = filled_bank()
+    with torch.no_grad():
+        bank.sharpness_raw.fill_(0.5)  # start with soft reads
+    queries = nn.Parameter(torch.randn(1, 8, 16))
+    before = read_entropy(bank.read(queries, state)[1])
+    optimise(lambda: read_sparsity_loss(bank.read(queries, state)[1]), [queries, *bank.parameters()])
+    after = read_entropy(bank.read(queries, state)[1])
+    assert after < 0.5 * before, (before, after)
+
+
+def test_minimising_pressure_lowers_write_rate_and_occupancy():
+    bank, state, patterns = filled_bank(B=4)
+    content = torch.randn(4, 8, 16)
+    mask = torch.ones(4, 8, dtype=torch.bool)
+
+    def rate_and_occupancy():
+        new, writes = bank.write(content, state, mask)
+        return write_rate(writes), torch.tanh(new.memory.pow(2).mean(-1).sqrt()).mean().item()
+
+    rate0, occ0 = rate_and_occupancy()
+    optimise(lambda: pressure_loss(*reversed(bank.write(content, state, mask))), list(bank.parameters()))
+    rate1, occ1 = rate_and_occupancy()
+    assert rate1 < 0.5 * rate0 and occ1 < occ0, (rate0, rate1, occ0, occ1)
+
+
+# ---------------------------------------------------------------- metrics
+def test_usage_entropy_and_write_rate_values():
+    state = SlotState(memory=torch.zeros(2, 3, 4), usage=torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]]),
+                      age=torch.zeros(2, 3), written=torch.ones(2, 3, dtype=torch.bool))
+    assert np.allclose(slot_usage(state), [[1, 0, 2], [3, 0, 0]])
+    assert np.allclose(slot_usage(state, mean_over_lanes=True), [2, 0, 1])
+    uniform = info([[[[0.5, 0.5]]]], [[[[0, 1]]]])
+    assert read_entropy(uniform) == pytest.approx(math.log(2), abs=1e-6)
+    writes = WriteInfo(gate=torch.tensor([[1.0, 0.0], [0.5, 0.5]]), slot_ids=torch.tensor([[0, -1], [1, 2]]))
+    assert write_rate(writes) == pytest.approx(0.5)
+
+
+def test_slot_lifetimes_and_kaplan_meier_curve():
+    tracker = SlotLifetimeTracker(batch_size=1, slots=3)
+
+    def step(ids, gates=None):
+        ids = torch.tensor([ids])
+        gate = torch.tensor([gates]) if gates is not None else (ids >= 0).float()
+        tracker.observe(WriteInfo(gate=gate, slot_ids=ids))
+
+    step([0, 1])  # t=1: slots 0, 1 born
+    step([2, -1])  # t=2: slot 2 born
+    step([0, -1])  # t=3: slot 0 replaced after 2 steps
+    step([1, 2])  # t=4: slot 1 after 3, slot 2 after 2
+    step([0, -1])  # t=5: slot 0 after 2
+    assert sorted(tracker.lifetimes().tolist()) == [2, 2, 2, 3]
+    assert sorted(tracker.alive_ages().tolist()) == [0, 1, 1]  # slot 0 born t=5, slots 1, 2 born t=4
+    t, s = tracker.survival_curve()
+    # at risk: 7 contents; t=0: 1 censored; t=1: 2 censored; t=2: 3 deaths of 4 at risk; t=3: 1 death of 1
+    assert t.tolist() == [0, 1, 2, 3]
+    assert np.allclose(s, [1.0, 1.0, 0.25, 0.0])
+    tracker.reset()
+    assert sorted(tracker.lifetimes().tolist()) == [0, 1, 1, 2, 2, 2, 3] and tracker.alive_ages().size == 0
+    gated = SlotLifetimeTracker(batch_size=1, slots=2, min_gate=0.5)
+    gated.observe(WriteInfo(gate=torch.tensor([[0.9, 0.1]]), slot_ids=torch.tensor([[0, 1]])))
+    assert gated.alive_ages().tolist() == [0]  # the weak write to slot 1 does not count as new content
+
+
+def test_pattern_similarity_context_influence_and_hit_rate():
+    memory = torch.zeros(1, 3, 2)
+    memory[0, 0] = torch.tensor([2.0, 0.0])
+    memory[0, 1] = torch.tensor([0.0, 1.0])
+    state = SlotState(memory, torch.zeros(1, 3), torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool))
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 0.0]]])  # mean (2, 0)
+    assert np.allclose(pattern_similarity(state, hidden), [[1.0, 0.0, 0.0]])
+    ctx = torch.tensor([[3.0, 0.0]])
+    mem = torch.tensor([[0.0, 1.0]])
+    assert context_influence(ctx + mem, mem) == pytest.approx(0.25)
+    assert context_influence(ctx, torch.zeros_like(ctx)) == 0.0
+    assert context_influence(mem, mem) == pytest.approx(1.0)
+    assert store_hit_rate(torch.tensor([[3, -1], [-1, -1], [0, 5], [-1, 2]])) == pytest.approx(0.75)
+
+
+def test_memory_bytes_and_share_of_params():
+    state = SlotState(torch.zeros(2, 4, 8), torch.zeros(2, 4), torch.zeros(2, 4),
+                      torch.zeros(2, 4, dtype=torch.bool))
+    assert memory_bytes(state) == 2 * 4 * 8 * 4 + 2 * 4 * 4 * 2 + 2 * 4 * 1
+
+    class Sized:
+        nbytes = 1000
+
+    assert memory_bytes({"a": np.zeros(10, np.float64), "b": [Sized()]}) == 1080
+    model = nn.Linear(10, 10)  # 110 float32 parameters = 440 bytes
+    assert memory_share_of_params(880, model) == pytest.approx(2.0)
+    with pytest.raises(TypeError, match="cannot size a str"):
+        memory_bytes("x")
+    with pytest.raises(ValueError, match="no parameters"):
+        memory_share_of_params(1, nn.ReLU())
