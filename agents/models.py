@@ -1,0 +1,152 @@
+"""Model config, the interface every agent implements, and `build_model` (the one place agents are made).
+
+The trainer only ever talks to an `AgentModel`:
+
+    state = model.initial_state(B)                        # recurrent state: a flat dict of tensors
+    logits, state, aux = model(tokens, state, writes, meta)  # tokens (B, T) long, writes (B, T) bool
+    state = model.detach_state(state)                     # truncated BPTT between chunks
+    state = model.reset_memory(state, lanes)              # memory.reset=episode|task
+    model.memory_state_dict() / model.load_memory_state_dict(d)   # objects outside `state` (store, cache)
+    model.memory_bytes(state)
+
+`state` holds tensors only, so it can be saved inside one checkpoint dict (`torch.load(weights_only=True)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from memory.config import MemoryConfig
+
+AGENTS = ("memnet", "transformer", "lstm", "gru")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    dim: int = 128  # D: width of the controller (and of memory: memory.dim must equal it)
+    layers: int = 2
+    heads: int = 4  # attention heads of the controller; dim // heads must be even (rotary pairs)
+    window: int = 64  # W: each token attends to itself and the W - 1 tokens before it
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.memory, dict):
+            self.memory = MemoryConfig(**self.memory)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field, the value given and what is allowed."""
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"model.{msg}")
+
+        for name in ("vocab_size", "dim", "layers", "heads", "window", "mlp_ratio"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool), f"{name}={v!r}: expected int")
+        need(isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool),
+             f"dropout={self.dropout!r}: expected float")
+        need(self.vocab_size >= 2, f"vocab_size={self.vocab_size}: must be >= 2")
+        need(self.dim >= 2, f"dim={self.dim}: must be >= 2")
+        need(self.layers >= 1, f"layers={self.layers}: must be >= 1")
+        need(self.heads >= 1 and self.dim % self.heads == 0, f"heads={self.heads}: must divide dim={self.dim}")
+        need((self.dim // max(self.heads, 1)) % 2 == 0,
+             f"heads={self.heads}: dim // heads = {self.dim // max(self.heads, 1)} must be even (rotary positions)")
+        need(self.window >= 1, f"window={self.window}: must be >= 1")
+        need(self.mlp_ratio >= 1, f"mlp_ratio={self.mlp_ratio}: must be >= 1")
+        need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout}: must be in [0, 1)")
+        if not isinstance(self.memory, MemoryConfig):
+            raise TypeError(f"model.memory={type(self.memory).__name__}: expected memory.config.MemoryConfig")
+        if self.memory.dim != self.dim:
+            raise ValueError(f"memory.dim={self.memory.dim}: must equal model.dim={self.dim} "
+                             "(memory reads and writes the controller's hidden states)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AgentModel(nn.Module):
+    """What the trainer calls. Subclasses: MemNet (agents/memnet.py), RecurrentAgent (agents/baselines.py)."""
+
+    cfg: ModelConfig
+
+    def initial_state(self, batch_size: int) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, tokens: Tensor, state: dict, writes: Tensor | None = None,
+                meta: dict | None = None) -> tuple[Tensor, dict, dict]:
+        raise NotImplementedError
+
+    def reset_memory(self, state: dict, lanes: Tensor) -> dict:
+        raise NotImplementedError
+
+    def detach_state(self, state: dict) -> dict:
+        return {name: t.detach() for name, t in state.items()}
+
+    def memory_state_dict(self) -> dict:
+        return {}
+
+    def load_memory_state_dict(self, d: dict) -> None:
+        if d:
+            raise ValueError(f"{type(self).__name__} has no memory objects, but the checkpoint holds {sorted(d)}")
+
+    def memory_bytes(self, state: dict) -> int:
+        return 0
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def check_inputs(tokens: Tensor, writes: Tensor | None, vocab_size: int) -> Tensor:
+    """Validate a forward call's arguments; returns writes as a (B, T) bool tensor (all False when None)."""
+    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32):
+        got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+        raise ValueError(f"tokens: expected a (B, T) integer tensor, got {got}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(f"tokens: ids must lie in [0, {vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]")
+    if writes is None:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    if not isinstance(writes, Tensor) or tuple(writes.shape) != tuple(tokens.shape):
+        got = tuple(writes.shape) if isinstance(writes, Tensor) else type(writes).__name__
+        raise ValueError(f"writes: expected a bool tensor shaped like tokens {tuple(tokens.shape)}, got {got}")
+    return writes.to(device=tokens.device, dtype=torch.bool)
+
+
+def check_lanes(lanes, batch_size: int, device: torch.device) -> Tensor:
+    """lanes for reset_memory: (B,) bool mask -> (B,) bool tensor on `device`."""
+    lanes = torch.as_tensor(lanes, device=device)
+    if lanes.dtype != torch.bool or tuple(lanes.shape) != (batch_size,):
+        raise ValueError(f"lanes: expected a ({batch_size},) bool mask, got {lanes.dtype} {tuple(lanes.shape)}")
+    return lanes
+
+
+def build_model(agent: str, cfg: ModelConfig) -> AgentModel:
+    """agent in memnet | transformer | lstm | gru. `transformer` is MemNet with every memory part off;
+    lstm/gru get the hidden size whose parameter count is closest to that transformer's."""
+    # Imported here: memnet/baselines import ModelConfig and AgentModel from this module.
+    from agents.baselines import RecurrentAgent
+    from agents.memnet import MemNet
+
+    if agent not in AGENTS:
+        raise ValueError(f"agent={agent!r}: choose one of {AGENTS}")
+    if agent == "memnet":
+        return MemNet(cfg)
+    if agent == "transformer":
+        return MemNet(memory_free(cfg))
+    return RecurrentAgent(cfg, cell=agent)
+
+
+def memory_free(cfg: ModelConfig) -> ModelConfig:
+    """The same model config with the slot bank, internal memory and store switched off."""
+    mem = MemoryConfig(**{**cfg.memory.to_dict(), "slots": 0, "store": False, "internal": "none"})
+    return ModelConfig(**{**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "memory": mem})
