@@ -81,19 +81,10 @@ class SlotLifetimeTracker:
         return self.step - self.born[self.born >= 0]
 
     def survival_curve(self) -> tuple[np.ndarray, np.ndarray]:
-        """(t, S(t)): Kaplan-Meier survival at each distinct observed time (steps), starting at t = 0."""
+        """(t, S(t)): Kaplan-Meier survival of slot contents (steps), censoring the contents still alive."""
         done, alive = self.lifetimes(), self.alive_ages()
-        times = np.concatenate([done, alive])
-        if times.size == 0:
-            return np.zeros(1, dtype=np.int64), np.ones(1)
-        ended = np.concatenate([np.ones(done.size, bool), np.zeros(alive.size, bool)])
-        uniq, inverse = np.unique(times, return_inverse=True)
-        deaths = np.bincount(inverse, weights=ended, minlength=uniq.size)
-        at_risk = times.size - np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=uniq.size))[:-1]])
-        surv = np.cumprod(1.0 - deaths / at_risk)
-        if uniq[0] > 0:  # the curve starts at S(0) = 1
-            uniq, surv = np.concatenate([[0], uniq]), np.concatenate([[1.0], surv])
-        return uniq, surv
+        return kaplan_meier(np.concatenate([done, alive]),
+                            np.concatenate([np.ones(done.size, bool), np.zeros(alive.size, bool)]))
 
 
 def pattern_similarity(state: SlotState, hidden: Tensor) -> np.ndarray:
@@ -153,3 +144,23 @@ def memory_share_of_params(memory_bytes: int, model: nn.Module) -> float:
     if param_bytes == 0:
         raise ValueError("memory_share_of_params: the model has no parameters")
     return memory_bytes / param_bytes
+
+
+def kaplan_meier(durations, observed=None) -> tuple[np.ndarray, np.ndarray]:
+    """Kaplan-Meier survival estimate, e.g. of how long a slot's content survives before being overwritten.
+
+    durations: (n,) time each content lived (steps); observed: (n,) bool, False = still present at the end
+    (censored: lived at least that long); None = all observed.
+    Returns (times, survival): (m+1,) distinct event times with a leading 0, and S(t) just after each time
+    (survival[0] = 1), for a post-step plot."""
+    durations = np.asarray(durations, dtype=np.float64).ravel()  # (n,)
+    observed = np.ones(durations.shape, bool) if observed is None else np.asarray(observed, bool).ravel()
+    if observed.shape != durations.shape:
+        raise ValueError(f"observed must match durations in length; got {observed.size} and {durations.size}")
+    if durations.size and (np.isnan(durations).any() or durations.min() < 0):
+        raise ValueError("durations must be non-negative numbers (lifetimes in steps); got a negative or NaN")
+    times = np.unique(durations[observed])  # (m,) times at which some content died
+    at_risk = (durations[None, :] >= times[:, None]).sum(axis=1)  # (m,)
+    deaths = (observed[None, :] & (durations[None, :] == times[:, None])).sum(axis=1)  # (m,)
+    survival = np.cumprod(1.0 - deaths / at_risk)  # (m,)
+    return np.concatenate([[0.0], times]), np.concatenate([[1.0], survival])

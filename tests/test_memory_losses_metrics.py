@@ -160,9 +160,10 @@ def test_slot_lifetimes_and_kaplan_meier_curve():
     assert sorted(tracker.lifetimes().tolist()) == [2, 2, 2, 3]
     assert sorted(tracker.alive_ages().tolist()) == [0, 1, 1]  # slot 0 born t=5, slots 1, 2 born t=4
     t, s = tracker.survival_curve()
-    # at risk: 7 contents; t=0: 1 censored; t=1: 2 censored; t=2: 3 deaths of 4 at risk; t=3: 1 death of 1
-    assert t.tolist() == [0, 1, 2, 3]
-    assert np.allclose(s, [1.0, 1.0, 0.25, 0.0])
+    # at risk: 7 contents; t=0: 1 censored; t=1: 2 censored; t=2: 3 deaths of 4 at risk; t=3: 1 death of 1.
+    # The curve steps only at death times (censoring changes who is at risk, not S).
+    assert t.tolist() == [0, 2, 3]
+    assert np.allclose(s, [1.0, 0.25, 0.0])
     tracker.reset()
     assert sorted(tracker.lifetimes().tolist()) == [0, 1, 1, 2, 2, 2, 3] and tracker.alive_ages().size == 0
     gated = SlotLifetimeTracker(batch_size=1, slots=2, min_gate=0.5)

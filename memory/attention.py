@@ -1,0 +1,180 @@
+"""Memory attention: causal self-attention that also attends over retrieved memory keys/values.
+
+`MemoryAttention` puts each query's own causal context and its M retrieved memories into one softmax
+(Memorizing-Transformers style, but joint rather than two separate attentions mixed afterwards). A
+learnable, input-dependent gate g = sigmoid(W x + b) per token and head adds log(g) to the memory logits,
+so g -> 0 removes memory exactly and masked memories (-inf) leave plain causal attention unchanged.
+`MemoryAugmentedLayer` is a pre-LN transformer block around it; `MemoryAugmentedTransformer` a stack of
+them over token embeddings. Fusion of other memory reads lives in `memory/fusion.py`, the store + cache
+adapter in `memory/retrieval.py`.
+
+Cached memory K/V come from `project_kv` at write time; if the projections keep training, old entries
+drift from what the layer would compute now (as in Memorizing Transformers) — re-project or refresh them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from memory.config import MemoryConfig
+
+MemoryKV = tuple[Tensor, Tensor, Tensor]  # mem_k, mem_v (B, T, M, H, d), mem_mask (B, T, M)
+
+
+def causal_mask(T: int, device=None) -> Tensor:
+    """(T, T) bool, True where query t may attend to key s (s <= t)."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+class MemoryAttention(nn.Module):
+    """Multi-head attention over [causal context ; per-query memories] with a memory gate.
+
+    D = cfg.dim, H = cfg.attn_heads, d = cfg.head_dim (H * d = D).
+    """
+
+    def __init__(self, cfg: MemoryConfig, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.head_dim = cfg.attn_heads, cfg.head_dim
+        inner = self.heads * self.head_dim
+        self.q_proj = nn.Linear(cfg.dim, inner, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, inner, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, inner, bias=False)
+        self.out_proj = nn.Linear(inner, cfg.dim)
+        self.gate = nn.Linear(cfg.dim, self.heads)  # memory gate logit per token and head
+        nn.init.zeros_(self.gate.weight)  # starts at g = 0.5 for every token: memory half-weighted
+        nn.init.zeros_(self.gate.bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (self.heads, self.head_dim))  # (..., H*d) -> (..., H, d)
+
+    def project_kv(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """h (..., D) -> k, v (..., H, d): what TieredKVCache stores for a memory."""
+        return self._heads(self.k_proj(h)), self._heads(self.v_proj(h))
+
+    def forward(self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None,
+                mem_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> tuple[Tensor, dict]:
+        """x (B, T, D); mem_k, mem_v (B, T, M, H, d); mem_mask (B, T, M) bool (True = present);
+        attn_mask (T, T) bool (True = allowed, default causal). Returns out (B, T, D) and info with
+        "memory_share" (B, T): attention mass on memory (after the gate, mean over heads) and "gate" (B, T, H)."""
+        B, T, _ = x.shape
+        scale = self.head_dim ** -0.5
+        q = self._heads(self.q_proj(x)).transpose(1, 2)  # (B, H, T, d)
+        k, v = (t.transpose(1, 2) for t in self.project_kv(x))  # (B, H, T, d)
+        allowed = causal_mask(T, x.device) if attn_mask is None else attn_mask
+        if allowed.shape != (T, T) or allowed.dtype != torch.bool:
+            raise ValueError(f"MemoryAttention: attn_mask must be a ({T}, {T}) bool tensor, got "
+                             f"{tuple(allowed.shape)} {allowed.dtype}")
+        logits = (q @ k.transpose(-1, -2)) * scale  # (B, H, T, T)
+        logits = logits.masked_fill(~allowed, -torch.inf)
+        gate_logit = self.gate(x)  # (B, T, H)
+        if mem_k is None:
+            probs = self._softmax(logits)
+            out = probs @ v  # (B, H, T, d)
+            share = x.new_zeros(B, T)
+        else:
+            self._check_memory(x, mem_k, mem_v, mem_mask)
+            mem_logits = torch.einsum("bhtd,btmhd->bhtm", q, mem_k) * scale  # (B, H, T, M)
+            mem_logits = mem_logits + F.logsigmoid(gate_logit).transpose(1, 2)[..., None]
+            if mem_mask is not None:
+                mem_logits = mem_logits.masked_fill(~mem_mask[:, None], -torch.inf)
+            probs = self._softmax(torch.cat([logits, mem_logits], dim=-1))  # (B, H, T, T + M)
+            ctx_p, mem_p = probs[..., :T], probs[..., T:]
+            out = ctx_p @ v + torch.einsum("bhtm,btmhd->bhtd", mem_p, mem_v)  # (B, H, T, d)
+            share = mem_p.sum(-1).mean(1)  # (B, T)
+        out = self.out_proj(out.transpose(1, 2).flatten(2))  # (B, T, D)
+        return out, {"memory_share": share, "gate": torch.sigmoid(gate_logit)}
+
+    def _softmax(self, logits: Tensor) -> Tensor:
+        probs = torch.softmax(logits, dim=-1)
+        probs = torch.nan_to_num(probs, nan=0.0)  # a query with nothing allowed attends to nothing
+        return self.dropout(probs)
+
+    def _check_memory(self, x: Tensor, mem_k: Tensor, mem_v: Tensor | None, mem_mask: Tensor | None) -> None:
+        B, T, _ = x.shape
+        want = (B, T, mem_k.shape[2] if mem_k.dim() == 5 else -1, self.heads, self.head_dim)
+        if mem_v is None or mem_k.shape != want or mem_v.shape != want:
+            got = (tuple(mem_k.shape), None if mem_v is None else tuple(mem_v.shape))
+            raise ValueError(f"MemoryAttention: mem_k and mem_v must both be (B, T, M, H, d) = {want}, got {got}")
+        if mem_mask is not None and (mem_mask.shape != want[:3] or mem_mask.dtype != torch.bool):
+            raise ValueError(f"MemoryAttention: mem_mask must be a {want[:3]} bool tensor, got "
+                             f"{tuple(mem_mask.shape)} {mem_mask.dtype}")
+
+
+class MemoryAugmentedLayer(nn.Module):
+    """Pre-LN transformer block: x + MemoryAttention(LN(x), memory), then x + MLP(LN(x))."""
+
+    def __init__(self, cfg: MemoryConfig, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(cfg.dim)
+        self.attn = MemoryAttention(cfg, dropout)
+        self.ln_mlp = nn.LayerNorm(cfg.dim)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, mlp_ratio * cfg.dim), nn.GELU(),
+                                 nn.Linear(mlp_ratio * cfg.dim, cfg.dim), nn.Dropout(dropout))
+
+    def project_kv(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """h (..., D) block input -> k, v (..., H, d), computed exactly as the block computes its context."""
+        return self.attn.project_kv(self.ln_attn(h))
+
+    def forward(self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None,
+                mem_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> tuple[Tensor, dict]:
+        """x (B, T, D) -> (B, T, D), info from MemoryAttention."""
+        a, info = self.attn(self.ln_attn(x), mem_k, mem_v, mem_mask, attn_mask)
+        x = x + a
+        return x + self.mlp(self.ln_mlp(x)), info
+
+
+class MemoryAugmentedTransformer(nn.Module):
+    """Token embeddings + learned positions -> n_layers MemoryAugmentedLayers -> LN -> logits.
+
+    Memory enters the layers listed in `memory_layers` (default: the last one, where Memorizing
+    Transformers put their kNN layer). Either pass memory K/V directly or a `retrieve(h)` callable that maps
+    the first memory layer's input h (B, T, D) to (mem_k, mem_v, mem_mask) — e.g. a closure over
+    `retrieve_memory_kv(store, cache, h, k)`.
+    """
+
+    def __init__(self, cfg: MemoryConfig, vocab: int, n_layers: int = 2, max_len: int = 512,
+                 memory_layers: tuple[int, ...] | None = None, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        for name, v in (("vocab", vocab), ("n_layers", n_layers), ("max_len", max_len)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"MemoryAugmentedTransformer: {name}={v!r}: must be an int >= 1")
+        self.memory_layers = tuple(memory_layers) if memory_layers is not None else (n_layers - 1,)
+        if any(not 0 <= i < n_layers for i in self.memory_layers):
+            raise ValueError(f"MemoryAugmentedTransformer: memory_layers={self.memory_layers}: each must lie in "
+                             f"[0, {n_layers})")
+        self.max_len = max_len
+        self.tok_emb = nn.Embedding(vocab, cfg.dim)
+        self.pos_emb = nn.Embedding(max_len, cfg.dim)
+        self.layers = nn.ModuleList(MemoryAugmentedLayer(cfg, mlp_ratio, dropout) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, vocab, bias=False)
+
+    def forward(self, tokens: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None,
+                mem_mask: Tensor | None = None, retrieve: Callable[[Tensor], MemoryKV] | None = None
+                ) -> tuple[Tensor, dict]:
+        """tokens (B, T) int64 -> logits (B, T, vocab), info: "hidden" (B, T, D) final hidden state,
+        "memory_queries" (B, T, D) input of the first memory layer, "memory_share" (B, T) mean over
+        memory layers."""
+        B, T = tokens.shape
+        if T > self.max_len:
+            raise ValueError(f"MemoryAugmentedTransformer: sequence length {T} exceeds max_len={self.max_len}")
+        x = self.tok_emb(tokens) + self.pos_emb(torch.arange(T, device=tokens.device))  # (B, T, D)
+        shares, queries = [], None
+        for i, layer in enumerate(self.layers):
+            if i in self.memory_layers:
+                if queries is None:
+                    queries = x
+                    if retrieve is not None:
+                        mem_k, mem_v, mem_mask = retrieve(x)
+                x, info = layer(x, mem_k, mem_v, mem_mask)
+                shares.append(info["memory_share"])
+            else:
+                x, _ = layer(x)
+        hidden = self.ln_f(x)
+        share = torch.stack(shares).mean(0) if shares else x.new_zeros(B, T)
+        return self.head(hidden), {"hidden": hidden, "memory_queries": queries, "memory_share": share}

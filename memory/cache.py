@@ -1,0 +1,349 @@
+"""TieredKVCache: precomputed attention keys/values per memory id, in a hot, a warm and a cold tier.
+
+- hot: float32 arrays in RAM (exact).
+- warm: int8 codes in RAM (`memory/quant.py`: keys per-channel scaled then absmax per entry and head,
+  values absmax per entry and head); `quantize=False` keeps it float32 for ablations. The key channel scales
+  are calibrated from every key put so far, each time the warm tier starts empty.
+- cold: a float32 numpy memmap file on disk (exact; float32 so a cold round trip is lossless), in `path`
+  or a private temp folder; the file is deleted by `close()` (or when the cache is garbage-collected).
+
+New entries enter the highest tier with capacity. A full tier demotes its lowest-priority entries one
+tier down; the last tier evicts them. Priority by `policy`: "lru" = last access, "fifo" = insertion order,
+"importance" = the caller's importance at `put`, or the entry's access count when none was given (ties:
+the older goes first). `get_batch` promotes a warm or cold entry to the top tier once it has been read
+`promote_after` times (0 turns automatic promotion off); `manage_tiers()` re-places everything at once:
+the highest-priority entries hot, the next warm, the rest cold.
+
+Id lookup is a sorted id array + searchsorted (vectorised, O(log n) per id); the map changes only when
+entries are added or removed, while moves between tiers rewrite (tier, slot) in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from memory.cache_tiers import COLD, WARM, Book, TierStorage
+from memory.config import CACHE_POLICIES, MemoryConfig
+from memory.eviction import lowest
+from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
+
+TIER_NAMES = ("hot", "warm", "cold")
+FORMAT = "memstream.TieredKVCache/1"
+
+
+def _remove_cold_file(file: Path | None, private_dir: str | None) -> None:
+    if file is not None and file.exists():
+        file.unlink()
+    if private_dir is not None:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+
+class TieredKVCache:
+    """Three-tier K/V cache keyed by memory id (see module doc). Keys/values per entry are (H, d)."""
+
+    def __init__(self, heads: int, head_dim: int, hot: int, warm: int, cold: int, policy: str = "lru",
+                 quantize: bool = True, path: str | os.PathLike | None = None, promote_after: int = 2):
+        for name, v, low in (("heads", heads, 1), ("head_dim", head_dim, 1), ("hot", hot, 0), ("warm", warm, 0),
+                             ("cold", cold, 0), ("promote_after", promote_after, 0)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
+                raise ValueError(f"TieredKVCache: {name}={v!r}: must be an int >= {low}")
+        if hot + warm + cold < 1:
+            raise ValueError("TieredKVCache: the total capacity hot + warm + cold must be >= 1 (got 0 in every tier)")
+        if policy not in CACHE_POLICIES:
+            raise ValueError(f"TieredKVCache: policy={policy!r}: choose one of {CACHE_POLICIES}")
+        self.heads, self.head_dim, self.policy = int(heads), int(head_dim), policy
+        self.capacities = (int(hot), int(warm), int(cold))
+        self.quantize, self.promote_after = bool(quantize), int(promote_after)
+        private_dir = None
+        cold_file = None
+        if cold:
+            if path is None:
+                private_dir = tempfile.mkdtemp(prefix="memstream-cold-")
+            folder = Path(private_dir or path)
+            folder.mkdir(parents=True, exist_ok=True)
+            cold_file = folder / f"cold-kv-{uuid.uuid4().hex}.f32"
+        self.cold_file = cold_file
+        self._finalizer = weakref.finalize(self, _remove_cold_file, cold_file, private_dir)
+        self._store = TierStorage(self.heads, self.head_dim, self.capacities, self.quantize, cold_file)
+        self._books = [Book(c) for c in self.capacities]
+        self._ids = np.zeros(0, dtype=np.int64)  # (n,) sorted ids held
+        self._tier = np.zeros(0, dtype=np.int8)  # (n,) tier of each id
+        self._slot = np.zeros(0, dtype=np.int64)  # (n,) slot of each id in its tier
+        self._clock = 0
+        self._counters = dict(hits=0, misses=0, promotions=0, demotions=0, evictions=0)
+        self._evicted: list[np.ndarray] = []
+        live = [t for t in range(3) if self.capacities[t]]
+        self._top, self._next = live[0], {a: b for a, b in zip(live, live[1:], strict=False)}
+
+    @classmethod
+    def from_config(cls, cfg: MemoryConfig, path=None, **kwargs) -> TieredKVCache:
+        return cls(cfg.attn_heads, cfg.head_dim, cfg.cache_hot, cfg.cache_warm, cfg.cache_cold,
+                   policy=cfg.cache_policy, quantize=cfg.cache_quantize, path=path, **kwargs)
+
+    # ------------------------------------------------------------------ helpers
+    def _as_ids(self, ids, name: str = "ids") -> np.ndarray:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.detach().cpu().numpy()
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"TieredKVCache: {name} must be integers, got dtype {ids.dtype}")
+        return ids.astype(np.int64, copy=False)
+
+    def _lookup(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """flat (n,) ids -> map positions (n,), found (n,) bool, tier (n,) (-1 = not cached), slot (n,)."""
+        if not len(self._ids):
+            zeros = np.zeros(len(flat), dtype=np.int64)
+            return zeros, zeros.astype(bool), zeros - 1, zeros
+        pos = np.minimum(np.searchsorted(self._ids, flat), len(self._ids) - 1)
+        found = self._ids[pos] == flat
+        return pos, found, np.where(found, self._tier[pos], -1), self._slot[pos]
+
+    def _priority(self, t: int, slots: np.ndarray) -> np.ndarray:
+        book = self._books[t]
+        if self.policy == "lru":
+            return book.stamp[slots].astype(np.float64)
+        if self.policy == "fifo":
+            return book.seq[slots].astype(np.float64)
+        imp = book.imp[slots]
+        return np.where(np.isnan(imp), book.count[slots], imp)
+
+    def _extract(self, t: int, slots: np.ndarray) -> dict:
+        """Take entries out of tier t (their map rows stay, pointing nowhere until `_place`)."""
+        keys, values = self._store.read(t, slots)
+        packet = {"keys": keys, "values": values, **self._books[t].take(slots)}
+        return packet
+
+    def _place(self, t: int, packet: dict) -> None:
+        """Put extracted or new entries into free slots of tier t and point the map at them."""
+        book = self._books[t]
+        dst = book.free_slots(len(packet["ids"]))
+        self._store.write(t, dst, packet["keys"], packet["values"], book_empty=book.used == 0)
+        book.give(dst, packet)
+        pos = np.searchsorted(self._ids, packet["ids"])
+        self._tier[pos], self._slot[pos] = t, dst
+
+    def _make_room(self, t: int, n: int) -> None:
+        """Free n slots in tier t: demote its lowest-priority entries (evict them from the last tier)."""
+        book = self._books[t]
+        need = n - (book.capacity - book.used)
+        if need <= 0:
+            return
+        occupied = np.flatnonzero(book.ids >= 0)
+        victims = occupied[lowest(self._priority(t, occupied), book.seq[occupied], need)]
+        if t not in self._next:
+            gone = self._books[t].take(victims)["ids"]
+            keep = ~np.isin(self._ids, gone)
+            self._ids, self._tier, self._slot = self._ids[keep], self._tier[keep], self._slot[keep]
+            self._evicted.append(gone)
+            self._counters["evictions"] += len(gone)
+            return
+        self._move(t, victims, self._next[t])
+        self._counters["demotions"] += len(victims)
+
+    def _move(self, t: int, slots: np.ndarray, to: int) -> None:
+        packet = self._extract(t, slots)
+        self._make_room(to, len(slots))
+        self._place(to, packet)
+
+    # ------------------------------------------------------------------ public API
+    def put(self, ids, keys, values, importance=None) -> np.ndarray:
+        """Insert entries. ids (n,) int64 >= 0, unique; keys/values (n, H, d); importance (n,) or None.
+        An id already cached is overwritten. Returns the ids evicted from the cache to make room (with more
+        than the total capacity in one call, these include the lowest-priority of the ids just put)."""
+        ids = self._as_ids(ids).reshape(-1)
+        n, shape = len(ids), (len(ids), self.heads, self.head_dim)
+        keys = (keys.detach().cpu().numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)).astype(np.float32)
+        values = (values.detach().cpu().numpy() if isinstance(values, torch.Tensor)
+                  else np.asarray(values)).astype(np.float32)
+        if keys.shape != shape or values.shape != shape:
+            raise ValueError(f"TieredKVCache.put: keys {keys.shape} and values {values.shape} must be {shape}")
+        if n and (ids.min() < 0 or len(np.unique(ids)) != n):
+            raise ValueError("TieredKVCache.put: ids must be unique and >= 0 (-1 means 'missing' in get_batch)")
+        if not (np.isfinite(keys).all() and np.isfinite(values).all()):
+            raise ValueError("TieredKVCache.put: keys and values must be finite (got NaN or inf)")
+        imp = np.full(n, np.nan) if importance is None else np.asarray(importance, dtype=np.float64).reshape(-1)
+        if imp.shape != (n,):
+            raise ValueError(f"TieredKVCache.put: importance must have {n} entries, got shape {imp.shape}")
+        self.remove(ids)
+        self._evicted = []
+        self._store.observe_keys(keys)
+        order = np.argsort(ids)
+        ids, keys, values, imp = ids[order], keys[order], values[order], imp[order]
+        pos = np.searchsorted(self._ids, ids)
+        self._ids = np.insert(self._ids, pos, ids)
+        self._tier = np.insert(self._tier, pos, -1)
+        self._slot = np.insert(self._slot, pos, -1)
+        step = self.capacities[self._top]
+        for start in range(0, n, step):  # a put larger than the top tier flows down in top-sized chunks
+            sl = slice(start, start + step)
+            m = len(ids[sl])
+            self._make_room(self._top, m)
+            seq = self._clock + np.arange(m)
+            self._clock += m
+            self._place(self._top, {"ids": ids[sl], "keys": keys[sl], "values": values[sl], "seq": seq,
+                                    "stamp": seq, "count": np.zeros(m, np.int64), "imp": imp[sl]})
+        return np.concatenate(self._evicted) if self._evicted else np.zeros(0, np.int64)
+
+    def get_batch(self, ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ids (...) int64, -1 = missing -> keys (..., H, d) float32, values (..., H, d), mask (...) bool
+        (True = present). Counts as an access and may promote warm/cold entries (see module doc)."""
+        ids = self._as_ids(ids)
+        flat = ids.reshape(-1)
+        _, found, tier, slot = self._lookup(flat)
+        n = len(flat)
+        if n and (tier == self._top).all():  # common case: one gather, no masking
+            keys, values = self._store.read(self._top, slot)
+            self._touch(self._top, slot)
+        else:
+            keys = np.zeros((n, self.heads, self.head_dim), dtype=np.float32)
+            values = np.zeros_like(keys)
+            for t in range(3):
+                sel = tier == t
+                if sel.any():
+                    keys[sel], values[sel] = self._store.read(t, slot[sel])
+                    self._touch(t, slot[sel])
+        hits = int(np.count_nonzero(found))
+        self._counters["hits"] += hits
+        self._counters["misses"] += int(np.count_nonzero(flat >= 0)) - hits
+        if self.promote_after and (tier > self._top).any():
+            self._auto_promote(tier, slot)
+        out = ids.shape + (self.heads, self.head_dim)
+        return (torch.from_numpy(keys.reshape(out)), torch.from_numpy(values.reshape(out)),
+                torch.from_numpy(found.reshape(ids.shape)))
+
+    def _touch(self, t: int, slots: np.ndarray) -> None:
+        """One access per entry and call (an id repeated within one batch counts once); no sort needed."""
+        book = self._books[t]
+        book.stamp[slots] = self._clock + np.arange(len(slots))
+        self._clock += len(slots)
+        book.count[slots] += 1
+
+    def _auto_promote(self, tier: np.ndarray, slot: np.ndarray) -> None:
+        for t in (WARM, COLD):
+            if t <= self._top or not self.capacities[t]:
+                continue
+            book = self._books[t]
+            cand = np.unique(slot[tier == t])
+            cand = cand[book.count[cand] >= self.promote_after]
+            if len(cand) > self.capacities[self._top]:  # keep the most-read ones
+                cand = cand[np.argsort(-book.count[cand], kind="stable")[: self.capacities[self._top]]]
+            if len(cand):
+                self._move(t, cand, self._top)
+                self._counters["promotions"] += len(cand)
+
+    def manage_tiers(self) -> None:
+        """Re-place every entry by priority: the best `hot` entries hot, the next `warm` warm, the rest cold."""
+        tiers = np.concatenate([np.full(b.used, t, np.int64) for t, b in enumerate(self._books)])
+        slots = np.concatenate([np.flatnonzero(b.ids >= 0) for b in self._books])
+        if not len(slots):
+            return
+        prio = np.concatenate([self._priority(t, slots[tiers == t]) for t in range(3)])
+        seq = np.concatenate([self._books[t].seq[slots[tiers == t]] for t in range(3)])
+        rank = np.empty(len(slots), np.int64)
+        rank[np.lexsort((seq, prio))[::-1]] = np.arange(len(slots))  # 0 = highest priority (newest on ties)
+        bounds = np.cumsum(self.capacities)
+        want = np.searchsorted(bounds, rank, side="right")  # tier index by rank
+        movers = np.flatnonzero(want != tiers)
+        extracted = []
+        for t in range(3):
+            sel = movers[tiers[movers] == t]
+            if len(sel):
+                extracted.append((sel, self._extract(t, slots[sel])))
+        for sel, packet in extracted:
+            for to in range(3):
+                part = want[sel] == to
+                if part.any():
+                    self._place(to, {k: v[part] for k, v in packet.items()})
+        self._counters["promotions"] += int((want[movers] < tiers[movers]).sum())
+        self._counters["demotions"] += int((want[movers] > tiers[movers]).sum())
+
+    def remove(self, ids) -> int:
+        """Drop entries by id (any shape; unknown and -1 ignored). Returns how many were removed."""
+        flat = np.unique(self._as_ids(ids).reshape(-1))
+        pos, found, _, _ = self._lookup(flat)
+        pos = pos[found]
+        for t in range(3):
+            sel = pos[self._tier[pos] == t]
+            if len(sel):
+                self._books[t].take(self._slot[sel])
+        keep = np.ones(len(self._ids), dtype=bool)
+        keep[pos] = False
+        self._ids, self._tier, self._slot = self._ids[keep], self._tier[keep], self._slot[keep]
+        return len(pos)
+
+    def tier_of(self, ids) -> np.ndarray:
+        """ids (...) -> (...) int8: 0 hot, 1 warm, 2 cold, -1 not cached."""
+        ids = self._as_ids(ids)
+        return self._lookup(ids.reshape(-1))[2].astype(np.int8).reshape(ids.shape)
+
+    def stats(self) -> dict:
+        asked = self._counters["hits"] + self._counters["misses"]
+        out = {name: self._books[t].used for t, name in enumerate(TIER_NAMES)}
+        out.update({f"{name}_capacity": c for name, c in zip(TIER_NAMES, self.capacities, strict=True)})
+        out.update(self._counters)
+        out["hit_rate"] = self._counters["hits"] / asked if asked else 0.0
+        out["bytes_per_entry"] = self._store.entry_bytes()
+        return out
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in RAM (hot + warm tiers, bookkeeping); the cold tier lives on disk (`disk_nbytes`)."""
+        return self._store.ram_nbytes + sum(b.nbytes for b in self._books) + self._ids.nbytes * 2 + self._tier.nbytes
+
+    @property
+    def disk_nbytes(self) -> int:
+        return self._store.disk_nbytes
+
+    def close(self) -> None:
+        """Release the cold tier's file (and its folder when private). The cache is unusable afterwards."""
+        self._store.close()
+        self._finalizer()
+
+    # ------------------------------------------------------------------ persistence
+    def _settings(self) -> dict:
+        hot, warm, cold = self.capacities
+        return {"heads": self.heads, "head_dim": self.head_dim, "hot": hot, "warm": warm, "cold": cold,
+                "policy": self.policy, "quantize": self.quantize}
+
+    def state_dict(self) -> dict:
+        """Tensors and python scalars only (loads with torch.load(weights_only=True))."""
+        return {"format": FORMAT, "config": {**self._settings(), "promote_after": self.promote_after},
+                "ids": torch.from_numpy(self._ids.copy()), "tier": torch.from_numpy(self._tier.copy()),
+                "slot": torch.from_numpy(self._slot.copy()), "clock": self._clock, "counters": dict(self._counters),
+                "books": [b.state() for b in self._books],
+                "data": self._store.state([np.flatnonzero(b.ids >= 0) for b in self._books])}
+
+    def load_state_dict(self, d: dict) -> None:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"TieredKVCache.load_state_dict: format {got!r}, expected {FORMAT!r}")
+        check_saved_config("TieredKVCache", d["config"], self._settings())
+        for book, state in zip(self._books, d["books"], strict=True):
+            book.load_state(state)
+        self._store.load_state(d["data"], [np.flatnonzero(b.ids >= 0) for b in self._books])
+        self._ids, self._tier = d["ids"].numpy().copy(), d["tier"].numpy().copy()
+        self._slot, self._clock = d["slot"].numpy().copy(), int(d["clock"])
+        self._counters = dict(d["counters"])
+
+    def save(self, path) -> None:
+        """One file, written atomically (temp file + os.replace); the cold tier's data is copied into it."""
+        atomic_torch_save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path, cold_path=None) -> TieredKVCache:
+        """Rebuild a cache saved with `save(path)`; its cold tier goes to `cold_path` (private temp if None)."""
+        d = checked_torch_load(path, "TieredKVCache", FORMAT)
+        cache = cls(**d["config"], path=cold_path)
+        cache.load_state_dict(d)
+        return cache

@@ -1,0 +1,173 @@
+"""Storage and bookkeeping of TieredKVCache's three tiers (hot float32, warm int8, cold memmap).
+
+`Book` keeps per-slot metadata of one tier (id, insertion sequence, last-access stamp, access count,
+caller importance); `TierStorage` keeps the K/V data of all tiers and converts on read and write, so the
+cache itself only moves (tier, slot) pairs around.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from memory.quant import channel_scale, dequantize, quantize
+
+HOT, WARM, COLD = 0, 1, 2
+_FIELDS = ("ids", "seq", "stamp", "count", "imp")
+
+
+class Book:
+    """Per-slot metadata of one tier with `capacity` slots; ids == -1 marks a free slot."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.ids = np.full(capacity, -1, dtype=np.int64)
+        self.seq = np.zeros(capacity, dtype=np.int64)  # insertion order (fifo, tie-breaks)
+        self.stamp = np.zeros(capacity, dtype=np.int64)  # last access (lru)
+        self.count = np.zeros(capacity, dtype=np.int64)  # accesses (promotion, importance fallback)
+        self.imp = np.full(capacity, np.nan)  # caller importance, NaN = none given
+        self.used = 0
+
+    def free_slots(self, n: int) -> np.ndarray:
+        slots = np.flatnonzero(self.ids < 0)[:n]
+        if len(slots) < n:
+            raise RuntimeError(f"TieredKVCache: tier has {len(slots)} free slots, {n} needed (bookkeeping bug)")
+        return slots
+
+    def take(self, slots: np.ndarray) -> dict:
+        """Free `slots` and return their metadata (field -> (n,) array)."""
+        out = {f: getattr(self, f)[slots].copy() for f in _FIELDS}
+        self.ids[slots] = -1
+        self.imp[slots] = np.nan
+        self.used -= len(slots)
+        return out
+
+    def give(self, slots: np.ndarray, packet: dict) -> None:
+        for f in _FIELDS:
+            getattr(self, f)[slots] = packet[f]
+        self.used += len(slots)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, f).nbytes for f in _FIELDS)
+
+    def state(self) -> dict:
+        return {f: torch.from_numpy(getattr(self, f).copy()) for f in _FIELDS}
+
+    def load_state(self, d: dict) -> None:
+        for f in _FIELDS:
+            if tuple(d[f].shape) != (self.capacity,):
+                raise ValueError(f"TieredKVCache.load_state_dict: {f} has shape {tuple(d[f].shape)}, "
+                                 f"expected ({self.capacity},)")
+            getattr(self, f)[:] = d[f].numpy()
+        self.used = int((self.ids >= 0).sum())
+
+
+class TierStorage:
+    """K/V data of the three tiers. Entries are (H, d) keys and (H, d) values; slots index each tier."""
+
+    def __init__(self, heads: int, head_dim: int, capacities: tuple[int, int, int], quantize: bool,
+                 cold_file: Path | None):
+        hot, warm, cold = capacities
+        H, d = heads, head_dim
+        self.heads, self.head_dim, self.quantize = H, d, quantize
+        self.hot_k = np.zeros((hot, H, d), dtype=np.float32)
+        self.hot_v = np.zeros((hot, H, d), dtype=np.float32)
+        code = np.int8 if quantize else np.float32
+        self.warm_k = np.zeros((warm, H, d), dtype=code)
+        self.warm_v = np.zeros((warm, H, d), dtype=code)
+        self.warm_sk = np.ones((warm, H), dtype=np.float32)  # per entry and head
+        self.warm_sv = np.ones((warm, H), dtype=np.float32)
+        self.channel = np.ones((H, d), dtype=np.float32)  # per-channel key scale of the warm tier
+        self.key_sq = np.zeros((H, d), dtype=np.float64)  # running sum of k**2 for calibration
+        self.key_seen = 0
+        self.mmap = np.memmap(cold_file, dtype=np.float32, mode="w+", shape=(cold, 2, H, d)) if cold else None
+        # plain-ndarray view of the mapping ([:, 0] keys, [:, 1] values): indexing the np.memmap subclass
+        # itself wraps every result in a memmap object, which doubles the cost of a 100-id read
+        self.cold = np.asarray(self.mmap) if cold else np.zeros((0, 2, H, d), dtype=np.float32)
+
+    def observe_keys(self, keys: np.ndarray) -> None:
+        """keys (n, H, d): every key put into the cache feeds the warm tier's channel calibration."""
+        if self.quantize and len(keys):
+            self.key_sq += np.square(keys, dtype=np.float64).sum(axis=0)
+            self.key_seen += len(keys)
+
+    def read(self, t: int, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """slots (n,) -> keys, values (n, H, d) float32."""
+        if t == HOT:
+            return self.hot_k[slots], self.hot_v[slots]
+        if t == WARM:
+            if not self.quantize:
+                return self.warm_k[slots], self.warm_v[slots]
+            return (dequantize(self.warm_k[slots], self.warm_sk[slots], self.channel),
+                    dequantize(self.warm_v[slots], self.warm_sv[slots]))
+        self._check_open()
+        block = self.cold[slots]  # (n, 2, H, d): one fancy index into the memmap
+        return block[:, 0], block[:, 1]
+
+    def write(self, t: int, slots: np.ndarray, keys: np.ndarray, values: np.ndarray, book_empty: bool) -> None:
+        if t == HOT:
+            self.hot_k[slots], self.hot_v[slots] = keys, values
+        elif t == WARM and not self.quantize:
+            self.warm_k[slots], self.warm_v[slots] = keys, values
+        elif t == WARM:
+            if book_empty:  # no codes depend on the old channel scales: recalibrate on all keys seen so far
+                self.channel = channel_scale(self.key_sq, self.key_seen)
+            self.warm_k[slots], self.warm_sk[slots] = quantize(keys, self.channel)
+            self.warm_v[slots], self.warm_sv[slots] = quantize(values)
+        else:
+            self._check_open()
+            self.cold[slots, 0], self.cold[slots, 1] = keys, values
+
+    def entry_bytes(self) -> dict:
+        """Bytes per entry in each tier (K and V; int8 codes plus scales in warm; cold is on disk)."""
+        full = 2 * self.heads * self.head_dim * 4
+        warm = 2 * self.heads * self.head_dim + 2 * self.heads * 4 if self.quantize else full
+        return {"hot": full, "warm": warm, "cold": full}
+
+    @property
+    def ram_nbytes(self) -> int:
+        arrays = (self.hot_k, self.hot_v, self.warm_k, self.warm_v, self.warm_sk, self.warm_sv, self.channel)
+        return sum(a.nbytes for a in arrays)
+
+    @property
+    def disk_nbytes(self) -> int:
+        return self.cold.nbytes if self.cold is not None else 0
+
+    def _check_open(self) -> None:
+        if self.cold is None:
+            raise RuntimeError("TieredKVCache: the cache was closed; its cold tier is gone")
+
+    def close(self) -> None:
+        self.cold = None
+        if self.mmap is not None:
+            mm, self.mmap = self.mmap._mmap, None
+            try:
+                mm.close()
+            except BufferError:  # a caller still holds a view; the mapping closes when that view goes
+                pass
+
+    def state(self, occupied: list[np.ndarray]) -> dict:
+        """Hot and warm arrays whole; the cold tier only at its occupied slots (occupied[COLD])."""
+        t = torch.from_numpy
+        self._check_open()
+        return {"hot_k": t(self.hot_k.copy()), "hot_v": t(self.hot_v.copy()), "warm_k": t(self.warm_k.copy()),
+                "warm_v": t(self.warm_v.copy()), "warm_sk": t(self.warm_sk.copy()), "warm_sv": t(self.warm_sv.copy()),
+                "channel": t(self.channel.copy()), "key_sq": t(self.key_sq.copy()), "key_seen": self.key_seen,
+                "cold": t(np.array(self.cold[occupied[COLD]]))}
+
+    def load_state(self, d: dict, occupied: list[np.ndarray]) -> None:
+        self._check_open()
+        for name in ("hot_k", "hot_v", "warm_k", "warm_v", "warm_sk", "warm_sv", "channel", "key_sq"):
+            mine = getattr(self, name)
+            if tuple(d[name].shape) != mine.shape or d[name].numpy().dtype != mine.dtype:
+                raise ValueError(f"TieredKVCache.load_state_dict: {name} is {tuple(d[name].shape)} "
+                                 f"{d[name].dtype}, expected {mine.shape} {mine.dtype}")
+            mine[...] = d[name].numpy()
+        self.key_seen = int(d["key_seen"])
+        if tuple(d["cold"].shape) != (len(occupied[COLD]), 2, self.heads, self.head_dim):
+            raise ValueError(f"TieredKVCache.load_state_dict: cold data {tuple(d['cold'].shape)} does not match "
+                             f"{len(occupied[COLD])} cold entries")
+        self.cold[occupied[COLD]] = d["cold"].numpy()

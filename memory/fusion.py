@@ -1,0 +1,53 @@
+"""Fusion of R memory reads into the controller's hidden state (strategy chosen by `MemoryConfig.fusion`).
+
+- "concat": h + W [h ; r_1 ; ... ; r_R]: one linear map over everything (cheap, no interaction terms).
+- "gated": h + sum_r sigmoid(G_r [h ; r_r]) * (W_r r_r): each source has its own element-wise gate, so the
+  controller can shut a source off per token (e.g. an empty store early in a run).
+- "cross_attention": h attends over the R reads (plus a learned source embedding so heads can tell the
+  sources apart): h + MHA(q = h, k = v = reads + e_r).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from memory.config import FUSIONS, MemoryConfig
+
+
+class Fusion(nn.Module):
+    """h (B, T, D), reads (B, T, R, D) -> (B, T, D). R = num_sources, D = cfg.dim."""
+
+    def __init__(self, cfg: MemoryConfig, num_sources: int):
+        super().__init__()
+        if not isinstance(num_sources, int) or num_sources < 1:
+            raise ValueError(f"Fusion: num_sources={num_sources!r}: must be an int >= 1")
+        if cfg.fusion not in FUSIONS:
+            raise ValueError(f"Fusion: fusion={cfg.fusion!r}: choose one of {FUSIONS}")
+        self.strategy, self.num_sources, D, R = cfg.fusion, num_sources, cfg.dim, num_sources
+        if self.strategy == "concat":
+            self.proj = nn.Linear((R + 1) * D, D)
+        elif self.strategy == "gated":
+            self.read_w = nn.Parameter(torch.randn(R, D, D) * D ** -0.5)  # W_r
+            self.gate_w = nn.Parameter(torch.randn(R, 2 * D, D) * (2 * D) ** -0.5)  # G_r
+            self.gate_b = nn.Parameter(torch.zeros(R, D))
+        else:
+            self.source_emb = nn.Parameter(torch.zeros(R, D))
+            self.attn = nn.MultiheadAttention(D, cfg.attn_heads, batch_first=True)
+
+    def forward(self, h: Tensor, reads: Tensor) -> Tensor:
+        B, T, D = h.shape
+        if reads.shape != (B, T, self.num_sources, D):
+            raise ValueError(f"Fusion: reads must be (B, T, R, D) = {(B, T, self.num_sources, D)}, "
+                             f"got {tuple(reads.shape)}")
+        if self.strategy == "concat":
+            return h + self.proj(torch.cat([h, reads.flatten(2)], dim=-1))
+        if self.strategy == "gated":
+            both = torch.cat([h[:, :, None].expand_as(reads), reads], dim=-1)  # (B, T, R, 2D)
+            gate = torch.sigmoid(torch.einsum("btri,rio->btro", both, self.gate_w) + self.gate_b)  # (B, T, R, D)
+            content = torch.einsum("btri,rio->btro", reads, self.read_w)  # (B, T, R, D)
+            return h + (gate * content).sum(dim=2)
+        q = h.reshape(B * T, 1, D)
+        kv = (reads + self.source_emb).reshape(B * T, self.num_sources, D)
+        out, _ = self.attn(q, kv, kv, need_weights=False)  # (B*T, 1, D)
+        return h + out.reshape(B, T, D)

@@ -1,0 +1,57 @@
+"""Atomic save and checked load of the memory components' state dicts.
+
+`memory` may not import `agents` (DESIGN.md section 2), so the store and the cache share these two helpers
+instead of the agents' checkpoint module. State dicts hold torch tensors and python scalars only, so they
+load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
+    """Write `obj` to `path` atomically: a temp file in the same folder, fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def checked_torch_load(path: str | os.PathLike, what: str, fmt: str) -> dict:
+    """Load a dict saved by `atomic_torch_save`; a missing, damaged or foreign file raises a one-line error.
+
+    `what` names the component in messages; `fmt` is the value its "format" entry must have.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no file at {path}")
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a truncated or foreign file; report them as one
+        raise ValueError(f"{what}: {path} is damaged or not a torch file ({type(e).__name__})") from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        got = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"{what}: {path} has format {got!r}, expected {fmt!r}")
+    return d
+
+
+def check_saved_config(what: str, saved: dict, current: dict) -> None:
+    """Raise ValueError naming the first field where a saved config differs from the live object's."""
+    for name, value in current.items():
+        if saved.get(name) != value:
+            raise ValueError(f"{what}: saved state has {name}={saved.get(name)!r} but this one has {name}={value!r}; "
+                             f"build it with the saved settings or use {what}.load(path)")

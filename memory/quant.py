@@ -1,0 +1,42 @@
+"""Int8 quantisation of attention keys and values for the warm tier of TieredKVCache.
+
+Keys carry outlier channels (a few channels much larger than the rest for every token), so one scale per
+token would spend the int8 range on those channels and flatten the others. Keys are therefore first divided
+by a per-channel scale (the channel's RMS, shared by all entries of the tier), then stored with an absmax
+scale per entry and head; the per-entry factor guarantees that no key can overflow even if it is far
+outside what the channel scales were calibrated on. Values have no channel structure worth the extra
+step: absmax per entry and head ("per token").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LEVELS = 127.0  # symmetric int8: codes in [-127, 127]
+
+
+def channel_scale(sum_sq: np.ndarray, count: int) -> np.ndarray:
+    """Per-channel key scale from running sums. sum_sq (H, d) float64 of k**2 over `count` keys -> (H, d) float32."""
+    if count == 0:
+        return np.ones(sum_sq.shape, dtype=np.float32)
+    rms = np.sqrt(sum_sq / count)
+    floor = 1e-3 * rms.mean() + 1e-12  # a channel that was ~0 during calibration must not blow up later
+    return np.maximum(rms, floor).astype(np.float32)
+
+
+def quantize(x: np.ndarray, channel: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """x (n, H, d) float32 -> codes (n, H, d) int8, scale (n, H) float32; channel (H, d) divides x first."""
+    z = x / channel if channel is not None else x
+    scale = np.abs(z).max(axis=-1) / LEVELS  # (n, H)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    codes = np.rint(z / scale[..., None]).astype(np.int8)
+    return codes, scale
+
+
+def dequantize(codes: np.ndarray, scale: np.ndarray, channel: np.ndarray | None = None) -> np.ndarray:
+    """codes (n, H, d) int8, scale (n, H) -> (n, H, d) float32 (times channel (H, d) when given)."""
+    x = codes.astype(np.float32)
+    np.multiply(x, scale[..., None], out=x)  # in place: this runs on every warm-tier read
+    if channel is not None:
+        np.multiply(x, channel, out=x)
+    return x

@@ -1,0 +1,358 @@
+"""FaissStore: the long-term memory of (key, value, metadata) entries that MemNet searches by similarity.
+
+Layout. Entries live in fixed rows: `partitions x capacity` of them, one partition per lane
+(scope="lane", each lane searches only its own entries) or a single one (scope="shared"). Keys are
+L2-normalised on the way in, and queries too, so scores are cosines.
+
+Ids. A row remembers how often it has been written (`gen`); the entry written into row r the g-th time gets
+id `g * rows + r`. The id -> row map is therefore `row = id % rows`, checked against the id the row holds
+now: an evicted or removed id fails the check (reads as missing) instead of silently pointing at the entry
+that replaced it (the stale-id bug of memorizing-transformers' kNN memory). Ids are never reused, also
+across `clear()` and save/load.
+
+Search. index="flat" is exact: a blocked torch matmul + top-k over the normalised key matrix (on these
+2-core machines FAISS's IndexFlatIP is 3-5x slower than torch for batched queries). index="ivf"/"hnsw" use
+FAISS per partition (`memory/store_index.py`) once a partition is large enough, exact search before.
+
+Eviction when a partition is full: "fifo" drops the oldest entry, "lru" the one least recently added or
+returned by a search, "importance" the one with the lowest importance (the caller's value at add, default
+0, plus 1 each time a search returns it); ties go to the oldest.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from memory.config import STORE_EVICTIONS, STORE_INDEXES, MemoryConfig
+from memory.eviction import lowest
+from memory.store_index import HNSWIndex, IVFIndex, exact_topk
+from memory.store_io import StorePersistence
+
+SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
+META_FIELDS = ("lane", "episode", "position", "step", "task", "time")  # columns of the metadata table
+CALLER_META = ("episode", "position", "step", "task")  # what add(meta=...) may set; lane/time come from the store
+
+
+class SearchResult(NamedTuple):
+    scores: np.ndarray  # (B, Q, k) float32 cosine, -inf where fewer than k entries exist
+    ids: np.ndarray  # (B, Q, k) int64, -1 where fewer than k entries exist
+
+
+class SearchHits(NamedTuple):
+    scores: np.ndarray  # (B, Q, k) float32
+    ids: np.ndarray  # (B, Q, k) int64
+    values: np.ndarray  # (B, Q, k, Dv) float32, zeros where id is -1
+    meta: dict  # field -> (B, Q, k) int64 (-1 where missing), plus "found" (B, Q, k) bool
+
+
+def _numpy(x, name: str, dtype) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"FaissStore: {name} must be a numeric array or tensor, got {type(x).__name__} ({e})") from None
+
+
+def _inverse_norms(x: np.ndarray, name: str) -> np.ndarray:
+    """(..., D) float32 -> (...) float32 1/|x| (zero rows get a finite factor and stay zero). einsum: 3x faster
+    than np.linalg.norm, which matters for the add rate; NaN/inf anywhere in a row shows in its sum."""
+    sq = np.einsum("...i,...i->...", x, x)
+    if not np.isfinite(sq).all():
+        raise ValueError(f"FaissStore: {name} must be finite (got NaN or inf)")
+    return (1.0 / np.sqrt(np.maximum(sq, 1e-24))).astype(np.float32)
+
+
+def _normalise(x: np.ndarray, name: str) -> np.ndarray:
+    return x * _inverse_norms(x, name)[..., None]
+
+
+class FaissStore(StorePersistence):
+    """Long-term key/value store with metadata, per-lane or shared, bounded with eviction (see module doc).
+
+    dim: key width D; value_dim: value width Dv; capacity: entries per lane (scope="lane") or in all
+    (scope="shared"); lanes: B; index: flat | ivf | hnsw; eviction: fifo | lru | importance; threads: FAISS
+    OpenMP threads, set before every FAISS call. ivf_lists / ivf_probes (default 4 sqrt(capacity) lists,
+    max(8, lists / 64) probes), hnsw_neighbors / hnsw_ef_search tune the approximate indexes, which take
+    over from exact search once a partition holds 39 x lists (ivf) or hnsw_min_entries (hnsw) entries;
+    exact_block: keys scored per matmul block in exact search; None = as many as fit a 64 MB score buffer
+    (P, Q, block), which the store keeps and reuses across searches.
+    """
+
+    def __init__(self, dim: int, value_dim: int, capacity: int, lanes: int = 1, scope: str = "lane",
+                 index: str = "flat", eviction: str = "fifo", threads: int = 1, ivf_lists: int | None = None,
+                 ivf_probes: int | None = None, hnsw_neighbors: int = 32, hnsw_ef_search: int = 64,
+                 hnsw_min_entries: int = 1024, exact_block: int | None = None):
+        for name, v in (("dim", dim), ("value_dim", value_dim), ("capacity", capacity), ("lanes", lanes),
+                        ("threads", threads), ("hnsw_neighbors", hnsw_neighbors),
+                        ("hnsw_ef_search", hnsw_ef_search), ("hnsw_min_entries", hnsw_min_entries)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1")
+        for name, v in (("ivf_lists", ivf_lists), ("ivf_probes", ivf_probes), ("exact_block", exact_block)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1 or None (automatic)")
+        if scope not in ("lane", "shared"):
+            raise ValueError(f"FaissStore: scope={scope!r}: choose lane or shared")
+        if index not in STORE_INDEXES:
+            raise ValueError(f"FaissStore: index={index!r}: choose one of {STORE_INDEXES}")
+        if eviction not in STORE_EVICTIONS:
+            raise ValueError(f"FaissStore: eviction={eviction!r}: choose one of {STORE_EVICTIONS}")
+        self.dim, self.value_dim, self.capacity, self.lanes = int(dim), int(value_dim), int(capacity), int(lanes)
+        self.scope, self.index, self.eviction, self.threads = scope, index, eviction, int(threads)
+        self.ivf_lists, self.ivf_probes = ivf_lists, ivf_probes
+        self.hnsw_neighbors, self.hnsw_ef_search, self.exact_block = hnsw_neighbors, hnsw_ef_search, exact_block
+        self.hnsw_min_entries = hnsw_min_entries
+        self.partitions = self.lanes if scope == "lane" else 1
+        self.rows = self.partitions * self.capacity
+        R = self.rows
+        self._keys = np.zeros((R, self.dim), dtype=np.float32)  # (R, D) normalised
+        self._values = np.zeros((R, self.value_dim), dtype=np.float32)  # (R, Dv)
+        self._meta = np.full((R, len(META_FIELDS)), -1, dtype=np.int64)  # (R, 6)
+        self._row_id = np.full(R, -1, dtype=np.int64)  # id held by each row, -1 = empty
+        self._gen = np.zeros(R, dtype=np.int64)  # times each row was written: ids are gen * R + row
+        self._seq = np.zeros(R, dtype=np.int64)  # insertion order (fifo, tie-breaks)
+        self._stamp = np.zeros(R, dtype=np.int64)  # last add or search hit (lru); unique per row
+        self._importance = np.zeros(R, dtype=np.float64)  # caller importance + search hits
+        self._fill = np.zeros(self.partitions, dtype=np.int64)  # rows [0, fill) of a partition were used
+        self._count = np.zeros(self.partitions, dtype=np.int64)  # live entries per partition
+        self._clock = 0  # source of seq and stamp values
+        self._adds = 0  # add() calls so far: the "time" metadata
+        self._ann = [self._make_ann(p) for p in range(self.partitions)] if index != "flat" else None
+        self._scores: torch.Tensor | None = None  # exact-search score buffer, grown on demand
+
+    @classmethod
+    def from_config(cls, cfg: MemoryConfig, lanes: int, value_dim: int, **kwargs) -> FaissStore:
+        return cls(cfg.dim, value_dim, cfg.store_capacity, lanes=lanes, scope=cfg.store_scope,
+                   index=cfg.store_index, eviction=cfg.store_eviction, threads=cfg.store_threads, **kwargs)
+
+    def _make_ann(self, p: int):
+        keys = self._keys[p * self.capacity:(p + 1) * self.capacity]  # view: the index reads keys by row
+        if self.index == "ivf":
+            return IVFIndex(keys, self.ivf_lists, self.ivf_probes, self.threads)
+        return HNSWIndex(keys, self.hnsw_neighbors, self.hnsw_ef_search, self.threads, self.hnsw_min_entries)
+
+    # ------------------------------------------------------------------ writing
+    def add(self, keys, values, lanes, meta: dict | None = None, importance=None) -> tuple[np.ndarray, np.ndarray]:
+        """Add n entries. keys (n, D), values (n, Dv), lanes (n,) int in [0, lanes); meta: field -> (n,) int
+        for fields among episode/position/step/task (missing -> -1); importance (n,) float (default 0).
+        Returns (ids (n,) int64, evicted ids (m,) int64)."""
+        keys, values = _numpy(keys, "keys", np.float32), _numpy(values, "values", np.float32)
+        lanes = _numpy(lanes, "lanes", np.int64).reshape(-1)
+        n = len(lanes)
+        if keys.shape != (n, self.dim) or values.shape != (n, self.value_dim):
+            raise ValueError(f"FaissStore.add: keys {tuple(keys.shape)} and values {tuple(values.shape)} must be "
+                             f"({n}, {self.dim}) and ({n}, {self.value_dim}) for {n} lanes entries")
+        if n and (lanes.min() < 0 or lanes.max() >= self.lanes):
+            raise ValueError(f"FaissStore.add: lanes must lie in [0, {self.lanes}), got {lanes.min()}..{lanes.max()}")
+        if not np.isfinite(values).all():
+            raise ValueError("FaissStore.add: values must be finite (got NaN or inf)")
+        inv_norm = _inverse_norms(keys, "keys")  # (n,)
+        meta = dict(meta or {})
+        unknown = set(meta) - set(CALLER_META)
+        if unknown:
+            raise ValueError(f"FaissStore.add: meta keys {sorted(unknown)} unknown; allowed: {CALLER_META}")
+        for name, col in meta.items():
+            meta[name] = col = _numpy(col, f"meta[{name!r}]", np.int64).reshape(-1)
+            if col.shape != (n,):
+                raise ValueError(f"FaissStore.add: meta[{name!r}] must have {n} entries, got {col.shape}")
+        imp = np.zeros(n) if importance is None else _numpy(importance, "importance", np.float64).reshape(-1)
+        if imp.shape != (n,) or not np.isfinite(imp).all():
+            raise ValueError(f"FaissStore.add: importance must be {n} finite numbers, got shape {imp.shape}")
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        part = lanes if self.scope == "lane" else np.zeros(n, dtype=np.int64)
+        counts = np.bincount(part, minlength=self.partitions)
+        if counts.max() > self.capacity:
+            p = int(counts.argmax())
+            raise ValueError(f"FaissStore.add: {counts[p]} entries for partition {p} in one call exceed "
+                             f"capacity={self.capacity}; split the call")
+        order = np.argsort(part, kind="stable")  # entries grouped by partition
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.arange(n) - starts[part[order]]  # position of each sorted entry inside its group
+        if (self._fill + counts <= self.capacity).all():  # fast path: fresh rows, nothing to evict
+            rows = part[order] * self.capacity + self._fill[part[order]] + rank
+        else:
+            rows = np.concatenate([self._take_rows(p, int(c)) for p, c in enumerate(counts) if c])
+        self._fill += np.minimum(counts, self.capacity - self._fill)
+        evicted_rows = rows[self._row_id[rows] >= 0]
+        evicted = self._row_id[evicted_rows].copy()
+        self._drop_rows(evicted_rows, from_ann=True)
+        ids = self._gen[rows] * self.rows + rows
+        self._gen[rows] += 1
+        in_order = bool((order == np.arange(n)).all())
+        src = slice(None) if in_order else order  # bulk adds to one lane need no gather ...
+        contiguous = in_order and bool((np.diff(rows) == 1).all())
+        dst = slice(rows[0], rows[0] + n) if contiguous else rows  # ... nor scatter
+        self._row_id[dst] = ids
+        if isinstance(dst, slice):
+            np.multiply(keys, inv_norm[:, None], out=self._keys[dst])  # normalise in place, no temporary
+        else:
+            self._keys[dst] = keys[src] * inv_norm[src, None]
+        self._values[dst] = values[src]
+        self._meta[dst] = -1
+        self._meta[dst, 0] = lanes[src]
+        for name, col in meta.items():
+            self._meta[dst, META_FIELDS.index(name)] = col[src]
+        self._meta[dst, 5] = self._adds
+        self._seq[dst] = self._stamp[dst] = self._clock + np.arange(n)
+        self._clock += n
+        self._adds += 1
+        self._importance[dst] = imp[src]
+        self._count += counts
+        if self._ann is not None:
+            for p in np.flatnonzero(counts):
+                self._sync_ann(p, rows[part[order] == p] - p * self.capacity)
+        out = np.empty(n, dtype=np.int64)
+        out[order] = ids
+        return out, evicted
+
+    def _take_rows(self, p: int, n: int) -> np.ndarray:
+        """n rows of partition p for new entries: fresh rows, then emptied ones, then victims by policy."""
+        base = p * self.capacity
+        fresh = np.arange(self._fill[p], min(self._fill[p] + n, self.capacity)) + base
+        if len(fresh) == n:
+            return fresh
+        used = slice(base, base + self._fill[p])
+        if self.eviction == "fifo":
+            primary = self._seq[used].astype(np.float64)
+        elif self.eviction == "lru":
+            primary = self._stamp[used].astype(np.float64)
+        else:
+            primary = self._importance[used].copy()
+        primary[self._row_id[used] < 0] = -np.inf  # emptied rows first
+        return np.concatenate([fresh, base + lowest(primary, self._seq[used], n - len(fresh))])
+
+    def _drop_rows(self, rows: np.ndarray, from_ann: bool) -> None:
+        if not len(rows):
+            return
+        part = rows // self.capacity
+        self._count -= np.bincount(part, minlength=self.partitions)
+        self._row_id[rows] = -1
+        self._meta[rows] = -1
+        if from_ann and self._ann is not None:
+            for p in np.unique(part):
+                self._ann[p].remove(rows[part == p] - p * self.capacity)
+
+    def _sync_ann(self, p: int, local_rows: np.ndarray) -> None:
+        ann = self._ann[p]
+        if ann.ready:
+            ann.add(local_rows)
+        elif self._count[p] >= ann.min_entries:
+            live = np.flatnonzero(self._row_id[p * self.capacity:(p + 1) * self.capacity] >= 0)
+            ann.build(live)
+
+    def remove(self, ids) -> int:
+        """Remove entries by id (any shape; -1, stale or unknown ids are ignored). Returns how many went."""
+        rows, found = self._rows_of(ids)
+        rows = np.unique(rows[found])
+        self._drop_rows(rows, from_ann=True)
+        return len(rows)
+
+    def clear(self, lanes=None) -> None:
+        """Remove every entry (lanes=None) or those of the given lanes. Ids issued so far stay invalid."""
+        if lanes is None:
+            self._drop_rows(np.flatnonzero(self._row_id >= 0), from_ann=False)
+            self._fill[:] = 0
+            for ann in self._ann or []:
+                ann.reset()
+            return
+        lanes = _numpy(lanes, "lanes", np.int64).reshape(-1)
+        if len(lanes) and (lanes.min() < 0 or lanes.max() >= self.lanes):
+            raise ValueError(f"FaissStore.clear: lanes must lie in [0, {self.lanes}), got {lanes.tolist()}")
+        live = self._row_id >= 0
+        self._drop_rows(np.flatnonzero(live & np.isin(self._meta[:, 0], lanes)), from_ann=True)
+
+    # ------------------------------------------------------------------ reading
+    def _rows_of(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """ids (...) -> rows (...) int64 (0 where not found), found (...) bool."""
+        ids = _numpy(ids, "ids", np.int64)
+        rows = np.where(ids >= 0, ids % self.rows, 0)
+        found = (ids >= 0) & (self._row_id[rows] == ids)
+        return np.where(found, rows, 0), found
+
+    def get(self, ids) -> tuple[np.ndarray, dict]:
+        """ids (...) int64 (-1 allowed) -> values (..., Dv) float32 (zeros where missing) and meta: field ->
+        (...) int64 (-1 where missing) plus "found" (...) bool. A peek: does not count as an access."""
+        rows, found = self._rows_of(ids)
+        values = np.where(found[..., None], self._values[rows], 0.0).astype(np.float32)
+        meta = {name: np.where(found, self._meta[rows, i], -1) for i, name in enumerate(META_FIELDS)}
+        meta["found"] = found
+        return values, meta
+
+    def search(self, queries, k: int, with_values: bool = False) -> SearchResult | SearchHits:
+        """queries (B, Q, D) -> SearchResult(scores (B, Q, k), ids (B, Q, k)); with_values=True adds values and
+        meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access."""
+        q = _numpy(queries, "queries", np.float32)
+        if q.ndim != 3 or q.shape[-1] != self.dim:
+            raise ValueError(f"FaissStore.search: queries must be (B, Q, {self.dim}), got {tuple(q.shape)}")
+        if self.scope == "lane" and q.shape[0] != self.lanes:
+            raise ValueError(f"FaissStore.search: scope='lane' needs one query row per lane: B={q.shape[0]}, "
+                             f"lanes={self.lanes}")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"FaissStore.search: k={k!r}: must be an int >= 1")
+        B, Q, _ = q.shape
+        q = _normalise(q, "queries")
+        groups = q if self.scope == "lane" else q.reshape(1, B * Q, self.dim)  # (P, Q', D)
+        scores = np.full((self.partitions, groups.shape[1], k), -np.inf, dtype=np.float32)
+        local = np.full(scores.shape, -1, dtype=np.int64)
+        exact = list(range(self.partitions))
+        if self._ann is not None:
+            exact = [p for p in exact if not self._ann[p].ready]
+            for p in set(range(self.partitions)) - set(exact):
+                s, r = self._ann[p].search(groups[p], k)
+                scores[p], local[p] = np.where(r >= 0, s, -np.inf), r
+        if exact:
+            s, r = self._exact(groups, exact, k)
+            scores[exact], local[exact] = s, r
+        rows = np.where(local >= 0, local + np.arange(self.partitions)[:, None, None] * self.capacity, 0)
+        ids = np.where(local >= 0, self._row_id[rows], -1).reshape(B, Q, k)
+        self._touch(rows[local >= 0])
+        scores = scores.reshape(B, Q, k)
+        if not with_values:
+            return SearchResult(scores, ids)
+        values, meta = self.get(ids)
+        return SearchHits(scores, ids, values, meta)
+
+    def _exact(self, queries: np.ndarray, parts: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries (P, Q, D) -> scores, local rows (len(parts), Q, k) by exact search over those partitions."""
+        width = int(self._fill[parts].max())
+        keys = torch.from_numpy(self._keys).view(self.partitions, self.capacity, self.dim)  # (P, cap, D)
+        valid = torch.from_numpy(self._row_id >= 0).view(self.partitions, self.capacity)  # (P, cap)
+        if len(parts) < self.partitions:  # some lanes use their ANN index; never copy the whole key matrix
+            keys, valid = keys[parts, :width], valid[parts, :width]
+        no_holes = bool((self._count[parts] == width).all())
+        q = torch.from_numpy(np.ascontiguousarray(queries[parts]))  # (P', Q, D)
+        pq = q.shape[0] * q.shape[1]
+        block = min(width, self.exact_block or max(1024, SCORE_BUFFER_FLOATS // pq))
+        if self._scores is None or len(self._scores) < pq * block:
+            self._scores = torch.empty(pq * block)  # kept: reused by every later search of this size or less
+        return exact_topk(q, keys, None if no_holes else valid, width, k, block, self._scores)
+
+    def _touch(self, rows: np.ndarray) -> None:
+        """Search hits: refresh the lru stamp and add one importance per hit."""
+        if not len(rows):
+            return
+        hit_rows, hits = np.unique(rows, return_counts=True)
+        self._stamp[hit_rows] = self._clock + np.arange(len(hit_rows))
+        self._clock += len(hit_rows)
+        self._importance[hit_rows] += hits
+
+    def __len__(self) -> int:
+        return int(self._count.sum())
+
+    def size(self, lane: int) -> int:
+        """Live entries of one lane."""
+        if not 0 <= lane < self.lanes:
+            raise ValueError(f"FaissStore.size: lane={lane} must lie in [0, {self.lanes})")
+        if self.scope == "lane":
+            return int(self._count[lane])
+        return int(((self._row_id >= 0) & (self._meta[:, 0] == lane)).sum())
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self._keys, self._values, self._meta, self._row_id, self._gen, self._seq, self._stamp,
+                  self._importance)
+        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self._ann or [])

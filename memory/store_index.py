@@ -1,0 +1,201 @@
+"""Search back ends of FaissStore: blocked exact top-k, and one FAISS index per store partition (a lane, or
+the whole store) for approximate search.
+
+The store owns keys, values and ids; an index here only answers "which local rows are nearest". FAISS ids
+are the partition's local row numbers, so an evicted row is removed by its row and a refilled row is added
+again under the same number (the store's own id -> row map keeps store ids unique).
+
+- `IVFIndex`: IndexIVFFlat (inner product). It needs training, so it switches on once the partition holds
+  `min_entries` = 39 x lists keys (FAISS's minimum per centroid); until then the store searches exactly.
+  Removal is O(1) per row through FAISS's hash-table direct map.
+- `HNSWIndex`: IndexHNSWFlat. HNSW cannot delete, so removed rows become tombstones filtered out by an
+  IDSelectorBitmap at search time; the graph is rebuilt from the live rows when tombstones outnumber them.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import torch
+
+MIN_POINTS_PER_LIST = 39  # FAISS warns (and clusters poorly) below 39 training points per centroid
+
+
+def exact_topk(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor | None, width: int, k: int,
+               block: int, buffer: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k, blocked so the scores of one block fit `buffer`.
+
+    queries (P, Q, D); keys (P, N, D); valid (P, N) bool or None when every row < width is live; only rows
+    [0, width) are scanned; buffer: flat float32 with >= P * Q * block elements, reused across calls (a fresh
+    multi-MB buffer per call is mmap-ed and page-faulted anew, which costs more than the matmul on these VMs).
+    Returns scores (P, Q, k) float32 (-inf = none) and rows (P, Q, k) int64 (-1 = none).
+    A torch matmul: on 2-core CPUs FAISS's IndexFlatIP is 3-5x slower for batched queries.
+    """
+    P, Q = queries.shape[:2]
+    best_s = torch.full((P, Q, k), -torch.inf)
+    best_r = torch.full((P, Q, k), -1, dtype=torch.int64)
+    for start in range(0, width, block):
+        stop = min(start + block, width)
+        s = buffer[: P * Q * (stop - start)].view(P, Q, stop - start)
+        torch.bmm(queries, keys[:, start:stop].transpose(1, 2), out=s)  # (P, Q, block)
+        if valid is not None:
+            s.masked_fill_(~valid[:, None, start:stop], -torch.inf)
+        top_s, top_r = s.topk(min(k, stop - start), dim=-1)
+        if start == 0 and stop == width and top_s.shape[-1] == k:  # one block: nothing to merge
+            best_s, best_r = top_s, top_r
+            break
+        best_s, pick = torch.cat([best_s, top_s], dim=-1).topk(k, dim=-1)
+        best_r = torch.cat([best_r, top_r + start], dim=-1).gather(-1, pick)
+    best_r[torch.isinf(best_s)] = -1
+    return best_s.numpy(), best_r.numpy()
+
+
+def _blob(index) -> torch.Tensor:
+    return torch.from_numpy(faiss.serialize_index(index).copy())  # (bytes,) uint8
+
+
+def _unblob(t: torch.Tensor):
+    return faiss.deserialize_index(t.numpy().astype(np.uint8, copy=False))
+
+
+class IVFIndex:
+    """IVF-Flat over one partition. keys: (capacity, D) float32 view of the store's normalised keys."""
+
+    kind = "ivf"
+
+    def __init__(self, keys: np.ndarray, lists: int | None, probes: int | None, threads: int):
+        capacity, dim = keys.shape
+        auto = int(4 * np.sqrt(capacity))
+        self.lists = max(1, min(lists if lists is not None else auto, capacity // MIN_POINTS_PER_LIST))
+        self.probes = min(self.lists, probes if probes is not None else max(8, self.lists // 64))
+        self.min_entries = MIN_POINTS_PER_LIST * self.lists
+        self.keys, self.threads = keys, threads
+        self.index = self._empty(dim)
+
+    def _empty(self, dim: int):
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, self.lists, faiss.METRIC_INNER_PRODUCT)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return index
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def build(self, rows: np.ndarray) -> None:
+        """Train on the live rows (rows (n,) int64, n >= min_entries) and index them."""
+        faiss.omp_set_num_threads(self.threads)
+        sample = rows if len(rows) <= 256 * self.lists else np.random.default_rng(0).choice(
+            rows, 256 * self.lists, replace=False)
+        self.index.train(np.ascontiguousarray(self.keys[np.sort(sample)]))
+        self.add(rows)
+
+    def add(self, rows: np.ndarray) -> None:
+        if self.ready and len(rows):
+            faiss.omp_set_num_threads(self.threads)
+            self.index.add_with_ids(np.ascontiguousarray(self.keys[rows]), rows.astype(np.int64))
+
+    def remove(self, rows: np.ndarray) -> None:
+        if self.ready and len(rows):
+            self.index.remove_ids(faiss.IDSelectorArray(rows.astype(np.int64)))
+
+    def reset(self) -> None:
+        self.index.reset()  # keeps the trained centroids
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries (Q, D) float32 -> scores (Q, k) float32, local rows (Q, k) int64 (-1 = none)."""
+        faiss.omp_set_num_threads(self.threads)
+        self.index.nprobe = self.probes
+        return self.index.search(np.ascontiguousarray(queries), k)
+
+    @property
+    def nbytes(self) -> int:
+        n, d = self.index.ntotal, self.index.d
+        return n * (4 * d + 8) + self.lists * 4 * d + (n * 16 if self.ready else 0)  # codes, ids, centroids, map
+
+    def state(self) -> dict:
+        return {"blob": _blob(self.index)}
+
+    def load_state(self, d: dict) -> None:
+        self.index = _unblob(d["blob"])
+
+
+class HNSWIndex:
+    """HNSW-Flat over one partition with tombstones. keys: (capacity, D) float32 view of the store's keys."""
+
+    kind = "hnsw"
+
+    def __init__(self, keys: np.ndarray, neighbors: int, ef_search: int, threads: int, min_entries: int = 1024):
+        self.keys, self.neighbors, self.ef_search, self.threads = keys, neighbors, ef_search, threads
+        self.min_entries = min_entries  # below this an exact scan is faster than the graph and exact
+        self._reset_graph()
+
+    def _reset_graph(self) -> None:
+        self.index = faiss.IndexHNSWFlat(self.keys.shape[1], self.neighbors, faiss.METRIC_INNER_PRODUCT)
+        self.row_of = np.zeros(0, dtype=np.int64)  # (ntotal,) local row of each graph node
+        self.alive = np.zeros(0, dtype=bool)  # (ntotal,) False = tombstone
+        self.node_of_row = np.full(self.keys.shape[0], -1, dtype=np.int64)  # (capacity,)
+        self.built = False
+
+    @property
+    def ready(self) -> bool:
+        return self.built
+
+    def build(self, rows: np.ndarray) -> None:
+        self._reset_graph()
+        self.built = True
+        self.add(rows)
+
+    def add(self, rows: np.ndarray) -> None:
+        if not self.built or not len(rows):
+            return
+        faiss.omp_set_num_threads(self.threads)
+        start = self.index.ntotal
+        self.index.add(np.ascontiguousarray(self.keys[rows]))
+        self.row_of = np.concatenate([self.row_of, rows.astype(np.int64)])
+        self.alive = np.concatenate([self.alive, np.ones(len(rows), dtype=bool)])
+        self.node_of_row[rows] = np.arange(start, start + len(rows))
+
+    def remove(self, rows: np.ndarray) -> None:
+        if not self.built or not len(rows):
+            return
+        nodes = self.node_of_row[rows]
+        self.alive[nodes[nodes >= 0]] = False
+        self.node_of_row[rows] = -1
+        live = int(self.alive.sum())
+        if self.index.ntotal - live > max(live, self.min_entries):  # mostly tombstones: rebuild the graph
+            self.build(self.row_of[self.alive])
+
+    def reset(self) -> None:
+        self._reset_graph()  # rebuilt once the partition holds min_entries again
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries (Q, D) float32 -> scores (Q, k) float32, local rows (Q, k) int64 (-1 = none)."""
+        faiss.omp_set_num_threads(self.threads)
+        queries = np.ascontiguousarray(queries)
+        if self.alive.all():
+            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+            scores, nodes = self.index.search(queries, k, params=params)
+        else:
+            bits = np.packbits(self.alive, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(self.alive), faiss.swig_ptr(bits))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
+            scores, nodes = self.index.search(queries, k, params=params)
+        rows = np.where(nodes >= 0, self.row_of[np.maximum(nodes, 0)], -1)
+        return scores, rows
+
+    @property
+    def nbytes(self) -> int:
+        n = self.index.ntotal
+        return n * (4 * self.index.d + 8 * self.neighbors + 8 + 1) + self.node_of_row.nbytes
+
+    def state(self) -> dict:
+        return {"blob": _blob(self.index), "row_of": torch.from_numpy(self.row_of.copy()),
+                "alive": torch.from_numpy(self.alive.copy()), "built": self.built}
+
+    def load_state(self, d: dict) -> None:
+        self.index = _unblob(d["blob"])
+        self.row_of = d["row_of"].numpy().copy()
+        self.alive = d["alive"].numpy().copy()
+        self.built = bool(d["built"])
+        self.node_of_row[:] = -1
+        self.node_of_row[self.row_of[self.alive]] = np.flatnonzero(self.alive)

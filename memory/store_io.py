@@ -1,0 +1,77 @@
+"""Persistence of FaissStore (a mixin, so store.py stays about searching and evicting).
+
+`state_dict()` holds tensors and python scalars only, so a store can live inside one checkpoint dict loaded
+with `torch.load(weights_only=True)`. `save(path)` writes a folder with two files, each atomically:
+index.pt (normalised keys + serialised FAISS indexes) and store.pt (values, metadata, ids, eviction state,
+settings). Both carry the same random token, so an index file from another save is refused on load.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import torch
+
+from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
+
+FORMAT = "memstream.FaissStore/1"
+
+
+class StorePersistence:
+    """Mixin for FaissStore: state_dict / load_state_dict / save / load."""
+
+    def _settings(self) -> dict:
+        return {"dim": self.dim, "value_dim": self.value_dim, "capacity": self.capacity, "lanes": self.lanes,
+                "scope": self.scope, "index": self.index, "eviction": self.eviction}
+
+    def _tuning(self) -> dict:
+        return {"threads": self.threads, "ivf_lists": self.ivf_lists, "ivf_probes": self.ivf_probes,
+                "hnsw_neighbors": self.hnsw_neighbors, "hnsw_ef_search": self.hnsw_ef_search,
+                "hnsw_min_entries": self.hnsw_min_entries, "exact_block": self.exact_block}
+
+    _ARRAYS = ("_keys", "_values", "_meta", "_row_id", "_gen", "_seq", "_stamp", "_importance", "_fill", "_count")
+
+    def state_dict(self) -> dict:
+        """Tensors and python scalars only (loads with torch.load(weights_only=True))."""
+        d = {"format": FORMAT, "config": {**self._settings(), **self._tuning()},
+             "clock": self._clock, "adds": self._adds,
+             "ann": [a.state() for a in self._ann] if self._ann is not None else []}
+        for name in self._ARRAYS:
+            d[name.lstrip("_")] = torch.from_numpy(getattr(self, name).copy())
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"FaissStore.load_state_dict: format {got!r}, expected {FORMAT!r}")
+        check_saved_config("FaissStore", d["config"], self._settings())
+        for name in self._ARRAYS:
+            saved, mine = d[name.lstrip("_")], getattr(self, name)
+            if tuple(saved.shape) != mine.shape:
+                raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} has shape {tuple(saved.shape)}, "
+                                 f"expected {mine.shape}")
+            mine[...] = saved.numpy()
+        self._clock, self._adds = int(d["clock"]), int(d["adds"])
+        for ann, state in zip(self._ann or [], d["ann"], strict=True):
+            ann.load_state(state)
+
+    def save(self, path) -> None:
+        """Write folder `path`: index.pt (normalised keys + FAISS indexes) and store.pt (values, metadata, ids,
+        eviction state, settings), each atomically; a shared token makes a mixed pair fail on load."""
+        state, token = self.state_dict(), uuid.uuid4().hex
+        index_part = {"format": FORMAT + ":index", "token": token, "keys": state.pop("keys"), "ann": state.pop("ann")}
+        atomic_torch_save(index_part, Path(path) / "index.pt")
+        atomic_torch_save({**state, "token": token}, Path(path) / "store.pt")
+
+    @classmethod
+    def load(cls, path) -> StorePersistence:
+        """Rebuild a store saved with `save(path)`; missing, damaged or mismatched files raise one-line errors."""
+        store_part = checked_torch_load(Path(path) / "store.pt", "FaissStore", FORMAT)
+        index_part = checked_torch_load(Path(path) / "index.pt", "FaissStore", FORMAT + ":index")
+        if store_part.get("token") != index_part.get("token"):
+            raise ValueError(f"FaissStore: {path}/index.pt and store.pt come from different saves")
+        cfg = store_part["config"]
+        store = cls(**cfg)
+        store.load_state_dict({**store_part, "keys": index_part["keys"], "ann": index_part["ann"]})
+        return store

@@ -1,0 +1,194 @@
+"""MemoryAttention, Fusion, MemoryAugmentedLayer/Transformer and the store + cache adapter."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from memory.attention import MemoryAttention, MemoryAugmentedLayer, MemoryAugmentedTransformer
+from memory.cache import TieredKVCache
+from memory.config import MemoryConfig
+from memory.fusion import Fusion
+from memory.retrieval import retrieve_memory_kv, write_memory
+from memory.store import FaissStore
+
+CFG = MemoryConfig(dim=32, attn_heads=4)
+B, T, M, H, d = 2, 5, 3, 4, 8
+
+
+def memories(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, T, M, H, d, generator=g), torch.randn(B, T, M, H, d, generator=g)
+
+
+def plain_causal(attn: MemoryAttention, x):
+    """Reference: the same projections through torch's own causal attention."""
+    q = attn._heads(attn.q_proj(x)).transpose(1, 2)
+    k, v = (t.transpose(1, 2) for t in attn.project_kv(x))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return attn.out_proj(out.transpose(1, 2).flatten(2))
+
+
+def test_all_masked_memory_equals_plain_causal_attention():
+    torch.manual_seed(0)
+    attn = MemoryAttention(CFG)
+    x = torch.randn(B, T, 32)
+    mem_k, mem_v = memories()
+    masked, info = attn(x, mem_k, mem_v, torch.zeros(B, T, M, dtype=torch.bool))
+    none, _ = attn(x)
+    torch.testing.assert_close(masked, plain_causal(attn, x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(none, masked, rtol=1e-6, atol=1e-6)
+    assert (info["memory_share"] == 0).all()
+
+
+def test_closed_gate_ignores_memory_and_open_gate_uses_it():
+    torch.manual_seed(1)
+    attn = MemoryAttention(CFG)
+    x = torch.randn(B, T, 32)
+    mem_k, mem_v = memories(1)
+    present = torch.ones(B, T, M, dtype=torch.bool)
+    with_memory, info = attn(x, mem_k, mem_v, present)
+    assert ((info["memory_share"] > 0.05) & (info["memory_share"] < 1)).all()
+    assert (with_memory - attn(x)[0]).abs().max() > 1e-2
+    with torch.no_grad():
+        attn.gate.bias.fill_(-1e4)  # sigmoid -> 0: log-gate -1e4 on every memory logit
+    closed, info = attn(x, mem_k, mem_v, present)
+    torch.testing.assert_close(closed, attn(x)[0], rtol=1e-6, atol=1e-6)
+    assert info["memory_share"].max() == 0
+
+
+def test_memory_matching_the_query_takes_the_attention_mass():
+    torch.manual_seed(2)
+    attn = MemoryAttention(CFG)
+    x = torch.randn(1, 1, 32)
+    q = attn._heads(attn.q_proj(x))  # (1, 1, H, d)
+    mem_k = torch.zeros(1, 1, 2, H, d)
+    mem_k[0, 0, 0] = 50 * q[0, 0] / q[0, 0].norm(dim=-1, keepdim=True)  # aligned with every head's query
+    mem_v = torch.randn(1, 1, 2, H, d)
+    with torch.no_grad():
+        attn.gate.bias.fill_(10.0)  # gate open
+        out, info = attn(x, mem_k, mem_v, torch.ones(1, 1, 2, dtype=torch.bool))
+    assert info["memory_share"].item() > 0.99
+    expected = attn.out_proj(mem_v[0, 0, 0].flatten())
+    torch.testing.assert_close(out[0, 0], expected, rtol=1e-2, atol=1e-2)
+
+
+def test_gradients_reach_memory_gate_and_projections():
+    torch.manual_seed(3)
+    attn = MemoryAttention(CFG)
+    x = torch.randn(B, T, 32, requires_grad=True)
+    mem_k, mem_v = (t.requires_grad_() for t in memories(3))
+    out, _ = attn(x, mem_k, mem_v, torch.rand(B, T, M) > 0.3)
+    out.square().mean().backward()
+    for g in (x.grad, mem_k.grad, mem_v.grad, attn.gate.weight.grad, attn.q_proj.weight.grad):
+        assert g is not None and g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("strategy", ["concat", "gated", "cross_attention"])
+def test_fusion_strategies_shape_and_gradients(strategy):
+    torch.manual_seed(4)
+    fusion = Fusion(MemoryConfig(dim=32, attn_heads=4, fusion=strategy), num_sources=3)
+    h = torch.randn(B, T, 32, requires_grad=True)
+    reads = torch.randn(B, T, 3, 32, requires_grad=True)
+    out = fusion(h, reads)
+    assert out.shape == (B, T, 32)
+    out.square().mean().backward()
+    assert h.grad.abs().sum() > 0 and reads.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in fusion.parameters())
+    other = reads.detach().clone()
+    other[:, :, 1] += 1.0
+    assert (fusion(h, other) - out).abs().max() > 1e-4  # every source changes the result
+    with pytest.raises(ValueError, match="reads must be"):
+        fusion(h, reads[:, :, :2])
+
+
+def test_layer_and_transformer_forward_backward():
+    torch.manual_seed(5)
+    layer = MemoryAugmentedLayer(CFG)
+    x = torch.randn(B, T, 32)
+    mem_k, mem_v = layer.project_kv(torch.randn(B, T, M, 32))
+    assert mem_k.shape == (B, T, M, H, d)
+    y, info = layer(x, mem_k, mem_v, torch.ones(B, T, M, dtype=torch.bool))
+    assert y.shape == x.shape and info["memory_share"].shape == (B, T)
+    model = MemoryAugmentedTransformer(CFG, vocab=11, n_layers=2)
+    tokens = torch.randint(0, 11, (B, T))
+    logits, info = model(tokens, mem_k, mem_v, torch.ones(B, T, M, dtype=torch.bool))
+    assert logits.shape == (B, T, 11) and info["hidden"].shape == (B, T, 32)
+    F.cross_entropy(logits.flatten(0, 1), tokens.flatten()).backward()
+    assert model.layers[1].attn.gate.weight.grad.abs().sum() > 0
+    # causality: changing the last token leaves earlier logits unchanged
+    changed = tokens.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 11
+    with torch.no_grad():
+        a, _ = model(tokens)
+        b, _ = model(changed)
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])
+    with pytest.raises(ValueError, match="max_len"):
+        model(torch.zeros(1, 600, dtype=torch.long))
+
+
+def test_retrieve_memory_kv_returns_the_stored_kv_of_the_nearest_entries():
+    torch.manual_seed(6)
+    attn = MemoryAttention(CFG)
+    store = FaissStore(32, 1, capacity=4, lanes=2, eviction="fifo")
+    cache = TieredKVCache(H, d, hot=3, warm=0, cold=0)
+    hidden = torch.randn(2, 4, 32)  # 4 memories per lane
+    with torch.no_grad():
+        k, v = attn.project_kv(hidden)  # (2, 4, H, d)
+    ids = write_memory(store, cache, hidden.flatten(0, 1), torch.zeros(8, 1), k.flatten(0, 1), v.flatten(0, 1),
+                       lanes=np.repeat([0, 1], 4))
+    assert len(store) == 8 and len(cache) == 3  # the cache keeps only 3 of them
+    queries = hidden[:, [0, 3]] + 0.01  # (2, 2, 32): query each lane's own entries 0 and 3
+    mem_k, mem_v, mask, found = retrieve_memory_kv(store, cache, queries, k=2)
+    assert mem_k.shape == (2, 2, 2, H, d) and mask.shape == (2, 2, 2)
+    np.testing.assert_array_equal(found[:, :, 0].numpy(), ids.reshape(2, 4)[:, [0, 3]])
+    in_cache = torch.from_numpy(cache.tier_of(found.numpy()) >= 0)
+    assert torch.equal(mask, in_cache) and mask.any() and not mask.all()
+    hit = mask[1, 1, 0]  # lane 1's last entry was put last, so it is cached
+    assert hit
+    torch.testing.assert_close(mem_k[1, 1, 0], k[1, 3])
+    torch.testing.assert_close(mem_v[1, 1, 0], v[1, 3])
+    assert (mem_k[~mask] == 0).all()
+    # store eviction drops the cache entry too, so the cache never serves a forgotten memory
+    new_ids = write_memory(store, cache, torch.randn(1, 32), torch.zeros(1, 1), k[0, :1], v[0, :1], lanes=[0])
+    assert not store.get(ids[:1])[1]["found"][0] and cache.tier_of(ids[:1])[0] == -1
+    assert cache.tier_of(new_ids)[0] == 0
+
+
+def test_transformer_retrieves_through_store_and_cache():
+    torch.manual_seed(7)
+    cfg = MemoryConfig(dim=32, attn_heads=4)
+    model = MemoryAugmentedTransformer(cfg, vocab=9, n_layers=2, memory_layers=(1,))
+    store = FaissStore(32, 1, capacity=16, lanes=2)
+    cache = TieredKVCache.from_config(cfg)
+    tokens = torch.randint(0, 9, (2, 6))
+    with torch.no_grad():
+        _, info = model(tokens)
+        h = info["memory_queries"]  # (2, 6, 32): what the memory layer sees
+        k, v = model.layers[1].project_kv(h)
+    write_memory(store, cache, h.flatten(0, 1), torch.zeros(12, 1), k.flatten(0, 1), v.flatten(0, 1),
+                 lanes=np.repeat([0, 1], 6))
+    calls = []
+
+    def retrieve(queries):
+        calls.append(queries.shape)
+        return retrieve_memory_kv(store, cache, queries, k=4)[:3]
+
+    logits, info = model(tokens, retrieve=retrieve)
+    assert calls == [(2, 6, 32)] and logits.shape == (2, 6, 9)
+    assert (info["memory_share"] > 0).all()
+    cache.close()
+
+
+def test_bad_memory_shapes_raise():
+    attn = MemoryAttention(CFG)
+    x = torch.randn(B, T, 32)
+    mem_k, mem_v = memories()
+    with pytest.raises(ValueError, match="mem_k and mem_v"):
+        attn(x, mem_k[..., :4], mem_v)
+    with pytest.raises(ValueError, match="mem_mask"):
+        attn(x, mem_k, mem_v, torch.ones(B, T, M + 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="attn_mask"):
+        attn(x, attn_mask=torch.ones(T, T))
+    with pytest.raises(ValueError, match="memory_layers"):
+        MemoryAugmentedTransformer(CFG, vocab=5, n_layers=2, memory_layers=(2,))

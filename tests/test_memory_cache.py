@@ -1,0 +1,218 @@
+"""TieredKVCache: exactness per tier, int8 error, placement policies, capacity, persistence, cleanup."""
+
+import numpy as np
+import pytest
+import torch
+
+from memory.cache import TieredKVCache
+from memory.config import MemoryConfig
+
+H, d = 3, 16
+
+
+def kv(n, seed=0, outliers=True):
+    """keys/values (n, H, d); keys get two outlier channels 20x larger, as real attention keys do."""
+    rng = np.random.default_rng(seed)
+    keys = rng.normal(size=(n, H, d)).astype(np.float32)
+    if outliers:
+        keys[:, :, [3, 11]] *= 20.0
+    return keys, rng.normal(size=(n, H, d)).astype(np.float32)
+
+
+def rel_err(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_hot_and_cold_round_trip_exactly_and_warm_within_int8_error():
+    keys, values = kv(60)
+    for hot, warm, cold in ((60, 0, 0), (0, 0, 60)):
+        cache = TieredKVCache(H, d, hot, warm, cold)
+        cache.put(np.arange(60), keys, values)
+        k, v, mask = cache.get_batch(np.arange(60))
+        assert mask.all()
+        np.testing.assert_array_equal(k.numpy(), keys)
+        np.testing.assert_array_equal(v.numpy(), values)
+        cache.close()
+    cache = TieredKVCache(H, d, 0, 60, 0)
+    cache.put(np.arange(60), keys, values)
+    k, v, _ = cache.get_batch(np.arange(60))
+    assert (cache.tier_of(np.arange(60)) == 1).all()
+    assert 0 < rel_err(k.numpy(), keys) < 0.01 and 0 < rel_err(v.numpy(), values) < 0.01
+    # per-entry-and-head absmax: the largest |x| of each (entry, head) survives exactly
+    np.testing.assert_allclose(np.abs(v.numpy()).max(-1), np.abs(values).max(-1), rtol=1e-6)
+
+
+def test_per_channel_key_scales_beat_per_token_on_outlier_channels():
+    keys, values = kv(200, seed=1)
+    quant = TieredKVCache(H, d, 0, 200, 0)
+    quant.put(np.arange(200), keys, values)
+    err_channel = rel_err(quant.get_batch(np.arange(200))[0].numpy(), keys)
+    small = [c for c in range(d) if c not in (3, 11)]  # the ordinary channels are the ones at risk
+    got = quant.get_batch(np.arange(200))[0].numpy()
+    err_small = rel_err(got[..., small], keys[..., small])
+    per_token_step = np.abs(keys).max(-1, keepdims=True) / 127  # what one scale per token would give
+    assert err_small < 0.5 * float(np.sqrt(np.mean((per_token_step / np.sqrt(12)) ** 2)) /
+                                   np.sqrt(np.mean(keys[..., small] ** 2)))
+    assert err_channel < 0.01
+
+
+def test_new_entries_enter_hot_and_lru_demotes_least_recent():
+    keys, values = kv(8)
+    cache = TieredKVCache(H, d, hot=3, warm=3, cold=2, policy="lru", promote_after=0)
+    cache.put(np.arange(3), keys[:3], values[:3])
+    cache.get_batch(np.array([0, 2]))  # id 1 is now least recently used
+    cache.put(np.array([3]), keys[3:4], values[3:4])
+    np.testing.assert_array_equal(cache.tier_of(np.arange(4)), [0, 1, 0, 0])
+    evicted = cache.put(np.arange(4, 8), keys[4:], values[4:])
+    assert len(cache) == 8 and len(evicted) == 0
+    np.testing.assert_array_equal(cache.tier_of(np.arange(8)), [2, 2, 1, 1, 1, 0, 0, 0])
+
+
+def test_fifo_demotes_oldest_and_evicts_from_last_tier():
+    keys, values = kv(7)
+    cache = TieredKVCache(H, d, hot=2, warm=2, cold=2, policy="fifo", promote_after=0)
+    cache.put(np.arange(6), keys[:6], values[:6])
+    cache.get_batch(np.array([0, 1]))  # reading does not save old entries under fifo
+    evicted = cache.put(np.array([6]), keys[6:], values[6:])
+    np.testing.assert_array_equal(evicted, [0])
+    np.testing.assert_array_equal(cache.tier_of(np.arange(7)), [-1, 2, 2, 1, 1, 0, 0])
+    k, v, mask = cache.get_batch(np.array([[0, 1], [-1, 6]]))
+    np.testing.assert_array_equal(mask.numpy(), [[False, True], [False, True]])
+    assert (k[0, 0] == 0).all() and (v[1, 0] == 0).all()
+    assert rel_err(k[0, 1].numpy(), keys[1]) < 0.01  # id 1 passed through warm: it keeps int8 rounding
+
+
+def test_importance_policy_uses_caller_importance_or_access_counts():
+    keys, values = kv(5)
+    cache = TieredKVCache(H, d, hot=2, warm=2, cold=0, policy="importance", promote_after=0)
+    cache.put(np.arange(3), keys[:3], values[:3], importance=[3.0, 1.0, 2.0])
+    np.testing.assert_array_equal(cache.tier_of(np.arange(3)), [0, 1, 0])
+    assert len(cache.put(np.array([3]), keys[3:4], values[3:4], importance=[0.5])) == 0  # new entries go hot
+    np.testing.assert_array_equal(cache.tier_of(np.arange(4)), [0, 1, 1, 0])  # 2 (2.0) made room for them
+    evicted = cache.put(np.array([4]), keys[4:], values[4:], importance=[0.1])
+    np.testing.assert_array_equal(evicted, [1])  # 3 (0.5) demoted to warm, pushing out 1 (1.0)
+    np.testing.assert_array_equal(cache.tier_of(np.arange(5)), [0, -1, 1, 1, 0])
+    counted = TieredKVCache(H, d, hot=1, warm=2, cold=0, policy="importance", promote_after=0)
+    counted.put(np.arange(2), keys[:2], values[:2])
+    for _ in range(3):
+        counted.get_batch(np.array([0]))
+    counted.manage_tiers()
+    np.testing.assert_array_equal(counted.tier_of(np.arange(2)), [0, 1])  # 3 reads beat 0 reads
+
+
+def test_automatic_promotion_after_repeated_reads():
+    keys, values = kv(6)
+    cache = TieredKVCache(H, d, hot=2, warm=2, cold=2, policy="lru", promote_after=2)
+    cache.put(np.arange(6), keys, values)
+    assert cache.tier_of([0])[0] == 2
+    cache.get_batch(np.array([0]))
+    assert cache.tier_of([0])[0] == 2  # one read is not enough
+    k, _, _ = cache.get_batch(np.array([0]))
+    assert cache.tier_of([0])[0] == 0
+    np.testing.assert_array_equal(cache.get_batch(np.array([0]))[0], k)  # cold -> hot moves are lossless
+    assert rel_err(k.numpy(), keys[0:1]) < 0.01  # (id 0 was int8 on its way down through warm)
+    assert cache.stats()["promotions"] == 1 and len(cache) == 6
+
+
+def test_manage_tiers_places_by_recency():
+    keys, values = kv(6)
+    cache = TieredKVCache(H, d, hot=2, warm=2, cold=2, policy="lru", promote_after=0)
+    cache.put(np.arange(6), keys, values)
+    cache.get_batch(np.array([1]))
+    cache.get_batch(np.array([0]))  # most recent: 0, then 1, then 5, 4, 3, 2
+    cache.manage_tiers()
+    np.testing.assert_array_equal(cache.tier_of(np.arange(6)), [0, 0, 2, 2, 1, 1])
+    k, _, _ = cache.get_batch(np.arange(6))
+    assert rel_err(k.numpy(), keys) < 0.01
+
+
+def test_capacity_never_exceeded_and_every_cached_id_reads_back():
+    rng = np.random.default_rng(7)
+    cache = TieredKVCache(H, d, hot=5, warm=7, cold=9, policy="lru", promote_after=2)
+    truth = {}
+    next_id = 0
+    for _ in range(200):
+        if rng.random() < 0.5:
+            n = int(rng.integers(1, 8))
+            keys, values = kv(n, seed=next_id, outliers=False)
+            ids = np.arange(next_id, next_id + n)
+            next_id += n
+            evicted = cache.put(ids, keys, values)
+            truth.update({i: (k, v) for i, k, v in zip(ids, keys, values, strict=True)})
+            for e in evicted:
+                truth.pop(int(e))
+        else:
+            cache.get_batch(rng.integers(-1, next_id + 1, size=(2, 3)))
+        if rng.random() < 0.1:
+            cache.manage_tiers()
+        s = cache.stats()
+        assert s["hot"] <= 5 and s["warm"] <= 7 and s["cold"] <= 9 and len(cache) == len(truth) <= 21
+    ids = np.array(sorted(truth))
+    k, v, mask = cache.get_batch(ids)
+    assert mask.all()
+    want_k = np.stack([truth[i][0] for i in ids])
+    assert rel_err(k.numpy(), want_k) < 0.01
+
+
+def test_save_load_round_trip(tmp_path):
+    keys, values = kv(12)
+    cache = TieredKVCache(H, d, hot=4, warm=4, cold=4, policy="lru")
+    cache.put(np.arange(12), keys, values)
+    cache.get_batch(np.array([5, 5, 1]))
+    cache.save(tmp_path / "cache.pt")
+    back = TieredKVCache.load(tmp_path / "cache.pt")
+    np.testing.assert_array_equal(cache.tier_of(np.arange(12)), back.tier_of(np.arange(12)))
+    for a, b in zip(cache.get_batch(np.arange(12)), back.get_batch(np.arange(12)), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert cache.stats() == back.stats()
+    cache.close()
+    back.close()
+
+
+def test_damaged_and_mismatched_state_raise_clear_errors(tmp_path):
+    cache = TieredKVCache(H, d, 2, 2, 2)
+    cache.save(tmp_path / "c.pt")
+    data = (tmp_path / "c.pt").read_bytes()
+    (tmp_path / "bad.pt").write_bytes(data[:100])
+    with pytest.raises(ValueError, match="damaged"):
+        TieredKVCache.load(tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError):
+        TieredKVCache.load(tmp_path / "none.pt")
+    with pytest.raises(ValueError, match="heads=3"):
+        TieredKVCache(4, d, 2, 2, 2).load_state_dict(cache.state_dict())
+
+
+def test_close_removes_cold_file_and_private_folder(tmp_path):
+    cache = TieredKVCache(H, d, 1, 1, 4)
+    cache.put(np.arange(6), *kv(6))
+    file = cache.cold_file
+    assert file.exists()
+    cache.close()
+    assert not file.exists() and not file.parent.exists()
+    with pytest.raises(RuntimeError, match="closed"):
+        cache.get_batch(np.arange(6))
+    own = TieredKVCache(H, d, 1, 1, 4, path=tmp_path)
+    assert own.cold_file.parent == tmp_path
+    own.close()
+    assert tmp_path.exists() and not own.cold_file.exists()
+
+
+def test_bad_input_and_from_config():
+    with pytest.raises(ValueError, match="policy='mru'"):
+        TieredKVCache(H, d, 1, 1, 1, policy="mru")
+    with pytest.raises(ValueError, match="total capacity"):
+        TieredKVCache(H, d, 0, 0, 0)
+    cache = TieredKVCache(H, d, 2, 0, 0)
+    with pytest.raises(ValueError, match="must be"):
+        cache.put(np.arange(2), np.zeros((2, H, d + 1)), np.zeros((2, H, d)))
+    with pytest.raises(ValueError, match="unique"):
+        cache.put(np.array([1, 1]), *kv(2))
+    np.testing.assert_array_equal(cache.put(np.arange(3), *kv(3)), [0])  # over capacity: the oldest goes
+    np.testing.assert_array_equal(cache.tier_of(np.arange(3)), [-1, 0, 0])
+    with pytest.raises(TypeError, match="integers"):
+        cache.get_batch(np.array([0.5]))
+    cfg = MemoryConfig(dim=64, attn_heads=4, cache_hot=8, cache_warm=4, cache_cold=0, cache_policy="fifo")
+    c = TieredKVCache.from_config(cfg)
+    assert (c.heads, c.head_dim, c.capacities, c.policy) == (4, 16, (8, 4, 0), "fifo")
+    k, v, m = c.get_batch(torch.full((2, 5), -1))
+    assert k.shape == (2, 5, 4, 16) and not m.any()

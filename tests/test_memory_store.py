@@ -1,0 +1,232 @@
+"""FaissStore: exact search against brute force, approximate recall, eviction policies, id validity,
+persistence and clear errors."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from memory.config import MemoryConfig
+from memory.store import FaissStore, SearchHits
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def clustered(rng, n, dim, clusters, spread=0.15):
+    """n points around `clusters` unit centres; the centres come from a fixed seed so that queries drawn
+    by a second call share them."""
+    centers = unit(np.random.default_rng(1234).normal(size=(clusters, dim)))
+    return (centers[rng.integers(clusters, size=n)] + spread * rng.normal(size=(n, dim)) / np.sqrt(dim)
+            ).astype(np.float32)
+
+
+def brute_topk(keys, queries, k):
+    """keys (N, D), queries (Q, D) -> indices (Q, k) by cosine, best first."""
+    scores = unit(queries) @ unit(keys).T
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k], np.sort(scores, axis=1)[:, ::-1][:, :k]
+
+
+def test_exact_search_matches_bruteforce_per_lane():
+    rng = np.random.default_rng(0)
+    store = FaissStore(24, 3, capacity=300, lanes=3, scope="lane", exact_block=64)  # several blocks
+    keys = rng.normal(size=(3, 250, 24)).astype(np.float32)
+    ids = [store.add(keys[b], rng.normal(size=(250, 3)), np.full(250, b))[0] for b in range(3)]
+    removed = ids[1][::7]
+    assert store.remove(removed) == len(removed)
+    q = rng.normal(size=(3, 5, 24)).astype(np.float32)
+    res = store.search(torch.from_numpy(q), 10)
+    assert res.scores.shape == (3, 5, 10) and res.ids.dtype == np.int64
+    for b in range(3):
+        live = ~np.isin(ids[b], removed)
+        idx, scores = brute_topk(keys[b][live], q[b], 10)
+        np.testing.assert_array_equal(res.ids[b], ids[b][live][idx])
+        np.testing.assert_allclose(res.scores[b], scores, atol=1e-5)
+
+
+def test_shared_scope_searches_all_lanes_and_pads_missing():
+    rng = np.random.default_rng(1)
+    store = FaissStore(8, 2, capacity=50, lanes=4, scope="shared")
+    keys = rng.normal(size=(6, 8)).astype(np.float32)
+    ids, _ = store.add(keys, np.zeros((6, 2)), [0, 1, 2, 3, 0, 1])
+    res = store.search(keys[None, :2], 9)  # one row of two queries over all 6 entries
+    assert res.ids.shape == (1, 2, 9)
+    np.testing.assert_array_equal(res.ids[0, :, 0], ids[:2])  # each key finds itself first
+    assert (res.ids[..., 6:] == -1).all() and np.isneginf(res.scores[..., 6:]).all()
+    assert store.size(0) == 2 and store.size(3) == 1 and len(store) == 6
+    store.clear(lanes=[0])
+    assert store.size(0) == 0 and len(store) == 4
+    assert not store.get(ids[[0, 4]])[1]["found"].any()
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_recall_on_clustered_data(kind):
+    rng = np.random.default_rng(2)
+    n, dim = 20000, 32
+    keys = clustered(rng, n, dim, clusters=64)
+    store = FaissStore(dim, 1, capacity=n, lanes=1, scope="shared", index=kind, hnsw_min_entries=1000)
+    ids, _ = store.add(keys, np.zeros((n, 1)), np.zeros(n, dtype=int))
+    assert store._ann[0].ready  # the approximate index is the one answering
+    q = clustered(rng, 200, dim, clusters=64)
+    res = store.search(q[None], 8)
+    truth, _ = brute_topk(keys, q, 8)
+    recall = np.mean([len(set(res.ids[0, i]) & set(ids[truth[i]])) / 8 for i in range(200)])
+    assert recall >= 0.95
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_never_returns_removed_entries(kind):
+    rng = np.random.default_rng(3)
+    keys = clustered(rng, 4000, 16, clusters=20)
+    store = FaissStore(16, 1, capacity=4000, scope="shared", index=kind, hnsw_min_entries=500)
+    ids, _ = store.add(keys, np.zeros((4000, 1)), np.zeros(4000, dtype=int))
+    store.remove(ids[:3000])
+    res = store.search(keys[None, :50], 5)
+    assert np.isin(res.ids[res.ids >= 0], ids[3000:]).all()
+    assert (res.ids[0, 30:, 0] >= 0).all()
+
+
+def fill(store, n, lane=0, importance=None):
+    keys = np.eye(store.dim, dtype=np.float32)[np.arange(n) % store.dim] + 0.01
+    return store.add(keys, np.arange(n, dtype=np.float32)[:, None] * np.ones((1, store.value_dim)),
+                     np.full(n, lane), importance=importance)[0]
+
+
+def test_fifo_evicts_oldest_first():
+    store = FaissStore(8, 1, capacity=4, eviction="fifo")
+    ids = fill(store, 4)
+    store.search(np.eye(8, dtype=np.float32)[None, :1], 1)  # accesses do not matter for fifo
+    new, evicted = store.add(np.ones((2, 8)), np.zeros((2, 1)), [0, 0])
+    np.testing.assert_array_equal(evicted, ids[:2])
+
+
+def test_lru_evicts_least_recently_used():
+    store = FaissStore(8, 1, capacity=4, eviction="lru")
+    ids = fill(store, 4)
+    hit = store.search(np.eye(8, dtype=np.float32)[None, [0, 1]], 1)  # touches ids[0] and ids[1]
+    np.testing.assert_array_equal(hit.ids[0, :, 0], ids[:2])
+    _, evicted = store.add(np.ones((2, 8)), np.zeros((2, 1)), [0, 0])
+    np.testing.assert_array_equal(np.sort(evicted), ids[2:])
+
+
+def test_importance_evicts_lowest_importance_then_oldest():
+    store = FaissStore(8, 1, capacity=4, eviction="importance")
+    ids = fill(store, 4, importance=[5.0, 1.0, 3.0, 1.0])
+    _, evicted = store.add(np.ones((1, 8)), np.zeros((1, 1)), [0], importance=[10.0])
+    np.testing.assert_array_equal(evicted, ids[[1]])  # tie at 1.0: the older one goes
+    store.search(np.eye(8, dtype=np.float32)[None, [3, 3, 3]], 1)  # three hits lift ids[3] to 4.0
+    _, evicted = store.add(np.ones((1, 8)), np.zeros((1, 1)), [0], importance=[10.0])
+    np.testing.assert_array_equal(evicted, ids[[2]])
+
+
+def test_ids_stay_valid_and_unique_after_eviction_and_clear():
+    store = FaissStore(8, 2, capacity=5, lanes=2, eviction="fifo")
+    seen = []
+    for round_ in range(6):
+        keys = np.random.default_rng(round_).normal(size=(3, 8))
+        values = np.full((3, 2), round_, dtype=np.float32)
+        ids, evicted = store.add(keys, values, [round_ % 2] * 3, meta={"episode": [round_] * 3})
+        seen.append(ids)
+        for old in evicted:
+            assert not store.get([old])[1]["found"][0]
+        if round_ == 3:
+            store.clear()
+    all_ids = np.concatenate(seen)
+    assert len(np.unique(all_ids)) == len(all_ids)  # never reused, not even after clear()
+    values, meta = store.get(seen[-1])
+    np.testing.assert_array_equal(values, np.full((3, 2), 5.0))  # live ids read their own entries
+    np.testing.assert_array_equal(meta["episode"], [5, 5, 5])
+    np.testing.assert_array_equal(meta["lane"], [1, 1, 1])
+    assert (store.get(seen[0])[1]["found"] == False).all()  # noqa: E712
+
+
+def test_search_with_values_and_metadata():
+    store = FaissStore(4, 2, capacity=10, lanes=1)
+    ids, _ = store.add(np.eye(4)[:3], [[1, 1], [2, 2], [3, 3]], [0, 0, 0],
+                       meta={"task": [7, 8, 9], "step": [10, 11, 12]})
+    hits = store.search(np.eye(4, dtype=np.float32)[None, [1]], 2, with_values=True)
+    assert isinstance(hits, SearchHits)
+    assert hits.ids[0, 0, 0] == ids[1]
+    np.testing.assert_array_equal(hits.values[0, 0, 0], [2, 2])
+    assert hits.meta["task"][0, 0, 0] == 8 and hits.meta["step"][0, 0, 0] == 11 and hits.meta["time"][0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_save_load_round_trip_is_identical(tmp_path, kind):
+    rng = np.random.default_rng(4)
+    store = FaissStore(16, 3, capacity=1500, lanes=2, index=kind, eviction="lru", hnsw_min_entries=200)
+    keys = clustered(rng, 2400, 16, clusters=10)
+    store.add(keys, rng.normal(size=(2400, 3)), np.repeat([0, 1], 1200), meta={"task": np.arange(2400)})
+    store.remove(np.arange(0, 3000, 11))
+    store.save(tmp_path / "s")
+    back = FaissStore.load(tmp_path / "s")
+    q = keys[None, :6].repeat(2, 0)
+    a, b = store.search(q, 7, with_values=True), back.search(q, 7, with_values=True)
+    for x, y in zip(a[:3], b[:3], strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.meta["task"], b.meta["task"])
+    more = rng.normal(size=(400, 16))
+    np.testing.assert_array_equal(store.add(more, np.zeros((400, 3)), [0] * 400)[0],
+                                  back.add(more, np.zeros((400, 3)), [0] * 400)[0])  # state carried on
+
+
+def test_state_dict_loads_with_weights_only():
+    store = FaissStore(8, 2, capacity=60, index="ivf", ivf_lists=1)
+    store.add(np.random.default_rng(5).normal(size=(45, 8)), np.ones((45, 2)), [0] * 45)
+    assert store._ann[0].ready
+    buf = io.BytesIO()
+    torch.save(store.state_dict(), buf)
+    buf.seek(0)
+    other = FaissStore(8, 2, capacity=60, index="ivf", ivf_lists=1)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    assert len(other) == 45
+    q = np.ones((1, 2, 8), dtype=np.float32)
+    np.testing.assert_array_equal(store.search(q, 3).ids, other.search(q, 3).ids)
+
+
+def test_damaged_missing_and_mismatched_files_raise_clear_errors(tmp_path):
+    store = FaissStore(8, 2, capacity=10)
+    store.add(np.ones((3, 8)), np.ones((3, 2)), [0, 0, 0])
+    store.save(tmp_path / "a")
+    store.save(tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="no file"):
+        FaissStore.load(tmp_path / "missing")
+    (tmp_path / "a" / "index.pt").replace(tmp_path / "b" / "index.pt")
+    with pytest.raises(ValueError, match="different saves"):
+        FaissStore.load(tmp_path / "b")
+    data = (tmp_path / "a" / "store.pt").read_bytes()
+    (tmp_path / "a" / "store.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="damaged"):
+        FaissStore.load(tmp_path / "a")
+    with pytest.raises(ValueError, match="dim=8"):
+        FaissStore(16, 2, capacity=10).load_state_dict(store.state_dict())
+
+
+def test_bad_input_raises_value_errors():
+    with pytest.raises(ValueError, match="scope='global'"):
+        FaissStore(8, 2, 10, scope="global")
+    with pytest.raises(ValueError, match="capacity=0"):
+        FaissStore(8, 2, 0)
+    store = FaissStore(8, 2, capacity=4, lanes=2)
+    with pytest.raises(ValueError, match="lanes must lie in"):
+        store.add(np.ones((1, 8)), np.ones((1, 2)), [2])
+    with pytest.raises(ValueError, match=r"\(1, 8\)"):
+        store.add(np.ones((1, 7)), np.ones((1, 2)), [0])
+    with pytest.raises(ValueError, match="exceed capacity=4"):
+        store.add(np.ones((5, 8)), np.ones((5, 2)), [0] * 5)
+    with pytest.raises(ValueError, match="meta keys"):
+        store.add(np.ones((1, 8)), np.ones((1, 2)), [0], meta={"colour": [1]})
+    with pytest.raises(ValueError, match="one query row per lane"):
+        store.search(np.ones((3, 1, 8)), 2)
+    with pytest.raises(ValueError, match="finite"):
+        store.add(np.full((1, 8), np.nan), np.ones((1, 2)), [0])
+    assert len(store) == 0  # failed calls changed nothing
+
+
+def test_from_config_and_nbytes():
+    cfg = MemoryConfig(dim=16, store_capacity=32, store_scope="shared", store_eviction="lru")
+    store = FaissStore.from_config(cfg, lanes=4, value_dim=16)
+    assert (store.dim, store.capacity, store.scope, store.eviction, store.partitions) == (16, 32, "shared", "lru", 1)
+    assert store.nbytes >= 32 * (16 + 16) * 4
