@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from memory.metrics import kaplan_meier  # noqa: F401  (re-exported: plots and tests use it from here)
+
 
 def _check_matrix(R) -> np.ndarray:
     """Validate R and return it as a float64 (T, T) array."""
@@ -241,23 +243,3 @@ def bootstrap_ci(values, level: float = 0.9, n_boot: int = 2000, seed: int = 0) 
     resampled = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)  # (n_boot,)
     low, high = np.quantile(resampled, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return mean, float(low), float(high)
-
-
-def kaplan_meier(durations, observed=None) -> tuple[np.ndarray, np.ndarray]:
-    """Kaplan-Meier survival estimate, e.g. of how long a slot's content survives before being overwritten.
-
-    durations: (n,) time each content lived (steps); observed: (n,) bool, False = still present at the end
-    (censored: lived at least that long); None = all observed.
-    Returns (times, survival): (m+1,) distinct event times with a leading 0, and S(t) just after each time
-    (survival[0] = 1), for a post-step plot."""
-    durations = np.asarray(durations, dtype=np.float64).ravel()  # (n,)
-    observed = np.ones(durations.shape, bool) if observed is None else np.asarray(observed, bool).ravel()
-    if observed.shape != durations.shape:
-        raise ValueError(f"observed must match durations in length; got {observed.size} and {durations.size}")
-    if durations.size and (np.isnan(durations).any() or durations.min() < 0):
-        raise ValueError("durations must be non-negative numbers (lifetimes in steps); got a negative or NaN")
-    times = np.unique(durations[observed])  # (m,) times at which some content died
-    at_risk = (durations[None, :] >= times[:, None]).sum(axis=1)  # (m,)
-    deaths = (observed[None, :] & (durations[None, :] == times[:, None])).sum(axis=1)  # (m,)
-    survival = np.cumprod(1.0 - deaths / at_risk)  # (m,)
-    return np.concatenate([[0.0], times]), np.concatenate([[1.0], survival])

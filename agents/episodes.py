@@ -75,7 +75,7 @@ class EpisodeRunner:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     def run(self, state: dict, obs: np.ndarray, info: dict, episode: int, step0: int,
-            learner: Learner | None = None, sample: bool = False,
+            learner: Learner | None = None, sample: bool = False, on_aux=None,
             by_distance: AccuracyByKey | None = None, by_delay: AccuracyByKey | None = None,
             ) -> tuple[dict, EpisodeStats]:
         """Play the episode that `reset` just began (its first `obs`, `info`) to its end.
@@ -87,10 +87,10 @@ class EpisodeRunner:
         done = False
         while not done:
             state, done, obs, info = self._chunk(state, obs, info, episode, step0, stats,
-                                                 learner, sample, by_distance, by_delay)
+                                                 learner, sample, by_distance, by_delay, on_aux)
         return state, stats
 
-    def _chunk(self, state, obs, info, episode, step0, stats, learner, sample, by_distance, by_delay):
+    def _chunk(self, state, obs, info, episode, step0, stats, learner, sample, by_distance, by_delay, on_aux):
         B, dev = self.num_lanes, self.device
         cols: dict[str, list] = {k: [] for k in ("tokens", "targets", "scored", "writes", "actions", "rewards",
                                                   "task", "distance", "delay")}
@@ -138,6 +138,8 @@ class EpisodeRunner:
             self.model.eval()
             with torch.no_grad(), self.autocast():
                 logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta)
+        if on_aux is not None:
+            on_aux(aux)
         for name, value in aux.get("metrics", {}).items():
             if isinstance(value, (int, float)):
                 stats.memory_sums[name] = stats.memory_sums.get(name, 0.0) + float(value)

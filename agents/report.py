@@ -87,10 +87,6 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
                 logger.image(f"plots/{name}", figs[name], trainer.train_steps)
         logger.hparams(hparams_of(trainer.cfg), {f"cl/{k}": metrics[k] for k in ("ACC", "BWT", "FWT", "forgetting")}
                        | {"eval/accuracy": metrics["accuracy"]})
-    import matplotlib.pyplot as plt
-
-    for fig in figs.values():
-        plt.close(fig)
 
 
 def hparams_of(cfg) -> dict:

@@ -28,6 +28,8 @@ from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats
 from agents.models import ModelConfig, build_model
+from memory.metrics import SlotLifetimeTracker, slot_usage
+from memory.slots import SlotState
 
 TRAIN, EVAL = 0, 1  # reset_log phases
 
@@ -85,6 +87,8 @@ class Trainer:
         self.max_distance = int(getattr(self.venv, "max_distance", 1024))
         self.by_distance = AccuracyByKey(distance_buckets(self.max_distance))
         self.by_delay = AccuracyByKey(None)
+        has_slots = cfg.agent.name == "memnet" and cfg.memory.slots > 0
+        self.lifetimes = SlotLifetimeTracker(t.lanes, cfg.memory.slots) if has_slots else None
 
     def _default_episodes(self) -> int:
         sched = getattr(self.venv, "schedule", None)
@@ -140,13 +144,34 @@ class Trainer:
         obs, info = self._reset(TRAIN, task)
         t0 = time.perf_counter()
         self.state, stats = self.runner.run(self.state, obs, info, self.episode, self.lane_steps,
-                                            learner=self._learn, sample=self.cfg.train.mode == "reinforce")
+                                            learner=self._learn, sample=self.cfg.train.mode == "reinforce",
+                                            on_aux=self._observe_writes)
         self.train_seconds += time.perf_counter() - t0
         self.lane_steps += stats.steps
         self.train_steps += stats.steps
         self.train_tokens += stats.steps * self.cfg.train.lanes
         self.episode += 1
         return stats
+
+    def _observe_writes(self, aux: dict) -> None:
+        """Feed the chunk's slot writes to the lifetime tracker (slot survival curves)."""
+        info = aux.get("metrics", {}).get("write_info")
+        if self.lifetimes is not None and info is not None:
+            self.lifetimes.observe(info)
+
+    def record_memory_usage(self) -> None:
+        """One row of the slot-usage heatmap: each slot's usage, averaged over lanes."""
+        if self.lifetimes is not None:
+            bank = SlotState(**{f: self.state[f"slot.{f}"] for f in SlotState._fields})
+            self.usage_history.append(slot_usage(bank, mean_over_lanes=True).tolist())
+
+    def slot_lifetimes(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lifetimes, observed): finished lifetimes plus the censored ages of contents still in memory."""
+        if self.lifetimes is None:
+            return None
+        done, alive = self.lifetimes.lifetimes(), self.lifetimes.alive_ages()
+        return (np.concatenate([done, alive]),
+                np.concatenate([np.ones(done.size, bool), np.zeros(alive.size, bool)]))
 
     def _task_before(self) -> int:
         sched = getattr(self.venv, "schedule", None)
