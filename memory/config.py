@@ -73,7 +73,8 @@ class MemoryConfig:
             need(ok, f"{f.name}={v!r}: expected {want.__name__}")
         need(self.dim >= 1, f"dim={self.dim}: must be >= 1")
         need(self.slots >= 0, f"slots={self.slots}: must be >= 0 (0 switches the slot bank off)")
-        need(self.read_heads >= 1, f"read_heads={self.read_heads}: must be >= 1")
+        need(self.read_heads >= 1 and self.dim % self.read_heads == 0,
+             f"read_heads={self.read_heads}: must be >= 1 and divide dim={self.dim} (each head reads a D/H slice)")
         need(self.top_k >= 1, f"top_k={self.top_k}: must be >= 1")
         need(self.bottleneck >= 1, f"bottleneck={self.bottleneck}: must be >= 1")
         need(self.internal in INTERNAL_KINDS, f"internal={self.internal!r}: choose one of {INTERNAL_KINDS}")
