@@ -1,8 +1,8 @@
 """`python -m agents.evaluate checkpoint=<run dir or .pt>`: re-evaluate a saved run on every task.
 
 Loads the run's checkpoint (weights and persisting memory), evaluates every task the way the trainer does
-(on a copy of the memory), prints a table and writes `eval.json` into the run folder. The checkpoint is not
-modified.
+(on a copy of the memory) on the same eval episodes as the run's final evaluation (the env is replayed to that
+point), prints a table and writes `eval.json` into the run folder. The checkpoint is not modified.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None) -> dict:
         cfg.device = device
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
     trainer = Trainer(cfg, run_dir)
-    trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True))
+    trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
     accuracy = trainer.evaluate_all()
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,

@@ -229,8 +229,12 @@ class Trainer:
         })
         return path
 
-    def restore(self, path: str | Path, config: dict) -> None:
-        """Load a checkpoint written by `save` and bring the env to the same point by replaying its resets."""
+    def restore(self, path: str | Path, config: dict, rewind_eval: bool = False) -> None:
+        """Load a checkpoint written by `save` and bring the env to the same point by replaying its resets.
+
+        `rewind_eval` stops the replay before the evaluation episodes that followed the last training episode, so
+        a re-evaluation sees exactly the episodes of the run's final evaluation (`agents.evaluate`).
+        """
         body = load_checkpoint(path)
         check_compatible(body["config"], config, path)
         load_model_weights(self.model, body["model"], path)
@@ -249,6 +253,9 @@ class Trainer:
         self.by_distance.load_state_dict(tr["by_distance"])
         self.by_delay.load_state_dict(tr["by_delay"])
         log = [tuple(x) for x in tr["reset_log"]]
+        if rewind_eval:
+            while log and log[-1][0] == EVAL and any(phase == TRAIN for phase, _ in log):
+                log.pop()
         self.reset_log = []
         for phase, task in log:  # replay: regenerates exactly the episodes the env had produced
             self._reset(phase, task)

@@ -1,0 +1,249 @@
+"""`python -m agents.tune env=<id> [sweep=<name>] [num_samples=N] [key=value ...]`: a Ray Tune sweep.
+
+    python -m agents.tune env=ContinualShift-v0                         # sweep "memory", ASHA on cl/ACC
+    python -m agents.tune env=ContinualShift-v0 sweep=smoke             # 4 tiny trials
+    python -m agents.tune env=LongDependency-v0 sweep.search_space.memory.slots=grid:[8,32] train.episodes=40
+    python -m agents.tune resume=runs/sweeps/memory/2026-11-22_10-00-00 # continue an interrupted sweep
+
+Arguments: `sweep=`, `num_samples=`, `resume=` are this command's; `sweep.<field>=value` edits the sweep
+file (`sweep.metric=cl/BWT`, `sweep.mode=min`, `sweep.resources.cpus=2`, `sweep.scheduler.type=fifo`, ...);
+every other `key=value` goes to the run config of every trial (checked before Ray starts). Results go to
+`<runs_root>/sweeps/<sweep>/<time>/` (the Tune experiment folder): one trial folder each (a full run folder:
+TensorBoard events, checkpoints, metrics.json), results.csv/json, best_config.yaml, best_overrides.txt,
+plots/, ray.log. Ray: local when RAY_ADDRESS is unset, the cluster at RAY_ADDRESS when set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from agents.checkpoint import CheckpointError
+from agents.config import ConfigError, load_config, validate
+from agents.tune_metrics import EnvFacts, check_metric, default_metric
+from agents.tune_results import UNFINISHED, format_table, result_rows, write_results, write_text_atomic
+from agents.tune_space import (
+    SweepPlan,
+    check_space_keys,
+    load_sweep,
+    make_plan,
+    parse_command_line,
+    pin_swept_keys,
+    resolve_overrides,
+)
+
+PLAN_FILE = "sweep.yaml"
+
+
+def env_facts(cfg) -> tuple[EnvFacts, int]:
+    """The env's task count and largest distance (for metric names) and the episodes of one trial."""
+    from agents.trainer import make_vector_env
+
+    venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
+    try:
+        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(getattr(venv, "max_distance", 1024)))
+        schedule = getattr(venv, "schedule", None)
+        episodes = cfg.train.episodes
+        if episodes is None and schedule is not None:
+            episodes = len(schedule)
+    finally:
+        venv.close()
+    if episodes is None:
+        raise ConfigError(f"train.episodes is not set for {cfg.env.id}; set train.episodes=<n>")
+    return facts, int(episodes)
+
+
+def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
+    """Everything checked before Ray starts: sweep file, run config, swept keys and values, metric."""
+    cli = parse_command_line(argv)
+    plan = load_sweep(cli.sweep, cli.sweep_overrides, cli.num_samples)
+    pinned = pin_swept_keys(plan, cli.run_overrides)
+    if pinned:
+        print(f"note: {', '.join(pinned)} fixed on the command line, not swept", file=sys.stderr)
+    plan.overrides = resolve_overrides(plan, cli.run_overrides)
+    plan.env_overrides = {}  # applied: plan.overrides is now the full list
+    base = load_config(plan.overrides)
+    check_space_keys(plan, base)
+    facts, episodes = env_facts(base)
+    plan.metric = check_metric(plan.metric or default_metric(facts), facts)
+    if plan.scheduler["max_t"] is None:
+        plan.scheduler["max_t"] = episodes
+    if plan.scheduler["grace_period"] > plan.scheduler["max_t"]:
+        raise ConfigError(f"sweep.scheduler.grace_period={plan.scheduler['grace_period']} must be <= the "
+                          f"episodes of a trial ({plan.scheduler['max_t']})")
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    root = Path(base.runs_root).resolve() / "sweeps" / plan.name
+    sweep_dir, n = root / stamp, 1
+    while sweep_dir.exists():
+        sweep_dir, n = root / f"{stamp}-{n}", n + 1
+    return plan, OmegaConf.to_container(base, resolve=True), sweep_dir
+
+
+def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
+    """The plan and base config a sweep folder was started with (`resume=`)."""
+    from ray.tune import Tuner
+
+    path = sweep_dir / PLAN_FILE
+    if not path.is_file() or not Tuner.can_restore(str(sweep_dir)):
+        raise ConfigError(f"resume={str(sweep_dir)!r} is not a sweep folder (needs {PLAN_FILE} and Tune's "
+                          "experiment state); point it at runs/sweeps/<sweep>/<time>")
+    try:
+        saved = yaml.safe_load(path.read_text())
+        plan = make_plan(saved["plan"].pop("name"), saved["plan"])
+        base = OmegaConf.to_container(validate(OmegaConf.create(saved["base"])), resolve=True)
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        raise ConfigError(f"{str(path)!r} is damaged; start the sweep afresh") from None
+    return plan, base
+
+
+def start_ray(sweep_dir: Path) -> bool:
+    """Connect to RAY_ADDRESS or start a local Ray, quietly: Ray's log lines go to <sweep dir>/ray.log.
+    Returns whether this call started Ray (then the caller shuts it down)."""
+    import ray
+
+    started = not ray.is_initialized()
+    address = os.environ.get("RAY_ADDRESS")
+    if started:  # errors still reach the terminal while Ray starts; the rest of its chatter does not
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=True, logging_level=logging.ERROR)
+        except ConnectionError as exc:
+            raise ConfigError(f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({exc}); start one "
+                              "with `ray start --head` or unset RAY_ADDRESS for a local Ray") from None
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(sweep_dir / "ray.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ray_logger = logging.getLogger("ray")  # Tune and Train log below it; it does not propagate to the root
+    for old in list(ray_logger.handlers):  # the terminal handler, or the log file of an earlier sweep
+        ray_logger.removeHandler(old)
+        if isinstance(old, logging.FileHandler):
+            old.close()
+    ray_logger.addHandler(handler)
+    ray_logger.setLevel(logging.INFO)
+    return started
+
+
+def _trainable(plan: SweepPlan, base: dict, sweep_dir: Path):
+    from ray import tune
+
+    from agents.tune_trial import run_trial
+
+    threads = plan.resources["threads"]
+    trainable = tune.with_parameters(run_trial, base=base, sweep_dir=str(sweep_dir), threads=threads)
+    return tune.with_resources(trainable, {"cpu": plan.resources["cpus"]})
+
+
+def trial_dirname(trial) -> str:
+    """`<trial id>_<key>=<value>_...`: short enough for TensorBoard's run list, unique by the trial id."""
+    parts = [trial.trial_id] + [f"{k.split('.')[-1]}={_short(v)}" for k, v in sorted(trial.config.items())]
+    return "_".join(parts)[:120]
+
+
+def _short(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from agents.tune_progress import ProgressLine
+    from agents.tune_space import build_param_space
+
+    s = plan.scheduler
+    scheduler = FIFOScheduler()
+    if s["type"] == "asha":  # metric and mode are set once, in TuneConfig; ASHA's clock is training episodes
+        scheduler = ASHAScheduler(time_attr="episode", max_t=s["max_t"], grace_period=s["grace_period"],
+                                  reduction_factor=s["reduction_factor"])
+    searcher = BasicVariantGenerator(random_state=base["seed"])  # the same seed draws the same trials
+    tune_config = tune.TuneConfig(metric=plan.metric, mode=plan.mode, scheduler=scheduler,
+                                  search_alg=searcher, num_samples=plan.num_samples,
+                                  max_concurrent_trials=plan.max_concurrent or None, reuse_actors=True,
+                                  trial_dirname_creator=trial_dirname)
+    run_config = tune.RunConfig(
+        name=sweep_dir.name, storage_path=str(sweep_dir.parent), verbose=0, log_to_file=True,
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # no Tune TensorBoard logger (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS): each trial writes its own run
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), ProgressLine(plan.metric, plan.mode),
+                   *callbacks])
+    return tune.Tuner(_trainable(plan, base, sweep_dir), param_space=build_param_space(plan.search_space),
+                      tune_config=tune_config, run_config=run_config)
+
+
+def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = False, callbacks=()) -> int:
+    """Run (or restore) the sweep, then print the table and write the results; returns the exit code."""
+    from ray.tune import ExperimentAnalysis, Tuner
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # see build_tuner
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0, Tune's own reporter prints nothing
+    started = start_ray(sweep_dir)
+    if not restore:
+        write_text_atomic(sweep_dir / PLAN_FILE, yaml.safe_dump({"plan": plan.to_dict(), "base": base},
+                                                                sort_keys=False))
+    print(f"memstream sweep {plan.name!r}: {', '.join(plan.search_space)} -> {plan.metric} ({plan.mode}), "
+          f"{plan.resources['cpus']} CPU(s) per trial -> {sweep_dir}", flush=True)
+    try:
+        if restore:
+            tuner = Tuner.restore(str(sweep_dir), trainable=_trainable(plan, base, sweep_dir),
+                                  resume_errored=True)
+        else:
+            tuner = build_tuner(plan, base, sweep_dir, callbacks)
+        tuner.fit()
+        # the saved experiment state, not fit()'s in-memory trials: after an interruption those read
+        # TERMINATED, while the saved state keeps them RUNNING / PENDING for resume=
+        trials = ExperimentAnalysis(str(sweep_dir)).trials
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    rows = result_rows(trials, plan, plan.metric)
+    finished = all(r["status"] != UNFINISHED for r in rows)
+    best = write_results(sweep_dir, rows, plan, base, plan.metric)
+    print(format_table(rows, list(plan.search_space), plan.metric, best, plan.mode))
+    if not finished:
+        print(f"sweep interrupted; continue it with: python -m agents.tune resume={sweep_dir}")
+        return 1
+    if best is None:
+        print(f"no trial reported {plan.metric}; see {sweep_dir}/ray.log and the trials' error.txt")
+        return 1
+    failed = [r for r in rows if r["status"] == "error"]
+    if failed:
+        print(f"{len(failed)} trial(s) failed after {plan.max_failures} retries; "
+              "see <trial folder>/error.txt")
+    print(f"best: trial {best['trial']} {plan.metric}={best[plan.metric]:.4g}")
+    print(f"best config: {sweep_dir / 'best_config.yaml'}\n"
+          f"  rerun it:  python -m agents.run $(cat {sweep_dir / 'best_overrides.txt'})\n"
+          f"  curves:    tensorboard --logdir {sweep_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        cli = parse_command_line(argv)
+        if cli.resume is not None:
+            sweep_dir = Path(cli.resume).resolve()
+            plan, base = load_saved_plan(sweep_dir)
+            return run_sweep(plan, base, sweep_dir, restore=True)
+        plan, base, sweep_dir = prepare(argv)
+        return run_sweep(plan, base, sweep_dir)
+    except (ConfigError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The end of a sweep: a row per trial, a terminal table, results.csv/json, the best config, a plot per param.
+
+Best trial: the best value of the metric among trials that trained to the end ("done"); trials stopped early
+by ASHA are ranked only when none finished, since e.g. ACC over the tasks seen so far is not comparable with
+ACC over all tasks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from agents.config import to_yaml
+from agents.plots import plot_metric_vs_param
+from agents.report import write_json_atomic
+from agents.tune_space import SweepPlan, plain, trial_config, trial_overrides
+
+DONE, STOPPED, ERROR, UNFINISHED = "done", "stopped early", "error", "unfinished"
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text to a temp file in the same folder, then os.replace: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def trial_status(tune_status: str, metrics: dict | None) -> str:
+    """done: trained all its episodes; stopped early: ASHA ended it; error: crashed past max_failures;
+    unfinished: pending, running or paused when the sweep was interrupted (resume= continues it)."""
+    if tune_status == "ERROR":
+        return ERROR
+    if tune_status != "TERMINATED":
+        return UNFINISHED
+    metrics = metrics or {}
+    done = metrics.get("total_episodes") and metrics.get("episode") == metrics.get("total_episodes")
+    return DONE if done else STOPPED
+
+
+def _number(value):
+    value = plain(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def result_rows(trials, plan: SweepPlan, metric: str) -> list[dict]:
+    """One dict per Tune trial (as saved in the experiment state): trial, each swept key, the metric (last
+    reported value), episode, status, run_dir."""
+    rows = []
+    for trial in trials:
+        metrics, config = trial.last_result or {}, trial.config or {}
+        row = {"trial": trial.trial_id} | {key: plain(config.get(key)) for key in plan.search_space}
+        row |= {metric: _number(metrics.get(metric)), "episode": metrics.get("episode"),
+                "status": trial_status(trial.status, metrics), "run_dir": str(trial.path)}
+        rows.append(row)
+    return rows
+
+
+def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
+    scored = [r for r in rows if r[metric] is not None]
+    pool = [r for r in scored if r["status"] == DONE] or scored
+    if not pool:
+        return None
+    return (max if mode == "max" else min)(pool, key=lambda r: r[metric])
+
+
+def format_table(rows: list[dict], params: list[str], metric: str, best: dict | None = None,
+                 mode: str = "max") -> str:
+    """A fixed-width table, best metric first (by `mode`); the best trial is marked with *."""
+    def cell(v) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    sign = -1.0 if mode == "max" else 1.0
+    order = sorted(rows, key=lambda r: (r[metric] is None, sign * (r[metric] or 0.0)))
+    columns = ["trial", *params, metric, "episode", "status"]
+    body = [[("* " if r is best else "  ") + cell(r["trial"])] + [cell(r[c]) for c in columns[1:]]
+            for r in order]
+    header = ["  trial", *columns[1:]]
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+             for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_results(sweep_dir: Path, rows: list[dict], plan: SweepPlan, base: dict, metric: str) -> dict | None:
+    """results.csv, results.json, best_config.yaml + best_overrides.txt (when a trial has the metric),
+    plots/<metric>_vs_<param>.png; returns the best row."""
+    params = list(plan.search_space)
+    best = best_row(rows, metric, plan.mode)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["trial"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(sweep_dir / "results.csv", buffer.getvalue())
+    write_json_atomic(sweep_dir / "results.json", {"sweep": plan.name, "metric": metric, "mode": plan.mode,
+                                                   "best": best, "trials": rows})
+    if best is not None:
+        chosen = {k: best[k] for k in params}
+        cfg = trial_config(OmegaConf.create(base), chosen)
+        cfg.run_dir, cfg.resume = None, None
+        title = f"# best trial {best['trial']} of sweep {plan.name}: {metric}={best[metric]:.6g}\n"
+        write_text_atomic(sweep_dir / "best_config.yaml", title + to_yaml(cfg))
+        overrides = " ".join(trial_overrides(plan.overrides, chosen))
+        write_text_atomic(sweep_dir / "best_overrides.txt", overrides + "\n")
+    import matplotlib.pyplot as plt
+
+    for param in params:
+        name = re.sub(r"[^\w.-]+", "_", f"{metric}_vs_{param}")
+        plt.close(plot_metric_vs_param(rows, param, metric, sweep_dir / "plots" / f"{name}.png"))
+    return best

@@ -1,0 +1,338 @@
+"""Sweep plans for `python -m agents.tune`: sweep files, command-line parsing, search spaces, trial configs.
+
+Nothing here starts Ray (the unit tests run without it); `agents.tune` turns a `SweepPlan` into a Tune run.
+
+A sweep file `agents/conf/sweep/<name>.yaml` holds:
+    search_space   {dotted config key: {kind: args}}; kinds: grid [values], choice [values],
+                   uniform [low, high], loguniform [low, high], randint [low, high), lograndint [low, high)
+    metric, mode   the metric Tune optimises (null: the env's default, see `default_metric`) and max | min
+    num_samples    Tune's num_samples: repeats of the grid, each drawing the random dimensions afresh
+    scheduler      {type: asha | fifo, grace_period, reduction_factor, max_t (null: a trial's episodes)}
+    resources      {cpus: CPUs reserved per trial, threads: torch and FAISS threads inside a trial}
+    max_concurrent trials at once (0: as many as the CPUs allow);  max_failures: retries of a crashed trial
+    overrides      `key=value` overrides of the run config for every trial (the command line's come after)
+    env_overrides  {env id or family (e.g. LongDependency): [key=value, ...]}: added for that env only
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from agents.config import ConfigError, group_options, validate
+
+SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")
+SCHEDULERS = ("asha", "fifo")
+MODES = ("max", "min")
+SWEEP_PREFIX = "sweep."  # `sweep.<field>=value` edits the sweep file's fields from the command line
+SPACE_PREFIX = "sweep.search_space."  # `sweep.search_space.<key>=<kind>:[args]` (or `=none` to drop the key)
+
+
+@dataclass
+class SweepPlan:
+    """Everything a sweep needs; saved as `sweep.yaml` in the sweep folder so `resume=` can rebuild it."""
+
+    name: str
+    search_space: dict[str, dict[str, list]]
+    metric: str | None = None
+    mode: str = "max"
+    num_samples: int = 1
+    scheduler: dict = field(default_factory=lambda: {"type": "asha", "grace_period": 1, "reduction_factor": 2,
+                                                     "max_t": None})
+    resources: dict = field(default_factory=lambda: {"cpus": 1, "threads": 1})
+    max_concurrent: int = 0
+    max_failures: int = 1
+    overrides: list[str] = field(default_factory=list)  # run-config overrides: sweep file's, then the CLI's
+    env_overrides: dict[str, list[str]] = field(default_factory=dict)
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CommandLine:
+    sweep: str = "memory"
+    num_samples: int | None = None
+    resume: str | None = None
+    sweep_overrides: list[str] = field(default_factory=list)
+    run_overrides: list[str] = field(default_factory=list)
+
+
+def parse_command_line(argv: list[str]) -> CommandLine:
+    """Split `key=value` arguments into agents.tune's own keys, `sweep.*` edits and run-config overrides."""
+    cli = CommandLine()
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"argument {arg!r} is not key=value; usage: python -m agents.tune env=<id> "
+                              "[sweep=<name>] [num_samples=N] [key=value ...] | resume=<sweep dir>")
+        key, value = arg.split("=", 1)
+        if key == "sweep":
+            cli.sweep = value
+        elif key == "num_samples":
+            cli.num_samples = _positive_int("num_samples", value)
+        elif key == "resume":
+            cli.resume = value
+        elif key.startswith(SWEEP_PREFIX):
+            cli.sweep_overrides.append(arg)
+        else:
+            cli.run_overrides.append(arg)
+    if cli.resume is not None and (cli.sweep_overrides or cli.run_overrides or cli.num_samples):
+        extra = (cli.sweep_overrides + cli.run_overrides + [f"num_samples={cli.num_samples}"])[0]
+        raise ConfigError(f"resume= continues a sweep with its own saved sweep.yaml; drop the other "
+                          f"arguments ({extra})")
+    return cli
+
+
+def _positive_int(name: str, value) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r}: must be an integer >= 1") from None
+    if number < 1 or isinstance(value, bool) or (isinstance(value, float) and value != number):
+        raise ConfigError(f"{name}={value!r}: must be an integer >= 1")
+    return number
+
+
+def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | None = None) -> SweepPlan:
+    """Read `agents/conf/sweep/<name>.yaml`, apply `sweep.*` command-line edits, check every field."""
+    from importlib.resources import files
+
+    options = group_options("sweep")
+    if name not in options:
+        raise ConfigError(f"unknown sweep {name!r}; choose one of: {', '.join(options)} "
+                          "(files in agents/conf/sweep/)")
+    text = (files("agents.conf") / "sweep" / f"{name}.yaml").read_text()
+    raw = _yaml(f"sweep file {name}.yaml", text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sweep file {name}.yaml must be a mapping of fields; got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    raw.setdefault("search_space", {})
+    for arg in sweep_overrides:
+        key, value = arg.split("=", 1)
+        if key.startswith(SPACE_PREFIX):
+            param = key[len(SPACE_PREFIX):]
+            if value.strip().lower() in ("none", "null"):
+                raw["search_space"].pop(param, None)
+            else:
+                raw["search_space"][param] = parse_space_value(param, value)
+            continue
+        path = key[len(SWEEP_PREFIX):].split(".")
+        target = raw
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{key}: {part!r} is not a group of fields in sweep {name!r}")
+        target[path[-1]] = _yaml(key, value)
+    if num_samples is not None:
+        raw["num_samples"] = num_samples
+    return make_plan(name, raw)
+
+
+def _yaml(where: str, text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def parse_space_value(param: str, text: str) -> dict[str, list]:
+    """`grid:[16,64]` / `loguniform:[1e-4,1e-1]` (command-line form) -> {"grid": [16, 64]}."""
+    kind, sep, args = text.partition(":")
+    if not sep or kind not in SPACE_KINDS:
+        raise ConfigError(f"sweep.search_space.{param}={text!r}: write <kind>:[values], kind one of "
+                          f"{SPACE_KINDS} (e.g. grid:[16,64] or loguniform:[1e-4,1e-1]), or none to drop it")
+    try:
+        values = yaml.safe_load(args)
+    except yaml.YAMLError:
+        raise ConfigError(f"sweep.search_space.{param}={text!r}: {args!r} is not a list like [16,64]") \
+            from None
+    return {kind: values}
+
+
+def make_plan(name: str, raw: dict) -> SweepPlan:
+    """A SweepPlan from a sweep file's mapping; unknown fields and bad values raise one ConfigError line."""
+    known = set(SweepPlan.__dataclass_fields__) - {"name"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"sweep {name!r}: unknown field {unknown[0]!r}; fields: {', '.join(sorted(known))}")
+    given = {k: copy.deepcopy(v) for k, v in raw.items() if v is not None or k == "metric"}  # null: default
+    plan = SweepPlan(name=name, **given)
+    if not isinstance(plan.search_space, dict) or not plan.search_space:
+        raise ConfigError(f"sweep {name!r} has an empty search space; add sweep.search_space.<key>=grid:[...]"
+                          " or entries under search_space: in its file")
+    plan.search_space = {key: check_space_entry(key, spec) for key, spec in plan.search_space.items()}
+    if plan.mode not in MODES:
+        raise ConfigError(f"sweep.mode={plan.mode!r}: choose one of {MODES}")
+    plan.num_samples = _positive_int("num_samples", plan.num_samples)
+    plan.scheduler = SweepPlan(name, {}).scheduler | dict(plan.scheduler)
+    s = plan.scheduler
+    if s["type"] not in SCHEDULERS:
+        raise ConfigError(f"sweep.scheduler.type={s['type']!r}: choose one of {SCHEDULERS}")
+    s["grace_period"] = _positive_int("sweep.scheduler.grace_period", s["grace_period"])
+    if s["max_t"] is not None:
+        s["max_t"] = _positive_int("sweep.scheduler.max_t", s["max_t"])
+    if not isinstance(s["reduction_factor"], (int, float)) or s["reduction_factor"] <= 1:
+        raise ConfigError(f"sweep.scheduler.reduction_factor={s['reduction_factor']!r}: must be a number > 1")
+    plan.resources = SweepPlan(name, {}).resources | dict(plan.resources)
+    if not isinstance(plan.resources["cpus"], (int, float)) or plan.resources["cpus"] <= 0:
+        raise ConfigError(f"sweep.resources.cpus={plan.resources['cpus']!r}: must be a number > 0 "
+                          "(CPUs per trial)")
+    plan.resources["threads"] = _positive_int("sweep.resources.threads", plan.resources["threads"])
+    if not isinstance(plan.max_concurrent, int) or plan.max_concurrent < 0:
+        raise ConfigError(f"sweep.max_concurrent={plan.max_concurrent!r}: must be an integer >= 0 "
+                          "(0: no limit)")
+    if not isinstance(plan.max_failures, int) or plan.max_failures < -1:
+        raise ConfigError(f"sweep.max_failures={plan.max_failures!r}: must be an integer >= -1 "
+                          "(-1: retry forever)")
+    if not isinstance(plan.overrides, list) or not all(isinstance(o, str) and "=" in o
+                                                       for o in plan.overrides):
+        raise ConfigError(f"sweep {name!r}: overrides must be a list of key=value strings; "
+                          f"got {plan.overrides!r}")
+    if not isinstance(plan.env_overrides, dict) or not all(
+            isinstance(v, list) and all(isinstance(o, str) and "=" in o for o in v)
+            for v in plan.env_overrides.values()):
+        raise ConfigError(f"sweep {name!r}: env_overrides must map env ids to lists of key=value strings")
+    return plan
+
+
+def check_space_entry(key: str, spec) -> dict[str, list]:
+    """One search-space entry `{kind: args}`, checked: kind known, args a non-empty list, ranges ordered."""
+    where = f"sweep.search_space.{key}"
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"{where}={spec!r}: write one {{kind: [args]}} with kind one of {SPACE_KINDS}")
+    (kind, args), = spec.items()
+    if kind not in SPACE_KINDS:
+        raise ConfigError(f"{where}: unknown kind {kind!r}; choose one of {SPACE_KINDS}")
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"{where}.{kind}={args!r}: must be a non-empty list")
+    if kind in ("grid", "choice"):
+        return {kind: [plain(v) for v in args]}
+    if len(args) != 2:
+        raise ConfigError(f"{where}.{kind}={args!r}: must be [low, high]")
+    try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+        low, high = (float(a) if kind in ("uniform", "loguniform") else int(a) for a in args)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.{kind}={args!r}: low and high must be numbers") from None
+    if not low < high:
+        raise ConfigError(f"{where}.{kind}=[{low}, {high}]: low must be < high")
+    if kind in ("loguniform", "lograndint") and low <= 0:
+        raise ConfigError(f"{where}.{kind}=[{low}, {high}]: a log range needs low > 0")
+    return {kind: [low, high]}
+
+
+def build_param_space(search_space: dict[str, dict[str, list]]) -> dict:
+    """Checked search-space entries -> Tune's param_space {dotted key: grid_search(...) | Domain}."""
+    from ray import tune
+
+    makers = {"grid": tune.grid_search, "choice": tune.choice, "uniform": tune.uniform,
+              "loguniform": tune.loguniform, "randint": tune.randint, "lograndint": tune.lograndint}
+    space = {}
+    for key, spec in search_space.items():
+        (kind, args), = check_space_entry(key, spec).items()
+        space[key] = makers[kind](args) if kind in ("grid", "choice") else makers[kind](*args)
+    return space
+
+
+def plain(value):
+    """numpy scalars (Tune samples them) -> python, so OmegaConf, YAML and JSON accept them."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
+    """Every swept key names a leaf of the run config, and the values at the ends of each range are valid."""
+    for key, spec in plan.search_space.items():
+        missing = OmegaConf.select(base, key, default="<missing>") == "<missing>" and \
+            not key.startswith("env.kwargs.")  # env options are free-form; the env checks them
+        if missing or isinstance(OmegaConf.select(base, key), DictConfig):
+            raise ConfigError(f"sweep.search_space.{key}: {key!r} is not a key of the run config "
+                              "(`python -m agents.run --help` lists them)")
+        (kind, args), = spec.items()
+        if kind in ("grid", "choice"):
+            edge_values = args
+        else:  # randint's high is exclusive
+            edge_values = [args[0], args[1] - 1 if "randint" in kind else args[1]]
+        for value in edge_values:
+            trial_config(base, {key: value})
+
+
+def trial_config(base: DictConfig, params: dict) -> DictConfig:
+    """The run config of one trial: `base` with each swept `{dotted key: value}` set, validated again."""
+    cfg = copy.deepcopy(base)
+    for key, value in params.items():
+        try:
+            with open_dict(cfg):  # new keys (env.kwargs.*) may be added; validate() rejects unknown ones
+                OmegaConf.update(cfg, key, plain(value), merge=True)
+        except Exception as exc:  # OmegaConf validation errors (type of the field)
+            raise ConfigError(f"{key}={value!r}: {str(exc).splitlines()[0]}") from None
+    return validate(cfg)
+
+
+def merge_overrides(*lists: list[str]) -> list[str]:
+    """Concatenate override lists; a later `key=value` replaces an earlier one of the same key (in place)."""
+    merged: dict[str, str] = {}
+    for overrides in lists:
+        for item in overrides:
+            key = override_key(item)
+            merged.pop(key, None)
+            merged[key] = item
+    return list(merged.values())
+
+
+def override_key(item: str) -> str:
+    """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def resolve_overrides(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
+    """The run-config overrides of every trial: the sweep file's, its env_overrides for the chosen env (by id,
+    else by family), then the command line's; a later value of a key replaces an earlier one."""
+    from agents.config import compose
+
+    def add_env_options(overrides: list[str]) -> list[str]:  # ++: set whether or not the env file has it
+        return [f"++{o.lstrip('+')}" if o.lstrip("+").startswith("env.kwargs.") else o for o in overrides]
+
+    env_id = compose(add_env_options(merge_overrides(plan.overrides, run_overrides))).env.id
+    specific = plan.env_overrides.get(env_id, plan.env_overrides.get(env_id.split("-")[0], []))
+    return add_env_options(merge_overrides(plan.overrides, specific, run_overrides))
+
+
+def pin_swept_keys(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
+    """A command-line `key=value` for a swept key fixes it: drop the key from the space; returns the keys."""
+    pinned = [override_key(o) for o in run_overrides if override_key(o) in plan.search_space]
+    for key in pinned:
+        del plan.search_space[key]
+    if pinned and not plan.search_space:
+        raise ConfigError(f"the command line fixes every swept key ({', '.join(pinned)}): the search space "
+                          "is empty; drop one of them or use `python -m agents.run` for a single run")
+    return pinned
+
+
+_BARE = re.compile(r"^[A-Za-z_][\w\-./]*$")
+
+
+def override_value(value) -> str:
+    """A value as Hydra's override grammar reads it back unchanged (bool, int, float, None, str)."""
+    value = plain(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if _BARE.match(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def trial_overrides(run_overrides: list[str], params: dict) -> list[str]:
+    """The `python -m agents.run` overrides that rebuild a trial's config."""
+    # `++` adds or replaces: env options are not in the env's config file unless it sets them
+    return merge_overrides(run_overrides, [f"{'++' if k.startswith('env.kwargs.') else ''}{k}="
+                                           f"{override_value(v)}" for k, v in params.items()])

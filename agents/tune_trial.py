@@ -1,0 +1,94 @@
+"""One Ray Tune trial: the `agents.run` trainer in a Tune function trainable, reporting at every evaluation.
+
+The trial's run folder is its Tune trial folder inside the sweep folder (absolute: Tune changes the working
+directory of a trial), so `tensorboard --logdir <sweep dir>` shows one run per trial. Every evaluation is
+reported under its TensorBoard tag (`cl/ACC`, `eval/accuracy`, `recall/accuracy_d<b>`, ...; None -> NaN so
+the keys never change), plus `episode`, `total_episodes` and `train_steps`. A report that follows a fresh
+`checkpoints/last.pt` carries that folder as the Tune checkpoint (model, optimiser, memory, trainer state),
+so a crashed or interrupted trial resumes from it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from agents.tune_space import trial_config
+
+
+class TuneReporter:
+    """`on_eval` callback of `agents.run.fit`: sends each evaluation to Tune, with the checkpoint if new.
+
+    Before the last report it writes the run's report (metrics.json, plots, hparams): Tune may end the trial
+    as soon as it sees the final result (ASHA stops a trial that reaches max_t)."""
+
+    def __init__(self, checkpoint_dir: Path, logger):
+        self.checkpoint_dir, self.logger = checkpoint_dir, logger
+        self._reported_stamp = self._stamp()  # a checkpoint restored from is not reported again
+        self.report_written = False
+
+    def _stamp(self):
+        """Identity of the current last.pt: os.replace gives every save a new inode and mtime."""
+        path = self.checkpoint_dir / "last.pt"
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def finish(self, trainer) -> None:
+        from agents.report import final_metrics, write_report
+
+        if not self.report_written:
+            write_report(trainer, final_metrics(trainer), self.logger)
+            self.logger.close()
+            self.report_written = True
+
+    def __call__(self, trainer, values: dict) -> None:
+        from ray import tune
+
+        metrics = {tag: math.nan if v is None else float(v) for tag, v in values.items()}
+        metrics |= {"episode": trainer.episode, "total_episodes": trainer.total_episodes,
+                    "train_steps": trainer.train_steps}
+        if trainer.episode >= trainer.total_episodes:
+            self.finish(trainer)
+        stamp = self._stamp()
+        if stamp is not None and stamp != self._reported_stamp:
+            self._reported_stamp = stamp
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.checkpoint_dir)))
+        else:
+            tune.report(metrics)
+
+
+def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int) -> None:
+    """Tune function trainable. params: the swept `{dotted key: value}`; base: the resolved run config of
+    every trial; sweep_dir: absolute sweep folder; threads: torch and FAISS threads of this trial."""
+    import faiss
+    import torch
+    from ray import tune
+
+    from agents.config import to_yaml
+    from agents.run import fit
+    from agents.tb_logger import TBLogger
+    from agents.trainer import Trainer
+    from agents.tune_results import write_text_atomic
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    run_dir = Path(sweep_dir) / Path(tune.get_context().get_trial_dir()).name  # the trial folder in storage
+    cfg = trial_config(OmegaConf.create(base), dict(params) | {
+        "run_dir": str(run_dir), "train.progress": False, "train.threads": threads,
+        "memory.store_threads": threads})
+    trainer = Trainer(cfg, run_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.restore(Path(folder) / "last.pt", config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    logger = TBLogger(run_dir, trainer.num_tasks, purge_step=trainer.train_steps if checkpoint else None)
+    reporter = TuneReporter(run_dir / "checkpoints", logger)
+    fit(trainer, logger, config, progress=False, on_eval=reporter)
+    reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate

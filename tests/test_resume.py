@@ -1,0 +1,71 @@
+"""A run SIGKILLed after its first checkpoint and resumed ends in the same state as an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from agents import run
+from tests.test_run import TINY_MODEL
+
+OVERRIDES = ["env=ContinualShift-v0", "agent=memnet", "seed=5", "env.kwargs.num_tasks=2",
+             "env.kwargs.episodes_per_task=3", "env.kwargs.trials_per_episode=12", "env.kwargs.keys_per_task=4",
+             "train.checkpoint_every=1", "train.eval_every=2", *TINY_MODEL]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def assert_same(a, b, where="checkpoint"):
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.shape == b.shape and a.dtype == b.dtype, where
+        same = a == b
+        if a.is_floating_point():
+            same |= a.isnan() & b.isnan()  # NaN marks empty rows (e.g. importance of a free cache row)
+        assert bool(same.all()), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b or (a != a and b != b), f"{where}: {a!r} != {b!r}"
+
+
+def test_killed_run_resumes_to_the_same_state(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run.main([*OVERRIDES, f"run_dir={straight}"]) == 0
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "agents.run", *OVERRIDES, f"run_dir={killed}"], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert ckpt.exists(), "the run never wrote its first checkpoint"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = torch.load(ckpt, weights_only=True)["trainer"]["episode"]
+    assert run.main([f"resume={killed}"]) == 0
+
+    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(ckpt, weights_only=True)
+    assert b["trainer"]["episode"] == 6 and a["trainer"]["episode"] == 6
+    print(f"killed after episode {partial} of 6")
+    for section in ("model", "optimizer", "state", "memory", "rng"):
+        assert_same(a[section], b[section], section)
+    for key in ("episode", "lane_steps", "train_steps", "reset_log", "R", "b", "curves", "task_boundaries",
+                "by_distance", "by_delay", "usage_history"):
+        assert_same(a["trainer"][key], b["trainer"][key], f"trainer.{key}")
+    ma = json.loads((straight / "metrics.json").read_text())
+    mb = json.loads((killed / "metrics.json").read_text())
+    for m in (ma, mb):
+        m.pop("tokens_per_s")
+    assert ma == mb

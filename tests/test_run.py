@@ -1,0 +1,129 @@
+"""End to end: `python -m agents.run` on every env x agent with a tiny budget, outputs, evaluate, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents import evaluate, run
+from agents.tb_logger import read_layout, read_scalars
+
+# tiny but complete: every env option valid, every memory part on for memnet
+TINY_ENVS = {
+    "LongDependency-v0": ["env.kwargs.distances=[1,2,4,8,16]", "env.kwargs.queries_per_episode=4",
+                          "env.kwargs.episode_length=64", "train.episodes=2"],
+    "ContinualShift-v0": ["env.kwargs.num_tasks=2", "env.kwargs.episodes_per_task=1",
+                          "env.kwargs.trials_per_episode=8", "env.kwargs.keys_per_task=4"],
+    "NeedleRecall-v0": ["env.kwargs.delay=1", "env.kwargs.haystack_length=24", "env.kwargs.facts_per_episode=1",
+                        "env.kwargs.train_facts=16", "env.kwargs.fresh_facts=8", "train.episodes=2"],
+}
+TINY_MODEL = ["model.dim=32", "model.layers=1", "model.heads=2", "model.window=16", "train.chunk=8",
+              "train.lanes=2", "train.threads=1", "train.progress=false", "memory.slots=8", "memory.read_heads=2",
+              "memory.attn_heads=2", "memory.store_capacity=64", "memory.cache_hot=16", "memory.cache_warm=16",
+              "memory.cache_cold=64", "memory.bottleneck=8"]
+
+
+def tiny(env_id, agent, run_dir, *extra):
+    return [f"env={env_id}", f"agent={agent}", f"run_dir={run_dir}", *TINY_ENVS[env_id], *TINY_MODEL, *extra]
+
+
+@pytest.mark.parametrize("agent", ["memnet", "transformer", "lstm", "gru"])
+@pytest.mark.parametrize("env_id", list(TINY_ENVS))
+def test_every_env_and_agent_runs_end_to_end(env_id, agent, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny(env_id, agent, run_dir)) == 0
+    out = capsys.readouterr().out
+    assert "ACC" in out and "run folder" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("ACC", "BWT", "FWT", "forgetting", "accuracy_matrix", "accuracy", "accuracy_by_distance",
+                "recall_by_delay", "tokens_per_s", "params", "memory_bytes"):
+        assert key in metrics  # present; null where it does not apply
+    T = len(metrics["accuracy_matrix"])
+    assert T == (2 if env_id == "ContinualShift-v0" else 1)
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["params"] > 0 and metrics["tokens_per_s"] > 0
+    if T == 1:
+        assert metrics["BWT"] is None and metrics["FWT"] is None and metrics["forgetting"] is None
+    else:
+        assert metrics["forgetting"] == pytest.approx(-metrics["BWT"])  # T=2: max over l<1 is R[0][0]
+    if env_id == "NeedleRecall-v0":
+        assert set(metrics["recall_by_delay"]) == {"1"}
+    else:
+        assert metrics["recall_by_delay"] is None
+    assert metrics["memory_bytes"] > 0  # recurrent state (window cache, hidden state) plus explicit memory
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+    for plot in ("forgetting_curves", "accuracy_matrix", "accuracy_vs_distance"):
+        assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
+    assert (run_dir / "plots" / "slot_usage.png").exists() == (agent == "memnet")
+    tags = read_scalars(run_dir)
+    for tag in ("train/loss", "train/accuracy", "perf/tokens_per_s", "cl/ACC", "eval/task_0/accuracy"):
+        assert tag in tags, tag
+    assert any(t.startswith("recall/accuracy_d") for t in tags)
+    if agent == "memnet":
+        assert any(t.startswith("memory/") for t in tags)
+    layout = read_layout(run_dir)
+    assert any("eval/task_" in str(chart) for chart in layout.values())
+
+
+def test_continual_shift_matrix_is_filled_and_curves_are_logged(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.eval_every=1")) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    R = np.array(metrics["accuracy_matrix"], dtype=float)
+    assert R.shape == (2, 2) and not np.isnan(R).any()
+    assert metrics["ACC"] == pytest.approx(R[-1].mean())
+    assert metrics["BWT"] == pytest.approx(R[1, 0] - R[0, 0])
+    tags = read_scalars(run_dir)
+    # one point before training and one per episode, for each task's forgetting curve
+    assert [len(tags[f"eval/task_{j}/accuracy"]) for j in range(2)] == [3, 3]
+
+
+def test_evaluate_cli_reevaluates_a_saved_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir)) == 0
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    final = json.loads((run_dir / "metrics.json").read_text())
+    # evaluation is deterministic and does not touch weights or memory: the same numbers as the final eval
+    assert result["accuracy_by_task"] == pytest.approx({str(j): a for j, a in
+                                                        enumerate(final["accuracy_matrix"][-1])})
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+    assert "task 0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["foo=1"], "unknown config key 'foo'"),
+    (["memory.slots=abc"], "memory.slots"),
+    (["env=Nope-v0"], "unknown env 'Nope-v0'"),
+    (["agent=cnn"], "unknown agent 'cnn'"),
+    (["model.window=0"], "model.window=0"),
+    (["memory.slots=-1"], "memory.slots=-1"),
+    (["env.kwargs.num_tasks=0"], "num_tasks"),
+    (["resume=/nonexistent/run"], "no checkpoint"),
+])
+def test_bad_input_exits_with_one_clear_line(overrides, message, capsys):
+    assert run.main(overrides) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir)) == 0
+    capsys.readouterr()
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[: len(good) // 2])  # truncated, as by a full disk
+    assert run.main([f"resume={run_dir}"]) == 2
+    assert "damaged" in capsys.readouterr().err
+    ckpt.write_bytes(good)
+    body = torch.load(ckpt, weights_only=True)
+    name = next(iter(body["model"]))
+    body["model"][name] = torch.zeros(3, 5)  # weights of another architecture under the same config
+    torch.save(body, ckpt)
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit this model" in err
+    assert len(err.strip().splitlines()) == 1

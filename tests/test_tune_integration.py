@@ -1,0 +1,112 @@
+"""The `smoke` sweep end to end on a local Ray: interrupted after its first finished trial, then restored.
+
+One Ray session serves both halves (starting Ray costs ~10 s). Checks: the results table and files, the
+best config (`best_config.yaml` and `best_overrides.txt` rebuild the same run config), per-trial TensorBoard
+runs and checkpoints, and that `resume=` continues the sweep without rerunning the trial that had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+pytest.importorskip("ray")
+
+from ray import tune  # noqa: E402
+
+from agents import tune as agents_tune  # noqa: E402
+from agents.config import from_yaml_file, load_config  # noqa: E402
+from agents.tb_logger import read_scalars  # noqa: E402
+
+
+class InterruptAfterFirstTrial(tune.Callback):
+    """Sends the SIGUSR1 that Tune treats like Ctrl+C once the first trial finishes (once: Tune pickles the
+    callbacks with the sweep and brings them back on restore; the marker file keeps it from firing again)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if not os.path.exists(self.marker):
+            Path(self.marker).write_text(trial.trial_id)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _fingerprint(folder: Path) -> dict[str, str]:
+    """Content hash of every file a rerun of the trial would rewrite: our run folder and its reports."""
+    watched = [p for p in folder.rglob("*") if p.is_file() and (
+        "tfevents" in p.name or p.name in ("last.pt", "metrics.json", "result.json", "config.yaml"))]
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in watched}
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    import ray
+
+    agents_tune.start_ray(tmp_path_factory.mktemp("ray_logs"))
+    yield
+    ray.shutdown()
+
+
+def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
+    marker = tmp_path / "first_finished"
+    plan, base, sweep_dir = agents_tune.prepare(["env=ContinualShift-v0", "sweep=smoke",
+                                                 f"runs_root={tmp_path / 'runs'}"])
+    assert sweep_dir.parent == tmp_path / "runs" / "sweeps" / "smoke" and plan.metric == "cl/ACC"
+
+    # ---- first run: stopped like Ctrl+C right after one trial finished
+    code = agents_tune.run_sweep(plan, base, sweep_dir, callbacks=[InterruptAfterFirstTrial(str(marker))])
+    out = capfd.readouterr().out
+    assert code == 1 and f"python -m agents.tune resume={sweep_dir}" in out
+    first_id = marker.read_text()
+    first_dir = next(p for p in sweep_dir.iterdir() if p.name.startswith(first_id + "_"))
+    before = _fingerprint(first_dir)
+    assert any("tfevents" in name for name in before) and "checkpoints/last.pt" in before
+    reports_before = (first_dir / "result.json").read_text().count("\n")
+
+    # ---- resume: the unfinished trials run, the finished one is left alone
+    assert agents_tune.main([f"resume={sweep_dir}"]) == 0
+    captured = capfd.readouterr()
+    assert f"trial {first_id} done at" not in captured.out  # no progress line: it did not run again
+    assert f"trial {first_id} stopped early at" not in captured.out
+    assert _fingerprint(first_dir) == before
+    assert (first_dir / "result.json").read_text().count("\n") == reports_before
+    assert "Trial status" not in captured.out and "View detailed results" not in captured.out  # quiet
+
+    # ---- results table: one row per trial, every trial finished or stopped by ASHA
+    rows = json.loads((sweep_dir / "results.json").read_text())["trials"]
+    assert len(rows) == 4 and {r["memory.slots"] for r in rows} == {4, 8}
+    assert {r["status"] for r in rows} <= {"done", "stopped early"}
+    assert any(r["status"] == "done" for r in rows)
+    lines = captured.out.splitlines()
+    header = ["trial", "memory.slots", "memory.pressure_weight", "cl/ACC", "episode", "status"]
+    table = lines[next(i for i, line in enumerate(lines) if line.split() == header):]
+    assert sum(line.lstrip("* ").split()[0] in {r["trial"] for r in rows} for line in table[2:6]) == 4
+    for row in rows:
+        assert 1e-3 <= row["memory.pressure_weight"] <= 1e-1
+        run = Path(row["run_dir"])
+        scalars = read_scalars(run)  # each trial: its own TensorBoard run with the reported tags
+        assert "cl/ACC" in scalars and "eval/task_1/accuracy" in scalars
+        assert (run / "checkpoints" / "last.pt").is_file()
+        episodes = [json.loads(line)["episode"] for line in (run / "result.json").read_text().splitlines()]
+        assert episodes == sorted(set(episodes))  # a resumed trial went on from its checkpoint, no rerun
+        if row["status"] == "done":
+            assert row["cl/ACC"] == pytest.approx(scalars["cl/ACC"][-1][1])
+
+    # ---- best config: the best finished trial, as a YAML and as agents.run overrides
+    best = max((r for r in rows if r["status"] == "done"), key=lambda r: r["cl/ACC"])
+    assert f"* {best['trial']}" in captured.out
+    best_cfg = from_yaml_file(str(sweep_dir / "best_config.yaml"))
+    assert best_cfg.memory.slots == best["memory.slots"]
+    assert best_cfg.memory.pressure_weight == pytest.approx(best["memory.pressure_weight"])
+    overrides = (sweep_dir / "best_overrides.txt").read_text().split()
+    assert OmegaConf.to_container(load_config(overrides)) == OmegaConf.to_container(best_cfg)
+    assert {p.name for p in (sweep_dir / "plots").iterdir()} == {"cl_ACC_vs_memory.slots.png",
+                                                                 "cl_ACC_vs_memory.pressure_weight.png"}
+    assert (sweep_dir / "ray.log").is_file() and (sweep_dir / "sweep.yaml").is_file()

@@ -1,0 +1,300 @@
+"""Sweep plans without Ray: sweep files, command line, search spaces, trial configs, metric names, results."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from agents.cl_metrics import distance_buckets
+from agents.config import ConfigError, from_yaml_file, group_options, load_config
+from agents.tune_metrics import EnvFacts, check_metric, default_metric, reported_metrics
+from agents.tune_results import (
+    DONE,
+    STOPPED,
+    best_row,
+    format_table,
+    result_rows,
+    trial_status,
+    write_results,
+)
+from agents.tune_space import (
+    build_param_space,
+    check_space_entry,
+    check_space_keys,
+    load_sweep,
+    make_plan,
+    merge_overrides,
+    override_value,
+    parse_command_line,
+    parse_space_value,
+    pin_swept_keys,
+    resolve_overrides,
+    trial_config,
+    trial_overrides,
+)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_sweep("smoke")
+
+
+@pytest.fixture(scope="module")
+def smoke_base(smoke):
+    return load_config(resolve_overrides(smoke, []))
+
+
+# ---------------------------------------------------------------- sweep files
+def test_shipped_sweeps_cover_the_memory_hyper_parameters():
+    assert {"memory", "smoke"} <= set(group_options("sweep"))
+    memory = load_sweep("memory")
+    assert {"memory.slots", "memory.pressure_weight", "memory.decay", "memory.util_weight",
+            "memory.sparsity_weight"} <= set(memory.search_space)
+    assert memory.search_space["memory.slots"] == {"grid": [16, 32, 64, 128]}
+    assert memory.search_space["memory.pressure_weight"] == {"loguniform": [1e-4, 1e-1]}
+    assert memory.scheduler["type"] == "asha" and memory.mode == "max"
+    check_space_keys(memory, load_config(memory.overrides))  # every swept value is a valid run config
+
+
+def test_smoke_sweep_is_small(smoke, smoke_base):
+    grid = np.prod([len(v["grid"]) for v in smoke.search_space.values() if "grid" in v])
+    assert 2 <= grid * smoke.num_samples <= 4
+    from agents.tune import env_facts
+
+    facts, episodes = env_facts(smoke_base)
+    assert episodes == 4 and facts.num_tasks == 2 and smoke_base.model.dim <= 32
+
+
+def test_unknown_sweep_name_is_one_line_listing_the_sweeps():
+    with pytest.raises(ConfigError, match=r"unknown sweep 'nope'; choose one of: .*memory.*smoke") as err:
+        load_sweep("nope")
+    assert "\n" not in str(err.value)
+
+
+def test_command_line_edits_the_sweep(smoke):
+    plan = load_sweep("smoke", ["sweep.search_space.memory.top_k=choice:[1,2]", "sweep.scheduler.type=fifo",
+                                "sweep.mode=min", "sweep.search_space.memory.slots=none"], num_samples=3)
+    assert plan.search_space == {"memory.pressure_weight": {"loguniform": [1e-3, 1e-1]},
+                                 "memory.top_k": {"choice": [1, 2]}}
+    assert (plan.scheduler["type"], plan.mode, plan.num_samples) == ("fifo", "min", 3)
+    assert smoke.search_space["memory.slots"] == {"grid": [4, 8]}  # the loaded file is not mutated
+    with pytest.raises(ConfigError, match="sweep.mode: not valid YAML"):
+        load_sweep("smoke", ["sweep.mode=[a"])
+    with pytest.raises(ConfigError, match="'mode' is not a group of fields"):
+        load_sweep("smoke", ["sweep.mode.x=1"])
+
+
+def test_empty_search_space_is_rejected():
+    with pytest.raises(ConfigError, match="empty search space"):
+        load_sweep("smoke", ["sweep.search_space.memory.slots=none",
+                             "sweep.search_space.memory.pressure_weight=none"])
+    with pytest.raises(ConfigError, match="empty search space"):
+        make_plan("x", {"search_space": {}})
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"mode": "median"}, r"sweep.mode='median': choose one of \('max', 'min'\)"),
+    ({"scheduler": {"type": "hyperband"}}, "sweep.scheduler.type='hyperband'"),
+    ({"resources": {"cpus": 0}}, r"sweep.resources.cpus=0: must be a number > 0"),
+    ({"num_samples": 0}, "num_samples=0: must be an integer >= 1"),
+    ({"max_failures": -2}, "sweep.max_failures=-2"),
+    ({"overrides": ["seed"]}, "overrides must be a list of key=value"),
+    ({"color": "red"}, "unknown field 'color'"),
+])
+def test_bad_sweep_fields(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        make_plan("x", {"search_space": {"memory.slots": {"grid": [8]}}} | raw)
+
+
+# ---------------------------------------------------------------- search spaces
+def test_space_entries_are_checked():
+    assert parse_space_value("memory.slots", "grid:[16,64]") == {"grid": [16, 64]}
+    # YAML 1.1 reads 1e-4 as a string
+    assert check_space_entry("k", {"loguniform": ["1e-4", 0.1]}) == {"loguniform": [1e-4, 0.1]}
+    for spec, message in [({"loguniform": [0.0, 1.0]}, "log range needs low > 0"),
+                          ({"uniform": [1.0, 1.0]}, "low must be < high"), ({"grid": []}, "non-empty list"),
+                          ({"normal": [0, 1]}, "unknown kind 'normal'"), ({"uniform": [1]}, r"\[low, high\]"),
+                          ([16, 64], "one {kind: \\[args\\]}")]:
+        with pytest.raises(ConfigError, match=message):
+            check_space_entry("memory.slots", spec)
+    with pytest.raises(ConfigError, match="write <kind>:\\[values\\]"):
+        parse_space_value("memory.slots", "16,64")
+
+
+def test_param_space_builds_tune_domains():
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    space = build_param_space({"memory.slots": {"grid": [16, 64]}, "memory.decay": {"choice": [True, False]},
+                               "memory.util_weight": {"loguniform": [1e-4, 1e-1]},
+                               "train.lr": {"uniform": [1e-3, 2e-3]}, "memory.top_k": {"randint": [1, 5]}})
+    assert space["memory.slots"] == {"grid_search": [16, 64]}
+    assert isinstance(space["memory.decay"], Categorical)
+    assert space["memory.decay"].categories == [True, False]
+    util = space["memory.util_weight"]
+    assert isinstance(util, Float) and (util.lower, util.upper) == (1e-4, 1e-1)
+    draws = np.array(util.sample(size=400, random_state=np.random.default_rng(0)))
+    assert draws.min() >= 1e-4 and draws.max() <= 1e-1
+    assert np.mean(draws < 1e-2) > 0.5  # log-uniform: 2 of 3 decades lie below 1e-2; uniform would give ~0.09
+    top_k = space["memory.top_k"]
+    assert isinstance(top_k, Integer)
+    draws = top_k.sample(size=200, random_state=np.random.default_rng(0))
+    assert set(draws) == {1, 2, 3, 4}  # high is exclusive
+
+
+def test_swept_keys_must_exist_and_their_values_must_be_valid(smoke, smoke_base):
+    bad_key = make_plan("x", {"search_space": {"memory.nope": {"grid": [1]}}})
+    with pytest.raises(ConfigError, match="'memory.nope' is not a key of the run config"):
+        check_space_keys(bad_key, smoke_base)
+    group = make_plan("x", {"search_space": {"memory": {"grid": [1]}}})
+    with pytest.raises(ConfigError, match="not a key of the run config"):
+        check_space_keys(group, smoke_base)
+    bad_value = make_plan("x", {"search_space": {"memory.slots": {"grid": [8, -1]}}})
+    with pytest.raises(ConfigError, match="memory.slots=-1"):
+        check_space_keys(bad_value, smoke_base)
+    bad_range = make_plan("x", {"search_space": {"model.dropout": {"uniform": [0.0, 1.0]}}})
+    with pytest.raises(ConfigError, match="model.dropout"):
+        check_space_keys(bad_range, smoke_base)
+    check_space_keys(make_plan("x", {"search_space": {"env.kwargs.vocab_size": {"grid": [64]}}}), smoke_base)
+
+
+# ---------------------------------------------------------------- trial configs and the command line
+def test_trial_config_sets_the_swept_values(smoke_base):
+    cfg = trial_config(smoke_base, {"memory.slots": np.int64(8), "memory.pressure_weight": np.float64(0.02),
+                                    "memory.decay": False, "env.kwargs.vocab_size": 64})
+    assert (cfg.memory.slots, cfg.memory.pressure_weight, cfg.memory.decay) == (8, 0.02, False)
+    assert type(cfg.memory.slots) is int and cfg.env.kwargs.vocab_size == 64
+    assert smoke_base.memory.slots == 64 and smoke_base.env.kwargs.vocab_size != 64  # base untouched
+    with pytest.raises(ConfigError, match="memory.slots"):
+        trial_config(smoke_base, {"memory.slots": "many"})
+
+
+def test_best_overrides_rebuild_the_trial_config_exactly(smoke, smoke_base):
+    params = {"memory.slots": np.int64(8), "memory.pressure_weight": np.float64(1e-05), "memory.decay": False,
+              "memory.fusion": "concat", "train.lr": 0.0025, "env.kwargs.keys_per_task": 6}
+    base_overrides = resolve_overrides(smoke, [])
+    overrides = trial_overrides(base_overrides, params)
+    assert "memory.pressure_weight=1e-05" in overrides and "memory.decay=false" in overrides
+    assert "++env.kwargs.keys_per_task=6" in overrides and "++env.kwargs.keys_per_task=4" not in overrides
+    rebuilt = OmegaConf.to_container(load_config(overrides), resolve=True)
+    expected = trial_config(load_config(base_overrides), params)
+    assert rebuilt == OmegaConf.to_container(expected, resolve=True)
+    assert expected.env.kwargs.keys_per_task == 6
+
+
+def test_override_values_survive_hydra():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for value in (True, False, 0, -3, 0.1, 1e-7, 2.5e10, None, "lru", "a b", "true", "it's"):
+        assert parser.parse_override(f"x={override_value(value)}").value() == value, value
+
+
+def test_merge_overrides_later_wins_in_place():
+    assert merge_overrides(["a=1", "b=2"], ["c=3", "a=4"]) == ["b=2", "c=3", "a=4"]
+    assert merge_overrides(["+env.kwargs.delay=1"], ["env.kwargs.delay=3"]) == ["env.kwargs.delay=3"]
+
+
+def test_env_overrides_follow_the_chosen_env(smoke):
+    overrides = resolve_overrides(smoke, ["env=LongDependency-v0", "env.kwargs.queries_per_episode=2"])
+    assert "++env.kwargs.distances=[1,4,16]" in overrides
+    assert "++env.kwargs.queries_per_episode=2" in overrides
+    assert not any("num_tasks" in o or "queries_per_episode=4" in o for o in overrides)
+    cfg = load_config(overrides)
+    assert cfg.env.id == "LongDependency-v0" and cfg.train.episodes == 4
+    assert {k: cfg.env.kwargs[k] for k in ("distances", "queries_per_episode", "episode_length")} == \
+        {"distances": [1, 4, 16], "queries_per_episode": 2, "episode_length": 64}
+    shift = load_config(resolve_overrides(smoke, []))  # the config's default env: ContinualShift-v0
+    assert shift.env.kwargs.num_tasks == 2 and shift.model.dim == 16
+
+
+def test_command_line_is_split():
+    cli = parse_command_line(["env=NeedleRecall-v0", "sweep=smoke", "num_samples=3", "sweep.mode=min",
+                              "seed=2"])
+    assert (cli.sweep, cli.num_samples) == ("smoke", 3)
+    assert cli.sweep_overrides == ["sweep.mode=min"]
+    assert cli.run_overrides == ["env=NeedleRecall-v0", "seed=2"]
+    assert parse_command_line(["resume=runs/sweeps/x/1"]).resume == "runs/sweeps/x/1"
+    for argv, message in [(["resume=x", "seed=1"], "resume= continues a sweep"), (["num_samples=0"], ">= 1"),
+                          (["num_samples=two"], "num_samples='two'"), (["smoke"], "not key=value")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_command_line(argv)
+
+
+def test_command_line_value_fixes_a_swept_key(smoke):
+    plan = load_sweep("smoke")
+    assert pin_swept_keys(plan, ["memory.slots=16", "seed=1"]) == ["memory.slots"]
+    assert list(plan.search_space) == ["memory.pressure_weight"]
+    with pytest.raises(ConfigError, match="search space is empty"):
+        pin_swept_keys(plan, ["memory.pressure_weight=0.1"])
+
+
+# ---------------------------------------------------------------- metrics
+def test_default_metric_by_env():
+    assert default_metric(EnvFacts("ContinualShift-v0", 4, 1024)) == "cl/ACC"
+    assert default_metric(EnvFacts("NeedleRecall-v0", 1, 300)) == "eval/accuracy"
+    far = int(distance_buckets(1000)[-1])
+    assert default_metric(EnvFacts("LongDependency-Easy-v0", 1, 1000)) == f"recall/accuracy_d{far}" == \
+        "recall/accuracy_d1024"
+
+
+def test_metrics_the_env_does_not_report_are_rejected():
+    shift = EnvFacts("ContinualShift-v0", 3, 1024)
+    assert check_metric("cl/BWT", shift) == "cl/BWT" and check_metric("eval/task_2/accuracy", shift)
+    assert "recall/accuracy_d1024" in reported_metrics(shift) and "recall/accuracy_d2048" not in \
+        reported_metrics(shift)
+    assert not any("delay" in tag for tag in reported_metrics(shift))
+    with pytest.raises(ConfigError, match=r"sweep.metric='cl/nope': ContinualShift-v0 does not report it; "
+                                          r"choose one of: eval/accuracy, .*cl/ACC"):
+        check_metric("cl/nope", shift)
+    single = EnvFacts("LongDependency-v0", 1, 64)
+    with pytest.raises(ConfigError, match="does not report"):
+        check_metric("cl/BWT", single)
+    assert check_metric("recall/accuracy_d64", single) and check_metric("recall/accuracy_delay3",
+                                                                        EnvFacts("NeedleRecall-v0", 1, 64))
+
+
+# ---------------------------------------------------------------- results (Tune's Result objects faked)
+def _trial(trial_id, slots, acc, episode, total=4, status="TERMINATED"):
+    """What agents.tune reads from Tune's saved experiment state for one trial."""
+    metrics = {"trial_id": trial_id, "cl/ACC": acc, "episode": episode, "total_episodes": total}
+    return SimpleNamespace(trial_id=trial_id, status=status, last_result=metrics, path=f"/sweep/{trial_id}_x",
+                           config={"memory.slots": slots, "memory.pressure_weight": 0.01})
+
+
+def test_results_table_best_config_and_plots(tmp_path, smoke, smoke_base):
+    trials = [_trial("a", 4, 0.5, 4), _trial("b", 8, 0.9, 2), _trial("c", 8, 0.7, 4),
+              _trial("d", 4, float("nan"), 4), _trial("e", 4, None, 0, status="ERROR")]
+    rows = result_rows(trials, smoke, "cl/ACC")
+    assert [r["status"] for r in rows] == [DONE, STOPPED, DONE, DONE, "error"]
+    assert rows[3]["cl/ACC"] is None
+    best = best_row(rows, "cl/ACC", "max")
+    assert best["trial"] == "c"  # b is higher but stopped early by ASHA
+    assert best_row(rows, "cl/ACC", "min")["trial"] == "a"
+    table = format_table(rows, list(smoke.search_space), "cl/ACC", best).splitlines()
+    assert table[0].split() == ["trial", "memory.slots", "memory.pressure_weight", "cl/ACC", "episode",
+                                "status"]
+    assert table[2].split()[:2] == ["b", "8"] and table[3].startswith("* c")  # sorted by the metric
+    base = OmegaConf.to_container(smoke_base, resolve=True)
+    plan = load_sweep("smoke")
+    plan.overrides = resolve_overrides(plan, [])  # as agents.tune.prepare leaves it
+    assert write_results(tmp_path, rows, plan, base, "cl/ACC") == best
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["best"]["trial"] == "c" and len(saved["trials"]) == 5
+    assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("trial,memory.slots")
+    best_cfg = from_yaml_file(str(tmp_path / "best_config.yaml"))
+    assert best_cfg.memory.slots == 8 and best_cfg.memory.pressure_weight == 0.01 and best_cfg.run_dir is None
+    from_overrides = load_config((tmp_path / "best_overrides.txt").read_text().split())
+    assert OmegaConf.to_container(from_overrides) == OmegaConf.to_container(best_cfg)
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"cl_ACC_vs_memory.slots.png",
+                                                                "cl_ACC_vs_memory.pressure_weight.png"}
+
+
+def test_unfinished_sweep_status():
+    for state in ("PENDING", "RUNNING", "PAUSED"):  # interrupted: resume= continues these
+        assert trial_status(state, {"episode": 2, "total_episodes": 4}) == "unfinished"
+    assert trial_status("TERMINATED", {"episode": 4, "total_episodes": 4}) == DONE
+    assert trial_status("TERMINATED", {"episode": 2, "total_episodes": 4}) == STOPPED
