@@ -1,0 +1,78 @@
+"""End-to-end training throughput of each agent: env tokens consumed per second while learning, and peak memory.
+
+    python benchmarks/agents.py                       # all agents, ContinualShift-v0 defaults, 3 episodes each
+    python benchmarks/agents.py --episodes 5 --lanes 64 --env NeedleRecall-v0
+
+Each agent runs in its own process (so peak RSS is its own) through the real trainer: act step by step with
+the cached incremental forward, learn on chunks, exactly as `python -m agents.run` does (evaluation excluded).
+Prints a Markdown table. Targets (issue 4): default MemNet >= 20,000 tokens/s and <= 1.5x the cost of the
+memory-free transformer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+AGENTS = ("memnet", "transformer", "lstm", "gru")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def measure(agent: str, env: str, episodes: int, lanes: int, threads: int) -> dict:
+    """Train `episodes` episodes in this process; returns tokens/s and peak RSS."""
+    sys.path.insert(0, str(REPO))
+    from agents.config import load_config
+    from agents.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config([f"env={env}", f"agent={agent}", f"train.lanes={lanes}", f"train.threads={threads}",
+                           f"run_dir={tmp}"])
+        trainer = Trainer(cfg, tmp)
+        trainer.train_episode()  # warm-up: allocations, store creation, first-touch of memory
+        tokens0, seconds0 = trainer.train_tokens, trainer.train_seconds
+        for _ in range(episodes):
+            trainer.train_episode()
+        tps = (trainer.train_tokens - tokens0) / (trainer.train_seconds - seconds0)
+        params = sum(p.numel() for p in trainer.model.parameters())
+    return {"agent": agent, "params": params, "tokens_per_s": tps,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", default="ContinualShift-v0")
+    ap.add_argument("--episodes", type=int, default=3)
+    ap.add_argument("--lanes", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--agents", default=",".join(AGENTS))
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one agent and print JSON
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads)))
+        return
+    rows = []
+    for agent in args.agents.split(","):
+        out = subprocess.run([sys.executable, __file__, "--one", agent, "--env", args.env, "--episodes",
+                              str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads)],
+                             capture_output=True, text=True, check=True, cwd=REPO)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    base = next((r["tokens_per_s"] for r in rows if r["agent"] == "transformer"), None)
+    print(f"env {args.env}, {args.lanes} lanes, {args.episodes} timed episodes, {args.threads} torch threads\n")
+    print("| agent | params | train tokens/s | cost vs transformer | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        ratio = f"{base / r['tokens_per_s']:.2f}x" if base else "-"
+        print(f"| {r['agent']} | {r['params']:,} | {r['tokens_per_s']:,.0f} | {ratio} | {r['peak_rss_mib']:.0f} |")
+    memnet = next((r for r in rows if r["agent"] == "memnet"), None)
+    if memnet and base:
+        ok = memnet["tokens_per_s"] >= 20_000 and base / memnet["tokens_per_s"] <= 1.5
+        print(f"\ntarget (MemNet >= 20,000 tokens/s and <= 1.5x transformer): {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
