@@ -13,12 +13,12 @@ Only tensors and plain python types go in, so `torch.load(weights_only=True)` ca
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from memory.persist import atomic_torch_save
 
 FORMAT = "memstream-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -31,21 +31,8 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically: a temp file in the same folder, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(body, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `payload` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
+    atomic_torch_save({"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
