@@ -141,6 +141,8 @@ class Trainer:
         if self.cfg.memory.reset == "episode" or (self.cfg.memory.reset == "task" and self.episode > 0
                                                   and task != self._task_before()):
             self.state = self.model.reset_memory(self.state, torch.ones(self.cfg.train.lanes, dtype=torch.bool))
+            if self.lifetimes is not None:
+                self.lifetimes.reset()
         obs, info = self._reset(TRAIN, task)
         t0 = time.perf_counter()
         self.state, stats = self.runner.run(self.state, obs, info, self.episode, self.lane_steps,
@@ -218,6 +220,7 @@ class Trainer:
             "last_eval": {str(j): a for j, a in self.last_eval.items()},
             "usage_history": self.usage_history, "total_episodes": self.total_episodes,
             "by_distance": self.by_distance.state_dict(), "by_delay": self.by_delay.state_dict(),
+            "slot_lifetimes": self.lifetimes.state_dict() if self.lifetimes is not None else None,
         }
 
     def save(self, config: dict) -> Path:
@@ -252,6 +255,8 @@ class Trainer:
         self.last_eval = {int(j): a for j, a in tr["last_eval"].items()}
         self.by_distance.load_state_dict(tr["by_distance"])
         self.by_delay.load_state_dict(tr["by_delay"])
+        if self.lifetimes is not None and tr.get("slot_lifetimes") is not None:
+            self.lifetimes.load_state_dict(tr["slot_lifetimes"])
         log = [tuple(x) for x in tr["reset_log"]]
         if rewind_eval:
             while log and log[-1][0] == EVAL and any(phase == TRAIN for phase, _ in log):

@@ -72,6 +72,18 @@ class SlotLifetimeTracker:
         self._done.append(self.step - born[born >= 0])
         self.born[rows] = -1
 
+    def state_dict(self) -> dict:
+        """Tensors and ints only (fits a `torch.load(weights_only=True)` checkpoint)."""
+        return {"step": self.step, "born": torch.from_numpy(self.born.copy()),
+                "done": torch.from_numpy(self.lifetimes().astype(np.int64))}
+
+    def load_state_dict(self, d: dict) -> None:
+        if tuple(d["born"].shape) != self.born.shape:
+            raise ValueError(f"slot lifetime state has shape {tuple(d['born'].shape)}, tracker expects "
+                             f"{self.born.shape} (lanes, slots); load it into a tracker built the same way")
+        self.step, self.born = int(d["step"]), d["born"].numpy().copy()
+        self._done = [d["done"].numpy().copy()]
+
     def lifetimes(self) -> np.ndarray:
         """Completed lifetimes (steps), in the order they ended."""
         return np.concatenate(self._done) if self._done else np.zeros(0, dtype=np.int64)
