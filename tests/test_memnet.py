@@ -6,11 +6,11 @@ import io
 import numpy as np
 import pytest
 import torch
-from test_models import semantic
 
 from agents.memnet import MemNet
 from agents.models import ModelConfig, build_model
 from memory.config import MemoryConfig
+from tests.test_models import semantic
 
 V, D = 31, 32
 
