@@ -14,6 +14,7 @@ The trainer only ever talks to an `AgentModel`:
 
 from __future__ import annotations
 
+import abc
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -71,20 +72,23 @@ class ModelConfig:
         return asdict(self)
 
 
-class AgentModel(nn.Module):
+class AgentModel(nn.Module, metaclass=abc.ABCMeta):
     """What the trainer calls. Subclasses: MemNet (agents/memnet.py), RecurrentAgent (agents/baselines.py)."""
 
     cfg: ModelConfig
 
+    @abc.abstractmethod
     def initial_state(self, batch_size: int) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """The per-lane recurrent state for `batch_size` lanes: a flat dict of tensors."""
 
+    @abc.abstractmethod
     def forward(self, tokens: Tensor, state: dict, writes: Tensor | None = None,
                 meta: dict | None = None) -> tuple[Tensor, dict, dict]:
-        raise NotImplementedError
+        """tokens (B, T) -> (logits (B, T, V), new state, aux)."""
 
+    @abc.abstractmethod
     def reset_memory(self, state: dict, lanes: Tensor) -> dict:
-        raise NotImplementedError
+        """Clear the memory (and recurrent context) of the lanes where `lanes` (B,) is True."""
 
     def detach_state(self, state: dict) -> dict:
         return {name: t.detach() for name, t in state.items()}

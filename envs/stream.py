@@ -14,6 +14,7 @@ acted upon. "Steps across episodes" count the L acted-upon observations 0..L-1 o
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,7 @@ class Episodes:
     delay: int  # NeedleRecall recall episodes: episodes since the facts were shown; -1 otherwise
 
 
-class StreamSource:
+class StreamSource(abc.ABC):
     """Base of the three sources: options, vocabulary, stream state and `next_episode`.
 
     Subclasses set `vocab_size`, `num_tasks`, `episode_length`, `eval_episodes`, `max_distance`,
@@ -51,13 +52,13 @@ class StreamSource:
     max_distance: int
     special_tokens: dict[str, int]
 
+    @abc.abstractmethod
     def restart(self) -> None:
         """Forget the stream state (schedule position, carried pairs or facts): called on a seeded reset."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def generate(self, rngs: list[np.random.Generator], phase: str, task_id: int) -> Episodes:
         """The next episode of the train stream (phase 'train') or of the eval stream of `task_id`."""
-        raise NotImplementedError
 
     def next_episode(self, rngs: list[np.random.Generator], options) -> Episodes:
         phase, task_id = parse_reset_options(options, self.num_tasks)
