@@ -2,8 +2,11 @@
 
 Every lane of a memstream vector env has the same episode length, so all lanes start and end together.
 Per chunk of C steps:
-  1. act:   `model(obs[:, None], s, writes=False)` under no_grad, one step at a time (T=1, cached window);
-            the env receives the model's real actions (greedy, or sampled in reinforce training).
+  1. act:   under no_grad with the cached incremental forward and writes off, the model is run only when a
+            step is scored (in some lane): it reads the observations gathered since its last call as one block
+            (the same logits as one token at a time) and answers with its real action (greedy, or sampled in
+            reinforce training). Unscored steps get action 0 without a forward: the env ignores those actions
+            (DESIGN.md section 4), and skipping them is most of the acting cost on sparse tasks.
   2. learn: `model(obs_chunk, s0, writes_chunk, meta)` from the chunk's start state, with gradients when
             training (TBPTT: the state is detached between chunks); this forward also applies the chunk's
             memory writes (block-recurrent memory), so acting and learning see the same memory.
@@ -95,16 +98,23 @@ class EpisodeRunner:
         cols: dict[str, list] = {k: [] for k in ("tokens", "targets", "scored", "writes", "actions", "rewards",
                                                   "task", "distance", "delay")}
         s_act, done = state, False
+        pending: list[np.ndarray] = []  # observations not yet fed to the acting model (B,) each
         with torch.no_grad(), self.autocast():
             while len(cols["tokens"]) < self.chunk and not done:
-                tok = torch.as_tensor(obs, dtype=torch.long, device=dev)  # (B,)
-                logits, s_act, _ = self.model(tok[:, None], s_act, torch.zeros(B, 1, dtype=torch.bool, device=dev))
-                logits = logits[:, 0].float()  # (B, V)
-                if sample:
-                    action = torch.distributions.Categorical(logits=logits).sample()
-                else:
-                    action = logits.argmax(-1)
-                action_np = action.cpu().numpy()
+                pending.append(np.asarray(obs))
+                if np.any(info["scored"]):  # the policy is only needed where an answer is scored
+                    tok = torch.as_tensor(np.stack(pending, axis=1), dtype=torch.long, device=dev)  # (B, n)
+                    writes = torch.zeros(tok.shape, dtype=torch.bool, device=dev)
+                    logits, s_act, _ = self.model(tok, s_act, writes)
+                    logits = logits[:, -1].float()  # (B, V)
+                    pending = []
+                    if sample:
+                        action = torch.distributions.Categorical(logits=logits).sample()
+                    else:
+                        action = logits.argmax(-1)
+                    action_np = action.cpu().numpy()
+                else:  # the env ignores actions at unscored steps
+                    action_np = np.zeros(B, dtype=np.int64)
                 for k, v in (("tokens", obs), ("targets", info["target"]), ("scored", info["scored"]),
                              ("writes", info["memory_writes"]), ("actions", action_np), ("task", info["task_id"]),
                              ("distance", info["distance"]), ("delay", info["delay"])):
