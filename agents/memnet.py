@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agents.controller import WindowedTransformer
+from agents.controller import WindowedTransformer, window_mask
 from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
@@ -43,6 +43,8 @@ from memory.metrics import read_entropy, store_hit_rate, write_rate
 from memory.retrieval import retrieve_memory_kv, write_memory
 from memory.slots import MultiHeadMemoryBank, SlotState, WriteInfo
 from memory.store import FaissStore
+
+QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 
 
 class MemNet(AgentModel):
@@ -56,9 +58,13 @@ class MemNet(AgentModel):
         self.internal = build_internal_memory(m)
         if m.store:
             self.store_norm = nn.LayerNorm(cfg.dim)
+            self.store_key_in = nn.Linear(2 * cfg.dim, cfg.dim, bias=False)  # [x_{t-1} ; x_t] -> key input
             self.store_attn = MemoryAttention(m, dropout=cfg.dropout)
-            with torch.no_grad():  # tied at the start: a context seen again finds its own entry (cosine 1)
-                self.store_attn.k_proj.weight.copy_(self.store_attn.q_proj.weight)
+            with torch.no_grad():  # induction at the start: key input = x_{t-1}, queries tied to keys
+                self.store_key_in.weight.copy_(torch.cat((torch.eye(cfg.dim), torch.zeros(cfg.dim, cfg.dim)), 1))
+                # x 4: a matching key scores ~8 (softmax logits) against ~+-1 for the others, so from the first
+                # step most attention lands on the match and the memory's prediction is worth learning from
+                self.store_attn.q_proj.weight.copy_(QUERY_SCALE * self.store_attn.k_proj.weight)
         sources = (self.bank is not None) + (self.internal is not None) + m.store
         self.fusion = Fusion(m, sources) if sources else None
         self.ln_f = nn.LayerNorm(cfg.dim)
@@ -70,8 +76,7 @@ class MemNet(AgentModel):
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int) -> dict[str, Tensor]:
         """Flat dict of tensors: ctrl.k<l> / ctrl.v<l> (B, H, W-1, d) per layer, ctrl.pos (B,), slot.<field>
-        (B, N, ...),
-        internal (B, S, D)."""
+        (B, N, ...), internal (B, S, D); store path: window.inputs, window.keys (B, W-1, D), window.last (B, D)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
         dev = self.device
@@ -82,6 +87,10 @@ class MemNet(AgentModel):
         if self.internal is not None:
             with torch.no_grad():  # the learned start is a constant copy; its parameter is trained by reads
                 state["internal"] = self.internal.initial_state(batch_size, dev)
+        if self.cfg.memory.store:  # the store path's window of inputs and the last LN(h) (token shift)
+            state["window.inputs"] = torch.zeros(batch_size, self.controller.context, self.cfg.dim, device=dev)
+            state["window.keys"] = torch.zeros(batch_size, self.controller.context, self.cfg.dim, device=dev)
+            state["window.last"] = torch.zeros(batch_size, self.cfg.dim, device=dev)
         return state
 
     def _slot_state(self, state: dict) -> SlotState:
@@ -124,26 +133,32 @@ class MemNet(AgentModel):
             new_state["internal"] = mem
 
         if self.cfg.memory.store:
-            x = self.store_norm(h)
+            xs, ks, store_state = self._store_inputs(h, state)  # (B, W-1+T, D) each: [window ; call]
+            new_state.update(store_state)
+            C = self.controller.context
+            x, ctx = xs[:, C:], xs[:, :C]  # this call's inputs (B, T, D), the window before it (B, W-1, D)
             store, cache = self._memory_objects(B)
             queries = self.store_attn.q_proj(x)  # (B, T, D): all heads' queries, searched as one vector
             k = self.cfg.memory.store_top_k
-            eye = torch.eye(T, dtype=torch.bool, device=h.device)  # own context = itself: chunk == step by step
+            # the store attention's own context is the window (cached inputs), as the controller's is
+            mask = window_mask(state["ctrl.pos"], T, C)  # (B, 1, T, W-1+T)
+            kw = {"attn_mask": mask, "context": ctx, "key_input": ks}
             if len(store):
                 mem_k, mem_v, mem_mask, ids = retrieve_memory_kv(store, cache, queries, k)
-                store_read, info = self.store_attn(x, mem_k, mem_v, mem_mask, attn_mask=eye)
+                store_read, info = self.store_attn(x, mem_k, mem_v, mem_mask, **kw)
             else:  # nothing stored yet: identical to all-masked memory, without the search
-                store_read, info = self.store_attn(x, attn_mask=eye)
+                store_read, info = self.store_attn(x, **kw)
                 ids = torch.full((B, T, k), -1, dtype=torch.long, device=h.device)
             reads.append(store_read)
             metrics.update(store_ids=ids, memory_share=info["memory_share"].detach().float())
             if any_write:
-                self._write_store(x, h, writes, meta)
+                self._write_store(x, ks[:, C:], h, writes, meta)
 
         z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
+        logits = self.head(self.ln_f(z))  # (B, T, V)
         if T > 1:  # chunk calls also report plain floats (single-token acting calls skip the host syncs)
             metrics.update(self._scalar_metrics(metrics))
-        return self.head(self.ln_f(z)), new_state, {"losses": losses, "metrics": metrics}
+        return logits, new_state, {"losses": losses, "metrics": metrics}
 
     def _scalar_metrics(self, metrics: dict) -> dict[str, float]:
         out = {}
@@ -156,12 +171,40 @@ class MemNet(AgentModel):
             out["store_entries"] = float(len(self.store))
         return out
 
-    def _write_store(self, x: Tensor, h: Tensor, writes: Tensor, meta: dict | None) -> None:
-        """Add the written positions to the store (key W_k x, value h) and their attention K/V to the cache."""
+    def _store_inputs(self, h: Tensor, state: dict) -> tuple[Tensor, Tensor, dict]:
+        """h (B, T, D) -> the store path's inputs x = LN(h) (queries, values) and key inputs (B, T, D), both
+        for [window ; this call] (B, W-1+T, D), and the state entries of the next call.
+
+        Key input of position t: S [x_{t-1} ; x_t], S initialised to pick x_{t-1} ("smeared keys", token
+        shift as in RWKV). With the query projection tied to the key projection at the start, a query for the
+        current token finds the positions that came right after the same token before, and their values hold
+        what followed it: an induction (copy) circuit from the first step, which training then reshapes.
+        x_{t-1} of the first token comes from the state (zero at a lane's stream start)."""
+        x = self.store_norm(h)  # (B, T, D)
+        B, T, _ = x.shape
+        prev = torch.cat((state["window.last"][:, None].to(x.dtype), x[:, :-1]), dim=1)  # (B, T, D)
+        started = (state["ctrl.pos"][:, None] + torch.arange(T, device=x.device)) > 0  # (B, T)
+        keys_in = self.store_key_in(torch.cat((prev * started[..., None].to(x.dtype), x), dim=-1))  # (B, T, D)
+        xs = torch.cat((state["window.inputs"].to(x.dtype), x), dim=1)  # (B, W-1+T, D)
+        ks = torch.cat((state["window.keys"].to(x.dtype), keys_in), dim=1)
+        C = self.controller.context
+        nxt = {"window.last": x[:, -1].float(), "window.inputs": xs[:, -C:].float(), "window.keys": ks[:, -C:].float()}
+        return xs, ks, nxt
+
+    def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, writes: Tensor, meta: dict | None) -> None:
+        """Add the written positions to the store (search key = attention key, value h) and their attention K/V
+        to the cache. With memory.store_replace = c > 0 a new memory first removes its lane's memories whose
+        keys have cosine >= c with its own: the store keeps the latest thing that followed a context, so a
+        changed mapping (a new task) overwrites the old one instead of competing with it in every search."""
         with torch.no_grad():
+            mem_k, mem_v = self.store_attn.project_kv(x.float(), key_in.float())  # (B, T, H, d)
+            if self.cfg.memory.store_replace > 0 and len(self.store):
+                found = self.store.search(mem_k.flatten(2).cpu(), min(4, self.cfg.memory.store_top_k))
+                stale = (found.scores >= self.cfg.memory.store_replace) & writes.cpu().numpy()[..., None]
+                gone = np.unique(found.ids[stale])
+                self.store.remove(gone)
+                self.cache.remove(gone)
             b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
-            xw = x[b, t].float()  # (n, D)
-            mem_k, mem_v = self.store_attn.project_kv(xw)  # (n, H, d)
             cols = None
             if meta is not None:
                 cols = {}
@@ -171,7 +214,8 @@ class MemNet(AgentModel):
                         raise ValueError(f"meta[{name!r}]: expected shape {tuple(writes.shape)}, "
                                          f"got {tuple(col.shape)}")
                     cols[name] = col.to(b.device)[b, t].cpu().numpy()
-            write_memory(self.store, self.cache, mem_k.flatten(1), h[b, t], mem_k, mem_v, b.cpu().numpy(), meta=cols)
+            write_memory(self.store, self.cache, mem_k[b, t].flatten(1), h[b, t], mem_k[b, t], mem_v[b, t],
+                         b.cpu().numpy(), meta=cols)
 
     def _memory_objects(self, batch_size: int) -> tuple[FaissStore, TieredKVCache]:
         """The store and cache, made on first use for `batch_size` lanes."""
@@ -199,7 +243,7 @@ class MemNet(AgentModel):
         out.update({f"ctrl.{k}": t for k, t in ctrl.items()})
         fresh = self.initial_state(B)
         for name, t in state.items():
-            if name.startswith("slot.") or name == "internal":
+            if name.startswith(("slot.", "window.")) or name == "internal":
                 out[name] = torch.where(lanes.view(B, *[1] * (t.dim() - 1)), fresh[name], t)
         if self.store is not None and bool(lanes.any()):
             # The cleared ids are never returned by a search again (ids are not reused); their cache entries

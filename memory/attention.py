@@ -52,24 +52,34 @@ class MemoryAttention(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:
         return x.unflatten(-1, (self.heads, self.head_dim))  # (..., H*d) -> (..., H, d)
 
-    def project_kv(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """h (..., D) -> k, v (..., H, d): what TieredKVCache stores for a memory."""
-        return self._heads(self.k_proj(h)), self._heads(self.v_proj(h))
+    def project_kv(self, h: Tensor, key_input: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """h (..., D) -> k, v (..., H, d): what TieredKVCache stores for a memory. Keys are projected from
+        `key_input` (..., D) when given (e.g. smeared keys: the previous position's input), else from h."""
+        return self._heads(self.k_proj(h if key_input is None else key_input)), self._heads(self.v_proj(h))
 
     def forward(self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None,
-                mem_mask: Tensor | None = None, attn_mask: Tensor | None = None) -> tuple[Tensor, dict]:
+                mem_mask: Tensor | None = None, attn_mask: Tensor | None = None,
+                context: Tensor | None = None, key_input: Tensor | None = None) -> tuple[Tensor, dict]:
         """x (B, T, D); mem_k, mem_v (B, T, M, H, d); mem_mask (B, T, M) bool (True = present);
-        attn_mask (T, T) bool (True = allowed, default causal). Returns out (B, T, D) and info with
-        "memory_share" (B, T): attention mass on memory (after the gate, mean over heads) and "gate" (B, T, H)."""
+        context (B, C, D): earlier inputs that give keys and values but no queries (a cached window; C = 0 if
+        None); attn_mask (T, C+T) or (B, 1, T, C+T) bool over [context ; x] (True = allowed, default causal
+        over x, all of the context); key_input (B, C+T, D): what the keys of [context ; x] are projected from
+        (default [context ; x] itself, see `project_kv`). Returns out (B, T, D) and info with "memory_share"
+        (B, T): attention mass on memory (after the gate, mean over heads) and "gate" (B, T, H)."""
         B, T, _ = x.shape
+        C = 0 if context is None else context.shape[1]
         scale = self.head_dim ** -0.5
         q = self._heads(self.q_proj(x)).transpose(1, 2)  # (B, H, T, d)
-        k, v = (t.transpose(1, 2) for t in self.project_kv(x))  # (B, H, T, d)
-        allowed = causal_mask(T, x.device) if attn_mask is None else attn_mask
-        if allowed.shape != (T, T) or allowed.dtype != torch.bool:
-            raise ValueError(f"MemoryAttention: attn_mask must be a ({T}, {T}) bool tensor, got "
-                             f"{tuple(allowed.shape)} {allowed.dtype}")
-        logits = (q @ k.transpose(-1, -2)) * scale  # (B, H, T, T)
+        seq = x if context is None else torch.cat((context.to(x.dtype), x), dim=1)  # (B, C+T, D)
+        k, v = (t.transpose(1, 2) for t in self.project_kv(seq, key_input))  # (B, H, C+T, d)
+        if attn_mask is None:
+            attn_mask = torch.cat((torch.ones(T, C, dtype=torch.bool, device=x.device),
+                                   causal_mask(T, x.device)), dim=1)
+        if attn_mask.shape not in ((T, C + T), (B, 1, T, C + T)) or attn_mask.dtype != torch.bool:
+            raise ValueError(f"MemoryAttention: attn_mask must be a ({T}, {C + T}) or ({B}, 1, {T}, {C + T}) bool "
+                             f"tensor, got {tuple(attn_mask.shape)} {attn_mask.dtype}")
+        allowed = attn_mask
+        logits = (q @ k.transpose(-1, -2)) * scale  # (B, H, T, C+T)
         logits = logits.masked_fill(~allowed, -torch.inf)
         gate_logit = self.gate(x)  # (B, T, H)
         if mem_k is None:
@@ -82,8 +92,8 @@ class MemoryAttention(nn.Module):
             mem_logits = mem_logits + F.logsigmoid(gate_logit).transpose(1, 2)[..., None]
             if mem_mask is not None:
                 mem_logits = mem_logits.masked_fill(~mem_mask[:, None], -torch.inf)
-            probs = self._softmax(torch.cat([logits, mem_logits], dim=-1))  # (B, H, T, T + M)
-            ctx_p, mem_p = probs[..., :T], probs[..., T:]
+            probs = self._softmax(torch.cat([logits, mem_logits], dim=-1))  # (B, H, T, C + T + M)
+            ctx_p, mem_p = probs[..., :C + T], probs[..., C + T:]
             out = ctx_p @ v + torch.einsum("bhtm,btmhd->bhtd", mem_p, mem_v)  # (B, H, T, d)
             share = mem_p.sum(-1).mean(1)  # (B, T)
         out = self.out_proj(out.transpose(1, 2).flatten(2))  # (B, T, D)

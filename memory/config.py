@@ -36,6 +36,7 @@ class MemoryConfig:
     store_index: str = "flat"  # flat | ivf | hnsw
     store_eviction: str = "fifo"  # fifo | lru | importance
     store_top_k: int = 8  # memories retrieved per query
+    store_replace: float = 0.0  # a write replaces its lane's memories whose keys have cosine >= this (0 = never)
     store_threads: int = 1  # FAISS OpenMP threads (see DESIGN.md pitfalls)
     attn_heads: int = 4  # heads of MemoryAttention; the cache stores K/V per head (dim // attn_heads each)
     cache_hot: int = 1024  # entries in the float32 tier
@@ -86,6 +87,7 @@ class MemoryConfig:
              f"store_eviction={self.store_eviction!r}: choose one of {STORE_EVICTIONS}")
         need(self.store_top_k >= 1, f"store_top_k={self.store_top_k}: must be >= 1")
         need(self.store_threads >= 1, f"store_threads={self.store_threads}: must be >= 1")
+        need(0.0 <= self.store_replace <= 1.0, f"store_replace={self.store_replace}: must lie in [0, 1]")
         need(self.attn_heads >= 1 and self.dim % self.attn_heads == 0,
              f"attn_heads={self.attn_heads}: must divide dim={self.dim}")
         for name in ("cache_hot", "cache_warm", "cache_cold"):

@@ -74,7 +74,7 @@ def test_writes_false_freezes_every_memory_and_writes_true_changes_them():
         _, frozen, _ = model(tokens, state, no_writes(tokens))
         assert len(model.store) == size
         for name in state:
-            if not name.startswith("ctrl."):
+            if not name.startswith(("ctrl.", "window.")):  # the windows move with every token, memory does not
                 assert torch.equal(frozen[name], state[name]), name
         one_lane = torch.zeros(B, T, dtype=torch.bool)
         one_lane[1, 3] = True
@@ -88,7 +88,8 @@ def test_writes_false_freezes_every_memory_and_writes_true_changes_them():
 
 def test_fact_written_in_one_chunk_is_recalled_chunks_later_without_learning():
     """Every position is written; in chunk e+4, shown the fact's context again, the search at position p
-    returns exactly the entry written at p in chunk e (among ~50 per lane), and the read changes the logits."""
+    returns exactly the entry written at p + 1 in chunk e (among ~50 per lane): the entry that followed the
+    same context, whose value holds what came next (smeared keys); and the read changes the logits."""
     model = MemNet(model_cfg(window=4, layers=2)).eval()
     B, T, p = 2, 12, 9  # p >= layers * (window - 1): the hidden state at p depends on the fact's tokens only
     fact = torch.randint(0, V, (B, T))
@@ -105,7 +106,7 @@ def test_fact_written_in_one_chunk_is_recalled_chunks_later_without_learning():
         assert [model.store.size(b) for b in range(B)] == [4 * T] * B
         recall, _, aux = model(fact, state, no_writes(fact))
         _, found = model.store.get(aux["metrics"]["store_ids"][:, p, 0].numpy())
-        assert found["episode"].tolist() == [5, 5] and found["position"].tolist() == [p, p]
+        assert found["episode"].tolist() == [5, 5] and found["position"].tolist() == [p + 1, p + 1]
         assert found["lane"].tolist() == [0, 1]
         assert (aux["metrics"]["memory_share"][:, p] > 0).all()
         scalars = {k: v for k, v in aux["metrics"].items() if isinstance(v, float)}
@@ -243,3 +244,22 @@ def test_bf16_autocast_forward_and_backward():
     logits.float().sum().backward()
     assert model.embed.weight.grad is not None
     assert all(t.dtype in (torch.float32, torch.long, torch.bool) for t in state.values())
+
+
+def test_store_replace_keeps_the_latest_memory_of_a_context():
+    """With memory.store_replace, writing the same stream twice replaces the first copies (same keys, cosine 1)
+    instead of doubling the store; without it, both copies stay."""
+    tokens = torch.randint(0, V, (2, 12))
+    sizes = {}
+    for replace in (0.0, 0.99):
+        model = MemNet(model_cfg(store_replace=replace)).eval()
+        with torch.no_grad():
+            # a first call without writes: no position of the test starts the stream (whose key input is 0)
+            _, state, _ = model(torch.randint(0, V, (2, 3)), model.initial_state(2), torch.zeros(2, 3, dtype=bool))
+            everywhere = torch.ones(2, 12, dtype=torch.bool)
+            model(tokens, state, everywhere)
+            first = len(model.store)
+            model(tokens, state, everywhere)  # the same call again: identical keys
+        sizes[replace] = (first, len(model.store))
+    assert sizes[0.0] == (24, 48)
+    assert sizes[0.99] == (24, 24)

@@ -192,3 +192,23 @@ def test_bad_memory_shapes_raise():
         attn(x, attn_mask=torch.ones(T, T))
     with pytest.raises(ValueError, match="memory_layers"):
         MemoryAugmentedTransformer(CFG, vocab=5, n_layers=2, memory_layers=(2,))
+
+
+def test_context_gives_keys_and_values_like_the_same_positions_fed_as_queries():
+    """Feeding C earlier positions as `context` gives the last T outputs of feeding all C + T as queries; a
+    separate key input changes the keys only."""
+    attn = MemoryAttention(CFG).eval()
+    C = 3
+    seq = torch.randn(B, C + T, 32)
+    mem_k, mem_v = memories()
+    with torch.no_grad():
+        full, _ = attn(seq, torch.cat((mem_k[:, :C], mem_k), 1), torch.cat((mem_v[:, :C], mem_v), 1))
+        part, _ = attn(seq[:, C:], mem_k, mem_v, context=seq[:, :C])
+        assert torch.allclose(part, full[:, C:], atol=1e-5)
+        keys_in = torch.randn(B, C + T, 32)
+        k_full, v_full = attn.project_kv(seq, keys_in)
+        assert torch.allclose(k_full, attn.project_kv(keys_in)[0]) and torch.allclose(v_full, attn.project_kv(seq)[1])
+        moved, _ = attn(seq[:, C:], mem_k, mem_v, context=seq[:, :C], key_input=keys_in)
+    assert not torch.allclose(moved, part)
+    with pytest.raises(ValueError, match="attn_mask"):
+        attn(seq[:, C:], context=seq[:, :C], attn_mask=torch.ones(T, T, dtype=torch.bool))
