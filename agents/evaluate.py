@@ -3,42 +3,84 @@
 Loads the run's checkpoint (weights and persisting memory), evaluates every task the way the trainer does
 (on a copy of the memory) on the same eval episodes as the run's final evaluation (the env is replayed to that
 point), prints a table and writes `eval.json` into the run folder. The checkpoint is not modified.
+
+`env.kwargs.<option>=<value>` evaluates the trained agent on a changed env instead (e.g. more facts per episode
+for NeedleRecall's capacity curve); a comma list (`env.kwargs.facts_per_episode=1,2,4`) gives one evaluation
+per value (several lists: every combination), written as `{"evaluations": [...]}`. `out=<file>` names the
+output (relative paths: inside the run folder).
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from agents.checkpoint import CheckpointError, load_checkpoint
 from agents.config import ConfigError, validate
 from agents.report import write_json_atomic
 
-USAGE = "usage: python -m agents.evaluate checkpoint=<run folder or checkpoints/last.pt> [device=cpu|cuda|auto]"
+USAGE = ("usage: python -m agents.evaluate checkpoint=<run folder or checkpoints/last.pt> [device=cpu|cuda|auto] "
+         "[env.kwargs.<option>=<value or comma list> ...] [out=<file, default eval.json>]")
+ENV_PREFIX = "env.kwargs."
 
 
-def evaluate(checkpoint: str | Path, device: str | None = None) -> dict:
+def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict | None = None,
+             out: str | None = "eval.json") -> dict:
+    """Evaluate every task from the checkpoint; `env_kwargs` replaces env options of the run's config.
+
+    Writes the result to `out` (relative: inside the run folder; None: nowhere) and returns it."""
+    from agents.cl_metrics import AccuracyByKey
     from agents.trainer import Trainer
 
     checkpoint = Path(checkpoint).resolve()
     body = load_checkpoint(checkpoint)
-    cfg = validate(OmegaConf.create(body["config"]))
+    cfg = OmegaConf.create(body["config"])
+    if env_kwargs:
+        with open_dict(cfg):
+            cfg.env.kwargs = OmegaConf.merge(cfg.env.kwargs, env_kwargs)
+    cfg = validate(cfg)
     if device is not None:
         cfg.device = device
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
     trainer = Trainer(cfg, run_dir)
+    buckets = trainer.by_distance
+    # restore() loads the saved distance counts, which must have the saved run's bucket edges; a changed env can
+    # reach farther (a longer episode or delay), so its own edges come back once restored (evaluate_all resets)
+    trainer.by_distance = AccuracyByKey(body["trainer"]["by_distance"]["edges"])
     trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
+    trainer.by_distance = buckets
     accuracy = trainer.evaluate_all()
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,
+        "env_kwargs": dict(env_kwargs or {}),
         "accuracy_by_task": accuracy, "accuracy": sum(accuracy.values()) / len(accuracy),
         "accuracy_by_distance": {k: v for k, v in trainer.by_distance.result().items() if v is not None} or None,
         "recall_by_delay": {k: v for k, v in trainer.by_delay.result().items() if v is not None} or None,
     }
-    write_json_atomic(Path(run_dir) / "eval.json", result)
+    if out is not None:
+        write_json_atomic(Path(run_dir) / out, result)
     return result
+
+
+def env_kwarg_grid(items: list[str]) -> list[dict]:
+    """`env.kwargs.<k>=<v>` overrides -> one {option: value} per combination (a comma list is a sweep, as in
+    Hydra's multirun); values are parsed by Hydra's override grammar (`[1,2]` is a list, `true` a bool)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, parsed = OverridesParser.create(), []
+    for item in items:
+        try:
+            parsed += parser.parse_overrides([item])
+        except HydraException as exc:
+            raise ConfigError(f"{item}: {str(exc).splitlines()[0]}; write env.kwargs.<option>=<value> or a comma "
+                              "list (env.kwargs.facts_per_episode=1,2,4)") from None
+    names = [o.key_or_group[len(ENV_PREFIX):] for o in parsed]
+    values = [list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()] for o in parsed]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)] or [{}]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,24 +88,35 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    args = dict(a.split("=", 1) for a in argv if "=" in a)
-    bad = [a for a in argv if "=" not in a] + [k for k in args if k not in ("checkpoint", "device")]
+    args = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith(ENV_PREFIX))
+    env_items = [a for a in argv if a.startswith(ENV_PREFIX) and "=" in a]
+    bad = [a for a in argv if "=" not in a] + [k for k in args if k not in ("checkpoint", "device", "out")]
     if bad or "checkpoint" not in args:
         print(f"error: expected checkpoint=<path>{f', got {bad[0]!r}' if bad else ''}\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        result = evaluate(args["checkpoint"], args.get("device"))
+        grid = env_kwarg_grid(env_items)
+        if len(grid) == 1:
+            results = [evaluate(args["checkpoint"], args.get("device"), grid[0], args.get("out", "eval.json"))]
+        else:  # one file for the sweep: each evaluation names the env options it used
+            results = [evaluate(args["checkpoint"], args.get("device"), kwargs, None) for kwargs in grid]
+            checkpoint = Path(args["checkpoint"]).resolve()
+            run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
+            write_json_atomic(run_dir / args.get("out", "eval.json"), {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{result['env']} / {result['agent']} after {result['episodes_trained']} episodes")
-    for task, acc in result["accuracy_by_task"].items():
-        print(f"  task {task}: {acc:.3f}")
-    print(f"  mean: {result['accuracy']:.3f}")
-    for k, v in (result["accuracy_by_distance"] or {}).items():
-        print(f"  distance <= {k}: {v:.3f}")
-    for k, v in (result["recall_by_delay"] or {}).items():
-        print(f"  delay {k}: {v:.3f}")
+    for result in results:
+        shown = " ".join(f"{k}={v}" for k, v in result["env_kwargs"].items())
+        print(f"{result['env']} / {result['agent']} after {result['episodes_trained']} episodes"
+              + (f" ({shown})" if shown else ""))
+        for task, acc in result["accuracy_by_task"].items():
+            print(f"  task {task}: {acc:.3f}")
+        print(f"  mean: {result['accuracy']:.3f}")
+        for k, v in (result["accuracy_by_distance"] or {}).items():
+            print(f"  distance <= {k}: {v:.3f}")
+        for k, v in (result["recall_by_delay"] or {}).items():
+            print(f"  delay {k}: {v:.3f}")
     return 0
 
 

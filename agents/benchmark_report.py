@@ -1,0 +1,334 @@
+"""The end of a benchmark: per-run numbers, mean and 90% bootstrap interval over seeds, target checks,
+results.md and results.json.
+
+A run record (built by `agents.benchmark`) holds env, variant, agent, seed, status (`ok`, `failed`, `probe failed`),
+its metrics.json (`metrics`), the probe evaluations of its checkpoint (`probes`: agents.evaluate results with the
+env options they changed), the controller window, the env options, the env's chance level and the wall time.
+Flat metric names (`flat_metrics`): the scalars of metrics.json (accuracy, ACC, BWT, ...), `acc_d<b>` per distance
+bucket, `acc_within_window` / `acc_beyond_window` (mean of the buckets <= W / > W), `recall_delay<d>` and
+`recall_facts<n>` (NeedleRecall: recall at delay d, and with n = delay x facts_per_episode facts held).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from agents.cl_metrics import bootstrap_ci
+from agents.config import ConfigError
+from agents.report import write_json_atomic
+from agents.tune_results import write_text_atomic
+
+OK, FAILED, PROBE_FAILED = "ok", "failed", "probe failed"  # a run's status
+MET, MISSED, NOT_RUN = "met", "MISSED", "not run"
+SCALARS = ("accuracy", "ACC", "BWT", "FWT", "forgetting", "tokens_per_s", "params", "memory_bytes")
+MIN_SEEDS = 3  # the issue's targets are stated for >= 3 seeds
+DEFAULT_CHANCE_MARGIN = 0.05  # "at chance": mean accuracy <= chance + this (a finite eval samples few queries)
+
+
+def _family(env_id: str) -> str:
+    return env_id.split("-")[0]
+
+
+def _number(x) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+# ---------------------------------------------------------------- facts the report needs
+def env_source(env_id: str, kwargs: dict):
+    """The env's stream source (numpy only) for these options: checks them, and knows the answer space."""
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    import envs  # noqa: F401  (registers the ids)
+    from envs.token_env import build_source
+
+    try:
+        spec = gym.spec(env_id)
+        return build_source(load_env_creator(spec.vector_entry_point).source_cls, dict(spec.kwargs) | kwargs)
+    except (gym.error.Error, TypeError, ValueError) as exc:
+        message = str(exc).splitlines()[0]
+        raise ConfigError(message if env_id in message else f"{env_id}: {message}") from None
+
+
+def chance_level(env_id: str, kwargs: dict) -> float | None:
+    """1 / number of possible answers: LongDependency's n values; NeedleRecall's content tokens (answers are
+    drawn uniformly from them); None where the targets need no chance level."""
+    source = env_source(env_id, kwargs)
+    if env_id.startswith("LongDependency"):
+        return 1.0 / source.n
+    if env_id.startswith("NeedleRecall"):
+        return 1.0 / (source.vocab_size - len(source.special_tokens))
+    return None
+
+
+def machine() -> str:
+    """The machine line of results.md: CPU count and model, torch, python, OS."""
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):  # not Linux
+        cpu = platform.processor() or platform.machine()
+    try:
+        torch_version = version("torch")  # without importing it: the orchestrator trains nothing
+    except PackageNotFoundError:
+        torch_version = "?"
+    return (f"{os.cpu_count()} CPUs ({cpu}), torch {torch_version}, python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
+
+
+# ---------------------------------------------------------------- numbers
+def flat_metrics(record: dict) -> dict[str, float]:
+    """One run's numbers by flat name (see the module docstring); absent / not applicable ones are left out."""
+    m = record.get("metrics") or {}
+    out = {k: _number(m.get(k)) for k in SCALARS} | {k: _number(record.get(k)) for k in ("wall_s", "cpu_s")}
+    by_distance = {int(k): _number(v) for k, v in (m.get("accuracy_by_distance") or {}).items()}
+    out |= {f"acc_d{b}": v for b, v in sorted(by_distance.items())}
+    window = record.get("window")
+    if window and by_distance:
+        for name, keep in (("acc_within_window", lambda b: b <= window), ("acc_beyond_window", lambda b: b > window)):
+            xs = [v for b, v in by_distance.items() if keep(b) and v is not None]
+            out[name] = sum(xs) / len(xs) if xs else None
+    kwargs = record.get("env_kwargs") or {}
+    delay, per_episode = kwargs.get("delay"), kwargs.get("facts_per_episode")
+    evaluations = [(kwargs, m)] + [({**kwargs, **p.get("env_kwargs", {})}, p) for p in record.get("probes") or []]
+    for env_kwargs, result in evaluations:  # the run's own evaluation first: a probe never replaces it
+        for d, v in (result.get("recall_by_delay") or {}).items():
+            out.setdefault(f"recall_delay{int(d)}", _number(v))
+        if delay and per_episode and env_kwargs.get("delay") == delay:  # capacity: facts held at the run's delay
+            out.setdefault(f"recall_facts{delay * env_kwargs['facts_per_episode']}", _number(result.get("accuracy")))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def aggregate(records: list[dict]) -> dict:
+    """{env: {variant: {agent, seeds, failed, window, chance, metrics: {name: {mean, low, high, n, values}}}}}.
+
+    `values` are (seed, value) pairs; a seed whose run failed, or where a metric does not apply, is left out of
+    that metric (bootstrap_ci takes only real numbers)."""
+    out: dict = {}
+    for r in records:
+        cell = out.setdefault(r["env"], {}).setdefault(r["variant"], {
+            "agent": r["agent"], "seeds": [], "failed": [], "window": r.get("window"), "chance": r.get("chance"),
+            "per_seed": {}})
+        (cell["failed"] if r["status"] == FAILED else cell["seeds"]).append(r["seed"])
+        if r["status"] != FAILED:
+            cell["per_seed"][r["seed"]] = flat_metrics(r)
+    for variants in out.values():
+        for cell in variants.values():
+            per_seed = cell.pop("per_seed")
+            names = sorted({k for flat in per_seed.values() for k in flat}, key=_name_order)
+            cell["metrics"] = {}
+            for name in names:
+                pairs = [(s, flat[name]) for s, flat in sorted(per_seed.items()) if name in flat]
+                mean, low, high = bootstrap_ci([v for _, v in pairs])
+                cell["metrics"][name] = {"mean": mean, "low": low, "high": high, "n": len(pairs), "values": pairs}
+    return out
+
+
+def _name_order(name: str):
+    """Series in numeric order (acc_d2 before acc_d16)."""
+    match = re.fullmatch(r"([a-z_]+?)(\d+)", name)
+    return (match.group(1), int(match.group(2))) if match else (name, -1)
+
+
+def series(metrics: dict, prefix: str) -> list[tuple[int, dict]]:
+    """[(key, stat)] of the metrics named <prefix><int>, by key: e.g. prefix `acc_d` -> distance buckets."""
+    pattern = re.compile(rf"{re.escape(prefix)}(\d+)")
+    found = [(int(m.group(1)), stat) for name, stat in metrics.items() if (m := pattern.fullmatch(name))]
+    return sorted(found, key=lambda kv: kv[0])
+
+
+def key_numbers(record: dict) -> str:
+    """The numbers a progress line shows for one finished run."""
+    flat = flat_metrics(record)
+    names = {"LongDependency": ("accuracy", "acc_beyond_window"), "ContinualShift": ("ACC", "BWT"),
+             "NeedleRecall": ("accuracy",)}.get(_family(record["env"]), ("accuracy",))
+    shown = [f"{n} {flat[n]:.3f}" for n in names if n in flat]
+    capacity = series({k: {"mean": v} for k, v in flat.items()}, "recall_facts")
+    if len(capacity) > 1:
+        shown.append("recall by facts held " + " ".join(f"{k}:{s['mean']:.2f}" for k, s in capacity))
+    return ", ".join(shown) or "no numbers"
+
+
+# ---------------------------------------------------------------- targets (GitHub issue #6)
+def _target(env, variant, text, status, value, detail="") -> dict:
+    return {"env": env, "variant": variant, "target": text, "status": status, "value": value, "detail": detail}
+
+
+def _worst(metrics: dict, prefix: str, keep) -> tuple[int | None, dict | None]:
+    """The series point with the lowest mean among the keys kept (the weakest distance bucket or delay)."""
+    chosen = [(k, s) for k, s in series(metrics, prefix) if keep(k)]
+    return min(chosen, key=lambda kv: kv[1]["mean"]) if chosen else (None, None)
+
+
+def check_targets(agg: dict, chance_margin: float = DEFAULT_CHANCE_MARGIN) -> list[dict]:
+    """Every target of the issue for the envs that ran, as met / MISSED (on the mean over seeds) or not run."""
+    targets = []
+    for env, variants in agg.items():
+        def metrics(variant, variants=variants) -> dict:
+            return (variants.get(variant) or {}).get("metrics", {})
+
+        def check(variant, text, stat, ok, label, extra="", env=env, variants=variants) -> dict:
+            cell = variants.get(variant)
+            if stat is None:
+                why = ("not run" if not cell else "every run failed" if not cell["seeds"] else
+                       f"its runs report no {label}")
+                return _target(env, variant, text, NOT_RUN, None, why)
+            detail = f"{label}: {fmt(stat, 'frac')}{extra}"
+            if stat["n"] < MIN_SEEDS:
+                detail += f" ({stat['n']} seed{'s' * (stat['n'] != 1)}; the targets ask for >= {MIN_SEEDS})"
+            return _target(env, variant, text, MET if ok(stat["mean"]) else MISSED, stat["mean"], detail)
+
+        def at_chance(variant, text, metric, label, variants=variants) -> dict:
+            chance = (variants.get(variant) or {}).get("chance")
+            if chance is None:
+                return check(variant, text, None, None, label)
+            return check(variant, text, metrics(variant).get(metric), lambda v: v <= chance + chance_margin, label,
+                         f" (chance {chance:.3f}; at chance means <= chance + {chance_margin})")
+
+        family = _family(env)
+        if family == "LongDependency":
+            k, stat = _worst(metrics("memnet"), "acc_d", lambda b: b <= 1024)
+            reach = max([b for b, _ in series(metrics("memnet"), "acc_d")] or [0])
+            short = f"; buckets only up to {reach}" if stat is not None and reach < 1024 else ""
+            targets.append(check("memnet", "MemNet accuracy >= 0.95 in every distance bucket up to 1024", stat,
+                                 lambda v: v >= 0.95, f"worst bucket d<={k}", short))
+            window = (variants.get("transformer") or {}).get("window")
+            targets.append(at_chance("transformer", f"memory-free transformer at chance beyond its window W={window}",
+                                     "acc_beyond_window", "accuracy beyond W"))
+        elif family == "NeedleRecall":
+            k, stat = _worst(metrics("memnet"), "recall_delay", lambda d: d >= 10)
+            targets.append(check("memnet", "MemNet recall of fresh facts >= 0.95 after a delay >= 10 episodes, "
+                                 "writes off", stat, lambda v: v >= 0.95, f"recall at delay {k}"))
+            targets += [at_chance(variant, f"{variant} at chance on fresh facts", "accuracy", "recall")
+                        for variant in ("transformer", "lstm", "gru")]
+        elif family == "ContinualShift":
+            for variant, key, text, ok in (
+                    ("transformer", "BWT", "memory-free transformer forgets: BWT <= -0.3", lambda v: v <= -0.3),
+                    ("memnet", "ACC", "MemNet ACC >= 0.9", lambda v: v >= 0.9),
+                    ("memnet", "BWT", "MemNet BWT >= -0.05", lambda v: v >= -0.05)):
+                targets.append(check(variant, text, metrics(variant).get(key), ok, key))
+    return targets
+
+
+def capacity_notes(agg: dict, level: float = 0.95) -> list[str]:
+    """Where each variant's recall (mean over seeds) first falls below `level` as the facts held grow."""
+    notes = []
+    for env, variants in agg.items():
+        for variant, cell in variants.items():
+            curve = series(cell["metrics"], "recall_facts")
+            if len(curve) < 2:  # only the run's own evaluation: no curve to read a capacity from
+                continue
+            held = [k for k, s in curve if s["mean"] >= level]
+            below = next(((k, s) for k, s in curve if s["mean"] < level), None)
+            if below is None:
+                text = f">= {level:.0%} up to {curve[-1][0]} facts held (the most tried)"
+            elif below[0] == curve[0][0]:
+                text = f"below {level:.0%} already at {below[0]} facts held, the fewest tried ({below[1]['mean']:.3f})"
+            else:
+                kept = max([k for k in held if k < below[0]] or [0])
+                text = (f"falls below {level:.0%} at {below[0]} facts held ({below[1]['mean']:.3f})"
+                        + (f"; >= {level:.0%} up to {kept}" if kept else ""))
+            notes.append(f"{env} / {variant}: {text}")
+    return notes
+
+
+# ---------------------------------------------------------------- Markdown
+def fmt(stat: dict | None, kind: str = "frac") -> str:
+    """`mean [low, high]` (90% bootstrap interval over seeds; one seed: the value alone)."""
+    if stat is None:
+        return "–"
+    one, unit, scale = {"frac": "{:.3f}", "int": "{:,.0f}", "s": "{:.0f}"}.get(kind, "{:.1f}"), "", 1.0
+    if kind == "bytes":  # one unit for the cell, chosen by the mean (KiB for a recurrent state, MiB for a store)
+        unit, scale = next((u, 2.0**-e) for u, e in ((" GiB", 30), (" MiB", 20), (" KiB", 10), (" B", 0))
+                           if stat["mean"] >= 2**e or e == 0)
+    mean, low, high = (one.format(stat[k] * scale) for k in ("mean", "low", "high"))
+    return mean + unit if stat["n"] == 1 or low == high else f"{mean} [{low}, {high}]{unit}"
+
+
+MAIN_COLUMNS = [("accuracy", "eval accuracy", "frac"), ("acc_within_window", "acc d<=W", "frac"),
+                ("acc_beyond_window", "acc d>W", "frac"), ("ACC", "ACC", "frac"), ("BWT", "BWT", "frac"),
+                ("FWT", "FWT", "frac"), ("forgetting", "forgetting", "frac"), ("params", "params", "int"),
+                ("memory_bytes", "memory", "bytes"), ("tokens_per_s", "train tokens/s", "int"),
+                ("wall_s", "wall s", "s"), ("cpu_s", "CPU s", "s")]
+SERIES_TABLES = [("acc_d", "Accuracy by distance (bucket upper bound d, steps)", "d<="),
+                 ("recall_delay", "Recall of fresh facts by delay (episodes)", "delay "),
+                 ("recall_facts", "Recall by facts held (capacity: delay x facts_per_episode)", "")]
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    """A Markdown table; numbers right-aligned after the first `text_columns` columns."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _seeds(cell: dict) -> str:
+    total = len(cell["seeds"]) + len(cell["failed"])
+    return f"{len(cell['seeds'])}/{total}" + (f" ({len(cell['failed'])} FAILED)" if cell["failed"] else "")
+
+
+def env_tables(env: str, variants: dict) -> list[str]:
+    present = {name for cell in variants.values() for name in cell["metrics"]}
+    columns = [c for c in MAIN_COLUMNS if c[0] in present  # the window split means something for LongDependency
+               and (c[0] not in ("acc_within_window", "acc_beyond_window") or _family(env) == "LongDependency")
+               and (c[0] != "ACC" or "BWT" in present)]  # one task: ACC is the eval accuracy again
+    rows = [[variant, cell["agent"], _seeds(cell)] + [fmt(cell["metrics"].get(k), kind) if cell["seeds"]
+                                                      else "FAILED" for k, _, kind in columns]
+            for variant, cell in variants.items()]
+    lines = [f"## {env}", ""] + _table(["variant", "agent", "seeds ok", *[c[1] for c in columns]], rows, 2)
+    for prefix, title, label in SERIES_TABLES:
+        keys = sorted({k for cell in variants.values() for k, _ in series(cell["metrics"], prefix)})
+        if not keys or (prefix == "acc_d" and len(keys) < 2):  # one bucket (every recall as far): no table
+            continue
+        rows = [[variant] + [fmt(cell["metrics"].get(f"{prefix}{k}")) for k in keys]
+                for variant, cell in variants.items() if any(f"{prefix}{k}" in cell["metrics"] for k in keys)]
+        lines += ["", f"{title}:", ""] + _table(["variant", *[f"{label}{k}" for k in keys]], rows)
+    return lines + [""]
+
+
+def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict) -> str:
+    failed = [r for r in records if r["status"] != OK]
+    cpu = sum(r.get("cpu_s") or 0.0 for r in records)
+    lines = [f"# memstream benchmark: suite `{context['suite']}`", "",
+             f"- command: `{context['command']}`",
+             f"- machine: {context['machine']}",
+             f"- started {context['started']}, wall time {context['wall_s'] / 60:.1f} min, "
+             f"{context['workers']} runs at a time" + (" (INTERRUPTED: partial results)" if context.get(
+                 "interrupted") else ""),
+             f"- runs: {len(records)} ({len(records) - len(failed)} ok, {len(failed)} failed); CPU time "
+             f"{cpu / 60:.1f} min, i.e. about {cpu / 60 / context['workers']:.1f} min of wall time at "
+             f"{context['workers']} runs at a time on an otherwise idle machine", "",
+             "Cells: mean over seeds [90% bootstrap interval]. Accuracies are fractions of scored steps on the final "
+             "evaluation; NeedleRecall evaluates fresh facts (never trained on) with memory writes off.", "",
+             "## Targets", ""]
+    rows = [[t["env"], t["variant"], t["target"], t["status"], t["detail"]] for t in targets]
+    lines += _table(["env", "variant", "target", "status", "number"], rows, 5) + [""]
+    notes = capacity_notes(agg)
+    if notes:
+        lines += ["Capacity (NeedleRecall, recall >= 95% as the facts held grow):", ""] + [f"- {n}" for n in notes]
+        lines.append("")
+    for env, variants in agg.items():
+        lines += env_tables(env, variants)
+    if failed:
+        lines += ["## Failed runs", ""]
+        for r in failed:
+            lines += [f"- {r['env']} / {r['variant']} / seed {r['seed']}: {r['status']} ({r.get('error_kind', '')}), "
+                      f"`{r['run_dir']}`", "", "```", (r.get("error") or "").rstrip(), "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(bench_dir, records: list[dict], context: dict, chance_margin: float = DEFAULT_CHANCE_MARGIN):
+    """results.json (every number, per seed too) and results.md; returns (aggregate, targets, markdown)."""
+    agg = aggregate(records)
+    targets = check_targets(agg, chance_margin)
+    text = markdown(agg, targets, records, context)
+    write_json_atomic(bench_dir / "results.json", {**context, "chance_margin": chance_margin, "targets": targets,
+                                                   "capacity": capacity_notes(agg), "aggregate": agg,
+                                                   "runs": records})
+    write_text_atomic(bench_dir / "results.md", text)
+    return agg, targets, text

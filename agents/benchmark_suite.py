@@ -1,0 +1,112 @@
+"""Benchmark suite files (`agents/conf/benchmark/<name>.yaml`): their schema and loading, checked in one line.
+
+A suite holds every budget of a benchmark, so it can be retuned without code changes:
+    description, seeds (the default of seeds=), timeout_s (per run, probes included; null: none)
+    overrides   run-config overrides for every run
+    envs        {env id: {overrides: [...], probes: {variants: [...], vary: {env option: [values]}}}}
+    variants    {name: {agent: memnet|transformer|lstm|gru, overrides: [...]}}
+    targets     {chance_margin: "at chance" means mean accuracy <= chance + this}
+`probes` re-evaluate the named variants' final checkpoints with one env option changed at a time
+(`python -m agents.evaluate ... env.kwargs.<option>=v1,v2,...`), e.g. NeedleRecall's capacity curve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from agents.benchmark_report import DEFAULT_CHANCE_MARGIN
+from agents.config import AGENTS, ConfigError, group_options
+from agents.tune_space import _positive_int
+
+
+@dataclass
+class ProbeSpec:
+    variants: list[str] = field(default_factory=list)
+    vary: dict[str, list[Any]] = field(default_factory=dict)  # env option -> values
+
+
+@dataclass
+class EnvSpec:
+    overrides: list[str] = field(default_factory=list)
+    probes: ProbeSpec = field(default_factory=ProbeSpec)
+
+
+@dataclass
+class VariantSpec:
+    agent: str = MISSING
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TargetSpec:
+    chance_margin: float = DEFAULT_CHANCE_MARGIN  # "at chance": mean accuracy <= chance + this
+
+
+@dataclass
+class SuiteSpec:
+    """A suite file's schema: OmegaConf checks field names and types against it (as agents/config.py does)."""
+
+    description: str = ""
+    seeds: int = 3
+    timeout_s: float | None = None
+    overrides: list[str] = field(default_factory=list)
+    envs: dict[str, EnvSpec] = field(default_factory=dict)
+    variants: dict[str, VariantSpec] = field(default_factory=dict)
+    targets: TargetSpec = field(default_factory=TargetSpec)
+
+
+def suite_overrides(where: str, items: list[str]) -> list[str]:
+    if not all("=" in o for o in items):
+        raise ConfigError(f"{where}: overrides are key=value strings; got {items!r}")
+    return [f"++{o.lstrip('+')}" if o.lstrip("+").startswith("env.kwargs.") else o for o in items]  # ++: add or set
+
+
+def load_suite(name: str) -> SuiteSpec:
+    """The suite `agents/conf/benchmark/<name>.yaml` (or a path to a yaml), checked; bad input: one line."""
+    from importlib.resources import files
+
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"suite file {name!r} not found")
+        text = path.read_text()
+    elif name in group_options("benchmark"):
+        text = (files("agents.conf") / "benchmark" / f"{name}.yaml").read_text()
+    else:
+        raise ConfigError(f"unknown suite {name!r}; choose one of: {', '.join(group_options('benchmark'))} "
+                          "(or a path to a suite .yaml)")
+    try:
+        suite = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SuiteSpec), yaml.safe_load(text) or {}))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"suite {name!r}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OmegaConfBaseException as exc:  # a wrong type, or a field the schema lacks: name it and the fields
+        schema = getattr(exc, "object_type", None)
+        if isinstance(exc, ConfigKeyError) and is_dataclass(schema):
+            known = ", ".join(f.name for f in fields(schema))
+            raise ConfigError(f"suite {name!r}: {exc.full_key} is not a field (fields: {known})") from None
+        raise ConfigError(f"suite {name!r}: {exc.full_key or 'file'}: {str(exc.msg).splitlines()[0]}") from None
+    suite.seeds = _positive_int("seeds", suite.seeds)
+    if suite.timeout_s is not None and suite.timeout_s <= 0:
+        raise ConfigError(f"suite {name!r}: timeout_s={suite.timeout_s}: must be > 0 seconds, or null for none")
+    suite.overrides = suite_overrides("overrides", suite.overrides)
+    for env, spec in suite.envs.items():
+        spec.overrides = suite_overrides(f"envs.{env}.overrides", spec.overrides)
+        if not all(spec.probes.vary.values()):
+            raise ConfigError(f"envs.{env}.probes.vary: each env option needs a non-empty list of values")
+        if set(spec.probes.variants) - set(suite.variants):
+            raise ConfigError(f"envs.{env}.probes.variants: {sorted(set(spec.probes.variants) - set(suite.variants))}"
+                              f" are not variants of the suite ({', '.join(suite.variants)})")
+    for variant, spec in suite.variants.items():
+        spec.overrides = suite_overrides(f"variants.{variant}.overrides", spec.overrides)
+        if spec.agent not in AGENTS:
+            raise ConfigError(f"variants.{variant}.agent={spec.agent!r}: choose one of {AGENTS}")
+    if not suite.envs or not suite.variants:
+        raise ConfigError(f"suite {name!r} needs at least one entry under envs: and under variants:")
+    suite.description = suite.description or name
+    return suite
