@@ -4,18 +4,20 @@
       reads, all from memory as it was when the call started (block-recurrent):
         slot bank     MultiHeadMemoryBank.read(h)                               (memory.slots > 0)
         internal      LM2Memory / LinformerMemory read-out                      (memory.internal != none)
-        store         q = W_q LN(h) -> FaissStore.search -> TieredKVCache K/V
-                      -> MemoryAttention(LN(h), retrieved K/V)                  (memory.store)
+        store         x = LN(h), key input S [x_{t-1} ; x_t]; q = W_q x -> FaissStore.search ->
+                      TieredKVCache K/V -> MemoryAttention over [window ; x ; retrieved]   (memory.store)
       -> Fusion(h, reads) -> LayerNorm -> logits (B, T, V)
     writes, at the end of the call, only where `writes` (B, T) is True:
         slot bank  write(h);  internal memory  update from h (other positions zeroed);
-        store      key = W_k LN(h), value = h, attention K/V = project_kv(LN(h)) into the cache.
+        store      key = W_k S [x_{t-1} ; x_t], value = h, attention K/V into the cache; with
+                   memory.store_replace, entries of the lane with (nearly) the same key are removed first.
 
-Why the store can recall a value shown far outside the window: the hidden state at a value's position has
-the key in its window, so its stored key W_k LN(h) carries the key; at a later query the controller sees
-the key again, and W_q LN(h) there searches for it. W_q and W_k are MemoryAttention's own query/key
-projections, so the search ranks entries as the attention will score them, and the attention's gradient
-(which raises the logits of useful memories) trains the search too (as in Memorizing Transformers).
+Why the store can recall a value shown far outside the window (smeared keys, as in Memorizing Transformers'
+kNN layer plus a token shift): a memory is keyed by what came just before it, S starting as "take x_{t-1}",
+and W_q starts as a multiple of W_k, so a query for the current context finds the positions that followed
+the same context earlier; their values (W_v x) carry what followed. The search and the read use the same
+projections as the attention over the window, so what attention learns inside the window also trains the
+addressing of memories beyond it.
 
 Reads never see this call's own writes, so acting one token at a time with writes off gives exactly the
 logits of the learning forward over the chunk from the same starting state. Gradients do not cross calls
@@ -45,6 +47,7 @@ from memory.slots import MultiHeadMemoryBank, SlotState, WriteInfo
 from memory.store import FaissStore
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
+REPLACE_CANDIDATES = 4  # nearest entries a store write checks for replacement (memory.store_replace)
 
 
 class MemNet(AgentModel):
@@ -188,8 +191,9 @@ class MemNet(AgentModel):
         xs = torch.cat((state["window.inputs"].to(x.dtype), x), dim=1)  # (B, W-1+T, D)
         ks = torch.cat((state["window.keys"].to(x.dtype), keys_in), dim=1)
         C = self.controller.context
-        nxt = {"window.last": x[:, -1].float(), "window.inputs": xs[:, -C:].float(), "window.keys": ks[:, -C:].float()}
-        return xs, ks, nxt
+        keep = slice(xs.shape[1] - C, None)  # the newest C columns (none when W = 1; xs[:, -0:] would keep all)
+        nxt = {"window.last": x[:, -1], "window.inputs": xs[:, keep], "window.keys": ks[:, keep]}
+        return xs, ks, {name: t.float() for name, t in nxt.items()}
 
     def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, writes: Tensor, meta: dict | None) -> None:
         """Add the written positions to the store (search key = attention key, value h) and their attention K/V
@@ -199,7 +203,7 @@ class MemNet(AgentModel):
         with torch.no_grad():
             mem_k, mem_v = self.store_attn.project_kv(x.float(), key_in.float())  # (B, T, H, d)
             if self.cfg.memory.store_replace > 0 and len(self.store):
-                found = self.store.search(mem_k.flatten(2).cpu(), min(4, self.cfg.memory.store_top_k))
+                found = self.store.search(mem_k.flatten(2).cpu(), REPLACE_CANDIDATES)
                 stale = (found.scores >= self.cfg.memory.store_replace) & writes.cpu().numpy()[..., None]
                 gone = np.unique(found.ids[stale])
                 self.store.remove(gone)

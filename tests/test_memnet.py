@@ -41,6 +41,7 @@ def seed():
     dict(internal="lm2", fusion="concat"),
     dict(internal="linformer", fusion="cross_attention"),
     dict(slots=0, store_scope="shared"),
+    dict(window=1),  # no window at all: the store path carries only the previous input
 ])
 def test_acting_equals_chunk_forward_with_memory(mem):
     model = MemNet(model_cfg(**mem)).eval()
