@@ -98,16 +98,16 @@ class EpisodeRunner:
         cols: dict[str, list] = {k: [] for k in ("tokens", "targets", "scored", "writes", "actions", "rewards",
                                                   "task", "distance", "delay")}
         s_act, done = state, False
-        pending: list[np.ndarray] = []  # observations not yet fed to the acting model (B,) each
+        fed = 0  # steps of this chunk already fed to the acting model
         with torch.no_grad(), self.autocast():
             while len(cols["tokens"]) < self.chunk and not done:
-                pending.append(np.asarray(obs))
                 if np.any(info["scored"]):  # the policy is only needed where an answer is scored
-                    tok = torch.as_tensor(np.stack(pending, axis=1), dtype=torch.long, device=dev)  # (B, n)
+                    block = np.stack(cols["tokens"][fed:] + [np.asarray(obs)], axis=1)  # (B, n): unfed + this step
+                    tok = torch.as_tensor(block, dtype=torch.long, device=dev)
                     writes = torch.zeros(tok.shape, dtype=torch.bool, device=dev)
                     logits, s_act, _ = self.model(tok, s_act, writes)
                     logits = logits[:, -1].float()  # (B, V)
-                    pending = []
+                    fed = len(cols["tokens"]) + 1
                     if sample:
                         action = torch.distributions.Categorical(logits=logits).sample()
                     else:
