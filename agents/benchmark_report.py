@@ -20,8 +20,7 @@ from pathlib import Path
 
 from agents.cl_metrics import bootstrap_ci
 from agents.config import ConfigError
-from agents.report import write_json_atomic
-from agents.tune_results import write_text_atomic
+from agents.report import write_json_atomic, write_text_atomic
 
 OK, FAILED, PROBE_FAILED = "ok", "failed", "probe failed"  # a run's status
 MET, MISSED, NOT_RUN = "met", "MISSED", "not run"

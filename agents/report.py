@@ -28,12 +28,23 @@ def _clean(x):
     return x
 
 
-def write_json_atomic(path: str | Path, data: dict) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text to a temp file in the same folder, then os.replace: never half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(_clean(data), f, indent=2)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(_clean(data), indent=2))
 
 
 def final_metrics(trainer) -> dict:

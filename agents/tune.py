@@ -26,8 +26,9 @@ from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError
 from agents.config import ConfigError, load_config, validate
+from agents.report import write_text_atomic
 from agents.tune_metrics import EnvFacts, check_metric, default_metric
-from agents.tune_results import UNFINISHED, format_table, result_rows, write_results, write_text_atomic
+from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
 from agents.tune_space import (
     SweepPlan,
     check_space_keys,

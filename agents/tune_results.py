@@ -10,34 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from agents.config import to_yaml
 from agents.plots import plot_metric_vs_param
-from agents.report import write_json_atomic
+from agents.report import write_json_atomic, write_text_atomic
 from agents.tune_space import SweepPlan, plain, trial_config, trial_overrides
 
 DONE, STOPPED, ERROR, UNFINISHED = "done", "stopped early", "error", "unfinished"
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write text to a temp file in the same folder, then os.replace: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def trial_status(tune_status: str, metrics: dict | None) -> str:

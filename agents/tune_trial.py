@@ -69,10 +69,10 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int) -> None
     from ray import tune
 
     from agents.config import to_yaml
+    from agents.report import write_text_atomic
     from agents.run import fit
     from agents.tb_logger import TBLogger
     from agents.trainer import Trainer
-    from agents.tune_results import write_text_atomic
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
