@@ -32,7 +32,6 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     """Evaluate every task from the checkpoint; `env_kwargs` replaces env options of the run's config.
 
     Writes the result to `out` (relative: inside the run folder; None: nowhere) and returns it."""
-    from agents.cl_metrics import AccuracyByKey
     from agents.trainer import Trainer
 
     checkpoint = Path(checkpoint).resolve()
@@ -46,12 +45,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         cfg.device = device
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
     trainer = Trainer(cfg, run_dir)
-    buckets = trainer.by_distance
-    # restore() loads the saved distance counts, which must have the saved run's bucket edges; a changed env can
-    # reach farther (a longer episode or delay), so its own edges come back once restored (evaluate_all resets)
-    trainer.by_distance = AccuracyByKey(body["trainer"]["by_distance"]["edges"])
     trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
-    trainer.by_distance = buckets
     accuracy = trainer.evaluate_all()
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,

@@ -236,7 +236,8 @@ class Trainer:
         """Load a checkpoint written by `save` and bring the env to the same point by replaying its resets.
 
         `rewind_eval` stops the replay before the evaluation episodes that followed the last training episode, so
-        a re-evaluation sees exactly the episodes of the run's final evaluation (`agents.evaluate`).
+        a re-evaluation sees exactly the episodes of the run's final evaluation (`agents.evaluate`); the saved
+        accuracy-by-distance/delay counts are then not loaded: the re-evaluation recomputes them.
         """
         body = load_checkpoint(path)
         check_compatible(body["config"], config, path)
@@ -253,8 +254,9 @@ class Trainer:
         self.task_boundaries = list(tr["task_boundaries"])
         self.curves = {int(j): [tuple(p) for p in c] for j, c in tr["curves"].items()}
         self.last_eval = {int(j): a for j, a in tr["last_eval"].items()}
-        self.by_distance.load_state_dict(tr["by_distance"])
-        self.by_delay.load_state_dict(tr["by_delay"])
+        if not rewind_eval:  # a re-evaluation recomputes these (its env may even bucket distances differently)
+            self.by_distance.load_state_dict(tr["by_distance"])
+            self.by_delay.load_state_dict(tr["by_delay"])
         if self.lifetimes is not None and tr.get("slot_lifetimes") is not None:
             self.lifetimes.load_state_dict(tr["slot_lifetimes"])
         log = [tuple(x) for x in tr["reset_log"]]
