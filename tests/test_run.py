@@ -127,3 +127,13 @@ def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not fit this model" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_runtime_memory_keys_may_change_between_save_and_load_but_shapes_may_not():
+    from agents.checkpoint import CheckpointError, check_compatible
+
+    saved = {"model": {"dim": 32}, "memory": {"slots": 8, "store_replace": 0.9, "util_weight": 0.0}}
+    check_compatible(saved, {"model": {"dim": 32}, "memory": {"slots": 8, "store_replace": 0.0, "util_weight": 1.0}},
+                     "x.pt")
+    with pytest.raises(CheckpointError, match="memory.slots: 8 vs 16"):
+        check_compatible(saved, {"model": {"dim": 32}, "memory": {"slots": 16, "store_replace": 0.9}}, "x.pt")
