@@ -47,6 +47,7 @@ from memory.slots import MultiHeadMemoryBank, SlotState, WriteInfo
 from memory.store import FaissStore
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
+COPY_FLOOR = 1e-6  # added to the copy mixture before the log: a token neither source names stays finite
 REPLACE_CANDIDATES = 4  # nearest entries a store write checks for replacement (memory.store_replace)
 
 
@@ -79,7 +80,8 @@ class MemNet(AgentModel):
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int) -> dict[str, Tensor]:
         """Flat dict of tensors: ctrl.k<l> / ctrl.v<l> (B, H, W-1, d) per layer, ctrl.pos (B,), slot.<field>
-        (B, N, ...), internal (B, S, D); store path: window.inputs, window.keys (B, W-1, D), window.last (B, D)."""
+        (B, N, ...), internal (B, S, D); store path: window.inputs, window.keys (B, W-1, D), window.last (B, D),
+        window.tokens (B, W-1) long (what the window positions hold, for the copy read-out)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
         dev = self.device
@@ -94,6 +96,7 @@ class MemNet(AgentModel):
             state["window.inputs"] = torch.zeros(batch_size, self.controller.context, self.cfg.dim, device=dev)
             state["window.keys"] = torch.zeros(batch_size, self.controller.context, self.cfg.dim, device=dev)
             state["window.last"] = torch.zeros(batch_size, self.cfg.dim, device=dev)
+            state["window.tokens"] = torch.zeros(batch_size, self.controller.context, dtype=torch.long, device=dev)
         return state
 
     def _slot_state(self, state: dict) -> SlotState:
@@ -138,6 +141,8 @@ class MemNet(AgentModel):
         if self.cfg.memory.store:
             xs, ks, store_state = self._store_inputs(h, state)  # (B, W-1+T, D) each: [window ; call]
             new_state.update(store_state)
+            toks = torch.cat((state["window.tokens"], tokens), dim=1)  # (B, W-1+T)
+            new_state["window.tokens"] = toks[:, toks.shape[1] - self.controller.context:]
             C = self.controller.context
             x, ctx = xs[:, C:], xs[:, :C]  # this call's inputs (B, T, D), the window before it (B, W-1, D)
             store, cache = self._memory_objects(B)
@@ -145,23 +150,41 @@ class MemNet(AgentModel):
             k = self.cfg.memory.store_top_k
             # the store attention's own context is the window (cached inputs), as the controller's is
             mask = window_mask(state["ctrl.pos"], T, C)  # (B, 1, T, W-1+T)
-            kw = {"attn_mask": mask, "context": ctx, "key_input": ks}
+            copy = self.cfg.memory.copy
+            kw = {"attn_mask": mask, "context": ctx, "key_input": ks, "return_probs": copy > 0}
             if len(store):
                 mem_k, mem_v, mem_mask, ids = retrieve_memory_kv(store, cache, queries, k)
                 store_read, info = self.store_attn(x, mem_k, mem_v, mem_mask, **kw)
             else:  # nothing stored yet: identical to all-masked memory, without the search
                 store_read, info = self.store_attn(x, **kw)
                 ids = torch.full((B, T, k), -1, dtype=torch.long, device=h.device)
+            if copy > 0:  # what each attended position holds: window/call tokens, then the memories' tokens
+                held = toks[:, None].expand(B, T, -1)  # (B, T, W-1+T)
+                if len(store):
+                    mem_toks = torch.from_numpy(store.meta_of(ids.cpu().numpy(), "token")).to(h.device)  # (B, T, k)
+                    held = torch.cat((held, mem_toks), dim=-1)  # (B, T, W-1+T+k)
+                metrics["copy_probs"] = self._copy_distribution(info["probs"], held)
             reads.append(store_read)
             metrics.update(store_ids=ids, memory_share=info["memory_share"].detach().float())
             if any_write:
-                self._write_store(x, ks[:, C:], h, writes, meta)
+                self._write_store(x, ks[:, C:], h, tokens, writes, meta)
 
         z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
         logits = self.head(self.ln_f(z))  # (B, T, V)
+        if "copy_probs" in metrics:  # mixture of the model's prediction and the copy distribution, as log-probs
+            copy = self.cfg.memory.copy
+            mixed = (1 - copy) * torch.softmax(logits.float(), -1) + copy * metrics.pop("copy_probs")
+            logits = torch.log(mixed + COPY_FLOOR)  # (B, T, V); a valid logit vector (CE re-normalises)
         if T > 1:  # chunk calls also report plain floats (single-token acting calls skip the host syncs)
             metrics.update(self._scalar_metrics(metrics))
         return logits, new_state, {"losses": losses, "metrics": metrics}
+
+    def _copy_distribution(self, probs: Tensor, held: Tensor) -> Tensor:
+        """probs (B, T, P) attention weights, held (B, T, P) token ids (-1 = none) -> (B, T, V) float32: the
+        attention mass on each token id (sums to <= 1; positions holding nothing carry no mass)."""
+        probs = probs.float() * (held >= 0)
+        out = probs.new_zeros(*held.shape[:2], self.cfg.vocab_size)
+        return out.scatter_add_(-1, held.clamp(min=0), probs)
 
     def _scalar_metrics(self, metrics: dict) -> dict[str, float]:
         out = {}
@@ -195,7 +218,8 @@ class MemNet(AgentModel):
         nxt = {"window.last": x[:, -1], "window.inputs": xs[:, keep], "window.keys": ks[:, keep]}
         return xs, ks, {name: t.float() for name, t in nxt.items()}
 
-    def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, writes: Tensor, meta: dict | None) -> None:
+    def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, tokens: Tensor, writes: Tensor,
+                     meta: dict | None) -> None:
         """Add the written positions to the store (search key = attention key, value h) and their attention K/V
         to the cache. With memory.store_replace = c > 0 a new memory first removes its lane's memories whose
         keys have cosine >= c with its own: the store keeps the latest thing that followed a context, so a
@@ -203,15 +227,18 @@ class MemNet(AgentModel):
         with torch.no_grad():
             mem_k, mem_v = self.store_attn.project_kv(x.float(), key_in.float())  # (B, T, H, d)
             if self.cfg.memory.store_replace > 0 and len(self.store):
-                found = self.store.search(mem_k.flatten(2).cpu(), REPLACE_CANDIDATES)
-                stale = (found.scores >= self.cfg.memory.store_replace) & writes.cpu().numpy()[..., None]
+                new_keys = mem_k.flatten(2).cpu().numpy()  # (B, T, D)
+                found = self.store.search(new_keys, REPLACE_CANDIDATES)
+                near = self.store.keys_of(found.ids)  # (B, T, c, D): cosine to each candidate, whatever the metric
+                cos = np.einsum("btd,btcd->btc", new_keys, near) / np.maximum(
+                    np.linalg.norm(new_keys, axis=-1)[..., None] * np.linalg.norm(near, axis=-1), 1e-12)
+                stale = (cos >= self.cfg.memory.store_replace) & writes.cpu().numpy()[..., None]
                 gone = np.unique(found.ids[stale])
                 self.store.remove(gone)
                 self.cache.remove(gone)
             b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
-            cols = None
+            cols = {"token": tokens[b, t].cpu().numpy()}  # what the entry holds (the copy read-out's pointer)
             if meta is not None:
-                cols = {}
                 for name, col in meta.items():
                     col = torch.as_tensor(np.asarray(col) if not isinstance(col, Tensor) else col)
                     if tuple(col.shape) != tuple(writes.shape):

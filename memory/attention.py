@@ -59,13 +59,16 @@ class MemoryAttention(nn.Module):
 
     def forward(self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None,
                 mem_mask: Tensor | None = None, attn_mask: Tensor | None = None,
-                context: Tensor | None = None, key_input: Tensor | None = None) -> tuple[Tensor, dict]:
+                context: Tensor | None = None, key_input: Tensor | None = None,
+                return_probs: bool = False) -> tuple[Tensor, dict]:
         """x (B, T, D); mem_k, mem_v (B, T, M, H, d); mem_mask (B, T, M) bool (True = present);
         context (B, C, D): earlier inputs that give keys and values but no queries (a cached window; C = 0 if
         None); attn_mask (T, C+T) or (B, 1, T, C+T) bool over [context ; x] (True = allowed, default causal
         over x, all of the context); key_input (B, C+T, D): what the keys of [context ; x] are projected from
         (default [context ; x] itself, see `project_kv`). Returns out (B, T, D) and info with "memory_share"
-        (B, T): attention mass on memory (after the gate, mean over heads) and "gate" (B, T, H)."""
+        (B, T): attention mass on memory (after the gate, mean over heads) and "gate" (B, T, H); with
+        `return_probs` also "probs" (B, T, C+T+M): the attention weights over [context ; x ; memories], mean
+        over heads (M = 0 without memories), e.g. for a copy distribution over what those positions hold."""
         B, T, _ = x.shape
         C = 0 if context is None else context.shape[1]
         scale = self.head_dim ** -0.5
@@ -97,7 +100,10 @@ class MemoryAttention(nn.Module):
             out = ctx_p @ v + torch.einsum("bhtm,btmhd->bhtd", mem_p, mem_v)  # (B, H, T, d)
             share = mem_p.sum(-1).mean(1)  # (B, T)
         out = self.out_proj(out.transpose(1, 2).flatten(2))  # (B, T, D)
-        return out, {"memory_share": share, "gate": torch.sigmoid(gate_logit)}
+        info = {"memory_share": share, "gate": torch.sigmoid(gate_logit)}
+        if return_probs:
+            info["probs"] = probs.mean(1)  # (B, T, C+T(+M))
+        return out, info
 
     def _softmax(self, logits: Tensor) -> Tensor:
         probs = torch.softmax(logits, dim=-1)

@@ -12,6 +12,7 @@ FUSIONS = ("gated", "concat", "cross_attention")
 INTERNAL_KINDS = ("none", "lm2", "linformer")
 STORE_INDEXES = ("flat", "ivf", "hnsw")
 STORE_EVICTIONS = ("fifo", "lru", "importance")
+STORE_METRICS = ("cosine", "ip")
 CACHE_POLICIES = ("lru", "fifo", "importance")
 RESET_MODES = ("never", "episode", "task")
 
@@ -36,8 +37,12 @@ class MemoryConfig:
     store_index: str = "flat"  # flat | ivf | hnsw
     store_eviction: str = "fifo"  # fifo | lru | importance
     store_top_k: int = 8  # memories retrieved per query
+    store_metric: str = "cosine"  # cosine | ip (inner product: rank memories by the attention logit q.k)
     store_replace: float = 0.0  # a write replaces its lane's memories whose keys have cosine >= this (0 = never)
     store_threads: int = 1  # FAISS OpenMP threads (see DESIGN.md pitfalls)
+    # copy read-out: output = (1 - copy) softmax(logits) + copy x (store attention's weights over the tokens its
+    # window positions and memories hold); 0 = off (a pointer over memory, as in kNN-LM / pointer-generators)
+    copy: float = 0.0
     attn_heads: int = 4  # heads of MemoryAttention; the cache stores K/V per head (dim // attn_heads each)
     cache_hot: int = 1024  # entries in the float32 tier
     cache_warm: int = 4096  # entries in the int8 tier
@@ -85,9 +90,11 @@ class MemoryConfig:
         need(self.store_index in STORE_INDEXES, f"store_index={self.store_index!r}: choose one of {STORE_INDEXES}")
         need(self.store_eviction in STORE_EVICTIONS,
              f"store_eviction={self.store_eviction!r}: choose one of {STORE_EVICTIONS}")
+        need(self.store_metric in STORE_METRICS, f"store_metric={self.store_metric!r}: choose one of {STORE_METRICS}")
         need(self.store_top_k >= 1, f"store_top_k={self.store_top_k}: must be >= 1")
         need(self.store_threads >= 1, f"store_threads={self.store_threads}: must be >= 1")
         need(0.0 <= self.store_replace <= 1.0, f"store_replace={self.store_replace}: must lie in [0, 1]")
+        need(0.0 <= self.copy < 1.0, f"copy={self.copy}: must lie in [0, 1) (0 switches the copy read-out off)")
         need(self.attn_heads >= 1 and self.dim % self.attn_heads == 0,
              f"attn_heads={self.attn_heads}: must divide dim={self.dim}")
         for name in ("cache_hot", "cache_warm", "cache_cold"):

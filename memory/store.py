@@ -1,8 +1,10 @@
 """FaissStore: the long-term memory of (key, value, metadata) entries that MemNet searches by similarity.
 
 Layout. Entries live in fixed rows: `partitions x capacity` of them, one partition per lane
-(scope="lane", each lane searches only its own entries) or a single one (scope="shared"). Keys are
-L2-normalised on the way in, and queries too, so scores are cosines.
+(scope="lane", each lane searches only its own entries) or a single one (scope="shared"). With
+metric="cosine" keys are L2-normalised on the way in, and queries too, so scores are cosines; with metric="ip"
+both stay as given and scores are inner products (maximum inner-product search: the ranking of an attention
+layer's logits q.k, which is what a memory read by attention should be retrieved by).
 
 Ids. A row remembers how often it has been written (`gen`); the entry written into row r the g-th time gets
 id `g * rows + r`. The id -> row map is therefore `row = id % rows`, checked against the id the row holds
@@ -26,18 +28,20 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from memory.config import STORE_EVICTIONS, STORE_INDEXES, MemoryConfig
+from memory.config import STORE_EVICTIONS, STORE_INDEXES, STORE_METRICS, MemoryConfig
 from memory.eviction import lowest
 from memory.store_index import HNSWIndex, IVFIndex, exact_topk
 from memory.store_io import StorePersistence
 
 SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
-META_FIELDS = ("lane", "episode", "position", "step", "task", "time")  # columns of the metadata table
-CALLER_META = ("episode", "position", "step", "task")  # what add(meta=...) may set; lane/time come from the store
+META_FIELDS = ("lane", "episode", "position", "step", "task", "time", "token")  # columns of the metadata table
+# what add(meta=...) may set (token: the observation an entry holds); lane/time come from the store
+CALLER_META = ("episode", "position", "step", "task", "token")
+TIME = META_FIELDS.index("time")
 
 
 class SearchResult(NamedTuple):
-    scores: np.ndarray  # (B, Q, k) float32 cosine, -inf where fewer than k entries exist
+    scores: np.ndarray  # (B, Q, k) float32 cosine (or inner product, metric="ip"), -inf where fewer than k exist
     ids: np.ndarray  # (B, Q, k) int64, -1 where fewer than k entries exist
 
 
@@ -85,7 +89,7 @@ class FaissStore(StorePersistence):
     def __init__(self, dim: int, value_dim: int, capacity: int, lanes: int = 1, scope: str = "lane",
                  index: str = "flat", eviction: str = "fifo", threads: int = 1, ivf_lists: int | None = None,
                  ivf_probes: int | None = None, hnsw_neighbors: int = 32, hnsw_ef_search: int = 64,
-                 hnsw_min_entries: int = 1024, exact_block: int | None = None):
+                 hnsw_min_entries: int = 1024, exact_block: int | None = None, metric: str = "cosine"):
         for name, v in (("dim", dim), ("value_dim", value_dim), ("capacity", capacity), ("lanes", lanes),
                         ("threads", threads), ("hnsw_neighbors", hnsw_neighbors),
                         ("hnsw_ef_search", hnsw_ef_search), ("hnsw_min_entries", hnsw_min_entries)):
@@ -94,6 +98,9 @@ class FaissStore(StorePersistence):
         for name, v in (("ivf_lists", ivf_lists), ("ivf_probes", ivf_probes), ("exact_block", exact_block)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1 or None (automatic)")
+        if metric not in STORE_METRICS:
+            raise ValueError(f"FaissStore: metric={metric!r}: choose one of {STORE_METRICS}")
+        self.metric = metric
         if scope not in ("lane", "shared"):
             raise ValueError(f"FaissStore: scope={scope!r}: choose lane or shared")
         if index not in STORE_INDEXES:
@@ -108,9 +115,9 @@ class FaissStore(StorePersistence):
         self.partitions = self.lanes if scope == "lane" else 1
         self.rows = self.partitions * self.capacity
         R = self.rows
-        self._keys = np.zeros((R, self.dim), dtype=np.float32)  # (R, D) normalised
+        self._keys = np.zeros((R, self.dim), dtype=np.float32)  # (R, D) normalised for metric="cosine"
         self._values = np.zeros((R, self.value_dim), dtype=np.float32)  # (R, Dv)
-        self._meta = np.full((R, len(META_FIELDS)), -1, dtype=np.int64)  # (R, 6)
+        self._meta = np.full((R, len(META_FIELDS)), -1, dtype=np.int64)  # (R, len(META_FIELDS))
         self._row_id = np.full(R, -1, dtype=np.int64)  # id held by each row, -1 = empty
         self._gen = np.zeros(R, dtype=np.int64)  # times each row was written: ids are gen * R + row
         self._seq = np.zeros(R, dtype=np.int64)  # insertion order (fifo, tie-breaks)
@@ -126,7 +133,8 @@ class FaissStore(StorePersistence):
     @classmethod
     def from_config(cls, cfg: MemoryConfig, lanes: int, value_dim: int, **kwargs) -> FaissStore:
         return cls(cfg.dim, value_dim, cfg.store_capacity, lanes=lanes, scope=cfg.store_scope,
-                   index=cfg.store_index, eviction=cfg.store_eviction, threads=cfg.store_threads, **kwargs)
+                   index=cfg.store_index, eviction=cfg.store_eviction, threads=cfg.store_threads,
+                   metric=cfg.store_metric, **kwargs)
 
     def _make_ann(self, p: int):
         keys = self._keys[p * self.capacity:(p + 1) * self.capacity]  # view: the index reads keys by row
@@ -137,7 +145,7 @@ class FaissStore(StorePersistence):
     # ------------------------------------------------------------------ writing
     def add(self, keys, values, lanes, meta: dict | None = None, importance=None) -> tuple[np.ndarray, np.ndarray]:
         """Add n entries. keys (n, D), values (n, Dv), lanes (n,) int in [0, lanes); meta: field -> (n,) int
-        for fields among episode/position/step/task (missing -> -1); importance (n,) float (default 0).
+        for fields among episode/position/step/task/token (missing -> -1); importance (n,) float (default 0).
         Returns (ids (n,) int64, evicted ids (m,) int64)."""
         keys, values = _numpy(keys, "keys", np.float32), _numpy(values, "values", np.float32)
         lanes = _numpy(lanes, "lanes", np.int64).reshape(-1)
@@ -149,7 +157,9 @@ class FaissStore(StorePersistence):
             raise ValueError(f"FaissStore.add: lanes must lie in [0, {self.lanes}), got {lanes.min()}..{lanes.max()}")
         if not np.isfinite(values).all():
             raise ValueError("FaissStore.add: values must be finite (got NaN or inf)")
-        inv_norm = _inverse_norms(keys, "keys")  # (n,)
+        inv_norm = _inverse_norms(keys, "keys")  # (n,); also rejects NaN / inf keys
+        if self.metric == "ip":
+            inv_norm = np.ones_like(inv_norm)
         meta = dict(meta or {})
         unknown = set(meta) - set(CALLER_META)
         if unknown:
@@ -196,7 +206,7 @@ class FaissStore(StorePersistence):
         self._meta[dst, 0] = lanes[src]
         for name, col in meta.items():
             self._meta[dst, META_FIELDS.index(name)] = col[src]
-        self._meta[dst, 5] = self._adds
+        self._meta[dst, TIME] = self._adds
         self._seq[dst] = self._stamp[dst] = self._clock + np.arange(n)
         self._clock += n
         self._adds += 1
@@ -282,6 +292,17 @@ class FaissStore(StorePersistence):
         meta["found"] = found
         return values, meta
 
+    def keys_of(self, ids) -> np.ndarray:
+        """ids (...) int64 (-1 allowed) -> stored keys (..., D) float32 (normalised for metric="cosine"), zeros
+        where missing. A peek, like get."""
+        rows, found = self._rows_of(ids)
+        return np.where(found[..., None], self._keys[rows], 0.0).astype(np.float32)
+
+    def meta_of(self, ids, field: str) -> np.ndarray:
+        """ids (...) int64 (-1 allowed) -> that metadata column (...) int64, -1 where missing. A peek, like get."""
+        rows, found = self._rows_of(ids)
+        return np.where(found, self._meta[rows, META_FIELDS.index(field)], -1)
+
     def search(self, queries, k: int, with_values: bool = False) -> SearchResult | SearchHits:
         """queries (B, Q, D) -> SearchResult(scores (B, Q, k), ids (B, Q, k)); with_values=True adds values and
         meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access."""
@@ -294,7 +315,7 @@ class FaissStore(StorePersistence):
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"FaissStore.search: k={k!r}: must be an int >= 1")
         B, Q, _ = q.shape
-        q = _normalise(q, "queries")
+        q = _normalise(q, "queries") if self.metric == "cosine" else q
         groups = q if self.scope == "lane" else q.reshape(1, B * Q, self.dim)  # (P, Q', D)
         scores = np.full((self.partitions, groups.shape[1], k), -np.inf, dtype=np.float32)
         local = np.full(scores.shape, -1, dtype=np.int64)

@@ -15,7 +15,7 @@ import torch
 
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
 
-FORMAT = "memstream.FaissStore/1"
+FORMAT = "memstream.FaissStore/2"  # /2: metadata gained the "token" column
 
 
 class StorePersistence:
@@ -23,7 +23,7 @@ class StorePersistence:
 
     def _settings(self) -> dict:
         return {"dim": self.dim, "value_dim": self.value_dim, "capacity": self.capacity, "lanes": self.lanes,
-                "scope": self.scope, "index": self.index, "eviction": self.eviction}
+                "scope": self.scope, "index": self.index, "eviction": self.eviction, "metric": self.metric}
 
     def _tuning(self) -> dict:
         return {"threads": self.threads, "ivf_lists": self.ivf_lists, "ivf_probes": self.ivf_probes,
