@@ -7,6 +7,8 @@
         store         x = LN(h), key input S [x_{t-1} ; x_t]; q = W_q x -> FaissStore.search ->
                       TieredKVCache K/V -> MemoryAttention over [window ; x ; retrieved]   (memory.store)
       -> Fusion(h, reads) -> LayerNorm -> logits (B, T, V)
+      copy read-out (memory.copy = c > 0): log((1 - c) softmax(logits) + c p_copy), p_copy (B, T, V) = the store
+      attention's weights summed per token id that the attended positions hold (window tokens, entries' "token")
     writes, at the end of the call, only where `writes` (B, T) is True:
         slot bank  write(h);  internal memory  update from h (other positions zeroed);
         store      key = W_k S [x_{t-1} ; x_t], value = h, attention K/V into the cache; with
@@ -18,6 +20,11 @@ and W_q starts as a multiple of W_k, so a query for the current context finds th
 the same context earlier; their values (W_v x) carry what followed. The search and the read use the same
 projections as the attention over the window, so what attention learns inside the window also trains the
 addressing of memories beyond it.
+
+The copy read-out makes the loss train the addressing directly (pointer-generator / kNN-LM): a pointer at the
+wrong position costs at once, so the weights cannot take over the answer and leave memory unused, which is what
+training did without it. The store is searched by the inner product q.k (memory.store_metric=ip), the ranking
+the attention itself uses.
 
 Reads never see this call's own writes, so acting one token at a time with writes off gives exactly the
 logits of the learning forward over the chunk from the same starting state. Gradients do not cross calls

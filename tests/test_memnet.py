@@ -264,3 +264,55 @@ def test_store_replace_keeps_the_latest_memory_of_a_context():
         sizes[replace] = (first, len(model.store))
     assert sizes[0.0] == (24, 48)
     assert sizes[0.99] == (24, 24)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_copy_readout_recalls_what_followed_a_context_beyond_the_window_without_learning(metric):
+    """An untrained MemNet with the copy read-out predicts, for a token seen again past its window, the token
+    that followed it before (stored memory read back as the answer); the memory-free controller cannot."""
+    model = MemNet(model_cfg(window=4, copy=0.9, store_metric=metric, store_top_k=4)).eval()
+    B, T = 2, 24
+    hits = misses = 0
+    with torch.no_grad():
+        for trial in range(5):
+            torch.manual_seed(trial)
+            model.close()
+            stream = torch.stack([torch.randperm(V)[:T] for _ in range(B)])  # distinct tokens per lane
+            _, state, _ = model(stream, model.initial_state(B), torch.ones(B, T, dtype=torch.bool))
+            cue = stream[:, 3:4]  # shown at position 3 (20 steps ago, far beyond the window of 4)
+            logits, _, _ = model(cue, state, no_writes(cue))
+            hits += int((logits[:, -1].argmax(-1) == stream[:, 4]).sum())
+            model.store.clear()  # the same state without its long-term memories
+            logits, _, _ = model(cue, state, no_writes(cue))
+            misses += int((logits[:, -1].argmax(-1) != stream[:, 4]).sum())
+    assert hits >= 9 and misses >= 9  # of 10 (chance: 1 in 31)
+
+
+def test_copy_readout_is_a_mixture_of_the_model_and_a_pointer_over_held_tokens():
+    """exp(logits) = (1 - c) softmax(model logits) + c p_copy (+ a 1e-6 floor), where p_copy only puts mass on
+    tokens the window or the retrieved memories hold: the same weights with copy=0 give the model part."""
+    from agents.memnet import COPY_FLOOR
+    c, B, T = 0.6, 2, 6
+    torch.manual_seed(1)
+    with_copy = MemNet(model_cfg(copy=c)).eval()
+    without = MemNet(model_cfg(copy=0.0)).eval()
+    without.load_state_dict(with_copy.state_dict())
+    first = torch.randint(0, V // 2, (B, 10))  # only the lower half of the vocabulary is ever shown
+    later = torch.randint(0, V // 2, (B, T))
+    outs = []
+    with torch.no_grad():
+        for model in (with_copy, without):
+            _, state, _ = model(first, model.initial_state(B), torch.ones(B, 10, dtype=torch.bool))
+            logits, _, _ = model(later, state, no_writes(later))
+            outs.append(logits)
+    p_copy = (outs[0].exp() - COPY_FLOOR - (1 - c) * torch.softmax(outs[1], -1)) / c  # (B, T, V)
+    assert p_copy.min() > -1e-5 and (p_copy.sum(-1) <= 1 + 1e-4).all() and (p_copy.sum(-1) > 0.5).all()
+    assert p_copy[..., V // 2:].abs().max() < 1e-5  # never-shown tokens get no copy mass
+
+
+def test_copy_must_lie_in_zero_one():
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="copy"):
+            mem_cfg(copy=bad)
+    with pytest.raises(ValueError, match="store_metric"):
+        mem_cfg(store_metric="l2")

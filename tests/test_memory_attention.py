@@ -212,3 +212,20 @@ def test_context_gives_keys_and_values_like_the_same_positions_fed_as_queries():
     assert not torch.allclose(moved, part)
     with pytest.raises(ValueError, match="attn_mask"):
         attn(seq[:, C:], context=seq[:, :C], attn_mask=torch.ones(T, T, dtype=torch.bool))
+
+
+def test_return_probs_are_the_attention_weights_over_context_inputs_and_memories():
+    """probs (B, T, C+T+M), mean over heads: each row sums to 1, and its memory part is memory_share."""
+    torch.manual_seed(0)
+    attn = MemoryAttention(CFG).eval()
+    B, C, T, M = 2, 3, 4, 5
+    x, ctx = torch.randn(B, T, 32), torch.randn(B, C, 32)
+    mem_k, mem_v = torch.randn(B, T, M, 4, 8), torch.randn(B, T, M, 4, 8)
+    _, info = attn(x, mem_k, mem_v, context=ctx, return_probs=True)
+    probs = info["probs"]
+    assert probs.shape == (B, T, C + T + M)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(B, T))
+    torch.testing.assert_close(probs[..., C + T:].sum(-1), info["memory_share"])
+    assert (probs[:, 0, C + 1:C + T] == 0).all()  # causal: the first input sees no later input
+    _, plain = attn(x, mem_k, mem_v, context=ctx)
+    assert "probs" not in plain

@@ -230,3 +230,40 @@ def test_from_config_and_nbytes():
     store = FaissStore.from_config(cfg, lanes=4, value_dim=16)
     assert (store.dim, store.capacity, store.scope, store.eviction, store.partitions) == (16, 32, "shared", "lru", 1)
     assert store.nbytes >= 32 * (16 + 16) * 4
+
+
+def test_ip_metric_ranks_by_inner_product_and_cosine_by_angle():
+    """A long key at 45 degrees beats a unit key on the query's axis by inner product, not by cosine."""
+    keys = np.array([[1.0, 0.0], [3.0, 3.0]], dtype=np.float32)
+    query = np.array([[[1.0, 0.0]]], dtype=np.float32)  # (B=1, Q=1, D=2)
+    first = {}
+    for metric in ("cosine", "ip"):
+        store = FaissStore(2, 1, 8, metric=metric)
+        ids, _ = store.add(keys, np.zeros((2, 1), np.float32), np.zeros(2, np.int64))
+        found = store.search(query, 2)
+        first[metric] = int(found.ids[0, 0, 0]) == int(ids[1])
+        expected = [3.0, 1.0] if metric == "ip" else [1.0, 2 ** -0.5]
+        np.testing.assert_allclose(sorted(found.scores[0, 0], reverse=True), expected, rtol=1e-5)
+        np.testing.assert_allclose(store.keys_of(ids)[1], keys[1] if metric == "ip" else keys[1] / 18 ** 0.5,
+                                   rtol=1e-6)
+    assert first == {"cosine": False, "ip": True}
+
+
+def test_metric_is_validated_and_part_of_the_saved_settings():
+    with pytest.raises(ValueError, match="metric"):
+        FaissStore(2, 1, 8, metric="l2")
+    saved = FaissStore(2, 1, 8, metric="ip").state_dict()
+    with pytest.raises(ValueError, match="metric"):
+        FaissStore(2, 1, 8, metric="cosine").load_state_dict(saved)
+
+
+def test_token_metadata_is_kept_and_read_back_by_id():
+    store = FaissStore(4, 2, 8, lanes=2)
+    keys = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    ids, _ = store.add(keys, np.zeros((3, 2), np.float32), np.array([0, 1, 1]),
+                       meta={"token": np.array([7, 8, 9]), "position": np.array([1, 2, 3])})
+    asked = np.array([[ids[2], -1], [ids[0], ids[1]]])
+    np.testing.assert_array_equal(store.meta_of(asked, "token"), [[9, -1], [7, 8]])
+    store.remove(ids[:1])
+    np.testing.assert_array_equal(store.meta_of(ids, "token"), [-1, 8, 9])  # removed -> missing
+    np.testing.assert_array_equal(store.keys_of(ids)[0], np.zeros(4))
