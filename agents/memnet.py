@@ -123,6 +123,7 @@ class MemNet(AgentModel):
         h, ctrl = self.controller(self.embed(tokens), _controller_part(state))
         new_state = {f"ctrl.{k}": t for k, t in ctrl.items()}
         reads, losses, metrics = [], {}, {"hidden": h.detach()}
+        copy_probs = None  # (B, T, V) with the copy read-out
 
         if self.bank is not None:
             slots = self._slot_state(state)
@@ -170,7 +171,7 @@ class MemNet(AgentModel):
                 if len(store):
                     mem_toks = torch.from_numpy(store.meta_of(ids.cpu().numpy(), "token")).to(h.device)  # (B, T, k)
                     held = torch.cat((held, mem_toks), dim=-1)  # (B, T, W-1+T+k)
-                metrics["copy_probs"] = self._copy_distribution(info["probs"], held)
+                copy_probs = self._copy_distribution(info["probs"], held)
             reads.append(store_read)
             metrics.update(store_ids=ids, memory_share=info["memory_share"].detach().float())
             if any_write:
@@ -178,9 +179,9 @@ class MemNet(AgentModel):
 
         z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
         logits = self.head(self.ln_f(z))  # (B, T, V)
-        if "copy_probs" in metrics:  # mixture of the model's prediction and the copy distribution, as log-probs
+        if copy_probs is not None:  # mixture of the model's prediction and the copy distribution, as log-probs
             copy = self.cfg.memory.copy
-            mixed = (1 - copy) * torch.softmax(logits.float(), -1) + copy * metrics.pop("copy_probs")
+            mixed = (1 - copy) * torch.softmax(logits.float(), -1) + copy * copy_probs
             logits = torch.log(mixed + COPY_FLOOR)  # (B, T, V); a valid logit vector (CE re-normalises)
         if T > 1:  # chunk calls also report plain floats (single-token acting calls skip the host syncs)
             metrics.update(self._scalar_metrics(metrics))
