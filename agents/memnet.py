@@ -123,7 +123,8 @@ class MemNet(AgentModel):
         h, ctrl = self.controller(self.embed(tokens), _controller_part(state))
         new_state = {f"ctrl.{k}": t for k, t in ctrl.items()}
         reads, losses, metrics = [], {}, {"hidden": h.detach()}
-        copy_probs = None  # (B, T, V) with the copy read-out
+        copy = self.cfg.memory.copy if self.cfg.memory.store else 0.0  # the copy read-out points into the store path
+        copy_probs = None  # (B, T, V) when copy > 0
 
         if self.bank is not None:
             slots = self._slot_state(state)
@@ -158,7 +159,6 @@ class MemNet(AgentModel):
             k = self.cfg.memory.store_top_k
             # the store attention's own context is the window (cached inputs), as the controller's is
             mask = window_mask(state["ctrl.pos"], T, C)  # (B, 1, T, W-1+T)
-            copy = self.cfg.memory.copy
             kw = {"attn_mask": mask, "context": ctx, "key_input": ks, "return_probs": copy > 0}
             if len(store):
                 mem_k, mem_v, mem_mask, ids = retrieve_memory_kv(store, cache, queries, k)
@@ -180,7 +180,6 @@ class MemNet(AgentModel):
         z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
         logits = self.head(self.ln_f(z))  # (B, T, V)
         if copy_probs is not None:  # mixture of the model's prediction and the copy distribution, as log-probs
-            copy = self.cfg.memory.copy
             mixed = (1 - copy) * torch.softmax(logits.float(), -1) + copy * copy_probs
             logits = torch.log(mixed + COPY_FLOOR)  # (B, T, V); a valid logit vector (CE re-normalises)
         if T > 1:  # chunk calls also report plain floats (single-token acting calls skip the host syncs)

@@ -158,8 +158,8 @@ class FaissStore(StorePersistence):
         if not np.isfinite(values).all():
             raise ValueError("FaissStore.add: values must be finite (got NaN or inf)")
         inv_norm = _inverse_norms(keys, "keys")  # (n,); also rejects NaN / inf keys
-        if self.metric == "ip":
-            inv_norm = np.ones_like(inv_norm)
+        if self.metric == "ip":  # keys are stored as given
+            inv_norm = None
         meta = dict(meta or {})
         unknown = set(meta) - set(CALLER_META)
         if unknown:
@@ -198,9 +198,12 @@ class FaissStore(StorePersistence):
         dst = slice(rows[0], rows[0] + n) if contiguous else rows  # ... nor scatter
         self._row_id[dst] = ids
         if isinstance(dst, slice):
-            np.multiply(keys, inv_norm[:, None], out=self._keys[dst])  # normalise in place, no temporary
+            if inv_norm is None:
+                self._keys[dst] = keys
+            else:
+                np.multiply(keys, inv_norm[:, None], out=self._keys[dst])  # normalise in place, no temporary
         else:
-            self._keys[dst] = keys[src] * inv_norm[src, None]
+            self._keys[dst] = keys[src] if inv_norm is None else keys[src] * inv_norm[src, None]
         self._values[dst] = values[src]
         self._meta[dst] = -1
         self._meta[dst, 0] = lanes[src]
