@@ -34,7 +34,7 @@ class Chunk:
     writes: torch.Tensor  # (B, C) bool: env's memory_writes
     actions: torch.Tensor  # (B, C) long: what the agent sent to the env
     rewards: torch.Tensor  # (B, C) float: what the env paid for them
-    meta: dict[str, np.ndarray]  # (B, C) int arrays: episode, position, step, task
+    meta: dict[str, np.ndarray]  # (B, C) int arrays: episode, position, task
 
 
 @dataclass
@@ -77,23 +77,23 @@ class EpisodeRunner:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
-    def run(self, state: dict, obs: np.ndarray, info: dict, episode: int, step0: int,
+    def run(self, state: dict, obs: np.ndarray, info: dict, episode: int,
             learner: Learner | None = None, sample: bool = False, on_aux=None,
             by_distance: AccuracyByKey | None = None, by_delay: AccuracyByKey | None = None,
             ) -> tuple[dict, EpisodeStats]:
         """Play the episode that `reset` just began (its first `obs`, `info`) to its end.
 
-        Returns the state after the episode and its stats. `step0` is the lane-step counter at the episode start
-        (store metadata); `sample` draws actions from the policy instead of taking the argmax.
+        Returns the state after the episode and its stats. `episode` is recorded with store entries; `sample`
+        draws actions from the policy instead of taking the argmax.
         """
         stats = EpisodeStats()
         done = False
         while not done:
-            state, done, obs, info = self._chunk(state, obs, info, episode, step0, stats,
+            state, done, obs, info = self._chunk(state, obs, info, episode, stats,
                                                  learner, sample, by_distance, by_delay, on_aux)
         return state, stats
 
-    def _chunk(self, state, obs, info, episode, step0, stats, learner, sample, by_distance, by_delay, on_aux):
+    def _chunk(self, state, obs, info, episode, stats, learner, sample, by_distance, by_delay, on_aux):
         B, dev = self.num_lanes, self.device
         cols: dict[str, list] = {k: [] for k in ("tokens", "targets", "scored", "writes", "actions", "rewards",
                                                   "task", "distance", "delay")}
@@ -135,7 +135,7 @@ class EpisodeRunner:
             actions=torch.as_tensor(arr["actions"], dtype=torch.long, device=dev),
             rewards=torch.as_tensor(arr["rewards"], device=dev),
             meta={"episode": np.full((B, C), episode, dtype=np.int64), "position": pos.astype(np.int64),
-                  "step": (pos + step0).astype(np.int64), "task": arr["task"].astype(np.int64)},
+                  "task": arr["task"].astype(np.int64)},
         )
         # learn (or, in eval, just apply the chunk's memory writes) from the chunk's start state
         if learner is not None:

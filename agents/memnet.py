@@ -75,6 +75,9 @@ class MemNet(AgentModel):
                 self.store_key_in.weight.copy_(torch.cat((torch.eye(cfg.dim), torch.zeros(cfg.dim, cfg.dim)), 1))
                 # x 4: a matching key scores ~8 (softmax logits) against ~+-1 for the others, so from the first
                 # step most attention lands on the match and the memory's prediction is worth learning from
+                # W_k orthogonal (x 3^-1/2, the default init's scale): W_k^T W_k = I / 3, so the search in key-input
+                # space (W_k^T q).s ranks as q.k, and cosines there equal cosines between projected keys
+                nn.init.orthogonal_(self.store_attn.k_proj.weight, gain=3 ** -0.5)
                 self.store_attn.q_proj.weight.copy_(QUERY_SCALE * self.store_attn.k_proj.weight)
         sources = (self.bank is not None) + (self.internal is not None) + m.store
         self.fusion = Fusion(m, sources) if sources else None
@@ -155,13 +158,24 @@ class MemNet(AgentModel):
             C = self.controller.context
             x, ctx = xs[:, C:], xs[:, :C]  # this call's inputs (B, T, D), the window before it (B, W-1, D)
             store, cache = self._memory_objects(B)
-            queries = self.store_attn.q_proj(x)  # (B, T, D): all heads' queries, searched as one vector
+            queries = self.store_attn.q_proj(x)  # (B, T, D): all heads' queries
+            # the store holds key *inputs* s (K = W_k s is projected at read time), so q.k = (W_k^T q).s: the
+            # search vector that ranks entries exactly as the attention's logits, with today's weights
+            search = queries @ self.store_attn.k_proj.weight  # (B, T, D)
             k = self.cfg.memory.store_top_k
             # the store attention's own context is the window (cached inputs), as the controller's is
             mask = window_mask(state["ctrl.pos"], T, C)  # (B, 1, T, W-1+T)
             kw = {"attn_mask": mask, "context": ctx, "key_input": ks, "return_probs": copy > 0}
+            if self.cfg.memory.recency:  # steps from each window position to each query: C + t - i
+                kw["context_age"] = C + torch.arange(T, device=h.device)[:, None] - torch.arange(C + T, device=h.device)
             if len(store):
-                mem_k, mem_v, mem_mask, ids = retrieve_memory_kv(store, cache, queries, k)
+                kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k)  # (B, T, k, H, d) inputs
+                mem_k, mem_v = self.store_attn.project_kv(xin.flatten(-2), kin.flatten(-2))  # (B, T, k, H, d)
+                clock = state["ctrl.pos"][:, None] + torch.arange(T, device=h.device)  # (B, T) the queries' steps
+                age = clock[..., None] - torch.from_numpy(store.meta_of(ids.cpu().numpy(), "step")).to(h.device)
+                mem_mask = mem_mask & (age > C)  # entries still in the query's window are attended there
+                if self.cfg.memory.recency:
+                    kw["mem_age"] = age  # (B, T, k)
                 store_read, info = self.store_attn(x, mem_k, mem_v, mem_mask, **kw)
             else:  # nothing stored yet: identical to all-masked memory, without the search
                 store_read, info = self.store_attn(x, **kw)
@@ -175,7 +189,7 @@ class MemNet(AgentModel):
             reads.append(store_read)
             metrics.update(store_ids=ids, memory_share=info["memory_share"].detach().float())
             if any_write:
-                self._write_store(x, ks[:, C:], h, tokens, writes, meta)
+                self._write_store(x, ks[:, C:], h, tokens, writes, meta, state["ctrl.pos"])
 
         z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
         logits = self.head(self.ln_f(z))  # (B, T, V)
@@ -226,15 +240,16 @@ class MemNet(AgentModel):
         return xs, ks, {name: t.float() for name, t in nxt.items()}
 
     def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, tokens: Tensor, writes: Tensor,
-                     meta: dict | None) -> None:
-        """Add the written positions to the store (search key = attention key, value h) and their attention K/V
-        to the cache. With memory.store_replace = c > 0 a new memory first removes its lane's memories whose
-        keys have cosine >= c with its own: the store keeps the latest thing that followed a context, so a
-        changed mapping (a new task) overwrites the old one instead of competing with it in every search."""
+                     meta: dict | None, pos: Tensor) -> None:
+        """Add the written positions to the store (search key = the attention key's input s, value h; "step" =
+        the lane's clock, ctrl.pos + t, which the recency term measures ages on) and the attention K/V *inputs*
+        (s, x) to the cache, projected at read time. With memory.store_replace = c > 0 a new memory first removes
+        its lane's memories whose keys have cosine >= c with its own: the store keeps the latest thing that
+        followed a context, so a changed mapping overwrites the old one instead of competing with it."""
         with torch.no_grad():
-            mem_k, mem_v = self.store_attn.project_kv(x.float(), key_in.float())  # (B, T, H, d)
+            key_in, x = key_in.float(), x.float()  # (B, T, D)
             if self.cfg.memory.store_replace > 0 and len(self.store):
-                new_keys = mem_k.flatten(2).cpu().numpy()  # (B, T, D)
+                new_keys = key_in.cpu().numpy()  # (B, T, D)
                 found = self.store.search(new_keys, REPLACE_CANDIDATES)
                 near = self.store.keys_of(found.ids)  # (B, T, c, D): cosine to each candidate, whatever the metric
                 cos = np.einsum("btd,btcd->btc", new_keys, near) / np.maximum(
@@ -244,15 +259,20 @@ class MemNet(AgentModel):
                 self.store.remove(gone)
                 self.cache.remove(gone)
             b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
-            cols = {"token": tokens[b, t].cpu().numpy()}  # what the entry holds (the copy read-out's pointer)
+            # what the entry holds (the copy read-out's pointer) and when (the recency term's clock)
+            cols = {"token": tokens[b, t].cpu().numpy(), "step": (pos[b] + t).cpu().numpy()}
             if meta is not None:
+                if "step" in meta:
+                    raise ValueError("meta['step']: MemNet records its own clock as a memory's step; do not pass it")
                 for name, col in meta.items():
                     col = torch.as_tensor(np.asarray(col) if not isinstance(col, Tensor) else col)
                     if tuple(col.shape) != tuple(writes.shape):
                         raise ValueError(f"meta[{name!r}]: expected shape {tuple(writes.shape)}, "
                                          f"got {tuple(col.shape)}")
                     cols[name] = col.to(b.device)[b, t].cpu().numpy()
-            write_memory(self.store, self.cache, mem_k[b, t].flatten(1), h[b, t], mem_k[b, t], mem_v[b, t],
+            heads = (self.store_attn.heads, self.store_attn.head_dim)
+            kin, xin = key_in[b, t], x[b, t]  # (n, D)
+            write_memory(self.store, self.cache, kin, h[b, t], kin.unflatten(-1, heads), xin.unflatten(-1, heads),
                          b.cpu().numpy(), meta=cols)
 
     def _memory_objects(self, batch_size: int) -> tuple[FaissStore, TieredKVCache]:

@@ -72,7 +72,7 @@ class Trainer:
         self.total_episodes = self._default_episodes() if t.episodes is None else int(t.episodes)
         # trainer state (all of it goes into the checkpoint)
         self.episode = 0  # training episodes done (per lane)
-        self.lane_steps = 0  # env steps per lane, train and eval (store metadata)
+        self.lane_steps = 0  # env steps per lane, train episodes (reported with the trainer state)
         self.train_steps = 0  # training env steps per lane: the x-axis of every curve
         self.train_tokens = 0
         self.train_seconds = 0.0
@@ -145,7 +145,7 @@ class Trainer:
                 self.lifetimes.reset()
         obs, info = self._reset(TRAIN, task)
         t0 = time.perf_counter()
-        self.state, stats = self.runner.run(self.state, obs, info, self.episode, self.lane_steps,
+        self.state, stats = self.runner.run(self.state, obs, info, self.episode,
                                             learner=self._learn, sample=self.cfg.train.mode == "reinforce",
                                             on_aux=self._observe_writes)
         self.train_seconds += time.perf_counter() - t0
@@ -187,7 +187,7 @@ class Trainer:
         correct = scored = 0
         for _ in range(int(self.venv.eval_episodes)):
             obs, info = self._reset(EVAL, task)
-            state, stats = self.runner.run(state, obs, info, self.episode, self.lane_steps,
+            state, stats = self.runner.run(state, obs, info, self.episode,
                                            by_distance=self.by_distance, by_delay=self.by_delay)
             correct, scored = correct + stats.correct, scored + stats.scored
         self.model.load_memory_state_dict(saved_memory)

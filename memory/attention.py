@@ -9,11 +9,18 @@ them over token embeddings. Fusion of other memory reads lives in `memory/fusion
 adapter in `memory/retrieval.py`.
 
 Cached memory K/V come from `project_kv` at write time; if the projections keep training, old entries
-drift from what the layer would compute now (as in Memorizing Transformers) — re-project or refresh them.
+drift from what the layer would compute now (as in Memorizing Transformers). MemNet avoids that by caching
+the projections' inputs and projecting the retrieved ones with the current weights (`project_kv`).
+
+Recency: with ages given (steps between a key's position and the query), every logit gets
+-softplus(r_h) log(1 + age), a learned per-head slope on log-age (ALiBi on a log scale). Among keys that match
+equally (the same context seen twice with different successors), the latest wins; the log keeps a memory
+thousands of steps old reachable when it is the only match.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -22,6 +29,7 @@ from torch import Tensor, nn
 
 from memory.config import MemoryConfig
 
+RECENCY_INIT = math.log(math.e - 1)  # softplus(RECENCY_INIT) = 1
 MemoryKV = tuple[Tensor, Tensor, Tensor]  # mem_k, mem_v (B, T, M, H, d), mem_mask (B, T, M)
 
 
@@ -45,6 +53,8 @@ class MemoryAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, inner, bias=False)
         self.out_proj = nn.Linear(inner, cfg.dim)
         self.gate = nn.Linear(cfg.dim, self.heads)  # memory gate logit per token and head
+        # softplus(r) = 1 at the start: a memory 10x older needs a ~2.3 higher logit to win
+        self.recency = nn.Parameter(torch.full((self.heads,), RECENCY_INIT))
         nn.init.zeros_(self.gate.weight)  # starts at g = 0.5 for every token: memory half-weighted
         nn.init.zeros_(self.gate.bias)
         self.dropout = nn.Dropout(dropout)
@@ -60,12 +70,15 @@ class MemoryAttention(nn.Module):
     def forward(self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None,
                 mem_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                 context: Tensor | None = None, key_input: Tensor | None = None,
-                return_probs: bool = False) -> tuple[Tensor, dict]:
+                return_probs: bool = False, context_age: Tensor | None = None,
+                mem_age: Tensor | None = None) -> tuple[Tensor, dict]:
         """x (B, T, D); mem_k, mem_v (B, T, M, H, d); mem_mask (B, T, M) bool (True = present);
         context (B, C, D): earlier inputs that give keys and values but no queries (a cached window; C = 0 if
         None); attn_mask (T, C+T) or (B, 1, T, C+T) bool over [context ; x] (True = allowed, default causal
         over x, all of the context); key_input (B, C+T, D): what the keys of [context ; x] are projected from
-        (default [context ; x] itself, see `project_kv`). Returns out (B, T, D) and info with "memory_share"
+        (default [context ; x] itself, see `project_kv`); context_age (T, C+T) or (B, T, C+T) and mem_age
+        (B, T, M): steps from each key's position to the query (>= 0; None = no recency term).
+        Returns out (B, T, D) and info with "memory_share"
         (B, T): attention mass on memory (after the gate, mean over heads) and "gate" (B, T, H); with
         `return_probs` also "probs" (B, T, C+T+M): the attention weights over [context ; x ; memories], mean
         over heads (M = 0 without memories), e.g. for a copy distribution over what those positions hold."""
@@ -83,6 +96,8 @@ class MemoryAttention(nn.Module):
                              f"tensor, got {tuple(attn_mask.shape)} {attn_mask.dtype}")
         allowed = attn_mask
         logits = (q @ k.transpose(-1, -2)) * scale  # (B, H, T, C+T)
+        if context_age is not None:
+            logits = logits - self._recency_bias(context_age.expand(B, T, C + T)).to(logits.dtype)
         logits = logits.masked_fill(~allowed, -torch.inf)
         gate_logit = self.gate(x)  # (B, T, H)
         if mem_k is None:
@@ -93,6 +108,8 @@ class MemoryAttention(nn.Module):
             self._check_memory(x, mem_k, mem_v, mem_mask)
             mem_logits = torch.einsum("bhtd,btmhd->bhtm", q, mem_k) * scale  # (B, H, T, M)
             mem_logits = mem_logits + F.logsigmoid(gate_logit).transpose(1, 2)[..., None]
+            if mem_age is not None:
+                mem_logits = mem_logits - self._recency_bias(mem_age).to(mem_logits.dtype)
             if mem_mask is not None:
                 mem_logits = mem_logits.masked_fill(~mem_mask[:, None], -torch.inf)
             probs = self._softmax(torch.cat([logits, mem_logits], dim=-1))  # (B, H, T, C + T + M)
@@ -104,6 +121,11 @@ class MemoryAttention(nn.Module):
         if return_probs:
             info["probs"] = probs.mean(1)  # (B, T, C+T(+M))
         return out, info
+
+    def _recency_bias(self, age: Tensor) -> Tensor:
+        """age (B, T, S) steps -> (B, H, T, S) float32: softplus(r_h) log(1 + age), subtracted from the logits."""
+        slope = F.softplus(self.recency.float())  # (H,)
+        return slope[None, :, None, None] * torch.log1p(age.float().clamp(min=0))[:, None]
 
     def _softmax(self, logits: Tensor) -> Tensor:
         probs = torch.softmax(logits, dim=-1)

@@ -43,6 +43,8 @@ class MemoryConfig:
     # copy read-out: output = (1 - copy) softmax(logits) + copy x (store attention's weights over the tokens its
     # window positions and memories hold); 0 = off (a pointer over memory, as in kNN-LM / pointer-generators)
     copy: float = 0.0
+    # store attention: -softplus(r_h) log(1 + age) on every logit, so the latest of equally matching memories wins
+    recency: bool = True
     attn_heads: int = 4  # heads of MemoryAttention; the cache stores K/V per head (dim // attn_heads each)
     cache_hot: int = 1024  # entries in the float32 tier
     cache_warm: int = 4096  # entries in the int8 tier

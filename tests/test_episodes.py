@@ -37,7 +37,7 @@ def test_actions_at_scored_steps_are_the_argmax_of_the_chunk_forward(env_id, age
 
     obs, info = venv.reset(seed=0)
     with torch.no_grad():
-        runner.run(model.initial_state(3), obs, info, episode=0, step0=0, learner=learner)
+        runner.run(model.initial_state(3), obs, info, episode=0, learner=learner)
     actions = np.concatenate([a for a, _ in checked])
     argmax = np.concatenate([b for _, b in checked])
     assert len(actions) > 0 and np.array_equal(actions, argmax)

@@ -269,8 +269,10 @@ def test_store_replace_keeps_the_latest_memory_of_a_context():
 @pytest.mark.parametrize("metric", ["cosine", "ip"])
 def test_copy_readout_recalls_what_followed_a_context_beyond_the_window_without_learning(metric):
     """An untrained MemNet with the copy read-out predicts, for a token seen again past its window, the token
-    that followed it before (stored memory read back as the answer); the memory-free controller cannot."""
-    model = MemNet(model_cfg(window=4, copy=0.9, store_metric=metric, store_top_k=4)).eval()
+    that followed it before (stored memory read back as the answer); the memory-free controller cannot.
+    recency=False: at width 32 a match scores ~4 logits, and the untrained recency term (-log(1 + age): 3.0 at
+    20 steps, ~1 in the window) would hand much of that to the window; see the recency test below."""
+    model = MemNet(model_cfg(window=4, copy=0.9, store_metric=metric, store_top_k=4, recency=False)).eval()
     B, T = 2, 24
     hits = misses = 0
     with torch.no_grad():
@@ -316,3 +318,61 @@ def test_copy_must_lie_in_zero_one():
             mem_cfg(copy=bad)
     with pytest.raises(ValueError, match="store_metric"):
         mem_cfg(store_metric="l2")
+
+
+@pytest.mark.parametrize("recency", [True, False])
+def test_recency_term_makes_the_latest_of_two_equal_matches_win(recency):
+    """A context seen twice beyond the window, followed by different tokens: with the recency term the untrained
+    model never predicts the older successor and mostly the newer; without it the two split."""
+    model = MemNet(model_cfg(window=4, copy=0.9, store_top_k=4, recency=recency)).eval()
+    B, T = 2, 24
+    newer = older = 0
+    with torch.no_grad():
+        for trial in range(10):
+            torch.manual_seed(trial)
+            model.close()
+            stream = torch.stack([torch.randperm(V)[:T] for _ in range(B)])
+            stream[:, 13] = stream[:, 3]  # the same token at 3 and 13, followed by different ones
+            _, state, _ = model(stream, model.initial_state(B), torch.ones(B, T, dtype=torch.bool))
+            cue = stream[:, 3:4]
+            pred = model(cue, state, no_writes(cue))[0][:, -1].argmax(-1)
+            newer += int((pred == stream[:, 14]).sum())
+            older += int((pred == stream[:, 4]).sum())
+    if recency:
+        assert older == 0 and newer >= 8  # of 20
+    else:
+        assert older >= 5 and newer >= 5
+
+
+def test_search_ranks_memories_by_the_current_attention_logits():
+    """The store holds key inputs s and the search vector is W_k^T q, so after the projections change the
+    retrieved ids are still the top-k of q.(W_k s) with the new weights (no stale keys)."""
+    model = MemNet(model_cfg(window=4, store_metric="ip", store_top_k=4)).eval()
+    B, T = 2, 16
+    with torch.no_grad():
+        tokens = torch.randint(0, V, (B, T))
+        _, state, _ = model(tokens, model.initial_state(B), torch.ones(B, T, dtype=torch.bool))
+        for lin in (model.store_attn.q_proj, model.store_attn.k_proj):
+            lin.weight.normal_()
+        cue = torch.randint(0, V, (B, 1))
+        _, _, aux = model(cue, state, no_writes(cue))
+        q = model.store_attn.q_proj(model.store_norm(aux["metrics"]["hidden"]))[:, 0]  # (B, D)
+        every = model.store.search(np.zeros((B, 1, D), np.float32), T).ids[:, 0]  # (B, T): each lane's entries
+        for b in range(B):
+            ids = every[b]
+            assert (ids >= 0).all() and (model.store.meta_of(ids, "lane") == b).all()
+            keys = torch.from_numpy(model.store.keys_of(ids))  # (n, D) key inputs
+            logits = model.store_attn.k_proj(keys) @ q[b]  # (n,)
+            want = ids[logits.argsort(descending=True)[:4].numpy()]
+            assert set(aux["metrics"]["store_ids"][b, 0].tolist()) == set(want.tolist())
+
+
+def test_meta_step_is_memnets_own_clock():
+    model = MemNet(model_cfg(window=4))
+    tokens = torch.randint(0, V, (1, 6))
+    with torch.no_grad():
+        state = model(tokens, model.initial_state(1), torch.ones(1, 6, dtype=torch.bool))[1]
+        model(tokens, state, torch.ones(1, 6, dtype=torch.bool))
+        with pytest.raises(ValueError, match="own clock"):
+            model(tokens, state, torch.ones(1, 6, dtype=torch.bool), {"step": np.zeros((1, 6))})
+    assert model.store.meta_of(np.arange(12), "step").tolist() == list(range(12))  # tokens seen by the lane

@@ -1,5 +1,7 @@
 """MemoryAttention, Fusion, MemoryAugmentedLayer/Transformer and the store + cache adapter."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -229,3 +231,39 @@ def test_return_probs_are_the_attention_weights_over_context_inputs_and_memories
     assert (probs[:, 0, C + 1:C + T] == 0).all()  # causal: the first input sees no later input
     _, plain = attn(x, mem_k, mem_v, context=ctx)
     assert "probs" not in plain
+
+
+def test_recency_term_weights_equal_matches_by_age():
+    """Two memories with the same key: without ages they split evenly; with ages 9 and 99 each head's logits
+    get -s_h log(1 + age), s_h = softplus(r_h) (exactly 1 at the start)."""
+    attn = MemoryAttention(CFG)
+    torch.testing.assert_close(F.softplus(attn.recency), torch.ones(H))
+    x = torch.randn(1, 1, 32)
+    k, v = torch.randn(1, 1, 1, H, d).expand(1, 1, 2, H, d), torch.randn(1, 1, 2, H, d)
+    ages = torch.tensor([[[9.0, 99.0]]])  # (B, T, M)
+    with torch.no_grad():
+        attn.recency.copy_(torch.tensor([0.0, 0.5, 1.0, 2.0]))
+        _, plain = attn(x, k, v, return_probs=True)
+        _, aged = attn(x, k, v, return_probs=True, mem_age=ages)
+        q = attn._heads(attn.q_proj(x))[0, 0]  # (H, d)
+        own = (q * attn._heads(attn.k_proj(x))[0, 0]).sum(-1) / d ** 0.5  # (H,) the query's own position
+        mem = (q * k[0, 0, 0]).sum(-1) / d ** 0.5 + F.logsigmoid(attn.gate(x))[0, 0]  # (H,) either memory
+        slope = F.softplus(attn.recency)  # (H,)
+        logits = torch.stack([own, mem - slope * math.log(10), mem - slope * math.log(100)], -1)  # (H, 3)
+    torch.testing.assert_close(plain["probs"][0, 0, 1], plain["probs"][0, 0, 2])
+    torch.testing.assert_close(aged["probs"][0, 0], torch.softmax(logits, -1).mean(0))
+    assert aged["probs"][0, 0, 1] > 2 * aged["probs"][0, 0, 2]
+
+
+def test_context_ages_penalise_older_window_positions():
+    attn = MemoryAttention(CFG)
+    x, ctx = torch.randn(B, T, 32), torch.randn(B, 3, 32)
+    age = 3 + torch.arange(T)[:, None] - torch.arange(3 + T)  # (T, C+T): steps from each position to each query
+    mask = age >= 0
+    with torch.no_grad():
+        plain, _ = attn(x, context=ctx, attn_mask=mask)
+        aged, _ = attn(x, context=ctx, attn_mask=mask, context_age=age)
+        attn.recency.fill_(-30.0)  # slope ~ 0: the term vanishes
+        off, _ = attn(x, context=ctx, attn_mask=mask, context_age=age)
+    assert not torch.allclose(plain, aged)
+    torch.testing.assert_close(plain, off)
