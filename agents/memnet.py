@@ -55,6 +55,7 @@ from memory.store import FaissStore
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 COPY_FLOOR = 1e-6  # added to the copy mixture before the log: a token neither source names stays finite
+FETCH_FACTOR = 4  # the store search returns FETCH_FACTOR x store_top_k candidates, re-ranked to store_top_k
 REPLACE_CANDIDATES = 4  # nearest entries a store write checks for replacement (memory.store_replace)
 
 
@@ -169,13 +170,13 @@ class MemNet(AgentModel):
             if self.cfg.memory.recency:  # steps from each window position to each query: C + t - i
                 kw["context_age"] = C + torch.arange(T, device=h.device)[:, None] - torch.arange(C + T, device=h.device)
             if len(store):
-                kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k)  # (B, T, k, H, d) inputs
+                clock = (state["ctrl.pos"][:, None] + torch.arange(T, device=h.device)).cpu().numpy()  # (B, T)
+                kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k, fetch=FETCH_FACTOR * k,
+                                                             rescore=self._rescorer(clock))  # (B, T, k, H, d)
                 mem_k, mem_v = self.store_attn.project_kv(xin.flatten(-2), kin.flatten(-2))  # (B, T, k, H, d)
-                clock = state["ctrl.pos"][:, None] + torch.arange(T, device=h.device)  # (B, T) the queries' steps
-                age = clock[..., None] - torch.from_numpy(store.meta_of(ids.cpu().numpy(), "step")).to(h.device)
-                mem_mask = mem_mask & (age > C)  # entries still in the query's window are attended there
                 if self.cfg.memory.recency:
-                    kw["mem_age"] = age  # (B, T, k)
+                    age = clock[..., None] - store.meta_of(ids.cpu().numpy(), "step")  # (B, T, k)
+                    kw["mem_age"] = torch.from_numpy(age).to(h.device)
                 store_read, info = self.store_attn(x, mem_k, mem_v, mem_mask, **kw)
             else:  # nothing stored yet: identical to all-masked memory, without the search
                 store_read, info = self.store_attn(x, **kw)
@@ -199,6 +200,24 @@ class MemNet(AgentModel):
         if T > 1:  # chunk calls also report plain floats (single-token acting calls skip the host syncs)
             metrics.update(self._scalar_metrics(metrics))
         return logits, new_state, {"losses": losses, "metrics": metrics}
+
+    def _rescorer(self, clock: np.ndarray):
+        """The store's candidates re-scored as the attention will see them (retrieve-then-rerank): memories
+        still inside the query's window are dropped (the window attends them already), and with the recency
+        term on an ip store, score = q.k / (H sqrt(d)) - mean_h softplus(r_h) log(1 + age), the head-mean logit.
+        Without it, a context seen in many old episodes fills the k slots with stale copies and the one
+        written minutes ago (the answer) is not among them. clock (B, T): the queries' steps."""
+        C, attn, m = self.controller.context, self.store_attn, self.cfg.memory
+        on_logit_scale = m.store_metric == "ip"  # cosine scores are not logits: they get no recency term here
+        slope = float(torch.nn.functional.softplus(attn.recency.detach()).mean()) if m.recency else 0.0
+        scale, slope = (1.0 / (attn.heads * attn.head_dim ** 0.5), slope) if on_logit_scale else (1.0, 0.0)
+
+        def rescore(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:  # (B, T, F) each
+            age = clock[..., None] - self.store.meta_of(ids, "step")  # (B, T, F)
+            out = scores * scale - slope * np.log1p(np.maximum(age, 0))
+            return np.where(age > C, out, -np.inf)
+
+        return rescore
 
     def _copy_distribution(self, probs: Tensor, held: Tensor) -> Tensor:
         """probs (B, T, P) attention weights, held (B, T, P) token ids (-1 = none) -> (B, T, V) float32: the

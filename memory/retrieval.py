@@ -7,6 +7,8 @@ cache never serves a memory the store forgot), and caches the new entries' atten
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -15,17 +17,28 @@ from memory.cache import TieredKVCache
 from memory.store import FaissStore
 
 
-def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor, k: int
+def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor, k: int, fetch: int | None = None,
+                       rescore: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """queries (B, T, D) -> mem_k, mem_v (B, T, k, H, d) on queries' device/dtype, mem_mask (B, T, k) bool,
     ids (B, T, k) int64 (-1 where the store had fewer than k entries). An id the store returned but the
-    cache no longer holds is masked out. No gradient flows into the search."""
+    cache no longer holds is masked out. No gradient flows into the search.
+
+    Retrieve-then-rerank: with `rescore(scores, ids) -> scores` (all (B, T, fetch)), the store's best `fetch`
+    (>= k) entries are re-scored (e.g. a recency term; -inf drops an entry) and the best k of them kept."""
     if queries.dim() != 3:
         raise ValueError(f"retrieve_memory_kv: queries must be (B, T, D), got {tuple(queries.shape)}")
-    found = store.search(queries.detach().float().cpu(), k)
-    mem_k, mem_v, mask = cache.get_batch(found.ids)
+    found = store.search(queries.detach().float().cpu(), max(k, fetch or k))
+    ids = found.ids
+    if rescore is not None:
+        scores = np.where(ids >= 0, rescore(found.scores, ids), -np.inf)  # (B, T, fetch)
+        best = np.argsort(-scores, axis=-1, kind="stable")[..., :k]  # (B, T, k)
+        ids = np.where(np.isfinite(np.take_along_axis(scores, best, -1)), np.take_along_axis(ids, best, -1), -1)
+    else:
+        ids = ids[..., :k]
+    mem_k, mem_v, mask = cache.get_batch(ids)
     to = {"device": queries.device, "dtype": queries.dtype}
-    return mem_k.to(**to), mem_v.to(**to), mask.to(queries.device), torch.from_numpy(found.ids).to(queries.device)
+    return mem_k.to(**to), mem_v.to(**to), mask.to(queries.device), torch.from_numpy(ids).to(queries.device)
 
 
 def write_memory(store: FaissStore, cache: TieredKVCache, keys, values, mem_k, mem_v, lanes,

@@ -346,7 +346,8 @@ def test_recency_term_makes_the_latest_of_two_equal_matches_win(recency):
 
 def test_search_ranks_memories_by_the_current_attention_logits():
     """The store holds key inputs s and the search vector is W_k^T q, so after the projections change the
-    retrieved ids are still the top-k of q.(W_k s) with the new weights (no stale keys)."""
+    retrieved ids are still the top-k of the attention's head-mean logit q.(W_k s) / (H sqrt(d)) with the new
+    weights (no stale keys), minus the recency term, among the memories no longer in the window."""
     model = MemNet(model_cfg(window=4, store_metric="ip", store_top_k=4)).eval()
     B, T = 2, 16
     with torch.no_grad():
@@ -362,8 +363,12 @@ def test_search_ranks_memories_by_the_current_attention_logits():
             ids = every[b]
             assert (ids >= 0).all() and (model.store.meta_of(ids, "lane") == b).all()
             keys = torch.from_numpy(model.store.keys_of(ids))  # (n, D) key inputs
-            logits = model.store_attn.k_proj(keys) @ q[b]  # (n,)
-            want = ids[logits.argsort(descending=True)[:4].numpy()]
+            attn = model.store_attn
+            logits = model.store_attn.k_proj(keys) @ q[b] / (attn.heads * attn.head_dim ** 0.5)  # (n,)
+            age = torch.from_numpy(T - model.store.meta_of(ids, "step")).float()  # (n,) the cue is step T
+            score = logits - torch.nn.functional.softplus(attn.recency).mean() * torch.log1p(age)
+            score[age <= 3] = -torch.inf  # still in the window (W = 4)
+            want = ids[score.argsort(descending=True)[:4].numpy()]
             assert set(aux["metrics"]["store_ids"][b, 0].tolist()) == set(want.tolist())
 
 
