@@ -157,6 +157,25 @@ def test_retrieve_memory_kv_returns_the_stored_kv_of_the_nearest_entries():
     assert cache.tier_of(new_ids)[0] == 0
 
 
+def test_retrieve_then_rerank_keeps_the_best_k_of_the_rescored_candidates():
+    """fetch=4 candidates re-scored by `rescore`: the k kept are the best re-scored ones; -inf drops one."""
+    store = FaissStore(8, 1, capacity=8, lanes=1, metric="ip")
+    cache = TieredKVCache(2, 4, hot=8, warm=0, cold=0)
+    keys = torch.eye(8)[:4] * torch.tensor([4.0, 3.0, 2.0, 1.0])[:, None]  # entry i scores 4 - i for the query
+    ids = write_memory(store, cache, keys, torch.zeros(4, 1), keys.view(4, 2, 4), keys.view(4, 2, 4), lanes=[0] * 4)
+    query = torch.ones(1, 1, 8)
+    plain = retrieve_memory_kv(store, cache, query, k=2)[3]
+    assert plain[0, 0].tolist() == ids[:2].tolist()
+
+    def reverse(scores, found):  # prefer low scores, and drop the entry written first
+        return np.where(found == ids[0], -np.inf, -scores)
+
+    _, _, mask, kept = retrieve_memory_kv(store, cache, query, k=2, fetch=4, rescore=reverse)
+    assert kept[0, 0].tolist() == [ids[3], ids[2]] and mask.all()
+    _, _, mask, kept = retrieve_memory_kv(store, cache, query, k=4, fetch=4, rescore=reverse)
+    assert kept[0, 0].tolist() == [ids[3], ids[2], ids[1], -1] and mask[0, 0].tolist() == [True] * 3 + [False]
+
+
 def test_transformer_retrieves_through_store_and_cache():
     torch.manual_seed(7)
     cfg = MemoryConfig(dim=32, attn_heads=4)
