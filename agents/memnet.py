@@ -4,14 +4,15 @@
       reads, all from memory as it was when the call started (block-recurrent):
         slot bank     MultiHeadMemoryBank.read(h)                               (memory.slots > 0)
         internal      LM2Memory / LinformerMemory read-out                      (memory.internal != none)
-        store         x = LN(h), key input S [x_{t-1} ; x_t]; q = W_q x -> FaissStore.search ->
-                      TieredKVCache K/V -> MemoryAttention over [window ; x ; retrieved]   (memory.store)
+        store         x = LN(h), key input s = S [x_{t-1} ; x_t]; q = W_q x -> FaissStore.search(W_k^T q)
+                      -> rerank (recency, not in window) -> TieredKVCache (s, x) -> K, V = W_k s, W_v x
+                      -> MemoryAttention over [window ; x ; retrieved] (log-age recency)     (memory.store)
       -> Fusion(h, reads) -> LayerNorm -> logits (B, T, V)
       copy read-out (memory.copy = c > 0): log((1 - c) softmax(logits) + c p_copy), p_copy (B, T, V) = the store
       attention's weights summed per token id that the attended positions hold (window tokens, entries' "token")
     writes, at the end of the call, only where `writes` (B, T) is True:
         slot bank  write(h);  internal memory  update from h (other positions zeroed);
-        store      key = W_k S [x_{t-1} ; x_t], value = h, attention K/V into the cache; with
+        store      key = s (input of W_k), value = h, step = the lane's clock; (s, x) into the cache; with
                    memory.store_replace, entries of the lane with (nearly) the same key are removed first.
 
 Why the store can recall a value shown far outside the window (smeared keys, as in Memorizing Transformers'
@@ -20,6 +21,10 @@ and W_q starts as a multiple of W_k, so a query for the current context finds th
 the same context earlier; their values (W_v x) carry what followed. The search and the read use the same
 projections as the attention over the window, so what attention learns inside the window also trains the
 addressing of memories beyond it.
+
+Memories are projected when read, with today's weights, and the search vector W_k^T q ranks key inputs
+exactly as the attention's logits (q.W_k s); caching projected K/V left entries written a few hundred updates
+earlier unreachable. The recency term (memory.recency) makes the latest of equally matching memories win.
 
 The copy read-out makes the loss train the addressing directly (pointer-generator / kNN-LM): a pointer at the
 wrong position costs at once, so the weights cannot take over the answer and leave memory unused, which is what
