@@ -15,26 +15,13 @@
         store      key = s (input of W_k), value = h, step = the lane's clock; (s, x) into the cache; with
                    memory.store_replace, entries of the lane with (nearly) the same key are removed first.
 
-Why the store can recall a value shown far outside the window (smeared keys, as in Memorizing Transformers'
-kNN layer plus a token shift): a memory is keyed by what came just before it, S starting as "take x_{t-1}",
-and W_q starts as a multiple of W_k, so a query for the current context finds the positions that followed
-the same context earlier; their values (W_v x) carry what followed. The search and the read use the same
-projections as the attention over the window, so what attention learns inside the window also trains the
-addressing of memories beyond it.
-
-Memories are projected when read, with today's weights, and the search vector W_k^T q ranks key inputs
-exactly as the attention's logits (q.W_k s); caching projected K/V left entries written a few hundred updates
-earlier unreachable. The recency term (memory.recency) makes the latest of equally matching memories win.
-
-The copy read-out makes the loss train the addressing directly (pointer-generator / kNN-LM): a pointer at the
-wrong position costs at once, so the weights cannot take over the answer and leave memory unused, which is what
-training did without it. The store is searched by the inner product q.k (memory.store_metric=ip), the ranking
-the attention itself uses.
-
+Why (README "Agents" has the measurements): keys are smeared (S starts as "take x_{t-1}", W_q as 4 W_k), so a
+query finds the positions that followed the same context before; retrieved memories are projected with today's
+weights (no stale keys) and ranked as the attention ranks them; the recency term lets the latest of equal
+matches win; the copy read-out makes the loss train the addressing directly (pointer-generator / kNN-LM).
 Reads never see this call's own writes, so acting one token at a time with writes off gives exactly the
-logits of the learning forward over the chunk from the same starting state. Gradients do not cross calls
-(the trainer detaches the state between chunks), so the write paths learn from the regularisers and from
-parameters they share with the read paths; at initialisation every write path already stores what it gets.
+logits of the learning forward over the chunk. Gradients do not cross calls, so the write paths learn from the
+regularisers and from parameters they share with the read paths.
 
 With every memory part off (`agent=transformer`) MemNet is the plain controller: h -> LayerNorm -> logits.
 """
@@ -54,7 +41,7 @@ from memory.internal import build_internal_memory
 from memory.losses import memory_regularisers
 from memory.metrics import memory_bytes as bytes_of
 from memory.metrics import read_entropy, store_hit_rate, write_rate
-from memory.retrieval import retrieve_memory_kv, write_memory
+from memory.retrieval import recency_rescore, retrieve_memory_kv, write_memory
 from memory.slots import MultiHeadMemoryBank, SlotState, WriteInfo
 from memory.store import FaissStore
 
@@ -207,22 +194,15 @@ class MemNet(AgentModel):
         return logits, new_state, {"losses": losses, "metrics": metrics}
 
     def _rescorer(self, clock: np.ndarray):
-        """The store's candidates re-scored as the attention will see them (retrieve-then-rerank): memories
-        still inside the query's window are dropped (the window attends them already), and with the recency
-        term on an ip store, score = q.k / (H sqrt(d)) - mean_h softplus(r_h) log(1 + age), the head-mean logit.
-        Without it, a context seen in many old episodes fills the k slots with stale copies and the one
-        written minutes ago (the answer) is not among them. clock (B, T): the queries' steps."""
-        C, attn, m = self.controller.context, self.store_attn, self.cfg.memory
-        on_logit_scale = m.store_metric == "ip"  # cosine scores are not logits: they get no recency term here
+        """Re-score the store's candidates as the attention will see them: with the recency term on an ip store,
+        the head-mean logit q.k / (H sqrt(d)) minus mean_h softplus(r_h) log(1 + age); memories still in the
+        window dropped. Without it, a context seen in many old episodes fills the k slots with stale copies."""
+        attn, m = self.store_attn, self.cfg.memory
+        if m.store_metric != "ip":  # cosine scores are not logits: no recency term here
+            return recency_rescore(self.store, clock, self.controller.context, 1.0, 0.0)
         slope = float(torch.nn.functional.softplus(attn.recency.detach()).mean()) if m.recency else 0.0
-        scale, slope = (1.0 / (attn.heads * attn.head_dim ** 0.5), slope) if on_logit_scale else (1.0, 0.0)
-
-        def rescore(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:  # (B, T, F) each
-            age = clock[..., None] - self.store.meta_of(ids, "step")  # (B, T, F)
-            out = scores * scale - slope * np.log1p(np.maximum(age, 0))
-            return np.where(age > C, out, -np.inf)
-
-        return rescore
+        return recency_rescore(self.store, clock, self.controller.context, 1 / (attn.heads * attn.head_dim ** 0.5),
+                               slope)
 
     def _copy_distribution(self, probs: Tensor, held: Tensor) -> Tensor:
         """probs (B, T, P) attention weights, held (B, T, P) token ids (-1 = none) -> (B, T, V) float32: the

@@ -41,6 +41,18 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
     return mem_k.to(**to), mem_v.to(**to), mask.to(queries.device), torch.from_numpy(ids).to(queries.device)
 
 
+def recency_rescore(store: FaissStore, clock: np.ndarray, window: int, scale: float, slope: float
+                    ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A `rescore` for retrieve_memory_kv: score * scale - slope * log(1 + age), age = clock (B, T) minus the
+    entry's "step" metadata; entries with age <= window (still in the query's attention window) dropped."""
+    def rescore(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:  # (B, T, F) each
+        age = clock[..., None] - store.meta_of(ids, "step")  # (B, T, F)
+        out = scores * scale - slope * np.log1p(np.maximum(age, 0))
+        return np.where(age > window, out, -np.inf)
+
+    return rescore
+
+
 def write_memory(store: FaissStore, cache: TieredKVCache, keys, values, mem_k, mem_v, lanes,
                  meta: dict | None = None, importance=None) -> np.ndarray:
     """Add n memories to store and cache together. keys (n, D) search keys; values (n, Dv) store values;
