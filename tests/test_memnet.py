@@ -266,6 +266,18 @@ def test_store_replace_keeps_the_latest_memory_of_a_context():
     assert sizes[0.99] == (24, 24)
 
 
+def written_stream(model: MemNet, trial: int, B: int = 2, T: int = 24, repeat: tuple[int, int] | None = None):
+    """A fresh store, then B lanes of T distinct tokens (seeded by `trial`) written everywhere; `repeat` = (src,
+    dst) copies the token at src to dst. Returns the stream (B, T) and the state after it."""
+    torch.manual_seed(trial)
+    model.close()
+    stream = torch.stack([torch.randperm(V)[:T] for _ in range(B)])  # distinct tokens per lane
+    if repeat is not None:
+        stream[:, repeat[1]] = stream[:, repeat[0]]
+    _, state, _ = model(stream, model.initial_state(B), torch.ones(B, T, dtype=torch.bool))
+    return stream, state
+
+
 @pytest.mark.parametrize("metric", ["cosine", "ip"])
 def test_copy_readout_recalls_what_followed_a_context_beyond_the_window_without_learning(metric):
     """An untrained MemNet with the copy read-out predicts, for a token seen again past its window, the token
@@ -273,14 +285,10 @@ def test_copy_readout_recalls_what_followed_a_context_beyond_the_window_without_
     recency=False: at width 32 a match scores ~4 logits, and the untrained recency term (-log(1 + age): 3.0 at
     20 steps, ~1 in the window) would hand much of that to the window; see the recency test below."""
     model = MemNet(model_cfg(window=4, copy=0.9, store_metric=metric, store_top_k=4, recency=False)).eval()
-    B, T = 2, 24
     hits = misses = 0
     with torch.no_grad():
         for trial in range(5):
-            torch.manual_seed(trial)
-            model.close()
-            stream = torch.stack([torch.randperm(V)[:T] for _ in range(B)])  # distinct tokens per lane
-            _, state, _ = model(stream, model.initial_state(B), torch.ones(B, T, dtype=torch.bool))
+            stream, state = written_stream(model, trial)
             cue = stream[:, 3:4]  # shown at position 3 (20 steps ago, far beyond the window of 4)
             logits, _, _ = model(cue, state, no_writes(cue))
             hits += int((logits[:, -1].argmax(-1) == stream[:, 4]).sum())
@@ -325,15 +333,10 @@ def test_recency_term_makes_the_latest_of_two_equal_matches_win(recency):
     """A context seen twice beyond the window, followed by different tokens: with the recency term the untrained
     model never predicts the older successor and mostly the newer; without it the two split."""
     model = MemNet(model_cfg(window=4, copy=0.9, store_top_k=4, recency=recency)).eval()
-    B, T = 2, 24
     newer = older = 0
     with torch.no_grad():
         for trial in range(10):
-            torch.manual_seed(trial)
-            model.close()
-            stream = torch.stack([torch.randperm(V)[:T] for _ in range(B)])
-            stream[:, 13] = stream[:, 3]  # the same token at 3 and 13, followed by different ones
-            _, state, _ = model(stream, model.initial_state(B), torch.ones(B, T, dtype=torch.bool))
+            stream, state = written_stream(model, trial, repeat=(3, 13))  # the same token at 3 and 13
             cue = stream[:, 3:4]
             pred = model(cue, state, no_writes(cue))[0][:, -1].argmax(-1)
             newer += int((pred == stream[:, 14]).sum())
