@@ -55,6 +55,7 @@ class TrainSchema:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 10
+    eval_repeats: int = 1
     checkpoint_every: int = 20
     entropy_coef: float = 0.01
     baseline_decay: float = 0.99
@@ -144,6 +145,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     need(1 <= t.chunk <= m.window, f"train.chunk={t.chunk}: must be in [1, model.window={m.window}]")
     need(t.lr > 0, f"train.lr={t.lr}: must be > 0")
     need(t.eval_every >= 1, f"train.eval_every={t.eval_every}: must be >= 1")
+    need(t.eval_repeats >= 1, f"train.eval_repeats={t.eval_repeats}: must be >= 1")
     need(t.checkpoint_every >= 1, f"train.checkpoint_every={t.checkpoint_every}: must be >= 1")
     need(t.grad_clip >= 0 and t.weight_decay >= 0 and t.entropy_coef >= 0, "train.grad_clip, train.weight_decay, "
          "train.entropy_coef must be >= 0")

@@ -3,8 +3,8 @@
 Schedule. Training episodes follow the env's own schedule (`reset()`); ContinualShift moves through its tasks.
 Before training, every task is evaluated once (b[j], for FWT); then every `train.eval_every` episodes and at
 each task boundary every task is evaluated (forgetting curves; R[i][j] at the boundary after task i). Eval runs
-`venv.eval_episodes` consecutive `reset(options={"phase": "eval", "task_id": j})` episodes on a *copy* of the
-memory: weights and the persisting memory are exactly as before the eval when it returns.
+`train.eval_repeats` x `venv.eval_episodes` consecutive `reset(options={"phase": "eval", "task_id": j})` episodes
+on a *copy* of the memory: weights and the persisting memory are exactly as before the eval when it returns.
 
 Resume. The env's state is a function of its seed and the sequence of resets it was given, so the trainer logs
 that sequence (`reset_log`) and replays it on resume instead of pickling the env into the checkpoint.
@@ -181,11 +181,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation
     def evaluate_task(self, task: int) -> float:
-        """Accuracy on scored steps over one complete evaluation of `task`; memory and weights untouched."""
+        """Accuracy on scored steps over `train.eval_repeats` complete evaluations of `task`, one after the other on
+        one copy of the memory; memory and weights untouched."""
         state = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.state.items()}
         saved_memory = copy.deepcopy(self.model.memory_state_dict())
         correct = scored = 0
-        for _ in range(int(self.venv.eval_episodes)):
+        for _ in range(int(self.venv.eval_episodes) * self.cfg.train.eval_repeats):
             obs, info = self._reset(EVAL, task)
             state, stats = self.runner.run(state, obs, info, self.episode,
                                            by_distance=self.by_distance, by_delay=self.by_delay)

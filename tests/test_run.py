@@ -92,6 +92,20 @@ def test_evaluate_cli_reevaluates_a_saved_run(tmp_path, capsys):
     assert "task 0" in capsys.readouterr().out
 
 
+def test_eval_repeats_runs_more_complete_evaluations_per_task(tmp_path):
+    """train.eval_repeats=3: each evaluation of a task is three complete evaluations (3 x the scored queries)."""
+    from agents.checkpoint import load_checkpoint
+    from agents.trainer import EVAL
+
+    counts = {}
+    for repeats in (1, 3):
+        run_dir = tmp_path / f"r{repeats}"
+        assert run.main(tiny("LongDependency-v0", "transformer", run_dir, f"train.eval_repeats={repeats}")) == 0
+        log = load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["reset_log"]
+        counts[repeats] = sum(phase == EVAL for phase, _ in log)
+    assert counts[1] == 2 and counts[3] == 6  # before training and at the end, one episode per evaluation
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["foo=1"], "unknown config key 'foo'"),
     (["memory.slots=abc"], "memory.slots"),
@@ -99,6 +113,7 @@ def test_evaluate_cli_reevaluates_a_saved_run(tmp_path, capsys):
     (["agent=cnn"], "unknown agent 'cnn'"),
     (["model.window=0"], "model.window=0"),
     (["memory.slots=-1"], "memory.slots=-1"),
+    (["train.eval_repeats=0"], "train.eval_repeats=0"),
     (["env.kwargs.num_tasks=0"], "num_tasks"),
     (["resume=/nonexistent/run"], "no checkpoint"),
 ])
