@@ -29,8 +29,16 @@ from torch import Tensor, nn
 
 from memory.config import MemoryConfig
 
-RECENCY_INIT = math.log(math.e - 1)  # softplus(RECENCY_INIT) = 1
+RECENCY_SLOPES = (0.5, 4.0)  # initial softplus(r_h): geometric from the first head to the last (ALiBi-like)
 MemoryKV = tuple[Tensor, Tensor, Tensor]  # mem_k, mem_v (B, T, M, H, d), mem_mask (B, T, M)
+
+
+def recency_slopes(heads: int) -> Tensor:
+    """(heads,) initial recency slopes, geometric from RECENCY_SLOPES[0] to [1] (one head: their geometric mean)."""
+    lo, hi = (math.log(v) for v in RECENCY_SLOPES)
+    if heads == 1:
+        return torch.tensor([math.exp((lo + hi) / 2)])
+    return torch.exp(torch.linspace(lo, hi, heads))
 
 
 def causal_mask(T: int, device=None) -> Tensor:
@@ -53,8 +61,10 @@ class MemoryAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, inner, bias=False)
         self.out_proj = nn.Linear(inner, cfg.dim)
         self.gate = nn.Linear(cfg.dim, self.heads)  # memory gate logit per token and head
-        # softplus(r) = 1 at the start: a memory 10x older needs a ~2.3 higher logit to win
-        self.recency = nn.Parameter(torch.full((self.heads,), RECENCY_INIT))
+        # heads start at different time scales, slopes 0.5 ... 4 (geometric): a far-reaching head recalls across
+        # thousands of steps, a sharp one lets the latest of equal matches win (a memory 10x older needs a ~9
+        # higher logit there). One shared slope of 1 left the in-window latest-wins and far recall both short.
+        self.recency = nn.Parameter(torch.log(torch.expm1(recency_slopes(self.heads))))
         nn.init.zeros_(self.gate.weight)  # starts at g = 0.5 for every token: memory half-weighted
         nn.init.zeros_(self.gate.bias)
         self.dropout = nn.Dropout(dropout)

@@ -254,9 +254,11 @@ def test_return_probs_are_the_attention_weights_over_context_inputs_and_memories
 
 def test_recency_term_weights_equal_matches_by_age():
     """Two memories with the same key: without ages they split evenly; with ages 9 and 99 each head's logits
-    get -s_h log(1 + age), s_h = softplus(r_h) (exactly 1 at the start)."""
+    get -s_h log(1 + age), s_h = softplus(r_h) (at the start geometric over the heads, 0.5 ... 4)."""
     attn = MemoryAttention(CFG)
-    torch.testing.assert_close(F.softplus(attn.recency), torch.ones(H))
+    slopes = F.softplus(attn.recency.detach())
+    torch.testing.assert_close(slopes[[0, -1]], torch.tensor([0.5, 4.0]))
+    assert (slopes[1:] / slopes[:-1]).allclose(slopes[1] / slopes[0])  # geometric
     x = torch.randn(1, 1, 32)
     k, v = torch.randn(1, 1, 1, H, d).expand(1, 1, 2, H, d), torch.randn(1, 1, 2, H, d)
     ages = torch.tensor([[[9.0, 99.0]]])  # (B, T, M)
