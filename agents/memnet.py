@@ -48,7 +48,7 @@ from memory.store import FaissStore
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 COPY_FLOOR = 1e-6  # added to the copy mixture before the log: a token neither source names stays finite
 FETCH_FACTOR = 4  # the store search returns FETCH_FACTOR x store_top_k candidates, re-ranked to store_top_k
-REPLACE_CANDIDATES = 4  # nearest entries a store write checks for replacement (memory.store_replace)
+REPLACE_CANDIDATES = 8  # nearest entries a store write checks for replacement (memory.store_replace)
 
 
 class MemNet(AgentModel):
@@ -162,7 +162,7 @@ class MemNet(AgentModel):
             if self.cfg.memory.recency:  # steps from each window position to each query: C + t - i
                 kw["context_age"] = C + torch.arange(T, device=h.device)[:, None] - torch.arange(C + T, device=h.device)
             if len(store):
-                clock = (state["ctrl.pos"][:, None] + torch.arange(T, device=h.device)).cpu().numpy()  # (B, T)
+                clock = _clock(state["ctrl.pos"], T).cpu().numpy()  # (B, T)
                 kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k, fetch=FETCH_FACTOR * k,
                                                              rescore=self._rescorer(clock))  # (B, T, k, H, d)
                 mem_k, mem_v = self.store_attn.project_kv(xin.flatten(-2), kin.flatten(-2))  # (B, T, k, H, d)
@@ -181,8 +181,10 @@ class MemNet(AgentModel):
                 copy_probs = self._copy_distribution(info["probs"], held)
             reads.append(store_read)
             metrics.update(store_ids=ids, memory_share=info["memory_share"].detach().float())
-            if any_write:
-                self._write_store(x, ks[:, C:], h, tokens, writes, meta, state["ctrl.pos"])
+            if any_write:  # the token before each position (-1 at a lane's stream start): replacement's address
+                prev = toks[:, C - 1:-1] if C else torch.cat((torch.full_like(tokens[:, :1], -1), tokens[:, :-1]), 1)
+                prev = torch.where(_clock(state["ctrl.pos"], T) > 0, prev, -1)  # (B, T)
+                self._write_store(x, ks[:, C:], h, tokens, prev, writes, meta, state["ctrl.pos"])
 
         z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
         logits = self.head(self.ln_f(z))  # (B, T, V)
@@ -234,7 +236,7 @@ class MemNet(AgentModel):
         x = self.store_norm(h)  # (B, T, D)
         B, T, _ = x.shape
         prev = torch.cat((state["window.last"][:, None].to(x.dtype), x[:, :-1]), dim=1)  # (B, T, D)
-        started = (state["ctrl.pos"][:, None] + torch.arange(T, device=x.device)) > 0  # (B, T)
+        started = _clock(state["ctrl.pos"], T) > 0  # (B, T)
         keys_in = self.store_key_in(torch.cat((prev * started[..., None].to(x.dtype), x), dim=-1))  # (B, T, D)
         xs = torch.cat((state["window.inputs"].to(x.dtype), x), dim=1)  # (B, W-1+T, D)
         ks = torch.cat((state["window.keys"].to(x.dtype), keys_in), dim=1)
@@ -243,13 +245,15 @@ class MemNet(AgentModel):
         nxt = {"window.last": x[:, -1], "window.inputs": xs[:, keep], "window.keys": ks[:, keep]}
         return xs, ks, {name: t.float() for name, t in nxt.items()}
 
-    def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, tokens: Tensor, writes: Tensor,
+    def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, tokens: Tensor, prev: Tensor, writes: Tensor,
                      meta: dict | None, pos: Tensor) -> None:
         """Add the written positions to the store (search key = the attention key's input s, value h; "step" =
         the lane's clock, ctrl.pos + t, which the recency term measures ages on) and the attention K/V *inputs*
         (s, x) to the cache, projected at read time. With memory.store_replace = c > 0 a new memory first removes
-        its lane's memories whose keys have cosine >= c with its own: the store keeps the latest thing that
-        followed a context, so a changed mapping overwrites the old one instead of competing with it."""
+        its lane's memories that followed the same token and whose keys have cosine >= c with its own: the store
+        keeps the latest thing that followed a context, so a changed mapping overwrites the old one instead of
+        competing with it. The token condition is what makes this safe: key inputs are contextual, and unrelated
+        memories that a query retrieves together often have key cosines of 0.8-0.95 (README, "Write policy")."""
         with torch.no_grad():
             key_in, x = key_in.float(), x.float()  # (B, T, D)
             if self.cfg.memory.store_replace > 0 and len(self.store):
@@ -258,13 +262,15 @@ class MemNet(AgentModel):
                 near = self.store.keys_of(found.ids)  # (B, T, c, D): cosine to each candidate, whatever the metric
                 cos = np.einsum("btd,btcd->btc", new_keys, near) / np.maximum(
                     np.linalg.norm(new_keys, axis=-1)[..., None] * np.linalg.norm(near, axis=-1), 1e-12)
-                stale = (cos >= self.cfg.memory.store_replace) & writes.cpu().numpy()[..., None]
+                same = self.store.meta_of(found.ids, "prev") == prev.cpu().numpy()[..., None]  # (B, T, c)
+                stale = (cos >= self.cfg.memory.store_replace) & same & writes.cpu().numpy()[..., None]
                 gone = np.unique(found.ids[stale])
                 self.store.remove(gone)
                 self.cache.remove(gone)
             b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
             # what the entry holds (the copy read-out's pointer) and when (the recency term's clock)
-            cols = {"token": tokens[b, t].cpu().numpy(), "step": (pos[b] + t).cpu().numpy()}
+            cols = {"token": tokens[b, t].cpu().numpy(), "prev": prev[b, t].cpu().numpy(),
+                    "step": (pos[b] + t).cpu().numpy()}
             if meta is not None:
                 if "step" in meta:
                     raise ValueError("meta['step']: MemNet records its own clock as a memory's step; do not pass it")
@@ -345,6 +351,11 @@ class MemNet(AgentModel):
         if self.cache is not None:
             self.cache.close()
         self.store = self.cache = None
+
+
+def _clock(pos: Tensor, T: int) -> Tensor:
+    """pos (B,) -> (B, T): each position's step on its lane's clock (tokens seen since the last memory reset)."""
+    return pos[:, None] + torch.arange(T, device=pos.device)
 
 
 def _controller_part(state: dict) -> dict:

@@ -34,9 +34,9 @@ from memory.store_index import HNSWIndex, IVFIndex, exact_topk
 from memory.store_io import StorePersistence
 
 SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
-META_FIELDS = ("lane", "episode", "position", "step", "task", "time", "token")  # columns of the metadata table
-# what add(meta=...) may set (token: the observation an entry holds); lane/time come from the store
-CALLER_META = ("episode", "position", "step", "task", "token")
+META_FIELDS = ("lane", "episode", "position", "step", "task", "time", "token", "prev")  # the metadata table's columns
+# what add(meta=...) may set (token: the observation an entry holds, prev: the one before it); lane/time: the store's
+CALLER_META = ("episode", "position", "step", "task", "token", "prev")
 TIME = META_FIELDS.index("time")
 
 

@@ -15,7 +15,7 @@ import torch
 
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
 
-FORMAT = "memstream.FaissStore/2"  # /2: metadata gained the "token" column
+FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
 
 
 class StorePersistence:

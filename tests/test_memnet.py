@@ -267,6 +267,34 @@ def test_store_replace_keeps_the_latest_memory_of_a_context():
     assert sizes[0.99] == (24, 24)
 
 
+def test_store_replace_needs_the_same_preceding_token():
+    """Replacement removes a lane's memory only when the new one followed the same token (and the keys are
+    close): with key input = x_t, rewriting a stream with one token changed keeps the memory right after the
+    change (same token, key cosine >= 0.9, but a different predecessor) and replaces the later ones."""
+    model = MemNet(model_cfg(store_replace=0.9)).eval()
+    with torch.no_grad():
+        model.store_key_in.weight.copy_(torch.cat((torch.zeros(D, D), torch.eye(D)), 1))  # key input = x_t
+        _, state, _ = model(torch.randint(0, V, (2, 3)), model.initial_state(2), torch.zeros(2, 3, dtype=bool))
+        first = torch.stack([torch.randperm(V)[:12] for _ in range(2)])
+        second = first.clone()
+        for b in range(2):  # a token that the first stream does not hold
+            second[b, 5] = min(set(range(V)) - set(first[b].tolist()))
+        everywhere = torch.ones(2, 12, dtype=torch.bool)
+        model(first, state, everywhere)
+        model(second, state, everywhere)
+    ids = np.arange(4 * len(model.store))
+    lane, token, prev = (model.store.meta_of(ids, f) for f in ("lane", "token", "prev"))
+    for b in range(2):
+        old = lane == b  # this lane's live entries (-1: missing)
+        kept_first = old & (prev == first[b, 5].item()) & (token == first[b, 6].item())  # first@6 survives
+        rewritten = old & (prev == second[b, 5].item()) & (token == first[b, 6].item())  # second@6
+        assert kept_first.sum() == 1 and rewritten.sum() == 1
+        k1, k2 = model.store.keys_of(ids[kept_first])[0], model.store.keys_of(ids[rewritten])[0]
+        assert k1 @ k2 / np.linalg.norm(k1) / np.linalg.norm(k2) >= 0.9  # the cosine alone would have replaced it
+        for t in range(7, 12):  # same predecessor, nearly the same key: only the new copy is left
+            assert ((lane == b) & (token == first[b, t].item())).sum() == 1
+
+
 def written_stream(model: MemNet, trial: int, B: int = 2, T: int = 24, repeat: tuple[int, int] | None = None):
     """A fresh store, then B lanes of T distinct tokens (seeded by `trial`) written everywhere; `repeat` = (src,
     dst) copies the token at src to dst. Returns the stream (B, T) and the state after it."""
