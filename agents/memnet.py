@@ -41,14 +41,13 @@ from memory.internal import build_internal_memory
 from memory.losses import memory_regularisers
 from memory.metrics import memory_bytes as bytes_of
 from memory.metrics import read_entropy, store_hit_rate, write_rate
-from memory.retrieval import recency_rescore, retrieve_memory_kv, write_memory
+from memory.retrieval import recency_rescore, remove_replaced, retrieve_memory_kv, write_memory
 from memory.slots import MultiHeadMemoryBank, SlotState, WriteInfo
 from memory.store import FaissStore
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 COPY_FLOOR = 1e-6  # added to the copy mixture before the log: a token neither source names stays finite
 FETCH_FACTOR = 4  # the store search returns FETCH_FACTOR x store_top_k candidates, re-ranked to store_top_k
-REPLACE_CANDIDATES = 8  # nearest entries a store write checks for replacement (memory.store_replace)
 
 
 class MemNet(AgentModel):
@@ -249,25 +248,13 @@ class MemNet(AgentModel):
                      meta: dict | None, pos: Tensor) -> None:
         """Add the written positions to the store (search key = the attention key's input s, value h; "step" =
         the lane's clock, ctrl.pos + t, which the recency term measures ages on) and the attention K/V *inputs*
-        (s, x) to the cache, projected at read time. With memory.store_replace = c > 0 a new memory first removes
-        its lane's memories that followed the same token and whose keys have cosine >= c with its own: the store
-        keeps the latest thing that followed a context, so a changed mapping overwrites the old one instead of
-        competing with it. The token condition is what makes this safe: key inputs are contextual, and unrelated
-        memories that a query retrieves together often have key cosines of 0.8-0.95 (README, "Write policy")."""
+        (s, x) to the cache, projected at read time. With memory.store_replace > 0, replaced memories go first."""
         with torch.no_grad():
             key_in, x = key_in.float(), x.float()  # (B, T, D)
-            if self.cfg.memory.store_replace > 0 and len(self.store):
-                new_keys = key_in.cpu().numpy()  # (B, T, D)
-                found = self.store.search(new_keys, REPLACE_CANDIDATES)
-                near = self.store.keys_of(found.ids)  # (B, T, c, D): cosine to each candidate, whatever the metric
-                cos = np.einsum("btd,btcd->btc", new_keys, near) / np.maximum(
-                    np.linalg.norm(new_keys, axis=-1)[..., None] * np.linalg.norm(near, axis=-1), 1e-12)
-                same = self.store.meta_of(found.ids, "prev") == prev.cpu().numpy()[..., None]  # (B, T, c)
-                stale = (cos >= self.cfg.memory.store_replace) & same & writes.cpu().numpy()[..., None]
-                gone = np.unique(found.ids[stale])
-                self.store.remove(gone)
-                self.cache.remove(gone)
             b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
+            if self.cfg.memory.store_replace > 0 and len(self.store):
+                remove_replaced(self.store, self.cache, key_in[b, t].cpu().numpy(), prev[b, t].cpu().numpy(),
+                                b.cpu().numpy(), self.cfg.memory.store_replace)
             # what the entry holds (the copy read-out's pointer) and when (the recency term's clock)
             cols = {"token": tokens[b, t].cpu().numpy(), "prev": prev[b, t].cpu().numpy(),
                     "step": (pos[b] + t).cpu().numpy()}

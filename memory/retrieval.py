@@ -2,7 +2,8 @@
 
 Read: hidden states -> FaissStore.search (ids) -> TieredKVCache.get_batch -> per-query memory K/V.
 Write: one call that adds entries to the store, drops whatever the store evicted from the cache (so the
-cache never serves a memory the store forgot), and caches the new entries' attention K/V under their ids.
+cache never serves a memory the store forgot), and caches the new entries' attention K/V under their ids;
+`remove_replaced` first drops the memories that new ones overwrite (same predecessor token, close key).
 """
 
 from __future__ import annotations
@@ -68,3 +69,21 @@ def write_memory(store: FaissStore, cache: TieredKVCache, keys, values, mem_k, m
     cache.remove(evicted)
     cache.put(ids, mem_k, mem_v, importance=importance)
     return ids
+
+
+def remove_replaced(store: FaissStore, cache: TieredKVCache, keys: np.ndarray, prev: np.ndarray, lanes: np.ndarray,
+                    threshold: float) -> np.ndarray:
+    """Before n new memories (keys (n, D), predecessor tokens (n,), lanes (n,)) are added, remove from store and
+    cache their lanes' memories that followed the same token (`prev` metadata) with key cosine >= threshold.
+    Returns the removed ids. The store then keeps the latest thing that followed a context, so a changed mapping
+    overwrites the old one instead of competing with it. The token condition makes this safe (contextual keys of
+    unrelated memories that one query retrieves have cosines of 0.7-0.95); candidates come from an exact lookup,
+    since a nearest-neighbour search by inner product missed stale entries of smaller norm (README)."""
+    same = store.ids_with("prev", prev, lanes)  # (n, m)
+    near = store.keys_of(same)  # (n, m, D)
+    cos = np.einsum("nd,nmd->nm", keys, near) / np.maximum(
+        np.linalg.norm(keys, axis=-1)[:, None] * np.linalg.norm(near, axis=-1), 1e-12)
+    gone = np.unique(same[(same >= 0) & (cos >= threshold)])
+    store.remove(gone)
+    cache.remove(gone)
+    return gone

@@ -306,6 +306,23 @@ class FaissStore(StorePersistence):
         rows, found = self._rows_of(ids)
         return np.where(found, self._meta[rows, META_FIELDS.index(field)], -1)
 
+    def ids_with(self, field: str, values, lanes) -> np.ndarray:
+        """values (n,), lanes (n,) int -> (n, m) int64: ids of lane i's live entries whose metadata `field` equals
+        values[i], newest first, -1 padded (m = the most matches). An exact lookup (no index); a peek, like get."""
+        values, lanes = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (values, lanes))
+        rows = np.flatnonzero(self._row_id >= 0)
+        rows = rows[np.argsort(-self._seq[rows], kind="stable")]  # newest first
+        span = int(max(values.max(initial=0), self._meta[rows, META_FIELDS.index(field)].max(initial=0))) + 2
+        have = self._meta[rows, 0] * span + self._meta[rows, META_FIELDS.index(field)] + 1  # (lane, value) codes
+        order = np.argsort(have, kind="stable")
+        have, rows = have[order], rows[order]
+        want = lanes * span + values + 1
+        lo, hi = np.searchsorted(have, want, "left"), np.searchsorted(have, want, "right")
+        pick = lo[:, None] + np.arange(int((hi - lo).max(initial=0)))  # (n, m)
+        if not len(rows):
+            return np.full(pick.shape, -1, dtype=np.int64)
+        return np.where(pick < hi[:, None], self._row_id[rows[np.minimum(pick, len(rows) - 1)]], -1)
+
     def search(self, queries, k: int, with_values: bool = False) -> SearchResult | SearchHits:
         """queries (B, Q, D) -> SearchResult(scores (B, Q, k), ids (B, Q, k)); with_values=True adds values and
         meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access."""

@@ -267,3 +267,18 @@ def test_token_metadata_is_kept_and_read_back_by_id():
     store.remove(ids[:1])
     np.testing.assert_array_equal(store.meta_of(ids, "token"), [-1, 8, 9])  # removed -> missing
     np.testing.assert_array_equal(store.keys_of(ids)[0], np.zeros(4))
+
+
+@pytest.mark.parametrize("scope", ["lane", "shared"])
+def test_ids_with_finds_a_lanes_live_entries_by_metadata_newest_first(scope):
+    store = FaissStore(4, 2, 8, lanes=2, scope=scope)
+    keys = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    prev = np.array([5, 5, 6, 5, 5, 7])
+    lanes = np.array([0, 0, 0, 1, 0, 1])
+    ids = np.concatenate([store.add(keys[i:i + 1], np.zeros((1, 2), np.float32), lanes[i:i + 1],
+                                    meta={"prev": prev[i:i + 1]})[0] for i in range(6)])
+    store.remove(ids[1:2])
+    found = store.ids_with("prev", np.array([5, 5, 7, 9]), np.array([0, 1, 1, 0]))  # (4, m)
+    assert found.shape == (4, 2)
+    np.testing.assert_array_equal(found, [[ids[4], ids[0]], [ids[3], -1], [ids[5], -1], [-1, -1]])
+    assert FaissStore(4, 2, 8).ids_with("prev", np.array([1]), np.array([0])).shape == (1, 0)  # empty store
