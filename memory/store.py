@@ -32,11 +32,9 @@ from memory.config import STORE_EVICTIONS, STORE_INDEXES, STORE_METRICS, MemoryC
 from memory.eviction import lowest
 from memory.store_index import HNSWIndex, IVFIndex, exact_topk
 from memory.store_io import StorePersistence
+from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, checked_array
 
 SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
-META_FIELDS = ("lane", "episode", "position", "step", "task", "time", "token", "prev")  # the metadata table's columns
-# what add(meta=...) may set (token: the observation an entry holds, prev: the one before it); lane/time: the store's
-CALLER_META = ("episode", "position", "step", "task", "token", "prev")
 TIME = META_FIELDS.index("time")
 
 
@@ -52,15 +50,6 @@ class SearchHits(NamedTuple):
     meta: dict  # field -> (B, Q, k) int64 (-1 where missing), plus "found" (B, Q, k) bool
 
 
-def _numpy(x, name: str, dtype) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x, dtype=dtype)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"FaissStore: {name} must be a numeric array or tensor, got {type(x).__name__} ({e})") from None
-
-
 def _inverse_norms(x: np.ndarray, name: str) -> np.ndarray:
     """(..., D) float32 -> (...) float32 1/|x| (zero rows get a finite factor and stay zero). einsum: 3x faster
     than np.linalg.norm, which matters for the add rate; NaN/inf anywhere in a row shows in its sum."""
@@ -74,7 +63,7 @@ def _normalise(x: np.ndarray, name: str) -> np.ndarray:
     return x * _inverse_norms(x, name)[..., None]
 
 
-class FaissStore(StorePersistence):
+class FaissStore(StorePersistence, StoreLookup):
     """Long-term key/value store with metadata, per-lane or shared, bounded with eviction (see module doc).
 
     dim: key width D; value_dim: value width Dv; capacity: entries per lane (scope="lane") or in all
@@ -147,8 +136,8 @@ class FaissStore(StorePersistence):
         """Add n entries. keys (n, D), values (n, Dv), lanes (n,) int in [0, lanes); meta: field -> (n,) int
         for fields among episode/position/step/task/token (missing -> -1); importance (n,) float (default 0).
         Returns (ids (n,) int64, evicted ids (m,) int64)."""
-        keys, values = _numpy(keys, "keys", np.float32), _numpy(values, "values", np.float32)
-        lanes = _numpy(lanes, "lanes", np.int64).reshape(-1)
+        keys, values = checked_array(keys, "keys", np.float32), checked_array(values, "values", np.float32)
+        lanes = checked_array(lanes, "lanes", np.int64).reshape(-1)
         n = len(lanes)
         if keys.shape != (n, self.dim) or values.shape != (n, self.value_dim):
             raise ValueError(f"FaissStore.add: keys {tuple(keys.shape)} and values {tuple(values.shape)} must be "
@@ -165,10 +154,10 @@ class FaissStore(StorePersistence):
         if unknown:
             raise ValueError(f"FaissStore.add: meta keys {sorted(unknown)} unknown; allowed: {CALLER_META}")
         for name, col in meta.items():
-            meta[name] = col = _numpy(col, f"meta[{name!r}]", np.int64).reshape(-1)
+            meta[name] = col = checked_array(col, f"meta[{name!r}]", np.int64).reshape(-1)
             if col.shape != (n,):
                 raise ValueError(f"FaissStore.add: meta[{name!r}] must have {n} entries, got {col.shape}")
-        imp = np.zeros(n) if importance is None else _numpy(importance, "importance", np.float64).reshape(-1)
+        imp = np.zeros(n) if importance is None else checked_array(importance, "importance", np.float64).reshape(-1)
         if imp.shape != (n,) or not np.isfinite(imp).all():
             raise ValueError(f"FaissStore.add: importance must be {n} finite numbers, got shape {imp.shape}")
         if n == 0:
@@ -272,61 +261,17 @@ class FaissStore(StorePersistence):
             for ann in self._ann or []:
                 ann.reset()
             return
-        lanes = _numpy(lanes, "lanes", np.int64).reshape(-1)
+        lanes = checked_array(lanes, "lanes", np.int64).reshape(-1)
         if len(lanes) and (lanes.min() < 0 or lanes.max() >= self.lanes):
             raise ValueError(f"FaissStore.clear: lanes must lie in [0, {self.lanes}), got {lanes.tolist()}")
         live = self._row_id >= 0
         self._drop_rows(np.flatnonzero(live & np.isin(self._meta[:, 0], lanes)), from_ann=True)
 
-    # ------------------------------------------------------------------ reading
-    def _rows_of(self, ids) -> tuple[np.ndarray, np.ndarray]:
-        """ids (...) -> rows (...) int64 (0 where not found), found (...) bool."""
-        ids = _numpy(ids, "ids", np.int64)
-        rows = np.where(ids >= 0, ids % self.rows, 0)
-        found = (ids >= 0) & (self._row_id[rows] == ids)
-        return np.where(found, rows, 0), found
-
-    def get(self, ids) -> tuple[np.ndarray, dict]:
-        """ids (...) int64 (-1 allowed) -> values (..., Dv) float32 (zeros where missing) and meta: field ->
-        (...) int64 (-1 where missing) plus "found" (...) bool. A peek: does not count as an access."""
-        rows, found = self._rows_of(ids)
-        values = np.where(found[..., None], self._values[rows], 0.0).astype(np.float32)
-        meta = {name: np.where(found, self._meta[rows, i], -1) for i, name in enumerate(META_FIELDS)}
-        meta["found"] = found
-        return values, meta
-
-    def keys_of(self, ids) -> np.ndarray:
-        """ids (...) int64 (-1 allowed) -> stored keys (..., D) float32 (normalised for metric="cosine"), zeros
-        where missing. A peek, like get."""
-        rows, found = self._rows_of(ids)
-        return np.where(found[..., None], self._keys[rows], 0.0).astype(np.float32)
-
-    def meta_of(self, ids, field: str) -> np.ndarray:
-        """ids (...) int64 (-1 allowed) -> that metadata column (...) int64, -1 where missing. A peek, like get."""
-        rows, found = self._rows_of(ids)
-        return np.where(found, self._meta[rows, META_FIELDS.index(field)], -1)
-
-    def ids_with(self, field: str, values, lanes) -> np.ndarray:
-        """values (n,), lanes (n,) int -> (n, m) int64: ids of lane i's live entries whose metadata `field` equals
-        values[i], newest first, -1 padded (m = the most matches). An exact lookup (no index); a peek, like get."""
-        values, lanes = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (values, lanes))
-        rows = np.flatnonzero(self._row_id >= 0)
-        rows = rows[np.argsort(-self._seq[rows], kind="stable")]  # newest first
-        span = int(max(values.max(initial=0), self._meta[rows, META_FIELDS.index(field)].max(initial=0))) + 2
-        have = self._meta[rows, 0] * span + self._meta[rows, META_FIELDS.index(field)] + 1  # (lane, value) codes
-        order = np.argsort(have, kind="stable")
-        have, rows = have[order], rows[order]
-        want = lanes * span + values + 1
-        lo, hi = np.searchsorted(have, want, "left"), np.searchsorted(have, want, "right")
-        pick = lo[:, None] + np.arange(int((hi - lo).max(initial=0)))  # (n, m)
-        if not len(rows):
-            return np.full(pick.shape, -1, dtype=np.int64)
-        return np.where(pick < hi[:, None], self._row_id[rows[np.minimum(pick, len(rows) - 1)]], -1)
-
+    # ------------------------------------------------------------------ searching
     def search(self, queries, k: int, with_values: bool = False) -> SearchResult | SearchHits:
         """queries (B, Q, D) -> SearchResult(scores (B, Q, k), ids (B, Q, k)); with_values=True adds values and
         meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access."""
-        q = _numpy(queries, "queries", np.float32)
+        q = checked_array(queries, "queries", np.float32)
         if q.ndim != 3 or q.shape[-1] != self.dim:
             raise ValueError(f"FaissStore.search: queries must be (B, Q, {self.dim}), got {tuple(q.shape)}")
         if self.scope == "lane" and q.shape[0] != self.lanes:

@@ -1,0 +1,76 @@
+"""Reading FaissStore entries by id or by metadata (a mixin, so store.py stays about writing, searching and
+evicting). Every read here is a peek: it does not count as an access for the lru / importance policies."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+META_FIELDS = ("lane", "episode", "position", "step", "task", "time", "token", "prev")  # the metadata table's columns
+# what add(meta=...) may set (token: the observation an entry holds, prev: the one before it); lane/time: the store's
+CALLER_META = ("episode", "position", "step", "task", "token", "prev")
+
+
+def checked_array(x, name: str, dtype) -> np.ndarray:
+    """An array or tensor as a numpy array of `dtype`, or a one-line TypeError naming the argument."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"FaissStore: {name} must be a numeric array or tensor, got {type(x).__name__} ({e})") from None
+
+
+class StoreLookup:
+    """Mixin for FaissStore: get / keys_of / meta_of by id, ids_with by metadata."""
+
+    rows: int
+    _keys: np.ndarray
+    _values: np.ndarray
+    _meta: np.ndarray
+    _row_id: np.ndarray
+    _seq: np.ndarray
+
+    def _rows_of(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """ids (...) -> rows (...) int64 (0 where not found), found (...) bool."""
+        ids = checked_array(ids, "ids", np.int64)
+        rows = np.where(ids >= 0, ids % self.rows, 0)
+        found = (ids >= 0) & (self._row_id[rows] == ids)
+        return np.where(found, rows, 0), found
+
+    def get(self, ids) -> tuple[np.ndarray, dict]:
+        """ids (...) int64 (-1 allowed) -> values (..., Dv) float32 (zeros where missing) and meta: field ->
+        (...) int64 (-1 where missing) plus "found" (...) bool. A peek: does not count as an access."""
+        rows, found = self._rows_of(ids)
+        values = np.where(found[..., None], self._values[rows], 0.0).astype(np.float32)
+        meta = {name: np.where(found, self._meta[rows, i], -1) for i, name in enumerate(META_FIELDS)}
+        meta["found"] = found
+        return values, meta
+
+    def keys_of(self, ids) -> np.ndarray:
+        """ids (...) int64 (-1 allowed) -> stored keys (..., D) float32 (normalised for metric="cosine"), zeros
+        where missing. A peek, like get."""
+        rows, found = self._rows_of(ids)
+        return np.where(found[..., None], self._keys[rows], 0.0).astype(np.float32)
+
+    def meta_of(self, ids, field: str) -> np.ndarray:
+        """ids (...) int64 (-1 allowed) -> that metadata column (...) int64, -1 where missing. A peek, like get."""
+        rows, found = self._rows_of(ids)
+        return np.where(found, self._meta[rows, META_FIELDS.index(field)], -1)
+
+    def ids_with(self, field: str, values, lanes) -> np.ndarray:
+        """values (n,), lanes (n,) int -> (n, m) int64: ids of lane i's live entries whose metadata `field` equals
+        values[i], newest first, -1 padded (m = the most matches). An exact lookup (no index); a peek, like get."""
+        values, lanes = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (values, lanes))
+        rows = np.flatnonzero(self._row_id >= 0)
+        rows = rows[np.argsort(-self._seq[rows], kind="stable")]  # newest first
+        span = int(max(values.max(initial=0), self._meta[rows, META_FIELDS.index(field)].max(initial=0))) + 2
+        have = self._meta[rows, 0] * span + self._meta[rows, META_FIELDS.index(field)] + 1  # (lane, value) codes
+        order = np.argsort(have, kind="stable")
+        have, rows = have[order], rows[order]
+        want = lanes * span + values + 1
+        lo, hi = np.searchsorted(have, want, "left"), np.searchsorted(have, want, "right")
+        pick = lo[:, None] + np.arange(int((hi - lo).max(initial=0)))  # (n, m)
+        if not len(rows):
+            return np.full(pick.shape, -1, dtype=np.int64)
+        return np.where(pick < hi[:, None], self._row_id[rows[np.minimum(pick, len(rows) - 1)]], -1)
