@@ -95,7 +95,11 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
         assert "cl/ACC" in scalars and "eval/task_1/accuracy" in scalars
         assert (run / "checkpoints" / "last.pt").is_file()
         episodes = [json.loads(line)["episode"] for line in (run / "result.json").read_text().splitlines()]
-        assert episodes == sorted(set(episodes))  # a resumed trial went on from its checkpoint, no rerun
+        # a resumed trial went on from its checkpoint: episodes never go back. One report may repeat once: when
+        # the stop arrives between Tune logging a result and registering its checkpoint, the trial resumes from
+        # the checkpoint before it (seen in CI under load: episodes [2, 4, 4]); that race is Tune's.
+        repeated = [e for e in set(episodes) if episodes.count(e) > 1]
+        assert episodes == sorted(episodes) and len(repeated) <= 1 and len(episodes) <= len(set(episodes)) + 1
         if row["status"] == "done":
             assert row["cl/ACC"] == pytest.approx(scalars["cl/ACC"][-1][1])
 
