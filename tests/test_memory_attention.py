@@ -236,7 +236,8 @@ def test_context_gives_keys_and_values_like_the_same_positions_fed_as_queries():
 
 
 def test_return_probs_are_the_attention_weights_over_context_inputs_and_memories():
-    """probs (B, T, C+T+M), mean over heads: each row sums to 1, and its memory part is memory_share."""
+    """probs (B, T, C+T+M), mixed over heads (uniform at the start): each row sums to 1, and its memory part is
+    memory_share."""
     torch.manual_seed(0)
     attn = MemoryAttention(CFG).eval()
     B, C, T, M = 2, 3, 4, 5
@@ -250,6 +251,25 @@ def test_return_probs_are_the_attention_weights_over_context_inputs_and_memories
     assert (probs[:, 0, C + 1:C + T] == 0).all()  # causal: the first input sees no later input
     _, plain = attn(x, mem_k, mem_v, context=ctx)
     assert "probs" not in plain
+
+
+def test_probs_mix_the_heads_by_a_learned_token_dependent_softmax():
+    """The copy pointer "probs" mixes the heads by softmax(W x + b): uniform (the mean over heads) at the start;
+    a large bias on head h gives head h's own weights, and the uniform pointer is the mean of those."""
+    torch.manual_seed(0)
+    attn = MemoryAttention(CFG).eval()
+    x, ctx = torch.randn(B, T, 32), torch.randn(B, 3, 32)
+    mem_k, mem_v = torch.randn(B, T, M, H, d), torch.randn(B, T, M, H, d)
+    with torch.no_grad():
+        _, uniform = attn(x, mem_k, mem_v, context=ctx, return_probs=True)
+        per_head = []
+        for h in range(H):
+            attn.head_mix_b.copy_(torch.full((H,), -50.0))
+            attn.head_mix_b[h] = 50.0  # all of the pointer from head h
+            per_head.append(attn(x, mem_k, mem_v, context=ctx, return_probs=True)[1]["probs"])
+    torch.testing.assert_close(uniform["probs"], torch.stack(per_head).mean(0))  # uniform mix = mean of heads
+    assert not torch.allclose(per_head[0], per_head[-1])  # the heads differ, so the mix matters
+    torch.testing.assert_close(per_head[0].sum(-1), torch.ones(B, T))
 
 
 def test_recency_term_weights_equal_matches_by_age():
