@@ -253,9 +253,9 @@ def test_return_probs_are_the_attention_weights_over_context_inputs_and_memories
     assert "probs" not in plain
 
 
-def test_probs_mix_the_heads_by_a_learned_token_dependent_softmax():
-    """The copy pointer "probs" mixes the heads by softmax(W x + b): uniform (the mean over heads) at the start;
-    a large bias on head h gives head h's own weights, and the uniform pointer is the mean of those."""
+def test_probs_mix_the_heads_by_a_learned_softmax():
+    """The copy pointer "probs" mixes the heads by a learned softmax: uniform (the mean over heads) at the start;
+    a large weight on head h gives head h's own weights, and the uniform pointer is the mean of those."""
     torch.manual_seed(0)
     attn = MemoryAttention(CFG).eval()
     x, ctx = torch.randn(B, T, 32), torch.randn(B, 3, 32)
@@ -264,8 +264,8 @@ def test_probs_mix_the_heads_by_a_learned_token_dependent_softmax():
         _, uniform = attn(x, mem_k, mem_v, context=ctx, return_probs=True)
         per_head = []
         for h in range(H):
-            attn.head_mix_b.copy_(torch.full((H,), -50.0))
-            attn.head_mix_b[h] = 50.0  # all of the pointer from head h
+            attn.head_mix.copy_(torch.full((H,), -50.0))
+            attn.head_mix[h] = 50.0  # all of the pointer from head h
             per_head.append(attn(x, mem_k, mem_v, context=ctx, return_probs=True)[1]["probs"])
     torch.testing.assert_close(uniform["probs"], torch.stack(per_head).mean(0))  # uniform mix = mean of heads
     assert not torch.allclose(per_head[0], per_head[-1])  # the heads differ, so the mix matters
