@@ -252,12 +252,13 @@ class MemNet(AgentModel):
         with torch.no_grad():
             key_in, x = key_in.float(), x.float()  # (B, T, D)
             b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
+            lanes, before = b.cpu().numpy(), prev[b, t].cpu().numpy()  # (n,) each
             if self.cfg.memory.store_replace > 0 and len(self.store):
-                remove_replaced(self.store, self.cache, key_in[b, t].cpu().numpy(), prev[b, t].cpu().numpy(),
-                                b.cpu().numpy(), self.cfg.memory.store_replace)
-            # what the entry holds (the copy read-out's pointer) and when (the recency term's clock)
-            cols = {"token": tokens[b, t].cpu().numpy(), "prev": prev[b, t].cpu().numpy(),
-                    "step": (pos[b] + t).cpu().numpy()}
+                remove_replaced(self.store, self.cache, key_in[b, t].cpu().numpy(), before, lanes,
+                                self.cfg.memory.store_replace)
+            # what the entry holds (the copy read-out's pointer), what came before it (replacement's address)
+            # and when (the recency term's clock)
+            cols = {"token": tokens[b, t].cpu().numpy(), "prev": before, "step": (pos[b] + t).cpu().numpy()}
             if meta is not None:
                 if "step" in meta:
                     raise ValueError("meta['step']: MemNet records its own clock as a memory's step; do not pass it")
@@ -270,7 +271,7 @@ class MemNet(AgentModel):
             heads = (self.store_attn.heads, self.store_attn.head_dim)
             kin, xin = key_in[b, t], x[b, t]  # (n, D)
             write_memory(self.store, self.cache, kin, h[b, t], kin.unflatten(-1, heads), xin.unflatten(-1, heads),
-                         b.cpu().numpy(), meta=cols)
+                         lanes, meta=cols)
 
     def _memory_objects(self, batch_size: int) -> tuple[FaissStore, TieredKVCache]:
         """The store and cache, made on first use for `batch_size` lanes."""
