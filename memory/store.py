@@ -134,7 +134,7 @@ class FaissStore(StorePersistence, StoreLookup):
     # ------------------------------------------------------------------ writing
     def add(self, keys, values, lanes, meta: dict | None = None, importance=None) -> tuple[np.ndarray, np.ndarray]:
         """Add n entries. keys (n, D), values (n, Dv), lanes (n,) int in [0, lanes); meta: field -> (n,) int
-        for fields among episode/position/step/task/token (missing -> -1); importance (n,) float (default 0).
+        for fields among episode/position/step/task/token/prev (missing -> -1); importance (n,) float (default 0).
         Returns (ids (n,) int64, evicted ids (m,) int64)."""
         keys, values = checked_array(keys, "keys", np.float32), checked_array(values, "values", np.float32)
         lanes = checked_array(lanes, "lanes", np.int64).reshape(-1)

@@ -64,8 +64,9 @@ class StoreLookup:
         values, lanes = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (values, lanes))
         rows = np.flatnonzero(self._row_id >= 0)
         rows = rows[np.argsort(-self._seq[rows], kind="stable")]  # newest first
-        span = int(max(values.max(initial=0), self._meta[rows, META_FIELDS.index(field)].max(initial=0))) + 2
-        have = self._meta[rows, 0] * span + self._meta[rows, META_FIELDS.index(field)] + 1  # (lane, value) codes
+        col = self._meta[rows, META_FIELDS.index(field)]  # (r,) the field of every live entry
+        span = int(max(values.max(initial=0), col.max(initial=0))) + 2
+        have = self._meta[rows, 0] * span + col + 1  # (lane, value) codes
         order = np.argsort(have, kind="stable")
         have, rows = have[order], rows[order]
         want = lanes * span + values + 1
