@@ -4,8 +4,10 @@
       reads, all from memory as it was when the call started (block-recurrent):
         slot bank     MultiHeadMemoryBank.read(h)                               (memory.slots > 0)
         internal      LM2Memory / LinformerMemory read-out                      (memory.internal != none)
-        store         x = LN(h), key input s = S [x_{t-1} ; x_t]; q = W_q x -> FaissStore.search(W_k^T q)
-                      -> rerank (recency, not in window) -> TieredKVCache (s, x) -> K, V = W_k s, W_v x
+        store         x = LN(h); addresses e = x (memory.key_source=hidden) or fixed token codes (token); key
+                      input s_t = [e_t ; e_{t-1} ; ... e_{t-a+1}], query input u_t = [e_t ; ... e_{t-b+1}] (a, b:
+                      1 + the largest lags of memory.key_lags); q = W_q u -> FaissStore.search(W_k^T q) -> rerank
+                      (recency, not in window) -> TieredKVCache (s, x) -> K, V = W_k s, W_v x
                       -> MemoryAttention over [window ; x ; retrieved] (log-age recency)     (memory.store)
       -> Fusion(h, reads) -> LayerNorm -> logits (B, T, V)
       copy read-out (memory.copy = c > 0): log((1 - c) softmax(logits) + c p_copy), p_copy (B, T, V) = the store
@@ -13,12 +15,15 @@
     writes, at the end of the call, only where `writes` (B, T) is True:
         slot bank  write(h);  internal memory  update from h (other positions zeroed);
         store      key = s (input of W_k), value = h, step = the lane's clock; (s, x) into the cache; with
-                   memory.store_replace, entries of the lane with (nearly) the same key are removed first.
+                   memory.store_replace, entries of the lane with the same predecessor and (nearly) the same
+                   context (s without x_t) are removed first.
 
-Why (README "Agents" has the measurements): keys are smeared (S starts as "take x_{t-1}", W_q as 4 W_k), so a
-query finds the positions that followed the same context before; retrieved memories are projected with today's
-weights (no stale keys) and ranked as the attention ranks them; the recency term lets the latest of equal
-matches win; the copy read-out makes the loss train the addressing directly (pointer-generator / kNN-LM).
+Why (README "Agents" has the measurements): keys are smeared (lag pair o:p starts W_k reading e_{t-o} and W_q
+reading 4 x the same map of e_{t-p}; the default "1:0" is token shift), so a query finds the positions that
+followed the same context before; retrieved memories are projected with today's weights (no stale keys) and
+ranked as the attention ranks them; the recency term lets the latest of equal matches win; the copy read-out
+makes the loss train the addressing directly (pointer-generator / kNN-LM). The store path's methods live in
+agents/memnet_store.py.
 Reads never see this call's own writes, so acting one token at a time with writes off gives exactly the
 logits of the learning forward over the chunk. Gradients do not cross calls, so the write paths learn from the
 regularisers and from parameters they share with the read paths.
@@ -28,11 +33,11 @@ With every memory part off (`agent=transformer`) MemNet is the plain controller:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from agents.controller import WindowedTransformer, window_mask
+from agents.memnet_store import FETCH_FACTOR, TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock
 from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
@@ -41,16 +46,14 @@ from memory.internal import build_internal_memory
 from memory.losses import memory_regularisers
 from memory.metrics import memory_bytes as bytes_of
 from memory.metrics import read_entropy, store_hit_rate, write_rate
-from memory.retrieval import recency_rescore, remove_replaced, retrieve_memory_kv, write_memory
+from memory.retrieval import retrieve_memory_kv
 from memory.slots import MultiHeadMemoryBank, SlotState, WriteInfo
 from memory.store import FaissStore
 
-QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 COPY_FLOOR = 1e-6  # added to the copy mixture before the log: a token neither source names stays finite
-FETCH_FACTOR = 4  # the store search returns FETCH_FACTOR x store_top_k candidates, re-ranked to store_top_k
 
 
-class MemNet(AgentModel):
+class MemNet(StorePath, AgentModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -61,16 +64,13 @@ class MemNet(AgentModel):
         self.internal = build_internal_memory(m)
         if m.store:
             self.store_norm = nn.LayerNorm(cfg.dim)
-            self.store_key_in = nn.Linear(2 * cfg.dim, cfg.dim, bias=False)  # [x_{t-1} ; x_t] -> key input
-            self.store_attn = MemoryAttention(m, dropout=cfg.dropout)
-            with torch.no_grad():  # induction at the start: key input = x_{t-1}, queries tied to keys
-                self.store_key_in.weight.copy_(torch.cat((torch.eye(cfg.dim), torch.zeros(cfg.dim, cfg.dim)), 1))
-                # x 4: a matching key scores ~8 (softmax logits) against ~+-1 for the others, so from the first
-                # step most attention lands on the match and the memory's prediction is worth learning from
-                # W_k orthogonal (x 3^-1/2, the default init's scale): W_k^T W_k = I / 3, so the search in key-input
-                # space (W_k^T q).s ranks as q.k, and cosines there equal cosines between projected keys
-                nn.init.orthogonal_(self.store_attn.k_proj.weight, gain=3 ** -0.5)
-                self.store_attn.q_proj.weight.copy_(QUERY_SCALE * self.store_attn.k_proj.weight)
+            self.store_attn = MemoryAttention(m, dropout=cfg.dropout, key_in=m.key_inputs * cfg.dim,
+                                              query_in=m.query_inputs * cfg.dim)
+            with torch.no_grad():
+                init_lag_pairs(self.store_attn, m.lag_pairs, cfg.dim)
+            if m.key_source == "token":  # fixed N(0, 1) codes (norm ~ sqrt(D), like LN(h)); W_k / W_q learn on them
+                codes = torch.randn(cfg.vocab_size, cfg.dim, generator=torch.Generator().manual_seed(TOKEN_CODE_SEED))
+                self.register_buffer("token_codes", codes)  # (V, D); in the checkpoint, so a run resumes the same
         sources = (self.bank is not None) + (self.internal is not None) + m.store
         self.fusion = Fusion(m, sources) if sources else None
         self.ln_f = nn.LayerNorm(cfg.dim)
@@ -82,7 +82,8 @@ class MemNet(AgentModel):
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int) -> dict[str, Tensor]:
         """Flat dict of tensors: ctrl.k<l> / ctrl.v<l> (B, H, W-1, d) per layer, ctrl.pos (B,), slot.<field>
-        (B, N, ...), internal (B, S, D); store path: window.inputs, window.keys (B, W-1, D), window.last (B, D),
+        (B, N, ...), internal (B, S, D); store path: window.inputs (B, W-1, D), window.keys (B, W-1, a D) (key
+        inputs), window.recent (B, max(a, b) - 1, D) (the last inputs, for lagged keys and queries),
         window.tokens (B, W-1) long (what the window positions hold, for the copy read-out)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
@@ -94,10 +95,12 @@ class MemNet(AgentModel):
         if self.internal is not None:
             with torch.no_grad():  # the learned start is a constant copy; its parameter is trained by reads
                 state["internal"] = self.internal.initial_state(batch_size, dev)
-        if self.cfg.memory.store:  # the store path's window of inputs and the last LN(h) (token shift)
-            state["window.inputs"] = torch.zeros(batch_size, self.controller.context, self.cfg.dim, device=dev)
-            state["window.keys"] = torch.zeros(batch_size, self.controller.context, self.cfg.dim, device=dev)
-            state["window.last"] = torch.zeros(batch_size, self.cfg.dim, device=dev)
+        m = self.cfg.memory
+        if m.store:  # the store path's window of inputs and key inputs, and the last LN(h)s (lagged inputs)
+            C, D = self.controller.context, self.cfg.dim
+            state["window.inputs"] = torch.zeros(batch_size, C, D, device=dev)
+            state["window.keys"] = torch.zeros(batch_size, C, m.key_inputs * D, device=dev)
+            state["window.recent"] = torch.zeros(batch_size, max(m.key_inputs, m.query_inputs) - 1, D, device=dev)
             state["window.tokens"] = torch.zeros(batch_size, self.controller.context, dtype=torch.long, device=dev)
         return state
 
@@ -143,25 +146,26 @@ class MemNet(AgentModel):
             new_state["internal"] = mem
 
         if self.cfg.memory.store:
-            xs, ks, store_state = self._store_inputs(h, state)  # (B, W-1+T, D) each: [window ; call]
+            # [window ; call]: inputs xs (B, W-1+T, D), key inputs ks (B, W-1+T, a D); query inputs us (B, T, b D)
+            xs, ks, us, store_state = self._store_inputs(h, tokens, state)
             new_state.update(store_state)
             toks = torch.cat((state["window.tokens"], tokens), dim=1)  # (B, W-1+T)
             new_state["window.tokens"] = toks[:, toks.shape[1] - self.controller.context:]
             C = self.controller.context
             x, ctx = xs[:, C:], xs[:, :C]  # this call's inputs (B, T, D), the window before it (B, W-1, D)
             store, cache = self._memory_objects(B)
-            queries = self.store_attn.q_proj(x)  # (B, T, D): all heads' queries
+            queries = self.store_attn.q_proj(us)  # (B, T, D): all heads' queries
             # the store holds key *inputs* s (K = W_k s is projected at read time), so q.k = (W_k^T q).s: the
             # search vector that ranks entries exactly as the attention's logits, with today's weights
-            search = queries @ self.store_attn.k_proj.weight  # (B, T, D)
+            search = queries @ self.store_attn.k_proj.weight  # (B, T, a D)
             k = self.cfg.memory.store_top_k
             # the store attention's own context is the window (cached inputs), as the controller's is
             mask = window_mask(state["ctrl.pos"], T, C)  # (B, 1, T, W-1+T)
-            kw = {"attn_mask": mask, "context": ctx, "key_input": ks, "return_probs": copy > 0}
+            kw = {"attn_mask": mask, "context": ctx, "key_input": ks, "query_input": us, "return_probs": copy > 0}
             if self.cfg.memory.recency:  # steps from each window position to each query: C + t - i
                 kw["context_age"] = C + torch.arange(T, device=h.device)[:, None] - torch.arange(C + T, device=h.device)
             if len(store):
-                clock = _clock(state["ctrl.pos"], T).cpu().numpy()  # (B, T)
+                clock = lane_clock(state["ctrl.pos"], T).cpu().numpy()  # (B, T)
                 kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k, fetch=FETCH_FACTOR * k,
                                                              rescore=self._rescorer(clock))  # (B, T, k, H, d)
                 mem_k, mem_v = self.store_attn.project_kv(xin.flatten(-2), kin.flatten(-2))  # (B, T, k, H, d)
@@ -182,7 +186,7 @@ class MemNet(AgentModel):
             metrics.update(store_ids=ids, memory_share=info["memory_share"].detach().float())
             if any_write:  # the token before each position (-1 at a lane's stream start): replacement's address
                 prev = toks[:, C - 1:-1] if C else torch.cat((torch.full_like(tokens[:, :1], -1), tokens[:, :-1]), 1)
-                prev = torch.where(_clock(state["ctrl.pos"], T) > 0, prev, -1)  # (B, T)
+                prev = torch.where(lane_clock(state["ctrl.pos"], T) > 0, prev, -1)  # (B, T)
                 self._write_store(x, ks[:, C:], h, tokens, prev, writes, meta, state["ctrl.pos"])
 
         z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
@@ -194,24 +198,6 @@ class MemNet(AgentModel):
             metrics.update(self._scalar_metrics(metrics))
         return logits, new_state, {"losses": losses, "metrics": metrics}
 
-    def _rescorer(self, clock: np.ndarray):
-        """Re-score the store's candidates as the attention will see them: with the recency term on an ip store,
-        the head-mean logit q.k / (H sqrt(d)) minus mean_h softplus(r_h) log(1 + age); memories still in the
-        window dropped. Without it, a context seen in many old episodes fills the k slots with stale copies."""
-        attn, m = self.store_attn, self.cfg.memory
-        if m.store_metric != "ip":  # cosine scores are not logits: no recency term here
-            return recency_rescore(self.store, clock, self.controller.context, 1.0, 0.0)
-        slope = float(torch.nn.functional.softplus(attn.recency.detach()).mean()) if m.recency else 0.0
-        return recency_rescore(self.store, clock, self.controller.context, 1 / (attn.heads * attn.head_dim ** 0.5),
-                               slope)
-
-    def _copy_distribution(self, probs: Tensor, held: Tensor) -> Tensor:
-        """probs (B, T, P) attention weights, held (B, T, P) token ids (-1 = none) -> (B, T, V) float32: the
-        attention mass on each token id (sums to <= 1; positions holding nothing carry no mass)."""
-        probs = probs.float() * (held >= 0)
-        out = probs.new_zeros(*held.shape[:2], self.cfg.vocab_size)
-        return out.scatter_add_(-1, held.clamp(min=0), probs)
-
     def _scalar_metrics(self, metrics: dict) -> dict[str, float]:
         out = {}
         if "read_info" in metrics:
@@ -222,71 +208,6 @@ class MemNet(AgentModel):
             out["memory_share_mean"] = float(metrics["memory_share"].float().mean())
             out["store_entries"] = float(len(self.store))
         return out
-
-    def _store_inputs(self, h: Tensor, state: dict) -> tuple[Tensor, Tensor, dict]:
-        """h (B, T, D) -> the store path's inputs x = LN(h) (queries, values) and key inputs (B, T, D), both
-        for [window ; this call] (B, W-1+T, D), and the state entries of the next call.
-
-        Key input of position t: S [x_{t-1} ; x_t], S initialised to pick x_{t-1} ("smeared keys", token
-        shift as in RWKV). With the query projection tied to the key projection at the start, a query for the
-        current token finds the positions that came right after the same token before, and their values hold
-        what followed it: an induction (copy) circuit from the first step, which training then reshapes.
-        x_{t-1} of the first token comes from the state (zero at a lane's stream start)."""
-        x = self.store_norm(h)  # (B, T, D)
-        B, T, _ = x.shape
-        prev = torch.cat((state["window.last"][:, None].to(x.dtype), x[:, :-1]), dim=1)  # (B, T, D)
-        started = _clock(state["ctrl.pos"], T) > 0  # (B, T)
-        keys_in = self.store_key_in(torch.cat((prev * started[..., None].to(x.dtype), x), dim=-1))  # (B, T, D)
-        xs = torch.cat((state["window.inputs"].to(x.dtype), x), dim=1)  # (B, W-1+T, D)
-        ks = torch.cat((state["window.keys"].to(x.dtype), keys_in), dim=1)
-        C = self.controller.context
-        keep = slice(xs.shape[1] - C, None)  # the newest C columns (none when W = 1; xs[:, -0:] would keep all)
-        nxt = {"window.last": x[:, -1], "window.inputs": xs[:, keep], "window.keys": ks[:, keep]}
-        return xs, ks, {name: t.float() for name, t in nxt.items()}
-
-    def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, tokens: Tensor, prev: Tensor, writes: Tensor,
-                     meta: dict | None, pos: Tensor) -> None:
-        """Add the written positions to the store (search key = the attention key's input s, value h; "step" =
-        the lane's clock, ctrl.pos + t, which the recency term measures ages on) and the attention K/V *inputs*
-        (s, x) to the cache, projected at read time. With memory.store_replace > 0, replaced memories go first."""
-        with torch.no_grad():
-            key_in, x = key_in.float(), x.float()  # (B, T, D)
-            b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
-            lanes, before = b.cpu().numpy(), prev[b, t].cpu().numpy()  # (n,) each
-            if self.cfg.memory.store_replace > 0 and len(self.store):
-                remove_replaced(self.store, self.cache, key_in[b, t].cpu().numpy(), before, lanes,
-                                self.cfg.memory.store_replace)
-            # what the entry holds (the copy read-out's pointer), what came before it (replacement's address)
-            # and when (the recency term's clock)
-            cols = {"token": tokens[b, t].cpu().numpy(), "prev": before, "step": (pos[b] + t).cpu().numpy()}
-            if meta is not None:
-                if "step" in meta:
-                    raise ValueError("meta['step']: MemNet records its own clock as a memory's step; do not pass it")
-                for name, col in meta.items():
-                    col = torch.as_tensor(np.asarray(col) if not isinstance(col, Tensor) else col)
-                    if tuple(col.shape) != tuple(writes.shape):
-                        raise ValueError(f"meta[{name!r}]: expected shape {tuple(writes.shape)}, "
-                                         f"got {tuple(col.shape)}")
-                    cols[name] = col.to(b.device)[b, t].cpu().numpy()
-            heads = (self.store_attn.heads, self.store_attn.head_dim)
-            kin, xin = key_in[b, t], x[b, t]  # (n, D)
-            write_memory(self.store, self.cache, kin, h[b, t], kin.unflatten(-1, heads), xin.unflatten(-1, heads),
-                         lanes, meta=cols)
-
-    def _memory_objects(self, batch_size: int) -> tuple[FaissStore, TieredKVCache]:
-        """The store and cache, made on first use for `batch_size` lanes."""
-        if self.store is not None and self.store.lanes != batch_size:
-            if len(self.store):
-                raise ValueError(f"batch size {batch_size}: this MemNet's store holds memories of "
-                                 f"{self.store.lanes} lanes; run with the same number of lanes")
-            self.close()
-        if self.store is None:
-            self.store = FaissStore.from_config(self.cfg.memory, lanes=batch_size, value_dim=self.cfg.dim)
-            # promote_after=0: reads never move entries between tiers. Tier moves on reads made every acting
-            # step re-quantise entries (the dominant cost of a step) and made acting and the learning forward
-            # see different int8 noise; tiers are still chosen by the policy (lru: last read) on each write.
-            self.cache = TieredKVCache.from_config(self.cfg.memory, promote_after=0)
-        return self.store, self.cache
 
     # ------------------------------------------------------------------ interface
     def reset_memory(self, state: dict, lanes) -> dict:
@@ -339,11 +260,6 @@ class MemNet(AgentModel):
         if self.cache is not None:
             self.cache.close()
         self.store = self.cache = None
-
-
-def _clock(pos: Tensor, T: int) -> Tensor:
-    """pos (B,) -> (B, T): each position's step on its lane's clock (tokens seen since the last memory reset)."""
-    return pos[:, None] + torch.arange(T, device=pos.device)
 
 
 def _controller_part(state: dict) -> dict:

@@ -49,15 +49,17 @@ def causal_mask(T: int, device=None) -> Tensor:
 class MemoryAttention(nn.Module):
     """Multi-head attention over [causal context ; per-query memories] with a memory gate.
 
-    D = cfg.dim, H = cfg.attn_heads, d = cfg.head_dim (H * d = D).
+    D = cfg.dim, H = cfg.attn_heads, d = cfg.head_dim (H * d = D). Queries and keys are projected from inputs of
+    width `query_in` and `key_in` (default D; wider when they are made of several positions' inputs).
     """
 
-    def __init__(self, cfg: MemoryConfig, dropout: float = 0.0):
+    def __init__(self, cfg: MemoryConfig, dropout: float = 0.0, key_in: int | None = None,
+                 query_in: int | None = None):
         super().__init__()
         self.heads, self.head_dim = cfg.attn_heads, cfg.head_dim
         inner = self.heads * self.head_dim
-        self.q_proj = nn.Linear(cfg.dim, inner, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, inner, bias=False)
+        self.q_proj = nn.Linear(query_in or cfg.dim, inner, bias=False)
+        self.k_proj = nn.Linear(key_in or cfg.dim, inner, bias=False)
         self.v_proj = nn.Linear(cfg.dim, inner, bias=False)
         self.out_proj = nn.Linear(inner, cfg.dim)
         self.gate = nn.Linear(cfg.dim, self.heads)  # memory gate logit per token and head
@@ -79,19 +81,20 @@ class MemoryAttention(nn.Module):
 
     def project_kv(self, h: Tensor, key_input: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """h (..., D) -> k, v (..., H, d): what TieredKVCache stores for a memory. Keys are projected from
-        `key_input` (..., D) when given (e.g. smeared keys: the previous position's input), else from h."""
+        `key_input` (..., key_in) when given (e.g. smeared keys: earlier positions' inputs), else from h."""
         return self._heads(self.k_proj(h if key_input is None else key_input)), self._heads(self.v_proj(h))
 
     def forward(self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None,
                 mem_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                 context: Tensor | None = None, key_input: Tensor | None = None,
                 return_probs: bool = False, context_age: Tensor | None = None,
-                mem_age: Tensor | None = None) -> tuple[Tensor, dict]:
+                mem_age: Tensor | None = None, query_input: Tensor | None = None) -> tuple[Tensor, dict]:
         """x (B, T, D); mem_k, mem_v (B, T, M, H, d); mem_mask (B, T, M) bool (True = present);
         context (B, C, D): earlier inputs that give keys and values but no queries (a cached window; C = 0 if
         None); attn_mask (T, C+T) or (B, 1, T, C+T) bool over [context ; x] (True = allowed, default causal
-        over x, all of the context); key_input (B, C+T, D): what the keys of [context ; x] are projected from
-        (default [context ; x] itself, see `project_kv`); context_age (T, C+T) or (B, T, C+T) and mem_age
+        over x, all of the context); key_input (B, C+T, key_in): what the keys of [context ; x] are projected from
+        (default [context ; x] itself, see `project_kv`); query_input (B, T, query_in): what the queries are
+        projected from (default x; the gate always reads x); context_age (T, C+T) or (B, T, C+T) and mem_age
         (B, T, M): steps from each key's position to the query (>= 0; None = no recency term).
         Returns out (B, T, D) and info with "memory_share"
         (B, T): attention mass on memory (after the gate, mean over heads) and "gate" (B, T, H); with
@@ -101,7 +104,7 @@ class MemoryAttention(nn.Module):
         B, T, _ = x.shape
         C = 0 if context is None else context.shape[1]
         scale = self.head_dim ** -0.5
-        q = self._heads(self.q_proj(x)).transpose(1, 2)  # (B, H, T, d)
+        q = self._heads(self.q_proj(x if query_input is None else query_input)).transpose(1, 2)  # (B, H, T, d)
         seq = x if context is None else torch.cat((context.to(x.dtype), x), dim=1)  # (B, C+T, D)
         k, v = (t.transpose(1, 2) for t in self.project_kv(seq, key_input))  # (B, H, C+T, d)
         if attn_mask is None:

@@ -36,7 +36,7 @@ from memory.eviction import lowest
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
 
 TIER_NAMES = ("hot", "warm", "cold")
-FORMAT = "memstream.TieredKVCache/1"
+FORMAT = "memstream.TieredKVCache/2"  # /2: cold tier (n, H, dk + d), key_dim
 
 
 def _remove_cold_file(file: Path | None, private_dir: str | None) -> None:
@@ -47,19 +47,22 @@ def _remove_cold_file(file: Path | None, private_dir: str | None) -> None:
 
 
 class TieredKVCache:
-    """Three-tier K/V cache keyed by memory id (see module doc). Keys/values per entry are (H, d)."""
+    """Three-tier K/V cache keyed by memory id (see module doc). Per entry: keys (H, dk), values (H, d); dk =
+    `key_dim` (default d) may differ, e.g. when keys are projected from several inputs."""
 
     def __init__(self, heads: int, head_dim: int, hot: int, warm: int, cold: int, policy: str = "lru",
-                 quantize: bool = True, path: str | os.PathLike | None = None, promote_after: int = 2):
+                 quantize: bool = True, path: str | os.PathLike | None = None, promote_after: int = 2,
+                 key_dim: int | None = None):
+        key_dim = head_dim if key_dim is None else key_dim
         for name, v, low in (("heads", heads, 1), ("head_dim", head_dim, 1), ("hot", hot, 0), ("warm", warm, 0),
-                             ("cold", cold, 0), ("promote_after", promote_after, 0)):
+                             ("cold", cold, 0), ("promote_after", promote_after, 0), ("key_dim", key_dim, 1)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
                 raise ValueError(f"TieredKVCache: {name}={v!r}: must be an int >= {low}")
         if hot + warm + cold < 1:
             raise ValueError("TieredKVCache: the total capacity hot + warm + cold must be >= 1 (got 0 in every tier)")
         if policy not in CACHE_POLICIES:
             raise ValueError(f"TieredKVCache: policy={policy!r}: choose one of {CACHE_POLICIES}")
-        self.heads, self.head_dim, self.policy = int(heads), int(head_dim), policy
+        self.heads, self.head_dim, self.key_dim, self.policy = int(heads), int(head_dim), int(key_dim), policy
         self.capacities = (int(hot), int(warm), int(cold))
         self.quantize, self.promote_after = bool(quantize), int(promote_after)
         private_dir = None
@@ -72,7 +75,7 @@ class TieredKVCache:
             cold_file = folder / f"cold-kv-{uuid.uuid4().hex}.f32"
         self.cold_file = cold_file
         self._finalizer = weakref.finalize(self, _remove_cold_file, cold_file, private_dir)
-        self._store = TierStorage(self.heads, self.head_dim, self.capacities, self.quantize, cold_file)
+        self._store = TierStorage(self.heads, self.head_dim, self.key_dim, self.capacities, self.quantize, cold_file)
         self._books = [Book(c) for c in self.capacities]
         self._ids = np.zeros(0, dtype=np.int64)  # (n,) sorted ids held
         self._tier = np.zeros(0, dtype=np.int8)  # (n,) tier of each id
@@ -155,16 +158,17 @@ class TieredKVCache:
 
     # ------------------------------------------------------------------ public API
     def put(self, ids, keys, values, importance=None) -> np.ndarray:
-        """Insert entries. ids (n,) int64 >= 0, unique; keys/values (n, H, d); importance (n,) or None.
+        """Insert entries. ids (n,) int64 >= 0, unique; keys (n, H, dk), values (n, H, d); importance (n,) or None.
         An id already cached is overwritten. Returns the ids evicted from the cache to make room (with more
         than the total capacity in one call, these include the lowest-priority of the ids just put)."""
         ids = self._as_ids(ids).reshape(-1)
-        n, shape = len(ids), (len(ids), self.heads, self.head_dim)
+        n, shape, key_shape = len(ids), (len(ids), self.heads, self.head_dim), (len(ids), self.heads, self.key_dim)
         keys = (keys.detach().cpu().numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)).astype(np.float32)
         values = (values.detach().cpu().numpy() if isinstance(values, torch.Tensor)
                   else np.asarray(values)).astype(np.float32)
-        if keys.shape != shape or values.shape != shape:
-            raise ValueError(f"TieredKVCache.put: keys {keys.shape} and values {values.shape} must be {shape}")
+        if keys.shape != key_shape or values.shape != shape:
+            raise ValueError(f"TieredKVCache.put: keys {keys.shape} and values {values.shape} must be {key_shape} "
+                             f"and {shape}")
         if n and (ids.min() < 0 or len(np.unique(ids)) != n):
             raise ValueError("TieredKVCache.put: ids must be unique and >= 0 (-1 means 'missing' in get_batch)")
         if not (np.isfinite(keys).all() and np.isfinite(values).all()):
@@ -193,7 +197,7 @@ class TieredKVCache:
         return np.concatenate(self._evicted) if self._evicted else np.zeros(0, np.int64)
 
     def get_batch(self, ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ids (...) int64, -1 = missing -> keys (..., H, d) float32, values (..., H, d), mask (...) bool
+        """ids (...) int64, -1 = missing -> keys (..., H, dk) float32, values (..., H, d), mask (...) bool
         (True = present). Counts as an access and may promote warm/cold entries (see module doc)."""
         ids = self._as_ids(ids)
         flat = ids.reshape(-1)
@@ -203,8 +207,8 @@ class TieredKVCache:
             keys, values = self._store.read(self._top, slot)
             self._touch(self._top, slot)
         else:
-            keys = np.zeros((n, self.heads, self.head_dim), dtype=np.float32)
-            values = np.zeros_like(keys)
+            keys = np.zeros((n, self.heads, self.key_dim), dtype=np.float32)
+            values = np.zeros((n, self.heads, self.head_dim), dtype=np.float32)
             for t in range(3):
                 sel = tier == t
                 if sel.any():
@@ -216,7 +220,7 @@ class TieredKVCache:
         if self.promote_after and (tier > self._top).any():
             self._auto_promote(tier, slot)
         out = ids.shape + (self.heads, self.head_dim)
-        return (torch.from_numpy(keys.reshape(out)), torch.from_numpy(values.reshape(out)),
+        return (torch.from_numpy(keys.reshape(out[:-1] + (self.key_dim,))), torch.from_numpy(values.reshape(out)),
                 torch.from_numpy(found.reshape(ids.shape)))
 
     def _touch(self, t: int, slots: np.ndarray) -> None:
@@ -313,7 +317,8 @@ class TieredKVCache:
     # ------------------------------------------------------------------ persistence
     def _settings(self) -> dict:
         hot, warm, cold = self.capacities
-        return {"heads": self.heads, "head_dim": self.head_dim, "hot": hot, "warm": warm, "cold": cold,
+        return {"heads": self.heads, "head_dim": self.head_dim, "key_dim": self.key_dim, "hot": hot, "warm": warm,
+                "cold": cold,
                 "policy": self.policy, "quantize": self.quantize}
 
     def state_dict(self) -> dict:

@@ -66,27 +66,27 @@ class Book:
 
 
 class TierStorage:
-    """K/V data of the three tiers. Entries are (H, d) keys and (H, d) values; slots index each tier."""
+    """K/V data of the three tiers. Entries are (H, dk) keys and (H, d) values; slots index each tier."""
 
-    def __init__(self, heads: int, head_dim: int, capacities: tuple[int, int, int], quantize: bool,
+    def __init__(self, heads: int, head_dim: int, key_dim: int, capacities: tuple[int, int, int], quantize: bool,
                  cold_file: Path | None):
         hot, warm, cold = capacities
-        H, d = heads, head_dim
-        self.heads, self.head_dim, self.quantize = H, d, quantize
-        self.hot_k = np.zeros((hot, H, d), dtype=np.float32)
+        H, d, dk = heads, head_dim, key_dim
+        self.heads, self.head_dim, self.key_dim, self.quantize = H, d, dk, quantize
+        self.hot_k = np.zeros((hot, H, dk), dtype=np.float32)
         self.hot_v = np.zeros((hot, H, d), dtype=np.float32)
         code = np.int8 if quantize else np.float32
-        self.warm_k = np.zeros((warm, H, d), dtype=code)
+        self.warm_k = np.zeros((warm, H, dk), dtype=code)
         self.warm_v = np.zeros((warm, H, d), dtype=code)
         self.warm_sk = np.ones((warm, H), dtype=np.float32)  # per entry and head
         self.warm_sv = np.ones((warm, H), dtype=np.float32)
-        self.channel = np.ones((H, d), dtype=np.float32)  # per-channel key scale of the warm tier
-        self.key_sq = np.zeros((H, d), dtype=np.float64)  # running sum of k**2 for calibration
+        self.channel = np.ones((H, dk), dtype=np.float32)  # per-channel key scale of the warm tier
+        self.key_sq = np.zeros((H, dk), dtype=np.float64)  # running sum of k**2 for calibration
         self.key_seen = 0
-        self.mmap = np.memmap(cold_file, dtype=np.float32, mode="w+", shape=(cold, 2, H, d)) if cold else None
-        # plain-ndarray view of the mapping ([:, 0] keys, [:, 1] values): indexing the np.memmap subclass
+        self.mmap = np.memmap(cold_file, dtype=np.float32, mode="w+", shape=(cold, H, dk + d)) if cold else None
+        # plain-ndarray view of the mapping ([..., :dk] keys, [..., dk:] values): indexing the np.memmap subclass
         # itself wraps every result in a memmap object, which doubles the cost of a 100-id read
-        self.cold = np.asarray(self.mmap) if cold else np.zeros((0, 2, H, d), dtype=np.float32)
+        self.cold = np.asarray(self.mmap) if cold else np.zeros((0, H, dk + d), dtype=np.float32)
 
     def observe_keys(self, keys: np.ndarray) -> None:
         """keys (n, H, d): every key put into the cache feeds the warm tier's channel calibration."""
@@ -95,7 +95,7 @@ class TierStorage:
             self.key_seen += len(keys)
 
     def read(self, t: int, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """slots (n,) -> keys, values (n, H, d) float32."""
+        """slots (n,) -> keys (n, H, dk), values (n, H, d) float32."""
         if t == HOT:
             return self.hot_k[slots], self.hot_v[slots]
         if t == WARM:
@@ -104,8 +104,8 @@ class TierStorage:
             return (dequantize(self.warm_k[slots], self.warm_sk[slots], self.channel),
                     dequantize(self.warm_v[slots], self.warm_sv[slots]))
         self._check_open()
-        block = self.cold[slots]  # (n, 2, H, d): one fancy index into the memmap
-        return block[:, 0], block[:, 1]
+        block = self.cold[slots]  # (n, H, dk + d): one fancy index into the memmap
+        return block[..., :self.key_dim], block[..., self.key_dim:]
 
     def write(self, t: int, slots: np.ndarray, keys: np.ndarray, values: np.ndarray, book_empty: bool) -> None:
         if t == HOT:
@@ -119,12 +119,13 @@ class TierStorage:
             self.warm_v[slots], self.warm_sv[slots] = quantize(values)
         else:
             self._check_open()
-            self.cold[slots, 0], self.cold[slots, 1] = keys, values
+            self.cold[slots] = np.concatenate((keys, values), axis=-1)
 
     def entry_bytes(self) -> dict:
         """Bytes per entry in each tier (K and V; int8 codes plus scales in warm; cold is on disk)."""
-        full = 2 * self.heads * self.head_dim * 4
-        warm = 2 * self.heads * self.head_dim + 2 * self.heads * 4 if self.quantize else full
+        width = self.heads * (self.key_dim + self.head_dim)
+        full = width * 4
+        warm = width + 2 * self.heads * 4 if self.quantize else full
         return {"hot": full, "warm": warm, "cold": full}
 
     @property
@@ -167,7 +168,7 @@ class TierStorage:
                                  f"{d[name].dtype}, expected {mine.shape} {mine.dtype}")
             mine[...] = d[name].numpy()
         self.key_seen = int(d["key_seen"])
-        if tuple(d["cold"].shape) != (len(occupied[COLD]), 2, self.heads, self.head_dim):
+        if tuple(d["cold"].shape) != (len(occupied[COLD]), self.heads, self.key_dim + self.head_dim):
             raise ValueError(f"TieredKVCache.load_state_dict: cold data {tuple(d['cold'].shape)} does not match "
                              f"{len(occupied[COLD])} cold entries")
         self.cold[occupied[COLD]] = d["cold"].numpy()

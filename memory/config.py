@@ -15,6 +15,23 @@ STORE_EVICTIONS = ("fifo", "lru", "importance")
 STORE_METRICS = ("cosine", "ip")
 CACHE_POLICIES = ("lru", "fifo", "importance")
 RESET_MODES = ("never", "episode", "task")
+KEY_SOURCES = ("hidden", "token")
+MAX_LAG = 64  # largest key / query lag in memory.key_lags
+
+
+def parse_lags(text) -> tuple[tuple[int, int], ...] | None:
+    """'1:0+3:0' -> ((1, 0), (3, 0)); None if `text` is not such a string (lags in [0, MAX_LAG], no repeats)."""
+    if not isinstance(text, str):
+        return None
+    pairs = []
+    for part in text.split("+"):
+        o, sep, p = part.partition(":")
+        if not (sep and o.isdigit() and p.isdigit() and o.isascii() and p.isascii()):
+            return None
+        pairs.append((int(o), int(p)))
+    if any(v > MAX_LAG for pair in pairs for v in pair) or len(set(pairs)) != len(pairs):
+        return None
+    return tuple(pairs)
 
 
 @dataclass
@@ -45,6 +62,11 @@ class MemoryConfig:
     copy: float = 0.0
     # store attention: -softplus(r_h) log(1 + age) on every logit, so the latest of equally matching memories wins
     recency: bool = True
+    # store addressing, "o:p+o:p...": each lag pair o:p lets a query match a memory whose input o steps before it
+    # equals the query's input p steps back. "1:0" (smeared keys): memories that followed the current token.
+    # Keys see inputs 0..max(o) back, queries 0..max(p) back; the pairs set the initial projections (learned)
+    key_lags: str = "1:0"
+    key_source: str = "hidden"  # what store addresses are made of: hidden (LN of the controller state) | token (codes)
     attn_heads: int = 4  # heads of MemoryAttention; the cache stores K/V per head (dim // attn_heads each)
     cache_hot: int = 1024  # entries in the float32 tier
     cache_warm: int = 4096  # entries in the int8 tier
@@ -106,11 +128,30 @@ class MemoryConfig:
         need(self.fusion in FUSIONS, f"fusion={self.fusion!r}: choose one of {FUSIONS}")
         for name in ("util_weight", "pressure_weight", "sparsity_weight"):
             need(getattr(self, name) >= 0, f"{name}={getattr(self, name)}: must be >= 0")
+        lags = parse_lags(self.key_lags)
+        need(lags is not None, f"key_lags={self.key_lags!r}: expected lag pairs 'o:p' joined by '+' (e.g. '1:0' or "
+                               f"'1:0+3:0+4:1'), each o and p an int in [0, {MAX_LAG}]")
+        need(self.key_source in KEY_SOURCES, f"key_source={self.key_source!r}: choose one of {KEY_SOURCES}")
         need(self.reset in RESET_MODES, f"reset={self.reset!r}: choose one of {RESET_MODES}")
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.attn_heads
+
+    @property
+    def lag_pairs(self) -> tuple[tuple[int, int], ...]:
+        """((key lag o, query lag p), ...) of `key_lags`, in the order given."""
+        return parse_lags(self.key_lags)
+
+    @property
+    def key_inputs(self) -> int:
+        """How many inputs a store key is made of (x_t ... x_{t-max o}): its key input is key_inputs x dim wide."""
+        return 1 + max(o for o, _ in self.lag_pairs)
+
+    @property
+    def query_inputs(self) -> int:
+        """How many inputs a store query is made of (x_t ... x_{t-max p})."""
+        return 1 + max(p for _, p in self.lag_pairs)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -72,15 +72,16 @@ def write_memory(store: FaissStore, cache: TieredKVCache, keys, values, mem_k, m
 
 
 def remove_replaced(store: FaissStore, cache: TieredKVCache, keys: np.ndarray, prev: np.ndarray, lanes: np.ndarray,
-                    threshold: float) -> np.ndarray:
+                    threshold: float, part: slice = slice(None)) -> np.ndarray:
     """Before n new memories (keys (n, D), predecessor tokens (n,), lanes (n,)) are added, remove from store and
-    cache their lanes' memories that followed the same token (`prev` metadata) with key cosine >= threshold.
+    cache their lanes' memories that followed the same token (`prev` metadata) with a cosine >= threshold between
+    the keys' `part` (e.g. the context inputs of a key made of several positions' inputs; default all of it).
     Returns the removed ids. The store then keeps the latest thing that followed a context, so a changed mapping
     overwrites the old one instead of competing with it. The token condition makes this safe (contextual keys of
     unrelated memories that one query retrieves have cosines of 0.7-0.95); candidates come from an exact lookup,
     since a nearest-neighbour search by inner product missed stale entries of smaller norm (README)."""
     same = store.ids_with("prev", prev, lanes)  # (n, m)
-    near = store.keys_of(same)  # (n, m, D)
+    keys, near = keys[..., part], store.keys_of(same)[..., part]  # (n, D'), (n, m, D')
     cos = np.einsum("nd,nmd->nm", keys, near) / np.maximum(
         np.linalg.norm(keys, axis=-1)[:, None] * np.linalg.norm(near, axis=-1), 1e-12)
     gone = np.unique(same[(same >= 0) & (cos >= threshold)])

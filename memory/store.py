@@ -120,8 +120,10 @@ class FaissStore(StorePersistence, StoreLookup):
         self._scores: torch.Tensor | None = None  # exact-search score buffer, grown on demand
 
     @classmethod
-    def from_config(cls, cfg: MemoryConfig, lanes: int, value_dim: int, **kwargs) -> FaissStore:
-        return cls(cfg.dim, value_dim, cfg.store_capacity, lanes=lanes, scope=cfg.store_scope,
+    def from_config(cls, cfg: MemoryConfig, lanes: int, value_dim: int, key_dim: int | None = None,
+                    **kwargs) -> FaissStore:
+        """Keys are cfg.dim wide unless `key_dim` says otherwise (MemNet's key inputs: cfg.key_inputs x dim)."""
+        return cls(key_dim or cfg.dim, value_dim, cfg.store_capacity, lanes=lanes, scope=cfg.store_scope,
                    index=cfg.store_index, eviction=cfg.store_eviction, threads=cfg.store_threads,
                    metric=cfg.store_metric, **kwargs)
 

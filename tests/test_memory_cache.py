@@ -154,6 +154,30 @@ def test_capacity_never_exceeded_and_every_cached_id_reads_back():
     assert rel_err(k.numpy(), want_k) < 0.01
 
 
+def test_keys_wider_than_values_round_trip_in_every_tier(tmp_path):
+    """key_dim != head_dim (keys projected from several inputs): every tier holds both (fifo: the newest 10 in hot,
+    exact; the others passed through the int8 warm tier, within its error); a saved cache loads the same."""
+    keys = np.concatenate([kv(30, seed)[0] for seed in (1, 2)], axis=-1)  # (30, H, 2 d)
+    values = kv(30, 3)[1]
+    cache = TieredKVCache(H, d, hot=10, warm=10, cold=10, policy="fifo", key_dim=2 * d)
+    cache.put(np.arange(30), keys, values)
+    assert sorted(np.bincount(cache.tier_of(np.arange(30)))) == [10, 10, 10]
+    k, v, mask = cache.get_batch(np.arange(30))
+    assert mask.all() and k.shape == (30, H, 2 * d) and v.shape == (30, H, d)
+    exact = cache.tier_of(np.arange(30)) == 0  # hot; the older ones went through the int8 warm tier
+    np.testing.assert_array_equal(k.numpy()[exact], keys[exact])
+    np.testing.assert_array_equal(v.numpy()[exact], values[exact])
+    assert rel_err(k.numpy()[~exact], keys[~exact]) < 0.01 and rel_err(v.numpy()[~exact], values[~exact]) < 0.01
+    with pytest.raises(ValueError, match=r"must be \(1, 3, 32\) and \(1, 3, 16\)"):
+        cache.put(np.array([99]), values[:1], values[:1])
+    cache.save(tmp_path / "cache.pt")
+    back = TieredKVCache.load(tmp_path / "cache.pt")
+    for a, b in zip(cache.get_batch(np.arange(30)), back.get_batch(np.arange(30)), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    cache.close()
+    back.close()
+
+
 def test_save_load_round_trip(tmp_path):
     keys, values = kv(12)
     cache = TieredKVCache(H, d, hot=4, warm=4, cold=4, policy="lru")
@@ -212,7 +236,7 @@ def test_bad_input_and_from_config():
     with pytest.raises(TypeError, match="integers"):
         cache.get_batch(np.array([0.5]))
     cfg = MemoryConfig(dim=64, attn_heads=4, cache_hot=8, cache_warm=4, cache_cold=0, cache_policy="fifo")
-    c = TieredKVCache.from_config(cfg)
-    assert (c.heads, c.head_dim, c.capacities, c.policy) == (4, 16, (8, 4, 0), "fifo")
+    c = TieredKVCache.from_config(cfg, key_dim=64)  # e.g. keys made of 4 inputs: 4 x 16 per head
+    assert (c.heads, c.head_dim, c.key_dim, c.capacities, c.policy) == (4, 16, 64, (8, 4, 0), "fifo")
     k, v, m = c.get_batch(torch.full((2, 5), -1))
-    assert k.shape == (2, 5, 4, 16) and not m.any()
+    assert k.shape == (2, 5, 4, 64) and v.shape == (2, 5, 4, 16) and not m.any()

@@ -1,0 +1,146 @@
+"""MemNet's store path: addresses (lagged key and query inputs), writes, candidate re-scoring, the copy pointer.
+
+`StorePath` is a mixin of `MemNet` (agents/memnet.py): the methods here read and write `self.store`,
+`self.cache`, `self.store_attn`, `self.store_norm` and `self.cfg`; MemNet's module doc has the whole read path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from memory.attention import MemoryAttention
+from memory.cache import TieredKVCache
+from memory.retrieval import recency_rescore, remove_replaced, write_memory
+from memory.store import FaissStore
+
+QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
+TOKEN_CODE_SEED = 0  # memory.key_source=token: the codes come from their own generator (the global RNG is untouched)
+FETCH_FACTOR = 4  # the store search returns FETCH_FACTOR x store_top_k candidates, re-ranked to store_top_k
+
+
+class StorePath:
+    """The store-path methods of MemNet."""
+
+    def _rescorer(self, clock: np.ndarray):
+        """Re-score the store's candidates as the attention will see them: with the recency term on an ip store,
+        the head-mean logit q.k / (H sqrt(d)) minus mean_h softplus(r_h) log(1 + age); memories still in the
+        window dropped. Without it, a context seen in many old episodes fills the k slots with stale copies."""
+        attn, m = self.store_attn, self.cfg.memory
+        if m.store_metric != "ip":  # cosine scores are not logits: no recency term here
+            return recency_rescore(self.store, clock, self.controller.context, 1.0, 0.0)
+        slope = float(torch.nn.functional.softplus(attn.recency.detach()).mean()) if m.recency else 0.0
+        return recency_rescore(self.store, clock, self.controller.context, 1 / (attn.heads * attn.head_dim ** 0.5),
+                               slope)
+
+    def _copy_distribution(self, probs: Tensor, held: Tensor) -> Tensor:
+        """probs (B, T, P) attention weights, held (B, T, P) token ids (-1 = none) -> (B, T, V) float32: the
+        attention mass on each token id (sums to <= 1; positions holding nothing carry no mass)."""
+        probs = probs.float() * (held >= 0)
+        out = probs.new_zeros(*held.shape[:2], self.cfg.vocab_size)
+        return out.scatter_add_(-1, held.clamp(min=0), probs)
+
+    def _store_inputs(self, h: Tensor, tokens: Tensor, state: dict) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """h (B, T, D), tokens (B, T) -> the store path's inputs x = LN(h) (values) and key inputs, both for
+        [window ; this call] ((B, W-1+T, D) and (B, W-1+T, a D)), this call's query inputs (B, T, b D), and the
+        state entries of the next call. With addresses e_t = x_t (memory.key_source=hidden) or the token's fixed
+        code (token), the key input of position t is [e_t ; e_{t-1} ; ... ; e_{t-a+1}] (a = memory.key_inputs),
+        the query input likewise with b = memory.query_inputs; addresses before a lane's stream start are 0.
+
+        Lag pair o:p starts W_k reading x_{t-o} and W_q reading 4 x the same map of x_{t-p} (`_init_lag_pairs`):
+        with "1:0" (token shift, as in RWKV) a query for the current token finds the positions that came right
+        after the same token before, and their values hold what followed it, an induction (copy) circuit from
+        the first step, which training then reshapes. W_k and W_q see every lag up to a and b, so training can
+        move weight between them: stored memories keep their inputs, not their keys (`_write_store`).
+
+        Token codes do not drift: a contextual x_t written long ago came from an older controller, and queries
+        trained against such stale addresses miss the fresh ones (README, NeedleRecall)."""
+        x = self.store_norm(h)  # (B, T, D)
+        m, T = self.cfg.memory, x.shape[1]
+        address = x if m.key_source == "hidden" else self.token_codes[tokens].to(x.dtype)  # (B, T, D)
+        recent = state["window.recent"].to(x.dtype)  # (B, R, D): the last R addresses
+        R = recent.shape[1]
+        ext = torch.cat((recent, address), dim=1)  # (B, R+T, D): e_{t-R} ... e_{t+T-1}
+        keys_in = torch.cat([ext[:, R - o:R - o + T] for o in range(m.key_inputs)], dim=-1)  # (B, T, a D)
+        queries_in = torch.cat([ext[:, R - p:R - p + T] for p in range(m.query_inputs)], dim=-1)  # (B, T, b D)
+        xs = torch.cat((state["window.inputs"].to(x.dtype), x), dim=1)  # (B, W-1+T, D)
+        ks = torch.cat((state["window.keys"].to(x.dtype), keys_in), dim=1)  # (B, W-1+T, a D)
+        C = self.controller.context
+        keep = slice(xs.shape[1] - C, None)  # the newest C columns (none when W = 1; xs[:, -0:] would keep all)
+        nxt = {"window.recent": ext[:, ext.shape[1] - R:], "window.inputs": xs[:, keep], "window.keys": ks[:, keep]}
+        return xs, ks, queries_in, {name: t.float() for name, t in nxt.items()}
+
+    def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, tokens: Tensor, prev: Tensor, writes: Tensor,
+                     meta: dict | None, pos: Tensor) -> None:
+        """Add the written positions to the store (search key = the attention key's input s, value h; "step" =
+        the lane's clock, ctrl.pos + t, which the recency term measures ages on) and the attention K/V *inputs*
+        (s, x) to the cache, projected at read time. With memory.store_replace > 0, replaced memories go first:
+        their context (s without the position's own input x_t, unless s is x_t alone) is compared."""
+        with torch.no_grad():
+            key_in, x = key_in.float(), x.float()  # (B, T, a D), (B, T, D)
+            b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
+            lanes, before = b.cpu().numpy(), prev[b, t].cpu().numpy()  # (n,) each
+            if self.cfg.memory.store_replace > 0 and len(self.store):
+                context = slice(self.cfg.dim, None) if self.cfg.memory.key_inputs > 1 else slice(None)
+                remove_replaced(self.store, self.cache, key_in[b, t].cpu().numpy(), before, lanes,
+                                self.cfg.memory.store_replace, part=context)
+            # what the entry holds (the copy read-out's pointer), what came before it (replacement's address)
+            # and when (the recency term's clock)
+            cols = {"token": tokens[b, t].cpu().numpy(), "prev": before, "step": (pos[b] + t).cpu().numpy()}
+            if meta is not None:
+                if "step" in meta:
+                    raise ValueError("meta['step']: MemNet records its own clock as a memory's step; do not pass it")
+                for name, col in meta.items():
+                    col = torch.as_tensor(np.asarray(col) if not isinstance(col, Tensor) else col)
+                    if tuple(col.shape) != tuple(writes.shape):
+                        raise ValueError(f"meta[{name!r}]: expected shape {tuple(writes.shape)}, "
+                                         f"got {tuple(col.shape)}")
+                    cols[name] = col.to(b.device)[b, t].cpu().numpy()
+            H = self.store_attn.heads
+            kin, xin = key_in[b, t], x[b, t]  # (n, a D), (n, D): cached per head as (n, H, a d), (n, H, d)
+            write_memory(self.store, self.cache, kin, h[b, t], kin.unflatten(-1, (H, -1)), xin.unflatten(-1, (H, -1)),
+                         lanes, meta=cols)
+
+    def _memory_objects(self, batch_size: int) -> tuple[FaissStore, TieredKVCache]:
+        """The store and cache, made on first use for `batch_size` lanes."""
+        if self.store is not None and self.store.lanes != batch_size:
+            if len(self.store):
+                raise ValueError(f"batch size {batch_size}: this MemNet's store holds memories of "
+                                 f"{self.store.lanes} lanes; run with the same number of lanes")
+            self.close()
+        if self.store is None:
+            m = self.cfg.memory  # keys are key inputs: the last m.key_inputs inputs, projected at read time
+            self.store = FaissStore.from_config(m, lanes=batch_size, value_dim=self.cfg.dim,
+                                                key_dim=m.key_inputs * self.cfg.dim)
+            # promote_after=0: reads never move entries between tiers. Tier moves on reads made every acting
+            # step re-quantise entries (the dominant cost of a step) and made acting and the learning forward
+            # see different int8 noise; tiers are still chosen by the policy (lru: last read) on each write.
+            self.cache = TieredKVCache.from_config(m, promote_after=0, key_dim=m.key_inputs * m.head_dim)
+        return self.store, self.cache
+
+
+def init_lag_pairs(attn: MemoryAttention, pairs: tuple[tuple[int, int], ...], dim: int) -> None:
+    """Start the store attention's W_k (over [e_t ; ... e_{t-a+1}]) and W_q (over [e_t ; ...]) so that lag pair
+    o:p matches a memory whose address o steps back equals the query's address p steps back: one random
+    orthogonal map G_j per pair (x 3^-1/2, the default init's scale), W_k[:, block o] += G_j and
+    W_q[:, block p] += QUERY_SCALE G_j.
+
+    x QUERY_SCALE = 4: one matching pair scores ~8 on the softmax logits against ~+-1 for a non-match, so from the
+    first step most attention lands on the match and the memory's prediction is worth learning from. A memory
+    matching m pairs scores ~8 m: the pairs' evidence adds up, which is what singles out a fact from the
+    haystack's chance matches of one token (NeedleRecall after 20 episodes: 0.53 when the pairs shared the scale
+    of one, 0.81 with each at full scale, README). Cross terms of independent G_j add noise (~+-1.3 per pair).
+    With one pair, W_k^T W_k = I / 3 on its block: the search in key-input space (W_k^T q).s ranks as q.k."""
+    k, q = attn.k_proj.weight, attn.q_proj.weight  # (D, a D), (D, b D)
+    k.zero_()
+    q.zero_()
+    for o, p in pairs:
+        g = nn.init.orthogonal_(torch.empty(dim, dim), gain=3 ** -0.5)
+        k[:, o * dim:(o + 1) * dim] += g
+        q[:, p * dim:(p + 1) * dim] += QUERY_SCALE * g
+
+
+def lane_clock(pos: Tensor, T: int) -> Tensor:
+    """pos (B,) -> (B, T): each position's step on its lane's clock (tokens seen since the last memory reset)."""
+    return pos[:, None] + torch.arange(T, device=pos.device)
