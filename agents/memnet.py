@@ -64,10 +64,10 @@ class MemNet(StorePath, AgentModel):
         self.internal = build_internal_memory(m)
         if m.store:
             self.store_norm = nn.LayerNorm(cfg.dim)
-            self.store_attn = MemoryAttention(m, dropout=cfg.dropout, key_in=m.key_inputs * cfg.dim,
-                                              query_in=m.query_inputs * cfg.dim)
+            self.store_attn = MemoryAttention(m, dropout=cfg.dropout, key_in=m.key_blocks * cfg.dim,
+                                              query_in=m.query_blocks * cfg.dim)
             with torch.no_grad():
-                init_lag_pairs(self.store_attn, m.lag_pairs, cfg.dim)
+                init_lag_pairs(self.store_attn, m.lag_pairs, cfg.dim, context=m.context_decay > 0)
             if m.key_source == "token":  # fixed N(0, 1) codes (norm ~ sqrt(D), like LN(h)); W_k / W_q learn on them
                 codes = torch.randn(cfg.vocab_size, cfg.dim, generator=torch.Generator().manual_seed(TOKEN_CODE_SEED))
                 self.register_buffer("token_codes", codes)  # (V, D); in the checkpoint, so a run resumes the same
@@ -99,8 +99,10 @@ class MemNet(StorePath, AgentModel):
         if m.store:  # the store path's window of inputs and key inputs, and the last LN(h)s (lagged inputs)
             C, D = self.controller.context, self.cfg.dim
             state["window.inputs"] = torch.zeros(batch_size, C, D, device=dev)
-            state["window.keys"] = torch.zeros(batch_size, C, m.key_inputs * D, device=dev)
+            state["window.keys"] = torch.zeros(batch_size, C, m.key_blocks * D, device=dev)
             state["window.recent"] = torch.zeros(batch_size, max(m.key_inputs, m.query_inputs) - 1, D, device=dev)
+            if m.context_decay > 0:  # running mean of the addresses through the last position
+                state["window.context"] = torch.zeros(batch_size, D, device=dev)
             state["window.tokens"] = torch.zeros(batch_size, self.controller.context, dtype=torch.long, device=dev)
         return state
 

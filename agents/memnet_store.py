@@ -62,14 +62,35 @@ class StorePath:
         recent = state["window.recent"].to(x.dtype)  # (B, R, D): the last R addresses
         R = recent.shape[1]
         ext = torch.cat((recent, address), dim=1)  # (B, R+T, D): e_{t-R} ... e_{t+T-1}
-        keys_in = torch.cat([ext[:, R - o:R - o + T] for o in range(m.key_inputs)], dim=-1)  # (B, T, a D)
-        queries_in = torch.cat([ext[:, R - p:R - p + T] for p in range(m.query_inputs)], dim=-1)  # (B, T, b D)
+        keys = [ext[:, R - o:R - o + T] for o in range(m.key_inputs)]  # a x (B, T, D)
+        queries = [ext[:, R - p:R - p + T] for p in range(m.query_inputs)]  # b x (B, T, D)
+        nxt = {}
+        if m.context_decay > 0:  # a key gets the context through the position before it, a query the one now
+            before, nxt["window.context"] = self._contexts(address, state["window.context"].to(x.dtype))
+            keys.append(before[:, :-1])
+            queries.append(before[:, 1:])
+        keys_in, queries_in = torch.cat(keys, dim=-1), torch.cat(queries, dim=-1)  # (B, T, a D), (B, T, b D)
         xs = torch.cat((state["window.inputs"].to(x.dtype), x), dim=1)  # (B, W-1+T, D)
         ks = torch.cat((state["window.keys"].to(x.dtype), keys_in), dim=1)  # (B, W-1+T, a D)
         C = self.controller.context
         keep = slice(xs.shape[1] - C, None)  # the newest C columns (none when W = 1; xs[:, -0:] would keep all)
-        nxt = {"window.recent": ext[:, ext.shape[1] - R:], "window.inputs": xs[:, keep], "window.keys": ks[:, keep]}
+        nxt.update({"window.recent": ext[:, ext.shape[1] - R:], "window.inputs": xs[:, keep],
+                    "window.keys": ks[:, keep]})
         return xs, ks, queries_in, {name: t.float() for name, t in nxt.items()}
+
+    def _contexts(self, address: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+        """address (B, T, D), last (B, D): the running mean m through the position before the call -> the contexts
+        c_{t-1} ... c_{T-1} (B, T+1, D), c = sqrt(D) m / |m| (0 while m is), and the new running mean (B, D).
+        m_t = lam m_{t-1} + (1 - lam) e_t, lam = memory.context_decay: one matmul over the call."""
+        lam, (T, D) = self.cfg.memory.context_decay, address.shape[1:]
+        t = torch.arange(T, device=address.device, dtype=address.dtype)
+        gap = t[:, None] - t[None, :]  # (T, T)
+        weights = torch.where(gap >= 0, (1 - lam) * lam ** gap.clamp(min=0), torch.zeros_like(gap))
+        means = lam ** (t + 1)[None, :, None] * last[:, None] + weights @ address  # (B, T, D): m_0 ... m_{T-1}
+        means = torch.cat((last[:, None], means), dim=1)  # (B, T+1, D)
+        norm = means.norm(dim=-1, keepdim=True)
+        contexts = torch.where(norm > 0, means * D ** 0.5 / norm.clamp(min=1e-12), torch.zeros_like(means))
+        return contexts, means[:, -1]
 
     def _write_store(self, x: Tensor, key_in: Tensor, h: Tensor, tokens: Tensor, prev: Tensor, writes: Tensor,
                      meta: dict | None, pos: Tensor) -> None:
@@ -82,7 +103,7 @@ class StorePath:
             b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
             lanes, before = b.cpu().numpy(), prev[b, t].cpu().numpy()  # (n,) each
             if self.cfg.memory.store_replace > 0 and len(self.store):
-                context = slice(self.cfg.dim, None) if self.cfg.memory.key_inputs > 1 else slice(None)
+                context = slice(self.cfg.dim, None) if self.cfg.memory.key_blocks > 1 else slice(None)
                 remove_replaced(self.store, self.cache, key_in[b, t].cpu().numpy(), before, lanes,
                                 self.cfg.memory.store_replace, part=context)
             # what the entry holds (the copy read-out's pointer), what came before it (replacement's address)
@@ -110,17 +131,18 @@ class StorePath:
                                  f"{self.store.lanes} lanes; run with the same number of lanes")
             self.close()
         if self.store is None:
-            m = self.cfg.memory  # keys are key inputs: the last m.key_inputs inputs, projected at read time
+            m = self.cfg.memory  # keys are key inputs (m.key_blocks x D: addresses, context), projected at read time
             self.store = FaissStore.from_config(m, lanes=batch_size, value_dim=self.cfg.dim,
-                                                key_dim=m.key_inputs * self.cfg.dim)
+                                                key_dim=m.key_blocks * self.cfg.dim)
             # promote_after=0: reads never move entries between tiers. Tier moves on reads made every acting
             # step re-quantise entries (the dominant cost of a step) and made acting and the learning forward
             # see different int8 noise; tiers are still chosen by the policy (lru: last read) on each write.
-            self.cache = TieredKVCache.from_config(m, promote_after=0, key_dim=m.key_inputs * m.head_dim)
+            self.cache = TieredKVCache.from_config(m, promote_after=0, key_dim=m.key_blocks * m.head_dim)
         return self.store, self.cache
 
 
-def init_lag_pairs(attn: MemoryAttention, pairs: tuple[tuple[int, int], ...], dim: int) -> None:
+def init_lag_pairs(attn: MemoryAttention, pairs: tuple[tuple[int, int], ...], dim: int, context: bool = False
+                   ) -> None:
     """Start the store attention's W_k (over [e_t ; ... e_{t-a+1}]) and W_q (over [e_t ; ...]) so that lag pair
     o:p matches a memory whose address o steps back equals the query's address p steps back: one random
     orthogonal map G_j per pair (x 3^-1/2, the default init's scale), W_k[:, block o] += G_j and
@@ -135,7 +157,10 @@ def init_lag_pairs(attn: MemoryAttention, pairs: tuple[tuple[int, int], ...], di
     k, q = attn.k_proj.weight, attn.q_proj.weight  # (D, a D), (D, b D)
     k.zero_()
     q.zero_()
-    for o, p in pairs:
+    blocks = [(o, p) for o, p in pairs]
+    if context:  # the context block is the last of each: matched like one more pair
+        blocks.append((k.shape[1] // dim - 1, q.shape[1] // dim - 1))
+    for o, p in blocks:
         g = nn.init.orthogonal_(torch.empty(dim, dim), gain=3 ** -0.5)
         k[:, o * dim:(o + 1) * dim] += g
         q[:, p * dim:(p + 1) * dim] += QUERY_SCALE * g

@@ -67,6 +67,9 @@ class MemoryConfig:
     # Keys see inputs 0..max(o) back, queries 0..max(p) back; the pairs set the initial projections (learned)
     key_lags: str = "1:0"
     key_source: str = "hidden"  # what store addresses are made of: hidden (LN of the controller state) | token (codes)
+    # > 0 adds a context block to store keys and queries: the normalised running mean (this decay per step) of the
+    # addresses, a memory's context just before it against the query's context now (which task / topic it was)
+    context_decay: float = 0.0
     attn_heads: int = 4  # heads of MemoryAttention; the cache stores K/V per head (dim // attn_heads each)
     cache_hot: int = 1024  # entries in the float32 tier
     cache_warm: int = 4096  # entries in the int8 tier
@@ -131,6 +134,8 @@ class MemoryConfig:
         lags = parse_lags(self.key_lags)
         need(lags is not None, f"key_lags={self.key_lags!r}: expected lag pairs 'o:p' joined by '+' (e.g. '1:0' or "
                                f"'1:0+3:0+4:1'), each o and p an int in [0, {MAX_LAG}]")
+        need(0.0 <= self.context_decay < 1.0,
+             f"context_decay={self.context_decay}: must lie in [0, 1) (0 switches the context block off)")
         need(self.key_source in KEY_SOURCES, f"key_source={self.key_source!r}: choose one of {KEY_SOURCES}")
         need(self.reset in RESET_MODES, f"reset={self.reset!r}: choose one of {RESET_MODES}")
 
@@ -152,6 +157,16 @@ class MemoryConfig:
     def query_inputs(self) -> int:
         """How many inputs a store query is made of (x_t ... x_{t-max p})."""
         return 1 + max(p for _, p in self.lag_pairs)
+
+    @property
+    def key_blocks(self) -> int:
+        """D-wide blocks of a store key input: key_inputs addresses, then the context block if context_decay > 0."""
+        return self.key_inputs + (self.context_decay > 0)
+
+    @property
+    def query_blocks(self) -> int:
+        """D-wide blocks of a store query input: query_inputs addresses, then the context block if any."""
+        return self.query_inputs + (self.context_decay > 0)
 
     def to_dict(self) -> dict:
         return asdict(self)

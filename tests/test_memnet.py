@@ -43,7 +43,8 @@ def seed():
     dict(slots=0, store_scope="shared"),
     dict(window=1),  # no window at all: the store path carries only the previous input
     dict(key_lags="1:0+3:0+4:1+5:2", key_source="token"),  # lagged addresses from before the call's start
-    dict(window=1, key_lags="2:1"),
+    dict(window=1, key_lags="2:1", context_decay=0.9),
+    dict(key_lags="1:0+2:1", context_decay=0.5, key_source="token"),
 ])
 def test_acting_equals_chunk_forward_with_memory(mem):
     model = MemNet(model_cfg(**mem)).eval()
