@@ -82,8 +82,9 @@ class MemNet(StorePath, AgentModel):
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int) -> dict[str, Tensor]:
         """Flat dict of tensors: ctrl.k<l> / ctrl.v<l> (B, H, W-1, d) per layer, ctrl.pos (B,), slot.<field>
-        (B, N, ...), internal (B, S, D); store path: window.inputs (B, W-1, D), window.keys (B, W-1, a D) (key
-        inputs), window.recent (B, max(a, b) - 1, D) (the last inputs, for lagged keys and queries),
+        (B, N, ...), internal (B, S, D); store path: window.inputs (B, W-1, D), window.keys (B, W-1, K D) (key
+        inputs, K = memory.key_blocks), window.recent (B, max(a, b) - 1, D) (the last addresses, for lagged keys
+        and queries), window.context (B, D) (the running mean of the addresses, with memory.context_decay > 0),
         window.tokens (B, W-1) long (what the window positions hold, for the copy read-out)."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")

@@ -46,9 +46,10 @@ class StorePath:
         [window ; this call] ((B, W-1+T, D) and (B, W-1+T, a D)), this call's query inputs (B, T, b D), and the
         state entries of the next call. With addresses e_t = x_t (memory.key_source=hidden) or the token's fixed
         code (token), the key input of position t is [e_t ; e_{t-1} ; ... ; e_{t-a+1}] (a = memory.key_inputs),
-        the query input likewise with b = memory.query_inputs; addresses before a lane's stream start are 0.
+        the query input likewise with b = memory.query_inputs; addresses before a lane's stream start are 0. With
+        memory.context_decay > 0 both end with one more block, the context (`_contexts`).
 
-        Lag pair o:p starts W_k reading x_{t-o} and W_q reading 4 x the same map of x_{t-p} (`_init_lag_pairs`):
+        Lag pair o:p starts W_k reading e_{t-o} and W_q reading 4 x the same map of e_{t-p} (`init_lag_pairs`):
         with "1:0" (token shift, as in RWKV) a query for the current token finds the positions that came right
         after the same token before, and their values hold what followed it, an induction (copy) circuit from
         the first step, which training then reshapes. W_k and W_q see every lag up to a and b, so training can
