@@ -21,7 +21,9 @@ import torch
 from memory.persist import atomic_torch_save
 
 FORMAT = "memstream-checkpoint"
-CHECKPOINT_VERSION = 1
+# 2: MemNet's store keys are lag-pair key inputs (no store_key_in; window.recent state; cache format /2), so a
+# version-1 MemNet checkpoint no longer fits even under an identical config
+CHECKPOINT_VERSION = 2
 ARCH_SECTIONS = ("model", "memory")  # config sections that must match for weights to fit
 ARCH_KEYS = ("agent",)
 

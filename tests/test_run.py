@@ -142,6 +142,12 @@ def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not fit this model" in err
     assert len(err.strip().splitlines()) == 1
+    body["version"] = 1  # written before MemNet's store keys changed
+    torch.save(body, ckpt)
+    assert run.main([f"resume={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert "format version 1, this memstream reads version 2; re-run the experiment" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_runtime_memory_keys_may_change_between_save_and_load_but_shapes_may_not():
