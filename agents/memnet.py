@@ -167,8 +167,9 @@ class MemNet(StorePath, AgentModel):
             kw = {"attn_mask": mask, "context": ctx, "key_input": ks, "query_input": us, "return_probs": copy > 0}
             if self.cfg.memory.recency:  # steps from each window position to each query: C + t - i
                 kw["context_age"] = C + torch.arange(T, device=h.device)[:, None] - torch.arange(C + T, device=h.device)
+            steps = lane_clock(state["ctrl.pos"], T)  # (B, T): each position's step on its lane's clock
             if len(store):
-                clock = lane_clock(state["ctrl.pos"], T).cpu().numpy()  # (B, T)
+                clock = steps.cpu().numpy()
                 kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k, fetch=FETCH_FACTOR * k,
                                                              rescore=self._rescorer(clock))  # (B, T, k, H, d)
                 mem_k, mem_v = self.store_attn.project_kv(xin.flatten(-2), kin.flatten(-2))  # (B, T, k, H, d)
@@ -189,7 +190,7 @@ class MemNet(StorePath, AgentModel):
             metrics.update(store_ids=ids, memory_share=info["memory_share"].detach().float())
             if any_write:  # the token before each position (-1 at a lane's stream start): replacement's address
                 prev = toks[:, C - 1:-1] if C else torch.cat((torch.full_like(tokens[:, :1], -1), tokens[:, :-1]), 1)
-                prev = torch.where(lane_clock(state["ctrl.pos"], T) > 0, prev, -1)  # (B, T)
+                prev = torch.where(steps > 0, prev, -1)  # (B, T)
                 self._write_store(x, ks[:, C:], h, tokens, prev, writes, meta, state["ctrl.pos"])
 
         z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
