@@ -81,7 +81,8 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
 
 
 # memory keys that change behaviour but not the shapes of saved tensors
-_MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_replace", "reset"}
+_MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_precision",
+                        "store_replace", "reset"}
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict, path: str | Path) -> None:

@@ -13,7 +13,9 @@ that replaced it (the stale-id bug of memorizing-transformers' kNN memory). Ids 
 across `clear()` and save/load.
 
 Search. index="flat" is exact: a blocked torch matmul + top-k over the normalised key matrix (on these
-2-core machines FAISS's IndexFlatIP is 3-5x slower than torch for batched queries). index="ivf"/"hnsw" use
+2-core machines FAISS's IndexFlatIP is 3-5x slower than torch for batched queries); with precision="bf16" the
+scan reads a bfloat16 copy of the keys (3x faster at 768-wide keys where the CPU has AMX; "auto" picks it there,
+float32 elsewhere): scores carry bfloat16 rounding, so near ties at the k-th place can swap (`exact_topk`). index="ivf"/"hnsw" use
 FAISS per partition (`memory/store_index.py`) once a partition is large enough, exact search before.
 
 Eviction when a partition is full: "fifo" drops the oldest entry, "lru" the one least recently added or
@@ -28,11 +30,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from memory.config import STORE_EVICTIONS, STORE_INDEXES, STORE_METRICS, MemoryConfig
+from memory.config import STORE_EVICTIONS, STORE_INDEXES, STORE_METRICS, STORE_PRECISIONS, MemoryConfig
 from memory.eviction import lowest
-from memory.store_index import HNSWIndex, IVFIndex, exact_topk
+from memory.store_index import HNSWIndex, IVFIndex, exact_topk, resolve_precision
 from memory.store_io import StorePersistence
-from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, checked_array
+from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, checked_array, inverse_norms, normalise
 
 SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
 TIME = META_FIELDS.index("time")
@@ -50,19 +52,6 @@ class SearchHits(NamedTuple):
     meta: dict  # field -> (B, Q, k) int64 (-1 where missing), plus "found" (B, Q, k) bool
 
 
-def _inverse_norms(x: np.ndarray, name: str) -> np.ndarray:
-    """(..., D) float32 -> (...) float32 1/|x| (zero rows get a finite factor and stay zero). einsum: 3x faster
-    than np.linalg.norm, which matters for the add rate; NaN/inf anywhere in a row shows in its sum."""
-    sq = np.einsum("...i,...i->...", x, x)
-    if not np.isfinite(sq).all():
-        raise ValueError(f"FaissStore: {name} must be finite (got NaN or inf)")
-    return (1.0 / np.sqrt(np.maximum(sq, 1e-24))).astype(np.float32)
-
-
-def _normalise(x: np.ndarray, name: str) -> np.ndarray:
-    return x * _inverse_norms(x, name)[..., None]
-
-
 class FaissStore(StorePersistence, StoreLookup):
     """Long-term key/value store with metadata, per-lane or shared, bounded with eviction (see module doc).
 
@@ -72,13 +61,15 @@ class FaissStore(StorePersistence, StoreLookup):
     max(8, lists / 64) probes), hnsw_neighbors / hnsw_ef_search tune the approximate indexes, which take
     over from exact search once a partition holds 39 x lists (ivf) or hnsw_min_entries (hnsw) entries;
     exact_block: keys scored per matmul block in exact search; None = as many as fit a 64 MB score buffer
-    (P, Q, block), which the store keeps and reuses across searches.
+    (P, Q, block), which the store keeps and reuses across searches. precision: fp32 | bf16 | auto, exact
+    search's first pass (module doc).
     """
 
     def __init__(self, dim: int, value_dim: int, capacity: int, lanes: int = 1, scope: str = "lane",
                  index: str = "flat", eviction: str = "fifo", threads: int = 1, ivf_lists: int | None = None,
                  ivf_probes: int | None = None, hnsw_neighbors: int = 32, hnsw_ef_search: int = 64,
-                 hnsw_min_entries: int = 1024, exact_block: int | None = None, metric: str = "cosine"):
+                 hnsw_min_entries: int = 1024, exact_block: int | None = None, metric: str = "cosine",
+                 precision: str = "fp32"):
         for name, v in (("dim", dim), ("value_dim", value_dim), ("capacity", capacity), ("lanes", lanes),
                         ("threads", threads), ("hnsw_neighbors", hnsw_neighbors),
                         ("hnsw_ef_search", hnsw_ef_search), ("hnsw_min_entries", hnsw_min_entries)):
@@ -87,6 +78,9 @@ class FaissStore(StorePersistence, StoreLookup):
         for name, v in (("ivf_lists", ivf_lists), ("ivf_probes", ivf_probes), ("exact_block", exact_block)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1 or None (automatic)")
+        if precision not in STORE_PRECISIONS:
+            raise ValueError(f"FaissStore: precision={precision!r}: choose one of {STORE_PRECISIONS}")
+        self.precision = precision  # as given ("auto" is resolved on each machine, also after a load)
         if metric not in STORE_METRICS:
             raise ValueError(f"FaissStore: metric={metric!r}: choose one of {STORE_METRICS}")
         self.metric = metric
@@ -118,6 +112,8 @@ class FaissStore(StorePersistence, StoreLookup):
         self._adds = 0  # add() calls so far: the "time" metadata
         self._ann = [self._make_ann(p) for p in range(self.partitions)] if index != "flat" else None
         self._scores: torch.Tensor | None = None  # exact-search score buffer, grown on demand
+        bf16 = index == "flat" and resolve_precision(precision) == "bf16"  # exact search's first pass reads these
+        self._coarse = torch.zeros(R, self.dim, dtype=torch.bfloat16) if bf16 else None  # (R, D) copy of _keys
 
     @classmethod
     def from_config(cls, cfg: MemoryConfig, lanes: int, value_dim: int, key_dim: int | None = None,
@@ -125,7 +121,7 @@ class FaissStore(StorePersistence, StoreLookup):
         """Keys are cfg.dim wide unless `key_dim` says otherwise (MemNet's key inputs: cfg.key_inputs x dim)."""
         return cls(key_dim or cfg.dim, value_dim, cfg.store_capacity, lanes=lanes, scope=cfg.store_scope,
                    index=cfg.store_index, eviction=cfg.store_eviction, threads=cfg.store_threads,
-                   metric=cfg.store_metric, **kwargs)
+                   metric=cfg.store_metric, precision=cfg.store_precision, **kwargs)
 
     def _make_ann(self, p: int):
         keys = self._keys[p * self.capacity:(p + 1) * self.capacity]  # view: the index reads keys by row
@@ -148,7 +144,7 @@ class FaissStore(StorePersistence, StoreLookup):
             raise ValueError(f"FaissStore.add: lanes must lie in [0, {self.lanes}), got {lanes.min()}..{lanes.max()}")
         if not np.isfinite(values).all():
             raise ValueError("FaissStore.add: values must be finite (got NaN or inf)")
-        inv_norm = _inverse_norms(keys, "keys")  # (n,); also rejects NaN / inf keys
+        inv_norm = inverse_norms(keys, "keys")  # (n,); also rejects NaN / inf keys
         if self.metric == "ip":  # keys are stored as given
             inv_norm = None
         meta = dict(meta or {})
@@ -195,6 +191,9 @@ class FaissStore(StorePersistence, StoreLookup):
                 np.multiply(keys, inv_norm[:, None], out=self._keys[dst])  # normalise in place, no temporary
         else:
             self._keys[dst] = keys[src] if inv_norm is None else keys[src] * inv_norm[src, None]
+        if self._coarse is not None:
+            at = dst if isinstance(dst, slice) else torch.from_numpy(dst)
+            self._coarse[at] = torch.from_numpy(self._keys[dst]).to(torch.bfloat16)
         self._values[dst] = values[src]
         self._meta[dst] = -1
         self._meta[dst, 0] = lanes[src]
@@ -282,7 +281,7 @@ class FaissStore(StorePersistence, StoreLookup):
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"FaissStore.search: k={k!r}: must be an int >= 1")
         B, Q, _ = q.shape
-        q = _normalise(q, "queries") if self.metric == "cosine" else q
+        q = normalise(q, "queries") if self.metric == "cosine" else q
         groups = q if self.scope == "lane" else q.reshape(1, B * Q, self.dim)  # (P, Q', D)
         scores = np.full((self.partitions, groups.shape[1], k), -np.inf, dtype=np.float32)
         local = np.full(scores.shape, -1, dtype=np.int64)
@@ -317,7 +316,11 @@ class FaissStore(StorePersistence, StoreLookup):
         block = min(width, self.exact_block or max(1024, SCORE_BUFFER_FLOATS // pq))
         if self._scores is None or len(self._scores) < pq * block:
             self._scores = torch.empty(pq * block)  # kept: reused by every later search of this size or less
-        return exact_topk(q, keys, None if no_holes else valid, width, k, block, self._scores)
+        coarse = None
+        if self._coarse is not None:
+            coarse = self._coarse.view(self.partitions, self.capacity, self.dim)
+            coarse = coarse[parts, :width] if len(parts) < self.partitions else coarse
+        return exact_topk(q, keys, None if no_holes else valid, width, k, block, self._scores, coarse)
 
     def _touch(self, rows: np.ndarray) -> None:
         """Search hits: refresh the lru stamp and add one importance per hit."""
@@ -343,4 +346,5 @@ class FaissStore(StorePersistence, StoreLookup):
     def nbytes(self) -> int:
         arrays = (self._keys, self._values, self._meta, self._row_id, self._gen, self._seq, self._stamp,
                   self._importance)
-        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self._ann or [])
+        coarse = self._coarse.nbytes if self._coarse is not None else 0
+        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self._ann or []) + coarse

@@ -28,7 +28,8 @@ class StorePersistence:
     def _tuning(self) -> dict:
         return {"threads": self.threads, "ivf_lists": self.ivf_lists, "ivf_probes": self.ivf_probes,
                 "hnsw_neighbors": self.hnsw_neighbors, "hnsw_ef_search": self.hnsw_ef_search,
-                "hnsw_min_entries": self.hnsw_min_entries, "exact_block": self.exact_block}
+                "hnsw_min_entries": self.hnsw_min_entries, "exact_block": self.exact_block,
+                "precision": self.precision}
 
     _ARRAYS = ("_keys", "_values", "_meta", "_row_id", "_gen", "_seq", "_stamp", "_importance", "_fill", "_count")
 
@@ -52,6 +53,8 @@ class StorePersistence:
                 raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} has shape {tuple(saved.shape)}, "
                                  f"expected {mine.shape}")
             mine[...] = saved.numpy()
+        if self._coarse is not None:
+            self._coarse.copy_(torch.from_numpy(self._keys))
         self._clock, self._adds = int(d["clock"]), int(d["adds"])
         for ann, state in zip(self._ann or [], d["ann"], strict=True):
             ann.load_state(state)

@@ -1,5 +1,6 @@
 """Reading FaissStore entries by id or by metadata (a mixin, so store.py stays about writing, searching and
-evicting). Every read here is a peek: it does not count as an access for the lru / importance policies."""
+evicting), and the argument checks they share with store.py. Every read here is a peek: it does not count as an
+access for the lru / importance policies."""
 
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ def checked_array(x, name: str, dtype) -> np.ndarray:
         return np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
         raise TypeError(f"FaissStore: {name} must be a numeric array or tensor, got {type(x).__name__} ({e})") from None
+
+
+def inverse_norms(x: np.ndarray, name: str) -> np.ndarray:
+    """(..., D) float32 -> (...) float32 1/|x| (zero rows get a finite factor and stay zero). einsum: 3x faster
+    than np.linalg.norm, which matters for the add rate; NaN/inf anywhere in a row shows in its sum."""
+    sq = np.einsum("...i,...i->...", x, x)
+    if not np.isfinite(sq).all():
+        raise ValueError(f"FaissStore: {name} must be finite (got NaN or inf)")
+    return (1.0 / np.sqrt(np.maximum(sq, 1e-24))).astype(np.float32)
+
+
+def normalise(x: np.ndarray, name: str) -> np.ndarray:
+    return x * inverse_norms(x, name)[..., None]
 
 
 class StoreLookup:

@@ -282,3 +282,45 @@ def test_ids_with_finds_a_lanes_live_entries_by_metadata_newest_first(scope):
     assert found.shape == (4, 2)
     np.testing.assert_array_equal(found, [[ids[4], ids[0]], [ids[3], -1], [ids[5], -1], [-1, -1]])
     assert FaissStore(4, 2, 8).ids_with("prev", np.array([1]), np.array([0])).shape == (1, 0)  # empty store
+
+
+@pytest.mark.parametrize("entries, block", [(400, None), (100, None), (250, 64)])  # full store, partial, blocked
+@pytest.mark.parametrize("queries", [1, 16])
+def test_bf16_search_returns_the_float32_top_k_up_to_rounding(entries, block, queries):
+    """precision="bf16" scans a bfloat16 copy of the keys: its scores are the true inner products within bfloat16's
+    rounding (<= 2^-8 |q| |k|), nearly all of the float32 top-10 come back, removed rows never do, and the copy
+    follows adds, evictions (rows overwritten) and a load."""
+    rng = np.random.default_rng(5)
+    keys = rng.normal(size=(3, entries, 64)).astype(np.float32)
+    stores = {p: FaissStore(64, 2, capacity=300, lanes=3, metric="ip", precision=p, exact_block=block)
+              for p in ("fp32", "bf16")}
+    for store in stores.values():
+        ids = [np.concatenate([store.add(keys[b, part], np.zeros((len(keys[b, part]), 2)), np.full(entries, b)[part])[0]
+                               for part in (slice(0, 200), slice(200, None))]) for b in range(3)]
+        store.remove(ids[1][-40::3])  # the same ids in both stores
+    live = [ids[b][-300:] for b in range(3)]  # fifo kept each lane's last 300
+    q = rng.normal(size=(3, queries, 64)).astype(np.float32)
+    exact, rounded = stores["fp32"].search(q, 10), stores["bf16"].search(q, 10)
+    assert not np.isin(rounded.ids, ids[1][-40::3]).any() and (rounded.ids >= 0).all()
+    overlap = [len(set(exact.ids[b, i]) & set(rounded.ids[b, i])) for b in range(3) for i in range(queries)]
+    assert np.mean(overlap) >= 9.5
+    for b in range(3):
+        row = {int(i): r for r, i in enumerate(live[b])}
+        k = keys[b][-len(live[b]):][[row[int(i)] for i in rounded.ids[b].ravel()]].reshape(queries, 10, 64)
+        true = np.einsum("qkd,qd->qk", k, q[b])
+        bound = 2 ** -8 * np.linalg.norm(k, axis=-1) * np.linalg.norm(q[b], axis=-1)[:, None]
+        assert (np.abs(rounded.scores[b] - true) <= bound).all()
+    again = FaissStore(64, 2, capacity=300, lanes=3, metric="ip", precision="bf16", exact_block=block)
+    again.load_state_dict(stores["bf16"].state_dict())
+    np.testing.assert_array_equal(again.search(q, 10).ids, rounded.ids)
+
+
+def test_search_precision_is_validated_and_auto_resolves_per_machine():
+    with pytest.raises(ValueError, match="precision='fp16': choose one of"):
+        FaissStore(8, 2, capacity=10, precision="fp16")
+    with pytest.raises(ValueError, match="store_precision='half'"):
+        MemoryConfig(store_precision="half")
+    store = FaissStore.from_config(MemoryConfig(dim=8), lanes=1, value_dim=2)
+    assert store.precision == "auto" and store.state_dict()["config"]["precision"] == "auto"
+    from memory.store_index import bf16_matmul_is_fast
+    assert (store._coarse is not None) == bf16_matmul_is_fast()
