@@ -15,8 +15,9 @@ across `clear()` and save/load.
 Search. index="flat" is exact: a blocked torch matmul + top-k over the normalised key matrix (on these
 2-core machines FAISS's IndexFlatIP is 3-5x slower than torch for batched queries); with precision="bf16" the
 scan reads a bfloat16 copy of the keys (3x faster at 768-wide keys where the CPU has AMX; "auto" picks it there,
-float32 elsewhere): scores carry bfloat16 rounding, so near ties at the k-th place can swap (`exact_topk`). index="ivf"/"hnsw" use
-FAISS per partition (`memory/store_index.py`) once a partition is large enough, exact search before.
+float32 elsewhere): scores carry bfloat16 rounding, so near ties at the k-th place can swap (`exact_topk`).
+index="ivf"/"hnsw" use FAISS per partition (`memory/store_index.py`) once a partition is large enough, exact
+search before.
 
 Eviction when a partition is full: "fifo" drops the oldest entry, "lru" the one least recently added or
 returned by a search, "importance" the one with the lowest importance (the caller's value at add, default
