@@ -3,6 +3,7 @@
     python benchmarks/memory.py                       # 1M x 128 store, cache of 12 heads x 64 dims; ~3-5 min
     python benchmarks/memory.py --entries 200000      # quicker
     python benchmarks/memory.py --threads 1
+    python benchmarks/memory.py --only precision        # float32 vs bfloat16 exact search at MemNet's shapes
 
 What is measured (float32, CPU, torch and FAISS threads as given):
 - store add: entries/s for `FaissStore.add` in chunks of 100,000 into a shared store of `--entries` rows,
@@ -12,6 +13,10 @@ What is measured (float32, CPU, torch and FAISS threads as given):
 - IVF search: a store with index="ivf" over clustered keys (2,000 unit centres + Gaussian noise of norm
   ~0.8); median ms per
   64-query batch and recall@8 against exact search; the add time includes training the IVF centroids.
+- precision: exact search at MemNet's shapes (8 lanes x 4,096 entries, 32 queries per lane, top-32: the
+  candidates of one learning chunk) with precision="fp32" and "bf16" (`memory.store_precision`), key widths
+  256 (MemNet's default key input) and 768 (NeedleRecall's); median ms per search and the share of the float32
+  top-32 that bfloat16 returns. Whether "auto" picks bf16 on this machine is printed with it.
 - cache: `get_batch` of 100 random ids, all in one tier (hot, warm or cold; automatic promotion off so the
   ids stay put), median over `--cache-repeats` calls; bytes per entry per tier; warm-tier relative error
   on keys with outlier channels (4 of 64 channels per head 10x larger), on values, and on the output of
@@ -155,6 +160,30 @@ def cache_rows(args, rng) -> list[tuple]:
     return rows
 
 
+def precision_rows(args, rng) -> list[tuple]:
+    from memory.store_index import bf16_matmul_is_fast
+
+    rows = [("auto picks bf16 here (AMX bfloat16 matmuls)", str(bf16_matmul_is_fast()), "reported")]
+    lanes, n, queries, k = 8, 4096, 32, 32
+    for dim in (256, 768):
+        keys = rng.normal(size=(lanes * n, dim)).astype(np.float32)
+        q = rng.normal(size=(lanes, queries, dim)).astype(np.float32)
+        found, ms = {}, {}
+        for precision in ("fp32", "bf16"):
+            store = FaissStore(dim, 8, n, lanes=lanes, metric="ip", precision=precision)
+            for lane in range(lanes):
+                store.add(keys[lane * n:(lane + 1) * n], np.zeros((n, 8), np.float32), np.full(n, lane))
+            ms[precision] = median_s(lambda: store.search(q, k), args.repeats) * 1e3
+            found[precision] = store.search(q, k).ids
+        overlap = np.mean([len(np.intersect1d(a, b)) / k for a, b in
+                           zip(found["fp32"].reshape(-1, k), found["bf16"].reshape(-1, k))])
+        rows += [(f"exact search, keys {dim} wide, fp32", f"{ms['fp32']:.1f} ms", "reference"),
+                 (f"exact search, keys {dim} wide, bf16", f"{ms['bf16']:.1f} ms ({ms['fp32'] / ms['bf16']:.1f}x)",
+                  "faster where auto picks it"),
+                 (f"  bf16 top-{k} = fp32 top-{k}", f"{overlap:.3f}", ">= 0.95")]
+    return rows
+
+
 def table(title: str, rows: list[tuple]) -> str:
     lines = [f"### {title}", "", "| measure | result | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
@@ -175,16 +204,22 @@ def main() -> None:
     p.add_argument("--cache-entries", type=int, default=10_000)
     p.add_argument("--cache-repeats", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=("exact", "ivf", "cache", "precision"), help="run one section")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.faiss_threads)
     rng = np.random.default_rng(args.seed)
     print(f"torch {torch.__version__}, faiss {faiss.__version__}, numpy {np.__version__}, "
           f"{os.cpu_count()} CPU cores, {args.threads} torch / {args.faiss_threads} FAISS threads\n")
-    print(table(f"FaissStore, {args.entries:,} entries x {args.dim} dims, exact (index=flat)", exact_rows(args, rng)))
-    print(table(f"FaissStore, {args.entries:,} entries x {args.dim} dims, IVF (index=ivf)", ivf_rows(args, rng)))
-    print(table(f"TieredKVCache, 12 heads x 64 dims, {args.cache_entries:,} entries per tier",
-                cache_rows(args, rng)))
+    sections = {
+        "exact": (f"FaissStore, {args.entries:,} entries x {args.dim} dims, exact (index=flat)", exact_rows),
+        "ivf": (f"FaissStore, {args.entries:,} entries x {args.dim} dims, IVF (index=ivf)", ivf_rows),
+        "precision": ("FaissStore at MemNet's shapes: exact search in float32 and bfloat16", precision_rows),
+        "cache": (f"TieredKVCache, 12 heads x 64 dims, {args.cache_entries:,} entries per tier", cache_rows),
+    }
+    for name, (title, rows) in sections.items():
+        if args.only in (None, name):
+            print(table(title, rows(args, rng)))
 
 
 if __name__ == "__main__":
