@@ -67,7 +67,13 @@ class MemNet(StorePath, AgentModel):
             self.store_attn = MemoryAttention(m, dropout=cfg.dropout, key_in=m.key_blocks * cfg.dim,
                                               query_in=m.query_blocks * cfg.dim)
             with torch.no_grad():
-                init_lag_pairs(self.store_attn, m.lag_pairs, cfg.dim, context=m.context_decay > 0)
+                init_lag_pairs(self.store_attn, m.lag_pairs, cfg.dim, context=m.context_decay > 0,
+                               context_scale=m.context_scale)
+            if m.context_decay > 0 and m.context_fixed:  # the context block (last D columns) is not trained
+                for proj in (self.store_attn.k_proj, self.store_attn.q_proj):
+                    keep = torch.ones_like(proj.weight)
+                    keep[:, -cfg.dim:] = 0
+                    proj.weight.register_hook(keep.__mul__)
             if m.key_source == "token":  # fixed N(0, 1) codes (norm ~ sqrt(D), like LN(h)); W_k / W_q learn on them
                 codes = torch.randn(cfg.vocab_size, cfg.dim, generator=torch.Generator().manual_seed(TOKEN_CODE_SEED))
                 self.register_buffer("token_codes", codes)  # (V, D); in the checkpoint, so a run resumes the same

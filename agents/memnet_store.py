@@ -142,8 +142,8 @@ class StorePath:
         return self.store, self.cache
 
 
-def init_lag_pairs(attn: MemoryAttention, pairs: tuple[tuple[int, int], ...], dim: int, context: bool = False
-                   ) -> None:
+def init_lag_pairs(attn: MemoryAttention, pairs: tuple[tuple[int, int], ...], dim: int, context: bool = False,
+                   context_scale: float = 1.0) -> None:
     """Start the store attention's W_k (over [e_t ; ... e_{t-a+1}]) and W_q (over [e_t ; ...]) so that lag pair
     o:p matches a memory whose address o steps back equals the query's address p steps back: one random
     orthogonal map G_j per pair (x 3^-1/2, the default init's scale), W_k[:, block o] += G_j and
@@ -154,17 +154,19 @@ def init_lag_pairs(attn: MemoryAttention, pairs: tuple[tuple[int, int], ...], di
     matching m pairs scores ~8 m: the pairs' evidence adds up, which is what singles out a fact from the
     haystack's chance matches of one token (NeedleRecall after 20 episodes: 0.53 when the pairs shared the scale
     of one, 0.81 with each at full scale, README). Cross terms of independent G_j add noise (~+-1.3 per pair).
-    With one pair, W_k^T W_k = I / 3 on its block: the search in key-input space (W_k^T q).s ranks as q.k."""
+    With one pair, W_k^T W_k = I / 3 on its block: the search in key-input space (W_k^T q).s ranks as q.k.
+    With `context`, the last blocks (the context) are matched like one more pair, its query map x context_scale
+    (memory.context_scale: a context cosine of 1 then scores ~8 context_scale)."""
     k, q = attn.k_proj.weight, attn.q_proj.weight  # (D, a D), (D, b D)
     k.zero_()
     q.zero_()
-    blocks = [(o, p) for o, p in pairs]
-    if context:  # the context block is the last of each: matched like one more pair
-        blocks.append((k.shape[1] // dim - 1, q.shape[1] // dim - 1))
-    for o, p in blocks:
+    blocks = [(o, p, 1.0) for o, p in pairs]
+    if context:  # the context block is the last of each
+        blocks.append((k.shape[1] // dim - 1, q.shape[1] // dim - 1, context_scale))
+    for o, p, scale in blocks:
         g = nn.init.orthogonal_(torch.empty(dim, dim), gain=3 ** -0.5)
         k[:, o * dim:(o + 1) * dim] += g
-        q[:, p * dim:(p + 1) * dim] += QUERY_SCALE * g
+        q[:, p * dim:(p + 1) * dim] += QUERY_SCALE * scale * g
 
 
 def lane_clock(pos: Tensor, T: int) -> Tensor:

@@ -173,10 +173,10 @@ def precision_rows(args, rng) -> list[tuple]:
             store = FaissStore(dim, 8, n, lanes=lanes, metric="ip", precision=precision)
             for lane in range(lanes):
                 store.add(keys[lane * n:(lane + 1) * n], np.zeros((n, 8), np.float32), np.full(n, lane))
-            ms[precision] = median_s(lambda: store.search(q, k), args.repeats) * 1e3
+            ms[precision] = median_s(lambda s=store: s.search(q, k), args.repeats) * 1e3  # noqa: B023 (q: this dim's)
             found[precision] = store.search(q, k).ids
         overlap = np.mean([len(np.intersect1d(a, b)) / k for a, b in
-                           zip(found["fp32"].reshape(-1, k), found["bf16"].reshape(-1, k))])
+                           zip(found["fp32"].reshape(-1, k), found["bf16"].reshape(-1, k), strict=True)])
         rows += [(f"exact search, keys {dim} wide, fp32", f"{ms['fp32']:.1f} ms", "reference"),
                  (f"exact search, keys {dim} wide, bf16", f"{ms['bf16']:.1f} ms ({ms['fp32'] / ms['bf16']:.1f}x)",
                   "faster where auto picks it"),

@@ -74,6 +74,11 @@ class MemoryConfig:
     # > 0 adds a context block to store keys and queries: the normalised running mean (this decay per step) of the
     # addresses, a memory's context just before it against the query's context now (which task / topic it was)
     context_decay: float = 0.0
+    # the context block's columns of W_k and W_q keep their initial map (a fixed cosine prior). Learned, they
+    # unlearn the first task: sequential training only ever rewards the newest task's memories (README)
+    context_fixed: bool = True
+    # the context match's strength: a context cosine of 1 scores ~8 x this on the attention logits (a lag pair: ~8)
+    context_scale: float = 3.0
     attn_heads: int = 4  # heads of MemoryAttention; the cache stores K/V per head (dim // attn_heads each)
     cache_hot: int = 1024  # entries in the float32 tier
     cache_warm: int = 4096  # entries in the int8 tier
@@ -142,6 +147,7 @@ class MemoryConfig:
                                f"'1:0+3:0+4:1'), each o and p an int in [0, {MAX_LAG}]")
         need(0.0 <= self.context_decay < 1.0,
              f"context_decay={self.context_decay}: must lie in [0, 1) (0 switches the context block off)")
+        need(self.context_scale > 0, f"context_scale={self.context_scale}: must be > 0")
         need(self.key_source in KEY_SOURCES, f"key_source={self.key_source!r}: choose one of {KEY_SOURCES}")
         need(self.reset in RESET_MODES, f"reset={self.reset!r}: choose one of {RESET_MODES}")
 

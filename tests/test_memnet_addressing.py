@@ -211,6 +211,31 @@ def test_bad_key_lags_key_source_and_context_decay(bad):
     for decay in (-0.1, 1.0):
         with pytest.raises(ValueError, match=r"memory.context_decay=.*must lie in \[0, 1\)"):
             MemoryConfig(context_decay=decay)
+    with pytest.raises(ValueError, match="memory.context_scale=0.0: must be > 0"):
+        MemoryConfig(context_scale=0.0)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_context_block_starts_at_its_scale_and_stays_there_unless_learned(fixed):
+    """The context block's query map starts at QUERY_SCALE x context_scale x its key map; with context_fixed the
+    context columns of W_k and W_q never change in training (a fixed cosine prior) while the other columns do."""
+    model = MemNet(model_cfg(key_source="token", context_decay=0.9, context_scale=2.5, context_fixed=fixed,
+                             store_metric="ip"))
+    attn = model.store_attn
+    k0, q0 = attn.k_proj.weight.detach().clone(), attn.q_proj.weight.detach().clone()
+    torch.testing.assert_close(q0[:, -D:], 4 * 2.5 * k0[:, -D:])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    state = model.initial_state(2)
+    for _ in range(3):
+        tokens = torch.randint(0, V, (2, 12))
+        logits, state, _ = model(tokens, state, torch.ones(2, 12, dtype=torch.bool))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1)).backward()
+        opt.step()
+        state = model.detach_state(state)
+    for before, w in ((k0, attn.k_proj.weight), (q0, attn.q_proj.weight)):
+        assert not torch.equal(before[:, :-D], w[:, :-D])  # the address blocks learn
+        assert torch.equal(before[:, -D:], w[:, -D:].detach()) == fixed
 
 
 def test_context_is_the_normalised_running_mean_of_the_addresses_over_calls():
