@@ -17,6 +17,7 @@ from memory.store import FaissStore
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 TOKEN_CODE_SEED = 0  # memory.key_source=token: the codes come from their own generator (the global RNG is untouched)
+BOS = 0  # every memstream env's first observation of an episode (envs/stream.py): where the context restarts
 FETCH_FACTOR = 4  # the store search returns FETCH_FACTOR x store_top_k candidates, re-ranked to store_top_k
 
 
@@ -67,7 +68,8 @@ class StorePath:
         queries = [ext[:, R - p:R - p + T] for p in range(m.query_inputs)]  # b x (B, T, D)
         nxt = {}
         if m.context_decay > 0:  # a key gets the context through the position before it, a query the one now
-            before, nxt["window.context"] = self._contexts(address, state["window.context"].to(x.dtype))
+            restart = tokens == BOS if m.context_restart else None  # (B, T)
+            before, nxt["window.context"] = self._contexts(address, state["window.context"].to(x.dtype), restart)
             keys.append(before[:, :-1])
             queries.append(before[:, 1:])
         keys_in, queries_in = torch.cat(keys, dim=-1), torch.cat(queries, dim=-1)  # (B, T, a D), (B, T, b D)
@@ -79,15 +81,21 @@ class StorePath:
                     "window.keys": ks[:, keep]})
         return xs, ks, queries_in, {name: t.float() for name, t in nxt.items()}
 
-    def _contexts(self, address: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+    def _contexts(self, address: Tensor, last: Tensor, restart: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """address (B, T, D), last (B, D): the running mean m through the position before the call -> the contexts
         c_{t-1} ... c_{T-1} (B, T+1, D), c = sqrt(D) m / |m| (0 while m is), and the new running mean (B, D).
-        m_t = lam m_{t-1} + (1 - lam) e_t, lam = memory.context_decay: one matmul over the call."""
+        m_t = lam m_{t-1} + (1 - lam) e_t, lam = memory.context_decay: one matmul over the call. restart (B, T)
+        bool: m starts again at those positions (m_t = (1 - lam) e_t; memory.context_restart, at each BOS)."""
         lam, (T, D) = self.cfg.memory.context_decay, address.shape[1:]
         t = torch.arange(T, device=address.device, dtype=address.dtype)
         gap = t[:, None] - t[None, :]  # (T, T)
-        weights = torch.where(gap >= 0, (1 - lam) * lam ** gap.clamp(min=0), torch.zeros_like(gap))
-        means = lam ** (t + 1)[None, :, None] * last[:, None] + weights @ address  # (B, T, D): m_0 ... m_{T-1}
+        weights = torch.where(gap >= 0, (1 - lam) * lam ** gap.clamp(min=0), torch.zeros_like(gap))  # (T, T)
+        carry = lam ** (t + 1)[None, :, None] * last[:, None]  # (B, T, D): what m_{-1} still adds to m_t
+        if restart is not None and bool(restart.any()):  # no weight across a restart, per lane
+            segment = restart.long().cumsum(dim=1)  # (B, T): restarts at or before t
+            weights = weights * (segment[:, :, None] == segment[:, None, :])  # (B, T, T)
+            carry = carry * (segment == 0)[..., None]
+        means = carry + weights @ address  # (B, T, D): m_0 ... m_{T-1}
         means = torch.cat((last[:, None], means), dim=1)  # (B, T+1, D)
         norm = means.norm(dim=-1, keepdim=True)
         contexts = torch.where(norm > 0, means * D ** 0.5 / norm.clamp(min=1e-12), torch.zeros_like(means))

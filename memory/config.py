@@ -79,6 +79,7 @@ class MemoryConfig:
     context_fixed: bool = True
     # the context match's strength: a context cosine of 1 scores ~8 x this on the attention logits (a lag pair: ~8)
     context_scale: float = 3.0
+    context_restart: bool = True  # the running mean starts again at each BOS (id 0: an episode's first observation)
     attn_heads: int = 4  # heads of MemoryAttention; the cache stores K/V per head (dim // attn_heads each)
     cache_hot: int = 1024  # entries in the float32 tier
     cache_warm: int = 4096  # entries in the int8 tier

