@@ -58,8 +58,8 @@ class MemoryConfig:
     store_metric: str = "cosine"  # cosine | ip (inner product: rank memories by the attention logit q.k)
     store_replace: float = 0.0  # a write replaces its lane's memories whose keys have cosine >= this (0 = never)
     store_threads: int = 1  # FAISS OpenMP threads (see DESIGN.md pitfalls)
-    # exact search's first pass: bf16 scans a bfloat16 copy of the keys and re-scores a shortlist in float32;
-    # auto = bf16 where the CPU has AMX (4-9x faster there), fp32 elsewhere
+    # exact search's scan: bf16 multiplies a bfloat16 copy of the keys (scores carry its rounding); auto = bf16
+    # where the CPU has AMX (1.8-3x faster there at MemNet's shapes), fp32 elsewhere
     store_precision: str = "auto"
     # copy read-out: output = (1 - copy) softmax(logits) + copy x (store attention's weights over the tokens its
     # window positions and memories hold); 0 = off (a pointer over memory, as in kNN-LM / pointer-generators)

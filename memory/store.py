@@ -63,7 +63,7 @@ class FaissStore(StorePersistence, StoreLookup):
     over from exact search once a partition holds 39 x lists (ivf) or hnsw_min_entries (hnsw) entries;
     exact_block: keys scored per matmul block in exact search; None = as many as fit a 64 MB score buffer
     (P, Q, block), which the store keeps and reuses across searches. precision: fp32 | bf16 | auto, exact
-    search's first pass (module doc).
+    search's scan (module doc).
     """
 
     def __init__(self, dim: int, value_dim: int, capacity: int, lanes: int = 1, scope: str = "lane",
@@ -113,7 +113,7 @@ class FaissStore(StorePersistence, StoreLookup):
         self._adds = 0  # add() calls so far: the "time" metadata
         self._ann = [self._make_ann(p) for p in range(self.partitions)] if index != "flat" else None
         self._scores: torch.Tensor | None = None  # exact-search score buffer, grown on demand
-        bf16 = index == "flat" and resolve_precision(precision) == "bf16"  # exact search's first pass reads these
+        bf16 = index == "flat" and resolve_precision(precision) == "bf16"  # exact search's scan reads these
         self._coarse = torch.zeros(R, self.dim, dtype=torch.bfloat16) if bf16 else None  # (R, D) copy of _keys
 
     @classmethod
