@@ -33,11 +33,13 @@ With every memory part off (`agent=transformer`) MemNet is the plain controller:
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
 from agents.controller import WindowedTransformer, window_mask
-from agents.memnet_store import FETCH_FACTOR, TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock
+from agents.memnet_store import FETCH_FACTOR, TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock, zero_last_columns
 from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
@@ -71,9 +73,7 @@ class MemNet(StorePath, AgentModel):
                                context_scale=m.context_scale)
             if m.context_decay > 0 and m.context_fixed:  # the context block (last D columns) is not trained
                 for proj in (self.store_attn.k_proj, self.store_attn.q_proj):
-                    keep = torch.ones_like(proj.weight)
-                    keep[:, -cfg.dim:] = 0
-                    proj.weight.register_hook(keep.__mul__)
+                    proj.weight.register_hook(partial(zero_last_columns, cfg.dim))
             if m.key_source == "token":  # fixed N(0, 1) codes (norm ~ sqrt(D), like LN(h)); W_k / W_q learn on them
                 codes = torch.randn(cfg.vocab_size, cfg.dim, generator=torch.Generator().manual_seed(TOKEN_CODE_SEED))
                 self.register_buffer("token_codes", codes)  # (V, D); in the checkpoint, so a run resumes the same

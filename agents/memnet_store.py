@@ -177,6 +177,15 @@ def init_lag_pairs(attn: MemoryAttention, pairs: tuple[tuple[int, int], ...], di
         q[:, p * dim:(p + 1) * dim] += QUERY_SCALE * scale * g
 
 
+def zero_last_columns(dim: int, grad: Tensor) -> Tensor:
+    """A gradient hook: grad (D, n) with its last `dim` columns zeroed (memory.context_fixed). A function of the
+    gradient alone, so it follows the weight to any device and pickles (a mask tensor made at init stayed on
+    the CPU when the model moved to CUDA)."""
+    grad = grad.clone()
+    grad[:, -dim:] = 0
+    return grad
+
+
 def lane_clock(pos: Tensor, T: int) -> Tensor:
     """pos (B,) -> (B, T): each position's step on its lane's clock (tokens seen since the last memory reset)."""
     return pos[:, None] + torch.arange(T, device=pos.device)
