@@ -80,11 +80,14 @@ def remove_replaced(store: FaissStore, cache: TieredKVCache, keys: np.ndarray, p
     overwrites the old one instead of competing with it. The token condition makes this safe (contextual keys of
     unrelated memories that one query retrieves have cosines of 0.7-0.95); candidates come from an exact lookup,
     since a nearest-neighbour search by inner product missed stale entries of smaller norm (README)."""
-    same = store.ids_with("prev", prev, lanes)  # (n, m)
-    keys, near = keys[..., part], store.keys_of(same)[..., part]  # (n, D'), (n, m, D')
-    cos = np.einsum("nd,nmd->nm", keys, near) / np.maximum(
-        np.linalg.norm(keys, axis=-1)[:, None] * np.linalg.norm(near, axis=-1), 1e-12)
-    gone = np.unique(same[(same >= 0) & (cos >= threshold)])
+    same = store.ids_with("prev", prev, lanes)  # (n, m), -1 padded
+    new, slot = np.nonzero(same >= 0)  # the P (new memory, candidate) pairs; padding is never gathered
+    cand = same[new, slot]  # (P,)
+    keys, near = np.asarray(keys, dtype=np.float32)[..., part], store.keys_of(cand, part)  # (n, D'), (P, D')
+    unit = keys / np.maximum(np.sqrt(np.einsum("nd,nd->n", keys, keys)), 1e-12)[:, None]  # (n, D')
+    dots = np.einsum("pd,pd->p", unit[new], near)  # (P,)
+    cos = dots / np.maximum(np.sqrt(np.einsum("pd,pd->p", near, near)), 1e-12)  # (P,)
+    gone = np.unique(cand[cos >= threshold])
     store.remove(gone)
     cache.remove(gone)
     return gone

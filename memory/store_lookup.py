@@ -61,11 +61,11 @@ class StoreLookup:
         meta["found"] = found
         return values, meta
 
-    def keys_of(self, ids) -> np.ndarray:
+    def keys_of(self, ids, columns: slice = slice(None)) -> np.ndarray:
         """ids (...) int64 (-1 allowed) -> stored keys (..., D) float32 (normalised for metric="cosine"), zeros
-        where missing. A peek, like get."""
+        where missing; `columns` picks part of each key (..., D') without gathering the rest. A peek, like get."""
         rows, found = self._rows_of(ids)
-        return np.where(found[..., None], self._keys[rows], 0.0).astype(np.float32)
+        return np.where(found[..., None], self._keys[rows, columns], np.float32(0.0))
 
     def meta_of(self, ids, field: str) -> np.ndarray:
         """ids (...) int64 (-1 allowed) -> that metadata column (...) int64, -1 where missing. A peek, like get."""
