@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, memory_free
+from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at, memory_free
 
 CELLS = {"lstm": (nn.LSTM, 4), "gru": (nn.GRU, 3)}  # module, gates per layer
 
@@ -49,9 +49,11 @@ class RecurrentAgent(AgentModel):
         return {"h": zeros, "c": zeros.clone()} if self.cell == "lstm" else {"h": zeros}
 
     def forward(self, tokens: Tensor, state: dict, writes: Tensor | None = None,
-                meta: dict | None = None) -> tuple[Tensor, dict, dict]:
-        """tokens (B, T) long -> logits (B, T, V), new state, aux (no memory losses or metrics)."""
+                meta: dict | None = None, read_at: Tensor | None = None) -> tuple[Tensor, dict, dict]:
+        """tokens (B, T) long -> logits (B, T', V) at positions read_at (None = all), new state, aux (no memory
+        losses or metrics)."""
         check_inputs(tokens, writes, self.cfg.vocab_size)
+        read_at = check_read_at(read_at, tokens.shape[1], tokens.device)
         if state["h"].shape[1] != tokens.shape[0]:
             raise ValueError(f"state: made for {state['h'].shape[1]} lanes, but tokens have batch size "
                              f"{tokens.shape[0]}")
@@ -62,7 +64,7 @@ class RecurrentAgent(AgentModel):
         else:
             y, h = self.rnn(x, state["h"].to(x.dtype))
             new_state = {"h": h.float()}
-        return self.head(y), new_state, {"losses": {}, "metrics": {}}
+        return self.head(y if read_at is None else y[:, read_at]), new_state, {"losses": {}, "metrics": {}}
 
     def reset_memory(self, state: dict, lanes) -> dict:
         """Zero the hidden state of the lanes where `lanes` (B,) bool is True (a recurrent net's memory)."""

@@ -6,11 +6,15 @@ Per chunk of C steps:
             step is scored (in some lane): it reads the observations gathered since its last call as one block
             (the same logits as one token at a time) and answers with its real action (greedy, or sampled in
             reinforce training). Unscored steps get action 0 without a forward: the env ignores those actions
-            (DESIGN.md section 4), and skipping them is most of the acting cost on sparse tasks.
-  2. learn: `model(obs_chunk, s0, writes_chunk, meta)` from the chunk's start state, with gradients when
-            training (TBPTT: the state is detached between chunks); this forward also applies the chunk's
-            memory writes (block-recurrent memory), so acting and learning see the same memory.
-Eval runs the same loop with `learner=None` (no gradients, no weight update).
+            (DESIGN.md section 4), and skipping them is most of the acting cost on sparse tasks. Memory is read
+            at the block's last step only (`read_at`): the others only advance the state.
+  2. learn: `model(obs_chunk, s0, writes_chunk, meta, read_at=scored steps)` from the chunk's start state, with
+            gradients when training (TBPTT: the state is detached between chunks); this forward also applies the
+            chunk's memory writes (block-recurrent memory), so acting and learning see the same memory. Memory
+            reads and logits are computed at the steps scored in some lane only, which is all the loss uses
+            (the same logits and gradients as a full call there).
+Eval runs the same loop with `learner=None` (no gradients, no weight update); its chunk call reads nothing: it
+only applies the writes, the accuracy comes from the actions taken.
 """
 
 from __future__ import annotations
@@ -28,13 +32,20 @@ from agents.cl_metrics import AccuracyByKey
 class Chunk:
     """What one chunk of the stream showed and what the agent did, all (B, C)."""
 
-    tokens: torch.Tensor  # (B, C) long: observations acted upon
+    tokens: torch.Tensor  # (B, C) long: observations acted upon (C: steps, or the columns picked by `columns`)
     targets: torch.Tensor  # (B, C) long, -1 where unscored
     scored: torch.Tensor  # (B, C) bool
     writes: torch.Tensor  # (B, C) bool: env's memory_writes
     actions: torch.Tensor  # (B, C) long: what the agent sent to the env
     rewards: torch.Tensor  # (B, C) float: what the env paid for them
     meta: dict[str, np.ndarray]  # (B, C) int arrays: episode, position, task
+
+    def columns(self, at: torch.Tensor) -> Chunk:
+        """The chunk at steps `at` (C',) only: what the learner sees next to logits read there."""
+        cols = at.cpu().numpy()
+        return Chunk(*(getattr(self, f)[:, at] for f in ("tokens", "targets", "scored", "writes", "actions",
+                                                          "rewards")),
+                     meta={k: v[:, cols] for k, v in self.meta.items()})
 
 
 @dataclass
@@ -45,12 +56,13 @@ class EpisodeStats:
     loss_sum: float = 0.0
     updates: int = 0
     memory_sums: dict[str, float] = field(default_factory=dict)  # the model's per-chunk memory metrics, summed
+    memory_counts: dict[str, int] = field(default_factory=dict)  # chunks that reported each (reads: scored ones)
     chunks: int = 0
 
     @property
     def memory(self) -> dict[str, float]:
-        """Per-chunk memory metrics averaged over the episode."""
-        return {k: v / self.chunks for k, v in self.memory_sums.items()} if self.chunks else {}
+        """Per-chunk memory metrics averaged over the chunks that reported them."""
+        return {k: v / self.memory_counts[k] for k, v in self.memory_sums.items()}
 
     @property
     def accuracy(self) -> float | None:
@@ -105,7 +117,8 @@ class EpisodeRunner:
                     block = np.stack(cols["tokens"][fed:] + [np.asarray(obs)], axis=1)  # (B, n): unfed + this step
                     tok = torch.as_tensor(block, dtype=torch.long, device=dev)
                     writes = torch.zeros(tok.shape, dtype=torch.bool, device=dev)
-                    logits, s_act, _ = self.model(tok, s_act, writes)
+                    last = torch.tensor([tok.shape[1] - 1], device=dev)  # only this step's answer is needed
+                    logits, s_act, _ = self.model(tok, s_act, writes, read_at=last)
                     logits = logits[:, -1].float()  # (B, V)
                     fed = len(cols["tokens"]) + 1
                     if sample:
@@ -137,22 +150,26 @@ class EpisodeRunner:
             meta={"episode": np.full((B, C), episode, dtype=np.int64), "position": pos.astype(np.int64),
                   "task": arr["task"].astype(np.int64)},
         )
-        # learn (or, in eval, just apply the chunk's memory writes) from the chunk's start state
+        # learn (or, in eval, just apply the chunk's memory writes) from the chunk's start state; the loss needs
+        # logits at scored steps only, an evaluation none (its accuracy comes from the actions taken)
         if learner is not None:
             self.model.train()
+            at = chunk.scored.any(0).nonzero().flatten()  # (C',) steps scored in some lane
             with self.autocast():
-                logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta)
-            stats.loss_sum += learner(chunk, logits.float(), aux)
+                logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta, read_at=at)
+            stats.loss_sum += learner(chunk.columns(at), logits.float(), aux)
             stats.updates += 1
         else:
             self.model.eval()
             with torch.no_grad(), self.autocast():
-                logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta)
+                _, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta,
+                                               read_at=torch.zeros(0, dtype=torch.long, device=dev))
         if on_aux is not None:
             on_aux(aux)
         for name, value in aux.get("metrics", {}).items():
             if isinstance(value, (int, float)):
                 stats.memory_sums[name] = stats.memory_sums.get(name, 0.0) + float(value)
+                stats.memory_counts[name] = stats.memory_counts.get(name, 0) + 1
         stats.chunks += 1
         correct = (arr["actions"] == arr["targets"]) & arr["scored"]
         stats.scored += int(arr["scored"].sum())

@@ -25,7 +25,9 @@ ranked as the attention ranks them; the recency term lets the latest of equal ma
 makes the loss train the addressing directly (pointer-generator / kNN-LM). The store path's methods live in
 agents/memnet_store.py.
 Reads never see this call's own writes, so acting one token at a time with writes off gives exactly the
-logits of the learning forward over the chunk. Gradients do not cross calls, so the write paths learn from the
+logits of the learning forward over the chunk; and one position's reads do not depend on another's, so a call
+that reads at some positions only (`read_at`: acting at the last, learning at the scored ones) gives exactly
+the full call's logits there. Gradients do not cross calls, so the write paths learn from the
 regularisers and from parameters they share with the read paths.
 
 With every memory part off (`agent=transformer`) MemNet is the plain controller: h -> LayerNorm -> logits.
@@ -38,9 +40,9 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from agents.controller import WindowedTransformer, window_mask
-from agents.memnet_store import FETCH_FACTOR, TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock, zero_last_columns
-from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes
+from agents.controller import WindowedTransformer
+from agents.memnet_store import TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock, zero_last_columns
+from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
 from memory.fusion import Fusion
@@ -48,7 +50,6 @@ from memory.internal import build_internal_memory
 from memory.losses import memory_regularisers
 from memory.metrics import memory_bytes as bytes_of
 from memory.metrics import read_entropy, store_hit_rate, write_rate
-from memory.retrieval import retrieve_memory_kv
 from memory.slots import MultiHeadMemoryBank, SlotState, WriteInfo
 from memory.store import FaissStore
 
@@ -118,25 +119,37 @@ class MemNet(StorePath, AgentModel):
 
     # ------------------------------------------------------------------ forward
     def forward(self, tokens: Tensor, state: dict, writes: Tensor | None = None,
-                meta: dict | None = None) -> tuple[Tensor, dict, dict]:
+                meta: dict | None = None, read_at: Tensor | None = None) -> tuple[Tensor, dict, dict]:
         """tokens (B, T) long; writes (B, T) bool (None = no writes); meta: field -> (B, T) int (episode,
-        position, step, task) recorded with store entries. Returns logits (B, T, V), the new state and aux:
-        aux["losses"]: weighted regularisers (only when grad is enabled), aux["metrics"]: read/write infos,
-        store ids (B, T, k), memory_share (B, T), hidden (B, T, D), all detached; for chunk calls (T > 1) also
-        floats read_entropy, write_rate, store_hit_rate, memory_share_mean, store_entries."""
+        position, step, task) recorded with store entries; read_at (T',) long: the positions whose outputs are
+        needed (`check_read_at`; None = all). Returns logits (B, T', V) at those positions, the new state and
+        aux: aux["losses"]: weighted regularisers (only when grad is enabled), aux["metrics"]: read/write infos,
+        store ids (B, T', k), memory_share (B, T'), hidden (B, T, D), all detached; for chunk calls (T > 1; with
+        read_at given, those that write or learn) also floats read_entropy, write_rate, store_hit_rate,
+        memory_share_mean (the read metrics over the positions read, when there are any), store_entries.
+
+        Every position still runs the controller, updates the state and makes its writes; only the memory
+        reads, fusion and head run at `read_at` alone, which gives the same logits there as a full call (the
+        reads of one position do not depend on another's). Acting needs the last position only, learning
+        the scored ones, an evaluation's chunk call (writes only) none."""
         writes = check_inputs(tokens, writes, self.cfg.vocab_size)
         B, T = tokens.shape
+        read_at = check_read_at(read_at, T, tokens.device)
+        pick = (lambda t: t) if read_at is None else (lambda t: t[:, read_at])  # (B, T, ...) -> (B, T', ...)
         any_write = bool(writes.any())
         h, ctrl = self.controller(self.embed(tokens), _controller_part(state))
         new_state = {f"ctrl.{k}": t for k, t in ctrl.items()}
+        hq = pick(h)  # (B, T', D): the positions read
         reads, losses, metrics = [], {}, {"hidden": h.detach()}
         copy = self.cfg.memory.copy if self.cfg.memory.store else 0.0  # the copy read-out points into the store path
-        copy_probs = None  # (B, T, V) when copy > 0
+        copy_probs = None  # (B, T', V) when copy > 0
 
         if self.bank is not None:
             slots = self._slot_state(state)
-            slot_read, read_info = self.bank.read(h, slots)  # (B, T, D)
-            reads.append(slot_read)
+            # a write's bookkeeping (usage) and the regularisers see the reads of every position
+            every = read_at is None or any_write or torch.is_grad_enabled()
+            slot_read, read_info = self.bank.read(h if every else hq, slots)  # (B, T or T', D)
+            reads.append(pick(slot_read) if every else slot_read)
             if any_write:
                 slots, write_info = self.bank.write(h, slots, writes, read_info)
             else:  # an all-False mask changes nothing; skip the allocation work (acting calls)
@@ -148,7 +161,7 @@ class MemNet(StorePath, AgentModel):
 
         if self.internal is not None:
             mem = state["internal"]
-            reads.append(self.internal.read_out(h, mem))  # (B, T, D) from the incoming state
+            reads.append(self.internal.read_out(hq, mem))  # (B, T', D) from the incoming state
             if any_write:  # positions without write permission contribute nothing to the update
                 updated = self.internal.updated_state(h * writes[..., None].to(h.dtype), mem)
                 mem = torch.where(writes.any(1)[:, None, None], updated, mem)
@@ -161,62 +174,36 @@ class MemNet(StorePath, AgentModel):
             toks = torch.cat((state["window.tokens"], tokens), dim=1)  # (B, W-1+T)
             new_state["window.tokens"] = toks[:, toks.shape[1] - self.controller.context:]
             C = self.controller.context
-            x, ctx = xs[:, C:], xs[:, :C]  # this call's inputs (B, T, D), the window before it (B, W-1, D)
-            store, cache = self._memory_objects(B)
-            queries = self.store_attn.q_proj(us)  # (B, T, D): all heads' queries
-            # the store holds key *inputs* s (K = W_k s is projected at read time), so q.k = (W_k^T q).s: the
-            # search vector that ranks entries exactly as the attention's logits, with today's weights
-            search = queries @ self.store_attn.k_proj.weight  # (B, T, a D)
-            k = self.cfg.memory.store_top_k
-            # the store attention's own context is the window (cached inputs), as the controller's is
-            mask = window_mask(state["ctrl.pos"], T, C)  # (B, 1, T, W-1+T)
-            kw = {"attn_mask": mask, "context": ctx, "key_input": ks, "query_input": us, "return_probs": copy > 0}
-            if self.cfg.memory.recency:  # steps from each window position to each query: C + t - i
-                kw["context_age"] = C + torch.arange(T, device=h.device)[:, None] - torch.arange(C + T, device=h.device)
-            steps = lane_clock(state["ctrl.pos"], T)  # (B, T): each position's step on its lane's clock
-            if len(store):
-                clock = steps.cpu().numpy()
-                kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k, fetch=FETCH_FACTOR * k,
-                                                             rescore=self._rescorer(clock))  # (B, T, k, H, d)
-                mem_k, mem_v = self.store_attn.project_kv(xin.flatten(-2), kin.flatten(-2))  # (B, T, k, H, d)
-                if self.cfg.memory.recency:
-                    age = clock[..., None] - store.meta_of(ids.cpu().numpy(), "step")  # (B, T, k)
-                    kw["mem_age"] = torch.from_numpy(age).to(h.device)
-                store_read, info = self.store_attn(x, mem_k, mem_v, mem_mask, **kw)
-            else:  # nothing stored yet: identical to all-masked memory, without the search
-                store_read, info = self.store_attn(x, **kw)
-                ids = torch.full((B, T, k), -1, dtype=torch.long, device=h.device)
-            if copy > 0:  # what each attended position holds: window/call tokens, then the memories' tokens
-                held = toks[:, None].expand(B, T, -1)  # (B, T, W-1+T)
-                if len(store):
-                    mem_toks = torch.from_numpy(store.meta_of(ids.cpu().numpy(), "token")).to(h.device)  # (B, T, k)
-                    held = torch.cat((held, mem_toks), dim=-1)  # (B, T, W-1+T+k)
-                copy_probs = self._copy_distribution(info["probs"], held)
+            at = torch.arange(T, device=h.device) if read_at is None else read_at
+            store_read, ids, share, copy_probs = self._read_store(xs, ks, us, toks, state["ctrl.pos"], at)
             reads.append(store_read)
-            metrics.update(store_ids=ids, memory_share=info["memory_share"].detach().float())
+            metrics.update(store_ids=ids, memory_share=share.detach().float())
             if any_write:  # the token before each position (-1 at a lane's stream start): replacement's address
                 prev = toks[:, C - 1:-1] if C else torch.cat((torch.full_like(tokens[:, :1], -1), tokens[:, :-1]), 1)
-                prev = torch.where(steps > 0, prev, -1)  # (B, T)
-                self._write_store(x, ks[:, C:], h, tokens, prev, writes, meta, state["ctrl.pos"])
+                prev = torch.where(lane_clock(state["ctrl.pos"], T) > 0, prev, -1)  # (B, T)
+                self._write_store(xs[:, C:], ks[:, C:], h, tokens, prev, writes, meta, state["ctrl.pos"])
 
-        z = self.fusion(h, torch.stack(reads, dim=2)) if reads else h  # (B, T, D)
-        logits = self.head(self.ln_f(z))  # (B, T, V)
+        z = self.fusion(hq, torch.stack(reads, dim=2)) if reads else hq  # (B, T', D)
+        logits = self.head(self.ln_f(z))  # (B, T', V)
         if copy_probs is not None:  # mixture of the model's prediction and the copy distribution, as log-probs
             mixed = (1 - copy) * torch.softmax(logits.float(), -1) + copy * copy_probs
-            logits = torch.log(mixed + COPY_FLOOR)  # (B, T, V); a valid logit vector (CE re-normalises)
-        if T > 1:  # chunk calls also report plain floats (single-token acting calls skip the host syncs)
+            logits = torch.log(mixed + COPY_FLOOR)  # (B, T', V); a valid logit vector (CE re-normalises)
+        if T > 1 and (read_at is None or any_write or torch.is_grad_enabled()):  # chunk calls report floats too
+            # (acting calls, which read one position and write nothing, skip those host syncs)
             metrics.update(self._scalar_metrics(metrics))
         return logits, new_state, {"losses": losses, "metrics": metrics}
 
     def _scalar_metrics(self, metrics: dict) -> dict[str, float]:
         out = {}
         if "read_info" in metrics:
-            out["read_entropy"] = read_entropy(metrics["read_info"])
+            if metrics["read_info"].weights.numel():  # some position was read
+                out["read_entropy"] = read_entropy(metrics["read_info"])
             out["write_rate"] = write_rate(metrics["write_info"])
         if "store_ids" in metrics:
-            out["store_hit_rate"] = store_hit_rate(metrics["store_ids"])
-            out["memory_share_mean"] = float(metrics["memory_share"].float().mean())
-            out["store_entries"] = float(len(self.store))
+            if metrics["store_ids"].shape[1]:
+                out["store_hit_rate"] = store_hit_rate(metrics["store_ids"])
+                out["memory_share_mean"] = float(metrics["memory_share"].float().mean())
+            out["store_entries"] = float(len(self.store)) if self.store is not None else 0.0
         return out
 
     # ------------------------------------------------------------------ interface

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from agents.controller import window_mask
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
-from memory.retrieval import recency_rescore, remove_replaced, write_memory
+from memory.retrieval import recency_rescore, remove_replaced, retrieve_memory_kv, write_memory
 from memory.store import FaissStore
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
@@ -34,6 +35,51 @@ class StorePath:
         slope = float(torch.nn.functional.softplus(attn.recency.detach()).mean()) if m.recency else 0.0
         return recency_rescore(self.store, clock, self.controller.context, 1 / (attn.heads * attn.head_dim ** 0.5),
                                slope)
+
+    def _read_store(self, xs: Tensor, ks: Tensor, us: Tensor, toks: Tensor, pos: Tensor, at: Tensor
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The store attention's read at positions `at` (T',) long of this call. xs (B, C+T, D) and ks (B, C+T, a D):
+        inputs and key inputs of [window ; call]; us (B, T, b D): the call's query inputs; toks (B, C+T): the
+        tokens those positions hold; pos (B,): the lanes' clocks at the call's start. Returns the read (B, T', D),
+        store ids (B, T', k) (-1 = none), memory share (B, T') and the copy distribution (B, T', V) (None with
+        memory.copy = 0). Keys and values are the whole [window ; call]: a position's read is what a full call
+        computes there."""
+        m, C = self.cfg.memory, self.controller.context
+        (B, S, D), Tq, k = xs.shape, len(at), m.store_top_k
+        T = S - C
+        store, cache = self._memory_objects(B)  # made on first use (the writes after the read need them too)
+        ids = torch.full((B, Tq, k), -1, dtype=torch.long, device=xs.device)
+        if Tq == 0:  # nothing to read (an evaluation's chunk call: its writes are all it is for)
+            copy_probs = xs.new_zeros(B, 0, self.cfg.vocab_size, dtype=torch.float32) if m.copy > 0 else None
+            return xs.new_zeros(B, 0, D), ids, xs.new_zeros(B, 0), copy_probs
+        x, u = xs[:, C:][:, at], us[:, at]  # (B, T', D), (B, T', b D)
+        # the store attention's own context is the window (cached inputs) and the call, as the controller's is
+        kw = {"attn_mask": window_mask(pos, T, C)[:, :, at], "context": xs, "key_input": ks, "query_input": u,
+              "return_probs": m.copy > 0, "queries_in_context": True}  # mask (B, 1, T', C+T)
+        if m.recency:  # steps from each position of [window ; call] to each query: C + t - i
+            kw["context_age"] = C + at[:, None] - torch.arange(S, device=xs.device)  # (T', C+T)
+        if len(store):
+            clock = lane_clock(pos, T)[:, at].cpu().numpy()  # (B, T'): each query's step on its lane's clock
+            # the store holds key *inputs* s (K = W_k s is projected at read time), so q.k = (W_k^T q).s: the
+            # search vector that ranks entries exactly as the attention's logits, with today's weights
+            search = self.store_attn.q_proj(u) @ self.store_attn.k_proj.weight  # (B, T', a D)
+            kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k, fetch=FETCH_FACTOR * k,
+                                                         rescore=self._rescorer(clock))  # (B, T', k, H, d)
+            mem_k, mem_v = self.store_attn.project_kv(xin.flatten(-2), kin.flatten(-2))  # (B, T', k, H, d)
+            if m.recency:
+                age = clock[..., None] - store.meta_of(ids.cpu().numpy(), "step")  # (B, T', k)
+                kw["mem_age"] = torch.from_numpy(age).to(xs.device)
+            read, info = self.store_attn(x, mem_k, mem_v, mem_mask, **kw)
+        else:  # nothing stored yet: identical to all-masked memory, without the search
+            read, info = self.store_attn(x, **kw)
+        copy_probs = None
+        if m.copy > 0:  # what each attended position holds: window/call tokens, then the memories' tokens
+            held = toks[:, None].expand(B, Tq, -1)  # (B, T', C+T)
+            if len(store):
+                mem_toks = torch.from_numpy(store.meta_of(ids.cpu().numpy(), "token")).to(xs.device)  # (B, T', k)
+                held = torch.cat((held, mem_toks), dim=-1)  # (B, T', C+T+k)
+            copy_probs = self._copy_distribution(info["probs"], held)
+        return read, ids, info["memory_share"], copy_probs
 
     def _copy_distribution(self, probs: Tensor, held: Tensor) -> Tensor:
         """probs (B, T, P) attention weights, held (B, T, P) token ids (-1 = none) -> (B, T, V) float32: the

@@ -4,6 +4,7 @@ The trainer only ever talks to an `AgentModel`:
 
     state = model.initial_state(B)                        # recurrent state: a flat dict of tensors
     logits, state, aux = model(tokens, state, writes, meta)  # tokens (B, T) long, writes (B, T) bool
+    logits, state, aux = model(tokens, state, writes, meta, read_at)  # logits (B, T', V) at positions read_at
     state = model.detach_state(state)                     # truncated BPTT between chunks
     state = model.reset_memory(state, lanes)              # memory.reset=episode|task
     model.memory_state_dict() / model.load_memory_state_dict(d)   # objects outside `state` (store, cache)
@@ -83,8 +84,9 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def forward(self, tokens: Tensor, state: dict, writes: Tensor | None = None,
-                meta: dict | None = None) -> tuple[Tensor, dict, dict]:
-        """tokens (B, T) -> (logits (B, T, V), new state, aux)."""
+                meta: dict | None = None, read_at: Tensor | None = None) -> tuple[Tensor, dict, dict]:
+        """tokens (B, T) -> (logits (B, T', V), new state, aux). Every position advances the state; logits come only
+        at the positions `read_at` (T',) (None = all of them), which are exactly a full call's logits there."""
 
     @abc.abstractmethod
     def reset_memory(self, state: dict, lanes: Tensor) -> dict:
@@ -124,6 +126,19 @@ def check_inputs(tokens: Tensor, writes: Tensor | None, vocab_size: int) -> Tens
         got = tuple(writes.shape) if isinstance(writes, Tensor) else type(writes).__name__
         raise ValueError(f"writes: expected a bool tensor shaped like tokens {tuple(tokens.shape)}, got {got}")
     return writes.to(device=tokens.device, dtype=torch.bool)
+
+
+def check_read_at(read_at, T: int, device: torch.device) -> Tensor | None:
+    """A forward call's `read_at`: None (every position) or distinct increasing positions in [0, T) -> (T',) long
+    tensor on `device`."""
+    if read_at is None:
+        return None
+    at = torch.as_tensor(read_at, device=device)
+    if at.dim() != 1 or at.dtype not in (torch.long, torch.int32) or (
+            at.numel() and (int(at.min()) < 0 or int(at.max()) >= T or bool((at[1:] <= at[:-1]).any()))):
+        raise ValueError(f"read_at: expected increasing distinct positions in [0, {T}) as a 1-d integer tensor, "
+                         f"got {at.tolist() if at.dim() <= 1 else tuple(at.shape)}")
+    return at.long()
 
 
 def check_lanes(lanes, batch_size: int, device: torch.device) -> Tensor:

@@ -88,7 +88,8 @@ class MemoryAttention(nn.Module):
                 mem_mask: Tensor | None = None, attn_mask: Tensor | None = None,
                 context: Tensor | None = None, key_input: Tensor | None = None,
                 return_probs: bool = False, context_age: Tensor | None = None,
-                mem_age: Tensor | None = None, query_input: Tensor | None = None) -> tuple[Tensor, dict]:
+                mem_age: Tensor | None = None, query_input: Tensor | None = None,
+                queries_in_context: bool = False) -> tuple[Tensor, dict]:
         """x (B, T, D); mem_k, mem_v (B, T, M, H, d); mem_mask (B, T, M) bool (True = present);
         context (B, C, D): earlier inputs that give keys and values but no queries (a cached window; C = 0 if
         None); attn_mask (T, C+T) or (B, 1, T, C+T) bool over [context ; x] (True = allowed, default causal
@@ -96,27 +97,33 @@ class MemoryAttention(nn.Module):
         (default [context ; x] itself, see `project_kv`); query_input (B, T, query_in): what the queries are
         projected from (default x; the gate always reads x); context_age (T, C+T) or (B, T, C+T) and mem_age
         (B, T, M): steps from each key's position to the query (>= 0; None = no recency term).
+        queries_in_context: the context already holds the queries' own positions (keys and values come from it
+        alone, S = C; attn_mask is then required), so a few queries can be answered over a longer sequence.
         Returns out (B, T, D) and info with "memory_share"
         (B, T): attention mass on memory (after the gate, mean over heads) and "gate" (B, T, H); with
-        `return_probs` also "probs" (B, T, C+T+M): the attention weights over [context ; x ; memories], mixed
+        `return_probs` also "probs" (B, T, S+M), S = C+T: the attention weights over [context ; x ; memories], mixed
         over heads by a learned softmax, one weight per head (M = 0 without memories), e.g. for a copy
         distribution over what those positions hold."""
         B, T, _ = x.shape
         C = 0 if context is None else context.shape[1]
+        if queries_in_context and (context is None or attn_mask is None):
+            raise ValueError("MemoryAttention: queries_in_context needs the context and an attn_mask")
+        S = C if queries_in_context else C + T  # keys and values: [context ; x], or the context alone
         scale = self.head_dim ** -0.5
         q = self._heads(self.q_proj(x if query_input is None else query_input)).transpose(1, 2)  # (B, H, T, d)
-        seq = x if context is None else torch.cat((context.to(x.dtype), x), dim=1)  # (B, C+T, D)
-        k, v = (t.transpose(1, 2) for t in self.project_kv(seq, key_input))  # (B, H, C+T, d)
+        seq = x if context is None else (context.to(x.dtype) if queries_in_context
+                                         else torch.cat((context.to(x.dtype), x), dim=1))  # (B, S, D)
+        k, v = (t.transpose(1, 2) for t in self.project_kv(seq, key_input))  # (B, H, S, d)
         if attn_mask is None:
             attn_mask = torch.cat((torch.ones(T, C, dtype=torch.bool, device=x.device),
                                    causal_mask(T, x.device)), dim=1)
-        if attn_mask.shape not in ((T, C + T), (B, 1, T, C + T)) or attn_mask.dtype != torch.bool:
-            raise ValueError(f"MemoryAttention: attn_mask must be a ({T}, {C + T}) or ({B}, 1, {T}, {C + T}) bool "
+        if attn_mask.shape not in ((T, S), (B, 1, T, S)) or attn_mask.dtype != torch.bool:
+            raise ValueError(f"MemoryAttention: attn_mask must be a ({T}, {S}) or ({B}, 1, {T}, {S}) bool "
                              f"tensor, got {tuple(attn_mask.shape)} {attn_mask.dtype}")
         allowed = attn_mask
-        logits = (q @ k.transpose(-1, -2)) * scale  # (B, H, T, C+T)
+        logits = (q @ k.transpose(-1, -2)) * scale  # (B, H, T, S)
         if context_age is not None:
-            logits = logits - self._recency_bias(context_age.expand(B, T, C + T)).to(logits.dtype)
+            logits = logits - self._recency_bias(context_age.expand(B, T, S)).to(logits.dtype)
         logits = logits.masked_fill(~allowed, -torch.inf)
         gate_logit = self.gate(x)  # (B, T, H)
         if mem_k is None:
@@ -131,15 +138,15 @@ class MemoryAttention(nn.Module):
                 mem_logits = mem_logits - self._recency_bias(mem_age).to(mem_logits.dtype)
             if mem_mask is not None:
                 mem_logits = mem_logits.masked_fill(~mem_mask[:, None], -torch.inf)
-            probs = self._softmax(torch.cat([logits, mem_logits], dim=-1))  # (B, H, T, C + T + M)
-            ctx_p, mem_p = probs[..., :C + T], probs[..., C + T:]
+            probs = self._softmax(torch.cat([logits, mem_logits], dim=-1))  # (B, H, T, S + M)
+            ctx_p, mem_p = probs[..., :S], probs[..., S:]
             out = ctx_p @ v + torch.einsum("bhtm,btmhd->bhtd", mem_p, mem_v)  # (B, H, T, d)
             share = mem_p.sum(-1).mean(1)  # (B, T)
         out = self.out_proj(out.transpose(1, 2).flatten(2))  # (B, T, D)
         info = {"memory_share": share, "gate": torch.sigmoid(gate_logit)}
         if return_probs:
             mix = torch.softmax(self.head_mix.float(), -1)[None, :, None, None]  # (1, H, 1, 1)
-            info["probs"] = (probs * mix.to(probs.dtype)).sum(1)  # (B, T, C+T(+M))
+            info["probs"] = (probs * mix.to(probs.dtype)).sum(1)  # (B, T, S(+M))
         return out, info
 
     def _recency_bias(self, age: Tensor) -> Tensor:

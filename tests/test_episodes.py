@@ -31,7 +31,8 @@ def test_actions_at_scored_steps_are_the_argmax_of_the_chunk_forward(env_id, age
     checked = []
 
     def learner(chunk, logits, aux):  # records, never updates: weights stay as they were while acting
-        scored = chunk.scored.numpy()
+        scored = chunk.scored.numpy()  # the learner sees the scored steps only, logits read there
+        assert logits.shape[1] == scored.shape[1] and scored.any(0).all()
         checked.append((chunk.actions.numpy()[scored], logits.argmax(-1).numpy()[scored]))
         return 0.0
 

@@ -235,6 +235,24 @@ def test_context_gives_keys_and_values_like_the_same_positions_fed_as_queries():
         attn(seq[:, C:], context=seq[:, :C], attn_mask=torch.ones(T, T, dtype=torch.bool))
 
 
+def test_queries_in_context_answer_some_positions_as_the_full_call_does():
+    """With the queries' own positions inside `context` (queries_in_context), a few queries over [context] give
+    the full call's outputs and probs at those positions; the mask is required."""
+    attn = MemoryAttention(CFG).eval()
+    C, at = 3, torch.tensor([1, 4])
+    seq = torch.randn(B, C + T, 32)
+    mem_k, mem_v = memories()
+    mask = torch.cat((torch.ones(T, C, dtype=torch.bool), torch.ones(T, T, dtype=torch.bool).tril()), 1)  # (T, C+T)
+    with torch.no_grad():
+        full, info = attn(seq[:, C:], mem_k, mem_v, context=seq[:, :C], return_probs=True)
+        part, part_info = attn(seq[:, C:][:, at], mem_k[:, at], mem_v[:, at], context=seq, attn_mask=mask[at],
+                               return_probs=True, queries_in_context=True)
+    torch.testing.assert_close(part, full[:, at], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(part_info["probs"], info["probs"][:, at], atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="queries_in_context needs"):
+        attn(seq[:, C:][:, at], context=seq, queries_in_context=True)
+
+
 def test_return_probs_are_the_attention_weights_over_context_inputs_and_memories():
     """probs (B, T, C+T+M), mixed over heads (uniform at the start): each row sums to 1, and its memory part is
     memory_share."""
