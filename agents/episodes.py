@@ -12,7 +12,8 @@ Per chunk of C steps:
             gradients when training (TBPTT: the state is detached between chunks); this forward also applies the
             chunk's memory writes (block-recurrent memory), so acting and learning see the same memory. Memory
             reads and logits are computed at the steps scored in some lane only, which is all the loss uses
-            (the same logits and gradients as a full call there).
+            (the same logits and gradients as a full call there); a chunk with no scored step runs without
+            autograd unless the model's loss has terms of its own (`learns_without_targets`).
 Eval runs the same loop with `learner=None` (no gradients, no weight update); its chunk call reads nothing: it
 only applies the writes, the accuracy comes from the actions taken.
 """
@@ -155,7 +156,9 @@ class EpisodeRunner:
         if learner is not None:
             self.model.train()
             at = chunk.scored.any(0).nonzero().flatten()  # (C',) steps scored in some lane
-            with self.autocast():
+            # nothing scored and no loss of the model's own: no gradient, so no graph (sparse tasks' most chunks)
+            learns = len(at) > 0 or self.model.learns_without_targets()
+            with self.autocast(), torch.set_grad_enabled(learns):
                 logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta, read_at=at)
             stats.loss_sum += learner(chunk.columns(at), logits.float(), aux)
             stats.updates += 1

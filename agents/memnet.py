@@ -225,6 +225,10 @@ class MemNet(StorePath, AgentModel):
             self.store.clear(lanes=lanes.nonzero().flatten().cpu().numpy())
         return out
 
+    def learns_without_targets(self) -> bool:
+        m = self.cfg.memory
+        return self.bank is not None and max(m.util_weight, m.pressure_weight, m.sparsity_weight) > 0
+
     def memory_state_dict(self) -> dict:
         """Store + cache state (tensors and python scalars), {} before the first forward or with store off."""
         if self.store is None:

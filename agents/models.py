@@ -105,6 +105,11 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
     def memory_bytes(self, state: dict) -> int:
         return 0
 
+    def learns_without_targets(self) -> bool:
+        """Whether the loss has terms of its own (memory regularisers), so a chunk with no scored step still
+        trains; when it has none, the runner makes such a chunk's call without autograd."""
+        return False
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -43,3 +43,32 @@ def test_actions_at_scored_steps_are_the_argmax_of_the_chunk_forward(env_id, age
     argmax = np.concatenate([b for _, b in checked])
     assert len(actions) > 0 and np.array_equal(actions, argmax)
     venv.close()
+
+
+@pytest.mark.parametrize("util_weight", [0.0, 0.1])
+def test_a_chunk_with_nothing_scored_builds_a_graph_only_for_the_models_own_losses(util_weight):
+    """LongDependency's chunks mostly hold no query: with no memory regulariser their call runs without autograd
+    (logits for no step, no update); with one (memory.util_weight > 0) it still trains."""
+    torch.manual_seed(0)
+    venv = make_vector_env("LongDependency-v0", 2, ENVS["LongDependency-v0"])
+    mem = MemoryConfig(dim=32, slots=4, read_heads=2, top_k=2, bottleneck=8, attn_heads=2, store_capacity=256,
+                       store_top_k=4, cache_hot=64, cache_warm=64, cache_cold=512, util_weight=util_weight)
+    cfg = ModelConfig(vocab_size=int(venv.single_action_space.n), dim=32, layers=1, heads=2, window=8, memory=mem)
+    model = build_model("memnet", cfg)
+    assert model.learns_without_targets() == (util_weight > 0)
+    seen = []
+
+    def learner(chunk, logits, aux):
+        seen.append((int(chunk.scored.sum()), logits.shape[1], logits.requires_grad,
+                     sum(t.requires_grad for t in aux["losses"].values())))
+        return 0.0
+
+    obs, info = venv.reset(seed=0)
+    EpisodeRunner(venv, model, torch.device("cpu"), chunk=8).run(model.initial_state(2), obs, info, episode=0,
+                                                                 learner=learner)
+    empty = [s for s in seen if s[0] == 0]
+    assert empty and any(s[0] > 0 for s in seen)
+    assert all(s[1] == 0 for s in empty)
+    assert all(bool(s[3]) == (util_weight > 0) for s in empty)  # the regulariser is differentiable iff it trains
+    assert all(s[2] for s in seen if s[0] > 0)  # scored chunks always learn
+    venv.close()
