@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary_table(metrics))
-    print(f"run folder: {run_dir}  (tensorboard --logdir {Path(cfg.runs_root)})")
+    logdir = run_dir if cfg.run_dir or resume_dir else Path(cfg.runs_root)  # runs_root: all runs side by side
+    print(f"run folder: {run_dir}  (tensorboard --logdir {logdir})")
     return 0
 
 

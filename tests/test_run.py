@@ -34,7 +34,7 @@ def test_every_env_and_agent_runs_end_to_end(env_id, agent, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run.main(tiny(env_id, agent, run_dir)) == 0
     out = capsys.readouterr().out
-    assert "ACC" in out and "run folder" in out
+    assert "ACC" in out and f"run folder: {run_dir}  (tensorboard --logdir {run_dir})" in out  # run_dir= given
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("ACC", "BWT", "FWT", "forgetting", "accuracy_matrix", "accuracy", "accuracy_by_distance",
                 "recall_by_delay", "tokens_per_s", "params", "memory_bytes"):
