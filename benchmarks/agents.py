@@ -2,9 +2,12 @@
 
     python benchmarks/agents.py                       # all agents, ContinualShift-v0 defaults, 3 episodes each
     python benchmarks/agents.py --episodes 5 --lanes 64 --env NeedleRecall-v0
+    python benchmarks/agents.py --repeats 3           # 3 rounds through the agents: median [min, max]
 
 Each agent runs in its own process (so peak RSS is its own) through the real trainer: act step by step with
 the cached incremental forward, learn on chunks, exactly as `python -m agents.run` does (evaluation excluded).
+With --repeats the agents take turns (memnet, transformer, ..., memnet, ...), so a slow spell of a shared
+machine hits every agent alike; the cost ratio is the median of the rounds' own ratios.
 Prints a Markdown table. Targets (issue 4): default MemNet >= 20,000 tokens/s and <= 1.5x the cost of the
 memory-free transformer.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,28 +54,44 @@ def main() -> None:
     ap.add_argument("--lanes", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--agents", default=",".join(AGENTS))
+    ap.add_argument("--repeats", type=int, default=1, help="rounds through the agents (median [min, max])")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one agent and print JSON
     args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads)))
         return
-    rows = []
-    for agent in args.agents.split(","):
-        out = subprocess.run([sys.executable, __file__, "--one", agent, "--env", args.env, "--episodes",
-                              str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True, cwd=REPO)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base = next((r["tokens_per_s"] for r in rows if r["agent"] == "transformer"), None)
-    print(f"env {args.env}, {args.lanes} lanes, {args.episodes} timed episodes, {args.threads} torch threads\n")
+    agents = args.agents.split(",")
+    rounds = []  # one {agent: result} per round
+    for _ in range(max(1, args.repeats)):
+        rounds.append({})
+        for agent in agents:
+            out = subprocess.run([sys.executable, __file__, "--one", agent, "--env", args.env, "--episodes",
+                                  str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads)],
+                                 capture_output=True, text=True, check=True, cwd=REPO)
+            rounds[-1][agent] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"env {args.env}, {args.lanes} lanes, {args.episodes} timed episodes, {args.threads} torch threads, "
+          f"{len(rounds)} round(s)\n")
     print("| agent | params | train tokens/s | cost vs transformer | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        ratio = f"{base / r['tokens_per_s']:.2f}x" if base else "-"
-        print(f"| {r['agent']} | {r['params']:,} | {r['tokens_per_s']:,.0f} | {ratio} | {r['peak_rss_mib']:.0f} |")
-    memnet = next((r for r in rows if r["agent"] == "memnet"), None)
-    if memnet and base:
-        ok = memnet["tokens_per_s"] >= 20_000 and base / memnet["tokens_per_s"] <= 1.5
+    for agent in agents:
+        tps = [r[agent]["tokens_per_s"] for r in rounds]
+        ratio = "-"
+        if "transformer" in agents:
+            ratio = spread([r["transformer"]["tokens_per_s"] / r[agent]["tokens_per_s"] for r in rounds], "{:.2f}x")
+        rss = max(r[agent]["peak_rss_mib"] for r in rounds)
+        print(f"| {agent} | {rounds[0][agent]['params']:,} | {spread(tps, '{:,.0f}')} | {ratio} | {rss:.0f} |")
+    if "memnet" in agents and "transformer" in agents:
+        tps = statistics.median(r["memnet"]["tokens_per_s"] for r in rounds)
+        cost = statistics.median(r["transformer"]["tokens_per_s"] / r["memnet"]["tokens_per_s"] for r in rounds)
+        ok = tps >= 20_000 and cost <= 1.5
         print(f"\ntarget (MemNet >= 20,000 tokens/s and <= 1.5x transformer): {'met' if ok else 'NOT met'}")
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """One value as it is; several as median [min, max]."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
 if __name__ == "__main__":
