@@ -225,6 +225,15 @@ class MemNet(StorePath, AgentModel):
             self.store.clear(lanes=lanes.nonzero().flatten().cpu().numpy())
         return out
 
+    def no_weight_decay(self) -> set[str]:
+        """Also W_k and W_q of the store attention when their context columns are fixed (memory.context_fixed): a
+        zero gradient keeps those columns, weight decay would shrink them."""
+        names = super().no_weight_decay()
+        m = self.cfg.memory
+        if m.store and m.context_decay > 0 and m.context_fixed:
+            names |= {"store_attn.k_proj.weight", "store_attn.q_proj.weight"}
+        return names
+
     def learns_without_targets(self) -> bool:
         m = self.cfg.memory
         return self.bank is not None and max(m.util_weight, m.pressure_weight, m.sparsity_weight) > 0

@@ -105,6 +105,21 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
     def memory_bytes(self, state: dict) -> int:
         return 0
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that train.weight_decay leaves alone: biases and norm gains (1-d, as in GPT-2
+        training); subclasses add parameters that must keep part of their values."""
+        return {name for name, p in self.named_parameters() if p.dim() < 2}
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: one group without weight decay (the layout of every checkpoint made so), or the
+        decayed parameters and `no_weight_decay()` at 0."""
+        if weight_decay == 0:
+            return [{"params": list(self.parameters()), "weight_decay": 0.0}]
+        keep = self.no_weight_decay()
+        named = list(self.named_parameters())
+        return [{"params": [p for n, p in named if n not in keep], "weight_decay": weight_decay},
+                {"params": [p for n, p in named if n in keep], "weight_decay": 0.0}]
+
     def learns_without_targets(self) -> bool:
         """Whether the loss has terms of its own (memory regularisers), so a chunk with no scored step still
         trains; when it has none, the runner makes such a chunk's call without autograd."""

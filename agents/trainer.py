@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import envs  # noqa: F401  (registers the memstream ids; Gymnasium 1.x has no plugin auto-registration)
-from agents.checkpoint import check_compatible, load_checkpoint, load_model_weights, save_checkpoint
+from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
 from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats
@@ -66,7 +66,7 @@ class Trainer:
         self.model_cfg = ModelConfig(vocab_size=int(self.venv.vocab_size), memory=memory_config(cfg),
                                      **{k: cfg.model[k] for k in cfg.model})
         self.model = build_model(cfg.agent.name, self.model_cfg).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(t.weight_decay), lr=t.lr)
         self.runner = EpisodeRunner(self.venv, self.model, self.device, t.chunk, amp=t.amp)
         self.state = self.model.initial_state(t.lanes)
         self.total_episodes = self._default_episodes() if t.episodes is None else int(t.episodes)
@@ -243,7 +243,11 @@ class Trainer:
         body = load_checkpoint(path)
         check_compatible(body["config"], config, path)
         load_model_weights(self.model, body["model"], path)
-        self.optimizer.load_state_dict(body["optimizer"])
+        try:
+            self.optimizer.load_state_dict(body["optimizer"])
+        except ValueError as exc:  # e.g. parameter groups made before train.weight_decay skipped biases and norms
+            raise CheckpointError(f"checkpoint {str(path)!r}: its optimizer state does not fit this run's optimizer "
+                                  f"({str(exc).splitlines()[0][:120]}); re-run the experiment") from None
         self.state = body["state"]
         self.model.load_memory_state_dict(body["memory"])
         torch.set_rng_state(body["rng"]["torch"])

@@ -150,6 +150,23 @@ def test_damaged_and_foreign_checkpoints_are_refused(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_optimizer_state_of_another_layout_is_one_clear_line(tmp_path, capsys):
+    """A checkpoint from before weight decay skipped biases and norms holds one parameter group; a run with
+    train.weight_decay > 0 now has two. Resuming it says so in one line instead of torch's traceback."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.weight_decay=0.01")) == 0
+    capsys.readouterr()
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    body = torch.load(ckpt, weights_only=True)
+    assert len(body["optimizer"]["param_groups"]) == 2
+    first, second = body["optimizer"]["param_groups"]
+    body["optimizer"]["param_groups"] = [{**first, "params": first["params"] + second["params"]}]
+    torch.save(body, ckpt)
+    assert run.main([f"resume={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert "its optimizer state does not fit this run's optimizer" in err and len(err.strip().splitlines()) == 1
+
+
 def test_runtime_memory_keys_may_change_between_save_and_load_but_shapes_may_not():
     from agents.checkpoint import CheckpointError, check_compatible
 
