@@ -1,0 +1,77 @@
+"""train.mode=reinforce: policy gradient from the reward alone, against a running-mean baseline; sampled actions."""
+
+import numpy as np
+import pytest
+import torch
+
+from agents import run
+from agents.config import load_config
+from agents.episodes import Chunk
+from agents.trainer import Trainer
+from tests.test_run import TINY_ENVS, TINY_MODEL, tiny
+
+
+def trainer(tmp_path, *extra) -> Trainer:
+    cfg = load_config(["env=ContinualShift-v0", "agent=memnet", "train.mode=reinforce", "train.entropy_coef=0",
+                       "train.grad_clip=0", "train.lr=0.01", f"run_dir={tmp_path}",
+                       *TINY_ENVS["ContinualShift-v0"], *TINY_MODEL, *extra])
+    return Trainer(cfg, tmp_path)
+
+
+def one_step_chunk(tokens: torch.Tensor, action: int, reward: float) -> Chunk:
+    """A chunk whose last step is scored in every lane, where the agent took `action` and got `reward`."""
+    B, C = tokens.shape
+    scored = torch.zeros(B, C, dtype=torch.bool)
+    scored[:, -1] = True
+    return Chunk(tokens=tokens, targets=torch.where(scored, 0, -1), scored=scored,
+                 writes=torch.zeros(B, C, dtype=torch.bool), actions=torch.full((B, C), action),
+                 rewards=torch.where(scored, reward, 0.0), meta={"episode": np.zeros((B, C), dtype=np.int64),
+                                                                 "position": np.tile(np.arange(C), (B, 1)),
+                                                                 "task": np.zeros((B, C), dtype=np.int64)})
+
+
+@pytest.mark.parametrize("reward,baseline,up", [(1.0, 0.0, True), (0.0, 0.5, False)])
+def test_an_action_paid_above_the_baseline_becomes_likelier_and_below_it_rarer(tmp_path, reward, baseline, up):
+    tr = trainer(tmp_path)
+    tr.reward_baseline = baseline
+    tokens = torch.randint(1, tr.model_cfg.vocab_size, (tr.cfg.train.lanes, 6))
+    chunk = one_step_chunk(tokens, action=3, reward=reward)
+    last = torch.tensor([5])
+
+    def logp() -> torch.Tensor:
+        with torch.no_grad():
+            logits, _, _ = tr.model(tokens, tr.model.initial_state(tr.cfg.train.lanes), read_at=last)
+        return torch.log_softmax(logits[:, 0].float(), -1)[:, 3]  # (B,)
+
+    before = logp()
+    logits, _, aux = tr.model(tokens, tr.model.initial_state(tr.cfg.train.lanes), chunk.writes, chunk.meta,
+                              read_at=last)
+    tr._learn(chunk.columns(last), logits.float(), aux)
+    after = logp()
+    assert bool(((after > before) if up else (after < before)).all())
+    # the baseline moves 1 - baseline_decay of the way to the chunk's mean reward
+    assert tr.reward_baseline == pytest.approx(0.99 * baseline + 0.01 * reward)
+
+
+def test_reinforce_samples_its_actions_instead_of_taking_the_argmax(tmp_path):
+    """Greedy acting matches the chunk forward's argmax at every scored step (tests/test_episodes.py); sampling
+    from this untrained policy (no single token near certain) departs from it at many of them."""
+    tr = trainer(tmp_path)
+    seen = []
+    learner = tr._learn
+
+    def record(chunk, logits, aux):
+        seen.append((chunk.actions[chunk.scored], logits.argmax(-1)[chunk.scored]))
+        return learner(chunk, logits, aux)
+
+    obs, info = tr.venv.reset(seed=0)
+    tr.runner.run(tr.state, obs, info, 0, learner=record, sample=True)
+    taken = torch.cat([a for a, _ in seen])
+    greedy = torch.cat([g for _, g in seen])
+    assert len(taken) >= 8 and (taken != greedy).float().mean() > 0.2
+
+
+@pytest.mark.parametrize("env_id", sorted(TINY_ENVS))
+def test_reinforce_runs_end_to_end(env_id, tmp_path, capsys):
+    assert run.main(tiny(env_id, "memnet", tmp_path / "run", "train.mode=reinforce")) == 0
+    assert (tmp_path / "run" / "metrics.json").exists()
