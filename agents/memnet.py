@@ -147,7 +147,7 @@ class MemNet(StorePath, AgentModel):
         if self.bank is not None:
             slots = self._slot_state(state)
             # a write's bookkeeping (usage) and the regularisers see the reads of every position
-            every = read_at is None or any_write or torch.is_grad_enabled()
+            every = read_at is None or any_write or (torch.is_grad_enabled() and self.learns_without_targets())
             slot_read, read_info = self.bank.read(h if every else hq, slots)  # (B, T or T', D)
             reads.append(pick(slot_read) if every else slot_read)
             if any_write:

@@ -86,6 +86,20 @@ def test_read_at_nothing_still_makes_the_writes():
         torch.testing.assert_close(semantic(model, s_none)[name], t, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_regularisers_see_every_positions_slot_reads_with_read_at(weight):
+    """A learning call with writes off: with a regulariser on, its terms are the full call's (every position's
+    slot reads); with none on, the slot bank is read at the read positions only and the terms stay zero."""
+    model, state, _ = primed(dict(util_weight=weight, sparsity_weight=weight))
+    tokens = torch.randint(0, V, (B, T))
+    _, _, full = model(tokens, state)
+    _, _, part = model(tokens, state, read_at=torch.tensor([4]))
+    assert part["metrics"]["read_info"].weights.shape[1] == (T if weight else 1)
+    for name, term in full["losses"].items():
+        torch.testing.assert_close(part["losses"][name], term)
+        assert (float(term.detach()) != 0) == (weight > 0 and name != "pressure")  # util is -entropy: negative
+
+
 @pytest.mark.parametrize("agent", ["transformer", "lstm", "gru"])
 def test_baselines_read_at_is_the_full_calls_logits(agent):
     torch.manual_seed(0)
