@@ -14,7 +14,7 @@ from agents.controller import window_mask
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
 from memory.retrieval import recency_rescore, remove_replaced, retrieve_memory_kv, write_memory
-from memory.store import FaissStore
+from memory.store import CodedKeys, FaissStore
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 TOKEN_CODE_SEED = 0  # memory.key_source=token: the codes come from their own generator (the global RNG is untouched)
@@ -178,6 +178,16 @@ class StorePath:
             write_memory(self.store, self.cache, kin, h[b, t], kin.unflatten(-1, (H, -1)), xin.unflatten(-1, (H, -1)),
                          lanes, meta=cols)
 
+    def _coded_keys(self) -> CodedKeys | None:
+        """With token codes as addresses, a key's first blocks are the codes of its token and of the one before it
+        (the "token" and "prev" it is stored with), so exact search looks their scores up and scans only the rest
+        (`memory/store_search.py`). Not with a 1-token window: there "prev" is not known at a call's first
+        position."""
+        m = self.cfg.memory
+        if m.key_source != "token" or m.store_metric != "ip" or m.store_index != "flat" or not self.controller.context:
+            return None
+        return CodedKeys(self.token_codes, ("token", "prev")[:m.key_inputs])
+
     def _memory_objects(self, batch_size: int) -> tuple[FaissStore, TieredKVCache]:
         """The store and cache, made on first use for `batch_size` lanes."""
         if self.store is not None and self.store.lanes != batch_size:
@@ -188,7 +198,7 @@ class StorePath:
         if self.store is None:
             m = self.cfg.memory  # keys are key inputs (m.key_blocks x D: addresses, context), projected at read time
             self.store = FaissStore.from_config(m, lanes=batch_size, value_dim=self.cfg.dim,
-                                                key_dim=m.key_blocks * self.cfg.dim)
+                                                key_dim=m.key_blocks * self.cfg.dim, coded=self._coded_keys())
             # promote_after=0: reads never move entries between tiers. Tier moves on reads made every acting
             # step re-quantise entries (the dominant cost of a step) and made acting and the learning forward
             # see different int8 noise; tiers are still chosen by the policy (lru: last read) on each write.

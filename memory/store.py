@@ -26,34 +26,22 @@ returned by a search, "importance" the one with the lowest importance (the calle
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import torch
 
 from memory.config import STORE_EVICTIONS, STORE_INDEXES, STORE_METRICS, STORE_PRECISIONS, MemoryConfig
 from memory.eviction import lowest
-from memory.store_index import HNSWIndex, IVFIndex, exact_topk, resolve_precision
+from memory.store_index import HNSWIndex, IVFIndex, resolve_precision
 from memory.store_io import StorePersistence
-from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, checked_array, inverse_norms, normalise
+from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, checked_array, inverse_norms
+from memory.store_search import CodedKeys, SearchHits, SearchResult, StoreSearch
 
-SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
+__all__ = ["CodedKeys", "FaissStore", "SearchHits", "SearchResult"]
+
 TIME = META_FIELDS.index("time")
 
 
-class SearchResult(NamedTuple):
-    scores: np.ndarray  # (B, Q, k) float32 cosine (or inner product, metric="ip"), -inf where fewer than k exist
-    ids: np.ndarray  # (B, Q, k) int64, -1 where fewer than k entries exist
-
-
-class SearchHits(NamedTuple):
-    scores: np.ndarray  # (B, Q, k) float32
-    ids: np.ndarray  # (B, Q, k) int64
-    values: np.ndarray  # (B, Q, k, Dv) float32, zeros where id is -1
-    meta: dict  # field -> (B, Q, k) int64 (-1 where missing), plus "found" (B, Q, k) bool
-
-
-class FaissStore(StorePersistence, StoreLookup):
+class FaissStore(StorePersistence, StoreLookup, StoreSearch):
     """Long-term key/value store with metadata, per-lane or shared, bounded with eviction (see module doc).
 
     dim: key width D; value_dim: value width Dv; capacity: entries per lane (scope="lane") or in all
@@ -63,14 +51,15 @@ class FaissStore(StorePersistence, StoreLookup):
     over from exact search once a partition holds 39 x lists (ivf) or hnsw_min_entries (hnsw) entries;
     exact_block: keys scored per matmul block in exact search; None = as many as fit a 64 MB score buffer
     (P, Q, block), which the store keeps and reuses across searches. precision: fp32 | bf16 | auto, exact
-    search's scan (module doc).
+    search's scan (module doc). coded: key blocks that are codes named by metadata (metric="ip", index="flat";
+    `memory/store_search.py`): exact search looks their scores up instead of scanning them.
     """
 
     def __init__(self, dim: int, value_dim: int, capacity: int, lanes: int = 1, scope: str = "lane",
                  index: str = "flat", eviction: str = "fifo", threads: int = 1, ivf_lists: int | None = None,
                  ivf_probes: int | None = None, hnsw_neighbors: int = 32, hnsw_ef_search: int = 64,
                  hnsw_min_entries: int = 1024, exact_block: int | None = None, metric: str = "cosine",
-                 precision: str = "fp32"):
+                 precision: str = "fp32", coded: CodedKeys | None = None):
         for name, v in (("dim", dim), ("value_dim", value_dim), ("capacity", capacity), ("lanes", lanes),
                         ("threads", threads), ("hnsw_neighbors", hnsw_neighbors),
                         ("hnsw_ef_search", hnsw_ef_search), ("hnsw_min_entries", hnsw_min_entries)):
@@ -85,6 +74,13 @@ class FaissStore(StorePersistence, StoreLookup):
         if metric not in STORE_METRICS:
             raise ValueError(f"FaissStore: metric={metric!r}: choose one of {STORE_METRICS}")
         self.metric = metric
+        if coded is not None and (metric != "ip" or index != "flat" or coded.width > dim
+                                  or not set(coded.fields) <= set(CALLER_META)):
+            raise ValueError(f"FaissStore: coded keys need metric='ip', index='flat', fields among {CALLER_META} "
+                             f"and at most dim={dim} coded columns; got metric={metric!r}, index={index!r}, "
+                             f"fields={coded.fields}, {coded.width} columns")
+        self.coded = None if coded is None else CodedKeys(coded.codes.detach().float().cpu().contiguous(),
+                                                         tuple(coded.fields))
         if scope not in ("lane", "shared"):
             raise ValueError(f"FaissStore: scope={scope!r}: choose lane or shared")
         if index not in STORE_INDEXES:
@@ -113,8 +109,14 @@ class FaissStore(StorePersistence, StoreLookup):
         self._adds = 0  # add() calls so far: the "time" metadata
         self._ann = [self._make_ann(p) for p in range(self.partitions)] if index != "flat" else None
         self._scores: torch.Tensor | None = None  # exact-search score buffer, grown on demand
-        bf16 = index == "flat" and resolve_precision(precision) == "bf16"  # exact search's scan reads these
-        self._coarse = torch.zeros(R, self.dim, dtype=torch.bfloat16) if bf16 else None  # (R, D) copy of _keys
+        # what exact search scans when not _keys itself (R, D'): the columns after any coded blocks, in bfloat16
+        # where precision says so, except that coded keys whose rest is at most half the key scan it in float32
+        # (no more bytes than a bfloat16 scan of the whole key, and exact; ContinualShift: 128 of 384 columns)
+        rest = self.dim - (self.coded.width if self.coded is not None else 0)
+        bf16 = index == "flat" and resolve_precision(precision) == "bf16" and not (
+            self.coded is not None and 2 * rest <= self.dim)
+        scan = bf16 or (self.coded is not None and rest > 0)
+        self._scan = torch.zeros(R, rest, dtype=torch.bfloat16 if bf16 else torch.float32) if scan else None
 
     @classmethod
     def from_config(cls, cfg: MemoryConfig, lanes: int, value_dim: int, key_dim: int | None = None,
@@ -156,6 +158,8 @@ class FaissStore(StorePersistence, StoreLookup):
             meta[name] = col = checked_array(col, f"meta[{name!r}]", np.int64).reshape(-1)
             if col.shape != (n,):
                 raise ValueError(f"FaissStore.add: meta[{name!r}] must have {n} entries, got {col.shape}")
+        if self.coded is not None:
+            self.coded.check(keys, meta)
         imp = np.zeros(n) if importance is None else checked_array(importance, "importance", np.float64).reshape(-1)
         if imp.shape != (n,) or not np.isfinite(imp).all():
             raise ValueError(f"FaissStore.add: importance must be {n} finite numbers, got shape {imp.shape}")
@@ -192,9 +196,7 @@ class FaissStore(StorePersistence, StoreLookup):
                 np.multiply(keys, inv_norm[:, None], out=self._keys[dst])  # normalise in place, no temporary
         else:
             self._keys[dst] = keys[src] if inv_norm is None else keys[src] * inv_norm[src, None]
-        if self._coarse is not None:
-            at = dst if isinstance(dst, slice) else torch.from_numpy(dst)
-            self._coarse[at] = torch.from_numpy(self._keys[dst]).to(torch.bfloat16)
+        self._write_scan(dst)
         self._values[dst] = values[src]
         self._meta[dst] = -1
         self._meta[dst, 0] = lanes[src]
@@ -212,6 +214,13 @@ class FaissStore(StorePersistence, StoreLookup):
         out = np.empty(n, dtype=np.int64)
         out[order] = ids
         return out, evicted
+
+    def _write_scan(self, dst: slice | np.ndarray = slice(None)) -> None:
+        """Copy rows `dst` of the keys into the scan copy (its columns, its precision)."""
+        if self._scan is not None:
+            skip = self.coded.width if self.coded is not None else 0
+            at = dst if isinstance(dst, slice) else torch.from_numpy(dst)
+            self._scan[at] = torch.from_numpy(self._keys[dst, skip:]).to(self._scan.dtype)
 
     def _take_rows(self, p: int, n: int) -> np.ndarray:
         """n rows of partition p for new entries: fresh rows, then emptied ones, then victims by policy."""
@@ -269,69 +278,6 @@ class FaissStore(StorePersistence, StoreLookup):
         live = self._row_id >= 0
         self._drop_rows(np.flatnonzero(live & np.isin(self._meta[:, 0], lanes)), from_ann=True)
 
-    # ------------------------------------------------------------------ searching
-    def search(self, queries, k: int, with_values: bool = False) -> SearchResult | SearchHits:
-        """queries (B, Q, D) -> SearchResult(scores (B, Q, k), ids (B, Q, k)); with_values=True adds values and
-        meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access."""
-        q = checked_array(queries, "queries", np.float32)
-        if q.ndim != 3 or q.shape[-1] != self.dim:
-            raise ValueError(f"FaissStore.search: queries must be (B, Q, {self.dim}), got {tuple(q.shape)}")
-        if self.scope == "lane" and q.shape[0] != self.lanes:
-            raise ValueError(f"FaissStore.search: scope='lane' needs one query row per lane: B={q.shape[0]}, "
-                             f"lanes={self.lanes}")
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"FaissStore.search: k={k!r}: must be an int >= 1")
-        B, Q, _ = q.shape
-        q = normalise(q, "queries") if self.metric == "cosine" else q
-        groups = q if self.scope == "lane" else q.reshape(1, B * Q, self.dim)  # (P, Q', D)
-        scores = np.full((self.partitions, groups.shape[1], k), -np.inf, dtype=np.float32)
-        local = np.full(scores.shape, -1, dtype=np.int64)
-        exact = list(range(self.partitions))
-        if self._ann is not None:
-            exact = [p for p in exact if not self._ann[p].ready]
-            for p in set(range(self.partitions)) - set(exact):
-                s, r = self._ann[p].search(groups[p], k)
-                scores[p], local[p] = np.where(r >= 0, s, -np.inf), r
-        if exact:
-            s, r = self._exact(groups, exact, k)
-            scores[exact], local[exact] = s, r
-        rows = np.where(local >= 0, local + np.arange(self.partitions)[:, None, None] * self.capacity, 0)
-        ids = np.where(local >= 0, self._row_id[rows], -1).reshape(B, Q, k)
-        self._touch(rows[local >= 0])
-        scores = scores.reshape(B, Q, k)
-        if not with_values:
-            return SearchResult(scores, ids)
-        values, meta = self.get(ids)
-        return SearchHits(scores, ids, values, meta)
-
-    def _exact(self, queries: np.ndarray, parts: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """queries (P, Q, D) -> scores, local rows (len(parts), Q, k) by exact search over those partitions."""
-        width = int(self._fill[parts].max())
-        keys = torch.from_numpy(self._keys).view(self.partitions, self.capacity, self.dim)  # (P, cap, D)
-        valid = torch.from_numpy(self._row_id >= 0).view(self.partitions, self.capacity)  # (P, cap)
-        if len(parts) < self.partitions:  # some lanes use their ANN index; never copy the whole key matrix
-            keys, valid = keys[parts, :width], valid[parts, :width]
-        no_holes = bool((self._count[parts] == width).all())
-        q = torch.from_numpy(np.ascontiguousarray(queries[parts]))  # (P', Q, D)
-        pq = q.shape[0] * q.shape[1]
-        block = min(width, self.exact_block or max(1024, SCORE_BUFFER_FLOATS // pq))
-        if self._scores is None or len(self._scores) < pq * block:
-            self._scores = torch.empty(pq * block)  # kept: reused by every later search of this size or less
-        coarse = None
-        if self._coarse is not None:
-            coarse = self._coarse.view(self.partitions, self.capacity, self.dim)
-            coarse = coarse[parts, :width] if len(parts) < self.partitions else coarse
-        return exact_topk(q, keys, None if no_holes else valid, width, k, block, self._scores, coarse)
-
-    def _touch(self, rows: np.ndarray) -> None:
-        """Search hits: refresh the lru stamp and add one importance per hit."""
-        if not len(rows):
-            return
-        hit_rows, hits = np.unique(rows, return_counts=True)
-        self._stamp[hit_rows] = self._clock + np.arange(len(hit_rows))
-        self._clock += len(hit_rows)
-        self._importance[hit_rows] += hits
-
     def __len__(self) -> int:
         return int(self._count.sum())
 
@@ -347,5 +293,5 @@ class FaissStore(StorePersistence, StoreLookup):
     def nbytes(self) -> int:
         arrays = (self._keys, self._values, self._meta, self._row_id, self._gen, self._seq, self._stamp,
                   self._importance)
-        coarse = self._coarse.nbytes if self._coarse is not None else 0
-        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self._ann or []) + coarse
+        scan = self._scan.nbytes if self._scan is not None else 0
+        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self._ann or []) + scan

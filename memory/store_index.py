@@ -37,28 +37,35 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def exact_topk(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor | None, width: int, k: int,
-               block: int, buffer: torch.Tensor, coarse: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(queries: torch.Tensor, keys: torch.Tensor | None, valid: torch.Tensor | None, width: int, k: int,
+               block: int, buffer: torch.Tensor, coarse: torch.Tensor | None = None,
+               lookup: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k, blocked so the scores of one block fit `buffer`.
 
     queries (P, Q, D); keys (P, N, D); valid (P, N) bool or None when every row < width is live; only rows
     [0, width) are scanned; buffer: flat float32 with >= P * Q * block elements, reused across calls (a fresh
     multi-MB buffer per call is mmap-ed and page-faulted anew, which costs more than the matmul on these VMs).
-    coarse: a bfloat16 copy of keys (P, N, D), or None: if given, the scan multiplies it with the queries
-    rounded to bfloat16 (products accumulated in float32, `_bf16_topk`): scores carry bfloat16's rounding
-    (~2^-8 relative per term), so rows within that of the k-th can swap places with it.
+    coarse: a bfloat16 copy of keys (P, N, D), or None: if given (keys unused), the scan multiplies it with the
+    queries rounded to bfloat16 (products accumulated in float32, `_bf16_topk`): scores carry bfloat16's rounding
+    (~2^-8 relative per term), so rows within that of the k-th can swap places with it. lookup (P, Q, width)
+    float32: scores of key columns not scanned (coded keys, `memory/store_search.py`), added to the scan's.
     Returns scores (P, Q, k) float32 (-inf = none) and rows (P, Q, k) int64 (-1 = none).
     A torch matmul: on 2-core CPUs FAISS's IndexFlatIP is 3-5x slower for batched queries.
     """
     if coarse is not None:
-        return _bf16_topk(queries, coarse, valid, width, k, block)
+        return _bf16_topk(queries, coarse, valid, width, k, block, lookup)
     P, Q = queries.shape[:2]
     best_s = torch.full((P, Q, k), -torch.inf)
     best_r = torch.full((P, Q, k), -1, dtype=torch.int64)
     for start in range(0, width, block):
         stop = min(start + block, width)
         s = buffer[: P * Q * (stop - start)].view(P, Q, stop - start)
-        torch.bmm(queries, keys[:, start:stop].transpose(1, 2), out=s)  # (P, Q, block)
+        if queries.shape[-1]:
+            torch.bmm(queries, keys[:, start:stop].transpose(1, 2), out=s)  # (P, Q, block)
+        else:  # every column is coded: nothing to scan
+            s.zero_()
+        if lookup is not None:
+            s += lookup[:, :, start:stop]
         if valid is not None:
             s.masked_fill_(~valid[:, None, start:stop], -torch.inf)
         top_s, top_r = s.topk(min(k, stop - start), dim=-1)
@@ -72,7 +79,7 @@ def exact_topk(queries: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor | 
 
 
 def _bf16_topk(queries: torch.Tensor, coarse: torch.Tensor, valid: torch.Tensor | None, width: int, k: int,
-               block: int) -> tuple[np.ndarray, np.ndarray]:
+               block: int, lookup: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """exact_topk over bfloat16 keys: keys-major products (block, D) x (D, Q), ~3x faster than queries-major
     ones here. coarse is (P, N, D); a bmm over a strided batch (the partitions' first `width` rows) ran 7x
     slower in bfloat16 (22.7 against 3.3 ms for 8 x 2850 x 768 keys and 32 queries), so a partial block is one
@@ -93,6 +100,8 @@ def _bf16_topk(queries: torch.Tensor, coarse: torch.Tensor, valid: torch.Tensor 
             for p in range(P):
                 torch.mm(coarse[p, start:stop], qb[p], out=s[p])  # (block, Q)
             s = s.float()
+        if lookup is not None:
+            s += lookup[:, :, start:stop].transpose(1, 2)
         if valid is not None:
             s.masked_fill_(~valid[:, start:stop, None], -torch.inf)
         top_s, top_r = s.topk(min(k, stop - start), dim=1)  # (P, <= k, Q)

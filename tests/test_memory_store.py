@@ -323,4 +323,4 @@ def test_search_precision_is_validated_and_auto_resolves_per_machine():
     store = FaissStore.from_config(MemoryConfig(dim=8), lanes=1, value_dim=2)
     assert store.precision == "auto" and store.state_dict()["config"]["precision"] == "auto"
     from memory.store_index import bf16_matmul_is_fast
-    assert (store._coarse is not None) == bf16_matmul_is_fast()
+    assert (store._scan is not None) == bf16_matmul_is_fast()

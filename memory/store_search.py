@@ -1,0 +1,150 @@
+"""Searching a FaissStore (a mixin, so store.py stays about writing and evicting), and coded keys.
+
+Coded keys. When the first F blocks of every key are rows of a fixed code table picked by the entry's metadata
+(MemNet with memory.key_source=token: block 0 is the code of the entry's own token, block 1 the code of the one
+before it, zeros where that metadata is -1), an inner product splits into table lookups and a shorter scan:
+q.s = sum_f (q_f . codes)[meta_f] + q_rest . s_rest. Exact search then scores the F code blocks of every entry by
+looking up the query's V scores per block (V x Dc multiply-adds per query, once) and scans only the rest of the
+key: ContinualShift's 384-wide keys scan 128 columns (in float32 whatever the store's precision: no more bytes
+than a bfloat16 scan of the whole key, and exact), LongDependency's 256-wide keys none, NeedleRecall's 768-wide
+keys 512 (in the store's precision). `add` checks that each coded block is the code its metadata names, so the
+shortcut ranks as a full scan does (up to float rounding).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from memory.store_index import exact_topk
+from memory.store_lookup import META_FIELDS, checked_array, normalise
+
+SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
+CODE_TOLERANCE = 2.0**-7  # a coded block may differ from its code by this much relative (bfloat16 autocast)
+
+
+class SearchResult(NamedTuple):
+    scores: np.ndarray  # (B, Q, k) float32 cosine (or inner product, metric="ip"), -inf where fewer than k exist
+    ids: np.ndarray  # (B, Q, k) int64, -1 where fewer than k entries exist
+
+
+class SearchHits(NamedTuple):
+    scores: np.ndarray  # (B, Q, k) float32
+    ids: np.ndarray  # (B, Q, k) int64
+    values: np.ndarray  # (B, Q, k, Dv) float32, zeros where id is -1
+    meta: dict  # field -> (B, Q, k) int64 (-1 where missing), plus "found" (B, Q, k) bool
+
+
+class CodedKeys(NamedTuple):
+    """Key blocks that are codes: columns [f Dc, (f+1) Dc) of every key = codes[meta[fields[f]]] (0 where -1)."""
+
+    codes: torch.Tensor  # (V, Dc) float32
+    fields: tuple[str, ...]  # metadata columns naming each leading block's code, e.g. ("token", "prev")
+
+    @property
+    def width(self) -> int:
+        """Columns the coded blocks take at the start of a key."""
+        return len(self.fields) * self.codes.shape[1]
+
+    def check(self, keys: np.ndarray, meta: dict) -> None:
+        """keys (n, D), meta: field -> (n,) int64: raise ValueError where a coded block is not its code."""
+        codes, Dc = self.codes.numpy(), self.codes.shape[1]
+        for f, field in enumerate(self.fields):
+            ids = meta.get(field, np.full(len(keys), -1))
+            want = np.where((ids >= 0)[:, None], codes[np.clip(ids, 0, len(codes) - 1)], 0.0)  # (n, Dc)
+            if ((ids >= len(codes)).any()
+                    or not np.allclose(keys[:, f * Dc:(f + 1) * Dc], want, rtol=CODE_TOLERANCE, atol=1e-6)):
+                raise ValueError(f"FaissStore.add: key columns {f * Dc}:{(f + 1) * Dc} must be the code of "
+                                 f"meta[{field!r}] (coded keys); pass the codes the keys were made of")
+
+
+class StoreSearch:
+    """Mixin for FaissStore: search (exact, ANN, coded) and the access bookkeeping of its hits."""
+
+    def search(self, queries, k: int, with_values: bool = False) -> SearchResult | SearchHits:
+        """queries (B, Q, D) -> SearchResult(scores (B, Q, k), ids (B, Q, k)); with_values=True adds values and
+        meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access."""
+        q = checked_array(queries, "queries", np.float32)
+        if q.ndim != 3 or q.shape[-1] != self.dim:
+            raise ValueError(f"FaissStore.search: queries must be (B, Q, {self.dim}), got {tuple(q.shape)}")
+        if self.scope == "lane" and q.shape[0] != self.lanes:
+            raise ValueError(f"FaissStore.search: scope='lane' needs one query row per lane: B={q.shape[0]}, "
+                             f"lanes={self.lanes}")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"FaissStore.search: k={k!r}: must be an int >= 1")
+        B, Q, _ = q.shape
+        q = normalise(q, "queries") if self.metric == "cosine" else q
+        groups = q if self.scope == "lane" else q.reshape(1, B * Q, self.dim)  # (P, Q', D)
+        scores = np.full((self.partitions, groups.shape[1], k), -np.inf, dtype=np.float32)
+        local = np.full(scores.shape, -1, dtype=np.int64)
+        exact = list(range(self.partitions))
+        if self._ann is not None:
+            exact = [p for p in exact if not self._ann[p].ready]
+            for p in set(range(self.partitions)) - set(exact):
+                s, r = self._ann[p].search(groups[p], k)
+                scores[p], local[p] = np.where(r >= 0, s, -np.inf), r
+        if exact:
+            s, r = self._exact(groups, exact, k)
+            scores[exact], local[exact] = s, r
+        rows = np.where(local >= 0, local + np.arange(self.partitions)[:, None, None] * self.capacity, 0)
+        ids = np.where(local >= 0, self._row_id[rows], -1).reshape(B, Q, k)
+        self._touch(rows[local >= 0])
+        scores = scores.reshape(B, Q, k)
+        if not with_values:
+            return SearchResult(scores, ids)
+        values, meta = self.get(ids)
+        return SearchHits(scores, ids, values, meta)
+
+    def _exact(self, queries: np.ndarray, parts: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries (P, Q, D) -> scores, local rows (len(parts), Q, k) by exact search over those partitions."""
+        width = int(self._fill[parts].max())
+        P = self.partitions
+        valid = torch.from_numpy(self._row_id >= 0).view(P, self.capacity)  # (P, cap)
+        coded = self.coded
+        skip = coded.width if coded is not None else 0  # leading columns scored by lookup instead of the scan
+        if self._scan is not None:  # a copy of the scanned columns: bfloat16 and/or without the coded blocks
+            keys = self._scan.view(P, self.capacity, self.dim - skip)
+        else:
+            keys = torch.from_numpy(self._keys).view(P, self.capacity, self.dim)  # (P, cap, D)
+        if len(parts) < P:  # some lanes use their ANN index; never copy the whole key matrix
+            keys, valid = keys[parts, :width], valid[parts, :width]
+        no_holes = bool((self._count[parts] == width).all())
+        q = torch.from_numpy(np.ascontiguousarray(queries[parts]))  # (P', Q, D)
+        pq = q.shape[0] * q.shape[1]
+        block = min(width, self.exact_block or max(1024, SCORE_BUFFER_FLOATS // pq))
+        if self._scores is None or len(self._scores) < pq * block:
+            self._scores = torch.empty(pq * block)  # kept: reused by every later search of this size or less
+        lookup = None
+        if coded is not None:
+            lookup = self._code_scores(q[..., :skip], parts, width)  # (P', Q, width)
+            q = q[..., skip:]
+        bf16 = keys.dtype == torch.bfloat16
+        return exact_topk(q, None if bf16 else keys, None if no_holes else valid, width, k, block, self._scores,
+                          keys if bf16 else None, lookup)
+
+    def _code_scores(self, q: torch.Tensor, parts: list[int], width: int) -> torch.Tensor | None:
+        """q (P', Q, F Dc): the coded part of the queries -> (P', Q, width) float32: each entry's coded blocks'
+        inner products, by lookup of the query's scores against every code (zero where the metadata is -1)."""
+        codes, fields = self.coded
+        (V, Dc), (P, Q), F = codes.shape, q.shape[:2], len(fields)
+        tables = q.view(P, Q, F, Dc) @ codes.T  # (P', Q, F, V): the query's score against every code, per block
+        tables = torch.cat((tables, tables.new_zeros(P, Q, F, 1)), dim=-1)  # column V: no code (metadata -1)
+        meta = torch.from_numpy(self._meta).view(self.partitions, self.capacity, len(META_FIELDS))
+        total = None
+        for f, field in enumerate(fields):
+            ids = meta[parts, :width, META_FIELDS.index(field)]  # (P', width)
+            ids = torch.where(ids >= 0, ids, V)[:, None, :].expand(P, Q, width)
+            scores = tables[:, :, f].gather(2, ids)  # (P', Q, width)
+            total = scores if total is None else total.add_(scores)
+        return total
+
+    def _touch(self, rows: np.ndarray) -> None:
+        """Search hits: refresh the lru stamp and add one importance per hit."""
+        if not len(rows):
+            return
+        hit_rows, hits = np.unique(rows, return_counts=True)
+        self._stamp[hit_rows] = self._clock + np.arange(len(hit_rows))
+        self._clock += len(hit_rows)
+        self._importance[hit_rows] += hits
