@@ -181,12 +181,15 @@ class StorePath:
     def _coded_keys(self) -> CodedKeys | None:
         """With token codes as addresses, a key's first blocks are the codes of its token and of the one before it
         (the "token" and "prev" it is stored with), so exact search looks their scores up and scans only the rest
-        (`memory/store_search.py`). Not with a 1-token window: there "prev" is not known at a call's first
-        position."""
+        (`memory/store_search.py`), where that rest is at most half the key (ContinualShift, LongDependency; with
+        NeedleRecall's 4 more lag blocks the lookups cost more than they save, `benchmarks/memory.py --only
+        coded`). Not with a 1-token window: there "prev" is not known at a call's first position."""
         m = self.cfg.memory
-        if m.key_source != "token" or m.store_metric != "ip" or m.store_index != "flat" or not self.controller.context:
+        fields = ("token", "prev")[:m.key_inputs]
+        if (m.key_source != "token" or m.store_metric != "ip" or m.store_index != "flat"
+                or not self.controller.context or 2 * (m.key_blocks - len(fields)) > m.key_blocks):
             return None
-        return CodedKeys(self.token_codes, ("token", "prev")[:m.key_inputs])
+        return CodedKeys(self.token_codes, fields)
 
     def _memory_objects(self, batch_size: int) -> tuple[FaissStore, TieredKVCache]:
         """The store and cache, made on first use for `batch_size` lanes."""

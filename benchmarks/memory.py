@@ -4,6 +4,7 @@
     python benchmarks/memory.py --entries 200000      # quicker
     python benchmarks/memory.py --threads 1
     python benchmarks/memory.py --only precision        # float32 vs bfloat16 exact search at MemNet's shapes
+    python benchmarks/memory.py --only coded            # coded keys (MemNet with token codes) vs a full scan
 
 What is measured (float32, CPU, torch and FAISS threads as given):
 - store add: entries/s for `FaissStore.add` in chunks of 100,000 into a shared store of `--entries` rows,
@@ -17,6 +18,9 @@ What is measured (float32, CPU, torch and FAISS threads as given):
   candidates of one learning chunk) with precision="fp32" and "bf16" (`memory.store_precision`), key widths
   256 (MemNet's default key input) and 768 (NeedleRecall's); median ms per search and the share of the float32
   top-32 that bfloat16 returns. Whether "auto" picks bf16 on this machine is printed with it.
+- coded: exact search with coded keys (`FaissStore(coded=)`, what MemNet uses with token codes as addresses)
+  against the same store scanning whole keys, both at precision "auto", at ContinualShift's and NeedleRecall's
+  key layouts, 16 lanes, 1 and 11 queries per lane; median ms per search.
 - cache: `get_batch` of 100 random ids, all in one tier (hot, warm or cold; automatic promotion off so the
   ids stay put), median over `--cache-repeats` calls; bytes per entry per tier; warm-tier relative error
   on keys with outlier channels (4 of 64 channels per head 10x larger), on values, and on the output of
@@ -184,6 +188,35 @@ def precision_rows(args, rng) -> list[tuple]:
     return rows
 
 
+def coded_rows(args, rng) -> list[tuple]:
+    """Coded keys (token codes as addresses) against the plain store at the same precision ("auto"), at
+    ContinualShift's keys (token, prev, context: 3 x 128) and NeedleRecall's (6 lags x 128), 16 lanes: one query
+    per lane (an acting call) and 11 (a learning chunk's scored steps)."""
+    from memory.store import CodedKeys
+
+    rows, lanes, D, V, k = [], 16, 128, 256, 32
+    codes = torch.from_numpy(rng.normal(size=(V, D)).astype(np.float32))
+    for name, blocks, n in (("ContinualShift", 3, 1914), ("NeedleRecall", 6, 3000)):
+        tok, prev = rng.integers(0, V, (lanes, n)), rng.integers(0, V, (lanes, n))
+        free = rng.normal(size=(lanes, n, (blocks - 2) * D)).astype(np.float32)
+        keys = np.concatenate([codes.numpy()[tok], codes.numpy()[prev], free], axis=-1)
+        stores = {}
+        for kind in ("plain", "coded"):
+            coded = CodedKeys(codes, ("token", "prev")) if kind == "coded" else None
+            store = FaissStore(blocks * D, 8, 4096, lanes=lanes, metric="ip", precision="auto", coded=coded)
+            for lane in range(lanes):
+                store.add(keys[lane], np.zeros((n, 8), np.float32), np.full(n, lane),
+                          meta={"token": tok[lane], "prev": prev[lane]})
+            stores[kind] = store
+        for queries in (1, 11):
+            q = rng.normal(size=(lanes, queries, blocks * D)).astype(np.float32)
+            ms = {kind: median_s(lambda s=s: s.search(q, k), args.repeats) * 1e3  # noqa: B023 (q: this case's)
+                  for kind, s in stores.items()}
+            case = f"{name}: keys {blocks * D} wide, {n:,} per lane, {queries} queries per lane"
+            rows.append((case, f"{ms['plain']:.2f} -> {ms['coded']:.2f} ms", "coded <= plain for 1 query"))
+    return rows
+
+
 def table(title: str, rows: list[tuple]) -> str:
     lines = [f"### {title}", "", "| measure | result | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
@@ -204,7 +237,7 @@ def main() -> None:
     p.add_argument("--cache-entries", type=int, default=10_000)
     p.add_argument("--cache-repeats", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=("exact", "ivf", "cache", "precision"), help="run one section")
+    p.add_argument("--only", choices=("exact", "ivf", "cache", "precision", "coded"), help="run one section")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.faiss_threads)
@@ -215,6 +248,8 @@ def main() -> None:
         "exact": (f"FaissStore, {args.entries:,} entries x {args.dim} dims, exact (index=flat)", exact_rows),
         "ivf": (f"FaissStore, {args.entries:,} entries x {args.dim} dims, IVF (index=ivf)", ivf_rows),
         "precision": ("FaissStore at MemNet's shapes: exact search in float32 and bfloat16", precision_rows),
+        "coded": ("FaissStore with coded keys (token codes looked up, the rest scanned) against a full scan",
+                  coded_rows),
         "cache": (f"TieredKVCache, 12 heads x 64 dims, {args.cache_entries:,} entries per tier", cache_rows),
     }
     for name, (title, rows) in sections.items():

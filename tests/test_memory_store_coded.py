@@ -81,3 +81,35 @@ def test_coded_keys_need_inner_products_exact_search_and_room(kw):
     args = {"dim": 2 * DC, "value_dim": 4, "capacity": CAP, "metric": "ip", **kw}
     with pytest.raises(ValueError, match="coded keys need metric='ip', index='flat'"):
         FaissStore(coded=CodedKeys(torch.zeros(V, DC), ("token", "prev")), **args)
+
+
+@pytest.mark.parametrize("mem,coded", [
+    (dict(key_source="token"), ("token", "prev")),
+    (dict(key_source="token", context_decay=0.9), ("token", "prev")),
+    (dict(key_source="token", key_lags="0:0"), ("token",)),
+    (dict(key_source="token", key_lags="3:0+4:1+5:2"), None),  # NeedleRecall's: the rest is 4 of 6 blocks
+    (dict(key_source="token", window=1), None),  # prev unknown at a call's first position
+    (dict(key_source="hidden"), None),
+])
+def test_memnet_codes_its_keys_where_that_is_exact_and_reads_the_same(mem, coded):
+    """MemNet stores coded keys with token codes (checked at every add) and reads exactly what a store scanning
+    whole keys gives it."""
+    from agents.memnet import MemNet
+    from tests.test_memnet import V as VOCAB
+    from tests.test_memnet import model_cfg
+
+    torch.manual_seed(0)
+    model = MemNet(model_cfg(store_precision="fp32", store_metric="ip", **mem))
+    plain = MemNet(model_cfg(store_precision="fp32", store_metric="ip", **mem))
+    plain.load_state_dict(model.state_dict())
+    plain._coded_keys = lambda: None
+    s1, s2 = model.initial_state(2), plain.initial_state(2)
+    with torch.no_grad():
+        for _ in range(4):
+            tokens = torch.randint(0, VOCAB, (2, 12))
+            writes = torch.rand(2, 12) < 0.8
+            a, s1, _ = model(tokens, s1, writes)
+            b, s2, _ = plain(tokens, s2, writes)
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert (model.store.coded.fields if model.store.coded is not None else None) == coded
+    assert plain.store.coded is None and len(model.store) == len(plain.store) > 0
