@@ -6,9 +6,10 @@ before it, zeros where that metadata is -1), an inner product splits into table 
 q.s = sum_f (q_f . codes)[meta_f] + q_rest . s_rest. Exact search then scores the F code blocks of every entry by
 looking up the query's V scores per block (V x Dc multiply-adds per query, once) and scans only the rest of the
 key: ContinualShift's 384-wide keys scan 128 columns (in float32 whatever the store's precision: no more bytes
-than a bfloat16 scan of the whole key, and exact), LongDependency's 256-wide keys none, NeedleRecall's 768-wide
-keys 512 (in the store's precision). `add` checks that each coded block is the code its metadata names, so the
-shortcut ranks as a full scan does (up to float rounding).
+than a bfloat16 scan of the whole key, and exact), LongDependency's 256-wide keys none (NeedleRecall's 768-wide
+keys would scan 512, in the store's precision; MemNet leaves them uncoded, README "FaissStore"). `add` checks
+that each coded block is the code its metadata names, so the shortcut ranks as a full scan does (up to float
+rounding).
 """
 
 from __future__ import annotations
