@@ -52,7 +52,9 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
     exact_block: keys scored per matmul block in exact search; None = as many as fit a 64 MB score buffer
     (P, Q, block), which the store keeps and reuses across searches. precision: fp32 | bf16 | auto, exact
     search's scan (module doc). coded: key blocks that are codes named by metadata (metric="ip", index="flat";
-    `memory/store_search.py`): exact search looks their scores up instead of scanning them.
+    `memory/store_search.py`): exact search looks their scores up instead of scanning them. It is how this store
+    searches, not what it holds: state_dict / save keep whole keys, and a store made to load them takes `coded`
+    from its maker again (`FaissStore.load(folder)` makes a plain one).
     """
 
     def __init__(self, dim: int, value_dim: int, capacity: int, lanes: int = 1, scope: str = "lane",
