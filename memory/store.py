@@ -113,7 +113,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         self._scores: torch.Tensor | None = None  # exact-search score buffer, grown on demand
         # what exact search scans when not _keys itself (R, D'): the columns after any coded blocks, in bfloat16
         # where precision says so, except that coded keys whose rest is at most half the key scan it in float32
-        # (no more bytes than a bfloat16 scan of the whole key, and exact; ContinualShift: 128 of 384 columns)
+        # (no more bytes than a bfloat16 scan of the whole key, and exact; ContinualShift: 128 of 384 columns). A
+        # copy, not a column view of _keys: the strided view scanned 40% slower (0.53 vs 0.38 ms, 16 x 1,914 rows)
         rest = self.dim - (self.coded.width if self.coded is not None else 0)
         bf16 = index == "flat" and resolve_precision(precision) == "bf16" and not (
             self.coded is not None and 2 * rest <= self.dim)
