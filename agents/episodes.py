@@ -58,7 +58,6 @@ class EpisodeStats:
     updates: int = 0
     memory_sums: dict[str, float] = field(default_factory=dict)  # the model's per-chunk memory metrics, summed
     memory_counts: dict[str, int] = field(default_factory=dict)  # chunks that reported each (reads: scored ones)
-    chunks: int = 0
 
     @property
     def memory(self) -> dict[str, float]:
@@ -173,7 +172,6 @@ class EpisodeRunner:
             if isinstance(value, (int, float)):
                 stats.memory_sums[name] = stats.memory_sums.get(name, 0.0) + float(value)
                 stats.memory_counts[name] = stats.memory_counts.get(name, 0) + 1
-        stats.chunks += 1
         correct = (arr["actions"] == arr["targets"]) & arr["scored"]
         stats.scored += int(arr["scored"].sum())
         stats.correct += int(correct.sum())

@@ -121,6 +121,6 @@ def test_bad_read_at_is_one_clear_error(bad):
 
 
 def test_episode_memory_metrics_average_over_the_chunks_that_report_them():
-    stats = EpisodeStats(chunks=3, memory_sums={"store_hit_rate": 1.5, "write_rate": 0.9},
+    stats = EpisodeStats(memory_sums={"store_hit_rate": 1.5, "write_rate": 0.9},
                          memory_counts={"store_hit_rate": 2, "write_rate": 3})
     assert stats.memory == pytest.approx({"store_hit_rate": 0.75, "write_rate": 0.3})
