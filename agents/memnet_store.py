@@ -64,12 +64,12 @@ class StorePath:
             # search vector that ranks entries exactly as the attention's logits, with today's weights
             search = self.store_attn.q_proj(u) @ self.store_attn.k_proj.weight  # (B, T', a D)
             kin, xin, mem_mask, ids = retrieve_memory_kv(store, cache, search, k, fetch=FETCH_FACTOR * k,
-                                                         rescore=self._rescorer(clock))  # (B, T', k, H, d)
-            mem_k, mem_v = self.store_attn.project_kv(xin.flatten(-2), kin.flatten(-2))  # (B, T', k, H, d)
+                                                         rescore=self._rescorer(clock))  # (B, T', k, H, .)
             if m.recency:
                 age = clock[..., None] - store.meta_of(ids.cpu().numpy(), "step")  # (B, T', k)
                 kw["mem_age"] = torch.from_numpy(age).to(xs.device)
-            read, info = self.store_attn(x, mem_k, mem_v, mem_mask, **kw)
+            # the memories' key inputs (B, T', k, a D) and inputs (B, T', k, D), projected inside (folded)
+            read, info = self.store_attn(x, kin.flatten(-2), xin.flatten(-2), mem_mask, mem_inputs=True, **kw)
         else:  # nothing stored yet: identical to all-masked memory, without the search
             read, info = self.store_attn(x, **kw)
         copy_probs = None

@@ -253,6 +253,62 @@ def test_queries_in_context_answer_some_positions_as_the_full_call_does():
         attn(seq[:, C:][:, at], context=seq, queries_in_context=True)
 
 
+def test_folded_projections_give_the_projected_outputs_and_gradients():
+    """Memories given as their inputs (mem_inputs) and a context answered in place (queries_in_context) are
+    projected by folding W_k, W_v into the queries: outputs, probs and every parameter's gradient equal those of
+    projecting each key and value first (`project_kv`), with key inputs wider than D as MemNet's."""
+    torch.manual_seed(0)
+    key_in = 96
+    attn = MemoryAttention(CFG, key_in=key_in)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a gate and recency away from their zero start, so every term is exercised
+        for p in (attn.gate.weight, attn.gate.bias, attn.head_mix):
+            p.copy_(torch.randn(p.shape, generator=g))
+    C, at = 3, torch.tensor([0, 2, 4])
+    seq, keys_in = torch.randn(B, C + T, 32), torch.randn(B, C + T, key_in)
+    mem_in, mem_x = torch.randn(B, len(at), M, key_in), torch.randn(B, len(at), M, 32)
+    mask = torch.cat((torch.ones(T, C, dtype=torch.bool), torch.ones(T, T, dtype=torch.bool).tril()), 1)[at]
+    mem_mask = torch.rand(B, len(at), M) > 0.3
+    age = (C + at[:, None] - torch.arange(C + T)).clamp(min=0)  # (T', C+T)
+    common = {"attn_mask": mask, "return_probs": True, "context_age": age, "mem_age": torch.full((B, len(at), M), 7)}
+
+    def run(folded: bool):
+        attn.zero_grad()
+        x = seq[:, C:][:, at]
+        if folded:
+            out, info = attn(x, mem_in, mem_x, mem_mask, context=seq, key_input=keys_in, queries_in_context=True,
+                             mem_inputs=True, **common)
+        else:  # the reference: every key and value projected, the context passed as keys before the queries
+            mem_k, mem_v = attn.project_kv(mem_x, mem_in)
+            k, v = attn.project_kv(seq, keys_in)
+            q = attn._heads(attn.q_proj(x)).transpose(1, 2)
+            logits = (q @ k.transpose(1, 2).transpose(-1, -2)) * attn.head_dim ** -0.5
+            logits = (logits - attn._recency_bias(age.expand(B, -1, -1))).masked_fill(~mask, -torch.inf)
+            mem_logits = torch.einsum("bhtd,btmhd->bhtm", q, mem_k) * attn.head_dim ** -0.5
+            mem_logits = mem_logits + F.logsigmoid(attn.gate(x)).transpose(1, 2)[..., None]
+            mem_logits = (mem_logits - attn._recency_bias(common["mem_age"])).masked_fill(~mem_mask[:, None],
+                                                                                            -torch.inf)
+            probs = torch.softmax(torch.cat((logits, mem_logits), -1), -1)
+            read = probs[..., :C + T] @ v.transpose(1, 2) + torch.einsum("bhtm,btmhd->bhtd", probs[..., C + T:],
+                                                                          mem_v)
+            out = attn.out_proj(read.transpose(1, 2).flatten(2))
+            info = {"probs": (probs * torch.softmax(attn.head_mix, -1)[None, :, None, None]).sum(1)}
+        (out.square().sum() + info["probs"][..., 0].sum()).backward()
+        return out.detach(), info["probs"].detach(), {n: p.grad.clone() for n, p in attn.named_parameters()}
+
+    out, probs, grads = run(True)
+    ref_out, ref_probs, ref_grads = run(False)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(probs, ref_probs, atol=1e-6, rtol=1e-4)
+    assert set(grads) == set(ref_grads)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, ref_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert grads["k_proj.weight"].abs().sum() > 0 and grads["v_proj.weight"].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"with mem_inputs, mem_k and mem_v must be \(B, T, M, key_in\)"):
+        attn(seq[:, C:][:, at], *attn.project_kv(mem_x, mem_in), mem_mask, mem_inputs=True, **common,
+             context=seq, key_input=keys_in, queries_in_context=True)
+
+
 def test_return_probs_are_the_attention_weights_over_context_inputs_and_memories():
     """probs (B, T, C+T+M), mixed over heads (uniform at the start): each row sums to 1, and its memory part is
     memory_share."""
