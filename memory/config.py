@@ -2,6 +2,12 @@
 
 The agents' Hydra config has a `memory:` group whose keys are exactly these fields, so an override such as
 `memory.slots=64` reaches the component that uses it unchanged.
+
+The defaults here are each component's plain setting (cosine search, no copy read-out, hidden-state addresses).
+The MemNet that `python -m agents.run` builds is configured by agents/conf/config.yaml and the env's file, which
+differ: store_metric=ip, copy=0.7 (ContinualShift 0.85) and key_source=token in every env, and per env
+store_replace, context_decay, key_lags, recency.
+From Python, `agents.config.memory_config(agents.config.load_config(["env=<id>"]))` gives that one.
 """
 
 from __future__ import annotations
