@@ -10,7 +10,8 @@ adapter in `memory/retrieval.py`.
 
 Cached memory K/V come from `project_kv` at write time; if the projections keep training, old entries
 drift from what the layer would compute now (as in Memorizing Transformers). MemNet avoids that by caching
-the projections' inputs and projecting the retrieved ones with the current weights (`project_kv`).
+the projections' inputs and passing the retrieved ones as they are (`mem_inputs`): the current weights project
+them, folded into the query (`forward` says how).
 
 Recency: with ages given (steps between a key's position and the query), every logit gets
 -softplus(r_h) log(1 + age), a learned per-head slope on log-age (ALiBi on a log scale). Among keys that match
