@@ -26,11 +26,11 @@ def channel_scale(sum_sq: np.ndarray, count: int) -> np.ndarray:
 
 def quantize(x: np.ndarray, channel: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """x (n, H, d) float32 -> codes (n, H, d) int8, scale (n, H) float32; channel (H, d) divides x first."""
-    z = x / channel if channel is not None else x
+    z = x / channel if channel is not None else x.astype(np.float32)  # a new array: scaled in place below
     scale = np.abs(z).max(axis=-1) / LEVELS  # (n, H)
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    codes = np.rint(z / scale[..., None]).astype(np.int8)
-    return codes, scale
+    np.divide(z, scale[..., None], out=z)  # in place: this runs on every demotion into the warm tier
+    return np.rint(z, out=z).astype(np.int8), scale
 
 
 def dequantize(codes: np.ndarray, scale: np.ndarray, channel: np.ndarray | None = None) -> np.ndarray:
