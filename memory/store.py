@@ -120,6 +120,10 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
             self.coded is not None and 2 * rest <= self.dim)
         scan = bf16 or (self.coded is not None and rest > 0)
         self._scan = torch.zeros(R, rest, dtype=torch.bfloat16 if bf16 else torch.float32) if scan else None
+        # coded keys: each entry's code row per coded block (F, R), the metadata's with -1 as V (the lookup tables'
+        # zero column): a search gathers from it directly, 4x faster for one query than reading the metadata
+        self._code_rows = (torch.full((len(self.coded.fields), R), len(self.coded.codes), dtype=torch.long)
+                           if self.coded is not None else None)
 
     @classmethod
     def from_config(cls, cfg: MemoryConfig, lanes: int, value_dim: int, key_dim: int | None = None,
@@ -199,13 +203,13 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
                 np.multiply(keys, inv_norm[:, None], out=self._keys[dst])  # normalise in place, no temporary
         else:
             self._keys[dst] = keys[src] if inv_norm is None else keys[src] * inv_norm[src, None]
-        self._write_scan(dst)
         self._values[dst] = values[src]
         self._meta[dst] = -1
         self._meta[dst, 0] = lanes[src]
         for name, col in meta.items():
             self._meta[dst, META_FIELDS.index(name)] = col[src]
         self._meta[dst, TIME] = self._adds
+        self._write_search_copies(dst)
         self._seq[dst] = self._stamp[dst] = self._clock + np.arange(n)
         self._clock += n
         self._adds += 1
@@ -218,12 +222,17 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         out[order] = ids
         return out, evicted
 
-    def _write_scan(self, dst: slice | np.ndarray = slice(None)) -> None:
-        """Copy rows `dst` of the keys into the scan copy (its columns, its precision)."""
+    def _write_search_copies(self, dst: slice | np.ndarray = slice(None)) -> None:
+        """Rows `dst` of what exact search reads instead of the keys and metadata: the scan copy (its columns, its
+        precision) and, with coded keys, the code rows. After the rows' keys and metadata are written."""
+        at = dst if isinstance(dst, slice) else torch.from_numpy(dst)
         if self._scan is not None:
             skip = self.coded.width if self.coded is not None else 0
-            at = dst if isinstance(dst, slice) else torch.from_numpy(dst)
             self._scan[at] = torch.from_numpy(self._keys[dst, skip:]).to(self._scan.dtype)
+        if self._code_rows is not None:
+            for f, field in enumerate(self.coded.fields):
+                meta = self._meta[dst, META_FIELDS.index(field)]
+                self._code_rows[f, at] = torch.from_numpy(np.where(meta >= 0, meta, len(self.coded.codes)))
 
     def _take_rows(self, p: int, n: int) -> np.ndarray:
         """n rows of partition p for new entries: fresh rows, then emptied ones, then victims by policy."""
@@ -248,6 +257,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         self._count -= np.bincount(part, minlength=self.partitions)
         self._row_id[rows] = -1
         self._meta[rows] = -1
+        self._write_search_copies(rows)
         if from_ann and self._ann is not None:
             for p in np.unique(part):
                 self._ann[p].remove(rows[part == p] - p * self.capacity)
@@ -296,5 +306,5 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
     def nbytes(self) -> int:
         arrays = (self._keys, self._values, self._meta, self._row_id, self._gen, self._seq, self._stamp,
                   self._importance)
-        scan = self._scan.nbytes if self._scan is not None else 0
-        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self._ann or []) + scan
+        copies = sum(t.nbytes for t in (self._scan, self._code_rows) if t is not None)
+        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self._ann or []) + copies

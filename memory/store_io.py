@@ -53,7 +53,7 @@ class StorePersistence:
                 raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} has shape {tuple(saved.shape)}, "
                                  f"expected {mine.shape}")
             mine[...] = saved.numpy()
-        self._write_scan()
+        self._write_search_copies()
         self._clock, self._adds = int(d["clock"]), int(d["adds"])
         for ann, state in zip(self._ann or [], d["ann"], strict=True):
             ann.load_state(state)

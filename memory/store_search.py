@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from memory.store_index import exact_topk
-from memory.store_lookup import META_FIELDS, checked_array, normalise
+from memory.store_lookup import checked_array, normalise
 
 SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
 CODE_TOLERANCE = 2.0**-7  # a coded block may differ from its code by this much relative (bfloat16 autocast)
@@ -129,15 +129,14 @@ class StoreSearch:
         """q (P', Q, F Dc): the coded part of the queries -> (P', Q, width) float32: each entry's coded blocks'
         inner products, by lookup of the query's scores against every code (zero where the metadata is -1)."""
         codes, fields = self.coded
-        (V, Dc), (P, Q), F = codes.shape, q.shape[:2], len(fields)
+        Dc, (P, Q), F = codes.shape[1], q.shape[:2], len(fields)
         tables = q.view(P, Q, F, Dc) @ codes.T  # (P', Q, F, V): the query's score against every code, per block
         tables = torch.cat((tables, tables.new_zeros(P, Q, F, 1)), dim=-1)  # column V: no code (metadata -1)
-        meta = torch.from_numpy(self._meta).view(self.partitions, self.capacity, len(META_FIELDS))
+        rows = self._code_rows.view(F, self.partitions, self.capacity)  # (F, P, cap): code row of every entry
+        rows = rows[:, :, :width] if P == self.partitions else rows[:, parts, :width]  # (F, P', width)
         total = None
-        for f, field in enumerate(fields):
-            ids = meta[parts, :width, META_FIELDS.index(field)]  # (P', width)
-            ids = torch.where(ids >= 0, ids, V)[:, None, :].expand(P, Q, width)
-            scores = tables[:, :, f].gather(2, ids)  # (P', Q, width)
+        for f in range(F):
+            scores = tables[:, :, f].gather(2, rows[f, :, None, :].expand(P, Q, width))  # (P', Q, width)
             total = scores if total is None else total.add_(scores)
         return total
 
