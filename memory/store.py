@@ -224,7 +224,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
 
     def _write_search_copies(self, dst: slice | np.ndarray = slice(None)) -> None:
         """Rows `dst` of what exact search reads instead of the keys and metadata: the scan copy (its columns, its
-        precision) and, with coded keys, the code rows. After the rows' keys and metadata are written."""
+        precision) and, with coded keys, the code rows. After the rows' keys and metadata are written; rows that are
+        emptied keep stale copies, as search reads only live rows."""
         at = dst if isinstance(dst, slice) else torch.from_numpy(dst)
         if self._scan is not None:
             skip = self.coded.width if self.coded is not None else 0
@@ -256,8 +257,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         part = rows // self.capacity
         self._count -= np.bincount(part, minlength=self.partitions)
         self._row_id[rows] = -1
-        self._meta[rows] = -1
-        self._write_search_copies(rows)
+        self._meta[rows] = -1  # (the search copies of these rows go stale: search masks empty rows)
         if from_ann and self._ann is not None:
             for p in np.unique(part):
                 self._ann[p].remove(rows[part == p] - p * self.capacity)
