@@ -20,6 +20,7 @@ only applies the writes, the accuracy comes from the actions taken.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +59,12 @@ class EpisodeStats:
     updates: int = 0
     memory_sums: dict[str, float] = field(default_factory=dict)  # the model's per-chunk memory metrics, summed
     memory_counts: dict[str, int] = field(default_factory=dict)  # chunks that reported each (reads: scored ones)
+    # where the model's time went, wall seconds (host clock: on CUDA, work still queued is counted where it waits):
+    # "act" the acting calls, "learn" the chunk calls (training: the forward with its writes; evaluation: the
+    # writes), "update" loss, backward and optimiser step; the env and the bookkeeping are the rest
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("act", "learn", "update"), 0.0))
+    act_calls: int = 0
+    chunks: int = 0
 
     @property
     def memory(self) -> dict[str, float]:
@@ -115,6 +122,7 @@ class EpisodeRunner:
             while len(cols["tokens"]) < self.chunk and not done:
                 if np.any(info["scored"]):  # the policy is only needed where an answer is scored
                     block = np.stack(cols["tokens"][fed:] + [np.asarray(obs)], axis=1)  # (B, n): unfed + this step
+                    t0 = time.perf_counter()
                     tok = torch.as_tensor(block, dtype=torch.long, device=dev)
                     writes = torch.zeros(tok.shape, dtype=torch.bool, device=dev)
                     last = torch.tensor([tok.shape[1] - 1], device=dev)  # only this step's answer is needed
@@ -126,6 +134,8 @@ class EpisodeRunner:
                     else:
                         action = logits.argmax(-1)
                     action_np = action.cpu().numpy()
+                    stats.seconds["act"] += time.perf_counter() - t0
+                    stats.act_calls += 1
                 else:  # the env ignores actions at unscored steps
                     action_np = np.zeros(B, dtype=np.int64)
                 for k, v in (("tokens", obs), ("targets", info["target"]), ("scored", info["scored"]),
@@ -152,6 +162,7 @@ class EpisodeRunner:
         )
         # learn (or, in eval, just apply the chunk's memory writes) from the chunk's start state; the loss needs
         # logits at scored steps only, an evaluation none (its accuracy comes from the actions taken)
+        t0 = time.perf_counter()
         if learner is not None:
             self.model.train()
             at = chunk.scored.any(0).nonzero().flatten()  # (C',) steps scored in some lane
@@ -159,13 +170,18 @@ class EpisodeRunner:
             learns = len(at) > 0 or self.model.learns_without_targets()
             with self.autocast(), torch.set_grad_enabled(learns):
                 logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta, read_at=at)
+            t1 = time.perf_counter()
             stats.loss_sum += learner(chunk.columns(at), logits.float(), aux)
             stats.updates += 1
+            stats.seconds["update"] += time.perf_counter() - t1
         else:
             self.model.eval()
             with torch.no_grad(), self.autocast():
                 _, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta,
                                                read_at=torch.zeros(0, dtype=torch.long, device=dev))
+            t1 = time.perf_counter()
+        stats.seconds["learn"] += t1 - t0
+        stats.chunks += 1
         if on_aux is not None:
             on_aux(aux)
         for name, value in aux.get("metrics", {}).items():

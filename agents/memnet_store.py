@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -133,10 +135,8 @@ class StorePath:
         m_t = lam m_{t-1} + (1 - lam) e_t, lam = memory.context_decay: one matmul over the call. restart (B, T)
         bool: m starts again at those positions (m_t = (1 - lam) e_t; memory.context_restart, at each BOS)."""
         lam, (T, D) = self.cfg.memory.context_decay, address.shape[1:]
-        t = torch.arange(T, device=address.device, dtype=address.dtype)
-        gap = t[:, None] - t[None, :]  # (T, T)
-        weights = torch.where(gap >= 0, (1 - lam) * lam ** gap.clamp(min=0), torch.zeros_like(gap))  # (T, T)
-        carry = lam ** (t + 1)[None, :, None] * last[:, None]  # (B, T, D): what m_{-1} still adds to m_t
+        weights, powers = decay_tables(T, lam, address.dtype, address.device)  # (T, T), (T,)
+        carry = powers[None, :, None] * last[:, None]  # (B, T, D): what m_{-1} still adds to m_t
         if restart is not None and bool(restart.any()):  # no weight across a restart, per lane
             segment = restart.long().cumsum(dim=1)  # (B, T): restarts at or before t
             weights = weights * (segment[:, :, None] == segment[:, None, :])  # (B, T, T)
@@ -243,6 +243,17 @@ def zero_last_columns(dim: int, grad: Tensor) -> Tensor:
     grad = grad.clone()
     grad[:, -dim:] = 0
     return grad
+
+
+@functools.lru_cache(maxsize=64)
+def decay_tables(T: int, lam: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The running mean's weights over a call of T steps: (T, T) with (1 - lam) lam^(t - s) for s <= t (0 above
+    the diagonal) and the carried powers lam^(t + 1) (T,). Cached (read-only): every acting call of a run has
+    the same T, and building them anew was ~12 small ops per call."""
+    t = torch.arange(T, device=device, dtype=dtype)
+    gap = t[:, None] - t[None, :]  # (T, T)
+    weights = torch.where(gap >= 0, (1 - lam) * lam ** gap.clamp(min=0), torch.zeros_like(gap))
+    return weights, lam ** (t + 1)
 
 
 def lane_clock(pos: Tensor, T: int) -> Tensor:

@@ -8,7 +8,9 @@ Each agent runs in its own process (so peak RSS is its own) through the real tra
 the cached incremental forward, learn on chunks, exactly as `python -m agents.run` does (evaluation excluded).
 With --repeats the agents take turns (memnet, transformer, ..., memnet, ...), so a slow spell of a shared
 machine hits every agent alike; the cost ratio is the median of the rounds' own ratios.
-Prints a Markdown table. Targets (issue 4): default MemNet >= 20,000 tokens/s and <= 1.5x the cost of the
+Prints two Markdown tables: throughput, and where each agent's time goes (the trainer's own split: acting
+calls, chunk forwards with their memory writes, backward + optimiser step, and the rest: env and bookkeeping).
+Targets (issue 4): default MemNet >= 20,000 tokens/s and <= 1.5x the cost of the
 memory-free transformer.
 """
 
@@ -39,12 +41,20 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int) -> di
         trainer = Trainer(cfg, tmp)
         trainer.train_episode()  # warm-up: allocations, store creation, first-touch of memory
         tokens0, seconds0 = trainer.train_tokens, trainer.train_seconds
+        split, calls, chunks = dict.fromkeys(("act", "learn", "update"), 0.0), 0, 0
         for _ in range(episodes):
-            trainer.train_episode()
-        tps = (trainer.train_tokens - tokens0) / (trainer.train_seconds - seconds0)
+            stats = trainer.train_episode()
+            split = {k: v + stats.seconds[k] for k, v in split.items()}
+            calls, chunks = calls + stats.act_calls, chunks + stats.chunks
+        seconds = trainer.train_seconds - seconds0
+        tps = (trainer.train_tokens - tokens0) / seconds
         params = sum(p.numel() for p in trainer.model.parameters())
     return {"agent": agent, "params": params, "tokens_per_s": tps,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "act_ms": 1e3 * split["act"] / max(calls, 1), "learn_ms": 1e3 * split["learn"] / max(chunks, 1),
+            "update_ms": 1e3 * split["update"] / max(chunks, 1),
+            "shares": {**{k: v / seconds for k, v in split.items()}, "rest": 1 - sum(split.values()) / seconds},
+            "act_calls": calls / episodes, "chunks": chunks / episodes}
 
 
 def main() -> None:
@@ -80,11 +90,26 @@ def main() -> None:
             ratio = spread([r["transformer"]["tokens_per_s"] / r[agent]["tokens_per_s"] for r in rounds], "{:.2f}x")
         rss = max(r[agent]["peak_rss_mib"] for r in rounds)
         print(f"| {agent} | {rounds[0][agent]['params']:,} | {spread(tps, '{:,.0f}')} | {ratio} | {rss:.0f} |")
+    print_split(agents, rounds)
     if "memnet" in agents and "transformer" in agents:
         tps = statistics.median(r["memnet"]["tokens_per_s"] for r in rounds)
         cost = statistics.median(r["transformer"]["tokens_per_s"] / r["memnet"]["tokens_per_s"] for r in rounds)
         ok = tps >= 20_000 and cost <= 1.5
         print(f"\ntarget (MemNet >= 20,000 tokens/s and <= 1.5x transformer): {'met' if ok else 'NOT met'}")
+
+
+def print_split(agents: list[str], rounds: list[dict]) -> None:
+    """Where each agent's training time went (medians over the rounds), from the trainer's own clock."""
+    first = rounds[0][agents[0]]
+    print(f"\nwhere the time goes, per episode: {first['act_calls']:.0f} acting calls, {first['chunks']:.0f} "
+          "learning chunks\n")
+    print("| agent | acting call ms | chunk forward ms | backward + update ms | acting / forward / update / rest |")
+    print("|---|---:|---:|---:|---|")
+    for agent in agents:
+        med = {k: statistics.median(r[agent][k] for r in rounds) for k in ("act_ms", "learn_ms", "update_ms")}
+        shares = " / ".join(f"{100 * statistics.median(r[agent]['shares'][k] for r in rounds):.0f}%"
+                            for k in ("act", "learn", "update", "rest"))
+        print(f"| {agent} | {med['act_ms']:.1f} | {med['learn_ms']:.1f} | {med['update_ms']:.1f} | {shares} |")
 
 
 def spread(values: list[float], fmt: str) -> str:

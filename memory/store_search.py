@@ -102,16 +102,19 @@ class StoreSearch:
         """queries (P, Q, D) -> scores, local rows (len(parts), Q, k) by exact search over those partitions."""
         width = int(self._fill[parts].max())
         P = self.partitions
-        valid = torch.from_numpy(self._row_id >= 0).view(P, self.capacity)  # (P, cap)
+        some = len(parts) < P  # some lanes use their ANN index
+        valid = None  # (P', width) bool: live rows; None when every row < width is live (nothing to mask)
+        if not (self._count[parts] == width).all():
+            row_id = self._row_id.reshape(P, self.capacity)
+            valid = torch.from_numpy((row_id[parts] if some else row_id)[:, :width] >= 0)
         coded = self.coded
         skip = coded.width if coded is not None else 0  # leading columns scored by lookup instead of the scan
         if self._scan is not None:  # a copy of the scanned columns: bfloat16 and/or without the coded blocks
             keys = self._scan.view(P, self.capacity, self.dim - skip)
         else:
             keys = torch.from_numpy(self._keys).view(P, self.capacity, self.dim)  # (P, cap, D)
-        if len(parts) < P:  # some lanes use their ANN index; never copy the whole key matrix
-            keys, valid = keys[parts, :width], valid[parts, :width]
-        no_holes = bool((self._count[parts] == width).all())
+        if some:  # never copy the whole key matrix
+            keys = keys[parts, :width]
         q = torch.from_numpy(np.ascontiguousarray(queries[parts]))  # (P', Q, D)
         pq = q.shape[0] * q.shape[1]
         block = min(width, self.exact_block or max(1024, SCORE_BUFFER_FLOATS // pq))
@@ -122,7 +125,7 @@ class StoreSearch:
             lookup = self._code_scores(q[..., :skip], parts, width)  # (P', Q, width)
             q = q[..., skip:]
         bf16 = keys.dtype == torch.bfloat16
-        return exact_topk(q, None if bf16 else keys, None if no_holes else valid, width, k, block, self._scores,
+        return exact_topk(q, None if bf16 else keys, valid, width, k, block, self._scores,
                           keys if bf16 else None, lookup)
 
     def _code_scores(self, q: torch.Tensor, parts: list[int], width: int) -> torch.Tensor | None:

@@ -72,3 +72,35 @@ def test_a_chunk_with_nothing_scored_builds_a_graph_only_for_the_models_own_loss
     assert all(bool(s[3]) == (util_weight > 0) for s in empty)  # the regulariser is differentiable iff it trains
     assert all(s[2] for s in seen if s[0] > 0)  # scored chunks always learn
     venv.close()
+
+
+def test_episode_stats_split_the_time_between_acting_learning_and_updates():
+    """One acting call per step scored in some lane, one chunk call per chunk; the learner's time is counted
+    as "update" (here a learner that sleeps 20 ms), the model's chunk call as "learn", and the three together
+    never exceed the episode's wall time."""
+    import time
+
+    torch.manual_seed(0)
+    venv = make_vector_env("ContinualShift-v0", 2, ENVS["ContinualShift-v0"])
+    mem = MemoryConfig(dim=32, slots=4, read_heads=2, top_k=2, bottleneck=8, attn_heads=2, store_capacity=256,
+                       store_top_k=4, cache_hot=64, cache_warm=64, cache_cold=512)
+    cfg = ModelConfig(vocab_size=int(venv.single_action_space.n), dim=32, layers=1, heads=2, window=8, memory=mem)
+    model = build_model("memnet", cfg)
+    runner = EpisodeRunner(venv, model, torch.device("cpu"), chunk=16)
+    scored_steps = []
+
+    def learner(chunk, logits, aux):
+        scored_steps.append(int(chunk.scored.any(0).sum()))  # the chunk's columns: steps scored in some lane
+        time.sleep(0.02)
+        return 0.0
+
+    obs, info = venv.reset(seed=0)
+    t0 = time.perf_counter()
+    _, stats = runner.run(model.initial_state(2), obs, info, episode=0, learner=learner)
+    wall = time.perf_counter() - t0
+    assert stats.act_calls == sum(scored_steps) > 0
+    assert stats.chunks == stats.updates == len(scored_steps) == -(-stats.steps // 16)
+    assert stats.seconds["update"] >= 0.02 * stats.updates
+    assert stats.seconds["act"] > 0 and stats.seconds["learn"] > 0
+    assert sum(stats.seconds.values()) <= wall
+    venv.close()
