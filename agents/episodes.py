@@ -72,6 +72,15 @@ class EpisodeStats:
         return {k: v / self.memory_counts[k] for k, v in self.memory_sums.items()}
 
     @property
+    def milliseconds(self) -> dict[str, float | None]:
+        """ms per acting call ("act_ms"), per chunk call ("chunk_forward_ms") and per update ("update_ms"); None
+        where the episode had none."""
+        def per(key: str, n: int) -> float | None:
+            return 1e3 * self.seconds[key] / n if n else None
+        return {"act_ms": per("act", self.act_calls), "chunk_forward_ms": per("learn", self.chunks),
+                "update_ms": per("update", self.updates)}
+
+    @property
     def accuracy(self) -> float | None:
         return self.correct / self.scored if self.scored else None
 

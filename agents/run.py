@@ -66,6 +66,7 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
         stats = trainer.train_episode()
         logger.scalars({"train/loss": stats.loss, "train/accuracy": stats.accuracy,
                         "perf/tokens_per_s": trainer.train_tokens / max(trainer.train_seconds, 1e-9)}
+                       | {f"perf/{k}": v for k, v in stats.milliseconds.items()}
                        | {f"memory/{k}": v for k, v in stats.memory.items()}, trainer.train_steps)
         last = trainer.episode == trainer.total_episodes
         boundary = last or trainer.current_task() != task

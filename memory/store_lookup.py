@@ -65,7 +65,8 @@ class StoreLookup:
         """ids (...) int64 (-1 allowed) -> stored keys (..., D) float32 (normalised for metric="cosine"), zeros
         where missing; `columns` picks part of each key (..., D') without gathering the rest. A peek, like get."""
         rows, found = self._rows_of(ids)
-        return np.where(found[..., None], self._keys[rows, columns], np.float32(0.0))
+        keys = self._keys[rows, columns]
+        return keys if found.all() else np.where(found[..., None], keys, np.float32(0.0))  # all found: no 2nd copy
 
     def meta_of(self, ids, field: str) -> np.ndarray:
         """ids (...) int64 (-1 allowed) -> that metadata column (...) int64, -1 where missing. A peek, like get."""

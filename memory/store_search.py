@@ -55,8 +55,10 @@ class CodedKeys(NamedTuple):
         for f, field in enumerate(self.fields):
             ids = meta.get(field, np.full(len(keys), -1))
             want = np.where((ids >= 0)[:, None], codes[np.clip(ids, 0, len(codes) - 1)], 0.0)  # (n, Dc)
-            if ((ids >= len(codes)).any()
-                    or not np.allclose(keys[:, f * Dc:(f + 1) * Dc], want, rtol=CODE_TOLERANCE, atol=1e-6)):
+            block = keys[:, f * Dc:(f + 1) * Dc]
+            # exact equality first (float32 keys made of the codes, ~20x cheaper), the tolerance only otherwise
+            if ((ids >= len(codes)).any() or not (np.array_equal(block, want)
+                                                  or np.allclose(block, want, rtol=CODE_TOLERANCE, atol=1e-6))):
                 raise ValueError(f"FaissStore.add: key columns {f * Dc}:{(f + 1) * Dc} must be the code of "
                                  f"meta[{field!r}] (coded keys); pass the codes the keys were made of")
 

@@ -103,4 +103,6 @@ def test_episode_stats_split_the_time_between_acting_learning_and_updates():
     assert stats.seconds["update"] >= 0.02 * stats.updates
     assert stats.seconds["act"] > 0 and stats.seconds["learn"] > 0
     assert sum(stats.seconds.values()) <= wall
+    ms = stats.milliseconds  # what TensorBoard gets as perf/*
+    assert ms["update_ms"] >= 20 and ms["act_ms"] == 1e3 * stats.seconds["act"] / stats.act_calls
     venv.close()

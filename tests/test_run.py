@@ -56,7 +56,8 @@ def test_every_env_and_agent_runs_end_to_end(env_id, agent, tmp_path, capsys):
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
     assert (run_dir / "plots" / "slot_usage.png").exists() == (agent == "memnet")
     tags = read_scalars(run_dir)
-    for tag in ("train/loss", "train/accuracy", "perf/tokens_per_s", "cl/ACC", "eval/task_0/accuracy"):
+    for tag in ("train/loss", "train/accuracy", "perf/tokens_per_s", "perf/act_ms", "perf/chunk_forward_ms",
+                "perf/update_ms", "cl/ACC", "eval/task_0/accuracy"):
         assert tag in tags, tag
     assert any(t.startswith("recall/accuracy_d") for t in tags)
     if agent == "memnet":
