@@ -57,7 +57,8 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
 
     cfg = trainer.cfg.train
     if trainer.episode == 0 and not trainer.curves[0]:  # untrained accuracy b[j], for FWT
-        trainer.b[:] = [trainer.evaluate_all()[j] for j in range(trainer.num_tasks)]
+        untrained = trainer.evaluate_all()  # one evaluation of every task, the first point of each curve
+        trainer.b[:] = [untrained[j] for j in range(trainer.num_tasks)]
         log_eval(trainer, logger)
     bar = tqdm(total=trainer.total_episodes, initial=trainer.episode, disable=not progress, unit="ep",
                desc=f"{trainer.cfg.env.id}/{trainer.cfg.agent.name}", dynamic_ncols=True)
