@@ -239,7 +239,8 @@ class MemNet(StorePath, AgentModel):
         return self.bank is not None and max(m.util_weight, m.pressure_weight, m.sparsity_weight) > 0
 
     def memory_state_dict(self) -> dict:
-        """Store + cache state (tensors and python scalars), {} before the first forward or with store off."""
+        """Store + cache state (tensors and python scalars), {} before the first forward or with store off. Holds
+        copies: the memory's later changes do not reach it, and loading it copies it in again."""
         if self.store is None:
             return {}
         return {"lanes": self.store.lanes, "store": self.store.state_dict(), "cache": self.cache.state_dict()}
@@ -252,8 +253,11 @@ class MemNet(StorePath, AgentModel):
             raise ValueError("memory state holds a store, but this model has memory.store=false")
         if not {"lanes", "store", "cache"} <= set(d):
             raise ValueError(f"memory state: expected keys lanes, store, cache; got {sorted(d)}")
-        self.close()
-        self._memory_objects(int(d["lanes"]))
+        if self.store is None or self.store.lanes != int(d["lanes"]):
+            self.close()
+            self._memory_objects(int(d["lanes"]))
+        # else loaded in place: every array of the store and cache is overwritten (an evaluation restores the
+        # memory after each task; new objects meant fresh ~150 MB allocations and a new cold-tier file each time)
         self.store.load_state_dict(d["store"])
         self.cache.load_state_dict(d["cache"])
 

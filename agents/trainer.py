@@ -182,11 +182,13 @@ class Trainer:
         return int(sched[self.episode - 1]) if sched is not None and 0 < self.episode <= len(sched) else 0
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate_task(self, task: int) -> float:
+    def evaluate_task(self, task: int, saved_memory: dict | None = None) -> float:
         """Accuracy on scored steps over `train.eval_repeats` complete evaluations of `task`, one after the other on
-        one copy of the memory; memory and weights untouched."""
+        one copy of the memory; memory and weights untouched. saved_memory: `model.memory_state_dict()` of the
+        memory as it is now (evaluate_all takes it once for all tasks), restored when the evaluation is done."""
         state = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.state.items()}
-        saved_memory = copy.deepcopy(self.model.memory_state_dict())
+        # a state dict holds copies, and loading one copies it in: one snapshot serves every restore
+        saved_memory = self.model.memory_state_dict() if saved_memory is None else saved_memory
         correct = scored = 0
         for _ in range(int(self.venv.eval_episodes) * self.cfg.train.eval_repeats):
             obs, info = self._reset(EVAL, task)
@@ -200,7 +202,8 @@ class Trainer:
         """Evaluate every task; accuracy by distance / delay then describe this evaluation."""
         self.by_distance.reset()
         self.by_delay.reset()
-        self.last_eval = {j: self.evaluate_task(j) for j in range(self.num_tasks)}
+        saved_memory = self.model.memory_state_dict()
+        self.last_eval = {j: self.evaluate_task(j, saved_memory) for j in range(self.num_tasks)}
         for j, a in self.last_eval.items():
             self.curves[j].append((self.train_steps, a))
         return self.last_eval
