@@ -51,8 +51,8 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int) -> di
         params = sum(p.numel() for p in trainer.model.parameters())
     return {"agent": agent, "params": params, "tokens_per_s": tps,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "act_ms": 1e3 * split["act"] / max(calls, 1), "learn_ms": 1e3 * split["learn"] / max(chunks, 1),
-            "update_ms": 1e3 * split["update"] / max(chunks, 1),
+            "act_ms": 1e3 * split["act"] / calls if calls else None,  # None: no step was scored (no acting)
+            "learn_ms": 1e3 * split["learn"] / max(chunks, 1), "update_ms": 1e3 * split["update"] / max(chunks, 1),
             "shares": {**{k: v / seconds for k, v in split.items()}, "rest": 1 - sum(split.values()) / seconds},
             "act_calls": calls / episodes, "chunks": chunks / episodes}
 
@@ -106,10 +106,11 @@ def print_split(agents: list[str], rounds: list[dict]) -> None:
     print("| agent | acting call ms | chunk forward ms | backward + update ms | acting / forward / update / rest |")
     print("|---|---:|---:|---:|---|")
     for agent in agents:
-        med = {k: statistics.median(r[agent][k] for r in rounds) for k in ("act_ms", "learn_ms", "update_ms")}
+        med = {k: [r[agent][k] for r in rounds if r[agent][k] is not None] for k in ("act_ms", "learn_ms", "update_ms")}
+        cells = " | ".join(f"{statistics.median(v):.1f}" if v else "-" for v in med.values())
         shares = " / ".join(f"{100 * statistics.median(r[agent]['shares'][k] for r in rounds):.0f}%"
                             for k in ("act", "learn", "update", "rest"))
-        print(f"| {agent} | {med['act_ms']:.1f} | {med['learn_ms']:.1f} | {med['update_ms']:.1f} | {shares} |")
+        print(f"| {agent} | {cells} | {shares} |")
 
 
 def spread(values: list[float], fmt: str) -> str:

@@ -42,7 +42,7 @@ def exact_topk(queries: torch.Tensor, keys: torch.Tensor | None, valid: torch.Te
                lookup: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k, blocked so the scores of one block fit `buffer`.
 
-    queries (P, Q, D); keys (P, N, D); valid (P, N) bool or None when every row < width is live; only rows
+    queries (P, Q, D); keys (P, N, D); valid (P, >= width) bool or None when every row < width is live; only rows
     [0, width) are scanned; buffer: flat float32 with >= P * Q * block elements, reused across calls (a fresh
     multi-MB buffer per call is mmap-ed and page-faulted anew, which costs more than the matmul on these VMs).
     coarse: a bfloat16 copy of keys (P, N, D), or None: if given (keys unused), the scan multiplies it with the
