@@ -218,3 +218,16 @@ def _tensors(d, prefix=""):
         elif isinstance(v, (torch.Tensor, int, float)):
             out[f"{prefix}{k}"] = torch.as_tensor(v)
     return out
+
+
+def test_bf16_autocast_trains_end_to_end_with_float32_weights(tmp_path):
+    """train.amp=true: acting and learning under bf16 autocast, the fused AdamW updating float32 weights."""
+    from agents.checkpoint import load_checkpoint
+
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.amp=true")) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["ACC"] is not None and 0.0 <= metrics["ACC"] <= 1.0
+    weights = load_checkpoint(run_dir)["model"]
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
