@@ -78,11 +78,15 @@ class StoreLookup:
         values[i], newest first, -1 padded (m = the most matches). An exact lookup (no index); a peek, like get."""
         values, lanes = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (values, lanes))
         rows = np.flatnonzero(self._row_id >= 0)
-        rows = rows[np.argsort(-self._seq[rows], kind="stable")]  # newest first
         col = self._meta[rows, META_FIELDS.index(field)]  # (r,) the field of every live entry
         span = int(max(values.max(initial=0), col.max(initial=0))) + 2
         have = self._meta[rows, 0] * span + col + 1  # (lane, value) codes
-        order = np.argsort(have, kind="stable")
+        # by code, newest first within a code (live rows' seq are distinct): one sort of one int64 key
+        age = self._seq[rows].max(initial=0) - self._seq[rows]  # (r,) 0 = newest
+        if (int(have.max(initial=0)) + 1) * (int(age.max(initial=0)) + 1) < 2**62:
+            order = np.argsort(have * (int(age.max(initial=0)) + 1) + age)
+        else:  # a key that would overflow int64: two keys
+            order = np.lexsort((age, have))
         have, rows = have[order], rows[order]
         want = lanes * span + values + 1
         lo, hi = np.searchsorted(have, want, "left"), np.searchsorted(have, want, "right")

@@ -284,6 +284,58 @@ def test_ids_with_finds_a_lanes_live_entries_by_metadata_newest_first(scope):
     assert FaissStore(4, 2, 8).ids_with("prev", np.array([1]), np.array([0])).shape == (1, 0)  # empty store
 
 
+def test_ids_with_and_remove_replaced_match_brute_force(monkeypatch):
+    """A store with evictions and removals: ids_with lists each (lane, value)'s live ids newest first, and
+    remove_replaced removes exactly the same-lane, same-"prev" memories whose key part has cosine >= threshold
+    with a new key, whatever its block of pairs (3 here: many blocks)."""
+    import memory.retrieval as retrieval
+
+    rng = np.random.default_rng(7)
+    store = FaissStore(6, 1, 40, lanes=3, eviction="fifo")
+    for _ in range(12):  # 12 x 12 adds into 3 x 40 rows: FIFO evicts, rows are reused
+        n = 12
+        store.add(rng.normal(size=(n, 6)).astype(np.float32), np.zeros((n, 1), np.float32), rng.integers(0, 3, n),
+                  meta={"prev": rng.integers(0, 4, n)})
+    live = store._row_id[store._row_id >= 0]
+    store.remove(rng.choice(live, 10, replace=False))
+    live = store._row_id[store._row_id >= 0]
+    lane, prev, seq = (store.meta_of(live, "lane"), store.meta_of(live, "prev"),
+                       store._seq[live % store.rows])
+    values, lanes = np.array([0, 1, 2, 3, 3, 9]), np.array([0, 1, 2, 0, 2, 1])
+    found = store.ids_with("prev", values, lanes)
+    for i, (v, b) in enumerate(zip(values, lanes, strict=True)):
+        mine = live[(prev == v) & (lane == b)]
+        want = mine[np.argsort(-seq[np.isin(live, mine)])]  # newest first
+        np.testing.assert_array_equal(found[i][found[i] >= 0], want)
+
+    monkeypatch.setattr(retrieval, "REPLACE_BLOCK", 3)
+    new_keys = rng.normal(size=(8, 6)).astype(np.float32)
+    new_keys[:4] = store.keys_of(live[:4]) + 0.05 * rng.normal(size=(4, 6)).astype(np.float32)  # near copies
+    for j, cos in ((4, 0.805), (5, 0.795)):  # key parts at cosine just above / below the threshold of live[j]
+        p = store.keys_of(live[j:j + 1])[0, 2:]
+        side = rng.normal(size=4)
+        side -= (side @ unit(p)) * unit(p)
+        new_keys[j, 2:] = (cos * unit(p) + np.sqrt(1 - cos ** 2) * unit(side)) * np.linalg.norm(p)
+    new_prev, new_lanes = store.meta_of(live[:8], "prev"), store.meta_of(live[:8], "lane")
+    part, threshold = slice(2, None), 0.8
+    want = set()
+    for key, p, b in zip(new_keys, new_prev, new_lanes, strict=True):
+        for i in live[(prev == p) & (lane == b)]:
+            k = store.keys_of(np.array([i]))[0]
+            if unit(key[part]) @ unit(k[part]) >= threshold:
+                want.add(int(i))
+    assert {int(i) for i in live[:5]} <= want and int(live[5]) not in want  # near copies, 0.805 in, 0.795 out
+
+    class Cache:
+        def remove(self, ids):
+            self.removed = set(ids.tolist())
+
+    cache = Cache()
+    gone = retrieval.remove_replaced(store, cache, new_keys, new_prev, new_lanes, threshold, part=part)
+    assert set(gone.tolist()) == want == cache.removed
+    assert not np.isin(list(want), store._row_id).any()  # gone from the store
+
+
 @pytest.mark.parametrize("entries, block", [(400, None), (100, None), (250, 64)])  # full store, partial, blocked
 @pytest.mark.parametrize("queries", [1, 16])
 def test_bf16_search_returns_the_float32_top_k_up_to_rounding(entries, block, queries):
