@@ -29,7 +29,7 @@ AGENTS = ("memnet", "transformer", "lstm", "gru")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(agent: str, env: str, episodes: int, lanes: int, threads: int) -> dict:
+def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmup: int = 1) -> dict:
     """Train `episodes` episodes in this process; returns tokens/s and peak RSS."""
     sys.path.insert(0, str(REPO))
     from agents.config import load_config
@@ -39,7 +39,8 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int) -> di
         cfg = load_config([f"env={env}", f"agent={agent}", f"train.lanes={lanes}", f"train.threads={threads}",
                            f"run_dir={tmp}"])
         trainer = Trainer(cfg, tmp)
-        trainer.train_episode()  # warm-up: allocations, store creation, first-touch of memory
+        for _ in range(warmup):  # allocations, store creation; with more, a fuller store (see --warmup)
+            trainer.train_episode()
         tokens0, seconds0 = trainer.train_tokens, trainer.train_seconds
         split, calls, chunks = dict.fromkeys(("act", "learn", "update"), 0.0), 0, 0
         for _ in range(episodes):
@@ -65,10 +66,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--agents", default=",".join(AGENTS))
     ap.add_argument("--repeats", type=int, default=1, help="rounds through the agents (median [min, max])")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed training episodes first (ContinualShift's store is full after 28: steady state)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one agent and print JSON
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads)))
+        print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads, args.warmup)))
         return
     agents = args.agents.split(",")
     rounds = []  # one {agent: result} per round
@@ -76,10 +79,12 @@ def main() -> None:
         rounds.append({})
         for agent in agents:
             out = subprocess.run([sys.executable, __file__, "--one", agent, "--env", args.env, "--episodes",
-                                  str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads)],
+                                  str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads),
+                                  "--warmup", str(args.warmup)],
                                  capture_output=True, text=True, check=True, cwd=REPO)
             rounds[-1][agent] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"env {args.env}, {args.lanes} lanes, {args.episodes} timed episodes, {args.threads} torch threads, "
+    print(f"env {args.env}, {args.lanes} lanes, {args.warmup} warm-up + {args.episodes} timed episodes, "
+          f"{args.threads} torch threads, "
           f"{len(rounds)} round(s)\n")
     print("| agent | params | train tokens/s | cost vs transformer | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|")
