@@ -93,7 +93,7 @@ def _bf16_topk(queries: torch.Tensor, coarse: torch.Tensor, valid: torch.Tensor 
     best_r = torch.zeros((P, 0, Q), dtype=torch.int64)
     for start in range(0, width, block):
         stop = min(start + block, width)
-        if start == 0 and 2 * width >= N and block >= N and coarse.is_contiguous():
+        if start == 0 and 2 * width >= N and block >= width and coarse.is_contiguous():  # one block: all of it
             s = torch.bmm(coarse, qb)[:, :stop].float()  # (P, width, Q)
         else:
             s = torch.empty((P, stop - start, Q), dtype=torch.bfloat16)
