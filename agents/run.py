@@ -79,8 +79,8 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
             trainer.record_memory_usage()
         values = log_eval(trainer, logger) if boundary or trainer.episode % cfg.eval_every == 0 else None
         if last or trainer.episode % cfg.checkpoint_every == 0:
+            logger.flush()  # first: a checkpoint's step keeps its points on resume, so they must be on disk
             trainer.save(config)
-            logger.flush()
         if values is not None and on_eval is not None:
             on_eval(trainer, values)
         bar.set_postfix(acc=_pct(stats.accuracy), loss=f"{stats.loss:.3f}" if stats.loss is not None else "-",
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             trainer.restore(resume_dir, config)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        logger = TBLogger(run_dir, trainer.num_tasks, purge_step=trainer.train_steps if resume_dir else None)
+        logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if resume_dir else None)
         params = sum(p.numel() for p in trainer.model.parameters())
         print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {cfg.train.lanes} lanes, "
               f"{trainer.total_episodes} episodes -> {run_dir}", flush=True)

@@ -92,20 +92,22 @@ def _check_step(step) -> int:
 class TBLogger:
     """One TensorBoard run in `log_dir`; the custom-scalars layout for `num_tasks` tasks is written first.
 
-    purge_step: when resuming a run in the same directory, the step of the checkpoint it resumes from;
-    points the killed run logged at or after it are dropped by TensorBoard (no doubled curves)."""
+    resume_step: when resuming a run in the same directory, the step of the checkpoint it resumes from. The
+    points the killed run logged after it are dropped by TensorBoard (no doubled curves; its purge_step is
+    resume_step + 1); those at it stay: a checkpoint is written after its step's points are logged and flushed,
+    and the resumed run logs from the next step on."""
 
     def __init__(self, log_dir: str | os.PathLike, num_tasks: int, hparams: Mapping | None = None,
-                 purge_step: int | None = None):
+                 resume_step: int | None = None):
         if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
             raise ValueError(f"num_tasks must be an int >= 1 (tasks in the schedule); got {num_tasks!r}")
         self.log_dir = os.fspath(log_dir)
         self.num_tasks = int(num_tasks)
-        purge_step = None if purge_step is None else _check_step(purge_step)
-        self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=purge_step)
+        resume_step = None if resume_step is None else _check_step(resume_step)
+        self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=None if resume_step is None else resume_step + 1)
         self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
         self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
-        self._max_step = purge_step or 0
+        self._max_step = resume_step or 0
         self._pending_hparams = dict(hparams) if hparams is not None else None
         self._closed = False
 

@@ -88,7 +88,7 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int) -> None
             trainer.restore(Path(folder) / "last.pt", config)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
-    logger = TBLogger(run_dir, trainer.num_tasks, purge_step=trainer.train_steps if checkpoint else None)
+    logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if checkpoint else None)
     reporter = TuneReporter(run_dir / "checkpoints", logger)
     fit(trainer, logger, config, progress=False, on_eval=reporter)
     reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate

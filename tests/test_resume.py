@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from agents import run
+from agents.tb_logger import read_scalars
 from tests.test_run import TINY_MODEL
 
 OVERRIDES = ["env=ContinualShift-v0", "agent=memnet", "seed=5", "env.kwargs.num_tasks=2",
@@ -69,3 +70,10 @@ def test_killed_run_resumes_to_the_same_state(tmp_path):
     for m in (ma, mb):
         m.pop("tokens_per_s")
     assert ma == mb
+    # TensorBoard: every curve as in the uninterrupted run, the checkpoint step's points included (a resumed run
+    # logs from the step after its checkpoint on); perf/* are timings
+    ta, tb = read_scalars(straight), read_scalars(killed)
+    curves = sorted(tag for tag in ta if tag.startswith(("train/", "eval/", "cl/", "recall/", "memory/")))
+    assert curves == sorted(tag for tag in tb if tag.startswith(("train/", "eval/", "cl/", "recall/", "memory/")))
+    for tag in curves:
+        assert ta[tag] == tb[tag], tag

@@ -91,14 +91,14 @@ def test_close_is_idempotent_and_flush_makes_data_readable(tmp_path):
     logger.close()
 
 
-def test_resume_with_purge_step_drops_points_after_the_checkpoint(tmp_path):
-    with TBLogger(tmp_path, num_tasks=1) as logger:  # killed after logging step 40, checkpoint at 20
+def test_resume_keeps_the_checkpoint_step_and_drops_the_points_after_it(tmp_path):
+    with TBLogger(tmp_path, num_tasks=1) as logger:  # checkpoint written at step 20, killed after logging 40
         for step in range(0, 50, 10):
             logger.scalars({"train/loss": float(step)}, step)
-    with TBLogger(tmp_path, num_tasks=1, purge_step=20) as logger:
-        for step in range(20, 60, 10):
+    with TBLogger(tmp_path, num_tasks=1, resume_step=20) as logger:  # the resumed run logs from step 30 on
+        for step in range(30, 60, 10):
             logger.scalars({"train/loss": step + 0.5}, step)
-    assert read_scalars(tmp_path)["train/loss"] == [(0, 0.0), (10, 10.0), (20, 20.5), (30, 30.5), (40, 40.5),
+    assert read_scalars(tmp_path)["train/loss"] == [(0, 0.0), (10, 10.0), (20, 20.0), (30, 30.5), (40, 40.5),
                                                     (50, 50.5)]
 
 
@@ -132,7 +132,7 @@ def test_bad_constructor_and_missing_run(tmp_path):
     with pytest.raises(ValueError, match="num_tasks must be an int >= 1"):
         TBLogger(tmp_path / "x", num_tasks=0)
     with pytest.raises(ValueError, match="step must be an int >= 0"):
-        TBLogger(tmp_path / "x", num_tasks=1, purge_step=-5)
+        TBLogger(tmp_path / "x", num_tasks=1, resume_step=-5)
     with pytest.raises(FileNotFoundError, match="no TensorBoard event file"):
         read_scalars(tmp_path / "does_not_exist")
     (tmp_path / "empty").mkdir()
