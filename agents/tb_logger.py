@@ -9,6 +9,7 @@ The read_* helpers read a run back (tests, and a quick look without the TensorBo
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from numbers import Real
 
@@ -83,6 +84,20 @@ def _hparams_summaries(flat: dict, metrics: dict[str, float]) -> tuple:
     return experiment, start, end
 
 
+def _wait_to_sort_last(log_dir: str) -> None:
+    """Wait until a new event file of `log_dir` sorts after the files already there. TensorBoard reads a run's
+    event files in name order and applies a resumed run's purge to what it read before; a file is named
+    events.out.tfevents.<creation second>.<host>.<pid>..., so a run resumed within the second its killed run
+    started (a short run, killed early) could sort first by pid and lose the killed run's points. At most ~1 s."""
+    newest = 0
+    for name in os.listdir(log_dir) if os.path.isdir(log_dir) else ():
+        parts = name.split(".")
+        if name.startswith("events.out.tfevents.") and len(parts) > 3 and parts[3].isdigit():
+            newest = max(newest, int(parts[3]))
+    while time.time() < newest + 1:
+        time.sleep(min(0.05, newest + 1 - time.time() + 1e-3))
+
+
 def _check_step(step) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"step must be an int >= 0 (e.g. training steps so far); got {step!r}")
@@ -104,6 +119,8 @@ class TBLogger:
         self.log_dir = os.fspath(log_dir)
         self.num_tasks = int(num_tasks)
         resume_step = None if resume_step is None else _check_step(resume_step)
+        if resume_step is not None:
+            _wait_to_sort_last(self.log_dir)
         self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=None if resume_step is None else resume_step + 1)
         self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
         self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
