@@ -10,7 +10,6 @@ figure so that the caller can also log it to TensorBoard.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -21,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from agents.cl_metrics import bootstrap_ci, kaplan_meier
+from memory.persist import atomic_file
 
 
 def _new_figure(width: float = 6.4, height: float = 4.2) -> tuple[Figure, Axes]:
@@ -31,18 +31,8 @@ def _new_figure(width: float = 6.4, height: float = 4.2) -> tuple[Figure, Axes]:
 
 def _save(figure: Figure, path: str | os.PathLike) -> Figure:
     """Write the figure as PNG to `path` atomically and return it."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path) as handle:
+        figure.savefig(handle, format="png")
     return figure
 
 

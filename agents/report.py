@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from agents import plots
+from memory.persist import atomic_file
 
 
 def _clean(x):
@@ -29,18 +28,9 @@ def _clean(x):
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write text to a temp file in the same folder, then os.replace: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write text atomically (`memory.persist.atomic_file`): never half a file."""
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:

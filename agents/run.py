@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError, load_checkpoint
 from agents.config import ConfigError, help_text, load_config, to_yaml, validate
-from agents.report import final_metrics, summary_table, write_report
+from agents.report import final_metrics, summary_table, write_report, write_text_atomic
 
 
 def new_run_dir(cfg) -> Path:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if resume_dir is not None:
             trainer.restore(resume_dir, config)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if resume_dir else None)
         params = sum(p.numel() for p in trainer.model.parameters())
         print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {cfg.train.lanes} lanes, "

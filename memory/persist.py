@@ -9,26 +9,46 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 
-def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
-    """Write `obj` to `path` atomically: a temp file in the same folder, fsync, then os.replace."""
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: setting it is process-wide, so not done per write (threads)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb"):
+    """Open a temp file next to `path` for writing; when the block ends without an error it is fsynced, given
+    the permissions a plain open() would give (mkstemp's are 0600) and os.replace-d onto `path`, so readers see
+    the old file or the new one, never half of one. Parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
+    """torch.save `obj` to `path` atomically (`atomic_file`)."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def checked_torch_load(path: str | os.PathLike, what: str, fmt: str) -> dict:
