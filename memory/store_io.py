@@ -2,8 +2,11 @@
 
 `state_dict()` holds tensors and python scalars only, so a store can live inside one checkpoint dict loaded
 with `torch.load(weights_only=True)`. `save(path)` writes a folder with two files, each atomically:
-index.pt (normalised keys + serialised FAISS indexes) and store.pt (values, metadata, ids, eviction state,
-settings). Both carry the same random token, so an index file from another save is refused on load.
+index-<token>.pt (normalised keys + serialised FAISS indexes) and store.pt (values, metadata, ids, eviction
+state, settings, and the name of its index file). store.pt is written last and names its own index file, so
+the save commits when store.pt is replaced: a save killed before that leaves the previous pair loadable (its
+index file is only deleted afterwards), one killed after it leaves the new pair and a stale file the next save
+removes. A pair of files from different saves is refused on load (both carry the token).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
 
 FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
+LEGACY_INDEX = "index.pt"  # the index file of saves that predate per-save index names
 
 
 class StorePersistence:
@@ -59,20 +63,27 @@ class StorePersistence:
             ann.load_state(state)
 
     def save(self, path) -> None:
-        """Write folder `path`: index.pt (normalised keys + FAISS indexes) and store.pt (values, metadata, ids,
-        eviction state, settings), each atomically; a shared token makes a mixed pair fail on load."""
-        state, token = self.state_dict(), uuid.uuid4().hex
+        """Write folder `path`: index-<token>.pt (normalised keys + FAISS indexes), then store.pt (values, metadata,
+        ids, eviction state, settings; it names the index file), each atomically; then older index files go."""
+        folder, (state, token) = Path(path), (self.state_dict(), uuid.uuid4().hex)
+        index_name = f"index-{token}.pt"
         index_part = {"format": FORMAT + ":index", "token": token, "keys": state.pop("keys"), "ann": state.pop("ann")}
-        atomic_torch_save(index_part, Path(path) / "index.pt")
-        atomic_torch_save({**state, "token": token}, Path(path) / "store.pt")
+        atomic_torch_save(index_part, folder / index_name)
+        atomic_torch_save({**state, "token": token, "index_file": index_name}, folder / "store.pt")  # the commit
+        for old in [*folder.glob("index-*.pt"), folder / LEGACY_INDEX]:
+            if old.name != index_name and old.is_file():
+                old.unlink()
 
     @classmethod
     def load(cls, path) -> StorePersistence:
         """Rebuild a store saved with `save(path)`; missing, damaged or mismatched files raise one-line errors."""
         store_part = checked_torch_load(Path(path) / "store.pt", "FaissStore", FORMAT)
-        index_part = checked_torch_load(Path(path) / "index.pt", "FaissStore", FORMAT + ":index")
+        index_name = store_part.pop("index_file", LEGACY_INDEX)
+        if not isinstance(index_name, str) or Path(index_name).name != index_name:
+            raise ValueError(f"FaissStore: {path}/store.pt names index file {index_name!r}, not a file in its folder")
+        index_part = checked_torch_load(Path(path) / index_name, "FaissStore", FORMAT + ":index")
         if store_part.get("token") != index_part.get("token"):
-            raise ValueError(f"FaissStore: {path}/index.pt and store.pt come from different saves")
+            raise ValueError(f"FaissStore: {path}/{index_name} and store.pt come from different saves")
         cfg = store_part["config"]
         store = cls(**cfg)
         store.load_state_dict({**store_part, "keys": index_part["keys"], "ann": index_part["ann"]})

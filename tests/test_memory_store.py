@@ -193,7 +193,8 @@ def test_damaged_missing_and_mismatched_files_raise_clear_errors(tmp_path):
     store.save(tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="no file"):
         FaissStore.load(tmp_path / "missing")
-    (tmp_path / "a" / "index.pt").replace(tmp_path / "b" / "index.pt")
+    (index_a,), (index_b,) = (tmp_path / "a").glob("index-*.pt"), (tmp_path / "b").glob("index-*.pt")
+    index_a.replace(index_b)  # b's store.pt names its own index file, which now holds a's
     with pytest.raises(ValueError, match="different saves"):
         FaissStore.load(tmp_path / "b")
     data = (tmp_path / "a" / "store.pt").read_bytes()
@@ -202,6 +203,41 @@ def test_damaged_missing_and_mismatched_files_raise_clear_errors(tmp_path):
         FaissStore.load(tmp_path / "a")
     with pytest.raises(ValueError, match="dim=8"):
         FaissStore(16, 2, capacity=10).load_state_dict(store.state_dict())
+
+
+def test_a_save_killed_before_it_commits_leaves_the_previous_store_loadable(tmp_path, monkeypatch):
+    import memory.store_io as store_io
+
+    store = FaissStore(8, 2, capacity=10)
+    store.add(np.ones((3, 8)), np.ones((3, 2)), [0, 0, 0])
+    store.save(tmp_path)
+    store.add(2 * np.ones((2, 8)), np.ones((2, 2)), [0, 0])
+    real = store_io.atomic_torch_save
+
+    def killed_at_store_pt(obj, path):  # the index file is written, then the process dies
+        if path.name == "store.pt":
+            raise KeyboardInterrupt("killed")
+        real(obj, path)
+
+    monkeypatch.setattr(store_io, "atomic_torch_save", killed_at_store_pt)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(tmp_path)
+    monkeypatch.setattr(store_io, "atomic_torch_save", real)
+    assert len(FaissStore.load(tmp_path)) == 3  # the first save, whole
+    store.save(tmp_path)  # the next save commits and removes both older index files
+    assert len(FaissStore.load(tmp_path)) == 5 and len(list(tmp_path.glob("index-*.pt"))) == 1
+
+
+def test_a_store_saved_with_the_legacy_index_name_loads(tmp_path):
+    store = FaissStore(8, 2, capacity=10)
+    store.add(np.ones((3, 8)), np.ones((3, 2)), [0, 0, 0])
+    store.save(tmp_path)
+    (index,) = tmp_path.glob("index-*.pt")
+    index.replace(tmp_path / "index.pt")  # what a save before per-save index names wrote
+    body = torch.load(tmp_path / "store.pt", weights_only=True)
+    del body["index_file"]
+    torch.save(body, tmp_path / "store.pt")
+    assert len(FaissStore.load(tmp_path)) == 3
 
 
 def test_bad_input_raises_value_errors():
