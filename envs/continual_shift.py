@@ -35,8 +35,12 @@ class ContinualShiftSource(StreamSource):
         self.vocab_size = V = check_int("vocab_size", vocab_size, 4, 1_000_000)
         world_seed = check_int("world_seed", world_seed, 0)
         num_keys = S + T * (K - S)
-        check_vocab("vocab_size", V, 2 + T + num_keys + 4,
-                    f"{T} tasks x {keys_per_task} keys with key_overlap={key_overlap} plus >= 2 values and fillers")
+        # values get half of the ids after the keys (fillers the other half); a shared key needs a different
+        # value in every task, else two tasks can share a mapping and nothing conflicts
+        min_values = max(2, T) if S else 2
+        check_vocab("vocab_size", V, 2 + T + num_keys + 2 * min_values,
+                    f"{T} tasks x {keys_per_task} keys with key_overlap={key_overlap} plus >= {min_values} values"
+                    + (" (one per task for each shared key)" if S else "") + " and as many fillers")
         rest = V - 2 - T - num_keys
         self.task0, self.key0 = 2, 2 + T
         self.num_values, self.value0 = rest // 2, 2 + T + num_keys
@@ -56,7 +60,7 @@ class ContinualShiftSource(StreamSource):
         own = self.key0 + S + np.arange(T)[:, None] * (K - S) + (slot - S)  # (T, K) task-specific keys
         self.keys = np.where(slot < S, self.key0 + slot, own)  # (T, K) key of task j in slot s
         values = rng.integers(0, self.num_values, size=(T, K))
-        if S and self.num_values >= T:  # a shared key gets a different value in every task: mappings conflict
+        if S:  # a shared key gets a different value in every task (num_values >= T): mappings conflict
             values[:, :S] = random_ranks(rng.random((S, self.num_values)))[:, :T].T
         self.values = self.value0 + values  # (T, K)
         rank_weight = 1.0 / np.arange(1, self.num_fillers + 1) ** FILLER_ZIPF
@@ -206,7 +210,7 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
     | shift_window | None | episodes of blending before a switch (gradual); None: min(5, episodes_per_task) |
     | task_visible | False | show TASK tokens as context instead of task-specific fillers |
     | revisit | False | run the task sequence twice |
-    | vocab_size | 256 | V |
+    | vocab_size | 256 | V; shared keys need >= T values: V >= 2 + T + (number of keys) + 2 max(2, T) |
     | world_seed | 0 | seed of the tasks' mappings and statistics |
 
     `reset(options={"phase": "eval", "task_id": j})` gives a pure task-j episode without moving the schedule;

@@ -50,6 +50,8 @@ def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str]]:
     """
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"haystack_path must be a path to a UTF-8 text file, got {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"haystack_path={str(path)!r} is a directory: pass the path of a UTF-8 text file")
     if not os.path.isfile(path):
         raise ValueError(f"haystack_path={str(path)!r}: no such file")
     try:

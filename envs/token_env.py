@@ -123,6 +123,9 @@ class TokenStreamEnv(SourceAttributes, Env):
         t = self._t
         if not 0 <= t < self._length:
             raise RuntimeError("step() needs a running episode: call reset() first (also after terminated=True)")
+        if isinstance(action, (bool, np.bool_)):  # operator.index(True) is 1; the vector env refuses bools too
+            raise ValueError(f"action must be an integer in [0, {self._vocab - 1}] (Discrete({self._vocab})), "
+                             f"not a bool, got {action!r}")
         try:
             a = operator.index(action)
         except TypeError:
@@ -147,6 +150,7 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
     """Native vector env: B lanes of one source, all lanes with the same episode length.
 
     Lane i seeded s equals the scalar env seeded s + i. `reset(seed=[s_0, ..., s_{B-1}])` seeds lanes one by one.
+    A seeded reset also seeds `np_random` with s (s_0), as Gymnasium's VectorEnv does; episodes never use it.
     Autoreset (NEXT_STEP): the `step` after the one that terminated resets every lane to its next training
     episode and ignores its actions (reward 0). Callers that reset themselves never see it.
     """
@@ -172,21 +176,33 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         phase, task_id = parse_reset_options(options, self._source.num_tasks)
         if seed is not None:
-            if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-                seeds = [int(seed) + i for i in range(self.num_envs)]
-            elif isinstance(seed, (list, tuple, np.ndarray)):
-                seeds = [int(s) for s in seed]
-            else:
-                raise ValueError(f"seed must be an int or a list of {self.num_envs} ints, got {seed!r}")
-            if len(seeds) != self.num_envs:
-                raise ValueError(f"seed must be an int or a list of {self.num_envs} ints, got {len(seeds)} seeds")
-            self._rngs = [seeding.np_random(s)[0] for s in seeds]
+            seeds = self._lane_seeds(seed)
+            rngs = [seeding.np_random(s)[0] for s in seeds]  # may refuse a seed: before any state changes
+            # np_random / np_random_seed as Gymnasium's VectorEnv sets them for an int seed; a list seeds them
+            # with lane 0's seed, so reset(seed=s) and reset(seed=[s, s + 1, ...]) agree. Episodes come from
+            # the lanes' own generators, never from np_random.
+            super().reset(seed=seeds[0])
+            self._rngs = rngs
             self._source.restart()
         elif self._rngs is None:
             self._rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
             self._source.restart()
         self._load(self._source.generate(self._rngs, phase, task_id))
         return self._obs[:, 0].copy(), self._info(0)
+
+    def _lane_seeds(self, seed) -> list[int]:
+        """One int seed per lane: s, s + 1, ... for an int s; a list is taken as is (bools and floats refused)."""
+        usage = f"seed must be an int or a list of {self.num_envs} ints"
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            return [int(seed) + i for i in range(self.num_envs)]
+        if not isinstance(seed, (list, tuple, np.ndarray)) or np.ndim(seed) != 1:
+            raise ValueError(f"{usage}, got {seed!r}")
+        if len(seed) != self.num_envs:
+            raise ValueError(f"{usage}, got {len(seed)} seeds")
+        for i, s in enumerate(seed):  # int(1.9) would silently seed lane i with 1
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+                raise ValueError(f"{usage}, got seed[{i}]={s!r}")
+        return [int(s) for s in seed]
 
     def _load(self, ep: Episodes) -> None:
         # lane-major (B, L+1) arrays are indexed by column: as fast as time-major rows and needs no transpose

@@ -268,3 +268,8 @@ def test_needle_recall_text_haystack_and_missing_file(tmp_path):
         gym.make("NeedleRecall-v0", haystack_path=str(tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match="haystack_path"):
         gym.make("NeedleRecall-v0", haystack_path=str(path), haystack_length=5000)
+
+
+def test_needle_recall_haystack_path_that_is_a_directory_says_so(tmp_path):
+    with pytest.raises(ValueError, match=r"haystack_path='.*' is a directory: pass the path of a UTF-8 text file"):
+        gym.make("NeedleRecall-v0", haystack_path=str(tmp_path))

@@ -2,6 +2,7 @@
 ones raise a ValueError that names the option."""
 
 import math
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -34,7 +35,9 @@ def continual_shift_options(draw):
             "trials_per_episode": draw(st.integers(1, 40)), "shift": draw(st.sampled_from(["abrupt", "gradual"])),
             "shift_window": draw(st.none() | st.integers(1, episodes)), "task_visible": draw(st.booleans()),
             "revisit": draw(st.booleans()), "world_seed": draw(st.integers(0, 2**32)),
-            "vocab_size": 2 + tasks + shared + tasks * (keys - shared) + 4 + draw(st.integers(0, 50))}
+            # ids: BOS/EOS, task tokens, keys, then values and as many fillers (a shared key needs T values)
+            "vocab_size": 2 + tasks + shared + tasks * (keys - shared) + 2 * max(2, tasks if shared else 2)
+            + draw(st.integers(0, 50))}
 
 
 @st.composite
@@ -102,7 +105,7 @@ INVALID = {
         st.tuples(st.just("shift"), st.text(max_size=8).filter(lambda s: s not in ("abrupt", "gradual"))),
         st.tuples(st.just("shift_window"), st.integers(max_value=0) | st.integers(21, 1000)),
         st.tuples(st.just("task_visible"), st.integers(0, 1) | st.text(max_size=2)),
-        st.tuples(st.just("vocab_size"), st.integers(max_value=2 + 5 + 32 + 3)),
+        st.tuples(st.just("vocab_size"), st.integers(max_value=2 + 5 + 32 + 2 * 5 - 1)),  # 5 values, 5 fillers
     ),
     "NeedleRecall-v0": st.one_of(
         st.tuples(st.just("delay"), st.integers(max_value=0) | NOT_AN_INT),
@@ -140,3 +143,27 @@ def test_invalid_vector_options():
     venv = gym.make_vec("ContinualShift-v0", num_envs=2, vectorization_mode="vector_entry_point")
     with pytest.raises(ValueError, match="seed"):
         venv.reset(seed=[1, 2, 3])
+
+
+def test_continual_shift_shared_keys_need_a_different_value_in_every_task():
+    # 5 tasks x 2 shared keys: 2 + 5 + 2 ids, then 5 values and 5 fillers; fewer values would let two tasks
+    # share one mapping (vocab_size=13 once gave 2 values, and tasks 2 and 3 the same answers)
+    for vocab_size in (13, 18):
+        with pytest.raises(ValueError, match=r"vocab_size=\d+ is too small .*needs at least 19"):
+            gym.make("ContinualShift-v0", num_tasks=5, keys_per_task=2, vocab_size=vocab_size)
+    values = gym.make("ContinualShift-v0", num_tasks=5, keys_per_task=2, vocab_size=19).unwrapped._source.values
+    assert all(len(set(column)) == 5 for column in values.T.tolist())  # each shared key: 5 different values
+    # without shared keys nothing conflicts: 2 values (and 2 fillers) still suffice
+    gym.make("ContinualShift-v0", num_tasks=5, keys_per_task=2, key_overlap=0.0, vocab_size=2 + 5 + 10 + 4)
+
+
+def test_vector_reset_refuses_non_integer_seeds_in_a_list():
+    venv = gym.make_vec("ContinualShift-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    obs, _ = venv.reset(seed=[np.int64(1), 2])  # numpy integers are seeds
+    np.testing.assert_array_equal(venv.reset(seed=np.array([1, 2]))[0], obs)
+    for bad, shown in (([1.9, 2.7], "seed[0]=1.9"), ([1, 2.0], "seed[1]=2.0"), ([1, True], "seed[1]=True"),
+                       (np.array([1.5, 2.5]), "seed[0]=np.float64(1.5)"), ([np.True_, 2], "seed[0]=np.True_"),
+                       ([1, None], "seed[1]=None")):
+        with pytest.raises(ValueError, match=r"seed must be an int or a list of 2 ints, got " + re.escape(shown)):
+            venv.reset(seed=bad)
+    assert venv.np_random_seed == 1  # a refused seed changes nothing

@@ -200,3 +200,27 @@ def test_ansi_render_names_structure_tokens(env_id):
     venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", render_mode="ansi")
     venv.reset(seed=0)
     assert venv.render().count("BOS") == 2
+
+
+def test_vector_reset_seeds_np_random_as_gymnasium_does():
+    venv = gym.make_vec("ContinualShift-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    obs, _ = venv.reset(seed=3)
+    assert venv.np_random_seed == 3  # VectorEnv.reset: np_random, np_random_seed = seeding.np_random(seed)
+    assert venv.np_random.random() == gym.utils.seeding.np_random(3)[0].random()
+    venv.reset()
+    assert venv.np_random_seed == 3  # an unseeded reset keeps it
+    same, _ = venv.reset(seed=[3, 4])  # a list: lane 0's seed, the lanes' seeds of reset(seed=3)
+    assert venv.np_random_seed == 3
+    np.testing.assert_array_equal(same, obs)  # the episodes come from the lanes' generators, not np_random
+    venv.reset(seed=[8, 5])
+    assert venv.np_random_seed == 8
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_scalar_step_refuses_bool_actions(env_id):
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    for bad in (True, False, np.True_):  # operator.index(True) == 1; the vector env refuses bools by dtype
+        with pytest.raises(ValueError, match=r"action must be an integer in \[0, \d+\] .*not a bool"):
+            env.step(bad)
+    assert env._t == 0  # nothing was stepped
