@@ -90,6 +90,9 @@ def load_model_weights(model: torch.nn.Module, weights: dict, path: str | Path) 
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model ({first[:160]}); "
-                              "use the run's own config.yaml") from None
+        # torch's first line is only "Error(s) in loading state_dict for MemNet:"; the next names the tensor
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model ({detail[:200]}); the model's "
+                              "shape comes from model.* and the env (its vocab_size): keep the run's own "
+                              "config.yaml and env options") from None

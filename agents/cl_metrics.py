@@ -1,48 +1,103 @@
-"""Continual-learning metrics, exactly as defined in DESIGN.md section 7 (numpy only, no torch).
+"""Continual-learning metrics, as defined in DESIGN.md section 7 (numpy only, no torch), for any schedule.
 
-R is the (T, T) accuracy matrix: R[i][j] = accuracy on task j evaluated just after training on task i;
-b is the (T,) accuracy of the untrained agent on each task.
+R is the (K, T) accuracy matrix, one row per training *block* (a maximal run of consecutive training episodes on
+one task): R[k][j] = accuracy on task j evaluated just after block k; tasks[k] = the task trained in block k;
+b is the (T,) accuracy of the untrained agent on each task. For task j, f_j / k_j are its first / last block.
 
-    ACC        = mean_j R[T-1][j]
-    BWT        = 1/(T-1) * sum_{j<T-1} (R[T-1][j] - R[j][j])
-    FWT        = 1/(T-1) * sum_{j>=1}  (R[j-1][j] - b[j])
-    forgetting = mean_{j<T-1} (max_{l<T-1} R[l][j] - R[T-1][j])          (Chaudhry et al. 2018)
+    ACC        = mean_j R[K-1][j]
+    BWT        = mean over j with k_j < K-1 of (R[K-1][j] - R[k_j][j])
+    FWT        = mean over j with f_j >= 1  of (R[f_j - 1][j] - b[j])
+    forgetting = mean over j with k_j < K-1 of (max_{l<K-1} R[l][j] - R[K-1][j])   (Chaudhry et al. 2018)
+
+With the default tasks (None: R is square, block k trains task k, one pass over the tasks) these are exactly
+section 7's: ACC = mean_j R[T-1][j], BWT = 1/(T-1) sum_{j<T-1} (R[T-1][j] - R[j][j]), FWT = 1/(T-1) sum_{j>=1}
+(R[j-1][j] - b[j]), forgetting = mean_{j<T-1} (max_{l<T-1} R[l][j] - R[T-1][j]). A schedule that revisits tasks
+(0, 1, 0, 1) needs the block rows: indexed by task, the second pass would overwrite the first and FWT would read
+an accuracy measured after the task had already been trained.
 
 Missing evaluations (NaN), the policy:
-- Entries on or below the diagonal (j <= i: task j was already trained when evaluated) are required. A NaN
-  there raises ValueError naming the entry. For the metrics after task k of T, pass R[:k+1, :k+1].
-- Entries above the diagonal (task j evaluated before it was trained) are optional, since many schedules
-  evaluate only the tasks seen so far. FWT skips a term whose R[j-1][j] or b[j] is NaN and is None when no
-  term is left; forgetting's max over l ignores NaN entries (R[j][j] is always present).
-With T == 1, BWT, FWT and forgetting do not apply and are None; ACC is defined.
+- Entries R[k][j] with k >= f_j (task j already trained when evaluated) are required. A NaN there raises
+  ValueError naming the entry. For the metrics after block k, pass R[:k+1] with the columns of the tasks trained
+  so far (in the sequential case R[:k+1, :k+1]).
+- Entries with k < f_j (task j evaluated before it was trained) are optional, since many schedules evaluate only
+  the tasks seen so far. FWT skips a term whose R[f_j - 1][j] or b[j] is NaN and is None when no term is left;
+  forgetting's max over l ignores NaN entries (R[k_j][j] is always present).
+BWT and forgetting are None when every task's last block is the final one (e.g. T == 1), FWT when no task starts
+after block 0; ACC is always defined.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from memory.metrics import kaplan_meier  # noqa: F401  (re-exported: plots and tests use it from here)
 
 
-def _check_matrix(R) -> np.ndarray:
-    """Validate R and return it as a float64 (T, T) array."""
+class _Blocks(NamedTuple):
+    R: np.ndarray  # (K, T) accuracies
+    first: np.ndarray  # (T,) first block that trains each task (f_j)
+    last: np.ndarray  # (T,) last block that trains each task (k_j)
+
+
+def schedule_blocks(schedule) -> tuple[np.ndarray, np.ndarray]:
+    """The training blocks of a schedule (the task of each training episode): (starts, tasks), both (K,).
+
+    starts[k] is the first episode of block k, tasks[k] its task. Episode e belongs to the last block whose start
+    is <= e (so episodes past the schedule's end belong to its last block)."""
+    schedule = np.asarray(schedule).ravel()  # (E,)
+    if schedule.size == 0 or not np.issubdtype(schedule.dtype, np.integer):
+        raise ValueError(f"schedule must be a non-empty list of int task ids, one per episode; got {schedule}")
+    starts = np.flatnonzero(np.r_[True, schedule[1:] != schedule[:-1]])  # (K,)
+    return starts, schedule[starts].astype(np.int64)
+
+
+def _check_matrix(R, tasks=None) -> _Blocks:
+    """Validate R (and the block tasks) and return R as float64 with each task's first and last block."""
     try:
-        R = np.asarray(R, dtype=np.float64)  # (T, T)
+        R = np.asarray(R, dtype=np.float64)  # (K, T)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"R must be a (T, T) array of accuracies in [0, 1]; cannot convert: {exc}") from None
-    if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] < 1:
-        raise ValueError(f"R must be a square (T, T) accuracy matrix with T >= 1; got shape {R.shape}")
+        raise TypeError(f"R must be a (K, T) array of accuracies in [0, 1]; cannot convert: {exc}") from None
+    sequential = tasks is None
+    if sequential:
+        if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] < 1:
+            raise ValueError(f"R must be a square (T, T) accuracy matrix with T >= 1; got shape {R.shape}")
+        tasks = np.arange(R.shape[0])
+    else:
+        if R.ndim != 2 or R.shape[0] < 1 or R.shape[1] < 1:
+            raise ValueError(f"R must be a (K, T) accuracy matrix (one row per block) with K, T >= 1; got {R.shape}")
+        tasks = _check_tasks(tasks, *R.shape)
     _check_range("R", R)
-    missing = np.argwhere(np.isnan(np.tril(R)))  # NaN on or below the diagonal: required entries
+    K, T = R.shape
+    first = np.array([np.flatnonzero(tasks == j)[0] for j in range(T)])  # (T,)
+    last = np.array([np.flatnonzero(tasks == j)[-1] for j in range(T)])  # (T,)
+    required = np.arange(K)[:, None] >= first[None, :]  # (K, T): task j trained by the end of block k
+    missing = np.argwhere(np.isnan(R) & required)
     if missing.size:
-        i, j = (int(x) for x in missing[0])
+        k, j = (int(x) for x in missing[0])
         raise ValueError(
-            f"R[{i}][{j}] is NaN: task {j} was not evaluated after training task {i}; every task seen so far "
-            f"must be evaluated (for the metrics after task k pass R[:k+1, :k+1])"
+            f"R[{k}][{j}] is NaN: task {j} was not evaluated after training task {k}; every task seen so far "
+            f"must be evaluated (for the metrics after task k pass R[:k+1, :k+1])" if sequential else
+            f"R[{k}][{j}] is NaN: task {j} was not evaluated after block {k} (task {int(tasks[k])}); every task "
+            f"trained so far must be evaluated (for the metrics after block k pass R[:k+1] and its tasks' columns)"
         )
-    return R
+    return _Blocks(R, first, last)
+
+
+def _check_tasks(tasks, K: int, T: int) -> np.ndarray:
+    """tasks: (K,) int task ids in [0, T), every column's task trained in some block."""
+    tasks = np.asarray(tasks)
+    if tasks.shape != (K,) or (tasks.size and not np.issubdtype(tasks.dtype, np.integer)):
+        raise ValueError(f"tasks must hold one int task id per row of R, shape ({K},); got {tasks.tolist()}")
+    if tasks.min() < 0 or tasks.max() >= T:
+        raise ValueError(f"tasks must be task ids in [0, {T}) (the columns of R); got {tasks.tolist()}")
+    never = np.setdiff1d(np.arange(T), tasks)
+    if never.size:
+        raise ValueError(f"task {int(never[0])} is a column of R but no block trains it (tasks {tasks.tolist()}); "
+                         f"pass only the columns of the tasks trained so far")
+    return tasks
 
 
 def _check_untrained(b, num_tasks: int) -> np.ndarray:
@@ -61,50 +116,52 @@ def _check_range(name: str, accuracies: np.ndarray) -> None:
         raise ValueError(f"{name} holds accuracies, allowed range [0, 1]; got values in [{low}, {high}]")
 
 
-def acc(R) -> float:
-    """Average accuracy over all T tasks after training on the last one: mean_j R[T-1][j]."""
-    R = _check_matrix(R)
-    return float(R[-1].mean())
+def acc(R, tasks=None) -> float:
+    """Average accuracy over all tasks after the last block: mean_j R[K-1][j]."""
+    return float(_check_matrix(R, tasks).R[-1].mean())
 
 
-def bwt(R) -> float | None:
-    """Backward transfer: mean change on earlier tasks since just after learning them (< 0: forgot)."""
-    R = _check_matrix(R)
-    T = R.shape[0]
-    if T == 1:
+def bwt(R, tasks=None) -> float | None:
+    """Backward transfer: mean change on tasks trained before the last block since their own last block (< 0:
+    forgot); None when every task's last block is the final one."""
+    R, _, last = _check_matrix(R, tasks)
+    earlier = np.flatnonzero(last < R.shape[0] - 1)  # tasks j with k_j < K-1, ascending
+    if earlier.size == 0:
         return None
-    earlier = np.arange(T - 1)
-    return float((R[-1, earlier] - R[earlier, earlier]).mean())
+    return float((R[-1, earlier] - R[last[earlier], earlier]).mean())
 
 
-def fwt(R, b) -> float | None:
-    """Forward transfer: accuracy on task j just before training on it, minus the untrained accuracy b[j].
+def fwt(R, b, tasks=None) -> float | None:
+    """Forward transfer: accuracy on task j just before its first block, minus the untrained accuracy b[j].
 
-    None when T == 1, when b is None, or when no task j >= 1 was evaluated before its training."""
-    R = _check_matrix(R)
-    T = R.shape[0]
-    if T == 1 or b is None:
+    None when no task starts after block 0 (T == 1), when b is None, or when no such task was evaluated before
+    its training."""
+    R, first, _ = _check_matrix(R, tasks)
+    later = np.flatnonzero(first >= 1)  # tasks j with f_j >= 1, ascending
+    if later.size == 0 or b is None:
         return None
-    b = _check_untrained(b, T)
-    later = np.arange(1, T)
-    terms = R[later - 1, later] - b[later]  # (T-1,), NaN where not evaluated
+    b = _check_untrained(b, R.shape[1])
+    terms = R[first[later] - 1, later] - b[later]  # NaN where not evaluated
     terms = terms[~np.isnan(terms)]
     return float(terms.mean()) if terms.size else None
 
 
-def forgetting(R) -> float | None:
-    """Average forgetting: mean over j < T-1 of the best accuracy on task j before the end minus the last."""
-    R = _check_matrix(R)
-    T = R.shape[0]
-    if T == 1:
+def forgetting(R, tasks=None) -> float | None:
+    """Average forgetting: mean over the tasks of BWT of the best accuracy before the last block minus the last."""
+    R, _, last = _check_matrix(R, tasks)
+    K = R.shape[0]
+    earlier = np.flatnonzero(last < K - 1)
+    if earlier.size == 0:
         return None
-    best_before_end = np.nanmax(R[: T - 1, : T - 1], axis=0)  # (T-1,); column j always holds R[j][j]
-    return float((best_before_end - R[-1, : T - 1]).mean())
+    best_before_end = np.nanmax(R[: K - 1][:, earlier], axis=0)  # column j always holds R[k_j][j]
+    return float((best_before_end - R[-1, earlier]).mean())
 
 
-def continual_metrics(R, b=None) -> dict[str, float | None]:
-    """The four section-7 metrics {"ACC", "BWT", "FWT", "forgetting"}; one that does not apply is None."""
-    return {"ACC": acc(R), "BWT": bwt(R), "FWT": fwt(R, b), "forgetting": forgetting(R)}
+def continual_metrics(R, b=None, tasks=None) -> dict[str, float | None]:
+    """The four section-7 metrics {"ACC", "BWT", "FWT", "forgetting"}; one that does not apply is None.
+
+    tasks: (K,) the task trained in each row (block) of R; None: R is square, row i after training task i."""
+    return {"ACC": acc(R, tasks), "BWT": bwt(R, tasks), "FWT": fwt(R, b, tasks), "forgetting": forgetting(R, tasks)}
 
 
 def distance_buckets(max_distance: int) -> np.ndarray:

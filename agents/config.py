@@ -6,6 +6,7 @@ folder appears, and every bad override ends in one line that names the key (`Con
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,11 @@ def validate(cfg: DictConfig) -> DictConfig:
         if not ok:
             raise ConfigError(msg)
 
+    for section in ("model", "train"):  # inf / nan pass the range checks below (inf > 0) and fail mid-run
+        for key, value in merged[section].items():
+            need(not isinstance(value, float) or math.isfinite(value), f"{section}.{key}={value}: must be a finite "
+                 "number")
+    need(merged.seed >= 0, f"seed={merged.seed}: must be >= 0 (numpy and Gymnasium take non-negative seeds)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
     need(merged.device in DEVICES, f"device={merged.device!r}: choose one of {DEVICES}")
     need(m.dim >= 1 and m.layers >= 1 and m.heads >= 1, "model.dim, model.layers, model.heads must be >= 1")
@@ -151,7 +157,13 @@ def validate(cfg: DictConfig) -> DictConfig:
          "train.entropy_coef must be >= 0")
     need(0.0 <= t.baseline_decay < 1.0, f"train.baseline_decay={t.baseline_decay}: must be in [0, 1)")
     need(t.threads >= 0, f"train.threads={t.threads}: must be >= 0")
-    memory_config(merged)  # MemoryConfig.validate names the memory.* key
+    mem = memory_config(merged)  # MemoryConfig.validate names the memory.* key
+    if merged.agent.name == "memnet" and mem.store:  # a chunk call adds its memories to the store in one go
+        per_call = t.chunk * (t.lanes if mem.store_scope == "shared" else 1)
+        need(mem.store_capacity >= per_call, f"memory.store_capacity={mem.store_capacity}: a chunk call writes up "
+             f"to {per_call} memories into one {mem.store_scope} store partition at once (train.chunk={t.chunk}"
+             + (f" x train.lanes={t.lanes}" if mem.store_scope == "shared" else "")
+             + "); raise memory.store_capacity or lower train.chunk")
     return merged
 
 

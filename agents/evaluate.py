@@ -37,12 +37,12 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     checkpoint = Path(checkpoint).resolve()
     body = load_checkpoint(checkpoint)
     cfg = OmegaConf.create(body["config"])
-    if env_kwargs:
-        with open_dict(cfg):
+    with open_dict(cfg):
+        if env_kwargs:
             cfg.env.kwargs = OmegaConf.merge(cfg.env.kwargs, env_kwargs)
+        if device is not None:  # before validate, which checks it
+            cfg.device = device
     cfg = validate(cfg)
-    if device is not None:
-        cfg.device = device
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
     trainer = Trainer(cfg, run_dir)
     trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)

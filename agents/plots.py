@@ -49,12 +49,17 @@ def figure_to_array(figure: Figure) -> np.ndarray:
 
 
 def plot_forgetting_curves(
-    curves: Mapping[int, Sequence[tuple[int, float]]], task_boundaries: Sequence[int], path: str | os.PathLike
+    curves: Mapping[int, Sequence[tuple[int, float]]], task_boundaries: Sequence[int], path: str | os.PathLike,
+    labels: Sequence[str] | None = None,
 ) -> Figure:
     """Eval accuracy of each task j against training step, one line per task.
 
-    curves: {task j: [(training step, eval accuracy), ...]}; task_boundaries: training steps at which the
-    schedule switches to the next task (drawn as dotted vertical lines labelled with the task that starts)."""
+    curves: {task j: [(training step, eval accuracy), ...]}; task_boundaries: training steps at which a block of
+    the schedule ends (drawn as dotted vertical lines; one at step 0 is not drawn). labels: one per boundary, what
+    follows it (the trainer's: "task <j>" for the task that starts, "end" where training ends); None numbers them
+    "task 1", "task 2", ..., which is right only for switches of a single pass over the tasks."""
+    if labels is not None and len(labels) != len(task_boundaries):
+        raise ValueError(f"labels must hold one label per task boundary ({len(task_boundaries)}); got {len(labels)}")
     figure, ax = _new_figure()
     drawn = False
     for task in sorted(curves):
@@ -64,9 +69,13 @@ def plot_forgetting_curves(
         steps, accuracies = zip(*points, strict=True)
         ax.plot(steps, accuracies, marker="o", markersize=3, linewidth=1.5, label=f"task {task}")
         drawn = True
-    for number, boundary in enumerate(sorted(b for b in task_boundaries if b > 0), start=1):
+    if labels is None:
+        drawn_boundaries = [(b, f"task {n}") for n, b in enumerate(sorted(b for b in task_boundaries if b > 0), 1)]
+    else:
+        drawn_boundaries = sorted((b, str(label)) for b, label in zip(task_boundaries, labels, strict=True) if b > 0)
+    for boundary, label in drawn_boundaries:
         ax.axvline(boundary, color="0.5", linestyle=":", linewidth=1)
-        ax.text(boundary, 1.03, f"task {number}", ha="center", va="bottom", fontsize=8, color="0.35",
+        ax.text(boundary, 1.03, label, ha="center", va="bottom", fontsize=8, color="0.35",
                 transform=ax.get_xaxis_transform())
     if drawn:
         ax.legend(title="evaluated on", fontsize=8, loc="lower left")
@@ -75,33 +84,47 @@ def plot_forgetting_curves(
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("training step")
     ax.set_ylabel("eval accuracy (scored steps)")
-    ax.set_title("Forgetting curves", pad=14)
+    ax.set_title("Forgetting curves", pad=20)  # clear of the boundary labels above the axes
     ax.grid(alpha=0.3)
     return _save(figure, path)
 
 
-def plot_accuracy_matrix(R, path: str | os.PathLike) -> Figure:
-    """Heatmap of R[i][j] (rows: after training task i; columns: evaluated on task j), values in the cells."""
-    R = np.asarray(R, dtype=np.float64)  # (T, T)
-    if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] < 1:
-        raise ValueError(f"R must be a square (T, T) accuracy matrix with T >= 1; got shape {R.shape}")
-    T = R.shape[0]
+def plot_accuracy_matrix(R, path: str | os.PathLike, tasks=None) -> Figure:
+    """Heatmap of R[k][j] (rows: after training block k; columns: evaluated on task j), values in the cells.
+
+    tasks: (K,) the task trained in each row's block (a schedule that revisits tasks has K > T rows), shown in
+    the row labels; None: R is square and row i is after training task i."""
+    R = np.asarray(R, dtype=np.float64)  # (K, T)
+    if tasks is None:
+        if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] < 1:
+            raise ValueError(f"R must be a square (T, T) accuracy matrix with T >= 1; got shape {R.shape}")
+    elif R.ndim != 2 or min(R.shape) < 1 or np.shape(tasks) != (R.shape[0],):
+        raise ValueError(f"R must be a (K, T) accuracy matrix and tasks (K,), one task per row; got R {R.shape}, "
+                         f"tasks {np.shape(tasks)}")
+    K, T = R.shape
+    if tasks is not None and K == T and [int(t) for t in tasks] == list(range(T)):
+        tasks = None  # a single pass over the tasks: label it as one (row i: after training task i)
     side = min(3.2 + 0.6 * T, 12.0)
-    figure, ax = _new_figure(side + 1.2, side)
+    height = min(3.2 + 0.6 * K, 12.0)
+    figure, ax = _new_figure(side + 1.2 + (0.6 if tasks is not None else 0.0), height)
     shown = np.ma.masked_invalid(R)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")  # grey cells: not evaluated (NaN)
     image = ax.imshow(shown, vmin=0.0, vmax=1.0, cmap=cmap)
-    if T <= 20:  # past that the numbers would not fit in the cells
+    if max(K, T) <= 20:  # past that the numbers would not fit in the cells
         for (i, j), value in np.ndenumerate(R):
             text = "–" if np.isnan(value) else f"{value:.2f}"
             color = "black" if np.isnan(value) or value > 0.6 else "white"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8 if T > 8 else 10, color=color)
-    ticks = np.arange(T)
-    ax.set_xticks(ticks, [str(j) for j in ticks])
-    ax.set_yticks(ticks, [str(i) for i in ticks])
+            ax.text(j, i, text, ha="center", va="center", fontsize=8 if max(K, T) > 8 else 10, color=color)
+    ax.set_xticks(np.arange(T), [str(j) for j in range(T)])
     ax.set_xlabel("evaluated on task j")
-    ax.set_ylabel("after training task i")
-    ax.set_title("Accuracy matrix R[i][j]")
+    if tasks is None:
+        ax.set_yticks(np.arange(K), [str(i) for i in range(K)])
+        ax.set_ylabel("after training task i")
+        ax.set_title("Accuracy matrix R[i][j]")
+    else:
+        ax.set_yticks(np.arange(K), [f"{k} (task {int(t)})" for k, t in enumerate(tasks)])
+        ax.set_ylabel("after training block k")
+        ax.set_title("Accuracy matrix R[k][j]")
     figure.colorbar(image, ax=ax, label="accuracy", shrink=0.85)
     return _save(figure, path)
 

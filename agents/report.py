@@ -51,7 +51,8 @@ def final_metrics(trainer) -> dict:
     return {
         "env": trainer.cfg.env.id, "agent": trainer.cfg.agent.name, "seed": trainer.cfg.seed,
         "episodes": trainer.episode, "ACC": cl["ACC"], "BWT": cl["BWT"], "FWT": cl["FWT"],
-        "forgetting": cl["forgetting"], "accuracy_matrix": trainer.R, "untrained_accuracy": trainer.b,
+        "forgetting": cl["forgetting"], "accuracy_matrix": trainer.R, "accuracy_matrix_tasks": trainer.block_tasks,
+        "untrained_accuracy": trainer.b,
         "accuracy": float(np.mean(last)) if last else None,
         "accuracy_by_distance": by_distance or None, "recall_by_delay": by_delay or None,
         "tokens_per_s": trainer.train_tokens / trainer.train_seconds if trainer.train_seconds else None,
@@ -68,8 +69,11 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
     p = run_dir / "plots"
     figs = {
         "forgetting_curves": plots.plot_forgetting_curves(trainer.curves, trainer.task_boundaries,
-                                                          p / "forgetting_curves.png"),
-        "accuracy_matrix": plots.plot_accuracy_matrix(trainer.R, p / "accuracy_matrix.png"),
+                                                          p / "forgetting_curves.png",
+                                                          labels=boundary_labels(trainer.block_tasks,
+                                                                                 len(trainer.task_boundaries))),
+        "accuracy_matrix": plots.plot_accuracy_matrix(trainer.R, p / "accuracy_matrix.png",
+                                                      tasks=trainer.block_tasks),
         "accuracy_vs_distance": plots.plot_accuracy_vs_distance(metrics["accuracy_by_distance"] or {},
                                                                 p / "accuracy_vs_distance.png",
                                                                 window=trainer.cfg.model.window),
@@ -88,6 +92,12 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
                 logger.image(f"plots/{name}", figs[name], trainer.train_steps)
         logger.hparams(hparams_of(trainer.cfg), {f"cl/{k}": metrics[k] for k in ("ACC", "BWT", "FWT", "forgetting")}
                        | {"eval/accuracy": metrics["accuracy"]})
+
+
+def boundary_labels(block_tasks, count: int) -> list[str]:
+    """What follows each of the `count` boundaries (one per block trained, in order): the task of the next block,
+    and "end" for the last one (training stops there, whether or not the schedule was finished)."""
+    return [f"task {int(block_tasks[n + 1])}" if n + 1 < count else "end" for n in range(count)]
 
 
 def hparams_of(cfg) -> dict:
@@ -113,8 +123,15 @@ def summary_table(metrics: dict) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{metrics['env']} / {metrics['agent']} / seed {metrics['seed']}"]
     lines += [f"  {name.ljust(width)}  {fmt(v)}" for name, v in rows]
-    R = np.array(metrics["accuracy_matrix"], dtype=float)
+    R = np.array(metrics["accuracy_matrix"], dtype=float)  # (K, T)
+    tasks = metrics.get("accuracy_matrix_tasks")  # (K,); absent in metrics.json files of older runs
+    sequential = tasks is None or list(tasks) == list(range(R.shape[1]))
     if R.shape[0] > 1:
-        lines.append("  accuracy matrix (row i: after training task i; column j: task j)")
-        lines += ["    " + " ".join("  -  " if math.isnan(x) else f"{x:.2f}" for x in row) for row in R]
+        if sequential:
+            lines.append("  accuracy matrix (row i: after training task i; column j: task j)")
+        else:
+            lines.append("  accuracy matrix (row k: after training block k (its task in brackets); column j: task j)")
+        for k, row in enumerate(R):
+            cells = " ".join("  -  " if math.isnan(x) else f"{x:.2f}" for x in row)
+            lines.append("    " + cells if sequential else f"    {k:>2} [{int(tasks[k])}]  {cells}")
     return "\n".join(lines)

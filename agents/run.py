@@ -32,18 +32,24 @@ def new_run_dir(cfg) -> Path:
 
 
 def config_for(overrides: list[str]):
-    """The config of this invocation: fresh from overrides, or the saved one of the run named by `resume=`."""
+    """The config of this invocation and, with `resume=`, the run folder and the checkpoint to continue from
+    (fresh from overrides: None, None; resumed: the saved config)."""
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
     if resume is None:
-        return load_config(overrides), None
+        return load_config(overrides), None, None
     others = [o for o in overrides if not o.startswith("resume=")]
     if others:
         raise ConfigError(f"resume= continues a run with its own config.yaml; drop the other overrides ({others[0]})")
-    run_dir = Path(resume).resolve()
-    body = load_checkpoint(run_dir)
+    checkpoint = run_dir = Path(resume).resolve()
+    body = load_checkpoint(checkpoint)
+    if checkpoint.is_file():  # a checkpoint file: the run continues in the folder that holds checkpoints/<file>
+        if checkpoint.parent.name != "checkpoints":
+            raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
+                                  "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
+        run_dir = checkpoint.parent.parent
     cfg = validate(OmegaConf.create(body["config"]))
-    cfg.run_dir, cfg.resume = str(run_dir), str(run_dir)
-    return cfg, run_dir
+    cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
+    return cfg, run_dir, checkpoint
 
 
 def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> dict:
@@ -73,8 +79,9 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
         boundary = last or trainer.current_task() != task
         if boundary or trainer.episode % cfg.eval_every == 0:
             ev = trainer.evaluate_all()
-            if boundary:
-                trainer.R[task] = [ev[j] for j in range(trainer.num_tasks)]
+            if boundary:  # R's row of the block just trained: the last block starting at or before its episode
+                block = sum(start <= trainer.episode - 1 for start in trainer.block_starts) - 1  # past the end: last
+                trainer.R[block] = [ev[j] for j in range(trainer.num_tasks)]
                 trainer.task_boundaries.append(trainer.train_steps)
             trainer.record_memory_usage()
         values = log_eval(trainer, logger) if boundary or trainer.episode % cfg.eval_every == 0 else None
@@ -116,16 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text())
         return 0
     try:
-        cfg, resume_dir = config_for(argv)
+        cfg, resume_dir, checkpoint = config_for(argv)
         from agents.tb_logger import TBLogger
         from agents.trainer import Trainer
 
         run_dir = resume_dir or new_run_dir(cfg)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, read-only disk
+            raise ConfigError(f"cannot create the run folder {str(run_dir)!r} ({exc.strerror or exc}); choose "
+                              "another runs_root= or run_dir=") from None
         trainer = Trainer(cfg, run_dir)
         config = OmegaConf.to_container(cfg, resolve=True)
         if resume_dir is not None:
-            trainer.restore(resume_dir, config)
-        run_dir.mkdir(parents=True, exist_ok=True)
+            trainer.restore(checkpoint, config)
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if resume_dir else None)
         params = sum(p.numel() for p in trainer.model.parameters())

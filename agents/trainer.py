@@ -2,9 +2,9 @@
 
 Schedule. Training episodes follow the env's own schedule (`reset()`); ContinualShift moves through its tasks.
 Before training, every task is evaluated once (b[j], for FWT); then every `train.eval_every` episodes and at
-each task boundary every task is evaluated (forgetting curves; R[i][j] at the boundary after task i). Eval runs
-`train.eval_repeats` x `venv.eval_episodes` consecutive `reset(options={"phase": "eval", "task_id": j})` episodes
-on a *copy* of the memory: weights and the persisting memory are exactly as before the eval when it returns.
+each task boundary every task is evaluated (forgetting curves; R[k][j] at the boundary after training block k).
+Eval runs `train.eval_repeats` x `venv.eval_episodes` consecutive `reset(options={"phase": "eval", "task_id": j})`
+episodes on a *copy* of the memory: weights and the persisting memory are exactly as before the eval when it returns.
 
 Resume. The env's state is a function of its seed and the sequence of resets it was given, so the trainer logs
 that sequence (`reset_log`) and replays it on resume instead of pickling the env into the checkpoint.
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import envs  # noqa: F401  (registers the memstream ids; Gymnasium 1.x has no plugin auto-registration)
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
-from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets
+from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets, schedule_blocks
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats
 from agents.models import ModelConfig, build_model
@@ -80,7 +80,11 @@ class Trainer:
         self.train_seconds = 0.0
         self.reward_baseline = 0.0
         self.reset_log: list[tuple[int, int]] = []
-        self.R = np.full((self.num_tasks, self.num_tasks), np.nan)
+        # one row of R per training block (a run of consecutive episodes on one task), not per task: a schedule
+        # that revisits tasks (0, 1, 0, 1) would otherwise overwrite its first pass (cl_metrics' docstring)
+        sched = getattr(self.venv, "schedule", None)
+        self.block_starts, self.block_tasks = schedule_blocks(sched if sched is not None and len(sched) else [0])
+        self.R = np.full((len(self.block_tasks), self.num_tasks), np.nan)  # (K, T)
         self.b = np.full(self.num_tasks, np.nan)
         self.curves: dict[int, list[tuple[int, float]]] = {j: [] for j in range(self.num_tasks)}
         self.task_boundaries: list[int] = []
@@ -209,11 +213,15 @@ class Trainer:
         return self.last_eval
 
     def continual_metrics(self) -> dict:
-        """ACC/BWT/FWT/forgetting over the tasks trained so far (all of them at the end)."""
-        done = int(np.sum(~np.isnan(self.R[:, 0])))
+        """ACC/BWT/FWT/forgetting over the blocks finished so far, on the columns of the tasks they trained (every
+        block and task at the end; sequentially after block k that is R[:k+1, :k+1] and b[:k+1])."""
+        recorded = np.flatnonzero(~np.isnan(self.R).all(axis=1))  # rows are filled in block order
+        done = int(recorded[-1]) + 1 if recorded.size else 0
         if done == 0:
             return {"ACC": None, "BWT": None, "FWT": None, "forgetting": None}
-        return continual_metrics(self.R[:done, :done], self.b[:done])
+        tasks = self.block_tasks[:done]
+        columns = np.unique(tasks)  # (T',) the tasks trained so far, ascending
+        return continual_metrics(self.R[:done][:, columns], self.b[columns], tasks=np.searchsorted(columns, tasks))
 
     # ---------------------------------------------------------------- checkpoint
     def trainer_state(self) -> dict:
@@ -247,12 +255,37 @@ class Trainer:
         """
         body = load_checkpoint(path)
         check_compatible(body["config"], config, path)
+        try:
+            log = self._load_body(body, path, rewind_eval)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            # a file that loads but lacks or garbles a field (hand-edited, another memstream's): one line, no trace
+            detail = (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__
+            raise CheckpointError(f"checkpoint {str(path)!r} does not hold what this memstream saves "
+                                  f"({type(exc).__name__}: {detail}); it is damaged or foreign: re-run the "
+                                  "experiment") from None
+        self.reset_log = []
+        try:
+            for phase, task in log:  # replay: regenerates exactly the episodes the env had produced
+                self._reset(phase, task)
+        except ValueError as exc:  # the env options changed (agents.evaluate env.kwargs.*) so that a reset is refused
+            raise CheckpointError(f"checkpoint {str(path)!r}: this env cannot replay the run's episodes "
+                                  f"({str(exc).splitlines()[0][:160]}); keep the env options the run was trained "
+                                  "with (e.g. env.kwargs.num_tasks)") from None
+
+    def _load_body(self, body: dict, path, rewind_eval: bool) -> list[tuple[int, int]]:
+        """Weights, optimizer, state, memory and trainer fields of a checkpoint; returns the resets to replay."""
         load_model_weights(self.model, body["model"], path)
         try:
             self.optimizer.load_state_dict(body["optimizer"])
         except ValueError as exc:  # e.g. parameter groups made before train.weight_decay skipped biases and norms
             raise CheckpointError(f"checkpoint {str(path)!r}: its optimizer state does not fit this run's optimizer "
                                   f"({str(exc).splitlines()[0][:120]}); re-run the experiment") from None
+        fresh = {k: tuple(v.shape) for k, v in self.state.items()}
+        saved = {k: tuple(v.shape) for k, v in body["state"].items()}
+        if saved != fresh:
+            raise ValueError(f"its per-lane state has {sorted(set(saved) ^ set(fresh)) or 'other shapes'}")
         self.state = body["state"]
         self.model.load_memory_state_dict(body["memory"])
         torch.set_rng_state(body["rng"]["torch"])
@@ -260,7 +293,13 @@ class Trainer:
         for k in ("episode", "lane_steps", "train_steps", "train_tokens", "train_seconds", "reward_baseline",
                   "usage_history", "total_episodes"):
             setattr(self, k, tr[k])
-        self.R, self.b = np.array(tr["R"], dtype=float), np.array(tr["b"], dtype=float)
+        R = np.array(tr["R"], dtype=float)
+        if R.shape != self.R.shape:  # e.g. saved before R had one row per block of a revisiting schedule
+            raise CheckpointError(f"checkpoint {str(path)!r}: its accuracy matrix has shape {R.shape}, this run's "
+                                  f"schedule needs {self.R.shape} (blocks x tasks); keep the env options the run "
+                                  "was trained with, or start a new run (a revisiting run saved before R had a row "
+                                  "per block)")
+        self.R, self.b = R, np.array(tr["b"], dtype=float)
         self.task_boundaries = list(tr["task_boundaries"])
         self.curves = {int(j): [tuple(p) for p in c] for j, c in tr["curves"].items()}
         self.last_eval = {int(j): a for j, a in tr["last_eval"].items()}
@@ -273,6 +312,4 @@ class Trainer:
         if rewind_eval:
             while log and log[-1][0] == EVAL and any(phase == TRAIN for phase, _ in log):
                 log.pop()
-        self.reset_log = []
-        for phase, task in log:  # replay: regenerates exactly the episodes the env had produced
-            self._reset(phase, task)
+        return log

@@ -12,6 +12,7 @@ From Python, `agents.config.memory_config(agents.config.load_config(["env=<id>"]
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 FUSIONS = ("gated", "concat", "cross_attention")
@@ -120,6 +121,7 @@ class MemoryConfig:
                 setattr(self, f.name, float(v))
                 ok = True
             need(ok, f"{f.name}={v!r}: expected {want.__name__}")
+            need(want is not float or math.isfinite(getattr(self, f.name)), f"{f.name}={v!r}: must be a finite number")
         need(self.dim >= 1, f"dim={self.dim}: must be >= 1")
         need(self.slots >= 0, f"slots={self.slots}: must be >= 0 (0 switches the slot bank off)")
         need(self.read_heads >= 1 and self.dim % self.read_heads == 0,

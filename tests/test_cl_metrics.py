@@ -19,6 +19,7 @@ from agents.cl_metrics import (
     forgetting,
     fwt,
     kaplan_meier,
+    schedule_blocks,
 )
 
 T4_CHANCE = 0.1
@@ -145,6 +146,101 @@ def test_forgetting_is_non_negative_when_no_task_improves_by_the_end(R):
     R[-1, : T - 1] = np.minimum(R[-1, : T - 1], np.diag(R)[: T - 1])  # final accuracy <= just-learned
     assert forgetting(R) >= 0.0
     assert bwt(R) <= 0.0
+
+
+# ---------------------------------------------------------------- one row per training block (revisiting schedules)
+
+
+def _section7(R, b):
+    """DESIGN.md section 7 verbatim on a square R without NaN: the reference for the sequential case."""
+    T = R.shape[0]
+    if T == 1:
+        return {"ACC": float(R[-1].mean()), "BWT": None, "FWT": None, "forgetting": None}
+    j = np.arange(T - 1)
+    return {"ACC": float(R[-1].mean()), "BWT": float((R[-1, j] - R[j, j]).mean()),
+            "FWT": float((R[j, j + 1] - b[j + 1]).mean()),
+            "forgetting": float((R[: T - 1, : T - 1].max(axis=0) - R[-1, : T - 1]).mean())}
+
+
+@settings(max_examples=50)
+@given(R=_accuracy_matrices(), b_values=st.lists(st.floats(0, 1), min_size=6, max_size=6))
+def test_sequential_blocks_give_exactly_section_7(R, b_values):
+    b = np.array(b_values[: R.shape[0]])
+    expected = _section7(R, b)
+    assert continual_metrics(R, b) == expected  # bit for bit, not approximately
+    assert continual_metrics(R, b, tasks=np.arange(R.shape[0])) == expected
+
+
+def test_revisit_reviewer_case_fwt_reads_the_first_pass():
+    # schedule blocks 0, 1, 0, 1; accuracy 0.9 on a task once trained, 0.1 before. Indexed by task, the second
+    # pass overwrote R[0] and FWT read 0.9 - 0.1 = 0.8; before its first block task 1 was at chance: FWT 0.
+    tasks = [0, 1, 0, 1]
+    R = np.array([[0.9, 0.1], [0.9, 0.9], [0.9, 0.9], [0.9, 0.9]])
+    metrics = continual_metrics(R, [0.1, 0.1], tasks=tasks)
+    assert metrics["FWT"] == pytest.approx(0.0)
+    assert metrics["ACC"] == pytest.approx(0.9)
+    assert metrics["BWT"] == pytest.approx(0.0)  # only task 0 ends before the last block: R[3][0] - R[2][0]
+    assert metrics["forgetting"] == pytest.approx(0.0)
+
+
+def test_block_matrix_worked_by_hand():
+    # blocks train tasks 0, 1, 0, 2: task 0 first/last in blocks 0/2, task 1 in 1/1, task 2 in 3/3
+    R = [[0.8, 0.2, 0.1],
+         [0.5, 0.9, 0.3],
+         [0.95, 0.6, 0.2],
+         [0.7, 0.4, 0.85]]
+    tasks, b = [0, 1, 0, 2], [0.1, 0.1, 0.15]
+    assert acc(R, tasks) == pytest.approx((0.7 + 0.4 + 0.85) / 3)
+    assert bwt(R, tasks) == pytest.approx(((0.7 - 0.95) + (0.4 - 0.9)) / 2)  # from their LAST block: -0.375
+    assert fwt(R, b, tasks) == pytest.approx(((0.2 - 0.1) + (0.2 - 0.15)) / 2)  # before their FIRST block: 0.075
+    assert forgetting(R, tasks) == pytest.approx(((0.95 - 0.7) + (0.9 - 0.4)) / 2)  # best over blocks 0-2: 0.375
+
+
+def test_block_matrix_nan_policy():
+    # not evaluated before its first block: optional (FWT has no term left); after it: required
+    R = np.array([[0.9, np.nan], [0.8, 0.9], [0.9, 0.7], [0.6, 0.9]])
+    assert continual_metrics(R, [0.1, 0.1], tasks=[0, 1, 0, 1])["FWT"] is None
+    R[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"R\[2\]\[1\] is NaN: task 1 was not evaluated after block 2 \(task 0\)"):
+        acc(R, [0, 1, 0, 1])
+
+
+def test_mid_run_block_matrix_uses_only_the_blocks_done():
+    # after 3 of the blocks 0, 1, 0, 1: task 0's last block so far is the final one, so BWT covers task 1 only
+    R = [[0.8, 0.1], [0.5, 0.9], [0.85, 0.6]]
+    metrics = continual_metrics(R, [0.1, 0.1], tasks=[0, 1, 0])
+    assert metrics["BWT"] == pytest.approx(0.6 - 0.9)
+    assert metrics["forgetting"] == pytest.approx(0.9 - 0.6)
+    assert metrics["FWT"] == pytest.approx(0.1 - 0.1)
+
+
+@pytest.mark.parametrize(
+    ("R", "tasks", "message"),
+    [
+        (np.full((3, 2), 0.5), [0, 1], r"shape \(3,\)"),
+        (np.full((2, 2), 0.5), [0, 2], r"task ids in \[0, 2\)"),
+        (np.full((2, 2), 0.5), [0.0, 1.0], "int task id"),
+        (np.full((2, 3), 0.5), [0, 1], "task 2 is a column of R but no block trains it"),
+        (np.zeros((0, 2)), [], r"\(K, T\)"),
+    ],
+)
+def test_bad_block_tasks_are_rejected(R, tasks, message):
+    with pytest.raises(ValueError, match=message):
+        continual_metrics(R, tasks=tasks)
+
+
+def test_non_square_matrix_needs_its_tasks():
+    with pytest.raises(ValueError, match="square"):
+        acc(np.full((4, 2), 0.5))
+
+
+def test_schedule_blocks():
+    starts, tasks = schedule_blocks((0, 0, 1, 1, 0, 0, 1, 1))  # ContinualShift revisit, 2 episodes per task
+    assert starts.tolist() == [0, 2, 4, 6] and tasks.tolist() == [0, 1, 0, 1]
+    starts, tasks = schedule_blocks([0])
+    assert starts.tolist() == [0] and tasks.tolist() == [0]
+    with pytest.raises(ValueError, match="non-empty list of int task ids"):
+        schedule_blocks([])
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,22 @@ def test_forgetting_curves(tmp_path):
     assert pixels.std() > 0.05  # something was drawn
 
 
+def test_forgetting_curves_labels_say_what_follows_each_boundary(tmp_path):
+    """A revisiting schedule (blocks 0, 1, 0, 1): each block end names the task that starts, the last one "end"."""
+    from agents.report import boundary_labels
+
+    labels = boundary_labels([0, 1, 0, 1], 4)
+    assert labels == ["task 1", "task 0", "task 1", "end"]
+    curves = {0: [(0, 0.1), (25, 0.9), (50, 0.5), (75, 0.9), (100, 0.6)], 1: [(0, 0.1), (50, 0.9), (100, 0.9)]}
+    figure = plot_forgetting_curves(curves, [25, 50, 75, 100], tmp_path / "f.png", labels=labels)
+    _assert_png(tmp_path / "f.png")
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert texts == ["task 1", "task 0", "task 1", "end"]
+    assert boundary_labels([0, 1, 0, 1], 2) == ["task 1", "end"]  # train.episodes shorter than the schedule
+    with pytest.raises(ValueError, match=r"one label per task boundary \(4\); got 3"):
+        plot_forgetting_curves(curves, [25, 50, 75, 100], tmp_path / "bad.png", labels=labels[:3])
+
+
 def test_forgetting_curves_empty(tmp_path):
     figure = plot_forgetting_curves({}, [], tmp_path / "empty.png")
     _assert_png(tmp_path / "empty.png")
@@ -72,6 +88,20 @@ def test_accuracy_matrix_single_task_and_bad_shape(tmp_path):
     assert "1.00" in _texts(figure)
     with pytest.raises(ValueError, match=r"square \(T, T\).*\(2, 3\)"):
         plot_accuracy_matrix(np.zeros((2, 3)), tmp_path / "bad.png")
+
+
+def test_accuracy_matrix_one_row_per_block(tmp_path):
+    R = np.array([[0.9, np.nan], [0.8, 0.9], [0.95, 0.7], [0.6, 0.9]])  # blocks 0, 1, 0, 1 of two tasks
+    figure = plot_accuracy_matrix(R, tmp_path / "RK.png", tasks=[0, 1, 0, 1])
+    _assert_png(tmp_path / "RK.png")
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0 (task 0)", "1 (task 1)", "2 (task 0)", "3 (task 1)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
+    assert ax.get_ylabel() == "after training block k" and _texts(figure).count("–") == 1
+    sequential = plot_accuracy_matrix(R[:2], tmp_path / "R2.png", tasks=[0, 1])  # one pass: labelled as before
+    assert sequential.axes[0].get_ylabel() == "after training task i"
+    with pytest.raises(ValueError, match=r"tasks \(K,\), one task per row; got R \(4, 2\), tasks \(3,\)"):
+        plot_accuracy_matrix(R, tmp_path / "bad.png", tasks=[0, 1, 0])
 
 
 def test_accuracy_vs_distance_with_window_and_empty_buckets(tmp_path):

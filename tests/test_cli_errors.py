@@ -1,0 +1,76 @@
+"""Bad input to the CLIs (`agents.run`, `agents.evaluate`) that only shows once a run folder exists: one line on
+stderr, exit code 2, no traceback; and the checkpoint paths that are accepted."""
+
+import json
+
+import torch
+
+from agents import evaluate, run
+from tests.test_run import tiny
+
+
+def one_error_line(capsys, message: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_resume_accepts_the_checkpoint_file_and_continues_in_its_run_folder(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+    (run_dir / "metrics.json").unlink()
+    assert run.main([f"resume={run_dir / 'checkpoints' / 'last.pt'}"]) == 0  # crashed in mkdir on the file
+    assert json.loads((run_dir / "metrics.json").read_text())["episodes"] == 1
+    stray = tmp_path / "elsewhere.pt"
+    stray.write_bytes((run_dir / "checkpoints" / "last.pt").read_bytes())
+    assert run.main([f"resume={stray}"]) == 2
+    one_error_line(capsys, "a run continues in its own folder")
+
+
+def test_evaluate_checks_its_device_override(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+    capsys.readouterr()
+    assert evaluate.main([f"checkpoint={run_dir}", "device=foo"]) == 2
+    one_error_line(capsys, "device='foo': choose one of")
+
+
+def test_an_unusable_runs_root_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert run.main(["train.episodes=1", f"runs_root={blocker}"]) == 2
+    one_error_line(capsys, "cannot create the run folder")
+
+
+def test_a_checkpoint_file_of_the_right_format_with_damaged_contents_is_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    good = torch.load(ckpt, weights_only=True)
+    for damage in ("trainer field", "store capacity"):
+        body = {**good, "trainer": dict(good["trainer"]), "memory": {**good["memory"]}}
+        if damage == "trainer field":
+            del body["trainer"]["reset_log"]
+        else:
+            body["memory"]["store"] = {**good["memory"]["store"],
+                                       "config": {**good["memory"]["store"]["config"], "capacity": 7}}
+        torch.save(body, ckpt)
+        capsys.readouterr()
+        assert run.main([f"resume={run_dir}"]) == 2, damage
+        one_error_line(capsys, "re-run the experiment")
+
+
+def test_evaluating_with_env_options_that_cannot_replay_the_run_is_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+    capsys.readouterr()
+    tasks = len(json.loads((run_dir / "metrics.json").read_text())["untrained_accuracy"])
+    assert evaluate.main([f"checkpoint={run_dir}", f"env.kwargs.num_tasks={tasks - 1}"]) == 2
+    one_error_line(capsys, "keep the env options the run was trained with")
+
+
+def test_weights_that_do_not_fit_name_the_tensor_and_the_env_option(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+    capsys.readouterr()
+    assert evaluate.main([f"checkpoint={run_dir}", "env.kwargs.vocab_size=512"]) == 2
+    one_error_line(capsys, "size mismatch for embed.weight")  # was torch's bare "Error(s) in loading state_dict"
