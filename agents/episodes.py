@@ -127,6 +127,9 @@ class EpisodeRunner:
                                                   "task", "distance", "delay")}
         s_act, done = state, False
         fed = 0  # steps of this chunk already fed to the acting model
+        # acting is never stochastic through dropout: the mode the last call left (train after a learning chunk,
+        # eval after an evaluation) decided it before; with dropout 0 the modes give the same logits
+        self.model.eval()
         with torch.no_grad(), self.autocast():
             while len(cols["tokens"]) < self.chunk and not done:
                 if np.any(info["scored"]):  # the policy is only needed where an answer is scored

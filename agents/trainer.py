@@ -144,9 +144,8 @@ class Trainer:
 
     def train_episode(self) -> EpisodeStats:
         task = self.current_task()
-        if self.cfg.memory.reset == "episode" or (self.cfg.memory.reset == "task" and self.episode > 0
-                                                  and task != self._task_before()):
-            self.state = self.model.reset_memory(self.state, torch.ones(self.cfg.train.lanes, dtype=torch.bool))
+        if self.cfg.memory.reset == "episode" or (self.cfg.memory.reset == "task" and self._task_switch(task)):
+            self.state = self._cleared(self.state)
             if self.lifetimes is not None:
                 self.lifetimes.reset()
         obs, info = self._reset(TRAIN, task)
@@ -181,6 +180,13 @@ class Trainer:
         return (np.concatenate([done, alive]),
                 np.concatenate([np.ones(done.size, bool), np.zeros(alive.size, bool)]))
 
+    def _task_switch(self, task: int) -> bool:
+        """memory.reset=task clears the memory when the agent meets `task` after training on another one."""
+        return self.episode > 0 and task != self._task_before()
+
+    def _cleared(self, state: dict) -> dict:
+        return self.model.reset_memory(state, torch.ones(self.cfg.train.lanes, dtype=torch.bool))
+
     def _task_before(self) -> int:
         sched = getattr(self.venv, "schedule", None)
         return int(sched[self.episode - 1]) if sched is not None and 0 < self.episode <= len(sched) else 0
@@ -194,7 +200,12 @@ class Trainer:
         # a state dict holds copies, and loading one copies it in: one snapshot serves every restore
         saved_memory = self.model.memory_state_dict() if saved_memory is None else saved_memory
         correct = scored = 0
+        reset = self.cfg.memory.reset  # evaluation episodes see the memory a training episode would (restored after)
+        if reset == "task" and self._task_switch(task):
+            state = self._cleared(state)
         for _ in range(int(self.venv.eval_episodes) * self.cfg.train.eval_repeats):
+            if reset == "episode":
+                state = self._cleared(state)
             obs, info = self._reset(EVAL, task)
             state, stats = self.runner.run(state, obs, info, self.episode,
                                            by_distance=self.by_distance, by_delay=self.by_delay)
@@ -242,7 +253,8 @@ class Trainer:
         save_checkpoint(path, {
             "config": config, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "state": self.state, "memory": self.model.memory_state_dict(), "trainer": self.trainer_state(),
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"torch": torch.get_rng_state()}
+            | ({"cuda": torch.cuda.get_rng_state_all()} if self.device.type == "cuda" else {}),
         })
         return path
 
@@ -286,9 +298,11 @@ class Trainer:
         saved = {k: tuple(v.shape) for k, v in body["state"].items()}
         if saved != fresh:
             raise ValueError(f"its per-lane state has {sorted(set(saved) ^ set(fresh)) or 'other shapes'}")
-        self.state = body["state"]
+        self.state = {k: v.to(self.state[k].device) for k, v in body["state"].items()}  # load maps to the CPU
         self.model.load_memory_state_dict(body["memory"])
         torch.set_rng_state(body["rng"]["torch"])
+        if "cuda" in body["rng"] and self.device.type == "cuda":  # sampled actions (reinforce) draw from it
+            torch.cuda.set_rng_state_all(body["rng"]["cuda"])
         tr = body["trainer"]
         for k in ("episode", "lane_steps", "train_steps", "train_tokens", "train_seconds", "reward_baseline",
                   "usage_history", "total_episodes"):

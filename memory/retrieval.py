@@ -47,11 +47,14 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
 def recency_rescore(store: FaissStore, clock: np.ndarray, window: int, scale: float, slope: float
                     ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A `rescore` for retrieve_memory_kv: score * scale - slope * log(1 + age), age = clock (B, T) minus the
-    entry's "step" metadata; entries with age <= window (still in the query's attention window) dropped."""
+    entry's "step" metadata; the query lane's own entries with age <= window (still in its attention window)
+    dropped. Query row b is lane b; in a shared store another lane's entry is never in this lane's window (its
+    clock runs alongside: the trainer steps and resets every lane together)."""
     def rescore(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:  # (B, T, F) each
         age = clock[..., None] - store.meta_of(ids, "step")  # (B, T, F)
         out = scores * scale - slope * np.log1p(np.maximum(age, 0))
-        return np.where(age > window, out, -np.inf)
+        own = store.meta_of(ids, "lane") == np.arange(len(ids))[:, None, None]  # (B, T, F)
+        return np.where(own & (age <= window), -np.inf, out)
 
     return rescore
 

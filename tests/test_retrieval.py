@@ -1,0 +1,30 @@
+"""memory/retrieval.py's re-scoring: the window filter and the recency term, per lane and in a shared store."""
+
+import numpy as np
+import pytest
+
+from memory.retrieval import recency_rescore
+from memory.store import FaissStore
+
+
+@pytest.mark.parametrize("scope", ["lane", "shared"])
+def test_only_the_query_lanes_own_recent_entries_count_as_in_its_window(scope):
+    store = FaissStore(4, 1, capacity=32, lanes=2, scope=scope)
+    steps = np.arange(10)
+    ids, _ = store.add(np.ones((10, 4)), np.zeros((10, 1)), [1] * 10, meta={"step": steps})  # lane 1 writes
+    clock = np.array([[10], [10]])  # (B, T): both lanes' clocks, which run together
+    rescore = recency_rescore(store, clock, window=4, scale=1.0, slope=0.0)
+    found = np.broadcast_to(ids, (2, 1, 10))  # (B, T, F): every entry offered to both lanes
+    scores = rescore(np.zeros((2, 1, 10)), found)
+    # lane 1: steps 6..9 are within its window of 4 (age <= 4) and dropped; older ones kept
+    np.testing.assert_array_equal(np.isinf(scores[1, 0]), steps >= 6)
+    # lane 0 never saw lane 1's tokens: nothing of lane 1 is in its window (a shared store offers them all)
+    assert not np.isinf(scores[0, 0]).any()
+
+
+def test_recency_term_subtracts_slope_times_log_one_plus_age():
+    store = FaissStore(4, 1, capacity=8, lanes=1)
+    ids, _ = store.add(np.ones((2, 4)), np.zeros((2, 1)), [0, 0], meta={"step": [0, 3]})
+    scores = recency_rescore(store, np.array([[20]]), window=4, scale=2.0, slope=0.5)(np.ones((1, 1, 2)),
+                                                                                        ids[None, None])
+    np.testing.assert_allclose(scores[0, 0], [2.0 - 0.5 * np.log1p(20), 2.0 - 0.5 * np.log1p(17)])
