@@ -8,11 +8,12 @@
   or a private temp folder; the file is deleted by `close()` (or when the cache is garbage-collected).
 
 New entries enter the highest tier with capacity. A full tier demotes its lowest-priority entries one
-tier down; the last tier evicts them. Priority by `policy`: "lru" = last access, "fifo" = insertion order,
-"importance" = the caller's importance at `put`, or the entry's access count when none was given (ties:
-the older goes first). `get_batch` promotes a warm or cold entry to the top tier once it has been read
-`promote_after` times (0 turns automatic promotion off); `manage_tiers()` re-places everything at once:
-the highest-priority entries hot, the next warm, the rest cold.
+tier down; the last tier evicts them. More entries than the next tier holds: it keeps the highest-priority
+of them, the rest continue down with its own entries (`TierMoves`). Priority by `policy`: "lru" = last
+access, "fifo" = insertion order, "importance" = the caller's importance at `put`, or the entry's access
+count when none was given (ties: the older goes first). `get_batch` promotes a warm or cold entry to the
+top tier once it has been read `promote_after` times (0 turns automatic promotion off); `manage_tiers()`
+re-places everything at once: the highest-priority entries hot, the next warm, the rest cold.
 
 Id lookup is a sorted id array + searchsorted (vectorised, O(log n) per id); the map changes only when
 entries are added or removed, while moves between tiers rewrite (tier, slot) in place.
@@ -30,9 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memory.cache_tiers import COLD, WARM, Book, TierStorage
+from memory.cache_tiers import COLD, WARM, Book, TierMoves, TierStorage
 from memory.config import CACHE_POLICIES, MemoryConfig
-from memory.eviction import lowest
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
 
 TIER_NAMES = ("hot", "warm", "cold")
@@ -46,7 +46,7 @@ def _remove_cold_file(file: Path | None, private_dir: str | None) -> None:
         shutil.rmtree(private_dir, ignore_errors=True)
 
 
-class TieredKVCache:
+class TieredKVCache(TierMoves):
     """Three-tier K/V cache keyed by memory id (see module doc). Per entry: keys (H, dk), values (H, d); dk =
     `key_dim` (default d) may differ, e.g. when keys are projected from several inputs."""
 
@@ -108,53 +108,6 @@ class TieredKVCache:
         pos = np.minimum(np.searchsorted(self._ids, flat), len(self._ids) - 1)
         found = self._ids[pos] == flat
         return pos, found, np.where(found, self._tier[pos], -1), self._slot[pos]
-
-    def _priority(self, t: int, slots: np.ndarray) -> np.ndarray:
-        book = self._books[t]
-        if self.policy == "lru":
-            return book.stamp[slots].astype(np.float64)
-        if self.policy == "fifo":
-            return book.seq[slots].astype(np.float64)
-        imp = book.imp[slots]
-        return np.where(np.isnan(imp), book.count[slots], imp)
-
-    def _extract(self, t: int, slots: np.ndarray) -> dict:
-        """Take entries out of tier t (their map rows stay, pointing nowhere until `_place`)."""
-        keys, values = self._store.read(t, slots)
-        packet = {"keys": keys, "values": values, **self._books[t].take(slots)}
-        return packet
-
-    def _place(self, t: int, packet: dict) -> None:
-        """Put extracted or new entries into free slots of tier t and point the map at them."""
-        book = self._books[t]
-        dst = book.free_slots(len(packet["ids"]))
-        self._store.write(t, dst, packet["keys"], packet["values"], book_empty=book.used == 0)
-        book.give(dst, packet)
-        pos = np.searchsorted(self._ids, packet["ids"])
-        self._tier[pos], self._slot[pos] = t, dst
-
-    def _make_room(self, t: int, n: int) -> None:
-        """Free n slots in tier t: demote its lowest-priority entries (evict them from the last tier)."""
-        book = self._books[t]
-        need = n - (book.capacity - book.used)
-        if need <= 0:
-            return
-        occupied = np.flatnonzero(book.ids >= 0)
-        victims = occupied[lowest(self._priority(t, occupied), book.seq[occupied], need)]
-        if t not in self._next:
-            gone = self._books[t].take(victims)["ids"]
-            keep = ~np.isin(self._ids, gone)
-            self._ids, self._tier, self._slot = self._ids[keep], self._tier[keep], self._slot[keep]
-            self._evicted.append(gone)
-            self._counters["evictions"] += len(gone)
-            return
-        self._move(t, victims, self._next[t])
-        self._counters["demotions"] += len(victims)
-
-    def _move(self, t: int, slots: np.ndarray, to: int) -> None:
-        packet = self._extract(t, slots)
-        self._make_room(to, len(slots))
-        self._place(to, packet)
 
     # ------------------------------------------------------------------ public API
     def put(self, ids, keys, values, importance=None) -> np.ndarray:

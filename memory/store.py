@@ -165,6 +165,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
             meta[name] = col = checked_array(col, f"meta[{name!r}]", np.int64).reshape(-1)
             if col.shape != (n,):
                 raise ValueError(f"FaissStore.add: meta[{name!r}] must have {n} entries, got {col.shape}")
+            if n and col.min() < -1:  # -1 means "missing" everywhere; lower values would alias in ids_with
+                raise ValueError(f"FaissStore.add: meta[{name!r}] has {col.min()}: pass values >= 0, or -1 for missing")
         if self.coded is not None:
             self.coded.check(keys, meta)
         imp = np.zeros(n) if importance is None else checked_array(importance, "importance", np.float64).reshape(-1)

@@ -37,6 +37,11 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def no_hits(P: int, Q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """scores (P, Q, k) -inf and rows (P, Q, k) -1: the answer where there is nothing to search."""
+    return np.full((P, Q, k), -np.inf, dtype=np.float32), np.full((P, Q, k), -1, dtype=np.int64)
+
+
 def exact_topk(queries: torch.Tensor, keys: torch.Tensor | None, valid: torch.Tensor | None, width: int, k: int,
                block: int, buffer: torch.Tensor, coarse: torch.Tensor | None = None,
                lookup: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -52,9 +57,11 @@ def exact_topk(queries: torch.Tensor, keys: torch.Tensor | None, valid: torch.Te
     Returns scores (P, Q, k) float32 (-inf = none) and rows (P, Q, k) int64 (-1 = none).
     A torch matmul: on 2-core CPUs FAISS's IndexFlatIP is 3-5x slower for batched queries.
     """
+    P, Q = queries.shape[:2]
+    if width <= 0:  # no row written yet (or since a clear); the blocked loops below need a block >= 1
+        return no_hits(P, Q, k)
     if coarse is not None:
         return _bf16_topk(queries, coarse, valid, width, k, block, lookup)
-    P, Q = queries.shape[:2]
     best_s = torch.full((P, Q, k), -torch.inf)
     best_r = torch.full((P, Q, k), -1, dtype=torch.int64)
     for start in range(0, width, block):
@@ -236,6 +243,9 @@ class HNSWIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """queries (Q, D) float32 -> scores (Q, k) float32, local rows (Q, k) int64 (-1 = none)."""
+        if not self.alive.any():  # every node removed (or an empty rebuild): the graph has no row to map back to
+            scores, rows = no_hits(1, len(queries), k)
+            return scores[0], rows[0]
         faiss.omp_set_num_threads(self.threads)
         queries = np.ascontiguousarray(queries)
         if self.alive.all():

@@ -22,12 +22,17 @@ def checked_array(x, name: str, dtype) -> np.ndarray:
         raise TypeError(f"FaissStore: {name} must be a numeric array or tensor, got {type(x).__name__} ({e})") from None
 
 
+def check_finite(x: np.ndarray, name: str) -> np.ndarray:
+    """x itself, or a one-line ValueError where it holds NaN or inf (the same error for every argument)."""
+    if not np.isfinite(x).all():
+        raise ValueError(f"FaissStore: {name} must be finite (got NaN or inf)")
+    return x
+
+
 def inverse_norms(x: np.ndarray, name: str) -> np.ndarray:
     """(..., D) float32 -> (...) float32 1/|x| (zero rows get a finite factor and stay zero). einsum: 3x faster
     than np.linalg.norm, which matters for the add rate; NaN/inf anywhere in a row shows in its sum."""
-    sq = np.einsum("...i,...i->...", x, x)
-    if not np.isfinite(sq).all():
-        raise ValueError(f"FaissStore: {name} must be finite (got NaN or inf)")
+    sq = check_finite(np.einsum("...i,...i->...", x, x), name)
     return (1.0 / np.sqrt(np.maximum(sq, 1e-24))).astype(np.float32)
 
 
@@ -88,7 +93,8 @@ class StoreLookup:
         else:  # a key that would overflow int64: two keys
             order = np.lexsort((age, have))
         have, rows = have[order], rows[order]
-        want = lanes * span + values + 1
+        # a value below -1 (stored nowhere, `add` refuses it) would alias another lane's code: it matches nothing
+        want = np.where(values >= -1, lanes * span + values + 1, -1)
         lo, hi = np.searchsorted(have, want, "left"), np.searchsorted(have, want, "right")
         pick = lo[:, None] + np.arange(int((hi - lo).max(initial=0)))  # (n, m)
         if not len(rows):

@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from memory.store_index import exact_topk
-from memory.store_lookup import checked_array, normalise
+from memory.store_index import exact_topk, no_hits
+from memory.store_lookup import check_finite, checked_array, normalise
 
 SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
 CODE_TOLERANCE = 2.0**-7  # a coded block may differ from its code by this much relative (bfloat16 autocast)
@@ -78,7 +78,8 @@ class StoreSearch:
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"FaissStore.search: k={k!r}: must be an int >= 1")
         B, Q, _ = q.shape
-        q = normalise(q, "queries") if self.metric == "cosine" else q
+        # every metric: a NaN query scores NaN against every key, and top-k over NaN returns arbitrary ids
+        q = normalise(q, "queries") if self.metric == "cosine" else check_finite(q, "queries")
         groups = q if self.scope == "lane" else q.reshape(1, B * Q, self.dim)  # (P, Q', D)
         scores = np.full((self.partitions, groups.shape[1], k), -np.inf, dtype=np.float32)
         local = np.full(scores.shape, -1, dtype=np.int64)
@@ -103,6 +104,8 @@ class StoreSearch:
     def _exact(self, queries: np.ndarray, parts: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
         """queries (P, Q, D) -> scores, local rows (len(parts), Q, k) by exact search over those partitions."""
         width = int(self._fill[parts].max())
+        if not width:  # nothing written to these partitions yet (or since a clear): no scan, no code lookup
+            return no_hits(len(parts), queries.shape[1], k)
         P = self.partitions
         some = len(parts) < P  # some lanes use their ANN index
         valid = None  # (P', width) bool: live rows; None when every row < width is live (nothing to mask)

@@ -154,6 +154,88 @@ def test_capacity_never_exceeded_and_every_cached_id_reads_back():
     assert rel_err(k.numpy(), want_k) < 0.01
 
 
+def test_a_tier_smaller_than_the_one_above_keeps_the_best_and_passes_the_rest_down():
+    """Regression: demoting more entries than the next tier holds raised "bookkeeping bug" after the entries had
+    left the upper tier, and the id map kept pointing at them (later reads returned another id's data)."""
+    keys, values = kv(12, outliers=False)
+    cache = TieredKVCache(H, d, hot=4, warm=2, cold=0, policy="fifo")
+    assert len(cache.put(np.arange(4), keys[:4], values[:4])) == 0
+    np.testing.assert_array_equal(cache.put(np.arange(4, 8), keys[4:8], values[4:8]), [0, 1])  # warm keeps 2, 3
+    np.testing.assert_array_equal(cache.tier_of(np.arange(8)), [-1, -1, 1, 1, 0, 0, 0, 0])
+    s = cache.stats()
+    assert (s["hot"], s["warm"], s["demotions"], s["evictions"], len(cache)) == (4, 2, 4, 2, 6)
+    k, v, mask = cache.get_batch(np.arange(8))
+    np.testing.assert_array_equal(mask.numpy(), [False, False, True, True, True, True, True, True])
+    assert not k[:2].any() and rel_err(k[2:4].numpy(), keys[2:4]) < 0.01
+    np.testing.assert_array_equal(v[4:].numpy(), values[4:8])
+    np.testing.assert_array_equal(cache.put(np.array([100]), np.full((1, H, d), 7.0), np.full((1, H, d), 7.0)), [2])
+    _, v, mask = cache.get_batch(np.array([0, 1, 2, 100]))  # freed slots hold 100 now: no stale id reads them
+    np.testing.assert_array_equal(mask.numpy(), [False, False, False, True])
+    assert (v[3] == 7.0).all()
+    # promotion from cold: the 4 hot entries it displaces do not fit the 2 warm slots either
+    cache = TieredKVCache(H, d, hot=4, warm=2, cold=6, policy="lru", promote_after=1)
+    for start in (0, 4, 8):
+        assert len(cache.put(np.arange(start, start + 4), keys[start:start + 4], values[start:start + 4])) == 0
+    np.testing.assert_array_equal(cache.tier_of(np.arange(12)), [2] * 6 + [1] * 2 + [0] * 4)
+    cache.get_batch(np.arange(4))
+    np.testing.assert_array_equal(cache.tier_of(np.arange(12)), [0] * 4 + [2] * 6 + [1] * 2)
+    assert cache.stats()["promotions"] == 4 and len(cache) == 12
+    k, v, mask = cache.get_batch(np.arange(12))
+    assert mask.all()
+    np.testing.assert_array_equal(k[:2].numpy(), keys[:2])  # 0 and 1 went hot -> cold past warm: exact
+    assert rel_err(k.numpy(), keys) < 0.01 and rel_err(v.numpy(), values) < 0.01
+
+
+def reads_back(cache, truth, ids, quantize):
+    """Exactly the ids in truth read as present, each with its data (within int8 error where quantised)."""
+    k, v, mask = cache.get_batch(ids)
+    np.testing.assert_array_equal(mask.numpy(), [int(i) in truth for i in ids])
+    for j in np.flatnonzero(mask.numpy()):
+        want_k, want_v = truth[int(ids[j])]
+        if quantize:
+            assert rel_err(k[j].numpy(), want_k) < 0.02 and rel_err(v[j].numpy(), want_v) < 0.02
+        else:
+            np.testing.assert_array_equal(k[j].numpy(), want_k)
+            np.testing.assert_array_equal(v[j].numpy(), want_v)
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+@pytest.mark.parametrize("tiers", [(4, 2, 3), (3, 0, 5), (4, 0, 2), (5, 1, 2), (3, 2, 0), (0, 3, 1)])
+def test_uneven_tiers_match_a_reference_over_random_operations(tiers, quantize):
+    """Any capacities: every id put and not reported evicted reads back its data (exact unquantised, within int8
+    error otherwise), and nothing else reads as present, through puts, reads (with promotion), removes and
+    manage_tiers."""
+    rng = np.random.default_rng(sum(tiers))
+    for policy in ("lru", "fifo", "importance"):
+        cache = TieredKVCache(H, d, *tiers, policy=policy, quantize=quantize, promote_after=int(rng.integers(0, 3)))
+        truth, top = {}, 0
+        for step in range(150):
+            r = rng.random()
+            if r < 0.45:
+                n = int(rng.integers(1, sum(tiers) + 3))
+                ids = rng.choice(top + n + 4, size=n, replace=False)  # some ids again, cached or evicted
+                top = max(top, int(ids.max()) + 1)
+                keys, values = kv(n, seed=step, outliers=False)
+                imp = rng.random(n) if policy == "importance" and rng.random() < 0.5 else None
+                truth.update({int(i): (a, b) for i, a, b in zip(ids, keys, values, strict=True)})
+                evicted = cache.put(ids, keys, values, importance=imp)
+                assert len(set(evicted.tolist())) == len(evicted)
+                for e in evicted:
+                    truth.pop(int(e))
+            elif r < 0.85:
+                reads_back(cache, truth, rng.integers(-1, top + 2, size=int(rng.integers(1, 9))), quantize)
+            elif r < 0.93:
+                gone = np.unique(rng.integers(0, top + 1, size=3))
+                assert cache.remove(gone) == sum(truth.pop(int(i), None) is not None for i in gone)
+            else:
+                cache.manage_tiers()
+            s = cache.stats()
+            assert all(s[name] <= c for name, c in zip(("hot", "warm", "cold"), tiers, strict=True))
+            assert s["hot"] + s["warm"] + s["cold"] == len(cache) == len(truth)
+        reads_back(cache, truth, np.arange(-1, top + 2), quantize)
+        cache.close()
+
+
 def test_keys_wider_than_values_round_trip_in_every_tier(tmp_path):
     """key_dim != head_dim (keys projected from several inputs): every tier holds both (fifo: the newest 10 in hot,
     exact; the others passed through the int8 warm tier, within its error); a saved cache loads the same."""

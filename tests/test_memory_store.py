@@ -261,6 +261,71 @@ def test_bad_input_raises_value_errors():
     assert len(store) == 0  # failed calls changed nothing
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("scope", ["lane", "shared"])
+def test_searching_an_empty_store_gives_no_hits(precision, scope):
+    """Regression: an empty store (new, or after clear()) scanned with a block of 0 rows and raised
+    "range() arg 3 must not be zero"; fewer than k entries means ids -1 and scores -inf."""
+    rng = np.random.default_rng(3)
+    store = FaissStore(4, 2, capacity=3, lanes=2, scope=scope, precision=precision)
+    q = rng.normal(size=(2, 2, 4)).astype(np.float32)
+
+    def assert_empty(res, k):
+        assert res.ids.shape == res.scores.shape == (2, 2, k)
+        assert (res.ids == -1).all() and np.isneginf(res.scores).all()
+
+    assert_empty(store.search(q, 2), 2)
+    ids, _ = store.add(rng.normal(size=(2, 4)), np.ones((2, 2)), [0, 1])
+    assert set(store.search(q, 5).ids.ravel().tolist()) == {-1, *ids.tolist()}
+    store.clear()
+    assert_empty(store.search(q, 2), 2)
+    hits = store.search(q, 3, with_values=True)
+    assert_empty(hits, 3)
+    assert not hits.values.any() and not hits.meta["found"].any()
+
+
+@pytest.mark.parametrize("emptied_by", ["remove", "clear"])
+def test_an_hnsw_partition_emptied_after_its_graph_was_built_gives_no_hits(emptied_by):
+    """Regression: removing every entry of an HNSW partition rebuilt an empty graph, whose search then indexed an
+    empty node -> row table (IndexError)."""
+    rng = np.random.default_rng(0)
+    store = FaissStore(8, 1, capacity=64, index="hnsw", hnsw_min_entries=10)
+    ids, _ = store.add(rng.normal(size=(30, 8)), np.zeros((30, 1)), np.zeros(30, np.int64))
+    assert store._ann[0].ready
+    if emptied_by == "remove":
+        store.remove(ids)
+    else:
+        store.clear(lanes=[0])
+    res = store.search(rng.normal(size=(1, 2, 8)), 3)
+    assert (res.ids == -1).all() and np.isneginf(res.scores).all()
+    new, _ = store.add(rng.normal(size=(1, 8)), np.zeros((1, 1)), [0])  # the emptied graph takes entries again
+    np.testing.assert_array_equal(store.search(rng.normal(size=(1, 1, 8)), 2).ids, [[[new[0], -1]]])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_queries_are_refused_for_every_metric(metric, bad):
+    """Regression: metric="ip" searched NaN queries (NaN scores, arbitrary ids) instead of refusing them."""
+    store = FaissStore(4, 1, capacity=4, lanes=2, metric=metric)
+    store.add(np.eye(4)[:3], np.zeros((3, 1)), [0, 0, 1])
+    q = np.ones((2, 1, 4), dtype=np.float32)
+    q[1, 0, 2] = bad
+    with pytest.raises(ValueError, match=r"^FaissStore: queries must be finite \(got NaN or inf\)$"):
+        store.search(q, 2)
+
+
+def test_metadata_below_minus_one_is_refused_and_never_matches():
+    """Regression: ids_with codes (lane, value) as lane * span + value + 1, so a value below -1 ("missing") aliased
+    another lane's entry; add refuses such values, and ids_with matches nothing for them."""
+    store = FaissStore(2, 1, capacity=4, lanes=2)
+    with pytest.raises(ValueError, match=r"meta\['prev'\] has -3: pass values >= 0, or -1 for missing"):
+        store.add(np.ones((2, 2)), np.zeros((2, 1)), [0, 1], meta={"prev": [3, -3]})
+    assert len(store) == 0
+    ids, _ = store.add(np.ones((3, 2)), np.zeros((3, 1)), [0, 0, 1], meta={"prev": [4, 5, -1]})  # -1 is fine
+    np.testing.assert_array_equal(store.meta_of(ids, "prev"), [4, 5, -1])
+    np.testing.assert_array_equal(store.ids_with("prev", [-3, -1, 4], [1, 1, 0]), [[-1], [ids[2]], [ids[0]]])
+
+
 def test_from_config_and_nbytes():
     cfg = MemoryConfig(dim=16, store_capacity=32, store_scope="shared", store_eviction="lru")
     store = FaissStore.from_config(cfg, lanes=4, value_dim=16)
