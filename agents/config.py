@@ -205,10 +205,11 @@ def group_options(group: str) -> list[str]:
     return sorted(p.name[:-5] for p in (files("agents.conf") / group).iterdir() if p.name.endswith(".yaml"))
 
 
-def help_text() -> str:
-    """`--help`: config groups and every key with its default."""
+def help_text(overrides: list[str] | None = None) -> str:
+    """`--help`: config groups and every key with its value for the given overrides (`env=`, `agent=`, keys): the
+    defaults that run would use."""
     envs, agents = group_options("env"), group_options("agent")
-    cfg = load_config([])
+    cfg = load_config(list(overrides or []))
     lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] [resume=<run dir>]", "",
              f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "", "keys (defaults):"]
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))

@@ -119,24 +119,24 @@ def _pct(x) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
-        return 0
     try:
+        if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
+            print(help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")]))
+            return 0
         cfg, resume_dir, checkpoint = config_for(argv)
         from agents.tb_logger import TBLogger
         from agents.trainer import Trainer
 
         run_dir = resume_dir or new_run_dir(cfg)
+        trainer = Trainer(cfg, run_dir)  # first: a config it refuses (device=cuda without CUDA) leaves no folder
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if resume_dir is not None:
+            trainer.restore(checkpoint, config)
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, no permission, read-only disk
             raise ConfigError(f"cannot create the run folder {str(run_dir)!r} ({exc.strerror or exc}); choose "
                               "another runs_root= or run_dir=") from None
-        trainer = Trainer(cfg, run_dir)
-        config = OmegaConf.to_container(cfg, resolve=True)
-        if resume_dir is not None:
-            trainer.restore(checkpoint, config)
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if resume_dir else None)
         params = sum(p.numel() for p in trainer.model.parameters())

@@ -3,6 +3,7 @@ stderr, exit code 2, no traceback; and the checkpoint paths that are accepted.""
 
 import json
 
+import pytest
 import torch
 
 from agents import evaluate, run
@@ -74,3 +75,21 @@ def test_weights_that_do_not_fit_name_the_tensor_and_the_env_option(tmp_path, ca
     capsys.readouterr()
     assert evaluate.main([f"checkpoint={run_dir}", "env.kwargs.vocab_size=512"]) == 2
     one_error_line(capsys, "size mismatch for embed.weight")  # was torch's bare "Error(s) in loading state_dict"
+
+
+def test_help_lists_the_keys_as_the_command_line_sets_them(capsys):
+    assert run.main(["--help"]) == 0
+    default = capsys.readouterr().out
+    assert "config groups:" in default and "memory.store=True" in default and "env.id=ContinualShift-v0" in default
+    assert run.main(["env=LongDependency-v0", "agent=transformer", "--help"]) == 0
+    chosen = capsys.readouterr().out
+    assert "memory.store=False" in chosen and "env.id=LongDependency-v0" in chosen
+    assert run.main(["memory.slot=3", "--help"]) == 2  # a bad key is the same one line as without --help
+    one_error_line(capsys, "unknown config key 'memory.slot'")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_is_not_there_leaves_no_run_folder(tmp_path, capsys):
+    assert run.main(["device=cuda", "train.episodes=1", f"runs_root={tmp_path}"]) == 2
+    one_error_line(capsys, "cuda")
+    assert not list(tmp_path.iterdir())
