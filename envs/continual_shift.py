@@ -215,6 +215,7 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
 
     `reset(options={"phase": "eval", "task_id": j})` gives a pure task-j episode without moving the schedule;
     `eval_episodes` = 1. Attributes: `schedule`, `episodes_per_task`, `episode_index`, `current_task`.
+    A seeded `reset(seed=...)` restarts the stream at the schedule's first episode: seed once, then `reset()`.
 
     ## Version history
     * v0: initial version.

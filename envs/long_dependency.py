@@ -161,6 +161,7 @@ class LongDependencyEnv(TokenStreamEnv):
 
     `reset(options={"phase": "eval", "task_id": 0})` draws from an independent eval stream (its own carried
     pairs); `eval_episodes` = gap + 1 with cross-episode queries (a complete evaluation), else 1.
+    A seeded `reset(seed=...)` restarts the stream (no carried pairs): seed once, then `reset()`.
 
     ## Version history
     * v0: initial version.

@@ -202,6 +202,7 @@ class NeedleRecallEnv(FactPoolAttributes, TokenStreamEnv):
     | world_seed | 0 | seed of the facts and the Markov source |
 
     Attribute `fact_pools`: {"train": ..., "fresh": ...} arrays of fact tokens (cue, then answer).
+    A seeded `reset(seed=...)` restarts the write/recall cycle at a write episode: seed once, then `reset()`.
 
     ## Version history
     * v0: initial version.
