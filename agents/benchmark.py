@@ -36,7 +36,8 @@ from omegaconf import OmegaConf
 from agents import benchmark_report as report
 from agents.benchmark_suite import SuiteSpec, load_suite, suite_overrides
 from agents.config import ConfigError, group_options, load_config
-from agents.tune_space import _positive_int, merge_overrides, override_value
+from agents.tune_overrides import merge_overrides, override_value
+from agents.tune_space import _positive_int
 
 KEYS = ("suite", "seeds", "workers", "envs", "agents", "out")
 RUN_ONLY = ("env", "agent", "seed", "run_dir", "resume", "runs_root")  # set per run by the benchmark itself
@@ -242,6 +243,27 @@ def default_out() -> Path:
     return Path("runs") / "benchmark" / (stamp + (f"-{n}" if n else ""))
 
 
+def check_out(out: Path) -> None:
+    """out= must be a new or empty folder; checked before planning so a used one fails at once."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"out={str(out)!r} is a file, not a folder; choose a new folder")
+        if out.exists() and any(out.iterdir()):
+            raise ConfigError(f"out={str(out)!r} is not empty; choose a new folder")
+    except OSError as exc:  # e.g. a parent folder we may not read
+        raise ConfigError(f"out={str(out)!r}: cannot read it ({exc.strerror or exc}); choose another folder") \
+            from None
+
+
+def make_out(out: Path) -> None:
+    """Create out= once every run is planned (a bad config leaves no folder behind)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file on the way, no such parent, no permission
+        raise ConfigError(f"out={str(out)!r}: cannot create the folder ({exc.strerror or exc}); choose a "
+                          "folder you can write") from None
+
+
 def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[list[dict], bool]:
     """Run every job, `workers` at a time, printing a line per finished run; returns (records, interrupted)."""
     runner, records, running, pending, interrupted = Runner(timeout_s), [], {}, list(jobs), False
@@ -290,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         opts, cli_overrides = parse_args(argv)
         suite = load_suite(opts["suite"])
         out = Path(opts["out"]).resolve() if "out" in opts else default_out().resolve()
-        if out.exists() and any(out.iterdir()):
-            raise ConfigError(f"out={str(out)!r} is not empty; choose a new folder")
+        check_out(out)
         jobs = plan(opts, suite, cli_overrides, out)
+        make_out(out)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -304,7 +326,6 @@ def main(argv: list[str] | None = None) -> int:
     variants_run = [v for v in suite.variants if any(j.variant == v for j in jobs)]
     print(f"memstream benchmark {opts['suite']!r}: {len(envs_run)} env(s) x {len(variants_run)} variant(s) x "
           f"{opts.get('seeds', suite.seeds)} seed(s) = {len(jobs)} runs, {workers} at a time -> {out}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
     records, interrupted = execute(jobs, workers, suite.timeout_s)
     context = {"suite": opts["suite"], "description": suite.description,
                "command": shlex.join(["python", "-m", "agents.benchmark", *argv]), "machine": report.machine(),

@@ -75,16 +75,25 @@ def load_suite(name: str) -> SuiteSpec:
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"suite file {name!r} not found")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
+            raise ConfigError(f"suite file {name!r} cannot be read ({why}); a suite is a YAML text file") from None
     elif name in group_options("benchmark"):
         text = (files("agents.conf") / "benchmark" / f"{name}.yaml").read_text()
     else:
         raise ConfigError(f"unknown suite {name!r}; choose one of: {', '.join(group_options('benchmark'))} "
                           "(or a path to a suite .yaml)")
     try:
-        suite = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SuiteSpec), yaml.safe_load(text) or {}))
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"suite {name!r}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):  # OmegaConf would raise a bare ValueError for it
+        known = ", ".join(f.name for f in fields(SuiteSpec))
+        raise ConfigError(f"suite {name!r}: the file must be a mapping of fields ({known}); got a {type(raw).__name__}")
+    try:
+        suite = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SuiteSpec), raw))
     except OmegaConfBaseException as exc:  # a wrong type, or a field the schema lacks: name it and the fields
         schema = getattr(exc, "object_type", None)
         if isinstance(exc, ConfigKeyError) and is_dataclass(schema):

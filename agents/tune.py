@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -28,16 +29,9 @@ from agents.checkpoint import CheckpointError
 from agents.config import ConfigError, load_config, validate
 from agents.report import write_text_atomic
 from agents.tune_metrics import EnvFacts, check_metric, default_metric
+from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
 from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
-from agents.tune_space import (
-    SweepPlan,
-    check_space_keys,
-    load_sweep,
-    make_plan,
-    parse_command_line,
-    pin_swept_keys,
-    resolve_overrides,
-)
+from agents.tune_space import SweepPlan, check_space_keys, load_sweep, make_plan, parse_command_line
 
 PLAN_FILE = "sweep.yaml"
 
@@ -70,6 +64,7 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     plan.overrides = resolve_overrides(plan, cli.run_overrides)
     plan.env_overrides = {}  # applied: plan.overrides is now the full list
     base = load_config(plan.overrides)
+    absolute_paths(plan, base)
     check_space_keys(plan, base)
     facts, episodes = env_facts(base)
     plan.metric = check_metric(plan.metric or default_metric(facts), facts)
@@ -86,6 +81,24 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     return plan, OmegaConf.to_container(base, resolve=True), sweep_dir
 
 
+def absolute_paths(plan: SweepPlan, base) -> None:
+    """Env options that name a file (`*_path`, e.g. NeedleRecall's haystack_path) made absolute, in the base
+    config, the plan's overrides (best_overrides.txt) and the swept values: Ray runs each trial in its own
+    working directory, where a relative path names nothing (DESIGN.md section 9)."""
+    def absolute(value):
+        return os.path.abspath(os.path.expanduser(value)) if isinstance(value, str) and value else value
+
+    for option, value in base.env.kwargs.items():
+        if str(option).endswith("_path") and absolute(value) != value:
+            base.env.kwargs[option] = absolute(value)
+            plan.overrides = merge_overrides(plan.overrides,
+                                             [f"++env.kwargs.{option}={override_value(absolute(value))}"])
+    for key, spec in plan.search_space.items():
+        (kind, args), = spec.items()
+        if key.startswith("env.kwargs.") and key.endswith("_path") and kind in ("grid", "choice"):
+            plan.search_space[key] = {kind: [absolute(v) for v in args]}
+
+
 def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
     """The plan and base config a sweep folder was started with (`resume=`)."""
     from ray.tune import Tuner
@@ -98,9 +111,14 @@ def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
         saved = yaml.safe_load(path.read_text())
         plan = make_plan(saved["plan"].pop("name"), saved["plan"])
         base = OmegaConf.to_container(validate(OmegaConf.create(saved["base"])), resolve=True)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        raise ConfigError(f"{str(path)!r} is damaged; start the sweep afresh") from None
+    except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        raise ConfigError(damaged(path)) from None
     return plan, base
+
+
+def damaged(path: Path, why: str = "") -> str:
+    """The one line for a sweep folder whose saved state cannot be read back."""
+    return f"{str(path)!r} is damaged{f' ({why})' if why else ''}; start the sweep afresh"
 
 
 def start_ray(sweep_dir: Path) -> bool:
@@ -117,6 +135,11 @@ def start_ray(sweep_dir: Path) -> bool:
         except ConnectionError as exc:
             raise ConfigError(f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({exc}); start one "
                               "with `ray start --head` or unset RAY_ADDRESS for a local Ray") from None
+        except ValueError as exc:  # ray.init parses the address before it connects; our other arguments are fixed
+            if not address:
+                raise
+            raise ConfigError(f"RAY_ADDRESS={address!r}: not a Ray address ({exc}); set it to host:port of a "
+                              "cluster's head (e.g. 127.0.0.1:6379) or unset it for a local Ray") from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(sweep_dir / "ray.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -194,8 +217,14 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
           f"{plan.resources['cpus']} CPU(s) per trial -> {sweep_dir}", flush=True)
     try:
         if restore:
-            tuner = Tuner.restore(str(sweep_dir), trainable=_trainable(plan, base, sweep_dir),
-                                  resume_errored=True)
+            trainable = _trainable(plan, base, sweep_dir)
+            try:
+                tuner = Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
+            except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError) as exc:
+                # what unpickling a cut-short or overwritten tuner.pkl raises; Tune's own ValueErrors here
+                # (a saved state this trainable does not match) also mean a folder we cannot continue
+                why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                raise ConfigError(damaged(sweep_dir / "tuner.pkl", why)) from None
         else:
             tuner = build_tuner(plan, base, sweep_dir, callbacks)
         tuner.fit()

@@ -17,7 +17,6 @@ A sweep file `agents/conf/sweep/<name>.yaml` holds:
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -170,23 +169,21 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
     if plan.mode not in MODES:
         raise ConfigError(f"sweep.mode={plan.mode!r}: choose one of {MODES}")
     plan.num_samples = _positive_int("num_samples", plan.num_samples)
-    plan.scheduler = SweepPlan(name, {}).scheduler | dict(plan.scheduler)
+    plan.scheduler = _group(name, "scheduler", plan.scheduler)
     s = plan.scheduler
     if s["type"] not in SCHEDULERS:
         raise ConfigError(f"sweep.scheduler.type={s['type']!r}: choose one of {SCHEDULERS}")
     s["grace_period"] = _positive_int("sweep.scheduler.grace_period", s["grace_period"])
     if s["max_t"] is not None:
         s["max_t"] = _positive_int("sweep.scheduler.max_t", s["max_t"])
-    if not isinstance(s["reduction_factor"], (int, float)) or s["reduction_factor"] <= 1:
+    if not _number(s["reduction_factor"]) or s["reduction_factor"] <= 1:
         raise ConfigError(f"sweep.scheduler.reduction_factor={s['reduction_factor']!r}: must be a number > 1")
-    plan.resources = SweepPlan(name, {}).resources | dict(plan.resources)
-    if not isinstance(plan.resources["cpus"], (int, float)) or plan.resources["cpus"] <= 0:
-        raise ConfigError(f"sweep.resources.cpus={plan.resources['cpus']!r}: must be a number > 0 "
-                          "(CPUs per trial)")
+    plan.resources = _group(name, "resources", plan.resources)
+    if not _number(plan.resources["cpus"]) or plan.resources["cpus"] <= 0:
+        raise ConfigError(f"sweep.resources.cpus={plan.resources['cpus']!r}: must be a number > 0 (CPUs per trial)")
     plan.resources["threads"] = _positive_int("sweep.resources.threads", plan.resources["threads"])
     if not isinstance(plan.max_concurrent, int) or plan.max_concurrent < 0:
-        raise ConfigError(f"sweep.max_concurrent={plan.max_concurrent!r}: must be an integer >= 0 "
-                          "(0: no limit)")
+        raise ConfigError(f"sweep.max_concurrent={plan.max_concurrent!r}: must be an integer >= 0 (0: no limit)")
     if not isinstance(plan.max_failures, int) or plan.max_failures < -1:
         raise ConfigError(f"sweep.max_failures={plan.max_failures!r}: must be an integer >= -1 "
                           "(-1: retry forever)")
@@ -199,6 +196,23 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
             for v in plan.env_overrides.values()):
         raise ConfigError(f"sweep {name!r}: env_overrides must map env ids to lists of key=value strings")
     return plan
+
+
+def _group(name: str, group: str, given) -> dict:
+    """The sub-fields of `scheduler` / `resources` over their defaults: checked by name, since a misspelt one
+    would otherwise be carried along while the default silently applies."""
+    defaults = getattr(SweepPlan(name, {}), group)
+    if not isinstance(given, dict):
+        raise ConfigError(f"sweep.{group}={given!r}: must be a group of fields ({', '.join(defaults)}); set "
+                          f"one as sweep.{group}.<field>=<value>")
+    unknown = sorted(set(map(str, given)) - set(defaults))
+    if unknown:
+        raise ConfigError(f"sweep.{group}.{unknown[0]}: unknown field; fields of sweep.{group}: {', '.join(defaults)}")
+    return defaults | given
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # YAML's true is an int to Python
 
 
 def check_space_entry(key: str, spec) -> dict[str, list]:
@@ -245,10 +259,14 @@ def plain(value):
 
 
 def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
-    """Every swept key names a leaf of the run config, and the values at the ends of each range are valid."""
+    """Every swept key names a leaf of the run config, and the values at the ends of each range are valid
+    (env options too: the env is built with each, as the benchmark checks its probes, so no trial crashes)."""
+    from agents.benchmark_report import env_source
+
     for key, spec in plan.search_space.items():
+        env_option = key.startswith("env.kwargs.")
         missing = OmegaConf.select(base, key, default="<missing>") == "<missing>" and \
-            not key.startswith("env.kwargs.")  # env options are free-form; the env checks them
+            not env_option  # env options are free-form; env_source below checks them
         if missing or isinstance(OmegaConf.select(base, key), DictConfig):
             raise ConfigError(f"sweep.search_space.{key}: {key!r} is not a key of the run config "
                               "(`python -m agents.run --help` lists them)")
@@ -258,7 +276,12 @@ def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
         else:  # randint's high is exclusive
             edge_values = [args[0], args[1] - 1 if "randint" in kind else args[1]]
         for value in edge_values:
-            trial_config(base, {key: value})
+            cfg = trial_config(base, {key: value})
+            if env_option:
+                try:
+                    env_source(cfg.env.id, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
+                except ConfigError as exc:
+                    raise ConfigError(f"sweep.search_space.{key}={value!r}: {exc}") from None
 
 
 def trial_config(base: DictConfig, params: dict) -> DictConfig:
@@ -271,68 +294,3 @@ def trial_config(base: DictConfig, params: dict) -> DictConfig:
         except Exception as exc:  # OmegaConf validation errors (type of the field)
             raise ConfigError(f"{key}={value!r}: {str(exc).splitlines()[0]}") from None
     return validate(cfg)
-
-
-def merge_overrides(*lists: list[str]) -> list[str]:
-    """Concatenate override lists; a later `key=value` replaces an earlier one of the same key (in place)."""
-    merged: dict[str, str] = {}
-    for overrides in lists:
-        for item in overrides:
-            key = override_key(item)
-            merged.pop(key, None)
-            merged[key] = item
-    return list(merged.values())
-
-
-def override_key(item: str) -> str:
-    """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
-    return item.split("=", 1)[0].lstrip("+~")
-
-
-def resolve_overrides(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
-    """The run-config overrides of every trial: the sweep file's, its env_overrides for the chosen env (by id,
-    else by family), then the command line's; a later value of a key replaces an earlier one."""
-    from agents.config import compose
-
-    def add_env_options(overrides: list[str]) -> list[str]:  # ++: set whether or not the env file has it
-        return [f"++{o.lstrip('+')}" if o.lstrip("+").startswith("env.kwargs.") else o for o in overrides]
-
-    env_id = compose(add_env_options(merge_overrides(plan.overrides, run_overrides))).env.id
-    specific = plan.env_overrides.get(env_id, plan.env_overrides.get(env_id.split("-")[0], []))
-    return add_env_options(merge_overrides(plan.overrides, specific, run_overrides))
-
-
-def pin_swept_keys(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
-    """A command-line `key=value` for a swept key fixes it: drop the key from the space; returns the keys."""
-    pinned = [override_key(o) for o in run_overrides if override_key(o) in plan.search_space]
-    for key in pinned:
-        del plan.search_space[key]
-    if pinned and not plan.search_space:
-        raise ConfigError(f"the command line fixes every swept key ({', '.join(pinned)}): the search space "
-                          "is empty; drop one of them or use `python -m agents.run` for a single run")
-    return pinned
-
-
-_BARE = re.compile(r"^[A-Za-z_][\w\-./]*$")
-
-
-def override_value(value) -> str:
-    """A value as Hydra's override grammar reads it back unchanged (bool, int, float, None, str)."""
-    value = plain(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    text = str(value)
-    if _BARE.match(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def trial_overrides(run_overrides: list[str], params: dict) -> list[str]:
-    """The `python -m agents.run` overrides that rebuild a trial's config."""
-    # `++` adds or replaces: env options are not in the env's config file unless it sets them
-    return merge_overrides(run_overrides, [f"{'++' if k.startswith('env.kwargs.') else ''}{k}="
-                                           f"{override_value(v)}" for k, v in params.items()])

@@ -152,6 +152,34 @@ def test_bad_suite_files_and_a_used_out_folder_exit_2(tmp_path, capsys):
     assert "is not empty" in capsys.readouterr().err
 
 
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_an_out_that_cannot_be_a_folder_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for out, message in [(tmp_path / "afile", "afile' is a file, not a folder; choose a new folder"),
+                         (tmp_path / "afile" / "sub", "sub': cannot create the folder (Not a directory)")]:
+        assert benchmark.main(["envs=LongDependency-v0", "agents=lstm", f"out={out}"]) == 2, out
+        assert message in _one_error_line(capsys)
+
+
+def test_a_suite_file_that_is_not_a_mapping_or_not_text_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "str.yaml").write_text("hello\n")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage\x80")
+    for name, message in [("str.yaml", "the file must be a mapping of fields (description, seeds, "),
+                          ("list.yaml", "mapping of fields (description, seeds, timeout_s, overrides, envs, variants, "
+                                        "targets); got a list"),
+                          ("bin.yaml", "cannot be read (not UTF-8 text); a suite is a YAML text file")]:
+        assert benchmark.main([f"suite={tmp_path / name}", f"out={tmp_path / 'bench'}"]) == 2
+        assert message in _one_error_line(capsys)
+    assert not (tmp_path / "bench").exists()
+
+
 TINY_NR = ["env.kwargs.delay=1", "env.kwargs.haystack_length=24", "env.kwargs.facts_per_episode=1",
            "env.kwargs.train_facts=16", "env.kwargs.fresh_facts=8", "train.episodes=2"]
 TINY_LD = ["env.kwargs.distances=[1,2,4,8,16]", "env.kwargs.queries_per_episode=4", "env.kwargs.episode_length=64",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 from agents.cl_metrics import distance_buckets
 from agents.config import ConfigError, from_yaml_file, group_options, load_config
 from agents.tune_metrics import EnvFacts, check_metric, default_metric, reported_metrics
+from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides, trial_overrides
 from agents.tune_results import (
     DONE,
     STOPPED,
@@ -27,14 +29,9 @@ from agents.tune_space import (
     check_space_keys,
     load_sweep,
     make_plan,
-    merge_overrides,
-    override_value,
     parse_command_line,
     parse_space_value,
-    pin_swept_keys,
-    resolve_overrides,
     trial_config,
-    trial_overrides,
 )
 
 
@@ -110,6 +107,23 @@ def test_bad_sweep_fields(raw, message):
         make_plan("x", {"search_space": {"memory.slots": {"grid": [8]}}} | raw)
 
 
+@pytest.mark.parametrize("edit, message", [
+    ("sweep.scheduler=fifo", r"sweep.scheduler='fifo': must be a group of fields \(type, grace_period, "
+                             r"reduction_factor, max_t\); set one as sweep.scheduler.<field>=<value>"),
+    ("sweep.resources=2", r"sweep.resources=2: must be a group of fields \(cpus, threads\)"),
+    ("sweep.resources.cpu=2", "sweep.resources.cpu: unknown field; fields of sweep.resources: cpus, threads"),
+    ("sweep.scheduler.grace=3", "sweep.scheduler.grace: unknown field; fields of sweep.scheduler: type, "
+                                "grace_period, reduction_factor, max_t"),
+    ("sweep.resources.cpus=true", "sweep.resources.cpus=True: must be a number > 0"),
+    ("sweep.scheduler.reduction_factor=true", "sweep.scheduler.reduction_factor=True: must be a number > 1"),
+])
+def test_scheduler_and_resources_sub_fields_are_checked(edit, message):
+    with pytest.raises(ConfigError, match=message) as err:  # was a ValueError / TypeError, or silently kept
+        load_sweep("smoke", [edit])
+    assert "\n" not in str(err.value)
+    assert load_sweep("smoke", ["sweep.resources.cpus=2"]).resources == {"cpus": 2, "threads": 1}
+
+
 # ---------------------------------------------------------------- search spaces
 def test_space_entries_are_checked():
     assert parse_space_value("memory.slots", "grid:[16,64]") == {"grid": [16, 64]}
@@ -159,6 +173,37 @@ def test_swept_keys_must_exist_and_their_values_must_be_valid(smoke, smoke_base)
     with pytest.raises(ConfigError, match="model.dropout"):
         check_space_keys(bad_range, smoke_base)
     check_space_keys(make_plan("x", {"search_space": {"env.kwargs.vocab_size": {"grid": [64]}}}), smoke_base)
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"env.kwargs.bogus": {"grid": [1, 2]}}, r"env.kwargs.bogus=1: unknown option\(s\) \['bogus'\] for "
+                                             "ContinualShift-v0; allowed: num_tasks"),
+    ({"env.kwargs.num_tasks": {"grid": [0, 2]}}, "env.kwargs.num_tasks=0: ContinualShift-v0: num_tasks must be"),
+    ({"env.kwargs.num_tasks": {"randint": [1, 300]}}, "env.kwargs.num_tasks=299: .*num_tasks must be"),
+])
+def test_swept_env_options_are_checked_by_building_the_env(smoke_base, space, message):
+    with pytest.raises(ConfigError, match=message) as err:  # each trial crashed on them after Ray started
+        check_space_keys(make_plan("x", {"search_space": space}), smoke_base)
+    assert "\n" not in str(err.value)
+    check_space_keys(make_plan("x", {"search_space": {"env.kwargs.num_tasks": {"randint": [1, 4]}}}), smoke_base)
+
+
+def test_relative_haystack_paths_reach_the_trials_absolute(tmp_path, monkeypatch):
+    from agents.tune import prepare
+
+    monkeypatch.chdir(tmp_path)  # Ray runs each trial elsewhere: a relative path would name nothing there
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("the quick brown fox jumps over the lazy dog " * 40)
+    argv = ["env=NeedleRecall-v0", "sweep=smoke", f"runs_root={tmp_path / 'runs'}"]
+    plan, base, _ = prepare([*argv, "env.kwargs.haystack_path=a.txt"])
+    assert base["env"]["kwargs"]["haystack_path"] == str(tmp_path / "a.txt")
+    assert f"++env.kwargs.haystack_path='{tmp_path / 'a.txt'}'" in plan.overrides  # best_overrides.txt too
+    assert load_config(plan.overrides).env.kwargs.haystack_path == str(tmp_path / "a.txt")
+    plan, base, _ = prepare([*argv, "sweep.search_space.env.kwargs.haystack_path=grid:[a.txt,b.txt]"])
+    assert plan.search_space["env.kwargs.haystack_path"] == {"grid": [str(tmp_path / "a.txt"),
+                                                                      str(tmp_path / "b.txt")]}
+    with pytest.raises(ConfigError, match="haystack_path=.*c.txt': no such file"):
+        prepare([*argv, "sweep.search_space.env.kwargs.haystack_path=grid:[a.txt,c.txt]"])
 
 
 # ---------------------------------------------------------------- trial configs and the command line
@@ -298,3 +343,45 @@ def test_unfinished_sweep_status():
         assert trial_status(state, {"episode": 2, "total_episodes": 4}) == "unfinished"
     assert trial_status("TERMINATED", {"episode": 4, "total_episodes": 4}) == DONE
     assert trial_status("TERMINATED", {"episode": 2, "total_episodes": 4}) == STOPPED
+
+
+# ---------------------------------------------------------------- resume= and Ray (nothing starts)
+def _saved_sweep(folder, pickle_bytes: bytes, plan_text: bytes | None = None):
+    import yaml
+
+    from agents.tune import prepare
+
+    plan, base, _ = prepare(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={folder / 'runs'}"])
+    folder.mkdir(exist_ok=True)
+    (folder / "tuner.pkl").write_bytes(pickle_bytes)
+    (folder / "sweep.yaml").write_bytes(plan_text or yaml.safe_dump({"plan": plan.to_dict(), "base": base}).encode())
+    return folder
+
+
+@pytest.mark.parametrize("pickle_bytes, plan_text, message", [
+    (b"garbage not a pickle", None, r"tuner.pkl' is damaged \(UnpicklingError: .*\); start the sweep afresh"),
+    (b"", None, r"tuner.pkl' is damaged \(EOFError: .*\); start the sweep afresh"),
+    (b"x", b"\xff\xfe\x00garbage\x80", r"sweep.yaml' is damaged; start the sweep afresh"),
+])
+def test_resume_of_a_damaged_sweep_folder_is_one_line(tmp_path, monkeypatch, capsys, pickle_bytes, plan_text,
+                                                      message):
+    from agents import tune as agents_tune
+
+    folder = _saved_sweep(tmp_path / "sweep", pickle_bytes, plan_text)
+    monkeypatch.setattr(agents_tune, "start_ray", lambda sweep_dir: False)  # Tune fails before it needs Ray
+    assert agents_tune.main([f"resume={folder}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_a_malformed_ray_address_is_one_line(tmp_path, monkeypatch):
+    import ray
+
+    from agents.tune import start_ray
+
+    assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", "nonsense")  # ray.init rejects it before it starts or connects anything
+    with pytest.raises(ConfigError, match=r"RAY_ADDRESS='nonsense': not a Ray address \(.*\); set it to "
+                                          "host:port") as err:
+        start_ray(tmp_path)
+    assert "\n" not in str(err.value) and not ray.is_initialized()

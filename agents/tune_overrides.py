@@ -1,0 +1,74 @@
+"""Override lists of sweeps and benchmark suites: merging `key=value` lists, the overrides of every trial, and
+values written back as Hydra's override grammar reads them (best_overrides.txt, a suite's runs)."""
+
+from __future__ import annotations
+
+import re
+
+from agents.config import ConfigError
+from agents.tune_space import SweepPlan, plain
+
+
+def merge_overrides(*lists: list[str]) -> list[str]:
+    """Concatenate override lists; a later `key=value` replaces an earlier one of the same key (in place)."""
+    merged: dict[str, str] = {}
+    for overrides in lists:
+        for item in overrides:
+            key = override_key(item)
+            merged.pop(key, None)
+            merged[key] = item
+    return list(merged.values())
+
+
+def override_key(item: str) -> str:
+    """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
+    return item.split("=", 1)[0].lstrip("+~")
+
+
+def resolve_overrides(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
+    """The run-config overrides of every trial: the sweep file's, its env_overrides for the chosen env (by id,
+    else by family), then the command line's; a later value of a key replaces an earlier one."""
+    from agents.config import compose
+
+    def add_env_options(overrides: list[str]) -> list[str]:  # ++: set whether or not the env file has it
+        return [f"++{o.lstrip('+')}" if o.lstrip("+").startswith("env.kwargs.") else o for o in overrides]
+
+    env_id = compose(add_env_options(merge_overrides(plan.overrides, run_overrides))).env.id
+    specific = plan.env_overrides.get(env_id, plan.env_overrides.get(env_id.split("-")[0], []))
+    return add_env_options(merge_overrides(plan.overrides, specific, run_overrides))
+
+
+def pin_swept_keys(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
+    """A command-line `key=value` for a swept key fixes it: drop the key from the space; returns the keys."""
+    pinned = [override_key(o) for o in run_overrides if override_key(o) in plan.search_space]
+    for key in pinned:
+        del plan.search_space[key]
+    if pinned and not plan.search_space:
+        raise ConfigError(f"the command line fixes every swept key ({', '.join(pinned)}): the search space "
+                          "is empty; drop one of them or use `python -m agents.run` for a single run")
+    return pinned
+
+
+_BARE = re.compile(r"^[A-Za-z_][\w\-./]*$")
+
+
+def override_value(value) -> str:
+    """A value as Hydra's override grammar reads it back unchanged (bool, int, float, None, str)."""
+    value = plain(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if _BARE.match(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def trial_overrides(run_overrides: list[str], params: dict) -> list[str]:
+    """The `python -m agents.run` overrides that rebuild a trial's config."""
+    # `++` adds or replaces: env options are not in the env's config file unless it sets them
+    return merge_overrides(run_overrides, [f"{'++' if k.startswith('env.kwargs.') else ''}{k}="
+                                           f"{override_value(v)}" for k, v in params.items()])
