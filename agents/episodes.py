@@ -56,7 +56,8 @@ class EpisodeStats:
     scored: int = 0  # scored steps over all lanes
     correct: int = 0
     loss_sum: float = 0.0
-    updates: int = 0
+    losses: int = 0  # chunks that had a loss (a scored step or a regulariser); `loss` averages over these
+    updates: int = 0  # learning chunks (the update timing's count)
     memory_sums: dict[str, float] = field(default_factory=dict)  # the model's per-chunk memory metrics, summed
     memory_counts: dict[str, int] = field(default_factory=dict)  # chunks that reported each (reads: scored ones)
     # where the model's time went, wall seconds (host clock: on CUDA, work still queued is counted where it waits):
@@ -86,10 +87,11 @@ class EpisodeStats:
 
     @property
     def loss(self) -> float | None:
-        return self.loss_sum / self.updates if self.updates else None
+        return self.loss_sum / self.losses if self.losses else None
 
 
-# learner(chunk, logits, aux) -> loss value (float), after taking its optimiser step
+# learner(chunk, logits, aux) -> loss value (float) after taking its optimiser step, None when the chunk had no
+# loss term (no scored step, no regulariser)
 Learner = Callable[[Chunk, torch.Tensor, dict], float]
 
 
@@ -183,7 +185,9 @@ class EpisodeRunner:
             with self.autocast(), torch.set_grad_enabled(learns):
                 logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta, read_at=at)
             t1 = time.perf_counter()
-            stats.loss_sum += learner(chunk.columns(at), logits.float(), aux)
+            loss = learner(chunk.columns(at), logits.float(), aux)
+            if loss is not None:  # a chunk with nothing to learn from does not pull the mean loss towards 0
+                stats.loss_sum, stats.losses = stats.loss_sum + loss, stats.losses + 1
             stats.updates += 1
             stats.seconds["update"] += time.perf_counter() - t1
         else:

@@ -154,6 +154,8 @@ def check_read_at(read_at, T: int, device: torch.device) -> Tensor | None:
     if read_at is None:
         return None
     at = torch.as_tensor(read_at, device=device)
+    if at.dim() == 1 and at.numel() == 0:  # [] reads nowhere (as_tensor makes an empty list float32)
+        at = at.long()
     if at.dim() != 1 or at.dtype not in (torch.long, torch.int32) or (
             at.numel() and (int(at.min()) < 0 or int(at.max()) >= T or bool((at[1:] <= at[:-1]).any()))):
         raise ValueError(f"read_at: expected increasing distinct positions in [0, {T}) as a 1-d integer tensor, "

@@ -116,9 +116,11 @@ class Trainer:
         return int(sched[self.episode])
 
     # ---------------------------------------------------------------- learning
-    def _learn(self, chunk: Chunk, logits: torch.Tensor, aux: dict) -> float:
+    def _learn(self, chunk: Chunk, logits: torch.Tensor, aux: dict) -> float | None:
         t = self.cfg.train
         mask = chunk.scored
+        if not bool(mask.any()) and not aux.get("losses"):
+            return None  # nothing to learn from (most of a sparse task's chunks): no step, no loss to report
         loss = logits.new_zeros(())
         if mask.any():
             if t.mode == "supervised":

@@ -106,3 +106,31 @@ def test_episode_stats_split_the_time_between_acting_learning_and_updates():
     ms = stats.milliseconds  # what TensorBoard gets as perf/*
     assert ms["update_ms"] >= 20 and ms["act_ms"] == 1e3 * stats.seconds["act"] / stats.act_calls
     venv.close()
+
+
+def test_the_mean_loss_counts_only_chunks_that_had_a_loss():
+    """A learner returns None for a chunk with nothing to learn from (no scored step, no regulariser): such chunks
+    still count as updates (timing) but do not pull `loss` towards 0 (LongDependency scores 16 of 1,280 steps)."""
+    venv = make_vector_env("LongDependency-v0", 2, ENVS["LongDependency-v0"])
+    cfg = ModelConfig(vocab_size=int(venv.single_action_space.n), dim=32, layers=1, heads=2, window=8,
+                      memory=MemoryConfig(dim=32, slots=0, store=False))
+    model = build_model("transformer", cfg)
+    runner = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8)
+    returned = []
+
+    def learner(chunk, logits, aux):
+        value = 2.0 if bool(chunk.scored.any()) else None
+        returned.append(value)
+        return value
+
+    obs, info = venv.reset(seed=0)
+    _, stats = runner.run(model.initial_state(2), obs, info, episode=0, learner=learner)
+    assert None in returned and 2.0 in returned  # both kinds of chunk occurred
+    assert stats.updates == len(returned) and stats.losses == returned.count(2.0) and stats.loss == 2.0
+
+
+def test_read_at_may_be_an_empty_list():
+    from agents.models import check_read_at
+
+    at = check_read_at([], 3, torch.device("cpu"))
+    assert at.dtype == torch.long and at.shape == (0,)
