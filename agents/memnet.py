@@ -88,7 +88,8 @@ class MemNet(StorePath, AgentModel):
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int) -> dict[str, Tensor]:
-        """Flat dict of tensors: ctrl.k<l> / ctrl.v<l> (B, H, W-1, d) per layer, ctrl.pos (B,), slot.<field>
+        """Flat dict of tensors: ctrl.k<l> / ctrl.v<l> (B, H, W-1+slack, d) per layer (append buffers, see
+        agents/controller.py), ctrl.end (), ctrl.mark (1,), ctrl.pos (B,), slot.<field>
         (B, N, ...), internal (B, S, D); store path: window.inputs (B, W-1, D), window.keys (B, W-1, K D) (key
         inputs, K = memory.key_blocks), window.recent (B, max(a, b) - 1, D) (the last addresses, for lagged keys
         and queries), window.context (B, D) (the running mean of the addresses, with memory.context_decay > 0),
