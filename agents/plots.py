@@ -187,9 +187,13 @@ def plot_slot_usage_heatmap(
     else:
         if steps is not None and len(steps) != usage.shape[0]:
             raise ValueError(f"steps must have one entry per snapshot ({usage.shape[0]}); got {len(steps)}")
-        x_end = (steps[0], steps[-1]) if steps is not None else (0, usage.shape[0] - 1)
-        image = ax.imshow(usage.T, aspect="auto", origin="lower", interpolation="nearest", cmap="magma",
-                          extent=(x_end[0] - 0.5, x_end[1] + 0.5, -0.5, usage.shape[1] - 0.5))
+        x = np.asarray(steps if steps is not None else np.arange(usage.shape[0]), dtype=np.float64)  # (time,)
+        # each snapshot's column is centred on its step and reaches halfway to its neighbours (an imshow extent
+        # of +-0.5 around the first and last step spread the columns evenly off their steps)
+        mids = (x[1:] + x[:-1]) / 2
+        first, last = (x[0] - (mids[0] - x[0]), x[-1] + (x[-1] - mids[-1])) if x.size > 1 else (x[0] - .5, x[0] + .5)
+        edges = np.concatenate([[first], mids, [last]])  # (time + 1,)
+        image = ax.pcolormesh(edges, np.arange(usage.shape[1] + 1) - 0.5, usage.T, cmap="magma", shading="flat")
         figure.colorbar(image, ax=ax, label="slot usage")
     ax.set_xlabel("training step" if steps is not None else "snapshot")
     ax.set_ylabel("slot index")
@@ -197,11 +201,12 @@ def plot_slot_usage_heatmap(
     return _save(figure, path)
 
 
-def plot_slot_survival(lifetimes, path: str | os.PathLike, observed=None) -> Figure:
+def plot_slot_survival(lifetimes, path: str | os.PathLike, observed=None, unit: str = "slot-bank writes") -> Figure:
     """Kaplan-Meier survival of slot contents: share still present t steps after being written.
 
-    lifetimes: (n,) steps each content stayed before being overwritten; observed: (n,) bool, False for
-    content still present at the end (censored); None = all overwritten."""
+    lifetimes: (n,) steps each content stayed before being overwritten, in `unit` (the x axis names it: the
+    trainer's tracker counts slot-bank writes, one per learning chunk); observed: (n,) bool, False for content
+    still present at the end (censored); None = all overwritten."""
     figure, ax = _new_figure()
     lifetimes = np.asarray(lifetimes, dtype=np.float64).ravel()  # (n,)
     times, survival = kaplan_meier(lifetimes, observed)
@@ -215,7 +220,7 @@ def plot_slot_survival(lifetimes, path: str | os.PathLike, observed=None) -> Fig
             ax.axvline(median, color="0.5", linestyle=":", linewidth=1, label=f"median lifetime = {median:g}")
         ax.legend(fontsize=8)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("steps since the content was written")
+    ax.set_xlabel(f"{unit} since the content was written")
     ax.set_ylabel("fraction of slot contents still present")
     ax.set_title("Slot content survival")
     ax.grid(alpha=0.3)

@@ -84,8 +84,9 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
         figs["slot_usage"] = plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png")
     lifetimes = trainer.slot_lifetimes()
     if lifetimes is not None:
+        unit = f"learning chunks (one slot write each, {trainer.cfg.train.chunk} env steps)"
         figs["slot_survival"] = plots.plot_slot_survival(lifetimes[0], p / "slot_survival.png",
-                                                         observed=lifetimes[1])
+                                                         observed=lifetimes[1], unit=unit)
     if logger is not None:
         for name in ("accuracy_matrix", "slot_usage", "slot_survival"):
             if name in figs:

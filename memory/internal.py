@@ -112,6 +112,8 @@ class LM2Memory(_InternalMemory):
         return self.update_attn(state, h, h, need_weights=False)[0]
 
     def updated_state(self, h: Tensor, state: Tensor) -> Tensor:
+        if h.shape[1] == 0:  # an empty block brings nothing: U would be 0 and the forget gate still shrink M
+            return state
         u = self.slot_summary(h, state)  # (B, S, D)
         return torch.sigmoid(self.input_gate(u)) * torch.tanh(u) + torch.sigmoid(self.forget_gate(u)) * state
 

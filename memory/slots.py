@@ -216,10 +216,11 @@ class MultiHeadMemoryBank(nn.Module):
                              f"{tuple(mask.shape)}")
         lane_active = mask.any(dim=1)  # (B,)
         with torch.no_grad():  # usage / age / allocation are bookkeeping, not part of the gradient path
-            read_mass = torch.zeros_like(state.usage)
+            read_total = torch.zeros_like(state.usage)  # (B, N): read weight summed over heads and queries
             if read_info is not None:
                 w = read_info.weights.detach()
-                read_mass.scatter_add_(1, read_info.slot_ids.reshape(B, -1), w.reshape(B, -1) / self.heads)
+                read_total.scatter_add_(1, read_info.slot_ids.reshape(B, -1), w.reshape(B, -1))
+            read_mass = read_total / self.heads  # usage counts a read of all H heads as one
             usage = state.usage * self.usage_decay + read_mass
             order = self.allocation_order(state._replace(usage=usage))  # (B, N)
             n_active = mask.sum(dim=1, keepdim=True)  # (B, 1)
@@ -234,16 +235,20 @@ class MultiHeadMemoryBank(nn.Module):
         coef = gate.unsqueeze(-1) * erase  # (B, M, D), 0 on masked / dropped writes
 
         if self.decay_logit is not None:  # slots nobody read or wrote this step shrink by their retention
-            access = (read_mass + write_mass).clamp(max=1.0)  # (B, N)
+            # one head reading a slot with weight 1 touches it fully (per-head weights, not usage's 1/H share)
+            access = (read_total + write_mass).clamp(max=1.0)  # (B, N)
             shrink = (1.0 - torch.sigmoid(self.decay_logit)) * (1.0 - access) * lane_active.unsqueeze(1)
             memory = state.memory * (1.0 - shrink).unsqueeze(-1)  # a new tensor: updated in place below
         else:
             memory = state.memory.clone()
+        # contiguous: a caller's state may hold a permuted memory, whose reshape would be a copy that
+        # index_add_ below writes into and drops
+        memory = memory.contiguous()
         # m <- m + c (a - m) on the rows that were written, and nowhere else: frozen lanes (decay factor 1.0,
         # no rows added) come back bit-for-bit without a full-size torch.where over the memory
         lands_flat = lands.reshape(-1)  # (B*M,)
         rows = (slot_ids + torch.arange(B, device=content.device).unsqueeze(1) * N).reshape(-1)[lands_flat]
-        memory_rows = memory.reshape(B * N, D)
+        memory_rows = memory.view(B * N, D)  # a view: the writes below land in `memory`
         delta = coef.reshape(-1, D)[lands_flat] * (add.reshape(-1, D)[lands_flat] - memory_rows[rows])
         memory_rows.index_add_(0, rows, delta)  # memory (B, N, D) now holds the written rows
 

@@ -94,6 +94,13 @@ def test_lanes_without_update_keep_state_bit_for_bit(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_block_leaves_the_state_unchanged(kind):
+    mem = make(kind)
+    state = mem.initial_state(2)
+    assert torch.equal(mem.updated_state(torch.zeros(2, 0, 32), state), state)  # LM2's forget gate shrank it
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_gradients_reach_inputs_and_initial_slots_across_calls(kind):
     mem = make(kind)
     h1 = torch.randn(2, 5, 32, requires_grad=True)

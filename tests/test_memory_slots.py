@@ -112,6 +112,36 @@ def test_decay_shrinks_unused_slots_only():
     assert torch.allclose(state.memory[0, :6], patterns[0])
 
 
+def test_a_slot_read_by_one_head_alone_is_touched_and_does_not_shrink():
+    """Each head reads a different slot with weight 1 (top_k=1): both are touched this step. Counting a read
+    at usage's 1/H share left each only half touched, so they shrank as if half unread."""
+    bank = MultiHeadMemoryBank(MemoryConfig(dim=4, slots=3, read_heads=2, top_k=1))
+    with torch.no_grad():
+        bank.decay_logit.fill_(0.0)  # retention 0.5: an untouched slot halves
+        bank.query_proj.weight.copy_(torch.eye(4))
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    memory = torch.stack([torch.cat([a, -b]), torch.cat([-a, b]), torch.zeros(4)])[None]  # slot 2 empty
+    state = SlotState(memory, torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([[True, True, False]]))
+    _, read_info = bank.read(torch.cat([a, b])[None, None], state)
+    assert sorted(read_info.slot_ids.flatten().tolist()) == [0, 1] and read_info.weights.min() == 1.0
+    new, info = bank.write(torch.randn(1, 1, 4), state, torch.ones(1, 1, dtype=torch.bool), read_info)
+    assert info.slot_ids.tolist() == [[2]]
+    assert torch.allclose(new.memory[0, :2], memory[0, :2])
+
+
+def test_a_permuted_memory_tensor_still_receives_the_write():
+    bank = make_bank(slots=4)
+    force_write(bank, gate=1, erase=1)
+    state = bank.initial_state(2)
+    permuted = state._replace(memory=state.memory.transpose(0, 1).contiguous().transpose(0, 1))  # (B, N, D) view
+    assert not permuted.memory.is_contiguous()
+    content = torch.randn(2, 1, 32)
+    for s in (state, permuted):
+        new, info = bank.write(content, s, torch.ones(2, 1, dtype=torch.bool))
+        rows = new.memory[torch.arange(2), info.slot_ids[:, 0]]
+        assert torch.allclose(rows, bank.write_vectors(content)[0][:, 0], atol=1e-6)  # written, not dropped
+
+
 def test_erase_and_gate_control_what_a_write_replaces():
     bank = make_bank(slots=1, decay=False)
     p, q = torch.randn(1, 1, 32), torch.randn(1, 1, 32)

@@ -131,10 +131,12 @@ def test_recall_vs_delay(tmp_path):
 
 def test_slot_usage_heatmap(tmp_path):
     usage = np.linspace(0, 1, 6 * 32).reshape(6, 32)  # (time, N)
-    figure = plot_slot_usage_heatmap(usage, tmp_path / "u.png", steps=[0, 10, 20, 30, 40, 50])
+    figure = plot_slot_usage_heatmap(usage, tmp_path / "u.png", steps=[0, 10, 30, 40, 50, 60])
     _assert_png(tmp_path / "u.png")
-    image = figure.axes[0].get_images()[0]
-    assert image.get_array().shape == (32, 6)  # slots on the y axis, time on the x axis
+    mesh = figure.axes[0].collections[0]
+    assert mesh.get_array().shape == (32, 6)  # slots on the y axis, time on the x axis
+    # each column centred on its snapshot's step, reaching halfway to its neighbours (uneven spacing too)
+    assert mesh.get_coordinates()[0, :, 0].tolist() == [-5, 5, 20, 35, 45, 55, 65]
     assert figure.axes[0].get_xlabel() == "training step"
     with pytest.raises(ValueError, match="one entry per snapshot"):
         plot_slot_usage_heatmap(usage, tmp_path / "bad.png", steps=[0, 1])
@@ -155,6 +157,9 @@ def test_slot_survival_marks_median(tmp_path):
     survival_line, median_line = figure.axes[0].get_lines()
     assert list(survival_line.get_ydata()) == pytest.approx([1.0, 0.8, 0.6, 0.3])
     assert median_line.get_xdata()[0] == 3  # survival first drops to <= 0.5 at t = 3
+    assert figure.axes[0].get_xlabel() == "slot-bank writes since the content was written"
+    unit = plot_slot_survival(lifetimes, tmp_path / "s.png", unit="learning chunks").axes[0].get_xlabel()
+    assert unit == "learning chunks since the content was written"
     plot_slot_survival([], tmp_path / "s0.png")
     _assert_png(tmp_path / "s0.png")
 
