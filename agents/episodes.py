@@ -74,12 +74,12 @@ class EpisodeStats:
 
     @property
     def milliseconds(self) -> dict[str, float | None]:
-        """ms per acting call ("act_ms"), per chunk call ("chunk_forward_ms") and per update ("update_ms"); None
-        where the episode had none."""
+        """ms per acting call ("act_ms"), per chunk call ("chunk_forward_ms") and per update ("update_ms": the
+        loss, backward and optimiser step of a chunk that had a loss); None where the episode had none."""
         def per(key: str, n: int) -> float | None:
             return 1e3 * self.seconds[key] / n if n else None
         return {"act_ms": per("act", self.act_calls), "chunk_forward_ms": per("learn", self.chunks),
-                "update_ms": per("update", self.updates)}
+                "update_ms": per("update", self.losses)}
 
     @property
     def accuracy(self) -> float | None:

@@ -42,18 +42,19 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
         for _ in range(warmup):  # allocations, store creation; with more, a fuller store (see --warmup)
             trainer.train_episode()
         tokens0, seconds0 = trainer.train_tokens, trainer.train_seconds
-        split, calls, chunks = dict.fromkeys(("act", "learn", "update"), 0.0), 0, 0
+        split, calls, chunks, updates = dict.fromkeys(("act", "learn", "update"), 0.0), 0, 0, 0
         for _ in range(episodes):
             stats = trainer.train_episode()
             split = {k: v + stats.seconds[k] for k, v in split.items()}
             calls, chunks = calls + stats.act_calls, chunks + stats.chunks
+            updates += stats.losses  # chunks that took a backward + optimiser step (others had nothing to learn)
         seconds = trainer.train_seconds - seconds0
         tps = (trainer.train_tokens - tokens0) / seconds
         params = sum(p.numel() for p in trainer.model.parameters())
     return {"agent": agent, "params": params, "tokens_per_s": tps,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "act_ms": 1e3 * split["act"] / calls if calls else None,  # None: no step was scored (no acting)
-            "learn_ms": 1e3 * split["learn"] / max(chunks, 1), "update_ms": 1e3 * split["update"] / max(chunks, 1),
+            "learn_ms": 1e3 * split["learn"] / max(chunks, 1), "update_ms": 1e3 * split["update"] / max(updates, 1),
             "shares": {**{k: v / seconds for k, v in split.items()}, "rest": 1 - sum(split.values()) / seconds},
             "act_calls": calls / episodes, "chunks": chunks / episodes}
 
