@@ -133,6 +133,14 @@ def test_pickle_round_trip_mid_episode_continues_identically(env_id):
     for _ in range(7):
         env.step(0)
     copy = pickle.loads(pickle.dumps(env))
+    # side by side from step 7 on (a copy that lost its place in the episode differs at once), through the end of
+    # the episode and the next one's reset (the RNG state)
+    for _ in range(env.episode_length + 3):
+        a, b = env.step(1), copy.step(1)
+        assert a[:4] == b[:4] and all(np.array_equal(a[4][k], b[4][k]) for k in INFO_KEYS)
+        if a[2]:
+            (obs_a, info_a), (obs_b, info_b) = env.reset(), copy.reset()
+            assert obs_a == obs_b and all(np.array_equal(info_a[k], info_b[k]) for k in INFO_KEYS)
     assert play(copy, 2, seed=None)[1:] == play(env, 2, seed=None)[1:]
     venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
     venv.reset(seed=4)

@@ -246,7 +246,9 @@ def test_bf16_autocast_forward_and_backward():
         logits, state, _ = model(tokens, model.initial_state(2), torch.ones(2, 8, dtype=torch.bool))
     assert torch.isfinite(logits.float()).all()
     logits.float().sum().backward()
-    assert model.embed.weight.grad is not None
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert model.embed.weight.grad is not None and all(torch.isfinite(g).all() for g in grads)
+    assert model.embed.weight.grad.abs().sum() > 0 and model.internal is not None
     assert all(t.dtype in (torch.float32, torch.long, torch.bool) for t in state.values())
 
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from memory.store import CodedKeys, FaissStore
-from memory.store_index import bf16_matmul_is_fast
 
 V, DC, LANES, CAP = 20, 8, 3, 64
 
@@ -48,7 +47,7 @@ def test_coded_search_returns_what_a_full_scan_returns(rest, scope):
 def test_coded_search_is_float32_exact_whatever_the_precision_when_the_rest_is_narrow():
     """A coded store whose uncoded rest is at most half the key scans it in float32 even with precision="bf16": its
     results are a float32 scan's. A wider rest follows the precision."""
-    assert filled(48, precision="bf16")._scan.dtype == (torch.bfloat16 if bf16_matmul_is_fast() else torch.float32)
+    assert filled(48, precision="bf16")._scan.dtype == torch.bfloat16  # explicit bf16, AMX or not ("auto" asks)
     exact, coded = filled(16, coded=False), filled(16, precision="bf16")
     assert coded._scan.dtype == torch.float32 and coded._scan.shape[1] == 16
     q = np.random.default_rng(2).standard_normal((LANES, 8, 2 * DC + 16)).astype(np.float32)

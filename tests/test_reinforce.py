@@ -64,8 +64,8 @@ def test_reinforce_samples_its_actions_instead_of_taking_the_argmax(tmp_path):
         seen.append((chunk.actions[chunk.scored], logits.argmax(-1)[chunk.scored]))
         return learner(chunk, logits, aux)
 
-    obs, info = tr.venv.reset(seed=0)
-    tr.runner.run(tr.state, obs, info, 0, learner=record, sample=True)
+    tr._learn = record  # the trainer's own episode, so its own switch (train.mode=reinforce -> sample) is tested
+    tr.train_episode()
     taken = torch.cat([a for a, _ in seen])
     greedy = torch.cat([g for _, g in seen])
     assert len(taken) >= 8 and (taken != greedy).float().mean() > 0.2

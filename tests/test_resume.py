@@ -54,6 +54,7 @@ def test_killed_run_resumes_to_the_same_state(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = torch.load(ckpt, weights_only=True)["trainer"]["episode"]
+    assert 1 <= partial < 6, f"killed after episode {partial}: not a run cut short, nothing to resume"
     assert run.main([f"resume={killed}"]) == 0
 
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)

@@ -228,9 +228,25 @@ def _tensors(d, prefix=""):
 def test_bf16_autocast_trains_end_to_end_with_float32_weights(tmp_path):
     """train.amp=true: acting and learning under bf16 autocast, the fused AdamW updating float32 weights."""
     from agents.checkpoint import load_checkpoint
+    from agents.memnet import MemNet
 
     run_dir = tmp_path / "run"
-    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.amp=true")) == 0
+    dtypes, forward = set(), MemNet.forward
+
+    def recording_forward(self, *args, **kwargs):  # the head's output dtype in every call with a read
+        if not getattr(self, "_dtype_hook", False):
+            self.head.register_forward_hook(lambda m, i, out: dtypes.add((torch.is_grad_enabled(), out.dtype)))
+            self._dtype_hook = True
+        return forward(self, *args, **kwargs)
+
+    MemNet.forward = recording_forward
+    try:
+        assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.amp=true")) == 0
+    finally:
+        MemNet.forward = forward
+    # the head runs in bf16 when acting and evaluating (no gradient) and when learning (the copy read-out then
+    # mixes in float32, so the returned logits are float32 either way)
+    assert dtypes == {(False, torch.bfloat16), (True, torch.bfloat16)}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["ACC"] is not None and 0.0 <= metrics["ACC"] <= 1.0
     weights = load_checkpoint(run_dir)["model"]
