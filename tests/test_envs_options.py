@@ -130,7 +130,7 @@ def test_invalid_options_raise_value_error_naming_the_option(env_id):
         name, value = bad
         with pytest.raises(ValueError, match=name):  # "cue_length" also matches recall_cue_length
             gym.make(env_id, **{name: value})
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=name):
             gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **{name: value})
 
     check()

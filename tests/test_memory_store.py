@@ -451,6 +451,7 @@ def test_bf16_search_returns_the_float32_top_k_up_to_rounding(entries, block, qu
         ids = [np.concatenate([store.add(keys[b, part], np.zeros((len(keys[b, part]), 2)), np.full(entries, b)[part])[0]
                                for part in (slice(0, 200), slice(200, None))]) for b in range(3)]
         store.remove(ids[1][-40::3])  # the same ids in both stores
+    assert stores["bf16"]._scan.dtype == torch.bfloat16  # a silent float32 fallback would pass everything below
     live = [ids[b][-300:] for b in range(3)]  # fifo kept each lane's last 300
     q = rng.normal(size=(3, queries, 64)).astype(np.float32)
     exact, rounded = stores["fp32"].search(q, 10), stores["bf16"].search(q, 10)
