@@ -81,7 +81,9 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
     if metrics["recall_by_delay"]:
         figs["recall_vs_delay"] = plots.plot_recall_vs_delay(metrics["recall_by_delay"], p / "recall_vs_delay.png")
     if trainer.usage_history:
-        figs["slot_usage"] = plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png")
+        steps = trainer.usage_steps if len(trainer.usage_steps) == len(trainer.usage_history) else None
+        figs["slot_usage"] = plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png",
+                                                           steps=steps)
     lifetimes = trainer.slot_lifetimes()
     if lifetimes is not None:
         unit = f"learning chunks (one slot write each, {trainer.cfg.train.chunk} env steps)"

@@ -90,6 +90,7 @@ class Trainer:
         self.task_boundaries: list[int] = []
         self.last_eval: dict[int, float] = {}
         self.usage_history: list[list[float]] = []
+        self.usage_steps: list[int] = []  # the training step of each usage row (the heatmap's x axis)
         self.max_distance = int(getattr(self.venv, "max_distance", 1024))
         self.by_distance = AccuracyByKey(distance_buckets(self.max_distance))
         self.by_delay = AccuracyByKey(None)
@@ -173,6 +174,7 @@ class Trainer:
         if self.lifetimes is not None:
             bank = SlotState(**{f: self.state[f"slot.{f}"] for f in SlotState._fields})
             self.usage_history.append(slot_usage(bank, mean_over_lanes=True).tolist())
+            self.usage_steps.append(self.train_steps)
 
     def slot_lifetimes(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(lifetimes, observed): finished lifetimes plus the censored ages of contents still in memory."""
@@ -245,7 +247,8 @@ class Trainer:
             "R": self.R.tolist(), "b": self.b.tolist(), "task_boundaries": list(self.task_boundaries),
             "curves": {str(j): [list(p) for p in c] for j, c in self.curves.items()},
             "last_eval": {str(j): a for j, a in self.last_eval.items()},
-            "usage_history": self.usage_history, "total_episodes": self.total_episodes,
+            "usage_history": self.usage_history, "usage_steps": self.usage_steps,
+            "total_episodes": self.total_episodes,
             "by_distance": self.by_distance.state_dict(), "by_delay": self.by_delay.state_dict(),
             "slot_lifetimes": self.lifetimes.state_dict() if self.lifetimes is not None else None,
         }
@@ -309,6 +312,7 @@ class Trainer:
         for k in ("episode", "lane_steps", "train_steps", "train_tokens", "train_seconds", "reward_baseline",
                   "usage_history", "total_episodes"):
             setattr(self, k, tr[k])
+        self.usage_steps = list(tr.get("usage_steps", []))  # absent in checkpoints from before it was kept
         R = np.array(tr["R"], dtype=float)
         if R.shape != self.R.shape:  # e.g. saved before R had one row per block of a revisiting schedule
             raise CheckpointError(f"checkpoint {str(path)!r}: its accuracy matrix has shape {R.shape}, this run's "

@@ -64,7 +64,7 @@ def test_killed_run_resumes_to_the_same_state(tmp_path):
     for section in ("model", "optimizer", "state", "memory", "rng"):
         assert_same(a[section], b[section], section)
     for key in ("episode", "lane_steps", "train_steps", "reset_log", "R", "b", "curves", "task_boundaries",
-                "by_distance", "by_delay", "usage_history", "slot_lifetimes"):
+                "by_distance", "by_delay", "usage_history", "usage_steps", "slot_lifetimes"):
         assert_same(a["trainer"][key], b["trainer"][key], f"trainer.{key}")
     ma = json.loads((straight / "metrics.json").read_text())
     mb = json.loads((killed / "metrics.json").read_text())

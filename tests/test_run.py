@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from agents import evaluate, run
+from agents.checkpoint import load_checkpoint
 from agents.tb_logger import read_layout, read_scalars
 
 # tiny but complete: every env option valid, every memory part on for memnet
@@ -55,6 +56,10 @@ def test_every_env_and_agent_runs_end_to_end(env_id, agent, tmp_path, capsys):
     for plot in ("forgetting_curves", "accuracy_matrix", "accuracy_vs_distance"):
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
     assert (run_dir / "plots" / "slot_usage.png").exists() == (agent == "memnet")
+    if agent == "memnet":  # one usage row per evaluation after the untrained one, at that evaluation's step
+        trained = load_checkpoint(run_dir)["trainer"]
+        assert trained["usage_steps"] == [step for step, _ in metrics["forgetting_curves"]["0"][1:]]
+        assert len(trained["usage_history"]) == len(trained["usage_steps"])
     tags = read_scalars(run_dir)
     for tag in ("train/loss", "train/accuracy", "perf/tokens_per_s", "perf/act_ms", "perf/chunk_forward_ms",
                 "perf/update_ms", "cl/ACC", "eval/task_0/accuracy"):
@@ -99,7 +104,6 @@ def test_evaluate_cli_reevaluates_a_saved_run(tmp_path, capsys):
 
 def test_eval_repeats_runs_more_complete_evaluations_per_task(tmp_path):
     """train.eval_repeats=3: each evaluation of a task is three complete evaluations (3 x the scored queries)."""
-    from agents.checkpoint import load_checkpoint
     from agents.trainer import EVAL
 
     counts = {}
@@ -227,7 +231,6 @@ def _tensors(d, prefix=""):
 
 def test_bf16_autocast_trains_end_to_end_with_float32_weights(tmp_path):
     """train.amp=true: acting and learning under bf16 autocast, the fused AdamW updating float32 weights."""
-    from agents.checkpoint import load_checkpoint
     from agents.memnet import MemNet
 
     run_dir = tmp_path / "run"
