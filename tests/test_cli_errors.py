@@ -10,6 +10,14 @@ from agents import evaluate, run
 from tests.test_run import tiny
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny finished transformer run, shared by the tests that only read it (their bad input fails first)."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+    return run_dir
+
+
 def one_error_line(capsys, message: str) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
@@ -27,11 +35,9 @@ def test_resume_accepts_the_checkpoint_file_and_continues_in_its_run_folder(tmp_
     one_error_line(capsys, "a run continues in its own folder")
 
 
-def test_evaluate_checks_its_device_override(tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+def test_evaluate_checks_its_device_override(trained, capsys):
     capsys.readouterr()
-    assert evaluate.main([f"checkpoint={run_dir}", "device=foo"]) == 2
+    assert evaluate.main([f"checkpoint={trained}", "device=foo"]) == 2
     one_error_line(capsys, "device='foo': choose one of")
 
 
@@ -60,20 +66,16 @@ def test_a_checkpoint_file_of_the_right_format_with_damaged_contents_is_one_line
         one_error_line(capsys, "re-run the experiment")
 
 
-def test_evaluating_with_env_options_that_cannot_replay_the_run_is_one_line(tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+def test_evaluating_with_env_options_that_cannot_replay_the_run_is_one_line(trained, capsys):
     capsys.readouterr()
-    tasks = len(json.loads((run_dir / "metrics.json").read_text())["untrained_accuracy"])
-    assert evaluate.main([f"checkpoint={run_dir}", f"env.kwargs.num_tasks={tasks - 1}"]) == 2
+    tasks = len(json.loads((trained / "metrics.json").read_text())["untrained_accuracy"])
+    assert evaluate.main([f"checkpoint={trained}", f"env.kwargs.num_tasks={tasks - 1}"]) == 2
     one_error_line(capsys, "keep the env options the run was trained with")
 
 
-def test_weights_that_do_not_fit_name_the_tensor_and_the_env_option(tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+def test_weights_that_do_not_fit_name_the_tensor_and_the_env_option(trained, capsys):
     capsys.readouterr()
-    assert evaluate.main([f"checkpoint={run_dir}", "env.kwargs.vocab_size=512"]) == 2
+    assert evaluate.main([f"checkpoint={trained}", "env.kwargs.vocab_size=512"]) == 2
     one_error_line(capsys, "size mismatch for embed.weight")  # was torch's bare "Error(s) in loading state_dict"
 
 
