@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 import torch
 
+HNSW_LEVEL_SEED = 12345  # FAISS's own default seed of the HNSW level generator
 MIN_POINTS_PER_LIST = 39  # FAISS warns (and clusters poorly) below 39 training points per centroid
 
 
@@ -186,10 +187,20 @@ class IVFIndex:
         return n * (4 * d + 8) + self.lists * 4 * d + (n * 16 if self.ready else 0)  # codes, ids, centroids, map
 
     def state(self) -> dict:
-        return {"blob": _blob(self.index)}
+        # without its id -> position map: FAISS writes that hash table in an order that depends on the history of
+        # adds and removals, so equal indexes would save unequal bytes (a resumed run would not be bit-identical)
+        self.index.set_direct_map_type(faiss.DirectMap.NoMap)
+        try:
+            return {"blob": _blob(self.index)}
+        finally:
+            self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def load_state(self, d: dict) -> None:
         self.index = _unblob(d["blob"])
+        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # removal by id (not saved, see state)
+        # FAISS does not save clustering settings: an index read back untrained would train with plain k-means
+        # instead of the spherical k-means the inner-product constructor sets (unnormalised centroids)
+        self.index.cp.spherical = self._empty(self.index.d).cp.spherical
 
 
 class HNSWIndex:
@@ -223,6 +234,9 @@ class HNSWIndex:
             return
         faiss.omp_set_num_threads(self.threads)
         start = self.index.ntotal
+        # the random levels of new nodes: seeded by the node count, since FAISS does not save its generator and
+        # a graph read back from a checkpoint would otherwise draw other levels than the run that saved it
+        self.index.hnsw.rng = faiss.RandomGenerator(HNSW_LEVEL_SEED + start)
         self.index.add(np.ascontiguousarray(self.keys[rows]))
         self.row_of = np.concatenate([self.row_of, rows.astype(np.int64)])
         self.alive = np.concatenate([self.alive, np.ones(len(rows), dtype=bool)])
