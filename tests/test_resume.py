@@ -8,11 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from agents import run
 from agents.tb_logger import read_scalars
-from tests.test_run import TINY_MODEL
+from tests.test_run import TINY_ENVS, TINY_MODEL
 
 OVERRIDES = ["env=ContinualShift-v0", "agent=memnet", "seed=5", "env.kwargs.num_tasks=2",
              "env.kwargs.episodes_per_task=3", "env.kwargs.trials_per_episode=12", "env.kwargs.keys_per_task=4",
@@ -40,11 +41,17 @@ def assert_same(a, b, where="checkpoint"):
 
 
 def test_killed_run_resumes_to_the_same_state(tmp_path):
+    check_resume(tmp_path, OVERRIDES)
+
+
+def check_resume(tmp_path, overrides: list[str], episodes: int = 6) -> None:
+    """Run `overrides` straight, and again SIGKILLed after its first checkpoint and resumed: the two end in the
+    same weights, optimiser, state, memory, RNG, trainer state, metrics.json and TensorBoard curves."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert run.main([*OVERRIDES, f"run_dir={straight}"]) == 0
+    assert run.main([*overrides, f"run_dir={straight}"]) == 0
 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "agents.run", *OVERRIDES, f"run_dir={killed}"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "agents.run", *overrides, f"run_dir={killed}"], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = killed / "checkpoints" / "last.pt"
     deadline = time.time() + 120
@@ -54,13 +61,13 @@ def test_killed_run_resumes_to_the_same_state(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = torch.load(ckpt, weights_only=True)["trainer"]["episode"]
-    assert 1 <= partial < 6, f"killed after episode {partial}: not a run cut short, nothing to resume"
+    assert 1 <= partial < episodes, f"killed after episode {partial}: not a run cut short, nothing to resume"
     assert run.main([f"resume={killed}"]) == 0
 
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(ckpt, weights_only=True)
-    assert b["trainer"]["episode"] == 6 and a["trainer"]["episode"] == 6
-    print(f"killed after episode {partial} of 6")
+    assert b["trainer"]["episode"] == episodes and a["trainer"]["episode"] == episodes
+    print(f"killed after episode {partial} of {episodes}")
     for section in ("model", "optimizer", "state", "memory", "rng"):
         assert_same(a[section], b[section], section)
     for key in ("episode", "lane_steps", "train_steps", "reset_log", "R", "b", "curves", "task_boundaries",
@@ -78,3 +85,25 @@ def test_killed_run_resumes_to_the_same_state(tmp_path):
     assert curves == sorted(tag for tag in tb if tag.startswith(("train/", "eval/", "cl/", "recall/", "memory/")))
     for tag in curves:
         assert ta[tag] == tb[tag], tag
+
+
+TINY = [*TINY_MODEL, "seed=5", "train.checkpoint_every=1", "train.eval_every=2", "train.episodes=6"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [
+    ["env=NeedleRecall-v0", "agent=memnet", *TINY_ENVS["NeedleRecall-v0"]],
+    ["env=LongDependency-v0", "agent=memnet", *TINY_ENVS["LongDependency-v0"], "env.kwargs.cross_episode_queries=2",
+     "env.kwargs.episode_length=80"],
+    [*OVERRIDES, "train.mode=reinforce"],
+    [*OVERRIDES, "agent=lstm"],
+    [*OVERRIDES, "memory.internal=lm2"],
+    [*OVERRIDES, "memory.store_index=ivf"],  # capacity 64: the IVF index trains mid-run (39 entries, 1 list)
+    [*OVERRIDES, "memory.store_scope=shared", "memory.store_capacity=128"],
+    [*OVERRIDES, "memory.reset=task"],
+    [*OVERRIDES, "train.amp=true"],
+    [*OVERRIDES, "memory.cache_hot=4", "memory.cache_warm=2", "memory.cache_cold=8"],  # tiers that demote a lot
+], ids=["needle", "long-dependency-cross-episode", "reinforce", "lstm", "lm2", "ivf", "shared-store",
+        "reset-task", "amp", "small-cache-tiers"])
+def test_other_configurations_resume_to_the_same_state(tmp_path, overrides):
+    check_resume(tmp_path, [*overrides, *[o for o in TINY if o not in overrides]])
