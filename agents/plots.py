@@ -201,19 +201,22 @@ def plot_slot_usage_heatmap(
     return _save(figure, path)
 
 
-def plot_slot_survival(lifetimes, path: str | os.PathLike, observed=None, unit: str = "slot-bank writes") -> Figure:
+def plot_slot_survival(lifetimes, path: str | os.PathLike, observed=None, unit: str = "slot-bank writes",
+                       counts=None) -> Figure:
     """Kaplan-Meier survival of slot contents: share still present t steps after being written.
 
     lifetimes: (n,) steps each content stayed before being overwritten, in `unit` (the x axis names it: the
     trainer's tracker counts slot-bank writes, one per learning chunk); observed: (n,) bool, False for content
-    still present at the end (censored); None = all overwritten."""
+    still present at the end (censored); None = all overwritten; counts: (n,) contents per entry (a histogram;
+    None = one each)."""
     figure, ax = _new_figure()
     lifetimes = np.asarray(lifetimes, dtype=np.float64).ravel()  # (n,)
-    times, survival = kaplan_meier(lifetimes, observed)
-    if lifetimes.size == 0:
+    times, survival = kaplan_meier(lifetimes, observed, counts)
+    contents = int(np.sum(counts)) if counts is not None else lifetimes.size
+    if contents == 0:
         _note(ax, "no slot contents recorded")
     else:
-        ax.step(times, survival, where="post", linewidth=1.5, label=f"Kaplan-Meier (n = {lifetimes.size})")
+        ax.step(times, survival, where="post", linewidth=1.5, label=f"Kaplan-Meier (n = {contents:,})")
         below_half = np.nonzero(survival <= 0.5)[0]
         if below_half.size:
             median = times[below_half[0]]

@@ -88,7 +88,7 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
     if lifetimes is not None:
         unit = f"learning chunks (one slot write each, {trainer.cfg.train.chunk} env steps)"
         figs["slot_survival"] = plots.plot_slot_survival(lifetimes[0], p / "slot_survival.png",
-                                                         observed=lifetimes[1], unit=unit)
+                                                         observed=lifetimes[1], unit=unit, counts=lifetimes[2])
     if logger is not None:
         for name in ("accuracy_matrix", "slot_usage", "slot_survival"):
             if name in figs:

@@ -176,13 +176,14 @@ class Trainer:
             self.usage_history.append(slot_usage(bank, mean_over_lanes=True).tolist())
             self.usage_steps.append(self.train_steps)
 
-    def slot_lifetimes(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(lifetimes, observed): finished lifetimes plus the censored ages of contents still in memory."""
+    def slot_lifetimes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(lifetimes, observed, counts): each distinct finished lifetime with how many contents lived it, then
+        the censored ages of contents still in memory (count 1 each)."""
         if self.lifetimes is None:
             return None
-        done, alive = self.lifetimes.lifetimes(), self.lifetimes.alive_ages()
-        return (np.concatenate([done, alive]),
-                np.concatenate([np.ones(done.size, bool), np.zeros(alive.size, bool)]))
+        (done, counts), alive = self.lifetimes.lifetime_counts(), self.lifetimes.alive_ages()
+        return (np.concatenate([done, alive]), np.concatenate([np.ones(done.size, bool), np.zeros(alive.size, bool)]),
+                np.concatenate([counts, np.ones(alive.size, np.int64)]))
 
     def _task_switch(self, task: int) -> bool:
         """memory.reset=task clears the memory when the agent meets `task` after training on another one."""
