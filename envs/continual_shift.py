@@ -79,11 +79,13 @@ class ContinualShiftSource(StreamSource):
         self._blend_share = np.zeros(n)
         if self.shift == "gradual":
             w = self.shift_window
-            for e in range(n):
-                later = np.nonzero(self.schedule[e:] != self.schedule[e])[0]
-                if len(later) and later[0] <= w:  # within w episodes of the next switch
-                    self._blend_task[e] = self.schedule[e + later[0]]
-                    self._blend_share[e] = (w - later[0] + 1) / (w + 1)
+            # first episode of the next block after each episode (n: none), from the block starts: one pass
+            starts = np.flatnonzero(np.r_[True, self.schedule[1:] != self.schedule[:-1]])  # (K,)
+            nxt = np.r_[starts[1:], n][np.searchsorted(starts, np.arange(n), side="right") - 1]  # (n,)
+            ahead = nxt - np.arange(n)  # episodes until the switch
+            near = (nxt < n) & (ahead <= w)  # within w episodes of the next switch
+            self._blend_task[near] = self.schedule[nxt[near]]
+            self._blend_share[near] = (w - ahead[near] + 1) / (w + 1)
 
     def restart(self) -> None:
         self.episode_index = 0  # training episodes started since the last seeded reset

@@ -273,3 +273,28 @@ def test_needle_recall_text_haystack_and_missing_file(tmp_path):
 def test_needle_recall_haystack_path_that_is_a_directory_says_so(tmp_path):
     with pytest.raises(ValueError, match=r"haystack_path='.*' is a directory: pass the path of a UTF-8 text file"):
         gym.make("NeedleRecall-v0", haystack_path=str(tmp_path))
+
+
+def _blend_reference(schedule: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The gradual blend episode by episode: within w episodes of the next switch, blend in the next task with
+    share (w - episodes to go + 1) / (w + 1)."""
+    task, share = schedule.copy(), np.zeros(len(schedule))
+    for e in range(len(schedule)):
+        later = np.nonzero(schedule[e:] != schedule[e])[0]
+        if len(later) and later[0] <= w:
+            task[e], share[e] = schedule[e + later[0]], (w - later[0] + 1) / (w + 1)
+    return task, share
+
+
+@pytest.mark.parametrize("tasks, per_task, revisit, window", [(5, 20, False, 5), (3, 1, True, 1), (4, 7, True, 7),
+                                                              (2, 3, False, 2), (1, 5, True, 3), (6, 2, True, 2)])
+def test_gradual_blend_matches_the_episode_by_episode_definition(tasks, per_task, revisit, window):
+    """The blend is computed in one pass (it scanned the rest of the schedule per episode: 5 x 100,000 episodes
+    took ~2 minutes to build, now ~0.04 s)."""
+    from envs.continual_shift import ContinualShiftSource
+
+    src = ContinualShiftSource(num_tasks=tasks, episodes_per_task=per_task, shift="gradual", shift_window=window,
+                               revisit=revisit)
+    task, share = _blend_reference(src.schedule, src.shift_window)
+    np.testing.assert_array_equal(src._blend_task, task)
+    np.testing.assert_allclose(src._blend_share, share)
