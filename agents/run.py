@@ -79,9 +79,8 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
         boundary = last or trainer.current_task() != task
         if boundary or trainer.episode % cfg.eval_every == 0:
             ev = trainer.evaluate_all()
-            if boundary:  # R's row of the block just trained: the last block starting at or before its episode
-                block = sum(start <= trainer.episode - 1 for start in trainer.block_starts) - 1  # past the end: last
-                trainer.R[block] = [ev[j] for j in range(trainer.num_tasks)]
+            if boundary:  # R's row of the block just trained
+                trainer.R[trainer.block_of(trainer.episode - 1)] = [ev[j] for j in range(trainer.num_tasks)]
                 trainer.task_boundaries.append(trainer.train_steps)
             trainer.record_memory_usage()
         values = log_eval(trainer, logger) if boundary or trainer.episode % cfg.eval_every == 0 else None

@@ -185,6 +185,11 @@ class Trainer:
         return (np.concatenate([done, alive]), np.concatenate([np.ones(done.size, bool), np.zeros(alive.size, bool)]),
                 np.concatenate([counts, np.ones(alive.size, np.int64)]))
 
+    def block_of(self, episode: int) -> int:
+        """The training block (row of R) of a training episode: the last block starting at or before it (episodes
+        past the schedule's end belong to its last block; `schedule_blocks`)."""
+        return int(np.searchsorted(self.block_starts, episode, side="right")) - 1
+
     def _task_switch(self, task: int) -> bool:
         """memory.reset=task clears the memory when the agent meets `task` after training on another one."""
         return self.episode > 0 and task != self._task_before()
