@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from memory.config import MemoryConfig
 from memory.persist import atomic_torch_save
 
 FORMAT = "memstream-checkpoint"
@@ -70,6 +71,9 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
             diffs.append(f"{key}: {saved_config.get(key)} vs {config.get(key)}")
     for section in ARCH_SECTIONS:
         a, b = saved_config.get(section, {}), config.get(section, {})
+        if section == "memory":  # an absent key holds its default (one added since the checkpoint was written)
+            defaults = MemoryConfig().to_dict()
+            a, b = {**defaults, **a}, {**defaults, **b}
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k) and not (section == "memory" and k in _MEMORY_RUNTIME_KEYS):
                 diffs.append(f"{section}.{k}: {a.get(k)} vs {b.get(k)}")
@@ -82,7 +86,7 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
 
 # memory keys that change behaviour but not the shapes of saved tensors
 _MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_precision",
-                        "store_replace", "reset"}
+                        "store_replace", "reset", "store_ivf_probes", "store_hnsw_ef_search", "store_hnsw_min_entries"}
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict, path: str | Path) -> None:

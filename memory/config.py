@@ -25,6 +25,19 @@ CACHE_POLICIES = ("lru", "fifo", "importance")
 RESET_MODES = ("never", "episode", "task")
 KEY_SOURCES = ("hidden", "token")
 MAX_LAG = 64  # largest key / query lag in memory.key_lags
+MIN_POINTS_PER_LIST = 39  # FAISS warns (and clusters poorly) below 39 training points per IVF centroid
+
+
+def ivf_lists_for(capacity: int, lists: int | None) -> int:
+    """The IVF lists of a store partition of `capacity` rows: `lists`, or None for the automatic 4 sqrt(capacity);
+    at most capacity // 39 (FAISS trains each list on >= 39 keys), at least 1."""
+    want = lists if lists is not None else int(4 * math.sqrt(capacity))
+    return max(1, min(want, capacity // MIN_POINTS_PER_LIST))
+
+
+def ivf_probes_for(lists: int, probes: int | None) -> int:
+    """The lists an IVF search visits: `probes`, or None for max(8, lists / 64); at most `lists`."""
+    return min(lists, probes if probes is not None else max(8, lists // 64))
 
 
 def parse_lags(text) -> tuple[tuple[int, int], ...] | None:
@@ -65,6 +78,14 @@ class MemoryConfig:
     store_metric: str = "cosine"  # cosine | ip (inner product: rank memories by the attention logit q.k)
     store_replace: float = 0.0  # a write replaces its lane's memories whose keys have cosine >= this (0 = never)
     store_threads: int = 1  # FAISS OpenMP threads (see DESIGN.md pitfalls)
+    # approximate indexes (store_index=ivf | hnsw), per store partition. IVF: lists (0 = 4 sqrt(store_capacity)),
+    # lists searched per query (0 = max(8, lists / 64)); it takes over from exact search at 39 x lists entries.
+    # HNSW: neighbours per node (M), search breadth (efSearch), entries before the graph takes over
+    store_ivf_lists: int = 0
+    store_ivf_probes: int = 0
+    store_hnsw_neighbors: int = 32
+    store_hnsw_ef_search: int = 64
+    store_hnsw_min_entries: int = 1024
     # exact search's scan: bf16 multiplies a bfloat16 copy of the keys (scores carry its rounding); auto = bf16
     # where the CPU has AMX (1.8-3x faster there at MemNet's shapes), fp32 elsewhere
     store_precision: str = "auto"
@@ -138,6 +159,7 @@ class MemoryConfig:
         need(self.store_metric in STORE_METRICS, f"store_metric={self.store_metric!r}: choose one of {STORE_METRICS}")
         need(self.store_top_k >= 1, f"store_top_k={self.store_top_k}: must be >= 1")
         need(self.store_threads >= 1, f"store_threads={self.store_threads}: must be >= 1")
+        self._validate_ann(need)
         need(self.store_precision in STORE_PRECISIONS,
              f"store_precision={self.store_precision!r}: choose one of {STORE_PRECISIONS}")
         need(0.0 <= self.store_replace <= 1.0, f"store_replace={self.store_replace}: must lie in [0, 1]")
@@ -159,6 +181,25 @@ class MemoryConfig:
         need(self.context_scale > 0, f"context_scale={self.context_scale}: must be > 0")
         need(self.key_source in KEY_SOURCES, f"key_source={self.key_source!r}: choose one of {KEY_SOURCES}")
         need(self.reset in RESET_MODES, f"reset={self.reset!r}: choose one of {RESET_MODES}")
+
+    def _validate_ann(self, need) -> None:
+        """The approximate indexes' settings; the IVF bounds only bite with store_index=ivf (a sweep may set them
+        for every trial, flat ones included)."""
+        need(self.store_ivf_lists >= 0, f"store_ivf_lists={self.store_ivf_lists}: must be >= 0 (0 = automatic)")
+        need(self.store_ivf_probes >= 0, f"store_ivf_probes={self.store_ivf_probes}: must be >= 0 (0 = automatic)")
+        need(self.store_hnsw_neighbors >= 2, f"store_hnsw_neighbors={self.store_hnsw_neighbors}: must be >= 2")
+        need(self.store_hnsw_ef_search >= 1, f"store_hnsw_ef_search={self.store_hnsw_ef_search}: must be >= 1")
+        need(self.store_hnsw_min_entries >= 1,
+             f"store_hnsw_min_entries={self.store_hnsw_min_entries}: must be >= 1")
+        if self.store_index != "ivf":
+            return
+        most = max(1, self.store_capacity // MIN_POINTS_PER_LIST)
+        need(self.store_ivf_lists <= most, f"store_ivf_lists={self.store_ivf_lists}: at most store_capacity // "
+             f"{MIN_POINTS_PER_LIST} = {most} (FAISS trains each list on >= {MIN_POINTS_PER_LIST} keys); lower it or "
+             "raise store_capacity")
+        lists = ivf_lists_for(self.store_capacity, self.store_ivf_lists or None)
+        need(self.store_ivf_probes <= lists, f"store_ivf_probes={self.store_ivf_probes}: at most the {lists} IVF "
+             "lists a partition has (store_ivf_lists, 0 = automatic)")
 
     @property
     def head_dim(self) -> int:

@@ -131,7 +131,9 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         """Keys are cfg.dim wide unless `key_dim` says otherwise (MemNet's key inputs: cfg.key_inputs x dim)."""
         return cls(key_dim or cfg.dim, value_dim, cfg.store_capacity, lanes=lanes, scope=cfg.store_scope,
                    index=cfg.store_index, eviction=cfg.store_eviction, threads=cfg.store_threads,
-                   metric=cfg.store_metric, precision=cfg.store_precision, **kwargs)
+                   metric=cfg.store_metric, precision=cfg.store_precision, ivf_lists=cfg.store_ivf_lists or None,
+                   ivf_probes=cfg.store_ivf_probes or None, hnsw_neighbors=cfg.store_hnsw_neighbors,
+                   hnsw_ef_search=cfg.store_hnsw_ef_search, hnsw_min_entries=cfg.store_hnsw_min_entries, **kwargs)
 
     def _make_ann(self, p: int):
         keys = self._keys[p * self.capacity:(p + 1) * self.capacity]  # view: the index reads keys by row

@@ -18,8 +18,9 @@ import faiss
 import numpy as np
 import torch
 
+from memory.config import MIN_POINTS_PER_LIST, ivf_lists_for, ivf_probes_for
+
 HNSW_LEVEL_SEED = 12345  # FAISS's own default seed of the HNSW level generator
-MIN_POINTS_PER_LIST = 39  # FAISS warns (and clusters poorly) below 39 training points per centroid
 
 
 def bf16_matmul_is_fast() -> bool:
@@ -139,11 +140,10 @@ class IVFIndex:
 
     def __init__(self, keys: np.ndarray, lists: int | None, probes: int | None, threads: int):
         capacity, dim = keys.shape
-        auto = int(4 * np.sqrt(capacity))
-        self.lists = max(1, min(lists if lists is not None else auto, capacity // MIN_POINTS_PER_LIST))
-        self.probes = min(self.lists, probes if probes is not None else max(8, self.lists // 64))
+        self.lists = ivf_lists_for(capacity, lists)
+        self.probes = ivf_probes_for(self.lists, probes)
         self.min_entries = MIN_POINTS_PER_LIST * self.lists
-        self.keys, self.threads = keys, threads
+        self.keys, self.threads, self.probes_asked = keys, threads, probes
         self.index = self._empty(dim)
 
     def _empty(self, dim: int):
@@ -198,6 +198,9 @@ class IVFIndex:
     def load_state(self, d: dict) -> None:
         self.index = _unblob(d["blob"])
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)  # removal by id (not saved, see state)
+        # the saved index's list count wins (a store made with other ivf_lists loads it as it was trained)
+        self.lists = int(self.index.nlist)
+        self.probes, self.min_entries = ivf_probes_for(self.lists, self.probes_asked), MIN_POINTS_PER_LIST * self.lists
         # FAISS does not save clustering settings: an index read back untrained would train with plain k-means
         # instead of the spherical k-means the inner-product constructor sets (unnormalised centroids)
         self.index.cp.spherical = self._empty(self.index.d).cp.spherical
