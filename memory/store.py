@@ -29,7 +29,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from memory.config import STORE_EVICTIONS, STORE_INDEXES, STORE_METRICS, STORE_PRECISIONS, MemoryConfig
+from memory.config import (
+    MIN_POINTS_PER_LIST,
+    STORE_EVICTIONS,
+    STORE_INDEXES,
+    STORE_METRICS,
+    STORE_PRECISIONS,
+    MemoryConfig,
+    ivf_lists_for,
+)
 from memory.eviction import lowest
 from memory.store_index import HNSWIndex, IVFIndex, resolve_precision
 from memory.store_io import StorePersistence
@@ -70,6 +78,13 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         for name, v in (("ivf_lists", ivf_lists), ("ivf_probes", ivf_probes), ("exact_block", exact_block)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1 or None (automatic)")
+        if index == "ivf" and ivf_lists is not None and ivf_lists > max(1, capacity // MIN_POINTS_PER_LIST):
+            raise ValueError(f"FaissStore: ivf_lists={ivf_lists}: at most capacity // {MIN_POINTS_PER_LIST} = "
+                             f"{max(1, capacity // MIN_POINTS_PER_LIST)} (FAISS trains each list on >= "
+                             f"{MIN_POINTS_PER_LIST} keys)")
+        if index == "ivf" and ivf_probes is not None and ivf_probes > ivf_lists_for(capacity, ivf_lists):
+            raise ValueError(f"FaissStore: ivf_probes={ivf_probes}: at most the {ivf_lists_for(capacity, ivf_lists)} "
+                             "lists a partition has")
         if precision not in STORE_PRECISIONS:
             raise ValueError(f"FaissStore: precision={precision!r}: choose one of {STORE_PRECISIONS}")
         self.precision = precision  # as given ("auto" is resolved on each machine, also after a load)

@@ -138,3 +138,13 @@ def test_an_ivf_run_with_its_settings_runs_and_resumes(tmp_path):
     assert saved["config"]["memory"]["store_ivf_lists"] == 1
     assert saved["memory"]["store"]["config"]["ivf_lists"] == 1
     assert run.main([f"resume={run_dir}"]) == 0
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"ivf_lists": 16}, "ivf_lists=16: at most capacity // 39 = 15"),
+    ({"ivf_lists": 8, "ivf_probes": 9}, "ivf_probes=9: at most the 8 lists"),
+])
+def test_the_python_api_refuses_ivf_settings_it_cannot_use_as_given(kw, message):
+    FaissStore(8, 1, capacity=600, index="ivf", ivf_lists=15, ivf_probes=15)  # the bounds themselves are fine
+    with pytest.raises(ValueError, match=message):
+        FaissStore(8, 1, capacity=600, index="ivf", **kw)
