@@ -75,7 +75,7 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
             defaults = MemoryConfig().to_dict()
             a, b = {**defaults, **a}, {**defaults, **b}
         for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k) and not (section == "memory" and k in _MEMORY_RUNTIME_KEYS):
+            if a.get(k) != b.get(k) and not (section == "memory" and k in MEMORY_RUNTIME_KEYS):
                 diffs.append(f"{section}.{k}: {a.get(k)} vs {b.get(k)}")
     if saved_config.get("env", {}).get("id") != config.get("env", {}).get("id"):
         diffs.append(f"env.id: {saved_config.get('env', {}).get('id')} vs {config.get('env', {}).get('id')}")
@@ -85,7 +85,7 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
 
 
 # memory keys that change behaviour but not the shapes of saved tensors
-_MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_precision",
+MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_precision",
                         "store_replace", "reset", "store_ivf_probes", "store_hnsw_ef_search", "store_hnsw_min_entries"}
 
 

@@ -5,9 +5,11 @@ Loads the run's checkpoint (weights and persisting memory), evaluates every task
 point), prints a table and writes `eval.json` into the run folder. The checkpoint is not modified.
 
 `env.kwargs.<option>=<value>` evaluates the trained agent on a changed env instead (e.g. more facts per episode
-for NeedleRecall's capacity curve); a comma list (`env.kwargs.facts_per_episode=1,2,4`) gives one evaluation
-per value (several lists: every combination), written as `{"evaluations": [...]}`. `out=<file>` names the
-output (relative paths: inside the run folder).
+for NeedleRecall's capacity curve); `memory.<key>=<value>` with a memory setting that leaves the saved state
+valid (`EVAL_MEMORY_KEYS`: e.g. `memory.reset=episode`, no memory across episodes; `memory.store_hnsw_ef_search`,
+the search's breadth) evaluates the trained memory used another way. A comma list
+(`env.kwargs.facts_per_episode=1,2,4`) gives one evaluation per value (several lists: every combination),
+written as `{"evaluations": [...]}`. `out=<file>` names the output (relative paths: inside the run folder).
 """
 
 from __future__ import annotations
@@ -18,28 +20,37 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.checkpoint import MEMORY_RUNTIME_KEYS, CheckpointError, load_checkpoint
 from agents.config import ConfigError, validate
 from agents.report import write_json_atomic
+from memory.config import MemoryConfig
 
 USAGE = ("usage: python -m agents.evaluate checkpoint=<run folder or checkpoints/last.pt> [device=cpu|cuda|auto] "
-         "[env.kwargs.<option>=<value or comma list> ...] [out=<file, default eval.json>]")
-ENV_PREFIX = "env.kwargs."
+         "[env.kwargs.<option>=<value or comma list> ...] [memory.<key>=<value or comma list> ...] "
+         "[out=<file, default eval.json>]")
+ENV_PREFIX, MEMORY_PREFIX = "env.kwargs.", "memory."
+# memory keys an evaluation may set: those a checkpoint loads under (MEMORY_RUNTIME_KEYS) that act without learning
+EVAL_MEMORY_KEYS = tuple(sorted(MEMORY_RUNTIME_KEYS - {"util_weight", "pressure_weight", "sparsity_weight"}))
 
 
 def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict | None = None,
-             out: str | None = "eval.json") -> dict:
-    """Evaluate every task from the checkpoint; `env_kwargs` replaces env options of the run's config.
+             out: str | None = "eval.json", memory: dict | None = None) -> dict:
+    """Evaluate every task from the checkpoint; `env_kwargs` replaces env options of the run's config, `memory`
+    memory settings among EVAL_MEMORY_KEYS.
 
     Writes the result to `out` (relative: inside the run folder; None: nowhere) and returns it."""
     from agents.trainer import Trainer
 
+    for key in memory or {}:
+        check_memory_key(key)
     checkpoint = Path(checkpoint).resolve()
     body = load_checkpoint(checkpoint)
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
         if env_kwargs:
             cfg.env.kwargs = OmegaConf.merge(cfg.env.kwargs, env_kwargs)
+        if memory:
+            cfg.memory = OmegaConf.merge(cfg.memory, memory)
         if device is not None:  # before validate, which checks it
             cfg.device = device
     cfg = validate(cfg)
@@ -49,7 +60,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     accuracy = trainer.evaluate_all()
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,
-        "env_kwargs": dict(env_kwargs or {}),
+        "env_kwargs": dict(env_kwargs or {}), "memory": dict(memory or {}),
         "accuracy_by_task": accuracy, "accuracy": sum(accuracy.values()) / len(accuracy),
         "accuracy_by_distance": {k: v for k, v in trainer.by_distance.result().items() if v is not None} or None,
         "recall_by_delay": {k: v for k, v in trainer.by_delay.result().items() if v is not None} or None,
@@ -59,9 +70,19 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     return result
 
 
-def env_kwarg_grid(items: list[str]) -> list[dict]:
-    """`env.kwargs.<k>=<v>` overrides -> one {option: value} per combination (a comma list is a sweep, as in
-    Hydra's multirun); values are parsed by Hydra's override grammar (`[1,2]` is a list, `true` a bool)."""
+def check_memory_key(key: str) -> None:
+    """A memory key an evaluation may set, or one ConfigError line saying which it may."""
+    if key not in MemoryConfig.__dataclass_fields__:
+        raise ConfigError(f"unknown config key 'memory.{key}'; run `python -m agents.run --help` to list the keys")
+    if key not in EVAL_MEMORY_KEYS:
+        raise ConfigError(f"memory.{key}: the trained weights and saved memory were made with the run's value; an "
+                          f"evaluation may change memory.{{{','.join(EVAL_MEMORY_KEYS)}}} only")
+
+
+def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
+    """`env.kwargs.<k>=<v>` and `memory.<k>=<v>` overrides -> one ({env option: value}, {memory key: value}) per
+    combination (a comma list is a sweep, as in Hydra's multirun); values are parsed by Hydra's override grammar
+    (`[1,2]` is a list, `true` a bool)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -72,9 +93,17 @@ def env_kwarg_grid(items: list[str]) -> list[dict]:
         except HydraException as exc:
             raise ConfigError(f"{item}: {str(exc).splitlines()[0]}; write env.kwargs.<option>=<value> or a comma "
                               "list (env.kwargs.facts_per_episode=1,2,4)") from None
-    names = [o.key_or_group[len(ENV_PREFIX):] for o in parsed]
+    names = [o.key_or_group for o in parsed]
+    for name in names:
+        if name.startswith(MEMORY_PREFIX):
+            check_memory_key(name[len(MEMORY_PREFIX):])
     values = [list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()] for o in parsed]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)] or [{}]
+    grid = []
+    for combo in itertools.product(*values):
+        env = {n[len(ENV_PREFIX):]: v for n, v in zip(names, combo, strict=True) if n.startswith(ENV_PREFIX)}
+        memory = {n[len(MEMORY_PREFIX):]: v for n, v in zip(names, combo, strict=True) if n.startswith(MEMORY_PREFIX)}
+        grid.append((env, memory))
+    return grid or [({}, {})]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,18 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    args = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith(ENV_PREFIX))
-    env_items = [a for a in argv if a.startswith(ENV_PREFIX) and "=" in a]
+    prefixes = (ENV_PREFIX, MEMORY_PREFIX)
+    args = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith(prefixes))
+    grid_items = [a for a in argv if a.startswith(prefixes) and "=" in a]
     bad = [a for a in argv if "=" not in a] + [k for k in args if k not in ("checkpoint", "device", "out")]
     if bad or "checkpoint" not in args:
         print(f"error: expected checkpoint=<path>{f', got {bad[0]!r}' if bad else ''}\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        grid = env_kwarg_grid(env_items)
+        grid = override_grid(grid_items)
         if len(grid) == 1:
-            results = [evaluate(args["checkpoint"], args.get("device"), grid[0], args.get("out", "eval.json"))]
-        else:  # one file for the sweep: each evaluation names the env options it used
-            results = [evaluate(args["checkpoint"], args.get("device"), kwargs, None) for kwargs in grid]
+            results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),
+                                grid[0][1])]
+        else:  # one file for the sweep: each evaluation names the env options and memory settings it used
+            results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory) for env, memory in grid]
             checkpoint = Path(args["checkpoint"]).resolve()
             run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
             write_json_atomic(run_dir / args.get("out", "eval.json"), {"evaluations": results})
@@ -101,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for result in results:
-        shown = " ".join(f"{k}={v}" for k, v in result["env_kwargs"].items())
+        shown = " ".join([f"{k}={v}" for k, v in result["env_kwargs"].items()]
+                         + [f"memory.{k}={v}" for k, v in result["memory"].items()])
         print(f"{result['env']} / {result['agent']} after {result['episodes_trained']} episodes"
               + (f" ({shown})" if shown else ""))
         for task, acc in result["accuracy_by_task"].items():

@@ -17,7 +17,7 @@ from agents.benchmark_report import (
     flat_metrics,
     markdown,
 )
-from agents.evaluate import env_kwarg_grid
+from agents.evaluate import override_grid
 from tests.test_run import TINY_MODEL
 
 LD, NR, CS = "LongDependency-v0", "NeedleRecall-v0", "ContinualShift-v0"
@@ -109,10 +109,13 @@ def test_eta_uses_the_mean_time_of_finished_runs_of_the_same_kind():
     assert benchmark.eta_s([], [job], {}, workers=2) is None
 
 
-def test_evaluate_env_kwarg_lists_are_sweeps():
-    grid = env_kwarg_grid(["env.kwargs.facts_per_episode=1,2", "env.kwargs.distances=[1,2]"])
-    assert grid == [{"facts_per_episode": 1, "distances": [1, 2]}, {"facts_per_episode": 2, "distances": [1, 2]}]
-    assert env_kwarg_grid([]) == [{}]
+def test_evaluate_env_kwarg_and_memory_lists_are_sweeps():
+    grid = override_grid(["env.kwargs.facts_per_episode=1,2", "env.kwargs.distances=[1,2]"])
+    assert grid == [({"facts_per_episode": 1, "distances": [1, 2]}, {}),
+                    ({"facts_per_episode": 2, "distances": [1, 2]}, {})]
+    assert override_grid([]) == [({}, {})]
+    grid = override_grid(["memory.reset=never,episode", "env.kwargs.delay=3"])
+    assert grid == [({"delay": 3}, {"reset": "never"}), ({"delay": 3}, {"reset": "episode"})]
 
 
 @pytest.mark.parametrize("argv, message", [

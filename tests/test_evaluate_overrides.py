@@ -1,0 +1,50 @@
+"""`python -m agents.evaluate ... memory.<key>=<value>`: the trained memory evaluated another way."""
+
+import json
+
+import pytest
+
+from agents import evaluate, run
+
+NEEDLE = ["env=NeedleRecall-v0", "train.lanes=4", "train.threads=1", "train.progress=false", "train.episodes=2",
+          "env.kwargs.delay=1", "env.kwargs.haystack_length=48", "env.kwargs.facts_per_episode=2",
+          "env.kwargs.train_facts=64", "env.kwargs.fresh_facts=16"]
+
+
+@pytest.fixture(scope="module")
+def needle_run(tmp_path_factory):
+    """A small MemNet trained 2 episodes on NeedleRecall with delay 1: each fact is recalled one episode after it
+    was shown, so the recall comes from memory kept across episodes (the store), not from the weights."""
+    run_dir = tmp_path_factory.mktemp("needle") / "run"
+    assert run.main([*NEEDLE, f"run_dir={run_dir}"]) == 0
+    return run_dir
+
+
+def test_memory_reset_per_episode_at_evaluation_removes_the_recall_that_memory_carried(needle_run):
+    kept = evaluate.evaluate(needle_run, out=None)
+    reset = evaluate.evaluate(needle_run, memory={"reset": "episode"}, out=None)
+    assert kept["recall_by_delay"][1] >= 0.75  # measured 0.875: the store carries the facts across episodes
+    assert reset["recall_by_delay"][1] <= 1 / 16  # fresh facts, memory cleared: nothing left to recall them from
+    assert (kept["memory"], reset["memory"]) == ({}, {"reset": "episode"})
+
+
+def test_a_memory_sweep_writes_one_evaluation_per_value_naming_its_setting(needle_run, capsys):
+    assert evaluate.main([f"checkpoint={needle_run}", "memory.reset=never,episode", "out=sweep.json"]) == 0
+    results = json.loads((needle_run / "sweep.json").read_text())["evaluations"]
+    assert [r["memory"] for r in results] == [{"reset": "never"}, {"reset": "episode"}]
+    assert results[0]["accuracy"] > results[1]["accuracy"]
+    assert "(memory.reset=episode)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override, message", [
+    ("memory.store_top_k=4", "memory.store_top_k: the trained weights and saved memory were made with the run's "
+                             "value; an evaluation may change memory.{"),
+    ("memory.slots=8", "memory.slots: the trained weights"),
+    ("memory.util_weight=1.0", "memory.util_weight: the trained weights"),  # acts on learning only
+    ("memory.no_such_key=1", "unknown config key 'memory.no_such_key'"),
+    ("memory.reset=sometimes", "memory.reset='sometimes': choose one of"),
+])
+def test_memory_settings_an_evaluation_cannot_use_give_one_line(needle_run, capsys, override, message):
+    assert evaluate.main([f"checkpoint={needle_run}", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
