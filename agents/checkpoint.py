@@ -86,7 +86,8 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
 
 # memory keys that change behaviour but not the shapes of saved tensors
 MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_precision",
-                        "store_replace", "reset", "store_ivf_probes", "store_hnsw_ef_search", "store_hnsw_min_entries"}
+                        "store_replace", "reset", "store_ivf_probes", "store_hnsw_ef_search", "store_hnsw_min_entries",
+                        "store_importance_halflife"}
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict, path: str | Path) -> None:

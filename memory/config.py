@@ -74,6 +74,9 @@ class MemoryConfig:
     store_scope: str = "lane"  # lane | shared
     store_index: str = "flat"  # flat | ivf | hnsw
     store_eviction: str = "fifo"  # fifo | lru | importance
+    # store_eviction=importance: importance (search hits) halves every this many store writes (add calls; MemNet:
+    # its writing chunk calls); 0 = never decays, hits long ago outrank new memories for good
+    store_importance_halflife: float = 0.0
     store_top_k: int = 8  # memories retrieved per query
     store_metric: str = "cosine"  # cosine | ip (inner product: rank memories by the attention logit q.k)
     store_replace: float = 0.0  # a write replaces its lane's memories whose keys have cosine >= this (0 = never)
@@ -158,6 +161,8 @@ class MemoryConfig:
              f"store_eviction={self.store_eviction!r}: choose one of {STORE_EVICTIONS}")
         need(self.store_metric in STORE_METRICS, f"store_metric={self.store_metric!r}: choose one of {STORE_METRICS}")
         need(self.store_top_k >= 1, f"store_top_k={self.store_top_k}: must be >= 1")
+        need(self.store_importance_halflife >= 0, f"store_importance_halflife={self.store_importance_halflife}: must "
+             "be >= 0 (store writes; 0 = no decay)")
         need(self.store_threads >= 1, f"store_threads={self.store_threads}: must be >= 1")
         self._validate_ann(need)
         need(self.store_precision in STORE_PRECISIONS,

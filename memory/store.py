@@ -21,7 +21,9 @@ search before.
 
 Eviction when a partition is full: "fifo" drops the oldest entry, "lru" the one least recently added or
 returned by a search, "importance" the one with the lowest importance (the caller's value at add, default
-0, plus 1 each time a search returns it); ties go to the oldest.
+0, plus 1 each time a search returns it); ties go to the oldest. With importance_halflife = h, every importance
+halves each h adds (each add() call multiplies them by 2^(-1/h), before its writes): entries that were hit often
+long ago no longer outrank what is used now (LFU with aging); None keeps them for good.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
                  index: str = "flat", eviction: str = "fifo", threads: int = 1, ivf_lists: int | None = None,
                  ivf_probes: int | None = None, hnsw_neighbors: int = 32, hnsw_ef_search: int = 64,
                  hnsw_min_entries: int = 1024, exact_block: int | None = None, metric: str = "cosine",
-                 precision: str = "fp32", coded: CodedKeys | None = None):
+                 precision: str = "fp32", coded: CodedKeys | None = None, importance_halflife: float | None = None):
         for name, v in (("dim", dim), ("value_dim", value_dim), ("capacity", capacity), ("lanes", lanes),
                         ("threads", threads), ("hnsw_neighbors", hnsw_neighbors),
                         ("hnsw_ef_search", hnsw_ef_search), ("hnsw_min_entries", hnsw_min_entries)):
@@ -85,6 +87,11 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         if index == "ivf" and ivf_probes is not None and ivf_probes > ivf_lists_for(capacity, ivf_lists):
             raise ValueError(f"FaissStore: ivf_probes={ivf_probes}: at most the {ivf_lists_for(capacity, ivf_lists)} "
                              "lists a partition has")
+        if importance_halflife is not None and not (isinstance(importance_halflife, (int, float))
+                                                    and 0 < importance_halflife < float("inf")):
+            raise ValueError(f"FaissStore: importance_halflife={importance_halflife!r}: must be a number > 0 (adds), "
+                             "or None (no decay)")
+        self.importance_halflife = None if importance_halflife is None else float(importance_halflife)
         if precision not in STORE_PRECISIONS:
             raise ValueError(f"FaissStore: precision={precision!r}: choose one of {STORE_PRECISIONS}")
         self.precision = precision  # as given ("auto" is resolved on each machine, also after a load)
@@ -148,7 +155,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
                    index=cfg.store_index, eviction=cfg.store_eviction, threads=cfg.store_threads,
                    metric=cfg.store_metric, precision=cfg.store_precision, ivf_lists=cfg.store_ivf_lists or None,
                    ivf_probes=cfg.store_ivf_probes or None, hnsw_neighbors=cfg.store_hnsw_neighbors,
-                   hnsw_ef_search=cfg.store_hnsw_ef_search, hnsw_min_entries=cfg.store_hnsw_min_entries, **kwargs)
+                   hnsw_ef_search=cfg.store_hnsw_ef_search, hnsw_min_entries=cfg.store_hnsw_min_entries,
+                   importance_halflife=cfg.store_importance_halflife or None, **kwargs)
 
     def _make_ann(self, p: int):
         keys = self._keys[p * self.capacity:(p + 1) * self.capacity]  # view: the index reads keys by row
@@ -197,6 +205,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
             p = int(counts.argmax())
             raise ValueError(f"FaissStore.add: {counts[p]} entries for partition {p} in one call exceed "
                              f"capacity={self.capacity}; split the call")
+        if self.importance_halflife is not None:  # before choosing victims: the add is one step of the decay's clock
+            self._importance *= 2.0 ** (-1.0 / self.importance_halflife)
         order = np.argsort(part, kind="stable")  # entries grouped by partition
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         rank = np.arange(n) - starts[part[order]]  # position of each sorted entry inside its group

@@ -33,7 +33,7 @@ class StorePersistence:
         return {"threads": self.threads, "ivf_lists": self.ivf_lists, "ivf_probes": self.ivf_probes,
                 "hnsw_neighbors": self.hnsw_neighbors, "hnsw_ef_search": self.hnsw_ef_search,
                 "hnsw_min_entries": self.hnsw_min_entries, "exact_block": self.exact_block,
-                "precision": self.precision}
+                "precision": self.precision, "importance_halflife": self.importance_halflife}
 
     _ARRAYS = ("_keys", "_values", "_meta", "_row_id", "_gen", "_seq", "_stamp", "_importance", "_fill", "_count")
 
