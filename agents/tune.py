@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import sys
 import time
 from pathlib import Path
@@ -121,6 +122,23 @@ def damaged(path: Path, why: str = "") -> str:
     return f"{str(path)!r} is damaged{f' ({why})' if why else ''}; start the sweep afresh"
 
 
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A RAY_ADDRESS of the form [ray://]host:port must accept a TCP connection within `timeout_s`: ray.init
+    otherwise retries for minutes (over 3 minutes measured) before it fails. Other forms (unset, auto, local) are
+    left to ray.init."""
+    if not address or "://" in address and not address.startswith("ray://"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not (sep and host and port.isdigit()):
+        return  # not host:port: ray.init's own parser says what is wrong
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"RAY_ADDRESS={address!r}: nothing answers at {host}:{port} ({exc.strerror or exc}); "
+                          "start the cluster's head there (`ray start --head`) or unset RAY_ADDRESS for a local "
+                          "Ray") from None
+
+
 def start_ray(sweep_dir: Path) -> bool:
     """Connect to RAY_ADDRESS or start a local Ray, quietly: Ray's log lines go to <sweep dir>/ray.log.
     Returns whether this call started Ray (then the caller shuts it down)."""
@@ -129,6 +147,7 @@ def start_ray(sweep_dir: Path) -> bool:
     started = not ray.is_initialized()
     address = os.environ.get("RAY_ADDRESS")
     if started:  # errors still reach the terminal while Ray starts; the rest of its chatter does not
+        check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      configure_logging=True, logging_level=logging.ERROR)

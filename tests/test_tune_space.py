@@ -385,3 +385,35 @@ def test_a_malformed_ray_address_is_one_line(tmp_path, monkeypatch):
                                           "host:port") as err:
         start_ray(tmp_path)
     assert "\n" not in str(err.value) and not ray.is_initialized()
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once(tmp_path, monkeypatch):
+    """ray.init retried a host:port where nothing listens for over 3 minutes; the address is now tried first."""
+    import socket
+
+    import ray
+
+    from agents.tune import start_ray
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(ConfigError, match=rf"RAY_ADDRESS='{re.escape(address)}': nothing answers at "
+                                              rf"127.0.0.1:{port} \(.*\); start the cluster's head") as err:
+            start_ray(tmp_path)
+        assert "\n" not in str(err.value) and not ray.is_initialized()
+
+
+def test_a_listening_ray_address_passes_the_reachability_check():
+    import socket
+
+    from agents.tune import check_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+    for left_to_ray in (None, "", "auto", "local", "nonsense", "http://127.0.0.1:1"):
+        check_reachable(left_to_ray)
