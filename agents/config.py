@@ -187,14 +187,35 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def from_yaml_file(path: str) -> DictConfig:
-    """A saved `config.yaml` (from a run folder or a sweep's best config), validated like a fresh one."""
+def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
+    """A saved `config.yaml` (a run folder's, a sweep's best_config.yaml) with `key=value` overrides on top,
+    validated like a fresh config: what `python -m agents.run config=<file>` starts a new run from. The saved
+    run_dir and resume are dropped (they name the old run); env= and agent= are refused (the saved config is
+    one env's and one agent's, composed; switching them is a fresh command line)."""
     try:
         loaded = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path!r} not found") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"config={path}: no such file; point it at a run's config.yaml or a sweep's "
+                          "best_config.yaml") from None
     except Exception as exc:
-        raise ConfigError(f"config file {path!r} is not valid YAML ({exc.__class__.__name__})") from None
+        raise ConfigError(f"config={path}: not valid YAML ({exc.__class__.__name__}); point it at a run's "
+                          "config.yaml or a sweep's best_config.yaml") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config={path}: holds no mapping of keys; point it at a run's config.yaml")
+    for key in ("run_dir", "resume"):
+        loaded.pop(key, None)
+    overrides = list(overrides or [])
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if "=" not in item or not key:
+            raise ConfigError(f"{item!r}: overrides are key=value (e.g. seed=3, memory.slots=64)")
+        if key in ("env", "agent"):
+            raise ConfigError(f"{item}: config= keeps the saved run's env and agent; to switch {key}, start from a "
+                              f"command line ({key}=<name> key=value ...), or set its keys ({key}.*) here")
+    try:
+        loaded = OmegaConf.merge(loaded, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_one_line(exc)) from None
     return validate(loaded)
 
 
@@ -206,11 +227,15 @@ def group_options(group: str) -> list[str]:
 
 
 def help_text(overrides: list[str] | None = None) -> str:
-    """`--help`: config groups and every key with its value for the given overrides (`env=`, `agent=`, keys): the
-    defaults that run would use."""
+    """`--help`: config groups and every key with its value for the given overrides (`env=`, `agent=`, keys, or
+    `config=<saved config.yaml>` and keys): the values that run would use."""
     envs, agents = group_options("env"), group_options("agent")
-    cfg = load_config(list(overrides or []))
-    lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] [resume=<run dir>]", "",
+    overrides = list(overrides or [])
+    saved = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
+    cfg = (load_config(overrides) if saved is None
+           else from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]))
+    lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] | resume=<run dir> | "
+             "config=<saved config.yaml> [key=value ...]", "",
              f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "", "keys (defaults):"]
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
     lines += [f"  {k}={v}" for k, v in flat.items()]

@@ -3,6 +3,7 @@
     python -m agents.run env=ContinualShift-v0
     python -m agents.run env=NeedleRecall-v0 agent=transformer seed=3 memory.slots=64
     python -m agents.run resume=runs/ContinualShift-v0/memnet/2026-11-22_10-00-00_s0
+    python -m agents.run config=runs/ContinualShift-v0/memnet/2026-11-22_10-00-00_s0/config.yaml seed=1
     python -m agents.run --help
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError, load_checkpoint
-from agents.config import ConfigError, help_text, load_config, to_yaml, validate
+from agents.config import ConfigError, from_yaml_file, help_text, load_config, to_yaml, validate
 from agents.report import final_metrics, summary_table, write_report, write_text_atomic
 
 
@@ -34,7 +35,16 @@ def new_run_dir(cfg) -> Path:
 def config_for(overrides: list[str]):
     """The config of this invocation and, with `resume=`, the run folder and the checkpoint to continue from
     (fresh from overrides: None, None; resumed: the saved config)."""
+    flags = [o for o in overrides if o.startswith("-")]
+    if flags:
+        raise ConfigError(f"unknown option {flags[0]}: agents.run takes key=value overrides (and --help to list "
+                          "them)")
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    saved = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
+    if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
+        if resume is not None:
+            raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")
+        return from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]), None, None
     if resume is None:
         return load_config(overrides), None, None
     others = [o for o in overrides if not o.startswith("resume=")]

@@ -1,0 +1,77 @@
+"""`python -m agents.run config=<saved config.yaml> [key=value ...]`: a new run from a run's (or a sweep's) saved
+config, and the one-line errors around it."""
+
+import json
+
+import pytest
+import yaml
+
+from agents import run
+from tests.test_run import tiny
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("first") / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir)) == 0
+    return run_dir
+
+
+def test_a_run_from_a_saved_config_repeats_it_exactly(first_run, tmp_path):
+    again = tmp_path / "again"
+    assert run.main([f"config={first_run / 'config.yaml'}", f"run_dir={again}"]) == 0
+    first, second = (json.loads((d / "metrics.json").read_text()) for d in (first_run, again))
+    for key in ("ACC", "BWT", "accuracy_matrix", "accuracy", "params"):
+        assert second[key] == first[key], key
+    saved = [yaml.safe_load((d / "config.yaml").read_text()) for d in (first_run, again)]
+    assert saved[1].pop("run_dir") == str(again) and saved[0].pop("run_dir") == str(first_run)
+    assert saved[1] == saved[0]
+
+
+def test_overrides_apply_on_top_of_the_saved_config(first_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert run.main([f"config={first_run / 'config.yaml'}", f"run_dir={other}", "seed=1",
+                     "env.kwargs.trials_per_episode=6"]) == 0
+    saved = yaml.safe_load((other / "config.yaml").read_text())
+    assert saved["seed"] == 1 and saved["env"]["kwargs"]["trials_per_episode"] == 6
+    assert saved["model"]["dim"] == 32  # the rest is the saved run's (tiny), not the defaults (128)
+    capsys.readouterr()
+    assert run.main([f"config={first_run / 'config.yaml'}", "model.layers=3", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "  model.dim=32" in shown and "  model.layers=3" in shown and "config=<saved config.yaml>" in shown
+
+
+@pytest.mark.parametrize("args, message", [
+    (["env=NeedleRecall-v0"], "env=NeedleRecall-v0: config= keeps the saved run's env and agent"),
+    (["agent=lstm"], "agent=lstm: config= keeps the saved run's env and agent"),
+    (["memory.nokey=1"], "unknown config key 'memory.nokey'"),
+    (["train.lanes=abc"], "train.lanes: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["seed=-1"], "seed=-1: must be >= 0"),
+    (["resume=somewhere"], "config= starts a new run from a saved config, resume= continues a run; use one"),
+    (["--config-path", "x"], "unknown option --config-path: agents.run takes key=value overrides"),
+])
+def test_bad_overrides_of_a_saved_config_are_one_line(first_run, tmp_path, capsys, args, message):
+    assert run.main([f"config={first_run / 'config.yaml'}", f"run_dir={tmp_path / 'no'}", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file; point it at a run's config.yaml"),
+    ("a: [1, 2\n", "not valid YAML (ParserError)"),
+    ("- 1\n- 2\n", "holds no mapping of keys"),
+])
+def test_a_missing_or_unusable_config_file_is_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "config.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert run.main([f"config={path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: config={path}: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_an_unknown_option_without_config_is_one_line(capsys):
+    assert run.main(["--foo"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: unknown option --foo: agents.run takes key=value overrides "
+                                               "(and --help to list them)")
