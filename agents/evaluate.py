@@ -15,6 +15,7 @@ written as `{"evaluations": [...]}`. `out=<file>` names the output (relative pat
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         check_memory_key(key)
     checkpoint = Path(checkpoint).resolve()
     body = load_checkpoint(checkpoint)
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
+    if out is not None:
+        check_out_file(run_dir / out)
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
         if env_kwargs:
@@ -54,7 +58,6 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         if device is not None:  # before validate, which checks it
             cfg.device = device
     cfg = validate(cfg)
-    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
     trainer = Trainer(cfg, run_dir)
     trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
     accuracy = trainer.evaluate_all()
@@ -66,8 +69,25 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         "recall_by_delay": {k: v for k, v in trainer.by_delay.result().items() if v is not None} or None,
     }
     if out is not None:
-        write_json_atomic(Path(run_dir) / out, result)
+        write_out_file(run_dir / out, result)
     return result
+
+
+def check_out_file(path: Path) -> None:
+    """out= must name a file that can be written: checked before the evaluation runs, not after."""
+    if path.is_dir():
+        raise ConfigError(f"out={str(path)!r} is a folder; name a file (e.g. out=eval.json)")
+    if not path.parent.is_dir():
+        raise ConfigError(f"out={str(path)!r}: its folder does not exist; create it or name a file in the run folder")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"out={str(path)!r}: its folder is not writable; name a file elsewhere")
+
+
+def write_out_file(path: Path, result: dict) -> None:
+    try:
+        write_json_atomic(path, result)
+    except OSError as exc:  # what check_out_file cannot foresee (a full disk, a folder that went away)
+        raise ConfigError(f"out={str(path)!r}: cannot write it ({exc.strerror or exc}); name another file") from None
 
 
 def check_memory_key(key: str) -> None:
@@ -119,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: expected checkpoint=<path>{f', got {bad[0]!r}' if bad else ''}\n{USAGE}", file=sys.stderr)
         return 2
     try:
+        if "out" in args:  # a sweep writes one file at the end: its name is checked before the first evaluation
+            checkpoint = Path(args["checkpoint"]).resolve()
+            check_out_file((checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / args["out"])
         grid = override_grid(grid_items)
         if len(grid) == 1:
             results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),
@@ -127,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory) for env, memory in grid]
             checkpoint = Path(args["checkpoint"]).resolve()
             run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
-            write_json_atomic(run_dir / args.get("out", "eval.json"), {"evaluations": results})
+            write_out_file(run_dir / args.get("out", "eval.json"), {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

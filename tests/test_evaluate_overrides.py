@@ -48,3 +48,27 @@ def test_memory_settings_an_evaluation_cannot_use_give_one_line(needle_run, caps
     assert evaluate.main([f"checkpoint={needle_run}", override]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("out, message", [
+    ("plots", "is a folder; name a file (e.g. out=eval.json)"),
+    ("no_such_folder/eval.json", "its folder does not exist"),
+])
+def test_an_unusable_out_file_is_one_line_before_anything_is_evaluated(needle_run, capsys, out, message):
+    for sweep in ([], ["memory.reset=never,episode"]):
+        assert evaluate.main([f"checkpoint={needle_run}", f"out={out}", *sweep]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""  # refused before the evaluation, not after it (was a traceback at the end)
+        err = captured.err.strip()
+        assert err.startswith("error: out=") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_failed_write_of_the_out_file_is_one_line(needle_run, capsys, monkeypatch):
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(evaluate, "write_json_atomic", disk_full)
+    assert evaluate.main([f"checkpoint={needle_run}", "out=full.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("full.json': cannot write it (No space left on device); name another file")
+    assert len(err.splitlines()) == 1
