@@ -71,7 +71,7 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     plan.metric = check_metric(plan.metric or default_metric(facts), facts)
     if plan.scheduler["max_t"] is None:
         plan.scheduler["max_t"] = episodes
-    if plan.scheduler["grace_period"] > plan.scheduler["max_t"]:
+    if plan.scheduler["type"] == "asha" and plan.scheduler["grace_period"] > plan.scheduler["max_t"]:  # fifo: unused
         raise ConfigError(f"sweep.scheduler.grace_period={plan.scheduler['grace_period']} must be <= the "
                           f"episodes of a trial ({plan.scheduler['max_t']})")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -417,3 +417,15 @@ def test_a_listening_ray_address_passes_the_reachability_check():
         check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
     for left_to_ray in (None, "", "auto", "local", "nonsense", "http://127.0.0.1:1"):
         check_reachable(left_to_ray)
+
+
+def test_the_grace_period_is_checked_only_for_asha_which_uses_it(tmp_path):
+    """The README turns early stopping off with sweep.scheduler.type=fifo; short trials then failed on ASHA's
+    grace period all the same."""
+    from agents.tune import prepare
+
+    short = ["env=LongDependency-v0", "sweep=memory", "train.episodes=1", f"runs_root={tmp_path}"]
+    with pytest.raises(ConfigError, match=r"sweep.scheduler.grace_period=10 must be <= the episodes of a trial \(1\)"):
+        prepare(short)
+    plan, _, _ = prepare([*short, "sweep.scheduler.type=fifo"])
+    assert plan.scheduler["type"] == "fifo" and plan.scheduler["max_t"] == 1
