@@ -25,9 +25,12 @@ class ProgressLine(Callback):
         states = ("TERMINATED", "RUNNING", "ERROR", "PENDING")
         counts = {s: sum((t.status if t is not finishing else "TERMINATED") == s for t in trials)
                   for s in states}
-        values = [v for v in (self._value(t) for t in trials) if v is not None]
+        # ranked as the final table ranks: trials that trained to the end (a running trial's interim value, or an
+        # ASHA-stopped one's, saw fewer tasks; counting them showed a "best" that no finished trial had)
+        values = [v for v in (self._value(t) for t in trials
+                              if (t.status == "TERMINATED" or t is finishing) and _trained_to_end(t)) if v is not None]
         best = (max if self.mode == "max" else min)(values) if values else None
-        best_text = f"best {self.metric} {best:.4g}" if best is not None else f"no {self.metric} yet"
+        best_text = f"best {self.metric} {best:.4g}" if best is not None else f"no finished {self.metric} yet"
         return (f"[{counts['TERMINATED']} finished, {counts['RUNNING']} running, {counts['PENDING']} "
                 f"pending, {counts['ERROR']} failed of {len(trials)}] {best_text}")
 
@@ -45,7 +48,7 @@ class ProgressLine(Callback):
         r = trial.last_result or {}
         value = self._value(trial)
         shown = "n/a" if value is None else f"{value:.4g}"
-        how = "done" if r.get("episode") == r.get("total_episodes") else "stopped early"
+        how = "done" if _trained_to_end(trial) else "stopped early"
         where = f"episode {r.get('episode', 0)}/{r.get('total_episodes', '?')}"
         self._line(f"  trial {trial.trial_id} {how} at {where}: {self.metric}={shown}   "
                    f"{self._status(trials, finishing=trial)}")
@@ -55,3 +58,8 @@ class ProgressLine(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(f"  trial {trial.trial_id} failed for good; see {trial.path}/error.txt")
+
+
+def _trained_to_end(trial) -> bool:
+    r = trial.last_result or {}
+    return r.get("episode") is not None and r.get("episode") == r.get("total_episodes")

@@ -1,0 +1,30 @@
+"""The sweep's terminal lines (agents/tune_progress.py), driven with stand-in trials (no Ray run needed)."""
+
+from types import SimpleNamespace
+
+from agents.tune_progress import ProgressLine
+
+
+def trial(trial_id, status, value, episode, total=4):
+    return SimpleNamespace(trial_id=trial_id, status=status, path="/x",
+                           last_result={"cl/ACC": value, "episode": episode, "total_episodes": total})
+
+
+def test_the_best_so_far_counts_only_trials_that_trained_to_the_end(capsys):
+    """A running trial's interim value (after fewer tasks) and an ASHA-stopped trial's are not ranked: the
+    status line showed a best that no finished trial had (0.6875 from a trial still running at episode 2)."""
+    running = trial("a", "RUNNING", 0.6875, 2)
+    stopped = trial("b", "TERMINATED", 0.9, 2)
+    finishing = trial("c", "RUNNING", 0.5938, 4)  # Tune marks it TERMINATED just after the callback
+    waiting = trial("d", "PENDING", None, 0)
+    ProgressLine("cl/ACC").on_trial_complete(0, [running, stopped, finishing, waiting], finishing)
+    assert capsys.readouterr().out.strip() == ("trial c done at episode 4/4: cl/ACC=0.5938   [2 finished, 1 running, "
+                                               "1 pending, 0 failed of 4] best cl/ACC 0.5938")
+    ProgressLine("cl/ACC").on_trial_complete(0, [running, stopped, waiting], stopped)
+    assert capsys.readouterr().out.strip() == ("trial b stopped early at episode 2/4: cl/ACC=0.9   [1 finished, "
+                                               "1 running, 1 pending, 0 failed of 3] no finished cl/ACC yet")
+
+
+def test_mode_min_ranks_the_smallest():
+    done = [trial("a", "TERMINATED", 0.3, 4), trial("b", "TERMINATED", -0.1, 4)]
+    assert ProgressLine("cl/ACC", mode="min")._status(done).endswith("best cl/ACC -0.1")
