@@ -10,6 +10,7 @@ from agents import benchmark
 from agents.benchmark_report import (
     MET,
     MISSED,
+    NOT_MEASURED,
     NOT_RUN,
     aggregate,
     capacity_notes,
@@ -99,6 +100,20 @@ def test_targets_are_checked_on_the_mean_and_reported_met_missed_or_not_run():
     assert "| MISSED |" in text and "| met |" in text and "worst bucket d<=512: 0.960 [" in text
     assert "## Failed runs" in text and "boom" in text and "0/1 (1 FAILED)" in text
     assert "d<=1024" in text  # the accuracy-by-distance table
+
+
+def test_a_target_whose_runs_ran_but_report_no_such_number_is_not_measured_and_a_missing_window_is_not_named():
+    """A one-task ContinualShift budget has no BWT: its runs ran, so not "not run"; an LD subset without the
+    transformer has no window to name (it printed W=None)."""
+    runs = [record(CS, "memnet", s, ACC=0.95, BWT=None) for s in range(3)]
+    runs += [record(LD, "memnet", s, accuracy_by_distance={str(b): 0.97 for b in BUCKETS}) for s in range(3)]
+    targets = check_targets(aggregate(runs))
+    status = {(t["env"], t["variant"], t["target"]): t for t in targets}
+    bwt = status[(CS, "memnet", "MemNet BWT >= -0.05")]
+    assert (bwt["status"], bwt["detail"]) == (NOT_MEASURED, "its runs report no BWT")
+    assert status[(CS, "transformer", "memory-free transformer forgets: BWT <= -0.3")]["status"] == NOT_RUN
+    ld_tf = status[(LD, "transformer", "memory-free transformer at chance beyond its window")]
+    assert (ld_tf["status"], ld_tf["detail"]) == (NOT_RUN, "not run")
 
 
 def test_eta_uses_the_mean_time_of_finished_runs_of_the_same_kind():
