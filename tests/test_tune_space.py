@@ -253,7 +253,7 @@ def test_env_overrides_follow_the_chosen_env(smoke):
     assert {k: cfg.env.kwargs[k] for k in ("distances", "queries_per_episode", "episode_length")} == \
         {"distances": [1, 4, 16], "queries_per_episode": 2, "episode_length": 64}
     shift = load_config(resolve_overrides(smoke, []))  # the config's default env: ContinualShift-v0
-    assert shift.env.kwargs.num_tasks == 2 and shift.model.dim == 16
+    assert shift.env.kwargs.num_tasks == 2 and shift.model.dim == 32
 
 
 def test_command_line_is_split():
