@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-from memory.config import MemoryConfig
 from memory.persist import atomic_torch_save
 
 FORMAT = "memstream-checkpoint"
@@ -71,9 +70,8 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
             diffs.append(f"{key}: {saved_config.get(key)} vs {config.get(key)}")
     for section in ARCH_SECTIONS:
         a, b = saved_config.get(section, {}), config.get(section, {})
-        if section == "memory":  # an absent key holds its default (one added since the checkpoint was written)
-            defaults = MemoryConfig().to_dict()
-            a, b = {**defaults, **a}, {**defaults, **b}
+        if section == "memory":  # keys added since version 2 of the format: absent, they held the value below
+            a, b = {**MEMORY_KEYS_ADDED, **a}, {**MEMORY_KEYS_ADDED, **b}
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k) and not (section == "memory" and k in MEMORY_RUNTIME_KEYS):
                 diffs.append(f"{section}.{k}: {a.get(k)} vs {b.get(k)}")
@@ -83,6 +81,11 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
         raise CheckpointError(f"checkpoint {str(path)!r} was written by another architecture "
                               f"({'; '.join(diffs[:4])}); use the run's own config.yaml")
 
+
+# memory keys added to the run config after checkpoints of this format were written, with the value the code that
+# wrote those checkpoints used (the store's settings then); every other key is in every such checkpoint
+MEMORY_KEYS_ADDED = {"store_ivf_lists": 0, "store_ivf_probes": 0, "store_hnsw_neighbors": 32,
+                     "store_hnsw_ef_search": 64, "store_hnsw_min_entries": 1024, "store_importance_halflife": 0.0}
 
 # memory keys that change behaviour but not the shapes of saved tensors
 MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_precision",

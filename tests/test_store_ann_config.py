@@ -119,8 +119,11 @@ def test_an_accepted_ivf_config_is_what_the_index_uses(capacity, lists, probes, 
 def test_checkpoints_from_before_the_ann_keys_resume_and_their_settings_are_checked():
     now = {"model": {"dim": 32}, "memory": MemoryConfig(dim=32).to_dict()}
     before = {"model": {"dim": 32}, "memory": {k: v for k, v in now["memory"].items() if "ivf" not in k
-                                               and "hnsw" not in k}}
-    check_compatible(before, now, "x.pt")  # absent keys held their defaults
+                                               and "hnsw" not in k and "halflife" not in k}}
+    check_compatible(before, now, "x.pt")  # absent keys added since held the store's settings of then
+    older = {"model": {"dim": 32}, "memory": {k: v for k, v in before["memory"].items() if k != "context_restart"}}
+    with pytest.raises(CheckpointError, match="memory.context_restart: None vs True"):  # a key not added since:
+        check_compatible(older, now, "x.pt")  # its absence is another architecture, not a default
     searched = {**now, "memory": {**now["memory"], "store_ivf_probes": 9, "store_hnsw_ef_search": 100}}
     check_compatible(now, searched, "x.pt")  # search-time settings may change on resume
     with pytest.raises(CheckpointError, match="memory.store_ivf_lists: 0 vs 16"):
