@@ -42,6 +42,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from memory.cache import TieredKVCache  # noqa: E402
+from memory.config import ivf_lists_for  # noqa: E402
 from memory.store import FaissStore  # noqa: E402
 
 CHUNK = 100_000
@@ -110,8 +111,9 @@ def ivf_rows(args, rng) -> list[tuple]:
     spread = 0.8 / np.sqrt(D)  # noise of norm ~0.8 around unit centres: clusters overlap at their edges
     keys = clustered(rng, n, D, centres, spread)
     values = np.zeros((n, args.value_dim), dtype=np.float32)
+    lists = ivf_lists_for(n, args.ivf_lists)  # at most n // 39: a smaller --entries trains fewer lists
     store = FaissStore(D, args.value_dim, n, scope="shared", index="ivf", threads=args.faiss_threads,
-                       ivf_lists=args.ivf_lists, ivf_probes=args.ivf_probes)
+                       ivf_lists=lists, ivf_probes=min(args.ivf_probes, lists))
     t_add = fill(store, keys, values)
     queries = clustered(rng, 64, D, centres, spread)[None]
     t_search = median_s(lambda: store.search(queries, 8), args.repeats * 4)
@@ -232,7 +234,7 @@ def main() -> None:
     p.add_argument("--faiss-threads", type=int, default=1,
                    help="FAISS threads (1 = MemoryConfig.store_threads' default; 2 contends with torch's pool)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--ivf-lists", type=int, default=1024)
+    p.add_argument("--ivf-lists", type=int, default=1024, help="at most --entries // 39 (fewer are used)")
     p.add_argument("--ivf-probes", type=int, default=2)
     p.add_argument("--cache-entries", type=int, default=10_000)
     p.add_argument("--cache-repeats", type=int, default=2000)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from memory.config import ivf_lists_for, ivf_probes_for
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
 
 FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
@@ -84,7 +85,12 @@ class StorePersistence:
         index_part = checked_torch_load(Path(path) / index_name, "FaissStore", FORMAT + ":index")
         if store_part.get("token") != index_part.get("token"):
             raise ValueError(f"FaissStore: {path}/{index_name} and store.pt come from different saves")
-        cfg = store_part["config"]
+        cfg = dict(store_part["config"])
+        if cfg.get("index") == "ivf" and cfg.get("ivf_lists") is not None:  # saves from before the store refused
+            # IVF settings beyond its bounds hold the values as asked; they used them clamped, as here
+            cfg["ivf_lists"] = ivf_lists_for(cfg["capacity"], cfg["ivf_lists"])
+            if cfg.get("ivf_probes") is not None:
+                cfg["ivf_probes"] = ivf_probes_for(cfg["ivf_lists"], cfg["ivf_probes"])
         store = cls(**cfg)
         store.load_state_dict({**store_part, "keys": index_part["keys"], "ann": index_part["ann"]})
         return store

@@ -151,3 +151,17 @@ def test_the_python_api_refuses_ivf_settings_it_cannot_use_as_given(kw, message)
     FaissStore(8, 1, capacity=600, index="ivf", ivf_lists=15, ivf_probes=15)  # the bounds themselves are fine
     with pytest.raises(ValueError, match=message):
         FaissStore(8, 1, capacity=600, index="ivf", **kw)
+
+
+def test_a_store_saved_with_ivf_settings_the_old_code_clamped_still_loads(tmp_path):
+    """Before the store refused them, ivf_lists=64 at capacity 256 was saved as asked and used as 6 lists."""
+    store = FaissStore(8, 1, capacity=256, index="ivf", ivf_lists=6, ivf_probes=6)
+    store.add(RNG.standard_normal((250, 8)), np.zeros((250, 1)), np.zeros(250, dtype=np.int64))
+    store.save(tmp_path / "s")
+    saved = torch.load(tmp_path / "s" / "store.pt", weights_only=True)
+    saved["config"] |= {"ivf_lists": 64, "ivf_probes": 80}  # what the old code wrote
+    torch.save(saved, tmp_path / "s" / "store.pt")
+    loaded = FaissStore.load(tmp_path / "s")
+    assert (loaded._ann[0].lists, loaded._ann[0].probes) == (6, 6)
+    q = RNG.standard_normal((1, 10, 8)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.search(q, 4).ids, store.search(q, 4).ids)
