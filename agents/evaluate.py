@@ -77,10 +77,11 @@ def check_out_file(path: Path) -> None:
     """out= must name a file that can be written: checked before the evaluation runs, not after."""
     if path.is_dir():
         raise ConfigError(f"out={str(path)!r} is a folder; name a file (e.g. out=eval.json)")
-    if not path.parent.is_dir():
-        raise ConfigError(f"out={str(path)!r}: its folder does not exist; create it or name a file in the run folder")
-    if not os.access(path.parent, os.W_OK):
-        raise ConfigError(f"out={str(path)!r}: its folder is not writable; name a file elsewhere")
+    existing = next(p for p in path.parents if p.exists())  # missing folders below it are created by the write
+    if not existing.is_dir():
+        raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is a file, not a folder; name another file")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is not writable; name a file elsewhere")
 
 
 def write_out_file(path: Path, result: dict) -> None:
