@@ -202,20 +202,29 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
                           "config.yaml or a sweep's best_config.yaml") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config={path}: holds no mapping of keys; point it at a run's config.yaml")
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     for key in ("run_dir", "resume"):
         loaded.pop(key, None)
-    overrides = list(overrides or [])
-    for item in overrides:
-        key = item.split("=", 1)[0]
-        if "=" not in item or not key:
-            raise ConfigError(f"{item!r}: overrides are key=value (e.g. seed=3, memory.slots=64)")
+    if isinstance(loaded.get("memory"), DictConfig) and isinstance(loaded.get("model"), DictConfig):
+        loaded.memory.dim = "${model.dim}"  # tied as in agents/conf (the saved file holds the resolved number)
+    parser = OverridesParser.create()
+    for item in overrides or []:
+        try:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list, null None)
+            (override,) = parser.parse_overrides([item])
+        except HydraException as exc:
+            raise ConfigError(f"{item}: {str(exc).splitlines()[0]}; overrides are key=value (e.g. seed=3)") from None
+        key = override.key_or_group
         if key in ("env", "agent"):
             raise ConfigError(f"{item}: config= keeps the saved run's env and agent; to switch {key}, start from a "
                               f"command line ({key}=<name> key=value ...), or set its keys ({key}.*) here")
-    try:
-        loaded = OmegaConf.merge(loaded, OmegaConf.from_dotlist(overrides))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(_one_line(exc)) from None
+        if override.is_sweep_override() or override.is_delete():
+            raise ConfigError(f"{item}: config= takes one key=value per key (no sweeps, no deletions)")
+        try:
+            OmegaConf.update(loaded, key, override.value(), merge=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(_one_line(exc)) from None
     return validate(loaded)
 
 

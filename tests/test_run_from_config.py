@@ -49,6 +49,9 @@ def test_overrides_apply_on_top_of_the_saved_config(first_run, tmp_path, capsys)
     (["seed=-1"], "seed=-1: must be >= 0"),
     (["resume=somewhere"], "config= starts a new run from a saved config, resume= continues a run; use one"),
     (["--config-path", "x"], "unknown option --config-path: agents.run takes key=value overrides"),
+    (["seed=1,2"], "seed=1,2: config= takes one key=value per key (no sweeps, no deletions)"),
+    (["~seed"], "~seed: config= takes one key=value per key"),
+    (["memory.dim=64"], "memory.dim=64 must equal model.dim=32; set model.dim only"),
 ])
 def test_bad_overrides_of_a_saved_config_are_one_line(first_run, tmp_path, capsys, args, message):
     assert run.main([f"config={first_run / 'config.yaml'}", f"run_dir={tmp_path / 'no'}", *args]) == 2
@@ -75,3 +78,18 @@ def test_an_unknown_option_without_config_is_one_line(capsys):
     assert run.main(["--foo"]) == 2
     assert capsys.readouterr().err.strip() == ("error: unknown option --foo: agents.run takes key=value overrides "
                                                "(and --help to list them)")
+
+
+def test_overrides_of_a_saved_config_read_as_on_a_fresh_command_line(first_run):
+    """Hydra's grammar, not YAML 1.1's: "3:0" stayed a string only on a fresh command line (YAML read it as the
+    sexagesimal 180), "010" a string (YAML: 8); and model.dim moves memory.dim with it, as agents/conf ties them."""
+    from omegaconf import OmegaConf
+
+    from agents.config import from_yaml_file, load_config
+
+    overrides = ["memory.key_lags=3:0", "env.kwargs.shift=010", "model.dim=64", "train.episodes=null"]
+    saved = from_yaml_file(str(first_run / "config.yaml"), overrides)
+    fresh = load_config(["env=ContinualShift-v0", *overrides])
+    for key in ("memory.key_lags", "env.kwargs.shift", "model.dim", "memory.dim", "train.episodes"):
+        assert OmegaConf.select(saved, key) == OmegaConf.select(fresh, key), key
+    assert (saved.memory.key_lags, saved.memory.dim) == ("3:0", 64)
