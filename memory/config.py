@@ -74,8 +74,8 @@ class MemoryConfig:
     store_scope: str = "lane"  # lane | shared
     store_index: str = "flat"  # flat | ivf | hnsw
     store_eviction: str = "fifo"  # fifo | lru | importance
-    # store_eviction=importance: importance (search hits) halves every this many store writes (add calls; MemNet:
-    # its writing chunk calls); 0 = never decays, hits long ago outrank new memories for good
+    # store_eviction=importance: > 0 makes it LRFU, the write and each search hit count 1 and halve every this many
+    # store writes (add calls; MemNet: its writing chunk calls); 0 = LFU, hits long ago outrank new memories for good
     store_importance_halflife: float = 0.0
     store_top_k: int = 8  # memories retrieved per query
     store_metric: str = "cosine"  # cosine | ip (inner product: rank memories by the attention logit q.k)

@@ -21,9 +21,11 @@ search before.
 
 Eviction when a partition is full: "fifo" drops the oldest entry, "lru" the one least recently added or
 returned by a search, "importance" the one with the lowest importance (the caller's value at add, default
-0, plus 1 each time a search returns it); ties go to the oldest. With importance_halflife = h, every importance
-halves each h adds (each add() call multiplies them by 2^(-1/h), before its writes): entries that were hit often
-long ago no longer outrank what is used now (LFU with aging); None keeps them for good.
+0, plus 1 each time a search returns it); ties go to the oldest. That is LFU: an entry never returned goes before
+any entry ever returned, however long ago. With importance_halflife = h it is LRFU (Lee et al., 2001): the write
+counts as a reference too (+1 at add) and every importance halves each h adds (each add() call multiplies them by
+2^(-1/h), before its writes), so an entry's importance is its references' decayed count and what is used now
+outranks what was used long ago; small h approaches LRU, large h LFU.
 """
 
 from __future__ import annotations
@@ -242,7 +244,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         self._seq[dst] = self._stamp[dst] = self._clock + np.arange(n)
         self._clock += n
         self._adds += 1
-        self._importance[dst] = imp[src]
+        # LRFU (a half-life): the write is the entry's first reference, decayed like the hits that follow
+        self._importance[dst] = imp[src] + (self.importance_halflife is not None)
         self._count += counts
         if self._ann is not None:
             for p in np.flatnonzero(counts):

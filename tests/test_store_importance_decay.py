@@ -1,4 +1,4 @@
-"""store_eviction=importance with a half-life: hits long ago stop outranking what is used now."""
+"""store_eviction=importance: LFU without a half-life, LRFU with one (references decay, the write is one)."""
 
 import numpy as np
 import pytest
@@ -40,9 +40,23 @@ def test_without_decay_early_hits_outrank_later_ones_for_good():
 
 def test_with_a_half_life_of_one_add_the_entry_hit_long_ago_goes_first():
     name, store = victim(1)
-    assert name == "A"  # 4 adds since its hits: 8 / 2^4 = 0.5 < 3 / 2 = 1.5 for B, C, D
+    # A: (1 write + 8 hits) halved by the 4 adds since = 0.5625; B, C, D: written (1) and decayed, hit 3 times, then
+    # halved by E's add: 1.625, 1.75, 2.0; E: its write, 1
+    assert name == "A"
     live = store._row_id >= 0
-    np.testing.assert_allclose(np.sort(store._importance[live]), [0.0, 1.5, 1.5, 1.5])
+    np.testing.assert_allclose(np.sort(store._importance[live]), [1.0, 1.625, 1.75, 2.0])
+
+
+@pytest.mark.parametrize("halflife, kept", [(None, True), (1.0, False)])
+def test_an_entry_hit_early_outlives_never_used_new_ones_only_without_a_half_life(halflife, kept):
+    """LFU keeps an entry returned three times early for good while every new memory churns; LRFU lets it go once
+    its references are older than the new entries' writes (here after ~5 half-lives)."""
+    store = FaissStore(8, 1, capacity=4, eviction="importance", metric="ip", importance_halflife=halflife)
+    first = add(store, 0)
+    hit(store, 0, 3)
+    for i in range(10):
+        add(store, 1 + i % 7)
+    assert (store.get(np.array([first]))[1]["found"][0]) == kept
 
 
 @pytest.mark.parametrize("halflife", [2.0, 7.0])
@@ -52,7 +66,7 @@ def test_importance_decays_by_half_every_halflife_adds(halflife):
     hit(store, 0, 16)
     for i in range(1, 8):
         add(store, i)
-    np.testing.assert_allclose(store._importance[0], 16 * 0.5 ** (7 / halflife))
+    np.testing.assert_allclose(store._importance[0], (1 + 16) * 0.5 ** (7 / halflife))  # its write and 16 hits
 
 
 def test_the_half_life_is_a_run_config_key_saved_with_the_store():
