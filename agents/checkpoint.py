@@ -37,6 +37,18 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     atomic_torch_save({"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}, path)
 
 
+def run_dir_of(path: str | Path) -> Path:
+    """The run folder that a resume=/checkpoint= path names: the folder itself, the folder holding
+    checkpoints/<file> for a checkpoint file, and the run folder for its checkpoints/ folder (given that, a
+    resumed run went on inside checkpoints/ and its next resume= went back to the older checkpoint)."""
+    path = Path(path).resolve()
+    if path.is_file():
+        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if path.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
+        return path.parent
+    return path
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint; any failure becomes one CheckpointError line naming the file and the fix."""
     path = Path(path)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from agents.checkpoint import MEMORY_RUNTIME_KEYS, CheckpointError, load_checkpoint
+from agents.checkpoint import MEMORY_RUNTIME_KEYS, CheckpointError, load_checkpoint, run_dir_of
 from agents.config import ConfigError, validate
 from agents.report import write_json_atomic
 from memory.config import MemoryConfig
@@ -46,7 +46,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         check_memory_key(key)
     checkpoint = Path(checkpoint).resolve()
     body = load_checkpoint(checkpoint)
-    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
+    run_dir = run_dir_of(checkpoint)
     if out is not None:
         check_out_file(run_dir / out)
     cfg = OmegaConf.create(body["config"])
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "out" in args:  # a sweep writes one file at the end: its name is checked before the first evaluation
             checkpoint = Path(args["checkpoint"]).resolve()
-            check_out_file((checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / args["out"])
+            check_out_file(run_dir_of(checkpoint) / args["out"])
         grid = override_grid(grid_items)
         if len(grid) == 1:
             results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         else:  # one file for the sweep: each evaluation names the env options and memory settings it used
             results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory) for env, memory in grid]
             checkpoint = Path(args["checkpoint"]).resolve()
-            run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
+            run_dir = run_dir_of(checkpoint)
             write_out_file(run_dir / args.get("out", "eval.json"), {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.checkpoint import CheckpointError, load_checkpoint, run_dir_of
 from agents.config import ConfigError, from_yaml_file, help_text, load_config, to_yaml, validate
 from agents.report import final_metrics, summary_table, write_report, write_text_atomic
 
@@ -50,13 +50,12 @@ def config_for(overrides: list[str]):
     others = [o for o in overrides if not o.startswith("resume=")]
     if others:
         raise ConfigError(f"resume= continues a run with its own config.yaml; drop the other overrides ({others[0]})")
-    checkpoint = run_dir = Path(resume).resolve()
+    checkpoint = Path(resume).resolve()
     body = load_checkpoint(checkpoint)
-    if checkpoint.is_file():  # a checkpoint file: the run continues in the folder that holds checkpoints/<file>
-        if checkpoint.parent.name != "checkpoints":
-            raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
-                                  "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
-        run_dir = checkpoint.parent.parent
+    if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
+        raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
+                              "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
+    run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
     cfg = validate(OmegaConf.create(body["config"]))
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
     return cfg, run_dir, checkpoint
@@ -137,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         from agents.trainer import Trainer
 
         run_dir = resume_dir or new_run_dir(cfg)
+        if resume_dir is None and ((run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists()):
+            raise ConfigError(f"run_dir={str(run_dir)!r} already holds a run; continue it with resume={run_dir}, or "
+                              "choose a new run_dir (a fresh run there would overwrite its checkpoint and metrics)")
         trainer = Trainer(cfg, run_dir)  # first: a config it refuses (device=cuda without CUDA) leaves no folder
         config = OmegaConf.to_container(cfg, resolve=True)
         if resume_dir is not None:

@@ -95,3 +95,26 @@ def test_a_device_that_is_not_there_leaves_no_run_folder(tmp_path, capsys):
     assert run.main(["device=cuda", "train.episodes=1", f"runs_root={tmp_path}"]) == 2
     one_error_line(capsys, "cuda")
     assert not list(tmp_path.iterdir())
+
+
+def test_resume_at_a_runs_checkpoints_folder_continues_in_the_run_folder(tmp_path, capsys):
+    """Given <run>/checkpoints, a resumed run went on inside it (checkpoints/checkpoints/last.pt), and the next
+    resume=<run> went back to the older checkpoint."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.checkpoint_every=1")) == 0
+    body = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert run.main([f"resume={run_dir / 'checkpoints'}"]) == 0
+    assert f"-> {run_dir}\n" in capsys.readouterr().out
+    inside = run_dir / "checkpoints"
+    assert not (inside / "checkpoints").exists() and not (inside / "config.yaml").exists()
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["trainer"]["episode"] == \
+        body["trainer"]["episode"]  # finished already: nothing more to train, same checkpoint
+    assert evaluate.main([f"checkpoint={run_dir / 'checkpoints'}", "out=e.json"]) == 0
+    assert (run_dir / "e.json").is_file() and not (run_dir / "checkpoints" / "e.json").exists()
+
+
+def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
+    before = (trained / "checkpoints" / "last.pt").read_bytes()
+    assert run.main(tiny("LongDependency-v0", "transformer", trained, "seed=7")) == 2
+    one_error_line(capsys, f"run_dir={str(trained)!r} already holds a run; continue it with resume={trained}")
+    assert (trained / "checkpoints" / "last.pt").read_bytes() == before
