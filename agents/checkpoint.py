@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from memory.persist import atomic_torch_save
+from memory.persist import atomic_torch_save, failed_checksum
 
 FORMAT = "memstream-checkpoint"
 # 2: MemNet's store keys are lag-pair key inputs (no store_key_in; window.recent state; cache format /2), so a
@@ -57,6 +57,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}: point resume=/checkpoint= at a run folder "
                               "that has checkpoints/last.pt")
+    bad = failed_checksum(path)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged (its record {bad} fails its checksum); resume "
+                              "from another run or start afresh")
     try:
         body = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled objects outside the allow-list, ...

@@ -29,3 +29,23 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
         raise RuntimeError("killed mid-write")
     assert path.read_text() == "old"
     assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("where", ["the pickle", "a tensor"])
+def test_a_flipped_byte_in_a_saved_file_is_reported_damaged_not_loaded_as_other_numbers(tmp_path, where):
+    """torch.load does not check the zip records' CRC-32: a flipped bit loaded as another number."""
+    from agents.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from memory.persist import atomic_torch_save, checked_torch_load
+
+    payload = {"weights": torch.arange(4096, dtype=torch.float32)}
+    atomic_torch_save({"format": "x/1", **payload}, tmp_path / "store.pt")
+    save_checkpoint(tmp_path / "last.pt", {"config": {}, **payload})
+    for name in ("store.pt", "last.pt"):
+        data = bytearray((tmp_path / name).read_bytes())
+        at = data.find(b"data.pkl") + 200 if where == "the pickle" else data.find(b"\x00\x00\x80\x3f")  # 1.0f
+        data[at] ^= 0x01
+        (tmp_path / name).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"store.pt is damaged \(its record .* fails its checksum\)"):
+        checked_torch_load(tmp_path / "store.pt", "FaissStore", "x/1")
+    with pytest.raises(CheckpointError, match=r"last.pt' is damaged \(its record .* fails its checksum\); resume"):
+        load_checkpoint(tmp_path / "last.pt")
