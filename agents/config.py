@@ -137,14 +137,18 @@ def validate(cfg: DictConfig) -> DictConfig:
         for key, value in merged[section].items():
             need(not isinstance(value, float) or math.isfinite(value), f"{section}.{key}={value}: must be a finite "
                  "number")
-    need(merged.seed >= 0, f"seed={merged.seed}: must be >= 0 (numpy and Gymnasium take non-negative seeds)")
+    need(0 <= merged.seed < 2**32, f"seed={merged.seed}: must be in [0, 2^32) (numpy and Gymnasium take non-negative "
+         "seeds; torch's end at 2^64)")
+    need(merged.runs_root.strip() != "", "runs_root= is empty: name the folder for run folders (default runs)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
     need(merged.device in DEVICES, f"device={merged.device!r}: choose one of {DEVICES}")
-    need(m.dim >= 1 and m.layers >= 1 and m.heads >= 1, "model.dim, model.layers, model.heads must be >= 1")
-    need(m.dim % m.heads == 0, f"model.heads={m.heads} must divide model.dim={m.dim}")
-    need(m.window >= 1, f"model.window={m.window}: must be >= 1")
-    need(m.mlp_ratio >= 1, f"model.mlp_ratio={m.mlp_ratio}: must be >= 1")
-    need(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout}: must be in [0, 1)")
+    from agents.models import ModelConfig
+
+    mem = memory_config(merged)  # MemoryConfig.validate names the memory.* key
+    try:  # ModelConfig.validate is the one list of model.* rules (the env's vocab_size is checked with the env)
+        ModelConfig(vocab_size=2, memory=mem, **{k: m[k] for k in m})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     need(t.mode in TRAIN_MODES, f"train.mode={t.mode!r}: choose one of {TRAIN_MODES}")
     need(t.episodes is None or t.episodes >= 0, f"train.episodes={t.episodes}: must be >= 0")
     need(t.lanes >= 1, f"train.lanes={t.lanes}: must be >= 1")
@@ -157,7 +161,6 @@ def validate(cfg: DictConfig) -> DictConfig:
          "train.entropy_coef must be >= 0")
     need(0.0 <= t.baseline_decay < 1.0, f"train.baseline_decay={t.baseline_decay}: must be in [0, 1)")
     need(t.threads >= 0, f"train.threads={t.threads}: must be >= 0")
-    mem = memory_config(merged)  # MemoryConfig.validate names the memory.* key
     if merged.agent.name == "memnet" and mem.store:  # a chunk call adds its memories to the store in one go
         per_call = t.chunk * (t.lanes if mem.store_scope == "shared" else 1)
         need(mem.store_capacity >= per_call, f"memory.store_capacity={mem.store_capacity}: a chunk call writes up "

@@ -118,3 +118,15 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
     assert run.main(tiny("LongDependency-v0", "transformer", trained, "seed=7")) == 2
     one_error_line(capsys, f"run_dir={str(trained)!r} already holds a run; continue it with resume={trained}")
     assert (trained / "checkpoints" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.dim=36", "model.heads=4: dim // heads = 9 must be even (rotary positions)"),  # was a traceback
+    ("seed=18446744073709551616", "seed=18446744073709551616: must be in [0, 2^32)"),  # torch's overflow
+    ("runs_root=", "runs_root= is empty"),  # wrote the run into the working folder
+])
+def test_configs_that_failed_later_are_one_line_at_once(tmp_path, capsys, monkeypatch, override, message):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["train.episodes=1", override]) == 2
+    one_error_line(capsys, message)
+    assert not any(tmp_path.iterdir())

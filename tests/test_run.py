@@ -125,7 +125,7 @@ def test_eval_repeats_runs_more_complete_evaluations_per_task(tmp_path):
     (["train.eval_repeats=0"], "train.eval_repeats=0"),
     (["train.lr=inf"], "train.lr=inf: must be a finite number"),
     (["memory.context_scale=nan"], "memory.context_scale=nan: must be a finite number"),
-    (["seed=-1"], "seed=-1: must be >= 0"),
+    (["seed=-1"], "seed=-1: must be in [0, 2^32)"),
     (["memory.store_capacity=31"], "memory.store_capacity=31: a chunk call writes up to 32 memories"),
     (["memory.store_scope=shared", "memory.store_capacity=100"], "up to 512 memories"),
     (["env.kwargs.num_tasks=0"], "num_tasks"),

@@ -46,7 +46,7 @@ def test_overrides_apply_on_top_of_the_saved_config(first_run, tmp_path, capsys)
     (["agent=lstm"], "agent=lstm: config= keeps the saved run's env and agent"),
     (["memory.nokey=1"], "unknown config key 'memory.nokey'"),
     (["train.lanes=abc"], "train.lanes: Value 'abc' of type 'str' could not be converted to Integer"),
-    (["seed=-1"], "seed=-1: must be >= 0"),
+    (["seed=-1"], "seed=-1: must be in [0, 2^32)"),
     (["resume=somewhere"], "config= starts a new run from a saved config, resume= continues a run; use one"),
     (["--config-path", "x"], "unknown option --config-path: agents.run takes key=value overrides"),
     (["seed=1,2"], "seed=1,2: config= takes one key=value per key (no sweeps, no deletions)"),
