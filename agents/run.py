@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # a model's own check of its activations (weights that overflowed)
+        print(f"error: training diverged ({exc}; train.lr={cfg.train.lr}); lower train.lr (checkpoints written "
+              "before it are kept)", file=sys.stderr)
+        return 2
     print(summary_table(metrics))
     logdir = run_dir if cfg.run_dir or resume_dir else Path(cfg.runs_root)  # runs_root: all runs side by side
     print(f"run folder: {run_dir}  (tensorboard --logdir {logdir})")

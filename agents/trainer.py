@@ -137,13 +137,25 @@ class Trainer:
                                         + (1 - t.baseline_decay) * float(reward.mean()))
         for extra in aux.get("losses", {}).values():
             loss = loss + extra
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise self._diverged(f"the loss is {value}")
         if loss.requires_grad:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
-        return float(loss.detach())
+            # one fused norm over all weights: an update that overflowed them would otherwise surface later as
+            # NaN memories refused deep inside the store, or as a run that ends with NaN weights and 0 accuracy
+            if not torch.isfinite(torch.nn.utils.get_total_norm(list(self.model.parameters()))):
+                raise self._diverged("an update made weights non-finite")
+        return value
+
+    def _diverged(self, what: str) -> ConfigError:
+        return ConfigError(f"training diverged in episode {self.episode + 1} ({what}; train.lr={self.cfg.train.lr}, "
+                           f"train.grad_clip={self.cfg.train.grad_clip}); lower train.lr (checkpoints written before "
+                           "it are kept)")
 
     def train_episode(self) -> EpisodeStats:
         task = self.current_task()

@@ -130,3 +130,14 @@ def test_configs_that_failed_later_are_one_line_at_once(tmp_path, capsys, monkey
     assert run.main(["train.episodes=1", override]) == 2
     one_error_line(capsys, message)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("agent, lr, message", [
+    ("transformer", "1e20", "training diverged in episode 1 (an update made weights non-finite; train.lr=1e+20"),
+    ("memnet", "1e6", "training diverged (MemNet: non-finite hidden states (NaN or inf) reached the memory writes"),
+])
+def test_a_learning_rate_that_makes_training_diverge_stops_the_run_with_one_line(tmp_path, capsys, agent, lr, message):
+    """Was: a traceback from the store refusing NaN memories (memnet), or a run that ended with NaN weights and
+    every number 0.000 (transformer)."""
+    assert run.main(tiny("ContinualShift-v0", agent, tmp_path / "run", f"train.lr={lr}")) == 2
+    one_error_line(capsys, message)
