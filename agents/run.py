@@ -127,6 +127,7 @@ def _pct(x) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    run_dir = None
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
             print(help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")]))
@@ -159,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C: no traceback; the last checkpoint is whole (written atomically)
+        saved = run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
+        print("\ninterrupted; " + (f"continue from the last checkpoint with: python -m agents.run resume={run_dir}"
+                                    if saved else "no checkpoint was written yet"), file=sys.stderr)
+        return 130
     except FloatingPointError as exc:  # a model's own check of its activations (weights that overflowed)
         print(f"error: training diverged ({exc}; train.lr={cfg.train.lr}); lower train.lr (checkpoints written "
               "before it are kept)", file=sys.stderr)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from agents import evaluate, run
+from agents.checkpoint import load_checkpoint
 from tests.test_run import tiny
 
 
@@ -141,3 +142,24 @@ def test_a_learning_rate_that_makes_training_diverge_stops_the_run_with_one_line
     every number 0.000 (transformer)."""
     assert run.main(tiny("ContinualShift-v0", agent, tmp_path / "run", f"train.lr={lr}")) == 2
     one_error_line(capsys, message)
+
+
+def test_ctrl_c_stops_a_run_with_one_line_that_says_how_to_continue(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    args = tiny("ContinualShift-v0", "transformer", run_dir, "train.checkpoint_every=1",
+                "env.kwargs.episodes_per_task=500")
+    proc = subprocess.Popen([sys.executable, "-m", "agents.run", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert err.strip() == f"interrupted; continue from the last checkpoint with: python -m agents.run resume={run_dir}"
+    load_checkpoint(run_dir / "checkpoints" / "last.pt")  # whole: written atomically, Ctrl+C or not
