@@ -210,8 +210,9 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
 
     for key in ("run_dir", "resume"):
         loaded.pop(key, None)
-    if isinstance(loaded.get("memory"), DictConfig) and isinstance(loaded.get("model"), DictConfig):
-        loaded.memory.dim = "${model.dim}"  # tied as in agents/conf (the saved file holds the resolved number)
+    if isinstance(loaded.get("memory"), DictConfig):
+        loaded.memory.pop("dim", None)  # tied to model.dim as in agents/conf (the file holds the resolved number)
+    loaded = _over_shipped_defaults(loaded)
     parser = OverridesParser.create()
     for item in overrides or []:
         try:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list, null None)
@@ -229,6 +230,25 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
         except OmegaConfBaseException as exc:
             raise ConfigError(_one_line(exc)) from None
     return validate(loaded)
+
+
+def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
+    """A saved (or hand-written) config on top of what agents/conf composes for its env and agent: a key the file
+    lacks takes the shipped value for that env and agent (ContinualShift's copy=0.85, MemNet's lr ...), not the
+    schema's plain default. The file's env.kwargs replace the shipped ones whole (another env's options would not
+    fit a preset id)."""
+    env_id, agent = OmegaConf.select(loaded, "env.id"), OmegaConf.select(loaded, "agent.name")
+    groups = [f"env={env_id}"] if env_id in group_options("env") else []
+    groups += [f"agent={agent}"] if agent in group_options("agent") else []
+    base = compose(groups)
+    kwargs = OmegaConf.select(loaded, "env.kwargs")
+    try:
+        merged = OmegaConf.merge(base, loaded)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_one_line(exc)) from None
+    if kwargs is not None or (env_id is not None and env_id not in group_options("env")):
+        merged.env.kwargs = kwargs if kwargs is not None else {}
+    return merged
 
 
 def group_options(group: str) -> list[str]:

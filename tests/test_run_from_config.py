@@ -93,3 +93,20 @@ def test_overrides_of_a_saved_config_read_as_on_a_fresh_command_line(first_run):
     for key in ("memory.key_lags", "env.kwargs.shift", "model.dim", "memory.dim", "train.episodes"):
         assert OmegaConf.select(saved, key) == OmegaConf.select(fresh, key), key
     assert (saved.memory.key_lags, saved.memory.dim) == ("3:0", 64)
+
+
+@pytest.mark.parametrize("content, command_line", [
+    ("seed: 3\n", ["seed=3"]),
+    ("env:\n  id: NeedleRecall-v0\nagent:\n  name: lstm\nseed: 2\n", ["env=NeedleRecall-v0", "agent=lstm", "seed=2"]),
+])
+def test_a_partial_config_file_takes_the_shipped_defaults_of_its_env_and_agent(tmp_path, content, command_line):
+    """A file with a few keys was filled from the schema's plain defaults (copy 0.0, cosine search, lr 3e-3, no env
+    options ...): another run than the same keys on a command line, without a word."""
+    from omegaconf import OmegaConf
+
+    from agents.config import from_yaml_file, load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(content)
+    got, want = from_yaml_file(str(path)), load_config(command_line)
+    assert OmegaConf.to_container(got, resolve=True) == OmegaConf.to_container(want, resolve=True)
