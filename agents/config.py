@@ -232,6 +232,18 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     return validate(loaded)
 
 
+def override_value(text: str, where: str):
+    """A command-line value read by Hydra's override grammar, as `key=value` reads it ("3:0" and "010" are strings,
+    [1,2] a list, null None; YAML 1.1 read them as 180, 8); a value it cannot read is one ConfigError line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides([f"value={text}"])[0].value()
+    except HydraException as exc:
+        raise ConfigError(f"{where}: {text!r} is not a value ({str(exc).splitlines()[0]})") from None
+
+
 def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
     """A saved (or hand-written) config on top of what agents/conf composes for its env and agent: a key the file
     lacks takes the shipped value for that env and agent (ContinualShift's copy=0.85, MemNet's lr ...), not the

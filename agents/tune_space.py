@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from agents.config import ConfigError, group_options, validate
+from agents.config import ConfigError, group_options, override_value, validate
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
@@ -127,13 +127,16 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"{key}: {part!r} is not a group of fields in sweep {name!r}")
-        target[path[-1]] = _yaml(key, value)
+        target[path[-1]] = override_value(value, key)
     if num_samples is not None:
         raw["num_samples"] = num_samples
     return make_plan(name, raw)
 
 
+
+
 def _yaml(where: str, text: str):
+    """A sweep file's text (YAML, as written in agents/conf/sweep/)."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -146,12 +149,7 @@ def parse_space_value(param: str, text: str) -> dict[str, list]:
     if not sep or kind not in SPACE_KINDS:
         raise ConfigError(f"sweep.search_space.{param}={text!r}: write <kind>:[values], kind one of "
                           f"{SPACE_KINDS} (e.g. grid:[16,64] or loguniform:[1e-4,1e-1]), or none to drop it")
-    try:
-        values = yaml.safe_load(args)
-    except yaml.YAMLError:
-        raise ConfigError(f"sweep.search_space.{param}={text!r}: {args!r} is not a list like [16,64]") \
-            from None
-    return {kind: values}
+    return {kind: override_value(args, f"sweep.search_space.{param}={text}")}
 
 
 def make_plan(name: str, raw: dict) -> SweepPlan:

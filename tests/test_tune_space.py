@@ -79,7 +79,7 @@ def test_command_line_edits_the_sweep(smoke):
                                  "memory.top_k": {"choice": [1, 2]}}
     assert (plan.scheduler["type"], plan.mode, plan.num_samples) == ("fifo", "min", 3)
     assert smoke.search_space["memory.slots"] == {"grid": [4, 8]}  # the loaded file is not mutated
-    with pytest.raises(ConfigError, match="sweep.mode: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"sweep.mode: '\[a' is not a value \("):
         load_sweep("smoke", ["sweep.mode=[a"])
     with pytest.raises(ConfigError, match="'mode' is not a group of fields"):
         load_sweep("smoke", ["sweep.mode.x=1"])
@@ -429,3 +429,11 @@ def test_the_grace_period_is_checked_only_for_asha_which_uses_it(tmp_path):
         prepare(short)
     plan, _, _ = prepare([*short, "sweep.scheduler.type=fifo"])
     assert plan.scheduler["type"] == "fifo" and plan.scheduler["max_t"] == 1
+
+
+def test_search_space_values_on_the_command_line_read_as_any_override_does():
+    """YAML 1.1 read grid:[010,012] as [8, 10] and choice:[1:0,3:0+4:1] as [60, ...] (refused as key_lags='60')."""
+    lags = load_sweep("smoke", ["sweep.search_space.memory.key_lags=choice:[1:0,3:0+4:1]"])
+    assert lags.search_space["memory.key_lags"] == {"choice": ["1:0", "3:0+4:1"]}
+    padded = load_sweep("smoke", ["sweep.search_space.env.kwargs.shift=grid:[010,012]"])
+    assert padded.search_space["env.kwargs.shift"] == {"grid": ["010", "012"]}
