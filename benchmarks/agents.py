@@ -60,17 +60,28 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
 
 
 def main() -> None:
+    sys.path.insert(0, str(REPO))  # the package, not this file (benchmarks/ is sys.path[0] when run as a script)
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the ids)
+    from agents.cli_args import non_negative_int, positive_int
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="ContinualShift-v0")
-    ap.add_argument("--episodes", type=int, default=3)
-    ap.add_argument("--lanes", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--episodes", type=positive_int, default=3)
+    ap.add_argument("--lanes", type=positive_int, default=16)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--agents", default=",".join(AGENTS))
-    ap.add_argument("--repeats", type=int, default=1, help="rounds through the agents (median [min, max])")
-    ap.add_argument("--warmup", type=int, default=1,
+    ap.add_argument("--repeats", type=positive_int, default=1, help="rounds through the agents (median [min, max])")
+    ap.add_argument("--warmup", type=non_negative_int, default=1,
                     help="untimed training episodes first (ContinualShift's store is full after 28: steady state)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one agent and print JSON
     args = ap.parse_args()
+    if args.env not in gym.registry:
+        ap.error(f"--env {args.env}: not a registered env id (e.g. ContinualShift-v0)")
+    unknown = [a for a in args.agents.split(",") if a not in AGENTS]
+    if unknown:
+        ap.error(f"--agents: unknown agent {unknown[0]!r}; choose among {', '.join(AGENTS)}")
     if args.one:
         print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads, args.warmup)))
         return

@@ -41,6 +41,7 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from agents.cli_args import positive_int  # noqa: E402
 from agents.config import load_config, memory_config  # noqa: E402
 from agents.controller import window_mask  # noqa: E402
 from memory.attention import MemoryAttention  # noqa: E402
@@ -192,9 +193,9 @@ def run(args) -> tuple[str, list[tuple[str, str, float, float, float]]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lanes", type=int, default=16, help="B (MemNet's train.lanes)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=30, help="timed rounds (3 warm-up rounds before them)")
+    p.add_argument("--lanes", type=positive_int, default=16, help="B (MemNet's train.lanes)")
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--repeats", type=positive_int, default=30, help="timed rounds (3 warm-up rounds before them)")
     args = p.parse_args(argv)
     shapes, rows = run(args)
     print(f"Memory components at MemNet's ContinualShift-v0 shapes: {shapes}; torch {torch.__version__}, "

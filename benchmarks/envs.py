@@ -24,6 +24,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 import envs  # noqa: E402, F401  (registers the ids)
+from agents.cli_args import positive_float, positive_int  # noqa: E402
 
 ENV_IDS = ("LongDependency-v0", "ContinualShift-v0", "NeedleRecall-v0")
 SCALAR_TARGET, VECTOR_TARGET = 500_000, 10_000_000
@@ -70,9 +71,9 @@ def median_pair(runs: list[tuple[float, float]]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lanes", type=int, default=256)
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lanes", type=positive_int, default=256)
+    parser.add_argument("--seconds", type=positive_float, default=1.0, help="length of one timed run")
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")
     print(f"| env | scalar steps/s via make (wall / CPU) | vector tokens/s, {args.lanes} lanes, info incl. "

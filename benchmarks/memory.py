@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from agents.cli_args import non_negative_int, positive_int  # noqa: E402
 from memory.cache import TieredKVCache  # noqa: E402
 from memory.config import ivf_lists_for  # noqa: E402
 from memory.store import FaissStore  # noqa: E402
@@ -227,18 +228,18 @@ def table(title: str, rows: list[tuple]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--entries", type=int, default=1_000_000)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--value-dim", type=int, default=128)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (exact search is a torch matmul)")
-    p.add_argument("--faiss-threads", type=int, default=1,
+    p.add_argument("--entries", type=positive_int, default=1_000_000)
+    p.add_argument("--dim", type=positive_int, default=128)
+    p.add_argument("--value-dim", type=positive_int, default=128)
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (exact search is a torch matmul)")
+    p.add_argument("--faiss-threads", type=positive_int, default=1,
                    help="FAISS threads (1 = MemoryConfig.store_threads' default; 2 contends with torch's pool)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--ivf-lists", type=int, default=1024, help="at most --entries // 39 (fewer are used)")
-    p.add_argument("--ivf-probes", type=int, default=2)
-    p.add_argument("--cache-entries", type=int, default=10_000)
-    p.add_argument("--cache-repeats", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--ivf-lists", type=positive_int, default=1024, help="at most --entries // 39 (fewer are used)")
+    p.add_argument("--ivf-probes", type=positive_int, default=2)
+    p.add_argument("--cache-entries", type=positive_int, default=10_000)
+    p.add_argument("--cache-repeats", type=positive_int, default=2000)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--only", choices=("exact", "ivf", "cache", "precision", "coded"), help="run one section")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -30,6 +30,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from agents.cli_args import positive_int  # noqa: E402
 from memory.config import MemoryConfig  # noqa: E402
 from memory.slots import MultiHeadMemoryBank  # noqa: E402
 
@@ -112,15 +113,19 @@ def run(args) -> list[tuple[str, str, float, float, int, float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--lanes", type=int, default=64)
-    p.add_argument("--slots", type=int, default=128)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--top-k", type=int, default=4)
-    p.add_argument("--chunk", type=int, default=64)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--lanes", type=positive_int, default=64)
+    p.add_argument("--slots", type=positive_int, default=128)
+    p.add_argument("--dim", type=positive_int, default=128)
+    p.add_argument("--heads", type=positive_int, default=4)
+    p.add_argument("--top-k", type=positive_int, default=4)
+    p.add_argument("--chunk", type=positive_int, default=64)
+    p.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
+    p.add_argument("--repeats", type=positive_int, default=30)
     args = p.parse_args()
+    try:
+        MemoryConfig(dim=args.dim, slots=args.slots, read_heads=args.heads, top_k=args.top_k)
+    except ValueError as exc:  # e.g. --heads that does not divide --dim
+        p.error(str(exc))
     rows = run(args)
     print(f"MultiHeadMemoryBank read+write, B={args.lanes} lanes, N={args.slots} slots, D={args.dim}, "
           f"H={args.heads} heads, k={args.top_k}; torch {torch.__version__}, {args.threads} threads\n")

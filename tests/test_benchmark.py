@@ -253,3 +253,20 @@ def test_end_to_end_tiny_suite_writes_tables_json_and_plots_with_the_runs_number
     assert f"{memnet['accuracy']['mean']:.3f}" in text and f"{memnet['params']['mean']:,.0f}" in text
     for plot in ("recall_vs_delay", "recall_vs_facts_held"):
         assert (out / "plots" / f"{NR}_{plot}.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("envs.py", ["--repeats", "0"], "argument --repeats: '0': must be an integer >= 1"),  # was StatisticsError
+    ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a finite number > 0"),  # was 0 steps/s
+    ("slots.py", ["--heads", "3"], "memory.read_heads=3: must be >= 1 and divide dim=128"),  # was a traceback
+    ("agents.py", ["--env", "Foo"], "--env Foo: not a registered env id"),  # was CalledProcessError
+    ("memory.py", ["--entries", "x"], "argument --entries: 'x' is not an integer >= 1"),
+])
+def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, args, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
