@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -126,7 +128,22 @@ def _pct(x) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """SIGTERM (a scheduler's stop, `kill`) ends a run as Ctrl+C does: one line, and the cleanup that a plain
+    SIGTERM skips (the cache's cold-tier temp folders were left in /tmp)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _main(argv: list[str]) -> int:
     run_dir = None
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them

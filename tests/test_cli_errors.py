@@ -2,6 +2,7 @@
 stderr, exit code 2, no traceback; and the checkpoint paths that are accepted."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,22 +145,30 @@ def test_a_learning_rate_that_makes_training_diverge_stops_the_run_with_one_line
     one_error_line(capsys, message)
 
 
-def test_ctrl_c_stops_a_run_with_one_line_that_says_how_to_continue(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_a_run_with_one_line_that_says_how_to_continue(tmp_path, signame):
+    """Ctrl+C printed a KeyboardInterrupt traceback; SIGTERM left the cache's cold-tier temp folder in /tmp."""
+    import glob
     import signal
     import subprocess
     import sys
+    import tempfile
     import time
 
+    cold = str(Path(tempfile.gettempdir()) / "memstream-cold-*")
+    before = set(glob.glob(cold))
+
     run_dir = tmp_path / "run"
-    args = tiny("ContinualShift-v0", "transformer", run_dir, "train.checkpoint_every=1",
+    args = tiny("ContinualShift-v0", "memnet", run_dir, "train.checkpoint_every=1",  # memnet: a cold tier
                 "env.kwargs.episodes_per_task=500")
     proc = subprocess.Popen([sys.executable, "-m", "agents.run", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run_dir / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 130, err
     assert err.strip() == f"interrupted; continue from the last checkpoint with: python -m agents.run resume={run_dir}"
     load_checkpoint(run_dir / "checkpoints" / "last.pt")  # whole: written atomically, Ctrl+C or not
+    assert set(glob.glob(cold)) <= before  # the run's cold-tier folder went with it
