@@ -39,6 +39,24 @@ TIER_NAMES = ("hot", "warm", "cold")
 FORMAT = "memstream.TieredKVCache/2"  # /2: cold tier (n, H, dk + d), key_dim
 
 
+COLD_DIR_PREFIX = "memstream-cold-"  # + <pid>-<random>: a private cold-tier folder in the temp dir
+
+
+def _remove_stale_cold_dirs() -> None:
+    """Private cold-tier folders of processes that are gone: a SIGKILLed run cannot remove its own (its finalizer
+    never runs), so the next cache made on the machine does. Folders of live (or other users') processes stay."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{COLD_DIR_PREFIX}*-*"):
+        pid = folder.name[len(COLD_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (PermissionError, OSError, OverflowError):
+            continue
+
+
 def _remove_cold_file(file: Path | None, private_dir: str | None) -> None:
     if file is not None and file.exists():
         file.unlink()
@@ -69,7 +87,8 @@ class TieredKVCache(TierMoves):
         cold_file = None
         if cold:
             if path is None:
-                private_dir = tempfile.mkdtemp(prefix="memstream-cold-")
+                _remove_stale_cold_dirs()
+                private_dir = tempfile.mkdtemp(prefix=f"{COLD_DIR_PREFIX}{os.getpid()}-")
             folder = Path(private_dir or path)
             folder.mkdir(parents=True, exist_ok=True)
             cold_file = folder / f"cold-kv-{uuid.uuid4().hex}.f32"

@@ -322,3 +322,28 @@ def test_bad_input_and_from_config():
     assert (c.heads, c.head_dim, c.key_dim, c.capacities, c.policy) == (4, 16, 64, (8, 4, 0), "fifo")
     k, v, m = c.get_batch(torch.full((2, 5), -1))
     assert k.shape == (2, 5, 4, 64) and v.shape == (2, 5, 4, 16) and not m.any()
+
+
+def test_a_new_cache_removes_the_cold_folders_of_processes_that_are_gone(tmp_path, monkeypatch):
+    """A SIGKILLed run cannot remove its private cold-tier folder (150 were left in /tmp here)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from memory.cache import COLD_DIR_PREFIX
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid that has exited
+    stale = tmp_path / f"{COLD_DIR_PREFIX}{gone}-abc"
+    alive = tmp_path / f"{COLD_DIR_PREFIX}{os.getpid()}-def"
+    foreign = tmp_path / f"{COLD_DIR_PREFIX}notapid"
+    for folder in (stale, alive, foreign):
+        folder.mkdir()
+        (folder / "cold-kv-x.f32").write_bytes(b"\0" * 16)
+    cache = TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4)
+    assert not stale.exists() and alive.exists() and foreign.exists()
+    assert cache.cold_file.parent.name.startswith(f"{COLD_DIR_PREFIX}{os.getpid()}-")
+    cache.close()
+    assert not cache.cold_file.parent.exists()
