@@ -73,7 +73,8 @@ def checked_torch_load(path: str | os.PathLike, what: str, fmt: str) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: no file at {path}")
+        raise FileNotFoundError(f"{what}: no file at {path}; point {what}.load at a folder (or file) that "
+                                f"{what}.save wrote")
     bad = failed_checksum(path)
     if bad is not None:
         raise ValueError(f"{what}: {path} is damaged (its record {bad} fails its checksum)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from memory.config import ivf_lists_for, ivf_probes_for
@@ -51,13 +52,25 @@ class StorePersistence:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"FaissStore.load_state_dict: format {got!r}, expected {FORMAT!r}")
+        missing = sorted({"config", "clock", "adds", "ann", *(n.lstrip("_") for n in self._ARRAYS)} - set(d))
+        if missing:
+            raise ValueError(f"FaissStore.load_state_dict: the saved state lacks {', '.join(missing)}; it is damaged "
+                             "or not a FaissStore's")
         check_saved_config("FaissStore", d["config"], self._settings())
         for name in self._ARRAYS:
             saved, mine = d[name.lstrip("_")], getattr(self, name)
             if tuple(saved.shape) != mine.shape:
                 raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} has shape {tuple(saved.shape)}, "
                                  f"expected {mine.shape}")
-            mine[...] = saved.numpy()
+        # before anything is copied: the bookkeeping must agree with the rows (a hand-edited count loaded silently)
+        live = (d["row_id"].numpy().reshape(self.partitions, self.capacity) >= 0)
+        count, fill = d["count"].numpy(), d["fill"].numpy()
+        used = np.where(live.any(1), self.capacity - np.argmax(live[:, ::-1], axis=1), 0)  # 1 + last live row
+        if not ((count == live.sum(1)).all() and (fill >= used).all() and (fill <= self.capacity).all()):
+            raise ValueError("FaissStore.load_state_dict: the saved entry counts do not match its rows; the state is "
+                             "damaged")
+        for name in self._ARRAYS:
+            getattr(self, name)[...] = d[name.lstrip("_")].numpy()
         self._write_search_copies()
         self._clock, self._adds = int(d["clock"]), int(d["adds"])
         for ann, state in zip(self._ann or [], d["ann"], strict=True):
@@ -82,9 +95,15 @@ class StorePersistence:
         index_name = store_part.pop("index_file", LEGACY_INDEX)
         if not isinstance(index_name, str) or Path(index_name).name != index_name:
             raise ValueError(f"FaissStore: {path}/store.pt names index file {index_name!r}, not a file in its folder")
+        if not (Path(path) / index_name).is_file():
+            raise FileNotFoundError(f"FaissStore: {path}/store.pt names index file {index_name}, which is not in the "
+                                    "folder (a store.pt from another save, or a folder copied in part); load the "
+                                    "folder FaissStore.save wrote whole")
         index_part = checked_torch_load(Path(path) / index_name, "FaissStore", FORMAT + ":index")
         if store_part.get("token") != index_part.get("token"):
             raise ValueError(f"FaissStore: {path}/{index_name} and store.pt come from different saves")
+        if not isinstance(store_part.get("config"), dict):
+            raise ValueError(f"FaissStore: {path}/store.pt lacks its settings ('config'); it is damaged")
         cfg = dict(store_part["config"])
         if cfg.get("index") == "ivf" and cfg.get("ivf_lists") is not None:  # saves from before the store refused
             # IVF settings beyond its bounds hold the values as asked; they used them clamped, as here

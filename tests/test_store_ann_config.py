@@ -165,3 +165,29 @@ def test_a_store_saved_with_ivf_settings_the_old_code_clamped_still_loads(tmp_pa
     assert (loaded._ann[0].lists, loaded._ann[0].probes) == (6, 6)
     q = RNG.standard_normal((1, 10, 8)).astype(np.float32)
     np.testing.assert_array_equal(loaded.search(q, 4).ids, store.search(q, 4).ids)
+
+
+def test_damaged_or_mixed_store_folders_are_one_clear_line(tmp_path):
+    """Found by adversarial testing: a store.pt from another save named an index file 'no file at ...', a store.pt
+    without settings raised KeyError, a hand-edited entry count loaded silently (len 1998 in a 32-row store)."""
+    store = FaissStore(8, 1, capacity=32)
+    store.add(RNG.standard_normal((5, 8)), np.zeros((5, 1)), np.zeros(5, dtype=np.int64))
+    store.save(tmp_path / "a")
+    store.save(tmp_path / "b")
+    (tmp_path / "a" / "store.pt").write_bytes((tmp_path / "b" / "store.pt").read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"store.pt names index file index-\w+.pt, which is not in the folder"):
+        FaissStore.load(tmp_path / "a")
+    for edit, message in ((lambda d: d.pop("config"), r"store.pt lacks its settings \('config'\)"),
+                          (lambda d: d["count"].fill_(999), "the saved entry counts do not match its rows"),
+                          (lambda d: d.pop("clock"), "the saved state lacks clock")):
+        saved = torch.load(tmp_path / "b" / "store.pt", weights_only=True)
+        edit(saved)
+        torch.save(saved, tmp_path / "c.pt")
+        (tmp_path / "c").mkdir(exist_ok=True)
+        for f in (tmp_path / "b").iterdir():
+            (tmp_path / "c" / f.name).write_bytes(f.read_bytes())
+        (tmp_path / "c" / "store.pt").write_bytes((tmp_path / "c.pt").read_bytes())
+        with pytest.raises(ValueError, match=message):
+            FaissStore.load(tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match="no file at .*; point FaissStore.load at a folder"):
+        FaissStore.load(tmp_path / "nowhere")
