@@ -12,7 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at, memory_free
+from agents.models import (
+    AgentModel,
+    ModelConfig,
+    check_batch_size,
+    check_inputs,
+    check_lanes,
+    check_read_at,
+    memory_free,
+)
 
 CELLS = {"lstm": (nn.LSTM, 4), "gru": (nn.GRU, 3)}  # module, gates per layer
 
@@ -45,7 +53,7 @@ class RecurrentAgent(AgentModel):
         self.head = nn.Linear(self.hidden, cfg.vocab_size)
 
     def initial_state(self, batch_size: int) -> dict[str, Tensor]:
-        zeros = torch.zeros(self.cfg.layers, batch_size, self.hidden, device=self.device)
+        zeros = torch.zeros(self.cfg.layers, check_batch_size(batch_size), self.hidden, device=self.device)
         return {"h": zeros, "c": zeros.clone()} if self.cell == "lstm" else {"h": zeros}
 
     def forward(self, tokens: Tensor, state: dict, writes: Tensor | None = None,
@@ -57,6 +65,9 @@ class RecurrentAgent(AgentModel):
         if state["h"].shape[1] != tokens.shape[0]:
             raise ValueError(f"state: made for {state['h'].shape[1]} lanes, but tokens have batch size "
                              f"{tokens.shape[0]}")
+        if tokens.shape[1] == 0:  # nothing to step (torch's RNNs refuse an empty sequence); MemNet does the same
+            return self.head.weight.new_zeros(tokens.shape[0], 0, self.cfg.vocab_size), dict(state), \
+                {"losses": {}, "metrics": {}}
         x = self.embed(tokens)  # (B, T, Hh)
         if self.cell == "lstm":
             y, (h, c) = self.rnn(x, (state["h"].to(x.dtype), state["c"].to(x.dtype)))

@@ -133,6 +133,13 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
         return next(self.parameters()).device
 
 
+def check_batch_size(batch_size) -> int:
+    """`initial_state`'s argument: an int >= 1 (the lanes), or one ValueError line."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+    return batch_size
+
+
 def check_inputs(tokens: Tensor, writes: Tensor | None, vocab_size: int) -> Tensor:
     """Validate a forward call's arguments; returns writes as a (B, T) bool tensor (all False when None)."""
     if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32):
@@ -180,6 +187,8 @@ def build_model(agent: str, cfg: ModelConfig) -> AgentModel:
 
     if agent not in AGENTS:
         raise ValueError(f"agent={agent!r}: choose one of {AGENTS}")
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"build_model: cfg is a {type(cfg).__name__}; pass an agents.models.ModelConfig")
     if agent == "memnet":
         return MemNet(cfg)
     if agent == "transformer":

@@ -255,3 +255,23 @@ def test_weight_decay_skips_biases_norms_and_fixed_context_columns(agent, contex
     one_d = {n for n, p in model.named_parameters() if p.dim() < 2}
     assert {names[id(p)] for p in kept["params"]} == one_d | fixed
     assert {names[id(p)] for p in decayed["params"]} == set(names.values()) - one_d - fixed
+
+
+@pytest.mark.parametrize("agent", ["memnet", "transformer", "lstm", "gru"])
+def test_every_agent_takes_an_empty_call_and_refuses_a_bad_lane_count_alike(agent):
+    """lstm/gru raised torch's RuntimeErrors for both (MemNet already answered them)."""
+    from agents.models import ModelConfig, build_model
+    from memory.config import MemoryConfig
+
+    cfg = ModelConfig(vocab_size=8, dim=16, heads=2, window=8, layers=1,
+                      memory=MemoryConfig(dim=16, read_heads=2, attn_heads=2, slots=4))
+    model = build_model(agent, cfg)
+    state = model.initial_state(2)
+    logits, after, _ = model(torch.zeros(2, 0, dtype=torch.long), state)
+    assert logits.shape == (2, 0, 8)
+    assert all(torch.equal(after[k], state[k]) for k in state)
+    for bad in (-1, 0, True, 2.0):
+        with pytest.raises(ValueError, match=r"batch_size=.*: must be an int >= 1"):
+            model.initial_state(bad)
+    with pytest.raises(TypeError, match="pass an agents.models.ModelConfig"):
+        build_model(agent, {"vocab_size": 8})
