@@ -260,9 +260,6 @@ def test_weight_decay_skips_biases_norms_and_fixed_context_columns(agent, contex
 @pytest.mark.parametrize("agent", ["memnet", "transformer", "lstm", "gru"])
 def test_every_agent_takes_an_empty_call_and_refuses_a_bad_lane_count_alike(agent):
     """lstm/gru raised torch's RuntimeErrors for both (MemNet already answered them)."""
-    from agents.models import ModelConfig, build_model
-    from memory.config import MemoryConfig
-
     cfg = ModelConfig(vocab_size=8, dim=16, heads=2, window=8, layers=1,
                       memory=MemoryConfig(dim=16, read_heads=2, attn_heads=2, slots=4))
     model = build_model(agent, cfg)
