@@ -42,6 +42,11 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     Writes the result to `out` (relative: inside the run folder; None: nowhere) and returns it."""
     from agents.trainer import Trainer
 
+    for name, value in (("env_kwargs", env_kwargs), ("memory", memory)):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"evaluate: {name} is a {type(value).__name__}; pass a dict of option -> value")
+    if out is not None and not isinstance(out, (str, Path)):
+        raise ConfigError(f"evaluate: out={out!r}; pass a file name (str), or None to write nothing")
     for key in memory or {}:
         check_memory_key(key)
     checkpoint = Path(checkpoint).resolve()

@@ -77,3 +77,15 @@ def test_a_failed_write_of_the_out_file_is_one_line(needle_run, capsys, monkeypa
 def test_out_may_name_a_file_in_a_folder_still_to_be_made(needle_run):
     assert evaluate.main([f"checkpoint={needle_run}", "out=evals/first.json"]) == 0
     assert json.loads((needle_run / "evals" / "first.json").read_text())["recall_by_delay"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"env_kwargs": "x"}, "evaluate: env_kwargs is a str; pass a dict"),  # was a multi-line OmegaConf error
+    ({"memory": ["reset"]}, "evaluate: memory is a list; pass a dict"),
+    ({"out": 5}, "evaluate: out=5; pass a file name"),  # was TypeError: unsupported operand
+])
+def test_the_python_api_of_evaluate_checks_its_arguments(needle_run, kwargs, message):
+    from agents.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        evaluate.evaluate(needle_run, **kwargs)
