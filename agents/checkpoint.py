@@ -88,6 +88,11 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
         a, b = saved_config.get(section, {}), config.get(section, {})
         if section == "memory":  # keys added since version 2 of the format: absent, they held the value below
             a, b = {**MEMORY_KEYS_ADDED, **a}, {**MEMORY_KEYS_ADDED, **b}
+            if (not a.get("context_decay") or not a.get("store", True)
+                    or (saved_config.get("agent") or {}).get("name") != "memnet"):
+                # the context keys (added within version 2) act only with a context block: absent, they changed
+                # nothing, so any value fits (a memory-free or context-free run saved before them still loads)
+                a = {**{k: b.get(k) for k in CONTEXT_KEYS}, **a}
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k) and not (section == "memory" and k in MEMORY_RUNTIME_KEYS):
                 diffs.append(f"{section}.{k}: {a.get(k)} vs {b.get(k)}")
@@ -102,6 +107,8 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
 # wrote those checkpoints used (the store's settings then); every other key is in every such checkpoint
 MEMORY_KEYS_ADDED = {"store_ivf_lists": 0, "store_ivf_probes": 0, "store_hnsw_neighbors": 32,
                      "store_hnsw_ef_search": 64, "store_hnsw_min_entries": 1024, "store_importance_halflife": 0.0}
+
+CONTEXT_KEYS = ("context_fixed", "context_scale", "context_restart")  # read only when context_decay > 0
 
 # memory keys that change behaviour but not the shapes of saved tensors
 MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_precision",

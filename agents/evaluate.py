@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
@@ -43,7 +44,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     from agents.trainer import Trainer
 
     for name, value in (("env_kwargs", env_kwargs), ("memory", memory)):
-        if value is not None and not isinstance(value, dict):
+        if value is not None and not isinstance(value, Mapping):  # a dict, or an OmegaConf DictConfig
             raise ConfigError(f"evaluate: {name} is a {type(value).__name__}; pass a dict of option -> value")
     if out is not None and not isinstance(out, (str, Path)):
         raise ConfigError(f"evaluate: out={out!r}; pass a file name (str), or None to write nothing")

@@ -154,7 +154,8 @@ def _main(argv: list[str]) -> int:
         from agents.trainer import Trainer
 
         run_dir = resume_dir or new_run_dir(cfg)
-        if resume_dir is None and ((run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists()):
+        if resume_dir is None and (run_dir / "checkpoints" / "last.pt").exists():  # (a run stopped before its
+            # first checkpoint has nothing to lose: starting it afresh in its folder is the way to rerun it)
             raise ConfigError(f"run_dir={str(run_dir)!r} already holds a run; continue it with resume={run_dir}, or "
                               "choose a new run_dir (a fresh run there would overwrite its checkpoint and metrics)")
         trainer = Trainer(cfg, run_dir)  # first: a config it refuses (device=cuda without CUDA) leaves no folder

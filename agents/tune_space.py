@@ -127,7 +127,7 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"{key}: {part!r} is not a group of fields in sweep {name!r}")
-        target[path[-1]] = override_value(value, key)
+        target[path[-1]] = _yaml(key, value)  # a sweep file's field, as the file writes it (lists of overrides)
     if num_samples is not None:
         raw["num_samples"] = num_samples
     return make_plan(name, raw)
@@ -136,7 +136,7 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
 
 
 def _yaml(where: str, text: str):
-    """A sweep file's text (YAML, as written in agents/conf/sweep/)."""
+    """A sweep file's text or one field of it (YAML, as written in agents/conf/sweep/)."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

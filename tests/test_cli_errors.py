@@ -172,3 +172,10 @@ def test_ctrl_c_or_sigterm_stops_a_run_with_one_line_that_says_how_to_continue(t
     assert err.strip() == f"interrupted; continue from the last checkpoint with: python -m agents.run resume={run_dir}"
     load_checkpoint(run_dir / "checkpoints" / "last.pt")  # whole: written atomically, Ctrl+C or not
     assert set(glob.glob(cold)) <= before  # the run's cold-tier folder went with it
+
+
+def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again_in_its_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("seed: 0\n")  # what a run stopped before any checkpoint leaves
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir)) == 0

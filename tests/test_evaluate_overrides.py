@@ -89,3 +89,10 @@ def test_the_python_api_of_evaluate_checks_its_arguments(needle_run, kwargs, mes
 
     with pytest.raises(ConfigError, match=message):
         evaluate.evaluate(needle_run, **kwargs)
+
+
+def test_evaluate_takes_an_omegaconf_mapping_too(needle_run):
+    from omegaconf import OmegaConf
+
+    kwargs = OmegaConf.create({"delay": 1})
+    assert evaluate.evaluate(needle_run, env_kwargs=kwargs, out=None)["env_kwargs"] == {"delay": 1}

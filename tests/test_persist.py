@@ -49,3 +49,19 @@ def test_a_flipped_byte_in_a_saved_file_is_reported_damaged_not_loaded_as_other_
         checked_torch_load(tmp_path / "store.pt", "FaissStore", "x/1")
     with pytest.raises(CheckpointError, match=r"last.pt' is damaged \(its record .* fails its checksum\); resume"):
         load_checkpoint(tmp_path / "last.pt")
+
+
+def test_a_file_saved_without_checksums_still_loads(tmp_path):
+    """torch's documented save option compute_crc32=False writes CRC 0: nothing to verify, not damage."""
+    from torch.utils.serialization import config
+
+    from agents.checkpoint import load_checkpoint, save_checkpoint
+
+    previous = config.save.compute_crc32
+    config.save.compute_crc32 = False
+    try:
+        save_checkpoint(tmp_path / "last.pt", {"config": {}, "weights": torch.ones(64)})
+    finally:
+        config.save.compute_crc32 = previous
+    with pytest.raises(Exception, match="incomplete"):  # past the checksum: the body lacks the other fields
+        load_checkpoint(tmp_path / "last.pt")

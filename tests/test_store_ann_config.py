@@ -117,11 +117,12 @@ def test_an_accepted_ivf_config_is_what_the_index_uses(capacity, lists, probes, 
 
 
 def test_checkpoints_from_before_the_ann_keys_resume_and_their_settings_are_checked():
-    now = {"model": {"dim": 32}, "memory": MemoryConfig(dim=32).to_dict()}
-    before = {"model": {"dim": 32}, "memory": {k: v for k, v in now["memory"].items() if "ivf" not in k
+    now = {"agent": {"name": "memnet"}, "model": {"dim": 32},
+           "memory": MemoryConfig(dim=32, context_decay=0.95).to_dict()}
+    before = {**now, "memory": {k: v for k, v in now["memory"].items() if "ivf" not in k
                                                and "hnsw" not in k and "halflife" not in k}}
     check_compatible(before, now, "x.pt")  # absent keys added since held the store's settings of then
-    older = {"model": {"dim": 32}, "memory": {k: v for k, v in before["memory"].items() if k != "context_restart"}}
+    older = {**now, "memory": {k: v for k, v in before["memory"].items() if k != "context_restart"}}
     with pytest.raises(CheckpointError, match="memory.context_restart: None vs True"):  # a key not added since:
         check_compatible(older, now, "x.pt")  # its absence is another architecture, not a default
     searched = {**now, "memory": {**now["memory"], "store_ivf_probes": 9, "store_hnsw_ef_search": 100}}
@@ -191,3 +192,23 @@ def test_damaged_or_mixed_store_folders_are_one_clear_line(tmp_path):
             FaissStore.load(tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="no file at .*; point FaissStore.load at a folder"):
         FaissStore.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("agent, context_decay, loads", [
+    ("transformer", 0.95, True), ("memnet", 0.0, True), ("memnet", 0.95, False)])
+def test_checkpoints_from_before_the_context_keys_load_where_those_keys_act_not(agent, context_decay, loads):
+    """context_fixed / context_scale / context_restart act only in MemNet's store with a context block; a run saved
+    before they existed without one (a memory-free or context-free run) changes nothing under them."""
+    now = {"agent": {"name": agent}, "model": {"dim": 32},
+           "memory": MemoryConfig(dim=32, context_decay=context_decay).to_dict()}
+    keep = {k: v for k, v in now["memory"].items()
+            if k not in ("context_fixed", "context_scale", "context_restart", "store_importance_halflife")
+            and "ivf" not in k and "hnsw" not in k}
+    if agent == "transformer":
+        keep["store"] = False
+    old = {**now, "memory": keep}
+    if loads:
+        check_compatible(old, {**now, "memory": {**now["memory"], "store": keep.get("store", True)}}, "x.pt")
+    else:
+        with pytest.raises(CheckpointError, match="memory.context_fixed: None vs True"):
+            check_compatible(old, now, "x.pt")

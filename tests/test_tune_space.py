@@ -79,8 +79,10 @@ def test_command_line_edits_the_sweep(smoke):
                                  "memory.top_k": {"choice": [1, 2]}}
     assert (plan.scheduler["type"], plan.mode, plan.num_samples) == ("fifo", "min", 3)
     assert smoke.search_space["memory.slots"] == {"grid": [4, 8]}  # the loaded file is not mutated
-    with pytest.raises(ConfigError, match=r"sweep.mode: '\[a' is not a value \("):
+    with pytest.raises(ConfigError, match="sweep.mode: not valid YAML"):
         load_sweep("smoke", ["sweep.mode=[a"])
+    fields = load_sweep("smoke", ["sweep.overrides=[model.dim=32,train.lanes=2]", "sweep.description=a, b"])
+    assert fields.overrides == ["model.dim=32", "train.lanes=2"] and fields.description == "a, b"
     with pytest.raises(ConfigError, match="'mode' is not a group of fields"):
         load_sweep("smoke", ["sweep.mode.x=1"])
 
