@@ -146,18 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: expected checkpoint=<path>{f', got {bad[0]!r}' if bad else ''}\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        if "out" in args:  # a sweep writes one file at the end: its name is checked before the first evaluation
-            checkpoint = Path(args["checkpoint"]).resolve()
-            check_out_file(run_dir_of(checkpoint) / args["out"])
+        out_file = run_dir_of(args["checkpoint"]) / args.get("out", "eval.json")
+        check_out_file(out_file)  # before the first evaluation: a sweep writes its one file at the end
         grid = override_grid(grid_items)
         if len(grid) == 1:
             results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),
                                 grid[0][1])]
         else:  # one file for the sweep: each evaluation names the env options and memory settings it used
             results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory) for env, memory in grid]
-            checkpoint = Path(args["checkpoint"]).resolve()
-            run_dir = run_dir_of(checkpoint)
-            write_out_file(run_dir / args.get("out", "eval.json"), {"evaluations": results})
+            write_out_file(out_file, {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
