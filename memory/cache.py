@@ -22,8 +22,6 @@ entries are added or removed, while moves between tiers rewrite (tier, slot) in 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 import weakref
 from pathlib import Path
@@ -31,37 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memory.cache_cold_dirs import make_private_cold_dir, remove_cold_file
 from memory.cache_tiers import COLD, WARM, Book, TierMoves, TierStorage
 from memory.config import CACHE_POLICIES, MemoryConfig
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
 
 TIER_NAMES = ("hot", "warm", "cold")
 FORMAT = "memstream.TieredKVCache/2"  # /2: cold tier (n, H, dk + d), key_dim
-
-
-COLD_DIR_PREFIX = "memstream-cold-"  # + <pid>-<random>: a private cold-tier folder in the temp dir
-
-
-def _remove_stale_cold_dirs() -> None:
-    """Private cold-tier folders of processes that are gone: a SIGKILLed run cannot remove its own (its finalizer
-    never runs), so the next cache made on the machine does. Folders of live (or other users') processes stay."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{COLD_DIR_PREFIX}*-*"):
-        pid = folder.name[len(COLD_DIR_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except (PermissionError, OSError, OverflowError):
-            continue
-
-
-def _remove_cold_file(file: Path | None, private_dir: str | None) -> None:
-    if file is not None and file.exists():
-        file.unlink()
-    if private_dir is not None:
-        shutil.rmtree(private_dir, ignore_errors=True)
 
 
 class TieredKVCache(TierMoves):
@@ -84,16 +58,15 @@ class TieredKVCache(TierMoves):
         self.capacities = (int(hot), int(warm), int(cold))
         self.quantize, self.promote_after = bool(quantize), int(promote_after)
         private_dir = None
-        cold_file = None
+        cold_file = lock_fd = None
         if cold:
             if path is None:
-                _remove_stale_cold_dirs()
-                private_dir = tempfile.mkdtemp(prefix=f"{COLD_DIR_PREFIX}{os.getpid()}-")
+                private_dir, lock_fd = make_private_cold_dir()
             folder = Path(private_dir or path)
             folder.mkdir(parents=True, exist_ok=True)
             cold_file = folder / f"cold-kv-{uuid.uuid4().hex}.f32"
         self.cold_file = cold_file
-        self._finalizer = weakref.finalize(self, _remove_cold_file, cold_file, private_dir)
+        self._finalizer = weakref.finalize(self, remove_cold_file, cold_file, private_dir, lock_fd)
         self._store = TierStorage(self.heads, self.head_dim, self.key_dim, self.capacities, self.quantize, cold_file)
         self._books = [Book(c) for c in self.capacities]
         self._ids = np.zeros(0, dtype=np.int64)  # (n,) sorted ids held

@@ -1,0 +1,91 @@
+"""Private cold-tier folders in the temp dir: made per cache, removed by their cache, and, when a process was
+killed before it could (SIGKILL runs no finalizer), by the next cache made on the machine.
+
+Liveness is an flock on the folder's owner lock, not the pid in its name: across PID namespaces sharing the temp
+dir (containers) a pid says nothing, and a live process's folder must never go (its cold file is in use).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; stale folders are then judged by pid alone
+    fcntl = None
+
+COLD_DIR_PREFIX = "memstream-cold-"  # + <pid>-<random>: a private cold-tier folder in the temp dir
+OWNER_LOCK = "owner.lock"  # in a private cold folder: flock-ed by the process that uses it, for as long as it lives
+LEGACY_GRACE_S = 60.0  # a folder without an owner lock (older code, or one being made) is judged only this old
+
+
+def _claim_cold_dir(folder: Path) -> int | None:
+    """Mark `folder` as in use: an exclusive flock on its owner lock, held until the fd is closed or the process
+    ends (SIGKILL included: the kernel drops it). The lock is taken before the file gets its name, so no cleaner
+    sees an unlocked owner lock. Returns the fd (None where there is no flock: Windows)."""
+    if fcntl is None:
+        return None
+    pending = folder / f".{OWNER_LOCK}.{uuid.uuid4().hex}"
+    fd = os.open(pending, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.replace(pending, folder / OWNER_LOCK)
+    return fd
+
+
+def _owner_is_gone(folder: Path) -> bool:
+    """Whether the process that made a private cold folder has ended. The owner lock answers that across PID
+    namespaces sharing the temp dir (containers), where the pid in the name may be another process's or none;
+    folders without one fall back to the pid, and only once they are older than any folder still being made."""
+    lock = folder / OWNER_LOCK
+    if fcntl is not None and lock.exists():
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:  # another user's folder, or removed meanwhile
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:  # held: its owner lives
+            return False
+        finally:
+            os.close(fd)
+    pid = folder.name[len(COLD_DIR_PREFIX):].split("-", 1)[0]
+    try:
+        if not pid.isdigit() or time.time() - folder.stat().st_mtime < LEGACY_GRACE_S:
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError, OverflowError):
+        return False
+    return False
+
+
+def _remove_stale_cold_dirs() -> None:
+    """Private cold-tier folders of processes that are gone: a SIGKILLed run cannot remove its own (its finalizer
+    never runs), so the next cache made on the machine does. Folders of live (or other users') processes stay."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{COLD_DIR_PREFIX}*-*"):
+        if _owner_is_gone(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_cold_file(file: Path | None, private_dir: str | None, lock_fd: int | None = None) -> None:
+    if file is not None and file.exists():
+        file.unlink()
+    if private_dir is not None:
+        shutil.rmtree(private_dir, ignore_errors=True)
+    if lock_fd is not None:
+        os.close(lock_fd)
+
+
+def make_private_cold_dir() -> tuple[str, int | None]:
+    """A new private cold folder, claimed by this process (its path and the owner lock's fd, for
+    `remove_cold_file`); stale folders of ended processes are removed first."""
+    _remove_stale_cold_dirs()
+    folder = tempfile.mkdtemp(prefix=f"{COLD_DIR_PREFIX}{os.getpid()}-")
+    return folder, _claim_cold_dir(Path(folder))
