@@ -20,7 +20,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import envs  # noqa: F401  (registers the memstream ids; Gymnasium 1.x has no plugin auto-registration)
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
@@ -28,6 +27,7 @@ from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats
 from agents.models import ModelConfig, build_model
+from agents.objectives import reinforce_loss, supervised_loss
 from memory.metrics import SlotLifetimeTracker, slot_usage
 from memory.slots import SlotState
 
@@ -125,16 +125,10 @@ class Trainer:
         loss = logits.new_zeros(())
         if mask.any():
             if t.mode == "supervised":
-                loss = F.cross_entropy(logits[mask], chunk.targets[mask])
-            else:  # REINFORCE on the actions actually taken, advantage against a running-mean baseline
-                logp = F.log_softmax(logits[mask], -1)
-                taken = logp.gather(-1, chunk.actions[mask][:, None])[:, 0]
-                reward = chunk.rewards[mask]
-                advantage = reward - self.reward_baseline
-                entropy = -(logp.exp() * logp).sum(-1)
-                loss = -(advantage * taken).mean() - t.entropy_coef * entropy.mean()
-                self.reward_baseline = (t.baseline_decay * self.reward_baseline
-                                        + (1 - t.baseline_decay) * float(reward.mean()))
+                loss = supervised_loss(logits, chunk)
+            else:
+                loss, self.reward_baseline = reinforce_loss(logits, chunk, self.reward_baseline, t.entropy_coef,
+                                                            t.baseline_decay)
         for extra in aux.get("losses", {}).values():
             loss = loss + extra
         value = float(loss.detach())

@@ -75,3 +75,17 @@ def test_reinforce_samples_its_actions_instead_of_taking_the_argmax(tmp_path):
 def test_reinforce_runs_end_to_end(env_id, tmp_path, capsys):
     assert run.main(tiny(env_id, "memnet", tmp_path / "run", "train.mode=reinforce")) == 0
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_reinforce_loss_on_hand_made_values():
+    """Two actions at even odds, action 1 taken and paid 1 against a baseline of 0.25: loss = -0.75 log 0.5 minus
+    the entropy bonus (entropy log 2); the baseline moves a (1 - decay) step towards the chunk's mean reward."""
+    from agents.objectives import reinforce_loss, supervised_loss
+
+    chunk = one_step_chunk(torch.zeros(1, 2, dtype=torch.long), action=1, reward=1.0)
+    logits = torch.zeros(1, 2, 2)  # (B, C, V)
+    loss, baseline = reinforce_loss(logits, chunk, baseline=0.25, entropy_coef=0.1, baseline_decay=0.9)
+    log2 = float(np.log(2))
+    assert loss.item() == pytest.approx(0.75 * log2 - 0.1 * log2)
+    assert baseline == pytest.approx(0.9 * 0.25 + 0.1 * 1.0)
+    assert supervised_loss(logits, chunk).item() == pytest.approx(log2)  # target 0 at even odds
