@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.options import check_bool, check_choice, check_float, check_int, check_vocab
-from envs.stream import BOS, EOS, Episodes, StreamSource, lane_uniforms, random_ranks, scale, split_columns
+from envs.stream import BOS, EOS, Episodes, StreamSource, first_ranks, lane_uniforms, random_ranks, scale, split_columns
 from envs.token_env import TokenStreamEnv, TokenStreamVectorEnv
 
 SHIFTS = ("abrupt", "gradual")
@@ -61,13 +61,15 @@ class ContinualShiftSource(StreamSource):
         self.keys = np.where(slot < S, self.key0 + slot, own)  # (T, K) key of task j in slot s
         values = rng.integers(0, self.num_values, size=(T, K))
         if S:  # a shared key gets a different value in every task (num_values >= T): mappings conflict
-            values[:, :S] = random_ranks(rng.random((S, self.num_values)))[:, :T].T
+            values[:, :S] = first_ranks(rng, S, self.num_values, T).T
         self.values = self.value0 + values  # (T, K)
         rank_weight = 1.0 / np.arange(1, self.num_fillers + 1) ** FILLER_ZIPF
         cdf = np.cumsum(rank_weight) / rank_weight.sum()
         rank_of_entry = np.minimum(np.searchsorted(cdf, (np.arange(FILLER_TABLE) + 0.5) / FILLER_TABLE),
                                    self.num_fillers - 1)
-        order = random_ranks(rng.random((T, self.num_fillers)))  # (T, F): each task favours other fillers
+        # (T, F'): each task favours other fillers (a permutation of the F fillers per task; the table's
+        # F' <= FILLER_TABLE ranks need only its first F' entries)
+        order = first_ranks(rng, T, self.num_fillers, int(rank_of_entry.max()) + 1)
         self.filler_table = self.filler0 + order[:, rank_of_entry]  # (T, FILLER_TABLE)
 
     def _build_schedule(self) -> None:
@@ -215,12 +217,16 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
     | vocab_size | 256 | V; shared keys need >= T values: V >= 2 + T + (number of keys) + 2 max(2, T) |
     | world_seed | 0 | seed of the tasks' mappings and statistics |
 
-    `reset(options={"phase": "eval", "task_id": j})` gives a pure task-j episode without moving the schedule;
-    `eval_episodes` = 1. Attributes: `schedule`, `episodes_per_task`, `episode_index`, `current_task`.
+    `reset(options={"phase": "eval", "task_id": j})` gives a pure task-j episode without moving the schedule,
+    from the eval stream (the training episodes do not depend on how many evals came between); `eval_episodes` = 1.
+    `info["distance"]` is counted within the episode: a key K trials back (3K - 1 steps), -1 for its first showing.
+    Each episode draws a new key order, so across an episode boundary a key can come back in fewer than 3K steps.
+    Attributes: `schedule`, `episodes_per_task`, `episode_index`, `current_task`.
     A seeded `reset(seed=...)` restarts the stream at the schedule's first episode: seed once, then `reset()`.
 
     ## Version history
-    * v0: initial version.
+    * v0: initial version. (2026-11-30: eval episodes draw from their own generator per lane; before, each one
+      advanced the training stream, so training episodes depended on the eval schedule.)
     """
 
     source_cls = ContinualShiftSource

@@ -164,7 +164,8 @@ class LongDependencyEnv(TokenStreamEnv):
     A seeded `reset(seed=...)` restarts the stream (no carried pairs): seed once, then `reset()`.
 
     ## Version history
-    * v0: initial version.
+    * v0: initial version. (2026-11-30: eval episodes draw from their own generator per lane; before, each one
+      advanced the training stream, so training episodes depended on the eval schedule.)
     """
 
     source_cls = LongDependencySource

@@ -205,7 +205,8 @@ class NeedleRecallEnv(FactPoolAttributes, TokenStreamEnv):
     A seeded `reset(seed=...)` restarts the write/recall cycle at a write episode: seed once, then `reset()`.
 
     ## Version history
-    * v0: initial version.
+    * v0: initial version. (2026-11-30: eval episodes draw from their own generator per lane; before, each one
+      advanced the training stream, so training episodes depended on the eval schedule.)
     """
 
     source_cls = NeedleRecallSource

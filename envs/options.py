@@ -23,6 +23,13 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     return value
 
 
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A reset seed: an int >= 0 (numpy integers too); bools and floats are refused (int(1.9) would seed 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 or None, got {value!r}")
+    return int(value)
+
+
 def check_float(name: str, value: Any, low: float, high: float) -> float:
     """`value` as a finite float in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -7,6 +7,9 @@ Randomness: every lane has its own `np.random.Generator` and draws a block of un
 (`lane_uniforms`); all further work is batched numpy that treats lanes independently. Hence lane i of a vector
 env seeded s produces exactly the stream of a scalar env seeded s + i, whatever the number of lanes.
 
+Eval episodes (`reset(options={"phase": "eval", ...})`) draw from a second generator per lane (`eval_stream`),
+made from the training one at each seeding: the training stream is the same however often the agent is evaluated.
+
 Stream positions: an episode has L = `episode_length` steps. Observation 0 comes from `reset`, observations
 1..L from the L calls to `step`; observation L (EOS, unscored) arrives with `terminated=True` and is never
 acted upon. "Steps across episodes" count the L acted-upon observations 0..L-1 of each episode.
@@ -108,6 +111,17 @@ class StreamSource(abc.ABC):
         return obs, target, task, distance
 
 
+def eval_stream(rng: np.random.Generator) -> np.random.Generator:
+    """The generator of a lane's eval episodes, derived from its training generator when that is seeded: the
+    bit generator jumped 2^127 draws ahead (PCG64, Gymnasium's), so the two streams never overlap, and the
+    training generator is left as it was. Eval episodes drawn from the training generator made every later
+    training episode depend on how often the agent had been evaluated."""
+    bits = rng.bit_generator
+    if hasattr(bits, "jumped"):
+        return np.random.Generator(bits.jumped())
+    return rng.spawn(1)[0]  # generators without jumps (SFC64): a child seed sequence
+
+
 def lane_uniforms(rngs: list[np.random.Generator], n: int, out: np.ndarray | None = None) -> np.ndarray:
     """(B, n) uniforms in [0, 1), row i from `rngs[i]` alone (written into `out` when given)."""
     if out is None:
@@ -136,6 +150,25 @@ def fill_uniform_tokens(out: np.ndarray, u: np.ndarray, low: int, count: int) ->
 def random_ranks(u: np.ndarray) -> np.ndarray:
     """(B, n) uniforms -> (B, n) a random permutation of 0..n-1 per lane."""
     return np.argsort(u, axis=1, kind="stable")
+
+
+def first_ranks(rng: np.random.Generator, rows: int, n: int, k: int, block_bytes: int = 1 << 26) -> np.ndarray:
+    """`random_ranks(rng.random((rows, n)))[:, :k]`, the first k entries of `rows` random permutations of 0..n-1,
+    without holding the (rows, n) uniforms: they are drawn in row blocks of about `block_bytes` (the same draws
+    in the same order) and each row's k smallest are found by partition, then ordered as the stable sort orders
+    them. (ContinualShift at 5,000 shared keys x 500,000 values asked for 18.5 GiB at once.)"""
+    k = min(k, n)
+    out = np.empty((rows, k), dtype=np.int64)
+    per = max(1, block_bytes // (8 * max(n, 1)))
+    for start in range(0, rows, per):
+        u = rng.random((min(per, rows - start), n))  # (r, n)
+        if k == n:
+            out[start:start + len(u)] = random_ranks(u)
+            continue
+        part = np.argpartition(u, k - 1, axis=1)[:, :k]  # (r, k): the k smallest, unordered
+        order = np.lexsort((part, np.take_along_axis(u, part, axis=1)), axis=1)  # by value, then index
+        out[start:start + len(u)] = np.take_along_axis(part, order, axis=1)
+    return out
 
 
 def place_patterns(occupied: np.ndarray, offsets: np.ndarray, low: np.ndarray, high: int,

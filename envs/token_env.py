@@ -19,10 +19,11 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.options import check_int, parse_reset_options
-from envs.stream import Episodes, StreamSource
+from envs.options import check_int, check_seed, parse_reset_options
+from envs.stream import Episodes, StreamSource, eval_stream
 
 RENDER_TOKENS = 32  # how many recent observations `render` names
+MAX_LANES = 65_536  # num_envs bound, like every other size option's (10^12 lanes failed deep in numpy)
 
 
 def build_source(source_cls: type[StreamSource], options: dict) -> StreamSource:
@@ -98,11 +99,12 @@ class TokenStreamEnv(SourceAttributes, Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         phase, task_id = parse_reset_options(options, self._source.num_tasks)
-        super().reset(seed=seed)
+        super().reset(seed=None if seed is None else check_seed(seed))
         if seed is not None or not self._started:
             self._source.restart()
+            self._eval_rng = eval_stream(self.np_random)
             self._started = True
-        self._load(self._source.generate([self.np_random], phase, task_id))
+        self._load(self._source.generate([self.np_random if phase == "train" else self._eval_rng], phase, task_id))
         return self._obs[0], self._info(0)
 
     def _load(self, ep: Episodes) -> None:
@@ -159,7 +161,7 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
     source_cls: type[StreamSource]
 
     def __init__(self, num_envs: int = 1, render_mode: str | None = None, **options):
-        self.num_envs = check_int("num_envs", num_envs, 1)
+        self.num_envs = check_int("num_envs", num_envs, 1, MAX_LANES)
         check_render_mode(render_mode)
         self.render_mode = render_mode
         self._source = build_source(self.source_cls, options)
@@ -169,7 +171,8 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
         self.single_action_space = spaces.Discrete(self._vocab)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._rngs: list[np.random.Generator] | None = None
+        self._rngs: list[np.random.Generator] | None = None  # per lane: training episodes
+        self._eval_rngs: list[np.random.Generator] | None = None  # per lane: eval episodes (`eval_stream`)
         self._t = -1
         self._autoreset = False
 
@@ -187,20 +190,22 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
         elif self._rngs is None:
             self._rngs = [seeding.np_random()[0] for _ in range(self.num_envs)]
             self._source.restart()
-        self._load(self._source.generate(self._rngs, phase, task_id))
+        if seed is not None or self._eval_rngs is None:
+            self._eval_rngs = [eval_stream(rng) for rng in self._rngs]
+        self._load(self._source.generate(self._rngs if phase == "train" else self._eval_rngs, phase, task_id))
         return self._obs[:, 0].copy(), self._info(0)
 
     def _lane_seeds(self, seed) -> list[int]:
         """One int seed per lane: s, s + 1, ... for an int s; a list is taken as is (bools and floats refused)."""
-        usage = f"seed must be an int or a list of {self.num_envs} ints"
+        usage = f"seed must be an int >= 0 or a list of {self.num_envs} ints >= 0"
         if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            return [int(seed) + i for i in range(self.num_envs)]
+            return [check_seed(seed) + i for i in range(self.num_envs)]
         if not isinstance(seed, (list, tuple, np.ndarray)) or np.ndim(seed) != 1:
             raise ValueError(f"{usage}, got {seed!r}")
         if len(seed) != self.num_envs:
             raise ValueError(f"{usage}, got {len(seed)} seeds")
         for i, s in enumerate(seed):  # int(1.9) would silently seed lane i with 1
-            if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral):
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 0:
                 raise ValueError(f"{usage}, got seed[{i}]={s!r}")
         return [int(s) for s in seed]
 

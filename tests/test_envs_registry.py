@@ -232,3 +232,52 @@ def test_scalar_step_refuses_bool_actions(env_id):
         with pytest.raises(ValueError, match=r"action must be an integer in \[0, \d+\] .*not a bool"):
             env.step(bad)
     assert env._t == 0  # nothing was stepped
+
+
+def episode_obs(env, seed=None, options=None) -> list:
+    """The observations of one whole scalar episode."""
+    obs = [env.reset(seed=seed, options=options)[0]]
+    terminated = False
+    while not terminated:
+        o, _, terminated, _, _ = env.step(0)
+        obs.append(o)
+    return obs
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_eval_resets_leave_the_training_stream_as_it_was(env_id):
+    """Eval episodes draw from their own per-lane generator: the training episodes are the same however often
+    the agent is evaluated (they drew from the training generator, so every later training episode changed)."""
+    plain, evaluated = gym.make(env_id), gym.make(env_id)
+    episode_obs(plain, seed=0)
+    episode_obs(evaluated, seed=0)
+    evals = [episode_obs(evaluated, options={"phase": "eval", "task_id": 0}) for _ in range(2)]
+    assert evals[0] != evals[1]  # consecutive eval episodes are new ones
+    assert episode_obs(plain) == episode_obs(evaluated)
+    # the eval stream is seeded too: the same eval episodes after a re-seed, whatever training came before
+    again = gym.make(env_id)
+    episode_obs(again, seed=0)
+    episode_obs(again)
+    assert episode_obs(again, options={"phase": "eval", "task_id": 0}) == evals[0]
+    # the vector env's lanes are scalar envs seeded s + i, eval episodes included
+    venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
+    venv.reset(seed=0)
+    first, _ = venv.reset(options={"phase": "eval", "task_id": 0})
+    assert first[0] == evals[0][0]
+    lane1 = gym.make(env_id)
+    episode_obs(lane1, seed=1)
+    assert first[1] == episode_obs(lane1, options={"phase": "eval", "task_id": 0})[0]
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_seeds_are_ints_at_least_zero_in_both_envs(env_id):
+    env = gym.make(env_id).unwrapped
+    venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point")
+    for bad in (True, -1, 1.0, "3", [1]):
+        with pytest.raises(ValueError, match="seed"):
+            env.reset(seed=bad)
+        with pytest.raises(ValueError, match="seed"):
+            venv.reset(seed=bad if not isinstance(bad, list) else [bad[0], -2])
+    assert env.reset(seed=np.int64(3))[1] == gym.make(env_id).unwrapped.reset(seed=3)[1]
+    with pytest.raises(ValueError, match="num_envs"):
+        gym.make_vec(env_id, num_envs=10**12, vectorization_mode="vector_entry_point")
