@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from memory.persist import atomic_torch_save, failed_checksum
+from memory.persist import atomic_torch_save, zip_damage
 
 FORMAT = "memstream-checkpoint"
 # 2: MemNet's store keys are lag-pair key inputs (no store_key_in; window.recent state; cache format /2), so a
@@ -57,9 +57,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}: point resume=/checkpoint= at a run folder "
                               "that has checkpoints/last.pt")
-    bad = failed_checksum(path)
+    bad = zip_damage(path)
     if bad is not None:
-        raise CheckpointError(f"checkpoint {str(path)!r} is damaged (its record {bad} fails its checksum); resume "
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged ({bad}); resume "
                               "from another run or start afresh")
     try:
         body = torch.load(path, map_location="cpu", weights_only=True)

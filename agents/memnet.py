@@ -178,7 +178,9 @@ class MemNet(StorePath, AgentModel):
             store_read, ids, share, copy_probs = self._read_store(xs, ks, us, toks, state["ctrl.pos"], at)
             reads.append(store_read)
             metrics.update(store_ids=ids, memory_share=share.detach().float())
-            if any_write and not bool(torch.isfinite(h).all()):  # diverged weights: say so, not the store's refusal
+            # diverged weights: say so, not the store's or the cache's refusal (everything a write stores is checked:
+            # h can stay finite while the embeddings behind the cached inputs overflow)
+            if any_write and not all(bool(torch.isfinite(t).all()) for t in (h, xs[:, C:], ks[:, C:])):
                 raise FloatingPointError("MemNet: non-finite hidden states (NaN or inf) reached the memory writes")
             if any_write:  # the token before each position (-1 at a lane's stream start): replacement's address
                 prev = toks[:, C - 1:-1] if C else torch.cat((torch.full_like(tokens[:, :1], -1), tokens[:, :-1]), 1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,23 +52,39 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
-def failed_checksum(path: str | os.PathLike) -> str | None:
-    """The first record of a torch zip file whose CRC-32 does not match its bytes (a flipped bit on disk), or None
-    (all match, or not a zip file: torch.load reports those). torch.load does not check them: a damaged tensor
-    loaded as other numbers. Reading the file once more costs ~0.1 s per 240 MB."""
+ZIP_MAGIC = b"PK\x03\x04"  # a zip file's first local header: every torch.save file since torch 1.6
+
+
+def zip_damage(path: str | os.PathLike) -> str | None:
+    """What is damaged in a torch zip file, as a phrase for messages ("its record X fails its checksum"), or None
+    (every record reads back intact, or not a zip file: torch.load reports those). A flipped bit on disk shows as
+    a record whose CRC-32 does not match its bytes, or as garbled headers; torch.load checks neither, and a damaged
+    tensor loaded as other numbers. Reading the file once more costs ~0.1 s per 240 MB."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if info.CRC == 0 and info.file_size:  # not recorded (torch's save option compute_crc32=False)
-                    continue
-                try:
-                    with archive.open(info) as record:
-                        while record.read(1 << 24):
-                            pass
-                except (zipfile.BadZipFile, zlib.error):  # "Bad CRC-32 for file ..."
-                    return info.filename
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == ZIP_MAGIC
+    except OSError:
         return None
+    if not is_zip:
+        return None
+    try:
+        archive = zipfile.ZipFile(path)
+    except Exception:  # a garbled directory raises BadZipFile, ValueError, struct.error, ...
+        return "its zip directory cannot be read"
+    with archive:
+        for info in archive.infolist():
+            if info.CRC == 0 and info.file_size:  # not recorded (torch's save option compute_crc32=False)
+                continue
+            try:
+                with archive.open(info) as record:
+                    while record.read(1 << 24):
+                        pass
+            except zipfile.BadZipFile as exc:
+                if "CRC" in str(exc):
+                    return f"its record {info.filename} fails its checksum"
+                return f"its record {info.filename} cannot be read"
+            except Exception:  # a garbled local header: UnicodeDecodeError, zlib.error, ...
+                return f"its record {info.filename} cannot be read"
     return None
 
 
@@ -82,9 +97,9 @@ def checked_torch_load(path: str | os.PathLike, what: str, fmt: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no file at {path}; point {what}.load at a folder (or file) that "
                                 f"{what}.save wrote")
-    bad = failed_checksum(path)
+    bad = zip_damage(path)
     if bad is not None:
-        raise ValueError(f"{what}: {path} is damaged (its record {bad} fails its checksum)")
+        raise ValueError(f"{what}: {path} is damaged ({bad})")
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a truncated or foreign file; report them as one

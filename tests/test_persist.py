@@ -65,3 +65,32 @@ def test_a_file_saved_without_checksums_still_loads(tmp_path):
         config.save.compute_crc32 = previous
     with pytest.raises(Exception, match="incomplete"):  # past the checksum: the body lacks the other fields
         load_checkpoint(tmp_path / "last.pt")
+
+
+def test_no_single_flipped_byte_loads_as_other_content(tmp_path):
+    """Every byte of a small memory file, flipped in turn: the load either raises the one-line damaged error or
+    gives back exactly what was saved (zip padding, unused header fields). A flipped file-name length in a local
+    header made zipfile raise UnicodeDecodeError, taken for "not a zip", and torch.load read shifted bytes."""
+    import numpy as np
+
+    from memory.persist import checked_torch_load
+
+    saved = {"format": "x/1", "values": torch.arange(24, dtype=torch.float32).reshape(4, 6), "count": 7}
+    atomic_torch_save(saved, tmp_path / "good.pt")
+    good = (tmp_path / "good.pt").read_bytes()
+    silent = []
+    for at in range(len(good)):
+        data = bytearray(good)
+        data[at] ^= 0x04
+        (tmp_path / "bad.pt").write_bytes(bytes(data))
+        try:
+            got = checked_torch_load(tmp_path / "bad.pt", "FaissStore", "x/1")
+        except ValueError as exc:
+            assert "\n" not in str(exc) and "bad.pt" in str(exc)
+            continue
+        same = (set(got) == set(saved) and got["count"] == saved["count"] and got["format"] == saved["format"]
+                and torch.equal(got["values"], saved["values"]))
+        if not same:
+            silent.append(at)
+    assert not silent, f"flips at bytes {silent[:10]} of {len(good)} loaded as other content"
+    assert np.frombuffer(good[:4], np.uint8).tolist() == [0x50, 0x4B, 3, 4]  # a zip file, as torch.save writes
