@@ -16,8 +16,8 @@ Search. index="flat" is exact: a blocked torch matmul + top-k over the normalise
 2-core machines FAISS's IndexFlatIP is 3-5x slower than torch for batched queries); with precision="bf16" the
 scan reads a bfloat16 copy of the keys (3x faster at 768-wide keys where the CPU has AMX; "auto" picks it there,
 float32 elsewhere): scores carry bfloat16 rounding, so near ties at the k-th place can swap (`exact_topk`).
-index="ivf"/"hnsw" use FAISS per partition (`memory/store_index.py`) once a partition is large enough, exact
-search before.
+index="ivf"/"hnsw" use FAISS per partition (`memory/store_index.py`) while a partition holds the index's
+min_entries, exact search below that (also after a clear or removals: a trained index is kept, and used again).
 
 Eviction when a partition is full: "fifo" drops the oldest entry, "lru" the one least recently added or
 returned by a search, "importance" the one with the lowest importance (the caller's value at add, default
@@ -80,8 +80,10 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1")
         for name, v in (("ivf_lists", ivf_lists), ("ivf_probes", ivf_probes), ("exact_block", exact_block)):
-            if v is not None and (not isinstance(v, int) or v < 1):
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1 or None (automatic)")
+        # python ints from here on: numpy scalars in the saved settings would not load with weights_only=True
+        ivf_lists, ivf_probes, exact_block = (v if v is None else int(v) for v in (ivf_lists, ivf_probes, exact_block))
         if index == "ivf" and ivf_lists is not None and ivf_lists > max(1, capacity // MIN_POINTS_PER_LIST):
             raise ValueError(f"FaissStore: ivf_lists={ivf_lists}: at most capacity // {MIN_POINTS_PER_LIST} = "
                              f"{max(1, capacity // MIN_POINTS_PER_LIST)} (FAISS trains each list on >= "
@@ -89,8 +91,9 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         if index == "ivf" and ivf_probes is not None and ivf_probes > ivf_lists_for(capacity, ivf_lists):
             raise ValueError(f"FaissStore: ivf_probes={ivf_probes}: at most the {ivf_lists_for(capacity, ivf_lists)} "
                              "lists a partition has")
-        if importance_halflife is not None and not (isinstance(importance_halflife, (int, float))
-                                                    and 0 < importance_halflife < float("inf")):
+        number = isinstance(importance_halflife, (int, float, np.integer, np.floating)) and not isinstance(
+            importance_halflife, bool)  # a bool is an int to python, not a half-life
+        if importance_halflife is not None and not (number and 0 < importance_halflife < float("inf")):
             raise ValueError(f"FaissStore: importance_halflife={importance_halflife!r}: must be a number > 0 (adds), "
                              "or None (no decay)")
         self.importance_halflife = None if importance_halflife is None else float(importance_halflife)
@@ -116,8 +119,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         self.dim, self.value_dim, self.capacity, self.lanes = int(dim), int(value_dim), int(capacity), int(lanes)
         self.scope, self.index, self.eviction, self.threads = scope, index, eviction, int(threads)
         self.ivf_lists, self.ivf_probes = ivf_lists, ivf_probes
-        self.hnsw_neighbors, self.hnsw_ef_search, self.exact_block = hnsw_neighbors, hnsw_ef_search, exact_block
-        self.hnsw_min_entries = hnsw_min_entries
+        self.hnsw_neighbors, self.hnsw_ef_search = int(hnsw_neighbors), int(hnsw_ef_search)
+        self.exact_block, self.hnsw_min_entries = exact_block, int(hnsw_min_entries)
         self.partitions = self.lanes if scope == "lane" else 1
         self.rows = self.partitions * self.capacity
         R = self.rows
@@ -328,7 +331,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
 
     def size(self, lane: int) -> int:
         """Live entries of one lane."""
-        if not 0 <= lane < self.lanes:
+        if not isinstance(lane, (int, np.integer)) or isinstance(lane, bool) or not 0 <= lane < self.lanes:
             raise ValueError(f"FaissStore.size: lane={lane} must lie in [0, {self.lanes})")
         if self.scope == "lane":
             return int(self._count[lane])

@@ -6,7 +6,8 @@ are the partition's local row numbers, so an evicted row is removed by its row a
 again under the same number (the store's own id -> row map keeps store ids unique).
 
 - `IVFIndex`: IndexIVFFlat (inner product). It needs training, so it switches on once the partition holds
-  `min_entries` = 39 x lists keys (FAISS's minimum per centroid); until then the store searches exactly.
+  `min_entries` = 39 x lists keys (FAISS's minimum per centroid); until then, and whenever a clear or removals
+  leave fewer, the store searches exactly (the trained index keeps its centroids and keeps taking entries).
   Removal is O(1) per row through FAISS's hash-table direct map.
 - `HNSWIndex`: IndexHNSWFlat. HNSW cannot delete, so removed rows become tombstones filtered out by an
   IDSelectorBitmap at search time; the graph is rebuilt from the live rows when tombstones outnumber them.
@@ -53,9 +54,13 @@ def exact_topk(queries: torch.Tensor, keys: torch.Tensor | None, valid: torch.Te
     [0, width) are scanned; buffer: flat float32 with >= P * Q * block elements, reused across calls (a fresh
     multi-MB buffer per call is mmap-ed and page-faulted anew, which costs more than the matmul on these VMs).
     coarse: a bfloat16 copy of keys (P, N, D), or None: if given (keys unused), the scan multiplies it with the
-    queries rounded to bfloat16 (products accumulated in float32, `_bf16_topk`): scores carry bfloat16's rounding
-    (~2^-8 relative per term), so rows within that of the k-th can swap places with it. lookup (P, Q, width)
-    float32: scores of key columns not scanned (coded keys, `memory/store_search.py`), added to the scan's.
+    queries rounded to bfloat16 (`_bf16_topk`; the matmul sums in float32 but returns bfloat16: CPU torch has no
+    bfloat16 matmul with a float32 result, `mm(out_dtype=)` is CUDA-only). A score is then within
+    ((1 + u)^3 (1 + g) - 1) |q| |k| of q.k, u = 2^-8: each factor rounded (u relative), the float32 sum of D
+    terms (g = D 2^-24 / (1 - D 2^-24)), the sum rounded again (u), and sum |q_i k_i| <= |q| |k|; about
+    3 x 2^-8 |q| |k| (an adversarial key reaches 2.96 x 2^-8, tests/test_memory_store_exactness.py). Rows within that of
+    the k-th can swap places with it. lookup (P, Q, width) float32: scores of key columns not scanned (coded
+    keys, `memory/store_search.py`), added to the scan's.
     Returns scores (P, Q, k) float32 (-inf = none) and rows (P, Q, k) int64 (-1 = none).
     A torch matmul: on 2-core CPUs FAISS's IndexFlatIP is 3-5x slower for batched queries.
     """

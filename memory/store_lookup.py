@@ -10,16 +10,25 @@ import torch
 META_FIELDS = ("lane", "episode", "position", "step", "task", "time", "token", "prev")  # the metadata table's columns
 # what add(meta=...) may set (token: the observation an entry holds, prev: the one before it); lane/time: the store's
 CALLER_META = ("episode", "position", "step", "task", "token", "prev")
+NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # float tensors numpy holds as they are
 
 
 def checked_array(x, name: str, dtype) -> np.ndarray:
-    """An array or tensor as a numpy array of `dtype`, or a one-line TypeError naming the argument."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+    """An array or tensor as a numpy array of `dtype`, or a one-line TypeError naming the argument. Floating tensors
+    numpy has no type for (bfloat16) arrive as float32. An integer `dtype` takes integers only (an empty input of
+    any type too): a cast would truncate floats silently (lanes 0.7 -> 0, meta -0.5 -> 0, an id + 0.9 -> the id)
+    and read bools as 0/1, so they are refused as TieredKVCache refuses them."""
+    kind = type(x).__name__
     try:
-        return np.asarray(x, dtype=dtype)
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu()
+            x = (x.float() if x.is_floating_point() and x.dtype not in NUMPY_FLOATS else x).numpy()
+        x = np.asarray(x)
+        if not (np.issubdtype(dtype, np.integer) and x.dtype.kind not in "iu" and x.size):
+            return np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"FaissStore: {name} must be a numeric array or tensor, got {type(x).__name__} ({e})") from None
+        raise TypeError(f"FaissStore: {name} must be a numeric array or tensor, got {kind} ({e})") from None
+    raise TypeError(f"FaissStore: {name} must be integers, got dtype {x.dtype}; pass ints")
 
 
 def check_finite(x: np.ndarray, name: str) -> np.ndarray:
@@ -81,7 +90,8 @@ class StoreLookup:
     def ids_with(self, field: str, values, lanes) -> np.ndarray:
         """values (n,), lanes (n,) int -> (n, m) int64: ids of lane i's live entries whose metadata `field` equals
         values[i], newest first, -1 padded (m = the most matches). An exact lookup (no index); a peek, like get."""
-        values, lanes = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (values, lanes))
+        values = checked_array(values, "values", np.int64).reshape(-1)
+        lanes = checked_array(lanes, "lanes", np.int64).reshape(-1)
         rows = np.flatnonzero(self._row_id >= 0)
         col = self._meta[rows, META_FIELDS.index(field)]  # (r,) the field of every live entry
         span = int(max(values.max(initial=0), col.max(initial=0))) + 2
