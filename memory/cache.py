@@ -3,17 +3,21 @@
 - hot: float32 arrays in RAM (exact).
 - warm: int8 codes in RAM (`memory/quant.py`: keys per-channel scaled then absmax per entry and head,
   values absmax per entry and head); `quantize=False` keeps it float32 for ablations. The key channel scales
-  are calibrated from every key put so far, each time the warm tier starts empty.
+  (each channel's RMS over every key put so far, hot ones included) are set when the warm tier starts empty,
+  and again as a new row each time the number of keys put has doubled since; a warm entry keeps the row it was
+  quantised with, so a recalibration never re-rounds a stored key.
 - cold: a float32 numpy memmap file on disk (exact; float32 so a cold round trip is lossless), in `path`
   or a private temp folder; the file is deleted by `close()` (or when the cache is garbage-collected).
 
 New entries enter the highest tier with capacity. A full tier demotes its lowest-priority entries one
-tier down; the last tier evicts them. More entries than the next tier holds: it keeps the highest-priority
-of them, the rest continue down with its own entries (`TierMoves`). Priority by `policy`: "lru" = last
-access, "fifo" = insertion order, "importance" = the caller's importance at `put`, or the entry's access
-count when none was given (ties: the older goes first). `get_batch` promotes a warm or cold entry to the
-top tier once it has been read `promote_after` times (0 turns automatic promotion off); `manage_tiers()`
-re-places everything at once: the highest-priority entries hot, the next warm, the rest cold.
+tier down; the last tier keeps the highest-priority of its entries and those arriving, and evicts the rest
+(an arrival, even one just put, can be evicted at once). More entries than the next tier holds: it keeps the
+highest-priority of them, the rest continue down with its own entries (`TierMoves`). Priority by `policy`:
+"lru" = last access, "fifo" = insertion order, "importance" = the caller's importance at `put`, or the
+entry's access count when none was given (ties: the older goes first). A put enters by id, under
+"importance" least important first, so its most important entries end on top. `get_batch` promotes a warm
+or cold entry to the top tier once it has been read `promote_after` times (0 turns automatic promotion off);
+`manage_tiers()` re-places everything at once: the highest-priority entries hot, the next warm, the rest cold.
 
 Id lookup is a sorted id array + searchsorted (vectorised, O(log n) per id); the map changes only when
 entries are added or removed, while moves between tiers rewrite (tier, slot) in place.
@@ -38,6 +42,13 @@ TIER_NAMES = ("hot", "warm", "cold")
 FORMAT = "memstream.TieredKVCache/2"  # /2: cold tier (n, H, dk + d), key_dim
 
 
+def _as_float32(x) -> np.ndarray:
+    """A tensor (any float dtype: numpy has no bfloat16, so convert in torch) or array-like -> float32 array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(x).astype(np.float32)
+
+
 class TieredKVCache(TierMoves):
     """Three-tier K/V cache keyed by memory id (see module doc). Per entry: keys (H, dk), values (H, d); dk =
     `key_dim` (default d) may differ, e.g. when keys are projected from several inputs."""
@@ -54,6 +65,8 @@ class TieredKVCache(TierMoves):
             raise ValueError("TieredKVCache: the total capacity hot + warm + cold must be >= 1 (got 0 in every tier)")
         if policy not in CACHE_POLICIES:
             raise ValueError(f"TieredKVCache: policy={policy!r}: choose one of {CACHE_POLICIES}")
+        if not isinstance(quantize, (bool, np.bool_)):  # bool("false") is True: a string would switch int8 on
+            raise ValueError(f"TieredKVCache: quantize={quantize!r}: must be True or False (a bool)")
         self.heads, self.head_dim, self.key_dim, self.policy = int(heads), int(head_dim), int(key_dim), policy
         self.capacities = (int(hot), int(warm), int(cold))
         self.quantize, self.promote_after = bool(quantize), int(promote_after)
@@ -104,13 +117,12 @@ class TieredKVCache(TierMoves):
     # ------------------------------------------------------------------ public API
     def put(self, ids, keys, values, importance=None) -> np.ndarray:
         """Insert entries. ids (n,) int64 >= 0, unique; keys (n, H, dk), values (n, H, d); importance (n,) or None.
-        An id already cached is overwritten. Returns the ids evicted from the cache to make room (with more
-        than the total capacity in one call, these include the lowest-priority of the ids just put)."""
+        An id already cached is overwritten. Returns the ids evicted from the cache: entries that lost their
+        place in the last tier, older ones or ids just put (with more than the total capacity in one call, these
+        include the lowest-priority of the ids just put). Any float dtype (bfloat16 too) is stored as float32."""
         ids = self._as_ids(ids).reshape(-1)
         n, shape, key_shape = len(ids), (len(ids), self.heads, self.head_dim), (len(ids), self.heads, self.key_dim)
-        keys = (keys.detach().cpu().numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)).astype(np.float32)
-        values = (values.detach().cpu().numpy() if isinstance(values, torch.Tensor)
-                  else np.asarray(values)).astype(np.float32)
+        keys, values = _as_float32(keys), _as_float32(values)
         if keys.shape != key_shape or values.shape != shape:
             raise ValueError(f"TieredKVCache.put: keys {keys.shape} and values {values.shape} must be {key_shape} "
                              f"and {shape}")
@@ -124,21 +136,23 @@ class TieredKVCache(TierMoves):
         self.remove(ids)
         self._evicted = []
         self._store.observe_keys(keys)
-        order = np.argsort(ids)
-        ids, keys, values, imp = ids[order], keys[order], values[order], imp[order]
-        pos = np.searchsorted(self._ids, ids)
-        self._ids = np.insert(self._ids, pos, ids)
+        by_id = np.sort(ids)
+        pos = np.searchsorted(self._ids, by_id)
+        self._ids = np.insert(self._ids, pos, by_id)
         self._tier = np.insert(self._tier, pos, -1)
         self._slot = np.insert(self._slot, pos, -1)
+        # entries go in by id, or under "importance" least important first (then by id): a put larger than the top
+        # tier flows down in top-sized chunks, so the last chunks stay on top and the first are the first evicted
+        order = np.argsort(ids) if self.policy != "importance" else np.lexsort((ids, np.nan_to_num(imp, nan=0.0)))
+        ids, keys, values, imp = ids[order], keys[order], values[order], imp[order]
         step = self.capacities[self._top]
-        for start in range(0, n, step):  # a put larger than the top tier flows down in top-sized chunks
+        for start in range(0, n, step):
             sl = slice(start, start + step)
             m = len(ids[sl])
-            self._make_room(self._top, m)
             seq = self._clock + np.arange(m)
             self._clock += m
-            self._place(self._top, {"ids": ids[sl], "keys": keys[sl], "values": values[sl], "seq": seq,
-                                    "stamp": seq, "count": np.zeros(m, np.int64), "imp": imp[sl]})
+            self._push(self._top, {"ids": ids[sl], "keys": keys[sl], "values": values[sl], "seq": seq,
+                                   "stamp": seq, "count": np.zeros(m, np.int64), "imp": imp[sl]})
         return np.concatenate(self._evicted) if self._evicted else np.zeros(0, np.int64)
 
     def get_batch(self, ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ Both classes share one call shape (POPGym style, state in and out):
 
 Reads are block-recurrent: all T tokens read the incoming state (so no token sees its own future), then
 the state is updated from the whole block. `update` (B,) bool: lanes with False keep their state
-bit-for-bit (e.g. while the environment forbids memory writes).
+bit-for-bit (e.g. while the environment forbids memory writes); so does every lane on an empty block (T = 0).
 
 - LM2Memory (after LM2, Kang et al. 2025): slots initialised to identity rows, read by cross-attention from
   the hidden states through an output gate; updated with input and forget gates,
@@ -141,6 +141,8 @@ class LinformerMemory(_InternalMemory):
         return F.normalize(torch.einsum("bts,btd->bsd", proj, h), dim=-1)
 
     def updated_state(self, h: Tensor, state: Tensor) -> Tensor:
+        if h.shape[1] == 0:  # an empty block brings nothing: Z would be 0 and the per-channel gate still turn M
+            return state
         z = self.slot_summary(h, state)  # (B, S, D)
         g = torch.sigmoid(self.update_gate(torch.cat([z, state], dim=-1)))  # (B, S, D)
         return F.normalize((1.0 - g) * state + g * z, dim=-1)

@@ -2,7 +2,7 @@
 
 Keys carry outlier channels (a few channels much larger than the rest for every token), so one scale per
 token would spend the int8 range on those channels and flatten the others. Keys are therefore first divided
-by a per-channel scale (the channel's RMS, shared by all entries of the tier), then stored with an absmax
+by a per-channel scale (the channel's RMS over the keys seen at calibration), then stored with an absmax
 scale per entry and head; the per-entry factor guarantees that no key can overflow even if it is far
 outside what the channel scales were calibrated on. Values have no channel structure worth the extra
 step: absmax per entry and head ("per token").

@@ -10,6 +10,7 @@ Shapes: B lanes, N slots, D width, H read heads, k slots per head (top_k, at mos
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from typing import NamedTuple
 
@@ -22,6 +23,9 @@ from memory.persist import atomic_torch_save, checked_torch_load
 
 SLOT_STATE_FORMAT = "memstream.slot_state.v1"
 _MASKED_LOGIT = -1e9  # finite, so a head that selected only empty slots gets zeros, not NaN
+# cosines lie in [-1, 1], so logits are within +-sharpness: they must stay far above _MASKED_LOGIT (else a masked
+# slot outranks a written one and the weights no longer sum to 1); past ~1e4 a head is a hard max anyway
+_MAX_SHARPNESS = 1e6
 
 
 class SlotState(NamedTuple):
@@ -55,8 +59,10 @@ class MultiHeadMemoryBank(nn.Module):
     Write: content x goes through a residual semantic-bottleneck MLP, a = x + up(gelu(down(x))), with `up`
     zero-initialised so an untrained bank stores what it is given. A scalar gate g = sigmoid(w.x + b) and an
     erase vector e = sigmoid(W_e x + b_e) give the NTM-style erase/add update with the add tied to the erase:
-    m <- m * (1 - g e) + g e * a. What a write erases it replaces, so a slot is always a convex mix of what
-    was written to it and its norm never exceeds the largest write (no blow-up over long streams).
+    m <- m * (1 - g e) + g e * a. What a write erases it replaces, channel by channel: each channel c of a slot
+    is a convex mix of 0 and channel c of the writes it received (decay only shrinks it), so |m_c| <= max |a_c|
+    over those writes (no blow-up over long streams). The bound is per channel, not on the norm: writes of
+    e_1 .. e_4 that each erase only their own channel leave [1, 1, 1, 1], norm 2 against writes of norm 1.
     Allocation sends the M candidate writes of a lane to M distinct slots: never-written slots first, then
     least `usage`, ties broken by the largest `age` (with equal access history that is least recently used).
     Slots not touched by this step's reads or writes shrink by a learned per-slot retention sigmoid(rho_i).
@@ -73,8 +79,10 @@ class MultiHeadMemoryBank(nn.Module):
         if cfg.dim % cfg.read_heads:
             raise ValueError(f"memory.read_heads={cfg.read_heads}: must divide memory.dim={cfg.dim} (each head "
                              "reads a dim/read_heads-wide part of the slots)")
-        if init_sharpness <= 0:
-            raise ValueError(f"init_sharpness={init_sharpness}: must be > 0")
+        # NaN passed `<= 0` and made every read NaN; so large a value that float32 rounds it to inf does the same
+        if isinstance(init_sharpness, bool) or not (isinstance(init_sharpness, numbers.Real)
+                                                    and 0 < init_sharpness <= _MAX_SHARPNESS):
+            raise ValueError(f"init_sharpness={init_sharpness!r}: must be a number in (0, {_MAX_SHARPNESS:g}]")
         if not 0.0 < init_retention < 1.0:
             raise ValueError(f"init_retention={init_retention}: must be in (0, 1)")
         self.cfg = cfg

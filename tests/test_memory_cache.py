@@ -94,8 +94,8 @@ def test_importance_policy_uses_caller_importance_or_access_counts():
     assert len(cache.put(np.array([3]), keys[3:4], values[3:4], importance=[0.5])) == 0  # new entries go hot
     np.testing.assert_array_equal(cache.tier_of(np.arange(4)), [0, 1, 1, 0])  # 2 (2.0) made room for them
     evicted = cache.put(np.array([4]), keys[4:], values[4:], importance=[0.1])
-    np.testing.assert_array_equal(evicted, [1])  # 3 (0.5) demoted to warm, pushing out 1 (1.0)
-    np.testing.assert_array_equal(cache.tier_of(np.arange(5)), [0, -1, 1, 1, 0])
+    np.testing.assert_array_equal(evicted, [3])  # 3 (0.5) sank to the last tier and lost to 1 (1.0) and 2 (2.0)
+    np.testing.assert_array_equal(cache.tier_of(np.arange(5)), [0, 1, 1, -1, 0])
     counted = TieredKVCache(H, d, hot=1, warm=2, cold=0, policy="importance", promote_after=0)
     counted.put(np.arange(2), keys[:2], values[:2])
     for _ in range(3):

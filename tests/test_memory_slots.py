@@ -164,6 +164,41 @@ def test_erase_and_gate_control_what_a_write_replaces():
     assert cleared.memory.abs().max() == 0
 
 
+def test_each_channel_stays_within_its_writes_but_the_norm_can_exceed_every_write():
+    """The erase is per channel, so the bound is per channel: |m_c| <= max |a_c| over the writes the slot got.
+    The docstring once claimed it for the norm; erasing one channel per write builds a slot no write matches."""
+    bank = make_bank(dim=4, slots=1, read_heads=1, top_k=1, decay=False)
+    with torch.no_grad():
+        bank.write_gate.weight.zero_()
+        bank.write_gate.bias.fill_(20.0)
+        bank.erase.weight.copy_(20.0 * torch.eye(4))
+        bank.erase.bias.fill_(-8.0)  # write e_i erases (and adds) channel i only
+    state, _ = write_each(bank, bank.initial_state(1), torch.eye(4).unsqueeze(0))
+    torch.testing.assert_close(state.memory[0, 0], torch.ones(4), atol=2e-3, rtol=0)
+    assert state.memory[0, 0].norm() > 1.99  # against writes of norm 1
+    # adversarial weights (sharp per-channel erase, random gates, contents over 3 orders of magnitude), with and
+    # without decay: every channel of every slot stays within that channel of the writes the slot received
+    for decay in (False, True):
+        bank = make_bank(seed=3, slots=4, decay=decay)
+        with torch.no_grad():
+            bank.erase.weight.normal_(0, 20.0)
+            bank.erase.bias.normal_(0, 8.0)
+            bank.write_gate.weight.normal_(0, 2.0)
+            bank.bottleneck_up.weight.normal_(0, 1.0)
+        B, M = 8, 3
+        state, bound = bank.initial_state(B), torch.zeros(B, 4, 32)
+        with torch.no_grad():
+            for _ in range(60):
+                x = torch.randn(B, M, 32) * 10.0 ** torch.empty(B, M, 1).uniform_(-1.5, 1.5)
+                add = bank.write_vectors(x)[0].abs()
+                _, state, _, info = bank(x, state, torch.rand(B, M) < 0.8)
+                for b, m in (info.slot_ids >= 0).nonzero().tolist():
+                    slot = info.slot_ids[b, m]
+                    bound[b, slot] = torch.maximum(bound[b, slot], add[b, m])
+        assert bool(state.written.all())
+        assert (state.memory.abs() <= bound * (1 + 1e-5) + 1e-30).all()
+
+
 @pytest.mark.parametrize("n_queries", [3, 20])  # head width 16: 3 queries take the step layout, 20 the chunk one
 def test_gradients_reach_query_content_parameters_and_flow_through_state(n_queries):
     bank = make_bank()
@@ -200,7 +235,7 @@ def test_100k_random_writes_stay_finite_and_bounded():
     assert bool(state.written.all())
     for t in state:
         assert torch.isfinite(t.float()).all()
-    # every slot is a convex mix of what was written to it: no channel exceeds the largest write
+    # each channel of a slot is a convex mix of 0 and that channel of its writes: none exceeds the largest write's
     assert (state.memory.abs() <= max_add * (1 + 1e-5)).all()
     assert state.usage.max() <= (M + 1) / (1 - bank.usage_decay)  # per step <= M reads + 1 write, decayed
 
@@ -271,6 +306,9 @@ def test_bad_inputs_give_clear_errors():
         MultiHeadMemoryBank(MemoryConfig(dim=32, read_heads=3))
     with pytest.raises(ValueError, match="batch_size=0"):
         bank.initial_state(0)
+    for bad in (math.nan, math.inf, 0.0, -1.0, 1e7, True, "10"):  # NaN once passed and made every read NaN
+        with pytest.raises(ValueError, match=rf"init_sharpness={bad!r}: must be a number in \(0, 1e\+06\]"):
+            MultiHeadMemoryBank(MemoryConfig(dim=32), init_sharpness=bad)
 
 
 def test_state_save_load_round_trip_and_clear_errors(tmp_path):
