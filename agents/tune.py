@@ -7,10 +7,11 @@
 
 Arguments: `sweep=`, `num_samples=`, `resume=` are this command's; `sweep.<field>=value` edits the sweep
 file (`sweep.metric=cl/BWT`, `sweep.mode=min`, `sweep.resources.cpus=2`, `sweep.scheduler.type=fifo`, ...);
-every other `key=value` goes to the run config of every trial (checked before Ray starts). Results go to
-`<runs_root>/sweeps/<sweep>/<time>/` (the Tune experiment folder): one trial folder each (a full run folder:
-TensorBoard events, checkpoints, metrics.json), results.csv/json, best_config.yaml, best_overrides.txt,
-plots/, ray.log. Ray: local when RAY_ADDRESS is unset, the cluster at RAY_ADDRESS when set.
+every other `key=value` goes to the run config of every trial (checked before Ray starts; not run_dir=, as each
+trial writes its own folder). Results go to `<runs_root>/sweeps/<sweep>/<time>/` (the Tune experiment
+folder): one trial folder each (a full run folder: TensorBoard events, checkpoints, metrics.json),
+results.csv/json, best_config.yaml, best_overrides.txt, plots/, ray.log. Ray: local when RAY_ADDRESS is
+unset, the cluster at RAY_ADDRESS when set.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import socket
 import sys
 import time
 from pathlib import Path
@@ -31,6 +31,7 @@ from agents.config import ConfigError, load_config, validate
 from agents.report import write_text_atomic
 from agents.tune_metrics import EnvFacts, check_metric, default_metric
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
+from agents.tune_preflight import check_local_resources, check_reachable, make_sweep_folder
 from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
 from agents.tune_space import SweepPlan, check_space_keys, load_sweep, make_plan, parse_command_line
 
@@ -122,23 +123,6 @@ def damaged(path: Path, why: str = "") -> str:
     return f"{str(path)!r} is damaged{f' ({why})' if why else ''}; start the sweep afresh"
 
 
-def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A RAY_ADDRESS of the form [ray://]host:port must accept a TCP connection within `timeout_s`: ray.init
-    otherwise retries for minutes (over 3 minutes measured) before it fails. Other forms (unset, auto, local) are
-    left to ray.init."""
-    if not address or "://" in address and not address.startswith("ray://"):
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not (sep and host and port.isdigit()):
-        return  # not host:port: ray.init's own parser says what is wrong
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise ConfigError(f"RAY_ADDRESS={address!r}: nothing answers at {host}:{port} ({exc.strerror or exc}); "
-                          "start the cluster's head there (`ray start --head`) or unset RAY_ADDRESS for a local "
-                          "Ray") from None
-
-
 def start_ray(sweep_dir: Path) -> bool:
     """Connect to RAY_ADDRESS or start a local Ray, quietly: Ray's log lines go to <sweep dir>/ray.log.
     Returns whether this call started Ray (then the caller shuts it down)."""
@@ -228,6 +212,8 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # see build_tuner
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0, Tune's own reporter prints nothing
+    check_local_resources(plan.resources)
+    make_sweep_folder(sweep_dir)
     started = start_ray(sweep_dir)
     if not restore:
         write_text_atomic(sweep_dir / PLAN_FILE, yaml.safe_dump({"plan": plan.to_dict(), "base": base},

@@ -33,9 +33,23 @@ def resolve_overrides(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
     def add_env_options(overrides: list[str]) -> list[str]:  # ++: set whether or not the env file has it
         return [f"++{o.lstrip('+')}" if o.lstrip("+").startswith("env.kwargs.") else o for o in overrides]
 
+    check_no_run_folder(plan.overrides + [o for v in plan.env_overrides.values() for o in v] + run_overrides)
     env_id = compose(add_env_options(merge_overrides(plan.overrides, run_overrides))).env.id
     specific = plan.env_overrides.get(env_id, plan.env_overrides.get(env_id.split("-")[0], []))
     return add_env_options(merge_overrides(plan.overrides, specific, run_overrides))
+
+
+def check_no_run_folder(overrides: list[str]) -> None:
+    """`run_dir=` and a run's `resume=` name one run folder; every trial gets its own, so the trials ignored them,
+    yet they reached best_overrides.txt, whose rerun then wrote there (and a second rerun was refused)."""
+    for item in overrides:
+        key = override_key(item)
+        if key == "run_dir":
+            raise ConfigError(f"{item}: a sweep gives each trial its own folder under "
+                              "<runs_root>/sweeps/<sweep>/<time>/; drop run_dir= (runs_root= picks where)")
+        if key == "resume":
+            raise ConfigError(f"{item}: trials cannot continue a run folder; drop it (to continue an "
+                              "interrupted sweep: python -m agents.tune resume=<sweep dir>, alone)")
 
 
 def pin_swept_keys(plan: SweepPlan, run_overrides: list[str]) -> list[str]:

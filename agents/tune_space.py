@@ -117,7 +117,10 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
         if key.startswith(SPACE_PREFIX):
             param = key[len(SPACE_PREFIX):]
             if value.strip().lower() in ("none", "null"):
-                raw["search_space"].pop(param, None)
+                if param not in (raw["search_space"] or {}):  # a misspelt key would leave the real one swept
+                    raise ConfigError(f"{arg}: {param!r} is not in the search space of sweep {name!r}; its keys: "
+                                      f"{', '.join(raw['search_space'] or {}) or '(none)'}")
+                raw["search_space"].pop(param)
             else:
                 raw["search_space"][param] = parse_space_value(param, value)
             continue
@@ -149,7 +152,11 @@ def parse_space_value(param: str, text: str) -> dict[str, list]:
     if not sep or kind not in SPACE_KINDS:
         raise ConfigError(f"sweep.search_space.{param}={text!r}: write <kind>:[values], kind one of "
                           f"{SPACE_KINDS} (e.g. grid:[16,64] or loguniform:[1e-4,1e-1]), or none to drop it")
-    return {kind: override_value(args, f"sweep.search_space.{param}={text}")}
+    values = override_value(args, f"sweep.search_space.{param}={text}")
+    if not isinstance(values, list):  # `grid:8,16` reads as Hydra's sweep object, `grid:8` as one number
+        raise ConfigError(f"sweep.search_space.{param}={text}: write the values in brackets: "
+                          f"{kind}:[{args.strip().strip('[]') or '...'}]")
+    return {kind: values}
 
 
 def make_plan(name: str, raw: dict) -> SweepPlan:
@@ -193,7 +200,23 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
             isinstance(v, list) and all(isinstance(o, str) and "=" in o for o in v)
             for v in plan.env_overrides.values()):
         raise ConfigError(f"sweep {name!r}: env_overrides must map env ids to lists of key=value strings")
+    check_env_override_ids(plan.env_overrides)
     return plan
+
+
+def check_env_override_ids(env_overrides: dict) -> None:
+    """env_overrides are keyed by a registered env id or its family (the id before the first `-`): any other key
+    never matches an env, so its overrides would be dropped without a word."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the memstream ids)
+
+    ids = sorted(k for k, spec in gym.registry.items() if str(spec.entry_point).startswith("envs."))
+    families = sorted({i.split("-")[0] for i in ids})
+    for key in env_overrides:
+        if key not in ids and key not in families:
+            raise ConfigError(f"sweep.env_overrides.{key}: unknown env id {key!r}; choose one of: {', '.join(ids)}, "
+                              f"or a family: {', '.join(families)}")
 
 
 def _group(name: str, group: str, given) -> dict:

@@ -411,7 +411,7 @@ def test_an_unreachable_ray_address_is_one_line_at_once(tmp_path, monkeypatch):
 def test_a_listening_ray_address_passes_the_reachability_check():
     import socket
 
-    from agents.tune import check_reachable
+    from agents.tune_preflight import check_reachable
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

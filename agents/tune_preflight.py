@@ -1,0 +1,72 @@
+"""What a sweep checks before Ray starts, each failure one `error:` line: the cluster at RAY_ADDRESS answers, a
+trial's CPUs fit a local Ray, the sweep folder can be made. Ray would otherwise retry for minutes, wait forever
+or fail with a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from agents.config import ConfigError
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A RAY_ADDRESS of the form [ray://]host:port must accept a TCP connection within `timeout_s`: ray.init
+    otherwise retries for minutes (over 3 minutes measured) before it fails. Other forms (unset, auto, local) are
+    left to ray.init."""
+    if not address or "://" in address and not address.startswith("ray://"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not (sep and host and port.isdigit()):
+        return  # not host:port: ray.init's own parser says what is wrong
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"RAY_ADDRESS={address!r}: nothing answers at {host}:{port} ({exc.strerror or exc}); "
+                          "start the cluster's head there (`ray start --head`) or unset RAY_ADDRESS for a local "
+                          "Ray") from None
+
+
+def local_cpus() -> float:
+    """The CPUs a local `ray.init()` gives its node, counted as Ray counts them: RAY_OVERRIDE_RESOURCES's CPU when
+    set, else os.cpu_count() capped by a container's cgroup CPU quota (ray._private.utils.get_num_cpus). Not the
+    affinity mask: Ray ignores it, so `taskset` does not change what a trial may reserve."""
+    import json
+
+    try:
+        override = json.loads(os.environ.get("RAY_OVERRIDE_RESOURCES") or "{}").get("CPU")
+    except (ValueError, AttributeError):
+        override = None  # ray.init reports a malformed override itself
+    if override is not None:
+        return float(override)
+    try:
+        from ray._private.utils import get_num_cpus  # private: fall back to what it starts from
+    except ImportError:
+        return float(os.cpu_count() or 1)
+    return float(get_num_cpus(override_docker_cpu_warning=True))
+
+
+def check_local_resources(resources: dict) -> None:
+    """A trial that reserves more CPUs than a local Ray has is never scheduled: Tune waits forever and its
+    warning goes to ray.log only. Checked only for a Ray this command starts on this machine: a cluster
+    (RAY_ADDRESS) may have, or autoscale to, bigger nodes; a Ray already running in-process is the caller's."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return
+    cpus, have = resources["cpus"], local_cpus()
+    if cpus > have:
+        raise ConfigError(f"sweep.resources.cpus={cpus}: no trial would ever start, this machine has {have:g} "
+                          f"CPU(s) (as Ray counts them); set sweep.resources.cpus={have:g} or less, or run the sweep "
+                          "on a cluster with bigger nodes (RAY_ADDRESS)")
+
+
+def make_sweep_folder(sweep_dir: Path) -> None:
+    """The sweep folder, created before Ray starts: a path through a file, no permission or a read-only disk
+    is one error line (the wording of agents.run's run folder)."""
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the sweep folder {str(sweep_dir)!r} ({exc.strerror or exc}); choose "
+                          "another runs_root=") from None

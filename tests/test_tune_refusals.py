@@ -1,0 +1,141 @@
+"""`python -m agents.tune` refuses, in one `error:` line and before Ray starts, what used to crash, hang or be
+silently dropped: an uncreatable sweep folder, more CPUs per trial than a local Ray has, `=none` or env_overrides
+naming nothing, a search-space list without brackets, and run_dir= / a run's resume= among the trial overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from agents import tune as agents_tune
+from agents.config import ConfigError
+from agents.tune_preflight import local_cpus
+from agents.tune_space import load_sweep, parse_space_value
+
+SMOKE = ["env=ContinualShift-v0", "sweep=smoke"]
+
+
+class RayWouldStart(Exception):
+    pass
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Stands in for start_ray: whatever reaches it would start (or, for a too-big trial, hang on) a real Ray."""
+    def refuse(sweep_dir):
+        raise RayWouldStart(str(sweep_dir))
+
+    monkeypatch.setattr(agents_tune, "start_ray", refuse)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_OVERRIDE_RESOURCES", raising=False)
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# ---------------------------------------------------------------- 1: the sweep folder
+def test_a_sweep_folder_that_cannot_be_created_is_one_line_before_ray(tmp_path, capsys, no_ray):
+    """Was NotADirectoryError with a traceback (exit 1), raised after Ray had started."""
+    (tmp_path / "file.sh").write_text("")
+    assert agents_tune.main([*SMOKE, f"runs_root={tmp_path / 'file.sh' / 'x'}"]) == 2
+    err = _error_line(capsys)
+    assert re.fullmatch(rf"error: cannot create the sweep folder '{re.escape(str(tmp_path))}/file.sh/x/sweeps/smoke/"
+                        r"[\d_-]+' \(Not a directory\); choose another runs_root=", err), err
+
+
+# ---------------------------------------------------------------- 2: resources of a local Ray
+def test_more_cpus_per_trial_than_a_local_ray_has_is_refused(tmp_path, capsys, no_ray):
+    """Was a sweep that printed its header and waited forever (Ray's warning went to ray.log only)."""
+    assert agents_tune.main([*SMOKE, "sweep.resources.cpus=4096", f"runs_root={tmp_path}"]) == 2
+    err = _error_line(capsys)
+    have = local_cpus()
+    assert 1 <= have <= (os.cpu_count() or 1)  # Ray's count: os.cpu_count(), capped by a cgroup quota
+    assert err == (f"error: sweep.resources.cpus=4096: no trial would ever start, this machine has {have:g} CPU(s) "
+                   f"(as Ray counts them); set sweep.resources.cpus={have:g} or less, or run the sweep on a cluster "
+                   "with bigger nodes (RAY_ADDRESS)")
+    assert not (tmp_path / "sweeps").exists()  # refused before the sweep folder too
+
+
+def test_the_cpu_count_is_ray_s_own_override_when_set(tmp_path, monkeypatch, no_ray):
+    monkeypatch.setenv("RAY_OVERRIDE_RESOURCES", '{"CPU": 4096}')  # what ray.init would give its node
+    assert local_cpus() == 4096
+    with pytest.raises(RayWouldStart):  # not refused: a local Ray started now would have 4096 CPUs
+        agents_tune.main([*SMOKE, "sweep.resources.cpus=4096", f"runs_root={tmp_path}"])
+
+
+def test_a_cluster_is_not_refused_for_cpus_this_machine_lacks(tmp_path, monkeypatch, no_ray):
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # its nodes may be bigger, or autoscale
+    with pytest.raises(RayWouldStart):
+        agents_tune.main([*SMOKE, "sweep.resources.cpus=4096", f"runs_root={tmp_path}"])
+
+
+# ---------------------------------------------------------------- 3: edits that name nothing
+def test_dropping_a_key_that_is_not_swept_is_refused_with_the_keys():
+    """`memory.slot=none` (a typo) was accepted and left memory.slots in the sweep."""
+    with pytest.raises(ConfigError) as err:
+        load_sweep("smoke", ["sweep.search_space.memory.slot=none"])
+    assert str(err.value) == ("sweep.search_space.memory.slot=none: 'memory.slot' is not in the search space of "
+                              "sweep 'smoke'; its keys: memory.slots, memory.pressure_weight")
+    assert list(load_sweep("smoke", ["sweep.search_space.memory.slots=none"]).search_space) == \
+        ["memory.pressure_weight"]
+    added_then_dropped = load_sweep("smoke", ["sweep.search_space.train.lr=loguniform:[1e-4,1e-2]",
+                                              "sweep.search_space.train.lr=none"])
+    assert "train.lr" not in added_then_dropped.search_space
+
+
+def test_env_overrides_for_an_unregistered_env_are_refused():
+    """`sweep.env_overrides.Bogus=[...]` was accepted; its overrides matched no env and were dropped."""
+    with pytest.raises(ConfigError) as err:
+        load_sweep("smoke", ["sweep.env_overrides.Bogus=[train.lr=0.1]"])
+    message = str(err.value)
+    assert message.startswith("sweep.env_overrides.Bogus: unknown env id 'Bogus'; choose one of: ")
+    assert "ContinualShift-v0" in message and "LongDependency-Easy-v0" in message
+    assert message.endswith("or a family: ContinualShift, LongDependency, NeedleRecall") and "\n" not in message
+    for key in ("NeedleRecall-Hard-v0", "NeedleRecall"):  # an id and a family are both keys
+        assert load_sweep("smoke", [f"sweep.env_overrides.{key}=[train.lr=0.1]"]).env_overrides[key] == \
+            ["train.lr=0.1"]
+
+
+# ---------------------------------------------------------------- 4: lists without brackets
+@pytest.mark.parametrize("value, fix", [("grid:8,16", "grid:[8,16]"), ("choice:a,b", "choice:[a,b]"),
+                                        ("uniform:0.1", "uniform:[0.1]"), ("grid:", "grid:[...]")])
+def test_search_space_values_without_brackets_say_so(value, fix):
+    """`grid:8,16` printed Hydra's ChoiceSweep(...) and called the list empty."""
+    with pytest.raises(ConfigError) as err:
+        parse_space_value("memory.slots", value)
+    assert str(err.value) == f"sweep.search_space.memory.slots={value}: write the values in brackets: {fix}"
+    assert load_sweep("smoke", ["sweep.search_space.memory.slots=grid:[8,16]"]).search_space["memory.slots"] == \
+        {"grid": [8, 16]}
+
+
+# ---------------------------------------------------------------- 5: run folders among the trial overrides
+@pytest.mark.parametrize("extra, shown", [
+    (["run_dir=/tmp/xx"], "run_dir=/tmp/xx"),
+    (["++run_dir=/tmp/xx"], "++run_dir=/tmp/xx"),
+    (["sweep.overrides=[run_dir=/tmp/xx]"], "run_dir=/tmp/xx"),
+    (["sweep.env_overrides.ContinualShift=[run_dir=/tmp/xx]"], "run_dir=/tmp/xx"),
+])
+def test_run_dir_in_a_sweep_is_refused(tmp_path, capsys, no_ray, extra, shown):
+    """Was ignored by the trials yet written to best_overrides.txt, so its rerun wrote to that folder."""
+    assert agents_tune.main([*SMOKE, f"runs_root={tmp_path}", *extra]) == 2
+    assert _error_line(capsys) == (f"error: {shown}: a sweep gives each trial its own folder under "
+                                   "<runs_root>/sweeps/<sweep>/<time>/; drop run_dir= (runs_root= picks where)")
+
+
+@pytest.mark.parametrize("extra, shown", [(["+resume=/tmp/r"], "+resume=/tmp/r"),
+                                          (["sweep.overrides=[resume=/tmp/r]"], "resume=/tmp/r")])
+def test_a_run_s_resume_in_a_sweep_is_refused(tmp_path, capsys, no_ray, extra, shown):
+    assert agents_tune.main([*SMOKE, f"runs_root={tmp_path}", *extra]) == 2
+    assert _error_line(capsys) == (f"error: {shown}: trials cannot continue a run folder; drop it (to continue an "
+                                   "interrupted sweep: python -m agents.tune resume=<sweep dir>, alone)")
+
+
+def test_the_sweep_s_own_resume_still_reads_a_sweep_folder(tmp_path, capsys, no_ray):
+    """resume= alone is agents.tune's: it continues a sweep folder (here: not one), not a run's resume."""
+    assert agents_tune.main([f"resume={tmp_path}"]) == 2
+    assert "is not a sweep folder" in _error_line(capsys)
