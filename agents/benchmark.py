@@ -34,7 +34,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from agents import benchmark_report as report
-from agents.benchmark_suite import SuiteSpec, load_suite, suite_overrides
+from agents.benchmark_suite import SuiteSpec, comma_list, load_suite, suite_overrides
 from agents.config import ConfigError, group_options, load_config
 from agents.tune_overrides import merge_overrides, override_value
 from agents.tune_space import _positive_int
@@ -63,14 +63,16 @@ def usage() -> str:
 
 def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     """The benchmark's own keys (dict) and the run-config overrides for every run."""
-    opts: dict = {"suite": "quick"}
+    given: dict = {}
     overrides = []
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep:
             raise ConfigError(f"argument {arg!r} is not key=value; run python -m agents.benchmark --help")
         if key in KEYS:
-            opts[key] = value
+            if key in given:  # the first one used to be dropped silently (run-config keys: the last one wins)
+                raise ConfigError(f"{key}= is given twice ({given[key]!r}, {value!r}); give it once")
+            given[key] = value
         elif key in RUN_ONLY:
             hint = {"env": "envs=", "agent": "agents=", "seed": "seeds="}.get(key, "nothing: the benchmark sets it")
             raise ConfigError(f"{key}= is set per run by the benchmark; use {hint}")
@@ -79,12 +81,13 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
         else:
             raise ConfigError(f"unknown key {key!r}; benchmark keys: {', '.join(KEYS)} (dotted run-config keys "
                               "such as train.episodes=4 go to every run)")
+    opts = {"suite": "quick"} | given
     for key in ("seeds", "workers"):
         if key in opts:
             opts[key] = _positive_int(key, opts[key])
     for key in ("envs", "agents"):
         if key in opts:
-            opts[key] = [x.strip() for x in opts[key].split(",") if x.strip()]
+            opts[key] = comma_list(key, opts[key])
     return opts, overrides
 
 

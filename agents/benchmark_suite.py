@@ -67,6 +67,20 @@ def suite_overrides(where: str, items: list[str]) -> list[str]:
     return [f"++{o.lstrip('+')}" if o.lstrip("+").startswith("env.kwargs.") else o for o in items]  # ++: add or set
 
 
+def comma_list(key: str, value: str) -> list[str]:
+    """envs= / agents=: names separated by commas. An empty item is refused (it was dropped, and `agents=,` then
+    meant the whole suite), like an empty list."""
+    items = [x.strip() for x in value.split(",")]
+    example = {"envs": "envs=NeedleRecall-v0,LongDependency-v0", "agents": "agents=memnet,transformer"}[key]
+    if not value.strip():
+        raise ConfigError(f"{key}= is empty; name at least one ({example}), or leave {key}= out for all of the "
+                          "suite's")
+    if not all(items):
+        raise ConfigError(f"{key}={value}: item {items.index('') + 1} is empty; separate the names with single "
+                          f"commas ({example})")
+    return items
+
+
 def load_suite(name: str) -> SuiteSpec:
     """The suite `agents/conf/benchmark/<name>.yaml` (or a path to a yaml), checked; bad input: one line."""
     from importlib.resources import files

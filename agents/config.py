@@ -7,6 +7,7 @@ folder appears, and every bad override ends in one line that names the key (`Con
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +169,46 @@ def validate(cfg: DictConfig) -> DictConfig:
              + (f" x train.lanes={t.lanes}" if mem.store_scope == "shared" else "")
              + "); raise memory.store_capacity or lower train.chunk")
     return merged
+
+
+# the allocator's own words for a failed allocation: torch's CPU allocator raises a plain RuntimeError ("...
+# DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"), FAISS a RuntimeError with bad_alloc
+_ALLOCATION_FAILED = ("can't allocate memory", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+# sizes whose byte count overflows before anything is asked for (torch: RuntimeError; numpy: ValueError)
+_SIZE_OVERFLOWED = ("Storage size calculation overflowed", "array is too big", "Maximum allowed dimension exceeded")
+
+
+def allocation_failure(exc: BaseException) -> bool:
+    """A failed memory allocation: MemoryError (numpy's too), torch's OutOfMemoryError (CUDA), or a RuntimeError /
+    ValueError in the allocator's words. Any other RuntimeError or ValueError is a bug and keeps its traceback."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, (RuntimeError, ValueError)) and any(
+        words in str(exc) for words in _ALLOCATION_FAILED + _SIZE_OVERFLOWED)
+
+
+def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix: str = "lower them") -> str:
+    """One line for an allocation failure of `what`: how much was asked (when the error says), the config's sizes
+    with their values (the keys to lower) and `fix`."""
+    text = str(exc)
+    in_bytes = re.search(r"allocate (\d+) bytes", text)  # torch's words; numpy's: "Unable to allocate 2.18 PiB"
+    in_units = re.search(r"allocate ([\d.]+ ?[KMGTPE]?i?B)\b", text)
+    size = _bytes(int(in_bytes[1])) if in_bytes else in_units[1].replace(". ", " ") if in_units else None
+    keys = ["train.lanes", "model.dim", "model.layers", "model.window", "model.mlp_ratio"]
+    if cfg.agent.name == "memnet":  # the memory's sizes exist only in MemNet (a store only with memory.store)
+        keys += ["memory.slots"] + (["memory.store_capacity", "memory.cache_hot", "memory.cache_warm",
+                                     "memory.cache_cold"] if cfg.memory.store else [])
+    sizes = ", ".join(f"{k}={OmegaConf.select(cfg, k)}" for k in keys)
+    why = (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
+           if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
+    return f"{what} does not fit in memory ({why}) with the sizes {sizes}; {fix}"
+
+
+def _bytes(n: int) -> str:
+    """A size in the unit that reads best (37.3 GiB, 364 TiB)."""
+    exp, unit = next((e, u) for e, u in ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "B"))
+                     if n >= 2**e or e == 0)
+    return f"{n / 2**exp:.3g} {unit}"
 
 
 def memory_config(cfg: DictConfig) -> MemoryConfig:

@@ -9,7 +9,8 @@ for NeedleRecall's capacity curve); `memory.<key>=<value>` with a memory setting
 valid (`EVAL_MEMORY_KEYS`: e.g. `memory.reset=episode`, no memory across episodes; `memory.store_hnsw_ef_search`,
 the search's breadth) evaluates the trained memory used another way. A comma list
 (`env.kwargs.facts_per_episode=1,2,4`) gives one evaluation per value (several lists: every combination),
-written as `{"evaluations": [...]}`. `out=<file>` names the output (relative paths: inside the run folder).
+written as `{"evaluations": [...]}`. `out=<file>` names the output (relative paths: inside the run folder; never a
+file the run wrote: its checkpoint, checkpoints/, metrics.json, config.yaml, TensorBoard events, plots/).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from agents.checkpoint import MEMORY_RUNTIME_KEYS, CheckpointError, load_checkpoint, run_dir_of
-from agents.config import ConfigError, validate
+from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.report import write_json_atomic
 from memory.config import MemoryConfig
 
@@ -50,11 +51,13 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         raise ConfigError(f"evaluate: out={out!r}; pass a file name (str), or None to write nothing")
     for key in memory or {}:
         check_memory_key(key)
+    check_not_empty("checkpoint", checkpoint)
     checkpoint = Path(checkpoint).resolve()
     body = load_checkpoint(checkpoint)
     run_dir = run_dir_of(checkpoint)
     if out is not None:
-        check_out_file(run_dir / out)
+        check_not_empty("out", out)
+        check_out_file(run_dir / out, run_dir, checkpoint)
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
         if env_kwargs:
@@ -64,9 +67,16 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         if device is not None:  # before validate, which checks it
             cfg.device = device
     cfg = validate(cfg)
-    trainer = Trainer(cfg, run_dir)
-    trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
-    accuracy = trainer.evaluate_all()
+    try:
+        trainer = Trainer(cfg, run_dir)
+        trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
+        accuracy = trainer.evaluate_all()
+    except (MemoryError, RuntimeError, ValueError) as exc:  # the run's sizes, where less memory is free
+        if not allocation_failure(exc):  # any other RuntimeError (or ValueError) is a bug: keep its traceback
+            raise
+        raise ConfigError(does_not_fit(cfg, exc, "evaluating this checkpoint", "the evaluation needs the run's "
+                                       "sizes: run it where more memory is free (device=cpu if a GPU's ran out)")) \
+            from None
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,
         "env_kwargs": dict(env_kwargs or {}), "memory": dict(memory or {}),
@@ -79,10 +89,50 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     return result
 
 
-def check_out_file(path: Path) -> None:
-    """out= must name a file that can be written: checked before the evaluation runs, not after."""
+def check_not_empty(key: str, value) -> None:
+    """checkpoint= / out= with nothing after the `=`: Path("") is the working folder, a path never given."""
+    if isinstance(value, (str, Path)) and not str(value).strip():
+        fix = "point it at a run folder (or its checkpoints/last.pt)" if key == "checkpoint" else \
+            "name a file (the default is eval.json)"
+        raise ConfigError(f"{key}= is empty; {fix}")
+
+
+def checkpoint_file(checkpoint: str | Path) -> Path:
+    """The file that checkpoint= names (a run folder: its checkpoints/last.pt), as load_checkpoint reads it."""
+    path = Path(checkpoint).resolve()
+    if path.is_dir():
+        return path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+    return path
+
+
+def run_output(path: Path, run_dir: Path, checkpoint: Path) -> str | None:
+    """What the run wrote that `path` is (its checkpoint, checkpoints/, metrics.json, config.yaml, TensorBoard
+    events, plots/), or None: an eval JSON, earlier ones included, may be written over."""
+    path = path.resolve()  # ../ and symlinks: out=x/../metrics.json is metrics.json
+    if path == checkpoint_file(checkpoint):
+        return "the run's checkpoint"
+    try:
+        parts = path.relative_to(run_dir.resolve()).parts
+    except ValueError:  # outside the run folder
+        return None
+    if parts and parts[0] in ("checkpoints", "plots"):
+        return f"in the run's {parts[0]}/ folder"
+    if len(parts) == 1 and parts[0] in ("metrics.json", "config.yaml"):
+        return f"the run's {parts[0]}"
+    if len(parts) == 1 and parts[0].startswith("events.out.tfevents."):
+        return "the run's TensorBoard event file"
+    return None
+
+
+def check_out_file(path: Path, run_dir: Path, checkpoint: Path) -> None:
+    """out= must name a file that can be written and that the run did not write (out=checkpoints/last.pt replaced
+    the checkpoint with the JSON): checked before the evaluation runs, not after."""
     if path.is_dir():
         raise ConfigError(f"out={str(path)!r} is a folder; name a file (e.g. out=eval.json)")
+    what = run_output(path, run_dir, checkpoint)
+    if what is not None:
+        raise ConfigError(f"out={str(path)!r} is {what}; the evaluation does not write over the run's own "
+                          "files: name another file (e.g. out=eval.json)")
     existing = next(p for p in path.parents if p.exists())  # missing folders below it are created by the write
     if not existing.is_dir():
         raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is a file, not a folder; name another file")
@@ -121,6 +171,7 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
             raise ConfigError(f"{item}: {str(exc).splitlines()[0]}; write env.kwargs.<option>=<value> or a comma "
                               "list (env.kwargs.facts_per_episode=1,2,4)") from None
     names = [o.key_or_group for o in parsed]
+    check_given_once(names, items)
     for name in names:
         if name.startswith(MEMORY_PREFIX):
             check_memory_key(name[len(MEMORY_PREFIX):])
@@ -133,21 +184,37 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
     return grid or [({}, {})]
 
 
+def check_given_once(keys: list[str], items: list[str]) -> None:
+    """Each key once: a second `key=` used to be dropped silently (checkpoint=, out=) or multiplied a sweep."""
+    for key in dict.fromkeys(keys):
+        if keys.count(key) > 1:
+            values = ", ".join(repr(i.split("=", 1)[1]) for k, i in zip(keys, items, strict=True) if k == key)
+            sweep = f" (a comma list evaluates several values: {key}=1,2)" if key.startswith(ENV_PREFIX) or \
+                key.startswith(MEMORY_PREFIX) else ""
+            raise ConfigError(f"{key}= is given {keys.count(key)} times ({values}); give it once{sweep}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
     prefixes = (ENV_PREFIX, MEMORY_PREFIX)
-    args = dict(a.split("=", 1) for a in argv if "=" in a and not a.startswith(prefixes))
+    own = [a for a in argv if "=" in a and not a.startswith(prefixes)]
+    args = dict(a.split("=", 1) for a in own)
     grid_items = [a for a in argv if a.startswith(prefixes) and "=" in a]
     bad = [a for a in argv if "=" not in a] + [k for k in args if k not in ("checkpoint", "device", "out")]
     if bad or "checkpoint" not in args:
         print(f"error: expected checkpoint=<path>{f', got {bad[0]!r}' if bad else ''}\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        out_file = run_dir_of(args["checkpoint"]) / args.get("out", "eval.json")
-        check_out_file(out_file)  # before the first evaluation: a sweep writes its one file at the end
+        check_given_once([a.split("=", 1)[0] for a in own], own)
+        check_not_empty("checkpoint", args["checkpoint"])
+        check_not_empty("out", args.get("out", "eval.json"))
+        run_dir = run_dir_of(args["checkpoint"])
+        out_file = run_dir / args.get("out", "eval.json")
+        # before the first evaluation: a sweep writes its one file at the end
+        check_out_file(out_file, run_dir, checkpoint_file(args["checkpoint"]))
         grid = override_grid(grid_items)
         if len(grid) == 1:
             results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),

@@ -104,11 +104,15 @@ def boundary_labels(block_tasks, count: int) -> list[str]:
 
 
 def hparams_of(cfg) -> dict:
+    """The config for TensorBoard's HParams tab (TBLogger.hparams flattens it: `memory.slots`, `env.kwargs.delay`),
+    less the paths, the device and the progress bar. `env` stays the id, as before; the env's
+    options go under `env.kwargs`, so a sweep over one of them can be compared there too."""
     from omegaconf import OmegaConf
 
     c = OmegaConf.to_container(cfg, resolve=True)
-    return {"agent": c["agent"]["name"], "env": c["env"]["id"], "seed": c["seed"], "model": c["model"],
-            "memory": c["memory"], "train": {k: v for k, v in c["train"].items() if k != "progress"}}
+    return {"agent": c["agent"]["name"], "env": c["env"]["id"], "env.kwargs": c["env"]["kwargs"], "seed": c["seed"],
+            "model": c["model"], "memory": c["memory"],
+            "train": {k: v for k, v in c["train"].items() if k != "progress"}}
 
 
 def summary_table(metrics: dict) -> str:

@@ -18,7 +18,16 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError, load_checkpoint, run_dir_of
-from agents.config import ConfigError, from_yaml_file, help_text, load_config, to_yaml, validate
+from agents.config import (
+    ConfigError,
+    allocation_failure,
+    does_not_fit,
+    from_yaml_file,
+    help_text,
+    load_config,
+    to_yaml,
+    validate,
+)
 from agents.report import final_metrics, summary_table, write_report, write_text_atomic
 
 
@@ -41,8 +50,7 @@ def config_for(overrides: list[str]):
     if flags:
         raise ConfigError(f"unknown option {flags[0]}: agents.run takes key=value overrides (and --help to list "
                           "them)")
-    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
-    saved = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
+    resume, saved = _path_arg(overrides, "resume"), _path_arg(overrides, "config")
     if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
         if resume is not None:
             raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")
@@ -61,6 +69,18 @@ def config_for(overrides: list[str]):
     cfg = validate(OmegaConf.create(body["config"]))
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
     return cfg, run_dir, checkpoint
+
+
+def _path_arg(overrides: list[str], key: str) -> str | None:
+    """The value of resume= / config=: given once and not empty. (Hydra's key=value overrides may repeat, the
+    last one wins; these two are read here, where a second value used to be dropped silently.)"""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    if len(values) > 1:
+        raise ConfigError(f"{key}= is given {len(values)} times ({', '.join(map(repr, values))}); give it once")
+    if values and not values[0].strip():  # Path("") is the working folder: a checkpoint or file never named
+        raise ConfigError(f"{key}= is empty; point it at a run folder" + (" (or its checkpoints/last.pt)"
+                          if key == "resume" else "'s config.yaml or a sweep's best_config.yaml"))
+    return values[0] if values else None
 
 
 def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> dict:
@@ -144,9 +164,10 @@ def _interrupt(signum, frame):
 
 
 def _main(argv: list[str]) -> int:
-    run_dir = None
+    run_dir = cfg = resume_dir = None
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
+            _path_arg(argv, "config")  # one config=, as without --help
             print(help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")]))
             return 0
         cfg, resume_dir, checkpoint = config_for(argv)
@@ -186,6 +207,13 @@ def _main(argv: list[str]) -> int:
     except FloatingPointError as exc:  # a model's own check of its activations (weights that overflowed)
         print(f"error: training diverged ({exc}; train.lr={cfg.train.lr}); lower train.lr (checkpoints written "
               "before it are kept)", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError, ValueError) as exc:  # sizes that do not fit: slot bank, store, cache ...
+        if cfg is None or not allocation_failure(exc):  # any other RuntimeError is a bug: keep its traceback
+            raise
+        again = (f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller "
+                 "ones)" if resume_dir is not None else "")
+        print(f"error: {does_not_fit(cfg, exc)}{again}", file=sys.stderr)
         return 2
     print(summary_table(metrics))
     logdir = run_dir if cfg.run_dir or resume_dir else Path(cfg.runs_root)  # runs_root: all runs side by side

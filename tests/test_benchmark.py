@@ -116,6 +116,22 @@ def test_a_target_whose_runs_ran_but_report_no_such_number_is_not_measured_and_a
     assert (ld_tf["status"], ld_tf["detail"]) == (NOT_RUN, "not run")
 
 
+def test_a_target_its_runs_did_not_measure_names_what_it_asks_for_and_what_they_measured():
+    """A tiny NeedleRecall suite (delay 1, a probe at delay 2) printed "its runs report no recall at delay None"."""
+    runs = [record(NR, "memnet", s, recall_by_delay={"1": 0.9}, accuracy=0.9, env_kwargs={"delay": 1},
+                   probes=[{"env_kwargs": {"delay": 2}, "accuracy": 0.5, "recall_by_delay": {"2": 0.5}}])
+            for s in range(3)]
+    runs += [record(LD, "memnet", s, accuracy_by_distance={"2048": 0.9}) for s in range(3)]
+    targets = {t["env"]: t for t in check_targets(aggregate(runs)) if t["variant"] == "memnet"}
+    assert (targets[NR]["status"], targets[NR]["detail"]) == (
+        NOT_MEASURED, "its runs report no recall at a delay >= 10 episodes (they measured delays 1, 2 only)")
+    assert targets[LD]["detail"] == ("its runs report no accuracy in a bucket up to 1024 (they measured buckets "
+                                     "d<=2048 only)")
+    context = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
+               "wall_s": 60.0, "workers": 2}
+    assert "None" not in markdown(aggregate(runs), list(targets.values()), runs, context)
+
+
 def test_eta_uses_the_mean_time_of_finished_runs_of_the_same_kind():
     done = [record(LD, "memnet", 0) | {"wall_s": 30.0}, record(LD, "gru", 0) | {"wall_s": 10.0}]
     job = benchmark.Job(LD, "memnet", "memnet", 1, None, [])
@@ -144,6 +160,13 @@ def test_evaluate_env_kwarg_and_memory_lists_are_sweeps():
     (["agents=cnn"], "cnn is not in the suite"),
     (["train.foo=1"], "unknown config key 'train.foo'"),
     (["envs=LongDependency-v0", "env.kwargs.delay=3"], "unknown option(s) ['delay']"),
+    # an empty item was dropped: agents=memnet,,transformer ran the whole suite's envs with two variants (and
+    # agents=, ran every variant), while envs= alone was refused
+    (["agents=memnet,,transformer"], "agents=memnet,,transformer: item 2 is empty; separate the names with single"),
+    (["agents=,"], "agents=,: item 1 is empty"),
+    (["envs=NeedleRecall-v0,"], "envs=NeedleRecall-v0,: item 2 is empty"),
+    (["envs="], "envs= is empty; name at least one"),
+    (["envs=NeedleRecall-v0", "envs=LongDependency-v0"], "envs= is given twice ('NeedleRecall-v0', 'LongDependency"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
     assert benchmark.main([*argv, f"out={tmp_path / 'bench'}"]) == 2

@@ -177,3 +177,41 @@ def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again_in_its_f
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("seed: 0\n")  # what a run stopped before any checkpoint leaves
     assert run.main(tiny("ContinualShift-v0", "transformer", run_dir)) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["resume="], "resume= is empty; point it at a run folder"),  # was: no checkpoint at '<cwd>/last.pt'
+    (["resume=a", "resume=b"], "resume= is given 2 times ('a', 'b'); give it once"),  # b was dropped
+    (["config=", "seed=1"], "config= is empty; point it at a run folder's config.yaml"),
+    (["config=a.yaml", "config=b.yaml"], "config= is given 2 times"),
+    (["config=a.yaml", "config=b.yaml", "--help"], "config= is given 2 times"),
+])
+def test_an_empty_or_repeated_resume_or_config_is_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(argv) == 2
+    one_error_line(capsys, message)
+
+
+@pytest.mark.parametrize("override, why", [
+    # torch's RuntimeError, in the slot bank: 355 PiB, beyond any address space (a smaller ask may succeed lazily)
+    ("memory.slots=100000000000000000", "an allocation of 355 PiB failed"),
+    # numpy's ValueError ("array is too big"), in the store made by the first forward, after the run folder
+    ("memory.store_capacity=1000000000000000000", "sizes beyond what can be allocated"),
+])
+def test_sizes_that_do_not_fit_in_memory_are_one_line(tmp_path, capsys, override, why):
+    """Were a traceback (DefaultCPUAllocator: can't allocate memory; numpy's _ArrayMemoryError), exit code 1."""
+    assert run.main(tiny("ContinualShift-v0", "memnet", tmp_path / "run", override)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: the run does not fit in memory ({why}) with the sizes train.lanes=2, model.dim=32")
+    assert override in err and err.endswith("; lower them") and len(err.splitlines()) == 1, err
+
+
+def test_a_runtime_error_that_is_not_an_allocation_keeps_its_traceback(tmp_path, monkeypatch):
+    from agents import trainer
+
+    def broken(self, cfg, run_dir, logger=None):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
+
+    monkeypatch.setattr(trainer.Trainer, "__init__", broken)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        run.main(tiny("ContinualShift-v0", "transformer", tmp_path / "run"))

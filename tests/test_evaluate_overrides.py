@@ -5,6 +5,7 @@ import json
 import pytest
 
 from agents import evaluate, run
+from agents.config import ConfigError
 
 NEEDLE = ["env=NeedleRecall-v0", "train.lanes=4", "train.threads=1", "train.progress=false", "train.episodes=2",
           "env.kwargs.delay=1", "env.kwargs.haystack_length=48", "env.kwargs.facts_per_episode=2",
@@ -85,8 +86,6 @@ def test_out_may_name_a_file_in_a_folder_still_to_be_made(needle_run):
     ({"out": 5}, "evaluate: out=5; pass a file name"),  # was TypeError: unsupported operand
 ])
 def test_the_python_api_of_evaluate_checks_its_arguments(needle_run, kwargs, message):
-    from agents.config import ConfigError
-
     with pytest.raises(ConfigError, match=message):
         evaluate.evaluate(needle_run, **kwargs)
 
@@ -96,3 +95,80 @@ def test_evaluate_takes_an_omegaconf_mapping_too(needle_run):
 
     kwargs = OmegaConf.create({"delay": 1})
     assert evaluate.evaluate(needle_run, env_kwargs=kwargs, out=None)["env_kwargs"] == {"delay": 1}
+
+
+def _files(run_dir):
+    return {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("out", ["checkpoints/last.pt", "checkpoints/eval.json", "metrics.json", "config.yaml",
+                                 "plots/eval.json", "evals/../metrics.json", "<events file>", "<absolute checkpoint>"])
+def test_out_may_not_name_a_file_the_run_wrote(needle_run, capsys, out):
+    """out=checkpoints/last.pt replaced the checkpoint with the JSON (exit 0), metrics.json and config.yaml too."""
+    out = {"<events file>": next(needle_run.glob("events.out.tfevents.*")).name,
+           "<absolute checkpoint>": str(needle_run / "checkpoints" / "last.pt")}.get(out, out)
+    before = _files(needle_run)
+    for sweep in ([], ["memory.reset=never,episode"]):
+        assert evaluate.main([f"checkpoint={needle_run}", f"out={out}", *sweep]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""  # refused before anything is evaluated
+        err = captured.err.strip()
+        assert err.startswith("error: out=") and "the evaluation does not write over the run's own files" in err
+        assert len(err.splitlines()) == 1, err
+    assert _files(needle_run) == before
+
+
+def test_out_may_not_name_a_checkpoint_outside_a_checkpoints_folder(needle_run, tmp_path, capsys):
+    (tmp_path / "last.pt").write_bytes((needle_run / "checkpoints" / "last.pt").read_bytes())  # a copied run
+    assert evaluate.main([f"checkpoint={tmp_path}", "out=last.pt"]) == 2
+    assert "is the run's checkpoint" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="is the run's checkpoint"):  # the Python API checks it too
+        evaluate.evaluate(tmp_path / "last.pt", out="last.pt")
+
+
+def test_out_may_write_over_an_earlier_evaluation(needle_run):
+    for _ in range(2):
+        assert evaluate.main([f"checkpoint={needle_run}", "out=again.json"]) == 0
+    assert json.loads((needle_run / "again.json").read_text())["recall_by_delay"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["checkpoint="], "checkpoint= is empty; point it at a run folder"),  # was: no checkpoint at '<cwd>/last.pt'
+    (["checkpoint=RUN", "checkpoint=RUN"], "checkpoint= is given 2 times"),  # was accepted: the first one dropped
+    (["checkpoint=RUN", "out="], "out= is empty; name a file"),  # was: '<run>' is a folder
+    (["checkpoint=RUN", "out=a.json", "out=b.json"], "out= is given 2 times ('a.json', 'b.json'); give it once"),
+    (["checkpoint=RUN", "device=cpu", "device=auto"], "device= is given 2 times"),
+    (["checkpoint=RUN", "env.kwargs.delay=1", "env.kwargs.delay=2"],
+     "env.kwargs.delay= is given 2 times ('1', '2'); give it once (a comma list evaluates several values"),
+])
+def test_an_empty_or_repeated_argument_is_one_line(needle_run, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)  # where an empty checkpoint= looked
+    assert evaluate.main([a.replace("RUN", str(needle_run)) for a in argv]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    with pytest.raises(ConfigError, match="checkpoint= is empty"):
+        evaluate.evaluate("")
+
+
+def test_an_evaluation_that_does_not_fit_in_memory_is_one_line(needle_run, monkeypatch, capsys):
+    """The run's sizes on a machine with less free memory; any other RuntimeError keeps its traceback."""
+    from agents.trainer import Trainer
+
+    def too_big(self):
+        raise MemoryError("Unable to allocate 2.18 PiB for an array with shape (1599999999984, 384) and data type "
+                          "float32")  # numpy's words, as a run with memory.store_capacity=99999999999 got them
+
+    monkeypatch.setattr(Trainer, "evaluate_all", too_big)
+    assert evaluate.main([f"checkpoint={needle_run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: evaluating this checkpoint does not fit in memory (an allocation of 2.18 PiB "
+                          "failed) with the sizes train.lanes=4,") and len(err.splitlines()) == 1, err
+    assert "memory.store_capacity=" in err and "memory.slots=" in err
+
+    def bug(self):
+        raise RuntimeError("The size of tensor a (4) must match the size of tensor b (8)")
+
+    monkeypatch.setattr(Trainer, "evaluate_all", bug)
+    with pytest.raises(RuntimeError, match="must match"):
+        evaluate.main([f"checkpoint={needle_run}"])

@@ -8,7 +8,7 @@ import torch
 
 from agents import evaluate, run
 from agents.checkpoint import load_checkpoint
-from agents.tb_logger import read_layout, read_scalars
+from agents.tb_logger import read_hparams, read_layout, read_scalars
 
 # tiny but complete: every env option valid, every memory part on for memnet
 TINY_ENVS = {
@@ -80,6 +80,9 @@ def test_continual_shift_matrix_is_filled_and_curves_are_logged(tmp_path):
     assert metrics["ACC"] == pytest.approx(R[-1].mean())
     assert metrics["BWT"] == pytest.approx(R[1, 0] - R[0, 0])
     tags = read_scalars(run_dir)
+    hparams = read_hparams(run_dir)  # the run's config, its env options too (README, TensorBoard)
+    assert hparams["env.kwargs.num_tasks"] == 2 and hparams["env.kwargs.trials_per_episode"] == 8
+    assert hparams["model.dim"] == 32 and hparams["agent"] == "transformer"
     # one point before training and one per episode, for each task's forgetting curve
     assert [len(tags[f"eval/task_{j}/accuracy"]) for j in range(2)] == [3, 3]
     # metrics.json's curves (and the plot) hold the same points: one evaluation at step 0, then one per episode

@@ -138,3 +138,20 @@ def test_bad_constructor_and_missing_run(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no TensorBoard event file"):
         read_scalars(tmp_path / "empty")
+
+
+def test_a_runs_hparams_hold_its_env_options_flattened(tmp_path):
+    """The HParams tab holds the flattened config, env.kwargs.* included (a sweep over an env option could not be
+    compared there): ints, bools and strings as themselves, None and lists as text."""
+    from agents.config import load_config
+    from agents.report import hparams_of
+
+    cfg = load_config(["env=ContinualShift-v0", "env.kwargs.num_tasks=3", "env.kwargs.task_visible=true",
+                       "memory.slots=32"])
+    with TBLogger(tmp_path, num_tasks=3) as logger:
+        logger.hparams(hparams_of(cfg), {"cl/ACC": 0.5})
+    hparams = read_hparams(tmp_path)
+    assert hparams["env.kwargs.num_tasks"] == 3 and hparams["env.kwargs.task_visible"] is True
+    assert hparams["env.kwargs.shift"] == "abrupt" and hparams["env.kwargs.shift_window"] == "None"
+    assert hparams["env"] == "ContinualShift-v0" and hparams["memory.slots"] == 32  # as before
+    assert not any(name.startswith(("train.progress", "run_dir", "runs_root")) for name in hparams)
