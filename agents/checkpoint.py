@@ -34,7 +34,12 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` atomically (temp file in the same folder, fsync, os.replace)."""
-    atomic_torch_save({"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}, path)
+    try:
+        atomic_torch_save({"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}, path)
+    except OSError as exc:  # a full disk mid-run: one line; resume= continues from the checkpoint kept
+        then = (f"continue with resume={run_dir_of(Path(path).parent)}" if Path(path).is_file() else
+                "start the run again (no checkpoint was written before)")
+        raise CheckpointError(f"checkpoint: {exc}; then {then}") from None
 
 
 def run_dir_of(path: str | Path) -> Path:

@@ -7,6 +7,7 @@ folder appears, and every bad override ends in one line that names the key (`Con
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,6 +210,19 @@ def _bytes(n: int) -> str:
     exp, unit = next((e, u) for e, u in ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "B"))
                      if n >= 2**e or e == 0)
     return f"{n / 2**exp:.3g} {unit}"
+
+
+def absolute_path(value):
+    """A non-empty path string made absolute (~ expanded); anything else as it is."""
+    return os.path.abspath(os.path.expanduser(value)) if isinstance(value, str) and value else value
+
+
+def absolute_env_paths(cfg: DictConfig) -> dict[str, str]:
+    """The env options that name a file (`*_path`, e.g. NeedleRecall's haystack_path) and are relative, made
+    absolute from the working folder of this command: the config is saved with the run, and resume=, config=,
+    agents.evaluate and Tune's trials read it from other folders, where a relative path names nothing."""
+    return {str(option): absolute_path(value) for option, value in cfg.env.kwargs.items()
+            if str(option).endswith("_path") and absolute_path(value) != value}
 
 
 def memory_config(cfg: DictConfig) -> MemoryConfig:

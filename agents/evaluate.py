@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -225,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM (__main__): the results are written at the end, so none yet
+        print("\ninterrupted; no evaluation was written (the run and its checkpoint are untouched)", file=sys.stderr)
+        return 130
     for result in results:
         shown = " ".join([f"{k}={v}" for k, v in result["env_kwargs"].items()]
                          + [f"memory.{k}={v}" for k, v in result["memory"].items()])
@@ -240,5 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop reads as Ctrl+C: one line, the cache cleaned up
     sys.exit(main())

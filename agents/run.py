@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from agents.checkpoint import CheckpointError, load_checkpoint, run_dir_of
 from agents.config import (
     ConfigError,
+    absolute_env_paths,
     allocation_failure,
     does_not_fit,
     from_yaml_file,
@@ -54,9 +55,10 @@ def config_for(overrides: list[str]):
     if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
         if resume is not None:
             raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")
-        return from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]), None, None
+        return with_absolute_paths(from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")])), \
+            None, None
     if resume is None:
-        return load_config(overrides), None, None
+        return with_absolute_paths(load_config(overrides)), None, None
     others = [o for o in overrides if not o.startswith("resume=")]
     if others:
         raise ConfigError(f"resume= continues a run with its own config.yaml; drop the other overrides ({others[0]})")
@@ -69,6 +71,14 @@ def config_for(overrides: list[str]):
     cfg = validate(OmegaConf.create(body["config"]))
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
     return cfg, run_dir, checkpoint
+
+
+def with_absolute_paths(cfg):
+    """A new run's config with its env file options absolute (`absolute_env_paths`): resume=, config= and
+    agents.evaluate read the saved config from other working folders."""
+    for option, path in absolute_env_paths(cfg).items():
+        cfg.env.kwargs[option] = path
+    return cfg
 
 
 def _path_arg(overrides: list[str], key: str) -> str | None:
@@ -124,6 +134,9 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
                         eval=_pct(_mean(trainer.last_eval.values())), task=task)
         bar.update(1)
     bar.close()
+    if not (trainer.run_dir / "checkpoints" / "last.pt").is_file():  # train.episodes=0: still a run to evaluate
+        logger.flush()
+        trainer.save(config)
     return final_metrics(trainer)
 
 

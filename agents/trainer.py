@@ -205,7 +205,9 @@ class Trainer:
 
     def _task_before(self) -> int:
         sched = getattr(self.venv, "schedule", None)
-        return int(sched[self.episode - 1]) if sched is not None and 0 < self.episode <= len(sched) else 0
+        if sched is None or not len(sched) or self.episode == 0:
+            return 0
+        return int(sched[min(self.episode, len(sched)) - 1])  # past the schedule's end its last task goes on
 
     # ---------------------------------------------------------------- evaluation
     def evaluate_task(self, task: int, saved_memory: dict | None = None) -> float:

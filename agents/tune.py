@@ -27,7 +27,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError
-from agents.config import ConfigError, load_config, validate
+from agents.config import ConfigError, absolute_env_paths, absolute_path, load_config, validate
 from agents.report import write_text_atomic
 from agents.tune_metrics import EnvFacts, check_metric, default_metric
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
@@ -84,21 +84,15 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
 
 
 def absolute_paths(plan: SweepPlan, base) -> None:
-    """Env options that name a file (`*_path`, e.g. NeedleRecall's haystack_path) made absolute, in the base
-    config, the plan's overrides (best_overrides.txt) and the swept values: Ray runs each trial in its own
-    working directory, where a relative path names nothing (DESIGN.md section 9)."""
-    def absolute(value):
-        return os.path.abspath(os.path.expanduser(value)) if isinstance(value, str) and value else value
-
-    for option, value in base.env.kwargs.items():
-        if str(option).endswith("_path") and absolute(value) != value:
-            base.env.kwargs[option] = absolute(value)
-            plan.overrides = merge_overrides(plan.overrides,
-                                             [f"++env.kwargs.{option}={override_value(absolute(value))}"])
+    """Env options that name a file (`*_path`) made absolute in the base config, the plan's overrides
+    (best_overrides.txt) and the swept values: Ray runs each trial in its own working directory."""
+    for option, path in absolute_env_paths(base).items():
+        base.env.kwargs[option] = path
+        plan.overrides = merge_overrides(plan.overrides, [f"++env.kwargs.{option}={override_value(path)}"])
     for key, spec in plan.search_space.items():
         (kind, args), = spec.items()
         if key.startswith("env.kwargs.") and key.endswith("_path") and kind in ("grid", "choice"):
-            plan.search_space[key] = {kind: [absolute(v) for v in args]}
+            plan.search_space[key] = {kind: [absolute_path(v) for v in args]}
 
 
 def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:

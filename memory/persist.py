@@ -8,6 +8,7 @@ load with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -47,9 +48,23 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb"):
 
 
 def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
-    """torch.save `obj` to `path` atomically (`atomic_file`)."""
-    with atomic_file(path) as f:
-        torch.save(obj, f)
+    """torch.save `obj` to `path` atomically (`atomic_file`). A write that fails (a full disk, no permission)
+    raises one OSError line naming the file and the free space; the file there before is kept."""
+    try:
+        with atomic_file(path) as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as exc:
+        # torch's zip writer reports a short write (ENOSPC underneath) as "[enforce fail at inline_container.cc:
+        # ...] unexpected pos N vs M": a RuntimeError whose first line says nothing of the disk
+        if isinstance(exc, RuntimeError) and "inline_container" not in str(exc):
+            raise
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write stopped short"
+        try:
+            free = f"{shutil.disk_usage(Path(path).parent).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = "its folder cannot be read"
+        raise OSError(f"cannot write {path} ({why}; {free}); the file there before is kept: free space (or fix the "
+                      "folder's permissions) and retry") from None
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # a zip file's first local header: every torch.save file since torch 1.6

@@ -1,0 +1,95 @@
+"""agents.run / agents.evaluate at the edges a combination test found: a budget past the schedule with
+memory.reset=task, a relative haystack file, a zero-episode run, Ctrl+C during an evaluation, a full disk."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from agents import evaluate, run
+from agents.checkpoint import load_checkpoint
+from agents.config import load_config
+from agents.trainer import Trainer
+from tests.test_run import TINY_ENVS, TINY_MODEL, tiny
+
+
+def test_memory_reset_task_past_the_schedule_keeps_the_last_task_s_memory(tmp_path):
+    """The schedule's last task goes on after its end: that is no task switch (the memory was cleared at every
+    episode past the end, and evaluations cleared the task just trained instead of the others)."""
+    cfg = load_config(["env=ContinualShift-v0", "agent=memnet", f"run_dir={tmp_path}", "memory.reset=task",
+                       *TINY_ENVS["ContinualShift-v0"], *TINY_MODEL, "train.episodes=4"])
+    trainer = Trainer(cfg, tmp_path)
+    switches = []
+    for _ in range(4):
+        task = trainer.current_task()
+        switches.append(trainer._task_switch(task))
+        trainer.train_episode()
+    assert trainer.venv.schedule == (0, 1)
+    assert switches == [False, True, False, False]
+    assert [trainer._task_switch(j) for j in range(2)] == [True, False]  # evaluations: only the other task
+
+
+def test_a_relative_haystack_path_is_saved_absolute(tmp_path, monkeypatch):
+    """Saved as given, resume=, config= and agents.evaluate from another folder found no such file."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    (work / "hay.txt").write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    monkeypatch.chdir(work)
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("NeedleRecall-v0", "memnet", run_dir, "env.kwargs.haystack_path=hay.txt")) == 0
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.env.kwargs.haystack_path == str(work / "hay.txt")
+    monkeypatch.chdir(elsewhere)
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 0
+
+
+def test_a_zero_episode_run_writes_its_checkpoint(tmp_path, capsys):
+    """It finished with exit 0 and no checkpoints/last.pt, so evaluate and resume= found no checkpoint."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=0")) == 0
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["episode"] == 0
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 0
+    assert run.main([f"resume={run_dir}"]) == 0  # nothing left to train: it reports and ends
+
+
+def test_ctrl_c_during_an_evaluation_is_one_line(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "gru", run_dir)) == 0
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "evaluate_all", interrupted)
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "interrupted; no evaluation was written (the run and its checkpoint are untouched)"
+    assert not (run_dir / "eval.json").exists()
+
+
+@pytest.mark.parametrize("failure", ["torch", "os"])
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch,
+                                                                               failure):
+    """torch's zip writer reported ENOSPC as a RuntimeError traceback ("unexpected pos N vs M")."""
+    run_dir = tmp_path / "run"
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint: the disk is full now
+            if failure == "torch":
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2712384 vs 2712272")
+            raise OSError(28, os.strerror(28))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.checkpoint_every=1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: checkpoint: cannot write {run_dir / 'checkpoints' / 'last.pt'} (")
+    assert "MiB free there); the file there before is kept" in err and f"resume={run_dir}" in err
+    assert "\n" not in err
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["episode"] == 1
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.pt"]  # no temp file left
