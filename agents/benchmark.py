@@ -336,8 +336,13 @@ def main(argv: list[str] | None = None) -> int:
                "envs": envs_run, "variants": variants_run, "overrides": {f"{j.env}/{j.variant}": j.overrides
                                                                         for j in jobs}}
     records.sort(key=lambda r: (envs_run.index(r["env"]), variants_run.index(r["variant"]), r["seed"]))  # suite order
-    agg, targets, _ = report.write_results(out, records, context, suite.targets.chance_margin)
-    plots = write_plots(out / "plots", agg, records)
+    try:  # a full disk at the end: one line (the runs' folders, each with its metrics.json, stay)
+        agg, targets, _ = report.write_results(out, records, context, suite.targets.chance_margin)
+        plots = write_plots(out / "plots", agg, records)
+    except OSError as exc:
+        print(f"error: cannot write the results in {out} ({exc.strerror or exc}); free space and rerun",
+              file=sys.stderr)
+        return 1
     print("\ntargets:")
     for t in targets:
         print(f"  {t['status']:7s} {t['env']} / {t['variant']}: {t['target']}  [{t['detail']}]")

@@ -293,3 +293,22 @@ def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, ar
     path = Path(__file__).resolve().parents[1] / "benchmarks" / script
     done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_full_disk_when_the_results_are_written_is_one_line(tmp_path, monkeypatch, capsys):
+    """The suite's last step, on a full disk, ended in write_json_atomic's traceback."""
+    import errno
+    import os
+
+    suite = write_suite(tmp_path / "s.yaml", overrides=TINY_MODEL, envs={LD: {"overrides": TINY_LD}},
+                        variants={"lstm": {"agent": "lstm"}})
+    monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout: ([], False))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(benchmark.report, "write_results", full)
+    out = tmp_path / "bench"
+    assert benchmark.main([f"suite={suite}", "seeds=1", f"out={out}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: cannot write the results in {out} (No space left on device); free space and rerun"
