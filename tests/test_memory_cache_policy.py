@@ -5,21 +5,7 @@ import pytest
 import torch
 
 from memory.cache import TieredKVCache
-
-H, d = 3, 16
-
-
-def kv(n, seed=0, outliers=True):
-    """keys/values (n, H, d); keys get two outlier channels 20x larger, as real attention keys do."""
-    rng = np.random.default_rng(seed)
-    keys = rng.normal(size=(n, H, d)).astype(np.float32)
-    if outliers:
-        keys[:, :, [3, 11]] *= 20.0
-    return keys, rng.normal(size=(n, H, d)).astype(np.float32)
-
-
-def rel_err(a, b):
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+from tests.test_memory_cache import H, d, kv, rel_err
 
 
 def put_one_by_one(cache, keys, values, importance=None):
