@@ -54,11 +54,18 @@ def run_dir_of(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint; any failure becomes one CheckpointError line naming the file and the fix."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a resume=/checkpoint= path names: a run folder's checkpoints/last.pt (a folder without
+    checkpoints/: its own last.pt), a file as it is."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+        return path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint; any failure becomes one CheckpointError line naming the file and the fix."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}: point resume=/checkpoint= at a run folder "
                               "that has checkpoints/last.pt")

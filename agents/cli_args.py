@@ -1,5 +1,5 @@
-"""argparse types for the benchmark scripts (benchmarks/*.py): a bad number is argparse's usage line at once, not
-a traceback (or a table of zeros) later."""
+"""Command-line helpers: argparse types for the benchmark scripts (benchmarks/*.py: a bad number is argparse's
+usage line at once, not a traceback or a table of zeros later) and the SIGTERM handler of the entry points."""
 
 from __future__ import annotations
 
@@ -27,3 +27,9 @@ def _number(text: str, kind, ok, what: str):
     if not ok(value):
         raise argparse.ArgumentTypeError(f"{text!r}: must be {what}")
     return value
+
+
+def interrupt(signum, frame):
+    """SIGTERM handler (a scheduler's stop, `kill`): raise KeyboardInterrupt, so it ends a command as Ctrl+C does:
+    one line, and the cleanup a plain SIGTERM skips (the cache's cold-tier temp folders)."""
+    raise KeyboardInterrupt

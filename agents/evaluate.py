@@ -24,7 +24,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from agents.checkpoint import MEMORY_RUNTIME_KEYS, CheckpointError, load_checkpoint, run_dir_of
+from agents.checkpoint import MEMORY_RUNTIME_KEYS, CheckpointError, checkpoint_file, load_checkpoint, run_dir_of
+from agents.cli_args import interrupt
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.report import write_json_atomic
 from memory.config import MemoryConfig
@@ -98,19 +99,11 @@ def check_not_empty(key: str, value) -> None:
         raise ConfigError(f"{key}= is empty; {fix}")
 
 
-def checkpoint_file(checkpoint: str | Path) -> Path:
-    """The file that checkpoint= names (a run folder: its checkpoints/last.pt), as load_checkpoint reads it."""
-    path = Path(checkpoint).resolve()
-    if path.is_dir():
-        return path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
-    return path
-
-
 def run_output(path: Path, run_dir: Path, checkpoint: Path) -> str | None:
     """What the run wrote that `path` is (its checkpoint, checkpoints/, metrics.json, config.yaml, TensorBoard
     events, plots/), or None: an eval JSON, earlier ones included, may be written over."""
     path = path.resolve()  # ../ and symlinks: out=x/../metrics.json is metrics.json
-    if path == checkpoint_file(checkpoint):
+    if path == checkpoint_file(checkpoint.resolve()):
         return "the run's checkpoint"
     try:
         parts = path.relative_to(run_dir.resolve()).parts
@@ -215,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dir_of(args["checkpoint"])
         out_file = run_dir / args.get("out", "eval.json")
         # before the first evaluation: a sweep writes its one file at the end
-        check_out_file(out_file, run_dir, checkpoint_file(args["checkpoint"]))
+        check_out_file(out_file, run_dir, Path(args["checkpoint"]).resolve())
         grid = override_grid(grid_items)
         if len(grid) == 1:
             results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),
@@ -244,10 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop reads as Ctrl+C: one line, the cache cleaned up
+    signal.signal(signal.SIGTERM, interrupt)  # a scheduler's stop reads as Ctrl+C: one line, the cache cleaned up
     sys.exit(main())

@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError, load_checkpoint, run_dir_of
+from agents.cli_args import interrupt
 from agents.config import (
     ConfigError,
     absolute_env_paths,
@@ -163,17 +164,13 @@ def _pct(x) -> str:
 def main(argv: list[str] | None = None) -> int:
     """SIGTERM (a scheduler's stop, `kill`) ends a run as Ctrl+C does: one line, and the cleanup that a plain
     SIGTERM skips (the cache's cold-tier temp folders were left in /tmp)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() \
+    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() \
         else None
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _main(argv: list[str]) -> int:
