@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from agents import benchmark
+from agents import benchmark, benchmark_runner
 from agents.benchmark_report import (
     MET,
     MISSED,
@@ -134,10 +134,10 @@ def test_a_target_its_runs_did_not_measure_names_what_it_asks_for_and_what_they_
 
 def test_eta_uses_the_mean_time_of_finished_runs_of_the_same_kind():
     done = [record(LD, "memnet", 0) | {"wall_s": 30.0}, record(LD, "gru", 0) | {"wall_s": 10.0}]
-    job = benchmark.Job(LD, "memnet", "memnet", 1, None, [])
-    other = benchmark.Job(CS, "lstm", "lstm", 1, None, [])
-    assert benchmark.eta_s(done, [job, other], {}, workers=2) == pytest.approx((30.0 + 20.0) / 2)
-    assert benchmark.eta_s([], [job], {}, workers=2) is None
+    job = benchmark_runner.Job(LD, "memnet", "memnet", 1, None, [])
+    other = benchmark_runner.Job(CS, "lstm", "lstm", 1, None, [])
+    assert benchmark_runner.eta_s(done, [job, other], {}, workers=2) == pytest.approx((30.0 + 20.0) / 2)
+    assert benchmark_runner.eta_s([], [job], {}, workers=2) is None
 
 
 def test_evaluate_env_kwarg_and_memory_lists_are_sweeps():
@@ -230,14 +230,14 @@ TINY_LD = ["env.kwargs.distances=[1,2,4,8,16]", "env.kwargs.queries_per_episode=
 def test_a_failed_run_is_reported_and_the_rest_goes_on(tmp_path, monkeypatch, capsys):
     suite = write_suite(tmp_path / "s.yaml", overrides=TINY_MODEL, envs={LD: {"overrides": TINY_LD}},
                         variants={"lstm": {"agent": "lstm"}, "gru": {"agent": "gru"}})
-    real = benchmark.run_command
+    real = benchmark_runner.run_command
 
     def fail_lstm(job):
         if job.variant == "lstm":
             return [sys.executable, "-c", "import sys; print('boom: lstm broke', file=sys.stderr); sys.exit(3)"]
         return real(job)
 
-    monkeypatch.setattr(benchmark, "run_command", fail_lstm)
+    monkeypatch.setattr(benchmark_runner, "run_command", fail_lstm)
     out = tmp_path / "bench"
     assert benchmark.main([f"suite={suite}", "seeds=1", f"out={out}"]) == 1
     printed = capsys.readouterr().out

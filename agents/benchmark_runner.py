@@ -1,0 +1,176 @@
+"""The benchmark's runs: each (env, variant, seed) job as a `python -m agents.run` subprocess (then its probes as
+`python -m agents.evaluate`), `workers` at a time, a line per finished run with an ETA; Ctrl+C stops the runs in
+flight and keeps the records so far. `agents/benchmark.py` plans the jobs and writes the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents import benchmark_report as report
+from agents.tune_overrides import override_value
+
+TAIL_LINES = 15  # lines of a failed run's log kept in its record
+
+
+@dataclass
+class Job:
+    env: str
+    variant: str
+    agent: str
+    seed: int
+    run_dir: Path
+    overrides: list[str]
+    probes: dict[str, list] = field(default_factory=dict)  # env option -> values to re-evaluate with
+    facts: dict = field(default_factory=dict)  # window, env_kwargs, chance (for the report)
+
+
+def run_command(job: Job) -> list[str]:
+    return [sys.executable, "-m", "agents.run", *job.overrides, f"seed={job.seed}", f"run_dir={job.run_dir}"]
+
+
+def probe_command(job: Job, key: str, values: list) -> list[str]:
+    return [sys.executable, "-m", "agents.evaluate", f"checkpoint={job.run_dir}",
+            f"env.kwargs.{key}={','.join(override_value(x) for x in values)}", f"out=probe_{key}.json"]
+
+
+def wait_child(proc: subprocess.Popen) -> tuple[int, float | None]:
+    """Exit code and CPU seconds (user + system) of a child process: the CPU time tells what a run costs on an idle
+    machine, whatever else ran beside it (wall time does not); os.wait4 reports it where it exists."""
+    if not hasattr(os, "wait4"):
+        return proc.wait(), None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped by Popen.poll() inside a kill() from the timeout or Ctrl+C
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+class Runner:
+    """Runs jobs in subprocesses; remembers the live ones so that Ctrl+C can stop them."""
+
+    def __init__(self, timeout_s: float | None):
+        self.timeout_s, self.live, self.stopping, self.lock = timeout_s, set(), False, threading.Lock()
+
+    def _call(self, cmd: list[str], log: Path, deadline: float | None) -> tuple[str | None, str, float]:
+        """(None, "", CPU s) on success, else (kind of failure, the tail of the log, CPU s)."""
+        env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # each run gets one core's worth
+        with open(log, "w") as handle, self.lock:
+            if self.stopping:
+                return "interrupted", "", 0.0
+            proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+            self.live.add(proc)
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.1), proc.kill) if deadline else None
+        if timer is not None:
+            timer.start()
+        code, cpu = wait_child(proc)
+        if timer is not None:
+            timer.cancel()
+        with self.lock:
+            self.live.discard(proc)
+            kind = None if code == 0 else ("interrupted" if self.stopping else f"timed out after {self.timeout_s:g} s"
+                                           if deadline and time.monotonic() >= deadline else f"exit code {code}")
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:]) if kind else ""
+        return kind, tail, cpu or 0.0
+
+    def run(self, job: Job) -> dict:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        deadline = None if self.timeout_s is None else start + self.timeout_s
+        record = {"env": job.env, "variant": job.variant, "agent": job.agent, "seed": job.seed,
+                  "run_dir": str(job.run_dir), "command": shlex.join(run_command(job)[1:]), **job.facts,
+                  "status": report.OK, "error_kind": None, "error": None, "metrics": None, "probes": []}
+        kind, tail, record["cpu_s"] = self._call(run_command(job), job.run_dir / "run.log", deadline)
+        try:
+            if kind is None:
+                record["metrics"] = json.loads((job.run_dir / "metrics.json").read_text())
+            for key, values in job.probes.items() if kind is None else ():
+                kind, tail, cpu = self._call(probe_command(job, key, values), job.run_dir / f"probe_{key}.log",
+                                             deadline)
+                record["cpu_s"] += cpu
+                if kind is not None:
+                    break
+                found = json.loads((job.run_dir / f"probe_{key}.json").read_text())
+                record["probes"] += found.get("evaluations", [found])
+        except (OSError, ValueError) as exc:  # an output missing or cut short: this run failed, the rest goes on
+            kind, tail = "unreadable output", f"{type(exc).__name__}: {exc}"
+        if kind is not None:
+            record["status"] = report.FAILED if record["metrics"] is None else report.PROBE_FAILED
+        record["error_kind"], record["error"] = kind, tail or None
+        record["wall_s"] = time.monotonic() - start
+        return record
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.live:
+                proc.terminate()
+
+
+def eta_s(done: list[dict], pending: list[Job], running: dict, workers: int) -> float | None:
+    """Seconds left: each unfinished run costs the mean time of finished runs of its (env, variant)."""
+    if not done:
+        return None
+    mean_all = sum(r["wall_s"] for r in done) / len(done)
+    by_kind: dict = {}
+    for r in done:
+        by_kind.setdefault((r["env"], r["variant"]), []).append(r["wall_s"])
+
+    def cost(job: Job) -> float:
+        times = by_kind.get((job.env, job.variant))
+        return sum(times) / len(times) if times else mean_all
+
+    now = time.monotonic()
+    left = sum(cost(j) for j in pending) + sum(max(cost(j) - (now - t0), 0.0) for j, t0 in running.values())
+    return left / workers
+
+
+def minutes(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[list[dict], bool]:
+    """Run every job, `workers` at a time, printing a line per finished run; returns (records, interrupted)."""
+    runner, records, running, pending, interrupted = Runner(timeout_s), [], {}, list(jobs), False
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures: dict = {}
+        try:
+            while pending or futures:
+                while pending and len(futures) < workers:  # submit as slots free up, so running == started
+                    job = pending.pop(0)
+                    futures[pool.submit(runner.run, job)] = job
+                    running[id(job)] = (job, time.monotonic())
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = futures.pop(future)
+                    running_since = running.pop(id(job))[1]
+                    try:
+                        record = future.result()
+                    except Exception as exc:  # e.g. its folder cannot be written: report the run, go on
+                        record = {"env": job.env, "variant": job.variant, "agent": job.agent, "seed": job.seed,
+                                  "run_dir": str(job.run_dir), **job.facts, "status": report.FAILED, "metrics": None,
+                                  "error_kind": "benchmark error", "error": f"{type(exc).__name__}: {exc}",
+                                  "probes": [], "wall_s": time.monotonic() - running_since, "cpu_s": 0.0}
+                    records.append(record)
+                    status = record["status"] if record["status"] != report.OK else report.key_numbers(record)
+                    if record["error_kind"]:
+                        status += f" ({record['error_kind']}; see {job.run_dir}/*.log)"
+                    print(f"[{len(records):>{len(str(len(jobs)))}}/{len(jobs)}] {job.env:17s} {job.variant:16s} "
+                          f"s{job.seed}  {record['wall_s']:6.1f} s  {status}   ETA "
+                          f"{minutes(eta_s(records, pending, running, workers))}", flush=True)
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\ninterrupted: stopping the runs in flight; writing the results so far", file=sys.stderr)
+            runner.stop()
+            for future in futures:
+                future.cancel()
+    return records, interrupted
