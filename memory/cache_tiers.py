@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memory.cache_cold_dirs import map_cold_file
 from memory.eviction import lowest
 from memory.quant import channel_scale, dequantize, quantize
 
@@ -113,7 +114,7 @@ class TierStorage:
         self.key_sq = np.zeros((H, dk), dtype=np.float64)  # running sum of k**2 for calibration
         self.key_seen = 0
         self.calibrated_at = 0  # key_seen when the newest row of `channels` was made
-        self.mmap = np.memmap(cold_file, dtype=np.float32, mode="w+", shape=(cold, H, dk + d)) if cold else None
+        self.mmap = map_cold_file(cold_file, (cold, H, dk + d)) if cold else None
         # plain-ndarray view of the mapping ([..., :dk] keys, [..., dk:] values): indexing the np.memmap subclass
         # itself wraps every result in a memmap object, which doubles the cost of a 100-id read
         self.cold = np.asarray(self.mmap) if cold else np.zeros((0, H, dk + d), dtype=np.float32)

@@ -1,8 +1,5 @@
 """TieredKVCache: exactness per tier, int8 error, placement policies, capacity, persistence, cleanup."""
 
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,70 +323,3 @@ def test_bad_input_and_from_config():
     assert (c.heads, c.head_dim, c.key_dim, c.capacities, c.policy) == (4, 16, 64, (8, 4, 0), "fifo")
     k, v, m = c.get_batch(torch.full((2, 5), -1))
     assert k.shape == (2, 5, 4, 64) and v.shape == (2, 5, 4, 16) and not m.any()
-
-
-def test_a_new_cache_removes_the_cold_folders_of_processes_that_are_gone(tmp_path, monkeypatch):
-    """A SIGKILLed run cannot remove its private cold-tier folder (150 were left in /tmp here). Folders made by
-    older code (no owner lock) are judged by their pid, once older than a folder still being made."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
-    from memory.cache_cold_dirs import COLD_DIR_PREFIX, LEGACY_GRACE_S
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()  # a pid that has exited
-    stale = tmp_path / f"{COLD_DIR_PREFIX}{gone}-abc"
-    new = tmp_path / f"{COLD_DIR_PREFIX}{gone}-new"  # just made: its owner may not have locked it yet
-    alive = tmp_path / f"{COLD_DIR_PREFIX}{os.getpid()}-def"
-    foreign = tmp_path / f"{COLD_DIR_PREFIX}notapid"
-    for folder in (stale, new, alive, foreign):
-        folder.mkdir()
-        (folder / "cold-kv-x.f32").write_bytes(b"\0" * 16)
-    old = time.time() - 2 * LEGACY_GRACE_S
-    for folder in (stale, alive, foreign):
-        os.utime(folder, (old, old))
-    cache = TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4)
-    assert not stale.exists() and new.exists() and alive.exists() and foreign.exists()
-    assert cache.cold_file.parent.name.startswith(f"{COLD_DIR_PREFIX}{os.getpid()}-")
-    cache.close()
-    assert not cache.cold_file.parent.exists()
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
-def test_a_live_process_keeps_its_cold_folder_whatever_its_pid_says(tmp_path):
-    """Liveness is the owner lock: across PID namespaces sharing /tmp the pid in a folder's name can be one this
-    process sees as gone. Once the owner is killed (SIGKILL: no finalizer) the next cache removes the folder."""
-    import os
-    import subprocess
-    import tempfile
-
-    from memory.cache_cold_dirs import COLD_DIR_PREFIX
-
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from memory.cache import TieredKVCache\n"
-         "c = TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4); print(c.cold_file.parent, flush=True)\n"
-         "time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
-    try:
-        folder = Path(owner.stdout.readline().strip())
-        assert folder.parent == tmp_path and folder.exists()
-        renamed = tmp_path / f"{COLD_DIR_PREFIX}{gone}-elsewhere"  # as another namespace's pid would read
-        folder.rename(renamed)
-        old = time.time() - 3600
-        os.utime(renamed, (old, old))
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(tempfile, "tempdir", str(tmp_path))
-            TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4).close()
-            assert renamed.exists(), "a live process's cold folder was removed"
-            owner.kill()
-            owner.wait()
-            TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4).close()
-            assert not renamed.exists()
-    finally:
-        owner.kill()
-        owner.wait()

@@ -1,0 +1,98 @@
+"""TieredKVCache's cold tier file: its private folder's life (removed by its cache, or by the next cache once its
+process is gone) and a tier too big for its disk refused in one line."""
+
+import gc
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from memory.cache import TieredKVCache
+from memory.cache_cold_dirs import COLD_DIR_PREFIX, ColdTierError
+
+
+def test_a_cold_tier_bigger_than_the_free_disk_is_one_line_naming_the_key(tmp_path, monkeypatch):
+    """The file is sparse: without the check a tier the disk cannot hold is made, and the process dies of SIGBUS
+    (no message, no checkpoint) when the disk fills under it; a size the file system refuses was an OSError
+    traceback from numpy's memmap."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(ColdTierError, match=r"needs 1\.9 TiB on disk .*lower memory\.cache_cold \(1,000,000,000 "):
+        TieredKVCache(heads=4, head_dim=32, hot=0, warm=0, cold=10**9, key_dim=96)  # 2 KiB per entry
+    gc.collect()
+    assert not list(tmp_path.glob(f"{COLD_DIR_PREFIX}*")), "the refused cache's private folder was left behind"
+    real = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real._replace(free=4096))  # a nearly full disk
+    with pytest.raises(ColdTierError, match=r"needs 8\.0 KiB on disk .* which has 4\.0 KiB free"):
+        TieredKVCache(heads=1, head_dim=2, hot=1, warm=0, cold=512)  # 512 x (2 + 2) float32
+    TieredKVCache(heads=1, head_dim=2, hot=1, warm=0, cold=256).close()  # exactly what is free: accepted
+
+
+def test_a_new_cache_removes_the_cold_folders_of_processes_that_are_gone(tmp_path, monkeypatch):
+    """A SIGKILLed run cannot remove its private cold-tier folder (150 were left in /tmp here). Folders made by
+    older code (no owner lock) are judged by their pid, once older than a folder still being made."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from memory.cache_cold_dirs import COLD_DIR_PREFIX, LEGACY_GRACE_S
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid that has exited
+    stale = tmp_path / f"{COLD_DIR_PREFIX}{gone}-abc"
+    new = tmp_path / f"{COLD_DIR_PREFIX}{gone}-new"  # just made: its owner may not have locked it yet
+    alive = tmp_path / f"{COLD_DIR_PREFIX}{os.getpid()}-def"
+    foreign = tmp_path / f"{COLD_DIR_PREFIX}notapid"
+    for folder in (stale, new, alive, foreign):
+        folder.mkdir()
+        (folder / "cold-kv-x.f32").write_bytes(b"\0" * 16)
+    old = time.time() - 2 * LEGACY_GRACE_S
+    for folder in (stale, alive, foreign):
+        os.utime(folder, (old, old))
+    cache = TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4)
+    assert not stale.exists() and new.exists() and alive.exists() and foreign.exists()
+    assert cache.cold_file.parent.name.startswith(f"{COLD_DIR_PREFIX}{os.getpid()}-")
+    cache.close()
+    assert not cache.cold_file.parent.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
+def test_a_live_process_keeps_its_cold_folder_whatever_its_pid_says(tmp_path):
+    """Liveness is the owner lock: across PID namespaces sharing /tmp the pid in a folder's name can be one this
+    process sees as gone. Once the owner is killed (SIGKILL: no finalizer) the next cache removes the folder."""
+    import os
+    import subprocess
+    import tempfile
+
+    from memory.cache_cold_dirs import COLD_DIR_PREFIX
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from memory.cache import TieredKVCache\n"
+         "c = TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4); print(c.cold_file.parent, flush=True)\n"
+         "time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        folder = Path(owner.stdout.readline().strip())
+        assert folder.parent == tmp_path and folder.exists()
+        renamed = tmp_path / f"{COLD_DIR_PREFIX}{gone}-elsewhere"  # as another namespace's pid would read
+        folder.rename(renamed)
+        old = time.time() - 3600
+        os.utime(renamed, (old, old))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tempfile, "tempdir", str(tmp_path))
+            TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4).close()
+            assert renamed.exists(), "a live process's cold folder was removed"
+            owner.kill()
+            owner.wait()
+            TieredKVCache(heads=1, head_dim=2, hot=1, warm=1, cold=4).close()
+            assert not renamed.exists()
+    finally:
+        owner.kill()
+        owner.wait()
