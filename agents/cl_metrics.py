@@ -170,8 +170,8 @@ def distance_buckets(max_distance: int) -> np.ndarray:
         raise TypeError(f"max_distance must be an int >= 1; got {max_distance!r}")
     if max_distance < 1:
         raise ValueError(f"max_distance must be >= 1 (the largest distance in steps); got {max_distance}")
-    num = int(np.ceil(np.log2(max_distance))) + 1 if max_distance > 1 else 1
-    return 2 ** np.arange(num, dtype=np.int64)
+    # integer arithmetic: float64 log2 rounds 2**k + 1 down to k for k >= 49 (a last edge below max_distance)
+    return 2 ** np.arange((int(max_distance) - 1).bit_length() + 1, dtype=np.int64)
 
 
 class AccuracyByKey:

@@ -29,6 +29,10 @@ import torch
 
 from agents.cl_metrics import AccuracyByKey
 
+# per-chunk memory metrics that are counts, not rates: an episode reports its last value (the count at its end, the
+# step TensorBoard plots it at), not the mean over its chunks
+GAUGES = frozenset({"store_entries"})
+
 
 @dataclass
 class Chunk:
@@ -57,19 +61,21 @@ class EpisodeStats:
     correct: int = 0
     loss_sum: float = 0.0
     losses: int = 0  # chunks that had a loss (a scored step or a regulariser); `loss` averages over these
-    updates: int = 0  # learning chunks (the update timing's count)
+    updates: int = 0  # learning chunks, with a loss or not (update timing counts only the `losses` ones)
     memory_sums: dict[str, float] = field(default_factory=dict)  # the model's per-chunk memory metrics, summed
     memory_counts: dict[str, int] = field(default_factory=dict)  # chunks that reported each (reads: scored ones)
+    # (GAUGES: the last value, with count 1)
     # where the model's time went, wall seconds (host clock: on CUDA, work still queued is counted where it waits):
     # "act" the acting calls, "learn" the chunk calls (training: the forward with its writes; evaluation: the
-    # writes), "update" loss, backward and optimiser step; the env and the bookkeeping are the rest
+    # writes), "update" loss, backward and optimiser step of the chunks that had a loss; the env, the bookkeeping
+    # and the learner's look at a chunk with nothing to learn from are the rest
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("act", "learn", "update"), 0.0))
     act_calls: int = 0
     chunks: int = 0
 
     @property
     def memory(self) -> dict[str, float]:
-        """Per-chunk memory metrics averaged over the chunks that reported them."""
+        """Per-chunk memory metrics averaged over the chunks that reported them (GAUGES: the last value)."""
         return {k: v / self.memory_counts[k] for k, v in self.memory_sums.items()}
 
     @property
@@ -188,8 +194,9 @@ class EpisodeRunner:
             loss = learner(chunk.columns(at), logits.float(), aux)
             if loss is not None:  # a chunk with nothing to learn from does not pull the mean loss towards 0
                 stats.loss_sum, stats.losses = stats.loss_sum + loss, stats.losses + 1
+                # nor update_ms (per chunk with a loss) up: its time is not an update's
+                stats.seconds["update"] += time.perf_counter() - t1
             stats.updates += 1
-            stats.seconds["update"] += time.perf_counter() - t1
         else:
             self.model.eval()
             with torch.no_grad(), self.autocast():
@@ -202,6 +209,9 @@ class EpisodeRunner:
             on_aux(aux)
         for name, value in aux.get("metrics", {}).items():
             if isinstance(value, (int, float)):
+                if name in GAUGES:  # a count: the latest value (sum of one, count of one)
+                    stats.memory_sums[name], stats.memory_counts[name] = float(value), 1
+                    continue
                 stats.memory_sums[name] = stats.memory_sums.get(name, 0.0) + float(value)
                 stats.memory_counts[name] = stats.memory_counts.get(name, 0) + 1
         correct = (arr["actions"] == arr["targets"]) & arr["scored"]
