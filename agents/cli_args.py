@@ -1,10 +1,14 @@
 """Command-line helpers: argparse types for the benchmark scripts (benchmarks/*.py: a bad number is argparse's
-usage line at once, not a traceback or a table of zeros later) and the SIGTERM handler of the entry points."""
+usage line at once, not a traceback or a table of zeros later), the checks of `key=value` overrides before Hydra
+composes them, and the SIGTERM handler of the entry points."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
+
+from omegaconf import DictConfig, OmegaConf
 
 
 def positive_int(text: str) -> int:
@@ -27,6 +31,90 @@ def _number(text: str, kind, ok, what: str):
     if not ok(value):
         raise argparse.ArgumentTypeError(f"{text!r}: must be {what}")
     return value
+
+
+def check_overrides(overrides: list[str], groups: dict[str, list[str]]) -> None:
+    """Refuse, in one ConfigError line that names the override and the fix, what Hydra's compose would take without
+    meaning it (a deleted key falls back to the schema's default, not the env's or agent's; `hydra.*` is never read;
+    `env.id=` / `agent.name=` keep the other env's or agent's settings) or refuse in words that name no fix (syntax,
+    sweeps). `groups`: the config files of `env` and `agent`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from agents.config import ConfigError
+
+    parser = OverridesParser.create()
+    for item in overrides:
+        try:
+            (override,) = parser.parse_overrides([item])
+            key = override.key_or_group
+        except HydraException as exc:
+            key = ""
+            why = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(
+                ("Error parsing", "See https", "LexerNoViableAlt", "^"))]
+            why = [ln.split(" expecting {")[0] for ln in why]  # not ANTLR's list of every token
+        else:
+            why = []
+        if not key:
+            raise ConfigError(f"{item!r} is not a key=value override{f' ({why[0]})' if why else ''}; write key=value "
+                              "(e.g. seed=3) and quote a value with spaces, '=', '~' or non-ASCII letters: "
+                              "key='a=b'")
+        if override.is_delete():
+            raise ConfigError(f"{item}: a key cannot be deleted (~key): every key has a value; set it with key=value "
+                              "(`python -m agents.run --help` lists the keys and their defaults)")
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            raise ConfigError(f"{item}: Hydra's own settings (hydra.*) are not used here (no outputs/ folder, no "
+                              "change of working folder); choose where runs go with runs_root= or run_dir=")
+        if override.is_sweep_override():
+            raise ConfigError(f"{item}: one value per key (a comma list, range() or choice() is a sweep: python -m "
+                              "agents.tune sweep.search_space.<key>=grid:[a,b]); write a list as [a,b] or quote a "
+                              "text: key='a,b'")
+        group = key.split(".")[0]
+        if key in ("env.id", "agent.name"):
+            raise ConfigError(f"{item}: choose the {group} with {group}=<name> ({', '.join(groups[group])}): its "
+                              f"config file sets the {group}'s other settings with it")
+        if key in groups and override.package is None and override.value() not in groups[key]:
+            raise ConfigError(f"unknown {key} {override.value()!r}; choose one of: {', '.join(groups[key])}")
+
+
+# the allocator's own words for a failed allocation: torch's CPU allocator raises a plain RuntimeError ("...
+# DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"), FAISS a RuntimeError with bad_alloc
+_ALLOCATION_FAILED = ("can't allocate memory", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+# sizes whose byte count overflows before anything is asked for (torch: RuntimeError; numpy: ValueError)
+_SIZE_OVERFLOWED = ("Storage size calculation overflowed", "array is too big", "Maximum allowed dimension exceeded")
+
+
+def allocation_failure(exc: BaseException) -> bool:
+    """A failed memory allocation: MemoryError (numpy's too), torch's OutOfMemoryError (CUDA), or a RuntimeError /
+    ValueError in the allocator's words. Any other RuntimeError or ValueError is a bug and keeps its traceback."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, (RuntimeError, ValueError)) and any(
+        words in str(exc) for words in _ALLOCATION_FAILED + _SIZE_OVERFLOWED)
+
+
+def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix: str = "lower them") -> str:
+    """One line for an allocation failure of `what`: how much was asked (when the error says), the config's sizes
+    with their values (the keys to lower) and `fix`."""
+    text = str(exc)
+    in_bytes = re.search(r"allocate (\d+) bytes", text)  # torch's words; numpy's: "Unable to allocate 2.18 PiB"
+    in_units = re.search(r"allocate ([\d.]+ ?[KMGTPE]?i?B)\b", text)
+    size = _bytes(int(in_bytes[1])) if in_bytes else in_units[1].replace(". ", " ") if in_units else None
+    keys = ["train.lanes", "model.dim", "model.layers", "model.window", "model.mlp_ratio"]
+    if cfg.agent.name == "memnet":  # the memory's sizes exist only in MemNet (a store only with memory.store)
+        keys += ["memory.slots"] + (["memory.store_capacity", "memory.cache_hot", "memory.cache_warm",
+                                     "memory.cache_cold"] if cfg.memory.store else [])
+    sizes = ", ".join(f"{k}={OmegaConf.select(cfg, k)}" for k in keys)
+    why = (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
+           if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
+    return f"{what} does not fit in memory ({why}) with the sizes {sizes}; {fix}"
+
+
+def _bytes(n: int) -> str:
+    """A size in the unit that reads best (37.3 GiB, 364 TiB)."""
+    exp, unit = next((e, u) for e, u in ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "B"))
+                     if n >= 2**e or e == 0)
+    return f"{n / 2**exp:.3g} {unit}"
 
 
 def interrupt(signum, frame):

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
+from agents.cli_args import allocation_failure, check_overrides, does_not_fit  # noqa: F401  (run, evaluate)
 from memory.config import MemoryConfig
 
 AGENTS = ("memnet", "transformer", "lstm", "gru")
 TRAIN_MODES = ("supervised", "reinforce")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_THREADS = 1024  # torch.set_num_threads takes any int, then starting 10^5 threads fails mid-run
 
 
 class ConfigError(ValueError):
@@ -98,6 +99,7 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    check_overrides(overrides, {group: group_options(group) for group in ("env", "agent")})
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="agents.conf", version_base="1.3"):
@@ -108,13 +110,11 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
 
 
 def _explain_hydra_error(exc: Exception) -> str:
+    """Hydra's first line, with the fix (syntax, unknown env and agent names: `check_overrides`, before Hydra)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "Could not find 'env/" in text or "Could not find 'agent/" in text:
-        group = "env" if "'env/" in text else "agent"
-        name = text.split(f"'{group}/", 1)[1].split("'", 1)[0]
-        return f"unknown {group} {name!r}; choose one of: {', '.join(group_options(group))}"
-    if text.startswith("Error parsing override"):
-        return f"{text}: overrides are key=value (e.g. seed=3, memory.slots=64, env=NeedleRecall-v0)"
+    if text.startswith("Could not append to config"):  # +key=value for a key that is there
+        key = text.split("'")[1]
+        return f"+{key}= adds a key, and {key} is there already; set it with {key}=<value>"
     if "Could not override" in text or "Key '" in text:
         key = text.split("'")[1] if "'" in text else text
         return f"unknown config key {key!r}; run `python -m agents.run --help` to list the keys"
@@ -127,8 +127,14 @@ def validate(cfg: DictConfig) -> DictConfig:
         schema = OmegaConf.structured(RunSchema)
         merged = OmegaConf.merge(schema, cfg)
         OmegaConf.resolve(merged)
+    except InterpolationResolutionError as exc:  # names no key: find the one that does not resolve
+        raise ConfigError(_unresolvable(OmegaConf.merge(OmegaConf.structured(RunSchema), cfg), exc)) from None
     except OmegaConfBaseException as exc:
         raise ConfigError(_one_line(exc)) from None
+    literal = _literal_interpolation(merged)  # read back from config.yaml or a checkpoint, it would resolve again
+    if literal:
+        raise ConfigError(f"{literal[0]}={literal[1]!r}: a value may not hold a literal '${{' (config.yaml and the "
+                          "checkpoint would read it back as an interpolation); choose another")
     m, t = merged.model, merged.train
 
     def need(ok: bool, msg: str) -> None:
@@ -141,6 +147,9 @@ def validate(cfg: DictConfig) -> DictConfig:
                  "number")
     need(0 <= merged.seed < 2**32, f"seed={merged.seed}: must be in [0, 2^32) (numpy and Gymnasium take non-negative "
          "seeds; torch's end at 2^64)")
+    vector = sorted({"num_envs", "vectorization_mode", "vector_kwargs", "wrappers"} & set(map(str, merged.env.kwargs)))
+    need(not vector, f"env.kwargs.{(vector or [''])[0]}: the env's lanes are train.lanes, and the trainer makes the "
+         "vector env itself; drop it")  # was make_vec()'s "got multiple values for keyword argument"
     need(merged.runs_root.strip() != "", "runs_root= is empty: name the folder for run folders (default runs)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
     need(merged.device in DEVICES, f"device={merged.device!r}: choose one of {DEVICES}")
@@ -162,7 +171,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     need(t.grad_clip >= 0 and t.weight_decay >= 0 and t.entropy_coef >= 0, "train.grad_clip, train.weight_decay, "
          "train.entropy_coef must be >= 0")
     need(0.0 <= t.baseline_decay < 1.0, f"train.baseline_decay={t.baseline_decay}: must be in [0, 1)")
-    need(t.threads >= 0, f"train.threads={t.threads}: must be >= 0")
+    need(0 <= t.threads <= MAX_THREADS, f"train.threads={t.threads}: must be in [0, {MAX_THREADS}] (0: torch's "
+         "default)")
+    need(mem.store_threads <= MAX_THREADS, f"memory.store_threads={mem.store_threads}: must be <= {MAX_THREADS}")
     if merged.agent.name == "memnet" and mem.store:  # a chunk call adds its memories to the store in one go
         per_call = t.chunk * (t.lanes if mem.store_scope == "shared" else 1)
         need(mem.store_capacity >= per_call, f"memory.store_capacity={mem.store_capacity}: a chunk call writes up "
@@ -172,44 +183,33 @@ def validate(cfg: DictConfig) -> DictConfig:
     return merged
 
 
-# the allocator's own words for a failed allocation: torch's CPU allocator raises a plain RuntimeError ("...
-# DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"), FAISS a RuntimeError with bad_alloc
-_ALLOCATION_FAILED = ("can't allocate memory", "Cannot allocate memory", "std::bad_alloc", "out of memory")
-# sizes whose byte count overflows before anything is asked for (torch: RuntimeError; numpy: ValueError)
-_SIZE_OVERFLOWED = ("Storage size calculation overflowed", "array is too big", "Maximum allowed dimension exceeded")
+def _unresolvable(cfg: DictConfig, exc: Exception, prefix: str = "") -> str:
+    """The one line for an interpolation (`seed=${nope}`) that does not resolve: the first key that fails, its text,
+    OmegaConf's reason."""
+    for key in cfg:
+        if OmegaConf.is_interpolation(cfg, key):
+            try:
+                cfg[key]
+            except OmegaConfBaseException as why:
+                raw = cfg._get_node(key)._value()
+                return f"{prefix}{key}={raw}: {str(why).splitlines()[0]}"
+        elif isinstance(cfg._get_node(key), DictConfig):
+            found = _unresolvable(cfg[key], exc, f"{prefix}{key}.")
+            if found:
+                return found
+    return str(exc).splitlines()[0] if prefix == "" else ""
 
 
-def allocation_failure(exc: BaseException) -> bool:
-    """A failed memory allocation: MemoryError (numpy's too), torch's OutOfMemoryError (CUDA), or a RuntimeError /
-    ValueError in the allocator's words. Any other RuntimeError or ValueError is a bug and keeps its traceback."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(exc, (RuntimeError, ValueError)) and any(
-        words in str(exc) for words in _ALLOCATION_FAILED + _SIZE_OVERFLOWED)
-
-
-def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix: str = "lower them") -> str:
-    """One line for an allocation failure of `what`: how much was asked (when the error says), the config's sizes
-    with their values (the keys to lower) and `fix`."""
-    text = str(exc)
-    in_bytes = re.search(r"allocate (\d+) bytes", text)  # torch's words; numpy's: "Unable to allocate 2.18 PiB"
-    in_units = re.search(r"allocate ([\d.]+ ?[KMGTPE]?i?B)\b", text)
-    size = _bytes(int(in_bytes[1])) if in_bytes else in_units[1].replace(". ", " ") if in_units else None
-    keys = ["train.lanes", "model.dim", "model.layers", "model.window", "model.mlp_ratio"]
-    if cfg.agent.name == "memnet":  # the memory's sizes exist only in MemNet (a store only with memory.store)
-        keys += ["memory.slots"] + (["memory.store_capacity", "memory.cache_hot", "memory.cache_warm",
-                                     "memory.cache_cold"] if cfg.memory.store else [])
-    sizes = ", ".join(f"{k}={OmegaConf.select(cfg, k)}" for k in keys)
-    why = (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
-           if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
-    return f"{what} does not fit in memory ({why}) with the sizes {sizes}; {fix}"
-
-
-def _bytes(n: int) -> str:
-    """A size in the unit that reads best (37.3 GiB, 364 TiB)."""
-    exp, unit = next((e, u) for e, u in ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "B"))
-                     if n >= 2**e or e == 0)
-    return f"{n / 2**exp:.3g} {unit}"
+def _literal_interpolation(cfg: DictConfig, prefix: str = "") -> tuple[str, str] | None:
+    """The first (key, text) whose resolved text still holds '${' (an escaped `\\${...}`)."""
+    for key, value in cfg.items_ex(resolve=False):
+        if isinstance(value, DictConfig):
+            found = _literal_interpolation(value, f"{prefix}{key}.")
+            if found:
+                return found
+        elif isinstance(value, str) and "${" in value:
+            return f"{prefix}{key}", value
+    return None
 
 
 def absolute_path(value):
@@ -309,6 +309,8 @@ def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
     groups += [f"agent={agent}"] if agent in group_options("agent") else []
     base = compose(groups)
     kwargs = OmegaConf.select(loaded, "env.kwargs")
+    if kwargs is not None:  # replaced whole below: merged into the shipped ones, an option they lack was refused
+        loaded.env.pop("kwargs")
     try:
         merged = OmegaConf.merge(base, loaded)
     except OmegaConfBaseException as exc:

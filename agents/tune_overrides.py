@@ -63,7 +63,7 @@ def pin_swept_keys(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
     return pinned
 
 
-_BARE = re.compile(r"^[A-Za-z_][\w\-./]*$")
+_BARE = re.compile(r"^[A-Za-z_][\w\-./]*$", re.ASCII)  # Hydra reads no other letters unquoted (é, ², ...)
 
 
 def override_value(value) -> str:
@@ -78,7 +78,9 @@ def override_value(value) -> str:
     text = str(value)
     if _BARE.match(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # Hydra's quoted strings unescape backslashes only before a quote and at the end: double exactly those
+    text = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", text)
+    return "'" + re.sub(r"(\\+)$", lambda m: m[1] * 2, text) + "'"
 
 
 def trial_overrides(run_overrides: list[str], params: dict) -> list[str]:

@@ -17,13 +17,14 @@ A sweep file `agents/conf/sweep/<name>.yaml` holds:
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from agents.config import ConfigError, group_options, override_value, validate
+from agents.config import MAX_THREADS, ConfigError, group_options, override_value, validate
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
@@ -71,6 +72,9 @@ def parse_command_line(argv: list[str]) -> CommandLine:
             raise ConfigError(f"argument {arg!r} is not key=value; usage: python -m agents.tune env=<id> "
                               "[sweep=<name>] [num_samples=N] [key=value ...] | resume=<sweep dir>")
         key, value = arg.split("=", 1)
+        given = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == key]
+        if key in ("sweep", "num_samples", "resume") and len(given) > 1:  # the last one won, silently
+            raise ConfigError(f"{key}= is given {len(given)} times ({', '.join(map(repr, given))}); give it once")
         if key == "sweep":
             cli.sweep = value
         elif key == "num_samples":
@@ -91,7 +95,7 @@ def parse_command_line(argv: list[str]) -> CommandLine:
 def _positive_int(name: str, value) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: YAML's .inf
         raise ConfigError(f"{name}={value!r}: must be an integer >= 1") from None
     if number < 1 or isinstance(value, bool) or (isinstance(value, float) and value != number):
         raise ConfigError(f"{name}={value!r}: must be an integer >= 1")
@@ -116,6 +120,10 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
         key, value = arg.split("=", 1)
         if key.startswith(SPACE_PREFIX):
             param = key[len(SPACE_PREFIX):]
+            raw["search_space"] = {} if raw["search_space"] is None else raw["search_space"]  # null: emptied
+            if not isinstance(raw["search_space"], dict):
+                raise ConfigError(f"{arg}: the search space is {raw['search_space']!r}, not a mapping of keys; set "
+                                  "its keys one by one (sweep.search_space.<key>=<kind>:[...])")
             if value.strip().lower() in ("none", "null"):
                 if param not in (raw["search_space"] or {}):  # a misspelt key would leave the real one swept
                     raise ConfigError(f"{arg}: {param!r} is not in the search space of sweep {name!r}; its keys: "
@@ -166,7 +174,7 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
     if unknown:
         raise ConfigError(f"sweep {name!r}: unknown field {unknown[0]!r}; fields: {', '.join(sorted(known))}")
     given = {k: copy.deepcopy(v) for k, v in raw.items() if v is not None or k == "metric"}  # null: default
-    plan = SweepPlan(name=name, **given)
+    plan = SweepPlan(name=name, **{"search_space": {}, **given})
     if not isinstance(plan.search_space, dict) or not plan.search_space:
         raise ConfigError(f"sweep {name!r} has an empty search space; add sweep.search_space.<key>=grid:[...]"
                           " or entries under search_space: in its file")
@@ -187,9 +195,11 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
     if not _number(plan.resources["cpus"]) or plan.resources["cpus"] <= 0:
         raise ConfigError(f"sweep.resources.cpus={plan.resources['cpus']!r}: must be a number > 0 (CPUs per trial)")
     plan.resources["threads"] = _positive_int("sweep.resources.threads", plan.resources["threads"])
-    if not isinstance(plan.max_concurrent, int) or plan.max_concurrent < 0:
+    if plan.resources["threads"] > MAX_THREADS:  # every trial's train.threads, refused in the trial
+        raise ConfigError(f"sweep.resources.threads={plan.resources['threads']}: must be <= {MAX_THREADS}")
+    if not _number(plan.max_concurrent, int) or plan.max_concurrent < 0:
         raise ConfigError(f"sweep.max_concurrent={plan.max_concurrent!r}: must be an integer >= 0 (0: no limit)")
-    if not isinstance(plan.max_failures, int) or plan.max_failures < -1:
+    if not _number(plan.max_failures, int) or plan.max_failures < -1:
         raise ConfigError(f"sweep.max_failures={plan.max_failures!r}: must be an integer >= -1 "
                           "(-1: retry forever)")
     if not isinstance(plan.overrides, list) or not all(isinstance(o, str) and "=" in o
@@ -232,8 +242,9 @@ def _group(name: str, group: str, given) -> dict:
     return defaults | given
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)  # YAML's true is an int to Python
+def _number(value, kind=(int, float)) -> bool:
+    """A finite number of `kind`: YAML's true is an int to Python, and its .nan and .inf are floats."""
+    return isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_space_entry(key: str, spec) -> dict[str, list]:
@@ -250,10 +261,15 @@ def check_space_entry(key: str, spec) -> dict[str, list]:
         return {kind: [plain(v) for v in args]}
     if len(args) != 2:
         raise ConfigError(f"{where}.{kind}={args!r}: must be [low, high]")
+    ints = kind in ("randint", "lograndint")
     try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-        low, high = (float(a) if kind in ("uniform", "loguniform") else int(a) for a in args)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}.{kind}={args!r}: low and high must be numbers") from None
+        low, high = (float(a) if isinstance(a, str) and not ints else a for a in args)
+    except ValueError:
+        low = high = None
+    if not all(_number(v, int if ints else (int, float)) for v in (low, high)):  # randint:[1.5, 4] drew from 1
+        raise ConfigError(f"{where}.{kind}={args!r}: low and high must be finite "
+                          f"{'integers' if ints else 'numbers'}")
+    low, high = (v if ints else float(v) for v in (low, high))
     if not low < high:
         raise ConfigError(f"{where}.{kind}=[{low}, {high}]: low must be < high")
     if kind in ("loguniform", "lograndint") and low <= 0:
@@ -285,6 +301,12 @@ def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
     from agents.benchmark_report import env_source
 
     for key, spec in plan.search_space.items():
+        if key in ("env.id", "agent.name"):  # the other env's options and budgets
+            raise ConfigError(f"sweep.search_space.{key}: the env and agent cannot be swept (a trial would keep the "
+                              "other one's settings); run one sweep per env and agent, chosen with env= and agent=")
+        if key in ("run_dir", "resume"):
+            raise ConfigError(f"sweep.search_space.{key}: cannot be swept, each trial writes its own folder under "
+                              "the sweep folder; drop it")
         env_option = key.startswith("env.kwargs.")
         missing = OmegaConf.select(base, key, default="<missing>") == "<missing>" and \
             not env_option  # env options are free-form; env_source below checks them

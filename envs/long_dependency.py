@@ -40,9 +40,7 @@ class LongDependencySource(StreamSource):
     def __init__(self, vocab_size: int = 256, distances=DEFAULT_DISTANCES, queries_per_episode: int = 16,
                  episode_length: int = 1280, cross_episode_queries: int = 0, cross_episode_gap: int = 1):
         self.vocab_size = V = check_int("vocab_size", vocab_size, 6, MAX_SIZE)
-        self.distances = np.array(check_int_tuple("distances", distances, 1), dtype=np.int64)
-        if self.distances[-1] > MAX_SIZE:
-            raise ValueError(f"distances must be integers in [1, {MAX_SIZE}], got {int(self.distances[-1])}")
+        self.distances = np.array(check_int_tuple("distances", distances, 1, MAX_SIZE), dtype=np.int64)
         self.queries = Q = check_int("queries_per_episode", queries_per_episode, 1, 10_000)
         self.cross = C = check_int("cross_episode_queries", cross_episode_queries, 0, 10_000)
         self.gap = check_int("cross_episode_gap", cross_episode_gap, 1, 1000)

@@ -10,6 +10,8 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 PHASES = ("train", "eval")  # what reset(options={"phase": ...}) accepts; envs may report finer phases in info
 
 
@@ -41,9 +43,10 @@ def check_float(name: str, value: Any, low: float, high: float) -> float:
 
 
 def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
+    """True or False (numpy's bools too); 1, 0 and "yes" are refused."""
+    if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
+    return bool(value)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -52,11 +55,13 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def check_int_tuple(name: str, value: Any, low: int) -> tuple[int, ...]:
-    """A non-empty sequence of integers >= low, returned sorted and without duplicates."""
+def check_int_tuple(name: str, value: Any, low: int, high: int | None = None) -> tuple[int, ...]:
+    """A non-empty sequence (or 1-D numpy array) of integers in [low, high], returned sorted without duplicates."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise ValueError(f"{name} must be a non-empty list of integers >= {low}, got {value!r}")
-    items = [check_int(f"{name}[{i}]", v, low) for i, v in enumerate(value)]
+        raise ValueError(f"{name} must be a non-empty list of integers in {_range(low, high)}, got {value!r}")
+    items = [check_int(f"{name}[{i}]", v, low, high) for i, v in enumerate(value)]
     return tuple(sorted(set(items)))
 
 

@@ -196,3 +196,21 @@ def test_a_large_continual_shift_world_builds_in_bounded_memory():
     assert peak < 512 * 2**20, f"peak {peak / 2**20:.0f} MiB"
     env.reset(seed=0)
     assert env.step(0)[0] in env.observation_space
+
+
+def test_options_at_the_edges_of_their_types():
+    """A distance beyond int64 was an OverflowError (a traceback through agents.run's env.kwargs.distances=[...]),
+    not the ValueError naming the option; numpy's 1-D arrays and bools, what a numpy user passes, were refused."""
+    for bad in ([2**70], [1, 10**6 + 1]):
+        with pytest.raises(ValueError, match=r"distances\[\d\] must be an integer in \[1, 1000000\]"):
+            gym.make("LongDependency-v0", distances=bad)
+    with pytest.raises(ValueError, match="distances must be a non-empty list"):
+        gym.make("LongDependency-v0", distances=np.ones((2, 2), dtype=int))
+    env = gym.make("LongDependency-v0", distances=np.array([4, 1, 2]), episode_length=64, queries_per_episode=4)
+    assert env.unwrapped.max_distance == 4
+    venv = gym.make_vec("ContinualShift-v0", num_envs=1, vectorization_mode="vector_entry_point",
+                        task_visible=np.bool_(True), revisit=np.False_)
+    assert venv._source.task_visible is True and venv._source.revisit is False
+    for bad in (1, 0, "yes", None):
+        with pytest.raises(ValueError, match="task_visible must be True or False"):
+            gym.make("ContinualShift-v0", task_visible=bad)

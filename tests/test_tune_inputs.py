@@ -1,0 +1,82 @@
+"""`python -m agents.tune` arguments and sweep fields, adversarially: each bad one is one ConfigError line before Ray
+starts (YAML's .nan / .inf and true, a repeated argument, a truncated randint bound, a swept env or agent), and a
+refusal never escapes as another exception. No Ray, no training."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.config import ConfigError
+from agents.tune import prepare
+from agents.tune_space import load_sweep, parse_command_line
+
+SMOKE = ["env=ContinualShift-v0", "sweep=smoke"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep=smoke", "sweep=memory"], "sweep= is given 2 times ('smoke', 'memory'); give it once"),  # memory ran
+    (["num_samples=2", "num_samples=3"], "num_samples= is given 2 times"),
+    (["resume=a", "resume=b"], "resume= is given 2 times"),
+])
+def test_a_repeated_argument_is_refused(argv, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_command_line(argv)
+
+
+@pytest.mark.parametrize("edit, message", [
+    # YAML's .nan / .inf are floats: nan passed `<= 0` and every local-CPU check, inf went to Ray
+    ("sweep.resources.cpus=.nan", "sweep.resources.cpus=nan: must be a number > 0"),
+    ("sweep.resources.cpus=.inf", "sweep.resources.cpus=inf: must be a number > 0"),
+    ("sweep.scheduler.reduction_factor=.nan", "sweep.scheduler.reduction_factor=nan: must be a number > 1"),
+    ("sweep.scheduler.reduction_factor=.inf", "sweep.scheduler.reduction_factor=inf: must be a number > 1"),
+    # YAML's true is an int to Python: max_concurrent=True ran one trial at a time
+    ("sweep.max_concurrent=true", "sweep.max_concurrent=True: must be an integer >= 0"),
+    ("sweep.max_failures=true", "sweep.max_failures=True: must be an integer >= -1"),
+    ("sweep.search_space=null", "sweep 'smoke' has an empty search space"),  # was a TypeError traceback
+    # randint:[1.5, 4] drew from [1, 4); true was 1
+    ("sweep.search_space.memory.slots=randint:[1.5,4]", "randint=[1.5, 4]: low and high must be finite integers"),
+    ("sweep.search_space.memory.slots=randint:[true,4]", "randint=[True, 4]: low and high must be finite integers"),
+    ("sweep.search_space.train.lr=uniform:[true,4]", "uniform=[True, 4]: low and high must be finite numbers"),
+    ("sweep.search_space.train.lr=loguniform:[1e-4,.inf]", "low and high must be finite numbers"),
+])
+def test_bad_sweep_fields_are_one_line(edit, message):
+    with pytest.raises(ConfigError) as caught:
+        load_sweep("smoke", [edit])
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    # each trial kept ContinualShift's options under the Gradual id (abrupt, no revisit), or MemNet's lr and memory
+    # settings under agent.name=transformer
+    (["sweep.search_space.env.id=grid:[ContinualShift-Gradual-v0]"], "sweep.search_space.env.id: the env and agent "
+     "cannot be swept"),
+    (["sweep.search_space.agent.name=grid:[memnet,transformer]"], "sweep.search_space.agent.name: the env and agent"),
+    (["sweep.search_space.run_dir=grid:[a]"], "sweep.search_space.run_dir: cannot be swept"),
+    (["sweep.search_space.resume=grid:[a]"], "sweep.search_space.resume: cannot be swept"),
+    (["env.id=ContinualShift-Gradual-v0"], "env.id=ContinualShift-Gradual-v0: choose the env with env=<name>"),
+    (["hydra.run.dir=x"], "hydra.run.dir=x: Hydra's own settings (hydra.*) are not used here"),
+    (["seed=1,2"], "seed=1,2: one value per key (a comma list, range() or choice() is a sweep: python -m agents.tune "
+     "sweep.search_space.<key>=grid:[a,b])"),
+])
+def test_bad_trial_settings_are_one_line_before_ray(argv, message):
+    with pytest.raises(ConfigError) as caught:
+        prepare(SMOKE + argv)
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+FIELDS = ["sweep.resources.cpus", "sweep.resources.threads", "sweep.scheduler.reduction_factor",
+          "sweep.scheduler.grace_period", "sweep.scheduler.max_t", "sweep.scheduler.type", "sweep.max_concurrent",
+          "sweep.max_failures", "sweep.mode", "sweep.num_samples", "sweep.overrides", "sweep.search_space",
+          "sweep.scheduler", "sweep.search_space.memory.slots", "sweep.search_space.train.lr"]
+SPELLINGS = ["null", "~", ".nan", ".inf", "-.inf", "true", "yes", "0", "-1", "1.5", "1e3", "0x10", "[]", "[1]", "{}",
+             "{a: 1}", "''", "grid:[]", "grid:[1,2]", "grid:1,2", "randint:[4,1]", "uniform:[0,1]", "loguniform:[0,1]",
+             "choice:[a]", "none", "[seed=1]", "é", "'", "[", "{"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(FIELDS), st.sampled_from(SPELLINGS) | st.text(max_size=5)), max_size=3))
+def test_any_sweep_edit_is_accepted_or_one_config_error_line(edits):
+    try:
+        load_sweep("smoke", [f"{field}={value}" for field, value in edits])
+    except ConfigError as exc:
+        assert str(exc).strip() and "\n" not in str(exc), str(exc)
