@@ -21,6 +21,7 @@ from pathlib import Path
 from agents.cl_metrics import bootstrap_ci
 from agents.config import ConfigError
 from agents.report import write_json_atomic, write_text_atomic
+from memory.metrics import byte_unit
 
 OK, FAILED, PROBE_FAILED = "ok", "failed", "probe failed"  # a run's status
 MET, MISSED, NOT_RUN, NOT_MEASURED = "met", "MISSED", "not run", "not measured"  # not measured: ran, no such number
@@ -253,8 +254,8 @@ def fmt(stat: dict | None, kind: str = "frac") -> str:
         return "–"
     one, unit, scale = {"frac": "{:.3f}", "int": "{:,.0f}", "s": "{:.0f}"}.get(kind, "{:.1f}"), "", 1.0
     if kind == "bytes":  # one unit for the cell, chosen by the mean (KiB for a recurrent state, MiB for a store)
-        unit, scale = next((u, 2.0**-e) for u, e in ((" GiB", 30), (" MiB", 20), (" KiB", 10), (" B", 0))
-                           if stat["mean"] >= 2**e or e == 0)
+        unit, size = byte_unit(stat["mean"])
+        unit, scale = f" {unit}", 1 / size
     mean, low, high = (one.format(stat[k] * scale) for k in ("mean", "low", "high"))
     return mean + unit if stat["n"] == 1 or low == high else f"{mean} [{low}, {high}]{unit}"
 

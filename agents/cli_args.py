@@ -10,6 +10,8 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
+from memory.metrics import format_bytes
+
 
 def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "an integer >= 1")
@@ -99,7 +101,7 @@ def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix
     text = str(exc)
     in_bytes = re.search(r"allocate (\d+) bytes", text)  # torch's words; numpy's: "Unable to allocate 2.18 PiB"
     in_units = re.search(r"allocate ([\d.]+ ?[KMGTPE]?i?B)\b", text)
-    size = _bytes(int(in_bytes[1])) if in_bytes else in_units[1].replace(". ", " ") if in_units else None
+    size = format_bytes(int(in_bytes[1])) if in_bytes else in_units[1].replace(". ", " ") if in_units else None
     keys = ["train.lanes", "model.dim", "model.layers", "model.window", "model.mlp_ratio"]
     if cfg.agent.name == "memnet":  # the memory's sizes exist only in MemNet (a store only with memory.store)
         keys += ["memory.slots"] + (["memory.store_capacity", "memory.cache_hot", "memory.cache_warm",
@@ -108,13 +110,6 @@ def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix
     why = (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
            if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
     return f"{what} does not fit in memory ({why}) with the sizes {sizes}; {fix}"
-
-
-def _bytes(n: int) -> str:
-    """A size in the unit that reads best (37.3 GiB, 364 TiB)."""
-    exp, unit = next((e, u) for e, u in ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "B"))
-                     if n >= 2**e or e == 0)
-    return f"{n / 2**exp:.3g} {unit}"
 
 
 def interrupt(signum, frame):

@@ -173,7 +173,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     need(0.0 <= t.baseline_decay < 1.0, f"train.baseline_decay={t.baseline_decay}: must be in [0, 1)")
     need(0 <= t.threads <= MAX_THREADS, f"train.threads={t.threads}: must be in [0, {MAX_THREADS}] (0: torch's "
          "default)")
-    need(mem.store_threads <= MAX_THREADS, f"memory.store_threads={mem.store_threads}: must be <= {MAX_THREADS}")
     if merged.agent.name == "memnet" and mem.store:  # a chunk call adds its memories to the store in one go
         per_call = t.chunk * (t.lanes if mem.store_scope == "shared" else 1)
         need(mem.store_capacity >= per_call, f"memory.store_capacity={mem.store_capacity}: a chunk call writes up "

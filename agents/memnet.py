@@ -229,6 +229,10 @@ class MemNet(StorePath, AgentModel):
             self.store.clear(lanes=lanes.nonzero().flatten().cpu().numpy())
         return out
 
+    def allocate_memory(self, batch_size: int) -> None:
+        if self.cfg.memory.store:  # the store and cache (otherwise made at the first forward)
+            self._memory_objects(batch_size)
+
     def no_weight_decay(self) -> set[str]:
         """Also W_k and W_q of the store attention when their context columns are fixed (memory.context_fixed): a
         zero gradient keeps those columns, weight decay would shrink them."""

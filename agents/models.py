@@ -95,6 +95,10 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
     def detach_state(self, state: dict) -> dict:
         return {name: t.detach() for name, t in state.items()}
 
+    def allocate_memory(self, batch_size: int) -> None:
+        """Make the long-term memory objects for `batch_size` lanes now rather than at the first forward, so that a
+        size that does not fit fails before a run has written anything (no memory objects here)."""
+
     def memory_state_dict(self) -> dict:
         return {}
 

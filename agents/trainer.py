@@ -66,6 +66,7 @@ class Trainer:
         self.model_cfg = ModelConfig(vocab_size=int(self.venv.vocab_size), memory=memory_config(cfg),
                                      **{k: cfg.model[k] for k in cfg.model})
         self.model = build_model(cfg.agent.name, self.model_cfg).to(self.device)
+        self.model.allocate_memory(t.lanes)  # now: a store or cache too big fails before the run folder is made
         # fused: one kernel over all parameters instead of ~12 ops per tensor (MemNet's 59 tensors: an update
         # 2.9 -> 0.8 ms on 2 CPU cores; the same AdamW arithmetic)
         self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(t.weight_decay), lr=t.lr, fused=True)

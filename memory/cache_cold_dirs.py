@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from memory.metrics import format_bytes
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; stale folders are then judged by pid alone
@@ -103,21 +105,14 @@ def map_cold_file(path: Path, shape: tuple[int, int, int]) -> np.memmap:
     as entries are written; a disk that fills under a mapping kills the process with SIGBUS, without a word or a
     checkpoint, so a tier that could not be held in full is refused now, in one line."""
     need, folder = int(np.prod(shape, dtype=np.float64)) * 4, Path(path).parent
-    fix = (f"lower memory.cache_cold ({shape[0]:,} entries, {_size(need)}) or set TMPDIR to a folder on a bigger "
-           "disk")
+    fix = (f"lower memory.cache_cold ({shape[0]:,} entries, {format_bytes(need)}) or set TMPDIR to a folder on a "
+           "bigger disk")
     free = shutil.disk_usage(folder).free
     if need > free:
-        raise ColdTierError(f"the cache's cold tier needs {_size(need)} on disk in {folder}, which has {_size(free)} "
-                            f"free; {fix}")
+        raise ColdTierError(f"the cache's cold tier needs {format_bytes(need)} on disk in {folder}, which has "
+                            f"{format_bytes(free)} free; {fix}")
     try:
         return np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
     except OSError as exc:  # e.g. EFBIG / EINVAL: a file size this file system does not allow
         raise ColdTierError(f"the cache's cold tier file cannot be made in {folder} ({exc.strerror or exc}); "
                             f"{fix}") from None
-
-
-def _size(n: float) -> str:
-    unit = 0
-    while n >= 1024 and unit < 4:
-        n, unit = n / 1024, unit + 1
-    return f"{n:.1f} {('B', 'KiB', 'MiB', 'GiB', 'TiB')[unit]}"

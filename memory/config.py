@@ -163,7 +163,8 @@ class MemoryConfig:
         need(self.store_top_k >= 1, f"store_top_k={self.store_top_k}: must be >= 1")
         need(self.store_importance_halflife >= 0, f"store_importance_halflife={self.store_importance_halflife}: must "
              "be >= 0 (store writes; 0 = no decay)")
-        need(self.store_threads >= 1, f"store_threads={self.store_threads}: must be >= 1")
+        # FAISS takes any int, and an overflowing one is an OverflowError from inside it
+        need(1 <= self.store_threads <= 1024, f"store_threads={self.store_threads}: must be in [1, 1024]")
         self._validate_ann(need)
         need(self.store_precision in STORE_PRECISIONS,
              f"store_precision={self.store_precision!r}: choose one of {STORE_PRECISIONS}")

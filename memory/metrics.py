@@ -150,6 +150,21 @@ def store_hit_rate(ids) -> float:
     return float((arr >= 0).any(axis=-1).mean())
 
 
+BYTE_UNITS = ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "B"))
+
+
+def byte_unit(n: float) -> tuple[str, float]:
+    """The unit that reads best for n bytes and its size: ("GiB", 2.0**30)."""
+    exp, unit = next((e, u) for e, u in BYTE_UNITS if n >= 2**e or e == 0)
+    return unit, 2.0**exp
+
+
+def format_bytes(n: float) -> str:
+    """A size in the unit that reads best, 3 significant digits: 37.3 GiB, 364 TiB, 512 B."""
+    unit, size = byte_unit(n)
+    return f"{n / size:.3g} {unit}"
+
+
 def memory_bytes(obj) -> int:
     """Bytes held by a tensor, numpy array, an object with an `nbytes` attribute (e.g. FaissStore,
     TieredKVCache), or a (named) tuple / list / dict of those."""

@@ -195,12 +195,14 @@ def test_an_empty_or_repeated_resume_or_config_is_one_line(tmp_path, monkeypatch
 @pytest.mark.parametrize("override, why", [
     # torch's RuntimeError, in the slot bank: 355 PiB, beyond any address space (a smaller ask may succeed lazily)
     ("memory.slots=100000000000000000", "an allocation of 355 PiB failed"),
-    # numpy's ValueError ("array is too big"), in the store made by the first forward, after the run folder
+    # numpy's ValueError ("array is too big"), in the store, which the trainer makes before the run folder (the first
+    # forward made it, after the folder and its config.yaml were written)
     ("memory.store_capacity=1000000000000000000", "sizes beyond what can be allocated"),
 ])
 def test_sizes_that_do_not_fit_in_memory_are_one_line(tmp_path, capsys, override, why):
     """Were a traceback (DefaultCPUAllocator: can't allocate memory; numpy's _ArrayMemoryError), exit code 1."""
     assert run.main(tiny("ContinualShift-v0", "memnet", tmp_path / "run", override)) == 2
+    assert not (tmp_path / "run").exists(), "a run that cannot start left a folder behind"
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: the run does not fit in memory ({why}) with the sizes train.lanes=2, model.dim=32")
     assert override in err and err.endswith("; lower them") and len(err.splitlines()) == 1, err

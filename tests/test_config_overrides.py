@@ -48,7 +48,7 @@ ENVS = "ContinualShift-v0, LongDependency-v0, NeedleRecall-v0"
     # torch took it, then the run failed to start a thread ("can't start new thread", or an overflow)
     ("train.threads=100000", "train.threads=100000: must be in [0, 1024]"),
     ("train.threads=99999999999999999999", "train.threads=99999999999999999999: must be in [0, 1024]"),
-    ("memory.store_threads=99999999999999999999", "memory.store_threads=99999999999999999999: must be <= 1024"),
+    ("memory.store_threads=99999999999999999999", "memory.store_threads=99999999999999999999: must be in [1, 1024]"),
 ])
 def test_bad_overrides_are_one_line_naming_them(override, message):
     with pytest.raises(ConfigError) as caught:
