@@ -129,9 +129,17 @@ def plot_accuracy_matrix(R, path: str | os.PathLike, tasks=None) -> Figure:
     return _save(figure, path)
 
 
+def _key_number(key):
+    """A bucket / delay key as a number: metrics.json (JSON) holds them as strings ("64")."""
+    if isinstance(key, str):
+        number = float(key)
+        return int(number) if number.is_integer() else number
+    return key
+
+
 def _plot_accuracy_series(ax: Axes, accuracy_by_key: Mapping[int, float | None], label: str) -> bool:
     """Line through the keys that have an accuracy; None entries (no scored step) are left out."""
-    points = sorted((k, v) for k, v in accuracy_by_key.items() if v is not None)
+    points = sorted((_key_number(k), v) for k, v in accuracy_by_key.items() if v is not None)
     if not points:
         _note(ax, "no scored steps")
         return False
@@ -233,14 +241,14 @@ def plot_slot_survival(lifetimes, path: str | os.PathLike, observed=None, unit: 
 def plot_metric_vs_param(rows: Sequence[Mapping], param: str, metric: str, path: str | os.PathLike) -> Figure:
     """A metric against a swept parameter: each run as a dot, the mean with a 90% bootstrap interval.
 
-    rows: one dict per run (trial x seed) holding `param` and `metric`; runs where the metric is None
+    rows: one dict per run (trial x seed) holding `param` and `metric`; runs where the metric is None or NaN
     (not applicable) are left out. Numeric parameters get a numeric axis (log when spanning >= 10x)."""
     for number, row in enumerate(rows):
         if param not in row:
             raise ValueError(f"rows[{number}] has no key {param!r}; keys present: {sorted(row)}")
     groups: dict = {}
     for row in rows:
-        if row.get(metric) is not None:
+        if row.get(metric) is not None and not np.isnan(float(row[metric])):  # NaN: what Tune reports for None
             groups.setdefault(row[param], []).append(float(row[metric]))
     figure, ax = _new_figure()
     if not groups:

@@ -139,6 +139,7 @@ def summary_table(metrics: dict) -> str:
         else:
             lines.append("  accuracy matrix (row k: after training block k (its task in brackets); column j: task j)")
         for k, row in enumerate(R):
-            cells = " ".join("  -  " if math.isnan(x) else f"{x:.2f}" for x in row)
+            # "-": not evaluated yet; as wide as a number ("0.96"), so the columns stay in line
+            cells = " ".join("  - " if math.isnan(x) else f"{x:.2f}" for x in row)
             lines.append("    " + cells if sequential else f"    {k:>2} [{int(tasks[k])}]  {cells}")
     return "\n".join(lines)

@@ -119,11 +119,14 @@ class TBLogger:
         self.log_dir = os.fspath(log_dir)
         self.num_tasks = int(num_tasks)
         resume_step = None if resume_step is None else _check_step(resume_step)
+        self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
         if resume_step is not None:
             _wait_to_sort_last(self.log_dir)
+            # the points the resumed run keeps: hparams() must know them, or a run resumed from its last checkpoint
+            # (killed while drawing its plots, or already finished) logged its final cl/* points a second time
+            self._last = _latest_points(self.log_dir, resume_step)
         self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=None if resume_step is None else resume_step + 1)
         self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
-        self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
         self._max_step = resume_step or 0
         self._pending_hparams = dict(hparams) if hparams is not None else None
         self._closed = False
@@ -173,7 +176,8 @@ class TBLogger:
         experiment, start, end = _hparams_summaries(flat, final)
         for summary in (experiment, start, end):
             self._writer.file_writer.add_summary(summary, self._max_step)
-        fresh = {k: v for k, v in final.items() if k not in self._last or self._last[k][1] != v}
+        # compared as stored (float32): the latest points of a resumed run are read back from its event file
+        fresh = {k: v for k, v in final.items() if k not in self._last or np.float32(self._last[k][1]) != np.float32(v)}
         self.scalars(fresh, self._max_step)
 
     def flush(self) -> None:
@@ -208,6 +212,21 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]
         tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
         for tag in accumulator.Tags()["scalars"]
     }
+
+
+def _latest_points(log_dir: str, last_step: int) -> dict[str, tuple[int, float]]:
+    """{tag: (step, value)} of each scalar's latest point at or before `last_step` in `log_dir` (the points a
+    resumed run keeps); {} without an event file."""
+    try:
+        series = read_scalars(log_dir)
+    except FileNotFoundError:
+        return {}
+    latest = {}
+    for tag, points in series.items():
+        kept = [(step, value) for step, value in points if step <= last_step]
+        if kept:
+            latest[tag] = kept[-1]
+    return latest
 
 
 def read_images(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, int, int]]]:

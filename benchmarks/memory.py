@@ -242,6 +242,10 @@ def main() -> None:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--only", choices=("exact", "ivf", "cache", "precision", "coded"), help="run one section")
     args = p.parse_args()
+    if args.entries < 8:  # each search asks for the top 8
+        p.error(f"--entries: must be at least 8 (searches return the top 8); got {args.entries}")
+    if args.cache_entries < 100:  # each get_batch reads 100 distinct ids of one tier
+        p.error(f"--cache-entries: must be at least 100 (get_batch reads 100 ids); got {args.cache_entries}")
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.faiss_threads)
     rng = np.random.default_rng(args.seed)

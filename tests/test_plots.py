@@ -196,3 +196,25 @@ def test_figure_to_array_and_overwrite(tmp_path):
     image = figure_to_array(figure)
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert image.shape[:2] == _assert_png(path).shape[:2]
+
+
+def test_series_read_back_from_metrics_json_plot_on_a_numeric_axis(tmp_path):
+    """metrics.json stores {bucket: accuracy} and {delay: accuracy} with string keys ("10"): they were drawn as
+    categories in file order ("10" left of "2") on the delay plot, and matplotlib warned."""
+    figure = plot_recall_vs_delay({"10": 0.5, "2": 0.9, "5": None}, tmp_path / "r.png")
+    line, = figure.axes[0].get_lines()
+    assert list(line.get_xdata()) == [2, 10] and list(line.get_ydata()) == [0.9, 0.5]
+    figure = plot_accuracy_vs_distance({"1024": 0.1, "64": 0.6}, tmp_path / "d.png", window=64)
+    assert list(figure.axes[0].get_lines()[0].get_xdata()) == [64, 1024]
+
+
+def test_metric_vs_param_leaves_out_nan_as_it_does_none(tmp_path):
+    """Ray Tune reports a metric that does not apply yet as NaN; such a run failed the whole plot (bootstrap_ci
+    refuses NaN) instead of being left out like None."""
+    rows = [{"memory.slots": 8, "cl/BWT": float("nan")}, {"memory.slots": 8, "cl/BWT": -0.2},
+            {"memory.slots": 64, "cl/BWT": np.float32("nan")}]
+    figure = plot_metric_vs_param(rows, "memory.slots", "cl/BWT", tmp_path / "nan.png")
+    _assert_png(tmp_path / "nan.png")
+    assert figure.axes[0].containers[0].lines[0].get_ydata() == pytest.approx([-0.2])
+    figure = plot_metric_vs_param(rows[:1], "memory.slots", "cl/BWT", tmp_path / "nan0.png")
+    assert "no run reports 'cl/BWT'" in _texts(figure)

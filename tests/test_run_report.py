@@ -1,0 +1,57 @@
+"""What `python -m agents.run` prints and logs at its end: the summary table and the final TensorBoard points."""
+
+import math
+
+import pytest
+
+from agents import run
+from agents.report import summary_table
+from agents.tb_logger import read_scalars
+from tests.test_run import tiny
+
+NAN = math.nan
+
+
+def metrics(R, tasks=None):
+    return {"env": "ContinualShift-v0", "agent": "memnet", "seed": 0, "ACC": 0.5, "BWT": None, "FWT": None,
+            "forgetting": None, "accuracy": 0.2, "tokens_per_s": 10.0, "params": 1, "memory_bytes": 2,
+            "accuracy_by_distance": None, "recall_by_delay": None, "accuracy_matrix": R,
+            "accuracy_matrix_tasks": tasks}
+
+
+@pytest.mark.parametrize("tasks", [None, [0, 1, 0]], ids=["sequential", "revisit"])
+def test_the_accuracy_matrix_columns_line_up_with_cells_not_evaluated(tasks):
+    """A run stopped before its last block (train.episodes=2) has rows not evaluated: their '-' cells were five
+    characters wide against four for a number, so the printed matrix went out of line."""
+    R = [[1.0, 0.0], [NAN, NAN], [0.25, NAN]] if tasks else [[1.0, 0.0], [NAN, NAN]]
+    lines = summary_table(metrics(R, tasks)).splitlines()
+    rows = lines[lines.index(next(line for line in lines if "accuracy matrix" in line)) + 1:]
+    assert len(rows) == len(R)
+    assert len({len(row) for row in rows}) == 1, rows
+    assert rows[0].endswith("1.00 0.00")
+
+
+RUN = ["env.kwargs.num_tasks=2", "env.kwargs.trials_per_episode=5", "train.checkpoint_every=1"]  # accuracies k / 10
+
+
+@pytest.mark.parametrize("stop", ["killed", "finished"])
+def test_resuming_after_the_last_checkpoint_logs_no_point_twice(tmp_path, monkeypatch, stop):
+    """A run killed after its last checkpoint (while it drew its plots), or resumed when already finished, wrote
+    its final cl/* and eval/accuracy points again at the last step: TensorBoard showed them twice."""
+    straight, other = tmp_path / "straight", tmp_path / "other"
+    assert run.main(tiny("ContinualShift-v0", "memnet", straight, *RUN)) == 0
+    if stop == "killed":
+        def killed(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(run, "write_report", killed)
+        assert run.main(tiny("ContinualShift-v0", "memnet", other, *RUN)) == 130
+        monkeypatch.undo()
+    else:
+        assert run.main(tiny("ContinualShift-v0", "memnet", other, *RUN)) == 0
+    assert run.main([f"resume={other}"]) == 0
+    a, b = read_scalars(straight), read_scalars(other)
+    curves = sorted(tag for tag in a if not tag.startswith("perf/"))
+    assert curves == sorted(tag for tag in b if not tag.startswith("perf/"))
+    for tag in curves:
+        assert a[tag] == b[tag], tag
