@@ -10,12 +10,15 @@ valid (`EVAL_MEMORY_KEYS`: e.g. `memory.reset=episode`, no memory across episode
 the search's breadth) evaluates the trained memory used another way. A comma list
 (`env.kwargs.facts_per_episode=1,2,4`) gives one evaluation per value (several lists: every combination),
 written as `{"evaluations": [...]}`. `out=<file>` names the output (relative paths: inside the run folder; never a
-file the run wrote: its checkpoint, checkpoints/, metrics.json, config.yaml, TensorBoard events, plots/).
+file the run wrote: its checkpoint, checkpoints/, metrics.json, config.yaml, TensorBoard events, plots/; an existing
+file only if it is an earlier evaluation's JSON). Values are plain: no `${...}` interpolation.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import os
 import signal
 import sys
@@ -28,12 +31,14 @@ from agents.checkpoint import MEMORY_RUNTIME_KEYS, CheckpointError, checkpoint_f
 from agents.cli_args import interrupt
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.report import write_json_atomic
+from memory.cache_cold_dirs import ColdTierError
 from memory.config import MemoryConfig
 
 USAGE = ("usage: python -m agents.evaluate checkpoint=<run folder or checkpoints/last.pt> [device=cpu|cuda|auto] "
          "[env.kwargs.<option>=<value or comma list> ...] [memory.<key>=<value or comma list> ...] "
          "[out=<file, default eval.json>]")
 ENV_PREFIX, MEMORY_PREFIX = "env.kwargs.", "memory."
+MAX_EVALUATIONS = 10_000  # of one sweep: each one replays the env and evaluates every task
 # memory keys an evaluation may set: those a checkpoint loads under (MEMORY_RUNTIME_KEYS) that act without learning
 EVAL_MEMORY_KEYS = tuple(sorted(MEMORY_RUNTIME_KEYS - {"util_weight", "pressure_weight", "sparsity_weight"}))
 
@@ -49,16 +54,22 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     for name, value in (("env_kwargs", env_kwargs), ("memory", memory)):
         if value is not None and not isinstance(value, Mapping):  # a dict, or an OmegaConf DictConfig
             raise ConfigError(f"evaluate: {name} is a {type(value).__name__}; pass a dict of option -> value")
+    if not isinstance(checkpoint, (str, Path)):
+        raise ConfigError(f"evaluate: checkpoint={checkpoint!r}; pass the run folder or its checkpoint file (a path)")
     if out is not None and not isinstance(out, (str, Path)):
         raise ConfigError(f"evaluate: out={out!r}; pass a file name (str), or None to write nothing")
-    for key in memory or {}:
+    for key, value in (memory or {}).items():
         check_memory_key(key)
+        check_plain(f"{MEMORY_PREFIX}{key}", value)
+    for key, value in (env_kwargs or {}).items():
+        check_plain(f"{ENV_PREFIX}{key}", value)
     check_not_empty("checkpoint", checkpoint)
-    checkpoint = Path(checkpoint).resolve()
+    checkpoint = Path(checkpoint).expanduser().resolve()  # ~ as agents.run's paths (was a folder named ~)
     body = load_checkpoint(checkpoint)
     run_dir = run_dir_of(checkpoint)
     if out is not None:
         check_not_empty("out", out)
+        out = Path(out).expanduser()
         check_out_file(run_dir / out, run_dir, checkpoint)
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
@@ -69,26 +80,57 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         if device is not None:  # before validate, which checks it
             cfg.device = device
     cfg = validate(cfg)
+    inert = [k for k in memory or {} if k.startswith("store_") and (cfg.agent.name != "memnet" or not cfg.memory.store)]
+    if inert:  # was accepted, and recorded in the JSON as if it had changed the evaluation
+        raise ConfigError(f"memory.{inert[0]}: this run ({cfg.agent.name}, memory.store={cfg.memory.store}) has no "
+                          "store, so it would change nothing; drop it")
     try:
         trainer = Trainer(cfg, run_dir)
         trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
         accuracy = trainer.evaluate_all()
+    except ColdTierError as exc:  # the run's memory.cache_cold, where the temp folder's disk has less room
+        raise ConfigError(cold_tier_line(exc)) from None
     except (MemoryError, RuntimeError, ValueError) as exc:  # the run's sizes, where less memory is free
         if not allocation_failure(exc):  # any other RuntimeError (or ValueError) is a bug: keep its traceback
             raise
         raise ConfigError(does_not_fit(cfg, exc, "evaluating this checkpoint", "the evaluation needs the run's "
                                        "sizes: run it where more memory is free (device=cpu if a GPU's ran out)")) \
             from None
+    scored = [a for a in accuracy.values() if not math.isnan(a)]  # NaN: a task with no query scored
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,
         "env_kwargs": dict(env_kwargs or {}), "memory": dict(memory or {}),
-        "accuracy_by_task": accuracy, "accuracy": sum(accuracy.values()) / len(accuracy),
+        "accuracy_by_task": accuracy, "accuracy": sum(scored) / len(scored) if scored else None,
         "accuracy_by_distance": {k: v for k, v in trainer.by_distance.result().items() if v is not None} or None,
         "recall_by_delay": {k: v for k, v in trainer.by_delay.result().items() if v is not None} or None,
     }
     if out is not None:
         write_out_file(run_dir / out, result)
     return result
+
+
+def check_plain(key: str, value) -> None:
+    """A value without '${': evaluate's values are not interpolated (resolved against the run's saved config, e.g.
+    env.kwargs.delay=${seed}, they were evaluated with a value the JSON did not record), and agents.run refuses a
+    literal '${' in a value."""
+    if isinstance(value, Mapping):
+        for v in value.values():
+            check_plain(key, v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_plain(key, v)
+    elif isinstance(value, str) and "${" in value:
+        raise ConfigError(f"{key}={value!r}: an evaluation takes plain values, not interpolations ('${{...}}'); "
+                          "write the value itself")
+
+
+def cold_tier_line(exc: ColdTierError) -> str:
+    """ColdTierError's line with the fix an evaluation has: it needs the run's memory.cache_cold (any other value
+    is refused), so only a temp folder on a bigger disk helps."""
+    text = str(exc).splitlines()[0] if str(exc) else "the cache's cold tier file cannot be made"
+    problem, lower, _ = text.partition("; lower memory.cache_cold")
+    return f"{problem}; an evaluation keeps the run's memory.cache_cold: set TMPDIR to a folder on a bigger disk" \
+        if lower else text
 
 
 def check_not_empty(key: str, value) -> None:
@@ -127,11 +169,27 @@ def check_out_file(path: Path, run_dir: Path, checkpoint: Path) -> None:
     if what is not None:
         raise ConfigError(f"out={str(path)!r} is {what}; the evaluation does not write over the run's own "
                           "files: name another file (e.g. out=eval.json)")
+    if (path.exists() or path.is_symlink()) and not earlier_evaluation(path):  # another run's files, /dev/null
+        raise ConfigError(f"out={str(path)!r} exists and is not an earlier evaluation's JSON; the evaluation "
+                          "writes over no other file: name another file (e.g. out=eval.json)")
     existing = next(p for p in path.parents if p.exists())  # missing folders below it are created by the write
     if not existing.is_dir():
         raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is a file, not a folder; name another file")
     if not os.access(existing, os.W_OK):
         raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is not writable; name a file elsewhere")
+
+
+def earlier_evaluation(path: Path) -> bool:
+    """Whether `path` is a regular file holding an evaluation's JSON (one evaluation, or a sweep's), the only
+    existing file out= may write over: os.replace put the JSON in place of any other (a device such as /dev/null)."""
+    path = path.resolve()
+    try:
+        if not path.is_file() or path.stat().st_size > 2**26:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return False
+    return isinstance(data, dict) and ("accuracy_by_task" in data or isinstance(data.get("evaluations"), list))
 
 
 def write_out_file(path: Path, result: dict) -> None:
@@ -162,14 +220,31 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
         try:
             parsed += parser.parse_overrides([item])
         except HydraException as exc:
-            raise ConfigError(f"{item}: {str(exc).splitlines()[0]}; write env.kwargs.<option>=<value> or a comma "
-                              "list (env.kwargs.facts_per_episode=1,2,4)") from None
+            fix = "memory.<key>=<value> or a comma list (memory.reset=never,episode)" if item.startswith(
+                MEMORY_PREFIX) else "env.kwargs.<option>=<value> or a comma list (env.kwargs.facts_per_episode=1,2,4)"
+            why = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(
+                ("Error parsing", "See https", "LexerNoViableAlt", "^"))]  # not ANTLR's class name
+            raise ConfigError(f"{item}: {why[0].split(' expecting {')[0] if why else 'its value cannot be read'}; "
+                              f"write {fix}, and quote a value with spaces or '~': key='a b'") from None
     names = [o.key_or_group for o in parsed]
     check_given_once(names, items)
     for name in names:
         if name.startswith(MEMORY_PREFIX):
             check_memory_key(name[len(MEMORY_PREFIX):])
-    values = [list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()] for o in parsed]
+    values = []
+    for item, override in zip(items, parsed, strict=True):
+        try:
+            values.append(list(itertools.islice(override.sweep_iterator(), MAX_EVALUATIONS + 1))
+                          if override.is_sweep_override() else [override.value()])
+        except HydraException:  # interval() and glob() name no values to evaluate (was Hydra's traceback)
+            raise ConfigError(f"{item}: a sweep here names its values: a comma list, range() or choice() "
+                              f"({names[len(values)]}=1,2,4)") from None
+    if math.prod(map(len, values)) > MAX_EVALUATIONS:  # range(1,10**9) was a MemoryError traceback
+        sizes = " x ".join(f"{len(v):,}{'+' if len(v) > MAX_EVALUATIONS else ''}" for v in values)
+        raise ConfigError(f"{' '.join(items)}: {sizes} evaluations; a sweep runs at most {MAX_EVALUATIONS:,}: give "
+                          "fewer values")
+    for name, options in zip(names, values, strict=True):  # before the first evaluation of a sweep
+        check_plain(name, options)
     grid = []
     for combo in itertools.product(*values):
         env = {n[len(ENV_PREFIX):]: v for n, v in zip(names, combo, strict=True) if n.startswith(ENV_PREFIX)}
@@ -188,6 +263,25 @@ def check_given_once(keys: list[str], items: list[str]) -> None:
             raise ConfigError(f"{key}= is given {keys.count(key)} times ({values}); give it once{sweep}")
 
 
+def check_argument(arg: str) -> None:
+    """One line for an argument evaluate does not take (was "expected checkpoint=<path>" and the usage: two lines)."""
+    key, has_value, _ = arg.partition("=")
+    if key in ("checkpoint", "device", "out") and has_value or key.startswith((ENV_PREFIX, MEMORY_PREFIX)) and \
+            has_value and key not in (ENV_PREFIX, MEMORY_PREFIX):
+        return
+    plain = key.lstrip("+~")
+    if plain != key and (plain in ("checkpoint", "device", "out") or plain.startswith((ENV_PREFIX, MEMORY_PREFIX))):
+        fix = f"set it: {plain}=<value>" if key.startswith("~") else f"drop the {key[:len(key) - len(plain)]!r}: " \
+            f"write {arg.lstrip('+')}"
+        raise ConfigError(f"{arg}: an evaluation neither adds nor deletes keys; {fix}")
+    if not has_value and (key in ("checkpoint", "device", "out") or key.startswith((ENV_PREFIX, MEMORY_PREFIX))):
+        raise ConfigError(f"{arg}: no value; write {key}=<value>")
+    if not has_value and (key.endswith(".pt") or os.sep in key or Path(key).exists()):
+        raise ConfigError(f"{arg!r}: arguments are key=value; write checkpoint={arg}")
+    raise ConfigError(f"{arg!r} is not an argument of agents.evaluate (the run's other settings are its checkpoint's); "
+                      "it takes checkpoint=, device=, out=, env.kwargs.<option>= and memory.<key>= (--help)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
@@ -195,13 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     prefixes = (ENV_PREFIX, MEMORY_PREFIX)
     own = [a for a in argv if "=" in a and not a.startswith(prefixes)]
-    args = dict(a.split("=", 1) for a in own)
+    args = {k: os.path.expanduser(v) if k in ("checkpoint", "out") else v for k, v in (a.split("=", 1) for a in own)}
     grid_items = [a for a in argv if a.startswith(prefixes) and "=" in a]
-    bad = [a for a in argv if "=" not in a] + [k for k in args if k not in ("checkpoint", "device", "out")]
-    if bad or "checkpoint" not in args:
-        print(f"error: expected checkpoint=<path>{f', got {bad[0]!r}' if bad else ''}\n{USAGE}", file=sys.stderr)
-        return 2
     try:
+        for arg in argv:
+            check_argument(arg)
+        if "checkpoint" not in args:
+            raise ConfigError("checkpoint= is missing; name the run to evaluate: checkpoint=<run folder or its "
+                              "checkpoints/last.pt> (--help lists the arguments)")
         check_given_once([a.split("=", 1)[0] for a in own], own)
         check_not_empty("checkpoint", args["checkpoint"])
         check_not_empty("out", args.get("out", "eval.json"))
@@ -228,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result['env']} / {result['agent']} after {result['episodes_trained']} episodes"
               + (f" ({shown})" if shown else ""))
         for task, acc in result["accuracy_by_task"].items():
-            print(f"  task {task}: {acc:.3f}")
-        print(f"  mean: {result['accuracy']:.3f}")
+            print(f"  task {task}: {acc:.3f}" if not math.isnan(acc) else f"  task {task}: n/a (no query scored)")
+        print(f"  mean: {result['accuracy']:.3f}" if result["accuracy"] is not None else "  mean: n/a")
         for k, v in (result["accuracy_by_distance"] or {}).items():
             print(f"  distance <= {k}: {v:.3f}")
         for k, v in (result["recall_by_delay"] or {}).items():

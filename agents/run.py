@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
-import time
-from pathlib import Path
 
-from omegaconf import OmegaConf
 
-from agents.checkpoint import CheckpointError, load_checkpoint, run_dir_of
-from agents.cli_args import interrupt
-from agents.config import (
+def _interrupted_while_starting(signum, frame):
+    print("\ninterrupted while starting; nothing was written", file=sys.stderr)
+    raise SystemExit(130)
+
+
+if __name__ == "__main__":  # Ctrl+C while torch, Hydra and matplotlib import (~1.5 s): one line, as later on
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import threading  # noqa: E402  (after the handler above: these imports are the slow part of starting)
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from agents.checkpoint import CheckpointError, load_checkpoint, run_dir_of  # noqa: E402
+from agents.cli_args import interrupt  # noqa: E402
+from agents.config import (  # noqa: E402
     ConfigError,
     absolute_env_paths,
     allocation_failure,
@@ -30,7 +40,10 @@ from agents.config import (
     to_yaml,
     validate,
 )
-from agents.report import final_metrics, summary_table, write_report, write_text_atomic
+from agents.report import final_metrics, summary_table, write_report, write_text_atomic  # noqa: E402
+from memory.cache_cold_dirs import ColdTierError  # noqa: E402
+
+RESUME_KEYS = ("train.progress", "train.threads")  # what a resumed run may change: how it runs, not what it computes
 
 
 def new_run_dir(cfg) -> Path:
@@ -61,15 +74,21 @@ def config_for(overrides: list[str]):
     if resume is None:
         return with_absolute_paths(load_config(overrides)), None, None
     others = [o for o in overrides if not o.startswith("resume=")]
-    if others:
-        raise ConfigError(f"resume= continues a run with its own config.yaml; drop the other overrides ({others[0]})")
+    changes = [o for o in others if o.split("=", 1)[0] in RESUME_KEYS]
+    if len(changes) < len(others):
+        raise ConfigError(f"resume= continues a run with its own config.yaml; drop the other overrides "
+                          f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
     checkpoint = Path(resume).resolve()
     body = load_checkpoint(checkpoint)
     if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
         raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
     run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
-    cfg = validate(OmegaConf.create(body["config"]))
+    try:
+        changed = OmegaConf.from_dotlist(changes)
+    except Exception as exc:  # OmegaConf's grammar errors: `train.threads=${`
+        raise ConfigError(f"{changes}: {str(exc).splitlines()[0]}") from None
+    cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
     return cfg, run_dir, checkpoint
 
@@ -152,6 +171,10 @@ def log_eval(trainer, logger) -> dict:
     return values
 
 
+def _keeps_sizes(run_dir: Path) -> str:
+    return f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller ones)"
+
+
 def _mean(xs) -> float | None:
     xs = [x for x in xs if x == x]
     return sum(xs) / len(xs) if xs else None
@@ -164,8 +187,10 @@ def _pct(x) -> str:
 def main(argv: list[str] | None = None) -> int:
     """SIGTERM (a scheduler's stop, `kill`) ends a run as Ctrl+C does: one line, and the cleanup that a plain
     SIGTERM skips (the cache's cold-tier temp folders were left in /tmp)."""
-    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() \
-        else None
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:  # started: Ctrl+C is KeyboardInterrupt again, caught below with what to do next
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, interrupt) if main_thread else None
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     finally:
@@ -174,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    run_dir = cfg = resume_dir = None
+    run_dir = cfg = resume_dir = trainer = None
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
             _path_arg(argv, "config")  # one config=, as without --help
@@ -215,14 +240,15 @@ def _main(argv: list[str]) -> int:
                                     if saved else "no checkpoint was written yet"), file=sys.stderr)
         return 130
     except FloatingPointError as exc:  # a model's own check of its activations (weights that overflowed)
-        print(f"error: training diverged ({exc}; train.lr={cfg.train.lr}); lower train.lr (checkpoints written "
-              "before it are kept)", file=sys.stderr)
+        print(f"error: {trainer.diverged(str(exc)) if trainer is not None else exc}", file=sys.stderr)
+        return 2
+    except ColdTierError as exc:  # the cache's cold-tier file: made with the trainer, before the run folder
+        print(f"error: {exc}{_keeps_sizes(run_dir) if resume_dir is not None else ''}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError, ValueError) as exc:  # sizes that do not fit: slot bank, store, cache ...
         if cfg is None or not allocation_failure(exc):  # any other RuntimeError is a bug: keep its traceback
             raise
-        again = (f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller "
-                 "ones)" if resume_dir is not None else "")
+        again = _keeps_sizes(run_dir) if resume_dir is not None else ""
         print(f"error: {does_not_fit(cfg, exc)}{again}", file=sys.stderr)
         return 2
     print(summary_table(metrics))

@@ -134,7 +134,7 @@ class Trainer:
             loss = loss + extra
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise self._diverged(f"the loss is {value}")
+            raise self.diverged(f"the loss is {value}")
         if loss.requires_grad:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -144,10 +144,10 @@ class Trainer:
             # one fused norm over all weights: an update that overflowed them would otherwise surface later as
             # NaN memories refused deep inside the store, or as a run that ends with NaN weights and 0 accuracy
             if not torch.isfinite(torch.nn.utils.get_total_norm(list(self.model.parameters()))):
-                raise self._diverged("an update made weights non-finite")
+                raise self.diverged("an update made weights non-finite")
         return value
 
-    def _diverged(self, what: str) -> ConfigError:
+    def diverged(self, what: str) -> ConfigError:
         return ConfigError(f"training diverged in episode {self.episode + 1} ({what}; train.lr={self.cfg.train.lr}, "
                            f"train.grad_clip={self.cfg.train.grad_clip}); lower train.lr (checkpoints written before "
                            "it are kept)")

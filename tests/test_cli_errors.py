@@ -136,7 +136,8 @@ def test_configs_that_failed_later_are_one_line_at_once(tmp_path, capsys, monkey
 
 @pytest.mark.parametrize("agent, lr, message", [
     ("transformer", "1e20", "training diverged in episode 1 (an update made weights non-finite; train.lr=1e+20"),
-    ("memnet", "1e6", "training diverged (MemNet: non-finite hidden states (NaN or inf) reached the memory writes"),
+    ("memnet", "1e6", "training diverged in episode 1 (MemNet: non-finite hidden states (NaN or inf) reached the "
+                      "memory writes; train.lr=1000000.0, train.grad_clip=1.0); lower train.lr"),
 ])
 def test_a_learning_rate_that_makes_training_diverge_stops_the_run_with_one_line(tmp_path, capsys, agent, lr, message):
     """Was: a traceback from the store refusing NaN memories (memnet), or a run that ended with NaN weights and

@@ -93,3 +93,28 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(t
     assert "\n" not in err
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["episode"] == 1
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.pt"]  # no temp file left
+
+
+def test_a_cold_tier_too_big_for_the_disk_is_one_line_and_leaves_no_run_folder(tmp_path, capsys):
+    """Was numpy's OSError traceback from the memmap (and, below the file system's limit, a sparse file that kills
+    the process with SIGBUS once the disk fills under it)."""
+    assert run.main(tiny("ContinualShift-v0", "memnet", tmp_path / "run", "memory.cache_cold=100000000000")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the cache's cold tier needs ") and "lower memory.cache_cold (100,000,000,000" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, capsys):
+    """resume= refused every override, so a resumed run could not silence its progress bar or change threads."""
+    first = tmp_path / "run"
+    assert run.main(tiny("LongDependency-v0", "gru", first)) == 0
+    capsys.readouterr()
+    assert run.main([f"resume={first}", "train.lr=0.1"]) == 2
+    assert "drop the other overrides (train.lr=0.1; only train.progress, train.threads may change)" in \
+        capsys.readouterr().err
+    assert run.main([f"resume={first}", "train.threads=x"]) == 2
+    assert "train.threads" in capsys.readouterr().err
+    assert run.main([f"resume={first}", "train.progress=false", "train.threads=1"]) == 0
+    saved = (first / "config.yaml").read_text()
+    assert "threads: 1" in saved and "progress: false" in saved
+
