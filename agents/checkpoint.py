@@ -63,35 +63,58 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint; any failure becomes one CheckpointError line naming the file and the fix."""
-    path = checkpoint_file(path)
+# What a caller can do about a checkpoint it cannot use, by what it loads the checkpoint for (`purpose`):
+# agents.run's resume= continues the run, agents.evaluate's checkpoint= re-evaluates it.
+PURPOSES = ("resume", "evaluate")
+_KEY = {"resume": "resume=", "evaluate": "checkpoint="}
+_UNREADABLE = {"resume": "resume from another run or start afresh",  # damaged, incomplete
+               "evaluate": "evaluate another run's checkpoint, or re-run the experiment"}
+_OTHER_VERSION = {"resume": "re-run the experiment", "evaluate": "re-run the experiment, then evaluate the new run"}
+
+
+def _purpose(purpose: str) -> str:
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose={purpose!r}: choose one of {PURPOSES}")
+    return purpose
+
+
+def load_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]:
+    """Read a checkpoint; any failure becomes one CheckpointError line naming the file, the problem and the fix
+    that `purpose` has: "resume" (agents.run's resume=) or "evaluate" (agents.evaluate's checkpoint=)."""
+    path, key = checkpoint_file(path), _KEY[_purpose(purpose)]
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {str(path)!r}: point resume=/checkpoint= at a run folder "
-                              "that has checkpoints/last.pt")
+        raise CheckpointError(f"no checkpoint at {str(path)!r}: point {key} at a run folder that has "
+                              "checkpoints/last.pt")
     bad = zip_damage(path)
     if bad is not None:
-        raise CheckpointError(f"checkpoint {str(path)!r} is damaged ({bad}); resume "
-                              "from another run or start afresh")
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged ({bad}); {_UNREADABLE[purpose]}")
     try:
         body = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled objects outside the allow-list, ...
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a memstream checkpoint "
-                              f"({type(exc).__name__}); resume from another run or start afresh") from None
+                              f"({type(exc).__name__}); {_UNREADABLE[purpose]}") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a memstream checkpoint (no '{FORMAT}' marker)")
+        raise CheckpointError(f"{str(path)!r} is not a memstream checkpoint (no '{FORMAT}' marker); point {key} at "
+                              "a memstream run folder (one that has checkpoints/last.pt)")
     if body.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {str(path)!r} has format version {body.get('version')}, this memstream "
-                              f"reads version {CHECKPOINT_VERSION}; re-run the experiment")
+                              f"reads version {CHECKPOINT_VERSION}; {_OTHER_VERSION[purpose]}")
     missing = [k for k in ("config", "model", "optimizer", "state", "memory", "trainer", "rng") if k not in body]
     if missing:
         raise CheckpointError(f"checkpoint {str(path)!r} is incomplete (missing {', '.join(missing)}); "
-                              "resume from another run or start afresh")
+                              f"{_UNREADABLE[purpose]}")
     return body
 
 
-def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None:
-    """Fail with one line if the checkpoint was written by another architecture than `config` builds."""
+def check_compatible(saved_config: dict, config: dict, path: str | Path, purpose: str | None = None) -> None:
+    """Fail with one line if the checkpoint was written by another architecture than `config` builds.
+
+    `purpose` None: `config` is the caller's own (Trainer.restore), so the fix is the run's config.yaml. "resume" /
+    "evaluate": `config` is the checkpoint's saved config as this memstream reads it (agents.run's resume=,
+    agents.evaluate), so a difference means another memstream version wrote it, and the fix is that version or a
+    new run."""
+    if purpose is not None:
+        _purpose(purpose)
     diffs = []
     for key in ARCH_KEYS:
         if saved_config.get(key) != config.get(key):
@@ -110,9 +133,17 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path) -> None
                 diffs.append(f"{section}.{k}: {a.get(k)} vs {b.get(k)}")
     if saved_config.get("env", {}).get("id") != config.get("env", {}).get("id"):
         diffs.append(f"env.id: {saved_config.get('env', {}).get('id')} vs {config.get('env', {}).get('id')}")
-    if diffs:
-        raise CheckpointError(f"checkpoint {str(path)!r} was written by another architecture "
-                              f"({'; '.join(diffs[:4])}); use the run's own config.yaml")
+    if not diffs:
+        return
+    if purpose is None:
+        fix = "use the run's own config.yaml"
+    else:
+        then = {"resume": f"resume it with that version, or start a new run with config="
+                          f"{run_dir_of(path) / 'config.yaml'}",
+                "evaluate": "evaluate it with that version"}[purpose]
+        fix = f"this memstream reads its saved config as another model (another memstream version wrote it): {then}"
+    raise CheckpointError(f"checkpoint {str(path)!r} was written by another architecture ({'; '.join(diffs[:4])}); "
+                          f"{fix}")
 
 
 # memory keys added to the run config after checkpoints of this format were written, with the value the code that

@@ -27,7 +27,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from agents.checkpoint import MEMORY_RUNTIME_KEYS, CheckpointError, checkpoint_file, load_checkpoint, run_dir_of
+from agents.checkpoint import (
+    MEMORY_RUNTIME_KEYS,
+    CheckpointError,
+    check_compatible,
+    checkpoint_file,
+    load_checkpoint,
+    run_dir_of,
+)
 from agents.cli_args import interrupt
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.report import write_json_atomic
@@ -65,7 +72,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         check_plain(f"{ENV_PREFIX}{key}", value)
     check_not_empty("checkpoint", checkpoint)
     checkpoint = Path(checkpoint).expanduser().resolve()  # ~ as agents.run's paths (was a folder named ~)
-    body = load_checkpoint(checkpoint)
+    body = load_checkpoint(checkpoint, purpose="evaluate")
     run_dir = run_dir_of(checkpoint)
     if out is not None:
         check_not_empty("out", out)
@@ -80,6 +87,9 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         if device is not None:  # before validate, which checks it
             cfg.device = device
     cfg = validate(cfg)
+    # before the trainer (whose restore checks it again, worded for a caller's own config): a saved config this
+    # memstream reads as another model names the fix an evaluation has
+    check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="evaluate")
     inert = [k for k in memory or {} if k.startswith("store_") and (cfg.agent.name != "memnet" or not cfg.memory.store)]
     if inert:  # was accepted, and recorded in the JSON as if it had changed the evaluation
         raise ConfigError(f"memory.{inert[0]}: this run ({cfg.agent.name}, memory.store={cfg.memory.store}) has no "
@@ -127,10 +137,7 @@ def check_plain(key: str, value) -> None:
 def cold_tier_line(exc: ColdTierError) -> str:
     """ColdTierError's line with the fix an evaluation has: it needs the run's memory.cache_cold (any other value
     is refused), so only a temp folder on a bigger disk helps."""
-    text = str(exc).splitlines()[0] if str(exc) else "the cache's cold tier file cannot be made"
-    problem, lower, _ = text.partition("; lower memory.cache_cold")
-    return f"{problem}; an evaluation keeps the run's memory.cache_cold: set TMPDIR to a folder on a bigger disk" \
-        if lower else text
+    return f"{exc.problem}; an evaluation keeps the run's memory.cache_cold: set TMPDIR to a folder on a bigger disk"
 
 
 def check_not_empty(key: str, value) -> None:

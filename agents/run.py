@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from agents.checkpoint import CheckpointError, load_checkpoint, run_dir_of  # noqa: E402
+from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, run_dir_of  # noqa: E402
 from agents.cli_args import interrupt  # noqa: E402
 from agents.config import (  # noqa: E402
     ConfigError,
@@ -79,7 +79,7 @@ def config_for(overrides: list[str]):
         raise ConfigError(f"resume= continues a run with its own config.yaml; drop the other overrides "
                           f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
     checkpoint = Path(resume).resolve()
-    body = load_checkpoint(checkpoint)
+    body = load_checkpoint(checkpoint, purpose="resume")
     if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
         raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
@@ -89,6 +89,7 @@ def config_for(overrides: list[str]):
     except Exception as exc:  # OmegaConf's grammar errors: `train.threads=${`
         raise ConfigError(f"{changes}: {str(exc).splitlines()[0]}") from None
     cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
+    check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="resume")
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
     return cfg, run_dir, checkpoint
 
@@ -171,6 +172,28 @@ def log_eval(trainer, logger) -> dict:
     return values
 
 
+def _interrupted(run_dir: Path | None) -> int:
+    """Ctrl+C or SIGTERM: one line, no traceback, exit 130; the last checkpoint is whole (written atomically)."""
+    saved = run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
+    print("\ninterrupted; " + (f"continue from the last checkpoint with: python -m agents.run resume={run_dir}"
+                                if saved else "no checkpoint was written yet"), file=sys.stderr)
+    return 130
+
+
+def _hides_a_ctrl_c(exc: BaseException) -> bool:
+    """Whether `exc` was raised while a KeyboardInterrupt was being handled (its __context__ chain). Ctrl+C while
+    torch.save writes a checkpoint interrupts a record; torch's zip writer then fails to finish the file ("unexpected
+    pos N vs M", a RuntimeError that replaces the KeyboardInterrupt), which the checkpoint writer reports as a short
+    write: the run ended with `error: checkpoint: cannot write ... (the write stopped short; ...)`, exit 2."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
 def _keeps_sizes(run_dir: Path) -> str:
     return f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller ones)"
 
@@ -232,18 +255,19 @@ def _main(argv: list[str]) -> int:
         write_report(trainer, metrics, logger)
         logger.close()
     except (ConfigError, CheckpointError) as exc:
+        if _hides_a_ctrl_c(exc):  # Ctrl+C while a checkpoint was written: not the full disk it reads as
+            return _interrupted(run_dir)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl+C: no traceback; the last checkpoint is whole (written atomically)
-        saved = run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
-        print("\ninterrupted; " + (f"continue from the last checkpoint with: python -m agents.run resume={run_dir}"
-                                    if saved else "no checkpoint was written yet"), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:
+        return _interrupted(run_dir)
     except FloatingPointError as exc:  # a model's own check of its activations (weights that overflowed)
         print(f"error: {trainer.diverged(str(exc)) if trainer is not None else exc}", file=sys.stderr)
         return 2
     except ColdTierError as exc:  # the cache's cold-tier file: made with the trainer, before the run folder
-        print(f"error: {exc}{_keeps_sizes(run_dir) if resume_dir is not None else ''}", file=sys.stderr)
+        kept = f"{exc.problem}; a resumed run keeps its memory.cache_cold ({exc.size}): set TMPDIR to a folder on a " \
+            f"bigger disk, or start a new run with config={run_dir}/config.yaml and a lower one"
+        print(f"error: {kept if resume_dir is not None else exc}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError, ValueError) as exc:  # sizes that do not fit: slot bank, store, cache ...
         if cfg is None or not allocation_failure(exc):  # any other RuntimeError is a bug: keep its traceback

@@ -97,7 +97,36 @@ def make_private_cold_dir() -> tuple[str, int | None]:
 
 class ColdTierError(OSError):
     """The cold tier's file cannot be made: more entries than the disk holding it has room for, or a size the
-    file system refuses. Its message is one line naming memory.cache_cold."""
+    file system refuses. Its message is one line naming memory.cache_cold.
+
+    The facts are attributes, set where it is raised, for callers that word the fix their own way (an evaluation
+    or a resumed run keeps the run's memory.cache_cold): `folder` (where the file goes), `entries` (the tier's
+    capacity, memory.cache_cold), `needed` (bytes of the full tier), `free` (bytes free in `folder`, None where not
+    measured) and `reason` (the file system's words when it refused the file, None when `free` was too little).
+    `problem` and `size` are the message's phrases built from them."""
+
+    def __init__(self, folder: str | Path, entries: int, needed: int, free: int | None = None,
+                 reason: str | None = None):
+        self.folder, self.entries, self.needed, self.free, self.reason = Path(folder), int(entries), int(needed), \
+            free, reason
+        super().__init__(f"{self.problem}; lower memory.cache_cold ({self.size}) or set TMPDIR to a folder on a "
+                         "bigger disk")
+
+    @property
+    def problem(self) -> str:
+        """What is wrong: "the cache's cold tier needs 8 KiB on disk in <folder>, which has 4 KiB free"."""
+        if self.reason is not None:
+            return f"the cache's cold tier file cannot be made in {self.folder} ({self.reason})"
+        return (f"the cache's cold tier needs {format_bytes(self.needed)} on disk in {self.folder}, which has "
+                f"{format_bytes(self.free or 0)} free")
+
+    @property
+    def size(self) -> str:
+        """The tier's size: "512 entries, 8 KiB"."""
+        return f"{self.entries:,} entries, {format_bytes(self.needed)}"
+
+    def __reduce__(self):  # pickled (Ray Tune's trials) with its facts, not the message as `folder`
+        return type(self), (self.folder, self.entries, self.needed, self.free, self.reason)
 
 
 def map_cold_file(path: Path, shape: tuple[int, int, int]) -> np.memmap:
@@ -105,14 +134,10 @@ def map_cold_file(path: Path, shape: tuple[int, int, int]) -> np.memmap:
     as entries are written; a disk that fills under a mapping kills the process with SIGBUS, without a word or a
     checkpoint, so a tier that could not be held in full is refused now, in one line."""
     need, folder = int(np.prod(shape, dtype=np.float64)) * 4, Path(path).parent
-    fix = (f"lower memory.cache_cold ({shape[0]:,} entries, {format_bytes(need)}) or set TMPDIR to a folder on a "
-           "bigger disk")
     free = shutil.disk_usage(folder).free
     if need > free:
-        raise ColdTierError(f"the cache's cold tier needs {format_bytes(need)} on disk in {folder}, which has "
-                            f"{format_bytes(free)} free; {fix}")
+        raise ColdTierError(folder, shape[0], need, free=free)
     try:
         return np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
     except OSError as exc:  # e.g. EFBIG / EINVAL: a file size this file system does not allow
-        raise ColdTierError(f"the cache's cold tier file cannot be made in {folder} ({exc.strerror or exc}); "
-                            f"{fix}") from None
+        raise ColdTierError(folder, shape[0], need, free=free, reason=str(exc.strerror or exc)) from None

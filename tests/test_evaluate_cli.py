@@ -107,6 +107,59 @@ def test_a_cold_tier_file_the_file_system_refuses_is_one_line(memnet_run, capsys
     refused(capsys, "cannot be made in ")
 
 
+def test_a_cold_tier_error_carries_its_facts_and_the_lines_are_built_from_them(tmp_path, monkeypatch):
+    """evaluate split ColdTierError's text at "; lower memory.cache_cold" to reword it; the facts are attributes."""
+    import pickle
+
+    from memory import cache_cold_dirs
+    from memory.cache_cold_dirs import ColdTierError, map_cold_file
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache_cold_dirs.shutil, "disk_usage", lambda path: usage(2**20, 2**20 - 4096, 4096))
+    with pytest.raises(ColdTierError) as full:
+        map_cold_file(tmp_path / "cold.f32", (512, 1, 4))  # 512 x 4 float32: 8 KiB
+    exc = full.value
+    assert (exc.folder, exc.entries, exc.needed, exc.free, exc.reason) == (tmp_path, 512, 8192, 4096, None)
+    assert str(exc) == f"the cache's cold tier needs 8 KiB on disk in {tmp_path}, which has 4 KiB free; lower " \
+                       "memory.cache_cold (512 entries, 8 KiB) or set TMPDIR to a folder on a bigger disk"
+    assert exc.problem == str(exc).split("; ")[0] and exc.size == "512 entries, 8 KiB"
+    back = pickle.loads(pickle.dumps(exc))  # (Ray Tune's trials pickle errors) the facts, not the text, go across
+    assert (type(back), str(back), back.folder, back.needed, back.free) == (ColdTierError, str(exc), tmp_path, 8192,
+                                                                             4096)
+    monkeypatch.setattr(cache_cold_dirs.shutil, "disk_usage", lambda path: usage(2**40, 0, 2**40))
+
+    def refuse(*args, **kwargs):
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(cache_cold_dirs.np, "memmap", refuse)
+    with pytest.raises(ColdTierError) as refused_file:
+        map_cold_file(tmp_path / "cold.f32", (512, 1, 4))
+    exc = refused_file.value
+    assert (exc.folder, exc.entries, exc.needed, exc.free, exc.reason) == (tmp_path, 512, 8192, 2**40, "File too large")
+    assert exc.problem == f"the cache's cold tier file cannot be made in {tmp_path} (File too large)"
+    # the line evaluate prints comes from the facts: a message worded otherwise changes nothing
+    exc.args = ("reworded",)
+    assert evaluate.cold_tier_line(exc) == f"{exc.problem}; an evaluation keeps the run's memory.cache_cold: set " \
+                                          "TMPDIR to a folder on a bigger disk"
+
+
+def test_a_resumed_run_whose_cold_tier_has_no_room_names_the_fixes_a_resumed_run_has(memnet_run, capsys, monkeypatch):
+    """Was "...; lower memory.cache_cold (...) or set TMPDIR ... (a resumed run keeps its sizes: ...)": resume=
+    refuses memory.cache_cold, so lowering it is a new run's fix."""
+    from memory import cache_cold_dirs
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache_cold_dirs.shutil, "disk_usage", lambda path: usage(2**20, 2**20 - 4096, 4096))
+    before = _files(memnet_run)
+    assert run.main([f"resume={memnet_run}"]) == 2
+    err = refused(capsys, "error: the cache's cold tier needs ")
+    assert err.endswith(", which has 4 KiB free; a resumed run keeps its memory.cache_cold (64 entries, 32 KiB): set "
+                        "TMPDIR to a folder on a bigger disk, or start a new run with "
+                        f"config={memnet_run}/config.yaml and a lower one"), err
+    assert "lower memory.cache_cold" not in err and "Traceback" not in err
+    assert _files(memnet_run) == before
+
+
 @pytest.mark.parametrize("accuracy, mean, shown", [
     ({0: 0.5, 1: math.nan}, 0.5, "  task 1: n/a (no query scored)\n  mean: 0.500"),  # was mean NaN, JSON null
     ({0: math.nan, 1: math.nan}, None, "  mean: n/a"),  # was a NaN mean

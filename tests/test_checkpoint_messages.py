@@ -1,0 +1,157 @@
+"""A checkpoint that cannot be used is one line naming the file, the problem and the fix that the command has:
+`agents.run resume=` continues the run, `agents.evaluate checkpoint=` re-evaluates it (evaluate showed resume's
+"resume from another run or start afresh" and "point resume=/checkpoint= at ...")."""
+
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents import evaluate, run
+from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint
+from tests.test_run import tiny
+
+REPO = Path(__file__).resolve().parents[1]
+
+# what each command's line says to do, and what only the other command's line says
+FIXES = {
+    "resume": {"missing": "point resume= at a run folder that has checkpoints/last.pt",
+               "damaged": "resume from another run or start afresh",
+               "foreign": "point resume= at a memstream run folder (one that has checkpoints/last.pt)",
+               "version": "this memstream reads version 2; re-run the experiment",
+               "architecture": "(another memstream version wrote it): resume it with that version, or start a new "
+                               "run with config="},
+    "evaluate": {"missing": "point checkpoint= at a run folder that has checkpoints/last.pt",
+                 "damaged": "evaluate another run's checkpoint, or re-run the experiment",
+                 "foreign": "point checkpoint= at a memstream run folder (one that has checkpoints/last.pt)",
+                 "version": "this memstream reads version 2; re-run the experiment, then evaluate the new run",
+                 "architecture": "(another memstream version wrote it): evaluate it with that version"},
+}
+NOT_FOR = {"resume": ("checkpoint=", "evaluate"), "evaluate": ("resume=", "resume from", "resume it", "afresh")}
+
+# case -> (problem the line names, kind of fix)
+CASES = {
+    "missing": ("no checkpoint at ", "missing"),
+    "truncated": ("is damaged", "damaged"),
+    "random bytes": ("is damaged or not a memstream checkpoint (", "damaged"),
+    "not a memstream checkpoint": ("is not a memstream checkpoint (no 'memstream-checkpoint' marker)", "foreign"),
+    "wrong version": ("has format version 1, this memstream reads version 2", "version"),
+    "incomplete": ("is incomplete (missing optimizer)", "damaged"),
+    "other architecture": ("was written by another architecture (model.dropout: None vs 0.0)", "architecture"),
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One tiny finished run; each test damages a copy of it."""
+    run_dir = tmp_path_factory.mktemp("checkpoint_messages") / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+    return run_dir
+
+
+def damaged_copy(finished: Path, where: Path, case: str) -> Path:
+    """A copy of the run folder whose checkpoints/last.pt has the problem `case` names."""
+    run_dir = where / "run"
+    shutil.copytree(finished, run_dir)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    good = ckpt.read_bytes()
+    body = torch.load(ckpt, weights_only=True)
+    if case == "missing":
+        ckpt.unlink()
+    elif case == "truncated":  # as by a full disk
+        ckpt.write_bytes(good[: len(good) // 2])
+    elif case == "random bytes":
+        ckpt.write_bytes(random.Random(0).randbytes(4096))
+    elif case == "not a memstream checkpoint":  # a torch file of something else
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    elif case == "wrong version":
+        torch.save({**body, "version": 1}, ckpt)
+    elif case == "incomplete":
+        torch.save({k: v for k, v in body.items() if k != "optimizer"}, ckpt)
+    elif case == "other architecture":  # a saved config this memstream reads as another model: a key it lacks
+        model = {k: v for k, v in body["config"]["model"].items() if k != "dropout"}
+        torch.save({**body, "config": {**body["config"], "model": model}}, ckpt)
+    return run_dir
+
+
+def one_line(capsys) -> str:
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in captured.err
+    return err
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_checkpoint_that_cannot_be_used_names_the_fix_of_the_command_that_loads_it(finished, tmp_path, capsys,
+                                                                                      case):
+    run_dir = damaged_copy(finished, tmp_path, case)
+    problem, kind = CASES[case]
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    for command, main, argv in (("resume", run.main, [f"resume={run_dir}"]),
+                                ("evaluate", evaluate.main, [f"checkpoint={run_dir}"])):
+        assert main(argv) == 2, command
+        err = one_line(capsys)
+        shown = err.replace(str(run_dir), "<run>")  # (the path may hold any word)
+        assert problem in shown and FIXES[command][kind] in shown, (command, err)
+        assert not any(other in shown for other in NOT_FOR[command]), (command, err)
+        assert "<run>" in shown, err  # names the file
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # neither wrote anything
+    with pytest.raises(CheckpointError, match=re.escape(FIXES["evaluate"][kind])):
+        evaluate.evaluate(run_dir, out=None)  # the Python API words it for the evaluation too
+
+
+def test_resume_names_a_new_run_from_the_saved_config_for_another_architecture(finished, tmp_path, capsys):
+    run_dir = damaged_copy(finished, tmp_path, "other architecture")
+    assert run.main([f"resume={run_dir}"]) == 2
+    assert one_line(capsys).endswith(f"or start a new run with config={run_dir}/config.yaml")
+    assert run.main([f"config={run_dir}/config.yaml", f"run_dir={tmp_path / 'new'}"]) == 0  # the fix works
+
+
+def test_the_lines_of_a_missing_checkpoint_not_in_a_run_folder(tmp_path, capsys):
+    nowhere = tmp_path / "nowhere"
+    assert run.main([f"resume={nowhere}"]) == 2
+    assert one_line(capsys) == f"error: no checkpoint at {str(nowhere)!r}: point resume= at a run folder that has " \
+                               "checkpoints/last.pt"  # was "point resume=/checkpoint= at"
+    assert evaluate.main([f"checkpoint={nowhere}"]) == 2
+    assert one_line(capsys) == f"error: no checkpoint at {str(nowhere)!r}: point checkpoint= at a run folder that " \
+                               "has checkpoints/last.pt"
+
+
+def test_load_checkpoint_words_its_lines_for_resume_unless_told_otherwise(tmp_path):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="; resume from another run or start afresh$"):
+        load_checkpoint(path)  # Trainer.restore's call, and any other that names no purpose
+    with pytest.raises(CheckpointError, match="; evaluate another run's checkpoint, or re-run the experiment$"):
+        load_checkpoint(path, purpose="evaluate")
+    with pytest.raises(ValueError, match="purpose='train': choose one of"):
+        load_checkpoint(path, purpose="train")
+
+
+def test_check_compatible_names_the_callers_config_unless_it_is_the_saved_one():
+    saved, now = {"agent": {"name": "gru"}, "model": {}}, {"agent": {"name": "lstm"}, "model": {}}
+    with pytest.raises(CheckpointError, match=r"\(agent: .* vs .*\); use the run's own config.yaml$"):
+        check_compatible(saved, now, "x.pt")  # a config the caller made (Trainer.restore)
+    with pytest.raises(CheckpointError, match="; this memstream reads its saved config as another model .*: evaluate "
+                                              "it with that version$"):
+        check_compatible(saved, now, "x.pt", purpose="evaluate")
+    check_compatible(saved, saved, "x.pt", purpose="resume")
+
+
+def test_a_damaged_checkpoint_is_one_line_from_both_commands_run_as_programs(finished, tmp_path):
+    """As a user runs them: exit code 2, one line on stderr, no traceback."""
+    run_dir = damaged_copy(finished, tmp_path, "random bytes")
+    for module, arg, fix in (("agents.run", "resume", FIXES["resume"]["damaged"]),
+                             ("agents.evaluate", "checkpoint", FIXES["evaluate"]["damaged"])):
+        proc = subprocess.run([sys.executable, "-m", module, f"{arg}={run_dir}"], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith(f"error: checkpoint {str(run_dir / 'checkpoints' / 'last.pt')!r} is damaged") \
+            and proc.stderr.strip().endswith(fix), proc.stderr
