@@ -164,12 +164,16 @@ def continual_metrics(R, b=None, tasks=None) -> dict[str, float | None]:
     return {"ACC": acc(R, tasks), "BWT": bwt(R, tasks), "FWT": fwt(R, b, tasks), "forgetting": forgetting(R, tasks)}
 
 
+MAX_DISTANCE = 2**62  # distance_buckets' last edge, 2**ceil(log2(max_distance)), must fit an int64
+
+
 def distance_buckets(max_distance: int) -> np.ndarray:
     """Log-spaced bucket upper bounds 1, 2, 4, ..., up to the first power of two >= max_distance.  # (K,)"""
     if isinstance(max_distance, bool) or not isinstance(max_distance, (int, np.integer)):
         raise TypeError(f"max_distance must be an int >= 1; got {max_distance!r}")
-    if max_distance < 1:
-        raise ValueError(f"max_distance must be >= 1 (the largest distance in steps); got {max_distance}")
+    if not 1 <= max_distance <= MAX_DISTANCE:
+        raise ValueError(f"max_distance must be in [1, 2**62] (the largest distance in steps; its bucket edge is an "
+                         f"int64); got {max_distance}")
     # integer arithmetic: float64 log2 rounds 2**k + 1 down to k for k >= 49 (a last edge below max_distance)
     return 2 ** np.arange((int(max_distance) - 1).bit_length() + 1, dtype=np.int64)
 

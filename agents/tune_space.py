@@ -72,7 +72,7 @@ def parse_command_line(argv: list[str]) -> CommandLine:
             raise ConfigError(f"argument {arg!r} is not key=value; usage: python -m agents.tune env=<id> "
                               "[sweep=<name>] [num_samples=N] [key=value ...] | resume=<sweep dir>")
         key, value = arg.split("=", 1)
-        given = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] == key]
+        given = [v for k, sep, v in (a.partition("=") for a in argv) if sep and k == key]
         if key in ("sweep", "num_samples", "resume") and len(given) > 1:  # the last one won, silently
             raise ConfigError(f"{key}= is given {len(given)} times ({', '.join(map(repr, given))}); give it once")
         if key == "sweep":

@@ -154,15 +154,19 @@ BYTE_UNITS = ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB"), (
 
 
 def byte_unit(n: float) -> tuple[str, float]:
-    """The unit that reads best for n bytes and its size: ("GiB", 2.0**30)."""
-    exp, unit = next((e, u) for e, u in BYTE_UNITS if n >= 2**e or e == 0)
+    """The unit that reads best for n bytes and its size: ("GiB", 2.0**30). A unit is left at 1000 of it, not
+    1024 (999.5: what rounds to 1000), so 3 significant digits never turn to an exponent (1.01e+03 GiB is
+    0.986 TiB); PiB takes any size."""
+    exp, unit = next((e, u) for e, u in BYTE_UNITS if n >= 999.5 / 1024 * 2**e or e == 0)
     return unit, 2.0**exp
 
 
 def format_bytes(n: float) -> str:
-    """A size in the unit that reads best, 3 significant digits: 37.3 GiB, 364 TiB, 512 B."""
+    """A size in the unit that reads best, 3 significant digits: 37.3 GiB, 364 TiB, 512 B, 0.986 TiB; thousands
+    of PiB in full (1,234 PiB)."""
     unit, size = byte_unit(n)
-    return f"{n / size:.3g} {unit}"
+    v = n / size
+    return f"{v:.3g} {unit}" if v < 999.5 else f"{v:,.0f} {unit}"
 
 
 def memory_bytes(obj) -> int:

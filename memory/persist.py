@@ -59,8 +59,10 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         if isinstance(exc, RuntimeError) and "inline_container" not in str(exc):
             raise
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write stopped short"
+        from memory.metrics import format_bytes  # here: memory.metrics imports the modules that import this one
+
         try:
-            free = f"{shutil.disk_usage(Path(path).parent).free / 2**20:,.0f} MiB free there"
+            free = f"{format_bytes(shutil.disk_usage(Path(path).parent).free)} free there"
         except OSError:
             free = "its folder cannot be read"
         raise OSError(f"cannot write {path} ({why}; {free}); the file there before is kept: free space (or fix the "

@@ -258,7 +258,12 @@ def test_distance_buckets_cover_the_range_tightly(max_distance):
     assert edges[-1] >= max_distance and (edges.size == 1 or edges[-2] < max_distance)
 
 
-@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-3, ValueError), (2.5, TypeError)])
+def test_distance_buckets_largest_edge_is_exact():  # 2**62 + 1 needs an edge of 2**63: an int64 wraps negative
+    assert distance_buckets(2**62)[-1] == 2**62 and distance_buckets(2**61 + 1)[-1] == 2**62
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-3, ValueError), (2.5, TypeError),
+                                              (2**62 + 1, ValueError), (2**70, ValueError)])
 def test_distance_buckets_bad_input(value, error):
     with pytest.raises(error, match="max_distance"):
         distance_buckets(value)

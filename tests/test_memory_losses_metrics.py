@@ -19,6 +19,7 @@ from memory.losses import (
 from memory.metrics import (
     SlotLifetimeTracker,
     context_influence,
+    format_bytes,
     kaplan_meier,
     memory_bytes,
     memory_share_of_params,
@@ -185,6 +186,16 @@ def test_pattern_similarity_context_influence_and_hit_rate():
     assert context_influence(ctx, torch.zeros_like(ctx)) == 0.0
     assert context_influence(mem, mem) == pytest.approx(1.0)
     assert store_hit_rate(torch.tensor([[3, -1], [-1, -1], [0, 5], [-1, 2]])) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(("n", "text"), [
+    (0, "0 B"), (999, "999 B"), (1000, "0.977 KiB"), (1024, "1 KiB"), (37.3 * 2**30, "37.3 GiB"),
+    # 1000 to 1023 of a unit: .3g wrote 1e+03 MiB / 1.02e+03 GiB; such sizes read in the next unit
+    (1000 * 2**20, "0.977 GiB"), (1023 * 2**30, "0.999 TiB"), (1023.4 * 2**10, "0.999 MiB"),
+    (2**60, "1,024 PiB"),  # the last unit has no next one: in full
+])
+def test_format_bytes_never_writes_an_exponent(n, text):
+    assert format_bytes(n) == text
 
 
 def test_memory_bytes_and_share_of_params():

@@ -23,6 +23,12 @@ def test_a_repeated_argument_is_refused(argv, message):
         parse_command_line(argv)
 
 
+@pytest.mark.parametrize("argv", [["sweep=smoke", "sweep"], ["num_samples=2", "num_samples"], ["resume", "resume=a"]])
+def test_a_key_given_with_and_without_a_value_is_one_line(argv):  # the repeat check split the bare one: IndexError
+    with pytest.raises(ConfigError, match=r"is not key=value; usage: python -m agents.tune"):
+        parse_command_line(argv)
+
+
 @pytest.mark.parametrize("edit, message", [
     # YAML's .nan / .inf are floats: nan passed `<= 0` and every local-CPU check, inf went to Ray
     ("sweep.resources.cpus=.nan", "sweep.resources.cpus=nan: must be a number > 0"),
