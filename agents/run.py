@@ -180,20 +180,6 @@ def _interrupted(run_dir: Path | None) -> int:
     return 130
 
 
-def _hides_a_ctrl_c(exc: BaseException) -> bool:
-    """Whether `exc` was raised while a KeyboardInterrupt was being handled (its __context__ chain). Ctrl+C while
-    torch.save writes a checkpoint interrupts a record; torch's zip writer then fails to finish the file ("unexpected
-    pos N vs M", a RuntimeError that replaces the KeyboardInterrupt), which the checkpoint writer reports as a short
-    write: the run ended with `error: checkpoint: cannot write ... (the write stopped short; ...)`, exit 2."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__context__
-    return False
-
-
 def _keeps_sizes(run_dir: Path) -> str:
     return f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller ones)"
 
@@ -255,8 +241,6 @@ def _main(argv: list[str]) -> int:
         write_report(trainer, metrics, logger)
         logger.close()
     except (ConfigError, CheckpointError) as exc:
-        if _hides_a_ctrl_c(exc):  # Ctrl+C while a checkpoint was written: not the full disk it reads as
-            return _interrupted(run_dir)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

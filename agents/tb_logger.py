@@ -15,9 +15,11 @@ from numbers import Real
 
 import numpy as np
 from matplotlib.figure import Figure
+from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
@@ -110,7 +112,9 @@ class TBLogger:
     resume_step: when resuming a run in the same directory, the step of the checkpoint it resumes from. The
     points the killed run logged after it are dropped by TensorBoard (no doubled curves; its purge_step is
     resume_step + 1); those at it stay: a checkpoint is written after its step's points are logged and flushed,
-    and the resumed run logs from the next step on."""
+    and the resumed run logs from the next step on. What stays is read back, so that a run resumed from its
+    last checkpoint (finished, or stopped while it wrote its report) does not log its report again: `image` skips
+    a tag and step the run already holds, `hparams` the hparams it already recorded and the final points it holds."""
 
     def __init__(self, log_dir: str | os.PathLike, num_tasks: int, hparams: Mapping | None = None,
                  resume_step: int | None = None):
@@ -120,11 +124,14 @@ class TBLogger:
         self.num_tasks = int(num_tasks)
         resume_step = None if resume_step is None else _check_step(resume_step)
         self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
+        self._kept_images: set[tuple[str, int]] = set()  # (tag, step) of a resumed run's images
+        self._kept_hparams = False  # whether a resumed run had recorded its hparams
         if resume_step is not None:
             _wait_to_sort_last(self.log_dir)
-            # the points the resumed run keeps: hparams() must know them, or a run resumed from its last checkpoint
-            # (killed while drawing its plots, or already finished) logged its final cl/* points a second time
-            self._last = _latest_points(self.log_dir, resume_step)
+            # what the resumed run keeps: image() and hparams() must know it, or a run resumed from its last
+            # checkpoint (stopped while it wrote its report, or already finished) logged its final cl/* points, its
+            # images and its hparams a second time, and TensorBoard showed them twice
+            self._last, self._kept_images, self._kept_hparams = _kept_records(self.log_dir, resume_step)
         self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=None if resume_step is None else resume_step + 1)
         self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
         self._max_step = resume_step or 0
@@ -148,8 +155,12 @@ class TBLogger:
         self._max_step = max(self._max_step, step)
 
     def image(self, tag: str, figure_or_array: Figure | np.ndarray, step: int) -> None:
-        """Log a matplotlib figure or an image array: (H, W, 3|4) or (H, W) uint8."""
+        """Log a matplotlib figure or an image array: (H, W, 3|4) or (H, W) uint8. A resumed run skips an image
+        that the run holds already (this tag at this step, logged before it was resumed)."""
         step = _check_step(step)
+        if (tag, step) in self._kept_images:
+            self._max_step = max(self._max_step, step)
+            return
         if isinstance(figure_or_array, Figure):
             image = figure_to_array(figure_or_array)  # (H, W, 3)
         else:
@@ -167,15 +178,17 @@ class TBLogger:
         hparams: nested config (flattened to dotted keys; None and lists shown as text); defaults to the
         hparams given to the constructor. metrics: {tag: value}; None values are skipped. A metric whose
         tag already has this value as its latest point is not written again; others are written at the
-        latest step so the dashboard can find them."""
+        latest step so the dashboard can find them. A resumed run whose run had recorded its hparams before does
+        not record them again (the first record stays)."""
         hparams = self._pending_hparams if hparams is None else hparams
         if not hparams:
             raise ValueError("hparams needs a non-empty dict of hyper-parameters (or pass them to TBLogger)")
         flat = _flatten_hparams(hparams)
         final = {k: float(v) for k, v in metrics.items() if v is not None}
-        experiment, start, end = _hparams_summaries(flat, final)
-        for summary in (experiment, start, end):
-            self._writer.file_writer.add_summary(summary, self._max_step)
+        if not self._kept_hparams:
+            experiment, start, end = _hparams_summaries(flat, final)
+            for summary in (experiment, start, end):
+                self._writer.file_writer.add_summary(summary, self._max_step)
         # compared as stored (float32): the latest points of a resumed run are read back from its event file
         fresh = {k: v for k, v in final.items() if k not in self._last or np.float32(self._last[k][1]) != np.float32(v)}
         self.scalars(fresh, self._max_step)
@@ -214,19 +227,24 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]
     }
 
 
-def _latest_points(log_dir: str, last_step: int) -> dict[str, tuple[int, float]]:
-    """{tag: (step, value)} of each scalar's latest point at or before `last_step` in `log_dir` (the points a
-    resumed run keeps); {} without an event file."""
-    try:
-        series = read_scalars(log_dir)
-    except FileNotFoundError:
-        return {}
-    latest = {}
-    for tag, points in series.items():
-        kept = [(step, value) for step, value in points if step <= last_step]
-        if kept:
-            latest[tag] = kept[-1]
-    return latest
+def _kept_records(log_dir: str, last_step: int) -> tuple[dict[str, tuple[int, float]], set[tuple[str, int]], bool]:
+    """What a run resumed at `last_step` keeps of `log_dir` (what is at or before that step): each scalar's latest
+    point {tag: (step, value)}, its images {(tag, step)}, and whether it holds hparams; ({}, set(), False) without an
+    event file. Read as TensorBoard reads a run (its data provider's accumulator: every event file in order, earlier
+    resumes' purges applied), which also sees the hparams summaries, which carry no value of their own."""
+    if not os.path.isdir(log_dir) or not any("tfevents" in name for name in os.listdir(log_dir)):
+        return {}, set(), False
+    accumulator = plugin_event_accumulator.EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    accumulator.Reload()
+
+    def kept(plugin: str):
+        for tag in _plugin_content(accumulator, plugin):
+            yield tag, [event for event in accumulator.Tensors(tag) if event.step <= last_step]
+
+    latest = {tag: (events[-1].step, tensor_util.make_ndarray(events[-1].tensor_proto).item())
+              for tag, events in kept("scalars") if events}
+    images = {(tag, event.step) for tag, events in kept("images") for event in events}
+    return latest, images, any(events for _, events in kept("hparams"))
 
 
 def read_images(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, int, int]]]:

@@ -47,13 +47,30 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb"):
         raise
 
 
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that `exc` was raised while handling, if any (its __context__ chain). Ctrl+C while
+    torch.save writes interrupts a record; torch's zip writer then fails to finish the file ("unexpected pos N vs
+    M", a RuntimeError that replaces the KeyboardInterrupt), which would read as a short write (a full disk)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__context__
+    return None
+
+
 def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
     """torch.save `obj` to `path` atomically (`atomic_file`). A write that fails (a full disk, no permission)
-    raises one OSError line naming the file and the free space; the file there before is kept."""
+    raises one OSError line naming the file and the free space; the file there before is kept. A Ctrl+C during the
+    write stays a KeyboardInterrupt (the file there before is kept too)."""
     try:
         with atomic_file(path) as f:
             torch.save(obj, f)
     except (OSError, RuntimeError) as exc:
+        interrupt = _interrupt_behind(exc)
+        if interrupt is not None:  # Ctrl+C inside a record's write: the file is cut short, the disk is fine
+            raise interrupt from None
         # torch's zip writer reports a short write (ENOSPC underneath) as "[enforce fail at inline_container.cc:
         # ...] unexpected pos N vs M": a RuntimeError whose first line says nothing of the disk
         if isinstance(exc, RuntimeError) and "inline_container" not in str(exc):

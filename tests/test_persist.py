@@ -94,3 +94,25 @@ def test_no_single_flipped_byte_loads_as_other_content(tmp_path):
             silent.append(at)
     assert not silent, f"flips at bytes {silent[:10]} of {len(good)} loaded as other content"
     assert np.frombuffer(good[:4], np.uint8).tolist() == [0x50, 0x4B, 3, 4]  # a zip file, as torch.save writes
+
+
+@pytest.mark.parametrize("failure", ["torch", "os"])
+def test_ctrl_c_inside_a_write_stays_an_interrupt_not_a_full_disk(tmp_path, monkeypatch, failure):
+    """Ctrl+C in a record's write leaves torch's zip writer unable to finish the file: the error it raises in its
+    place ("unexpected pos N vs M", or an OSError of the file) was reported as a short write on a full disk."""
+    path = tmp_path / "x.pt"
+    atomic_torch_save({"a": torch.zeros(3)}, path)
+
+    def save(obj, f, *args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:  # what torch's writer does: fail while the interrupt unwinds
+            if failure == "torch":
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 27 vs 25")  # noqa: B904
+            raise OSError(5, os.strerror(5))  # noqa: B904 (implicit chaining, as torch)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"a": torch.ones(3)}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["a"].tolist() == [0.0, 0.0, 0.0] and os.listdir(tmp_path) == ["x.pt"]

@@ -1,0 +1,68 @@
+"""A resumed run writes its report's TensorBoard images (accuracy matrix, slot usage, slot survival) and hparams
+once: not again when the run had finished (or had written them before it was stopped), and at its end when it was
+stopped before. Counted as TensorBoard reads a run folder: every event file, in order, with a resumed run's purge of
+the points after its checkpoint applied (its data provider's EventAccumulator)."""
+
+import pytest
+from tensorboard.backend.event_processing import plugin_event_accumulator
+
+from agents import run
+from agents.checkpoint import load_checkpoint
+from agents.tb_logger import TBLogger, read_hparams
+from agents.trainer import Trainer
+from tests.test_run import tiny
+
+IMAGES = ("plots/accuracy_matrix", "plots/slot_usage", "plots/slot_survival")  # memnet's
+HPARAMS = ("_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info")
+
+
+def report_summaries(run_dir) -> dict[str, list[int]]:
+    """{tag: [step of each summary]} of the run folder's images and hparams."""
+    accumulator = plugin_event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    tags = [tag for plugin in ("images", "hparams") if plugin in accumulator.ActivePlugins()
+            for tag in accumulator.PluginTagToContent(plugin)]
+    return {tag: [event.step for event in accumulator.Tensors(tag)] for tag in tags}
+
+
+def stop(monkeypatch, cls, name: str, calls: int, flush: bool = False) -> None:
+    """Ctrl+C (a KeyboardInterrupt) at the `calls`-th call of cls.name; `flush`: what the TensorBoard writer had
+    queued by then is on disk (it reaches the file on its own, e.g. as the process ends)."""
+    real, seen = getattr(cls, name), []
+
+    def interrupted(self, *args, **kwargs):
+        seen.append(1)
+        if len(seen) == calls:
+            if flush:
+                self.flush()
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, interrupted)
+
+
+@pytest.mark.parametrize("how", ["finished", "stopped-in-training", "stopped-before-hparams"])
+def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monkeypatch, how):
+    """A finished run resumed (its last checkpoint is its end) wrote every image and the hparams a second time at
+    the last step, so TensorBoard showed each image twice; a run stopped while writing them (before its hparams)
+    doubled the images it had written. A run stopped in training has none until its resumed end."""
+    run_dir = tmp_path / "run"
+    args = tiny("ContinualShift-v0", "memnet", run_dir, "train.checkpoint_every=1")
+    if how == "finished":
+        assert run.main(args) == 0
+    else:
+        if how == "stopped-in-training":
+            stop(monkeypatch, Trainer, "train_episode", calls=2)  # after the first episode's checkpoint
+        else:
+            stop(monkeypatch, TBLogger, "hparams", calls=1, flush=True)  # the images are written by then
+        assert run.main(args) == 130
+        monkeypatch.undo()
+    end = load_checkpoint(run_dir)["trainer"]["train_steps"]  # the last checkpoint's step
+    written = {"finished": IMAGES + HPARAMS, "stopped-in-training": (), "stopped-before-hparams": IMAGES}[how]
+    assert report_summaries(run_dir) == {tag: [end] for tag in written}
+
+    for _ in range(2 if how == "finished" else 1):  # a second resume of the finished run: still once
+        assert run.main([f"resume={run_dir}"]) == 0
+        end = load_checkpoint(run_dir)["trainer"]["train_steps"]
+        assert report_summaries(run_dir) == {tag: [end] for tag in IMAGES + HPARAMS}
+    assert read_hparams(run_dir)["memory.slots"] == 8
