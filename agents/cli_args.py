@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,30 +36,27 @@ def _number(text: str, kind, ok, what: str):
     return value
 
 
-def check_overrides(overrides: list[str], groups: dict[str, list[str]]) -> None:
+def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: bool = False) -> list:
     """Refuse, in one ConfigError line that names the override and the fix, what Hydra's compose would take without
     meaning it (a deleted key falls back to the schema's default, not the env's or agent's; `hydra.*` is never read;
     `env.id=` / `agent.name=` keep the other env's or agent's settings) or refuse in words that name no fix (syntax,
-    sweeps). `groups`: the config files of `env` and `agent`."""
+    sweeps). `groups`: the config files of `env` and `agent`; `saved`: the overrides go on top of a saved config
+    (config=), which is one env's and one agent's: env=, agent=, env.id=, agent.name= are refused. Returns the
+    parsed overrides (Hydra's Override objects), one per item."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     from agents.config import ConfigError
 
-    parser = OverridesParser.create()
+    parser, parsed = OverridesParser.create(), []
     for item in overrides:
         try:
             (override,) = parser.parse_overrides([item])
-            key = override.key_or_group
+            key, why = override.key_or_group, None
         except HydraException as exc:
-            key = ""
-            why = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(
-                ("Error parsing", "See https", "LexerNoViableAlt", "^"))]
-            why = [ln.split(" expecting {")[0] for ln in why]  # not ANTLR's list of every token
-        else:
-            why = []
+            key, why = "", hydra_reason(exc)
         if not key:
-            raise ConfigError(f"{item!r} is not a key=value override{f' ({why[0]})' if why else ''}; write key=value "
+            raise ConfigError(f"{item!r} is not a key=value override{f' ({why})' if why else ''}; write key=value "
                               "(e.g. seed=3) and quote a value with spaces, '=', '~' or non-ASCII letters: "
                               "key='a=b'")
         if override.is_delete():
@@ -72,11 +70,36 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]]) -> None:
                               "agents.tune sweep.search_space.<key>=grid:[a,b]); write a list as [a,b] or quote a "
                               "text: key='a,b'")
         group = key.split(".")[0]
+        if saved and key in ("env", "agent", "env.id", "agent.name"):
+            raise ConfigError(f"{item}: config= keeps the saved run's env and agent; to switch the {group}, start "
+                              f"from {group}=<name> key=value ... instead (without config=)")
         if key in ("env.id", "agent.name"):
             raise ConfigError(f"{item}: choose the {group} with {group}=<name> ({', '.join(groups[group])}): its "
                               f"config file sets the {group}'s other settings with it")
         if key in groups and override.package is None and override.value() not in groups[key]:
             raise ConfigError(f"unknown {key} {override.value()!r}; choose one of: {', '.join(groups[key])}")
+        parsed.append(override)
+    return parsed
+
+
+def hydra_reason(exc: BaseException) -> str | None:
+    """What Hydra's override grammar found wrong, in one line without ANTLR's noise (the "Error parsing" header, the
+    link, the lexer's class name, the caret line, the list of every token it expected); None if nothing is left."""
+    why = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(
+        ("Error parsing", "See https", "LexerNoViableAlt", "^"))]
+    return why[0].split(" expecting {")[0] if why else None
+
+
+def find_interpolation(value, key: str = "") -> tuple[str, str] | None:
+    """The first (key, text) in `value` whose text holds '${', walking mappings (`key.k`) and lists (`key[i]`)
+    (OmegaConf's too: a DictConfig's values are resolved as read); None if there is none."""
+    if isinstance(value, Mapping):
+        items = [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return (key, value) if isinstance(value, str) and "${" in value else None
+    return next(filter(None, (find_interpolation(v, k) for k, v in items)), None)
 
 
 # the allocator's own words for a failed allocation: torch's CPU allocator raises a plain RuntimeError ("...

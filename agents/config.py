@@ -11,16 +11,21 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from agents.cli_args import allocation_failure, check_overrides, does_not_fit  # noqa: F401  (run, evaluate)
-from memory.config import MemoryConfig
+from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: for run, evaluate)
+    allocation_failure,
+    check_overrides,
+    does_not_fit,
+    find_interpolation,
+    hydra_reason,
+)
+from memory.config import MAX_THREADS, MemoryConfig
 
 AGENTS = ("memnet", "transformer", "lstm", "gru")
 TRAIN_MODES = ("supervised", "reinforce")
 DEVICES = ("auto", "cpu", "cuda")
-MAX_THREADS = 1024  # torch.set_num_threads takes any int, then starting 10^5 threads fails mid-run
 
 
 class ConfigError(ValueError):
@@ -113,12 +118,15 @@ def _explain_hydra_error(exc: Exception) -> str:
     """Hydra's first line, with the fix (syntax, unknown env and agent names: `check_overrides`, before Hydra)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if text.startswith("Could not append to config"):  # +key=value for a key that is there
-        key = text.split("'")[1]
-        return f"+{key}= adds a key, and {key} is there already; set it with {key}=<value>"
+        return _adds_existing(text.split("'")[1])
     if "Could not override" in text or "Key '" in text:
         key = text.split("'")[1] if "'" in text else text
         return f"unknown config key {key!r}; run `python -m agents.run --help` to list the keys"
     return text
+
+
+def _adds_existing(key: str) -> str:
+    return f"+{key}= adds a key, and {key} is there already; set it with {key}=<value>"
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -131,7 +139,8 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(_unresolvable(OmegaConf.merge(OmegaConf.structured(RunSchema), cfg), exc)) from None
     except OmegaConfBaseException as exc:
         raise ConfigError(_one_line(exc)) from None
-    literal = _literal_interpolation(merged)  # read back from config.yaml or a checkpoint, it would resolve again
+    # read back from config.yaml or a checkpoint, a literal '${' (escaped `\${...}`) would resolve again
+    literal = find_interpolation(OmegaConf.to_container(merged, resolve=False))
     if literal:
         raise ConfigError(f"{literal[0]}={literal[1]!r}: a value may not hold a literal '${{' (config.yaml and the "
                           "checkpoint would read it back as an interpolation); choose another")
@@ -182,33 +191,22 @@ def validate(cfg: DictConfig) -> DictConfig:
     return merged
 
 
-def _unresolvable(cfg: DictConfig, exc: Exception, prefix: str = "") -> str:
-    """The one line for an interpolation (`seed=${nope}`) that does not resolve: the first key that fails, its text,
-    OmegaConf's reason."""
-    for key in cfg:
+def _unresolvable(cfg: DictConfig | ListConfig, exc: Exception, prefix: str = "") -> str:
+    """The one line for an interpolation (`seed=${nope}`, `env.kwargs.distances=[1,${nope}]`) that does not resolve:
+    the first key that fails, its text, OmegaConf's reason."""
+    in_list = isinstance(cfg, ListConfig)
+    for key in range(len(cfg)) if in_list else cfg:
+        name = f"{prefix}[{key}]" if in_list else f"{prefix}.{key}" if prefix else str(key)
         if OmegaConf.is_interpolation(cfg, key):
             try:
                 cfg[key]
             except OmegaConfBaseException as why:
-                raw = cfg._get_node(key)._value()
-                return f"{prefix}{key}={raw}: {str(why).splitlines()[0]}"
-        elif isinstance(cfg._get_node(key), DictConfig):
-            found = _unresolvable(cfg[key], exc, f"{prefix}{key}.")
+                return f"{name}={cfg._get_node(key)._value()}: {str(why).splitlines()[0]}"
+        elif isinstance(cfg._get_node(key), (DictConfig, ListConfig)):
+            found = _unresolvable(cfg[key], exc, name)
             if found:
                 return found
     return str(exc).splitlines()[0] if prefix == "" else ""
-
-
-def _literal_interpolation(cfg: DictConfig, prefix: str = "") -> tuple[str, str] | None:
-    """The first (key, text) whose resolved text still holds '${' (an escaped `\\${...}`)."""
-    for key, value in cfg.items_ex(resolve=False):
-        if isinstance(value, DictConfig):
-            found = _literal_interpolation(value, f"{prefix}{key}.")
-            if found:
-                return found
-        elif isinstance(value, str) and "${" in value:
-            return f"{prefix}{key}", value
-    return None
 
 
 def absolute_path(value):
@@ -248,7 +246,8 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     """A saved `config.yaml` (a run folder's, a sweep's best_config.yaml) with `key=value` overrides on top,
     validated like a fresh config: what `python -m agents.run config=<file>` starts a new run from. The saved
     run_dir and resume are dropped (they name the old run); env= and agent= are refused (the saved config is
-    one env's and one agent's, composed; switching them is a fresh command line)."""
+    one env's and one agent's, composed; switching them, env.id= and agent.name= too, is a fresh command line);
+    the overrides get the checks of a fresh command line (check_overrides)."""
     try:
         loaded = OmegaConf.load(path)
     except (FileNotFoundError, IsADirectoryError):
@@ -259,28 +258,19 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
                           "config.yaml or a sweep's best_config.yaml") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config={path}: holds no mapping of keys; point it at a run's config.yaml")
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
+    parsed = check_overrides(list(overrides or []), {group: group_options(group) for group in ("env", "agent")},
+                             saved=True)  # as on a fresh command line, and env= / agent= (.name, .id) refused
     for key in ("run_dir", "resume"):
         loaded.pop(key, None)
     if isinstance(loaded.get("memory"), DictConfig):
         loaded.memory.pop("dim", None)  # tied to model.dim as in agents/conf (the file holds the resolved number)
     loaded = _over_shipped_defaults(loaded)
-    parser = OverridesParser.create()
-    for item in overrides or []:
-        try:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list, null None)
-            (override,) = parser.parse_overrides([item])
-        except HydraException as exc:
-            raise ConfigError(f"{item}: {str(exc).splitlines()[0]}; overrides are key=value (e.g. seed=3)") from None
-        key = override.key_or_group
-        if key in ("env", "agent"):
-            raise ConfigError(f"{item}: config= keeps the saved run's env and agent; to switch {key}, start from a "
-                              f"command line ({key}=<name> key=value ...), or set its keys ({key}.*) here")
-        if override.is_sweep_override() or override.is_delete():
-            raise ConfigError(f"{item}: config= takes one key=value per key (no sweeps, no deletions)")
+    for override in parsed:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list)
+        key, add = override.key_or_group, override.is_add() or override.is_force_add()  # +key=, ++key=: as Hydra
+        if override.is_add() and OmegaConf.select(loaded, key, default=_adds_existing) is not _adds_existing:
+            raise ConfigError(_adds_existing(key))
         try:
-            OmegaConf.update(loaded, key, override.value(), merge=True)
+            OmegaConf.update(loaded, key, override.value(), merge=True, force_add=add)
         except OmegaConfBaseException as exc:
             raise ConfigError(_one_line(exc)) from None
     return validate(loaded)
@@ -295,7 +285,8 @@ def override_value(text: str, where: str):
     try:
         return OverridesParser.create().parse_overrides([f"value={text}"])[0].value()
     except HydraException as exc:
-        raise ConfigError(f"{where}: {text!r} is not a value ({str(exc).splitlines()[0]})") from None
+        why = hydra_reason(exc) or "Hydra's override grammar cannot read it; quote a text"
+        raise ConfigError(f"{where}: {text!r} is not a value ({why})") from None
 
 
 def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:

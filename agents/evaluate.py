@@ -35,7 +35,7 @@ from agents.checkpoint import (
     load_checkpoint,
     run_dir_of,
 )
-from agents.cli_args import interrupt
+from agents.cli_args import find_interpolation, hydra_reason, interrupt
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.report import write_json_atomic
 from memory.cache_cold_dirs import ColdTierError
@@ -122,16 +122,11 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
 def check_plain(key: str, value) -> None:
     """A value without '${': evaluate's values are not interpolated (resolved against the run's saved config, e.g.
     env.kwargs.delay=${seed}, they were evaluated with a value the JSON did not record), and agents.run refuses a
-    literal '${' in a value."""
-    if isinstance(value, Mapping):
-        for v in value.values():
-            check_plain(key, v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            check_plain(key, v)
-    elif isinstance(value, str) and "${" in value:
-        raise ConfigError(f"{key}={value!r}: an evaluation takes plain values, not interpolations ('${{...}}'); "
-                          "write the value itself")
+    literal '${' in a value. Inside a list or mapping, the line names the item (`key[0]`, `key.k`)."""
+    found = find_interpolation(value, key)
+    if found:
+        raise ConfigError(f"{found[0]}={found[1]!r}: an evaluation takes plain values, not interpolations "
+                          "('${...}'); write the value itself")
 
 
 def cold_tier_line(exc: ColdTierError) -> str:
@@ -229,9 +224,7 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
         except HydraException as exc:
             fix = "memory.<key>=<value> or a comma list (memory.reset=never,episode)" if item.startswith(
                 MEMORY_PREFIX) else "env.kwargs.<option>=<value> or a comma list (env.kwargs.facts_per_episode=1,2,4)"
-            why = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(
-                ("Error parsing", "See https", "LexerNoViableAlt", "^"))]  # not ANTLR's class name
-            raise ConfigError(f"{item}: {why[0].split(' expecting {')[0] if why else 'its value cannot be read'}; "
+            raise ConfigError(f"{item}: {hydra_reason(exc) or 'its value cannot be read'}; "
                               f"write {fix}, and quote a value with spaces or '~': key='a b'") from None
     names = [o.key_or_group for o in parsed]
     check_given_once(names, items)
@@ -251,7 +244,8 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
         raise ConfigError(f"{' '.join(items)}: {sizes} evaluations; a sweep runs at most {MAX_EVALUATIONS:,}: give "
                           "fewer values")
     for name, options in zip(names, values, strict=True):  # before the first evaluation of a sweep
-        check_plain(name, options)
+        for option in options:  # each a value of `name` (an index would name a list value's item)
+            check_plain(name, option)
     grid = []
     for combo in itertools.product(*values):
         env = {n[len(ENV_PREFIX):]: v for n, v in zip(names, combo, strict=True) if n.startswith(ENV_PREFIX)}

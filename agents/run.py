@@ -37,6 +37,7 @@ from agents.config import (  # noqa: E402
     from_yaml_file,
     help_text,
     load_config,
+    override_value,
     to_yaml,
     validate,
 )
@@ -84,10 +85,9 @@ def config_for(overrides: list[str]):
         raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
     run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
-    try:
-        changed = OmegaConf.from_dotlist(changes)
-    except Exception as exc:  # OmegaConf's grammar errors: `train.threads=${`
-        raise ConfigError(f"{changes}: {str(exc).splitlines()[0]}") from None
+    changed = OmegaConf.create()
+    for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
+        OmegaConf.update(changed, key, override_value(text, key))
     cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
     check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="resume")
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)

@@ -25,6 +25,9 @@ CACHE_POLICIES = ("lru", "fifo", "importance")
 RESET_MODES = ("never", "episode", "task")
 KEY_SOURCES = ("hidden", "token")
 MAX_LAG = 64  # largest key / query lag in memory.key_lags
+# thread counts (memory.store_threads, agents' train.threads): torch and FAISS take any int, then starting 10^5
+# threads fails mid-run
+MAX_THREADS = 1024
 MIN_POINTS_PER_LIST = 39  # FAISS warns (and clusters poorly) below 39 training points per IVF centroid
 
 
@@ -164,7 +167,8 @@ class MemoryConfig:
         need(self.store_importance_halflife >= 0, f"store_importance_halflife={self.store_importance_halflife}: must "
              "be >= 0 (store writes; 0 = no decay)")
         # FAISS takes any int, and an overflowing one is an OverflowError from inside it
-        need(1 <= self.store_threads <= 1024, f"store_threads={self.store_threads}: must be in [1, 1024]")
+        need(1 <= self.store_threads <= MAX_THREADS,
+             f"store_threads={self.store_threads}: must be in [1, {MAX_THREADS}]")
         self._validate_ann(need)
         need(self.store_precision in STORE_PRECISIONS,
              f"store_precision={self.store_precision!r}: choose one of {STORE_PRECISIONS}")

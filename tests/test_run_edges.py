@@ -116,7 +116,12 @@ def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, cap
         capsys.readouterr().err
     assert run.main([f"resume={first}", "train.threads=x"]) == 2
     assert "train.threads" in capsys.readouterr().err
+    assert run.main([f"resume={first}", "train.threads=${oops"]) == 2
+    assert "train.threads: '${oops' is not a value" in capsys.readouterr().err
     assert run.main([f"resume={first}", "train.progress=false", "train.threads=1"]) == 0
     saved = (first / "config.yaml").read_text()
     assert "threads: 1" in saved and "progress: false" in saved
+    # read as a fresh run reads it (Hydra's grammar): YAML 1.1 made 010 octal, 8 threads
+    assert run.main([f"resume={first}", "train.progress=false", "train.threads=010"]) == 0
+    assert "threads: 10" in (first / "config.yaml").read_text()
 

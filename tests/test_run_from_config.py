@@ -49,8 +49,8 @@ def test_overrides_apply_on_top_of_the_saved_config(first_run, tmp_path, capsys)
     (["seed=-1"], "seed=-1: must be in [0, 2^32)"),
     (["resume=somewhere"], "config= starts a new run from a saved config, resume= continues a run; use one"),
     (["--config-path", "x"], "unknown option --config-path: agents.run takes key=value overrides"),
-    (["seed=1,2"], "seed=1,2: config= takes one key=value per key (no sweeps, no deletions)"),
-    (["~seed"], "~seed: config= takes one key=value per key"),
+    (["seed=1,2"], "seed=1,2: one value per key (a comma list, range() or choice() is a sweep"),  # check_overrides
+    (["~seed"], "~seed: a key cannot be deleted (~key): every key has a value"),
     (["memory.dim=64"], "memory.dim=64 must equal model.dim=32; set model.dim only"),
 ])
 def test_bad_overrides_of_a_saved_config_are_one_line(first_run, tmp_path, capsys, args, message):

@@ -1,0 +1,131 @@
+"""`config=<saved config.yaml> key=value ...` (from_yaml_file) takes its overrides through the same checks as a fresh
+command line (check_overrides), literal and unresolvable interpolations are found inside lists too, and the
+shared pieces (Hydra's parse-error reason, the thread bound) have one definition. No training."""
+
+import re
+
+import pytest
+from omegaconf import OmegaConf
+
+from agents import evaluate, run
+from agents.config import ConfigError, from_yaml_file, load_config, to_yaml
+from tests.test_run import tiny
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A run's config.yaml as agents.run writes it (to_yaml of the validated config), without the training."""
+    path = tmp_path_factory.mktemp("saved") / "config.yaml"
+    path.write_text(to_yaml(load_config(tiny("ContinualShift-v0", "memnet", path.parent / "run"))))
+    return path
+
+
+SWITCH = "config= keeps the saved run's env and agent; to switch the {0}, start from {0}=<name> key=value"
+
+
+@pytest.mark.parametrize("override, message", [
+    # were accepted: an LSTM trained with MemNet's lr and settings, NeedleRecall with ContinualShift's options
+    ("agent.name=lstm", "agent.name=lstm: " + SWITCH.format("agent")),
+    ("env.id=NeedleRecall-v0", "env.id=NeedleRecall-v0: " + SWITCH.format("env")),
+    ("agent=lstm", "agent=lstm: " + SWITCH.format("agent")),
+    ("env=NeedleRecall-v0", "env=NeedleRecall-v0: " + SWITCH.format("env")),
+    ("env=NoSuchEnv-v0", "env=NoSuchEnv-v0: " + SWITCH.format("env")),
+    # the fresh command line's words (check_overrides), not config='s own
+    ("~seed", "~seed: a key cannot be deleted (~key): every key has a value; set it with key=value"),
+    ("hydra.run.dir=/tmp/x", "hydra.run.dir=/tmp/x: Hydra's own settings (hydra.*) are not used here"),  # was
+    ("seed=1,2", "seed=1,2: one value per key (a comma list, range() or choice() is a sweep"),  # "unknown key"
+    ("seed=range(3)", "seed=range(3): one value per key"),
+    ("seed=~", "'seed=~' is not a key=value override; write key=value (e.g. seed=3) and quote a value"),
+    ("runs_root=a=b", "'runs_root=a=b' is not a key=value override (mismatched input '=' expecting <EOF>); "),
+])
+def test_overrides_of_a_saved_config_get_the_command_line_checks(saved, override, message):
+    with pytest.raises(ConfigError) as caught:
+        from_yaml_file(str(saved), [override])
+    text = str(caught.value)
+    assert message in text and "\n" not in text, text
+
+
+def test_switching_the_agent_of_a_saved_config_starts_no_run(saved, tmp_path, capsys):
+    assert run.main([f"config={saved}", "agent.name=lstm", f"run_dir={tmp_path / 'x'}", "train.episodes=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: agent.name=lstm: {SWITCH.format('agent')} ... instead (without config=)", err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_saved_configs_own_keys_may_still_be_set(saved):
+    cfg = from_yaml_file(str(saved), ["seed=3", "env.kwargs.num_tasks=3", "train.lr=1e-4"])
+    assert (cfg.seed, cfg.env.kwargs.num_tasks, cfg.train.lr, cfg.agent.name) == (3, 3, 1e-4, "memnet")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    # an escaped '${' inside a list was kept as text and read back from config.yaml as the interpolation ([0])
+    (["env=ContinualShift-v0", r"+env.kwargs.foo=['\${seed}']"],
+     "env.kwargs.foo[0]='${seed}': a value may not hold a literal '${'"),
+    (["env=LongDependency-v0", r"env.kwargs.distances=[1,'\${seed}']"],
+     "env.kwargs.distances[1]='${seed}': a value may not hold a literal '${'"),
+    (["env=ContinualShift-v0", r"+env.kwargs.foo=[{a:'\${seed}'}]"], "env.kwargs.foo[0].a='${seed}': a value"),
+    # an unresolvable one inside a list named no key
+    (["env=LongDependency-v0", "env.kwargs.distances=[1,${nope}]"],
+     "env.kwargs.distances[1]=${nope}: Interpolation key 'nope' not found"),
+    (["env=ContinualShift-v0", "+env.kwargs.foo={a:[${nope}]}"], "env.kwargs.foo.a[0]=${nope}: Interpolation key"),
+])
+def test_interpolations_inside_lists_are_one_line_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides)
+    text = str(caught.value)
+    assert message in text and "\n" not in text, text
+
+
+def test_a_literal_inside_a_list_is_refused_on_config_too(saved):
+    with pytest.raises(ConfigError, match=r"env.kwargs.num_tasks\[0\]='\$\{seed\}': a value may not hold a literal"):
+        from_yaml_file(str(saved), [r"env.kwargs.num_tasks=['\${seed}']"])
+
+
+def test_an_interpolation_inside_a_list_that_resolves_is_taken():
+    cfg = load_config(["env=LongDependency-v0", "env.kwargs.distances=[1,${seed}]", "seed=2"])
+    assert OmegaConf.to_container(cfg.env.kwargs.distances) == [1, 2]
+
+
+def test_hydras_parse_error_reason_is_one_helper_for_run_and_evaluate():
+    from agents.cli_args import hydra_reason
+
+    for make in (lambda: load_config(["runs_root=a=b"]), lambda: evaluate.override_grid(["env.kwargs.x=a=b"])):
+        with pytest.raises(ConfigError, match="mismatched input '=' expecting <EOF>"):
+            make()
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    with pytest.raises(HydraException) as caught:
+        OverridesParser.create().parse_overrides(["seed=[1"])
+    reason = hydra_reason(caught.value)
+    assert reason and "\n" not in reason and " expecting {" not in reason and "Error parsing" not in reason
+
+
+def test_the_thread_bound_is_one_constant(monkeypatch):
+    import agents.config
+    import memory.config
+
+    assert agents.config.MAX_THREADS is memory.config.MAX_THREADS == 1024
+    monkeypatch.setattr(memory.config, "MAX_THREADS", 8)
+    with pytest.raises(ValueError, match=r"store_threads=9: must be in \[1, 8\]"):
+        memory.config.MemoryConfig(store_threads=9).validate()
+
+
+def test_adding_a_key_means_what_it_does_on_a_fresh_command_line(saved):
+    """+key= for a key that is there was taken as key=; +env.kwargs.<option>= (an option the env's file lacks, which
+    a fresh command line adds) was 'unknown config key'."""
+    with pytest.raises(ConfigError, match=r"^\+seed= adds a key, and seed is there already; set it with seed=<value>$"):
+        from_yaml_file(str(saved), ["+seed=3"])
+    cfg = from_yaml_file(str(saved), ["+env.kwargs.render_mode=ansi", "++seed=4", "++env.kwargs.num_tasks=3"])
+    assert (cfg.env.kwargs.render_mode, cfg.seed, cfg.env.kwargs.num_tasks) == ("ansi", 4, 3)
+    with pytest.raises(ConfigError, match="unknown config key 'memory.nokey'"):
+        from_yaml_file(str(saved), ["+memory.nokey=1"])
+
+
+@pytest.mark.parametrize("item, named", [
+    ("env.kwargs.d=[1,2],[3,{a:${x}}]", "env.kwargs.d[1].a='${x}'"),  # a list value's item (was env.kwargs.d=...)
+    ("memory.reset=never,${memory.reset}", "memory.reset='${memory.reset}'"),  # a sweep's value: the key itself
+])
+def test_evaluate_names_the_item_that_holds_an_interpolation(item, named):
+    with pytest.raises(ConfigError, match=f"^{re.escape(named)}: an evaluation takes plain values"):
+        evaluate.override_grid([item])
