@@ -1,6 +1,7 @@
 """Run one synchronous episode of B lanes: act step by step with the cached incremental forward, learn on chunks.
 
-Every lane of a memstream vector env has the same episode length, so all lanes start and end together.
+Every lane of a memstream vector env (`make_vector_env`) has the same episode length, so all lanes start and end
+together.
 Per chunk of C steps:
   1. act:   under no_grad with the cached incremental forward and writes off, the model is run only when a
             step is scored (in some lane): it reads the observations gathered since its last call as one block
@@ -24,14 +25,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+import envs  # noqa: F401  (registers the memstream ids; Gymnasium 1.x has no plugin auto-registration)
 from agents.cl_metrics import AccuracyByKey
+from agents.config import ConfigError
 
 # per-chunk memory metrics that are counts, not rates: an episode reports its last value (the count at its end, the
 # step TensorBoard plots it at), not the mean over its chunks
 GAUGES = frozenset({"store_entries"})
+
+
+def make_vector_env(env_id: str, lanes: int, kwargs: dict):
+    """The native vectorised env of a memstream id; bad ids and options become one ConfigError line."""
+    if env_id not in gym.registry:
+        known = ", ".join(sorted(k for k, spec in gym.registry.items()
+                                 if str(spec.entry_point).startswith("envs.")))
+        raise ConfigError(f"unknown env id {env_id!r}; choose one of: {known}")
+    try:
+        return gym.make_vec(env_id, num_envs=lanes, vectorization_mode="vector_entry_point", **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"env.kwargs for {env_id}: {exc}") from None
 
 
 @dataclass

@@ -100,6 +100,9 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         accuracy = trainer.evaluate_all()
     except ColdTierError as exc:  # the run's memory.cache_cold, where the temp folder's disk has less room
         raise ConfigError(cold_tier_line(exc)) from None
+    except FloatingPointError as exc:  # a model's own check of its activations: the saved weights overflow them
+        raise ConfigError(f"checkpoint {str(checkpoint)!r}: its weights diverged ({exc}); evaluate an earlier run, or "
+                          "re-run it with a lower train.lr") from None
     except (MemoryError, RuntimeError, ValueError) as exc:  # the run's sizes, where less memory is free
         if not allocation_failure(exc):  # any other RuntimeError (or ValueError) is a bug: keep its traceback
             raise

@@ -17,15 +17,13 @@ import math
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-import envs  # noqa: F401  (registers the memstream ids; Gymnasium 1.x has no plugin auto-registration)
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
 from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets, schedule_blocks
 from agents.config import ConfigError, memory_config
-from agents.episodes import Chunk, EpisodeRunner, EpisodeStats
+from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
 from agents.models import ModelConfig, build_model
 from agents.objectives import reinforce_loss, supervised_loss
 from memory.metrics import SlotLifetimeTracker, slot_usage
@@ -39,18 +37,6 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
                         ("cpu" if name == "auto" else name))
-
-
-def make_vector_env(env_id: str, lanes: int, kwargs: dict):
-    """The native vectorised env of a memstream id; bad ids and options become one ConfigError line."""
-    if env_id not in gym.registry:
-        known = ", ".join(sorted(k for k, spec in gym.registry.items()
-                                 if str(spec.entry_point).startswith("envs.")))
-        raise ConfigError(f"unknown env id {env_id!r}; choose one of: {known}")
-    try:
-        return gym.make_vec(env_id, num_envs=lanes, vectorization_mode="vector_entry_point", **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"env.kwargs for {env_id}: {exc}") from None
 
 
 class Trainer:
@@ -75,6 +61,7 @@ class Trainer:
         self.total_episodes = self._default_episodes() if t.episodes is None else int(t.episodes)
         # trainer state (all of it goes into the checkpoint)
         self.episode = 0  # training episodes done (per lane)
+        self.evaluating = False  # inside evaluate_all
         self.lane_steps = 0  # env steps per lane, train episodes (reported with the trainer state)
         self.train_steps = 0  # training env steps per lane: the x-axis of every curve
         self.train_tokens = 0
@@ -148,7 +135,10 @@ class Trainer:
         return value
 
     def diverged(self, what: str) -> ConfigError:
-        return ConfigError(f"training diverged in episode {self.episode + 1} ({what}; train.lr={self.cfg.train.lr}, "
+        # an evaluation runs after `episode` episodes (counted already): the weights it found overflowed the memory
+        where = (f"in episode {self.episode + 1}" if not self.evaluating else
+                 f"by the evaluation after episode {self.episode}" if self.episode else "before training")
+        return ConfigError(f"training diverged {where} ({what}; train.lr={self.cfg.train.lr}, "
                            f"train.grad_clip={self.cfg.train.grad_clip}); lower train.lr (checkpoints written before "
                            "it are kept)")
 
@@ -237,7 +227,9 @@ class Trainer:
         self.by_distance.reset()
         self.by_delay.reset()
         saved_memory = self.model.memory_state_dict()
+        self.evaluating = True  # stays set when an evaluation fails, for `diverged` to say where
         self.last_eval = {j: self.evaluate_task(j, saved_memory) for j in range(self.num_tasks)}
+        self.evaluating = False
         for j, a in self.last_eval.items():
             self.curves[j].append((self.train_steps, a))
         return self.last_eval

@@ -40,7 +40,7 @@ PLAN_FILE = "sweep.yaml"
 
 def env_facts(cfg) -> tuple[EnvFacts, int]:
     """The env's task count and largest distance (for metric names) and the episodes of one trial."""
-    from agents.trainer import make_vector_env
+    from agents.episodes import make_vector_env
 
     venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
     try:

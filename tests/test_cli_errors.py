@@ -146,6 +146,41 @@ def test_a_learning_rate_that_makes_training_diverge_stops_the_run_with_one_line
     one_error_line(capsys, message)
 
 
+@pytest.mark.parametrize("after, where", [(0, "before training"), (1, "by the evaluation after episode 1")])
+def test_a_divergence_found_by_an_evaluation_names_the_evaluation(tmp_path, capsys, monkeypatch, after, where):
+    """MemNet's check of the activations also runs in an evaluation's chunk calls (they write memory); the line
+    named episode N + 1, which had not started. Raised here by hand: weights that pass training's checks but
+    overflow the next evaluation are rare."""
+    from agents.trainer import Trainer
+
+    real = Trainer.evaluate_task
+
+    def evaluate_task(self, *args, **kwargs):
+        if self.episode == after:
+            raise FloatingPointError("MemNet: non-finite hidden states (NaN or inf) reached the memory writes")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate_task", evaluate_task)
+    assert run.main(tiny("ContinualShift-v0", "memnet", tmp_path / "run")) == 2
+    one_error_line(capsys, f"training diverged {where} (MemNet: non-finite hidden states")
+
+
+def test_evaluating_a_checkpoint_whose_weights_overflow_is_one_line(tmp_path, capsys, monkeypatch):
+    from agents.trainer import Trainer
+
+    assert run.main(tiny("ContinualShift-v0", "memnet", tmp_path / "run")) == 0
+    capsys.readouterr()
+
+    def evaluate_task(self, *args, **kwargs):
+        raise FloatingPointError("MemNet: non-finite hidden states (NaN or inf) reached the memory writes")
+
+    monkeypatch.setattr(Trainer, "evaluate_task", evaluate_task)
+    assert evaluate.main([f"checkpoint={tmp_path / 'run'}"]) == 2
+    one_error_line(capsys, "its weights diverged (MemNet: non-finite hidden states (NaN or inf) reached the memory "
+                           "writes); evaluate an earlier run, or re-run it with a lower train.lr")
+    assert not (tmp_path / "run" / "eval.json").exists()
+
+
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_stops_a_run_with_one_line_that_says_how_to_continue(tmp_path, signame):
     """Ctrl+C printed a KeyboardInterrupt traceback; SIGTERM left the cache's cold-tier temp folder in /tmp."""

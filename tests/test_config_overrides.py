@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from agents import run
 from agents.config import ConfigError, load_config
-from agents.trainer import make_vector_env
+from agents.episodes import make_vector_env
 
 ENVS = "ContinualShift-v0, LongDependency-v0, NeedleRecall-v0"
 

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.episodes import EpisodeRunner
+from agents.episodes import EpisodeRunner, make_vector_env
 from agents.models import ModelConfig, build_model
-from agents.trainer import make_vector_env
 from memory.config import MemoryConfig
 
 ENVS = {

@@ -12,9 +12,9 @@ import torch
 
 from agents import run
 from agents.config import load_config
-from agents.episodes import EpisodeRunner
+from agents.episodes import EpisodeRunner, make_vector_env
 from agents.models import AgentModel
-from agents.trainer import Trainer, make_vector_env
+from agents.trainer import Trainer
 from tests.test_metrics_reference import ref_cl
 
 
