@@ -37,7 +37,7 @@ from agents.checkpoint import (
 )
 from agents.cli_args import find_interpolation, hydra_reason, interrupt
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
-from agents.report import write_json_atomic
+from agents.report import mean_accuracy, measured, write_json_atomic
 from memory.cache_cold_dirs import ColdTierError
 from memory.config import MemoryConfig
 
@@ -109,13 +109,12 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         raise ConfigError(does_not_fit(cfg, exc, "evaluating this checkpoint", "the evaluation needs the run's "
                                        "sizes: run it where more memory is free (device=cpu if a GPU's ran out)")) \
             from None
-    scored = [a for a in accuracy.values() if not math.isnan(a)]  # NaN: a task with no query scored
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,
         "env_kwargs": dict(env_kwargs or {}), "memory": dict(memory or {}),
-        "accuracy_by_task": accuracy, "accuracy": sum(scored) / len(scored) if scored else None,
-        "accuracy_by_distance": {k: v for k, v in trainer.by_distance.result().items() if v is not None} or None,
-        "recall_by_delay": {k: v for k, v in trainer.by_delay.result().items() if v is not None} or None,
+        "accuracy_by_task": accuracy, "accuracy": mean_accuracy(accuracy.values()),
+        "accuracy_by_distance": measured(trainer.by_distance) or None,
+        "recall_by_delay": measured(trainer.by_delay) or None,
     }
     if out is not None:
         write_out_file(run_dir / out, result)

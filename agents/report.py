@@ -44,22 +44,31 @@ def final_metrics(trainer) -> dict:
     that reports delays (NeedleRecall), accuracy_by_distance needs distances.
     """
     cl = trainer.continual_metrics()
-    last = [a for a in trainer.last_eval.values() if not math.isnan(a)]
-    by_distance = {k: v for k, v in trainer.by_distance.result().items() if v is not None}
-    by_delay = {k: v for k, v in trainer.by_delay.result().items() if v is not None}
+    by_distance, by_delay = measured(trainer.by_distance), measured(trainer.by_delay)
     params = sum(p.numel() for p in trainer.model.parameters())
     return {
         "env": trainer.cfg.env.id, "agent": trainer.cfg.agent.name, "seed": trainer.cfg.seed,
         "episodes": trainer.episode, "ACC": cl["ACC"], "BWT": cl["BWT"], "FWT": cl["FWT"],
         "forgetting": cl["forgetting"], "accuracy_matrix": trainer.R, "accuracy_matrix_tasks": trainer.block_tasks,
         "untrained_accuracy": trainer.b,
-        "accuracy": float(np.mean(last)) if last else None,
+        "accuracy": mean_accuracy(trainer.last_eval.values()),
         "accuracy_by_distance": by_distance or None, "recall_by_delay": by_delay or None,
         "tokens_per_s": trainer.train_tokens / trainer.train_seconds if trainer.train_seconds else None,
         "params": params, "memory_bytes": int(trainer.model.memory_bytes(trainer.state)),
         "forgetting_curves": {j: c for j, c in trainer.curves.items()},
         "task_boundaries": trainer.task_boundaries,
     }
+
+
+def mean_accuracy(accuracies) -> float | None:
+    """The mean of per-task accuracies, leaving out NaN (a task with no scored query); None when none is left."""
+    scored = [float(a) for a in accuracies if not math.isnan(a)]
+    return sum(scored) / len(scored) if scored else None
+
+
+def measured(by_key) -> dict:
+    """An AccuracyByKey's {key: accuracy} without the keys that saw no scored step."""
+    return {k: v for k, v in by_key.result().items() if v is not None}
 
 
 def write_report(trainer, metrics: dict, logger=None) -> None:

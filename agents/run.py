@@ -41,7 +41,7 @@ from agents.config import (  # noqa: E402
     to_yaml,
     validate,
 )
-from agents.report import final_metrics, summary_table, write_report, write_text_atomic  # noqa: E402
+from agents.report import final_metrics, mean_accuracy, summary_table, write_report, write_text_atomic  # noqa: E402
 from memory.cache_cold_dirs import ColdTierError  # noqa: E402
 
 RESUME_KEYS = ("train.progress", "train.threads")  # what a resumed run may change: how it runs, not what it computes
@@ -152,7 +152,7 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
         if values is not None and on_eval is not None:
             on_eval(trainer, values)
         bar.set_postfix(acc=_pct(stats.accuracy), loss=f"{stats.loss:.3f}" if stats.loss is not None else "-",
-                        eval=_pct(_mean(trainer.last_eval.values())), task=task)
+                        eval=_pct(mean_accuracy(trainer.last_eval.values())), task=task)
         bar.update(1)
     bar.close()
     if not (trainer.run_dir / "checkpoints" / "last.pt").is_file():  # train.episodes=0: still a run to evaluate
@@ -164,7 +164,7 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
 def log_eval(trainer, logger) -> dict:
     """The evaluation scalars (DESIGN.md section 8 tags), written to TensorBoard and returned."""
     values = {f"eval/task_{j}/accuracy": a for j, a in trainer.last_eval.items()}
-    values["eval/accuracy"] = _mean(trainer.last_eval.values())
+    values["eval/accuracy"] = mean_accuracy(trainer.last_eval.values())
     values |= {f"cl/{k}": v for k, v in trainer.continual_metrics().items()}
     values |= {f"recall/accuracy_d{k}": v for k, v in trainer.by_distance.result().items()}
     values |= {f"recall/accuracy_delay{k}": v for k, v in trainer.by_delay.result().items()}
@@ -182,11 +182,6 @@ def _interrupted(run_dir: Path | None) -> int:
 
 def _keeps_sizes(run_dir: Path) -> str:
     return f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller ones)"
-
-
-def _mean(xs) -> float | None:
-    xs = [x for x in xs if x == x]
-    return sum(xs) / len(xs) if xs else None
 
 
 def _pct(x) -> str:

@@ -55,3 +55,10 @@ def test_resuming_after_the_last_checkpoint_logs_no_point_twice(tmp_path, monkey
     assert curves == sorted(tag for tag in b if not tag.startswith("perf/"))
     for tag in curves:
         assert a[tag] == b[tag], tag
+
+
+def test_mean_accuracy_leaves_out_tasks_with_no_scored_query():
+    from agents.report import mean_accuracy
+
+    assert mean_accuracy([0.5, float("nan"), 1.0]) == 0.75
+    assert mean_accuracy([float("nan")]) is None and mean_accuracy([]) is None
