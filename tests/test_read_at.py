@@ -65,7 +65,10 @@ def test_read_at_gives_the_full_calls_logits_gradients_state_and_writes(mem):
     a, b = semantic(model, s_full), semantic(model, s_part)
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=2e-5, rtol=1e-4)
-    assert torch.equal(aux_part["metrics"]["store_ids"], aux_full["metrics"]["store_ids"][:, at])
+    # the same memories read (as sets: equal-scoring memories, e.g. two that differ only in what the query does
+    # not match, come in an order set by float rounding, which differs between a 3-query and a 10-query search)
+    assert torch.equal(aux_part["metrics"]["store_ids"].sort(-1).values,
+                       aux_full["metrics"]["store_ids"][:, at].sort(-1).values)
     ids, keys = store_rows(model)
     assert np.array_equal(ids, entries[0]) and np.allclose(keys, entries[1], atol=1e-5)
 
