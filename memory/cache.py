@@ -42,11 +42,16 @@ TIER_NAMES = ("hot", "warm", "cold")
 FORMAT = "memstream.TieredKVCache/2"  # /2: cold tier (n, H, dk + d), key_dim
 
 
-def _as_float32(x) -> np.ndarray:
-    """A tensor (any float dtype: numpy has no bfloat16, so convert in torch) or array-like -> float32 array."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float32).numpy()
-    return np.asarray(x).astype(np.float32)
+def _as_floats(x, name: str, dtype=np.float32) -> np.ndarray:
+    """A tensor (any float dtype: numpy has no bfloat16, so convert in torch) or array-like -> float32 (or `dtype`)
+    array; a one-line TypeError naming the argument for anything else (strings, ragged lists, None)."""
+    try:
+        if isinstance(x, torch.Tensor):
+            return x.detach().to("cpu", torch.float32 if dtype == np.float32 else torch.float64).numpy()
+        return np.asarray(x).astype(dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"TieredKVCache.put: {name} must be a numeric array or tensor, got {type(x).__name__} "
+                        f"({str(e).splitlines()[0]})") from None
 
 
 class TieredKVCache(TierMoves):
@@ -76,6 +81,9 @@ class TieredKVCache(TierMoves):
             if path is None:
                 private_dir, lock_fd = make_private_cold_dir()
             folder = Path(private_dir or path)
+            if folder.exists() and not folder.is_dir():  # mkdir raised a bare "[Errno 17] File exists"
+                raise NotADirectoryError(f"TieredKVCache: path={os.fspath(path)!r} is a file; the cold tier's file "
+                                         "goes into a folder: pass a folder (or None for a private temp folder)")
             folder.mkdir(parents=True, exist_ok=True)
             cold_file = folder / f"cold-kv-{uuid.uuid4().hex}.f32"
         self.cold_file = cold_file
@@ -101,7 +109,7 @@ class TieredKVCache(TierMoves):
         if isinstance(ids, torch.Tensor):
             ids = ids.detach().cpu().numpy()
         ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu":
+        if ids.dtype.kind not in "iu" and ids.size:  # an empty list is float64 to numpy: an empty batch, not floats
             raise TypeError(f"TieredKVCache: {name} must be integers, got dtype {ids.dtype}")
         return ids.astype(np.int64, copy=False)
 
@@ -122,7 +130,7 @@ class TieredKVCache(TierMoves):
         include the lowest-priority of the ids just put). Any float dtype (bfloat16 too) is stored as float32."""
         ids = self._as_ids(ids).reshape(-1)
         n, shape, key_shape = len(ids), (len(ids), self.heads, self.head_dim), (len(ids), self.heads, self.key_dim)
-        keys, values = _as_float32(keys), _as_float32(values)
+        keys, values = _as_floats(keys, "keys"), _as_floats(values, "values")
         if keys.shape != key_shape or values.shape != shape:
             raise ValueError(f"TieredKVCache.put: keys {keys.shape} and values {values.shape} must be {key_shape} "
                              f"and {shape}")
@@ -130,9 +138,11 @@ class TieredKVCache(TierMoves):
             raise ValueError("TieredKVCache.put: ids must be unique and >= 0 (-1 means 'missing' in get_batch)")
         if not (np.isfinite(keys).all() and np.isfinite(values).all()):
             raise ValueError("TieredKVCache.put: keys and values must be finite (got NaN or inf)")
-        imp = np.full(n, np.nan) if importance is None else np.asarray(importance, dtype=np.float64).reshape(-1)
-        if imp.shape != (n,):
-            raise ValueError(f"TieredKVCache.put: importance must have {n} entries, got shape {imp.shape}")
+        imp = (np.full(n, np.nan) if importance is None
+               else _as_floats(importance, "importance", np.float64).reshape(-1))
+        # NaN is how a Book marks "none given": a NaN (or inf) passed in would silently rank by access counts
+        if importance is not None and (imp.shape != (n,) or not np.isfinite(imp).all()):
+            raise ValueError(f"TieredKVCache.put: importance must be {n} finite numbers, got shape {imp.shape}")
         self.remove(ids)
         self._evicted = []
         self._store.observe_keys(keys)
@@ -292,13 +302,31 @@ class TieredKVCache(TierMoves):
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"TieredKVCache.load_state_dict: format {got!r}, expected {FORMAT!r}")
+        missing = sorted({"config", "books", "data", "ids", "tier", "slot", "clock", "counters"} - set(d))
+        if missing or not isinstance(d["config"], dict) or not isinstance(d["books"], (list, tuple)) or len(
+                d["books"]) != 3:
+            raise ValueError(f"TieredKVCache.load_state_dict: the saved state lacks {', '.join(missing) or 'a part'}; "
+                             "it is damaged or not a TieredKVCache's")
         check_saved_config("TieredKVCache", d["config"], self._settings())
-        for book, state in zip(self._books, d["books"], strict=True):
-            book.load_state(state)
-        self._store.load_state(d["data"], [np.flatnonzero(b.ids >= 0) for b in self._books])
-        self._ids, self._tier = d["ids"].numpy().copy(), d["tier"].numpy().copy()
-        self._slot, self._clock = d["slot"].numpy().copy(), int(d["clock"])
-        self._counters = dict(d["counters"])
+        # everything is checked before anything is loaded: a failed load leaves this cache as it was (loading the
+        # books first left them describing the file's entries while the id map and data were this cache's)
+        books = [book.checked_state(state) for book, state in zip(self._books, d["books"], strict=True)]
+        data = self._store.checked_state(d["data"], [np.flatnonzero(b["ids"] >= 0) for b in books])
+        ids, tier, slot = (d[n].numpy().astype(np.int64) for n in ("ids", "tier", "slot"))
+        held = np.concatenate([b["ids"][b["ids"] >= 0] for b in books])
+        fits = ids.shape == tier.shape == slot.shape == held.shape and bool((np.diff(ids) > 0).all())
+        for t, b in enumerate(books):  # the map must point each of a tier's ids at the slot that holds it
+            at = tier == t
+            fits = fits and int(at.sum()) == int((b["ids"] >= 0).sum()) and bool(
+                ((slot[at] >= 0) & (slot[at] < len(b["ids"]))).all()) and bool((b["ids"][slot[at]] == ids[at]).all())
+        if not fits:
+            raise ValueError("TieredKVCache.load_state_dict: the saved id map does not match its tiers; the state is "
+                             "damaged")
+        for book, arrays in zip(self._books, books, strict=True):
+            book.load_state(arrays)
+        self._store.load_state(data)
+        self._ids, self._tier, self._slot = ids.copy(), tier.astype(np.int8), slot.copy()
+        self._clock, self._counters = int(d["clock"]), dict(d["counters"])
 
     def save(self, path) -> None:
         """One file, written atomically (temp file + os.replace); the cold tier's data is copied into it."""
@@ -308,6 +336,13 @@ class TieredKVCache(TierMoves):
     def load(cls, path, cold_path=None) -> TieredKVCache:
         """Rebuild a cache saved with `save(path)`; its cold tier goes to `cold_path` (private temp if None)."""
         d = checked_torch_load(path, "TieredKVCache", FORMAT)
-        cache = cls(**d["config"], path=cold_path)
-        cache.load_state_dict(d)
+        try:
+            cache = cls(**d["config"], path=cold_path)
+        except (KeyError, TypeError):  # no settings, or settings this version has no keyword for
+            raise ValueError(f"TieredKVCache: {path} lacks its settings ('config'); it is damaged") from None
+        try:
+            cache.load_state_dict(d)
+        except BaseException:
+            cache.close()  # its cold tier's file
+            raise
         return cache

@@ -83,12 +83,19 @@ class Book:
     def state(self) -> dict:
         return {f: torch.from_numpy(getattr(self, f).copy()) for f in _FIELDS}
 
-    def load_state(self, d: dict) -> None:
+    def checked_state(self, d: dict) -> dict:
+        """A saved `state()` as field -> array, checked (ValueError) but not loaded: `load_state` cannot fail."""
+        if not isinstance(d, dict) or not all(isinstance(d.get(f), torch.Tensor) for f in _FIELDS):
+            raise ValueError(f"TieredKVCache.load_state_dict: a tier's book lacks one of {_FIELDS} (damaged state)")
         for f in _FIELDS:
-            if tuple(d[f].shape) != (self.capacity,):
-                raise ValueError(f"TieredKVCache.load_state_dict: {f} has shape {tuple(d[f].shape)}, "
-                                 f"expected ({self.capacity},)")
-            getattr(self, f)[:] = d[f].numpy()
+            if tuple(d[f].shape) != (self.capacity,) or d[f].numpy().dtype != getattr(self, f).dtype:
+                raise ValueError(f"TieredKVCache.load_state_dict: {f} is {tuple(d[f].shape)} {d[f].dtype}, "
+                                 f"expected ({self.capacity},) {getattr(self, f).dtype}")
+        return {f: d[f].numpy() for f in _FIELDS}
+
+    def load_state(self, arrays: dict) -> None:
+        for f in _FIELDS:
+            getattr(self, f)[:] = arrays[f]
         self.used = int((self.ids >= 0).sum())
 
 
@@ -211,9 +218,15 @@ class TierStorage:
                 "key_sq": t(self.key_sq.copy()), "key_seen": self.key_seen, "calibrated_at": self.calibrated_at,
                 "cold": t(np.array(self.cold[occupied[COLD]]))}
 
-    def load_state(self, d: dict, occupied: list[np.ndarray]) -> None:
+    def checked_state(self, d: dict, occupied: list[np.ndarray]) -> dict:
+        """A saved `state(occupied)` as name -> array / scalar, checked (ValueError) but not loaded, so that a
+        failed load leaves the tiers as they were; `load_state` then cannot fail."""
         self._check_open()
-        got = {name: d[name].numpy() for name in ("hot_k", "hot_v", "warm_k", "warm_v", "warm_sk", "warm_sv", "key_sq")}
+        names = ("hot_k", "hot_v", "warm_k", "warm_v", "warm_sk", "warm_sv", "key_sq", "channel", "cold")
+        if not isinstance(d, dict) or not all(isinstance(d.get(n), torch.Tensor) for n in names) or not isinstance(
+                d.get("key_seen"), int):
+            raise ValueError("TieredKVCache.load_state_dict: the saved tier data lacks arrays (damaged state)")
+        got = {name: d[name].numpy() for name in names[:7]}
         channels = d["channel"].numpy()
         # a file from before calibration rows holds one (H, dk) row and no warm_cal: every warm key used that row
         got["channels"] = channels[None] if channels.ndim == 2 else channels
@@ -230,12 +243,17 @@ class TierStorage:
         if tuple(d["cold"].shape) != (len(occupied[COLD]), self.heads, self.key_dim + self.head_dim):
             raise ValueError(f"TieredKVCache.load_state_dict: cold data {tuple(d['cold'].shape)} does not match "
                              f"{len(occupied[COLD])} cold entries")
+        return {**got, "key_seen": int(d["key_seen"]), "calibrated_at": int(d.get("calibrated_at", d["key_seen"])),
+                "cold": d["cold"].numpy(), "cold_slots": occupied[COLD]}
+
+    def load_state(self, got: dict) -> None:
+        """Load what `checked_state` returned."""
+        got = dict(got)
         self.channels = got.pop("channels").copy()
+        self.key_seen, self.calibrated_at = got.pop("key_seen"), got.pop("calibrated_at")
+        self.cold[got.pop("cold_slots")] = got.pop("cold")
         for name, array in got.items():
             getattr(self, name)[...] = array
-        self.key_seen = int(d["key_seen"])
-        self.calibrated_at = int(d.get("calibrated_at", self.key_seen))
-        self.cold[occupied[COLD]] = d["cold"].numpy()
 
 
 class TierMoves:

@@ -158,15 +158,23 @@ def build_internal_memory(cfg: MemoryConfig) -> nn.Module | None:
 
 
 def save_internal_state(path: str | os.PathLike, state: Tensor) -> None:
-    """Write an internal-memory state (B, S, D) atomically."""
+    """Write an internal-memory state (B, S, D) atomically. Anything else is refused before anything is written
+    (a (S, D) state saved without its lane dimension could not be loaded)."""
+    if not isinstance(state, Tensor):
+        raise TypeError(f"save_internal_state: state must be a (B, S, D) tensor (the state a memory returns), got "
+                        f"{type(state).__name__}")
+    if state.dim() != 3 or not state.is_floating_point():
+        raise ValueError(f"save_internal_state: state is {state.dtype} {tuple(state.shape)}, expected a floating "
+                         "(B, S, D) tensor (memory.initial_state(B) or the state a memory call returns)")
     atomic_torch_save({"format": INTERNAL_STATE_FORMAT, "state": state.detach()}, path)
 
 
 def load_internal_state(path: str | os.PathLike, memory: _InternalMemory) -> Tensor:
     """Read a state written by `save_internal_state`; it must fit `memory` (internal_slots, dim)."""
-    state = checked_torch_load(path, "internal memory state", INTERNAL_STATE_FORMAT).get("state")
-    if not isinstance(state, Tensor):
-        raise ValueError(f"internal memory state file {os.fspath(path)!r}: no 'state' tensor in it")
+    state = checked_torch_load(path, "internal memory state", INTERNAL_STATE_FORMAT,
+                               writer="save_internal_state").get("state")
+    if not isinstance(state, Tensor) or not state.is_floating_point():
+        raise ValueError(f"internal memory state file {os.fspath(path)!r}: no floating 'state' tensor in it (damaged)")
     if state.dim() != 3 or state.shape[1:] != (memory.slots, memory.dim):
         raise ValueError(f"internal memory state file {os.fspath(path)!r}: shape {tuple(state.shape)}, expected "
                          f"(B, {memory.slots}, {memory.dim}) (memory.internal_slots, memory.dim)")

@@ -7,6 +7,7 @@ load with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -76,6 +77,9 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         if isinstance(exc, RuntimeError) and "inline_container" not in str(exc):
             raise
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write stopped short"
+        if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+            raise OSError(f"cannot write {path} ({why}): {_not_a_file_path(Path(path))}; the file there before is "
+                          "kept") from None
         from memory.metrics import format_bytes  # here: memory.metrics imports the modules that import this one
 
         try:
@@ -84,6 +88,16 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
             free = "its folder cannot be read"
         raise OSError(f"cannot write {path} ({why}; {free}); the file there before is kept: free space (or fix the "
                       "folder's permissions) and retry") from None
+
+
+def _not_a_file_path(path: Path) -> str:
+    """Why `path` cannot be a file (a folder is there, or one of its parents is a file), with the fix."""
+    if path.is_dir():
+        return f"{path} is a folder; pass a file path (e.g. {path / 'state.pt'})"
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a folder; pass a path whose parents are folders"
+    return "pass a file path whose parents are folders"
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # a zip file's first local header: every torch.save file since torch 1.6
@@ -122,15 +136,20 @@ def zip_damage(path: str | os.PathLike) -> str | None:
     return None
 
 
-def checked_torch_load(path: str | os.PathLike, what: str, fmt: str) -> dict:
+def checked_torch_load(path: str | os.PathLike, what: str, fmt: str, writer: str | None = None) -> dict:
     """Load a dict saved by `atomic_torch_save`; a missing, damaged or foreign file raises a one-line error.
 
-    `what` names the component in messages; `fmt` is the value its "format" entry must have.
+    `what` names the component in messages; `fmt` is the value its "format" entry must have; `writer` names the
+    function that writes such files (default `{what}.save`, for classes with save/load methods).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: no file at {path}; point {what}.load at a folder (or file) that "
-                                f"{what}.save wrote")
+        if writer is None:
+            fix = f"point {what}.load at a folder (or file) that {what}.save wrote"
+        else:  # the slot and internal states are written by functions, not by a `{what}.save`
+            fix = f"pass a file that {writer} wrote"
+        where = f"{path} is a folder, not a file" if path.is_dir() else f"no file at {path}"
+        raise FileNotFoundError(f"{what}: {where}; {fix}")
     bad = zip_damage(path)
     if bad is not None:
         raise ValueError(f"{what}: {path} is damaged ({bad})")

@@ -307,18 +307,42 @@ def _check_rows(t: Tensor, name: str, batch: int, dim: int) -> None:
 
 
 # ---------------------------------------------------------------------- files
+def _check_slot_tensors(state: SlotState) -> str | None:
+    """What makes `state` no slot state of any bank (shapes, dtypes), as a phrase, or None."""
+    m = state.memory
+    if m.dim() != 3 or not m.is_floating_point():
+        return f"memory is {m.dtype} {tuple(m.shape)}, expected floating (B, N, D)"
+    for name in ("usage", "age", "written"):
+        t = getattr(state, name)
+        if t.shape != m.shape[:2] or (t.dtype != torch.bool if name == "written" else not t.is_floating_point()):
+            kind = "bool" if name == "written" else "floating"
+            return f"{name} is {t.dtype} {tuple(t.shape)}, expected {kind} {tuple(m.shape[:2])}"
+    return None
+
+
 def save_slot_state(path: str | os.PathLike, state: SlotState) -> None:
-    """Write a SlotState as a dict of tensors, atomically."""
-    atomic_torch_save({"format": SLOT_STATE_FORMAT, **state._asdict()}, path)
+    """Write a SlotState as a dict of tensors (detached: a state read back is no part of the graph that made it),
+    atomically. A state that no bank could load (wrong shapes or dtypes) is refused before anything is written."""
+    if not isinstance(state, SlotState) or not all(isinstance(t, Tensor) for t in state):
+        got = type(state).__name__ if not isinstance(state, SlotState) else "a SlotState of non-tensors"
+        raise TypeError(f"save_slot_state: state must be a SlotState of tensors (from bank.initial_state or a bank "
+                        f"call), got {got}")
+    bad = _check_slot_tensors(state)
+    if bad is not None:
+        raise ValueError(f"save_slot_state: state.{bad}; pass the state a bank returned")
+    atomic_torch_save({"format": SLOT_STATE_FORMAT, **{f: t.detach() for f, t in state._asdict().items()}}, path)
 
 
 def load_slot_state(path: str | os.PathLike, bank: MultiHeadMemoryBank, device=None) -> SlotState:
     """Read a SlotState written by `save_slot_state`; it must fit `bank` (slots, dim)."""
-    obj = checked_torch_load(path, "slot state", SLOT_STATE_FORMAT)
+    obj = checked_torch_load(path, "slot state", SLOT_STATE_FORMAT, writer="save_slot_state")
     missing = [f for f in SlotState._fields if not isinstance(obj.get(f), Tensor)]
     if missing:
         raise ValueError(f"slot state file {os.fspath(path)!r}: missing tensors {missing}")
     state = SlotState(**{f: obj[f].to(device) if device is not None else obj[f] for f in SlotState._fields})
+    bad = _check_slot_tensors(state)
+    if bad is not None:
+        raise ValueError(f"slot state file {os.fspath(path)!r} is damaged: {bad}")
     try:
         bank.check_state(state)
     except ValueError as err:

@@ -187,6 +187,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         inv_norm = inverse_norms(keys, "keys")  # (n,); also rejects NaN / inf keys
         if self.metric == "ip":  # keys are stored as given
             inv_norm = None
+        if meta is not None and not isinstance(meta, dict):
+            raise TypeError(f"FaissStore.add: meta must be a dict field -> (n,) ints, got {type(meta).__name__}")
         meta = dict(meta or {})
         unknown = set(meta) - set(CALLER_META)
         if unknown:

@@ -19,6 +19,7 @@ import torch
 
 from memory.config import ivf_lists_for, ivf_probes_for
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
+from memory.store_lookup import META_FIELDS
 
 FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
 LEGACY_INDEX = "index.pt"  # the index file of saves that predate per-save index names
@@ -43,7 +44,8 @@ class StorePersistence:
         """Tensors and python scalars only (loads with torch.load(weights_only=True))."""
         d = {"format": FORMAT, "config": {**self._settings(), **self._tuning()},
              "clock": self._clock, "adds": self._adds,
-             "ann": [a.state() for a in self._ann] if self._ann is not None else []}
+             "ann": [a.state() for a in self._ann] if self._ann is not None else [],
+             "codes": self.coded.digest() if self.coded is not None else None}  # the codes its keys were checked under
         for name in self._ARRAYS:
             d[name.lstrip("_")] = torch.from_numpy(getattr(self, name).copy())
         return d
@@ -56,12 +58,21 @@ class StorePersistence:
         if missing:
             raise ValueError(f"FaissStore.load_state_dict: the saved state lacks {', '.join(missing)}; it is damaged "
                              "or not a FaissStore's")
+        if not isinstance(d["config"], dict):
+            raise ValueError("FaissStore.load_state_dict: the saved settings ('config') are not a dict; the state is "
+                             "damaged")
         check_saved_config("FaissStore", d["config"], self._settings())
         for name in self._ARRAYS:
             saved, mine = d[name.lstrip("_")], getattr(self, name)
             if tuple(saved.shape) != mine.shape:
                 raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} has shape {tuple(saved.shape)}, "
                                  f"expected {mine.shape}")
+        # the index states too (they were found wanting only after every array had been copied)
+        ann, keys = d["ann"], ("blob", "row_of", "alive", "built") if self.index == "hnsw" else ("blob",)
+        if not isinstance(ann, (list, tuple)) or len(ann) != len(self._ann or []) or not all(
+                isinstance(a, dict) and set(keys) <= set(a) for a in ann):
+            raise ValueError(f"FaissStore.load_state_dict: the saved {self.index} index state does not fit "
+                             f"{self.partitions} partitions; the state is damaged")
         # before anything is copied: the bookkeeping must agree with the rows (a hand-edited count loaded silently)
         live = (d["row_id"].numpy().reshape(self.partitions, self.capacity) >= 0)
         count, fill = d["count"].numpy(), d["fill"].numpy()
@@ -69,6 +80,14 @@ class StorePersistence:
         if not ((count == live.sum(1)).all() and (fill >= used).all() and (fill <= self.capacity).all()):
             raise ValueError("FaissStore.load_state_dict: the saved entry counts do not match its rows; the state is "
                              "damaged")
+        if self.coded is not None and d.get("codes") != self.coded.digest():  # a search looks coded blocks up by
+            # metadata: keys that are not those codes (a store saved with other codes, or without them) ranked silently
+            # wrong, a token past the table failed. Keys checked at `add` under these very codes need no second look.
+            rows = np.flatnonzero(live.reshape(-1))
+            keys, meta = d["keys"].numpy()[rows], d["meta"].numpy()[rows]
+            self.coded.check(keys, {f: meta[:, META_FIELDS.index(f)] for f in self.coded.fields},
+                             "FaissStore.load_state_dict", "make this store with the codes of the store that saved "
+                             "them (MemNet: its token_codes), or without coded=")
         for name in self._ARRAYS:
             getattr(self, name)[...] = d[name.lstrip("_")].numpy()
         self._write_search_copies()
@@ -91,6 +110,9 @@ class StorePersistence:
     @classmethod
     def load(cls, path) -> StorePersistence:
         """Rebuild a store saved with `save(path)`; missing, damaged or mismatched files raise one-line errors."""
+        if Path(path).is_file():  # e.g. the store.pt inside the folder
+            raise FileNotFoundError(f"FaissStore: {path} is a file, and FaissStore.save writes a folder; point "
+                                    "FaissStore.load at the folder")
         store_part = checked_torch_load(Path(path) / "store.pt", "FaissStore", FORMAT)
         index_name = store_part.pop("index_file", LEGACY_INDEX)
         if not isinstance(index_name, str) or Path(index_name).name != index_name:

@@ -45,6 +45,13 @@ def inverse_norms(x: np.ndarray, name: str) -> np.ndarray:
     return (1.0 / np.sqrt(np.maximum(sq, 1e-24))).astype(np.float32)
 
 
+def meta_column(field, method: str) -> int:
+    """The metadata table's column of `field`, or a one-line ValueError naming the fields there are."""
+    if field not in META_FIELDS:
+        raise ValueError(f"FaissStore.{method}: field={field!r} is no metadata field; choose one of {META_FIELDS}")
+    return META_FIELDS.index(field)
+
+
 def normalise(x: np.ndarray, name: str) -> np.ndarray:
     return x * inverse_norms(x, name)[..., None]
 
@@ -84,16 +91,24 @@ class StoreLookup:
 
     def meta_of(self, ids, field: str) -> np.ndarray:
         """ids (...) int64 (-1 allowed) -> that metadata column (...) int64, -1 where missing. A peek, like get."""
+        column = meta_column(field, "meta_of")
         rows, found = self._rows_of(ids)
-        return np.where(found, self._meta[rows, META_FIELDS.index(field)], -1)
+        return np.where(found, self._meta[rows, column], -1)
 
     def ids_with(self, field: str, values, lanes) -> np.ndarray:
         """values (n,), lanes (n,) int -> (n, m) int64: ids of lane i's live entries whose metadata `field` equals
         values[i], newest first, -1 padded (m = the most matches). An exact lookup (no index); a peek, like get."""
+        column = meta_column(field, "ids_with")
         values = checked_array(values, "values", np.int64).reshape(-1)
         lanes = checked_array(lanes, "lanes", np.int64).reshape(-1)
+        if values.shape != lanes.shape:
+            raise ValueError(f"FaissStore.ids_with: values ({len(values)}) and lanes ({len(lanes)}) must have one "
+                             "entry each per lookup")
+        if len(lanes) and (lanes.min() < 0 or lanes.max() >= self.lanes):  # found nothing, as if no entry matched
+            raise ValueError(f"FaissStore.ids_with: lanes must lie in [0, {self.lanes}), got "
+                             f"{lanes.min()}..{lanes.max()}")
         rows = np.flatnonzero(self._row_id >= 0)
-        col = self._meta[rows, META_FIELDS.index(field)]  # (r,) the field of every live entry
+        col = self._meta[rows, column]  # (r,) the field of every live entry
         span = int(max(values.max(initial=0), col.max(initial=0))) + 2
         have = self._meta[rows, 0] * span + col + 1  # (lane, value) codes
         # by code, newest first within a code (live rows' seq are distinct): one sort of one int64 key
