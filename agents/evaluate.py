@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         check_given_once([a.split("=", 1)[0] for a in own], own)
         check_not_empty("checkpoint", args["checkpoint"])
         check_not_empty("out", args.get("out", "eval.json"))
+        for key in ("checkpoint", "out"):  # a path with '${...}' made a folder of that name in the run folder
+            check_plain(key, args.get(key, ""))
         run_dir = run_dir_of(args["checkpoint"])
         out_file = run_dir / args.get("out", "eval.json")
         # before the first evaluation: a sweep writes its one file at the end

@@ -95,9 +95,14 @@ def plot_accuracy_matrix(R, path: str | os.PathLike, tasks=None) -> Figure:
     tasks: (K,) the task trained in each row's block (a schedule that revisits tasks has K > T rows), shown in
     the row labels; None: R is square and row i is after training task i."""
     R = np.asarray(R, dtype=np.float64)  # (K, T)
+    if R.size == 0 and (tasks is None or len(tasks) == 0):  # no block trained yet: nothing to draw, said so
+        figure, ax = _new_figure(4.4, 3.2)
+        _note(ax, "no evaluations yet")
+        return _save(figure, path)
     if tasks is None:
         if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] < 1:
-            raise ValueError(f"R must be a square (T, T) accuracy matrix with T >= 1; got shape {R.shape}")
+            raise ValueError(f"R must be a square (T, T) accuracy matrix (or (K, T) with tasks=, one task per row) "
+                             f"with T >= 1; got shape {R.shape}")
     elif R.ndim != 2 or min(R.shape) < 1 or np.shape(tasks) != (R.shape[0],):
         raise ValueError(f"R must be a (K, T) accuracy matrix and tasks (K,), one task per row; got R {R.shape}, "
                          f"tasks {np.shape(tasks)}")
@@ -187,6 +192,8 @@ def plot_slot_usage_heatmap(
 
     steps: (time,) training step of each snapshot for the x axis; None = snapshot index."""
     usage = np.asarray(usage_history, dtype=np.float64)  # (time, N)
+    if usage.size == 0:  # [] (no snapshot) reads as shape (0,): empty too
+        usage = usage.reshape(0, 0)
     if usage.ndim != 2:
         raise ValueError(f"usage_history must be a (time, N) array; got shape {usage.shape}")
     figure, ax = _new_figure(7.0, 4.2)

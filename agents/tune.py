@@ -131,7 +131,8 @@ def start_ray(sweep_dir: Path) -> bool:
                      configure_logging=True, logging_level=logging.ERROR)
         except ConnectionError as exc:
             raise ConfigError(f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({exc}); start one "
-                              "with `ray start --head` or unset RAY_ADDRESS for a local Ray") from None
+                              "with `ray start --head` or unset RAY_ADDRESS for a local Ray (if `ray start` said "
+                              "'Token authentication is enabled', set RAY_AUTH_MODE=token too)") from None
         except ValueError as exc:  # ray.init parses the address before it connects; our other arguments are fixed
             if not address:
                 raise
@@ -243,7 +244,10 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
         print(f"sweep interrupted; continue it with: python -m agents.tune resume={sweep_dir}")
         return 1
     if best is None:
-        print(f"no trial reported {plan.metric}; see {sweep_dir}/ray.log and the trials' error.txt")
+        print(f"no trial reported {plan.metric}: no trial failed, so this env never measures it (a distance bucket "
+              f"that no query falls in stays empty); pick another with sweep.metric= (Ray's log: {sweep_dir}/ray.log)"
+              if not any(r["status"] == "error" for r in rows) else
+              f"no trial reported {plan.metric}; see {sweep_dir}/ray.log and the trials' error.txt")
         return 1
     failed = [r for r in rows if r["status"] == "error"]
     if failed:

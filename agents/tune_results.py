@@ -61,7 +61,11 @@ def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
     pool = [r for r in scored if r["status"] == DONE] or scored
     if not pool:
         return None
-    return (max if mode == "max" else min)(pool, key=lambda r: r[metric])
+    # ties go to the first trial (by id: Tune numbers them in order), so identical sweeps pick the same best
+    first = {r["trial"]: i for i, r in enumerate(sorted(pool, key=lambda r: str(r["trial"])))}
+    if mode == "max":
+        return max(pool, key=lambda r: (r[metric], -first[r["trial"]]))
+    return min(pool, key=lambda r: (r[metric], first[r["trial"]]))
 
 
 def format_table(rows: list[dict], params: list[str], metric: str, best: dict | None = None,
@@ -73,7 +77,7 @@ def format_table(rows: list[dict], params: list[str], metric: str, best: dict | 
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     sign = -1.0 if mode == "max" else 1.0
-    order = sorted(rows, key=lambda r: (r[metric] is None, sign * (r[metric] or 0.0)))
+    order = sorted(rows, key=lambda r: (r[metric] is None, sign * (r[metric] or 0.0), str(r["trial"])))
     columns = ["trial", *params, metric, "episode", "status"]
     body = [[("* " if r is best else "  ") + cell(r["trial"])] + [cell(r[c]) for c in columns[1:]]
             for r in order]

@@ -255,3 +255,16 @@ def test_a_store_setting_for_a_run_without_a_store_is_one_line(tmp_path, capsys)
     assert json.loads((run_dir / "reset.json").read_text())["memory"] == {"reset": "episode"}
     with pytest.raises(ConfigError, match="evaluate: checkpoint=None; pass the run folder"):
         evaluate.evaluate(None)
+
+
+@pytest.mark.parametrize("arg", ["out=${oc.env:HOME}/x.json", "checkpoint=${oc.env:HOME}"])
+def test_paths_with_interpolations_are_refused(memnet_run, capsys, arg):
+    """out=${oc.env:HOME}/x.json wrote <run>/${oc.env:HOME}/x.json, a folder named so in the run folder."""
+    if arg.startswith("out="):
+        argv = [f"checkpoint={memnet_run}", arg]
+    else:
+        argv = [arg]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "an evaluation takes plain values, not interpolations" in err and len(err.splitlines()) == 1
+    assert not any("${" in p.name for p in memnet_run.rglob("*"))

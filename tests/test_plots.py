@@ -144,10 +144,18 @@ def test_slot_usage_heatmap(tmp_path):
         plot_slot_usage_heatmap(np.zeros(5), tmp_path / "bad.png")
 
 
-def test_slot_usage_heatmap_empty(tmp_path):
-    figure = plot_slot_usage_heatmap(np.zeros((0, 0)), tmp_path / "u0.png")
+@pytest.mark.parametrize("usage", [np.zeros((0, 0)), np.zeros((0, 8)), []])  # [] was "(time, N)" ValueError
+def test_slot_usage_heatmap_empty(tmp_path, usage):
+    figure = plot_slot_usage_heatmap(usage, tmp_path / "u0.png")
     _assert_png(tmp_path / "u0.png")
     assert any("no slot usage" in text for text in _texts(figure))
+
+
+@pytest.mark.parametrize("R", [np.zeros((0, 0)), [], np.zeros((0, 3))])  # was "R must be a square" ValueError
+def test_accuracy_matrix_empty_says_so(tmp_path, R):
+    figure = plot_accuracy_matrix(R, tmp_path / "r0.png")
+    _assert_png(tmp_path / "r0.png")
+    assert any("no evaluations yet" in text for text in _texts(figure))
 
 
 def test_slot_survival_marks_median(tmp_path):

@@ -340,6 +340,19 @@ def test_results_table_best_config_and_plots(tmp_path, smoke, smoke_base):
                                                                 "cl_ACC_vs_memory.pressure_weight.png"}
 
 
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]])
+def test_tied_trials_pick_the_first_trial_as_best_in_any_order(smoke, order):
+    """Tied trials (the smoke sweep's four 0.5469s) picked whichever Tune listed first: identical sweeps wrote
+    different best_config.yaml files."""
+    trials = [_trial(f"3d25e_0000{i}", 4, 0.5469 if i else 0.5, 4) for i in range(4)]
+    rows = result_rows([trials[i] for i in order], smoke, "cl/ACC")
+    assert best_row(rows, "cl/ACC", "max")["trial"] == "3d25e_00001"
+    assert best_row(rows, "cl/ACC", "min")["trial"] == "3d25e_00000"
+    table = format_table(rows, list(smoke.search_space), "cl/ACC", best_row(rows, "cl/ACC", "max"))
+    assert [line.split()[-6] if line.startswith("*") else line.split()[0] for line in table.splitlines()[2:]] == \
+        ["3d25e_00001", "3d25e_00002", "3d25e_00003", "3d25e_00000"]
+
+
 def test_unfinished_sweep_status():
     for state in ("PENDING", "RUNNING", "PAUSED"):  # interrupted: resume= continues these
         assert trial_status(state, {"episode": 2, "total_episodes": 4}) == "unfinished"
