@@ -104,7 +104,8 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
             assert row["cl/ACC"] == pytest.approx(scalars["cl/ACC"][-1][1])
 
     # ---- best config: the best finished trial, as a YAML and as agents.run overrides
-    best = max((r for r in rows if r["status"] == "done"), key=lambda r: r["cl/ACC"])
+    done = sorted((r for r in rows if r["status"] == "done"), key=lambda r: r["trial"])
+    best = max(done, key=lambda r: r["cl/ACC"])  # ties (the smoke sweep's trials often tie): the first trial by id
     assert f"* {best['trial']}" in captured.out
     best_cfg = from_yaml_file(str(sweep_dir / "best_config.yaml"))
     assert best_cfg.memory.slots == best["memory.slots"]
