@@ -71,6 +71,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     for key, value in (env_kwargs or {}).items():
         check_plain(f"{ENV_PREFIX}{key}", value)
     check_not_empty("checkpoint", checkpoint)
+    for key, path in (("checkpoint", checkpoint), ("out", out)):  # '${...}' in out= made a folder of that name
+        check_plain(key, str(path) if path is not None else "")
     checkpoint = Path(checkpoint).expanduser().resolve()  # ~ as agents.run's paths (was a folder named ~)
     body = load_checkpoint(checkpoint, purpose="evaluate")
     run_dir = run_dir_of(checkpoint)
@@ -303,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         check_given_once([a.split("=", 1)[0] for a in own], own)
         check_not_empty("checkpoint", args["checkpoint"])
         check_not_empty("out", args.get("out", "eval.json"))
-        for key in ("checkpoint", "out"):  # a path with '${...}' made a folder of that name in the run folder
-            check_plain(key, args.get(key, ""))
+        check_plain("out", args.get("out", ""))  # evaluate() checks its paths; a sweep's one file is written here
         run_dir = run_dir_of(args["checkpoint"])
         out_file = run_dir / args.get("out", "eval.json")
         # before the first evaluation: a sweep writes its one file at the end

@@ -268,3 +268,9 @@ def test_paths_with_interpolations_are_refused(memnet_run, capsys, arg):
     err = capsys.readouterr().err.strip()
     assert "an evaluation takes plain values, not interpolations" in err and len(err.splitlines()) == 1
     assert not any("${" in p.name for p in memnet_run.rglob("*"))
+
+
+def test_the_python_api_refuses_paths_with_interpolations_too(memnet_run):
+    with pytest.raises(ConfigError, match=r"^out='\$\{oc.env:HOME\}/x.json': an evaluation takes plain values"):
+        evaluate.evaluate(memnet_run, out="${oc.env:HOME}/x.json")
+    assert not any("${" in p.name for p in memnet_run.rglob("*"))
