@@ -25,6 +25,7 @@ from memory.config import MAX_THREADS, MemoryConfig
 
 AGENTS = ("memnet", "transformer", "lstm", "gru")
 TRAIN_MODES = ("supervised", "reinforce")
+ACTING = ("auto", "step", "chunk")  # train.acting (agents/episodes.py)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -69,6 +70,7 @@ class TrainSchema:
     entropy_coef: float = 0.01
     baseline_decay: float = 0.99
     amp: bool = False
+    acting: str = "auto"
     threads: int = 0
     progress: bool = True
 
@@ -170,6 +172,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     need(t.mode in TRAIN_MODES, f"train.mode={t.mode!r}: choose one of {TRAIN_MODES}")
+    need(t.acting in ACTING, f"train.acting={t.acting!r}: choose one of {ACTING}")
     need(t.episodes is None or t.episodes >= 0, f"train.episodes={t.episodes}: must be >= 0")
     need(t.lanes >= 1, f"train.lanes={t.lanes}: must be >= 1")
     need(1 <= t.chunk <= m.window, f"train.chunk={t.chunk}: must be in [1, model.window={m.window}]")

@@ -31,7 +31,7 @@ import torch
 
 import envs  # noqa: F401  (registers the memstream ids; Gymnasium 1.x has no plugin auto-registration)
 from agents.cl_metrics import AccuracyByKey
-from agents.config import ConfigError
+from agents.config import ACTING, ConfigError
 
 # per-chunk memory metrics that are counts, not rates: an episode reports its last value (the count at its end, the
 # step TensorBoard plots it at), not the mean over its chunks
@@ -117,12 +117,34 @@ class EpisodeStats:
 Learner = Callable[[Chunk, torch.Tensor, dict], float]
 
 
-class EpisodeRunner:
-    """Steps a native vector env with a model; owns the per-lane memory state between episodes."""
+def resolve_acting(acting: str, venv, dropout: float) -> str:
+    """train.acting -> "step" or "chunk". auto: chunk when the env shows its stream ahead (`upcoming`: open loop,
+    every memstream env) and the model has no dropout (acting never sees dropout; the chunk forward trains with
+    it), step otherwise."""
+    if acting not in ACTING:
+        raise ConfigError(f"train.acting={acting!r}: choose one of {', '.join(ACTING)}")
+    ahead = callable(getattr(venv, "upcoming", None))
+    if acting == "chunk" and not ahead:
+        raise ConfigError(f"train.acting=chunk needs an open-loop env that shows its next observations "
+                          f"(upcoming()); {type(venv).__name__} does not: use train.acting=step")
+    if acting == "auto":
+        return "chunk" if ahead and dropout == 0 else "step"
+    return acting
 
-    def __init__(self, venv, model, device: torch.device, chunk: int, amp: bool = False):
+
+class EpisodeRunner:
+    """Steps a native vector env with a model; owns the per-lane memory state between episodes.
+
+    acting "step": the cached incremental forward acts at each scored step, then the chunk forward learns.
+    acting "chunk" (open-loop envs): the chunk forward runs first, on the chunk's observations read ahead from the
+    env (`upcoming`), and its logits at the scored steps give the actions, which then step the env. Those are
+    the logits acting step by step would give (reads never see the call's own writes; the model is causal), so
+    the actions are the same and the acting calls are gone."""
+
+    def __init__(self, venv, model, device: torch.device, chunk: int, amp: bool = False, acting: str = "auto"):
         self.venv, self.model, self.device, self.chunk = venv, model, device, chunk
         self.amp = amp
+        self.acting = resolve_acting(acting, venv, model.cfg.dropout if acting == "auto" else 0.0)  # step | chunk
         self.num_lanes = venv.num_envs
         self.lanes = np.arange(self.num_lanes)
 
@@ -146,66 +168,31 @@ class EpisodeRunner:
         return state, stats
 
     def _chunk(self, state, obs, info, episode, stats, learner, sample, by_distance, by_delay, on_aux):
-        B, dev = self.num_lanes, self.device
-        cols: dict[str, list] = {k: [] for k in ("tokens", "targets", "scored", "writes", "actions", "rewards",
-                                                  "task", "distance", "delay")}
-        s_act, done = state, False
-        fed = 0  # steps of this chunk already fed to the acting model
-        # acting is never stochastic through dropout: the mode the last call left (train after a learning chunk,
-        # eval after an evaluation) decided it before; with dropout 0 the modes give the same logits
-        self.model.eval()
-        with torch.no_grad(), self.autocast():
-            while len(cols["tokens"]) < self.chunk and not done:
-                if np.any(info["scored"]):  # the policy is only needed where an answer is scored
-                    block = np.stack(cols["tokens"][fed:] + [np.asarray(obs)], axis=1)  # (B, n): unfed + this step
-                    t0 = time.perf_counter()
-                    tok = torch.as_tensor(block, dtype=torch.long, device=dev)
-                    writes = torch.zeros(tok.shape, dtype=torch.bool, device=dev)
-                    last = torch.tensor([tok.shape[1] - 1], device=dev)  # only this step's answer is needed
-                    logits, s_act, _ = self.model(tok, s_act, writes, read_at=last)
-                    logits = logits[:, -1].float()  # (B, V)
-                    fed = len(cols["tokens"]) + 1
-                    if sample:
-                        action = torch.distributions.Categorical(logits=logits).sample()
-                    else:
-                        action = logits.argmax(-1)
-                    action_np = action.cpu().numpy()
-                    stats.seconds["act"] += time.perf_counter() - t0
-                    stats.act_calls += 1
-                else:  # the env ignores actions at unscored steps
-                    action_np = np.zeros(B, dtype=np.int64)
-                for k, v in (("tokens", obs), ("targets", info["target"]), ("scored", info["scored"]),
-                             ("writes", info["memory_writes"]), ("actions", action_np), ("task", info["task_id"]),
-                             ("distance", info["distance"]), ("delay", info["delay"])):
-                    cols[k].append(np.asarray(v).copy())
-                obs, reward, terminated, truncated, info = self.venv.step(action_np)
-                cols["rewards"].append(np.asarray(reward, dtype=np.float32))
-                done = bool(np.all(terminated | truncated))
-                if not done and np.any(terminated | truncated):
-                    raise RuntimeError("memstream envs end all lanes together; this env did not")
-        arr = {k: np.stack(v, axis=1) for k, v in cols.items()}  # (B, C)
-        C = arr["tokens"].shape[1]
-        pos = np.broadcast_to(np.arange(stats.steps, stats.steps + C), (B, C))
-        chunk = Chunk(
-            tokens=torch.as_tensor(arr["tokens"], dtype=torch.long, device=dev),
-            targets=torch.as_tensor(arr["targets"], dtype=torch.long, device=dev),
-            scored=torch.as_tensor(arr["scored"], dtype=torch.bool, device=dev),
-            writes=torch.as_tensor(arr["writes"], dtype=torch.bool, device=dev),
-            actions=torch.as_tensor(arr["actions"], dtype=torch.long, device=dev),
-            rewards=torch.as_tensor(arr["rewards"], device=dev),
-            meta={"episode": np.full((B, C), episode, dtype=np.int64), "position": pos.astype(np.int64),
-                  "task": arr["task"].astype(np.int64)},
-        )
-        # learn (or, in eval, just apply the chunk's memory writes) from the chunk's start state; the loss needs
-        # logits at scored steps only, an evaluation none (its accuracy comes from the actions taken)
-        t0 = time.perf_counter()
+        if self.acting == "chunk":
+            ahead_obs, ahead = self.venv.upcoming(self.chunk)  # (B, n): the chunk acts on obs + all but the last
+            tokens = self._tensor(np.concatenate((np.asarray(obs)[:, None], ahead_obs[:, :-1]), 1))  # (B, n)
+            writes = self._tensor(np.concatenate((np.asarray(info["memory_writes"])[:, None],
+                                                  ahead["memory_writes"][:, :-1]), 1), torch.bool)
+            scored = np.concatenate((np.asarray(info["scored"])[:, None], ahead["scored"][:, :-1]), 1)
+            task = np.concatenate((np.asarray(info["task_id"])[:, None], ahead["task_id"][:, :-1]), 1)
+            at = self._tensor(scored.any(0).nonzero()[0])  # (C',) steps scored in some lane
+            logits, new_state, aux = self._forward(tokens, state, writes, self._meta(episode, stats.steps, task),
+                                                   at, learner, stats)
+            actions = np.zeros(tokens.shape, dtype=np.int64)  # unscored steps: 0 (the env ignores them)
+            if len(at):
+                actions[:, at.cpu().numpy()] = _choose(logits.detach(), sample).cpu().numpy()
+            arr, done, obs, info = self._play(obs, info, tokens.shape[1], lambda i, _: actions[:, i])
+            if not np.array_equal(arr["tokens"], tokens.cpu().numpy()):
+                raise RuntimeError(f"{type(self.venv).__name__}.upcoming() showed other observations than step() "
+                                   "returned: the env is not open loop; use train.acting=step")
+            chunk = self._to_chunk(arr, episode, stats.steps)
+        else:
+            arr, done, obs, info = self._play(obs, info, self.chunk, self._policy(state, sample, stats))
+            chunk = self._to_chunk(arr, episode, stats.steps)
+            # the loss needs logits at scored steps only, an evaluation none (its accuracy comes from the actions)
+            at = chunk.scored.any(0).nonzero().flatten() if learner is not None else self._tensor(np.zeros(0))
+            logits, new_state, aux = self._forward(chunk.tokens, state, chunk.writes, chunk.meta, at, learner, stats)
         if learner is not None:
-            self.model.train()
-            at = chunk.scored.any(0).nonzero().flatten()  # (C',) steps scored in some lane
-            # nothing scored and no loss of the model's own: no gradient, so no graph (sparse tasks' most chunks)
-            learns = len(at) > 0 or self.model.learns_without_targets()
-            with self.autocast(), torch.set_grad_enabled(learns):
-                logits, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta, read_at=at)
             t1 = time.perf_counter()
             loss = learner(chunk.columns(at), logits.float(), aux)
             if loss is not None:  # a chunk with nothing to learn from does not pull the mean loss towards 0
@@ -213,16 +200,88 @@ class EpisodeRunner:
                 # nor update_ms (per chunk with a loss) up: its time is not an update's
                 stats.seconds["update"] += time.perf_counter() - t1
             stats.updates += 1
-        else:
-            self.model.eval()
-            with torch.no_grad(), self.autocast():
-                _, new_state, aux = self.model(chunk.tokens, state, chunk.writes, chunk.meta,
-                                               read_at=torch.zeros(0, dtype=torch.long, device=dev))
-            t1 = time.perf_counter()
-        stats.seconds["learn"] += t1 - t0
-        stats.chunks += 1
         if on_aux is not None:
             on_aux(aux)
+        self._count(arr, aux, stats, by_distance, by_delay)
+        return self.model.detach_state(new_state), done, obs, info
+
+    def _tensor(self, a, dtype=torch.long) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
+
+    def _meta(self, episode: int, start: int, task: np.ndarray) -> dict[str, np.ndarray]:
+        """What store entries record: episode, position (steps since the episode began), task; all (B, C)."""
+        B, C = task.shape
+        pos = np.broadcast_to(np.arange(start, start + C), (B, C))
+        return {"episode": np.full((B, C), episode, dtype=np.int64), "position": pos.astype(np.int64),
+                "task": task.astype(np.int64)}
+
+    def _policy(self, state, sample, stats):
+        """Step acting: `act(i, cols)` runs the cached incremental forward (no_grad, writes off) when step i is
+        scored in some lane, on the observations gathered since its last call as one block (the same logits as one
+        token at a time), with memory read at the block's last step only; unscored steps get action 0."""
+        s_act, fed = state, 0  # the acting state; steps of this chunk already fed to it
+
+        def act(i: int, cols: dict) -> np.ndarray:
+            nonlocal s_act, fed
+            if not np.any(cols["scored"][i]):  # the env ignores actions at unscored steps
+                return np.zeros(self.num_lanes, dtype=np.int64)
+            t0 = time.perf_counter()
+            # acting is never stochastic through dropout: eval mode
+            self.model.eval()
+            with torch.no_grad(), self.autocast():
+                tok = self._tensor(np.stack(cols["tokens"][fed:i + 1], axis=1))  # (B, n): unfed + this step
+                writes = torch.zeros(tok.shape, dtype=torch.bool, device=self.device)
+                last = torch.tensor([tok.shape[1] - 1], device=self.device)  # only this step's answer is needed
+                logits, s_act, _ = self.model(tok, s_act, writes, read_at=last)
+                action = _choose(logits[:, -1], sample).cpu().numpy()  # (B,)
+            fed = i + 1
+            stats.seconds["act"] += time.perf_counter() - t0
+            stats.act_calls += 1
+            return action
+        return act
+
+    def _play(self, obs, info, steps: int, act) -> tuple[dict[str, np.ndarray], bool, np.ndarray, dict]:
+        """Step the env up to `steps` times (fewer at the episode's end) with `act(i, cols)`'s actions; returns what
+        each step showed and got, (B, C) arrays, and whether the episode ended, with the next obs and info."""
+        cols: dict[str, list] = {k: [] for k in ("tokens", "targets", "scored", "writes", "actions", "rewards",
+                                                  "task", "distance", "delay")}
+        done = False
+        while len(cols["tokens"]) < steps and not done:
+            for k, v in (("tokens", obs), ("targets", info["target"]), ("scored", info["scored"]),
+                         ("writes", info["memory_writes"]), ("task", info["task_id"]),
+                         ("distance", info["distance"]), ("delay", info["delay"])):
+                cols[k].append(np.asarray(v).copy())
+            action_np = act(len(cols["tokens"]) - 1, cols)
+            cols["actions"].append(action_np)
+            obs, reward, terminated, truncated, info = self.venv.step(action_np)
+            cols["rewards"].append(np.asarray(reward, dtype=np.float32))
+            done = bool(np.all(terminated | truncated))
+            if not done and np.any(terminated | truncated):
+                raise RuntimeError("memstream envs end all lanes together; this env did not")
+        return {k: np.stack(v, axis=1) for k, v in cols.items()}, done, obs, info
+
+    def _to_chunk(self, arr: dict[str, np.ndarray], episode: int, start: int) -> Chunk:
+        t = self._tensor
+        return Chunk(tokens=t(arr["tokens"]), targets=t(arr["targets"]), scored=t(arr["scored"], torch.bool),
+                     writes=t(arr["writes"], torch.bool), actions=t(arr["actions"]),
+                     rewards=t(arr["rewards"], torch.float32), meta=self._meta(episode, start, arr["task"]))
+
+    def _forward(self, tokens, state, writes, meta, at, learner, stats):
+        """The chunk call from the chunk's start state, logits at steps `at`: with gradients when training and
+        there is something to learn (TBPTT: the state is detached between chunks); it also applies the chunk's
+        memory writes (block-recurrent memory). A chunk with no scored step runs without autograd unless the
+        model's loss has terms of its own (`learns_without_targets`)."""
+        t0 = time.perf_counter()
+        learns = learner is not None and (len(at) > 0 or self.model.learns_without_targets())
+        self.model.train(learner is not None)
+        with self.autocast(), torch.set_grad_enabled(learns):
+            out = self.model(tokens, state, writes, meta, read_at=at)
+        stats.seconds["learn"] += time.perf_counter() - t0
+        stats.chunks += 1
+        return out
+
+    def _count(self, arr, aux, stats, by_distance, by_delay) -> None:
+        """The chunk's memory metrics and accuracy into the episode's stats."""
         for name, value in aux.get("metrics", {}).items():
             if isinstance(value, (int, float)):
                 if name in GAUGES:  # a count: the latest value (sum of one, count of one)
@@ -233,10 +292,14 @@ class EpisodeRunner:
         correct = (arr["actions"] == arr["targets"]) & arr["scored"]
         stats.scored += int(arr["scored"].sum())
         stats.correct += int(correct.sum())
-        stats.steps += C
+        stats.steps += correct.shape[1]
         if by_distance is not None:
             by_distance.update(arr["distance"][arr["scored"]], correct[arr["scored"]])
         if by_delay is not None:
             by_delay.update(arr["delay"][arr["scored"]], correct[arr["scored"]])
-        return self.model.detach_state(new_state), done, obs, info
 
+
+def _choose(logits: torch.Tensor, sample: bool) -> torch.Tensor:
+    """Actions from logits (..., V): drawn from the policy, or its argmax."""
+    logits = logits.float()
+    return torch.distributions.Categorical(logits=logits).sample() if sample else logits.argmax(-1)

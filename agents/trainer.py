@@ -56,7 +56,7 @@ class Trainer:
         # fused: one kernel over all parameters instead of ~12 ops per tensor (MemNet's 59 tensors: an update
         # 2.9 -> 0.8 ms on 2 CPU cores; the same AdamW arithmetic)
         self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(t.weight_decay), lr=t.lr, fused=True)
-        self.runner = EpisodeRunner(self.venv, self.model, self.device, t.chunk, amp=t.amp)
+        self.runner = EpisodeRunner(self.venv, self.model, self.device, t.chunk, amp=t.amp, acting=t.acting)
         self.state = self.model.initial_state(t.lanes)
         self.total_episodes = self._default_episodes() if t.episodes is None else int(t.episodes)
         # trainer state (all of it goes into the checkpoint)

@@ -24,6 +24,7 @@ from envs.stream import Episodes, StreamSource, eval_stream
 
 RENDER_TOKENS = 32  # how many recent observations `render` names
 MAX_LANES = 65_536  # num_envs bound, like every other size option's (10^12 lanes failed deep in numpy)
+MAX_STEPS = 2**31 - 1  # upcoming(steps) bound: more than any episode holds
 
 
 def build_source(source_cls: type[StreamSource], options: dict) -> StreamSource:
@@ -253,6 +254,23 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
         self._autoreset = done
         return (self._obs[:, t].copy(), reward, self._done_rows[done].copy(), self._done_rows[0].copy(),
                 self._info(t))
+
+    def upcoming(self, steps: int) -> tuple[np.ndarray, dict]:
+        """What the next `steps` calls to `step` will return, whatever their actions (the stream is open loop):
+        observations (B, n) and their `info` fields (B, n) without `target`, n = min(steps, steps left in the
+        episode); the last of them is the terminal observation when n reaches the episode's end. Answers
+        (`target`) and rewards are not shown. For agents that act on a block of observations with one forward
+        (agents/episodes.py); `step` still takes every action and pays every reward."""
+        steps = check_int("steps", steps, 1, MAX_STEPS)
+        if self._t < 0 or self._autoreset:
+            raise RuntimeError("upcoming() needs a running episode: call reset() first")
+        cols = slice(self._t + 1, min(self._t + 1 + steps, self._length + 1))
+        n = cols.stop - cols.start
+        info = {"scored": self._scored[:, cols].copy(), "task_id": self._task[:, cols].copy(),
+                "distance": self._distance[:, cols].copy(), "phase": np.repeat(self._phase_row[:, None], n, 1),
+                "memory_writes": np.repeat(self._writes_row[:, None], n, 1),
+                "delay": np.repeat(self._delay_row[:, None], n, 1)}
+        return self._obs[:, cols].copy(), info
 
     def render(self):
         if self.render_mode != "ansi" or self._t < 0:

@@ -89,6 +89,7 @@ def fit_with_oracle(overrides, tmp_path):
     episodes = record(trainer.venv)
     model = Oracle(trainer.venv)
     trainer.model = trainer.runner.model = model
+    trainer.runner.acting = "step"  # the oracle answers in acting calls (it reads the step's target)
     trainer.state, trainer.lifetimes = model.initial_state(trainer.cfg.train.lanes), None
     trainer.optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     trainer.save = lambda config: None
@@ -226,7 +227,7 @@ def test_perf_update_ms_counts_only_chunks_that_had_a_loss():
         return 1.0
 
     obs, info = venv.reset(seed=0)
-    _, stats = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8).run(model.initial_state(2), obs, info, 0,
+    _, stats = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8, acting="step").run(model.initial_state(2), obs, info, 0,
                                                                           learner=learner)
     assert returned.count(None) > returned.count(1.0) > 0
     assert stats.milliseconds["update_ms"] < 10
@@ -241,7 +242,7 @@ def test_memory_counts_are_the_episodes_last_value_rates_its_mean():
     record(venv)
     model = Oracle(venv)
     obs, info = venv.reset(seed=0)
-    _, stats = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8).run(model.initial_state(2), obs, info, 0,
+    _, stats = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8, acting="step").run(model.initial_state(2), obs, info, 0,
                                                                           learner=lambda c, lg, aux: None)
     assert stats.chunks == model.calls > 1
     assert stats.memory == {"store_entries": float(model.calls), "write_rate": 0.25}
