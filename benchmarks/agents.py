@@ -3,9 +3,12 @@
     python benchmarks/agents.py                       # all agents, ContinualShift-v0 defaults, 3 episodes each
     python benchmarks/agents.py --episodes 5 --lanes 64 --env NeedleRecall-v0
     python benchmarks/agents.py --repeats 3           # 3 rounds through the agents: median [min, max]
+    python benchmarks/agents.py --acting step         # act with the cached incremental forward at each scored step
 
-Each agent runs in its own process (so peak RSS is its own) through the real trainer: act step by step with
-the cached incremental forward, learn on chunks, exactly as `python -m agents.run` does (evaluation excluded).
+Each agent runs in its own process (so peak RSS is its own) through the real trainer, exactly as
+`python -m agents.run` does (evaluation excluded): by default (train.acting=auto, chunk acting on these open-loop
+envs) one chunk forward per chunk gives the actions and learns; with --acting step the agent acts with its cached
+incremental forward at each scored step and then learns on the chunk.
 With --repeats the agents take turns (memnet, transformer, ..., memnet, ...), so a slow spell of a shared
 machine hits every agent alike; the cost ratio is the median of the rounds' own ratios.
 Prints two Markdown tables: throughput, and where each agent's time goes (the trainer's own split: acting
@@ -29,7 +32,8 @@ AGENTS = ("memnet", "transformer", "lstm", "gru")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmup: int = 1) -> dict:
+def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmup: int = 1,
+            acting: str = "auto") -> dict:
     """Train `episodes` episodes in this process; returns tokens/s and peak RSS."""
     sys.path.insert(0, str(REPO))
     from agents.config import load_config
@@ -37,7 +41,7 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config([f"env={env}", f"agent={agent}", f"train.lanes={lanes}", f"train.threads={threads}",
-                           f"run_dir={tmp}"])
+                           f"train.acting={acting}", f"run_dir={tmp}"])
         trainer = Trainer(cfg, tmp)
         for _ in range(warmup):  # allocations, store creation; with more, a fuller store (see --warmup)
             trainer.train_episode()
@@ -75,6 +79,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=positive_int, default=1, help="rounds through the agents (median [min, max])")
     ap.add_argument("--warmup", type=non_negative_int, default=1,
                     help="untimed training episodes first (ContinualShift's store is full after 28: steady state)")
+    ap.add_argument("--acting", choices=("auto", "step", "chunk"), default="auto",
+                    help="train.acting: auto (chunk on open-loop envs), step, chunk")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one agent and print JSON
     args = ap.parse_args()
     if args.env not in gym.registry:
@@ -83,7 +89,8 @@ def main() -> None:
     if unknown:
         ap.error(f"--agents: unknown agent {unknown[0]!r}; choose among {', '.join(AGENTS)}")
     if args.one:
-        print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads, args.warmup)))
+        print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads, args.warmup,
+                                 args.acting)))
         return
     agents = args.agents.split(",")
     rounds = []  # one {agent: result} per round
@@ -92,12 +99,11 @@ def main() -> None:
         for agent in agents:
             out = subprocess.run([sys.executable, __file__, "--one", agent, "--env", args.env, "--episodes",
                                   str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads),
-                                  "--warmup", str(args.warmup)],
+                                  "--warmup", str(args.warmup), "--acting", args.acting],
                                  capture_output=True, text=True, check=True, cwd=REPO)
             rounds[-1][agent] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"env {args.env}, {args.lanes} lanes, {args.warmup} warm-up + {args.episodes} timed episodes, "
-          f"{args.threads} torch threads, "
-          f"{len(rounds)} round(s)\n")
+          f"{args.threads} torch threads, train.acting={args.acting}, {len(rounds)} round(s)\n")
     print("| agent | params | train tokens/s | cost vs transformer | peak RSS MiB |")
     print("|---|---:|---:|---:|---:|")
     for agent in agents:

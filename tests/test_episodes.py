@@ -75,9 +75,9 @@ def test_a_chunk_with_nothing_scored_builds_a_graph_only_for_the_models_own_loss
 
 @pytest.mark.parametrize("acting", ["step", "chunk"])
 def test_episode_stats_split_the_time_between_acting_learning_and_updates(acting):
-    """Step acting: one acting call per step scored in some lane (chunk acting: none); one chunk call per chunk; the learner's time is counted
-    as "update" (here a learner that sleeps 20 ms), the model's chunk call as "learn", and the three together
-    never exceed the episode's wall time."""
+    """Step acting: one acting call per step scored in some lane (chunk acting: none); one chunk call per chunk;
+    the learner's time is counted as "update" (here a learner that sleeps 20 ms), the model's chunk call as
+    "learn", and the three together never exceed the episode's wall time."""
     import time
 
     torch.manual_seed(0)

@@ -227,8 +227,8 @@ def test_perf_update_ms_counts_only_chunks_that_had_a_loss():
         return 1.0
 
     obs, info = venv.reset(seed=0)
-    _, stats = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8, acting="step").run(model.initial_state(2), obs, info, 0,
-                                                                          learner=learner)
+    runner = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8, acting="step")  # the oracle answers when acting
+    _, stats = runner.run(model.initial_state(2), obs, info, 0, learner=learner)
     assert returned.count(None) > returned.count(1.0) > 0
     assert stats.milliseconds["update_ms"] < 10
     venv.close()
@@ -242,8 +242,8 @@ def test_memory_counts_are_the_episodes_last_value_rates_its_mean():
     record(venv)
     model = Oracle(venv)
     obs, info = venv.reset(seed=0)
-    _, stats = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8, acting="step").run(model.initial_state(2), obs, info, 0,
-                                                                          learner=lambda c, lg, aux: None)
+    runner = EpisodeRunner(venv, model, torch.device("cpu"), chunk=8, acting="step")
+    _, stats = runner.run(model.initial_state(2), obs, info, 0, learner=lambda c, lg, aux: None)
     assert stats.chunks == model.calls > 1
     assert stats.memory == {"store_entries": float(model.calls), "write_rate": 0.25}
     venv.close()
