@@ -156,6 +156,7 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
     A seeded reset also seeds `np_random` with s (s_0), as Gymnasium's VectorEnv does; episodes never use it.
     Autoreset (NEXT_STEP): the `step` after the one that terminated resets every lane to its next training
     episode and ignores its actions (reward 0). Callers that reset themselves never see it.
+    `upcoming(n)` shows the observations and infos (without `target`) of the next n steps: the stream is open loop.
     """
 
     metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
