@@ -45,7 +45,7 @@ from memory.config import (
 from memory.eviction import lowest
 from memory.store_index import HNSWIndex, IVFIndex, resolve_precision
 from memory.store_io import StorePersistence
-from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, checked_array, inverse_norms
+from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, check_ip_range, checked_array, inverse_norms
 from memory.store_search import CodedKeys, SearchHits, SearchResult, StoreSearch
 
 __all__ = ["CodedKeys", "FaissStore", "SearchHits", "SearchResult"]
@@ -184,9 +184,9 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
             raise ValueError(f"FaissStore.add: lanes must lie in [0, {self.lanes}), got {lanes.min()}..{lanes.max()}")
         if not np.isfinite(values).all():
             raise ValueError("FaissStore.add: values must be finite (got NaN or inf)")
-        inv_norm = inverse_norms(keys, "keys")  # (n,); also rejects NaN / inf keys
-        if self.metric == "ip":  # keys are stored as given
-            inv_norm = None
+        inv_norm = inverse_norms(keys, "keys") if self.metric == "cosine" else None  # (n,); both refuse NaN / inf
+        if inv_norm is None:  # ip stores keys as given: only norms whose inner products float32 can hold
+            check_ip_range(keys, "keys")
         if meta is not None and not isinstance(meta, dict):
             raise TypeError(f"FaissStore.add: meta must be a dict field -> (n,) ints, got {type(meta).__name__}")
         meta = dict(meta or {})

@@ -11,6 +11,11 @@ META_FIELDS = ("lane", "episode", "position", "step", "task", "time", "token", "
 # what add(meta=...) may set (token: the observation an entry holds, prev: the one before it); lane/time: the store's
 CALLER_META = ("episode", "position", "step", "task", "token", "prev")
 NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # float tensors numpy holds as they are
+# metric="ip" stores keys as given, and |q.k| <= |q| |k| (Cauchy-Schwarz; the scan's partial sums too): keys and
+# queries of norm below sqrt(float32 max) score within float32, where an overflow would read as a missing entry
+# (+-inf) or rank arbitrarily (NaN). `add` took exactly these keys before (its finiteness check squared them);
+# queries are checked for NaN / inf only, as before: a large query against small keys scores fine
+IP_NORM_LIMIT = float(np.sqrt(np.float64(np.finfo(np.float32).max)))  # ~1.84e19
 
 
 def checked_array(x, name: str, dtype) -> np.ndarray:
@@ -38,11 +43,45 @@ def check_finite(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
+def squared_norms(x: np.ndarray, name: str) -> np.ndarray:
+    """(..., D) float32 -> (...) float32 |x|^2 (einsum: 3x faster than np.linalg.norm, which matters for the add
+    rate), inf where a row is finite but its square overflows float32 (|x| > IP_NORM_LIMIT). NaN / inf values get
+    check_finite's error; an overflowing square alone is no sign of them, so the values themselves decide."""
+    sq = np.einsum("...i,...i->...", x, x)
+    if not np.isfinite(sq).all():
+        check_finite(x, name)
+    return sq
+
+
+def norms64(x: np.ndarray) -> np.ndarray:
+    """(..., D) -> (...) float64 |x|, finite where float32 squares overflow (float32's max squared is ~1e77)."""
+    x = x.astype(np.float64)
+    return np.sqrt(np.einsum("...i,...i->...", x, x))
+
+
 def inverse_norms(x: np.ndarray, name: str) -> np.ndarray:
-    """(..., D) float32 -> (...) float32 1/|x| (zero rows get a finite factor and stay zero). einsum: 3x faster
-    than np.linalg.norm, which matters for the add rate; NaN/inf anywhere in a row shows in its sum."""
-    sq = check_finite(np.einsum("...i,...i->...", x, x), name)
-    return (1.0 / np.sqrt(np.maximum(sq, 1e-24))).astype(np.float32)
+    """(..., D) float32 -> (...) 1/|x| (zero rows get a finite factor and stay zero), float32; float64 where some
+    row's square overflows float32: its norm comes from float64, and beyond |x| = 2^126 its inverse would be a
+    float32 subnormal (few digits). The other rows' factors are their float32 ones either way, and a float32 value
+    times such a factor rounds to the float32 product (the exact product fits float64), so they stay bit-identical."""
+    sq = squared_norms(x, name)
+    inv = (1.0 / np.sqrt(np.maximum(sq, 1e-24))).astype(np.float32)
+    big = np.isinf(sq)
+    if not big.any():
+        return inv
+    inv = inv.astype(np.float64)
+    inv[big] = 1.0 / norms64(x[big])
+    return inv
+
+
+def check_ip_range(x: np.ndarray, name: str) -> np.ndarray:
+    """x itself, or a one-line ValueError where a row's norm reaches IP_NORM_LIMIT (NaN / inf: check_finite's)."""
+    big = np.isinf(squared_norms(x, name))
+    if big.any():
+        raise ValueError(f"FaissStore: {name} of norm up to {IP_NORM_LIMIT:.3g} are supported with metric='ip' (the "
+                         f"scan's inner products must fit float32); got norm {norms64(x[big]).max():.3g}; scale "
+                         f"them down, or use metric='cosine'")
+    return x
 
 
 def meta_column(field, method: str) -> int:
@@ -53,7 +92,7 @@ def meta_column(field, method: str) -> int:
 
 
 def normalise(x: np.ndarray, name: str) -> np.ndarray:
-    return x * inverse_norms(x, name)[..., None]
+    return (x * inverse_norms(x, name)[..., None]).astype(np.float32, copy=False)  # float32 whatever the factors
 
 
 class StoreLookup:

@@ -27,6 +27,15 @@ SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search 
 CODE_TOLERANCE = 2.0**-7  # a coded block may differ from its code by this much relative (bfloat16 autocast)
 
 
+def k_limit(capacity: int, queries: int) -> int:
+    """The largest k a search of `queries` query vectors takes. A query searches one partition, so at most
+    `capacity` of its k ids are entries and the rest pad (-1). Padding is still allowed, not refused: MemNet asks
+    FETCH_FACTOR x store_top_k candidates whatever the capacity (store_top_k=8 from store_capacity=16 is valid), and
+    fixed-width reads of a small or empty store rely on it. But only as much as one exact-search block's score
+    buffer holds over all queries: a k in the billions (padding alone of terabytes) failed inside numpy."""
+    return max(capacity, SCORE_BUFFER_FLOATS // max(queries, 1))
+
+
 class SearchResult(NamedTuple):
     scores: np.ndarray  # (B, Q, k) float32 cosine (or inner product, metric="ip"), -inf where fewer than k exist
     ids: np.ndarray  # (B, Q, k) int64, -1 where fewer than k entries exist
@@ -88,6 +97,11 @@ class StoreSearch:
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ValueError(f"FaissStore.search: k={k!r}: must be an int >= 1")
         B, Q, _ = q.shape
+        most = k_limit(self.capacity, B * Q)
+        if k > most:
+            raise ValueError(f"FaissStore.search: k={k}: at most {most} for B x Q = {B} x {Q} queries (a query "
+                             f"finds at most capacity={self.capacity} entries, and a larger k only pads with id -1, "
+                             f"to at most {SCORE_BUFFER_FLOATS} ids in all); pass k <= {self.capacity}")
         # no query (Q = 0, or B = 0 shared): nothing to score; the exact scan would size its block by B * Q = 0
         scores, ids = self._search(q, k) if B * Q else no_hits(B, Q, k)
         if not with_values:
