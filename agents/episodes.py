@@ -1,22 +1,24 @@
-"""Run one synchronous episode of B lanes: act step by step with the cached incremental forward, learn on chunks.
+"""Run one synchronous episode of B lanes: one chunk forward per chunk acts and learns (or acts step by step first).
 
 Every lane of a memstream vector env (`make_vector_env`) has the same episode length, so all lanes start and end
-together.
-Per chunk of C steps:
-  1. act:   under no_grad with the cached incremental forward and writes off, the model is run only when a
+together. Per chunk of C steps, train.acting decides who answers the scored steps:
+  chunk (auto's choice on open-loop envs): the env shows the chunk's observations ahead (`venv.upcoming`), and
+            `model(obs_chunk, s0, writes_chunk, meta, read_at=scored steps)` runs first; its logits there give
+            the actions (greedy, or sampled in reinforce training), the env takes them step by step and pays the
+            rewards, and the same forward's graph learns. They are the logits of step acting: reads never see the
+            call's own writes and the model is causal.
+  step:     under no_grad with the cached incremental forward and writes off, the model is run only when a
             step is scored (in some lane): it reads the observations gathered since its last call as one block
-            (the same logits as one token at a time) and answers with its real action (greedy, or sampled in
-            reinforce training). Unscored steps get action 0 without a forward: the env ignores those actions
-            (DESIGN.md section 4), and skipping them is most of the acting cost on sparse tasks. Memory is read
-            at the block's last step only (`read_at`): the others only advance the state.
-  2. learn: `model(obs_chunk, s0, writes_chunk, meta, read_at=scored steps)` from the chunk's start state, with
-            gradients when training (TBPTT: the state is detached between chunks); this forward also applies the
-            chunk's memory writes (block-recurrent memory), so acting and learning see the same memory. Memory
-            reads and logits are computed at the steps scored in some lane only, which is all the loss uses
-            (the same logits and gradients as a full call there); a chunk with no scored step runs without
-            autograd unless the model's loss has terms of its own (`learns_without_targets`).
-Eval runs the same loop with `learner=None` (no gradients, no weight update); its chunk call reads nothing: it
-only applies the writes, the accuracy comes from the actions taken.
+            (the same logits as one token at a time) and answers with its real action. Unscored steps get
+            action 0 without a forward: the env ignores those actions (DESIGN.md section 4). Memory is read at the
+            block's last step only (`read_at`). Then the chunk forward runs on what the env showed.
+The chunk forward starts from the chunk's start state, with gradients when training (TBPTT: the state is detached
+between chunks); it also applies the chunk's memory writes (block-recurrent memory), so acting and learning see the
+same memory. Memory reads and logits are computed at the steps scored in some lane only, which is all the loss and
+the actions use; a chunk with no scored step runs without autograd unless the model's loss has terms of its own
+(`learns_without_targets`).
+Eval runs the same loop with `learner=None` (no gradients, no weight update); with step acting its chunk call reads
+nothing: it only applies the writes, the accuracy comes from the actions taken.
 """
 
 from __future__ import annotations
