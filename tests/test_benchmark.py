@@ -295,6 +295,26 @@ def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, ar
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("acting", ["auto", "step"])
+def test_the_agent_throughput_benchmark_measures_the_acting_it_names(acting):
+    """benchmarks/agents.py (the README's throughput tables): chunk acting (auto) makes no acting call, step acting
+    one per step scored in some lane (ContinualShift asks every third step: 50 per 151-step episode)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
+    done = subprocess.run([sys.executable, str(path), "--agents", "transformer", "--episodes", "1", "--warmup", "0",
+                           "--lanes", "2", "--threads", "1", "--acting", acting],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"train.acting={acting}" in done.stdout
+    calls = 0 if acting == "auto" else 50
+    assert f"where the time goes, per episode: {calls} acting calls, 5 learning chunks" in done.stdout
+    row = next(ln for ln in done.stdout.splitlines() if ln.startswith("| transformer | 462,592 |"))
+    assert float(row.split("|")[3].replace(",", "")) > 0  # tokens/s
+
+
 def test_a_full_disk_when_the_results_are_written_is_one_line(tmp_path, monkeypatch, capsys):
     """The suite's last step, on a full disk, ended in write_json_atomic's traceback."""
     import errno
