@@ -57,7 +57,7 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
         params = sum(p.numel() for p in trainer.model.parameters())
     return {"agent": agent, "params": params, "tokens_per_s": tps,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "act_ms": 1e3 * split["act"] / calls if calls else None,  # None: no acting call (chunk acting, or nothing scored)
+            "act_ms": 1e3 * split["act"] / calls if calls else None,  # None: no acting call (chunk acting; none scored)
             "learn_ms": 1e3 * split["learn"] / max(chunks, 1), "update_ms": 1e3 * split["update"] / max(updates, 1),
             "shares": {**{k: v / seconds for k, v in split.items()}, "rest": 1 - sum(split.values()) / seconds},
             "act_calls": calls / episodes, "chunks": chunks / episodes}
