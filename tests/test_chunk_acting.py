@@ -37,7 +37,8 @@ def test_upcoming_shows_what_step_then_returns_whatever_the_actions(env_id, step
         assert np.array_equal(obs, ahead[:, i])
         for key, row in ahead_info.items():
             assert np.array_equal(np.asarray(info[key]), row[:, i]), key
-        assert term.all() == (i == n - 1 and n < steps) or (term.all() and i == n - 1)  # n < steps: episode end
+        assert not term.any() or i == n - 1  # the episode can only end at the last step shown
+    assert term.all() or n == steps  # fewer shown than asked: the episode ended there
     assert not trunc.any()
     venv.close()
 
