@@ -148,7 +148,6 @@ class EpisodeRunner:
         self.amp = amp
         self.acting = resolve_acting(acting, venv, model.cfg.dropout if acting == "auto" else 0.0)  # step | chunk
         self.num_lanes = venv.num_envs
-        self.lanes = np.arange(self.num_lanes)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -172,19 +171,21 @@ class EpisodeRunner:
     def _chunk(self, state, obs, info, episode, stats, learner, sample, by_distance, by_delay, on_aux):
         if self.acting == "chunk":
             ahead_obs, ahead = self.venv.upcoming(self.chunk)  # (B, n): the chunk acts on obs + all but the last
-            tokens = self._tensor(np.concatenate((np.asarray(obs)[:, None], ahead_obs[:, :-1]), 1))  # (B, n)
-            writes = self._tensor(np.concatenate((np.asarray(info["memory_writes"])[:, None],
-                                                  ahead["memory_writes"][:, :-1]), 1), torch.bool)
-            scored = np.concatenate((np.asarray(info["scored"])[:, None], ahead["scored"][:, :-1]), 1)
-            task = np.concatenate((np.asarray(info["task_id"])[:, None], ahead["task_id"][:, :-1]), 1)
-            at = self._tensor(scored.any(0).nonzero()[0])  # (C',) steps scored in some lane
-            logits, new_state, aux = self._forward(tokens, state, writes, self._meta(episode, stats.steps, task),
-                                                   at, learner, stats)
+
+            def steps(now, later):  # this step's (B,) and the next ones' (B, n) -> the chunk's (B, n)
+                return np.concatenate((np.asarray(now)[:, None], later[:, :-1]), 1)
+
+            seen = steps(obs, ahead_obs)
+            tokens = self._tensor(seen)  # (B, n)
+            writes = self._tensor(steps(info["memory_writes"], ahead["memory_writes"]), torch.bool)
+            at = self._tensor(steps(info["scored"], ahead["scored"]).any(0).nonzero()[0])  # (C',) scored in some lane
+            meta = self._meta(episode, stats.steps, steps(info["task_id"], ahead["task_id"]))
+            logits, new_state, aux = self._forward(tokens, state, writes, meta, at, learner, stats)
             actions = np.zeros(tokens.shape, dtype=np.int64)  # unscored steps: 0 (the env ignores them)
             if len(at):
                 actions[:, at.cpu().numpy()] = _choose(logits.detach(), sample).cpu().numpy()
             arr, done, obs, info = self._play(obs, info, tokens.shape[1], lambda i, _: actions[:, i])
-            if not np.array_equal(arr["tokens"], tokens.cpu().numpy()):
+            if not np.array_equal(arr["tokens"], seen):
                 raise RuntimeError(f"{type(self.venv).__name__}.upcoming() showed other observations than step() "
                                    "returned: the env is not open loop; use train.acting=step")
             chunk = self._to_chunk(arr, episode, stats.steps)
