@@ -16,6 +16,7 @@ from torch import Tensor
 
 from memory.cache import TieredKVCache
 from memory.store import FaissStore
+from memory.store_lookup import inverse_norms
 
 REPLACE_BLOCK = 2048  # (new memory, candidate) pairs compared at a time by remove_replaced
 
@@ -89,15 +90,17 @@ def remove_replaced(store: FaissStore, cache: TieredKVCache, keys: np.ndarray, p
     new, slot = np.nonzero(same >= 0)  # the P (new memory, candidate) pairs; padding is never gathered
     cand = same[new, slot]  # (P,)
     keys = np.asarray(keys, dtype=np.float32)[..., part]  # (n, D')
-    unit = keys / np.maximum(np.sqrt(np.einsum("nd,nd->n", keys, keys)), 1e-12)[:, None]  # (n, D')
+    # inverse_norms: float64 where a float32 square overflows (a cosine store holds keys of any finite size)
+    unit = keys * inverse_norms(keys, "keys")[:, None]  # (n, D')
     cos = np.empty(len(cand), dtype=np.float32)  # (P,)
     # in blocks of pairs: a full store has ~38 candidates per new memory (ContinualShift: P ~ 19,000 x 256 columns),
     # and gathering all their keys at once made two ~20 MB temporaries, fresh pages each call (16 ms -> 6 ms)
     for start in range(0, len(cand), REPLACE_BLOCK):
         block = slice(start, start + REPLACE_BLOCK)
         near = store.keys_of(cand[block], part)  # (p, D')
-        dots = np.einsum("pd,pd->p", unit[new[block]], near)
-        cos[block] = dots / np.maximum(np.sqrt(np.einsum("pd,pd->p", near, near)), 1e-12)
+        inv = inverse_norms(near, "stored keys")  # (p,)
+        near = near.astype(inv.dtype, copy=False)  # float64 where norms overflow float32: so can the dots
+        cos[block] = np.einsum("pd,pd->p", unit[new[block]], near) * inv
     gone = np.unique(cand[cos >= threshold])
     store.remove(gone)
     cache.remove(gone)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from memory.store_index import exact_topk, no_hits
-from memory.store_lookup import check_finite, checked_array, normalise
+from memory.store_lookup import check_ip_range, checked_array, normalise
 
 SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
 CODE_TOLERANCE = 2.0**-7  # a coded block may differ from its code by this much relative (bfloat16 autocast)
@@ -112,8 +112,9 @@ class StoreSearch:
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """queries (B, Q, D) float32, B Q > 0 -> scores, ids (B, Q, k); counts the hits as accesses."""
         B, Q, _ = q.shape
-        # every metric: a NaN query scores NaN against every key, and top-k over NaN returns arbitrary ids
-        q = normalise(q, "queries") if self.metric == "cosine" else check_finite(q, "queries")
+        # every metric: a NaN query scores NaN against every key, and top-k over NaN returns arbitrary ids; with ip,
+        # queries keep to the keys' norm limit, so no inner product overflows float32 (an inf score ranks nothing)
+        q = normalise(q, "queries") if self.metric == "cosine" else check_ip_range(q, "queries")
         groups = q if self.scope == "lane" else q.reshape(1, B * Q, self.dim)  # (P, Q', D)
         scores = np.full((self.partitions, groups.shape[1], k), -np.inf, dtype=np.float32)
         local = np.full(scores.shape, -1, dtype=np.int64)

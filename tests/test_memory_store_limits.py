@@ -117,3 +117,39 @@ def test_nan_and_inf_keys_and_queries_are_still_refused_as_such(metric, bad):
     store.add(np.eye(4)[:1], np.zeros((1, 1)), [0])
     with pytest.raises(ValueError, match=r"^FaissStore: queries must be finite \(got NaN or inf\)$"):
         store.search(keys[None].astype(np.float32), 1)
+
+
+def test_ip_queries_beyond_the_norm_limit_are_refused_like_keys():
+    """Regression: an ip query of norm ~2e20 against a key of norm 1e19 scored inf (float32 overflow), so top-k
+    ranked nothing; queries now keep to the keys' limit, which bounds every inner product."""
+    store = FaissStore(4, 1, capacity=8, metric="ip")
+    store.add(np.eye(4)[:2] * 1e19, np.zeros((2, 1)), [0, 0])
+    with pytest.raises(ValueError, match=r"^FaissStore: queries of norm up to 1\.84e\+19 are supported with "
+                                         r"metric='ip' .*got norm 2e\+20; scale them down, or use metric='cosine'$"):
+        store.search(np.full((1, 1, 4), BIG, dtype=np.float32), 1)
+    res = store.search(np.eye(4, dtype=np.float32)[None, :1] * 1e19, 1)  # at the bound: finite scores
+    assert np.isfinite(res.scores).all() and res.ids[0, 0, 0] >= 0
+
+
+def test_remove_replaced_compares_large_finite_keys_of_a_cosine_store_by_direction():
+    """Regression: remove_replaced took float32 norms, so keys of magnitude ~1e20 (squares overflow) had cosine 0
+    and replaced nothing. Now a same-direction key replaces them whatever its scale; another direction does not."""
+    from memory.retrieval import remove_replaced
+
+    class Cache:
+        def remove(self, ids):
+            self.removed = set(ids.tolist())
+
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=(2, 4))
+    store = FaissStore(4, 1, capacity=8, metric="cosine")
+    ids, _ = store.add(direction * BIG, np.zeros((2, 1)), [0, 0], meta={"prev": np.array([5, 5])})
+    cache = Cache()
+    gone = remove_replaced(store, cache, direction[:1] * BIG * 2, np.array([5]), np.array([0]), 0.99)  # large
+    np.testing.assert_array_equal(gone, ids[:1])
+    assert cache.removed == {int(ids[0])} and len(store) == 1
+    gone = remove_replaced(store, cache, direction[1:] * 3.0, np.array([5]), np.array([0]), 0.99)  # small
+    np.testing.assert_array_equal(gone, ids[1:])
+    store.add(direction[1:] * BIG, np.zeros((1, 1)), [0], meta={"prev": np.array([5])})
+    kept = remove_replaced(store, cache, direction[:1] * BIG, np.array([5]), np.array([0]), 0.99)  # other direction
+    assert kept.size == 0 and len(store) == 1
