@@ -312,7 +312,36 @@ def test_the_agent_throughput_benchmark_measures_the_acting_it_names(acting):
     calls = 0 if acting == "auto" else 50
     assert f"where the time goes, per episode: {calls} acting calls, 5 learning chunks" in done.stdout
     row = next(ln for ln in done.stdout.splitlines() if ln.startswith("| transformer | 462,592 |"))
-    assert float(row.split("|")[3].replace(",", "")) > 0  # tokens/s
+    cells = row.split("|")
+    assert float(cells[3].replace(",", "")) > 0 and float(cells[5].replace(",", "")) > 0  # trainer, plain batches
+    assert cells[4].strip() == cells[6].strip() == "1.00x"  # the transformer against itself
+
+
+def test_plain_batches_learn_and_write_every_position_with_the_state_carried(tmp_path):
+    """The plain-batch reference of benchmarks/agents.py trains the trainer's own model and optimiser: weights move,
+    MemNet writes every position of every batch (warm-up included) and the state is carried from chunk to chunk."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from agents.config import load_config
+    from agents.trainer import Trainer
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_agents", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = load_config([*TINY_MODEL, "env=LongDependency-v0", "memory.store_replace=0", "train.lanes=2",
+                       "train.chunk=8", f"run_dir={tmp_path}"])
+    trainer = Trainer(cfg, tmp_path)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    pos = int(trainer.state["ctrl.pos"][0])
+    assert module.plain_batches(trainer, 3, warmup=1) > 0
+    assert len(trainer.model.store) == 4 * 2 * 8  # (warm-up + 3 chunks) x lanes x chunk
+    assert all(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters(), strict=True)
+               if p.grad is not None)
+    assert int(trainer.state["ctrl.pos"][0]) == pos  # the trainer's own state is not advanced
 
 
 def test_a_full_disk_when_the_results_are_written_is_one_line(tmp_path, monkeypatch, capsys):
