@@ -47,16 +47,29 @@ from memory.cache_cold_dirs import ColdTierError  # noqa: E402
 RESUME_KEYS = ("train.progress", "train.threads")  # what a resumed run may change: how it runs, not what it computes
 
 
-def new_run_dir(cfg) -> Path:
+def new_run_dir(cfg, create: bool = False) -> Path:
+    """run_dir= as given, else <runs_root>/<env>/<agent>/<time>_s<seed>, with -1, -2 ... after the time where that
+    folder exists. create=True claims a generated folder by making it: mkdir fails on one that exists, so runs
+    started in the same second, in parallel too, each get their own (an exists() check let two share one)."""
     if cfg.run_dir:
         return Path(cfg.run_dir).resolve()
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     base = Path(cfg.runs_root).resolve() / cfg.env.id / cfg.agent.name
-    path = base / f"{stamp}_s{cfg.seed}"
-    n = 1
-    while path.exists():  # two runs started in the same second
-        path, n = base / f"{stamp}-{n}_s{cfg.seed}", n + 1
-    return path
+    n = 0
+    while True:
+        path = base / (f"{stamp}_s{cfg.seed}" if n == 0 else f"{stamp}-{n}_s{cfg.seed}")
+        n += 1
+        if not create:
+            if not path.exists():
+                return path
+            continue
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            if not path.exists():  # a parent in the way (the caller's one-line error), not a taken name
+                raise
+            # another run's folder (or a file): the next suffix
 
 
 def config_for(overrides: list[str]):
@@ -223,6 +236,8 @@ def _main(argv: list[str]) -> int:
         if resume_dir is not None:
             trainer.restore(checkpoint, config)
         try:
+            if resume_dir is None and not cfg.run_dir:  # a generated name: claimed now, the trainer told
+                run_dir = trainer.run_dir = new_run_dir(cfg, create=True)
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, no permission, read-only disk
             raise ConfigError(f"cannot create the run folder {str(run_dir)!r} ({exc.strerror or exc}); choose "

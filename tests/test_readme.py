@@ -42,3 +42,10 @@ def test_the_metrics_block_gives_the_numbers_its_comments_state(user_folder, mon
     assert result["ACC"] == pytest.approx(0.5) and result["BWT"] == pytest.approx(-0.15)
     assert result["FWT"] == pytest.approx(0.1) and result["forgetting"] == pytest.approx(0.3)
     assert [round(v, 3) for v in ci] == [0.572, 0.526, 0.618]
+
+
+def test_the_readme_states_the_torch_minimum_that_pyproject_asks_for():
+    """The README said torch>=2.2 after pyproject.toml had moved to 2.6 (fused AdamW on the CPU, get_total_norm)."""
+    pyproject = (README.parent / "pyproject.toml").read_text()
+    (minimum,) = re.findall(r'"torch>=([0-9.]+)"', pyproject)
+    assert re.findall(r"`torch>=([0-9.]+)`", README.read_text()) == [minimum]
