@@ -244,8 +244,8 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
         print(f"sweep interrupted; continue it with: python -m agents.tune resume={sweep_dir}")
         return 1
     if best is None:
-        print(f"no trial reported {plan.metric}: no trial failed, so this env never measures it (a distance bucket "
-              f"that no query falls in stays empty); pick another with sweep.metric= (Ray's log: {sweep_dir}/ray.log)"
+        print(f"no trial reported {plan.metric}: no trial failed, {_never_measured(plan.metric)}; pick another with "
+              f"sweep.metric= (Ray's log: {sweep_dir}/ray.log)"
               if not any(r["status"] == "error" for r in rows) else
               f"no trial reported {plan.metric}; see {sweep_dir}/ray.log and the trials' error.txt")
         return 1
@@ -280,3 +280,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _never_measured(metric: str) -> str:
+    """Why a sweep whose trials all finished has no value of `metric`, as a phrase."""
+    if metric.startswith("recall/accuracy_d"):  # a bucket fills only where some evaluation query falls in it
+        which = "delay" if metric.startswith("recall/accuracy_delay") else "distance bucket"
+        return (f"so no evaluation query fell in that {which}: the env's options may not reach it, or the "
+                "evaluations sampled too few queries (raise train.lanes or train.eval_repeats)")
+    return "so this env never measures it"
+

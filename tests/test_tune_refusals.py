@@ -139,3 +139,15 @@ def test_the_sweep_s_own_resume_still_reads_a_sweep_folder(tmp_path, capsys, no_
     """resume= alone is agents.tune's: it continues a sweep folder (here: not one), not a run's resume."""
     assert agents_tune.main([f"resume={tmp_path}"]) == 2
     assert "is not a sweep folder" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("metric, says", [
+    # was "this env never measures it" for LongDependency's 1024 bucket, which one lane's 16 queries had missed
+    ("recall/accuracy_d1024", "no evaluation query fell in that distance bucket: the env's options may not reach "
+                              "it, or the evaluations sampled too few queries (raise train.lanes or "
+                              "train.eval_repeats)"),
+    ("recall/accuracy_delay3", "no evaluation query fell in that delay: "),
+    ("cl/FWT", "so this env never measures it"),
+])
+def test_a_metric_that_no_finished_trial_reported_is_explained_by_its_kind(metric, says):
+    assert says in agents_tune._never_measured(metric)
