@@ -21,6 +21,7 @@ from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: 
     find_interpolation,
     hydra_reason,
 )
+from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
 
 AGENTS = ("memnet", "transformer", "lstm", "gru")
@@ -133,6 +134,10 @@ def _adds_existing(key: str) -> str:
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Merge into the typed schema (types, unknown keys), then check values; returns a resolved DictConfig."""
+    for section in ("model", "memory", "train"):  # `model=3` was OmegaConf's "Merge error: int is not a subclass"
+        if section in cfg and not isinstance(cfg._get_node(section), DictConfig):
+            raise ConfigError(f"{section}={cfg._get_node(section)._value()}: {section} is a section of keys; set "
+                              f"{section}.<key>=<value> (`python -m agents.run --help` lists them)")
     try:
         schema = OmegaConf.structured(RunSchema)
         merged = OmegaConf.merge(schema, cfg)
@@ -174,14 +179,14 @@ def validate(cfg: DictConfig) -> DictConfig:
     need(t.mode in TRAIN_MODES, f"train.mode={t.mode!r}: choose one of {TRAIN_MODES}")
     need(t.acting in ACTING, f"train.acting={t.acting!r}: choose one of {ACTING}")
     need(t.episodes is None or t.episodes >= 0, f"train.episodes={t.episodes}: must be >= 0")
-    need(t.lanes >= 1, f"train.lanes={t.lanes}: must be >= 1")
+    need(1 <= t.lanes <= MAX_LANES, f"train.lanes={t.lanes}: must be in [1, {MAX_LANES}]")
     need(1 <= t.chunk <= m.window, f"train.chunk={t.chunk}: must be in [1, model.window={m.window}]")
     need(t.lr > 0, f"train.lr={t.lr}: must be > 0")
     need(t.eval_every >= 1, f"train.eval_every={t.eval_every}: must be >= 1")
     need(t.eval_repeats >= 1, f"train.eval_repeats={t.eval_repeats}: must be >= 1")
     need(t.checkpoint_every >= 1, f"train.checkpoint_every={t.checkpoint_every}: must be >= 1")
-    need(t.grad_clip >= 0 and t.weight_decay >= 0 and t.entropy_coef >= 0, "train.grad_clip, train.weight_decay, "
-         "train.entropy_coef must be >= 0")
+    for key in ("grad_clip", "weight_decay", "entropy_coef"):
+        need(t[key] >= 0, f"train.{key}={t[key]}: must be >= 0")
     need(0.0 <= t.baseline_decay < 1.0, f"train.baseline_decay={t.baseline_decay}: must be in [0, 1)")
     need(0 <= t.threads <= MAX_THREADS, f"train.threads={t.threads}: must be in [0, {MAX_THREADS}] (0: torch's "
          "default)")
@@ -259,7 +264,7 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     except Exception as exc:
         raise ConfigError(f"config={path}: not valid YAML ({exc.__class__.__name__}); point it at a run's "
                           "config.yaml or a sweep's best_config.yaml") from None
-    if not isinstance(loaded, DictConfig):
+    if not isinstance(loaded, DictConfig) or not loaded:  # an empty file loads as {}: it started a default run
         raise ConfigError(f"config={path}: holds no mapping of keys; point it at a run's config.yaml")
     parsed = check_overrides(list(overrides or []), {group: group_options(group) for group in ("env", "agent")},
                              saved=True)  # as on a fresh command line, and env= / agent= (.name, .id) refused

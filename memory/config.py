@@ -24,6 +24,7 @@ STORE_PRECISIONS = ("auto", "fp32", "bf16")
 CACHE_POLICIES = ("lru", "fifo", "importance")
 RESET_MODES = ("never", "episode", "task")
 KEY_SOURCES = ("hidden", "token")
+MAX_CONTEXT_SCALE = 1e6  # memory.context_scale bound (1e18 made store queries overflow float32 mid-run)
 MAX_LAG = 64  # largest key / query lag in memory.key_lags
 # thread counts (memory.store_threads, agents' train.threads): torch and FAISS take any int, then starting 10^5
 # threads fails mid-run
@@ -163,7 +164,8 @@ class MemoryConfig:
         need(self.store_eviction in STORE_EVICTIONS,
              f"store_eviction={self.store_eviction!r}: choose one of {STORE_EVICTIONS}")
         need(self.store_metric in STORE_METRICS, f"store_metric={self.store_metric!r}: choose one of {STORE_METRICS}")
-        need(self.store_top_k >= 1, f"store_top_k={self.store_top_k}: must be >= 1")
+        need(1 <= self.store_top_k <= self.store_capacity, f"store_top_k={self.store_top_k}: must be in [1, "
+             f"store_capacity={self.store_capacity}] (a query retrieves at most what a store partition holds)")
         need(self.store_importance_halflife >= 0, f"store_importance_halflife={self.store_importance_halflife}: must "
              "be >= 0 (store writes; 0 = no decay)")
         # FAISS takes any int, and an overflowing one is an OverflowError from inside it
@@ -184,11 +186,17 @@ class MemoryConfig:
         for name in ("util_weight", "pressure_weight", "sparsity_weight"):
             need(getattr(self, name) >= 0, f"{name}={getattr(self, name)}: must be >= 0")
         lags = parse_lags(self.key_lags)
+        pairs = self.key_lags.split("+") if lags is None and isinstance(self.key_lags, str) else []
+        if len(set(pairs)) < len(pairs) and parse_lags("+".join(dict.fromkeys(pairs))) is not None:  # a pair repeated
+            twice = next(pair for i, pair in enumerate(pairs) if pair in pairs[:i])
+            need(False, f"key_lags={self.key_lags!r}: the lag pair {twice!r} is given twice; give each pair once")
         need(lags is not None, f"key_lags={self.key_lags!r}: expected lag pairs 'o:p' joined by '+' (e.g. '1:0' or "
                                f"'1:0+3:0+4:1'), each o and p an int in [0, {MAX_LAG}]")
         need(0.0 <= self.context_decay < 1.0,
              f"context_decay={self.context_decay}: must lie in [0, 1) (0 switches the context block off)")
-        need(self.context_scale > 0, f"context_scale={self.context_scale}: must be > 0")
+        need(0 < self.context_scale <= MAX_CONTEXT_SCALE, f"context_scale={self.context_scale}: must be in (0, "
+             f"{MAX_CONTEXT_SCALE:g}] (a context match scores ~8 x this: past ~1e3 the softmax is a hard choice "
+             "already, and far larger store queries overflow the store's float32 inner products)")
         need(self.key_source in KEY_SOURCES, f"key_source={self.key_source!r}: choose one of {KEY_SOURCES}")
         need(self.reset in RESET_MODES, f"reset={self.reset!r}: choose one of {RESET_MODES}")
 

@@ -126,6 +126,15 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
     ("model.dim=36", "model.heads=4: dim // heads = 9 must be even (rotary positions)"),  # was a traceback
     ("seed=18446744073709551616", "seed=18446744073709551616: must be in [0, 2^32)"),  # torch's overflow
     ("runs_root=", "runs_root= is empty"),  # wrote the run into the working folder
+    # found by an audit, 2026-12-01: a mid-run traceback, a silent hang, an option the user never set, OmegaConf's
+    # "Merge error: int is not a subclass of ModelSchema", a message naming three keys
+    ("memory.context_scale=1e18", "memory.context_scale=1e+18: must be in (0, 1e+06] "),
+    ("memory.store_top_k=100000", "memory.store_top_k=100000: must be in [1, store_capacity=4096] "),
+    ("train.lanes=100000000", "train.lanes=100000000: must be in [1, 65536]"),
+    ("model=3", "model=3: model is a section of keys; set model.<key>=<value> "),
+    ("train=5", "train=5: train is a section of keys; set train.<key>=<value> "),
+    ("train.entropy_coef=-1", "train.entropy_coef=-1.0: must be >= 0"),
+    ("memory.key_lags=1:0+1:0", "memory.key_lags='1:0+1:0': the lag pair '1:0' is given twice; give each pair once"),
 ])
 def test_configs_that_failed_later_are_one_line_at_once(tmp_path, capsys, monkeypatch, override, message):
     monkeypatch.chdir(tmp_path)

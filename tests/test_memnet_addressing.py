@@ -207,8 +207,13 @@ def _valid_lags(text: str) -> bool:
 
 @given(st.one_of(st.text(max_size=12), st.text(alphabet="0123456789:+ ", max_size=12)))
 def test_key_lags_reject_anything_else_with_a_message_that_shows_the_format(text):
+    pairs = text.split("+")
     if _valid_lags(text):
         MemoryConfig(key_lags=text)
+    elif len(set(pairs)) < len(pairs) and _valid_lags("+".join(dict.fromkeys(pairs))):  # a valid list, a pair twice
+        with pytest.raises(ValueError, match=r"^memory.key_lags=.*: the lag pair '[0-9]+:[0-9]+' is given twice; "
+                                             r"give each pair once$"):
+            MemoryConfig(key_lags=text)
     else:
         with pytest.raises(ValueError, match=r"memory.key_lags=.*'o:p' joined by '\+'"):
             MemoryConfig(key_lags=text)
@@ -223,8 +228,10 @@ def test_bad_key_lags_key_source_and_context_decay(bad):
     for decay in (-0.1, 1.0):
         with pytest.raises(ValueError, match=r"memory.context_decay=.*must lie in \[0, 1\)"):
             MemoryConfig(context_decay=decay)
-    with pytest.raises(ValueError, match="memory.context_scale=0.0: must be > 0"):
-        MemoryConfig(context_scale=0.0)
+    for scale in (0.0, 1e18):  # 1e18 was accepted and made the store refuse its queries mid-run, in a traceback
+        with pytest.raises(ValueError, match=re.escape(f"memory.context_scale={scale}: must be in (0, 1e+06] ")):
+            MemoryConfig(context_scale=scale)
+    MemoryConfig(context_scale=1e6)
 
 
 @pytest.mark.parametrize("fixed", [True, False])

@@ -64,6 +64,8 @@ def test_bad_overrides_of_a_saved_config_are_one_line(first_run, tmp_path, capsy
     (None, "no such file; point it at a run's config.yaml"),
     ("a: [1, 2\n", "not valid YAML (ParserError)"),
     ("- 1\n- 2\n", "holds no mapping of keys"),
+    ("", "holds no mapping of keys"),  # an empty file started a run with every default
+    ("# nothing\n", "holds no mapping of keys"),
 ])
 def test_a_missing_or_unusable_config_file_is_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "config.yaml"
