@@ -60,7 +60,7 @@ class RecurrentAgent(AgentModel):
                 meta: dict | None = None, read_at: Tensor | None = None) -> tuple[Tensor, dict, dict]:
         """tokens (B, T) long -> logits (B, T', V) at positions read_at (None = all), new state, aux (no memory
         losses or metrics)."""
-        check_inputs(tokens, writes, self.cfg.vocab_size)
+        check_inputs(tokens, writes, self.cfg.vocab_size, state)
         read_at = check_read_at(read_at, tokens.shape[1], tokens.device)
         if state["h"].shape[1] != tokens.shape[0]:
             raise ValueError(f"state: made for {state['h'].shape[1]} lanes, but tokens have batch size "

@@ -132,7 +132,7 @@ class MemNet(StorePath, AgentModel):
         reads, fusion and head run at `read_at` alone, which gives the same logits there as a full call (the
         reads of one position do not depend on another's). Acting needs the last position only, learning
         the scored ones, an evaluation's chunk call (writes only) none."""
-        writes = check_inputs(tokens, writes, self.cfg.vocab_size)
+        writes = check_inputs(tokens, writes, self.cfg.vocab_size, state)
         B, T = tokens.shape
         read_at = check_read_at(read_at, T, tokens.device)
         pick = (lambda t: t) if read_at is None else (lambda t: t[:, read_at])  # (B, T, ...) -> (B, T', ...)

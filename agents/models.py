@@ -144,8 +144,11 @@ def check_batch_size(batch_size) -> int:
     return batch_size
 
 
-def check_inputs(tokens: Tensor, writes: Tensor | None, vocab_size: int) -> Tensor:
+def check_inputs(tokens: Tensor, writes: Tensor | None, vocab_size: int, state=None) -> Tensor:
     """Validate a forward call's arguments; returns writes as a (B, T) bool tensor (all False when None)."""
+    if not isinstance(state, dict):  # None here was an AttributeError deep inside the forward
+        raise ValueError(f"state: expected the dict of tensors that initial_state(B) or a previous call returns, got "
+                         f"{type(state).__name__}")
     if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.long, torch.int32):
         got = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
         raise ValueError(f"tokens: expected a (B, T) integer tensor, got {got}")

@@ -272,3 +272,13 @@ def test_every_agent_takes_an_empty_call_and_refuses_a_bad_lane_count_alike(agen
             model.initial_state(bad)
     with pytest.raises(TypeError, match="pass an agents.models.ModelConfig"):
         build_model(agent, {"vocab_size": 8})
+
+
+@pytest.mark.parametrize("agent", ["memnet", "transformer", "lstm", "gru"])
+@pytest.mark.parametrize("state", [None, [], "state"])
+def test_a_forward_without_a_state_dict_names_the_state(agent, state):
+    """model(tokens, None, ...) was an AttributeError ('NoneType' object has no attribute 'items') deep inside."""
+    model = build_model(agent, small_cfg())
+    with pytest.raises(ValueError, match=rf"^state: expected the dict of tensors that initial_state\(B\) or a "
+                                         rf"previous call returns, got {type(state).__name__}$"):
+        model(torch.zeros(2, 3, dtype=torch.long), state, torch.ones(2, 3, dtype=torch.bool))
