@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from memory.config import MemoryConfig
 
 AGENTS = ("memnet", "transformer", "lstm", "gru")
+MAX_WINDOW = 65_536  # model.window bound: longer than any memstream episode by default, 1 GiB of K/V at 16 lanes
 
 
 @dataclass
@@ -60,7 +61,8 @@ class ModelConfig:
         need(self.heads >= 1 and self.dim % self.heads == 0, f"heads={self.heads}: must divide dim={self.dim}")
         need((self.dim // max(self.heads, 1)) % 2 == 0,
              f"heads={self.heads}: dim // heads = {self.dim // max(self.heads, 1)} must be even (rotary positions)")
-        need(self.window >= 1, f"window={self.window}: must be >= 1")
+        # the cached K/V grow with W (lanes x layers x 2 x W x dim floats): 10^6 was an OOM kill, no message
+        need(1 <= self.window <= MAX_WINDOW, f"window={self.window}: must be in [1, {MAX_WINDOW}]")
         need(self.mlp_ratio >= 1, f"mlp_ratio={self.mlp_ratio}: must be >= 1")
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout}: must be in [0, 1)")
         if not isinstance(self.memory, MemoryConfig):

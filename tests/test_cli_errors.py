@@ -131,6 +131,7 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
     ("memory.context_scale=1e18", "memory.context_scale=1e+18: must be in (0, 1e+06] "),
     ("memory.store_top_k=100000", "memory.store_top_k=100000: must be in [1, store_capacity=4096] "),
     ("train.lanes=100000000", "train.lanes=100000000: must be in [1, 65536]"),
+    ("model.window=1000000", "model.window=1000000: must be in [1, 65536]"),  # an OOM kill: exit 137, no message
     ("model=3", "model=3: model is a section of keys; set model.<key>=<value> "),
     ("train=5", "train=5: train is a section of keys; set train.<key>=<value> "),
     ("train.entropy_coef=-1", "train.entropy_coef=-1.0: must be >= 0"),
