@@ -247,6 +247,9 @@ def _main(argv: list[str]) -> int:
         params = sum(p.numel() for p in trainer.model.parameters())
         print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {cfg.train.lanes} lanes, "
               f"{trainer.total_episodes} episodes -> {run_dir}", flush=True)
+        unused = [o.split("=", 1)[0] for o in argv if o.lstrip("+").startswith("memory.")]
+        if unused and cfg.agent.name != "memnet":  # shared overrides (a suite's) are fine, but say they do nothing
+            print(f"note: agent={cfg.agent.name} has no memory; {', '.join(unused)} change nothing", flush=True)
         metrics = fit(trainer, logger, config, progress=cfg.train.progress)
         write_report(trainer, metrics, logger)
         logger.close()
