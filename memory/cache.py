@@ -34,24 +34,14 @@ import numpy as np
 import torch
 
 from memory.cache_cold_dirs import make_private_cold_dir, remove_cold_file
+from memory.cache_state import as_floats, checked_counters, checked_map, count_value
 from memory.cache_tiers import COLD, WARM, Book, TierMoves, TierStorage
 from memory.config import CACHE_POLICIES, MemoryConfig
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
+from memory.quant import KEY_LIMIT
 
 TIER_NAMES = ("hot", "warm", "cold")
 FORMAT = "memstream.TieredKVCache/2"  # /2: cold tier (n, H, dk + d), key_dim
-
-
-def _as_floats(x, name: str, dtype=np.float32) -> np.ndarray:
-    """A tensor (any float dtype: numpy has no bfloat16, so convert in torch) or array-like -> float32 (or `dtype`)
-    array; a one-line TypeError naming the argument for anything else (strings, ragged lists, None)."""
-    try:
-        if isinstance(x, torch.Tensor):
-            return x.detach().to("cpu", torch.float32 if dtype == np.float32 else torch.float64).numpy()
-        return np.asarray(x).astype(dtype)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"TieredKVCache.put: {name} must be a numeric array or tensor, got {type(x).__name__} "
-                        f"({str(e).splitlines()[0]})") from None
 
 
 class TieredKVCache(TierMoves):
@@ -130,16 +120,20 @@ class TieredKVCache(TierMoves):
         include the lowest-priority of the ids just put). Any float dtype (bfloat16 too) is stored as float32."""
         ids = self._as_ids(ids).reshape(-1)
         n, shape, key_shape = len(ids), (len(ids), self.heads, self.head_dim), (len(ids), self.heads, self.key_dim)
-        keys, values = _as_floats(keys, "keys"), _as_floats(values, "values")
+        keys, values = as_floats(keys, "keys"), as_floats(values, "values")
         if keys.shape != key_shape or values.shape != shape:
             raise ValueError(f"TieredKVCache.put: keys {keys.shape} and values {values.shape} must be {key_shape} "
                              f"and {shape}")
         if n and (ids.min() < 0 or len(np.unique(ids)) != n):
             raise ValueError("TieredKVCache.put: ids must be unique and >= 0 (-1 means 'missing' in get_batch)")
-        if not (np.isfinite(keys).all() and np.isfinite(values).all()):
+        top = float(np.abs(keys).max(initial=0.0))  # NaN when any key is NaN: refused as not finite
+        if not (np.isfinite(top) and np.isfinite(values).all()):
             raise ValueError("TieredKVCache.put: keys and values must be finite (got NaN or inf)")
+        if top > KEY_LIMIT and self.quantize and self.capacities[WARM]:
+            raise ValueError(f"TieredKVCache.put: keys reach |{top:.3g}|, beyond the int8 warm tier's limit "
+                             f"{KEY_LIMIT:.0e}; scale the keys down (or quantize=False)")
         imp = (np.full(n, np.nan) if importance is None
-               else _as_floats(importance, "importance", np.float64).reshape(-1))
+               else as_floats(importance, "importance", np.float64).reshape(-1))
         # NaN is how a Book marks "none given": a NaN (or inf) passed in would silently rank by access counts
         if importance is not None and (imp.shape != (n,) or not np.isfinite(imp).all()):
             raise ValueError(f"TieredKVCache.put: importance must be {n} finite numbers, got shape {imp.shape}")
@@ -312,21 +306,12 @@ class TieredKVCache(TierMoves):
         # books first left them describing the file's entries while the id map and data were this cache's)
         books = [book.checked_state(state) for book, state in zip(self._books, d["books"], strict=True)]
         data = self._store.checked_state(d["data"], [np.flatnonzero(b["ids"] >= 0) for b in books])
-        ids, tier, slot = (d[n].numpy().astype(np.int64) for n in ("ids", "tier", "slot"))
-        held = np.concatenate([b["ids"][b["ids"] >= 0] for b in books])
-        fits = ids.shape == tier.shape == slot.shape == held.shape and bool((np.diff(ids) > 0).all())
-        for t, b in enumerate(books):  # the map must point each of a tier's ids at the slot that holds it
-            at = tier == t
-            fits = fits and int(at.sum()) == int((b["ids"] >= 0).sum()) and bool(
-                ((slot[at] >= 0) & (slot[at] < len(b["ids"]))).all()) and bool((b["ids"][slot[at]] == ids[at]).all())
-        if not fits:
-            raise ValueError("TieredKVCache.load_state_dict: the saved id map does not match its tiers; the state is "
-                             "damaged")
+        ids, tier, slot = checked_map(d, books)
+        clock, counters = count_value(d["clock"], "clock"), checked_counters(d["counters"])
         for book, arrays in zip(self._books, books, strict=True):
             book.load_state(arrays)
         self._store.load_state(data)
-        self._ids, self._tier, self._slot = ids.copy(), tier.astype(np.int8), slot.copy()
-        self._clock, self._counters = int(d["clock"]), dict(d["counters"])
+        self._ids, self._tier, self._slot, self._clock, self._counters = ids, tier, slot, clock, counters
 
     def save(self, path) -> None:
         """One file, written atomically (temp file + os.replace); the cold tier's data is copied into it."""

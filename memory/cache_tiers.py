@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from memory.cache_cold_dirs import map_cold_file
+from memory.cache_state import count_value
 from memory.eviction import lowest
 from memory.quant import channel_scale, dequantize, quantize
 
@@ -129,9 +130,10 @@ class TierStorage:
     def observe_keys(self, keys: np.ndarray) -> None:
         """keys (n, H, d): every key put into the cache feeds the warm tier's channel calibration."""
         if self.quantize and len(keys):
-            # per call in float32 (a few hundred keys; the float64 square of every element cost 7x more), the
-            # running sum over calls in float64
-            self.key_sq += np.einsum("nhk,nhk->hk", keys, keys)
+            # per call in float32 (the float64 square of every element cost 7x more), over calls in float64; in
+            # float64 also where float32 squares overflow (|k| ~ 1e19: an inf scale read warm keys back as NaN)
+            sq = np.einsum("nhk,nhk->hk", keys, keys)
+            self.key_sq += sq if np.isfinite(sq).all() else np.einsum("nhk,nhk->hk", *(keys.astype(np.float64),) * 2)
             self.key_seen += len(keys)
 
     def read(self, t: int, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,7 +245,8 @@ class TierStorage:
         if tuple(d["cold"].shape) != (len(occupied[COLD]), self.heads, self.key_dim + self.head_dim):
             raise ValueError(f"TieredKVCache.load_state_dict: cold data {tuple(d['cold'].shape)} does not match "
                              f"{len(occupied[COLD])} cold entries")
-        return {**got, "key_seen": int(d["key_seen"]), "calibrated_at": int(d.get("calibrated_at", d["key_seen"])),
+        seen = count_value(d["key_seen"], "key_seen")
+        return {**got, "key_seen": seen, "calibrated_at": count_value(d.get("calibrated_at", seen), "calibrated_at"),
                 "cold": d["cold"].numpy(), "cold_slots": occupied[COLD]}
 
     def load_state(self, got: dict) -> None:

@@ -13,6 +13,24 @@ from __future__ import annotations
 import numpy as np
 
 LEVELS = 127.0  # symmetric int8: codes in [-127, 127]
+# the largest key magnitude the warm tier quantises: a channel scale is at least channel_scale's floor of 1e-12
+# (float32: 9.99e-13), so a key over its channel stays below 1.01e38, inside float32 (max 3.4e38), and so do its
+# per-entry scale and its codes times that scale; TieredKVCache.put refuses larger keys when it quantises
+KEY_LIMIT = 1e26
+
+
+def _largest_scale() -> np.float32:
+    """The largest float32 scale whose product with LEVELS is finite in float32."""
+    s = np.float32(np.finfo(np.float32).max / LEVELS)
+    with np.errstate(over="ignore"):
+        while not np.isfinite(s * np.float32(LEVELS)):
+            s = np.nextafter(s, np.float32(0))
+        while np.isfinite(np.nextafter(s, np.float32(np.inf)) * np.float32(LEVELS)):
+            s = np.nextafter(s, np.float32(np.inf))
+    return s
+
+
+SCALE_MAX = _largest_scale()
 
 
 def channel_scale(sum_sq: np.ndarray, count: int) -> np.ndarray:
@@ -29,6 +47,9 @@ def quantize(x: np.ndarray, channel: np.ndarray | None = None) -> tuple[np.ndarr
     z = x / channel if channel is not None else x.astype(np.float32)  # a new array: scaled in place below
     scale = np.abs(z).max(axis=-1) / LEVELS  # (n, H)
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    over = scale > SCALE_MAX  # (n, H): absmax near float32's max, where 127 x its scale would round to inf
+    if over.any():  # (rare) the largest safe scale keeps the codes at 127 and their products finite on read
+        scale[over] = SCALE_MAX
     np.divide(z, scale[..., None], out=z)  # in place: this runs on every demotion into the warm tier
     return np.rint(z, out=z).astype(np.int8), scale
 

@@ -11,17 +11,20 @@ removes. A pair of files from different saves is refused on load (both carry the
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from memory.cache_state import count_value
 from memory.config import ivf_lists_for, ivf_probes_for
 from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
 from memory.store_lookup import META_FIELDS
 
 FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
+WHERE = "FaissStore.load_state_dict"
 LEGACY_INDEX = "index.pt"  # the index file of saves that predate per-save index names
 
 
@@ -64,9 +67,13 @@ class StorePersistence:
         check_saved_config("FaissStore", d["config"], self._settings())
         for name in self._ARRAYS:
             saved, mine = d[name.lstrip("_")], getattr(self, name)
-            if tuple(saved.shape) != mine.shape:
-                raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} has shape {tuple(saved.shape)}, "
-                                 f"expected {mine.shape}")
+            if not isinstance(saved, torch.Tensor):
+                raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} is a {type(saved).__name__}, "
+                                 "expected a tensor; the state is damaged")
+            if tuple(saved.shape) != mine.shape or saved.numpy().dtype != mine.dtype:
+                raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} is {tuple(saved.shape)} "
+                                 f"{saved.numpy().dtype}, expected {mine.shape} {mine.dtype}")
+        clock, adds = count_value(d["clock"], "clock", WHERE), count_value(d["adds"], "adds", WHERE)
         # the index states too (they were found wanting only after every array had been copied)
         ann, keys = d["ann"], ("blob", "row_of", "alive", "built") if self.index == "hnsw" else ("blob",)
         if not isinstance(ann, (list, tuple)) or len(ann) != len(self._ann or []) or not all(
@@ -80,6 +87,11 @@ class StorePersistence:
         if not ((count == live.sum(1)).all() and (fill >= used).all() and (fill <= self.capacity).all()):
             raise ValueError("FaissStore.load_state_dict: the saved entry counts do not match its rows; the state is "
                              "damaged")
+        for name in ("keys", "values"):  # add() refuses NaN / inf: such a file was damaged or edited
+            bad = int((~np.isfinite(d[name].numpy()[live.reshape(-1)])).any(1).sum())
+            if bad:
+                raise ValueError(f"FaissStore.load_state_dict: {name} of {bad} entries hold NaN or inf, which add() "
+                                 "refuses; the state is damaged")
         if self.coded is not None and d.get("codes") != self.coded.digest():  # a search looks coded blocks up by
             # metadata: keys that are not those codes (a store saved with other codes, or without them) ranked silently
             # wrong, a token past the table failed. Keys checked at `add` under these very codes need no second look.
@@ -88,12 +100,18 @@ class StorePersistence:
             self.coded.check(keys, {f: meta[:, META_FIELDS.index(f)] for f in self.coded.fields},
                              "FaissStore.load_state_dict", "make this store with the codes of the store that saved "
                              "them (MemNet: its token_codes), or without coded=")
+        # the indexes load into new objects first (a damaged blob raises here), so a refused state changes nothing
+        fresh = None if self._ann is None else [self._make_ann(p) for p in range(self.partitions)]
+        try:
+            for index, state in zip(fresh or [], d["ann"], strict=True):
+                index.load_state(state)
+        except Exception as e:
+            raise ValueError(f"FaissStore.load_state_dict: the saved {self.index} index state does not load "
+                             f"({type(e).__name__}); the state is damaged") from None
         for name in self._ARRAYS:
             getattr(self, name)[...] = d[name.lstrip("_")].numpy()
         self._write_search_copies()
-        self._clock, self._adds = int(d["clock"]), int(d["adds"])
-        for ann, state in zip(self._ann or [], d["ann"], strict=True):
-            ann.load_state(state)
+        self._clock, self._adds, self._ann = clock, adds, fresh
 
     def save(self, path) -> None:
         """Write folder `path`: index-<token>.pt (normalised keys + FAISS indexes), then store.pt (values, metadata,
@@ -132,6 +150,14 @@ class StorePersistence:
             cfg["ivf_lists"] = ivf_lists_for(cfg["capacity"], cfg["ivf_lists"])
             if cfg.get("ivf_probes") is not None:
                 cfg["ivf_probes"] = ivf_probes_for(cfg["ivf_lists"], cfg["ivf_probes"])
-        store = cls(**cfg)
+        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "coded"}
+        if set(cfg) - accepted:
+            raise ValueError(f"FaissStore: {path}/store.pt has settings this version does not know "
+                             f"({', '.join(sorted(map(str, set(cfg) - accepted)))}) in its 'config'; it is damaged")
+        try:
+            store = cls(**cfg)
+        except TypeError:  # a setting missing
+            raise ValueError(f"FaissStore: {path}/store.pt lacks some of its settings ('config'); it is "
+                             "damaged") from None
         store.load_state_dict({**store_part, "keys": index_part["keys"], "ann": index_part["ann"]})
         return store

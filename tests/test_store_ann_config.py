@@ -104,7 +104,7 @@ def test_an_accepted_ivf_config_is_what_the_index_uses(capacity, lists, probes, 
     effective = lists or max(1, min(int(4 * capacity ** 0.5), capacity // 39))
     refused = index == "ivf" and (lists > most or probes > effective)
     try:
-        cfg = MemoryConfig(dim=4, store_capacity=capacity, store_index=index, store_ivf_lists=lists,
+        cfg = MemoryConfig(dim=4, store_capacity=capacity, store_top_k=1, store_index=index, store_ivf_lists=lists,
                            store_ivf_probes=probes)
     except ValueError:
         assert refused

@@ -1,0 +1,57 @@
+"""Checks of TieredKVCache's saved id map, clock and counters (a helper of `memory/cache.py`, which is near its size
+limit): everything a load takes is checked here before anything is loaded, so a refused state leaves the cache
+exactly as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+COUNTERS = ("hits", "misses", "promotions", "demotions", "evictions")
+WHERE = "TieredKVCache.load_state_dict"
+
+
+def count_value(value, name: str, where: str = WHERE) -> int:
+    """A saved non-negative int (a clock, a counter) as an int, or a one-line ValueError naming the field."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 0:
+        raise ValueError(f"{where}: {name} is {value!r}, expected an int >= 0 (damaged state)")
+    return int(value)
+
+
+def checked_counters(counters) -> dict:
+    """The saved counters (name -> int >= 0, exactly COUNTERS) as a new dict, or a one-line ValueError."""
+    if not isinstance(counters, dict) or set(counters) != set(COUNTERS):
+        got = sorted(counters) if isinstance(counters, dict) else repr(counters)
+        raise ValueError(f"{WHERE}: counters is {got}, expected a dict of {', '.join(COUNTERS)} (damaged state)")
+    return {name: count_value(counters[name], f"counters[{name!r}]") for name in COUNTERS}
+
+
+def checked_map(d: dict, books: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The saved id map (ids, tier, slot), checked against the tiers' checked books: each tier's ids must be mapped
+    to the slots that hold them. Returns new int64 ids, int8 tier, int64 slot arrays."""
+    for name in ("ids", "tier", "slot"):
+        if not isinstance(d[name], torch.Tensor) or d[name].is_floating_point() or d[name].is_complex():
+            got = d[name].dtype if isinstance(d[name], torch.Tensor) else type(d[name]).__name__
+            raise ValueError(f"{WHERE}: {name} is {got}, expected an integer tensor (damaged state)")
+    ids, tier, slot = (d[n].numpy().astype(np.int64) for n in ("ids", "tier", "slot"))
+    held = np.concatenate([b["ids"][b["ids"] >= 0] for b in books])
+    fits = ids.shape == tier.shape == slot.shape == held.shape and bool((np.diff(ids) > 0).all())
+    for t, b in enumerate(books):  # the map must point each of a tier's ids at the slot that holds it
+        at = tier == t
+        fits = fits and int(at.sum()) == int((b["ids"] >= 0).sum()) and bool(
+            ((slot[at] >= 0) & (slot[at] < len(b["ids"]))).all()) and bool((b["ids"][slot[at]] == ids[at]).all())
+    if not fits:
+        raise ValueError(f"{WHERE}: the saved id map does not match its tiers; the state is damaged")
+    return ids, tier.astype(np.int8), slot
+
+
+def as_floats(x, name: str, dtype=np.float32) -> np.ndarray:
+    """A tensor (any float dtype: numpy has no bfloat16, so convert in torch) or array-like -> float32 (or `dtype`)
+    array; a one-line TypeError naming the argument for anything else (strings, ragged lists, None)."""
+    try:
+        if isinstance(x, torch.Tensor):
+            return x.detach().to("cpu", torch.float32 if dtype == np.float32 else torch.float64).numpy()
+        return np.asarray(x).astype(dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"TieredKVCache.put: {name} must be a numeric array or tensor, got {type(x).__name__} "
+                        f"({str(e).splitlines()[0]})") from None
