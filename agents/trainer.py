@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
+from agents.checkpoint_fields import check_trainer_fields, garbled
 from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets, schedule_blocks
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
@@ -286,9 +287,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
             # a file that loads but lacks or garbles a field (hand-edited, another memstream's): one line, no trace
             detail = (str(exc).splitlines() or [""])[0][:160] or type(exc).__name__
-            raise CheckpointError(f"checkpoint {str(path)!r} does not hold what this memstream saves "
-                                  f"({type(exc).__name__}: {detail}); it is damaged or foreign: re-run the "
-                                  "experiment") from None
+            raise garbled(path, f"{type(exc).__name__}: {detail}") from None
         self.reset_log = []
         try:
             for phase, task in log:  # replay: regenerates exactly the episodes the env had produced
@@ -300,6 +299,10 @@ class Trainer:
 
     def _load_body(self, body: dict, path, rewind_eval: bool) -> list[tuple[int, int]]:
         """Weights, optimizer, state, memory and trainer fields of a checkpoint; returns the resets to replay."""
+        # first, before anything is loaded: every trainer field's type, shape and range, named in one line
+        check_trainer_fields(body["trainer"], path, shape=self.R.shape, lanes=self.cfg.train.lanes,
+                             slots=None if self.lifetimes is None else self.cfg.memory.slots,
+                             edges=self.by_distance.edges.tolist(), counts=not rewind_eval)
         load_model_weights(self.model, body["model"], path)
         try:
             self.optimizer.load_state_dict(body["optimizer"])
@@ -320,13 +323,7 @@ class Trainer:
                   "usage_history", "total_episodes"):
             setattr(self, k, tr[k])
         self.usage_steps = list(tr.get("usage_steps", []))  # absent in checkpoints from before it was kept
-        R = np.array(tr["R"], dtype=float)
-        if R.shape != self.R.shape:  # e.g. saved before R had one row per block of a revisiting schedule
-            raise CheckpointError(f"checkpoint {str(path)!r}: its accuracy matrix has shape {R.shape}, this run's "
-                                  f"schedule needs {self.R.shape} (blocks x tasks); keep the env options the run "
-                                  "was trained with, or start a new run (a revisiting run saved before R had a row "
-                                  "per block)")
-        self.R, self.b = R, np.array(tr["b"], dtype=float)
+        self.R, self.b = np.array(tr["R"], dtype=float), np.array(tr["b"], dtype=float)  # shapes checked above
         self.task_boundaries = list(tr["task_boundaries"])
         self.curves = {int(j): [tuple(p) for p in c] for j, c in tr["curves"].items()}
         self.last_eval = {int(j): a for j, a in tr["last_eval"].items()}
