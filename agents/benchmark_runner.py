@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents import benchmark_report as report
-from agents.tune_overrides import override_value
+from agents.tune_overrides import merge_overrides, override_value
 
 TAIL_LINES = 15  # lines of a failed run's log kept in its record
 
@@ -34,7 +34,9 @@ class Job:
 
 
 def run_command(job: Job) -> list[str]:
-    return [sys.executable, "-m", "agents.run", *job.overrides, f"seed={job.seed}", f"run_dir={job.run_dir}"]
+    # merged: agents.run refuses a key given twice, and the job's seed and folder win over any in a suite's overrides
+    own = [f"seed={job.seed}", f"run_dir={job.run_dir}"]
+    return [sys.executable, "-m", "agents.run", *merge_overrides(job.overrides, own)]
 
 
 def probe_command(job: Job, key: str, values: list) -> list[str]:

@@ -82,6 +82,17 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
     return parsed
 
 
+def check_given_once(keys: list[str], items: list[str], hint=lambda key: "") -> None:
+    """Each key once (keys[i] is the key of items[i]); `hint(key)` adds an entry point's own fix. A second `key=`
+    used to be dropped silently (evaluate's checkpoint=, out=) or to win silently (agents.run's train.lanes=)."""
+    from agents.config import ConfigError
+
+    for key in dict.fromkeys(keys):
+        if keys.count(key) > 1:
+            values = ", ".join(repr(i.split("=", 1)[1]) for k, i in zip(keys, items, strict=True) if k == key)
+            raise ConfigError(f"{key}= is given {keys.count(key)} times ({values}); give it once{hint(key)}")
+
+
 def hydra_reason(exc: BaseException) -> str | None:
     """What Hydra's override grammar found wrong, in one line without ANTLR's noise (the "Error parsing" header, the
     link, the lexer's class name, the caret line, the list of every token it expected); None if nothing is left."""

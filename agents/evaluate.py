@@ -35,7 +35,7 @@ from agents.checkpoint import (
     load_checkpoint,
     run_dir_of,
 )
-from agents.cli_args import find_interpolation, hydra_reason, interrupt
+from agents.cli_args import check_given_once, find_interpolation, hydra_reason, interrupt
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.report import mean_accuracy, measured, write_json_atomic
 from memory.cache_cold_dirs import ColdTierError
@@ -231,7 +231,7 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
             raise ConfigError(f"{item}: {hydra_reason(exc) or 'its value cannot be read'}; "
                               f"write {fix}, and quote a value with spaces or '~': key='a b'") from None
     names = [o.key_or_group for o in parsed]
-    check_given_once(names, items)
+    check_given_once(names, items, sweep_hint)
     for name in names:
         if name.startswith(MEMORY_PREFIX):
             check_memory_key(name[len(MEMORY_PREFIX):])
@@ -258,14 +258,9 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
     return grid or [({}, {})]
 
 
-def check_given_once(keys: list[str], items: list[str]) -> None:
-    """Each key once: a second `key=` used to be dropped silently (checkpoint=, out=) or multiplied a sweep."""
-    for key in dict.fromkeys(keys):
-        if keys.count(key) > 1:
-            values = ", ".join(repr(i.split("=", 1)[1]) for k, i in zip(keys, items, strict=True) if k == key)
-            sweep = f" (a comma list evaluates several values: {key}=1,2)" if key.startswith(ENV_PREFIX) or \
-                key.startswith(MEMORY_PREFIX) else ""
-            raise ConfigError(f"{key}= is given {keys.count(key)} times ({values}); give it once{sweep}")
+def sweep_hint(key: str) -> str:
+    """check_given_once's fix for a repeated env or memory key here: a comma list evaluates several values."""
+    return f" (a comma list evaluates several values: {key}=1,2)" if key.startswith((ENV_PREFIX, MEMORY_PREFIX)) else ""
 
 
 def check_argument(arg: str) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, run_dir_of  # noqa: E402
-from agents.cli_args import interrupt  # noqa: E402
+from agents.cli_args import check_given_once, interrupt  # noqa: E402
 from agents.config import (  # noqa: E402
     ConfigError,
     absolute_env_paths,
@@ -80,6 +80,7 @@ def config_for(overrides: list[str]):
         raise ConfigError(f"unknown option {flags[0]}: agents.run takes key=value overrides (and --help to list "
                           "them)")
     resume, saved = _path_arg(overrides, "resume"), _path_arg(overrides, "config")
+    check_given_once([o.split("=", 1)[0].lstrip("+") for o in overrides], overrides)  # as agents.evaluate does
     if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
         if resume is not None:
             raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")

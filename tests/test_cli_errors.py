@@ -231,6 +231,10 @@ def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again_in_its_f
     (["config=", "seed=1"], "config= is empty; point it at a run folder's config.yaml"),
     (["config=a.yaml", "config=b.yaml"], "config= is given 2 times"),
     (["config=a.yaml", "config=b.yaml", "--help"], "config= is given 2 times"),
+    # any key, as agents.evaluate refuses: the last one won silently (an audit, 2026-12-01)
+    (["train.lanes=2", "train.lanes=3"], "train.lanes= is given 2 times ('2', '3'); give it once"),
+    (["env=ContinualShift-v0", "env=NeedleRecall-v0"], "env= is given 2 times ('ContinualShift-v0', 'NeedleRecall"),
+    (["seed=1", "+seed=2"], "seed= is given 2 times ('1', '2'); give it once"),
 ])
 def test_an_empty_or_repeated_resume_or_config_is_one_line(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

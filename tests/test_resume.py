@@ -13,6 +13,7 @@ import torch
 
 from agents import run
 from agents.tb_logger import read_scalars
+from agents.tune_overrides import merge_overrides
 from tests.test_run import TINY_ENVS, TINY_MODEL
 
 OVERRIDES = ["env=ContinualShift-v0", "agent=memnet", "seed=5", "env.kwargs.num_tasks=2",
@@ -47,6 +48,7 @@ def test_killed_run_resumes_to_the_same_state(tmp_path):
 def check_resume(tmp_path, overrides: list[str], episodes: int = 6) -> None:
     """Run `overrides` straight, and again SIGKILLed after its first checkpoint and resumed: the two end in the
     same weights, optimiser, state, memory, RNG, trainer state, metrics.json and TensorBoard curves."""
+    overrides = merge_overrides(overrides)  # agents.run takes each key once: a later one replaces an earlier one
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run.main([*overrides, f"run_dir={straight}"]) == 0
 
@@ -106,4 +108,4 @@ TINY = [*TINY_MODEL, "seed=5", "train.checkpoint_every=1", "train.eval_every=2",
 ], ids=["needle", "long-dependency-cross-episode", "reinforce", "lstm", "lm2", "ivf", "shared-store",
         "reset-task", "amp", "small-cache-tiers"])
 def test_other_configurations_resume_to_the_same_state(tmp_path, overrides):
-    check_resume(tmp_path, [*overrides, *[o for o in TINY if o not in overrides]])
+    check_resume(tmp_path, merge_overrides(TINY, overrides))  # the case's own settings over the tiny ones

@@ -26,7 +26,11 @@ TINY_MODEL = ["model.dim=32", "model.layers=1", "model.heads=2", "model.window=1
 
 
 def tiny(env_id, agent, run_dir, *extra):
-    return [f"env={env_id}", f"agent={agent}", f"run_dir={run_dir}", *TINY_ENVS[env_id], *TINY_MODEL, *extra]
+    """A tiny run's overrides; `extra` replaces a tiny setting of the same key (agents.run takes each key once)."""
+    from agents.tune_overrides import merge_overrides
+
+    return merge_overrides([f"env={env_id}", f"agent={agent}", f"run_dir={run_dir}", *TINY_ENVS[env_id], *TINY_MODEL],
+                           list(extra))
 
 
 @pytest.mark.parametrize("agent", ["memnet", "transformer", "lstm", "gru"])
