@@ -108,4 +108,4 @@ TINY = [*TINY_MODEL, "seed=5", "train.checkpoint_every=1", "train.eval_every=2",
 ], ids=["needle", "long-dependency-cross-episode", "reinforce", "lstm", "lm2", "ivf", "shared-store",
         "reset-task", "amp", "small-cache-tiers"])
 def test_other_configurations_resume_to_the_same_state(tmp_path, overrides):
-    check_resume(tmp_path, merge_overrides(TINY, overrides))  # the case's own settings over the tiny ones
+    check_resume(tmp_path, merge_overrides(overrides, TINY))  # TINY's budget (6 episodes) over the env's tiny one
