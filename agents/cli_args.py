@@ -82,6 +82,11 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
     return parsed
 
 
+def override_key(item: str) -> str:
+    """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
+    return item.split("=", 1)[0].lstrip("+~")
+
+
 def check_given_once(keys: list[str], items: list[str], hint=lambda key: "") -> None:
     """Each key once (keys[i] is the key of items[i]); `hint(key)` adds an entry point's own fix. A second `key=`
     used to be dropped silently (evaluate's checkpoint=, out=) or to win silently (agents.run's train.lanes=)."""
@@ -89,7 +94,7 @@ def check_given_once(keys: list[str], items: list[str], hint=lambda key: "") -> 
 
     for key in dict.fromkeys(keys):
         if keys.count(key) > 1:
-            values = ", ".join(repr(i.split("=", 1)[1]) for k, i in zip(keys, items, strict=True) if k == key)
+            values = ", ".join(repr(i.partition("=")[2]) for k, i in zip(keys, items, strict=True) if k == key)
             raise ConfigError(f"{key}= is given {keys.count(key)} times ({values}); give it once{hint(key)}")
 
 

@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, run_dir_of  # noqa: E402
-from agents.cli_args import check_given_once, interrupt  # noqa: E402
+from agents.cli_args import check_given_once, interrupt, override_key  # noqa: E402
 from agents.config import (  # noqa: E402
     ConfigError,
     absolute_env_paths,
@@ -80,7 +80,8 @@ def config_for(overrides: list[str]):
         raise ConfigError(f"unknown option {flags[0]}: agents.run takes key=value overrides (and --help to list "
                           "them)")
     resume, saved = _path_arg(overrides, "resume"), _path_arg(overrides, "config")
-    check_given_once([o.split("=", 1)[0].lstrip("+") for o in overrides], overrides)  # as agents.evaluate does
+    given = [o for o in overrides if "=" in o and not o.startswith("~")]  # others: check_overrides' own lines
+    check_given_once([override_key(o) for o in given], given)  # as agents.evaluate does
     if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
         if resume is not None:
             raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")
@@ -248,7 +249,7 @@ def _main(argv: list[str]) -> int:
         params = sum(p.numel() for p in trainer.model.parameters())
         print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {cfg.train.lanes} lanes, "
               f"{trainer.total_episodes} episodes -> {run_dir}", flush=True)
-        unused = [o.split("=", 1)[0] for o in argv if o.lstrip("+").startswith("memory.")]
+        unused = [override_key(o) for o in argv if override_key(o).startswith("memory.")]
         if unused and cfg.agent.name != "memnet":  # shared overrides (a suite's) are fine, but say they do nothing
             print(f"note: agent={cfg.agent.name} has no memory; {', '.join(unused)} change nothing", flush=True)
         metrics = fit(trainer, logger, config, progress=cfg.train.progress)

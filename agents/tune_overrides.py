@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from agents.cli_args import override_key
 from agents.config import ConfigError
 from agents.tune_space import SweepPlan, plain
 
@@ -18,11 +19,6 @@ def merge_overrides(*lists: list[str]) -> list[str]:
             merged.pop(key, None)
             merged[key] = item
     return list(merged.values())
-
-
-def override_key(item: str) -> str:
-    """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
-    return item.split("=", 1)[0].lstrip("+~")
 
 
 def resolve_overrides(plan: SweepPlan, run_overrides: list[str]) -> list[str]:

@@ -235,6 +235,9 @@ def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again_in_its_f
     (["train.lanes=2", "train.lanes=3"], "train.lanes= is given 2 times ('2', '3'); give it once"),
     (["env=ContinualShift-v0", "env=NeedleRecall-v0"], "env= is given 2 times ('ContinualShift-v0', 'NeedleRecall"),
     (["seed=1", "+seed=2"], "seed= is given 2 times ('1', '2'); give it once"),
+    # a deletion or a bare word next to the key keeps its own line (the repeat check's IndexError traceback, once)
+    (["~train.lanes", "train.lanes=2"], "~train.lanes: a key cannot be deleted (~key)"),
+    (["seed", "seed"], "'seed' is not a key=value override"),
 ])
 def test_an_empty_or_repeated_resume_or_config_is_one_line(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
