@@ -317,7 +317,8 @@ def test_the_agent_throughput_benchmark_measures_the_acting_it_names(acting):
     assert cells[4].strip() == cells[6].strip() == "1.00x"  # the transformer against itself
 
 
-def test_plain_batches_learn_and_write_every_position_with_the_state_carried(tmp_path):
+@pytest.mark.parametrize("clip", ["1.0", "0"])  # 0: no clipping, as in the trainer (clipping to 0 zeroed gradients)
+def test_plain_batches_learn_and_write_every_position_with_the_state_carried(tmp_path, clip):
     """The plain-batch reference of benchmarks/agents.py trains the trainer's own model and optimiser: weights move,
     MemNet writes every position of every batch (warm-up included) and the state is carried from chunk to chunk."""
     import importlib.util
@@ -333,7 +334,7 @@ def test_plain_batches_learn_and_write_every_position_with_the_state_carried(tmp
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     cfg = load_config([*TINY_MODEL, "env=LongDependency-v0", "memory.store_replace=0", "train.lanes=2",
-                       "train.chunk=8", f"run_dir={tmp_path}"])
+                       "train.chunk=8", f"train.grad_clip={clip}", f"run_dir={tmp_path}"])
     trainer = Trainer(cfg, tmp_path)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     pos = int(trainer.state["ctrl.pos"][0])
