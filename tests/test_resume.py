@@ -89,14 +89,15 @@ def check_resume(tmp_path, overrides: list[str], episodes: int = 6) -> None:
         assert ta[tag] == tb[tag], tag
 
 
-TINY = [*TINY_MODEL, "seed=5", "train.checkpoint_every=1", "train.eval_every=2", "train.episodes=6"]
+# merged over each case: its budget wins, the case's own model and memory keys stay (TINY_MODEL comes first there)
+TINY = ["seed=5", "train.checkpoint_every=1", "train.eval_every=2", "train.episodes=6"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
-    ["env=NeedleRecall-v0", "agent=memnet", *TINY_ENVS["NeedleRecall-v0"]],
+    ["env=NeedleRecall-v0", "agent=memnet", *TINY_ENVS["NeedleRecall-v0"], *TINY_MODEL],
     ["env=LongDependency-v0", "agent=memnet", *TINY_ENVS["LongDependency-v0"], "env.kwargs.cross_episode_queries=2",
-     "env.kwargs.episode_length=80"],
+     "env.kwargs.episode_length=80", *TINY_MODEL],
     [*OVERRIDES, "train.mode=reinforce"],
     [*OVERRIDES, "agent=lstm"],
     [*OVERRIDES, "memory.internal=lm2"],
