@@ -8,6 +8,8 @@ Layout of `checkpoints/last.pt`:
     memory      model.memory_state_dict(): FAISS store (index rows, values, metadata) + K/V cache tiers
     trainer     counters, accuracy matrix, curves, accumulators, the env reset log (plain python types)
     rng         torch RNG state
+    env_files   sha256 of each env file option's content ({"haystack_path": {"path", "sha256"}}; absent: none, or a
+                checkpoint from before it was kept): a restore refuses a file that changed (checkpoint_fields)
 Only tensors and plain python types go in, so `torch.load(weights_only=True)` can read it (DESIGN.md pitfalls).
 """
 

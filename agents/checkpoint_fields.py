@@ -1,18 +1,23 @@
-"""The trainer fields of a checkpoint (`Trainer.trainer_state`), checked before any of them is used.
+"""The trainer fields of a checkpoint (`Trainer.trainer_state`), checked before any of them is used; its env files.
 
 A field that loads but holds the wrong type, shape or range (hand-edited, another memstream's) failed deep inside
 a resumed run or a re-evaluation (`KeyError: 1` from curves, FaissStore refusing a negative episode, `'<' not
 supported` from a string counter); `check_trainer_fields` names the field in the checkpoint's one line instead.
+
+`env_files` records the content of the files a run's episodes were made from (NeedleRecall's haystack_path), and
+`check_env_files` refuses a restore whose file under the same path now holds other content: the env is not pickled
+but rebuilt from its config, so an edited file made a resumed run go on in another world without a word.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
 
-from agents.checkpoint import CheckpointError
+from agents.checkpoint import CheckpointError, run_dir_of
 
 TRAIN, EVAL = 0, 1  # reset_log phases (agents.trainer)
 
@@ -201,3 +206,38 @@ def check_trainer_fields(tr, path: str | Path, *, shape: tuple[int, int], lanes:
         _lifetimes(tr.get("slot_lifetimes"), None if slots is None else (lanes, slots))
     except _Bad as exc:
         raise garbled(path, str(exc)) from None
+
+
+def env_files(venv, env_kwargs) -> dict[str, dict[str, str]]:
+    """{option: {"path", "sha256"}} for each env option naming a file (`<name>_path`) whose content the env reports
+    as `<name>_sha256` (NeedleRecall: haystack_path, haystack_sha256): the checkpoint's `env_files`."""
+    files = {}
+    for option, value in env_kwargs.items():
+        option = str(option)
+        digest = getattr(venv, f"{option.removesuffix('_path')}_sha256", None) if option.endswith("_path") else None
+        if value is not None and digest is not None:
+            files[option] = {"path": str(value), "sha256": str(digest)}
+    return files
+
+
+def check_env_files(saved, files: dict, path: str | Path, evaluating: bool) -> None:
+    """Refuse, in one line, a file that the run's episodes were made from and that now holds other content under
+    the same path (`files`: this env's `env_files`; `saved`: the checkpoint's, None in checkpoints from before it;
+    `evaluating`: agents.evaluate's restore, else a resume). Another path (agents.evaluate's
+    env.kwargs.haystack_path=<other file>) or none is a changed env asked for, and is not checked."""
+    if saved is None:
+        return
+    if not isinstance(saved, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("path"), str) and isinstance(v.get("sha256"), str)
+            for v in saved.values()):
+        raise garbled(path, f"env_files: {_show(saved)}, not a mapping of option -> path and sha256")
+    for option, then in saved.items():
+        now = files.get(option)
+        if now is None or os.path.realpath(now["path"]) != os.path.realpath(then["path"]) \
+                or now["sha256"] == then["sha256"]:
+            continue
+        fix = (f"start a new run with config={run_dir_of(path) / 'config.yaml'}" if not evaluating else
+               f"evaluate on the new text under another path (env.kwargs.{option}=<a copy of it>)")
+        raise CheckpointError(f"checkpoint {str(path)!r}: the {option.removesuffix('_path')} file {now['path']!r} "
+                              f"changed since the run was trained (sha256 {then['sha256'][:12]}... then, "
+                              f"{now['sha256'][:12]}... now); restore that file or {fix}")

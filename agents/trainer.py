@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
-from agents.checkpoint_fields import check_trainer_fields, garbled
+from agents.checkpoint_fields import check_env_files, check_trainer_fields, env_files, garbled
 from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets, schedule_blocks
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
@@ -268,6 +268,7 @@ class Trainer:
             "state": self.state, "memory": self.model.memory_state_dict(), "trainer": self.trainer_state(),
             "rng": {"torch": torch.get_rng_state()}
             | ({"cuda": torch.cuda.get_rng_state_all()} if self.device.type == "cuda" else {}),
+            "env_files": env_files(self.venv, self.cfg.env.kwargs),  # haystack_path's sha256: a changed file is refused
         })
         return path
 
@@ -276,10 +277,12 @@ class Trainer:
 
         `rewind_eval` stops the replay before the evaluation episodes that followed the last training episode, so
         a re-evaluation sees exactly the episodes of the run's final evaluation (`agents.evaluate`); the saved
-        accuracy-by-distance/delay counts are then not loaded: the re-evaluation recomputes them.
+        accuracy-by-distance/delay counts are then not loaded: the re-evaluation recomputes them. An env file (the
+        haystack_path) that now holds other text under the run's path is refused (`check_env_files`).
         """
         body = load_checkpoint(path)
         check_compatible(body["config"], config, path)
+        check_env_files(body.get("env_files"), env_files(self.venv, self.cfg.env.kwargs), path, rewind_eval)
         try:
             log = self._load_body(body, path, rewind_eval)
         except CheckpointError:

@@ -7,6 +7,7 @@ episode's haystack a single gather.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 
 import numpy as np
@@ -42,11 +43,18 @@ def markov_corpus(num_symbols: int, length: int, seed: int) -> np.ndarray:
     return corpus
 
 
-def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str]]:
+def text_sha256(text: str) -> str:
+    """The hex sha256 of a haystack text (its UTF-8 bytes): what a checkpoint records of the file a run used."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str], str]:
     """A UTF-8 text file as (length,) int32 symbols, characters numbered by falling frequency.
 
-    Returns the symbols and the character of each symbol id. When the file has more distinct characters than
-    `num_symbols`, the rarest ones share the last symbol id (shown as '?').
+    Returns the symbols, the character of each symbol id and `text_sha256` of the text as read (newlines as
+    Python's text mode reads them: a file that only changed \\r\\n to \\n makes the same episodes and digest). When
+    the file has more distinct characters than `num_symbols`, the rarest ones share the last symbol id (shown as
+    '?').
     """
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(f"haystack_path must be a path to a UTF-8 text file, got {path!r}")
@@ -72,4 +80,4 @@ def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str]]:
             names[r] = chr(int(char))
     if len(chars) > num_symbols:
         names[-1] = "?"
-    return symbols, names
+    return symbols, names, text_sha256(text)

@@ -70,9 +70,9 @@ class NeedleRecallSource(StreamSource):
         self.haystack_lengths = (H, L - 1 - F * self.block_recall)  # write, recall episodes
         if haystack_path is None:
             self.corpus = markov_corpus(symbols, max(MARKOV_LENGTH, 4 * L), world_seed)
-            self.symbol_names = None
+            self.symbol_names = self.haystack_sha256 = None
         else:
-            self.corpus, self.symbol_names = text_corpus(haystack_path, symbols)
+            self.corpus, self.symbol_names, self.haystack_sha256 = text_corpus(haystack_path, symbols)
             if len(self.corpus) < self.haystack_lengths[1]:
                 raise ValueError(f"haystack_path={str(haystack_path)!r} has {len(self.corpus)} characters; "
                                  f"haystack_length={H} needs at least {self.haystack_lengths[1]}")
@@ -147,7 +147,7 @@ class NeedleRecallSource(StreamSource):
 
 
 class FactPoolAttributes:
-    """NeedleRecall's fact pools, on the scalar env's `unwrapped` and on the vector env."""
+    """NeedleRecall's fact pools and haystack digest, on the scalar env's `unwrapped` and on the vector env."""
 
     _source: NeedleRecallSource
 
@@ -155,6 +155,11 @@ class FactPoolAttributes:
     def fact_pools(self) -> dict[str, np.ndarray]:
         """{"train": (n_train, K+M), "fresh": (n_fresh, K+M)} fact tokens: cue tokens, then answer tokens."""
         return {"train": self._source.train_pool.copy(), "fresh": self._source.fresh_pool.copy()}
+
+    @property
+    def haystack_sha256(self) -> str | None:
+        """Hex sha256 of the haystack text in use (`haystack_path`'s file as read), None for the Markov text."""
+        return self._source.haystack_sha256
 
 
 class NeedleRecallEnv(FactPoolAttributes, TokenStreamEnv):
@@ -202,11 +207,15 @@ class NeedleRecallEnv(FactPoolAttributes, TokenStreamEnv):
     | world_seed | 0 | seed of the facts and the Markov source |
 
     Attribute `fact_pools`: {"train": ..., "fresh": ...} arrays of fact tokens (cue, then answer).
+    Attribute `haystack_sha256`: hex sha256 of the haystack text the env read from `haystack_path` (UTF-8, newlines
+    as Python's text mode reads them), None for the Markov text. A run's checkpoint records it: resuming (or
+    re-evaluating) a run whose haystack file now holds other text is refused.
     A seeded `reset(seed=...)` restarts the write/recall cycle at a write episode: seed once, then `reset()`.
 
     ## Version history
     * v0: initial version. (2026-11-30: eval episodes draw from their own generator per lane; before, each one
-      advanced the training stream, so training episodes depended on the eval schedule.)
+      advanced the training stream, so training episodes depended on the eval schedule.) (2026-12-01: attribute
+      `haystack_sha256`.)
     """
 
     source_cls = NeedleRecallSource
