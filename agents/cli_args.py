@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -85,6 +85,21 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
 def override_key(item: str) -> str:
     """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
     return item.split("=", 1)[0].lstrip("+~")
+
+
+def inert_note(cfg: DictConfig, keys: Iterable[str]) -> str | None:
+    """One `note: ...` line for the `memory.*` among `keys` (command-line keys) that change nothing, or None: for
+    MemNet those its other memory settings make inert (`memory.config.inert_keys`); for a baseline every one but
+    memory.reset (the trainer resets a baseline's hidden state or window too). A note, not an error: a sweep or a
+    suite may pass shared overrides."""
+    from agents.config import memory_config
+    from memory.config import inert_keys
+
+    if cfg.agent.name != "memnet":
+        unused = [k for k in dict.fromkeys(keys) if k.startswith("memory.") and k != "memory.reset"]
+        return f"note: agent={cfg.agent.name} has no memory; {', '.join(unused)} change nothing" if unused else None
+    reasons = inert_keys(memory_config(cfg), keys)
+    return f"note: {'; '.join(reasons)}" if reasons else None
 
 
 def check_given_once(keys: list[str], items: list[str], hint=lambda key: "") -> None:

@@ -35,7 +35,7 @@ from agents.checkpoint import (
     load_checkpoint,
     run_dir_of,
 )
-from agents.cli_args import check_given_once, find_interpolation, hydra_reason, interrupt
+from agents.cli_args import check_given_once, find_interpolation, hydra_reason, inert_note, interrupt
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.report import mean_accuracy, measured, write_json_atomic
 from memory.cache_cold_dirs import ColdTierError
@@ -51,7 +51,7 @@ EVAL_MEMORY_KEYS = tuple(sorted(MEMORY_RUNTIME_KEYS - {"util_weight", "pressure_
 
 
 def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict | None = None,
-             out: str | None = "eval.json", memory: dict | None = None) -> dict:
+             out: str | None = "eval.json", memory: dict | None = None, note: bool = True) -> dict:
     """Evaluate every task from the checkpoint; `env_kwargs` replaces env options of the run's config, `memory`
     memory settings among EVAL_MEMORY_KEYS.
 
@@ -111,6 +111,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         raise ConfigError(does_not_fit(cfg, exc, "evaluating this checkpoint", "the evaluation needs the run's "
                                        "sizes: run it where more memory is free (device=cpu if a GPU's ran out)")) \
             from None
+    if note and (line := inert_note(cfg, [MEMORY_PREFIX + k for k in memory or {}])):  # (note=False: said once)
+        print(line, flush=True)
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,
         "env_kwargs": dict(env_kwargs or {}), "memory": dict(memory or {}),
@@ -310,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),
                                 grid[0][1])]
         else:  # one file for the sweep: each evaluation names the env options and memory settings it used
-            results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory) for env, memory in grid]
+            results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory, note=not i)
+                       for i, (env, memory) in enumerate(grid)]
             write_out_file(out_file, {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)

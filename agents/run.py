@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, run_dir_of  # noqa: E402
-from agents.cli_args import check_given_once, interrupt, override_key  # noqa: E402
+from agents.cli_args import check_given_once, inert_note, interrupt, override_key  # noqa: E402
 from agents.config import (  # noqa: E402
     ConfigError,
     absolute_env_paths,
@@ -249,9 +249,8 @@ def _main(argv: list[str]) -> int:
         params = sum(p.numel() for p in trainer.model.parameters())
         print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {cfg.train.lanes} lanes, "
               f"{trainer.total_episodes} episodes -> {run_dir}", flush=True)
-        unused = [override_key(o) for o in argv if override_key(o).startswith("memory.")]
-        if unused and cfg.agent.name != "memnet":  # shared overrides (a suite's) are fine, but say they do nothing
-            print(f"note: agent={cfg.agent.name} has no memory; {', '.join(unused)} change nothing", flush=True)
+        if note := inert_note(cfg, map(override_key, argv)):  # memory.* keys that change nothing here
+            print(note, flush=True)
         metrics = fit(trainer, logger, config, progress=cfg.train.progress)
         write_report(trainer, metrics, logger)
         logger.close()

@@ -13,6 +13,7 @@ From Python, `agents.config.memory_config(agents.config.load_config(["env=<id>"]
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
 FUSIONS = ("gated", "concat", "cross_attention")
@@ -250,3 +251,65 @@ class MemoryConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Memory keys that change nothing under another setting: (keys, when) rows; `when(cfg)` is that setting's text where
+# it holds, else None. agents.run and agents.evaluate print one `note:` line for such keys given on the command line
+# (a note, not an error: a sweep or suite may pass shared overrides). Where each key is read only under the setting
+# (tests/test_inert_notes.py changes each row's keys and gets MemNet's weights, logits and gradients bit for bit):
+_SLOT_BANK = ("read_heads", "top_k", "bottleneck", "decay", "util_weight", "pressure_weight", "sparsity_weight")
+_STORE_PATH = tuple(f.name for f in fields(MemoryConfig) if f.name.startswith(("store_", "cache_"))) + (
+    "copy", "recency", "key_lags", "key_source", "context_decay", "context_fixed", "context_scale", "context_restart")
+
+
+def _index_not(kind: str):
+    return lambda c: None if c.store_index == kind else f"memory.store_index={c.store_index}"
+
+
+def _no_attention(c: MemoryConfig) -> str | None:
+    """attn_heads: the store's MemoryAttention and cache, the internal memories' attention, cross_attention fusion."""
+    if c.store or c.internal != "none" or (c.slots and c.fusion == "cross_attention"):
+        return None
+    return "memory.store=false, memory.internal=none and " + (f"memory.fusion={c.fusion}" if c.slots else
+                                                              "memory.slots=0")
+
+
+INERT_WHEN = (
+    # agents/memnet.py: the bank only `if m.slots > 0`, memory_regularisers and learns_without_targets only with it
+    (_SLOT_BANK, lambda c: "memory.slots=0" if c.slots == 0 else None),
+    # memory/internal.py build_internal_memory: internal=none builds nothing
+    (("internal_slots",), lambda c: "memory.internal=none" if c.internal == "none" else None),
+    # agents/memnet.py + memnet_store.py: store attention, token codes, window.* state, store and cache only `if
+    # m.store`; copy = m.copy if m.store else 0
+    (_STORE_PATH, lambda c: None if c.store else "memory.store=false"),
+    # memory/store.py: FAISS indexes (_make_ann) only with index != flat, IVFIndex with ivf, HNSWIndex with hnsw
+    (("store_ivf_lists", "store_ivf_probes"), _index_not("ivf")),
+    (("store_hnsw_neighbors", "store_hnsw_ef_search", "store_hnsw_min_entries"), _index_not("hnsw")),
+    # memory/store_index.py: threads go to faiss.omp_set_num_threads in IVF/HNSW; flat search is torch
+    (("store_threads",), lambda c: "memory.store_index=flat" if c.store_index == "flat" else None),
+    # memory/store.py: the bfloat16 scan copy only `index == "flat"`
+    (("store_precision",), lambda c: None if c.store_index == "flat" else f"memory.store_index={c.store_index}"),
+    # memory/store.py _take_rows: importances are read only by eviction=importance
+    (("store_importance_halflife",),
+     lambda c: None if c.store_eviction == "importance" else f"memory.store_eviction={c.store_eviction}"),
+    # agents/memnet.py + memnet_store.py: context_fixed / _scale / _restart only where `m.context_decay > 0`
+    (("context_fixed", "context_scale", "context_restart"),
+     lambda c: "memory.context_decay=0" if c.context_decay == 0 else None),
+    (("attn_heads",), _no_attention),
+    # agents/memnet.py: Fusion only with a source to fuse
+    (("fusion",), lambda c: None if c.slots or c.internal != "none" or c.store
+     else "memory.slots=0, memory.internal=none and memory.store=false"),
+)
+
+
+def inert_keys(cfg: MemoryConfig, given: Iterable[str]) -> list[str]:
+    """One reason per `memory.<key>` in `given` (command-line keys; others are skipped) that changes nothing under
+    `cfg`'s other settings (INERT_WHEN's first row that applies), in the order given: "memory.store_ivf_probes changes
+    nothing with memory.store_index=flat"."""
+    reasons = []
+    for key in dict.fromkeys(given):
+        name = key[len("memory."):] if key.startswith("memory.") else None
+        why = next((why for keys, when in INERT_WHEN if name in keys and (why := when(cfg))), None)
+        if why:
+            reasons.append(f"{key} changes nothing with {why}")
+    return reasons

@@ -1,0 +1,185 @@
+"""Memory keys that change nothing under another setting (`memory.config.inert_keys`): the table on real configs, a
+MemNet whose flagged key is changed computing exactly the same, and the one `note:` line of agents.run and
+agents.evaluate (the run goes on)."""
+
+import contextlib
+import io
+
+import pytest
+import torch
+
+from agents import evaluate, run
+from agents.cli_args import inert_note
+from agents.config import load_config, memory_config
+from agents.memnet import MemNet
+from agents.models import ModelConfig
+from memory.config import INERT_WHEN, MemoryConfig, inert_keys
+from tests.test_run import tiny
+
+V, D, B, T, CALLS = 23, 16, 2, 8, 10  # 10 calls of 8 writes per lane: past BASE's 64 entries (evictions), and IVF
+# (1 list: from 39 entries) and HNSW (from 16) take over from exact search at the 5th and 2nd call
+
+# another valid value for each key
+ALT = {"read_heads": 2, "top_k": 2, "bottleneck": 4, "decay": False, "util_weight": 0.5, "pressure_weight": 0.5,
+       "sparsity_weight": 0.5, "internal_slots": 3, "store_capacity": 48, "store_scope": "shared",
+       "store_index": "hnsw", "store_eviction": "lru", "store_importance_halflife": 2.0, "store_top_k": 2,
+       "store_metric": "cosine", "store_replace": 0.5, "store_threads": 2, "store_ivf_lists": 3,
+       "store_ivf_probes": 2, "store_hnsw_neighbors": 4, "store_hnsw_ef_search": 2, "store_hnsw_min_entries": 20,
+       "store_precision": "bf16", "copy": 0.0, "recency": False, "key_lags": "1:0+2:1", "key_source": "token",
+       "context_decay": 0.5, "context_fixed": False, "context_scale": 1.0, "context_restart": False, "attn_heads": 2,
+       "cache_hot": 4, "cache_warm": 0, "cache_cold": 8, "cache_policy": "fifo", "cache_quantize": False,
+       "fusion": "concat"}
+BASE = dict(dim=D, slots=4, read_heads=4, top_k=4, bottleneck=8, store_capacity=64, store_top_k=4,
+            store_metric="ip", store_hnsw_min_entries=16, copy=0.5, cache_hot=8, cache_warm=16, cache_cold=64)
+# settings under which rows of INERT_WHEN apply
+SETTINGS = [{}, dict(slots=0), dict(store=False), dict(store_index="ivf"), dict(store_index="hnsw"),
+            dict(store_eviction="lru"), dict(store=False, slots=0, fusion="cross_attention"),
+            dict(store=False, slots=0)]
+
+
+def cases() -> dict[str, tuple[dict, list[str]]]:
+    """Each setting a reason names ("memory.store_index=flat") -> the first of SETTINGS it holds under, and the keys
+    it makes inert there."""
+    found = {}
+    for setting in SETTINGS:
+        mem = MemoryConfig(**{**BASE, **setting})
+        for key in ALT:
+            for why in inert_keys(mem, [f"memory.{key}"]):
+                first, keys = found.setdefault(why.split(" changes nothing with ")[1], (setting, []))
+                keys += [key] if first is setting else []
+    return found
+
+
+CASES = cases()
+
+
+def test_every_key_of_the_table_is_exercised():
+    assert {key for _, keys in CASES.values() for key in keys} == {key for keys, _ in INERT_WHEN for key in keys}
+
+
+def outputs(mem: MemoryConfig) -> list:
+    """Everything a small MemNet computes from one seed: its initial weights, each call's logits and regularisers,
+    the gradients, and what the optimiser is told (no weight decay on, learns without targets)."""
+    torch.manual_seed(0)
+    model = MemNet(ModelConfig(vocab_size=V, dim=D, layers=1, heads=2, window=4, memory=mem))
+    out = [sorted(model.no_weight_decay()), model.learns_without_targets(), dict(model.state_dict())]
+    tokens = torch.randint(V, (CALLS, B, T), generator=torch.Generator().manual_seed(1))
+    tokens[::3, :, 0] = 0  # a BOS now and then (context_restart)
+    state = model.initial_state(B)
+    for call in tokens:
+        logits, state, aux = model(call, state, writes=torch.ones_like(call, dtype=torch.bool))
+        (logits.sum() + sum(aux["losses"].values(), logits.new_zeros(()))).backward()
+        out += [logits.detach(), {k: v.detach() for k, v in aux["losses"].items()}]
+        state = {k: v.detach() for k, v in state.items()}  # (as the trainer: no gradient across calls)
+    model.close()
+    return out + [{n: p.grad for n, p in model.named_parameters()}]
+
+
+def same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
+
+
+@pytest.mark.parametrize("setting,keys", CASES.values(), ids=list(CASES))
+def test_keys_said_to_change_nothing_change_nothing(setting, keys):
+    """All the keys one setting makes inert, changed at once: the same weights, logits, losses and gradients."""
+    mem, changed = MemoryConfig(**{**BASE, **setting}), MemoryConfig(**{**BASE, **setting, **{k: ALT[k] for k in keys}})
+    assert all(getattr(mem, k) != getattr(changed, k) for k in keys)
+    assert len(inert_keys(changed, [f"memory.{k}" for k in keys])) == len(keys)
+    assert same(outputs(mem), outputs(changed))
+
+
+def test_a_key_that_acts_changes_the_outputs():  # the comparison above can tell
+    mem = MemoryConfig(**{**BASE, "context_decay": 0.5})
+    assert not inert_keys(mem, ["memory.context_scale"])
+    assert not same(outputs(mem), outputs(MemoryConfig(**{**BASE, "context_decay": 0.5, "context_scale": 1.0})))
+
+
+@pytest.mark.parametrize("overrides,keys,reasons", [
+    ([], ["memory.store_ivf_probes", "memory.store_hnsw_ef_search", "memory.store_top_k", "train.lr",
+          "memory.internal_slots", "memory.context_fixed"],  # ContinualShift: context_decay=0.95
+     ["memory.store_ivf_probes changes nothing with memory.store_index=flat",
+      "memory.store_hnsw_ef_search changes nothing with memory.store_index=flat",
+      "memory.internal_slots changes nothing with memory.internal=none"]),
+    (["memory.store_index=ivf"], ["memory.store_ivf_probes", "memory.store_ivf_lists", "memory.store_threads",
+                                  "memory.store_hnsw_neighbors", "memory.store_precision"],
+     ["memory.store_hnsw_neighbors changes nothing with memory.store_index=ivf",
+      "memory.store_precision changes nothing with memory.store_index=ivf"]),
+    (["memory.store_index=hnsw", "memory.store_eviction=lru"],
+     ["memory.store_hnsw_min_entries", "memory.store_ivf_lists", "memory.store_importance_halflife"],
+     ["memory.store_ivf_lists changes nothing with memory.store_index=hnsw",
+      "memory.store_importance_halflife changes nothing with memory.store_eviction=lru"]),
+    (["memory.store=false"], ["memory.store_ivf_probes", "memory.copy", "memory.cache_hot", "memory.context_scale",
+                              "memory.slots", "memory.attn_heads"],  # the slot bank still fuses with gated
+     ["memory.store_ivf_probes changes nothing with memory.store=false", "memory.copy changes nothing with "
+      "memory.store=false", "memory.cache_hot changes nothing with memory.store=false",
+      "memory.context_scale changes nothing with memory.store=false",
+      "memory.attn_heads changes nothing with memory.store=false, memory.internal=none and memory.fusion=gated"]),
+    (["memory.slots=0", "memory.internal=lm2"],
+     ["memory.read_heads", "memory.top_k", "memory.util_weight", "memory.fusion", "memory.internal_slots"],
+     ["memory.read_heads changes nothing with memory.slots=0", "memory.top_k changes nothing with memory.slots=0",
+      "memory.util_weight changes nothing with memory.slots=0"]),
+    (["env=LongDependency-v0", "memory.store_eviction=importance"],
+     ["memory.context_fixed", "memory.context_restart", "memory.store_importance_halflife"],
+     ["memory.context_fixed changes nothing with memory.context_decay=0",
+      "memory.context_restart changes nothing with memory.context_decay=0"]),
+])
+def test_inert_keys_on_run_configs(overrides, keys, reasons):
+    assert inert_keys(memory_config(load_config(overrides)), keys) == reasons
+
+
+def test_a_baseline_is_told_its_memory_keys_change_nothing_but_reset():  # reset clears its hidden state / window
+    assert inert_note(load_config(["agent=gru"]), ["memory.store_ivf_probes", "memory.reset", "seed"]) == \
+        "note: agent=gru has no memory; memory.store_ivf_probes change nothing"
+    assert inert_note(load_config(["agent=transformer"]), ["memory.reset", "train.lanes"]) is None
+    assert inert_note(load_config([]), ["memory.store_ivf_probes", "memory.slots"]) == \
+        "note: memory.store_ivf_probes changes nothing with memory.store_index=flat"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny MemNet runs and what agents.run printed: a flat store given two keys it does not read and one it
+    reads (ContinualShift's context_decay is 0.95), and an IVF store given only keys it reads."""
+    root, out = tmp_path_factory.mktemp("inert"), {}
+    given = {"flat": ["memory.store_ivf_probes=5", "memory.context_scale=2.0", "memory.store_importance_halflife=4"],
+             "ivf": ["memory.store_index=ivf", "memory.store_capacity=390", "memory.store_ivf_probes=5"]}
+    for name, extra in given.items():
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):  # (capsys is per test)
+            assert run.main(tiny("ContinualShift-v0", "memnet", root / name, "train.episodes=1", *extra)) == 0
+        out[name] = (root / name, buffer.getvalue())
+    return out
+
+
+def test_run_notes_the_keys_that_change_nothing_and_goes_on(runs):
+    run_dir, out = runs["flat"]
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: memory.store_ivf_probes changes nothing with memory.store_index=flat; "
+                     "memory.store_importance_halflife changes nothing with memory.store_eviction=fifo"]
+    assert (run_dir / "metrics.json").is_file() and "run folder:" in out
+
+
+def test_run_with_keys_that_act_has_no_note(runs):
+    run_dir, out = runs["ivf"]
+    assert "note:" not in out and (run_dir / "metrics.json").is_file()
+
+
+def test_evaluate_notes_an_inert_key_once_per_sweep(runs, capsys):
+    run_dir = runs["flat"][0]
+    assert evaluate.main([f"checkpoint={run_dir}", "memory.store_hnsw_ef_search=5,6", "out=sweep.json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("note:") == 1 and out.startswith(
+        "note: memory.store_hnsw_ef_search changes nothing with memory.store_index=flat\n")
+    assert out.count("mean:") == 2  # both evaluations ran
+
+
+@pytest.mark.parametrize("run_name,arg", [("ivf", "memory.store_ivf_probes=3"), ("flat", "memory.reset=episode")])
+def test_evaluate_with_a_key_that_acts_has_no_note(runs, capsys, run_name, arg):
+    assert evaluate.main([f"checkpoint={runs[run_name][0]}", arg, "out=acts.json"]) == 0
+    out = capsys.readouterr().out
+    assert "note:" not in out and "mean:" in out
