@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from memory.persist import atomic_torch_save, zip_damage
+from memory.persist import ZIP_MAGIC, atomic_torch_save, zip_damage
 
 FORMAT = "memstream-checkpoint"
 # 2: MemNet's store keys are lag-pair key inputs (no store_key_in; window.recent state; cache format /2), so a
@@ -80,12 +80,27 @@ def _purpose(purpose: str) -> str:
     return purpose
 
 
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
 def load_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]:
     """Read a checkpoint; any failure becomes one CheckpointError line naming the file, the problem and the fix
     that `purpose` has: "resume" (agents.run's resume=) or "evaluate" (agents.evaluate's checkpoint=)."""
-    path, key = checkpoint_file(path), _KEY[_purpose(purpose)]
+    given, path, key = Path(path), checkpoint_file(path), _KEY[_purpose(purpose)]
     if not path.is_file():
+        if given.is_dir() and (given / "config.yaml").is_file():  # a run folder stopped before its first checkpoint
+            raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
+                                  "before its first one, or it was removed); start it again with python -m agents.run "
+                                  f"config={given / 'config.yaml'}")
         raise CheckpointError(f"no checkpoint at {str(path)!r}: point {key} at a run folder that has "
+                              "checkpoints/last.pt")
+    if path.suffix != ".pt" and not _starts_with(path, ZIP_MAGIC):  # config.yaml, metrics.json, ...: a slip
+        raise CheckpointError(f"{str(path)!r} is not a checkpoint file; point {key} at a run folder or its "
                               "checkpoints/last.pt")
     bad = zip_damage(path)
     if bad is not None:

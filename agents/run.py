@@ -138,13 +138,25 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
     """
     from tqdm import tqdm
 
-    cfg = trainer.cfg.train
     if trainer.episode == 0 and not trainer.curves[0]:  # untrained accuracy b[j], for FWT
         untrained = trainer.evaluate_all()  # one evaluation of every task, the first point of each curve
         trainer.b[:] = [untrained[j] for j in range(trainer.num_tasks)]
         log_eval(trainer, logger)
     bar = tqdm(total=trainer.total_episodes, initial=trainer.episode, disable=not progress, unit="ep",
                desc=f"{trainer.cfg.env.id}/{trainer.cfg.agent.name}", dynamic_ncols=True)
+    try:  # closed also when a run stops (divergence, a full disk): its error line starts on a line of its own
+        _train(trainer, logger, config, on_eval, bar)
+    finally:
+        bar.close()
+    if not (trainer.run_dir / "checkpoints" / "last.pt").is_file():  # train.episodes=0: still a run to evaluate
+        logger.flush()
+        trainer.save(config)
+    return final_metrics(trainer)
+
+
+def _train(trainer, logger, config: dict, on_eval, bar) -> None:
+    """fit's loop: train episodes, evaluate and checkpoint on schedule, until the budget is spent."""
+    cfg = trainer.cfg.train
     while trainer.episode < trainer.total_episodes:
         task = trainer.current_task()
         stats = trainer.train_episode()
@@ -169,11 +181,6 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
         bar.set_postfix(acc=_pct(stats.accuracy), loss=f"{stats.loss:.3f}" if stats.loss is not None else "-",
                         eval=_pct(mean_accuracy(trainer.last_eval.values())), task=task)
         bar.update(1)
-    bar.close()
-    if not (trainer.run_dir / "checkpoints" / "last.pt").is_file():  # train.episodes=0: still a run to evaluate
-        logger.flush()
-        trainer.save(config)
-    return final_metrics(trainer)
 
 
 def log_eval(trainer, logger) -> dict:
@@ -190,8 +197,10 @@ def log_eval(trainer, logger) -> dict:
 def _interrupted(run_dir: Path | None) -> int:
     """Ctrl+C or SIGTERM: one line, no traceback, exit 130; the last checkpoint is whole (written atomically)."""
     saved = run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
+    again = (f"; start it again with: python -m agents.run config={run_dir / 'config.yaml'}"
+             if run_dir is not None and (run_dir / "config.yaml").is_file() else "")
     print("\ninterrupted; " + (f"continue from the last checkpoint with: python -m agents.run resume={run_dir}"
-                                if saved else "no checkpoint was written yet"), file=sys.stderr)
+                                if saved else f"no checkpoint was written yet{again}"), file=sys.stderr)
     return 130
 
 
@@ -247,8 +256,9 @@ def _main(argv: list[str]) -> int:
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if resume_dir else None)
         params = sum(p.numel() for p in trainer.model.parameters())
-        print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {cfg.train.lanes} lanes, "
-              f"{trainer.total_episodes} episodes -> {run_dir}", flush=True)
+        lanes, episodes = cfg.train.lanes, trainer.total_episodes
+        print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {lanes} lane{'s' * (lanes != 1)}, "
+              f"{episodes} episode{'s' * (episodes != 1)} -> {run_dir}", flush=True)
         if note := inert_note(cfg, map(override_key, argv)):  # memory.* keys that change nothing here
             print(note, flush=True)
         metrics = fit(trainer, logger, config, progress=cfg.train.progress)

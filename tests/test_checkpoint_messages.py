@@ -20,13 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 # what each command's line says to do, and what only the other command's line says
 FIXES = {
-    "resume": {"missing": "point resume= at a run folder that has checkpoints/last.pt",
+    "resume": {"missing": "start it again with python -m agents.run config=",
                "damaged": "resume from another run or start afresh",
                "foreign": "point resume= at a memstream run folder (one that has checkpoints/last.pt)",
                "version": "this memstream reads version 2; re-run the experiment",
                "architecture": "(another memstream version wrote it): resume it with that version, or start a new "
                                "run with config="},
-    "evaluate": {"missing": "point checkpoint= at a run folder that has checkpoints/last.pt",
+    "evaluate": {"missing": "start it again with python -m agents.run config=",
                  "damaged": "evaluate another run's checkpoint, or re-run the experiment",
                  "foreign": "point checkpoint= at a memstream run folder (one that has checkpoints/last.pt)",
                  "version": "this memstream reads version 2; re-run the experiment, then evaluate the new run",
@@ -36,7 +36,8 @@ NOT_FOR = {"resume": ("checkpoint=", "evaluate"), "evaluate": ("resume=", "resum
 
 # case -> (problem the line names, kind of fix)
 CASES = {
-    "missing": ("no checkpoint at ", "missing"),
+    "missing": ("has no checkpoint (checkpoints/last.pt: the run stopped before its first one, or it was "
+                "removed)", "missing"),
     "truncated": ("is damaged", "damaged"),
     "random bytes": ("is damaged or not a memstream checkpoint (", "damaged"),
     "not a memstream checkpoint": ("is not a memstream checkpoint (no 'memstream-checkpoint' marker)", "foreign"),
@@ -155,3 +156,27 @@ def test_a_damaged_checkpoint_is_one_line_from_both_commands_run_as_programs(fin
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.startswith(f"error: checkpoint {str(run_dir / 'checkpoints' / 'last.pt')!r} is damaged") \
             and proc.stderr.strip().endswith(fix), proc.stderr
+
+
+def test_a_run_folder_stopped_before_its_first_checkpoint_names_the_restart(finished, tmp_path, capsys):
+    """Was: no checkpoint at '<run>/last.pt' (a path the run never had): point resume= at a run folder that has ..."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    shutil.rmtree(run_dir / "checkpoints")
+    line = (f"error: run folder {str(run_dir)!r} has no checkpoint (checkpoints/last.pt: the run stopped before its "
+            f"first one, or it was removed); start it again with python -m agents.run config={run_dir / 'config.yaml'}")
+    assert run.main([f"resume={run_dir}"]) == 2
+    assert one_line(capsys) == line
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 2
+    assert one_line(capsys) == line
+    assert run.main([f"config={run_dir / 'config.yaml'}", f"run_dir={tmp_path / 'again'}"]) == 0  # the fix works
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "metrics.json"])
+def test_a_file_of_the_run_folder_that_is_no_checkpoint_says_so(finished, capsys, name):
+    """Was: is damaged or not a memstream checkpoint (IndexError / UnpicklingError); evaluate another run's ..."""
+    assert evaluate.main([f"checkpoint={finished / name}"]) == 2
+    assert one_line(capsys) == f"error: {str(finished / name)!r} is not a checkpoint file; point checkpoint= at a " \
+                               "run folder or its checkpoints/last.pt"
+    assert run.main([f"resume={finished / name}"]) == 2
+    assert one_line(capsys).endswith("point resume= at a run folder or its checkpoints/last.pt")

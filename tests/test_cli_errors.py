@@ -156,6 +156,17 @@ def test_a_learning_rate_that_makes_training_diverge_stops_the_run_with_one_line
     one_error_line(capsys, message)
 
 
+def test_a_run_that_stops_closes_its_progress_bar_first(tmp_path, capsys):
+    """The bar was closed on success only: the error line was written onto the bar's line, then the bar again."""
+    assert run.main(tiny("ContinualShift-v0", "transformer", tmp_path / "run", "train.lr=1e20",
+                         "train.progress=true")) == 2
+    err = capsys.readouterr().err
+    lines = err.replace("\r", "\n").splitlines()
+    errors = [line for line in lines if "error: " in line]
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged in episode 1"), err
+    assert lines[-1] == errors[0]  # the last thing written: no bar after it
+
+
 @pytest.mark.parametrize("after, where", [(0, "before training"), (1, "by the evaluation after episode 1")])
 def test_a_divergence_found_by_an_evaluation_names_the_evaluation(tmp_path, capsys, monkeypatch, after, where):
     """MemNet's check of the activations also runs in an evaluation's chunk calls (they write memory); the line
