@@ -56,8 +56,23 @@ def final_metrics(trainer) -> dict:
         "tokens_per_s": trainer.train_tokens / trainer.train_seconds if trainer.train_seconds else None,
         "params": params, "memory_bytes": int(trainer.model.memory_bytes(trainer.state)),
         "forgetting_curves": {j: c for j, c in trainer.curves.items()},
-        "task_boundaries": trainer.task_boundaries,
+        "task_boundaries": trainer.task_boundaries, "partial_block": partial_block(trainer),
     }
+
+
+def partial_block(trainer) -> dict | None:
+    """The last trained block when the run stopped inside it (`train.episodes` shorter than the env's schedule):
+    {"block": k, "task": its task, "episodes": trained, "of": the block's length}; None when every trained block
+    was finished or the env has no schedule. Its row of the accuracy matrix is then a partly trained task."""
+    schedule = getattr(trainer.venv, "schedule", None)
+    if trainer.episode == 0 or schedule is None or not len(schedule):
+        return None
+    k = trainer.block_of(trainer.episode - 1)
+    start, starts = int(trainer.block_starts[k]), trainer.block_starts
+    end = int(starts[k + 1]) if k + 1 < len(starts) else len(schedule)
+    if trainer.episode >= end:
+        return None
+    return {"block": k, "task": int(trainer.block_tasks[k]), "episodes": trainer.episode - start, "of": end - start}
 
 
 def mean_accuracy(accuracies) -> float | None:
@@ -151,4 +166,8 @@ def summary_table(metrics: dict) -> str:
             # "-": not evaluated yet; as wide as a number ("0.96"), so the columns stay in line
             cells = " ".join("  - " if math.isnan(x) else f"{x:.2f}" for x in row)
             lines.append("    " + cells if sequential else f"    {k:>2} [{int(tasks[k])}]  {cells}")
+    part = metrics.get("partial_block")  # absent in metrics.json files of older runs
+    if part:
+        lines.append(f"  note: training stopped in task {part['task']} after {part['episodes']} of its {part['of']} "
+                     f"episodes: row {part['block']} is a partly trained task")
     return "\n".join(lines)

@@ -62,3 +62,24 @@ def test_mean_accuracy_leaves_out_tasks_with_no_scored_query():
 
     assert mean_accuracy([0.5, float("nan"), 1.0]) == 0.75
     assert mean_accuracy([float("nan")]) is None and mean_accuracy([]) is None
+
+
+@pytest.mark.parametrize("episodes, partial", [
+    (1, {"block": 0, "task": 0, "episodes": 1, "of": 3}),  # stopped inside task 0
+    (3, None),  # task 0 done, task 1 not begun
+    (4, {"block": 1, "task": 1, "episodes": 1, "of": 3}),
+    (6, None),  # the whole schedule
+    (8, None),  # past its end: the extra episodes belong to the last block, which was finished
+], ids=["inside-first", "at-boundary", "inside-second", "whole", "past-end"])
+def test_a_run_stopped_inside_a_task_says_its_row_is_partly_trained(tmp_path, capsys, episodes, partial):
+    """The last row read "after training task i" with an ACC from a task trained part of the way."""
+    import json
+
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "env.kwargs.episodes_per_task=3",
+                         f"train.episodes={episodes}")) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["partial_block"] == partial
+    notes = [line.strip() for line in capsys.readouterr().out.splitlines()
+             if line.strip().startswith("note: training")]  # (not the baseline's note on TINY's memory keys)
+    assert notes == ([f"note: training stopped in task {partial['task']} after {partial['episodes']} of its 3 "
+                      f"episodes: row {partial['block']} is a partly trained task"] if partial else [])
