@@ -78,7 +78,8 @@ def plot_forgetting_curves(
         ax.text(boundary, 1.03, label, ha="center", va="bottom", fontsize=8, color="0.35",
                 transform=ax.get_xaxis_transform())
     if drawn:
-        ax.legend(title="evaluated on", fontsize=8, loc="lower left")
+        # outside the axes: inside, any corner hides some curve's points (lower left: the untrained ones)
+        ax.legend(title="evaluated on", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         _note(ax, "no evaluations yet")
     ax.set_ylim(-0.02, 1.02)
