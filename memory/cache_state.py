@@ -4,18 +4,18 @@ exactly as it was."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
+
+from memory.persist import saved_count
 
 COUNTERS = ("hits", "misses", "promotions", "demotions", "evictions")
 WHERE = "TieredKVCache.load_state_dict"
 
 
-def count_value(value, name: str, where: str = WHERE) -> int:
-    """A saved non-negative int (a clock, a counter) as an int, or a one-line ValueError naming the field."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 0:
-        raise ValueError(f"{where}: {name} is {value!r}, expected an int >= 0 (damaged state)")
-    return int(value)
+count_value = functools.partial(saved_count, where=WHERE)  # (value, name) -> int, or the cache's one-line error
 
 
 def checked_counters(counters) -> dict:

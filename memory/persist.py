@@ -15,6 +15,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -161,6 +162,13 @@ def checked_torch_load(path: str | os.PathLike, what: str, fmt: str, writer: str
         got = d.get("format") if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"{what}: {path} has format {got!r}, expected {fmt!r}")
     return d
+
+
+def saved_count(value, name: str, where: str) -> int:
+    """A saved non-negative int (a clock, a counter) as an int, or a one-line ValueError naming `where` and it."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 0:
+        raise ValueError(f"{where}: {name} is {value!r}, expected an int >= 0 (damaged state)")
+    return int(value)
 
 
 def check_saved_config(what: str, saved: dict, current: dict) -> None:

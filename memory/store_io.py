@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memory.cache_state import count_value
 from memory.config import ivf_lists_for, ivf_probes_for
-from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
+from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load, saved_count
 from memory.store_lookup import META_FIELDS
 
 FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
@@ -73,7 +72,7 @@ class StorePersistence:
             if tuple(saved.shape) != mine.shape or saved.numpy().dtype != mine.dtype:
                 raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} is {tuple(saved.shape)} "
                                  f"{saved.numpy().dtype}, expected {mine.shape} {mine.dtype}")
-        clock, adds = count_value(d["clock"], "clock", WHERE), count_value(d["adds"], "adds", WHERE)
+        clock, adds = saved_count(d["clock"], "clock", WHERE), saved_count(d["adds"], "adds", WHERE)
         # the index states too (they were found wanting only after every array had been copied)
         ann, keys = d["ann"], ("blob", "row_of", "alive", "built") if self.index == "hnsw" else ("blob",)
         if not isinstance(ann, (list, tuple)) or len(ann) != len(self._ann or []) or not all(
