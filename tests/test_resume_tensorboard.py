@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 
 from agents import run
 from agents.checkpoint import load_checkpoint
-from agents.tb_logger import TBLogger, read_hparams
+from agents.tb_logger import TBLogger, read_hparams, read_scalars
 from agents.trainer import Trainer
 from tests.test_run import tiny
 
@@ -66,3 +66,22 @@ def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monke
         end = load_checkpoint(run_dir)["trainer"]["train_steps"]
         assert report_summaries(run_dir) == {tag: [end] for tag in IMAGES + HPARAMS}
     assert read_hparams(run_dir)["memory.slots"] == 8
+
+
+
+def test_a_resumed_run_reads_back_without_tensorboards_restart_warning(tmp_path, monkeypatch, caplog):
+    """A run stopped after points past its last checkpoint: those points are dropped on reading (the resumed run's
+    purge_step), which TensorBoard's reader announced on every load as a warning meant for crashed TensorFlow jobs
+    ("Detected out of order event.step likely caused by a TensorFlow restart. Purging ...")."""
+    run_dir = tmp_path / "run"
+    stop(monkeypatch, Trainer, "train_episode", calls=4)  # episodes 1-3 done, the checkpoint of episode 2
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "env.kwargs.episodes_per_task=2",
+                         "train.checkpoint_every=2", "train.eval_every=1")) == 130
+    monkeypatch.undo()
+    killed = read_scalars(run_dir)["eval/accuracy"]
+    assert run.main([f"resume={run_dir}"]) == 0
+    with caplog.at_level("WARNING"):
+        resumed = read_scalars(run_dir)["eval/accuracy"]
+    assert not [r for r in caplog.records if "out of order" in r.getMessage()], caplog.text
+    steps = [step for step, _ in resumed]
+    assert len(killed) == 4 and len(resumed) == 5 and steps == sorted(steps)  # episode 3's point once, then 4's
