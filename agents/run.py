@@ -138,13 +138,16 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
     """
     from tqdm import tqdm
 
-    if trainer.episode == 0 and not trainer.curves[0]:  # untrained accuracy b[j], for FWT
-        untrained = trainer.evaluate_all()  # one evaluation of every task, the first point of each curve
-        trainer.b[:] = [untrained[j] for j in range(trainer.num_tasks)]
-        log_eval(trainer, logger)
     bar = tqdm(total=trainer.total_episodes, initial=trainer.episode, disable=not progress, unit="ep",
                desc=f"{trainer.cfg.env.id}/{trainer.cfg.agent.name}", dynamic_ncols=True)
     try:  # closed also when a run stops (divergence, a full disk): its error line starts on a line of its own
+        if trainer.episode == 0 and not trainer.curves[0]:  # untrained accuracy b[j], for FWT
+            bar.set_postfix_str("evaluating every task before training")  # (can take a while: say so)
+            untrained = trainer.evaluate_all()  # one evaluation of every task, the first point of each curve
+            trainer.b[:] = [untrained[j] for j in range(trainer.num_tasks)]
+            log_eval(trainer, logger)
+            bar.reset()  # the rate (s/ep) counts training from here
+            bar.set_postfix_str("")
         _train(trainer, logger, config, on_eval, bar)
     finally:
         bar.close()
@@ -167,6 +170,7 @@ def _train(trainer, logger, config: dict, on_eval, bar) -> None:
         last = trainer.episode == trainer.total_episodes
         boundary = last or trainer.current_task() != task
         if boundary or trainer.episode % cfg.eval_every == 0:
+            bar.set_postfix_str("evaluating every task")
             ev = trainer.evaluate_all()
             if boundary:  # R's row of the block just trained
                 trainer.R[trainer.block_of(trainer.episode - 1)] = [ev[j] for j in range(trainer.num_tasks)]

@@ -83,3 +83,14 @@ def test_a_run_stopped_inside_a_task_says_its_row_is_partly_trained(tmp_path, ca
              if line.strip().startswith("note: training")]  # (not the baseline's note on TINY's memory keys)
     assert notes == ([f"note: training stopped in task {partial['task']} after {partial['episodes']} of its 3 "
                       f"episodes: row {partial['block']} is a partly trained task"] if partial else [])
+
+
+def test_the_progress_bar_says_when_it_evaluates(tmp_path, capsys):
+    """The untrained evaluation ran before the bar was drawn (NeedleRecall: ~45 s of a blank terminal), and the
+    bar stood still through each evaluation with no word of it."""
+    assert run.main(tiny("ContinualShift-v0", "transformer", tmp_path / "run", "train.progress=true")) == 0
+    states = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    before = [i for i, line in enumerate(states) if "evaluating every task before training" in line]
+    during = [i for i, line in enumerate(states) if line.rstrip().endswith("evaluating every task]")]
+    trained = [i for i, line in enumerate(states) if "acc=" in line]
+    assert before and during and trained and max(before) < min(during) < max(trained), states
