@@ -278,10 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _never_measured(metric: str) -> str:
     """Why a sweep whose trials all finished has no value of `metric`, as a phrase."""
     if metric.startswith("recall/accuracy_d"):  # a bucket fills only where some evaluation query falls in it
@@ -290,3 +286,6 @@ def _never_measured(metric: str) -> str:
                 "evaluations sampled too few queries (raise train.lanes or train.eval_repeats)")
     return "so this env never measures it"
 
+
+if __name__ == "__main__":
+    sys.exit(main())
