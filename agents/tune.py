@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,8 +32,15 @@ from agents.config import ConfigError, absolute_env_paths, absolute_path, load_c
 from agents.report import write_text_atomic
 from agents.tune_metrics import EnvFacts, check_metric, default_metric
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
-from agents.tune_preflight import check_local_resources, check_reachable, make_sweep_folder
+from agents.tune_preflight import (
+    check_local_resources,
+    check_reachable,
+    connect_error,
+    make_sweep_folder,
+    remove_made_folders,
+)
 from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
+from agents.tune_signals import INTERRUPTED, catch_sigterm, interrupted_line, restore_handlers, saved_handlers
 from agents.tune_space import SweepPlan, check_space_keys, load_sweep, make_plan, parse_command_line
 
 PLAN_FILE = "sweep.yaml"
@@ -70,11 +78,14 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     check_space_keys(plan, base)
     facts, episodes = env_facts(base)
     plan.metric = check_metric(plan.metric or default_metric(facts), facts)
-    if plan.scheduler["max_t"] is None:
-        plan.scheduler["max_t"] = episodes
-    if plan.scheduler["type"] == "asha" and plan.scheduler["grace_period"] > plan.scheduler["max_t"]:  # fifo: unused
-        raise ConfigError(f"sweep.scheduler.grace_period={plan.scheduler['grace_period']} must be <= the "
-                          f"episodes of a trial ({plan.scheduler['max_t']})")
+    s = plan.scheduler
+    limit = f"sweep.scheduler.max_t={s['max_t']}" if s["max_t"] is not None else f"the episodes of a trial ({episodes})"
+    if s["max_t"] is None:
+        s["max_t"] = episodes
+    if s["type"] == "asha" and s["grace_period"] > s["max_t"]:  # fifo: unused
+        raise ConfigError(f"sweep.scheduler.grace_period={s['grace_period']} must be <= {limit}; set "
+                          f"sweep.scheduler.grace_period={s['max_t']} or less, or sweep.scheduler.type=fifo (no "
+                          "early stopping)")
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     root = Path(base.runs_root).resolve() / "sweeps" / plan.name
     sweep_dir, n = root / stamp, 1
@@ -129,10 +140,8 @@ def start_ray(sweep_dir: Path) -> bool:
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      configure_logging=True, logging_level=logging.ERROR)
-        except ConnectionError as exc:
-            raise ConfigError(f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({exc}); start one "
-                              "with `ray start --head` or unset RAY_ADDRESS for a local Ray (if `ray start` said "
-                              "'Token authentication is enabled', set RAY_AUTH_MODE=token too)") from None
+        except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+            raise ConfigError(connect_error(address, exc)) from None
         except ValueError as exc:  # ray.init parses the address before it connects; our other arguments are fixed
             if not address:
                 raise
@@ -203,46 +212,66 @@ def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
 
 def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = False, callbacks=()) -> int:
     """Run (or restore) the sweep, then print the table and write the results; returns the exit code."""
-    from ray.tune import ExperimentAnalysis, Tuner
-
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # see build_tuner
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0, Tune's own reporter prints nothing
     check_local_resources(plan.resources)
-    make_sweep_folder(sweep_dir)
-    started = start_ray(sweep_dir)
+    previous = saved_handlers()  # put back at the end: ray.init and Tune install their own
+    made = make_sweep_folder(sweep_dir)
+    try:
+        started = start_ray(sweep_dir)
+    except BaseException:  # Ray did not start (bad address, auth, Ctrl+C): no empty sweep folder left behind
+        remove_made_folders(made)
+        raise
+    catch_sigterm()  # after ray.init: SIGTERM does what Ctrl+C does (agents.tune_signals)
+    try:
+        try:
+            trials = _fit(plan, base, sweep_dir, restore, callbacks)
+        finally:
+            restore_handlers({signal.SIGINT: previous[signal.SIGINT]})  # Tune's, unless it fired
+            if started:
+                import ray
+
+                ray.shutdown()
+        return _report(trials, plan, base, sweep_dir)
+    finally:
+        restore_handlers(previous)
+
+
+def _fit(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool, callbacks) -> list:
+    """Run (or restore) the sweep on the Ray started; returns its trials as saved."""
+    from ray.tune import ExperimentAnalysis, Tuner
+
     if not restore:
         write_text_atomic(sweep_dir / PLAN_FILE, yaml.safe_dump({"plan": plan.to_dict(), "base": base},
                                                                 sort_keys=False))
     print(f"memstream sweep {plan.name!r}: {', '.join(plan.search_space)} -> {plan.metric} ({plan.mode}), "
           f"{plan.resources['cpus']} CPU(s) per trial -> {sweep_dir}", flush=True)
-    try:
-        if restore:
-            trainable = _trainable(plan, base, sweep_dir)
-            try:
-                tuner = Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
-            except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError) as exc:
-                # what unpickling a cut-short or overwritten tuner.pkl raises; Tune's own ValueErrors here
-                # (a saved state this trainable does not match) also mean a folder we cannot continue
-                why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-                raise ConfigError(damaged(sweep_dir / "tuner.pkl", why)) from None
-        else:
-            tuner = build_tuner(plan, base, sweep_dir, callbacks)
-        tuner.fit()
-        # the saved experiment state, not fit()'s in-memory trials: after an interruption those read
-        # TERMINATED, while the saved state keeps them RUNNING / PENDING for resume=
-        trials = ExperimentAnalysis(str(sweep_dir)).trials
-    finally:
-        if started:
-            import ray
+    if restore:
+        trainable = _trainable(plan, base, sweep_dir)
+        try:
+            tuner = Tuner.restore(str(sweep_dir), trainable=trainable, resume_errored=True)
+        except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError) as exc:
+            # what unpickling a cut-short or overwritten tuner.pkl raises; Tune's own ValueErrors here
+            # (a saved state this trainable does not match) also mean a folder we cannot continue
+            why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            raise ConfigError(damaged(sweep_dir / "tuner.pkl", why)) from None
+    else:
+        tuner = build_tuner(plan, base, sweep_dir, callbacks)
+    tuner.fit()
+    # the saved experiment state, not fit()'s in-memory trials: after an interruption those read
+    # TERMINATED, while the saved state keeps them RUNNING / PENDING for resume=
+    return ExperimentAnalysis(str(sweep_dir)).trials
 
-            ray.shutdown()
+
+def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
+    """The table, the results files and the closing lines; returns the exit code."""
     rows = result_rows(trials, plan, plan.metric)
     finished = all(r["status"] != UNFINISHED for r in rows)
     best = write_results(sweep_dir, rows, plan, base, plan.metric)
     print(format_table(rows, list(plan.search_space), plan.metric, best, plan.mode))
     if not finished:
         print(f"sweep interrupted; continue it with: python -m agents.tune resume={sweep_dir}")
-        return 1
+        return INTERRUPTED
     if best is None:
         print(f"no trial reported {plan.metric}: no trial failed, {_never_measured(plan.metric)}; pick another with "
               f"sweep.metric= (Ray's log: {sweep_dir}/ray.log)"
@@ -265,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
+    sweep_dir = None
     try:
         cli = parse_command_line(argv)
         if cli.resume is not None:
@@ -276,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM outside Tune's own handling (agents.tune_signals)
+        print(f"\n{interrupted_line(sweep_dir)}", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _never_measured(metric: str) -> str:

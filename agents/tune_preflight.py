@@ -62,11 +62,52 @@ def check_local_resources(resources: dict) -> None:
                           "on a cluster with bigger nodes (RAY_ADDRESS)")
 
 
-def make_sweep_folder(sweep_dir: Path) -> None:
+def make_sweep_folder(sweep_dir: Path) -> list[Path]:
     """The sweep folder, created before Ray starts: a path through a file, no permission or a read-only disk
-    is one error line (the wording of agents.run's run folder)."""
+    is one error line (the wording of agents.run's run folder). Returns the folders this call made, deepest
+    first (none for the folder of a resumed sweep), for `remove_made_folders`."""
+    made = [p for p in (sweep_dir, *sweep_dir.parents) if not p.exists()]
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the sweep folder {str(sweep_dir)!r} ({exc.strerror or exc}); choose "
                           "another runs_root=") from None
+    return made
+
+
+def remove_made_folders(made: list[Path]) -> None:
+    """Undo `make_sweep_folder` when Ray did not start: each folder it made, deepest first, while empty
+    (rmdir never removes a folder that holds anything)."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _token_available() -> bool:
+    """A Ray auth token where Ray looks for one: RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path or Path.home() / ".ray" / "auth_token").is_file()
+
+
+def connect_error(address: str | None, exc: BaseException) -> str:
+    """The one line for a ray.init(address) that failed to connect (`exc`: its ConnectionError or Ray's
+    AuthenticationError). Ray 2.60 enables token auth on a cluster that `ray start` started where a token exists
+    (~/.ray/auth_token, written by any local ray.init), but a client given an explicit address sends its token
+    only with RAY_AUTH_MODE=token: the connection then fails after ~20 s of InvalidAuthToken warnings, as a
+    ConnectionError that need not name auth. So: auth words in the error, or a token at hand that Ray did not
+    send (RAY_AUTH_MODE is not token), mean the cluster wants its token."""
+    why = (str(exc).splitlines() or [""])[0]
+    mode = (os.environ.get("RAY_AUTH_MODE") or "").lower()
+    named = any(w in str(exc).lower() for w in ("auth", "unauthenticated", "token"))
+    if mode == "token" and named:
+        return (f"RAY_ADDRESS={address!r}: the Ray cluster there rejected this machine's auth token ({why}); use the "
+                "cluster's token (`ray get-auth-token` on its head) in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+    if mode != "token" and (named or _token_available()):
+        needs = "needs" if named else "probably needs"  # a token at hand, unsent: the usual cause, not the only one
+        return (f"RAY_ADDRESS={address!r}: the Ray cluster there {needs} its auth token ({why}); set "
+                "RAY_AUTH_MODE=token (Ray then sends the token in RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH or "
+                "~/.ray/auth_token: the cluster's, from `ray get-auth-token` on its head)")
+    return (f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({why}); start one with `ray start --head` or "
+            "unset RAY_ADDRESS for a local Ray")

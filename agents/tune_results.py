@@ -68,6 +68,13 @@ def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
     return min(pool, key=lambda r: (r[metric], first[r["trial"]]))
 
 
+def table_order(rows: list[dict], metric: str, mode: str = "max") -> list[dict]:
+    """The rows best metric first (by `mode`), ties and trials without a value by trial id: the table's order, and
+    results.csv/json's (they were in Tune's order, which differs from the table's on ties)."""
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(rows, key=lambda r: (r[metric] is None, sign * (r[metric] or 0.0), str(r["trial"])))
+
+
 def format_table(rows: list[dict], params: list[str], metric: str, best: dict | None = None,
                  mode: str = "max") -> str:
     """A fixed-width table, best metric first (by `mode`); the best trial is marked with *."""
@@ -76,8 +83,7 @@ def format_table(rows: list[dict], params: list[str], metric: str, best: dict | 
             return "-"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    sign = -1.0 if mode == "max" else 1.0
-    order = sorted(rows, key=lambda r: (r[metric] is None, sign * (r[metric] or 0.0), str(r["trial"])))
+    order = table_order(rows, metric, mode)
     columns = ["trial", *params, metric, "episode", "status"]
     body = [[("* " if r is best else "  ") + cell(r["trial"])] + [cell(r[c]) for c in columns[1:]]
             for r in order]
@@ -90,10 +96,11 @@ def format_table(rows: list[dict], params: list[str], metric: str, best: dict | 
 
 
 def write_results(sweep_dir: Path, rows: list[dict], plan: SweepPlan, base: dict, metric: str) -> dict | None:
-    """results.csv, results.json, best_config.yaml + best_overrides.txt (when a trial has the metric),
-    plots/<metric>_vs_<param>.png; returns the best row."""
+    """results.csv, results.json (rows in the table's order), best_config.yaml + best_overrides.txt (when a trial
+    has the metric), plots/<metric>_vs_<param>.png; returns the best row."""
     params = list(plan.search_space)
     best = best_row(rows, metric, plan.mode)
+    rows = table_order(rows, metric, plan.mode)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["trial"])
     writer.writeheader()

@@ -63,7 +63,7 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
     # ---- first run: stopped like Ctrl+C right after one trial finished
     code = agents_tune.run_sweep(plan, base, sweep_dir, callbacks=[InterruptAfterFirstTrial(str(marker))])
     out = capfd.readouterr().out
-    assert code == 1 and f"python -m agents.tune resume={sweep_dir}" in out
+    assert code == 130 and f"python -m agents.tune resume={sweep_dir}" in out  # 130: as agents.run's Ctrl+C
     first_id = marker.read_text()
     first_dir = next(p for p in sweep_dir.iterdir() if p.name.startswith(first_id + "_"))
     before = _fingerprint(first_dir)

@@ -353,6 +353,18 @@ def test_tied_trials_pick_the_first_trial_as_best_in_any_order(smoke, order):
         ["3d25e_00001", "3d25e_00002", "3d25e_00003", "3d25e_00000"]
 
 
+def test_results_files_list_the_trials_in_the_table_s_order(tmp_path, smoke, smoke_base):
+    """With tied metrics the table sorted by trial id while results.csv/json kept Tune's order."""
+    trials = [_trial(f"3d25e_0000{i}", 4, 0.5469 if i else 0.5, 4) for i in (2, 0, 3, 1)]
+    rows = result_rows(trials, smoke, "cl/ACC")
+    plan = load_sweep("smoke")
+    plan.overrides = resolve_overrides(plan, [])
+    write_results(tmp_path, rows, plan, OmegaConf.to_container(smoke_base, resolve=True), "cl/ACC")
+    in_table = ["3d25e_00001", "3d25e_00002", "3d25e_00003", "3d25e_00000"]
+    assert [r["trial"] for r in json.loads((tmp_path / "results.json").read_text())["trials"]] == in_table
+    assert [line.split(",")[0] for line in (tmp_path / "results.csv").read_text().splitlines()[1:]] == in_table
+
+
 def test_unfinished_sweep_status():
     for state in ("PENDING", "RUNNING", "PAUSED"):  # interrupted: resume= continues these
         assert trial_status(state, {"episode": 2, "total_episodes": 4}) == "unfinished"

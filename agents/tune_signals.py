@@ -1,0 +1,57 @@
+"""SIGTERM and Ctrl+C in a sweep. Ctrl+C while Tune runs the sweep is Tune's own SIGINT handler: it stops the
+sweep after saving its state, and the sweep prints its table, writes its results and names `resume=`; elsewhere
+it is Python's KeyboardInterrupt, one line from agents.tune's main. A SIGTERM (a scheduler's stop, `kill`) does
+the same here: ray.init installs a SIGTERM handler that calls sys.exit, which tore the sweep down mid-flight
+(exit 134, a stack dump from Ray's C++ core, no table, no results, no resume line)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from agents.cli_args import interrupt
+
+INTERRUPTED = 130  # agents.run's and agents.benchmark's code for Ctrl+C / SIGTERM
+
+
+def sigterm_as_ctrl_c(signum, frame):
+    """SIGTERM handler: whatever Ctrl+C does at this moment (the SIGINT handler in force: Tune's during the sweep,
+    which restores Python's after its first call, so a second SIGTERM ends the wait as a second Ctrl+C does)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored or not Python's (a background job): still stop
+        interrupt(signum, frame)
+
+
+def catch_sigterm() -> None:
+    """Install `sigterm_as_ctrl_c`; call it after ray.init, which installs its own. Not off the main thread
+    (where handlers cannot be set)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm_as_ctrl_c)
+
+
+def saved_handlers() -> dict:
+    """The SIGTERM and SIGINT handlers in force now, for `restore_handlers`: ray.init replaces the first, and
+    Tune's SIGINT handler stays installed after the sweep unless it fired (a later Ctrl+C did nothing)."""
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def restore_handlers(saved: dict) -> None:
+    """Put back what `saved_handlers` returned (a handler set outside Python, None there, is left alone)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def interrupted_line(sweep_dir: Path | None) -> str:
+    """The line for a Ctrl+C / SIGTERM that ended the command outside Tune's handling (while preparing or
+    starting Ray, a second one while Tune saved its state, while writing the results)."""
+    if sweep_dir is not None and sweep_dir.is_dir():
+        from ray.tune import Tuner
+
+        if Tuner.can_restore(str(sweep_dir)):
+            return f"interrupted; continue the sweep with: python -m agents.tune resume={sweep_dir}"
+    return "interrupted before any trial started; nothing to continue, start the sweep again"

@@ -1,0 +1,171 @@
+"""A sweep stopped by SIGTERM, as by Ctrl+C (a real `python -m agents.tune` process), the exit code of an interrupted
+sweep, a sweep whose Ray does not start (no empty sweep folder left), and the one-line errors that name their fix:
+a cluster that wants its auth token, an ASHA grace period longer than a trial."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agents import tune as agents_tune
+from agents import tune_preflight, tune_signals
+from agents.config import ConfigError
+from tests.test_resume import REPO
+
+DEADLINE_S = 240  # for what a 2-core machine under load does in seconds; hitting it is a failure
+
+
+# ---------------------------------------------------------------- SIGTERM: what Ctrl+C does
+def test_sigterm_stops_a_running_sweep_as_ctrl_c_does(tmp_path):
+    """Was exit 134 with a stack dump from Ray's C++ core, no table, no results files, no resume line: ray.init
+    installs a SIGTERM handler that calls sys.exit in the middle of Tune's loop."""
+    runs = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out_path, err_path = tmp_path / "stdout", tmp_path / "stderr"
+    # one trial, far too long to end on its own (1000 episodes)
+    args = ["env=ContinualShift-v0", "sweep=smoke", "num_samples=1", "sweep.search_space.memory.slots=none",
+            "env.kwargs.episodes_per_task=500", f"runs_root={runs}"]
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "agents.tune", *args], cwd=REPO, env=env, stdout=out,
+                                stderr=err)
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not [p for p in runs.glob("sweeps/smoke/*/*") if p.is_dir() and (p / "config.yaml").is_file()]:
+            assert proc.poll() is None, f"the sweep ended (exit {proc.returncode}) before its trial ran: " + \
+                err_path.read_text()
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:  # a hung sweep: Ctrl+C, then twice, to let it stop its local Ray
+            for _ in range(2):
+                proc.send_signal(signal.SIGINT)
+                time.sleep(5)
+            proc.kill()
+    out, err = out_path.read_text(), err_path.read_text()
+    (sweep_dir,) = runs.glob("sweeps/smoke/*")
+    assert code == 130, (code, out, err)
+    assert f"sweep interrupted; continue it with: python -m agents.tune resume={sweep_dir}" in out, out
+    assert "unfinished" in out and (sweep_dir / "results.csv").is_file() and (sweep_dir / "results.json").is_file()
+    assert "Traceback" not in err and "*** SIGTERM" not in err and "Aborted" not in err, err
+
+
+def test_sigterm_does_what_the_sigint_handler_in_force_does(monkeypatch):
+    calls = []
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))  # e.g. Tune's: stop after saving
+        tune_signals.sigterm_as_ctrl_c(signal.SIGTERM, None)
+        assert calls == [signal.SIGINT]
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's: KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            tune_signals.sigterm_as_ctrl_c(signal.SIGTERM, None)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's: SIGTERM still stops
+        with pytest.raises(KeyboardInterrupt):
+            tune_signals.sigterm_as_ctrl_c(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_the_handlers_are_installed_after_ray_starts_and_put_back_at_the_end(tmp_path, monkeypatch, capsys):
+    """ray.init installs its own SIGTERM handler (sys.exit): ours must come after it, and neither stays."""
+    def ray_init(sweep_dir):  # stands in for start_ray, doing to SIGTERM what ray.init does
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        return False
+
+    seen = {}
+
+    def fit(*args):
+        seen["during"] = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGINT, lambda signum, frame: None)  # Tune's, left behind when it did not fire
+        raise KeyboardInterrupt  # a second Ctrl+C while Tune saves its state
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(agents_tune, "start_ray", ray_init)
+    monkeypatch.setattr(agents_tune, "_fit", fit)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_OVERRIDE_RESOURCES", raising=False)
+    assert agents_tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={tmp_path}"]) == 130
+    assert seen["during"] is tune_signals.sigterm_as_ctrl_c
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    assert capsys.readouterr().err.strip() == ("interrupted before any trial started; nothing to continue, start "
+                                               "the sweep again")
+
+
+# ---------------------------------------------------------------- a Ray that does not start
+def _failing_start(exc):
+    def start(sweep_dir):
+        assert sweep_dir.is_dir()  # made before Ray starts: an uncreatable folder is refused first
+        raise exc
+    return start
+
+
+@pytest.mark.parametrize("exc", [ConfigError("RAY_ADDRESS='x': no Ray cluster answers there"), KeyboardInterrupt()])
+def test_a_sweep_whose_ray_does_not_start_leaves_no_folder(tmp_path, monkeypatch, capsys, exc):
+    """A bad or unreachable RAY_ADDRESS left an empty runs/sweeps/<sweep>/<time>/ behind."""
+    monkeypatch.setattr(agents_tune, "start_ray", _failing_start(exc))
+    monkeypatch.setenv("RAY_ADDRESS", "x")
+    (tmp_path / "keep").write_text("")  # runs_root existed before: kept
+    code = agents_tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={tmp_path}"])
+    assert code == (2 if isinstance(exc, ConfigError) else 130)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
+def test_a_resumed_sweep_whose_ray_does_not_start_keeps_its_folder(tmp_path, monkeypatch):
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    monkeypatch.setattr(agents_tune, "start_ray", _failing_start(ConfigError("no Ray")))
+    plan = agents_tune.load_sweep("smoke")
+    with pytest.raises(ConfigError):
+        agents_tune.run_sweep(plan, {}, sweep_dir, restore=True)
+    assert sweep_dir.is_dir()
+    sub = tmp_path / "a" / "b"
+    made = tune_preflight.make_sweep_folder(sub)
+    (tmp_path / "a" / "other").write_text("")
+    tune_preflight.remove_made_folders(made)  # b was empty: gone; a holds another file: kept
+    assert not sub.exists() and (tmp_path / "a" / "other").is_file()
+
+
+# ---------------------------------------------------------------- a cluster that wants its auth token
+def test_a_cluster_that_wants_its_auth_token_says_so(tmp_path, monkeypatch):
+    """Was "no Ray cluster answers there" after ~20 s of InvalidAuthToken warnings from Ray's C++ core."""
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none"))  # no token at hand
+    address = "127.0.0.1:6379"
+    plain = tune_preflight.connect_error(address, ConnectionError("GCS did not answer\nmore"))
+    assert plain == ("RAY_ADDRESS='127.0.0.1:6379': no Ray cluster answers there (GCS did not answer); start one with "
+                     "`ray start --head` or unset RAY_ADDRESS for a local Ray")
+    named = tune_preflight.connect_error(address, ConnectionError("Unauthenticated: InvalidAuthToken"))
+    assert named.startswith("RAY_ADDRESS='127.0.0.1:6379': the Ray cluster there needs its auth token "
+                            "(Unauthenticated: InvalidAuthToken); set RAY_AUTH_MODE=token (Ray then sends the token in "
+                            "RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+    (tmp_path / "none").write_text("token")  # a token that Ray did not send, RAY_AUTH_MODE being unset
+    assert "probably needs its auth token (GCS did not answer); set RAY_AUTH_MODE=token" in \
+        tune_preflight.connect_error(address, ConnectionError("GCS did not answer"))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # sent, and refused: the wrong token
+    wrong = tune_preflight.connect_error(address, ConnectionError("InvalidAuthToken"))
+    assert "rejected this machine's auth token" in wrong
+    assert "no Ray cluster answers there" in tune_preflight.connect_error(address, ConnectionError("timed out"))
+
+
+# ---------------------------------------------------------------- ASHA's grace period
+def test_a_grace_period_longer_than_a_trial_names_the_fix(tmp_path):
+    short = ["env=LongDependency-v0", "sweep=smoke", "train.episodes=1", f"runs_root={tmp_path}"]
+    with pytest.raises(ConfigError) as err:
+        agents_tune.prepare(short)
+    assert str(err.value) == ("sweep.scheduler.grace_period=2 must be <= the episodes of a trial (1); set "
+                              "sweep.scheduler.grace_period=1 or less, or sweep.scheduler.type=fifo (no early "
+                              "stopping)")
+    plan, _, _ = agents_tune.prepare([*short, "sweep.scheduler.grace_period=1"])  # the fix it names works
+    assert plan.scheduler["grace_period"] == 1 and plan.scheduler["max_t"] == 1
+    with pytest.raises(ConfigError, match=r"grace_period=2 must be <= sweep.scheduler.max_t=1; set "
+                                          r"sweep.scheduler.grace_period=1 or less"):
+        agents_tune.prepare(["env=ContinualShift-v0", "sweep=smoke", "sweep.scheduler.max_t=1",
+                             f"runs_root={tmp_path}"])
