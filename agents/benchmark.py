@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,12 +33,15 @@ from omegaconf import OmegaConf
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import SuiteSpec, comma_list, load_suite, suite_overrides
+from agents.cli_args import interrupt
 from agents.config import ConfigError, group_options, load_config
 from agents.tune_overrides import merge_overrides
 from agents.tune_space import _positive_int
 
 KEYS = ("suite", "seeds", "workers", "envs", "agents", "out")
-RUN_ONLY = ("env", "agent", "seed", "run_dir", "resume", "runs_root")  # set per run by the benchmark itself
+RUN_ONLY = {"env": "use envs=", "agent": "use agents=", "seed": "use seeds=",  # set per run by the benchmark
+            "run_dir": "choose the benchmark's folder with out= (each run writes <out>/<env>/<variant>/s<seed>)",
+            "runs_root": "choose the benchmark's folder with out= (each run writes <out>/<env>/<variant>/s<seed>)"}
 COST_RANK = {"memnet": 0, "transformer": 1, "lstm": 2, "gru": 2}  # slowest first (measured tokens/s)
 
 
@@ -57,13 +62,16 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
                 raise ConfigError(f"{key}= is given twice ({given[key]!r}, {value!r}); give it once")
             given[key] = value
         elif key in RUN_ONLY:
-            hint = {"env": "envs=", "agent": "agents=", "seed": "seeds="}.get(key, "nothing: the benchmark sets it")
-            raise ConfigError(f"{key}= is set per run by the benchmark; use {hint}")
+            raise ConfigError(f"{key}= is set per run by the benchmark; {RUN_ONLY[key]}")
+        elif key == "resume":  # check_out refuses a used out=: a benchmark always starts every run afresh
+            raise ConfigError("resume=: a benchmark cannot be resumed; start it again with a new out=")
         elif "." in key or key == "device":
             overrides.append(arg)
         else:
             raise ConfigError(f"unknown key {key!r}; benchmark keys: {', '.join(KEYS)} (dotted run-config keys "
                               "such as train.episodes=4 go to every run)")
+    if given.get("out") == "":  # Path("") is the working folder
+        raise ConfigError("out= is empty; name a new folder")
     opts = {"suite": "quick"} | given
     for key in ("seeds", "workers"):
         if key in opts:
@@ -146,7 +154,18 @@ def make_out(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """SIGTERM (a scheduler's stop, `kill`) ends the benchmark as Ctrl+C does: the runs in flight are stopped and the
+    results so far written (a plain SIGTERM ended it silently, its runs left running)."""
+    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(usage())
         return 0
@@ -158,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         check_out(out)
         jobs = plan(opts, suite, cli_overrides, out)
         make_out(out)
+        from agents.benchmark_plots import write_plots  # matplotlib: a second of imports
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from agents.benchmark_plots import write_plots
-
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM while the runs are planned
+        print("\ninterrupted before any run started; nothing was run", file=sys.stderr)
+        return 130
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # usable ones
     workers = opts.get("workers", cores or 1)
     envs_run = [e for e in suite.envs if any(j.env == e for j in jobs)]  # in the suite's order

@@ -1,6 +1,7 @@
 """The benchmark's runs: each (env, variant, seed) job as a `python -m agents.run` subprocess (then its probes as
-`python -m agents.evaluate`), `workers` at a time, a line per finished run with an ETA; Ctrl+C stops the runs in
-flight and keeps the records so far. `agents/benchmark.py` plans the jobs and writes the report."""
+`python -m agents.evaluate`), `workers` at a time, a line per finished run with an ETA; Ctrl+C or SIGTERM (to the
+benchmark alone too) stops the runs in flight and keeps the records so far. `agents/benchmark.py` plans the jobs
+and writes the report."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from agents import benchmark_report as report
 from agents.tune_overrides import merge_overrides, override_value
 
 TAIL_LINES = 15  # lines of a failed run's log kept in its record
+GRACE_S = 30.0  # after Ctrl+C / SIGTERM, the runs in flight get this long to end (agents.run: one line) before a kill
 
 
 @dataclass
@@ -111,15 +113,34 @@ class Runner:
         record["wall_s"] = time.monotonic() - start
         return record
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM to every run in flight (agents.run ends as at Ctrl+C), or SIGKILL; no run starts after this."""
         with self.lock:
             self.stopping = True
             for proc in self.live:
-                proc.terminate()
+                (proc.kill if kill else proc.terminate)()
 
 
-def eta_s(done: list[dict], pending: list[Job], running: dict, workers: int) -> float | None:
-    """Seconds left: each unfinished run costs the mean time of finished runs of its (env, variant)."""
+def wind_down(runner: Runner, futures, grace_s: float = GRACE_S) -> None:
+    """Stop the runs in flight and wait for them: the benchmark itself may be the only process that got the signal
+    (SIGTERM, or `kill -INT` of its pid), so its runs are told here. A run still going after `grace_s`, or at a
+    second Ctrl+C / SIGTERM, is killed."""
+    runner.stop()
+    for future in futures:
+        future.cancel()  # (a future not started yet; a started one ends with its process)
+    try:
+        if not wait(futures, timeout=grace_s)[1]:
+            return
+    except KeyboardInterrupt:
+        pass
+    runner.stop(kill=True)
+
+
+def eta_s(done: list[dict], pending: list[Job], running: dict, workers: int, now: float | None = None) \
+        -> float | None:
+    """Seconds left: each unfinished run costs the mean time of finished runs of its (env, variant), or of all
+    finished runs for a kind none of which has finished. None (unknown) before any run finished, and while a run of
+    such a kind has already taken longer than that guess: it was priced at 0 s left ("0 min 00 s" while it ran)."""
     if not done:
         return None
     mean_all = sum(r["wall_s"] for r in done) / len(done)
@@ -127,12 +148,18 @@ def eta_s(done: list[dict], pending: list[Job], running: dict, workers: int) -> 
     for r in done:
         by_kind.setdefault((r["env"], r["variant"]), []).append(r["wall_s"])
 
-    def cost(job: Job) -> float:
+    def cost(job: Job) -> tuple[float, bool]:
+        """(its cost, whether a run of its kind has finished)"""
         times = by_kind.get((job.env, job.variant))
-        return sum(times) / len(times) if times else mean_all
+        return (sum(times) / len(times), True) if times else (mean_all, False)
 
-    now = time.monotonic()
-    left = sum(cost(j) for j in pending) + sum(max(cost(j) - (now - t0), 0.0) for j, t0 in running.values())
+    now = time.monotonic() if now is None else now
+    left = sum(cost(j)[0] for j in pending)
+    for job, t0 in running.values():
+        guess, known = cost(job)
+        if not known and now - t0 >= guess:  # a kind slower than the guess: how much slower is unknown
+            return None
+        left += max(guess - (now - t0), 0.0)
     return left / workers
 
 
@@ -172,7 +199,5 @@ def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[lis
         except KeyboardInterrupt:
             interrupted = True
             print("\ninterrupted: stopping the runs in flight; writing the results so far", file=sys.stderr)
-            runner.stop()
-            for future in futures:
-                future.cancel()
+            wind_down(runner, futures)
     return records, interrupted

@@ -1,0 +1,168 @@
+"""`python -m agents.benchmark` and its report, fast checks of an audit's findings: ACC shown when only some tasks
+were trained, the hints for the run-only keys, out= empty, results rebuilt from results.json, an ETA that is not
+"0 min 00 s" while a run of an unknown kind is in flight, runs that ignore SIGTERM, the SIGTERM handler's scope, and
+the quick suite's header. (The signals in a real process: tests/test_benchmark_signals.py.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from agents import benchmark, benchmark_rebuild, benchmark_runner
+from agents.benchmark_report import aggregate, env_tables, write_results
+from agents.cli_args import interrupt
+from tests.test_benchmark import BUCKETS, CS, LD, NR, record
+
+REPO = Path(__file__).resolve().parents[1]
+CONTEXT = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
+           "wall_s": 60.0, "workers": 2, "interrupted": False}
+
+
+def header(lines: list[str]) -> list[str]:
+    return [cell.strip() for cell in lines[2].strip("|").split("|")]
+
+
+def test_acc_is_shown_when_only_some_tasks_were_trained_and_hidden_when_it_is_the_eval_accuracy_again():
+    """train.episodes=2 on ContinualShift trains task 0 of 5: ACC 0.68 (over the trained task) and eval accuracy
+    0.29 (over all 5); no BWT (one task trained), and the ACC column was dropped."""
+    cs = [record(CS, "memnet", s, accuracy=0.29, ACC=0.68, BWT=None) for s in range(2)]
+    lines = env_tables(CS, aggregate(cs)[CS])
+    assert "ACC" in header(lines) and "| 0.290 | 0.680 |" in lines[4]
+    one_task = [record(LD, "memnet", s, accuracy=0.5 + 0.1 * s, ACC=0.5 + 0.1 * s) for s in range(2)]
+    assert "ACC" not in header(env_tables(LD, aggregate(one_task)[LD]))  # the same number twice
+    every_task = [record(CS, "memnet", s, accuracy=0.9, ACC=0.9, BWT=-0.01) for s in range(2)]
+    assert "ACC" in header(env_tables(CS, aggregate(every_task)[CS]))  # several tasks: the continual metric
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("run_dir=x", "error: run_dir= is set per run by the benchmark; choose the benchmark's folder with out= (each "
+                  "run writes <out>/<env>/<variant>/s<seed>)"),
+    ("runs_root=x", "error: runs_root= is set per run by the benchmark; choose the benchmark's folder with out="),
+    ("resume=x", "error: resume=: a benchmark cannot be resumed; start it again with a new out="),
+    ("out=", "error: out= is empty; name a new folder"),  # was "out='<the working folder>' is not empty"
+])
+def test_run_only_keys_and_an_empty_out_name_the_fix(arg, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "used").write_text("x")  # the working folder is not empty
+    assert benchmark.main([arg]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["used"]
+
+
+def saved_benchmark(bench_dir: Path) -> list[dict]:
+    runs = [record(NR, "memnet", s, recall_by_delay={"10": 0.96}, accuracy=0.96, env_kwargs={"delay": 10})
+            for s in range(2)]
+    runs += [record(LD, "transformer", s, chance=1 / 63, accuracy_by_distance={str(b): 0.5 for b in BUCKETS})
+             for s in range(2)] + [record(LD, "lstm", 0, status="failed")]
+    bench_dir.mkdir()
+    write_results(bench_dir, json.loads(json.dumps(runs)), CONTEXT, 0.03)
+    return runs
+
+
+def test_the_report_entry_point_writes_the_results_again_from_results_json(tmp_path):
+    """`python -m agents.benchmark_report DIR` exited 0 and did nothing; it rebuilds results.md, .json and plots."""
+    bench = tmp_path / "bench"
+    saved_benchmark(bench)
+    md, saved = (bench / "results.md").read_text(), json.loads((bench / "results.json").read_text())
+    (bench / "results.md").unlink()
+    done = subprocess.run([sys.executable, "-m", "agents.benchmark_report", str(bench)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert re.fullmatch(rf"{re.escape(str(bench / 'results.md'))}, results.json, \d+ plots written again from 5 "
+                        r"runs \(\d+ targets, \d+ MISSED\)\n", done.stdout), done.stdout
+    assert (bench / "results.md").read_text() == md
+    assert json.loads((bench / "results.json").read_text()) == saved  # the chance margin (0.03) kept too
+    assert (bench / "plots" / f"{LD}_accuracy_vs_distance.png").is_file()
+
+
+@pytest.mark.parametrize("argv, message, code", [
+    ([], "error: give one folder, got 0 arguments; usage: python -m agents.benchmark_report DIR", 2),
+    (["{tmp}/nope"], "error: {tmp}/nope/results.json does not exist; give the out= folder of a python -m "
+                     "agents.benchmark", 2),
+    (["{tmp}/cut"], "error: {tmp}/cut/results.json is not JSON (", 2),
+    (["{tmp}/other"], "error: {tmp}/other/results.json is not a benchmark's results.json (no runs, suite, command", 2),
+])
+def test_the_report_entry_point_refuses_a_folder_without_a_benchmark_in_one_line(argv, message, code, tmp_path,
+                                                                                 capsys):
+    for name, text in (("cut", '{"runs": ['), ("other", '{"accuracy": 1}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(text)
+    assert benchmark_rebuild.main([a.format(tmp=tmp_path) for a in argv]) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message.format(tmp=tmp_path)) and len(err.splitlines()) == 1, err
+
+
+def test_eta_is_unknown_while_a_run_of_an_unfinished_kind_outlasts_the_guess():
+    """The last runs in flight of kinds none of which had finished were priced at the mean of the other kinds and
+    clamped at 0 past it: "ETA 0 min 00 s" for minutes."""
+    done = [record(LD, "lstm", 0) | {"wall_s": 20.0}]
+    memnet, lstm = (benchmark_runner.Job(LD, v, v, 1, None, []) for v in ("memnet", "lstm"))
+    eta = benchmark_runner.eta_s
+    assert eta(done, [], {1: (memnet, 100.0)}, workers=1, now=105.0) == pytest.approx(15.0)  # within the guess
+    assert eta(done, [], {1: (memnet, 100.0)}, workers=1, now=130.0) is None  # past it: unknown, not 0
+    assert benchmark_runner.minutes(None) == "?"
+    assert eta(done, [lstm], {1: (lstm, 100.0)}, workers=1, now=130.0) == pytest.approx(20.0)  # a known kind: 0 + 20
+
+
+def test_a_run_that_ignores_sigterm_is_killed_after_the_grace_time(tmp_path):
+    runner, log = benchmark_runner.Runner(None), tmp_path / "run.log"
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                "time.sleep(120)")
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(runner._call, [sys.executable, "-c", stubborn], log, None)
+        try:
+            deadline = time.monotonic() + 60
+            while "ready" not in (log.read_text() if log.exists() else ""):
+                assert time.monotonic() < deadline and not future.done()
+                time.sleep(0.02)
+            start = time.monotonic()
+            benchmark_runner.wind_down(runner, {future: None}, grace_s=0.5)
+            assert future.result(timeout=30)[0] == "interrupted"
+            assert time.monotonic() - start < 30
+        finally:  # a failed test: no process left sleeping
+            for proc in list(runner.live):
+                proc.kill()
+
+
+def test_sigterm_reads_as_ctrl_c_while_the_benchmark_runs_and_the_old_handler_is_back_after(tmp_path, monkeypatch,
+                                                                                               capsys):
+    seen = []
+
+    def execute(jobs, workers, timeout_s):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        return [], True
+
+    monkeypatch.setattr(benchmark, "execute", execute)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "bench"
+    assert benchmark.main(["envs=LongDependency-v0", "agents=lstm", "seeds=1", f"out={out}"]) == 130
+    assert seen == [interrupt] and signal.getsignal(signal.SIGTERM) is before
+    assert "(INTERRUPTED: partial results)" in (out / "results.md").read_text()
+
+    def planning(*args):  # Ctrl+C or SIGTERM before the first run: one line, not a traceback
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark, "plan", planning)
+    capsys.readouterr()
+    assert benchmark.main([f"out={tmp_path / 'other'}"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted before any run started; nothing was run"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_quick_suite_names_where_its_cost_is_measured_instead_of_quoting_numbers():
+    head = [ln for ln in (REPO / "agents" / "conf" / "benchmark" / "quick.yaml").read_text().splitlines()
+            if ln.startswith("#")]
+    readme = (REPO / "README.md").read_text()
+    assert not any(re.search(r"\b[0-9a-f]{7}\b|\d+ min \d+ s|CPU-minutes", ln) for ln in head), head
+    for section in re.findall(r'"([^"]+)"', " ".join(head)):
+        if section != "CPU s":
+            assert section in readme, section

@@ -1,0 +1,83 @@
+"""SIGTERM / SIGINT sent to the benchmark process alone (a scheduler's stop, `kill <pid>`; not Ctrl+C at a terminal,
+which reaches the whole process group): the runs in flight are stopped, the results so far written, exit 130.
+
+SIGTERM used to end `python -m agents.benchmark` at once (exit 143, no results.md) and leave its `agents.run`
+children training, orphaned. In a real process: the benchmark of one run far too long to end on its own, signalled
+once that run trains (its TensorBoard event file exists)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_resume import REPO
+from tests.test_run import TINY_ENVS, TINY_MODEL
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the runs' processes in /proc")
+DEADLINE_S = 300  # for a condition a 2-core machine under load reaches in seconds; hitting it is a failure
+CS = "ContinualShift-v0"
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except (OSError, IndexError):  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_benchmark_alone_stops_its_runs_and_writes_the_results_so_far(tmp_path, signum):
+    long_cs = [o for o in TINY_ENVS[CS] if "episodes_per_task" not in o] + ["env.kwargs.episodes_per_task=1000"]
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({"overrides": TINY_MODEL, "envs": {CS: {"overrides": long_cs}},
+                                     "variants": {"transformer": {"agent": "transformer"}}}))
+    out = tmp_path / "bench"
+    run_dir = out / CS / "transformer" / "s0"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    # SIGINT as a terminal's Ctrl+C finds it, even where this test was started with SIGINT ignored (a background job)
+    proc = subprocess.Popen([sys.executable, "-m", "agents.benchmark", f"suite={suite}", "seeds=1", "workers=1",
+                             f"out={out}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    runs: list[int] = []
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not (runs := children(proc.pid)) or not any(run_dir.glob("events.out.tfevents.*")):
+            if proc.poll() is not None:
+                pytest.fail(f"the benchmark ended (exit {proc.returncode}) before its run trained: "
+                            f"{proc.stderr.read()}")
+            assert time.monotonic() < deadline, f"its run did not start training in {DEADLINE_S} s"
+            time.sleep(0.05)
+        proc.send_signal(signum)  # the benchmark alone: its run hears of it only from the benchmark
+        err = proc.communicate(timeout=DEADLINE_S)[1]
+        assert proc.returncode == 130, err
+        assert "interrupted: stopping the runs in flight; writing the results so far" in err and "Traceback" not in err
+        assert not [pid for pid in runs if alive(pid)]  # stopped, and waited for: no run left behind
+        assert "interrupted; " in (run_dir / "run.log").read_text()  # agents.run's own line: it ended as at Ctrl+C
+        assert "(INTERRUPTED: partial results)" in (out / "results.md").read_text()
+        assert (out / "results.json").is_file()
+    finally:
+        for pid in [proc.pid, *runs]:  # a failed test: nothing left running
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.communicate()
