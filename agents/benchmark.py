@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from omegaconf import OmegaConf
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import SuiteSpec, comma_list, load_suite, suite_overrides
-from agents.cli_args import interrupt
+from agents.cli_args import sigterm_as_interrupt
 from agents.config import ConfigError, group_options, load_config
 from agents.tune_overrides import merge_overrides
 from agents.tune_space import _positive_int
@@ -156,13 +154,8 @@ def make_out(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """SIGTERM (a scheduler's stop, `kill`) ends the benchmark as Ctrl+C does: the runs in flight are stopped and the
     results so far written (a plain SIGTERM ended it silently, its runs left running)."""
-    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() \
-        else None
-    try:
+    with sigterm_as_interrupt():
         return _main(sys.argv[1:] if argv is None else argv)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: list[str]) -> int:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import signal
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -170,3 +173,16 @@ def interrupt(signum, frame):
     """SIGTERM handler (a scheduler's stop, `kill`): raise KeyboardInterrupt, so it ends a command as Ctrl+C does:
     one line, and the cleanup a plain SIGTERM skips (the cache's cold-tier temp folders)."""
     raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """While the block runs, SIGTERM raises KeyboardInterrupt (`interrupt`) in the main thread; the handler before
+    is put back after. Off the main thread (where handlers cannot be set) nothing changes."""
+    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

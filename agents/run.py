@@ -28,7 +28,7 @@ from pathlib import Path  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, run_dir_of  # noqa: E402
-from agents.cli_args import check_given_once, inert_note, interrupt, override_key  # noqa: E402
+from agents.cli_args import check_given_once, inert_note, override_key, sigterm_as_interrupt  # noqa: E402
 from agents.config import (  # noqa: E402
     ConfigError,
     absolute_env_paths,
@@ -222,12 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:  # started: Ctrl+C is KeyboardInterrupt again, caught below with what to do next
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    previous = signal.signal(signal.SIGTERM, interrupt) if main_thread else None
-    try:
+    with sigterm_as_interrupt():
         return _main(sys.argv[1:] if argv is None else argv)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: list[str]) -> int:
