@@ -29,24 +29,35 @@ _UMASK = _read_umask()  # read once: setting it is process-wide, so not done per
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb"):
-    """Open a temp file next to `path` for writing; when the block ends without an error it is fsynced, given
+def _atomic_path(path: Path):
+    """Yield a temp file's path next to `path`; when the block ends without an error the file is fsynced, given
     the permissions a plain open() would give (mkstemp's are 0600) and os.replace-d onto `path`, so readers see
     the old file or the new one, never half of one. Parent folders are created."""
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)  # fsync by path: the writer's own handle may be gone (torch.save)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb"):
+    """Open a temp file next to `path` for writing; it replaces `path` when the block ends without an error
+    (`_atomic_path`)."""
+    with _atomic_path(Path(path)) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
 
 
 def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
@@ -67,8 +78,12 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
     raises one OSError line naming the file and the free space; the file there before is kept. A Ctrl+C during the
     write stays a KeyboardInterrupt (the file there before is kept too)."""
     try:
-        with atomic_file(path) as f:
-            torch.save(obj, f)
+        # torch.save is given the path, not a file object: a zip writer left unfinished by an interrupt (one that
+        # lands after torch builds the writer, before its `with` enters) finishes the file when it is freed; given
+        # a file object closed by then, that write raised inside a C++ destructor and aborted the process (SIGABRT
+        # after the "interrupted" line). Given a path, the writer owns its stream.
+        with _atomic_path(Path(path)) as tmp:
+            torch.save(obj, tmp)
     except (OSError, RuntimeError) as exc:
         interrupt = _interrupt_behind(exc)
         if interrupt is not None:  # Ctrl+C inside a record's write: the file is cut short, the disk is fine

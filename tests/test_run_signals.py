@@ -161,28 +161,31 @@ def test_ctrl_c_while_a_checkpoint_is_written_is_an_interruption_not_a_full_disk
     ended with `error: checkpoint: cannot write ... (the write stopped short; ... MiB free there) ...`, exit 2.
     The end-to-end test above hit that now and then (its resumed run writes a checkpoint every episode)."""
     run_dir = tmp_path / "run"
-    real_save, saves = torch.save, []
+    real_open, saves = torch.serialization._open_zipfile_writer, []
 
     class CtrlC:
-        """The checkpoint's temp file; Ctrl+C arrives during its third write."""
+        """The checkpoint's zip writer; Ctrl+C arrives at its third record."""
 
-        def __init__(self, f):
-            self.f, self.writes = f, 0
+        def __init__(self, writer):
+            self.writer, self.records = writer, 0
 
-        def write(self, data):
-            self.writes += 1
-            if self.writes == 3:
+        def write_record(self, *args, **kwargs):
+            self.records += 1
+            if self.records == 3:
                 raise KeyboardInterrupt
-            return self.f.write(data)
+            return self.writer.write_record(*args, **kwargs)
 
-        def flush(self):
-            self.f.flush()
+        def __getattr__(self, name):
+            return getattr(self.writer, name)
 
-    def save(obj, f, *args, **kwargs):
+    def open_writer(f):
+        opener = real_open(f)
         saves.append(1)
-        return real_save(obj, CtrlC(f) if len(saves) == 2 else f, *args, **kwargs)
+        if len(saves) == 2:  # the second checkpoint
+            opener.file_like = CtrlC(opener.file_like)
+        return opener
 
-    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(torch.serialization, "_open_zipfile_writer", open_writer)
     assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.checkpoint_every=1")) == 130
     err = capsys.readouterr().err.strip()
     assert err == f"interrupted; continue from the last checkpoint with: python -m agents.run resume={run_dir}"
