@@ -21,9 +21,11 @@ results.md (tables, targets met / MISSED), results.json (every number, per seed 
 from __future__ import annotations
 
 import os
+import platform
 import shlex
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -41,6 +43,21 @@ RUN_ONLY = {"env": "use envs=", "agent": "use agents=", "seed": "use seeds=",  #
             "run_dir": "choose the benchmark's folder with out= (each run writes <out>/<env>/<variant>/s<seed>)",
             "runs_root": "choose the benchmark's folder with out= (each run writes <out>/<env>/<variant>/s<seed>)"}
 COST_RANK = {"memnet": 0, "transformer": 1, "lstm": 2, "gru": 2}  # slowest first (measured tokens/s)
+
+
+def machine() -> str:
+    """The machine line of results.md: CPU count and model, torch, python, OS."""
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):  # not Linux
+        cpu = platform.processor() or platform.machine()
+    try:
+        torch_version = version("torch")  # without importing it: the orchestrator trains nothing
+    except PackageNotFoundError:
+        torch_version = "?"
+    return (f"{os.cpu_count()} CPUs ({cpu}), torch {torch_version}, python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}")
 
 
 def usage() -> str:
@@ -182,10 +199,11 @@ def _main(argv: list[str]) -> int:
     envs_run = [e for e in suite.envs if any(j.env == e for j in jobs)]  # in the suite's order
     variants_run = [v for v in suite.variants if any(j.variant == v for j in jobs)]
     print(f"memstream benchmark {opts['suite']!r}: {len(envs_run)} env(s) x {len(variants_run)} variant(s) x "
-          f"{opts.get('seeds', suite.seeds)} seed(s) = {len(jobs)} runs, {workers} at a time -> {out}", flush=True)
+          f"{opts.get('seeds', suite.seeds)} seed(s) = {len(jobs)} run{'s' * (len(jobs) != 1)}, {workers} at a time "
+          f"-> {out}", flush=True)
     records, interrupted = execute(jobs, workers, suite.timeout_s)
     context = {"suite": opts["suite"], "description": suite.description,
-               "command": shlex.join(["python", "-m", "agents.benchmark", *argv]), "machine": report.machine(),
+               "command": shlex.join(["python", "-m", "agents.benchmark", *argv]), "machine": machine(),
                "started": started, "wall_s": time.monotonic() - t0, "workers": workers, "interrupted": interrupted,
                "envs": envs_run, "variants": variants_run, "overrides": {f"{j.env}/{j.variant}": j.overrides
                                                                         for j in jobs}}

@@ -12,11 +12,7 @@ bucket, `acc_within_window` / `acc_beyond_window` (mean of the buckets <= W / > 
 from __future__ import annotations
 
 import math
-import os
-import platform
 import re
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 from agents.cl_metrics import bootstrap_ci
 from agents.config import ConfigError
@@ -64,21 +60,6 @@ def chance_level(env_id: str, kwargs: dict) -> float | None:
     if env_id.startswith("NeedleRecall"):
         return 1.0 / (source.vocab_size - len(source.special_tokens))
     return None
-
-
-def machine() -> str:
-    """The machine line of results.md: CPU count and model, torch, python, OS."""
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):  # not Linux
-        cpu = platform.processor() or platform.machine()
-    try:
-        torch_version = version("torch")  # without importing it: the orchestrator trains nothing
-    except PackageNotFoundError:
-        torch_version = "?"
-    return (f"{os.cpu_count()} CPUs ({cpu}), torch {torch_version}, python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
 
 
 # ---------------------------------------------------------------- numbers
@@ -330,8 +311,9 @@ def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict)
     if failed:
         lines += ["## Failed runs", ""]
         for r in failed:
+            log = (r.get("error") or "").rstrip() or "(the log is empty)"  # a run stopped before its first line
             lines += [f"- {r['env']} / {r['variant']} / seed {r['seed']}: {r['status']} ({r.get('error_kind', '')}), "
-                      f"`{r['run_dir']}`", "", "```", (r.get("error") or "").rstrip(), "```", ""]
+                      f"`{r['run_dir']}`", "", "```", log, "```", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  distance <= {k}: {v:.3f}")
         for k, v in (result["recall_by_delay"] or {}).items():
             print(f"  delay {k}: {v:.3f}")
+    print(f"written to {out_file}")  # a relative out= lands in the run folder, not where the command ran
     return 0
 
 

@@ -280,8 +280,9 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
         return 1
     failed = [r for r in rows if r["status"] == "error"]
     if failed:
-        print(f"{len(failed)} trial(s) failed after {plan.max_failures} retries; "
-              "see <trial folder>/error.txt")
+        n = plan.max_failures  # -1: Ray retries without limit
+        retries = f"{n} retr{'y' if n == 1 else 'ies'}" if n >= 0 else "retries without limit"
+        print(f"{len(failed)} trial(s) failed after {retries}; see <trial folder>/error.txt")
     print(f"best: trial {best['trial']} {plan.metric}={best[plan.metric]:.4g}")
     print(f"best config: {sweep_dir / 'best_config.yaml'}\n"
           f"  rerun it:  python -m agents.run $(cat {sweep_dir / 'best_overrides.txt'})\n"

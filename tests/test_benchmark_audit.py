@@ -166,3 +166,11 @@ def test_the_quick_suite_names_where_its_cost_is_measured_instead_of_quoting_num
     for section in re.findall(r'"([^"]+)"', " ".join(head)):
         if section != "CPU s":
             assert section in readme, section
+
+
+def test_a_failed_run_with_an_empty_log_says_so_instead_of_an_empty_block(tmp_path):
+    """A run that timed out before writing a line left an empty ``` block under "Failed runs"."""
+    runs = [record(LD, "memnet", 0), {**record(LD, "memnet", 1, status="failed"), "error": ""}]
+    text = write_results(tmp_path, runs, CONTEXT)[2]
+    failed = text.split("## Failed runs", 1)[1]
+    assert "```\n(the log is empty)\n```" in failed

@@ -186,7 +186,9 @@ def test_a_sweep_reads_back_as_one_evaluation_per_combination(memnet_run, capsys
     assert [(r["memory"]["reset"], r["env_kwargs"]["trials_per_episode"]) for r in results] == \
         [("never", 8), ("never", 4), ("episode", 8), ("episode", 4)]
     assert all(r["accuracy"] is not None and 0 <= r["accuracy"] <= 1 for r in results)
-    assert capsys.readouterr().out.count("mean: ") == 4
+    out = capsys.readouterr().out
+    assert out.count("mean: ") == 4
+    assert out.splitlines()[-1] == f"written to {memnet_run / 'évals' / 'sweep ü.json'}"  # not where it ran
 
 
 @pytest.mark.parametrize("target", ["other run's metrics.json", "other run's checkpoint", "a fifo", "a dangling link",
@@ -274,3 +276,11 @@ def test_the_python_api_refuses_paths_with_interpolations_too(memnet_run):
     with pytest.raises(ConfigError, match=r"^out='\$\{oc.env:HOME\}/x.json': an evaluation takes plain values"):
         evaluate.evaluate(memnet_run, out="${oc.env:HOME}/x.json")
     assert not any("${" in p.name for p in memnet_run.rglob("*"))
+
+
+def test_the_last_line_names_the_file_written_which_a_relative_out_puts_in_the_run_folder(memnet_run, capsys,
+                                                                                            tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main([f"checkpoint={memnet_run}", "out=mine.json"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"written to {memnet_run / 'mine.json'}"
+    assert (memnet_run / "mine.json").is_file() and not (tmp_path / "mine.json").exists()
