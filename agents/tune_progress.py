@@ -30,7 +30,9 @@ class ProgressLine(Callback):
         values = [v for v in (self._value(t) for t in trials
                               if (t.status == "TERMINATED" or t is finishing) and _trained_to_end(t)) if v is not None]
         best = (max if self.mode == "max" else min)(values) if values else None
-        best_text = f"best {self.metric} {best:.4g}" if best is not None else f"no finished {self.metric} yet"
+        done = counts["TERMINATED"] + counts["ERROR"] == len(trials)  # no trial left that could still measure it
+        best_text = f"best {self.metric} {best:.4g}" if best is not None else \
+            f"no finished trial measured {self.metric}" if done else f"no finished {self.metric} yet"
         return (f"[{counts['TERMINATED']} finished, {counts['RUNNING']} running, {counts['PENDING']} "
                 f"pending, {counts['ERROR']} failed of {len(trials)}] {best_text}")
 

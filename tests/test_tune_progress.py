@@ -28,3 +28,12 @@ def test_the_best_so_far_counts_only_trials_that_trained_to_the_end(capsys):
 def test_mode_min_ranks_the_smallest():
     done = [trial("a", "TERMINATED", 0.3, 4), trial("b", "TERMINATED", -0.1, 4)]
     assert ProgressLine("cl/ACC", mode="min")._status(done).endswith("best cl/ACC -0.1")
+
+
+def test_once_every_trial_is_over_a_metric_none_measured_is_not_awaited_any_more(capsys):
+    """A bucket no query reached: the last line said "no finished recall/accuracy_d64 yet" with every trial done."""
+    first, last = trial("a", "TERMINATED", None, 4), trial("b", "RUNNING", None, 4)
+    ProgressLine("cl/ACC").on_trial_complete(0, [first, last], last)
+    assert capsys.readouterr().out.strip().endswith("[2 finished, 0 running, 0 pending, 0 failed of 2] no finished "
+                                                    "trial measured cl/ACC")
+    assert ProgressLine("cl/ACC")._status([first, last]).endswith("no finished cl/ACC yet")  # b may still measure it
