@@ -20,7 +20,12 @@ results.md (tables, targets met / MISSED), results.json (every number, per seed 
 
 from __future__ import annotations
 
-import os
+from agents.startup import end_startup, guard_startup
+
+if __name__ == "__main__":  # Ctrl+C or SIGTERM while its imports load (seconds): one line
+    guard_startup("nothing was written")
+
+import os  # noqa: E402  (after the guard above)
 import platform
 import shlex
 import sys
@@ -171,6 +176,7 @@ def make_out(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """SIGTERM (a scheduler's stop, `kill`) ends the benchmark as Ctrl+C does: the runs in flight are stopped and the
     results so far written (a plain SIGTERM ended it silently, its runs left running)."""
+    end_startup()  # Ctrl+C is KeyboardInterrupt again, caught below
     with sigterm_as_interrupt():
         return _main(sys.argv[1:] if argv is None else argv)
 

@@ -16,7 +16,12 @@ file only if it is an earlier evaluation's JSON). Values are plain: no `${...}` 
 
 from __future__ import annotations
 
-import itertools
+from agents.startup import end_startup, guard_startup
+
+if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch and the trainer import (~2 s): one line
+    guard_startup("no evaluation was written")
+
+import itertools  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import json
 import math
 import os
@@ -285,6 +290,7 @@ def check_argument(arg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    end_startup()  # Ctrl+C is KeyboardInterrupt again, caught below
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)

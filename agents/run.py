@@ -9,19 +9,12 @@
 
 from __future__ import annotations
 
-import signal
-import sys
+from agents.startup import end_startup, guard_startup
 
+if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotlib import (~1.5 s): one line
+    guard_startup("nothing was written")
 
-def _interrupted_while_starting(signum, frame):
-    print("\ninterrupted while starting; nothing was written", file=sys.stderr)
-    raise SystemExit(130)
-
-
-if __name__ == "__main__":  # Ctrl+C while torch, Hydra and matplotlib import (~1.5 s): one line, as later on
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
-
-import threading  # noqa: E402  (after the handler above: these imports are the slow part of starting)
+import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -219,9 +212,7 @@ def _pct(x) -> str:
 def main(argv: list[str] | None = None) -> int:
     """SIGTERM (a scheduler's stop, `kill`) ends a run as Ctrl+C does: one line, and the cleanup that a plain
     SIGTERM skips (the cache's cold-tier temp folders were left in /tmp)."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    if main_thread:  # started: Ctrl+C is KeyboardInterrupt again, caught below with what to do next
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    end_startup()  # started: Ctrl+C is KeyboardInterrupt again, caught below with what to do next
     with sigterm_as_interrupt():
         return _main(sys.argv[1:] if argv is None else argv)
 

@@ -16,7 +16,12 @@ unset, the cluster at RAY_ADDRESS when set.
 
 from __future__ import annotations
 
-import logging
+from agents.startup import end_startup, guard_startup
+
+if __name__ == "__main__":  # Ctrl+C or SIGTERM while its imports load (seconds): one line
+    guard_startup("nothing was written")
+
+import logging  # noqa: E402  (after the guard above)
 import os
 import pickle
 import signal
@@ -291,6 +296,7 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    end_startup()  # Ctrl+C is KeyboardInterrupt again, caught below
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)

@@ -37,12 +37,13 @@ import sys
 import time
 
 MODULE, READY = os.environ["MEMSTREAM_TEST_GATE_MODULE"], os.environ["MEMSTREAM_TEST_GATE_READY"]
+MAIN = os.environ["MEMSTREAM_TEST_GATE_MAIN"]
 
 
 class Gate:
     def find_spec(self, name, path=None, target=None):
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        if name == MODULE and spec is not None and spec.name == "agents.run":
+        if name == MODULE and spec is not None and spec.name == MAIN:
             sys.meta_path.remove(self)
             handler = signal.getsignal(signal.SIGINT)
             with open(READY + ".tmp", "w") as f:
@@ -56,8 +57,8 @@ sys.meta_path.insert(0, Gate())
 '''
 
 
-def start(args: list[str], tmp_path: Path, gate: str | None = None) -> subprocess.Popen:
-    """`python -m agents.run *args` (stdout discarded, stderr kept), optionally held at the import of `gate`."""
+def start(args: list[str], tmp_path: Path, gate: str | None = None, main: str = "agents.run") -> subprocess.Popen:
+    """`python -m <main> *args` (stdout discarded, stderr kept), optionally held at the import of `gate`."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     if gate is not None:
         gate_dir = tmp_path / "gate"
@@ -65,7 +66,8 @@ def start(args: list[str], tmp_path: Path, gate: str | None = None) -> subproces
         (gate_dir / "sitecustomize.py").write_text(GATE)
         env["PYTHONPATH"] = os.pathsep.join([str(gate_dir), env["PYTHONPATH"]])
         env["MEMSTREAM_TEST_GATE_MODULE"], env["MEMSTREAM_TEST_GATE_READY"] = gate, str(tmp_path / "ready")
-    return subprocess.Popen([sys.executable, "-m", "agents.run", *args], cwd=REPO, env=env,
+        env["MEMSTREAM_TEST_GATE_MAIN"] = main
+    return subprocess.Popen([sys.executable, "-m", main, *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -79,9 +81,10 @@ def wait_for(proc: subprocess.Popen, condition, what: str) -> None:
         time.sleep(0.05)
 
 
-def interrupt(proc: subprocess.Popen) -> str:
-    """Ctrl+C: SIGINT to the process; its stderr once it has ended (exit code 130, no traceback, one line)."""
-    proc.send_signal(signal.SIGINT)
+def interrupt(proc: subprocess.Popen, sig: int = signal.SIGINT) -> str:
+    """Ctrl+C: SIGINT (or `sig`) to the process; its stderr once it has ended (exit code 130, no traceback, one
+    line)."""
+    proc.send_signal(sig)
     err = proc.communicate(timeout=DEADLINE_S)[1]
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
@@ -113,6 +116,26 @@ def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path, procs, m
     assert ready.read_text() == handler  # the moment asked for: that handler is the one in force there
     assert interrupt(proc) == message
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("main, message", [("agents.run", "nothing was written"),
+                                           ("agents.evaluate", "no evaluation was written"),
+                                           ("agents.tune", "nothing was written"),
+                                           ("agents.benchmark", "nothing was written")])
+def test_a_signal_while_the_imports_load_is_one_line_for_every_command(tmp_path, procs, main, message, sig):
+    """SIGTERM there ended agents.run with exit 143 and nothing said; the other commands had no start-up handler at
+    all (a KeyboardInterrupt traceback from inside importlib, or exit 143). Held at their first import of omegaconf
+    (all four import it, after the guard)."""
+    out = tmp_path / "out"
+    args = {"agents.run": tiny("ContinualShift-v0", "transformer", out), "agents.evaluate": [f"checkpoint={out}"],
+            "agents.tune": ["env=ContinualShift-v0", "sweep=smoke", f"runs_root={out}"],
+            "agents.benchmark": ["suite=quick", f"out={out}"]}[main]
+    procs.append(proc := start(args, tmp_path, gate="omegaconf", main=main))
+    wait_for(proc, (tmp_path / "ready").exists, "its import of omegaconf")
+    assert (tmp_path / "ready").read_text() == "_interrupted_while_starting"
+    assert interrupt(proc, sig) == f"interrupted while starting; {message}"
+    assert not out.exists()
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_there_is_none(tmp_path, procs):
