@@ -259,8 +259,8 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     try:
         loaded = OmegaConf.load(path)
     except (FileNotFoundError, IsADirectoryError):
-        raise ConfigError(f"config={path}: no such file; point it at a run's config.yaml or a sweep's "
-                          "best_config.yaml") from None
+        raise ConfigError(f"config={path}: no such file; point it at a run folder, a run's config.yaml or a "
+                          "sweep's best_config.yaml") from None
     except Exception as exc:
         raise ConfigError(f"config={path}: not valid YAML ({exc.__class__.__name__}); point it at a run's "
                           "config.yaml or a sweep's best_config.yaml") from None

@@ -22,7 +22,6 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch and the trainer impo
     guard_startup("no evaluation was written")
 
 import itertools  # noqa: E402  (after the guard above: these imports are the slow part of starting)
-import json
 import math
 import os
 import signal
@@ -36,19 +35,19 @@ from agents.checkpoint import (
     MEMORY_RUNTIME_KEYS,
     CheckpointError,
     check_compatible,
-    checkpoint_file,
     load_checkpoint,
     run_dir_of,
 )
 from agents.cli_args import check_given_once, find_interpolation, hydra_reason, inert_note, interrupt
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
-from agents.report import mean_accuracy, measured, write_json_atomic
+from agents.eval_out import check_out_file, write_out_file
+from agents.report import mean_accuracy, measured
 from memory.cache_cold_dirs import ColdTierError
 from memory.config import MemoryConfig
 
 USAGE = ("usage: python -m agents.evaluate checkpoint=<run folder or checkpoints/last.pt> [device=cpu|cuda|auto] "
          "[env.kwargs.<option>=<value or comma list> ...] [memory.<key>=<value or comma list> ...] "
-         "[out=<file, default eval.json>]")
+         "[out=<file, default eval.json; relative: inside the run folder>]")
 ENV_PREFIX, MEMORY_PREFIX = "env.kwargs.", "memory."
 MAX_EVALUATIONS = 10_000  # of one sweep: each one replays the env and evaluates every task
 # memory keys an evaluation may set: those a checkpoint loads under (MEMORY_RUNTIME_KEYS) that act without learning
@@ -84,7 +83,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     if out is not None:
         check_not_empty("out", out)
         out = Path(out).expanduser()
-        check_out_file(run_dir / out, run_dir, checkpoint)
+        check_out_file(out, run_dir, checkpoint)
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
         if env_kwargs:
@@ -152,64 +151,6 @@ def check_not_empty(key: str, value) -> None:
         fix = "point it at a run folder (or its checkpoints/last.pt)" if key == "checkpoint" else \
             "name a file (the default is eval.json)"
         raise ConfigError(f"{key}= is empty; {fix}")
-
-
-def run_output(path: Path, run_dir: Path, checkpoint: Path) -> str | None:
-    """What the run wrote that `path` is (its checkpoint, checkpoints/, metrics.json, config.yaml, TensorBoard
-    events, plots/), or None: an eval JSON, earlier ones included, may be written over."""
-    path = path.resolve()  # ../ and symlinks: out=x/../metrics.json is metrics.json
-    if path == checkpoint_file(checkpoint.resolve()):
-        return "the run's checkpoint"
-    try:
-        parts = path.relative_to(run_dir.resolve()).parts
-    except ValueError:  # outside the run folder
-        return None
-    if parts and parts[0] in ("checkpoints", "plots"):
-        return f"in the run's {parts[0]}/ folder"
-    if len(parts) == 1 and parts[0] in ("metrics.json", "config.yaml"):
-        return f"the run's {parts[0]}"
-    if len(parts) == 1 and parts[0].startswith("events.out.tfevents."):
-        return "the run's TensorBoard event file"
-    return None
-
-
-def check_out_file(path: Path, run_dir: Path, checkpoint: Path) -> None:
-    """out= must name a file that can be written and that the run did not write (out=checkpoints/last.pt replaced
-    the checkpoint with the JSON): checked before the evaluation runs, not after."""
-    if path.is_dir():
-        raise ConfigError(f"out={str(path)!r} is a folder; name a file (e.g. out=eval.json)")
-    what = run_output(path, run_dir, checkpoint)
-    if what is not None:
-        raise ConfigError(f"out={str(path)!r} is {what}; the evaluation does not write over the run's own "
-                          "files: name another file (e.g. out=eval.json)")
-    if (path.exists() or path.is_symlink()) and not earlier_evaluation(path):  # another run's files, /dev/null
-        raise ConfigError(f"out={str(path)!r} exists and is not an earlier evaluation's JSON; the evaluation "
-                          "writes over no other file: name another file (e.g. out=eval.json)")
-    existing = next(p for p in path.parents if p.exists())  # missing folders below it are created by the write
-    if not existing.is_dir():
-        raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is a file, not a folder; name another file")
-    if not os.access(existing, os.W_OK):
-        raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is not writable; name a file elsewhere")
-
-
-def earlier_evaluation(path: Path) -> bool:
-    """Whether `path` is a regular file holding an evaluation's JSON (one evaluation, or a sweep's), the only
-    existing file out= may write over: os.replace put the JSON in place of any other (a device such as /dev/null)."""
-    path = path.resolve()
-    try:
-        if not path.is_file() or path.stat().st_size > 2**26:
-            return False
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
-        return False
-    return isinstance(data, dict) and ("accuracy_by_task" in data or isinstance(data.get("evaluations"), list))
-
-
-def write_out_file(path: Path, result: dict) -> None:
-    try:
-        write_json_atomic(path, result)
-    except OSError as exc:  # what check_out_file cannot foresee (a full disk, a folder that went away)
-        raise ConfigError(f"out={str(path)!r}: cannot write it ({exc.strerror or exc}); name another file") from None
 
 
 def check_memory_key(key: str) -> None:
@@ -312,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dir_of(args["checkpoint"])
         out_file = run_dir / args.get("out", "eval.json")
         # before the first evaluation: a sweep writes its one file at the end
-        check_out_file(out_file, run_dir, Path(args["checkpoint"]).resolve())
+        check_out_file(Path(args.get("out", "eval.json")), run_dir, Path(args["checkpoint"]).resolve())
         grid = override_grid(grid_items)
         if len(grid) == 1:
             results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),

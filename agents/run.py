@@ -78,6 +78,11 @@ def config_for(overrides: list[str]):
     if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
         if resume is not None:
             raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")
+        if Path(saved).is_dir():  # a run folder, as resume= takes
+            if not (Path(saved) / "config.yaml").is_file():
+                raise ConfigError(f"config={saved}: a folder without a config.yaml; point it at a run folder, a "
+                                  "run's config.yaml or a sweep's best_config.yaml")
+            saved = str(Path(saved) / "config.yaml")
         return with_absolute_paths(from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")])), \
             None, None
     if resume is None:

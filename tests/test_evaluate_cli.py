@@ -284,3 +284,18 @@ def test_the_last_line_names_the_file_written_which_a_relative_out_puts_in_the_r
     assert evaluate.main([f"checkpoint={memnet_run}", "out=mine.json"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"written to {memnet_run / 'mine.json'}"
     assert (memnet_run / "mine.json").is_file() and not (tmp_path / "mine.json").exists()
+
+
+def test_a_relative_out_that_names_a_path_from_here_into_the_run_folder_is_one_line(memnet_run, capsys, monkeypatch):
+    """out=<run>/metrics.json with <run> relative was taken inside the run folder: it wrote
+    <run>/<run>/metrics.json, past the guard on the run's own files, and exit 0."""
+    monkeypatch.chdir(memnet_run.parent)
+    given = f"{memnet_run.name}/metrics.json"
+    before = _files(memnet_run)
+    assert evaluate.main([f"checkpoint={memnet_run.name}", f"out={given}"]) == 2
+    refused(capsys, f"out={given!r}: a relative out= is taken inside the run folder (this one would be "
+                    f"'{memnet_run / memnet_run.name / 'metrics.json'}'); give the path inside it (out=metrics.json) "
+                    "or an absolute path")
+    assert _files(memnet_run) == before
+    monkeypatch.chdir(memnet_run)  # from inside the run folder both readings are the same file
+    assert evaluate.main(["checkpoint=.", "out=here.json"]) == 0 and (memnet_run / "here.json").is_file()

@@ -61,7 +61,7 @@ def test_bad_overrides_of_a_saved_config_are_one_line(first_run, tmp_path, capsy
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, "no such file; point it at a run's config.yaml"),
+    (None, "no such file; point it at a run folder, a run's config.yaml or a sweep's best_config.yaml"),
     ("a: [1, 2\n", "not valid YAML (ParserError)"),
     ("- 1\n- 2\n", "holds no mapping of keys"),
     ("", "holds no mapping of keys"),  # an empty file started a run with every default
@@ -112,3 +112,11 @@ def test_a_partial_config_file_takes_the_shipped_defaults_of_its_env_and_agent(t
     path.write_text(content)
     got, want = from_yaml_file(str(path)), load_config(command_line)
     assert OmegaConf.to_container(got, resolve=True) == OmegaConf.to_container(want, resolve=True)
+
+
+def test_config_takes_a_run_folder_as_resume_does(first_run, tmp_path, capsys):
+    """config=<run folder> said "no such file"; resume= and agents.evaluate's checkpoint= take the folder."""
+    assert run.config_for([f"config={first_run}"])[0] == run.config_for([f"config={first_run / 'config.yaml'}"])[0]
+    assert run.main([f"config={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: config={tmp_path}: a folder without a config.yaml; point it "
+                                               "at a run folder, a run's config.yaml or a sweep's best_config.yaml")

@@ -1,0 +1,77 @@
+"""agents.evaluate's out= file: where it goes, which files it may not write over, and the atomic write."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from agents.checkpoint import checkpoint_file
+from agents.config import ConfigError
+from agents.report import write_json_atomic
+
+
+def run_output(path: Path, run_dir: Path, checkpoint: Path) -> str | None:
+    """What the run wrote that `path` is (its checkpoint, checkpoints/, metrics.json, config.yaml, TensorBoard
+    events, plots/), or None: an eval JSON, earlier ones included, may be written over."""
+    path = path.resolve()  # ../ and symlinks: out=x/../metrics.json is metrics.json
+    if path == checkpoint_file(checkpoint.resolve()):
+        return "the run's checkpoint"
+    try:
+        parts = path.relative_to(run_dir.resolve()).parts
+    except ValueError:  # outside the run folder
+        return None
+    if parts and parts[0] in ("checkpoints", "plots"):
+        return f"in the run's {parts[0]}/ folder"
+    if len(parts) == 1 and parts[0] in ("metrics.json", "config.yaml"):
+        return f"the run's {parts[0]}"
+    if len(parts) == 1 and parts[0].startswith("events.out.tfevents."):
+        return "the run's TensorBoard event file"
+    return None
+
+
+def check_out_file(out: Path, run_dir: Path, checkpoint: Path) -> None:
+    """out= (as given; relative: inside the run folder) must name a file that can be written and that the run did
+    not write (out=checkpoints/last.pt replaced the checkpoint with the JSON): checked before the evaluation runs,
+    not after."""
+    path = run_dir / out
+    from_here = out.resolve()  # the same words read from the working folder
+    if not out.is_absolute() and from_here != path.resolve() and from_here.is_relative_to(run_dir.resolve()):
+        # out=<run>/metrics.json, <run> relative: written to <run>/<run>/metrics.json, past the checks below
+        inside = from_here.relative_to(run_dir.resolve())
+        raise ConfigError(f"out={str(out)!r}: a relative out= is taken inside the run folder (this one would be "
+                          f"{str(path)!r}); give the path inside it (out={inside}) or an absolute path")
+    if path.is_dir():
+        raise ConfigError(f"out={str(path)!r} is a folder; name a file (e.g. out=eval.json)")
+    what = run_output(path, run_dir, checkpoint)
+    if what is not None:
+        raise ConfigError(f"out={str(path)!r} is {what}; the evaluation does not write over the run's own "
+                          "files: name another file (e.g. out=eval.json)")
+    if (path.exists() or path.is_symlink()) and not earlier_evaluation(path):  # another run's files, /dev/null
+        raise ConfigError(f"out={str(path)!r} exists and is not an earlier evaluation's JSON; the evaluation "
+                          "writes over no other file: name another file (e.g. out=eval.json)")
+    existing = next(p for p in path.parents if p.exists())  # missing folders below it are created by the write
+    if not existing.is_dir():
+        raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is a file, not a folder; name another file")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is not writable; name a file elsewhere")
+
+
+def earlier_evaluation(path: Path) -> bool:
+    """Whether `path` is a regular file holding an evaluation's JSON (one evaluation, or a sweep's), the only
+    existing file out= may write over: os.replace put the JSON in place of any other (a device such as /dev/null)."""
+    path = path.resolve()
+    try:
+        if not path.is_file() or path.stat().st_size > 2**26:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return False
+    return isinstance(data, dict) and ("accuracy_by_task" in data or isinstance(data.get("evaluations"), list))
+
+
+def write_out_file(path: Path, result: dict) -> None:
+    try:
+        write_json_atomic(path, result)
+    except OSError as exc:  # what check_out_file cannot foresee (a full disk, a folder that went away)
+        raise ConfigError(f"out={str(path)!r}: cannot write it ({exc.strerror or exc}); name another file") from None
