@@ -21,6 +21,7 @@ from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: 
     find_interpolation,
     hydra_reason,
 )
+from agents.config_messages import one_line, unknown_key
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
 
@@ -90,17 +91,6 @@ class RunSchema:
     train: TrainSchema = field(default_factory=TrainSchema)
 
 
-def _one_line(exc: BaseException) -> str:
-    """Hydra/OmegaConf errors span several lines (message, full_key, object_type): keep what a user needs."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
-    msg = next((ln for ln in lines if not ln.startswith(("full_key:", "object_type:", "reference_type"))), "")
-    if "not in struct" in msg or "Key '" in msg and "not" in msg:
-        where = key or msg
-        return f"unknown config key {where!r}; run `python -m agents.run --help` to list the keys"
-    return f"{key}: {msg}" if key and key not in msg else msg
-
-
 def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     """Compose `agents/conf/<config_name>.yaml` with Hydra overrides (`key=value`, `env=<id>`, `agent=<name>`)."""
     from hydra import compose as hydra_compose
@@ -123,8 +113,7 @@ def _explain_hydra_error(exc: Exception) -> str:
     if text.startswith("Could not append to config"):  # +key=value for a key that is there
         return _adds_existing(text.split("'")[1])
     if "Could not override" in text or "Key '" in text:
-        key = text.split("'")[1] if "'" in text else text
-        return f"unknown config key {key!r}; run `python -m agents.run --help` to list the keys"
+        return unknown_key(text.split("'")[1] if "'" in text else text, RunSchema)
     return text
 
 
@@ -145,7 +134,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     except InterpolationResolutionError as exc:  # names no key: find the one that does not resolve
         raise ConfigError(_unresolvable(OmegaConf.merge(OmegaConf.structured(RunSchema), cfg), exc)) from None
     except OmegaConfBaseException as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(one_line(exc, RunSchema)) from None
     # read back from config.yaml or a checkpoint, a literal '${' (escaped `\${...}`) would resolve again
     literal = find_interpolation(OmegaConf.to_container(merged, resolve=False))
     if literal:
@@ -280,7 +269,7 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
         try:
             OmegaConf.update(loaded, key, override.value(), merge=True, force_add=add)
         except OmegaConfBaseException as exc:
-            raise ConfigError(_one_line(exc)) from None
+            raise ConfigError(one_line(exc, RunSchema)) from None
     return validate(loaded)
 
 
@@ -312,7 +301,7 @@ def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
     try:
         merged = OmegaConf.merge(base, loaded)
     except OmegaConfBaseException as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(one_line(exc, RunSchema)) from None
     if kwargs is not None or (env_id is not None and env_id not in group_options("env")):
         merged.env.kwargs = kwargs if kwargs is not None else {}
     return merged

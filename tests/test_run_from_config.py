@@ -45,7 +45,7 @@ def test_overrides_apply_on_top_of_the_saved_config(first_run, tmp_path, capsys)
     (["env=NeedleRecall-v0"], "env=NeedleRecall-v0: config= keeps the saved run's env and agent"),
     (["agent=lstm"], "agent=lstm: config= keeps the saved run's env and agent"),
     (["memory.nokey=1"], "unknown config key 'memory.nokey'"),
-    (["train.lanes=abc"], "train.lanes: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["train.lanes=abc"], "train.lanes: 'abc' is not a whole number; give one, e.g. train.lanes=16"),
     (["seed=-1"], "seed=-1: must be in [0, 2^32)"),
     (["resume=somewhere"], "config= starts a new run from a saved config, resume= continues a run; use one"),
     (["--config-path", "x"], "unknown option --config-path: agents.run takes key=value overrides"),

@@ -1,0 +1,65 @@
+"""One-line messages for OmegaConf's refusals of a config: an unknown key (with the nearest known ones) and a value
+of the wrong type (what the key takes, with an example). OmegaConf's own text spans several lines and names its
+types (`Value 'abc' of type 'str' could not be converted to Float`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+
+HELP = "run `python -m agents.run --help` to list the keys"
+# OmegaConf's wording for a value its node type refuses -> what that type takes
+_CONVERT = re.compile(r"Value '(?P<value>.*?)' (of type '\w+' )?could not be converted to (?P<type>Integer|Float)")
+_BOOL = re.compile(r"Value '(?P<value>.*)' is not a valid bool")
+_TAKES = {"Integer": "a whole number", "Float": "a number"}
+
+
+def schema_keys(schema, prefix: str = "") -> list[str]:
+    """Every dotted key of a schema dataclass (nested dataclasses expanded; a dict field is its own key)."""
+    keys = []
+    for f in dataclasses.fields(schema):
+        nested = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+            keys += schema_keys(nested, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def default_of(schema, key: str):
+    """The schema's default for a dotted key (None if it has none)."""
+    obj = schema()
+    for part in key.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def unknown_key(key: str, schema) -> str:
+    """`unknown config key 'train.episode'; did you mean 'train.episodes'? run ...`"""
+    near = difflib.get_close_matches(key, schema_keys(schema), n=1, cutoff=0.8)
+    guess = f"did you mean {near[0]!r}? " if near else ""
+    return f"unknown config key {key!r}; {guess}{HELP}"
+
+
+def wrong_type(key: str, msg: str, schema) -> str | None:
+    """`train.lr: 'abc' is not a number; give one, e.g. train.lr=0.003`, or None when `msg` is another refusal."""
+    default = default_of(schema, key)
+    if m := _CONVERT.search(msg):
+        example = f", e.g. {key}={default}" if isinstance(default, (int, float)) and default is not True else ""
+        return f"{key}: {m['value']!r} is not {_TAKES[m['type']]}; give one{example}"
+    if m := _BOOL.search(msg):
+        return f"{key}: {m['value']!r} is not a boolean; give {key}=true or {key}=false"
+    return None
+
+
+def one_line(exc: BaseException, schema) -> str:
+    """Hydra/OmegaConf errors span several lines (message, full_key, object_type): keep what a user needs."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
+    msg = next((ln for ln in lines if not ln.startswith(("full_key:", "object_type:", "reference_type"))), "")
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        return unknown_key(key or msg, schema)
+    if key and (typed := wrong_type(key, msg, schema)):
+        return typed
+    return f"{key}: {msg}" if key and key not in msg else msg
