@@ -233,8 +233,8 @@ class MemoryAugmentedTransformer(nn.Module):
 
     Memory enters the layers listed in `memory_layers` (default: the last one, where Memorizing
     Transformers put their kNN layer). Either pass memory K/V directly or a `retrieve(h)` callable that maps
-    the first memory layer's input h (B, T, D) to (mem_k, mem_v, mem_mask) — e.g. a closure over
-    `retrieve_memory_kv(store, cache, h, k)`.
+    the first memory layer's input h (B, T, D) to (mem_k, mem_v, mem_mask, ...) (further items are ignored) —
+    e.g. `lambda h: retrieve_memory_kv(store, cache, h, k)`, which adds the ids.
     """
 
     def __init__(self, cfg: MemoryConfig, vocab: int, n_layers: int = 2, max_len: int = 512,
@@ -270,7 +270,7 @@ class MemoryAugmentedTransformer(nn.Module):
                 if queries is None:
                     queries = x
                     if retrieve is not None:
-                        mem_k, mem_v, mem_mask = retrieve(x)
+                        mem_k, mem_v, mem_mask = retrieve(x)[:3]  # retrieve_memory_kv adds the ids
                 x, info = layer(x, mem_k, mem_v, mem_mask)
                 shares.append(info["memory_share"])
             else:

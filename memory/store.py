@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from memory.config import (
+    MAX_THREADS,
     MIN_POINTS_PER_LIST,
     STORE_EVICTIONS,
     STORE_INDEXES,
@@ -74,11 +75,14 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
                  ivf_probes: int | None = None, hnsw_neighbors: int = 32, hnsw_ef_search: int = 64,
                  hnsw_min_entries: int = 1024, exact_block: int | None = None, metric: str = "cosine",
                  precision: str = "fp32", coded: CodedKeys | None = None, importance_halflife: float | None = None):
-        for name, v in (("dim", dim), ("value_dim", value_dim), ("capacity", capacity), ("lanes", lanes),
-                        ("threads", threads), ("hnsw_neighbors", hnsw_neighbors),
-                        ("hnsw_ef_search", hnsw_ef_search), ("hnsw_min_entries", hnsw_min_entries)):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1")
+        # MemoryConfig's bounds (an HNSW graph of degree 1 segfaulted FAISS; thousands of threads fail mid-run)
+        for name, v, low, high in (("dim", dim, 1, 0), ("value_dim", value_dim, 1, 0), ("capacity", capacity, 1, 0),
+                                   ("lanes", lanes, 1, 0), ("threads", threads, 1, MAX_THREADS),
+                                   ("hnsw_neighbors", hnsw_neighbors, 2, 0), ("hnsw_ef_search", hnsw_ef_search, 1, 0),
+                                   ("hnsw_min_entries", hnsw_min_entries, 1, 0)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low or high and v > high:
+                bound = f"in [{low}, {high}]" if high else f">= {low}"
+                raise ValueError(f"FaissStore: {name}={v!r}: must be an int {bound}")
         for name, v in (("ivf_lists", ivf_lists), ("ivf_probes", ivf_probes), ("exact_block", exact_block)):
             if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1 or None (automatic)")

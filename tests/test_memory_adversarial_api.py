@@ -191,3 +191,14 @@ def test_a_store_read_back_answers_every_later_call_as_the_one_saved(tmp_path_fa
     for op in after:
         assert store_call(copy, op) == store_call(store, op)
         assert store_view(copy) == store_view(store)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"index": "hnsw", "hnsw_neighbors": 1}, "FaissStore: hnsw_neighbors=1: must be an int >= 2"),  # was a segfault
+    ({"threads": 5000}, "FaissStore: threads=5000: must be an int in [1, 1024]"),  # MemoryConfig's bound
+    ({"threads": 0}, "FaissStore: threads=0: must be an int in [1, 1024]"),
+])
+def test_store_keywords_have_the_run_configs_bounds(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        FaissStore(8, 2, 64, **kwargs)
+    assert str(err.value) == message

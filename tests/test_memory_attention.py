@@ -198,6 +198,10 @@ def test_transformer_retrieves_through_store_and_cache():
     logits, info = model(tokens, retrieve=retrieve)
     assert calls == [(2, 6, 32)] and logits.shape == (2, 6, 9)
     assert (info["memory_share"] > 0).all()
+    # retrieve_memory_kv as it is (its 4th item, the ids, ignored), as the docstring suggests: was "too many values
+    # to unpack (expected 3)"
+    same, _ = model(tokens, retrieve=lambda queries: retrieve_memory_kv(store, cache, queries, k=4))
+    assert torch.equal(same, logits)
     cache.close()
 
 
