@@ -136,7 +136,8 @@ class TieredKVCache(TierMoves):
                else as_floats(importance, "importance", np.float64).reshape(-1))
         # NaN is how a Book marks "none given": a NaN (or inf) passed in would silently rank by access counts
         if importance is not None and (imp.shape != (n,) or not np.isfinite(imp).all()):
-            raise ValueError(f"TieredKVCache.put: importance must be {n} finite numbers, got shape {imp.shape}")
+            got = f"shape {imp.shape}" if imp.shape != (n,) else "NaN or inf"
+            raise ValueError(f"TieredKVCache.put: importance must be {n} finite numbers, got {got}")
         self.remove(ids)
         self._evicted = []
         self._store.observe_keys(keys)

@@ -152,16 +152,18 @@ def zip_damage(path: str | os.PathLike) -> str | None:
     return None
 
 
-def checked_torch_load(path: str | os.PathLike, what: str, fmt: str, writer: str | None = None) -> dict:
+def checked_torch_load(path: str | os.PathLike, what: str, fmt: str, writer: str | None = None,
+                       saved_as: str = "file") -> dict:
     """Load a dict saved by `atomic_torch_save`; a missing, damaged or foreign file raises a one-line error.
 
     `what` names the component in messages; `fmt` is the value its "format" entry must have; `writer` names the
-    function that writes such files (default `{what}.save`, for classes with save/load methods).
+    function that writes such files (default `{what}.save`, for classes with save/load methods); `saved_as`: what
+    `{what}.save` writes, the file itself or a folder holding `path` (FaissStore).
     """
     path = Path(path)
     if not path.is_file():
         if writer is None:
-            fix = f"point {what}.load at a folder (or file) that {what}.save wrote"
+            fix = f"point {what}.load at the {saved_as} that {what}.save wrote"
         else:  # the slot and internal states are written by functions, not by a `{what}.save`
             fix = f"pass a file that {writer} wrote"
         where = f"{path} is a folder, not a file" if path.is_dir() else f"no file at {path}"

@@ -182,8 +182,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         lanes = checked_array(lanes, "lanes", np.int64).reshape(-1)
         n = len(lanes)
         if keys.shape != (n, self.dim) or values.shape != (n, self.value_dim):
-            raise ValueError(f"FaissStore.add: keys {tuple(keys.shape)} and values {tuple(values.shape)} must be "
-                             f"({n}, {self.dim}) and ({n}, {self.value_dim}) for {n} lanes entries")
+            raise ValueError(f"FaissStore.add: keys {tuple(keys.shape)}, values {tuple(values.shape)} and lanes ({n},) "
+                             f"must agree: keys (n, {self.dim}), values (n, {self.value_dim}), lanes (n,)")
         if n and (lanes.min() < 0 or lanes.max() >= self.lanes):
             raise ValueError(f"FaissStore.add: lanes must lie in [0, {self.lanes}), got {lanes.min()}..{lanes.max()}")
         if not np.isfinite(values).all():
@@ -207,7 +207,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
             self.coded.check(keys, meta)
         imp = np.zeros(n) if importance is None else checked_array(importance, "importance", np.float64).reshape(-1)
         if imp.shape != (n,) or not np.isfinite(imp).all():
-            raise ValueError(f"FaissStore.add: importance must be {n} finite numbers, got shape {imp.shape}")
+            got = f"shape {imp.shape}" if imp.shape != (n,) else "NaN or inf"
+            raise ValueError(f"FaissStore.add: importance must be {n} finite numbers, got {got}")
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         part = lanes if self.scope == "lane" else np.zeros(n, dtype=np.int64)

@@ -130,7 +130,7 @@ class StorePersistence:
         if Path(path).is_file():  # e.g. the store.pt inside the folder
             raise FileNotFoundError(f"FaissStore: {path} is a file, and FaissStore.save writes a folder; point "
                                     "FaissStore.load at the folder")
-        store_part = checked_torch_load(Path(path) / "store.pt", "FaissStore", FORMAT)
+        store_part = checked_torch_load(Path(path) / "store.pt", "FaissStore", FORMAT, saved_as="folder")
         index_name = store_part.pop("index_file", LEGACY_INDEX)
         if not isinstance(index_name, str) or Path(index_name).name != index_name:
             raise ValueError(f"FaissStore: {path}/store.pt names index file {index_name!r}, not a file in its folder")

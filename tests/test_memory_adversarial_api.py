@@ -202,3 +202,38 @@ def test_store_keywords_have_the_run_configs_bounds(kwargs, message):
     with pytest.raises(ValueError) as err:
         FaissStore(8, 2, 64, **kwargs)
     assert str(err.value) == message
+
+
+def test_an_importance_that_is_not_finite_says_so_rather_than_repeat_a_right_shape(tmp_path):
+    """importance=[nan] read "must be 1 finite numbers, got shape (1,)": the shape was right."""
+    store = FaissStore(4, 1, 8)
+    with pytest.raises(ValueError) as err:
+        store.add(np.ones((1, 4)), np.ones((1, 1)), [0], importance=[np.nan])
+    assert str(err.value) == "FaissStore.add: importance must be 1 finite numbers, got NaN or inf"
+    with pytest.raises(ValueError) as err:
+        store.add(np.ones((1, 4)), np.ones((1, 1)), [0], importance=[1.0, 2.0])
+    assert str(err.value) == "FaissStore.add: importance must be 1 finite numbers, got shape (2,)"
+    cache = TieredKVCache(2, 4, 4, 4, 0, path=tmp_path / "cold")
+    with pytest.raises(ValueError) as err:
+        cache.put([10], torch.ones(1, 2, 4), torch.ones(1, 2, 4), importance=[np.inf])
+    assert str(err.value) == "TieredKVCache.put: importance must be 1 finite numbers, got NaN or inf"
+    cache.close()
+
+
+def test_lanes_of_another_length_than_the_keys_are_named_with_the_keys():
+    """Was "keys (2, 4) and values (2, 1) must be (1, 4) and (1, 1) for 1 lanes entries": lanes was the odd one."""
+    with pytest.raises(ValueError) as err:
+        FaissStore(4, 1, 8).add(np.ones((2, 4)), np.ones((2, 1)), [0])
+    assert str(err.value) == ("FaissStore.add: keys (2, 4), values (2, 1) and lanes (1,) must agree: keys (n, 4), "
+                              "values (n, 1), lanes (n,)")
+
+
+def test_a_missing_save_names_what_save_writes_a_folder_for_the_store_a_file_for_the_cache(tmp_path):
+    """Both said "point ....load at a folder (or file)": the store refuses a file, the cache a folder."""
+    with pytest.raises(FileNotFoundError) as err:
+        FaissStore.load(tmp_path / "none")
+    assert str(err.value).endswith("; point FaissStore.load at the folder that FaissStore.save wrote")
+    with pytest.raises(FileNotFoundError) as err:
+        TieredKVCache.load(tmp_path)
+    assert str(err.value) == (f"TieredKVCache: {tmp_path} is a folder, not a file; point TieredKVCache.load at the "
+                              "file that TieredKVCache.save wrote")

@@ -250,7 +250,7 @@ def test_bad_input_raises_value_errors():
     store = FaissStore(8, 2, capacity=4, lanes=2)
     with pytest.raises(ValueError, match="lanes must lie in"):
         store.add(np.ones((1, 8)), np.ones((1, 2)), [2])
-    with pytest.raises(ValueError, match=r"\(1, 8\)"):
+    with pytest.raises(ValueError, match=r"keys \(1, 7\), .* must agree: keys \(n, 8\)"):
         store.add(np.ones((1, 7)), np.ones((1, 2)), [0])
     with pytest.raises(ValueError, match="exceed capacity=4"):
         store.add(np.ones((5, 8)), np.ones((5, 2)), [0] * 5)
