@@ -84,7 +84,7 @@ class MemoryConfig:
     store_importance_halflife: float = 0.0
     store_top_k: int = 8  # memories retrieved per query
     store_metric: str = "cosine"  # cosine | ip (inner product: rank memories by the attention logit q.k)
-    store_replace: float = 0.0  # a write replaces its lane's memories whose keys have cosine >= this (0 = never)
+    store_replace: float = 0.0  # drop lane entries after the same token with context cosine >= this (0: never)
     store_threads: int = 1  # FAISS OpenMP threads (see DESIGN.md pitfalls)
     # approximate indexes (store_index=ivf | hnsw), per store partition. IVF: lists (0 = 4 sqrt(store_capacity)),
     # lists searched per query (0 = max(8, lists / 64)); it takes over from exact search at 39 x lists entries.
