@@ -1,4 +1,4 @@
-"""One-line messages for OmegaConf's refusals of a config: an unknown key (with the nearest known ones) and a value
+"""One-line messages for OmegaConf's refusals of a config: an unknown key (with the nearest known one) and a value
 of the wrong type (what the key takes, with an example). OmegaConf's own text spans several lines and names its
 types (`Value 'abc' of type 'str' could not be converted to Float`)."""
 
@@ -11,7 +11,7 @@ import re
 HELP = "run `python -m agents.run --help` to list the keys"
 # OmegaConf's wording for a value its node type refuses -> what that type takes
 _CONVERT = re.compile(r"Value '(?P<value>.*?)' (of type '\w+' )?could not be converted to (?P<type>Integer|Float)")
-_BOOL = re.compile(r"Value '(?P<value>.*)' is not a valid bool")
+_BOOL = re.compile(r"Value '(?P<value>.*?)' is not a valid bool")
 _TAKES = {"Integer": "a whole number", "Float": "a number"}
 
 
@@ -46,7 +46,8 @@ def wrong_type(key: str, msg: str, schema) -> str | None:
     """`train.lr: 'abc' is not a number; give one, e.g. train.lr=0.003`, or None when `msg` is another refusal."""
     default = default_of(schema, key)
     if m := _CONVERT.search(msg):
-        example = f", e.g. {key}={default}" if isinstance(default, (int, float)) and default is not True else ""
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        example = f", e.g. {key}={default}" if numeric else ""
         return f"{key}: {m['value']!r} is not {_TAKES[m['type']]}; give one{example}"
     if m := _BOOL.search(msg):
         return f"{key}: {m['value']!r} is not a boolean; give {key}=true or {key}=false"
