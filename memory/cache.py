@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memory.cache_cold_dirs import make_private_cold_dir, remove_cold_file
+from memory.cache_cold_dirs import ColdTierError, make_private_cold_dir, remove_cold_file
 from memory.cache_state import as_floats, checked_counters, checked_map, count_value
 from memory.cache_tiers import COLD, WARM, Book, TierMoves, TierStorage
 from memory.config import CACHE_POLICIES, MemoryConfig
@@ -78,7 +78,13 @@ class TieredKVCache(TierMoves):
             cold_file = folder / f"cold-kv-{uuid.uuid4().hex}.f32"
         self.cold_file = cold_file
         self._finalizer = weakref.finalize(self, remove_cold_file, cold_file, private_dir, lock_fd)
-        self._store = TierStorage(self.heads, self.head_dim, self.key_dim, self.capacities, self.quantize, cold_file)
+        try:
+            self._store = TierStorage(self.heads, self.head_dim, self.key_dim, self.capacities, self.quantize,
+                                      cold_file)
+        except ColdTierError as exc:  # its fix names TMPDIR, which does not move a folder given as path=
+            if path is None:
+                raise
+            raise ColdTierError(exc.folder, exc.entries, exc.needed, exc.free, exc.reason, chosen=True) from None
         self._books = [Book(c) for c in self.capacities]
         self._ids = np.zeros(0, dtype=np.int64)  # (n,) sorted ids held
         self._tier = np.zeros(0, dtype=np.int8)  # (n,) tier of each id

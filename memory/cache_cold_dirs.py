@@ -106,11 +106,12 @@ class ColdTierError(OSError):
     `problem` and `size` are the message's phrases built from them."""
 
     def __init__(self, folder: str | Path, entries: int, needed: int, free: int | None = None,
-                 reason: str | None = None):
+                 reason: str | None = None, chosen: bool = False):
         self.folder, self.entries, self.needed, self.free, self.reason = Path(folder), int(entries), int(needed), \
             free, reason
-        super().__init__(f"{self.problem}; lower memory.cache_cold ({self.size}) or set TMPDIR to a folder on a "
-                         "bigger disk")
+        self.chosen = chosen  # the caller's path= folder, which TMPDIR does not move
+        elsewhere = "pass path= a folder" if chosen else "set TMPDIR to a folder"
+        super().__init__(f"{self.problem}; lower memory.cache_cold ({self.size}) or {elsewhere} on a bigger disk")
 
     @property
     def problem(self) -> str:
@@ -126,7 +127,7 @@ class ColdTierError(OSError):
         return f"{self.entries:,} entries, {format_bytes(self.needed)}"
 
     def __reduce__(self):  # pickled (Ray Tune's trials) with its facts, not the message as `folder`
-        return type(self), (self.folder, self.entries, self.needed, self.free, self.reason)
+        return type(self), (self.folder, self.entries, self.needed, self.free, self.reason, self.chosen)
 
 
 def map_cold_file(path: Path, shape: tuple[int, int, int]) -> np.memmap:

@@ -237,3 +237,17 @@ def test_a_missing_save_names_what_save_writes_a_folder_for_the_store_a_file_for
         TieredKVCache.load(tmp_path)
     assert str(err.value) == (f"TieredKVCache: {tmp_path} is a folder, not a file; point TieredKVCache.load at the "
                               "file that TieredKVCache.save wrote")
+
+
+def test_a_cold_tier_too_big_for_a_chosen_folder_names_path_not_tmpdir(tmp_path):
+    """With path= given the line said "set TMPDIR to a folder on a bigger disk", which does not move that folder."""
+    import pickle
+
+    with pytest.raises(OSError) as err:
+        TieredKVCache(12, 64, 1, 1, 10**11, path=tmp_path / "cold")
+    assert str(err.value).endswith("lower memory.cache_cold (100,000,000,000 entries, 559 TiB) or pass path= a "
+                                   "folder on a bigger disk")
+    assert str(pickle.loads(pickle.dumps(err.value))) == str(err.value)  # as Ray Tune's trials send it
+    with pytest.raises(OSError) as err:
+        TieredKVCache(12, 64, 1, 1, 10**11)
+    assert str(err.value).endswith("or set TMPDIR to a folder on a bigger disk")
