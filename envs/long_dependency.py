@@ -15,8 +15,8 @@ from envs.stream import (
     fill_uniform_tokens,
     lane_uniforms,
     place_patterns,
-    random_ranks,
     scale,
+    smallest_ranks,
     split_columns,
 )
 from envs.token_env import TokenStreamEnv, TokenStreamVectorEnv
@@ -88,7 +88,7 @@ class LongDependencySource(StreamSource):
         lane = np.arange(B)[:, None]
 
         group = stream.episode % self.groups
-        keys = self.key0 + group * self.group_size + random_ranks(u["keys"])[:, :Q + C]  # (B, Q+C) distinct
+        keys = self.key0 + group * self.group_size + smallest_ranks(u["keys"], Q + C)  # (B, Q+C) distinct
         values = self.value0 + scale(u["values"], self.n)  # (B, Q+C)
 
         # in-episode queries: key at t-d-1, value at t-d, query token at t

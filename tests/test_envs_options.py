@@ -182,6 +182,20 @@ def test_first_ranks_are_the_first_entries_of_the_same_random_permutations(rows,
     np.testing.assert_array_equal(first_ranks(np.random.default_rng(seed), rows, n, k, block_bytes=block), full)
 
 
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 5), n=st.integers(1, 300), k=st.integers(0, 320), ties=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_smallest_ranks_are_the_first_entries_of_the_stable_sort(rows, n, k, ties, seed):
+    """LongDependency keeps Q + C of (V - 2) // 4 key ranks per lane with it (a full argsort grew with V); the
+    streams stay the ones the sort gave, ties (equal uniforms) included."""
+    from envs.stream import random_ranks, smallest_ranks
+
+    u = np.random.default_rng(seed).random((rows, n))
+    if ties:
+        u = np.round(u * 7) / 7  # few distinct values: the stable order decides
+    np.testing.assert_array_equal(smallest_ranks(u, k), random_ranks(u)[:, :k])
+
+
 def test_a_large_continual_shift_world_builds_in_bounded_memory():
     """1,000 shared keys x ~199,000 values: the full uniforms and their sort took 3.2 GB at once (5,000 x 500,000
     asked for 18.5 GiB and ended in a MemoryError); in row blocks the peak stays a few hundred MB."""
