@@ -49,6 +49,9 @@ class LongDependencySource(StreamSource):
                     f"{Q + C} distinct keys per episode in {self.groups} key group(s)")
         need = int(self.distances[-1]) + 3 + 9 * (Q + C)  # guarantees place_patterns always finds room
         L = check_int("episode_length", episode_length, 2, MAX_SIZE)
+        if need > MAX_SIZE:  # no episode_length can hold them: naming one (above its limit) misled
+            raise ValueError(f"distances up to {int(self.distances[-1])} with {Q} + {C} queries need episodes of "
+                             f"{need} steps, above episode_length's limit {MAX_SIZE}; use smaller distances")
         if L < need:
             raise ValueError(f"episode_length={L} is too short for distances up to {int(self.distances[-1])} "
                              f"with {Q} + {C} queries: needs at least {need}")

@@ -264,7 +264,9 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
         (agents/episodes.py); `step` still takes every action and pays every reward."""
         steps = check_int("steps", steps, 1, MAX_STEPS)
         if self._t < 0 or self._autoreset:
-            raise RuntimeError("upcoming() needs a running episode: call reset() first")
+            raise RuntimeError("upcoming() needs a running episode: call reset() first" if self._t < 0 else
+                               "upcoming() needs a running episode: the last one ended; the next step() starts "
+                               "the next (autoreset) and takes no action")
         cols = slice(self._t + 1, min(self._t + 1 + steps, self._length + 1))
         n = cols.stop - cols.start
         info = {"scored": self._scored[:, cols].copy(), "task_id": self._task[:, cols].copy(),

@@ -51,6 +51,15 @@ def test_upcoming_needs_a_running_episode_and_a_positive_count():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="steps must be an integer"):
             venv.upcoming(bad)
+    actions = np.zeros(2, dtype=np.int64)
+    while not venv.step(actions)[2].all():  # to the episode's end: an autoreset is pending
+        pass
+    with pytest.raises(RuntimeError) as err:  # said "call reset() first", which the autoreset makes needless
+        venv.upcoming(4)
+    assert str(err.value).endswith("the last one ended; the next step() starts the next (autoreset) and takes no "
+                                   "action")
+    venv.step(actions)
+    assert venv.upcoming(4)[0].shape == (2, 4)
     venv.close()
 
 

@@ -228,3 +228,11 @@ def test_options_at_the_edges_of_their_types():
     for bad in (1, 0, "yes", None):
         with pytest.raises(ValueError, match="task_visible must be True or False"):
             gym.make("ContinualShift-v0", task_visible=bad)
+
+
+def test_distances_no_episode_length_can_hold_say_so_rather_than_ask_for_one_above_its_limit():
+    """distances=[1000000] asked for episode_length >= 1000147, which episode_length's own check then refused."""
+    with pytest.raises(ValueError) as err:
+        gym.make("LongDependency-v0", distances=[1_000_000])
+    assert str(err.value) == ("distances up to 1000000 with 16 + 0 queries need episodes of 1000147 steps, above "
+                              "episode_length's limit 1000000; use smaller distances")
