@@ -70,7 +70,10 @@ class RecurrentAgent(AgentModel):
                 {"losses": {}, "metrics": {}}
         x = self.embed(tokens)  # (B, T, Hh)
         if self.cell == "lstm":
-            y, (h, c) = self.rnn(x, (state["h"].to(x.dtype), state["c"].to(x.dtype)))
+            # CPU autocast (train.amp) sends nn.LSTM to oneDNN's bfloat16 kernel, which a CPU without bf16 support
+            # cannot build ("could not create a primitive descriptor"): it runs in float32 there, as nn.GRU does
+            with torch.autocast("cpu", enabled=False):
+                y, (h, c) = self.rnn(x.float(), (state["h"].float(), state["c"].float()))
             new_state = {"h": h.float(), "c": c.float()}
         else:
             y, h = self.rnn(x, state["h"].to(x.dtype))

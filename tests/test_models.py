@@ -282,3 +282,23 @@ def test_a_forward_without_a_state_dict_names_the_state(agent, state):
     with pytest.raises(ValueError, match=rf"^state: expected the dict of tensors that initial_state\(B\) or a "
                                          rf"previous call returns, got {type(state).__name__}$"):
         model(torch.zeros(2, 3, dtype=torch.long), state, torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_the_lstm_trains_under_cpu_autocast_in_float32(tmp_path):
+    """agent=lstm train.amp=true ended in "could not create a primitive descriptor for the LSTM forward propagation
+    primitive": CPU autocast sends nn.LSTM to oneDNN's bfloat16 kernel, which CPUs without bf16 support cannot
+    build. It runs in float32 there, as nn.GRU does (autocast leaves it alone)."""
+    from agents.run import main
+    from tests.test_run import tiny
+
+    torch.manual_seed(0)
+    model = build_model("lstm", ModelConfig(vocab_size=16, dim=32, memory=MemoryConfig(dim=32)))
+    tokens = torch.randint(0, 16, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, state, _ = model(tokens, model.initial_state(2))
+    logits.float().sum().backward()
+    assert state["h"].dtype == state["c"].dtype == torch.float32
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.rnn.parameters())
+    plain, _, _ = model(tokens, model.initial_state(2))
+    torch.testing.assert_close(logits.float(), plain, atol=0.05, rtol=0.05)  # only the head ran in bfloat16
+    assert main(tiny("ContinualShift-v0", "lstm", tmp_path / "run", "train.amp=true")) == 0
