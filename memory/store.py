@@ -114,12 +114,10 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
                              f"fields={coded.fields}, {coded.width} columns")
         self.coded = None if coded is None else CodedKeys(coded.codes.detach().float().cpu().contiguous(),
                                                          tuple(coded.fields))
-        if scope not in ("lane", "shared"):
-            raise ValueError(f"FaissStore: scope={scope!r}: choose lane or shared")
-        if index not in STORE_INDEXES:
-            raise ValueError(f"FaissStore: index={index!r}: choose one of {STORE_INDEXES}")
-        if eviction not in STORE_EVICTIONS:
-            raise ValueError(f"FaissStore: eviction={eviction!r}: choose one of {STORE_EVICTIONS}")
+        for name, value, choices in (("scope", scope, ("lane", "shared")), ("index", index, STORE_INDEXES),
+                                     ("eviction", eviction, STORE_EVICTIONS)):
+            if value not in choices:
+                raise ValueError(f"FaissStore: {name}={value!r}: choose one of {choices}")
         self.dim, self.value_dim, self.capacity, self.lanes = int(dim), int(value_dim), int(capacity), int(lanes)
         self.scope, self.index, self.eviction, self.threads = scope, index, eviction, int(threads)
         self.ivf_lists, self.ivf_probes = ivf_lists, ivf_probes

@@ -2,6 +2,7 @@
 and bools refused, never truncated), and numeric settings that refuse bools."""
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -90,6 +91,13 @@ def test_numeric_settings_refuse_bools(name):
     args = {"dim": 8, "value_dim": 2, "capacity": 80, "index": "ivf", name: True}
     with pytest.raises(ValueError, match=rf"^FaissStore: {name}=True: must be "):
         FaissStore(**args)
+
+
+@pytest.mark.parametrize("name, choices", [("scope", "('lane', 'shared')"), ("index", "('flat', 'ivf', 'hnsw')"),
+                                           ("eviction", "('fifo', 'lru', 'importance')")])
+def test_choice_settings_name_the_choices(name, choices):
+    with pytest.raises(ValueError, match=rf"^FaissStore: {name}='lru2': choose one of {re.escape(choices)}$"):
+        FaissStore(dim=8, value_dim=2, capacity=8, **{name: "lru2"})
 
 
 def test_numpy_integer_settings_are_kept_as_python_ints():
