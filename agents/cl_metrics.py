@@ -54,6 +54,19 @@ def schedule_blocks(schedule) -> tuple[np.ndarray, np.ndarray]:
     return starts, schedule[starts].astype(np.int64)
 
 
+def env_schedule(env) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """An env's training schedule as (block starts, block tasks, episodes) (`schedule_blocks`), or None when it has
+    none: from its compact `schedule_blocks` / `schedule_length` when it has them (ContinualShift; its per-episode
+    `schedule` tuple can hold 5 x 10^8 entries), else from a `schedule` of one task per episode."""
+    blocks = getattr(env, "schedule_blocks", None)
+    if blocks is not None:
+        return blocks[0], blocks[1], int(env.schedule_length)
+    schedule = getattr(env, "schedule", None)
+    if schedule is None or not len(schedule):
+        return None
+    return *schedule_blocks(schedule), len(schedule)
+
+
 def _check_matrix(R, tasks=None) -> _Blocks:
     """Validate R (and the block tasks) and return R as float64 with each task's first and last block."""
     try:

@@ -22,7 +22,7 @@ import torch
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
 from agents.checkpoint_fields import check_env_files, check_trainer_fields, env_files, garbled
-from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets, schedule_blocks
+from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets, env_schedule, schedule_blocks
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
 from agents.models import ModelConfig, build_model
@@ -71,8 +71,8 @@ class Trainer:
         self.reset_log: list[tuple[int, int]] = []
         # one row of R per training block (a run of consecutive episodes on one task), not per task: a schedule
         # that revisits tasks (0, 1, 0, 1) would otherwise overwrite its first pass (cl_metrics' docstring)
-        sched = getattr(self.venv, "schedule", None)
-        self.block_starts, self.block_tasks = schedule_blocks(sched if sched is not None and len(sched) else [0])
+        sched = env_schedule(self.venv)  # an env without a schedule: one block of task 0
+        self.block_starts, self.block_tasks = sched[:2] if sched is not None else schedule_blocks([0])
         self.R = np.full((len(self.block_tasks), self.num_tasks), np.nan)  # (K, T)
         self.b = np.full(self.num_tasks, np.nan)
         self.curves: dict[int, list[tuple[int, float]]] = {j: [] for j in range(self.num_tasks)}
@@ -87,10 +87,10 @@ class Trainer:
         self.lifetimes = SlotLifetimeTracker(t.lanes, cfg.memory.slots) if has_slots else None
 
     def _default_episodes(self) -> int:
-        sched = getattr(self.venv, "schedule", None)
+        sched = env_schedule(self.venv)
         if sched is None:
             raise ConfigError(f"train.episodes is not set for {self.cfg.env.id}; set train.episodes=<n>")
-        return len(sched)
+        return sched[2]
 
     # ---------------------------------------------------------------- env resets (logged for replay)
     def _reset(self, phase: int, task: int):
@@ -100,10 +100,8 @@ class Trainer:
         return self.venv.reset(seed=seed, options=options)
 
     def current_task(self) -> int:
-        sched = getattr(self.venv, "schedule", None)
-        if sched is None or self.episode >= len(sched):
-            return int(sched[-1]) if sched is not None and len(sched) else 0
-        return int(sched[self.episode])
+        """The task of the next training episode (past the schedule's end its last task; 0 without a schedule)."""
+        return int(self.block_tasks[self.block_of(self.episode)])
 
     # ---------------------------------------------------------------- learning
     def _learn(self, chunk: Chunk, logits: torch.Tensor, aux: dict) -> float | None:
@@ -196,10 +194,8 @@ class Trainer:
         return self.model.reset_memory(state, torch.ones(self.cfg.train.lanes, dtype=torch.bool))
 
     def _task_before(self) -> int:
-        sched = getattr(self.venv, "schedule", None)
-        if sched is None or not len(sched) or self.episode == 0:
-            return 0
-        return int(sched[min(self.episode, len(sched)) - 1])  # past the schedule's end its last task goes on
+        # past the schedule's end its last task goes on (block_of); 0 before any episode or without a schedule
+        return int(self.block_tasks[self.block_of(self.episode - 1)]) if self.episode else 0
 
     # ---------------------------------------------------------------- evaluation
     def evaluate_task(self, task: int, saved_memory: dict | None = None) -> float:

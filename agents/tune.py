@@ -53,15 +53,16 @@ PLAN_FILE = "sweep.yaml"
 
 def env_facts(cfg) -> tuple[EnvFacts, int]:
     """The env's task count and largest distance (for metric names) and the episodes of one trial."""
+    from agents.cl_metrics import env_schedule
     from agents.episodes import make_vector_env
 
     venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
     try:
         facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(getattr(venv, "max_distance", 1024)))
-        schedule = getattr(venv, "schedule", None)
+        schedule = env_schedule(venv)  # (starts, tasks, episodes)
         episodes = cfg.train.episodes
         if episodes is None and schedule is not None:
-            episodes = len(schedule)
+            episodes = schedule[2]
     finally:
         venv.close()
     if episodes is None:

@@ -73,21 +73,29 @@ class ContinualShiftSource(StreamSource):
         self.filler_table = self.filler0 + order[:, rank_of_entry]  # (T, FILLER_TABLE)
 
     def _build_schedule(self) -> None:
-        """Task per training episode, and for gradual shifts the task blended in and its share."""
+        """The schedule's blocks; each episode's task and blend come by arithmetic (`train_plan`), so the schedule
+        takes O(blocks) memory (per-episode arrays took 24 bytes an episode: 12 GB at 256 tasks x 10^6 x 2)."""
         passes = 2 if self.revisit else 1
-        self.schedule = np.repeat(np.tile(np.arange(self.num_tasks), passes), self.episodes_per_task)
-        n = len(self.schedule)
-        self._blend_task = self.schedule.copy()
-        self._blend_share = np.zeros(n)
-        if self.shift == "gradual":
-            w = self.shift_window
-            # first episode of the next block after each episode (n: none), from the block starts: one pass
-            starts = np.flatnonzero(np.r_[True, self.schedule[1:] != self.schedule[:-1]])  # (K,)
-            nxt = np.r_[starts[1:], n][np.searchsorted(starts, np.arange(n), side="right") - 1]  # (n,)
-            ahead = nxt - np.arange(n)  # episodes until the switch
-            near = (nxt < n) & (ahead <= w)  # within w episodes of the next switch
-            self._blend_task[near] = self.schedule[nxt[near]]
-            self._blend_share[near] = (w - ahead[near] + 1) / (w + 1)
+        self.schedule_length = passes * self.num_tasks * self.episodes_per_task  # training episodes
+        # one task: its blocks run together into one (no switch, no blend), as a per-episode schedule shows it
+        blocks = passes * self.num_tasks if self.num_tasks > 1 else 1
+        self.block_starts = np.arange(blocks, dtype=np.int64) * self.episodes_per_task  # (K,)
+        self.block_tasks = np.arange(blocks, dtype=np.int64) % self.num_tasks  # (K,)
+
+    def task_of(self, e: int) -> int:
+        """Task of training episode e (past the schedule's end the last task continues)."""
+        return min(e, self.schedule_length - 1) // self.episodes_per_task % self.num_tasks
+
+    def train_plan(self, e: int) -> tuple[int, int, float]:
+        """Training episode e's task, the task blended into it and that task's share of the trials: for
+        shift="gradual", within w episodes of the next switch the next task with share (w - episodes to go + 1) /
+        (w + 1); else the episode's own task, share 0."""
+        task = self.task_of(e)
+        nxt = (e // self.episodes_per_task + 1) * self.episodes_per_task  # first episode of the next block
+        w = self.shift_window
+        if self.shift == "gradual" and self.num_tasks > 1 and nxt < self.schedule_length and nxt - e <= w:
+            return task, self.task_of(nxt), (w - (nxt - e) + 1) / (w + 1)
+        return task, task, 0.0
 
     def restart(self) -> None:
         self.episode_index = 0  # training episodes started since the last seeded reset
@@ -95,7 +103,7 @@ class ContinualShiftSource(StreamSource):
     @property
     def current_task(self) -> int:
         """Task of the most recent training episode (the first task before any)."""
-        return int(self.schedule[min(max(self.episode_index - 1, 0), len(self.schedule) - 1)])
+        return self.task_of(max(self.episode_index - 1, 0))
 
     def content_name(self, token: int) -> str:
         if self.value0 <= token < self.filler0:
@@ -106,11 +114,7 @@ class ContinualShiftSource(StreamSource):
 
     def generate(self, rngs, phase: str, task_id: int) -> Episodes:
         if phase == "train":
-            e = min(self.episode_index, len(self.schedule) - 1)  # past the end: stay on the last task
-            task_a = int(self.schedule[e])
-            task_b, share = int(self._blend_task[e]), float(self._blend_share[e])
-            if self.episode_index >= len(self.schedule):
-                task_b, share = task_a, 0.0
+            task_a, task_b, share = self.train_plan(self.episode_index)  # past the end: the last task, unblended
             self.episode_index += 1
         else:
             task_a = task_b = task_id
@@ -152,8 +156,21 @@ class ScheduleAttributes:
 
     @property
     def schedule(self) -> tuple[int, ...]:
-        """Task id of every training episode, in order (the last task continues after the end)."""
-        return tuple(int(j) for j in self._source.schedule)
+        """Task id of every training episode, in order (the last task continues after the end): one entry per
+        episode, built on each access; a long schedule is better read as `schedule_blocks` / `schedule_length`."""
+        src = self._source
+        return tuple(int(j) for j in np.repeat(src.block_tasks, np.diff(src.block_starts, append=src.schedule_length)))
+
+    @property
+    def schedule_blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The schedule's training blocks (runs of consecutive episodes on one task): (starts, tasks), both (K,)
+        int64, as `agents.cl_metrics.schedule_blocks(schedule)` gives them."""
+        return self._source.block_starts.copy(), self._source.block_tasks.copy()
+
+    @property
+    def schedule_length(self) -> int:
+        """Training episodes in the schedule (= len(schedule))."""
+        return self._source.schedule_length
 
     @property
     def episodes_per_task(self) -> int:
@@ -221,7 +238,8 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
     from the eval stream (the training episodes do not depend on how many evals came between); `eval_episodes` = 1.
     `info["distance"]` is counted within the episode: a key K trials back (3K - 1 steps), -1 for its first showing.
     Each episode draws a new key order, so across an episode boundary a key can come back in fewer than 3K steps.
-    Attributes: `schedule`, `episodes_per_task`, `episode_index`, `current_task`.
+    Attributes: `schedule` (task per episode), `schedule_blocks` ((starts, tasks) of its blocks),
+    `schedule_length` (its episodes), `episodes_per_task`, `episode_index`, `current_task`.
     A seeded `reset(seed=...)` restarts the stream at the schedule's first episode: seed once, then `reset()`.
 
     ## Version history
