@@ -333,6 +333,6 @@ class Trainer:
             self.lifetimes.load_state_dict(tr["slot_lifetimes"])
         log = [tuple(x) for x in tr["reset_log"]]
         if rewind_eval:
-            while log and log[-1][0] == EVAL and any(phase == TRAIN for phase, _ in log):
+            while log and log[-1][0] == EVAL:  # all of them in a run that never trained (the first reset re-seeds)
                 log.pop()
         return log

@@ -3,6 +3,7 @@ memory.reset=task, a relative haystack file, a zero-episode run, Ctrl+C during a
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -48,11 +49,16 @@ def test_a_relative_haystack_path_is_saved_absolute(tmp_path, monkeypatch):
 
 
 def test_a_zero_episode_run_writes_its_checkpoint(tmp_path, capsys):
-    """It finished with exit 0 and no checkpoints/last.pt, so evaluate and resume= found no checkpoint."""
+    """It finished with exit 0 and no checkpoints/last.pt, so evaluate and resume= found no checkpoint. evaluate
+    re-scores the run's own evaluation (it replayed it and scored the next eval episodes: no training reset in the
+    log kept it from rewinding)."""
     run_dir = tmp_path / "run"
     assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=0")) == 0
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["episode"] == 0
     assert evaluate.main([f"checkpoint={run_dir}"]) == 0
+    curves = json.loads((run_dir / "metrics.json").read_text())["forgetting_curves"]  # one point: the evaluation
+    scored = json.loads((run_dir / "eval.json").read_text())["accuracy_by_task"]
+    assert scored == pytest.approx({j: curve[-1][1] for j, curve in curves.items()}) and len(scored) == 2
     assert run.main([f"resume={run_dir}"]) == 0  # nothing left to train: it reports and ends
 
 
