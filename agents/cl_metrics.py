@@ -23,7 +23,8 @@ Missing evaluations (NaN), the policy:
   the tasks seen so far. FWT skips a term whose R[f_j - 1][j] or b[j] is NaN and is None when no term is left;
   forgetting's max over l ignores NaN entries (R[k_j][j] is always present).
 BWT and forgetting are None when every task's last block is the final one (e.g. T == 1), FWT when no task starts
-after block 0; ACC is always defined.
+after block 0; ACC is always defined. Blocks are the schedule's: under ContinualShift's shift="gradual" the end of
+block f_j - 1 already trains on task j (the blend), so FWT's R[f_j - 1][j] includes that training (README).
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ def plot_slot_usage_heatmap(
         raise ValueError(f"usage_history must be a (time, N) array; got shape {usage.shape}")
     figure, ax = _new_figure(7.0, 4.2)
     if usage.size == 0:
-        _note(ax, "no slot usage recorded (memory.slots=0?)")
+        _note(ax, "no slot usage recorded (no evaluation after training, or memory.slots=0)")
     else:
         if steps is not None and len(steps) != usage.shape[0]:
             raise ValueError(f"steps must have one entry per snapshot ({usage.shape[0]}); got {len(steps)}")

@@ -105,7 +105,7 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
     }
     if metrics["recall_by_delay"]:
         figs["recall_vs_delay"] = plots.plot_recall_vs_delay(metrics["recall_by_delay"], p / "recall_vs_delay.png")
-    if trainer.usage_history:
+    if trainer.usage_history or trainer.lifetimes is not None:  # a slot bank that took no snapshot: says so
         steps = trainer.usage_steps if len(trainer.usage_steps) == len(trainer.usage_history) else None
         figs["slot_usage"] = plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png",
                                                            steps=steps)

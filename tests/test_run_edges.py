@@ -59,6 +59,9 @@ def test_a_zero_episode_run_writes_its_checkpoint(tmp_path, capsys):
     curves = json.loads((run_dir / "metrics.json").read_text())["forgetting_curves"]  # one point: the evaluation
     scored = json.loads((run_dir / "eval.json").read_text())["accuracy_by_task"]
     assert scored == pytest.approx({j: curve[-1][1] for j, curve in curves.items()}) and len(scored) == 2
+    # every plot of a MemNet run, the slot-usage heatmap too (it took no snapshot: the figure says so)
+    assert {f.name for f in (run_dir / "plots").iterdir()} >= {"slot_usage.png", "slot_survival.png",
+                                                               "accuracy_matrix.png", "forgetting_curves.png"}
     assert run.main([f"resume={run_dir}"]) == 0  # nothing left to train: it reports and ends
 
 
