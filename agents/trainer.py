@@ -69,6 +69,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.reward_baseline = 0.0
         self.reset_log: list[tuple[int, int]] = []
+        self.saved_threads: int | None = None  # the torch thread count of a restored checkpoint's run
         # one row of R per training block (a run of consecutive episodes on one task), not per task: a schedule
         # that revisits tasks (0, 1, 0, 1) would otherwise overwrite its first pass (cl_metrics' docstring)
         sched = env_schedule(self.venv)  # an env without a schedule: one block of task 0
@@ -255,6 +256,7 @@ class Trainer:
             "total_episodes": self.total_episodes,
             "by_distance": self.by_distance.state_dict(), "by_delay": self.by_delay.state_dict(),
             "slot_lifetimes": self.lifetimes.state_dict() if self.lifetimes is not None else None,
+            "torch_threads": torch.get_num_threads(),  # the count its floats were computed with (train.threads=0 too)
         }
 
     def save(self, config: dict) -> Path:
@@ -329,6 +331,11 @@ class Trainer:
         if not rewind_eval:  # a re-evaluation recomputes these (its env may even bucket distances differently)
             self.by_distance.load_state_dict(tr["by_distance"])
             self.by_delay.load_state_dict(tr["by_delay"])
+        # the thread count changes the last bits of reductions: a resume (or evaluation) computes with the run's
+        # own unless train.threads names another (absent in checkpoints from before it was kept)
+        self.saved_threads = tr.get("torch_threads")
+        if self.saved_threads and not self.cfg.train.threads:
+            torch.set_num_threads(self.saved_threads)
         if self.lifetimes is not None and tr.get("slot_lifetimes") is not None:
             self.lifetimes.load_state_dict(tr["slot_lifetimes"])
         log = [tuple(x) for x in tr["reset_log"]]

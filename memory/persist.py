@@ -25,6 +25,7 @@ def _read_umask() -> int:
     return mask
 
 
+TEMP_SUFFIX = ".tmp"  # a temp file of `_atomic_path`: .<name>.<random>.tmp next to the file it will replace
 _UMASK = _read_umask()  # read once: setting it is process-wide, so not done per write (threads)
 
 
@@ -34,7 +35,7 @@ def _atomic_path(path: Path):
     the permissions a plain open() would give (mkstemp's are 0600) and os.replace-d onto `path`, so readers see
     the old file or the new one, never half of one. Parent folders are created."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
         yield tmp
@@ -49,6 +50,17 @@ def _atomic_path(path: Path):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_temp_files(folder: str | os.PathLike, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Remove the temp files `_atomic_path` left in `folder` (all, or those of the files `names`) and return them.
+    A process killed mid-write (SIGKILL: no `except` runs) leaves one, as large as what it was writing, each time.
+    Only for a folder no other process writes into now (agents/run_lock.py: the run folder's lock)."""
+    patterns = [f".*{TEMP_SUFFIX}"] if names is None else [f".{name}.*{TEMP_SUFFIX}" for name in names]
+    found = {f for pattern in patterns for f in Path(folder).glob(pattern) if f.is_file()}
+    for f in found:
+        f.unlink(missing_ok=True)
+    return sorted(found)
 
 
 @contextmanager
