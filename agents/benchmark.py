@@ -40,6 +40,7 @@ from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import SuiteSpec, comma_list, load_suite, suite_overrides
 from agents.cli_args import sigterm_as_interrupt
 from agents.config import ConfigError, group_options, load_config
+from agents.threads import usable_cores
 from agents.tune_overrides import merge_overrides
 from agents.tune_space import _positive_int
 
@@ -200,8 +201,7 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM while the runs are planned
         print("\ninterrupted before any run started; nothing was run", file=sys.stderr)
         return 130
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # usable ones
-    workers = opts.get("workers", cores or 1)
+    workers = opts.get("workers", usable_cores())
     envs_run = [e for e in suite.envs if any(j.env == e for j in jobs)]  # in the suite's order
     variants_run = [v for v in suite.variants if any(j.variant == v for j in jobs)]
     print(f"memstream benchmark {opts['suite']!r}: {len(envs_run)} env(s) x {len(variants_run)} variant(s) x "

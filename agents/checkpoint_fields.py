@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from agents.checkpoint import CheckpointError, run_dir_of
+from memory.config import MAX_THREADS
 
 TRAIN, EVAL = 0, 1  # reset_log phases (agents.trainer)
 
@@ -201,8 +202,8 @@ def check_trainer_fields(tr, path: str | Path, *, shape: tuple[int, int], lanes:
             if len(usage_steps) != len(history) or (usage_steps and usage_steps[-1] > steps):
                 raise _Bad("usage_steps", f"{_show(usage_steps)}, not the steps (<= {steps}) of its "
                                           f"{len(history)} usage rows")
-        if "torch_threads" in tr and not (_is_int(tr["torch_threads"]) and tr["torch_threads"] >= 1):
-            raise _Bad("torch_threads", f"{_show(tr['torch_threads'])}, not a thread count >= 1")
+        if "torch_threads" in tr and not (_is_int(tr["torch_threads"]) and 1 <= tr["torch_threads"] <= MAX_THREADS):
+            raise _Bad("torch_threads", f"{_show(tr['torch_threads'])}, not a thread count in [1, {MAX_THREADS}]")
         _by_key(tr["by_distance"], "by_distance", edges, exact=counts)
         _by_key(tr["by_delay"], "by_delay", None, exact=counts)
         _lifetimes(tr.get("slot_lifetimes"), None if slots is None else (lanes, slots))

@@ -11,7 +11,8 @@ the search's breadth) evaluates the trained memory used another way. A comma lis
 (`env.kwargs.facts_per_episode=1,2,4`) gives one evaluation per value (several lists: every combination),
 written as `{"evaluations": [...]}`. `out=<file>` names the output (relative paths: inside the run folder; never a
 file the run wrote: its checkpoint, checkpoints/, metrics.json, config.yaml, TensorBoard events, plots/; an existing
-file only if it is an earlier evaluation's JSON). Values are plain: no `${...}` interpolation.
+file only if it is an earlier evaluation's JSON). `threads=<n>` sets torch's thread count (default: the run's
+own, recorded in its checkpoint, which gives its numbers exactly). Values are plain: no `${...}` interpolation.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ from agents.cli_args import check_given_once, find_interpolation, hydra_reason, 
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.eval_out import check_out_file, write_out_file
 from agents.report import mean_accuracy, measured
+from agents.threads import threads_note
 from memory.cache_cold_dirs import ColdTierError
-from memory.config import MemoryConfig
+from memory.config import MAX_THREADS, MemoryConfig
 
 USAGE = ("usage: python -m agents.evaluate checkpoint=<run folder or checkpoints/last.pt> [device=cpu|cuda|auto] "
          "[env.kwargs.<option>=<value or comma list> ...] [memory.<key>=<value or comma list> ...] "
-         "[out=<file, default eval.json; relative: inside the run folder>]")
+         "[out=<file, default eval.json; relative: inside the run folder>] [threads=<n, default: the run's own>]")
+OWN_KEYS = ("checkpoint", "device", "out", "threads")  # evaluate's own arguments (besides env.kwargs.*, memory.*)
 ENV_PREFIX, MEMORY_PREFIX = "env.kwargs.", "memory."
 MAX_EVALUATIONS = 10_000  # of one sweep: each one replays the env and evaluates every task
 # memory keys an evaluation may set: those a checkpoint loads under (MEMORY_RUNTIME_KEYS) that act without learning
@@ -55,12 +58,21 @@ EVAL_MEMORY_KEYS = tuple(sorted(MEMORY_RUNTIME_KEYS - {"util_weight", "pressure_
 
 
 def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict | None = None,
-             out: str | None = "eval.json", memory: dict | None = None, note: bool = True) -> dict:
+             out: str | None = "eval.json", memory: dict | None = None, note: bool = True,
+             threads: int | None = None) -> dict:
     """Evaluate every task from the checkpoint; `env_kwargs` replaces env options of the run's config, `memory`
-    memory settings among EVAL_MEMORY_KEYS.
+    memory settings among EVAL_MEMORY_KEYS; `threads`: torch threads (None: the run's own, which gives its numbers
+    exactly). Torch's thread count is set back when it returns.
 
     Writes the result to `out` (relative: inside the run folder; None: nowhere) and returns it."""
+    import torch
+
     from agents.trainer import Trainer
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= MAX_THREADS):
+        raise ConfigError(f"evaluate: threads={threads!r}; pass a torch thread count in [1, {MAX_THREADS}] (default: "
+                          "the run's own)")
 
     for name, value in (("env_kwargs", env_kwargs), ("memory", memory)):
         if value is not None and not isinstance(value, Mapping):  # a dict, or an OmegaConf DictConfig
@@ -92,6 +104,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
             cfg.memory = OmegaConf.merge(cfg.memory, memory)
         if device is not None:  # before validate, which checks it
             cfg.device = device
+        if threads is not None:
+            cfg.train.threads = threads
     cfg = validate(cfg)
     # before the trainer (whose restore checks it again, worded for a caller's own config): a saved config this
     # memstream reads as another model names the fix an evaluation has
@@ -100,9 +114,12 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     if inert:  # was accepted, and recorded in the JSON as if it had changed the evaluation
         raise ConfigError(f"memory.{inert[0]}: this run ({cfg.agent.name}, memory.store={cfg.memory.store}) has no "
                           "store, so it would change nothing; drop it")
+    caller_threads = torch.get_num_threads()  # the trainer sets the run's (or `threads`): not left to the caller
     try:
         trainer = Trainer(cfg, run_dir)
         trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
+        if note and (line := threads_note(trainer.saved_threads, cfg.train.threads, "threads")):
+            print(line, flush=True)
         accuracy = trainer.evaluate_all()
     except ColdTierError as exc:  # the run's memory.cache_cold, where the temp folder's disk has less room
         raise ConfigError(cold_tier_line(exc)) from None
@@ -115,6 +132,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         raise ConfigError(does_not_fit(cfg, exc, "evaluating this checkpoint", "the evaluation needs the run's "
                                        "sizes: run it where more memory is free (device=cpu if a GPU's ran out)")) \
             from None
+    finally:
+        torch.set_num_threads(caller_threads)
     if note and (line := inert_note(cfg, [MEMORY_PREFIX + k for k in memory or {}])):  # (note=False: said once)
         print(line, flush=True)
     result = {
@@ -206,6 +225,17 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
     return grid or [({}, {})]
 
 
+def thread_count(text: str | None) -> int | None:
+    """threads=<n> as an int (range checked by `evaluate`), None when not given."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"threads={text}: not an integer; give a torch thread count, e.g. threads=2 (default: the "
+                          "run's own)") from None
+
+
 def sweep_hint(key: str) -> str:
     """check_given_once's fix for a repeated env or memory key here: a comma list evaluates several values."""
     return f" (a comma list evaluates several values: {key}=1,2)" if key.startswith((ENV_PREFIX, MEMORY_PREFIX)) else ""
@@ -214,20 +244,20 @@ def sweep_hint(key: str) -> str:
 def check_argument(arg: str) -> None:
     """One line for an argument evaluate does not take (was "expected checkpoint=<path>" and the usage: two lines)."""
     key, has_value, _ = arg.partition("=")
-    if key in ("checkpoint", "device", "out") and has_value or key.startswith((ENV_PREFIX, MEMORY_PREFIX)) and \
+    if key in OWN_KEYS and has_value or key.startswith((ENV_PREFIX, MEMORY_PREFIX)) and \
             has_value and key not in (ENV_PREFIX, MEMORY_PREFIX):
         return
     plain = key.lstrip("+~")
-    if plain != key and (plain in ("checkpoint", "device", "out") or plain.startswith((ENV_PREFIX, MEMORY_PREFIX))):
+    if plain != key and (plain in OWN_KEYS or plain.startswith((ENV_PREFIX, MEMORY_PREFIX))):
         fix = f"set it: {plain}=<value>" if key.startswith("~") else f"drop the {key[:len(key) - len(plain)]!r}: " \
             f"write {arg.lstrip('+')}"
         raise ConfigError(f"{arg}: an evaluation neither adds nor deletes keys; {fix}")
-    if not has_value and (key in ("checkpoint", "device", "out") or key.startswith((ENV_PREFIX, MEMORY_PREFIX))):
+    if not has_value and (key in OWN_KEYS or key.startswith((ENV_PREFIX, MEMORY_PREFIX))):
         raise ConfigError(f"{arg}: no value; write {key}=<value>")
     if not has_value and (key.endswith(".pt") or os.sep in key or Path(key).exists()):
         raise ConfigError(f"{arg!r}: arguments are key=value; write checkpoint={arg}")
     raise ConfigError(f"{arg!r} is not an argument of agents.evaluate (the run's other settings are its checkpoint's); "
-                      "it takes checkpoint=, device=, out=, env.kwargs.<option>= and memory.<key>= (--help)")
+                      "it takes checkpoint=, device=, out=, threads=, env.kwargs.<option>= and memory.<key>= (--help)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,12 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         out_file = run_dir / args.get("out", "eval.json")
         # before the first evaluation: a sweep writes its one file at the end
         check_out_file(Path(args.get("out", "eval.json")), run_dir, Path(args["checkpoint"]).resolve())
+        threads = thread_count(args.get("threads"))
         grid = override_grid(grid_items)
         if len(grid) == 1:
             results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),
-                                grid[0][1])]
+                                grid[0][1], threads=threads)]
         else:  # one file for the sweep: each evaluation names the env options and memory settings it used
-            results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory, note=not i)
+            results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory, note=not i, threads=threads)
                        for i, (env, memory) in enumerate(grid)]
             write_out_file(out_file, {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:

@@ -14,10 +14,8 @@ from agents.startup import end_startup, guard_startup
 if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotlib import (~1.5 s): one line
     guard_startup("nothing was written")
 
-import os  # noqa: E402  (after the guard above: these imports are the slow part of starting)
-import sys  # noqa: E402
+import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import time  # noqa: E402
-from contextlib import ExitStack  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
@@ -37,7 +35,8 @@ from agents.config import (  # noqa: E402
     validate,
 )
 from agents.report import final_metrics, mean_accuracy, summary_table, write_report, write_text_atomic  # noqa: E402
-from agents.run_lock import lock_run  # noqa: E402
+from agents.run_lock import RunLocks  # noqa: E402
+from agents.threads import threads_note  # noqa: E402
 from memory.cache_cold_dirs import ColdTierError  # noqa: E402
 
 # what a resumed run may change: how it runs (threads: the last bits of its floats too, so a note says so)
@@ -69,9 +68,10 @@ def new_run_dir(cfg, create: bool = False) -> Path:
             # another run's folder (or a file): the next suffix
 
 
-def config_for(overrides: list[str]):
+def config_for(overrides: list[str], locks: RunLocks | None = None):
     """The config of this invocation and, with `resume=`, the run folder and the checkpoint to continue from
-    (fresh from overrides: None, None; resumed: the saved config)."""
+    (fresh from overrides: None, None; resumed: the saved config). With `locks`, a resumed run folder is locked
+    before its checkpoint is read (a run another process still writes is refused without that load)."""
     flags = [o for o in overrides if o.startswith("-")]
     if flags:
         raise ConfigError(f"unknown option {flags[0]}: agents.run takes key=value overrides (and --help to list "
@@ -97,6 +97,8 @@ def config_for(overrides: list[str]):
         raise ConfigError(f"resume= continues a run with the config saved in its checkpoint; drop the other overrides "
                           f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
     checkpoint = Path(resume).resolve()
+    if locks is not None and (run_dir_of(checkpoint) / "checkpoints").is_dir():  # a run folder: no stray lock file
+        locks.hold(run_dir_of(checkpoint))
     body = load_checkpoint(checkpoint, purpose="resume")
     if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
         raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
@@ -222,49 +224,42 @@ def main(argv: list[str] | None = None) -> int:
     """SIGTERM (a scheduler's stop, `kill`) ends a run as Ctrl+C does: one line, and the cleanup that a plain
     SIGTERM skips (the cache's cold-tier temp folders were left in /tmp)."""
     end_startup()  # started: Ctrl+C is KeyboardInterrupt again, caught below with what to do next
-    with sigterm_as_interrupt(), ExitStack() as held:  # held: the run folder's lock, released when the run ends
-        return _main(sys.argv[1:] if argv is None else argv, held)
+    with sigterm_as_interrupt(), RunLocks() as locks:  # the run folder's lock, released when the run ends
+        return _main(sys.argv[1:] if argv is None else argv, locks)
 
 
-def _lock(run_dir: Path, held: ExitStack) -> None:
-    """Hold the run folder's lock (agents/run_lock.py) until `held` closes."""
-    fd = lock_run(run_dir)
-    if fd is not None:
-        held.callback(os.close, fd)
-
-
-def _main(argv: list[str], held: ExitStack) -> int:
+def _main(argv: list[str], locks: RunLocks) -> int:
     run_dir = cfg = resume_dir = trainer = None
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
             _path_arg(argv, "config")  # one config=, as without --help
             print(help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")]))
             return 0
-        cfg, resume_dir, checkpoint = config_for(argv)
+        cfg, resume_dir, checkpoint = config_for(argv, locks)
         from agents.tb_logger import TBLogger
         from agents.trainer import Trainer
 
         run_dir = resume_dir or new_run_dir(cfg)
+        if resume_dir is None and cfg.run_dir and (run_dir / "checkpoints").is_dir():  # first: a run still going
+            locks.hold(run_dir)  # there is refused as in use (not "already holds a run", which names resume=)
         if resume_dir is None and (run_dir / "checkpoints" / "last.pt").exists():  # (a run stopped before its
             # first checkpoint has nothing to lose: starting it afresh in its folder is the way to rerun it)
             raise ConfigError(f"run_dir={str(run_dir)!r} already holds a run; continue it with resume={run_dir}, or "
                               "choose a new run_dir (a fresh run there would overwrite its checkpoint and metrics)")
-        if resume_dir is not None:  # before anything is loaded: a run another process is still writing is refused
-            _lock(run_dir, held)
+        if resume_dir is not None:  # (held already where config_for found a run folder)
+            locks.hold(run_dir)
         trainer = Trainer(cfg, run_dir)  # first: a config it refuses (device=cuda without CUDA) leaves no folder
         config = OmegaConf.to_container(cfg, resolve=True)
         if resume_dir is not None:
             trainer.restore(checkpoint, config)  # with the run's own torch thread count unless train.threads is given
-            if (saved := trainer.saved_threads) and cfg.train.threads and cfg.train.threads != saved:
-                print(f"note: train.threads={cfg.train.threads}: the run computed with {saved} torch threads; from "
-                      "here its numbers can differ in the last bits from an uninterrupted run's (leave "
-                      f"train.threads out to keep {saved})", flush=True)
+            if note := threads_note(trainer.saved_threads, cfg.train.threads, "train.threads"):
+                print(note, flush=True)
         try:
             if resume_dir is None and not cfg.run_dir:  # a generated name: claimed now, the trainer told
                 run_dir = trainer.run_dir = new_run_dir(cfg, create=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             if resume_dir is None:  # run_dir= of a run that is starting in another process is refused
-                _lock(run_dir, held)
+                locks.hold(run_dir)
         except OSError as exc:  # a file in the way, no permission, read-only disk
             raise ConfigError(f"cannot create the run folder {str(run_dir)!r} ({exc.strerror or exc}); choose "
                               "another runs_root= or run_dir=") from None

@@ -1,14 +1,16 @@
-"""One process per run folder: agents.run holds an flock on `<run>/.run.lock` while it trains or resumes a run.
+"""One process per run folder: agents.run (and each Tune trial) holds an flock on `<run>/.run.lock` while it runs.
 
 Without it, `resume=` of a run still training (or two runs given the same `run_dir=`) ran two writers of one
 folder: the same checkpoint, metrics and plots, and two TensorBoard event files. The kernel drops an flock when
 its process ends, SIGKILL included, so a killed run's folder is free at once: there is no stale lock to judge (the
-pid in the file is only for the message). Where there is no flock (Windows) the folder is not locked.
+pid in the file is only for the message). Where there is no flock (Windows, a file system without it) the folder
+is not locked.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from agents.config import ConfigError
@@ -25,22 +27,54 @@ RUN_FILES = ("config.yaml", "metrics.json")  # the run folder's own atomic files
 
 def lock_run(run_dir: Path) -> int | None:
     """Take `run_dir`'s lock without waiting and write this pid into it; returns its fd (closing it releases the
-    lock; None without flock). A folder another process holds is one ConfigError line naming that process. Then
-    the temp files a killed writer of this run left are removed (no other writer is left): checkpoints/ and plots/,
-    and those of config.yaml and metrics.json (an agents.evaluate may be writing its out file next to them)."""
+    lock; None where nothing could be locked). A folder another process holds, or one where the lock file cannot
+    be opened, is one ConfigError line. Then the temp files a killed writer of this run left are removed (no other
+    writer is left): checkpoints/ and plots/, and those of config.yaml and metrics.json (an agents.evaluate may be
+    writing its out file next to them)."""
     if fcntl is None:
         return None
-    fd = os.open(run_dir / RUN_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    lock = run_dir / RUN_LOCK
+    try:  # O_NOFOLLOW: a link planted there would have had its target truncated
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:  # a folder this user cannot write, a read-only disk, a folder or link in the way
+        raise ConfigError(f"cannot lock the run folder {str(run_dir)!r} ({RUN_LOCK}: {exc.strerror or exc}); a run "
+                          f"writes into its folder: make it writable, with {RUN_LOCK} a plain file or absent") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # held (BlockingIOError)
+    except BlockingIOError:  # held
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise ConfigError(f"run folder {str(run_dir)!r} is in use by another process (pid {holder}); wait for it "
                           f"to end or stop it, then continue it with resume={run_dir}") from None
+    except OSError as exc:  # no flock on this file system (ENOLCK, EOPNOTSUPP): run, unprotected, and say so
+        os.close(fd)
+        print(f"note: the run folder cannot be locked here ({exc.strerror or exc}): make sure no other process "
+              "writes it while this run does", file=sys.stderr, flush=True)
+        return None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     remove_temp_files(run_dir, RUN_FILES)
     for sub in ("checkpoints", "plots"):
         remove_temp_files(run_dir / sub)
     return fd
+
+
+class RunLocks:
+    """The run folders this process holds, each locked once (`hold`) and all released on exit."""
+
+    def __init__(self):
+        self._fds: dict[Path, int | None] = {}
+
+    def hold(self, run_dir: str | os.PathLike) -> None:
+        folder = Path(run_dir).resolve()
+        if folder not in self._fds:
+            self._fds[folder] = lock_run(folder)
+
+    def __enter__(self) -> RunLocks:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fd in self._fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._fds.clear()

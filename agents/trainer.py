@@ -27,6 +27,7 @@ from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
 from agents.models import ModelConfig, build_model
 from agents.objectives import reinforce_loss, supervised_loss
+from agents.threads import adopt_saved_threads
 from memory.metrics import SlotLifetimeTracker, slot_usage
 from memory.slots import SlotState
 
@@ -334,8 +335,7 @@ class Trainer:
         # the thread count changes the last bits of reductions: a resume (or evaluation) computes with the run's
         # own unless train.threads names another (absent in checkpoints from before it was kept)
         self.saved_threads = tr.get("torch_threads")
-        if self.saved_threads and not self.cfg.train.threads:
-            torch.set_num_threads(self.saved_threads)
+        adopt_saved_threads(self.saved_threads, self.cfg.train.threads)
         if self.lifetimes is not None and tr.get("slot_lifetimes") is not None:
             self.lifetimes.load_state_dict(tr["slot_lifetimes"])
         log = [tuple(x) for x in tr["reset_log"]]

@@ -71,6 +71,7 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int) -> None
     from agents.config import to_yaml
     from agents.report import write_text_atomic
     from agents.run import fit
+    from agents.run_lock import RunLocks
     from agents.tb_logger import TBLogger
     from agents.trainer import Trainer
 
@@ -87,8 +88,10 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int) -> None
         with checkpoint.as_directory() as folder:
             trainer.restore(Path(folder) / "last.pt", config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
-    logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if checkpoint else None)
-    reporter = TuneReporter(run_dir / "checkpoints", logger)
-    fit(trainer, logger, config, progress=False, on_eval=reporter)
-    reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate
+    with RunLocks() as locks:  # a trial folder is a run folder: one writer (an agents.run resume= of it is refused)
+        locks.hold(run_dir)
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+        logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if checkpoint else None)
+        reporter = TuneReporter(run_dir / "checkpoints", logger)
+        fit(trainer, logger, config, progress=False, on_eval=reporter)
+        reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate

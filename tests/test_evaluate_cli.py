@@ -41,7 +41,7 @@ def refused(capsys, message: str) -> str:
     (["checkpoint=RUN", "memory.reset"], "memory.reset: no value; write memory.reset=<value>"),
     (["RUN"], "arguments are key=value; write checkpoint="),
     (["checkpoint=RUN", "seed=3"], "'seed=3' is not an argument of agents.evaluate"),
-    (["checkpoint=RUN", "env.id=NeedleRecall-v0"], "it takes checkpoint=, device=, out=, env.kwargs.<option>="),
+    (["checkpoint=RUN", "env.id=NeedleRecall-v0"], "it takes checkpoint=, device=, out=, threads=, env.kwargs."),
     (["out=x.json"], "checkpoint= is missing; name the run to evaluate: checkpoint=<run folder"),
     ([], "checkpoint= is missing"),
 ])

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(os.name == "nt", reason="no flock on Windows: ru
 @pytest.fixture
 def finished(tmp_path):
     run_dir = tmp_path / "run"
-    assert run.main(tiny("ContinualShift-v0", "lstm", run_dir)) == 0
+    # train.threads=0, the default: torch's own count, which conftest pins to 1 (a resume must keep that count)
+    assert run.main(tiny("ContinualShift-v0", "lstm", run_dir, "train.threads=0")) == 0
     return run_dir
 
 
@@ -35,7 +36,10 @@ def test_a_run_folder_another_process_holds_is_refused_in_one_line(finished, cap
         err = capsys.readouterr().err.strip()
         assert err == (f"error: run folder {str(finished)!r} is in use by another process (pid {os.getpid()}); "
                        f"wait for it to end or stop it, then continue it with resume={finished}")
-        # a fresh run told to write there is refused too (it holds no checkpoint yet in a run still starting)
+        # a fresh run told to write there: "in use" (the run's own "already holds a run" named a refused resume=),
+        # and so while a run still starting holds no checkpoint yet
+        assert run.main(tiny("ContinualShift-v0", "lstm", finished)) == 2
+        assert "is in use by another process" in capsys.readouterr().err
         (finished / "checkpoints" / "last.pt").rename(finished / "kept.pt")
         assert run.main(tiny("ContinualShift-v0", "lstm", finished)) == 2
         assert "is in use by another process" in capsys.readouterr().err
@@ -73,8 +77,8 @@ def test_a_resume_computes_with_the_runs_own_thread_count_unless_told_otherwise(
         torch.set_num_threads(1)
         assert run.main([f"resume={finished}", "train.threads=2"]) == 0
         assert torch.get_num_threads() == 2
-        assert ("note: train.threads=2: the run computed with 1 torch threads; from here its numbers can differ in "
-                "the last bits from an uninterrupted run's (leave train.threads out to keep 1)") in \
+        assert ("note: train.threads=2: the run computed with 1 torch threads; with 2 its numbers can differ in "
+                "the last bits from the run's own (leave train.threads out to keep 1)") in \
             capsys.readouterr().out
     finally:
         torch.set_num_threads(1)
@@ -87,5 +91,88 @@ def test_a_checkpoint_with_an_impossible_thread_count_is_one_line(finished, tmp_
     path.parent.mkdir()
     torch.save(body, path)
     trainer = Trainer(run.validate(OmegaConf.create(body["config"])), tmp_path)
-    with pytest.raises(CheckpointError, match=r"trainer\.torch_threads.*0, not a thread count >= 1"):
+    with pytest.raises(CheckpointError, match=r"trainer\.torch_threads.*0, not a thread count in \[1, "):
         trainer.restore(path, body["config"])
+
+
+def test_a_held_run_is_refused_before_its_checkpoint_is_read(finished, capsys, monkeypatch):
+    """The refusal came after the whole checkpoint (several GB for a big store) was loaded."""
+    def not_read(*args, **kwargs):
+        raise AssertionError("the checkpoint was read")
+
+    held = lock_run(finished)
+    try:
+        monkeypatch.setattr(run, "load_checkpoint", not_read)
+        assert run.main([f"resume={finished}"]) == 2
+        assert "is in use by another process" in capsys.readouterr().err
+    finally:
+        os.close(held)
+
+
+@pytest.mark.parametrize("kind", ["folder", "link"])
+def test_a_lock_file_that_cannot_be_opened_is_one_line_and_a_link_target_is_untouched(finished, capsys, kind):
+    """A folder there was an IsADirectoryError traceback; a link had its target truncated to the pid."""
+    lock = finished / RUN_LOCK
+    lock.unlink()
+    target = finished.parent / "notes.txt"
+    target.write_text("important")
+    lock.mkdir() if kind == "folder" else lock.symlink_to(target)
+    capsys.readouterr()
+    assert run.main([f"resume={finished}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot lock the run folder {str(finished)!r} ({RUN_LOCK}: ") and err.endswith(
+        f"a run writes into its folder: make it writable, with {RUN_LOCK} a plain file or absent")
+    assert len(err.splitlines()) == 1 and target.read_text() == "important"
+
+
+def test_a_file_system_without_flock_runs_unlocked_with_a_note(finished, capsys, monkeypatch):
+    import errno
+
+    import agents.run_lock as run_lock
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_flock)
+    capsys.readouterr()
+    assert run.main([f"resume={finished}"]) == 0
+    assert ("note: the run folder cannot be locked here (No locks available): make sure no other process writes it "
+            "while this run does") in capsys.readouterr().err
+
+
+def test_a_saved_thread_count_above_this_machines_cores_is_kept_with_a_note(finished, capsys):
+    from agents.threads import usable_cores
+
+    path = finished / "checkpoints" / "last.pt"
+    body = load_checkpoint(path)
+    many = usable_cores() + 1
+    body["trainer"]["torch_threads"] = many
+    torch.save(body, path)
+    try:
+        capsys.readouterr()
+        assert run.main([f"resume={finished}"]) == 0
+        assert torch.get_num_threads() == many
+        assert (f"note: the run computed with {many} torch threads, more than the {usable_cores()} cores here: kept, "
+                f"so its numbers stay the same, but slower; train.threads={usable_cores()} is faster") in \
+            capsys.readouterr().out
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_evaluate_uses_the_runs_thread_count_or_threads_and_gives_the_callers_back(finished, capsys):
+    from agents import evaluate
+
+    torch.set_num_threads(2)
+    try:
+        first = evaluate.evaluate(finished, out=None)
+        assert torch.get_num_threads() == 2  # the caller's count again (it computed with the run's 1)
+        capsys.readouterr()
+        assert evaluate.main([f"checkpoint={finished}", "threads=2", "out=two.json"]) == 0
+        assert "note: threads=2: the run computed with 1 torch threads; with 2 its numbers can differ" in \
+            capsys.readouterr().out
+        assert evaluate.main([f"checkpoint={finished}", "threads=x"]) == 2
+        assert capsys.readouterr().err.strip() == ("error: threads=x: not an integer; give a torch thread count, e.g. "
+                                                   "threads=2 (default: the run's own)")
+        assert first["accuracy_by_task"] == evaluate.evaluate(finished, out=None)["accuracy_by_task"]
+    finally:
+        torch.set_num_threads(1)

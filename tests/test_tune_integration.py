@@ -94,6 +94,7 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
         scalars = read_scalars(run)  # each trial: its own TensorBoard run with the reported tags
         assert "cl/ACC" in scalars and "eval/task_1/accuracy" in scalars
         assert (run / "checkpoints" / "last.pt").is_file()
+        assert (run / ".run.lock").read_text().strip().isdigit()  # each trial held its folder (agents/run_lock.py)
         episodes = [json.loads(line)["episode"] for line in (run / "result.json").read_text().splitlines()]
         # a resumed trial went on from its checkpoint: episodes never go back. One report may repeat once: when
         # the stop arrives between Tune logging a result and registering its checkpoint, the trial resumes from
