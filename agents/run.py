@@ -16,6 +16,7 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotli
 
 import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import time  # noqa: E402
+from contextlib import suppress  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str], locks: RunLocks) -> int:
-    run_dir = cfg = resume_dir = trainer = None
+    run_dir = cfg = resume_dir = trainer = logger = None
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
             _path_arg(argv, "config")  # one config=, as without --help
@@ -293,6 +294,10 @@ def _main(argv: list[str], locks: RunLocks) -> int:
         again = _keeps_sizes(run_dir) if resume_dir is not None else ""
         print(f"error: {does_not_fit(cfg, exc)}{again}", file=sys.stderr)
         return 2
+    finally:  # a run stopped early: the points it logged reach its event file (the writer's thread dies with us)
+        if logger is not None:
+            with suppress(OSError):  # a full disk: the run's own line (above) says what matters
+                logger.close()
     print(summary_table(metrics))
     logdir = run_dir if cfg.run_dir or resume_dir else Path(cfg.runs_root)  # runs_root: all runs side by side
     print(f"run folder: {run_dir}  (tensorboard --logdir {logdir})")
