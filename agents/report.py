@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from agents import plots
-from agents.cl_metrics import env_schedule
 from memory.persist import atomic_file
 
 
@@ -65,12 +64,11 @@ def partial_block(trainer) -> dict | None:
     """The last trained block when the run stopped inside it (`train.episodes` shorter than the env's schedule):
     {"block": k, "task": its task, "episodes": trained, "of": the block's length}; None when every trained block
     was finished or the env has no schedule. Its row of the accuracy matrix is then a partly trained task."""
-    schedule = env_schedule(trainer.venv)  # (starts, tasks, episodes)
-    if trainer.episode == 0 or schedule is None:
+    if trainer.episode == 0 or trainer.schedule_episodes is None:
         return None
     k = trainer.block_of(trainer.episode - 1)
     start, starts = int(trainer.block_starts[k]), trainer.block_starts
-    end = int(starts[k + 1]) if k + 1 < len(starts) else schedule[2]
+    end = int(starts[k + 1]) if k + 1 < len(starts) else trainer.schedule_episodes
     if trainer.episode >= end:
         return None
     return {"block": k, "task": int(trainer.block_tasks[k]), "episodes": trainer.episode - start, "of": end - start}

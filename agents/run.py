@@ -98,13 +98,13 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
         raise ConfigError(f"resume= continues a run with the config saved in its checkpoint; drop the other overrides "
                           f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
     checkpoint = Path(resume).resolve()
-    if locks is not None and (run_dir_of(checkpoint) / "checkpoints").is_dir():  # a run folder: no stray lock file
-        locks.hold(run_dir_of(checkpoint))
+    run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
+    if locks is not None and (run_dir / "checkpoints").is_dir():  # a run folder (no stray lock file elsewhere)
+        locks.hold(run_dir)
     body = load_checkpoint(checkpoint, purpose="resume")
     if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
         raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
-    run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
     changed = OmegaConf.create()
     for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
         OmegaConf.update(changed, key, override_value(text, key))

@@ -60,6 +60,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(t.weight_decay), lr=t.lr, fused=True)
         self.runner = EpisodeRunner(self.venv, self.model, self.device, t.chunk, amp=t.amp, acting=t.acting)
         self.state = self.model.initial_state(t.lanes)
+        sched = env_schedule(self.venv)  # (block starts, block tasks, episodes); None: an env without a schedule
+        self.schedule_episodes = None if sched is None else sched[2]  # training episodes of the env's schedule
         self.total_episodes = self._default_episodes() if t.episodes is None else int(t.episodes)
         # trainer state (all of it goes into the checkpoint)
         self.episode = 0  # training episodes done (per lane)
@@ -73,8 +75,7 @@ class Trainer:
         self.saved_threads: int | None = None  # the torch thread count of a restored checkpoint's run
         # one row of R per training block (a run of consecutive episodes on one task), not per task: a schedule
         # that revisits tasks (0, 1, 0, 1) would otherwise overwrite its first pass (cl_metrics' docstring)
-        sched = env_schedule(self.venv)  # an env without a schedule: one block of task 0
-        self.block_starts, self.block_tasks = sched[:2] if sched is not None else schedule_blocks([0])
+        self.block_starts, self.block_tasks = sched[:2] if sched is not None else schedule_blocks([0])  # 1 block
         self.R = np.full((len(self.block_tasks), self.num_tasks), np.nan)  # (K, T)
         self.b = np.full(self.num_tasks, np.nan)
         self.curves: dict[int, list[tuple[int, float]]] = {j: [] for j in range(self.num_tasks)}
@@ -89,10 +90,9 @@ class Trainer:
         self.lifetimes = SlotLifetimeTracker(t.lanes, cfg.memory.slots) if has_slots else None
 
     def _default_episodes(self) -> int:
-        sched = env_schedule(self.venv)
-        if sched is None:
+        if self.schedule_episodes is None:
             raise ConfigError(f"train.episodes is not set for {self.cfg.env.id}; set train.episodes=<n>")
-        return sched[2]
+        return self.schedule_episodes
 
     # ---------------------------------------------------------------- env resets (logged for replay)
     def _reset(self, phase: int, task: int):

@@ -88,7 +88,8 @@ def test_a_schedule_of_512_million_episodes_takes_little_memory(shift):
         env = gym.make("ContinualShift-v0", **kwargs)
         venv = gym.make_vec("ContinualShift-v0", num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
         starts, tasks, episodes = env_schedule(venv)
-        trainer = SimpleNamespace(venv=venv, episode=256_500_000, block_starts=starts, block_tasks=tasks)
+        trainer = SimpleNamespace(venv=venv, episode=256_500_000, block_starts=starts, block_tasks=tasks,
+                                  schedule_episodes=episodes)
         trainer.block_of = lambda e: Trainer.block_of(trainer, e)
         partial = partial_block(trainer)
         _, info = venv.reset(seed=0)
