@@ -282,7 +282,8 @@ def test_step_and_chunk_read_layouts_agree():
     assert torch.equal(info.slot_ids, torch.cat([i.slot_ids for _, i in one_by_one], dim=1))
 
 
-@pytest.mark.parametrize("shape,k", [((8, 32, 128), 4), ((5, 256), 8), ((3, 16), 4), ((4, 30), 3)])
+@pytest.mark.parametrize("shape,k", [((8, 32, 128), 4), ((5, 256), 8), ((2, 512), 16), ((2, 1024), 4), ((3, 16), 4),
+                                     ((4, 30), 3)])
 def test_grouped_topk_matches_torch_topk(shape, k):
     torch.manual_seed(0)
     x = torch.randn(shape)
