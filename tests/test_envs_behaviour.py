@@ -179,6 +179,32 @@ def test_continual_shift_hidden_task_is_inferable_from_filler_statistics():
         assert guess == j
 
 
+@pytest.mark.parametrize("options", [{"num_tasks": 3, "keys_per_task": 1, "vocab_size": 12}, {"vocab_size": 49}])
+def test_continual_shift_tasks_never_share_filler_statistics(options):
+    # with few fillers two tasks' tables could come out alike (9 of these 20 worlds at V=12, 2 at V=49), and with
+    # the task hidden nothing then told two conflicting mappings apart
+    for seed in range(20):
+        source = gym.make("ContinualShift-v0", world_seed=seed, **options).unwrapped._source
+        tables = source.filler_table - source.filler0  # (T, FILLER_TABLE)
+        counts = {np.bincount(row, minlength=source.num_fillers).tobytes() for row in tables}
+        assert len(counts) == source.num_tasks, f"world_seed={seed}"
+
+
+def test_continual_shift_worlds_without_equal_tasks_are_unchanged():
+    import hashlib
+
+    source = gym.make("ContinualShift-v0").unwrapped._source  # the default world, as before the redraw existed
+    digest = hashlib.sha256(source.filler_table.tobytes() + source.values.tobytes()).hexdigest()
+    assert digest.startswith("d6cba08d53062131")
+
+
+def test_filler_distributions_counts_the_ways_to_place_the_counts():
+    from envs.continual_shift import filler_distributions
+
+    assert [filler_distributions(f) for f in (1, 2, 3, 4)] == [1, 2, 6, 24]  # few fillers: all counts differ
+    assert all(filler_distributions(f) >= min(f, 256) for f in range(2, 600))  # what the vocab check relies on
+
+
 # ------------------------------------------------------------------------------------------------- NeedleRecall
 NR_SMALL = {"delay": 3, "facts_per_episode": 3, "haystack_length": 64}
 
