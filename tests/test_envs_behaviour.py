@@ -267,6 +267,21 @@ def test_needle_recall_cycle_writes_and_fresh_facts():
     assert shown_facts(ev["obs"]) <= pools["fresh"]
 
 
+@pytest.mark.parametrize("count,length,symbols", [(3000, 3, 19), (500, 2, 32), (200, 4, 10**6), (50, 1, 100)])
+def test_needle_recall_cue_prefixes_are_the_row_wise_draw(count, length, symbols):
+    # the fast path (a row as one integer; 10^6 symbols ^ 4 does not fit, so rows) redraws exactly the rows the
+    # row-wise np.unique redrew: the same facts as before it, all prefixes different
+    from envs.needle_recall import _distinct_prefixes
+
+    rng = np.random.default_rng(7)
+    rows = rng.integers(0, symbols, size=(count, length))
+    while len(duplicate := np.setdiff1d(np.arange(count), np.unique(rows, axis=0, return_index=True)[1])):
+        rows[duplicate] = rng.integers(0, symbols, size=(len(duplicate), length))
+    fast = _distinct_prefixes(np.random.default_rng(7), count, length, symbols)
+    np.testing.assert_array_equal(fast, rows)
+    assert len(np.unique(fast, axis=0)) == count
+
+
 def test_needle_recall_eval_episodes_do_not_disturb_the_training_cycle():
     venv = gym.make_vec("NeedleRecall-v0", num_envs=2, vectorization_mode="vector_entry_point", **NR_SMALL)
     phases = []
