@@ -158,7 +158,7 @@ class LongDependencyEnv(TokenStreamEnv):
     | queries_per_episode | 16 | Q in-episode queries |
     | episode_length | 1280 | L steps; at least max(distances) + 3 + 9 (Q + C) |
     | cross_episode_queries | 0 | C queries per episode whose pair was shown in an earlier episode |
-    | cross_episode_gap | 1 | how many episodes earlier |
+    | cross_episode_gap | 1 | how many episodes earlier (with C > 0) |
 
     `reset(options={"phase": "eval", "task_id": 0})` draws from an independent eval stream (its own carried
     pairs); `eval_episodes` = gap + 1 with cross-episode queries (a complete evaluation), else 1.
