@@ -37,6 +37,25 @@ def filler_distributions(fillers: int) -> int:
     return ways
 
 
+def blended_distance(pair: np.ndarray, K: int) -> np.ndarray:
+    """pair (B, N): each trial's (key, value) as one code -> (B, N) steps back to the last trial with the same pair
+    (3 x its trials back - 1), -1 where none. Only trials a multiple of K back show the same key slot, so each
+    chain of trials r, r + K, r + 2K, ... is searched alone: a stable sort by pair puts each trial right after its
+    latest earlier equal (a loop over every multiple of K took 12 s a reset at 10^5 trials, K = 1)."""
+    B, N = pair.shape
+    M = -(-N // K)  # trials per chain
+    codes = np.pad(pair, ((0, 0), (0, M * K - N)), constant_values=-1)  # pads (-1) equal no trial
+    chains = codes.reshape(B, M, K).transpose(0, 2, 1).reshape(B * K, M)  # row (b, r): trials r, r + K, ...
+    by_pair = np.argsort(chains, axis=1, kind="stable")  # (B K, M): positions by pair, then by position
+    ranked = np.take_along_axis(chains, by_pair, axis=1)
+    repeat = ranked[:, 1:] == ranked[:, :-1]  # (B K, M - 1): same pair as the one sorted before it
+    back = np.full(chains.shape, -1, dtype=np.int64)  # chain steps back, -1: first showing
+    rows = np.nonzero(repeat)[0]
+    back[rows, by_pair[:, 1:][repeat]] = by_pair[:, 1:][repeat] - by_pair[:, :-1][repeat]
+    steps = np.where(back > 0, 3 * K * back - 1, -1)  # (B K, M)
+    return steps.reshape(B, K, M).transpose(0, 2, 1).reshape(B, M * K)[:, :N]
+
+
 class ContinualShiftSource(StreamSource):
     env_id = "ContinualShift-v0"
 
@@ -179,11 +198,7 @@ class ContinualShiftSource(StreamSource):
         if share == 0.0:  # one task: every key's previous trial, K trials back, revealed the same value
             distance[:, 2 + 3 * K:L:3] = 3 * K - 1
         else:
-            dist = np.full((B, N), -1, dtype=np.int64)
-            for back in range(K, N, K):
-                same = (key[:, back:] == key[:, :-back]) & (value[:, back:] == value[:, :-back]) & (dist[:, back:] < 0)
-                dist[:, back:][same] = 3 * back - 1
-            distance[:, 2:L:3] = dist
+            distance[:, 2:L:3] = blended_distance(key * self.vocab_size + value, K)
         return Episodes(obs, target, task, distance, phase, True, -1)
 
 

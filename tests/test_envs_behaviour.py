@@ -9,6 +9,8 @@ from collections import defaultdict
 import gymnasium as gym
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import envs  # noqa: F401
 
@@ -196,6 +198,21 @@ def test_continual_shift_worlds_without_equal_tasks_are_unchanged():
     source = gym.make("ContinualShift-v0").unwrapped._source  # the default world, as before the redraw existed
     digest = hashlib.sha256(source.filler_table.tobytes() + source.values.tobytes()).hexdigest()
     assert digest.startswith("d6cba08d53062131")
+
+
+@settings(max_examples=80, deadline=None)
+@given(lanes=st.integers(1, 3), trials=st.integers(1, 60), K=st.integers(1, 8), codes=st.integers(1, 4),
+       seed=st.integers(0, 2**32 - 1))
+def test_blended_distance_is_the_nearest_earlier_trial_with_the_same_pair(lanes, trials, K, codes, seed):
+    from envs.continual_shift import blended_distance
+
+    pair = np.random.default_rng(seed).integers(0, codes, size=(lanes, trials))
+    expected = np.full((lanes, trials), -1)
+    for b in range(lanes):  # the definition: the smallest multiple of K back with the same (key, value)
+        for i in range(trials):
+            back = next((j for j in range(K, i + 1, K) if pair[b, i - j] == pair[b, i]), None)
+            expected[b, i] = -1 if back is None else 3 * back - 1
+    np.testing.assert_array_equal(blended_distance(pair, K), expected)
 
 
 def test_filler_distributions_counts_the_ways_to_place_the_counts():
