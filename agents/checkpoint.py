@@ -163,6 +163,23 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path, purpose
                           f"{fix}")
 
 
+def check_saved_config(saved_config: dict, path: str | Path) -> None:
+    """The config saved in a checkpoint is valid on its own, or one line that blames the file: resume= and
+    agents.evaluate merge the caller's few changes into it, and validate's line for the saved part named a fix
+    ("set model.dim only") that neither of them takes."""
+    from omegaconf import OmegaConf
+
+    from agents.config import ConfigError, validate
+
+    try:
+        validate(OmegaConf.create(saved_config))
+    except ConfigError as exc:
+        problem = str(exc).split("; ")[0]  # the line's fix is for a command line, which this config is not
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a config this memstream refuses ({problem}); the file "
+                              "was edited or written by another version: use the run's own checkpoint, or start a "
+                              "new run") from None
+
+
 # memory keys added to the run config after checkpoints of this format were written, with the value the code that
 # wrote those checkpoints used (the store's settings then); every other key is in every such checkpoint
 MEMORY_KEYS_ADDED = {"store_ivf_lists": 0, "store_ivf_probes": 0, "store_hnsw_neighbors": 32,

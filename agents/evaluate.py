@@ -36,6 +36,7 @@ from agents.checkpoint import (
     MEMORY_RUNTIME_KEYS,
     CheckpointError,
     check_compatible,
+    check_saved_config,
     load_checkpoint,
     run_dir_of,
 )
@@ -96,6 +97,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         check_not_empty("out", out)
         out = Path(out).expanduser()
         check_out_file(out, run_dir, checkpoint)
+    check_saved_config(body["config"], checkpoint)
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
         if env_kwargs:

@@ -114,6 +114,22 @@ def test_resume_names_a_new_run_from_the_saved_config_for_another_architecture(f
     assert run.main([f"config={run_dir}/config.yaml", f"run_dir={tmp_path / 'new'}"]) == 0  # the fix works
 
 
+def test_a_saved_config_this_memstream_refuses_blames_the_checkpoint(finished, tmp_path, capsys):
+    """An edited model.dim (memory.dim is tied to it) gave validate's "set model.dim only": a fix for a command
+    line, which neither resume= (no overrides) nor agents.evaluate (no model.*) takes."""
+    run_dir = damaged_copy(finished, tmp_path, "incomplete")  # then the edit below replaces the file
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    body = torch.load(finished / "checkpoints" / "last.pt", weights_only=True)
+    body["config"]["model"]["dim"] = 2 * body["config"]["model"]["dim"]
+    torch.save(body, ckpt)
+    for main, argv in ((run.main, [f"resume={run_dir}"]), (evaluate.main, [f"checkpoint={run_dir}"])):
+        assert main(argv) == 2
+        err = one_line(capsys)
+        assert err == (f"error: checkpoint {str(run_dir)!r} holds a config this memstream refuses (memory.dim=32 must "
+                       "equal model.dim=64); the file was edited or written by another version: use the run's own "
+                       "checkpoint, or start a new run"), err
+
+
 def test_the_lines_of_a_missing_checkpoint_not_in_a_run_folder(tmp_path, capsys):
     nowhere = tmp_path / "nowhere"
     assert run.main([f"resume={nowhere}"]) == 2
