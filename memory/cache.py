@@ -25,6 +25,7 @@ entries are added or removed, while moves between tiers rewrite (tier, slot) in 
 
 from __future__ import annotations
 
+import inspect
 import os
 import uuid
 import weakref
@@ -328,10 +329,17 @@ class TieredKVCache(TierMoves):
     def load(cls, path, cold_path=None) -> TieredKVCache:
         """Rebuild a cache saved with `save(path)`; its cold tier goes to `cold_path` (private temp if None)."""
         d = checked_torch_load(path, "TieredKVCache", FORMAT)
+        cfg = d.get("config")
+        if not isinstance(cfg, dict):
+            raise ValueError(f"TieredKVCache: {path} lacks its settings ('config'); it is damaged")
+        unknown = set(map(str, cfg)) - set(inspect.signature(cls.__init__).parameters) | {"self", "path"} & set(cfg)
+        if unknown:  # was "lacks its settings" too
+            raise ValueError(f"TieredKVCache: {path} has settings this version does not know "
+                             f"({', '.join(sorted(unknown))}) in its 'config'; it is damaged")
         try:
-            cache = cls(**d["config"], path=cold_path)
-        except (KeyError, TypeError):  # no settings, or settings this version has no keyword for
-            raise ValueError(f"TieredKVCache: {path} lacks its settings ('config'); it is damaged") from None
+            cache = cls(**cfg, path=cold_path)
+        except TypeError:  # a setting missing
+            raise ValueError(f"TieredKVCache: {path} lacks some of its settings ('config'); it is damaged") from None
         try:
             cache.load_state_dict(d)
         except BaseException:

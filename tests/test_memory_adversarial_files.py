@@ -2,6 +2,8 @@
 given to the savers, paths that are folders, files given to the wrong loader, loads that fail half-way, and a
 coded store given keys that are not its codes. Each case was found by adversarial testing and failed before."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -181,6 +183,21 @@ def test_a_cache_file_without_its_parts_is_one_line(tmp_path, damage):
         TieredKVCache.load(tmp_path / "c.pt", cold_path=tmp_path / "cold2")
     with pytest.raises(ValueError, match=r"^TieredKVCache\.load_state_dict: the saved state lacks"):
         src.load_state_dict(d)
+    src.close()
+
+
+@pytest.mark.parametrize("edit, line", [
+    (lambda cfg: cfg.update(newopt=1), "has settings this version does not know (newopt) in its 'config'"),
+    (lambda cfg: cfg.update(path="/elsewhere"), "has settings this version does not know (path) in its 'config'"),
+    (lambda cfg: cfg.pop("hot"), "lacks some of its settings ('config')")])
+def test_a_cache_file_with_settings_this_version_does_not_take_names_them(tmp_path, edit, line):
+    """A setting the cache has no keyword for was worded "lacks its settings", as FaissStore.load no longer does."""
+    src, _ = filled_cache(tmp_path, 0, 6)
+    d = src.state_dict()
+    edit(d["config"])
+    atomic_torch_save(d, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=re.escape(f"TieredKVCache: {tmp_path / 'c.pt'} {line}; it is damaged")):
+        TieredKVCache.load(tmp_path / "c.pt", cold_path=tmp_path / "cold2")
     src.close()
 
 
