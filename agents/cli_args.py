@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from memory.metrics import format_bytes
 
+SECTIONS = ("model", "memory", "train", "env.kwargs")  # mappings of keys: set key by key, never as one value
+
 
 def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "an integer >= 1")
@@ -72,6 +74,9 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
             raise ConfigError(f"{item}: one value per key (a comma list, range() or choice() is a sweep: python -m "
                               "agents.tune sweep.search_space.<key>=grid:[a,b]); write a list as [a,b] or quote a "
                               "text: key='a,b'")
+        if key in SECTIONS:  # `memory={}` replaced the section (its keys then came from the schema), `env.kwargs=3`
+            raise ConfigError(f"{item}: {key} is a section of keys; set {key}.<key>=<value> one key at a time "
+                              "(`python -m agents.run --help` lists them)")
         group = key.split(".")[0]
         if saved and key in ("env", "agent", "env.id", "agent.name"):
             raise ConfigError(f"{item}: config= keeps the saved run's env and agent; to switch the {group}, start "
@@ -79,6 +84,10 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
         if key in ("env.id", "agent.name"):
             raise ConfigError(f"{item}: choose the {group} with {group}=<name> ({', '.join(groups[group])}): its "
                               f"config file sets the {group}'s other settings with it")
+        if override.package is not None and key not in groups:  # `a@b=`: Hydra's package syntax (config groups)
+            from agents.config import RunSchema
+            from agents.config_messages import unknown_key
+            raise ConfigError(unknown_key(override_key(item), RunSchema))
         if key in groups and override.package is None and override.value() not in groups[key]:
             raise ConfigError(f"unknown {key} {override.value()!r}; choose one of: {', '.join(groups[key])}")
         parsed.append(override)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: 
     find_interpolation,
     hydra_reason,
 )
-from agents.config_messages import one_line, unknown_key
+from agents.config_messages import one_line, unknown_key, wrong_type
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
 
@@ -156,6 +157,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     need(not vector, f"env.kwargs.{(vector or [''])[0]}: the env's lanes are train.lanes, and the trainer makes the "
          "vector env itself; drop it")  # was make_vec()'s "got multiple values for keyword argument"
     need(merged.runs_root.strip() != "", "runs_root= is empty: name the folder for run folders (default runs)")
+    need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "
+         "the run into, or leave run_dir out (a new folder under runs_root)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
     need(merged.device in DEVICES, f"device={merged.device!r}: choose one of {DEVICES}")
     from agents.models import ModelConfig
@@ -197,8 +200,10 @@ def _unresolvable(cfg: DictConfig | ListConfig, exc: Exception, prefix: str = ""
         if OmegaConf.is_interpolation(cfg, key):
             try:
                 cfg[key]
-            except OmegaConfBaseException as why:
-                return f"{name}={cfg._get_node(key)._value()}: {str(why).splitlines()[0]}"
+            except OmegaConfBaseException as why:  # OmegaConf's "While dereferencing interpolation '${..}': " dropped
+                reason = re.sub(r"^While dereferencing interpolation '.*?': ", "", str(why).splitlines()[0])
+                typed = wrong_type(name, reason, RunSchema)  # resolved to a value of the wrong type
+                return f"{name}={cfg._get_node(key)._value()}: {typed.split(': ', 1)[1] if typed else reason}"
         elif isinstance(cfg._get_node(key), (DictConfig, ListConfig)):
             found = _unresolvable(cfg[key], exc, name)
             if found:
@@ -255,6 +260,11 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
                           "config.yaml or a sweep's best_config.yaml") from None
     if not isinstance(loaded, DictConfig) or not loaded:  # an empty file loads as {}: it started a default run
         raise ConfigError(f"config={path}: holds no mapping of keys; point it at a run's config.yaml")
+    sections = ("env", "agent", "model", "memory", "train")  # a run's metrics.json (JSON is YAML) has env: <id>
+    if not set(map(str, loaded)) & set(RunSchema.__dataclass_fields__) or any(
+            key in loaded and not isinstance(loaded._get_node(key), DictConfig) for key in sections):
+        raise ConfigError(f"config={path}: is no run config (a run's config.yaml has env, agent, model and train "
+                          "sections); point it at a run's config.yaml or a sweep's best_config.yaml")
     parsed = check_overrides(list(overrides or []), {group: group_options(group) for group in ("env", "agent")},
                              saved=True)  # as on a fresh command line, and env= / agent= (.name, .id) refused
     for key in ("run_dir", "resume"):

@@ -12,7 +12,9 @@ HELP = "run `python -m agents.run --help` to list the keys"
 # OmegaConf's wording for a value its node type refuses -> what that type takes
 _CONVERT = re.compile(r"Value '(?P<value>.*?)' (of type '\w+' )?could not be converted to (?P<type>Integer|Float)")
 _BOOL = re.compile(r"Value '(?P<value>.*?)' is not a valid bool")
+_NONE = re.compile(r"Incompatible value 'None' for field of type '(?P<type>\w+)'")  # key=null for a typed key
 _TAKES = {"Integer": "a whole number", "Float": "a number"}
+_NAMED = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text"}
 
 
 def schema_keys(schema, prefix: str = "") -> list[str]:
@@ -43,14 +45,18 @@ def unknown_key(key: str, schema) -> str:
 
 
 def wrong_type(key: str, msg: str, schema) -> str | None:
-    """`train.lr: 'abc' is not a number; give one, e.g. train.lr=0.003`, or None when `msg` is another refusal."""
+    """`train.lr: 'abc' is not a number; give one, e.g. train.lr=0.003` (or null where a value is needed), or None
+    when `msg` is another refusal."""
     default = default_of(schema, key)
+    default = str(default).lower() if isinstance(default, bool) else default
     if m := _CONVERT.search(msg):
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
         example = f", e.g. {key}={default}" if numeric else ""
         return f"{key}: {m['value']!r} is not {_TAKES[m['type']]}; give one{example}"
     if m := _BOOL.search(msg):
         return f"{key}: {m['value']!r} is not a boolean; give {key}=true or {key}=false"
+    if m := _NONE.search(msg):
+        return f"{key}=null: {key} takes {_NAMED.get(m['type'], m['type'])}, not null; give one, e.g. {key}={default}"
     return None
 
 

@@ -24,7 +24,8 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from agents.config import MAX_THREADS, ConfigError, group_options, override_value, validate
+from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, override_value, validate
+from agents.config_messages import wrong_type
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
@@ -335,5 +336,6 @@ def trial_config(base: DictConfig, params: dict) -> DictConfig:
             with open_dict(cfg):  # new keys (env.kwargs.*) may be added; validate() rejects unknown ones
                 OmegaConf.update(cfg, key, plain(value), merge=True)
         except Exception as exc:  # OmegaConf validation errors (type of the field)
-            raise ConfigError(f"{key}={value!r}: {str(exc).splitlines()[0]}") from None
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(wrong_type(key, reason, RunSchema) or f"{key}={value!r}: {reason}") from None
     return validate(cfg)

@@ -136,6 +136,15 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
     ("train=5", "train=5: train is a section of keys; set train.<key>=<value> "),
     ("train.entropy_coef=-1", "train.entropy_coef=-1.0: must be >= 0"),
     ("memory.key_lags=1:0+1:0", "memory.key_lags='1:0+1:0': the lag pair '1:0' is given twice; give each pair once"),
+    # a second audit, 2026-12-01: OmegaConf's or Hydra's words with no fix, and two overrides that ran a default run
+    ("train.lanes=null", "train.lanes=null: train.lanes takes a whole number, not null; give one, e.g. train.lanes=16"),
+    ("train.amp=null", "train.amp=null: train.amp takes true or false, not null; give one, e.g. train.amp=false"),
+    ("train.lanes=${oc.env:MEMSTREAM_UNSET_VARIABLE,abc}",  # was "While dereferencing interpolation ..."
+     "train.lanes=${oc.env:MEMSTREAM_UNSET_VARIABLE,abc}: 'abc' is not a whole number; give one, e.g. train.lanes=16"),
+    ("env.kwargs=3", "env.kwargs=3: env.kwargs is a section of keys; set env.kwargs.<key>=<value> one key at a time"),
+    ("memory={}", "memory={}: memory is a section of keys; set memory.<key>=<value> one key at a time"),
+    ("memory.sl@ts=3", "unknown config key 'memory.sl@ts'; did you mean 'memory.slots'?"),
+    ("run_dir=", "run_dir= is empty: name the folder to write the run into, or leave run_dir out"),
 ])
 def test_configs_that_failed_later_are_one_line_at_once(tmp_path, capsys, monkeypatch, override, message):
     monkeypatch.chdir(tmp_path)

@@ -66,6 +66,9 @@ def test_bad_overrides_of_a_saved_config_are_one_line(first_run, tmp_path, capsy
     ("- 1\n- 2\n", "holds no mapping of keys"),
     ("", "holds no mapping of keys"),  # an empty file started a run with every default
     ("# nothing\n", "holds no mapping of keys"),
+    # a run's metrics.json (JSON is YAML, and it has env: <id>): was "unknown config key 'episodes'"
+    ('{"env": "ContinualShift-v0", "agent": "memnet", "seed": 0, "episodes": 3, "ACC": 0.5}', "is no run config"),
+    ('{"checkpoint": "x", "evaluations": []}', "is no run config (a run's config.yaml has env, agent, model and train"),
 ])
 def test_a_missing_or_unusable_config_file_is_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "config.yaml"

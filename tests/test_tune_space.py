@@ -215,8 +215,11 @@ def test_trial_config_sets_the_swept_values(smoke_base):
     assert (cfg.memory.slots, cfg.memory.pressure_weight, cfg.memory.decay) == (8, 0.02, False)
     assert type(cfg.memory.slots) is int and cfg.env.kwargs.vocab_size == 64
     assert smoke_base.memory.slots == 64 and smoke_base.env.kwargs.vocab_size != 64  # base untouched
-    with pytest.raises(ConfigError, match="memory.slots"):
+    # was OmegaConf's "Value 'many' of type 'str' could not be converted to Integer"
+    with pytest.raises(ConfigError, match=r"^memory.slots: 'many' is not a whole number; give one, e.g. memory.slots="):
         trial_config(smoke_base, {"memory.slots": "many"})
+    with pytest.raises(ConfigError, match=r"^memory.decay: 'maybe' is not a boolean; give memory.decay=true or "):
+        trial_config(smoke_base, {"memory.decay": "maybe"})
 
 
 def test_best_overrides_rebuild_the_trial_config_exactly(smoke, smoke_base):
