@@ -183,10 +183,12 @@ class StoreSearch:
         return total
 
     def _touch(self, rows: np.ndarray) -> None:
-        """Search hits: refresh the lru stamp and add one importance per hit."""
+        """Search hits: refresh the lru stamp and add one importance per hit. One search's hits share one stamp, so
+        lru eviction takes the oldest of them first (stamps in row order made a newer entry in a lower row go
+        first)."""
         if not len(rows):
             return
         hit_rows, hits = np.unique(rows, return_counts=True)
-        self._stamp[hit_rows] = self._clock + np.arange(len(hit_rows))
-        self._clock += len(hit_rows)
+        self._stamp[hit_rows] = self._clock
+        self._clock += 1
         self._importance[hit_rows] += hits

@@ -113,6 +113,19 @@ def test_lru_evicts_least_recently_used():
     np.testing.assert_array_equal(np.sort(evicted), ids[2:])
 
 
+def test_lru_entries_returned_by_one_search_are_tied_and_the_oldest_goes_first():
+    """The hits of one search got stamps in row order: an entry written into an emptied lower row counted as less
+    recent than an older entry returned with it (an audit's case, 2026-12-01)."""
+    store = FaissStore(2, 1, capacity=3, eviction="lru")
+    ids, _ = store.add(np.array([[1.0, 0.0], [0.8, 0.6], [-1.0, 0.0]]), np.zeros((3, 1)), [0, 0, 0])
+    (newer,), (evicted,) = store.add(np.array([[0.8, 0.6]]), np.zeros((1, 1)), [0])
+    assert evicted == ids[0]  # newer takes row 0, below ids[1]'s row
+    hit = store.search(np.array([[[0.8, 0.6]]]), 2)
+    assert sorted(hit.ids[0, 0]) == sorted([ids[1], newer])  # returned together
+    assert store.add(np.array([[0.0, 1.0]]), np.zeros((1, 1)), [0])[1].tolist() == [ids[2]]  # never returned
+    assert store.add(np.array([[0.0, 1.0]]), np.zeros((1, 1)), [0])[1].tolist() == [ids[1]]  # the older of the tie
+
+
 def test_importance_evicts_lowest_importance_then_oldest():
     store = FaissStore(8, 1, capacity=4, eviction="importance")
     ids = fill(store, 4, importance=[5.0, 1.0, 3.0, 1.0])
