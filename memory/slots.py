@@ -65,7 +65,7 @@ class MultiHeadMemoryBank(nn.Module):
     e_1 .. e_4 that each erase only their own channel leave [1, 1, 1, 1], norm 2 against writes of norm 1.
     Allocation sends the M candidate writes of a lane to M distinct slots: never-written slots first, then
     least `usage`, ties broken by the largest `age` (with equal access history that is least recently used).
-    Slots not touched by this step's reads or writes shrink by a learned per-slot retention sigmoid(rho_i).
+    Slots shrink by (1 - sigmoid(rho_i)) x (1 - min(this step's read + write mass on them, 1)): untouched ones fully.
     """
 
     def __init__(self, cfg: MemoryConfig, *, usage_decay: float = 0.95, init_sharpness: float = 10.0,
@@ -242,7 +242,7 @@ class MultiHeadMemoryBank(nn.Module):
         gate = gate * lands
         coef = gate.unsqueeze(-1) * erase  # (B, M, D), 0 on masked / dropped writes
 
-        if self.decay_logit is not None:  # slots nobody read or wrote this step shrink by their retention
+        if self.decay_logit is not None:  # slots shrink by their retention, as far as this step did not access them
             # one head reading a slot with weight 1 touches it fully (per-head weights, not usage's 1/H share)
             access = (read_total + write_mass).clamp(max=1.0)  # (B, N)
             shrink = (1.0 - torch.sigmoid(self.decay_logit)) * (1.0 - access) * lane_active.unsqueeze(1)
