@@ -303,6 +303,11 @@ class EpisodeRunner:
 
 
 def _choose(logits: torch.Tensor, sample: bool) -> torch.Tensor:
-    """Actions from logits (..., V): drawn from the policy, or its argmax."""
+    """Actions from logits (B, V) or a chunk's (B, C', V): drawn from the policy, or its argmax. A chunk's draws are
+    made step by step, as step acting makes them, so both use the random stream alike and take the same actions."""
     logits = logits.float()
-    return torch.distributions.Categorical(logits=logits).sample() if sample else logits.argmax(-1)
+    if not sample:
+        return logits.argmax(-1)
+    if logits.dim() == 3:  # one (B, V) draw per step: one (B, C', V) draw gave other actions from the same policy
+        return torch.stack([_choose(logits[:, j], True) for j in range(logits.shape[1])], dim=1)
+    return torch.distributions.Categorical(logits=logits).sample()
