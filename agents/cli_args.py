@@ -99,18 +99,23 @@ def override_key(item: str) -> str:
     return item.split("=", 1)[0].lstrip("+~")
 
 
-def inert_note(cfg: DictConfig, keys: Iterable[str]) -> str | None:
+def inert_note(cfg: DictConfig, keys: Iterable[str], num_tasks: int | None = None) -> str | None:
     """One `note: ...` line for the `memory.*` among `keys` (command-line keys) that change nothing, or None: for
     MemNet those its other memory settings make inert (`memory.config.inert_keys`); for a baseline every one but
-    memory.reset (the trainer resets a baseline's hidden state or window too). A note, not an error: a sweep or a
-    suite may pass shared overrides."""
+    memory.reset (the trainer resets a baseline's hidden state or window too); and memory.reset=task where the env
+    has `num_tasks` = 1 (no task boundary to clear at). A note, not an error: a sweep or a suite may pass shared
+    overrides."""
     from agents.config import memory_config
     from memory.config import inert_keys
 
+    keys = list(dict.fromkeys(keys))
     if cfg.agent.name != "memnet":
-        unused = [k for k in dict.fromkeys(keys) if k.startswith("memory.") and k != "memory.reset"]
-        return f"note: agent={cfg.agent.name} has no memory; {', '.join(unused)} change nothing" if unused else None
-    reasons = inert_keys(memory_config(cfg), keys)
+        unused = [k for k in keys if k.startswith("memory.") and k != "memory.reset"]
+        reasons = [f"agent={cfg.agent.name} has no memory; {', '.join(unused)} change nothing"] if unused else []
+    else:
+        reasons = inert_keys(memory_config(cfg), keys)
+    if num_tasks == 1 and cfg.memory.reset == "task":
+        reasons.append(f"memory.reset=task clears nothing: {cfg.env.id} has one task here (as memory.reset=never)")
     return f"note: {'; '.join(reasons)}" if reasons else None
 
 

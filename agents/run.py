@@ -271,7 +271,7 @@ def _main(argv: list[str], locks: RunLocks) -> int:
         lanes, episodes = cfg.train.lanes, trainer.total_episodes
         print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {lanes} lane{'s' * (lanes != 1)}, "
               f"{episodes} episode{'s' * (episodes != 1)} -> {run_dir}", flush=True)
-        if note := inert_note(cfg, map(override_key, argv)):  # memory.* keys that change nothing here
+        if note := inert_note(cfg, map(override_key, argv), trainer.num_tasks):  # memory.* keys that change nothing
             print(note, flush=True)
         metrics = fit(trainer, logger, config, progress=cfg.train.progress)
         write_report(trainer, metrics, logger)

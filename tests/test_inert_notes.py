@@ -141,6 +141,18 @@ def test_a_baseline_is_told_its_memory_keys_change_nothing_but_reset():  # reset
         "note: memory.store_ivf_probes changes nothing with memory.store_index=flat"
 
 
+def test_reset_by_task_on_an_env_with_one_task_is_a_note():  # there it never cleared, and nothing said so
+    line = "memory.reset=task clears nothing: LongDependency-v0 has one task here (as memory.reset=never)"
+    for agent in ("memnet", "gru"):
+        cfg = load_config(["env=LongDependency-v0", f"agent={agent}", "memory.reset=task"])
+        assert inert_note(cfg, ["memory.reset"], num_tasks=1) == f"note: {line}"
+    cfg = load_config(["env=LongDependency-v0", "memory.reset=task", "memory.slots=0"])
+    assert inert_note(cfg, ["memory.top_k"], num_tasks=1) == \
+        f"note: memory.top_k changes nothing with memory.slots=0; {line}"
+    assert inert_note(load_config(["memory.reset=task"]), ["memory.reset"], num_tasks=5) is None  # ContinualShift
+    assert inert_note(load_config(["memory.reset=episode"]), [], num_tasks=1) is None
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two tiny MemNet runs and what agents.run printed: a flat store given two keys it does not read and one it
