@@ -139,8 +139,8 @@ def hparams_of(cfg) -> dict:
 
 
 def summary_table(metrics: dict) -> str:
-    def fmt(v):
-        return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+    def fmt(v):  # a rounding residue of an exact 0 (forgetting -6.9e-18) is 0.000, not -0.000
+        return "n/a" if v is None else (f"{v:.3f}".replace("-0.000", "0.000") if isinstance(v, float) else str(v))
 
     rows = [("ACC", metrics["ACC"]), ("BWT", metrics["BWT"]), ("FWT", metrics["FWT"]),
             ("forgetting", metrics["forgetting"]), ("eval accuracy", metrics["accuracy"]),

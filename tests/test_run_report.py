@@ -31,6 +31,13 @@ def test_the_accuracy_matrix_columns_line_up_with_cells_not_evaluated(tasks):
     assert rows[0].endswith("1.00 0.00")
 
 
+def test_a_rounding_residue_of_zero_prints_as_zero():  # an audit saw "forgetting -0.000" (-6.9e-18 in metrics.json)
+    table = summary_table({**metrics([[1.0]]), "BWT": 6.9e-18, "forgetting": -6.9e-18, "FWT": -0.0004})
+    lines = {line.split()[0]: line.split()[-1] for line in table.splitlines() if line.strip()}
+    assert (lines["BWT"], lines["forgetting"], lines["FWT"]) == ("0.000", "0.000", "0.000")
+    assert summary_table({**metrics([[1.0]]), "BWT": -0.0006}).count("-0.001") == 1  # a real negative keeps its sign
+
+
 RUN = ["env.kwargs.num_tasks=2", "env.kwargs.trials_per_episode=5", "train.checkpoint_every=1"]  # accuracies k / 10
 
 
