@@ -202,17 +202,20 @@ class TieredKVCache(TierMoves):
         book.count[slots] += 1
 
     def _auto_promote(self, tier: np.ndarray, slot: np.ndarray) -> None:
+        """Warm and cold entries read `promote_after` times move to the top tier: the most-read of both tiers
+        together (warm first on ties), at most what the top tier holds. Ranked per tier, a cold promotion could push
+        the warm entry just promoted straight back down (and count both moves)."""
+        pools = [(t, np.unique(slot[tier == t])) for t in (WARM, COLD) if t > self._top and self.capacities[t]]
+        pools = [(t, c[self._books[t].count[c] >= self.promote_after]) for t, c in pools]
+        tiers = np.concatenate([np.full(len(c), t) for t, c in pools] or [np.zeros(0, np.int64)])
+        cands = np.concatenate([c for _, c in pools] or [np.zeros(0, np.int64)])
+        reads = np.concatenate([self._books[t].count[c] for t, c in pools] or [np.zeros(0, np.int64)])
+        keep = np.argsort(-reads, kind="stable")[: self.capacities[self._top]]  # the most-read ones
         for t in (WARM, COLD):
-            if t <= self._top or not self.capacities[t]:
-                continue
-            book = self._books[t]
-            cand = np.unique(slot[tier == t])
-            cand = cand[book.count[cand] >= self.promote_after]
-            if len(cand) > self.capacities[self._top]:  # keep the most-read ones
-                cand = cand[np.argsort(-book.count[cand], kind="stable")[: self.capacities[self._top]]]
-            if len(cand):
-                self._move(t, cand, self._top)
-                self._counters["promotions"] += len(cand)
+            moving = cands[keep][tiers[keep] == t]
+            if len(moving):
+                self._move(t, moving, self._top)
+                self._counters["promotions"] += len(moving)
 
     def manage_tiers(self) -> None:
         """Re-place every entry by priority: the best `hot` entries hot, the next `warm` warm, the rest cold."""

@@ -115,6 +115,25 @@ def test_automatic_promotion_after_repeated_reads():
     assert cache.stats()["promotions"] == 1 and len(cache) == 6
 
 
+def test_promotion_ranks_warm_and_cold_candidates_together():
+    """Ranked per tier, a cold promotion pushed the warm entry just promoted back down within one get_batch: id 1
+    ended where it started, with 2 promotions counted for no move (an audit's case, 2026-12-01)."""
+    keys, values = kv(3)
+    cache = TieredKVCache(H, d, hot=1, warm=1, cold=1, policy="lru", promote_after=1)
+    for i in range(3):  # tiers: 0 cold, 1 warm, 2 hot
+        cache.put(np.array([i]), keys[i:i + 1], values[i:i + 1])
+    np.testing.assert_array_equal(cache.tier_of(np.arange(3)), [2, 1, 0])
+    demoted = cache.stats()["demotions"]
+    cache.get_batch(np.array([1, 0]))  # one read each: the tie goes to the warm one, and the hot tier holds one
+    np.testing.assert_array_equal(cache.tier_of(np.arange(3)), [2, 0, 1])
+    assert cache.stats()["promotions"] == 1 and cache.stats()["demotions"] - demoted == 1
+    keys, values = kv(6)
+    busy = TieredKVCache(H, d, hot=2, warm=2, cold=2, policy="lru", promote_after=1)
+    busy.put(np.arange(6), keys, values)  # 0, 1 cold; 2, 3 warm; 4, 5 hot
+    busy.get_batch(np.array([0, 2]))  # a cold and a warm candidate: both fit the hot tier, and both stay there
+    np.testing.assert_array_equal(busy.tier_of(np.array([0, 2])), [0, 0])
+
+
 def test_manage_tiers_places_by_recency():
     keys, values = kv(6)
     cache = TieredKVCache(H, d, hot=2, warm=2, cold=2, policy="lru", promote_after=0)
