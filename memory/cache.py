@@ -25,7 +25,6 @@ entries are added or removed, while moves between tiers rewrite (tier, slot) in 
 
 from __future__ import annotations
 
-import inspect
 import os
 import uuid
 import weakref
@@ -36,9 +35,9 @@ import torch
 
 from memory.cache_cold_dirs import ColdTierError, make_private_cold_dir, remove_cold_file
 from memory.cache_state import as_floats, checked_counters, checked_map, count_value
-from memory.cache_tiers import COLD, WARM, Book, TierMoves, TierStorage
+from memory.cache_tiers import COLD, WARM, Book, TierMoves, TierStorage, join_packets
 from memory.config import CACHE_POLICIES, MemoryConfig
-from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load
+from memory.persist import atomic_torch_save, build_from_saved, check_saved_config, checked_torch_load
 from memory.quant import KEY_LIMIT
 
 TIER_NAMES = ("hot", "warm", "cold")
@@ -202,20 +201,19 @@ class TieredKVCache(TierMoves):
         book.count[slots] += 1
 
     def _auto_promote(self, tier: np.ndarray, slot: np.ndarray) -> None:
-        """Warm and cold entries read `promote_after` times move to the top tier: the most-read of both tiers
-        together (warm first on ties), at most what the top tier holds. Ranked per tier, a cold promotion could push
-        the warm entry just promoted straight back down (and count both moves)."""
+        """Warm and cold entries read `promote_after` times move to the top tier in one packet: the most-read of
+        both tiers (warm first on ties), at most what the top tier holds. Moved tier by tier, the cold entries'
+        arrival could push the warm ones just promoted straight back down (fifo: they had the oldest seq)."""
         pools = [(t, np.unique(slot[tier == t])) for t in (WARM, COLD) if t > self._top and self.capacities[t]]
         pools = [(t, c[self._books[t].count[c] >= self.promote_after]) for t, c in pools]
-        tiers = np.concatenate([np.full(len(c), t) for t, c in pools] or [np.zeros(0, np.int64)])
-        cands = np.concatenate([c for _, c in pools] or [np.zeros(0, np.int64)])
         reads = np.concatenate([self._books[t].count[c] for t, c in pools] or [np.zeros(0, np.int64)])
-        keep = np.argsort(-reads, kind="stable")[: self.capacities[self._top]]  # the most-read ones
-        for t in (WARM, COLD):
-            moving = cands[keep][tiers[keep] == t]
-            if len(moving):
-                self._move(t, moving, self._top)
-                self._counters["promotions"] += len(moving)
+        keep = np.zeros(len(reads), dtype=bool)
+        keep[np.argsort(-reads, kind="stable")[: self.capacities[self._top]]] = True  # the most-read ones
+        parts = np.split(keep, np.cumsum([len(c) for _, c in pools])[:-1])
+        packets = [self._extract(t, c[k]) for (t, c), k in zip(pools, parts, strict=True) if k.any()]
+        if packets:
+            self._push(self._top, packets[0] if len(packets) == 1 else join_packets(*packets))
+            self._counters["promotions"] += int(keep.sum())
 
     def manage_tiers(self) -> None:
         """Re-place every entry by priority: the best `hot` entries hot, the next `warm` warm, the rest cold."""
@@ -332,17 +330,7 @@ class TieredKVCache(TierMoves):
     def load(cls, path, cold_path=None) -> TieredKVCache:
         """Rebuild a cache saved with `save(path)`; its cold tier goes to `cold_path` (private temp if None)."""
         d = checked_torch_load(path, "TieredKVCache", FORMAT)
-        cfg = d.get("config")
-        if not isinstance(cfg, dict):
-            raise ValueError(f"TieredKVCache: {path} lacks its settings ('config'); it is damaged")
-        unknown = set(map(str, cfg)) - set(inspect.signature(cls.__init__).parameters) | {"self", "path"} & set(cfg)
-        if unknown:  # was "lacks its settings" too
-            raise ValueError(f"TieredKVCache: {path} has settings this version does not know "
-                             f"({', '.join(sorted(unknown))}) in its 'config'; it is damaged")
-        try:
-            cache = cls(**cfg, path=cold_path)
-        except TypeError:  # a setting missing
-            raise ValueError(f"TieredKVCache: {path} lacks some of its settings ('config'); it is damaged") from None
+        cache = build_from_saved(cls, d.get("config"), f"TieredKVCache: {path}", path=cold_path)
         try:
             cache.load_state_dict(d)
         except BaseException:

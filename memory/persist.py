@@ -8,6 +8,7 @@ load with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import shutil
 import tempfile
@@ -206,3 +207,19 @@ def check_saved_config(what: str, saved: dict, current: dict) -> None:
         if saved.get(name) != value:
             raise ValueError(f"{what}: saved state has {name}={saved.get(name)!r} but this one has {name}={value!r}; "
                              f"build it with the saved settings or use {what}.load(path)")
+
+
+def build_from_saved(cls, cfg, where: str, skip: tuple[str, ...] = (), **given):
+    """`cls(**cfg, **given)` from the settings ('config') a saved file holds, or one ValueError line naming what is
+    wrong with them: none, a setting this version does not know (`skip` and `given` are no saved settings), or one
+    missing. `where` names the file ("TieredKVCache: c.pt")."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where} lacks its settings ('config'); it is damaged")
+    unknown = set(map(str, cfg)) - (set(inspect.signature(cls.__init__).parameters) - {"self", *skip, *given})
+    if unknown:
+        raise ValueError(f"{where} has settings this version does not know ({', '.join(sorted(unknown))}) in its "
+                         "'config'; it is damaged")
+    try:
+        return cls(**cfg, **given)
+    except TypeError:  # a setting missing
+        raise ValueError(f"{where} lacks some of its settings ('config'); it is damaged") from None

@@ -11,7 +11,6 @@ removes. A pair of files from different saves is refused on load (both carry the
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from memory.config import ivf_lists_for, ivf_probes_for
-from memory.persist import atomic_torch_save, check_saved_config, checked_torch_load, saved_count
+from memory.persist import atomic_torch_save, build_from_saved, check_saved_config, checked_torch_load, saved_count
 from memory.store_lookup import META_FIELDS
 
 FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
@@ -149,14 +148,6 @@ class StorePersistence:
             cfg["ivf_lists"] = ivf_lists_for(cfg["capacity"], cfg["ivf_lists"])
             if cfg.get("ivf_probes") is not None:
                 cfg["ivf_probes"] = ivf_probes_for(cfg["ivf_lists"], cfg["ivf_probes"])
-        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "coded"}
-        if set(cfg) - accepted:
-            raise ValueError(f"FaissStore: {path}/store.pt has settings this version does not know "
-                             f"({', '.join(sorted(map(str, set(cfg) - accepted)))}) in its 'config'; it is damaged")
-        try:
-            store = cls(**cfg)
-        except TypeError:  # a setting missing
-            raise ValueError(f"FaissStore: {path}/store.pt lacks some of its settings ('config'); it is "
-                             "damaged") from None
+        store = build_from_saved(cls, cfg, f"FaissStore: {path}/store.pt", skip=("coded",))
         store.load_state_dict({**store_part, "keys": index_part["keys"], "ann": index_part["ann"]})
         return store

@@ -128,10 +128,13 @@ def test_promotion_ranks_warm_and_cold_candidates_together():
     np.testing.assert_array_equal(cache.tier_of(np.arange(3)), [2, 0, 1])
     assert cache.stats()["promotions"] == 1 and cache.stats()["demotions"] - demoted == 1
     keys, values = kv(6)
-    busy = TieredKVCache(H, d, hot=2, warm=2, cold=2, policy="lru", promote_after=1)
-    busy.put(np.arange(6), keys, values)  # 0, 1 cold; 2, 3 warm; 4, 5 hot
-    busy.get_batch(np.array([0, 2]))  # a cold and a warm candidate: both fit the hot tier, and both stay there
-    np.testing.assert_array_equal(busy.tier_of(np.array([0, 2])), [0, 0])
+    for policy in ("lru", "fifo", "importance"):  # moved tier by tier, fifo and importance sent id 2 back to warm
+        busy = TieredKVCache(H, d, hot=2, warm=2, cold=2, policy=policy, promote_after=1)
+        busy.put(np.arange(6), keys, values, importance=[0, 0, 0, 0, 5, 5] if policy == "importance" else None)
+        np.testing.assert_array_equal(busy.tier_of(np.arange(6)), [2, 2, 1, 1, 0, 0])
+        busy.get_batch(np.array([0, 2]))  # a cold and a warm candidate: both fit the hot tier, and both stay there
+        np.testing.assert_array_equal(busy.tier_of(np.array([0, 2])), [0, 0], err_msg=policy)
+        assert busy.stats()["promotions"] == 2, policy
 
 
 def test_manage_tiers_places_by_recency():
