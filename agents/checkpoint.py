@@ -155,15 +155,20 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path, purpose
     if purpose is None:
         fix = "use the run's own config.yaml"
     else:
-        then = {"resume": f"resume it with that version, or start a new run with config="
-                          f"{run_dir_of(path) / 'config.yaml'}",
-                "evaluate": "evaluate it with that version"}[purpose]
-        fix = f"this memstream reads its saved config as another model (another memstream version wrote it): {then}"
+        fix = f"this memstream reads its saved config as another model (another memstream version wrote it): " \
+              f"{_with_that_version(path, purpose)}"
     raise CheckpointError(f"checkpoint {str(path)!r} was written by another architecture ({'; '.join(diffs[:4])}); "
                           f"{fix}")
 
 
-def check_saved_config(saved_config: dict, path: str | Path) -> None:
+def _with_that_version(path: str | Path, purpose: str) -> str:
+    """The fix for a saved config this memstream cannot use as it is: the version that wrote it, or (resume) a new
+    run from the run folder's config.yaml."""
+    return {"resume": f"resume it with that version, or start a new run with config={run_dir_of(path) / 'config.yaml'}",
+            "evaluate": "evaluate it with that version"}[_purpose(purpose)]
+
+
+def check_saved_config(saved_config: dict, path: str | Path, purpose: str) -> None:
     """The config saved in a checkpoint is valid on its own, or one line that blames the file: resume= and
     agents.evaluate merge the caller's few changes into it, and validate's line for the saved part named a fix
     ("set model.dim only") that neither of them takes."""
@@ -175,9 +180,9 @@ def check_saved_config(saved_config: dict, path: str | Path) -> None:
         validate(OmegaConf.create(saved_config))
     except ConfigError as exc:
         problem = str(exc).split("; ")[0]  # the line's fix is for a command line, which this config is not
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a config this memstream refuses ({problem}); the file "
-                              "was edited or written by another version: use the run's own checkpoint, or start a "
-                              "new run") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} holds a config this memstream refuses ({problem}): it was "
+                              f"edited, or another memstream version wrote it: {_with_that_version(path, purpose)}"
+                              ) from None
 
 
 # memory keys added to the run config after checkpoints of this format were written, with the value the code that

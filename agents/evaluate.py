@@ -97,7 +97,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         check_not_empty("out", out)
         out = Path(out).expanduser()
         check_out_file(out, run_dir, checkpoint)
-    check_saved_config(body["config"], checkpoint)
+    check_saved_config(body["config"], checkpoint, "evaluate")
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
         if env_kwargs:

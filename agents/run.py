@@ -21,7 +21,13 @@ from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from agents.checkpoint import CheckpointError, check_compatible, check_saved_config, load_checkpoint, run_dir_of  # noqa: E402
+from agents.checkpoint import (  # noqa: E402
+    CheckpointError,
+    check_compatible,
+    check_saved_config,
+    load_checkpoint,
+    run_dir_of,
+)
 from agents.cli_args import check_given_once, inert_note, override_key, sigterm_as_interrupt  # noqa: E402
 from agents.config import (  # noqa: E402
     ConfigError,
@@ -105,7 +111,7 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
     if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
         raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
-    check_saved_config(body["config"], checkpoint)
+    check_saved_config(body["config"], checkpoint, "resume")
     changed = OmegaConf.create()
     for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
         OmegaConf.update(changed, key, override_value(text, key))

@@ -122,12 +122,13 @@ def test_a_saved_config_this_memstream_refuses_blames_the_checkpoint(finished, t
     body = torch.load(finished / "checkpoints" / "last.pt", weights_only=True)
     body["config"]["model"]["dim"] = 2 * body["config"]["model"]["dim"]
     torch.save(body, ckpt)
-    for main, argv in ((run.main, [f"resume={run_dir}"]), (evaluate.main, [f"checkpoint={run_dir}"])):
+    problem = (f"error: checkpoint {str(run_dir)!r} holds a config this memstream refuses (memory.dim=32 must equal "
+               "model.dim=64): it was edited, or another memstream version wrote it: ")
+    for main, argv, fix in ((run.main, [f"resume={run_dir}"], "resume it with that version, or start a new run with "
+                             f"config={run_dir}/config.yaml"),
+                            (evaluate.main, [f"checkpoint={run_dir}"], "evaluate it with that version")):
         assert main(argv) == 2
-        err = one_line(capsys)
-        assert err == (f"error: checkpoint {str(run_dir)!r} holds a config this memstream refuses (memory.dim=32 must "
-                       "equal model.dim=64); the file was edited or written by another version: use the run's own "
-                       "checkpoint, or start a new run"), err
+        assert one_line(capsys) == problem + fix
 
 
 def test_the_lines_of_a_missing_checkpoint_not_in_a_run_folder(tmp_path, capsys):
