@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import math
-
 import numpy as np
 
 from envs.options import check_bool, check_choice, check_float, check_int, check_vocab
@@ -14,27 +11,6 @@ from envs.token_env import TokenStreamEnv, TokenStreamVectorEnv
 SHIFTS = ("abrupt", "gradual")
 FILLER_TABLE = 4096  # a task's filler distribution is this many equally likely table entries
 FILLER_ZIPF = 1.2  # exponent of each task's (permuted) Zipf law over the filler tokens
-
-
-def filler_ranks(fillers: int) -> np.ndarray:
-    """(FILLER_TABLE,) the Zipf rank each filler-table entry holds: rank r covers ~FILLER_TABLE r^-1.2 / H entries."""
-    rank_weight = 1.0 / np.arange(1, fillers + 1) ** FILLER_ZIPF
-    cdf = np.cumsum(rank_weight) / rank_weight.sum()
-    return np.minimum(np.searchsorted(cdf, (np.arange(FILLER_TABLE) + 0.5) / FILLER_TABLE), fillers - 1)
-
-
-@functools.lru_cache(maxsize=64)
-def filler_distributions(fillers: int) -> int:
-    """How many different filler distributions a task can have: the ways to give the F fillers the table's counts
-    (ranks of equal count, or none, exchange without a change), F! / prod over counts c of (fillers with c)!."""
-    counts = np.bincount(filler_ranks(fillers), minlength=fillers)  # (F,) entries per rank
-    ways, placed = 1, 0
-    for size in np.unique(counts, return_counts=True)[1]:  # fillers sharing one count: choose which ones
-        placed += int(size)
-        ways *= math.comb(placed, int(size))
-        if ways >= 1 << 16:  # more than any num_tasks needs (the exact figure grows like F!)
-            break
-    return ways
 
 
 def blended_distance(pair: np.ndarray, K: int) -> np.ndarray:
@@ -106,17 +82,20 @@ class ContinualShiftSource(StreamSource):
         if S:  # a shared key gets a different value in every task (num_values >= T): mappings conflict
             values[:, :S] = first_ranks(rng, S, self.num_values, T).T
         self.values = self.value0 + values  # (T, K)
-        rank_of_entry = filler_ranks(self.num_fillers)
+        rank_weight = 1.0 / np.arange(1, self.num_fillers + 1) ** FILLER_ZIPF
+        cdf = np.cumsum(rank_weight) / rank_weight.sum()
+        rank_of_entry = np.minimum(np.searchsorted(cdf, (np.arange(FILLER_TABLE) + 0.5) / FILLER_TABLE),
+                                   self.num_fillers - 1)
         # (T, F'): each task favours other fillers (a permutation of the F fillers per task; the table's
         # F' <= FILLER_TABLE ranks need only its first F' entries)
         ranks = int(rank_of_entry.max()) + 1
         order = first_ranks(rng, T, self.num_fillers, ranks)
-        # Two tasks whose fillers come out equally often cannot be told apart with the task hidden; a few fillers
-        # allow that (V=49: tasks 3 and 4 of world_seed 2), so such a task draws again where the fillers allow T
-        # different distributions: always with shared keys (the vocab check gives F >= T fillers, which allow
-        # >= F); without, the keys tell the tasks apart. Worlds without such a pair are unchanged.
-        counts = np.bincount(rank_of_entry, minlength=ranks)  # (F',) table entries per rank
-        if filler_distributions(self.num_fillers) >= T:
+        # Two tasks whose fillers come out equally often cannot be told apart with the task hidden where they share
+        # keys; a few fillers allow that (V=49: tasks 3 and 4 of world_seed 2), so such a task draws again. The
+        # vocab check gives F >= T fillers with shared keys, and the F choices of the most frequent filler alone are
+        # F different distributions. Worlds without such a pair, and without shared keys, are unchanged.
+        if S:
+            counts = np.bincount(rank_of_entry, minlength=ranks)  # (F',) table entries per rank
             seen, held = set(), counts > 0
 
             def distribution(row: np.ndarray) -> bytes:  # the (filler, count) pairs of the fillers it draws
@@ -124,9 +103,9 @@ class ContinualShiftSource(StreamSource):
                 return row[held][by_filler].tobytes() + counts[held][by_filler].tobytes()
 
             for j in range(T):
-                while distribution(order[j]) in seen:
+                while (drawn := distribution(order[j])) in seen:
                     order[j] = first_ranks(rng, 1, self.num_fillers, ranks)[0]
-                seen.add(distribution(order[j]))
+                seen.add(drawn)
         self.filler_table = self.filler0 + order[:, rank_of_entry]  # (T, FILLER_TABLE)
 
     def _build_schedule(self) -> None:
@@ -298,8 +277,8 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
     ## Version history
     * v0: initial version. (2026-11-30: eval episodes draw from their own generator per lane; before, each one
       advanced the training stream, so training episodes depended on the eval schedule. 2026-12-01: two tasks whose
-      fillers came out equally often, which a small vocab_size allowed, draw again: with the task hidden nothing
-      told them apart. Worlds without such a pair are unchanged.)
+      fillers came out equally often, which a small vocab_size allowed, draw again where tasks share keys: with the
+      task hidden nothing told them apart. Other worlds are unchanged.)
     """
 
     source_cls = ContinualShiftSource
