@@ -14,9 +14,8 @@ from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf
 
+from agents.config_messages import SECTIONS, section_as_value
 from memory.metrics import format_bytes
-
-SECTIONS = ("model", "memory", "train", "env.kwargs")  # mappings of keys: set key by key, never as one value
 
 
 def positive_int(text: str) -> int:
@@ -75,8 +74,7 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
                               "agents.tune sweep.search_space.<key>=grid:[a,b]); write a list as [a,b] or quote a "
                               "text: key='a,b'")
         if key in SECTIONS:  # `memory={}` replaced the section (its keys then came from the schema), `env.kwargs=3`
-            raise ConfigError(f"{item}: {key} is a section of keys; set {key}.<key>=<value> one key at a time "
-                              "(`python -m agents.run --help` lists them)")
+            raise ConfigError(section_as_value(item, key))
         group = key.split(".")[0]
         if saved and key in ("env", "agent", "env.id", "agent.name"):
             raise ConfigError(f"{item}: config= keeps the saved run's env and agent; to switch the {group}, start "

@@ -22,7 +22,7 @@ from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: 
     find_interpolation,
     hydra_reason,
 )
-from agents.config_messages import one_line, unknown_key, wrong_type
+from agents.config_messages import SECTIONS, one_line, section_as_value, unknown_key, wrong_type
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
 
@@ -124,10 +124,11 @@ def _adds_existing(key: str) -> str:
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Merge into the typed schema (types, unknown keys), then check values; returns a resolved DictConfig."""
-    for section in ("model", "memory", "train"):  # `model=3` was OmegaConf's "Merge error: int is not a subclass"
-        if section in cfg and not isinstance(cfg._get_node(section), DictConfig):
-            raise ConfigError(f"{section}={cfg._get_node(section)._value()}: {section} is a section of keys; set "
-                              f"{section}.<key>=<value> (`python -m agents.run --help` lists them)")
+    for key in SECTIONS:  # `model=3` in a config file was OmegaConf's "Merge error: int is not a subclass"
+        parent, _, name = key.rpartition(".")
+        holder = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(holder, DictConfig) and name in holder and not isinstance(holder._get_node(name), DictConfig):
+            raise ConfigError(section_as_value(f"{key}={holder._get_node(name)._value()}", key))
     try:
         schema = OmegaConf.structured(RunSchema)
         merged = OmegaConf.merge(schema, cfg)
@@ -260,9 +261,8 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
                           "config.yaml or a sweep's best_config.yaml") from None
     if not isinstance(loaded, DictConfig) or not loaded:  # an empty file loads as {}: it started a default run
         raise ConfigError(f"config={path}: holds no mapping of keys; point it at a run's config.yaml")
-    sections = ("env", "agent", "model", "memory", "train")  # a run's metrics.json (JSON is YAML) has env: <id>
-    if not set(map(str, loaded)) & set(RunSchema.__dataclass_fields__) or any(
-            key in loaded and not isinstance(loaded._get_node(key), DictConfig) for key in sections):
+    if not set(map(str, loaded)) & set(RunSchema.__dataclass_fields__) or any(  # metrics.json: env: <id>
+            k in loaded and not isinstance(loaded._get_node(k), DictConfig) for k in ("env", "agent", *SECTIONS[:3])):
         raise ConfigError(f"config={path}: is no run config (a run's config.yaml has env, agent, model and train "
                           "sections); point it at a run's config.yaml or a sweep's best_config.yaml")
     parsed = check_overrides(list(overrides or []), {group: group_options(group) for group in ("env", "agent")},

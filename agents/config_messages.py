@@ -9,6 +9,7 @@ import difflib
 import re
 
 HELP = "run `python -m agents.run --help` to list the keys"
+SECTIONS = ("model", "memory", "train", "env.kwargs")  # mappings of keys: set key by key, never as one value
 # OmegaConf's wording for a value its node type refuses -> what that type takes
 _CONVERT = re.compile(r"Value '(?P<value>.*?)' (of type '\w+' )?could not be converted to (?P<type>Integer|Float)")
 _BOOL = re.compile(r"Value '(?P<value>.*?)' is not a valid bool")
@@ -42,6 +43,12 @@ def unknown_key(key: str, schema) -> str:
     near = difflib.get_close_matches(key, schema_keys(schema), n=1, cutoff=0.8)
     guess = f"did you mean {near[0]!r}? " if near else ""
     return f"unknown config key {key!r}; {guess}{HELP}"
+
+
+def section_as_value(item: str, key: str) -> str:
+    """`model=3: model is a section of keys; set model.<key>=<value> one key at a time (...)` (key in SECTIONS)."""
+    return (f"{item}: {key} is a section of keys; set {key}.<key>=<value> one key at a time (`python -m agents.run "
+            "--help` lists them)")
 
 
 def wrong_type(key: str, msg: str, schema) -> str | None:

@@ -79,6 +79,19 @@ def test_a_missing_or_unusable_config_file_is_one_line(tmp_path, capsys, content
     assert err.startswith(f"error: config={path}: ") and message in err and len(err.splitlines()) == 1, err
 
 
+def test_a_saved_config_with_a_section_set_as_a_value_is_one_line(first_run, tmp_path, capsys):
+    import yaml
+
+    saved = yaml.safe_load((first_run / "config.yaml").read_text())
+    saved["env"]["kwargs"] = 3  # a hand-edited file
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    assert run.main([f"config={path}", f"run_dir={tmp_path / 'no'}"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: env.kwargs=3: env.kwargs is a section of keys; set "
+                                               "env.kwargs.<key>=<value> one key at a time (`python -m agents.run "
+                                               "--help` lists them)")
+
+
 def test_an_unknown_option_without_config_is_one_line(capsys):
     assert run.main(["--foo"]) == 2
     assert capsys.readouterr().err.strip() == ("error: unknown option --foo: agents.run takes key=value overrides "
