@@ -16,7 +16,7 @@ import re
 
 from agents.cl_metrics import bootstrap_ci
 from agents.config import ConfigError
-from agents.report import write_json_atomic, write_text_atomic
+from agents.report import three_places, write_json_atomic, write_text_atomic
 from memory.metrics import byte_unit
 
 OK, FAILED, PROBE_FAILED = "ok", "failed", "probe failed"  # a run's status
@@ -128,7 +128,7 @@ def key_numbers(record: dict) -> str:
     flat = flat_metrics(record)
     names = {"LongDependency": ("accuracy", "acc_beyond_window"), "ContinualShift": ("ACC", "BWT"),
              "NeedleRecall": ("accuracy",)}.get(_family(record["env"]), ("accuracy",))
-    shown = [f"{n} {flat[n]:.3f}" for n in names if n in flat]
+    shown = [f"{n} {three_places(flat[n])}" for n in names if n in flat]
     capacity = series({k: {"mean": v} for k, v in flat.items()}, "recall_facts")
     if len(capacity) > 1:
         shown.append("recall by facts held " + " ".join(f"{k}:{s['mean']:.2f}" for k, s in capacity))

@@ -22,7 +22,7 @@ from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: 
     find_interpolation,
     hydra_reason,
 )
-from agents.config_messages import SECTIONS, one_line, section_as_value, unknown_key, wrong_type
+from agents.config_messages import SECTIONS, one_line, section_as_value, type_reason, unknown_key
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
 
@@ -203,8 +203,8 @@ def _unresolvable(cfg: DictConfig | ListConfig, exc: Exception, prefix: str = ""
                 cfg[key]
             except OmegaConfBaseException as why:  # OmegaConf's "While dereferencing interpolation '${..}': " dropped
                 reason = re.sub(r"^While dereferencing interpolation '.*?': ", "", str(why).splitlines()[0])
-                typed = wrong_type(name, reason, RunSchema)  # resolved to a value of the wrong type
-                return f"{name}={cfg._get_node(key)._value()}: {typed.split(': ', 1)[1] if typed else reason}"
+                typed = type_reason(name, reason, RunSchema)  # resolved to a value of the wrong type
+                return f"{name}={cfg._get_node(key)._value()}: {typed or reason}"
         elif isinstance(cfg._get_node(key), (DictConfig, ListConfig)):
             found = _unresolvable(cfg[key], exc, name)
             if found:

@@ -15,7 +15,7 @@ _CONVERT = re.compile(r"Value '(?P<value>.*?)' (of type '\w+' )?could not be con
 _BOOL = re.compile(r"Value '(?P<value>.*?)' is not a valid bool")
 _NONE = re.compile(r"Incompatible value 'None' for field of type '(?P<type>\w+)'")  # key=null for a typed key
 _TAKES = {"Integer": "a whole number", "Float": "a number"}
-_NAMED = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text"}
+_NAMED = {"int": "a whole number", "float": "a number", "bool": "a boolean", "str": "a text"}
 
 
 def schema_keys(schema, prefix: str = "") -> list[str]:
@@ -51,20 +51,25 @@ def section_as_value(item: str, key: str) -> str:
             "--help` lists them)")
 
 
-def wrong_type(key: str, msg: str, schema) -> str | None:
-    """`train.lr: 'abc' is not a number; give one, e.g. train.lr=0.003` (or null where a value is needed), or None
-    when `msg` is another refusal."""
+def type_reason(key: str, msg: str, schema) -> str | None:
+    """Why OmegaConf's `msg` refused `key`'s value, with the fix: "'abc' is not a number; give one, e.g.
+    train.lr=0.003" (null too, where the key needs a value), or None when `msg` is another refusal."""
     default = default_of(schema, key)
     default = str(default).lower() if isinstance(default, bool) else default
     if m := _CONVERT.search(msg):
-        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-        example = f", e.g. {key}={default}" if numeric else ""
-        return f"{key}: {m['value']!r} is not {_TAKES[m['type']]}; give one{example}"
+        example = f", e.g. {key}={default}" if isinstance(default, (int, float)) else ""
+        return f"{m['value']!r} is not {_TAKES[m['type']]}; give one{example}"
     if m := _BOOL.search(msg):
-        return f"{key}: {m['value']!r} is not a boolean; give {key}=true or {key}=false"
+        return f"{m['value']!r} is not a boolean; give {key}=true or {key}=false"
     if m := _NONE.search(msg):
-        return f"{key}=null: {key} takes {_NAMED.get(m['type'], m['type'])}, not null; give one, e.g. {key}={default}"
+        return f"null is not {_NAMED.get(m['type'], m['type'])}; give one, e.g. {key}={default}"
     return None
+
+
+def wrong_type(key: str, msg: str, schema) -> str | None:
+    """`train.lr: 'abc' is not a number; give one, e.g. train.lr=0.003`, or None (`type_reason`)."""
+    reason = type_reason(key, msg, schema)
+    return None if reason is None else f"{key}: {reason}"
 
 
 def one_line(exc: BaseException, schema) -> str:

@@ -138,9 +138,14 @@ def hparams_of(cfg) -> dict:
             "train": {k: v for k, v in c["train"].items() if k != "progress"}}
 
 
+def three_places(v: float) -> str:
+    """A metric to 3 decimals; a rounding residue of an exact 0 (forgetting -6.9e-18) is 0.000, not -0.000."""
+    return f"{v:.3f}".replace("-0.000", "0.000")
+
+
 def summary_table(metrics: dict) -> str:
-    def fmt(v):  # a rounding residue of an exact 0 (forgetting -6.9e-18) is 0.000, not -0.000
-        return "n/a" if v is None else (f"{v:.3f}".replace("-0.000", "0.000") if isinstance(v, float) else str(v))
+    def fmt(v):
+        return "n/a" if v is None else (three_places(v) if isinstance(v, float) else str(v))
 
     rows = [("ACC", metrics["ACC"]), ("BWT", metrics["BWT"]), ("FWT", metrics["FWT"]),
             ("forgetting", metrics["forgetting"]), ("eval accuracy", metrics["accuracy"]),

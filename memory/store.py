@@ -132,7 +132,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         self._row_id = np.full(R, -1, dtype=np.int64)  # id held by each row, -1 = empty
         self._gen = np.zeros(R, dtype=np.int64)  # times each row was written: ids are gen * R + row
         self._seq = np.zeros(R, dtype=np.int64)  # insertion order (fifo, tie-breaks)
-        self._stamp = np.zeros(R, dtype=np.int64)  # last add or search hit (lru); unique per row
+        self._stamp = np.zeros(R, dtype=np.int64)  # last add or search (lru); one search's hits share one
         self._importance = np.zeros(R, dtype=np.float64)  # caller importance + search hits
         self._fill = np.zeros(self.partitions, dtype=np.int64)  # rows [0, fill) of a partition were used
         self._count = np.zeros(self.partitions, dtype=np.int64)  # live entries per partition

@@ -137,8 +137,8 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
     ("train.entropy_coef=-1", "train.entropy_coef=-1.0: must be >= 0"),
     ("memory.key_lags=1:0+1:0", "memory.key_lags='1:0+1:0': the lag pair '1:0' is given twice; give each pair once"),
     # a second audit, 2026-12-01: OmegaConf's or Hydra's words with no fix, and two overrides that ran a default run
-    ("train.lanes=null", "train.lanes=null: train.lanes takes a whole number, not null; give one, e.g. train.lanes=16"),
-    ("train.amp=null", "train.amp=null: train.amp takes true or false, not null; give one, e.g. train.amp=false"),
+    ("train.lanes=null", "train.lanes: null is not a whole number; give one, e.g. train.lanes=16"),
+    ("train.amp=null", "train.amp: null is not a boolean; give one, e.g. train.amp=false"),
     ("train.lanes=${oc.env:MEMSTREAM_UNSET_VARIABLE,abc}",  # was "While dereferencing interpolation ..."
      "train.lanes=${oc.env:MEMSTREAM_UNSET_VARIABLE,abc}: 'abc' is not a whole number; give one, e.g. train.lanes=16"),
     ("env.kwargs=3", "env.kwargs=3: env.kwargs is a section of keys; set env.kwargs.<key>=<value> one key at a time"),
