@@ -328,6 +328,11 @@ def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
                     raise ConfigError(f"sweep.search_space.{key}={value!r}: {exc}") from None
 
 
+def trial_threads(threads: int) -> dict:
+    """What every trial runs with besides its swept values: `sweep.resources.threads` torch and FAISS threads."""
+    return {"train.threads": threads, "memory.store_threads": threads}
+
+
 def trial_config(base: DictConfig, params: dict) -> DictConfig:
     """The run config of one trial: `base` with each swept `{dotted key: value}` set, validated again."""
     cfg = copy.deepcopy(base)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from agents.tune_space import trial_config
+from agents.tune_space import trial_config, trial_threads
 
 
 class TuneReporter:
@@ -78,9 +78,8 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int) -> None
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     run_dir = Path(sweep_dir) / Path(tune.get_context().get_trial_dir()).name  # the trial folder in storage
-    cfg = trial_config(OmegaConf.create(base), dict(params) | {
-        "run_dir": str(run_dir), "train.progress": False, "train.threads": threads,
-        "memory.store_threads": threads})
+    cfg = trial_config(OmegaConf.create(base), dict(params) | trial_threads(threads) | {
+        "run_dir": str(run_dir), "train.progress": False})
     trainer = Trainer(cfg, run_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = tune.get_checkpoint()

@@ -17,6 +17,7 @@ from agents.tune_overrides import merge_overrides, override_value, pin_swept_key
 from agents.tune_results import (
     DONE,
     STOPPED,
+    UNFINISHED,
     best_row,
     format_table,
     result_rows,
@@ -337,10 +338,25 @@ def test_results_table_best_config_and_plots(tmp_path, smoke, smoke_base):
     assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("trial,memory.slots")
     best_cfg = from_yaml_file(str(tmp_path / "best_config.yaml"))
     assert best_cfg.memory.slots == 8 and best_cfg.memory.pressure_weight == 0.01 and best_cfg.run_dir is None
+    # the trial's thread count (sweep.resources.threads), which the base config's 0 (torch's default) is not: a rerun
+    # with another count differed in its last bits, and in its ACC (0.406 against 0.391)
+    assert best_cfg.train.threads == plan.resources["threads"] == 1 and best_cfg.memory.store_threads == 1
+    assert "train.threads=1" in (tmp_path / "best_overrides.txt").read_text().split()
+    assert "memory.store_threads=1" not in (tmp_path / "best_overrides.txt").read_text()  # its value already
     from_overrides = load_config((tmp_path / "best_overrides.txt").read_text().split())
     assert OmegaConf.to_container(from_overrides) == OmegaConf.to_container(best_cfg)
     assert {p.name for p in (tmp_path / "plots").iterdir()} == {"cl_ACC_vs_memory.slots.png",
                                                                 "cl_ACC_vs_memory.pressure_weight.png"}
+
+
+def test_an_interrupted_sweep_names_no_unfinished_trial_best(smoke):
+    """With no finished trial the best fell back to the unfinished ones: an interim 0.84 (episode 8 of 10) was named
+    best and written to best_config.yaml; that trial ended at 0.72."""
+    running = _trial("b", 8, 0.84, 8, total=10, status="RUNNING")
+    rows = result_rows([running, _trial("a", 4, 0.5, 10, total=10)], smoke, "cl/ACC")
+    assert [r["status"] for r in rows] == [UNFINISHED, DONE]
+    assert best_row(rows, "cl/ACC", "max")["trial"] == "a"
+    assert best_row(result_rows([running], smoke, "cl/ACC"), "cl/ACC", "max") is None
 
 
 @pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]])
