@@ -200,10 +200,11 @@ def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
     if s["type"] == "asha":  # metric and mode are set once, in TuneConfig; ASHA's clock is training episodes
         scheduler = ASHAScheduler(time_attr="episode", max_t=s["max_t"], grace_period=s["grace_period"],
                                   reduction_factor=s["reduction_factor"])
-    searcher = BasicVariantGenerator(random_state=base["seed"])  # the same seed draws the same trials
+    # the same seed draws the same trials; the limit lives in the searcher: Tune ignores TuneConfig's
+    # max_concurrent_trials when it is given one (it said so only in ray.log, and ran two trials at once)
+    searcher = BasicVariantGenerator(random_state=base["seed"], max_concurrent=plan.max_concurrent)
     tune_config = tune.TuneConfig(metric=plan.metric, mode=plan.mode, scheduler=scheduler,
-                                  search_alg=searcher, num_samples=plan.num_samples,
-                                  max_concurrent_trials=plan.max_concurrent or None, reuse_actors=True,
+                                  search_alg=searcher, num_samples=plan.num_samples, reuse_actors=True,
                                   trial_dirname_creator=trial_dirname)
     run_config = tune.RunConfig(
         name=sweep_dir.name, storage_path=str(sweep_dir.parent), verbose=0, log_to_file=True,

@@ -116,3 +116,24 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
     assert {p.name for p in (sweep_dir / "plots").iterdir()} == {"cl_ACC_vs_memory.slots.png",
                                                                  "cl_ACC_vs_memory.pressure_weight.png"}
     assert (sweep_dir / "ray.log").is_file() and (sweep_dir / "sweep.yaml").is_file()
+
+
+class MostRunning(tune.Callback):
+    """The most trials running at once, seen at each trial's start (Tune calls back in the driver)."""
+
+    def __init__(self):
+        self.most = 0
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.most = max(self.most, 1 + sum(t.status == "RUNNING" for t in trials if t is not trial))
+
+
+def test_max_concurrent_limits_the_trials_running_at_once(tmp_path, ray_session):
+    """Tune ignores TuneConfig's max_concurrent_trials when it is given a searcher (it said so only in ray.log):
+    with sweep.max_concurrent=1 two one-CPU trials still ran at once on the two cores."""
+    plan, base, sweep_dir = agents_tune.prepare(["env=ContinualShift-v0", "sweep=smoke", "sweep.max_concurrent=1",
+                                                 "num_samples=1", f"runs_root={tmp_path / 'runs'}"])
+    watch = MostRunning()
+    assert agents_tune.run_sweep(plan, base, sweep_dir, callbacks=[watch]) == 0
+    assert len(json.loads((sweep_dir / "results.json").read_text())["trials"]) == 2
+    assert watch.most == 1
