@@ -27,6 +27,7 @@ import pickle
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -264,7 +265,9 @@ def _fit(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool, callbacks)
             raise ConfigError(damaged(sweep_dir / "tuner.pkl", why)) from None
     else:
         tuner = build_tuner(plan, base, sweep_dir, callbacks)
-    tuner.fit()
+    with warnings.catch_warnings():  # ASHA's quantile of a rung where the metric is still NaN (cl/ACC before a
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)  # task ends): not ours to show
+        tuner.fit()
     # the saved experiment state, not fit()'s in-memory trials: after an interruption those read
     # TERMINATED, while the saved state keeps them RUNNING / PENDING for resume=
     return ExperimentAnalysis(str(sweep_dir)).trials
