@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from agents.cli_args import check_given_once, override_key
 from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, override_value, validate
 from agents.config_messages import wrong_type
 
@@ -72,10 +73,9 @@ def parse_command_line(argv: list[str]) -> CommandLine:
         if "=" not in arg:
             raise ConfigError(f"argument {arg!r} is not key=value; usage: python -m agents.tune env=<id> "
                               "[sweep=<name>] [num_samples=N] [key=value ...] | resume=<sweep dir>")
+    check_given_once([override_key(arg) for arg in argv], argv)  # the last one won, silently (search_space too)
+    for arg in argv:
         key, value = arg.split("=", 1)
-        given = [v for k, sep, v in (a.partition("=") for a in argv) if sep and k == key]
-        if key in ("sweep", "num_samples", "resume") and len(given) > 1:  # the last one won, silently
-            raise ConfigError(f"{key}= is given {len(given)} times ({', '.join(map(repr, given))}); give it once")
         if key == "sweep":
             cli.sweep = value
         elif key == "num_samples":

@@ -17,6 +17,10 @@ SMOKE = ["env=ContinualShift-v0", "sweep=smoke"]
     (["sweep=smoke", "sweep=memory"], "sweep= is given 2 times ('smoke', 'memory'); give it once"),  # memory ran
     (["num_samples=2", "num_samples=3"], "num_samples= is given 2 times"),
     (["resume=a", "resume=b"], "resume= is given 2 times"),
+    # an audit, 2026-12-01: the last one won silently
+    (["sweep.search_space.memory.slots=grid:[4]", "sweep.search_space.memory.slots=grid:[8]"],
+     "sweep.search_space.memory.slots= is given 2 times ('grid:[4]', 'grid:[8]'); give it once"),
+    (["train.lanes=2", "+train.lanes=4"], "train.lanes= is given 2 times"),
 ])
 def test_a_repeated_argument_is_refused(argv, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
