@@ -2,6 +2,8 @@
 starts (YAML's .nan / .inf and true, a repeated argument, a truncated randint bound, a swept env or agent), and a
 refusal never escapes as another exception. No Ray, no training."""
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +25,7 @@ SMOKE = ["env=ContinualShift-v0", "sweep=smoke"]
     (["train.lanes=2", "+train.lanes=4"], "train.lanes= is given 2 times"),
 ])
 def test_a_repeated_argument_is_refused(argv, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         parse_command_line(argv)
 
 
