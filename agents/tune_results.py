@@ -123,7 +123,8 @@ def write_results(sweep_dir: Path, rows: list[dict], plan: SweepPlan, base: dict
         write_text_atomic(sweep_dir / "best_overrides.txt", overrides + "\n")
     import matplotlib.pyplot as plt
 
+    finished = [r for r in rows if r["status"] == DONE]  # as the best: an ASHA-stopped trial's value is interim
     for param in params:
         name = re.sub(r"[^\w.-]+", "_", f"{metric}_vs_{param}")
-        plt.close(plot_metric_vs_param(rows, param, metric, sweep_dir / "plots" / f"{name}.png"))
+        plt.close(plot_metric_vs_param(finished, param, metric, sweep_dir / "plots" / f"{name}.png"))
     return best

@@ -349,6 +349,21 @@ def test_results_table_best_config_and_plots(tmp_path, smoke, smoke_base):
                                                                 "cl_ACC_vs_memory.pressure_weight.png"}
 
 
+def test_sweep_plots_show_the_trials_that_trained_to_the_end(tmp_path, smoke, smoke_base, monkeypatch):
+    """An ASHA-stopped trial's interim value (b: 0.9 at episode 2 of 4) was drawn among the finished ones."""
+    import agents.tune_results as tune_results
+
+    plotted = []
+    draw = tune_results.plot_metric_vs_param
+    monkeypatch.setattr(tune_results, "plot_metric_vs_param",
+                        lambda rows, *args: (plotted.append([r["trial"] for r in rows]), draw(rows, *args))[1])
+    rows = result_rows([_trial("a", 4, 0.5, 4), _trial("b", 8, 0.9, 2), _trial("c", 8, 0.7, 4)], smoke, "cl/ACC")
+    plan = load_sweep("smoke")
+    plan.overrides = resolve_overrides(plan, [])
+    write_results(tmp_path, rows, plan, OmegaConf.to_container(smoke_base, resolve=True), "cl/ACC")
+    assert plotted == [["c", "a"], ["c", "a"]]  # one plot per swept key, in the table's order
+
+
 def test_an_interrupted_sweep_names_no_unfinished_trial_best(smoke):
     """With no finished trial the best fell back to the unfinished ones: an interim 0.84 (episode 8 of 10) was named
     best and written to best_config.yaml; that trial ended at 0.72."""
