@@ -3,6 +3,8 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
@@ -11,3 +13,20 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 faiss.omp_set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    """The shipped `smoke` sweep, as agents.tune loads it (tests/test_tune_*.py)."""
+    from agents.tune_space import load_sweep
+
+    return load_sweep("smoke")
+
+
+@pytest.fixture(scope="module")
+def smoke_base(smoke):
+    """The run config every smoke trial starts from."""
+    from agents.config import load_config
+    from agents.tune_overrides import resolve_overrides
+
+    return load_config(resolve_overrides(smoke, []))
