@@ -169,9 +169,9 @@ def _with_that_version(path: str | Path, purpose: str) -> str:
 
 
 def check_saved_config(saved_config: dict, path: str | Path, purpose: str) -> None:
-    """The config saved in a checkpoint is valid on its own, or one line that blames the file: resume= and
-    agents.evaluate merge the caller's few changes into it, and validate's line for the saved part named a fix
-    ("set model.dim only") that neither of them takes."""
+    """The config saved in a checkpoint is valid on its own, or one line that blames the file. resume= and
+    agents.evaluate call it when the saved config with the caller's few changes fails validate: validate's line for
+    the saved part named a fix ("set model.dim only") that neither of them takes."""
     from omegaconf import OmegaConf
 
     from agents.config import ConfigError, validate

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config_messages import SECTIONS, section_as_value
+from agents.config_messages import SECTIONS, section_as_value, unknown_key
 from memory.metrics import format_bytes
 
 
@@ -84,7 +84,6 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
                               f"config file sets the {group}'s other settings with it")
         if override.package is not None and key not in groups:  # `a@b=`: Hydra's package syntax (config groups)
             from agents.config import RunSchema
-            from agents.config_messages import unknown_key
             raise ConfigError(unknown_key(override_key(item), RunSchema))
         if key in groups and override.package is None and override.value() not in groups[key]:
             raise ConfigError(f"unknown {key} {override.value()!r}; choose one of: {', '.join(groups[key])}")

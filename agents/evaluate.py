@@ -97,7 +97,6 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         check_not_empty("out", out)
         out = Path(out).expanduser()
         check_out_file(out, run_dir, checkpoint)
-    check_saved_config(body["config"], checkpoint, "evaluate")
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
         if env_kwargs:
@@ -108,7 +107,11 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
             cfg.device = device
         if threads is not None:
             cfg.train.threads = threads
-    cfg = validate(cfg)
+    try:
+        cfg = validate(cfg)
+    except ConfigError:  # the saved part's fault (an edited checkpoint) is the file's line, not a command line's
+        check_saved_config(body["config"], checkpoint, "evaluate")
+        raise
     # before the trainer (whose restore checks it again, worded for a caller's own config): a saved config this
     # memstream reads as another model names the fix an evaluation has
     check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="evaluate")

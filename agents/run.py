@@ -111,11 +111,14 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
     if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
         raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
-    check_saved_config(body["config"], checkpoint, "resume")
     changed = OmegaConf.create()
     for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
         OmegaConf.update(changed, key, override_value(text, key))
-    cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
+    try:
+        cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
+    except ConfigError:  # the saved part's fault (an edited checkpoint) is the file's line, not a command line's
+        check_saved_config(body["config"], checkpoint, "resume")
+        raise
     check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="resume")
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
     return cfg, run_dir, checkpoint

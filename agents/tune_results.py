@@ -112,10 +112,10 @@ def write_results(sweep_dir: Path, rows: list[dict], plan: SweepPlan, base: dict
     if best is not None:
         # the trial's own thread counts where the base config's differ: another count moves the last bits of every
         # float, and a rerun of the best trial without them gave ACC 0.406 against the trial's 0.391
-        ran_with = {k: v for k, v in trial_threads(plan.resources["threads"]).items()
-                    if OmegaConf.select(OmegaConf.create(base), k) != v}
-        chosen = {k: best[k] for k in params} | ran_with
-        cfg = trial_config(OmegaConf.create(base), chosen)
+        saved = OmegaConf.create(base)
+        threads = trial_threads(plan.resources["threads"])
+        chosen = {k: best[k] for k in params} | {k: v for k, v in threads.items() if OmegaConf.select(saved, k) != v}
+        cfg = trial_config(saved, chosen)
         cfg.run_dir, cfg.resume = None, None
         title = f"# best trial {best['trial']} of sweep {plan.name}: {metric}={best[metric]:.6g}\n"
         write_text_atomic(sweep_dir / "best_config.yaml", title + to_yaml(cfg))
