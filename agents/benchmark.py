@@ -38,8 +38,8 @@ from omegaconf import OmegaConf
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import SuiteSpec, comma_list, load_suite, suite_overrides
-from agents.cli_args import sigterm_as_interrupt
 from agents.config import ConfigError, group_options, load_config
+from agents.interrupts import sigterm_as_interrupt
 from agents.threads import usable_cores
 from agents.tune_overrides import merge_overrides
 from agents.tune_space import _positive_int

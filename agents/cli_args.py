@@ -1,16 +1,13 @@
 """Command-line helpers: argparse types for the benchmark scripts (benchmarks/*.py: a bad number is argparse's
-usage line at once, not a traceback or a table of zeros later), the checks of `key=value` overrides before Hydra
-composes them, and the SIGTERM handler of the entry points."""
+usage line at once, not a traceback or a table of zeros later), and the checks of `key=value` overrides before Hydra
+composes them."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import re
-import signal
-import threading
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import contextmanager
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -178,22 +175,3 @@ def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix
     why = (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
            if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
     return f"{what} does not fit in memory ({why}) with the sizes {sizes}; {fix}"
-
-
-def interrupt(signum, frame):
-    """SIGTERM handler (a scheduler's stop, `kill`): raise KeyboardInterrupt, so it ends a command as Ctrl+C does:
-    one line, and the cleanup a plain SIGTERM skips (the cache's cold-tier temp folders)."""
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    """While the block runs, SIGTERM raises KeyboardInterrupt (`interrupt`) in the main thread; the handler before
-    is put back after. Off the main thread (where handlers cannot be set) nothing changes."""
-    previous = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() \
-        else None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)

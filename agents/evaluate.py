@@ -40,9 +40,10 @@ from agents.checkpoint import (
     load_checkpoint,
     run_dir_of,
 )
-from agents.cli_args import check_given_once, find_interpolation, hydra_reason, inert_note, interrupt
+from agents.cli_args import check_given_once, find_interpolation, hydra_reason, inert_note
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.eval_out import check_out_file, write_out_file
+from agents.interrupts import interrupt
 from agents.report import mean_accuracy, measured
 from agents.threads import threads_note
 from memory.cache_cold_dirs import ColdTierError

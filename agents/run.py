@@ -28,7 +28,7 @@ from agents.checkpoint import (  # noqa: E402
     load_checkpoint,
     run_dir_of,
 )
-from agents.cli_args import check_given_once, inert_note, override_key, sigterm_as_interrupt  # noqa: E402
+from agents.cli_args import check_given_once, inert_note, override_key  # noqa: E402
 from agents.config import (  # noqa: E402
     ConfigError,
     absolute_env_paths,
@@ -41,6 +41,7 @@ from agents.config import (  # noqa: E402
     to_yaml,
     validate,
 )
+from agents.interrupts import sigterm_as_interrupt  # noqa: E402
 from agents.report import final_metrics, mean_accuracy, summary_table, write_report, write_text_atomic  # noqa: E402
 from agents.run_lock import RunLocks  # noqa: E402
 from agents.threads import threads_note  # noqa: E402

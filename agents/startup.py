@@ -22,7 +22,7 @@ def guard_startup(written: str) -> None:
 
 def end_startup() -> None:
     """main() has begun: Ctrl+C is KeyboardInterrupt again, and SIGTERM is back to its default where the startup
-    guard had it (the command's own handling, `cli_args.sigterm_as_interrupt`, takes it over from there). Only in
+    guard had it (the command's own handling, `interrupts.sigterm_as_interrupt`, takes it over from there). Only in
     the main thread, where handlers can be set."""
     import threading
 

@@ -24,6 +24,7 @@ from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from agents.interrupts import interrupts_held
 from agents.plots import figure_to_array
 
 CL_TAGS = ("cl/ACC", "cl/BWT", "cl/FWT", "cl/forgetting")
@@ -133,12 +134,15 @@ class TBLogger:
             # checkpoint (stopped while it wrote its report, or already finished) logged its final cl/* points, its
             # images and its hparams a second time, and TensorBoard showed them twice
             self._last, self._kept_images, self._kept_hparams = _kept_records(self.log_dir, resume_step)
-        self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=None if resume_step is None else resume_step + 1)
-        self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
+        with interrupts_held():  # a Ctrl+C inside TensorBoard's writer could hang its closing flush (every method)
+            self._writer = SummaryWriter(log_dir=self.log_dir,
+                                         purge_step=None if resume_step is None else resume_step + 1)
+            self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
         self._max_step = resume_step or 0
         self._pending_hparams = dict(hparams) if hparams is not None else None
         self._closed = False
 
+    @interrupts_held()
     def scalars(self, values: Mapping[str, float | None], step: int) -> None:
         """Log each {tag: value} at `step`; None values (metric not applicable) are skipped."""
         step = _check_step(step)
@@ -155,6 +159,7 @@ class TBLogger:
             self._last[tag] = (step, number)
         self._max_step = max(self._max_step, step)
 
+    @interrupts_held()
     def image(self, tag: str, figure_or_array: Figure | np.ndarray, step: int) -> None:
         """Log a matplotlib figure or an image array: (H, W, 3|4) or (H, W) uint8. A resumed run skips an image
         that the run holds already (this tag at this step, logged before it was resumed)."""
@@ -173,6 +178,7 @@ class TBLogger:
         self._writer.add_image(tag, image, step, dataformats="HW" if image.ndim == 2 else "HWC")
         self._max_step = max(self._max_step, step)
 
+    @interrupts_held()
     def hparams(self, hparams: Mapping | None, metrics: Mapping[str, float | None]) -> None:
         """Record the run's hyper-parameters and final metrics for the HParams dashboard, in this same run.
 
@@ -194,9 +200,11 @@ class TBLogger:
         fresh = {k: v for k, v in final.items() if k not in self._last or np.float32(self._last[k][1]) != np.float32(v)}
         self.scalars(fresh, self._max_step)
 
+    @interrupts_held()
     def flush(self) -> None:
         self._writer.flush()
 
+    @interrupts_held()
     def close(self) -> None:
         """Flush and close the event file; further calls are no-ops."""
         if not self._closed:

@@ -10,7 +10,7 @@ import signal
 import threading
 from pathlib import Path
 
-from agents.cli_args import interrupt
+from agents.interrupts import interrupt
 
 INTERRUPTED = 130  # agents.run's and agents.benchmark's code for Ctrl+C / SIGTERM
 

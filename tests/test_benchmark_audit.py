@@ -18,7 +18,7 @@ import pytest
 
 from agents import benchmark, benchmark_rebuild, benchmark_runner
 from agents.benchmark_report import aggregate, env_tables, write_results
-from agents.cli_args import interrupt
+from agents.interrupts import interrupt
 from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 
 REPO = Path(__file__).resolve().parents[1]

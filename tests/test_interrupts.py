@@ -1,0 +1,76 @@
+"""Ctrl+C and SIGTERM held back where an exception must not land (agents/interrupts.py)."""
+
+import signal
+import threading
+
+import pytest
+
+from agents.interrupts import interrupts_held, sigterm_as_interrupt
+from agents.tb_logger import TBLogger, read_scalars
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_the_block_interrupts_after_it(sig):
+    done = []
+    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            signal.raise_signal(sig)
+            done.append("rest of the block")
+        done.append("after the block")
+    assert done == ["rest of the block"]
+
+
+def test_the_handlers_are_put_back_and_a_quiet_block_raises_nothing():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with interrupts_held():
+        assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_second_ctrl_c_is_not_held():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            signal.raise_signal(signal.SIGINT)
+            done.append("after the first")
+            signal.raise_signal(signal.SIGINT)
+            done.append("after the second")
+    assert done == ["after the first"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_off_the_main_thread_it_changes_nothing():
+    failures = []
+
+    def body():
+        try:
+            with interrupts_held():
+                pass
+        except Exception as exc:  # signal.signal raises ValueError off the main thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert failures == []
+
+
+def test_ctrl_c_inside_the_tensorboard_writer_leaves_it_able_to_close(tmp_path, monkeypatch):
+    """The hang of a stopped run: a KeyboardInterrupt between queue.put's item and its notify left TensorBoard's
+    writer thread asleep for up to 120 s, and the run's closing flush waited on it."""
+    logger = TBLogger(tmp_path, num_tasks=1)
+    notify, notified = threading.Condition.notify, []
+
+    def ctrl_c_then_notify(self, n=1):  # Ctrl+C arrives as the main thread is about to wake the writer's thread
+        if threading.current_thread() is threading.main_thread() and not notified:
+            signal.raise_signal(signal.SIGINT)
+            notified.append(True)
+        return notify(self, n)
+
+    monkeypatch.setattr(threading.Condition, "notify", ctrl_c_then_notify)
+    with pytest.raises(KeyboardInterrupt):
+        logger.scalars({"train/loss": 1.5, "train/accuracy": 0.25}, step=1)
+    monkeypatch.undo()
+    assert notified == [True]  # the notify ran: the interrupt came after the call
+    logger.close()
+    assert read_scalars(tmp_path) == {"train/loss": [(1, 1.5)], "train/accuracy": [(1, 0.25)]}
