@@ -102,6 +102,10 @@ def _wait_to_sort_last(log_dir: str) -> None:
         time.sleep(min(0.05, newest + 1 - time.time() + 1e-3))
 
 
+def _has_events(log_dir: str) -> bool:
+    return os.path.isdir(log_dir) and any("tfevents" in name for name in os.listdir(log_dir))
+
+
 def _check_step(step) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"step must be an int >= 0 (e.g. training steps so far); got {step!r}")
@@ -116,7 +120,9 @@ class TBLogger:
     resume_step + 1); those at it stay: a checkpoint is written after its step's points are logged and flushed,
     and the resumed run logs from the next step on. What stays is read back, so that a run resumed from its
     last checkpoint (finished, or stopped while it wrote its report) does not log its report again: `image` skips
-    a tag and step the run already holds, `hparams` the hparams it already recorded and the final points it holds."""
+    a tag and step the run already holds, `hparams` the hparams it already recorded and the final points it holds.
+    Without resume_step, the points of event files already in `log_dir` are dropped as well (a run started again in
+    its folder); the files stay."""
 
     def __init__(self, log_dir: str | os.PathLike, num_tasks: int, hparams: Mapping | None = None,
                  resume_step: int | None = None):
@@ -128,15 +134,19 @@ class TBLogger:
         self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
         self._kept_images: set[tuple[str, int]] = set()  # (tag, step) of a resumed run's images
         self._kept_hparams = False  # whether a resumed run had recorded its hparams
-        if resume_step is not None:
+        # a fresh run in a folder with event files (a run, or a Tune trial, started again after it stopped before its
+        # first checkpoint): TensorBoard drops all their points (purge step 0), or it drew both starts over each other
+        restart = resume_step is None and _has_events(self.log_dir)
+        if resume_step is not None or restart:
             _wait_to_sort_last(self.log_dir)
+        if resume_step is not None:
             # what the resumed run keeps: image() and hparams() must know it, or a run resumed from its last
             # checkpoint (stopped while it wrote its report, or already finished) logged its final cl/* points, its
             # images and its hparams a second time, and TensorBoard showed them twice
             self._last, self._kept_images, self._kept_hparams = _kept_records(self.log_dir, resume_step)
         with interrupts_held():  # a Ctrl+C inside TensorBoard's writer could hang its closing flush (every method)
             self._writer = SummaryWriter(log_dir=self.log_dir,
-                                         purge_step=None if resume_step is None else resume_step + 1)
+                                         purge_step=0 if restart else None if resume_step is None else resume_step + 1)
             self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
         self._max_step = resume_step or 0
         self._pending_hparams = dict(hparams) if hparams is not None else None
@@ -220,7 +230,7 @@ class TBLogger:
 
 def _load(log_dir: str | os.PathLike, **size_guidance: int) -> EventAccumulator:
     log_dir = os.fspath(log_dir)
-    if not os.path.isdir(log_dir) or not any("tfevents" in name for name in os.listdir(log_dir)):
+    if not _has_events(log_dir):
         raise FileNotFoundError(f"no TensorBoard event file in {log_dir!r}")
     accumulator = EventAccumulator(log_dir, size_guidance=size_guidance)
     reader_log = logging.getLogger("tensorboard")
@@ -252,7 +262,7 @@ def _kept_records(log_dir: str, last_step: int) -> tuple[dict[str, tuple[int, fl
     point {tag: (step, value)}, its images {(tag, step)}, and whether it holds hparams; ({}, set(), False) without an
     event file. Read as TensorBoard reads a run (its data provider's accumulator: every event file in order, earlier
     resumes' purges applied), which also sees the hparams summaries, which carry no value of their own."""
-    if not os.path.isdir(log_dir) or not any("tfevents" in name for name in os.listdir(log_dir)):
+    if not _has_events(log_dir):
         return {}, set(), False
     accumulator = plugin_event_accumulator.EventAccumulator(log_dir, size_guidance={"tensors": 0})
     accumulator.Reload()

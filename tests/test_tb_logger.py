@@ -102,6 +102,21 @@ def test_resume_keeps_the_checkpoint_step_and_drops_the_points_after_it(tmp_path
                                                     (50, 50.5)]
 
 
+def test_a_run_started_again_in_its_folder_shows_only_its_new_points(tmp_path):
+    """A run (or a Tune trial) stopped before its first checkpoint and started afresh in the same folder: both
+    starts' curves were drawn over each other."""
+    with TBLogger(tmp_path, num_tasks=1) as logger:  # stopped after logging step 40, no checkpoint
+        for step in range(0, 50, 10):
+            logger.scalars({"train/loss": float(step), "eval/task_0/accuracy": 0.5}, step)
+    with TBLogger(tmp_path, num_tasks=1) as logger:
+        for step in range(0, 30, 10):
+            logger.scalars({"train/loss": step + 0.5}, step)
+    scalars = read_scalars(tmp_path)
+    assert scalars["train/loss"] == [(0, 0.5), (10, 10.5), (20, 20.5)]
+    assert scalars.get("eval/task_0/accuracy", []) == []  # a tag only the first start logged: no points
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2  # the first start's file is kept
+
+
 def test_numpy_and_torch_scalars_are_accepted(tmp_path):
     import torch
 
