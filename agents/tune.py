@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError
 from agents.config import ConfigError, absolute_env_paths, absolute_path, load_config, validate
+from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
 from agents.tune_metrics import EnvFacts, check_metric, default_metric
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
@@ -46,7 +47,14 @@ from agents.tune_preflight import (
     remove_made_folders,
 )
 from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
-from agents.tune_signals import INTERRUPTED, catch_sigterm, interrupted_line, restore_handlers, saved_handlers
+from agents.tune_signals import (
+    INTERRUPTED,
+    catch_sigterm,
+    init_ray_held,
+    interrupted_line,
+    restore_handlers,
+    saved_handlers,
+)
 from agents.tune_space import SweepPlan, check_space_keys, load_sweep, make_plan, parse_command_line
 
 PLAN_FILE = "sweep.yaml"
@@ -145,8 +153,8 @@ def start_ray(sweep_dir: Path) -> bool:
     if started:  # errors still reach the terminal while Ray starts; the rest of its chatter does not
         check_reachable(address)
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=True, logging_level=logging.ERROR)
+            init_ray_held(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
+                          logging_level=logging.ERROR)
         except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
             raise ConfigError(connect_error(address, exc)) from None
         except ValueError as exc:  # ray.init parses the address before it connects; our other arguments are fixed
@@ -302,7 +310,11 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     end_startup()  # Ctrl+C is KeyboardInterrupt again, caught below
-    argv = sys.argv[1:] if argv is None else argv
+    with sigterm_as_interrupt():  # and SIGTERM (before Ray starts: it killed the command silently, exit 143)
+        return _main(sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0

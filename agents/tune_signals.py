@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from agents.interrupts import interrupt
+from agents.interrupts import interrupt, interrupts_held
 
 INTERRUPTED = 130  # agents.run's and agents.benchmark's code for Ctrl+C / SIGTERM
 
@@ -30,6 +31,45 @@ def catch_sigterm() -> None:
     (where handlers cannot be set)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm_as_ctrl_c)
+
+
+def init_ray_held(**kwargs) -> None:
+    """ray.init(**kwargs), with Ctrl+C and SIGTERM held until Ray has started (`interrupts_held`: a second Ctrl+C
+    acts at once), then Ray shut down and KeyboardInterrupt raised. Before, a SIGTERM while Ray started met Ray's
+    handlers (`_ray_sigterm_handlers_off`), exited 15 or 134 and left Ray's processes running."""
+    import ray
+
+    try:
+        with interrupts_held(), _ray_sigterm_handlers_off():
+            ray.init(**kwargs)
+    except KeyboardInterrupt:
+        if ray.is_initialized():
+            ray.shutdown()
+        raise
+
+
+@contextmanager
+def _ray_sigterm_handlers_off():
+    """While the block runs, ray.init installs neither of its SIGTERM handlers: Python's (sys.exit, exit 15 mid-start)
+    and its C++ core's failure handler (a stack dump, then abort: 134). The handler in force stays, for
+    `catch_sigterm` to replace once Ray has started; the C++ handler is not installed in this process at all (it
+    only prints a stack dump on a crash of Ray's core). A Ray without these hooks is left as it is."""
+    from ray._private import ray_constants
+    from ray._private import utils as ray_utils
+
+    install = getattr(ray_utils, "set_sigterm_handler", None)
+    off = getattr(ray_constants, "RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None)
+    if install is not None:
+        ray_utils.set_sigterm_handler = lambda handler: None
+    if off is not None:
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    try:
+        yield
+    finally:
+        if install is not None:
+            ray_utils.set_sigterm_handler = install
+        if off is not None:
+            ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = off
 
 
 def saved_handlers() -> dict:

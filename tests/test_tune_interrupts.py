@@ -1,6 +1,7 @@
-"""A sweep stopped by SIGTERM, as by Ctrl+C (a real `python -m agents.tune` process), the exit code of an interrupted
-sweep, a sweep whose Ray does not start (no empty sweep folder left), and the one-line errors that name their fix:
-a cluster that wants its auth token, an ASHA grace period longer than a trial."""
+"""A sweep stopped by SIGTERM, as by Ctrl+C (a real `python -m agents.tune` process), also before and while Ray
+starts, the exit code of an interrupted sweep, a sweep whose Ray does not start (no empty sweep folder left), and
+the one-line errors that name their fix: a cluster that wants its auth token, an ASHA grace period longer than a
+trial."""
 
 from __future__ import annotations
 
@@ -169,3 +170,69 @@ def test_a_grace_period_longer_than_a_trial_names_the_fix(tmp_path):
                                           r"sweep.scheduler.grace_period=1 or less"):
         agents_tune.prepare(["env=ContinualShift-v0", "sweep=smoke", "sweep.scheduler.max_t=1",
                              f"runs_root={tmp_path}"])
+
+
+# ---------------------------------------------------------------- SIGTERM before and while Ray starts
+def test_sigterm_while_ray_starts_acts_once_it_has_started_then_stops_it(tmp_path, monkeypatch, capsys):
+    """ray.init installs a SIGTERM handler that calls sys.exit: a SIGTERM while Ray started exited 15 (or 134, with
+    a stack dump from Ray's C++ core) and left Ray's processes running."""
+    import ray
+    from ray._private import ray_constants
+    from ray._private import utils as ray_utils
+
+    state = {"initialized": False, "shutdown": 0}
+
+    def init(**kwargs):  # what ray.init does to SIGTERM, then a SIGTERM before it returns
+        ray_utils.set_sigterm_handler(lambda signum, frame: sys.exit(signum))
+        state["C++ handler off"] = ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER  # (its stack dump, then abort)
+        signal.raise_signal(signal.SIGTERM)
+        state["initialized"] = True
+
+    def shutdown():
+        state["initialized"], state["shutdown"] = False, state["shutdown"] + 1
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: state["initialized"])
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_OVERRIDE_RESOURCES", raising=False)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    assert agents_tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={tmp_path}"]) == 130
+    assert state == {"initialized": False, "shutdown": 1, "C++ handler off": True}
+    assert ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER is False  # as Ray set it: off only while it started
+    assert capsys.readouterr().err.strip() == ("interrupted before any trial started; nothing to continue, start "
+                                               "the sweep again")
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+    assert ray_utils.set_sigterm_handler.__name__ == "set_sigterm_handler"  # Ray's own again
+    assert list(tmp_path.iterdir()) == []  # the sweep folder made for it is gone
+
+
+def test_sigterm_before_ray_starts_is_one_line(tmp_path, monkeypatch, capsys):
+    """It killed the command silently (exit 143)."""
+    prepare = agents_tune.prepare
+
+    def sigterm_then_prepare(argv):
+        signal.raise_signal(signal.SIGTERM)
+        return prepare(argv)
+
+    monkeypatch.setattr(agents_tune, "prepare", sigterm_then_prepare)
+    assert agents_tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={tmp_path}"]) == 130
+    assert capsys.readouterr().err.strip() == ("interrupted before any trial started; nothing to continue, start "
+                                               "the sweep again")
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_real_ray_starts_is_one_line_and_leaves_no_ray_running(tmp_path):
+    """The same with a real `python -m agents.tune` and a real Ray (~15 s): Ray's hooks are where the fix expects."""
+    proc = subprocess.Popen([sys.executable, "-m", "agents.tune", "env=ContinualShift-v0", "sweep=smoke",
+                             f"runs_root={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO)
+    deadline = time.monotonic() + DEADLINE_S
+    while not (tmp_path / "sweeps").exists() and time.monotonic() < deadline:  # made just before Ray starts
+        time.sleep(0.05)
+    time.sleep(2)  # Ray takes ~10 s to start
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 130, err
+    assert err.strip() == "interrupted before any trial started; nothing to continue, start the sweep again"
+    assert list(tmp_path.iterdir()) == []
