@@ -1,0 +1,159 @@
+"""`python -m agents.benchmark` CLI: bad input and suite files exit 2 with one line, failed runs, end to end."""
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from agents import benchmark, benchmark_runner
+from tests.test_benchmark import LD, NR
+from tests.test_run import TINY_MODEL
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["seeds=0"], "seeds='0': must be an integer >= 1"),
+    (["workers=two"], "workers='two'"),
+    (["foo=1"], "unknown key 'foo'"),
+    (["seed=1"], "use seeds="),
+    (["seeds"], "not key=value"),
+    (["suite=nope"], "unknown suite 'nope'"),
+    (["envs=Nope-v0"], "Nope-v0 is not in the suite"),
+    (["agents=cnn"], "cnn is not in the suite"),
+    (["train.foo=1"], "unknown config key 'train.foo'"),
+    (["envs=LongDependency-v0", "env.kwargs.delay=3"], "unknown option(s) ['delay']"),
+    # an empty item was dropped: agents=memnet,,transformer ran the whole suite's envs with two variants (and
+    # agents=, ran every variant), while envs= alone was refused
+    (["agents=memnet,,transformer"], "agents=memnet,,transformer: item 2 is empty; separate the names with single"),
+    (["agents=,"], "agents=,: item 1 is empty"),
+    (["envs=NeedleRecall-v0,"], "envs=NeedleRecall-v0,: item 2 is empty"),
+    (["envs="], "envs= is empty; name at least one"),
+    (["envs=NeedleRecall-v0", "envs=LongDependency-v0"], "envs= is given twice ('NeedleRecall-v0', 'LongDependency"),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
+    assert benchmark.main([*argv, f"out={tmp_path / 'bench'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "bench").exists()  # nothing starts before every config is valid
+
+
+def write_suite(path, **fields):
+    path.write_text(yaml.safe_dump(fields))
+    return str(path)
+
+
+def test_bad_suite_files_and_a_used_out_folder_exit_2(tmp_path, capsys):
+    bad = write_suite(tmp_path / "a.yaml", envs={LD: {}}, variants={"x": {"agent": "cnn"}})
+    assert benchmark.main([f"suite={bad}"]) == 2
+    assert "variants.x.agent='cnn'" in capsys.readouterr().err
+    bad = write_suite(tmp_path / "b.yaml", envs={LD: {"budget": 1}}, variants={"x": {"agent": "gru"}})
+    assert benchmark.main([f"suite={bad}"]) == 2
+    assert f"envs.{LD}.budget is not a field (fields: overrides, probes)" in capsys.readouterr().err
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "results.json").write_text("{}")
+    assert benchmark.main([f"out={tmp_path / 'used'}"]) == 2
+    assert "is not empty" in capsys.readouterr().err
+
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_an_out_that_cannot_be_a_folder_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for out, message in [(tmp_path / "afile", "afile' is a file, not a folder; choose a new folder"),
+                         (tmp_path / "afile" / "sub", "sub': cannot create the folder (Not a directory)")]:
+        assert benchmark.main(["envs=LongDependency-v0", "agents=lstm", f"out={out}"]) == 2, out
+        assert message in _one_error_line(capsys)
+
+
+def test_a_suite_file_that_is_not_a_mapping_or_not_text_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "str.yaml").write_text("hello\n")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage\x80")
+    for name, message in [("str.yaml", "the file must be a mapping of fields (description, seeds, "),
+                          ("list.yaml", "mapping of fields (description, seeds, timeout_s, overrides, envs, variants, "
+                                        "targets); got a list"),
+                          ("bin.yaml", "cannot be read (not UTF-8 text); a suite is a YAML text file")]:
+        assert benchmark.main([f"suite={tmp_path / name}", f"out={tmp_path / 'bench'}"]) == 2
+        assert message in _one_error_line(capsys)
+    assert not (tmp_path / "bench").exists()
+
+
+TINY_NR = ["env.kwargs.delay=1", "env.kwargs.haystack_length=24", "env.kwargs.facts_per_episode=1",
+           "env.kwargs.train_facts=16", "env.kwargs.fresh_facts=8", "train.episodes=2"]
+TINY_LD = ["env.kwargs.distances=[1,2,4,8,16]", "env.kwargs.queries_per_episode=4", "env.kwargs.episode_length=64",
+           "train.episodes=1"]
+
+
+def test_a_failed_run_is_reported_and_the_rest_goes_on(tmp_path, monkeypatch, capsys):
+    suite = write_suite(tmp_path / "s.yaml", overrides=TINY_MODEL, envs={LD: {"overrides": TINY_LD}},
+                        variants={"lstm": {"agent": "lstm"}, "gru": {"agent": "gru"}})
+    real = benchmark_runner.run_command
+
+    def fail_lstm(job):
+        if job.variant == "lstm":
+            return [sys.executable, "-c", "import sys; print('boom: lstm broke', file=sys.stderr); sys.exit(3)"]
+        return real(job)
+
+    monkeypatch.setattr(benchmark_runner, "run_command", fail_lstm)
+    out = tmp_path / "bench"
+    assert benchmark.main([f"suite={suite}", "seeds=1", f"out={out}"]) == 1
+    printed = capsys.readouterr().out
+    assert "failed (exit code 3" in printed and "lstm" in printed
+    runs = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert runs["lstm"]["status"] == "failed" and "boom: lstm broke" in runs["lstm"]["error"]
+    assert runs["gru"]["status"] == "ok" and runs["gru"]["metrics"]["params"] > 0
+    text = (out / "results.md").read_text()
+    assert "0/1 (1 FAILED)" in text and "boom: lstm broke" in text
+
+
+def test_end_to_end_tiny_suite_writes_tables_json_and_plots_with_the_runs_numbers(tmp_path, capsys):
+    suite = write_suite(tmp_path / "tiny.yaml", overrides=TINY_MODEL,
+                        envs={NR: {"overrides": TINY_NR,
+                                   "probes": {"variants": ["memnet"], "vary": {"facts_per_episode": [1, 2]}}}},
+                        variants={"memnet": {"agent": "memnet"}, "transformer": {"agent": "transformer"}})
+    out = tmp_path / "bench"
+    assert benchmark.main([f"suite={suite}", "seeds=1", "workers=2", f"out={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "[2/2]" in printed and "targets:" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert {(r["variant"], r["status"]) for r in results["runs"]} == {("memnet", "ok"), ("transformer", "ok")}
+    for r in results["runs"]:
+        run_dir = out / NR / r["variant"] / "s0"
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert r["metrics"] == metrics  # every number of the run is in results.json
+        assert list(run_dir.glob("events.out.tfevents.*"))  # TensorBoard sees each run under the bench folder
+        cell = results["aggregate"][NR][r["variant"]]["metrics"]
+        assert cell["accuracy"]["mean"] == pytest.approx(metrics["accuracy"])
+        assert cell["params"]["mean"] == metrics["params"]
+    memnet = results["aggregate"][NR]["memnet"]["metrics"]
+    assert set(k for k in memnet if k.startswith("recall_facts")) == {"recall_facts1", "recall_facts2"}  # delay 1
+    assert results["runs"][0]["chance"] == pytest.approx(1 / (128 - 4))
+    text = (out / "results.md").read_text()
+    assert f"## {NR}" in text and "## Targets" in text and "Recall by facts held" in text
+    assert f"{memnet['accuracy']['mean']:.3f}" in text and f"{memnet['params']['mean']:,.0f}" in text
+    for plot in ("recall_vs_delay", "recall_vs_facts_held"):
+        assert (out / "plots" / f"{NR}_{plot}.png").stat().st_size > 1000
+
+
+def test_a_full_disk_when_the_results_are_written_is_one_line(tmp_path, monkeypatch, capsys):
+    """The suite's last step, on a full disk, ended in write_json_atomic's traceback."""
+    import errno
+    import os
+
+    suite = write_suite(tmp_path / "s.yaml", overrides=TINY_MODEL, envs={LD: {"overrides": TINY_LD}},
+                        variants={"lstm": {"agent": "lstm"}})
+    monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout: ([], False))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(benchmark.report, "write_results", full)
+    out = tmp_path / "bench"
+    assert benchmark.main([f"suite={suite}", "seeds=1", f"out={out}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: cannot write the results in {out} (No space left on device); free space and rerun"

@@ -1,0 +1,72 @@
+"""The scripts under benchmarks/: bad arguments refused with a usage line, agent throughput, plain batches."""
+
+import pytest
+
+from tests.test_run import TINY_MODEL
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("envs.py", ["--repeats", "0"], "argument --repeats: '0': must be an integer >= 1"),  # was StatisticsError
+    ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a finite number > 0"),  # was 0 steps/s
+    ("slots.py", ["--heads", "3"], "memory.read_heads=3: must be >= 1 and divide dim=128"),  # was a traceback
+    ("agents.py", ["--env", "Foo"], "--env Foo: not a registered env id"),  # was CalledProcessError
+    ("memory.py", ["--entries", "x"], "argument --entries: 'x' is not an integer >= 1"),
+])
+def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, args, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("acting", ["auto", "step"])
+def test_the_agent_throughput_benchmark_measures_the_acting_it_names(acting):
+    """benchmarks/agents.py (the README's throughput tables): chunk acting (auto) makes no acting call, step acting
+    one per step scored in some lane (ContinualShift asks every third step: 50 per 151-step episode)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
+    done = subprocess.run([sys.executable, str(path), "--agents", "transformer", "--episodes", "1", "--warmup", "0",
+                           "--lanes", "2", "--threads", "1", "--acting", acting],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"train.acting={acting}" in done.stdout
+    calls = 0 if acting == "auto" else 50
+    assert f"where the time goes, per episode: {calls} acting calls, 5 learning chunks" in done.stdout
+    row = next(ln for ln in done.stdout.splitlines() if ln.startswith("| transformer | 462,592 |"))
+    cells = row.split("|")
+    assert float(cells[3].replace(",", "")) > 0 and float(cells[5].replace(",", "")) > 0  # trainer, plain batches
+    assert cells[4].strip() == cells[6].strip() == "1.00x"  # the transformer against itself
+
+
+@pytest.mark.parametrize("clip", ["1.0", "0"])  # 0: no clipping, as in the trainer (clipping to 0 zeroed gradients)
+def test_plain_batches_learn_and_write_every_position_with_the_state_carried(tmp_path, clip):
+    """The plain-batch reference of benchmarks/agents.py trains the trainer's own model and optimiser: weights move,
+    MemNet writes every position of every batch (warm-up included) and the state is carried from chunk to chunk."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from agents.config import load_config
+    from agents.trainer import Trainer
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_agents", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = load_config([*TINY_MODEL, "env=LongDependency-v0", "memory.store_replace=0", "train.lanes=2",
+                       "train.chunk=8", f"train.grad_clip={clip}", f"run_dir={tmp_path}"])
+    trainer = Trainer(cfg, tmp_path)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    pos = int(trainer.state["ctrl.pos"][0])
+    assert module.plain_batches(trainer, 3, warmup=1) > 0
+    assert len(trainer.model.store) == 4 * 2 * 8  # (warm-up + 3 chunks) x lanes x chunk
+    assert all(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters(), strict=True)
+               if p.grad is not None)
+    assert int(trainer.state["ctrl.pos"][0]) == pos  # the trainer's own state is not advanced

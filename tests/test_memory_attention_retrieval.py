@@ -1,0 +1,87 @@
+"""Memory attention's store + cache adapter: write_memory, retrieve_memory_kv, re-ranking, the retrieve hook."""
+
+import numpy as np
+import torch
+
+from memory.attention import MemoryAttention, MemoryAugmentedTransformer
+from memory.cache import TieredKVCache
+from memory.config import MemoryConfig
+from memory.retrieval import retrieve_memory_kv, write_memory
+from memory.store import FaissStore
+from tests.test_memory_attention import CFG, H, d
+
+
+def test_retrieve_memory_kv_returns_the_stored_kv_of_the_nearest_entries():
+    torch.manual_seed(6)
+    attn = MemoryAttention(CFG)
+    store = FaissStore(32, 1, capacity=4, lanes=2, eviction="fifo")
+    cache = TieredKVCache(H, d, hot=3, warm=0, cold=0)
+    hidden = torch.randn(2, 4, 32)  # 4 memories per lane
+    with torch.no_grad():
+        k, v = attn.project_kv(hidden)  # (2, 4, H, d)
+    ids = write_memory(store, cache, hidden.flatten(0, 1), torch.zeros(8, 1), k.flatten(0, 1), v.flatten(0, 1),
+                       lanes=np.repeat([0, 1], 4))
+    assert len(store) == 8 and len(cache) == 3  # the cache keeps only 3 of them
+    queries = hidden[:, [0, 3]] + 0.01  # (2, 2, 32): query each lane's own entries 0 and 3
+    mem_k, mem_v, mask, found = retrieve_memory_kv(store, cache, queries, k=2)
+    assert mem_k.shape == (2, 2, 2, H, d) and mask.shape == (2, 2, 2)
+    np.testing.assert_array_equal(found[:, :, 0].numpy(), ids.reshape(2, 4)[:, [0, 3]])
+    in_cache = torch.from_numpy(cache.tier_of(found.numpy()) >= 0)
+    assert torch.equal(mask, in_cache) and mask.any() and not mask.all()
+    hit = mask[1, 1, 0]  # lane 1's last entry was put last, so it is cached
+    assert hit
+    torch.testing.assert_close(mem_k[1, 1, 0], k[1, 3])
+    torch.testing.assert_close(mem_v[1, 1, 0], v[1, 3])
+    assert (mem_k[~mask] == 0).all()
+    # store eviction drops the cache entry too, so the cache never serves a forgotten memory
+    new_ids = write_memory(store, cache, torch.randn(1, 32), torch.zeros(1, 1), k[0, :1], v[0, :1], lanes=[0])
+    assert not store.get(ids[:1])[1]["found"][0] and cache.tier_of(ids[:1])[0] == -1
+    assert cache.tier_of(new_ids)[0] == 0
+
+
+def test_retrieve_then_rerank_keeps_the_best_k_of_the_rescored_candidates():
+    """fetch=4 candidates re-scored by `rescore`: the k kept are the best re-scored ones; -inf drops one."""
+    store = FaissStore(8, 1, capacity=8, lanes=1, metric="ip")
+    cache = TieredKVCache(2, 4, hot=8, warm=0, cold=0)
+    keys = torch.eye(8)[:4] * torch.tensor([4.0, 3.0, 2.0, 1.0])[:, None]  # entry i scores 4 - i for the query
+    ids = write_memory(store, cache, keys, torch.zeros(4, 1), keys.view(4, 2, 4), keys.view(4, 2, 4), lanes=[0] * 4)
+    query = torch.ones(1, 1, 8)
+    plain = retrieve_memory_kv(store, cache, query, k=2)[3]
+    assert plain[0, 0].tolist() == ids[:2].tolist()
+
+    def reverse(scores, found):  # prefer low scores, and drop the entry written first
+        return np.where(found == ids[0], -np.inf, -scores)
+
+    _, _, mask, kept = retrieve_memory_kv(store, cache, query, k=2, fetch=4, rescore=reverse)
+    assert kept[0, 0].tolist() == [ids[3], ids[2]] and mask.all()
+    _, _, mask, kept = retrieve_memory_kv(store, cache, query, k=4, fetch=4, rescore=reverse)
+    assert kept[0, 0].tolist() == [ids[3], ids[2], ids[1], -1] and mask[0, 0].tolist() == [True] * 3 + [False]
+
+
+def test_transformer_retrieves_through_store_and_cache():
+    torch.manual_seed(7)
+    cfg = MemoryConfig(dim=32, attn_heads=4)
+    model = MemoryAugmentedTransformer(cfg, vocab=9, n_layers=2, memory_layers=(1,))
+    store = FaissStore(32, 1, capacity=16, lanes=2)
+    cache = TieredKVCache.from_config(cfg)
+    tokens = torch.randint(0, 9, (2, 6))
+    with torch.no_grad():
+        _, info = model(tokens)
+        h = info["memory_queries"]  # (2, 6, 32): what the memory layer sees
+        k, v = model.layers[1].project_kv(h)
+    write_memory(store, cache, h.flatten(0, 1), torch.zeros(12, 1), k.flatten(0, 1), v.flatten(0, 1),
+                 lanes=np.repeat([0, 1], 6))
+    calls = []
+
+    def retrieve(queries):
+        calls.append(queries.shape)
+        return retrieve_memory_kv(store, cache, queries, k=4)[:3]
+
+    logits, info = model(tokens, retrieve=retrieve)
+    assert calls == [(2, 6, 32)] and logits.shape == (2, 6, 9)
+    assert (info["memory_share"] > 0).all()
+    # retrieve_memory_kv as it is (its 4th item, the ids, ignored), as the docstring suggests: was "too many values
+    # to unpack (expected 3)"
+    same, _ = model(tokens, retrieve=lambda queries: retrieve_memory_kv(store, cache, queries, k=4))
+    assert torch.equal(same, logits)
+    cache.close()

@@ -1,0 +1,97 @@
+"""FaissStore persistence: save/load round trips, state dicts, damaged or interrupted saves, legacy files."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from memory.store import FaissStore
+from tests.test_memory_store import clustered
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_save_load_round_trip_is_identical(tmp_path, kind):
+    rng = np.random.default_rng(4)
+    store = FaissStore(16, 3, capacity=1500, lanes=2, index=kind, eviction="lru", hnsw_min_entries=200)
+    keys = clustered(rng, 2400, 16, clusters=10)
+    store.add(keys, rng.normal(size=(2400, 3)), np.repeat([0, 1], 1200), meta={"task": np.arange(2400)})
+    store.remove(np.arange(0, 3000, 11))
+    store.save(tmp_path / "s")
+    back = FaissStore.load(tmp_path / "s")
+    q = keys[None, :6].repeat(2, 0)
+    a, b = store.search(q, 7, with_values=True), back.search(q, 7, with_values=True)
+    for x, y in zip(a[:3], b[:3], strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.meta["task"], b.meta["task"])
+    more = rng.normal(size=(400, 16))
+    np.testing.assert_array_equal(store.add(more, np.zeros((400, 3)), [0] * 400)[0],
+                                  back.add(more, np.zeros((400, 3)), [0] * 400)[0])  # state carried on
+
+
+def test_state_dict_loads_with_weights_only():
+    store = FaissStore(8, 2, capacity=60, index="ivf", ivf_lists=1)
+    store.add(np.random.default_rng(5).normal(size=(45, 8)), np.ones((45, 2)), [0] * 45)
+    assert store._ann[0].ready
+    buf = io.BytesIO()
+    torch.save(store.state_dict(), buf)
+    buf.seek(0)
+    other = FaissStore(8, 2, capacity=60, index="ivf", ivf_lists=1)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    assert len(other) == 45
+    q = np.ones((1, 2, 8), dtype=np.float32)
+    np.testing.assert_array_equal(store.search(q, 3).ids, other.search(q, 3).ids)
+
+
+def test_damaged_missing_and_mismatched_files_raise_clear_errors(tmp_path):
+    store = FaissStore(8, 2, capacity=10)
+    store.add(np.ones((3, 8)), np.ones((3, 2)), [0, 0, 0])
+    store.save(tmp_path / "a")
+    store.save(tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="no file"):
+        FaissStore.load(tmp_path / "missing")
+    (index_a,), (index_b,) = (tmp_path / "a").glob("index-*.pt"), (tmp_path / "b").glob("index-*.pt")
+    index_a.replace(index_b)  # b's store.pt names its own index file, which now holds a's
+    with pytest.raises(ValueError, match="different saves"):
+        FaissStore.load(tmp_path / "b")
+    data = (tmp_path / "a" / "store.pt").read_bytes()
+    (tmp_path / "a" / "store.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="damaged"):
+        FaissStore.load(tmp_path / "a")
+    with pytest.raises(ValueError, match="dim=8"):
+        FaissStore(16, 2, capacity=10).load_state_dict(store.state_dict())
+
+
+def test_a_save_killed_before_it_commits_leaves_the_previous_store_loadable(tmp_path, monkeypatch):
+    import memory.store_io as store_io
+
+    store = FaissStore(8, 2, capacity=10)
+    store.add(np.ones((3, 8)), np.ones((3, 2)), [0, 0, 0])
+    store.save(tmp_path)
+    store.add(2 * np.ones((2, 8)), np.ones((2, 2)), [0, 0])
+    real = store_io.atomic_torch_save
+
+    def killed_at_store_pt(obj, path):  # the index file is written, then the process dies
+        if path.name == "store.pt":
+            raise KeyboardInterrupt("killed")
+        real(obj, path)
+
+    monkeypatch.setattr(store_io, "atomic_torch_save", killed_at_store_pt)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(tmp_path)
+    monkeypatch.setattr(store_io, "atomic_torch_save", real)
+    assert len(FaissStore.load(tmp_path)) == 3  # the first save, whole
+    store.save(tmp_path)  # the next save commits and removes both older index files
+    assert len(FaissStore.load(tmp_path)) == 5 and len(list(tmp_path.glob("index-*.pt"))) == 1
+
+
+def test_a_store_saved_with_the_legacy_index_name_loads(tmp_path):
+    store = FaissStore(8, 2, capacity=10)
+    store.add(np.ones((3, 8)), np.ones((3, 2)), [0, 0, 0])
+    store.save(tmp_path)
+    (index,) = tmp_path.glob("index-*.pt")
+    index.replace(tmp_path / "index.pt")  # what a save before per-save index names wrote
+    body = torch.load(tmp_path / "store.pt", weights_only=True)
+    del body["index_file"]
+    torch.save(body, tmp_path / "store.pt")
+    assert len(FaissStore.load(tmp_path)) == 3

@@ -1,0 +1,95 @@
+"""Sweep plans without Ray: resume= of a damaged sweep folder, Ray addresses, the grace period (nothing starts)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from agents.config import ConfigError
+
+
+# ---------------------------------------------------------------- resume= and Ray (nothing starts)
+def _saved_sweep(folder, pickle_bytes: bytes, plan_text: bytes | None = None):
+    import yaml
+
+    from agents.tune import prepare
+
+    plan, base, _ = prepare(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={folder / 'runs'}"])
+    folder.mkdir(exist_ok=True)
+    (folder / "tuner.pkl").write_bytes(pickle_bytes)
+    (folder / "sweep.yaml").write_bytes(plan_text or yaml.safe_dump({"plan": plan.to_dict(), "base": base}).encode())
+    return folder
+
+
+@pytest.mark.parametrize("pickle_bytes, plan_text, message", [
+    (b"garbage not a pickle", None, r"tuner.pkl' is damaged \(UnpicklingError: .*\); start the sweep afresh"),
+    (b"", None, r"tuner.pkl' is damaged \(EOFError: .*\); start the sweep afresh"),
+    (b"x", b"\xff\xfe\x00garbage\x80", r"sweep.yaml' is damaged; start the sweep afresh"),
+])
+def test_resume_of_a_damaged_sweep_folder_is_one_line(tmp_path, monkeypatch, capsys, pickle_bytes, plan_text,
+                                                      message):
+    from agents import tune as agents_tune
+
+    folder = _saved_sweep(tmp_path / "sweep", pickle_bytes, plan_text)
+    monkeypatch.setattr(agents_tune, "start_ray", lambda sweep_dir: False)  # Tune fails before it needs Ray
+    assert agents_tune.main([f"resume={folder}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_a_malformed_ray_address_is_one_line(tmp_path, monkeypatch):
+    import ray
+
+    from agents.tune import start_ray
+
+    assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", "nonsense")  # ray.init rejects it before it starts or connects anything
+    with pytest.raises(ConfigError, match=r"RAY_ADDRESS='nonsense': not a Ray address \(.*\); set it to "
+                                          "host:port") as err:
+        start_ray(tmp_path)
+    assert "\n" not in str(err.value) and not ray.is_initialized()
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once(tmp_path, monkeypatch):
+    """ray.init retried a host:port where nothing listens for over 3 minutes; the address is now tried first."""
+    import socket
+
+    import ray
+
+    from agents.tune import start_ray
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        with pytest.raises(ConfigError, match=rf"RAY_ADDRESS='{re.escape(address)}': nothing answers at "
+                                              rf"127.0.0.1:{port} \(.*\); start the cluster's head") as err:
+            start_ray(tmp_path)
+        assert "\n" not in str(err.value) and not ray.is_initialized()
+
+
+def test_a_listening_ray_address_passes_the_reachability_check():
+    import socket
+
+    from agents.tune_preflight import check_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+    for left_to_ray in (None, "", "auto", "local", "nonsense", "http://127.0.0.1:1"):
+        check_reachable(left_to_ray)
+
+
+def test_the_grace_period_is_checked_only_for_asha_which_uses_it(tmp_path):
+    """The README turns early stopping off with sweep.scheduler.type=fifo; short trials then failed on ASHA's
+    grace period all the same."""
+    from agents.tune import prepare
+
+    short = ["env=LongDependency-v0", "sweep=memory", "train.episodes=1", f"runs_root={tmp_path}"]
+    with pytest.raises(ConfigError, match=r"sweep.scheduler.grace_period=10 must be <= the episodes of a trial \(1\)"):
+        prepare(short)
+    plan, _, _ = prepare([*short, "sweep.scheduler.type=fifo"])
+    assert plan.scheduler["type"] == "fifo" and plan.scheduler["max_t"] == 1
