@@ -1,17 +1,29 @@
-"""Ctrl+C or SIGTERM while an entry point starts: its imports (torch, Hydra, matplotlib) take seconds, before any
-handler of its own is in place. Imports nothing slow, so an entry point calls `guard_startup` under its main
-guard above its slow imports, and `end_startup` first thing in main() (agents/run.py, agents/evaluate.py).
+"""What an entry point sets before its imports (torch, Hydra, matplotlib), which take seconds: a Ctrl+C or SIGTERM
+meanwhile is one line, and torch's threads sleep when they wait (`threads_sleep_when_idle`). Imports nothing slow,
+so an entry point calls `guard_startup` under its main guard above its slow imports, and `end_startup` first thing
+in main() (agents/run.py, agents/evaluate.py).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 
+def threads_sleep_when_idle() -> None:
+    """OMP_WAIT_POLICY=PASSIVE unless it is set: torch's (and FAISS's) OpenMP threads sleep while they wait for work
+    instead of spinning. Spinning, a run's two threads on a busy 2-core machine took each other's core: MemNet fell
+    from ~4,000 training tokens/s to 220-580 (`benchmarks/agents.py` beside a test run; README "Threads on a busy
+    machine"). OpenMP reads it once, when torch loads: so before the first `import torch`."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def guard_startup(written: str) -> None:
     """Until `end_startup`, SIGINT and SIGTERM print `interrupted while starting; <written>` and exit 130 (a
-    KeyboardInterrupt traceback from inside importlib for Ctrl+C; for SIGTERM, exit 143 and nothing said)."""
+    KeyboardInterrupt traceback from inside importlib for Ctrl+C; for SIGTERM, exit 143 and nothing said). Also
+    `threads_sleep_when_idle`."""
+    threads_sleep_when_idle()
     def _interrupted_while_starting(signum, frame):
         print(f"\ninterrupted while starting; {written}", file=sys.stderr)
         raise SystemExit(130)

@@ -99,6 +99,9 @@ def plain_batches(trainer, chunks: int, warmup: int = 2) -> float:
 
 def main() -> None:
     sys.path.insert(0, str(REPO))  # the package, not this file (benchmarks/ is sys.path[0] when run as a script)
+    from agents.startup import threads_sleep_when_idle
+
+    threads_sleep_when_idle()  # as agents.run does, before torch loads (here and in the runs it starts)
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the ids)

@@ -2,9 +2,13 @@
 
 `agents/tune.py` called main() above a helper it defined later: under `python -m` a sweep whose metric was never
 measured ended in `NameError: name '_never_measured' is not defined` (tests import the module whole, so they
-never saw it). The guard must be the module's last statement."""
+never saw it). The guard must be the module's last statement. The startup guard (agents.startup) must come before the
+imports that load torch: it sets how torch's threads wait."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +35,39 @@ def test_the_main_guard_that_runs_main_is_the_last_statement(path):
     guards = [i for i, node in enumerate(body) if is_main_guard(node)]
     calls = [i for i in guards if "main(" in ast.unparse(body[i])]  # (run.py's first guard installs a handler)
     assert calls == [len(body) - 1], f"{path.name}: its main() runs before statements {calls[0] + 1 if calls else 0}.."
+
+
+STARTED = ["agents/run.py", "agents/evaluate.py", "agents/tune.py", "agents/benchmark.py"]  # guard_startup's callers
+
+
+@pytest.mark.parametrize("name", STARTED)
+def test_the_startup_guard_comes_before_the_imports_that_load_torch(name):
+    """OMP_WAIT_POLICY (agents.startup.threads_sleep_when_idle) is read once, when torch loads OpenMP."""
+    body = ast.parse((REPO / name).read_text()).body
+    guard = next(i for i, node in enumerate(body) if is_main_guard(node) and "guard_startup(" in ast.unparse(node))
+    imports = [i for i, node in enumerate(body) if isinstance(node, (ast.Import, ast.ImportFrom))
+               and getattr(node, "module", None) not in ("__future__", "agents.startup")]
+    assert guard < imports[0], f"{name}: an import comes before guard_startup"
+
+
+def test_torch_threads_sleep_when_they_wait_unless_the_user_chose(monkeypatch):
+    from agents.startup import threads_sleep_when_idle
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    threads_sleep_when_idle()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's own choice stays
+    threads_sleep_when_idle()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_an_entry_point_computes_with_sleeping_threads(tmp_path):
+    """Through the real startup of `python -m agents.run` (its --help loads no torch, so read what it set)."""
+    code = ("import runpy, sys, os; sys.argv = ['agents.run', '--help']\n"
+            "try:\n    runpy.run_module('agents.run', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(os.environ['OMP_WAIT_POLICY'], file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "PASSIVE", done.stderr
