@@ -43,7 +43,9 @@ def interrupts_held():
         yield
         return
     came: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in HELD}  # read first: a signal between two installs leaks none
+    # read first: a signal between two installs leaks none; a handler set outside Python (None here: Ray's C++ core
+    # in its workers) cannot be put back, so that signal is left to it
+    previous = {sig: handler for sig in HELD if (handler := signal.getsignal(sig)) is not None}
 
     def note(signum, frame):
         if signum not in came:
@@ -54,7 +56,7 @@ def interrupts_held():
         signal.raise_signal(signum)
 
     try:
-        for sig in HELD:
+        for sig in previous:
             signal.signal(sig, note)
         yield
     finally:

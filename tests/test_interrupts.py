@@ -74,3 +74,15 @@ def test_ctrl_c_inside_the_tensorboard_writer_leaves_it_able_to_close(tmp_path, 
     assert notified == [True]  # the notify ran: the interrupt came after the call
     logger.close()
     assert read_scalars(tmp_path) == {"train/loss": [(1, 1.5)], "train/accuracy": [(1, 0.25)]}
+
+
+def test_a_signal_whose_handler_was_set_outside_python_is_left_alone(monkeypatch):
+    """getsignal gives None for such a handler (Ray's C++ core in its workers): it cannot be put back after."""
+    real = signal.getsignal
+    monkeypatch.setattr(signal, "getsignal", lambda sig: None if sig == signal.SIGTERM else real(sig))
+    sigterm = real(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            assert real(signal.SIGTERM) is sigterm  # not taken over
+            signal.raise_signal(signal.SIGINT)  # still held
+    assert real(signal.SIGTERM) is sigterm and real(signal.SIGINT) is signal.default_int_handler
