@@ -20,7 +20,7 @@ results.md (tables, targets met / MISSED), results.json (every number, per seed 
 
 from __future__ import annotations
 
-from agents.startup import end_startup, guard_startup
+from agents.startup import end_startup, finish, guard_startup
 
 if __name__ == "__main__":  # Ctrl+C or SIGTERM while its imports load (seconds): one line
     guard_startup("nothing was written")
@@ -232,4 +232,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

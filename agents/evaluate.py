@@ -17,7 +17,7 @@ own, recorded in its checkpoint, which gives its numbers exactly). Values are pl
 
 from __future__ import annotations
 
-from agents.startup import end_startup, guard_startup
+from agents.startup import end_startup, finish, guard_startup
 
 if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch and the trainer import (~2 s): one line
     guard_startup("no evaluation was written")
@@ -323,4 +323,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, interrupt)  # a scheduler's stop reads as Ctrl+C: one line, the cache cleaned up
-    sys.exit(main())
+    finish(main())

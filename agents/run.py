@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from agents.startup import end_startup, guard_startup
+from agents.startup import end_startup, finish, guard_startup
 
 if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotlib import (~1.5 s): one line
     guard_startup("nothing was written")
@@ -316,4 +316,4 @@ def _main(argv: list[str], locks: RunLocks) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

@@ -25,8 +25,9 @@ def guard_startup(written: str) -> None:
     `threads_sleep_when_idle`."""
     threads_sleep_when_idle()
     def _interrupted_while_starting(signum, frame):
-        print(f"\ninterrupted while starting; {written}", file=sys.stderr)
-        raise SystemExit(130)
+        print(f"\ninterrupted while starting; {written}", file=sys.stderr, flush=True)
+        os._exit(130)  # not SystemExit: an import it lands in may swallow that, half done, and the command went on
+        # into main() and a RecursionError (numpy.linalg); nothing is written while it starts, so nothing is lost
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupted_while_starting)
@@ -43,3 +44,20 @@ def end_startup() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if getattr(signal.getsignal(signal.SIGTERM), "__name__", None) == "_interrupted_while_starting":
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def finish(code: int) -> None:
+    """Exit with main()'s `code`. A Ctrl+C or SIGTERM during the interpreter's shutdown after it (its cleanup) ends
+    the process at once with that code: the command's work is done and written, and the signal turned it into a
+    death by signal with no line (exit -2 or -15). A later cache removes the cold-tier folder it may leave."""
+    def _finished(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, RuntimeError, ValueError):  # a closed pipe, a flush it interrupted, a closed stream
+                pass
+        os._exit(code)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _finished)
+    sys.exit(code)

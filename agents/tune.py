@@ -16,7 +16,7 @@ unset, the cluster at RAY_ADDRESS when set.
 
 from __future__ import annotations
 
-from agents.startup import end_startup, guard_startup
+from agents.startup import end_startup, finish, guard_startup
 
 if __name__ == "__main__":  # Ctrl+C or SIGTERM while its imports load (seconds): one line
     guard_startup("nothing was written")
@@ -345,4 +345,4 @@ def _never_measured(metric: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    finish(main())

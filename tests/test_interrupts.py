@@ -86,3 +86,36 @@ def test_a_signal_whose_handler_was_set_outside_python_is_left_alone(monkeypatch
             assert real(signal.SIGTERM) is sigterm  # not taken over
             signal.raise_signal(signal.SIGINT)  # still held
     assert real(signal.SIGTERM) is sigterm and real(signal.SIGINT) is signal.default_int_handler
+
+
+def _python(code: str):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_ctrl_c_while_starting_ends_the_command_even_where_an_import_swallows_the_exit():
+    """A Ctrl+C during an entry point's imports raised SystemExit inside the import; a library that caught it left
+    numpy.linalg half imported, and the command went on into main() and a RecursionError."""
+    done = _python("from agents.startup import guard_startup\n"
+                   "guard_startup('nothing was written')\n"
+                   "import signal\n"
+                   "try:\n    signal.raise_signal(signal.SIGINT)\n"
+                   "except BaseException:\n    pass  # what an import that swallows it does\n"
+                   "print('went on')")
+    assert (done.returncode, done.stdout, done.stderr.strip()) == (130, "", "interrupted while starting; nothing "
+                                                                              "was written")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_shutdown_after_main_keeps_its_exit_code(sig):
+    """A finished command that got a Ctrl+C or SIGTERM while the interpreter shut down died by the signal, no line."""
+    done = _python("import atexit, signal\n"
+                   "from agents.startup import finish\n"
+                   f"atexit.register(lambda: signal.raise_signal(signal.{sig}))  # during the cleanup after main\n"
+                   "print('done', flush=True)\n"
+                   "finish(3)")
+    assert (done.returncode, done.stdout) == (3, "done\n"), done.stderr
