@@ -91,10 +91,10 @@ def test_a_signal_whose_handler_was_set_outside_python_is_left_alone(monkeypatch
 def _python(code: str):
     import subprocess
     import sys
-    from pathlib import Path
 
-    return subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
-                          text=True, timeout=120)
+    from tests.test_resume import REPO
+
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def test_ctrl_c_while_starting_ends_the_command_even_where_an_import_swallows_the_exit():
