@@ -192,6 +192,13 @@ def distance_buckets(max_distance: int) -> np.ndarray:
     return 2 ** np.arange((int(max_distance) - 1).bit_length() + 1, dtype=np.int64)
 
 
+def run_distance_buckets(venv, train_episodes: int, eval_repeats: int) -> np.ndarray:
+    """A run's distance buckets (`distance_buckets`): up to the largest distance its env reports within
+    `train_episodes` training episodes per lane and an evaluation of `eval_repeats` x `eval_episodes` episodes in a
+    row after them (ContinualShift's distances reach back across episodes, so they grow with the run).  # (K,)"""
+    return distance_buckets(int(venv.distance_bound(int(train_episodes), int(venv.eval_episodes) * int(eval_repeats))))
+
+
 class AccuracyByKey:
     """Streaming accuracy keyed by an integer: a distance bucket (edges given) or an exact key (a delay).
 

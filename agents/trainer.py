@@ -22,7 +22,7 @@ import torch
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
 from agents.checkpoint_fields import check_env_files, check_trainer_fields, env_files, garbled
-from agents.cl_metrics import AccuracyByKey, continual_metrics, distance_buckets, env_schedule, schedule_blocks
+from agents.cl_metrics import AccuracyByKey, continual_metrics, env_schedule, run_distance_buckets, schedule_blocks
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
 from agents.interrupts import interrupts_held
@@ -86,8 +86,7 @@ class Trainer:
         self.last_eval: dict[int, float] = {}
         self.usage_history: list[list[float]] = []
         self.usage_steps: list[int] = []  # the training step of each usage row (the heatmap's x axis)
-        self.max_distance = int(getattr(self.venv, "max_distance", 1024))
-        self.by_distance = AccuracyByKey(distance_buckets(self.max_distance))
+        self.by_distance = AccuracyByKey(run_distance_buckets(self.venv, self.total_episodes, t.eval_repeats))
         self.by_delay = AccuracyByKey(None)
         has_slots = cfg.agent.name == "memnet" and cfg.memory.slots > 0
         self.lifetimes = SlotLifetimeTracker(t.lanes, cfg.memory.slots) if has_slots else None

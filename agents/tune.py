@@ -62,20 +62,21 @@ PLAN_FILE = "sweep.yaml"
 
 def env_facts(cfg) -> tuple[EnvFacts, int]:
     """The env's task count and largest distance (for metric names) and the episodes of one trial."""
-    from agents.cl_metrics import env_schedule
+    from agents.cl_metrics import env_schedule, run_distance_buckets
     from agents.episodes import make_vector_env
 
     venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
     try:
-        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(getattr(venv, "max_distance", 1024)))
         schedule = env_schedule(venv)  # (starts, tasks, episodes)
         episodes = cfg.train.episodes
         if episodes is None and schedule is not None:
             episodes = schedule[2]
+        if episodes is None:
+            raise ConfigError(f"train.episodes is not set for {cfg.env.id}; set train.episodes=<n>")
+        last_edge = int(run_distance_buckets(venv, episodes, cfg.train.eval_repeats)[-1])  # the trainer's buckets
+        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), last_edge)
     finally:
         venv.close()
-    if episodes is None:
-        raise ConfigError(f"train.episodes is not set for {cfg.env.id}; set train.episodes=<n>")
     return facts, int(episodes)
 
 

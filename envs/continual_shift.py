@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from envs.last_reveals import LastReveals
 from envs.options import check_bool, check_choice, check_float, check_int, check_vocab
 from envs.stream import BOS, EOS, Episodes, StreamSource, first_ranks, lane_uniforms, random_ranks, scale, split_columns
 from envs.token_env import TokenStreamEnv, TokenStreamVectorEnv
@@ -66,10 +67,11 @@ class ContinualShiftSource(StreamSource):
         self.num_fillers, self.filler0 = rest - rest // 2, self.value0 + rest // 2
         self.episode_length = 1 + 3 * N  # BOS, then trials (context, key, value)
         self._trial_slot = np.arange(N) % K  # trial i shows the key in position i mod K of the episode's order
-        self.max_distance = 3 * N
+        self._reveals = LastReveals(self.episode_length)  # each lane's last reveal of every pair, across episodes
         self.special_tokens = {"BOS": BOS, "EOS": EOS, **{f"TASK{j}": self.task0 + j for j in range(T)}}
         self._build_world(np.random.default_rng(world_seed))
         self._build_schedule()
+        self.max_distance = self.distance_bound(self.schedule_length, self.eval_episodes)
         self.restart()
 
     def _build_world(self, rng: np.random.Generator) -> None:
@@ -135,6 +137,11 @@ class ContinualShiftSource(StreamSource):
 
     def restart(self) -> None:
         self.episode_index = 0  # training episodes started since the last seeded reset
+        self._reveals.restart()
+
+    def distance_bound(self, train_episodes: int, eval_in_a_row: int) -> int:
+        """A pair revealed in a lane's first episode is asked at most at the end of its last eval episode."""
+        return max((train_episodes + eval_in_a_row) * self.episode_length, 1)
 
     @property
     def current_task(self) -> int:
@@ -150,9 +157,11 @@ class ContinualShiftSource(StreamSource):
 
     def generate(self, rngs, phase: str, task_id: int) -> Episodes:
         if phase == "train":
+            start = self.episode_index * self.episode_length  # the episode's position in each lane's stream
             task_a, task_b, share = self.train_plan(self.episode_index)  # past the end: the last task, unblended
             self.episode_index += 1
         else:
+            start = self._reveals.eval_start(self.episode_index, task_id)
             task_a = task_b = task_id
             share = 0.0
         B, N, K, L = len(rngs), self.trials, self.keys_per_task, self.episode_length
@@ -178,6 +187,9 @@ class ContinualShiftSource(StreamSource):
             distance[:, 2 + 3 * K:L:3] = 3 * K - 1
         else:
             distance[:, 2:L:3] = blended_distance(key * self.vocab_size + value, K)
+        # the pairs not revealed before in this episode: back to their last reveal in the lane's stream
+        self._reveals.fill(distance[:, 2:L:3], start, trial_task, slot, phase)
+        self._reveals.record(start, trial_task, slot, phase, K)
         return Episodes(obs, target, task, distance, phase, True, -1)
 
 
@@ -268,8 +280,13 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
 
     `reset(options={"phase": "eval", "task_id": j})` gives a pure task-j episode without moving the schedule,
     from the eval stream (the training episodes do not depend on how many evals came between); `eval_episodes` = 1.
-    `info["distance"]` is counted within the episode: a key K trials back (3K - 1 steps), -1 for its first showing.
-    Each episode draws a new key order, so across an episode boundary a key can come back in fewer than 3K steps.
+    `info["distance"]` counts the steps back to the last reveal of the key's answer in the lane's stream (L per
+    episode, across episode boundaries): 3K - 1 after an episode's first K trials; before, where the pair was shown
+    in an earlier episode (a new key order per episode: sometimes fewer than 3K steps back), -1 where never. An eval
+    episode continues the training stream: consecutive evals of one task are one chain after the training episodes
+    so far (as the trainer evaluates, on a copy of its memory); a training episode or another task's eval starts a
+    new chain. `max_distance` covers the schedule and one eval episode after it, `distance_bound(train_episodes,
+    eval_in_a_row)` any run (the lanes keep 8 bytes per (task, key) pair of each task shown so far).
     Attributes: `schedule` (task per episode), `schedule_blocks` ((starts, tasks) of its blocks),
     `schedule_length` (its episodes), `episodes_per_task`, `episode_index`, `current_task`.
     A seeded `reset(seed=...)` restarts the stream at the schedule's first episode: seed once, then `reset()`.
@@ -278,7 +295,9 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
     * v0: initial version. (2026-11-30: eval episodes draw from their own generator per lane; before, each one
       advanced the training stream, so training episodes depended on the eval schedule. 2026-12-01: two tasks whose
       fillers came out equally often, which a small vocab_size allowed, draw again where tasks share keys: with the
-      task hidden nothing told them apart. Other worlds are unchanged.)
+      task hidden nothing told them apart. Other worlds are unchanged. Later that day: `info["distance"]` reaches
+      back across episodes, where it was -1 for every pair shown in an earlier episode, and `max_distance` grew from
+      3 x trials_per_episode to (schedule + 1) x L; observations, answers and rewards are unchanged.)
     """
 
     source_cls = ContinualShiftSource

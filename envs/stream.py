@@ -67,6 +67,11 @@ class StreamSource(abc.ABC):
         phase, task_id = parse_reset_options(options, self.num_tasks)
         return self.generate(rngs, phase, task_id)
 
+    def distance_bound(self, train_episodes: int, eval_in_a_row: int) -> int:
+        """The largest distance a lane reports in its first `train_episodes` training episodes and `eval_in_a_row`
+        consecutive eval episodes after them: `max_distance`, unless distances grow with the stream."""
+        return self.max_distance
+
     def token_name(self, token: int) -> str:
         """A short name for `render`: structure tokens by name, content tokens by their role."""
         for name, tid in self.special_tokens.items():
