@@ -159,7 +159,7 @@ def test_resume_refuses_distance_counts_bucketed_by_another_env(finished, tmp_pa
                                                                     "correct": [0, 0, 0], "total": [0, 0, 0]}))
     capsys.readouterr()
     assert run.main([f"resume={run_dir}"]) == 2
-    one_line(capsys, LINE, "trainer.by_distance.edges: [1, 2, 4], this env buckets by [1, 2, 4, 8, 16, 32]")
+    one_line(capsys, LINE, "trainer.by_distance.edges: [1, 2, 4], this env buckets by [1, 2, 4, 8, 16, 32, 64]")
     assert evaluate.main([f"checkpoint={run_dir}"]) == 0
 
 
