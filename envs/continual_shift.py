@@ -67,7 +67,7 @@ class ContinualShiftSource(StreamSource):
         self.num_fillers, self.filler0 = rest - rest // 2, self.value0 + rest // 2
         self.episode_length = 1 + 3 * N  # BOS, then trials (context, key, value)
         self._trial_slot = np.arange(N) % K  # trial i shows the key in position i mod K of the episode's order
-        self._reveals = LastReveals(self.episode_length)  # each lane's last reveal of every pair, across episodes
+        self._reveals = LastReveals(self.episode_length, K)  # each lane's last reveal of every pair, across episodes
         self.special_tokens = {"BOS": BOS, "EOS": EOS, **{f"TASK{j}": self.task0 + j for j in range(T)}}
         self._build_world(np.random.default_rng(world_seed))
         self._build_schedule()
@@ -188,8 +188,9 @@ class ContinualShiftSource(StreamSource):
         else:
             distance[:, 2:L:3] = blended_distance(key * self.vocab_size + value, K)
         # the pairs not revealed before in this episode: back to their last reveal in the lane's stream
-        self._reveals.fill(distance[:, 2:L:3], start, trial_task, slot, phase)
-        self._reveals.record(start, trial_task, slot, phase, K)
+        one_task = task_a if share == 0.0 else None
+        self._reveals.fill(distance[:, 2:L:3], start, trial_task, slot, phase, one_task)
+        self._reveals.record(start, trial_task, slot, phase, one_task)
         return Episodes(obs, target, task, distance, phase, True, -1)
 
 
