@@ -44,7 +44,7 @@ from agents.cli_args import check_given_once, find_interpolation, hydra_reason, 
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.eval_out import check_out_file, write_out_file
 from agents.interrupts import interrupt
-from agents.report import mean_accuracy, measured
+from agents.report import mean_accuracy, measured, scored, with_count
 from agents.threads import threads_note
 from memory.cache_cold_dirs import ColdTierError
 from memory.config import MAX_THREADS, MemoryConfig
@@ -148,6 +148,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         "accuracy_by_task": accuracy, "accuracy": mean_accuracy(accuracy.values()),
         "accuracy_by_distance": measured(trainer.by_distance) or None,
         "recall_by_delay": measured(trainer.by_delay) or None,
+        "scored_by_distance": scored(trainer.by_distance) or None, "scored_by_delay": scored(trainer.by_delay) or None,
     }
     if out is not None:
         write_out_file(run_dir / out, result)
@@ -314,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  task {task}: {acc:.3f}" if not math.isnan(acc) else f"  task {task}: n/a (no query scored)")
         print(f"  mean: {result['accuracy']:.3f}" if result["accuracy"] is not None else "  mean: n/a")
         for k, v in (result["accuracy_by_distance"] or {}).items():
-            print(f"  distance <= {k}: {v:.3f}")
+            print(f"  distance <= {k}: {with_count(v, result['scored_by_distance'][k])}")
         for k, v in (result["recall_by_delay"] or {}).items():
-            print(f"  delay {k}: {v:.3f}")
+            print(f"  delay {k}: {with_count(v, result['scored_by_delay'][k])}")
     print(f"written to {out_file}")  # a relative out= lands in the run folder, not where the command ran
     return 0
 

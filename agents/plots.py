@@ -143,23 +143,32 @@ def _key_number(key):
     return key
 
 
-def _plot_accuracy_series(ax: Axes, accuracy_by_key: Mapping[int, float | None], label: str) -> bool:
-    """Line through the keys that have an accuracy; None entries (no scored step) are left out."""
+def _plot_accuracy_series(ax: Axes, accuracy_by_key: Mapping[int, float | None], label: str,
+                          counts: Mapping[int, int] | None = None) -> bool:
+    """Line through the keys that have an accuracy; None entries (no scored step) are left out. `counts` ({key:
+    scored steps}, keys as in accuracy_by_key) label each point with the steps it rests on (n=1 is no trend)."""
     points = sorted((_key_number(k), v) for k, v in accuracy_by_key.items() if v is not None)
     if not points:
         _note(ax, "no scored steps")
         return False
     keys, accuracies = zip(*points, strict=True)
     ax.plot(keys, accuracies, marker="o", linewidth=1.5, label=label)
+    numbers = {_key_number(k): n for k, n in (counts or {}).items()}
+    for key, accuracy in points:
+        if key in numbers:
+            ax.annotate(f"n={numbers[key]}", (key, accuracy), textcoords="offset points", xytext=(0, -12),
+                        ha="center", fontsize=7, color="dimgray")
     return True
 
 
 def plot_accuracy_vs_distance(
-    acc_by_bucket: Mapping[int, float | None], path: str | os.PathLike, window: int | None = None
+    acc_by_bucket: Mapping[int, float | None], path: str | os.PathLike, window: int | None = None,
+    counts: Mapping[int, int] | None = None
 ) -> Figure:
-    """Accuracy per distance bucket on a log2 x axis; a vertical line at the controller's window W."""
+    """Accuracy per distance bucket on a log2 x axis; a vertical line at the controller's window W; each point
+    labelled with its scored steps where `counts` ({bucket: steps}) gives them."""
     figure, ax = _new_figure()
-    _plot_accuracy_series(ax, acc_by_bucket, "accuracy")
+    _plot_accuracy_series(ax, acc_by_bucket, "accuracy", counts)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # 64 rather than 2^6
     if window is not None:
@@ -173,10 +182,12 @@ def plot_accuracy_vs_distance(
     return _save(figure, path)
 
 
-def plot_recall_vs_delay(acc_by_delay: Mapping[int, float | None], path: str | os.PathLike) -> Figure:
-    """Recall accuracy against the delay (episodes) between storing a fact and being asked for it."""
+def plot_recall_vs_delay(acc_by_delay: Mapping[int, float | None], path: str | os.PathLike,
+                         counts: Mapping[int, int] | None = None) -> Figure:
+    """Recall accuracy against the delay (episodes) between storing a fact and being asked for it (points labelled
+    with their scored steps where `counts` gives them)."""
     figure, ax = _new_figure()
-    if _plot_accuracy_series(ax, acc_by_delay, "recall accuracy"):
+    if _plot_accuracy_series(ax, acc_by_delay, "recall accuracy", counts):
         ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("delay (episodes between the fact and the query)")

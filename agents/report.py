@@ -53,6 +53,7 @@ def final_metrics(trainer) -> dict:
         "untrained_accuracy": trainer.b,
         "accuracy": mean_accuracy(trainer.last_eval.values()),
         "accuracy_by_distance": by_distance or None, "recall_by_delay": by_delay or None,
+        "scored_by_distance": scored(trainer.by_distance) or None, "scored_by_delay": scored(trainer.by_delay) or None,
         "tokens_per_s": trainer.train_tokens / trainer.train_seconds if trainer.train_seconds else None,
         "params": params, "memory_bytes": int(trainer.model.memory_bytes(trainer.state)),
         "forgetting_curves": {j: c for j, c in trainer.curves.items()},
@@ -85,6 +86,11 @@ def measured(by_key) -> dict:
     return {k: v for k, v in by_key.result().items() if v is not None}
 
 
+def scored(by_key) -> dict:
+    """An AccuracyByKey's {key: scored steps}, for the keys of `measured` (how much each accuracy rests on)."""
+    return {k: total for k, (_, total) in by_key.counts().items() if total}
+
+
 def write_report(trainer, metrics: dict, logger=None) -> None:
     run_dir = Path(trainer.run_dir)
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
@@ -99,10 +105,12 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
                                                       tasks=trainer.block_tasks),
         "accuracy_vs_distance": plots.plot_accuracy_vs_distance(metrics["accuracy_by_distance"] or {},
                                                                 p / "accuracy_vs_distance.png",
-                                                                window=trainer.cfg.model.window),
+                                                                window=trainer.cfg.model.window,
+                                                                counts=metrics["scored_by_distance"]),
     }
     if metrics["recall_by_delay"]:
-        figs["recall_vs_delay"] = plots.plot_recall_vs_delay(metrics["recall_by_delay"], p / "recall_vs_delay.png")
+        figs["recall_vs_delay"] = plots.plot_recall_vs_delay(metrics["recall_by_delay"], p / "recall_vs_delay.png",
+                                                             counts=metrics["scored_by_delay"])
     if trainer.usage_history or trainer.lifetimes is not None:  # a slot bank that took no snapshot: says so
         steps = trainer.usage_steps if len(trainer.usage_steps) == len(trainer.usage_history) else None
         figs["slot_usage"] = plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png",
@@ -143,6 +151,11 @@ def three_places(v: float) -> str:
     return f"{v:.3f}".replace("-0.000", "0.000")
 
 
+def with_count(accuracy: float, count: int | None) -> str:
+    """An accuracy to 3 decimals with the scored steps it rests on: `0.793 (n=512)`."""
+    return three_places(accuracy) + ("" if count is None else f" (n={count})")
+
+
 def summary_table(metrics: dict) -> str:
     def fmt(v):
         return "n/a" if v is None else (three_places(v) if isinstance(v, float) else str(v))
@@ -151,10 +164,10 @@ def summary_table(metrics: dict) -> str:
             ("forgetting", metrics["forgetting"]), ("eval accuracy", metrics["accuracy"]),
             ("tokens/s (train)", None if metrics["tokens_per_s"] is None else round(metrics["tokens_per_s"])),
             ("parameters", metrics["params"]), ("memory bytes", metrics["memory_bytes"])]
-    if metrics["accuracy_by_distance"]:
-        rows += [(f"acc @ distance <= {k}", v) for k, v in metrics["accuracy_by_distance"].items()]
-    if metrics["recall_by_delay"]:
-        rows += [(f"recall @ delay {k}", v) for k, v in metrics["recall_by_delay"].items()]
+    for name, accuracies, steps in (("acc @ distance <=", "accuracy_by_distance", "scored_by_distance"),
+                                    ("recall @ delay", "recall_by_delay", "scored_by_delay")):
+        counts = metrics.get(steps) or {}  # absent in metrics.json files of older runs
+        rows += [(f"{name} {k}", with_count(v, counts.get(k))) for k, v in (metrics[accuracies] or {}).items()]
     width = max(len(r[0]) for r in rows)
     lines = [f"{metrics['env']} / {metrics['agent']} / seed {metrics['seed']}"]
     lines += [f"  {name.ljust(width)}  {fmt(v)}" for name, v in rows]

@@ -34,7 +34,11 @@ def test_a_memory_sweep_writes_one_evaluation_per_value_naming_its_setting(needl
     results = json.loads((needle_run / "sweep.json").read_text())["evaluations"]
     assert [r["memory"] for r in results] == [{"reset": "never"}, {"reset": "episode"}]
     assert results[0]["accuracy"] > results[1]["accuracy"]
-    assert "(memory.reset=episode)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(memory.reset=episode)" in out
+    # each recall accuracy printed with the scored steps it rests on (also in the file)
+    steps = results[0]["scored_by_delay"]["1"]
+    assert steps >= 1 and f"  delay 1: {results[0]['recall_by_delay']['1']:.3f} (n={steps})" in out
 
 
 @pytest.mark.parametrize("override, message", [

@@ -114,6 +114,13 @@ def test_accuracy_vs_distance_with_window_and_empty_buckets(tmp_path):
     assert ax.get_xscale() == "log"
 
 
+def test_each_point_says_how_many_scored_steps_it_rests_on(tmp_path):
+    figure = plot_accuracy_vs_distance({1: 0.0, 64: 0.6, 1024: None}, tmp_path / "d.png", counts={1: 1, 64: 250})
+    assert sorted(t for t in _texts(figure) if t.startswith("n=")) == ["n=1", "n=250"]
+    figure = plot_recall_vs_delay({"1": 0.5, "2": 1.0}, tmp_path / "r.png", counts={"1": 4, "2": 8})  # JSON's keys
+    assert sorted(t for t in _texts(figure) if t.startswith("n=")) == ["n=4", "n=8"]
+
+
 def test_accuracy_vs_distance_all_empty(tmp_path):
     figure = plot_accuracy_vs_distance({1: None, 2: None}, tmp_path / "d0.png")
     _assert_png(tmp_path / "d0.png")

@@ -61,6 +61,11 @@ def test_every_env_and_agent_runs_end_to_end(env_id, agent, tmp_path, capsys):
         assert set(metrics["recall_by_delay"]) == {"1"}
     else:
         assert metrics["recall_by_delay"] is None
+    for accuracy, steps in (("accuracy_by_distance", "scored_by_distance"), ("recall_by_delay", "scored_by_delay")):
+        # the scored steps each accuracy rests on: the same keys, and each accuracy a fraction of its steps
+        counts = metrics[steps] or {}
+        assert set(counts) == set(metrics[accuracy] or {})
+        assert all(n >= 1 and round(metrics[accuracy][k] * n, 6) % 1 == 0 for k, n in counts.items())
     assert metrics["memory_bytes"] > 0  # recurrent state (window cache, hidden state) plus explicit memory
     assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
     for plot in ("forgetting_curves", "accuracy_matrix", "accuracy_vs_distance"):

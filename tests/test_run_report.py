@@ -31,6 +31,17 @@ def test_the_accuracy_matrix_columns_line_up_with_cells_not_evaluated(tasks):
     assert rows[0].endswith("1.00 0.00")
 
 
+def test_each_accuracy_by_distance_or_delay_shows_its_scored_steps():
+    table = summary_table({**metrics([[1.0]]), "accuracy_by_distance": {4: 0.0, 4096: 0.79296875},
+                           "scored_by_distance": {4: 1, 4096: 512}, "recall_by_delay": {1: 0.875},
+                           "scored_by_delay": {1: 16}})
+    rows = [" ".join(line.split()) for line in table.splitlines()]
+    assert "acc @ distance <= 4 0.000 (n=1)" in rows and "acc @ distance <= 4096 0.793 (n=512)" in rows
+    assert "recall @ delay 1 0.875 (n=16)" in rows
+    older = summary_table({**metrics([[1.0]]), "accuracy_by_distance": {128: 0.5}})  # metrics.json before the counts
+    assert "acc @ distance <= 128 0.500" in [" ".join(line.split()) for line in older.splitlines()]
+
+
 def test_a_rounding_residue_of_zero_prints_as_zero():  # an audit saw "forgetting -0.000" (-6.9e-18 in metrics.json)
     table = summary_table({**metrics([[1.0]]), "BWT": 6.9e-18, "forgetting": -6.9e-18, "FWT": -0.0004})
     lines = {line.split()[0]: line.split()[-1] for line in table.splitlines() if line.strip()}
