@@ -156,8 +156,10 @@ def _plot_accuracy_series(ax: Axes, accuracy_by_key: Mapping[int, float | None],
     numbers = {_key_number(k): n for k, n in (counts or {}).items()}
     for key, accuracy in points:
         if key in numbers:
-            ax.annotate(f"n={numbers[key]}", (key, accuracy), textcoords="offset points", xytext=(0, -12),
-                        ha="center", fontsize=7, color="dimgray")
+            below = accuracy > 0.1  # under the point, above it at the bottom of the axes
+            ax.annotate(f"n={numbers[key]}", (key, accuracy), textcoords="offset points",
+                        xytext=(0, -7 if below else 7), ha="center", va="top" if below else "bottom", fontsize=7,
+                        color="dimgray")
     return True
 
 
