@@ -140,8 +140,9 @@ class ContinualShiftSource(StreamSource):
         self._reveals.restart()
 
     def distance_bound(self, train_episodes: int, eval_in_a_row: int) -> int:
-        """A pair revealed in a lane's first episode is asked at most at the end of its last eval episode."""
-        return max((train_episodes + eval_in_a_row) * self.episode_length, 1)
+        """A pair revealed in a lane's first episode is asked at most at the end of its last eval episode (capped at
+        2^62 steps, which no run reaches: the buckets' last edge must fit an int64)."""
+        return min(max((train_episodes + eval_in_a_row) * self.episode_length, 1), 2**62)
 
     @property
     def current_task(self) -> int:

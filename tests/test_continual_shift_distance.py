@@ -107,6 +107,7 @@ def test_max_distance_covers_the_schedule_and_a_run_buckets_its_own_length():
     assert venv.max_distance == (20 + 1) * L == venv.distance_bound(20, 1)
     assert run_distance_buckets(venv, 20, 1)[-1] == 4096  # the main command's buckets: 1, 2, ..., 4096
     assert run_distance_buckets(venv, 40, 3)[-1] == 8192  # a longer run, more evaluation episodes in a row
+    assert run_distance_buckets(venv, 10**17, 1)[-1] == 2**62  # no run gets there; the last edge fits an int64
     with pytest.raises(ValueError, match="train_episodes must be an integer"):
         venv.distance_bound(-1, 1)
     long_dependency = gym.make_vec("LongDependency-v0", num_envs=1, vectorization_mode="vector_entry_point")
