@@ -204,6 +204,13 @@ def check_trainer_fields(tr, path: str | Path, *, shape: tuple[int, int], lanes:
                                           f"{len(history)} usage rows")
         if "torch_threads" in tr and not (_is_int(tr["torch_threads"]) and 1 <= tr["torch_threads"] <= MAX_THREADS):
             raise _Bad("torch_threads", f"{_show(tr['torch_threads'])}, not a thread count in [1, {MAX_THREADS}]")
+        whole = isinstance(tr["by_distance"], dict) and set(tr["by_distance"]) == {"edges", "keys", "correct", "total"}
+        saved = tr["by_distance"]["edges"] if whole else None  # counts of another bucketing, otherwise sound:
+        if counts and isinstance(saved, list) and saved and all(_is_int(e) for e in saved) and saved != edges:
+            raise CheckpointError(f"checkpoint {str(path)!r} buckets accuracy by distance up to {saved[-1]} steps, "
+                                  f"this memstream up to {edges[-1]} for this run (ContinualShift's distances reach "
+                                  "across episodes since 2026-12-01): resume it with the memstream that wrote it, "
+                                  "re-evaluate it with agents.evaluate, or start a new run")
         _by_key(tr["by_distance"], "by_distance", edges, exact=counts)
         _by_key(tr["by_delay"], "by_delay", None, exact=counts)
         _lifetimes(tr.get("slot_lifetimes"), None if slots is None else (lanes, slots))

@@ -344,4 +344,7 @@ class Trainer:
         if rewind_eval:
             while log and log[-1][0] == EVAL:  # all of them in a run that never trained (the first reset re-seeds)
                 log.pop()
+            # buckets for the distances of the replayed episodes (env.kwargs.* may have shortened the schedule)
+            trained = sum(phase == TRAIN for phase, _ in log)
+            self.by_distance = AccuracyByKey(run_distance_buckets(self.venv, trained, self.cfg.train.eval_repeats))
         return log

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import envs  # noqa: F401
+from agents import evaluate, run
 from agents.cl_metrics import run_distance_buckets
+from tests.test_run import TINY_MODEL
 
 LANES = 2
 
@@ -112,3 +114,15 @@ def test_max_distance_covers_the_schedule_and_a_run_buckets_its_own_length():
         venv.distance_bound(-1, 1)
     long_dependency = gym.make_vec("LongDependency-v0", num_envs=1, vectorization_mode="vector_entry_point")
     assert long_dependency.distance_bound(10**6, 5) == long_dependency.max_distance  # bounded by its structure
+
+
+def test_a_re_evaluation_on_a_shorter_schedule_buckets_the_episodes_it_replays(tmp_path, capsys):
+    # evaluate replays the run's 6 training episodes whatever the changed env's schedule: its buckets were sized for
+    # the new schedule's 2 and the first distance above them raised (key 238 above the last bucket edge 128)
+    run_dir = tmp_path / "run"
+    env = ["env=ContinualShift-v0", "env.kwargs.num_tasks=2", "env.kwargs.episodes_per_task=3",
+           "env.kwargs.trials_per_episode=10", "env.kwargs.keys_per_task=4"]
+    assert run.main([*env, *TINY_MODEL, f"run_dir={run_dir}"]) == 0
+    shorter = evaluate.evaluate(run_dir, env_kwargs={"episodes_per_task": 1}, out=None)
+    assert max(shorter["scored_by_distance"]) > 2 * 31  # distances from episodes before the last two
+    assert capsys.readouterr().err == ""
