@@ -61,7 +61,7 @@ def check_against_the_definition(episodes) -> int:
     return across
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(trials=st.integers(1, 12), keys=st.integers(1, 6), overlap=st.sampled_from([0.0, 0.5, 1.0]),
        shift=st.sampled_from(["abrupt", "gradual"]), revisit=st.booleans(), per_task=st.integers(1, 3),
        resets=st.lists(st.tuples(st.sampled_from(["train", "eval"]), st.integers(0, 2)), min_size=1, max_size=9),
