@@ -4,6 +4,8 @@
     python benchmarks/agents.py --episodes 5 --lanes 64 --env NeedleRecall-v0
     python benchmarks/agents.py --repeats 3           # 3 rounds through the agents: median [min, max]
     python benchmarks/agents.py --acting step         # act with the cached incremental forward at each scored step
+    python benchmarks/agents.py --agents memnet,transformer --variant no-store:memory.store=false
+                                                      # also MemNet with overrides (repeatable): what a part costs
 
 Each agent runs in its own process (so peak RSS is its own) through the real trainer, exactly as
 `python -m agents.run` does (evaluation excluded): by default (train.acting=auto, chunk acting on these open-loop
@@ -41,15 +43,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmup: int = 1,
-            acting: str = "auto") -> dict:
-    """Train `episodes` episodes in this process; returns tokens/s and peak RSS."""
+            acting: str = "auto", overrides: tuple[str, ...] = ()) -> dict:
+    """Train `episodes` episodes in this process; returns tokens/s and peak RSS. `overrides`: key=value config
+    overrides on top (a --variant)."""
     sys.path.insert(0, str(REPO))
     from agents.config import load_config
     from agents.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config([f"env={env}", f"agent={agent}", f"train.lanes={lanes}", f"train.threads={threads}",
-                           f"train.acting={acting}", f"run_dir={tmp}"])
+                           f"train.acting={acting}", f"run_dir={tmp}", *overrides])
         trainer = Trainer(cfg, tmp)
         for _ in range(warmup):  # allocations, store creation; with more, a fuller store (see --warmup)
             trainer.train_episode()
@@ -118,7 +121,10 @@ def main() -> None:
                     help="untimed training episodes first (ContinualShift's store is full after 28: steady state)")
     ap.add_argument("--acting", choices=("auto", "step", "chunk"), default="auto",
                     help="train.acting: auto (chunk on open-loop envs), step, chunk")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
+                    help="also measure MemNet with these config overrides, in a row named NAME (repeatable)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one agent and print JSON
+    ap.add_argument("--overrides", default="[]", help=argparse.SUPPRESS)  # internal: the variant's, as JSON
     args = ap.parse_args()
     if args.env not in gym.registry:
         ap.error(f"--env {args.env}: not a registered env id (e.g. ContinualShift-v0)")
@@ -127,18 +133,23 @@ def main() -> None:
         ap.error(f"--agents: unknown agent {unknown[0]!r}; choose among {', '.join(AGENTS)}")
     if args.one:
         print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads, args.warmup,
-                                 args.acting)))
+                                 args.acting, tuple(json.loads(args.overrides)))))
         return
-    agents = args.agents.split(",")
-    rounds = []  # one {agent: result} per round
+    runs = {agent: (agent, []) for agent in args.agents.split(",")}  # row -> (agent, overrides)
+    for variant in args.variant:
+        name, overrides = parse_variant(ap, variant, args.env, set(runs))
+        runs[name] = ("memnet", overrides)
+    agents = list(runs)
+    rounds = []  # one {row: result} per round
     for _ in range(max(1, args.repeats)):
         rounds.append({})
-        for agent in agents:
+        for row, (agent, overrides) in runs.items():
             out = subprocess.run([sys.executable, __file__, "--one", agent, "--env", args.env, "--episodes",
                                   str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads),
-                                  "--warmup", str(args.warmup), "--acting", args.acting],
+                                  "--warmup", str(args.warmup), "--acting", args.acting,
+                                  "--overrides", json.dumps(overrides)],
                                  capture_output=True, text=True, check=True, cwd=REPO)
-            rounds[-1][agent] = json.loads(out.stdout.strip().splitlines()[-1])
+            rounds[-1][row] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"env {args.env}, {args.lanes} lanes, {args.warmup} warm-up + {args.episodes} timed episodes, "
           f"{args.threads} torch threads, train.acting={args.acting}, {len(rounds)} round(s)\n")
     print("| agent | params | train tokens/s | cost vs transformer | plain batches tokens/s | cost vs transformer "
@@ -159,6 +170,24 @@ def main() -> None:
         cost = statistics.median(r["transformer"]["tokens_per_s"] / r["memnet"]["tokens_per_s"] for r in rounds)
         ok = tps >= 20_000 and cost <= 1.5
         print(f"\ntarget (MemNet >= 20,000 tokens/s and <= 1.5x transformer): {'met' if ok else 'NOT met'}")
+
+
+def parse_variant(ap: argparse.ArgumentParser, text: str, env: str, taken: set[str]) -> tuple[str, list[str]]:
+    """`NAME:KEY=VALUE[,KEY=VALUE...]` -> (NAME, overrides), the overrides checked as `agents.run` checks them
+    (on MemNet with this env), so a bad one is the usage line here rather than a failure in a measuring process."""
+    from agents.config import ConfigError, load_config
+
+    name, sep, rest = text.partition(":")
+    overrides = [o.strip() for o in rest.split(",") if o.strip()]
+    if not sep or not name.strip() or not overrides or any("=" not in o for o in overrides):
+        ap.error(f"--variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE...], e.g. no-store:memory.store=false")
+    if name in taken:
+        ap.error(f"--variant {text!r}: the name {name!r} is taken; give each row its own")
+    try:
+        load_config([f"env={env}", "agent=memnet", *overrides])
+    except ConfigError as exc:
+        ap.error(f"--variant {text!r}: {exc}")
+    return name, overrides
 
 
 def print_split(agents: list[str], rounds: list[dict]) -> None:

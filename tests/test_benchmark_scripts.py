@@ -11,6 +11,9 @@ from tests.test_run import TINY_MODEL
     ("slots.py", ["--heads", "3"], "memory.read_heads=3: must be >= 1 and divide dim=128"),  # was a traceback
     ("agents.py", ["--env", "Foo"], "--env Foo: not a registered env id"),  # was CalledProcessError
     ("memory.py", ["--entries", "x"], "argument --entries: 'x' is not an integer >= 1"),
+    ("agents.py", ["--variant", "slots=0"], "--variant 'slots=0': write NAME:KEY=VALUE[,KEY=VALUE...]"),
+    ("agents.py", ["--variant", "x:memory.slot=0"], "unknown config key 'memory.slot'"),  # checked before measuring
+    ("agents.py", ["--variant", "gru:memory.slots=0"], "the name 'gru' is taken"),
 ])
 def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, args, message):
     import subprocess
@@ -42,6 +45,22 @@ def test_the_agent_throughput_benchmark_measures_the_acting_it_names(acting):
     cells = row.split("|")
     assert float(cells[3].replace(",", "")) > 0 and float(cells[5].replace(",", "")) > 0  # trainer, plain batches
     assert cells[4].strip() == cells[6].strip() == "1.00x"  # the transformer against itself
+
+
+def test_a_variant_row_measures_memnet_with_its_overrides_against_the_transformer():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
+    done = subprocess.run([sys.executable, str(path), "--agents", "transformer", "--episodes", "1", "--warmup", "0",
+                           "--lanes", "2", "--threads", "1", "--variant", "small:model.dim=32,memory.store=false"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = next(ln for ln in done.stdout.splitlines() if ln.startswith("| small |")).split("|")
+    assert int(row[2].replace(",", "")) < 100_000  # its own model: width 32, no store (default MemNet: 735,089)
+    assert float(row[3].replace(",", "")) > 0 and row[4].strip().endswith("x")  # tokens/s, cost vs transformer
+    assert any(ln.startswith("| small |") for ln in done.stdout.split("where the time goes")[1].splitlines())
 
 
 @pytest.mark.parametrize("clip", ["1.0", "0"])  # 0: no clipping, as in the trainer (clipping to 0 zeroed gradients)
