@@ -37,7 +37,7 @@ from agents.checkpoint import CheckpointError
 from agents.config import ConfigError, absolute_env_paths, absolute_path, load_config, validate
 from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
-from agents.tune_metrics import EnvFacts, check_metric, default_metric
+from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
 from agents.tune_preflight import (
     check_local_resources,
@@ -60,26 +60,6 @@ from agents.tune_space import SweepPlan, check_space_keys, load_sweep, make_plan
 PLAN_FILE = "sweep.yaml"
 
 
-def env_facts(cfg) -> tuple[EnvFacts, int]:
-    """The env's task count and largest distance (for metric names) and the episodes of one trial."""
-    from agents.cl_metrics import env_schedule, run_distance_buckets
-    from agents.episodes import make_vector_env
-
-    venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
-    try:
-        schedule = env_schedule(venv)  # (starts, tasks, episodes)
-        episodes = cfg.train.episodes
-        if episodes is None and schedule is not None:
-            episodes = schedule[2]
-        if episodes is None:
-            raise ConfigError(f"train.episodes is not set for {cfg.env.id}; set train.episodes=<n>")
-        last_edge = int(run_distance_buckets(venv, episodes, cfg.train.eval_repeats)[-1])  # the trainer's buckets
-        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), last_edge)
-    finally:
-        venv.close()
-    return facts, int(episodes)
-
-
 def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     """Everything checked before Ray starts: sweep file, run config, swept keys and values, metric."""
     cli = parse_command_line(argv)
@@ -92,10 +72,15 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     base = load_config(plan.overrides)
     absolute_paths(plan, base)
     check_space_keys(plan, base)
-    facts, episodes = env_facts(base)
+    corners, facts, episodes = sweep_facts(plan.search_space, base)  # what each trial length and env reports
     plan.metric = check_metric(plan.metric or default_metric(facts), facts)
+    missing = missing_in(plan.metric, corners, facts)
+    if missing:
+        print(f"note: sweep.metric={plan.metric}: trials with {'; '.join(map(_corner_text, missing))} do not report "
+              "it (NaN: they cannot be the best trial)", file=sys.stderr)
     s = plan.scheduler
-    limit = f"sweep.scheduler.max_t={s['max_t']}" if s["max_t"] is not None else f"the episodes of a trial ({episodes})"
+    limit = f"sweep.scheduler.max_t={s['max_t']}" if s["max_t"] is not None else \
+        f"the episodes of the longest trial ({episodes})"
     if s["max_t"] is None:
         s["max_t"] = episodes
     if s["type"] == "asha" and s["grace_period"] > s["max_t"]:  # fifo: unused
@@ -108,6 +93,10 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     while sweep_dir.exists():
         sweep_dir, n = root / f"{stamp}-{n}", n + 1
     return plan, OmegaConf.to_container(base, resolve=True), sweep_dir
+
+
+def _corner_text(corner: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in corner.items())
 
 
 def absolute_paths(plan: SweepPlan, base) -> None:

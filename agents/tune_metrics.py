@@ -3,10 +3,16 @@
 `agents.run.log_eval` writes eval/accuracy, eval/task_<j>/accuracy, cl/ACC|BWT|FWT|forgetting,
 recall/accuracy_d<bucket> and recall/accuracy_delay<k>; which of them an env fills depends on its task count,
 its largest distance and whether it reports delays. Checked before Ray starts, so a typo fails in one line.
+
+A sweep may change those from trial to trial (`train.episodes`, `train.eval_repeats`, `env.kwargs.*`: the run's
+length sets ContinualShift's largest distance, an env option its tasks or distances), so the checks look at every
+corner of those swept values (`sweep_facts`): a metric any trial reports is allowed, the default is one that every
+trial reports, and ASHA's `max_t` is the longest trial.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -23,6 +29,7 @@ class EnvFacts:
     max_distance: int
 
 
+RUN_KEYS = ("train.episodes", "train.eval_repeats")  # swept with env.kwargs.*: they set a trial's tags and length
 FAR_DISTANCE_ENVS = ("LongDependency",)  # envs ranked by the accuracy of their farthest distance bucket
 DELAY_ENVS = ("NeedleRecall",)  # envs whose eval episodes fill recall/accuracy_delay<k>
 
@@ -41,22 +48,75 @@ def reported_metrics(facts: EnvFacts) -> list[str]:
     return tags
 
 
-def default_metric(facts: EnvFacts) -> str:
+def default_metric(corners: list[EnvFacts]) -> str:
     """ContinualShift: cl/ACC; NeedleRecall: eval/accuracy (its evaluations are recall episodes on fresh
-    facts); LongDependency: the accuracy of the farthest distance bucket."""
-    family = facts.env_id.split("-")[0]
+    facts); LongDependency: the accuracy of the farthest distance bucket that every corner of the sweep reports."""
+    family = corners[0].env_id.split("-")[0]
     if family in FAR_DISTANCE_ENVS:
-        return f"recall/accuracy_d{int(distance_buckets(facts.max_distance)[-1])}"
+        return f"recall/accuracy_d{min(int(distance_buckets(f.max_distance)[-1]) for f in corners)}"
     if family in DELAY_ENVS:
         return "eval/accuracy"
     return "cl/ACC"
 
 
-def check_metric(metric: str, facts: EnvFacts) -> str:
-    """`metric` if the env reports it, else one ConfigError line listing the ones it does."""
-    tags = reported_metrics(facts)
-    delay = "recall/accuracy_delay<k>" in tags and re.fullmatch(r"recall/accuracy_delay\d+", metric)
-    if metric in tags or delay:
+def check_metric(metric: str, corners: list[EnvFacts]) -> str:
+    """`metric` if a corner of the sweep reports it, else one ConfigError line listing those they report."""
+    if any(_reports(metric, f) for f in corners):
         return metric
-    raise ConfigError(f"sweep.metric={metric!r}: {facts.env_id} does not report it; choose one of: "
+    tags = list(dict.fromkeys(tag for f in corners for tag in reported_metrics(f)))  # union, in order
+    raise ConfigError(f"sweep.metric={metric!r}: {corners[0].env_id} does not report it; choose one of: "
                       f"{', '.join(tags)}")
+
+
+def _reports(metric: str, facts: EnvFacts) -> bool:
+    tags = reported_metrics(facts)
+    return metric in tags or ("recall/accuracy_delay<k>" in tags
+                              and re.fullmatch(r"recall/accuracy_delay\d+", metric) is not None)
+
+
+def env_facts(cfg) -> tuple[EnvFacts, int]:
+    """The env's task count and largest distance (for metric names) and the episodes of one trial."""
+    from agents.cl_metrics import env_schedule, run_distance_buckets
+    from agents.episodes import make_vector_env
+
+    venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
+    try:
+        schedule = env_schedule(venv)  # (starts, tasks, episodes)
+        episodes = cfg.train.episodes
+        if episodes is None and schedule is not None:
+            episodes = schedule[2]
+        if episodes is None:
+            raise ConfigError(f"train.episodes is not set for {cfg.env.id}; set train.episodes=<n>")
+        last_edge = int(run_distance_buckets(venv, episodes, cfg.train.eval_repeats)[-1])  # the trainer's buckets
+        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), last_edge)
+    finally:
+        venv.close()
+    return facts, int(episodes)
+
+
+def sweep_corners(search_space: dict[str, dict[str, list]]) -> list[dict]:
+    """The combinations of the swept values that can change a trial's metric names or length (`RUN_KEYS`,
+    env options): every value of a grid or choice, both ends of a range (tags and lengths grow with those keys
+    or, like LongDependency's distances, are a list of values: the ends bound them). [{}] when none is swept."""
+    values = {}
+    for key, spec in search_space.items():
+        if key in RUN_KEYS or key.startswith("env.kwargs."):
+            (kind, args), = spec.items()
+            values[key] = list(args) if kind in ("grid", "choice") else \
+                [args[0], args[1] - 1 if "randint" in kind else args[1]]  # randint's high is exclusive
+    return [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
+
+
+def sweep_facts(search_space: dict, base) -> tuple[list[dict], list[EnvFacts], int]:
+    """The `sweep_corners` combinations, the facts of each (set on the base config), and the most episodes a
+    trial of the sweep trains (ASHA's max_t: a trial stops there)."""
+    from agents.tune_space import trial_config
+
+    corners = sweep_corners(search_space)
+    facts, episodes = zip(*(env_facts(trial_config(base, corner)) for corner in corners), strict=True)
+    return corners, list(facts), max(episodes)
+
+
+def missing_in(metric: str, corners: list[dict], facts: list[EnvFacts]) -> list[dict]:
+    """The corners whose trials do not report `metric` (they report NaN for it and cannot be the best)."""
+    return [corner for corner, f in zip(corners, facts, strict=True) if not _reports(metric, f)]

@@ -7,7 +7,7 @@ A sweep file `agents/conf/sweep/<name>.yaml` holds:
                    uniform [low, high], loguniform [low, high], randint [low, high), lograndint [low, high)
     metric, mode   the metric Tune optimises (null: the env's default, see `default_metric`) and max | min
     num_samples    Tune's num_samples: repeats of the grid, each drawing the random dimensions afresh
-    scheduler      {type: asha | fifo, grace_period, reduction_factor, max_t (null: a trial's episodes)}
+    scheduler      {type: asha | fifo, grace_period, reduction_factor, max_t (null: the longest trial's episodes)}
     resources      {cpus: CPUs reserved per trial, threads: torch and FAISS threads inside a trial}
     max_concurrent trials at once (0: as many as the CPUs allow);  max_failures: retries of a crashed trial
     overrides      `key=value` overrides of the run config for every trial (the command line's come after)

@@ -92,3 +92,19 @@ def test_any_sweep_edit_is_accepted_or_one_config_error_line(edits):
         load_sweep("smoke", [f"{field}={value}" for field, value in edits])
     except ConfigError as exc:
         assert str(exc).strip() and "\n" not in str(exc), str(exc)
+
+
+def test_a_sweep_over_the_run_length_checks_every_trials_length_and_metrics(tmp_path, capsys):
+    """ASHA stops a trial at max_t: taken from the base config (4 episodes here) it cut the 12-episode trials short,
+    and a bucket only those trials reach was refused."""
+    argv = [*SMOKE, f"runs_root={tmp_path}", "sweep.search_space.train.episodes=grid:[4,12]"]
+    plan, _, _ = prepare(argv)
+    assert plan.scheduler["max_t"] == 12 and plan.metric == "cl/ACC"
+    assert "note" not in capsys.readouterr().err  # every trial reports cl/ACC
+    far = prepare([*argv, "sweep.metric=recall/accuracy_d1024"])[0]  # reached across episodes by the long trials
+    assert far.metric == "recall/accuracy_d1024"
+    assert capsys.readouterr().err.strip() == ("note: sweep.metric=recall/accuracy_d1024: trials with "
+                                               "train.episodes=4 do not report it (NaN: they cannot be the best "
+                                               "trial)")
+    with pytest.raises(ConfigError, match=r"sweep.metric='recall/accuracy_d1024': ContinualShift-v0 does not report"):
+        prepare([*SMOKE, f"runs_root={tmp_path}", "sweep.metric=recall/accuracy_d1024"])

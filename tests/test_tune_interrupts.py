@@ -161,7 +161,7 @@ def test_a_grace_period_longer_than_a_trial_names_the_fix(tmp_path):
     short = ["env=LongDependency-v0", "sweep=smoke", "train.episodes=1", f"runs_root={tmp_path}"]
     with pytest.raises(ConfigError) as err:
         agents_tune.prepare(short)
-    assert str(err.value) == ("sweep.scheduler.grace_period=2 must be <= the episodes of a trial (1); set "
+    assert str(err.value) == ("sweep.scheduler.grace_period=2 must be <= the episodes of the longest trial (1); set "
                               "sweep.scheduler.grace_period=1 or less, or sweep.scheduler.type=fifo (no early "
                               "stopping)")
     plan, _, _ = agents_tune.prepare([*short, "sweep.scheduler.grace_period=1"])  # the fix it names works

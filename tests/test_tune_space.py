@@ -31,7 +31,7 @@ def test_shipped_sweeps_cover_the_memory_hyper_parameters():
 def test_smoke_sweep_is_small(smoke, smoke_base):
     grid = np.prod([len(v["grid"]) for v in smoke.search_space.values() if "grid" in v])
     assert 2 <= grid * smoke.num_samples <= 4
-    from agents.tune import env_facts
+    from agents.tune_metrics import env_facts
 
     facts, episodes = env_facts(smoke_base)
     assert episodes == 4 and facts.num_tasks == 2 and smoke_base.model.dim <= 32

@@ -6,7 +6,16 @@ from omegaconf import OmegaConf
 
 from agents.cl_metrics import distance_buckets
 from agents.config import ConfigError, load_config
-from agents.tune_metrics import EnvFacts, check_metric, default_metric, reported_metrics
+from agents.tune_metrics import (
+    EnvFacts,
+    check_metric,
+    default_metric,
+    env_facts,
+    missing_in,
+    reported_metrics,
+    sweep_corners,
+    sweep_facts,
+)
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides, trial_overrides
 from agents.tune_space import load_sweep, parse_command_line, trial_config
 
@@ -87,24 +96,61 @@ def test_command_line_value_fixes_a_swept_key(smoke):
 
 # ---------------------------------------------------------------- metrics
 def test_default_metric_by_env():
-    assert default_metric(EnvFacts("ContinualShift-v0", 4, 1024)) == "cl/ACC"
-    assert default_metric(EnvFacts("NeedleRecall-v0", 1, 300)) == "eval/accuracy"
+    assert default_metric([EnvFacts("ContinualShift-v0", 4, 1024)]) == "cl/ACC"
+    assert default_metric([EnvFacts("NeedleRecall-v0", 1, 300)]) == "eval/accuracy"
     far = int(distance_buckets(1000)[-1])
-    assert default_metric(EnvFacts("LongDependency-Easy-v0", 1, 1000)) == f"recall/accuracy_d{far}" == \
+    assert default_metric([EnvFacts("LongDependency-Easy-v0", 1, 1000)]) == f"recall/accuracy_d{far}" == \
         "recall/accuracy_d1024"
+    # a sweep over distances: the farthest bucket that every trial reports
+    assert default_metric([EnvFacts("LongDependency-v0", 1, 1000), EnvFacts("LongDependency-v0", 1, 60)]) == \
+        "recall/accuracy_d64"
 
 
 def test_metrics_the_env_does_not_report_are_rejected():
     shift = EnvFacts("ContinualShift-v0", 3, 1024)
-    assert check_metric("cl/BWT", shift) == "cl/BWT" and check_metric("eval/task_2/accuracy", shift)
+    assert check_metric("cl/BWT", [shift]) == "cl/BWT" and check_metric("eval/task_2/accuracy", [shift])
     assert "recall/accuracy_d1024" in reported_metrics(shift) and "recall/accuracy_d2048" not in \
         reported_metrics(shift)
     assert not any("delay" in tag for tag in reported_metrics(shift))
     with pytest.raises(ConfigError, match=r"sweep.metric='cl/nope': ContinualShift-v0 does not report it; "
                                           r"choose one of: eval/accuracy, .*cl/ACC"):
-        check_metric("cl/nope", shift)
+        check_metric("cl/nope", [shift])
     single = EnvFacts("LongDependency-v0", 1, 64)
     with pytest.raises(ConfigError, match="does not report"):
-        check_metric("cl/BWT", single)
-    assert check_metric("recall/accuracy_d64", single) and check_metric("recall/accuracy_delay3",
-                                                                        EnvFacts("NeedleRecall-v0", 1, 64))
+        check_metric("cl/BWT", [single])
+    assert check_metric("recall/accuracy_d64", [single]) and check_metric("recall/accuracy_delay3",
+                                                                          [EnvFacts("NeedleRecall-v0", 1, 64)])
+
+
+def test_a_metric_some_trials_of_the_sweep_report_is_allowed_and_the_others_are_named():
+    short, long = EnvFacts("ContinualShift-v0", 3, 1024), EnvFacts("ContinualShift-v0", 5, 4096)
+    corners = [{"train.episodes": 10}, {"train.episodes": 40}]
+    assert check_metric("recall/accuracy_d4096", [short, long]) == "recall/accuracy_d4096"
+    assert check_metric("eval/task_4/accuracy", [short, long])
+    assert missing_in("recall/accuracy_d4096", corners, [short, long]) == [{"train.episodes": 10}]
+    assert missing_in("cl/ACC", corners, [short, long]) == []
+    with pytest.raises(ConfigError, match=r"choose one of: .*eval/task_4/accuracy.*recall/accuracy_d4096$"):
+        check_metric("recall/accuracy_d8192", [short, long])  # the list is every trial's tags, each once
+
+
+def test_sweep_corners_take_the_values_that_set_a_trials_tags_and_length():
+    space = {"train.episodes": {"randint": [10, 50]}, "env.kwargs.num_tasks": {"grid": [2, 3]},
+             "memory.slots": {"grid": [4, 8, 16]}, "train.lr": {"loguniform": [1e-4, 1e-2]},
+             "train.eval_repeats": {"uniform": [1, 3]}}
+    corners = sweep_corners(space)
+    assert len(corners) == 8 and {tuple(sorted(c)) for c in corners} == {("env.kwargs.num_tasks", "train.episodes",
+                                                                          "train.eval_repeats")}
+    assert {c["train.episodes"] for c in corners} == {10, 49}  # randint's high is exclusive
+    assert {c["env.kwargs.num_tasks"] for c in corners} == {2, 3} and {c["train.eval_repeats"] for c in corners} == \
+        {1, 3}
+    assert sweep_corners({"memory.slots": {"grid": [4, 8]}}) == [{}]
+
+
+def test_sweep_facts_follow_each_trials_run_length(smoke_base):
+    """ContinualShift's distances reach back across episodes: a longer trial reports farther buckets, and ASHA's
+    max_t must be the longest trial (it stops a trial there)."""
+    corners, facts, episodes = sweep_facts({"train.episodes": {"grid": [4, 40]}}, smoke_base)
+    assert corners == [{"train.episodes": 4}, {"train.episodes": 40}] and episodes == 40
+    assert facts[0].max_distance < facts[1].max_distance and facts[0].num_tasks == facts[1].num_tasks == 2
+    alone, base_episodes = env_facts(smoke_base)
+    assert sweep_facts({}, smoke_base) == ([{}], [alone], base_episodes)
