@@ -171,7 +171,8 @@ def _trainable(plan: SweepPlan, base: dict, sweep_dir: Path):
     from agents.tune_trial import run_trial
 
     threads = plan.resources["threads"]
-    trainable = tune.with_parameters(run_trial, base=base, sweep_dir=str(sweep_dir), threads=threads)
+    trainable = tune.with_parameters(run_trial, base=base, sweep_dir=str(sweep_dir), threads=threads,
+                                     metric=plan.metric)
     return tune.with_resources(trainable, {"cpu": plan.resources["cpus"]})
 
 

@@ -3,9 +3,10 @@
 The trial's run folder is its Tune trial folder inside the sweep folder (absolute: Tune changes the working
 directory of a trial), so `tensorboard --logdir <sweep dir>` shows one run per trial. Every evaluation is
 reported under its TensorBoard tag (`cl/ACC`, `eval/accuracy`, `recall/accuracy_d<b>`, ...; None -> NaN so
-the keys never change), plus `episode`, `total_episodes` and `train_steps`. A report that follows a fresh
-`checkpoints/last.pt` carries that folder as the Tune checkpoint (model, optimiser, memory, trainer state),
-so a crashed or interrupted trial resumes from it.
+the keys never change), plus `episode`, `total_episodes` and `train_steps`; the sweep's metric is always there
+(NaN where this trial's run length or env does not report it: Tune refuses a result without it). A report that
+follows a fresh `checkpoints/last.pt` carries that folder as the Tune checkpoint (model, optimiser, memory,
+trainer state), so a crashed or interrupted trial resumes from it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class TuneReporter:
     Before the last report it writes the run's report (metrics.json, plots, hparams): Tune may end the trial
     as soon as it sees the final result (ASHA stops a trial that reaches max_t)."""
 
-    def __init__(self, checkpoint_dir: Path, logger):
-        self.checkpoint_dir, self.logger = checkpoint_dir, logger
+    def __init__(self, checkpoint_dir: Path, logger, metric: str):
+        self.checkpoint_dir, self.logger, self.metric = checkpoint_dir, logger, metric
         self._reported_stamp = self._stamp()  # a checkpoint restored from is not reported again
         self.report_written = False
 
@@ -48,7 +49,7 @@ class TuneReporter:
     def __call__(self, trainer, values: dict) -> None:
         from ray import tune
 
-        metrics = {tag: math.nan if v is None else float(v) for tag, v in values.items()}
+        metrics = {self.metric: math.nan} | {tag: math.nan if v is None else float(v) for tag, v in values.items()}
         metrics |= {"episode": trainer.episode, "total_episodes": trainer.total_episodes,
                     "train_steps": trainer.train_steps}
         if trainer.episode >= trainer.total_episodes:
@@ -61,9 +62,10 @@ class TuneReporter:
             tune.report(metrics)
 
 
-def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int) -> None:
+def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric: str) -> None:
     """Tune function trainable. params: the swept `{dotted key: value}`; base: the resolved run config of
-    every trial; sweep_dir: absolute sweep folder; threads: torch and FAISS threads of this trial."""
+    every trial; sweep_dir: absolute sweep folder; threads: torch and FAISS threads of this trial; metric: the
+    sweep's metric."""
     import faiss
     import torch
     from ray import tune
@@ -92,6 +94,6 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int) -> None
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         # a trial stopped early (ASHA, a failure, Ctrl+C) closes its writer too: its last points reach the event file
         with TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if checkpoint else None) as logger:
-            reporter = TuneReporter(run_dir / "checkpoints", logger)
+            reporter = TuneReporter(run_dir / "checkpoints", logger, metric)
             fit(trainer, logger, config, progress=False, on_eval=reporter)
             reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate

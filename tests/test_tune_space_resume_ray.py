@@ -89,7 +89,8 @@ def test_the_grace_period_is_checked_only_for_asha_which_uses_it(tmp_path):
     from agents.tune import prepare
 
     short = ["env=LongDependency-v0", "sweep=memory", "train.episodes=1", f"runs_root={tmp_path}"]
-    with pytest.raises(ConfigError, match=r"sweep.scheduler.grace_period=10 must be <= the episodes of a trial \(1\)"):
+    with pytest.raises(ConfigError, match=r"sweep.scheduler.grace_period=10 must be <= the episodes of the longest "
+                                          r"trial \(1\)"):
         prepare(short)
     plan, _, _ = prepare([*short, "sweep.scheduler.type=fifo"])
     assert plan.scheduler["type"] == "fifo" and plan.scheduler["max_t"] == 1

@@ -154,3 +154,23 @@ def test_sweep_facts_follow_each_trials_run_length(smoke_base):
     assert facts[0].max_distance < facts[1].max_distance and facts[0].num_tasks == facts[1].num_tasks == 2
     alone, base_episodes = env_facts(smoke_base)
     assert sweep_facts({}, smoke_base) == ([{}], [alone], base_episodes)
+
+
+def test_a_trial_always_reports_the_sweeps_metric(monkeypatch, tmp_path):
+    """Tune refuses a result without the sweep's metric (a trial too short to reach a distance bucket that the
+    longer trials reach crashed the sweep): it is reported as NaN."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from agents.tune_trial import TuneReporter
+
+    sent = []
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: sent.append(metrics))
+    reporter = TuneReporter(tmp_path / "checkpoints", logger=None, metric="recall/accuracy_d512")
+    trainer = SimpleNamespace(episode=1, total_episodes=2, train_steps=10)
+    reporter(trainer, {"cl/ACC": 0.5, "recall/accuracy_d64": None})
+    assert sent[0]["cl/ACC"] == 0.5 and np.isnan(sent[0]["recall/accuracy_d64"])
+    assert np.isnan(sent[0]["recall/accuracy_d512"]) and sent[0]["episode"] == 1
+    reporter(trainer, {"recall/accuracy_d512": 0.75})  # a trial that reports it keeps its value
+    assert sent[1]["recall/accuracy_d512"] == 0.75
