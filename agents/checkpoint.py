@@ -97,6 +97,9 @@ def load_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]
             raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
                                   "before its first one, or it was removed); start it again with python -m agents.run "
                                   f"config={given / 'config.yaml'}")
+        if given.is_dir():  # not <folder>/last.pt, a path the user never named (the folder is no run)
+            raise CheckpointError(f"no checkpoint in {str(given)!r} (no checkpoints/last.pt): it is not a run folder; "
+                                  f"point {key} at one (runs/<env>/<agent>/<time>_s<seed>)")
         raise CheckpointError(f"no checkpoint at {str(path)!r}: point {key} at a run folder that has "
                               "checkpoints/last.pt")
     if path.suffix != ".pt" and not _starts_with(path, ZIP_MAGIC):  # config.yaml, metrics.json, ...: a slip

@@ -30,10 +30,14 @@ def run_output(path: Path, run_dir: Path, checkpoint: Path) -> str | None:
     return None
 
 
-def check_out_file(out: Path, run_dir: Path, checkpoint: Path) -> None:
-    """out= (as given; relative: inside the run folder) must name a file that can be written and that the run did
-    not write (out=checkpoints/last.pt replaced the checkpoint with the JSON): checked before the evaluation runs,
-    not after."""
+def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
+    """out= (as given, `~` allowed; relative: inside the run folder) must name a file that can be written and that the
+    run did not write (out=checkpoints/last.pt replaced the checkpoint with the JSON): checked before the evaluation
+    runs, not after."""
+    if str(out).endswith(("/", os.sep)):  # Path() drops the slash: out=results/ wrote a file named results
+        raise ConfigError(f"out={str(out)!r} names a folder (it ends with {str(out)[-1]}); name a file, e.g. "
+                          f"out={str(out)}eval.json")
+    out = Path(out).expanduser()
     path = run_dir / out
     from_here = out.resolve()  # the same words read from the working folder
     if not out.is_absolute() and from_here != path.resolve() and from_here.is_relative_to(run_dir.resolve()):

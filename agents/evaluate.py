@@ -96,8 +96,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     run_dir = run_dir_of(checkpoint)
     if out is not None:
         check_not_empty("out", out)
+        check_out_file(out, run_dir, checkpoint)  # as given: a trailing / names a folder
         out = Path(out).expanduser()
-        check_out_file(out, run_dir, checkpoint)
     cfg = OmegaConf.create(body["config"])
     with open_dict(cfg):
         if env_kwargs:
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dir_of(args["checkpoint"])
         out_file = run_dir / args.get("out", "eval.json")
         # before the first evaluation: a sweep writes its one file at the end
-        check_out_file(Path(args.get("out", "eval.json")), run_dir, Path(args["checkpoint"]).resolve())
+        check_out_file(args.get("out", "eval.json"), run_dir, Path(args["checkpoint"]).resolve())
         threads = thread_count(args.get("threads"))
         grid = override_grid(grid_items)
         if len(grid) == 1:

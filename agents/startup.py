@@ -1,5 +1,6 @@
 """What an entry point sets before its imports (torch, Hydra, matplotlib), which take seconds: a Ctrl+C or SIGTERM
-meanwhile is one line, and torch's threads sleep when they wait (`threads_sleep_when_idle`). Imports nothing slow,
+meanwhile is one line, torch's threads sleep when they wait (`threads_sleep_when_idle`), and a closed pipe on the
+output (`| head`) does not stop the command (`ClosedPipeSafe`). Imports nothing slow,
 so an entry point calls `guard_startup` under its main guard above its slow imports, and `end_startup` first thing
 in main() (agents/run.py, agents/evaluate.py).
 """
@@ -19,11 +20,49 @@ def threads_sleep_when_idle() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+class ClosedPipeSafe:
+    """A text stream (sys.stdout, sys.stderr) whose reader may go away: once a write or flush finds the pipe closed
+    (`python -m agents.run --help | head`, a run piped into `head -1`), the stream's descriptor goes to /dev/null
+    and the command carries on to its end, its work written and its exit code its own. Before, the next print
+    raised BrokenPipeError: a traceback and exit 1, for a run after its training was done, or in the middle of it.
+    Everything else is the wrapped stream's (fileno, isatty, encoding, ...)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())  # what the stream still buffers goes there on its next flush
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def guard_startup(written: str) -> None:
     """Until `end_startup`, SIGINT and SIGTERM print `interrupted while starting; <written>` and exit 130 (a
     KeyboardInterrupt traceback from inside importlib for Ctrl+C; for SIGTERM, exit 143 and nothing said). Also
-    `threads_sleep_when_idle`."""
+    `threads_sleep_when_idle`, and stdout and stderr `ClosedPipeSafe`."""
     threads_sleep_when_idle()
+    if not isinstance(sys.stdout, ClosedPipeSafe) and sys.stdout is not None:
+        sys.stdout = ClosedPipeSafe(sys.stdout)
+    if not isinstance(sys.stderr, ClosedPipeSafe) and sys.stderr is not None:
+        sys.stderr = ClosedPipeSafe(sys.stderr)
     def _interrupted_while_starting(signum, frame):
         print(f"\ninterrupted while starting; {written}", file=sys.stderr, flush=True)
         os._exit(130)  # not SystemExit: an import it lands in may swallow that, half done, and the command went on

@@ -141,6 +141,16 @@ def test_the_lines_of_a_missing_checkpoint_not_in_a_run_folder(tmp_path, capsys)
                                "has checkpoints/last.pt"
 
 
+def test_a_folder_that_is_no_run_is_named_as_it_was_given(tmp_path, capsys):
+    """Was: no checkpoint at '<folder>/last.pt' (a path the user never named)."""
+    folder = tmp_path / "not_a_run"
+    folder.mkdir()
+    for main, key in ((run.main, "resume="), (evaluate.main, "checkpoint=")):
+        assert main([f"{key}{folder}"]) == 2
+        assert one_line(capsys) == f"error: no checkpoint in {str(folder)!r} (no checkpoints/last.pt): it is not a " \
+                                   f"run folder; point {key} at one (runs/<env>/<agent>/<time>_s<seed>)"
+
+
 def test_load_checkpoint_words_its_lines_for_resume_unless_told_otherwise(tmp_path):
     path = tmp_path / "last.pt"
     path.write_bytes(b"not a zip")

@@ -71,3 +71,31 @@ def test_an_entry_point_computes_with_sleeping_threads(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.stderr.strip().splitlines()[-1] == "PASSIVE", done.stderr
+
+
+@pytest.mark.parametrize("module", ["agents.run", "agents.evaluate", "agents.tune", "agents.benchmark"])
+def test_output_piped_into_a_reader_that_stops_is_no_error(module):
+    """`python -m agents.run --help | head -2` (or a run piped into `head -1`): the reader closes the pipe, and the
+    next write raised BrokenPipeError, a traceback and exit 1 (for a run, after its training or in the middle)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and "Error" not in done.stderr, done.stderr
+
+
+def test_a_closed_pipe_sends_later_output_to_devnull():
+    from agents.startup import ClosedPipeSafe
+
+    read, write = os.pipe()
+    stream = ClosedPipeSafe(os.fdopen(write, "w", buffering=1))
+    assert stream.write("seen\n") == 5 and os.read(read, 5) == b"seen\n"
+    os.close(read)
+    assert stream.write("lost\n") == 5  # BrokenPipeError inside, the descriptor now /dev/null
+    stream.write("x" * 100_000)
+    stream.flush()
+    assert stream.fileno() == write and not stream.isatty()  # the rest is the wrapped stream's
+    stream.close()

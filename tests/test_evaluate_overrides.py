@@ -58,6 +58,8 @@ def test_memory_settings_an_evaluation_cannot_use_give_one_line(needle_run, caps
 @pytest.mark.parametrize("out, message", [
     ("plots", "is a folder; name a file (e.g. out=eval.json)"),
     ("metrics.json/eval.json", "metrics.json' is a file, not a folder"),
+    # a folder still to be made: was written as a file named `results` (Path() drops the slash), exit 0
+    ("results/", "out='results/' names a folder (it ends with /); name a file, e.g. out=results/eval.json"),
 ])
 def test_an_unusable_out_file_is_one_line_before_anything_is_evaluated(needle_run, capsys, out, message):
     for sweep in ([], ["memory.reset=never,episode"]):
@@ -81,6 +83,7 @@ def test_a_failed_write_of_the_out_file_is_one_line(needle_run, capsys, monkeypa
 
 def test_out_may_name_a_file_in_a_folder_still_to_be_made(needle_run):
     assert evaluate.main([f"checkpoint={needle_run}", "out=evals/first.json"]) == 0
+    assert not (needle_run / "results").exists()  # the refused out=results/ above wrote nothing
     assert json.loads((needle_run / "evals" / "first.json").read_text())["recall_by_delay"]
 
 
