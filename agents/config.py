@@ -22,7 +22,14 @@ from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: 
     find_interpolation,
     hydra_reason,
 )
-from agents.config_messages import SECTIONS, one_line, section_as_value, type_reason, unknown_key
+from agents.config_messages import (
+    SECTIONS,
+    adds_existing,
+    explain_hydra_error,
+    one_line,
+    section_as_value,
+    type_reason,
+)
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
 
@@ -104,22 +111,14 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
         with initialize_config_module(config_module="agents.conf", version_base="1.3"):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     except Exception as exc:  # Hydra raises several types; all mean "your override is wrong"
-        raise ConfigError(_explain_hydra_error(exc)) from None
+        raise ConfigError(explain_hydra_error(exc, RunSchema, lambda: _env_options(overrides))) from None
     return cfg
 
 
-def _explain_hydra_error(exc: Exception) -> str:
-    """Hydra's first line, with the fix (syntax, unknown env and agent names: `check_overrides`, before Hydra)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if text.startswith("Could not append to config"):  # +key=value for a key that is there
-        return _adds_existing(text.split("'")[1])
-    if "Could not override" in text or "Key '" in text:
-        return unknown_key(text.split("'")[1] if "'" in text else text, RunSchema)
-    return text
-
-
-def _adds_existing(key: str) -> str:
-    return f"+{key}= adds a key, and {key} is there already; set it with {key}=<value>"
+def _env_options(overrides: list[str]) -> tuple[str, list[str]]:
+    """The env id and its options (env.kwargs) that `overrides` pick, without their env.kwargs.* items."""
+    env = compose([o for o in overrides if not o.lstrip("+~").startswith("env.kwargs.")]).env
+    return str(env.id), [str(option) for option in env.kwargs]
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -274,8 +273,8 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     loaded = _over_shipped_defaults(loaded)
     for override in parsed:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list)
         key, add = override.key_or_group, override.is_add() or override.is_force_add()  # +key=, ++key=: as Hydra
-        if override.is_add() and OmegaConf.select(loaded, key, default=_adds_existing) is not _adds_existing:
-            raise ConfigError(_adds_existing(key))
+        if override.is_add() and OmegaConf.select(loaded, key, default=adds_existing) is not adds_existing:
+            raise ConfigError(adds_existing(key))
         try:
             OmegaConf.update(loaded, key, override.value(), merge=True, force_add=add)
         except OmegaConfBaseException as exc:

@@ -45,6 +45,38 @@ def unknown_key(key: str, schema) -> str:
     return f"unknown config key {key!r}; {guess}{HELP}"
 
 
+def explain_hydra_error(exc: Exception, schema, env_options) -> str:
+    """Hydra's first line, with the fix (syntax, unknown env and agent names: `check_overrides`, before Hydra).
+    env_options() -> (env id, its option names): for an unknown env.kwargs.* key."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if text.startswith("Could not append to config"):  # +key=value for a key that is there
+        return adds_existing(text.split("'")[1])
+    if "Could not override" in text or "Key '" in text:
+        key = text.split("'")[1] if "'" in text else text
+        return (key.startswith("env.kwargs.") and unknown_env_option(key, env_options)) or unknown_key(key, schema)
+    return text
+
+
+def adds_existing(key: str) -> str:
+    return f"+{key}= adds a key, and {key} is there already; set it with {key}=<value>"
+
+
+def unknown_env_option(key: str, env_options) -> str | None:
+    """`unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option 'num_task'; did you mean
+    'num_tasks'? its options: ...`. Every option of a shipped env is in its config file, so a key Hydra did not find
+    there is a typo. None when the options cannot be listed (another override is wrong too: that one is said)."""
+    from agents.config import ConfigError
+
+    try:
+        env_id, options = env_options()
+    except ConfigError:
+        return None
+    name = key.removeprefix("env.kwargs.")
+    near = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+    guess = f"did you mean {near[0]!r}? " if near else ""
+    return f"unknown config key {key!r}: {env_id} has no option {name!r}; {guess}its options: {', '.join(options)}"
+
+
 def section_as_value(item: str, key: str) -> str:
     """`model=3: model is a section of keys; set model.<key>=<value> one key at a time (...)` (key in SECTIONS)."""
     return (f"{item}: {key} is a section of keys; set {key}.<key>=<value> one key at a time (`python -m agents.run "

@@ -38,6 +38,10 @@ ENVS = "ContinualShift-v0, LongDependency-v0, NeedleRecall-v0"
     ("env=[ContinualShift-v0,NeedleRecall-v0]", "unknown env ['ContinualShift-v0', 'NeedleRecall-v0']; choose"),
     ("agent=${seed}", "unknown agent '${seed}'; choose one of: gru, lstm, memnet, transformer"),
     ("+seed=4", "+seed= adds a key, and seed is there already; set it with seed=<value>"),
+    # an env option's typo named no option (agents.evaluate's listed them)
+    ("env.kwargs.num_task=3", "unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option 'num_task'; "
+                              "did you mean 'num_tasks'? its options: num_tasks, episodes_per_task, "),
+    ("env.kwargs.nothing_like_it=3", "ContinualShift-v0 has no option 'nothing_like_it'; its options: num_tasks, "),
     # interpolations that do not resolve named no key
     ("seed=${nope}", "seed=${nope}: Interpolation key 'nope' not found"),
     ("seed=${oc.env:MEMSTREAM_NO_SUCH_VARIABLE}", "seed=${oc.env:MEMSTREAM_NO_SUCH_VARIABLE}: KeyError raised"),
@@ -118,3 +122,9 @@ def test_any_override_is_accepted_or_one_config_error_line(items):
         make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs)).close()
     except ConfigError as exc:
         assert str(exc).strip() and "\n" not in str(exc), (overrides, str(exc))
+
+
+def test_an_env_options_typo_names_the_options_of_the_env_chosen():
+    with pytest.raises(ConfigError, match=r"^unknown config key 'env.kwargs.delays': NeedleRecall-v0 has no option "
+                                          r"'delays'; did you mean 'delay'\? its options: vocab_size, .*delay"):
+        load_config(["env=NeedleRecall-v0", "env.kwargs.delays=3", "env.kwargs.delay=2"])
