@@ -164,6 +164,33 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path, purpose
                           f"{fix}")
 
 
+RUN_SECTIONS = ("env", "agent", "model", "memory", "train", "seed")  # what a run is (not where it writes)
+# what a resumed run may change: how it runs (threads: the last bits of its floats too, so a note says so)
+RESUME_KEYS = ("train.progress", "train.threads")
+
+
+def check_own_run(saved_config: dict, run_dir: Path, path: str | Path, purpose: str) -> None:
+    """A checkpoint in a run folder is that run's: its config must agree with the folder's config.yaml. Another
+    run's last.pt copied in was resumed as if it were this run, and its config.yaml, metrics.json and plots then
+    replaced this run's. Keys only one side has (added by a later memstream) and `RESUME_KEYS` are not compared;
+    a folder without a readable config.yaml has nothing to compare."""
+    from omegaconf import OmegaConf
+
+    from agents.config import flatten_config
+
+    try:
+        folder = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    except Exception:  # absent, damaged or unresolvable: the checkpoint's config is all there is (it is rewritten)
+        return
+    ours, theirs = (flatten_config({k: c.get(k) for k in RUN_SECTIONS}) for c in (saved_config, folder))
+    differ = [k for k in ours if k in theirs and k not in RESUME_KEYS and ours[k] != theirs[k]]
+    if differ:
+        k = differ[0]
+        raise CheckpointError(f"checkpoint {str(path)!r} is not this run folder's: it has {k}={ours[k]!r}, the "
+                              f"folder's config.yaml {k}={theirs[k]!r} (another run's checkpoint, or an edited one); "
+                              f"{_KEY[_purpose(purpose)]} takes a run folder with its own checkpoint")
+
+
 def _with_that_version(path: str | Path, purpose: str) -> str:
     """The fix for a saved config this memstream cannot use as it is: the version that wrote it, or (resume) a new
     run from the run folder's config.yaml."""

@@ -334,16 +334,17 @@ def help_text(overrides: list[str] | None = None) -> str:
     lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] | resume=<run dir> | "
              "config=<saved config.yaml> [key=value ...]", "",
              f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "", "keys (defaults):"]
-    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat = flatten_config(OmegaConf.to_container(cfg, resolve=True))
     lines += [f"  {k}={v}" for k, v in flat.items()]
     return "\n".join(lines)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_config(d: dict, prefix: str = "") -> dict:
+    """{dotted key: value}; env.kwargs stays one value (the env's options, as one key of the schema)."""
     out: dict = {}
     for k, v in d.items():
         if isinstance(v, dict) and v and k != "kwargs":
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -36,7 +36,9 @@ from agents.checkpoint import (
     MEMORY_RUNTIME_KEYS,
     CheckpointError,
     check_compatible,
+    check_own_run,
     check_saved_config,
+    checkpoint_file,
     load_checkpoint,
     run_dir_of,
 )
@@ -116,6 +118,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     # before the trainer (whose restore checks it again, worded for a caller's own config): a saved config this
     # memstream reads as another model names the fix an evaluation has
     check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="evaluate")
+    check_own_run(body["config"], run_dir, checkpoint_file(checkpoint), "evaluate")  # a valid config, but another run's
     inert = [k for k in memory or {} if k.startswith("store_") and (cfg.agent.name != "memnet" or not cfg.memory.store)]
     if inert:  # was accepted, and recorded in the JSON as if it had changed the evaluation
         raise ConfigError(f"memory.{inert[0]}: this run ({cfg.agent.name}, memory.store={cfg.memory.store}) has no "

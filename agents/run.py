@@ -22,9 +22,12 @@ from pathlib import Path  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from agents.checkpoint import (  # noqa: E402
+    RESUME_KEYS,
     CheckpointError,
     check_compatible,
+    check_own_run,
     check_saved_config,
+    checkpoint_file,
     load_checkpoint,
     run_dir_of,
 )
@@ -46,9 +49,6 @@ from agents.report import final_metrics, mean_accuracy, summary_table, write_rep
 from agents.run_lock import RunLocks  # noqa: E402
 from agents.threads import threads_note  # noqa: E402
 from memory.cache_cold_dirs import ColdTierError  # noqa: E402
-
-# what a resumed run may change: how it runs (threads: the last bits of its floats too, so a note says so)
-RESUME_KEYS = ("train.progress", "train.threads")
 
 
 def new_run_dir(cfg, create: bool = False) -> Path:
@@ -121,6 +121,7 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
         check_saved_config(body["config"], checkpoint, "resume")
         raise
     check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="resume")
+    check_own_run(body["config"], run_dir, checkpoint_file(checkpoint), "resume")  # a valid config, but another run's
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
     return cfg, run_dir, checkpoint
 

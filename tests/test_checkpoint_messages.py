@@ -207,3 +207,43 @@ def test_a_file_of_the_run_folder_that_is_no_checkpoint_says_so(finished, capsys
                                "run folder or its checkpoints/last.pt"
     assert run.main([f"resume={finished / name}"]) == 2
     assert one_line(capsys).endswith("point resume= at a run folder or its checkpoints/last.pt")
+
+
+def test_another_runs_checkpoint_copied_into_a_run_folder_is_refused_and_nothing_changes(finished, tmp_path,
+                                                                                          capsys):
+    """Was: resumed as if it were this run (exit 0), and its config.yaml, metrics.json and plots replaced this run's;
+    agents.evaluate evaluated the other run under this folder's name."""
+    other = tmp_path / "other"
+    assert run.main(tiny("ContinualShift-v0", "transformer", other, "train.episodes=1", "seed=7")) == 0
+    capsys.readouterr()
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    shutil.copy(other / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".run.lock"}
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    for main, key in ((run.main, "resume="), (evaluate.main, "checkpoint=")):
+        assert main([f"{key}{run_dir}"]) == 2
+        assert one_line(capsys) == (f"error: checkpoint {str(ckpt)!r} is not this run folder's: it has seed=7, the "
+                                    "folder's config.yaml seed=0 (another run's checkpoint, or an edited one); "
+                                    f"{key} takes a run folder with its own checkpoint")
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".run.lock"}
+    assert after == before
+    shutil.copy(finished / "checkpoints" / "last.pt", ckpt)  # its own checkpoint back: resumes (done: no-op)
+    assert run.main([f"resume={run_dir}"]) == 0
+
+
+def test_an_edited_checkpoint_that_validates_is_named_as_not_the_folders(finished, tmp_path, capsys):
+    """model.dim and memory.dim both edited (a valid config): was "does not fit this model (size mismatch ...); keep
+    the run's own config.yaml", a fix that resume= (no overrides) cannot take."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    body = torch.load(ckpt, weights_only=True)
+    dim = body["config"]["model"]["dim"]
+    body["config"]["model"]["dim"] = body["config"]["memory"]["dim"] = 2 * dim
+    torch.save(body, ckpt)
+    for main, key in ((run.main, "resume="), (evaluate.main, "checkpoint=")):
+        assert main([f"{key}{run_dir}"]) == 2
+        assert one_line(capsys).startswith(f"error: checkpoint {str(ckpt)!r} is not this run folder's: it has "
+                                           f"model.dim={2 * dim}, the folder's config.yaml model.dim={dim} (another "
+                                           "run's checkpoint, or an edited one)")
