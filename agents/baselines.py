@@ -15,12 +15,12 @@ from torch import Tensor, nn
 from agents.models import (
     AgentModel,
     ModelConfig,
-    check_batch_size,
     check_inputs,
     check_lanes,
     check_read_at,
     memory_free,
 )
+from memory.config import check_batch_size
 
 CELLS = {"lstm": (nn.LSTM, 4), "gru": (nn.GRU, 3)}  # module, gates per layer
 

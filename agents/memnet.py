@@ -42,9 +42,10 @@ from torch import Tensor, nn
 
 from agents.controller import WindowedTransformer
 from agents.memnet_store import TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock, zero_last_columns
-from agents.models import AgentModel, ModelConfig, check_batch_size, check_inputs, check_lanes, check_read_at
+from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
+from memory.config import check_batch_size
 from memory.fusion import Fusion
 from memory.internal import build_internal_memory
 from memory.losses import memory_regularisers
@@ -94,7 +95,7 @@ class MemNet(StorePath, AgentModel):
         inputs, K = memory.key_blocks), window.recent (B, max(a, b) - 1, D) (the last addresses, for lagged keys
         and queries), window.context (B, D) (the running mean of the addresses, with memory.context_decay > 0),
         window.tokens (B, W-1) long (what the window positions hold, for the copy read-out)."""
-        check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         dev = self.device
         state = {f"ctrl.{k}": t for k, t in self.controller.initial_state(batch_size, dev).items()}
         if self.bank is not None:

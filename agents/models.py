@@ -139,13 +139,6 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
         return next(self.parameters()).device
 
 
-def check_batch_size(batch_size) -> int:
-    """`initial_state`'s argument: an int >= 1 (the lanes), or one ValueError line."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
-    return batch_size
-
-
 def check_inputs(tokens: Tensor, writes: Tensor | None, vocab_size: int, state=None) -> Tensor:
     """Validate a forward call's arguments; returns writes as a (B, T) bool tensor (all False when None)."""
     if not isinstance(state, dict):  # None here was an AttributeError deep inside the forward

@@ -119,31 +119,38 @@ class TieredKVCache(TierMoves):
         return pos, found, np.where(found, self._tier[pos], -1), self._slot[pos]
 
     # ------------------------------------------------------------------ public API
-    def put(self, ids, keys, values, importance=None) -> np.ndarray:
-        """Insert entries. ids (n,) int64 >= 0, unique; keys (n, H, dk), values (n, H, d); importance (n,) or None.
-        An id already cached is overwritten. Returns the ids evicted from the cache: entries that lost their
-        place in the last tier, older ones or ids just put (with more than the total capacity in one call, these
-        include the lowest-priority of the ids just put). Any float dtype (bfloat16 too) is stored as float32."""
-        ids = self._as_ids(ids).reshape(-1)
-        n, shape, key_shape = len(ids), (len(ids), self.heads, self.head_dim), (len(ids), self.heads, self.key_dim)
+    def check_entries(self, n: int, keys, values, importance=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What `put` checks of n entries' keys (n, H, dk), values (n, H, d) and importance (n,) or None, without
+        changing anything (`memory.retrieval.write_memory` checks before the store commits): float32 keys and
+        values, float64 importance (NaN: none given), or one ValueError line."""
+        shape, key_shape = (n, self.heads, self.head_dim), (n, self.heads, self.key_dim)
         keys, values = as_floats(keys, "keys"), as_floats(values, "values")
         if keys.shape != key_shape or values.shape != shape:
             raise ValueError(f"TieredKVCache.put: keys {keys.shape} and values {values.shape} must be {key_shape} "
                              f"and {shape}")
-        if n and (ids.min() < 0 or len(np.unique(ids)) != n):
-            raise ValueError("TieredKVCache.put: ids must be unique and >= 0 (-1 means 'missing' in get_batch)")
         top = float(np.abs(keys).max(initial=0.0))  # NaN when any key is NaN: refused as not finite
         if not (np.isfinite(top) and np.isfinite(values).all()):
             raise ValueError("TieredKVCache.put: keys and values must be finite (got NaN or inf)")
         if top > KEY_LIMIT and self.quantize and self.capacities[WARM]:
             raise ValueError(f"TieredKVCache.put: keys reach |{top:.3g}|, beyond the int8 warm tier's limit "
                              f"{KEY_LIMIT:.0e}; scale the keys down (or quantize=False)")
-        imp = (np.full(n, np.nan) if importance is None
-               else as_floats(importance, "importance", np.float64).reshape(-1))
+        imp = np.full(n, np.nan) if importance is None else as_floats(importance, "importance", np.float64).reshape(-1)
         # NaN is how a Book marks "none given": a NaN (or inf) passed in would silently rank by access counts
         if importance is not None and (imp.shape != (n,) or not np.isfinite(imp).all()):
             got = f"shape {imp.shape}" if imp.shape != (n,) else "NaN or inf"
             raise ValueError(f"TieredKVCache.put: importance must be {n} finite numbers, got {got}")
+        return keys, values, imp
+
+    def put(self, ids, keys, values, importance=None) -> np.ndarray:
+        """Insert entries. ids (n,) int64 >= 0, unique; keys (n, H, dk), values (n, H, d); importance (n,) or None.
+        An id already cached is overwritten. Returns the ids evicted from the cache: entries that lost their
+        place in the last tier, older ones or ids just put (with more than the total capacity in one call, these
+        include the lowest-priority of the ids just put). Any float dtype (bfloat16 too) is stored as float32."""
+        ids = self._as_ids(ids).reshape(-1)
+        n = len(ids)
+        keys, values, imp = self.check_entries(n, keys, values, importance)
+        if n and (ids.min() < 0 or len(np.unique(ids)) != n):
+            raise ValueError("TieredKVCache.put: ids must be unique and >= 0 (-1 means 'missing' in get_batch)")
         self.remove(ids)
         self._evicted = []
         self._store.observe_keys(keys)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.config import MemoryConfig
+from memory.config import MemoryConfig, check_batch_size
 from memory.persist import atomic_torch_save, checked_torch_load
 
 INTERNAL_STATE_FORMAT = "memstream.internal_state.v1"
@@ -46,8 +46,7 @@ class _InternalMemory(nn.Module, ABC):
 
     def initial_state(self, batch_size: int, device=None) -> Tensor:
         """(B, S, D): the learned initial slots, copied per lane (gradients reach init_slots)."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+        batch_size = check_batch_size(batch_size)
         slots = self.init_slots if device is None else self.init_slots.to(device)
         return slots.unsqueeze(0).expand(batch_size, -1, -1).clone()
 

@@ -55,8 +55,10 @@ def pressure_loss(write_info: WriteInfo, state: SlotState) -> Tensor:
 
 def read_sparsity_loss(read_info: ReadInfo) -> Tensor:
     """Mean entropy (nats) of each head's weights over its k selected slots; minimising it sharpens reads.
-    Heads that selected only empty slots (all-zero weights) contribute 0. Range [0, log k]."""
-    return entropy(read_info.weights).mean()
+    Heads that selected only empty slots (all-zero weights) contribute 0. Range [0, log k]; 0 when nothing was read
+    (a T = 0 block: the mean of no entropies was NaN, which made the whole loss NaN)."""
+    per_head = entropy(read_info.weights)  # (B, Q, H)
+    return per_head.mean() if per_head.numel() else per_head.sum()
 
 
 def memory_regularisers(cfg: MemoryConfig, read_info: ReadInfo | None, write_info: WriteInfo | None,

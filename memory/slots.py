@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.config import MemoryConfig
+from memory.config import MemoryConfig, check_batch_size
 from memory.persist import atomic_torch_save, checked_torch_load
 
 SLOT_STATE_FORMAT = "memstream.slot_state.v1"
@@ -119,8 +119,7 @@ class MultiHeadMemoryBank(nn.Module):
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device=None) -> SlotState:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+        batch_size = check_batch_size(batch_size)
         dtype = self.read_out.weight.dtype
         device = self.read_out.weight.device if device is None else device
         B, N = batch_size, self.slots

@@ -1,6 +1,7 @@
 """Memory attention's store + cache adapter: write_memory, retrieve_memory_kv, re-ranking, the retrieve hook."""
 
 import numpy as np
+import pytest
 import torch
 
 from memory.attention import MemoryAttention, MemoryAugmentedTransformer
@@ -85,3 +86,19 @@ def test_transformer_retrieves_through_store_and_cache():
     same, _ = model(tokens, retrieve=lambda queries: retrieve_memory_kv(store, cache, queries, k=4))
     assert torch.equal(same, logits)
     cache.close()
+
+
+def test_write_memory_is_all_or_nothing():
+    """K/V the cache refuses (NaN, the wrong shape) used to reach it after the store had committed the keys: the store
+    kept entries the cache never held, which searches then ranked first and masked out."""
+    store = FaissStore(32, 1, capacity=4, lanes=2, eviction="fifo")
+    cache = TieredKVCache(H, d, hot=2, warm=2, cold=0)
+    keys, k = torch.randn(2, 32), torch.randn(2, H, d)
+    first = write_memory(store, cache, keys, torch.zeros(2, 1), k, k, lanes=[0, 1])
+    for bad_k in (torch.full_like(k, float("nan")), torch.randn(2, H, d + 1)):
+        with pytest.raises(ValueError, match="TieredKVCache.put: keys"):
+            write_memory(store, cache, torch.randn(2, 32), torch.zeros(2, 1), bad_k, k, lanes=[0, 1])
+        assert len(store) == 2 and len(cache) == 2
+    with pytest.raises(ValueError, match="importance must be 2 finite numbers"):
+        write_memory(store, cache, keys, torch.zeros(2, 1), k, k, lanes=[0, 1], importance=[1.0, float("nan")])
+    assert len(store) == 2 and store.get(first)[1]["found"].all()

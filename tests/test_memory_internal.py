@@ -1,5 +1,6 @@
 """Internal memories (LM2-style gated, Linformer-style implicit): gate limits, carry-over, masking, files."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from memory.internal import (
     load_internal_state,
     save_internal_state,
 )
+from memory.slots import MultiHeadMemoryBank
 
 KINDS = ["lm2", "linformer"]
 
@@ -153,3 +155,17 @@ def test_bad_shapes_give_clear_errors():
         mem(torch.randn(2, 4, 32), mem.initial_state(3))
     with pytest.raises(ValueError, match="update: expected a bool tensor"):
         mem(torch.randn(2, 4, 32), mem.initial_state(2), torch.ones(2))
+
+
+@pytest.mark.parametrize("make", [lambda cfg: MultiHeadMemoryBank(cfg), lambda cfg: LM2Memory(cfg),
+                                  lambda cfg: LinformerMemory(cfg)], ids=["bank", "lm2", "linformer"])
+def test_initial_state_takes_whole_numbers_only(make):
+    """initial_state(True) reached torch as a size (`zeros() takes 1 positional argument but 3 were given`), and
+    numpy's 2 was refused as "must be an int >= 1"."""
+    core = make(MemoryConfig(dim=16, slots=8, read_heads=2, top_k=2, internal_slots=4))
+    for bad in (True, 0, -1, 2.0, "2"):
+        with pytest.raises(ValueError, match=r"^batch_size=.*: must be an int >= 1$"):
+            core.initial_state(bad)
+    state = core.initial_state(np.int64(2))
+    first = state[0] if isinstance(state, tuple) else state
+    assert first.shape[0] == 2

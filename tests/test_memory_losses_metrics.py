@@ -85,6 +85,18 @@ def test_memory_regularisers_weighs_terms_and_skips_zero_weights():
     assert on["sparsity"].item() == pytest.approx(3.0 * read_sparsity_loss(read_info).item(), rel=1e-6)
 
 
+def test_the_regularisers_of_an_empty_block_are_zero_not_nan():
+    """A T = 0 block (the bank takes it and leaves its state alone): the sparsity term was NaN, the mean of no
+    entropies, and made the whole task loss NaN."""
+    cfg = MemoryConfig(dim=16, slots=8, read_heads=4, top_k=4, util_weight=1.0, pressure_weight=1.0,
+                       sparsity_weight=0.1)
+    bank = MultiHeadMemoryBank(cfg)
+    _, state, read_info, write_info = bank(torch.randn(1, 0, 16), bank.initial_state(1), torch.ones(1, 0, dtype=bool))
+    terms = memory_regularisers(cfg, read_info, write_info, state)
+    assert terms["sparsity"].item() == 0.0 and terms["util"].item() == 0.0
+    assert all(torch.isfinite(t) for t in terms.values())
+
+
 # ---------------------------------------------------------------- what minimising does
 def optimise(loss_fn, params, steps=60, lr=0.05):
     opt = torch.optim.Adam(params, lr=lr)
