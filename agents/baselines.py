@@ -20,7 +20,7 @@ from agents.models import (
     check_read_at,
     memory_free,
 )
-from memory.config import check_batch_size
+from memory.checks import check_batch_size
 
 CELLS = {"lstm": (nn.LSTM, 4), "gru": (nn.GRU, 3)}  # module, gates per layer
 

@@ -45,7 +45,7 @@ from agents.memnet_store import TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane
 from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
-from memory.config import check_batch_size
+from memory.checks import check_batch_size
 from memory.fusion import Fusion
 from memory.internal import build_internal_memory
 from memory.losses import memory_regularisers

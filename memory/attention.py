@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memory.checks import check_float
 from memory.config import MemoryConfig
 
 RECENCY_SLOPES = (0.5, 4.0)  # initial softplus(r_h): geometric from the first head to the last (ALiBi-like)
@@ -107,6 +108,9 @@ class MemoryAttention(nn.Module):
         `return_probs` also "probs" (B, T, S+M), S = C+T: the attention weights over [context ; x ; memories], mixed
         over heads by a learned softmax, one weight per head (M = 0 without memories), e.g. for a copy
         distribution over what those positions hold."""
+        if not isinstance(x, Tensor) or x.dim() != 3:  # (a (B, D) x failed to unpack its shape)
+            raise ValueError(f"MemoryAttention: x must be (B, T, D), got {getattr(x, 'shape', type(x).__name__)}")
+        check_float(x, "x", self.q_proj.weight)
         B, T, _ = x.shape
         C = 0 if context is None else context.shape[1]
         if queries_in_context and (context is None or attn_mask is None):

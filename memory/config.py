@@ -13,7 +13,6 @@ From Python, `agents.config.memory_config(agents.config.load_config(["env=<id>"]
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 
@@ -315,10 +314,3 @@ def inert_keys(cfg: MemoryConfig, given: Iterable[str]) -> list[str]:
             reasons.append(f"{key} changes nothing with {why}")
     return reasons
 
-
-def check_batch_size(batch_size) -> int:
-    """`initial_state`'s argument (the lanes): a whole number >= 1, numpy's too, as an int; anything else (a bool
-    too: True reached torch as a size) is one ValueError line."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
-    return int(batch_size)

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.config import MemoryConfig, check_batch_size
+from memory.checks import check_batch_size, check_float
+from memory.config import MemoryConfig
 from memory.persist import atomic_torch_save, checked_torch_load
 
 INTERNAL_STATE_FORMAT = "memstream.internal_state.v1"
@@ -55,6 +56,7 @@ class _InternalMemory(nn.Module, ABC):
         if not isinstance(h, Tensor) or h.dim() != 3 or h.shape[2] != self.dim:
             shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
             raise ValueError(f"h: expected a tensor of shape (B, T, D={self.dim}), got {shape}")
+        check_float(h, "h", self.init_slots)
         B = h.shape[0]
         if not isinstance(state, Tensor) or state.shape != (B, self.slots, self.dim):
             shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
@@ -62,9 +64,9 @@ class _InternalMemory(nn.Module, ABC):
                              f"(memory.internal_slots, memory.dim), got {shape}")
         if update is None:
             return torch.ones(B, 1, 1, dtype=torch.bool, device=h.device)
-        if update.shape != (B,) or update.dtype != torch.bool:
-            raise ValueError(f"update: expected a bool tensor of shape ({B},), got {update.dtype} "
-                             f"{tuple(update.shape)}")
+        if not isinstance(update, Tensor) or update.shape != (B,) or update.dtype != torch.bool:
+            got = f"{update.dtype} {tuple(update.shape)}" if isinstance(update, Tensor) else type(update).__name__
+            raise ValueError(f"update: expected a bool tensor of shape ({B},), got {got}")
         return update.view(B, 1, 1)
 
     def attend(self, h: Tensor, state: Tensor) -> Tensor:

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.config import MemoryConfig, check_batch_size
+from memory.checks import check_batch_size, check_rows
+from memory.config import MemoryConfig
 from memory.persist import atomic_torch_save, checked_torch_load
 
 SLOT_STATE_FORMAT = "memstream.slot_state.v1"
@@ -142,6 +143,8 @@ class MultiHeadMemoryBank(nn.Module):
             t = getattr(state, name)
             if t.shape != m.shape[:2]:
                 raise ValueError(f"state.{name} shape {tuple(t.shape)}: expected {tuple(m.shape[:2])}")
+        if bad := _check_slot_tensors(state):  # a float `written` failed at `~` inside the write
+            raise ValueError(f"state.{bad}; pass the state the bank's initial_state or forward returned")
         return m.shape[0]
 
     # ------------------------------------------------------------------ read
@@ -149,7 +152,7 @@ class MultiHeadMemoryBank(nn.Module):
         """Top-k cosine addressing, pure. query (B, Q, D) -> raw reads (B, Q, D) (the H heads' D/H-wide
         reads side by side) and ReadInfo with weights and slot ids (B, Q, H, k)."""
         B = self.check_state(state)
-        _check_rows(query, "query", B, self.dim)
+        check_rows(query, "query", B, self.dim, self.query_proj.weight)
         Q, H, N, dh, k = query.shape[1], self.heads, self.slots, self.head_dim, self.k
         q = F.normalize(self.query_proj(query).view(B, Q, H, dh), dim=-1)  # (B, Q, H, dh), unit per head
         memory = state.memory  # (B, N, D)
@@ -216,7 +219,7 @@ class MultiHeadMemoryBank(nn.Module):
         write; other lanes come back bit-for-bit unchanged.
         """
         B = self.check_state(state)
-        _check_rows(content, "content", B, self.dim)
+        check_rows(content, "content", B, self.dim, self.query_proj.weight)
         M, N, D = content.shape[1], self.slots, self.dim
         if mask.shape != (B, M) or mask.dtype != torch.bool:
             raise ValueError(f"mask: expected a bool tensor of shape {(B, M)}, got {mask.dtype} "
@@ -297,12 +300,6 @@ def topk_last_dim(x: Tensor, k: int, group: int = 4) -> tuple[Tensor, Tensor]:
 
 def _softplus_inverse(y: float) -> float:
     return y + math.log(-math.expm1(-y))
-
-
-def _check_rows(t: Tensor, name: str, batch: int, dim: int) -> None:
-    if not isinstance(t, Tensor) or t.dim() != 3 or t.shape[0] != batch or t.shape[2] != dim:
-        shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"{name}: expected a tensor of shape (B={batch}, T, D={dim}), got {shape}")
 
 
 # ---------------------------------------------------------------------- files

@@ -1,0 +1,49 @@
+"""The memory cores' argument checks (memory/checks.py): a wrong dtype or shape is one ValueError line naming the
+argument and the fix; it failed inside torch before ("mat1 and mat2 must have the same dtype", "~ (operator.invert)
+is only implemented on integer and Boolean-type tensors", "not enough values to unpack")."""
+
+import pytest
+import torch
+
+from memory.attention import MemoryAttention
+from memory.config import MemoryConfig
+from memory.internal import LinformerMemory, LM2Memory
+from memory.slots import MultiHeadMemoryBank
+
+CFG = MemoryConfig(dim=16, slots=8, read_heads=2, top_k=2, internal_slots=4, attn_heads=2)
+
+
+@pytest.mark.parametrize("make", [MultiHeadMemoryBank, LM2Memory, LinformerMemory], ids=lambda c: c.__name__)
+def test_a_float64_or_integer_input_names_the_dtype_and_the_fix(make):
+    core = make(CFG)
+    state = core.initial_state(2)
+    bank = make is MultiHeadMemoryBank
+    name, extra = ("query", (torch.ones(2, 3, dtype=torch.bool),)) if bank else ("h", ())
+    with pytest.raises(ValueError, match=rf"^{name} is torch.float64, the weights torch.float32: pass "
+                                         rf"{name}.to\(torch.float32\)"):
+        core(torch.randn(2, 3, 16, dtype=torch.float64), state, *extra)
+    with pytest.raises(ValueError, match=rf"^{name}: expected a floating tensor, got torch.int64"):
+        core(torch.ones(2, 3, 16, dtype=torch.long), state, *extra)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast any float input is the caller's choice
+        out = core(torch.randn(2, 3, 16, dtype=torch.bfloat16), state, *extra)
+    assert torch.isfinite(out[0].float()).all()
+
+
+def test_a_slot_state_of_the_wrong_dtypes_is_refused():
+    bank = MultiHeadMemoryBank(CFG)
+    state = bank.initial_state(2)
+    x, mask = torch.randn(2, 3, 16), torch.ones(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"^state.written is torch.float32 \(2, 8\), expected bool \(2, 8\); pass "
+                                         r"the state the bank's initial_state or forward returned$"):
+        bank(x, state._replace(written=state.written.float()), mask)
+    with pytest.raises(ValueError, match=r"^state.memory is torch.int64"):
+        bank(x, state._replace(memory=state.memory.long()), mask)
+
+
+def test_memory_attention_names_a_query_of_the_wrong_shape_or_dtype():
+    attn = MemoryAttention(CFG)
+    with pytest.raises(ValueError, match=r"^MemoryAttention: x must be \(B, T, D\), got torch.Size\(\[2, 16\]\)$"):
+        attn(torch.randn(2, 16))
+    with pytest.raises(ValueError, match=r"^x is torch.float64, the weights torch.float32"):
+        attn(torch.randn(2, 3, 16, dtype=torch.float64))
+    assert attn(torch.randn(2, 3, 16))[0].shape == (2, 3, 16)
