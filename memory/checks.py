@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 
 
-def check_batch_size(batch_size) -> int:
-    """`initial_state`'s argument (the lanes): a whole number >= 1, numpy's too, as an int; anything else (a bool
-    too: True reached torch as a size) is one ValueError line."""
+def check_batch_size(batch_size, name: str = "batch_size") -> int:
+    """`initial_state`'s argument (the lanes), or another count named `name`: a whole number >= 1, numpy's too, as
+    an int; anything else (a bool too: True reached torch as a size) is one ValueError line."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
+        raise ValueError(f"{name}={batch_size!r}: must be an int >= 1")
     return int(batch_size)
 
 

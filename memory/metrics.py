@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from memory.checks import check_batch_size
 from memory.losses import entropy
 from memory.slots import ReadInfo, SlotState, WriteInfo
 
@@ -46,8 +47,7 @@ class SlotLifetimeTracker:
     """
 
     def __init__(self, batch_size: int, slots: int, min_gate: float = 0.0):
-        if batch_size < 1 or slots < 1:
-            raise ValueError(f"batch_size={batch_size}, slots={slots}: both must be >= 1")
+        batch_size, slots = check_batch_size(batch_size), check_batch_size(slots, "slots")
         if not 0.0 <= min_gate <= 1.0:
             raise ValueError(f"min_gate={min_gate}: must be in [0, 1]")
         self.min_gate = min_gate

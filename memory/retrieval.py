@@ -30,8 +30,9 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
 
     Retrieve-then-rerank: with `rescore(scores, ids) -> scores` (all (B, T, fetch)), the store's best `fetch`
     (>= k) entries are re-scored (e.g. a recency term; -inf drops an entry) and the best k of them kept."""
-    if queries.dim() != 3:
-        raise ValueError(f"retrieve_memory_kv: queries must be (B, T, D), got {tuple(queries.shape)}")
+    if not isinstance(queries, Tensor) or queries.dim() != 3:  # (a numpy array had no .dim())
+        got = tuple(queries.shape) if isinstance(queries, Tensor) else type(queries).__name__
+        raise ValueError(f"retrieve_memory_kv: queries must be a (B, T, D) tensor, got {got}")
     found = store.search(queries.detach().float().cpu(), max(k, fetch or k))
     ids = found.ids
     if rescore is not None:

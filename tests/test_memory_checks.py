@@ -47,3 +47,21 @@ def test_memory_attention_names_a_query_of_the_wrong_shape_or_dtype():
     with pytest.raises(ValueError, match=r"^x is torch.float64, the weights torch.float32"):
         attn(torch.randn(2, 3, 16, dtype=torch.float64))
     assert attn(torch.randn(2, 3, 16))[0].shape == (2, 3, 16)
+
+
+def test_other_arguments_of_the_wrong_kind_are_one_line():
+    import numpy as np
+
+    from memory.cache import TieredKVCache
+    from memory.metrics import SlotLifetimeTracker
+    from memory.retrieval import retrieve_memory_kv
+    from memory.store import FaissStore
+
+    store, cache = FaissStore(16, 1, capacity=4), TieredKVCache(2, 8, hot=4, warm=0, cold=0)
+    with pytest.raises(ValueError, match=r"^retrieve_memory_kv: queries must be a \(B, T, D\) tensor, got ndarray$"):
+        retrieve_memory_kv(store, cache, np.zeros((1, 1, 16), dtype=np.float32), k=2)  # was AttributeError: .dim
+    with pytest.raises(ValueError, match=r"^batch_size=1.5: must be an int >= 1$"):
+        SlotLifetimeTracker(1.5, 2)  # was numpy's "'float' object cannot be interpreted as an integer"
+    with pytest.raises(ValueError, match=r"^slots=0: must be an int >= 1$"):
+        SlotLifetimeTracker(2, 0)
+    assert SlotLifetimeTracker(np.int64(2), 3).survival_curve() is not None
