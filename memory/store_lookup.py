@@ -29,10 +29,13 @@ def checked_array(x, name: str, dtype) -> np.ndarray:
             x = x.detach().cpu()
             x = (x.float() if x.is_floating_point() and x.dtype not in NUMPY_FLOATS else x).numpy()
         x = np.asarray(x)
-        if not (np.issubdtype(dtype, np.integer) and x.dtype.kind not in "iu" and x.size):
+        complex_input = x.dtype.kind == "c"  # a cast dropped the imaginary part with only a ComplexWarning
+        if not complex_input and not (np.issubdtype(dtype, np.integer) and x.dtype.kind not in "iu" and x.size):
             return np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
         raise TypeError(f"FaissStore: {name} must be a numeric array or tensor, got {kind} ({e})") from None
+    if complex_input:
+        raise TypeError(f"FaissStore: {name} must be real numbers, got dtype {x.dtype}")
     raise TypeError(f"FaissStore: {name} must be integers, got dtype {x.dtype}; pass ints")
 
 

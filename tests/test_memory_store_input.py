@@ -114,3 +114,14 @@ def test_numpy_integer_settings_are_kept_as_python_ints():
         store.search(np.ones((1, 1, 8)), True)
     with pytest.raises(ValueError, match="lane=True"):
         store.size(True)
+
+
+def test_complex_numbers_are_refused_not_cut_to_their_real_part():
+    """Regression (an audit, 2026-12-02): complex keys were stored as their real parts, with only a ComplexWarning."""
+    store = FaissStore(8, 2, capacity=4, lanes=1)
+    keys = np.eye(8)[:2] * (1 + 1j)
+    with pytest.raises(TypeError, match=r"^FaissStore: keys must be real numbers, got dtype complex128$"):
+        store.add(keys, np.ones((2, 2)), [0, 0])
+    with pytest.raises(TypeError, match=r"^FaissStore: lanes must be real numbers"):
+        store.add(np.eye(8)[:2], np.ones((2, 2)), np.array([0, 0], dtype=complex))
+    assert len(store) == 0
