@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import SuiteSpec, comma_list, load_suite, suite_overrides
+from agents.cli_args import check_given_once, override_key
 from agents.config import ConfigError, group_options, load_config
 from agents.interrupts import sigterm_as_interrupt
 from agents.threads import usable_cores
@@ -91,6 +92,8 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
         else:
             raise ConfigError(f"unknown key {key!r}; benchmark keys: {', '.join(KEYS)} (dotted run-config keys "
                               "such as train.episodes=4 go to every run)")
+    # a run-config key twice: the last one won silently, and the whole suite ran with it
+    check_given_once([override_key(o) for o in overrides], overrides)
     if given.get("out") == "":  # Path("") is the working folder
         raise ConfigError("out= is empty; name a new folder")
     opts = {"suite": "quick"} | given

@@ -100,3 +100,15 @@ def finish(code: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _finished)
     sys.exit(code)
+
+
+def run_script(main) -> None:
+    """Run a script's main() (benchmarks/*.py) and exit with its code: Ctrl+C is one line and exit 130 (it was a
+    KeyboardInterrupt traceback), and stdout and stderr are `ClosedPipeSafe`."""
+    sys.stdout, sys.stderr = ClosedPipeSafe(sys.stdout), ClosedPipeSafe(sys.stderr)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted; what is printed above was measured, nothing after it", file=sys.stderr, flush=True)
+        code = 130
+    finish(code or 0)

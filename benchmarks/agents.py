@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -39,6 +40,9 @@ import time
 from pathlib import Path
 
 AGENTS = ("memnet", "transformer", "lstm", "gru")
+# what every row shares (the header says so): a --variant may not set it
+FIXED_KEYS = ("env", "agent", "env.id", "agent.name", "train.lanes", "train.threads", "train.acting", "run_dir",
+              "runs_root", "resume", "config")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -70,7 +74,8 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
     return {"agent": agent, "params": params, "tokens_per_s": tps, "plain_tokens_per_s": plain,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "act_ms": 1e3 * split["act"] / calls if calls else None,  # None: no acting call (chunk acting; none scored)
-            "learn_ms": 1e3 * split["learn"] / max(chunks, 1), "update_ms": 1e3 * split["update"] / max(updates, 1),
+            "learn_ms": 1e3 * split["learn"] / max(chunks, 1),
+            "update_ms": 1e3 * split["update"] / updates if updates else None,  # None: nothing learned (NeedleRecall)
             "shares": {**{k: v / seconds for k, v in split.items()}, "rest": 1 - sum(split.values()) / seconds},
             "act_calls": calls / episodes, "chunks": chunks / episodes}
 
@@ -100,15 +105,13 @@ def plain_batches(trainer, chunks: int, warmup: int = 2) -> float:
     return chunks * B * T / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main() -> int:
     sys.path.insert(0, str(REPO))  # the package, not this file (benchmarks/ is sys.path[0] when run as a script)
     from agents.startup import threads_sleep_when_idle
 
     threads_sleep_when_idle()  # as agents.run does, before torch loads (here and in the runs it starts)
-    import gymnasium as gym
-
-    import envs  # noqa: F401  (registers the ids)
     from agents.cli_args import non_negative_int, positive_int
+    from agents.config import group_options
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="ContinualShift-v0")
@@ -126,15 +129,15 @@ def main() -> None:
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one agent and print JSON
     ap.add_argument("--overrides", default="[]", help=argparse.SUPPRESS)  # internal: the variant's, as JSON
     args = ap.parse_args()
-    if args.env not in gym.registry:
-        ap.error(f"--env {args.env}: not a registered env id (e.g. ContinualShift-v0)")
+    if args.env not in group_options("env"):  # a gym id of another package (CartPole-v1) failed in the child
+        ap.error(f"--env {args.env}: not a memstream env; choose one of: {', '.join(group_options('env'))}")
     unknown = [a for a in args.agents.split(",") if a not in AGENTS]
     if unknown:
         ap.error(f"--agents: unknown agent {unknown[0]!r}; choose among {', '.join(AGENTS)}")
     if args.one:
         print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads, args.warmup,
                                  args.acting, tuple(json.loads(args.overrides)))))
-        return
+        return 0
     runs = {agent: (agent, []) for agent in args.agents.split(",")}  # row -> (agent, overrides)
     for variant in args.variant:
         name, overrides = parse_variant(ap, variant, args.env, set(runs))
@@ -148,7 +151,11 @@ def main() -> None:
                                   str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads),
                                   "--warmup", str(args.warmup), "--acting", args.acting,
                                   "--overrides", json.dumps(overrides)],
-                                 capture_output=True, text=True, check=True, cwd=REPO)
+                                 capture_output=True, text=True, cwd=REPO)
+            if out.returncode:  # its reason, not a CalledProcessError traceback that threw the reason away
+                last = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
+                print(f"error: measuring {row} failed: {last}", file=sys.stderr)
+                return 1
             rounds[-1][row] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"env {args.env}, {args.lanes} lanes, {args.warmup} warm-up + {args.episodes} timed episodes, "
           f"{args.threads} torch threads, train.acting={args.acting}, {len(rounds)} round(s)\n")
@@ -170,21 +177,30 @@ def main() -> None:
         cost = statistics.median(r["transformer"]["tokens_per_s"] / r["memnet"]["tokens_per_s"] for r in rounds)
         ok = tps >= 20_000 and cost <= 1.5
         print(f"\ntarget (MemNet >= 20,000 tokens/s and <= 1.5x transformer): {'met' if ok else 'NOT met'}")
+    return 0
 
 
 def parse_variant(ap: argparse.ArgumentParser, text: str, env: str, taken: set[str]) -> tuple[str, list[str]]:
     """`NAME:KEY=VALUE[,KEY=VALUE...]` -> (NAME, overrides), the overrides checked as `agents.run` checks them
     (on MemNet with this env), so a bad one is the usage line here rather than a failure in a measuring process."""
+    from omegaconf import OmegaConf
+
+    from agents.benchmark_report import env_source
     from agents.config import ConfigError, load_config
 
     name, sep, rest = text.partition(":")
-    overrides = [o.strip() for o in rest.split(",") if o.strip()]
+    overrides = [o.strip() for o in re.split(r",(?![^\[]*\])", rest) if o.strip()]  # a [a,b] value is one
     if not sep or not name.strip() or not overrides or any("=" not in o for o in overrides):
         ap.error(f"--variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE...], e.g. no-store:memory.store=false")
+    fixed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in FIXED_KEYS]
+    if fixed:  # the row would measure another agent, env or lane count under the table's header
+        ap.error(f"--variant {text!r}: {fixed[0]} is the benchmark's own setting (a variant is MemNet on --env with "
+                 "--lanes, --threads and --acting); set that with the flag")
     if name in taken:
         ap.error(f"--variant {text!r}: the name {name!r} is taken; give each row its own")
     try:
-        load_config([f"env={env}", "agent=memnet", *overrides])
+        cfg = load_config([f"env={env}", "agent=memnet", *overrides])
+        env_source(env, OmegaConf.to_container(cfg.env.kwargs, resolve=True))  # env options: as the env builds them
     except ConfigError as exc:
         ap.error(f"--variant {text!r}: {exc}")
     return name, overrides
@@ -213,4 +229,7 @@ def spread(values: list[float], fmt: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(REPO))
+    from agents.startup import run_script
+
+    run_script(main)

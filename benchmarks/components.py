@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from agents.cli_args import positive_int  # noqa: E402
 from agents.config import load_config, memory_config  # noqa: E402
 from agents.controller import window_mask  # noqa: E402
+from agents.startup import run_script  # noqa: E402
 from memory.attention import MemoryAttention  # noqa: E402
 from memory.fusion import Fusion  # noqa: E402
 from memory.internal import LinformerMemory, LM2Memory  # noqa: E402
@@ -207,4 +208,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

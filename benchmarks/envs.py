@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 import envs  # noqa: E402, F401  (registers the ids)
 from agents.cli_args import positive_float, positive_int  # noqa: E402
+from agents.startup import run_script  # noqa: E402
 
 ENV_IDS = ("LongDependency-v0", "ContinualShift-v0", "NeedleRecall-v0")
 SCALAR_TARGET, VECTOR_TARGET = 500_000, 10_000_000
@@ -94,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -42,6 +42,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agents.cli_args import non_negative_int, positive_int  # noqa: E402
+from agents.startup import run_script  # noqa: E402
 from memory.cache import TieredKVCache  # noqa: E402
 from memory.config import ivf_lists_for  # noqa: E402
 from memory.store import FaissStore  # noqa: E402
@@ -265,4 +266,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -31,6 +31,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agents.cli_args import positive_int  # noqa: E402
+from agents.startup import run_script  # noqa: E402
 from memory.config import MemoryConfig  # noqa: E402
 from memory.slots import MultiHeadMemoryBank  # noqa: E402
 
@@ -136,4 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -29,6 +29,8 @@ from tests.test_run import TINY_MODEL
     (["envs=NeedleRecall-v0,"], "envs=NeedleRecall-v0,: item 2 is empty"),
     (["envs="], "envs= is empty; name at least one"),
     (["envs=NeedleRecall-v0", "envs=LongDependency-v0"], "envs= is given twice ('NeedleRecall-v0', 'LongDependency"),
+    # a run-config key twice: the last one won silently, and the whole quick suite (63 runs) started with it
+    (["train.episodes=1", "train.episodes=2"], "train.episodes= is given 2 times ('1', '2'); give it once"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
     assert benchmark.main([*argv, f"out={tmp_path / 'bench'}"]) == 2

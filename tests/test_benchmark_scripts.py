@@ -9,7 +9,14 @@ from tests.test_run import TINY_MODEL
     ("envs.py", ["--repeats", "0"], "argument --repeats: '0': must be an integer >= 1"),  # was StatisticsError
     ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a finite number > 0"),  # was 0 steps/s
     ("slots.py", ["--heads", "3"], "memory.read_heads=3: must be >= 1 and divide dim=128"),  # was a traceback
-    ("agents.py", ["--env", "Foo"], "--env Foo: not a registered env id"),  # was CalledProcessError
+    ("agents.py", ["--env", "Foo"], "--env Foo: not a memstream env; choose one of: "),  # was CalledProcessError
+    # another package's gym id failed in the measuring process: a CalledProcessError without its reason
+    ("agents.py", ["--env", "CartPole-v1"], "--env CartPole-v1: not a memstream env"),
+    # these measured another agent, env or lane count under the table's header
+    ("agents.py", ["--variant", "x:agent=transformer"], "agent=transformer is the benchmark's own setting"),
+    ("agents.py", ["--variant", "x:memory.slots=8,train.lanes=4"], "train.lanes=4 is the benchmark's own setting"),
+    # a list value is one override (it was split at its comma and refused as malformed)
+    ("agents.py", ["--variant", "x:env.kwargs.num_tasks=[1,2]"], "env.kwargs.num_tasks"),
     ("memory.py", ["--entries", "x"], "argument --entries: 'x' is not an integer >= 1"),
     ("agents.py", ["--variant", "slots=0"], "--variant 'slots=0': write NAME:KEY=VALUE[,KEY=VALUE...]"),
     ("agents.py", ["--variant", "x:memory.slot=0"], "unknown config key 'memory.slot'"),  # checked before measuring
@@ -89,3 +96,24 @@ def test_plain_batches_learn_and_write_every_position_with_the_state_carried(tmp
     assert all(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters(), strict=True)
                if p.grad is not None)
     assert int(trainer.state["ctrl.pos"][0]) == pos  # the trainer's own state is not advanced
+
+
+def test_ctrl_c_in_a_benchmark_script_is_one_line():
+    """Was a KeyboardInterrupt traceback (every script under benchmarks/)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "envs.py"
+    proc = subprocess.Popen([sys.executable, str(path), "--repeats", "50"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while "| env |" not in proc.stdout.readline():  # measuring: past the imports
+            assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted; what is printed above was measured, nothing after it"
