@@ -8,6 +8,7 @@ from tests.test_run import TINY_MODEL
 @pytest.mark.parametrize("script, args, message", [
     ("envs.py", ["--repeats", "0"], "argument --repeats: '0': must be an integer >= 1"),  # was StatisticsError
     ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a finite number > 0"),  # was 0 steps/s
+    ("envs.py", ["--lanes", "1000000000"], "argument --lanes: 1000000000: the vector env takes at most 65,536"),
     ("slots.py", ["--heads", "3"], "memory.read_heads=3: must be >= 1 and divide dim=128"),  # was a traceback
     ("agents.py", ["--env", "Foo"], "--env Foo: not a memstream env; choose one of: "),  # was CalledProcessError
     # another package's gym id failed in the measuring process: a CalledProcessError without its reason
@@ -18,6 +19,8 @@ from tests.test_run import TINY_MODEL
     # a list value is one override (it was split at its comma and refused as malformed)
     ("agents.py", ["--variant", "x:env.kwargs.num_tasks=[1,2]"], "env.kwargs.num_tasks"),
     ("memory.py", ["--entries", "x"], "argument --entries: 'x' is not an integer >= 1"),
+    # numpy's _ArrayMemoryError traceback (46.6 TiB)
+    ("memory.py", ["--entries", "100000000000", "--only", "exact"], "exact: does not fit in memory (Unable to "),
     ("agents.py", ["--variant", "slots=0"], "--variant 'slots=0': write NAME:KEY=VALUE[,KEY=VALUE...]"),
     ("agents.py", ["--variant", "x:memory.slot=0"], "unknown config key 'memory.slot'"),  # checked before measuring
     ("agents.py", ["--variant", "gru:memory.slots=0"], "the name 'gru' is taken"),
