@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -55,7 +56,7 @@ def run(args) -> list[tuple[str, str, float, float, int, float]]:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     B, N, D, H, T = args.lanes, args.slots, args.dim, args.heads, args.chunk
-    bank = MultiHeadMemoryBank(MemoryConfig(dim=D, slots=N, read_heads=H, top_k=args.top_k))
+    bank = MultiHeadMemoryBank(bank_config(args))
     layer = nn.TransformerEncoderLayer(D, nhead=H, dim_feedforward=4 * D, dropout=0.0, batch_first=True)
     causal = nn.Transformer.generate_square_subsequent_mask(T)
 
@@ -112,6 +113,12 @@ def run(args) -> list[tuple[str, str, float, float, int, float]]:
     return rows
 
 
+def bank_config(args) -> MemoryConfig:
+    """The measured bank's config; attn_heads=1: the store attention's heads are no part of the bank (its default 4
+    made --dim 6 fail on them)."""
+    return MemoryConfig(dim=args.dim, slots=args.slots, read_heads=args.heads, top_k=args.top_k, attn_heads=1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lanes", type=positive_int, default=64)
@@ -123,10 +130,13 @@ def main() -> None:
     p.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
     p.add_argument("--repeats", type=positive_int, default=30)
     args = p.parse_args()
+    if args.top_k > args.slots:  # the header said k=500 for a bank that reads its 8 slots
+        p.error(f"--top-k {args.top_k}: at most --slots ({args.slots})")
     try:
-        MemoryConfig(dim=args.dim, slots=args.slots, read_heads=args.heads, top_k=args.top_k)
-    except ValueError as exc:  # e.g. --heads that does not divide --dim
-        p.error(str(exc))
+        bank_config(args)
+    except ValueError as exc:  # e.g. --heads that does not divide --dim: named by this script's flags
+        flags = {"memory.read_heads": "--heads", "memory.slots": "--slots", "memory.top_k": "--top-k", "dim=": "--dim "}
+        p.error(re.sub("|".join(map(re.escape, flags)), lambda m: flags[m[0]], str(exc)))
     rows = run(args)
     print(f"MultiHeadMemoryBank read+write, B={args.lanes} lanes, N={args.slots} slots, D={args.dim}, "
           f"H={args.heads} heads, k={args.top_k}; torch {torch.__version__}, {args.threads} threads\n")

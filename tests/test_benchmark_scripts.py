@@ -9,7 +9,8 @@ from tests.test_run import TINY_MODEL
     ("envs.py", ["--repeats", "0"], "argument --repeats: '0': must be an integer >= 1"),  # was StatisticsError
     ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a finite number > 0"),  # was 0 steps/s
     ("envs.py", ["--lanes", "1000000000"], "argument --lanes: 1000000000: the vector env takes at most 65,536"),
-    ("slots.py", ["--heads", "3"], "memory.read_heads=3: must be >= 1 and divide dim=128"),  # was a traceback
+    ("slots.py", ["--heads", "3"], "--heads=3: must be >= 1 and divide --dim 128"),  # was a traceback
+    ("slots.py", ["--top-k", "500", "--slots", "8"], "--top-k 500: at most --slots (8)"),  # the header said k=500
     ("agents.py", ["--env", "Foo"], "--env Foo: not a memstream env; choose one of: "),  # was CalledProcessError
     # another package's gym id failed in the measuring process: a CalledProcessError without its reason
     ("agents.py", ["--env", "CartPole-v1"], "--env CartPole-v1: not a memstream env"),
