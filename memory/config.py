@@ -313,4 +313,3 @@ def inert_keys(cfg: MemoryConfig, given: Iterable[str]) -> list[str]:
         if why:
             reasons.append(f"{key} changes nothing with {why}")
     return reasons
-
