@@ -1,8 +1,8 @@
 """What an entry point sets before its imports (torch, Hydra, matplotlib), which take seconds: a Ctrl+C or SIGTERM
 meanwhile is one line, torch's threads sleep when they wait (`threads_sleep_when_idle`), and a closed pipe on the
-output (`| head`) does not stop the command (`ClosedPipeSafe`). Imports nothing slow,
-so an entry point calls `guard_startup` under its main guard above its slow imports, and `end_startup` first thing
-in main() (agents/run.py, agents/evaluate.py).
+output (`| head`) does not stop the command (`ClosedPipeSafe`). Imports nothing slow, so an entry point calls
+`guard_startup` under its main guard above its slow imports, and `end_startup` first thing in main()
+(agents/run.py, agents/evaluate.py); a script under benchmarks/ runs its main() with `run_script`.
 """
 
 from __future__ import annotations
@@ -54,15 +54,21 @@ class ClosedPipeSafe:
         return getattr(self._stream, name)
 
 
+def pipe_safe_streams() -> None:
+    """sys.stdout and sys.stderr made `ClosedPipeSafe` (once)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, ClosedPipeSafe):
+            setattr(sys, name, ClosedPipeSafe(stream))
+
+
 def guard_startup(written: str) -> None:
     """Until `end_startup`, SIGINT and SIGTERM print `interrupted while starting; <written>` and exit 130 (a
     KeyboardInterrupt traceback from inside importlib for Ctrl+C; for SIGTERM, exit 143 and nothing said). Also
     `threads_sleep_when_idle`, and stdout and stderr `ClosedPipeSafe`."""
     threads_sleep_when_idle()
-    if not isinstance(sys.stdout, ClosedPipeSafe) and sys.stdout is not None:
-        sys.stdout = ClosedPipeSafe(sys.stdout)
-    if not isinstance(sys.stderr, ClosedPipeSafe) and sys.stderr is not None:
-        sys.stderr = ClosedPipeSafe(sys.stderr)
+    pipe_safe_streams()
+
     def _interrupted_while_starting(signum, frame):
         print(f"\ninterrupted while starting; {written}", file=sys.stderr, flush=True)
         os._exit(130)  # not SystemExit: an import it lands in may swallow that, half done, and the command went on
@@ -105,7 +111,7 @@ def finish(code: int) -> None:
 def run_script(main) -> None:
     """Run a script's main() (benchmarks/*.py) and exit with its code: Ctrl+C is one line and exit 130 (it was a
     KeyboardInterrupt traceback), and stdout and stderr are `ClosedPipeSafe`."""
-    sys.stdout, sys.stderr = ClosedPipeSafe(sys.stdout), ClosedPipeSafe(sys.stderr)
+    pipe_safe_streams()
     try:
         code = main()
     except KeyboardInterrupt:
