@@ -26,15 +26,20 @@ def slot_usage(state: SlotState, mean_over_lanes: bool = False) -> np.ndarray:
 
 
 def read_entropy(read_info: ReadInfo) -> float:
-    """Mean entropy (nats) of a head's weights over its k selected slots; 0 = one slot, log k = uniform."""
+    """Mean entropy (nats) of a head's weights over its k selected slots; 0 = one slot, log k = uniform. NaN
+    when nothing was read (no position, a T = 0 block): a mean over nothing, not 0 (a perfectly sharp read)."""
+    if read_info.weights.numel() == 0:
+        return float("nan")
     with torch.no_grad():
         return float(entropy(read_info.weights).mean())
 
 
 def write_rate(write_info: WriteInfo) -> float:
     """Mean write gate over all candidate positions (B, M); masked positions count as 0. 1 = every
-    position wrote with a fully open gate."""
-    return float(_np(write_info.gate).astype(np.float64).mean())
+    position wrote with a fully open gate. NaN when there was no position (a T = 0 block), without numpy's
+    empty-mean warning."""
+    gate = _np(write_info.gate)
+    return float(gate.astype(np.float64).mean()) if gate.size else float("nan")
 
 
 class SlotLifetimeTracker:
@@ -143,11 +148,13 @@ def context_influence(out_total: Tensor, out_memory: Tensor) -> float:
 
 
 def store_hit_rate(ids) -> float:
-    """Share of queries with at least one retrieved id; ids (..., k) with -1 = missing."""
+    """Share of queries with at least one retrieved id; ids (..., k) with -1 = missing. NaN when there was no
+    query (ids (B, 0, k)), without numpy's empty-mean warning."""
     arr = _np(ids)
     if arr.ndim < 1 or arr.shape[-1] == 0:
         raise ValueError(f"ids shape {arr.shape}: expected (..., k) with k >= 1")
-    return float((arr >= 0).any(axis=-1).mean())
+    hit = (arr >= 0).any(axis=-1)
+    return float(hit.mean()) if hit.size else float("nan")
 
 
 BYTE_UNITS = ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB"), (0, "B"))

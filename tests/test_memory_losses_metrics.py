@@ -1,6 +1,7 @@
 """Regularisers (values and what minimising them does) and memory metrics (hand-computed values)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -156,6 +157,17 @@ def test_usage_entropy_and_write_rate_values():
     assert read_entropy(uniform) == pytest.approx(math.log(2), abs=1e-6)
     writes = WriteInfo(gate=torch.tensor([[1.0, 0.0], [0.5, 0.5]]), slot_ids=torch.tensor([[0, -1], [1, 2]]))
     assert write_rate(writes) == pytest.approx(0.5)
+
+
+def test_rates_of_an_empty_block_are_nan_without_warnings():
+    """A T = 0 block read and wrote nothing: its rates are undefined (NaN), not 0 (a sharp read, no writes), and
+    numpy's empty-mean RuntimeWarnings are not raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(read_entropy(info(np.zeros((2, 0, 4, 8)), np.zeros((2, 0, 4, 8), dtype=np.int64))))
+        assert math.isnan(write_rate(WriteInfo(gate=torch.zeros(2, 0), slot_ids=torch.zeros(2, 0, dtype=torch.long))))
+        assert math.isnan(store_hit_rate(torch.full((2, 0, 8), -1)))
+        assert store_hit_rate(torch.tensor([[[-1, 3], [-1, -1]]])) == 0.5
 
 
 def test_slot_lifetimes_and_kaplan_meier_curve():
