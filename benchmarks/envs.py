@@ -33,9 +33,10 @@ SCALAR_TARGET, VECTOR_TARGET = 500_000, 10_000_000
 
 
 def timed(loop, seconds: float) -> tuple[float, float]:
-    """Run `loop()` (returns the units it did) until `seconds` pass; units per wall second and per CPU second."""
+    """Run `loop()` (returns the units it did) until `seconds` pass, at least once (a --seconds shorter than one
+    loop printed rows of 0); units per wall second and per CPU second."""
     units, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - wall0 < seconds:
+    while not units or time.perf_counter() - wall0 < seconds:
         units += loop()
     return units / (time.perf_counter() - wall0), units / (time.process_time() - cpu0)
 

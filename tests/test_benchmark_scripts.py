@@ -121,3 +121,17 @@ def test_ctrl_c_in_a_benchmark_script_is_one_line():
         proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "interrupted; what is printed above was measured, nothing after it"
+
+
+def test_a_timed_run_shorter_than_one_loop_still_measures_it():
+    """benchmarks/envs.py --seconds 1e-9 printed rows of 0 steps/s: the loop never ran."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "envs.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_envs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls = []
+    wall, cpu = module.timed(lambda: calls.append(sum(range(100_000))) or 1000, 1e-9)  # ~1 ms of CPU
+    assert len(calls) == 1 and wall > 0 and cpu > 0
