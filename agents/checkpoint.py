@@ -95,8 +95,8 @@ def load_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]
     if not path.is_file():
         if given.is_dir() and (given / "config.yaml").is_file():  # a run folder stopped before its first checkpoint
             raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
-                                  "before its first one, or it was removed); start it again with python -m agents.run "
-                                  f"config={given / 'config.yaml'}")
+                                  "before its first one, or it was removed); start it again in that folder with "
+                                  f"python -m agents.run config={given / 'config.yaml'} run_dir={given}")
         if given.is_dir():  # not <folder>/last.pt, a path the user never named (the folder is no run)
             raise CheckpointError(f"no checkpoint in {str(given)!r} (no checkpoints/last.pt): it is not a run folder; "
                                   f"point {key} at one (runs/<env>/<agent>/<time>_s<seed>)")

@@ -20,13 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 # what each command's line says to do, and what only the other command's line says
 FIXES = {
-    "resume": {"missing": "start it again with python -m agents.run config=",
+    "resume": {"missing": "start it again in that folder with python -m agents.run config=",
                "damaged": "resume from another run or start afresh",
                "foreign": "point resume= at a memstream run folder (one that has checkpoints/last.pt)",
                "version": "this memstream reads version 2; re-run the experiment",
                "architecture": "(another memstream version wrote it): resume it with that version, or start a new "
                                "run with config="},
-    "evaluate": {"missing": "start it again with python -m agents.run config=",
+    "evaluate": {"missing": "start it again in that folder with python -m agents.run config=",
                  "damaged": "evaluate another run's checkpoint, or re-run the experiment",
                  "foreign": "point checkpoint= at a memstream run folder (one that has checkpoints/last.pt)",
                  "version": "this memstream reads version 2; re-run the experiment, then evaluate the new run",
@@ -191,12 +191,17 @@ def test_a_run_folder_stopped_before_its_first_checkpoint_names_the_restart(fini
     shutil.copytree(finished, run_dir)
     shutil.rmtree(run_dir / "checkpoints")
     line = (f"error: run folder {str(run_dir)!r} has no checkpoint (checkpoints/last.pt: the run stopped before its "
-            f"first one, or it was removed); start it again with python -m agents.run config={run_dir / 'config.yaml'}")
+            f"first one, or it was removed); start it again in that folder with python -m agents.run "
+            f"config={run_dir / 'config.yaml'} run_dir={run_dir}")
     assert run.main([f"resume={run_dir}"]) == 2
     assert one_line(capsys) == line
     assert evaluate.main([f"checkpoint={run_dir}"]) == 2
     assert one_line(capsys) == line
-    assert run.main([f"config={run_dir / 'config.yaml'}", f"run_dir={tmp_path / 'again'}"]) == 0  # the fix works
+    # the fix works, in the folder: a killed first checkpoint write's temp file (as large as a checkpoint) goes
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / ".last.pt.x1y2.tmp").write_bytes(b"cut short")
+    assert run.main([f"config={run_dir / 'config.yaml'}", f"run_dir={run_dir}"]) == 0
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.pt"]
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "metrics.json"])

@@ -146,7 +146,7 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_none(tmp_path, procs):
     # its only checkpoint would be at its end, minutes away
     wait_for(proc, lambda: any(run_dir.glob("events.out.tfevents.*")), "its TensorBoard event file")
     assert interrupt(proc) == "interrupted; no checkpoint was written yet; start it again with: python -m " \
-                              f"agents.run config={run_dir / 'config.yaml'}"
+                              f"agents.run config={run_dir / 'config.yaml'} run_dir={run_dir}"
     assert (run_dir / "config.yaml").is_file() and not (run_dir / "checkpoints" / "last.pt").exists()
 
 
