@@ -49,7 +49,10 @@ class ContinualShiftSource(StreamSource):
         self.shift = check_choice("shift", shift, SHIFTS)
         if shift_window is None:
             shift_window = min(5, self.episodes_per_task)
-        self.shift_window = check_int("shift_window", shift_window, 1, self.episodes_per_task)
+        self.shift_window = check_int("shift_window", shift_window, 1)
+        if self.shift_window > self.episodes_per_task:  # checked with abrupt too (unused there): a slip either way
+            raise ValueError(f"shift_window must be at most episodes_per_task={self.episodes_per_task} (the blend "
+                             f"takes the last episodes of a task), got {self.shift_window}")
         self.task_visible = check_bool("task_visible", task_visible)
         self.revisit = check_bool("revisit", revisit)
         self.vocab_size = V = check_int("vocab_size", vocab_size, 4, 1_000_000)
@@ -274,7 +277,7 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
     | keys_per_task | 32 | K keys per task |
     | key_overlap | 1.0 | share of keys common to all tasks (0 = disjoint); S = round(key_overlap K), halves to even |
     | shift | "abrupt" | "abrupt" or "gradual" |
-    | shift_window | None | episodes of blending before a switch (gradual only); None: min(5, episodes_per_task) |
+    | shift_window | None | blending episodes before a switch (gradual), <= episodes_per_task; None: min(5, that) |
     | task_visible | False | show TASK tokens as context instead of task-specific fillers |
     | revisit | False | run the task sequence twice |
     | vocab_size | 256 | V; shared keys need >= T values: V >= 2 + T + (number of keys) + 2 max(2, T) |

@@ -157,6 +157,14 @@ def test_continual_shift_shared_keys_need_a_different_value_in_every_task():
     gym.make("ContinualShift-v0", num_tasks=5, keys_per_task=2, key_overlap=0.0, vocab_size=2 + 5 + 10 + 4)
 
 
+def test_a_shift_window_longer_than_a_task_names_episodes_per_task():
+    """Was "shift_window must be an integer in [1, 2], got 5": the bound came from an option it did not name."""
+    for shift in ("abrupt", "gradual"):  # unused with abrupt, still a slip
+        with pytest.raises(ValueError, match=r"^shift_window must be at most episodes_per_task=2 .*got 5$"):
+            gym.make("ContinualShift-v0", episodes_per_task=2, shift_window=5, shift=shift)
+    assert gym.make("ContinualShift-v0", episodes_per_task=2, shift_window=2).unwrapped._source.shift_window == 2
+
+
 def test_vector_reset_refuses_non_integer_seeds_in_a_list():
     venv = gym.make_vec("ContinualShift-v0", num_envs=2, vectorization_mode="vector_entry_point")
     obs, _ = venv.reset(seed=[np.int64(1), 2])  # numpy integers are seeds
