@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from agents.config_messages import SECTIONS, section_as_value, unknown_key
-from memory.metrics import format_bytes
 
 
 def positive_int(text: str) -> int:
@@ -163,6 +162,9 @@ def allocation_failure(exc: BaseException) -> bool:
 def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix: str = "lower them") -> str:
     """One line for an allocation failure of `what`: how much was asked (when the error says), the config's sizes
     with their values (the keys to lower) and `fix`."""
+    from memory.metrics import format_bytes  # here: at module level it imported torch into every command-line
+    # parser (benchmarks/envs.py, which needs no torch, took 4 s to refuse a bad argument)
+
     text = str(exc)
     in_bytes = re.search(r"allocate (\d+) bytes", text)  # torch's words; numpy's: "Unable to allocate 2.18 PiB"
     in_units = re.search(r"allocate ([\d.]+ ?[KMGTPE]?i?B)\b", text)

@@ -9,19 +9,29 @@
     memory_regularisers   utilisation / pressure / sparsity losses (losses.py); metrics in metrics.py
 """
 
-from memory.attention import MemoryAttention, MemoryAugmentedLayer, MemoryAugmentedTransformer
-from memory.cache import TieredKVCache
-from memory.config import MemoryConfig
-from memory.fusion import Fusion
-from memory.internal import LinformerMemory, LM2Memory, build_internal_memory
-from memory.losses import memory_regularisers
-from memory.retrieval import retrieve_memory_kv, write_memory
-from memory.slots import MultiHeadMemoryBank, ReadInfo, SlotState, WriteInfo
-from memory.store import FaissStore, SearchResult
+from __future__ import annotations
 
-__all__ = [
-    "Fusion", "FaissStore", "LM2Memory", "LinformerMemory", "MemoryAttention", "MemoryAugmentedLayer",
-    "MemoryAugmentedTransformer", "MemoryConfig", "MultiHeadMemoryBank", "ReadInfo", "SearchResult", "SlotState",
-    "TieredKVCache", "WriteInfo", "build_internal_memory", "memory_regularisers", "retrieve_memory_kv",
-    "write_memory",
-]
+import importlib
+
+# name -> module: imported on first use (PEP 562), so that `memory.config` (a dataclass that every command line
+# validates against) does not import torch and FAISS with it; `from memory import FaissStore` works as before
+_EXPORTS = {
+    "MemoryAttention": "attention", "MemoryAugmentedLayer": "attention", "MemoryAugmentedTransformer": "attention",
+    "TieredKVCache": "cache", "MemoryConfig": "config", "Fusion": "fusion", "LinformerMemory": "internal",
+    "LM2Memory": "internal", "build_internal_memory": "internal", "memory_regularisers": "losses",
+    "retrieve_memory_kv": "retrieval", "write_memory": "retrieval", "MultiHeadMemoryBank": "slots",
+    "ReadInfo": "slots", "SlotState": "slots", "WriteInfo": "slots", "FaissStore": "store", "SearchResult": "store",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'memory' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"memory.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -100,3 +100,23 @@ def test_a_closed_pipe_sends_later_output_to_devnull():
     stream.flush()
     assert stream.fileno() == write and not stream.isatty()  # the rest is the wrapped stream's
     stream.close()
+
+
+@pytest.mark.parametrize("module", ["memory.config", "agents.config", "agents.cli_args", "envs"])
+def test_the_config_and_its_checks_import_no_torch(module):
+    """A command line is checked against `agents.config` (and a MemoryConfig) before anything is trained. At module
+    level `memory/__init__.py` imported every component and `agents.cli_args` the memory metrics, so those checks
+    imported torch: `benchmarks/envs.py --repeats 0`, which needs no torch, took 4 s to print its usage line."""
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'faiss', 'matplotlib') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr or done.stdout
+
+
+def test_the_memory_package_still_exports_its_components():
+    import memory
+
+    assert set(memory.__all__) <= set(dir(memory))
+    for name in memory.__all__:
+        assert getattr(memory, name).__name__ == name
+    with pytest.raises(AttributeError, match="has no attribute 'FaissStor'"):
+        memory.FaissStor  # noqa: B018
