@@ -30,10 +30,10 @@ from agents.config_messages import (
     section_as_value,
     type_reason,
 )
+from agents.model_config import AGENTS, ModelConfig
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
 
-AGENTS = ("memnet", "transformer", "lstm", "gru")
 TRAIN_MODES = ("supervised", "reinforce")
 ACTING = ("auto", "step", "chunk")  # train.acting (agents/episodes.py)
 DEVICES = ("auto", "cpu", "cuda")
@@ -161,8 +161,6 @@ def validate(cfg: DictConfig) -> DictConfig:
          "the run into, or leave run_dir out (a new folder under runs_root)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
     need(merged.device in DEVICES, f"device={merged.device!r}: choose one of {DEVICES}")
-    from agents.models import ModelConfig
-
     mem = memory_config(merged)  # MemoryConfig.validate names the memory.* key
     try:  # ModelConfig.validate is the one list of model.* rules (the env's vocab_size is checked with the env)
         ModelConfig(vocab_size=2, memory=mem, **{k: m[k] for k in m})

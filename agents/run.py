@@ -13,6 +13,12 @@ from agents.startup import end_startup, finish, guard_startup
 
 if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotlib import (~1.5 s): one line
     guard_startup("nothing was written")
+    import sys
+
+    from agents.run_config import early_answer  # imports no torch: --help and a bad line are answered in ~1 s
+
+    if (_answer := early_answer(sys.argv[1:])) is not None:
+        finish(_answer)
 
 import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import time  # noqa: E402
@@ -21,31 +27,12 @@ from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from agents.checkpoint import (  # noqa: E402
-    RESUME_KEYS,
-    CheckpointError,
-    check_compatible,
-    check_own_run,
-    check_saved_config,
-    checkpoint_file,
-    load_checkpoint,
-    run_dir_of,
-)
-from agents.cli_args import check_given_once, inert_note, override_key  # noqa: E402
-from agents.config import (  # noqa: E402
-    ConfigError,
-    absolute_env_paths,
-    allocation_failure,
-    does_not_fit,
-    from_yaml_file,
-    help_text,
-    load_config,
-    override_value,
-    to_yaml,
-    validate,
-)
+from agents.checkpoint import CheckpointError  # noqa: E402
+from agents.cli_args import inert_note, override_key  # noqa: E402
+from agents.config import ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
 from agents.report import final_metrics, mean_accuracy, summary_table, write_report, write_text_atomic  # noqa: E402
+from agents.run_config import config_for, help_answer  # noqa: E402
 from agents.run_lock import RunLocks  # noqa: E402
 from agents.threads import threads_note  # noqa: E402
 from memory.cache_cold_dirs import ColdTierError  # noqa: E402
@@ -74,76 +61,6 @@ def new_run_dir(cfg, create: bool = False) -> Path:
             if not path.exists():  # a parent in the way (the caller's one-line error), not a taken name
                 raise
             # another run's folder (or a file): the next suffix
-
-
-def config_for(overrides: list[str], locks: RunLocks | None = None):
-    """The config of this invocation and, with `resume=`, the run folder and the checkpoint to continue from
-    (fresh from overrides: None, None; resumed: the saved config). With `locks`, a resumed run folder is locked
-    before its checkpoint is read (a run another process still writes is refused without that load)."""
-    flags = [o for o in overrides if o.startswith("-")]
-    if flags:
-        raise ConfigError(f"unknown option {flags[0]}: agents.run takes key=value overrides (and --help to list "
-                          "them)")
-    resume, saved = _path_arg(overrides, "resume"), _path_arg(overrides, "config")
-    given = [o for o in overrides if "=" in o and not o.startswith("~")]  # others: check_overrides' own lines
-    check_given_once([override_key(o) for o in given], given)  # as agents.evaluate does
-    if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
-        if resume is not None:
-            raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")
-        if Path(saved).is_dir():  # a run folder, as resume= takes
-            if not (Path(saved) / "config.yaml").is_file():
-                raise ConfigError(f"config={saved}: a folder without a config.yaml; point it at a run folder, a "
-                                  "run's config.yaml or a sweep's best_config.yaml")
-            saved = str(Path(saved) / "config.yaml")
-        return with_absolute_paths(from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")])), \
-            None, None
-    if resume is None:
-        return with_absolute_paths(load_config(overrides)), None, None
-    others = [o for o in overrides if not o.startswith("resume=")]
-    changes = [o for o in others if o.split("=", 1)[0] in RESUME_KEYS]
-    if len(changes) < len(others):
-        raise ConfigError(f"resume= continues a run with the config saved in its checkpoint; drop the other overrides "
-                          f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
-    checkpoint = Path(resume).resolve()
-    run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
-    if locks is not None and (run_dir / "checkpoints").is_dir():  # a run folder (no stray lock file elsewhere)
-        locks.hold(run_dir)
-    body = load_checkpoint(checkpoint, purpose="resume")
-    if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
-        raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
-                              "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
-    changed = OmegaConf.create()
-    for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
-        OmegaConf.update(changed, key, override_value(text, key))
-    try:
-        cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
-    except ConfigError:  # the saved part's fault (an edited checkpoint) is the file's line, not a command line's
-        check_saved_config(body["config"], checkpoint, "resume")
-        raise
-    check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="resume")
-    check_own_run(body["config"], run_dir, checkpoint_file(checkpoint), "resume")  # a valid config, but another run's
-    cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
-    return cfg, run_dir, checkpoint
-
-
-def with_absolute_paths(cfg):
-    """A new run's config with its env file options absolute (`absolute_env_paths`): resume=, config= and
-    agents.evaluate read the saved config from other working folders."""
-    for option, path in absolute_env_paths(cfg).items():
-        cfg.env.kwargs[option] = path
-    return cfg
-
-
-def _path_arg(overrides: list[str], key: str) -> str | None:
-    """The value of resume= / config=: given once and not empty. (Hydra's key=value overrides may repeat, the
-    last one wins; these two are read here, where a second value used to be dropped silently.)"""
-    values = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
-    if len(values) > 1:
-        raise ConfigError(f"{key}= is given {len(values)} times ({', '.join(map(repr, values))}); give it once")
-    if values and not values[0].strip():  # Path("") is the working folder: a checkpoint or file never named
-        raise ConfigError(f"{key}= is empty; point it at a run folder" + (" (or its checkpoints/last.pt)"
-                          if key == "resume" else "'s config.yaml or a sweep's best_config.yaml"))
-    return values[0] if values else None
 
 
 def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> dict:
@@ -245,9 +162,7 @@ def _main(argv: list[str], locks: RunLocks) -> int:
     run_dir = cfg = resume_dir = trainer = logger = None
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
-            _path_arg(argv, "config")  # one config=, as without --help
-            print(help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")]))
-            return 0
+            return help_answer(argv)
         cfg, resume_dir, checkpoint = config_for(argv, locks)
         from agents.tb_logger import TBLogger
         from agents.trainer import Trainer

@@ -120,3 +120,25 @@ def test_the_memory_package_still_exports_its_components():
         assert getattr(memory, name).__name__ == name
     with pytest.raises(AttributeError, match="has no attribute 'FaissStor'"):
         memory.FaissStor  # noqa: B018
+
+
+@pytest.mark.parametrize("argv, code, line", [
+    (["train.lane=3"], 2, "error: unknown config key 'train.lane'; did you mean 'train.lanes'?"),
+    (["memory.slots=-1"], 2, "error: memory.slots=-1: must be >= 0 (0 switches the slot bank off)"),
+    (["env.kwargs.num_task=3"], 2, "error: unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option"),
+    (["config=nowhere.yaml"], 2, "error: config=nowhere.yaml: no such file"),
+    (["--help"], 0, None),
+])
+def test_a_bad_command_line_and_help_are_answered_before_torch_loads(argv, code, line):
+    """`python -m agents.run` refused a mistyped key only after loading torch and matplotlib (~6 s on 2 cores; now
+    ~1 s): agents.run_config.early_answer answers while the command starts, with main()'s own line."""
+    program = (f"import runpy, sys; sys.argv = ['agents.run', *{argv!r}]\n"
+               "try:\n    runpy.run_module('agents.run', run_name='__main__')\n"
+               "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == f"exit {code} False", done.stderr
+    if line is not None:
+        assert len(lines) == 2 and lines[0].startswith(line), done.stderr
+    else:
+        assert done.stdout.startswith("usage: python -m agents.run"), done.stdout

@@ -9,8 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from agents import run
+from agents import checkpoint, run
 from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.config import validate
 from agents.run_lock import RUN_LOCK, lock_run
 from agents.trainer import Trainer
 from tests.test_run import tiny
@@ -90,7 +91,7 @@ def test_a_checkpoint_with_an_impossible_thread_count_is_one_line(finished, tmp_
     path = tmp_path / "checkpoints" / "last.pt"
     path.parent.mkdir()
     torch.save(body, path)
-    trainer = Trainer(run.validate(OmegaConf.create(body["config"])), tmp_path)
+    trainer = Trainer(validate(OmegaConf.create(body["config"])), tmp_path)
     with pytest.raises(CheckpointError, match=r"trainer\.torch_threads.*0, not a thread count in \[1, "):
         trainer.restore(path, body["config"])
 
@@ -102,7 +103,7 @@ def test_a_held_run_is_refused_before_its_checkpoint_is_read(finished, capsys, m
 
     held = lock_run(finished)
     try:
-        monkeypatch.setattr(run, "load_checkpoint", not_read)
+        monkeypatch.setattr(checkpoint, "load_checkpoint", not_read)  # config_for imports it when it runs
         assert run.main([f"resume={finished}"]) == 2
         assert "is in use by another process" in capsys.readouterr().err
     finally:

@@ -1,0 +1,137 @@
+"""What `python -m agents.run` makes of its command line: the run's config (fresh, from a saved `config=`, or a
+resumed run's), its --help, and `early_answer`.
+
+Nothing here loads torch or matplotlib until a `resume=` reads its checkpoint, so agents/run.py answers --help and
+refuses a fresh run's bad command line (an unknown key, a wrong type, a value out of range) while it starts, before
+its slow imports: in about 1 s, where the line came after ~5 s of loading them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import OmegaConf
+
+from agents.cli_args import check_given_once, override_key
+from agents.config import (
+    ConfigError,
+    absolute_env_paths,
+    from_yaml_file,
+    help_text,
+    load_config,
+    override_value,
+    validate,
+)
+
+if TYPE_CHECKING:
+    from agents.run_lock import RunLocks
+
+
+def early_answer(argv: list[str]) -> int | None:
+    """The exit code of a command line answered before the slow imports: --help (0), or a fresh run's line that
+    `config_for` refuses (2, after its one `error:` line, exactly as `agents.run.main` prints it); None: go on
+    (a valid line, or a `resume=`, whose checkpoint is read with torch)."""
+    if any(a in ("-h", "--help") for a in argv):
+        return help_answer(argv)
+    if any(a.startswith("resume=") for a in argv):
+        return None
+    try:
+        config_for(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return None
+
+
+def help_answer(argv: list[str]) -> int:
+    """--help: the keys and their values as this command line sets them (one config= at most, as without it)."""
+    try:
+        path_arg(argv, "config")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")]))
+    return 0
+
+
+def config_for(overrides: list[str], locks: RunLocks | None = None):
+    """The config of this invocation and, with `resume=`, the run folder and the checkpoint to continue from
+    (fresh from overrides: None, None; resumed: the saved config). With `locks`, a resumed run folder is locked
+    before its checkpoint is read (a run another process still writes is refused without that load)."""
+    flags = [o for o in overrides if o.startswith("-")]
+    if flags:
+        raise ConfigError(f"unknown option {flags[0]}: agents.run takes key=value overrides (and --help to list "
+                          "them)")
+    resume, saved = path_arg(overrides, "resume"), path_arg(overrides, "config")
+    given = [o for o in overrides if "=" in o and not o.startswith("~")]  # others: check_overrides' own lines
+    check_given_once([override_key(o) for o in given], given)  # as agents.evaluate does
+    if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
+        if resume is not None:
+            raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")
+        if Path(saved).is_dir():  # a run folder, as resume= takes
+            if not (Path(saved) / "config.yaml").is_file():
+                raise ConfigError(f"config={saved}: a folder without a config.yaml; point it at a run folder, a "
+                                  "run's config.yaml or a sweep's best_config.yaml")
+            saved = str(Path(saved) / "config.yaml")
+        return with_absolute_paths(from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")])), \
+            None, None
+    if resume is None:
+        return with_absolute_paths(load_config(overrides)), None, None
+    from agents.checkpoint import (  # here: they load torch, which a fresh run's command line is checked without
+        RESUME_KEYS,
+        CheckpointError,
+        check_compatible,
+        check_own_run,
+        check_saved_config,
+        checkpoint_file,
+        load_checkpoint,
+        run_dir_of,
+    )
+
+    others = [o for o in overrides if not o.startswith("resume=")]
+    changes = [o for o in others if o.split("=", 1)[0] in RESUME_KEYS]
+    if len(changes) < len(others):
+        raise ConfigError(f"resume= continues a run with the config saved in its checkpoint; drop the other overrides "
+                          f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
+    checkpoint = Path(resume).resolve()
+    run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
+    if locks is not None and (run_dir / "checkpoints").is_dir():  # a run folder (no stray lock file elsewhere)
+        locks.hold(run_dir)
+    body = load_checkpoint(checkpoint, purpose="resume")
+    if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
+        raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
+                              "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
+    changed = OmegaConf.create()
+    for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
+        OmegaConf.update(changed, key, override_value(text, key))
+    try:
+        cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
+    except ConfigError:  # the saved part's fault (an edited checkpoint) is the file's line, not a command line's
+        check_saved_config(body["config"], checkpoint, "resume")
+        raise
+    check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="resume")
+    check_own_run(body["config"], run_dir, checkpoint_file(checkpoint), "resume")  # a valid config, but another run's
+    cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
+    return cfg, run_dir, checkpoint
+
+
+def with_absolute_paths(cfg):
+    """A new run's config with its env file options absolute (`absolute_env_paths`): resume=, config= and
+    agents.evaluate read the saved config from other working folders."""
+    for option, path in absolute_env_paths(cfg).items():
+        cfg.env.kwargs[option] = path
+    return cfg
+
+
+def path_arg(overrides: list[str], key: str) -> str | None:
+    """The value of resume= / config=: given once and not empty. (Hydra's key=value overrides may repeat, the
+    last one wins; these two are read here, where a second value used to be dropped silently.)"""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    if len(values) > 1:
+        raise ConfigError(f"{key}= is given {len(values)} times ({', '.join(map(repr, values))}); give it once")
+    if values and not values[0].strip():  # Path("") is the working folder: a checkpoint or file never named
+        raise ConfigError(f"{key}= is empty; point it at a run folder" + (" (or its checkpoints/last.pt)"
+                          if key == "resume" else "'s config.yaml or a sweep's best_config.yaml"))
+    return values[0] if values else None
