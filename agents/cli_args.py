@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -55,6 +56,9 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
             key, why = override.key_or_group, None
         except HydraException as exc:
             key, why = "", hydra_reason(exc)
+        except ValueError as exc:  # Python's int() of a number over 4,300 digits (Hydra converts it): a traceback
+            raise ConfigError(f"{shortened(item.split('=', 1)[0])}: {str(exc).split(';')[0].lower()}: no key takes "
+                              "a number that long; give a smaller one") from None
         if not key:
             raise ConfigError(f"{item!r} is not a key=value override{f' ({why})' if why else ''}; write key=value "
                               "(e.g. seed=3) and quote a value with spaces, '=', '~' or non-ASCII letters: "
@@ -177,3 +181,21 @@ def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix
     why = (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
            if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
     return f"{what} does not fit in memory ({why}) with the sizes {sizes}; {fix}"
+
+
+NAME_MAX, PATH_MAX = 255, 4095  # bytes in one file name and in a whole path (Linux's limits; macOS has these too)
+
+
+def path_too_long(path: str) -> str | None:
+    """Why the file system cannot hold `path` (a name or the whole path over its limit), or None."""
+    longest = max((len(os.fsencode(part)) for part in path.split(os.sep)), default=0)
+    if longest > NAME_MAX:
+        return f"a name in it is {longest} bytes, over the {NAME_MAX} a file name may have"
+    if len(os.fsencode(path)) > PATH_MAX:
+        return f"it is {len(os.fsencode(path))} bytes, over the {PATH_MAX} a path may have"
+    return None
+
+
+def shortened(text: str, keep: int = 60) -> str:
+    """`text` for a one-line message: its first `keep` characters and "..." when it is longer."""
+    return text if len(text) <= keep else text[:keep] + "..."

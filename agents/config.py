@@ -21,6 +21,8 @@ from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: 
     does_not_fit,
     find_interpolation,
     hydra_reason,
+    path_too_long,
+    shortened,
 )
 from agents.config_messages import (
     SECTIONS,
@@ -157,6 +159,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     need(not vector, f"env.kwargs.{(vector or [''])[0]}: the env's lanes are train.lanes, and the trainer makes the "
          "vector env itself; drop it")  # was make_vec()'s "got multiple values for keyword argument"
     need(merged.runs_root.strip() != "", "runs_root= is empty: name the folder for run folders (default runs)")
+    for key in ("runs_root", "run_dir"):  # a name the file system cannot hold was an OSError traceback mid-start
+        need(merged[key] is None or not (why := path_too_long(str(merged[key]))),
+             f"{key}={shortened(str(merged[key]))}: {why}; choose a shorter one")
     need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "
          "the run into, or leave run_dir out (a new folder under runs_root)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
@@ -247,12 +252,21 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     validated like a fresh config: what `python -m agents.run config=<file>` starts a new run from. The saved
     run_dir and resume are dropped (they name the old run); env= and agent= are refused (the saved config is
     one env's and one agent's, composed; switching them, env.id= and agent.name= too, is a fresh command line);
-    the overrides get the checks of a fresh command line (check_overrides)."""
+    the overrides get the checks of a fresh command line (check_overrides). `path` may name a run folder: its
+    config.yaml (as resume= takes a run folder; `--help config=<run folder>` was "no such file")."""
+    if os.path.isdir(path):  # (isdir, unlike Path.is_dir, is False for a name too long to look up)
+        if not os.path.isfile(os.path.join(path, "config.yaml")):
+            raise ConfigError(f"config={path}: a folder without a config.yaml; point it at a run folder, a run's "
+                              "config.yaml or a sweep's best_config.yaml")
+        path = os.path.join(path, "config.yaml")
     try:
         loaded = OmegaConf.load(path)
     except (FileNotFoundError, IsADirectoryError):
         raise ConfigError(f"config={path}: no such file; point it at a run folder, a run's config.yaml or a "
                           "sweep's best_config.yaml") from None
+    except OSError as exc:  # a name too long for the file system, no permission: was "not valid YAML (OSError)"
+        raise ConfigError(f"config={shortened(path, 80)}: cannot be read "
+                          f"({exc.strerror or exc}); point it at a run's config.yaml") from None
     except Exception as exc:
         raise ConfigError(f"config={path}: not valid YAML ({exc.__class__.__name__}); point it at a run's "
                           "config.yaml or a sweep's best_config.yaml") from None
@@ -319,22 +333,6 @@ def group_options(group: str) -> list[str]:
     from importlib.resources import files
 
     return sorted(p.name[:-5] for p in (files("agents.conf") / group).iterdir() if p.name.endswith(".yaml"))
-
-
-def help_text(overrides: list[str] | None = None) -> str:
-    """`--help`: config groups and every key with its value for the given overrides (`env=`, `agent=`, keys, or
-    `config=<saved config.yaml>` and keys): the values that run would use."""
-    envs, agents = group_options("env"), group_options("agent")
-    overrides = list(overrides or [])
-    saved = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
-    cfg = (load_config(overrides) if saved is None
-           else from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]))
-    lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] | resume=<run dir> | "
-             "config=<saved config.yaml> [key=value ...]", "",
-             f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "", "keys (defaults):"]
-    flat = flatten_config(OmegaConf.to_container(cfg, resolve=True))
-    lines += [f"  {k}={v}" for k, v in flat.items()]
-    return "\n".join(lines)
 
 
 def flatten_config(d: dict, prefix: str = "") -> dict:

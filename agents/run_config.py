@@ -18,8 +18,9 @@ from agents.cli_args import check_given_once, override_key
 from agents.config import (
     ConfigError,
     absolute_env_paths,
+    flatten_config,
     from_yaml_file,
-    help_text,
+    group_options,
     load_config,
     override_value,
     validate,
@@ -38,21 +39,27 @@ def early_answer(argv: list[str]) -> int | None:
     if any(a.startswith("resume=") for a in argv):
         return None
     try:
-        config_for(argv)
+        _checked[tuple(argv)] = config_for(argv)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return None
 
 
+# a new run's config that early_answer made, which main()'s config_for of the same line takes instead of making it
+# again: a config= file is read once (a pipe, config=/dev/stdin, read empty the second time; an edit in between)
+_checked: dict[tuple[str, ...], tuple] = {}
+
+
 def help_answer(argv: list[str]) -> int:
     """--help: the keys and their values as this command line sets them (one config= at most, as without it)."""
     try:
         path_arg(argv, "config")
-    except ConfigError as exc:
+        text = help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")])
+    except ConfigError as exc:  # (`--help memory.slot=3` was a ConfigError traceback from the early answer)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")]))
+    print(text)
     return 0
 
 
@@ -60,6 +67,8 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
     """The config of this invocation and, with `resume=`, the run folder and the checkpoint to continue from
     (fresh from overrides: None, None; resumed: the saved config). With `locks`, a resumed run folder is locked
     before its checkpoint is read (a run another process still writes is refused without that load)."""
+    if tuple(overrides) in _checked:
+        return _checked.pop(tuple(overrides))
     flags = [o for o in overrides if o.startswith("-")]
     if flags:
         raise ConfigError(f"unknown option {flags[0]}: agents.run takes key=value overrides (and --help to list "
@@ -70,11 +79,6 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
     if saved is not None:  # a new run from a saved config (another seed, a longer budget ...)
         if resume is not None:
             raise ConfigError("config= starts a new run from a saved config, resume= continues a run; use one")
-        if Path(saved).is_dir():  # a run folder, as resume= takes
-            if not (Path(saved) / "config.yaml").is_file():
-                raise ConfigError(f"config={saved}: a folder without a config.yaml; point it at a run folder, a "
-                                  "run's config.yaml or a sweep's best_config.yaml")
-            saved = str(Path(saved) / "config.yaml")
         return with_absolute_paths(from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")])), \
             None, None
     if resume is None:
@@ -135,3 +139,19 @@ def path_arg(overrides: list[str], key: str) -> str | None:
         raise ConfigError(f"{key}= is empty; point it at a run folder" + (" (or its checkpoints/last.pt)"
                           if key == "resume" else "'s config.yaml or a sweep's best_config.yaml"))
     return values[0] if values else None
+
+
+def help_text(overrides: list[str] | None = None) -> str:
+    """`--help`: config groups and every key with its value for the given overrides (`env=`, `agent=`, keys, or
+    `config=<saved config.yaml>` and keys): the values that run would use."""
+    envs, agents = group_options("env"), group_options("agent")
+    overrides = list(overrides or [])
+    saved = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
+    cfg = (load_config(overrides) if saved is None
+           else from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]))
+    lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] | resume=<run dir> | "
+             "config=<saved config.yaml> [key=value ...]", "",
+             f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "", "keys (defaults):"]
+    flat = flatten_config(OmegaConf.to_container(cfg, resolve=True))
+    lines += [f"  {k}={v}" for k, v in flat.items()]
+    return "\n".join(lines)

@@ -290,3 +290,19 @@ def test_a_runtime_error_that_is_not_an_allocation_keeps_its_traceback(tmp_path,
     monkeypatch.setattr(trainer.Trainer, "__init__", broken)
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         run.main(tiny("ContinualShift-v0", "transformer", tmp_path / "run"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    # Python's int() refuses numbers over 4,300 digits inside Hydra's parser: a ValueError traceback
+    (["seed=" + "9" * 5000], "seed: exceeds the limit (4300 digits) for integer string conversion"),
+    (["env.kwargs.num_tasks=" + "9" * 5000], "env.kwargs.num_tasks: exceeds the limit (4300 digits)"),
+    # names the file system cannot hold: OSError tracebacks (File name too long)
+    (["run_dir=/tmp/" + "a" * 300], "a name in it is 300 bytes, over the 255 a file name may have"),
+    (["runs_root=" + "/b" * 2100], "it is 4200 bytes, over the 4095 a path may have"),
+    (["config=/tmp/" + "c" * 300], "cannot be read (File name too long)"),
+])
+def test_values_too_long_for_python_or_the_file_system_are_one_line(argv, message, capsys):
+    assert run.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert len(err) < 400  # the value is shortened in the line

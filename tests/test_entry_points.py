@@ -128,6 +128,8 @@ def test_the_memory_package_still_exports_its_components():
     (["env.kwargs.num_task=3"], 2, "error: unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option"),
     (["config=nowhere.yaml"], 2, "error: config=nowhere.yaml: no such file"),
     (["--help"], 0, None),
+    # was a ConfigError traceback (exit 1) from the early answer, which main() had caught
+    (["--help", "memory.slot=3"], 2, "error: unknown config key 'memory.slot'; did you mean 'memory.slots'?"),
 ])
 def test_a_bad_command_line_and_help_are_answered_before_torch_loads(argv, code, line):
     """`python -m agents.run` refused a mistyped key only after loading torch and matplotlib (~6 s on 2 cores; now
@@ -142,3 +144,21 @@ def test_a_bad_command_line_and_help_are_answered_before_torch_loads(argv, code,
         assert len(lines) == 2 and lines[0].startswith(line), done.stderr
     else:
         assert done.stdout.startswith("usage: python -m agents.run"), done.stdout
+
+
+def test_the_early_answer_reads_a_config_file_once(tmp_path, capsys):
+    """A valid line's config, made while the command starts, is the one main() runs: `config=/dev/stdin` (a pipe)
+    was read empty the second time and refused ("holds no mapping of keys"), an edit in between took effect."""
+    from agents import run
+    from agents.run_config import early_answer
+    from tests.test_run import TINY_MODEL
+
+    saved = tmp_path / "saved.yaml"
+    assert run.main([*TINY_MODEL, "env=LongDependency-v0", "agent=lstm", "train.episodes=0",
+                     f"run_dir={tmp_path / 'first'}"]) == 0
+    saved.write_text((tmp_path / "first" / "config.yaml").read_text())
+    argv = [f"config={saved}", f"run_dir={tmp_path / 'second'}"]
+    assert early_answer(argv) is None
+    saved.unlink()  # what a pipe holds after it was read
+    assert run.main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "second" / "metrics.json").is_file()

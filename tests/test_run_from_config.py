@@ -136,3 +136,9 @@ def test_config_takes_a_run_folder_as_resume_does(first_run, tmp_path, capsys):
     assert run.main([f"config={tmp_path}"]) == 2
     assert capsys.readouterr().err.strip() == (f"error: config={tmp_path}: a folder without a config.yaml; point it "
                                                "at a run folder, a run's config.yaml or a sweep's best_config.yaml")
+    # so does --help (it said "no such file")
+    from omegaconf import OmegaConf
+
+    assert run.main(["--help", f"config={first_run}"]) == 0
+    lanes = OmegaConf.load(first_run / "config.yaml").train.lanes
+    assert f"  train.lanes={lanes}" in capsys.readouterr().out.splitlines() and lanes != 16  # the run's lanes
