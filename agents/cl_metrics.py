@@ -34,8 +34,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from memory.metrics import kaplan_meier  # noqa: F401  (re-exported: plots and tests use it from here)
-
 
 class _Blocks(NamedTuple):
     R: np.ndarray  # (K, T) accuracies

@@ -19,7 +19,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from agents.cl_metrics import bootstrap_ci, kaplan_meier
+from agents.cl_metrics import bootstrap_ci
+from memory.metrics import kaplan_meier
 from memory.persist import atomic_file
 
 

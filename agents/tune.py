@@ -20,13 +20,18 @@ from agents.startup import end_startup, finish, guard_startup
 
 if __name__ == "__main__":  # Ctrl+C or SIGTERM while its imports load (seconds): one line
     guard_startup("nothing was written")
+    import sys
+
+    from agents.tune_prepare import early_answer  # loads no torch or Ray: a bad sweep is refused in ~1.5 s
+
+    if (_answer := early_answer(sys.argv[1:])) is not None:
+        finish(_answer)
 
 import logging  # noqa: E402  (after the guard above)
 import os
 import pickle
 import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -34,11 +39,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError
-from agents.config import ConfigError, absolute_env_paths, absolute_path, load_config, validate
+from agents.config import ConfigError, validate
 from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
-from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
-from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
 from agents.tune_preflight import (
     check_local_resources,
     check_reachable,
@@ -46,6 +49,7 @@ from agents.tune_preflight import (
     make_sweep_folder,
     remove_made_folders,
 )
+from agents.tune_prepare import prepare
 from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
 from agents.tune_signals import (
     INTERRUPTED,
@@ -55,60 +59,9 @@ from agents.tune_signals import (
     restore_handlers,
     saved_handlers,
 )
-from agents.tune_space import SweepPlan, check_space_keys, load_sweep, make_plan, parse_command_line
+from agents.tune_space import SweepPlan, make_plan, parse_command_line
 
 PLAN_FILE = "sweep.yaml"
-
-
-def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
-    """Everything checked before Ray starts: sweep file, run config, swept keys and values, metric."""
-    cli = parse_command_line(argv)
-    plan = load_sweep(cli.sweep, cli.sweep_overrides, cli.num_samples)
-    pinned = pin_swept_keys(plan, cli.run_overrides)
-    if pinned:
-        print(f"note: {', '.join(pinned)} fixed on the command line, not swept", file=sys.stderr)
-    plan.overrides = resolve_overrides(plan, cli.run_overrides)
-    plan.env_overrides = {}  # applied: plan.overrides is now the full list
-    base = load_config(plan.overrides)
-    absolute_paths(plan, base)
-    check_space_keys(plan, base)
-    corners, facts, episodes = sweep_facts(plan.search_space, base)  # what each trial length and env reports
-    plan.metric = check_metric(plan.metric or default_metric(facts), facts)
-    missing = missing_in(plan.metric, corners, facts)
-    if missing:
-        print(f"note: sweep.metric={plan.metric}: trials with {'; '.join(map(_corner_text, missing))} do not report "
-              "it (NaN: they cannot be the best trial)", file=sys.stderr)
-    s = plan.scheduler
-    limit = f"sweep.scheduler.max_t={s['max_t']}" if s["max_t"] is not None else \
-        f"the episodes of the longest trial ({episodes})"
-    if s["max_t"] is None:
-        s["max_t"] = episodes
-    if s["type"] == "asha" and s["grace_period"] > s["max_t"]:  # fifo: unused
-        raise ConfigError(f"sweep.scheduler.grace_period={s['grace_period']} must be <= {limit}; set "
-                          f"sweep.scheduler.grace_period={s['max_t']} or less, or sweep.scheduler.type=fifo (no "
-                          "early stopping)")
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    root = Path(base.runs_root).resolve() / "sweeps" / plan.name
-    sweep_dir, n = root / stamp, 1
-    while sweep_dir.exists():
-        sweep_dir, n = root / f"{stamp}-{n}", n + 1
-    return plan, OmegaConf.to_container(base, resolve=True), sweep_dir
-
-
-def _corner_text(corner: dict) -> str:
-    return ", ".join(f"{key}={value}" for key, value in corner.items())
-
-
-def absolute_paths(plan: SweepPlan, base) -> None:
-    """Env options that name a file (`*_path`) made absolute in the base config, the plan's overrides
-    (best_overrides.txt) and the swept values: Ray runs each trial in its own working directory."""
-    for option, path in absolute_env_paths(base).items():
-        base.env.kwargs[option] = path
-        plan.overrides = merge_overrides(plan.overrides, [f"++env.kwargs.{option}={override_value(path)}"])
-    for key, spec in plan.search_space.items():
-        (kind, args), = spec.items()
-        if key.startswith("env.kwargs.") and key.endswith("_path") and kind in ("grid", "choice"):
-            plan.search_space[key] = {kind: [absolute_path(v) for v in args]}
 
 
 def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:

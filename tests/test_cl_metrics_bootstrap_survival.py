@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.cl_metrics import bootstrap_ci, kaplan_meier
+from agents.cl_metrics import bootstrap_ci
+from memory.metrics import kaplan_meier
 
 
 def test_bootstrap_single_seed_and_determinism():

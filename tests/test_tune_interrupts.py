@@ -16,6 +16,7 @@ import pytest
 from agents import tune as agents_tune
 from agents import tune_preflight, tune_signals
 from agents.config import ConfigError
+from agents.tune_space import load_sweep
 from tests.test_resume import REPO
 
 DEADLINE_S = 240  # for what a 2-core machine under load does in seconds; hitting it is a failure
@@ -122,7 +123,7 @@ def test_a_resumed_sweep_whose_ray_does_not_start_keeps_its_folder(tmp_path, mon
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
     monkeypatch.setattr(agents_tune, "start_ray", _failing_start(ConfigError("no Ray")))
-    plan = agents_tune.load_sweep("smoke")
+    plan = load_sweep("smoke")
     with pytest.raises(ConfigError):
         agents_tune.run_sweep(plan, {}, sweep_dir, restore=True)
     assert sweep_dir.is_dir()
