@@ -81,6 +81,8 @@ def parse_command_line(argv: list[str]) -> CommandLine:
         elif key == "num_samples":
             cli.num_samples = _positive_int("num_samples", value)
         elif key == "resume":
+            if not value.strip():  # Path("") is the working folder, a sweep folder the user never named
+                raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")
             cli.resume = value
         elif key.startswith(SWEEP_PREFIX):
             cli.sweep_overrides.append(arg)

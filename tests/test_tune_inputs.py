@@ -29,6 +29,13 @@ def test_a_repeated_argument_is_refused(argv, message):
         parse_command_line(argv)
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_resume_is_refused(value):
+    """Was "resume='<the working folder>' is not a sweep folder": a folder the user never named."""
+    with pytest.raises(ConfigError, match=r"^resume= is empty; point it at a sweep folder \(runs/sweeps/"):
+        parse_command_line([f"resume={value}"])
+
+
 @pytest.mark.parametrize("argv", [["sweep=smoke", "sweep"], ["num_samples=2", "num_samples"], ["resume", "resume=a"]])
 def test_a_key_given_with_and_without_a_value_is_one_line(argv):  # the repeat check split the bare one: IndexError
     with pytest.raises(ConfigError, match=r"is not key=value; usage: python -m agents.tune"):
