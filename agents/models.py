@@ -21,7 +21,7 @@ import abc
 import torch
 from torch import Tensor, nn
 
-from agents.model_config import AGENTS, MAX_WINDOW, ModelConfig  # noqa: F401  (MAX_WINDOW: re-exported, as before)
+from agents.model_config import AGENTS, ModelConfig
 from memory.config import MemoryConfig
 
 
