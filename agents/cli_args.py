@@ -8,6 +8,7 @@ import argparse
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -199,3 +200,17 @@ def path_too_long(path: str) -> str | None:
 def shortened(text: str, keep: int = 60) -> str:
     """`text` for a one-line message: its first `keep` characters and "..." when it is longer."""
     return text if len(text) <= keep else text[:keep] + "..."
+
+
+def answer_early(make, argv: list[str], made: dict) -> int | None:
+    """While a command starts, before its slow imports (agents.run, agents.tune): `make(argv)`, the checks of a new
+    run's or sweep's command line (no torch), kept in `made` for main(), which takes it rather than making it again
+    (a config= file is read once, a note printed once); a ConfigError is main()'s own `error:` line and exit 2."""
+    from agents.config import ConfigError
+
+    try:
+        made[tuple(argv)] = make(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return None

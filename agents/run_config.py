@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from agents.cli_args import check_given_once, override_key
+from agents.cli_args import answer_early, check_given_once, override_key
 from agents.config import (
     ConfigError,
     absolute_env_paths,
@@ -38,12 +38,7 @@ def early_answer(argv: list[str]) -> int | None:
         return help_answer(argv)
     if any(a.startswith("resume=") for a in argv):
         return None
-    try:
-        _checked[tuple(argv)] = config_for(argv)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return None
+    return answer_early(config_for, argv, _checked)
 
 
 # a new run's config that early_answer made, which main()'s config_for of the same line takes instead of making it

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from agents.cli_args import answer_early
 from agents.config import ConfigError, absolute_env_paths, absolute_path, load_config
 from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
@@ -25,11 +26,9 @@ def early_answer(argv: list[str]) -> int | None:
     try:
         if parse_command_line(argv).resume is not None:
             return None
-        _checked[tuple(argv)] = prepare(argv)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return None
+    except ConfigError:  # prepare's own first check: its line comes from there
+        pass
+    return answer_early(prepare, argv, _checked)
 
 
 # what early_answer prepared, which main()'s prepare of the same line takes: its notes are printed once
