@@ -160,8 +160,8 @@ def validate(cfg: DictConfig) -> DictConfig:
          "vector env itself; drop it")  # was make_vec()'s "got multiple values for keyword argument"
     need(merged.runs_root.strip() != "", "runs_root= is empty: name the folder for run folders (default runs)")
     for key in ("runs_root", "run_dir"):  # a name the file system cannot hold was an OSError traceback mid-start
-        need(merged[key] is None or not (why := path_too_long(str(merged[key]))),
-             f"{key}={shortened(str(merged[key]))}: {why}; choose a shorter one")
+        why = None if merged[key] is None else path_too_long(str(merged[key]))
+        need(why is None, f"{key}={shortened(str(merged[key]))}: {why}; choose a shorter one")
     need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "
          "the run into, or leave run_dir out (a new folder under runs_root)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
