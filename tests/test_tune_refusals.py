@@ -155,7 +155,7 @@ def test_a_metric_that_no_finished_trial_reported_is_explained_by_its_kind(metri
 
 def test_a_bad_sweep_is_refused_before_torch_and_ray_load():
     """`python -m agents.tune` refused a mistyped sweep only after loading torch, matplotlib and Ray's modules (~5 s
-    on 2 cores; now ~1.5 s): agents.tune_prepare.early_answer runs `prepare` while the command starts."""
+    on 2 cores; now ~0.6 s): agents.tune_prepare.early_answer runs `prepare` while the command starts."""
     import subprocess
     import sys
     from pathlib import Path
