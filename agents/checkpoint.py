@@ -20,6 +20,15 @@ from typing import Any
 
 import torch
 
+from agents.checkpoint_paths import (  # noqa: F401  (CheckpointError, run_dir_of, checkpoint_file: re-exported)
+    KEY_OF,
+    CheckpointError,
+    check_purpose,
+    checkpoint_file,
+    existing_checkpoint,
+    run_dir_of,
+)
+from memory.config import MEMORY_RUNTIME_KEYS  # noqa: F401  (re-exported)
 from memory.persist import ZIP_MAGIC, atomic_torch_save, zip_damage
 
 FORMAT = "memstream-checkpoint"
@@ -28,10 +37,6 @@ FORMAT = "memstream-checkpoint"
 CHECKPOINT_VERSION = 2
 ARCH_SECTIONS = ("model", "memory")  # config sections that must match for weights to fit
 ARCH_KEYS = ("agent",)
-
-
-class CheckpointError(ValueError):
-    """A missing, damaged or incompatible checkpoint; the message is one line with the fix."""
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -44,40 +49,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise CheckpointError(f"checkpoint: {exc}; then {then}") from None
 
 
-def run_dir_of(path: str | Path) -> Path:
-    """The run folder that a resume=/checkpoint= path names: the folder itself, the folder holding
-    checkpoints/<file> for a checkpoint file, and the run folder for its checkpoints/ folder (given that, a
-    resumed run went on inside checkpoints/ and its next resume= went back to the older checkpoint)."""
-    path = Path(path).resolve()
-    if path.is_file():
-        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    if path.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
-        return path.parent
-    return path
-
-
-def checkpoint_file(path: str | Path) -> Path:
-    """The file a resume=/checkpoint= path names: a run folder's checkpoints/last.pt (a folder without
-    checkpoints/: its own last.pt), a file as it is."""
-    path = Path(path)
-    if path.is_dir():
-        return path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
-    return path
-
-
-# What a caller can do about a checkpoint it cannot use, by what it loads the checkpoint for (`purpose`):
-# agents.run's resume= continues the run, agents.evaluate's checkpoint= re-evaluates it.
-PURPOSES = ("resume", "evaluate")
-_KEY = {"resume": "resume=", "evaluate": "checkpoint="}
 _UNREADABLE = {"resume": "resume from another run or start afresh",  # damaged, incomplete
                "evaluate": "evaluate another run's checkpoint, or re-run the experiment"}
 _OTHER_VERSION = {"resume": "re-run the experiment", "evaluate": "re-run the experiment, then evaluate the new run"}
-
-
-def _purpose(purpose: str) -> str:
-    if purpose not in PURPOSES:
-        raise ValueError(f"purpose={purpose!r}: choose one of {PURPOSES}")
-    return purpose
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
@@ -91,17 +65,8 @@ def _starts_with(path: Path, magic: bytes) -> bool:
 def load_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]:
     """Read a checkpoint; any failure becomes one CheckpointError line naming the file, the problem and the fix
     that `purpose` has: "resume" (agents.run's resume=) or "evaluate" (agents.evaluate's checkpoint=)."""
-    given, path, key = Path(path), checkpoint_file(path), _KEY[_purpose(purpose)]
-    if not path.is_file():
-        if given.is_dir() and (given / "config.yaml").is_file():  # a run folder stopped before its first checkpoint
-            raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
-                                  "before its first one, or it was removed); start it again in that folder with "
-                                  f"python -m agents.run config={given / 'config.yaml'} run_dir={given}")
-        if given.is_dir():  # not <folder>/last.pt, a path the user never named (the folder is no run)
-            raise CheckpointError(f"no checkpoint in {str(given)!r} (no checkpoints/last.pt): it is not a run folder; "
-                                  f"point {key} at one (runs/<env>/<agent>/<time>_s<seed>)")
-        raise CheckpointError(f"no checkpoint at {str(path)!r}: point {key} at a run folder that has "
-                              "checkpoints/last.pt")
+    path = existing_checkpoint(path, purpose)
+    key = KEY_OF[purpose]
     if path.suffix != ".pt" and not _starts_with(path, ZIP_MAGIC):  # config.yaml, metrics.json, ...: a slip
         raise CheckpointError(f"{str(path)!r} is not a checkpoint file; point {key} at a run folder or its "
                               "checkpoints/last.pt")
@@ -134,7 +99,7 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path, purpose
     agents.evaluate), so a difference means another memstream version wrote it, and the fix is that version or a
     new run."""
     if purpose is not None:
-        _purpose(purpose)
+        check_purpose(purpose)
     diffs = []
     for key in ARCH_KEYS:
         if saved_config.get(key) != config.get(key):
@@ -188,14 +153,14 @@ def check_own_run(saved_config: dict, run_dir: Path, path: str | Path, purpose: 
         k = differ[0]
         raise CheckpointError(f"checkpoint {str(path)!r} is not this run folder's: it has {k}={ours[k]!r}, the "
                               f"folder's config.yaml {k}={theirs[k]!r} (another run's checkpoint, or an edited one); "
-                              f"{_KEY[_purpose(purpose)]} takes a run folder with its own checkpoint")
+                              f"{KEY_OF[check_purpose(purpose)]} takes a run folder with its own checkpoint")
 
 
 def _with_that_version(path: str | Path, purpose: str) -> str:
     """The fix for a saved config this memstream cannot use as it is: the version that wrote it, or (resume) a new
     run from the run folder's config.yaml."""
     return {"resume": f"resume it with that version, or start a new run with config={run_dir_of(path) / 'config.yaml'}",
-            "evaluate": "evaluate it with that version"}[_purpose(purpose)]
+            "evaluate": "evaluate it with that version"}[check_purpose(purpose)]
 
 
 def check_saved_config(saved_config: dict, path: str | Path, purpose: str) -> None:
@@ -221,11 +186,6 @@ MEMORY_KEYS_ADDED = {"store_ivf_lists": 0, "store_ivf_probes": 0, "store_hnsw_ne
                      "store_hnsw_ef_search": 64, "store_hnsw_min_entries": 1024, "store_importance_halflife": 0.0}
 
 CONTEXT_KEYS = ("context_fixed", "context_scale", "context_restart")  # read only when context_decay > 0
-
-# memory keys that change behaviour but not the shapes of saved tensors
-MEMORY_RUNTIME_KEYS = {"util_weight", "pressure_weight", "sparsity_weight", "store_threads", "store_precision",
-                        "store_replace", "reset", "store_ivf_probes", "store_hnsw_ef_search", "store_hnsw_min_entries",
-                        "store_importance_halflife"}
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict, path: str | Path) -> None:

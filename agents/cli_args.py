@@ -203,14 +203,16 @@ def shortened(text: str, keep: int = 60) -> str:
 
 
 def answer_early(make, argv: list[str], made: dict) -> int | None:
-    """While a command starts, before its slow imports (agents.run, agents.tune): `make(argv)`, the checks of a new
-    run's or sweep's command line (no torch), kept in `made` for main(), which takes it rather than making it again
-    (a config= file is read once, a note printed once); a ConfigError is main()'s own `error:` line and exit 2."""
+    """While a command starts, before its slow imports (agents.run, agents.tune, agents.evaluate): `make(argv)`, the
+    checks of its command line (no torch), kept in `made` for main(), which takes it rather than making it again
+    (a config= file is read once, a note printed once); a ConfigError (or CheckpointError: evaluate's checkpoint=
+    names none) is main()'s own `error:` line and exit 2."""
+    from agents.checkpoint_paths import CheckpointError
     from agents.config import ConfigError
 
     try:
         made[tuple(argv)] = make(argv)
-    except ConfigError as exc:
+    except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return None

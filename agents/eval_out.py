@@ -1,4 +1,6 @@
-"""agents.evaluate's out= file: where it goes, which files it may not write over, and the atomic write."""
+"""agents.evaluate's out= file: where it goes, which files it may not write over, and the atomic write.
+
+The checks load no torch: `agents.evaluate` makes them while it starts (agents/evaluate_args.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,8 @@ import json
 import os
 from pathlib import Path
 
-from agents.checkpoint import checkpoint_file
+from agents.checkpoint_paths import checkpoint_file
 from agents.config import ConfigError
-from agents.report import write_json_atomic
 
 
 def run_output(path: Path, run_dir: Path, checkpoint: Path) -> str | None:
@@ -75,6 +76,8 @@ def earlier_evaluation(path: Path) -> bool:
 
 
 def write_out_file(path: Path, result: dict) -> None:
+    from agents.report import write_json_atomic  # (torch and matplotlib: the checks above run while evaluate starts)
+
     try:
         write_json_atomic(path, result)
     except OSError as exc:  # what check_out_file cannot foresee (a full disk, a folder that went away)

@@ -21,10 +21,14 @@ from agents.startup import end_startup, finish, guard_startup
 
 if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch and the trainer import (~2 s): one line
     guard_startup("no evaluation was written")
+    import sys
 
-import itertools  # noqa: E402  (after the guard above: these imports are the slow part of starting)
-import math
-import os
+    from agents.evaluate_args import early_answer  # imports no torch: --help and a bad line are answered in ~1 s
+
+    if (_answer := early_answer(sys.argv[1:])) is not None:
+        finish(_answer)
+
+import math  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import signal
 import sys
 from collections.abc import Mapping
@@ -33,7 +37,6 @@ from pathlib import Path
 from omegaconf import OmegaConf, open_dict
 
 from agents.checkpoint import (
-    MEMORY_RUNTIME_KEYS,
     CheckpointError,
     check_compatible,
     check_own_run,
@@ -42,23 +45,25 @@ from agents.checkpoint import (
     load_checkpoint,
     run_dir_of,
 )
-from agents.cli_args import check_given_once, find_interpolation, hydra_reason, inert_note
+from agents.cli_args import inert_note
 from agents.config import ConfigError, allocation_failure, does_not_fit, validate
 from agents.eval_out import check_out_file, write_out_file
+from agents.evaluate_args import (  # noqa: F401  (EVAL_MEMORY_KEYS, override_grid: this module's names too)
+    ENV_PREFIX,
+    EVAL_MEMORY_KEYS,
+    MEMORY_PREFIX,
+    USAGE,
+    check_memory_key,
+    check_not_empty,
+    check_plain,
+    override_grid,
+    parse,
+)
 from agents.interrupts import interrupt
 from agents.report import mean_accuracy, measured, scored, with_count
 from agents.threads import threads_note
 from memory.cache_cold_dirs import ColdTierError
-from memory.config import MAX_THREADS, MemoryConfig
-
-USAGE = ("usage: python -m agents.evaluate checkpoint=<run folder or checkpoints/last.pt> [device=cpu|cuda|auto] "
-         "[env.kwargs.<option>=<value or comma list> ...] [memory.<key>=<value or comma list> ...] "
-         "[out=<file, default eval.json; relative: inside the run folder>] [threads=<n, default: the run's own>]")
-OWN_KEYS = ("checkpoint", "device", "out", "threads")  # evaluate's own arguments (besides env.kwargs.*, memory.*)
-ENV_PREFIX, MEMORY_PREFIX = "env.kwargs.", "memory."
-MAX_EVALUATIONS = 10_000  # of one sweep: each one replays the env and evaluates every task
-# memory keys an evaluation may set: those a checkpoint loads under (MEMORY_RUNTIME_KEYS) that act without learning
-EVAL_MEMORY_KEYS = tuple(sorted(MEMORY_RUNTIME_KEYS - {"util_weight", "pressure_weight", "sparsity_weight"}))
+from memory.config import MAX_THREADS
 
 
 def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict | None = None,
@@ -158,116 +163,10 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     return result
 
 
-def check_plain(key: str, value) -> None:
-    """A value without '${': evaluate's values are not interpolated (resolved against the run's saved config, e.g.
-    env.kwargs.delay=${seed}, they were evaluated with a value the JSON did not record), and agents.run refuses a
-    literal '${' in a value. Inside a list or mapping, the line names the item (`key[0]`, `key.k`)."""
-    found = find_interpolation(value, key)
-    if found:
-        raise ConfigError(f"{found[0]}={found[1]!r}: an evaluation takes plain values, not interpolations "
-                          "('${...}'); write the value itself")
-
-
 def cold_tier_line(exc: ColdTierError) -> str:
     """ColdTierError's line with the fix an evaluation has: it needs the run's memory.cache_cold (any other value
     is refused), so only a temp folder on a bigger disk helps."""
     return f"{exc.problem}; an evaluation keeps the run's memory.cache_cold: set TMPDIR to a folder on a bigger disk"
-
-
-def check_not_empty(key: str, value) -> None:
-    """checkpoint= / out= with nothing after the `=`: Path("") is the working folder, a path never given."""
-    if isinstance(value, (str, Path)) and not str(value).strip():
-        fix = "point it at a run folder (or its checkpoints/last.pt)" if key == "checkpoint" else \
-            "name a file (the default is eval.json)"
-        raise ConfigError(f"{key}= is empty; {fix}")
-
-
-def check_memory_key(key: str) -> None:
-    """A memory key an evaluation may set, or one ConfigError line saying which it may."""
-    if key not in MemoryConfig.__dataclass_fields__:
-        raise ConfigError(f"unknown config key 'memory.{key}'; run `python -m agents.run --help` to list the keys")
-    if key not in EVAL_MEMORY_KEYS:
-        raise ConfigError(f"memory.{key}: the trained weights and saved memory were made with the run's value; an "
-                          f"evaluation may change memory.{{{','.join(EVAL_MEMORY_KEYS)}}} only")
-
-
-def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
-    """`env.kwargs.<k>=<v>` and `memory.<k>=<v>` overrides -> one ({env option: value}, {memory key: value}) per
-    combination (a comma list is a sweep, as in Hydra's multirun); values are parsed by Hydra's override grammar
-    (`[1,2]` is a list, `true` a bool)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    parser, parsed = OverridesParser.create(), []
-    for item in items:
-        try:
-            parsed += parser.parse_overrides([item])
-        except HydraException as exc:
-            fix = "memory.<key>=<value> or a comma list (memory.reset=never,episode)" if item.startswith(
-                MEMORY_PREFIX) else "env.kwargs.<option>=<value> or a comma list (env.kwargs.facts_per_episode=1,2,4)"
-            raise ConfigError(f"{item}: {hydra_reason(exc) or 'its value cannot be read'}; "
-                              f"write {fix}, and quote a value with spaces or '~': key='a b'") from None
-    names = [o.key_or_group for o in parsed]
-    check_given_once(names, items, sweep_hint)
-    for name in names:
-        if name.startswith(MEMORY_PREFIX):
-            check_memory_key(name[len(MEMORY_PREFIX):])
-    values = []
-    for item, override in zip(items, parsed, strict=True):
-        try:
-            values.append(list(itertools.islice(override.sweep_iterator(), MAX_EVALUATIONS + 1))
-                          if override.is_sweep_override() else [override.value()])
-        except HydraException:  # interval() and glob() name no values to evaluate (was Hydra's traceback)
-            raise ConfigError(f"{item}: a sweep here names its values: a comma list, range() or choice() "
-                              f"({names[len(values)]}=1,2,4)") from None
-    if math.prod(map(len, values)) > MAX_EVALUATIONS:  # range(1,10**9) was a MemoryError traceback
-        sizes = " x ".join(f"{len(v):,}{'+' if len(v) > MAX_EVALUATIONS else ''}" for v in values)
-        raise ConfigError(f"{' '.join(items)}: {sizes} evaluations; a sweep runs at most {MAX_EVALUATIONS:,}: give "
-                          "fewer values")
-    for name, options in zip(names, values, strict=True):  # before the first evaluation of a sweep
-        for option in options:  # each a value of `name` (an index would name a list value's item)
-            check_plain(name, option)
-    grid = []
-    for combo in itertools.product(*values):
-        env = {n[len(ENV_PREFIX):]: v for n, v in zip(names, combo, strict=True) if n.startswith(ENV_PREFIX)}
-        memory = {n[len(MEMORY_PREFIX):]: v for n, v in zip(names, combo, strict=True) if n.startswith(MEMORY_PREFIX)}
-        grid.append((env, memory))
-    return grid or [({}, {})]
-
-
-def thread_count(text: str | None) -> int | None:
-    """threads=<n> as an int (range checked by `evaluate`), None when not given."""
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"threads={text}: not an integer; give a torch thread count, e.g. threads=2 (default: the "
-                          "run's own)") from None
-
-
-def sweep_hint(key: str) -> str:
-    """check_given_once's fix for a repeated env or memory key here: a comma list evaluates several values."""
-    return f" (a comma list evaluates several values: {key}=1,2)" if key.startswith((ENV_PREFIX, MEMORY_PREFIX)) else ""
-
-
-def check_argument(arg: str) -> None:
-    """One line for an argument evaluate does not take (was "expected checkpoint=<path>" and the usage: two lines)."""
-    key, has_value, _ = arg.partition("=")
-    if key in OWN_KEYS and has_value or key.startswith((ENV_PREFIX, MEMORY_PREFIX)) and \
-            has_value and key not in (ENV_PREFIX, MEMORY_PREFIX):
-        return
-    plain = key.lstrip("+~")
-    if plain != key and (plain in OWN_KEYS or plain.startswith((ENV_PREFIX, MEMORY_PREFIX))):
-        fix = f"set it: {plain}=<value>" if key.startswith("~") else f"drop the {key[:len(key) - len(plain)]!r}: " \
-            f"write {arg.lstrip('+')}"
-        raise ConfigError(f"{arg}: an evaluation neither adds nor deletes keys; {fix}")
-    if not has_value and (key in OWN_KEYS or key.startswith((ENV_PREFIX, MEMORY_PREFIX))):
-        raise ConfigError(f"{arg}: no value; write {key}=<value>")
-    if not has_value and (key.endswith(".pt") or os.sep in key or Path(key).exists()):
-        raise ConfigError(f"{arg!r}: arguments are key=value; write checkpoint={arg}")
-    raise ConfigError(f"{arg!r} is not an argument of agents.evaluate (the run's other settings are its checkpoint's); "
-                      "it takes checkpoint=, device=, out=, threads=, env.kwargs.<option>= and memory.<key>= (--help)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,33 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    prefixes = (ENV_PREFIX, MEMORY_PREFIX)
-    own = [a for a in argv if "=" in a and not a.startswith(prefixes)]
-    args = {k: os.path.expanduser(v) if k in ("checkpoint", "out") else v for k, v in (a.split("=", 1) for a in own)}
-    grid_items = [a for a in argv if a.startswith(prefixes) and "=" in a]
     try:
-        for arg in argv:
-            check_argument(arg)
-        if "checkpoint" not in args:
-            raise ConfigError("checkpoint= is missing; name the run to evaluate: checkpoint=<run folder or its "
-                              "checkpoints/last.pt> (--help lists the arguments)")
-        check_given_once([a.split("=", 1)[0] for a in own], own)
-        check_not_empty("checkpoint", args["checkpoint"])
-        check_not_empty("out", args.get("out", "eval.json"))
-        check_plain("out", args.get("out", ""))  # evaluate() checks its paths; a sweep's one file is written here
-        run_dir = run_dir_of(args["checkpoint"])
-        out_file = run_dir / args.get("out", "eval.json")
-        # before the first evaluation: a sweep writes its one file at the end
-        check_out_file(args.get("out", "eval.json"), run_dir, Path(args["checkpoint"]).resolve())
-        threads = thread_count(args.get("threads"))
-        grid = override_grid(grid_items)
-        if len(grid) == 1:
-            results = [evaluate(args["checkpoint"], args.get("device"), grid[0][0], args.get("out", "eval.json"),
-                                grid[0][1], threads=threads)]
+        cmd = parse(argv)  # (checked already while the command started: __main__ below)
+        if len(cmd.grid) == 1:
+            results = [evaluate(cmd.checkpoint, cmd.device, cmd.grid[0][0], cmd.out, cmd.grid[0][1],
+                                threads=cmd.threads)]
         else:  # one file for the sweep: each evaluation names the env options and memory settings it used
-            results = [evaluate(args["checkpoint"], args.get("device"), env, None, memory, note=not i, threads=threads)
-                       for i, (env, memory) in enumerate(grid)]
-            write_out_file(out_file, {"evaluations": results})
+            results = [evaluate(cmd.checkpoint, cmd.device, env, None, memory, note=not i, threads=cmd.threads)
+                       for i, (env, memory) in enumerate(cmd.grid)]
+            write_out_file(cmd.out_file, {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -321,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  distance <= {k}: {with_count(v, result['scored_by_distance'][k])}")
         for k, v in (result["recall_by_delay"] or {}).items():
             print(f"  delay {k}: {with_count(v, result['scored_by_delay'][k])}")
-    print(f"written to {out_file}")  # a relative out= lands in the run folder, not where the command ran
+    print(f"written to {cmd.out_file}")  # a relative out= lands in the run folder, not where the command ran
     return 0
 
 

@@ -31,6 +31,10 @@ MAX_LAG = 64  # largest key / query lag in memory.key_lags
 # threads fails mid-run
 MAX_THREADS = 1024
 MIN_POINTS_PER_LIST = 39  # FAISS warns (and clusters poorly) below 39 training points per IVF centroid
+# keys that change behaviour but not the shapes of saved tensors: a checkpoint loads under other values of these
+MEMORY_RUNTIME_KEYS = frozenset({"util_weight", "pressure_weight", "sparsity_weight", "store_threads",
+                                 "store_precision", "store_replace", "reset", "store_ivf_probes",
+                                 "store_hnsw_ef_search", "store_hnsw_min_entries", "store_importance_halflife"})
 
 
 def ivf_lists_for(capacity: int, lists: int | None) -> int:

@@ -134,16 +134,43 @@ def test_the_memory_package_still_exports_its_components():
 def test_a_bad_command_line_and_help_are_answered_before_torch_loads(argv, code, line):
     """`python -m agents.run` refused a mistyped key only after loading torch and matplotlib (~6 s on 2 cores; now
     ~1 s): agents.run_config.early_answer answers while the command starts, with main()'s own line."""
-    program = (f"import runpy, sys; sys.argv = ['agents.run', *{argv!r}]\n"
-               "try:\n    runpy.run_module('agents.run', run_name='__main__')\n"
+    check_answered_early("agents.run", argv, code, line)
+
+
+def check_answered_early(module: str, argv: list[str], code: int, line: str | None, cwd: Path = REPO) -> None:
+    """`python -m <module> <argv>` exits with `code` and `line` (None: its usage on stdout) without importing torch."""
+    program = (f"import runpy, sys; sys.argv = [{module!r}, *{argv!r}]\n"
+               f"try:\n    runpy.run_module({module!r}, run_name='__main__')\n"
                "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules, file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=120)
     lines = done.stderr.strip().splitlines()
     assert lines[-1] == f"exit {code} False", done.stderr
     if line is not None:
         assert len(lines) == 2 and lines[0].startswith(line), done.stderr
     else:
-        assert done.stdout.startswith("usage: python -m agents.run"), done.stdout
+        assert done.stdout.startswith(f"usage: python -m {module}"), done.stdout
+
+
+@pytest.mark.parametrize("argv, code, line", [
+    (["--help"], 0, None),
+    ([], 2, "error: checkpoint= is missing; name the run to evaluate"),
+    (["chekpoint=run"], 2, "error: 'chekpoint=run' is not an argument of agents.evaluate"),
+    (["checkpoint=nowhere"], 2, "error: no checkpoint at "),
+    (["checkpoint=run", "out=metrics.json"], 2, "error: out='"),
+    (["checkpoint=run", "memory.slots=3"], 2, "error: memory.slots: the trained weights and saved memory were made"),
+    (["checkpoint=run", "env.kwargs.facts_per_episode=[1,"], 2, "error: env.kwargs.facts_per_episode=[1,: no viable"),
+    (["checkpoint=run", "env.kwargs.x=range(1,100000000)"], 2, "error: env.kwargs.x=range(1,100000000): 10,001+ "),
+    (["checkpoint=run", "threads=two"], 2, "error: threads=two: not an integer"),
+])
+def test_evaluate_answers_a_bad_command_line_and_help_before_torch_loads(tmp_path, argv, code, line):
+    """`python -m agents.evaluate` refused a mistyped argument, a missing checkpoint or an out= that names the run's
+    own file after ~5 s of imports; agents.evaluate_args.early_answer answers in ~1 s, with main()'s own line. (The
+    checkpoint is only looked for here: reading it needs torch.)"""
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"not read while the command starts")
+    check_answered_early("agents.evaluate", argv, code, line, cwd=tmp_path)
 
 
 def test_the_early_answer_reads_a_config_file_once(tmp_path, capsys):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agents import eval_out, evaluate, run
+from agents import evaluate, report, run
 from agents.config import ConfigError
 
 NEEDLE = ["env=NeedleRecall-v0", "train.lanes=4", "train.threads=1", "train.progress=false", "train.episodes=2",
@@ -74,7 +74,7 @@ def test_a_failed_write_of_the_out_file_is_one_line(needle_run, capsys, monkeypa
     def disk_full(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(eval_out, "write_json_atomic", disk_full)
+    monkeypatch.setattr(report, "write_json_atomic", disk_full)  # (eval_out imports it when it writes)
     assert evaluate.main([f"checkpoint={needle_run}", "out=full.json"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("full.json': cannot write it (No space left on device); name another file")

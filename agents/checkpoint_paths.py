@@ -1,0 +1,64 @@
+"""Where a checkpoint is, without reading it: the run folder and the file a resume= / checkpoint= path names, and
+the one-line error of a path that holds none.
+
+Torch-free (agents.checkpoint reads the file), so `agents.evaluate` refuses a mistyped path while it starts,
+before its slow imports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CheckpointError(ValueError):
+    """A missing, damaged or incompatible checkpoint; the message is one line with the fix."""
+
+
+# What a caller can do about a checkpoint it cannot use, by what it loads the checkpoint for (`purpose`):
+# agents.run's resume= continues the run, agents.evaluate's checkpoint= re-evaluates it.
+PURPOSES = ("resume", "evaluate")
+KEY_OF = {"resume": "resume=", "evaluate": "checkpoint="}  # the argument that names the checkpoint
+
+
+def check_purpose(purpose: str) -> str:
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose={purpose!r}: choose one of {PURPOSES}")
+    return purpose
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run folder that a resume=/checkpoint= path names: the folder itself, the folder holding
+    checkpoints/<file> for a checkpoint file, and the run folder for its checkpoints/ folder (given that, a
+    resumed run went on inside checkpoints/ and its next resume= went back to the older checkpoint)."""
+    path = Path(path).resolve()
+    if path.is_file():
+        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if path.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
+        return path.parent
+    return path
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a resume=/checkpoint= path names: a run folder's checkpoints/last.pt (a folder without
+    checkpoints/: its own last.pt), a file as it is."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "checkpoints" / "last.pt" if (path / "checkpoints").is_dir() else path / "last.pt"
+    return path
+
+
+def existing_checkpoint(path: str | Path, purpose: str) -> Path:
+    """The checkpoint file `path` names (`checkpoint_file`), or one CheckpointError line when there is none, with
+    the fix that `purpose` ("resume", "evaluate") has."""
+    given, file, key = Path(path), checkpoint_file(path), KEY_OF[check_purpose(purpose)]
+    if file.is_file():
+        return file
+    if given.is_dir() and (given / "config.yaml").is_file():  # a run folder stopped before its first checkpoint
+        raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
+                              "before its first one, or it was removed); start it again in that folder with "
+                              f"python -m agents.run config={given / 'config.yaml'} run_dir={given}")
+    if given.is_dir():  # not <folder>/last.pt, a path the user never named (the folder is no run)
+        raise CheckpointError(f"no checkpoint in {str(given)!r} (no checkpoints/last.pt): it is not a run folder; "
+                              f"point {key} at one (runs/<env>/<agent>/<time>_s<seed>)")
+    raise CheckpointError(f"no checkpoint at {str(file)!r}: point {key} at a run folder that has "
+                          "checkpoints/last.pt")
