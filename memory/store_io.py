@@ -11,6 +11,7 @@ removes. A pair of files from different saves is refused on load (both carry the
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from memory.store_lookup import META_FIELDS
 FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
 WHERE = "FaissStore.load_state_dict"
 LEGACY_INDEX = "index.pt"  # the index file of saves that predate per-save index names
+SAVED_INDEX = re.compile(r"index-[0-9a-f]{32}\.pt")  # `save`'s index file names: index-<uuid4 hex>.pt
 
 
 class StorePersistence:
@@ -113,13 +115,15 @@ class StorePersistence:
 
     def save(self, path) -> None:
         """Write folder `path`: index-<token>.pt (normalised keys + FAISS indexes), then store.pt (values, metadata,
-        ids, eviction state, settings; it names the index file), each atomically; then older index files go."""
+        ids, eviction state, settings; it names the index file), each atomically; then the older index files of
+        this folder's saves go (`_replaced_index_files`), and no other file."""
         folder, (state, token) = Path(path), (self.state_dict(), uuid.uuid4().hex)
         index_name = f"index-{token}.pt"
+        replaced = _replaced_index_files(folder)
         index_part = {"format": FORMAT + ":index", "token": token, "keys": state.pop("keys"), "ann": state.pop("ann")}
         atomic_torch_save(index_part, folder / index_name)
         atomic_torch_save({**state, "token": token, "index_file": index_name}, folder / "store.pt")  # the commit
-        for old in [*folder.glob("index-*.pt"), folder / LEGACY_INDEX]:
+        for old in replaced:
             if old.name != index_name and old.is_file():
                 old.unlink()
 
@@ -151,3 +155,20 @@ class StorePersistence:
         store = build_from_saved(cls, cfg, f"FaissStore: {path}/store.pt", skip=("coded",))
         store.load_state_dict({**store_part, "keys": index_part["keys"], "ann": index_part["ann"]})
         return store
+
+
+def _replaced_index_files(folder: Path) -> list[Path]:
+    """The index files a new save into `folder` replaces: the one its store.pt names (index.pt for a save from
+    before per-save names) and those of saves killed before they committed (index-<uuid4 hex>.pt, a name only
+    `save` makes). A user's own files there (index.pt beside no store.pt that names it, index-best.pt) were
+    deleted too, by a glob of index-*.pt."""
+    files = [p for p in folder.glob("index-*.pt") if SAVED_INDEX.fullmatch(p.name)]
+    try:  # mmap: only the small pickle of store.pt is read, not its arrays
+        named = torch.load(folder / "store.pt", map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # none, or not a store's: it names no index file of ours
+        return files
+    if isinstance(named, dict) and str(named.get("format", "")).startswith("memstream.FaissStore/"):
+        name = named.get("index_file", LEGACY_INDEX)
+        if isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..", "store.pt"):
+            files.append(folder / name)
+    return files

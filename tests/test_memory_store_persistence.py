@@ -95,3 +95,29 @@ def test_a_store_saved_with_the_legacy_index_name_loads(tmp_path):
     del body["index_file"]
     torch.save(body, tmp_path / "store.pt")
     assert len(FaissStore.load(tmp_path)) == 3
+
+
+def test_a_save_removes_only_its_own_older_index_files(tmp_path):
+    """A save into a folder that also held a user's files named index.pt, index-best.pt and index-notes.pt deleted
+    all three (a glob of index-*.pt): now only the index file store.pt names and those of killed saves go."""
+    store = FaissStore(8, 2, capacity=10)
+    store.add(np.ones((3, 8)), np.ones((3, 2)), [0, 0, 0])
+    mine = {name: f"user file {name}".encode() for name in ("index.pt", "index-best.pt", "index-notes.pt",
+                                                             "index-0123.pt", "store.pt.bak")}
+    for name, data in mine.items():
+        (tmp_path / name).write_bytes(data)
+    killed = tmp_path / f"index-{'ab' * 16}.pt"  # a save killed before its store.pt: its index file is left
+    killed.write_bytes(b"left by a killed save")
+    store.save(tmp_path)
+    (first,) = (p for p in tmp_path.glob("index-*.pt") if len(p.stem) == 38)
+    store.save(tmp_path)
+    assert not first.exists() and not killed.exists()
+    for name, data in mine.items():
+        assert (tmp_path / name).read_bytes() == data, name
+    assert len(FaissStore.load(tmp_path)) == 3
+
+
+def test_a_save_over_a_legacy_store_removes_its_index_pt(tmp_path):
+    test_a_store_saved_with_the_legacy_index_name_loads(tmp_path)
+    FaissStore.load(tmp_path).save(tmp_path)
+    assert not (tmp_path / "index.pt").exists() and len(FaissStore.load(tmp_path)) == 3
