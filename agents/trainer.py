@@ -22,6 +22,7 @@ import torch
 
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
 from agents.checkpoint_fields import check_env_files, check_trainer_fields, env_files, garbled
+from agents.checkpoint_tensors import check_lane_state, check_optimizer_state
 from agents.cl_metrics import AccuracyByKey, continual_metrics, env_schedule, run_distance_buckets, schedule_blocks
 from agents.config import ConfigError, memory_config
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
@@ -313,10 +314,8 @@ class Trainer:
         except ValueError as exc:  # e.g. parameter groups made before train.weight_decay skipped biases and norms
             raise CheckpointError(f"checkpoint {str(path)!r}: its optimizer state does not fit this run's optimizer "
                                   f"({str(exc).splitlines()[0][:120]}); re-run the experiment") from None
-        fresh = {k: tuple(v.shape) for k, v in self.state.items()}
-        saved = {k: tuple(v.shape) for k, v in body["state"].items()}
-        if saved != fresh:
-            raise ValueError(f"its per-lane state has {sorted(set(saved) ^ set(fresh)) or 'other shapes'}")
+        check_optimizer_state(self.optimizer, {id(p): n for n, p in self.model.named_parameters()}, path)
+        check_lane_state(body["state"], self.state, self.model_cfg.vocab_size, path)
         self.state = {k: v.to(self.state[k].device) for k, v in body["state"].items()}  # load maps to the CPU
         self.model.load_memory_state_dict(body["memory"])
         torch.set_rng_state(body["rng"]["torch"])

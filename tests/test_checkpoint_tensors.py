@@ -1,0 +1,87 @@
+"""A checkpoint whose optimizer state or per-lane state loads but is garbled is the one line that names the tensor,
+for `agents.run resume=` and `agents.evaluate checkpoint=`, with the run folder untouched. An exp_avg of another
+shape ended a resumed run with a segmentation fault (fused AdamW), a NaN moment or step read as "training diverged;
+lower train.lr", a float64 slot bank, a token id beyond the vocabulary or a negative clock were tracebacks from the
+first forward, and a NaN internal memory was evaluated without a word."""
+
+import copy
+import shutil
+
+import pytest
+import torch
+
+from agents import evaluate, run
+from tests.test_checkpoint_fields import LINE, one_line, snapshot
+from tests.test_run import tiny
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One tiny finished MemNet run (slot bank, store, LM2 internal memory) and its checkpoint's body."""
+    run_dir = tmp_path_factory.mktemp("checkpoint_tensors") / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1", "memory.internal=lm2",
+                         "memory.internal_slots=4")) == 0
+    return run_dir, torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+
+
+def _moment(key, edit):
+    def damage(body):
+        state = body["optimizer"]["state"][0]
+        state[key] = edit(state[key])
+    return damage
+
+
+def _group(key, value):
+    def damage(body):
+        body["optimizer"]["param_groups"][0][key] = value
+    return damage
+
+
+def _lane(name, edit):
+    def damage(body):
+        body["state"][name] = edit(body["state"][name])
+    return damage
+
+
+def _nan(t):
+    return torch.full_like(t, float("nan"))
+
+
+# case -> (how the checkpoint is garbled, what the line names)
+CASES = {
+    "exp_avg of another shape": (_moment("exp_avg", lambda t: t.flatten()[:1].clone()),
+                                 "optimizer state exp_avg of embed.weight is float32 (1,), the parameter float32"),
+    "exp_avg_sq NaN": (_moment("exp_avg_sq", _nan), "optimizer state exp_avg_sq of embed.weight holds NaN or inf"),
+    "exp_avg_sq negative": (_moment("exp_avg_sq", lambda t: t - 1), "holds negative values (a mean of squares)"),
+    "step negative": (_moment("step", lambda t: torch.tensor(-5.0)), "optimizer state step of embed.weight: -5.0"),
+    "step NaN": (_moment("step", lambda t: torch.tensor(float("nan"))), "optimizer state step of embed.weight: nan"),
+    "lr NaN": (_group("lr", float("nan")), "optimizer lr=nan"),
+    "beta of 1": (_group("betas", (0.9, 1.0)), "optimizer betas=(0.9, 1.0)"),
+    "slot bank float64": (_lane("slot.memory", lambda t: t.double()), "per-lane state slot.memory is float64"),
+    "slot bank NaN": (_lane("slot.memory", _nan), "per-lane state slot.memory holds NaN or inf"),
+    "internal memory NaN": (_lane("internal", _nan), "per-lane state internal holds NaN or inf"),
+    "internal memory float16": (_lane("internal", lambda t: t.half()), "per-lane state internal is float16"),
+    "slot written int64": (_lane("slot.written", lambda t: t.long()), "per-lane state slot.written is int64"),
+    "window token beyond the vocabulary": (_lane("window.tokens", lambda t: t + 10**6),
+                                           "per-lane state window.tokens holds token 1000"),
+    "negative clock": (_lane("ctrl.pos", lambda t: t - 10**6), "per-lane state ctrl.pos holds -"),
+    "buffer end past the buffer": (_lane("ctrl.end", lambda t: t + 10**6), "per-lane state ctrl.end="),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_garbled_tensor_is_one_line_naming_it(finished, tmp_path, capsys, case):
+    damage, names = CASES[case]
+    run_dir, body = finished
+    copied = tmp_path / "run"
+    shutil.copytree(run_dir, copied)
+    body = copy.deepcopy(body)
+    damage(body)
+    torch.save(body, copied / "checkpoints" / "last.pt")
+    before = snapshot(copied)
+    capsys.readouterr()
+    assert run.main([f"resume={copied}"]) == 2
+    one_line(capsys, LINE, names, "re-run the experiment", str(copied))
+    assert evaluate.main([f"checkpoint={copied}"]) == 2
+    one_line(capsys, LINE, names, "re-run the experiment", str(copied))
+    assert snapshot(copied) == before
