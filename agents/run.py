@@ -135,10 +135,15 @@ def log_eval(trainer, logger) -> dict:
 def _interrupted(run_dir: Path | None) -> int:
     """Ctrl+C or SIGTERM: one line, no traceback, exit 130; the last checkpoint is whole (written atomically)."""
     saved = run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
-    again = (f"; start it again with: python -m agents.run config={run_dir / 'config.yaml'} run_dir={run_dir}"
-             if run_dir is not None and (run_dir / "config.yaml").is_file() else "")
-    print("\ninterrupted; " + (f"continue from the last checkpoint with: python -m agents.run resume={run_dir}"
-                                if saved else f"no checkpoint was written yet{again}"), file=sys.stderr)
+    started = run_dir is not None and (run_dir / "config.yaml").is_file()  # (else: while the model and env were made)
+    if saved:
+        line = f"continue from the last checkpoint with: python -m agents.run resume={run_dir}"
+    elif started:
+        line = ("no checkpoint was written yet; start it again with: python -m agents.run "
+                f"config={run_dir / 'config.yaml'} run_dir={run_dir}")
+    else:
+        line = "nothing was written"
+    print(f"\ninterrupted; {line}", file=sys.stderr)
     return 130
 
 

@@ -106,7 +106,8 @@ def procs():
     # run.py's imports (torch, Hydra, matplotlib: ~1.5 s): its own handler, before main() is reached
     ("torch", "_interrupted_while_starting", "interrupted while starting; nothing was written"),
     # main() has begun (KeyboardInterrupt again) and imports TensorBoard and the trainer: no run folder yet
-    ("agents.tb_logger", "default_int_handler", "interrupted; no checkpoint was written yet"),
+    # (said "no checkpoint was written yet", as if a run folder were waiting for one)
+    ("agents.tb_logger", "default_int_handler", "interrupted; nothing was written"),
 ], ids=["importing-torch", "in-main"])
 def test_ctrl_c_while_starting_is_one_line_and_writes_nothing(tmp_path, procs, module, handler, message):
     run_dir = tmp_path / "run"
