@@ -262,6 +262,7 @@ class MemNet(StorePath, AgentModel):
             raise ValueError("memory state holds a store, but this model has memory.store=false")
         if not {"lanes", "store", "cache"} <= set(d):
             raise ValueError(f"memory state: expected keys lanes, store, cache; got {sorted(d)}")
+        self._check_saved_tokens(d["store"])
         if self.store is None or self.store.lanes != int(d["lanes"]):
             self.close()
             self._memory_objects(int(d["lanes"]))

@@ -17,6 +17,7 @@ from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
 from memory.retrieval import recency_rescore, remove_replaced, retrieve_memory_kv, write_memory
 from memory.store import CodedKeys, FaissStore
+from memory.store_lookup import META_FIELDS
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 TOKEN_CODE_SEED = 0  # memory.key_source=token: the codes come from their own generator (the global RNG is untouched)
@@ -177,6 +178,21 @@ class StorePath:
             kin, xin = key_in[b, t], x[b, t]  # (n, a D), (n, D): cached per head as (n, H, a d), (n, H, d)
             write_memory(self.store, self.cache, kin, h[b, t], kin.unflatten(-1, (H, -1)), xin.unflatten(-1, (H, -1)),
                          lanes, meta=cols)
+
+    def _check_saved_tokens(self, store_state) -> None:
+        """A saved store's "token" and "prev" of its entries within this model's vocabulary (prev: -1 at a lane's
+        stream start), or one ValueError line: a token past it failed in the copy read-out's scatter, a traceback.
+        (The store checks the rest of its state itself; a state it cannot read is left to it.)"""
+        meta, row_id = (store_state.get(k) if isinstance(store_state, dict) else None for k in ("meta", "row_id"))
+        if not (isinstance(meta, Tensor) and isinstance(row_id, Tensor) and meta.dim() == 2
+                and meta.shape[0] == row_id.numel() and meta.shape[1] == len(META_FIELDS)):
+            return
+        live = meta[row_id.reshape(-1) >= 0]
+        for field, low in (("token", 0), ("prev", -1)):
+            ids = live[:, META_FIELDS.index(field)]
+            if ids.numel() and not (low <= int(ids.min()) and int(ids.max()) < self.cfg.vocab_size):
+                raise ValueError(f"memory state: the store's entries hold {field} ids outside [{low}, "
+                                 f"{self.cfg.vocab_size}), this model's vocabulary; it is damaged or another env's")
 
     def _coded_keys(self) -> CodedKeys | None:
         """With token codes as addresses, a key's first blocks are the codes of its token and of the one before it

@@ -194,10 +194,14 @@ def checked_torch_load(path: str | os.PathLike, what: str, fmt: str, writer: str
     return d
 
 
+MAX_SAVED_COUNT = 2 ** 62  # a saved clock or counter: int64 with room to count on (2^63 and up failed at next use)
+
+
 def saved_count(value, name: str, where: str) -> int:
     """A saved non-negative int (a clock, a counter) as an int, or a one-line ValueError naming `where` and it."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 0:
-        raise ValueError(f"{where}: {name} is {value!r}, expected an int >= 0 (damaged state)")
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or not \
+            0 <= value <= MAX_SAVED_COUNT:
+        raise ValueError(f"{where}: {name} is {value!r}, expected an int in [0, 2^62] (damaged state)")
     return int(value)
 
 

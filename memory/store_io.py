@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from memory.config import ivf_lists_for, ivf_probes_for
-from memory.persist import atomic_torch_save, build_from_saved, check_saved_config, checked_torch_load, saved_count
+from memory.persist import (
+    MAX_SAVED_COUNT,
+    atomic_torch_save,
+    build_from_saved,
+    check_saved_config,
+    checked_torch_load,
+    saved_count,
+)
 from memory.store_lookup import META_FIELDS
 
 FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
@@ -92,6 +99,7 @@ class StorePersistence:
             if bad:
                 raise ValueError(f"FaissStore.load_state_dict: {name} of {bad} entries hold NaN or inf, which add() "
                                  "refuses; the state is damaged")
+        self._check_rows(d, live.reshape(-1))
         if self.coded is not None and d.get("codes") != self.coded.digest():  # a search looks coded blocks up by
             # metadata: keys that are not those codes (a store saved with other codes, or without them) ranked silently
             # wrong, a token past the table failed. Keys checked at `add` under these very codes need no second look.
@@ -112,6 +120,33 @@ class StorePersistence:
             getattr(self, name)[...] = d[name.lstrip("_")].numpy()
         self._write_search_copies()
         self._clock, self._adds, self._ann = clock, adds, fresh
+
+    def _check_rows(self, d: dict, live: np.ndarray) -> None:
+        """What `add` guarantees of the rows of a saved state (`live` (R,) bool: the rows holding an entry), or one
+        ValueError line: a live row's id is (gen - 1) R + row (ids are issued so: an edited one returned another
+        entry's values for it), generations >= 0 (a negative one issued negative ids), finite importances (NaN ones
+        were never evicted), unit-norm keys in a cosine store (others scored past [-1, 1]) and each entry's lane
+        one of the store's, its partition's with scope=lane (another lane's survived that lane's `clear`)."""
+        row_id, gen, rows = d["row_id"].numpy(), d["gen"].numpy(), np.arange(len(live))
+        problem = None
+        if (gen < 0).any() or (gen > MAX_SAVED_COUNT).any():
+            problem = f"generation counts out of [0, {MAX_SAVED_COUNT}]"
+        elif (row_id[~live] != -1).any() or (row_id[live] != (gen[live] - 1) * self.rows + rows[live]).any():
+            problem = "entry ids that this store did not issue for their rows"
+        elif not np.isfinite(d["importance"].numpy()).all():
+            problem = "NaN or inf importances"
+        elif self.metric == "cosine" and live.any():
+            keys = d["keys"].numpy()
+            sq = np.einsum("ij,ij->i", keys, keys)[live]  # (no copy of the keys: a store may hold millions)
+            if not ((np.abs(sq - 1) < 2e-3) | (sq < 1e-12)).all():
+                problem = "keys that are not unit vectors (a cosine store keeps them normalised)"
+        if problem is None and live.any():
+            lane = d["meta"].numpy()[live, META_FIELDS.index("lane")]
+            own = rows[live] // self.capacity if self.scope == "lane" else None
+            if ((lane < 0) | (lane >= self.lanes)).any() or (own is not None and (lane != own).any()):
+                problem = f"entries of lanes outside [0, {self.lanes}) or outside their lane's partition"
+        if problem is not None:
+            raise ValueError(f"FaissStore.load_state_dict: the saved state holds {problem}; it is damaged")
 
     def save(self, path) -> None:
         """Write folder `path`: index-<token>.pt (normalised keys + FAISS indexes), then store.pt (values, metadata,

@@ -47,6 +47,13 @@ def _nan(t):
     return torch.full_like(t, float("nan"))
 
 
+def _store_token(value):
+    def damage(body):
+        store = body["memory"]["store"]
+        store["meta"][store["row_id"] >= 0, 6] = value  # META_FIELDS: lane, episode, position, step, task, time, token
+    return damage
+
+
 # case -> (how the checkpoint is garbled, what the line names)
 CASES = {
     "exp_avg of another shape": (_moment("exp_avg", lambda t: t.flatten()[:1].clone()),
@@ -66,6 +73,8 @@ CASES = {
                                            "per-lane state window.tokens holds token 1000"),
     "negative clock": (_lane("ctrl.pos", lambda t: t - 10**6), "per-lane state ctrl.pos holds -"),
     "buffer end past the buffer": (_lane("ctrl.end", lambda t: t + 10**6), "per-lane state ctrl.end="),
+    "stored token beyond the vocabulary": (_store_token(10**6), "the store's entries hold token ids outside [0, "),
+    "stored token negative": (_store_token(-2), "the store's entries hold token ids outside [0, "),
 }
 
 

@@ -1,6 +1,7 @@
 """FaissStore persistence: save/load round trips, state dicts, damaged or interrupted saves, legacy files."""
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -121,3 +122,50 @@ def test_a_save_over_a_legacy_store_removes_its_index_pt(tmp_path):
     test_a_store_saved_with_the_legacy_index_name_loads(tmp_path)
     FaissStore.load(tmp_path).save(tmp_path)
     assert not (tmp_path / "index.pt").exists() and len(FaissStore.load(tmp_path)) == 3
+
+
+def _edited(edit, **kw):
+    store = FaissStore(4, 2, capacity=4, lanes=2, **kw)
+    store.add(np.eye(4)[[0, 1, 2]], np.arange(6.0).reshape(3, 2), [0, 0, 1])
+    d = store.state_dict()
+    edit(d)
+    return FaissStore(4, 2, capacity=4, lanes=2, **kw), d
+
+
+def _meta(column, value):
+    def edit(d):
+        d["meta"][0, column] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, kw, problem", [
+    # another row's id: a search for entry 0's key returned id 1, and get() entry 1's values
+    (lambda d: d["row_id"].__setitem__(0, d["row_id"][1]), {}, "entry ids that this store did not issue"),
+    (lambda d: d["row_id"].__setitem__(1, 2 ** 62), {}, "entry ids that this store did not issue"),  # never found
+    # a negative generation: add() issued negative ids, which the cache refused with a traceback
+    (lambda d: d["gen"].fill_(-3), {}, "generation counts out of [0, 4611686018427387904]"),
+    # NaN importances were never evicted under eviction=importance
+    (lambda d: d["importance"].fill_(float("nan")), {"eviction": "importance"}, "NaN or inf importances"),
+    (lambda d: d["keys"].mul_(100), {}, "keys that are not unit vectors"),  # scores of ~44 in a cosine store
+    (_meta(0, 9), {"scope": "shared"}, "entries of lanes outside [0, 2)"),  # survived clear(lanes=[0])
+    (_meta(0, 1), {}, "entries of lanes outside [0, 2) or outside their lane's partition"),
+])
+def test_a_state_whose_rows_add_would_never_make_is_refused(edit, kw, problem):
+    fresh, d = _edited(edit, **kw)
+    with pytest.raises(ValueError, match=re.escape(f"FaissStore.load_state_dict: the saved state holds {problem}")):
+        fresh.load_state_dict(d)
+    assert len(fresh) == 0  # nothing loaded
+
+
+def test_an_ip_store_keeps_its_keys_as_given_and_loads():
+    fresh, d = _edited(lambda d: None, metric="ip")
+    d["keys"].mul_(100)  # no norm to keep
+    fresh.load_state_dict(d)
+    assert len(fresh) == 3
+
+
+@pytest.mark.parametrize("count", ["clock", "adds"])
+def test_a_counter_past_int64_is_refused(count):
+    fresh, d = _edited(lambda d: d.__setitem__(count, 2 ** 70))
+    with pytest.raises(ValueError, match=f"{count} is {2 ** 70}, expected an int in"):
+        fresh.load_state_dict(d)
