@@ -179,6 +179,12 @@ def load_internal_state(path: str | os.PathLike, memory: _InternalMemory) -> Ten
     if state.dim() != 3 or state.shape[1:] != (memory.slots, memory.dim):
         raise ValueError(f"internal memory state file {os.fspath(path)!r}: shape {tuple(state.shape)}, expected "
                          f"(B, {memory.slots}, {memory.dim}) (memory.internal_slots, memory.dim)")
+    dtype = next(memory.parameters()).dtype  # (a float64 state loaded, then failed inside the memory's first call)
+    if state.dtype != dtype:
+        raise ValueError(f"internal memory state file {os.fspath(path)!r}: the state is {state.dtype}, this memory "
+                         f"computes in {dtype}; save a state this memory made")
+    if not bool(torch.isfinite(state).all()):
+        raise ValueError(f"internal memory state file {os.fspath(path)!r} is damaged: its state holds NaN or inf")
     return state
 
 

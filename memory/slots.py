@@ -336,11 +336,15 @@ def load_slot_state(path: str | os.PathLike, bank: MultiHeadMemoryBank, device=N
     if missing:
         raise ValueError(f"slot state file {os.fspath(path)!r}: missing tensors {missing}")
     state = SlotState(**{f: obj[f].to(device) if device is not None else obj[f] for f in SlotState._fields})
-    bad = _check_slot_tensors(state)
-    if bad is not None:
+    if (bad := _check_slot_tensors(state)) is not None:
         raise ValueError(f"slot state file {os.fspath(path)!r} is damaged: {bad}")
     try:
         bank.check_state(state)
     except ValueError as err:
         raise ValueError(f"slot state file {os.fspath(path)!r} does not fit this bank: {err}") from None
+    dtype = next(bank.parameters()).dtype  # (a float64 state loaded, then failed inside the bank's first call)
+    for name, t in (("memory", state.memory), ("usage", state.usage), ("age", state.age)):
+        if t.dtype != dtype or not bool(torch.isfinite(t).all()):
+            raise ValueError(f"slot state file {os.fspath(path)!r}: its {name} " + (
+                f"is {t.dtype}, the bank computes in {dtype}" if t.dtype != dtype else "holds NaN or inf (damaged)"))
     return state

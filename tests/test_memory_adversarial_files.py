@@ -66,6 +66,34 @@ def test_a_damaged_slot_file_with_a_float_written_mask_is_refused(tmp_path):
         load_slot_state(tmp_path / "s.pt", bank)
 
 
+@pytest.mark.parametrize("field, edit, line", [
+    # a float64 state loaded, then failed inside the bank's first call (expected scalar type Double but found Float)
+    ("memory", lambda t: t.double(), "its memory is torch.float64, the bank computes in torch.float32"),
+    ("usage", lambda t: t.double(), "its usage is torch.float64, the bank computes in torch.float32"),
+    ("memory", lambda t: torch.full_like(t, float("nan")), "its memory holds NaN or inf (damaged)"),  # loaded silently
+    ("age", lambda t: torch.full_like(t, float("inf")), "its age holds NaN or inf (damaged)"),
+])
+def test_a_slot_file_of_another_dtype_or_with_nan_is_one_line(tmp_path, field, edit, line):
+    bank = MultiHeadMemoryBank(CFG)
+    state = bank.initial_state(2)
+    save_slot_state(tmp_path / "s.pt", state._replace(**{field: edit(getattr(state, field))}))
+    with pytest.raises(ValueError, match=re.escape(f"s.pt': {line}")):
+        load_slot_state(tmp_path / "s.pt", bank)
+
+
+@pytest.mark.parametrize("edit, line", [
+    (lambda t: t.double(), "the state is torch.float64, this memory computes in torch.float32"),
+    (lambda t: t.half(), "the state is torch.float16, this memory computes in torch.float32"),
+    (lambda t: torch.full_like(t, float("nan")), "is damaged: its state holds NaN or inf"),
+])
+def test_an_internal_state_file_of_another_dtype_or_with_nan_is_one_line(tmp_path, edit, line):
+    memory = LM2Memory(MemoryConfig(dim=16, internal="lm2", internal_slots=4))
+    with torch.no_grad():
+        save_internal_state(tmp_path / "i.pt", edit(memory.initial_state(2)))
+    with pytest.raises(ValueError, match=re.escape(line)):
+        load_internal_state(tmp_path / "i.pt", memory)
+
+
 def test_state_loaders_name_the_function_that_writes_their_files(tmp_path):
     """The message said "point slot state.load at a folder (or file) that slot state.save wrote": no such API."""
     bank, mem = MultiHeadMemoryBank(CFG), LM2Memory(CFG)
