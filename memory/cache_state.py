@@ -55,3 +55,26 @@ def as_floats(x, name: str, dtype=np.float32) -> np.ndarray:
     except (TypeError, ValueError) as e:
         raise TypeError(f"TieredKVCache.put: {name} must be a numeric array or tensor, got {type(x).__name__} "
                         f"({str(e).splitlines()[0]})") from None
+
+
+def check_tier_values(got: dict, quantize: bool) -> dict:
+    """`got` (`TierStorage.checked_state`'s arrays, their shapes and dtypes checked there) once its values are
+    checked, or a one-line ValueError: K/V data finite (`put` refuses NaN / inf; a saved NaN was read back as it
+    was), int8 scales and key channel scales finite and > 0 (quantize never makes others: a negative one flipped the
+    signs of what it read), the calibration's running sum of squares finite and >= 0 (a negative one made NaN
+    channel scales, and NaN reads of every key put after the load), and no calibration after more keys than seen."""
+    data = ("hot_k", "hot_v", "cold", *(() if quantize else ("warm_k", "warm_v")))
+    bad = next((name for name in data if not np.isfinite(got[name]).all()), None)
+    if bad is not None:
+        raise ValueError(f"{WHERE}: {bad} holds NaN or inf, which put() refuses (damaged state)")
+    scales = ("warm_sk", "warm_sv", "channels") if quantize else ()
+    bad = next((name for name in scales if not (np.isfinite(got[name]) & (got[name] > 0)).all()), None)
+    if bad is not None:
+        raise ValueError(f"{WHERE}: {bad} holds scales that are not finite and > 0 (damaged state)")
+    if not (np.isfinite(got["key_sq"]) & (got["key_sq"] >= 0)).all():
+        raise ValueError(f"{WHERE}: key_sq (a sum of squares) holds values that are not finite and >= 0 (damaged "
+                         "state)")
+    if got["calibrated_at"] > got["key_seen"]:
+        raise ValueError(f"{WHERE}: calibrated_at={got['calibrated_at']} is past key_seen={got['key_seen']} (damaged "
+                         "state)")
+    return got

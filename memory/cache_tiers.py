@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from memory.cache_cold_dirs import map_cold_file
-from memory.cache_state import count_value
+from memory.cache_state import check_tier_values, count_value
 from memory.eviction import lowest
 from memory.quant import channel_scale, dequantize, quantize
 
@@ -228,8 +228,7 @@ class TierStorage:
         if not isinstance(d, dict) or not all(isinstance(d.get(n), torch.Tensor) for n in names) or not isinstance(
                 d.get("key_seen"), int):
             raise ValueError("TieredKVCache.load_state_dict: the saved tier data lacks arrays (damaged state)")
-        got = {name: d[name].numpy() for name in names[:7]}
-        channels = d["channel"].numpy()
+        got, channels = {name: d[name].numpy() for name in names[:7]}, d["channel"].numpy()
         # a file from before calibration rows holds one (H, dk) row and no warm_cal: every warm key used that row
         got["channels"] = channels[None] if channels.ndim == 2 else channels
         got["warm_cal"] = d["warm_cal"].numpy() if "warm_cal" in d else np.zeros_like(self.warm_cal)
@@ -246,8 +245,9 @@ class TierStorage:
             raise ValueError(f"TieredKVCache.load_state_dict: cold data {tuple(d['cold'].shape)} does not match "
                              f"{len(occupied[COLD])} cold entries")
         seen = count_value(d["key_seen"], "key_seen")
-        return {**got, "key_seen": seen, "calibrated_at": count_value(d.get("calibrated_at", seen), "calibrated_at"),
+        got |= {"key_seen": seen, "calibrated_at": count_value(d.get("calibrated_at", seen), "calibrated_at"),
                 "cold": d["cold"].numpy(), "cold_slots": occupied[COLD]}
+        return check_tier_values(got, self.quantize)
 
     def load_state(self, got: dict) -> None:
         """Load what `checked_state` returned."""

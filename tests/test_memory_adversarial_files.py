@@ -197,6 +197,35 @@ def test_a_cache_load_that_fails_leaves_the_cache_as_it_was(tmp_path, damage):
         c.close()
 
 
+def _fill(name, value):
+    def edit(data):
+        data[name] = torch.full_like(data[name], value)
+    return edit
+
+
+@pytest.mark.parametrize("edit, line", [
+    (_fill("hot_v", float("nan")), "hot_v holds NaN or inf, which put() refuses"),  # read back as NaN, silently
+    (_fill("cold", float("inf")), "cold holds NaN or inf, which put() refuses"),
+    (_fill("warm_sv", -1.0), "warm_sv holds scales that are not finite and > 0"),  # flipped the values' signs
+    (_fill("warm_sk", 0.0), "warm_sk holds scales that are not finite and > 0"),  # read the keys back as zeros
+    (_fill("channel", float("nan")), "channels holds scales that are not finite and > 0"),
+    # no NaN in the file, but the next calibration's sqrt made NaN channel scales for every key put after it
+    (_fill("key_sq", -1.0), "key_sq (a sum of squares) holds values that are not finite and >= 0"),
+    (lambda data: data.update(calibrated_at=data["key_seen"] + 1), "is past key_seen="),
+])
+def test_a_cache_state_with_values_put_never_makes_is_refused_and_changes_nothing(tmp_path, edit, line):
+    src, _ = filled_cache(tmp_path, 0, 6)
+    d = src.state_dict()
+    edit(d["data"])
+    dst, ids = filled_cache(tmp_path, 100, 4, seed=1)
+    before = dst.get_batch(ids)[1].numpy().copy()
+    with pytest.raises(ValueError, match=r"^TieredKVCache\.load_state_dict: .*" + re.escape(line)):
+        dst.load_state_dict(d)
+    np.testing.assert_array_equal(dst.get_batch(ids)[1].numpy(), before)
+    for c in (src, dst):
+        c.close()
+
+
 @pytest.mark.parametrize("damage", ["no_config", "no_books", "config_none"])
 def test_a_cache_file_without_its_parts_is_one_line(tmp_path, damage):
     """Was KeyError: 'books' / 'config', or AttributeError on a None config."""
