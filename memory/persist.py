@@ -227,3 +227,6 @@ def build_from_saved(cls, cfg, where: str, skip: tuple[str, ...] = (), **given):
         return cls(**cfg, **given)
     except TypeError:  # a setting missing
         raise ValueError(f"{where} lacks some of its settings ('config'); it is damaged") from None
+    except MemoryError as exc:  # sizes edited past this machine (capacity=10**12 asked numpy for 58 TiB)
+        raise ValueError(f"{where}: its settings ask for more memory than is free ({str(exc)[:120]}); it is damaged "
+                         "or was saved on a bigger machine") from None

@@ -75,6 +75,10 @@ CASES = {
     "buffer end past the buffer": (_lane("ctrl.end", lambda t: t + 10**6), "per-lane state ctrl.end="),
     "stored token beyond the vocabulary": (_store_token(10**6), "the store's entries hold token ids outside [0, "),
     "stored token negative": (_store_token(-2), "the store's entries hold token ids outside [0, "),
+    # was "the run does not fit in memory (an allocation of 22.4 TiB failed) ...; lower train.lanes"
+    "memory of 10^9 lanes": (lambda body: body["memory"].update(lanes=10**9),
+                             "its memory state holds 1000000000 lanes, the run "),
+    "memory dropped": (lambda body: body.update(memory={}), "its memory state is empty, and this run's model has a"),
 }
 
 

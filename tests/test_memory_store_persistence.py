@@ -169,3 +169,14 @@ def test_a_counter_past_int64_is_refused(count):
     fresh, d = _edited(lambda d: d.__setitem__(count, 2 ** 70))
     with pytest.raises(ValueError, match=f"{count} is {2 ** 70}, expected an int in"):
         fresh.load_state_dict(d)
+
+
+def test_a_saved_capacity_past_this_machine_is_one_line(tmp_path):
+    """capacity=10**12 in a store.pt was numpy's MemoryError ("Unable to allocate 58.2 TiB"), naming no file."""
+    FaissStore(4, 2, capacity=4).save(tmp_path)
+    body = torch.load(tmp_path / "store.pt", weights_only=True)
+    body["config"]["capacity"] = 10**15  # past any address space, whatever the kernel's overcommit policy
+    torch.save(body, tmp_path / "store.pt")
+    with pytest.raises(ValueError, match=r"store\.pt: its settings ask for more memory than is free \(.*\); it is "
+                                         r"damaged or was saved on a bigger machine$"):
+        FaissStore.load(tmp_path)
