@@ -74,6 +74,9 @@ def check_tier_values(got: dict, quantize: bool) -> dict:
     if not (np.isfinite(got["key_sq"]) & (got["key_sq"] >= 0)).all():
         raise ValueError(f"{WHERE}: key_sq (a sum of squares) holds values that are not finite and >= 0 (damaged "
                          "state)")
+    if len(got["channels"]) > 256:  # a slot's row is a uint8 (`warm_cal`); doubling makes <= 64 rows
+        raise ValueError(f"{WHERE}: {len(got['channels'])} channel rows, more than a uint8 row index reaches (damaged "
+                         "state)")
     if got["calibrated_at"] > got["key_seen"]:
         raise ValueError(f"{WHERE}: calibrated_at={got['calibrated_at']} is past key_seen={got['key_seen']} (damaged "
                          "state)")

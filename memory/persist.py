@@ -51,6 +51,22 @@ def _atomic_path(path: Path):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename in it survives a power loss (the file's own fsync does not cover its new
+    name); where folders cannot be opened or synced (Windows, some network file systems) the rename stands as is."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def remove_temp_files(folder: str | os.PathLike, names: tuple[str, ...] | None = None) -> list[Path]:
@@ -208,6 +224,8 @@ def saved_count(value, name: str, where: str) -> int:
 def check_saved_config(what: str, saved: dict, current: dict) -> None:
     """Raise ValueError naming the first field where a saved config differs from the live object's."""
     for name, value in current.items():
+        if name not in saved:  # (the fix below names the load that is running: edited, not mismatched)
+            raise ValueError(f"{what}: the saved state lacks its setting {name!r}; it is damaged")
         if saved.get(name) != value:
             raise ValueError(f"{what}: saved state has {name}={saved.get(name)!r} but this one has {name}={value!r}; "
                              f"build it with the saved settings or use {what}.load(path)")

@@ -212,6 +212,9 @@ def _fill(name, value):
     # no NaN in the file, but the next calibration's sqrt made NaN channel scales for every key put after it
     (_fill("key_sq", -1.0), "key_sq (a sum of squares) holds values that are not finite and >= 0"),
     (lambda data: data.update(calibrated_at=data["key_seen"] + 1), "is past key_seen="),
+    # a slot's calibration row is a uint8: a 300th row's slots would read row 43's scales
+    (lambda data: data.update(channel=data["channel"][:1].expand(300, -1, -1).clone(),
+                              warm_cal=torch.zeros_like(data["warm_cal"])), "300 channel rows, more than a uint8"),
 ])
 def test_a_cache_state_with_values_put_never_makes_is_refused_and_changes_nothing(tmp_path, edit, line):
     src, _ = filled_cache(tmp_path, 0, 6)

@@ -148,3 +148,30 @@ def test_an_interrupt_before_torch_saves_writer_starts_does_not_abort_the_proces
                           timeout=300)
     assert (proc.returncode, proc.stdout.split()) == (0, ["interrupted", "end"]), proc.stderr
     assert torch.load(path)["a"].tolist() == [0.0, 0.0, 0.0] and os.listdir(tmp_path) == ["x.pt"]
+
+
+def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
+    """The file was fsynced before its rename, the folder never: a power loss could lose the new name."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic_torch_save({"x": torch.ones(2)}, tmp_path / "a.pt")
+    if sys.platform.startswith("linux"):
+        assert synced[-1] == str(tmp_path.resolve())  # the folder, after the file
+    assert len(synced) == 2 and torch.load(tmp_path / "a.pt", weights_only=True)["x"].sum() == 2
+
+
+def test_a_saved_state_without_one_of_its_settings_says_it_is_damaged():
+    """A store.pt without its 'metric' said "build it with the saved settings or use FaissStore.load(path)" to a
+    caller of FaissStore.load."""
+    from memory.store import FaissStore
+
+    d = FaissStore(4, 2, capacity=4).state_dict()
+    del d["config"]["metric"]
+    with pytest.raises(ValueError, match=r"^FaissStore: the saved state lacks its setting 'metric'; it is damaged$"):
+        FaissStore(4, 2, capacity=4).load_state_dict(d)
