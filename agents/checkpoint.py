@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
-from agents.checkpoint_paths import (  # noqa: F401  (CheckpointError, run_dir_of, checkpoint_file: re-exported)
+from agents.checkpoint_paths import (  # noqa: F401  (CheckpointError, paths: re-exported)
     KEY_OF,
     CheckpointError,
     check_purpose,
     checkpoint_file,
     existing_checkpoint,
+    resolved,
     run_dir_of,
 )
 from memory.config import MEMORY_RUNTIME_KEYS  # noqa: F401  (re-exported)

@@ -26,11 +26,19 @@ def check_purpose(purpose: str) -> str:
     return purpose
 
 
+def resolved(path: str | Path) -> Path:
+    """Path(path).resolve(), or one CheckpointError line where it cannot be (a symlink loop was a traceback)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop: RuntimeError before Python 3.13, OSError since
+        raise CheckpointError(f"{str(path)!r} cannot be resolved ({exc}); name the run folder itself") from None
+
+
 def run_dir_of(path: str | Path) -> Path:
     """The run folder that a resume=/checkpoint= path names: the folder itself, the folder holding
     checkpoints/<file> for a checkpoint file, and the run folder for its checkpoints/ folder (given that, a
     resumed run went on inside checkpoints/ and its next resume= went back to the older checkpoint)."""
-    path = Path(path).resolve()
+    path = resolved(path)
     if path.is_file():
         return path.parent.parent if path.parent.name == "checkpoints" else path.parent
     if path.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():

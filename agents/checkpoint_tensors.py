@@ -56,16 +56,17 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str
                     raise garbled(path, f"{where} holds negative values (a mean of squares)")
 
 
-def check_lane_state(saved: dict, fresh: dict, memory: dict, model, lanes: int) -> None:
+def check_lane_state(saved: dict, fresh: dict, memory: dict, model, lanes: int, trained: bool) -> None:
     """The recurrent per-lane state of a checkpoint against a fresh one of this run (`Trainer.state`): the same
     tensors with the same shapes and dtypes, floats finite, counters and token ids >= 0, token ids within `model`'s
     vocabulary, the controller's buffer marks within its buffers; and its memory state (`memory`) there when the
-    model has a store (an empty one loaded, and the run went on with its long-term memory gone), with this run's
+    model has a store and the run `trained` (an empty one loaded, and the run went on with its long-term memory
+    gone; untrained, it is what runs before 2026-12-01 saved: their store was made at the first forward), with its
     `lanes` (10^9 of them was "the run does not fit in memory; lower train.lanes"). Raises ValueError (the
     restore's one line)."""
     if isinstance(memory, dict) and memory and memory.get("lanes") != lanes:
         raise ValueError(f"its memory state holds {memory.get('lanes')!r} lanes, the run {lanes}")
-    if not memory and getattr(model, "store", None) is not None:
+    if not memory and trained and getattr(model, "store", None) is not None:
         raise ValueError("its memory state is empty, and this run's model has a store")
     vocab_size = model.cfg.vocab_size
     if not isinstance(saved, dict) or not all(torch.is_tensor(v) for v in saved.values()):

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from agents.checkpoint_paths import existing_checkpoint, run_dir_of
+from agents.checkpoint_paths import existing_checkpoint, resolved, run_dir_of
 from agents.cli_args import answer_early, check_given_once, find_interpolation, hydra_reason
 from agents.config import ConfigError
 from agents.eval_out import check_out_file
@@ -165,10 +165,11 @@ def parse(argv: list[str]) -> Command:
     check_not_empty("out", out)
     check_plain("out", args.get("out", ""))  # evaluate() checks its paths; a sweep's one file is written here
     check_plain("checkpoint", args["checkpoint"])
-    existing_checkpoint(Path(args["checkpoint"]).resolve(), "evaluate")
-    run_dir = run_dir_of(args["checkpoint"])
+    checkpoint = resolved(args["checkpoint"])
+    existing_checkpoint(checkpoint, "evaluate")
+    run_dir = run_dir_of(checkpoint)
     # before the first evaluation: a sweep writes its one file at the end
-    check_out_file(out, run_dir, Path(args["checkpoint"]).resolve())
+    check_out_file(out, run_dir, checkpoint)
     threads = thread_count(args.get("threads"))
     grid = override_grid([a for a in argv if a.startswith(prefixes) and "=" in a])
     return Command(args["checkpoint"], args.get("device"), out, run_dir / out, threads, grid)

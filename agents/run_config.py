@@ -9,7 +9,6 @@ its slow imports: in about 1 s, where the line came after ~5 s of loading them.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
@@ -86,6 +85,7 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
         check_saved_config,
         checkpoint_file,
         load_checkpoint,
+        resolved,
         run_dir_of,
     )
 
@@ -94,7 +94,7 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
     if len(changes) < len(others):
         raise ConfigError(f"resume= continues a run with the config saved in its checkpoint; drop the other overrides "
                           f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
-    checkpoint = Path(resume).resolve()
+    checkpoint = resolved(resume)
     run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
     if locks is not None and (run_dir / "checkpoints").is_dir():  # a run folder (no stray lock file elsewhere)
         locks.hold(run_dir)

@@ -315,7 +315,8 @@ class Trainer:
             raise CheckpointError(f"checkpoint {str(path)!r}: its optimizer state does not fit this run's optimizer "
                                   f"({str(exc).splitlines()[0][:120]}); re-run the experiment") from None
         check_optimizer_state(self.optimizer, {id(p): n for n, p in self.model.named_parameters()}, path)
-        check_lane_state(body["state"], self.state, body["memory"], self.model, self.cfg.train.lanes)
+        check_lane_state(body["state"], self.state, body["memory"], self.model, self.cfg.train.lanes,
+                         trained=body["trainer"]["train_steps"] > 0)  # (checked: an int)
         self.state = {k: v.to(self.state[k].device) for k, v in body["state"].items()}  # load maps to the CPU
         self.model.load_memory_state_dict(body["memory"])
         torch.set_rng_state(body["rng"]["torch"])

@@ -136,9 +136,9 @@ class StorePersistence:
         elif not np.isfinite(d["importance"].numpy()).all():
             problem = "NaN or inf importances"
         elif self.metric == "cosine" and live.any():
-            keys = d["keys"].numpy()
+            keys = d["keys"].numpy()  # |k| = 1, or below where a key under 1e-12 was scaled by the 1e12 cap
             sq = np.einsum("ij,ij->i", keys, keys)[live]  # (no copy of the keys: a store may hold millions)
-            if not ((np.abs(sq - 1) < 2e-3) | (sq < 1e-12)).all():
+            if not (sq <= 1 + 2e-3).all():
                 problem = "keys that are not unit vectors (a cosine store keeps them normalised)"
         if problem is None and live.any():
             lane = d["meta"].numpy()[live, META_FIELDS.index("lane")]
@@ -198,10 +198,14 @@ def _replaced_index_files(folder: Path) -> list[Path]:
     `save` makes). A user's own files there (index.pt beside no store.pt that names it, index-best.pt) were
     deleted too, by a glob of index-*.pt."""
     files = [p for p in folder.glob("index-*.pt") if SAVED_INDEX.fullmatch(p.name)]
-    try:  # mmap: only the small pickle of store.pt is read, not its arrays
-        named = torch.load(folder / "store.pt", map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # none, or not a store's: it names no index file of ours
-        return files
+    named = None
+    for mmap in (True, False):  # mmap: only the small pickle of store.pt is read, not its arrays (where it can)
+        try:
+            named = torch.load(folder / "store.pt", map_location="cpu", weights_only=True, mmap=mmap)
+            break
+        except Exception:  # none, or not a store's (it names no index file of ours), or no mmap here
+            if not (folder / "store.pt").is_file():
+                break
     if isinstance(named, dict) and str(named.get("format", "")).startswith("memstream.FaissStore/"):
         name = named.get("index_file", LEGACY_INDEX)
         if isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..", "store.pt"):

@@ -98,3 +98,28 @@ def test_a_garbled_tensor_is_one_line_naming_it(finished, tmp_path, capsys, case
     assert evaluate.main([f"checkpoint={copied}"]) == 2
     one_line(capsys, LINE, names, "re-run the experiment", str(copied))
     assert snapshot(copied) == before
+
+
+def test_an_untrained_runs_empty_memory_state_still_loads(tmp_path, capsys):
+    """Before 2026-12-01 MemNet made its store at the first forward, so a run with train.episodes=0 saved no memory
+    state: such a checkpoint resumes and evaluates (an empty memory state of a trained run is refused above)."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=0")) == 0
+    body = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert body["trainer"]["train_steps"] == 0 and body["memory"]
+    torch.save({**body, "memory": {}}, run_dir / "checkpoints" / "last.pt")
+    capsys.readouterr()
+    assert evaluate.main([f"checkpoint={run_dir}", "out=again.json"]) == 0, capsys.readouterr().err
+    assert run.main([f"resume={run_dir}"]) == 0, capsys.readouterr().err
+
+
+def test_a_symlink_loop_is_one_line_for_both_commands(tmp_path, capsys):
+    """Path.resolve() of a symlink loop was a RuntimeError traceback (exit 1)."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for main, key in ((run.main, "resume"), (evaluate.main, "checkpoint")):
+        capsys.readouterr()
+        assert main([f"{key}={loop}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: '{loop}' cannot be resolved (") and err.endswith("; name the run folder itself")
+        assert len(err.splitlines()) == 1

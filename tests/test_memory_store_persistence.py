@@ -180,3 +180,13 @@ def test_a_saved_capacity_past_this_machine_is_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"store\.pt: its settings ask for more memory than is free \(.*\); it is "
                                          r"damaged or was saved on a bigger machine$"):
         FaissStore.load(tmp_path)
+
+
+def test_a_cosine_store_with_a_key_below_the_norm_cap_loads_back():
+    """`add` scales a key under 1e-12 by the 1e12 cap of its inverse norm, short of unit length: a saved store holding
+    one (|k| = 5e-13 -> 0.5) was refused as "keys that are not unit vectors"."""
+    store = FaissStore(4, 2, capacity=8)
+    store.add(np.array([[5e-13, 0, 0, 0], [1, 1, 0, 0]], np.float32), np.ones((2, 2)), [0, 0])
+    back = FaissStore(4, 2, capacity=8)
+    back.load_state_dict(store.state_dict())
+    assert len(back) == 2
