@@ -147,8 +147,9 @@ class Command(NamedTuple):
 
 
 def parse(argv: list[str]) -> Command:
-    """The checks of a command line that need no checkpoint read, in the order main() has always made them, and the
-    checkpoint's existence: one ConfigError / CheckpointError line for the first that fails."""
+    """The checks of a command line that need no checkpoint read, in this order: the arguments, the checkpoint's
+    existence, out=, threads=, the sweep; one ConfigError / CheckpointError line for the first that fails. (Before
+    2026-12-02 out=, threads= and the sweep were checked first and a missing checkpoint only once torch had loaded.)"""
     if tuple(argv) in _checked:
         return _checked.pop(tuple(argv))
     prefixes = (ENV_PREFIX, MEMORY_PREFIX)

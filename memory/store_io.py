@@ -125,8 +125,9 @@ class StorePersistence:
         """What `add` guarantees of the rows of a saved state (`live` (R,) bool: the rows holding an entry), or one
         ValueError line: a live row's id is (gen - 1) R + row (ids are issued so: an edited one returned another
         entry's values for it), generations >= 0 (a negative one issued negative ids), finite importances (NaN ones
-        were never evicted), unit-norm keys in a cosine store (others scored past [-1, 1]) and each entry's lane
-        one of the store's, its partition's with scope=lane (another lane's survived that lane's `clear`)."""
+        were never evicted), keys no longer than unit in a cosine store (others scored past [-1, 1]) and each
+        entry's lane one of the store's, its partition's with scope=lane (another lane's survived that lane's
+        `clear`)."""
         row_id, gen, rows = d["row_id"].numpy(), d["gen"].numpy(), np.arange(len(live))
         problem = None
         if (gen < 0).any() or (gen > MAX_SAVED_COUNT).any():
@@ -139,7 +140,7 @@ class StorePersistence:
             keys = d["keys"].numpy()  # |k| = 1, or below where a key under 1e-12 was scaled by the 1e12 cap
             sq = np.einsum("ij,ij->i", keys, keys)[live]  # (no copy of the keys: a store may hold millions)
             if not (sq <= 1 + 2e-3).all():
-                problem = "keys that are not unit vectors (a cosine store keeps them normalised)"
+                problem = "keys longer than unit vectors (a cosine store keeps them normalised)"
         if problem is None and live.any():
             lane = d["meta"].numpy()[live, META_FIELDS.index("lane")]
             own = rows[live] // self.capacity if self.scope == "lane" else None

@@ -146,7 +146,7 @@ def _meta(column, value):
     (lambda d: d["gen"].fill_(-3), {}, "generation counts out of [0, 4611686018427387904]"),
     # NaN importances were never evicted under eviction=importance
     (lambda d: d["importance"].fill_(float("nan")), {"eviction": "importance"}, "NaN or inf importances"),
-    (lambda d: d["keys"].mul_(100), {}, "keys that are not unit vectors"),  # scores of ~44 in a cosine store
+    (lambda d: d["keys"].mul_(100), {}, "keys longer than unit vectors"),  # scores of ~44 in a cosine store
     (_meta(0, 9), {"scope": "shared"}, "entries of lanes outside [0, 2)"),  # survived clear(lanes=[0])
     (_meta(0, 1), {}, "entries of lanes outside [0, 2) or outside their lane's partition"),
 ])
@@ -184,7 +184,7 @@ def test_a_saved_capacity_past_this_machine_is_one_line(tmp_path):
 
 def test_a_cosine_store_with_a_key_below_the_norm_cap_loads_back():
     """`add` scales a key under 1e-12 by the 1e12 cap of its inverse norm, short of unit length: a saved store holding
-    one (|k| = 5e-13 -> 0.5) was refused as "keys that are not unit vectors"."""
+    one (|k| = 5e-13 -> 0.5) was refused as keys that are not unit vectors."""
     store = FaissStore(4, 2, capacity=8)
     store.add(np.array([[5e-13, 0, 0, 0], [1, 1, 0, 0]], np.float32), np.ones((2, 2)), [0, 0])
     back = FaissStore(4, 2, capacity=8)
