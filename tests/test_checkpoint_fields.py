@@ -105,14 +105,27 @@ CASES = {
 }
 
 
-def garbled_copy(finished, where: Path, damage) -> Path:
+def garbled_copy(finished, where: Path, damage, part: str | None = "trainer") -> Path:
+    """A copy of the finished run whose checkpoint `damage` edited: its `part` (None: the whole body)."""
     run_dir, body = finished
     copied = where / "run"
     shutil.copytree(run_dir, copied)
     body = copy.deepcopy(body)
-    damage(body["trainer"])
+    damage(body[part] if part else body)
     torch.save(body, copied / "checkpoints" / "last.pt")
     return copied
+
+
+def refused_by_both_commands(capsys, run_dir: Path, *parts: str) -> None:
+    """resume= and agents.evaluate of `run_dir` each exit 2 with one line holding `parts`, and write nothing (no
+    config.yaml, no tensorboard events, no report)."""
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}"]) == 2
+    one_line(capsys, *parts, "re-run the experiment", str(run_dir))
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 2
+    one_line(capsys, *parts, "re-run the experiment", str(run_dir))
+    assert snapshot(run_dir) == before
 
 
 def snapshot(run_dir: Path) -> dict:
@@ -129,14 +142,7 @@ def one_line(capsys, *parts: str) -> str:
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_garbled_trainer_field_is_one_line_naming_it(finished, tmp_path, capsys, case):
     damage, names = CASES[case]
-    run_dir = garbled_copy(finished, tmp_path, damage)
-    before = snapshot(run_dir)
-    capsys.readouterr()
-    assert run.main([f"resume={run_dir}"]) == 2
-    one_line(capsys, LINE, names, "re-run the experiment", str(run_dir))
-    assert evaluate.main([f"checkpoint={run_dir}"]) == 2
-    one_line(capsys, LINE, names, "re-run the experiment", str(run_dir))
-    assert snapshot(run_dir) == before  # nothing written: no config.yaml, no tensorboard events, no report
+    refused_by_both_commands(capsys, garbled_copy(finished, tmp_path, damage), LINE, names)
 
 
 def test_a_whole_trainer_section_that_is_not_a_mapping_is_one_line(finished, tmp_path, capsys):

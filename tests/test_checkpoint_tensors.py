@@ -4,14 +4,12 @@ shape ended a resumed run with a segmentation fault (fused AdamW), a NaN moment 
 lower train.lr", a float64 slot bank, a token id beyond the vocabulary or a negative clock were tracebacks from the
 first forward, and a NaN internal memory was evaluated without a word."""
 
-import copy
-import shutil
 
 import pytest
 import torch
 
 from agents import evaluate, run
-from tests.test_checkpoint_fields import LINE, one_line, snapshot
+from tests.test_checkpoint_fields import LINE, garbled_copy, refused_by_both_commands
 from tests.test_run import tiny
 
 
@@ -85,19 +83,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_garbled_tensor_is_one_line_naming_it(finished, tmp_path, capsys, case):
     damage, names = CASES[case]
-    run_dir, body = finished
-    copied = tmp_path / "run"
-    shutil.copytree(run_dir, copied)
-    body = copy.deepcopy(body)
-    damage(body)
-    torch.save(body, copied / "checkpoints" / "last.pt")
-    before = snapshot(copied)
-    capsys.readouterr()
-    assert run.main([f"resume={copied}"]) == 2
-    one_line(capsys, LINE, names, "re-run the experiment", str(copied))
-    assert evaluate.main([f"checkpoint={copied}"]) == 2
-    one_line(capsys, LINE, names, "re-run the experiment", str(copied))
-    assert snapshot(copied) == before
+    refused_by_both_commands(capsys, garbled_copy(finished, tmp_path, damage, part=None), LINE, names)
 
 
 def test_an_untrained_runs_empty_memory_state_still_loads(tmp_path, capsys):
