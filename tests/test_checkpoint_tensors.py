@@ -4,7 +4,6 @@ shape ended a resumed run with a segmentation fault (fused AdamW), a NaN moment 
 lower train.lr", a float64 slot bank, a token id beyond the vocabulary or a negative clock were tracebacks from the
 first forward, and a NaN internal memory was evaluated without a word."""
 
-
 import pytest
 import torch
 
