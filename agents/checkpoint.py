@@ -68,9 +68,13 @@ def load_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]
     that `purpose` has: "resume" (agents.run's resume=) or "evaluate" (agents.evaluate's checkpoint=)."""
     path = existing_checkpoint(path, purpose)
     key = KEY_OF[purpose]
-    if path.suffix != ".pt" and not _starts_with(path, ZIP_MAGIC):  # config.yaml, metrics.json, ...: a slip
-        raise CheckpointError(f"{str(path)!r} is not a checkpoint file; point {key} at a run folder or its "
-                              "checkpoints/last.pt")
+    if not _starts_with(path, ZIP_MAGIC):
+        if path.suffix != ".pt":  # config.yaml, metrics.json, ...: a slip
+            raise CheckpointError(f"{str(path)!r} is not a checkpoint file; point {key} at a run folder or its "
+                                  "checkpoints/last.pt")
+        # a .pt of other bytes (torch.load's reason was a bare "KeyError" or "EOFError")
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged or not a memstream checkpoint (not the zip "
+                              f"archive torch.save writes); {_UNREADABLE[purpose]}")
     bad = zip_damage(path)
     if bad is not None:
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged ({bad}); {_UNREADABLE[purpose]}")

@@ -39,7 +39,9 @@ CASES = {
     "missing": ("has no checkpoint (checkpoints/last.pt: the run stopped before its first one, or it was "
                 "removed)", "missing"),
     "truncated": ("is damaged", "damaged"),
-    "random bytes": ("is damaged or not a memstream checkpoint (", "damaged"),
+    # (said "(KeyError)", torch.load's exception for bytes that are no zip archive)
+    "random bytes": ("is damaged or not a memstream checkpoint (not the zip archive torch.save writes)", "damaged"),
+    "empty": ("is damaged or not a memstream checkpoint (not the zip archive torch.save writes)", "damaged"),
     "not a memstream checkpoint": ("is not a memstream checkpoint (no 'memstream-checkpoint' marker)", "foreign"),
     "wrong version": ("has format version 1, this memstream reads version 2", "version"),
     "incomplete": ("is incomplete (missing optimizer)", "damaged"),
@@ -68,6 +70,8 @@ def damaged_copy(finished: Path, where: Path, case: str) -> Path:
         ckpt.write_bytes(good[: len(good) // 2])
     elif case == "random bytes":
         ckpt.write_bytes(random.Random(0).randbytes(4096))
+    elif case == "empty":
+        ckpt.write_bytes(b"")
     elif case == "not a memstream checkpoint":  # a torch file of something else
         torch.save({"weights": torch.zeros(3)}, ckpt)
     elif case == "wrong version":
