@@ -7,6 +7,7 @@ output (`| head`) does not stop the command (`ClosedPipeSafe`). Imports nothing 
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -91,10 +92,29 @@ def end_startup() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+_finishing = False  # set by `finish`: the command is done, its interpreter shutting down
+
+
+def _ignore_signals_to_the_end() -> None:
+    """The last exit hook (registered on import, before any slow import registers its own, so it runs after them):
+    once a finished command's hooks have run, Ctrl+C and SIGTERM are ignored for the rest of the shutdown. Python
+    then puts its own signal handlers back to the defaults (ignored ones stay), and a signal in that last ~0.2 s
+    killed the process (exit -2 or -15) instead of letting it exit with its own code."""
+    if _finishing:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+atexit.register(_ignore_signals_to_the_end)
+
+
 def finish(code: int) -> None:
     """Exit with main()'s `code`. A Ctrl+C or SIGTERM during the interpreter's shutdown after it (its cleanup) ends
     the process at once with that code: the command's work is done and written, and the signal turned it into a
     death by signal with no line (exit -2 or -15). A later cache removes the cold-tier folder it may leave."""
+    global _finishing
+    _finishing = True
+
     def _finished(signum, frame):
         for stream in (sys.stdout, sys.stderr):
             try:

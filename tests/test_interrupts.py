@@ -121,6 +121,23 @@ def test_a_signal_during_the_shutdown_after_main_keeps_its_exit_code(sig):
     assert (done.returncode, done.stdout) == (3, "done\n"), done.stderr
 
 
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_exit_hooks_keeps_the_exit_code_too(sig):
+    """After the exit hooks Python puts its signal handlers back to the defaults, so a signal while the modules were
+    torn down (the last ~0.2 s) still killed a finished command (exit -2 or -15). Sent here from a module global's
+    __del__, which runs then."""
+    done = _python("import os, signal, time\n"
+                   "from agents.startup import finish\n"
+                   "class Late:\n"
+                   f"    def __del__(self, kill=os.kill, pid=os.getpid(), sig=signal.{sig}, sleep=time.sleep):\n"
+                   "        kill(pid, sig)\n"
+                   "        sleep(0.2)\n"
+                   "late = Late()\n"
+                   "print('done', flush=True)\n"
+                   "finish(3)")
+    assert (done.returncode, done.stdout) == (3, "done\n"), done.stderr
+
+
 def test_ctrl_c_while_the_trainer_makes_its_optimiser_comes_after_it(tmp_path, monkeypatch):
     """AdamW's first construction imports torch._dynamo (~2.5 s); a Ctrl+C or SIGTERM inside that import ended 1 in 4
     runs interrupted then by SIGINT (exit -2) after their line, measured with real signals (24 of 24 exit 130 now)."""
