@@ -16,8 +16,9 @@ import re
 
 from agents.cl_metrics import bootstrap_ci
 from agents.config import ConfigError
-from agents.report import three_places, write_json_atomic, write_text_atomic
-from memory.metrics import byte_unit
+
+# (agents.report and memory.metrics load torch and matplotlib: they are imported where used, so that
+# `agents.benchmark` plans its runs, and refuses a bad command line, before those load)
 
 OK, FAILED, PROBE_FAILED = "ok", "failed", "probe failed"  # a run's status
 MET, MISSED, NOT_RUN, NOT_MEASURED = "met", "MISSED", "not run", "not measured"  # not measured: ran, no such number
@@ -125,6 +126,8 @@ def series(metrics: dict, prefix: str) -> list[tuple[int, dict]]:
 
 def key_numbers(record: dict) -> str:
     """The numbers a progress line shows for one finished run."""
+    from agents.report import three_places
+
     flat = flat_metrics(record)
     names = {"LongDependency": ("accuracy", "acc_beyond_window"), "ContinualShift": ("ACC", "BWT"),
              "NeedleRecall": ("accuracy",)}.get(_family(record["env"]), ("accuracy",))
@@ -235,6 +238,8 @@ def fmt(stat: dict | None, kind: str = "frac") -> str:
         return "–"
     one, unit, scale = {"frac": "{:.3f}", "int": "{:,.0f}", "s": "{:.0f}"}.get(kind, "{:.1f}"), "", 1.0
     if kind == "bytes":  # one unit for the cell, chosen by the mean (KiB for a recurrent state, MiB for a store)
+        from memory.metrics import byte_unit
+
         unit, size = byte_unit(stat["mean"])
         unit, scale = f" {unit}", 1 / size
     mean, low, high = (one.format(stat[k] * scale) for k in ("mean", "low", "high"))
@@ -319,6 +324,8 @@ def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict)
 
 def write_results(bench_dir, records: list[dict], context: dict, chance_margin: float = DEFAULT_CHANCE_MARGIN):
     """results.json (every number, per seed too) and results.md; returns (aggregate, targets, markdown)."""
+    from agents.report import write_json_atomic, write_text_atomic
+
     agg = aggregate(records)
     targets = check_targets(agg, chance_margin)
     text = markdown(agg, targets, records, context)

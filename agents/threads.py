@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask; all of them where there is none)."""
@@ -18,6 +16,8 @@ def adopt_saved_threads(saved: int | None, given: int) -> None:
     """Compute with the run's own thread count `saved` (from its checkpoint; None in older ones) unless a count
     was given (train.threads > 0)."""
     if saved and not given:
+        import torch  # (here: `usable_cores` serves agents.benchmark, which plans its runs before torch loads)
+
         torch.set_num_threads(saved)
 
 

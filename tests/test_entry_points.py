@@ -102,11 +102,13 @@ def test_a_closed_pipe_sends_later_output_to_devnull():
     stream.close()
 
 
-@pytest.mark.parametrize("module", ["memory.config", "agents.config", "agents.cli_args", "envs"])
+@pytest.mark.parametrize("module", ["memory.config", "agents.config", "agents.cli_args", "envs", "agents.benchmark",
+                                    "agents.evaluate_args", "agents.checkpoint_paths", "agents.threads"])
 def test_the_config_and_its_checks_import_no_torch(module):
     """A command line is checked against `agents.config` (and a MemoryConfig) before anything is trained. At module
     level `memory/__init__.py` imported every component and `agents.cli_args` the memory metrics, so those checks
-    imported torch: `benchmarks/envs.py --repeats 0`, which needs no torch, took 4 s to print its usage line."""
+    imported torch: `benchmarks/envs.py --repeats 0`, which needs no torch, took 4 s to print its usage line. The
+    benchmark plans every run (each run's config composed and checked) before torch loads: a bad line took ~5 s."""
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'faiss', 'matplotlib') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr or done.stdout
@@ -189,3 +191,16 @@ def test_the_early_answer_reads_a_config_file_once(tmp_path, capsys):
     saved.unlink()  # what a pipe holds after it was read
     assert run.main(argv) == 0, capsys.readouterr().err
     assert (tmp_path / "second" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["bad=1"], "error: unknown key 'bad'; benchmark keys: suite, seeds, workers, envs, agents, out"),
+    (["envs=Foo"], "error: envs=Foo: Foo is not in the suite; choose from: LongDependency-v0"),
+    (["memory.slot=3"], "error: unknown config key 'memory.slot'; did you mean 'memory.slots'?"),
+    (["suite=nowhere"], "error: unknown suite 'nowhere'; choose one of: full, quick"),
+])
+def test_the_benchmark_plans_its_runs_and_refuses_a_bad_line_before_torch_loads(tmp_path, argv, line):
+    """`python -m agents.benchmark` refused a bad line after ~5 s of imports (~0.7-1.1 s now): its report, suite and
+    thread modules load torch only where they write results or set threads."""
+    check_answered_early("agents.benchmark", [*argv, f"out={tmp_path / 'bench'}"], 2, line, cwd=tmp_path)
+    assert not (tmp_path / "bench").exists()
