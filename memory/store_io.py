@@ -99,7 +99,7 @@ class StorePersistence:
             if bad:
                 raise ValueError(f"FaissStore.load_state_dict: {name} of {bad} entries hold NaN or inf, which add() "
                                  "refuses; the state is damaged")
-        self._check_rows(d, live.reshape(-1))
+        self._check_rows(d, live.reshape(-1), clock)
         if self.coded is not None and d.get("codes") != self.coded.digest():  # a search looks coded blocks up by
             # metadata: keys that are not those codes (a store saved with other codes, or without them) ranked silently
             # wrong, a token past the table failed. Keys checked at `add` under these very codes need no second look.
@@ -121,19 +121,26 @@ class StorePersistence:
         self._write_search_copies()
         self._clock, self._adds, self._ann = clock, adds, fresh
 
-    def _check_rows(self, d: dict, live: np.ndarray) -> None:
-        """What `add` guarantees of the rows of a saved state (`live` (R,) bool: the rows holding an entry), or one
-        ValueError line: a live row's id is (gen - 1) R + row (ids are issued so: an edited one returned another
-        entry's values for it), generations >= 0 (a negative one issued negative ids), finite importances (NaN ones
-        were never evicted), keys no longer than unit in a cosine store (others scored past [-1, 1]) and each
-        entry's lane one of the store's, its partition's with scope=lane (another lane's survived that lane's
-        `clear`)."""
+    def _check_rows(self, d: dict, live: np.ndarray, clock: int) -> None:
+        """What `add` and `search` guarantee of the rows of a saved state (`live` (R,) bool: the rows holding an
+        entry; `clock`: the saved clock), or one ValueError line: a live row's id is (gen - 1) R + row (ids are
+        issued so: an edited one returned another entry's values for it), generations >= 0 (a negative one issued
+        negative ids), insertion numbers distinct and below the clock, last-use stamps from the insertion on and
+        below the clock (fifo / lru order, tie-breaks and replacement's newest-first read them: edited ones evicted
+        or replaced the wrong entries, and later adds reissued them), finite importances (NaN ones were never
+        evicted), keys no longer than unit in a cosine store (others scored past [-1, 1]) and each entry's lane one
+        of the store's, its partition's with scope=lane (another lane's survived that lane's `clear`)."""
         row_id, gen, rows = d["row_id"].numpy(), d["gen"].numpy(), np.arange(len(live))
+        seq, stamp = d["seq"].numpy()[live], d["stamp"].numpy()[live]
         problem = None
         if (gen < 0).any() or (gen > MAX_SAVED_COUNT).any():
             problem = f"generation counts out of [0, {MAX_SAVED_COUNT}]"
         elif (row_id[~live] != -1).any() or (row_id[live] != (gen[live] - 1) * self.rows + rows[live]).any():
             problem = "entry ids that this store did not issue for their rows"
+        elif (seq < 0).any() or (seq >= clock).any() or len(np.unique(seq)) != len(seq):
+            problem = f"insertion numbers (seq) that are negative, repeated or not below its clock ({clock})"
+        elif (stamp < seq).any() or (stamp >= clock).any():
+            problem = f"last-use stamps before their entry's insertion or not below its clock ({clock})"
         elif not np.isfinite(d["importance"].numpy()).all():
             problem = "NaN or inf importances"
         elif self.metric == "cosine" and live.any():

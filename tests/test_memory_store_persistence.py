@@ -148,6 +148,14 @@ def _meta(column, value):
     (lambda d: d["importance"].fill_(float("nan")), {"eviction": "importance"}, "NaN or inf importances"),
     (lambda d: d["keys"].mul_(100), {}, "keys longer than unit vectors"),  # scores of ~44 in a cosine store
     (_meta(0, 9), {"scope": "shared"}, "entries of lanes outside [0, 2)"),  # survived clear(lanes=[0])
+    # fifo / lru order and replacement's newest-first read seq and stamp: an edited one evicted the wrong entry
+    (lambda d: d["seq"].__setitem__(0, d["seq"][1]), {}, "insertion numbers (seq) that are negative, repeated"),
+    (lambda d: d["seq"].__setitem__(0, -1), {}, "insertion numbers (seq) that are negative"),
+    (lambda d: d["seq"].__setitem__(4, d["clock"]), {}, "insertion numbers (seq) that are negative, repeated or not "
+                                                        "below its clock (3)"),  # a later add reissued it
+    (lambda d: d["stamp"].__setitem__(1, d["clock"] + 5), {"eviction": "lru"}, "last-use stamps before their "
+                                                                                "entry's insertion or not below"),
+    (lambda d: d["stamp"].__setitem__(1, d["seq"][1] - 1), {"eviction": "lru"}, "last-use stamps before their"),
     (_meta(0, 1), {}, "entries of lanes outside [0, 2) or outside their lane's partition"),
 ])
 def test_a_state_whose_rows_add_would_never_make_is_refused(edit, kw, problem):
@@ -155,6 +163,22 @@ def test_a_state_whose_rows_add_would_never_make_is_refused(edit, kw, problem):
     with pytest.raises(ValueError, match=re.escape(f"FaissStore.load_state_dict: the saved state holds {problem}")):
         fresh.load_state_dict(d)
     assert len(fresh) == 0  # nothing loaded
+
+
+@pytest.mark.parametrize("eviction", ["fifo", "lru"])
+def test_a_store_used_past_its_capacity_loads_back_with_its_eviction_order(eviction):
+    """What searches and evictions leave in seq and stamp passes the load checks, and the loaded store goes on
+    evicting as the saved one does."""
+    rng = np.random.default_rng(0)
+    stores = [FaissStore(4, 2, capacity=4, lanes=2, eviction=eviction) for _ in range(2)]
+    saved, loaded = stores
+    for _ in range(5):
+        saved.add(rng.normal(size=(3, 4)), rng.normal(size=(3, 2)), [0, 1, 0])
+        saved.search(rng.normal(size=(2, 1, 4)), 2)  # one query per lane: its hits' stamps move on
+    loaded.load_state_dict(saved.state_dict())
+    keys = rng.normal(size=(2, 4))
+    (ids, evicted), (ids_loaded, evicted_loaded) = (s.add(keys, np.ones((2, 2)), [0, 1]) for s in stores)
+    assert len(evicted) == 2 and np.array_equal(evicted, evicted_loaded) and np.array_equal(ids, ids_loaded)
 
 
 def test_an_ip_store_keeps_its_keys_as_given_and_loads():
