@@ -69,6 +69,10 @@ def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str], str]:
         raise ValueError(f"haystack_path={str(path)!r} cannot be read as UTF-8 text: {exc}") from None
     if not text:
         raise ValueError(f"haystack_path={str(path)!r} is empty")
+    if "\x00" in text:  # valid UTF-8, but no text: a UTF-16 file without its byte-order mark (NUL between ASCII
+        # characters, then ~half the haystack) or a binary file
+        raise ValueError(f"haystack_path={str(path)!r} holds NUL characters, so it is no UTF-8 text (a UTF-16 file "
+                         "without a byte-order mark, or a binary file); save it as UTF-8")
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     chars, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
     rank = np.empty(len(chars), dtype=np.int64)

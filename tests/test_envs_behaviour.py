@@ -275,6 +275,16 @@ def test_needle_recall_haystack_path_that_is_a_directory_says_so(tmp_path):
         gym.make("NeedleRecall-v0", haystack_path=str(tmp_path))
 
 
+@pytest.mark.parametrize("content", ["the quick brown fox. ".encode("utf-16-le") * 50, bytes(2000)])
+def test_needle_recall_haystack_that_decodes_but_holds_nul_is_refused(tmp_path, content):
+    """UTF-16 without a byte-order mark is valid UTF-8 with a NUL between the characters: it was read as a haystack
+    of which ~half was NUL; a file of NUL bytes too."""
+    (tmp_path / "corpus.txt").write_bytes(content)
+    with pytest.raises(ValueError, match=r"haystack_path='.*corpus\.txt' holds NUL characters, so it is no UTF-8 "
+                                         r"text .*; save it as UTF-8$"):
+        gym.make("NeedleRecall-v0", haystack_path=str(tmp_path / "corpus.txt"))
+
+
 def _blend_reference(schedule: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     """The gradual blend episode by episode: within w episodes of the next switch, blend in the next task with
     share (w - episodes to go + 1) / (w + 1)."""
