@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from memory.checks import check_float
 from memory.config import FUSIONS, MemoryConfig
 
 
@@ -24,7 +25,7 @@ class Fusion(nn.Module):
             raise ValueError(f"Fusion: num_sources={num_sources!r}: must be an int >= 1")
         if cfg.fusion not in FUSIONS:
             raise ValueError(f"Fusion: fusion={cfg.fusion!r}: choose one of {FUSIONS}")
-        self.strategy, self.num_sources, D, R = cfg.fusion, num_sources, cfg.dim, num_sources
+        self.strategy, self.num_sources, self.dim, D, R = cfg.fusion, num_sources, cfg.dim, cfg.dim, num_sources
         if self.strategy == "concat":
             self.proj = nn.Linear((R + 1) * D, D)
         elif self.strategy == "gated":
@@ -36,10 +37,14 @@ class Fusion(nn.Module):
             self.attn = nn.MultiheadAttention(D, cfg.attn_heads, batch_first=True)
 
     def forward(self, h: Tensor, reads: Tensor) -> Tensor:
+        if not isinstance(h, Tensor) or h.dim() != 3 or h.shape[-1] != self.dim:
+            raise ValueError(f"Fusion: h must be (B, T, D={self.dim}), got {_shape(h)}")
         B, T, D = h.shape
-        if reads.shape != (B, T, self.num_sources, D):
-            raise ValueError(f"Fusion: reads must be (B, T, R, D) = {(B, T, self.num_sources, D)}, "
-                             f"got {tuple(reads.shape)}")
+        if not isinstance(reads, Tensor) or reads.shape != (B, T, self.num_sources, D):
+            raise ValueError(f"Fusion: reads must be (B, T, R, D) = {(B, T, self.num_sources, D)}, got {_shape(reads)}")
+        weight = next(self.parameters())  # every strategy's parameters share one dtype
+        check_float(h, "h", weight)  # float64 or integer inputs failed inside a matmul, worded per strategy
+        check_float(reads, "reads", weight)
         if self.strategy == "concat":
             return h + self.proj(torch.cat([h, reads.flatten(2)], dim=-1))
         if self.strategy == "gated":
@@ -51,3 +56,7 @@ class Fusion(nn.Module):
         kv = (reads + self.source_emb).reshape(B * T, self.num_sources, D)
         out, _ = self.attn(q, kv, kv, need_weights=False)  # (B*T, 1, D)
         return h + out.reshape(B, T, D)
+
+
+def _shape(t) -> tuple | str:
+    return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__

@@ -98,6 +98,32 @@ def test_fusion_strategies_shape_and_gradients(strategy):
         fusion(h, reads[:, :, :2])
 
 
+@pytest.mark.parametrize("strategy", ["concat", "gated", "cross_attention"])
+@pytest.mark.parametrize("h, reads, message", [
+    # a matmul's own error, worded per strategy ("expected scalar type Float but found Double", "mat1 and mat2 ...")
+    (torch.zeros(B, T, 32, dtype=torch.float64), torch.zeros(B, T, 3, 32, dtype=torch.float64),
+     "h is torch.float64, the weights torch.float32: pass h.to(torch.float32) (or call it under torch.autocast)"),
+    (torch.zeros(B, T, 32), torch.zeros(B, T, 3, 32, dtype=torch.long),
+     "reads: expected a floating tensor, got torch.int64; pass reads.float()"),
+    (torch.zeros(B, 32), torch.zeros(B, 1, 3, 32), "Fusion: h must be (B, T, D=32), got (2, 32)"),  # unpacking error
+    (torch.zeros(B, T, 16), torch.zeros(B, T, 3, 16), "Fusion: h must be (B, T, D=32), got (2, 5, 16)"),
+    ([0.0] * 32, torch.zeros(B, T, 3, 32), "Fusion: h must be (B, T, D=32), got list"),
+    (torch.zeros(B, T, 32), 0.0, "Fusion: reads must be (B, T, R, D) = (2, 5, 3, 32), got float"),
+])
+def test_fusion_refuses_a_bad_input_in_one_line(strategy, h, reads, message):
+    fusion = Fusion(MemoryConfig(dim=32, attn_heads=4, fusion=strategy), num_sources=3)
+    with pytest.raises(ValueError) as err:
+        fusion(h, reads)
+    assert str(err.value) == message
+
+
+def test_fusion_takes_bfloat16_inputs_under_autocast():
+    fusion = Fusion(MemoryConfig(dim=32, attn_heads=4, fusion="gated"), num_sources=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fusion(torch.randn(B, T, 32, dtype=torch.bfloat16), torch.randn(B, T, 3, 32))
+    assert out.shape == (B, T, 32) and torch.isfinite(out.float()).all()
+
+
 def test_layer_and_transformer_forward_backward():
     torch.manual_seed(5)
     layer = MemoryAugmentedLayer(CFG)
