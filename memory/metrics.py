@@ -16,7 +16,12 @@ from memory.slots import ReadInfo, SlotState, WriteInfo
 
 
 def _np(t) -> np.ndarray:
-    return t.detach().cpu().numpy() if isinstance(t, Tensor) else np.asarray(t)
+    """A tensor (or array-like) as a numpy array; bfloat16 (autocast's write gates, a bank moved to bf16) as float32,
+    which numpy has no type for."""
+    if not isinstance(t, Tensor):
+        return np.asarray(t)
+    t = t.detach()
+    return (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()
 
 
 def slot_usage(state: SlotState, mean_over_lanes: bool = False) -> np.ndarray:

@@ -159,6 +159,27 @@ def test_usage_entropy_and_write_rate_values():
     assert write_rate(writes) == pytest.approx(0.5)
 
 
+def test_metrics_of_a_bfloat16_bank_equal_its_float32_values():
+    """bf16 write gates (a write under autocast) and a bank moved to bf16 gave numpy's "unsupported ScalarType
+    BFloat16" in write_rate, slot_usage, pattern_similarity and SlotLifetimeTracker.observe."""
+    bank, state, patterns = filled_bank(B=2)
+    h, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, _, _, autocast_writes = bank(h, state, mask)
+    assert autocast_writes.gate.dtype == torch.bfloat16
+    state16 = SlotState(*(t.bfloat16() if t.is_floating_point() else t for t in state))
+    writes16 = WriteInfo(autocast_writes.gate, autocast_writes.slot_ids)
+    assert write_rate(writes16) == pytest.approx(float(autocast_writes.gate.float().mean()), rel=1e-6)
+    assert np.array_equal(slot_usage(state16), state16.usage.float().numpy())
+    assert np.allclose(pattern_similarity(state16, patterns.bfloat16()), pattern_similarity(state, patterns),
+                       atol=0.02)
+    tracker = SlotLifetimeTracker(batch_size=2, slots=16)
+    tracker.observe(writes16)  # counts the slots written, as for float32 gates
+    reference = SlotLifetimeTracker(batch_size=2, slots=16)
+    reference.observe(WriteInfo(autocast_writes.gate.float(), autocast_writes.slot_ids))
+    assert np.array_equal(tracker.born, reference.born) and (tracker.born >= 0).any()
+
+
 def test_rates_of_an_empty_block_are_nan_without_warnings():
     """A T = 0 block read and wrote nothing: its rates are undefined (NaN), not 0 (a sharp read, no writes), and
     numpy's empty-mean RuntimeWarnings are not raised."""
