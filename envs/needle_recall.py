@@ -199,7 +199,7 @@ class NeedleRecallEnv(FactPoolAttributes, TokenStreamEnv):
     ## Arguments
     | option | default | meaning |
     |--------|---------|---------|
-    | vocab_size | 128 | V |
+    | vocab_size | 128 | V; >= 4 + the least n with n^P >= 2 x all facts (recall cues differ; 55 at the defaults) |
     | facts_per_episode | 4 | F facts per write episode (facts held at once: delay x F) |
     | delay | 10 | episodes from showing a fact to recalling it |
     | haystack_length | 256 | haystack tokens of a write episode |
