@@ -244,3 +244,15 @@ def test_distances_no_episode_length_can_hold_say_so_rather_than_ask_for_one_abo
         gym.make("LongDependency-v0", distances=[1_000_000])
     assert str(err.value) == ("distances up to 1000000 with 16 + 0 queries need episodes of 1000147 steps, above "
                               "episode_length's limit 1000000; use smaller distances")
+
+
+@pytest.mark.parametrize("env_id", list(envs.ENV_IDS))
+def test_a_refused_reset_leaves_the_env_as_a_fresh_one(env_id):
+    """A bad reset option raises before anything moves: the next reset and steps are those of a fresh env. (Not
+    through gym.make's env checker, whose first-reset bookkeeping breaks after a refused first reset: README.)"""
+    refused, fresh = (gym.make(env_id, disable_env_checker=True) for _ in range(2))
+    with pytest.raises(ValueError, match="reset option 'phase' must be one of"):
+        refused.reset(options={"phase": "test"})
+    assert refused.reset(seed=3)[0] == fresh.reset(seed=3)[0]
+    for action in range(20):
+        assert refused.step(action)[:4] == fresh.step(action)[:4]
