@@ -232,8 +232,9 @@ def capacity_notes(agg: dict, level: float = 0.95) -> list[str]:
 
 
 # ---------------------------------------------------------------- Markdown
-def fmt(stat: dict | None, kind: str = "frac") -> str:
-    """`mean [low, high]` (90% bootstrap interval over seeds; one seed: the value alone)."""
+def fmt(stat: dict | None, kind: str = "frac", seeds: int | None = None) -> str:
+    """`mean [low, high]` (90% bootstrap interval over seeds; one seed: the value alone); with `seeds` (the row's
+    successful seeds), a number that fewer of them report says on how many it rests (a bucket one seed filled)."""
     if stat is None:
         return "–"
     one, unit, scale = {"frac": "{:.3f}", "int": "{:,.0f}", "s": "{:.0f}"}.get(kind, "{:.1f}"), "", 1.0
@@ -243,7 +244,8 @@ def fmt(stat: dict | None, kind: str = "frac") -> str:
         unit, size = byte_unit(stat["mean"])
         unit, scale = f" {unit}", 1 / size
     mean, low, high = (one.format(stat[k] * scale) for k in ("mean", "low", "high"))
-    return mean + unit if stat["n"] == 1 or low == high else f"{mean} [{low}, {high}]{unit}"
+    text = mean + unit if stat["n"] == 1 or low == high else f"{mean} [{low}, {high}]{unit}"
+    return text + (f" ({stat['n']} of {seeds} seeds)" if seeds is not None and stat["n"] < seeds else "")
 
 
 MAIN_COLUMNS = [("accuracy", "eval accuracy", "frac"), ("acc_within_window", "acc d<=W", "frac"),
@@ -276,15 +278,15 @@ def env_tables(env: str, variants: dict) -> list[str]:
     columns = [c for c in MAIN_COLUMNS if c[0] in present  # the window split means something for LongDependency
                and (c[0] not in ("acc_within_window", "acc_beyond_window") or _family(env) == "LongDependency")
                and (c[0] != "ACC" or "BWT" in present or not same)]
-    rows = [[variant, cell["agent"], _seeds(cell)] + [fmt(cell["metrics"].get(k), kind) if cell["seeds"]
-                                                      else "FAILED" for k, _, kind in columns]
-            for variant, cell in variants.items()]
+    rows = [[variant, cell["agent"], _seeds(cell)] + [
+        fmt(cell["metrics"].get(k), kind, len(cell["seeds"])) if cell["seeds"] else "FAILED" for k, _, kind in columns]
+        for variant, cell in variants.items()]
     lines = [f"## {env}", ""] + _table(["variant", "agent", "seeds ok", *[c[1] for c in columns]], rows, 2)
     for prefix, title, label in SERIES_TABLES:
         keys = sorted({k for cell in variants.values() for k, _ in series(cell["metrics"], prefix)})
         if not keys or (prefix == "acc_d" and len(keys) < 2):  # one bucket (every recall as far): no table
             continue
-        rows = [[variant] + [fmt(cell["metrics"].get(f"{prefix}{k}")) for k in keys]
+        rows = [[variant] + [fmt(cell["metrics"].get(f"{prefix}{k}"), seeds=len(cell["seeds"])) for k in keys]
                 for variant, cell in variants.items() if any(f"{prefix}{k}" in cell["metrics"] for k in keys)]
         lines += ["", f"{title}:", ""] + _table(["variant", *[f"{label}{k}" for k in keys]], rows)
     return lines + [""]
@@ -302,8 +304,9 @@ def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict)
              f"- runs: {len(records)} ({len(records) - len(failed)} ok, {len(failed)} failed); CPU time "
              f"{cpu / 60:.1f} min, i.e. about {cpu / 60 / context['workers']:.1f} min of wall time at "
              f"{context['workers']} runs at a time on an otherwise idle machine", "",
-             "Cells: mean over seeds [90% bootstrap interval]. Accuracies are fractions of scored steps on the final "
-             "evaluation; NeedleRecall evaluates fresh facts (never trained on) with memory writes off.", "",
+             "Cells: mean over seeds [90% bootstrap interval]; `(1 of 3 seeds)`: a number only some of the row's runs "
+             "report (a distance bucket that one run's evaluation filled). Accuracies are fractions of scored steps on "
+             "the final evaluation; NeedleRecall evaluates fresh facts (never trained on) with memory writes off.", "",
              "## Targets", ""]
     rows = [[t["env"], t["variant"], t["target"], t["status"], t["detail"]] for t in targets]
     lines += _table(["env", "variant", "target", "status", "number"], rows, 5) + [""]

@@ -42,6 +42,17 @@ def test_acc_is_shown_when_only_some_tasks_were_trained_and_hidden_when_it_is_th
     assert "ACC" in header(env_tables(CS, aggregate(every_task)[CS]))  # several tasks: the continual metric
 
 
+def test_a_number_that_only_some_seeds_report_says_on_how_many_it_rests():
+    """A distance bucket that one seed's evaluation filled was printed as a full result (`0.000`) in a row whose
+    "seeds ok" said 3/3; a failed seed does not count in the row's seeds."""
+    cs = [record(CS, "memnet", 0, accuracy=0.5, accuracy_by_distance={"16": 0.0, "64": 0.5}),
+          *[record(CS, "memnet", s, accuracy=0.5, accuracy_by_distance={"64": 0.7}) for s in (1, 2)],
+          record(CS, "memnet", 3, status="failed")]
+    text = "\n".join(env_tables(CS, aggregate(cs)[CS]))
+    assert "| memnet | 0.000 (1 of 3 seeds) | 0.633 [0.567, 0.700] |" in text  # the bootstrap interval of 3
+    assert "| memnet | memnet | 3/4 (1 FAILED) | 0.500 |" in text  # every seed reports it: no note
+
+
 @pytest.mark.parametrize("arg, message", [
     ("run_dir=x", "error: run_dir= is set per run by the benchmark; choose the benchmark's folder with out= (each "
                   "run writes <out>/<env>/<variant>/s<seed>)"),
