@@ -187,6 +187,9 @@ def _main(argv: list[str], locks: RunLocks) -> int:
             trainer.restore(checkpoint, config)  # with the run's own torch thread count unless train.threads is given
             if note := threads_note(trainer.saved_threads, cfg.train.threads, "train.threads"):
                 print(note, flush=True)
+            if trainer.episode >= trainer.total_episodes:  # (or stopped while writing its report)
+                print(f"note: this run had trained all its {trainer.total_episodes} episodes; nothing is left to "
+                      "train, so only its report (metrics.json, plots, summary) is written again", flush=True)
         try:
             if resume_dir is None and not cfg.run_dir:  # a generated name: claimed now, the trainer told
                 run_dir = trainer.run_dir = new_run_dir(cfg, create=True)

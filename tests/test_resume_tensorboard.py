@@ -42,7 +42,7 @@ def stop(monkeypatch, cls, name: str, calls: int, flush: bool = False) -> None:
 
 
 @pytest.mark.parametrize("how", ["finished", "stopped-in-training", "stopped-before-hparams"])
-def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monkeypatch, how):
+def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monkeypatch, capsys, how):
     """A finished run resumed (its last checkpoint is its end) wrote every image and the hparams a second time at
     the last step, so TensorBoard showed each image twice; a run stopped while writing them (before its hparams)
     doubled the images it had written. A run stopped in training has none until its resumed end."""
@@ -62,11 +62,14 @@ def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monke
     assert report_summaries(run_dir) == {tag: [end] for tag in written}
 
     for _ in range(2 if how == "finished" else 1):  # a second resume of the finished run: still once
+        capsys.readouterr()
         assert run.main([f"resume={run_dir}"]) == 0
         end = load_checkpoint(run_dir)["trainer"]["train_steps"]
         assert report_summaries(run_dir) == {tag: [end] for tag in IMAGES + HPARAMS}
+        # a run resumed at its end says why it trains nothing (a stopped one trains on without the note)
+        note = "note: this run had trained all its 2 episodes; nothing is left to train, so only its report"
+        assert (note in capsys.readouterr().out) == (how != "stopped-in-training")
     assert read_hparams(run_dir)["memory.slots"] == 8
-
 
 
 def test_a_resumed_run_reads_back_without_tensorboards_restart_warning(tmp_path, monkeypatch, caplog):
