@@ -40,12 +40,40 @@ def init_ray_held(**kwargs) -> None:
     import ray
 
     try:
-        with interrupts_held(), _ray_sigterm_handlers_off():
+        with interrupts_held(), _ray_sigterm_handlers_off(), _ray_processes_in_their_own_session():
             ray.init(**kwargs)
     except KeyboardInterrupt:
         if ray.is_initialized():
             ray.shutdown()
         raise
+
+
+@contextmanager
+def _ray_processes_in_their_own_session():
+    """While the block runs, the processes ray.init starts (GCS server, raylet, log monitor; the raylet's workers
+    follow it) start in a session of their own. A stop sent to the sweep's process group (`timeout`, a scheduler's
+    cancel, systemd) killed the GCS server with the sweep: the sweep then hung 60 s in Ray and exited 1 with a
+    C++ error, no table, no resume line. Ray stops them itself (`ray.shutdown`), and the kernel when the sweep
+    dies (Linux: Ray asks for its children to be killed with their parent). Where the kernel cannot do that, Ray
+    keeps them in the sweep's group for its reaper process to kill, and so does this."""
+    from ray._private import services
+    from ray._private import utils as ray_utils
+
+    console_popen = getattr(services, "ConsolePopen", None)
+    if console_popen is None or not ray_utils.detect_fate_sharing_support():
+        yield
+        return
+
+    class OwnSessionPopen(console_popen):
+        def __init__(self, *args, **kwargs):
+            kwargs["start_new_session"] = True
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSessionPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = console_popen
 
 
 @contextmanager
