@@ -151,16 +151,20 @@ def find_interpolation(value, key: str = "") -> tuple[str, str] | None:
 # the allocator's own words for a failed allocation: torch's CPU allocator raises a plain RuntimeError ("...
 # DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"), FAISS a RuntimeError with bad_alloc
 _ALLOCATION_FAILED = ("can't allocate memory", "Cannot allocate memory", "std::bad_alloc", "out of memory")
-# sizes whose byte count overflows before anything is asked for (torch: RuntimeError; numpy: ValueError)
-_SIZE_OVERFLOWED = ("Storage size calculation overflowed", "array is too big", "Maximum allowed dimension exceeded")
+# sizes whose byte count overflows before anything is asked for (torch: RuntimeError, or a TypeError where one size
+# passes int64; numpy: ValueError)
+_SIZE_OVERFLOWED = ("Storage size calculation overflowed", "array is too big", "Maximum allowed dimension exceeded",
+                    "Overflow when unpacking long long")
+# what an allocation failure is raised as; `allocation_failure` tells it from a bug of the same type
+ALLOCATION_ERRORS = (MemoryError, RuntimeError, ValueError, TypeError)
 
 
 def allocation_failure(exc: BaseException) -> bool:
     """A failed memory allocation: MemoryError (numpy's too), torch's OutOfMemoryError (CUDA), or a RuntimeError /
-    ValueError in the allocator's words. Any other RuntimeError or ValueError is a bug and keeps its traceback."""
+    ValueError / TypeError in the allocator's words. Any other of those is a bug and keeps its traceback."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
-    return isinstance(exc, (RuntimeError, ValueError)) and any(
+    return isinstance(exc, ALLOCATION_ERRORS) and any(
         words in str(exc) for words in _ALLOCATION_FAILED + _SIZE_OVERFLOWED)
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from agents.cli_args import (  # noqa: F401  (allocation_failure, does_not_fit: for run, evaluate)
+from agents.cli_args import (  # noqa: F401  (ALLOCATION_ERRORS, allocation_failure, does_not_fit: for run, evaluate)
+    ALLOCATION_ERRORS,
     allocation_failure,
     check_overrides,
     does_not_fit,

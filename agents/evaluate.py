@@ -46,7 +46,7 @@ from agents.checkpoint import (
     run_dir_of,
 )
 from agents.cli_args import inert_note
-from agents.config import ConfigError, allocation_failure, does_not_fit, validate
+from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, validate
 from agents.eval_out import check_out_file, write_out_file
 from agents.evaluate_args import (  # noqa: F401  (EVAL_MEMORY_KEYS, override_grid: this module's names too)
     ENV_PREFIX,
@@ -140,7 +140,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     except FloatingPointError as exc:  # a model's own check of its activations: the saved weights overflow them
         raise ConfigError(f"checkpoint {str(checkpoint)!r}: its weights diverged ({exc}); evaluate an earlier run, or "
                           "re-run it with a lower train.lr") from None
-    except (MemoryError, RuntimeError, ValueError) as exc:  # the run's sizes, where less memory is free
+    except ALLOCATION_ERRORS as exc:  # the run's sizes, where less memory is free
         if not allocation_failure(exc):  # any other RuntimeError (or ValueError) is a bug: keep its traceback
             raise
         raise ConfigError(does_not_fit(cfg, exc, "evaluating this checkpoint", "the evaluation needs the run's "

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from agents.checkpoint import CheckpointError  # noqa: E402
 from agents.cli_args import inert_note, override_key  # noqa: E402
-from agents.config import ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
+from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
 from agents.report import final_metrics, mean_accuracy, summary_table, write_report, write_text_atomic  # noqa: E402
 from agents.run_config import config_for, help_answer  # noqa: E402
@@ -223,7 +223,7 @@ def _main(argv: list[str], locks: RunLocks) -> int:
             f"bigger disk, or start a new run with config={run_dir}/config.yaml and a lower one"
         print(f"error: {kept if resume_dir is not None else exc}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError, ValueError) as exc:  # sizes that do not fit: slot bank, store, cache ...
+    except ALLOCATION_ERRORS as exc:  # sizes that do not fit: slot bank, store, cache ...
         if cfg is None or not allocation_failure(exc):  # any other RuntimeError is a bug: keep its traceback
             raise
         again = _keeps_sizes(run_dir) if resume_dir is not None else ""

@@ -30,6 +30,7 @@ MAX_LAG = 64  # largest key / query lag in memory.key_lags
 # thread counts (memory.store_threads, agents' train.threads): torch and FAISS take any int, then starting 10^5
 # threads fails mid-run
 MAX_THREADS = 1024
+FAISS_INT_MAX = 2**31 - 1  # FAISS's int settings (HNSW degree, search breadth)
 MIN_POINTS_PER_LIST = 39  # FAISS warns (and clusters poorly) below 39 training points per IVF centroid
 # keys that change behaviour but not the shapes of saved tensors: a checkpoint loads under other values of these
 MEMORY_RUNTIME_KEYS = frozenset({"util_weight", "pressure_weight", "sparsity_weight", "store_threads",
@@ -210,8 +211,9 @@ class MemoryConfig:
         for every trial, flat ones included)."""
         need(self.store_ivf_lists >= 0, f"store_ivf_lists={self.store_ivf_lists}: must be >= 0 (0 = automatic)")
         need(self.store_ivf_probes >= 0, f"store_ivf_probes={self.store_ivf_probes}: must be >= 0 (0 = automatic)")
-        need(self.store_hnsw_neighbors >= 2, f"store_hnsw_neighbors={self.store_hnsw_neighbors}: must be >= 2")
-        need(self.store_hnsw_ef_search >= 1, f"store_hnsw_ef_search={self.store_hnsw_ef_search}: must be >= 1")
+        for name, low in (("store_hnsw_neighbors", 2), ("store_hnsw_ef_search", 1)):  # FAISS takes a C int:
+            value = getattr(self, name)  # past it, a traceback at the first build or search
+            need(low <= value <= FAISS_INT_MAX, f"{name}={value}: must be in [{low}, {FAISS_INT_MAX}]")
         need(self.store_hnsw_min_entries >= 1,
              f"store_hnsw_min_entries={self.store_hnsw_min_entries}: must be >= 1")
         if self.store_index != "ivf":

@@ -1,16 +1,15 @@
 """FaissStore: the long-term memory of (key, value, metadata) entries that MemNet searches by similarity.
 
-Layout. Entries live in fixed rows: `partitions x capacity` of them, one partition per lane
-(scope="lane", each lane searches only its own entries) or a single one (scope="shared"). With
-metric="cosine" keys are L2-normalised on the way in, and queries too, so scores are cosines; with metric="ip"
-both stay as given and scores are inner products (maximum inner-product search: the ranking of an attention
-layer's logits q.k, which is what a memory read by attention should be retrieved by).
+Layout. Entries live in fixed rows: `partitions x capacity` of them, one partition per lane (scope="lane", each lane
+searches only its own entries) or a single one (scope="shared"). With metric="cosine" keys are L2-normalised on the
+way in, and queries too, so scores are cosines; with metric="ip" both stay as given and scores are inner products
+(maximum inner-product search: the ranking of an attention layer's logits q.k, which is what a memory read by
+attention should be retrieved by).
 
-Ids. A row remembers how often it has been written (`gen`); the entry written into row r the g-th time gets
-id `g * rows + r`. The id -> row map is therefore `row = id % rows`, checked against the id the row holds
-now: an evicted or removed id fails the check (reads as missing) instead of silently pointing at the entry
-that replaced it (the stale-id bug of memorizing-transformers' kNN memory). Ids are never reused, also
-across `clear()` and save/load.
+Ids. A row remembers how often it has been written (`gen`); the entry written into row r the g-th time gets id
+`g * rows + r`. The id -> row map is therefore `row = id % rows`, checked against the id the row holds now: an evicted
+or removed id reads as missing instead of silently pointing at the entry that replaced it (the stale-id bug of
+memorizing-transformers' kNN memory). Ids are never reused, also across `clear()` and save/load.
 
 Search. index="flat" is exact: a blocked torch matmul + top-k over the normalised key matrix (on these
 2-core machines FAISS's IndexFlatIP is 3-5x slower than torch for batched queries); with precision="bf16" the
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from memory.config import (
+    FAISS_INT_MAX,
     MAX_THREADS,
     MIN_POINTS_PER_LIST,
     STORE_EVICTIONS,
@@ -78,7 +78,8 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         # MemoryConfig's bounds (an HNSW graph of degree 1 segfaulted FAISS; thousands of threads fail mid-run)
         for name, v, low, high in (("dim", dim, 1, 0), ("value_dim", value_dim, 1, 0), ("capacity", capacity, 1, 0),
                                    ("lanes", lanes, 1, 0), ("threads", threads, 1, MAX_THREADS),
-                                   ("hnsw_neighbors", hnsw_neighbors, 2, 0), ("hnsw_ef_search", hnsw_ef_search, 1, 0),
+                                   ("hnsw_neighbors", hnsw_neighbors, 2, FAISS_INT_MAX),
+                                   ("hnsw_ef_search", hnsw_ef_search, 1, FAISS_INT_MAX),
                                    ("hnsw_min_entries", hnsw_min_entries, 1, 0)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low or high and v > high:
                 bound = f"in [{low}, {high}]" if high else f">= {low}"

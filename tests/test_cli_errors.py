@@ -145,6 +145,9 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
     ("memory={}", "memory={}: memory is a section of keys; set memory.<key>=<value> one key at a time"),
     ("memory.sl@ts=3", "unknown config key 'memory.sl@ts'; did you mean 'memory.slots'?"),
     ("run_dir=", "run_dir= is empty: name the folder to write the run into, or leave run_dir out"),
+    # FAISS takes C ints: a traceback at the first search (an OverflowError) or the index's build (a TypeError)
+    ("memory.store_hnsw_ef_search=2147483648", "memory.store_hnsw_ef_search=2147483648: must be in [1, 2147483647]"),
+    ("memory.store_hnsw_neighbors=2147483648", "memory.store_hnsw_neighbors=2147483648: must be in [2, 2147483647]"),
 ])
 def test_configs_that_failed_later_are_one_line_at_once(tmp_path, capsys, monkeypatch, override, message):
     monkeypatch.chdir(tmp_path)
@@ -271,6 +274,8 @@ def test_an_empty_or_repeated_resume_or_config_is_one_line(tmp_path, monkeypatch
     # numpy's ValueError ("array is too big"), in the store, which the trainer makes before the run folder (the first
     # forward made it, after the folder and its config.yaml were written)
     ("memory.store_capacity=1000000000000000000", "sizes beyond what can be allocated"),
+    # sizes whose product passes int64: torch's TypeError ("Overflow when unpacking long long") with C++ frames
+    ("model.mlp_ratio=4611686018427387904", "sizes beyond what can be allocated"),
 ])
 def test_sizes_that_do_not_fit_in_memory_are_one_line(tmp_path, capsys, override, why):
     """Were a traceback (DefaultCPUAllocator: can't allocate memory; numpy's _ArrayMemoryError), exit code 1."""
@@ -281,14 +286,15 @@ def test_sizes_that_do_not_fit_in_memory_are_one_line(tmp_path, capsys, override
     assert override in err and err.endswith("; lower them") and len(err.splitlines()) == 1, err
 
 
-def test_a_runtime_error_that_is_not_an_allocation_keeps_its_traceback(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error", [RuntimeError, TypeError])
+def test_a_runtime_error_that_is_not_an_allocation_keeps_its_traceback(tmp_path, monkeypatch, error):
     from agents import trainer
 
     def broken(self, cfg, run_dir, logger=None):
-        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
+        raise error("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
 
     monkeypatch.setattr(trainer.Trainer, "__init__", broken)
-    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+    with pytest.raises(error, match="cannot be multiplied"):
         run.main(tiny("ContinualShift-v0", "transformer", tmp_path / "run"))
 
 

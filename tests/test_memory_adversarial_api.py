@@ -194,7 +194,12 @@ def test_a_store_read_back_answers_every_later_call_as_the_one_saved(tmp_path_fa
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"index": "hnsw", "hnsw_neighbors": 1}, "FaissStore: hnsw_neighbors=1: must be an int >= 2"),  # was a segfault
+    ({"index": "hnsw", "hnsw_neighbors": 1}, "FaissStore: hnsw_neighbors=1: must be an int in [2, 2147483647]"),
+    # FAISS takes C ints: a TypeError from its constructor, an OverflowError at the first search
+    ({"index": "hnsw", "hnsw_neighbors": 2**31}, "FaissStore: hnsw_neighbors=2147483648: must be an int in [2, "
+                                                 "2147483647]"),
+    ({"index": "hnsw", "hnsw_ef_search": 2**31}, "FaissStore: hnsw_ef_search=2147483648: must be an int in [1, "
+                                                 "2147483647]"),
     ({"threads": 5000}, "FaissStore: threads=5000: must be an int in [1, 1024]"),  # MemoryConfig's bound
     ({"threads": 0}, "FaissStore: threads=0: must be an int in [1, 1024]"),
 ])
