@@ -35,7 +35,7 @@ def early_answer(argv: list[str]) -> int | None:
     (a valid line, or a `resume=`, whose checkpoint is read with torch)."""
     if any(a in ("-h", "--help") for a in argv):
         return help_answer(argv)
-    if any(a.startswith("resume=") for a in argv):
+    if any(a.startswith("resume=") and a != "resume=null" for a in argv):
         return None
     return answer_early(config_for, argv, _checked)
 
@@ -133,6 +133,8 @@ def path_arg(overrides: list[str], key: str) -> str | None:
     if values and not values[0].strip():  # Path("") is the working folder: a checkpoint or file never named
         raise ConfigError(f"{key}= is empty; point it at a run folder" + (" (or its checkpoints/last.pt)"
                           if key == "resume" else "'s config.yaml or a sweep's best_config.yaml"))
+    if key == "resume" and values == ["null"]:  # the schema's "no resume", as --help spells it
+        return None
     return values[0] if values else None
 
 
@@ -148,5 +150,20 @@ def help_text(overrides: list[str] | None = None) -> str:
              "config=<saved config.yaml> [key=value ...]", "",
              f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "", "keys (defaults):"]
     flat = flatten_config(OmegaConf.to_container(cfg, resolve=True))
-    lines += [f"  {k}={v}" for k, v in flat.items()]
+    kwargs = flat.pop("env.kwargs", None) or {}  # the env's options, one key each, after env.id
+    flat = {**{k: v for k, v in flat.items() if k == "env.id"}, **{f"env.kwargs.{k}": v for k, v in kwargs.items()},
+            **flat}
+    lines += [f"  {k}={override_spelling(v)}" for k, v in flat.items()]
     return "\n".join(lines)
+
+
+def override_spelling(value) -> str:
+    """A config value as a key=value override reads it back: null, true / false, [a,b] (Python's None read as the
+    text 'None': `run_dir=None` copied from --help wrote the run into a folder named None)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_spelling(v) for v in value) + "]"
+    return str(value)

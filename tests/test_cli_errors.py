@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from agents import evaluate, run
+from agents import evaluate, run, run_config
 from agents.checkpoint import load_checkpoint
 from tests.test_run import tiny
 
@@ -84,12 +85,29 @@ def test_weights_that_do_not_fit_name_the_tensor_and_the_env_option(trained, cap
 def test_help_lists_the_keys_as_the_command_line_sets_them(capsys):
     assert run.main(["--help"]) == 0
     default = capsys.readouterr().out
-    assert "config groups:" in default and "memory.store=True" in default and "env.id=ContinualShift-v0" in default
+    assert "config groups:" in default and "memory.store=true" in default and "env.id=ContinualShift-v0" in default
     assert run.main(["env=LongDependency-v0", "agent=transformer", "--help"]) == 0
     chosen = capsys.readouterr().out
-    assert "memory.store=False" in chosen and "env.id=LongDependency-v0" in chosen
+    assert "memory.store=false" in chosen and "env.id=LongDependency-v0" in chosen
     assert run.main(["memory.slot=3", "--help"]) == 2  # a bad key is the same one line as without --help
     one_error_line(capsys, "unknown config key 'memory.slot'")
+
+
+@pytest.mark.parametrize("argv", [[], ["env=NeedleRecall-v0", "agent=transformer"], ["env=LongDependency-v0"]])
+def test_every_key_help_lists_reads_back_as_the_same_config(argv, capsys):
+    """--help's lines, given back as key=value overrides, compose the config they list: `run_dir=None` (Python's
+    spelling) was read as the text 'None' and wrote the run into a folder of that name, `resume=None` named a run
+    folder 'None'; the env's options were one Python dict, not keys."""
+    from agents.config import load_config
+
+    assert run.main([*argv, "--help"]) == 0
+    lines = capsys.readouterr().out.split("keys (defaults):\n")[1].splitlines()
+    # env.id and agent.name are chosen with env= and agent= (their config files set the rest with them)
+    keys = [line.strip().replace("env.id=", "env=").replace("agent.name=", "agent=") for line in lines]
+    assert "run_dir=null" in keys and "resume=null" in keys and any(k.startswith("env.kwargs.vocab_size") for k in keys)
+    expected = OmegaConf.to_container(load_config(argv), resolve=True)
+    assert OmegaConf.to_container(load_config(keys), resolve=True) == expected
+    assert run_config.config_for(keys)[1:] == (None, None)  # resume=null: a new run, as the schema's null means
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
