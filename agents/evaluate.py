@@ -34,7 +34,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.checkpoint import (
     CheckpointError,
@@ -46,7 +46,15 @@ from agents.checkpoint import (
     run_dir_of,
 )
 from agents.cli_args import inert_note
-from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, validate
+from agents.config import (
+    ALLOCATION_ERRORS,
+    ConfigError,
+    absolute_path,
+    allocation_failure,
+    does_not_fit,
+    validate,
+)
+from agents.config_messages import unknown_env_option
 from agents.eval_out import check_out_file, write_out_file
 from agents.evaluate_args import (  # noqa: F401  (EVAL_MEMORY_KEYS, override_grid: this module's names too)
     ENV_PREFIX,
@@ -95,6 +103,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         check_plain(f"{MEMORY_PREFIX}{key}", value)
     for key, value in (env_kwargs or {}).items():
         check_plain(f"{ENV_PREFIX}{key}", value)
+    if env_kwargs:  # a file option from this folder, as agents.run saves it: the JSON lands in the run folder
+        env_kwargs = {k: absolute_path(v) if str(k).endswith("_path") else v for k, v in env_kwargs.items()}
     check_not_empty("checkpoint", checkpoint)
     for key, path in (("checkpoint", checkpoint), ("out", out)):  # '${...}' in out= made a folder of that name
         check_plain(key, str(path) if path is not None else "")
@@ -105,29 +115,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         check_not_empty("out", out)
         check_out_file(out, run_dir, checkpoint)  # as given: a trailing / names a folder
         out = Path(out).expanduser()
-    cfg = OmegaConf.create(body["config"])
-    with open_dict(cfg):
-        if env_kwargs:
-            cfg.env.kwargs = OmegaConf.merge(cfg.env.kwargs, env_kwargs)
-        if memory:
-            cfg.memory = OmegaConf.merge(cfg.memory, memory)
-        if device is not None:  # before validate, which checks it
-            cfg.device = device
-        if threads is not None:
-            cfg.train.threads = threads
-    try:
-        cfg = validate(cfg)
-    except ConfigError:  # the saved part's fault (an edited checkpoint) is the file's line, not a command line's
-        check_saved_config(body["config"], checkpoint, "evaluate")
-        raise
-    # before the trainer (whose restore checks it again, worded for a caller's own config): a saved config this
-    # memstream reads as another model names the fix an evaluation has
-    check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="evaluate")
-    check_own_run(body["config"], run_dir, checkpoint_file(checkpoint), "evaluate")  # a valid config, but another run's
-    inert = [k for k in memory or {} if k.startswith("store_") and (cfg.agent.name != "memnet" or not cfg.memory.store)]
-    if inert:  # was accepted, and recorded in the JSON as if it had changed the evaluation
-        raise ConfigError(f"memory.{inert[0]}: this run ({cfg.agent.name}, memory.store={cfg.memory.store}) has no "
-                          "store, so it would change nothing; drop it")
+    cfg = evaluation_config(body, checkpoint, device, env_kwargs, memory, threads)
     caller_threads = torch.get_num_threads()  # the trainer sets the run's (or `threads`): not left to the caller
     try:
         trainer = Trainer(cfg, run_dir)
@@ -163,6 +151,69 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     return result
 
 
+def evaluation_config(body: dict, checkpoint: Path, device: str | None, env_kwargs: dict | None,
+                      memory: dict | None, threads: int | None) -> DictConfig:
+    """The checked config of an evaluation: the checkpoint's (`body`, read from `checkpoint`) with the env options,
+    memory settings, device and threads given; a setting it refuses is one ConfigError line."""
+    run_dir = run_dir_of(checkpoint)
+    cfg = OmegaConf.create(body["config"])
+    if env_kwargs:  # agents.run's line for a typo (the env's own error named the env twice, with no guess)
+        env_id = OmegaConf.select(cfg, "env.id")
+        options = env_options(env_id) if isinstance(env_id, str) else None
+        for key in env_kwargs if options else ():
+            if key not in options:
+                raise ConfigError(unknown_env_option(f"{ENV_PREFIX}{key}", lambda: (env_id, options)))
+    with open_dict(cfg):
+        if env_kwargs:
+            cfg.env.kwargs = OmegaConf.merge(cfg.env.kwargs, env_kwargs)
+        if memory:
+            cfg.memory = OmegaConf.merge(cfg.memory, memory)
+        if device is not None:  # before validate, which checks it
+            cfg.device = device
+        if threads is not None:
+            cfg.train.threads = threads
+    try:
+        cfg = validate(cfg)
+    except ConfigError:  # the saved part's fault (an edited checkpoint) is the file's line, not a command line's
+        check_saved_config(body["config"], checkpoint, "evaluate")
+        raise
+    # before the trainer (whose restore checks it again, worded for a caller's own config): a saved config this
+    # memstream reads as another model names the fix an evaluation has
+    check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="evaluate")
+    check_own_run(body["config"], run_dir, checkpoint_file(checkpoint), "evaluate")  # a valid config, but another run's
+    inert = [k for k in memory or {} if k.startswith("store_") and (cfg.agent.name != "memnet" or not cfg.memory.store)]
+    if inert:  # was accepted, and recorded in the JSON as if it had changed the evaluation
+        raise ConfigError(f"memory.{inert[0]}: this run ({cfg.agent.name}, memory.store={cfg.memory.store}) has no "
+                          "store, so it would change nothing; drop it")
+    return cfg
+
+
+def env_options(env_id: str) -> list[str] | None:
+    """The options of a registered memstream env (None for an id that is not one: the trainer says so)."""
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    from envs.token_env import option_names
+
+    try:
+        source_cls = getattr(load_env_creator(gym.spec(env_id).entry_point), "source_cls", None)
+    except gym.error.Error:
+        return None
+    return option_names(source_cls) if source_cls is not None else None
+
+
+def check_sweep(cmd) -> None:
+    """Each evaluation of a sweep (`cmd.grid`) as `evaluate` checks it before it runs, its env built with one lane:
+    a setting refused is one ConfigError line before any evaluation (each takes seconds to minutes)."""
+    from agents.episodes import make_vector_env
+
+    checkpoint = Path(cmd.checkpoint).expanduser().resolve()
+    body = load_checkpoint(checkpoint, purpose="evaluate")
+    for env_kwargs, memory in cmd.grid:
+        cfg = evaluation_config(body, checkpoint, cmd.device, env_kwargs, memory, cmd.threads)
+        make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs)).close()
+
+
 def cold_tier_line(exc: ColdTierError) -> str:
     """ColdTierError's line with the fix an evaluation has: it needs the run's memory.cache_cold (any other value
     is refused), so only a temp folder on a bigger disk helps."""
@@ -181,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             results = [evaluate(cmd.checkpoint, cmd.device, cmd.grid[0][0], cmd.out, cmd.grid[0][1],
                                 threads=cmd.threads)]
         else:  # one file for the sweep: each evaluation names the env options and memory settings it used
+            check_sweep(cmd)  # every evaluation's settings, before the first runs (a bad last value lost the others)
             results = [evaluate(cmd.checkpoint, cmd.device, env, None, memory, note=not i, threads=cmd.threads)
                        for i, (env, memory) in enumerate(cmd.grid)]
             write_out_file(cmd.out_file, {"evaluations": results})
@@ -193,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         shown = " ".join([f"{k}={v}" for k, v in result["env_kwargs"].items()]
                          + [f"memory.{k}={v}" for k, v in result["memory"].items()])
-        print(f"{result['env']} / {result['agent']} after {result['episodes_trained']} episodes"
+        n = result["episodes_trained"]
+        print(f"{result['env']} / {result['agent']} after {n} episode{'s' * (n != 1)}"
               + (f" ({shown})" if shown else ""))
         for task, acc in result["accuracy_by_task"].items():
             print(f"  task {task}: {acc:.3f}" if not math.isnan(acc) else f"  task {task}: n/a (no query scored)")

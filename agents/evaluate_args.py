@@ -18,7 +18,7 @@ from agents.checkpoint_paths import existing_checkpoint, resolved, run_dir_of
 from agents.cli_args import answer_early, check_given_once, find_interpolation, hydra_reason
 from agents.config import ConfigError
 from agents.eval_out import check_out_file
-from memory.config import MEMORY_RUNTIME_KEYS, MemoryConfig
+from memory.config import MAX_THREADS, MEMORY_RUNTIME_KEYS, MemoryConfig
 
 USAGE = ("usage: python -m agents.evaluate checkpoint=<run folder or checkpoints/last.pt> [device=cpu|cuda|auto] "
          "[env.kwargs.<option>=<value or comma list> ...] [memory.<key>=<value or comma list> ...] "
@@ -102,14 +102,19 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
 
 
 def thread_count(text: str | None) -> int | None:
-    """threads=<n> as an int (range checked by `evaluate`), None when not given."""
+    """threads=<n> as an int in [1, MAX_THREADS] (checked here, while the command starts, as `evaluate` checks
+    its argument), None when not given."""
     if text is None:
         return None
     try:
-        return int(text)
+        threads = int(text)
     except ValueError:
         raise ConfigError(f"threads={text}: not an integer; give a torch thread count, e.g. threads=2 (default: the "
                           "run's own)") from None
+    if not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"threads={text}: give a torch thread count in [1, {MAX_THREADS}] (default: the run's "
+                          "own)")
+    return threads
 
 
 def sweep_hint(key: str) -> str:

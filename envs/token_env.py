@@ -27,9 +27,14 @@ MAX_LANES = 65_536  # num_envs bound, like every other size option's (10^12 lane
 MAX_STEPS = 2**31 - 1  # upcoming(steps) bound: more than any episode holds
 
 
+def option_names(source_cls: type[StreamSource]) -> list[str]:
+    """The options (constructor keywords) of an env's stream source, in their order."""
+    return [p for p in inspect.signature(source_cls.__init__).parameters if p != "self"]
+
+
 def build_source(source_cls: type[StreamSource], options: dict) -> StreamSource:
     """Construct a source; an option it does not know becomes a ValueError naming it and the allowed ones."""
-    allowed = [p for p in inspect.signature(source_cls.__init__).parameters if p != "self"]
+    allowed = option_names(source_cls)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for {source_cls.env_id}; allowed: {', '.join(allowed)}")

@@ -165,6 +165,7 @@ def check_answered_early(module: str, argv: list[str], code: int, line: str | No
     (["checkpoint=run", "env.kwargs.facts_per_episode=[1,"], 2, "error: env.kwargs.facts_per_episode=[1,: no viable"),
     (["checkpoint=run", "env.kwargs.x=range(1,100000000)"], 2, "error: env.kwargs.x=range(1,100000000): 10,001+ "),
     (["checkpoint=run", "threads=two"], 2, "error: threads=two: not an integer"),
+    (["checkpoint=run", "threads=0"], 2, "error: threads=0: give a torch thread count in [1, 1024]"),  # was ~8 s in
 ])
 def test_evaluate_answers_a_bad_command_line_and_help_before_torch_loads(tmp_path, argv, code, line):
     """`python -m agents.evaluate` refused a mistyped argument, a missing checkpoint or an out= that names the run's

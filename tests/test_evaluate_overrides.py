@@ -6,6 +6,7 @@ import pytest
 
 from agents import evaluate, report, run
 from agents.config import ConfigError
+from agents.trainer import Trainer
 
 NEEDLE = ["env=NeedleRecall-v0", "train.lanes=4", "train.threads=1", "train.progress=false", "train.episodes=2",
           "env.kwargs.delay=1", "env.kwargs.haystack_length=48", "env.kwargs.facts_per_episode=2",
@@ -179,3 +180,28 @@ def test_an_evaluation_that_does_not_fit_in_memory_is_one_line(needle_run, monke
     monkeypatch.setattr(Trainer, "evaluate_all", bug)
     with pytest.raises(RuntimeError, match="must match"):
         evaluate.main([f"checkpoint={needle_run}"])
+
+
+@pytest.mark.parametrize("sweep, message", [
+    # a value the env refuses (one cycle of delay x facts_per_episode facts must fit the pool of 64)
+    (["env.kwargs.facts_per_episode=1,2,100"], "env.kwargs for NeedleRecall-v0: train_facts=64 is too small"),
+    (["memory.reset=never,episode,bogus"], "memory.reset='bogus'"),  # a value validate refuses
+])
+def test_a_sweep_is_checked_whole_before_its_first_evaluation(needle_run, capsys, monkeypatch, sweep, message):
+    """A bad value last in a sweep was refused only after the evaluations before it had run (seconds to minutes
+    each), and those were not written."""
+    calls = []
+    monkeypatch.setattr(Trainer, "evaluate_all", lambda self: calls.append(1) or {})
+    assert evaluate.main([f"checkpoint={needle_run}", *sweep, "out=bad_sweep.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert calls == [] and not (needle_run / "bad_sweep.json").exists()
+
+
+def test_a_misspelt_env_option_gets_agents_runs_line(needle_run, capsys):
+    """Was the env's own error, which named the env twice and guessed nothing."""
+    assert evaluate.main([f"checkpoint={needle_run}", "env.kwargs.facts_per_episod=2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: unknown config key 'env.kwargs.facts_per_episod': NeedleRecall-v0 has no option 'facts_per_episod'; "
+        "did you mean 'facts_per_episode'? its options: vocab_size, facts_per_episode, delay, haystack_length, "
+        "cue_length, recall_cue_length, answer_length, train_facts, fresh_facts, haystack_path, world_seed")

@@ -1,6 +1,8 @@
 """NeedleRecall's haystack file is recorded by content (sha256) in a run's checkpoint: a resume (or re-evaluation)
 whose file under the same path now holds other text is refused in one line, instead of going on in another world."""
 
+import json
+
 import gymnasium as gym
 import pytest
 import torch
@@ -35,7 +37,7 @@ def test_the_digest_is_stable_for_the_same_text_and_differs_for_changed_text(tmp
     assert gym.make("NeedleRecall-v0", **SMALL).unwrapped.haystack_sha256 is None  # the built-in Markov text
 
 
-def test_an_edited_haystack_file_is_refused_on_resume_and_evaluate(tmp_path, capsys):
+def test_an_edited_haystack_file_is_refused_on_resume_and_evaluate(tmp_path, capsys, monkeypatch):
     hay, run_dir = tmp_path / "hay.txt", tmp_path / "run"
     hay.write_text(TEXT, encoding="utf-8")
     assert run.main(tiny("NeedleRecall-v0", "memnet", run_dir, f"env.kwargs.haystack_path={hay}")) == 0
@@ -61,6 +63,11 @@ def test_an_edited_haystack_file_is_refused_on_resume_and_evaluate(tmp_path, cap
     other = tmp_path / "other.txt"  # another file, asked for: a changed env, as any env.kwargs.* of an evaluation
     other.write_text(hay.read_text(encoding="utf-8"), encoding="utf-8")
     assert evaluate.main([f"checkpoint={run_dir}", f"env.kwargs.haystack_path={other}"]) == 0
+    # a path relative to where the command runs is recorded absolute: the JSON lands in the run folder
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.main([f"checkpoint={run_dir}", "env.kwargs.haystack_path=other.txt", "out=copy.json"]) == 0
+    recorded = json.loads((run_dir / "copy.json").read_text())["env_kwargs"]
+    assert recorded == {"haystack_path": str(other)}
 
     hay.write_text(TEXT, encoding="utf-8")  # the file restored: the run resumes again
     assert run.main([f"resume={run_dir}"]) == 0
