@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from agents.cli_args import answer_early
+from agents.cli_args import answer_early, inert_note, override_key
 from agents.config import ConfigError, absolute_env_paths, absolute_path, load_config
 from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
@@ -49,6 +49,13 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     base = load_config(plan.overrides)
     absolute_paths(plan, base)
     check_space_keys(plan, base)
+    # a baseline's trials differ in nothing a swept memory.* key sets (MemNet's inert keys depend on each trial's
+    # values, so no note is made for it from the base config)
+    if base.agent.name != "memnet" and (note := inert_note(base, [*plan.search_space, *map(override_key,
+                                                                                             cli.run_overrides)])):
+        live = [k for k in plan.search_space if not k.startswith("memory.") or k == "memory.reset"]
+        print(f"{note} (the trials differ only in {', '.join(live)})" if live else
+              f"{note} (every trial of this sweep runs the same settings)", file=sys.stderr)
     corners, facts, episodes = sweep_facts(plan.search_space, base)  # what each trial length and env reports
     plan.metric = check_metric(plan.metric or default_metric(facts), facts)
     missing = missing_in(plan.metric, corners, facts)

@@ -182,3 +182,21 @@ def test_what_the_early_answer_prepared_is_what_main_runs_and_its_notes_come_onc
     assert "memory.slots" not in plan.search_space and capsys.readouterr().err == ""
     prepare(argv)  # taken once: a later call prepares anew
     assert "note: memory.slots fixed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, note", [
+    (["agent=transformer"], "note: agent=transformer has no memory; memory.slots, memory.decay, "
+                            "memory.pressure_weight, memory.util_weight, memory.sparsity_weight change nothing (every "
+                            "trial of this sweep runs the same settings)"),
+    (["agent=lstm", "sweep=smoke", "sweep.search_space.train.lr=grid:[0.001,0.01]"],
+     "note: agent=lstm has no memory; memory.slots, memory.pressure_weight change nothing (the trials differ only in "
+     "train.lr)"),
+    (["agent=memnet", "sweep=smoke"], None),  # MemNet's inert keys depend on each trial's values: no note
+])
+def test_a_sweep_of_memory_keys_for_an_agent_without_memory_says_so(tmp_path, capsys, argv, note):
+    """A transformer's memory sweep started 16 trials of one and the same run without a word (agents.run says so of
+    one `memory.slots=` for a baseline)."""
+    from agents.tune_prepare import prepare
+
+    prepare(["env=ContinualShift-v0", *argv, f"runs_root={tmp_path}"])
+    assert capsys.readouterr().err.strip() == (note or "")
