@@ -5,6 +5,7 @@ composes them."""
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import re
@@ -86,10 +87,34 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
         if override.package is not None and key not in groups:  # `a@b=`: Hydra's package syntax (config groups)
             from agents.config import RunSchema
             raise ConfigError(unknown_key(override_key(item), RunSchema))
+        if key in groups and (override.is_add() or override.is_force_add()):  # Hydra: "Multiple values for agent.
+            # To override a value use 'override agent: gru'", the syntax of a defaults list no one writes here
+            raise ConfigError(f"{item}: {key} is a config group, there already: choose it with {key}=<name> (without "
+                              f"'+'): {', '.join(groups[key])}")
         if key in groups and override.package is None and override.value() not in groups[key]:
             raise ConfigError(f"unknown {key} {override.value()!r}; choose one of: {', '.join(groups[key])}")
+        _check_value_kind(item, key, override.value())
         parsed.append(override)
     return parsed
+
+
+def _check_value_kind(item: str, key: str, value) -> None:
+    """A boolean key given a number (train.amp=2 ran as true: OmegaConf takes any int), or a key of one value given
+    a list or a mapping (run_dir=[a,b]: "Cannot convert 'ListConfig' to string"): one ConfigError line."""
+    from omegaconf.nodes import BooleanNode, ValueNode
+
+    from agents.config import ConfigError
+
+    node = _schema()
+    for part in key.split("."):
+        node = node._get_node(part) if OmegaConf.is_dict(node) and part in node else None
+        if node is None:  # not a key of the schema (env.kwargs.*, or unknown: refused when composed)
+            return
+    if isinstance(node, BooleanNode) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ConfigError(f"{key}: {item.split('=', 1)[1]} is not a boolean; give one, e.g. {key}=false")
+    if isinstance(node, ValueNode) and isinstance(value, (list, dict)):
+        raise ConfigError(f"{key}: {item.split('=', 1)[1]} is a {type(value).__name__}, and {key} takes one value; "
+                          f"give one (`python -m agents.run --help` shows each key's default)")
 
 
 def override_key(item: str) -> str:
@@ -220,3 +245,11 @@ def answer_early(make, argv: list[str], made: dict) -> int | None:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def _schema():
+    """The run config's typed schema (read only), made once: `_check_value_kind` reads a node per override."""
+    from agents.config import RunSchema
+
+    return OmegaConf.structured(RunSchema)

@@ -163,6 +163,12 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
     ("memory={}", "memory={}: memory is a section of keys; set memory.<key>=<value> one key at a time"),
     ("memory.sl@ts=3", "unknown config key 'memory.sl@ts'; did you mean 'memory.slots'?"),
     ("run_dir=", "run_dir= is empty: name the folder to write the run into, or leave run_dir out"),
+    # an audit, 2026-12-02: a number taken as true, OmegaConf's and Hydra's words (a defaults-list syntax)
+    ("train.amp=2", "train.amp: 2 is not a boolean; give one, e.g. train.amp=false"),
+    ("memory.decay=-1", "memory.decay: -1 is not a boolean; give one, e.g. memory.decay=false"),
+    ("run_dir=[a,b]", "run_dir: [a,b] is a list, and run_dir takes one value; give one"),
+    ("+agent=gru", "+agent=gru: agent is a config group, there already: choose it with agent=<name> (without '+')"),
+    ("++env=NeedleRecall-v0", "++env=NeedleRecall-v0: env is a config group, there already: choose it with env=<name>"),
     # FAISS takes C ints: a traceback at the first search (an OverflowError) or the index's build (a TypeError)
     ("memory.store_hnsw_ef_search=2147483648", "memory.store_hnsw_ef_search=2147483648: must be in [1, 2147483647]"),
     ("memory.store_hnsw_neighbors=2147483648", "memory.store_hnsw_neighbors=2147483648: must be in [2, 2147483647]"),
