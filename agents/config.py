@@ -27,11 +27,12 @@ from agents.cli_args import (  # noqa: F401  (ALLOCATION_ERRORS, allocation_fail
 )
 from agents.config_messages import (
     SECTIONS,
-    adds_existing,
+    env_option_names,
     explain_hydra_error,
     one_line,
     section_as_value,
     type_reason,
+    unknown_env_option,
 )
 from agents.model_config import AGENTS, ModelConfig
 from envs.token_env import MAX_LANES
@@ -40,6 +41,7 @@ from memory.config import MAX_THREADS, MemoryConfig
 TRAIN_MODES = ("supervised", "reinforce")
 ACTING = ("auto", "step", "chunk")  # train.acting (agents/episodes.py)
 DEVICES = ("auto", "cpu", "cuda")
+VECTOR_KEYWORDS = frozenset({"num_envs", "vectorization_mode", "vector_kwargs", "wrappers"})  # make_vec()'s keywords
 
 
 class ConfigError(ValueError):
@@ -115,6 +117,15 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     except Exception as exc:  # Hydra raises several types; all mean "your override is wrong"
         raise ConfigError(explain_hydra_error(exc, RunSchema, lambda: _env_options(overrides))) from None
+    added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+") and "=" in o]
+    added = [key for key in added if key.startswith("env.kwargs.")  # every option is in the env's file: a typo
+             and key.removeprefix("env.kwargs.") not in VECTOR_KEYWORDS]  # (validate's own line for those)
+    if added:  # (the env refused it only when made, after torch loaded, in its own words)
+        env_id = str(cfg.env.id)
+        options = env_option_names(env_id) or [str(option) for option in cfg.env.kwargs]
+        for key in added:
+            if key.removeprefix("env.kwargs.") not in options:
+                raise ConfigError(unknown_env_option(key, lambda: (env_id, options)))
     return cfg
 
 
@@ -156,7 +167,7 @@ def validate(cfg: DictConfig) -> DictConfig:
                  "number")
     need(0 <= merged.seed < 2**32, f"seed={merged.seed}: must be in [0, 2^32) (numpy and Gymnasium take non-negative "
          "seeds; torch's end at 2^64)")
-    vector = sorted({"num_envs", "vectorization_mode", "vector_kwargs", "wrappers"} & set(map(str, merged.env.kwargs)))
+    vector = sorted(VECTOR_KEYWORDS & set(map(str, merged.env.kwargs)))
     need(not vector, f"env.kwargs.{(vector or [''])[0]}: the env's lanes are train.lanes, and the trainer makes the "
          "vector env itself; drop it")  # was make_vec()'s "got multiple values for keyword argument"
     need(merged.runs_root.strip() != "", "runs_root= is empty: name the folder for run folders (default runs)")
@@ -246,87 +257,6 @@ def load_config(overrides: list[str]) -> DictConfig:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
-
-
-def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
-    """A saved `config.yaml` (a run folder's, a sweep's best_config.yaml) with `key=value` overrides on top,
-    validated like a fresh config: what `python -m agents.run config=<file>` starts a new run from. The saved
-    run_dir and resume are dropped (they name the old run); env= and agent= are refused (the saved config is
-    one env's and one agent's, composed; switching them, env.id= and agent.name= too, is a fresh command line);
-    the overrides get the checks of a fresh command line (check_overrides). `path` may name a run folder: its
-    config.yaml (as resume= takes a run folder; `--help config=<run folder>` was "no such file")."""
-    if os.path.isdir(path):  # (isdir, unlike Path.is_dir, is False for a name too long to look up)
-        if not os.path.isfile(os.path.join(path, "config.yaml")):
-            raise ConfigError(f"config={path}: a folder without a config.yaml; point it at a run folder, a run's "
-                              "config.yaml or a sweep's best_config.yaml")
-        path = os.path.join(path, "config.yaml")
-    try:
-        loaded = OmegaConf.load(path)
-    except (FileNotFoundError, IsADirectoryError):
-        raise ConfigError(f"config={path}: no such file; point it at a run folder, a run's config.yaml or a "
-                          "sweep's best_config.yaml") from None
-    except OSError as exc:  # a name too long for the file system, no permission: was "not valid YAML (OSError)"
-        raise ConfigError(f"config={shortened(path, 80)}: cannot be read "
-                          f"({exc.strerror or exc}); point it at a run's config.yaml") from None
-    except Exception as exc:
-        raise ConfigError(f"config={path}: not valid YAML ({exc.__class__.__name__}); point it at a run's "
-                          "config.yaml or a sweep's best_config.yaml") from None
-    if not isinstance(loaded, DictConfig) or not loaded:  # an empty file loads as {}: it started a default run
-        raise ConfigError(f"config={path}: holds no mapping of keys; point it at a run's config.yaml")
-    if not set(map(str, loaded)) & set(RunSchema.__dataclass_fields__) or any(  # metrics.json: env: <id>
-            k in loaded and not isinstance(loaded._get_node(k), DictConfig) for k in ("env", "agent", *SECTIONS[:3])):
-        raise ConfigError(f"config={path}: is no run config (a run's config.yaml has env, agent, model and train "
-                          "sections); point it at a run's config.yaml or a sweep's best_config.yaml")
-    parsed = check_overrides(list(overrides or []), {group: group_options(group) for group in ("env", "agent")},
-                             saved=True)  # as on a fresh command line, and env= / agent= (.name, .id) refused
-    for key in ("run_dir", "resume"):
-        loaded.pop(key, None)
-    if isinstance(loaded.get("memory"), DictConfig):
-        loaded.memory.pop("dim", None)  # tied to model.dim as in agents/conf (the file holds the resolved number)
-    loaded = _over_shipped_defaults(loaded)
-    for override in parsed:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list)
-        key, add = override.key_or_group, override.is_add() or override.is_force_add()  # +key=, ++key=: as Hydra
-        if override.is_add() and OmegaConf.select(loaded, key, default=adds_existing) is not adds_existing:
-            raise ConfigError(adds_existing(key))
-        try:
-            OmegaConf.update(loaded, key, override.value(), merge=True, force_add=add)
-        except OmegaConfBaseException as exc:
-            raise ConfigError(one_line(exc, RunSchema)) from None
-    return validate(loaded)
-
-
-def override_value(text: str, where: str):
-    """A command-line value read by Hydra's override grammar, as `key=value` reads it ("3:0" and "010" are strings,
-    [1,2] a list, null None; YAML 1.1 read them as 180, 8); a value it cannot read is one ConfigError line."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        return OverridesParser.create().parse_overrides([f"value={text}"])[0].value()
-    except HydraException as exc:
-        why = hydra_reason(exc) or "Hydra's override grammar cannot read it; quote a text"
-        raise ConfigError(f"{where}: {text!r} is not a value ({why})") from None
-
-
-def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
-    """A saved (or hand-written) config on top of what agents/conf composes for its env and agent: a key the file
-    lacks takes the shipped value for that env and agent (ContinualShift's copy=0.85, MemNet's lr ...), not the
-    schema's plain default. The file's env.kwargs replace the shipped ones whole (another env's options would not
-    fit a preset id)."""
-    env_id, agent = OmegaConf.select(loaded, "env.id"), OmegaConf.select(loaded, "agent.name")
-    groups = [f"env={env_id}"] if env_id in group_options("env") else []
-    groups += [f"agent={agent}"] if agent in group_options("agent") else []
-    base = compose(groups)
-    kwargs = OmegaConf.select(loaded, "env.kwargs")
-    if kwargs is not None:  # replaced whole below: merged into the shipped ones, an option they lack was refused
-        loaded.env.pop("kwargs")
-    try:
-        merged = OmegaConf.merge(base, loaded)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(one_line(exc, RunSchema)) from None
-    if kwargs is not None or (env_id is not None and env_id not in group_options("env")):
-        merged.env.kwargs = kwargs if kwargs is not None else {}
-    return merged
 
 
 def group_options(group: str) -> list[str]:

@@ -61,6 +61,29 @@ def adds_existing(key: str) -> str:
     return f"+{key}= adds a key, and {key} is there already; set it with {key}=<value>"
 
 
+def env_option_names(env_id: str) -> list[str] | None:
+    """The options (env.kwargs) of a registered memstream env: its stream source's keywords, then the env's own
+    (render_mode); None for an id that is not one (whoever makes the env says so)."""
+    import inspect
+
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    import envs  # noqa: F401  (registers the ids)
+    from envs.token_env import option_names
+
+    try:
+        env_cls = load_env_creator(gym.spec(env_id).entry_point)
+    except gym.error.Error:
+        return None
+    source_cls = getattr(env_cls, "source_cls", None)
+    if source_cls is None:
+        return None
+    own = [name for name, p in inspect.signature(env_cls.__init__).parameters.items()
+           if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+    return option_names(source_cls) + own
+
+
 def unknown_env_option(key: str, env_options) -> str | None:
     """`unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option 'num_task'; did you mean
     'num_tasks'? its options: ...`. Every option of a shipped env is in its config file, so a key Hydra did not find

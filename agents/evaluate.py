@@ -54,7 +54,7 @@ from agents.config import (
     does_not_fit,
     validate,
 )
-from agents.config_messages import unknown_env_option
+from agents.config_messages import env_option_names, unknown_env_option
 from agents.eval_out import check_out_file, write_out_file
 from agents.evaluate_args import (  # noqa: F401  (EVAL_MEMORY_KEYS, override_grid: this module's names too)
     ENV_PREFIX,
@@ -159,7 +159,7 @@ def evaluation_config(body: dict, checkpoint: Path, device: str | None, env_kwar
     cfg = OmegaConf.create(body["config"])
     if env_kwargs:  # agents.run's line for a typo (the env's own error named the env twice, with no guess)
         env_id = OmegaConf.select(cfg, "env.id")
-        options = env_options(env_id) if isinstance(env_id, str) else None
+        options = env_option_names(env_id) if isinstance(env_id, str) else None
         for key in env_kwargs if options else ():
             if key not in options:
                 raise ConfigError(unknown_env_option(f"{ENV_PREFIX}{key}", lambda: (env_id, options)))
@@ -186,20 +186,6 @@ def evaluation_config(body: dict, checkpoint: Path, device: str | None, env_kwar
         raise ConfigError(f"memory.{inert[0]}: this run ({cfg.agent.name}, memory.store={cfg.memory.store}) has no "
                           "store, so it would change nothing; drop it")
     return cfg
-
-
-def env_options(env_id: str) -> list[str] | None:
-    """The options of a registered memstream env (None for an id that is not one: the trainer says so)."""
-    import gymnasium as gym
-    from gymnasium.envs.registration import load_env_creator
-
-    from envs.token_env import option_names
-
-    try:
-        source_cls = getattr(load_env_creator(gym.spec(env_id).entry_point), "source_cls", None)
-    except gym.error.Error:
-        return None
-    return option_names(source_cls) if source_cls is not None else None
 
 
 def check_sweep(cmd) -> None:

@@ -18,12 +18,11 @@ from agents.config import (
     ConfigError,
     absolute_env_paths,
     flatten_config,
-    from_yaml_file,
     group_options,
     load_config,
-    override_value,
     validate,
 )
+from agents.config_file import from_yaml_file, override_value
 
 if TYPE_CHECKING:
     from agents.run_lock import RunLocks

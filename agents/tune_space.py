@@ -25,7 +25,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.cli_args import check_given_once, override_key
-from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, override_value, validate
+from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, validate
+from agents.config_file import override_value
 from agents.config_messages import wrong_type
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")

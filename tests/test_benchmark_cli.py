@@ -21,7 +21,8 @@ from tests.test_run import TINY_MODEL
     (["envs=Nope-v0"], "Nope-v0 is not in the suite"),
     (["agents=cnn"], "cnn is not in the suite"),
     (["train.foo=1"], "unknown config key 'train.foo'"),
-    (["envs=LongDependency-v0", "env.kwargs.delay=3"], "unknown option(s) ['delay']"),
+    (["envs=LongDependency-v0", "env.kwargs.delay=3"], "unknown config key 'env.kwargs.delay': LongDependency-v0 "
+                                                       "has no option 'delay'"),
     # an empty item was dropped: agents=memnet,,transformer ran the whole suite's envs with two variants (and
     # agents=, ran every variant), while envs= alone was refused
     (["agents=memnet,,transformer"], "agents=memnet,,transformer: item 2 is empty; separate the names with single"),

@@ -8,7 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from agents import evaluate, run
-from agents.config import ConfigError, from_yaml_file, load_config, to_yaml
+from agents.config import ConfigError, load_config, to_yaml
+from agents.config_file import from_yaml_file
 from tests.test_run import tiny
 
 
@@ -59,15 +60,17 @@ def test_a_saved_configs_own_keys_may_still_be_set(saved):
 
 @pytest.mark.parametrize("overrides, message", [
     # an escaped '${' inside a list was kept as text and read back from config.yaml as the interpolation ([0])
-    (["env=ContinualShift-v0", r"+env.kwargs.foo=['\${seed}']"],
-     "env.kwargs.foo[0]='${seed}': a value may not hold a literal '${'"),
+    (["env=LongDependency-v0", r"env.kwargs.distances=['\${seed}']"],
+     "env.kwargs.distances[0]='${seed}': a value may not hold a literal '${'"),
     (["env=LongDependency-v0", r"env.kwargs.distances=[1,'\${seed}']"],
      "env.kwargs.distances[1]='${seed}': a value may not hold a literal '${'"),
-    (["env=ContinualShift-v0", r"+env.kwargs.foo=[{a:'\${seed}'}]"], "env.kwargs.foo[0].a='${seed}': a value"),
+    (["env=LongDependency-v0", r"env.kwargs.distances=[{a:'\${seed}'}]"],
+     "env.kwargs.distances[0].a='${seed}': a value"),
     # an unresolvable one inside a list named no key
     (["env=LongDependency-v0", "env.kwargs.distances=[1,${nope}]"],
      "env.kwargs.distances[1]=${nope}: Interpolation key 'nope' not found"),
-    (["env=ContinualShift-v0", "+env.kwargs.foo={a:[${nope}]}"], "env.kwargs.foo.a[0]=${nope}: Interpolation key"),
+    (["env=LongDependency-v0", "env.kwargs.distances=[{a:[${nope}]}]"],
+     "env.kwargs.distances[0].a[0]=${nope}: Interpolation key"),
 ])
 def test_interpolations_inside_lists_are_one_line_naming_the_key(overrides, message):
     with pytest.raises(ConfigError) as caught:
@@ -129,3 +132,23 @@ def test_adding_a_key_means_what_it_does_on_a_fresh_command_line(saved):
 def test_evaluate_names_the_item_that_holds_an_interpolation(item, named):
     with pytest.raises(ConfigError, match=f"^{re.escape(named)}: an evaluation takes plain values"):
         evaluate.override_grid([item])
+
+
+@pytest.mark.parametrize("override, message", [
+    # config= named the first part only ('foo', 'MEMORY'), or no option list; +env.kwargs.* was refused only when the
+    # env was made, after torch loaded, in the env's own words (on both paths)
+    ("foo.bar=1", "unknown config key 'foo.bar'; run `python -m agents.run --help` to list the keys"),
+    ("MEMORY.RECENCY=abc", "unknown config key 'MEMORY.RECENCY'; run"),
+    ("env.kwargs.num_task=3", "unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option 'num_task'; "
+                              "did you mean 'num_tasks'? its options: num_tasks, episodes_per_task"),
+    ("+env.kwargs.num_task=3", "unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option 'num_task'; "
+                               "did you mean 'num_tasks'?"),
+    ("+memory.foo=1", "unknown config key 'memory.foo'; run"),
+])
+def test_an_unknown_key_is_the_same_line_with_and_without_config(saved, override, message):
+    for compose in (lambda: from_yaml_file(str(saved), [override]), lambda: load_config([override])):
+        with pytest.raises(ConfigError) as err:
+            compose()
+        assert str(err.value).startswith(message), str(err.value)
+    assert from_yaml_file(str(saved), ["++env.kwargs.num_tasks=3"]).env.kwargs.num_tasks == 3  # an option: set
+    assert load_config(["++env.kwargs.num_tasks=3"]).env.kwargs.num_tasks == 3

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from agents.config import ConfigError, from_yaml_file, load_config, override_value, to_yaml, validate
+from agents.config import ConfigError, load_config, to_yaml, validate
+from agents.config_file import from_yaml_file, override_value
 from agents.tune_overrides import override_value as write_override
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

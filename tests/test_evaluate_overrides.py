@@ -204,4 +204,5 @@ def test_a_misspelt_env_option_gets_agents_runs_line(needle_run, capsys):
     assert capsys.readouterr().err.strip() == (
         "error: unknown config key 'env.kwargs.facts_per_episod': NeedleRecall-v0 has no option 'facts_per_episod'; "
         "did you mean 'facts_per_episode'? its options: vocab_size, facts_per_episode, delay, haystack_length, "
-        "cue_length, recall_cue_length, answer_length, train_facts, fresh_facts, haystack_path, world_seed")
+        "cue_length, recall_cue_length, answer_length, train_facts, fresh_facts, haystack_path, world_seed, "
+        "render_mode")

@@ -103,7 +103,8 @@ def test_overrides_of_a_saved_config_read_as_on_a_fresh_command_line(first_run):
     sexagesimal 180), "010" a string (YAML: 8); and model.dim moves memory.dim with it, as agents/conf ties them."""
     from omegaconf import OmegaConf
 
-    from agents.config import from_yaml_file, load_config
+    from agents.config import load_config
+    from agents.config_file import from_yaml_file
 
     overrides = ["memory.key_lags=3:0", "env.kwargs.shift=010", "model.dim=64", "train.episodes=null"]
     saved = from_yaml_file(str(first_run / "config.yaml"), overrides)
@@ -122,7 +123,8 @@ def test_a_partial_config_file_takes_the_shipped_defaults_of_its_env_and_agent(t
     options ...): another run than the same keys on a command line, without a word."""
     from omegaconf import OmegaConf
 
-    from agents.config import from_yaml_file, load_config
+    from agents.config import load_config
+    from agents.config_file import from_yaml_file
 
     path = tmp_path / "config.yaml"
     path.write_text(content)

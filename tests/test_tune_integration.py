@@ -21,7 +21,8 @@ pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
 from agents import tune as agents_tune  # noqa: E402
-from agents.config import from_yaml_file, load_config  # noqa: E402
+from agents.config import load_config  # noqa: E402
+from agents.config_file import from_yaml_file  # noqa: E402
 from agents.tb_logger import read_scalars  # noqa: E402
 
 

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from agents.config import from_yaml_file, load_config
+from agents.config import load_config
+from agents.config_file import from_yaml_file
 from agents.tune_overrides import resolve_overrides
 from agents.tune_results import (
     DONE,
