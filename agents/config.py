@@ -172,6 +172,8 @@ def validate(cfg: DictConfig) -> DictConfig:
          "vector env itself; drop it")  # was make_vec()'s "got multiple values for keyword argument"
     need(merged.runs_root.strip() != "", "runs_root= is empty: name the folder for run folders (default runs)")
     for key in ("runs_root", "run_dir"):  # a name the file system cannot hold was an OSError traceback mid-start
+        if isinstance(merged[key], str) and merged[key].startswith("~"):  # a quoted '~/runs' made a folder named ~
+            merged[key] = os.path.expanduser(merged[key])
         why = None if merged[key] is None else path_too_long(str(merged[key]))
         need(why is None, f"{key}={shortened(str(merged[key]))}: {why}; choose a shorter one")
     need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "

@@ -28,6 +28,7 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     one env's and one agent's, composed; switching them, env.id= and agent.name= too, is a fresh command line);
     the overrides get the checks of a fresh command line (check_overrides). `path` may name a run folder: its
     config.yaml (as resume= takes a run folder; `--help config=<run folder>` was "no such file")."""
+    path = os.path.expanduser(path) if isinstance(path, str) else path  # config=~/x.yaml (resume= expands it too)
     if os.path.isdir(path):  # (isdir, unlike Path.is_dir, is False for a name too long to look up)
         if not os.path.isfile(os.path.join(path, "config.yaml")):
             raise ConfigError(f"config={path}: a folder without a config.yaml; point it at a run folder, a run's "

@@ -152,3 +152,13 @@ def test_an_unknown_key_is_the_same_line_with_and_without_config(saved, override
         assert str(err.value).startswith(message), str(err.value)
     assert from_yaml_file(str(saved), ["++env.kwargs.num_tasks=3"]).env.kwargs.num_tasks == 3  # an option: set
     assert load_config(["++env.kwargs.num_tasks=3"]).env.kwargs.num_tasks == 3
+
+
+def test_a_home_folder_path_is_expanded_in_every_path_key(saved, tmp_path, monkeypatch):
+    """resume= and agents.evaluate's paths expanded ~; runs_root='~/runs' made a folder named ~ in the working
+    folder, and config=~/config.yaml was "no such file"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "config.yaml").write_text(saved.read_text())
+    cfg = load_config(["runs_root='~/runs'", "run_dir='~/one'"])
+    assert (cfg.runs_root, cfg.run_dir) == (str(tmp_path / "runs"), str(tmp_path / "one"))
+    assert from_yaml_file("~/config.yaml", ["seed=5"]).seed == 5
