@@ -81,8 +81,8 @@ def test_an_ivf_index_read_into_a_store_made_with_other_lists_keeps_its_own():
     ("memory.store_ivf_probes=105", None),  # the automatic lists: 4 sqrt(4096) = 256, at most 105
     ("memory.store_ivf_probes=106", "memory.store_ivf_probes=106: at most the 105 IVF lists a partition has"),
     ("memory.store_ivf_lists=-1", "memory.store_ivf_lists=-1: must be >= 0 (0 = automatic)"),
-    ("memory.store_hnsw_neighbors=1", "memory.store_hnsw_neighbors=1: must be >= 2"),
-    ("memory.store_hnsw_ef_search=0", "memory.store_hnsw_ef_search=0: must be >= 1"),
+    ("memory.store_hnsw_neighbors=1", "memory.store_hnsw_neighbors=1: must be in [2, 2147483647]"),
+    ("memory.store_hnsw_ef_search=0", "memory.store_hnsw_ef_search=0: must be in [1, 2147483647]"),
     ("memory.store_hnsw_min_entries=0", "memory.store_hnsw_min_entries=0: must be >= 1"),
 ])
 def test_ann_settings_are_checked_with_one_line(override, message):
