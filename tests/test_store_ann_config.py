@@ -1,6 +1,8 @@
 """The approximate indexes' settings (`memory.store_ivf_*`, `memory.store_hnsw_*`) reach the store a run builds,
 are checked with one line each, and checkpoints written before they were config keys still resume."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -90,7 +92,7 @@ def test_ann_settings_are_checked_with_one_line(override, message):
     if message is None:
         load_config(overrides)
     else:
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(overrides)
 
 
