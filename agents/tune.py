@@ -268,6 +268,10 @@ def _main(argv: list[str]) -> int:
         if cli.resume is not None:
             sweep_dir = Path(cli.resume).resolve()
             plan, base = load_saved_plan(sweep_dir)
+            if (trials := _finished(sweep_dir)) is not None:  # Ray started (~30 s) to find nothing to run
+                print(f"note: this sweep had finished: all {len(trials)} trials ended, so nothing is resumed; its "
+                      "results are written again", flush=True)
+                return _report(trials, plan, base, sweep_dir)
             return run_sweep(plan, base, sweep_dir, restore=True)
         plan, base, sweep_dir = prepare(argv)
         return run_sweep(plan, base, sweep_dir)
@@ -277,6 +281,18 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM outside Tune's own handling (agents.tune_signals)
         print(f"\n{interrupted_line(sweep_dir)}", file=sys.stderr)
         return INTERRUPTED
+
+
+def _finished(sweep_dir: Path) -> list | None:
+    """The trials of a sweep folder whose every trial ended (read without starting Ray), or None: some trial is
+    to run or go on, or one failed (resume= retries it), or the saved state does not read (the restore says why)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(str(sweep_dir)).trials
+    except Exception:  # noqa: BLE001  (Tune.restore reads the same state and names what is wrong with it)
+        return None
+    return trials if trials and all(t.status == "TERMINATED" for t in trials) else None
 
 
 def _never_measured(metric: str) -> str:

@@ -118,6 +118,16 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
                                                                  "cl_ACC_vs_memory.pressure_weight.png"}
     assert (sweep_dir / "ray.log").is_file() and (sweep_dir / "sweep.yaml").is_file()
 
+    # ---- resume of the finished sweep: nothing to run, so no Ray started; the same table and files again
+    results = {name: (sweep_dir / name).read_bytes() for name in ("results.json", "best_config.yaml")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(agents_tune, "start_ray", lambda sweep_dir: pytest.fail("Ray started for a finished sweep"))
+        assert agents_tune.main([f"resume={sweep_dir}"]) == 0
+    again = capfd.readouterr().out
+    assert again.startswith("note: this sweep had finished: all 4 trials ended, so nothing is resumed")
+    assert f"best: trial {best['trial']} cl/ACC=" in again
+    assert {name: (sweep_dir / name).read_bytes() for name in results} == results
+
 
 class MostRunning(tune.Callback):
     """The most trials running at once, seen at each trial's start (Tune calls back in the driver)."""
