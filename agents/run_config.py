@@ -48,6 +48,8 @@ def help_answer(argv: list[str]) -> int:
     """--help: the keys and their values as this command line sets them (one config= at most, as without it)."""
     try:
         path_arg(argv, "config")
+        given = [a for a in argv if "=" in a and not a.startswith("~")]  # a key twice: the run's own line
+        check_given_once([override_key(a) for a in given], given)
         text = help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")])
     except ConfigError as exc:  # (`--help memory.slot=3` was a ConfigError traceback from the early answer)
         print(f"error: {exc}", file=sys.stderr)

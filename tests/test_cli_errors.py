@@ -91,6 +91,8 @@ def test_help_lists_the_keys_as_the_command_line_sets_them(capsys):
     assert "memory.store=false" in chosen and "env.id=LongDependency-v0" in chosen
     assert run.main(["memory.slot=3", "--help"]) == 2  # a bad key is the same one line as without --help
     one_error_line(capsys, "unknown config key 'memory.slot'")
+    assert run.main(["seed=1", "seed=2", "--help"]) == 2  # a key twice too (--help listed the last one)
+    one_error_line(capsys, "seed= is given 2 times ('1', '2'); give it once")
 
 
 @pytest.mark.parametrize("argv", [[], ["env=NeedleRecall-v0", "agent=transformer"], ["env=LongDependency-v0"]])
