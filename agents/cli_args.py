@@ -93,12 +93,12 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
                               f"'+'): {', '.join(groups[key])}")
         if key in groups and override.package is None and override.value() not in groups[key]:
             raise ConfigError(f"unknown {key} {override.value()!r}; choose one of: {', '.join(groups[key])}")
-        _check_value_kind(item, key, override.value())
+        check_value_kind(item, key, override.value())
         parsed.append(override)
     return parsed
 
 
-def _check_value_kind(item: str, key: str, value) -> None:
+def check_value_kind(item: str, key: str, value) -> None:
     """A boolean key given a number (train.amp=2 ran as true: OmegaConf takes any int), or a key of one value given
     a list or a mapping (run_dir=[a,b]: "Cannot convert 'ListConfig' to string"): one ConfigError line."""
     from omegaconf.nodes import BooleanNode, ValueNode
@@ -249,7 +249,7 @@ def answer_early(make, argv: list[str], made: dict) -> int | None:
 
 @functools.lru_cache(maxsize=1)
 def _schema():
-    """The run config's typed schema (read only), made once: `_check_value_kind` reads a node per override."""
+    """The run config's typed schema (read only), made once: `check_value_kind` reads a node per override."""
     from agents.config import RunSchema
 
     return OmegaConf.structured(RunSchema)

@@ -34,7 +34,7 @@ def early_answer(argv: list[str]) -> int | None:
     (a valid line, or a `resume=`, whose checkpoint is read with torch)."""
     if any(a in ("-h", "--help") for a in argv):
         return help_answer(argv)
-    if any(a.startswith("resume=") and a != "resume=null" for a in argv):
+    if any(a.startswith("resume=") and a.lower() != "resume=null" for a in argv):
         return None
     return answer_early(config_for, argv, _checked)
 
@@ -134,7 +134,8 @@ def path_arg(overrides: list[str], key: str) -> str | None:
     if values and not values[0].strip():  # Path("") is the working folder: a checkpoint or file never named
         raise ConfigError(f"{key}= is empty; point it at a run folder" + (" (or its checkpoints/last.pt)"
                           if key == "resume" else "'s config.yaml or a sweep's best_config.yaml"))
-    if key == "resume" and values == ["null"]:  # the schema's "no resume", as --help spells it
+    if key == "resume" and [v.lower() for v in values] == ["null"]:  # the schema's "no resume" (--help's spelling;
+        # Hydra reads null in any case)
         return None
     return values[0] if values else None
 

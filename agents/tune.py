@@ -28,6 +28,7 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while its imports load (seconds)
         finish(_answer)
 
 import logging  # noqa: E402  (after the guard above)
+import math
 import os
 import pickle
 import signal
@@ -268,7 +269,7 @@ def _main(argv: list[str]) -> int:
         if cli.resume is not None:
             sweep_dir = Path(cli.resume).resolve()
             plan, base = load_saved_plan(sweep_dir)
-            if (trials := _finished(sweep_dir)) is not None:  # Ray started (~30 s) to find nothing to run
+            if (trials := _finished(sweep_dir, plan)) is not None:  # Ray started (~30 s) to find nothing to run
                 print(f"note: this sweep had finished: all {len(trials)} trials ended, so nothing is resumed; its "
                       "results are written again", flush=True)
                 return _report(trials, plan, base, sweep_dir)
@@ -283,16 +284,25 @@ def _main(argv: list[str]) -> int:
         return INTERRUPTED
 
 
-def _finished(sweep_dir: Path) -> list | None:
-    """The trials of a sweep folder whose every trial ended (read without starting Ray), or None: some trial is
-    to run or go on, or one failed (resume= retries it), or the saved state does not read (the restore says why)."""
+def _finished(sweep_dir: Path, plan: SweepPlan) -> list | None:
+    """The trials of a sweep folder whose every planned trial ended (read without starting Ray), or None: some trial
+    is to run or go on, or one failed (resume= retries it), or the saved state does not read (the restore says why).
+    Tune makes trials only as places free up (max_concurrent), so the saved ones may all have ended while others
+    were never made: all of `planned_trials` must be there."""
     from ray.tune import ExperimentAnalysis
 
     try:
         trials = ExperimentAnalysis(str(sweep_dir)).trials
     except Exception:  # noqa: BLE001  (Tune.restore reads the same state and names what is wrong with it)
         return None
-    return trials if trials and all(t.status == "TERMINATED" for t in trials) else None
+    ended = len(trials) == planned_trials(plan) and all(t.status == "TERMINATED" for t in trials)
+    return trials if ended else None
+
+
+def planned_trials(plan: SweepPlan) -> int:
+    """How many trials the sweep makes: num_samples x the size of every grid (random dimensions draw per trial)."""
+    grids = [len(args) for spec in plan.search_space.values() for kind, args in spec.items() if kind == "grid"]
+    return plan.num_samples * math.prod(grids)
 
 
 def _never_measured(metric: str) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from agents.cli_args import check_given_once, override_key
+from agents.cli_args import check_given_once, check_value_kind, override_key
 from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, validate
 from agents.config_file import override_value
 from agents.config_messages import wrong_type
@@ -323,6 +323,7 @@ def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
         else:  # randint's high is exclusive
             edge_values = [args[0], args[1] - 1 if "randint" in kind else args[1]]
         for value in edge_values:
+            check_value_kind(f"{key}={value}", key, value)  # 0 / 1 for a boolean ran, but a rerun of it was refused
             cfg = trial_config(base, {key: value})
             if env_option:
                 try:

@@ -110,6 +110,7 @@ def test_every_key_help_lists_reads_back_as_the_same_config(argv, capsys):
     expected = OmegaConf.to_container(load_config(argv), resolve=True)
     assert OmegaConf.to_container(load_config(keys), resolve=True) == expected
     assert run_config.config_for(keys)[1:] == (None, None)  # resume=null: a new run, as the schema's null means
+    assert run_config.config_for(["resume=NULL", "seed=2"])[1:] == (None, None)  # Hydra's null in any case
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

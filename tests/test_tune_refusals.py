@@ -200,3 +200,35 @@ def test_a_sweep_of_memory_keys_for_an_agent_without_memory_says_so(tmp_path, ca
 
     prepare(["env=ContinualShift-v0", *argv, f"runs_root={tmp_path}"])
     assert capsys.readouterr().err.strip() == (note or "")
+
+
+def test_a_sweep_with_trials_never_made_is_not_finished(monkeypatch, tmp_path):
+    """Tune makes trials as places free up: a sweep stopped between trials (max_concurrent=1) saved only ended
+    trials, and resume= said it had finished and never ran the others."""
+    from types import SimpleNamespace
+
+    import ray.tune
+
+    from agents import tune as agents_tune
+    from agents.tune_prepare import prepare
+
+    plan, _, _ = prepare(["env=ContinualShift-v0", "sweep=smoke", "sweep.search_space.memory.slots=grid:[2,4,6,8,10]",
+                          f"runs_root={tmp_path}"])
+    assert agents_tune.planned_trials(plan) == 10  # smoke: 2 samples of the grid, the pressure weight drawn per trial
+    saved = []
+    monkeypatch.setattr(ray.tune, "ExperimentAnalysis", lambda path: SimpleNamespace(trials=saved))
+    for ended in (3, 10):
+        saved[:] = [SimpleNamespace(status="TERMINATED")] * ended
+        assert (agents_tune._finished(tmp_path, plan) is not None) == (ended == 10)
+    saved[-1] = SimpleNamespace(status="ERROR")  # resume= retries a failed trial
+    assert agents_tune._finished(tmp_path, plan) is None
+
+
+def test_a_boolean_key_swept_as_numbers_is_refused_before_ray_starts(tmp_path):
+    """grid:[0,1] for memory.decay ran (OmegaConf takes any number as a boolean), but best_overrides.txt then held
+    memory.decay=1, which agents.run refuses: the rerun line the sweep printed failed."""
+    from agents.tune_prepare import prepare
+
+    with pytest.raises(ConfigError, match=r"^memory.decay: 1 is not a boolean; give one, e.g. memory.decay=false$"):
+        prepare(["env=ContinualShift-v0", "sweep=smoke", "sweep.search_space.memory.decay=grid:[false,1]",
+                 f"runs_root={tmp_path}"])
