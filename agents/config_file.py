@@ -63,10 +63,11 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
         there = OmegaConf.select(loaded, key, default=adds_existing) is not adds_existing
         if override.is_add() and there:
             raise ConfigError(adds_existing(key))
-        if key.startswith("env.kwargs.") and (not there or add):  # an env's options are its keywords, all in the file
+        if key.startswith("env.kwargs.") and (not there or add):  # an env's options are its keywords
             options = env_option_names(str(OmegaConf.select(loaded, "env.id")))
             if options is not None and key.removeprefix("env.kwargs.") not in options:
                 raise ConfigError(unknown_env_option(key, lambda options=options: (loaded.env.id, options)))
+            add = add or options is not None  # an option an older config.yaml lacks (was "unknown config key") is set
         elif not there and not add:  # OmegaConf named its first part only ('foo' of foo.bar)
             raise ConfigError(unknown_key(key, RunSchema))
         try:

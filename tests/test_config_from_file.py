@@ -162,3 +162,16 @@ def test_a_home_folder_path_is_expanded_in_every_path_key(saved, tmp_path, monke
     cfg = load_config(["runs_root='~/runs'", "run_dir='~/one'"])
     assert (cfg.runs_root, cfg.run_dir) == (str(tmp_path / "runs"), str(tmp_path / "one"))
     assert from_yaml_file("~/config.yaml", ["seed=5"]).seed == 5
+
+
+def test_an_option_an_older_config_lacks_may_be_set(saved, tmp_path):
+    """A config.yaml from before an env option existed: `env.kwargs.<that option>=` was "unknown config key" (only
+    `+env.kwargs.` took it); a typo is still refused with the env's options."""
+    import yaml
+
+    older = yaml.safe_load(saved.read_text())
+    del older["env"]["kwargs"]["world_seed"]
+    (tmp_path / "older.yaml").write_text(yaml.safe_dump(older))
+    assert from_yaml_file(str(tmp_path / "older.yaml"), ["env.kwargs.world_seed=2"]).env.kwargs.world_seed == 2
+    with pytest.raises(ConfigError, match="has no option 'world_sed'; did you mean 'world_seed'"):
+        from_yaml_file(str(tmp_path / "older.yaml"), ["env.kwargs.world_sed=2"])
