@@ -121,8 +121,7 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     added = [key for key in added if key.startswith("env.kwargs.")  # every option is in the env's file: a typo
              and key.removeprefix("env.kwargs.") not in VECTOR_KEYWORDS]  # (validate's own line for those)
     if added:  # (the env refused it only when made, after torch loaded, in its own words)
-        env_id = str(cfg.env.id)
-        options = env_option_names(env_id) or [str(option) for option in cfg.env.kwargs]
+        env_id, options = str(cfg.env.id), _option_names(cfg.env)  # (the composed env: no second compose)
         for key in added:
             if key.removeprefix("env.kwargs.") not in options:
                 raise ConfigError(unknown_env_option(key, lambda: (env_id, options)))
@@ -132,7 +131,12 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
 def _env_options(overrides: list[str]) -> tuple[str, list[str]]:
     """The env id and its options (env.kwargs) that `overrides` pick, without their env.kwargs.* items."""
     env = compose([o for o in overrides if not o.lstrip("+~").startswith("env.kwargs.")]).env
-    return str(env.id), [str(option) for option in env.kwargs]
+    return str(env.id), _option_names(env)
+
+
+def _option_names(env: DictConfig) -> list[str]:
+    """A composed env section's options: its env's keywords (render_mode too), else the keys its file sets."""
+    return env_option_names(str(env.id)) or [str(option) for option in env.kwargs]
 
 
 def validate(cfg: DictConfig) -> DictConfig:
