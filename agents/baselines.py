@@ -62,9 +62,7 @@ class RecurrentAgent(AgentModel):
         losses or metrics)."""
         check_inputs(tokens, writes, self.cfg.vocab_size, state)
         read_at = check_read_at(read_at, tokens.shape[1], tokens.device)
-        if state["h"].shape[1] != tokens.shape[0]:
-            raise ValueError(f"state: made for {state['h'].shape[1]} lanes, but tokens have batch size "
-                             f"{tokens.shape[0]}")
+        self.check_state(state, tokens.shape[0])
         if tokens.shape[1] == 0:  # nothing to step (torch's RNNs refuse an empty sequence); MemNet does the same
             return self.head.weight.new_zeros(tokens.shape[0], 0, self.cfg.vocab_size), dict(state), \
                 {"losses": {}, "metrics": {}}

@@ -135,6 +135,7 @@ class MemNet(StorePath, AgentModel):
         the scored ones, an evaluation's chunk call (writes only) none."""
         writes = check_inputs(tokens, writes, self.cfg.vocab_size, state)
         B, T = tokens.shape
+        self.check_state(state, B)
         read_at = check_read_at(read_at, T, tokens.device)
         pick = (lambda t: t) if read_at is None else (lambda t: t[:, read_at])  # (B, T, ...) -> (B, T', ...)
         any_write = bool(writes.any())

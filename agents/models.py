@@ -47,6 +47,31 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
     def detach_state(self, state: dict) -> dict:
         return {name: t.detach() for name, t in state.items()}
 
+    def check_state(self, state: dict, batch_size: int) -> None:
+        """`state` has the entries and shapes this model's `initial_state(batch_size)` makes, or one ValueError line:
+        a state of a model with another window, width, head or layer count, memory sizes or parts was used silently
+        (wrong logits: a smaller window's buffer was sliced where its columns are not) or failed deep inside."""
+        shapes = self.__dict__.setdefault("_state_shapes", {})  # per batch size, made once (not a module field)
+        if batch_size not in shapes:
+            shapes[batch_size] = {k: tuple(t.shape) for k, t in self.initial_state(batch_size).items()}
+        expected = shapes[batch_size]
+        if set(state) != set(expected):
+            missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+            raise ValueError(f"state: {f'lacks {missing}' if missing else ''}{' and ' if missing and extra else ''}"
+                             f"{f'has {extra}, which this model does not make' if extra else ''}: a state of another "
+                             f"model; make it with this model's initial_state(B)")
+        for name, want in expected.items():
+            got = tuple(state[name].shape) if isinstance(state[name], Tensor) else None
+            if got == want:
+                continue
+            differ = [i for i, (g, w) in enumerate(zip(got or (), want, strict=False)) if g != w]
+            if got is not None and len(got) == len(want) and len(differ) == 1 and want[differ[0]] == batch_size:
+                # the lanes differ (a resized batch), not the model
+                raise ValueError(f"state: made for {got[differ[0]]} lanes, but tokens have batch size {batch_size}")
+            raise ValueError(f"state[{name!r}] is {got if got is not None else type(state[name]).__name__}, this "
+                             f"model makes {want}: a state of a model with other sizes; make it with this model's "
+                             "initial_state(B)")
+
     def allocate_memory(self, batch_size: int) -> None:
         """Make the long-term memory objects for `batch_size` lanes now rather than at the first forward, so that a
         size that does not fit fails before a run has written anything (no memory objects here)."""

@@ -302,3 +302,29 @@ def test_the_lstm_trains_under_cpu_autocast_in_float32(tmp_path):
     plain, _, _ = model(tokens, model.initial_state(2))
     torch.testing.assert_close(logits.float(), plain, atol=0.05, rtol=0.05)  # only the head ran in bfloat16
     assert main(tiny("ContinualShift-v0", "lstm", tmp_path / "run", "train.amp=true")) == 0
+
+
+@pytest.mark.parametrize("agent, other, message", [
+    # a smaller window's buffers were sliced where their columns are not: logits off by up to 0.53, without a word
+    ("transformer", dict(window=4), "state['ctrl.k0'] is (2, 4, 35, 8), this model makes (2, 4, 39, 8): a state of "
+                                    "a model with other sizes; make it with this model's initial_state(B)"),
+    ("transformer", dict(window=16), "state['ctrl.k0'] is (2, 4, 47, 8), this model makes (2, 4, 39, 8)"),  # was a
+    ("transformer", dict(layers=1), "state: lacks ['ctrl.k1', 'ctrl.v1']: a state of another model"),  # RuntimeError
+    ("lstm", dict(dim=16, heads=2), "state['h'] is (2, 2, "),  # torch's RNN error
+])
+def test_a_state_of_another_model_is_one_line(agent, other, message):
+    model, foreign = build_model(agent, small_cfg()), build_model(agent, small_cfg(**other))
+    with pytest.raises(ValueError) as err:
+        model(torch.zeros(2, 3, dtype=torch.long), foreign.initial_state(2))
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_state_of_the_other_recurrent_cell_or_of_another_agent_is_one_line():
+    lstm, gru, transformer = (build_model(a, small_cfg()) for a in ("lstm", "gru", "transformer"))
+    tokens = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^state: lacks \['c'\]: a state of another model"):  # was KeyError 'c'
+        lstm(tokens, gru.initial_state(2))
+    with pytest.raises(ValueError, match=r"^state: has \['c'\], which this model does not make"):
+        gru(tokens, lstm.initial_state(2))
+    with pytest.raises(ValueError, match=r"^state: lacks \['ctrl.end'.*and has \['h'\]"):  # was KeyError 'pos'
+        transformer(tokens, gru.initial_state(2))
