@@ -269,8 +269,9 @@ class MemNet(StorePath, AgentModel):
             self._memory_objects(int(d["lanes"]))
         # else loaded in place: every array of the store and cache is overwritten (an evaluation restores the
         # memory after each task; new objects meant fresh ~150 MB allocations and a new cold-tier file each time)
-        self.store.load_state_dict(d["store"])
-        self.cache.load_state_dict(d["cache"])
+        cache = self.cache.checked_state(d["cache"])  # both checked before either changes (a refused cache left
+        self.store.load_state_dict(d["store"])  # the loaded store beside the old cache: reads found nothing)
+        self.cache.apply_state(cache)
 
     def memory_bytes(self, state: dict) -> int:
         """Bytes of everything that carries information across steps: state tensors (window, slots, internal)

@@ -309,6 +309,12 @@ class TieredKVCache(TierMoves):
                 "data": self._store.state([np.flatnonzero(b.ids >= 0) for b in self._books])}
 
     def load_state_dict(self, d: dict) -> None:
+        self.apply_state(self.checked_state(d))
+
+    def checked_state(self, d: dict) -> tuple:
+        """A saved state checked whole, for `apply_state` (which cannot fail): a caller loading other memory with it
+        checks every part before it changes any. A failed check leaves this cache as it was (loading the books
+        first left them describing the file's entries while the id map and data were this cache's)."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"TieredKVCache.load_state_dict: format {got!r}, expected {FORMAT!r}")
@@ -318,12 +324,12 @@ class TieredKVCache(TierMoves):
             raise ValueError(f"TieredKVCache.load_state_dict: the saved state lacks {', '.join(missing) or 'a part'}; "
                              "it is damaged or not a TieredKVCache's")
         check_saved_config("TieredKVCache", d["config"], self._settings())
-        # everything is checked before anything is loaded: a failed load leaves this cache as it was (loading the
-        # books first left them describing the file's entries while the id map and data were this cache's)
         books = [book.checked_state(state) for book, state in zip(self._books, d["books"], strict=True)]
         data = self._store.checked_state(d["data"], [np.flatnonzero(b["ids"] >= 0) for b in books])
-        ids, tier, slot = checked_map(d, books)
-        clock, counters = count_value(d["clock"], "clock"), checked_counters(d["counters"])
+        return books, data, *checked_map(d, books), count_value(d["clock"], "clock"), checked_counters(d["counters"])
+
+    def apply_state(self, checked: tuple) -> None:
+        books, data, ids, tier, slot, clock, counters = checked
         for book, arrays in zip(self._books, books, strict=True):
             book.load_state(arrays)
         self._store.load_state(data)

@@ -307,3 +307,21 @@ def test_meta_step_is_memnets_own_clock():
         with pytest.raises(ValueError, match="own clock"):
             model(tokens, state, torch.ones(1, 6, dtype=torch.bool), {"step": np.zeros((1, 6))})
     assert model.store.meta_of(np.arange(12), "step").tolist() == list(range(12))  # tokens seen by the lane
+
+
+def test_a_refused_memory_state_leaves_the_model_s_memory_as_it_was():
+    """A state whose cache another config made was refused only after the store had been loaded: the store held the
+    file's entries beside the old cache, and reads found nothing (store ids -1) without a word."""
+    saved_model, model = MemNet(model_cfg(cache_hot=16)), MemNet(model_cfg())
+    tokens = torch.randint(0, V, (2, 6))
+    saved_model(tokens, saved_model.initial_state(2), torch.ones_like(tokens, dtype=torch.bool))
+    state = model.initial_state(2)
+    _, state, _ = model(tokens[:, :3], state, torch.ones(2, 3, dtype=torch.bool))
+    before = (len(model.store), len(model.cache))
+    with torch.no_grad():
+        expected, _, _ = model(tokens, state)
+    with pytest.raises(ValueError, match="TieredKVCache"):
+        model.load_memory_state_dict(saved_model.memory_state_dict())
+    assert (len(model.store), len(model.cache)) == before == (6, 6)
+    with torch.no_grad():
+        assert torch.equal(model(tokens, state)[0], expected)
