@@ -129,7 +129,9 @@ def check_inputs(tokens: Tensor, writes: Tensor | None, vocab_size: int, state=N
     if not isinstance(writes, Tensor) or tuple(writes.shape) != tuple(tokens.shape):
         got = tuple(writes.shape) if isinstance(writes, Tensor) else type(writes).__name__
         raise ValueError(f"writes: expected a bool tensor shaped like tokens {tuple(tokens.shape)}, got {got}")
-    return writes.to(device=tokens.device, dtype=torch.bool)
+    if writes.dtype != torch.bool:  # a float mask of 0.3 was cast to True: a write at every position
+        raise ValueError(f"writes: expected a bool tensor, got {writes.dtype}; pass a mask (e.g. writes > 0)")
+    return writes.to(device=tokens.device)
 
 
 def check_read_at(read_at, T: int, device: torch.device) -> Tensor | None:

@@ -328,3 +328,12 @@ def test_a_state_of_the_other_recurrent_cell_or_of_another_agent_is_one_line():
         gru(tokens, lstm.initial_state(2))
     with pytest.raises(ValueError, match=r"^state: lacks \['ctrl.end'.*and has \['h'\]"):  # was KeyError 'pos'
         transformer(tokens, gru.initial_state(2))
+
+
+@pytest.mark.parametrize("agent", ["memnet", "lstm"])
+def test_a_writes_mask_that_is_not_bool_is_one_line(agent):
+    """writes=torch.full((B, T), 0.3) was cast to True: a write at every position."""
+    model = build_model(agent, small_cfg())
+    tokens = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"^writes: expected a bool tensor, got torch.float32; pass a mask"):
+        model(tokens, model.initial_state(2), torch.full((2, 3), 0.3))
