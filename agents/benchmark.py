@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
-from agents.benchmark_suite import SuiteSpec, comma_list, load_suite, suite_overrides
+from agents.benchmark_suite import SuiteSpec, bounded, comma_list, load_suite, suite_overrides
 from agents.cli_args import check_given_once, override_key
 from agents.config import ConfigError, group_options, load_config
 from agents.interrupts import sigterm_as_interrupt
@@ -99,7 +99,7 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     opts = {"suite": "quick"} | given
     for key in ("seeds", "workers"):
         if key in opts:
-            opts[key] = _positive_int(key, opts[key])
+            opts[key] = bounded(key, _positive_int(key, opts[key]))
     for key in ("envs", "agents"):
         if key in opts:
             opts[key] = comma_list(key, opts[key])

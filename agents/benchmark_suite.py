@@ -24,6 +24,16 @@ from agents.benchmark_report import DEFAULT_CHANCE_MARGIN
 from agents.config import AGENTS, ConfigError, group_options
 from agents.tune_space import _positive_int
 
+# seeds 10^11 built every run's plan in memory (it grew ~40 MB/s, no line); workers 10^8 started every run at once
+LIMITS = {"seeds": 10_000, "workers": 1_024}
+
+
+def bounded(key: str, value: int) -> int:
+    """`value` of seeds= / workers= at most LIMITS[key], or one ConfigError line."""
+    if value > LIMITS[key]:
+        raise ConfigError(f"{key}={value}: must be at most {LIMITS[key]:,}")
+    return value
+
 
 @dataclass
 class ProbeSpec:
@@ -114,7 +124,7 @@ def load_suite(name: str) -> SuiteSpec:
             known = ", ".join(f.name for f in fields(schema))
             raise ConfigError(f"suite {name!r}: {exc.full_key} is not a field (fields: {known})") from None
         raise ConfigError(f"suite {name!r}: {exc.full_key or 'file'}: {str(exc.msg).splitlines()[0]}") from None
-    suite.seeds = _positive_int("seeds", suite.seeds)
+    suite.seeds = bounded("seeds", _positive_int("seeds", suite.seeds))
     if suite.timeout_s is not None and suite.timeout_s <= 0:
         raise ConfigError(f"suite {name!r}: timeout_s={suite.timeout_s}: must be > 0 seconds, or null for none")
     suite.overrides = suite_overrides("overrides", suite.overrides)

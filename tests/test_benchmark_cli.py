@@ -13,6 +13,8 @@ from tests.test_run import TINY_MODEL
 
 @pytest.mark.parametrize("argv, message", [
     (["seeds=0"], "seeds='0': must be an integer >= 1"),
+    (["seeds=99999999999"], "seeds=99999999999: must be at most 10,000"),  # built its plan until memory ran out
+    (["workers=100000000"], "workers=100000000: must be at most 1,024"),  # started every run at once
     (["workers=two"], "workers='two'"),
     (["foo=1"], "unknown key 'foo'"),
     (["seed=1"], "use seeds="),
