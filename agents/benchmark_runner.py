@@ -200,4 +200,7 @@ def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[lis
             interrupted = True
             print("\ninterrupted: stopping the runs in flight; writing the results so far", file=sys.stderr)
             wind_down(runner, futures)
+            # the runs stopped in flight, as failed ("interrupted", their log tails): they were left out, and
+            # results.md said "runs: 0" beside folders holding their checkpoints
+            records += [f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None]
     return records, interrupted

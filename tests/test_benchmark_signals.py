@@ -7,6 +7,7 @@ once that run trains (its TensorBoard event file exists)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,7 +75,11 @@ def test_a_signal_to_the_benchmark_alone_stops_its_runs_and_writes_the_results_s
         assert not [pid for pid in runs if alive(pid)]  # stopped, and waited for: no run left behind
         assert "interrupted; " in (run_dir / "run.log").read_text()  # agents.run's own line: it ended as at Ctrl+C
         assert "(INTERRUPTED: partial results)" in (out / "results.md").read_text()
-        assert (out / "results.json").is_file()
+        # the run stopped in flight is in the results, as failed with its log's tail (it was left out: "runs: 0")
+        (record,) = json.loads((out / "results.json").read_text())["runs"]
+        assert (record["status"], record["error_kind"]) == ("failed", "interrupted")
+        assert "interrupted; " in record["error"]
+        assert "runs: 1 (0 ok, 1 failed)" in (out / "results.md").read_text()
     finally:
         for pid in [proc.pid, *runs]:  # a failed test: nothing left running
             if alive(pid):
