@@ -127,8 +127,9 @@ def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> l
         spec = suite.envs[env]
         for variant in chosen:
             v = suite.variants[variant]
+            # no progress bars in the runs' logs, unless the command line asks for them (its values win)
             overrides = merge_overrides([f"env={env}", f"agent={v.agent}", "train.threads=1"], suite.overrides,
-                                        spec.overrides, v.overrides, cli, ["train.progress=false"])
+                                        spec.overrides, v.overrides, ["train.progress=false"], cli)
             cfg = load_config([*overrides, "seed=0"])
             kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)  # plain lists: JSON and the env
             facts = {"window": int(cfg.model.window), "env_kwargs": kwargs, "chance": report.chance_level(env, kwargs)}

@@ -91,7 +91,7 @@ class Runner:
         start = time.monotonic()
         deadline = None if self.timeout_s is None else start + self.timeout_s
         record = {"env": job.env, "variant": job.variant, "agent": job.agent, "seed": job.seed,
-                  "run_dir": str(job.run_dir), "command": shlex.join(run_command(job)[1:]), **job.facts,
+                  "run_dir": str(job.run_dir), "command": shlex.join(["python", *run_command(job)[1:]]), **job.facts,
                   "status": report.OK, "error_kind": None, "error": None, "metrics": None, "probes": []}
         kind, tail, record["cpu_s"] = self._call(run_command(job), job.run_dir / "run.log", deadline)
         try:

@@ -185,3 +185,17 @@ def test_a_failed_run_with_an_empty_log_says_so_instead_of_an_empty_block(tmp_pa
     text = write_results(tmp_path, runs, CONTEXT)[2]
     failed = text.split("## Failed runs", 1)[1]
     assert "```\n(the log is empty)\n```" in failed
+
+
+def test_the_command_line_wins_over_the_benchmarks_own_settings_and_the_command_runs_as_written(tmp_path):
+    """train.progress=false went after the command line's overrides (a user's train.progress=true was dropped), and
+    results.json's `command` lacked its `python`."""
+    from agents.benchmark_runner import Runner
+    from agents.benchmark_suite import load_suite
+
+    (job,) = benchmark.plan({"envs": [LD], "agents": ["lstm"], "seeds": 1}, load_suite("quick"),
+                            ["train.progress=true"], tmp_path)
+    assert [o for o in job.overrides if o.startswith("train.progress=")] == ["train.progress=true"]
+    runner = Runner(timeout_s=None)
+    runner.stop()  # no run starts: the record alone
+    assert runner.run(job)["command"].startswith("python -m agents.run env=LongDependency-v0 agent=lstm ")
