@@ -27,12 +27,12 @@ from agents.cli_args import (  # noqa: F401  (ALLOCATION_ERRORS, allocation_fail
 )
 from agents.config_messages import (
     SECTIONS,
+    check_env_option,
     env_option_names,
     explain_hydra_error,
     one_line,
     section_as_value,
     type_reason,
-    unknown_env_option,
 )
 from agents.model_config import AGENTS, ModelConfig
 from envs.token_env import MAX_LANES
@@ -123,8 +123,7 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     if added:  # (the env refused it only when made, after torch loaded, in its own words)
         env_id, options = str(cfg.env.id), _option_names(cfg.env)  # (the composed env: no second compose)
         for key in added:
-            if key.removeprefix("env.kwargs.") not in options:
-                raise ConfigError(unknown_env_option(key, lambda: (env_id, options)))
+            check_env_option(key, env_id, options)
     return cfg
 
 

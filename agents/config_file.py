@@ -14,9 +14,9 @@ from agents.config import ConfigError, RunSchema, compose, group_options, valida
 from agents.config_messages import (
     SECTIONS,
     adds_existing,
+    check_env_option,
     env_option_names,
     one_line,
-    unknown_env_option,
     unknown_key,
 )
 
@@ -64,9 +64,9 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
         if override.is_add() and there:
             raise ConfigError(adds_existing(key))
         if key.startswith("env.kwargs.") and (not there or add):  # an env's options are its keywords
-            options = env_option_names(str(OmegaConf.select(loaded, "env.id")))
-            if options is not None and key.removeprefix("env.kwargs.") not in options:
-                raise ConfigError(unknown_env_option(key, lambda options=options: (loaded.env.id, options)))
+            env_id = str(OmegaConf.select(loaded, "env.id"))
+            options = env_option_names(env_id)
+            check_env_option(key, env_id, options)
             add = add or options is not None  # an option an older config.yaml lacks (was "unknown config key") is set
         elif not there and not add:  # OmegaConf named its first part only ('foo' of foo.bar)
             raise ConfigError(unknown_key(key, RunSchema))

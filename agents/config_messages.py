@@ -84,6 +84,15 @@ def env_option_names(env_id: str) -> list[str] | None:
     return option_names(source_cls) + own
 
 
+def check_env_option(key: str, env_id: str, options: list[str] | None) -> None:
+    """`env.kwargs.<name>` one of `options` (None: not known, nothing checked), or `unknown_env_option`'s line as a
+    ConfigError: the one check of a command line's, a saved config's and an evaluation's env option names."""
+    from agents.config import ConfigError
+
+    if options is not None and key.removeprefix("env.kwargs.") not in options:
+        raise ConfigError(unknown_env_option(key, lambda: (env_id, options)))
+
+
 def unknown_env_option(key: str, env_options) -> str | None:
     """`unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option 'num_task'; did you mean
     'num_tasks'? its options: ...`. Every option of a shipped env is in its config file, so a key Hydra did not find

@@ -54,7 +54,7 @@ from agents.config import (
     does_not_fit,
     validate,
 )
-from agents.config_messages import env_option_names, unknown_env_option
+from agents.config_messages import check_env_option, env_option_names
 from agents.eval_out import check_out_file, write_out_file
 from agents.evaluate_args import (  # noqa: F401  (EVAL_MEMORY_KEYS, override_grid: this module's names too)
     ENV_PREFIX,
@@ -160,9 +160,8 @@ def evaluation_config(body: dict, checkpoint: Path, device: str | None, env_kwar
     if env_kwargs:  # agents.run's line for a typo (the env's own error named the env twice, with no guess)
         env_id = OmegaConf.select(cfg, "env.id")
         options = env_option_names(env_id) if isinstance(env_id, str) else None
-        for key in env_kwargs if options else ():
-            if key not in options:
-                raise ConfigError(unknown_env_option(f"{ENV_PREFIX}{key}", lambda: (env_id, options)))
+        for key in env_kwargs:
+            check_env_option(f"{ENV_PREFIX}{key}", env_id, options)
     with open_dict(cfg):
         if env_kwargs:
             cfg.env.kwargs = OmegaConf.merge(cfg.env.kwargs, env_kwargs)
