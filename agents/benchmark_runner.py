@@ -20,7 +20,7 @@ from agents import benchmark_report as report
 from agents.tune_overrides import merge_overrides, override_value
 
 TAIL_LINES = 15  # lines of a failed run's log kept in its record
-GRACE_S = 30.0  # after Ctrl+C / SIGTERM, the runs in flight get this long to end (agents.run: one line) before a kill
+GRACE_S = 30.0  # after Ctrl+C, SIGTERM or its timeout, a run gets this long to end (agents.run: one line) before a kill
 
 
 @dataclass
@@ -62,8 +62,9 @@ def wait_child(proc: subprocess.Popen) -> tuple[int, float | None]:
 class Runner:
     """Runs jobs in subprocesses; remembers the live ones so that Ctrl+C can stop them."""
 
-    def __init__(self, timeout_s: float | None):
-        self.timeout_s, self.live, self.stopping, self.lock = timeout_s, set(), False, threading.Lock()
+    def __init__(self, timeout_s: float | None, grace_s: float = GRACE_S):
+        self.timeout_s, self.grace_s, self.live, self.stopping = timeout_s, grace_s, set(), False
+        self.lock = threading.Lock()
 
     def _call(self, cmd: list[str], log: Path, deadline: float | None) -> tuple[str | None, str, float]:
         """(None, "", CPU s) on success, else (kind of failure, the tail of the log, CPU s)."""
@@ -73,18 +74,39 @@ class Runner:
                 return "interrupted", "", 0.0
             proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
             self.live.add(proc)
-        timer = threading.Timer(max(deadline - time.monotonic(), 0.1), proc.kill) if deadline else None
+        ended, timed_out = threading.Event(), threading.Event()
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.1), self._time_out,
+                                (proc, ended, timed_out)) if deadline else None
         if timer is not None:
             timer.start()
         code, cpu = wait_child(proc)
+        ended.set()
         if timer is not None:
             timer.cancel()
         with self.lock:
             self.live.discard(proc)
-            kind = None if code == 0 else ("interrupted" if self.stopping else f"timed out after {self.timeout_s:g} s"
-                                           if deadline and time.monotonic() >= deadline else f"exit code {code}")
+            kind = None if code == 0 else ("interrupted" if self.stopping and not timed_out.is_set() else
+                                           f"timed out after {self.timeout_s:g} s" if timed_out.is_set() else
+                                           f"exit code {code}")
+        if timed_out.is_set():  # written once the run has ended: its own writes go where its file offset is
+            with open(log, "a") as handle:
+                handle.write(f"\nbenchmark: this run timed out after {self.timeout_s:g} s (timeout_s) and was "
+                             f"stopped: SIGTERM, then SIGKILL if it had not ended {self.grace_s:g} s later\n")
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-TAIL_LINES:]) if kind else ""
         return kind, tail, cpu or 0.0
+
+    def _time_out(self, proc: subprocess.Popen, ended: threading.Event, timed_out: threading.Event) -> None:
+        """The run's time is up: SIGTERM (agents.run ends as at Ctrl+C, its log says so and its last checkpoint is
+        whole), and SIGKILL if it has not ended `grace_s` later. A plain SIGKILL left the log without a word."""
+        with self.lock:
+            if ended.is_set() or proc not in self.live:
+                return
+            timed_out.set()
+            proc.terminate()
+        if not ended.wait(self.grace_s):
+            with self.lock:
+                if not ended.is_set():
+                    proc.kill()
 
     def run(self, job: Job) -> dict:
         job.run_dir.mkdir(parents=True, exist_ok=True)

@@ -199,3 +199,23 @@ def test_the_command_line_wins_over_the_benchmarks_own_settings_and_the_command_
     runner = Runner(timeout_s=None)
     runner.stop()  # no run starts: the record alone
     assert runner.run(job)["command"].startswith("python -m agents.run env=LongDependency-v0 agent=lstm ")
+
+
+def test_a_run_past_its_timeout_is_told_to_stop_and_its_log_says_it_timed_out(tmp_path):
+    """A timed-out run was SIGKILLed at once: its log (the tail in results.md) ended mid-line with no word of the
+    timeout. It gets SIGTERM (agents.run's own "interrupted; continue ..." line), then SIGKILL after the grace."""
+    polite = ("import signal, sys, time\n"
+              "def bye(*a):\n    print('stopped by SIGTERM', flush=True); sys.exit(130)\n"
+              "signal.signal(signal.SIGTERM, bye); print('ready', flush=True); time.sleep(120)")
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
+               "time.sleep(120)"
+    for name, code in (("polite", polite), ("stubborn", stubborn)):
+        runner, log = benchmark_runner.Runner(timeout_s=2.0, grace_s=0.5), tmp_path / f"{name}.log"
+        start = time.monotonic()
+        kind, tail, _ = runner._call([sys.executable, "-c", code], log, time.monotonic() + 2.0)
+        assert time.monotonic() - start < 60 and not runner.live
+        assert kind == "timed out after 2 s"
+        lines = tail.splitlines()
+        assert lines[-1] == ("benchmark: this run timed out after 2 s (timeout_s) and was stopped: SIGTERM, then "
+                             "SIGKILL if it had not ended 0.5 s later")
+        assert ("stopped by SIGTERM" in lines) == (name == "polite") and "ready" in lines
