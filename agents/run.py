@@ -159,11 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     """SIGTERM (a scheduler's stop, `kill`) ends a run as Ctrl+C does: one line, and the cleanup that a plain
     SIGTERM skips (the cache's cold-tier temp folders were left in /tmp)."""
     end_startup()  # started: Ctrl+C is KeyboardInterrupt again, caught below with what to do next
-    with sigterm_as_interrupt(), RunLocks() as locks:  # the run folder's lock, released when the run ends
-        return _main(sys.argv[1:] if argv is None else argv, locks)
+    said: list[str] = []  # the interruption's line, once printed
+    try:
+        with sigterm_as_interrupt(), RunLocks() as locks:  # the run folder's lock, released when the run ends
+            return _main(sys.argv[1:] if argv is None else argv, locks, said)
+    except KeyboardInterrupt:  # a signal while the command ended: after a first one, a second (a benchmark's
+        # SIGTERM after the terminal's Ctrl+C to its process group lands in the closing flush) was a traceback
+        if not said:
+            print("\ninterrupted while the command ended; what it printed above stands", file=sys.stderr)
+        return 130
 
 
-def _main(argv: list[str], locks: RunLocks) -> int:
+def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
     run_dir = cfg = resume_dir = trainer = logger = None
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
@@ -214,7 +221,9 @@ def _main(argv: list[str], locks: RunLocks) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return _interrupted(run_dir)
+        code = _interrupted(run_dir)
+        said.append("interrupted")  # (after the line: a signal between the two may repeat it, never drop it)
+        return code
     except FloatingPointError as exc:  # a model's own check of its activations (weights that overflowed)
         print(f"error: {trainer.diverged(str(exc)) if trainer is not None else exc}", file=sys.stderr)
         return 2

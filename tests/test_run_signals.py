@@ -217,6 +217,44 @@ def test_ctrl_c_while_a_checkpoint_is_written_is_an_interruption_not_a_full_disk
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.pt"]  # no temp file left
 
 
+def test_a_second_signal_while_an_interrupted_run_closes_its_event_file_is_not_a_traceback(tmp_path, capsys,
+                                                                                             monkeypatch):
+    """A benchmark's Ctrl+C reaches its runs twice: the terminal's SIGINT to the process group, then the benchmark's
+    own SIGTERM. The second landed in the interrupted run's closing flush of its event file (held there, raised
+    after it): a KeyboardInterrupt traceback at the end of the run's log. Here the first interruption comes in
+    training, the second at the end of that close; one line, exit 130."""
+    from agents.tb_logger import TBLogger
+
+    real_close, closes = TBLogger.close, []
+
+    def close_then_signal(self):
+        real_close(self)
+        closes.append(1)
+        if len(closes) == 1:
+            raise KeyboardInterrupt  # what the held SIGTERM raises as the close's block ends
+
+    def fit_until_ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TBLogger, "close", close_then_signal)
+    monkeypatch.setattr(run, "fit", fit_until_ctrl_c)
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("LongDependency-v0", "lstm", run_dir)) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == ("interrupted; no checkpoint was written yet; start it again with: python -m agents.run "
+                   f"config={run_dir / 'config.yaml'} run_dir={run_dir}")
+    assert closes == [1]  # the event file was closed once, fully
+
+    def summary_then_signal(metrics):  # a signal after the run's files are written, as its summary is printed
+        raise KeyboardInterrupt
+
+    monkeypatch.undo()  # a run that ended: what it wrote stands, one line says why the exit code is 130
+    monkeypatch.setattr(run, "summary_table", summary_then_signal)
+    assert run.main(tiny("LongDependency-v0", "lstm", tmp_path / "done")) == 130
+    assert (tmp_path / "done" / "metrics.json").is_file()
+    assert capsys.readouterr().err.strip() == "interrupted while the command ended; what it printed above stands"
+
+
 @pytest.mark.slow
 def test_sigterm_at_any_moment_of_a_checkpointing_run_ends_it_with_one_line_and_a_whole_checkpoint(tmp_path, procs):
     """SIGTERM at 20 seeded random moments of MemNet runs that save every episode (so many land in a checkpoint
