@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 import inspect
 import os
+import re
 import shutil
+import socket
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -26,17 +28,58 @@ def _read_umask() -> int:
     return mask
 
 
-TEMP_SUFFIX = ".tmp"  # a temp file of `_atomic_path`: .<name>.<random>.tmp next to the file it will replace
+TEMP_SUFFIX = ".tmp"  # a temp file of `_atomic_path`: .<name>.<host>-<pid>.<random>.tmp next to the file it replaces
 _UMASK = _read_umask()  # read once: setting it is process-wide, so not done per write (threads)
+_HOST = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"  # (no "." or "-": parsed back)
+
+
+def _writer_of(temp: Path) -> tuple[str, str, int] | None:
+    """(file it was for, host, pid) of a temp file `_atomic_path` made; None for another name (an older shape)."""
+    if not (temp.name.startswith(".") and temp.name.endswith(TEMP_SUFFIX)):
+        return None
+    parts = temp.name[1:-len(TEMP_SUFFIX)].rsplit(".", 2)  # <name>, <host>-<pid>, mkstemp's letters (no ".")
+    host, _, pid = parts[1].rpartition("-") if len(parts) == 3 else ("", "", "")
+    return (parts[0], host, int(pid)) if host and pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, the pid is only checked
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process (PermissionError: alive); a pid out of range: kept
+        return True
+    return True
+
+
+def remove_dead_writers_temp_files(folder: Path, name: str | re.Pattern) -> list[Path]:
+    """Remove the temp files in `folder` of the file `name` (or of names the pattern matches) whose writer, a
+    process of this machine, has died: SIGKILL mid-write runs no `except`, and each kill left a temp file as large
+    as what it was writing, next to a store or cache a user saves again and again. Another machine's (a shared
+    file system), a live process's and an older shape's (`remove_temp_files` takes the run folders') are left.
+    POSIX only: on Windows os.kill ends the process it is given."""
+    if os.name != "posix":
+        return []
+    found = []
+    for temp in folder.glob(f".*{TEMP_SUFFIX}"):
+        writer = _writer_of(temp)
+        if writer is None or writer[1] != _HOST or _alive(writer[2]):
+            continue
+        if (writer[0] == name if isinstance(name, str) else name.fullmatch(writer[0])) and temp.is_file():
+            temp.unlink(missing_ok=True)
+            found.append(temp)
+    return found
 
 
 @contextmanager
 def _atomic_path(path: Path):
     """Yield a temp file's path next to `path`; when the block ends without an error the file is fsynced, given
     the permissions a plain open() would give (mkstemp's are 0600) and os.replace-d onto `path`, so readers see
-    the old file or the new one, never half of one. Parent folders are created."""
+    the old file or the new one, never half of one. Parent folders are created; temp files of `path` that killed
+    writers left are removed (`remove_dead_writers_temp_files`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    remove_dead_writers_temp_files(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
         yield tmp

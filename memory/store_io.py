@@ -25,6 +25,7 @@ from memory.persist import (
     build_from_saved,
     check_saved_config,
     checked_torch_load,
+    remove_dead_writers_temp_files,
     saved_count,
 )
 from memory.store_lookup import META_FIELDS
@@ -169,6 +170,7 @@ class StorePersistence:
         for old in replaced:
             if old.name != index_name and old.is_file():
                 old.unlink()
+        remove_dead_writers_temp_files(folder, SAVED_INDEX)  # killed saves' index temps (each save names its own)
 
     @classmethod
     def load(cls, path) -> StorePersistence:

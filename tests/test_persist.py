@@ -1,6 +1,7 @@
 """Atomic writes (memory/persist.py `atomic_file`), used by checkpoints, memory files, metrics.json and plots."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -175,3 +176,51 @@ def test_a_saved_state_without_one_of_its_settings_says_it_is_damaged():
     del d["config"]["metric"]
     with pytest.raises(ValueError, match=r"^FaissStore: the saved state lacks its setting 'metric'; it is damaged$"):
         FaissStore(4, 2, capacity=4).load_state_dict(d)
+
+
+_KILLED_SAVE = """
+import os, signal, sys, torch
+from memory.store import FaissStore
+store = FaissStore(4, 2, capacity=8)
+store.add(torch.ones(1, 4), torch.ones(1, 2), lanes=[0])
+real_save = torch.save
+def save(obj, path, *args, **kwargs):  # SIGKILL once the temp file holds part of the write: no `except` runs
+    real_save(obj, path, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save
+store.save(sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a writer's pid is checked with os.kill(pid, 0)")
+def test_the_next_save_removes_the_temp_files_that_killed_saves_left(tmp_path):
+    """SIGKILL mid-save (no `except` runs) left a temp file as large as the write next to the store, one per kill,
+    forever (only run folders were cleaned, by agents.run). The next save of that file removes those of dead
+    writers of this machine, and keeps a live writer's and another machine's (a shared file system)."""
+    from memory.persist import _HOST
+    from memory.store import FaissStore
+
+    folder = tmp_path / "store"
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(folder)], capture_output=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    left = sorted(p.name for p in folder.iterdir())
+    assert len(left) == 2 and all(n.startswith(".index-") and n.endswith(".tmp") for n in left), left
+    # an index file's temp; the same name (store.pt) for the others: a live writer, another host, an older shape
+    live = folder / f".store.pt.{_HOST}-{os.getpid()}.abc.tmp"
+    other_host = folder / f".store.pt.{_HOST}x-1.abc.tmp"
+    older = folder / ".store.pt.k9x2a1.tmp"
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, timeout=300).stdout.strip()
+    dead = folder / f".store.pt.{_HOST}-{dead_pid}.abc.tmp"
+    for f in (live, other_host, older, dead):
+        f.write_bytes(b"partial")
+    store = FaissStore(4, 2, capacity=8)
+    store.add(torch.full((1, 4), 2.0), torch.ones(1, 2), lanes=[0])
+    store.save(folder)
+    names = {p.name for p in folder.iterdir()}
+    assert {live.name, other_host.name, older.name} <= names and dead.name not in names
+    assert not any(n.startswith(".index-") for n in names)  # the killed saves' index temps: removed
+    loaded = FaissStore.load(folder)  # the save itself is whole
+    values, meta = loaded.get(loaded.search(torch.full((1, 1, 4), 2.0), 1).ids)
+    assert len(loaded) == 1 and meta["found"].all() and values.tolist() == [[[[1.0, 1.0]]]]
