@@ -110,7 +110,10 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from agents.env_presets import register_presets
+
     check_overrides(overrides, {group: group_options(group) for group in ("env", "agent")})
+    register_presets()  # env=<preset>: its base env's file with the preset's options (agents/env_presets.py)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="agents.conf", version_base="1.3"):
@@ -265,10 +268,14 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 def group_options(group: str) -> list[str]:
-    """The config files of a group (`env`, `agent`, `sweep`) shipped in agents/conf/."""
+    """The config files of a group (`env`, `agent`, `sweep`) shipped in agents/conf/; for `env` the registered
+    presets too (agents/env_presets.py)."""
     from importlib.resources import files
 
-    return sorted(p.name[:-5] for p in (files("agents.conf") / group).iterdir() if p.name.endswith(".yaml"))
+    from agents.env_presets import preset_bases
+
+    names = [p.name[:-5] for p in (files("agents.conf") / group).iterdir() if p.name.endswith(".yaml")]
+    return sorted(names + (list(preset_bases()) if group == "env" else []))
 
 
 def flatten_config(d: dict, prefix: str = "") -> dict:

@@ -23,6 +23,7 @@ from agents.config import (
     validate,
 )
 from agents.config_file import from_yaml_file, override_value
+from agents.env_presets import preset_bases, preset_options
 
 if TYPE_CHECKING:
     from agents.run_lock import RunLocks
@@ -150,7 +151,12 @@ def help_text(overrides: list[str] | None = None) -> str:
            else from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]))
     lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] | resume=<run dir> | "
              "config=<saved config.yaml> [key=value ...]", "",
-             f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "", "keys (defaults):"]
+             f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "",
+             "env presets (the base env's settings, with these options):"]
+    lines += [f"  {preset}: {base} with " + " ".join(f"env.kwargs.{k}={override_spelling(v)}"
+                                                    for k, v in preset_options(preset).items())
+              for preset, base in preset_bases().items()]
+    lines += ["", "keys (defaults):"]
     flat = flatten_config(OmegaConf.to_container(cfg, resolve=True))
     kwargs = flat.pop("env.kwargs", None) or {}  # the env's options, one key each, after env.id
     flat = {**{k: v for k, v in flat.items() if k == "env.id"}, **{f"env.kwargs.{k}": v for k, v in kwargs.items()},

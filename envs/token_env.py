@@ -46,11 +46,11 @@ def check_render_mode(render_mode) -> None:
         raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
 
 
-def render_stream(source: StreamSource, tokens, t: int, phase: str) -> str:
+def render_stream(source: StreamSource, tokens, t: int, phase: str, env_id: str) -> str:
     """The last RENDER_TOKENS observations up to step t, structure tokens named."""
     start = max(0, t + 1 - RENDER_TOKENS)
     names = " ".join(source.token_name(int(tok)) for tok in tokens[start:t + 1])
-    return f"[{source.env_id} {phase} step {t}/{source.episode_length}] {names}"
+    return f"[{env_id} {phase} step {t}/{source.episode_length}] {names}"
 
 
 class SourceAttributes:
@@ -92,6 +92,11 @@ class SourceAttributes:
     @property
     def special_tokens(self) -> dict[str, int]:
         return dict(self._source.special_tokens)
+
+    def _made_as(self) -> str:
+        """The id the env was made under (a preset's, through gym.make), else its class's."""
+        spec = getattr(self, "spec", None)
+        return spec.id if spec is not None else self._source.env_id
 
 
 class TokenStreamEnv(SourceAttributes, Env):
@@ -159,7 +164,7 @@ class TokenStreamEnv(SourceAttributes, Env):
     def render(self):
         if self.render_mode != "ansi" or self._t < 0:
             return None
-        return render_stream(self._source, self._obs, self._t, self._phase)
+        return render_stream(self._source, self._obs, self._t, self._phase, self._made_as())
 
 
 class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
@@ -291,5 +296,5 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
     def render(self):
         if self.render_mode != "ansi" or self._t < 0:
             return None
-        return "\n".join(render_stream(self._source, self._obs[b], self._t, self._phase)
+        return "\n".join(render_stream(self._source, self._obs[b], self._t, self._phase, self._made_as())
                          for b in range(min(self.num_envs, 4)))

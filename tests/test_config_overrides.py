@@ -10,7 +10,8 @@ from agents import run
 from agents.config import ConfigError, load_config
 from agents.episodes import make_vector_env
 
-ENVS = "ContinualShift-v0, LongDependency-v0, NeedleRecall-v0"
+ENVS = ("ContinualShift-Gradual-v0, ContinualShift-v0, LongDependency-Easy-v0, LongDependency-Hard-v0, "
+        "LongDependency-v0, NeedleRecall-Hard-v0, NeedleRecall-v0")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -205,9 +205,11 @@ def test_ansi_render_names_structure_tokens(env_id):
         env.step(0)
     text = env.render()
     assert isinstance(text, str) and "BOS" in text and "step 5/" in text
+    assert text.startswith(f"[{env_id} ")  # a preset's own id (its base's was shown)
     venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", render_mode="ansi")
     venv.reset(seed=0)
     assert venv.render().count("BOS") == 2
+    assert all(line.startswith(f"[{env_id} ") for line in venv.render().splitlines())
 
 
 def test_vector_reset_seeds_np_random_as_gymnasium_does():
