@@ -299,3 +299,9 @@ def test_a_relative_out_that_names_a_path_from_here_into_the_run_folder_is_one_l
     assert _files(memnet_run) == before
     monkeypatch.chdir(memnet_run)  # from inside the run folder both readings are the same file
     assert evaluate.main(["checkpoint=.", "out=here.json"]) == 0 and (memnet_run / "here.json").is_file()
+    # from a subfolder of the run: the default out= (eval.json) and any relative one are in the run folder, as the
+    # README says (the default was refused there: "give the path inside it (out=checkpoints/eval.json)")
+    monkeypatch.chdir(memnet_run / "checkpoints")
+    assert evaluate.main(["checkpoint=last.pt"]) == 0 and (memnet_run / "eval.json").is_file()
+    assert evaluate.main(["checkpoint=..", "out=sub/deeper.json"]) == 0
+    assert (memnet_run / "sub" / "deeper.json").is_file() and not (memnet_run / "checkpoints" / "sub").exists()
