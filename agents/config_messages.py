@@ -104,6 +104,10 @@ def unknown_env_option(key: str, env_options) -> str | None:
     except ConfigError:
         return None
     name = key.removeprefix("env.kwargs.")
+    if name in options:  # an option the env's config file does not set (render_mode): it was "has no option
+        # 'render_mode'; did you mean 'render_mode'? its options: ..., render_mode"
+        return (f"env.kwargs.{name} is an option of {env_id} that its config file does not set; add it with "
+                f"+env.kwargs.{name}=<value>")
     near = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
     guess = f"did you mean {near[0]!r}? " if near else ""
     return f"unknown config key {key!r}: {env_id} has no option {name!r}; {guess}its options: {', '.join(options)}"
