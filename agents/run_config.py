@@ -90,6 +90,7 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
         resolved,
         run_dir_of,
     )
+    from agents.run_lock import RUN_LOCK
 
     others = [o for o in overrides if not o.startswith("resume=")]
     changes = [o for o in others if o.split("=", 1)[0] in RESUME_KEYS]
@@ -98,7 +99,9 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
                           f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
     checkpoint = resolved(resume)
     run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
-    if locks is not None and (run_dir / "checkpoints").is_dir():  # a run folder (no stray lock file elsewhere)
+    # a run folder (no stray lock file elsewhere), one still before its first checkpoint too: a resume= of a run
+    # starting or in its first episodes said it "stopped before its first one"
+    if locks is not None and ((run_dir / "checkpoints").is_dir() or (run_dir / RUN_LOCK).is_file()):
         locks.hold(run_dir)
     body = load_checkpoint(checkpoint, purpose="resume")
     if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":

@@ -96,6 +96,22 @@ def test_a_checkpoint_with_an_impossible_thread_count_is_one_line(finished, tmp_
         trainer.restore(path, body["config"])
 
 
+def test_a_resume_of_a_run_still_before_its_first_checkpoint_says_it_is_in_use_not_stopped(finished, capsys):
+    """A run starting (or in its first episodes) has config.yaml and its lock, no checkpoints/ yet: a resume= of it
+    said "the run stopped before its first one; start it again", and that command then hit the lock."""
+    (finished / "checkpoints").rename(finished / "kept")
+    held = lock_run(finished)
+    try:
+        capsys.readouterr()
+        assert run.main([f"resume={finished}"]) == 2
+        assert capsys.readouterr().err.strip().startswith(f"error: run folder {str(finished)!r} is in use by "
+                                                          "another process")
+    finally:
+        os.close(held)
+    assert run.main([f"resume={finished}"]) == 2  # stopped: now it has no checkpoint, and says so
+    assert "has no checkpoint (checkpoints/last.pt: the run stopped before its first one" in capsys.readouterr().err
+
+
 def test_a_held_run_is_refused_before_its_checkpoint_is_read(finished, capsys, monkeypatch):
     """The refusal came after the whole checkpoint (several GB for a big store) was loaded."""
     def not_read(*args, **kwargs):
