@@ -114,6 +114,11 @@ def sweep_facts(search_space: dict, base) -> tuple[list[dict], list[EnvFacts], i
 
     corners = sweep_corners(search_space)
     facts, episodes = zip(*(env_facts(trial_config(base, corner)) for corner in corners), strict=True)
+    if min(episodes) < 1:  # such a trial reports no result: Ray's metric check failed with a traceback
+        swept = "train.episodes" in corners[episodes.index(min(episodes))]
+        given = "sweep.search_space.train.episodes reaches 0" if swept else f"train.episodes={min(episodes)}"
+        raise ConfigError(f"{given}: a trial that trains no episode reports no result; every trial of a sweep "
+                          "needs train.episodes >= 1")
     return corners, list(facts), max(episodes)
 
 

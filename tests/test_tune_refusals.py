@@ -232,3 +232,17 @@ def test_a_boolean_key_swept_as_numbers_is_refused_before_ray_starts(tmp_path):
     with pytest.raises(ConfigError, match=r"^memory.decay: 1 is not a boolean; give one, e.g. memory.decay=false$"):
         prepare(["env=ContinualShift-v0", "sweep=smoke", "sweep.search_space.memory.decay=grid:[false,1]",
                  f"runs_root={tmp_path}"])
+
+
+@pytest.mark.parametrize("extra, shown", [
+    (["train.episodes=0"], "train.episodes=0"),
+    (["train.episodes=0", "sweep.scheduler.type=fifo"], "train.episodes=0"),
+    (["sweep.search_space.train.episodes=grid:[0,2]"], "sweep.search_space.train.episodes reaches 0"),
+])
+def test_a_sweep_with_a_trial_that_trains_no_episode_is_refused_before_ray(tmp_path, capsys, no_ray, extra, shown):
+    """With fifo, Ray's metric check raised a ValueError traceback at the trial's empty result; with asha the line
+    said to set sweep.scheduler.grace_period=0 or less, which the next run refused (it must be >= 1)."""
+    assert agents_tune.main([*SMOKE, f"runs_root={tmp_path}", *extra]) == 2
+    assert _error_line(capsys) == (f"error: {shown}: a trial that trains no episode reports no result; every trial "
+                                   "of a sweep needs train.episodes >= 1")
+    assert not (tmp_path / "sweeps").exists()
