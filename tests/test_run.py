@@ -1,6 +1,7 @@
 """End to end: `python -m agents.run` on every env x agent with a tiny budget, outputs, evaluate, bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ import torch
 from agents import evaluate, run
 from agents.checkpoint import load_checkpoint
 from agents.tb_logger import read_hparams, read_layout, read_scalars
+
+REPO = Path(__file__).resolve().parents[1]
 
 # tiny but complete: every env option valid, every memory part on for memnet
 TINY_ENVS = {
@@ -50,6 +53,8 @@ def test_every_env_and_agent_runs_end_to_end(env_id, agent, tmp_path, capsys):
     for key in ("ACC", "BWT", "FWT", "forgetting", "accuracy_matrix", "accuracy", "accuracy_by_distance",
                 "recall_by_delay", "tokens_per_s", "params", "memory_bytes"):
         assert key in metrics  # present; null where it does not apply
+    documented = (REPO / "README.md").read_text().split("**What a run writes**", 1)[1].split("**Checkpoints", 1)[0]
+    assert [k for k in metrics if f"`{k}`" not in documented] == []  # env, agent, seed, episodes were not named
     T = len(metrics["accuracy_matrix"])
     assert T == (2 if env_id == "ContinualShift-v0" else 1)
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["params"] > 0 and metrics["tokens_per_s"] > 0
