@@ -51,10 +51,12 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
         """`state` has the entries and shapes this model's `initial_state(batch_size)` makes, or one ValueError line:
         a state of a model with another window, width, head or layer count, memory sizes or parts was used silently
         (wrong logits: a smaller window's buffer was sliced where its columns are not) or failed deep inside."""
-        shapes = self.__dict__.setdefault("_state_shapes", {})  # per batch size, made once (not a module field)
-        if batch_size not in shapes:
-            shapes[batch_size] = {k: tuple(t.shape) for k, t in self.initial_state(batch_size).items()}
-        expected = shapes[batch_size]
+        shapes = self.__dict__.setdefault("_state_shapes", {})  # made once per batch size and parameter dtype
+        key = (batch_size, next(self.parameters()).dtype)  # (not a module field); .double() changes the dtypes
+        if key not in shapes:
+            made = self.initial_state(batch_size)
+            shapes[key] = ({k: tuple(t.shape) for k, t in made.items()}, {k: t.dtype for k, t in made.items()})
+        expected, dtypes = shapes[key]
         if set(state) != set(expected):
             missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
             raise ValueError(f"state: {f'lacks {missing}' if missing else ''}{' and ' if missing and extra else ''}"
@@ -71,6 +73,10 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
             raise ValueError(f"state[{name!r}] is {got if got is not None else type(state[name]).__name__}, this "
                              f"model makes {want}: a state of a model with other sizes; make it with this model's "
                              "initial_state(B)")
+        wrong = next((name for name, dtype in dtypes.items() if state[name].dtype != dtype), None)
+        if wrong is not None:  # a float64 state failed inside the slot bank, a float clock inside the store's meta
+            raise ValueError(f"state[{wrong!r}] is {state[wrong].dtype}, this model makes {dtypes[wrong]}: keep the "
+                             "state's dtypes as initial_state(B) makes them (the model's own dtype: model.to(...))")
 
     def allocate_memory(self, batch_size: int) -> None:
         """Make the long-term memory objects for `batch_size` lanes now rather than at the first forward, so that a

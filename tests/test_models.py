@@ -330,6 +330,25 @@ def test_a_state_of_the_other_recurrent_cell_or_of_another_agent_is_one_line():
         transformer(tokens, gru.initial_state(2))
 
 
+@pytest.mark.parametrize("agent", ["memnet", "transformer", "lstm"])
+def test_a_state_of_other_dtypes_is_one_line_and_a_models_own_dtype_is_kept(agent):
+    """A float64 state failed inside the slot bank (torch's "expected scalar type Double but found Float"), a float
+    clock inside the store's meta ("meta['step'] must be integers", a field the caller may not pass); the LSTM took
+    a float64 state without a word."""
+    model, tokens = build_model(agent, small_cfg()), torch.zeros(2, 3, dtype=torch.long)
+    state = model.initial_state(2)
+    name = next(k for k, t in state.items() if t.is_floating_point())
+    with pytest.raises(ValueError, match=rf"^state\['{name}'\] is torch.float64, this model makes torch.float32: "):
+        model(tokens, {**state, name: state[name].double()})
+    if "ctrl.pos" in state:
+        with pytest.raises(ValueError, match=r"^state\['ctrl.pos'\] is torch.float32, this model makes torch.int64"):
+            model(tokens, {**state, "ctrl.pos": state["ctrl.pos"].float()})
+    if agent != "lstm":  # (the LSTM runs in float32 whatever its weights: CPU autocast, its forward)
+        model.double()  # the model's own dtype: the check follows it, and the states it makes are taken
+        _, after, _ = model(tokens, model.initial_state(2))
+        model(tokens, after)
+
+
 @pytest.mark.parametrize("agent", ["memnet", "lstm"])
 def test_a_writes_mask_that_is_not_bool_is_one_line(agent):
     """writes=torch.full((B, T), 0.3) was cast to True: a write at every position."""
