@@ -136,6 +136,7 @@ class MemNet(StorePath, AgentModel):
         writes = check_inputs(tokens, writes, self.cfg.vocab_size, state)
         B, T = tokens.shape
         self.check_state(state, B)
+        check_meta(meta)
         read_at = check_read_at(read_at, T, tokens.device)
         pick = (lambda t: t) if read_at is None else (lambda t: t[:, read_at])  # (B, T, ...) -> (B, T', ...)
         any_write = bool(writes.any())
@@ -286,6 +287,22 @@ class MemNet(StorePath, AgentModel):
         if self.cache is not None:
             self.cache.close()
         self.store = self.cache = None
+
+
+OWN_META = {"step": "its clock (the recency term's ages)", "token": "the token it holds (the copy read-out's pointer)",
+            "prev": "the token before it (replacement's address)"}  # what MemNet records with each memory itself
+
+
+def check_meta(meta) -> None:
+    """meta: None or a dict of the store's caller fields but MemNet's own (OWN_META): a passed `token` or `prev`
+    replaced what the copy read-out and replacement read, silently (other logits later)."""
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta: a dict of field -> (B, T) ints (episode, position, task), got {type(meta).__name__}")
+    own = next((name for name in OWN_META if name in meta), None)
+    if own is not None:
+        raise ValueError(f"meta[{own!r}]: MemNet records {OWN_META[own]} with each memory itself; do not pass it")
 
 
 def _controller_part(state: dict) -> dict:

@@ -166,8 +166,6 @@ class StorePath:
             # and when (the recency term's clock)
             cols = {"token": tokens[b, t].cpu().numpy(), "prev": before, "step": (pos[b] + t).cpu().numpy()}
             if meta is not None:
-                if "step" in meta:
-                    raise ValueError("meta['step']: MemNet records its own clock as a memory's step; do not pass it")
                 for name, col in meta.items():
                     col = torch.as_tensor(np.asarray(col) if not isinstance(col, Tensor) else col)
                     if tuple(col.shape) != tuple(writes.shape):

@@ -304,9 +304,16 @@ def test_meta_step_is_memnets_own_clock():
     with torch.no_grad():
         state = model(tokens, model.initial_state(1), torch.ones(1, 6, dtype=torch.bool))[1]
         model(tokens, state, torch.ones(1, 6, dtype=torch.bool))
-        with pytest.raises(ValueError, match="own clock"):
+        with pytest.raises(ValueError, match=r"^meta\['step'\]: MemNet records its clock"):
             model(tokens, state, torch.ones(1, 6, dtype=torch.bool), {"step": np.zeros((1, 6))})
+        # token and prev are its own too: a passed token replaced the copy read-out's pointer without a word
+        for field, what in (("token", "the token it holds"), ("prev", "the token before it")):
+            with pytest.raises(ValueError, match=rf"^meta\['{field}'\]: MemNet records {what} "):
+                model(tokens, state, torch.ones(1, 6, dtype=torch.bool), {field: np.zeros((1, 6), int)})
+        with pytest.raises(ValueError, match=r"^meta: a dict of field -> \(B, T\) ints .*got list$"):
+            model(tokens, state, torch.ones(1, 6, dtype=torch.bool), [1, 2])
     assert model.store.meta_of(np.arange(12), "step").tolist() == list(range(12))  # tokens seen by the lane
+    assert model.store.meta_of(np.arange(12), "token").tolist() == tokens[0].tolist() * 2
 
 
 def test_a_refused_memory_state_leaves_the_model_s_memory_as_it_was():
