@@ -2,8 +2,8 @@
 
 A preset is its base env's `agents/conf/env/<base>.yaml` (the tuned memory and training settings) with `env.id` the
 preset and `env.kwargs` updated with the preset's options, stored in Hydra's ConfigStore under the preset's id. So
-`python -m agents.run env=LongDependency-Easy-v0` runs what `gym.make("LongDependency-Easy-v0")` makes, with
-LongDependency-v0's settings, and its config.yaml records the options the env ran with. Without this a preset was
+`python -m agents.run env=LongDependency-Easy-v0` runs the preset with LongDependency-v0's settings and options, the
+preset's options over them, and its config.yaml records the options the env ran with. Without this a preset was
 "unknown" to agents.run, agents.tune and agents.benchmark, and a saved config naming one was composed over
 ContinualShift-v0's settings. The presets' options stay in one place, the registry (`envs/__init__.py`).
 """
