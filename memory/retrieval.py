@@ -37,13 +37,29 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
     ids = found.ids
     if rescore is not None:
         scores = np.where(ids >= 0, rescore(found.scores, ids), -np.inf)  # (B, T, fetch)
-        best = np.argsort(-scores, axis=-1, kind="stable")[..., :k]  # (B, T, k)
+        best = rank(scores, ids, store.meta_of(ids, "time"))[..., :k]  # (B, T, k)
         ids = np.where(np.isfinite(np.take_along_axis(scores, best, -1)), np.take_along_axis(ids, best, -1), -1)
     else:
         ids = ids[..., :k]
     mem_k, mem_v, mask = cache.get_batch(ids)
     to = {"device": queries.device, "dtype": queries.dtype}
     return mem_k.to(**to), mem_v.to(**to), mask.to(queries.device), torch.from_numpy(ids).to(queries.device)
+
+
+TIE_TOLERANCE = 1e-4  # re-scored candidates closer than this (relative to the row's largest |score|) rank as equal
+
+
+def rank(scores: np.ndarray, ids: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """The candidates' order, best first, along the last axis (all (..., F)): scores within TIE_TOLERANCE of each
+    other rank as equal, and of equal ones the later written (the store's "time"), then the larger id, first; -inf
+    last. Why: equal matches are common (keys whose scored blocks hold the same addresses: the same preceding
+    token), and a query's scores come from a matmul whose rounding depends on how many queries share the call, so
+    the rounding ordered them: acting one token at a time and the chunk forward kept different memories at a tie
+    (on another machine's BLAS kernels)."""
+    finite = np.where(np.isfinite(scores), np.abs(scores), 0.0)
+    step = TIE_TOLERANCE * np.maximum(finite.max(axis=-1, keepdims=True), 1e-30)  # (..., 1)
+    level = np.where(np.isfinite(scores), np.floor(scores / step), -np.inf)  # (..., F)
+    return np.lexsort((-ids, -time, -level), axis=-1)
 
 
 def recency_rescore(store: FaissStore, clock: np.ndarray, window: int, scale: float, slope: float

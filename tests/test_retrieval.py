@@ -28,3 +28,21 @@ def test_recency_term_subtracts_slope_times_log_one_plus_age():
     scores = recency_rescore(store, np.array([[20]]), window=4, scale=2.0, slope=0.5)(np.ones((1, 1, 2)),
                                                                                         ids[None, None])
     np.testing.assert_allclose(scores[0, 0], [2.0 - 0.5 * np.log1p(20), 2.0 - 0.5 * np.log1p(17)])
+
+
+def test_rank_orders_equal_matches_by_recency_whatever_the_rounding():
+    """Equal matches (the same preceding token) were ordered by the rounding of the matmul that scored them, which
+    depends on how many queries share the call: acting one token at a time and the chunk forward kept different
+    memories at a tie (tests/test_memnet.py's acting = chunk check failed on another machine's BLAS)."""
+    from memory.retrieval import rank
+
+    ids = np.array([[10, 11, 12, 13, 14]])
+    time = np.array([[1, 3, 2, 3, 0]])
+    for noise in (1e-9, -1e-9):  # one of two equal scores a rounding above or below the other
+        scores = np.array([[0.5, 0.5 + noise, 0.5 - noise, 0.9, -np.inf]])
+        assert rank(scores, ids, time).tolist() == [[3, 1, 2, 0, 4]]  # best; then equal ones newest first; -inf
+    same_time = rank(np.array([[0.2, 0.2 + 1e-9]]), np.array([[7, 9]]), np.array([[4, 4]]))
+    assert same_time.tolist() == [[1, 0]]  # then the larger id
+    apart = rank(np.array([[-3.0, -2.9]]), np.array([[1, 2]]), np.array([[9, 0]]))
+    assert apart.tolist() == [[1, 0]]  # a real difference is not a tie, whatever the age
+    assert rank(np.full((1, 3), -np.inf), np.array([[-1, -1, -1]]), np.full((1, 3), -1)).shape == (1, 3)
