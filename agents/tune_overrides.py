@@ -59,7 +59,7 @@ def pin_swept_keys(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
     return pinned
 
 
-_BARE = re.compile(r"^[A-Za-z_][\w\-./]*$", re.ASCII)  # Hydra reads no other letters unquoted (é, ², ...)
+_BARE = re.compile(r"[A-Za-z_][\w\-./]*", re.ASCII)  # Hydra reads no other letters unquoted (é, ², ...)
 
 
 def override_value(value) -> str:
@@ -72,11 +72,12 @@ def override_value(value) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     text = str(value)
-    if _BARE.match(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
+    # fullmatch: a pattern ending in $ matched 'A\n' too (before its newline), written bare and refused by Hydra
+    if _BARE.fullmatch(text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
         return text
     # Hydra's quoted strings unescape backslashes only before a quote and at the end: double exactly those
     text = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", text)
-    return "'" + re.sub(r"(\\+)$", lambda m: m[1] * 2, text) + "'"
+    return "'" + re.sub(r"(\\+)\Z", lambda m: m[1] * 2, text) + "'"  # \Z: the very end ($: before a newline too)
 
 
 def trial_overrides(run_overrides: list[str], params: dict) -> list[str]:

@@ -4,7 +4,7 @@ best_overrides.txt read back by Hydra's override grammar. Hypothesis; no trainin
 
 import math
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -80,6 +80,8 @@ def same(a, b) -> bool:
 
 @settings(max_examples=300, deadline=None)
 @given(st.booleans() | st.none() | st.integers() | st.floats() | st.text(max_size=12).filter(lambda t: "${" not in t))
+@example("A\n")  # a name ending in a newline was written bare (the regex's $ matched before it); Hydra refused it
+@example("\\\n")  # a backslash before a final newline was doubled ($ again): it read back as two
 def test_a_value_written_as_an_override_reads_back_the_same(value):
     """best_overrides.txt and a benchmark's probes write values with tune_overrides.override_value. A backslash was
     doubled where Hydra does not undo it ('\\0' read back as '\\\\0'), and non-ASCII letters went unquoted, which
