@@ -203,10 +203,11 @@ class TierStorage:
 
     def close(self) -> None:
         self.cold = None
-        if self.mmap is not None:
-            mm, self.mmap = self.mmap._mmap, None
+        if self.mmap is not None:  # (a copied cache, deepcopy or pickle, holds its cold tier in memory: no mapping)
+            mm, self.mmap = getattr(self.mmap, "_mmap", None), None
             try:
-                mm.close()
+                if mm is not None:
+                    mm.close()
             except BufferError:  # a caller still holds a view; the mapping closes when that view goes
                 pass
 

@@ -332,3 +332,24 @@ def test_a_refused_memory_state_leaves_the_model_s_memory_as_it_was():
     assert (len(model.store), len(model.cache)) == before == (6, 6)
     with torch.no_grad():
         assert torch.equal(model(tokens, state)[0], expected)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_memnet_reads_the_same_memory_and_closes_without_touching_the_original(how):
+    """A copy's close() (and load_memory_state_dict({}), which closes) was an AttributeError: its cold tier is an
+    in-memory array after the copy, with no file mapping to close."""
+    import copy
+    import pickle
+
+    model = MemNet(model_cfg())
+    tokens = torch.randint(0, V, (2, 12))
+    with torch.no_grad():
+        _, state, _ = model(tokens, model.initial_state(2), torch.ones(2, 12, dtype=torch.bool))
+        twin = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+        query = torch.randint(0, V, (2, 5))
+        expected = model(query, state)[0]
+        torch.testing.assert_close(twin(query, state)[0], expected, rtol=0, atol=0)
+        twin.close()
+        assert twin.store is None
+        twin.load_memory_state_dict({})  # (closes again: nothing left to close)
+        torch.testing.assert_close(model(query, state)[0], expected, rtol=0, atol=0)  # the original's file intact
