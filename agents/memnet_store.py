@@ -118,7 +118,13 @@ class StorePath:
         nxt = {}
         if m.context_decay > 0:  # a key gets the context through the position before it, a query the one now
             restart = tokens == BOS if m.context_restart else None  # (B, T)
-            before, nxt["window.context"] = self._contexts(address, state["window.context"].to(x.dtype), restart)
+            # in float32 at least, autocast off: under bf16 the call's matmul and a step's carry, rounded to bf16 at
+            # every step, drifted apart (logits 2.6 off, other actions), and acting must equal the chunk forward
+            wide = torch.promote_types(address.dtype, torch.float32)
+            with torch.autocast(address.device.type, enabled=False):
+                before, nxt["window.context"] = self._contexts(address.to(wide), state["window.context"].to(wide),
+                                                               restart)
+            before = before.to(x.dtype)
             keys.append(before[:, :-1])
             queries.append(before[:, 1:])
         keys_in, queries_in = torch.cat(keys, dim=-1), torch.cat(queries, dim=-1)  # (B, T, a D), (B, T, b D)

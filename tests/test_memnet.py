@@ -353,3 +353,24 @@ def test_a_copied_memnet_reads_the_same_memory_and_closes_without_touching_the_o
         assert twin.store is None
         twin.load_memory_state_dict({})  # (closes again: nothing left to close)
         torch.testing.assert_close(model(query, state)[0], expected, rtol=0, atol=0)  # the original's file intact
+
+
+def test_acting_equals_the_chunk_forward_under_bf16_autocast_with_a_task_context():
+    """train.amp=true: the task context's running mean came from a bf16 matmul over the chunk, and from a carry
+    rounded to bf16 at every acting step: logits 2.6 apart and other actions at 4 of 128 positions. Both run in
+    float32 now; what is left is bf16's rounding elsewhere (~0.01)."""
+    model = MemNet(model_cfg(window=8, key_source="token", context_decay=0.95, copy=0.85, store_metric="ip",
+                             recency=False)).eval()
+    B, T = 4, 32
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        state = model.initial_state(B)
+        for _ in range(4):
+            _, state, _ = model(torch.randint(0, V, (B, T), generator=gen), state, torch.ones(B, T, dtype=torch.bool))
+        tokens = torch.randint(0, V, (B, T), generator=gen)
+        chunk = model(tokens, state)[0].float()
+        stepped, s = [], state
+        for t in range(T):
+            logits, s, _ = model(tokens[:, t:t + 1], s)
+            stepped.append(logits.float())
+    assert (torch.cat(stepped, 1) - chunk).abs().max() < 0.1
