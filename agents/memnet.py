@@ -102,7 +102,8 @@ class MemNet(StorePath, AgentModel):
             slots = self.bank.initial_state(batch_size, dev)
             state.update({f"slot.{k}": t for k, t in slots._asdict().items()})
         if self.internal is not None:
-            with torch.no_grad():  # the learned start is a constant copy; its parameter is trained by reads
+            with torch.no_grad():  # a constant copy: the state is detached between chunks anyway (TBPTT), so
+                # init_slots stays at its initialisation in MemNet (README "Internal memories")
                 state["internal"] = self.internal.initial_state(batch_size, dev)
         m = self.cfg.memory
         if m.store:  # the store path's window of inputs and key inputs, and the last LN(h)s (lagged inputs)
@@ -257,6 +258,9 @@ class MemNet(StorePath, AgentModel):
         return {"lanes": self.store.lanes, "store": self.store.state_dict(), "cache": self.cache.state_dict()}
 
     def load_memory_state_dict(self, d: dict) -> None:
+        if not isinstance(d, dict):  # None dropped the whole store and cache, as {} (no memory) does
+            raise ValueError(f"memory state: expected the dict memory_state_dict() makes ({{}}: no memory), got "
+                             f"{type(d).__name__}")
         if not d:
             self.close()
             return

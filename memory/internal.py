@@ -46,7 +46,8 @@ class _InternalMemory(nn.Module, ABC):
         self.read_attn = nn.MultiheadAttention(cfg.dim, cfg.attn_heads, batch_first=True)
 
     def initial_state(self, batch_size: int, device=None) -> Tensor:
-        """(B, S, D): the learned initial slots, copied per lane (gradients reach init_slots)."""
+        """(B, S, D): the initial slots, copied per lane (gradients reach init_slots when the caller keeps them;
+        MemNet makes its state without, so there they stay at their initialisation)."""
         batch_size = check_batch_size(batch_size)
         slots = self.init_slots if device is None else self.init_slots.to(device)
         return slots.unsqueeze(0).expand(batch_size, -1, -1).clone()

@@ -374,3 +374,23 @@ def test_acting_equals_the_chunk_forward_under_bf16_autocast_with_a_task_context
             logits, s, _ = model(tokens[:, t:t + 1], s)
             stepped.append(logits.float())
     assert (torch.cat(stepped, 1) - chunk).abs().max() < 0.1
+
+
+def test_memnet_starts_its_internal_memory_from_init_slots_without_training_them():
+    """The docs said gradients reach init_slots; in MemNet they do not (its state is made without them and detached
+    between chunks), as the README now says. The component on its own does pass them (test_memory_internal)."""
+    model = MemNet(model_cfg(internal="lm2"))
+    state = model.initial_state(2)
+    assert torch.equal(state["internal"][0], model.internal.init_slots) and not state["internal"].requires_grad
+    logits, _, _ = model(torch.randint(0, V, (2, 6)), state, torch.ones(2, 6, dtype=torch.bool))
+    logits.sum().backward()
+    assert model.internal.init_slots.grad is None and model.internal.read_attn.in_proj_weight.grad is not None
+
+
+def test_loading_none_as_memory_state_is_refused_and_keeps_the_memory():
+    """load_memory_state_dict(None) dropped the store and cache, as {} (the state of no memory) does."""
+    model = MemNet(model_cfg())
+    model(torch.randint(0, V, (2, 6)), model.initial_state(2), torch.ones(2, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"^memory state: expected the dict memory_state_dict\(\) makes .*NoneType"):
+        model.load_memory_state_dict(None)
+    assert len(model.store) == 12
