@@ -41,11 +41,13 @@ def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
     out = Path(out).expanduser()
     path = run_dir / out
     from_here = out.resolve()  # the same words read from the working folder
-    if (not out.is_absolute() and from_here != path.resolve() and from_here.is_relative_to(run_dir.resolve())
-            and not Path.cwd().resolve().is_relative_to(run_dir.resolve())):
+    inside = Path.cwd().resolve().is_relative_to(run_dir.resolve()) and path.resolve().is_relative_to(
+        run_dir.resolve())  # from inside the run folder, a path that stays in it: the documented reading
+    if not out.is_absolute() and from_here != path.resolve() and from_here.is_relative_to(run_dir.resolve()) \
+            and not inside:
         # out=<run>/metrics.json, <run> relative: written to <run>/<run>/metrics.json, past the checks below. (Not
-        # from inside the run folder: there every relative out= reads as a path in it, and the default eval.json
-        # was refused from <run>/checkpoints, each suggested path one folder deeper than the last.)
+        # for a path that stays in the run folder from inside it: the default eval.json was refused from
+        # <run>/checkpoints, each suggested path one folder deeper; out=../eval.json from there is still refused.)
         inside = from_here.relative_to(run_dir.resolve())
         raise ConfigError(f"out={str(out)!r}: a relative out= is taken inside the run folder (this one would be "
                           f"{str(path)!r}); give the path inside it (out={inside}) or an absolute path")

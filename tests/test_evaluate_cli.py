@@ -305,3 +305,9 @@ def test_a_relative_out_that_names_a_path_from_here_into_the_run_folder_is_one_l
     assert evaluate.main(["checkpoint=last.pt"]) == 0 and (memnet_run / "eval.json").is_file()
     assert evaluate.main(["checkpoint=..", "out=sub/deeper.json"]) == 0
     assert (memnet_run / "sub" / "deeper.json").is_file() and not (memnet_run / "checkpoints" / "sub").exists()
+    # a path that leaves the run folder from inside it is still the ambiguous case: refused, naming the fix
+    capsys.readouterr()
+    assert evaluate.main(["checkpoint=..", "out=../up.json"]) == 2
+    refused(capsys, "out='../up.json': a relative out= is taken inside the run folder (this one would be "
+                    f"'{memnet_run / '..' / 'up.json'}'); give the path inside it (out=up.json) or an absolute path")
+    assert not (memnet_run.parent / "up.json").exists()
