@@ -106,7 +106,7 @@ def unknown_env_option(key: str, env_options) -> str | None:
     name = key.removeprefix("env.kwargs.")
     if name in options:  # an option the env's config file does not set (render_mode): it was "has no option
         # 'render_mode'; did you mean 'render_mode'? its options: ..., render_mode"
-        return (f"env.kwargs.{name} is an option of {env_id} that its config file does not set; add it with "
+        return (f"env.kwargs.{name} is an option of {env_id} that its config does not set; add it with "
                 f"+env.kwargs.{name}=<value>")
     near = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
     guess = f"did you mean {near[0]!r}? " if near else ""

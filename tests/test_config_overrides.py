@@ -45,8 +45,8 @@ ENVS = ("ContinualShift-Gradual-v0, ContinualShift-v0, LongDependency-Easy-v0, L
     ("env.kwargs.nothing_like_it=3", "ContinualShift-v0 has no option 'nothing_like_it'; its options: num_tasks, "),
     # an option the env's file does not set: "has no option 'render_mode'; did you mean 'render_mode'? its options:
     # ..., render_mode"
-    ("env.kwargs.render_mode=ansi", "env.kwargs.render_mode is an option of ContinualShift-v0 that its config file "
-                                    "does not set; add it with +env.kwargs.render_mode=<value>"),
+    ("env.kwargs.render_mode=ansi", "env.kwargs.render_mode is an option of ContinualShift-v0 that its config does "
+                                    "not set; add it with +env.kwargs.render_mode=<value>"),
     # interpolations that do not resolve named no key
     ("seed=${nope}", "seed=${nope}: Interpolation key 'nope' not found"),
     ("seed=${oc.env:MEMSTREAM_NO_SUCH_VARIABLE}", "seed=${oc.env:MEMSTREAM_NO_SUCH_VARIABLE}: KeyError raised"),
