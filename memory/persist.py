@@ -8,6 +8,7 @@ load with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import errno
+import hashlib
 import inspect
 import os
 import re
@@ -28,9 +29,25 @@ def _read_umask() -> int:
     return mask
 
 
-TEMP_SUFFIX = ".tmp"  # a temp file of `_atomic_path`: .<name>.<host>-<pid>.<random>.tmp next to the file it replaces
+TEMP_SUFFIX = ".tmp"  # a temp file of `_atomic_path`: .<name>.<host tag>-<pid>.<random>.tmp next to the file
 _UMASK = _read_umask()  # read once: setting it is process-wide, so not done per write (threads)
-_HOST = "".join(c for c in socket.gethostname() if c.isalnum())[:32] or "host"  # (no "." or "-": parsed back)
+
+
+def _pid_space() -> str:
+    """A tag of this machine, boot and pid namespace (hex: no "." or "-", which the temp names are parsed on): two
+    processes whose tags are equal see each other's pids, so `_alive` answers for the writer. A hostname alone is
+    not that: hosts can share one (containers with the host's network, each with its own pids), and a lossy
+    shortening made ip-10-0-1-23 and ip-10-0-12-3 one."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(Path(source).read_text().strip() if "boot" in source else str(os.stat(source).st_ino))
+        except OSError:  # not Linux: the hostname alone
+            pass
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
+
+
+_HOST = _pid_space()
 
 
 def _writer_of(temp: Path) -> tuple[str, str, int] | None:

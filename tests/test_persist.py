@@ -224,3 +224,17 @@ def test_the_next_save_removes_the_temp_files_that_killed_saves_left(tmp_path):
     loaded = FaissStore.load(folder)  # the save itself is whole
     values, meta = loaded.get(loaded.search(torch.full((1, 1, 4), 2.0), 1).ids)
     assert len(loaded) == 1 and meta["found"].all() and values.tolist() == [[[[1.0, 1.0]]]]
+
+
+def test_the_writer_tag_tells_apart_hosts_that_a_shortened_name_made_one(monkeypatch):
+    """The tag was the hostname's letters and digits: ip-10-0-1-23 and ip-10-0-12-3 were one host, and a live save
+    of the other was taken for a dead writer of this one (its pid is not running here) and removed mid-write."""
+    import socket
+
+    from memory import persist
+
+    tags = set()
+    for name in ("ip-10-0-1-23", "ip-10-0-12-3", "gpu-1-2", "gpu-12"):
+        monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
+        tags.add(persist._pid_space())
+    assert len(tags) == 4 and all(t.isalnum() for t in tags)
