@@ -46,20 +46,26 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
     return mem_k.to(**to), mem_v.to(**to), mask.to(queries.device), torch.from_numpy(ids).to(queries.device)
 
 
-TIE_TOLERANCE = 1e-4  # re-scored candidates closer than this (relative to the row's largest |score|) rank as equal
+TIE_TOLERANCE = 1e-4  # relative: neighbouring re-scored candidates closer than this rank as equal
 
 
 def rank(scores: np.ndarray, ids: np.ndarray, time: np.ndarray) -> np.ndarray:
-    """The candidates' order, best first, along the last axis (all (..., F)): scores within TIE_TOLERANCE of each
-    other rank as equal, and of equal ones the later written (the store's "time"), then the larger id, first; -inf
-    last. Why: equal matches are common (keys whose scored blocks hold the same addresses: the same preceding
-    token), and a query's scores come from a matmul whose rounding depends on how many queries share the call, so
-    the rounding ordered them: acting one token at a time and the chunk forward kept different memories at a tie
-    (on another machine's BLAS kernels)."""
-    finite = np.where(np.isfinite(scores), np.abs(scores), 0.0)
-    step = TIE_TOLERANCE * np.maximum(finite.max(axis=-1, keepdims=True), 1e-30)  # (..., 1)
-    level = np.where(np.isfinite(scores), np.floor(scores / step), -np.inf)  # (..., F)
-    return np.lexsort((-ids, -time, -level), axis=-1)
+    """The candidates' order, best first, along the last axis (all (..., F)): in score order, a candidate within
+    TIE_TOLERANCE (relative to the larger of the two) of the one before it ranks as its equal, and of equal ones the
+    later written (the store's "time"), then the larger id, first; -inf last. Why: equal matches are common (keys
+    whose scored blocks hold the same addresses: the same preceding token), and a query's scores come from a matmul
+    whose rounding depends on how many queries share the call, so the rounding ordered them: acting one token at a
+    time and the chunk forward kept different memories at a tie (on another machine's BLAS kernels). Neighbours,
+    not fixed buckets: a tie is one group whichever way a rounding moves either score."""
+    order = np.argsort(-scores, axis=-1, kind="stable")  # (..., F)
+    ranked = np.take_along_axis(scores, order, -1)
+    with np.errstate(invalid="ignore"):  # -inf - -inf: nan, a new group
+        gap = ranked[..., :-1] - ranked[..., 1:]  # (..., F-1) >= 0
+        tie = gap <= TIE_TOLERANCE * np.maximum(np.abs(ranked[..., :-1]), np.abs(ranked[..., 1:]))
+    group = np.concatenate((np.zeros_like(order[..., :1]), np.cumsum(~tie, axis=-1)), axis=-1)  # (..., F)
+    within = np.lexsort((-np.take_along_axis(ids, order, -1), -np.take_along_axis(time, order, -1), group),
+                        axis=-1)
+    return np.take_along_axis(order, within, -1)
 
 
 def recency_rescore(store: FaissStore, clock: np.ndarray, window: int, scale: float, slope: float

@@ -46,3 +46,10 @@ def test_rank_orders_equal_matches_by_recency_whatever_the_rounding():
     apart = rank(np.array([[-3.0, -2.9]]), np.array([[1, 2]]), np.array([[9, 0]]))
     assert apart.tolist() == [[1, 0]]  # a real difference is not a tie, whatever the age
     assert rank(np.full((1, 3), -np.inf), np.array([[-1, -1, -1]]), np.full((1, 3), -1)).shape == (1, 3)
+    for noise in (1e-9, -1e-9):  # no bucket edge between two equal scores, wherever they lie
+        assert rank(np.array([[1.0, 0.3, 0.3 + noise]]), np.array([[1, 2, 3]]), np.array([[0, 5, 1]])).tolist() \
+            == [[0, 1, 2]]
+    # what counts as equal does not depend on an unrelated candidate: 0.3004 beats a newer 0.3 either way
+    for top in (1.0, 10.0):
+        assert rank(np.array([[top, 0.3004, 0.3]]), np.array([[1, 2, 3]]), np.array([[0, 1, 9]])).tolist() \
+            == [[0, 1, 2]]
