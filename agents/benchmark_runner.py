@@ -99,7 +99,9 @@ class Runner:
         """The run's time is up: SIGTERM (agents.run ends as at Ctrl+C, its log says so and its last checkpoint is
         whole), and SIGKILL if it has not ended `grace_s` later. A plain SIGKILL left the log without a word."""
         with self.lock:
-            if ended.is_set() or proc not in self.live:
+            # a run already being stopped (Ctrl+C) or reaped (os.wait4 ran, `ended` not set yet: poll() finds the
+            # pid gone) is not one that timed out: a run that ended on its own at the deadline was labelled so
+            if ended.is_set() or proc not in self.live or self.stopping or proc.poll() is not None:
                 return
             timed_out.set()
             proc.terminate()

@@ -219,3 +219,26 @@ def test_a_run_past_its_timeout_is_told_to_stop_and_its_log_says_it_timed_out(tm
         assert lines[-1] == ("benchmark: this run timed out after 2 s (timeout_s) and was stopped: SIGTERM, then "
                              "SIGKILL if it had not ended 0.5 s later")
         assert ("stopped by SIGTERM" in lines) == (name == "polite") and "ready" in lines
+
+
+def test_a_run_that_ended_or_is_being_stopped_is_not_labelled_timed_out():
+    """The timer could fire between the run's reaping and `ended` being set (a run that ended on its own at the
+    deadline got the 'timed out' line and label), or during a Ctrl+C's grace (an interrupted run read 'timed out')."""
+    import threading
+
+    runner = benchmark_runner.Runner(timeout_s=1.0, grace_s=0.1)
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()  # ended, `ended` not set yet
+    runner.live.add(done)
+    timed_out = threading.Event()
+    runner._time_out(done, threading.Event(), timed_out)
+    assert not timed_out.is_set()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        runner.live.add(sleeper)
+        runner.stopping = True  # a Ctrl+C is stopping it already
+        runner._time_out(sleeper, threading.Event(), timed_out)
+        assert not timed_out.is_set() and sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
