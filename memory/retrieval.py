@@ -46,23 +46,29 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
     return mem_k.to(**to), mem_v.to(**to), mask.to(queries.device), torch.from_numpy(ids).to(queries.device)
 
 
-TIE_TOLERANCE = 1e-4  # relative: neighbouring re-scored candidates closer than this rank as equal
+TIE_TOLERANCE = 1e-4  # relative to a row's largest finite |score|: re-scored candidates this close rank as equal
 
 
 def rank(scores: np.ndarray, ids: np.ndarray, time: np.ndarray) -> np.ndarray:
-    """The candidates' order, best first, along the last axis (all (..., F)): in score order, a candidate within
-    TIE_TOLERANCE (relative to the larger of the two) of the one before it ranks as its equal, and of equal ones the
-    later written (the store's "time"), then the larger id, first; -inf last. Why: equal matches are common (keys
-    whose scored blocks hold the same addresses: the same preceding token), and a query's scores come from a matmul
-    whose rounding depends on how many queries share the call, so the rounding ordered them: acting one token at a
-    time and the chunk forward kept different memories at a tie (on another machine's BLAS kernels). Neighbours,
-    not fixed buckets: a tie is one group whichever way a rounding moves either score."""
-    order = np.argsort(-scores, axis=-1, kind="stable")  # (..., F)
-    ranked = np.take_along_axis(scores, order, -1)
-    with np.errstate(invalid="ignore"):  # -inf - -inf: nan, a new group
-        gap = ranked[..., :-1] - ranked[..., 1:]  # (..., F-1) >= 0
-        tie = gap <= TIE_TOLERANCE * np.maximum(np.abs(ranked[..., :-1]), np.abs(ranked[..., 1:]))
-    group = np.concatenate((np.zeros_like(order[..., :1]), np.cumsum(~tie, axis=-1)), axis=-1)  # (..., F)
+    """The candidates' order, best first, along the last axis (all (..., F)): in score order, each group of equals
+    starts at its best candidate and holds the finite ones within TIE_TOLERANCE x the row's largest finite |score|
+    below it; within a group the later written (the store's "time"), then the larger id, come first; -inf, +inf
+    and NaN rank alone, after the finite ones. Why: equal matches are common (keys whose scored blocks hold the
+    same addresses: the same preceding token), and a query's scores come from a matmul whose rounding depends on
+    how many queries share the call, so the rounding ordered them: acting one token at a time and the chunk
+    forward kept different memories at a tie (on another machine's BLAS kernels). The row's scale, not the
+    pair's: rounding errors scale with the summands, so scores near 0 tie as well as large ones."""
+    finite = np.isfinite(scores)
+    order = np.argsort(np.where(finite, -scores, np.inf), axis=-1, kind="stable")  # finite first, best first
+    ranked, alive = np.take_along_axis(scores, order, -1), np.take_along_axis(finite, order, -1)
+    tol = TIE_TOLERANCE * np.maximum(np.where(finite, np.abs(scores), 0.0).max(axis=-1), 1e-30)  # (...)
+    group, leader, count = np.zeros(order.shape, np.int64), ranked[..., 0], np.zeros(order.shape[:-1], np.int64)
+    for f in range(1, order.shape[-1]):  # F ~ 4 k: a few vector steps
+        with np.errstate(invalid="ignore"):  # (inf - inf where neither is alive: a new group anyway)
+            new = ~(alive[..., f] & np.isfinite(leader) & (leader - ranked[..., f] <= tol))
+        count = count + new
+        leader = np.where(new, ranked[..., f], leader)
+        group[..., f] = count
     within = np.lexsort((-np.take_along_axis(ids, order, -1), -np.take_along_axis(time, order, -1), group),
                         axis=-1)
     return np.take_along_axis(order, within, -1)

@@ -49,7 +49,14 @@ def test_rank_orders_equal_matches_by_recency_whatever_the_rounding():
     for noise in (1e-9, -1e-9):  # no bucket edge between two equal scores, wherever they lie
         assert rank(np.array([[1.0, 0.3, 0.3 + noise]]), np.array([[1, 2, 3]]), np.array([[0, 5, 1]])).tolist() \
             == [[0, 1, 2]]
-    # what counts as equal does not depend on an unrelated candidate: 0.3004 beats a newer 0.3 either way
-    for top in (1.0, 10.0):
-        assert rank(np.array([[top, 0.3004, 0.3]]), np.array([[1, 2, 3]]), np.array([[0, 1, 9]])).tolist() \
-            == [[0, 1, 2]]
+    # a dropped candidate (-inf: in the window) never ties with a real one, however new (it took a top-k slot)
+    assert rank(np.array([[0.1, -np.inf, -np.inf]]), np.array([[1, 2, 3]]), np.array([[0, 0, 9]]))[0, 0] == 0
+    assert rank(np.array([[np.nan, 0.5, -np.inf, 0.5, np.inf]]), np.array([[1, 2, 3, 4, 5]]),
+                np.array([[9, 0, 9, 1, 9]]))[0, :2].tolist() == [3, 1]
+    for noise in (1e-9, -1e-9):  # near 0 too: the tolerance is the row's scale, as rounding errors are
+        assert rank(np.array([[1.0, 1e-6, 1e-6 + noise]]), np.array([[1, 2, 3]]),
+                    np.array([[0, 9, 1]])).tolist() == [[0, 1, 2]]
+    # a group spans the tolerance from its best: an unrelated 0.99992 does not chain 0.99985 onto 1.0
+    chained = rank(np.array([[1.0, 0.99985, 0.99992]]), np.array([[1, 2, 3]]), np.array([[0, 9, 5]]))
+    assert chained.tolist() == [[2, 0, 1]]
+    assert rank(np.array([[1.0, 0.99985]]), np.array([[1, 2]]), np.array([[0, 9]])).tolist() == [[0, 1]]
