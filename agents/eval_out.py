@@ -40,11 +40,15 @@ def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
                           f"out={str(out)}eval.json")
     out = Path(out).expanduser()
     path = run_dir / out
-    from_here = out.resolve()  # the same words read from the working folder
-    inside = Path.cwd().resolve().is_relative_to(run_dir.resolve()) and path.resolve().is_relative_to(
-        run_dir.resolve())  # from inside the run folder, a path that stays in it: the documented reading
-    if not out.is_absolute() and from_here != path.resolve() and from_here.is_relative_to(run_dir.resolve()) \
-            and not inside:
+    ambiguous = False
+    if not out.is_absolute():
+        from_here = out.resolve()  # the same words read from the working folder
+        # from inside the run folder, words that stay in it (no leading ..; links in it are the user's business)
+        # read as the documented path in it
+        stays = Path(os.path.normpath(out)).parts[:1] != ("..",) and Path.cwd().resolve().is_relative_to(
+            run_dir.resolve())
+        ambiguous = from_here != path.resolve() and from_here.is_relative_to(run_dir.resolve()) and not stays
+    if ambiguous:
         # out=<run>/metrics.json, <run> relative: written to <run>/<run>/metrics.json, past the checks below. (Not
         # for a path that stays in the run folder from inside it: the default eval.json was refused from
         # <run>/checkpoints, each suggested path one folder deeper; out=../eval.json from there is still refused.)

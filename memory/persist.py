@@ -44,7 +44,7 @@ def _pid_space() -> str:
             parts.append(Path(source).read_text().strip() if "boot" in source else str(os.stat(source).st_ino))
         except OSError:  # not Linux: the hostname alone
             pass
-    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
+    return hashlib.sha1("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:16]  # (odd bytes too)
 
 
 _HOST = _pid_space()

@@ -311,3 +311,20 @@ def test_a_relative_out_that_names_a_path_from_here_into_the_run_folder_is_one_l
     refused(capsys, "out='../up.json': a relative out= is taken inside the run folder (this one would be "
                     f"'{memnet_run / '..' / 'up.json'}'); give the path inside it (out=up.json) or an absolute path")
     assert not (memnet_run.parent / "up.json").exists()
+
+
+def test_the_default_out_from_a_subfolder_is_taken_by_its_words_not_where_a_link_in_the_run_points(tmp_path,
+                                                                                                   monkeypatch):
+    """With run/eval.json a link to an earlier evaluation elsewhere, the default out= from run/checkpoints was
+    refused again (the resolved path left the run folder), suggesting out=checkpoints/eval.json."""
+    from agents.eval_out import check_out_file
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "results"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "run_eval.json").write_text('{"accuracy_by_task": {}}')
+    (run_dir / "eval.json").symlink_to(elsewhere / "run_eval.json")
+    monkeypatch.chdir(run_dir / "checkpoints")
+    check_out_file("eval.json", run_dir, run_dir / "checkpoints" / "last.pt")  # accepted, as from the run folder
+    with pytest.raises(ConfigError, match=r"^out='\.\./up\.json': a relative out= is taken inside the run folder"):
+        check_out_file("../up.json", run_dir, run_dir / "checkpoints" / "last.pt")

@@ -238,3 +238,12 @@ def test_the_writer_tag_tells_apart_hosts_that_a_shortened_name_made_one(monkeyp
         monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
         tags.add(persist._pid_space())
     assert len(tags) == 4 and all(t.isalnum() for t in tags)
+
+
+def test_a_hostname_with_undecodable_bytes_still_makes_a_tag(monkeypatch):
+    import socket
+
+    from memory import persist
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "h\udcff")  # what Python makes of a non-UTF-8 name
+    assert persist._pid_space().isalnum()
