@@ -15,6 +15,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,7 @@ def _pid_space() -> str:
 
 
 _HOST = _pid_space()
+STALE_S = 24 * 3600  # another writer's temp file unchanged this long: its writer is gone
 
 
 def _writer_of(temp: Path) -> tuple[str, str, int] | None:
@@ -70,19 +72,24 @@ def _alive(pid: int) -> bool:
 
 
 def remove_dead_writers_temp_files(folder: Path, name: str | re.Pattern) -> list[Path]:
-    """Remove the temp files in `folder` of the file `name` (or of names the pattern matches) whose writer, a
-    process of this machine, has died: SIGKILL mid-write runs no `except`, and each kill left a temp file as large
-    as what it was writing, next to a store or cache a user saves again and again. Another machine's (a shared
-    file system), a live process's and an older shape's (`remove_temp_files` takes the run folders') are left.
-    POSIX only: on Windows os.kill ends the process it is given."""
+    """Remove the temp files in `folder` of the file `name` (or of names the pattern matches) whose writer has
+    died: SIGKILL mid-write runs no `except`, and each kill left a temp file as large as what it was writing, next
+    to a store or cache a user saves again and again. A writer with this process's tag is dead when its pid is;
+    another's (another machine, boot or pid namespace: a restarted container) when its file has not changed for
+    STALE_S (a save writes on until it ends, in minutes). An older shape's are left (`remove_temp_files` takes the
+    run folders'). POSIX only: on Windows os.kill ends the process it is given."""
     if os.name != "posix":
         return []
     found = []
     for temp in folder.glob(f".*{TEMP_SUFFIX}"):
         writer = _writer_of(temp)
-        if writer is None or writer[1] != _HOST or _alive(writer[2]):
+        if writer is None or not (writer[0] == name if isinstance(name, str) else name.fullmatch(writer[0])):
             continue
-        if (writer[0] == name if isinstance(name, str) else name.fullmatch(writer[0])) and temp.is_file():
+        try:
+            dead = not _alive(writer[2]) if writer[1] == _HOST else time.time() - temp.stat().st_mtime > STALE_S
+        except OSError:  # gone meanwhile (its writer renamed it)
+            continue
+        if dead and temp.is_file():
             temp.unlink(missing_ok=True)
             found.append(temp)
     return found

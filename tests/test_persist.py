@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -213,13 +214,16 @@ def test_the_next_save_removes_the_temp_files_that_killed_saves_left(tmp_path):
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, timeout=300).stdout.strip()
     dead = folder / f".store.pt.{_HOST}-{dead_pid}.abc.tmp"
-    for f in (live, other_host, older, dead):
+    stale = folder / ".store.pt.0a1b2c3d-77.abc.tmp"  # another boot's or container's, untouched for two days
+    for f in (live, other_host, older, dead, stale):
         f.write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
     store = FaissStore(4, 2, capacity=8)
     store.add(torch.full((1, 4), 2.0), torch.ones(1, 2), lanes=[0])
     store.save(folder)
     names = {p.name for p in folder.iterdir()}
-    assert {live.name, other_host.name, older.name} <= names and dead.name not in names
+    assert {live.name, other_host.name, older.name} <= names and dead.name not in names and stale.name not in names
     assert not any(n.startswith(".index-") for n in names)  # the killed saves' index temps: removed
     loaded = FaissStore.load(folder)  # the save itself is whole
     values, meta = loaded.get(loaded.search(torch.full((1, 1, 4), 2.0), 1).ids)
