@@ -228,6 +228,8 @@ def _main(argv: list[str]) -> int:
     print("\ntargets:")
     for t in targets:
         print(f"  {t['status']:7s} {t['env']} / {t['variant']}: {t['target']}  [{t['detail']}]")
+    if note := report.presets_note(agg):
+        print(f"  {note}")
     failed = [r for r in records if r["status"] != report.OK]
     print(f"\n{len(records)} runs ({len(failed)} failed{', interrupted' if interrupted else ''}) in "
           f"{minutes(time.monotonic() - t0)}: {out / 'results.md'}, results.json, {len(plots)} plots")

@@ -16,6 +16,7 @@ import re
 
 from agents.cl_metrics import bootstrap_ci
 from agents.config import ConfigError
+from agents.env_presets import preset_bases
 
 # (agents.report and memory.metrics load torch and matplotlib: they are imported where used, so that
 # `agents.benchmark` plans its runs, and refuses a bad command line, before those load)
@@ -154,6 +155,9 @@ def check_targets(agg: dict, chance_margin: float = DEFAULT_CHANCE_MARGIN) -> li
     measured (the variant ran but its runs report no such number, e.g. the BWT of a one-task budget)."""
     targets = []
     for env, variants in agg.items():
+        if env in preset_bases():  # the issue states them for the base envs' settings (see `presets_note`)
+            continue
+
         def metrics(variant, variants=variants) -> dict:
             return (variants.get(variant) or {}).get("metrics", {})
 
@@ -207,6 +211,13 @@ def check_targets(agg: dict, chance_margin: float = DEFAULT_CHANCE_MARGIN) -> li
                     ("memnet", "BWT", "MemNet BWT >= -0.05", lambda v: v >= -0.05)):
                 targets.append(check(variant, text, metrics(variant).get(key), ok, key))
     return targets
+
+
+def presets_note(envs) -> str | None:
+    """The line that says the presets that ran have no targets (they were judged by their base env's, by name)."""
+    presets = [env for env in envs if env in preset_bases()]
+    return (f"No targets for {', '.join(presets)}: the issue states them for the base envs' settings."
+            if presets else None)
 
 
 def capacity_notes(agg: dict, level: float = 0.95) -> list[str]:
@@ -310,6 +321,7 @@ def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict)
              "## Targets", ""]
     rows = [[t["env"], t["variant"], t["target"], t["status"], t["detail"]] for t in targets]
     lines += _table(["env", "variant", "target", "status", "number"], rows, 5) + [""]
+    lines += [presets_note(agg), ""] if presets_note(agg) else []
     notes = capacity_notes(agg)
     if notes:
         lines += ["Capacity (NeedleRecall, recall >= 95% as the facts held grow):", ""] + [f"- {n}" for n in notes]

@@ -74,6 +74,11 @@ class SuiteSpec:
 def suite_overrides(where: str, items: list[str]) -> list[str]:
     if not all("=" in o for o in items):
         raise ConfigError(f"{where}: overrides are key=value strings; got {items!r}")
+    chosen = next((o for o in items if o.lstrip("+~").split("=", 1)[0] in ("env", "agent", "env.id", "agent.name")),
+                  None)  # it won over the run's own env= / agent=: another env or agent ran under this row's name
+    if chosen is not None:
+        raise ConfigError(f"{where}: {chosen}: each run's env and agent come from the suite (an envs: entry, a "
+                          "variant's agent:); drop it")
     return [f"++{o.lstrip('+')}" if o.lstrip("+").startswith("env.kwargs.") else o for o in items]  # ++: add or set
 
 

@@ -242,3 +242,31 @@ def test_a_run_that_ended_or_is_being_stopped_is_not_labelled_timed_out():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_preset_is_judged_by_no_target_and_results_say_so(tmp_path):
+    """A preset was judged by its base env's targets (by the id's first word): LongDependency-Easy-v0, whose
+    distances end at 64, read MISSED on "every bucket up to 1024", or met on buckets up to 64 only."""
+    easy = "LongDependency-Easy-v0"
+    runs = [record(easy, "memnet", s, accuracy=0.99, acc_d64=0.99) for s in range(3)]
+    runs += [record(LD, "memnet", s, accuracy=0.99, acc_d1024=0.99) for s in range(3)]
+    _, targets, text = write_results(tmp_path, runs, CONTEXT)
+    assert {t["env"] for t in targets} == {LD}
+    assert f"No targets for {easy}: the issue states them for the base envs' settings." in text
+
+
+@pytest.mark.parametrize("where, item", [("envs", "env=LongDependency-v0"), ("variants", "agent=lstm"),
+                                         ("overrides", "+env.id=NeedleRecall-v0")])
+def test_a_suite_that_sets_a_runs_env_or_agent_is_refused(tmp_path, where, item):
+    """A suite's env= or agent= won over the run's own: another env or agent ran under the row's name
+    (results.json said transformer on LongDependency-Easy-v0 for an lstm on LongDependency-v0)."""
+    from agents.benchmark_suite import load_suite
+    from agents.config import ConfigError
+
+    entry = {"envs": "envs:\n  LongDependency-Easy-v0:\n    overrides: [ITEM]\nvariants:\n  m: {agent: transformer}\n",
+             "variants": "envs:\n  LongDependency-Easy-v0: {}\nvariants:\n  m: {agent: lstm, overrides: [ITEM]}\n",
+             "overrides": "overrides: [ITEM]\nenvs:\n  LongDependency-Easy-v0: {}\nvariants:\n  m: {agent: lstm}\n"}
+    suite = tmp_path / "s.yaml"
+    suite.write_text(entry[where].replace("ITEM", item))
+    with pytest.raises(ConfigError, match=rf": {re.escape(item)}: each run's env and agent come from the suite"):
+        load_suite(str(suite))
