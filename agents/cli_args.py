@@ -21,6 +21,13 @@ def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "an integer >= 1")
 
 
+def thread_count(text: str) -> int:
+    """A script's --threads: 1 .. MAX_THREADS (torch.set_num_threads(100000) is a segmentation fault, no line)."""
+    from memory.config import MAX_THREADS
+
+    return _number(text, int, lambda v: 1 <= v <= MAX_THREADS, f"an integer in [1, {MAX_THREADS}]")
+
+
 def non_negative_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 0, "an integer >= 0")
 

@@ -110,14 +110,14 @@ def main() -> int:
     from agents.startup import threads_sleep_when_idle
 
     threads_sleep_when_idle()  # as agents.run does, before torch loads (here and in the runs it starts)
-    from agents.cli_args import non_negative_int, positive_int
+    from agents.cli_args import non_negative_int, positive_int, thread_count
     from agents.config import group_options
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="ContinualShift-v0")
     ap.add_argument("--episodes", type=positive_int, default=3)
     ap.add_argument("--lanes", type=positive_int, default=16)
-    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--threads", type=thread_count, default=2)
     ap.add_argument("--agents", default=",".join(AGENTS))
     ap.add_argument("--repeats", type=positive_int, default=1, help="rounds through the agents (median [min, max])")
     ap.add_argument("--warmup", type=non_negative_int, default=1,

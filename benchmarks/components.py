@@ -41,7 +41,7 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from agents.cli_args import positive_int  # noqa: E402
+from agents.cli_args import positive_int, thread_count  # noqa: E402
 from agents.config import load_config, memory_config  # noqa: E402
 from agents.controller import window_mask  # noqa: E402
 from agents.startup import run_script  # noqa: E402
@@ -195,7 +195,7 @@ def run(args) -> tuple[str, list[tuple[str, str, float, float, float]]]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--lanes", type=positive_int, default=16, help="B (MemNet's train.lanes)")
-    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--threads", type=thread_count, default=2)
     p.add_argument("--repeats", type=positive_int, default=30, help="timed rounds (3 warm-up rounds before them)")
     args = p.parse_args(argv)
     shapes, rows = run(args)

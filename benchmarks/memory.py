@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents.cli_args import allocation_failure, non_negative_int, positive_int  # noqa: E402
+from agents.cli_args import allocation_failure, non_negative_int, positive_int, thread_count  # noqa: E402
 from agents.startup import run_script  # noqa: E402
 from memory.cache import TieredKVCache  # noqa: E402
 from memory.config import ivf_lists_for  # noqa: E402
@@ -232,7 +232,7 @@ def main() -> None:
     p.add_argument("--entries", type=positive_int, default=1_000_000)
     p.add_argument("--dim", type=positive_int, default=128)
     p.add_argument("--value-dim", type=positive_int, default=128)
-    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (exact search is a torch matmul)")
+    p.add_argument("--threads", type=thread_count, default=2, help="torch threads (exact search is a torch matmul)")
     p.add_argument("--faiss-threads", type=positive_int, default=1,
                    help="FAISS threads (1 = MemoryConfig.store_threads' default; 2 contends with torch's pool)")
     p.add_argument("--repeats", type=positive_int, default=5)

@@ -31,7 +31,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents.cli_args import positive_int  # noqa: E402
+from agents.cli_args import positive_int, thread_count  # noqa: E402
 from agents.startup import run_script  # noqa: E402
 from memory.config import MemoryConfig  # noqa: E402
 from memory.slots import MultiHeadMemoryBank  # noqa: E402
@@ -127,7 +127,7 @@ def main() -> None:
     p.add_argument("--heads", type=positive_int, default=4)
     p.add_argument("--top-k", type=positive_int, default=4)
     p.add_argument("--chunk", type=positive_int, default=64)
-    p.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
+    p.add_argument("--threads", type=thread_count, default=torch.get_num_threads())
     p.add_argument("--repeats", type=positive_int, default=30)
     args = p.parse_args()
     if args.top_k > args.slots:  # the header said k=500 for a bank that reads its 8 slots
