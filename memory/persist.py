@@ -48,12 +48,12 @@ def _pid_space() -> str:
     return hashlib.sha1("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:16]  # (odd bytes too)
 
 
-_HOST = _pid_space()
+_WRITER_TAG = _pid_space()
 STALE_S = 24 * 3600  # another writer's temp file unchanged this long: its writer is gone
 
 
 def _writer_of(temp: Path) -> tuple[str, str, int] | None:
-    """(file it was for, host, pid) of a temp file `_atomic_path` made; None for another name (an older shape)."""
+    """(file it was for, writer tag, pid) of a temp file `_atomic_path` made; None for another name (an older shape)."""
     if not (temp.name.startswith(".") and temp.name.endswith(TEMP_SUFFIX)):
         return None
     parts = temp.name[1:-len(TEMP_SUFFIX)].rsplit(".", 2)  # <name>, <host>-<pid>, mkstemp's letters (no ".")
@@ -86,7 +86,7 @@ def remove_dead_writers_temp_files(folder: Path, name: str | re.Pattern) -> list
         if writer is None or not (writer[0] == name if isinstance(name, str) else name.fullmatch(writer[0])):
             continue
         try:
-            dead = not _alive(writer[2]) if writer[1] == _HOST else time.time() - temp.stat().st_mtime > STALE_S
+            dead = not _alive(writer[2]) if writer[1] == _WRITER_TAG else time.time() - temp.stat().st_mtime > STALE_S
         except OSError:  # gone meanwhile (its writer renamed it)
             continue
         if dead and temp.is_file():
@@ -103,7 +103,7 @@ def _atomic_path(path: Path):
     writers left are removed (`remove_dead_writers_temp_files`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_writers_temp_files(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=TEMP_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER_TAG}-{os.getpid()}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
         yield tmp

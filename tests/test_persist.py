@@ -198,7 +198,7 @@ def test_the_next_save_removes_the_temp_files_that_killed_saves_left(tmp_path):
     """SIGKILL mid-save (no `except` runs) left a temp file as large as the write next to the store, one per kill,
     forever (only run folders were cleaned, by agents.run). The next save of that file removes those of dead
     writers of this machine, and keeps a live writer's and another machine's (a shared file system)."""
-    from memory.persist import _HOST
+    from memory.persist import _WRITER_TAG
     from memory.store import FaissStore
 
     folder = tmp_path / "store"
@@ -208,12 +208,12 @@ def test_the_next_save_removes_the_temp_files_that_killed_saves_left(tmp_path):
     left = sorted(p.name for p in folder.iterdir())
     assert len(left) == 2 and all(n.startswith(".index-") and n.endswith(".tmp") for n in left), left
     # an index file's temp; the same name (store.pt) for the others: a live writer, another host, an older shape
-    live = folder / f".store.pt.{_HOST}-{os.getpid()}.abc.tmp"
-    other_host = folder / f".store.pt.{_HOST}x-1.abc.tmp"
+    live = folder / f".store.pt.{_WRITER_TAG}-{os.getpid()}.abc.tmp"
+    other_host = folder / f".store.pt.{_WRITER_TAG}x-1.abc.tmp"
     older = folder / ".store.pt.k9x2a1.tmp"
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, timeout=300).stdout.strip()
-    dead = folder / f".store.pt.{_HOST}-{dead_pid}.abc.tmp"
+    dead = folder / f".store.pt.{_WRITER_TAG}-{dead_pid}.abc.tmp"
     stale = folder / ".store.pt.0a1b2c3d-77.abc.tmp"  # another boot's or container's, untouched for two days
     for f in (live, other_host, older, dead, stale):
         f.write_bytes(b"partial")
