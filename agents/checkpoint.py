@@ -10,7 +10,8 @@ Layout of `checkpoints/last.pt`:
     rng         torch RNG state
     env_files   sha256 of each env file option's content ({"haystack_path": {"path", "sha256"}}; absent: none, or a
                 checkpoint from before it was kept): a restore refuses a file that changed (checkpoint_fields)
-Only tensors and plain python types go in, so `torch.load(weights_only=True)` can read it (DESIGN.md pitfalls).
+Only tensors and plain python types go in, so `torch.load(weights_only=True)` can read
+it (no pickled code runs on load).
 """
 
 from __future__ import annotations

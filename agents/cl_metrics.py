@@ -1,4 +1,5 @@
-"""Continual-learning metrics, as defined in DESIGN.md section 7 (numpy only, no torch), for any schedule.
+"""Continual-learning metrics, as README "Continual-learning metrics" defines them (numpy only, no torch), any
+schedule.
 
 R is the (K, T) accuracy matrix, one row per training *block* (a maximal run of consecutive training episodes on
 one task): R[k][j] = accuracy on task j evaluated just after block k; tasks[k] = the task trained in block k;

@@ -10,8 +10,9 @@ together. Per chunk of C steps, train.acting decides who answers the scored step
   step:     under no_grad with the cached incremental forward and writes off, the model is run only when a
             step is scored (in some lane): it reads the observations gathered since its last call as one block
             (the same logits as one token at a time) and answers with its real action. Unscored steps get
-            action 0 without a forward: the env ignores those actions (DESIGN.md section 4). Memory is read at the
-            block's last step only (`read_at`). Then the chunk forward runs on what the env showed.
+            action 0 without a forward: the env ignores those actions (README "What every env has in common").
+            Memory is read at the block's last step only (`read_at`). Then the chunk forward runs on what the env
+            showed.
 The chunk forward starts from the chunk's start state, with gradients when training (TBPTT: the state is detached
 between chunks); it also applies the chunk's memory writes (block-recurrent memory), so acting and learning see the
 same memory. Memory reads and logits are computed at the steps scored in some lane only, which is all the loss and

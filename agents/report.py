@@ -38,7 +38,7 @@ def write_json_atomic(path: str | Path, data: dict) -> None:
 
 
 def final_metrics(trainer) -> dict:
-    """The numbers of DESIGN.md section 7 for a finished (or resumed-and-finished) run.
+    """The continual-learning numbers (README "Continual-learning metrics") of a finished (or resumed) run.
 
     Metrics that do not apply to an env are null: BWT/FWT/forgetting need >= 2 tasks, recall_by_delay needs an env
     that reports delays (NeedleRecall), accuracy_by_distance needs distances.

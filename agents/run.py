@@ -122,7 +122,7 @@ def _train(trainer, logger, config: dict, on_eval, bar) -> None:
 
 
 def log_eval(trainer, logger) -> dict:
-    """The evaluation scalars (DESIGN.md section 8 tags), written to TensorBoard and returned."""
+    """The evaluation scalars (README "TensorBoard" tags), written to TensorBoard and returned."""
     values = {f"eval/task_{j}/accuracy": a for j, a in trainer.last_eval.items()}
     values["eval/accuracy"] = mean_accuracy(trainer.last_eval.values())
     values |= {f"cl/{k}": v for k, v in trainer.continual_metrics().items()}

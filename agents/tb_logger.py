@@ -1,6 +1,6 @@
 """TensorBoard logging for the trainer: namespaced scalars, images, a custom-scalars layout and hparams.
 
-Tags follow DESIGN.md section 8 (`train/loss`, `eval/task_<j>/accuracy`, `cl/ACC`, `recall/accuracy_d<b>`,
+Tags as README "TensorBoard" lists them (`train/loss`, `eval/task_<j>/accuracy`, `cl/ACC`, `recall/accuracy_d<b>`,
 `memory/*`, `perf/tokens_per_s`). Everything goes into one run directory: hparams are written into the
 same event file (torch's `add_hparams` would open a second writer, and without run_name="." a second run).
 The read_* helpers read a run back (tests, and a quick look without the TensorBoard UI).

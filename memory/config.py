@@ -90,7 +90,7 @@ class MemoryConfig:
     store_top_k: int = 8  # memories retrieved per query
     store_metric: str = "cosine"  # cosine | ip (inner product: rank memories by the attention logit q.k)
     store_replace: float = 0.0  # drop lane entries after the same token with context cosine >= this (0: never)
-    store_threads: int = 1  # FAISS OpenMP threads (see DESIGN.md pitfalls)
+    store_threads: int = 1  # FAISS OpenMP threads (README: keep 1 where processes fork)
     # approximate indexes (store_index=ivf | hnsw), per store partition. IVF: lists (0 = 4 sqrt(store_capacity)),
     # lists searched per query (0 = max(8, lists / 64)); it takes over from exact search at 39 x lists entries.
     # HNSW: neighbours per node (M), search breadth (efSearch), entries before the graph takes over

@@ -1,6 +1,6 @@
 """Atomic save and checked load of the memory components' state dicts.
 
-`memory` may not import `agents` (DESIGN.md section 2), so the store and the cache share these two helpers
+`memory` may not import `agents` (it is usable on its own), so the store and the cache share these two helpers
 instead of the agents' checkpoint module. State dicts hold torch tensors and python scalars only, so they
 load with `torch.load(weights_only=True)`.
 """

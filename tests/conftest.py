@@ -1,5 +1,5 @@
 """Test-wide settings: pin thread counts so the suite behaves the same on every 2-core machine
-(FAISS's OpenMP and torch's intra-op pool otherwise fight over the cores; see DESIGN.md pitfalls)."""
+(FAISS's OpenMP and torch's intra-op pool otherwise fight over the cores; README "Threads on a busy machine")."""
 
 import os
 

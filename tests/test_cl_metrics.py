@@ -1,4 +1,5 @@
-"""Continual-learning metrics on hand-made accuracy matrices and blocks, plus property tests (DESIGN.md section 7)."""
+"""Continual-learning metrics on hand-made accuracy matrices and blocks, plus property tests
+(README "Continual-learning metrics")."""
 
 import numpy as np
 import pytest
@@ -137,7 +138,8 @@ def test_forgetting_is_non_negative_when_no_task_improves_by_the_end(R):
 
 
 def _section7(R, b):
-    """DESIGN.md section 7 verbatim on a square R without NaN: the reference for the sequential case."""
+    """The definition (README "Continual-learning metrics") verbatim on a square R without NaN: the reference for
+    the sequential case."""
     T = R.shape[0]
     if T == 1:
         return {"ACC": float(R[-1].mean()), "BWT": None, "FWT": None, "forgetting": None}

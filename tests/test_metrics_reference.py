@@ -1,4 +1,4 @@
-"""Every metric against an independent reference written from its definition (DESIGN.md section 7, README
+"""Every metric against an independent reference written from its definition (README
 "Continual-learning metrics" and "Memory metrics"), on random inputs: plain loops, no numpy tricks shared with
 the code under test."""
 

@@ -1,7 +1,7 @@
 """The trainer's metrics recomputed from what the env saw: a stub model that answers a known random half of the
 scored steps correctly, every step recorded at the env, and R, b, ACC/BWT/FWT/forgetting (final and the cl/*
 logged at each evaluation), forgetting curves, eval accuracy, accuracy by distance and recall by delay rebuilt
-from that record alone (DESIGN.md section 7; README "How a run works")."""
+from that record alone (README "Continual-learning metrics" and "How a run works")."""
 
 import math
 import time

@@ -1,4 +1,4 @@
-"""TBLogger writes DESIGN.md section 8 tags, images, the custom-scalars layout and hparams into one run."""
+"""TBLogger writes the README "TensorBoard" tags, images, the custom-scalars layout and hparams into one run."""
 
 import os
 
