@@ -28,6 +28,15 @@ def thread_count(text: str) -> int:
     return _number(text, int, lambda v: 1 <= v <= MAX_THREADS, f"an integer in [1, {MAX_THREADS}]")
 
 
+def lane_count(text: str) -> int:
+    """A script's --lanes: 1 .. MAX_LANES, the vector env's limit (train.lanes's too), so a measuring process that
+    would refuse it is never started."""
+    from envs.token_env import MAX_LANES
+
+    return _number(text, int, lambda v: 1 <= v <= MAX_LANES, f"an integer in [1, {MAX_LANES:,}] (the vector env's "
+                   "limit)")
+
+
 def non_negative_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 0, "an integer >= 0")
 

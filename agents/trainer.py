@@ -24,10 +24,10 @@ from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from agents.checkpoint_fields import check_env_files, check_trainer_fields, env_files, garbled
 from agents.checkpoint_tensors import check_lane_state, check_optimizer_state
 from agents.cl_metrics import AccuracyByKey, continual_metrics, env_schedule, run_distance_buckets, schedule_blocks
-from agents.config import ConfigError, memory_config
+from agents.config import ConfigError
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
 from agents.interrupts import interrupts_held
-from agents.models import ModelConfig, build_model
+from agents.models import build_agent
 from agents.objectives import reinforce_loss, supervised_loss
 from agents.threads import adopt_saved_threads
 from memory.metrics import SlotLifetimeTracker, slot_usage
@@ -53,10 +53,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.venv = make_vector_env(cfg.env.id, t.lanes, dict(cfg.env.kwargs))
         self.num_tasks = int(self.venv.num_tasks)
-        self.model_cfg = ModelConfig(vocab_size=int(self.venv.vocab_size), memory=memory_config(cfg),
-                                     **{k: cfg.model[k] for k in cfg.model})
-        self.model = build_model(cfg.agent.name, self.model_cfg).to(self.device)
-        self.model.allocate_memory(t.lanes)  # now: a store or cache too big fails before the run folder is made
+        # now: a store or cache too big fails before the run folder is made
+        self.model_cfg, self.model = build_agent(cfg, int(self.venv.vocab_size), self.device)
         # fused: one kernel over all parameters instead of ~12 ops per tensor (MemNet's 59 tensors: an update
         # 2.9 -> 0.8 ms on 2 CPU cores; the same AdamW arithmetic)
         with interrupts_held():  # it imports torch._dynamo (~2.5 s): a Ctrl+C inside that import ended the run by

@@ -110,13 +110,13 @@ def main() -> int:
     from agents.startup import threads_sleep_when_idle
 
     threads_sleep_when_idle()  # as agents.run does, before torch loads (here and in the runs it starts)
-    from agents.cli_args import non_negative_int, positive_int, thread_count
+    from agents.cli_args import lane_count, non_negative_int, positive_int, thread_count
     from agents.config import group_options
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="ContinualShift-v0")
     ap.add_argument("--episodes", type=positive_int, default=3)
-    ap.add_argument("--lanes", type=positive_int, default=16)
+    ap.add_argument("--lanes", type=lane_count, default=16)
     ap.add_argument("--threads", type=thread_count, default=2)
     ap.add_argument("--agents", default=",".join(AGENTS))
     ap.add_argument("--repeats", type=positive_int, default=1, help="rounds through the agents (median [min, max])")
@@ -139,9 +139,12 @@ def main() -> int:
                                  args.acting, tuple(json.loads(args.overrides)))))
         return 0
     runs = {agent: (agent, []) for agent in args.agents.split(",")}  # row -> (agent, overrides)
+    flags = {agent: f"--agents {agent}" for agent in runs}  # row -> the flag that asked for it
     for variant in args.variant:
-        name, overrides = parse_variant(ap, variant, args.env, set(runs))
-        runs[name] = ("memnet", overrides)
+        name, overrides = parse_variant(ap, variant, set(runs))
+        runs[name], flags[name] = ("memnet", overrides), f"--variant {variant!r}"
+    for row, (agent, overrides) in runs.items():  # before anything is measured: a row that would fail, its line now
+        check_row(ap, flags[row], agent, overrides, args)
     agents = list(runs)
     rounds = []  # one {row: result} per round
     for _ in range(max(1, args.repeats)):
@@ -180,14 +183,8 @@ def main() -> int:
     return 0
 
 
-def parse_variant(ap: argparse.ArgumentParser, text: str, env: str, taken: set[str]) -> tuple[str, list[str]]:
-    """`NAME:KEY=VALUE[,KEY=VALUE...]` -> (NAME, overrides), the overrides checked as `agents.run` checks them
-    (on MemNet with this env), so a bad one is the usage line here rather than a failure in a measuring process."""
-    from omegaconf import OmegaConf
-
-    from agents.benchmark_report import env_source
-    from agents.config import ConfigError, load_config
-
+def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tuple[str, list[str]]:
+    """`NAME:KEY=VALUE[,KEY=VALUE...]` -> (NAME, overrides); `check_row` then checks them as the trainer would."""
     name, sep, rest = text.partition(":")
     overrides = [o.strip() for o in re.split(r",(?![^\[]*\])", rest) if o.strip()]  # a [a,b] value is one
     if not sep or not name.strip() or not overrides or any("=" not in o for o in overrides):
@@ -198,12 +195,49 @@ def parse_variant(ap: argparse.ArgumentParser, text: str, env: str, taken: set[s
                  "--lanes, --threads and --acting); set that with the flag")
     if name in taken:
         ap.error(f"--variant {text!r}: the name {name!r} is taken; give each row its own")
-    try:
-        cfg = load_config([f"env={env}", "agent=memnet", *overrides])
-        env_source(env, OmegaConf.to_container(cfg.env.kwargs, resolve=True))  # env options: as the env builds them
-    except ConfigError as exc:
-        ap.error(f"--variant {text!r}: {exc}")
     return name, overrides
+
+
+def check_row(ap: argparse.ArgumentParser, label: str, agent: str, overrides: list[str], args: argparse.Namespace) \
+        -> None:
+    """What the trainer of a row's measuring process would refuse, refused here before anything is measured (it
+    failed there, after the rows before it had run for minutes): its config (on --env, --lanes, --threads,
+    --acting), the env options, the device (device=cuda without CUDA) and its model with the memory for --lanes
+    lanes, made once and dropped. `label` names the row's flag in the usage line."""
+    from omegaconf import OmegaConf
+
+    from agents.benchmark_report import env_source
+    from agents.cli_args import ALLOCATION_ERRORS, allocation_failure, does_not_fit
+    from agents.config import ConfigError, load_config
+
+    cfg = None
+    try:
+        cfg = load_config([f"env={args.env}", f"agent={agent}", f"train.lanes={args.lanes}",
+                           f"train.threads={args.threads}", f"train.acting={args.acting}", *overrides])
+        # env options: as the env builds them
+        source = env_source(args.env, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
+        model_fits(cfg, int(source.vocab_size))
+    except ConfigError as exc:
+        ap.error(f"{label}: {exc}")
+    except ALLOCATION_ERRORS as exc:
+        if cfg is None or not allocation_failure(exc):  # any other error is a bug: keep its traceback
+            raise
+        ap.error(f"{label}: {does_not_fit(cfg, exc, 'its model', 'lower them (train.lanes is --lanes)')}")
+
+
+def model_fits(cfg, vocab_size: int) -> None:
+    """The trainer's device and model, with the memory for train.lanes lanes, made and dropped: device=cuda without
+    CUDA raises its ConfigError, sizes that do not fit the allocator's error."""
+    import torch
+
+    from agents.models import build_agent
+    from agents.trainer import resolve_device
+
+    device = resolve_device(cfg.device)
+    model = build_agent(cfg, vocab_size, device)
+    del model
+    if device.type == "cuda":  # the measuring processes get the memory back
+        torch.cuda.empty_cache()
 
 
 def print_split(agents: list[str], rounds: list[dict]) -> None:

@@ -8,7 +8,8 @@ from tests.test_run import TINY_MODEL
 @pytest.mark.parametrize("script, args, message", [
     ("envs.py", ["--repeats", "0"], "argument --repeats: '0': must be an integer >= 1"),  # was StatisticsError
     ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a finite number > 0"),  # was 0 steps/s
-    ("envs.py", ["--lanes", "1000000000"], "argument --lanes: 1000000000: the vector env takes at most 65,536"),
+    # the env's own limit: refused after the table's header, with a traceback
+    ("envs.py", ["--lanes", "1000000000"], "argument --lanes: '1000000000': must be an integer in [1, 65,536]"),
     ("slots.py", ["--heads", "3"], "--heads=3: must be >= 1 and divide --dim 128"),  # was a traceback
     ("slots.py", ["--top-k", "500", "--slots", "8"], "--top-k 500: at most --slots (8)"),  # the header said k=500
     ("agents.py", ["--env", "Foo"], "--env Foo: not a memstream env; choose one of: "),  # was CalledProcessError
@@ -39,6 +40,39 @@ def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, ar
     path = Path(__file__).resolve().parents[1] / "benchmarks" / script
     done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--variant", "gpu:device=cuda"], "--variant 'gpu:device=cuda': device=cuda but no CUDA device is visible"),
+    # 224 TiB: beyond any machine's address space (agents.run's "does not fit in memory" line)
+    (["--variant", "big:memory.store_capacity=10000000000"], "--variant 'big:memory.store_capacity=10000000000': "
+     "its model does not fit in memory (an allocation of "),
+    # the variant's config was checked at 16 lanes, not --lanes: 32 x 128 memories per call, 2048 slots
+    (["--lanes", "128", "--variant", "shared:memory.store_scope=shared,memory.store_capacity=2048"],
+     "memory.store_capacity=2048: a chunk call writes up to 4096 memories"),
+    # the vector env's limit (train.lanes's): every measuring process failed on it
+    (["--lanes", "1000000000"], "argument --lanes: '1000000000': must be an integer in [1, 65,536]"),
+])
+def test_agent_throughput_refuses_a_row_that_would_fail_before_anything_is_measured(args, message):
+    """benchmarks/agents.py measured the rows before a bad one (minutes each), then failed in its measuring process
+    (exit 1, `error: measuring gpu failed: ...`): now the usage line at once, and no row is measured."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if "device=cuda" in message and _cuda_visible():
+        pytest.skip("CUDA is visible here: device=cuda is a valid variant")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
+    done = subprocess.run([sys.executable, str(path), "--agents", "transformer", "--episodes", "1", "--warmup", "0",
+                           "--threads", "1", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "measuring" not in done.stderr and done.stdout == ""  # no table: nothing was measured
 
 
 @pytest.mark.parametrize("acting", ["auto", "step"])
