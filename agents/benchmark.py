@@ -131,6 +131,10 @@ def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> l
             overrides = merge_overrides([f"env={env}", f"agent={v.agent}", "train.threads=1"], suite.overrides,
                                         spec.overrides, v.overrides, ["train.progress=false"], cli)
             cfg = load_config([*overrides, "seed=0"])
+            if cfg.device == "cuda":  # every run would start and fail on it (the trainer's check; torch: only here)
+                from agents.trainer import resolve_device
+
+                resolve_device(cfg.device)
             kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)  # plain lists: JSON and the env
             facts = {"window": int(cfg.model.window), "env_kwargs": kwargs, "chance": report.chance_level(env, kwargs)}
             probes = {}

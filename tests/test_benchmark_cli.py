@@ -42,6 +42,19 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
     assert not (tmp_path / "bench").exists()  # nothing starts before every config is valid
 
 
+def test_device_cuda_without_cuda_is_refused_before_any_run_starts(capsys, tmp_path):
+    """Every run started and failed on it (exit 1 at the end, each run's log saying why)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is visible here: device=cuda is valid")
+    argv = ["envs=LongDependency-v0", "agents=gru", "seeds=1", "workers=1", "device=cuda"]
+    assert benchmark.main([*argv, f"out={tmp_path / 'bench'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: device=cuda but no CUDA device is visible; use device=auto or device=cpu"
+    assert not (tmp_path / "bench").exists()  # no run started
+
+
 def write_suite(path, **fields):
     path.write_text(yaml.safe_dump(fields))
     return str(path)
