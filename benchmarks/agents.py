@@ -16,7 +16,8 @@ machine hits every agent alike; the cost ratio is the median of the rounds' own 
 Prints two Markdown tables: throughput, and where each agent's time goes (the trainer's own split: acting
 calls, chunk forwards with their memory writes, backward + optimiser step, and the rest: env and bookkeeping).
 Targets (issue 4): default MemNet >= 20,000 tokens/s and <= 1.5x the cost of the
-memory-free transformer.
+memory-free transformer, on ContinualShift-v0 at this script's defaults (16 lanes, --warmup 1, --acting auto): the
+verdict line judges that setting only, and elsewhere says the target is not judged.
 
 The "plain batches" column is the issue's reference point ("a 2-layer, width-128 transformer trains at about
 40,000 tokens/s here on plain batches"): after the timed episodes, the same model and optimiser train on random
@@ -44,6 +45,9 @@ AGENTS = ("memnet", "transformer", "lstm", "gru")
 FIXED_KEYS = ("env", "agent", "env.id", "agent.name", "train.lanes", "train.threads", "train.acting", "run_dir",
               "runs_root", "resume", "config")
 REPO = Path(__file__).resolve().parents[1]
+# the flags whose defaults are the setting issue 4's target is stated for (--threads, --episodes, --repeats: how it
+# is measured on this machine, not what)
+TARGET_SETTING = ("env", "lanes", "warmup", "acting")
 
 
 def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmup: int = 1,
@@ -176,11 +180,23 @@ def main() -> int:
         print(f"| {agent} | {rounds[0][agent]['params']:,} | {' | '.join(cells)} | {rss:.0f} |")
     print_split(agents, rounds)
     if "memnet" in agents and "transformer" in agents:
-        tps = statistics.median(r["memnet"]["tokens_per_s"] for r in rounds)
-        cost = statistics.median(r["transformer"]["tokens_per_s"] / r["memnet"]["tokens_per_s"] for r in rounds)
-        ok = tps >= 20_000 and cost <= 1.5
-        print(f"\ntarget (MemNet >= 20,000 tokens/s and <= 1.5x transformer): {'met' if ok else 'NOT met'}")
+        print(f"\n{target_line(ap, args, rounds)}")
     return 0
+
+
+def target_line(ap: argparse.ArgumentParser, args: argparse.Namespace, rounds: list[dict]) -> str:
+    """The issue-4 verdict, judged only on the setting the target is stated for: the default MemNet and transformer
+    on ContinualShift-v0 with this script's defaults (16 lanes, 1 warm-up episode, train.acting=auto). Elsewhere the
+    numbers measure another thing (NeedleRecall's tokens cost what they cost; step acting; a fuller store): the
+    line says the target is not judged, and why."""
+    target = "target (MemNet >= 20,000 tokens/s and <= 1.5x transformer)"
+    other = [f"--{key} {getattr(args, key)}" for key in TARGET_SETTING if getattr(args, key) != ap.get_default(key)]
+    if other:
+        default = ", ".join(f"--{key} {ap.get_default(key)}" for key in TARGET_SETTING)
+        return f"{target}: not judged here ({', '.join(other)}); it applies to the default setting ({default})"
+    tps = statistics.median(r["memnet"]["tokens_per_s"] for r in rounds)
+    cost = statistics.median(r["transformer"]["tokens_per_s"] / r["memnet"]["tokens_per_s"] for r in rounds)
+    return f"{target}: {'met' if tps >= 20_000 and cost <= 1.5 else 'NOT met'}"
 
 
 def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tuple[str, list[str]]:
