@@ -5,9 +5,11 @@ and writes the report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -46,17 +48,42 @@ def probe_command(job: Job, key: str, values: list) -> list[str]:
             f"env.kwargs.{key}={','.join(override_value(x) for x in values)}", f"out=probe_{key}.json"]
 
 
-def wait_child(proc: subprocess.Popen) -> tuple[int, float | None]:
+REAPS_ONCE = hasattr(os, "wait4") and hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+
+
+def wait_child(proc: subprocess.Popen, lock: threading.Lock | None = None) -> tuple[int, float | None]:
     """Exit code and CPU seconds (user + system) of a child process: the CPU time tells what a run costs on an idle
-    machine, whatever else ran beside it (wall time does not); os.wait4 reports it where it exists."""
-    if not hasattr(os, "wait4"):
+    machine, whatever else ran beside it (wall time does not); os.wait4 reports it, and only to the call that reaps
+    the child. So this is the only reaper: it waits for the end without reaping (WNOWAIT), then reaps under `lock`,
+    the lock `signal_child` signals under (None: no other thread signals it). (Popen.poll() in the timeout's check or
+    inside terminate() / kill() reaped a run that had just ended: its CPU time read 0.)"""
+    if not REAPS_ONCE:
         return proc.wait(), None
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except ChildProcessError:  # reaped by Popen.poll() inside a kill() from the timeout or Ctrl+C
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # blocks until it ends; still to be reaped
+        with lock or contextlib.nullcontext():
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+    except ChildProcessError:  # reaped elsewhere after all: its exit code is Popen's, its CPU time lost
         return proc.wait(), None
-    proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def signal_child(proc: subprocess.Popen, kill: bool = False) -> bool:
+    """SIGTERM (SIGKILL with `kill`) to a child still running, without reaping it (`wait_child` does, for its CPU
+    time); called under the lock `wait_child` reaps under, so the pid is still the child's. False if it had ended."""
+    if not REAPS_ONCE:
+        ended = proc.poll() is not None
+        if not ended:
+            (proc.kill if kill else proc.terminate)()
+        return not ended
+    try:
+        if proc.returncode is not None or os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+            return False  # ended: reaped, or a zombie that wait_child reaps
+        os.kill(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    except (ChildProcessError, ProcessLookupError):
+        return False
+    return True
 
 
 class Runner:
@@ -79,7 +106,7 @@ class Runner:
                                 (proc, ended, timed_out)) if deadline else None
         if timer is not None:
             timer.start()
-        code, cpu = wait_child(proc)
+        code, cpu = wait_child(proc, self.lock)
         ended.set()
         if timer is not None:
             timer.cancel()
@@ -99,16 +126,17 @@ class Runner:
         """The run's time is up: SIGTERM (agents.run ends as at Ctrl+C, its log says so and its last checkpoint is
         whole), and SIGKILL if it has not ended `grace_s` later. A plain SIGKILL left the log without a word."""
         with self.lock:
-            # a run already being stopped (Ctrl+C) or reaped (os.wait4 ran, `ended` not set yet: poll() finds the
-            # pid gone) is not one that timed out: a run that ended on its own at the deadline was labelled so
-            if ended.is_set() or proc not in self.live or self.stopping or proc.poll() is not None:
+            # a run already being stopped (Ctrl+C) or ended (reaped or about to be, `ended` not set yet) is not
+            # one that timed out: a run that ended on its own at the deadline was labelled so
+            if ended.is_set() or proc not in self.live or self.stopping:
+                return
+            if not signal_child(proc):
                 return
             timed_out.set()
-            proc.terminate()
         if not ended.wait(self.grace_s):
             with self.lock:
                 if not ended.is_set():
-                    proc.kill()
+                    signal_child(proc, kill=True)
 
     def run(self, job: Job) -> dict:
         job.run_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +170,7 @@ class Runner:
         with self.lock:
             self.stopping = True
             for proc in self.live:
-                (proc.kill if kill else proc.terminate)()
+                signal_child(proc, kill)
 
 
 def wind_down(runner: Runner, futures, grace_s: float = GRACE_S) -> None:

@@ -244,6 +244,29 @@ def test_a_run_that_ended_or_is_being_stopped_is_not_labelled_timed_out():
         sleeper.wait()
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "waitid"), reason="no os.waitid here: no CPU time at all")
+@pytest.mark.parametrize("stop", ["timeout", "ctrl-c", "ctrl-c kill"])
+def test_a_run_that_ended_as_the_timeout_or_a_ctrl_c_came_keeps_its_cpu_time(stop):
+    """The timer's check (Popen.poll()) or Ctrl+C's terminate() / kill() (which poll first) reaped a run that had
+    just ended, before wait_child's os.wait4: its CPU time, which only the reaping call gets, read 0."""
+    import os
+    import threading
+
+    runner = benchmark_runner.Runner(timeout_s=1.0, grace_s=0.1)
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    proc = subprocess.Popen([sys.executable, "-c", burn])
+    runner.live.add(proc)
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # it has ended, not reaped yet: the timer fires now
+    timed_out = threading.Event()
+    if stop == "timeout":
+        runner._time_out(proc, threading.Event(), timed_out)
+    else:
+        runner.stop(kill=stop == "ctrl-c kill")
+    code, cpu = benchmark_runner.wait_child(proc)  # (Runner._call passes its lock: no signal is sent meanwhile)
+    assert code == 0 and not timed_out.is_set()
+    assert cpu is not None and cpu >= 0.3  # at least its own busy loop's
+
+
 def test_a_preset_is_judged_by_no_target_and_results_say_so(tmp_path):
     """A preset was judged by its base env's targets (by the id's first word): LongDependency-Easy-v0, whose
     distances end at 64, read MISSED on "every bucket up to 1024", or met on buckets up to 64 only."""
