@@ -14,6 +14,7 @@ SECTIONS = ("model", "memory", "train", "env.kwargs")  # mappings of keys: set k
 _CONVERT = re.compile(r"Value '(?P<value>.*?)' (of type '\w+' )?could not be converted to (?P<type>Integer|Float)")
 _BOOL = re.compile(r"Value '(?P<value>.*?)' is not a valid bool")
 _NONE = re.compile(r"Incompatible value 'None' for field of type '(?P<type>\w+)'")  # key=null for a typed key
+_MERGE = re.compile(r"Cannot merge (?P<given>Dict|List)Config with (?P<kept>Dict|List)Config")  # {} for a list
 _TAKES = {"Integer": "a whole number", "Float": "a number"}
 _NAMED = {"int": "a whole number", "float": "a number", "bool": "a boolean", "str": "a text"}
 
@@ -49,6 +50,8 @@ def explain_hydra_error(exc: Exception, schema, env_options) -> str:
     """Hydra's first line, with the fix (syntax, unknown env and agent names: `check_overrides`, before Hydra).
     env_options() -> (env id, its option names): for an unknown env.kwargs.* key."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if text.startswith("Error merging override") and exc.__cause__ is not None:  # OmegaConf's reason, with its key
+        return one_line(exc.__cause__, schema)  # (`env.kwargs.distances={}` was "Error merging override ...")
     if text.startswith("Could not append to config"):  # +key=value for a key that is there
         return adds_existing(text.split("'")[1])
     if "Could not override" in text or "Key '" in text:
@@ -131,6 +134,9 @@ def type_reason(key: str, msg: str, schema) -> str | None:
         return f"{m['value']!r} is not a boolean; give {key}=true or {key}=false"
     if m := _NONE.search(msg):
         return f"null is not {_NAMED.get(m['type'], m['type'])}; give one, e.g. {key}={default}"
+    if m := _MERGE.search(msg):
+        given, kept = ("a mapping" if m[k] == "Dict" else "a list" for k in ("given", "kept"))
+        return f"{given} cannot replace its {kept[2:]}; give {kept} (`python -m agents.run --help` shows its value)"
     return None
 
 

@@ -61,3 +61,17 @@ def test_every_schema_section_is_a_dataclass_the_walk_expands():
     sections = [f.name for f in dataclasses.fields(RunSchema) if f.default_factory is not dataclasses.MISSING
                 and dataclasses.is_dataclass(f.default_factory)]
     assert sections == ["env", "agent", "model", "memory", "train"]
+
+
+_MAPPINGS = st.dictionaries(st.sampled_from(["a", "b", "k1"]), st.integers(0, 9), max_size=2).map(
+    lambda d: "{" + ",".join(f"{k}:{v}" for k, v in d.items()) + "}")
+
+
+@settings(max_examples=15, deadline=None)
+@given(mapping=_MAPPINGS, plus=st.sampled_from(["", "+"]))
+def test_a_mapping_for_a_list_option_is_one_line_naming_the_key(mapping, plus):
+    """env.kwargs.distances={} was Hydra's "Error merging override env.kwargs.distances={}": no reason, no fix."""
+    with pytest.raises(ConfigError) as err:
+        load_config(["env=LongDependency-v0", f"{plus}env.kwargs.distances={mapping}"])
+    assert str(err.value) == ("env.kwargs.distances: a mapping cannot replace its list; give a list "
+                              "(`python -m agents.run --help` shows its value)")
