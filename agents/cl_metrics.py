@@ -67,6 +67,13 @@ def env_schedule(env) -> tuple[np.ndarray, np.ndarray, int] | None:
     return *schedule_blocks(schedule), len(schedule)
 
 
+def accuracy_shape(env) -> tuple[int, int]:
+    """(K, T): the shape of a run's accuracy matrix R on `env` (one row per training block of its schedule, one
+    without a schedule; one column per task), which a checkpoint's R must have to be restored on it."""
+    sched = env_schedule(env)
+    return 1 if sched is None else len(sched[1]), int(env.num_tasks)
+
+
 def _check_matrix(R, tasks=None) -> _Blocks:
     """Validate R (and the block tasks) and return R as float64 with each task's first and last block."""
     try:

@@ -69,6 +69,7 @@ from agents.evaluate_args import (  # noqa: F401  (EVAL_MEMORY_KEYS, override_gr
 )
 from agents.interrupts import interrupt
 from agents.report import mean_accuracy, measured, scored, with_count
+from agents.run_config import override_spelling
 from agents.threads import threads_note
 from memory.cache_cold_dirs import ColdTierError
 from memory.config import MAX_THREADS
@@ -189,14 +190,29 @@ def evaluation_config(body: dict, checkpoint: Path, device: str | None, env_kwar
 
 def check_sweep(cmd) -> None:
     """Each evaluation of a sweep (`cmd.grid`) as `evaluate` checks it before it runs, its env built with one lane:
-    a setting refused is one ConfigError line before any evaluation (each takes seconds to minutes)."""
+    a setting refused is one ConfigError line before any evaluation (each takes seconds to minutes), and so is an
+    env whose vocabulary or task schedule the checkpoint's weights and accuracy matrix cannot be restored on (its
+    restore refused it only after the evaluations before it had run, and they were lost)."""
+    from agents.cl_metrics import accuracy_shape
     from agents.episodes import make_vector_env
 
     checkpoint = Path(cmd.checkpoint).expanduser().resolve()
     body = load_checkpoint(checkpoint, purpose="evaluate")
+    own = evaluation_config(body, checkpoint, cmd.device, None, None, cmd.threads)
+    venv = make_vector_env(own.env.id, 1, dict(own.env.kwargs))
+    trained = venv.vocab_size, accuracy_shape(venv)
+    venv.close()
     for env_kwargs, memory in cmd.grid:
         cfg = evaluation_config(body, checkpoint, cmd.device, env_kwargs, memory, cmd.threads)
-        make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs)).close()
+        venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
+        here = venv.vocab_size, accuracy_shape(venv)
+        venv.close()
+        if here != trained:
+            shown = " ".join(f"env.kwargs.{k}={override_spelling(v)}" for k, v in env_kwargs.items())
+            raise ConfigError(f"{shown}: the run was trained on vocab_size={trained[0]} with {trained[1][0]} "
+                              f"training block(s) of {trained[1][1]} task(s), this env has vocab_size={here[0]} and "
+                              f"{here[1][0]} of {here[1][1]}; its weights and accuracy matrix cannot be restored on "
+                              "it: keep vocab_size and the task schedule (num_tasks, revisit)")
 
 
 def cold_tier_line(exc: ColdTierError) -> str:

@@ -23,7 +23,7 @@ import torch
 from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint, load_model_weights, save_checkpoint
 from agents.checkpoint_fields import check_env_files, check_trainer_fields, env_files, garbled
 from agents.checkpoint_tensors import check_lane_state, check_optimizer_state
-from agents.cl_metrics import AccuracyByKey, continual_metrics, env_schedule, run_distance_buckets, schedule_blocks
+from agents.cl_metrics import AccuracyByKey, accuracy_shape, continual_metrics, env_schedule, run_distance_buckets
 from agents.config import ConfigError
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
 from agents.interrupts import interrupts_held
@@ -77,8 +77,8 @@ class Trainer:
         self.saved_threads: int | None = None  # the torch thread count of a restored checkpoint's run
         # one row of R per training block (a run of consecutive episodes on one task), not per task: a schedule
         # that revisits tasks (0, 1, 0, 1) would otherwise overwrite its first pass (cl_metrics' docstring)
-        self.block_starts, self.block_tasks = sched[:2] if sched is not None else schedule_blocks([0])  # 1 block
-        self.R = np.full((len(self.block_tasks), self.num_tasks), np.nan)  # (K, T)
+        self.block_starts, self.block_tasks = sched[:2] if sched is not None else (np.zeros(1, np.int64),) * 2  # one
+        self.R = np.full(accuracy_shape(self.venv), np.nan)  # (K, T)
         self.b = np.full(self.num_tasks, np.nan)
         self.curves: dict[int, list[tuple[int, float]]] = {j: [] for j in range(self.num_tasks)}
         self.task_boundaries: list[int] = []

@@ -328,3 +328,24 @@ def test_the_default_out_from_a_subfolder_is_taken_by_its_words_not_where_a_link
     check_out_file("eval.json", run_dir, run_dir / "checkpoints" / "last.pt")  # accepted, as from the run folder
     with pytest.raises(ConfigError, match=r"^out='\.\./up\.json': a relative out= is taken inside the run folder"):
         check_out_file("../up.json", run_dir, run_dir / "checkpoints" / "last.pt")
+
+
+@pytest.mark.parametrize("sweep, message", [
+    (["env.kwargs.vocab_size=256,300"], "env.kwargs.vocab_size=300: the run was trained on vocab_size=256 with 2 "
+     "training block(s) of 2 task(s), this env has vocab_size=300 and 2 of 2"),
+    (["env.kwargs.num_tasks=2,3"], "env.kwargs.num_tasks=3: the run was trained on vocab_size=256 with 2 training "
+     "block(s) of 2 task(s), this env has vocab_size=256 and 3 of 3"),
+    (["env.kwargs.revisit=false,true"], "env.kwargs.revisit=true: the run was trained on vocab_size=256 with 2 "
+     "training block(s) of 2 task(s), this env has vocab_size=256 and 4 of 2")])
+def test_a_sweep_value_the_checkpoint_cannot_be_restored_on_is_refused_before_any_evaluation(
+        memnet_run, capsys, monkeypatch, sweep, message):
+    """The restore refused vocab_size=300 (its weights) or num_tasks=3 (its accuracy matrix) only once the sweep's
+    earlier evaluations had run, and their results were lost with the one line."""
+    def ran(*args, **kwargs):
+        raise AssertionError("an evaluation ran before the sweep's last value was refused")
+
+    monkeypatch.setattr(evaluate, "evaluate", ran)
+    files = _files(memnet_run)
+    assert evaluate.main([f"checkpoint={memnet_run}", "out=sweep_refused.json", *sweep]) == 2
+    refused(capsys, message)
+    assert _files(memnet_run) == files
