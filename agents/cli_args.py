@@ -212,6 +212,16 @@ def allocation_failure(exc: BaseException) -> bool:
 def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix: str = "lower them") -> str:
     """One line for an allocation failure of `what`: how much was asked (when the error says), the config's sizes
     with their values (the keys to lower) and `fix`."""
+    keys = ["train.lanes", "model.dim", "model.layers", "model.window", "model.mlp_ratio"]
+    if cfg.agent.name == "memnet":  # the memory's sizes exist only in MemNet (a store only with memory.store)
+        keys += ["memory.slots"] + (["memory.store_capacity", "memory.cache_hot", "memory.cache_warm",
+                                     "memory.cache_cold"] if cfg.memory.store else [])
+    sizes = ", ".join(f"{k}={OmegaConf.select(cfg, k)}" for k in keys)
+    return f"{what} does not fit in memory ({allocation_reason(exc)}) with the sizes {sizes}; {fix}"
+
+
+def allocation_reason(exc: BaseException) -> str:
+    """What an allocation failure asked for: `an allocation of 37.3 GiB failed` when the error says how much."""
     from memory.metrics import format_bytes  # here: at module level it imported torch into every command-line
     # parser (benchmarks/envs.py, which needs no torch, took 4 s to refuse a bad argument)
 
@@ -219,14 +229,19 @@ def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix
     in_bytes = re.search(r"allocate (\d+) bytes", text)  # torch's words; numpy's: "Unable to allocate 2.18 PiB"
     in_units = re.search(r"allocate ([\d.]+ ?[KMGTPE]?i?B)\b", text)
     size = format_bytes(int(in_bytes[1])) if in_bytes else in_units[1].replace(". ", " ") if in_units else None
-    keys = ["train.lanes", "model.dim", "model.layers", "model.window", "model.mlp_ratio"]
-    if cfg.agent.name == "memnet":  # the memory's sizes exist only in MemNet (a store only with memory.store)
-        keys += ["memory.slots"] + (["memory.store_capacity", "memory.cache_hot", "memory.cache_warm",
-                                     "memory.cache_cold"] if cfg.memory.store else [])
-    sizes = ", ".join(f"{k}={OmegaConf.select(cfg, k)}" for k in keys)
-    why = (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
-           if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
-    return f"{what} does not fit in memory ({why}) with the sizes {sizes}; {fix}"
+    return (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
+            if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
+
+
+def measured_or_usage(parser: argparse.ArgumentParser, measure, lower: str, what: str = ""):
+    """`measure()` of a benchmark script (benchmarks/*.py); sizes past this machine's memory are the parser's usage
+    line (exit 2) naming the flags to `lower`, not numpy's or torch's traceback. `what`: the section measured."""
+    try:
+        return measure()
+    except ALLOCATION_ERRORS as exc:
+        if not allocation_failure(exc):  # any other error is a bug: keep its traceback
+            raise
+        parser.error(f"{what}does not fit in memory ({allocation_reason(exc)}); lower {lower}")
 
 
 NAME_MAX, PATH_MAX = 255, 4095  # bytes in one file name and in a whole path (Linux's limits; macOS has these too)

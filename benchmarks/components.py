@@ -41,7 +41,7 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from agents.cli_args import positive_int, thread_count  # noqa: E402
+from agents.cli_args import measured_or_usage, positive_int, thread_count  # noqa: E402
 from agents.config import load_config, memory_config  # noqa: E402
 from agents.controller import window_mask  # noqa: E402
 from agents.startup import run_script  # noqa: E402
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=thread_count, default=2)
     p.add_argument("--repeats", type=positive_int, default=30, help="timed rounds (3 warm-up rounds before them)")
     args = p.parse_args(argv)
-    shapes, rows = run(args)
+    shapes, rows = measured_or_usage(p, lambda: run(args), "--lanes")  # was torch's traceback
     print(f"Memory components at MemNet's ContinualShift-v0 shapes: {shapes}; torch {torch.__version__}, "
           f"{args.threads} threads\n")
     print("| component | setting | transformer layer ms | component ms | component / layer |")

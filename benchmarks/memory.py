@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents.cli_args import allocation_failure, non_negative_int, positive_int, thread_count  # noqa: E402
+from agents.cli_args import measured_or_usage, non_negative_int, positive_int, thread_count  # noqa: E402
 from agents.startup import run_script  # noqa: E402
 from memory.cache import TieredKVCache  # noqa: E402
 from memory.config import ivf_lists_for  # noqa: E402
@@ -262,13 +262,8 @@ def main() -> None:
     }
     for name, (title, rows) in sections.items():
         if args.only in (None, name):
-            try:
-                print(table(title, rows(args, rng)))
-            except Exception as exc:  # sizes past this machine's memory: one line, not numpy's traceback
-                if not allocation_failure(exc):
-                    raise
-                p.error(f"{name}: does not fit in memory ({str(exc).splitlines()[0]}); lower --entries, --dim, "
-                        "--value-dim or --cache-entries")
+            lower = "--entries, --dim, --value-dim or --cache-entries"
+            print(table(title, measured_or_usage(p, lambda rows=rows: rows(args, rng), lower, f"{name}: ")))
 
 
 if __name__ == "__main__":

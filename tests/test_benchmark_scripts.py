@@ -22,7 +22,11 @@ from tests.test_run import TINY_MODEL
     ("agents.py", ["--variant", "x:env.kwargs.num_tasks=[1,2]"], "env.kwargs.num_tasks"),
     ("memory.py", ["--entries", "x"], "argument --entries: 'x' is not an integer >= 1"),
     # numpy's _ArrayMemoryError traceback (46.6 TiB)
-    ("memory.py", ["--entries", "100000000000", "--only", "exact"], "exact: does not fit in memory (Unable to "),
+    ("memory.py", ["--entries", "100000000000", "--only", "exact"], "exact: does not fit in memory (an allocation of "),
+    # torch's "DefaultCPUAllocator: can't allocate memory" traceback
+    ("slots.py", ["--chunk", "100000000", "--repeats", "1"], "error: does not fit in memory (an allocation of 35.5 PiB "
+     "failed); lower --lanes, --slots, --dim or --chunk"),
+    ("components.py", ["--lanes", "100000000", "--repeats", "1"], "error: does not fit in memory (an allocation of "),
     ("agents.py", ["--variant", "slots=0"], "--variant 'slots=0': write NAME:KEY=VALUE[,KEY=VALUE...]"),
     ("agents.py", ["--variant", "x:memory.slot=0"], "unknown config key 'memory.slot'"),  # checked before measuring
     ("agents.py", ["--variant", "gru:memory.slots=0"], "the name 'gru' is taken"),
