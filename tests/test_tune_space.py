@@ -105,9 +105,15 @@ def test_space_entries_are_checked():
     for spec, message in [({"loguniform": [0.0, 1.0]}, "log range needs low > 0"),
                           ({"uniform": [1.0, 1.0]}, "low must be < high"), ({"grid": []}, "non-empty list"),
                           ({"normal": [0, 1]}, "unknown kind 'normal'"), ({"uniform": [1]}, r"\[low, high\]"),
-                          ([16, 64], "one {kind: \\[args\\]}")]:
+                          ([16, 64], "one {kind: \\[args\\]}"),
+                          ({"grid": [16, 64, 16]}, r"16 is listed twice .* list each value once"),
+                          ({"grid": [[1, 2], [1, 2]]}, r"\[1, 2\] is listed twice"),
+                          ({"grid": [None, 8, None]}, "None is listed twice")]:
         with pytest.raises(ConfigError, match=message):
             check_space_entry("memory.slots", spec)
+    # a choice may repeat a value (drawn more often); null is a value a grid can list once
+    assert check_space_entry("k", {"choice": [16, 16, 64]}) == {"choice": [16, 16, 64]}
+    assert check_space_entry("k", {"grid": [None, 8]}) == {"grid": [None, 8]}
     with pytest.raises(ConfigError, match="write <kind>:\\[values\\]"):
         parse_space_value("memory.slots", "16,64")
 
