@@ -198,21 +198,35 @@ def check_sweep(cmd) -> None:
 
     checkpoint = Path(cmd.checkpoint).expanduser().resolve()
     body = load_checkpoint(checkpoint, purpose="evaluate")
-    own = evaluation_config(body, checkpoint, cmd.device, None, None, cmd.threads)
-    venv = make_vector_env(own.env.id, 1, dict(own.env.kwargs))
-    trained = venv.vocab_size, accuracy_shape(venv)
-    venv.close()
+    trained = trained_shapes(body)
     for env_kwargs, memory in cmd.grid:
         cfg = evaluation_config(body, checkpoint, cmd.device, env_kwargs, memory, cmd.threads)
         venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
-        here = venv.vocab_size, accuracy_shape(venv)
+        here = int(venv.vocab_size), accuracy_shape(venv)
         venv.close()
-        if here != trained:
+        # (the run's own env, as in a sweep over memory.* alone: the restore's own line for a checkpoint whose R
+        # does not fit it, e.g. a revisiting run saved before R had a row per block)
+        if trained is not None and env_kwargs and here != trained:
             shown = " ".join(f"env.kwargs.{k}={override_spelling(v)}" for k, v in env_kwargs.items())
             raise ConfigError(f"{shown}: the run was trained on vocab_size={trained[0]} with {trained[1][0]} "
                               f"training block(s) of {trained[1][1]} task(s), this env has vocab_size={here[0]} and "
                               f"{here[1][0]} of {here[1][1]}; its weights and accuracy matrix cannot be restored on "
                               "it: keep vocab_size and the task schedule (num_tasks, revisit)")
+
+
+def trained_shapes(body: dict) -> tuple[int, tuple[int, int]] | None:
+    """(vocab_size, (K, T) of R) as the checkpoint holds them, which its restore needs the env to match: read from
+    its weights and accuracy matrix, not from the run's env made again (its haystack_path may be gone, the very case
+    a sweep over env.kwargs.haystack_path is for). None where they are not plain (the restore names the fault)."""
+    try:
+        R = body["trainer"]["R"]
+        vocab = int(body["model"]["embed.weight"].shape[0])
+        if not isinstance(R, list) or not R or not all(isinstance(row, list) for row in R) \
+                or len({len(row) for row in R}) > 1:
+            return None
+        return vocab, (len(R), len(R[0]))
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return None
 
 
 def cold_tier_line(exc: ColdTierError) -> str:

@@ -349,3 +349,21 @@ def test_a_sweep_value_the_checkpoint_cannot_be_restored_on_is_refused_before_an
     assert evaluate.main([f"checkpoint={memnet_run}", "out=sweep_refused.json", *sweep]) == 2
     refused(capsys, message)
     assert _files(memnet_run) == files
+
+
+def test_a_sweep_over_haystack_files_runs_when_the_runs_own_file_is_gone(tmp_path, capsys):
+    """check_sweep made the run's own env again to learn its vocab and schedule: with its haystack file moved, the
+    sweep over copies (the fix check_env_files names) was refused on the old path, which it did not use."""
+    words = " ".join(["alpha", "beta", "gamma", "delta", "epsilon"] * 400)
+    trained, copy, other = tmp_path / "trained.txt", tmp_path / "copy.txt", tmp_path / "other.txt"
+    trained.write_text(words)
+    copy.write_text(words)
+    other.write_text(words[::-1])
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("NeedleRecall-v0", "memnet", run_dir, "train.episodes=1",
+                         f"env.kwargs.haystack_path={trained}")) == 0
+    trained.unlink()
+    capsys.readouterr()
+    assert evaluate.main([f"checkpoint={run_dir}", f"env.kwargs.haystack_path={copy},{other}",
+                          "out=sweep.json"]) == 0, capsys.readouterr().err
+    assert len(json.loads((run_dir / "sweep.json").read_text())["evaluations"]) == 2
