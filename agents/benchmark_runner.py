@@ -58,7 +58,7 @@ def wait_child(proc: subprocess.Popen, lock: threading.Lock | None = None) -> tu
     the lock `signal_child` signals under (None: no other thread signals it). (Popen.poll() in the timeout's check or
     inside terminate() / kill() reaped a run that had just ended: its CPU time read 0.)"""
     if not REAPS_ONCE:
-        return proc.wait(), None
+        return wait_reaping(proc)
     try:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # blocks until it ends; still to be reaped
         with lock or contextlib.nullcontext():
@@ -66,6 +66,19 @@ def wait_child(proc: subprocess.Popen, lock: threading.Lock | None = None) -> tu
             proc.returncode = os.waitstatus_to_exitcode(status)
     except ChildProcessError:  # reaped elsewhere after all: its exit code is Popen's, its CPU time lost
         return proc.wait(), None
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def wait_reaping(proc: subprocess.Popen) -> tuple[int, float | None]:
+    """wait_child where os.waitid is missing (macOS before Python 3.13, Windows): os.wait4 where it exists, whose
+    CPU time is lost only to a run that signal_child's poll() reaped first (its exit code is then Popen's)."""
+    if not hasattr(os, "wait4"):
+        return proc.wait(), None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, usage.ru_utime + usage.ru_stime
 
 

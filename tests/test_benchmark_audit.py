@@ -267,6 +267,22 @@ def test_a_run_that_ended_as_the_timeout_or_a_ctrl_c_came_keeps_its_cpu_time(sto
     assert cpu is not None and cpu >= 0.3  # at least its own busy loop's
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "wait4"), reason="no os.wait4 here: no CPU time at all")
+def test_a_run_keeps_its_cpu_time_where_there_is_wait4_but_no_waitid(monkeypatch):
+    """Where os.waitid is missing but os.wait4 is not (macOS before Python 3.13), wait_child fell back to
+    Popen.wait(): every run's cpu_s read 0, where os.wait4 had given it before."""
+    monkeypatch.setattr(benchmark_runner, "REAPS_ONCE", False)
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    proc = subprocess.Popen([sys.executable, "-c", burn])
+    code, cpu = benchmark_runner.wait_child(proc)
+    assert code == 0 and proc.returncode == 0
+    assert cpu is not None and cpu >= 0.3
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert benchmark_runner.signal_child(sleeper)  # its fallback: Popen's terminate
+    code, _ = benchmark_runner.wait_child(sleeper)
+    assert code == -15 and not benchmark_runner.signal_child(sleeper)
+
+
 def test_a_preset_is_judged_by_no_target_and_results_say_so(tmp_path):
     """A preset was judged by its base env's targets (by the id's first word): LongDependency-Easy-v0, whose
     distances end at 64, read MISSED on "every bucket up to 1024", or met on buckets up to 64 only."""
