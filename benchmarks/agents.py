@@ -242,18 +242,17 @@ def check_row(ap: argparse.ArgumentParser, label: str, agent: str, overrides: li
 
 
 def model_fits(cfg, vocab_size: int) -> None:
-    """The trainer's device and model, with the memory for train.lanes lanes, made and dropped: device=cuda without
-    CUDA raises its ConfigError, sizes that do not fit the allocator's error."""
+    """The trainer's device check and model, with the memory for train.lanes lanes, made and dropped: device=cuda
+    without CUDA raises its ConfigError, sizes that do not fit the allocator's error. The model is made on the CPU
+    (where the store and cache live on any device): on a GPU it held a CUDA context in this process all along,
+    beside the measuring ones."""
     import torch
 
     from agents.models import build_agent
     from agents.trainer import resolve_device
 
-    device = resolve_device(cfg.device)
-    model = build_agent(cfg, vocab_size, device)
-    del model
-    if device.type == "cuda":  # the measuring processes get the memory back
-        torch.cuda.empty_cache()
+    resolve_device(cfg.device)
+    build_agent(cfg, vocab_size, torch.device("cpu"))  # dropped at once
 
 
 def print_split(agents: list[str], rounds: list[dict]) -> None:
