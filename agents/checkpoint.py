@@ -46,9 +46,15 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     try:
         atomic_torch_save({"format": FORMAT, "version": CHECKPOINT_VERSION, **payload}, path)
     except OSError as exc:  # a full disk mid-run: one line; resume= continues from the checkpoint kept
-        then = (f"continue with resume={run_dir_of(Path(path).parent)}" if Path(path).is_file() else
-                "start the run again (no checkpoint was written before)")
-        raise CheckpointError(f"checkpoint: {exc}; then {then}") from None
+        raise CheckpointError(f"checkpoint: {exc}; then {how_to_continue(run_dir_of(Path(path).parent))}") from None
+
+
+def how_to_continue(run_dir: Path) -> str:
+    """What to do once a write into a run folder failed (a full disk): resume= from its last checkpoint, which the
+    failed write kept (written atomically), or start again where none was written yet."""
+    if (Path(run_dir) / "checkpoints" / "last.pt").is_file():
+        return f"continue with resume={run_dir}"
+    return "start the run again (no checkpoint was written before)"
 
 
 _UNREADABLE = {"resume": "resume from another run or start afresh",  # damaged, incomplete

@@ -20,6 +20,7 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotli
     if (_answer := early_answer(sys.argv[1:])) is not None:
         finish(_answer)
 
+import errno  # noqa: E402
 import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import time  # noqa: E402
 from contextlib import suppress  # noqa: E402
@@ -27,7 +28,7 @@ from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from agents.checkpoint import CheckpointError  # noqa: E402
+from agents.checkpoint import CheckpointError, how_to_continue  # noqa: E402
 from agents.cli_args import inert_note, override_key  # noqa: E402
 from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
@@ -36,6 +37,11 @@ from agents.run_config import config_for, help_answer  # noqa: E402
 from agents.run_lock import RunLocks  # noqa: E402
 from agents.threads import threads_note  # noqa: E402
 from memory.cache_cold_dirs import ColdTierError  # noqa: E402
+from memory.persist import free_there  # noqa: E402
+
+# a write that failed for want of room or rights (not a bug): the run's files that are not its checkpoint
+# (config.yaml, metrics.json, plots, TensorBoard's event file) were a traceback and exit 1
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def new_run_dir(cfg, create: bool = False) -> Path:
@@ -237,6 +243,12 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             raise
         again = _keeps_sizes(run_dir) if resume_dir is not None else ""
         print(f"error: {does_not_fit(cfg, exc)}{again}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the checkpoint's write says so itself (CheckpointError); this is every other file's
+        if exc.errno not in WRITE_FAILURES or run_dir is None or not run_dir.is_dir():
+            raise
+        print(f"error: cannot write {exc.filename or run_dir} ({exc.strerror}; {free_there(run_dir)}): free space "
+              f"(or make the folder writable), then {how_to_continue(run_dir)}", file=sys.stderr)
         return 2
     finally:  # a run stopped early: the points it logged reach its event file (the writer's thread dies with us)
         if logger is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from numbers import Real
@@ -20,6 +21,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.summary.writer import event_file_writer
 from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
@@ -28,6 +30,19 @@ from agents.interrupts import interrupts_held
 from agents.plots import figure_to_array
 
 CL_TAGS = ("cl/ACC", "cl/BWT", "cl/FWT", "cl/forgetting")
+_THREAD_HOOK = threading.excepthook
+
+
+def _writer_thread_failures_raised_by_the_caller(args) -> None:
+    """threading.excepthook: TensorBoard's writer thread keeps the OSError it dies of (a full disk) and raises it in
+    the caller's next write or flush, where the run reports it in one line; its own traceback is not printed
+    as well (it came before that line). Every other thread's error is the previous hook's."""
+    if isinstance(args.thread, event_file_writer._AsyncWriterThread) and issubclass(args.exc_type, OSError):
+        return
+    _THREAD_HOOK(args)
+
+
+threading.excepthook = _writer_thread_failures_raised_by_the_caller
 
 
 def eval_accuracy_tag(task: int) -> str:

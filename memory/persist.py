@@ -103,7 +103,11 @@ def _atomic_path(path: Path):
     writers left are removed (`remove_dead_writers_temp_files`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_writers_temp_files(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER_TAG}-{os.getpid()}.", suffix=TEMP_SUFFIX)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER_TAG}-{os.getpid()}.",
+                                   suffix=TEMP_SUFFIX)
+    except OSError as exc:  # a read-only disk, no inode left: named by the file being written, as below
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
     os.close(fd)
     try:
         yield tmp
@@ -114,11 +118,24 @@ def _atomic_path(path: Path):
             os.close(fd)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename != os.fspath(path):
+            # the temp file's name in the error, or none (a flush's ENOSPC): name the file being written instead
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
         raise
     _sync_folder(path.parent)
+
+
+def free_there(folder: str | os.PathLike) -> str:
+    """How much a folder's disk has free, as a message phrase ("3.2 MiB free there")."""
+    from memory.metrics import format_bytes  # here: memory.metrics imports the modules that import this one
+
+    try:
+        return f"{format_bytes(shutil.disk_usage(folder).free)} free there"
+    except OSError:
+        return "its folder cannot be read"
 
 
 def _sync_folder(folder: Path) -> None:
@@ -192,12 +209,7 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
             raise OSError(f"cannot write {path} ({why}): {_not_a_file_path(Path(path))}; the file there before is "
                           "kept") from None
-        from memory.metrics import format_bytes  # here: memory.metrics imports the modules that import this one
-
-        try:
-            free = f"{format_bytes(shutil.disk_usage(Path(path).parent).free)} free there"
-        except OSError:
-            free = "its folder cannot be read"
+        free = free_there(Path(path).parent)
         raise OSError(f"cannot write {path} ({why}; {free}); the file there before is kept: free space (or fix the "
                       "folder's permissions) and retry") from None
 

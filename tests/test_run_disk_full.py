@@ -1,0 +1,82 @@
+"""A disk that fills (or a write that fails) while a run writes the files beside its checkpoint: config.yaml,
+metrics.json, plots, TensorBoard's event file. Each was a traceback and exit 1; now one line naming the file and
+the free space, exit 2, and the checkpoint kept, so resume= writes them again. The ENOSPC is simulated, so these
+run without root (a small tmpfs showed the same)."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from agents import run
+from agents.checkpoint import load_checkpoint
+from tests.test_run import tiny
+
+
+def _full_disk_at(monkeypatch, name: str) -> None:
+    """os.replace onto a file called `name` fails as on a full disk (the atomic writers' last step)."""
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if os.fspath(dst).endswith(name):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "accuracy_matrix.png"])
+def test_a_full_disk_at_the_report_is_one_line_and_resume_writes_it(tmp_path, capsys, monkeypatch, name):
+    run_dir = tmp_path / "run"
+    _full_disk_at(monkeypatch, name)
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=2", "train.checkpoint_every=1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write {run_dir}/") and f"/{name} (No space left on device; " in err
+    assert err.endswith(f"then continue with resume={run_dir}") and "\n" not in err, err
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["episode"] == 2
+    assert not list(run_dir.rglob("*.tmp")), "the failed write's temp file was left"
+    monkeypatch.undo()
+    assert run.main([f"resume={run_dir}", "train.progress=false"]) == 0
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "plots" / "accuracy_matrix.png").is_file()
+
+
+def test_a_full_disk_under_tensorboard_s_writer_is_one_line_without_its_thread_s_traceback(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """TensorBoard writes in a thread: it printed its own traceback ("Exception in thread ...") and the run's
+    next flush raised the error again, a second traceback."""
+    from tensorboard.summary.writer import record_writer
+
+    real, calls = record_writer.RecordWriter.write, []
+
+    def write(self, data):
+        calls.append(1)
+        if len(calls) > 40:  # past the first checkpoint's points
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=3", "train.checkpoint_every=1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write {run_dir}") and "(No space left on device; " in err, err
+    assert "Traceback" not in err and "\n" not in err, err
+
+
+def test_the_writer_thread_s_own_traceback_is_left_to_the_caller_s_line(monkeypatch):
+    """(pytest puts its own threading.excepthook in place during a test, so the run above cannot show it.)"""
+    import threading
+
+    from tensorboard.summary.writer import event_file_writer
+
+    from agents import tb_logger
+
+    seen = []
+    monkeypatch.setattr(tb_logger, "_THREAD_HOOK", seen.append)
+    writer_thread = event_file_writer._AsyncWriterThread(None, None, 120)
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    for thread, exc in ((writer_thread, full), (threading.Thread(), full), (writer_thread, ValueError("bug"))):
+        tb_logger._writer_thread_failures_raised_by_the_caller(
+            threading.ExceptHookArgs([type(exc), exc, None, thread]))
+    assert [(args.thread is writer_thread, args.exc_type) for args in seen] == [(False, OSError), (True, ValueError)]
