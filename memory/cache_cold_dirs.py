@@ -7,6 +7,7 @@ dir (containers) a pid says nothing, and a live process's folder must never go (
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -131,14 +132,40 @@ class ColdTierError(OSError):
 
 
 def map_cold_file(path: Path, shape: tuple[int, int, int]) -> np.memmap:
-    """A new float32 memmap of `shape` (cold entries, H, dk + d) at `path`. The file is sparse, so the disk fills only
-    as entries are written; a disk that fills under a mapping kills the process with SIGBUS, without a word or a
-    checkpoint, so a tier that could not be held in full is refused now, in one line."""
+    """A new float32 memmap of `shape` (cold entries, H, dk + d) at `path`, its disk space reserved in full
+    (posix_fallocate). A disk that fills under a mapping kills the process with SIGBUS, without a word or a
+    checkpoint: the file was sparse, checked against the free space but holding none of it, so a checkpoint, a
+    second run or anything else filling the disk later killed the run at its next cold write (exit 135). A tier that
+    cannot be held in full is refused now, in one line. Where the file system cannot reserve (no posix_fallocate:
+    not Linux; EOPNOTSUPP) the file stays sparse, checked against the free space only."""
     need, folder = int(np.prod(shape, dtype=np.float64)) * 4, Path(path).parent
     free = shutil.disk_usage(folder).free
     if need > free:
         raise ColdTierError(folder, shape[0], need, free=free)
     try:
-        return np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+        mapped = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
     except OSError as exc:  # e.g. EFBIG / EINVAL: a file size this file system does not allow
         raise ColdTierError(folder, shape[0], need, free=free, reason=str(exc.strerror or exc)) from None
+    try:
+        _reserve(path, need)
+    except OSError as exc:  # another writer took the room since the check (ENOSPC), a quota (EDQUOT)
+        del mapped
+        now = shutil.disk_usage(folder).free
+        raise ColdTierError(folder, shape[0], need, free=now,
+                            reason=None if need > now else str(exc.strerror or exc)) from None
+    return mapped
+
+
+def _reserve(path: Path, size: int) -> None:
+    """Allocate `size` bytes of `path` on its disk, so writes through a mapping of it cannot find the disk full."""
+    if not hasattr(os, "posix_fallocate") or size == 0:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        # EOPNOTSUPP, EINVAL: this file system cannot reserve; the file stays sparse (checked against free space)
+    finally:
+        os.close(fd)

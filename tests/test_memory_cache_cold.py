@@ -96,3 +96,26 @@ def test_a_live_process_keeps_its_cold_folder_whatever_its_pid_says(tmp_path):
     finally:
         owner.kill()
         owner.wait()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fallocate"), reason="no posix_fallocate: the file is sparse")
+def test_the_cold_tier_holds_its_disk_space_so_a_disk_filled_later_cannot_kill_the_process(tmp_path, monkeypatch):
+    """The file was sparse: checked against the free space but holding none of it, a run's own checkpoints (or
+    another process) filled the disk after, and the next cold write died of SIGBUS (exit 135, not a word; a small
+    tmpfs as TMPDIR showed it). Now its space is reserved when it is made, or the tier is refused in one line."""
+    import errno
+    import os
+
+    cache = TieredKVCache(heads=2, head_dim=8, hot=1, warm=0, cold=4096, path=tmp_path)  # 4096 x 2 x 16 float32
+    assert os.stat(cache.cold_file).st_blocks * 512 >= 4096 * 2 * 16 * 4, "the cold file holds no disk space"
+    cache.close()
+
+    def full(fd, offset, size):  # the disk filled between the free-space check and the reservation
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(ColdTierError, match=r"cold tier file cannot be made in .* \(No space left on device\); "
+                                            r"lower memory\.cache_cold \(4,096 entries, 512 KiB\) or pass path="):
+        TieredKVCache(heads=2, head_dim=8, hot=1, warm=0, cold=4096, path=tmp_path)
+    gc.collect()
+    assert not list(tmp_path.glob("cold-kv-*")), "the refused tier's file was left"
