@@ -230,7 +230,12 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
     """The table, the results files and the closing lines; returns the exit code."""
     rows = result_rows(trials, plan, plan.metric)
     finished = all(r["status"] != UNFINISHED for r in rows)
-    best = write_results(sweep_dir, rows, plan, base, plan.metric)
+    try:  # a full disk at the end: one line (the trials' results stay in Ray's state, resume= writes them again)
+        best = write_results(sweep_dir, rows, plan, base, plan.metric)
+    except OSError as exc:
+        print(f"error: cannot write the results in {sweep_dir} ({exc.strerror or exc}); free space, then write them "
+              f"again with: python -m agents.tune resume={sweep_dir}", file=sys.stderr)
+        return 2
     print(format_table(rows, list(plan.search_space), plan.metric, best, plan.mode))
     if not finished:
         print(f"sweep interrupted; continue it with: python -m agents.tune resume={sweep_dir}")

@@ -80,3 +80,19 @@ def test_the_writer_thread_s_own_traceback_is_left_to_the_caller_s_line(monkeypa
         tb_logger._writer_thread_failures_raised_by_the_caller(
             threading.ExceptHookArgs([type(exc), exc, None, thread]))
     assert [(args.thread is writer_thread, args.exc_type) for args in seen] == [(False, OSError), (True, ValueError)]
+
+
+def test_a_full_disk_at_a_sweep_s_results_is_one_line_naming_resume(tmp_path, capsys, monkeypatch):
+    """agents.tune's results.csv / results.json were a traceback at the end of a sweep (agents.benchmark's were
+    one line already)."""
+    from types import SimpleNamespace
+
+    from agents import tune
+
+    monkeypatch.setattr(tune, "result_rows", lambda trials, plan, metric: [])
+    _full_disk_at(monkeypatch, "results.csv")
+    plan = SimpleNamespace(metric="cl/ACC", name="s", mode="max", search_space={})
+    assert tune._report([], plan, {}, tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: cannot write the results in {tmp_path} (No space left on device); free space, then "
+                   f"write them again with: python -m agents.tune resume={tmp_path}")
