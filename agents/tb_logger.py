@@ -31,13 +31,15 @@ from agents.plots import figure_to_array
 
 CL_TAGS = ("cl/ACC", "cl/BWT", "cl/FWT", "cl/forgetting")
 _THREAD_HOOK = threading.excepthook
+# TensorBoard's writer thread class (private: where a release renames it, its tracebacks print as before)
+_WRITER_THREAD = getattr(event_file_writer, "_AsyncWriterThread", None)
 
 
 def _writer_thread_failures_raised_by_the_caller(args) -> None:
     """threading.excepthook: TensorBoard's writer thread keeps the OSError it dies of (a full disk) and raises it in
     the caller's next write or flush, where the run reports it in one line; its own traceback is not printed
     as well (it came before that line). Every other thread's error is the previous hook's."""
-    if isinstance(args.thread, event_file_writer._AsyncWriterThread) and issubclass(args.exc_type, OSError):
+    if _WRITER_THREAD is not None and isinstance(args.thread, _WRITER_THREAD) and issubclass(args.exc_type, OSError):
         return
     _THREAD_HOOK(args)
 
