@@ -206,12 +206,13 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         if isinstance(exc, RuntimeError) and "inline_container" not in str(exc):
             raise
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write stopped short"
+        # (a first save has no file there before: it said one was kept)
+        before = "the file there before is kept" if os.path.isfile(path) else "nothing was written there"
         if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
-            raise OSError(f"cannot write {path} ({why}): {_not_a_file_path(Path(path))}; the file there before is "
-                          "kept") from None
+            raise OSError(f"cannot write {path} ({why}): {_not_a_file_path(Path(path))}; {before}") from None
         free = free_there(Path(path).parent)
-        raise OSError(f"cannot write {path} ({why}; {free}); the file there before is kept: free space (or fix the "
-                      "folder's permissions) and retry") from None
+        raise OSError(f"cannot write {path} ({why}; {free}); {before}: free space (or fix the folder's permissions) "
+                      "and retry") from None
 
 
 def _not_a_file_path(path: Path) -> str:
