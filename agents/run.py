@@ -21,6 +21,7 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotli
         finish(_answer)
 
 import errno  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import time  # noqa: E402
 from contextlib import suppress  # noqa: E402
@@ -153,6 +154,19 @@ def _interrupted(run_dir: Path | None) -> int:
     return 130
 
 
+def _file_failure(exc: OSError, run_dir: Path) -> str:
+    """The line for a run's file that failed (`WRITE_FAILURES`). No permission is no full disk, and is met reading
+    too (a resumed run's TensorBoard event file): it was "cannot write <file> (Permission denied; 70 GiB free
+    there): free space" of a file that was being read. TensorBoard's names are bytes (they printed as b'...')."""
+    name = os.fsdecode(exc.filename) if exc.filename is not None else str(run_dir)
+    then = how_to_continue(run_dir)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot read or write {name} ({exc.strerror}): give it (and its folder) read and write permission, " \
+            f"then {then}"
+    return f"cannot write {name} ({exc.strerror}; {free_there(run_dir)}): free space (or make the folder " \
+        f"writable), then {then}"
+
+
 def _keeps_sizes(run_dir: Path) -> str:
     return f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller ones)"
 
@@ -247,8 +261,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
     except OSError as exc:  # the checkpoint's write says so itself (CheckpointError); this is every other file's
         if exc.errno not in WRITE_FAILURES or run_dir is None or not run_dir.is_dir():
             raise
-        print(f"error: cannot write {exc.filename or run_dir} ({exc.strerror}; {free_there(run_dir)}): free space "
-              f"(or make the folder writable), then {how_to_continue(run_dir)}", file=sys.stderr)
+        print(f"error: {_file_failure(exc, run_dir)}", file=sys.stderr)
         return 2
     finally:  # a run stopped early: the points it logged reach its event file (the writer's thread dies with us)
         if logger is not None:

@@ -96,3 +96,23 @@ def test_a_full_disk_at_a_sweep_s_results_is_one_line_naming_resume(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err == (f"error: cannot write the results in {tmp_path} (No space left on device); free space, then "
                    f"write them again with: python -m agents.tune resume={tmp_path}")
+
+
+def test_an_unreadable_event_file_at_a_resume_is_not_called_a_failed_write(tmp_path, capsys, monkeypatch):
+    """A resumed run reads its TensorBoard event file (no permission: EACCES, a bytes name). The line said
+    "cannot write b'<run>/events...' (Permission denied; 70 GiB free there): free space" of a file being read."""
+    from tensorboard.compat.tensorflow_stub.io import gfile
+
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    event_file = next(run_dir.glob("events.out.tfevents.*"))
+
+    def read(self, filename, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsencode(filename))
+
+    monkeypatch.setattr(gfile.LocalFileSystem, "read", read)
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}", "train.progress=false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"error: cannot read or write {event_file} (Permission denied): give it (and its folder) read and "
+                   f"write permission, then continue with resume={run_dir}"), err
