@@ -136,8 +136,9 @@ def map_cold_file(path: Path, shape: tuple[int, int, int]) -> np.memmap:
     (posix_fallocate). A disk that fills under a mapping kills the process with SIGBUS, without a word or a
     checkpoint: the file was sparse, checked against the free space but holding none of it, so a checkpoint, a
     second run or anything else filling the disk later killed the run at its next cold write (exit 135). A tier that
-    cannot be held in full is refused now, in one line. Where the file system cannot reserve (no posix_fallocate:
-    not Linux; EOPNOTSUPP) the file stays sparse, checked against the free space only."""
+    cannot be held in full is refused now, in one line. glibc reserves on a file system without fallocate too (it
+    writes the blocks, slower); where os.posix_fallocate is missing (macOS, Windows) or refuses (EINVAL, EOPNOTSUPP)
+    the file stays sparse, checked against the free space only."""
     need, folder = int(np.prod(shape, dtype=np.float64)) * 4, Path(path).parent
     free = shutil.disk_usage(folder).free
     if need > free:
@@ -166,6 +167,6 @@ def _reserve(path: Path, size: int) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
-        # EOPNOTSUPP, EINVAL: this file system cannot reserve; the file stays sparse (checked against free space)
+        # EOPNOTSUPP, EINVAL: not reserved here; the file stays sparse (checked against the free space)
     finally:
         os.close(fd)
