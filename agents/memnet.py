@@ -45,7 +45,7 @@ from agents.memnet_store import TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane
 from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
-from memory.checks import check_batch_size
+from memory.checks import all_finite, check_batch_size
 from memory.fusion import Fusion
 from memory.internal import build_internal_memory
 from memory.losses import memory_regularisers
@@ -184,7 +184,7 @@ class MemNet(StorePath, AgentModel):
             metrics.update(store_ids=ids, memory_share=share.detach().float())
             # diverged weights: say so, not the store's or the cache's refusal (everything a write stores is checked:
             # h can stay finite while the embeddings behind the cached inputs overflow)
-            if any_write and not all(bool(torch.isfinite(t).all()) for t in (h, xs[:, C:], ks[:, C:])):
+            if any_write and not all(all_finite(t) for t in (h, xs[:, C:], ks[:, C:])):
                 raise FloatingPointError("MemNet: non-finite hidden states (NaN or inf) reached the memory writes")
             if any_write:  # the token before each position (-1 at a lane's stream start): replacement's address
                 prev = toks[:, C - 1:-1] if C else torch.cat((torch.full_like(tokens[:, :1], -1), tokens[:, :-1]), 1)
