@@ -4,8 +4,11 @@ is only implemented on integer and Boolean-type tensors", "not enough values to 
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memory.attention import MemoryAttention
+from memory.checks import all_finite
 from memory.config import MemoryConfig
 from memory.internal import LinformerMemory, LM2Memory
 from memory.slots import MultiHeadMemoryBank
@@ -65,3 +68,14 @@ def test_other_arguments_of_the_wrong_kind_are_one_line():
     with pytest.raises(ValueError, match=r"^slots=0: must be an int >= 1$"):
         SlotLifetimeTracker(2, 0)
     assert SlotLifetimeTracker(np.int64(2), 3).survival_curve() is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=40),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), step=st.integers(1, 3))
+def test_all_finite_answers_as_isfinite_all(values, dtype, step):
+    """MemNet's check before its memory writes (a sum of t * 0 instead of isfinite(t).all(), ~10x faster): the same
+    answer for any values, huge finite ones included (3e38 * 0 is 0), half precisions and strided views."""
+    t = torch.tensor(values, dtype=torch.float32).to(dtype)[::step]
+    assert all_finite(t) == bool(torch.isfinite(t).all())
+    assert all_finite(t.reshape(1, -1, 1).expand(2, -1, 3)) == bool(torch.isfinite(t).all())
