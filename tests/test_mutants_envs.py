@@ -1,4 +1,4 @@
-"""Mutation-testing kills for the envs: the vector env's eval stream, LongDependency's fresh evaluations."""
+"""Mutation-testing kills for the envs: vector eval streams, fresh evaluations, distances, recall order."""
 
 import gymnasium as gym
 import numpy as np
@@ -84,3 +84,44 @@ def test_continual_shift_blended_trials_report_the_task_whose_mapping_they_use()
     assert {task for _, _, task in steps} == {0, 1}
     for obs, target, task in steps:
         assert mapping[task, obs] == target
+
+
+def shown_where(rec, lane_steps: int):
+    """(scored step g, g - distance) per lane for the scored steps whose distance reaches back into the recording."""
+    for b in range(rec["obs"].shape[0]):
+        g = np.nonzero(rec["scored"][b] & (rec["distance"][b] >= 0))[0]
+        g = g[g - rec["distance"][b, g] >= 0]
+        assert g.size and g.max() < lane_steps
+        yield b, g, g - rec["distance"][b, g]
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), [
+    ("LongDependency-v0", {"cross_episode_queries": 4, "cross_episode_gap": 2}),
+    ("NeedleRecall-v0", {"delay": 3, "facts_per_episode": 3, "haystack_length": 64}),
+])
+def test_a_scored_steps_distance_points_at_where_its_answer_was_shown(env_id, kwargs):
+    """`info["distance"]` (accuracy-by-distance's key) counts the steps back, across episodes, to where the lane's
+    stream showed the answer: that step's observation is the target (LongDependency's in-episode distance was the
+    only one the oracle tests pinned; its cross-episode and NeedleRecall's could be off by a step)."""
+    from tests.test_envs_behaviour import rollout
+
+    rec, venv = rollout(env_id, 3, 12, **kwargs)
+    cross = 0
+    for b, g, shown in shown_where(rec, rec["obs"].shape[1]):
+        assert (rec["obs"][b, shown] == rec["target"][b, g]).all()
+        cross += int((g // venv.episode_length != shown // venv.episode_length).sum())
+    assert cross >= 3 * 4  # distances across episodes were checked, not only within one
+
+
+def test_needle_recall_asks_an_episodes_facts_in_another_order_than_it_showed_them():
+    """A recall episode asks for the facts of its write episode in a fresh random order, not the order shown."""
+    from tests.test_envs_behaviour import rollout
+
+    rec, venv = rollout("NeedleRecall-v0", 4, 12, delay=3, facts_per_episode=3, haystack_length=64)
+    L, reordered = venv.episode_length, 0
+    for _, g, shown in shown_where(rec, rec["obs"].shape[1]):
+        for e in np.unique(g // L):  # a recall episode: the write positions of its facts, in the order asked
+            first = shown[g // L == e][::2]  # answer_length 2: every block's first scored step
+            assert len(first) == 3
+            reordered += int(not (np.diff(first) > 0).all())
+    assert reordered >= 4  # of 24 recall episodes, ~5/6 are asked out of order
