@@ -65,3 +65,16 @@ def test_cache_hit_and_miss_counters_ignore_missing_ids():
     assert mask.tolist() == [[True, False, False, False]]
     stats = c.stats()
     assert (stats["hits"], stats["misses"], stats["hit_rate"]) == (1, 1, 0.5)
+
+
+def test_a_full_store_puts_a_new_entry_in_a_removed_entrys_row_before_evicting_any():
+    """A row emptied by remove() (a replaced memory, MemNet's store_replace) is taken before any live entry is
+    evicted, under every policy, whatever priority the removed entry had (here the newest, most used one)."""
+    for eviction in ("fifo", "lru", "importance"):
+        store = _store(eviction=eviction)
+        ids = [store.add(_keys(1, i), np.zeros((1, 2)), [0], importance=[5.0 * (i == 2)])[0][0] for i in range(3)]
+        store.search(_keys(1, 2)[None], k=1)  # the newest entry is also the most recent hit
+        assert store.remove(np.array([ids[2]])) == 1
+        _, evicted = store.add(_keys(1, 9), np.zeros((1, 2)), [0])
+        assert evicted.tolist() == [] and len(store) == 3, eviction
+        assert store.get(np.array(ids[:2]))[1]["found"].all()  # both older entries are still there
