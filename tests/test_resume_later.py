@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from agents import run
+from agents.tb_logger import read_scalars
 from agents.trainer import Trainer
 from agents.tune_overrides import merge_overrides
 from tests.test_resume import assert_same
@@ -75,3 +76,12 @@ def test_a_run_stopped_after_a_later_checkpoint_resumes_to_the_same_state(tmp_pa
         m.pop("tokens_per_s")
     assert ma["accuracy_by_distance"] and (ma["recall_by_delay"] or case == "continual-shift")
     assert ma == mb
+    # TensorBoard's recall points of the final evaluation are the report's (README "TensorBoard":
+    # recall/accuracy_d<bucket>, recall/accuracy_delay<k>; a bucket an earlier evaluation filled keeps its curve)
+    scalars = read_scalars(straight)
+    final = scalars["eval/accuracy"][-1][0]
+    for name, prefix in (("accuracy_by_distance", "recall/accuracy_d"), ("recall_by_delay", "recall/accuracy_delay")):
+        want = {f"{prefix}{k}": v for k, v in (ma[name] or {}).items() if v is not None}
+        got = {t: v for t, points in scalars.items() if t.startswith(prefix) and t[len(prefix)].isdigit()
+               for step, v in points if step == final}
+        assert got == pytest.approx(want), name  # (empty both only for ContinualShift's delays: checked above)
