@@ -64,7 +64,7 @@ CASES = {
     "episode a string": (_set("episode", "abc"), "trainer.episode:"),
     "episode a float": (_set("episode", 1.0), "trainer.episode:"),
     "episode a bool": (_set("episode", True), "trainer.episode:"),
-    "episode past total": (_set("episode", 3), "trainer.episode:"),
+    "episode past total": (_set("episode", 3), "trainer.episode: 3, more than its total_episodes 1"),
     "episode not its reset_log's": (_set("episode", 0), "trainer.episode:"),
     "lane_steps negative": (_set("lane_steps", -1), "trainer.lane_steps:"),
     "train_steps a float": (_set("train_steps", 2.5), "trainer.train_steps:"),
@@ -75,6 +75,7 @@ CASES = {
     "reward_baseline infinite": (_set("reward_baseline", float("inf")), "trainer.reward_baseline:"),
     "reset_log a string": (_set("reset_log", "x"), "trainer.reset_log:"),
     "reset_log task out of range": (_set("reset_log", [[0, 7]]), "trainer.reset_log:"),
+    "reset_log task one past the last": (_set("reset_log", [[0, 2]]), "trainer.reset_log: holds [0, 2]"),
     "reset_log unknown phase": (_set("reset_log", [[2, 0]]), "trainer.reset_log:"),
     "reset_log not pairs": (_set("reset_log", [[0]]), "trainer.reset_log:"),
     "R a string": (_set("R", "x"), "trainer.R:"),
@@ -169,6 +170,17 @@ def test_resume_refuses_distance_counts_bucketed_by_another_env(finished, tmp_pa
     # differs and the three ways on, not "damaged"
     one_line(capsys, "buckets accuracy by distance up to 4 steps, this memstream up to 64 for this run",
              "resume it with the memstream that wrote it, re-evaluate it with agents.evaluate, or start a new run")
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 0
+
+
+def test_resume_refuses_distance_counts_without_edges(finished, tmp_path, capsys):
+    """Counts kept by key with no edges (by_delay's kind) are not this env's buckets: resume refuses them (they
+    passed the edge comparison above, which looks at a list of edges only); evaluate recomputes them."""
+    run_dir = garbled_copy(finished, tmp_path, _set("by_distance", {"edges": None, "keys": [], "correct": [],
+                                                                    "total": []}))
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}"]) == 2
+    one_line(capsys, LINE, "trainer.by_distance.edges: None, this env buckets by [1, 2, 4, 8, 16, 32, 64]")
     assert evaluate.main([f"checkpoint={run_dir}"]) == 0
 
 
