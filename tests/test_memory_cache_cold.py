@@ -119,3 +119,60 @@ def test_the_cold_tier_holds_its_disk_space_so_a_disk_filled_later_cannot_kill_t
         TieredKVCache(heads=2, head_dim=8, hot=1, warm=0, cold=4096, path=tmp_path)
     gc.collect()
     assert not list(tmp_path.glob("cold-kv-*")), "the refused tier's file was left"
+
+
+def test_a_loaded_cache_puts_its_cold_tier_in_cold_path_and_a_failed_load_leaves_no_file(tmp_path, monkeypatch):
+    """load(cold_path=) is where the loaded cache's cold file goes (a caller's bigger disk; TMPDIR's may not hold
+    it), with the saved cold entries read back exactly; a file that fails its checks after the cache was made
+    leaves no cold file there and no private folder in the temp dir."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    rng = np.random.default_rng(3)
+    keys, values = rng.standard_normal((10, 2, 4), dtype=np.float32), rng.standard_normal((10, 2, 4),
+                                                                                            dtype=np.float32)
+    cache = TieredKVCache(heads=2, head_dim=4, hot=2, warm=0, cold=8)
+    cache.put(np.arange(10), keys, values)
+    cold_ids = np.flatnonzero(cache.tier_of(np.arange(10)) == 2)
+    assert len(cold_ids) == 8
+    cache.save(tmp_path / "c.pt")
+    cache.close()
+    there = tmp_path / "there"
+    back = TieredKVCache.load(tmp_path / "c.pt", cold_path=there)
+    assert back.cold_file.parent == there and back.cold_file.exists()
+    k, v, found = back.get_batch(cold_ids)
+    assert found.all()
+    np.testing.assert_array_equal(k.numpy(), keys[cold_ids])  # float32 cold tier: bit for bit
+    np.testing.assert_array_equal(v.numpy(), values[cold_ids])
+    back.close()
+    assert not list(there.glob("cold-kv-*"))
+    d = torch.load(tmp_path / "c.pt", weights_only=True)
+    d["data"]["cold"] = d["data"]["cold"][:-1]  # one cold entry short: refused by load_state_dict
+    torch.save(d, tmp_path / "short.pt")
+    for cold_path in (there, None):
+        try:  # the error, while held (its traceback keeps the load's frame and its cache alive), left nothing
+            TieredKVCache.load(tmp_path / "short.pt", cold_path=cold_path)
+        except ValueError as exc:
+            error = exc
+        assert "cold data" in str(error)
+        assert not list(there.glob("cold-kv-*")), "a failed load left its cold file"
+        assert not list((tmp_path / "tmp").glob(f"{COLD_DIR_PREFIX}*")), "a failed load left its private folder"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
+def test_closing_caches_releases_their_owner_locks(tmp_path, monkeypatch):
+    """Each private cold folder holds an flock-ed file open; close() must close it, or a tune run making a cache
+    per trial runs out of file descriptors (and the kernel lock outlives the folder)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    TieredKVCache(heads=1, head_dim=2, hot=1, warm=0, cold=4).close()  # imports and first-use files opened
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for _ in range(20):
+        TieredKVCache(heads=1, head_dim=2, hot=1, warm=0, cold=4).close()
+    assert len(list(Path("/proc/self/fd").iterdir())) == before
+    assert not list(tmp_path.glob(f"{COLD_DIR_PREFIX}*"))
