@@ -251,3 +251,26 @@ def test_a_hostname_with_undecodable_bytes_still_makes_a_tag(monkeypatch):
 
     monkeypatch.setattr(socket, "gethostname", lambda: "h\udcff")  # what Python makes of a non-UTF-8 name
     assert persist._pid_space().isalnum()
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_failed_save_says_whether_a_file_was_there_before(tmp_path, monkeypatch, first):
+    """A full disk at a file's first save said "the file there before is kept", of a file that never was."""
+    import errno
+    import re
+
+    path = tmp_path / "c.pt"
+    if not first:
+        atomic_torch_save({"x": torch.ones(3)}, path)
+    kept = None if first else path.read_bytes()
+
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    said = "nothing was written there" if first else "the file there before is kept"
+    with pytest.raises(OSError, match=rf"^cannot write {re.escape(str(path))} \(No space left on device; .* free "
+                                      rf"there\); {said}: free space"):
+        atomic_torch_save({"x": torch.zeros(3)}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ([] if first else ["c.pt"])
+    assert first or path.read_bytes() == kept
