@@ -263,10 +263,8 @@ def check_space_entry(key: str, spec) -> dict[str, list]:
         raise ConfigError(f"{where}.{kind}={args!r}: must be a non-empty list")
     if kind in ("grid", "choice"):
         values = [plain(v) for v in args]
-        # a grid value is a trial: one listed twice ran the same trial twice (num_samples repeats a grid); a choice
-        # may repeat a value on purpose, to draw it more often
-        twice = [v for i, v in enumerate(values) if kind == "grid" and v in values[:i]]
-        if twice:
+        twice = [v for i, v in enumerate(values) if kind == "grid" and v in values[:i]]  # a choice may repeat one
+        if twice:  # a grid value is a trial: listed twice, it ran the same trials twice
             raise ConfigError(f"{where}.grid={values!r}: {twice[0]!r} is listed twice and would run the same trials "
                               "twice; list each value once (sweep.num_samples repeats the grid)")
         return {kind: values}
