@@ -32,22 +32,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from memory.config import (
-    FAISS_INT_MAX,
-    MAX_THREADS,
-    MIN_POINTS_PER_LIST,
-    STORE_EVICTIONS,
-    STORE_INDEXES,
-    STORE_METRICS,
-    STORE_PRECISIONS,
-    MemoryConfig,
-    ivf_lists_for,
-)
+from memory.config import MemoryConfig
 from memory.eviction import lowest
 from memory.store_index import HNSWIndex, IVFIndex, resolve_precision
 from memory.store_io import StorePersistence
 from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, check_ip_range, checked_array, inverse_norms
 from memory.store_search import CodedKeys, SearchHits, SearchResult, StoreSearch
+from memory.store_settings import check_settings
 
 __all__ = ["CodedKeys", "FaissStore", "SearchHits", "SearchResult"]
 
@@ -75,50 +66,14 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
                  ivf_probes: int | None = None, hnsw_neighbors: int = 32, hnsw_ef_search: int = 64,
                  hnsw_min_entries: int = 1024, exact_block: int | None = None, metric: str = "cosine",
                  precision: str = "fp32", coded: CodedKeys | None = None, importance_halflife: float | None = None):
-        # MemoryConfig's bounds (an HNSW graph of degree 1 segfaulted FAISS; thousands of threads fail mid-run)
-        for name, v, low, high in (("dim", dim, 1, 0), ("value_dim", value_dim, 1, 0), ("capacity", capacity, 1, 0),
-                                   ("lanes", lanes, 1, 0), ("threads", threads, 1, MAX_THREADS),
-                                   ("hnsw_neighbors", hnsw_neighbors, 2, FAISS_INT_MAX),
-                                   ("hnsw_ef_search", hnsw_ef_search, 1, FAISS_INT_MAX),
-                                   ("hnsw_min_entries", hnsw_min_entries, 1, 0)):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low or high and v > high:
-                bound = f"in [{low}, {high}]" if high else f">= {low}"
-                raise ValueError(f"FaissStore: {name}={v!r}: must be an int {bound}")
-        for name, v in (("ivf_lists", ivf_lists), ("ivf_probes", ivf_probes), ("exact_block", exact_block)):
-            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"FaissStore: {name}={v!r}: must be an int >= 1 or None (automatic)")
-        # python ints from here on: numpy scalars in the saved settings would not load with weights_only=True
-        ivf_lists, ivf_probes, exact_block = (v if v is None else int(v) for v in (ivf_lists, ivf_probes, exact_block))
-        if index == "ivf" and ivf_lists is not None and ivf_lists > max(1, capacity // MIN_POINTS_PER_LIST):
-            raise ValueError(f"FaissStore: ivf_lists={ivf_lists}: at most capacity // {MIN_POINTS_PER_LIST} = "
-                             f"{max(1, capacity // MIN_POINTS_PER_LIST)} (FAISS trains each list on >= "
-                             f"{MIN_POINTS_PER_LIST} keys)")
-        if index == "ivf" and ivf_probes is not None and ivf_probes > ivf_lists_for(capacity, ivf_lists):
-            raise ValueError(f"FaissStore: ivf_probes={ivf_probes}: at most the {ivf_lists_for(capacity, ivf_lists)} "
-                             "lists a partition has")
-        number = isinstance(importance_halflife, (int, float, np.integer, np.floating)) and not isinstance(
-            importance_halflife, bool)  # a bool is an int to python, not a half-life
-        if importance_halflife is not None and not (number and 0 < importance_halflife < float("inf")):
-            raise ValueError(f"FaissStore: importance_halflife={importance_halflife!r}: must be a number > 0 (adds), "
-                             "or None (no decay)")
+        ivf_lists, ivf_probes, exact_block = check_settings(
+            dim, value_dim, capacity, lanes, scope, index, eviction, threads, ivf_lists, ivf_probes, hnsw_neighbors,
+            hnsw_ef_search, hnsw_min_entries, exact_block, metric, precision, coded, importance_halflife)
         self.importance_halflife = None if importance_halflife is None else float(importance_halflife)
-        if precision not in STORE_PRECISIONS:
-            raise ValueError(f"FaissStore: precision={precision!r}: choose one of {STORE_PRECISIONS}")
         self.precision = precision  # as given ("auto" is resolved on each machine, also after a load)
-        if metric not in STORE_METRICS:
-            raise ValueError(f"FaissStore: metric={metric!r}: choose one of {STORE_METRICS}")
         self.metric = metric
-        if coded is not None and (metric != "ip" or index != "flat" or coded.width > dim
-                                  or not set(coded.fields) <= set(CALLER_META)):
-            raise ValueError(f"FaissStore: coded keys need metric='ip', index='flat', fields among {CALLER_META} "
-                             f"and at most dim={dim} coded columns; got metric={metric!r}, index={index!r}, "
-                             f"fields={coded.fields}, {coded.width} columns")
         self.coded = None if coded is None else CodedKeys(coded.codes.detach().float().cpu().contiguous(),
                                                          tuple(coded.fields))
-        for name, value, choices in (("scope", scope, ("lane", "shared")), ("index", index, STORE_INDEXES),
-                                     ("eviction", eviction, STORE_EVICTIONS)):
-            if value not in choices:
-                raise ValueError(f"FaissStore: {name}={value!r}: choose one of {choices}")
         self.dim, self.value_dim, self.capacity, self.lanes = int(dim), int(value_dim), int(capacity), int(lanes)
         self.scope, self.index, self.eviction, self.threads = scope, index, eviction, int(threads)
         self.ivf_lists, self.ivf_probes = ivf_lists, ivf_probes
