@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 from memory.cache_cold_dirs import ColdTierError, make_private_cold_dir, remove_cold_file
+from memory.cache_moves import TierMoves, join_packets
 from memory.cache_state import as_floats, checked_counters, checked_map, count_value
-from memory.cache_tiers import COLD, WARM, Book, TierMoves, TierStorage, join_packets
+from memory.cache_tiers import COLD, WARM, Book, TierStorage
 from memory.config import CACHE_POLICIES, MemoryConfig
 from memory.persist import atomic_torch_save, build_from_saved, check_saved_config, checked_torch_load
 from memory.quant import KEY_LIMIT
