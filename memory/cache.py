@@ -34,18 +34,17 @@ import numpy as np
 import torch
 
 from memory.cache_cold_dirs import ColdTierError, make_private_cold_dir, remove_cold_file
+from memory.cache_io import CachePersistence
 from memory.cache_moves import TierMoves, join_packets
-from memory.cache_state import as_floats, checked_counters, checked_map, count_value
+from memory.cache_state import as_floats
 from memory.cache_tiers import COLD, WARM, Book, TierStorage
 from memory.config import CACHE_POLICIES, MemoryConfig
-from memory.persist import atomic_torch_save, build_from_saved, check_saved_config, checked_torch_load
 from memory.quant import KEY_LIMIT
 
 TIER_NAMES = ("hot", "warm", "cold")
-FORMAT = "memstream.TieredKVCache/2"  # /2: cold tier (n, H, dk + d), key_dim
 
 
-class TieredKVCache(TierMoves):
+class TieredKVCache(CachePersistence, TierMoves):
     """Three-tier K/V cache keyed by memory id (see module doc). Per entry: keys (H, dk), values (H, d); dk =
     `key_dim` (default d) may differ, e.g. when keys are projected from several inputs."""
 
@@ -293,61 +292,3 @@ class TieredKVCache(TierMoves):
         """Release the cold tier's file (and its folder when private). The cache is unusable afterwards."""
         self._store.close()
         self._finalizer()
-
-    # ------------------------------------------------------------------ persistence
-    def _settings(self) -> dict:
-        hot, warm, cold = self.capacities
-        return {"heads": self.heads, "head_dim": self.head_dim, "key_dim": self.key_dim, "hot": hot, "warm": warm,
-                "cold": cold,
-                "policy": self.policy, "quantize": self.quantize}
-
-    def state_dict(self) -> dict:
-        """Tensors and python scalars only (loads with torch.load(weights_only=True))."""
-        return {"format": FORMAT, "config": {**self._settings(), "promote_after": self.promote_after},
-                "ids": torch.from_numpy(self._ids.copy()), "tier": torch.from_numpy(self._tier.copy()),
-                "slot": torch.from_numpy(self._slot.copy()), "clock": self._clock, "counters": dict(self._counters),
-                "books": [b.state() for b in self._books],
-                "data": self._store.state([np.flatnonzero(b.ids >= 0) for b in self._books])}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.apply_state(self.checked_state(d))
-
-    def checked_state(self, d: dict) -> tuple:
-        """A saved state checked whole, for `apply_state` (which cannot fail): a caller loading other memory with it
-        checks every part before it changes any. A failed check leaves this cache as it was (loading the books
-        first left them describing the file's entries while the id map and data were this cache's)."""
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"TieredKVCache.load_state_dict: format {got!r}, expected {FORMAT!r}")
-        missing = sorted({"config", "books", "data", "ids", "tier", "slot", "clock", "counters"} - set(d))
-        if missing or not isinstance(d["config"], dict) or not isinstance(d["books"], (list, tuple)) or len(
-                d["books"]) != 3:
-            raise ValueError(f"TieredKVCache.load_state_dict: the saved state lacks {', '.join(missing) or 'a part'}; "
-                             "it is damaged or not a TieredKVCache's")
-        check_saved_config("TieredKVCache", d["config"], self._settings())
-        books = [book.checked_state(state) for book, state in zip(self._books, d["books"], strict=True)]
-        data = self._store.checked_state(d["data"], [np.flatnonzero(b["ids"] >= 0) for b in books])
-        return books, data, *checked_map(d, books), count_value(d["clock"], "clock"), checked_counters(d["counters"])
-
-    def apply_state(self, checked: tuple) -> None:
-        books, data, ids, tier, slot, clock, counters = checked
-        for book, arrays in zip(self._books, books, strict=True):
-            book.load_state(arrays)
-        self._store.load_state(data)
-        self._ids, self._tier, self._slot, self._clock, self._counters = ids, tier, slot, clock, counters
-
-    def save(self, path) -> None:
-        """One file, written atomically (temp file + os.replace); the cold tier's data is copied into it."""
-        atomic_torch_save(self.state_dict(), path)
-
-    @classmethod
-    def load(cls, path, cold_path=None) -> TieredKVCache:
-        """Rebuild a cache saved with `save(path)`; its cold tier goes to `cold_path` (private temp if None)."""
-        d = checked_torch_load(path, "TieredKVCache", FORMAT)
-        cache = build_from_saved(cls, d.get("config"), f"TieredKVCache: {path}", path=cold_path)
-        try:
-            cache.load_state_dict(d)
-        except BaseException:
-            cache.close()  # its cold tier's file
-            raise
-        return cache

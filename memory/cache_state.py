@@ -1,5 +1,5 @@
-"""Checks of TieredKVCache's saved id map, clock and counters (a helper of `memory/cache.py`, which is near its size
-limit): everything a load takes is checked here before anything is loaded, so a refused state leaves the cache
+"""Checks of TieredKVCache's saved id map, clock and counters (a helper of `memory/cache_io.py`, the cache's
+persistence): everything a load takes is checked here before anything is loaded, so a refused state leaves the cache
 exactly as it was."""
 
 from __future__ import annotations
