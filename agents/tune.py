@@ -43,6 +43,7 @@ from agents.checkpoint import CheckpointError
 from agents.config import ConfigError, validate
 from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
+from agents.tune_command_line import parse_command_line
 from agents.tune_preflight import (
     check_local_resources,
     check_reachable,
@@ -60,7 +61,7 @@ from agents.tune_signals import (
     restore_handlers,
     saved_handlers,
 )
-from agents.tune_space import SweepPlan, make_plan, parse_command_line
+from agents.tune_space import SweepPlan, make_plan
 
 PLAN_FILE = "sweep.yaml"
 

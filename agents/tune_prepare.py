@@ -13,9 +13,10 @@ from omegaconf import OmegaConf
 
 from agents.cli_args import answer_early, inert_note, override_key
 from agents.config import ConfigError, absolute_env_paths, absolute_path, load_config
+from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
-from agents.tune_space import SweepPlan, check_space_keys, load_sweep, parse_command_line
+from agents.tune_space import SweepPlan, check_space_keys, load_sweep
 
 
 def early_answer(argv: list[str]) -> int | None:

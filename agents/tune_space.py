@@ -1,4 +1,5 @@
-"""Sweep plans for `python -m agents.tune`: sweep files, command-line parsing, search spaces, trial configs.
+"""Sweep plans for `python -m agents.tune`: sweep files, search spaces, trial configs (its command line is parsed
+by `agents/tune_command_line.py`).
 
 Nothing here starts Ray (the unit tests run without it); `agents.tune` turns a `SweepPlan` into a Tune run.
 
@@ -24,7 +25,7 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from agents.cli_args import check_given_once, check_value_kind, override_key
+from agents.cli_args import check_value_kind
 from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, validate
 from agents.config_file import override_value
 from agents.config_messages import wrong_type
@@ -56,44 +57,6 @@ class SweepPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class CommandLine:
-    sweep: str = "memory"
-    num_samples: int | None = None
-    resume: str | None = None
-    sweep_overrides: list[str] = field(default_factory=list)
-    run_overrides: list[str] = field(default_factory=list)
-
-
-def parse_command_line(argv: list[str]) -> CommandLine:
-    """Split `key=value` arguments into agents.tune's own keys, `sweep.*` edits and run-config overrides."""
-    cli = CommandLine()
-    for arg in argv:
-        if "=" not in arg:
-            raise ConfigError(f"argument {arg!r} is not key=value; usage: python -m agents.tune env=<id> "
-                              "[sweep=<name>] [num_samples=N] [key=value ...] | resume=<sweep dir>")
-    check_given_once([override_key(arg) for arg in argv], argv)  # the last one won, silently (search_space too)
-    for arg in argv:
-        key, value = arg.split("=", 1)
-        if key == "sweep":
-            cli.sweep = value
-        elif key == "num_samples":
-            cli.num_samples = _positive_int("num_samples", value)
-        elif key == "resume":
-            if not value.strip():  # Path("") is the working folder, a sweep folder the user never named
-                raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")
-            cli.resume = value
-        elif key.startswith(SWEEP_PREFIX):
-            cli.sweep_overrides.append(arg)
-        else:
-            cli.run_overrides.append(arg)
-    if cli.resume is not None and (cli.sweep_overrides or cli.run_overrides or cli.num_samples):
-        extra = (cli.sweep_overrides + cli.run_overrides + [f"num_samples={cli.num_samples}"])[0]
-        raise ConfigError(f"resume= continues a sweep with its own saved sweep.yaml; drop the other "
-                          f"arguments ({extra})")
-    return cli
 
 
 def _positive_int(name: str, value) -> int:
@@ -146,8 +109,6 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
     if num_samples is not None:
         raw["num_samples"] = num_samples
     return make_plan(name, raw)
-
-
 
 
 def _yaml(where: str, text: str):

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from agents.config import ConfigError
 from agents.tune import prepare
-from agents.tune_space import load_sweep, parse_command_line
+from agents.tune_command_line import parse_command_line
+from agents.tune_space import load_sweep
 
 SMOKE = ["env=ContinualShift-v0", "sweep=smoke"]
 

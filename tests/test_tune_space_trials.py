@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 
 from agents.cl_metrics import distance_buckets
 from agents.config import ConfigError, load_config
+from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import (
     EnvFacts,
     check_metric,
@@ -17,7 +18,7 @@ from agents.tune_metrics import (
     sweep_facts,
 )
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides, trial_overrides
-from agents.tune_space import load_sweep, parse_command_line, trial_config
+from agents.tune_space import load_sweep, trial_config
 
 
 # ---------------------------------------------------------------- trial configs and the command line

@@ -1,0 +1,48 @@
+"""`python -m agents.tune`'s command line: its own keys (sweep=, num_samples=, resume=), `sweep.*` edits of the
+sweep file and the run-config overrides of every trial."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agents.cli_args import check_given_once, override_key
+from agents.config import ConfigError
+from agents.tune_space import SWEEP_PREFIX, _positive_int
+
+
+@dataclass
+class CommandLine:
+    sweep: str = "memory"
+    num_samples: int | None = None
+    resume: str | None = None
+    sweep_overrides: list[str] = field(default_factory=list)
+    run_overrides: list[str] = field(default_factory=list)
+
+
+def parse_command_line(argv: list[str]) -> CommandLine:
+    """Split `key=value` arguments into agents.tune's own keys, `sweep.*` edits and run-config overrides."""
+    cli = CommandLine()
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"argument {arg!r} is not key=value; usage: python -m agents.tune env=<id> "
+                              "[sweep=<name>] [num_samples=N] [key=value ...] | resume=<sweep dir>")
+    check_given_once([override_key(arg) for arg in argv], argv)  # the last one won, silently (search_space too)
+    for arg in argv:
+        key, value = arg.split("=", 1)
+        if key == "sweep":
+            cli.sweep = value
+        elif key == "num_samples":
+            cli.num_samples = _positive_int("num_samples", value)
+        elif key == "resume":
+            if not value.strip():  # Path("") is the working folder, a sweep folder the user never named
+                raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")
+            cli.resume = value
+        elif key.startswith(SWEEP_PREFIX):
+            cli.sweep_overrides.append(arg)
+        else:
+            cli.run_overrides.append(arg)
+    if cli.resume is not None and (cli.sweep_overrides or cli.run_overrides or cli.num_samples):
+        extra = (cli.sweep_overrides + cli.run_overrides + [f"num_samples={cli.num_samples}"])[0]
+        raise ConfigError(f"resume= continues a sweep with its own saved sweep.yaml; drop the other "
+                          f"arguments ({extra})")
+    return cli
