@@ -1,7 +1,5 @@
 """MemNet: acting == chunk forward with memory on, writes=False freezes memory, recall across chunks,
-gradients, lane resets, memory state round trip, ablation switches."""
-
-import io
+gradients, lane resets, ablation switches (its memory state: test_memnet_memory_state.py)."""
 
 import numpy as np
 import pytest
@@ -183,35 +181,6 @@ def test_reset_memory_clears_only_chosen_lanes():
     torch.testing.assert_close(out[1], out_fresh[1], atol=1e-5, rtol=1e-4)
 
 
-def test_memory_state_dict_round_trip_through_weights_only_load():
-    cfg = model_cfg()
-    model = MemNet(cfg).eval()
-    B, T = 2, 10
-    with torch.no_grad():
-        _, state, _ = model(torch.randint(0, V, (B, T)), model.initial_state(B), torch.rand(B, T) < 0.8)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "memory": model.memory_state_dict(), "state": state}, buf)
-    buf.seek(0)
-    saved = torch.load(buf, weights_only=True)
-    other = MemNet(cfg).eval()
-    other.load_state_dict(saved["model"])
-    other.load_memory_state_dict(saved["memory"])
-    assert len(other.store) == len(model.store)
-    tokens = torch.randint(0, V, (B, T))
-    with torch.no_grad():
-        a, _, aux_a = model(tokens, state, no_writes(tokens))
-        b, _, aux_b = other(tokens, saved["state"], no_writes(tokens))
-    torch.testing.assert_close(a, b, atol=0, rtol=0)
-    assert torch.equal(aux_a["metrics"]["store_ids"], aux_b["metrics"]["store_ids"])
-    bigger = MemNet(model_cfg(store_capacity=128))
-    with pytest.raises(ValueError, match="capacity"):
-        bigger.load_memory_state_dict(saved["memory"])
-    with pytest.raises(ValueError, match="memory.store=false"):
-        MemNet(model_cfg(store=False)).load_memory_state_dict(saved["memory"])
-    other.load_memory_state_dict({})
-    assert other.store is None and other.memory_state_dict() == {}
-
-
 def test_everything_off_is_exactly_the_transformer():
     cfg = model_cfg(slots=0, store=False, internal="none")
     torch.manual_seed(3)
@@ -316,45 +285,6 @@ def test_meta_step_is_memnets_own_clock():
     assert model.store.meta_of(np.arange(12), "token").tolist() == tokens[0].tolist() * 2
 
 
-def test_a_refused_memory_state_leaves_the_model_s_memory_as_it_was():
-    """A state whose cache another config made was refused only after the store had been loaded: the store held the
-    file's entries beside the old cache, and reads found nothing (store ids -1) without a word."""
-    saved_model, model = MemNet(model_cfg(cache_hot=16)), MemNet(model_cfg())
-    tokens = torch.randint(0, V, (2, 6))
-    saved_model(tokens, saved_model.initial_state(2), torch.ones_like(tokens, dtype=torch.bool))
-    state = model.initial_state(2)
-    _, state, _ = model(tokens[:, :3], state, torch.ones(2, 3, dtype=torch.bool))
-    before = (len(model.store), len(model.cache))
-    with torch.no_grad():
-        expected, _, _ = model(tokens, state)
-    with pytest.raises(ValueError, match="TieredKVCache"):
-        model.load_memory_state_dict(saved_model.memory_state_dict())
-    assert (len(model.store), len(model.cache)) == before == (6, 6)
-    with torch.no_grad():
-        assert torch.equal(model(tokens, state)[0], expected)
-
-
-@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
-def test_a_copied_memnet_reads_the_same_memory_and_closes_without_touching_the_original(how):
-    """A copy's close() (and load_memory_state_dict({}), which closes) was an AttributeError: its cold tier is an
-    in-memory array after the copy, with no file mapping to close."""
-    import copy
-    import pickle
-
-    model = MemNet(model_cfg())
-    tokens = torch.randint(0, V, (2, 12))
-    with torch.no_grad():
-        _, state, _ = model(tokens, model.initial_state(2), torch.ones(2, 12, dtype=torch.bool))
-        twin = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
-        query = torch.randint(0, V, (2, 5))
-        expected = model(query, state)[0]
-        torch.testing.assert_close(twin(query, state)[0], expected, rtol=0, atol=0)
-        twin.close()
-        assert twin.store is None
-        twin.load_memory_state_dict({})  # (closes again: nothing left to close)
-        torch.testing.assert_close(model(query, state)[0], expected, rtol=0, atol=0)  # the original's file intact
-
-
 def test_acting_equals_the_chunk_forward_under_bf16_autocast_with_a_task_context():
     """train.amp=true: the task context's running mean came from a bf16 matmul over the chunk, and from a carry
     rounded to bf16 at every acting step: logits 2.6 apart and other actions at 4 of 128 positions. Both run in
@@ -385,12 +315,3 @@ def test_memnet_starts_its_internal_memory_from_init_slots_without_training_them
     logits, _, _ = model(torch.randint(0, V, (2, 6)), state, torch.ones(2, 6, dtype=torch.bool))
     logits.sum().backward()
     assert model.internal.init_slots.grad is None and model.internal.read_attn.in_proj_weight.grad is not None
-
-
-def test_loading_none_as_memory_state_is_refused_and_keeps_the_memory():
-    """load_memory_state_dict(None) dropped the store and cache, as {} (the state of no memory) does."""
-    model = MemNet(model_cfg())
-    model(torch.randint(0, V, (2, 6)), model.initial_state(2), torch.ones(2, 6, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"^memory state: expected the dict memory_state_dict\(\) makes .*NoneType"):
-        model.load_memory_state_dict(None)
-    assert len(model.store) == 12

@@ -1,0 +1,92 @@
+"""MemNet's memory state (store + cache): a round trip through a weights-only load, refused states (another
+config's, None) that leave the memory as it was, and copies that read the same memory and close on their own."""
+
+import io
+
+import pytest
+import torch
+
+from agents.memnet import MemNet
+from tests.test_memnet import V, model_cfg, no_writes
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+def test_memory_state_dict_round_trip_through_weights_only_load():
+    cfg = model_cfg()
+    model = MemNet(cfg).eval()
+    B, T = 2, 10
+    with torch.no_grad():
+        _, state, _ = model(torch.randint(0, V, (B, T)), model.initial_state(B), torch.rand(B, T) < 0.8)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "memory": model.memory_state_dict(), "state": state}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    other = MemNet(cfg).eval()
+    other.load_state_dict(saved["model"])
+    other.load_memory_state_dict(saved["memory"])
+    assert len(other.store) == len(model.store)
+    tokens = torch.randint(0, V, (B, T))
+    with torch.no_grad():
+        a, _, aux_a = model(tokens, state, no_writes(tokens))
+        b, _, aux_b = other(tokens, saved["state"], no_writes(tokens))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert torch.equal(aux_a["metrics"]["store_ids"], aux_b["metrics"]["store_ids"])
+    bigger = MemNet(model_cfg(store_capacity=128))
+    with pytest.raises(ValueError, match="capacity"):
+        bigger.load_memory_state_dict(saved["memory"])
+    with pytest.raises(ValueError, match="memory.store=false"):
+        MemNet(model_cfg(store=False)).load_memory_state_dict(saved["memory"])
+    other.load_memory_state_dict({})
+    assert other.store is None and other.memory_state_dict() == {}
+
+
+def test_a_refused_memory_state_leaves_the_model_s_memory_as_it_was():
+    """A state whose cache another config made was refused only after the store had been loaded: the store held the
+    file's entries beside the old cache, and reads found nothing (store ids -1) without a word."""
+    saved_model, model = MemNet(model_cfg(cache_hot=16)), MemNet(model_cfg())
+    tokens = torch.randint(0, V, (2, 6))
+    saved_model(tokens, saved_model.initial_state(2), torch.ones_like(tokens, dtype=torch.bool))
+    state = model.initial_state(2)
+    _, state, _ = model(tokens[:, :3], state, torch.ones(2, 3, dtype=torch.bool))
+    before = (len(model.store), len(model.cache))
+    with torch.no_grad():
+        expected, _, _ = model(tokens, state)
+    with pytest.raises(ValueError, match="TieredKVCache"):
+        model.load_memory_state_dict(saved_model.memory_state_dict())
+    assert (len(model.store), len(model.cache)) == before == (6, 6)
+    with torch.no_grad():
+        assert torch.equal(model(tokens, state)[0], expected)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_memnet_reads_the_same_memory_and_closes_without_touching_the_original(how):
+    """A copy's close() (and load_memory_state_dict({}), which closes) was an AttributeError: its cold tier is an
+    in-memory array after the copy, with no file mapping to close."""
+    import copy
+    import pickle
+
+    model = MemNet(model_cfg())
+    tokens = torch.randint(0, V, (2, 12))
+    with torch.no_grad():
+        _, state, _ = model(tokens, model.initial_state(2), torch.ones(2, 12, dtype=torch.bool))
+        twin = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+        query = torch.randint(0, V, (2, 5))
+        expected = model(query, state)[0]
+        torch.testing.assert_close(twin(query, state)[0], expected, rtol=0, atol=0)
+        twin.close()
+        assert twin.store is None
+        twin.load_memory_state_dict({})  # (closes again: nothing left to close)
+        torch.testing.assert_close(model(query, state)[0], expected, rtol=0, atol=0)  # the original's file intact
+
+
+def test_loading_none_as_memory_state_is_refused_and_keeps_the_memory():
+    """load_memory_state_dict(None) dropped the store and cache, as {} (the state of no memory) does."""
+    model = MemNet(model_cfg())
+    model(torch.randint(0, V, (2, 6)), model.initial_state(2), torch.ones(2, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"^memory state: expected the dict memory_state_dict\(\) makes .*NoneType"):
+        model.load_memory_state_dict(None)
+    assert len(model.store) == 12
