@@ -41,6 +41,7 @@ from agents.benchmark_suite import SuiteSpec, bounded, comma_list, load_suite, s
 from agents.cli_args import check_given_once, override_key
 from agents.config import ConfigError, group_options, load_config
 from agents.interrupts import sigterm_as_interrupt
+from agents.preflight import env_source
 from agents.threads import usable_cores
 from agents.tune_overrides import merge_overrides
 from agents.tune_space import _positive_int
@@ -143,7 +144,7 @@ def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> l
                     values = [x for x in values if x != kwargs.get(key)]  # the run's own evaluation has that one
                     for x in values:
                         try:
-                            report.env_source(env, kwargs | {key: x})
+                            env_source(env, kwargs | {key: x})
                         except ConfigError as exc:
                             raise ConfigError(f"envs.{env}.probes.vary.{key}={x!r}: {exc}") from None
                     if values:

@@ -15,8 +15,8 @@ import math
 import re
 
 from agents.cl_metrics import bootstrap_ci
-from agents.config import ConfigError
 from agents.env_presets import preset_bases
+from agents.preflight import env_source
 
 # (agents.report and memory.metrics load torch and matplotlib: they are imported where used, so that
 # `agents.benchmark` plans its runs, and refuses a bad command line, before those load)
@@ -37,22 +37,6 @@ def _number(x) -> float | None:
 
 
 # ---------------------------------------------------------------- facts the report needs
-def env_source(env_id: str, kwargs: dict):
-    """The env's stream source (numpy only) for these options: checks them, and knows the answer space."""
-    import gymnasium as gym
-    from gymnasium.envs.registration import load_env_creator
-
-    import envs  # noqa: F401  (registers the ids)
-    from envs.token_env import build_source
-
-    try:
-        spec = gym.spec(env_id)
-        return build_source(load_env_creator(spec.vector_entry_point).source_cls, dict(spec.kwargs) | kwargs)
-    except (gym.error.Error, TypeError, ValueError) as exc:
-        message = str(exc).splitlines()[0]
-        raise ConfigError(message if env_id in message else f"{env_id}: {message}") from None
-
-
 def chance_level(env_id: str, kwargs: dict) -> float | None:
     """1 / number of possible answers: LongDependency's n values; NeedleRecall's content tokens (answers are
     drawn uniformly from them); None where the targets need no chance level."""

@@ -268,7 +268,7 @@ def plain(value):
 def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
     """Every swept key names a leaf of the run config, and the values at the ends of each range are valid
     (env options too: the env is built with each, as the benchmark checks its probes, so no trial crashes)."""
-    from agents.benchmark_report import env_source
+    from agents.preflight import env_source
 
     for key, spec in plan.search_space.items():
         if key in ("env.id", "agent.name"):  # the other env's options and budgets

@@ -222,9 +222,9 @@ def check_row(ap: argparse.ArgumentParser, label: str, agent: str, overrides: li
     lanes, made once and dropped. `label` names the row's flag in the usage line."""
     from omegaconf import OmegaConf
 
-    from agents.benchmark_report import env_source
     from agents.cli_args import ALLOCATION_ERRORS, allocation_failure, does_not_fit
     from agents.config import ConfigError, load_config
+    from agents.preflight import env_source
 
     cfg = None
     try:
