@@ -41,7 +41,7 @@ from agents.benchmark_suite import SuiteSpec, bounded, comma_list, load_suite, s
 from agents.cli_args import check_given_once, override_key
 from agents.config import ConfigError, group_options, load_config
 from agents.interrupts import sigterm_as_interrupt
-from agents.preflight import env_source
+from agents.preflight import env_source, model_fits
 from agents.threads import usable_cores
 from agents.tune_overrides import merge_overrides
 from agents.tune_space import _positive_int
@@ -118,12 +118,13 @@ def _select(key: str, wanted: list[str] | None, available: dict) -> list[str]:
 
 
 def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> list[Job]:
-    """Every run, its config composed and validated now (a bad key fails before any run starts)."""
+    """Every run, its config composed and validated now, and its model made (a bad key, or a size that does not fit,
+    fails before any run starts)."""
     seeds = opts.get("seeds", suite.seeds)
     chosen_envs = _select("envs", opts.get("envs"), suite.envs)
     chosen = _select("agents", opts.get("agents"), suite.variants)
     cli = suite_overrides("command line", cli_overrides)
-    jobs = []
+    jobs, models = [], []  # models: (label, config, vocabulary) of each (env, variant)
     for env in chosen_envs:
         spec = suite.envs[env]
         for variant in chosen:
@@ -132,11 +133,8 @@ def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> l
             overrides = merge_overrides([f"env={env}", f"agent={v.agent}", "train.threads=1"], suite.overrides,
                                         spec.overrides, v.overrides, ["train.progress=false"], cli)
             cfg = load_config([*overrides, "seed=0"])
-            if cfg.device == "cuda":  # every run would start and fail on it (the trainer's check; torch: only here)
-                from agents.trainer import resolve_device
-
-                resolve_device(cfg.device)
             kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)  # plain lists: JSON and the env
+            models.append((f"{env} / {variant}: its model", cfg, int(env_source(env, kwargs).vocab_size)))
             facts = {"window": int(cfg.model.window), "env_kwargs": kwargs, "chance": report.chance_level(env, kwargs)}
             probes = {}
             if variant in spec.probes.variants:
@@ -151,6 +149,11 @@ def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> l
                         probes[key] = values
             jobs += [Job(env, variant, v.agent, seed, out / env / variant / f"s{seed}", overrides, probes, facts)
                      for seed in range(seeds)]
+    # device=cuda without CUDA, or sizes past this machine's memory: every run would start and fail on it, each
+    # saying so only in its log. After every config is checked (a bad one is answered before torch loads); each
+    # (env, variant)'s model once (every seed's is the same), on the CPU
+    for label, cfg, vocab_size in models:
+        model_fits(cfg, vocab_size, label, "lower them (in the suite or on the command line)")
     # seed by seed (a complete table early), slowest kinds first within a seed (a short tail at the end)
     return sorted(jobs, key=lambda j: (j.seed, COST_RANK.get(j.agent, 0), not j.probes))
 

@@ -1,7 +1,8 @@
 """What a command that starts runs elsewhere checks before any of them starts, each failure one ConfigError line:
-the env options, as the env builds them. Shared by `agents.benchmark` (every (env, variant) of a suite and its
-probes), `benchmarks/agents.py` (every row) and `agents.tune` (the swept env options): without it a bad value failed
-inside each run, in its log, after the runs before it had spent their minutes."""
+the env options (as the env builds them) and the run's model with its memory (as the trainer makes it). Shared by
+`agents.benchmark` (every (env, variant) of a suite and its probes), `benchmarks/agents.py` (every row) and
+`agents.tune` (the swept env options): without them a bad value or a size past this machine's memory failed inside
+each run, in its log, after the runs before it had spent their minutes."""
 
 from __future__ import annotations
 
@@ -23,3 +24,22 @@ def env_source(env_id: str, kwargs: dict):
         message = str(exc).splitlines()[0]
         raise ConfigError(message if env_id in message else f"{env_id}: {message}") from None
 
+
+def model_fits(cfg, vocab_size: int, what: str = "its model", fix: str = "lower them") -> None:
+    """The trainer's device check and model, with the memory for train.lanes lanes, made and dropped: device=cuda
+    without CUDA is its ConfigError, sizes that do not fit `agents.cli_args.does_not_fit`'s line about `what`,
+    ending in `fix`. The model is made on the CPU (where the store and cache live on any device): on a GPU it held
+    a CUDA context in the checking process all along, beside the runs'."""
+    import torch
+
+    from agents.cli_args import ALLOCATION_ERRORS, allocation_failure, does_not_fit
+    from agents.models import build_agent
+    from agents.trainer import resolve_device
+
+    resolve_device(cfg.device)
+    try:
+        build_agent(cfg, vocab_size, torch.device("cpu"))  # dropped at once
+    except ALLOCATION_ERRORS as exc:
+        if not allocation_failure(exc):  # any other error is a bug: keep its traceback
+            raise
+        raise ConfigError(does_not_fit(cfg, exc, what, fix)) from None

@@ -222,37 +222,17 @@ def check_row(ap: argparse.ArgumentParser, label: str, agent: str, overrides: li
     lanes, made once and dropped. `label` names the row's flag in the usage line."""
     from omegaconf import OmegaConf
 
-    from agents.cli_args import ALLOCATION_ERRORS, allocation_failure, does_not_fit
     from agents.config import ConfigError, load_config
-    from agents.preflight import env_source
+    from agents.preflight import env_source, model_fits
 
-    cfg = None
     try:
         cfg = load_config([f"env={args.env}", f"agent={agent}", f"train.lanes={args.lanes}",
                            f"train.threads={args.threads}", f"train.acting={args.acting}", *overrides])
         # env options: as the env builds them
         source = env_source(args.env, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
-        model_fits(cfg, int(source.vocab_size))
+        model_fits(cfg, int(source.vocab_size), fix="lower them (train.lanes is --lanes)")
     except ConfigError as exc:
         ap.error(f"{label}: {exc}")
-    except ALLOCATION_ERRORS as exc:
-        if cfg is None or not allocation_failure(exc):  # any other error is a bug: keep its traceback
-            raise
-        ap.error(f"{label}: {does_not_fit(cfg, exc, 'its model', 'lower them (train.lanes is --lanes)')}")
-
-
-def model_fits(cfg, vocab_size: int) -> None:
-    """The trainer's device check and model, with the memory for train.lanes lanes, made and dropped: device=cuda
-    without CUDA raises its ConfigError, sizes that do not fit the allocator's error. The model is made on the CPU
-    (where the store and cache live on any device): on a GPU it held a CUDA context in this process all along,
-    beside the measuring ones."""
-    import torch
-
-    from agents.models import build_agent
-    from agents.trainer import resolve_device
-
-    resolve_device(cfg.device)
-    build_agent(cfg, vocab_size, torch.device("cpu"))  # dropped at once
 
 
 def print_split(agents: list[str], rounds: list[dict]) -> None:

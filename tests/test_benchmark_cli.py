@@ -55,6 +55,18 @@ def test_device_cuda_without_cuda_is_refused_before_any_run_starts(capsys, tmp_p
     assert not (tmp_path / "bench").exists()  # no run started
 
 
+def test_sizes_past_this_machines_memory_are_refused_before_any_run_starts(capsys, tmp_path):
+    """Every run started and failed on them, each saying so only in its log; the model of each (env, variant) is
+    made once, on the CPU, as benchmarks/agents.py checks its rows. 224 TiB: beyond any machine's address space."""
+    argv = ["envs=LongDependency-v0", "agents=gru,memnet", "seeds=1", "memory.store_capacity=10000000000"]
+    assert benchmark.main([*argv, f"out={tmp_path / 'bench'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: LongDependency-v0 / memnet: its model does not fit in memory (an allocation of ")
+    assert "memory.store_capacity=10000000000" in err and err.endswith("; lower them (in the suite or on the command "
+                                                                       "line)")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "bench").exists()  # no run started
+
+
 def write_suite(path, **fields):
     path.write_text(yaml.safe_dump(fields))
     return str(path)
