@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import os
 import re
 import sys
@@ -41,8 +40,12 @@ def non_negative_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
-def positive_float(text: str) -> float:
-    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a finite number > 0")
+MAX_TIMED_S = 600.0  # one timed run of a script: 10 min (benchmarks/envs.py --seconds 1e9 started 18 runs of 32 years)
+
+
+def timed_seconds(text: str) -> float:
+    """A script's --seconds, the length of one timed run: > 0 and at most MAX_TIMED_S."""
+    return _number(text, float, lambda v: 0 < v <= MAX_TIMED_S, f"a number of seconds > 0 and <= {MAX_TIMED_S:g}")
 
 
 def _number(text: str, kind, ok, what: str):

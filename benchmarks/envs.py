@@ -24,7 +24,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 import envs  # noqa: E402, F401  (registers the ids)
-from agents.cli_args import lane_count, positive_float, positive_int  # noqa: E402
+from agents.cli_args import lane_count, positive_int, timed_seconds  # noqa: E402
 from agents.startup import run_script  # noqa: E402
 
 ENV_IDS = ("LongDependency-v0", "ContinualShift-v0", "NeedleRecall-v0")
@@ -74,7 +74,8 @@ def median_pair(runs: list[tuple[float, float]]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lanes", type=lane_count, default=256)
-    parser.add_argument("--seconds", type=positive_float, default=1.0, help="length of one timed run")
+    parser.add_argument("--seconds", type=timed_seconds, default=1.0,
+                        help="length of one timed run (at most 600; the table takes 6 x --repeats of them)")
     parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores\n")

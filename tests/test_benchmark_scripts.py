@@ -7,7 +7,12 @@ from tests.test_run import TINY_MODEL
 
 @pytest.mark.parametrize("script, args, message", [
     ("envs.py", ["--repeats", "0"], "argument --repeats: '0': must be an integer >= 1"),  # was StatisticsError
-    ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a finite number > 0"),  # was 0 steps/s
+    ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a number of seconds > 0 and <= 600"),  # was
+    # 0 steps/s; unbounded, --seconds 1e9 started 18 timed runs of 32 years each
+    ("envs.py", ["--seconds", "1e9"], "argument --seconds: '1e9': must be a number of seconds > 0 and <= 600"),
+    ("envs.py", ["--seconds", "0"], "argument --seconds: '0': must be a number of seconds > 0 and <= 600"),
+    ("envs.py", ["--seconds", "nan"], "argument --seconds: 'nan': must be a number of seconds > 0 and <= 600"),
+    ("envs.py", ["--lanes", "0"], "argument --lanes: '0': must be an integer in [1, 65,536]"),
     # the env's own limit: refused after the table's header, with a traceback
     ("envs.py", ["--lanes", "1000000000"], "argument --lanes: '1000000000': must be an integer in [1, 65,536]"),
     ("slots.py", ["--heads", "3"], "--heads=3: must be >= 1 and divide --dim 128"),  # was a traceback
