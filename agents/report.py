@@ -92,9 +92,11 @@ def scored(by_key) -> dict:
 
 
 def write_report(trainer, metrics: dict, logger=None) -> None:
+    """The plots, TensorBoard's images and hparams, then metrics.json: written last, so that a run folder holding it
+    holds the whole report (`finished_report`); a run stopped before it still has its numbers in its checkpoint,
+    and `resume=` writes the report again."""
     run_dir = Path(trainer.run_dir)
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "metrics.json", metrics)
     p = run_dir / "plots"
     figs = {
         "forgetting_curves": plots.plot_forgetting_curves(trainer.curves, trainer.task_boundaries,
@@ -126,6 +128,19 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
                 logger.image(f"plots/{name}", figs[name], trainer.train_steps)
         logger.hparams(hparams_of(trainer.cfg), {f"cl/{k}": metrics[k] for k in ("ACC", "BWT", "FWT", "forgetting")}
                        | {"eval/accuracy": metrics["accuracy"]})
+        logger.flush()  # on disk before metrics.json says the report is whole
+    write_json_atomic(run_dir / "metrics.json", metrics)
+
+
+def finished_report(run_dir: Path, episodes: int) -> dict | None:
+    """The metrics.json of a run whose report is whole (`write_report` writes it last) after `episodes` training
+    episodes per lane, else None (none yet, another run's, unreadable: the report is to be written)."""
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+        summary_table(metrics)  # the summary the command prints: a file of an older format may lack its keys
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return metrics if metrics.get("episodes") == episodes else None
 
 
 def boundary_labels(block_tasks, count: int) -> list[str]:

@@ -33,7 +33,14 @@ from agents.checkpoint import CheckpointError, how_to_continue  # noqa: E402
 from agents.cli_args import inert_note, override_key  # noqa: E402
 from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
-from agents.report import final_metrics, mean_accuracy, summary_table, write_report, write_text_atomic  # noqa: E402
+from agents.report import (  # noqa: E402
+    final_metrics,
+    finished_report,
+    mean_accuracy,
+    summary_table,
+    write_report,
+    write_text_atomic,
+)
 from agents.run_config import config_for, help_answer  # noqa: E402
 from agents.run_lock import RunLocks  # noqa: E402
 from agents.threads import threads_note  # noqa: E402
@@ -214,9 +221,17 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             trainer.restore(checkpoint, config)  # with the run's own torch thread count unless train.threads is given
             if note := threads_note(trainer.saved_threads, cfg.train.threads, "train.threads"):
                 print(note, flush=True)
-            if trainer.episode >= trainer.total_episodes:  # (or stopped while writing its report)
-                print(f"note: this run had trained all its {trainer.total_episodes} episodes; nothing is left to "
-                      "train, so only its report (metrics.json, plots, summary) is written again", flush=True)
+            if trainer.episode >= trainer.total_episodes:
+                if (done := finished_report(run_dir, trainer.episode)) is not None:  # each resume wrote its report
+                    # again, in a new TensorBoard event file: nothing of it changes
+                    print(f"this run is finished: it trained all its {trainer.total_episodes} episodes and wrote its "
+                          "report; nothing to do (its summary, from metrics.json:)", flush=True)
+                    print(summary_table(done))
+                    print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir})")
+                    return 0
+                print(f"note: this run had trained all its {trainer.total_episodes} episodes but was stopped while "
+                      "writing its report; nothing is left to train, so only its report (metrics.json, plots, "
+                      "summary) is written", flush=True)
         try:
             if resume_dir is None and not cfg.run_dir:  # a generated name: claimed now, the trainer told
                 run_dir = trainer.run_dir = new_run_dir(cfg, create=True)

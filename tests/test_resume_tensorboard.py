@@ -3,11 +3,14 @@ once: not again when the run had finished (or had written them before it was sto
 stopped before. Counted as TensorBoard reads a run folder: every event file, in order, with a resumed run's purge of
 the points after its checkpoint applied (its data provider's EventAccumulator)."""
 
+import json
+
 import pytest
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
 from agents import run
 from agents.checkpoint import load_checkpoint
+from agents.report import summary_table
 from agents.tb_logger import TBLogger, read_hparams, read_scalars
 from agents.trainer import Trainer
 from tests.test_run import tiny
@@ -66,10 +69,36 @@ def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monke
         assert run.main([f"resume={run_dir}"]) == 0
         end = load_checkpoint(run_dir)["trainer"]["train_steps"]
         assert report_summaries(run_dir) == {tag: [end] for tag in IMAGES + HPARAMS}
-        # a run resumed at its end says why it trains nothing (a stopped one trains on without the note)
-        note = "note: this run had trained all its 2 episodes; nothing is left to train, so only its report"
-        assert (note in capsys.readouterr().out) == (how != "stopped-in-training")
+        # a run stopped while writing its report says why it trains nothing (a stopped one trains on without the
+        # note; a finished one writes nothing: test_a_finished_run_resumed_prints_its_summary_and_writes_nothing)
+        note = "note: this run had trained all its 2 episodes but was stopped while writing its report; nothing is"
+        out = capsys.readouterr().out
+        assert (note in out) == (how == "stopped-before-hparams")
+        assert ("this run is finished" in out) == (how == "finished")
     assert read_hparams(run_dir)["memory.slots"] == 8
+
+
+def test_a_finished_run_resumed_prints_its_summary_and_writes_nothing(tmp_path, capsys):
+    """Each resume= of a finished run wrote its report again (metrics.json, plots, config.yaml) and a new TensorBoard
+    event file (~600 bytes each time) holding nothing new; now it says so, prints the summary from metrics.json
+    and exits 0."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("LongDependency-v0", "gru", run_dir)) == 0
+    capsys.readouterr()
+
+    def files():  # (but the lock, which every command holding the folder writes its pid into)
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")
+                if p.is_file() and p.name != ".run.lock"}
+
+    before = files()
+    for _ in range(2):
+        assert run.main([f"resume={run_dir}"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("this run is finished: it trained all its 2 episodes and wrote its report; nothing to "
+                              "do (its summary, from metrics.json:)\n")
+        assert summary_table(json.loads((run_dir / "metrics.json").read_text())) in out
+        assert out.rstrip().endswith(f"run folder: {run_dir}  (tensorboard --logdir {run_dir})")
+        assert files() == before
 
 
 def test_a_resumed_run_reads_back_without_tensorboards_restart_warning(tmp_path, monkeypatch, caplog):

@@ -103,8 +103,13 @@ def test_an_unreadable_event_file_at_a_resume_is_not_called_a_failed_write(tmp_p
     "cannot write b'<run>/events...' (Permission denied; 70 GiB free there): free space" of a file being read."""
     from tensorboard.compat.tensorflow_stub.io import gfile
 
+    def stopped(*args, **kwargs):  # a run stopped while writing its report: its resume reads the event file (a
+        raise KeyboardInterrupt  # finished run's resume=, which writes nothing, does not)
+
     run_dir = tmp_path / "run"
-    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    monkeypatch.setattr(run, "write_report", stopped)
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 130
+    monkeypatch.undo()
     event_file = next(run_dir.glob("events.out.tfevents.*"))
 
     def read(self, filename, *args, **kwargs):
