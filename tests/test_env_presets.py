@@ -76,8 +76,8 @@ def test_agents_run_trains_a_preset_into_its_own_folder_and_resumes_it(tmp_path,
     saved = OmegaConf.load(run_dir / "config.yaml")
     assert saved.env.id == "LongDependency-Easy-v0" and saved.env.kwargs.episode_length == 320
     assert list(saved.env.kwargs.distances) == [1, 2, 4, 8, 16, 32, 64]
-    assert run.main([f"resume={run_dir}"]) == 0  # (nothing left to train: the report again, over the same config)
-    assert "nothing is left to train" in capsys.readouterr().out
+    assert run.main([f"resume={run_dir}"]) == 0  # (finished: its summary, from its metrics.json)
+    assert "this run is finished" in capsys.readouterr().out
     # a generated folder is named after the preset
     assert run.main(["env=LongDependency-Easy-v0", *[a for a in argv if not a.startswith("run_dir=")],
                      f"runs_root={tmp_path / 'root'}"]) == 0
