@@ -35,6 +35,7 @@ from agents.config_messages import (
     type_reason,
 )
 from agents.model_config import AGENTS, ModelConfig
+from envs.options import SEED_LIMIT
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
 
@@ -171,8 +172,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         for key, value in merged[section].items():
             need(not isinstance(value, float) or math.isfinite(value), f"{section}.{key}={value}: must be a finite "
                  "number")
-    need(0 <= merged.seed < 2**32, f"seed={merged.seed}: must be in [0, 2^32) (numpy and Gymnasium take non-negative "
-         "seeds; torch's end at 2^64)")
+    need(0 <= merged.seed < SEED_LIMIT, f"seed={merged.seed}: must be in [0, 2^32), as every seed of the envs")
     vector = sorted(VECTOR_KEYWORDS & set(map(str, merged.env.kwargs)))
     need(not vector, f"env.kwargs.{(vector or [''])[0]}: the env's lanes are train.lanes, and the trainer makes the "
          "vector env itself; drop it")  # was make_vec()'s "got multiple values for keyword argument"
@@ -195,6 +195,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     need(t.acting in ACTING, f"train.acting={t.acting!r}: choose one of {ACTING}")
     need(t.episodes is None or t.episodes >= 0, f"train.episodes={t.episodes}: must be >= 0")
     need(1 <= t.lanes <= MAX_LANES, f"train.lanes={t.lanes}: must be in [1, {MAX_LANES}]")
+    # lane i is seeded seed + i: each below 2^32 too (the env refused the last lanes' at the run's first reset)
+    need(merged.seed + t.lanes <= SEED_LIMIT, f"seed={merged.seed}: the {t.lanes} lanes are seeded {merged.seed} .. "
+         f"{merged.seed + t.lanes - 1}, past 2^32 - 1; use seed <= {SEED_LIMIT - t.lanes}")
     need(1 <= t.chunk <= m.window, f"train.chunk={t.chunk}: must be in [1, model.window={m.window}]")
     need(t.lr > 0, f"train.lr={t.lr}: must be > 0")
     need(t.eval_every >= 1, f"train.eval_every={t.eval_every}: must be >= 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.last_reveals import LastReveals
-from envs.options import check_bool, check_choice, check_float, check_int, check_vocab
+from envs.options import check_bool, check_choice, check_float, check_int, check_vocab, check_world_seed
 from envs.stream import BOS, EOS, Episodes, StreamSource, first_ranks, lane_uniforms, random_ranks, scale, split_columns
 from envs.token_env import TokenStreamEnv, TokenStreamVectorEnv
 
@@ -56,7 +56,7 @@ class ContinualShiftSource(StreamSource):
         self.task_visible = check_bool("task_visible", task_visible)
         self.revisit = check_bool("revisit", revisit)
         self.vocab_size = V = check_int("vocab_size", vocab_size, 4, 1_000_000)
-        world_seed = check_int("world_seed", world_seed, 0)
+        world_seed = check_world_seed(world_seed)
         num_keys = S + T * (K - S)
         # values get half of the ids after the keys (fillers the other half); a shared key needs a different
         # value in every task, else two tasks can share a mapping and nothing conflicts
@@ -281,7 +281,7 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
     | task_visible | False | show TASK tokens as context instead of task-specific fillers |
     | revisit | False | run the task sequence twice |
     | vocab_size | 256 | V; shared keys need >= T values: V >= 2 + T + (number of keys) + 2 max(2, T) |
-    | world_seed | 0 | seed of the tasks' mappings and statistics |
+    | world_seed | 0 | seed of the tasks' mappings and statistics, in [0, 2^32) |
 
     `reset(options={"phase": "eval", "task_id": j})` gives a pure task-j episode without moving the schedule,
     from the eval stream (the training episodes do not depend on how many evals came between); `eval_episodes` = 1.

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from envs.haystack import MARKOV_LENGTH, markov_corpus, text_corpus
-from envs.options import check_int, check_vocab
+from envs.options import check_int, check_vocab, check_world_seed
 from envs.stream import BOS, EOS, Episodes, StreamSource, lane_uniforms, random_ranks, scale
 from envs.token_env import TokenStreamEnv, TokenStreamVectorEnv
 
@@ -59,7 +59,7 @@ class NeedleRecallSource(StreamSource):
                                  f"{D * F} distinct facts")
         H = check_int("haystack_length", haystack_length, 0, 1_000_000)
         self.block_write, self.block_recall = 1 + K + M, P + M  # FACT cue answer | RECALL cue[:P] answer[:-1]
-        world_seed = check_int("world_seed", world_seed, 0)
+        world_seed = check_world_seed(world_seed)
         symbols = V - CONTENT0
         count = pools["train_facts"] + pools["fresh_facts"]
         if symbols**P < 2 * count:  # every fact needs its own recall cue; keep them sparse for quick drawing
@@ -208,7 +208,7 @@ class NeedleRecallEnv(FactPoolAttributes, TokenStreamEnv):
     | answer_length | 2 | M |
     | train_facts / fresh_facts | 1024 / 256 | pool sizes (each at least delay x F) |
     | haystack_path | None | UTF-8 text file for the haystack |
-    | world_seed | 0 | seed of the facts and the Markov source |
+    | world_seed | 0 | seed of the facts and the Markov source, in [0, 2^32) |
 
     Attribute `fact_pools`: {"train": ..., "fresh": ...} arrays of fact tokens (cue, then answer).
     Attribute `haystack_sha256`: hex sha256 of the haystack text the env read from `haystack_path` (UTF-8, newlines

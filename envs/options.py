@@ -25,11 +25,23 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     return value
 
 
+# every seed (a reset's, each lane's, world_seed, a run's `seed`) is below this: numpy takes any int >= 0, but a
+# run's seed also seeds torch, which refuses 2^64, and the 32-bit seeds are what the CLI always accepted; one bound
+# for all, so that no seed the env takes is one that a run of it refuses
+SEED_LIMIT = 2**32
+
+
 def check_seed(value: Any, name: str = "seed") -> int:
-    """A reset seed: an int >= 0 (numpy integers too); bools and floats are refused (int(1.9) would seed 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0 or None, got {value!r}")
+    """A reset seed: an int in [0, SEED_LIMIT) (numpy integers too); bools and floats are refused (int(1.9) would
+    seed 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer in [0, 2^32) or None, got {value!r}")
     return int(value)
+
+
+def check_world_seed(value: Any) -> int:
+    """The world_seed option: an int in [0, SEED_LIMIT), as every seed."""
+    return check_int("world_seed", value, 0, SEED_LIMIT - 1)
 
 
 def check_float(name: str, value: Any, low: float, high: float) -> float:

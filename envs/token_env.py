@@ -19,7 +19,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.options import check_int, check_seed, parse_reset_options
+from envs.options import SEED_LIMIT, check_int, check_seed, parse_reset_options
 from envs.stream import Episodes, StreamSource, eval_stream
 
 RENDER_TOKENS = 32  # how many recent observations `render` names
@@ -216,16 +216,21 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
         return self._obs[:, 0].copy(), self._info(0)
 
     def _lane_seeds(self, seed) -> list[int]:
-        """One int seed per lane: s, s + 1, ... for an int s; a list is taken as is (bools and floats refused)."""
-        usage = f"seed must be an int >= 0 or a list of {self.num_envs} ints >= 0"
+        """One int seed per lane: s, s + 1, ... for an int s; a list is taken as is (bools and floats refused).
+        Each below SEED_LIMIT, as a scalar env's: lane i is the scalar env seeded s + i."""
+        usage = f"seed must be an int in [0, 2^32) or a list of {self.num_envs} such ints"
         if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            return [check_seed(seed) + i for i in range(self.num_envs)]
+            if check_seed(seed) + self.num_envs > SEED_LIMIT:
+                last = seed + self.num_envs - 1
+                raise ValueError(f"seed {seed} seeds the {self.num_envs} lanes with {seed} .. {last}, past 2^32 - 1; "
+                                 f"use a seed <= {SEED_LIMIT - self.num_envs}")
+            return [int(seed) + i for i in range(self.num_envs)]
         if not isinstance(seed, (list, tuple, np.ndarray)) or np.ndim(seed) != 1:
             raise ValueError(f"{usage}, got {seed!r}")
         if len(seed) != self.num_envs:
             raise ValueError(f"{usage}, got {len(seed)} seeds")
         for i, s in enumerate(seed):  # int(1.9) would silently seed lane i with 1
-            if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 0:
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or not 0 <= s < SEED_LIMIT:
                 raise ValueError(f"{usage}, got seed[{i}]={s!r}")
         return [int(s) for s in seed]
 

@@ -146,6 +146,11 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
 @pytest.mark.parametrize("override, message", [
     ("model.dim=36", "model.heads=4: dim // heads = 9 must be even (rotary positions)"),  # was a traceback
     ("seed=18446744073709551616", "seed=18446744073709551616: must be in [0, 2^32)"),  # torch's overflow
+    # lane i is seeded seed + i, and the env takes seeds below 2^32 (as every seed): numpy took any
+    ("seed=4294967290", "seed=4294967290: the 16 lanes are seeded 4294967290 .. 4294967305, past 2^32 - 1; use seed "
+     "<= 4294967280"),
+    ("env.kwargs.world_seed=4294967296", "env.kwargs for ContinualShift-v0: world_seed must be an integer in [0, "
+     "4294967295], got 4294967296"),
     ("runs_root=", "runs_root= is empty"),  # wrote the run into the working folder
     # found by an audit, 2026-12-01: a mid-run traceback, a silent hang, an option the user never set, OmegaConf's
     # "Merge error: int is not a subclass of ModelSchema", a message naming three keys

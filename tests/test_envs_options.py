@@ -14,6 +14,8 @@ import envs  # noqa: F401
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NOT_AN_INT = st.one_of(st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none())
+# every seed is an int in [0, 2^32) (envs.options.SEED_LIMIT): numpy took 2^64 and more, a run's seed= stops at 2^32
+BAD_SEED = st.integers(max_value=-1) | st.integers(min_value=2**32) | st.floats() | st.booleans()
 
 
 @st.composite
@@ -34,7 +36,7 @@ def continual_shift_options(draw):
     return {"num_tasks": tasks, "keys_per_task": keys, "episodes_per_task": episodes, "key_overlap": overlap,
             "trials_per_episode": draw(st.integers(1, 40)), "shift": draw(st.sampled_from(["abrupt", "gradual"])),
             "shift_window": draw(st.none() | st.integers(1, episodes)), "task_visible": draw(st.booleans()),
-            "revisit": draw(st.booleans()), "world_seed": draw(st.integers(0, 2**32)),
+            "revisit": draw(st.booleans()), "world_seed": draw(st.integers(0, 2**32 - 1)),
             # ids: BOS/EOS, task tokens, keys, then values and as many fillers (a shared key needs T values)
             "vocab_size": 2 + tasks + shared + tasks * (keys - shared) + 2 * max(2, tasks if shared else 2)
             + draw(st.integers(0, 50))}
@@ -106,6 +108,7 @@ INVALID = {
         st.tuples(st.just("shift_window"), st.integers(max_value=0) | st.integers(21, 1000)),
         st.tuples(st.just("task_visible"), st.integers(0, 1) | st.text(max_size=2)),
         st.tuples(st.just("vocab_size"), st.integers(max_value=2 + 5 + 32 + 2 * 5 - 1)),  # 5 values, 5 fillers
+        st.tuples(st.just("world_seed"), BAD_SEED),
     ),
     "NeedleRecall-v0": st.one_of(
         st.tuples(st.just("delay"), st.integers(max_value=0) | NOT_AN_INT),
@@ -118,6 +121,7 @@ INVALID = {
         st.tuples(st.just("fresh_facts"), st.integers(max_value=39)),
         st.tuples(st.just("vocab_size"), st.integers(max_value=4 + 50)),  # 1280 facts need 52^2 > 2560 cues
         st.tuples(st.just("haystack_path"), st.sampled_from(["/nonexistent/haystack.txt", 3, b"x"])),
+        st.tuples(st.just("world_seed"), BAD_SEED),
     ),
 }
 
@@ -165,6 +169,32 @@ def test_a_shift_window_longer_than_a_task_names_episodes_per_task():
     assert gym.make("ContinualShift-v0", episodes_per_task=2, shift_window=2).unwrapped._source.shift_window == 2
 
 
+@pytest.mark.parametrize("env_id", list(envs.ENV_IDS))
+def test_reset_seeds_are_below_2_to_the_32_for_every_lane(env_id):
+    """numpy takes any seed >= 0, so the envs took 2^64 while a run's seed= stops at 2^32; lane i is the scalar env
+    seeded s + i, so a vector env's s leaves room for its lanes."""
+    env = gym.make(env_id, disable_env_checker=True)
+    venv = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point")
+
+    @SETTINGS
+    @given(bad=BAD_SEED, ok=st.integers(0, 2**32 - 3))
+    def check(bad, ok):
+        with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 2\^32\) or None, got "):
+            env.reset(seed=bad)
+        with pytest.raises(ValueError, match=r"^seed "):
+            venv.reset(seed=bad)
+        with pytest.raises(ValueError, match=re.escape(f"got seed[1]={bad!r}")):
+            venv.reset(seed=[0, bad, 1])
+        for edge in (ok, 2**32 - 1):  # the scalar env at the top: the one seed lane 2 of ok takes
+            env.reset(seed=edge)
+        venv.reset(seed=ok)
+
+    check()
+    with pytest.raises(ValueError, match=r"^seed 4294967294 seeds the 3 lanes with 4294967294 \.\. 4294967296, past "
+                                         r"2\^32 - 1; use a seed <= 4294967293$"):
+        venv.reset(seed=2**32 - 2)
+
+
 def test_vector_reset_refuses_non_integer_seeds_in_a_list():
     venv = gym.make_vec("ContinualShift-v0", num_envs=2, vectorization_mode="vector_entry_point")
     obs, _ = venv.reset(seed=[np.int64(1), 2])  # numpy integers are seeds
@@ -172,7 +202,7 @@ def test_vector_reset_refuses_non_integer_seeds_in_a_list():
     for bad, shown in (([1.9, 2.7], "seed[0]=1.9"), ([1, 2.0], "seed[1]=2.0"), ([1, True], "seed[1]=True"),
                        (np.array([1.5, 2.5]), "seed[0]=np.float64(1.5)"), ([np.True_, 2], "seed[0]=np.True_"),
                        ([1, None], "seed[1]=None")):
-        usage = r"seed must be an int >= 0 or a list of 2 ints >= 0, got "
+        usage = r"seed must be an int in \[0, 2\^32\) or a list of 2 such ints, got "
         with pytest.raises(ValueError, match=usage + re.escape(shown)):
             venv.reset(seed=bad)
     assert venv.np_random_seed == 1  # a refused seed changes nothing
