@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.cl_metrics import acc, bwt, continual_metrics, forgetting, fwt, schedule_blocks
+from agents.cl_metrics import acc, bwt, continual_metrics, env_schedule, forgetting, fwt, schedule_blocks
 
 T4_CHANCE = 0.1
 
@@ -73,6 +73,13 @@ def test_missing_required_entry_names_it():
     R = np.array([[0.8, 0.3, 0.2], [0.6, 0.9, 0.4], [np.nan, 0.7, 1.0]])
     with pytest.raises(ValueError, match=r"R\[2\]\[0\] is NaN.*R\[:k\+1, :k\+1\]"):
         acc(R)
+
+
+def test_a_task_not_evaluated_right_after_its_own_training_is_missing():
+    """R[j][j] (task j just after its training) is the first required entry of column j: left NaN, BWT and
+    forgetting would be computed from it (a NaN metric) instead of the run being told."""
+    with pytest.raises(ValueError, match=r"R\[1\]\[1\] is NaN"):
+        continual_metrics([[0.9, np.nan], [0.5, np.nan]], [0.1, 0.1])
 
 
 @pytest.mark.parametrize(
@@ -228,3 +235,14 @@ def test_schedule_blocks():
     assert starts.tolist() == [0] and tasks.tolist() == [0]
     with pytest.raises(ValueError, match="non-empty list of int task ids"):
         schedule_blocks([])
+
+
+def test_env_schedule_from_a_per_episode_schedule():
+    """An env without ContinualShift's compact blocks gives its schedule as one task per episode: the run's
+    episode count is that schedule's length (the trainer trains that many episodes)."""
+    class PerEpisode:
+        schedule = (0, 0, 1, 1, 1, 0)
+
+    starts, tasks, episodes = env_schedule(PerEpisode())
+    assert starts.tolist() == [0, 2, 5] and tasks.tolist() == [0, 1, 0] and episodes == 6
+    assert env_schedule(type("NoSchedule", (), {"schedule": ()})()) is None

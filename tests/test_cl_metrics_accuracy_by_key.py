@@ -109,6 +109,8 @@ def test_load_state_dict_rejects_mismatch():
 def test_accuracy_by_key_bad_input():
     with pytest.raises(ValueError, match="strictly increasing"):
         AccuracyByKey([1, 4, 2])
+    with pytest.raises(ValueError, match="strictly increasing"):  # a repeated edge would be a bucket of no key
+        AccuracyByKey([1, 2, 2, 4])
     with pytest.raises(TypeError, match="keys must be integers"):
         AccuracyByKey().update([1.5], [True])
     with pytest.raises(TypeError, match="correct must be booleans"):
