@@ -61,6 +61,10 @@ def test_utilisation_loss_is_negative_entropy_of_mean_addressing():
     assert utilisation_loss(one_slot, 4).item() == pytest.approx(0.0, abs=1e-6)
     dist = addressing_distribution(even, 6)
     assert torch.allclose(dist, torch.tensor([[0.25, 0.25, 0.25, 0.25, 0.0, 0.0]]))
+    # each lane's distribution is its own (B=2): lane 0 on slot 0 alone, lane 1 evenly on slots 1 and 2
+    lanes = info([[[[1.0, 0.0]]], [[[0.5, 0.5]]]], [[[[0, 3]]], [[[1, 2]]]])
+    assert torch.allclose(addressing_distribution(lanes, 4), torch.tensor([[1.0, 0, 0, 0], [0, 0.5, 0.5, 0]]))
+    assert utilisation_loss(lanes, 4).item() == pytest.approx(-math.log(2) / 2, abs=1e-6)
 
 
 def test_read_sparsity_and_pressure_values():
@@ -84,6 +88,10 @@ def test_memory_regularisers_weighs_terms_and_skips_zero_weights():
     assert on["util"].item() == pytest.approx(2.0 * utilisation_loss(read_info, 16).item(), rel=1e-6)
     assert on["pressure"].item() == pytest.approx(0.5 * pressure_loss(write_info, state2).item(), rel=1e-6)
     assert on["sparsity"].item() == pytest.approx(3.0 * read_sparsity_loss(read_info).item(), rel=1e-6)
+    # each term follows its own weight: pressure alone is on, whatever util_weight is
+    alone = memory_regularisers(MemoryConfig(dim=16, slots=16, pressure_weight=0.5), read_info, write_info, state2)
+    assert alone["pressure"].item() == pytest.approx(on["pressure"].item()) and alone["pressure"].item() > 0
+    assert alone["util"].item() == 0.0 and alone["sparsity"].item() == 0.0
 
 
 def test_the_regularisers_of_an_empty_block_are_zero_not_nan():
