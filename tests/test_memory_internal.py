@@ -134,6 +134,41 @@ def test_identity_like_initial_slots_and_bounded_linformer_state():
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_more_slots_than_dim_start_distinct_and_linformer_unit_length(kind):
+    """Slots past `dim` repeat e_(i mod dim) plus a small random part: without it slot 32 would equal slot 0 and
+    the two read and update as one. Linformer's slots are unit vectors from the start, as its updates keep them."""
+    mem = make(kind, internal_slots=40)
+    slots = mem.initial_state(1)[0]  # (40, 32)
+    assert torch.cdist(slots, slots).add(torch.eye(40)).min() > 1e-3
+    if kind == "linformer":
+        assert torch.allclose(slots.norm(dim=-1), torch.ones(40), atol=1e-6)
+
+
+def test_lm2_gates_start_keeping_most_of_the_state():
+    """An all-zero block gives U = 0 (the attention's projection biases start at 0), so the update is the forget
+    gate's start alone: M <- sigmoid(1) M, 0.73 kept (the input gate's sigmoid(-1) multiplies tanh(0))."""
+    mem = make("lm2")
+    state = mem.initial_state(2) + 0.3 * torch.randn(2, 6, 32)
+    _, new = mem(torch.zeros(2, 3, 32), state)
+    assert torch.allclose(new, torch.sigmoid(torch.tensor(1.0)) * state, atol=1e-6)
+
+
+def test_linformer_slot_weights_are_a_softmax_over_the_blocks_tokens():
+    """Each slot spreads its weight over the T tokens: a slot scoring one channel steeply picks the token that is
+    largest there, a slot scoring nothing averages the block."""
+    mem = make("linformer")
+    with torch.no_grad():
+        mem.seq_proj.weight.zero_()
+        mem.seq_proj.bias.zero_()
+        mem.seq_proj.weight[0, 0] = 50.0  # slot 0 scores channel 0
+    h = torch.randn(1, 5, 32)
+    h[0, :, 0] = torch.tensor([0.1, -0.5, 2.0, 0.3, -1.0])
+    z = mem.slot_summary(h, mem.initial_state(1))
+    assert torch.allclose(z[0, 0], F.normalize(h[0, 2], dim=-1), atol=1e-5)
+    assert torch.allclose(z[0, 1], F.normalize(h[0].mean(0), dim=-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_state_file_round_trip_and_clear_errors(kind, tmp_path):
     mem = make(kind)
     _, state = mem(torch.randn(2, 4, 32), mem.initial_state(2))
