@@ -80,6 +80,22 @@ def test_gradients_reach_memory_gate_and_projections():
         assert g is not None and g.abs().sum() > 0
 
 
+def test_fusion_values_worked_by_hand():
+    """concat adds its projection to h (a zero projection leaves h as it is); gated adds every source's gated
+    content, summed over the sources (gates fully open, W_r = I: h + r_1 + r_2)."""
+    h, reads = torch.randn(B, T, 32), torch.randn(B, T, 2, 32)
+    concat = Fusion(MemoryConfig(dim=32, attn_heads=4, fusion="concat"), num_sources=2)
+    gated = Fusion(MemoryConfig(dim=32, attn_heads=4, fusion="gated"), num_sources=2)
+    with torch.no_grad():
+        concat.proj.weight.zero_()
+        concat.proj.bias.zero_()
+        gated.read_w.copy_(torch.eye(32).expand(2, 32, 32))
+        gated.gate_w.zero_()
+        gated.gate_b.fill_(50.0)
+        torch.testing.assert_close(concat(h, reads), h)
+        torch.testing.assert_close(gated(h, reads), h + reads.sum(2))
+
+
 @pytest.mark.parametrize("strategy", ["concat", "gated", "cross_attention"])
 def test_fusion_strategies_shape_and_gradients(strategy):
     torch.manual_seed(4)

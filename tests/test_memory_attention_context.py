@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from memory.attention import MemoryAttention
+from memory.config import MemoryConfig
 from tests.test_memory_attention import CFG, B, H, M, T, d, memories
 
 
@@ -148,6 +149,8 @@ def test_recency_term_weights_equal_matches_by_age():
     slopes = F.softplus(attn.recency.detach())
     torch.testing.assert_close(slopes[[0, -1]], torch.tensor([0.5, 4.0]))
     assert (slopes[1:] / slopes[:-1]).allclose(slopes[1] / slopes[0])  # geometric
+    one = F.softplus(MemoryAttention(MemoryConfig(dim=32, attn_heads=1)).recency.detach())  # one head: their
+    torch.testing.assert_close(one, torch.tensor([2.0 ** 0.5]))  # geometric mean, not either end
     x = torch.randn(1, 1, 32)
     k, v = torch.randn(1, 1, 1, H, d).expand(1, 1, 2, H, d), torch.randn(1, 1, 2, H, d)
     ages = torch.tensor([[[9.0, 99.0]]])  # (B, T, M)
@@ -177,3 +180,9 @@ def test_context_ages_penalise_older_window_positions():
         off, _ = attn(x, context=ctx, attn_mask=mask, context_age=age)
     assert not torch.allclose(plain, aged)
     torch.testing.assert_close(plain, off)
+
+    # the masked positions after each query have negative ages (MemNet's store attention passes them so): their
+    # log1p(age) is -inf or NaN unless clamped, and 0 x NaN made the recency slopes' gradient NaN
+    attn.recency.grad = None
+    attn(x, context=ctx, attn_mask=mask, context_age=age)[0].square().sum().backward()
+    assert torch.isfinite(attn.recency.grad).all() and attn.recency.grad.abs().sum() > 0
