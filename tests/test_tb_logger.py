@@ -170,3 +170,29 @@ def test_a_runs_hparams_hold_its_env_options_flattened(tmp_path):
     assert hparams["env.kwargs.shift"] == "abrupt" and hparams["env.kwargs.shift_window"] == "None"
     assert hparams["env"] == "ContinualShift-v0" and hparams["memory.slots"] == 32  # as before
     assert not any(name.startswith(("train.progress", "run_dir", "runs_root")) for name in hparams)
+
+
+def test_boolean_hparams_are_declared_boolean_for_the_dashboard(finished_run):
+    """torch declares True as a number (it tests int before bool); the HParams dashboard filters by the declared
+    type, so a flag must be declared DATA_TYPE_BOOL, not only carry a bool value."""
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    from agents.tb_logger import _load, _plugin_content
+
+    content = _plugin_content(_load(finished_run), "hparams")["_hparams_/experiment"]
+    declared = {info.name: info.type
+                for info in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos}
+    assert declared["memory.store"] == api_pb2.DataType.DATA_TYPE_BOOL
+    assert declared["memory.slots"] == api_pb2.DataType.DATA_TYPE_FLOAT64
+    assert declared["memory.fusion"] == api_pb2.DataType.DATA_TYPE_STRING
+
+
+def test_final_metrics_of_a_scalars_only_run_land_at_its_latest_step_and_numpy_hparams_are_numbers(tmp_path):
+    """No image moved the latest step here: the final metrics go where the run's curves end (step 30), not at 0.
+    numpy scalars (a swept value Tune sampled) are recorded as numbers; torch refuses an np.int64 itself."""
+    with TBLogger(tmp_path, num_tasks=1, hparams={"slots": np.int64(64), "lr": np.float32(0.5)}) as logger:
+        for step in (10, 30):
+            logger.scalars({"train/loss": 1.0 / step}, step)
+        logger.hparams(None, {"accuracy": 0.7})
+    assert read_scalars(tmp_path)["accuracy"] == [(30, pytest.approx(0.7))]
+    assert read_hparams(tmp_path) == {"slots": 64.0, "lr": 0.5}
