@@ -65,6 +65,18 @@ def test_results_table_best_config_and_plots(tmp_path, smoke, smoke_base):
                                                                 "cl_ACC_vs_memory.pressure_weight.png"}
 
 
+def test_the_best_config_keeps_the_trials_thread_counts(tmp_path, smoke_base):
+    """A sweep whose trials ran 2 torch and 2 FAISS threads: the best config reruns with both (the base config's 0
+    and 1 move the last bits of every float, and the store's searches)."""
+    plan = load_sweep("smoke", ["sweep.resources.threads=2"])
+    plan.overrides = resolve_overrides(plan, [])
+    rows = result_rows([_trial("a", 4, 0.5, 4)], plan, "cl/ACC")
+    write_results(tmp_path, rows, plan, OmegaConf.to_container(smoke_base, resolve=True), "cl/ACC")
+    best_cfg = from_yaml_file(str(tmp_path / "best_config.yaml"))
+    assert best_cfg.train.threads == 2 and best_cfg.memory.store_threads == 2
+    assert {"train.threads=2", "memory.store_threads=2"} <= set((tmp_path / "best_overrides.txt").read_text().split())
+
+
 def test_sweep_plots_show_the_trials_that_trained_to_the_end(tmp_path, smoke, smoke_base, monkeypatch):
     """An ASHA-stopped trial's interim value (b: 0.9 at episode 2 of 4) was drawn among the finished ones."""
     import agents.tune_results as tune_results

@@ -72,12 +72,18 @@ def test_empty_search_space_is_rejected():
     ({"resources": {"cpus": 0}}, r"sweep.resources.cpus=0: must be a number > 0"),
     ({"num_samples": 0}, "num_samples=0: must be an integer >= 1"),
     ({"max_failures": -2}, "sweep.max_failures=-2"),
+    ({"scheduler": {"reduction_factor": 1}}, r"reduction_factor=1: must be a number > 1"),  # ASHA keeps every trial
+    ({"max_concurrent": -1}, r"sweep.max_concurrent=-1: must be an integer >= 0"),
     ({"overrides": ["seed"]}, "overrides must be a list of key=value"),
     ({"color": "red"}, "unknown field 'color'"),
 ])
 def test_bad_sweep_fields(raw, message):
     with pytest.raises(ConfigError, match=message):
         make_plan("x", {"search_space": {"memory.slots": {"grid": [8]}}} | raw)
+
+
+def test_max_failures_minus_one_retries_forever():  # the one value below 0 that Tune takes
+    assert make_plan("x", {"search_space": {"memory.slots": {"grid": [8]}}, "max_failures": -1}).max_failures == -1
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -151,6 +157,11 @@ def test_swept_keys_must_exist_and_their_values_must_be_valid(smoke, smoke_base)
     bad_range = make_plan("x", {"search_space": {"model.dropout": {"uniform": [0.0, 1.0]}}})
     with pytest.raises(ConfigError, match="model.dropout"):
         check_space_keys(bad_range, smoke_base)
+    # uniform draws fractions: over a whole-number key every trial would be refused, so its [1, 5] (read as 1.0,
+    # 5.0) is refused before Ray starts; randint is the kind for it
+    fractions = make_plan("x", {"search_space": {"memory.top_k": {"uniform": [1, 5]}}})
+    with pytest.raises(ConfigError, match="memory.top_k: '1.0' is not a whole number"):
+        check_space_keys(fractions, smoke_base)
     check_space_keys(make_plan("x", {"search_space": {"env.kwargs.vocab_size": {"grid": [64]}}}), smoke_base)
 
 
