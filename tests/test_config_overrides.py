@@ -58,6 +58,14 @@ ENVS = ("ContinualShift-Gradual-v0, ContinualShift-v0, LongDependency-Easy-v0, L
     ("train.threads=100000", "train.threads=100000: must be in [0, 1024]"),
     ("train.threads=99999999999999999999", "train.threads=99999999999999999999: must be in [0, 1024]"),
     ("memory.store_threads=99999999999999999999", "memory.store_threads=99999999999999999999: must be in [1, 1024]"),
+    # one past the ends of the ranges README gives (a decay of 1 never moves the REINFORCE baseline, the chunk is at
+    # most model.window, eval_every=0 is a modulo by zero in agents/run.py)
+    ("train.baseline_decay=1", "train.baseline_decay=1.0: must be in [0, 1)"),
+    ("train.chunk=65", "train.chunk=65: must be in [1, model.window=64]"),
+    ("seed=4294967296", "seed=4294967296: must be in [0, 2^32)"),
+    ("train.eval_every=0", "train.eval_every=0: must be >= 1"),
+    ("train.lr=0", "train.lr=0.0: must be > 0"),
+    ("train.episodes=-1", "train.episodes=-1: must be >= 0"),
 ])
 def test_bad_overrides_are_one_line_naming_them(override, message):
     with pytest.raises(ConfigError) as caught:
