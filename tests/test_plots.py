@@ -65,6 +65,8 @@ def test_forgetting_curves_labels_say_what_follows_each_boundary(tmp_path):
     assert boundary_labels([0, 1, 0, 1], 2) == ["task 1", "end"]  # train.episodes shorter than the schedule
     with pytest.raises(ValueError, match=r"one label per task boundary \(4\); got 3"):
         plot_forgetting_curves(curves, [25, 50, 75, 100], tmp_path / "bad.png", labels=labels[:3])
+    figure = plot_forgetting_curves(curves, [0, 25, 50], tmp_path / "g.png", labels=["task 0", "task 1", "task 0"])
+    assert [t.get_text() for t in figure.axes[0].texts] == ["task 1", "task 0"]  # step 0 is no switch, labelled too
 
 
 def test_forgetting_curves_empty(tmp_path):
@@ -80,6 +82,11 @@ def test_accuracy_matrix_values_in_cells(tmp_path):
     texts = _texts(figure)
     assert texts.count("–") == 3 and {"0.90", "0.50", "0.80", "0.30", "0.40", "0.70"} <= set(texts)
     assert figure.axes[0].get_ylabel() == "after training task i"
+    color = {t.get_text(): t.get_color() for t in figure.axes[0].texts}  # dark text on viridis' light end
+    assert color["0.90"] == color["–"] == "black" and color["0.40"] == "white"
+    for T, numbers in ((20, True), (21, False)):  # past 20 tasks the numbers would not fit in the cells
+        shown = plot_accuracy_matrix(np.full((T, T), 0.5), tmp_path / f"R{T}.png")
+        assert ("0.50" in _texts(shown)) is numbers
 
 
 def test_accuracy_matrix_single_task_and_bad_shape(tmp_path):
