@@ -98,7 +98,8 @@ class MemoryAttention(nn.Module):
         over x, all of the context); key_input (B, C+T, key_in): what the keys of [context ; x] are projected from
         (default [context ; x] itself, see `project_kv`); query_input (B, T, query_in): what the queries are
         projected from (default x; the gate always reads x); context_age (T, C+T) or (B, T, C+T) and mem_age
-        (B, T, M): steps from each key's position to the query (>= 0; None = no recency term).
+        (B, T, M): steps from each key's position to the query (None = no recency term; ages below 0, as at
+        positions after the query that attn_mask hides, count as 0).
         queries_in_context: the context already holds the queries' own positions (keys and values come from it
         alone, S = C; attn_mask is then required), so a few queries can be answered over a longer sequence.
         mem_inputs: mem_k, mem_v are the memories' key inputs (B, T, M, key_in) and inputs (B, T, M, D), what
@@ -184,6 +185,7 @@ class MemoryAttention(nn.Module):
     def _recency_bias(self, age: Tensor) -> Tensor:
         """age (B, T, S) steps -> (B, H, T, S) float32: softplus(r_h) log(1 + age), subtracted from the logits."""
         slope = F.softplus(self.recency.float())  # (H,)
+        # the clamp: masked later positions come with negative ages, and log1p(< -1) is NaN in the gradient too
         return slope[None, :, None, None] * torch.log1p(age.float().clamp(min=0))[:, None]
 
     def _softmax(self, logits: Tensor) -> Tensor:
