@@ -28,17 +28,21 @@ def env_source(env_id: str, kwargs: dict):
 def model_fits(cfg, vocab_size: int, what: str = "its model", fix: str = "lower them") -> None:
     """The trainer's device check and model, with the memory for train.lanes lanes, made and dropped: device=cuda
     without CUDA is its ConfigError, sizes that do not fit `agents.cli_args.does_not_fit`'s line about `what`,
-    ending in `fix`. The model is made on the CPU (where the store and cache live on any device): on a GPU it held
-    a CUDA context in the checking process all along, beside the runs'."""
+    ending in `fix`, and a cache's cold tier past its disk's free space the cache's own line after `what` (it was
+    a traceback: `ColdTierError` is an OSError). The model is made on the CPU (where the store and cache live on
+    any device): on a GPU it held a CUDA context in the checking process all along, beside the runs'."""
     import torch
 
     from agents.cli_args import ALLOCATION_ERRORS, allocation_failure, does_not_fit
     from agents.models import build_agent
     from agents.trainer import resolve_device
+    from memory.cache_cold_dirs import ColdTierError
 
     resolve_device(cfg.device)
     try:
         build_agent(cfg, vocab_size, torch.device("cpu"))  # dropped at once
+    except ColdTierError as exc:  # (the runs make theirs in the same TMPDIR: each would fail on it, in its log)
+        raise ConfigError(f"{what}: {exc}") from None
     except ALLOCATION_ERRORS as exc:
         if not allocation_failure(exc):  # any other error is a bug: keep its traceback
             raise

@@ -67,6 +67,17 @@ def test_sizes_past_this_machines_memory_are_refused_before_any_run_starts(capsy
     assert len(err.splitlines()) == 1 and not (tmp_path / "bench").exists()  # no run started
 
 
+def test_a_cold_tier_past_the_disk_is_one_line_before_any_run_starts(capsys, tmp_path):
+    """The cache's ColdTierError (an OSError) escaped the benchmark's model check as a traceback and exit 1; before
+    that check every run started and failed on it in its log. 4e9 entries: 5.6 TiB, past any /tmp here."""
+    argv = ["envs=LongDependency-v0", "agents=memnet", "seeds=1", "memory.cache_cold=4000000000"]
+    assert benchmark.main([*argv, f"out={tmp_path / 'bench'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: LongDependency-v0 / memnet: its model: the cache's cold tier needs ")
+    assert "lower memory.cache_cold (4,000,000,000 entries, " in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "bench").exists()  # no run started
+
+
 def write_suite(path, **fields):
     path.write_text(yaml.safe_dump(fields))
     return str(path)

@@ -32,6 +32,9 @@ from tests.test_run import TINY_MODEL
     ("slots.py", ["--chunk", "100000000", "--repeats", "1"], "error: does not fit in memory (an allocation of 35.5 PiB "
      "failed); lower --lanes, --slots, --dim or --chunk"),
     ("components.py", ["--lanes", "100000000", "--repeats", "1"], "error: does not fit in memory (an allocation of "),
+    # the cache's ColdTierError (an OSError) passed the row check as a traceback
+    ("agents.py", ["--agents", "memnet", "--variant", "big:memory.cache_cold=4000000000"], "--variant "
+     "'big:memory.cache_cold=4000000000': its model: the cache's cold tier needs "),
     ("agents.py", ["--variant", "slots=0"], "--variant 'slots=0': write NAME:KEY=VALUE[,KEY=VALUE...]"),
     ("agents.py", ["--variant", "x:memory.slot=0"], "unknown config key 'memory.slot'"),  # checked before measuring
     ("agents.py", ["--variant", "gru:memory.slots=0"], "the name 'gru' is taken"),
