@@ -220,11 +220,12 @@ class TokenStreamVectorEnv(SourceAttributes, VectorEnv):
         Each below SEED_LIMIT, as a scalar env's: lane i is the scalar env seeded s + i."""
         usage = f"seed must be an int in [0, 2^32) or a list of {self.num_envs} such ints"
         if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            if check_seed(seed) + self.num_envs > SEED_LIMIT:
+            seed = check_seed(seed)  # a Python int: numpy's np.uint32 wrapped around in the sum below
+            if seed + self.num_envs > SEED_LIMIT:
                 last = seed + self.num_envs - 1
                 raise ValueError(f"seed {seed} seeds the {self.num_envs} lanes with {seed} .. {last}, past 2^32 - 1; "
                                  f"use a seed <= {SEED_LIMIT - self.num_envs}")
-            return [int(seed) + i for i in range(self.num_envs)]
+            return [seed + i for i in range(self.num_envs)]
         if not isinstance(seed, (list, tuple, np.ndarray)) or np.ndim(seed) != 1:
             raise ValueError(f"{usage}, got {seed!r}")
         if len(seed) != self.num_envs:

@@ -3,6 +3,7 @@ ones raise a ValueError that names the option."""
 
 import math
 import re
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -193,6 +194,12 @@ def test_reset_seeds_are_below_2_to_the_32_for_every_lane(env_id):
     with pytest.raises(ValueError, match=r"^seed 4294967294 seeds the 3 lanes with 4294967294 \.\. 4294967296, past "
                                          r"2\^32 - 1; use a seed <= 4294967293$"):
         venv.reset(seed=2**32 - 2)
+    # a numpy seed is summed as a Python int: np.uint32 wrapped around ("4294967295 .. 1") with a RuntimeWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"^seed 4294967295 seeds the 3 lanes with 4294967295 \.\. 4294967297, "
+                                             r"past 2\^32 - 1; use a seed <= 4294967293$"):
+            venv.reset(seed=np.uint32(2**32 - 1))
 
 
 def test_vector_reset_refuses_non_integer_seeds_in_a_list():
