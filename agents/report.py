@@ -110,15 +110,16 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
                                                                 window=trainer.cfg.model.window,
                                                                 counts=metrics["scored_by_distance"]),
     }
-    if metrics["recall_by_delay"]:
+    names = report_plots(trainer, metrics)
+    if "recall_vs_delay" in names:
         figs["recall_vs_delay"] = plots.plot_recall_vs_delay(metrics["recall_by_delay"], p / "recall_vs_delay.png",
                                                              counts=metrics["scored_by_delay"])
-    if trainer.usage_history or trainer.lifetimes is not None:  # a slot bank that took no snapshot: says so
+    if "slot_usage" in names:  # (a slot bank that took no snapshot: the plot says so)
         steps = trainer.usage_steps if len(trainer.usage_steps) == len(trainer.usage_history) else None
         figs["slot_usage"] = plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png",
                                                            steps=steps)
-    lifetimes = trainer.slot_lifetimes()
-    if lifetimes is not None:
+    if "slot_survival" in names:
+        lifetimes = trainer.slot_lifetimes()
         unit = f"learning chunks (one slot write each, {trainer.cfg.train.chunk} env steps)"
         figs["slot_survival"] = plots.plot_slot_survival(lifetimes[0], p / "slot_survival.png",
                                                          observed=lifetimes[1], unit=unit, counts=lifetimes[2])
@@ -132,15 +133,32 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
     write_json_atomic(run_dir / "metrics.json", metrics)
 
 
-def finished_report(run_dir: Path, episodes: int) -> dict | None:
-    """The metrics.json of a run whose report is whole (`write_report` writes it last) after `episodes` training
-    episodes per lane, else None (none yet, another run's, unreadable: the report is to be written)."""
+def report_plots(trainer, metrics: dict) -> list[str]:
+    """The plots/<name>.png that `write_report` writes for this run (`metrics`: its final metrics)."""
+    names = ["forgetting_curves", "accuracy_matrix", "accuracy_vs_distance"]
+    if metrics["recall_by_delay"]:
+        names.append("recall_vs_delay")
+    if trainer.usage_history or trainer.lifetimes is not None:
+        names.append("slot_usage")
+    if trainer.lifetimes is not None:  # (`slot_lifetimes` is None exactly then)
+        names.append("slot_survival")
+    return names
+
+
+def finished_report(run_dir: Path, trainer) -> dict | None:
+    """The metrics.json of a run whose report is whole (`write_report` writes it last) after the trainer's
+    training episodes, else None (none yet, another run's, unreadable: the report is to be written). Its plots are
+    there too: versions before 2026-12-02 wrote metrics.json first, so a run of theirs stopped while writing its
+    report holds it without the plots that followed."""
     try:
         metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
         summary_table(metrics)  # the summary the command prints: a file of an older format may lack its keys
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        if metrics.get("episodes") != trainer.episode:
+            return None
+        plots = report_plots(trainer, metrics)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None
-    return metrics if metrics.get("episodes") == episodes else None
+    return metrics if all((Path(run_dir) / "plots" / f"{name}.png").is_file() for name in plots) else None
 
 
 def boundary_labels(block_tasks, count: int) -> list[str]:

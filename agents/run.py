@@ -222,7 +222,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             if note := threads_note(trainer.saved_threads, cfg.train.threads, "train.threads"):
                 print(note, flush=True)
             if trainer.episode >= trainer.total_episodes:
-                if (done := finished_report(run_dir, trainer.episode)) is not None:  # each resume wrote its report
+                if (done := finished_report(run_dir, trainer)) is not None:  # each resume wrote its report
                     # again, in a new TensorBoard event file: nothing of it changes
                     print(f"this run is finished: it trained all its {trainer.total_episodes} episodes and wrote its "
                           "report; nothing to do (its summary, from metrics.json:)", flush=True)

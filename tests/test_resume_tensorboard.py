@@ -101,6 +101,22 @@ def test_a_finished_run_resumed_prints_its_summary_and_writes_nothing(tmp_path, 
         assert files() == before
 
 
+@pytest.mark.parametrize("missing", ["accuracy_vs_distance", "slot_survival"])
+def test_an_older_versions_run_stopped_after_its_metrics_json_writes_its_report_on_resume(tmp_path, capsys, missing):
+    """Versions before 2026-12-02 wrote metrics.json first, then the plots: such a run stopped while writing its
+    report was taken for a finished one ("this run is finished ... wrote its report") and its plots stayed missing."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("LongDependency-v0", "memnet", run_dir)) == 0
+    (run_dir / "plots" / f"{missing}.png").unlink()  # (the state such a run left)
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "but was stopped while writing its report" in out and "this run is finished" not in out
+    assert (run_dir / "plots" / f"{missing}.png").is_file()
+    assert run.main([f"resume={run_dir}"]) == 0  # whole now
+    assert capsys.readouterr().out.startswith("this run is finished")
+
+
 def test_a_resumed_run_reads_back_without_tensorboards_restart_warning(tmp_path, monkeypatch, caplog):
     """A run stopped after points past its last checkpoint: those points are dropped on reading (the resumed run's
     purge_step), which TensorBoard's reader announced on every load as a warning meant for crashed TensorFlow jobs
