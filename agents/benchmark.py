@@ -61,7 +61,7 @@ def machine() -> str:
     except (OSError, StopIteration):  # not Linux
         cpu = platform.processor() or platform.machine()
     try:
-        torch_version = version("torch")  # without importing it: the orchestrator trains nothing
+        torch_version = version("torch")  # the installed build's version, as the runs' children import it
     except PackageNotFoundError:
         torch_version = "?"
     return (f"{os.cpu_count()} CPUs ({cpu}), torch {torch_version}, python {platform.python_version()}, "

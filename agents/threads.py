@@ -16,7 +16,7 @@ def adopt_saved_threads(saved: int | None, given: int) -> None:
     """Compute with the run's own thread count `saved` (from its checkpoint; None in older ones) unless a count
     was given (train.threads > 0)."""
     if saved and not given:
-        import torch  # (here: `usable_cores` serves agents.benchmark, which plans its runs before torch loads)
+        import torch  # (here: `usable_cores` serves agents.benchmark, which checks its config before torch loads)
 
         torch.set_num_threads(saved)
 
