@@ -222,14 +222,16 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             if note := threads_note(trainer.saved_threads, cfg.train.threads, "train.threads"):
                 print(note, flush=True)
             if trainer.episode >= trainer.total_episodes:
+                n = trainer.total_episodes
+                trained = f"all its {n} episodes" if n != 1 else "its 1 episode"
                 if (done := finished_report(run_dir, trainer)) is not None:  # each resume wrote its report
                     # again, in a new TensorBoard event file: nothing of it changes
-                    print(f"this run is finished: it trained all its {trainer.total_episodes} episodes and wrote its "
-                          "report; nothing to do (its summary, from metrics.json:)", flush=True)
+                    print(f"this run is finished: it trained {trained} and wrote its report; "
+                          "nothing to do (its summary, from metrics.json:)", flush=True)
                     print(summary_table(done))
                     print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir})")
                     return 0
-                print(f"note: this run had trained all its {trainer.total_episodes} episodes but was stopped while "
+                print(f"note: this run had trained {trained} but was stopped while "
                       "writing its report; nothing is left to train, so only its report (metrics.json, plots, "
                       "summary) is written", flush=True)
         try:

@@ -101,6 +101,14 @@ def test_a_finished_run_resumed_prints_its_summary_and_writes_nothing(tmp_path, 
         assert files() == before
 
 
+def test_a_finished_one_episode_run_says_its_1_episode(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("LongDependency-v0", "gru", run_dir, "train.episodes=1")) == 0
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}"]) == 0
+    assert capsys.readouterr().out.startswith("this run is finished: it trained its 1 episode and wrote its report")
+
+
 @pytest.mark.parametrize("missing", ["accuracy_vs_distance", "slot_survival"])
 def test_an_older_versions_run_stopped_after_its_metrics_json_writes_its_report_on_resume(tmp_path, capsys, missing):
     """Versions before 2026-12-02 wrote metrics.json first, then the plots: such a run stopped while writing its
