@@ -69,6 +69,7 @@ def test_a_chunk_with_nothing_scored_builds_a_graph_only_for_the_models_own_loss
     assert empty and any(s[0] > 0 for s in seen)
     assert all(s[1] == 0 for s in empty)
     assert all(bool(s[3]) == (util_weight > 0) for s in empty)  # the regulariser is differentiable iff it trains
+    assert all(s[2] == (util_weight > 0) for s in empty)  # no autograd for a call with nothing to learn from
     assert all(s[2] for s in seen if s[0] > 0)  # scored chunks always learn
     venv.close()
 

@@ -61,12 +61,34 @@ def test_acting_runs_without_dropout_and_learning_with_it(tmp_path):
 
     def recording_forward(tokens, state, writes=None, meta=None, read_at=None):
         acting = not torch.is_grad_enabled() and read_at is not None and len(read_at) == 1 and not bool(writes.any())
-        modes.append(("act" if acting else "chunk", trainer.model.training))
+        modes.append(("act" if acting else "chunk", trainer.model.training, trainer.evaluating))
         return forward(tokens, state, writes, meta, read_at=read_at)
 
     trainer.model.forward = recording_forward
     trainer.train_episode()
     trainer.evaluate_all()
     trainer.train_episode()
-    assert {m for kind, m in modes if kind == "act"} == {False}  # train mode after a learning chunk acted with dropout
-    assert any(training for kind, training in modes if kind == "chunk")  # learning chunks still use dropout
+    assert {m for kind, m, _ in modes if kind == "act"} == {False}  # train mode after a learning chunk acted w/ dropout
+    assert any(training for kind, training, _ in modes if kind == "chunk")  # learning chunks still use dropout
+    # an evaluation's chunk calls (its writes; with chunk acting its actions too) never see dropout
+    assert {training for kind, training, evaluating in modes if kind == "chunk" and evaluating} == {False}
+
+
+def test_a_memory_reset_ends_every_slot_content_for_the_lifetime_curves(tmp_path):
+    """memory.reset=episode clears the slot bank before each training episode: the survival curves must count
+    the contents it held as ended then, not as still alive (their ages would keep growing across episodes)."""
+    trainer = Trainer(load_config([*CS, "memory.reset=episode"]), tmp_path)
+    alive, run = [], trainer.runner.run
+
+    def recording_run(state, obs, info, episode, learner=None, **kw):
+        if learner is not None:
+            alive.append(int((trainer.lifetimes.born >= 0).sum()))
+        return run(state, obs, info, episode, learner=learner, **kw)
+
+    trainer.runner.run = recording_run
+    trainer.train_episode()
+    written = int((trainer.lifetimes.born >= 0).sum())
+    ended = int(trainer.lifetimes.lifetime_counts()[1].sum())
+    trainer.train_episode()
+    assert written > 0 and alive == [0, 0]
+    assert int(trainer.lifetimes.lifetime_counts()[1].sum()) >= ended + written  # the reset ended all of them

@@ -1,9 +1,15 @@
-"""Mutation-testing kills for the trainer's checkpoints: the torch RNG state a resumed run continues from."""
+"""Mutation-testing kills for the trainer: the torch RNG state a resumed run continues from, the token count,
+gradient clipping, chunks that learn from a regulariser alone, unmeasured evaluations and the final checkpoint."""
+
+import math
 
 import torch
 from omegaconf import OmegaConf
 
+from agents import run
+from agents.checkpoint import load_checkpoint
 from agents.config import load_config
+from agents.episodes import EpisodeStats
 from agents.trainer import Trainer
 from tests.test_run import tiny
 
@@ -43,3 +49,66 @@ def test_restore_brings_back_the_last_evaluation(tmp_path):
     resumed.restore(ckpt, config)
     assert resumed.last_eval == evaluated
     assert resumed.curves == trainer.curves
+
+
+def test_an_evaluation_without_a_scored_step_is_nan_not_zero_accuracy(tmp_path):
+    """No scored step means nothing was measured: 0.0 would enter R and b as total forgetting (cl_metrics skips
+    NaN)."""
+    trainer = Trainer(load_config(tiny("ContinualShift-v0", "memnet", tmp_path)), tmp_path)
+    play = trainer.runner.run
+
+    def unscored(*args, **kwargs):
+        state, stats = play(*args, **kwargs)
+        return state, EpisodeStats(steps=stats.steps)  # as if the env had scored none of its steps
+
+    trainer.runner.run = unscored
+    assert math.isnan(trainer.evaluate_task(0))
+
+
+def test_tokens_count_every_lanes_steps(tmp_path):
+    """perf/tokens_per_s divides train_tokens by the time: B lanes step together, so an episode is B x its steps."""
+    trainer = Trainer(load_config(tiny("ContinualShift-v0", "memnet", tmp_path)), tmp_path)  # train.lanes=2
+    trainer.train_episode()
+    assert trainer.train_steps > 0 and trainer.train_tokens == 2 * trainer.train_steps
+
+
+def test_every_update_uses_gradients_clipped_to_train_grad_clip(tmp_path):
+    trainer = Trainer(load_config(tiny("ContinualShift-v0", "memnet", tmp_path, "train.grad_clip=0.001")), tmp_path)
+    norms, step = [], trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):  # the gradient the optimiser is about to apply
+        norms.append(float(torch.nn.utils.get_total_norm([p.grad for p in trainer.model.parameters()
+                                                          if p.grad is not None])))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.train_episode()
+    assert norms and max(norms) <= 0.001 * 1.0001
+
+
+def test_chunks_without_a_scored_step_still_learn_from_the_memory_regulariser(tmp_path):
+    """LongDependency's chunks mostly hold no query; with memory.util_weight > 0 each of them has a loss of its own
+    and takes an update (the learner returned None for them, skipping the regulariser's step)."""
+    cfg = load_config(tiny("LongDependency-v0", "memnet", tmp_path, "memory.util_weight=0.1"))
+    trainer = Trainer(cfg, tmp_path)
+    stats = trainer.train_episode()
+    assert stats.updates == 8 and stats.losses == 8  # 64 steps in chunks of 8; only 4 steps are scored
+
+
+def test_the_last_episode_is_checkpointed_off_the_checkpoint_every_grid(tmp_path):
+    """3 episodes with train.checkpoint_every=2: the run's checkpoint must hold all 3 (one after episode 2 was
+    there already, so fit's own save at the end did not write one)."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("LongDependency-v0", "lstm", run_dir, "train.episodes=3", "train.checkpoint_every=2")) == 0
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["episode"] == 3
+
+
+def test_store_entries_record_their_position_in_the_episode_across_chunks(tmp_path):
+    """The "position" metadata is steps since the episode began, so it runs on past the first chunk (train.chunk=8)
+    up to the episode's last step, not from 0 again in every chunk."""
+    trainer = Trainer(load_config(tiny("LongDependency-v0", "memnet", tmp_path)), tmp_path)
+    trainer.train_episode()  # 64 steps
+    store = trainer.model.store
+    ids = store._row_id[store._row_id >= 0]
+    positions = store.meta_of(ids, "position")
+    assert len(ids) and positions.min() >= 0 and 8 <= positions.max() <= 63
