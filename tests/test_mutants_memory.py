@@ -1,8 +1,10 @@
-"""Mutation-testing kills for the store and the cache: counters and clocks that must survive a save/load."""
+"""Mutation-testing kills for the store and the cache: counters and clocks that must survive a save/load, which
+entries promotion picks, the bytes an entry costs, and the store and cache forgetting together."""
 
 import numpy as np
 
 from memory.cache import TieredKVCache
+from memory.retrieval import remove_replaced, write_memory
 from memory.store import FaissStore
 
 
@@ -78,3 +80,59 @@ def test_a_full_store_puts_a_new_entry_in_a_removed_entrys_row_before_evicting_a
         _, evicted = store.add(_keys(1, 9), np.zeros((1, 2)), [0])
         assert evicted.tolist() == [] and len(store) == 3, eviction
         assert store.get(np.array(ids[:2]))[1]["found"].all()  # both older entries are still there
+
+
+def _kv(n: int, heads: int = 1, dim: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(n)
+    return (rng.normal(size=(n, heads, dim)).astype(np.float32),) * 2
+
+
+def test_promotion_takes_the_most_read_entries_when_the_top_tier_cannot_hold_all():
+    """Read counts travel with an entry when it is demoted: 10 (read 5 times while hot) and 11 (twice) both reach
+    promote_after in one read, and the one hot slot goes to the more-read 10."""
+    cache = TieredKVCache(1, 2, hot=1, warm=4, cold=0, promote_after=2)
+    cache.put([10], *_kv(1))
+    for _ in range(5):
+        cache.get_batch([10])
+    cache.put([11], *_kv(1))  # 10 -> warm
+    for _ in range(2):
+        cache.get_batch([11])
+    cache.put([12], *_kv(1))  # 11 -> warm
+    cache.get_batch([10, 11])
+    assert cache.tier_of([10, 11, 12]).tolist() == [0, 1, 1]
+
+
+def test_manage_tiers_counts_its_demotions_and_promotions():
+    cache = TieredKVCache(1, 2, hot=1, warm=2, cold=0, promote_after=0)
+    cache.put([1], *_kv(1))
+    cache.put([2], *_kv(1))  # 1 -> warm: one demotion
+    cache.get_batch([1])  # now the most recently used: manage_tiers swaps 1 and 2
+    cache.manage_tiers()
+    assert cache.tier_of([1, 2]).tolist() == [0, 1]
+    assert (cache.stats()["promotions"], cache.stats()["demotions"]) == (1, 2)
+
+
+def test_bytes_per_entry_of_each_tier():
+    """H=2 heads, keys 6 and values 4 wide: float32 hot and cold; warm int8 codes (one byte a number), a float32
+    scale per head for keys and for values, and one byte for the entry's calibration row."""
+    cache = TieredKVCache(2, 4, hot=1, warm=1, cold=0, key_dim=6)
+    assert cache.stats()["bytes_per_entry"] == {"hot": 80, "warm": 20 + 16 + 1, "cold": 80}
+    assert TieredKVCache(2, 4, hot=1, warm=1, cold=0, key_dim=6, quantize=False).stats()["bytes_per_entry"][
+        "warm"] == 80
+
+
+def test_what_the_store_evicts_leaves_the_cache_too():
+    """write_memory: the cache never serves (or keeps room for) a memory the store forgot."""
+    store, cache = _store(capacity=2, eviction="fifo"), TieredKVCache(1, 2, hot=8, warm=0, cold=0)
+    ids = [write_memory(store, cache, _keys(1, i), np.zeros((1, 2), np.float32), *_kv(1), [0])[0] for i in range(3)]
+    assert len(store) == len(cache) == 2
+    assert cache.tier_of(ids).tolist() == [-1, 0, 0]
+
+
+def test_a_replacement_threshold_of_one_removes_an_identical_memory():
+    """store_replace lies in [0, 1]: at 1 exactly an identical key (cosine 1) after the same token is replaced."""
+    store, cache = _store(capacity=4), TieredKVCache(1, 2, hot=8, warm=0, cold=0)
+    key = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    [old] = write_memory(store, cache, key, np.zeros((1, 2), np.float32), *_kv(1), [0], meta={"prev": [5]})
+    gone = remove_replaced(store, cache, key, np.array([5]), np.array([0]), threshold=1.0)
+    assert gone.tolist() == [old] and len(store) == len(cache) == 0

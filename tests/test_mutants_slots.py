@@ -1,4 +1,5 @@
-"""Mutation-testing kills for the slot bank's allocation order (tie-breaks the behaviour tests did not pin)."""
+"""Mutation-testing kills for the slot bank's allocation order (tie-breaks the behaviour tests did not pin) and its
+usage bookkeeping."""
 
 import torch
 
@@ -33,3 +34,15 @@ def test_the_next_write_lands_in_the_oldest_of_equally_used_slots():
     state = _state(usage=[1.0, 1.0, 1.0], age=[3.0, 5.0, 4.0], written=[True] * 3)
     _, info = bank.write(torch.randn(1, 1, 8), state, torch.ones(1, 1, dtype=torch.bool))
     assert info.slot_ids.tolist() == [[1]]
+
+
+def test_a_read_by_every_head_adds_one_to_usage_as_a_write_does():
+    """usage counts a read of all H heads as one access (README: reads add their weight mass / H, writes 1)."""
+    torch.manual_seed(0)
+    bank = MultiHeadMemoryBank(MemoryConfig(dim=8, slots=2, read_heads=2, top_k=1, bottleneck=4, decay=False))
+    pattern = torch.randn(1, 1, 8)
+    state = SlotState(memory=torch.cat([pattern, torch.zeros(1, 1, 8)], dim=1), usage=torch.zeros(1, 2),
+                      age=torch.zeros(1, 2), written=torch.tensor([[True, False]]))
+    _, new, read_info, write_info = bank(pattern, state, torch.ones(1, 1, dtype=torch.bool))
+    assert read_info.slot_ids.flatten().tolist() == [0, 0] and write_info.slot_ids.tolist() == [[1]]
+    assert torch.allclose(new.usage, torch.tensor([[1.0, 1.0]]))  # slot 0: two heads' weight 1 / 2; slot 1: written
