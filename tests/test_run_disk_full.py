@@ -11,7 +11,7 @@ import os
 import pytest
 
 from agents import run
-from agents.checkpoint import load_checkpoint
+from agents.checkpoint import how_to_continue, load_checkpoint
 from tests.test_run import tiny
 
 
@@ -121,3 +121,11 @@ def test_an_unreadable_event_file_at_a_resume_is_not_called_a_failed_write(tmp_p
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (f"error: cannot read or write {event_file} (Permission denied): give it (and its folder) read and "
                    f"write permission, then continue with resume={run_dir}"), err
+
+
+def test_how_to_continue_needs_a_checkpoint_not_just_its_folder(tmp_path):
+    """A full disk can fail the first checkpoint write and leave checkpoints/ empty: then there is nothing to resume."""
+    (tmp_path / "checkpoints").mkdir()
+    assert how_to_continue(tmp_path) == "start the run again (no checkpoint was written before)"
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert how_to_continue(tmp_path) == f"continue with resume={tmp_path}"

@@ -193,3 +193,14 @@ def test_evaluate_uses_the_runs_thread_count_or_threads_and_gives_the_callers_ba
         assert first["accuracy_by_task"] == evaluate.evaluate(finished, out=None)["accuracy_by_task"]
     finally:
         torch.set_num_threads(1)
+
+
+def test_the_lock_file_holds_exactly_this_pid_after_a_longer_one(tmp_path):
+    """The pid is for the message of a second process: a lock file left by a run whose pid had more digits must
+    not keep its tail (the message then named a pid that never ran it)."""
+    (tmp_path / RUN_LOCK).write_text("4194304999\nleft over\n")
+    fd = lock_run(tmp_path)
+    try:
+        assert (tmp_path / RUN_LOCK).read_text() == f"{os.getpid()}\n"
+    finally:
+        os.close(fd)

@@ -19,6 +19,7 @@ from agents.tune_results import (
     best_row,
     format_table,
     result_rows,
+    table_order,
     trial_status,
     write_results,
 )
@@ -134,3 +135,11 @@ def test_unfinished_sweep_status():
     assert trial_status("TERMINATED", {"episode": 2, "total_episodes": 4}) == STOPPED
 
 
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_trials_without_a_value_come_last_in_either_mode(mode):
+    """A trial that never reported the metric is no 0.0: it sorts after every value, negative ones or (min) any."""
+    rows = [{"trial": "a", "acc": None}, {"trial": "b", "acc": 0.5}, {"trial": "c", "acc": -1.0}]
+    want = ["b", "c", "a"] if mode == "max" else ["c", "b", "a"]
+    assert [r["trial"] for r in table_order(rows, "acc", mode)] == want
