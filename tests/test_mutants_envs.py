@@ -125,3 +125,23 @@ def test_needle_recall_asks_an_episodes_facts_in_another_order_than_it_showed_th
             assert len(first) == 3
             reordered += int(not (np.diff(first) > 0).all())
     assert reordered >= 4  # of 24 recall episodes, ~5/6 are asked out of order
+
+
+def test_continual_shift_gradual_episodes_draw_the_next_tasks_share_of_their_trials():
+    """shift="gradual", window 5, 6 episodes a task: training episode e (1..5) draws each trial from the next task
+    with probability e / 6 (`train_plan`'s share). The blend tests pinned the plan and which mapping a trial uses,
+    not that the share is the next task's: drawn the other way round, episode 1 was 5/6 the next task."""
+    venv = gym.make_vec("ContinualShift-v0", num_envs=4, vectorization_mode="vector_entry_point", num_tasks=2,
+                        episodes_per_task=6, trials_per_episode=300, keys_per_task=8, shift="gradual")
+    fractions = []
+    for e in range(6):
+        obs, info = venv.reset(seed=0 if e == 0 else None)
+        of_next, scored, terminated = 0, 0, False
+        while not terminated:
+            of_next += int((info["task_id"][info["scored"]] == 1).sum())
+            scored += int(info["scored"].sum())
+            obs, _, term, _, info = venv.step(np.zeros(4, dtype=np.int64))
+            terminated = bool(term.all())
+        fractions.append(of_next / scored)
+    assert fractions[0] == 0.0  # before the window: task 0 alone
+    np.testing.assert_allclose(fractions[1:], np.arange(1, 6) / 6, atol=0.05)  # 1200 trials an episode
