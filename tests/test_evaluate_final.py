@@ -29,3 +29,17 @@ def test_evaluate_writes_the_runs_final_evaluation_back_with_its_memory_mostly_i
     assert result["episodes_trained"] == final["episodes"] == 2
     assert checkpoint.read_bytes() == before
     assert "task 0" in capsys.readouterr().out
+
+
+def test_evaluate_sets_the_callers_torch_thread_count_back(tmp_path):
+    """evaluate() runs with the run's own thread count (or `threads=`), set by the trainer, and sets the caller's
+    back when it returns: a notebook or a script that evaluates, then trains, kept the evaluation's count."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("LongDependency-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        evaluate.evaluate(run_dir, out=None, threads=1, note=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
