@@ -274,3 +274,21 @@ def test_a_failed_save_says_whether_a_file_was_there_before(tmp_path, monkeypatc
         atomic_torch_save({"x": torch.zeros(3)}, path)
     assert [p.name for p in tmp_path.iterdir()] == ([] if first else ["c.pt"])
     assert first or path.read_bytes() == kept
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a writer's pid is checked with os.kill(pid, 0)")
+def test_a_save_removes_only_its_own_files_dead_temp_files(tmp_path):
+    """A save of `state.pt` cleans the temp files dead writers left of `state.pt`, not those of `state.pt.bak`
+    beside it (whose name it prefixes): that file's cleaning belongs to its own next save."""
+    from memory.persist import _WRITER_TAG, atomic_file
+
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, timeout=300).stdout.strip()
+    own = tmp_path / f".state.pt.{_WRITER_TAG}-{dead_pid}.abc.tmp"
+    longer = tmp_path / f".state.pt.bak.{_WRITER_TAG}-{dead_pid}.abc.tmp"
+    for f in (own, longer):
+        f.write_bytes(b"partial")
+    with atomic_file(tmp_path / "state.pt") as f:
+        f.write(b"whole")
+    assert not own.exists() and longer.exists()
+    assert (tmp_path / "state.pt").read_bytes() == b"whole"

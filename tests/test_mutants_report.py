@@ -1,0 +1,38 @@
+"""Mutation-testing kills for agents/report.py: which plots a run's report holds, and when a finished report is
+taken as this run's."""
+
+from types import SimpleNamespace
+
+from agents.report import finished_report, report_plots, write_json_atomic
+
+METRICS = {"env": "LongDependency-v0", "agent": "memnet", "seed": 0, "ACC": 0.5, "BWT": None, "FWT": None,
+           "forgetting": None, "accuracy": 0.5, "tokens_per_s": None, "params": 1, "memory_bytes": 2,
+           "accuracy_by_distance": None, "recall_by_delay": None, "accuracy_matrix": [[0.5]],
+           "accuracy_matrix_tasks": [0], "episodes": 3}
+BASE = ["forgetting_curves", "accuracy_matrix", "accuracy_vs_distance"]
+
+
+def test_a_slot_bank_that_took_no_snapshot_still_gets_its_usage_and_survival_plots():
+    """Slot lifetimes are tracked (a slot bank), but no usage snapshot was taken (a run shorter than the snapshot
+    interval): write_report still writes slot_usage (the plot says there is none) and slot_survival, and
+    finished_report must look for both."""
+    trainer = SimpleNamespace(usage_history=[], lifetimes=object())
+    assert report_plots(trainer, METRICS) == BASE + ["slot_usage", "slot_survival"]
+    assert report_plots(SimpleNamespace(usage_history=[], lifetimes=None), METRICS) == BASE
+    recalled = METRICS | {"recall_by_delay": {"10": 0.5}}
+    assert report_plots(SimpleNamespace(usage_history=[[1]], lifetimes=None), recalled) == \
+        BASE + ["recall_vs_delay", "slot_usage"]
+
+
+def test_a_finished_report_of_another_episode_count_is_written_again(tmp_path):
+    """metrics.json with its plots, written after 3 episodes: whole for a trainer at episode 3, to be written again
+    for one at episode 5 (a resumed run that trained on must not keep the old numbers)."""
+    write_json_atomic(tmp_path / "metrics.json", METRICS)
+    (tmp_path / "plots").mkdir()
+    for name in BASE:
+        (tmp_path / "plots" / f"{name}.png").write_bytes(b"png")
+    trainer = SimpleNamespace(usage_history=[], lifetimes=None, episode=3)
+    assert finished_report(tmp_path, trainer)["episodes"] == 3
+    assert finished_report(tmp_path, SimpleNamespace(usage_history=[], lifetimes=None, episode=5)) is None
+    (tmp_path / "plots" / "accuracy_matrix.png").unlink()
+    assert finished_report(tmp_path, trainer) is None  # a plot missing: not whole
