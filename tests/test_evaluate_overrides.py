@@ -206,3 +206,14 @@ def test_a_misspelt_env_option_gets_agents_runs_line(needle_run, capsys):
         "did you mean 'facts_per_episode'? its options: vocab_size, facts_per_episode, delay, haystack_length, "
         "cue_length, recall_cue_length, answer_length, train_facts, fresh_facts, haystack_path, world_seed, "
         "render_mode")
+
+
+def test_a_store_setting_for_a_memnet_run_without_a_store_is_refused(tmp_path):
+    """MemNet with memory.store=false has no store either (the GRU case is test_evaluate_cli's): a store setting
+    would change nothing and be recorded in the JSON as if it had."""
+    from tests.test_run import tiny
+
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("LongDependency-v0", "memnet", run_dir, "train.episodes=1", "memory.store=false")) == 0
+    with pytest.raises(ConfigError, match=r"this run \(memnet, memory.store=False\) has no store"):
+        evaluate.evaluate(run_dir, out=None, memory={"store_hnsw_ef_search": 5}, note=False)

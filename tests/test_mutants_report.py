@@ -36,3 +36,15 @@ def test_a_finished_report_of_another_episode_count_is_written_again(tmp_path):
     assert finished_report(tmp_path, SimpleNamespace(usage_history=[], lifetimes=None, episode=5)) is None
     (tmp_path / "plots" / "accuracy_matrix.png").unlink()
     assert finished_report(tmp_path, trainer) is None  # a plot missing: not whole
+
+
+def test_a_run_whose_blocks_are_its_tasks_in_order_gets_the_plain_accuracy_matrix():
+    """Every run now records each block's task (`accuracy_matrix_tasks`); where they are 0, 1, ... (no revisit)
+    the table is the plain one, row i after task i, as for older metrics.json files without them."""
+    from agents.report import summary_table
+
+    table = summary_table(METRICS | {"accuracy_matrix": [[0.5, 0.25], [0.75, 1.0]], "accuracy_matrix_tasks": [0, 1]})
+    assert "  accuracy matrix (row i: after training task i; column j: task j)" in table
+    assert "\n    0.50 0.25\n    0.75 1.00" in table
+    revisit = summary_table(METRICS | {"accuracy_matrix": [[0.5, 0.25], [0.75, 1.0]], "accuracy_matrix_tasks": [1, 0]})
+    assert "row k: after training block k (its task in brackets)" in revisit and " 1 [0]  0.75 1.00" in revisit
