@@ -84,3 +84,10 @@ def test_checkpoint_with_a_matrix_of_another_shape_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "accuracy matrix has shape (2, 2), this run's schedule needs (4, 2)" in err and "start a new run" in err
     assert len(err.splitlines()) == 1 and str(ckpt.parent.parent) in err
+    # an evaluation sweep over memory settings alone keeps the run's env: the restore's line (what is wrong: the
+    # saved matrix), not the sweep check's, which is about env.kwargs values the sweep does not have
+    from agents import evaluate
+
+    assert evaluate.main([f"checkpoint={run_dir}", "memory.reset=never,episode"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "accuracy matrix has shape (2, 2), this run's schedule needs (4, 2)" in err and "env.kwargs" not in err
