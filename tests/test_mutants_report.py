@@ -48,3 +48,17 @@ def test_a_run_whose_blocks_are_its_tasks_in_order_gets_the_plain_accuracy_matri
     assert "\n    0.50 0.25\n    0.75 1.00" in table
     revisit = summary_table(METRICS | {"accuracy_matrix": [[0.5, 0.25], [0.75, 1.0]], "accuracy_matrix_tasks": [1, 0]})
     assert "row k: after training block k (its task in brackets)" in revisit and " 1 [0]  0.75 1.00" in revisit
+
+
+def test_the_scored_counts_name_the_same_buckets_as_the_accuracies():
+    """metrics.json's scored_by_distance holds the scored steps of the buckets accuracy_by_distance shows: an empty
+    bucket (no scored step, accuracy null and left out) is left out of both, not listed with 0 steps."""
+    import numpy as np
+
+    from agents.cl_metrics import AccuracyByKey
+    from agents.report import measured, scored
+
+    by = AccuracyByKey([1, 4, 16])
+    by.update(np.array([1, 3, 3]), np.array([True, False, True]))
+    assert measured(by) == {1: 1.0, 4: 0.5}
+    assert scored(by) == {1: 1, 4: 2}
