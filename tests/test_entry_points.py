@@ -129,6 +129,8 @@ def test_the_memory_package_still_exports_its_components():
     (["memory.slots=-1"], 2, "error: memory.slots=-1: must be >= 0 (0 switches the slot bank off)"),
     (["env.kwargs.num_task=3"], 2, "error: unknown config key 'env.kwargs.num_task': ContinualShift-v0 has no option"),
     (["config=nowhere.yaml"], 2, "error: config=nowhere.yaml: no such file"),
+    # resume=null is the schema's "no resume" (--help's spelling): a fresh run's line, answered early too
+    (["resume=null", "memory.slot=3"], 2, "error: unknown config key 'memory.slot'; did you mean 'memory.slots'?"),
     (["--help"], 0, None),
     # was a ConfigError traceback (exit 1) from the early answer, which main() had caught
     (["--help", "memory.slot=3"], 2, "error: unknown config key 'memory.slot'; did you mean 'memory.slots'?"),
