@@ -102,3 +102,18 @@ def test_write_memory_is_all_or_nothing():
     with pytest.raises(ValueError, match="importance must be 2 finite numbers"):
         write_memory(store, cache, keys, torch.zeros(2, 1), k, k, lanes=[0, 1], importance=[1.0, float("nan")])
     assert len(store) == 2 and store.get(first)[1]["found"].all()
+
+
+def test_a_rescore_never_brings_back_the_padding_of_a_store_with_fewer_than_fetch_entries():
+    """fetch=4 from a store of 2: the 2 padding candidates (id -1) are out whatever `rescore` gives them. A rescore
+    that looks scores up by id (priority[ids]) gives id -1 the last entry's score; competing, the padding took a
+    place of the top k from a real entry."""
+    store = FaissStore(8, 1, capacity=8, lanes=1, metric="ip")
+    cache = TieredKVCache(2, 4, hot=8, warm=0, cold=0)
+    keys = torch.eye(8)[:2]
+    ids = write_memory(store, cache, keys, torch.zeros(2, 1), keys.view(2, 2, 4), keys.view(2, 2, 4), lanes=[0, 0])
+    priority = np.array([1.0, 2.0])  # by id: the second written ranks first
+
+    _, _, mask, kept = retrieve_memory_kv(store, cache, torch.ones(1, 1, 8), k=2, fetch=4,
+                                          rescore=lambda scores, found: priority[found])
+    assert kept[0, 0].tolist() == [ids[1], ids[0]] and mask.all()

@@ -70,3 +70,15 @@ def test_ids_stay_valid_and_unique_after_eviction_and_clear():
     np.testing.assert_array_equal(meta["episode"], [5, 5, 5])
     np.testing.assert_array_equal(meta["lane"], [1, 1, 1])
     assert (store.get(seen[0])[1]["found"] == False).all()  # noqa: E712
+
+
+def test_lowest_returns_the_victims_smallest_priority_first_ties_oldest_first():
+    """`lowest` orders what it picks by (priority, insertion sequence), as documented: not by sequence alone."""
+    import numpy as np
+
+    from memory.eviction import lowest
+
+    primary = np.array([3.0, 1.0, 2.0, 1.0, -np.inf])
+    secondary = np.array([0, 4, 1, 2, 3])
+    assert lowest(primary, secondary, 4).tolist() == [4, 3, 1, 2]
+    assert lowest(primary, secondary, 5).tolist() == [4, 3, 1, 2, 0]
