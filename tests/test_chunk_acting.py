@@ -176,3 +176,31 @@ def test_the_runner_default_is_auto():
                                              memory=MemoryConfig(dim=16, slots=0, store=False)))
     assert EpisodeRunner(venv, model, torch.device("cpu"), chunk=8).acting == "chunk"
     venv.close()
+
+
+def test_lanes_that_end_at_different_steps_are_refused(tmp_path):
+    """Every lane of a memstream env ends with the others; an env whose lanes end apart would leave the others'
+    episode cut in the middle of a chunk: refused, not learnt."""
+    cfg = load_config(["env=LongDependency-v0", f"run_dir={tmp_path}", *TINY_ENVS["LongDependency-v0"], *TINY_MODEL])
+    trainer = Trainer(cfg, tmp_path)
+    step = trainer.venv.step
+
+    def one_lane_ends(actions):
+        obs, reward, terminated, truncated, info = step(actions)
+        truncated = truncated.copy()
+        truncated[0] = True
+        return obs, reward, terminated, truncated, info
+
+    trainer.venv.step = one_lane_ends
+    with pytest.raises(RuntimeError, match="memstream envs end all lanes together; this env did not"):
+        trainer.train_episode()
+
+
+def test_update_ms_is_per_chunk_that_had_a_loss():
+    """An update's time counts only the learning chunks with a loss (`losses`); the chunks without one (`updates`
+    counts them too) took no update, and dividing by them made updates look faster."""
+    from agents.episodes import EpisodeStats
+
+    stats = EpisodeStats(losses=2, updates=4, act_calls=0, chunks=4)
+    stats.seconds.update(update=1.0, learn=2.0)
+    assert stats.milliseconds == {"act_ms": None, "chunk_forward_ms": 500.0, "update_ms": 500.0}

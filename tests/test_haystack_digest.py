@@ -101,3 +101,16 @@ def test_check_env_files_compares_only_the_same_file(tmp_path):
         check_env_files(then, then, "ckpt.pt", evaluating)
         with pytest.raises(CheckpointError, match=r"sha256 aaaaaaaaaaaa\.\.\. then, bbbbbbbbbbbb\.\.\. now"):
             check_env_files(then, {"haystack_path": {"path": str(link), "sha256": "b" * 64}}, "ckpt.pt", evaluating)
+
+
+def test_a_haystack_file_long_enough_for_write_episodes_but_not_recall_ones_is_refused(tmp_path):
+    """Recall blocks are shorter than write blocks, so a recall episode holds more haystack (76 here, 64 in a
+    write episode): the file must hold the longer one, else the first recall episode failed (or drew past it)."""
+    import gymnasium as gym
+    import pytest
+
+    text = tmp_path / "short.txt"
+    text.write_text("ab" * 35)  # 70 characters
+    with pytest.raises(ValueError, match="has 70 characters; haystack_length=64 needs at least 76"):
+        gym.make("NeedleRecall-v0", haystack_path=str(text), haystack_length=64, delay=2, train_facts=16,
+                 fresh_facts=16, facts_per_episode=4)

@@ -145,3 +145,16 @@ def test_continual_shift_gradual_episodes_draw_the_next_tasks_share_of_their_tri
         fractions.append(of_next / scored)
     assert fractions[0] == 0.0  # before the window: task 0 alone
     np.testing.assert_allclose(fractions[1:], np.arange(1, 6) / 6, atol=0.05)  # 1200 trials an episode
+
+
+def test_long_dependency_noise_uses_every_noise_token_and_render_shows_the_last_32_steps():
+    """Noise is uniform over [noise0, V): the last id too. `render` names the last RENDER_TOKENS observations."""
+    env = gym.make("LongDependency-v0", vocab_size=72, render_mode="ansi")
+    obs, _ = env.reset(seed=0)
+    src, seen = env.unwrapped._source, [obs]
+    for _ in range(40):
+        seen.append(env.step(0)[0])
+    noise = {t for t in env.unwrapped._obs if t >= src.noise0}
+    assert noise == set(range(src.noise0, 72))
+    names = env.render().split("] ", 1)[1].split(" ")
+    assert names == [src.token_name(t) for t in seen[-32:]]

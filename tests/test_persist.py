@@ -292,3 +292,18 @@ def test_a_save_removes_only_its_own_files_dead_temp_files(tmp_path):
         f.write(b"whole")
     assert not own.exists() and longer.exists()
     assert (tmp_path / "state.pt").read_bytes() == b"whole"
+
+
+def test_a_save_that_fails_with_another_runtime_error_keeps_it_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    """Only torch's short-write error (inline_container) is a full disk; any other RuntimeError is a bug, raised as
+    it is (it read as "cannot write ... free space"), and the temp file goes with it."""
+    from memory.persist import atomic_torch_save
+
+    def broken(obj, path):
+        open(path, "wb").write(b"part")
+        raise RuntimeError("a bug while pickling")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match="a bug while pickling"):
+        atomic_torch_save({"a": 1}, tmp_path / "state.pt")
+    assert list(tmp_path.iterdir()) == []
