@@ -62,3 +62,19 @@ def test_the_scored_counts_name_the_same_buckets_as_the_accuracies():
     by.update(np.array([1, 3, 3]), np.array([True, False, True]))
     assert measured(by) == {1: 1.0, 4: 0.5}
     assert scored(by) == {1: 1, 4: 2}
+
+
+def test_json_reports_write_nan_as_null(tmp_path):
+    """metrics.json (and eval.json, results.json) hold NaN as null: json.dumps writes a bare NaN, which is not
+    JSON and which strict readers (JavaScript's JSON.parse, jq) refuse. The accuracy matrix's untrained cells are
+    NaN."""
+    import json
+    import math
+
+    import numpy as np
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+
+    write_json_atomic(tmp_path / "m.json", {"R": np.array([[math.nan, 0.5]]), "x": np.float32("nan"), "n": np.int64(3)})
+    assert strict((tmp_path / "m.json").read_text()) == {"R": [[None, 0.5]], "x": None, "n": 3}
