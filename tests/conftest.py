@@ -30,3 +30,15 @@ def smoke_base(smoke):
     from agents.tune_overrides import resolve_overrides
 
     return load_config(resolve_overrides(smoke, []))
+
+
+@pytest.fixture(scope="module")
+def memnet_run(tmp_path_factory):
+    """A tiny finished MemNet run on ContinualShift (store and cache tiers on), only read by the tests that take it
+    (tests/test_evaluate_*.py)."""
+    from agents import run
+    from tests.test_run import tiny
+
+    run_dir = tmp_path_factory.mktemp("memnet_run") / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    return run_dir

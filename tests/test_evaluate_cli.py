@@ -14,14 +14,6 @@ from agents.trainer import Trainer
 from tests.test_run import tiny
 
 
-@pytest.fixture(scope="module")
-def memnet_run(tmp_path_factory):
-    """A tiny finished MemNet run (store and cache tiers on), only read by these tests."""
-    run_dir = tmp_path_factory.mktemp("evaluate_cli") / "run"
-    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
-    return run_dir
-
-
 def _files(run_dir):
     return {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 

@@ -31,37 +31,29 @@ def test_evaluate_writes_the_runs_final_evaluation_back_with_its_memory_mostly_i
     assert "task 0" in capsys.readouterr().out
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """A tiny finished MemNet run, only read by the tests below."""
-    run_dir = tmp_path_factory.mktemp("evaluate_final") / "run"
-    assert run.main(tiny("LongDependency-v0", "memnet", run_dir, "train.episodes=1")) == 0
-    return run_dir
-
-
-def test_evaluate_sets_the_callers_torch_thread_count_back(small_run):
+def test_evaluate_sets_the_callers_torch_thread_count_back(memnet_run):
     """evaluate() runs with the run's own thread count (or `threads=`), set by the trainer, and sets the caller's
     back when it returns: a notebook or a script that evaluates, then trains, kept the evaluation's count."""
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        evaluate.evaluate(small_run, out=None, threads=1, note=False)
+        evaluate.evaluate(memnet_run, out=None, threads=1, note=False)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
 
-def test_evaluate_runs_on_the_device_it_is_given(small_run, monkeypatch):
+def test_evaluate_runs_on_the_device_it_is_given(memnet_run, monkeypatch):
     """device= replaces the run's saved device (cpu here): with no CUDA visible, device=cuda is the trainer's one
     line, where it was dropped and the evaluation ran on the saved device."""
     from agents.config import ConfigError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="device=cuda but no CUDA device is visible"):
-        evaluate.evaluate(small_run, device="cuda", out=None, note=False)
+        evaluate.evaluate(memnet_run, device="cuda", out=None, note=False)
 
 
-def test_evaluate_runs_with_the_thread_count_it_is_given(small_run, monkeypatch):
+def test_evaluate_runs_with_the_thread_count_it_is_given(memnet_run, monkeypatch):
     """threads= replaces the run's own count (1 here) while the tasks are evaluated."""
     from agents.trainer import Trainer
 
@@ -74,7 +66,7 @@ def test_evaluate_runs_with_the_thread_count_it_is_given(small_run, monkeypatch)
     monkeypatch.setattr(Trainer, "evaluate_all", counted)
     before = torch.get_num_threads()
     try:
-        evaluate.evaluate(small_run, out=None, threads=2, note=False)
+        evaluate.evaluate(memnet_run, out=None, threads=2, note=False)
     finally:
         torch.set_num_threads(before)
     assert seen == [2]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from agents import evaluate, run
-from tests.test_evaluate_cli import _files, memnet_run, refused  # noqa: F401  (memnet_run: a fixture)
+from tests.test_evaluate_cli import _files, refused
 from tests.test_run import tiny
 
 
@@ -18,7 +18,7 @@ from tests.test_run import tiny
     (["env.kwargs.revisit=false,true"], "env.kwargs.revisit=true: the run was trained on vocab_size=256 with 2 "
      "training block(s) of 2 task(s), this env has vocab_size=256 and 4 of 2")])
 def test_a_sweep_value_the_checkpoint_cannot_be_restored_on_is_refused_before_any_evaluation(
-        memnet_run, capsys, monkeypatch, sweep, message):  # noqa: F811  (the imported fixture)
+        memnet_run, capsys, monkeypatch, sweep, message):
     """The restore refused vocab_size=300 (its weights) or num_tasks=3 (its accuracy matrix) only once the sweep's
     earlier evaluations had run, and their results were lost with the one line."""
     def ran(*args, **kwargs):
