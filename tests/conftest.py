@@ -15,6 +15,14 @@ torch.set_num_threads(1)
 faiss.omp_set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Each test starts with the pinned count: a command run in-process with `train.threads=N` (or a resume taking
+    its run's count) leaves torch at N, and a later test in the same worker saw 10 threads where it checks 1."""
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="module")
 def smoke():
     """The shipped `smoke` sweep, as agents.tune loads it (tests/test_tune_*.py)."""
