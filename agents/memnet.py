@@ -228,9 +228,10 @@ class MemNet(StorePath, AgentModel):
             if name.startswith(("slot.", "window.")) or name == "internal":
                 out[name] = torch.where(lanes.view(B, *[1] * (t.dim() - 1)), fresh[name], t)
         if self.store is not None and bool(lanes.any()):
-            # The cleared ids are never returned by a search again (ids are not reused); their cache entries
-            # age out under the cache's eviction policy.
-            self.store.clear(lanes=lanes.nonzero().flatten().cpu().numpy())
+            # The cleared ids are never returned by a search again (ids are not reused): their K/V leave the cache
+            # too, as a store eviction's do, instead of holding hot-tier room until they age out.
+            gone = self.store.clear(lanes=lanes.nonzero().flatten().cpu().numpy())
+            self.cache.remove(gone)
         return out
 
     def allocate_memory(self, batch_size: int) -> None:

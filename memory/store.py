@@ -273,19 +273,24 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         self._drop_rows(rows, from_ann=True)
         return len(rows)
 
-    def clear(self, lanes=None) -> None:
-        """Remove every entry (lanes=None) or those of the given lanes. Ids issued so far stay invalid."""
+    def clear(self, lanes=None) -> np.ndarray:
+        """Remove every entry (lanes=None) or those of the given lanes. Ids issued so far stay invalid. Returns the
+        removed ids (n,) int64, so that a cache holding their K/V can drop them too."""
         if lanes is None:
-            self._drop_rows(np.flatnonzero(self._row_id >= 0), from_ann=False)
+            rows = np.flatnonzero(self._row_id >= 0)
+            gone = self._row_id[rows].copy()
+            self._drop_rows(rows, from_ann=False)
             self._fill[:] = 0
             for ann in self._ann or []:
                 ann.reset()
-            return
+            return gone
         lanes = checked_array(lanes, "lanes", np.int64).reshape(-1)
         if len(lanes) and (lanes.min() < 0 or lanes.max() >= self.lanes):
             raise ValueError(f"FaissStore.clear: lanes must lie in [0, {self.lanes}), got {lanes.tolist()}")
-        live = self._row_id >= 0
-        self._drop_rows(np.flatnonzero(live & np.isin(self._meta[:, 0], lanes)), from_ann=True)
+        rows = np.flatnonzero((self._row_id >= 0) & np.isin(self._meta[:, 0], lanes))
+        gone = self._row_id[rows].copy()
+        self._drop_rows(rows, from_ann=True)
+        return gone
 
     def __len__(self) -> int:
         return int(self._count.sum())

@@ -3,6 +3,7 @@ config's, None) that leave the memory as it was, and copies that read the same m
 
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,3 +91,21 @@ def test_loading_none_as_memory_state_is_refused_and_keeps_the_memory():
     with pytest.raises(ValueError, match=r"^memory state: expected the dict memory_state_dict\(\) makes .*NoneType"):
         model.load_memory_state_dict(None)
     assert len(model.store) == 12
+
+
+def test_reset_memory_drops_the_cleared_lanes_store_entries_from_the_cache_too():
+    """The cleared lanes' K/V stayed in the cache (in its fp32 tier, pushing live entries to int8) until they aged
+    out, though no search could return their ids again."""
+    model = MemNet(model_cfg())
+    tokens = torch.randint(0, V, (3, 8))
+    with torch.no_grad():
+        _, state, _ = model(tokens, model.initial_state(3), torch.ones(3, 8, dtype=torch.bool))
+    ids = model.store.state_dict()["row_id"].numpy()
+    ids = ids[ids >= 0]
+    lanes = model.store.get(ids)[1]["lane"]
+    assert len(model.store) == len(model.cache) == 24 and (model.cache.tier_of(ids) >= 0).sum() == 24
+    model.reset_memory(state, torch.tensor([False, True, False]))
+    assert model.store.size(1) == 0 and len(model.store) == 16
+    np.testing.assert_array_equal(model.cache.tier_of(ids) >= 0, (lanes == 0) | (lanes == 2))
+    model.reset_memory(state, torch.tensor([True, True, True]))
+    assert len(model.store) == len(model.cache) == 0

@@ -53,9 +53,11 @@ def test_shared_scope_searches_all_lanes_and_pads_missing():
     np.testing.assert_array_equal(res.ids[0, :, 0], ids[:2])  # each key finds itself first
     assert (res.ids[..., 6:] == -1).all() and np.isneginf(res.scores[..., 6:]).all()
     assert store.size(0) == 2 and store.size(3) == 1 and len(store) == 6
-    store.clear(lanes=[0])
+    np.testing.assert_array_equal(np.sort(store.clear(lanes=[0])), np.sort(ids[[0, 4]]))  # the removed ids
     assert store.size(0) == 0 and len(store) == 4
     assert not store.get(ids[[0, 4]])[1]["found"].any()
+    assert len(store.clear(lanes=[0])) == 0
+    np.testing.assert_array_equal(np.sort(store.clear()), np.sort(ids[[1, 2, 3, 5]]))
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
