@@ -40,7 +40,7 @@ from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import SuiteSpec, bounded, comma_list, load_suite, suite_overrides
 from agents.cli_args import check_given_once, override_key
 from agents.config import ConfigError, group_options, load_config
-from agents.interrupts import sigterm_as_interrupt
+from agents.interrupts import interrupts_held, sigterm_as_interrupt
 from agents.preflight import env_source, model_fits
 from agents.threads import usable_cores
 from agents.tune_overrides import merge_overrides
@@ -206,7 +206,8 @@ def _main(argv: list[str]) -> int:
         check_out(out)
         jobs = plan(opts, suite, cli_overrides, out)
         make_out(out)
-        from agents.benchmark_plots import write_plots  # matplotlib: a second of imports
+        with interrupts_held():  # matplotlib: a second of imports (a Ctrl+C inside them waits for their end)
+            from agents.benchmark_plots import write_plots
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,13 +30,21 @@ def model_fits(cfg, vocab_size: int, what: str = "its model", fix: str = "lower 
     without CUDA is its ConfigError, sizes that do not fit `agents.cli_args.does_not_fit`'s line about `what`,
     ending in `fix`, and a cache's cold tier past its disk's free space the cache's own line after `what` (it was
     a traceback: `ColdTierError` is an OSError). The model is made on the CPU (where the store and cache live on
-    any device): on a GPU it held a CUDA context in the checking process all along, beside the runs'."""
-    import torch
+    any device): on a GPU it held a CUDA context in the checking process all along, beside the runs'.
 
-    from agents.cli_args import ALLOCATION_ERRORS, allocation_failure, does_not_fit
-    from agents.models import build_agent
-    from agents.trainer import resolve_device
-    from memory.cache_cold_dirs import ColdTierError
+    The first call imports torch (~1 s, after the command's startup guard): Ctrl+C or SIGTERM waits for those imports
+    to end (`interrupts_held`), then raises KeyboardInterrupt. Raised inside torch's import, it could land in a
+    C++ callback and abort the process (`agents.benchmark`: exit 134 and `terminate called after throwing an
+    instance of 'pybind11::error_already_set'`, instead of its `interrupted before any run started` line)."""
+    from agents.interrupts import interrupts_held
+
+    with interrupts_held():
+        import torch
+
+        from agents.cli_args import ALLOCATION_ERRORS, allocation_failure, does_not_fit
+        from agents.models import build_agent
+        from agents.trainer import resolve_device
+        from memory.cache_cold_dirs import ColdTierError
 
     resolve_device(cfg.device)
     try:

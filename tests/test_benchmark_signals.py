@@ -86,3 +86,40 @@ def test_a_signal_to_the_benchmark_alone_stops_its_runs_and_writes_the_results_s
                 os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.communicate()
+
+
+# A Ctrl+C the moment `import torch` begins (the benchmark's preflight, after its startup guard, is where torch loads)
+PREFLIGHT_INTERRUPTED = r"""
+import signal, sys
+
+from agents.config import load_config
+from agents.preflight import model_fits
+
+
+class InterruptAtTorch:  # a meta path finder: the signal comes as torch's import starts
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            signal.raise_signal(signal.SIGINT)
+        return None
+
+
+cfg = load_config(["env=ContinualShift-v0", "agent=transformer", "device=cpu", "train.lanes=1"])
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as end_startup leaves it
+sys.meta_path.insert(0, InterruptAtTorch())
+try:
+    model_fits(cfg, 256)
+except KeyboardInterrupt:
+    print("interrupted; torch imported:", hasattr(sys.modules.get("torch"), "nn"))
+"""
+
+
+def test_a_ctrl_c_in_the_preflight_waits_for_torchs_import_to_end():
+    """A KeyboardInterrupt raised inside torch's import could land in one of its C++ callbacks: `agents.benchmark`
+    stopped while planning (its preflight imports torch) aborted now and then (exit 134, `terminate called after
+    throwing an instance of 'pybind11::error_already_set'`) instead of saying `interrupted before any run started`
+    (exit 130). The preflight's imports hold the signal; it is raised once they have ended."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    done = subprocess.run([sys.executable, "-c", PREFLIGHT_INTERRUPTED], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=DEADLINE_S)
+    assert done.stdout.strip() == "interrupted; torch imported: True", done.stdout + done.stderr
