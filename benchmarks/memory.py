@@ -233,7 +233,7 @@ def main() -> None:
     p.add_argument("--dim", type=positive_int, default=128)
     p.add_argument("--value-dim", type=positive_int, default=128)
     p.add_argument("--threads", type=thread_count, default=2, help="torch threads (exact search is a torch matmul)")
-    p.add_argument("--faiss-threads", type=positive_int, default=1,
+    p.add_argument("--faiss-threads", type=thread_count, default=1,
                    help="FAISS threads (1 = MemoryConfig.store_threads' default; 2 contends with torch's pool)")
     p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--ivf-lists", type=positive_int, default=1024, help="at most --entries // 39 (fewer are used)")

@@ -42,6 +42,9 @@ from tests.test_run import TINY_MODEL
     ("slots.py", ["--threads", "100000"], "argument --threads: '100000': must be an integer in [1, 1024]"),
     ("components.py", ["--threads", "1025"], "argument --threads: '1025': must be an integer in [1, 1024]"),
     ("memory.py", ["--threads", "100000"], "argument --threads: '100000': must be an integer in [1, 1024]"),
+    # FaissStore's ValueError traceback after the header (its threads are bounded as torch's)
+    ("memory.py", ["--faiss-threads", "100000", "--only", "exact", "--entries", "8"],
+     "argument --faiss-threads: '100000': must be an integer in [1, 1024]"),
     ("agents.py", ["--threads", "100000"], "argument --threads: '100000': must be an integer in [1, 1024]"),
 ])
 def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, args, message):
