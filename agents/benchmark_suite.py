@@ -26,6 +26,7 @@ from agents.tune_space import _positive_int
 
 # seeds 10^11 built every run's plan in memory (it grew ~40 MB/s, no line); workers 10^8 started every run at once
 LIMITS = {"seeds": 10_000, "workers": 1_024}
+MAX_TIMEOUT_S = 10_000_000  # timeout_s: 116 days (a run's timer takes at most threading.TIMEOUT_MAX)
 
 
 def bounded(key: str, value: int) -> int:
@@ -69,6 +70,15 @@ class SuiteSpec:
     envs: dict[str, EnvSpec] = field(default_factory=dict)
     variants: dict[str, VariantSpec] = field(default_factory=dict)
     targets: TargetSpec = field(default_factory=TargetSpec)
+
+
+def check_variant_name(variant: str) -> None:
+    """A variant's name is a folder of each run (`<out>/<env>/<variant>/s<seed>`) and an item of agents=: '..' wrote
+    every env's runs into one folder (the second env's refused as a used run folder), 'a/b' a folder in a folder, ''
+    the env's folder itself, and a comma could not be chosen with agents=."""
+    if variant in ("", ".", "..") or variant != variant.strip() or any(c in variant for c in '/\\,\0'):
+        raise ConfigError(f"variants.{variant!r}: a variant's name is a folder of its runs and an item of agents=; use "
+                          "letters, digits, '-', '_' or '.' (e.g. memnet-no-store)")
 
 
 def suite_overrides(where: str, items: list[str]) -> list[str]:
@@ -130,8 +140,14 @@ def load_suite(name: str) -> SuiteSpec:
             raise ConfigError(f"suite {name!r}: {exc.full_key} is not a field (fields: {known})") from None
         raise ConfigError(f"suite {name!r}: {exc.full_key or 'file'}: {str(exc.msg).splitlines()[0]}") from None
     suite.seeds = bounded("seeds", _positive_int("seeds", suite.seeds))
-    if suite.timeout_s is not None and suite.timeout_s <= 0:
-        raise ConfigError(f"suite {name!r}: timeout_s={suite.timeout_s}: must be > 0 seconds, or null for none")
+    # NaN timed every run out at once; .inf or 1e300 was a thread's OverflowError traceback per run, and no limit
+    if suite.timeout_s is not None and not 0 < suite.timeout_s <= MAX_TIMEOUT_S:
+        raise ConfigError(f"suite {name!r}: timeout_s={suite.timeout_s}: must be > 0 and at most {MAX_TIMEOUT_S:,} "
+                          "seconds, or null for none")
+    margin = suite.targets.chance_margin  # NaN judged no baseline at chance, -1 none and 5 every one
+    if not 0 <= margin < 1:
+        raise ConfigError(f"suite {name!r}: targets.chance_margin={margin}: must be a number in [0, 1) (an accuracy "
+                          f"above chance; default {DEFAULT_CHANCE_MARGIN})")
     suite.overrides = suite_overrides("overrides", suite.overrides)
     for env, spec in suite.envs.items():
         spec.overrides = suite_overrides(f"envs.{env}.overrides", spec.overrides)
@@ -141,6 +157,7 @@ def load_suite(name: str) -> SuiteSpec:
             raise ConfigError(f"envs.{env}.probes.variants: {sorted(set(spec.probes.variants) - set(suite.variants))}"
                               f" are not variants of the suite ({', '.join(suite.variants)})")
     for variant, spec in suite.variants.items():
+        check_variant_name(variant)
         spec.overrides = suite_overrides(f"variants.{variant}.overrides", spec.overrides)
         if spec.agent not in AGENTS:
             raise ConfigError(f"variants.{variant}.agent={spec.agent!r}: choose one of {AGENTS}")

@@ -97,6 +97,28 @@ def test_bad_suite_files_and_a_used_out_folder_exit_2(tmp_path, capsys):
 
 
 
+@pytest.mark.parametrize("fields, message", [
+    # NaN timed every run out at once; .inf a thread's OverflowError traceback per run, and no limit
+    ({"timeout_s": float("nan")}, "timeout_s=nan: must be > 0 and at most 10,000,000 seconds, or null for none"),
+    ({"timeout_s": float("inf")}, "timeout_s=inf: must be > 0 and at most 10,000,000 seconds"),
+    # "at chance" = accuracy <= chance + margin: NaN and -1 judged no baseline at chance, 5 every one
+    ({"targets": {"chance_margin": float("nan")}}, "targets.chance_margin=nan: must be a number in [0, 1)"),
+    ({"targets": {"chance_margin": -1}}, "targets.chance_margin=-1.0: must be a number in [0, 1)"),
+    ({"targets": {"chance_margin": 5}}, "targets.chance_margin=5.0: must be a number in [0, 1)"),
+    # a variant's name is its runs' folder: '..' wrote every env's runs into <out>/s<seed>, 'a/b' nested folders
+    ({"variants": {"..": {"agent": "lstm"}}}, "variants.'..': a variant's name is a folder of its runs"),
+    ({"variants": {"a/b": {"agent": "lstm"}}}, "variants.'a/b': a variant's name is a folder of its runs"),
+    ({"variants": {"": {"agent": "lstm"}}}, "variants.'': a variant's name is a folder of its runs"),
+    ({"variants": {"a,b": {"agent": "lstm"}}}, "variants.'a,b': a variant's name is a folder of its runs and an "
+     "item of agents="),
+])
+def test_suite_fields_that_would_misjudge_or_misplace_runs_exit_2(tmp_path, capsys, fields, message):
+    suite = write_suite(tmp_path / "s.yaml", **({"envs": {LD: {}}, "variants": {"lstm": {"agent": "lstm"}}} | fields))
+    assert benchmark.main([f"suite={suite}", f"out={tmp_path / 'bench'}"]) == 2
+    assert message in _one_error_line(capsys)
+    assert not (tmp_path / "bench").exists()
+
+
 def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
