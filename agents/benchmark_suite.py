@@ -16,13 +16,12 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from agents.benchmark_report import DEFAULT_CHANCE_MARGIN
 from agents.config import AGENTS, ConfigError, group_options
-from agents.tune_space import _positive_int
+from agents.tune_space import _positive_int, _yaml
 
 # seeds 10^11 built every run's plan in memory (it grew ~40 MB/s, no line); workers 10^8 started every run at once
 LIMITS = {"seeds": 10_000, "workers": 1_024}
@@ -124,10 +123,7 @@ def load_suite(name: str) -> SuiteSpec:
     else:
         raise ConfigError(f"unknown suite {name!r}; choose one of: {', '.join(group_options('benchmark'))} "
                           "(or a path to a suite .yaml)")
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"suite {name!r}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = _yaml(f"suite {name!r}", text) or {}
     if not isinstance(raw, dict):  # OmegaConf would raise a bare ValueError for it
         known = ", ".join(f.name for f in fields(SuiteSpec))
         raise ConfigError(f"suite {name!r}: the file must be a mapping of fields ({known}); got a {type(raw).__name__}")

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from agents import benchmark, benchmark_runner
+from agents.benchmark_suite import load_suite
 from tests.test_benchmark import LD, NR
 from tests.test_run import TINY_MODEL
 
@@ -117,6 +118,18 @@ def test_suite_fields_that_would_misjudge_or_misplace_runs_exit_2(tmp_path, caps
     assert benchmark.main([f"suite={suite}", f"out={tmp_path / 'bench'}"]) == 2
     assert message in _one_error_line(capsys)
     assert not (tmp_path / "bench").exists()
+
+
+def test_a_suite_file_that_gives_a_key_twice_exits_2(tmp_path, capsys):
+    """The second of two equal keys replaced the first without a word: a second entry of one env dropped the
+    first's overrides (its budget), a second seeds: the first. A YAML merge (<<) may still set a merged key."""
+    (tmp_path / "env.yaml").write_text(f"envs:\n  {LD}: {{overrides: [train.episodes=1]}}\n  {LD}: {{}}\n"
+                                       "variants: {lstm: {agent: lstm}}\n")
+    assert benchmark.main([f"suite={tmp_path / 'env.yaml'}", f"out={tmp_path / 'bench'}"]) == 2
+    assert f"not valid YAML (key '{LD}' is given twice (line 3); give it once)" in _one_error_line(capsys)
+    (tmp_path / "merge.yaml").write_text(f"envs: {{{LD}: {{}}}}\nvariants:\n  a: &a {{agent: lstm}}\n"
+                                         "  b: {<<: *a, agent: gru}\n")
+    assert load_suite(str(tmp_path / "merge.yaml")).variants["b"].agent == "gru"
 
 
 def _one_error_line(capsys) -> str:

@@ -101,6 +101,15 @@ def test_env_overrides_for_an_unregistered_env_are_refused():
             ["train.lr=0.1"]
 
 
+def test_a_field_given_twice_in_a_sweep_mapping_is_refused():
+    """PyYAML kept the last of two equal keys without a word (`{type: asha, type: fifo}` ran fifo); a suite file's
+    second `seeds:` or env entry too (tests/test_benchmark_cli.py)."""
+    with pytest.raises(ConfigError) as err:
+        load_sweep("smoke", ["sweep.scheduler={type: asha, type: fifo}"])
+    assert str(err.value) == "sweep.scheduler: not valid YAML (key 'type' is given twice (line 1); give it once)"
+    assert load_sweep("smoke", ["sweep.scheduler={type: fifo, grace_period: 1}"]).scheduler["type"] == "fifo"
+
+
 # ---------------------------------------------------------------- 4: lists without brackets
 @pytest.mark.parametrize("value, fix", [("grid:8,16", "grid:[8,16]"), ("choice:a,b", "choice:[a,b]"),
                                         ("uniform:0.1", "uniform:[0.1]"), ("grid:", "grid:[...]")])
