@@ -134,7 +134,8 @@ def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> l
                                         spec.overrides, v.overrides, ["train.progress=false"], cli)
             cfg = load_config([*overrides, "seed=0"])
             kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)  # plain lists: JSON and the env
-            models.append((f"{env} / {variant}: its model", cfg, int(env_source(env, kwargs).vocab_size)))
+            source = env_source(env, kwargs)
+            models.append((f"{env} / {variant}: its model", cfg, int(source.vocab_size)))
             facts = {"window": int(cfg.model.window), "env_kwargs": kwargs, "chance": report.chance_level(env, kwargs)}
             probes = {}
             if variant in spec.probes.variants:
@@ -142,9 +143,14 @@ def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> l
                     values = [x for x in values if x != kwargs.get(key)]  # the run's own evaluation has that one
                     for x in values:
                         try:
-                            env_source(env, kwargs | {key: x})
+                            probed = env_source(env, kwargs | {key: x})
                         except ConfigError as exc:
                             raise ConfigError(f"envs.{env}.probes.vary.{key}={x!r}: {exc}") from None
+                        if restored_on(probed) != restored_on(source):  # every run trained, then its probe failed
+                            raise ConfigError(f"envs.{env}.probes.vary.{key}={x!r}: agents.evaluate cannot restore a "
+                                              "run's weights and accuracy matrix on an env with another vocab_size "
+                                              "or task schedule; probe other options (keep vocab_size, num_tasks, "
+                                              "revisit)")
                     if values:
                         probes[key] = values
             jobs += [Job(env, variant, v.agent, seed, out / env / variant / f"s{seed}", overrides, probes, facts)
@@ -156,6 +162,12 @@ def plan(opts: dict, suite: SuiteSpec, cli_overrides: list[str], out: Path) -> l
         model_fits(cfg, vocab_size, label, "lower them (in the suite or on the command line)")
     # seed by seed (a complete table early), slowest kinds first within a seed (a short tail at the end)
     return sorted(jobs, key=lambda j: (j.seed, COST_RANK.get(j.agent, 0), not j.probes))
+
+
+def restored_on(source) -> tuple[int, int, int]:
+    """What a probe's env must keep for `agents.evaluate` to restore the run on it (`evaluate.check_sweep`): the
+    vocabulary (the weights) and the accuracy matrix's shape, (training blocks, tasks)."""
+    return int(source.vocab_size), len(getattr(source, "block_tasks", (0,))), int(source.num_tasks)
 
 
 def default_out() -> Path:

@@ -132,6 +132,20 @@ def test_a_suite_file_that_gives_a_key_twice_exits_2(tmp_path, capsys):
     assert load_suite(str(tmp_path / "merge.yaml")).variants["b"].agent == "gru"
 
 
+@pytest.mark.parametrize("env, vary", [(LD, {"vocab_size": [512]}), ("ContinualShift-v0", {"revisit": [True]}),
+                                       ("ContinualShift-v0", {"num_tasks": [3]})])
+def test_a_probe_that_agents_evaluate_cannot_restore_the_run_on_exits_2(tmp_path, capsys, env, vary):
+    """Every probed variant's runs trained to the end, then each probe failed in agents.evaluate (another vocabulary
+    or task schedule than the weights and accuracy matrix)."""
+    suite = write_suite(tmp_path / "s.yaml", envs={env: {"probes": {"variants": ["lstm"], "vary": vary}}},
+                        variants={"lstm": {"agent": "lstm"}})
+    assert benchmark.main([f"suite={suite}", f"out={tmp_path / 'bench'}"]) == 2
+    key, values = next(iter(vary.items()))
+    assert f"envs.{env}.probes.vary.{key}={values[0]!r}: agents.evaluate cannot restore a run's weights and " \
+        "accuracy matrix on an env with another vocab_size or task schedule" in _one_error_line(capsys)
+    assert not (tmp_path / "bench").exists()
+
+
 def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
