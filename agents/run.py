@@ -50,6 +50,9 @@ from memory.persist import free_there  # noqa: E402
 # a write that failed for want of room or rights (not a bug): the run's files that are not its checkpoint
 # (config.yaml, metrics.json, plots, TensorBoard's event file) were a traceback and exit 1
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+# a folder where the run writes a file (config.yaml, metrics.json), or a file where it makes a folder (plots/): a
+# resume= of a folder that held one was an IsADirectoryError traceback (exit 1)
+IN_THE_WAY = (errno.EISDIR, errno.ENOTDIR, errno.EEXIST)
 
 
 def new_run_dir(cfg, create: bool = False) -> Path:
@@ -167,6 +170,9 @@ def _file_failure(exc: OSError, run_dir: Path) -> str:
     there): free space" of a file that was being read. TensorBoard's names are bytes (they printed as b'...')."""
     name = os.fsdecode(exc.filename) if exc.filename is not None else str(run_dir)
     then = how_to_continue(run_dir)
+    if exc.errno in IN_THE_WAY:
+        return f"cannot write {name} ({exc.strerror}): a folder is where the run writes a file, or a file where it " \
+            f"makes a folder; move it away, then {then}"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"cannot read or write {name} ({exc.strerror}): give it (and its folder) read and write permission, " \
             f"then {then}"
@@ -276,7 +282,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
         print(f"error: {does_not_fit(cfg, exc)}{again}", file=sys.stderr)
         return 2
     except OSError as exc:  # the checkpoint's write says so itself (CheckpointError); this is every other file's
-        if exc.errno not in WRITE_FAILURES or run_dir is None or not run_dir.is_dir():
+        if exc.errno not in WRITE_FAILURES + IN_THE_WAY or run_dir is None or not run_dir.is_dir():
             raise
         print(f"error: {_file_failure(exc, run_dir)}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 
 import pytest
 
@@ -129,3 +130,23 @@ def test_how_to_continue_needs_a_checkpoint_not_just_its_folder(tmp_path):
     assert how_to_continue(tmp_path) == "start the run again (no checkpoint was written before)"
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"x")
     assert how_to_continue(tmp_path) == f"continue with resume={tmp_path}"
+
+
+def test_a_folder_in_place_of_a_report_file_at_a_resume_is_one_line(tmp_path, capsys):
+    """A resume= of a run folder where a folder stood in place of config.yaml (or metrics.json, a plot) or a file in
+    place of plots/ was an IsADirectoryError (FileExistsError) traceback and exit 1."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    (run_dir / "metrics.json").unlink()  # stopped while writing its report
+    for name, make in [("config.yaml", os.mkdir), ("metrics.json", os.mkdir),
+                       ("plots", lambda p: open(p, "w").close())]:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        make(path)
+        capsys.readouterr()
+        assert run.main([f"resume={run_dir}", "train.progress=false"]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: cannot write {path} (") and "\n" not in err, err
+        assert err.endswith(f"a folder is where the run writes a file, or a file where it makes a folder; move it "
+                            f"away, then continue with resume={run_dir}"), err
+        os.rmdir(path) if path.is_dir() else path.unlink()
