@@ -159,7 +159,11 @@ def check_own_run(saved_config: dict, run_dir: Path, path: str | Path, purpose: 
         folder = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
     except Exception:  # absent, damaged or unresolvable: the checkpoint's config is all there is (it is rewritten)
         return
-    ours, theirs = (flatten_config({k: c.get(k) for k in RUN_SECTIONS}) for c in (saved_config, folder))
+    if not isinstance(folder, dict):  # a YAML scalar or list: as damaged
+        return
+    # sections only one side has are not compared either: an emptied config.yaml was "another run's checkpoint"
+    # (seed=0 against seed=None), while a damaged one resumed
+    ours, theirs = (flatten_config({k: c[k] for k in RUN_SECTIONS if k in c}) for c in (saved_config, folder))
     differ = [k for k in ours if k in theirs and k not in RESUME_KEYS and ours[k] != theirs[k]]
     if differ:
         k = differ[0]

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from agents import evaluate, run
-from agents.checkpoint import CheckpointError, check_compatible, load_checkpoint
+from agents.checkpoint import RUN_SECTIONS, CheckpointError, check_compatible, load_checkpoint
 from tests.test_run import tiny
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,6 +240,21 @@ def test_another_runs_checkpoint_copied_into_a_run_folder_is_refused_and_nothing
     assert after == before
     shutil.copy(finished / "checkpoints" / "last.pt", ckpt)  # its own checkpoint back: resumes (done: no-op)
     assert run.main([f"resume={run_dir}"]) == 0
+
+
+@pytest.mark.parametrize("text", ["", "{}\n", "- a\n", "model: {dim: 32}\n", "a: [\n"])
+def test_a_config_yaml_without_the_run_s_keys_is_not_called_another_run_s(finished, tmp_path, capsys, text):
+    """An emptied config.yaml was refused as "not this run folder's: it has seed=0, the folder's config.yaml
+    seed=None (another run's checkpoint ...)", while an unparsable one ("a: [") resumed: the checkpoint's config is
+    all there is, and the resume writes config.yaml again (keys only one side has are not compared)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    (run_dir / "config.yaml").write_text(text)
+    assert evaluate.main([f"checkpoint={run_dir}", "out=e.json"]) == 0
+    (run_dir / "metrics.json").unlink()  # stopped while writing its report: the resume writes it, config.yaml too
+    assert run.main([f"resume={run_dir}"]) == 0
+    written, own = (yaml.safe_load((d / "config.yaml").read_text()) for d in (run_dir, finished))
+    assert {k: written[k] for k in RUN_SECTIONS} == {k: own[k] for k in RUN_SECTIONS}
 
 
 def test_an_edited_checkpoint_that_validates_is_named_as_not_the_folders(finished, tmp_path, capsys):
