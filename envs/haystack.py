@@ -60,6 +60,9 @@ def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str], str]:
         raise ValueError(f"haystack_path must be a path to a UTF-8 text file, got {path!r}")
     if os.path.isdir(path):
         raise ValueError(f"haystack_path={str(path)!r} is a directory: pass the path of a UTF-8 text file")
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/null, a pipe: was "no such file"
+        raise ValueError(f"haystack_path={str(path)!r} is not a regular file (a device, pipe or socket): pass the path "
+                         "of a UTF-8 text file")
     if not os.path.isfile(path):
         raise ValueError(f"haystack_path={str(path)!r}: no such file")
     try:

@@ -275,6 +275,18 @@ def test_needle_recall_haystack_path_that_is_a_directory_says_so(tmp_path):
         gym.make("NeedleRecall-v0", haystack_path=str(tmp_path))
 
 
+def test_needle_recall_haystack_path_that_is_no_regular_file_says_so(tmp_path):
+    """/dev/null or a named pipe, which exist, were called "no such file"."""
+    import os
+    import re
+
+    os.mkfifo(tmp_path / "pipe")
+    for path in ("/dev/null", str(tmp_path / "pipe")):
+        with pytest.raises(ValueError, match=re.escape(f"haystack_path={path!r} is not a regular file (a device, pipe "
+                                                       "or socket): pass the path of a UTF-8 text file")):
+            gym.make("NeedleRecall-v0", haystack_path=path)
+
+
 @pytest.mark.parametrize("content", ["the quick brown fox. ".encode("utf-16-le") * 50, bytes(2000)])
 def test_needle_recall_haystack_that_decodes_but_holds_nul_is_refused(tmp_path, content):
     """UTF-16 without a byte-order mark is valid UTF-8 with a NUL between the characters: it was read as a haystack
