@@ -65,8 +65,26 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
         raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
                               "before its first one, or it was removed); start it again in that folder with "
                               f"python -m agents.run config={given / 'config.yaml'} run_dir={given}")
+    if given.is_dir() and _started_only(given):  # a run stopped (SIGKILL) after it took its folder, before config.yaml
+        raise CheckpointError(f"run folder {str(given)!r} holds no checkpoint and no config.yaml: its run was stopped "
+                              "while it started, before it wrote anything; start the run again with its own command "
+                              f"line (run_dir={given} writes it into this folder)")
     if given.is_dir():  # not <folder>/last.pt, a path the user never named (the folder is no run)
         raise CheckpointError(f"no checkpoint in {str(given)!r} (no checkpoints/last.pt): it is not a run folder; "
                               f"point {key} at one (runs/<env>/<agent>/<time>_s<seed>)")
     raise CheckpointError(f"no checkpoint at {str(file)!r}: point {key} at a run folder that has "
                           "checkpoints/last.pt")
+
+
+STARTING_FILES = (".run.lock", ".config.yaml.")  # what a run folder holds before its config.yaml: its lock (and the
+# temp file of config.yaml's write); agents/run_lock.py's RUN_LOCK (torch-free here, as this module is)
+
+
+def _started_only(folder: Path) -> bool:
+    """Whether `folder` holds a run's lock file and nothing else but the temp file of its config.yaml: a run killed
+    after it made and locked its folder, before it wrote config.yaml (its resume= said "it is not a run folder")."""
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return False
+    return STARTING_FILES[0] in names and all(n.startswith(STARTING_FILES) for n in names)

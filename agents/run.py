@@ -42,7 +42,7 @@ from agents.report import (  # noqa: E402
     write_text_atomic,
 )
 from agents.run_config import config_for, help_answer  # noqa: E402
-from agents.run_lock import RunLocks  # noqa: E402
+from agents.run_lock import RunLocks, remove_unstarted  # noqa: E402
 from agents.threads import threads_note  # noqa: E402
 from memory.cache_cold_dirs import ColdTierError  # noqa: E402
 from memory.persist import free_there  # noqa: E402
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
     run_dir = cfg = resume_dir = trainer = logger = None
+    made = False
     try:
         if any(a in ("-h", "--help") for a in argv):  # the keys as this command line sets them
             return help_answer(argv)
@@ -240,6 +241,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
                 print(f"note: this run had trained {trained} but was stopped while "
                       "writing its report; nothing is left to train, so only its report (metrics.json, plots, "
                       "summary) is written", flush=True)
+        made = resume_dir is None and (not cfg.run_dir or not run_dir.exists())  # removed if stopped before config
         try:
             if resume_dir is None and not cfg.run_dir:  # a generated name: claimed now, the trainer told
                 run_dir = trainer.run_dir = new_run_dir(cfg, create=True)
@@ -264,6 +266,8 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if made and run_dir is not None:  # a folder this run made, stopped before its config.yaml: not left behind
+            remove_unstarted(run_dir)
         code = _interrupted(run_dir)
         said.append("interrupted")  # (after the line: a signal between the two may repeat it, never drop it)
         return code

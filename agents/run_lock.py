@@ -78,3 +78,19 @@ class RunLocks:
             if fd is not None:
                 os.close(fd)
         self._fds.clear()
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder that this run made and was stopped in (Ctrl+C, SIGTERM) before it wrote its config.yaml:
+    it holds only the run's lock file (and a temp file of config.yaml). The line says "nothing was written", and a
+    generated folder (<time>_s<seed>) was left behind empty, one that resume= called "not a run folder". A folder
+    holding anything else is left as it is."""
+    try:
+        names = [p.name for p in run_dir.iterdir()]
+        if RUN_LOCK not in names or not all(n == RUN_LOCK or n.startswith(".config.yaml.") for n in names):
+            return
+        for name in names:
+            (run_dir / name).unlink(missing_ok=True)
+        run_dir.rmdir()
+    except OSError:  # another process took the folder meanwhile, or it cannot be changed: it stays
+        pass

@@ -204,3 +204,37 @@ def test_the_lock_file_holds_exactly_this_pid_after_a_longer_one(tmp_path):
         assert (tmp_path / RUN_LOCK).read_text() == f"{os.getpid()}\n"
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["run_dir", "generated"])
+def test_a_run_stopped_before_its_config_yaml_leaves_no_folder_behind(tmp_path, capsys, monkeypatch, named):
+    """Ctrl+C / SIGTERM after a new run made and locked its folder, before config.yaml was written: the line says
+    "nothing was written", and the folder (holding only .run.lock) was left behind, one resume= called no run."""
+    def stopped(path, text):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "write_text_atomic", stopped)
+    run_dir = tmp_path / "run"
+    args = tiny("ContinualShift-v0", "lstm", run_dir) if named else \
+        [o for o in tiny("ContinualShift-v0", "lstm", run_dir) if not o.startswith("run_dir=")] + \
+        [f"runs_root={tmp_path / 'runs'}"]
+    assert run.main(args) == 130
+    assert capsys.readouterr().err.strip() == "interrupted; nothing was written"
+    assert not run_dir.exists() and [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
+    assert not any(p.name.endswith("_s0") for p in tmp_path.rglob("*"))  # (a generated folder: <time>_s<seed>)
+
+
+def test_a_folder_of_a_run_killed_before_its_config_yaml_is_named_so_on_resume(tmp_path, capsys):
+    """SIGKILL there leaves the folder with its lock file alone: resume= said "it is not a run folder; point
+    resume= at one" of the folder the run was given."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RUN_LOCK).write_text("123\n")
+    (run_dir / ".config.yaml.abc-123.x.tmp").write_text("partial")
+    assert run.main([f"resume={run_dir}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: run folder {str(run_dir)!r} holds no checkpoint and no config.yaml: its run was stopped while it "
+        f"started, before it wrote anything; start the run again with its own command line (run_dir={run_dir} "
+        "writes it into this folder)")
+    assert run.main(tiny("ContinualShift-v0", "lstm", run_dir)) == 0  # which works, and cleans the temp file
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == [RUN_LOCK]
