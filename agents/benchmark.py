@@ -239,13 +239,23 @@ def _main(argv: list[str]) -> int:
                "envs": envs_run, "variants": variants_run, "overrides": {f"{j.env}/{j.variant}": j.overrides
                                                                         for j in jobs}}
     records.sort(key=lambda r: (envs_run.index(r["env"]), variants_run.index(r["variant"]), r["seed"]))  # suite order
+    written = False
     try:  # a full disk at the end: one line (the runs' folders, each with its metrics.json, stay)
-        agg, targets, _ = report.write_results(out, records, context, suite.targets.chance_margin)
-        plots = write_plots(out / "plots", agg, records)
+        # Ctrl+C or SIGTERM while they are written acts once they are (a second one at once): it was a
+        # KeyboardInterrupt traceback, with results.md or the plots not written
+        with interrupts_held():
+            agg, targets, _ = report.write_results(out, records, context, suite.targets.chance_margin)
+            plots = write_plots(out / "plots", agg, records)
+            written = True
     except OSError as exc:
         print(f"error: cannot write the results in {out} ({exc.strerror or exc}); free space and rerun",
               file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the results are written: {out / 'results.md'}, results.json, the plots" if written
+              else f"\ninterrupted while the results were written (a second signal): {out} may lack some of them",
+              file=sys.stderr)
+        return 130
     print("\ntargets:")
     for t in targets:
         print(f"  {t['status']:7s} {t['env']} / {t['variant']}: {t['target']}  [{t['detail']}]")

@@ -123,3 +123,34 @@ def test_a_ctrl_c_in_the_preflight_waits_for_torchs_import_to_end():
     done = subprocess.run([sys.executable, "-c", PREFLIGHT_INTERRUPTED], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=DEADLINE_S)
     assert done.stdout.strip() == "interrupted; torch imported: True", done.stdout + done.stderr
+
+
+def test_a_signal_while_the_results_are_written_ends_the_benchmark_after_them(tmp_path, monkeypatch, capsys):
+    """SIGTERM (or Ctrl+C) as the benchmark wrote its results (results.json, results.md, the plots: a second or two
+    at its end) was a KeyboardInterrupt traceback, with results.md or the plots not written."""
+    from agents import benchmark
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({"overrides": TINY_MODEL, "envs": {CS: {"overrides": TINY_ENVS[CS]}},
+                                     "variants": {"transformer": {"agent": "transformer"}}}))
+    monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout: ([], False))
+    write_results = benchmark.report.write_results
+
+    def signalled(*args, **kwargs):  # a scheduler's stop, just as the results start to be written
+        os.kill(os.getpid(), signal.SIGTERM)
+        return write_results(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark.report, "write_results", signalled)
+    from agents import benchmark_plots
+
+    plotted = []
+    monkeypatch.setattr(benchmark_plots, "write_plots", lambda *args: plotted.append(args) or [])
+    out = tmp_path / "bench"
+    try:
+        code = benchmark.main([f"suite={suite}", "seeds=1", f"out={out}"])
+    except KeyboardInterrupt:  # (what it did: caught here, so that the test fails instead of stopping pytest)
+        code = "KeyboardInterrupt"
+    assert code == 130
+    assert capsys.readouterr().err.strip() == f"interrupted; the results are written: {out / 'results.md'}, " \
+                                              "results.json, the plots"
+    assert (out / "results.md").is_file() and (out / "results.json").is_file() and len(plotted) == 1
