@@ -71,9 +71,17 @@ def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
     from ray.tune import Tuner
 
     path = sweep_dir / PLAN_FILE
+    if not Tuner.can_restore(str(sweep_dir)) and _before_any_trial(sweep_dir):  # killed while Ray started (SIGKILL):
+        # its folder stays (Ctrl+C and SIGTERM remove it), and resume= of it said "is not a sweep folder"
+        raise ConfigError(f"sweep folder {str(sweep_dir)!r} holds no trial: the sweep was stopped before its first "
+                          "trial started (while Ray started), so nothing is there to continue; start the sweep again "
+                          "with its own command line")
     if not path.is_file() or not Tuner.can_restore(str(sweep_dir)):
+        empty = sweep_dir.is_dir() and not any(sweep_dir.iterdir())
         raise ConfigError(f"resume={str(sweep_dir)!r} is not a sweep folder (needs {PLAN_FILE} and Tune's "
-                          "experiment state); point it at runs/sweeps/<sweep>/<time>")
+                          "experiment state); point it at runs/sweeps/<sweep>/<time>" + (
+                              " (an empty one is what a sweep killed while Ray started leaves: start it again)"
+                              if empty else ""))
     try:
         saved = yaml.safe_load(path.read_text())
         plan = make_plan(saved["plan"].pop("name"), saved["plan"])
@@ -81,6 +89,18 @@ def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
     except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
         raise ConfigError(damaged(path)) from None
     return plan, base
+
+
+def _before_any_trial(sweep_dir: Path) -> bool:
+    """A sweep folder as a sweep leaves it after Ray started, before Tune saved its state: ray.log and sweep.yaml (or
+    its temp file), no trial folder. (An empty folder may be any folder: its line only adds the case.)"""
+    try:
+        names = [p.name for p in sweep_dir.iterdir() if not p.is_dir()] if sweep_dir.is_dir() else None
+        folders = any(p.is_dir() for p in sweep_dir.iterdir()) if names is not None else True
+    except OSError:
+        return False
+    return bool(names) and not folders and all(n in ("ray.log", PLAN_FILE) or n.startswith(f".{PLAN_FILE}.")
+                                               for n in names)
 
 
 def damaged(path: Path, why: str = "") -> str:

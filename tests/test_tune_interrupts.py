@@ -137,6 +137,31 @@ def test_a_resumed_sweep_whose_ray_does_not_start_keeps_its_folder(tmp_path, mon
     assert not sub.exists() and (tmp_path / "a" / "other").is_file()
 
 
+@pytest.mark.parametrize("files", [["ray.log"], ["ray.log", "sweep.yaml", ".sweep.yaml.x.tmp"]])
+def test_resume_of_a_sweep_killed_before_its_first_trial_says_so(tmp_path, capsys, files):
+    """SIGKILL while Ray starts (~10 s) or before Tune saved its state leaves the sweep folder (Ctrl+C and SIGTERM
+    remove it); resume= of it said "is not a sweep folder (needs sweep.yaml and Tune's experiment state)"."""
+    sweep_dir = tmp_path / "sweeps" / "smoke" / "2026-12-02_00-00-00"
+    sweep_dir.mkdir(parents=True)
+    for name in files:
+        (sweep_dir / name).write_text("")
+    assert agents_tune.main([f"resume={sweep_dir}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: sweep folder {str(sweep_dir)!r} holds no trial: the sweep was stopped before its first trial started "
+        "(while Ray started), so nothing is there to continue; start the sweep again with its own command line")
+    (sweep_dir / "trial_00000").mkdir()  # a folder Tune made: not this case (the line names the missing state)
+    assert agents_tune.main([f"resume={sweep_dir}"]) == 2
+    assert "is not a sweep folder" in capsys.readouterr().err
+
+
+def test_resume_of_an_empty_folder_names_a_sweep_killed_while_ray_started(tmp_path, capsys):
+    """Killed while Ray starts, a sweep leaves its folder empty: resume= of it names that case too."""
+    assert agents_tune.main([f"resume={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip().endswith("is not a sweep folder (needs sweep.yaml and Tune's experiment "
+                                                    "state); point it at runs/sweeps/<sweep>/<time> (an empty one is "
+                                                    "what a sweep killed while Ray started leaves: start it again)")
+
+
 # ---------------------------------------------------------------- a cluster that wants its auth token
 def test_a_cluster_that_wants_its_auth_token_says_so(tmp_path, monkeypatch):
     """Was "no Ray cluster answers there" after ~20 s of InvalidAuthToken warnings from Ray's C++ core."""
