@@ -87,7 +87,7 @@ def remove_unstarted(run_dir: Path) -> None:
     holding anything else is left as it is."""
     try:
         names = [p.name for p in run_dir.iterdir()]
-        if RUN_LOCK not in names or not all(n == RUN_LOCK or n.startswith(".config.yaml.") for n in names):
+        if not all(n == RUN_LOCK or n.startswith(".config.yaml.") for n in names):  # (empty: before its lock)
             return
         for name in names:
             (run_dir / name).unlink(missing_ok=True)

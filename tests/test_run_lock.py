@@ -207,13 +207,17 @@ def test_the_lock_file_holds_exactly_this_pid_after_a_longer_one(tmp_path):
 
 
 @pytest.mark.parametrize("named", [True, False], ids=["run_dir", "generated"])
-def test_a_run_stopped_before_its_config_yaml_leaves_no_folder_behind(tmp_path, capsys, monkeypatch, named):
-    """Ctrl+C / SIGTERM after a new run made and locked its folder, before config.yaml was written: the line says
+@pytest.mark.parametrize("at", ["config", "lock"])
+def test_a_run_stopped_before_its_config_yaml_leaves_no_folder_behind(tmp_path, capsys, monkeypatch, named, at):
+    """Ctrl+C / SIGTERM after a new run made (and locked) its folder, before config.yaml was written: the line says
     "nothing was written", and the folder (holding only .run.lock) was left behind, one resume= called no run."""
-    def stopped(path, text):
+    def stopped(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run, "write_text_atomic", stopped)
+    if at == "config":
+        monkeypatch.setattr(run, "write_text_atomic", stopped)
+    else:  # made, not locked yet: empty
+        monkeypatch.setattr(run.RunLocks, "hold", stopped)
     run_dir = tmp_path / "run"
     args = tiny("ContinualShift-v0", "lstm", run_dir) if named else \
         [o for o in tiny("ContinualShift-v0", "lstm", run_dir) if not o.startswith("run_dir=")] + \
