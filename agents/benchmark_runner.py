@@ -199,6 +199,10 @@ def wind_down(runner: Runner, futures, grace_s: float = GRACE_S) -> None:
     except KeyboardInterrupt:
         pass
     runner.stop(kill=True)
+    try:  # killed, they end at once: waited for, their records are kept (after a second Ctrl+C the runs in flight
+        wait(futures, timeout=grace_s)  # were left out of the results, "runs: 0" beside their folders)
+    except KeyboardInterrupt:
+        pass
 
 
 def eta_s(done: list[dict], pending: list[Job], running: dict, workers: int, now: float | None = None) \

@@ -154,3 +154,38 @@ def test_a_signal_while_the_results_are_written_ends_the_benchmark_after_them(tm
     assert capsys.readouterr().err.strip() == f"interrupted; the results are written: {out / 'results.md'}, " \
                                               "results.json, the plots"
     assert (out / "results.md").is_file() and (out / "results.json").is_file() and len(plotted) == 1
+
+
+def test_the_runs_killed_at_a_second_ctrl_c_are_in_the_results(tmp_path, monkeypatch):
+    """A second Ctrl+C while the benchmark waited for its stopped runs killed them, and left them out of the results
+    (results.md "runs: 0" beside folders holding their checkpoints and logs): their records were read before the
+    killed runs had ended."""
+    import threading
+
+    from agents import benchmark_runner
+    from agents.benchmark_runner import Job, Runner, execute
+
+    started = tmp_path / "started"
+    stubborn = ("import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "pathlib.Path(sys.argv[1]).write_text('x'); time.sleep(120)")  # a run that outlasts its SIGTERM
+    monkeypatch.setattr(benchmark_runner, "run_command", lambda job: [sys.executable, "-c", stubborn, str(started)])
+    stop = Runner.stop
+
+    def second_ctrl_c(self, kill=False):  # a second Ctrl+C while the benchmark waits for its stopped runs (30 s)
+        stop(self, kill)
+        if not kill:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    monkeypatch.setattr(Runner, "stop", second_ctrl_c)
+
+    def first_ctrl_c():
+        deadline = time.monotonic() + DEADLINE_S
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=first_ctrl_c, daemon=True).start()
+    job = Job(CS, "transformer", "transformer", 0, tmp_path / "run", [])
+    records, interrupted = execute([job], workers=1, timeout_s=None)
+    assert interrupted
+    assert [(r["variant"], r["status"], r["error_kind"]) for r in records] == [("transformer", "failed", "interrupted")]
