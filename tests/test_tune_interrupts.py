@@ -265,3 +265,26 @@ def test_sigterm_while_a_real_ray_starts_is_one_line_and_leaves_no_ray_running(t
     assert proc.returncode == 130, err
     assert err.strip() == "interrupted before any trial started; nothing to continue, start the sweep again"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_a_resume_loads_ray_is_one_line(tmp_path):
+    """resume= loads Ray's Tune (pandas, ~2 s) in main(): a Ctrl+C that stopped that import halfway was caught,
+    and its line imported Ray's Tune again to tell whether the sweep could continue, which failed on the half-made
+    modules: an AttributeError traceback from pandas, exit 1. Held inside pandas' import, as Tune loads it."""
+    from ray.tune.impl.tuner_internal import _TUNER_PKL
+
+    from tests.test_run_signals import interrupt, start, wait_for
+
+    assert tune_signals.TUNER_STATE == _TUNER_PKL  # the line's test of a sweep that can continue is Tune's own
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / "tuner.pkl").write_bytes(b"")  # (what Tune's can_restore looks for)
+    proc = start([f"resume={sweep_dir}"], tmp_path, gate="pandas._libs.interval", main="agents.tune")
+    try:
+        wait_for(proc, (tmp_path / "ready").exists, "its import of pandas")
+        assert (tmp_path / "ready").read_text() == "default_int_handler"  # in main(), not while it starts
+        assert interrupt(proc) == f"interrupted; continue the sweep with: python -m agents.tune resume={sweep_dir}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
