@@ -267,7 +267,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
         return 2
     except KeyboardInterrupt:
         if made and run_dir is not None:  # a folder this run made, stopped before its config.yaml: not left behind
-            remove_unstarted(run_dir)
+            remove_unstarted(run_dir, locks.holds(run_dir))
         code = _interrupted(run_dir)
         said.append("interrupted")  # (after the line: a signal between the two may repeat it, never drop it)
         return code

@@ -70,6 +70,9 @@ class RunLocks:
         if folder not in self._fds:
             self._fds[folder] = lock_run(folder)
 
+    def holds(self, run_dir: str | os.PathLike) -> bool:
+        return Path(run_dir).resolve() in self._fds
+
     def __enter__(self) -> RunLocks:
         return self
 
@@ -80,17 +83,19 @@ class RunLocks:
         self._fds.clear()
 
 
-def remove_unstarted(run_dir: Path) -> None:
+def remove_unstarted(run_dir: Path, held: bool) -> None:
     """Remove a run folder that this run made and was stopped in (Ctrl+C, SIGTERM) before it wrote its config.yaml:
     it holds only the run's lock file (and a temp file of config.yaml). The line says "nothing was written", and a
     generated folder (<time>_s<seed>) was left behind empty, one that resume= called "not a run folder". A folder
-    holding anything else is left as it is."""
+    holding anything else is left as it is, and so is the lock file of a folder this run does not hold (`held`):
+    another run's, which took it first."""
     try:
-        names = [p.name for p in run_dir.iterdir()]
-        if not all(n == RUN_LOCK or n.startswith(".config.yaml.") for n in names):  # (empty: before its lock)
-            return
-        for name in names:
-            (run_dir / name).unlink(missing_ok=True)
-        run_dir.rmdir()
+        if held:
+            names = [p.name for p in run_dir.iterdir()]
+            if not all(n == RUN_LOCK or n.startswith(".config.yaml.") for n in names):
+                return
+            for name in names:
+                (run_dir / name).unlink(missing_ok=True)
+        run_dir.rmdir()  # only while empty (not held: stopped before its lock, or another run's folder now)
     except OSError:  # another process took the folder meanwhile, or it cannot be changed: it stays
         pass

@@ -242,3 +242,21 @@ def test_a_folder_of_a_run_killed_before_its_config_yaml_is_named_so_on_resume(t
         "writes it into this folder)")
     assert run.main(tiny("ContinualShift-v0", "lstm", run_dir)) == 0  # which works, and cleans the temp file
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == [RUN_LOCK]
+
+
+def test_a_stopped_run_leaves_the_lock_of_a_run_that_took_its_folder_first(tmp_path):
+    """The folder a stopped run made may be held by another run started with the same run_dir= (which took the lock
+    first, and is writing its config.yaml): its lock and temp file stay."""
+    from agents.run_lock import remove_unstarted
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    held = lock_run(run_dir)
+    try:
+        (run_dir / ".config.yaml.x.tmp").write_text("partial")
+        remove_unstarted(run_dir, held=False)
+        assert sorted(p.name for p in run_dir.iterdir()) == [".config.yaml.x.tmp", RUN_LOCK]
+        remove_unstarted(run_dir, held=True)  # its own: removed
+        assert not run_dir.exists()
+    finally:
+        os.close(held)
