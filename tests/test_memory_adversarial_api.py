@@ -160,7 +160,7 @@ def store_call(store, op):
         return hits.ids.tolist(), hits.scores.tobytes(), hits.values.tobytes()
     if kind == "remove":
         return store.remove(rng.integers(-1, 3 * store.rows, n))
-    return store.clear() if kind == "clear" else store.clear([n % store.lanes])
+    return (store.clear() if kind == "clear" else store.clear([n % store.lanes])).tolist()  # the removed ids
 
 
 def store_view(store):
