@@ -65,7 +65,7 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
         raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
                               "before its first one, or it was removed); start it again in that folder with "
                               f"python -m agents.run config={given / 'config.yaml'} run_dir={given}")
-    if given.is_dir() and _started_only(given):  # a run stopped (SIGKILL) after it took its folder, before config.yaml
+    if given.is_dir() and started_only(given):  # a run stopped (SIGKILL) after it took its folder, before config.yaml
         raise CheckpointError(f"run folder {str(given)!r} holds no checkpoint and no config.yaml: its run was stopped "
                               "while it started, before it wrote anything; start the run again with its own command "
                               f"line (run_dir={given} writes it into this folder)")
@@ -80,7 +80,7 @@ STARTING_FILES = (".run.lock", ".config.yaml.")  # what a run folder holds befor
 # temp file of config.yaml's write); agents/run_lock.py's RUN_LOCK (torch-free here, as this module is)
 
 
-def _started_only(folder: Path) -> bool:
+def started_only(folder: Path) -> bool:
     """Whether `folder` holds a run's lock file and nothing else but the temp file of its config.yaml: a run killed
     after it made and locked its folder, before it wrote config.yaml (its resume= said "it is not a run folder")."""
     try:

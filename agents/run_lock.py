@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from agents.checkpoint_paths import started_only
 from agents.config import ConfigError
 from memory.persist import remove_temp_files
 
@@ -91,11 +92,10 @@ def remove_unstarted(run_dir: Path, held: bool) -> None:
     another run's, which took it first."""
     try:
         if held:
-            names = [p.name for p in run_dir.iterdir()]
-            if not all(n == RUN_LOCK or n.startswith(".config.yaml.") for n in names):
+            if not started_only(run_dir):
                 return
-            for name in names:
-                (run_dir / name).unlink(missing_ok=True)
+            for file in run_dir.iterdir():
+                file.unlink(missing_ok=True)
         run_dir.rmdir()  # only while empty (not held: stopped before its lock, or another run's folder now)
     except OSError:  # another process took the folder meanwhile, or it cannot be changed: it stays
         pass
