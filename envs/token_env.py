@@ -149,8 +149,9 @@ class TokenStreamEnv(SourceAttributes, Env):
                              f"not a bool, got {action!r}")
         try:
             a = operator.index(action)
-        except TypeError:
-            raise TypeError(f"action must be an integer in [0, {self._vocab - 1}], got {action!r}") from None
+        except TypeError:  # ValueError, as the vector env and every other refused action: one exception to catch
+            raise ValueError(f"action must be an integer in [0, {self._vocab - 1}] (Discrete({self._vocab})), "
+                             f"got {action!r}") from None
         if not 0 <= a < self._vocab:
             raise ValueError(f"action must be in [0, {self._vocab - 1}] (Discrete({self._vocab})), got {a}")
         reward = 1.0 if a == self._target[t] else 0.0  # unscored steps have target -1: never rewarded
