@@ -20,6 +20,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from agents.benchmark_report import DEFAULT_CHANCE_MARGIN
+from agents.cli_args import check_values_once
 from agents.config import AGENTS, ConfigError, group_options
 from agents.tune_space import _positive_int, _yaml
 
@@ -102,6 +103,7 @@ def comma_list(key: str, value: str) -> list[str]:
     if not all(items):
         raise ConfigError(f"{key}={value}: item {items.index('') + 1} is empty; separate the names with single "
                           f"commas ({example})")
+    check_values_once(f"{key}={value}", items, f" ({example})")  # was taken once, silently
     return items
 
 
@@ -149,6 +151,9 @@ def load_suite(name: str) -> SuiteSpec:
         spec.overrides = suite_overrides(f"envs.{env}.overrides", spec.overrides)
         if not all(spec.probes.vary.values()):
             raise ConfigError(f"envs.{env}.probes.vary: each env option needs a non-empty list of values")
+        check_values_once(f"envs.{env}.probes.variants", spec.probes.variants)
+        for key, values in spec.probes.vary.items():  # [2, 2] evaluated every probed run twice on the same env
+            check_values_once(f"envs.{env}.probes.vary.{key}", values, " (each value is one probe)")
         if set(spec.probes.variants) - set(suite.variants):
             raise ConfigError(f"envs.{env}.probes.variants: {sorted(set(spec.probes.variants) - set(suite.variants))}"
                               f" are not variants of the suite ({', '.join(suite.variants)})")

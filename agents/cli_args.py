@@ -172,6 +172,23 @@ def check_given_once(keys: list[str], items: list[str], hint=lambda key: "") -> 
             raise ConfigError(f"{key}= is given {keys.count(key)} times ({values}); give it once{hint(key)}")
 
 
+def check_values_once(where: str, values: Sequence, fix: str = "") -> None:
+    """Each value of a list once (`where`: the key=value or field that gave them; `fix`: the entry point's note): a
+    value given twice ran the same evaluation, run or probe twice. 1 and 1.0 or True are not the same value here."""
+    from agents.config import ConfigError
+
+    hashed, other = set(), []  # a sweep's range() may give 10,000 values: a set, where they hash
+    for value in values:
+        try:
+            twice = (type(value), value) in hashed
+            hashed.add((type(value), value))
+        except TypeError:  # a list value ([1,2]): compared one by one
+            twice = any(type(value) is type(seen) and value == seen for seen in other)
+            other.append(value)
+        if twice:
+            raise ConfigError(f"{where}: {value!r} is given twice; give each value once{fix}")
+
+
 def hydra_reason(exc: BaseException) -> str | None:
     """What Hydra's override grammar found wrong, in one line without ANTLR's noise (the "Error parsing" header, the
     link, the lexer's class name, the caret line, the list of every token it expected); None if nothing is left."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agents.checkpoint_paths import existing_checkpoint, resolved, run_dir_of
-from agents.cli_args import answer_early, check_given_once, find_interpolation, hydra_reason
+from agents.cli_args import answer_early, check_given_once, check_values_once, find_interpolation, hydra_reason
 from agents.config import ConfigError
 from agents.eval_out import check_out_file
 from memory.config import MAX_THREADS, MEMORY_RUNTIME_KEYS, MemoryConfig
@@ -90,6 +90,8 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
         sizes = " x ".join(f"{len(v):,}{'+' if len(v) > MAX_EVALUATIONS else ''}" for v in values)
         raise ConfigError(f"{' '.join(items)}: {sizes} evaluations; a sweep runs at most {MAX_EVALUATIONS:,}: give "
                           "fewer values")
+    for item, options in zip(items, values, strict=True):  # 1,1 evaluated the same setting twice
+        check_values_once(item, options, " (each value of a comma list is one evaluation)")
     for name, options in zip(names, values, strict=True):  # before the first evaluation of a sweep
         for option in options:  # each a value of `name` (an index would name a list value's item)
             check_plain(name, option)

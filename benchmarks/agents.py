@@ -138,6 +138,9 @@ def main() -> int:
     unknown = [a for a in args.agents.split(",") if a not in AGENTS]
     if unknown:
         ap.error(f"--agents: unknown agent {unknown[0]!r}; choose among {', '.join(AGENTS)}")
+    twice = next((a for i, a in enumerate(args.agents.split(",")) if a in args.agents.split(",")[:i]), None)
+    if twice:  # was measured once, silently
+        ap.error(f"--agents {args.agents}: {twice!r} is given twice; name each agent once")
     if args.one:
         print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads, args.warmup,
                                  args.acting, tuple(json.loads(args.overrides)))))

@@ -33,6 +33,9 @@ from tests.test_run import TINY_MODEL
     (["envs=NeedleRecall-v0,"], "envs=NeedleRecall-v0,: item 2 is empty"),
     (["envs="], "envs= is empty; name at least one"),
     (["envs=NeedleRecall-v0", "envs=LongDependency-v0"], "envs= is given twice ('NeedleRecall-v0', 'LongDependency"),
+    # a name twice was taken once, silently
+    (["agents=memnet,lstm,memnet"], "agents=memnet,lstm,memnet: 'memnet' is given twice; give each value once"),
+    (["envs=NeedleRecall-v0,NeedleRecall-v0"], "'NeedleRecall-v0' is given twice; give each value once"),
     # a run-config key twice: the last one won silently, and the whole quick suite (63 runs) started with it
     (["train.episodes=1", "train.episodes=2"], "train.episodes= is given 2 times ('1', '2'); give it once"),
 ])
@@ -143,6 +146,18 @@ def test_a_probe_that_agents_evaluate_cannot_restore_the_run_on_exits_2(tmp_path
     key, values = next(iter(vary.items()))
     assert f"envs.{env}.probes.vary.{key}={values[0]!r}: agents.evaluate cannot restore a run's weights and " \
         "accuracy matrix on an env with another vocab_size or task schedule" in _one_error_line(capsys)
+    assert not (tmp_path / "bench").exists()
+
+
+@pytest.mark.parametrize("probes, message", [
+    ({"variants": ["lstm"], "vary": {"delay": [2, 3, 2]}}, "probes.vary.delay: 2 is given twice; give each value once"),
+    ({"variants": ["lstm", "lstm"], "vary": {"delay": [2]}}, "probes.variants: 'lstm' is given twice"),
+])
+def test_a_probe_value_or_variant_given_twice_exits_2(tmp_path, capsys, probes, message):
+    """delay: [2, 3, 2] evaluated every probed run twice with delay=2 (the same probe, twice the time)."""
+    suite = write_suite(tmp_path / "s.yaml", envs={NR: {"probes": probes}}, variants={"lstm": {"agent": "lstm"}})
+    assert benchmark.main([f"suite={suite}", f"out={tmp_path / 'bench'}"]) == 2
+    assert f"envs.{NR}.{message}" in _one_error_line(capsys)
     assert not (tmp_path / "bench").exists()
 
 

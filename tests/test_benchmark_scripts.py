@@ -38,6 +38,7 @@ from tests.test_run import TINY_MODEL
     ("agents.py", ["--variant", "slots=0"], "--variant 'slots=0': write NAME:KEY=VALUE[,KEY=VALUE...]"),
     ("agents.py", ["--variant", "x:memory.slot=0"], "unknown config key 'memory.slot'"),  # checked before measuring
     ("agents.py", ["--variant", "gru:memory.slots=0"], "the name 'gru' is taken"),
+    ("agents.py", ["--agents", "memnet,gru,memnet"], "--agents memnet,gru,memnet: 'memnet' is given twice"),
     # torch.set_num_threads(100000): a segmentation fault (exit -11), no line
     ("slots.py", ["--threads", "100000"], "argument --threads: '100000': must be an integer in [1, 1024]"),
     ("components.py", ["--threads", "1025"], "argument --threads: '1025': must be an integer in [1, 1024]"),

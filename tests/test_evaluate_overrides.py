@@ -198,6 +198,19 @@ def test_a_sweep_is_checked_whole_before_its_first_evaluation(needle_run, capsys
     assert calls == [] and not (needle_run / "bad_sweep.json").exists()
 
 
+@pytest.mark.parametrize("sweep, value", [(["env.kwargs.facts_per_episode=2,1,2"], "2"),
+                                          (["memory.reset=never,episode,never"], "'never'"),
+                                          (["env.kwargs.facts_per_episode=[1,2],[1,2]"], "[1, 2]")])
+def test_a_value_given_twice_in_a_sweep_is_refused(needle_run, capsys, monkeypatch, sweep, value):
+    """2,1,2 evaluated facts_per_episode=2 twice (the same evaluation, twice the time, two entries in the JSON)."""
+    calls = []
+    monkeypatch.setattr(Trainer, "evaluate_all", lambda self: calls.append(1) or {})
+    assert evaluate.main([f"checkpoint={needle_run}", *sweep, "out=twice.json"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {sweep[0]}: {value} is given twice; give each value once " \
+        "(each value of a comma list is one evaluation)"
+    assert calls == [] and not (needle_run / "twice.json").exists()
+
+
 def test_a_misspelt_env_option_gets_agents_runs_line(needle_run, capsys):
     """Was the env's own error, which named the env twice and guessed nothing."""
     assert evaluate.main([f"checkpoint={needle_run}", "env.kwargs.facts_per_episod=2"]) == 2
