@@ -86,6 +86,10 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
         except HydraException:  # interval() and glob() name no values to evaluate (was Hydra's traceback)
             raise ConfigError(f"{item}: a sweep here names its values: a comma list, range() or choice() "
                               f"({names[len(values)]}=1,2,4)") from None
+    for item, name, options in zip(items, names, values, strict=True):  # range(1,3),2: an omegaconf traceback
+        if any(holds_sweep(option) for option in options):
+            raise ConfigError(f"{item}: a range() or choice() inside a comma list, a list or a mapping is no value; "
+                              f"write the values as one comma list ({name}=a,b,c) or one range()")
     if math.prod(map(len, values)) > MAX_EVALUATIONS:  # range(1,10**9) was a MemoryError traceback
         sizes = " x ".join(f"{len(v):,}{'+' if len(v) > MAX_EVALUATIONS else ''}" for v in values)
         raise ConfigError(f"{' '.join(items)}: {sizes} evaluations; a sweep runs at most {MAX_EVALUATIONS:,}: give "
@@ -101,6 +105,17 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
         memory = {n[len(MEMORY_PREFIX):]: v for n, v in zip(names, combo, strict=True) if n.startswith(MEMORY_PREFIX)}
         grid.append((env, memory))
     return grid or [({}, {})]
+
+
+def holds_sweep(value) -> bool:
+    """Whether a parsed value is, or holds, one of Hydra's sweep objects (`[range(1,3)]`, `{a: choice(1,2)}`)."""
+    from hydra.core.override_parser.types import Sweep
+
+    if isinstance(value, dict):
+        return any(holds_sweep(v) for v in value.values())
+    if isinstance(value, list):
+        return any(holds_sweep(v) for v in value)
+    return isinstance(value, Sweep)
 
 
 def thread_count(text: str | None) -> int | None:

@@ -211,6 +211,19 @@ def test_a_value_given_twice_in_a_sweep_is_refused(needle_run, capsys, monkeypat
     assert calls == [] and not (needle_run / "twice.json").exists()
 
 
+@pytest.mark.parametrize("item", ["env.kwargs.facts_per_episode=range(1,3),4",
+                                  "env.kwargs.facts_per_episode=[range(1,3)]",
+                                  "env.kwargs.facts_per_episode={a:choice(1,2)}",
+                                  "memory.reset=choice(never,episode),never"])
+def test_a_sweep_inside_a_value_is_refused_in_one_line(needle_run, capsys, item):
+    """Hydra parses range(1,3),4 as [RangeSweep, 4]: the RangeSweep reached the config, an omegaconf traceback."""
+    assert evaluate.main([f"checkpoint={needle_run}", item, "out=nested.json"]) == 2
+    key = item.split("=", 1)[0]
+    assert capsys.readouterr().err.strip() == f"error: {item}: a range() or choice() inside a comma list, a list " \
+        f"or a mapping is no value; write the values as one comma list ({key}=a,b,c) or one range()"
+    assert not (needle_run / "nested.json").exists()
+
+
 def test_a_misspelt_env_option_gets_agents_runs_line(needle_run, capsys):
     """Was the env's own error, which named the env twice and guessed nothing."""
     assert evaluate.main([f"checkpoint={needle_run}", "env.kwargs.facts_per_episod=2"]) == 2
