@@ -61,6 +61,12 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
     given, file, key = Path(path), checkpoint_file(path), KEY_OF[check_purpose(purpose)]
     if file.is_file():
         return file
+    odd = misplaced(given, file)
+    if odd is not None:  # a folder at checkpoints/last.pt (or a file at checkpoints/) was "has no checkpoint"
+        kind = "a file, not the folder of the run's checkpoints" if odd.name == "checkpoints" else \
+            "a folder, not a checkpoint file" if odd.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise CheckpointError(f"{str(odd)!r} is {kind}; move it away (a run's checkpoint is the file "
+                              f"checkpoints/last.pt in its folder), then give {key} again")
     if given.is_dir() and (given / "config.yaml").is_file():  # a run folder stopped before its first checkpoint
         raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
                               "before its first one, or it was removed); start it again in that folder with "
@@ -74,6 +80,19 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
                               f"point {key} at one (runs/<env>/<agent>/<time>_s<seed>)")
     raise CheckpointError(f"no checkpoint at {str(file)!r}: point {key} at a run folder that has "
                           "checkpoints/last.pt")
+
+
+def misplaced(given: Path, file: Path) -> Path | None:
+    """What stands where a checkpoint should be, not being one: `given` itself, a folder named *.pt; the run's
+    checkpoints/last.pt, a folder (or a pipe); or its checkpoints/, a file. None if nothing does."""
+    if not given.is_dir():
+        return None
+    if given.suffix == ".pt":
+        return given
+    if file.exists() and not file.is_file():
+        return file
+    folder = given / "checkpoints"
+    return folder if folder.exists() and not folder.is_dir() else None
 
 
 STARTING_FILES = (".run.lock", ".config.yaml.")  # what a run folder holds before its config.yaml: its lock (and the

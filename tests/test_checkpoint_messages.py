@@ -209,6 +209,27 @@ def test_a_run_folder_stopped_before_its_first_checkpoint_names_the_restart(fini
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.pt"]
 
 
+@pytest.mark.parametrize("odd", ["folder at last.pt", "file at checkpoints"])
+def test_a_folder_in_place_of_the_checkpoint_is_named_as_such(finished, tmp_path, capsys, odd):
+    """A folder at checkpoints/last.pt (or a file at checkpoints/) was "has no checkpoint ... start it again", and that
+    command then refused the folder as one that holds a run."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    shutil.rmtree(run_dir / "checkpoints")
+    if odd == "folder at last.pt":
+        (run_dir / "checkpoints" / "last.pt").mkdir(parents=True)
+        where, kind, given = run_dir / "checkpoints" / "last.pt", "a folder, not a checkpoint file", \
+            ("", "/checkpoints", "/checkpoints/last.pt")
+    else:
+        (run_dir / "checkpoints").write_text("x")
+        where, kind, given = run_dir / "checkpoints", "a file, not the folder of the run's checkpoints", ("",)
+    for main, key in ((run.main, "resume="), (evaluate.main, "checkpoint=")):
+        for tail in given:
+            assert main([f"{key}{run_dir}{tail}"]) == 2
+            assert one_line(capsys) == f"error: {str(where)!r} is {kind}; move it away (a run's checkpoint is the " \
+                                       f"file checkpoints/last.pt in its folder), then give {key} again"
+
+
 @pytest.mark.parametrize("name", ["config.yaml", "metrics.json"])
 def test_a_file_of_the_run_folder_that_is_no_checkpoint_says_so(finished, capsys, name):
     """Was: is damaged or not a memstream checkpoint (IndexError / UnpicklingError); evaluate another run's ..."""
