@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import SuiteSpec, bounded, comma_list, load_suite, suite_overrides
-from agents.cli_args import check_given_once, override_key
+from agents.cli_args import check_given_once, counted, override_key
 from agents.config import ConfigError, group_options, load_config
 from agents.interrupts import interrupts_held, sigterm_as_interrupt
 from agents.preflight import env_source, model_fits
@@ -230,7 +230,7 @@ def _main(argv: list[str]) -> int:
     envs_run = [e for e in suite.envs if any(j.env == e for j in jobs)]  # in the suite's order
     variants_run = [v for v in suite.variants if any(j.variant == v for j in jobs)]
     print(f"memstream benchmark {opts['suite']!r}: {len(envs_run)} env(s) x {len(variants_run)} variant(s) x "
-          f"{opts.get('seeds', suite.seeds)} seed(s) = {len(jobs)} run{'s' * (len(jobs) != 1)}, {workers} at a time "
+          f"{opts.get('seeds', suite.seeds)} seed(s) = {counted(len(jobs), 'run')}, {workers} at a time "
           f"-> {out}", flush=True)
     records, interrupted = execute(jobs, workers, suite.timeout_s)
     context = {"suite": opts["suite"], "description": suite.description,
@@ -256,14 +256,14 @@ def _main(argv: list[str]) -> int:
               else f"\ninterrupted while the results were written (a second signal): {out} may lack some of them",
               file=sys.stderr)
         return 130
-    print("\ntargets:")
+    print("\ntargets:" if targets else "\ntargets: none")  # only presets ran: the note below says why
     for t in targets:
         print(f"  {t['status']:7s} {t['env']} / {t['variant']}: {t['target']}  [{t['detail']}]")
     if note := report.presets_note(agg):
         print(f"  {note}")
     failed = [r for r in records if r["status"] != report.OK]
-    print(f"\n{len(records)} runs ({len(failed)} failed{', interrupted' if interrupted else ''}) in "
-          f"{minutes(time.monotonic() - t0)}: {out / 'results.md'}, results.json, {len(plots)} plots")
+    print(f"\n{counted(len(records), 'run')} ({len(failed)} failed{', interrupted' if interrupted else ''}) in "
+          f"{minutes(time.monotonic() - t0)}: {out / 'results.md'}, results.json, {counted(len(plots), 'plot')}")
     print(f"  curves: tensorboard --logdir {out}")
     return 130 if interrupted else (1 if failed or len(records) < len(jobs) else 0)
 

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from agents import benchmark_report as report
     from agents.benchmark_plots import write_plots
+    from agents.cli_args import counted
 
     bench_dir = Path(argv[0])
     try:
@@ -55,6 +56,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot rebuild the results in {bench_dir} ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
     missed, runs = sum(t["status"] == report.MISSED for t in targets), len(records)
-    print(f"{bench_dir / 'results.md'}, results.json, {len(plots)} plots written again from {runs} "
-          f"run{'s' * (runs != 1)} ({len(targets)} targets, {missed} MISSED)")
+    print(f"{bench_dir / 'results.md'}, results.json, {counted(len(plots), 'plot')} written again from "
+          f"{counted(runs, 'run')} ({counted(len(targets), 'target')}, {missed} MISSED)")
     return 0

@@ -15,6 +15,7 @@ import math
 import re
 
 from agents.cl_metrics import bootstrap_ci
+from agents.cli_args import counted
 from agents.env_presets import preset_bases
 from agents.preflight import env_source
 
@@ -153,7 +154,7 @@ def check_targets(agg: dict, chance_margin: float = DEFAULT_CHANCE_MARGIN) -> li
                 return _target(env, variant, text, NOT_RUN, None, "not run" if not cell else "every run failed")
             detail = f"{label}: {fmt(stat, 'frac')}{extra}"
             if stat["n"] < MIN_SEEDS:
-                detail += f" ({stat['n']} seed{'s' * (stat['n'] != 1)}; the targets ask for >= {MIN_SEEDS})"
+                detail += f" ({counted(stat['n'], 'seed')}; the targets ask for >= {MIN_SEEDS})"
             return _target(env, variant, text, MET if ok(stat["mean"]) else MISSED, stat["mean"], detail)
 
         def at_chance(variant, text, metric, label, variants=variants) -> dict:
@@ -240,7 +241,7 @@ def fmt(stat: dict | None, kind: str = "frac", seeds: int | None = None) -> str:
         unit, scale = f" {unit}", 1 / size
     mean, low, high = (one.format(stat[k] * scale) for k in ("mean", "low", "high"))
     text = mean + unit if stat["n"] == 1 or low == high else f"{mean} [{low}, {high}]{unit}"
-    return text + (f" ({stat['n']} of {seeds} seeds)" if seeds is not None and stat["n"] < seeds else "")
+    return text + (f" ({stat['n']} of {counted(seeds, 'seed')})" if seeds is not None and stat["n"] < seeds else "")
 
 
 MAIN_COLUMNS = [("accuracy", "eval accuracy", "frac"), ("acc_within_window", "acc d<=W", "frac"),
@@ -294,17 +295,18 @@ def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict)
              f"- command: `{context['command']}`",
              f"- machine: {context['machine']}",
              f"- started {context['started']}, wall time {context['wall_s'] / 60:.1f} min, "
-             f"{context['workers']} runs at a time" + (" (INTERRUPTED: partial results)" if context.get(
+             f"{counted(context['workers'], 'run')} at a time" + (" (INTERRUPTED: partial results)" if context.get(
                  "interrupted") else ""),
              f"- runs: {len(records)} ({len(records) - len(failed)} ok, {len(failed)} failed); CPU time "
              f"{cpu / 60:.1f} min, i.e. about {cpu / 60 / context['workers']:.1f} min of wall time at "
-             f"{context['workers']} runs at a time on an otherwise idle machine", "",
+             f"{counted(context['workers'], 'run')} at a time on an otherwise idle machine", "",
              "Cells: mean over seeds [90% bootstrap interval]; `(1 of 3 seeds)`: a number only some of the row's runs "
              "report (a distance bucket that one run's evaluation filled). Accuracies are fractions of scored steps on "
              "the final evaluation; NeedleRecall evaluates fresh facts (never trained on) with memory writes off.", "",
              "## Targets", ""]
     rows = [[t["env"], t["variant"], t["target"], t["status"], t["detail"]] for t in targets]
-    lines += _table(["env", "variant", "target", "status", "number"], rows, 5) + [""]
+    # only presets ran: no table (its header alone read as a table whose rows were lost), the note says why
+    lines += _table(["env", "variant", "target", "status", "number"], rows, 5) + [""] if rows else []
     lines += [presets_note(agg), ""] if presets_note(agg) else []
     notes = capacity_notes(agg)
     if notes:

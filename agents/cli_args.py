@@ -16,6 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from agents.config_messages import SECTIONS, section_as_value, unknown_key
 
 
+def counted(n: int, noun: str) -> str:
+    """`n` and the noun, plural unless n is 1: "1 run", "2 runs" (was "1 runs")."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
+
+
 def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "an integer >= 1")
 

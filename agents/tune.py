@@ -40,6 +40,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError
+from agents.cli_args import counted
 from agents.config import ConfigError, validate
 from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
@@ -296,8 +297,9 @@ def _main(argv: list[str]) -> int:
             sweep_dir = Path(cli.resume).resolve()
             plan, base = load_saved_plan(sweep_dir)
             if (trials := _finished(sweep_dir, plan)) is not None:  # Ray started (~30 s) to find nothing to run
-                print(f"note: this sweep had finished: all {len(trials)} trials ended, so nothing is resumed; its "
-                      "results are written again", flush=True)
+                ended = f"{'its' if len(trials) == 1 else 'all'} {counted(len(trials), 'trial')} ended"
+                print(f"note: this sweep had finished: {ended}, so nothing is resumed; its results are written again",
+                      flush=True)
                 return _report(trials, plan, base, sweep_dir)
             return run_sweep(plan, base, sweep_dir, restore=True)
         plan, base, sweep_dir = prepare(argv)

@@ -262,3 +262,22 @@ def test_a_full_disk_when_the_results_are_written_is_one_line(tmp_path, monkeypa
     assert benchmark.main([f"suite={suite}", "seeds=1", f"out={out}"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"error: cannot write the results in {out} (No space left on device); free space and rerun"
+
+
+def test_a_benchmark_of_presets_only_prints_no_empty_targets_table_and_counts_one_run(tmp_path, monkeypatch, capsys):
+    """A preset has no targets: results.md held the targets table's header with no row under it, the console an
+    empty "targets:" section; one run and one worker read "1 runs" and "1 runs at a time"."""
+    from tests.test_benchmark import record
+
+    easy = "LongDependency-Easy-v0"
+    suite = write_suite(tmp_path / "s.yaml", overrides=TINY_MODEL, envs={easy: {"overrides": ["train.episodes=1"]}},
+                        variants={"lstm": {"agent": "lstm"}})
+    monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout: ([record(easy, "lstm", 0)], False))
+    out = tmp_path / "bench"
+    assert benchmark.main([f"suite={suite}", "seeds=1", "workers=1", f"out={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert f"\ntargets: none\n  No targets for {easy}: the issue states them for the base envs' settings.\n" in printed
+    assert "\n1 run (0 failed) in " in printed and "1 runs" not in printed
+    md = (out / "results.md").read_text()
+    assert f"## Targets\n\nNo targets for {easy}:" in md and "| target |" not in md
+    assert "1 run at a time" in md and "1 runs" not in md
