@@ -214,6 +214,10 @@ def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tu
                  "--lanes, --threads and --acting); set that with the flag")
     if name in taken:
         ap.error(f"--variant {text!r}: the name {name!r} is taken; give each row its own")
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if twice:  # the last one won silently
+        ap.error(f"--variant {text!r}: {twice}= is given twice; give it once")
     return name, overrides
 
 
