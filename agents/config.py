@@ -257,8 +257,9 @@ def memory_config(cfg: DictConfig) -> MemoryConfig:
         raise ConfigError(f"memory.dim={fields_['dim']} must equal model.dim={cfg.model.dim}; set model.dim only")
     try:
         return MemoryConfig(**fields_)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    except ValueError as exc:  # memory.dim is model.dim (checked above): name the key one sets (model.dim=-4 read
+        msg = str(exc)  # "memory.dim=-4: must be >= 1", a key the command line never gave)
+        raise ConfigError(f"model.{msg[len('memory.'):]}" if msg.startswith("memory.dim=") else msg) from None
 
 
 def load_config(overrides: list[str]) -> DictConfig:
