@@ -195,6 +195,11 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
             for v in plan.env_overrides.values()):
         raise ConfigError(f"sweep {name!r}: env_overrides must map env ids to lists of key=value strings")
     check_env_override_ids(plan.env_overrides)
+    if isinstance(plan.description, (int, float)) and not isinstance(plan.description, bool):
+        plan.description = str(plan.description)  # description: 2026 reads as a number
+    if not isinstance(plan.description, str):  # a list or mapping was saved in sweep.yaml as the sweep's description
+        raise ConfigError(f"sweep.description={plan.description!r}: must be a line of text; quote it: "
+                          "sweep.description='...'")
     return plan
 
 

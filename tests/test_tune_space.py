@@ -76,10 +76,16 @@ def test_empty_search_space_is_rejected():
     ({"max_concurrent": -1}, r"sweep.max_concurrent=-1: must be an integer >= 0"),
     ({"overrides": ["seed"]}, "overrides must be a list of key=value"),
     ({"color": "red"}, "unknown field 'color'"),
+    ({"description": [1]}, r"sweep.description=\[1\]: must be a line of text"),  # was kept, a list, in sweep.yaml
 ])
 def test_bad_sweep_fields(raw, message):
     with pytest.raises(ConfigError, match=message):
         make_plan("x", {"search_space": {"memory.slots": {"grid": [8]}}} | raw)
+
+
+def test_a_number_as_the_description_is_its_text():  # sweep.description=2026 (YAML reads a number)
+    assert make_plan("x", {"search_space": {"memory.slots": {"grid": [8]}}, "description": 2026}).description == \
+        "2026"
 
 
 def test_max_failures_minus_one_retries_forever():  # the one value below 0 that Tune takes
