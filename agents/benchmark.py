@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
-from agents.benchmark_suite import SuiteSpec, bounded, comma_list, load_suite, suite_overrides
+from agents.benchmark_suite import RUN_ONLY, SuiteSpec, bounded, comma_list, load_suite, suite_overrides
 from agents.cli_args import check_given_once, counted, override_key
 from agents.config import ConfigError, group_options, load_config
 from agents.interrupts import interrupts_held, sigterm_as_interrupt
@@ -47,9 +47,6 @@ from agents.tune_overrides import merge_overrides
 from agents.tune_space import _positive_int
 
 KEYS = ("suite", "seeds", "workers", "envs", "agents", "out")
-RUN_ONLY = {"env": "use envs=", "agent": "use agents=", "seed": "use seeds=",  # set per run by the benchmark
-            "run_dir": "choose the benchmark's folder with out= (each run writes <out>/<env>/<variant>/s<seed>)",
-            "runs_root": "choose the benchmark's folder with out= (each run writes <out>/<env>/<variant>/s<seed>)"}
 COST_RANK = {"memnet": 0, "transformer": 1, "lstm": 2, "gru": 2}  # slowest first (measured tokens/s)
 
 

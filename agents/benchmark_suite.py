@@ -81,6 +81,11 @@ def check_variant_name(variant: str) -> None:
                           "letters, digits, '-', '_' or '.' (e.g. memnet-no-store)")
 
 
+RUN_ONLY = {"env": "use envs=", "agent": "use agents=", "seed": "use seeds=",  # set per run by the benchmark
+            "run_dir": "choose the benchmark's folder with out= (each run writes <out>/<env>/<variant>/s<seed>)",
+            "runs_root": "choose the benchmark's folder with out= (each run writes <out>/<env>/<variant>/s<seed>)"}
+
+
 def suite_overrides(where: str, items: list[str]) -> list[str]:
     if not all("=" in o for o in items):
         raise ConfigError(f"{where}: overrides are key=value strings; got {items!r}")
@@ -89,6 +94,12 @@ def suite_overrides(where: str, items: list[str]) -> list[str]:
     if chosen is not None:
         raise ConfigError(f"{where}: {chosen}: each run's env and agent come from the suite (an envs: entry, a "
                           "variant's agent:); drop it")
+    own = next((o for o in items if o.lstrip("+~").split("=", 1)[0] in (*RUN_ONLY, "resume")), None)
+    if own is not None:  # seed=, run_dir=, runs_root= lost to each run's own silently; resume= failed every run
+        key = own.lstrip("+~").split("=", 1)[0]
+        why = f"{key}= is set per run by the benchmark; drop it and {RUN_ONLY[key]}" if key in RUN_ONLY else \
+            "a benchmark starts every run afresh; drop it"
+        raise ConfigError(f"{where}: {own}: {why}")
     return [f"++{o.lstrip('+')}" if o.lstrip("+").startswith("env.kwargs.") else o for o in items]  # ++: add or set
 
 

@@ -294,6 +294,22 @@ def test_a_preset_is_judged_by_no_target_and_results_say_so(tmp_path):
     assert f"No targets for {easy}: the issue states them for the base envs' settings." in text
 
 
+@pytest.mark.parametrize("item, message", [
+    ("seed=3", "seed= is set per run by the benchmark; drop it and use seeds="),  # each run's own seed won silently
+    ("+run_dir=/tmp/elsewhere", "run_dir= is set per run by the benchmark; drop it and choose the benchmark's folder"),
+    ("runs_root=elsewhere", "runs_root= is set per run by the benchmark; drop it and choose the benchmark's folder"),
+    ("resume=runs/x", "a benchmark starts every run afresh; drop it"),  # every run failed, after the plan
+])
+def test_a_suite_that_sets_what_the_benchmark_sets_per_run_is_refused(tmp_path, item, message):
+    from agents.benchmark_suite import load_suite
+    from agents.config import ConfigError
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"envs:\n  {LD}: {{}}\nvariants:\n  m: {{agent: lstm, overrides: ['{item}']}}\n")
+    with pytest.raises(ConfigError, match=rf"^variants.m.overrides: {re.escape(item)}: {re.escape(message)}"):
+        load_suite(str(suite))
+
+
 @pytest.mark.parametrize("where, item", [("envs", "env=LongDependency-v0"), ("variants", "agent=lstm"),
                                          ("overrides", "+env.id=NeedleRecall-v0")])
 def test_a_suite_that_sets_a_runs_env_or_agent_is_refused(tmp_path, where, item):
