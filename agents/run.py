@@ -249,7 +249,8 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             if resume_dir is None:  # run_dir= of a run that is starting in another process is refused
                 locks.hold(run_dir)
         except OSError as exc:  # a file in the way, no permission, read-only disk
-            raise ConfigError(f"cannot create the run folder {str(run_dir)!r} ({exc.strerror or exc}); choose "
+            why = "a file stands there, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or exc
+            raise ConfigError(f"cannot create the run folder {str(run_dir)!r} ({why}); choose "
                               "another runs_root= or run_dir=") from None
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if resume_dir else None)

@@ -49,6 +49,9 @@ def test_an_unusable_runs_root_is_one_line(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert run.main(["train.episodes=1", f"runs_root={blocker}"]) == 2
     one_error_line(capsys, "cannot create the run folder")
+    assert run.main(["train.episodes=1", f"run_dir={blocker}"]) == 2  # was "(File exists)": as if a folder were
+    one_error_line(capsys, f"cannot create the run folder {str(blocker)!r} (a file stands there, not a folder); "
+                           "choose another runs_root= or run_dir=")
 
 
 def test_a_checkpoint_file_of_the_right_format_with_damaged_contents_is_one_line(tmp_path, capsys):
