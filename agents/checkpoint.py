@@ -146,20 +146,27 @@ RUN_SECTIONS = ("env", "agent", "model", "memory", "train", "seed")  # what a ru
 RESUME_KEYS = ("train.progress", "train.threads")
 
 
+def folder_config(run_dir: Path) -> dict | None:
+    """A run folder's config.yaml as a mapping, or None where it is absent, damaged, unresolvable or no mapping (a
+    YAML scalar or list)."""
+    from omegaconf import OmegaConf
+
+    try:
+        folder = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"), resolve=True)
+    except Exception:
+        return None
+    return folder if isinstance(folder, dict) else None
+
+
 def check_own_run(saved_config: dict, run_dir: Path, path: str | Path, purpose: str) -> None:
     """A checkpoint in a run folder is that run's: its config must agree with the folder's config.yaml. Another
     run's last.pt copied in was resumed as if it were this run, and its config.yaml, metrics.json and plots then
     replaced this run's. Keys only one side has (added by a later memstream) and `RESUME_KEYS` are not compared;
     a folder without a readable config.yaml has nothing to compare."""
-    from omegaconf import OmegaConf
-
     from agents.config import flatten_config
 
-    try:
-        folder = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    except Exception:  # absent, damaged or unresolvable: the checkpoint's config is all there is (it is rewritten)
-        return
-    if not isinstance(folder, dict):  # a YAML scalar or list: as damaged
+    folder = folder_config(run_dir)
+    if folder is None:  # absent, damaged or unresolvable: the checkpoint's config is all there is (it is rewritten)
         return
     # sections only one side has are not compared either: an emptied config.yaml was "another run's checkpoint"
     # (seed=0 against seed=None), while a damaged one resumed

@@ -29,7 +29,7 @@ from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from agents.checkpoint import CheckpointError, how_to_continue  # noqa: E402
+from agents.checkpoint import RUN_SECTIONS, CheckpointError, folder_config, how_to_continue  # noqa: E402
 from agents.cli_args import inert_note, override_key  # noqa: E402
 from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
@@ -233,6 +233,10 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
                 trained = f"all its {n} episodes" if n != 1 else "its 1 episode"
                 if (done := finished_report(run_dir, trainer)) is not None:  # each resume wrote its report
                     # again, in a new TensorBoard event file: nothing of it changes
+                    if not set(RUN_SECTIONS) <= set(folder_config(run_dir) or {}):  # damaged: it stayed so
+                        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+                        print("note: its config.yaml was damaged or incomplete; written again from its checkpoint",
+                              flush=True)
                     print(f"this run is finished: it trained {trained} and wrote its report; "
                           "nothing to do (its summary, from metrics.json:)", flush=True)
                     print(summary_table(done))

@@ -278,6 +278,24 @@ def test_a_config_yaml_without_the_run_s_keys_is_not_called_another_run_s(finish
     assert {k: written[k] for k in RUN_SECTIONS} == {k: own[k] for k in RUN_SECTIONS}
 
 
+@pytest.mark.parametrize("text", ["", "- a\n", "model: {dim: 32}\n", "a: [\n"])
+def test_resuming_a_finished_run_writes_its_damaged_config_yaml_again(finished, tmp_path, capsys, text):
+    """A finished run (its report whole) answered "nothing to do" and left a damaged config.yaml as it was (a later
+    config=<run> refused it), where an unfinished one's resume wrote it again."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    (run_dir / "config.yaml").write_text(text)
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: its config.yaml was damaged or incomplete; written again from its checkpoint\n"
+                          "this run is finished"), out
+    written, own = (yaml.safe_load((d / "config.yaml").read_text()) for d in (run_dir, finished))
+    assert {k: written[k] for k in RUN_SECTIONS} == {k: own[k] for k in RUN_SECTIONS}
+    assert run.main([f"resume={run_dir}"]) == 0  # whole now: no note
+    assert "config.yaml was damaged" not in capsys.readouterr().out
+
+
 def test_an_edited_checkpoint_that_validates_is_named_as_not_the_folders(finished, tmp_path, capsys):
     """model.dim and memory.dim both edited (a valid config): was "does not fit this model (size mismatch ...); keep
     the run's own config.yaml", a fix that resume= (no overrides) cannot take."""
