@@ -257,9 +257,11 @@ def memory_config(cfg: DictConfig) -> MemoryConfig:
         raise ConfigError(f"memory.dim={fields_['dim']} must equal model.dim={cfg.model.dim}; set model.dim only")
     try:
         return MemoryConfig(**fields_)
-    except ValueError as exc:  # memory.dim is model.dim (checked above): name the key one sets (model.dim=-4 read
-        msg = str(exc)  # "memory.dim=-4: must be >= 1", a key the command line never gave)
-        raise ConfigError(f"model.{msg[len('memory.'):]}" if msg.startswith("memory.dim=") else msg) from None
+    except ValueError as exc:  # memory.dim is model.dim (checked above): name the key one sets, not "memory.dim=-4:
+        msg = str(exc)  # must be >= 1" or "memory.read_heads=4: must ... divide dim=6" (keys the line never gave)
+        if msg.startswith("memory.dim="):
+            raise ConfigError(f"model.{msg[len('memory.'):]}") from None
+        raise ConfigError(re.sub(r"(?<![\w.])dim=", "model.dim=", msg)) from None
 
 
 def load_config(overrides: list[str]) -> DictConfig:

@@ -149,6 +149,7 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
 @pytest.mark.parametrize("override, message", [
     ("model.dim=36", "model.heads=4: dim // heads = 9 must be even (rotary positions)"),  # was a traceback
     ("model.dim=-4", "model.dim=-4: must be >= 1"),  # was "memory.dim=-4: ...", a key the line never gave
+    ("model.dim=6", "memory.read_heads=4: must be >= 1 and divide model.dim=6"),  # was "divide dim=6": which dim?
     ("seed=18446744073709551616", "seed=18446744073709551616: must be in [0, 2^32)"),  # torch's overflow
     # lane i is seeded seed + i, and the env takes seeds below 2^32 (as every seed): numpy took any
     ("seed=4294967290", "seed=4294967290: the 16 lanes are seeded 4294967290 .. 4294967305, past 2^32 - 1; use seed "
