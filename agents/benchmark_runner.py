@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents import benchmark_report as report
+from agents.parent_death import child_env
 from agents.tune_overrides import merge_overrides, override_value
 
 TAIL_LINES = 15  # lines of a failed run's log kept in its record
@@ -108,7 +109,8 @@ class Runner:
 
     def _call(self, cmd: list[str], log: Path, deadline: float | None) -> tuple[str | None, str, float]:
         """(None, "", CPU s) on success, else (kind of failure, the tail of the log, CPU s)."""
-        env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # each run gets one core's worth
+        # each run gets one core's worth; it ends with the benchmark, also one SIGKILLed (its runs trained on)
+        env = child_env() | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with open(log, "w") as handle, self.lock:
             if self.stopping:
                 return "interrupted", "", 0.0

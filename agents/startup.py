@@ -12,6 +12,8 @@ import os
 import signal
 import sys
 
+from agents.parent_death import die_with_parent
+
 
 def threads_sleep_when_idle() -> None:
     """OMP_WAIT_POLICY=PASSIVE unless it is set: torch's (and FAISS's) OpenMP threads sleep while they wait for work
@@ -66,7 +68,8 @@ def pipe_safe_streams() -> None:
 def guard_startup(written: str) -> None:
     """Until `end_startup`, SIGINT and SIGTERM print `interrupted while starting; <written>` and exit 130 (a
     KeyboardInterrupt traceback from inside importlib for Ctrl+C; for SIGTERM, exit 143 and nothing said). Also
-    `threads_sleep_when_idle`, and stdout and stderr `ClosedPipeSafe`."""
+    `threads_sleep_when_idle`, stdout and stderr `ClosedPipeSafe`, and a process started by a benchmark ends with it
+    (`parent_death.die_with_parent`)."""
     threads_sleep_when_idle()
     pipe_safe_streams()
 
@@ -77,6 +80,7 @@ def guard_startup(written: str) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupted_while_starting)
+    die_with_parent()  # a benchmark's run: ends with the benchmark, SIGKILL included (it trained on, orphaned)
 
 
 def end_startup() -> None:
@@ -132,6 +136,7 @@ def run_script(main) -> None:
     """Run a script's main() (benchmarks/*.py) and exit with its code: Ctrl+C is one line and exit 130 (it was a
     KeyboardInterrupt traceback), and stdout and stderr are `ClosedPipeSafe`."""
     pipe_safe_streams()
+    die_with_parent()  # a measuring process of benchmarks/agents.py: ends with it (it measured on, orphaned)
     try:
         code = main()
     except KeyboardInterrupt:

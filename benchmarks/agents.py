@@ -116,6 +116,7 @@ def main() -> int:
     threads_sleep_when_idle()  # as agents.run does, before torch loads (here and in the runs it starts)
     from agents.cli_args import lane_count, non_negative_int, positive_int, thread_count
     from agents.config import group_options
+    from agents.parent_death import child_env
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default="ContinualShift-v0")
@@ -161,7 +162,7 @@ def main() -> int:
                                   str(args.episodes), "--lanes", str(args.lanes), "--threads", str(args.threads),
                                   "--warmup", str(args.warmup), "--acting", args.acting,
                                   "--overrides", json.dumps(overrides)],
-                                 capture_output=True, text=True, cwd=REPO)
+                                 capture_output=True, text=True, cwd=REPO, env=child_env())  # ends with this one
             if out.returncode:  # its reason, not a CalledProcessError traceback that threw the reason away
                 last = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
                 print(f"error: measuring {row} failed: {last}", file=sys.stderr)

@@ -189,3 +189,39 @@ def test_the_runs_killed_at_a_second_ctrl_c_are_in_the_results(tmp_path, monkeyp
     records, interrupted = execute([job], workers=1, timeout_s=None)
     assert interrupted
     assert [(r["variant"], r["status"], r["error_kind"]) for r in records] == [("transformer", "failed", "interrupted")]
+
+
+def test_a_sigkilled_benchmark_takes_its_runs_with_it(tmp_path):
+    """SIGKILL to the benchmark (an OOM killer, `kill -9`, a scheduler's hard stop) left its `agents.run` children
+    training on, orphaned, still writing their folders. Each child now ends with it: SIGTERM from the kernel (Linux)
+    or its watchdog, so the run ends as at Ctrl+C, its log saying how to resume it."""
+    long_cs = [o for o in TINY_ENVS[CS] if "episodes_per_task" not in o] + ["env.kwargs.episodes_per_task=100000",
+                                                                             "train.checkpoint_every=2"]
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump({"overrides": TINY_MODEL, "envs": {CS: {"overrides": long_cs}},
+                                     "variants": {"transformer": {"agent": "transformer"}}}))
+    out = tmp_path / "bench"
+    run_dir = out / CS / "transformer" / "s0"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    proc = subprocess.Popen([sys.executable, "-m", "agents.benchmark", f"suite={suite}", "seeds=1", "workers=1",
+                             f"out={out}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs: list[int] = []
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not (runs := children(proc.pid)) or not (run_dir / "checkpoints" / "last.pt").is_file():
+            assert proc.poll() is None, f"the benchmark ended (exit {proc.returncode}) before its run checkpointed"
+            assert time.monotonic() < deadline, f"its run did not write a checkpoint in {DEADLINE_S} s"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 60  # the run's own stop takes a second or two; its watchdog's SIGKILL, 31 s
+        while [pid for pid in runs if alive(pid)]:
+            assert time.monotonic() < deadline, "the SIGKILLed benchmark's run is still running, orphaned"
+            time.sleep(0.1)
+        assert "interrupted; " in (run_dir / "run.log").read_text()  # agents.run's own line: it ended as at Ctrl+C
+    finally:
+        for pid in [proc.pid, *runs]:  # a failed test: nothing left running
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait()
