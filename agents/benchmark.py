@@ -180,10 +180,26 @@ def check_out(out: Path) -> None:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"out={str(out)!r} is a file, not a folder; choose a new folder")
         if out.exists() and any(out.iterdir()):
-            raise ConfigError(f"out={str(out)!r} is not empty; choose a new folder")
+            raise ConfigError(f"out={str(out)!r} is not empty{killed_benchmark(out)}; choose a new folder")
     except OSError as exc:  # e.g. a parent folder we may not read
         raise ConfigError(f"out={str(out)!r}: cannot read it ({exc.strerror or exc}); choose another folder") \
             from None
+
+
+def killed_benchmark(out: Path) -> str:
+    """What a used out= holds when it is a benchmark killed before it wrote its results (SIGKILL: no results.json
+    beside its runs' folders), for the refusal's line: its runs by how far they got; "" for anything else. A re-run
+    there said only "is not empty", with no word of the runs it could still use."""
+    runs = sorted(p.parent for p in out.glob("*/*/s*/run.log"))
+    if (out / "results.json").exists() or not runs:
+        return ""
+    finished = [r for r in runs if (r / "metrics.json").is_file()]
+    part = [r for r in runs if r not in finished and (r / "checkpoints" / "last.pt").is_file()]
+    note = (f": it holds a benchmark stopped before it wrote its results (killed?): {len(finished)} of its "
+            f"{len(runs)} started runs finished, {len(part)} stopped part way")
+    if part:
+        note += f" (python -m agents.run resume=<run> continues one, e.g. resume={part[0]})"
+    return note + ", the others before their first checkpoint; a benchmark cannot be resumed"
 
 
 def make_out(out: Path) -> None:

@@ -219,6 +219,11 @@ def test_a_sigkilled_benchmark_takes_its_runs_with_it(tmp_path):
             assert time.monotonic() < deadline, "the SIGKILLed benchmark's run is still running, orphaned"
             time.sleep(0.1)
         assert "interrupted; " in (run_dir / "run.log").read_text()  # agents.run's own line: it ended as at Ctrl+C
+        # the same command again: out= is refused as used, and the line says what the killed benchmark left
+        again = subprocess.run(proc.args, cwd=REPO, env=env, capture_output=True, text=True, timeout=DEADLINE_S)
+        assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+        assert "stopped before it wrote its results (killed?): 0 of its 1 started runs finished, 1 stopped part " \
+               f"way (python -m agents.run resume=<run> continues one, e.g. resume={run_dir})" in again.stderr
     finally:
         for pid in [proc.pid, *runs]:  # a failed test: nothing left running
             if alive(pid):
