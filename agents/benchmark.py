@@ -195,11 +195,14 @@ def killed_benchmark(out: Path) -> str:
         return ""
     finished = [r for r in runs if (r / "metrics.json").is_file()]
     part = [r for r in runs if r not in finished and (r / "checkpoints" / "last.pt").is_file()]
+    early = len(runs) - len(finished) - len(part)
     note = (f": it holds a benchmark stopped before it wrote its results (killed?): {len(finished)} of its "
             f"{len(runs)} started runs finished, {len(part)} stopped part way")
     if part:
         note += f" (python -m agents.run resume=<run> continues one, e.g. resume={part[0]})"
-    return note + ", the others before their first checkpoint; a benchmark cannot be resumed"
+    if early:
+        note += f", {early} before their first checkpoint"
+    return note + "; a benchmark cannot be resumed"
 
 
 def make_out(out: Path) -> None:

@@ -97,7 +97,28 @@ def test_bad_suite_files_and_a_used_out_folder_exit_2(tmp_path, capsys):
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "results.json").write_text("{}")
     assert benchmark.main([f"out={tmp_path / 'used'}"]) == 2
-    assert "is not empty" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"error: out={str(tmp_path / 'used')!r} is not empty; choose a new folder\n"
+
+
+def test_a_used_out_of_a_killed_benchmark_says_how_far_its_runs_got(tmp_path):
+    """The out= of a benchmark killed before its results (no results.json): its runs by how far they got."""
+    out = tmp_path / "bench"
+    for seed, files in enumerate([["metrics.json", "checkpoints/last.pt"], ["checkpoints/last.pt"], []]):
+        for name in ["run.log", *files]:
+            (out / LD / "memnet" / f"s{seed}" / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / LD / "memnet" / f"s{seed}" / name).write_text("x")
+    with pytest.raises(benchmark.ConfigError) as err:
+        benchmark.check_out(out)
+    assert str(err.value) == (
+        f"out={str(out)!r} is not empty: it holds a benchmark stopped before it wrote its results (killed?): 1 of its "
+        f"3 started runs finished, 1 stopped part way (python -m agents.run resume=<run> continues one, e.g. "
+        f"resume={out / LD / 'memnet' / 's1'}), 1 before their first checkpoint; a benchmark cannot be resumed; "
+        "choose a new folder")
+    (out / LD / "memnet" / "s1" / "checkpoints" / "last.pt").unlink()
+    (out / LD / "memnet" / "s2" / "run.log").unlink()
+    with pytest.raises(benchmark.ConfigError, match=r"1 of its 2 started runs finished, 0 stopped part way, 1 before "
+                                                    r"their first checkpoint; a benchmark cannot be resumed; choose"):
+        benchmark.check_out(out)
 
 
 
