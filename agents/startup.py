@@ -133,12 +133,15 @@ def finish(code: int) -> None:
 
 
 def run_script(main) -> None:
-    """Run a script's main() (benchmarks/*.py) and exit with its code: Ctrl+C is one line and exit 130 (it was a
-    KeyboardInterrupt traceback), and stdout and stderr are `ClosedPipeSafe`."""
+    """Run a script's main() (benchmarks/*.py) and exit with its code: Ctrl+C or SIGTERM is one line and exit 130 (it
+    was a KeyboardInterrupt traceback; SIGTERM, exit -15 and no line), and stdout and stderr are `ClosedPipeSafe`."""
+    from agents.interrupts import sigterm_as_interrupt
+
     pipe_safe_streams()
     die_with_parent()  # a measuring process of benchmarks/agents.py: ends with it (it measured on, orphaned)
     try:
-        code = main()
+        with sigterm_as_interrupt():  # SIGTERM as Ctrl+C: it ended the script at once, exit -15, no line
+            code = main()
     except KeyboardInterrupt:
         print("\ninterrupted; what is printed above was measured, nothing after it", file=sys.stderr, flush=True)
         code = 130

@@ -197,8 +197,10 @@ def test_plain_batches_learn_and_write_every_position_with_the_state_carried(tmp
     assert int(trainer.state["ctrl.pos"][0]) == pos  # the trainer's own state is not advanced
 
 
-def test_ctrl_c_in_a_benchmark_script_is_one_line():
-    """Was a KeyboardInterrupt traceback (every script under benchmarks/)."""
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_in_a_benchmark_script_is_one_line(signame):
+    """Was a KeyboardInterrupt traceback (every script under benchmarks/); SIGTERM (`kill <pid>`, a scheduler's stop)
+    ended one at once, exit -15 and no line (benchmarks/agents.py's measuring process ended with it, unsaid)."""
     import signal
     import subprocess
     import sys
@@ -210,7 +212,7 @@ def test_ctrl_c_in_a_benchmark_script_is_one_line():
     try:
         while "| env |" not in proc.stdout.readline():  # measuring: past the imports
             assert proc.poll() is None, proc.stderr.read()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
