@@ -82,3 +82,15 @@ def test_lowest_returns_the_victims_smallest_priority_first_ties_oldest_first():
     secondary = np.array([0, 4, 1, 2, 3])
     assert lowest(primary, secondary, 4).tolist() == [4, 3, 1, 2]
     assert lowest(primary, secondary, 5).tolist() == [4, 3, 1, 2, 0]
+
+
+def test_a_search_that_finds_fewer_than_k_entries_touches_only_the_entries_it_returns():
+    """Misses (id -1) are no access: lane 1 is empty, so its query's two misses must not add importance to
+    anything, in particular not to the store's first row (lane 0's oldest entry)."""
+    store = FaissStore(2, 1, capacity=3, lanes=2, eviction="importance")
+    ids, _ = store.add(np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), np.zeros((3, 1)), [0, 0, 0])
+    hit = store.search(np.array([[[0.6, 0.8]], [[1.0, 0.0]]]), 2)
+    assert sorted(hit.ids[0, 0].tolist()) == sorted(ids[1:].tolist())  # lane 0: the two entries near the query
+    assert hit.ids[1, 0].tolist() == [-1, -1]  # lane 1: nothing stored
+    _, evicted = store.add(np.array([[-1.0, 0.0]]), np.zeros((1, 1)), [0])
+    assert evicted.tolist() == [ids[0]]  # never returned: importance 0 against 1 for the other two
