@@ -130,3 +130,25 @@ def test_quantize_must_be_a_bool(flag):
     with pytest.raises(ValueError, match=rf"quantize={flag!r}: must be True or False"):
         TieredKVCache(H, d, 1, 1, 1, quantize=flag)
     assert TieredKVCache(H, d, 1, 1, 1, quantize=np.bool_(False)).quantize is False
+
+
+def test_an_id_repeated_within_one_get_batch_counts_as_one_read():
+    """get_batch's doc: one access per entry and call. An id asked twice in one batch (two queries retrieving the
+    same memory) is not promoted by promote_after=2 until a second call reads it, and under "importance" without
+    caller importance its access count (its priority) grows by one per call."""
+    keys, values = kv(3)
+    cache = TieredKVCache(H, d, hot=1, warm=2, cold=0, policy="lru", promote_after=2)
+    cache.put([0], keys[:1], values[:1])
+    cache.put([1], keys[1:2], values[1:2])  # id 0 goes warm
+    assert cache.tier_of([0, 1]).tolist() == [1, 0]
+    cache.get_batch(np.array([[0, 0], [0, -1]]))
+    assert cache.tier_of([0, 1]).tolist() == [1, 0]  # one read so far, however many times asked
+    cache.get_batch(np.array([0]))
+    assert cache.tier_of([0, 1]).tolist() == [0, 1]  # the second read promotes it
+    counted = TieredKVCache(H, d, hot=1, warm=2, cold=0, policy="importance", promote_after=0)
+    counted.put(np.arange(3), keys, values)
+    counted.get_batch(np.array([0, 0, 0]))  # id 0: one read
+    counted.get_batch(np.array([1]))
+    counted.get_batch(np.array([1]))  # id 1: two reads
+    counted.manage_tiers()
+    assert counted.tier_of(np.arange(3)).tolist() == [1, 0, 1]  # the most-read entry hot
