@@ -90,3 +90,31 @@ def test_the_autoreset_step_pays_nothing_and_ends_no_episode_even_for_the_right_
     for _ in range(L + 1):
         expected = first.step(np.zeros(3, dtype=np.int64))[0]
     np.testing.assert_array_equal(obs, expected)  # the next episode's first observation, whatever the actions
+
+
+def test_the_autoreset_step_reports_the_info_of_the_new_episodes_first_observation():
+    """The step that autoresets returns observation 0 of the next episode, and its info must describe that
+    observation (as reset's does), not step 1's: under a gradual shift step 1 can already be a trial of the task
+    blended in, while observation 0 (BOS) carries the episode's own task."""
+    kwargs = {"num_tasks": 2, "episodes_per_task": 2, "shift": "gradual", "shift_window": 2,
+              "trials_per_episode": 4, "keys_per_task": 2}
+    lanes, episodes = 8, 4
+    venv = gym.make_vec("ContinualShift-v0", num_envs=lanes, vectorization_mode="vector_entry_point", **kwargs)
+    scalars = [gym.make("ContinualShift-v0", **kwargs).unwrapped for _ in range(lanes)]
+    L = venv.episode_length
+    _, info = venv.reset(seed=5)
+    firsts = [info]
+    for _episode in range(episodes - 1):
+        for _ in range(L):
+            venv.step(np.zeros(lanes, dtype=np.int64))
+        firsts.append(venv.step(np.zeros(lanes, dtype=np.int64))[4])  # the autoreset step
+    blended = 0  # autoreset episodes whose step 1 shows another task than observation 0
+    for lane, env in enumerate(scalars):
+        for e, vec_info in enumerate(firsts):
+            _, info = env.reset(seed=5 + lane if e == 0 else None)
+            blended += e > 0 and env.step(0)[4]["task_id"] != info["task_id"]
+            for _ in range(L - 1):
+                env.step(0)
+            for key in ("target", "scored", "task_id", "distance", "memory_writes", "delay"):
+                assert vec_info[key][lane] == info[key], (lane, e, key)
+    assert blended  # else this test could not tell observation 0's info from step 1's
