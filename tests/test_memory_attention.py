@@ -177,3 +177,20 @@ def test_bad_memory_shapes_raise():
         attn(x, attn_mask=torch.ones(T, T))
     with pytest.raises(ValueError, match="memory_layers"):
         MemoryAugmentedTransformer(CFG, vocab=5, n_layers=2, memory_layers=(2,))
+
+
+def test_transformer_memory_share_is_the_mean_over_its_memory_layers():
+    """With memory in several layers, info["memory_share"] averages the layers' shares (not the last layer's)."""
+    torch.manual_seed(6)
+    model = MemoryAugmentedTransformer(CFG, vocab=11, n_layers=3, memory_layers=(0, 2))
+    mem_k, mem_v = memories(3)
+    mask = torch.ones(B, T, M, dtype=torch.bool)
+    mask[0, :, 1:] = False  # lane 0 sees one memory per query, lane 1 three
+    shares = {}
+    for i, layer in enumerate(model.layers):
+        layer.register_forward_hook(lambda _m, _in, out, i=i: shares.__setitem__(i, out[1]["memory_share"]))
+    with torch.no_grad():
+        _, info = model(torch.randint(0, 11, (B, T)), mem_k, mem_v, mask)
+    assert sorted(shares) == [0, 1, 2] and not shares[1].any()  # layer 1 holds no memory: share 0
+    assert not torch.allclose(shares[0], shares[2], atol=1e-3)
+    torch.testing.assert_close(info["memory_share"], (shares[0] + shares[2]) / 2)
