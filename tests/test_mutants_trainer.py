@@ -1,5 +1,6 @@
 """Mutation-testing kills for the trainer: the torch RNG state a resumed run continues from, the token count,
-gradient clipping, chunks that learn from a regulariser alone, unmeasured evaluations and the final checkpoint."""
+gradient clipping, chunks that learn from a regulariser alone, unmeasured evaluations, the final checkpoint and the
+re-evaluation of a checkpoint made before training."""
 
 import math
 
@@ -112,3 +113,37 @@ def test_store_entries_record_their_position_in_the_episode_across_chunks(tmp_pa
     ids = store._row_id[store._row_id >= 0]
     positions = store.meta_of(ids, "position")
     assert len(ids) and positions.min() >= 0 and 8 <= positions.max() <= 63
+
+
+def test_a_reevaluation_of_a_checkpoint_made_before_training_sees_the_runs_evaluation_episodes(tmp_path):
+    """restore(rewind_eval=True) drops the evaluation resets that followed the last training episode; in a run that
+    never trained that is every reset, the first (seeded) one too, so the re-evaluation replays the run's
+    evaluation from its first episode rather than continuing the eval stream after it."""
+    cfg = load_config(tiny("NeedleRecall-v0", "memnet", tmp_path / "a"))
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    def evaluated(trainer):
+        seen, step = [], trainer.venv.step
+
+        def recorded(actions):
+            out = step(actions)
+            seen.append(out[0].copy())  # the observations the evaluation was shown
+            return out
+
+        trainer.venv.step = recorded
+        try:
+            accuracy = trainer.evaluate_all()
+        finally:
+            trainer.venv.step = step
+        return accuracy, seen
+
+    trainer = Trainer(cfg, tmp_path / "a")
+    accuracy, episodes = evaluated(trainer)
+    ckpt = trainer.save(config)
+    again = Trainer(cfg, tmp_path / "b")
+    again.restore(ckpt, config, rewind_eval=True)
+    assert again.reset_log == []
+    accuracy_again, episodes_again = evaluated(again)
+    assert len(episodes_again) == len(episodes) > 0
+    assert all((a == b).all() for a, b in zip(episodes_again, episodes, strict=True))  # the same observations
+    assert accuracy_again == accuracy
