@@ -158,7 +158,8 @@ def inert_note(cfg: DictConfig, keys: Iterable[str], num_tasks: int | None = Non
     keys = list(dict.fromkeys(keys))
     if cfg.agent.name != "memnet":
         unused = [k for k in keys if k.startswith("memory.") and k != "memory.reset"]
-        reasons = [f"agent={cfg.agent.name} has no memory; {', '.join(unused)} change nothing"] if unused else []
+        verb = "changes" if len(unused) == 1 else "change"  # (one key: "memory.slots change nothing" was the line)
+        reasons = [f"agent={cfg.agent.name} has no memory; {', '.join(unused)} {verb} nothing"] if unused else []
     else:
         reasons = inert_keys(memory_config(cfg), keys)
     if num_tasks == 1 and cfg.memory.reset == "task":

@@ -135,7 +135,7 @@ def test_inert_keys_on_run_configs(overrides, keys, reasons):
 
 def test_a_baseline_is_told_its_memory_keys_change_nothing_but_reset():  # reset clears its hidden state / window
     assert inert_note(load_config(["agent=gru"]), ["memory.store_ivf_probes", "memory.reset", "seed"]) == \
-        "note: agent=gru has no memory; memory.store_ivf_probes change nothing"
+        "note: agent=gru has no memory; memory.store_ivf_probes changes nothing"
     assert inert_note(load_config(["agent=transformer"]), ["memory.reset", "train.lanes"]) is None
     assert inert_note(load_config([]), ["memory.store_ivf_probes", "memory.slots"]) == \
         "note: memory.store_ivf_probes changes nothing with memory.store_index=flat"
