@@ -261,11 +261,7 @@ def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[lis
                                   "error_kind": "benchmark error", "error": f"{type(exc).__name__}: {exc}",
                                   "probes": [], "wall_s": time.monotonic() - running_since, "cpu_s": 0.0}
                     records.append(record)
-                    status = record["status"] if record["status"] != report.OK else report.key_numbers(record)
-                    if record["error_kind"]:
-                        status += f" ({record['error_kind']}; see {job.run_dir}/*.log)"
-                    print(f"[{len(records):>{len(str(len(jobs)))}}/{len(jobs)}] {job.env:17s} {job.variant:16s} "
-                          f"s{job.seed}  {record['wall_s']:6.1f} s  {status}   ETA "
+                    print(f"{run_line(record, len(records), len(jobs))}   ETA "
                           f"{minutes(eta_s(records, pending, running, workers))}", flush=True)
         except KeyboardInterrupt:
             interrupted = True
@@ -273,5 +269,17 @@ def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[lis
             wind_down(runner, futures)
             # the runs stopped in flight, as failed ("interrupted", their log tails): they were left out, and
             # results.md said "runs: 0" beside folders holding their checkpoints
-            records += [f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None]
+            stopped = [f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None]
+            for record in stopped:  # a line each, as for the runs before (a run that ended as the signal came was
+                records.append(record)  # counted in the results without one)
+                print(run_line(record, len(records), len(jobs)), flush=True)
     return records, interrupted
+
+
+def run_line(record: dict, n: int, total: int) -> str:
+    """The terminal's line for the n-th finished run of `total`: its key numbers, or its failure and its log."""
+    status = record["status"] if record["status"] != report.OK else report.key_numbers(record)
+    if record["error_kind"]:
+        status += f" ({record['error_kind']}; see {record['run_dir']}/*.log)"
+    return (f"[{n:>{len(str(total))}}/{total}] {record['env']:17s} {record['variant']:16s} s{record['seed']}  "
+            f"{record['wall_s']:6.1f} s  {status}")

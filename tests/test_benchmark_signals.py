@@ -230,3 +230,31 @@ def test_a_sigkilled_benchmark_takes_its_runs_with_it(tmp_path):
                 os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.wait()
+
+
+def test_the_runs_stopped_by_a_ctrl_c_get_their_line_on_the_terminal(tmp_path, monkeypatch, capsys):
+    """The terminal prints a line per finished run; the runs that ended while the benchmark stopped (stopped in
+    flight, or one that finished as the signal came) were counted in the results without one."""
+    import threading
+
+    from agents import benchmark_runner
+    from agents.benchmark_runner import Job, execute
+
+    started = tmp_path / "started"
+    run = ("import pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text('x'); "
+           "time.sleep(120)")  # a run that ends at its SIGTERM (exit -15: the benchmark stopped it)
+    monkeypatch.setattr(benchmark_runner, "run_command", lambda job: [sys.executable, "-c", run, str(started)])
+
+    def ctrl_c():
+        deadline = time.monotonic() + DEADLINE_S
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    job = Job(CS, "transformer", "transformer", 0, tmp_path / "run", [])
+    records, interrupted = execute([job], workers=1, timeout_s=None)
+    assert interrupted and [r["error_kind"] for r in records] == ["interrupted"]
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
+    assert len(lines) == 1 and lines[0].startswith(f"[1/1] {CS}")
+    assert f"failed (interrupted; see {tmp_path / 'run'}/*.log)" in lines[0] and "ETA" not in lines[0]
