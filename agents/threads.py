@@ -30,7 +30,7 @@ def threads_note(saved: int | None, given: int, key: str) -> str | None:
         return (f"note: {key}={given}: the run computed with {saved} torch threads; with {given} its numbers can "
                 f"differ in the last bits from the run's own (leave {key} out to keep {saved})")
     cores = usable_cores()
-    if not given and saved > cores:
+    if saved > cores:  # its own count: train.threads=0 there, or the run's train.threads (it had no note before)
         return (f"note: the run computed with {saved} torch threads, more than the {cores} cores here: kept, so its "
                 f"numbers stay the same, but slower; {key}={cores} is faster, its numbers then differ in the last bits")
     return None

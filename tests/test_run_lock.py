@@ -176,6 +176,20 @@ def test_a_saved_thread_count_above_this_machines_cores_is_kept_with_a_note(fini
         torch.set_num_threads(1)
 
 
+def test_a_run_that_set_more_threads_than_this_machines_cores_gets_the_same_note():
+    """A run started with train.threads=N (saved in its config, so given again on resume) above the cores of the
+    machine that resumes or evaluates it had no note, where one started with train.threads=0 had it."""
+    from agents.threads import threads_note, usable_cores
+
+    many = usable_cores() + 1
+    for key in ("train.threads", "threads"):
+        assert threads_note(many, many, key) == (
+            f"note: the run computed with {many} torch threads, more than the {usable_cores()} cores here: kept, so "
+            f"its numbers stay the same, but slower; {key}={usable_cores()} is faster, its numbers then differ in the "
+            "last bits")
+    assert threads_note(usable_cores(), usable_cores(), "train.threads") is None
+
+
 def test_evaluate_uses_the_runs_thread_count_or_threads_and_gives_the_callers_back(finished, capsys):
     from agents import evaluate
 
