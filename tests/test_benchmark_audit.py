@@ -95,6 +95,19 @@ def test_the_report_entry_point_writes_the_results_again_from_results_json(tmp_p
     assert (bench / "plots" / f"{LD}_accuracy_vs_distance.png").is_file()
 
 
+def test_one_run_and_one_plot_are_counted_in_the_singular(tmp_path, monkeypatch, capsys):
+    """The benchmark's last line and the report's said "1 runs" and "1 plots"."""
+    one = [record(LD, "transformer", 0, chance=1 / 63, accuracy_by_distance={str(b): 0.5 for b in BUCKETS})]
+    monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout_s: (json.loads(json.dumps(one)), False))
+    out = tmp_path / "bench"
+    assert benchmark.main(["envs=LongDependency-v0", "agents=transformer", "seeds=1", f"out={out}"]) == 0
+    assert re.search(rf"\n1 run \(0 failed\) in \d+ min \d\d s: {re.escape(str(out / 'results.md'))}, results.json, "
+                     r"1 plot\n", capsys.readouterr().out)
+    assert benchmark_rebuild.main([str(out)]) == 0
+    assert capsys.readouterr().out == (f"{out / 'results.md'}, results.json, 1 plot written again from 1 run (2 "
+                                       "targets, 1 MISSED)\n")  # MemNet's (not run) and the transformer's
+
+
 @pytest.mark.parametrize("argv, message, code", [
     ([], "error: give one folder, got 0 arguments; usage: python -m agents.benchmark_report DIR", 2),
     (["{tmp}/nope"], "error: {tmp}/nope/results.json does not exist; give the out= folder of a python -m "
