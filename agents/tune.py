@@ -49,9 +49,7 @@ from agents.tune_preflight import (
     check_local_resources,
     check_reachable,
     connect_error,
-    log_ray_to,
     make_sweep_folder,
-    ray_log_in,
     remove_made_folders,
 )
 from agents.tune_prepare import prepare
@@ -130,9 +128,16 @@ def start_ray(sweep_dir: Path) -> bool:
                 raise
             raise ConfigError(f"RAY_ADDRESS={address!r}: not a Ray address ({exc}); set it to host:port of a "
                               "cluster's head (e.g. 127.0.0.1:6379) or unset it for a local Ray") from None
-    for old in log_ray_to(sweep_dir):
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(sweep_dir / "ray.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ray_logger = logging.getLogger("ray")  # Tune and Train log below it; it does not propagate to the root
+    for old in list(ray_logger.handlers):  # the terminal handler, or the log file of an earlier sweep
+        ray_logger.removeHandler(old)
         if isinstance(old, logging.FileHandler):
             old.close()
+    ray_logger.addHandler(handler)
+    ray_logger.setLevel(logging.INFO)
     return started
 
 
@@ -315,8 +320,7 @@ def _finished(sweep_dir: Path, plan: SweepPlan) -> list | None:
     from ray.tune import ExperimentAnalysis
 
     try:
-        with ray_log_in(sweep_dir):  # its warning on trials that never reported went to the terminal
-            trials = ExperimentAnalysis(str(sweep_dir)).trials
+        trials = ExperimentAnalysis(str(sweep_dir)).trials
     except Exception:  # noqa: BLE001  (Tune.restore reads the same state and names what is wrong with it)
         return None
     ended = len(trials) == planned_trials(plan) and all(t.status == "TERMINATED" for t in trials)

@@ -4,11 +4,8 @@ or fail with a traceback."""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from agents.config import ConfigError
@@ -114,35 +111,3 @@ def connect_error(address: str | None, exc: BaseException) -> str:
                 "~/.ray/auth_token: the cluster's, from `ray get-auth-token` on its head)")
     return (f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({why}); start one with `ray start --head` or "
             "unset RAY_ADDRESS for a local Ray")
-
-
-def log_ray_to(sweep_dir: Path) -> list[logging.Handler]:
-    """Send Ray's and Tune's log lines to <sweep_dir>/ray.log instead of the terminal; returns the handlers taken off
-    the "ray" logger (Tune and Train log below it, and it does not propagate to the root)."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(sweep_dir / "ray.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    ray_logger = logging.getLogger("ray")
-    old = list(ray_logger.handlers)  # the terminal handler, or the log file of an earlier sweep
-    for each in old:
-        ray_logger.removeHandler(each)
-    ray_logger.addHandler(handler)
-    ray_logger.setLevel(logging.INFO)
-    return old
-
-
-@contextmanager
-def ray_log_in(sweep_dir: Path) -> Iterator[None]:
-    """Ray's log lines go to <sweep_dir>/ray.log for the block, then where they went before: resume= reads a sweep's
-    state before Ray starts, and Tune's warning about trials that never reported reached the terminal."""
-    ray_logger = logging.getLogger("ray")
-    level, old = ray_logger.level, log_ray_to(sweep_dir)
-    try:
-        yield
-    finally:
-        for each in list(ray_logger.handlers):
-            ray_logger.removeHandler(each)
-            each.close()
-        for each in old:
-            ray_logger.addHandler(each)
-        ray_logger.setLevel(level)

@@ -233,35 +233,6 @@ def test_a_sweep_with_trials_never_made_is_not_finished(monkeypatch, tmp_path):
     assert agents_tune._finished(tmp_path, plan) is None
 
 
-def test_resume_reads_the_sweep_state_with_tunes_warnings_going_to_ray_log(monkeypatch, tmp_path, capfd):
-    """resume= reads a sweep's state before Ray starts (has every trial ended?): Tune's warning about trials that
-    never reported ("Failed to fetch metrics for 4 trial(s): ...", one line per trial) reached the terminal."""
-    import logging
-    import sys
-    from types import SimpleNamespace
-
-    import ray.tune
-
-    from agents.tune_prepare import prepare
-
-    plan, _, _ = prepare(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={tmp_path}"])
-    ray_logger = logging.getLogger("ray")
-    terminal = logging.StreamHandler(sys.stderr)  # Ray's own handler, set when it is imported
-    monkeypatch.setattr(ray_logger, "handlers", [terminal])
-
-    def analysis(path):
-        logging.getLogger("ray.tune.analysis.experiment_analysis").warning("Failed to fetch metrics for 4 trial(s)")
-        return SimpleNamespace(trials=[])
-
-    monkeypatch.setattr(ray.tune, "ExperimentAnalysis", analysis)
-    capfd.readouterr()
-    assert agents_tune._finished(tmp_path, plan) is None
-    assert capfd.readouterr().err == ""
-    logged = (tmp_path / "ray.log").read_text()
-    assert "WARNING ray.tune.analysis.experiment_analysis: Failed to fetch metrics" in logged
-    assert ray_logger.handlers == [terminal]  # the terminal's again, for what comes before Ray starts
-
-
 def test_a_boolean_key_swept_as_numbers_is_refused_before_ray_starts(tmp_path):
     """grid:[0,1] for memory.decay ran (OmegaConf takes any number as a boolean), but best_overrides.txt then held
     memory.decay=1, which agents.run refuses: the rerun line the sweep printed failed."""
