@@ -49,7 +49,9 @@ from agents.tune_preflight import (
     check_local_resources,
     check_reachable,
     connect_error,
+    log_ray_to,
     make_sweep_folder,
+    ray_log_while,
     remove_made_folders,
 )
 from agents.tune_prepare import prepare
@@ -129,15 +131,7 @@ def start_ray(sweep_dir: Path) -> bool:
             raise ConfigError(f"RAY_ADDRESS={address!r}: not a Ray address ({exc}); set it to host:port of a "
                               "cluster's head (e.g. 127.0.0.1:6379) or unset it for a local Ray") from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(sweep_dir / "ray.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    ray_logger = logging.getLogger("ray")  # Tune and Train log below it; it does not propagate to the root
-    for old in list(ray_logger.handlers):  # the terminal handler, or the log file of an earlier sweep
-        ray_logger.removeHandler(old)
-        if isinstance(old, logging.FileHandler):
-            old.close()
-    ray_logger.addHandler(handler)
-    ray_logger.setLevel(logging.INFO)
+    log_ray_to(sweep_dir)
     return started
 
 
@@ -319,8 +313,9 @@ def _finished(sweep_dir: Path, plan: SweepPlan) -> list | None:
     were never made: all of `planned_trials` must be there."""
     from ray.tune import ExperimentAnalysis
 
-    try:
-        trials = ExperimentAnalysis(str(sweep_dir)).trials
+    try:  # before Ray starts, Ray's logger still prints (Tune warned in 3 lines of trials that had not reported yet)
+        with ray_log_while(sweep_dir):
+            trials = ExperimentAnalysis(str(sweep_dir)).trials
     except Exception:  # noqa: BLE001  (Tune.restore reads the same state and names what is wrong with it)
         return None
     ended = len(trials) == planned_trials(plan) and all(t.status == "TERMINATED" for t in trials)

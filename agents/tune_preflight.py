@@ -1,11 +1,13 @@
 """What a sweep checks before Ray starts, each failure one `error:` line: the cluster at RAY_ADDRESS answers, a
 trial's CPUs fit a local Ray, the sweep folder can be made. Ray would otherwise retry for minutes, wait forever
-or fail with a traceback."""
+or fail with a traceback. And where Ray's and Tune's log lines go: the sweep folder's ray.log, not the terminal."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 from agents.config import ConfigError
@@ -111,3 +113,48 @@ def connect_error(address: str | None, exc: BaseException) -> str:
                 "~/.ray/auth_token: the cluster's, from `ray get-auth-token` on its head)")
     return (f"RAY_ADDRESS={address!r}: no Ray cluster answers there ({why}); start one with `ray start --head` or "
             "unset RAY_ADDRESS for a local Ray")
+
+
+RAY_LOG = "ray.log"
+
+
+def _ray_log_handler(sweep_dir: Path) -> logging.Handler:
+    """A handler that appends to <sweep dir>/ray.log (a folder it cannot write in: one that drops the lines)."""
+    try:
+        handler = logging.FileHandler(sweep_dir / RAY_LOG)
+    except OSError:
+        return logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+def log_ray_to(sweep_dir: Path) -> None:
+    """From now on Ray's and Tune's log lines go to <sweep dir>/ray.log (the `ray` logger: Tune and Train log below
+    it, and it does not propagate to the root); the terminal handler, or an earlier sweep's log file, goes."""
+    ray_logger = logging.getLogger("ray")
+    for old in list(ray_logger.handlers):
+        ray_logger.removeHandler(old)
+        if isinstance(old, logging.FileHandler):
+            old.close()
+    ray_logger.addHandler(_ray_log_handler(sweep_dir))
+    ray_logger.setLevel(logging.INFO)
+
+
+@contextmanager
+def ray_log_while(sweep_dir: Path):
+    """Ray's and Tune's log lines of the block go to <sweep dir>/ray.log; the `ray` logger is put back after."""
+    ray_logger = logging.getLogger("ray")
+    saved, level = list(ray_logger.handlers), ray_logger.level
+    handler = _ray_log_handler(sweep_dir)
+    for old in saved:
+        ray_logger.removeHandler(old)
+    ray_logger.addHandler(handler)
+    ray_logger.setLevel(min(level or logging.INFO, logging.INFO))
+    try:
+        yield
+    finally:
+        ray_logger.removeHandler(handler)
+        handler.close()
+        for old in saved:
+            ray_logger.addHandler(old)
+        ray_logger.setLevel(level)

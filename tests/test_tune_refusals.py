@@ -255,3 +255,31 @@ def test_a_sweep_with_a_trial_that_trains_no_episode_is_refused_before_ray(tmp_p
     assert _error_line(capsys) == (f"error: {shown}: a trial that trains no episode reports no result; every trial "
                                    "of a sweep needs train.episodes >= 1")
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_resume_reads_the_saved_trials_without_ray_lines_on_the_terminal(monkeypatch, tmp_path, capfd):
+    """resume= of a sweep stopped with trials that had not reported yet printed Tune's 3-line warning (`Failed to
+    fetch metrics for 2 trial(s): ... FileNotFoundError(...)`) before Ray started: Ray's logger still wrote to the
+    terminal then. It goes to the sweep's ray.log, as every other Ray line; the logger is put back after."""
+    import logging
+    import sys
+    from types import SimpleNamespace
+
+    import ray.tune
+
+    from agents.tune_prepare import prepare
+
+    plan, _, _ = prepare([*SMOKE, f"runs_root={tmp_path}"])
+    ray_logger = logging.getLogger("ray")
+    terminal = logging.StreamHandler(sys.stderr)  # what `import ray` installs (here: whatever an earlier test left)
+    monkeypatch.setattr(ray_logger, "handlers", [terminal])
+
+    def analysis(path):
+        logging.getLogger("ray.tune.analysis.experiment_analysis").warning("Failed to fetch metrics for 2 trial(s):")
+        return SimpleNamespace(trials=[])
+
+    monkeypatch.setattr(ray.tune, "ExperimentAnalysis", analysis)
+    assert agents_tune._finished(tmp_path, plan) is None
+    assert "Failed to fetch" not in capfd.readouterr().err
+    assert "Failed to fetch metrics" in (tmp_path / "ray.log").read_text()
+    assert ray_logger.handlers == [terminal]
