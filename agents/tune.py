@@ -53,6 +53,7 @@ from agents.tune_preflight import (
     make_sweep_folder,
     ray_log_while,
     remove_made_folders,
+    remove_unstarted_sweep,
 )
 from agents.tune_prepare import prepare
 from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
@@ -210,6 +211,10 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
 
                 ray.shutdown()
         return _report(trials, plan, base, sweep_dir)
+    except KeyboardInterrupt:  # after Ray started, before Tune saved its state (e.g. while Tune loads): no trial ran
+        if not restore and _before_any_trial(sweep_dir):  # its line says so, and the folder goes, as while Ray starts
+            remove_unstarted_sweep(sweep_dir, made)
+        raise
     finally:
         restore_handlers(previous)
 

@@ -87,6 +87,22 @@ def remove_made_folders(made: list[Path]) -> None:
             return
 
 
+def remove_unstarted_sweep(sweep_dir: Path, made: list[Path]) -> None:
+    """Undo a new sweep stopped (Ctrl+C, SIGTERM) after Ray started, before Tune saved its state: the caller checked
+    that the folder holds only what the sweep wrote by then (ray.log, sweep.yaml or its temp file). It was left
+    behind, which resume= then called a sweep holding no trial. Ray's log file is closed first."""
+    ray_logger = logging.getLogger("ray")
+    for handler in list(ray_logger.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == sweep_dir:
+            ray_logger.removeHandler(handler)
+            handler.close()
+    if not ray_logger.handlers:  # else Python's last-resort handler prints its warnings to the terminal
+        ray_logger.addHandler(logging.NullHandler())
+    for path in sweep_dir.iterdir():
+        path.unlink(missing_ok=True)
+    remove_made_folders(made)
+
+
 def _token_available() -> bool:
     """A Ray auth token where Ray looks for one: RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")

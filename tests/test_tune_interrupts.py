@@ -103,6 +103,35 @@ def test_the_handlers_are_installed_after_ray_starts_and_put_back_at_the_end(tmp
                                                "the sweep again")
 
 
+@pytest.mark.parametrize("saved", [[], ["sweep.yaml"], ["sweep.yaml", "tuner.pkl"]])
+def test_ctrl_c_after_ray_started_before_tune_saved_its_state_leaves_no_folder(tmp_path, monkeypatch, capsys, saved):
+    """Ctrl+C or SIGTERM while _fit loads Ray's Tune (seconds, after Ray started) said `interrupted before any trial
+    started; nothing to continue` but left the sweep folder with its ray.log (and sweep.yaml), which resume= then
+    called a sweep holding no trial. Once Tune saved its state (tuner.pkl) the folder is the sweep's: kept."""
+    def fit(plan, base, sweep_dir, *args):
+        for name in saved:
+            (sweep_dir / name).write_text("")
+        raise KeyboardInterrupt
+
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("ray"), "handlers", [])  # the Ray logger's own, put back after the test
+    monkeypatch.setattr(agents_tune, "start_ray", lambda sweep_dir: tune_preflight.log_ray_to(sweep_dir) or False)
+    monkeypatch.setattr(agents_tune, "_fit", fit)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_OVERRIDE_RESOURCES", raising=False)
+    (tmp_path / "keep").write_text("")  # runs_root existed before: kept
+    assert agents_tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={tmp_path}"]) == 130
+    err = capsys.readouterr().err.strip()
+    if "tuner.pkl" in saved:
+        (sweep_dir,) = tmp_path.glob("sweeps/smoke/*")
+        assert sorted(p.name for p in sweep_dir.iterdir()) == ["ray.log", "sweep.yaml", "tuner.pkl"]
+        assert err == f"interrupted; continue the sweep with: python -m agents.tune resume={sweep_dir}"
+    else:
+        assert err == "interrupted before any trial started; nothing to continue, start the sweep again"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
 # ---------------------------------------------------------------- a Ray that does not start
 def _failing_start(exc):
     def start(sweep_dir):
