@@ -59,6 +59,7 @@ from agents.tune_prepare import prepare
 from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
 from agents.tune_signals import (
     INTERRUPTED,
+    TUNER_STATE,
     catch_sigterm,
     init_ray_held,
     interrupted_line,
@@ -75,11 +76,12 @@ def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
     from ray.tune import Tuner
 
     path = sweep_dir / PLAN_FILE
-    if not Tuner.can_restore(str(sweep_dir)) and _before_any_trial(sweep_dir):  # killed while Ray started (SIGKILL):
-        # its folder stays (Ctrl+C and SIGTERM remove it), and resume= of it said "is not a sweep folder"
+    if _before_any_trial(sweep_dir):  # killed (SIGKILL) while Ray or Tune started: its folder stays (Ctrl+C and
+        # SIGTERM remove it); resume= of it said "is not a sweep folder", or, with Tune's tuner.pkl and no state saved
+        # yet, ran one trial of none of the swept values, then failed on its null memory.slots
         raise ConfigError(f"sweep folder {str(sweep_dir)!r} holds no trial: the sweep was stopped before its first "
-                          "trial started (while Ray started), so nothing is there to continue; start the sweep again "
-                          "with its own command line")
+                          "trial started (while Ray and Tune started), so nothing is there to continue; start the "
+                          "sweep again with its own command line")
     if not path.is_file() or not Tuner.can_restore(str(sweep_dir)):
         empty = sweep_dir.is_dir() and not any(sweep_dir.iterdir())
         raise ConfigError(f"resume={str(sweep_dir)!r} is not a sweep folder (needs {PLAN_FILE} and Tune's "
@@ -96,15 +98,17 @@ def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
 
 
 def _before_any_trial(sweep_dir: Path) -> bool:
-    """A sweep folder as a sweep leaves it after Ray started, before Tune saved its state: ray.log and sweep.yaml (or
-    its temp file), no trial folder. (An empty folder may be any folder: its line only adds the case.)"""
+    """A sweep folder as a sweep leaves it after Ray started, before Tune saved its state (its first
+    experiment_state-*.json, written as its first trials are made): ray.log and sweep.yaml (or its temp file), and
+    what Tune writes as its Tuner is made (tuner.pkl, a storage marker); no trial folder. (An empty folder may be any
+    folder: its line only adds the case.)"""
     try:
         names = [p.name for p in sweep_dir.iterdir() if not p.is_dir()] if sweep_dir.is_dir() else None
         folders = any(p.is_dir() for p in sweep_dir.iterdir()) if names is not None else True
     except OSError:
         return False
-    return bool(names) and not folders and all(n in ("ray.log", PLAN_FILE) or n.startswith(f".{PLAN_FILE}.")
-                                               for n in names)
+    early = ("ray.log", PLAN_FILE, TUNER_STATE, ".validate_storage_marker")
+    return bool(names) and not folders and all(n in early or n.startswith(f".{PLAN_FILE}.") for n in names)
 
 
 def damaged(path: Path, why: str = "") -> str:

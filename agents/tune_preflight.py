@@ -89,8 +89,8 @@ def remove_made_folders(made: list[Path]) -> None:
 
 def remove_unstarted_sweep(sweep_dir: Path, made: list[Path]) -> None:
     """Undo a new sweep stopped (Ctrl+C, SIGTERM) after Ray started, before Tune saved its state: the caller checked
-    that the folder holds only what the sweep wrote by then (ray.log, sweep.yaml or its temp file). It was left
-    behind, which resume= then called a sweep holding no trial. Ray's log file is closed first."""
+    that the folder holds only what the sweep and Tune wrote by then (ray.log, sweep.yaml or its temp file, tuner.pkl).
+    It was left behind, which resume= then called a sweep holding no trial. Ray's log file is closed first."""
     ray_logger = logging.getLogger("ray")
     for handler in list(ray_logger.handlers):
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == sweep_dir:

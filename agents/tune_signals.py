@@ -15,6 +15,7 @@ from agents.interrupts import interrupt, interrupts_held
 
 INTERRUPTED = 130  # agents.run's and agents.benchmark's code for Ctrl+C / SIGTERM
 TUNER_STATE = "tuner.pkl"  # the file of a sweep folder that Tune restores from (what Tuner.can_restore looks for)
+EXPERIMENT_STATE = "experiment_state-*.json"  # Tune's saved trials: written from its first step on, after TUNER_STATE
 
 
 def sigterm_as_ctrl_c(signum, frame):
@@ -118,9 +119,9 @@ def restore_handlers(saved: dict) -> None:
 def interrupted_line(sweep_dir: Path | None) -> str:
     """The line for a Ctrl+C / SIGTERM that ended the command outside Tune's handling (while preparing or
     starting Ray, a second one while Tune saved its state, while writing the results)."""
-    # Tune's own test (Tuner.can_restore: its tuner.pkl is there), without importing Ray's Tune here: the Ctrl+C may
-    # have stopped that import halfway (resume= loads it in main()), and importing it again failed on the half-made
-    # pandas modules (a traceback, exit 1)
-    if sweep_dir is not None and (sweep_dir / TUNER_STATE).is_file():
+    # Tune's own test (Tuner.can_restore: its tuner.pkl is there) and its saved trials (a resume= of tuner.pkl alone
+    # ran one trial of none of the swept values), without importing Ray's Tune here: the Ctrl+C may have stopped that
+    # import halfway (resume= loads it in main()), and importing it again failed on the half-made pandas modules
+    if sweep_dir is not None and (sweep_dir / TUNER_STATE).is_file() and any(sweep_dir.glob(EXPERIMENT_STATE)):
         return f"interrupted; continue the sweep with: python -m agents.tune resume={sweep_dir}"
     return "interrupted before any trial started; nothing to continue, start the sweep again"

@@ -103,11 +103,14 @@ def test_the_handlers_are_installed_after_ray_starts_and_put_back_at_the_end(tmp
                                                "the sweep again")
 
 
-@pytest.mark.parametrize("saved", [[], ["sweep.yaml"], ["sweep.yaml", "tuner.pkl"]])
+@pytest.mark.parametrize("saved", [[], ["sweep.yaml"], ["sweep.yaml", "tuner.pkl", ".validate_storage_marker"],
+                                   ["sweep.yaml", "tuner.pkl", "experiment_state-2026-12-02_00-00-00.json"]])
 def test_ctrl_c_after_ray_started_before_tune_saved_its_state_leaves_no_folder(tmp_path, monkeypatch, capsys, saved):
     """Ctrl+C or SIGTERM while _fit loads Ray's Tune (seconds, after Ray started) said `interrupted before any trial
     started; nothing to continue` but left the sweep folder with its ray.log (and sweep.yaml), which resume= then
-    called a sweep holding no trial. Once Tune saved its state (tuner.pkl) the folder is the sweep's: kept."""
+    called a sweep holding no trial. Tune writes tuner.pkl as its Tuner is made, its trials (experiment_state) at its
+    first step: a stop between the two said `continue the sweep with: ... resume=`, and that resume= ran one trial of
+    none of the swept values, then failed on its null memory.slots. Once Tune saved its trials the folder is kept."""
     def fit(plan, base, sweep_dir, *args):
         for name in saved:
             (sweep_dir / name).write_text("")
@@ -123,9 +126,9 @@ def test_ctrl_c_after_ray_started_before_tune_saved_its_state_leaves_no_folder(t
     (tmp_path / "keep").write_text("")  # runs_root existed before: kept
     assert agents_tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={tmp_path}"]) == 130
     err = capsys.readouterr().err.strip()
-    if "tuner.pkl" in saved:
+    if any(name.startswith("experiment_state") for name in saved):
         (sweep_dir,) = tmp_path.glob("sweeps/smoke/*")
-        assert sorted(p.name for p in sweep_dir.iterdir()) == ["ray.log", "sweep.yaml", "tuner.pkl"]
+        assert sorted(p.name for p in sweep_dir.iterdir()) == sorted(["ray.log", *saved])
         assert err == f"interrupted; continue the sweep with: python -m agents.tune resume={sweep_dir}"
     else:
         assert err == "interrupted before any trial started; nothing to continue, start the sweep again"
@@ -166,10 +169,12 @@ def test_a_resumed_sweep_whose_ray_does_not_start_keeps_its_folder(tmp_path, mon
     assert not sub.exists() and (tmp_path / "a" / "other").is_file()
 
 
-@pytest.mark.parametrize("files", [["ray.log"], ["ray.log", "sweep.yaml", ".sweep.yaml.x.tmp"]])
+@pytest.mark.parametrize("files", [["ray.log"], ["ray.log", "sweep.yaml", ".sweep.yaml.x.tmp"],
+                                   ["ray.log", "sweep.yaml", "tuner.pkl", ".validate_storage_marker"]])
 def test_resume_of_a_sweep_killed_before_its_first_trial_says_so(tmp_path, capsys, files):
     """SIGKILL while Ray starts (~10 s) or before Tune saved its state leaves the sweep folder (Ctrl+C and SIGTERM
-    remove it); resume= of it said "is not a sweep folder (needs sweep.yaml and Tune's experiment state)"."""
+    remove it); resume= of it said "is not a sweep folder (needs sweep.yaml and Tune's experiment state)", or, with
+    the tuner.pkl Tune writes before it saves its trials, ran one trial of none of the swept values."""
     sweep_dir = tmp_path / "sweeps" / "smoke" / "2026-12-02_00-00-00"
     sweep_dir.mkdir(parents=True)
     for name in files:
@@ -177,10 +182,11 @@ def test_resume_of_a_sweep_killed_before_its_first_trial_says_so(tmp_path, capsy
     assert agents_tune.main([f"resume={sweep_dir}"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: sweep folder {str(sweep_dir)!r} holds no trial: the sweep was stopped before its first trial started "
-        "(while Ray started), so nothing is there to continue; start the sweep again with its own command line")
+        "(while Ray and Tune started), so nothing is there to continue; start the sweep again with its own command "
+        "line")
     (sweep_dir / "trial_00000").mkdir()  # a folder Tune made: not this case (the line names the missing state)
     assert agents_tune.main([f"resume={sweep_dir}"]) == 2
-    assert "is not a sweep folder" in capsys.readouterr().err
+    assert ("is damaged" if "tuner.pkl" in files else "is not a sweep folder") in capsys.readouterr().err
 
 
 def test_resume_of_an_empty_folder_names_a_sweep_killed_while_ray_started(tmp_path, capsys):
@@ -308,6 +314,7 @@ def test_ctrl_c_while_a_resume_loads_ray_is_one_line(tmp_path):
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
     (sweep_dir / "tuner.pkl").write_bytes(b"")  # (what Tune's can_restore looks for)
+    (sweep_dir / "experiment_state-2026-12-02_00-00-00.json").write_text("{}")  # and Tune's saved trials
     proc = start([f"resume={sweep_dir}"], tmp_path, gate="pandas._libs.interval", main="agents.tune")
     try:
         wait_for(proc, (tmp_path / "ready").exists, "its import of pandas")

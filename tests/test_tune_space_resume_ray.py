@@ -18,6 +18,7 @@ def _saved_sweep(folder, pickle_bytes: bytes, plan_text: bytes | None = None):
     plan, base, _ = prepare(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={folder / 'runs'}"])
     folder.mkdir(exist_ok=True)
     (folder / "tuner.pkl").write_bytes(pickle_bytes)
+    (folder / "experiment_state-2026-12-02_00-00-00.json").write_text("{}")  # Tune saved its trials (a real sweep's)
     (folder / "sweep.yaml").write_bytes(plan_text or yaml.safe_dump({"plan": plan.to_dict(), "base": base}).encode())
     return folder
 
