@@ -48,7 +48,9 @@ from agents.tune_command_line import parse_command_line
 from agents.tune_preflight import (
     check_local_resources,
     check_reachable,
+    check_tune_state,
     connect_error,
+    damaged,
     log_ray_to,
     make_sweep_folder,
     ray_log_while,
@@ -94,6 +96,7 @@ def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
         base = OmegaConf.to_container(validate(OmegaConf.create(saved["base"])), resolve=True)
     except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
         raise ConfigError(damaged(path)) from None
+    check_tune_state(sweep_dir)
     return plan, base
 
 
@@ -109,11 +112,6 @@ def _before_any_trial(sweep_dir: Path) -> bool:
         return False
     early = ("ray.log", PLAN_FILE, TUNER_STATE, ".validate_storage_marker")
     return bool(names) and not folders and all(n in early or n.startswith(f".{PLAN_FILE}.") for n in names)
-
-
-def damaged(path: Path, why: str = "") -> str:
-    """The one line for a sweep folder whose saved state cannot be read back."""
-    return f"{str(path)!r} is damaged{f' ({why})' if why else ''}; start the sweep afresh"
 
 
 def start_ray(sweep_dir: Path) -> bool:

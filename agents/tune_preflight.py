@@ -103,6 +103,35 @@ def remove_unstarted_sweep(sweep_dir: Path, made: list[Path]) -> None:
     remove_made_folders(made)
 
 
+def damaged(path: Path, why: str = "") -> str:
+    """The one line for a sweep folder whose saved state cannot be read back."""
+    return f"{str(path)!r} is damaged{f' ({why})' if why else ''}; start the sweep afresh"
+
+
+TUNE_STATES = ("experiment_state-*.json", "basic-variant-state-*.json")  # Tune's trials (JSON), its searcher (pickle)
+
+
+def check_tune_state(sweep_dir: Path) -> None:
+    """The newest of each of Tune's state files, the ones its restore reads, loads. Tune copies them into the sweep
+    folder in place (not atomically), so a sweep killed while it copies leaves one cut short; Tune's restore then
+    started the experiment over without its search space: one trial of none of the swept values (a new folder, the
+    saved state replaced), then `error: memory.slots: null is not a whole number`."""
+    import json
+    import pickle
+
+    for pattern in TUNE_STATES:
+        files = sorted(sweep_dir.glob(pattern))  # Tune reads the newest by name (a timestamp)
+        if not files:
+            continue  # (no experiment state: not a sweep Tune saved, which load_saved_plan names)
+        try:
+            data = files[-1].read_bytes()
+            json.loads(data) if pattern.startswith("experiment") else pickle.loads(data)  # noqa: S301 (Tune's own)
+        except Exception as exc:  # noqa: BLE001  (whatever a cut-short file raises: it does not load)
+            why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}; cut short, as by a kill while Tune " \
+                  "wrote it"
+            raise ConfigError(damaged(files[-1], why)) from None
+
+
 def _token_available() -> bool:
     """A Ray auth token where Ray looks for one: RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")

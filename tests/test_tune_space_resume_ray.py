@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import pytest
@@ -95,3 +96,26 @@ def test_the_grace_period_is_checked_only_for_asha_which_uses_it(tmp_path):
         prepare(short)
     plan, _, _ = prepare([*short, "sweep.scheduler.type=fifo"])
     assert plan.scheduler["type"] == "fifo" and plan.scheduler["max_t"] == 1
+
+
+@pytest.mark.parametrize("name, whole", [
+    ("experiment_state-2026-12-02_00-00-09.json", b'{"trial_data": [], "runner_data": {}, "stats": {}}'),
+    ("basic-variant-state-2026-12-02_00-00-09.json", pickle.dumps({"_iterators": [], "_uuid_prefix": "x"})),
+])
+def test_resume_of_a_sweep_whose_tune_state_was_cut_short_is_one_line(tmp_path, monkeypatch, capsys, name, whole):
+    """Tune copies its state files into the sweep folder in place: a sweep killed during a copy leaves the newest cut
+    short. Tune's restore then started the experiment over without its search space: one trial of none of the swept
+    values in a new folder (the saved state replaced), then `error: memory.slots: null is not a whole number`. Read
+    before Ray starts; an older, whole file of the same kind (an earlier session's) does not hide the newest."""
+    from agents import tune as agents_tune
+
+    folder = _saved_sweep(tmp_path / "sweep", b"")
+    (folder / name.replace("00-00-09", "00-00-00")).write_bytes(whole)
+    (folder / name).write_bytes(whole)
+    monkeypatch.setattr(agents_tune, "start_ray", lambda sweep_dir: pytest.fail("Ray started"))
+    assert agents_tune.load_saved_plan(folder)  # whole: read back
+    (folder / name).write_bytes(whole[: len(whole) // 2])
+    assert agents_tune.main([f"resume={folder}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {str(folder / name)!r} is damaged (") and len(err.splitlines()) == 1, err
+    assert err.endswith("; cut short, as by a kill while Tune wrote it); start the sweep afresh"), err
