@@ -67,6 +67,7 @@ from agents.tune_signals import (
     interrupted_line,
     restore_handlers,
     saved_handlers,
+    tune_saved_trials,
 )
 from agents.tune_space import SweepPlan, make_plan
 
@@ -78,9 +79,10 @@ def load_saved_plan(sweep_dir: Path) -> tuple[SweepPlan, dict]:
     from ray.tune import Tuner
 
     path = sweep_dir / PLAN_FILE
-    if _before_any_trial(sweep_dir):  # killed (SIGKILL) while Ray or Tune started: its folder stays (Ctrl+C and
-        # SIGTERM remove it); resume= of it said "is not a sweep folder", or, with Tune's tuner.pkl and no state saved
-        # yet, ran one trial of none of the swept values, then failed on its null memory.slots
+    if _before_any_trial(sweep_dir) or Tuner.can_restore(str(sweep_dir)) and not tune_saved_trials(sweep_dir):
+        # killed (SIGKILL) while Ray or Tune started: its folder stays (Ctrl+C and SIGTERM remove it); resume= of it
+        # said "is not a sweep folder", or, with Tune's tuner.pkl and no trials saved, ran one trial of none of the
+        # swept values, then failed on its null memory.slots
         raise ConfigError(f"sweep folder {str(sweep_dir)!r} holds no trial: the sweep was stopped before its first "
                           "trial started (while Ray and Tune started), so nothing is there to continue; start the "
                           "sweep again with its own command line")

@@ -122,6 +122,14 @@ def interrupted_line(sweep_dir: Path | None) -> str:
     # Tune's own test (Tuner.can_restore: its tuner.pkl is there) and its saved trials (a resume= of tuner.pkl alone
     # ran one trial of none of the swept values), without importing Ray's Tune here: the Ctrl+C may have stopped that
     # import halfway (resume= loads it in main()), and importing it again failed on the half-made pandas modules
-    if sweep_dir is not None and (sweep_dir / TUNER_STATE).is_file() and any(sweep_dir.glob(EXPERIMENT_STATE)):
+    if sweep_dir is not None and tune_saved_trials(sweep_dir):
         return f"interrupted; continue the sweep with: python -m agents.tune resume={sweep_dir}"
     return "interrupted before any trial started; nothing to continue, start the sweep again"
+
+
+def tune_saved_trials(sweep_dir: Path) -> bool:
+    """Tune's tuner.pkl and its saved trials (an experiment_state-*.json) are in the sweep folder: what a restore needs.
+    Tune writes the first as its Tuner is made, the second at its first step, where it also makes the trial folders
+    (which stay empty until the trials start): Tune's restore of a folder without it ran a trial of none of the
+    swept values."""
+    return (sweep_dir / TUNER_STATE).is_file() and any(sweep_dir.glob(EXPERIMENT_STATE))

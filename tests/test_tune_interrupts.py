@@ -184,9 +184,10 @@ def test_resume_of_a_sweep_killed_before_its_first_trial_says_so(tmp_path, capsy
         f"error: sweep folder {str(sweep_dir)!r} holds no trial: the sweep was stopped before its first trial started "
         "(while Ray and Tune started), so nothing is there to continue; start the sweep again with its own command "
         "line")
-    (sweep_dir / "trial_00000").mkdir()  # a folder Tune made: not this case (the line names the missing state)
+    (sweep_dir / "trial_00000").mkdir()  # a folder Tune made: with tuner.pkl, Tune made it as it saved its first
+    # trials (killed before they reached the folder: the same line); without, another case (it names the missing state)
     assert agents_tune.main([f"resume={sweep_dir}"]) == 2
-    assert ("is damaged" if "tuner.pkl" in files else "is not a sweep folder") in capsys.readouterr().err
+    assert ("holds no trial" if "tuner.pkl" in files else "is not a sweep folder") in capsys.readouterr().err
 
 
 def test_resume_of_an_empty_folder_names_a_sweep_killed_while_ray_started(tmp_path, capsys):
