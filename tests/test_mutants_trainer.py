@@ -147,3 +147,24 @@ def test_a_reevaluation_of_a_checkpoint_made_before_training_sees_the_runs_evalu
     assert len(episodes_again) == len(episodes) > 0
     assert all((a == b).all() for a, b in zip(episodes_again, episodes, strict=True))  # the same observations
     assert accuracy_again == accuracy
+
+
+def test_the_models_own_losses_are_added_to_the_task_loss_and_trained_on(tmp_path):
+    """The weighted memory regularisers (aux["losses"]) join the cross-entropy: the loss reported is their sum, and
+    the update's gradient comes from the regulariser too (here the only term that reaches the weights)."""
+    import torch.nn.functional as F
+
+    from agents.episodes import Chunk
+
+    trainer = Trainer(load_config(tiny("LongDependency-v0", "memnet", tmp_path, "train.grad_clip=0")), tmp_path)
+    V = trainer.model.cfg.vocab_size
+    logits = torch.randn(1, 2, V)
+    chunk = Chunk(tokens=torch.zeros(1, 2, dtype=torch.long), targets=torch.tensor([[3, -1]]),
+                  scored=torch.tensor([[True, False]]), writes=torch.zeros(1, 2, dtype=torch.bool),
+                  actions=torch.zeros(1, 2, dtype=torch.long), rewards=torch.zeros(1, 2), meta={})
+    bias = trainer.model.head.bias
+    before = bias.detach().clone()
+    value = trainer._learn(chunk, logits, {"losses": {"util": 2.0 * bias.sum(), "pressure": torch.tensor(0.25)}})
+    expected = F.cross_entropy(logits[0, :1], torch.tensor([3])) + 2.0 * before.sum() + 0.25
+    assert math.isclose(value, float(expected), rel_tol=1e-5)
+    assert torch.equal(bias.grad, torch.full_like(bias, 2.0)) and not torch.equal(bias.detach(), before)
