@@ -96,6 +96,21 @@ def test_fusion_values_worked_by_hand():
         torch.testing.assert_close(gated(h, reads), h + reads.sum(2))
 
 
+def test_cross_attention_fusion_adds_its_read_to_h():
+    """cross_attention is residual like the others: h + MHA(h -> reads + e_r). With the attention's output
+    projection zeroed it leaves h as it is; otherwise it adds exactly what the attention returns for each token."""
+    h, reads = torch.randn(B, T, 32), torch.randn(B, T, 2, 32)
+    fusion = Fusion(MemoryConfig(dim=32, attn_heads=4, fusion="cross_attention"), num_sources=2)
+    with torch.no_grad():
+        fusion.source_emb.copy_(torch.randn(2, 32))
+        kv = (reads + fusion.source_emb).reshape(B * T, 2, 32)
+        read = fusion.attn(h.reshape(B * T, 1, 32), kv, kv, need_weights=False)[0].reshape(B, T, 32)
+        torch.testing.assert_close(fusion(h, reads), h + read)
+        fusion.attn.out_proj.weight.zero_()
+        fusion.attn.out_proj.bias.zero_()
+        torch.testing.assert_close(fusion(h, reads), h)
+
+
 @pytest.mark.parametrize("strategy", ["concat", "gated", "cross_attention"])
 def test_fusion_strategies_shape_and_gradients(strategy):
     torch.manual_seed(4)
