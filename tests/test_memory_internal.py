@@ -153,6 +153,22 @@ def test_lm2_gates_start_keeping_most_of_the_state():
     assert torch.allclose(new, torch.sigmoid(torch.tensor(1.0)) * state, atol=1e-6)
 
 
+def test_lm2_input_gate_starts_letting_in_a_quarter_of_what_the_slots_gather():
+    """With the gates' weights zeroed their biases alone set them: M <- sigmoid(-1) tanh(U) + sigmoid(1) M, the
+    input gate at 0.27 (not 0.73) on what the slots gather from a non-zero block, U = Attn(M -> h)."""
+    mem = make("lm2")
+    with torch.no_grad():
+        mem.input_gate.weight.zero_()
+        mem.forget_gate.weight.zero_()
+    state = mem.initial_state(2) + 0.3 * torch.randn(2, 6, 32)
+    h = torch.randn(2, 3, 32)
+    _, new = mem(h, state)
+    u = mem.slot_summary(h, state)
+    assert u.abs().max() > 0.05
+    one = torch.tensor(1.0)
+    assert torch.allclose(new, torch.sigmoid(-one) * torch.tanh(u) + torch.sigmoid(one) * state, atol=1e-6)
+
+
 def test_linformer_slot_weights_are_a_softmax_over_the_blocks_tokens():
     """Each slot spreads its weight over the T tokens: a slot scoring one channel steeply picks the token that is
     largest there, a slot scoring nothing averages the block."""
