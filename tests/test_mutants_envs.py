@@ -158,3 +158,20 @@ def test_long_dependency_noise_uses_every_noise_token_and_render_shows_the_last_
     assert noise == set(range(src.noise0, 72))
     names = env.render().split("] ", 1)[1].split(" ")
     assert names == [src.token_name(t) for t in seen[-32:]]
+
+
+def test_needle_recall_reveals_each_answer_token_after_it_was_asked_for():
+    """A recall block is RECALL c_1 .. c_P a_1 .. a_(M-1): the step of c_P is scored with target a_1, then a_1 is
+    shown and scored with target a_2, and so on. So within a block each scored step's observation after the first
+    is the previous step's target (the revealed answer), never a cue token past c_P."""
+    from tests.test_envs_behaviour import rollout
+
+    rec, venv = rollout("NeedleRecall-v0", 3, 8, delay=2, facts_per_episode=3, haystack_length=40, cue_length=4,
+                        recall_cue_length=2, answer_length=3)
+    obs, target, scored = rec["obs"], rec["target"], rec["scored"]
+    pairs = scored[:, :-1] & scored[:, 1:]  # (B, S-1): step t and t+1 both scored (one block's answers)
+    assert pairs.sum() == 3 * 4 * 3 * 2  # lanes x recall episodes x facts x (answer_length - 1)
+    np.testing.assert_array_equal(obs[:, 1:][pairs], target[:, :-1][pairs])
+    first = scored & ~np.concatenate([np.zeros((3, 1), bool), scored[:, :-1]], axis=1)  # each block's c_P step
+    lanes, steps = np.nonzero(first)
+    assert (obs[lanes, steps - 2] == 3).all()  # RECALL c_1 c_2: the cue shown is the partial one, P = 2
