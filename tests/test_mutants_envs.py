@@ -175,3 +175,18 @@ def test_needle_recall_reveals_each_answer_token_after_it_was_asked_for():
     first = scored & ~np.concatenate([np.zeros((3, 1), bool), scored[:, :-1]], axis=1)  # each block's c_P step
     lanes, steps = np.nonzero(first)
     assert (obs[lanes, steps - 2] == 3).all()  # RECALL c_1 c_2: the cue shown is the partial one, P = 2
+
+
+@pytest.mark.parametrize("keys, overlap, shared", [(8, 0.5, 4), (3, 0.5, 2), (10, 0.58, 6), (6, 0.0, 0), (6, 1.0, 6)])
+def test_continual_shift_tasks_ask_for_round_key_overlap_keys_in_common(keys, overlap, shared):
+    """key_overlap: S = round(key_overlap x keys_per_task) keys (halves to even: 0.5 x 3 gives 2) are asked in every
+    task, each task's other keys in that task alone; the shared keys are where the mappings conflict."""
+    from tests.test_envs_behaviour import rollout
+
+    rec, _ = rollout("ContinualShift-v0", 2, 3, num_tasks=3, episodes_per_task=1, trials_per_episode=4 * keys,
+                     keys_per_task=keys, key_overlap=overlap)
+    asked = [set(rec["obs"][rec["scored"] & (rec["task_id"] == j)].tolist()) for j in range(3)]
+    assert [len(a) for a in asked] == [keys] * 3
+    common = asked[0] & asked[1] & asked[2]
+    assert len(common) == shared
+    assert all(len(asked[i] & asked[j]) == shared for i, j in ((0, 1), (0, 2), (1, 2)))
