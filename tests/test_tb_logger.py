@@ -65,6 +65,7 @@ def test_custom_scalars_layout_groups_forgetting_curves(finished_run):
     assert charts["forgetting curves"] == [eval_accuracy_tag(j) for j in range(3)]
     assert charts["ACC, BWT, FWT, forgetting"] == list(CL_TAGS)
     assert charts["recall accuracy by distance"] == ["recall/.*"]
+    assert layout["Training"] == {"loss": ["train/loss"], "train accuracy": ["train/accuracy"]}
 
 
 def test_images_read_back(finished_run, tmp_path):
