@@ -190,3 +190,15 @@ def test_continual_shift_tasks_ask_for_round_key_overlap_keys_in_common(keys, ov
     common = asked[0] & asked[1] & asked[2]
     assert len(common) == shared
     assert all(len(asked[i] & asked[j]) == shared for i, j in ((0, 1), (0, 2), (1, 2)))
+
+
+def test_long_dependency_draws_every_distance_uniformly_the_largest_too():
+    """A query's distance is drawn uniformly from `distances`: over 4 x 12 episodes of 8 queries each of 1, 3, 7
+    and 20 comes up about a quarter of the time (the largest one, the hardest, was never drawn by an off-by-one)."""
+    from tests.test_envs_behaviour import chance_bound, rollout
+
+    rec, _ = rollout("LongDependency-v0", 4, 12, distances=(1, 3, 7, 20), queries_per_episode=8, episode_length=128)
+    drawn = rec["distance"][rec["scored"]]
+    assert len(drawn) == 4 * 12 * 8 and set(drawn.tolist()) == {1, 3, 7, 20}
+    shares = np.array([(drawn == d).mean() for d in (1, 3, 7, 20)])
+    assert np.abs(shares - 0.25).max() < chance_bound(0.25, len(drawn))
