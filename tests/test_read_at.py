@@ -127,3 +127,16 @@ def test_episode_memory_metrics_average_over_the_chunks_that_report_them():
     stats = EpisodeStats(memory_sums={"store_hit_rate": 1.5, "write_rate": 0.9},
                          memory_counts={"store_hit_rate": 2, "write_rate": 3})
     assert stats.memory == pytest.approx({"store_hit_rate": 0.75, "write_rate": 0.3})
+
+
+@pytest.mark.parametrize("weight", ["util_weight", "pressure_weight", "sparsity_weight"])
+def test_any_one_regulariser_makes_a_call_without_read_positions_learn(weight):
+    """Each weighted regulariser on its own gives the loss a term of its own, so a chunk with no scored step still
+    builds a graph and trains (`learns_without_targets`): pressure alone too, not only the read regularisers."""
+    model, state, _ = primed({weight: 0.5})
+    assert model.learns_without_targets()
+    tokens = torch.randint(0, V, (B, T))
+    _, _, aux = model(tokens, state, torch.ones(B, T, dtype=torch.bool), read_at=torch.zeros(0, dtype=torch.long))
+    term = aux["losses"][weight.split("_")[0]]
+    assert term.requires_grad and float(term.detach()) != 0
+    assert not MemNet(model_cfg()).learns_without_targets()  # none on: nothing to learn without targets
