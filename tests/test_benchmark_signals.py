@@ -156,6 +156,19 @@ def test_a_signal_while_the_results_are_written_ends_the_benchmark_after_them(tm
     assert (out / "results.md").is_file() and (out / "results.json").is_file() and len(plotted) == 1
 
 
+def ctrl_c_once_started(started: Path) -> None:
+    """On a thread: SIGINT to this process (Ctrl+C) once the stand-in run has written `started`."""
+    import threading
+
+    def ctrl_c():
+        deadline = time.monotonic() + DEADLINE_S
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+
+
 def test_the_runs_killed_at_a_second_ctrl_c_are_in_the_results(tmp_path, monkeypatch):
     """A second Ctrl+C while the benchmark waited for its stopped runs killed them, and left them out of the results
     (results.md "runs: 0" beside folders holding their checkpoints and logs): their records were read before the
@@ -178,13 +191,7 @@ def test_the_runs_killed_at_a_second_ctrl_c_are_in_the_results(tmp_path, monkeyp
 
     monkeypatch.setattr(Runner, "stop", second_ctrl_c)
 
-    def first_ctrl_c():
-        deadline = time.monotonic() + DEADLINE_S
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=first_ctrl_c, daemon=True).start()
+    ctrl_c_once_started(started)  # the first Ctrl+C
     job = Job(CS, "transformer", "transformer", 0, tmp_path / "run", [])
     records, interrupted = execute([job], workers=1, timeout_s=None)
     assert interrupted
@@ -235,8 +242,6 @@ def test_a_sigkilled_benchmark_takes_its_runs_with_it(tmp_path):
 def test_the_runs_stopped_by_a_ctrl_c_get_their_line_on_the_terminal(tmp_path, monkeypatch, capsys):
     """The terminal prints a line per finished run; the runs that ended while the benchmark stopped (stopped in
     flight, or one that finished as the signal came) were counted in the results without one."""
-    import threading
-
     from agents import benchmark_runner
     from agents.benchmark_runner import Job, execute
 
@@ -245,13 +250,7 @@ def test_the_runs_stopped_by_a_ctrl_c_get_their_line_on_the_terminal(tmp_path, m
            "time.sleep(120)")  # a run that ends at its SIGTERM (exit -15: the benchmark stopped it)
     monkeypatch.setattr(benchmark_runner, "run_command", lambda job: [sys.executable, "-c", run, str(started)])
 
-    def ctrl_c():
-        deadline = time.monotonic() + DEADLINE_S
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=ctrl_c, daemon=True).start()
+    ctrl_c_once_started(started)
     job = Job(CS, "transformer", "transformer", 0, tmp_path / "run", [])
     records, interrupted = execute([job], workers=1, timeout_s=None)
     assert interrupted and [r["error_kind"] for r in records] == ["interrupted"]
