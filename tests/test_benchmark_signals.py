@@ -46,19 +46,34 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_to_the_benchmark_alone_stops_its_runs_and_writes_the_results_so_far(tmp_path, signum):
-    long_cs = [o for o in TINY_ENVS[CS] if "episodes_per_task" not in o] + ["env.kwargs.episodes_per_task=1000"]
+def kill_all(proc: subprocess.Popen, runs: list[int]) -> None:
+    """After a failed test: the benchmark and its runs, nothing left running."""
+    for pid in [proc.pid, *runs]:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.communicate()
+
+
+def long_run_benchmark(tmp_path: Path, *overrides: str) -> tuple[list[str], Path, dict]:
+    """A benchmark of one long transformer run on ContinualShift: its command line, the run's folder, its env."""
+    long_cs = [o for o in TINY_ENVS[CS] if "episodes_per_task" not in o] + list(overrides)
     suite = tmp_path / "s.yaml"
     suite.write_text(yaml.safe_dump({"overrides": TINY_MODEL, "envs": {CS: {"overrides": long_cs}},
                                      "variants": {"transformer": {"agent": "transformer"}}}))
     out = tmp_path / "bench"
-    run_dir = out / CS / "transformer" / "s0"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    cmd = [sys.executable, "-m", "agents.benchmark", f"suite={suite}", "seeds=1", "workers=1", f"out={out}"]
+    return cmd, out / CS / "transformer" / "s0", env
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_benchmark_alone_stops_its_runs_and_writes_the_results_so_far(tmp_path, signum):
+    cmd, run_dir, env = long_run_benchmark(tmp_path, "env.kwargs.episodes_per_task=1000")
+    out = run_dir.parents[2]  # the benchmark's out=
     # SIGINT as a terminal's Ctrl+C finds it, even where this test was started with SIGINT ignored (a background job)
-    proc = subprocess.Popen([sys.executable, "-m", "agents.benchmark", f"suite={suite}", "seeds=1", "workers=1",
-                             f"out={out}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs: list[int] = []
     try:
         deadline = time.monotonic() + DEADLINE_S
@@ -81,11 +96,7 @@ def test_a_signal_to_the_benchmark_alone_stops_its_runs_and_writes_the_results_s
         assert "interrupted; " in record["error"]
         assert "runs: 1 (0 ok, 1 failed)" in (out / "results.md").read_text()
     finally:
-        for pid in [proc.pid, *runs]:  # a failed test: nothing left running
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.communicate()
+        kill_all(proc, runs)
 
 
 # A Ctrl+C the moment `import torch` begins (the benchmark's preflight, after its startup guard, is where torch loads)
@@ -202,16 +213,8 @@ def test_a_sigkilled_benchmark_takes_its_runs_with_it(tmp_path):
     """SIGKILL to the benchmark (an OOM killer, `kill -9`, a scheduler's hard stop) left its `agents.run` children
     training on, orphaned, still writing their folders. Each child now ends with it: SIGTERM from the kernel (Linux)
     or its watchdog, so the run ends as at Ctrl+C, its log saying how to resume it."""
-    long_cs = [o for o in TINY_ENVS[CS] if "episodes_per_task" not in o] + ["env.kwargs.episodes_per_task=100000",
-                                                                             "train.checkpoint_every=2"]
-    suite = tmp_path / "s.yaml"
-    suite.write_text(yaml.safe_dump({"overrides": TINY_MODEL, "envs": {CS: {"overrides": long_cs}},
-                                     "variants": {"transformer": {"agent": "transformer"}}}))
-    out = tmp_path / "bench"
-    run_dir = out / CS / "transformer" / "s0"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    proc = subprocess.Popen([sys.executable, "-m", "agents.benchmark", f"suite={suite}", "seeds=1", "workers=1",
-                             f"out={out}"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd, run_dir, env = long_run_benchmark(tmp_path, "env.kwargs.episodes_per_task=100000", "train.checkpoint_every=2")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs: list[int] = []
     try:
         deadline = time.monotonic() + DEADLINE_S
@@ -232,11 +235,7 @@ def test_a_sigkilled_benchmark_takes_its_runs_with_it(tmp_path):
         assert "stopped before it wrote its results (killed?): 0 of its 1 started runs finished, 1 stopped part " \
                f"way (python -m agents.run resume=<run> continues one, e.g. resume={run_dir})" in again.stderr
     finally:
-        for pid in [proc.pid, *runs]:  # a failed test: nothing left running
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.wait()
+        kill_all(proc, runs)
 
 
 def test_the_runs_stopped_by_a_ctrl_c_get_their_line_on_the_terminal(tmp_path, monkeypatch, capsys):
