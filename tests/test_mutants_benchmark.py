@@ -24,7 +24,7 @@ from agents.benchmark_report import (
     flat_metrics,
     write_results,
 )
-from tests.test_benchmark import BUCKETS, LD, NR, record
+from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 
 CONTEXT = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
            "wall_s": 60.0, "workers": 2, "interrupted": False}
@@ -149,3 +149,20 @@ def test_the_runner_records_every_probe_and_the_cpu_time_of_all_its_processes(tm
     else:  # the training ran: a probe's failure keeps its numbers
         assert (rec["status"], rec["error_kind"], rec["error"]) == (PROBE_FAILED, "exit code 1", "probe broke")
         assert rec["probes"] == first
+
+
+@pytest.mark.parametrize("variant, key, bound", [("transformer", "BWT", -0.3), ("memnet", "ACC", 0.9),
+                                                 ("memnet", "BWT", -0.05)])
+def test_a_continual_shift_target_at_exactly_its_bound_is_met(variant, key, bound):
+    """The issue's targets read BWT <= -0.3, ACC >= 0.9, BWT >= -0.05: the bound itself meets them."""
+    runs = [record(CS, variant, 0, **{key: bound})]
+    (target,) = [t for t in check_targets(aggregate(runs)) if t["target"].endswith(f"{key} >= {bound}")
+                 or t["target"].endswith(f"{key} <= {bound}")]
+    assert (target["status"], target["value"]) == (MET, bound), target
+
+
+def test_a_variant_with_one_capacity_point_gets_no_capacity_note():
+    """Only the run's own evaluation (no facts_per_episode probe): no curve to read a capacity from."""
+    nr = record(NR, "memnet", 0, env_kwargs={"delay": 10, "facts_per_episode": 4}, accuracy=0.5)
+    assert "recall_facts40" in flat_metrics(nr)
+    assert capacity_notes(aggregate([nr])) == []
