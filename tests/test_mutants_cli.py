@@ -78,3 +78,38 @@ def test_an_interrupted_sweep_says_how_to_continue_it_even_with_a_best_trial_so_
     out = capsys.readouterr().out
     assert f"sweep interrupted; continue it with: python -m agents.tune resume={tmp_path}" in out
     assert "best:" not in out
+
+
+def test_counts_read_as_english_for_none_one_and_many():
+    from agents.cli_args import counted
+
+    assert [counted(n, "run") for n in (0, 1, 2, 1500)] == ["0 runs", "1 run", "2 runs", "1,500 runs"]
+
+
+def test_a_value_given_twice_is_refused_but_1_and_true_are_different_values():
+    from agents.cli_args import check_values_once
+
+    check_values_once("env.kwargs.delay", [1, True, 1.5])  # 1 == True in Python, not here
+    with pytest.raises(ConfigError, match=r"^seeds=: 1 is given twice; give each value once$"):
+        check_values_once("seeds=", [1, 2, 1])
+
+
+def test_a_file_name_of_exactly_255_bytes_fits_and_a_longer_one_does_not():
+    from agents.cli_args import path_too_long
+
+    assert path_too_long("runs/" + "a" * 255) is None
+    assert path_too_long("runs/" + "a" * 256) == "a name in it is 256 bytes, over the 255 a file name may have"
+
+
+def test_a_text_of_exactly_the_kept_length_is_shown_whole():
+    from agents.cli_args import shortened
+
+    assert shortened("x" * 60) == "x" * 60
+    assert shortened("x" * 61) == "x" * 60 + "..."
+
+
+def test_an_overrides_key_drops_the_add_and_delete_marks():
+    from agents.cli_args import override_key
+
+    assert [override_key(o) for o in ("+env.kwargs.delay=3", "~memory.slots", "seed=a=b")] == [
+        "env.kwargs.delay", "memory.slots", "seed"]
