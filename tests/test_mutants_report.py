@@ -3,7 +3,7 @@ taken as this run's."""
 
 from types import SimpleNamespace
 
-from agents.report import finished_report, report_plots, write_json_atomic
+from agents.report import finished_report, report_plots, summary_table, write_json_atomic
 
 METRICS = {"env": "LongDependency-v0", "agent": "memnet", "seed": 0, "ACC": 0.5, "BWT": None, "FWT": None,
            "forgetting": None, "accuracy": 0.5, "tokens_per_s": None, "params": 1, "memory_bytes": 2,
@@ -78,3 +78,11 @@ def test_json_reports_write_nan_as_null(tmp_path):
 
     write_json_atomic(tmp_path / "m.json", {"R": np.array([[math.nan, 0.5]]), "x": np.float32("nan"), "n": np.int64(3)})
     assert strict((tmp_path / "m.json").read_text()) == {"R": [[None, 0.5]], "x": None, "n": 3}
+
+
+def test_the_summary_says_n_a_for_a_metric_that_does_not_apply_and_rounds_tokens_per_s():
+    """BWT of one task is null in metrics.json: "n/a" in the table, not a number; tokens/s is a whole number."""
+    text = summary_table(METRICS | {"tokens_per_s": 1234.567})
+    assert "  BWT               n/a" in text.splitlines()
+    assert "  tokens/s (train)  1235" in text.splitlines()
+    assert "  ACC               0.500" in text.splitlines()
