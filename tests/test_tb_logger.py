@@ -197,3 +197,23 @@ def test_final_metrics_of_a_scalars_only_run_land_at_its_latest_step_and_numpy_h
         logger.hparams(None, {"accuracy": 0.7})
     assert read_scalars(tmp_path)["accuracy"] == [(30, pytest.approx(0.7))]
     assert read_hparams(tmp_path) == {"slots": 64.0, "lr": 0.5}
+
+
+def test_a_run_resumed_after_its_report_records_its_hparams_and_final_points_once(tmp_path):
+    """Resumed from its last checkpoint (step 20) after the report was logged: the hparams are not recorded again
+    (TensorBoard listed the run twice), cl/ACC is not logged again, and a final number it lacked lands at step 20,
+    its latest, not at 0."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator
+
+    with TBLogger(tmp_path, num_tasks=1, hparams=CONFIG) as logger:
+        logger.scalars({"train/loss": 1.0}, 20)
+        logger.hparams(None, {"cl/ACC": 0.75})
+    with TBLogger(tmp_path, num_tasks=1, hparams=CONFIG, resume_step=20) as logger:
+        logger.hparams(None, {"cl/ACC": 0.75, "eval/accuracy": 0.6})
+    scalars = read_scalars(tmp_path)
+    assert scalars["cl/ACC"] == [(20, 0.75)]
+    assert scalars["eval/accuracy"] == [(20, pytest.approx(0.6))]
+    accumulator = plugin_event_accumulator.EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    assert len(accumulator.Tensors("_hparams_/session_start_info")) == 1
+    assert read_hparams(tmp_path)["seed"] == 3
