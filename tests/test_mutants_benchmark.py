@@ -166,3 +166,22 @@ def test_a_variant_with_one_capacity_point_gets_no_capacity_note():
     nr = record(NR, "memnet", 0, env_kwargs={"delay": 10, "facts_per_episode": 4}, accuracy=0.5)
     assert "recall_facts40" in flat_metrics(nr)
     assert capacity_notes(aggregate([nr])) == []
+
+
+def test_a_target_met_on_short_buckets_only_says_how_far_they_reach():
+    short = {str(b): 0.97 for b in BUCKETS if b < 256} | {"256": 0.96}
+    runs = [record(LD, "memnet", s, accuracy_by_distance=short) for s in range(3)]
+    (target,) = [t for t in check_targets(aggregate(runs)) if t["variant"] == "memnet"]
+    assert target["status"] == MET
+    assert target["detail"] == "worst bucket d<=256: 0.960; buckets only up to 256"
+
+
+def test_the_accuracy_by_distance_table_needs_two_buckets():
+    from agents.benchmark_report import env_tables
+
+    def table(buckets):
+        agg = aggregate([record(LD, "memnet", 0, accuracy_by_distance={str(b): 0.9 for b in buckets})])
+        return "\n".join(env_tables(LD, agg[LD]))
+
+    assert "Accuracy by distance" not in table([64])  # every recall as far: no table of one column
+    assert "| variant | d<=64 | d<=128 |" in table([64, 128])
