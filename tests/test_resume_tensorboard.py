@@ -8,7 +8,7 @@ import json
 import pytest
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
-from agents import run
+from agents import report, run
 from agents.checkpoint import load_checkpoint
 from agents.report import summary_table
 from agents.tb_logger import TBLogger, read_hparams, read_scalars
@@ -44,11 +44,16 @@ def stop(monkeypatch, cls, name: str, calls: int, flush: bool = False) -> None:
     monkeypatch.setattr(cls, name, interrupted)
 
 
-@pytest.mark.parametrize("how", ["finished", "stopped-in-training", "stopped-before-hparams"])
+def ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how", ["finished", "stopped-in-training", "stopped-before-hparams", "stopped-after-hparams"])
 def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monkeypatch, capsys, how):
     """A finished run resumed (its last checkpoint is its end) wrote every image and the hparams a second time at
     the last step, so TensorBoard showed each image twice; a run stopped while writing them (before its hparams)
-    doubled the images it had written. A run stopped in training has none until its resumed end."""
+    doubled the images it had written. A run stopped in training has none until its resumed end. One stopped after
+    its hparams, before metrics.json, writes its report again but keeps its first hparams record."""
     run_dir = tmp_path / "run"
     args = tiny("ContinualShift-v0", "memnet", run_dir, "train.checkpoint_every=1")
     if how == "finished":
@@ -56,12 +61,15 @@ def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monke
     else:
         if how == "stopped-in-training":
             stop(monkeypatch, Trainer, "train_episode", calls=2)  # after the first episode's checkpoint
-        else:
+        elif how == "stopped-before-hparams":
             stop(monkeypatch, TBLogger, "hparams", calls=1, flush=True)  # the images are written by then
+        else:  # images and hparams on disk, metrics.json not yet: the resumed run writes its report, hparams kept
+            monkeypatch.setattr(report, "write_json_atomic", ctrl_c)
         assert run.main(args) == 130
         monkeypatch.undo()
     end = load_checkpoint(run_dir)["trainer"]["train_steps"]  # the last checkpoint's step
-    written = {"finished": IMAGES + HPARAMS, "stopped-in-training": (), "stopped-before-hparams": IMAGES}[how]
+    written = {"finished": IMAGES + HPARAMS, "stopped-in-training": (), "stopped-before-hparams": IMAGES,
+               "stopped-after-hparams": IMAGES + HPARAMS}[how]
     assert report_summaries(run_dir) == {tag: [end] for tag in written}
 
     for _ in range(2 if how == "finished" else 1):  # a second resume of the finished run: still once
@@ -73,7 +81,7 @@ def test_a_resumed_run_writes_its_report_images_and_hparams_once(tmp_path, monke
         # note; a finished one writes nothing: test_a_finished_run_resumed_prints_its_summary_and_writes_nothing)
         note = "note: this run had trained all its 2 episodes but was stopped while writing its report; nothing is"
         out = capsys.readouterr().out
-        assert (note in out) == (how == "stopped-before-hparams")
+        assert (note in out) == (how in ("stopped-before-hparams", "stopped-after-hparams"))
         assert ("this run is finished" in out) == (how == "finished")
     assert read_hparams(run_dir)["memory.slots"] == 8
 
