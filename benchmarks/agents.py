@@ -114,8 +114,8 @@ def main() -> int:
     from agents.startup import threads_sleep_when_idle
 
     threads_sleep_when_idle()  # as agents.run does, before torch loads (here and in the runs it starts)
-    from agents.cli_args import lane_count, non_negative_int, positive_int, thread_count
-    from agents.config import group_options
+    from agents.cli_args import check_values_once, lane_count, non_negative_int, positive_int, thread_count
+    from agents.config import ConfigError, group_options
     from agents.parent_death import child_env
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,9 +139,10 @@ def main() -> int:
     unknown = [a for a in args.agents.split(",") if a not in AGENTS]
     if unknown:
         ap.error(f"--agents: unknown agent {unknown[0]!r}; choose among {', '.join(AGENTS)}")
-    twice = next((a for i, a in enumerate(args.agents.split(",")) if a in args.agents.split(",")[:i]), None)
-    if twice:  # was measured once, silently
-        ap.error(f"--agents {args.agents}: {twice!r} is given twice; name each agent once")
+    try:  # was measured once, silently
+        check_values_once(f"--agents {args.agents}", args.agents.split(","))
+    except ConfigError as exc:
+        ap.error(str(exc))
     if args.one:
         print(json.dumps(measure(args.one, args.env, args.episodes, args.lanes, args.threads, args.warmup,
                                  args.acting, tuple(json.loads(args.overrides)))))
@@ -205,20 +206,23 @@ def target_line(ap: argparse.ArgumentParser, args: argparse.Namespace, rounds: l
 
 def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tuple[str, list[str]]:
     """`NAME:KEY=VALUE[,KEY=VALUE...]` -> (NAME, overrides); `check_row` then checks them as the trainer would."""
+    from agents.cli_args import check_given_once, override_key
+    from agents.config import ConfigError
+
     name, sep, rest = text.partition(":")
     overrides = [o.strip() for o in re.split(r",(?![^\[]*\])", rest) if o.strip()]  # a [a,b] value is one
     if not sep or not name.strip() or not overrides or any("=" not in o for o in overrides):
         ap.error(f"--variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE...], e.g. no-store:memory.store=false")
-    fixed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in FIXED_KEYS]
+    fixed = [o for o in overrides if override_key(o) in FIXED_KEYS]
     if fixed:  # the row would measure another agent, env or lane count under the table's header
         ap.error(f"--variant {text!r}: {fixed[0]} is the benchmark's own setting (a variant is MemNet on --env with "
                  "--lanes, --threads and --acting); set that with the flag")
     if name in taken:
         ap.error(f"--variant {text!r}: the name {name!r} is taken; give each row its own")
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
-    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-    if twice:  # the last one won silently
-        ap.error(f"--variant {text!r}: {twice}= is given twice; give it once")
+    try:  # the last one won silently
+        check_given_once([override_key(o) for o in overrides], overrides)
+    except ConfigError as exc:
+        ap.error(f"--variant {text!r}: {exc}")
     return name, overrides
 
 

@@ -39,7 +39,8 @@ from tests.test_run import TINY_MODEL
     ("agents.py", ["--variant", "x:memory.slot=0"], "unknown config key 'memory.slot'"),  # checked before measuring
     ("agents.py", ["--variant", "gru:memory.slots=0"], "the name 'gru' is taken"),
     ("agents.py", ["--agents", "memnet,gru,memnet"], "--agents memnet,gru,memnet: 'memnet' is given twice"),
-    ("agents.py", ["--variant", "x:memory.slots=4,memory.slots=8"], "memory.slots= is given twice; give it once"),
+    ("agents.py", ["--variant", "x:memory.slots=4,memory.slots=8"],
+     "memory.slots= is given 2 times ('4', '8'); give it once"),
     # torch.set_num_threads(100000): a segmentation fault (exit -11), no line
     ("slots.py", ["--threads", "100000"], "argument --threads: '100000': must be an integer in [1, 1024]"),
     ("components.py", ["--threads", "1025"], "argument --threads: '1025': must be an integer in [1, 1024]"),
