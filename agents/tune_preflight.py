@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agents.config import ConfigError
+from agents.tune_signals import EXPERIMENT_STATE
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
@@ -108,7 +109,7 @@ def damaged(path: Path, why: str = "") -> str:
     return f"{str(path)!r} is damaged{f' ({why})' if why else ''}; start the sweep afresh"
 
 
-TUNE_STATES = ("experiment_state-*.json", "basic-variant-state-*.json")  # Tune's trials (JSON), its searcher (pickle)
+TUNE_STATES = (EXPERIMENT_STATE, "basic-variant-state-*.json")  # Tune's trials (JSON), its searcher (pickle)
 
 
 def check_tune_state(sweep_dir: Path) -> None:
