@@ -1,6 +1,6 @@
 """What an entry point sets before its imports (torch, Hydra, matplotlib), which take seconds: a Ctrl+C or SIGTERM
-meanwhile is one line, torch's threads sleep when they wait (`threads_sleep_when_idle`), and a closed pipe on the
-output (`| head`) does not stop the command (`ClosedPipeSafe`). Imports nothing slow, so an entry point calls
+meanwhile is one line, torch's threads spin only briefly when they wait (`threads_spin_briefly`), and a closed pipe
+on the output (`| head`) does not stop the command (`ClosedPipeSafe`). Imports nothing slow, so an entry point calls
 `guard_startup` under its main guard above its slow imports, and `end_startup` first thing in main()
 (agents/run.py, agents/evaluate.py); a script under benchmarks/ runs its main() with `run_script`.
 """
@@ -14,13 +14,25 @@ import sys
 
 from agents.parent_death import die_with_parent
 
+SPIN_COUNT = "3000"  # libgomp's busy-wait loops before a waiting thread sleeps (its own default: 300,000)
 
-def threads_sleep_when_idle() -> None:
-    """OMP_WAIT_POLICY=PASSIVE unless it is set: torch's (and FAISS's) OpenMP threads sleep while they wait for work
-    instead of spinning. Spinning, a run's two threads on a busy 2-core machine took each other's core: MemNet fell
-    from ~4,000 training tokens/s to 220-580 (`benchmarks/agents.py` beside a test run; README "Threads on a busy
-    machine"). OpenMP reads it once, when torch loads: so before the first `import torch`."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def threads_spin_briefly() -> None:
+    """Torch's (and FAISS's) OpenMP threads wait for work spinning only briefly, then sleep: GOMP_SPINCOUNT=3000
+    for GNU OpenMP (torch's Linux builds), KMP_BLOCKTIME=0 (sleep at once) for LLVM's (macOS), unless
+    OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME is set already (a user's choice stays). OpenMP reads them
+    once, when torch loads: so before the first `import torch`.
+
+    Why 3000 (`benchmarks/agents.py`, 2 cores, MemNet / transformer training tokens/s; README "Threads on a busy
+    machine"): libgomp's own default (300,000 spins) made a lone run ~12,400 / ~35,000 but two runs side by side
+    200-500 each (a waiting thread spun through the time the other run held the cores); sleeping at once
+    (OMP_WAIT_POLICY=PASSIVE, memstream's setting before) ~6,900 / ~17,400 alone (a wake-up costs more than most
+    ops) and ~8,000 / ~21,000 each side by side; 3000 spins ~11,000 / ~32,000 alone and ~5,600 / ~12,700 each
+    side by side."""
+    if any(name in os.environ for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")):
+        return
+    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    os.environ["KMP_BLOCKTIME"] = "0"
 
 
 class ClosedPipeSafe:
@@ -68,9 +80,9 @@ def pipe_safe_streams() -> None:
 def guard_startup(written: str) -> None:
     """Until `end_startup`, SIGINT and SIGTERM print `interrupted while starting; <written>` and exit 130 (a
     KeyboardInterrupt traceback from inside importlib for Ctrl+C; for SIGTERM, exit 143 and nothing said). Also
-    `threads_sleep_when_idle`, stdout and stderr `ClosedPipeSafe`, and a process started by a benchmark ends with it
+    `threads_spin_briefly`, stdout and stderr `ClosedPipeSafe`, and a process started by a benchmark ends with it
     (`parent_death.die_with_parent`)."""
-    threads_sleep_when_idle()
+    threads_spin_briefly()
     pipe_safe_streams()
 
     def _interrupted_while_starting(signum, frame):

@@ -111,9 +111,9 @@ def plain_batches(trainer, chunks: int, warmup: int = 2) -> float:
 
 def main() -> int:
     sys.path.insert(0, str(REPO))  # the package, not this file (benchmarks/ is sys.path[0] when run as a script)
-    from agents.startup import threads_sleep_when_idle
+    from agents.startup import threads_spin_briefly
 
-    threads_sleep_when_idle()  # as agents.run does, before torch loads (here and in the runs it starts)
+    threads_spin_briefly()  # as agents.run does, before torch loads (here and in the runs it starts)
     from agents.cli_args import check_values_once, lane_count, non_negative_int, positive_int, thread_count
     from agents.config import ConfigError, group_options
     from agents.parent_death import child_env

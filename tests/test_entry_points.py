@@ -43,7 +43,7 @@ STARTED = ["agents/run.py", "agents/evaluate.py", "agents/tune.py", "agents/benc
 
 @pytest.mark.parametrize("name", STARTED)
 def test_the_startup_guard_comes_before_the_imports_that_load_torch(name):
-    """OMP_WAIT_POLICY (agents.startup.threads_sleep_when_idle) is read once, when torch loads OpenMP."""
+    """GOMP_SPINCOUNT (agents.startup.threads_spin_briefly) is read once, when torch loads OpenMP."""
     body = ast.parse((REPO / name).read_text()).body
     guard = next(i for i, node in enumerate(body) if is_main_guard(node) and "guard_startup(" in ast.unparse(node))
     imports = [i for i, node in enumerate(body) if isinstance(node, (ast.Import, ast.ImportFrom))
@@ -51,27 +51,42 @@ def test_the_startup_guard_comes_before_the_imports_that_load_torch(name):
     assert guard < imports[0], f"{name}: an import comes before guard_startup"
 
 
-def test_torch_threads_sleep_when_they_wait_unless_the_user_chose(monkeypatch):
-    from agents.startup import threads_sleep_when_idle
-
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    threads_sleep_when_idle()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's own choice stays
-    threads_sleep_when_idle()
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
-def test_an_entry_point_computes_with_sleeping_threads(tmp_path):
+def test_torch_threads_spin_briefly_when_they_wait_unless_the_user_chose(monkeypatch):
+    from agents.startup import threads_spin_briefly
+
+    for name in WAIT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    threads_spin_briefly()
+    assert (os.environ["GOMP_SPINCOUNT"], os.environ["KMP_BLOCKTIME"]) == ("3000", "0")
+    assert "OMP_WAIT_POLICY" not in os.environ  # it would set libgomp's spin count itself (PASSIVE: 0)
+
+
+@pytest.mark.parametrize("name, value", [("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "INFINITE"),
+                                         ("KMP_BLOCKTIME", "200")])
+def test_a_users_own_thread_wait_setting_stays_alone(monkeypatch, name, value):
+    """Any one of them set: nothing is added (GOMP_SPINCOUNT would override a user's OMP_WAIT_POLICY)."""
+    from agents.startup import threads_spin_briefly
+
+    for other in WAIT_SETTINGS:
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, value)
+    threads_spin_briefly()
+    assert {k: os.environ[k] for k in WAIT_SETTINGS if k in os.environ} == {name: value}
+
+
+def test_an_entry_point_computes_with_briefly_spinning_threads(tmp_path):
     """Through the real startup of `python -m agents.run` (its --help loads no torch, so read what it set)."""
     code = ("import runpy, sys, os; sys.argv = ['agents.run', '--help']\n"
             "try:\n    runpy.run_module('agents.run', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
-            "print(os.environ['OMP_WAIT_POLICY'], file=sys.stderr)")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k not in WAIT_SETTINGS}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
-    assert done.stderr.strip().splitlines()[-1] == "PASSIVE", done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "3000 None", done.stderr
 
 
 @pytest.mark.parametrize("module", ["agents.run", "agents.evaluate", "agents.tune", "agents.benchmark"])
