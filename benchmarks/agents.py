@@ -111,7 +111,7 @@ def plain_batches(trainer, chunks: int, warmup: int = 2) -> float:
 
 def main() -> int:
     sys.path.insert(0, str(REPO))  # the package, not this file (benchmarks/ is sys.path[0] when run as a script)
-    from agents.startup import threads_spin_briefly
+    from agents.startup import thread_wait_setting, threads_spin_briefly
 
     threads_spin_briefly()  # as agents.run does, before torch loads (here and in the runs it starts)
     from agents.cli_args import check_values_once, lane_count, non_negative_int, positive_int, thread_count
@@ -170,7 +170,8 @@ def main() -> int:
                 return 1
             rounds[-1][row] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"env {args.env}, {args.lanes} lanes, {args.warmup} warm-up + {args.episodes} timed episodes, "
-          f"{args.threads} torch threads, train.acting={args.acting}, {len(rounds)} round(s)\n")
+          f"{args.threads} torch threads ({thread_wait_setting()}), train.acting={args.acting}, "
+          f"{len(rounds)} round(s)\n")
     print("| agent | params | train tokens/s | cost vs transformer | plain batches tokens/s | cost vs transformer "
           "| peak RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.startup import WAIT_SETTINGS
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for folder in ("agents", "envs", "memory", "benchmarks") for p in (REPO / folder).glob("*.py")
                  if 'if __name__ == "__main__"' in p.read_text())
@@ -51,9 +53,6 @@ def test_the_startup_guard_comes_before_the_imports_that_load_torch(name):
     assert guard < imports[0], f"{name}: an import comes before guard_startup"
 
 
-WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-
-
 def test_torch_threads_spin_briefly_when_they_wait_unless_the_user_chose(monkeypatch):
     from agents.startup import threads_spin_briefly
 
@@ -75,6 +74,21 @@ def test_a_users_own_thread_wait_setting_stays_alone(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     threads_spin_briefly()
     assert {k: os.environ[k] for k in WAIT_SETTINGS if k in os.environ} == {name: value}
+
+
+def test_the_wait_setting_named_in_a_measurements_header_is_the_one_in_force(monkeypatch):
+    from agents.startup import thread_wait_setting, threads_spin_briefly
+
+    for name in WAIT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    assert thread_wait_setting() == "OpenMP's default wait"
+    threads_spin_briefly()
+    assert thread_wait_setting() == "GOMP_SPINCOUNT=3000, KMP_BLOCKTIME=0"
+    for name in WAIT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    threads_spin_briefly()
+    assert thread_wait_setting() == "OMP_WAIT_POLICY=PASSIVE"
 
 
 def test_an_entry_point_computes_with_briefly_spinning_threads(tmp_path):
