@@ -120,6 +120,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     caller_threads = torch.get_num_threads()  # the trainer sets the run's (or `threads`): not left to the caller
     try:
         trainer = Trainer(cfg, run_dir)
+        if env_kwargs:  # the restore's line named the matrix's shape, not the option or the run's value
+            check_restorable(body, (int(trainer.venv.vocab_size), tuple(trainer.R.shape)), env_kwargs)
         trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
         if note and (line := threads_note(trainer.saved_threads, cfg.train.threads, "threads")):
             print(line, flush=True)
@@ -198,20 +200,33 @@ def check_sweep(cmd) -> None:
 
     checkpoint = Path(cmd.checkpoint).expanduser().resolve()
     body = load_checkpoint(checkpoint, purpose="evaluate")
-    trained = trained_shapes(body)
     for env_kwargs, memory in cmd.grid:
         cfg = evaluation_config(body, checkpoint, cmd.device, env_kwargs, memory, cmd.threads)
         venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
         here = int(venv.vocab_size), accuracy_shape(venv)
         venv.close()
-        # (the run's own env, as in a sweep over memory.* alone: the restore's own line for a checkpoint whose R
-        # does not fit it, e.g. a revisiting run saved before R had a row per block)
-        if trained is not None and env_kwargs and here != trained:
-            shown = " ".join(f"env.kwargs.{k}={override_spelling(v)}" for k, v in env_kwargs.items())
-            raise ConfigError(f"{shown}: the run was trained on vocab_size={trained[0]} with {trained[1][0]} "
-                              f"training block(s) of {trained[1][1]} task(s), this env has vocab_size={here[0]} and "
-                              f"{here[1][0]} of {here[1][1]}; its weights and accuracy matrix cannot be restored on "
-                              "it: keep vocab_size and the task schedule (num_tasks, revisit)")
+        check_restorable(body, here, env_kwargs)
+
+
+def check_restorable(body: dict, here: tuple[int, tuple[int, int]], env_kwargs: dict | None) -> None:
+    """One ConfigError line where the env that `env_kwargs` make (`here`: its vocab_size and (K, T) of R) is not
+    the one the checkpoint's weights and accuracy matrix were trained on; it names the options given and the run's
+    own values of them. Without env options (the run's own env, as in a sweep over memory.* alone), the restore's
+    own line for a checkpoint whose R does not fit it, e.g. a revisiting run saved before R had a row per block."""
+    trained = trained_shapes(body)
+    if trained is None or not env_kwargs or here == trained:
+        return
+    shown = " ".join(f"env.kwargs.{k}={override_spelling(v)}" for k, v in env_kwargs.items())
+    try:
+        own = dict(body["config"]["env"]["kwargs"])
+    except (KeyError, TypeError, ValueError):
+        own = {}
+    runs = [f"env.kwargs.{k}={override_spelling(own[k])}" for k, v in env_kwargs.items() if k in own and own[k] != v]
+    raise ConfigError(f"{shown}: the run was trained on vocab_size={trained[0]} with {trained[1][0]} "
+                      f"training block(s) of {trained[1][1]} task(s), this env has vocab_size={here[0]} and "
+                      f"{here[1][0]} of {here[1][1]}; its weights and accuracy matrix cannot be restored on "
+                      "it: keep vocab_size and the task schedule (num_tasks, revisit)"
+                      + (f", as the run's {' '.join(runs)}" if runs else ""))
 
 
 def trained_shapes(body: dict) -> tuple[int, tuple[int, int]] | None:

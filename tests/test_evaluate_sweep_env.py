@@ -31,6 +31,26 @@ def test_a_sweep_value_the_checkpoint_cannot_be_restored_on_is_refused_before_an
     assert _files(memnet_run) == files
 
 
+RESTORE_REFUSED = ("the run was trained on vocab_size=256 with 2 training block(s) of 2 task(s), this env has "
+                   "vocab_size={}; its weights and accuracy matrix cannot be restored on it: keep vocab_size and the "
+                   "task schedule (num_tasks, revisit), as the run's {}")
+
+
+@pytest.mark.parametrize("option, here, own", [
+    ("env.kwargs.num_tasks=3", "256 and 3 of 3", "env.kwargs.num_tasks=2"),
+    ("env.kwargs.vocab_size=300", "300 and 2 of 2", "env.kwargs.vocab_size=256"),
+    ("env.kwargs.revisit=true", "256 and 4 of 2", "env.kwargs.revisit=false")])
+def test_one_env_value_the_checkpoint_cannot_be_restored_on_gets_the_sweeps_line(memnet_run, capsys, option, here,
+                                                                                  own):
+    """A single value (no sweep, so no check_sweep) got the restore's line: 'its accuracy matrix has shape (2, 2),
+    this run's schedule needs (3, 3)' (num_tasks, revisit) or the model's size mismatch (vocab_size), naming neither
+    the option nor the run's own value of it."""
+    files = _files(memnet_run)
+    assert evaluate.main([f"checkpoint={memnet_run}", "out=one_refused.json", option]) == 2
+    refused(capsys, f"{option}: " + RESTORE_REFUSED.format(here, own))
+    assert _files(memnet_run) == files
+
+
 def test_a_sweep_over_haystack_files_runs_when_the_runs_own_file_is_gone(tmp_path, capsys):
     """check_sweep made the run's own env again to learn its vocab and schedule: with its haystack file moved, the
     sweep over copies (the fix check_env_files names) was refused on the old path, which it did not use."""
