@@ -76,13 +76,22 @@ def test_evaluating_with_env_options_that_cannot_replay_the_run_is_one_line(trai
     capsys.readouterr()
     tasks = len(json.loads((trained / "metrics.json").read_text())["untrained_accuracy"])
     assert evaluate.main([f"checkpoint={trained}", f"env.kwargs.num_tasks={tasks - 1}"]) == 2
-    one_error_line(capsys, "keep the env options the run was trained with")
+    # the option, the fix and the run's own value (was the restore's line on the accuracy matrix's shape)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: env.kwargs.num_tasks={tasks - 1}: the run was trained on") and "\n" not in err, err
+    assert err.endswith(f"keep vocab_size and the task schedule (num_tasks, revisit), as the run's "
+                        f"env.kwargs.num_tasks={tasks}"), err
 
 
-def test_weights_that_do_not_fit_name_the_tensor_and_the_env_option(trained, capsys):
+def test_an_env_vocabulary_the_weights_do_not_fit_names_the_option_and_the_runs_value(trained, capsys):
+    """Was the restore's "size mismatch for embed.weight" (before that, torch's bare "Error(s) in loading
+    state_dict"): it named the tensor, not the option given or the run's own value."""
     capsys.readouterr()
     assert evaluate.main([f"checkpoint={trained}", "env.kwargs.vocab_size=512"]) == 2
-    one_error_line(capsys, "size mismatch for embed.weight")  # was torch's bare "Error(s) in loading state_dict"
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: env.kwargs.vocab_size=512: the run was trained on vocab_size=256 with") \
+        and "\n" not in err, err
+    assert err.endswith("as the run's env.kwargs.vocab_size=256"), err
 
 
 def test_help_lists_the_keys_as_the_command_line_sets_them(capsys):
