@@ -286,12 +286,14 @@ class ContinualShiftEnv(ScheduleAttributes, TokenStreamEnv):
     `reset(options={"phase": "eval", "task_id": j})` gives a pure task-j episode without moving the schedule,
     from the eval stream (the training episodes do not depend on how many evals came between); `eval_episodes` = 1.
     `info["distance"]` counts the steps back to the last reveal of the key's answer in the lane's stream (L per
-    episode, across episode boundaries): 3K - 1 after an episode's first K trials; before, where the pair was shown
-    in an earlier episode (a new key order per episode: sometimes fewer than 3K steps back), -1 where never. An eval
-    episode continues the training stream: consecutive evals of one task are one chain after the training episodes
-    so far (as the trainer evaluates, on a copy of its memory); a training episode or another task's eval starts a
-    new chain. `max_distance` covers the schedule and one eval episode after it, `distance_bound(train_episodes,
-    eval_in_a_row)` any run (the lanes keep 8 bytes per (task, key) pair of each task shown so far).
+    episode, across episode boundaries): 3K - 1 after an episode's first K trials (in a blended episode of a gradual
+    shift, only where the trial K back was of the same task: else further back, to the pair's last reveal, or -1);
+    before, where the pair was shown in an earlier episode (a new key order per episode: sometimes fewer than 3K
+    steps back), -1 where never. An eval episode continues the training stream: consecutive evals of one task are
+    one chain after the training episodes so far (as the trainer evaluates, on a copy of its memory); a training
+    episode or another task's eval starts a new chain. `max_distance` covers the schedule and one eval episode after
+    it, `distance_bound(train_episodes, eval_in_a_row)` any run (the lanes keep 8 bytes per (task, key) pair of each
+    task shown so far).
     Attributes: `schedule` (task per episode), `schedule_blocks` ((starts, tasks) of its blocks),
     `schedule_length` (its episodes), `episodes_per_task`, `episode_index`, `current_task`.
     A seeded `reset(seed=...)` restarts the stream at the schedule's first episode: seed once, then `reset()`.
