@@ -78,12 +78,14 @@ class SourceAttributes:
 
     @property
     def max_distance(self) -> int:
-        """The largest `info['distance']` the env reports (for accuracy-vs-distance buckets); ContinualShift: within
-        its schedule and an evaluation after it (training past the schedule reaches further: `distance_bound`)."""
+        """A bound on `info['distance']` (for accuracy-vs-distance buckets): no reported distance exceeds it;
+        ContinualShift's within its schedule and an evaluation after it (training past the schedule reaches further:
+        `distance_bound`). Reached only by LongDependency without cross-episode queries (its largest `distances`);
+        across episodes the largest reported is below it (README "What every env has in common")."""
         return self._source.max_distance
 
     def distance_bound(self, train_episodes: int, eval_in_a_row: int = 1) -> int:
-        """The largest `info['distance']` within a lane's first `train_episodes` training episodes and
+        """A bound on `info['distance']` within a lane's first `train_episodes` training episodes and
         `eval_in_a_row` consecutive eval episodes after them (the buckets of a run of that length): `max_distance`
         for envs whose distances stay inside a bounded span; ContinualShift's grow with the stream."""
         return self._source.distance_bound(check_int("train_episodes", train_episodes, 0),
