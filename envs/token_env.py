@@ -1,7 +1,7 @@
 """The two Gymnasium faces of a source: a scalar `gymnasium.Env` and a native `gymnasium.vector.VectorEnv`.
 
 Both generate a whole episode at `reset` (see `envs.stream`) and then step by indexing precomputed arrays: the
-scalar env keeps Python lists (cheapest per step through `gymnasium.make`), the vector env time-major arrays
+scalar env keeps Python lists (cheapest per step through `gymnasium.make`), the vector env lane-major arrays
 of shape (B, L + 1) whose columns are copied into fresh `info` arrays each step.
 
 The stream is open loop: observations never depend on the actions; actions only earn rewards.
