@@ -118,9 +118,9 @@ class StreamSource(abc.ABC):
 
 def eval_stream(rng: np.random.Generator) -> np.random.Generator:
     """The generator of a lane's eval episodes, derived from its training generator when that is seeded: the
-    bit generator jumped 2^127 draws ahead (PCG64, Gymnasium's), so the two streams never overlap, and the
-    training generator is left as it was. Eval episodes drawn from the training generator made every later
-    training episode depend on how often the agent had been evaluated."""
+    bit generator jumped (phi - 1) x 2^128 (about 1.2 x 2^127) draws ahead (PCG64, Gymnasium's), so the two
+    streams never overlap, and the training generator is left as it was. Eval episodes drawn from the training
+    generator made every later training episode depend on how often the agent had been evaluated."""
     bits = rng.bit_generator
     if hasattr(bits, "jumped"):
         return np.random.Generator(bits.jumped())
