@@ -27,10 +27,12 @@ class EnvFacts:
     env_id: str
     num_tasks: int
     max_distance: int
+    far_edge: int | None = None  # FAR_DISTANCE_ENVS: the farthest bucket an evaluation fills (`farthest_filled_edge`)
 
 
 RUN_KEYS = ("train.episodes", "train.eval_repeats")  # swept with env.kwargs.*: they set a trial's tags and length
 FAR_DISTANCE_ENVS = ("LongDependency",)  # envs ranked by the accuracy of their farthest distance bucket
+FAR_SHARE = 0.02  # ... that holds at least this share of an evaluation's scored steps (a tail bucket is too noisy)
 DELAY_ENVS = ("NeedleRecall",)  # envs whose eval episodes fill recall/accuracy_delay<k>
 
 
@@ -50,10 +52,11 @@ def reported_metrics(facts: EnvFacts) -> list[str]:
 
 def default_metric(corners: list[EnvFacts]) -> str:
     """ContinualShift: cl/ACC; NeedleRecall: eval/accuracy (its evaluations are recall episodes on fresh
-    facts); LongDependency: the accuracy of the farthest distance bucket that every corner of the sweep reports."""
+    facts); LongDependency: the accuracy of the farthest distance bucket that every corner of the sweep fills
+    (`far_edge`; the last bucket of `max_distance` where it is not known)."""
     family = corners[0].env_id.split("-")[0]
     if family in FAR_DISTANCE_ENVS:
-        return f"recall/accuracy_d{min(int(distance_buckets(f.max_distance)[-1]) for f in corners)}"
+        return f"recall/accuracy_d{min(f.far_edge or int(distance_buckets(f.max_distance)[-1]) for f in corners)}"
     if family in DELAY_ENVS:
         return "eval/accuracy"
     return "cl/ACC"
@@ -87,11 +90,44 @@ def env_facts(cfg) -> tuple[EnvFacts, int]:
             episodes = schedule[2]
         if episodes is None:
             raise ConfigError(f"train.episodes is not set for {cfg.env.id}; set train.episodes=<n>")
-        last_edge = int(run_distance_buckets(venv, episodes, cfg.train.eval_repeats)[-1])  # the trainer's buckets
-        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), last_edge)
+        edges = run_distance_buckets(venv, episodes, cfg.train.eval_repeats)  # the trainer's buckets
+        far = None
+        if cfg.env.id.split("-")[0] in FAR_DISTANCE_ENVS:
+            far = farthest_filled_edge(cfg.env.id, dict(cfg.env.kwargs), edges, int(cfg.train.eval_repeats))
+        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far)
     finally:
         venv.close()
     return facts, int(episodes)
+
+
+def farthest_filled_edge(env_id: str, kwargs: dict, edges, eval_repeats: int, steps: int = 2**21) -> int:
+    """The farthest of `edges` whose distance bucket holds at least FAR_SHARE of the scored steps of an evaluation
+    (`eval_repeats` x eval_episodes episodes in a row, as the trainer evaluates; up to 256 lanes, ~`steps` steps).
+    The bound that sets the last edge can lie far out in a thin tail: LongDependency's cross-episode queries reach
+    up to (gap + 1) x episode_length, but by default only 0.7% of the scored steps fall beyond 2048."""
+    import numpy as np
+
+    from agents.episodes import make_vector_env
+
+    probe = make_vector_env(env_id, 1, kwargs)
+    episodes, length = int(probe.eval_episodes) * eval_repeats, int(probe.episode_length)
+    probe.close()
+    venv = make_vector_env(env_id, max(1, min(256, steps // (episodes * (length + 1)))), kwargs)
+    try:
+        found = []
+        for e in range(episodes):
+            _, info = venv.reset(seed=0 if e == 0 else None, options={"phase": "eval", "task_id": 0})
+            ahead = venv.upcoming(length)[1]
+            for got in (info, ahead):
+                scored, distance = np.asarray(got["scored"], bool), np.asarray(got["distance"])
+                found.append(distance[scored & (distance >= 0)])
+    finally:
+        venv.close()
+    distances = np.concatenate(found)
+    if not distances.size:
+        return int(edges[-1])
+    shares = np.bincount(np.searchsorted(edges, distances), minlength=len(edges))[:len(edges)] / distances.size
+    return int(edges[np.flatnonzero(shares >= FAR_SHARE)[-1]]) if (shares >= FAR_SHARE).any() else int(edges[-1])
 
 
 def sweep_corners(search_space: dict[str, dict[str, list]]) -> list[dict]:

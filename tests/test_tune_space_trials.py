@@ -105,6 +105,26 @@ def test_default_metric_by_env():
     # a sweep over distances: the farthest bucket that every trial reports
     assert default_metric([EnvFacts("LongDependency-v0", 1, 1000), EnvFacts("LongDependency-v0", 1, 60)]) == \
         "recall/accuracy_d64"
+    # where an evaluation's distances are known, the farthest bucket they fill
+    assert default_metric([EnvFacts("LongDependency-v0", 1, 4096, 2048), EnvFacts("LongDependency-v0", 1, 4096,
+                                                                                   1024)]) == "recall/accuracy_d1024"
+
+
+def test_the_long_dependency_default_metric_is_the_farthest_bucket_its_evaluations_fill():
+    """Cross-episode queries reach up to (gap + 1) x episode_length = 2560 steps, so the buckets run to 4096, but
+    only ~0.7% of an evaluation's scored steps lie beyond 2048: the default metric was recall/accuracy_d4096, a
+    handful of queries per evaluation. Now it is the farthest bucket holding >= 2% of them."""
+    crossing, _ = env_facts(load_config(["env=LongDependency-v0", "env.kwargs.cross_episode_queries=4"]))
+    assert (crossing.max_distance, crossing.far_edge) == (4096, 2048)
+    assert default_metric([crossing]) == "recall/accuracy_d2048"
+    # in-episode queries only: every distance is drawn as often, the largest (1024) in 1 of 11
+    plain, _ = env_facts(load_config(["env=LongDependency-v0"]))
+    assert (plain.max_distance, plain.far_edge) == (1024, 1024)
+    # one distance beyond the rest: drawn in 1 of 21 queries its bucket counts, in 1 of 101 (under 2%) it does not
+    few, _ = env_facts(load_config(["env=LongDependency-v0", f"env.kwargs.distances={list(range(1, 21)) + [200]}"]))
+    assert (few.max_distance, few.far_edge) == (256, 256)
+    many, _ = env_facts(load_config(["env=LongDependency-v0", f"env.kwargs.distances={list(range(1, 101)) + [200]}"]))
+    assert (many.max_distance, many.far_edge) == (256, 128)
 
 
 def test_metrics_the_env_does_not_report_are_rejected():
