@@ -93,41 +93,37 @@ def env_facts(cfg) -> tuple[EnvFacts, int]:
         edges = run_distance_buckets(venv, episodes, cfg.train.eval_repeats)  # the trainer's buckets
         far = None
         if cfg.env.id.split("-")[0] in FAR_DISTANCE_ENVS:
-            far = farthest_filled_edge(cfg.env.id, dict(cfg.env.kwargs), edges, int(cfg.train.eval_repeats))
+            far = farthest_filled_edge(cfg.env.id, dict(cfg.env.kwargs), edges,
+                                       int(venv.eval_episodes) * int(cfg.train.eval_repeats), int(venv.episode_length))
         facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far)
     finally:
         venv.close()
     return facts, int(episodes)
 
 
-def farthest_filled_edge(env_id: str, kwargs: dict, edges, eval_repeats: int, steps: int = 2**21) -> int:
+def farthest_filled_edge(env_id: str, kwargs: dict, edges, episodes: int, length: int, steps: int = 2**21) -> int:
     """The farthest of `edges` whose distance bucket holds at least FAR_SHARE of the scored steps of an evaluation
-    (`eval_repeats` x eval_episodes episodes in a row, as the trainer evaluates; up to 256 lanes, ~`steps` steps).
-    The bound that sets the last edge can lie far out in a thin tail: LongDependency's cross-episode queries reach
-    up to (gap + 1) x episode_length, but by default only 0.7% of the scored steps fall beyond 2048."""
+    (`episodes` eval episodes of `length` steps in a row, as the trainer evaluates; up to 256 lanes, ~`steps`
+    steps). The bound that sets the last edge can lie far out in a thin tail: LongDependency's cross-episode queries
+    reach up to (gap + 1) x episode_length, but by default only 0.7% of the scored steps fall beyond 2048."""
     import numpy as np
 
+    from agents.cl_metrics import AccuracyByKey
     from agents.episodes import make_vector_env
 
-    probe = make_vector_env(env_id, 1, kwargs)
-    episodes, length = int(probe.eval_episodes) * eval_repeats, int(probe.episode_length)
-    probe.close()
+    buckets = AccuracyByKey(edges)  # the trainer's own bucketing
     venv = make_vector_env(env_id, max(1, min(256, steps // (episodes * (length + 1)))), kwargs)
     try:
-        found = []
         for e in range(episodes):
             _, info = venv.reset(seed=0 if e == 0 else None, options={"phase": "eval", "task_id": 0})
-            ahead = venv.upcoming(length)[1]
-            for got in (info, ahead):
-                scored, distance = np.asarray(got["scored"], bool), np.asarray(got["distance"])
-                found.append(distance[scored & (distance >= 0)])
+            for got in (info, venv.upcoming(length)[1]):  # the first step's, then the rest of the episode's
+                scored = np.asarray(got["scored"], bool)
+                buckets.update(np.asarray(got["distance"])[scored], np.zeros(int(scored.sum()), bool))
     finally:
         venv.close()
-    distances = np.concatenate(found)
-    if not distances.size:
-        return int(edges[-1])
-    shares = np.bincount(np.searchsorted(edges, distances), minlength=len(edges))[:len(edges)] / distances.size
-    return int(edges[np.flatnonzero(shares >= FAR_SHARE)[-1]]) if (shares >= FAR_SHARE).any() else int(edges[-1])
+    totals = np.array([total for _, total in buckets.counts().values()])  # (K,)
+    filled = np.flatnonzero(totals >= FAR_SHARE * max(totals.sum(), 1))
+    return int(edges[filled[-1]]) if filled.size else int(edges[-1])
 
 
 def sweep_corners(search_space: dict[str, dict[str, list]]) -> list[dict]:
