@@ -123,7 +123,8 @@ class MemNet(StorePath, AgentModel):
     def forward(self, tokens: Tensor, state: dict, writes: Tensor | None = None,
                 meta: dict | None = None, read_at: Tensor | None = None) -> tuple[Tensor, dict, dict]:
         """tokens (B, T) long; writes (B, T) bool (None = no writes); meta: field -> (B, T) int (episode,
-        position, step, task) recorded with store entries; read_at (T',) long: the positions whose outputs are
+        position, task) recorded with store entries (not step, token or prev: MemNet records those itself);
+        read_at (T',) long: the positions whose outputs are
         needed (`check_read_at`; None = all). Returns logits (B, T', V) at those positions, the new state and
         aux: aux["losses"]: weighted regularisers (only when grad is enabled), aux["metrics"]: read/write infos,
         store ids (B, T', k), memory_share (B, T'), hidden (B, T, D), all detached; for chunk calls (T > 1; with
