@@ -93,7 +93,8 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
         return 0
 
     def no_weight_decay(self) -> set[str]:
-        """Names of the parameters that train.weight_decay leaves alone: biases and norm gains (1-d, as in GPT-2
+        """Names of the parameters that train.weight_decay leaves alone: every 1-d one (biases, norm gains,
+        per-head scalars such as the store attention's recency slopes; as in GPT-2
         training); subclasses add parameters that must keep part of their values."""
         return {name for name, p in self.named_parameters() if p.dim() < 2}
 
