@@ -240,9 +240,12 @@ class MemNet(StorePath, AgentModel):
             self._memory_objects(batch_size)
 
     def no_weight_decay(self) -> set[str]:
-        """Also W_k and W_q of the store attention when their context columns are fixed (memory.context_fixed): a
-        zero gradient keeps those columns, weight decay would shrink them."""
+        """Also the gated fusion's gate biases (one row per source: biases, though 2-d; they were decayed), and W_k and
+        W_q of the store attention when their context columns are fixed (memory.context_fixed): a zero gradient keeps
+        those columns, weight decay would shrink them."""
         names = super().no_weight_decay()
+        if self.fusion is not None and self.fusion.strategy == "gated":
+            names.add("fusion.gate_b")
         m = self.cfg.memory
         if m.store and m.context_decay > 0 and m.context_fixed:
             names |= {"store_attn.k_proj.weight", "store_attn.q_proj.weight"}

@@ -226,8 +226,9 @@ def test_memory_dim_must_match_model_dim_and_agent_names_are_checked():
 
 @pytest.mark.parametrize("agent,context", [("memnet", 0.9), ("memnet", 0.0), ("transformer", 0.0), ("gru", 0.0)])
 def test_weight_decay_skips_biases_norms_and_fixed_context_columns(agent, context):
-    """train.weight_decay = 0: one group, no decay (the layout of older checkpoints). > 0: every 1-d parameter and,
-    with a fixed context block, the store attention's W_k / W_q go to a group without decay; the rest decays."""
+    """train.weight_decay = 0: one group, no decay (the layout of older checkpoints). > 0: every 1-d parameter, the
+    gated fusion's gate biases and, with a fixed context block, the store attention's W_k / W_q go to a group without
+    decay; the rest decays."""
     cfg = ModelConfig(vocab_size=16, dim=16, heads=2, window=4, memory=MemoryConfig(
         dim=16, slots=4, read_heads=2, top_k=2, bottleneck=4, attn_heads=2, context_decay=context))
     model = build_model(agent, cfg)
@@ -237,6 +238,8 @@ def test_weight_decay_skips_biases_norms_and_fixed_context_columns(agent, contex
     decayed, kept = model.optimizer_groups(0.1)
     assert decayed["weight_decay"] == 0.1 and kept["weight_decay"] == 0.0
     fixed = {"store_attn.k_proj.weight", "store_attn.q_proj.weight"} if context else set()
+    if agent == "memnet":  # the gated fusion's per-source gate biases (R, D) are biases too
+        fixed |= {"fusion.gate_b"}
     one_d = {n for n, p in model.named_parameters() if p.dim() < 2}
     assert {names[id(p)] for p in kept["params"]} == one_d | fixed
     assert {names[id(p)] for p in decayed["params"]} == set(names.values()) - one_d - fixed
