@@ -89,3 +89,25 @@ def test_reinforce_loss_on_hand_made_values():
     assert loss.item() == pytest.approx(0.75 * log2 - 0.1 * log2)
     assert baseline == pytest.approx(0.9 * 0.25 + 0.1 * 1.0)
     assert supervised_loss(logits, chunk).item() == pytest.approx(log2)  # target 0 at even odds
+
+
+def test_reinforce_learns_the_same_whatever_the_answers(tmp_path):
+    """The answers (`info["target"]`) never reach reinforce's update: with every chunk's targets replaced by other
+    tokens before the learner sees them, two episodes end in bitwise the same weights and baseline."""
+    runs = []
+    for garble in (False, True):
+        tr = trainer(tmp_path / str(garble), "train.entropy_coef=0.01")
+        learner = tr._learn
+
+        def learn(chunk, logits, aux, learner=learner, garble=garble):
+            if garble:  # its own generator: the policy's samples must draw from the same global stream
+                other = torch.randint(0, 7, chunk.targets.shape, generator=torch.Generator().manual_seed(1))
+                chunk = Chunk(**{**chunk.__dict__, "targets": other})
+            return learner(chunk, logits, aux)
+
+        tr._learn = learn
+        tr.train_episode()
+        tr.train_episode()
+        runs.append(({k: v.clone() for k, v in tr.model.state_dict().items()}, tr.reward_baseline))
+    (w0, b0), (w1, b1) = runs
+    assert b0 == b1 and all(torch.equal(w0[k], w1[k]) for k in w0)
