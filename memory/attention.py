@@ -147,11 +147,16 @@ class MemoryAttention(nn.Module):
             logits = logits - self._recency_bias(context_age.expand(B, T, S)).to(logits.dtype)
         logits = logits.masked_fill(~attn_mask, -torch.inf)
         gate_logit = self.gate(x)  # (B, T, H)
+        gate = torch.sigmoid(gate_logit)
         if mem_k is not None:
             self._check_memory(x, mem_k, mem_v, mem_mask, mem_inputs)
             mem_logits = (torch.einsum("bhtk,btmk->bhtm", q_in, mem_k.to(q.dtype)) if mem_inputs
                           else torch.einsum("bhtd,btmhd->bhtm", q, mem_k)) * scale  # (B, H, T, M)
-            mem_logits = mem_logits + F.logsigmoid(gate_logit).transpose(1, 2)[..., None]
+            # log g, and -inf where g = sigmoid(gate logit) is 0 in the working dtype (float32 below ~-104, float16
+            # below ~-17): logsigmoid stays finite there, and a memory logit that large still won weight while
+            # info["gate"] said 0
+            log_gate = F.logsigmoid(gate_logit).masked_fill(gate == 0, -torch.inf)
+            mem_logits = mem_logits + log_gate.transpose(1, 2)[..., None]
             if mem_age is not None:
                 mem_logits = mem_logits - self._recency_bias(mem_age).to(mem_logits.dtype)
             if mem_mask is not None:
@@ -176,7 +181,7 @@ class MemoryAttention(nn.Module):
             out = folded if out is None else out + folded
         share = mem_p.sum(-1).mean(1) if mem_k is not None else x.new_zeros(B, T)  # (B, T)
         out = self.out_proj(out.transpose(1, 2).flatten(2))  # (B, T, D)
-        info = {"memory_share": share, "gate": torch.sigmoid(gate_logit)}
+        info = {"memory_share": share, "gate": gate}
         if return_probs:
             mix = torch.softmax(self.head_mix.float(), -1)[None, :, None, None]  # (1, H, 1, 1)
             info["probs"] = (probs * mix.to(probs.dtype)).sum(1)  # (B, T, S(+M))
