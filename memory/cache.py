@@ -13,9 +13,9 @@ New entries enter the highest tier with capacity. A full tier demotes its lowest
 tier down; the last tier keeps the highest-priority of its entries and those arriving, and evicts the rest
 (an arrival, even one just put, can be evicted at once). More entries than the next tier holds: it keeps the
 highest-priority of them, the rest continue down with its own entries (`TierMoves`). Priority by `policy`:
-"lru" = last access, "fifo" = insertion order, "importance" = the caller's importance at `put`, or the
-entry's access count when none was given (ties: the older goes first). A put enters by id, under
-"importance" least important first, so its most important entries end on top. `get_batch` promotes a warm
+"lru" = last access (one time per `get_batch` call), "fifo" = insertion order, "importance" = the caller's
+importance at `put`, or the entry's access count when none was given (ties: the older goes first). A put enters
+by id, under "importance" least important first, so its most important entries end on top. `get_batch` promotes a warm
 or cold entry to the top tier once it has been read `promote_after` times (0 turns automatic promotion off);
 `manage_tiers()` re-places everything at once: the highest-priority entries hot, the next warm, the rest cold.
 
@@ -180,9 +180,11 @@ class TieredKVCache(CachePersistence, TierMoves):
         flat = ids.reshape(-1)
         _, found, tier, slot = self._lookup(flat)
         n = len(flat)
+        stamp = self._clock  # one access time for the whole call: lru ties among its reads go to the older entry
+        self._clock += 1
         if n and (tier == self._top).all():  # common case: one gather, no masking
             keys, values = self._store.read(self._top, slot)
-            self._touch(self._top, slot)
+            self._touch(self._top, slot, stamp)
         else:
             keys = np.zeros((n, self.heads, self.key_dim), dtype=np.float32)
             values = np.zeros((n, self.heads, self.head_dim), dtype=np.float32)
@@ -190,7 +192,7 @@ class TieredKVCache(CachePersistence, TierMoves):
                 sel = tier == t
                 if sel.any():
                     keys[sel], values[sel] = self._store.read(t, slot[sel])
-                    self._touch(t, slot[sel])
+                    self._touch(t, slot[sel], stamp)
         hits = int(np.count_nonzero(found))
         self._counters["hits"] += hits
         self._counters["misses"] += int(np.count_nonzero(flat >= 0)) - hits
@@ -200,11 +202,13 @@ class TieredKVCache(CachePersistence, TierMoves):
         return (torch.from_numpy(keys.reshape(out[:-1] + (self.key_dim,))), torch.from_numpy(values.reshape(out)),
                 torch.from_numpy(found.reshape(ids.shape)))
 
-    def _touch(self, t: int, slots: np.ndarray) -> None:
-        """One access per entry and call (an id repeated within one batch counts once); no sort needed."""
+    def _touch(self, t: int, slots: np.ndarray, stamp: int) -> None:
+        """One access per entry and call (an id repeated within one batch counts once). The entries one call reads
+        share its stamp, as a store search's hits do: stamps in batch order (tier by tier where the call spanned
+        tiers) made lru demote an entry read first in a call, the best-ranked memory of a retrieval, before an older
+        entry read later in the same call."""
         book = self._books[t]
-        book.stamp[slots] = self._clock + np.arange(len(slots))
-        self._clock += len(slots)
+        book.stamp[slots] = stamp
         book.count[slots] += 1
 
     def _auto_promote(self, tier: np.ndarray, slot: np.ndarray) -> None:

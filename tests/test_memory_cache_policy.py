@@ -54,6 +54,25 @@ def test_lru_last_tier_evicts_the_least_recently_used_of_residents_and_arrivals(
     np.testing.assert_array_equal(fifo.put([3], keys[3:], values[3:]), [0])
 
 
+def test_lru_reads_of_one_call_share_their_access_time():
+    """The entries one get_batch reads were used at the same time, so lru demotes the older of them first
+    (README: ties go to the older), whatever their order in the batch or their tiers. Before, stamps followed the
+    batch order (tier by tier where it spanned tiers): the entry read first, e.g. a query's best match, went first."""
+    keys, values = kv(4, outliers=False)
+    for batch in ([0, 1], [1, 0]):
+        cache = TieredKVCache(H, d, hot=2, warm=2, cold=0, policy="lru", promote_after=0, quantize=False)
+        put_one_by_one(cache, keys[:2], values[:2])
+        cache.get_batch(np.array(batch))
+        cache.put([2], keys[2:3], values[2:3])
+        np.testing.assert_array_equal(cache.tier_of(np.arange(3)), [1, 0, 0])  # 0, the older, was demoted
+    # a call spanning tiers: 1 hot and 0 warm read together; 0 (older) leaves the warm tier first
+    cache = TieredKVCache(H, d, hot=1, warm=2, cold=1, policy="lru", promote_after=0, quantize=False)
+    put_one_by_one(cache, keys[:3], values[:3])  # 0, 1 warm, 2 hot
+    cache.get_batch(np.array([2, 1, 0]))
+    cache.put([3], keys[3:], values[3:])  # 2 sinks into the full warm tier: 0 and 1 were read together, 0 goes
+    np.testing.assert_array_equal(cache.tier_of(np.arange(4)), [2, 1, 1, 0])
+
+
 def stream(cache, keys, values, step):
     for s in range(0, len(keys), step):
         cache.put(np.arange(s, s + step), keys[s:s + step], values[s:s + step])
