@@ -48,8 +48,8 @@ def check_settings(dim, value_dim, capacity, lanes, scope, index, eviction, thre
     number = isinstance(importance_halflife, (int, float, np.integer, np.floating)) and not isinstance(
         importance_halflife, bool)  # a bool is an int to python, not a half-life
     if importance_halflife is not None and not (number and 0 < importance_halflife < float("inf")):
-        raise ValueError(f"FaissStore: importance_halflife={importance_halflife!r}: must be a number > 0 (adds), "
-                         "or None (no decay)")
+        raise ValueError(f"FaissStore: importance_halflife={importance_halflife!r}: must be a finite number > 0 "
+                         "(adds), or None (no decay)")
     if precision not in STORE_PRECISIONS:
         raise ValueError(f"FaissStore: precision={precision!r}: choose one of {STORE_PRECISIONS}")
     if metric not in STORE_METRICS:

@@ -80,6 +80,8 @@ def test_the_half_life_is_a_run_config_key_saved_with_the_store():
     for bad in (0, -2.0, float("inf"), "10"):
         with pytest.raises(ValueError, match="importance_halflife"):
             FaissStore(8, 1, capacity=4, importance_halflife=bad)
+    with pytest.raises(ValueError, match=r"importance_halflife=inf: must be a finite number > 0"):  # inf is > 0
+        FaissStore(8, 1, capacity=4, importance_halflife=float("inf"))
 
 
 def test_a_store_saved_with_a_half_life_loads_with_it(tmp_path):
