@@ -87,7 +87,9 @@ class StoreSearch:
 
     def search(self, queries, k: int, with_values: bool = False) -> SearchResult | SearchHits:
         """queries (B, Q, D) -> SearchResult(scores (B, Q, k), ids (B, Q, k)); with_values=True adds values and
-        meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access."""
+        meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access.
+        Exactly equal scores come in no promised order (the top-k's): callers needing one order ties themselves
+        (memory.retrieval.rank)."""
         q = checked_array(queries, "queries", np.float32)
         if q.ndim != 3 or q.shape[-1] != self.dim:
             raise ValueError(f"FaissStore.search: queries must be (B, Q, {self.dim}), got {tuple(q.shape)}")
