@@ -8,6 +8,7 @@ its slow imports: in about 1 s, where the line came after ~5 s of loading them.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -97,7 +98,8 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
     if len(changes) < len(others):
         raise ConfigError(f"resume= continues a run with the config saved in its checkpoint; drop the other overrides "
                           f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
-    checkpoint = resolved(resume)
+    checkpoint = resolved(os.path.expanduser(resume))  # ~ as config= and agents.evaluate's checkpoint= (a quoted
+    # or sh/zsh resume=~/run was '<cwd>/~/run': no checkpoint)
     run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
     # a run folder (no stray lock file elsewhere), one still before its first checkpoint too: a resume= of a run
     # starting or in its first episodes said it "stopped before its first one"
