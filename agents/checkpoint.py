@@ -170,13 +170,25 @@ def check_own_run(saved_config: dict, run_dir: Path, path: str | Path, purpose: 
         return
     # sections only one side has are not compared either: an emptied config.yaml was "another run's checkpoint"
     # (seed=0 against seed=None), while a damaged one resumed
-    ours, theirs = (flatten_config({k: c[k] for k in RUN_SECTIONS if k in c}) for c in (saved_config, folder))
+    ours, theirs = (_options_apart(flatten_config({k: c[k] for k in RUN_SECTIONS if k in c}))
+                    for c in (saved_config, folder))
     differ = [k for k in ours if k in theirs and k not in RESUME_KEYS and ours[k] != theirs[k]]
     if differ:
         k = differ[0]
         raise CheckpointError(f"checkpoint {str(path)!r} is not this run folder's: it has {k}={ours[k]!r}, the "
                               f"folder's config.yaml {k}={theirs[k]!r} (another run's checkpoint, or an edited one); "
                               f"{KEY_OF[check_purpose(purpose)]} takes a run folder with its own checkpoint")
+
+
+def _options_apart(flat: dict) -> dict:
+    """`flatten_config`'s output with env.kwargs as one key per option: another run's checkpoint of other env options
+    was named by both whole option dicts (two lines' worth of options, the differing one somewhere inside)."""
+    kwargs = flat.pop("env.kwargs", None)
+    if isinstance(kwargs, dict):
+        flat |= {f"env.kwargs.{k}": v for k, v in kwargs.items()}
+    elif kwargs is not None:
+        flat["env.kwargs"] = kwargs
+    return flat
 
 
 def _with_that_version(path: str | Path, purpose: str) -> str:

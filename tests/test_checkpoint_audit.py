@@ -23,3 +23,25 @@ def test_resume_takes_a_home_folder_path(finished, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "this run is finished: it trained all its 0 episodes" in out, out
     assert f"run folder: {finished}" in out
+
+
+def test_another_runs_checkpoint_names_the_env_option_that_differs(tmp_path):
+    """A checkpoint of other env options in a run folder named both whole env.kwargs dicts (~600 characters, the
+    differing option somewhere inside); the line names that option and its two values."""
+    import yaml
+
+    from agents.checkpoint import CheckpointError, check_own_run
+
+    folder = {"env": {"id": "ContinualShift-v0", "kwargs": {"num_tasks": 2, "episodes_per_task": 3, "world_seed": 0}},
+              "agent": {"name": "memnet"}, "seed": 0}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(folder))
+    saved = {**folder, "env": {"id": "ContinualShift-v0",
+                               "kwargs": {"num_tasks": 2, "episodes_per_task": 1, "world_seed": 0}}}
+    with pytest.raises(CheckpointError) as err:
+        check_own_run(saved, tmp_path, tmp_path / "checkpoints" / "last.pt", "resume")
+    assert "it has env.kwargs.episodes_per_task=1, the folder's config.yaml env.kwargs.episodes_per_task=3 " \
+           "(another run's checkpoint" in str(err.value), str(err.value)
+    check_own_run(folder, tmp_path, tmp_path / "checkpoints" / "last.pt", "resume")  # its own: no error
+    # an option only one side has (added by a later memstream) is not compared, as any other key
+    check_own_run({**folder, "env": {"id": "ContinualShift-v0", "kwargs": {"num_tasks": 2, "episodes_per_task": 3}}},
+                  tmp_path, tmp_path / "checkpoints" / "last.pt", "resume")
