@@ -62,6 +62,9 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
     if file.is_file():
         return file
     odd = misplaced(given, file)
+    if odd is not None and odd == given and not odd.is_dir():  # named so (/dev/null): no run's file to move away
+        raise CheckpointError(f"{str(odd)!r} is not a regular file (a device, pipe or socket); point {key} at a run "
+                              "folder or its checkpoints/last.pt")
     if odd is not None:  # a folder at checkpoints/last.pt (or a file at checkpoints/) was "has no checkpoint"
         kind = "a file, not the folder of the run's checkpoints" if odd.name == "checkpoints" else \
             "a folder, not a checkpoint file" if odd.is_dir() else "not a regular file (a device, pipe or socket)"
@@ -83,10 +86,11 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
 
 
 def misplaced(given: Path, file: Path) -> Path | None:
-    """What stands where a checkpoint should be, not being one: `given` itself, a folder named *.pt; the run's
-    checkpoints/last.pt, a folder (or a pipe); or its checkpoints/, a file. None if nothing does."""
+    """What stands where a checkpoint should be, not being one: `given` itself, a folder named *.pt or a pipe,
+    device or socket (`checkpoint=/dev/null` was "no checkpoint at '/dev/null'"); the run's checkpoints/last.pt, a
+    folder (or a pipe); or its checkpoints/, a file. None if nothing does."""
     if not given.is_dir():
-        return None
+        return given if given.exists() and not given.is_file() else None
     if given.suffix == ".pt":
         return given
     if file.exists() and not file.is_file():

@@ -45,3 +45,21 @@ def test_another_runs_checkpoint_names_the_env_option_that_differs(tmp_path):
     # an option only one side has (added by a later memstream) is not compared, as any other key
     check_own_run({**folder, "env": {"id": "ContinualShift-v0", "kwargs": {"num_tasks": 2, "episodes_per_task": 3}}},
                   tmp_path, tmp_path / "checkpoints" / "last.pt", "resume")
+
+
+@pytest.mark.parametrize("purpose, key", [("resume", "resume="), ("evaluate", "checkpoint=")])
+def test_a_pipe_named_as_the_checkpoint_file_is_named_so(tmp_path, purpose, key):
+    """A pipe (or /dev/null) given as the checkpoint file was "no checkpoint at '<it>'", a path that exists; the
+    line says what it is (a pipe at a run folder's checkpoints/last.pt, met through the folder, says to move it)."""
+    import os
+
+    from agents.checkpoint import CheckpointError, load_checkpoint
+
+    pipe = tmp_path / "checkpoints" / "last.pt"
+    pipe.parent.mkdir()
+    os.mkfifo(pipe)
+    for given in (pipe, "/dev/null"):
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(given, purpose)
+        assert str(err.value) == (f"{str(given)!r} is not a regular file (a device, pipe or socket); point {key} at "
+                                  "a run folder or its checkpoints/last.pt")
