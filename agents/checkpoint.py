@@ -163,21 +163,27 @@ def check_own_run(saved_config: dict, run_dir: Path, path: str | Path, purpose: 
     run's last.pt copied in was resumed as if it were this run, and its config.yaml, metrics.json and plots then
     replaced this run's. Keys only one side has (added by a later memstream) and `RESUME_KEYS` are not compared;
     a folder without a readable config.yaml has nothing to compare."""
-    from agents.config import flatten_config
-
     folder = folder_config(run_dir)
     if folder is None:  # absent, damaged or unresolvable: the checkpoint's config is all there is (it is rewritten)
         return
-    # sections only one side has are not compared either: an emptied config.yaml was "another run's checkpoint"
-    # (seed=0 against seed=None), while a damaged one resumed
-    ours, theirs = (_options_apart(flatten_config({k: c[k] for k in RUN_SECTIONS if k in c}))
-                    for c in (saved_config, folder))
-    differ = [k for k in ours if k in theirs and k not in RESUME_KEYS and ours[k] != theirs[k]]
-    if differ:
-        k = differ[0]
-        raise CheckpointError(f"checkpoint {str(path)!r} is not this run folder's: it has {k}={ours[k]!r}, the "
-                              f"folder's config.yaml {k}={theirs[k]!r} (another run's checkpoint, or an edited one); "
+    differ = config_difference(saved_config, folder)
+    if differ is not None:
+        k, ours, theirs = differ
+        raise CheckpointError(f"checkpoint {str(path)!r} is not this run folder's: it has {k}={ours!r}, the "
+                              f"folder's config.yaml {k}={theirs!r} (another run's checkpoint, or an edited one); "
                               f"{KEY_OF[check_purpose(purpose)]} takes a run folder with its own checkpoint")
+
+
+def config_difference(config: dict, folder: dict) -> tuple[str, object, object] | None:
+    """(key, value in `config`, value in `folder`) of the first run setting (`RUN_SECTIONS`) where two run configs
+    differ, or None: the same run. Keys only one side has (added by a later memstream) and `RESUME_KEYS` are not
+    compared; nor are sections only one side has: an emptied config.yaml was "another run's checkpoint" (seed=0
+    against seed=None), while a damaged one resumed."""
+    from agents.config import flatten_config
+
+    ours, theirs = (_options_apart(flatten_config({k: c[k] for k in RUN_SECTIONS if k in c})) for c in (config, folder))
+    differ = [k for k in ours if k in theirs and k not in RESUME_KEYS and ours[k] != theirs[k]]
+    return (differ[0], ours[differ[0]], theirs[differ[0]]) if differ else None
 
 
 def _options_apart(flat: dict) -> dict:

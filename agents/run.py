@@ -29,7 +29,13 @@ from pathlib import Path  # noqa: E402
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from agents.checkpoint import RUN_SECTIONS, CheckpointError, folder_config, how_to_continue  # noqa: E402
+from agents.checkpoint import (  # noqa: E402
+    RUN_SECTIONS,
+    CheckpointError,
+    config_difference,
+    folder_config,
+    how_to_continue,
+)
 from agents.cli_args import inert_note, override_key  # noqa: E402
 from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
@@ -180,6 +186,19 @@ def _file_failure(exc: OSError, run_dir: Path) -> str:
         f"writable), then {then}"
 
 
+def check_rerun(cfg, run_dir: Path) -> None:
+    """A fresh run in a folder holding a finished run's report but no checkpoint may only be that run again (the
+    restart `resume=` names, `config=<run>/config.yaml run_dir=<run>`: the same numbers); another run's there wrote
+    its metrics.json, config.yaml and plots over the finished run's, and its curves into the same TensorBoard run."""
+    folder = folder_config(run_dir)
+    differ = None if folder is None else config_difference(OmegaConf.to_container(cfg, resolve=True), folder)
+    if folder is None or differ is not None:
+        what = "with no readable config.yaml" if folder is None else \
+            f"of another config (its config.yaml has {differ[0]}={differ[2]!r}, this run {differ[1]!r})"
+        raise ConfigError(f"run_dir={str(run_dir)!r} holds a finished run {what}; a fresh run there would overwrite "
+                          "its metrics.json, config.yaml and plots: choose a new run_dir")
+
+
 def _keeps_sizes(run_dir: Path) -> str:
     return f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller ones)"
 
@@ -220,6 +239,8 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             # first checkpoint has nothing to lose: starting it afresh in its folder is the way to rerun it)
             raise ConfigError(f"run_dir={str(run_dir)!r} already holds a run; continue it with resume={run_dir}, or "
                               "choose a new run_dir (a fresh run there would overwrite its checkpoint and metrics)")
+        if resume_dir is None and (run_dir / "metrics.json").exists():  # a finished run without its checkpoints/
+            check_rerun(cfg, run_dir)  # (removed: the big files) was overwritten by any run given its folder
         if resume_dir is not None:  # (held already where config_for found a run folder)
             locks.hold(run_dir)
         trainer = Trainer(cfg, run_dir)  # first: a config it refuses (device=cuda without CUDA) leaves no folder

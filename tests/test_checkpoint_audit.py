@@ -63,3 +63,26 @@ def test_a_pipe_named_as_the_checkpoint_file_is_named_so(tmp_path, purpose, key)
             load_checkpoint(given, purpose)
         assert str(err.value) == (f"{str(given)!r} is not a regular file (a device, pipe or socket); point {key} at "
                                   "a run folder or its checkpoints/last.pt")
+
+
+def test_a_fresh_run_never_overwrites_a_finished_run_without_its_checkpoint(finished, tmp_path, capsys):
+    """README: run_dir= must not hold a run already. A finished run whose checkpoints/ were removed (the big files)
+    was written over by another run given its folder: another seed's metrics.json and config.yaml replaced its own,
+    and its curves joined the folder's TensorBoard run. The same run again (the restart resume= names) is allowed."""
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    shutil.rmtree(folder / "checkpoints")
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert run.main(tiny("ContinualShift-v0", "memnet", folder, "train.episodes=0", "seed=9")) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: run_dir={str(folder)!r} holds a finished run of another config (its config.yaml has seed=0, this run "
+        "9); a fresh run there would overwrite its metrics.json, config.yaml and plots: choose a new run_dir")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert not (folder / "checkpoints").exists()
+    (folder / "config.yaml").unlink()  # nothing to tell the run by: refused too
+    assert run.main(tiny("ContinualShift-v0", "memnet", folder, "train.episodes=0")) == 2
+    assert "holds a finished run with no readable config.yaml" in capsys.readouterr().err
+    assert (folder / "metrics.json").read_bytes() == before["metrics.json"]
