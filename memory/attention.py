@@ -58,6 +58,8 @@ class MemoryAttention(nn.Module):
     def __init__(self, cfg: MemoryConfig, dropout: float = 0.0, key_in: int | None = None,
                  query_in: int | None = None):
         super().__init__()
+        if cfg.dim % cfg.attn_heads:  # MemoryConfig checks it only where a part attends (not with store=false)
+            raise ValueError(f"memory.attn_heads={cfg.attn_heads}: must divide memory.dim={cfg.dim}")
         self.heads, self.head_dim = cfg.attn_heads, cfg.head_dim
         inner = self.heads * self.head_dim
         self.q_proj = nn.Linear(query_in or cfg.dim, inner, bias=False)

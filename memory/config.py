@@ -158,7 +158,9 @@ class MemoryConfig:
             need(want is not float or math.isfinite(getattr(self, f.name)), f"{f.name}={v!r}: must be a finite number")
         need(self.dim >= 1, f"dim={self.dim}: must be >= 1")
         need(self.slots >= 0, f"slots={self.slots}: must be >= 0 (0 switches the slot bank off)")
-        need(self.read_heads >= 1 and self.dim % self.read_heads == 0,
+        # the heads' widths only where something reads with them (a baseline's model.dim=18 was refused for
+        # memory.read_heads=4 or attn_heads=4, keys with no part to set: `INERT_WHEN`); the parts check again
+        need(self.read_heads >= 1 and (self.slots == 0 or self.dim % self.read_heads == 0),
              f"read_heads={self.read_heads}: must be >= 1 and divide dim={self.dim} (each head reads a D/H slice)")
         need(self.top_k >= 1, f"top_k={self.top_k}: must be >= 1")
         need(self.bottleneck >= 1, f"bottleneck={self.bottleneck}: must be >= 1")
@@ -182,7 +184,7 @@ class MemoryConfig:
              f"store_precision={self.store_precision!r}: choose one of {STORE_PRECISIONS}")
         need(0.0 <= self.store_replace <= 1.0, f"store_replace={self.store_replace}: must lie in [0, 1]")
         need(0.0 <= self.copy < 1.0, f"copy={self.copy}: must lie in [0, 1) (0 switches the copy read-out off)")
-        need(self.attn_heads >= 1 and self.dim % self.attn_heads == 0,
+        need(self.attn_heads >= 1 and (_no_attention(self) is not None or self.dim % self.attn_heads == 0),
              f"attn_heads={self.attn_heads}: must divide dim={self.dim}")
         for name in ("cache_hot", "cache_warm", "cache_cold"):
             need(getattr(self, name) >= 0, f"{name}={getattr(self, name)}: must be >= 0")

@@ -1,0 +1,45 @@
+"""Found by a command-line audit, 2026-12-03: valid command lines that were refused, and bad ones whose line was not
+the entry point's own."""
+
+import json
+
+import pytest
+
+from agents import run
+from agents.config import ConfigError, load_config
+from memory.attention import MemoryAttention
+from memory.config import MemoryConfig
+from tests.test_run import tiny
+
+# a width no memory head count of the defaults (memory.read_heads=4, memory.attn_heads=4) divides; dim // heads even
+ODD_WIDTH = ["model.dim=18", "model.heads=1"]
+
+
+def without_memory_keys(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith("memory.")]
+
+
+@pytest.mark.parametrize("agent", ["transformer", "lstm", "gru"])
+def test_a_baseline_takes_a_width_that_its_unused_memory_heads_do_not_divide(agent, tmp_path, capsys):
+    """`agent=transformer model.dim=18 model.heads=1` was refused with `memory.read_heads=4: must be >= 1 and divide
+    model.dim=18`: a key of the slot bank, which a baseline has none of (its config sets memory.slots=0,
+    memory.store=false, memory.internal=none)."""
+    run_dir = tmp_path / "run"
+    overrides = without_memory_keys(tiny("ContinualShift-v0", agent, run_dir, *ODD_WIDTH))
+    assert run.main(overrides) == 0, capsys.readouterr().err
+    assert json.loads((run_dir / "metrics.json").read_text())["agent"] == agent
+    assert "model:\n  dim: 18\n" in (run_dir / "config.yaml").read_text()
+
+
+def test_memnet_checks_a_head_count_only_where_a_memory_part_reads_with_it(capsys):
+    # no slot bank and no attention: read_heads and attn_heads are inert (as the note for them says)
+    cfg = load_config(["memory.slots=0", "memory.store=false", *ODD_WIDTH])
+    assert (cfg.model.dim, cfg.memory.read_heads, cfg.memory.attn_heads) == (18, 4, 4)
+    with pytest.raises(ConfigError, match=r"^memory.read_heads=4: must be >= 1 and divide model.dim=18 "):
+        load_config(ODD_WIDTH)  # the slot bank reads with 4 heads
+    with pytest.raises(ConfigError, match=r"^memory.attn_heads=4: must divide model.dim=18$"):
+        load_config(["memory.slots=0", *ODD_WIDTH])  # the store's attention does
+    with pytest.raises(ConfigError, match=r"^memory.read_heads=0: must be >= 1 "):
+        load_config(["memory.slots=0", "memory.read_heads=0"])  # an impossible value still is one
+    with pytest.raises(ValueError, match=r"^memory.attn_heads=4: must divide memory.dim=18$"):
+        MemoryAttention(MemoryConfig(dim=18, slots=0, store=False))  # on its own: said (was narrower)
