@@ -75,7 +75,7 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     overrides = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if not sep:
+        if not sep or not key:  # `=x`: was "unknown key ''"
             raise ConfigError(f"argument {arg!r} is not key=value; run python -m agents.benchmark --help")
         if key in KEYS:
             if key in given:  # the first one used to be dropped silently (run-config keys: the last one wins)

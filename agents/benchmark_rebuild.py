@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print(f"error: give one folder, got {len(argv)} arguments; {USAGE}", file=sys.stderr)
         return 2
+    if argv[0].startswith("-") or argv[0].startswith("out=") and not Path(argv[0]).exists():  # were read as a
+        # folder: "--bogus/results.json does not exist"
+        print(f"error: {argv[0]!r} is not an argument of agents.benchmark_report; it takes the folder alone; "
+              f"{USAGE}", file=sys.stderr)
+        return 2
     from agents import benchmark_report as report
     from agents.benchmark_plots import write_plots
     from agents.cli_args import counted

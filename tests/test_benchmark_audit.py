@@ -114,6 +114,10 @@ def test_one_run_and_one_plot_are_counted_in_the_singular(tmp_path, monkeypatch,
                      "agents.benchmark", 2),
     (["{tmp}/cut"], "error: {tmp}/cut/results.json is not JSON (", 2),
     (["{tmp}/other"], "error: {tmp}/other/results.json is not a benchmark's results.json (no runs, suite, command", 2),
+    # an audit, 2026-12-03: both were read as a folder ("--bogus/results.json does not exist")
+    (["--bogus"], "error: '--bogus' is not an argument of agents.benchmark_report; it takes the folder alone;", 2),
+    (["out={tmp}/nope"], "error: 'out={tmp}/nope' is not an argument of agents.benchmark_report; it takes the "
+                         "folder alone;", 2),
 ])
 def test_the_report_entry_point_refuses_a_folder_without_a_benchmark_in_one_line(argv, message, code, tmp_path,
                                                                                  capsys):

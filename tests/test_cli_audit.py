@@ -43,3 +43,12 @@ def test_memnet_checks_a_head_count_only_where_a_memory_part_reads_with_it(capsy
         load_config(["memory.slots=0", "memory.read_heads=0"])  # an impossible value still is one
     with pytest.raises(ValueError, match=r"^memory.attn_heads=4: must divide memory.dim=18$"):
         MemoryAttention(MemoryConfig(dim=18, slots=0, store=False))  # on its own: said (was narrower)
+
+
+@pytest.mark.parametrize("arg", ["=x", "=3"])
+def test_the_benchmark_names_an_item_without_a_key_as_not_key_value(arg, capsys):
+    from agents import benchmark
+
+    assert benchmark.main([arg]) == 2  # was "unknown key ''; benchmark keys: ..."
+    assert capsys.readouterr().err == f"error: argument {arg!r} is not key=value; run python -m agents.benchmark " \
+                                      "--help\n"
