@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import RUN_ONLY, SuiteSpec, bounded, comma_list, load_suite, suite_overrides
-from agents.cli_args import check_given_once, counted, override_key
+from agents.cli_args import check_given_once, counted, override_key, unquoted
 from agents.config import ConfigError, group_options, load_config
 from agents.interrupts import interrupts_held, sigterm_as_interrupt
 from agents.preflight import env_source, model_fits
@@ -80,7 +80,7 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
         if key in KEYS:
             if key in given:  # the first one used to be dropped silently (run-config keys: the last one wins)
                 raise ConfigError(f"{key}= is given twice ({given[key]!r}, {value!r}); give it once")
-            given[key] = value
+            given[key] = unquoted(value) if key in ("out", "suite") else value
         elif key in RUN_ONLY:
             raise ConfigError(f"{key}= is set per run by the benchmark; {RUN_ONLY[key]}")
         elif key == "resume":  # check_out refuses a used out=: a benchmark always starts every run afresh

@@ -141,6 +141,14 @@ def check_value_kind(item: str, key: str, value) -> None:
                           f"give one (`python -m agents.run --help` shows each key's default)")
 
 
+def unquoted(value: str) -> str:
+    """A path value read as the Hydra-parsed keys read theirs: without one pair of enclosing quotes. `runs_root=~/runs`
+    is refused by Hydra's grammar, which asks for `runs_root='~/runs'`; the same quotes on a path read as it is given
+    (resume=, config=, agents.evaluate's checkpoint= and out=, agents.tune's resume=, agents.benchmark's out= and
+    suite=) stayed in the name: `out='/tmp/e.json'` wrote `<run>/'/tmp/e.json'`, a folder named `'` in the run."""
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
 def override_key(item: str) -> str:
     """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
     return item.split("=", 1)[0].lstrip("+~")

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agents.checkpoint_paths import existing_checkpoint, resolved, run_dir_of
-from agents.cli_args import answer_early, check_given_once, check_values_once, find_interpolation, hydra_reason
+from agents.cli_args import (
+    answer_early,
+    check_given_once,
+    check_values_once,
+    find_interpolation,
+    hydra_reason,
+    unquoted,
+)
 from agents.config import ConfigError
 from agents.eval_out import check_out_file
 from memory.config import MAX_THREADS, MEMORY_RUNTIME_KEYS, MemoryConfig
@@ -176,7 +183,8 @@ def parse(argv: list[str]) -> Command:
         return _checked.pop(tuple(argv))
     prefixes = (ENV_PREFIX, MEMORY_PREFIX)
     own = [a for a in argv if "=" in a and not a.startswith(prefixes)]
-    args = {k: os.path.expanduser(v) if k in ("checkpoint", "out") else v for k, v in (a.split("=", 1) for a in own)}
+    args = {k: os.path.expanduser(unquoted(v)) if k in ("checkpoint", "out") else v
+            for k, v in (a.split("=", 1) for a in own)}
     for arg in argv:
         check_argument(arg)
     if "checkpoint" not in args:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from agents.cli_args import answer_early, check_given_once, override_key
+from agents.cli_args import answer_early, check_given_once, override_key, unquoted
 from agents.config import (
     ConfigError,
     absolute_env_paths,
@@ -134,7 +134,7 @@ def with_absolute_paths(cfg):
 def path_arg(overrides: list[str], key: str) -> str | None:
     """The value of resume= / config=: given once and not empty. (Hydra's key=value overrides may repeat, the
     last one wins; these two are read here, where a second value used to be dropped silently.)"""
-    values = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    values = [unquoted(o.split("=", 1)[1]) for o in overrides if o.startswith(f"{key}=")]
     if len(values) > 1:
         raise ConfigError(f"{key}= is given {len(values)} times ({', '.join(map(repr, values))}); give it once")
     if values and not values[0].strip():  # Path("") is the working folder: a checkpoint or file never named
@@ -151,7 +151,7 @@ def help_text(overrides: list[str] | None = None) -> str:
     `config=<saved config.yaml>` and keys): the values that run would use."""
     envs, agents = group_options("env"), group_options("agent")
     overrides = list(overrides or [])
-    saved = next((o.split("=", 1)[1] for o in overrides if o.startswith("config=")), None)
+    saved = path_arg(overrides, "config")
     cfg = (load_config(overrides) if saved is None
            else from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]))
     lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] | resume=<run dir> | "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.cli_args import check_given_once, override_key
+from agents.cli_args import check_given_once, override_key, unquoted
 from agents.config import ConfigError
 from agents.tune_space import SWEEP_PREFIX, _positive_int
 
@@ -36,7 +36,7 @@ def parse_command_line(argv: list[str]) -> CommandLine:
         elif key == "resume":
             if not value.strip():  # Path("") is the working folder, a sweep folder the user never named
                 raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")
-            cli.resume = value
+            cli.resume = unquoted(value)
         elif key.startswith(SWEEP_PREFIX):
             cli.sweep_overrides.append(arg)
         else:

@@ -52,3 +52,35 @@ def test_the_benchmark_names_an_item_without_a_key_as_not_key_value(arg, capsys)
     assert benchmark.main([arg]) == 2  # was "unknown key ''; benchmark keys: ..."
     assert capsys.readouterr().err == f"error: argument {arg!r} is not key=value; run python -m agents.benchmark " \
                                       "--help\n"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("quoted") / "a run"
+    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
+    return run_dir
+
+
+def test_a_quoted_path_is_the_path_in_every_path_key(finished_run, tmp_path, capsys):
+    """`runs_root=~/runs` is refused by Hydra's grammar, which wants `runs_root='~/runs'`; the same quotes on the
+    paths read as given stayed in the name: `out='/tmp/e.json'` wrote `<run>/'/tmp/e.json'` (a folder named `'` in
+    the run folder), and `resume='<run>'` or `config='<run>'` found no such path."""
+    from agents import benchmark, evaluate
+    from agents.run_config import config_for
+    from agents.tune_command_line import parse_command_line
+
+    out = tmp_path / "e.json"
+    assert evaluate.main([f"checkpoint='{finished_run}'", f"out='{out}'"]) == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["agent"] == "transformer"
+    assert sorted(p.name for p in finished_run.iterdir() if "'" in p.name) == []
+    assert evaluate.main([f'checkpoint="{finished_run}"', "out='e2.json'"]) == 0  # double quotes, relative out=
+    assert (finished_run / "e2.json").is_file()
+    cfg, _, _ = config_for([f"config='{finished_run}'", "seed=5"])
+    assert (cfg.agent.name, cfg.seed, cfg.model.dim) == ("transformer", 5, 32)
+    cfg, run_dir, checkpoint = config_for([f"resume='{finished_run}'"])
+    assert (cfg.agent.name, run_dir, checkpoint) == ("transformer", finished_run, finished_run)
+    assert parse_command_line(["resume='/a b/sweep'"]).resume == "/a b/sweep"
+    opts, _ = benchmark.parse_args(["suite='quick'", f"out='{tmp_path / 'bench'}'"])
+    assert (opts["suite"], opts["out"]) == ("quick", str(tmp_path / "bench"))
+    with pytest.raises(ConfigError, match=r"^config= is empty; "):
+        config_for(["config=''"])
