@@ -149,6 +149,35 @@ def unquoted(value: str) -> str:
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
 
 
+def text_values_kept(overrides: list[str]) -> list[str]:
+    """`overrides` with the value of a text key (a path: runs_root=, run_dir=, env.kwargs.*_path=; any key the schema
+    types as text) quoted where Hydra's grammar reads it as a number or a boolean, so the key gets the text as given:
+    `runs_root=2026_12_03` wrote the runs under `20261203/`, `run_dir=1e-3` into `0.001/`, `runs_root=true` into
+    `True/`. Items that do not parse are left for `check_overrides` to refuse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.nodes import StringNode
+
+    parser, kept = OverridesParser.create(), []
+    for item in overrides:
+        key, _, text = item.partition("=")
+        try:
+            (override,) = parser.parse_overrides([item])
+            value = override.value()
+        except (HydraException, ValueError):  # check_overrides says what is wrong with it, in one line
+            kept.append(item)
+            continue
+        name, node = override.key_or_group, _schema()
+        for part in name.split("."):
+            node = node._get_node(part) if OmegaConf.is_dict(node) and part in node else None
+            if node is None:
+                break
+        text_key = isinstance(node, StringNode) or name.startswith("env.kwargs.") and name.endswith("_path")
+        parsed_number = isinstance(value, (bool, int, float)) and not override.is_sweep_override()
+        kept.append(f"{key}='{text.strip()}'" if text_key and parsed_number and "'" not in text else item)
+    return kept
+
+
 def override_key(item: str) -> str:
     """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
     return item.split("=", 1)[0].lstrip("+~")

@@ -24,6 +24,7 @@ from agents.cli_args import (  # noqa: F401  (ALLOCATION_ERRORS, allocation_fail
     hydra_reason,
     path_too_long,
     shortened,
+    text_values_kept,
 )
 from agents.config_messages import (
     SECTIONS,
@@ -113,6 +114,7 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
 
     from agents.env_presets import register_presets
 
+    overrides = text_values_kept(overrides)  # runs_root=2026_12_03 is that folder, not 20261203
     check_overrides(overrides, {group: group_options(group) for group in ("env", "agent")})
     register_presets()  # env=<preset>: its base env's file with the preset's options (agents/env_presets.py)
     GlobalHydra.instance().clear()

@@ -9,7 +9,7 @@ import os
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from agents.cli_args import check_overrides, hydra_reason, shortened
+from agents.cli_args import check_overrides, hydra_reason, shortened, text_values_kept
 from agents.config import ConfigError, RunSchema, compose, group_options, validate
 from agents.config_messages import (
     SECTIONS,
@@ -51,8 +51,9 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
             k in loaded and not isinstance(loaded._get_node(k), DictConfig) for k in ("env", "agent", *SECTIONS[:3])):
         raise ConfigError(f"config={path}: is no run config (a run's config.yaml has env, agent, model and train "
                           "sections); point it at a run's config.yaml or a sweep's best_config.yaml")
-    parsed = check_overrides(list(overrides or []), {group: group_options(group) for group in ("env", "agent")},
-                             saved=True)  # as on a fresh command line, and env= / agent= (.name, .id) refused
+    # as on a fresh command line (runs_root=2026_12_03 as given), and env= / agent= (.name, .id) refused
+    parsed = check_overrides(text_values_kept(list(overrides or [])),
+                             {group: group_options(group) for group in ("env", "agent")}, saved=True)
     for key in ("run_dir", "resume"):
         loaded.pop(key, None)
     if isinstance(loaded.get("memory"), DictConfig):

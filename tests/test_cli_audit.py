@@ -84,3 +84,27 @@ def test_a_quoted_path_is_the_path_in_every_path_key(finished_run, tmp_path, cap
     assert (opts["suite"], opts["out"]) == ("quick", str(tmp_path / "bench"))
     with pytest.raises(ConfigError, match=r"^config= is empty; "):
         config_for(["config=''"])
+
+
+@pytest.mark.parametrize("text", ["2026_12_03", "1e-3", "1.50", "true", "1e400"])
+def test_a_path_key_takes_a_number_like_name_as_given(text, finished_run):
+    """Hydra's grammar reads these as numbers or booleans, and the text key got Python's spelling of that value:
+    `runs_root=2026_12_03` wrote the runs under `20261203/`, `run_dir=1e-3` into `0.001/`, `runs_root=true` into
+    `True/`."""
+    from agents.run_config import config_for
+
+    assert load_config([f"runs_root={text}"]).runs_root == text
+    assert load_config([f"run_dir={text}"]).run_dir == text
+    assert load_config(["env=NeedleRecall-v0", f"env.kwargs.haystack_path={text}"]).env.kwargs.haystack_path == text
+    assert config_for([f"config={finished_run}", f"run_dir={text}"])[0].run_dir == text  # on a saved config too
+    assert load_config(["train.lanes=2_0", "run_dir=null"]).train.lanes == 20  # numbers stay numbers, null null
+    assert load_config(["run_dir=null"]).run_dir is None
+
+
+def test_a_run_writes_under_the_runs_root_it_was_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    overrides = [o for o in tiny("ContinualShift-v0", "transformer", "x", "train.episodes=0") if
+                 not o.startswith("run_dir=")]
+    assert run.main([*overrides, "runs_root=2026_12_03"]) == 0, capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["2026_12_03"]  # was 20261203
+    assert len(list((tmp_path / "2026_12_03" / "ContinualShift-v0" / "transformer").glob("*_s0"))) == 1
