@@ -134,14 +134,15 @@ def with_absolute_paths(cfg):
 def path_arg(overrides: list[str], key: str) -> str | None:
     """The value of resume= / config=: given once and not empty. (Hydra's key=value overrides may repeat, the
     last one wins; these two are read here, where a second value used to be dropped silently.)"""
-    values = [unquoted(o.split("=", 1)[1]) for o in overrides if o.startswith(f"{key}=")]
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    values = [unquoted(v) for v in given]  # resume='<run>' as Hydra reads runs_root='<folder>'
     if len(values) > 1:
         raise ConfigError(f"{key}= is given {len(values)} times ({', '.join(map(repr, values))}); give it once")
     if values and not values[0].strip():  # Path("") is the working folder: a checkpoint or file never named
         raise ConfigError(f"{key}= is empty; point it at a run folder" + (" (or its checkpoints/last.pt)"
                           if key == "resume" else "'s config.yaml or a sweep's best_config.yaml"))
-    if key == "resume" and [v.lower() for v in values] == ["null"]:  # the schema's "no resume" (--help's spelling;
-        # Hydra reads null in any case)
+    if key == "resume" and [v.lower() for v in given] == ["null"]:  # the schema's "no resume" (--help's spelling;
+        # Hydra reads null in any case; 'null' quoted is a path)
         return None
     return values[0] if values else None
 

@@ -84,6 +84,10 @@ def test_a_quoted_path_is_the_path_in_every_path_key(finished_run, tmp_path, cap
     assert (opts["suite"], opts["out"]) == ("quick", str(tmp_path / "bench"))
     with pytest.raises(ConfigError, match=r"^config= is empty; "):
         config_for(["config=''"])
+    from agents.checkpoint_paths import CheckpointError
+    with pytest.raises(CheckpointError, match=r"^no checkpoint at '.*/null': "):  # quoted, null is a name
+        config_for(["resume='null'"])
+    assert config_for(["resume=null", "train.lanes=3"])[0].train.lanes == 3  # the schema's null: a fresh run
 
 
 @pytest.mark.parametrize("text", ["2026_12_03", "1e-3", "1.50", "true", "1e400"])
