@@ -129,7 +129,9 @@ def type_reason(key: str, msg: str, schema) -> str | None:
     default = str(default).lower() if isinstance(default, bool) else default
     if m := _CONVERT.search(msg):
         example = f", e.g. {key}={default}" if isinstance(default, (int, float)) else ""
-        return f"{m['value']!r} is not {_TAKES[m['type']]}; give one{example}"
+        value = m["value"].lower() if m["value"] in ("True", "False") else m["value"]  # as typed (Python's spelling
+        # was "memory.slots: 'True' is not a whole number" for memory.slots=true)
+        return f"{value!r} is not {_TAKES[m['type']]}; give one{example}"
     if m := _BOOL.search(msg):
         return f"{m['value']!r} is not a boolean; give {key}=true or {key}=false"
     if m := _NONE.search(msg):

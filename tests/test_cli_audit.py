@@ -112,3 +112,13 @@ def test_a_run_writes_under_the_runs_root_it_was_given(tmp_path, monkeypatch, ca
     assert run.main([*overrides, "runs_root=2026_12_03"]) == 0, capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["2026_12_03"]  # was 20261203
     assert len(list((tmp_path / "2026_12_03" / "ContinualShift-v0" / "transformer").glob("*_s0"))) == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("memory.slots=true", "memory.slots: 'true' is not a whole number; give one, e.g. memory.slots=64"),
+    ("train.lr=false", "train.lr: 'false' is not a number; give one, e.g. train.lr=0.003"),
+])
+def test_a_boolean_for_a_number_is_named_as_written(override, message):
+    with pytest.raises(ConfigError) as refused:  # was 'True' / 'False', Python's spelling of what was given
+        load_config([override])
+    assert str(refused.value) == message
