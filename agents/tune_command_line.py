@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from agents.cli_args import check_given_once, override_key, unquoted
 from agents.config import ConfigError
-from agents.tune_space import SWEEP_PREFIX, _positive_int
+from agents.tune_space import SWEEP_PREFIX, SweepPlan, _positive_int
 
 
 @dataclass
@@ -39,6 +39,9 @@ def parse_command_line(argv: list[str]) -> CommandLine:
             cli.resume = unquoted(value)
         elif key.startswith(SWEEP_PREFIX):
             cli.sweep_overrides.append(arg)
+        elif key.split(".")[0] in SweepPlan.__dataclass_fields__.keys() - {"name", "num_samples"}:  # was "unknown
+            # config key 'max_failures'; run `python -m agents.run --help` ...": no run-config key has these names
+            raise ConfigError(f"{arg}: {key.split('.')[0]} is a field of the sweep file; set it with sweep.{arg}")
         else:
             cli.run_overrides.append(arg)
     if cli.resume is not None and (cli.sweep_overrides or cli.run_overrides or cli.num_samples):

@@ -122,3 +122,13 @@ def test_a_boolean_for_a_number_is_named_as_written(override, message):
     with pytest.raises(ConfigError) as refused:  # was 'True' / 'False', Python's spelling of what was given
         load_config([override])
     assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("arg, field", [("max_failures=-1", "max_failures"), ("scheduler.type=fifo", "scheduler"),
+                                        ("metric=cl/BWT", "metric"), ("resources.cpus=2", "resources")])
+def test_a_sweep_field_without_its_prefix_names_the_prefix(arg, field):
+    from agents.tune_command_line import parse_command_line
+
+    with pytest.raises(ConfigError) as refused:  # was "unknown config key 'max_failures'; run `python -m agents.run
+        parse_command_line(["env=ContinualShift-v0", arg])  # --help` to list the keys", whose list lacks it
+    assert str(refused.value) == f"{arg}: {field} is a field of the sweep file; set it with sweep.{arg}"
