@@ -337,4 +337,7 @@ def trial_config(base: DictConfig, params: dict) -> DictConfig:
         except Exception as exc:  # OmegaConf validation errors (type of the field)
             reason = str(exc).splitlines()[0]
             raise ConfigError(wrong_type(key, reason, RunSchema) or f"{key}={value!r}: {reason}") from None
+    if "model.dim" in params:  # memory.dim is model.dim (agents/conf: ${model.dim}), which `base` holds resolved: a
+        cfg.memory.dim = cfg.model.dim  # swept model.dim was "memory.dim=32 must equal model.dim=64; set model.dim
+        # only"
     return validate(cfg)

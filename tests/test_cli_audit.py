@@ -4,6 +4,7 @@ the entry point's own."""
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from agents import run
 from agents.config import ConfigError, load_config
@@ -132,3 +133,17 @@ def test_a_sweep_field_without_its_prefix_names_the_prefix(arg, field):
     with pytest.raises(ConfigError) as refused:  # was "unknown config key 'max_failures'; run `python -m agents.run
         parse_command_line(["env=ContinualShift-v0", arg])  # --help` to list the keys", whose list lacks it
     assert str(refused.value) == f"{arg}: {field} is a field of the sweep file; set it with sweep.{arg}"
+
+
+def test_a_sweep_of_model_dim_gives_each_trial_its_memory_width(capsys):
+    """memory.dim is model.dim (agents/conf: ${model.dim}); the sweep's base config holds it resolved, so a swept
+    model.dim was refused before Ray started: "memory.dim=32 must equal model.dim=64; set model.dim only"."""
+    from agents.tune_prepare import prepare
+    from agents.tune_space import trial_config
+
+    plan, base, _ = prepare(["env=ContinualShift-v0", "sweep=smoke", "sweep.search_space.model.dim=grid:[32,64]"])
+    assert plan.search_space["model.dim"] == {"grid": [32, 64]}
+    cfg = trial_config(OmegaConf.create(base), {"model.dim": 64, "memory.slots": 8})
+    assert (cfg.model.dim, cfg.memory.dim, cfg.memory.slots) == (64, 64, 8)
+    with pytest.raises(ConfigError, match=r"^memory.dim=64 must equal model.dim=32; set model.dim only$"):
+        trial_config(OmegaConf.create(base), {"memory.dim": 64})  # the tied key itself: still its own line
