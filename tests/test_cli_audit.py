@@ -4,6 +4,8 @@ the entry point's own."""
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from agents import run
@@ -104,6 +106,18 @@ def test_a_path_key_takes_a_number_like_name_as_given(text, finished_run):
     assert config_for([f"config={finished_run}", f"run_dir={text}"])[0].run_dir == text  # on a saved config too
     assert load_config(["train.lanes=2_0", "run_dir=null"]).train.lanes == 20  # numbers stay numbers, null null
     assert load_config(["run_dir=null"]).run_dir is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.from_regex(r"[0-9+-][0-9_.eE+-]{0,8}|true|false|True|no|off|nan|inf", fullmatch=True))
+def test_a_path_key_is_never_given_another_spelling_of_its_value(text):
+    """What Hydra's grammar reads as a number or a boolean: the folder is the text as written, or the line is
+    refused (never a silently different name)."""
+    try:
+        cfg = load_config([f"run_dir=a/{text}", f"runs_root={text}"])
+    except ConfigError:
+        return
+    assert (cfg.run_dir, cfg.runs_root) == (f"a/{text}", text)
 
 
 def test_a_run_writes_under_the_runs_root_it_was_given(tmp_path, monkeypatch, capsys):
