@@ -133,7 +133,8 @@ def start_ray(sweep_dir: Path) -> bool:
         except ValueError as exc:  # ray.init parses the address before it connects; our other arguments are fixed
             if not address:
                 raise
-            raise ConfigError(f"RAY_ADDRESS={address!r}: not a Ray address ({exc}); set it to host:port of a "
+            why = " ".join(str(exc).split())  # one line: Ray's words for an http:// address span four
+            raise ConfigError(f"RAY_ADDRESS={address!r}: not a Ray address ({why}); set it to host:port of a "
                               "cluster's head (e.g. 127.0.0.1:6379) or unset it for a local Ray") from None
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log_ray_to(sweep_dir)

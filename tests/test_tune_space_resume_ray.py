@@ -51,6 +51,11 @@ def test_a_malformed_ray_address_is_one_line(tmp_path, monkeypatch):
                                           "host:port") as err:
         start_ray(tmp_path)
     assert "\n" not in str(err.value) and not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:1")  # an audit, 2026-12-03: Ray's words span four lines
+    with pytest.raises(ConfigError, match=r"^RAY_ADDRESS='http://127.0.0.1:1': not a Ray address \(Invalid Ray "
+                                          r"address: .* either: 1\. Unset RAY_ADDRESS .*\); set it to ") as err:
+        start_ray(tmp_path)
+    assert "\n" not in str(err.value) and not ray.is_initialized()
 
 
 def test_an_unreachable_ray_address_is_one_line_at_once(tmp_path, monkeypatch):
