@@ -48,6 +48,7 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     plan.overrides = resolve_overrides(plan, cli.run_overrides)
     plan.env_overrides = {}  # applied: plan.overrides is now the full list
     base = load_config(plan.overrides)
+    check_thread_keys(plan, base)
     absolute_paths(plan, base)
     check_space_keys(plan, base)
     # a baseline's trials differ in nothing a swept memory.* key sets (MemNet's inert keys depend on each trial's
@@ -78,6 +79,26 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     while sweep_dir.exists():
         sweep_dir, n = root / f"{stamp}-{n}", n + 1
     return plan, OmegaConf.to_container(base, resolve=True), sweep_dir
+
+
+THREAD_KEYS = ("train.threads", "memory.store_threads")  # what every trial sets to sweep.resources.threads
+
+
+def check_thread_keys(plan: SweepPlan, base) -> None:
+    """`train.threads=` / `memory.store_threads=` that a trial would not run with (each runs with
+    sweep.resources.threads of both), on the command line, in the sweep file's overrides or swept: one line with the
+    fix. They were dropped silently (a swept train.threads ran the same trial under two labels)."""
+    threads = plan.resources["threads"]
+    for key in THREAD_KEYS:
+        if key in plan.search_space:
+            raise ConfigError(f"sweep.search_space.{key}: cannot be swept, every trial runs with "
+                              f"sweep.resources.threads={threads} torch and FAISS threads; drop it")
+        value = OmegaConf.select(base, key)
+        if key in map(override_key, plan.overrides) and value != threads:
+            fix = f"set sweep.resources.threads={value} instead" if value >= 1 else \
+                "drop it (sweep.resources.threads=N sets the trials' threads)"
+            raise ConfigError(f"{key}={value}: every trial of a sweep runs with sweep.resources.threads={threads} "
+                              f"torch and FAISS threads; {fix}")
 
 
 def _corner_text(corner: dict) -> str:

@@ -161,3 +161,24 @@ def test_a_sweep_of_model_dim_gives_each_trial_its_memory_width(capsys):
     assert (cfg.model.dim, cfg.memory.dim, cfg.memory.slots) == (64, 64, 8)
     with pytest.raises(ConfigError, match=r"^memory.dim=64 must equal model.dim=32; set model.dim only$"):
         trial_config(OmegaConf.create(base), {"memory.dim": 64})  # the tied key itself: still its own line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.threads=2"], "train.threads=2: every trial of a sweep runs with sweep.resources.threads=1 torch and "
+                          "FAISS threads; set sweep.resources.threads=2 instead"),
+    (["memory.store_threads=2"], "memory.store_threads=2: every trial of a sweep runs with sweep.resources.threads=1"
+                                 " torch and FAISS threads; set sweep.resources.threads=2 instead"),
+    (["sweep.search_space.train.threads=grid:[1,2]"], "sweep.search_space.train.threads: cannot be swept, every "
+                                                      "trial runs with sweep.resources.threads=1 torch and FAISS "
+                                                      "threads; drop it"),
+])
+def test_a_sweep_refuses_thread_counts_its_trials_would_not_run_with(args, message):
+    """Every trial sets train.threads and memory.store_threads to sweep.resources.threads: a command line's other
+    count was dropped silently, and a swept one ran the same trials under two labels."""
+    from agents.tune_prepare import prepare
+
+    with pytest.raises(ConfigError) as refused:
+        prepare(["env=ContinualShift-v0", "sweep=smoke", *args])
+    assert str(refused.value) == message
+    plan, base, _ = prepare(["env=ContinualShift-v0", "sweep=smoke", "train.threads=2", "sweep.resources.threads=2"])
+    assert plan.resources["threads"] == base["train"]["threads"] == 2  # the same count: taken
