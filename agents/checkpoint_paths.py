@@ -29,9 +29,14 @@ def check_purpose(purpose: str) -> str:
 def resolved(path: str | Path) -> Path:
     """Path(path).resolve(), or one CheckpointError line where it cannot be (a symlink loop was a traceback)."""
     try:
-        return Path(path).resolve()
+        full = Path(path).resolve()
     except (RuntimeError, OSError) as exc:  # a symlink loop: RuntimeError before Python 3.13, OSError since
         raise CheckpointError(f"{str(path)!r} cannot be resolved ({exc}); name the run folder itself") from None
+    from agents.cli_args import path_too_long, shortened
+
+    if why := path_too_long(str(full)):  # each later look at it was an OSError traceback (File name too long)
+        raise CheckpointError(f"{shortened(str(path))!r}: {why}; name the run folder itself")
+    return full
 
 
 def run_dir_of(path: str | Path) -> Path:

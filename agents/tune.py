@@ -40,7 +40,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError
-from agents.cli_args import counted
+from agents.cli_args import counted, path_too_long, shortened
 from agents.config import ConfigError, validate
 from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
@@ -299,6 +299,8 @@ def _main(argv: list[str]) -> int:
         cli = parse_command_line(argv)
         if cli.resume is not None:
             sweep_dir = Path(cli.resume).resolve()
+            if why := path_too_long(str(sweep_dir)):  # Tune's look at it was pyarrow's OSError traceback
+                raise ConfigError(f"resume={shortened(cli.resume)}: {why}; point it at a sweep folder")
             plan, base = load_saved_plan(sweep_dir)
             if (trials := _finished(sweep_dir, plan)) is not None:  # Ray started (~30 s) to find nothing to run
                 ended = f"{'its' if len(trials) == 1 else 'all'} {counted(len(trials), 'trial')} ended"

@@ -182,3 +182,27 @@ def test_a_sweep_refuses_thread_counts_its_trials_would_not_run_with(args, messa
     assert str(refused.value) == message
     plan, base, _ = prepare(["env=ContinualShift-v0", "sweep=smoke", "train.threads=2", "sweep.resources.threads=2"])
     assert plan.resources["threads"] == base["train"]["threads"] == 2  # the same count: taken
+
+
+def test_a_path_too_long_for_the_file_system_is_one_line_in_every_path_argument(finished_run, tmp_path, capsys):
+    """A name over 255 bytes was an OSError traceback (File name too long) at the first look at it: agents.evaluate's
+    checkpoint= and out=, agents.run's resume=, agents.tune's resume= (pyarrow's) and agents.benchmark's suite=."""
+    from agents import tune
+    from agents.benchmark_suite import load_suite
+    from agents.checkpoint_paths import CheckpointError
+    from agents.evaluate_args import parse
+    from agents.run_config import config_for
+
+    long = "a" * 300
+    over = "a name in it is 300 bytes, over the 255 a file name may have"
+    with pytest.raises(ConfigError, match=rf"^out={long[:60]}\.\.\.: a name in it is 305 bytes, over the 255 "):
+        parse([f"checkpoint={finished_run}", f"out={long}.json"])
+    for argv in ([f"checkpoint={tmp_path / long}"], [f"checkpoint={tmp_path / long / 'checkpoints' / 'last.pt'}"]):
+        with pytest.raises(CheckpointError, match=rf": {over}; name the run folder itself$"):
+            parse(argv)
+    with pytest.raises(CheckpointError, match=rf": {over}; name the run folder itself$"):
+        config_for([f"resume={tmp_path / long}"])
+    assert tune.main([f"resume={tmp_path / long}"]) == 2
+    assert capsys.readouterr().err.endswith(f": {over}; point it at a sweep folder\n")
+    with pytest.raises(ConfigError, match=r"^suite file '.*\.\.\.': a name in it is 305 bytes, over the 255 "):
+        load_suite(str(tmp_path / f"{long}.yaml"))
