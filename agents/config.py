@@ -184,6 +184,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             merged[key] = os.path.expanduser(merged[key])
         why = None if merged[key] is None else path_too_long(str(merged[key]))
         need(why is None, f"{key}={shortened(str(merged[key]))}: {why}; choose a shorter one")
+        # (a traceback from TensorBoard's writer, after the run had made its folder)
+        need(merged[key] is None or utf8(merged[key]), f"{key}={shortened(str(merged[key]))!r}: not UTF-8 text "
+             "(bytes the locale does not decode); TensorBoard's writer and Ray take UTF-8 names only: choose one")
     need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "
          "the run into, or leave run_dir out (a new folder under runs_root)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
@@ -237,6 +240,15 @@ def _unresolvable(cfg: DictConfig | ListConfig, exc: Exception, prefix: str = ""
             if found:
                 return found
     return str(exc).splitlines()[0] if prefix == "" else ""
+
+
+def utf8(text: str) -> bool:
+    """Whether `text` encodes as UTF-8: an argument's undecodable bytes reach Python as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def absolute_path(value):

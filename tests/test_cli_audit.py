@@ -206,3 +206,20 @@ def test_a_path_too_long_for_the_file_system_is_one_line_in_every_path_argument(
     assert capsys.readouterr().err.endswith(f": {over}; point it at a sweep folder\n")
     with pytest.raises(ConfigError, match=r"^suite file '.*\.\.\.': a name in it is 305 bytes, over the 255 "):
         load_suite(str(tmp_path / f"{long}.yaml"))
+
+
+def test_a_path_that_is_not_utf8_is_one_line_before_anything_is_made(tmp_path, capsys):
+    """Bytes the locale does not decode reach Python as lone surrogates: a runs_root= or run_dir= of them made the run
+    folder, then TensorBoard's writer failed on it (a UnicodeEncodeError traceback, the folder left behind), and
+    agents.tune resume= was pyarrow's traceback."""
+    from agents import tune
+
+    name = str(tmp_path / "r\udcff")  # what `runs_root=$'r\xff'` is in a UTF-8 locale
+    for key in ("runs_root", "run_dir"):
+        with pytest.raises(ConfigError, match=rf"^{key}='/.*': not UTF-8 text \(bytes the locale does not "
+                                              "decode\\); TensorBoard's writer and Ray take UTF-8 names only"):
+            load_config([f"{key}='{name}'"])
+    assert run.main([f"runs_root='{name}'", "train.episodes=0"]) == 2
+    assert list(tmp_path.iterdir()) == []
+    assert tune.main([f"resume={name}"]) == 2
+    assert capsys.readouterr().err.endswith(": it is not UTF-8 text; point it at a sweep folder\n")
