@@ -39,7 +39,7 @@ from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import RUN_ONLY, SuiteSpec, bounded, comma_list, load_suite, suite_overrides
 from agents.cli_args import check_given_once, counted, override_key, unquoted
-from agents.config import ConfigError, group_options, load_config
+from agents.config import ConfigError, group_options, load_config, utf8
 from agents.interrupts import interrupts_held, sigterm_as_interrupt
 from agents.preflight import env_source, model_fits
 from agents.threads import usable_cores
@@ -176,6 +176,9 @@ def default_out() -> Path:
 
 def check_out(out: Path) -> None:
     """out= must be a new or empty folder; checked before planning so a used one fails at once."""
+    if not utf8(str(out)):  # every run failed on it (TensorBoard), then results.md a UnicodeEncodeError traceback
+        raise ConfigError(f"out={str(out)!r}: not UTF-8 text (bytes the locale does not decode); the runs' TensorBoard "
+                          "writers and the report take UTF-8 names only: choose one")
     try:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"out={str(out)!r} is a file, not a folder; choose a new folder")

@@ -223,3 +223,13 @@ def test_a_path_that_is_not_utf8_is_one_line_before_anything_is_made(tmp_path, c
     assert list(tmp_path.iterdir()) == []
     assert tune.main([f"resume={name}"]) == 2
     assert capsys.readouterr().err.endswith(": it is not UTF-8 text; point it at a sweep folder\n")
+
+
+def test_the_benchmark_refuses_an_out_folder_that_is_not_utf8_before_any_run(tmp_path, capsys):
+    from agents import benchmark
+
+    out = tmp_path / "b\udcff"  # every run failed on it, then writing results.md was a UnicodeEncodeError traceback
+    assert benchmark.main(["envs=NeedleRecall-v0", "agents=transformer", "seeds=1", f"out={out}"]) == 2
+    assert capsys.readouterr().err == f"error: out={str(out)!r}: not UTF-8 text (bytes the locale does not decode); " \
+                                      "the runs' TensorBoard writers and the report take UTF-8 names only: choose one\n"
+    assert list(tmp_path.iterdir()) == []
