@@ -184,9 +184,12 @@ def validate(cfg: DictConfig) -> DictConfig:
             merged[key] = os.path.expanduser(merged[key])
         why = None if merged[key] is None else path_too_long(str(merged[key]))
         need(why is None, f"{key}={shortened(str(merged[key]))}: {why}; choose a shorter one")
-        # (a traceback from TensorBoard's writer, after the run had made its folder)
-        need(merged[key] is None or utf8(merged[key]), f"{key}={shortened(str(merged[key]))!r}: not UTF-8 text "
-             "(bytes the locale does not decode); TensorBoard's writer and Ray take UTF-8 names only: choose one")
+    texts = {key: merged[key] for key in ("runs_root", "run_dir")} | {f"env.kwargs.{k}": v for k, v in
+                                                                     merged.env.kwargs.items()}
+    for key, text in texts.items():  # a traceback from TensorBoard's writer (its hparams for env.kwargs.*_path),
+        # after the run had made its folder
+        need(not isinstance(text, str) or utf8(text), f"{key}={shortened(str(text))!r}: not UTF-8 text (bytes "
+             "the locale does not decode); TensorBoard's writer and Ray take UTF-8 names only: choose one")
     need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "
          "the run into, or leave run_dir out (a new folder under runs_root)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")

@@ -221,6 +221,9 @@ def test_a_path_that_is_not_utf8_is_one_line_before_anything_is_made(tmp_path, c
             load_config([f"{key}='{name}'"])
     assert run.main([f"runs_root='{name}'", "train.episodes=0"]) == 2
     assert list(tmp_path.iterdir()) == []
+    haystack = tmp_path / "h\udcff.txt"  # an env's file option: saved in its hparams, the run's last write
+    with pytest.raises(ConfigError, match=r"^env.kwargs.haystack_path='/.*': not UTF-8 text \(bytes the locale "):
+        load_config(["env=NeedleRecall-v0", f"env.kwargs.haystack_path='{haystack}'"])
     assert tune.main([f"resume={name}"]) == 2
     assert capsys.readouterr().err.endswith(": it is not UTF-8 text; point it at a sweep folder\n")
 
