@@ -184,12 +184,7 @@ def validate(cfg: DictConfig) -> DictConfig:
             merged[key] = os.path.expanduser(merged[key])
         why = None if merged[key] is None else path_too_long(str(merged[key]))
         need(why is None, f"{key}={shortened(str(merged[key]))}: {why}; choose a shorter one")
-    texts = {key: merged[key] for key in ("runs_root", "run_dir")} | {f"env.kwargs.{k}": v for k, v in
-                                                                     merged.env.kwargs.items()}
-    for key, text in texts.items():  # a traceback from TensorBoard's writer (its hparams for env.kwargs.*_path),
-        # after the run had made its folder
-        need(not isinstance(text, str) or utf8(text), f"{key}={shortened(str(text))!r}: not UTF-8 text (bytes "
-             "the locale does not decode); TensorBoard's writer and Ray take UTF-8 names only: choose one")
+    check_utf8_texts({key: merged[key] for key in ("runs_root", "run_dir")})
     need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "
          "the run into, or leave run_dir out (a new folder under runs_root)")
     need(merged.agent.name in AGENTS, f"agent.name={merged.agent.name!r}: choose one of {AGENTS}")
@@ -252,6 +247,16 @@ def utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def check_utf8_texts(texts: dict) -> None:
+    """One ConfigError line for a `{key: text}` that is not UTF-8 (a run's folders, and its env options: agents.run
+    and agents.tune; agents.evaluate writes JSON, which takes them): TensorBoard's writer raised UnicodeEncodeError
+    on them after the run had made its folder (its hparams, for env.kwargs.*_path, after training)."""
+    for key, text in texts.items():
+        if isinstance(text, str) and not utf8(text):
+            raise ConfigError(f"{key}={shortened(text)!r}: not UTF-8 text (bytes the locale does not decode); "
+                              "TensorBoard's writer and Ray take UTF-8 names only: choose one")
 
 
 def absolute_path(value):

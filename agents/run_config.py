@@ -18,6 +18,7 @@ from agents.cli_args import answer_early, check_given_once, override_key, unquot
 from agents.config import (
     ConfigError,
     absolute_env_paths,
+    check_utf8_texts,
     flatten_config,
     group_options,
     load_config,
@@ -128,6 +129,7 @@ def with_absolute_paths(cfg):
     agents.evaluate read the saved config from other working folders."""
     for option, path in absolute_env_paths(cfg).items():
         cfg.env.kwargs[option] = path
+    check_utf8_texts({f"env.kwargs.{k}": v for k, v in cfg.env.kwargs.items()})  # (agents.evaluate takes them)
     return cfg
 
 

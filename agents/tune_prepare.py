@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from agents.cli_args import answer_early, inert_note, override_key
-from agents.config import ConfigError, absolute_env_paths, absolute_path, load_config
+from agents.config import ConfigError, absolute_env_paths, absolute_path, check_utf8_texts, load_config
 from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
@@ -49,6 +49,7 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     plan.env_overrides = {}  # applied: plan.overrides is now the full list
     base = load_config(plan.overrides)
     check_thread_keys(plan, base)
+    check_utf8_texts({f"env.kwargs.{k}": v for k, v in base.env.kwargs.items()})  # the trials' TensorBoard hparams
     absolute_paths(plan, base)
     check_space_keys(plan, base)
     # a baseline's trials differ in nothing a swept memory.* key sets (MemNet's inert keys depend on each trial's

@@ -213,6 +213,7 @@ def test_a_path_that_is_not_utf8_is_one_line_before_anything_is_made(tmp_path, c
     folder, then TensorBoard's writer failed on it (a UnicodeEncodeError traceback, the folder left behind), and
     agents.tune resume= was pyarrow's traceback."""
     from agents import tune
+    from agents.run_config import config_for
 
     name = str(tmp_path / "r\udcff")  # what `runs_root=$'r\xff'` is in a UTF-8 locale
     for key in ("runs_root", "run_dir"):
@@ -221,9 +222,10 @@ def test_a_path_that_is_not_utf8_is_one_line_before_anything_is_made(tmp_path, c
             load_config([f"{key}='{name}'"])
     assert run.main([f"runs_root='{name}'", "train.episodes=0"]) == 2
     assert list(tmp_path.iterdir()) == []
-    haystack = tmp_path / "h\udcff.txt"  # an env's file option: saved in its hparams, the run's last write
+    haystack = [f"env.kwargs.haystack_path='{tmp_path / 'h'}\udcff.txt'"]  # saved in its hparams, its last write
     with pytest.raises(ConfigError, match=r"^env.kwargs.haystack_path='/.*': not UTF-8 text \(bytes the locale "):
-        load_config(["env=NeedleRecall-v0", f"env.kwargs.haystack_path='{haystack}'"])
+        config_for(["env=NeedleRecall-v0", *haystack])  # a new run (agents.tune's trials too)
+    assert load_config(["env=NeedleRecall-v0", *haystack])  # agents.evaluate may take it: it writes JSON only
     assert tune.main([f"resume={name}"]) == 2
     assert capsys.readouterr().err.endswith(": it is not UTF-8 text; point it at a sweep folder\n")
 
