@@ -40,8 +40,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError
-from agents.cli_args import counted, path_too_long, shortened
-from agents.config import ConfigError, utf8, validate
+from agents.cli_args import counted
+from agents.config import ConfigError, validate
 from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
 from agents.tune_command_line import parse_command_line
@@ -299,9 +299,6 @@ def _main(argv: list[str]) -> int:
         cli = parse_command_line(argv)
         if cli.resume is not None:
             sweep_dir = Path(cli.resume).resolve()
-            if why := path_too_long(str(sweep_dir)) or (not utf8(cli.resume) and "it is not UTF-8 text"):  # Tune's
-                # look at it was pyarrow's OSError (or UnicodeEncodeError) traceback
-                raise ConfigError(f"resume={shortened(cli.resume)!r}: {why}; point it at a sweep folder")
             plan, base = load_saved_plan(sweep_dir)
             if (trials := _finished(sweep_dir, plan)) is not None:  # Ray started (~30 s) to find nothing to run
                 ended = f"{'its' if len(trials) == 1 else 'all'} {counted(len(trials), 'trial')} ended"

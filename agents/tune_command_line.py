@@ -4,9 +4,10 @@ sweep file and the run-config overrides of every trial."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from agents.cli_args import check_given_once, override_key, unquoted
-from agents.config import ConfigError
+from agents.cli_args import check_given_once, override_key, path_too_long, shortened, unquoted
+from agents.config import ConfigError, utf8
 from agents.tune_space import SWEEP_PREFIX, SweepPlan, _positive_int
 
 
@@ -37,6 +38,10 @@ def parse_command_line(argv: list[str]) -> CommandLine:
             if not value.strip():  # Path("") is the working folder, a sweep folder the user never named
                 raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")
             cli.resume = unquoted(value)
+            full = str(Path(cli.resume).absolute())
+            if why := path_too_long(full) or (not utf8(full) and "it is not UTF-8 text"):  # Tune's look at it
+                # was pyarrow's OSError (or UnicodeEncodeError) traceback
+                raise ConfigError(f"resume={shortened(cli.resume)!r}: {why}; point it at a sweep folder")
         elif key.startswith(SWEEP_PREFIX):
             cli.sweep_overrides.append(arg)
         elif key.split(".")[0] in SweepPlan.__dataclass_fields__.keys() - {"name", "num_samples"}:  # was "unknown
