@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from agents.cli_args import counted
+
 
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask; all of them where there is none)."""
@@ -27,8 +29,8 @@ def threads_note(saved: int | None, given: int, key: str) -> str | None:
     if not saved:
         return None
     if given and given != saved:
-        return (f"note: {key}={given}: the run computed with {saved} torch threads; with {given} its numbers can "
-                f"differ in the last bits from the run's own (leave {key} out to keep {saved})")
+        return (f"note: {key}={given}: the run computed with {counted(saved, 'torch thread')}; with {given} its "
+                f"numbers can differ in the last bits from the run's own (leave {key} out to keep {saved})")
     cores = usable_cores()
     if saved > cores:  # its own count: train.threads=0 there, or the run's train.threads (it had no note before)
         return (f"note: the run computed with {saved} torch threads, more than the {cores} cores here: kept, so its "

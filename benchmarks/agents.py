@@ -114,7 +114,7 @@ def main() -> int:
     from agents.startup import thread_wait_setting, threads_spin_briefly
 
     threads_spin_briefly()  # as agents.run does, before torch loads (here and in the runs it starts)
-    from agents.cli_args import check_values_once, lane_count, non_negative_int, positive_int, thread_count
+    from agents.cli_args import check_values_once, counted, lane_count, non_negative_int, positive_int, thread_count
     from agents.config import ConfigError, group_options
     from agents.parent_death import child_env
 
@@ -170,7 +170,7 @@ def main() -> int:
                 return 1
             rounds[-1][row] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"env {args.env}, {args.lanes} lanes, {args.warmup} warm-up + {args.episodes} timed episodes, "
-          f"{args.threads} torch threads ({thread_wait_setting()}), train.acting={args.acting}, "
+          f"{counted(args.threads, 'torch thread')} ({thread_wait_setting()}), train.acting={args.acting}, "
           f"{len(rounds)} round(s)\n")
     print("| agent | params | train tokens/s | cost vs transformer | plain batches tokens/s | cost vs transformer "
           "| peak RSS MiB |")

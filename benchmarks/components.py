@@ -41,7 +41,7 @@ from torch import nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from agents.cli_args import measured_or_usage, positive_int, thread_count  # noqa: E402
+from agents.cli_args import counted, measured_or_usage, positive_int, thread_count  # noqa: E402
 from agents.config import load_config, memory_config  # noqa: E402
 from agents.controller import window_mask  # noqa: E402
 from agents.startup import run_script  # noqa: E402
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     shapes, rows = measured_or_usage(p, lambda: run(args), "--lanes")  # was torch's traceback
     print(f"Memory components at MemNet's ContinualShift-v0 shapes: {shapes}; torch {torch.__version__}, "
-          f"{args.threads} threads\n")
+          f"{counted(args.threads, 'thread')}\n")
     print("| component | setting | transformer layer ms | component ms | component / layer |")
     print("|---|---|---:|---:|---:|")
     for name, setting, layer_ms, component_ms, ratio in rows:

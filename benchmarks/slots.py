@@ -31,7 +31,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents.cli_args import measured_or_usage, positive_int, thread_count  # noqa: E402
+from agents.cli_args import counted, measured_or_usage, positive_int, thread_count  # noqa: E402
 from agents.startup import run_script  # noqa: E402
 from memory.config import MemoryConfig  # noqa: E402
 from memory.slots import MultiHeadMemoryBank  # noqa: E402
@@ -139,7 +139,7 @@ def main() -> None:
         p.error(re.sub("|".join(map(re.escape, flags)), lambda m: flags[m[0]], str(exc)))
     rows = measured_or_usage(p, lambda: run(args), "--lanes, --slots, --dim or --chunk")  # was torch's traceback
     print(f"MultiHeadMemoryBank read+write, B={args.lanes} lanes, N={args.slots} slots, D={args.dim}, "
-          f"H={args.heads} heads, k={args.top_k}; torch {torch.__version__}, {args.threads} threads\n")
+          f"H={args.heads} heads, k={args.top_k}; torch {torch.__version__}, {counted(args.threads, 'thread')}\n")
     print("| work | mode | transformer layer ms | bank read+write ms | bank us/token | bank / layer |")
     print("|---|---|---:|---:|---:|---:|")
     for what, mode, layer_ms, bank_ms, tokens, ratio in rows:

@@ -144,5 +144,5 @@ def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, cap
     # its config.yaml stays as it ran)
     capsys.readouterr()
     assert run.main([f"resume={first}", "train.progress=false", "train.threads=010"]) == 0
-    assert "note: train.threads=10: the run computed with 1 torch threads" in capsys.readouterr().out
+    assert "note: train.threads=10: the run computed with 1 torch thread" in capsys.readouterr().out
 

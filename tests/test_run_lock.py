@@ -78,7 +78,7 @@ def test_a_resume_computes_with_the_runs_own_thread_count_unless_told_otherwise(
         torch.set_num_threads(1)
         assert run.main([f"resume={finished}", "train.threads=2"]) == 0
         assert torch.get_num_threads() == 2
-        assert ("note: train.threads=2: the run computed with 1 torch threads; with 2 its numbers can differ in "
+        assert ("note: train.threads=2: the run computed with 1 torch thread; with 2 its numbers can differ in "
                 "the last bits from the run's own (leave train.threads out to keep 1)") in \
             capsys.readouterr().out
     finally:
@@ -199,7 +199,7 @@ def test_evaluate_uses_the_runs_thread_count_or_threads_and_gives_the_callers_ba
         assert torch.get_num_threads() == 2  # the caller's count again (it computed with the run's 1)
         capsys.readouterr()
         assert evaluate.main([f"checkpoint={finished}", "threads=2", "out=two.json"]) == 0
-        assert "note: threads=2: the run computed with 1 torch threads; with 2 its numbers can differ" in \
+        assert "note: threads=2: the run computed with 1 torch thread; with 2 its numbers can differ" in \
             capsys.readouterr().out
         assert evaluate.main([f"checkpoint={finished}", "threads=x"]) == 2
         assert capsys.readouterr().err.strip() == ("error: threads=x: not an integer; give a torch thread count, e.g. "
