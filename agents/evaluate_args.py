@@ -21,6 +21,7 @@ from agents.cli_args import (
     check_values_once,
     find_interpolation,
     hydra_reason,
+    text_values_kept,
     unquoted,
 )
 from agents.config import ConfigError
@@ -72,6 +73,7 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
     from hydra.errors import HydraException
 
     parser, parsed = OverridesParser.create(), []
+    items = text_values_kept(items)  # env.kwargs.haystack_path=2026_12_03 is that file, not 20261203
     for item in items:
         try:
             parsed += parser.parse_overrides([item])

@@ -108,6 +108,16 @@ def test_a_path_key_takes_a_number_like_name_as_given(text, finished_run):
     assert load_config(["run_dir=null"]).run_dir is None
 
 
+@pytest.mark.parametrize("text", ["2026_12_03", "1e-3", "true"])
+def test_an_evaluation_takes_a_number_like_env_path_as_given(text):
+    """agents.evaluate parses its env options itself: env.kwargs.haystack_path=2026_12_03 was 20261203 there (and
+    refused as such), while agents.run kept the text; numbers of number options stay numbers."""
+    from agents.evaluate_args import override_grid
+
+    assert override_grid([f"env.kwargs.haystack_path={text}"]) == [({"haystack_path": text}, {})]
+    assert override_grid(["env.kwargs.num_tasks=2_0"]) == [({"num_tasks": 20}, {})]
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.from_regex(r"[0-9+-][0-9_.eE+-]{0,8}|true|false|True|no|off|nan|inf", fullmatch=True))
 def test_a_path_key_is_never_given_another_spelling_of_its_value(text):
