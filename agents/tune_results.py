@@ -1,8 +1,8 @@
 """The end of a sweep: a row per trial, a terminal table, results.csv/json, the best config, a plot per param.
 
 Best trial: the best value of the metric among trials that trained to the end ("done"); trials stopped early
-by ASHA are ranked only when none finished, since e.g. ACC over the tasks seen so far is not comparable with
-ACC over all tasks.
+by ASHA are ranked only when none finished (`ranked_rows`), since e.g. ACC over the tasks seen so far is not
+comparable with ACC over all tasks.
 """
 
 from __future__ import annotations
@@ -56,10 +56,24 @@ def result_rows(trials, plan: SweepPlan, metric: str) -> list[dict]:
     return rows
 
 
+def ranked_rows(rows: list[dict], metric: str) -> list[dict]:
+    """The trials with a value that the best is chosen from: those that trained to the end (an interim value saw
+    fewer tasks: an interrupted sweep named an unfinished trial best at 0.84, which ended at 0.72). When none did
+    and none is left to run, the ASHA-stopped ones that trained the most episodes: with sweep.scheduler.max_t below
+    the trials' episodes ASHA stops every trial at max_t, and the sweep ended with "no trial reported cl/ACC" and
+    no best config although every trial had reported it."""
+    scored = [r for r in rows if r[metric] is not None]
+    done = [r for r in scored if r["status"] == DONE]
+    if done or any(r["status"] == UNFINISHED for r in rows):  # an unfinished trial may still train to the end
+        return done
+    stopped = [r for r in scored if r["status"] == STOPPED]
+    most = max((r["episode"] or 0 for r in stopped), default=None)
+    return [r for r in stopped if (r["episode"] or 0) == most]
+
+
 def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
-    """The best trial among those that trained to the end (an interim value saw fewer tasks: an interrupted sweep
-    named an unfinished trial best at 0.84, which ended at 0.72), or None."""
-    pool = [r for r in rows if r[metric] is not None and r["status"] == DONE]
+    """The best of `ranked_rows` by `mode`, or None."""
+    pool = ranked_rows(rows, metric)
     if not pool:
         return None
     # ties go to the first trial (by id: Tune numbers them in order), so identical sweeps pick the same best
@@ -123,8 +137,8 @@ def write_results(sweep_dir: Path, rows: list[dict], plan: SweepPlan, base: dict
         write_text_atomic(sweep_dir / "best_overrides.txt", overrides + "\n")
     import matplotlib.pyplot as plt
 
-    finished = [r for r in rows if r["status"] == DONE]  # as the best: an ASHA-stopped trial's value is interim
+    ranked = ranked_rows(rows, metric)  # as the best: an ASHA-stopped trial's value is interim
     for param in params:
         name = re.sub(r"[^\w.-]+", "_", f"{metric}_vs_{param}")
-        plt.close(plot_metric_vs_param(finished, param, metric, sweep_dir / "plots" / f"{name}.png"))
+        plt.close(plot_metric_vs_param(ranked, param, metric, sweep_dir / "plots" / f"{name}.png"))
     return best

@@ -143,3 +143,30 @@ def test_trials_without_a_value_come_last_in_either_mode(mode):
     rows = [{"trial": "a", "acc": None}, {"trial": "b", "acc": 0.5}, {"trial": "c", "acc": -1.0}]
     want = ["b", "c", "a"] if mode == "max" else ["c", "b", "a"]
     assert [r["trial"] for r in table_order(rows, "acc", mode)] == want
+
+
+def test_a_sweep_whose_every_trial_asha_stopped_names_the_furthest_trained_best(tmp_path, smoke, smoke_base,
+                                                                                 monkeypatch):
+    """sweep.scheduler.max_t=2 with 4-episode trials: ASHA stopped every trial at episode 2, each reported cl/ACC, and
+    the sweep ended with "no trial reported cl/ACC ... this env never measures it", exit 1 and no best_config.yaml."""
+    import agents.tune_results as tune_results
+
+    plotted = []
+    draw = tune_results.plot_metric_vs_param
+    monkeypatch.setattr(tune_results, "plot_metric_vs_param",
+                        lambda rows, *args: (plotted.append([r["trial"] for r in rows]), draw(rows, *args))[1])
+    trials = [_trial("a", 4, 0.5, 2), _trial("b", 8, 0.625, 2), _trial("c", 8, 0.9, 1), _trial("d", 4, None, 2)]
+    rows = result_rows(trials, smoke, "cl/ACC")
+    assert {r["status"] for r in rows} == {STOPPED}
+    assert best_row(rows, "cl/ACC", "max")["trial"] == "b"  # c's 0.9 came at episode 1, fewer tasks seen
+    assert best_row(rows, "cl/ACC", "min")["trial"] == "a"
+    plan = load_sweep("smoke")
+    plan.overrides = resolve_overrides(plan, [])
+    assert write_results(tmp_path, rows, plan, OmegaConf.to_container(smoke_base, resolve=True), "cl/ACC")["trial"] \
+        == "b"
+    assert from_yaml_file(str(tmp_path / "best_config.yaml")).memory.slots == 8
+    assert json.loads((tmp_path / "results.json").read_text())["best"]["cl/ACC"] == 0.625
+    assert plotted == [["b", "a"], ["b", "a"]]
+    # an interrupted sweep still names no stopped trial best: its unfinished trials may yet train to the end
+    unfinished = rows + result_rows([_trial("e", 4, 0.3, 1, status="RUNNING")], smoke, "cl/ACC")
+    assert best_row(unfinished, "cl/ACC", "max") is None
