@@ -3,6 +3,7 @@ sweep file and the run-config overrides of every trial."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def parse_command_line(argv: list[str]) -> CommandLine:
         elif key == "resume":
             if not value.strip():  # Path("") is the working folder, a sweep folder the user never named
                 raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")
-            cli.resume = unquoted(value)
+            cli.resume = os.path.expanduser(unquoted(value))  # ~ as agents.run's (a quoted '~/x' named ./~)
             full = str(Path(cli.resume).absolute())
             if why := path_too_long(full) or (not utf8(full) and "it is not UTF-8 text"):  # Tune's look at it
                 # was pyarrow's OSError (or UnicodeEncodeError) traceback

@@ -116,3 +116,10 @@ def test_a_sweep_over_the_run_length_checks_every_trials_length_and_metrics(tmp_
                                                "trial)")
     with pytest.raises(ConfigError, match=r"sweep.metric='recall/accuracy_d1024': ContinualShift-v0 does not report"):
         prepare([*SMOKE, f"runs_root={tmp_path}", "sweep.metric=recall/accuracy_d1024"])
+
+
+def test_resume_expands_the_home_folder(tmp_path, monkeypatch):
+    """A quoted resume='~/runs/sweeps/...' (the shell leaves it alone) was read as a folder named ~ in the working
+    folder: "resume='<cwd>/~/runs/...' is not a sweep folder", where agents.run's resume= expands it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse_command_line(["resume=~/runs/sweeps/smoke/1"]).resume == str(tmp_path / "runs/sweeps/smoke/1")
