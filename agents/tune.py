@@ -152,16 +152,6 @@ def _trainable(plan: SweepPlan, base: dict, sweep_dir: Path):
     return tune.with_resources(trainable, {"cpu": plan.resources["cpus"]})
 
 
-def trial_dirname(trial) -> str:
-    """`<trial id>_<key>=<value>_...`: short enough for TensorBoard's run list, unique by the trial id."""
-    parts = [trial.trial_id] + [f"{k.split('.')[-1]}={_short(v)}" for k, v in sorted(trial.config.items())]
-    return "_".join(parts)[:120]
-
-
-def _short(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
 def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -170,6 +160,7 @@ def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
 
     from agents.tune_progress import ProgressLine
     from agents.tune_space import build_param_space
+    from agents.tune_trial import trial_dirname
 
     s = plan.scheduler
     scheduler = FIFOScheduler()

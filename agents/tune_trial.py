@@ -12,6 +12,8 @@ trainer state), so a crashed or interrupted trial resumes from it.
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -97,3 +99,19 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric:
             reporter = TuneReporter(run_dir / "checkpoints", logger, metric)
             fit(trainer, logger, config, progress=False, on_eval=reporter)
             reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate
+
+
+def trial_dirname(trial) -> str:
+    """`<trial id>_<key>=<value>_...`: short enough for TensorBoard's run list, unique by the trial id."""
+    parts = [trial.trial_id] + [f"{k.split('.')[-1]}={_short(v)}" for k, v in sorted(trial.config.items())]
+    return "_".join(parts)[:120]
+
+
+def _short(v) -> str:
+    """A swept value as a folder name's part: a file path by its name, characters other than letters, digits, `.`,
+    `+` and `-` as `_` (Tune refuses a `/` there: a sweep of env.kwargs.haystack_path, whose values are made
+    absolute, crashed with "Trial dirname must not contain '/'" as its first trial was made)."""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    text = os.path.basename(v.rstrip(os.sep)) or v if isinstance(v, str) else str(v)
+    return re.sub(r"[^\w.+-]+", "_", text).strip("_") or "_"  # [1, 4] -> 1_4

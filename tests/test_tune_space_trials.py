@@ -19,6 +19,7 @@ from agents.tune_metrics import (
 )
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides, trial_overrides
 from agents.tune_space import load_sweep, trial_config
+from agents.tune_trial import trial_dirname
 
 
 # ---------------------------------------------------------------- trial configs and the command line
@@ -72,6 +73,19 @@ def test_env_overrides_follow_the_chosen_env(smoke):
         {"distances": [1, 4, 16], "queries_per_episode": 2, "episode_length": 64}
     shift = load_config(resolve_overrides(smoke, []))  # the config's default env: ContinualShift-v0
     assert shift.env.kwargs.num_tasks == 2 and shift.model.dim == 32
+
+
+def test_trial_folder_names_hold_no_path_separator():
+    """Tune refuses a '/' in a trial's folder name: a sweep of env.kwargs.haystack_path (its values made absolute)
+    crashed with "Trial dirname must not contain '/'. Got f9f39_00000_haystack_path=/tmp/h3/hay/a.txt_slots=4"."""
+    from types import SimpleNamespace
+
+    config = {"env.kwargs.haystack_path": "/tmp/h3/hay/a.txt", "memory.slots": np.int64(4),
+              "memory.pressure_weight": 0.018789, "env.kwargs.distances": [1, 4], "memory.decay": True}
+    name = trial_dirname(SimpleNamespace(trial_id="f9f39_00000", config=config))
+    assert name == "f9f39_00000_distances=1_4_haystack_path=a.txt_decay=True_pressure_weight=0.0188_slots=4"
+    assert trial_dirname(SimpleNamespace(trial_id="f9f39_00001", config={"env.kwargs.path": "/"})) == \
+        "f9f39_00001_path=_"
 
 
 def test_command_line_is_split():
