@@ -13,7 +13,6 @@ trial reports, and ASHA's `max_t` is the longest trial.
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
 
 from agents.cl_metrics import distance_buckets
@@ -28,6 +27,7 @@ class EnvFacts:
     num_tasks: int
     max_distance: int
     far_edge: int | None = None  # FAR_DISTANCE_ENVS: the farthest bucket an evaluation fills (`farthest_filled_edge`)
+    delays: tuple[int, ...] = ()  # DELAY_ENVS: the delays an evaluation's recalls come at (`eval_delays`)
 
 
 RUN_KEYS = ("train.episodes", "train.eval_repeats")  # swept with env.kwargs.*: they set a trial's tags and length
@@ -37,7 +37,7 @@ DELAY_ENVS = ("NeedleRecall",)  # envs whose eval episodes fill recall/accuracy_
 
 
 def reported_metrics(facts: EnvFacts) -> list[str]:
-    """The tags every evaluation of this env reports (recall/accuracy_delay<k>: pattern, k is the delay).
+    """The tags every evaluation of this env reports (recall/accuracy_delay<k> for each of its `delays`).
 
     Every memstream env reports info["distance"], bucketed up to its max_distance (a bucket no scored step
     fell in reports NaN)."""
@@ -45,8 +45,7 @@ def reported_metrics(facts: EnvFacts) -> list[str]:
     if facts.num_tasks > 1:
         tags += ["cl/BWT", "cl/FWT", "cl/forgetting"]
     tags += [f"recall/accuracy_d{int(e)}" for e in distance_buckets(facts.max_distance)]
-    if facts.env_id.split("-")[0] in DELAY_ENVS:
-        tags.append("recall/accuracy_delay<k>")
+    tags += [f"recall/accuracy_delay{k}" for k in facts.delays]
     return tags
 
 
@@ -72,9 +71,7 @@ def check_metric(metric: str, corners: list[EnvFacts]) -> str:
 
 
 def _reports(metric: str, facts: EnvFacts) -> bool:
-    tags = reported_metrics(facts)
-    return metric in tags or ("recall/accuracy_delay<k>" in tags
-                              and re.fullmatch(r"recall/accuracy_delay\d+", metric) is not None)
+    return metric in reported_metrics(facts)
 
 
 def env_facts(cfg) -> tuple[EnvFacts, int]:
@@ -95,10 +92,26 @@ def env_facts(cfg) -> tuple[EnvFacts, int]:
         if cfg.env.id.split("-")[0] in FAR_DISTANCE_ENVS:
             far = farthest_filled_edge(cfg.env.id, dict(cfg.env.kwargs), edges,
                                        int(venv.eval_episodes) * int(cfg.train.eval_repeats), int(venv.episode_length))
-        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far)
+        delays = eval_delays(venv) if cfg.env.id.split("-")[0] in DELAY_ENVS else ()
+        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far, delays)
     finally:
         venv.close()
     return facts, int(episodes)
+
+
+def eval_delays(venv) -> tuple[int, ...]:
+    """The delays of the scored steps of one evaluation (`eval_episodes` eval resets in a row, as the trainer
+    evaluates): NeedleRecall recalls every fact exactly `delay` episodes on, so recall/accuracy_delay<k> of any other
+    k was allowed as the metric, and the sweep ran to its end to say that no trial reported it."""
+    import numpy as np
+
+    delays: set[int] = set()
+    for e in range(int(venv.eval_episodes)):
+        _, info = venv.reset(seed=0 if e == 0 else None, options={"phase": "eval", "task_id": 0})
+        for got in (info, venv.upcoming(int(venv.episode_length))[1]):  # the first step's, then the episode's
+            scored = np.asarray(got["scored"], bool)
+            delays.update(int(d) for d in np.asarray(got["delay"])[scored])
+    return tuple(sorted(delays))
 
 
 def farthest_filled_edge(env_id: str, kwargs: dict, edges, episodes: int, length: int, steps: int = 2**21) -> int:

@@ -153,8 +153,25 @@ def test_metrics_the_env_does_not_report_are_rejected():
     single = EnvFacts("LongDependency-v0", 1, 64)
     with pytest.raises(ConfigError, match="does not report"):
         check_metric("cl/BWT", [single])
-    assert check_metric("recall/accuracy_d64", [single]) and check_metric("recall/accuracy_delay3",
-                                                                          [EnvFacts("NeedleRecall-v0", 1, 64)])
+    assert check_metric("recall/accuracy_d64", [single])
+    assert check_metric("recall/accuracy_delay3", [EnvFacts("NeedleRecall-v0", 1, 64, None, (3,))])
+
+
+def test_a_delay_the_env_never_recalls_at_is_refused_before_ray():
+    """NeedleRecall recalls every fact exactly `delay` episodes on: recall/accuracy_delay<any k> was allowed, and
+    the sweep ran to its end to say "no trial reported recall/accuracy_delay3"."""
+    base = ["env=NeedleRecall-v0", "env.kwargs.delay=2", "env.kwargs.haystack_length=32",
+            "env.kwargs.facts_per_episode=2"]
+    facts, _ = env_facts(load_config(base))
+    assert facts.delays == (2,)
+    assert check_metric("recall/accuracy_delay2", [facts]) == "recall/accuracy_delay2"
+    with pytest.raises(ConfigError, match=r"sweep.metric='recall/accuracy_delay3': NeedleRecall-v0 does not report "
+                                          r"it; choose one of: .*recall/accuracy_delay2$"):
+        check_metric("recall/accuracy_delay3", [facts])
+    wider, _ = env_facts(load_config([*base[:1], "env.kwargs.delay=3", *base[2:]]))  # a sweep over delay: any one
+    assert check_metric("recall/accuracy_delay3", [facts, wider]) and missing_in(
+        "recall/accuracy_delay3", [{"env.kwargs.delay": 2}, {"env.kwargs.delay": 3}], [facts, wider]) == \
+        [{"env.kwargs.delay": 2}]
 
 
 def test_a_metric_some_trials_of_the_sweep_report_is_allowed_and_the_others_are_named():
