@@ -37,12 +37,18 @@ def resolve_overrides(plan: SweepPlan, run_overrides: list[str]) -> list[str]:
 
 def check_no_run_folder(overrides: list[str]) -> None:
     """`run_dir=` and a run's `resume=` name one run folder; every trial gets its own, so the trials ignored them,
-    yet they reached best_overrides.txt, whose rerun then wrote there (and a second rerun was refused)."""
+    yet they reached best_overrides.txt, whose rerun then wrote there (and a second rerun was refused). `config=`
+    (agents.run's saved config file) is not read by a sweep: it was "unknown config key 'config'", pointing at
+    agents.run --help, which lists it."""
     for item in overrides:
         key = override_key(item)
         if key == "run_dir":
             raise ConfigError(f"{item}: a sweep gives each trial its own folder under "
                               "<runs_root>/sweeps/<sweep>/<time>/; drop run_dir= (runs_root= picks where)")
+        if key == "config":
+            raise ConfigError(f"{item}: a sweep does not start from a saved config file; give its settings as "
+                              "key=value (env=, agent= and the keys that differ), or run that config alone with "
+                              f"python -m agents.run {item}")
         if key == "resume":
             raise ConfigError(f"{item}: trials cannot continue a run folder; drop it (to continue an "
                               "interrupted sweep: python -m agents.tune resume=<sweep dir>, alone)")

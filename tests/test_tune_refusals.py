@@ -144,6 +144,14 @@ def test_a_run_s_resume_in_a_sweep_is_refused(tmp_path, capsys, no_ray, extra, s
                                    "interrupted sweep: python -m agents.tune resume=<sweep dir>, alone)")
 
 
+def test_a_saved_config_file_in_a_sweep_is_refused_in_one_line(tmp_path, capsys, no_ray):
+    """Was "unknown config key 'config'; run `python -m agents.run --help` to list the keys", whose --help lists it."""
+    assert agents_tune.main([*SMOKE, f"runs_root={tmp_path}", "config=best_config.yaml"]) == 2
+    assert _error_line(capsys) == ("error: config=best_config.yaml: a sweep does not start from a saved config file; "
+                                   "give its settings as key=value (env=, agent= and the keys that differ), or run "
+                                   "that config alone with python -m agents.run config=best_config.yaml")
+
+
 def test_the_sweep_s_own_resume_still_reads_a_sweep_folder(tmp_path, capsys, no_ray):
     """resume= alone is agents.tune's: it continues a sweep folder (here: not one), not a run's resume."""
     assert agents_tune.main([f"resume={tmp_path}"]) == 2
