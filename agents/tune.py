@@ -44,6 +44,7 @@ from agents.cli_args import counted
 from agents.config import ConfigError, validate
 from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
+from agents.run_lock import RUN_LOCK
 from agents.tune_command_line import parse_command_line
 from agents.tune_preflight import (
     check_local_resources,
@@ -51,11 +52,12 @@ from agents.tune_preflight import (
     check_tune_state,
     connect_error,
     damaged,
+    lock_sweep,
     log_ray_to,
     make_sweep_folder,
     ray_log_while,
-    remove_made_folders,
     remove_unstarted_sweep,
+    unlock_sweep,
 )
 from agents.tune_prepare import prepare
 from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
@@ -112,7 +114,7 @@ def _before_any_trial(sweep_dir: Path) -> bool:
         folders = any(p.is_dir() for p in sweep_dir.iterdir()) if names is not None else True
     except OSError:
         return False
-    early = ("ray.log", PLAN_FILE, TUNER_STATE, ".validate_storage_marker")
+    early = ("ray.log", PLAN_FILE, TUNER_STATE, ".validate_storage_marker", RUN_LOCK)
     return bool(names) and not folders and all(n in early or n.startswith(f".{PLAN_FILE}.") for n in names)
 
 
@@ -190,11 +192,12 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0, Tune's own reporter prints nothing
     check_local_resources(plan.resources)
     previous = saved_handlers()  # put back at the end: ray.init and Tune install their own
-    made = make_sweep_folder(sweep_dir)
+    made, lock = make_sweep_folder(sweep_dir), None
     try:
+        lock = lock_sweep(sweep_dir)  # before Ray starts: a resume= of a sweep still running is one line
         started = start_ray(sweep_dir)
     except BaseException:  # Ray did not start (bad address, auth, Ctrl+C): no empty sweep folder left behind
-        remove_made_folders(made)
+        unlock_sweep(lock, sweep_dir, made)
         raise
     catch_sigterm()  # after ray.init: SIGTERM does what Ctrl+C does (agents.tune_signals)
     try:
@@ -212,6 +215,7 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
             remove_unstarted_sweep(sweep_dir, made)
         raise
     finally:
+        unlock_sweep(lock, sweep_dir, [])
         restore_handlers(previous)
 
 

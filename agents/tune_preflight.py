@@ -78,6 +78,39 @@ def make_sweep_folder(sweep_dir: Path) -> list[Path]:
     return made
 
 
+def lock_sweep(sweep_dir: Path) -> int | None:
+    """One driver per sweep folder: an flock on <sweep dir>/.run.lock while the sweep runs (`agents.run_lock`; the
+    kernel drops it when the driver dies, SIGKILL included). A resume= of a sweep still running started a second Tune
+    on its trials: their folder locks failed the copies, three trials ended "error", and the first sweep, whose trials
+    had all trained to the end, read the second's saved state and ended "interrupted" with those errors. Returns the
+    lock's fd for `unlock_sweep`."""
+    import re
+
+    from agents.run_lock import lock_run
+
+    try:
+        return lock_run(sweep_dir)
+    except ConfigError as exc:
+        held = re.search(r"in use by another process \(pid (\S+)\)", str(exc))
+        if held is None:  # the lock file cannot be opened: its own line
+            raise
+        raise ConfigError(f"sweep folder {str(sweep_dir)!r} is in use by another sweep (pid {held[1]}); wait for it "
+                          f"to end or stop it, then continue it with: python -m agents.tune resume={sweep_dir}"
+                          ) from None
+
+
+def unlock_sweep(fd: int | None, sweep_dir: Path, made: list[Path]) -> None:
+    """Release `lock_sweep`'s lock; with `made` (a new sweep whose Ray did not start), its lock file and the
+    folders made for it go too, as `remove_made_folders`."""
+    from agents.run_lock import RUN_LOCK
+
+    if fd is not None:
+        os.close(fd)
+    if made:
+        (sweep_dir / RUN_LOCK).unlink(missing_ok=True)
+        remove_made_folders(made)
+
+
 def remove_made_folders(made: list[Path]) -> None:
     """Undo `make_sweep_folder` when Ray did not start: each folder it made, deepest first, while empty
     (rmdir never removes a folder that holds anything)."""

@@ -128,7 +128,7 @@ def test_ctrl_c_after_ray_started_before_tune_saved_its_state_leaves_no_folder(t
     err = capsys.readouterr().err.strip()
     if any(name.startswith("experiment_state") for name in saved):
         (sweep_dir,) = tmp_path.glob("sweeps/smoke/*")
-        assert sorted(p.name for p in sweep_dir.iterdir()) == sorted(["ray.log", *saved])
+        assert sorted(p.name for p in sweep_dir.iterdir()) == sorted(["ray.log", ".run.lock", *saved])  # its driver's
         assert err == f"interrupted; continue the sweep with: python -m agents.tune resume={sweep_dir}"
     else:
         assert err == "interrupted before any trial started; nothing to continue, start the sweep again"

@@ -152,6 +152,27 @@ def test_a_saved_config_file_in_a_sweep_is_refused_in_one_line(tmp_path, capsys,
                                    "that config alone with python -m agents.run config=best_config.yaml")
 
 
+def test_a_sweep_folder_another_sweep_runs_in_is_refused_before_ray(tmp_path, capsys, no_ray):
+    """A resume= of a sweep still running started a second Tune on its trials: their folder locks failed the copies,
+    and the first sweep, whose four trials had trained to the end, ended "interrupted" with three trials "error"."""
+    from agents.run_lock import RUN_LOCK, RunLocks
+
+    plan, base, sweep_dir = agents_tune.prepare([*SMOKE, f"runs_root={tmp_path}"])
+    sweep_dir.mkdir(parents=True)
+    with RunLocks() as running:  # the sweep's own driver
+        running.hold(sweep_dir)
+        with pytest.raises(ConfigError, match=rf"^sweep folder '{sweep_dir}' is in use by another sweep \(pid "
+                                              rf"{os.getpid()}\); wait for it to end or stop it, then continue it "
+                                              rf"with: python -m agents.tune resume={sweep_dir}$"):
+            agents_tune.run_sweep(plan, base, sweep_dir, restore=True)
+    with pytest.raises(RayWouldStart):  # once it ended, the folder is free
+        agents_tune.run_sweep(plan, base, sweep_dir, restore=True)
+    new = sweep_dir.parent / "new"
+    with pytest.raises(RayWouldStart):  # a new sweep whose Ray does not start leaves no folder, its lock file included
+        agents_tune.run_sweep(plan, base, new)
+    assert not new.exists() and (sweep_dir / RUN_LOCK).is_file()
+
+
 def test_the_sweep_s_own_resume_still_reads_a_sweep_folder(tmp_path, capsys, no_ray):
     """resume= alone is agents.tune's: it continues a sweep folder (here: not one), not a run's resume."""
     assert agents_tune.main([f"resume={tmp_path}"]) == 2
