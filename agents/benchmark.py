@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 from agents import benchmark_report as report
 from agents.benchmark_runner import Job, execute, minutes
 from agents.benchmark_suite import RUN_ONLY, SuiteSpec, bounded, comma_list, load_suite, suite_overrides
+from agents.checkpoint_paths import shell_arg
 from agents.cli_args import check_given_once, counted, override_key, unquoted
 from agents.config import ConfigError, group_options, load_config, utf8
 from agents.interrupts import interrupts_held, sigterm_as_interrupt
@@ -202,7 +203,7 @@ def killed_benchmark(out: Path) -> str:
     note = (f": it holds a benchmark stopped before it wrote its results (killed?): {len(finished)} of its "
             f"{len(runs)} started runs finished, {len(part)} stopped part way")
     if part:
-        note += f" (python -m agents.run resume=<run> continues one, e.g. resume={part[0]})"
+        note += f" (python -m agents.run resume=<run> continues one, e.g. {shell_arg('resume', part[0])})"
     if early:
         note += f", {early} before their first checkpoint"
     return note + "; a benchmark cannot be resumed"

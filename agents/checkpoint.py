@@ -29,6 +29,7 @@ from agents.checkpoint_paths import (  # noqa: F401  (CheckpointError, paths: re
     existing_checkpoint,
     resolved,
     run_dir_of,
+    shell_arg,
 )
 from memory.config import MEMORY_RUNTIME_KEYS  # noqa: F401  (re-exported)
 from memory.persist import ZIP_MAGIC, atomic_torch_save, zip_damage
@@ -53,7 +54,7 @@ def how_to_continue(run_dir: Path) -> str:
     """What to do once a write into a run folder failed (a full disk): resume= from its last checkpoint, which the
     failed write kept (written atomically), or start again where none was written yet."""
     if (Path(run_dir) / "checkpoints" / "last.pt").is_file():
-        return f"continue with resume={run_dir}"
+        return f"continue with {shell_arg('resume', run_dir)}"
     return "start the run again (no checkpoint was written before)"
 
 

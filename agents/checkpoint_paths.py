@@ -7,6 +7,7 @@ before its slow imports.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 
@@ -18,6 +19,12 @@ class CheckpointError(ValueError):
 # agents.run's resume= continues the run, agents.evaluate's checkpoint= re-evaluates it.
 PURPOSES = ("resume", "evaluate")
 KEY_OF = {"resume": "resume=", "evaluate": "checkpoint="}  # the argument that names the checkpoint
+
+
+def shell_arg(key: str, value) -> str:
+    """`key=value` as a shell word, for the commands a message tells the user to run: a run folder with a space
+    (`runs/My Drive/...`) or a quote in it was printed bare, and pasted as two arguments."""
+    return shlex.quote(f"{key}={value}")
 
 
 def check_purpose(purpose: str) -> str:
@@ -78,7 +85,8 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
     if given.is_dir() and (given / "config.yaml").is_file():  # a run folder stopped before its first checkpoint
         raise CheckpointError(f"run folder {str(given)!r} has no checkpoint (checkpoints/last.pt: the run stopped "
                               "before its first one, or it was removed); start it again in that folder with "
-                              f"python -m agents.run config={given / 'config.yaml'} run_dir={given}")
+                              f"python -m agents.run {shell_arg('config', given / 'config.yaml')} "
+                              f"{shell_arg('run_dir', given)}")
     if given.is_dir() and started_only(given):  # a run stopped (SIGKILL) after it took its folder, before config.yaml
         raise CheckpointError(f"run folder {str(given)!r} holds no checkpoint and no config.yaml: its run was stopped "
                               "while it started, before it wrote anything; start the run again with its own command "

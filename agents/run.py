@@ -36,6 +36,7 @@ from agents.checkpoint import (  # noqa: E402
     folder_config,
     how_to_continue,
 )
+from agents.checkpoint_paths import shell_arg  # noqa: E402
 from agents.cli_args import inert_note, override_key  # noqa: E402
 from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
@@ -160,10 +161,10 @@ def _interrupted(run_dir: Path | None) -> int:
     saved = run_dir is not None and (run_dir / "checkpoints" / "last.pt").is_file()
     started = run_dir is not None and (run_dir / "config.yaml").is_file()  # (else: while the model and env were made)
     if saved:
-        line = f"continue from the last checkpoint with: python -m agents.run resume={run_dir}"
+        line = f"continue from the last checkpoint with: python -m agents.run {shell_arg('resume', run_dir)}"
     elif started:
         line = ("no checkpoint was written yet; start it again with: python -m agents.run "
-                f"config={run_dir / 'config.yaml'} run_dir={run_dir}")
+                f"{shell_arg('config', run_dir / 'config.yaml')} {shell_arg('run_dir', run_dir)}")
     else:
         line = "nothing was written"
     print(f"\ninterrupted; {line}", file=sys.stderr)
@@ -237,8 +238,9 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             locks.hold(run_dir)  # there is refused as in use (not "already holds a run", which names resume=)
         if resume_dir is None and (run_dir / "checkpoints" / "last.pt").exists():  # (a run stopped before its
             # first checkpoint has nothing to lose: starting it afresh in its folder is the way to rerun it)
-            raise ConfigError(f"run_dir={str(run_dir)!r} already holds a run; continue it with resume={run_dir}, or "
-                              "choose a new run_dir (a fresh run there would overwrite its checkpoint and metrics)")
+            raise ConfigError(f"run_dir={str(run_dir)!r} already holds a run; continue it with "
+                              f"{shell_arg('resume', run_dir)}, or choose a new run_dir (a fresh run there would "
+                              "overwrite its checkpoint and metrics)")
         if resume_dir is None and (run_dir / "metrics.json").exists():  # a finished run without its checkpoints/
             check_rerun(cfg, run_dir)  # (removed: the big files) was overwritten by any run given its folder
         if resume_dir is not None:  # (held already where config_for found a run folder)

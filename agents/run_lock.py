@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from agents.checkpoint_paths import started_only
+from agents.checkpoint_paths import shell_arg, started_only
 from agents.config import ConfigError
 from memory.persist import remove_temp_files
 
@@ -46,7 +46,7 @@ def lock_run(run_dir: Path) -> int | None:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise ConfigError(f"run folder {str(run_dir)!r} is in use by another process (pid {holder}); wait for it "
-                          f"to end or stop it, then continue it with resume={run_dir}") from None
+                          f"to end or stop it, then continue it with {shell_arg('resume', run_dir)}") from None
     except OSError as exc:  # no flock on this file system (ENOLCK, EOPNOTSUPP): run, unprotected, and say so
         os.close(fd)
         print(f"note: the run folder cannot be locked here ({exc.strerror or exc}): make sure no other process "

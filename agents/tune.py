@@ -40,6 +40,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from agents.checkpoint import CheckpointError
+from agents.checkpoint_paths import shell_arg
 from agents.cli_args import counted
 from agents.config import ConfigError, validate
 from agents.interrupts import sigterm_as_interrupt
@@ -255,11 +256,11 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
         best = write_results(sweep_dir, rows, plan, base, plan.metric)
     except OSError as exc:
         print(f"error: cannot write the results in {sweep_dir} ({exc.strerror or exc}); free space, then write them "
-              f"again with: python -m agents.tune resume={sweep_dir}", file=sys.stderr)
+              f"again with: python -m agents.tune {shell_arg('resume', sweep_dir)}", file=sys.stderr)
         return 2
     print(format_table(rows, list(plan.search_space), plan.metric, best, plan.mode))
     if not finished:
-        print(f"sweep interrupted; continue it with: python -m agents.tune resume={sweep_dir}")
+        print(f"sweep interrupted; continue it with: python -m agents.tune {shell_arg('resume', sweep_dir)}")
         return INTERRUPTED
     if best is None:
         print(f"no trial reported {plan.metric}: no trial failed, {_never_measured(plan.metric)}; pick another with "

@@ -10,6 +10,7 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
+from agents.checkpoint_paths import shell_arg
 from agents.config import ConfigError
 from agents.tune_signals import EXPERIMENT_STATE
 
@@ -95,8 +96,8 @@ def lock_sweep(sweep_dir: Path) -> int | None:
         if held is None:  # the lock file cannot be opened: its own line
             raise
         raise ConfigError(f"sweep folder {str(sweep_dir)!r} is in use by another sweep (pid {held[1]}); wait for it "
-                          f"to end or stop it, then continue it with: python -m agents.tune resume={sweep_dir}"
-                          ) from None
+                          f"to end or stop it, then continue it with: python -m agents.tune "
+                          f"{shell_arg('resume', sweep_dir)}") from None
 
 
 def unlock_sweep(fd: int | None, sweep_dir: Path, made: list[Path]) -> None:

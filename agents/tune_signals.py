@@ -11,6 +11,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from agents.checkpoint_paths import shell_arg
 from agents.interrupts import interrupt, interrupts_held
 
 INTERRUPTED = 130  # agents.run's and agents.benchmark's code for Ctrl+C / SIGTERM
@@ -123,7 +124,7 @@ def interrupted_line(sweep_dir: Path | None) -> str:
     # ran one trial of none of the swept values), without importing Ray's Tune here: the Ctrl+C may have stopped that
     # import halfway (resume= loads it in main()), and importing it again failed on the half-made pandas modules
     if sweep_dir is not None and tune_saved_trials(sweep_dir):
-        return f"interrupted; continue the sweep with: python -m agents.tune resume={sweep_dir}"
+        return f"interrupted; continue the sweep with: python -m agents.tune {shell_arg('resume', sweep_dir)}"
     return "interrupted before any trial started; nothing to continue, start the sweep again"
 
 

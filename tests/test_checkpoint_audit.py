@@ -86,3 +86,22 @@ def test_a_fresh_run_never_overwrites_a_finished_run_without_its_checkpoint(fini
     assert run.main(tiny("ContinualShift-v0", "memnet", folder, "train.episodes=0")) == 2
     assert "holds a finished run with no readable config.yaml" in capsys.readouterr().err
     assert (folder / "metrics.json").read_bytes() == before["metrics.json"]
+
+
+def test_a_suggested_command_pastes_as_one_argument_per_key(tmp_path, capsys):
+    """The command an error line tells the user to run quotes a folder with a space (`My Drive`) in it: it
+    was printed bare, and pasted into a shell as two arguments ("no checkpoint at '.../My'")."""
+    import shlex
+
+    from agents.checkpoint import how_to_continue
+
+    folder = tmp_path / "My Drive" / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", folder, "train.episodes=0")) == 0
+    assert how_to_continue(folder) == "continue with " + shlex.quote(f"resume={folder}")
+    capsys.readouterr()
+    assert run.main(tiny("ContinualShift-v0", "memnet", folder, "train.episodes=0")) == 2  # the folder holds a run
+    line = capsys.readouterr().err.strip()
+    suggested = line.split("continue it with ", 1)[1].split(", or choose", 1)[0]
+    assert shlex.split(suggested) == [f"resume={folder}"], line
+    assert run.main(shlex.split(suggested)) == 0  # pasted: the run's own folder, whole
+    assert f"run folder: {folder}" in capsys.readouterr().out
