@@ -6,6 +6,7 @@ and writes the report."""
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import os
 import shlex
@@ -211,7 +212,10 @@ def eta_s(done: list[dict], pending: list[Job], running: dict, workers: int, now
         -> float | None:
     """Seconds left: each unfinished run costs the mean time of finished runs of its (env, variant), or of all
     finished runs for a kind none of which has finished. None (unknown) before any run finished, and while a run of
-    such a kind has already taken longer than that guess: it was priced at 0 s left ("0 min 00 s" while it ran)."""
+    such a kind has already taken longer than that guess: it was priced at 0 s left ("0 min 00 s" while it ran).
+    The runs left are laid out on the `workers` as the benchmark starts them (each pending run on the first worker
+    to be free): the time until the last ends. (The sum over `workers` read 30 s for one 60 s run left of 2 at a
+    time: a run is not split between workers.)"""
     if not done:
         return None
     mean_all = sum(r["wall_s"] for r in done) / len(done)
@@ -225,13 +229,17 @@ def eta_s(done: list[dict], pending: list[Job], running: dict, workers: int, now
         return (sum(times) / len(times), True) if times else (mean_all, False)
 
     now = time.monotonic() if now is None else now
-    left = sum(cost(j)[0] for j in pending)
+    free = []  # each worker's seconds until it is free: a run in flight's time left, 0 for an idle one
     for job, t0 in running.values():
         guess, known = cost(job)
         if not known and now - t0 >= guess:  # a kind slower than the guess: how much slower is unknown
             return None
-        left += max(guess - (now - t0), 0.0)
-    return left / workers
+        free.append(max(guess - (now - t0), 0.0))
+    free += [0.0] * max(workers - len(free), 0)
+    heapq.heapify(free)
+    for job in pending:  # started in this order, each on the first worker to be free
+        heapq.heappush(free, heapq.heappop(free) + cost(job)[0])
+    return max(free)
 
 
 def minutes(seconds: float | None) -> str:

@@ -19,3 +19,19 @@ def test_out_and_suite_expand_a_leading_tilde(tmp_path, monkeypatch, capsys):
     assert benchmark.main(["suite=~/mine.yaml", "out='~/bench'", "agents=gru"]) == 2
     assert "gru is not in the suite; choose from: m" in capsys.readouterr().err
     assert not (tmp_path / "~").exists()
+
+
+def test_eta_does_not_split_the_last_runs_between_idle_workers():
+    """ETA was the seconds left summed over every run, divided by workers: 30 s for one 60 s run left of 2 at a
+    time, 3 x 60 / 16 = 11 s for the last three of a full suite at workers=16."""
+    from agents import benchmark_runner
+    from agents.benchmark_runner import Job, eta_s
+
+    done = [{"env": NR, "variant": "memnet", "wall_s": 60.0}, {"env": NR, "variant": "lstm", "wall_s": 20.0}]
+    memnet, lstm = (Job(NR, v, v, 1, None, []) for v in ("memnet", "lstm"))
+    assert eta_s(done, [], {1: (memnet, 100.0)}, workers=2, now=100.0) == 60.0  # one run left: its own 60 s
+    assert eta_s(done, [memnet] * 3, {}, workers=16) == 60.0  # three side by side
+    # two workers: the 60 s run in flight 10 s, then lstm runs start on the idle one: 20 + 20 + 20 = 60 > 50 left
+    assert eta_s(done, [lstm] * 3, {1: (memnet, 0.0)}, workers=2, now=10.0) == 60.0
+    assert eta_s(done, [lstm, lstm], {1: (memnet, 0.0)}, workers=2, now=10.0) == 50.0  # 40 on one, 50 on the other
+    assert benchmark_runner.minutes(eta_s(done, [memnet], {}, workers=4)) == "1 min 00 s"
