@@ -69,8 +69,11 @@ _BARE = re.compile(r"[A-Za-z_][\w\-./]*", re.ASCII)  # Hydra reads no other lett
 
 
 def override_value(value) -> str:
-    """A value as Hydra's override grammar reads it back unchanged (bool, int, float, None, str)."""
+    """A value as Hydra's override grammar reads it back unchanged (bool, int, float, None, str, and lists of them:
+    a list was its str() quoted, "'[1, 2]'", which an env option such as `distances` refused as text)."""
     value = plain(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:

@@ -35,3 +35,18 @@ def test_eta_does_not_split_the_last_runs_between_idle_workers():
     assert eta_s(done, [lstm] * 3, {1: (memnet, 0.0)}, workers=2, now=10.0) == 60.0
     assert eta_s(done, [lstm, lstm], {1: (memnet, 0.0)}, workers=2, now=10.0) == 50.0  # 40 on one, 50 on the other
     assert benchmark_runner.minutes(eta_s(done, [memnet], {}, workers=4)) == "1 min 00 s"
+
+
+def test_a_probe_of_a_list_option_gives_agents_evaluate_the_list():
+    """A suite's `probes.vary: {distances: [[1, 2, 4], [8, 16]]}` passed the plan's check (the env takes each list),
+    then every probed run trained and its probe failed: agents.evaluate got the text '[1, 2, 4]' ("distances must be
+    a non-empty list of integers ..., got '[1, 2, 4]'")."""
+    from agents.benchmark_runner import Job, probe_command
+    from agents.evaluate_args import override_grid
+
+    job = Job("LongDependency-Easy-v0", "lstm", "lstm", 0, "/r", [])
+    command = probe_command(job, "distances", [[1, 2, 4], [8, 16]])
+    assert command[-2] == "env.kwargs.distances=[1,2,4],[8,16]"
+    assert override_grid(command[-2:-1]) == [({"distances": [1, 2, 4]}, {}), ({"distances": [8, 16]}, {})]
+    assert probe_command(job, "haystack_path", ["/a b/x,y.txt", None])[-2] == \
+        "env.kwargs.haystack_path='/a b/x,y.txt',null"
