@@ -50,3 +50,18 @@ def test_a_probe_of_a_list_option_gives_agents_evaluate_the_list():
     assert override_grid(command[-2:-1]) == [({"distances": [1, 2, 4]}, {}), ({"distances": [8, 16]}, {})]
     assert probe_command(job, "haystack_path", ["/a b/x,y.txt", None])[-2] == \
         "env.kwargs.haystack_path='/a b/x,y.txt',null"
+
+
+def test_results_md_estimates_an_idle_machines_wall_time_no_shorter_than_its_longest_run():
+    """The estimate was the CPU time over workers: one 60 s run beside a 6 s one at workers=16 read "about 0.1 min
+    of wall time"; a run is not split between workers, so it is at least the longest run's 1.0 min."""
+    from agents.benchmark_report import aggregate, markdown
+
+    runs = [{"env": NR, "variant": v, "agent": v, "seed": 0, "status": "ok", "metrics": {"accuracy": 0.5},
+             "run_dir": f"/r/{v}", "cpu_s": cpu, "wall_s": cpu} for v, cpu in (("memnet", 60.0), ("lstm", 6.0))]
+    context = {"suite": "t", "command": "c", "machine": "m", "started": "now", "wall_s": 70.0, "workers": 16}
+    text = markdown(aggregate(runs), [], runs, context)
+    assert "CPU time 1.1 min, i.e. about 1.0 min of wall time at 16 runs at a time" in text
+    context["workers"] = 1
+    assert "CPU time 1.1 min, i.e. about 1.1 min of wall time at 1 run at a time" in markdown(
+        aggregate(runs), [], runs, context)
