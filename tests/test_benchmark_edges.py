@@ -1,4 +1,4 @@
-"""`python -m agents.benchmark`'s path keys, out= and suite=, take ~ (your home folder) as agents.run's do."""
+"""agents.benchmark edges: ~ in out= and suite=, the ETA and the idle-machine estimate, list-valued probes."""
 
 import yaml
 
