@@ -5,7 +5,7 @@ usage: python -m agents.benchmark [suite=quick|full|FILE.yaml] [seeds=N] [worker
   suite     agents/conf/benchmark/<name>.yaml (quick: <= 20 min on 2 cores; full: a bigger machine) or a path;
             it holds the budgets: run overrides for every run, per env and per variant, and the probes
   seeds     runs per (env, variant): seeds 0..N-1 (default: the suite's)
-  workers   runs at once (default: the CPU count)
+  workers   runs at once (default: the CPU cores it may run on: its affinity mask)
   envs      comma list of env ids to run (default: all of the suite's)
   agents    comma list of variant names to run (default: all of the suite's)
   out       output folder, new or empty (default: runs/benchmark/<YYYY-mm-dd_HH-MM-SS>)
