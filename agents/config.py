@@ -275,6 +275,10 @@ def absolute_env_paths(cfg: DictConfig) -> dict[str, str]:
 def memory_config(cfg: DictConfig) -> MemoryConfig:
     """The MemoryConfig of a run: `memory.*` with `dim` tied to `model.dim` (one width for the whole agent)."""
     fields_ = OmegaConf.to_container(cfg.memory, resolve=True)
+    if cfg.agent.name != "memnet":  # a baseline builds no memory part (agents.models.build_model, memory_free) and
+        # its memory.* change nothing (a note says so): `agent=lstm memory.slots=64 model.dim=18` was refused for
+        # memory.read_heads=4, which no part of it reads
+        fields_.update(slots=0, store=False, internal="none")
     if fields_["dim"] != cfg.model.dim:
         raise ConfigError(f"memory.dim={fields_['dim']} must equal model.dim={cfg.model.dim}; set model.dim only")
     try:
