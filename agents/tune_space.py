@@ -298,7 +298,7 @@ def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
         if key in ("env.id", "agent.name"):  # the other env's options and budgets
             raise ConfigError(f"sweep.search_space.{key}: the env and agent cannot be swept (a trial would keep the "
                               "other one's settings); run one sweep per env and agent, chosen with env= and agent=")
-        if key in ("run_dir", "resume"):
+        if key in ("run_dir", "resume", "runs_root"):  # runs_root: accepted, unread, the same trial twice
             raise ConfigError(f"sweep.search_space.{key}: cannot be swept, each trial writes its own folder under "
                               "the sweep folder; drop it")
         env_option = key.startswith("env.kwargs.")
