@@ -26,6 +26,14 @@ RUN_LOCK = ".run.lock"
 RUN_FILES = ("config.yaml", "metrics.json")  # the run folder's own atomic files, besides checkpoints/ and plots/
 
 
+class FolderInUse(ConfigError):
+    """`lock_run`'s line for a folder another process holds; `holder` is that process's pid as its lock file says."""
+
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder
+
+
 def lock_run(run_dir: Path) -> int | None:
     """Take `run_dir`'s lock without waiting and write this pid into it; returns its fd (closing it releases the
     lock; None where nothing could be locked). A folder another process holds, or one where the lock file cannot
@@ -45,8 +53,8 @@ def lock_run(run_dir: Path) -> int | None:
     except BlockingIOError:  # held
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise ConfigError(f"run folder {str(run_dir)!r} is in use by another process (pid {holder}); wait for it "
-                          f"to end or stop it, then continue it with {shell_arg('resume', run_dir)}") from None
+        raise FolderInUse(f"run folder {str(run_dir)!r} is in use by another process (pid {holder}); wait for it "
+                          f"to end or stop it, then continue it with {shell_arg('resume', run_dir)}", holder) from None
     except OSError as exc:  # no flock on this file system (ENOLCK, EOPNOTSUPP): run, unprotected, and say so
         os.close(fd)
         print(f"note: the run folder cannot be locked here ({exc.strerror or exc}): make sure no other process "

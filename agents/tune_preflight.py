@@ -85,17 +85,12 @@ def lock_sweep(sweep_dir: Path) -> int | None:
     on its trials: their folder locks failed the copies, three trials ended "error", and the first sweep, whose trials
     had all trained to the end, read the second's saved state and ended "interrupted" with those errors. Returns the
     lock's fd for `unlock_sweep`."""
-    import re
-
-    from agents.run_lock import lock_run
+    from agents.run_lock import FolderInUse, lock_run
 
     try:
         return lock_run(sweep_dir)
-    except ConfigError as exc:
-        held = re.search(r"in use by another process \(pid (\S+)\)", str(exc))
-        if held is None:  # the lock file cannot be opened: its own line
-            raise
-        raise ConfigError(f"sweep folder {str(sweep_dir)!r} is in use by another sweep (pid {held[1]}); wait for it "
+    except FolderInUse as exc:  # (a lock file that cannot be opened keeps its own line)
+        raise ConfigError(f"sweep folder {str(sweep_dir)!r} is in use by another sweep (pid {exc.holder}); wait for it "
                           f"to end or stop it, then continue it with: python -m agents.tune "
                           f"{shell_arg('resume', sweep_dir)}") from None
 
