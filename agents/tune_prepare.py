@@ -16,7 +16,7 @@ from agents.config import ConfigError, absolute_env_paths, absolute_path, check_
 from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
-from agents.tune_space import SweepPlan, check_space_keys, load_sweep
+from agents.tune_space import SweepPlan, check_space_keys, load_sweep, trial_threads
 
 
 def early_answer(argv: list[str]) -> int | None:
@@ -82,15 +82,12 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     return plan, OmegaConf.to_container(base, resolve=True), sweep_dir
 
 
-THREAD_KEYS = ("train.threads", "memory.store_threads")  # what every trial sets to sweep.resources.threads
-
-
 def check_thread_keys(plan: SweepPlan, base) -> None:
     """`train.threads=` / `memory.store_threads=` that a trial would not run with (each runs with
     sweep.resources.threads of both), on the command line, in the sweep file's overrides or swept: one line with the
     fix. They were dropped silently (a swept train.threads ran the same trial under two labels)."""
     threads = plan.resources["threads"]
-    for key in THREAD_KEYS:
+    for key in trial_threads(threads):  # what every trial sets to sweep.resources.threads
         if key in plan.search_space:
             raise ConfigError(f"sweep.search_space.{key}: cannot be swept, every trial runs with "
                               f"sweep.resources.threads={threads} torch and FAISS threads; drop it")
