@@ -1,5 +1,5 @@
-"""The end of a benchmark: per-run numbers, mean and 90% bootstrap interval over seeds, target checks,
-results.md and results.json.
+"""The end of a benchmark: per-run numbers, mean and 90% bootstrap interval over seeds, target checks and
+results.json (results.md: `agents.benchmark_markdown`).
 
 A run record (built by `agents.benchmark`) holds env, variant, agent, seed, status (`ok`, `failed`, `probe failed`),
 its metrics.json (`metrics`), the probe evaluations of its checkpoint (`probes`: agents.evaluate results with the
@@ -227,7 +227,7 @@ def capacity_notes(agg: dict, level: float = 0.95) -> list[str]:
     return notes
 
 
-# ---------------------------------------------------------------- Markdown
+# ---------------------------------------------------------------- a cell of results.md (and a target's number)
 def fmt(stat: dict | None, kind: str = "frac", seeds: int | None = None) -> str:
     """`mean [low, high]` (90% bootstrap interval over seeds; one seed: the value alone); with `seeds` (the row's
     successful seeds), a number that fewer of them report says on how many it rests (a bucket one seed filled)."""
@@ -244,89 +244,9 @@ def fmt(stat: dict | None, kind: str = "frac", seeds: int | None = None) -> str:
     return text + (f" ({stat['n']} of {counted(seeds, 'seed')})" if seeds is not None and stat["n"] < seeds else "")
 
 
-MAIN_COLUMNS = [("accuracy", "eval accuracy", "frac"), ("acc_within_window", "acc d<=W", "frac"),
-                ("acc_beyond_window", "acc d>W", "frac"), ("ACC", "ACC", "frac"), ("BWT", "BWT", "frac"),
-                ("FWT", "FWT", "frac"), ("forgetting", "forgetting", "frac"), ("params", "params", "int"),
-                ("memory_bytes", "memory", "bytes"), ("tokens_per_s", "train tokens/s", "int"),
-                ("wall_s", "wall s", "s"), ("cpu_s", "CPU s", "s")]
-SERIES_TABLES = [("acc_d", "Accuracy by distance (bucket upper bound d, steps)", "d<="),
-                 ("recall_delay", "Recall of fresh facts by delay (episodes)", "delay "),
-                 ("recall_facts", "Recall by facts held (capacity: delay x facts_per_episode)", "")]
-
-
-def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
-    """A Markdown table; numbers right-aligned after the first `text_columns` columns."""
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def _seeds(cell: dict) -> str:
-    total = len(cell["seeds"]) + len(cell["failed"])
-    return f"{len(cell['seeds'])}/{total}" + (f" ({len(cell['failed'])} FAILED)" if cell["failed"] else "")
-
-
-def env_tables(env: str, variants: dict) -> list[str]:
-    present = {name for cell in variants.values() for name in cell["metrics"]}
-    # one task: ACC is the eval accuracy again; not with 1 of 5 tasks trained (ACC over that one, accuracy over 5)
-    same = all(math.isclose(v, dict(cell["metrics"].get("accuracy", {}).get("values", [])).get(s, math.nan))
-               for cell in variants.values() for s, v in cell["metrics"].get("ACC", {}).get("values", []))
-    columns = [c for c in MAIN_COLUMNS if c[0] in present  # the window split means something for LongDependency
-               and (c[0] not in ("acc_within_window", "acc_beyond_window") or _family(env) == "LongDependency")
-               and (c[0] != "ACC" or "BWT" in present or not same)]
-    rows = [[variant, cell["agent"], _seeds(cell)] + [
-        fmt(cell["metrics"].get(k), kind, len(cell["seeds"])) if cell["seeds"] else "FAILED" for k, _, kind in columns]
-        for variant, cell in variants.items()]
-    lines = [f"## {env}", ""] + _table(["variant", "agent", "seeds ok", *[c[1] for c in columns]], rows, 2)
-    for prefix, title, label in SERIES_TABLES:
-        keys = sorted({k for cell in variants.values() for k, _ in series(cell["metrics"], prefix)})
-        if not keys or (prefix == "acc_d" and len(keys) < 2):  # one bucket (every recall as far): no table
-            continue
-        rows = [[variant] + [fmt(cell["metrics"].get(f"{prefix}{k}"), seeds=len(cell["seeds"])) for k in keys]
-                for variant, cell in variants.items() if any(f"{prefix}{k}" in cell["metrics"] for k in keys)]
-        lines += ["", f"{title}:", ""] + _table(["variant", *[f"{label}{k}" for k in keys]], rows)
-    return lines + [""]
-
-
-def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict) -> str:
-    failed = [r for r in records if r["status"] != OK]
-    cpu = sum(r.get("cpu_s") or 0.0 for r in records)
-    # a run is not split between workers: the longest bounds it (1 run of 60 s at workers=16 read 0.1 min)
-    idle_wall = max(cpu / context["workers"], max((r.get("cpu_s") or 0.0 for r in records), default=0.0))
-    lines = [f"# memstream benchmark: suite `{context['suite']}`", "",
-             f"- command: `{context['command']}`",
-             f"- machine: {context['machine']}",
-             f"- started {context['started']}, wall time {context['wall_s'] / 60:.1f} min, "
-             f"{counted(context['workers'], 'run')} at a time" + (" (INTERRUPTED: partial results)" if context.get(
-                 "interrupted") else ""),
-             f"- runs: {len(records)} ({len(records) - len(failed)} ok, {len(failed)} failed); CPU time "
-             f"{cpu / 60:.1f} min, i.e. about {idle_wall / 60:.1f} min of wall time at "
-             f"{counted(context['workers'], 'run')} at a time on an otherwise idle machine", "",
-             "Cells: mean over seeds [90% bootstrap interval]; `(1 of 3 seeds)`: a number only some of the row's runs "
-             "report (a distance bucket that one run's evaluation filled). Accuracies are fractions of scored steps on "
-             "the final evaluation; NeedleRecall evaluates fresh facts (never trained on) with memory writes off.", "",
-             "## Targets", ""]
-    rows = [[t["env"], t["variant"], t["target"], t["status"], t["detail"]] for t in targets]
-    # only presets ran: no table (its header alone read as a table whose rows were lost), the note says why
-    lines += _table(["env", "variant", "target", "status", "number"], rows, 5) + [""] if rows else []
-    lines += [presets_note(agg), ""] if presets_note(agg) else []
-    notes = capacity_notes(agg)
-    if notes:
-        lines += ["Capacity (NeedleRecall, recall >= 95% as the facts held grow):", ""] + [f"- {n}" for n in notes]
-        lines.append("")
-    for env, variants in agg.items():
-        lines += env_tables(env, variants)
-    if failed:
-        lines += ["## Failed runs", ""]
-        for r in failed:
-            log = (r.get("error") or "").rstrip() or "(the log is empty)"  # a run stopped before its first line
-            lines += [f"- {r['env']} / {r['variant']} / seed {r['seed']}: {r['status']} ({r.get('error_kind', '')}), "
-                      f"`{r['run_dir']}`", "", "```", log, "```", ""]
-    return "\n".join(lines) + "\n"
-
-
 def write_results(bench_dir, records: list[dict], context: dict, chance_margin: float = DEFAULT_CHANCE_MARGIN):
     """results.json (every number, per seed too) and results.md; returns (aggregate, targets, markdown)."""
+    from agents.benchmark_markdown import markdown  # (it imports this module)
     from agents.report import write_json_atomic, write_text_atomic
 
     agg = aggregate(records)

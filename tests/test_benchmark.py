@@ -3,6 +3,7 @@
 import pytest
 
 from agents import benchmark_runner
+from agents.benchmark_markdown import markdown
 from agents.benchmark_report import (
     MET,
     MISSED,
@@ -12,7 +13,6 @@ from agents.benchmark_report import (
     capacity_notes,
     check_targets,
     flat_metrics,
-    markdown,
 )
 from agents.evaluate import override_grid
 

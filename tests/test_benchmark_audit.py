@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from agents import benchmark, benchmark_rebuild, benchmark_runner
-from agents.benchmark_report import aggregate, env_tables, write_results
+from agents.benchmark_markdown import env_tables
+from agents.benchmark_report import aggregate, write_results
 from agents.interrupts import interrupt
 from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 

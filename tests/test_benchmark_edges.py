@@ -55,7 +55,8 @@ def test_a_probe_of_a_list_option_gives_agents_evaluate_the_list():
 def test_results_md_estimates_an_idle_machines_wall_time_no_shorter_than_its_longest_run():
     """The estimate was the CPU time over workers: one 60 s run beside a 6 s one at workers=16 read "about 0.1 min
     of wall time"; a run is not split between workers, so it is at least the longest run's 1.0 min."""
-    from agents.benchmark_report import aggregate, markdown
+    from agents.benchmark_markdown import markdown
+    from agents.benchmark_report import aggregate
 
     runs = [{"env": NR, "variant": v, "agent": v, "seed": 0, "status": "ok", "metrics": {"accuracy": 0.5},
              "run_dir": f"/r/{v}", "cpu_s": cpu, "wall_s": cpu} for v, cpu in (("memnet", 60.0), ("lstm", 6.0))]

@@ -177,7 +177,7 @@ def test_a_target_met_on_short_buckets_only_says_how_far_they_reach():
 
 
 def test_the_accuracy_by_distance_table_needs_two_buckets():
-    from agents.benchmark_report import env_tables
+    from agents.benchmark_markdown import env_tables
 
     def table(buckets):
         agg = aggregate([record(LD, "memnet", 0, accuracy_by_distance={str(b): 0.9 for b in buckets})])
