@@ -1,12 +1,13 @@
 """results.md, the human-readable end of a benchmark: the header, the targets, the capacity notes, per env a table
-of every variant and the series tables (accuracy by distance, recall by delay and by facts held), the failed runs.
+of every variant and the series tables (accuracy by distance, recall by delay and by facts held), the probes on
+none of those curves, the failed runs.
 The numbers, the targets and results.json are `agents.benchmark_report`'s."""
 
 from __future__ import annotations
 
 import math
 
-from agents.benchmark_report import OK, _family, capacity_notes, fmt, presets_note, series
+from agents.benchmark_report import OK, PROBE, _family, capacity_notes, fmt, presets_note, series
 from agents.cli_args import counted
 
 MAIN_COLUMNS = [("accuracy", "eval accuracy", "frac"), ("acc_within_window", "acc d<=W", "frac"),
@@ -50,7 +51,26 @@ def env_tables(env: str, variants: dict) -> list[str]:
         rows = [[variant] + [fmt(cell["metrics"].get(f"{prefix}{k}"), seeds=len(cell["seeds"])) for k in keys]
                 for variant, cell in variants.items() if any(f"{prefix}{k}" in cell["metrics"] for k in keys)]
         lines += ["", f"{title}:", ""] + _table(["variant", *[f"{label}{k}" for k in keys]], rows)
-    return lines + [""]
+    return lines + probe_table(variants) + [""]
+
+
+def probe_table(variants: dict) -> list[str]:
+    """The probes on no curve above (LongDependency's: they were in results.json only), a row per variant and
+    changed env options: the eval accuracy and the accuracy by distance, as the tables above show the run's own."""
+    probes: dict = {}  # (variant, options) -> {metric: stat}
+    for variant, cell in variants.items():
+        for name, stat in cell["metrics"].items():
+            if name.startswith(PROBE):
+                options, _, metric = name.removeprefix(PROBE).rpartition(": ")
+                probes.setdefault((variant, options), {})[metric] = stat
+    if not probes:
+        return []
+    buckets = sorted({k for metrics in probes.values() for k, _ in series(metrics, "acc_d")})
+    rows = [[variant, f"`{options}`", *[fmt(metrics.get(name), seeds=len(variants[variant]["seeds"]))
+                                       for name in ["accuracy", *[f"acc_d{b}" for b in buckets]]]]
+            for (variant, options), metrics in probes.items()]
+    return ["", "Probes (final checkpoints evaluated again with changed env options; accuracy by distance):", ""] + \
+        _table(["variant", "env options", "eval accuracy", *[f"d<={b}" for b in buckets]], rows, 2)
 
 
 def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict) -> str:

@@ -6,7 +6,9 @@ its metrics.json (`metrics`), the probe evaluations of its checkpoint (`probes`:
 env options they changed), the controller window, the env options, the env's chance level and the wall time.
 Flat metric names (`flat_metrics`): the scalars of metrics.json (accuracy, ACC, BWT, ...), `acc_d<b>` per distance
 bucket, `acc_within_window` / `acc_beyond_window` (mean of the buckets <= W / > W), `recall_delay<d>` and
-`recall_facts<n>` (NeedleRecall: recall at delay d, and with n = delay x facts_per_episode facts held).
+`recall_facts<n>` (NeedleRecall: recall at delay d, and with n = delay x facts_per_episode facts held); every other
+probe (LongDependency's, or NeedleRecall's of another option) as `probe <option>=<value>: accuracy` and
+`probe <option>=<value>: acc_d<b>`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ MET, MISSED, NOT_RUN, NOT_MEASURED = "met", "MISSED", "not run", "not measured" 
 SCALARS = ("accuracy", "ACC", "BWT", "FWT", "forgetting", "tokens_per_s", "params", "memory_bytes")
 MIN_SEEDS = 3  # the issue's targets are stated for >= 3 seeds
 DEFAULT_CHANCE_MARGIN = 0.05  # "at chance": mean accuracy <= chance + this (a finite eval samples few queries)
+PROBE = "probe "  # the flat names of the probes' numbers that are on no curve: see probe_name
+CURVE_OPTIONS = {"delay", "facts_per_episode"}  # NeedleRecall: a probe of these is a point of a recall curve
 
 
 def _family(env_id: str) -> str:
@@ -69,7 +73,22 @@ def flat_metrics(record: dict) -> dict[str, float]:
             out.setdefault(f"recall_delay{int(d)}", _number(v))
         if delay and per_episode and env_kwargs.get("delay") == delay:  # capacity: facts held at the run's delay
             out.setdefault(f"recall_facts{delay * env_kwargs['facts_per_episode']}", _number(result.get("accuracy")))
+    for probe in record.get("probes") or []:  # the rest of the probes: results.json held LongDependency's alone
+        changed = probe.get("env_kwargs") or {}
+        if _family(record["env"]) == "NeedleRecall" and set(changed) <= CURVE_OPTIONS:  # a point of a curve above
+            continue
+        name = probe_name(changed)
+        out[f"{name}accuracy"] = _number(probe.get("accuracy"))
+        out |= {f"{name}acc_d{int(b)}": _number(v) for b, v in (probe.get("accuracy_by_distance") or {}).items()}
     return {k: v for k, v in out.items() if v is not None}
+
+
+def probe_name(changed: dict) -> str:
+    """The flat-name prefix of a probe's numbers: `probe <option>=<value> ...: ` (values as an override spells
+    them, so a list reads [1,2,4] as in the suite's command)."""
+    from agents.tune_overrides import override_value
+
+    return PROBE + " ".join(f"{k}={override_value(v)}" for k, v in changed.items()) + ": "
 
 
 def aggregate(records: list[dict]) -> dict:
@@ -97,10 +116,10 @@ def aggregate(records: list[dict]) -> dict:
     return out
 
 
-def _name_order(name: str):
-    """Series in numeric order (acc_d2 before acc_d16)."""
-    match = re.fullmatch(r"([a-z_]+?)(\d+)", name)
-    return (match.group(1), int(match.group(2))) if match else (name, -1)
+def _name_order(name: str) -> list:
+    """Numbers in names in numeric order: acc_d2 before acc_d16, and a probe's delay=5 before delay=20 (text and
+    numbers alternate from the start, so any two keys compare)."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
 
 
 def series(metrics: dict, prefix: str) -> list[tuple[int, dict]]:

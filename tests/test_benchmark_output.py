@@ -1,0 +1,55 @@
+"""What a benchmark shows its user: LongDependency's probes in results.md (they were in results.json only), the
+same after `python -m agents.benchmark_report DIR`, and the terminal's lines aligned and numbered as results.md."""
+
+from __future__ import annotations
+
+import json
+
+from agents import benchmark_rebuild
+from agents.benchmark_report import aggregate, flat_metrics, write_results
+from tests.test_benchmark import BUCKETS, LD, NR, record
+
+CONTEXT = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
+           "wall_s": 60.0, "workers": 2, "interrupted": False}
+
+
+def ld_probed(seed: int) -> dict:
+    """A LongDependency MemNet run probed with more queries per episode (32, then 8: out of order) and with
+    cross-episode queries, whose distances reach past the run's own buckets."""
+    probes = [{"env_kwargs": {"queries_per_episode": 32}, "accuracy": 0.9, "accuracy_by_distance": {"1024": 0.9}},
+              {"env_kwargs": {"queries_per_episode": 8}, "accuracy": 0.97, "accuracy_by_distance": {"1024": 0.97}},
+              {"env_kwargs": {"cross_episode_queries": 4}, "accuracy": 0.5 + 0.1 * seed,
+               "accuracy_by_distance": {"1024": 0.96, "4096": 0.2 + 0.1 * seed}}]
+    return record(LD, "memnet", seed, accuracy=0.95, accuracy_by_distance={str(b): 0.95 for b in BUCKETS},
+                  probes=probes)
+
+
+def test_longdependency_probes_are_a_table_of_results_md_and_rebuilt_the_same(tmp_path):
+    runs = [ld_probed(s) for s in range(3)]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    _, _, text = write_results(bench, json.loads(json.dumps(runs)), CONTEXT)
+    table = text.split("Probes (final checkpoints evaluated again with changed env options; accuracy by "
+                       "distance):\n\n")[1].split("\n\n")[0].splitlines()
+    assert table == ["| variant | env options | eval accuracy | d<=1024 | d<=4096 |",
+                     "|---|---|---:|---:|---:|",
+                     "| memnet | `cross_episode_queries=4` | 0.600 [0.533, 0.667] | 0.960 | 0.300 [0.233, 0.367] |",
+                     "| memnet | `queries_per_episode=8` | 0.970 | 0.970 | – |",  # 8 before 32: in numeric order
+                     "| memnet | `queries_per_episode=32` | 0.900 | 0.900 | – |"]
+    assert "| memnet | 0.950 | 0.950 |" in text  # the run's own buckets are the run's, not a probe's
+    (bench / "results.md").unlink()
+    assert benchmark_rebuild.main([str(bench)]) == 0
+    assert (bench / "results.md").read_text() == text
+
+
+def test_needlerecall_probes_on_a_recall_curve_get_no_probe_row_and_the_others_do():
+    """A delay or facts_per_episode probe is a point of the recall curves; one of another option (its recall at the
+    run's own delay, which the run's evaluation holds) was shown nowhere."""
+    probes = [{"env_kwargs": {"delay": 2}, "accuracy": 0.99, "recall_by_delay": {"2": 0.99}},
+              {"env_kwargs": {"haystack_length": 512}, "accuracy": 0.7, "recall_by_delay": {"10": 0.7}}]
+    flat = flat_metrics(record(NR, "memnet", 0, env_kwargs={"delay": 10, "facts_per_episode": 4}, probes=probes,
+                               accuracy=0.96, recall_by_delay={"10": 0.96}))
+    assert flat["recall_delay2"] == 0.99 and flat["recall_delay10"] == 0.96
+    assert {k: v for k, v in flat.items() if k.startswith("probe ")} == {"probe haystack_length=512: accuracy": 0.7}
+    list_probe = record(LD, "memnet", 0, probes=[{"env_kwargs": {"distances": [1, 2, 4]}, "accuracy": 0.8}])
+    assert "probe distances=[1,2,4]: accuracy" in aggregate([list_probe])[LD]["memnet"]["metrics"]
