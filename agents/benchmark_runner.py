@@ -249,6 +249,7 @@ def minutes(seconds: float | None) -> str:
 def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[list[dict], bool]:
     """Run every job, `workers` at a time, printing a line per finished run; returns (records, interrupted)."""
     runner, records, running, pending, interrupted = Runner(timeout_s), [], {}, list(jobs), False
+    widths = line_widths(jobs, timeout_s)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures: dict = {}
         try:
@@ -269,7 +270,7 @@ def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[lis
                                   "error_kind": "benchmark error", "error": f"{type(exc).__name__}: {exc}",
                                   "probes": [], "wall_s": time.monotonic() - running_since, "cpu_s": 0.0}
                     records.append(record)
-                    print(f"{run_line(record, len(records), len(jobs))}   ETA "
+                    print(f"{run_line(record, len(records), widths)}   ETA "
                           f"{minutes(eta_s(records, pending, running, workers))}", flush=True)
         except KeyboardInterrupt:
             interrupted = True
@@ -280,14 +281,26 @@ def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[lis
             stopped = [f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None]
             for record in stopped:  # a line each, as for the runs before (a run that ended as the signal came was
                 records.append(record)  # counted in the results without one)
-                print(run_line(record, len(records), len(jobs)), flush=True)
+                print(run_line(record, len(records), widths), flush=True)
     return records, interrupted
 
 
-def run_line(record: dict, n: int, total: int) -> str:
-    """The terminal's line for the n-th finished run of `total`: its key numbers, or its failure and its log."""
+def line_widths(jobs: list[Job], timeout_s: float | None) -> dict[str, int]:
+    """The columns of the runs' lines, as wide as their longest entry among every job: fixed widths (env 17,
+    variant 16) let a preset (LongDependency-Hard-v0), a long variant name or seed 10 push the columns after them
+    out of line. Wall seconds: up to the timeout and the grace after it (a run past 9999.9 s widened its line)."""
+    wall = len(f"{timeout_s + GRACE_S:.1f}") if timeout_s is not None else 0
+    return {"n": len(str(len(jobs))), "total": len(jobs), "env": max((len(j.env) for j in jobs), default=1),
+            "variant": max((len(j.variant) for j in jobs), default=1),
+            "seed": max((len(str(j.seed)) for j in jobs), default=1), "wall": max(wall, 6)}
+
+
+def run_line(record: dict, n: int, widths: dict[str, int]) -> str:
+    """The terminal's line for the n-th finished run: its key numbers, or its failure and its log; the columns
+    `line_widths` wide."""
     status = record["status"] if record["status"] != report.OK else report.key_numbers(record)
     if record["error_kind"]:
         status += f" ({record['error_kind']}; see {record['run_dir']}/*.log)"
-    return (f"[{n:>{len(str(total))}}/{total}] {record['env']:17s} {record['variant']:16s} s{record['seed']}  "
-            f"{record['wall_s']:6.1f} s  {status}")
+    w = widths
+    return (f"[{n:>{w['n']}}/{w['total']}] {record['env']:<{w['env']}} {record['variant']:<{w['variant']}} "
+            f"s{record['seed']:<{w['seed']}}  {record['wall_s']:{w['wall']}.1f} s  {status}")

@@ -4,8 +4,9 @@ same after `python -m agents.benchmark_report DIR`, and the terminal's lines ali
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from agents import benchmark_rebuild
+from agents import benchmark_rebuild, benchmark_runner
 from agents.benchmark_report import aggregate, flat_metrics, write_results
 from tests.test_benchmark import BUCKETS, LD, NR, record
 
@@ -53,3 +54,21 @@ def test_needlerecall_probes_on_a_recall_curve_get_no_probe_row_and_the_others_d
     assert {k: v for k, v in flat.items() if k.startswith("probe ")} == {"probe haystack_length=512: accuracy": 0.7}
     list_probe = record(LD, "memnet", 0, probes=[{"env_kwargs": {"distances": [1, 2, 4]}, "accuracy": 0.8}])
     assert "probe distances=[1,2,4]: accuracy" in aggregate([list_probe])[LD]["memnet"]["metrics"]
+
+
+def test_progress_lines_keep_their_columns_with_a_preset_a_long_variant_and_seed_10(monkeypatch, capsys):
+    """The env column was 17 wide and the variant's 16: LongDependency-Hard-v0 (22) and a longer variant name pushed
+    every column after them out of line, and so did seed 10 after seed 9."""
+    hard, name = "LongDependency-Hard-v0", "memnet-no-slots-no-store"
+    jobs = [benchmark_runner.Job(env, variant, variant.split("-")[0], seed, Path(f"/r/{seed}"), [])
+            for env, variant, seed in ((hard, name, 0), (NR, "gru", 10), (LD, "memnet", 3))]
+    monkeypatch.setattr(benchmark_runner.Runner, "run", lambda self, job: record(
+        job.env, job.variant, job.seed, accuracy=0.5) | {"wall_s": 10.0 * (job.seed + 1)})
+    records, interrupted = benchmark_runner.execute(jobs, workers=1, timeout_s=None)
+    assert len(records) == 3 and not interrupted
+    lines = [line.split("   ETA ")[0] for line in capsys.readouterr().out.splitlines()]
+    assert lines == ["[1/3] LongDependency-Hard-v0 memnet-no-slots-no-store s0     10.0 s  accuracy 0.500",
+                     "[2/3] NeedleRecall-v0        gru                      s10   110.0 s  accuracy 0.500",
+                     "[3/3] LongDependency-v0      memnet                   s3     40.0 s  accuracy 0.500"]
+    # a run may take up to timeout_s and the 30 s grace after it: 14,430.0 s keeps the column too
+    assert benchmark_runner.line_widths(jobs, 14400)["wall"] == len("14430.0")
