@@ -278,8 +278,9 @@ def _main(argv: list[str]) -> int:
               file=sys.stderr)
         return 130
     print("\ntargets:" if targets else "\ntargets: none")  # only presets ran: the note below says why
+    width = max((len(t["status"]) for t in targets), default=0)  # "not measured" overran a 7-wide column
     for t in targets:
-        print(f"  {t['status']:7s} {t['env']} / {t['variant']}: {t['target']}  [{t['detail']}]")
+        print(f"  {t['status']:<{width}} {t['env']} / {t['variant']}: {t['target']}  [{t['detail']}]")
     if note := report.presets_note(agg):
         print(f"  {note}")
     failed = [r for r in records if r["status"] != report.OK]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agents import benchmark_rebuild, benchmark_runner
+from agents import benchmark, benchmark_rebuild, benchmark_runner
 from agents.benchmark_report import aggregate, flat_metrics, write_results
-from tests.test_benchmark import BUCKETS, LD, NR, record
+from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 
 CONTEXT = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
            "wall_s": 60.0, "workers": 2, "interrupted": False}
@@ -72,3 +72,15 @@ def test_progress_lines_keep_their_columns_with_a_preset_a_long_variant_and_seed
                      "[3/3] LongDependency-v0      memnet                   s3     40.0 s  accuracy 0.500"]
     # a run may take up to timeout_s and the 30 s grace after it: 14,430.0 s keeps the column too
     assert benchmark_runner.line_widths(jobs, 14400)["wall"] == len("14430.0")
+
+
+def test_the_terminal_targets_keep_their_column_when_one_is_not_measured(tmp_path, monkeypatch, capsys):
+    """The status column was 7 wide: "not measured" (a one-task budget's BWT) pushed its line out of line."""
+    runs = [record(CS, "memnet", 0, accuracy=0.95, ACC=0.95, BWT=None)]
+    monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout_s: (json.loads(json.dumps(runs)), False))
+    assert benchmark.main([f"envs={CS}", "agents=memnet", "seeds=1", f"out={tmp_path / 'b'}"]) == 0
+    out = capsys.readouterr().out
+    assert out.split("\ntargets:\n")[1].split("\n\n")[0].splitlines() == [
+        f"  not run      {CS} / transformer: memory-free transformer forgets: BWT <= -0.3  [not run]",
+        f"  met          {CS} / memnet: MemNet ACC >= 0.9  [ACC: 0.950 (1 seed; the targets ask for >= 3)]",
+        f"  not measured {CS} / memnet: MemNet BWT >= -0.05  [its runs report no BWT]"]
