@@ -1,13 +1,13 @@
 """results.md, the human-readable end of a benchmark: the header, the targets, the capacity notes, per env a table
 of every variant and the series tables (accuracy by distance, recall by delay and by facts held), the probes on
-none of those curves, the failed runs.
+none of those curves, the failed runs; and the numbers of the terminal's line per run, named as in results.md.
 The numbers, the targets and results.json are `agents.benchmark_report`'s."""
 
 from __future__ import annotations
 
 import math
 
-from agents.benchmark_report import OK, PROBE, _family, capacity_notes, fmt, presets_note, series
+from agents.benchmark_report import OK, PROBE, _family, capacity_notes, flat_metrics, fmt, presets_note, series
 from agents.cli_args import counted
 
 MAIN_COLUMNS = [("accuracy", "eval accuracy", "frac"), ("acc_within_window", "acc d<=W", "frac"),
@@ -18,6 +18,23 @@ MAIN_COLUMNS = [("accuracy", "eval accuracy", "frac"), ("acc_within_window", "ac
 SERIES_TABLES = [("acc_d", "Accuracy by distance (bucket upper bound d, steps)", "d<="),
                  ("recall_delay", "Recall of fresh facts by delay (episodes)", "delay "),
                  ("recall_facts", "Recall by facts held (capacity: delay x facts_per_episode)", "")]
+
+
+def key_numbers(record: dict) -> str:
+    """The numbers a progress line shows for one finished run, named and written as results.md's columns (it said
+    accuracy and acc_beyond_window for results.md's eval accuracy and acc d>W, and recall by facts held to 2
+    places where results.md has 3)."""
+    from agents.report import three_places
+
+    flat = flat_metrics(record)
+    names = {"LongDependency": ("accuracy", "acc_beyond_window"), "ContinualShift": ("ACC", "BWT"),
+             "NeedleRecall": ("accuracy",)}.get(_family(record["env"]), ("accuracy",))
+    labels = {name: label for name, label, _ in MAIN_COLUMNS}
+    shown = [f"{labels[n]} {three_places(flat[n])}" for n in names if n in flat]
+    capacity = series({k: {"mean": v} for k, v in flat.items()}, "recall_facts")
+    if len(capacity) > 1:
+        shown.append("recall by facts held " + " ".join(f"{k}:{three_places(s['mean'])}" for k, s in capacity))
+    return ", ".join(shown) or "no numbers"
 
 
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:

@@ -129,20 +129,6 @@ def series(metrics: dict, prefix: str) -> list[tuple[int, dict]]:
     return sorted(found, key=lambda kv: kv[0])
 
 
-def key_numbers(record: dict) -> str:
-    """The numbers a progress line shows for one finished run."""
-    from agents.report import three_places
-
-    flat = flat_metrics(record)
-    names = {"LongDependency": ("accuracy", "acc_beyond_window"), "ContinualShift": ("ACC", "BWT"),
-             "NeedleRecall": ("accuracy",)}.get(_family(record["env"]), ("accuracy",))
-    shown = [f"{n} {three_places(flat[n])}" for n in names if n in flat]
-    capacity = series({k: {"mean": v} for k, v in flat.items()}, "recall_facts")
-    if len(capacity) > 1:
-        shown.append("recall by facts held " + " ".join(f"{k}:{s['mean']:.2f}" for k, s in capacity))
-    return ", ".join(shown) or "no numbers"
-
-
 # ---------------------------------------------------------------- targets (GitHub issue #6)
 def _target(env, variant, text, status, value, detail="") -> dict:
     return {"env": env, "variant": variant, "target": text, "status": status, "value": value, "detail": detail}
@@ -259,6 +245,8 @@ def fmt(stat: dict | None, kind: str = "frac", seeds: int | None = None) -> str:
         unit, size = byte_unit(stat["mean"])
         unit, scale = f" {unit}", 1 / size
     mean, low, high = (one.format(stat[k] * scale) for k in ("mean", "low", "high"))
+    if kind == "frac":  # as the terminal's three_places: a rounding residue of 0 is 0.000 there, not -0.000
+        mean, low, high = (x.replace("-0.000", "0.000") for x in (mean, low, high))
     text = mean + unit if stat["n"] == 1 or low == high else f"{mean} [{low}, {high}]{unit}"
     return text + (f" ({stat['n']} of {counted(seeds, 'seed')})" if seeds is not None and stat["n"] < seeds else "")
 

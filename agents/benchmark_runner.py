@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents import benchmark_report as report
+from agents.benchmark_markdown import key_numbers
 from agents.parent_death import child_env
 from agents.tune_overrides import merge_overrides, override_value
 
@@ -298,7 +299,7 @@ def line_widths(jobs: list[Job], timeout_s: float | None) -> dict[str, int]:
 def run_line(record: dict, n: int, widths: dict[str, int]) -> str:
     """The terminal's line for the n-th finished run: its key numbers, or its failure and its log; the columns
     `line_widths` wide."""
-    status = record["status"] if record["status"] != report.OK else report.key_numbers(record)
+    status = record["status"] if record["status"] != report.OK else key_numbers(record)
     if record["error_kind"]:
         status += f" ({record['error_kind']}; see {record['run_dir']}/*.log)"
     w = widths

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from agents import benchmark, benchmark_rebuild, benchmark_runner
-from agents.benchmark_report import aggregate, flat_metrics, write_results
+from agents.benchmark_markdown import key_numbers
+from agents.benchmark_report import aggregate, flat_metrics, fmt, write_results
 from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 
 CONTEXT = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
@@ -67,9 +68,9 @@ def test_progress_lines_keep_their_columns_with_a_preset_a_long_variant_and_seed
     records, interrupted = benchmark_runner.execute(jobs, workers=1, timeout_s=None)
     assert len(records) == 3 and not interrupted
     lines = [line.split("   ETA ")[0] for line in capsys.readouterr().out.splitlines()]
-    assert lines == ["[1/3] LongDependency-Hard-v0 memnet-no-slots-no-store s0     10.0 s  accuracy 0.500",
-                     "[2/3] NeedleRecall-v0        gru                      s10   110.0 s  accuracy 0.500",
-                     "[3/3] LongDependency-v0      memnet                   s3     40.0 s  accuracy 0.500"]
+    assert lines == ["[1/3] LongDependency-Hard-v0 memnet-no-slots-no-store s0     10.0 s  eval accuracy 0.500",
+                     "[2/3] NeedleRecall-v0        gru                      s10   110.0 s  eval accuracy 0.500",
+                     "[3/3] LongDependency-v0      memnet                   s3     40.0 s  eval accuracy 0.500"]
     # a run may take up to timeout_s and the 30 s grace after it: 14,430.0 s keeps the column too
     assert benchmark_runner.line_widths(jobs, 14400)["wall"] == len("14430.0")
 
@@ -84,3 +85,19 @@ def test_the_terminal_targets_keep_their_column_when_one_is_not_measured(tmp_pat
         f"  not run      {CS} / transformer: memory-free transformer forgets: BWT <= -0.3  [not run]",
         f"  met          {CS} / memnet: MemNet ACC >= 0.9  [ACC: 0.950 (1 seed; the targets ask for >= 3)]",
         f"  not measured {CS} / memnet: MemNet BWT >= -0.05  [its runs report no BWT]"]
+
+
+def test_a_run_line_names_and_writes_its_numbers_as_results_md_does():
+    """The terminal said `acc_beyond_window` for results.md's `acc d>W`, wrote recall by facts held to 2 places
+    (0.96, results.md 0.960), and results.md wrote a rounding residue of 0 as -0.000 (the terminal 0.000)."""
+    ld = record(LD, "transformer", 0, accuracy=0.4, accuracy_by_distance={str(b): (1.0 if b <= 64 else 0.02)
+                                                                           for b in BUCKETS})
+    assert key_numbers(ld) == "eval accuracy 0.400, acc d>W 0.020"
+    nr = record(NR, "memnet", 0, accuracy=0.96, recall_by_delay={"10": 0.96},
+                env_kwargs={"delay": 10, "facts_per_episode": 4},
+                probes=[{"env_kwargs": {"facts_per_episode": 16}, "accuracy": 0.7, "recall_by_delay": {"10": 0.7}}])
+    assert key_numbers(nr) == "eval accuracy 0.960, recall by facts held 40:0.960 160:0.700"
+    cs = record(CS, "memnet", 0, ACC=0.9, BWT=-6.9e-18)
+    assert key_numbers(cs) == "ACC 0.900, BWT 0.000"
+    assert fmt({"mean": -6.9e-18, "low": -1e-17, "high": 0.0, "n": 3}) == "0.000"
+    assert fmt({"mean": -0.2, "low": -0.3, "high": -1e-17, "n": 3}) == "-0.200 [-0.300, 0.000]"
