@@ -36,7 +36,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from agents import benchmark_report as report
-from agents.benchmark_runner import Job, execute, minutes
+from agents.benchmark_markdown import minutes
+from agents.benchmark_runner import Job, execute
 from agents.benchmark_suite import RUN_ONLY, SuiteSpec, bounded, comma_list, load_suite, suite_overrides
 from agents.checkpoint_paths import shell_arg
 from agents.cli_args import check_given_once, counted, override_key, unquoted

@@ -20,6 +20,12 @@ SERIES_TABLES = [("acc_d", "Accuracy by distance (bucket upper bound d, steps)",
                  ("recall_facts", "Recall by facts held (capacity: delay x facts_per_episode)", "")]
 
 
+def minutes(seconds: float | None) -> str:
+    """A wall time as the terminal's ETA and last line and results.md's header write it (results.md said 14.3 min
+    for the terminal's 14 min 18 s)."""
+    return "?" if seconds is None else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
 def key_numbers(record: dict) -> str:
     """The numbers a progress line shows for one finished run, named and written as results.md's columns (it said
     accuracy and acc_beyond_window for results.md's eval accuracy and acc d>W, and recall by facts held to 2
@@ -98,11 +104,11 @@ def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict)
     lines = [f"# memstream benchmark: suite `{context['suite']}`", "",
              f"- command: `{context['command']}`",
              f"- machine: {context['machine']}",
-             f"- started {context['started']}, wall time {context['wall_s'] / 60:.1f} min, "
+             f"- started {context['started']}, wall time {minutes(context['wall_s'])}, "
              f"{counted(context['workers'], 'run')} at a time" + (" (INTERRUPTED: partial results)" if context.get(
                  "interrupted") else ""),
              f"- runs: {len(records)} ({len(records) - len(failed)} ok, {len(failed)} failed); CPU time "
-             f"{cpu / 60:.1f} min, i.e. about {idle_wall / 60:.1f} min of wall time at "
+             f"{cpu / 60:.1f} min, i.e. about {minutes(idle_wall)} of wall time at "
              f"{counted(context['workers'], 'run')} at a time on an otherwise idle machine", "",
              "Cells: mean over seeds [90% bootstrap interval]; `(1 of 3 seeds)`: a number only some of the row's runs "
              "report (a distance bucket that one run's evaluation filled). Accuracies are fractions of scored steps on "

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents import benchmark_report as report
-from agents.benchmark_markdown import key_numbers
+from agents.benchmark_markdown import key_numbers, minutes
 from agents.parent_death import child_env
 from agents.tune_overrides import merge_overrides, override_value
 
@@ -241,10 +241,6 @@ def eta_s(done: list[dict], pending: list[Job], running: dict, workers: int, now
     for job in pending:  # started in this order, each on the first worker to be free
         heapq.heappush(free, heapq.heappop(free) + cost(job)[0])
     return max(free)
-
-
-def minutes(seconds: float | None) -> str:
-    return "?" if seconds is None else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[list[dict], bool]:

@@ -54,7 +54,7 @@ def test_a_probe_of_a_list_option_gives_agents_evaluate_the_list():
 
 def test_results_md_estimates_an_idle_machines_wall_time_no_shorter_than_its_longest_run():
     """The estimate was the CPU time over workers: one 60 s run beside a 6 s one at workers=16 read "about 0.1 min
-    of wall time"; a run is not split between workers, so it is at least the longest run's 1.0 min."""
+    of wall time"; a run is not split between workers, so it is at least the longest run's 1 min 00 s."""
     from agents.benchmark_markdown import markdown
     from agents.benchmark_report import aggregate
 
@@ -62,7 +62,7 @@ def test_results_md_estimates_an_idle_machines_wall_time_no_shorter_than_its_lon
              "run_dir": f"/r/{v}", "cpu_s": cpu, "wall_s": cpu} for v, cpu in (("memnet", 60.0), ("lstm", 6.0))]
     context = {"suite": "t", "command": "c", "machine": "m", "started": "now", "wall_s": 70.0, "workers": 16}
     text = markdown(aggregate(runs), [], runs, context)
-    assert "CPU time 1.1 min, i.e. about 1.0 min of wall time at 16 runs at a time" in text
+    assert "CPU time 1.1 min, i.e. about 1 min 00 s of wall time at 16 runs at a time" in text
     context["workers"] = 1
-    assert "CPU time 1.1 min, i.e. about 1.1 min of wall time at 1 run at a time" in markdown(
+    assert "CPU time 1.1 min, i.e. about 1 min 06 s of wall time at 1 run at a time" in markdown(
         aggregate(runs), [], runs, context)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from agents import benchmark, benchmark_rebuild, benchmark_runner
-from agents.benchmark_markdown import key_numbers
+from agents.benchmark_markdown import key_numbers, markdown
 from agents.benchmark_report import aggregate, flat_metrics, fmt, write_results
 from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 
@@ -101,3 +101,11 @@ def test_a_run_line_names_and_writes_its_numbers_as_results_md_does():
     assert key_numbers(cs) == "ACC 0.900, BWT 0.000"
     assert fmt({"mean": -6.9e-18, "low": -1e-17, "high": 0.0, "n": 3}) == "0.000"
     assert fmt({"mean": -0.2, "low": -0.3, "high": -1e-17, "n": 3}) == "-0.200 [-0.300, 0.000]"
+
+
+def test_results_md_writes_the_wall_time_as_the_terminal_does():
+    """results.md's header said "wall time 14.3 min" where the terminal's last line said "in 14 min 18 s"."""
+    runs = [record(NR, "memnet", 0, accuracy=0.96) | {"cpu_s": 100.0}]
+    text = markdown(aggregate(runs), [], runs, CONTEXT | {"wall_s": 858.0, "workers": 1})
+    assert "- started now, wall time 14 min 18 s, 1 run at a time" in text
+    assert "CPU time 1.7 min, i.e. about 1 min 40 s of wall time at 1 run at a time" in text
