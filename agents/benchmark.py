@@ -251,9 +251,10 @@ def _main(argv: list[str]) -> int:
     workers = opts.get("workers", usable_cores())
     envs_run = [e for e in suite.envs if any(j.env == e for j in jobs)]  # in the suite's order
     variants_run = [v for v in suite.variants if any(j.variant == v for j in jobs)]
-    print(f"memstream benchmark {opts['suite']!r}: {len(envs_run)} env(s) x {len(variants_run)} variant(s) x "
-          f"{opts.get('seeds', suite.seeds)} seed(s) = {counted(len(jobs), 'run')}, {workers} at a time "
-          f"-> {out}", flush=True)
+    # counted as results.md and the last line count ("1 env(s) x ... 1 seed(s)" there, "1 run" here)
+    print(f"memstream benchmark {opts['suite']!r}: {counted(len(envs_run), 'env')} x "
+          f"{counted(len(variants_run), 'variant')} x {counted(opts.get('seeds', suite.seeds), 'seed')} = "
+          f"{counted(len(jobs), 'run')}, {workers} at a time -> {out}", flush=True)
     records, interrupted = execute(jobs, workers, suite.timeout_s)
     context = {"suite": opts["suite"], "description": suite.description,
                "command": shlex.join(["python", "-m", "agents.benchmark", *argv]), "machine": machine(),

@@ -109,3 +109,11 @@ def test_results_md_writes_the_wall_time_as_the_terminal_does():
     text = markdown(aggregate(runs), [], runs, CONTEXT | {"wall_s": 858.0, "workers": 1})
     assert "- started now, wall time 14 min 18 s, 1 run at a time" in text
     assert "CPU time 1.7 min, i.e. about 1 min 40 s of wall time at 1 run at a time" in text
+
+
+def test_the_first_line_counts_envs_variants_and_seeds_as_the_other_lines_count(tmp_path, monkeypatch, capsys):
+    """It said "1 env(s) x 2 variant(s) x 1 seed(s) = 2 runs" where every other count is "1 run" / "2 runs"."""
+    monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout_s: ([], False))
+    benchmark.main([f"envs={CS}", "agents=lstm,gru", "seeds=1", "workers=1", f"out={tmp_path / 'b'}"])
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"memstream benchmark 'quick': 1 env x 2 variants x 1 seed = 2 runs, 1 at a time -> {tmp_path / 'b'}")
