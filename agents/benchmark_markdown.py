@@ -51,8 +51,12 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> l
 
 
 def _seeds(cell: dict) -> str:
+    """`ok/all`, with the failed runs and the runs whose probe failed: the latter read as ok here (3/3) while the
+    header counted them failed and "Failed runs" listed them."""
     total = len(cell["seeds"]) + len(cell["failed"])
-    return f"{len(cell['seeds'])}/{total}" + (f" ({len(cell['failed'])} FAILED)" if cell["failed"] else "")
+    notes = [f"{len(cell['failed'])} FAILED"] * bool(cell["failed"]) + \
+        [f"{len(cell['probe_failed'])} probe failed"] * bool(cell["probe_failed"])
+    return f"{len(cell['seeds'])}/{total}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def env_tables(env: str, variants: dict) -> list[str]:

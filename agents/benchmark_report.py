@@ -92,16 +92,19 @@ def probe_name(changed: dict) -> str:
 
 
 def aggregate(records: list[dict]) -> dict:
-    """{env: {variant: {agent, seeds, failed, window, chance, metrics: {name: {mean, low, high, n, values}}}}}.
+    """{env: {variant: {agent, seeds, failed, probe_failed, window, chance, metrics: {name: {mean, low, high, n,
+    values}}}}}; `seeds` hold the seeds whose probe failed (`probe_failed`) too: their training numbers count.
 
     `values` are (seed, value) pairs; a seed whose run failed, or where a metric does not apply, is left out of
     that metric (bootstrap_ci takes only real numbers)."""
     out: dict = {}
     for r in records:
         cell = out.setdefault(r["env"], {}).setdefault(r["variant"], {
-            "agent": r["agent"], "seeds": [], "failed": [], "window": r.get("window"), "chance": r.get("chance"),
-            "per_seed": {}})
+            "agent": r["agent"], "seeds": [], "failed": [], "probe_failed": [], "window": r.get("window"),
+            "chance": r.get("chance"), "per_seed": {}})
         (cell["failed"] if r["status"] == FAILED else cell["seeds"]).append(r["seed"])
+        if r["status"] == PROBE_FAILED:  # its training numbers count: one of `seeds`, and noted
+            cell["probe_failed"].append(r["seed"])
         if r["status"] != FAILED:
             cell["per_seed"][r["seed"]] = flat_metrics(r)
     for variants in out.values():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agents import benchmark, benchmark_rebuild, benchmark_runner
 from agents.benchmark_markdown import key_numbers, markdown
-from agents.benchmark_report import aggregate, flat_metrics, fmt, write_results
+from agents.benchmark_report import PROBE_FAILED, aggregate, flat_metrics, fmt, write_results
 from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 
 CONTEXT = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
@@ -117,3 +117,14 @@ def test_the_first_line_counts_envs_variants_and_seeds_as_the_other_lines_count(
     benchmark.main([f"envs={CS}", "agents=lstm,gru", "seeds=1", "workers=1", f"out={tmp_path / 'b'}"])
     assert capsys.readouterr().out.splitlines()[0] == (
         f"memstream benchmark 'quick': 1 env x 2 variants x 1 seed = 2 runs, 1 at a time -> {tmp_path / 'b'}")
+
+
+def test_a_row_whose_run_s_probe_failed_says_so_beside_its_seeds():
+    """A seed whose probe failed counts its training numbers: "seeds ok" read 3/3, while the header counted it among
+    the failed runs and "Failed runs" listed it."""
+    runs = [record(NR, "memnet", s, accuracy=0.9) for s in range(2)] + [
+        record(NR, "memnet", 2, status=PROBE_FAILED, accuracy=0.9) | {"error_kind": "exit code 1"},
+        record(NR, "memnet", 3, status="failed")]
+    text = markdown(aggregate(runs), [], runs, CONTEXT)
+    assert "| memnet | memnet | 3/4 (1 FAILED, 1 probe failed) | 0.900 |" in text
+    assert "- runs: 4 (2 ok, 2 failed)" in text
