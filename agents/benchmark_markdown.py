@@ -120,7 +120,8 @@ def markdown(agg: dict, targets: list[dict], records: list[dict], context: dict)
              "## Targets", ""]
     rows = [[t["env"], t["variant"], t["target"], t["status"], t["detail"]] for t in targets]
     # only presets ran: no table (its header alone read as a table whose rows were lost), the note says why
-    lines += _table(["env", "variant", "target", "status", "number"], rows, 5) + [""] if rows else []
+    # "number": it holds the reason where there is none (every run failed, its runs report no such number)
+    lines += _table(["env", "variant", "target", "status", "number, or why none"], rows, 5) + [""] if rows else []
     lines += [presets_note(agg), ""] if presets_note(agg) else []
     notes = capacity_notes(agg)
     if notes:

@@ -159,7 +159,9 @@ def check_targets(agg: dict, chance_margin: float = DEFAULT_CHANCE_MARGIN) -> li
             if stat is None:
                 if cell and cell["seeds"]:  # it ran, but its budget gave no such number (BWT of one task)
                     return _target(env, variant, text, NOT_MEASURED, None, f"its runs report no {label}")
-                return _target(env, variant, text, NOT_RUN, None, "not run" if not cell else "every run failed")
+                # why it was not run (the detail repeated the status: "not run | not run")
+                why = f"no {variant} variant in this benchmark" if not cell else "every run failed"
+                return _target(env, variant, text, NOT_RUN, None, why)
             detail = f"{label}: {fmt(stat, 'frac')}{extra}"
             if stat["n"] < MIN_SEEDS:
                 detail += f" ({counted(stat['n'], 'seed')}; the targets ask for >= {MIN_SEEDS})"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agents import benchmark, benchmark_rebuild, benchmark_runner
 from agents.benchmark_markdown import key_numbers, markdown
-from agents.benchmark_report import PROBE_FAILED, aggregate, flat_metrics, fmt, write_results
+from agents.benchmark_report import PROBE_FAILED, aggregate, check_targets, flat_metrics, fmt, write_results
 from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 
 CONTEXT = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
@@ -82,7 +82,8 @@ def test_the_terminal_targets_keep_their_column_when_one_is_not_measured(tmp_pat
     assert benchmark.main([f"envs={CS}", "agents=memnet", "seeds=1", f"out={tmp_path / 'b'}"]) == 0
     out = capsys.readouterr().out
     assert out.split("\ntargets:\n")[1].split("\n\n")[0].splitlines() == [
-        f"  not run      {CS} / transformer: memory-free transformer forgets: BWT <= -0.3  [not run]",
+        f"  not run      {CS} / transformer: memory-free transformer forgets: BWT <= -0.3  [no transformer variant in "
+        "this benchmark]",
         f"  met          {CS} / memnet: MemNet ACC >= 0.9  [ACC: 0.950 (1 seed; the targets ask for >= 3)]",
         f"  not measured {CS} / memnet: MemNet BWT >= -0.05  [its runs report no BWT]"]
 
@@ -128,3 +129,18 @@ def test_a_row_whose_run_s_probe_failed_says_so_beside_its_seeds():
     text = markdown(aggregate(runs), [], runs, CONTEXT)
     assert "| memnet | memnet | 3/4 (1 FAILED, 1 probe failed) | 0.900 |" in text
     assert "- runs: 4 (2 ok, 2 failed)" in text
+
+
+def test_a_target_not_run_says_why_under_a_header_that_allows_a_reason():
+    """The targets table read `not run | not run` under the header "number" (and the terminal `not run ... [not
+    run]`): the column holds the reason where there is no number."""
+    runs = [record(CS, "memnet", 0, ACC=0.95, BWT=None), record(CS, "transformer", 0, status="failed")]
+    text = markdown(aggregate(runs), check_targets(aggregate(runs)), runs, CONTEXT)
+    rows = text.split("## Targets\n\n")[1].split("\n\n")[0].splitlines()
+    assert rows[0] == "| env | variant | target | status | number, or why none |"
+    assert rows[2:] == [
+        f"| {CS} | transformer | memory-free transformer forgets: BWT <= -0.3 | not run | every run failed |",
+        f"| {CS} | memnet | MemNet ACC >= 0.9 | met | ACC: 0.950 (1 seed; the targets ask for >= 3) |",
+        f"| {CS} | memnet | MemNet BWT >= -0.05 | not measured | its runs report no BWT |"]
+    nr = check_targets(aggregate([record(NR, "memnet", 0, accuracy=0.9, recall_by_delay={"10": 0.9})]))
+    assert [t["detail"] for t in nr if t["variant"] == "gru"] == ["no gru variant in this benchmark"]
