@@ -40,8 +40,9 @@ from agents.benchmark_markdown import minutes
 from agents.benchmark_runner import Job, execute
 from agents.benchmark_suite import RUN_ONLY, SuiteSpec, bounded, comma_list, load_suite, suite_overrides
 from agents.checkpoint_paths import shell_arg
-from agents.cli_args import check_given_once, counted, override_key, unquoted
+from agents.cli_args import check_given_once, counted, override_key, shortened, unquoted, unusable_path
 from agents.config import ConfigError, group_options, load_config, utf8
+from agents.config_messages import error_line
 from agents.interrupts import interrupts_held, sigterm_as_interrupt
 from agents.preflight import env_source, model_fits
 from agents.threads import usable_cores
@@ -182,6 +183,8 @@ def check_out(out: Path) -> None:
     if not utf8(str(out)):  # every run failed on it (TensorBoard), then results.md a UnicodeEncodeError traceback
         raise ConfigError(f"out={str(out)!r}: not UTF-8 text (bytes the locale does not decode); the runs' TensorBoard "
                           "writers and the report take UTF-8 names only: choose one")
+    if why := unusable_path(str(out.absolute())):
+        raise ConfigError(f"out={shortened(str(out))!r}: {why}; choose another folder")
     try:
         if out.exists() and not out.is_dir():
             raise ConfigError(f"out={str(out)!r} is a file, not a folder; choose a new folder")
@@ -243,7 +246,7 @@ def _main(argv: list[str]) -> int:
         with interrupts_held():  # matplotlib: a second of imports (a Ctrl+C inside them waits for their end)
             from agents.benchmark_plots import write_plots
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM while the runs are planned
         print("\ninterrupted before any run started; nothing was run", file=sys.stderr)
@@ -271,7 +274,7 @@ def _main(argv: list[str]) -> int:
             plots = write_plots(out / "plots", agg, records)
             written = True
     except OSError as exc:
-        print(f"error: cannot write the results in {out} ({exc.strerror or exc}); free space and rerun",
+        print(error_line(f"cannot write the results in {out} ({exc.strerror or exc}); free space and rerun"),
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents import benchmark_report as report
     from agents.benchmark_plots import write_plots
     from agents.cli_args import counted
+    from agents.config_messages import error_line
 
     bench_dir = Path(argv[0])
     try:
@@ -55,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         agg, targets, _ = report.write_results(bench_dir, records, context, margin)
         plots = write_plots(bench_dir / "plots", agg, records)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except (OSError, KeyError, TypeError) as exc:  # a folder we may not write; a record from another version
-        print(f"error: cannot rebuild the results in {bench_dir} ({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(error_line(f"cannot rebuild the results in {bench_dir} ({type(exc).__name__}: {exc})"), file=sys.stderr)
         return 1
     missed, runs = sum(t["status"] == report.MISSED for t in targets), len(records)
     print(f"{bench_dir / 'results.md'}, results.json, {counted(len(plots), 'plot')} written again from "

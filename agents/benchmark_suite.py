@@ -20,7 +20,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from agents.benchmark_report import DEFAULT_CHANCE_MARGIN
-from agents.cli_args import check_values_once, path_too_long, shortened
+from agents.cli_args import check_values_once, shortened, unusable_path
 from agents.config import AGENTS, ConfigError, group_options
 from agents.tune_space import _positive_int, _yaml
 
@@ -124,7 +124,7 @@ def load_suite(name: str) -> SuiteSpec:
 
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
-        if why := path_too_long(str(path.absolute())):  # (path.is_file() was an OSError traceback)
+        if why := unusable_path(str(path.absolute())):  # (path.is_file() was an OSError traceback)
             raise ConfigError(f"suite file {shortened(name)!r}: {why}")
         if not path.is_file():
             raise ConfigError(f"suite file {name!r} not found")

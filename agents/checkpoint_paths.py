@@ -39,9 +39,9 @@ def resolved(path: str | Path) -> Path:
         full = Path(path).resolve()
     except (RuntimeError, OSError) as exc:  # a symlink loop: RuntimeError before Python 3.13, OSError since
         raise CheckpointError(f"{str(path)!r} cannot be resolved ({exc}); name the run folder itself") from None
-    from agents.cli_args import path_too_long, shortened
+    from agents.cli_args import shortened, unusable_path
 
-    if why := path_too_long(str(full)):  # each later look at it was an OSError traceback (File name too long)
+    if why := unusable_path(str(full)):  # each later look at it was an OSError traceback (File name too long)
         raise CheckpointError(f"{shortened(str(path))!r}: {why}; name the run folder itself")
     return full
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.config_messages import SECTIONS, section_as_value, unknown_key
+from agents.config_messages import SECTIONS, error_line, section_as_value, unknown_key
 
 
 def counted(n: int, noun: str) -> str:
@@ -310,8 +310,12 @@ def measured_or_usage(parser: argparse.ArgumentParser, measure, lower: str, what
 NAME_MAX, PATH_MAX = 255, 4095  # bytes in one file name and in a whole path (Linux's limits; macOS has these too)
 
 
-def path_too_long(path: str) -> str | None:
-    """Why the file system cannot hold `path` (a name or the whole path over its limit), or None."""
+def unusable_path(path: str) -> str | None:
+    """Why `path` cannot be used (over the file system's limits, or a newline or other unprintable character: a legal
+    name, but paths are echoed in one-line messages and commands to copy, e.g. resume=), or None. A lone surrogate
+    (undecodable bytes) is left to the UTF-8 check, which says so."""
+    if odd := next((c for c in path if not c.isprintable() and not "\ud800" <= c <= "\udfff"), None):
+        return f"it holds the character {odd!r}, which no one-line message or printed command can show"
     longest = max((len(os.fsencode(part)) for part in path.split(os.sep)), default=0)
     if longest > NAME_MAX:
         return f"a name in it is {longest} bytes, over the {NAME_MAX} a file name may have"
@@ -336,7 +340,7 @@ def answer_early(make, argv: list[str], made: dict) -> int | None:
     try:
         made[tuple(argv)] = make(argv)
     except (ConfigError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     return None
 

@@ -22,9 +22,9 @@ from agents.cli_args import (  # noqa: F401  (ALLOCATION_ERRORS, allocation_fail
     does_not_fit,
     find_interpolation,
     hydra_reason,
-    path_too_long,
     shortened,
     text_values_kept,
+    unusable_path,
 )
 from agents.config_messages import (
     SECTIONS,
@@ -182,8 +182,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     for key in ("runs_root", "run_dir"):  # a name the file system cannot hold was an OSError traceback mid-start
         if isinstance(merged[key], str) and merged[key].startswith("~"):  # a quoted '~/runs' made a folder named ~
             merged[key] = os.path.expanduser(merged[key])
-        why = None if merged[key] is None else path_too_long(str(merged[key]))
-        need(why is None, f"{key}={shortened(str(merged[key]))}: {why}; choose a shorter one")
+        why = None if merged[key] is None else unusable_path(str(merged[key]))
+        need(why is None, f"{key}={shortened(str(merged[key]))}: {why}; choose another")
     check_utf8_texts({key: merged[key] for key in ("runs_root", "run_dir")})
     need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "
          "the run into, or leave run_dir out (a new folder under runs_root)")

@@ -11,12 +11,27 @@ import re
 HELP = "run `python -m agents.run --help` to list the keys"
 SECTIONS = ("model", "memory", "train", "env.kwargs")  # mappings of keys: set key by key, never as one value
 # OmegaConf's wording for a value its node type refuses -> what that type takes
-_CONVERT = re.compile(r"Value '(?P<value>.*?)' (of type '\w+' )?could not be converted to (?P<type>Integer|Float)")
-_BOOL = re.compile(r"Value '(?P<value>.*?)' is not a valid bool")
+# (DOTALL: a value holds any character, a newline too; it is shown escaped, with repr)
+_CONVERT = re.compile(r"Value '(?P<value>.*?)' (of type '\w+' )?could not be converted to (?P<type>Integer|Float)",
+                      re.DOTALL)
+_BOOL = re.compile(r"Value '(?P<value>.*?)' is not a valid bool", re.DOTALL)
 _NONE = re.compile(r"Incompatible value 'None' for field of type '(?P<type>\w+)'")  # key=null for a typed key
 _MERGE = re.compile(r"Cannot merge (?P<given>Dict|List)Config with (?P<kept>Dict|List)Config")  # {} for a list
 _TAKES = {"Integer": "a whole number", "Float": "a number"}
 _NAMED = {"int": "a whole number", "float": "a number", "bool": "a boolean", "str": "a text"}
+
+
+def printable(text: str) -> str:
+    """`text` with each character Python does not print as itself (a newline, a tab, a terminal's escape, a lone
+    surrogate from undecodable bytes) written as repr writes it (`\\n`, `\\x1b`): an argument echoed into a message
+    keeps the message on one line, as the house rule wants (`$'env=Continual\\nShift-v0'` printed two lines)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def error_line(exc) -> str:
+    """The `error: ...` line of a refusal (a ConfigError, a CheckpointError) or a failure, on one line: every entry
+    point prints its errors with this, so no echoed argument can break the line wherever the message quoted it."""
+    return f"error: {printable(str(exc))}"
 
 
 def schema_keys(schema, prefix: str = "") -> list[str]:
@@ -150,9 +165,10 @@ def wrong_type(key: str, msg: str, schema) -> str | None:
 
 def one_line(exc: BaseException, schema) -> str:
     """Hydra/OmegaConf errors span several lines (message, full_key, object_type): keep what a user needs."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
-    msg = next((ln for ln in lines if not ln.startswith(("full_key:", "object_type:", "reference_type"))), "")
+    # the message, then its indented fields; split at those, not at every newline: a value's own newline cut the
+    # line in two ("train.lr: Value 'ab" for train.lr='ab<newline>c', its reason and fix lost)
+    msg, *fields = re.split(r"\n[ \t]+(?=full_key:|object_type|reference_type)", str(exc).strip())
+    key = next((f.split(":", 1)[1].strip() for f in fields if f.startswith("full_key:")), "")
     if "not in struct" in msg or "Key '" in msg and "not" in msg:
         return unknown_key(key or msg, schema)
     if key and (typed := wrong_type(key, msg, schema)):

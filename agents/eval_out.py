@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from agents.checkpoint_paths import checkpoint_file
-from agents.cli_args import path_too_long, shortened
+from agents.cli_args import shortened, unusable_path
 from agents.config import ConfigError
 
 
@@ -56,7 +56,7 @@ def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
         inside = from_here.relative_to(run_dir.resolve())
         raise ConfigError(f"out={str(out)!r}: a relative out= is taken inside the run folder (this one would be "
                           f"{str(path)!r}); give the path inside it (out={inside}) or an absolute path")
-    if why := path_too_long(str(path.absolute())):  # (path.is_dir() was an OSError traceback)
+    if why := unusable_path(str(path.absolute())):  # (path.is_dir() was an OSError traceback)
         raise ConfigError(f"out={shortened(str(out))}: {why}; name another file")
     if path.is_dir():
         raise ConfigError(f"out={str(path)!r} is a folder; name a file (e.g. out=eval.json)")

@@ -54,7 +54,7 @@ from agents.config import (
     does_not_fit,
     validate,
 )
-from agents.config_messages import check_env_option, env_option_names
+from agents.config_messages import check_env_option, env_option_names, error_line
 from agents.eval_out import check_out_file, write_out_file
 from agents.evaluate_args import (  # noqa: F401  (EVAL_MEMORY_KEYS, override_grid: this module's names too)
     ENV_PREFIX,
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                        for i, (env, memory) in enumerate(cmd.grid)]
             write_out_file(cmd.out_file, {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM (__main__): the results are written at the end, so none yet
         print("\ninterrupted; no evaluation was written (the run and its checkpoint are untouched)", file=sys.stderr)

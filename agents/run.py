@@ -39,6 +39,7 @@ from agents.checkpoint import (  # noqa: E402
 from agents.checkpoint_paths import shell_arg  # noqa: E402
 from agents.cli_args import inert_note, override_key  # noqa: E402
 from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
+from agents.config_messages import error_line  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
 from agents.report import (  # noqa: E402
     final_metrics,
@@ -291,7 +292,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
         write_report(trainer, metrics, logger)
         logger.close()
     except (ConfigError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if made and run_dir is not None:  # a folder this run made, stopped before its config.yaml: not left behind
@@ -300,23 +301,23 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
         said.append("interrupted")  # (after the line: a signal between the two may repeat it, never drop it)
         return code
     except FloatingPointError as exc:  # a model's own check of its activations (weights that overflowed)
-        print(f"error: {trainer.diverged(str(exc)) if trainer is not None else exc}", file=sys.stderr)
+        print(error_line(trainer.diverged(str(exc)) if trainer is not None else exc), file=sys.stderr)
         return 2
     except ColdTierError as exc:  # the cache's cold-tier file: made with the trainer, before the run folder
         kept = f"{exc.problem}; a resumed run keeps its memory.cache_cold ({exc.size}): set TMPDIR to a folder on a " \
             f"bigger disk, or start a new run with config={run_dir}/config.yaml and a lower one"
-        print(f"error: {kept if resume_dir is not None else exc}", file=sys.stderr)
+        print(error_line(kept if resume_dir is not None else exc), file=sys.stderr)
         return 2
     except ALLOCATION_ERRORS as exc:  # sizes that do not fit: slot bank, store, cache ...
         if cfg is None or not allocation_failure(exc):  # any other RuntimeError is a bug: keep its traceback
             raise
         again = _keeps_sizes(run_dir) if resume_dir is not None else ""
-        print(f"error: {does_not_fit(cfg, exc)}{again}", file=sys.stderr)
+        print(error_line(f"{does_not_fit(cfg, exc)}{again}"), file=sys.stderr)
         return 2
     except OSError as exc:  # the checkpoint's write says so itself (CheckpointError); this is every other file's
         if exc.errno not in WRITE_FAILURES + IN_THE_WAY or run_dir is None or not run_dir.is_dir():
             raise
-        print(f"error: {_file_failure(exc, run_dir)}", file=sys.stderr)
+        print(error_line(_file_failure(exc, run_dir)), file=sys.stderr)
         return 2
     finally:  # a run stopped early: the points it logged reach its event file (the writer's thread dies with us)
         if logger is not None:

@@ -25,6 +25,7 @@ from agents.config import (
     validate,
 )
 from agents.config_file import from_yaml_file, override_value
+from agents.config_messages import error_line
 from agents.env_presets import preset_bases, preset_options
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def help_answer(argv: list[str]) -> int:
         check_given_once([override_key(a) for a in given], given)
         text = help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")])
     except ConfigError as exc:  # (`--help memory.slot=3` was a ConfigError traceback from the early answer)
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     print(text)
     return 0

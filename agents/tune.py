@@ -43,6 +43,7 @@ from agents.checkpoint import CheckpointError
 from agents.checkpoint_paths import shell_arg
 from agents.cli_args import counted
 from agents.config import ConfigError, validate
+from agents.config_messages import error_line
 from agents.interrupts import sigterm_as_interrupt
 from agents.report import write_text_atomic
 from agents.run_lock import RUN_LOCK
@@ -255,8 +256,8 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
     try:  # a full disk at the end: one line (the trials' results stay in Ray's state, resume= writes them again)
         best = write_results(sweep_dir, rows, plan, base, plan.metric)
     except OSError as exc:
-        print(f"error: cannot write the results in {sweep_dir} ({exc.strerror or exc}); free space, then write them "
-              f"again with: python -m agents.tune {shell_arg('resume', sweep_dir)}", file=sys.stderr)
+        print(error_line(f"cannot write the results in {sweep_dir} ({exc.strerror or exc}); free space, then write "
+                         f"them again with: python -m agents.tune {shell_arg('resume', sweep_dir)}"), file=sys.stderr)
         return 2
     print(format_table(rows, list(plan.search_space), plan.metric, best, plan.mode))
     if not finished:
@@ -305,7 +306,7 @@ def _main(argv: list[str]) -> int:
         plan, base, sweep_dir = prepare(argv)
         return run_sweep(plan, base, sweep_dir)
     except (ConfigError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM outside Tune's own handling (agents.tune_signals)
         print(f"\n{interrupted_line(sweep_dir)}", file=sys.stderr)

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.cli_args import check_given_once, override_key, path_too_long, shortened, unquoted
+from agents.cli_args import check_given_once, override_key, shortened, unquoted, unusable_path
 from agents.config import ConfigError, utf8
 from agents.tune_space import SWEEP_PREFIX, SweepPlan, _positive_int
 
@@ -40,7 +40,7 @@ def parse_command_line(argv: list[str]) -> CommandLine:
                 raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")
             cli.resume = os.path.expanduser(unquoted(value))  # ~ as agents.run's (a quoted '~/x' named ./~)
             full = str(Path(cli.resume).absolute())
-            if why := path_too_long(full) or (not utf8(full) and "it is not UTF-8 text"):  # Tune's look at it
+            if why := unusable_path(full) or (not utf8(full) and "it is not UTF-8 text"):  # Tune's look at it
                 # was pyarrow's OSError (or UnicodeEncodeError) traceback
                 raise ConfigError(f"resume={shortened(cli.resume)!r}: {why}; point it at a sweep folder")
         elif key.startswith(SWEEP_PREFIX):

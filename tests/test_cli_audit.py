@@ -194,7 +194,7 @@ def test_a_sweep_refuses_thread_counts_its_trials_would_not_run_with(args, messa
     assert plan.resources["threads"] == base["train"]["threads"] == 2  # the same count: taken
 
 
-def test_a_path_too_long_for_the_file_system_is_one_line_in_every_path_argument(finished_run, tmp_path, capsys):
+def test_a_unusable_path_for_the_file_system_is_one_line_in_every_path_argument(finished_run, tmp_path, capsys):
     """A name over 255 bytes was an OSError traceback (File name too long) at the first look at it: agents.evaluate's
     checkpoint= and out=, agents.run's resume=, agents.tune's resume= (pyarrow's) and agents.benchmark's suite=."""
     from agents import tune

@@ -95,10 +95,10 @@ def test_a_value_given_twice_is_refused_but_1_and_true_are_different_values():
 
 
 def test_a_file_name_of_exactly_255_bytes_fits_and_a_longer_one_does_not():
-    from agents.cli_args import path_too_long
+    from agents.cli_args import unusable_path
 
-    assert path_too_long("runs/" + "a" * 255) is None
-    assert path_too_long("runs/" + "a" * 256) == "a name in it is 256 bytes, over the 255 a file name may have"
+    assert unusable_path("runs/" + "a" * 255) is None
+    assert unusable_path("runs/" + "a" * 256) == "a name in it is 256 bytes, over the 255 a file name may have"
 
 
 def test_a_text_of_exactly_the_kept_length_is_shown_whole():
