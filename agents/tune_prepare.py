@@ -45,6 +45,7 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     pinned = pin_swept_keys(plan, cli.run_overrides)
     if pinned:
         print(f"note: {', '.join(pinned)} fixed on the command line, not swept", file=sys.stderr)
+    check_num_samples(plan)  # after pinning: a pinned random key leaves fewer settings to draw
     plan.overrides = resolve_overrides(plan, cli.run_overrides)
     plan.env_overrides = {}  # applied: plan.overrides is now the full list
     base = load_config(plan.overrides)
@@ -97,6 +98,31 @@ def check_thread_keys(plan: SweepPlan, base) -> None:
                 "drop it (sweep.resources.threads=N sets the trials' threads)"
             raise ConfigError(f"{key}={value}: every trial of a sweep runs with sweep.resources.threads={threads} "
                               f"torch and FAISS threads; {fix}")
+
+
+def check_num_samples(plan: SweepPlan) -> None:
+    """num_samples no larger than the distinct settings the random dimensions can draw for a grid point: every trial
+    runs with the same seed, so two draws of the same settings are the same trial run twice (deterministic on a
+    CPU), which the rule for a grid value listed twice already refuses. No random dimension: one setting, so
+    num_samples=2 of an all-grid space (the smoke sweep with its random key pinned) repeated every trial.
+    Only this bound: with a uniform or loguniform dimension each draw differs, and a long random search is a
+    valid sweep; Tune makes its trials one by one (num_samples=10**30 plans nothing up front), the status line
+    counts them, and Ctrl+C then resume= keeps what ran."""
+    draws, sizes = 1, []
+    for key, spec in plan.search_space.items():
+        ((kind, args),) = spec.items()
+        if kind in ("uniform", "loguniform"):
+            return
+        if kind in ("choice", "randint", "lograndint"):  # an integer range is [low, high)
+            n = len({repr(v) for v in args}) if kind == "choice" else args[1] - args[0]  # repr: 1, 1.0, true differ
+            draws, sizes = draws * n, [*sizes, f"{key}: {n:,}"]
+    if plan.num_samples > draws:
+        space = f"its random dimensions draw at most {draws:,} distinct settings ({', '.join(sizes)})" if sizes \
+            else "its search space has no random dimension (grid only): one setting"
+        raise ConfigError(f"num_samples={plan.num_samples:,}: {space} per grid point, and every trial runs with "
+                          f"the same seed, so some trials would repeat another exactly; give num_samples={draws:,}"
+                          f"{' or less' if draws > 1 else ''} (to repeat each setting with other seeds, sweep the "
+                          "seed: sweep.search_space.seed=grid:[0,1,2])")
 
 
 def _corner_text(corner: dict) -> str:

@@ -124,3 +124,32 @@ def test_resume_expands_the_home_folder(tmp_path, monkeypatch):
     folder: "resume='<cwd>/~/runs/...' is not a sweep folder", where agents.run's resume= expands it."""
     monkeypatch.setenv("HOME", str(tmp_path))
     assert parse_command_line(["resume=~/runs/sweeps/smoke/1"]).resume == str(tmp_path / "runs/sweeps/smoke/1")
+
+
+@pytest.mark.parametrize("argv, message", [
+    # the smoke sweep with its one random key pinned or dropped: 2 x 2 trials, each pair the same trial
+    (["memory.pressure_weight=0.01"], "num_samples=2: its search space has no random dimension (grid only): one "
+     "setting per grid point, and every trial runs with the same seed, so some trials would repeat another exactly; "
+     "give num_samples=1 (to repeat each setting with other seeds, sweep the seed: sweep.search_space.seed=grid:"
+     "[0,1,2])"),
+    (["sweep.search_space.memory.pressure_weight=none", "sweep.search_space.seed=grid:[0,1]"], "num_samples=2: "),
+    (["sweep.search_space.memory.pressure_weight=choice:[0.01,0.02,0.01]", "sweep.search_space.memory.top_k="
+      "randint:[1,3]", "num_samples=5"], "num_samples=5: its random dimensions draw at most 4 distinct settings "
+     "(memory.pressure_weight: 2, memory.top_k: 2) per grid point, and every trial runs with the same seed, so some "
+     "trials would repeat another exactly; give num_samples=4 or less "),
+])
+def test_more_samples_than_the_random_dimensions_can_draw_are_refused(argv, message):
+    """num_samples had no bound: num_samples=2 of an all-grid space ran every trial twice (same config, same seed)."""
+    with pytest.raises(ConfigError) as refused:
+        prepare([*SMOKE, *argv])
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize("argv, samples", [
+    (["num_samples=1", "memory.pressure_weight=0.01"], 1),
+    (["sweep.search_space.memory.pressure_weight=choice:[0.01,0.02]", "sweep.search_space.memory.top_k="
+      "randint:[1,3]", "num_samples=4"], 4),  # as many as there are settings to draw
+    (["num_samples=1000000000000000000000"], 10**21),  # a continuous dimension: every draw differs
+])
+def test_samples_up_to_what_the_random_dimensions_can_draw_are_taken(argv, samples):
+    assert prepare([*SMOKE, *argv])[0].num_samples == samples
