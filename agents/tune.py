@@ -62,7 +62,7 @@ from agents.tune_preflight import (
     unlock_sweep,
 )
 from agents.tune_prepare import prepare
-from agents.tune_results import UNFINISHED, format_table, result_rows, write_results
+from agents.tune_results import UNFINISHED, format_table, rerun_command, result_rows, write_results
 from agents.tune_signals import (
     INTERRUPTED,
     TUNER_STATE,
@@ -276,7 +276,7 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
         print(f"{len(failed)} trial(s) failed after {retries}; see <trial folder>/error.txt")
     print(f"best: trial {best['trial']} {plan.metric}={best[plan.metric]:.4g}")
     print(f"best config: {sweep_dir / 'best_config.yaml'}\n"
-          f"  rerun it:  python -m agents.run $(cat {sweep_dir / 'best_overrides.txt'})\n"
+          f"  rerun it:  {rerun_command(sweep_dir)}\n"
           f"  curves:    tensorboard --logdir {sweep_dir}")
     return 0
 

@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import re
+import shlex
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -110,6 +111,13 @@ def format_table(rows: list[dict], params: list[str], metric: str, best: dict | 
     return "\n".join(lines)
 
 
+def rerun_command(sweep_dir: Path) -> str:
+    """The shell command that reruns the best trial from best_overrides.txt: eval reads the file's quoted words as
+    the shell reads a command line (`$(cat ...)` alone split at every space and globbed), and the exit code is
+    agents.run's own (xargs would turn an exit 2 into 123)."""
+    return f'eval python -m agents.run "$(cat {shlex.quote(str(sweep_dir / "best_overrides.txt"))})"'
+
+
 def write_results(sweep_dir: Path, rows: list[dict], plan: SweepPlan, base: dict, metric: str) -> dict | None:
     """results.csv, results.json (rows in the table's order), best_config.yaml + best_overrides.txt (when a trial
     has the metric), plots/<metric>_vs_<param>.png; returns the best row."""
@@ -133,7 +141,9 @@ def write_results(sweep_dir: Path, rows: list[dict], plan: SweepPlan, base: dict
         cfg.run_dir, cfg.resume = None, None
         title = f"# best trial {best['trial']} of sweep {plan.name}: {metric}={best[metric]:.6g}\n"
         write_text_atomic(sweep_dir / "best_config.yaml", title + to_yaml(cfg))
-        overrides = " ".join(trial_overrides(plan.overrides, chosen))
+        # shell words: a value with a space (runs_root='/a b', a haystack path) was split in two by the rerun
+        # command's $(cat ...), and a list value ([1,4,16]) was a glob there; `rerun_command` reads them with eval
+        overrides = " ".join(map(shlex.quote, trial_overrides(plan.overrides, chosen)))
         write_text_atomic(sweep_dir / "best_overrides.txt", overrides + "\n")
     import matplotlib.pyplot as plt
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
     best_cfg = from_yaml_file(str(sweep_dir / "best_config.yaml"))
     assert best_cfg.memory.slots == best["memory.slots"]
     assert best_cfg.memory.pressure_weight == pytest.approx(best["memory.pressure_weight"])
-    overrides = (sweep_dir / "best_overrides.txt").read_text().split()
+    overrides = shlex.split((sweep_dir / "best_overrides.txt").read_text())
     assert OmegaConf.to_container(load_config(overrides)) == OmegaConf.to_container(best_cfg)
     assert {p.name for p in (sweep_dir / "plots").iterdir()} == {"cl_ACC_vs_memory.slots.png",
                                                                  "cl_ACC_vs_memory.pressure_weight.png"}

@@ -4,6 +4,9 @@ best_config.yaml, best_overrides.txt and the plots."""
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -18,6 +21,7 @@ from agents.tune_results import (
     UNFINISHED,
     best_row,
     format_table,
+    rerun_command,
     result_rows,
     table_order,
     trial_status,
@@ -58,13 +62,35 @@ def test_results_table_best_config_and_plots(tmp_path, smoke, smoke_base):
     # the trial's thread count (sweep.resources.threads), which the base config's 0 (torch's default) is not: a rerun
     # with another count differed in its last bits, and in its ACC (0.406 against 0.391)
     assert best_cfg.train.threads == plan.resources["threads"] == 1 and best_cfg.memory.store_threads == 1
-    assert "train.threads=1" in (tmp_path / "best_overrides.txt").read_text().split()
+    assert "train.threads=1" in shlex.split((tmp_path / "best_overrides.txt").read_text())
     assert "memory.store_threads=1" not in (tmp_path / "best_overrides.txt").read_text()  # its value already
-    from_overrides = load_config((tmp_path / "best_overrides.txt").read_text().split())
+    from_overrides = load_config(shlex.split((tmp_path / "best_overrides.txt").read_text()))
     assert OmegaConf.to_container(from_overrides) == OmegaConf.to_container(best_cfg)
     assert {p.name for p in (tmp_path / "plots").iterdir()} == {"cl_ACC_vs_memory.slots.png",
                                                                 "cl_ACC_vs_memory.pressure_weight.png"}
 
+
+
+def test_the_rerun_command_passes_a_value_with_a_space_as_one_argument(tmp_path):
+    """`python -m agents.run $(cat <sweep>/best_overrides.txt)` split runs_root='/x/a b' in two ('/x/a, b') and
+    globbed a list value: the file holds shell words, which the printed command (eval) reads as the shell does."""
+    sweep_dir = tmp_path / "my sweeps" / "smoke"  # the file's own path has a space too
+    sweep_dir.mkdir(parents=True)
+    plan = load_sweep("smoke")
+    run_overrides = [f"runs_root='{tmp_path / 'a b'}'", "++env.kwargs.distances=[1,4,16]"]
+    plan.overrides = resolve_overrides(plan, ["env=LongDependency-v0", *run_overrides])
+    base = OmegaConf.to_container(load_config(plan.overrides), resolve=True)
+    write_results(sweep_dir, result_rows([_trial("a", 4, 0.5, 4)], plan, "cl/ACC"), plan, base, "cl/ACC")
+    # the printed command with agents.run swapped for a printer of the arguments it is given
+    printer = tmp_path / "print_argv.py"
+    printer.write_text("import json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    command = rerun_command(sweep_dir).replace("-m agents.run", shlex.quote(str(printer))).replace(
+        "eval python", f"eval {shlex.quote(sys.executable)}")
+    argv = json.loads(subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True).stdout)
+    assert set(run_overrides) <= set(argv)
+    rerun = OmegaConf.to_container(load_config(argv))
+    assert rerun == OmegaConf.to_container(from_yaml_file(str(sweep_dir / "best_config.yaml")))
+    assert rerun["runs_root"] == str(tmp_path / "a b")
 
 def test_the_best_config_keeps_the_trials_thread_counts(tmp_path, smoke_base):
     """A sweep whose trials ran 2 torch and 2 FAISS threads: the best config reruns with both (the base config's 0
@@ -75,7 +101,8 @@ def test_the_best_config_keeps_the_trials_thread_counts(tmp_path, smoke_base):
     write_results(tmp_path, rows, plan, OmegaConf.to_container(smoke_base, resolve=True), "cl/ACC")
     best_cfg = from_yaml_file(str(tmp_path / "best_config.yaml"))
     assert best_cfg.train.threads == 2 and best_cfg.memory.store_threads == 2
-    assert {"train.threads=2", "memory.store_threads=2"} <= set((tmp_path / "best_overrides.txt").read_text().split())
+    overrides = shlex.split((tmp_path / "best_overrides.txt").read_text())
+    assert {"train.threads=2", "memory.store_threads=2"} <= set(overrides)
 
 
 def test_sweep_plots_show_the_trials_that_trained_to_the_end(tmp_path, smoke, smoke_base, monkeypatch):
