@@ -11,6 +11,8 @@ import sys
 
 from ray.tune import Callback
 
+from agents.tune_results import STOPPED, best_row, trial_status
+
 
 class ProgressLine(Callback):
     def __init__(self, metric: str, mode: str = "max"):
@@ -23,16 +25,22 @@ class ProgressLine(Callback):
     def _status(self, trials, finishing=None) -> str:
         """finishing: the trial whose completion is being reported (Tune marks it TERMINATED just after)."""
         states = ("TERMINATED", "RUNNING", "ERROR", "PENDING")
-        counts = {s: sum((t.status if t is not finishing else "TERMINATED") == s for t in trials)
-                  for s in states}
-        # ranked as the final table ranks: trials that trained to the end (a running trial's interim value, or an
-        # ASHA-stopped one's, saw fewer tasks; counting them showed a "best" that no finished trial had)
-        values = [v for v in (self._value(t) for t in trials
-                              if (t.status == "TERMINATED" or t is finishing) and _trained_to_end(t)) if v is not None]
-        best = (max if self.mode == "max" else min)(values) if values else None
+        status = {t.trial_id: "TERMINATED" if t is finishing else t.status for t in trials}
+        counts = {s: sum(status[t.trial_id] == s for t in trials) for s in states}
+        # the best as the final table picks it (`best_row`): among trials that trained to the end (a running trial's
+        # interim value, or an ASHA-stopped one's, saw fewer tasks: counting them showed a "best" that no finished
+        # trial had), and once none is left to run and none trained to the end (max_t below the episodes: ASHA
+        # stopped them all), among the stopped ones that trained the most, which the table then marks best (this
+        # line said "no finished trial measured" just before it)
+        rows = [{"trial": t.trial_id, self.metric: self._value(t), "episode": (t.last_result or {}).get("episode"),
+                 "status": trial_status(status[t.trial_id], t.last_result)} for t in trials]
+        best = best_row(rows, self.metric, self.mode)
         done = counts["TERMINATED"] + counts["ERROR"] == len(trials)  # no trial left that could still measure it
-        best_text = f"best {self.metric} {best:.4g}" if best is not None else \
-            f"no finished trial measured {self.metric}" if done else f"no finished {self.metric} yet"
+        best_text = f"no trial measured {self.metric}" if best is None and done else \
+            f"no finished {self.metric} yet" if best is None else f"best {self.metric} {best[self.metric]:.4g}"
+        if best is not None and best["status"] == STOPPED:
+            best_text += f" (trial {best['trial']}, stopped early at episode {best['episode']}: no trial trained to " \
+                         "the end)"
         return (f"[{counts['TERMINATED']} finished, {counts['RUNNING']} running, {counts['PENDING']} "
                 f"pending, {counts['ERROR']} failed of {len(trials)}] {best_text}")
 

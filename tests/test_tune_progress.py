@@ -34,6 +34,26 @@ def test_once_every_trial_is_over_a_metric_none_measured_is_not_awaited_any_more
     """A bucket no query reached: the last line said "no finished recall/accuracy_d64 yet" with every trial done."""
     first, last = trial("a", "TERMINATED", None, 4), trial("b", "RUNNING", None, 4)
     ProgressLine("cl/ACC").on_trial_complete(0, [first, last], last)
-    assert capsys.readouterr().out.strip().endswith("[2 finished, 0 running, 0 pending, 0 failed of 2] no finished "
-                                                    "trial measured cl/ACC")
+    assert capsys.readouterr().out.strip().endswith("[2 finished, 0 running, 0 pending, 0 failed of 2] no trial "
+                                                    "measured cl/ACC")
     assert ProgressLine("cl/ACC")._status([first, last]).endswith("no finished cl/ACC yet")  # b may still measure it
+
+
+def test_when_asha_stopped_every_trial_the_line_names_the_best_the_table_marks(capsys):
+    """sweep.scheduler.max_t below the episodes: ASHA stops every trial at max_t. The last line said "no finished
+    trial measured cl/ACC", then the table marked a stopped trial best (the furthest trained, `best_row`)."""
+    from agents.tune_results import best_row, result_rows
+
+    early, furthest, last = trial("a", "TERMINATED", 0.9, 1), trial("b", "TERMINATED", 0.5, 2), \
+        trial("c", "RUNNING", 0.6, 2)
+    ProgressLine("cl/ACC").on_trial_complete(0, [early, furthest, last], last)
+    assert capsys.readouterr().out.strip() == (
+        "trial c stopped early at episode 2/4: cl/ACC=0.6   [3 finished, 0 running, 0 pending, 0 failed of 3] best "
+        "cl/ACC 0.6 (trial c, stopped early at episode 2: no trial trained to the end)")
+    last.status = "TERMINATED"  # the final table's pick: the same trial
+    rows = result_rows([SimpleNamespace(**vars(t), config={}) for t in (early, furthest, last)],
+                       SimpleNamespace(search_space={}), "cl/ACC")
+    assert best_row(rows, "cl/ACC", "max")["trial"] == "c"
+    # while a trial may still train to the end, a stopped one is not named best
+    assert ProgressLine("cl/ACC")._status([early, furthest, trial("d", "PENDING", None, 0)]).endswith(
+        "no finished cl/ACC yet")
