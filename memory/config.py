@@ -209,8 +209,11 @@ class MemoryConfig:
         need(self.reset in RESET_MODES, f"reset={self.reset!r}: choose one of {RESET_MODES}")
 
     def _validate_ann(self, need) -> None:
-        """The approximate indexes' settings; the IVF bounds only bite with store_index=ivf (a sweep may set them
-        for every trial, flat ones included)."""
+        """The approximate indexes' settings. An impossible value (a negative count) is refused always; the IVF
+        bounds that depend on the store's size only where the IVF index is built, with memory.store=true and
+        store_index=ivf (`inert_reason`, the note's own rule): a sweep may set them for every trial, flat ones and
+        storeless ones included. memory.store=false refused store_ivf_lists=5000 with store_index=ivf while
+        store_index=flat took it, inert in both."""
         need(self.store_ivf_lists >= 0, f"store_ivf_lists={self.store_ivf_lists}: must be >= 0 (0 = automatic)")
         need(self.store_ivf_probes >= 0, f"store_ivf_probes={self.store_ivf_probes}: must be >= 0 (0 = automatic)")
         for name, low in (("store_hnsw_neighbors", 2), ("store_hnsw_ef_search", 1)):  # FAISS takes a C int:
@@ -218,7 +221,7 @@ class MemoryConfig:
             need(low <= value <= FAISS_INT_MAX, f"{name}={value}: must be in [{low}, {FAISS_INT_MAX}]")
         need(self.store_hnsw_min_entries >= 1,
              f"store_hnsw_min_entries={self.store_hnsw_min_entries}: must be >= 1")
-        if self.store_index != "ivf":
+        if inert_reason(self, "store_ivf_lists"):  # (the same rows hold store_ivf_probes)
             return
         most = max(1, self.store_capacity // MIN_POINTS_PER_LIST)
         need(self.store_ivf_lists <= most, f"store_ivf_lists={self.store_ivf_lists}: at most store_capacity // "
@@ -310,14 +313,19 @@ INERT_WHEN = (
 )
 
 
+def inert_reason(cfg: MemoryConfig, name: str) -> str | None:
+    """The setting of `cfg` under which the field `name` changes nothing (INERT_WHEN's first row that applies), or
+    None where it is read."""
+    return next((why for keys, when in INERT_WHEN if name in keys and (why := when(cfg))), None)
+
+
 def inert_keys(cfg: MemoryConfig, given: Iterable[str]) -> list[str]:
     """One reason per `memory.<key>` in `given` (command-line keys; others are skipped) that changes nothing under
-    `cfg`'s other settings (INERT_WHEN's first row that applies), in the order given: "memory.store_ivf_probes changes
-    nothing with memory.store_index=flat"."""
+    `cfg`'s other settings (`inert_reason`), in the order given: "memory.store_ivf_probes changes nothing with
+    memory.store_index=flat"."""
     reasons = []
     for key in dict.fromkeys(given):
-        name = key[len("memory."):] if key.startswith("memory.") else None
-        why = next((why for keys, when in INERT_WHEN if name in keys and (why := when(cfg))), None)
+        why = inert_reason(cfg, key[len("memory."):]) if key.startswith("memory.") else None
         if why:
             reasons.append(f"{key} changes nothing with {why}")
     return reasons

@@ -96,6 +96,25 @@ def test_ann_settings_are_checked_with_one_line(override, message):
             load_config(overrides)
 
 
+
+@pytest.mark.parametrize("inert, why", [
+    (["memory.store=false", "memory.store_index=ivf"], "memory.store=false"),  # was refused: "at most ... = 105"
+    (["memory.store_index=flat"], "memory.store_index=flat"),
+    (["memory.store_index=hnsw"], "memory.store_index=hnsw"),
+])
+@pytest.mark.parametrize("key", ["memory.store_ivf_lists", "memory.store_ivf_probes"])
+def test_the_ivf_bounds_bite_only_where_the_ivf_index_is_built(inert, why, key):
+    """An IVF setting past the store's size is inert without an IVF index, with memory.store=false as with another
+    index: accepted, and the note says it changes nothing (as for every other inert key)."""
+    from agents.cli_args import inert_note
+
+    cfg = load_config([*inert, f"{key}=5000"])
+    assert f"{key} changes nothing with {why}" in inert_note(cfg, [key])
+    with pytest.raises(ConfigError, match=rf"^{key}=5000: at most "):  # built: refused as before
+        load_config(["memory.store_index=ivf", f"{key}=5000"])
+    with pytest.raises(ConfigError, match=rf"^{key}=-1: must be >= 0"):  # impossible anywhere: refused
+        load_config([*inert, f"{key}=-1"])
+
 @settings(max_examples=40, deadline=None)
 @given(capacity=st.integers(1, 20_000), lists=st.integers(0, 600), probes=st.integers(0, 600),
        index=st.sampled_from(["flat", "ivf", "hnsw"]))
