@@ -34,6 +34,8 @@ def test_the_preflight_model_check_keeps_a_bugs_traceback(monkeypatch):
     """Only an allocation failure becomes the does-not-fit line; any other error while building the model is a bug
     and keeps its traceback (it read as "does not fit in memory; lower them")."""
     import agents.models
+    import agents.trainer  # noqa: F401  (binds the real build_agent first: model_fits imports the trainer, which,
+    # imported under the patch, kept `broken` as its build_agent for every later test of the process)
     from agents.preflight import model_fits
 
     def broken(*args):
