@@ -283,7 +283,10 @@ def plot_metric_vs_param(rows: Sequence[Mapping], param: str, metric: str, path:
         stats = np.array([bootstrap_ci(groups[k]) for k in keys])  # (G, 3): mean, low, high
         for position, key in zip(x, keys, strict=True):
             ax.scatter(np.full(len(groups[key]), position), groups[key], s=12, color="0.6", zorder=2)
-        ax.errorbar(x, stats[:, 0], yerr=[stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]], marker="o",
+        # yerr as one (2, G) array: a list of two (1,) arrays (one swept value) made matplotlib 3.10 (the last for
+        # Python 3.10) convert an array to a scalar, which NumPy deprecates (a warning now, an error to come)
+        yerr = np.stack([stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]])  # (2, G)
+        ax.errorbar(x, stats[:, 0], yerr=yerr, marker="o",
                     capsize=3, linewidth=1.5, zorder=3, label="mean, 90% bootstrap CI")
         if numeric and x.min() > 0 and x.max() / x.min() >= 10:
             ax.set_xscale("log")
