@@ -172,8 +172,12 @@ class MemoryConfig:
         need(self.store_eviction in STORE_EVICTIONS,
              f"store_eviction={self.store_eviction!r}: choose one of {STORE_EVICTIONS}")
         need(self.store_metric in STORE_METRICS, f"store_metric={self.store_metric!r}: choose one of {STORE_METRICS}")
-        need(1 <= self.store_top_k <= self.store_capacity, f"store_top_k={self.store_top_k}: must be in [1, "
-             f"store_capacity={self.store_capacity}] (a query retrieves at most what a store partition holds)")
+        # bounds between store keys bite only where the store is built (`inert_reason`, as the IVF bounds):
+        # memory.store=false was refused over store_top_k > store_capacity, two keys it never reads
+        store_built = inert_reason(self, "store_top_k") is None
+        need(1 <= self.store_top_k and (not store_built or self.store_top_k <= self.store_capacity),
+             f"store_top_k={self.store_top_k}: must be in [1, store_capacity={self.store_capacity}] (a query "
+             "retrieves at most what a store partition holds)")
         need(self.store_importance_halflife >= 0, f"store_importance_halflife={self.store_importance_halflife}: must "
              "be >= 0 (store writes; 0 = no decay)")
         # FAISS takes any int, and an overflowing one is an OverflowError from inside it
@@ -188,7 +192,8 @@ class MemoryConfig:
              f"attn_heads={self.attn_heads}: must divide dim={self.dim}")
         for name in ("cache_hot", "cache_warm", "cache_cold"):
             need(getattr(self, name) >= 0, f"{name}={getattr(self, name)}: must be >= 0")
-        need(self.cache_hot + self.cache_warm + self.cache_cold >= 1, "cache_*: total capacity must be >= 1")
+        need(not store_built or self.cache_hot + self.cache_warm + self.cache_cold >= 1,
+             "cache_*: total capacity must be >= 1")
         need(self.cache_policy in CACHE_POLICIES, f"cache_policy={self.cache_policy!r}: choose one of {CACHE_POLICIES}")
         need(self.fusion in FUSIONS, f"fusion={self.fusion!r}: choose one of {FUSIONS}")
         for name in ("util_weight", "pressure_weight", "sparsity_weight"):

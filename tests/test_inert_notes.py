@@ -195,3 +195,19 @@ def test_evaluate_with_a_key_that_acts_has_no_note(runs, capsys, run_name, arg):
     assert evaluate.main([f"checkpoint={runs[run_name][0]}", arg, "out=acts.json"]) == 0
     out = capsys.readouterr().out
     assert "note:" not in out and "mean:" in out
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["memory.store_top_k=5000"], "memory.store_top_k"),  # past store_capacity=4096
+    (["memory.cache_hot=0", "memory.cache_warm=0", "memory.cache_cold=0"], "memory.cache_hot"),
+])
+def test_bounds_between_store_keys_bite_only_where_the_store_is_built(overrides, key):
+    """store_top_k <= store_capacity and a cache of >= 1 entry, as the IVF bounds: memory.store=false and the
+    baselines, which build no store, take them with the note; MemNet with its store refuses them as before."""
+    for off in (["memory.store=false"], ["agent=lstm"]):
+        cfg = load_config([*off, *overrides])
+        assert f"{key} changes nothing" in inert_note(cfg, [key])
+    with pytest.raises(ValueError, match="store_top_k=5000: must be in|total capacity must be >= 1"):
+        load_config(overrides)
+    with pytest.raises(ValueError, match="store_top_k=0: must be in"):  # impossible anywhere: refused
+        load_config(["memory.store=false", "memory.store_top_k=0"])
