@@ -18,7 +18,7 @@ from numbers import Real
 import numpy as np
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing import plugin_event_accumulator
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.summary.writer import event_file_writer
@@ -162,8 +162,14 @@ class TBLogger:
             # images and its hparams a second time, and TensorBoard showed them twice
             self._last, self._kept_images, self._kept_hparams = _kept_records(self.log_dir, resume_step)
         with interrupts_held():  # a Ctrl+C inside TensorBoard's writer could hang its closing flush (every method)
-            self._writer = SummaryWriter(log_dir=self.log_dir,
-                                         purge_step=0 if restart else None if resume_step is None else resume_step + 1)
+            purge = 0 if restart else None if resume_step is None else resume_step + 1
+            self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=purge)
+            if purge is not None:
+                # TensorBoard takes a run's first SessionLog START as its start and purges at the later ones only;
+                # the killed run's file holds none (a fresh writer writes none), so the purge_step START was taken
+                # as the start and the killed run's points stayed, drawn twice. A second START at the same step is
+                # the purge (where an earlier one already purged, it drops nothing more).
+                self._writer.file_writer.add_event(Event(step=purge, session_log=SessionLog(status=SessionLog.START)))
             self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
         self._max_step = resume_step or 0
         self._pending_hparams = dict(hparams) if hparams is not None else None
@@ -245,11 +251,15 @@ class TBLogger:
         self.close()
 
 
-def _load(log_dir: str | os.PathLike, **size_guidance: int) -> EventAccumulator:
+def _load(log_dir: str | os.PathLike) -> plugin_event_accumulator.EventAccumulator:
+    """A run read as the `tensorboard` server's Python loader reads it (its data provider's accumulator: every event
+    file in name order, the resumed runs' purges applied as TensorBoard applies them, nothing sampled away). The
+    older EventAccumulator purges at every SessionLog START, TensorBoard only from a run's second one on, so a reader
+    built on it showed a resumed run's curves clean while TensorBoard drew them twice."""
     log_dir = os.fspath(log_dir)
     if not _has_events(log_dir):
         raise FileNotFoundError(f"no TensorBoard event file in {log_dir!r}")
-    accumulator = EventAccumulator(log_dir, size_guidance=size_guidance)
+    accumulator = plugin_event_accumulator.EventAccumulator(log_dir, size_guidance={"tensors": 0})
     reader_log = logging.getLogger("tensorboard")
     reader_log.addFilter(_expected_purge)
     try:
@@ -265,45 +275,47 @@ def _expected_purge(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Detected out of order event.step")
 
 
+def _series(accumulator, plugin: str) -> dict[str, list]:
+    """{tag: [event, ...]} of one plugin's summaries (tensor events, in step order as TensorBoard keeps them)."""
+    return {tag: accumulator.Tensors(tag) for tag in _plugin_content(accumulator, plugin)}
+
+
+def _value(event) -> float:
+    return tensor_util.make_ndarray(event.tensor_proto).item()
+
+
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
-    """All scalar series of a run directory: {tag: [(step, value), ...]} in write order, none sampled away."""
-    accumulator = _load(log_dir, scalars=0)
-    return {
-        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-        for tag in accumulator.Tags()["scalars"]
-    }
+    """All scalar series of a run directory as TensorBoard shows them: {tag: [(step, value), ...]}."""
+    return {tag: [(event.step, _value(event)) for event in events]
+            for tag, events in _series(_load(log_dir), "scalars").items()}
 
 
 def _kept_records(log_dir: str, last_step: int) -> tuple[dict[str, tuple[int, float]], set[tuple[str, int]], bool]:
     """What a run resumed at `last_step` keeps of `log_dir` (what is at or before that step): each scalar's latest
-    point {tag: (step, value)}, its images {(tag, step)}, and whether it holds hparams; ({}, set(), False) without an
-    event file. Read as TensorBoard reads a run (its data provider's accumulator: every event file in order, earlier
-    resumes' purges applied), which also sees the hparams summaries, which carry no value of their own."""
+    point {tag: (step, value)}, its images {(tag, step)}, and whether it holds hparams (summaries with no value of
+    their own, which only this loader sees); ({}, set(), False) without an event file."""
     if not _has_events(log_dir):
         return {}, set(), False
-    accumulator = plugin_event_accumulator.EventAccumulator(log_dir, size_guidance={"tensors": 0})
-    accumulator.Reload()
+    accumulator = _load(log_dir)
 
     def kept(plugin: str):
-        for tag in _plugin_content(accumulator, plugin):
-            yield tag, [event for event in accumulator.Tensors(tag) if event.step <= last_step]
+        for tag, events in _series(accumulator, plugin).items():
+            yield tag, [event for event in events if event.step <= last_step]
 
-    latest = {tag: (events[-1].step, tensor_util.make_ndarray(events[-1].tensor_proto).item())
-              for tag, events in kept("scalars") if events}
+    latest = {tag: (events[-1].step, _value(events[-1])) for tag, events in kept("scalars") if events}
     images = {(tag, event.step) for tag, events in kept("images") for event in events}
     return latest, images, any(events for _, events in kept("hparams"))
 
 
 def read_images(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, int, int]]]:
     """All images of a run directory: {tag: [(step, height, width), ...]}."""
-    accumulator = _load(log_dir, images=0)
-    return {
-        tag: [(event.step, event.height, event.width) for event in accumulator.Images(tag)]
-        for tag in accumulator.Tags()["images"]
-    }
+    # an image summary's tensor is [width, height, PNG bytes]
+    return {tag: [(event.step, int(event.tensor_proto.string_val[1]), int(event.tensor_proto.string_val[0]))
+                  for event in events]
+            for tag, events in _series(_load(log_dir), "images").items()}
 
 
-def _plugin_content(accumulator: EventAccumulator, plugin: str) -> dict[str, bytes]:
+def _plugin_content(accumulator, plugin: str) -> dict[str, bytes]:
     """{tag: plugin metadata content} of one TensorBoard plugin; {} when the run has none of its data."""
     try:
         return accumulator.PluginTagToContent(plugin)
@@ -313,10 +325,9 @@ def _plugin_content(accumulator: EventAccumulator, plugin: str) -> dict[str, byt
 
 def read_layout(log_dir: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
     """The custom-scalars layout of a run: {category: {chart title: [tags]}}; {} when none was written."""
-    accumulator = _load(log_dir, tensors=0)
     layout: dict[str, dict[str, list[str]]] = {}
-    for tag in _plugin_content(accumulator, "custom_scalars"):
-        proto = layout_pb2.Layout.FromString(accumulator.Tensors(tag)[-1].tensor_proto.string_val[0])
+    for events in _series(_load(log_dir), "custom_scalars").values():
+        proto = layout_pb2.Layout.FromString(events[-1].tensor_proto.string_val[0])
         for category in proto.category:
             charts = layout.setdefault(category.title, {})
             for chart in category.chart:

@@ -103,6 +103,16 @@ def test_resume_keeps_the_checkpoint_step_and_drops_the_points_after_it(tmp_path
                                                     (50, 50.5)]
 
 
+def test_a_run_resumed_twice_shows_each_step_once_as_tensorboard_draws_it(tmp_path):
+    """read_scalars reads as the `tensorboard` server does, which purges from a run's second SessionLog START on: a
+    killed run's points after its checkpoint were drawn beside the resumed run's (a zig-zag at the first resume)."""
+    for start, resume_step, stop in ((0, None, 40), (30, 20, 50), (40, 30, 60)):  # killed twice, 10 past a checkpoint
+        with TBLogger(tmp_path, num_tasks=1, resume_step=resume_step) as logger:
+            for step in range(start, stop + 1, 10):
+                logger.scalars({"train/loss": step + start}, step)  # which start logged it
+    assert read_scalars(tmp_path)["train/loss"] == [(0, 0), (10, 10), (20, 20), (30, 60), (40, 80), (50, 90), (60, 100)]
+
+
 def test_a_run_started_again_in_its_folder_shows_only_its_new_points(tmp_path):
     """A run (or a Tune trial) stopped before its first checkpoint and started afresh in the same folder: both
     starts' curves were drawn over each other."""
