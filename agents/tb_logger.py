@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.plugins.custom_scalar import layout_pb2
-from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.summary.writer import event_file_writer
 from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
@@ -83,26 +83,24 @@ def _flatten_hparams(hparams: Mapping, prefix: str = "") -> dict[str, bool | int
     return flat
 
 
-def _hparams_summaries(flat: dict, metrics: dict[str, float]) -> tuple:
-    """torch's hparams summaries, with booleans kept as booleans.
+def _session_summaries(flat: dict, metrics: dict[str, float]) -> tuple:
+    """torch's session start and end summaries, with booleans kept as booleans; not its experiment summary.
 
-    torch tests isinstance(v, int) before bool, so True would be recorded as the number 1.0; the bool
-    entries are corrected in the experiment (declared type) and session-start (value) protos."""
-    experiment, start, end = hparams_summaries(flat, metrics)
+    TensorBoard's HParams tab takes the first experiment summary it finds in the logdir as the whole table: with
+    one per run, `tensorboard --logdir runs` showed the columns of one run picked arbitrarily (a ContinualShift run's
+    hparams without LongDependency's `env.kwargs.distances`, its metrics without another env's), and a sweep's
+    swept keys as not differing. Without one it builds the table from every run's session start (each key's type,
+    values and whether it differs) and their scalar tags (the metric columns).
+    torch tests isinstance(v, int) before bool, so True would be recorded as the number 1.0: corrected here."""
+    _, start, end = hparams_summaries(flat, metrics)
     flags = {name: value for name, value in flat.items() if isinstance(value, bool)}
     if flags:
-        plugin_data = experiment.value[0].metadata.plugin_data
-        data = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
-        for info in data.experiment.hparam_infos:
-            if info.name in flags:
-                info.type = api_pb2.DataType.DATA_TYPE_BOOL
-        plugin_data.content = data.SerializeToString()
         plugin_data = start.value[0].metadata.plugin_data
         data = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
         for name, value in flags.items():
             data.session_start_info.hparams[name].bool_value = value
         plugin_data.content = data.SerializeToString()
-    return experiment, start, end
+    return start, end
 
 
 def _wait_to_sort_last(log_dir: str) -> None:
@@ -226,8 +224,7 @@ class TBLogger:
         flat = _flatten_hparams(hparams)
         final = {k: float(v) for k, v in metrics.items() if v is not None}
         if not self._kept_hparams:
-            experiment, start, end = _hparams_summaries(flat, final)
-            for summary in (experiment, start, end):
+            for summary in _session_summaries(flat, final):
                 self._writer.file_writer.add_summary(summary, self._max_step)
         # compared as stored (float32): the latest points of a resumed run are read back from its event file
         fresh = {k: v for k, v in final.items() if k not in self._last or np.float32(self._last[k][1]) != np.float32(v)}

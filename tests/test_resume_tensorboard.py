@@ -16,7 +16,7 @@ from agents.trainer import Trainer
 from tests.test_run import tiny
 
 IMAGES = ("plots/accuracy_matrix", "plots/slot_usage", "plots/slot_survival")  # memnet's
-HPARAMS = ("_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info")
+HPARAMS = ("_hparams_/session_start_info", "_hparams_/session_end_info")
 
 
 def report_summaries(run_dir) -> dict[str, list[int]]:

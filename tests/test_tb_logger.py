@@ -183,19 +183,46 @@ def test_a_runs_hparams_hold_its_env_options_flattened(tmp_path):
     assert not any(name.startswith(("train.progress", "run_dir", "runs_root")) for name in hparams)
 
 
-def test_boolean_hparams_are_declared_boolean_for_the_dashboard(finished_run):
-    """torch declares True as a number (it tests int before bool); the HParams dashboard filters by the declared
-    type, so a flag must be declared DATA_TYPE_BOOL, not only carry a bool value."""
-    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+def hparams_tab(logdir) -> tuple[dict, list[str]]:
+    """What `tensorboard --logdir <logdir>` shows in its HParams tab: ({hparam column: its HParamInfo}, [metric
+    column tags]), computed by TensorBoard's hparams plugin over every run below logdir."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
 
-    from agents.tb_logger import _load, _plugin_content
+    runs = plugin_event_multiplexer.EventMultiplexer(size_guidance={"tensors": 0})
+    runs.AddRunsFromDirectory(str(logdir))
+    runs.Reload()
+    tb = backend_context.Context(base_plugin.TBContext(
+        logdir=str(logdir), multiplexer=runs, data_provider=data_provider.MultiplexerDataProvider(runs, str(logdir))))
+    request = context.RequestContext()
+    experiment = tb.experiment_from_metadata(request, "", True, tb.hparams_metadata(request, ""),
+                                             tb.hparams_from_data_provider(request, "", None))
+    return {info.name: info for info in experiment.hparam_infos}, [info.name.tag for info in experiment.metric_infos]
 
-    content = _plugin_content(_load(finished_run), "hparams")["_hparams_/experiment"]
-    declared = {info.name: info.type
-                for info in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos}
-    assert declared["memory.store"] == api_pb2.DataType.DATA_TYPE_BOOL
-    assert declared["memory.slots"] == api_pb2.DataType.DATA_TYPE_FLOAT64
-    assert declared["memory.fusion"] == api_pb2.DataType.DATA_TYPE_STRING
+
+def test_the_hparams_tab_of_many_runs_lists_every_runs_hparams_and_metrics(tmp_path):
+    """Each run wrote an experiment summary and TensorBoard takes the first it finds as the whole table: `tensorboard
+    --logdir runs` showed one run's columns (not another env's options or metrics) and nothing as differing."""
+    from tensorboard.plugins.hparams import api_pb2
+
+    runs = {"ContinualShift-v0/memnet/s0": (CONFIG | {"env.kwargs": {"keys_per_task": 8}}, {"cl/ACC": 0.5}),
+            "LongDependency-v0/lstm/s0": (CONFIG | {"agent": "lstm", "env.kwargs": {"distances": [1, 4]}},
+                                          {"recall/accuracy_d4": 0.25})}
+    for name, (hparams, final) in runs.items():
+        with TBLogger(tmp_path / name, num_tasks=1, hparams=hparams) as logger:
+            logger.scalars({"train/loss": 1.0}, 10)
+            logger.hparams(None, final)
+    columns, metrics = hparams_tab(tmp_path)
+    assert {"env.kwargs.keys_per_task", "env.kwargs.distances", "memory.slots"} <= set(columns)
+    assert columns["agent"].differs
+    assert sorted(value.string_value for value in columns["agent"].domain_discrete.values) == ["lstm", "memnet"]
+    assert not columns["memory.slots"].differs
+    assert columns["memory.store"].type == api_pb2.DataType.DATA_TYPE_BOOL  # torch declared True as a number
+    assert columns["memory.slots"].type == api_pb2.DataType.DATA_TYPE_FLOAT64
+    assert columns["memory.fusion"].type == api_pb2.DataType.DATA_TYPE_STRING
+    assert {"cl/ACC", "recall/accuracy_d4", "train/loss"} <= set(metrics)
 
 
 def test_final_metrics_of_a_scalars_only_run_land_at_its_latest_step_and_numpy_hparams_are_numbers(tmp_path):
