@@ -281,7 +281,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             raise ConfigError(f"cannot create the run folder {str(run_dir)!r} ({why}); choose "
                               "another runs_root= or run_dir=") from None
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
-        logger = TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if resume_dir else None)
+        logger = TBLogger(run_dir, resume_step=trainer.train_steps if resume_dir else None)
         params = sum(p.numel() for p in trainer.model.parameters())
         lanes, episodes = cfg.train.lanes, trainer.total_episodes
         print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {lanes} lane{'s' * (lanes != 1)}, "

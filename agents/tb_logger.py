@@ -52,13 +52,19 @@ def eval_accuracy_tag(task: int) -> str:
     return f"eval/task_{task}/accuracy"
 
 
-def custom_scalars_layout(num_tasks: int) -> dict:
+# regexes (TensorBoard matches them from a tag's start): the same layout for any task count, since TensorBoard merges
+# the runs' layouts and keeps a chart once only where the runs' charts are equal; one tag list per run showed a
+# "forgetting curves" chart per task count seen in `--logdir runs` (a 1-task LongDependency run's beside a 5-task one's)
+TASK_ACCURACY_TAGS = r"eval/task_\d+/accuracy$"
+
+
+def custom_scalars_layout() -> dict:
     """Layout in torch's add_custom_scalars format: {category: {chart: ["Multiline", [tag regexes]]}}."""
     return {
         "Continual learning": {
-            "forgetting curves": ["Multiline", [eval_accuracy_tag(j) for j in range(num_tasks)]],
+            "forgetting curves": ["Multiline", [TASK_ACCURACY_TAGS]],
             "ACC, BWT, FWT, forgetting": ["Multiline", list(CL_TAGS)],
-            "recall accuracy by distance": ["Multiline", [r"recall/.*"]],
+            "recall accuracy by distance": ["Multiline", [r"recall/accuracy_d\d+$"]],  # not NeedleRecall's delay<k>
         },
         "Training": {
             "loss": ["Multiline", ["train/loss"]],
@@ -128,7 +134,7 @@ def _check_step(step) -> int:
 
 
 class TBLogger:
-    """One TensorBoard run in `log_dir`; the custom-scalars layout for `num_tasks` tasks is written first.
+    """One TensorBoard run in `log_dir`; the custom-scalars layout is written first.
 
     resume_step: when resuming a run in the same directory, the step of the checkpoint it resumes from. The
     points the killed run logged after it are dropped by TensorBoard (no doubled curves; its purge_step is
@@ -139,12 +145,9 @@ class TBLogger:
     Without resume_step, the points of event files already in `log_dir` are dropped as well (a run started again in
     its folder); the files stay."""
 
-    def __init__(self, log_dir: str | os.PathLike, num_tasks: int, hparams: Mapping | None = None,
+    def __init__(self, log_dir: str | os.PathLike, hparams: Mapping | None = None,
                  resume_step: int | None = None):
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be an int >= 1 (tasks in the schedule); got {num_tasks!r}")
         self.log_dir = os.fspath(log_dir)
-        self.num_tasks = int(num_tasks)
         resume_step = None if resume_step is None else _check_step(resume_step)
         self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
         self._kept_images: set[tuple[str, int]] = set()  # (tag, step) of a resumed run's images
@@ -168,7 +171,7 @@ class TBLogger:
                 # as the start and the killed run's points stayed, drawn twice. A second START at the same step is
                 # the purge (where an earlier one already purged, it drops nothing more).
                 self._writer.file_writer.add_event(Event(step=purge, session_log=SessionLog(status=SessionLog.START)))
-            self._writer.add_custom_scalars(custom_scalars_layout(self.num_tasks))
+            self._writer.add_custom_scalars(custom_scalars_layout())
         self._max_step = resume_step or 0
         self._pending_hparams = dict(hparams) if hparams is not None else None
         self._closed = False

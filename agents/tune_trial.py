@@ -95,7 +95,7 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric:
         locks.hold(run_dir)
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         # a trial stopped early (ASHA, a failure, Ctrl+C) closes its writer too: its last points reach the event file
-        with TBLogger(run_dir, trainer.num_tasks, resume_step=trainer.train_steps if checkpoint else None) as logger:
+        with TBLogger(run_dir, resume_step=trainer.train_steps if checkpoint else None) as logger:
             reporter = TuneReporter(run_dir / "checkpoints", logger, metric)
             fit(trainer, logger, config, progress=False, on_eval=reporter)
             reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate

@@ -58,7 +58,7 @@ def test_off_the_main_thread_it_changes_nothing():
 def test_ctrl_c_inside_the_tensorboard_writer_leaves_it_able_to_close(tmp_path, monkeypatch):
     """The hang of a stopped run: a KeyboardInterrupt between queue.put's item and its notify left TensorBoard's
     writer thread asleep for up to 120 s, and the run's closing flush waited on it."""
-    logger = TBLogger(tmp_path, num_tasks=1)
+    logger = TBLogger(tmp_path)
     notify, notified = threading.Condition.notify, []
 
     def ctrl_c_then_notify(self, n=1):  # Ctrl+C arrives as the main thread is about to wake the writer's thread

@@ -1,6 +1,7 @@
 """TBLogger writes the README "TensorBoard" tags, images, the custom-scalars layout and hparams into one run."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from agents.plots import plot_accuracy_matrix
 from agents.tb_logger import (
     CL_TAGS,
+    TASK_ACCURACY_TAGS,
     TBLogger,
     eval_accuracy_tag,
     read_hparams,
@@ -24,7 +26,7 @@ CONFIG = {"env": "ContinualShift-v0", "agent": "memnet", "seed": 3,
 def finished_run(tmp_path):
     """A small run: 3 tasks, training scalars, eval curves, cl metrics, two images and hparams."""
     log_dir = tmp_path / "run"
-    with TBLogger(log_dir, num_tasks=3, hparams=CONFIG) as logger:
+    with TBLogger(log_dir, hparams=CONFIG) as logger:
         for step in range(0, 50, 10):
             logger.scalars({"train/loss": 2.0 / (step + 1), "train/accuracy": step / 100}, step)
             logger.scalars({eval_accuracy_tag(j): 0.3 * j + step / 100 for j in range(3)}, step)
@@ -59,13 +61,42 @@ def test_hparams_stay_in_the_same_run(finished_run):
     assert scalars["accuracy"] == [(40, pytest.approx(0.7))]  # new final metric: at the latest step
 
 
-def test_custom_scalars_layout_groups_forgetting_curves(finished_run):
-    layout = read_layout(finished_run)
-    charts = layout["Continual learning"]
-    assert charts["forgetting curves"] == [eval_accuracy_tag(j) for j in range(3)]
-    assert charts["ACC, BWT, FWT, forgetting"] == list(CL_TAGS)
-    assert charts["recall accuracy by distance"] == ["recall/.*"]
-    assert layout["Training"] == {"loss": ["train/loss"], "train accuracy": ["train/accuracy"]}
+def custom_scalars_tab(logdir) -> dict[str, list[tuple[str, list[str]]]]:
+    """What `tensorboard --logdir <logdir>` shows in its Custom Scalars tab: {category: [(chart, its tags that some
+    run has, as the plugin matches them)]}, with the runs' layouts merged by TensorBoard's plugin."""
+    import json
+    import re
+
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.custom_scalar import custom_scalars_plugin
+
+    runs = plugin_event_multiplexer.EventMultiplexer(size_guidance={"tensors": 0})
+    runs.AddRunsFromDirectory(str(logdir))
+    runs.Reload()
+    plugin = custom_scalars_plugin.CustomScalarsPlugin(base_plugin.TBContext(
+        logdir=str(logdir), multiplexer=runs, data_provider=data_provider.MultiplexerDataProvider(runs, str(logdir))))
+    tags = {tag for run in runs.Runs() for tag in read_scalars(Path(logdir) / run)}
+    return {category["title"]: [(chart["title"], sorted(tag for tag in tags if any(
+                re.match(regex, tag) for regex in chart["multiline"]["tag"])))
+                for chart in category["chart"]]
+            for category in json.loads(plugin.layout_impl(context.RequestContext(), ""))["category"]}
+
+
+def test_custom_scalars_draw_every_tasks_forgetting_curve_in_one_chart_for_many_runs(tmp_path):
+    """Each run's layout listed its own tasks' tags, and TensorBoard merges equal charts only: `--logdir runs` showed
+    one "forgetting curves" chart per task count. NeedleRecall's recall/accuracy_delay<k> was drawn as a distance."""
+    for name, tasks in (("a", 1), ("b", 3)):
+        with TBLogger(tmp_path / name) as logger:
+            logger.scalars({eval_accuracy_tag(j): 0.5 for j in range(tasks)} | {"eval/accuracy": 0.5, "cl/ACC": 0.5,
+                           "recall/accuracy_d64": 0.5, "recall/accuracy_delay1": 0.5, "train/loss": 1.0}, 10)
+    tab = custom_scalars_tab(tmp_path)
+    assert tab["Continual learning"] == [("forgetting curves", [eval_accuracy_tag(j) for j in range(3)]),
+                                         ("ACC, BWT, FWT, forgetting", ["cl/ACC"]),
+                                         ("recall accuracy by distance", ["recall/accuracy_d64"])]
+    assert tab["Training"] == [("loss", ["train/loss"]), ("train accuracy", [])]
+    assert read_layout(tmp_path / "b")["Continual learning"]["ACC, BWT, FWT, forgetting"] == list(CL_TAGS)
 
 
 def test_images_read_back(finished_run, tmp_path):
@@ -77,14 +108,14 @@ def test_images_read_back(finished_run, tmp_path):
 
 
 def test_run_without_hparams_has_none(tmp_path):
-    with TBLogger(tmp_path, num_tasks=1) as logger:
+    with TBLogger(tmp_path) as logger:
         logger.scalars({"train/loss": 1.0}, 0)
     assert read_hparams(tmp_path) == {}
-    assert read_layout(tmp_path)["Continual learning"]["forgetting curves"] == ["eval/task_0/accuracy"]
+    assert read_layout(tmp_path)["Continual learning"]["forgetting curves"] == [TASK_ACCURACY_TAGS]
 
 
 def test_close_is_idempotent_and_flush_makes_data_readable(tmp_path):
-    logger = TBLogger(tmp_path, num_tasks=2)
+    logger = TBLogger(tmp_path)
     logger.scalars({"train/loss": 0.5}, 7)
     logger.flush()
     assert read_scalars(tmp_path)["train/loss"] == [(7, 0.5)]
@@ -93,10 +124,10 @@ def test_close_is_idempotent_and_flush_makes_data_readable(tmp_path):
 
 
 def test_resume_keeps_the_checkpoint_step_and_drops_the_points_after_it(tmp_path):
-    with TBLogger(tmp_path, num_tasks=1) as logger:  # checkpoint written at step 20, killed after logging 40
+    with TBLogger(tmp_path) as logger:  # checkpoint written at step 20, killed after logging 40
         for step in range(0, 50, 10):
             logger.scalars({"train/loss": float(step)}, step)
-    with TBLogger(tmp_path, num_tasks=1, resume_step=20) as logger:  # the resumed run logs from step 30 on
+    with TBLogger(tmp_path, resume_step=20) as logger:  # the resumed run logs from step 30 on
         for step in range(30, 60, 10):
             logger.scalars({"train/loss": step + 0.5}, step)
     assert read_scalars(tmp_path)["train/loss"] == [(0, 0.0), (10, 10.0), (20, 20.0), (30, 30.5), (40, 40.5),
@@ -107,7 +138,7 @@ def test_a_run_resumed_twice_shows_each_step_once_as_tensorboard_draws_it(tmp_pa
     """read_scalars reads as the `tensorboard` server does, which purges from a run's second SessionLog START on: a
     killed run's points after its checkpoint were drawn beside the resumed run's (a zig-zag at the first resume)."""
     for start, resume_step, stop in ((0, None, 40), (30, 20, 50), (40, 30, 60)):  # killed twice, 10 past a checkpoint
-        with TBLogger(tmp_path, num_tasks=1, resume_step=resume_step) as logger:
+        with TBLogger(tmp_path, resume_step=resume_step) as logger:
             for step in range(start, stop + 1, 10):
                 logger.scalars({"train/loss": step + start}, step)  # which start logged it
     assert read_scalars(tmp_path)["train/loss"] == [(0, 0), (10, 10), (20, 20), (30, 60), (40, 80), (50, 90), (60, 100)]
@@ -116,10 +147,10 @@ def test_a_run_resumed_twice_shows_each_step_once_as_tensorboard_draws_it(tmp_pa
 def test_a_run_started_again_in_its_folder_shows_only_its_new_points(tmp_path):
     """A run (or a Tune trial) stopped before its first checkpoint and started afresh in the same folder: both
     starts' curves were drawn over each other."""
-    with TBLogger(tmp_path, num_tasks=1) as logger:  # stopped after logging step 40, no checkpoint
+    with TBLogger(tmp_path) as logger:  # stopped after logging step 40, no checkpoint
         for step in range(0, 50, 10):
             logger.scalars({"train/loss": float(step), "eval/task_0/accuracy": 0.5}, step)
-    with TBLogger(tmp_path, num_tasks=1) as logger:
+    with TBLogger(tmp_path) as logger:
         for step in range(0, 30, 10):
             logger.scalars({"train/loss": step + 0.5}, step)
     scalars = read_scalars(tmp_path)
@@ -131,7 +162,7 @@ def test_a_run_started_again_in_its_folder_shows_only_its_new_points(tmp_path):
 def test_numpy_and_torch_scalars_are_accepted(tmp_path):
     import torch
 
-    with TBLogger(tmp_path, num_tasks=1) as logger:
+    with TBLogger(tmp_path) as logger:
         logger.scalars({"a/np": np.float32(0.25), "a/torch": torch.tensor(0.75), "a/int": 3}, np.int64(5))
     scalars = read_scalars(tmp_path)
     assert scalars["a/np"] == [(5, 0.25)] and scalars["a/torch"] == [(5, 0.75)] and scalars["a/int"] == [(5, 3.0)]
@@ -150,15 +181,13 @@ def test_numpy_and_torch_scalars_are_accepted(tmp_path):
     ],
 )
 def test_bad_input_gives_clear_errors(tmp_path, call, error, message):
-    with TBLogger(tmp_path, num_tasks=1) as logger, pytest.raises(error, match=message):
+    with TBLogger(tmp_path) as logger, pytest.raises(error, match=message):
         call(logger)
 
 
 def test_bad_constructor_and_missing_run(tmp_path):
-    with pytest.raises(ValueError, match="num_tasks must be an int >= 1"):
-        TBLogger(tmp_path / "x", num_tasks=0)
     with pytest.raises(ValueError, match="step must be an int >= 0"):
-        TBLogger(tmp_path / "x", num_tasks=1, resume_step=-5)
+        TBLogger(tmp_path / "x", resume_step=-5)
     with pytest.raises(FileNotFoundError, match="no TensorBoard event file"):
         read_scalars(tmp_path / "does_not_exist")
     (tmp_path / "empty").mkdir()
@@ -174,7 +203,7 @@ def test_a_runs_hparams_hold_its_env_options_flattened(tmp_path):
 
     cfg = load_config(["env=ContinualShift-v0", "env.kwargs.num_tasks=3", "env.kwargs.task_visible=true",
                        "memory.slots=32"])
-    with TBLogger(tmp_path, num_tasks=3) as logger:
+    with TBLogger(tmp_path) as logger:
         logger.hparams(hparams_of(cfg), {"cl/ACC": 0.5})
     hparams = read_hparams(tmp_path)
     assert hparams["env.kwargs.num_tasks"] == 3 and hparams["env.kwargs.task_visible"] is True
@@ -211,7 +240,7 @@ def test_the_hparams_tab_of_many_runs_lists_every_runs_hparams_and_metrics(tmp_p
             "LongDependency-v0/lstm/s0": (CONFIG | {"agent": "lstm", "env.kwargs": {"distances": [1, 4]}},
                                           {"recall/accuracy_d4": 0.25})}
     for name, (hparams, final) in runs.items():
-        with TBLogger(tmp_path / name, num_tasks=1, hparams=hparams) as logger:
+        with TBLogger(tmp_path / name, hparams=hparams) as logger:
             logger.scalars({"train/loss": 1.0}, 10)
             logger.hparams(None, final)
     columns, metrics = hparams_tab(tmp_path)
@@ -228,7 +257,7 @@ def test_the_hparams_tab_of_many_runs_lists_every_runs_hparams_and_metrics(tmp_p
 def test_final_metrics_of_a_scalars_only_run_land_at_its_latest_step_and_numpy_hparams_are_numbers(tmp_path):
     """No image moved the latest step here: the final metrics go where the run's curves end (step 30), not at 0.
     numpy scalars (a swept value Tune sampled) are recorded as numbers; torch refuses an np.int64 itself."""
-    with TBLogger(tmp_path, num_tasks=1, hparams={"slots": np.int64(64), "lr": np.float32(0.5)}) as logger:
+    with TBLogger(tmp_path, hparams={"slots": np.int64(64), "lr": np.float32(0.5)}) as logger:
         for step in (10, 30):
             logger.scalars({"train/loss": 1.0 / step}, step)
         logger.hparams(None, {"accuracy": 0.7})
@@ -242,10 +271,10 @@ def test_a_run_resumed_after_its_report_records_its_hparams_and_final_points_onc
     its latest, not at 0."""
     from tensorboard.backend.event_processing import plugin_event_accumulator
 
-    with TBLogger(tmp_path, num_tasks=1, hparams=CONFIG) as logger:
+    with TBLogger(tmp_path, hparams=CONFIG) as logger:
         logger.scalars({"train/loss": 1.0}, 20)
         logger.hparams(None, {"cl/ACC": 0.75})
-    with TBLogger(tmp_path, num_tasks=1, hparams=CONFIG, resume_step=20) as logger:
+    with TBLogger(tmp_path, hparams=CONFIG, resume_step=20) as logger:
         logger.hparams(None, {"cl/ACC": 0.75, "eval/accuracy": 0.6})
     scalars = read_scalars(tmp_path)
     assert scalars["cl/ACC"] == [(20, 0.75)]
