@@ -25,7 +25,8 @@ class TuneReporter:
     """`on_eval` callback of `agents.run.fit`: sends each evaluation to Tune, with the checkpoint if new.
 
     Before the last report it writes the run's report (metrics.json, plots, hparams): Tune may end the trial
-    as soon as it sees the final result (ASHA stops a trial that reaches max_t)."""
+    as soon as it sees the final result (ASHA stops a trial that reaches max_t). A trial stopped at an earlier
+    report records its hparams only."""
 
     def __init__(self, checkpoint_dir: Path, logger, metric: str):
         self.checkpoint_dir, self.logger, self.metric = checkpoint_dir, logger, metric
@@ -57,11 +58,24 @@ class TuneReporter:
         if trainer.episode >= trainer.total_episodes:
             self.finish(trainer)
         stamp = self._stamp()
-        if stamp is not None and stamp != self._reported_stamp:
-            self._reported_stamp = stamp
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.checkpoint_dir)))
-        else:
-            tune.report(metrics)
+        try:
+            if stamp is not None and stamp != self._reported_stamp:
+                self._reported_stamp = stamp
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.checkpoint_dir)))
+            else:
+                tune.report(metrics)
+        except SystemExit:  # how Tune stops a trial at a report (ASHA, a stopped sweep): its session's sys.exit
+            self.stopped(trainer)
+            raise
+
+    def stopped(self, trainer) -> None:
+        """A trial Tune stopped before its end records its hparams all the same (its latest points are its metrics
+        there): the HParams tab listed only the trials that wrote their report, so a sweep's table lacked exactly
+        the trials ASHA stopped. A trial resumed later keeps this record (TBLogger.hparams)."""
+        from agents.report import hparams_of
+
+        if not self.report_written:
+            self.logger.hparams(hparams_of(trainer.cfg), {})
 
 
 def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric: str) -> None:

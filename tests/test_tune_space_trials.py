@@ -226,3 +226,28 @@ def test_a_trial_always_reports_the_sweeps_metric(monkeypatch, tmp_path):
     assert np.isnan(sent[0]["recall/accuracy_d512"]) and sent[0]["episode"] == 1
     reporter(trainer, {"recall/accuracy_d512": 0.75})  # a trial that reports it keeps its value
     assert sent[1]["recall/accuracy_d512"] == 0.75
+
+
+def test_a_trial_tune_stops_early_is_listed_in_the_hparams_tab(monkeypatch, tmp_path):
+    """Tune stops a trial (ASHA) by a sys.exit in its tune.report: only trials that wrote their report recorded
+    hparams, so the sweep's HParams tab lacked every trial ASHA stopped. Now it lists one with its latest points."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from agents.tb_logger import TBLogger, read_hparams
+    from agents.tune_trial import TuneReporter
+    from tests.test_tb_logger import hparams_tab
+
+    def stop_trial(metrics, checkpoint=None):
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tune, "report", stop_trial)
+    cfg = load_config(["env=ContinualShift-v0", "memory.slots=8"])
+    trainer = SimpleNamespace(episode=2, total_episodes=4, train_steps=98, cfg=cfg)
+    with TBLogger(tmp_path / "trial") as logger, pytest.raises(SystemExit):
+        logger.scalars({"cl/ACC": 0.25}, 98)
+        TuneReporter(tmp_path / "trial" / "checkpoints", logger, metric="cl/ACC")(trainer, {"cl/ACC": 0.25})
+    assert read_hparams(tmp_path / "trial")["memory.slots"] == 8
+    columns, metrics = hparams_tab(tmp_path)
+    assert columns["memory.slots"].domain_interval.max_value == 8 and metrics == ["cl/ACC"]
