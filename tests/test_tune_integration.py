@@ -25,6 +25,7 @@ from agents import tune as agents_tune  # noqa: E402
 from agents.config import load_config  # noqa: E402
 from agents.config_file import from_yaml_file  # noqa: E402
 from agents.tb_logger import read_scalars  # noqa: E402
+from tests.test_tb_logger import hparams_tab  # noqa: E402
 
 
 class InterruptAfterFirstTrial(tune.Callback):
@@ -54,6 +55,14 @@ def ray_session(tmp_path_factory):
     agents_tune.start_ray(tmp_path_factory.mktemp("ray_logs"))
     yield
     ray.shutdown()
+
+
+def sessions(run_dir) -> int:
+    """How many HParams sessions a run folder records, as TensorBoard reads it."""
+    from agents.tb_logger import _load, _plugin_content
+
+    accumulator = _load(run_dir)
+    return len(accumulator.Tensors("_hparams_/session_start_info")) if _plugin_content(accumulator, "hparams") else 0
 
 
 def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
@@ -105,6 +114,11 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
         assert episodes == sorted(episodes) and len(repeated) <= 1 and len(episodes) <= len(set(episodes)) + 1
         if row["status"] == "done":
             assert row["cl/ACC"] == pytest.approx(scalars["cl/ACC"][-1][1])
+        # one HParams session per trial, also for one stopped by the interruption (or by ASHA) and resumed
+        assert sessions(run) == 1
+    columns, metrics = hparams_tab(sweep_dir)  # `tensorboard --logdir <sweep dir>`'s HParams tab: the swept keys
+    assert columns["memory.slots"].differs and columns["memory.pressure_weight"].differs
+    assert not columns["model.dim"].differs and "cl/ACC" in metrics
 
     # ---- best config: the best finished trial, as a YAML and as agents.run overrides
     done = sorted((r for r in rows if r["status"] == "done"), key=lambda r: r["trial"])
