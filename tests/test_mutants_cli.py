@@ -33,9 +33,10 @@ def test_the_preflight_env_check_builds_a_presets_env_with_its_options():
 def test_the_preflight_model_check_keeps_a_bugs_traceback(monkeypatch):
     """Only an allocation failure becomes the does-not-fit line; any other error while building the model is a bug
     and keeps its traceback (it read as "does not fit in memory; lower them")."""
+    # agents.trainer first binds the real build_agent: model_fits imports the trainer, which, imported under the
+    # patch, kept `broken` as its build_agent for every later test of the process
     import agents.models
-    import agents.trainer  # noqa: F401  (binds the real build_agent first: model_fits imports the trainer, which,
-    # imported under the patch, kept `broken` as its build_agent for every later test of the process)
+    import agents.trainer  # noqa: F401
     from agents.preflight import model_fits
 
     def broken(*args):
