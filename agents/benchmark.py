@@ -291,7 +291,7 @@ def _main(argv: list[str]) -> int:
     failed = [r for r in records if r["status"] != report.OK]
     print(f"\n{counted(len(records), 'run')} ({len(failed)} failed{', interrupted' if interrupted else ''}) in "
           f"{minutes(time.monotonic() - t0)}: {out / 'results.md'}, results.json, {counted(len(plots), 'plot')}")
-    print(f"  curves: tensorboard --logdir {out}")
+    print(f"  curves: tensorboard --logdir {shlex.quote(str(out))}")
     return 130 if interrupted else (1 if failed or len(records) < len(jobs) else 0)
 
 

@@ -22,6 +22,7 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotli
 
 import errno  # noqa: E402
 import os  # noqa: E402
+import shlex  # noqa: E402
 import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import time  # noqa: E402
 from contextlib import suppress  # noqa: E402
@@ -264,7 +265,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
                     print(f"this run is finished: it trained {trained} and wrote its report; "
                           "nothing to do (its summary, from metrics.json:)", flush=True)
                     print(summary_table(done))
-                    print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir})")
+                    print(f"run folder: {run_dir}  (tensorboard --logdir {shlex.quote(str(run_dir))})")
                     return 0
                 print(f"note: this run had trained {trained} but was stopped while "
                       "writing its report; nothing is left to train, so only its report (metrics.json, plots, "
@@ -325,7 +326,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
                 logger.close()
     print(summary_table(metrics))
     logdir = run_dir if cfg.run_dir or resume_dir else Path(cfg.runs_root)  # runs_root: all runs side by side
-    print(f"run folder: {run_dir}  (tensorboard --logdir {logdir})")
+    print(f"run folder: {run_dir}  (tensorboard --logdir {shlex.quote(str(logdir))})")  # quoted: a command to paste
     return 0
 
 

@@ -31,6 +31,7 @@ import logging  # noqa: E402  (after the guard above)
 import math
 import os
 import pickle
+import shlex
 import signal
 import sys
 import warnings
@@ -277,7 +278,7 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
     print(f"best: trial {best['trial']} {plan.metric}={best[plan.metric]:.4g}")
     print(f"best config: {sweep_dir / 'best_config.yaml'}\n"
           f"  rerun it:  {rerun_command(sweep_dir)}\n"
-          f"  curves:    tensorboard --logdir {sweep_dir}")
+          f"  curves:    tensorboard --logdir {shlex.quote(str(sweep_dir))}")
     return 0
 
 

@@ -280,3 +280,12 @@ def test_bf16_autocast_trains_end_to_end_with_float32_weights(tmp_path):
     weights = load_checkpoint(run_dir)["model"]
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+def test_the_tensorboard_command_it_prints_is_one_shell_word_per_path(tmp_path, capsys):
+    """The closing line's `tensorboard --logdir ...` is a command to paste: a folder with a space was printed bare
+    and pasted as two arguments. Also the line of a finished run started again."""
+    run_dir = tmp_path / "my runs" / "a"
+    for argv in (tiny("ContinualShift-v0", "transformer", run_dir), [f"resume={run_dir}"]):  # resumed when
+        assert run.main(argv) == 0  # finished: "this run is finished", its own closing line
+        assert capsys.readouterr().out.rstrip().endswith(f"(tensorboard --logdir '{run_dir}')")
