@@ -149,11 +149,13 @@ def _train(trainer, logger, config: dict, on_eval, bar) -> None:
 
 def log_eval(trainer, logger) -> dict:
     """The evaluation scalars (README "TensorBoard" tags), written to TensorBoard and returned."""
-    values = {f"eval/task_{j}/accuracy": a for j, a in trainer.last_eval.items()}
+    from agents.tb_tags import delay_tag, distance_tag, eval_accuracy_tag
+
+    values = {eval_accuracy_tag(j): a for j, a in trainer.last_eval.items()}
     values["eval/accuracy"] = mean_accuracy(trainer.last_eval.values())
     values |= {f"cl/{k}": v for k, v in trainer.continual_metrics().items()}
-    values |= {f"recall/accuracy_d{k}": v for k, v in trainer.by_distance.result().items()}
-    values |= {f"recall/accuracy_delay{k}": v for k, v in trainer.by_delay.result().items()}
+    values |= {distance_tag(k): v for k, v in trainer.by_distance.result().items()}
+    values |= {delay_tag(k): v for k, v in trainer.by_delay.result().items()}
     logger.scalars(values, trainer.train_steps)
     return values
 

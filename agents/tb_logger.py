@@ -28,8 +28,8 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from agents.interrupts import interrupts_held
 from agents.plots import figure_to_array
+from agents.tb_tags import CL_TAGS, DISTANCE_TAGS, TASK_ACCURACY_TAGS, eval_accuracy_tag  # noqa: F401 (tests)
 
-CL_TAGS = ("cl/ACC", "cl/BWT", "cl/FWT", "cl/forgetting")
 _THREAD_HOOK = threading.excepthook
 # TensorBoard's writer thread class (private: where a release renames it, its tracebacks print as before)
 _WRITER_THREAD = getattr(event_file_writer, "_AsyncWriterThread", None)
@@ -47,24 +47,13 @@ def _writer_thread_failures_raised_by_the_caller(args) -> None:
 threading.excepthook = _writer_thread_failures_raised_by_the_caller
 
 
-def eval_accuracy_tag(task: int) -> str:
-    """The scalar tag of task j's eval accuracy: one point of its forgetting curve."""
-    return f"eval/task_{task}/accuracy"
-
-
-# regexes (TensorBoard matches them from a tag's start): the same layout for any task count, since TensorBoard merges
-# the runs' layouts and keeps a chart once only where the runs' charts are equal; one tag list per run showed a
-# "forgetting curves" chart per task count seen in `--logdir runs` (a 1-task LongDependency run's beside a 5-task one's)
-TASK_ACCURACY_TAGS = r"eval/task_\d+/accuracy$"
-
-
 def custom_scalars_layout() -> dict:
     """Layout in torch's add_custom_scalars format: {category: {chart: ["Multiline", [tag regexes]]}}."""
     return {
         "Continual learning": {
             "forgetting curves": ["Multiline", [TASK_ACCURACY_TAGS]],
             "ACC, BWT, FWT, forgetting": ["Multiline", list(CL_TAGS)],
-            "recall accuracy by distance": ["Multiline", [r"recall/accuracy_d\d+$"]],  # not NeedleRecall's delay<k>
+            "recall accuracy by distance": ["Multiline", [DISTANCE_TAGS]],
         },
         "Training": {
             "loss": ["Multiline", ["train/loss"]],

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from agents.cl_metrics import distance_buckets
 from agents.config import ConfigError
+from agents.tb_tags import CL_TAGS, delay_tag, distance_tag, eval_accuracy_tag
 
 
 @dataclass
@@ -41,11 +42,11 @@ def reported_metrics(facts: EnvFacts) -> list[str]:
 
     Every memstream env reports info["distance"], bucketed up to its max_distance (a bucket no scored step
     fell in reports NaN)."""
-    tags = ["eval/accuracy"] + [f"eval/task_{j}/accuracy" for j in range(facts.num_tasks)] + ["cl/ACC"]
+    tags = ["eval/accuracy"] + [eval_accuracy_tag(j) for j in range(facts.num_tasks)] + [CL_TAGS[0]]
     if facts.num_tasks > 1:
-        tags += ["cl/BWT", "cl/FWT", "cl/forgetting"]
-    tags += [f"recall/accuracy_d{int(e)}" for e in distance_buckets(facts.max_distance)]
-    tags += [f"recall/accuracy_delay{k}" for k in facts.delays]
+        tags += CL_TAGS[1:]  # BWT, FWT, forgetting: none for one task
+    tags += [distance_tag(int(e)) for e in distance_buckets(facts.max_distance)]
+    tags += [delay_tag(k) for k in facts.delays]
     return tags
 
 
@@ -55,7 +56,7 @@ def default_metric(corners: list[EnvFacts]) -> str:
     (`far_edge`; the last bucket of `max_distance` where it is not known)."""
     family = corners[0].env_id.split("-")[0]
     if family in FAR_DISTANCE_ENVS:
-        return f"recall/accuracy_d{min(f.far_edge or int(distance_buckets(f.max_distance)[-1]) for f in corners)}"
+        return distance_tag(min(f.far_edge or int(distance_buckets(f.max_distance)[-1]) for f in corners))
     if family in DELAY_ENVS:
         return "eval/accuracy"
     return "cl/ACC"
