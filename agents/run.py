@@ -96,10 +96,10 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
     with the same tag -> value dict that goes to TensorBoard (`eval/task_<j>/accuracy`, `cl/*`, `recall/*`);
     Ray Tune trials report through it.
     """
-    from tqdm import tqdm
+    from agents.progress import progress_bar
 
-    bar = tqdm(total=trainer.total_episodes, initial=trainer.episode, disable=not progress, unit="ep",
-               desc=f"{trainer.cfg.env.id}/{trainer.cfg.agent.name}", dynamic_ncols=True)
+    bar = progress_bar(trainer.total_episodes, trainer.episode, f"{trainer.cfg.env.id}/{trainer.cfg.agent.name}",
+                       progress)  # a bar on a terminal, a line per evaluation in a log file
     try:  # closed also when a run stops (divergence, a full disk): its error line starts on a line of its own
         if trainer.episode == 0 and not trainer.curves[0]:  # untrained accuracy b[j], for FWT
             bar.set_postfix_str("evaluating every task before training")  # (can take a while: say so)

@@ -1,5 +1,6 @@
 """What `python -m agents.run` prints and logs at its end: the summary table and the final TensorBoard points."""
 
+import json
 import math
 
 import pytest
@@ -103,12 +104,30 @@ def test_a_run_stopped_inside_a_task_says_its_row_is_partly_trained(tmp_path, ca
                       f"episodes: row {partial['block']} is a partly trained task"] if partial else [])
 
 
-def test_the_progress_bar_says_when_it_evaluates(tmp_path, capsys):
+def test_the_progress_bar_says_when_it_evaluates(tmp_path, capsys, monkeypatch):
     """The untrained evaluation ran before the bar was drawn (NeedleRecall: ~45 s of a blank terminal), and the
-    bar stood still through each evaluation with no word of it."""
+    bar stood still through each evaluation with no word of it. (On a terminal: stderr is one here.)"""
+    from agents import progress
+
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: True)
     assert run.main(tiny("ContinualShift-v0", "transformer", tmp_path / "run", "train.progress=true")) == 0
     states = capsys.readouterr().err.replace("\r", "\n").splitlines()
     before = [i for i, line in enumerate(states) if "evaluating every task before training" in line]
     during = [i for i, line in enumerate(states) if line.rstrip().endswith("evaluating every task]")]
     trained = [i for i, line in enumerate(states) if "acc=" in line]
     assert before and during and trained and max(before) < min(during) < max(trained), states
+
+
+def test_progress_in_a_log_file_is_a_line_per_evaluation(tmp_path, capsys):
+    """Where stderr is no terminal (`> run.log 2>&1`, CI, a cluster job) the bar's carriage-return redraws made one
+    endless line: instead, a line when the evaluation before training starts and one per evaluated episode (every
+    episode here: TINY's tasks are 1 episode long)."""
+    assert run.main(tiny("ContinualShift-v0", "transformer", tmp_path / "run", "train.progress=true")) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("ContinualShift-v0/transformer: ")]
+    assert lines[0] == "ContinualShift-v0/transformer: evaluating every task before training"
+    assert [line.split(": ")[1].split(",")[0] for line in lines[1:]] == ["episode 1/2", "episode 2/2"]
+    assert ", ~0:" in lines[1] and "left" not in lines[2]  # the time left until the last
+    last_row = json.loads((tmp_path / "run" / "metrics.json").read_text())["accuracy_matrix"][-1]
+    assert lines[2].endswith(f"eval={100 * sum(last_row) / len(last_row):.1f}%, task=1")  # the final evaluation's
