@@ -221,9 +221,10 @@ class MultiHeadMemoryBank(nn.Module):
         B = self.check_state(state)
         check_rows(content, "content", B, self.dim, self.query_proj.weight)
         M, N, D = content.shape[1], self.slots, self.dim
-        if mask.shape != (B, M) or mask.dtype != torch.bool:
-            raise ValueError(f"mask: expected a bool tensor of shape {(B, M)}, got {mask.dtype} "
-                             f"{tuple(mask.shape)}")
+        if not isinstance(mask, Tensor) or mask.shape != (B, M) or mask.dtype != torch.bool:
+            # a None or list mask failed with an AttributeError on .shape
+            got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask: expected a bool tensor of shape {(B, M)}, got {got}")
         lane_active = mask.any(dim=1)  # (B,)
         with torch.no_grad():  # usage / age / allocation are bookkeeping, not part of the gradient path
             read_total = torch.zeros_like(state.usage)  # (B, N): read weight summed over heads and queries

@@ -301,6 +301,9 @@ def test_bad_inputs_give_clear_errors():
         bank.read(torch.randn(2, 3, 31), state)
     with pytest.raises(ValueError, match="mask: expected a bool tensor"):
         bank.write(torch.randn(2, 3, 32), state, torch.ones(2, 3))
+    for mask in (None, [[True] * 3] * 2):  # not tensors: an AttributeError on mask.shape
+        with pytest.raises(ValueError, match=r"mask: expected a bool tensor of shape \(2, 3\), got (NoneType|list)"):
+            bank(torch.randn(2, 3, 32), state, mask)
     with pytest.raises(ValueError, match="state.memory shape"):
         make_bank(slots=8).read(torch.randn(2, 3, 32), state)
     with pytest.raises(ValueError, match=r"memory.read_heads=3: .*divide dim=32"):
