@@ -254,7 +254,7 @@ class MemoryAugmentedTransformer(nn.Module):
                  memory_layers: tuple[int, ...] | None = None, mlp_ratio: int = 4, dropout: float = 0.0):
         super().__init__()
         for name, v in (("vocab", vocab), ("n_layers", n_layers), ("max_len", max_len)):
-            if not isinstance(v, int) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:  # True made a 1-token vocabulary
                 raise ValueError(f"MemoryAugmentedTransformer: {name}={v!r}: must be an int >= 1")
         self.memory_layers = tuple(memory_layers) if memory_layers is not None else (n_layers - 1,)
         if any(not 0 <= i < n_layers for i in self.memory_layers):
@@ -273,9 +273,16 @@ class MemoryAugmentedTransformer(nn.Module):
         """tokens (B, T) int64 -> logits (B, T, vocab), info: "hidden" (B, T, D) final hidden state,
         "memory_queries" (B, T, D) input of the first memory layer, "memory_share" (B, T) mean over
         memory layers."""
+        if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            got = f"{tokens.dtype} {tuple(tokens.shape)}" if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise ValueError(f"MemoryAugmentedTransformer: tokens must be a (B, T) int64 tensor, got {got}")
         B, T = tokens.shape
         if T > self.max_len:
             raise ValueError(f"MemoryAugmentedTransformer: sequence length {T} exceeds max_len={self.max_len}")
+        vocab = self.tok_emb.num_embeddings
+        if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < vocab:  # IndexError in the embedding
+            raise ValueError(f"MemoryAugmentedTransformer: tokens must lie in [0, {vocab}) (vocab={vocab}), got "
+                             f"min {int(tokens.min())} max {int(tokens.max())}")
         x = self.tok_emb(tokens) + self.pos_emb(torch.arange(T, device=tokens.device))  # (B, T, D)
         shares, queries = [], None
         for i, layer in enumerate(self.layers):

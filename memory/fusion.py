@@ -21,7 +21,7 @@ class Fusion(nn.Module):
 
     def __init__(self, cfg: MemoryConfig, num_sources: int):
         super().__init__()
-        if not isinstance(num_sources, int) or num_sources < 1:
+        if isinstance(num_sources, bool) or not isinstance(num_sources, int) or num_sources < 1:  # True: randn failed
             raise ValueError(f"Fusion: num_sources={num_sources!r}: must be an int >= 1")
         if cfg.fusion not in FUSIONS:
             raise ValueError(f"Fusion: fusion={cfg.fusion!r}: choose one of {FUSIONS}")

@@ -209,3 +209,21 @@ def test_transformer_memory_share_is_the_mean_over_its_memory_layers():
     assert sorted(shares) == [0, 1, 2] and not shares[1].any()  # layer 1 holds no memory: share 0
     assert not torch.allclose(shares[0], shares[2], atol=1e-3)
     torch.testing.assert_close(info["memory_share"], (shares[0] + shares[2]) / 2)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m(torch.zeros(B * T, dtype=torch.long)),
+     r"tokens must be a \(B, T\) int64 tensor, got torch.int64 \(10,\)"),
+    (lambda m: m(torch.zeros(B, T)), r"tokens must be a \(B, T\) int64 tensor, got torch.float32 \(2, 5\)"),
+    (lambda m: m(torch.full((B, T), 11)), r"tokens must lie in \[0, 11\) \(vocab=11\), got min 11 max 11"),
+    (lambda m: m(torch.full((B, T), -1)), r"tokens must lie in \[0, 11\) \(vocab=11\), got min -1 max -1"),
+    (lambda m: MemoryAugmentedTransformer(CFG, vocab=True), r"vocab=True: must be an int >= 1"),
+    (lambda m: Fusion(CFG, num_sources=True), r"num_sources=True: must be an int >= 1"),
+])
+def test_transformer_and_fusion_refuse_bad_arguments_in_one_line(call, message):
+    """Float or 1-D tokens failed inside the embedding or at unpacking, an out-of-range token with an IndexError; a
+    bool num_sources inside torch.randn."""
+    model = MemoryAugmentedTransformer(CFG, vocab=11, n_layers=1)
+    with pytest.raises(ValueError, match=message):
+        call(model)
+
