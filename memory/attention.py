@@ -114,6 +114,10 @@ class MemoryAttention(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 3:  # (a (B, D) x failed to unpack its shape)
             raise ValueError(f"MemoryAttention: x must be (B, T, D), got {getattr(x, 'shape', type(x).__name__)}")
         check_float(x, "x", self.q_proj.weight)
+        if mem_k is None and (mem_v is not None or mem_mask is not None or mem_age is not None):
+            # the memories are mem_k's: without it the others were silently dropped (plain causal attention)
+            raise ValueError("MemoryAttention: mem_v, mem_mask and mem_age describe the memories in mem_k: pass "
+                             "mem_k with them (or none of them for no memory)")
         B, T, _ = x.shape
         C = 0 if context is None else context.shape[1]
         if queries_in_context and (context is None or attn_mask is None):

@@ -227,3 +227,13 @@ def test_transformer_and_fusion_refuse_bad_arguments_in_one_line(call, message):
     with pytest.raises(ValueError, match=message):
         call(model)
 
+
+def test_memory_attention_refuses_memory_parts_without_mem_k():
+    """mem_v / mem_mask / mem_age without mem_k were dropped silently: the call ran as plain causal attention."""
+    attn = MemoryAttention(CFG)
+    x = torch.randn(B, T, 32)
+    _, mem_v = memories()
+    for kwargs in ({"mem_v": mem_v}, {"mem_mask": torch.ones(B, T, M, dtype=torch.bool)},
+                   {"mem_age": torch.zeros(B, T, M)}):
+        with pytest.raises(ValueError, match="describe the memories in mem_k: pass mem_k with them"):
+            attn(x, **kwargs)
