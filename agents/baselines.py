@@ -46,7 +46,8 @@ class RecurrentAgent(AgentModel):
         if cell not in CELLS:
             raise ValueError(f"cell={cell!r}: choose one of {tuple(CELLS)}")
         self.cfg, self.cell = cfg, cell
-        self.hidden = hidden if hidden is not None else matched_hidden_size(cell, cfg)
+        # torch's own refusal of 0 ("input_size must be greater than zero") did not name `hidden`
+        self.hidden = check_batch_size(hidden, "hidden") if hidden is not None else matched_hidden_size(cell, cfg)
         self.embed = nn.Embedding(cfg.vocab_size, self.hidden)
         self.rnn = CELLS[cell][0](self.hidden, self.hidden, num_layers=cfg.layers, batch_first=True,
                                   dropout=cfg.dropout if cfg.layers > 1 else 0.0)
