@@ -51,7 +51,10 @@ def as_floats(x, name: str, dtype=np.float32) -> np.ndarray:
     try:
         if isinstance(x, torch.Tensor):
             return x.detach().to("cpu", torch.float32 if dtype == np.float32 else torch.float64).numpy()
-        return np.asarray(x).astype(dtype)
+        arr = np.asarray(x)
+        if arr.dtype == object:  # None (or a list holding one): astype made it NaN, a silent K/V of NaNs
+            raise TypeError("not numbers")
+        return arr.astype(dtype)
     except (TypeError, ValueError) as e:
         raise TypeError(f"TieredKVCache.put: {name} must be a numeric array or tensor, got {type(x).__name__} "
                         f"({str(e).splitlines()[0]})") from None

@@ -44,10 +44,12 @@ def test_cache_put_refuses_importance_that_is_not_finite_or_not_one_per_entry(im
 
 
 @pytest.mark.parametrize("arg", ["keys", "values", "importance"])
-def test_cache_put_names_an_argument_that_is_not_numbers(arg):
-    """Was numpy's "could not convert string to float: 'a'", which names no argument."""
+@pytest.mark.parametrize("bad", ["a", None])
+def test_cache_put_names_an_argument_that_is_not_numbers(arg, bad):
+    """Was numpy's "could not convert string to float: 'a'", which names no argument; None (numpy makes it NaN)
+    was a shape error or a non-finite one, naming no type."""
     args = {"keys": np.ones((1, H, d)), "values": np.ones((1, H, d)), "importance": [1.0]}
-    args[arg] = "a" if arg != "importance" else ["a"]
+    args[arg] = bad if arg != "importance" else [bad]
     cache = TieredKVCache(H, d, 2, 0, 0, policy="importance")
     with pytest.raises(TypeError, match=rf"^TieredKVCache\.put: {arg} must be a numeric array or tensor, got"):
         cache.put([1], args["keys"], args["values"], importance=args["importance"])
