@@ -94,12 +94,9 @@ def write_memory(store: FaissStore, cache: TieredKVCache, keys, values, mem_k, m
     """Add n memories to store and cache together. keys (n, D) search keys; values (n, Dv) store values;
     mem_k, mem_v (n, H, d) attention K/V (e.g. from `MemoryAttention.project_kv`); lanes (n,).
     Returns the new ids (n,) int64. All or nothing: inputs either object refuses change neither."""
-    if isinstance(mem_k, Tensor):
-        mem_k, mem_v = mem_k.detach().float().cpu(), mem_v.detach().float().cpu()
-    if isinstance(keys, Tensor):
-        keys = keys.detach().float().cpu()
-    if isinstance(values, Tensor):
-        values = values.detach().float().cpu()
+    # each on its own: mem_v was converted whenever mem_k was a tensor (an AttributeError where it was None)
+    keys, values, mem_k, mem_v = (x.detach().float().cpu() if isinstance(x, Tensor) else x
+                                  for x in (keys, values, mem_k, mem_v))
     # the cache's checks first: K/V it refuses after the store committed left store entries the cache never held
     cache.check_entries(len(keys), mem_k, mem_v, importance)
     ids, evicted = store.add(keys, values, lanes, meta=meta, importance=importance)

@@ -101,6 +101,9 @@ def test_write_memory_is_all_or_nothing():
         assert len(store) == 2 and len(cache) == 2
     with pytest.raises(ValueError, match="importance must be 2 finite numbers"):
         write_memory(store, cache, keys, torch.zeros(2, 1), k, k, lanes=[0, 1], importance=[1.0, float("nan")])
+    # a missing mem_v beside a tensor mem_k: an AttributeError on None.detach() before anything was checked
+    with pytest.raises(TypeError, match="TieredKVCache.put: values must be a numeric array or tensor, got NoneType"):
+        write_memory(store, cache, keys, torch.zeros(2, 1), k, None, lanes=[0, 1])
     assert len(store) == 2 and store.get(first)[1]["found"].all()
 
 
