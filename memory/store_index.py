@@ -10,7 +10,8 @@ again under the same number (the store's own id -> row map keeps store ids uniqu
   leave fewer, the store searches exactly (the trained index keeps its centroids and keeps taking entries).
   Removal is O(1) per row through FAISS's hash-table direct map.
 - `HNSWIndex`: IndexHNSWFlat. HNSW cannot delete, so removed rows become tombstones filtered out by an
-  IDSelectorBitmap at search time; the graph is rebuilt from the live rows when tombstones outnumber them.
+  IDSelectorBitmap at search time; the graph is rebuilt from the live rows when tombstones outnumber both them
+  and `min_entries` (as `remove` does and README's hnsw_min_entries row says).
 """
 
 from __future__ import annotations
