@@ -60,10 +60,15 @@ class MemoryAttention(nn.Module):
         super().__init__()
         if cfg.dim % cfg.attn_heads:  # MemoryConfig checks it only where a part attends (not with store=false)
             raise ValueError(f"memory.attn_heads={cfg.attn_heads}: must divide memory.dim={cfg.dim}")
+        # 0 was taken as the default width (`key_in or D`), -1 and 2.5 failed inside nn.Linear
+        for name, width in (("key_in", key_in), ("query_in", query_in)):
+            if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
+                raise ValueError(f"MemoryAttention: {name}={width!r}: must be an int >= 1 (the width of the inputs "
+                                 "it is projected from) or None (memory.dim)")
         self.heads, self.head_dim = cfg.attn_heads, cfg.head_dim
         inner = self.heads * self.head_dim
-        self.q_proj = nn.Linear(query_in or cfg.dim, inner, bias=False)
-        self.k_proj = nn.Linear(key_in or cfg.dim, inner, bias=False)
+        self.q_proj = nn.Linear(cfg.dim if query_in is None else query_in, inner, bias=False)
+        self.k_proj = nn.Linear(cfg.dim if key_in is None else key_in, inner, bias=False)
         self.v_proj = nn.Linear(cfg.dim, inner, bias=False)
         self.out_proj = nn.Linear(inner, cfg.dim)
         self.gate = nn.Linear(cfg.dim, self.heads)  # memory gate logit per token and head

@@ -237,3 +237,12 @@ def test_memory_attention_refuses_memory_parts_without_mem_k():
                    {"mem_age": torch.zeros(B, T, M)}):
         with pytest.raises(ValueError, match="describe the memories in mem_k: pass mem_k with them"):
             attn(x, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"key_in": 0}, {"key_in": -1}, {"query_in": 2.5}, {"query_in": True}])
+def test_memory_attention_refuses_an_input_width_that_is_no_positive_int(kwargs):
+    """key_in=0 was taken as the default width, -1 and 2.5 failed inside nn.Linear."""
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=rf"^MemoryAttention: {name}={value!r}: must be an int >= 1"):
+        MemoryAttention(CFG, **kwargs)
+    assert MemoryAttention(CFG, key_in=96, query_in=64).k_proj.in_features == 96
