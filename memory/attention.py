@@ -22,6 +22,7 @@ thousands of steps old reachable when it is the only match.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -262,11 +263,16 @@ class MemoryAugmentedTransformer(nn.Module):
     def __init__(self, cfg: MemoryConfig, vocab: int, n_layers: int = 2, max_len: int = 512,
                  memory_layers: tuple[int, ...] | None = None, mlp_ratio: int = 4, dropout: float = 0.0):
         super().__init__()
-        for name, v in (("vocab", vocab), ("n_layers", n_layers), ("max_len", max_len)):
+        # mlp_ratio=0 built zero-width MLPs without a word
+        for name, v in (("vocab", vocab), ("n_layers", n_layers), ("max_len", max_len), ("mlp_ratio", mlp_ratio)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:  # True made a 1-token vocabulary
                 raise ValueError(f"MemoryAugmentedTransformer: {name}={v!r}: must be an int >= 1")
+        if isinstance(memory_layers, int):  # a bare 3 failed with "'int' object is not iterable"
+            raise ValueError(f"MemoryAugmentedTransformer: memory_layers={memory_layers!r}: must be a tuple of layer "
+                             f"indices, e.g. ({memory_layers},)")
         self.memory_layers = tuple(memory_layers) if memory_layers is not None else (n_layers - 1,)
-        if any(not 0 <= i < n_layers for i in self.memory_layers):
+        if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < n_layers
+               for i in self.memory_layers):  # numpy ints too, as before
             raise ValueError(f"MemoryAugmentedTransformer: memory_layers={self.memory_layers}: each must lie in "
                              f"[0, {n_layers})")
         self.max_len = max_len

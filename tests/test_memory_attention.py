@@ -1,5 +1,6 @@
 """MemoryAttention, Fusion, MemoryAugmentedLayer/Transformer: masking, gating, gradients, causality, bad shapes."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -218,14 +219,20 @@ def test_transformer_memory_share_is_the_mean_over_its_memory_layers():
     (lambda m: m(torch.full((B, T), 11)), r"tokens must lie in \[0, 11\) \(vocab=11\), got min 11 max 11"),
     (lambda m: m(torch.full((B, T), -1)), r"tokens must lie in \[0, 11\) \(vocab=11\), got min -1 max -1"),
     (lambda m: MemoryAugmentedTransformer(CFG, vocab=True), r"vocab=True: must be an int >= 1"),
+    (lambda m: MemoryAugmentedTransformer(CFG, vocab=5, mlp_ratio=0), r"mlp_ratio=0: must be an int >= 1"),
+    (lambda m: MemoryAugmentedTransformer(CFG, vocab=5, memory_layers=1),
+     r"memory_layers=1: must be a tuple of layer indices, e.g. \(1,\)"),
+    (lambda m: MemoryAugmentedTransformer(CFG, vocab=5, memory_layers=(0.5,)),
+     r"memory_layers=\(0.5,\): each must lie in \[0, 2\)"),
     (lambda m: Fusion(CFG, num_sources=True), r"num_sources=True: must be an int >= 1"),
 ])
 def test_transformer_and_fusion_refuse_bad_arguments_in_one_line(call, message):
     """Float or 1-D tokens failed inside the embedding or at unpacking, an out-of-range token with an IndexError; a
-    bool num_sources inside torch.randn."""
+    bool num_sources inside torch.randn; mlp_ratio=0 built empty MLPs, a bare int memory_layers was not iterable."""
     model = MemoryAugmentedTransformer(CFG, vocab=11, n_layers=1)
     with pytest.raises(ValueError, match=message):
         call(model)
+    assert MemoryAugmentedTransformer(CFG, vocab=5, memory_layers=tuple(np.arange(2))).memory_layers == (0, 1)
 
 
 def test_memory_attention_refuses_memory_parts_without_mem_k():
