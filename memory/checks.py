@@ -17,6 +17,12 @@ def check_batch_size(batch_size, name: str = "batch_size") -> int:
     return int(batch_size)
 
 
+def is_number(x) -> bool:
+    """A real number and no bool, for the float options' checks: a string failed at their comparison (naming nothing),
+    and True passed as 1."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def check_float(t: Tensor, name: str, weight: Tensor) -> None:
     """`t` is floating and, outside autocast, of the dtype of the module's `weight`: float64 input to float32 weights
     failed inside a matmul ("mat1 and mat2 must have the same dtype"), an integer one elsewhere."""

@@ -10,7 +10,6 @@ Shapes: B lanes, N slots, D width, H read heads, k slots per head (top_k, at mos
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from typing import NamedTuple
 
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.checks import check_batch_size, check_rows
+from memory.checks import check_batch_size, check_rows, is_number
 from memory.config import MemoryConfig
 from memory.persist import atomic_torch_save, checked_torch_load
 
@@ -75,17 +74,16 @@ class MultiHeadMemoryBank(nn.Module):
         if cfg.slots < 1:
             raise ValueError(f"memory.slots={cfg.slots}: the slot bank needs slots >= 1 (0 switches it off; "
                              "do not build it then)")
-        if not 0.0 <= usage_decay < 1.0:
-            raise ValueError(f"usage_decay={usage_decay}: must be in [0, 1)")
+        if not (is_number(usage_decay) and 0.0 <= usage_decay < 1.0):  # a string failed at the comparison
+            raise ValueError(f"usage_decay={usage_decay!r}: must be a number in [0, 1)")
         if cfg.dim % cfg.read_heads:
             raise ValueError(f"memory.read_heads={cfg.read_heads}: must divide memory.dim={cfg.dim} (each head "
                              "reads a dim/read_heads-wide part of the slots)")
         # NaN passed `<= 0` and made every read NaN; so large a value that float32 rounds it to inf does the same
-        if isinstance(init_sharpness, bool) or not (isinstance(init_sharpness, numbers.Real)
-                                                    and 0 < init_sharpness <= _MAX_SHARPNESS):
+        if not (is_number(init_sharpness) and 0 < init_sharpness <= _MAX_SHARPNESS):
             raise ValueError(f"init_sharpness={init_sharpness!r}: must be a number in (0, {_MAX_SHARPNESS:g}]")
-        if not 0.0 < init_retention < 1.0:
-            raise ValueError(f"init_retention={init_retention}: must be in (0, 1)")
+        if not (is_number(init_retention) and 0.0 < init_retention < 1.0):
+            raise ValueError(f"init_retention={init_retention!r}: must be a number in (0, 1)")
         self.cfg = cfg
         self.slots, self.dim, self.heads = cfg.slots, cfg.dim, cfg.read_heads
         self.k = min(cfg.top_k, cfg.slots)  # a head cannot select more slots than exist

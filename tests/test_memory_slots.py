@@ -313,6 +313,12 @@ def test_bad_inputs_give_clear_errors():
     for bad in (math.nan, math.inf, 0.0, -1.0, 1e7, True, "10"):  # NaN once passed and made every read NaN
         with pytest.raises(ValueError, match=rf"init_sharpness={bad!r}: must be a number in \(0, 1e\+06\]"):
             MultiHeadMemoryBank(MemoryConfig(dim=32), init_sharpness=bad)
+    for bad in (math.nan, 1.0, -0.1, True, "0.9"):  # a string failed at the comparison, naming nothing
+        with pytest.raises(ValueError, match=rf"^usage_decay={bad!r}: must be a number in \[0, 1\)$"):
+            MultiHeadMemoryBank(MemoryConfig(dim=32), usage_decay=bad)
+    for bad in (math.nan, 0.0, 1.0, False, "0.999"):
+        with pytest.raises(ValueError, match=rf"^init_retention={bad!r}: must be a number in \(0, 1\)$"):
+            MultiHeadMemoryBank(MemoryConfig(dim=32), init_retention=bad)
 
 
 def test_state_save_load_round_trip_and_clear_errors(tmp_path):
