@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from memory.checks import check_batch_size
+from memory.checks import check_batch_size, is_number
 from memory.losses import entropy
 from memory.slots import ReadInfo, SlotState, WriteInfo
 
@@ -58,8 +58,8 @@ class SlotLifetimeTracker:
 
     def __init__(self, batch_size: int, slots: int, min_gate: float = 0.0):
         batch_size, slots = check_batch_size(batch_size), check_batch_size(slots, "slots")
-        if not 0.0 <= min_gate <= 1.0:
-            raise ValueError(f"min_gate={min_gate}: must be in [0, 1]")
+        if not (is_number(min_gate) and 0.0 <= min_gate <= 1.0):
+            raise ValueError(f"min_gate={min_gate!r}: must be a number in [0, 1]")
         self.min_gate = min_gate
         self.step = 0
         self.born = np.full((batch_size, slots), -1, dtype=np.int64)  # step the live content was written

@@ -67,8 +67,10 @@ def test_other_arguments_of_the_wrong_kind_are_one_line():
         SlotLifetimeTracker(1.5, 2)  # was numpy's "'float' object cannot be interpreted as an integer"
     with pytest.raises(ValueError, match=r"^slots=0: must be an int >= 1$"):
         SlotLifetimeTracker(2, 0)
-    with pytest.raises(ValueError, match=r"^min_gate=1.5: must be in \[0, 1\]$"):  # no write gate reaches it
+    with pytest.raises(ValueError, match=r"^min_gate=1.5: must be a number in \[0, 1\]$"):  # no write gate reaches it
         SlotLifetimeTracker(2, 3, min_gate=1.5)
+    with pytest.raises(ValueError, match=r"^min_gate='0.5': must be a number in \[0, 1\]$"):  # failed at the <=
+        SlotLifetimeTracker(2, 3, min_gate="0.5")
     assert SlotLifetimeTracker(np.int64(2), 3).survival_curve() is not None
 
 
