@@ -18,6 +18,7 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from agents.cl_metrics import bootstrap_ci
 from memory.metrics import kaplan_meier
@@ -122,16 +123,23 @@ def plot_accuracy_matrix(R, path: str | os.PathLike, tasks=None) -> Figure:
             text = "–" if np.isnan(value) else f"{value:.2f}"
             color = "black" if np.isnan(value) or value > 0.6 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=8 if max(K, T) > 8 else 10, color=color)
+    # outline each row's cell for the task that row's block trained (the diagonal of a single pass): the
+    # just-learned accuracy that the cells left of it (forgetting) and right of it (forward transfer) are read against
+    trained = np.arange(K) if tasks is None else np.asarray(tasks, dtype=np.int64)  # (K,)
+    for row, column in enumerate(trained):
+        if 0 <= column < T:
+            ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="tab:red", linewidth=2,
+                                   clip_on=False, zorder=3))  # unclipped, over the frame: a corner cell shows its edge
     ax.set_xticks(np.arange(T), [str(j) for j in range(T)])
     ax.set_xlabel("evaluated on task j")
     if tasks is None:
         ax.set_yticks(np.arange(K), [str(i) for i in range(K)])
         ax.set_ylabel("after training task i")
-        ax.set_title("Accuracy matrix R[i][j]")
+        ax.set_title("Accuracy matrix R[i][j]\n(outlined: the task just trained)")
     else:
         ax.set_yticks(np.arange(K), [f"{k} (task {int(t)})" for k, t in enumerate(tasks)])
         ax.set_ylabel("after training block k")
-        ax.set_title("Accuracy matrix R[k][j]")
+        ax.set_title("Accuracy matrix R[k][j]\n(outlined: the task block k trained)")
     figure.colorbar(image, ax=ax, label="accuracy", shrink=0.85)
     return _save(figure, path)
 
