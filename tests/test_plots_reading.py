@@ -3,7 +3,7 @@
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from agents.plots import plot_accuracy_matrix
+from agents.plots import plot_accuracy_matrix, plot_slot_usage_heatmap
 
 
 def _outlined_cells(figure) -> list[tuple[int, int]]:
@@ -22,3 +22,14 @@ def test_accuracy_matrix_outlines_the_task_each_row_trained(tmp_path):
     assert _outlined_cells(revisits) == [(0, 0), (1, 1), (2, 0), (3, 1)]  # block k's own task, not (k, k)
     many = plot_accuracy_matrix(np.full((25, 25), 0.5), tmp_path / "R25.png")  # no numbers: the outline still
     assert len(_outlined_cells(many)) == 25
+
+
+def test_slot_usage_colour_scale_starts_at_zero(tmp_path):
+    """Every slot in use at ~20: scaled to the data (19.6 .. 20.8) the low ones drew black, read as unused."""
+    usage = np.array([[19.6, 20.0, 20.8], [20.1, 19.9, 20.4]])  # (time, N)
+    figure = plot_slot_usage_heatmap(usage, tmp_path / "u.png", steps=[100, 200])
+    mesh = figure.axes[0].collections[0]
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (0.0, 20.8)
+    assert figure.axes[1].get_ylabel() == "slot usage (decayed access count, mean over lanes)"  # the colour bar
+    idle = plot_slot_usage_heatmap(np.zeros((2, 3)), tmp_path / "u0.png").axes[0].collections[0]
+    assert idle.norm.vmin == 0.0 and idle.norm.vmax > 0.0  # a never-used bank: one colour, no empty range
