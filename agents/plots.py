@@ -199,7 +199,9 @@ def plot_recall_vs_delay(acc_by_delay: Mapping[int, float | None], path: str | o
     with their scored steps where `counts` gives them)."""
     figure, ax = _new_figure()
     if _plot_accuracy_series(ax, acc_by_delay, "recall accuracy", counts):
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        # min_n_ticks=1: with the default 2, one delay (NeedleRecall's default, 10) has one integer in its view and
+        # the locator fell back to 9.6, 9.8, ... (delays are whole episodes)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("delay (episodes between the fact and the query)")
     ax.set_ylabel("recall accuracy")

@@ -3,7 +3,7 @@
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from agents.plots import plot_accuracy_matrix, plot_slot_usage_heatmap
+from agents.plots import plot_accuracy_matrix, plot_recall_vs_delay, plot_slot_usage_heatmap
 
 
 def _outlined_cells(figure) -> list[tuple[int, int]]:
@@ -33,3 +33,14 @@ def test_slot_usage_colour_scale_starts_at_zero(tmp_path):
     assert figure.axes[1].get_ylabel() == "slot usage (decayed access count, mean over lanes)"  # the colour bar
     idle = plot_slot_usage_heatmap(np.zeros((2, 3)), tmp_path / "u0.png").axes[0].collections[0]
     assert idle.norm.vmin == 0.0 and idle.norm.vmax > 0.0  # a never-used bank: one colour, no empty range
+
+
+def test_recall_vs_delay_ticks_are_whole_episodes_with_one_delay(tmp_path):
+    """NeedleRecall's default measures one delay (10): the axis was ticked 9.6, 9.8, 10.0, 10.2, 10.4."""
+    figure = plot_recall_vs_delay({"10": 0.986}, tmp_path / "r.png", counts={"10": 1280})
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    low, high = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if low <= t <= high] == [10.0]
+    many = plot_recall_vs_delay({d: 0.5 for d in range(1, 40)}, tmp_path / "r40.png")
+    assert all(float(t).is_integer() for t in many.axes[0].get_xticks())
