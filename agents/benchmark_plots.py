@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from agents.benchmark_report import FAILED, series
-from agents.plots import _new_figure, _note, _save
+from agents.plots import _new_figure, _note, _save, break_at_missing_buckets
 
 
 def _series_figure(variants: dict, prefix: str, path: Path, title: str, xlabel: str, ylabel: str,
@@ -33,6 +33,8 @@ def _series_figure(variants: dict, prefix: str, path: Path, title: str, xlabel: 
     for variant, curve in curves.items():
         x = np.array([k for k, _ in curve], dtype=np.float64)  # (K,)
         mean, low, high = (np.array([s[f] for _, s in curve]) for f in ("mean", "low", "high"))  # (K,) each
+        if prefix == "acc_d":  # distance buckets: the line and band break where a variant has no bucket
+            x, mean, low, high = break_at_missing_buckets(x, mean, low, high)
         (line,) = ax.plot(x, mean, marker="o", markersize=3, linewidth=1.5, label=variant)
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     if log_x:  # ticks at the values measured, written plainly (160 rather than 2^7.3)

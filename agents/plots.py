@@ -152,15 +152,28 @@ def _key_number(key):
     return key
 
 
+def break_at_missing_buckets(buckets, *columns) -> list[np.ndarray]:
+    """(buckets, *columns) with a NaN row between two neighbouring distance buckets that are not 2x apart, so that
+    a line through them breaks there: buckets double (`agents.cl_metrics.distance_buckets`), and one that saw no
+    scored step is not in the data; a line drawn across it showed a value nobody measured."""
+    x = np.asarray(buckets, dtype=np.float64)  # (K,)
+    gaps = np.nonzero(x[1:] > 2 * x[:-1])[0] + 1  # index of the bucket after each gap
+    return [np.insert(x, gaps, np.sqrt(x[gaps - 1] * x[gaps]))] + [
+        np.insert(np.asarray(c, dtype=np.float64), gaps, np.nan) for c in columns]
+
+
 def _plot_accuracy_series(ax: Axes, accuracy_by_key: Mapping[int, float | None], label: str,
-                          counts: Mapping[int, int] | None = None) -> bool:
-    """Line through the keys that have an accuracy; None entries (no scored step) are left out. `counts` ({key:
-    scored steps}, keys as in accuracy_by_key) label each point with the steps it rests on (n=1 is no trend)."""
+                          counts: Mapping[int, int] | None = None, buckets: bool = False) -> bool:
+    """Line through the keys that have an accuracy; None entries (no scored step) are left out, and with
+    `buckets` (keys are doubling distance buckets) the line breaks where one is missing. `counts` ({key: scored
+    steps}, keys as in accuracy_by_key) label each point with the steps it rests on (n=1 is no trend)."""
     points = sorted((_key_number(k), v) for k, v in accuracy_by_key.items() if v is not None)
     if not points:
         _note(ax, "no scored steps")
         return False
     keys, accuracies = zip(*points, strict=True)
+    if buckets:
+        keys, accuracies = break_at_missing_buckets(keys, accuracies)
     ax.plot(keys, accuracies, marker="o", linewidth=1.5, label=label)
     numbers = {_key_number(k): n for k, n in (counts or {}).items()}
     for key, accuracy in points:
@@ -179,7 +192,7 @@ def plot_accuracy_vs_distance(
     """Accuracy per distance bucket on a log2 x axis; a vertical line at the controller's window W; each point
     labelled with its scored steps where `counts` ({bucket: steps}) gives them."""
     figure, ax = _new_figure()
-    _plot_accuracy_series(ax, acc_by_bucket, "accuracy", counts)
+    _plot_accuracy_series(ax, acc_by_bucket, "accuracy", counts, buckets=True)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # 64 rather than 2^6
     if window is not None:

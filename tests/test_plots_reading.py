@@ -3,7 +3,12 @@
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from agents.plots import plot_accuracy_matrix, plot_recall_vs_delay, plot_slot_usage_heatmap
+from agents.plots import (
+    plot_accuracy_matrix,
+    plot_accuracy_vs_distance,
+    plot_recall_vs_delay,
+    plot_slot_usage_heatmap,
+)
 
 
 def _outlined_cells(figure) -> list[tuple[int, int]]:
@@ -44,3 +49,33 @@ def test_recall_vs_delay_ticks_are_whole_episodes_with_one_delay(tmp_path):
     assert [t for t in ax.get_xticks() if low <= t <= high] == [10.0]
     many = plot_recall_vs_delay({d: 0.5 for d in range(1, 40)}, tmp_path / "r40.png")
     assert all(float(t).is_integer() for t in many.axes[0].get_xticks())
+
+
+def test_accuracy_vs_distance_breaks_the_line_at_a_missing_bucket(tmp_path):
+    """ContinualShift's transformer measured 0.99 at <= 256 and 0.0 at <= 1024, no step in the 512 bucket: the
+    line ran straight across it, drawing a fall through 512 that nobody measured."""
+    by_bucket = {"4": 1.0, "8": 1.0, "256": 0.99, "1024": 0.0, "2048": 0.0}  # metrics.json: no "16".."128", "512"
+    line = plot_accuracy_vs_distance(by_bucket, tmp_path / "d.png", window=64).axes[0].get_lines()[0]
+    x, y = line.get_xdata(), line.get_ydata()
+    assert list(x[np.isfinite(y)]) == [4, 8, 256, 1024, 2048] and list(y[np.isfinite(y)]) == [1, 1, 0.99, 0, 0]
+    assert list(np.isnan(y)) == [False, False, True, False, True, False, False]  # breaks after 8 and after 256
+    assert np.sqrt(8 * 256) == x[2] and 256 < x[4] < 1024  # each break sits inside its gap on the log axis
+
+
+def test_benchmark_distance_lines_break_at_a_missing_bucket(tmp_path, monkeypatch):
+    """The benchmark's accuracy-vs-distance figure: a variant without a bucket broke neither its line nor band."""
+    from agents import benchmark_plots
+
+    drawn = []
+    monkeypatch.setattr(benchmark_plots, "_save", lambda figure, path: drawn.append(figure))
+    stat = {"mean": 0.5, "low": 0.4, "high": 0.6}
+    variants = {"memnet": {"metrics": {"acc_d64": stat, "acc_d128": stat, "acc_d1024": stat}},
+                "transformer": {"metrics": {"acc_d64": stat, "acc_d128": stat, "acc_d256": stat}}}
+    benchmark_plots._series_figure(variants, "acc_d", tmp_path / "b.png", "t", "x", "y", log_x=True, window=64)
+    memnet, transformer = drawn[0].axes[0].get_lines()[:2]
+    assert list(np.isnan(memnet.get_ydata())) == [False, False, True, False]  # 256 and 512 missing
+    assert not np.isnan(transformer.get_ydata()).any() and list(transformer.get_xdata()) == [64, 128, 256]
+    band = drawn[0].axes[0].collections[0]  # memnet's 90% band: two pieces, none across the gap
+    assert max(path.vertices[:, 0].max() for path in band.get_paths()) == 1024
+    assert all(not (128 < path.vertices[:, 0]).any() or (path.vertices[:, 0] >= 1024).all()
+               for path in band.get_paths())
