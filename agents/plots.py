@@ -62,32 +62,36 @@ def plot_forgetting_curves(
     "task 1", "task 2", ..., which is right only for switches of a single pass over the tasks."""
     if labels is not None and len(labels) != len(task_boundaries):
         raise ValueError(f"labels must hold one label per task boundary ({len(task_boundaries)}); got {len(labels)}")
-    figure, ax = _new_figure()
-    drawn = False
-    for task in sorted(curves):
-        points = sorted(curves[task])
-        if not points:
-            continue
-        steps, accuracies = zip(*points, strict=True)
-        ax.plot(steps, accuracies, marker="o", markersize=3, linewidth=1.5, label=f"task {task}")
-        drawn = True
+    tasks = [task for task in sorted(curves) if curves[task]]
+    columns = max(1, -(-len(tasks) // 15))  # legend columns: one of 20 tasks ran off the figure's foot
+    figure, ax = _new_figure(6.4 + 1.0 * (columns - 1))
+    # past the 10 colours of the default cycle task 10 took task 0's colour: one colour per task from a colour map
+    colors = matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, len(tasks))) if len(tasks) > 10 else [None] * 10
+    for task, color in zip(tasks, colors, strict=False):
+        steps, accuracies = zip(*sorted(curves[task]), strict=True)
+        ax.plot(steps, accuracies, marker="o", markersize=3, linewidth=1.5, label=f"task {task}", color=color)
     if labels is None:
         drawn_boundaries = [(b, f"task {n}") for n, b in enumerate(sorted(b for b in task_boundaries if b > 0), 1)]
     else:
         drawn_boundaries = sorted((b, str(label)) for b, label in zip(task_boundaries, labels, strict=True) if b > 0)
-    for boundary, label in drawn_boundaries:
+    # past 10 block ends the labels ran into each other: upright, and past 30 only every n-th (the last one) named
+    crowded = len(drawn_boundaries) > 10
+    every = -(-len(drawn_boundaries) // 30)
+    for number, (boundary, label) in enumerate(drawn_boundaries, 1):
         ax.axvline(boundary, color="0.5", linestyle=":", linewidth=1)
-        ax.text(boundary, 1.03, label, ha="center", va="bottom", fontsize=8, color="0.35",
-                transform=ax.get_xaxis_transform())
-    if drawn:
+        if (len(drawn_boundaries) - number) % every == 0:  # counted from the last: it and its neighbour apart
+            ax.text(boundary, 1.02, label, ha="center", va="bottom", fontsize=7 if crowded else 8, color="0.35",
+                    rotation=90 if crowded else 0, transform=ax.get_xaxis_transform())
+    if tasks:
         # outside the axes: inside, any corner hides some curve's points (lower left: the untrained ones)
-        ax.legend(title="evaluated on", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.legend(title="evaluated on", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  ncols=columns)
     else:
         _note(ax, "no evaluations yet")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("training step")
     ax.set_ylabel("eval accuracy (scored steps)")
-    ax.set_title("Forgetting curves", pad=20)  # clear of the boundary labels above the axes
+    ax.set_title("Forgetting curves", pad=42 if crowded else 20)  # clear of the boundary labels above the axes
     ax.grid(alpha=0.3)
     return _save(figure, path)
 

@@ -1,11 +1,14 @@
 """Plots read as figures: what a reader needs to find on them (the trained cells, gaps, ranges) is there."""
 
 import numpy as np
+import pytest
+from matplotlib.colors import to_hex
 from matplotlib.patches import Rectangle
 
 from agents.plots import (
     plot_accuracy_matrix,
     plot_accuracy_vs_distance,
+    plot_forgetting_curves,
     plot_recall_vs_delay,
     plot_slot_usage_heatmap,
 )
@@ -79,3 +82,37 @@ def test_benchmark_distance_lines_break_at_a_missing_bucket(tmp_path, monkeypatc
     assert max(path.vertices[:, 0].max() for path in band.get_paths()) == 1024
     assert all(not (128 < path.vertices[:, 0]).any() or (path.vertices[:, 0] >= 1024).all()
                for path in band.get_paths())
+
+
+def _many_tasks(T: int) -> tuple[dict, list[int], list[str]]:
+    """Curves, block ends and their labels for T tasks trained one after the other, 300 steps each."""
+    from agents.report import boundary_labels
+
+    ends = [300 * (t + 1) for t in range(T)]
+    curves = {t: [(0, 0.2)] + [(s, 0.9 if s >= ends[t] else 0.2) for s in ends] for t in range(T)}
+    return curves, ends, boundary_labels(list(range(T)), T)
+
+
+@pytest.mark.parametrize("T", [12, 20, 45])
+def test_forgetting_curves_stay_legible_with_many_tasks(tmp_path, T):
+    """Past 10 tasks the colours repeated (task 10 drawn as task 0), the block-end labels ran into each other and
+    a legend of 20 entries ran off the figure's foot."""
+    figure = plot_forgetting_curves(*_many_tasks(T)[:2], tmp_path / "f.png", labels=_many_tasks(T)[2])
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    colors = [tuple(line.get_color()) for line in ax.get_lines() if line.get_label().startswith("task")]
+    assert len(colors) == T and len(set(colors)) == T
+    renderer = figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert all(not a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False))
+    assert ax.texts[-1].get_text() == "end" and len(ax.texts) == (T if T <= 30 else 23)
+    title = ax.title.get_window_extent(renderer)
+    assert all(not title.overlaps(box) for box in boxes)
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.y0 >= 0 and legend.x1 <= figure.bbox.x1  # whole, on the figure
+
+
+def test_forgetting_curves_with_few_tasks_keep_their_look(tmp_path):
+    figure = plot_forgetting_curves(*_many_tasks(5)[:2], tmp_path / "f.png", labels=_many_tasks(5)[2])
+    assert [t.get_rotation() for t in figure.axes[0].texts] == [0.0] * 5
+    assert to_hex(figure.axes[0].get_lines()[0].get_color()) == "#1f77b4"  # the default cycle's first colour
