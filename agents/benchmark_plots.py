@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from agents.benchmark_report import FAILED, series
-from agents.plots import _new_figure, _note, _save, break_at_missing_buckets
+from agents.plots import _new_figure, _note, _save, break_at_missing_buckets, mark_chance
 
 
 def _series_figure(variants: dict, prefix: str, path: Path, title: str, xlabel: str, ylabel: str,
@@ -44,8 +44,7 @@ def _series_figure(variants: dict, prefix: str, path: Path, title: str, xlabel: 
         ax.xaxis.set_minor_locator(ticker.NullLocator())
     if window is not None:
         ax.axvline(window, color="tab:red", linestyle="--", linewidth=1, label=f"window W = {window}")
-    if chance is not None:
-        ax.axhline(chance, color="0.4", linestyle=":", linewidth=1, label=f"chance = {chance:.3f}")
+    mark_chance(ax, chance)
     if level is not None:
         ax.axhline(level, color="0.2", linestyle="--", linewidth=1, label=f"target {level:.0%}")
     ax.set_ylim(-0.02, 1.02)

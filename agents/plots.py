@@ -43,6 +43,13 @@ def _note(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
+def mark_chance(ax: Axes, chance: float | None) -> None:
+    """A dotted line at the accuracy of guessing (1 / possible answers), labelled for the legend: where a curve
+    sits on it there is no memory of the answer, not merely a low score."""
+    if chance is not None:
+        ax.axhline(chance, color="0.4", linestyle=":", linewidth=1, label=f"chance = {chance:.3f}")
+
+
 def figure_to_array(figure: Figure) -> np.ndarray:
     """Render a figure to an RGB image.  # (H, W, 3) uint8"""
     canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
@@ -191,16 +198,19 @@ def _plot_accuracy_series(ax: Axes, accuracy_by_key: Mapping[int, float | None],
 
 def plot_accuracy_vs_distance(
     acc_by_bucket: Mapping[int, float | None], path: str | os.PathLike, window: int | None = None,
-    counts: Mapping[int, int] | None = None
+    counts: Mapping[int, int] | None = None, chance: float | None = None
 ) -> Figure:
-    """Accuracy per distance bucket on a log2 x axis; a vertical line at the controller's window W; each point
-    labelled with its scored steps where `counts` ({bucket: steps}) gives them."""
+    """Accuracy per distance bucket on a log2 x axis; a vertical line at the controller's window W and a dotted one
+    at `chance` (as the benchmark's figure has them); each point labelled with its scored steps where `counts`
+    ({bucket: steps}) gives them."""
     figure, ax = _new_figure()
     _plot_accuracy_series(ax, acc_by_bucket, "accuracy", counts, buckets=True)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))  # 64 rather than 2^6
     if window is not None:
         ax.axvline(window, color="tab:red", linestyle="--", label=f"controller window W = {window}")
+    mark_chance(ax, chance)
+    if window is not None or chance is not None:
         ax.legend(fontsize=8)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("distance to the needed token (steps; bucket upper bound)")
@@ -211,14 +221,17 @@ def plot_accuracy_vs_distance(
 
 
 def plot_recall_vs_delay(acc_by_delay: Mapping[int, float | None], path: str | os.PathLike,
-                         counts: Mapping[int, int] | None = None) -> Figure:
+                         counts: Mapping[int, int] | None = None, chance: float | None = None) -> Figure:
     """Recall accuracy against the delay (episodes) between storing a fact and being asked for it (points labelled
-    with their scored steps where `counts` gives them)."""
+    with their scored steps where `counts` gives them), a dotted line at `chance`."""
     figure, ax = _new_figure()
     if _plot_accuracy_series(ax, acc_by_delay, "recall accuracy", counts):
         # min_n_ticks=1: with the default 2, one delay (NeedleRecall's default, 10) has one integer in its view and
         # the locator fell back to 9.6, 9.8, ... (delays are whole episodes)
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    mark_chance(ax, chance)
+    if chance is not None:
+        ax.legend(fontsize=8)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("delay (episodes between the fact and the query)")
     ax.set_ylabel("recall accuracy")

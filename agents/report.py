@@ -7,8 +7,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from agents import plots
+from agents.benchmark_report import chance_level
 from memory.persist import atomic_file
 
 
@@ -98,6 +100,7 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
     run_dir = Path(trainer.run_dir)
     (run_dir / "plots").mkdir(parents=True, exist_ok=True)
     p = run_dir / "plots"
+    chance = chance_level(trainer.cfg.env.id, OmegaConf.to_container(trainer.cfg.env.kwargs, resolve=True))
     figs = {
         "forgetting_curves": plots.plot_forgetting_curves(trainer.curves, trainer.task_boundaries,
                                                           p / "forgetting_curves.png",
@@ -108,12 +111,12 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
         "accuracy_vs_distance": plots.plot_accuracy_vs_distance(metrics["accuracy_by_distance"] or {},
                                                                 p / "accuracy_vs_distance.png",
                                                                 window=trainer.cfg.model.window,
-                                                                counts=metrics["scored_by_distance"]),
+                                                                counts=metrics["scored_by_distance"], chance=chance),
     }
     names = report_plots(trainer, metrics)
     if "recall_vs_delay" in names:
         figs["recall_vs_delay"] = plots.plot_recall_vs_delay(metrics["recall_by_delay"], p / "recall_vs_delay.png",
-                                                             counts=metrics["scored_by_delay"])
+                                                             counts=metrics["scored_by_delay"], chance=chance)
     if "slot_usage" in names:  # (a slot bank that took no snapshot: the plot says so)
         steps = trainer.usage_steps if len(trainer.usage_steps) == len(trainer.usage_history) else None
         figs["slot_usage"] = plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png",

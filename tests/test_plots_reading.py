@@ -116,3 +116,44 @@ def test_forgetting_curves_with_few_tasks_keep_their_look(tmp_path):
     figure = plot_forgetting_curves(*_many_tasks(5)[:2], tmp_path / "f.png", labels=_many_tasks(5)[2])
     assert [t.get_rotation() for t in figure.axes[0].texts] == [0.0] * 5
     assert to_hex(figure.axes[0].get_lines()[0].get_color()) == "#1f77b4"  # the default cycle's first colour
+
+
+def _chance_lines(figure) -> list:
+    return [line for line in figure.axes[0].get_lines() if line.get_label().startswith("chance")]
+
+
+def test_accuracy_and_recall_mark_chance_as_the_benchmark_does(tmp_path):
+    """A run's accuracy-vs-distance and recall-vs-delay had no chance level (the benchmark's figures of the same
+    numbers do): a memory-free agent at 0.02 beyond its window read as bad rather than as guessing."""
+    figure = plot_accuracy_vs_distance({64: 1.0, 128: 0.02}, tmp_path / "d.png", window=64, chance=1 / 63)
+    (line,) = _chance_lines(figure)
+    assert line.get_label() == "chance = 0.016" and list(line.get_ydata()) == [1 / 63, 1 / 63]
+    assert "chance = 0.016" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    figure = plot_recall_vs_delay({10: 0.986}, tmp_path / "r.png", chance=1 / 124)
+    (line,) = _chance_lines(figure)
+    assert line.get_ydata()[0] == 1 / 124
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["recall accuracy", "chance = 0.008"]
+    assert not _chance_lines(plot_accuracy_vs_distance({64: 1.0}, tmp_path / "n.png", window=64))  # None: no line
+
+
+@pytest.mark.parametrize("env_id, plot", [("LongDependency-v0", "plot_accuracy_vs_distance"),
+                                          ("NeedleRecall-v0", "plot_recall_vs_delay")])
+def test_a_run_passes_its_env_chance_level_to_its_plots(tmp_path, monkeypatch, env_id, plot):
+    import yaml
+
+    from agents import plots, run
+    from agents.benchmark_report import chance_level
+    from tests.test_run import tiny
+
+    drawn = {}
+    original = getattr(plots, plot)
+
+    def spy(*args, **kwargs):
+        drawn.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(plots, plot, spy)
+    assert run.main(tiny(env_id, "memnet", tmp_path / "run")) == 0
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert drawn["chance"] == chance_level(env_id, config["env"]["kwargs"]) and 0 < drawn["chance"] < 0.1
