@@ -17,8 +17,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from agents.config import to_yaml
-from agents.plots import plot_metric_vs_param
 from agents.report import write_json_atomic, write_text_atomic
+from agents.sweep_plots import plot_metric_vs_param
 from agents.tune_overrides import trial_overrides
 from agents.tune_space import SweepPlan, plain, trial_config, trial_threads
 

@@ -12,11 +12,11 @@ from agents.plots import (
     plot_accuracy_matrix,
     plot_accuracy_vs_distance,
     plot_forgetting_curves,
-    plot_metric_vs_param,
     plot_recall_vs_delay,
     plot_slot_survival,
     plot_slot_usage_heatmap,
 )
+from agents.sweep_plots import plot_metric_vs_param
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
