@@ -44,11 +44,22 @@ def plot_metric_vs_param(rows: Sequence[Mapping], param: str, metric: str, path:
         yerr = np.stack([stats[:, 0] - stats[:, 1], stats[:, 2] - stats[:, 0]])  # (2, G)
         ax.errorbar(x, stats[:, 0], yerr=yerr, marker="o",
                     capsize=3, linewidth=1.5, zorder=3, label="mean, 90% bootstrap CI")
-        if numeric and x.min() > 0 and x.max() / x.min() >= 10:
+        log = numeric and x.min() > 0 and x.max() / x.min() >= 10
+        if log:
             ax.set_xscale("log")
-            ax.xaxis.set_minor_locator(ticker.NullLocator())
-        if not numeric or ax.get_xscale() == "log":  # ticks at the swept values, as plain numbers or names
+        # ticks at the swept values where they are few and apart (a grid: 8, 64, 512; slots 4 and 8 were ticked
+        # 4.0, 4.5, ...); a random search's values crowd (0.00108 and 0.00121 printed over each other), so those
+        # get the axis' own ticks, written plainly
+        position = np.log(x) if log else x  # (G,) where the ticks sit
+        apart = len(x) < 2 or np.diff(position).min() >= 0.1 * (position.max() - position.min())
+        if not numeric or (len(keys) <= 8 and apart):
             ax.set_xticks(x, [f"{k:g}" if numeric else str(k) for k in keys])
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
+        elif log:
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        else:
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=all(float(k).is_integer() for k in keys)))
         ax.legend(fontsize=8)
     ax.set_xlabel(param)
     ax.set_ylabel(metric)

@@ -157,3 +157,31 @@ def test_a_run_passes_its_env_chance_level_to_its_plots(tmp_path, monkeypatch, e
     assert run.main(tiny(env_id, "memnet", tmp_path / "run")) == 0
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert drawn["chance"] == chance_level(env_id, config["env"]["kwargs"]) and 0 < drawn["chance"] < 0.1
+
+
+def _tick_labels(figure) -> list[str]:
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    low, high = ax.get_xlim()
+    return [t.get_text() for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high and t.get_text()]
+
+
+def test_sweep_plot_ticks_read_with_few_integer_values_and_with_random_ones(tmp_path):
+    """The smoke sweep: slots 4 and 8 were ticked 4.0, 4.5, 5.0, ...; its loguniform pressure weights were each a
+    tick, 0.00107908 and 0.00120767 printed over each other."""
+    from agents.sweep_plots import plot_metric_vs_param
+
+    rows = [{"memory.slots": s, "memory.pressure_weight": w, "cl/ACC": 0.546875}
+            for s, w in [(4, 0.01878985), (8, 0.00346396), (4, 0.00120767), (8, 0.00107908)]]
+    assert _tick_labels(plot_metric_vs_param(rows, "memory.slots", "cl/ACC", tmp_path / "s.png")) == ["4", "8"]
+    figure = plot_metric_vs_param(rows, "memory.pressure_weight", "cl/ACC", tmp_path / "w.png")
+    assert figure.axes[0].get_xscale() == "log" and _tick_labels(figure) == ["0.001", "0.01"]
+    assert _ticks_apart(figure)
+    drawn = [{"train.lr": 1e-4 * 1.13 ** i, "eval/accuracy": 0.5} for i in range(12)]  # 12 values, linear: the
+    figure = plot_metric_vs_param(drawn, "train.lr", "eval/accuracy", tmp_path / "lr.png")  # axis' own ticks
+    assert figure.axes[0].get_xscale() == "linear" and len(_tick_labels(figure)) < 12 and _ticks_apart(figure)
+
+
+def _ticks_apart(figure) -> bool:
+    ticks = [t.get_window_extent() for t in figure.axes[0].get_xticklabels() if t.get_text()]
+    return all(not a.overlaps(b) for a, b in zip(ticks, ticks[1:], strict=False))
