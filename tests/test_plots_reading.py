@@ -185,3 +185,16 @@ def test_sweep_plot_ticks_read_with_few_integer_values_and_with_random_ones(tmp_
 def _ticks_apart(figure) -> bool:
     ticks = [t.get_window_extent() for t in figure.axes[0].get_xticklabels() if t.get_text()]
     return all(not a.overlaps(b) for a, b in zip(ticks, ticks[1:], strict=False))
+
+
+def test_sweep_plot_of_an_accuracy_spans_0_to_1(tmp_path):
+    """Fitted to the data, two settings at 0.90 and 0.92 filled the plot's height: a 2-point gap drawn as a cliff."""
+    from agents.sweep_plots import plot_metric_vs_param
+
+    rows = [{"memory.slots": s, "cl/ACC": a, "recall/accuracy_d64": a, "cl/BWT": a - 1}
+            for s, a in [(8, 0.9), (64, 0.92)]]
+    for metric in ("cl/ACC", "recall/accuracy_d64"):
+        figure = plot_metric_vs_param(rows, "memory.slots", metric, tmp_path / "a.png")
+        assert figure.axes[0].get_ylim() == (-0.02, 1.02)
+    low, high = plot_metric_vs_param(rows, "memory.slots", "cl/BWT", tmp_path / "b.png").axes[0].get_ylim()
+    assert -0.2 < low < high < 0  # not an accuracy: fitted to its values
