@@ -16,9 +16,10 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from agents.benchmark_report import FAILED, series
-from agents.plots import _new_figure, _note, _save, break_at_missing_buckets, mark_chance
+from agents.plots import _new_figure, _note, _save, break_at_missing_buckets, mark_chance, task_colors
 
 
 def _series_figure(variants: dict, prefix: str, path: Path, title: str, xlabel: str, ylabel: str,
@@ -81,12 +82,15 @@ def _forgetting_figure(env: str, variants: dict, records: list[dict], path: Path
     figure = Figure(figsize=(3.4 * cols, 2.8 * rows + 0.4), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     axes = np.atleast_1d(figure.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    means = {variant: _mean_curves(rs) for variant, rs in runs.items()}
+    tasks = sorted({task for curves in means.values() for task, curve in curves.items() if curve})
+    colors = dict(zip(tasks, task_colors(len(tasks)), strict=True))  # a task's colour is the same in every panel
     for ax, (variant, rs) in zip(axes, runs.items(), strict=False):
-        curves = _mean_curves(rs)
+        curves = means[variant]
         for task, curve in curves.items():
             if curve:
                 steps, accs = zip(*curve, strict=True)
-                ax.plot(steps, accs, marker="o", markersize=2, linewidth=1.2, label=f"task {task}")
+                ax.plot(steps, accs, marker="o", markersize=2, linewidth=1.2, label=f"task {task}", color=colors[task])
         for boundary in (rs[0].get("metrics") or {}).get("task_boundaries") or []:
             ax.axvline(boundary, color="0.6", linestyle=":", linewidth=0.8)
         if not curves:
@@ -96,7 +100,10 @@ def _forgetting_figure(env: str, variants: dict, records: list[dict], path: Path
         ax.grid(alpha=0.3)
     for ax in axes[len(runs):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=6, loc="lower left")
+    # one legend beside the panels: inside the first one's lower left it hid its curves' untrained points
+    handles = [Line2D([], [], color=colors[t], marker="o", markersize=3, label=f"task {t}") for t in tasks]
+    figure.legend(handles=handles, title="evaluated on", fontsize=7, loc="outside right upper",
+                  ncols=max(1, -(-len(tasks) // (8 * rows))))
     figure.supxlabel("training step")
     figure.supylabel("eval accuracy (mean over seeds)")
     figure.suptitle(f"{env}: forgetting curves per agent")

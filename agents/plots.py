@@ -56,6 +56,14 @@ def figure_to_array(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3)
 
 
+def task_colors(count: int) -> list:
+    """A colour for each of `count` tasks in order: the default cycle's up to 10; past 10 (where the cycle made task
+    10 task 0's colour) evenly along a colour map."""
+    if count <= 10:
+        return [f"C{n}" for n in range(count)]
+    return list(matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, count)))
+
+
 def plot_forgetting_curves(
     curves: Mapping[int, Sequence[tuple[int, float]]], task_boundaries: Sequence[int], path: str | os.PathLike,
     labels: Sequence[str] | None = None,
@@ -71,9 +79,8 @@ def plot_forgetting_curves(
     tasks = [task for task in sorted(curves) if curves[task]]
     columns = max(1, -(-len(tasks) // 15))  # legend columns: one of 20 tasks ran off the figure's foot
     figure, ax = _new_figure(6.4 + 1.0 * (columns - 1))
-    # past the 10 colours of the default cycle task 10 took task 0's colour: one colour per task from a colour map
-    colors = matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, len(tasks))) if len(tasks) > 10 else [None] * 10
-    for task, color in zip(tasks, colors, strict=False):
+    colors = task_colors(len(tasks))
+    for task, color in zip(tasks, colors, strict=True):
         steps, accuracies = zip(*sorted(curves[task]), strict=True)
         ax.plot(steps, accuracies, marker="o", markersize=3, linewidth=1.5, label=f"task {task}", color=color)
     if labels is None:

@@ -198,3 +198,26 @@ def test_sweep_plot_of_an_accuracy_spans_0_to_1(tmp_path):
         assert figure.axes[0].get_ylim() == (-0.02, 1.02)
     low, high = plot_metric_vs_param(rows, "memory.slots", "cl/BWT", tmp_path / "b.png").axes[0].get_ylim()
     assert -0.2 < low < high < 0  # not an accuracy: fitted to its values
+
+
+def test_benchmark_forgetting_legend_beside_the_panels_and_colours_by_task(tmp_path, monkeypatch):
+    """The legend sat inside the first panel's lower left, over its curves' untrained points; a panel without
+    task 0 would have drawn task 1 in task 0's colour (colours followed plotting order)."""
+    from matplotlib.colors import to_hex
+
+    from agents import benchmark_plots
+
+    drawn = []
+    monkeypatch.setattr(benchmark_plots, "_save", lambda figure, path: drawn.append(figure))
+    curves = {"0": [[0, 0.2], [600, 0.9]], "1": [[0, 0.2], [600, 0.25]], "2": [[0, 0.1], [600, 0.3]]}
+    records = [{"env": "E", "variant": "memnet", "status": "ok",
+                "metrics": {"forgetting_curves": curves, "task_boundaries": [600]}},
+               {"env": "E", "variant": "lstm", "status": "ok",  # task 0 never evaluated in this one
+                "metrics": {"forgetting_curves": {"1": curves["1"], "2": curves["2"]}, "task_boundaries": [600]}}]
+    benchmark_plots._forgetting_figure("E", {"memnet": {}, "lstm": {}}, records, tmp_path / "f.png")
+    figure = drawn[0]
+    assert all(ax.get_legend() is None for ax in figure.axes)
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["task 0", "task 1", "task 2"]
+    colour = [{line.get_label(): to_hex(line.get_color()) for line in ax.get_lines()} for ax in figure.axes[:2]]
+    assert colour[0]["task 1"] == colour[1]["task 1"] and colour[0]["task 2"] == colour[1]["task 2"]
