@@ -274,6 +274,11 @@ def plot_slot_usage_heatmap(
         image = ax.pcolormesh(edges, np.arange(usage.shape[1] + 1) - 0.5, usage.T, cmap="magma", shading="flat",
                               vmin=0.0, vmax=max(float(usage.max()), 1e-12))
         figure.colorbar(image, ax=ax, label="slot usage (decayed access count, mean over lanes)")
+        # steps and slot indices are whole numbers: one snapshot (a column 1 step wide) was ticked -0.4 .. 0.4 under
+        # a "+1.28e4" offset, and 3 slots -0.5, 0.0, 0.5, ...
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     ax.set_xlabel("training step" if steps is not None else "snapshot")
     ax.set_ylabel("slot index")
     ax.set_title("Slot usage over training")

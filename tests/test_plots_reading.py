@@ -221,3 +221,18 @@ def test_benchmark_forgetting_legend_beside_the_panels_and_colours_by_task(tmp_p
     assert [t.get_text() for t in legend.get_texts()] == ["task 0", "task 1", "task 2"]
     colour = [{line.get_label(): to_hex(line.get_color()) for line in ax.get_lines()} for ax in figure.axes[:2]]
     assert colour[0]["task 1"] == colour[1]["task 1"] and colour[0]["task 2"] == colour[1]["task 2"]
+
+
+def test_slot_usage_ticks_whole_steps_and_slots(tmp_path):
+    """One snapshot (an evaluation at step 12800) was ticked -0.4 .. 0.4 under a '+1.28e4' offset; 3 slots were
+    ticked -0.5, 0.0, 0.5, ..."""
+    figure = plot_slot_usage_heatmap([[1.0, 2.0, 3.0]], tmp_path / "u.png", steps=[12800])
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    assert _tick_labels(figure) == ["12800"] and ax.xaxis.get_offset_text().get_text() == ""
+    low, high = ax.get_ylim()
+    assert [t for t in ax.get_yticks() if low <= t <= high] == [0, 1, 2]
+    wide = plot_slot_usage_heatmap(np.ones((6, 256)), tmp_path / "u256.png", steps=[604, 1208, 1510, 1812, 2416, 3020])
+    wide.canvas.draw()
+    assert all(float(t).is_integer() for t in wide.axes[0].get_yticks()) and len(wide.axes[0].get_yticks()) < 12
+    assert _ticks_apart(wide)
