@@ -236,3 +236,17 @@ def test_slot_usage_ticks_whole_steps_and_slots(tmp_path):
     wide.canvas.draw()
     assert all(float(t).is_integer() for t in wide.axes[0].get_yticks()) and len(wide.axes[0].get_yticks()) < 12
     assert _ticks_apart(wide)
+
+
+def test_slot_survival_with_a_long_tail_is_logarithmic_past_1(tmp_path):
+    """NeedleRecall's contents: median 2, a few kept ~90 writes: on a linear axis the whole drop sat in its left 2%."""
+    from agents.plots import plot_slot_survival
+
+    rng = np.random.default_rng(0)
+    lifetimes = np.concatenate([rng.geometric(0.45, 5000), rng.integers(85, 96, 120)])
+    ax = plot_slot_survival(lifetimes, tmp_path / "s.png").axes[0]
+    assert ax.get_xscale() == "symlog" and ax.get_xlim()[0] == 0  # t = 0 at the left edge, no negative margin
+    ax.figure.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels() if t.get_text()] == ["0", "1", "10", "100"]
+    short = plot_slot_survival(rng.geometric(0.45, 5000), tmp_path / "s2.png").axes[0]  # ContinualShift's: to ~24
+    assert short.get_xscale() == "linear"
