@@ -250,3 +250,17 @@ def test_slot_survival_with_a_long_tail_is_logarithmic_past_1(tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels() if t.get_text()] == ["0", "1", "10", "100"]
     short = plot_slot_survival(rng.geometric(0.45, 5000), tmp_path / "s2.png").axes[0]  # ContinualShift's: to ~24
     assert short.get_xscale() == "linear"
+
+
+def test_distance_and_delay_legends_sit_above_the_axes_under_the_title(tmp_path):
+    """ContinualShift's transformer: the legend ("best" spot, upper right) sat over the n=113 label at 256."""
+    by_bucket = {"4": 1.0, "64": 1.0, "128": 0.33, "256": 0.99, "1024": 0.0, "4096": 0.0}
+    counts = {"4": 1, "64": 76, "128": 1734, "256": 113, "1024": 512, "4096": 512}
+    for figure in (plot_accuracy_vs_distance(by_bucket, tmp_path / "d.png", window=64, counts=counts, chance=0.016),
+                   plot_recall_vs_delay({10: 0.986}, tmp_path / "r.png", counts={10: 1280}, chance=0.008)):
+        figure.canvas.draw()
+        ax = figure.axes[0]
+        legend = ax.get_legend().get_window_extent()
+        assert legend.y0 >= ax.bbox.y1 - 1  # outside the axes: no point or label under it
+        assert ax.title.get_window_extent().y0 >= legend.y1 - 1  # and the title clear of it
+        assert legend.x1 <= figure.bbox.x1
