@@ -264,3 +264,22 @@ def test_distance_and_delay_legends_sit_above_the_axes_under_the_title(tmp_path)
         assert legend.y0 >= ax.bbox.y1 - 1  # outside the axes: no point or label under it
         assert ax.title.get_window_extent().y0 >= legend.y1 - 1  # and the title clear of it
         assert legend.x1 <= figure.bbox.x1
+
+
+def test_benchmark_series_legend_beside_the_axes(tmp_path, monkeypatch):
+    """7 variants + window + chance: inside the axes ("best") the legend covered memnet_no_store's curve."""
+    from agents import benchmark_plots
+
+    drawn = []
+    monkeypatch.setattr(benchmark_plots, "_save", lambda figure, path: drawn.append(figure))
+    names = ["memnet", "memnet_no_store", "memnet_no_slots", "memnet_no_cache", "transformer", "lstm", "gru"]
+    variants = {v: {"metrics": {f"acc_d{b}": {"mean": 0.7, "low": 0.6, "high": 0.8} for b in (1, 2, 64, 1024)}}
+                for v in names}
+    benchmark_plots._series_figure(variants, "acc_d", tmp_path / "b.png", "t", "x", "y", log_x=True,
+                                   chance=1 / 63, window=64)
+    figure = drawn[0]
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.bbox.x1 and legend.x1 <= figure.bbox.x1  # outside the axes, on the figure
+    assert len(ax.get_legend().get_texts()) == 9
