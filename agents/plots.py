@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib import ticker
+from matplotlib import patheffects, ticker
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -40,6 +40,11 @@ def _save(figure: Figure, path: str | os.PathLike) -> Figure:
 def _note(ax: Axes, text: str) -> None:
     """Say on the plot why it is empty instead of drawing blank axes."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+# a white rim around small labels' letters: the window line or a grid line through "n=76" made it unreadable, where
+# a white box behind the label would hide the curve passing under it
+_HALO = [patheffects.withStroke(linewidth=2.5, foreground="white")]
 
 
 def _legend_above(ax: Axes) -> None:
@@ -204,7 +209,7 @@ def _plot_accuracy_series(ax: Axes, accuracy_by_key: Mapping[int, float | None],
             below = accuracy > 0.1  # under the point, above it at the bottom of the axes
             ax.annotate(f"n={numbers[key]}", (key, accuracy), textcoords="offset points",
                         xytext=(0, -7 if below else 7), ha="center", va="top" if below else "bottom", fontsize=7,
-                        color="dimgray")
+                        color="dimgray", path_effects=_HALO)
     return True
 
 

@@ -283,3 +283,15 @@ def test_benchmark_series_legend_beside_the_axes(tmp_path, monkeypatch):
     legend = ax.get_legend().get_window_extent()
     assert legend.x0 >= ax.bbox.x1 and legend.x1 <= figure.bbox.x1  # outside the axes, on the figure
     assert len(ax.get_legend().get_texts()) == 9
+
+
+def test_point_counts_stay_readable_over_the_window_line(tmp_path):
+    """The red window line ran through "n=89" at distance 64 (the bucket that holds W): a white rim keeps it legible."""
+    from matplotlib.patheffects import withStroke
+
+    figure = plot_accuracy_vs_distance({64: 0.94, 128: 0.99}, tmp_path / "d.png", window=64, counts={64: 89, 128: 1140})
+    labels = [t for t in figure.axes[0].texts if t.get_text().startswith("n=")]
+    assert [t.get_text() for t in labels] == ["n=89", "n=1140"]
+    for label in labels:
+        (rim,) = label.get_path_effects()
+        assert isinstance(rim, withStroke) and rim._gc["foreground"] == "white"
