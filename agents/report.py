@@ -10,6 +10,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from agents import plots
+from agents.baselines import CELLS
 from agents.benchmark_report import chance_level
 from memory.persist import atomic_file
 
@@ -93,6 +94,12 @@ def scored(by_key) -> dict:
     return {k: total for k, (_, total) in by_key.counts().items() if total}
 
 
+def attention_window(cfg) -> int | None:
+    """W, marked on the accuracy-vs-distance plot: the tokens MemNet's controller or the transformer attends to;
+    None for the LSTM and GRU, which have no window (their plots marked one at model.window, a setting they ignore)."""
+    return None if cfg.agent.name in CELLS else int(cfg.model.window)
+
+
 def write_report(trainer, metrics: dict, logger=None) -> None:
     """The plots, TensorBoard's images and hparams, then metrics.json: written last, so that a run folder holding it
     holds the whole report (`finished_report`); a run stopped before it still has its numbers in its checkpoint,
@@ -110,7 +117,7 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
                                                       tasks=trainer.block_tasks),
         "accuracy_vs_distance": plots.plot_accuracy_vs_distance(metrics["accuracy_by_distance"] or {},
                                                                 p / "accuracy_vs_distance.png",
-                                                                window=trainer.cfg.model.window,
+                                                                window=attention_window(trainer.cfg),
                                                                 counts=metrics["scored_by_distance"], chance=chance),
     }
     names = report_plots(trainer, metrics)

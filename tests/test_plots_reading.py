@@ -159,6 +159,24 @@ def test_a_run_passes_its_env_chance_level_to_its_plots(tmp_path, monkeypatch, e
     assert drawn["chance"] == chance_level(env_id, config["env"]["kwargs"]) and 0 < drawn["chance"] < 0.1
 
 
+@pytest.mark.parametrize("agent, window", [("memnet", 16), ("transformer", 16), ("lstm", None), ("gru", None)])
+def test_the_window_is_marked_only_for_agents_that_have_one(tmp_path, monkeypatch, agent, window):
+    """An LSTM's or GRU's accuracy-vs-distance marked "controller window W = 64": model.window, which they ignore."""
+    from agents import plots, run
+    from tests.test_run import tiny
+
+    drawn = {}
+    original = plots.plot_accuracy_vs_distance
+
+    def spy(*args, **kwargs):
+        drawn.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_accuracy_vs_distance", spy)
+    assert run.main(tiny("LongDependency-v0", agent, tmp_path / "run")) == 0
+    assert drawn["window"] == window  # the tiny model's model.window=16
+
+
 def _tick_labels(figure) -> list[str]:
     figure.canvas.draw()
     ax = figure.axes[0]
