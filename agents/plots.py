@@ -113,6 +113,8 @@ def plot_forgetting_curves(
     else:
         _note(ax, "no evaluations yet")
     ax.set_ylim(-0.02, 1.02)
+    # whole steps: with only the evaluation before training (train.episodes=0) the axis read -0.04 .. 0.04
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("training step")
     ax.set_ylabel("eval accuracy (scored steps)")
     ax.set_title("Forgetting curves", pad=42 if crowded else 20)  # clear of the boundary labels above the axes

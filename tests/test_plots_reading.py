@@ -313,3 +313,12 @@ def test_point_counts_stay_readable_over_the_window_line(tmp_path):
     for label in labels:
         (rim,) = label.get_path_effects()
         assert isinstance(rim, withStroke) and rim._gc["foreground"] == "white"
+
+
+def test_forgetting_curves_of_the_evaluation_before_training_tick_step_0(tmp_path):
+    """train.episodes=0: one evaluation per task, at step 0; the axis was ticked -0.04, -0.02, 0.00, 0.02, 0.04."""
+    curves = {t: [(0, 0.17 + 0.01 * t)] for t in range(5)}
+    figure = plot_forgetting_curves(curves, [], tmp_path / "f.png")
+    assert _tick_labels(figure) == ["0"]
+    figure = plot_forgetting_curves(*_many_tasks(5)[:2], tmp_path / "g.png")
+    assert _tick_labels(figure) == ["0", "200", "400", "600", "800", "1000", "1200", "1400"]  # unchanged past it
