@@ -170,6 +170,8 @@ def plot_accuracy_matrix(R, path: str | os.PathLike, tasks=None) -> Figure:
         ax.set_yticks(np.arange(K), [f"{k} (task {int(t)})" for k, t in enumerate(tasks)])
         ax.set_ylabel("after training block k")
         ax.set_title("Accuracy matrix R[k][j]\n(outlined: the task block k trained)")
+    if np.isnan(R).any():  # the grey cells had no key: a stopped run's rows read as a colour off the scale
+        ax.set_xlabel("evaluated on task j\n(grey –: not evaluated)")
     figure.colorbar(image, ax=ax, label="accuracy", shrink=0.85)
     return _save(figure, path)
 

@@ -322,3 +322,11 @@ def test_forgetting_curves_of_the_evaluation_before_training_tick_step_0(tmp_pat
     assert _tick_labels(figure) == ["0"]
     figure = plot_forgetting_curves(*_many_tasks(5)[:2], tmp_path / "g.png")
     assert _tick_labels(figure) == ["0", "200", "400", "600", "800", "1000", "1200", "1400"]  # unchanged past it
+
+
+def test_accuracy_matrix_says_what_its_grey_cells_are(tmp_path):
+    """A run stopped before its last block has grey '–' rows: nothing on the figure said they are not evaluated."""
+    stopped = plot_accuracy_matrix(np.array([[0.9, 0.2], [np.nan, np.nan]]), tmp_path / "R.png")
+    assert stopped.axes[0].get_xlabel() == "evaluated on task j\n(grey –: not evaluated)"
+    whole = plot_accuracy_matrix(np.array([[0.9, 0.2], [0.8, 0.9]]), tmp_path / "R2.png")
+    assert whole.axes[0].get_xlabel() == "evaluated on task j"  # no grey cell, no key
