@@ -43,6 +43,8 @@ def _series_figure(variants: dict, prefix: str, path: Path, title: str, xlabel: 
         ax.set_xticks(sorted({k for c in curves.values() for k, _ in c}))
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_locator(ticker.NullLocator())
+    else:  # keys are whole numbers (delays): one delay measured was ticked 9.6, 9.8, ... as on a run's plot
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
     if window is not None:
         ax.axvline(window, color="tab:red", linestyle="--", linewidth=1, label=f"window W = {window}")
     mark_chance(ax, chance)
