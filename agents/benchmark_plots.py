@@ -19,7 +19,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from agents.benchmark_report import FAILED, series
-from agents.plots import _new_figure, _note, _save, break_at_missing_buckets, mark_chance, task_colors
+from agents.plots import (
+    _new_figure,
+    _note,
+    _save,
+    break_at_missing_buckets,
+    mark_chance,
+    task_colors,
+    whole_number_ticks,
+)
 
 
 def _series_figure(variants: dict, prefix: str, path: Path, title: str, xlabel: str, ylabel: str,
@@ -44,7 +52,7 @@ def _series_figure(variants: dict, prefix: str, path: Path, title: str, xlabel: 
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_locator(ticker.NullLocator())
     else:  # keys are whole numbers (delays): one delay measured was ticked 9.6, 9.8, ... as on a run's plot
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        ax.xaxis.set_major_locator(whole_number_ticks())
     if window is not None:
         ax.axvline(window, color="tab:red", linestyle="--", linewidth=1, label=f"window W = {window}")
     mark_chance(ax, chance)

@@ -47,6 +47,13 @@ def _note(ax: Axes, text: str) -> None:
 _HALO = [patheffects.withStroke(linewidth=2.5, foreground="white")]
 
 
+def whole_number_ticks() -> ticker.MaxNLocator:
+    """Ticks for steps, episodes and slot indices: whole numbers at 1, 2 or 5 x 10^k apart (matplotlib's default
+    spacing but 2.5, so 500 rather than 400 apart), one tick allowed (the default fell back to fractions where the
+    view holds one whole number: 9.6, 9.8, 10.0 around a single delay)."""
+    return ticker.MaxNLocator(nbins="auto", steps=[1, 2, 5, 10], integer=True, min_n_ticks=1)
+
+
 def _legend_above(ax: Axes) -> None:
     """The legend in one row above the axes: inside, where matplotlib's "best" spot skips the n= labels, it hid the
     label of a point (a transformer's n=113 at distance 256)."""
@@ -114,7 +121,7 @@ def plot_forgetting_curves(
         _note(ax, "no evaluations yet")
     ax.set_ylim(-0.02, 1.02)
     # whole steps: with only the evaluation before training (train.episodes=0) the axis read -0.04 .. 0.04
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    ax.xaxis.set_major_locator(whole_number_ticks())
     ax.set_xlabel("training step")
     ax.set_ylabel("eval accuracy (scored steps)")
     ax.set_title("Forgetting curves", pad=42 if crowded else 20)  # clear of the boundary labels above the axes
@@ -249,7 +256,7 @@ def plot_recall_vs_delay(acc_by_delay: Mapping[int, float | None], path: str | o
     if _plot_accuracy_series(ax, acc_by_delay, "recall accuracy", counts):
         # min_n_ticks=1: with the default 2, one delay (NeedleRecall's default, 10) has one integer in its view and
         # the locator fell back to 9.6, 9.8, ... (delays are whole episodes)
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        ax.xaxis.set_major_locator(whole_number_ticks())
     mark_chance(ax, chance)
     if chance is not None:
         _legend_above(ax)
@@ -292,7 +299,7 @@ def plot_slot_usage_heatmap(
         # steps and slot indices are whole numbers: one snapshot (a column 1 step wide) was ticked -0.4 .. 0.4 under
         # a "+1.28e4" offset, and 3 slots -0.5, 0.0, 0.5, ...
         for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+            axis.set_major_locator(whole_number_ticks())
         ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     ax.set_xlabel("training step" if steps is not None else "snapshot")
     ax.set_ylabel("slot index")

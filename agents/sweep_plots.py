@@ -13,7 +13,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from agents.cl_metrics import bootstrap_ci
-from agents.plots import _new_figure, _note, _save
+from agents.plots import _new_figure, _note, _save, whole_number_ticks
 
 
 def plot_metric_vs_param(rows: Sequence[Mapping], param: str, metric: str, path: str | os.PathLike) -> Figure:
@@ -58,8 +58,8 @@ def plot_metric_vs_param(rows: Sequence[Mapping], param: str, metric: str, path:
         elif log:
             ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        else:
-            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=all(float(k).is_integer() for k in keys)))
+        elif all(float(k).is_integer() for k in keys):
+            ax.xaxis.set_major_locator(whole_number_ticks())
         ax.legend(fontsize=8)
     if "accuracy" in metric or metric.endswith("/ACC"):
         # 0..1 as on every accuracy figure: fitted to the data, 0.90 against 0.92 filled the whole height

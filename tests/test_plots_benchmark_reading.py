@@ -16,3 +16,4 @@ def test_benchmark_recall_vs_delay_ticks_whole_episodes_with_one_delay(tmp_path,
     ax = figure.axes[0]
     low, high = ax.get_xlim()
     assert [t for t in ax.get_xticks() if low <= t <= high] == [10.0]
+

@@ -330,3 +330,15 @@ def test_accuracy_matrix_says_what_its_grey_cells_are(tmp_path):
     assert stopped.axes[0].get_xlabel() == "evaluated on task j\n(grey –: not evaluated)"
     whole = plot_accuracy_matrix(np.array([[0.9, 0.2], [0.8, 0.9]]), tmp_path / "R2.png")
     assert whole.axes[0].get_xlabel() == "evaluated on task j"  # no grey cell, no key
+
+
+def test_whole_number_ticks_keep_round_spacing(tmp_path):
+    """The main command's forgetting curves (steps 0 .. 3020): whole-number ticks had come out 400 apart (0, 400, ...,
+    2800, the end unticked), where matplotlib's own were 500 apart."""
+    ends = [604, 1208, 1812, 2416, 3020]
+    curves = {t: [(0, 0.2)] + [(s, 0.9) for s in ends] for t in range(5)}
+    figure = plot_forgetting_curves(curves, ends, tmp_path / "f.png")
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    low, high = ax.get_xlim()
+    assert [int(t) for t in ax.get_xticks() if low <= t <= high] == [0, 500, 1000, 1500, 2000, 2500, 3000]
