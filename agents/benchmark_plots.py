@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from agents.baselines import CELLS
 from agents.benchmark_report import FAILED, series
 from agents.plots import (
     _new_figure,
@@ -128,11 +129,14 @@ def write_plots(plot_dir: Path, agg: dict, records: list[dict]) -> list[Path]:
     for env, variants in agg.items():
         first = next(iter(variants.values()))
         long_dependency = env.startswith("LongDependency")
+        # the window of a variant that attends over one (MemNet, the transformer): an LSTM or GRU ignores
+        # model.window, and a suite of recurrent variants alone marked it from the first of them
+        window = next((v.get("window") for v in variants.values() if v.get("agent") not in CELLS), None)
         written += [
             _series_figure(variants, "acc_d", plot_dir / f"{env}_accuracy_vs_distance.png",
                            f"{env}: accuracy vs distance", "distance to the needed token (bucket upper bound, steps)",
                            "accuracy", log_x=True, chance=first.get("chance"),
-                           window=first.get("window")) if long_dependency else None,
+                           window=window) if long_dependency else None,
             _forgetting_figure(env, variants, records, plot_dir / f"{env}_forgetting_curves.png"),
             _series_figure(variants, "recall_delay", plot_dir / f"{env}_recall_vs_delay.png",
                            f"{env}: recall vs delay (fresh facts, writes off)", "delay (episodes)",
