@@ -28,7 +28,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from agents.interrupts import interrupts_held
 from agents.plots import figure_to_array
-from agents.tb_tags import CL_TAGS, DISTANCE_TAGS, TASK_ACCURACY_TAGS, eval_accuracy_tag  # noqa: F401 (tests)
+from agents.tb_tags import CL_TAGS, DISTANCE_TAGS, TASK_ACCURACY_TAGS
 
 _THREAD_HOOK = threading.excepthook
 # TensorBoard's writer thread class (private: where a release renames it, its tracebacks print as before)

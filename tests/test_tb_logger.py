@@ -7,16 +7,8 @@ import numpy as np
 import pytest
 
 from agents.plots import plot_accuracy_matrix
-from agents.tb_logger import (
-    CL_TAGS,
-    TASK_ACCURACY_TAGS,
-    TBLogger,
-    eval_accuracy_tag,
-    read_hparams,
-    read_images,
-    read_layout,
-    read_scalars,
-)
+from agents.tb_logger import TBLogger, read_hparams, read_images, read_layout, read_scalars
+from agents.tb_tags import CL_TAGS, TASK_ACCURACY_TAGS, eval_accuracy_tag
 
 CONFIG = {"env": "ContinualShift-v0", "agent": "memnet", "seed": 3,
           "memory": {"slots": 64, "fusion": "gated", "store": True, "top_k": None}, "train": {"lr": 3e-4}}
