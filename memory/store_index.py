@@ -27,7 +27,7 @@ HNSW_LEVEL_SEED = 12345  # FAISS's own default seed of the HNSW level generator
 
 def bf16_matmul_is_fast() -> bool:
     """True where this CPU runs bfloat16 matmuls on AMX tiles: there a (8 x 4096 x 768) x (32 queries) scan takes
-    2.5 ms against 22 ms in float32; without AMX, bfloat16 can be slower than float32 (README "Memory")."""
+    2.5 ms against 22 ms in float32; without AMX, bfloat16 can be slower than float32 (README "FaissStore")."""
     try:
         return bool(torch._C._cpu._init_amx())  # private, so guarded: a torch without it searches in float32
     except (AttributeError, RuntimeError):
