@@ -2,8 +2,9 @@
 
 A bar redrawn with carriage returns is one endless line in a file (`> run.log 2>&1`, a cluster job's log, CI):
 every redraw of the whole run kept, unreadable in an editor and in `tail`. Where stderr is not a terminal,
-`EvalLines` writes one line after each episode that ended in an evaluation (and at least every `every` seconds),
-the bar's fields as text, and one line when the evaluation before training starts (it can take a minute).
+`EvalLines` writes one line when the evaluation before training starts (it can take a minute), one after the first
+episode trained after it (an early estimate of the time left), then one after each episode that ended in an evaluation
+(and at least every `every` seconds), the bar's fields as text.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class EvalLines:
         self.postfix = ", ".join(f"{key}={value}" for key, value in fields.items())
 
     def reset(self) -> None:  # after the evaluation before training: the rate counts training from here
-        self.start = self.last = time.monotonic()
+        self.start = self.last = time.monotonic()  # `evaluated` stays set: the first episode's line gives the ETA
 
     def update(self, n: int = 1) -> None:
         self.n, self.done_here = self.n + n, self.done_here + n

@@ -131,3 +131,26 @@ def test_progress_in_a_log_file_is_a_line_per_evaluation(tmp_path, capsys):
     assert ", ~0:" in lines[1] and "left" not in lines[2]  # the time left until the last
     last_row = json.loads((tmp_path / "run" / "metrics.json").read_text())["accuracy_matrix"][-1]
     assert lines[2].endswith(f"eval={100 * sum(last_row) / len(last_row):.1f}%, task=1")  # the final evaluation's
+
+
+def test_a_log_file_gets_a_line_after_the_first_episode_then_one_per_evaluation():
+    """README "How a run works": after the evaluation before training, the first episode's line gives an early
+    estimate of the time left (the main command's next evaluation is 4 episodes on); then only evaluated episodes
+    and the last one get a line."""
+    import io
+
+    from agents.progress import EvalLines
+
+    out = io.StringIO()
+    lines = EvalLines(total=6, initial=0, desc="env/agent", stream=out, every=1e9)
+    lines.set_postfix_str("evaluating every task before training")
+    lines.reset()
+    lines.set_postfix_str("")
+    for episode in range(1, 7):
+        if episode == 4:
+            lines.set_postfix_str("evaluating every task")
+        lines.set_postfix(acc="50.0%")
+        lines.update()
+    written = out.getvalue().splitlines()
+    assert written[0] == "env/agent: evaluating every task before training"
+    assert [line.split(": ")[1].split(",")[0] for line in written[1:]] == ["episode 1/6", "episode 4/6", "episode 6/6"]
