@@ -43,13 +43,16 @@ def _number(x) -> float | None:
 
 # ---------------------------------------------------------------- facts the report needs
 def chance_level(env_id: str, kwargs: dict) -> float | None:
-    """1 / number of possible answers: LongDependency's n values; NeedleRecall's content tokens (answers are
-    drawn uniformly from them); None where the targets need no chance level."""
+    """1 / number of possible answers, what a uniform guess among them scores: LongDependency's n values;
+    NeedleRecall's content tokens (answers are drawn uniformly from them); ContinualShift's value tokens (every
+    target is one of them); None for an env without such a level."""
     source = env_source(env_id, kwargs)
     if env_id.startswith("LongDependency"):
         return 1.0 / source.n
     if env_id.startswith("NeedleRecall"):
         return 1.0 / (source.vocab_size - len(source.special_tokens))
+    if env_id.startswith("ContinualShift"):
+        return 1.0 / source.num_values
     return None
 
 

@@ -138,7 +138,8 @@ def test_accuracy_and_recall_mark_chance_as_the_benchmark_does(tmp_path):
 
 
 @pytest.mark.parametrize("env_id, plot", [("LongDependency-v0", "plot_accuracy_vs_distance"),
-                                          ("NeedleRecall-v0", "plot_recall_vs_delay")])
+                                          ("NeedleRecall-v0", "plot_recall_vs_delay"),
+                                          ("ContinualShift-v0", "plot_accuracy_vs_distance")])
 def test_a_run_passes_its_env_chance_level_to_its_plots(tmp_path, monkeypatch, env_id, plot):
     import yaml
 
