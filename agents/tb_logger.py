@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from numbers import Real
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -21,13 +20,14 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
 from tensorboard.summary.writer import event_file_writer
 from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from agents.interrupts import interrupts_held
 from agents.plots import figure_to_array
+from agents.tb_hparams import SESSION_TAGS, flatten_hparams, session_summaries
 from agents.tb_tags import CL_TAGS, DISTANCE_TAGS, TASK_ACCURACY_TAGS
 
 _THREAD_HOOK = threading.excepthook
@@ -60,42 +60,6 @@ def custom_scalars_layout() -> dict:
             "train accuracy": ["Multiline", ["train/accuracy"]],
         },
     }
-
-
-def _flatten_hparams(hparams: Mapping, prefix: str = "") -> dict[str, bool | int | float | str]:
-    """Nested config -> {"memory.slots": 64, ...} with values TensorBoard's hparams plugin accepts."""
-    flat: dict[str, bool | int | float | str] = {}
-    for key, value in hparams.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten_hparams(value, prefix=f"{name}."))
-        elif isinstance(value, (bool, str)):
-            flat[name] = value
-        elif isinstance(value, Real):
-            flat[name] = value.item() if isinstance(value, np.generic) else value
-        else:  # None, lists, paths: shown as text
-            flat[name] = str(value)
-    return flat
-
-
-def _session_summaries(flat: dict, metrics: dict[str, float]) -> tuple:
-    """torch's session start and end summaries, with booleans kept as booleans; not its experiment summary.
-
-    TensorBoard's HParams tab takes the first experiment summary it finds in the logdir as the whole table: with
-    one per run, `tensorboard --logdir runs` showed the columns of one run picked arbitrarily (a ContinualShift run's
-    hparams without LongDependency's `env.kwargs.distances`, its metrics without another env's), and a sweep's
-    swept keys as not differing. Without one it builds the table from every run's session start (each key's type,
-    values and whether it differs) and their scalar tags (the metric columns).
-    torch tests isinstance(v, int) before bool, so True would be recorded as the number 1.0: corrected here."""
-    _, start, end = hparams_summaries(flat, metrics)
-    flags = {name: value for name, value in flat.items() if isinstance(value, bool)}
-    if flags:
-        plugin_data = start.value[0].metadata.plugin_data
-        data = plugin_data_pb2.HParamsPluginData.FromString(plugin_data.content)
-        for name, value in flags.items():
-            data.session_start_info.hparams[name].bool_value = value
-        plugin_data.content = data.SerializeToString()
-    return start, end
 
 
 def _wait_to_sort_last(log_dir: str) -> None:
@@ -140,7 +104,8 @@ class TBLogger:
         resume_step = None if resume_step is None else _check_step(resume_step)
         self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
         self._kept_images: set[tuple[str, int]] = set()  # (tag, step) of a resumed run's images
-        self._kept_hparams = False  # whether a resumed run had recorded its hparams
+        self._kept_sessions: set[str] = set()  # the session records (start, end) a resumed run had written
+        self._started = time.time()  # the run's start, for the HParams tab (a resumed run's: its first event's)
         # a fresh run in a folder with event files (a run, or a Tune trial, started again after it stopped before its
         # first checkpoint): TensorBoard drops all their points (purge step 0), or it drew both starts over each other
         restart = resume_step is None and _has_events(self.log_dir)
@@ -150,7 +115,8 @@ class TBLogger:
             # what the resumed run keeps: image() and hparams() must know it, or a run resumed from its last
             # checkpoint (stopped while it wrote its report, or already finished) logged its final cl/* points, its
             # images and its hparams a second time, and TensorBoard showed them twice
-            self._last, self._kept_images, self._kept_hparams = _kept_records(self.log_dir, resume_step)
+            self._last, self._kept_images, self._kept_sessions, started = _kept_records(self.log_dir, resume_step)
+            self._started = started or self._started
         with interrupts_held():  # a Ctrl+C inside TensorBoard's writer could hang its closing flush (every method)
             purge = 0 if restart else None if resume_step is None else resume_step + 1
             self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=purge)
@@ -202,21 +168,22 @@ class TBLogger:
         self._max_step = max(self._max_step, step)
 
     @interrupts_held()
-    def hparams(self, hparams: Mapping | None, metrics: Mapping[str, float | None]) -> None:
-        """Record the run's hyper-parameters and final metrics for the HParams dashboard, in this same run.
+    def hparams(self, hparams: Mapping | None, metrics: Mapping[str, float | None], finished: bool = True) -> None:
+        """Record the run's hyper-parameters and final metrics for the HParams dashboard, in this same run, with
+        the run's start time and, when `finished` (False: a sweep trial stopped early), its end (`session_summaries`).
 
         hparams: nested config (flattened to dotted keys; None and lists shown as text); defaults to the
         hparams given to the constructor. metrics: {tag: value}; None values are skipped. A metric whose
         tag already has this value as its latest point is not written again; others are written at the
         latest step so the dashboard can find them. A resumed run whose run had recorded its hparams before does
-        not record them again (the first record stays)."""
+        not record them again (the first record stays; an end is added where the run had none)."""
         hparams = self._pending_hparams if hparams is None else hparams
         if not hparams:
             raise ValueError("hparams needs a non-empty dict of hyper-parameters (or pass them to TBLogger)")
-        flat = _flatten_hparams(hparams)
+        flat = flatten_hparams(hparams)
         final = {k: float(v) for k, v in metrics.items() if v is not None}
-        if not self._kept_hparams:
-            for summary in _session_summaries(flat, final):
+        for tag, summary in session_summaries(flat, final, self._started, finished).items():
+            if tag not in self._kept_sessions:
                 self._writer.file_writer.add_summary(summary, self._max_step)
         # compared as stored (float32): the latest points of a resumed run are read back from its event file
         fresh = {k: v for k, v in final.items() if k not in self._last or np.float32(self._last[k][1]) != np.float32(v)}
@@ -279,12 +246,14 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]
             for tag, events in _series(_load(log_dir), "scalars").items()}
 
 
-def _kept_records(log_dir: str, last_step: int) -> tuple[dict[str, tuple[int, float]], set[tuple[str, int]], bool]:
+def _kept_records(log_dir: str, last_step: int) -> tuple[dict[str, tuple[int, float]], set[tuple[str, int]],
+                                                          set[str], float | None]:
     """What a run resumed at `last_step` keeps of `log_dir` (what is at or before that step): each scalar's latest
-    point {tag: (step, value)}, its images {(tag, step)}, and whether it holds hparams (summaries with no value of
-    their own, which only this loader sees); ({}, set(), False) without an event file."""
+    point {tag: (step, value)}, its images {(tag, step)}, the tags of its hparams session records (summaries with no
+    value of their own, which only this loader sees) and when it started (its first event, seconds since the epoch);
+    ({}, set(), set(), None) without an event file."""
     if not _has_events(log_dir):
-        return {}, set(), False
+        return {}, set(), set(), None
     accumulator = _load(log_dir)
 
     def kept(plugin: str):
@@ -293,7 +262,11 @@ def _kept_records(log_dir: str, last_step: int) -> tuple[dict[str, tuple[int, fl
 
     latest = {tag: (events[-1].step, _value(events[-1])) for tag, events in kept("scalars") if events}
     images = {(tag, event.step) for tag, events in kept("images") for event in events}
-    return latest, images, any(events for _, events in kept("hparams"))
+    try:
+        started = accumulator.FirstEventTimestamp()
+    except ValueError:  # event files with no event in them (a run killed as it opened its first)
+        started = None
+    return latest, images, {tag for tag, events in kept("hparams") if events and tag in SESSION_TAGS}, started
 
 
 def read_images(log_dir: str | os.PathLike) -> dict[str, list[tuple[int, int, int]]]:
@@ -326,7 +299,7 @@ def read_layout(log_dir: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
 
 def read_hparams(log_dir: str | os.PathLike) -> dict[str, bool | float | str]:
     """The hyper-parameters recorded with TBLogger.hparams in a run directory; {} when none were written."""
-    content = _plugin_content(_load(log_dir), "hparams").get("_hparams_/session_start_info")
+    content = _plugin_content(_load(log_dir), "hparams").get(SESSION_START_INFO_TAG)
     if content is None:
         return {}
     start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info

@@ -71,11 +71,12 @@ class TuneReporter:
     def stopped(self, trainer) -> None:
         """A trial Tune stopped before its end records its hparams all the same (its latest points are its metrics
         there): the HParams tab listed only the trials that wrote their report, so a sweep's table lacked exactly
-        the trials ASHA stopped. A trial resumed later keeps this record (TBLogger.hparams)."""
+        the trials ASHA stopped. It records no end: the tab reads its status as unknown, not success (it did not
+        finish). A trial resumed later keeps this record and adds its end when it finishes (TBLogger.hparams)."""
         from agents.report import hparams_of
 
         if not self.report_written:
-            self.logger.hparams(hparams_of(trainer.cfg), {})
+            self.logger.hparams(hparams_of(trainer.cfg), {}, finished=False)
 
 
 def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric: str) -> None:

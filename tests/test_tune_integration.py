@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from tensorboard.plugins.hparams import api_pb2
 
 pytest.importorskip("ray")
 
@@ -26,6 +27,7 @@ from agents.config import load_config  # noqa: E402
 from agents.config_file import from_yaml_file  # noqa: E402
 from agents.tb_logger import read_scalars  # noqa: E402
 from tests.test_tb_logger import hparams_tab  # noqa: E402
+from tests.test_tb_sessions import hparams_sessions  # noqa: E402
 
 
 class InterruptAfterFirstTrial(tune.Callback):
@@ -116,6 +118,10 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
             assert row["cl/ACC"] == pytest.approx(scalars["cl/ACC"][-1][1])
         # one HParams session per trial, also for one stopped by the interruption (or by ASHA) and resumed
         assert sessions(run) == 1
+    # what the tab says of each trial: success where it finished (resumed ones too), unknown where ASHA stopped it
+    statuses = {name: session.status for name, session in hparams_sessions(sweep_dir).items()}
+    assert statuses == {Path(r["run_dir"]).name: api_pb2.STATUS_SUCCESS if r["status"] == "done"
+                        else api_pb2.STATUS_UNKNOWN for r in rows}
     columns, metrics = hparams_tab(sweep_dir)  # `tensorboard --logdir <sweep dir>`'s HParams tab: the swept keys
     assert columns["memory.slots"].differs and columns["memory.pressure_weight"].differs
     assert not columns["model.dim"].differs and "cl/ACC" in metrics

@@ -230,14 +230,17 @@ def test_a_trial_always_reports_the_sweeps_metric(monkeypatch, tmp_path):
 
 def test_a_trial_tune_stops_early_is_listed_in_the_hparams_tab(monkeypatch, tmp_path):
     """Tune stops a trial (ASHA) by a sys.exit in its tune.report: only trials that wrote their report recorded
-    hparams, so the sweep's HParams tab lacked every trial ASHA stopped. Now it lists one with its latest points."""
+    hparams, so the sweep's HParams tab lacked every trial ASHA stopped. Now it lists one with its latest points,
+    its status unknown (it said success, as a finished trial) and its real start time (it was 0)."""
     from types import SimpleNamespace
 
     from ray import tune
+    from tensorboard.plugins.hparams import api_pb2
 
     from agents.tb_logger import TBLogger, read_hparams
     from agents.tune_trial import TuneReporter
     from tests.test_tb_logger import hparams_tab
+    from tests.test_tb_sessions import hparams_sessions
 
     def stop_trial(metrics, checkpoint=None):
         raise SystemExit(0)
@@ -251,3 +254,5 @@ def test_a_trial_tune_stops_early_is_listed_in_the_hparams_tab(monkeypatch, tmp_
     assert read_hparams(tmp_path / "trial")["memory.slots"] == 8
     columns, metrics = hparams_tab(tmp_path)
     assert columns["memory.slots"].domain_interval.max_value == 8 and metrics == ["cl/ACC"]
+    session = hparams_sessions(tmp_path)["trial"]
+    assert session.status == api_pb2.STATUS_UNKNOWN and session.start_time_secs > 0 and session.end_time_secs == 0
