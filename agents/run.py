@@ -208,6 +208,16 @@ def _keeps_sizes(run_dir: Path) -> str:
     return f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller ones)"
 
 
+def closing_line(run_dir: Path, runs_root: str) -> str:
+    """A run's last line: its folder and the command that shows it in TensorBoard. The logdir is runs_root where the
+    run lies inside it (a new run; a resumed one, or run_dir=, there): with a lone run folder as its logdir,
+    TensorBoard's HParams tab shows no metric values (README "TensorBoard"). A run folder elsewhere is shown alone,
+    not its parent folder (a temp folder, a home folder), which may hold anything."""
+    root = Path(runs_root)
+    logdir = root if root.resolve() in Path(run_dir).resolve().parents else run_dir
+    return f"run folder: {run_dir}  (tensorboard --logdir {shlex.quote(str(logdir))})"  # quoted: a command to paste
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -267,7 +277,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
                     print(f"this run is finished: it trained {trained} and wrote its report; "
                           "nothing to do (its summary, from metrics.json:)", flush=True)
                     print(summary_table(done))
-                    print(f"run folder: {run_dir}  (tensorboard --logdir {shlex.quote(str(run_dir))})")
+                    print(closing_line(run_dir, cfg.runs_root))
                     return 0
                 print(f"note: this run had trained {trained} but was stopped while "
                       "writing its report; nothing is left to train, so only its report (metrics.json, plots, "
@@ -327,8 +337,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             with suppress(OSError):  # a full disk: the run's own line (above) says what matters
                 logger.close()
     print(summary_table(metrics))
-    logdir = run_dir if cfg.run_dir or resume_dir else Path(cfg.runs_root)  # runs_root: all runs side by side
-    print(f"run folder: {run_dir}  (tensorboard --logdir {shlex.quote(str(logdir))})")  # quoted: a command to paste
+    print(closing_line(run_dir, cfg.runs_root))
     return 0
 
 

@@ -289,3 +289,15 @@ def test_the_tensorboard_command_it_prints_is_one_shell_word_per_path(tmp_path, 
     for argv in (tiny("ContinualShift-v0", "transformer", run_dir), [f"resume={run_dir}"]):  # resumed when
         assert run.main(argv) == 0  # finished: "this run is finished", its own closing line
         assert capsys.readouterr().out.rstrip().endswith(f"(tensorboard --logdir '{run_dir}')")
+
+
+def test_a_run_inside_its_runs_root_is_shown_with_all_of_them(tmp_path, capsys):
+    """run_dir= inside runs_root and resume= suggested `tensorboard --logdir <the run folder>`, whose HParams tab shows
+    no metric values (TensorBoard looks a lone run's up under "./."); a new run suggested runs_root. Now they do too;
+    a run folder elsewhere is still shown alone (test_every_env_and_agent_runs_end_to_end): its parent may hold
+    anything."""
+    root = tmp_path / "my runs"
+    run_dir = root / "ContinualShift-v0" / "mine"
+    for argv in (tiny("ContinualShift-v0", "gru", run_dir, f"runs_root={root}"), [f"resume={run_dir}"]):
+        assert run.main(argv) == 0  # the second: "this run is finished", its own closing line
+        assert capsys.readouterr().out.rstrip().endswith(f"run folder: {run_dir}  (tensorboard --logdir '{root}')")
