@@ -261,13 +261,14 @@ def zip_damage(path: str | os.PathLike) -> str | None:
     return None
 
 
-def checked_torch_load(path: str | os.PathLike, what: str, fmt: str, writer: str | None = None,
+def checked_torch_load(path: str | os.PathLike, what: str, fmt: str | tuple[str, ...], writer: str | None = None,
                        saved_as: str = "file") -> dict:
     """Load a dict saved by `atomic_torch_save`; a missing, damaged or foreign file raises a one-line error.
 
-    `what` names the component in messages; `fmt` is the value its "format" entry must have; `writer` names the
-    function that writes such files (default `{what}.save`, for classes with save/load methods); `saved_as`: what
-    `{what}.save` writes, the file itself or a folder holding `path` (FaissStore).
+    `what` names the component in messages; `fmt` is the value its "format" entry must have (or a tuple: the newest
+    format first, then older ones its loader converts); `writer` names the function that writes such files (default
+    `{what}.save`, for classes with save/load methods); `saved_as`: what `{what}.save` writes, the file itself or a
+    folder holding `path` (FaissStore).
     """
     path = Path(path)
     if not path.is_file():
@@ -284,9 +285,10 @@ def checked_torch_load(path: str | os.PathLike, what: str, fmt: str, writer: str
         d = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a truncated or foreign file; report them as one
         raise ValueError(f"{what}: {path} is damaged or not a torch file ({type(e).__name__})") from None
-    if not isinstance(d, dict) or d.get("format") != fmt:
+    formats = (fmt,) if isinstance(fmt, str) else fmt
+    if not isinstance(d, dict) or d.get("format") not in formats:
         got = d.get("format") if isinstance(d, dict) else type(d).__name__
-        raise ValueError(f"{what}: {path} has format {got!r}, expected {fmt!r}")
+        raise ValueError(f"{what}: {path} has format {got!r}, expected {formats[0]!r}")
     return d
 
 

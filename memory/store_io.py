@@ -30,7 +30,8 @@ from memory.persist import (
 )
 from memory.store_lookup import META_FIELDS
 
-FORMAT = "memstream.FaissStore/3"  # /2: metadata gained the "token" column, /3: "prev"
+FORMAT = "memstream.FaissStore/4"  # /2: metadata gained the "token" column, /3: "prev", /4: live rows only
+LEGACY_FORMAT = "memstream.FaissStore/3"  # every row saved: loads (`_live_rows_of`)
 WHERE = "FaissStore.load_state_dict"
 LEGACY_INDEX = "index.pt"  # the index file of saves that predate per-save index names
 SAVED_INDEX = re.compile(r"index-[0-9a-f]{32}\.pt")  # `save`'s index file names: index-<uuid4 hex>.pt
@@ -49,23 +50,34 @@ class StorePersistence:
                 "hnsw_min_entries": self.hnsw_min_entries, "exact_block": self.exact_block,
                 "precision": self.precision, "importance_halflife": self.importance_halflife}
 
-    _ARRAYS = ("_keys", "_values", "_meta", "_row_id", "_gen", "_seq", "_stamp", "_importance", "_fill", "_count")
+    # saved at the live rows only ("rows", ascending): an empty row's content is never read (search masks it,
+    # `_take_rows` takes it before any entry) and a load writes what a new store's empty rows hold (_EMPTY), so
+    # the state grows with the entries, not the capacity (ContinualShift's checkpoint: 239 -> 167 MB, README)
+    _ROWS = ("_keys", "_values", "_meta", "_row_id", "_stamp", "_importance")
+    _EMPTY = {"_keys": 0, "_values": 0, "_meta": -1, "_row_id": -1, "_stamp": 0, "_importance": 0}
+    # whole: a row's gen outlives its entry (ids are never reused), and so does its seq (emptied rows are reused
+    # oldest first, `_take_rows`: the ids of later adds depend on it)
+    _WHOLE = ("_gen", "_seq", "_fill", "_count")
 
     def state_dict(self) -> dict:
-        """Tensors and python scalars only (loads with torch.load(weights_only=True))."""
+        """Tensors and python scalars only (loads with torch.load(weights_only=True)); the per-row arrays at the
+        live rows only (`rows`), gen and seq of every row."""
+        rows = np.flatnonzero(self._row_id >= 0)  # (n,) ascending
         d = {"format": FORMAT, "config": {**self._settings(), **self._tuning()},
              "clock": self._clock, "adds": self._adds,
              "ann": [a.state() for a in self._ann] if self._ann is not None else [],
-             "codes": self.coded.digest() if self.coded is not None else None}  # the codes its keys were checked under
-        for name in self._ARRAYS:
+             "codes": self.coded.digest() if self.coded is not None else None,  # the codes its keys were checked under
+             "rows": torch.from_numpy(rows)}
+        for name in self._ROWS:
+            d[name.lstrip("_")] = torch.from_numpy(getattr(self, name)[rows])  # (n, ...): indexing copies once
+        for name in self._WHOLE:
             d[name.lstrip("_")] = torch.from_numpy(getattr(self, name).copy())
         return d
 
-    def load_state_dict(self, d: dict) -> None:
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"FaissStore.load_state_dict: format {got!r}, expected {FORMAT!r}")
-        missing = sorted({"config", "clock", "adds", "ann", *(n.lstrip("_") for n in self._ARRAYS)} - set(d))
+    def _checked_arrays(self, d: dict, names: tuple[str, ...], n: int) -> None:
+        """`d`'s arrays `names` are tensors of this store's shapes and dtypes (those of _ROWS with `n` rows), or a
+        one-line ValueError; `d` first holds every part of a state."""
+        missing = sorted({"config", "clock", "adds", "ann", *(n.lstrip("_") for n in names)} - set(d))
         if missing:
             raise ValueError(f"FaissStore.load_state_dict: the saved state lacks {', '.join(missing)}; it is damaged "
                              "or not a FaissStore's")
@@ -73,14 +85,42 @@ class StorePersistence:
             raise ValueError("FaissStore.load_state_dict: the saved settings ('config') are not a dict; the state is "
                              "damaged")
         check_saved_config("FaissStore", d["config"], self._settings())
-        for name in self._ARRAYS:
+        for name in names:
             saved, mine = d[name.lstrip("_")], getattr(self, name)
             if not isinstance(saved, torch.Tensor):
                 raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} is a {type(saved).__name__}, "
                                  "expected a tensor; the state is damaged")
-            if tuple(saved.shape) != mine.shape or saved.numpy().dtype != mine.dtype:
+            shape = (n, *mine.shape[1:]) if name in self._ROWS else mine.shape
+            if tuple(saved.shape) != shape or saved.numpy().dtype != mine.dtype:
                 raise ValueError(f"FaissStore.load_state_dict: {name.lstrip('_')} is {tuple(saved.shape)} "
-                                 f"{saved.numpy().dtype}, expected {mine.shape} {mine.dtype}")
+                                 f"{saved.numpy().dtype}, expected {shape} {mine.dtype}")
+
+    def _live_rows_of(self, d: dict) -> dict:
+        """A FaissStore/3 state (every row saved) as this format's (the live rows: id >= 0), checked as /3 states
+        were: an empty row's id is -1 and its importance finite, as every row's."""
+        self._checked_arrays(d, self._ROWS + self._WHOLE, self.rows)
+        problem = ("entry ids that this store did not issue for their rows" if (d["row_id"].numpy() < -1).any()
+                   else "NaN or inf importances" if not np.isfinite(d["importance"].numpy()).all() else None)
+        if problem is not None:
+            raise ValueError(f"FaissStore.load_state_dict: the saved state holds {problem}; it is damaged")
+        rows = torch.from_numpy(np.flatnonzero(d["row_id"].numpy() >= 0))
+        return {**d, "format": FORMAT, "rows": rows, **{n.lstrip("_"): d[n.lstrip("_")][rows] for n in self._ROWS}}
+
+    def load_state_dict(self, d: dict) -> None:
+        if isinstance(d, dict) and d.get("format") == LEGACY_FORMAT:
+            d = self._live_rows_of(d)
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"FaissStore.load_state_dict: format {got!r}, expected {FORMAT!r}")
+        rows = d.get("rows")
+        if not isinstance(rows, torch.Tensor) or rows.dim() != 1 or rows.dtype != torch.int64:
+            raise ValueError("FaissStore.load_state_dict: the saved state's rows are missing or not an int64 "
+                             "vector; it is damaged or not a FaissStore's")
+        rows = rows.numpy()
+        self._checked_arrays(d, self._ROWS + self._WHOLE, len(rows))
+        if len(rows) and not (rows[0] >= 0 and rows[-1] < self.rows and (np.diff(rows) > 0).all()):
+            raise ValueError(f"FaissStore.load_state_dict: the saved rows are not ascending rows of [0, {self.rows}); "
+                             "the state is damaged")
         clock, adds = saved_count(d["clock"], "clock", WHERE), saved_count(d["adds"], "adds", WHERE)
         # the index states too (they were found wanting only after every array had been copied)
         ann, keys = d["ann"], ("blob", "row_of", "alive", "built") if self.index == "hnsw" else ("blob",)
@@ -89,23 +129,23 @@ class StorePersistence:
             raise ValueError(f"FaissStore.load_state_dict: the saved {self.index} index state does not fit "
                              f"{self.partitions} partitions; the state is damaged")
         # before anything is copied: the bookkeeping must agree with the rows (a hand-edited count loaded silently)
-        live = (d["row_id"].numpy().reshape(self.partitions, self.capacity) >= 0)
-        count, fill = d["count"].numpy(), d["fill"].numpy()
-        used = np.where(live.any(1), self.capacity - np.argmax(live[:, ::-1], axis=1), 0)  # 1 + last live row
-        if not ((count == live.sum(1)).all() and (fill >= used).all() and (fill <= self.capacity).all()):
+        part, count, fill = rows // self.capacity, d["count"].numpy(), d["fill"].numpy()
+        used = np.zeros(self.partitions, dtype=np.int64)  # 1 + last live row of each partition
+        np.maximum.at(used, part, rows - part * self.capacity + 1)
+        if not ((count == np.bincount(part, minlength=self.partitions)).all() and (fill >= used).all()
+                and (fill <= self.capacity).all()):
             raise ValueError("FaissStore.load_state_dict: the saved entry counts do not match its rows; the state is "
                              "damaged")
         for name in ("keys", "values"):  # add() refuses NaN / inf: such a file was damaged or edited
-            bad = int((~np.isfinite(d[name].numpy()[live.reshape(-1)])).any(1).sum())
+            bad = int((~np.isfinite(d[name].numpy())).any(1).sum())
             if bad:
                 raise ValueError(f"FaissStore.load_state_dict: {name} of {bad} entries hold NaN or inf, which add() "
                                  "refuses; the state is damaged")
-        self._check_rows(d, live.reshape(-1), clock)
+        self._check_rows(d, rows, clock)
         if self.coded is not None and d.get("codes") != self.coded.digest():  # a search looks coded blocks up by
             # metadata: keys that are not those codes (a store saved with other codes, or without them) ranked silently
             # wrong, a token past the table failed. Keys checked at `add` under these very codes need no second look.
-            rows = np.flatnonzero(live.reshape(-1))
-            keys, meta = d["keys"].numpy()[rows], d["meta"].numpy()[rows]
+            keys, meta = d["keys"].numpy(), d["meta"].numpy()
             self.coded.check(keys, {f: meta[:, META_FIELDS.index(f)] for f in self.coded.fields},
                              "FaissStore.load_state_dict", "make this store with the codes of the store that saved "
                              "them (MemNet: its token_codes), or without coded=")
@@ -117,26 +157,30 @@ class StorePersistence:
         except Exception as e:
             raise ValueError(f"FaissStore.load_state_dict: the saved {self.index} index state does not load "
                              f"({type(e).__name__}); the state is damaged") from None
-        for name in self._ARRAYS:
+        for name, empty in self._EMPTY.items():
+            mine = getattr(self, name)
+            mine.fill(empty)
+            mine[rows] = d[name.lstrip("_")].numpy()
+        for name in self._WHOLE:
             getattr(self, name)[...] = d[name.lstrip("_")].numpy()
         self._write_search_copies()
         self._clock, self._adds, self._ann = clock, adds, fresh
 
-    def _check_rows(self, d: dict, live: np.ndarray, clock: int) -> None:
-        """What `add` and `search` guarantee of the rows of a saved state (`live` (R,) bool: the rows holding an
-        entry; `clock`: the saved clock), or one ValueError line: a live row's id is (gen - 1) R + row (ids are
-        issued so: an edited one returned another entry's values for it), generations >= 0 (a negative one issued
-        negative ids), insertion numbers distinct and below the clock, last-use stamps from the insertion on and
-        below the clock (fifo / lru order, tie-breaks and replacement's newest-first read them: edited ones evicted
-        or replaced the wrong entries, and later adds reissued them), finite importances (NaN ones were never
+    def _check_rows(self, d: dict, rows: np.ndarray, clock: int) -> None:
+        """What `add` and `search` guarantee of the entries of a saved state (`rows` (n,): the rows holding them, its
+        per-row arrays' order; `clock`: the saved clock), or one ValueError line: an entry's id is (gen - 1) R + row
+        (ids are issued so: an edited one returned another entry's values for it), generations >= 0 (a negative one
+        issued negative ids), insertion numbers distinct and below the clock, last-use stamps from the insertion on
+        and below the clock (fifo / lru order, tie-breaks and replacement's newest-first read them: edited ones
+        evicted or replaced the wrong entries, and later adds reissued them), finite importances (NaN ones were never
         evicted), keys no longer than unit in a cosine store (others scored past [-1, 1]) and each entry's lane one
         of the store's, its partition's with scope=lane (another lane's survived that lane's `clear`)."""
-        row_id, gen, rows = d["row_id"].numpy(), d["gen"].numpy(), np.arange(len(live))
-        seq, stamp = d["seq"].numpy()[live], d["stamp"].numpy()[live]
+        row_id, gen = d["row_id"].numpy(), d["gen"].numpy()
+        seq, stamp = d["seq"].numpy()[rows], d["stamp"].numpy()
         problem = None
         if (gen < 0).any() or (gen > MAX_SAVED_COUNT).any():
             problem = f"generation counts out of [0, {MAX_SAVED_COUNT}]"
-        elif (row_id[~live] != -1).any() or (row_id[live] != (gen[live] - 1) * self.rows + rows[live]).any():
+        elif (row_id < 0).any() or (row_id != (gen[rows] - 1) * self.rows + rows).any():
             problem = "entry ids that this store did not issue for their rows"
         elif (seq < 0).any() or (seq >= clock).any() or len(np.unique(seq)) != len(seq):
             problem = f"insertion numbers (seq) that are negative, repeated or not below its clock ({clock})"
@@ -144,14 +188,14 @@ class StorePersistence:
             problem = f"last-use stamps before their entry's insertion or not below its clock ({clock})"
         elif not np.isfinite(d["importance"].numpy()).all():
             problem = "NaN or inf importances"
-        elif self.metric == "cosine" and live.any():
+        elif self.metric == "cosine" and len(rows):
             keys = d["keys"].numpy()  # |k| = 1, or below where a key under 1e-12 was scaled by the 1e12 cap
-            sq = np.einsum("ij,ij->i", keys, keys)[live]  # (no copy of the keys: a store may hold millions)
+            sq = np.einsum("ij,ij->i", keys, keys)  # (no copy of the keys: a store may hold millions)
             if not (sq <= 1 + 2e-3).all():
                 problem = "keys longer than unit vectors (a cosine store keeps them normalised)"
-        if problem is None and live.any():
-            lane = d["meta"].numpy()[live, META_FIELDS.index("lane")]
-            own = rows[live] // self.capacity if self.scope == "lane" else None
+        if problem is None and len(rows):
+            lane = d["meta"].numpy()[:, META_FIELDS.index("lane")]
+            own = rows // self.capacity if self.scope == "lane" else None
             if ((lane < 0) | (lane >= self.lanes)).any() or (own is not None and (lane != own).any()):
                 problem = f"entries of lanes outside [0, {self.lanes}) or outside their lane's partition"
         if problem is not None:
@@ -178,7 +222,8 @@ class StorePersistence:
         if Path(path).is_file():  # e.g. the store.pt inside the folder
             raise FileNotFoundError(f"FaissStore: {path} is a file, and FaissStore.save writes a folder; point "
                                     "FaissStore.load at the folder")
-        store_part = checked_torch_load(Path(path) / "store.pt", "FaissStore", FORMAT, saved_as="folder")
+        store_part = checked_torch_load(Path(path) / "store.pt", "FaissStore", (FORMAT, LEGACY_FORMAT),
+                                        saved_as="folder")
         index_name = store_part.pop("index_file", LEGACY_INDEX)
         if not isinstance(index_name, str) or Path(index_name).name != index_name:
             raise ValueError(f"FaissStore: {path}/store.pt names index file {index_name!r}, not a file in its folder")
@@ -186,7 +231,7 @@ class StorePersistence:
             raise FileNotFoundError(f"FaissStore: {path}/store.pt names index file {index_name}, which is not in the "
                                     "folder (a store.pt from another save, or a folder copied in part); load the "
                                     "folder FaissStore.save wrote whole")
-        index_part = checked_torch_load(Path(path) / index_name, "FaissStore", FORMAT + ":index")
+        index_part = checked_torch_load(Path(path) / index_name, "FaissStore", store_part["format"] + ":index")
         if store_part.get("token") != index_part.get("token"):
             raise ValueError(f"FaissStore: {path}/{index_name} and store.pt come from different saves")
         if not isinstance(store_part.get("config"), dict):
