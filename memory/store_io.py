@@ -29,6 +29,7 @@ from memory.persist import (
     saved_count,
 )
 from memory.store_lookup import META_FIELDS
+from memory.store_search import CodedKeys
 
 FORMAT = "memstream.FaissStore/4"  # /2: metadata gained the "token" column, /3: "prev", /4: live rows only
 LEGACY_FORMAT = "memstream.FaissStore/3"  # every row saved: loads (`_live_rows_of`)
@@ -52,7 +53,7 @@ class StorePersistence:
 
     # saved at the live rows only ("rows", ascending): an empty row's content is never read (search masks it,
     # `_take_rows` takes it before any entry) and a load writes what a new store's empty rows hold (_EMPTY), so
-    # the state grows with the entries, not the capacity (ContinualShift's checkpoint: 239 -> 167 MB, README)
+    # the state grows with the entries, not the capacity (ContinualShift's checkpoint: README "Long runs")
     _ROWS = ("_keys", "_values", "_meta", "_row_id", "_stamp", "_importance")
     _EMPTY = {"_keys": 0, "_values": 0, "_meta": -1, "_row_id": -1, "_stamp": 0, "_importance": 0}
     # whole: a row's gen outlives its entry (ids are never reused), and so does its seq (emptied rows are reused
@@ -72,7 +73,57 @@ class StorePersistence:
             d[name.lstrip("_")] = torch.from_numpy(getattr(self, name)[rows])  # (n, ...): indexing copies once
         for name in self._WHOLE:
             d[name.lstrip("_")] = torch.from_numpy(getattr(self, name).copy())
+        if self.coded is not None and self._coded_exactly(rows):  # the coded blocks are their codes, bit for bit:
+            # the table and the metadata write them back at a load (ContinualShift: 256 of 384 columns, 42 MB)
+            d["keys"] = torch.from_numpy(self._keys[rows, self.coded.width:])  # (n, D - F Dc)
+            d["key_codes"] = {"codes": self.coded.codes.clone(), "fields": list(self.coded.fields)}
         return d
+
+    def _coded_exactly(self, rows: np.ndarray, chunk: int = 8192) -> bool:
+        """Whether the coded blocks of the entries at `rows` are their codes bit for bit (`add` also takes blocks
+        within CODE_TOLERANCE of them, e.g. from bfloat16 autocast; a state of those keeps whole keys). In chunks of
+        rows: the compared copies stay small beside a snapshot of a full store."""
+        Dc = self.coded.codes.shape[1]
+        for start in range(0, len(rows), chunk):
+            at = rows[start:start + chunk]
+            for f, field in enumerate(self.coded.fields):
+                ids = self._meta[at, META_FIELDS.index(field)]
+                want, got = self.coded.block(ids), self._keys[at, f * Dc:(f + 1) * Dc]  # (c, Dc) each
+                if (ids >= len(self.coded.codes)).any() or not np.array_equal(got.view(np.uint32),
+                                                                              want.view(np.uint32)):
+                    return False
+        return True
+
+    def _with_coded_blocks(self, d: dict, n: int) -> dict:
+        """A state saved without its keys' coded blocks (`key_codes`: the code table and fields, `state_dict`) with
+        them written back from its entries' metadata, checked: the table must be the one whose digest it was saved
+        with ("codes") and cover the metadata's ids. Other states as they are."""
+        saved = d.get("key_codes")
+        if saved is None:
+            return d
+        table, fields = (saved.get(k) for k in ("codes", "fields")) if isinstance(saved, dict) else (None, None)
+        if not (isinstance(table, torch.Tensor) and table.dtype == torch.float32 and table.dim() == 2
+                and isinstance(fields, (list, tuple)) and fields and all(f in META_FIELDS for f in fields)
+                and len(fields) * table.shape[1] <= self.dim
+                and CodedKeys(table, tuple(fields)).digest() == d.get("codes")):
+            raise ValueError("FaissStore.load_state_dict: the saved key codes are not the codes its keys were saved "
+                             "under; the state is damaged")
+        coded, rest = CodedKeys(table, tuple(fields)), d.get("keys")
+        shape = (n, self.dim - coded.width)
+        if not isinstance(rest, torch.Tensor) or tuple(rest.shape) != shape or rest.dtype != torch.float32:
+            got = f"{tuple(rest.shape)} {rest.dtype}" if isinstance(rest, torch.Tensor) else type(rest).__name__
+            raise ValueError(f"FaissStore.load_state_dict: keys is {got}, expected {shape} torch.float32 (keys "
+                             "saved without their coded blocks); the state is damaged")
+        meta, Dc = d["meta"].numpy(), table.shape[1]
+        keys = np.empty((n, self.dim), dtype=np.float32)  # (n, D)
+        keys[:, coded.width:] = rest.numpy()
+        for f, field in enumerate(coded.fields):
+            ids = meta[:, META_FIELDS.index(field)]
+            if (ids >= len(table)).any():
+                raise ValueError(f"FaissStore.load_state_dict: the saved state holds {field} ids past its "
+                                 f"{len(table)} key codes; it is damaged")
+            keys[:, f * Dc:(f + 1) * Dc] = coded.block(ids)
+        return {**d, "keys": torch.from_numpy(keys)}
 
     def _checked_arrays(self, d: dict, names: tuple[str, ...], n: int) -> None:
         """`d`'s arrays `names` are tensors of this store's shapes and dtypes (those of _ROWS with `n` rows), or a
@@ -117,7 +168,9 @@ class StorePersistence:
             raise ValueError("FaissStore.load_state_dict: the saved state's rows are missing or not an int64 "
                              "vector; it is damaged or not a FaissStore's")
         rows = rows.numpy()
-        self._checked_arrays(d, self._ROWS + self._WHOLE, len(rows))
+        self._checked_arrays(d, tuple(a for a in self._ROWS + self._WHOLE if a != "_keys"), len(rows))
+        d = self._with_coded_blocks(d, len(rows))
+        self._checked_arrays(d, ("_keys",), len(rows))
         if len(rows) and not (rows[0] >= 0 and rows[-1] < self.rows and (np.diff(rows) > 0).all()):
             raise ValueError(f"FaissStore.load_state_dict: the saved rows are not ascending rows of [0, {self.rows}); "
                              "the state is damaged")

@@ -67,13 +67,21 @@ class CodedKeys(NamedTuple):
         h.update(repr((tuple(self.codes.shape), self.fields)).encode())
         return h.hexdigest()
 
+    def block(self, ids: np.ndarray) -> np.ndarray:
+        """ids (n,) int64 -> (n, Dc) float32: the code of each id, +0.0 where it is negative (missing); ids past the
+        table read its last code (callers refuse them)."""
+        codes = self.codes.numpy()
+        out = codes[np.clip(ids, 0, len(codes) - 1)]  # (n, Dc), a copy
+        out[ids < 0] = 0.0
+        return out
+
     def check(self, keys: np.ndarray, meta: dict, where: str = "FaissStore.add",
               fix: str = "pass the codes the keys were made of") -> None:
         """keys (n, D), meta: field -> (n,) int64: raise ValueError where a coded block is not its code."""
         codes, Dc = self.codes.numpy(), self.codes.shape[1]
         for f, field in enumerate(self.fields):
             ids = meta.get(field, np.full(len(keys), -1))
-            want = np.where((ids >= 0)[:, None], codes[np.clip(ids, 0, len(codes) - 1)], 0.0)  # (n, Dc)
+            want = self.block(ids)  # (n, Dc)
             block = keys[:, f * Dc:(f + 1) * Dc]
             # exact equality first (float32 keys made of the codes, ~20x cheaper), the tolerance only otherwise
             if ((ids >= len(codes)).any() or not (np.array_equal(block, want)

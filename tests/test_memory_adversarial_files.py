@@ -293,13 +293,18 @@ def test_a_coded_store_refuses_saved_keys_that_are_not_its_codes():
     plain.load_state_dict(state)
     np.testing.assert_array_equal(same.search(q, 4).ids, plain.search(q, 4).ids)
     np.testing.assert_allclose(same.search(q, 4).scores, plain.search(q, 4).scores, rtol=1e-5, atol=1e-5)
-    # the state names the codes its keys were checked under: the same codes skip the second check; a state without
-    # that name (saved before it was recorded, or edited) gets the full check, which its keys pass or fail as keys
+    # the state names the codes its keys were checked under: the same codes skip the second check; a state of whole
+    # keys without that name (saved before it was recorded, or edited) gets the full check, which its keys pass or
+    # fail as keys. (A state saved without its keys' coded blocks needs the name: its code table must match it.)
     assert state["codes"] == CodedKeys(codes.clone(), ("token", "prev")).digest() != coded_store(others).coded.digest()
+    whole = plain.state_dict()
+    assert whole["keys"].shape == (10, 2 * DC + REST) and "key_codes" not in whole
     for digest in (None, "edited"):
-        coded_store(codes).load_state_dict({**state, "codes": digest})
+        coded_store(codes).load_state_dict({**whole, "codes": digest})
         with pytest.raises(ValueError, match=r"must be the code of meta\['token'\]"):
-            coded_store(others).load_state_dict({**state, "codes": digest})
+            coded_store(others).load_state_dict({**whole, "codes": digest})
+        with pytest.raises(ValueError, match="the saved key codes are not the codes its keys were saved under"):
+            coded_store(codes).load_state_dict({**state, "codes": digest})
 
 
 def test_a_store_load_with_a_damaged_index_state_leaves_the_store_as_it_was():

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from memory.store import FaissStore
+from memory.store import CodedKeys, FaissStore
 from memory.store_io import LEGACY_FORMAT
 from tests.test_memory_store import clustered
+from tests.test_memory_store_coded import CAP, DC, LANES, V, coded_keys, filled
 from tests.test_resume import assert_same
 
 PER_ROW = ("keys", "values", "meta", "row_id", "stamp", "importance")
@@ -19,6 +20,7 @@ def every_row_state(store: FaissStore) -> dict:
     """The state FaissStore/3 saved for `store`: every row of every array."""
     d = store.state_dict()
     del d["rows"]
+    d.pop("key_codes", None)  # (coded stores: their keys whole)
     return {**d, "format": LEGACY_FORMAT, **{n: torch.from_numpy(getattr(store, f"_{n}").copy()) for n in PER_ROW}}
 
 
@@ -146,5 +148,57 @@ def test_saved_rows_that_do_not_fit_the_store_are_refused(edit):
     edit(d)
     fresh = FaissStore(8, 3, capacity=40, lanes=2)
     with pytest.raises(ValueError, match="FaissStore.load_state_dict: .*(rows|keys is)") as err:
+        fresh.load_state_dict(d)
+    assert "\n" not in str(err.value) and len(fresh) == 0
+
+
+def test_coded_keys_are_saved_without_their_codes_and_load_bit_for_bit(tmp_path):
+    """With coded keys (MemNet's token codes) the blocks that are codes of the entries' metadata are not saved:
+    the code table and the metadata write them back, the same bits, also into a store made without the codes."""
+    store = filled(16)
+    d, rows = store.state_dict(), np.flatnonzero(store._row_id >= 0)
+    assert d["keys"].shape == (len(rows), 16) and tuple(d["key_codes"]["fields"]) == ("token", "prev")
+    again = FaissStore(2 * DC + 16, 4, CAP, lanes=LANES, metric="ip", coded=store.coded)
+    again.load_state_dict(d)
+    assert_same(store.state_dict(), again.state_dict(), "store")
+    assert store._keys[rows].tobytes() == again._keys[rows].tobytes()
+    store.save(tmp_path / "s")
+    plain = FaissStore.load(tmp_path / "s")  # no codes given: whole keys
+    assert plain.state_dict()["keys"].shape == (len(rows), 2 * DC + 16)
+    assert store._keys[rows].tobytes() == plain._keys[rows].tobytes()
+    q = np.random.default_rng(2).standard_normal((LANES, 4, 2 * DC + 16)).astype(np.float32)
+    np.testing.assert_array_equal(store.search(q, 5).ids, plain.search(q, 5).ids)
+    other = FaissStore(2 * DC + 16, 4, CAP, lanes=LANES, metric="ip",
+                       coded=CodedKeys(store.coded.codes + 1, ("token", "prev")))
+    with pytest.raises(ValueError, match="must be the code of meta"):  # as whole keys under other codes were
+        other.load_state_dict(d)
+
+
+def test_coded_blocks_that_are_not_their_codes_bit_for_bit_are_saved_whole():
+    """`add` takes blocks within CODE_TOLERANCE of their codes (bfloat16 autocast): those keys are kept as given."""
+    rng = np.random.default_rng(3)
+    keys, meta, codes = coded_keys(rng, 30, 4)
+    keys[5, 0] *= 1 + 2 ** -10  # within the tolerance
+    store = FaissStore(2 * DC + 4, 2, CAP, metric="ip", coded=CodedKeys(codes, ("token", "prev")))
+    store.add(keys, np.zeros((30, 2)), [0] * 30, meta=meta)
+    d = store.state_dict()
+    assert d["keys"].shape == (30, 2 * DC + 4) and "key_codes" not in d
+    loaded = FaissStore(2 * DC + 4, 2, CAP, metric="ip", coded=CodedKeys(codes, ("token", "prev")))
+    loaded.load_state_dict(d)
+    assert loaded._keys[:30].tobytes() == keys.tobytes()
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda d: d["key_codes"]["codes"].add_(1e-3), "the saved key codes are not the codes its keys were saved"),
+    (lambda d: d["key_codes"].__setitem__("fields", ["token", "lane"]), "the saved key codes are not the codes"),
+    (lambda d: d["key_codes"].pop("codes"), "the saved key codes are not the codes"),
+    (lambda d: d["meta"][:, 6].fill_(V), f"the saved state holds token ids past its {V} key codes"),
+    (lambda d: d.__setitem__("keys", d["keys"][:, 1:]), r"keys is \(\d+, 15\) torch.float32, expected \(\d+, 16\)"),
+])
+def test_a_state_whose_key_codes_do_not_fit_is_refused(edit, problem):
+    d = filled(16).state_dict()
+    edit(d)
+    fresh = FaissStore(2 * DC + 16, 4, CAP, lanes=LANES, metric="ip")
+    with pytest.raises(ValueError, match=f"FaissStore.load_state_dict: {problem}") as err:
         fresh.load_state_dict(d)
     assert "\n" not in str(err.value) and len(fresh) == 0
