@@ -57,8 +57,10 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
     (P, Q, block), which the store keeps and reuses across searches. precision: fp32 | bf16 | auto, exact
     search's scan (module doc). coded: key blocks that are codes named by metadata (metric="ip", index="flat";
     `memory/store_search.py`): exact search looks their scores up instead of scanning them. It is how this store
-    searches, not what it holds: state_dict / save keep whole keys, and a store made to load them takes `coded`
-    from its maker again (`FaissStore.load(folder)` makes a plain one).
+    searches, not what it holds: a store made to load a state takes `coded` from its maker again
+    (`FaissStore.load(folder)` makes a plain one), and the state carries its own code table, so that its keys'
+    coded blocks need not be saved (state_dict: the live entries only, and the coded blocks written back at a
+    load where they are their codes bit for bit; `memory/store_io.py`).
     """
 
     def __init__(self, dim: int, value_dim: int, capacity: int, lanes: int = 1, scope: str = "lane",
