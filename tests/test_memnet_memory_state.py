@@ -9,6 +9,8 @@ import torch
 
 from agents.memnet import MemNet
 from tests.test_memnet import V, model_cfg, no_writes
+from tests.test_resume import assert_same
+from tests.test_store_live_rows import every_row_state
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +111,32 @@ def test_reset_memory_drops_the_cleared_lanes_store_entries_from_the_cache_too()
     np.testing.assert_array_equal(model.cache.tier_of(ids) >= 0, (lanes == 0) | (lanes == 2))
     model.reset_memory(state, torch.tensor([True, True, True]))
     assert len(model.store) == len(model.cache) == 0
+
+
+@pytest.mark.parametrize("mem", [{}, {"key_source": "token", "store_metric": "ip", "context_decay": 0.9}])
+def test_a_memory_state_now_and_of_a_checkpoint_from_before_loads_and_reads_the_same(mem):
+    """The memory state holds the store's live entries (with token codes: without the coded key blocks), and
+    checkpoints written before hold a FaissStore/3 state (every row, whole keys): each loads to the memory that was
+    saved, and the model reads what the model that saved it reads. (mem: ContinualShift's token-coded keys)"""
+    model = MemNet(model_cfg(**mem)).eval()
+    B, T = 2, 10
+    with torch.no_grad():
+        _, state, _ = model(torch.randint(0, V, (B, T)), model.initial_state(B), torch.rand(B, T) < 0.8)
+    store, now = model.store, model.memory_state_dict()
+    coded = store.coded.width if mem else 0
+    assert ("key_codes" in now["store"]) == bool(mem) and store.rows > len(store)
+    assert now["store"]["keys"].shape == (len(store), store.dim - coded)
+    old = {**now, "store": every_row_state(store)}
+    assert old["store"]["keys"].shape == (store.rows, store.dim)
+    tokens = torch.randint(0, V, (B, T))
+    with torch.no_grad():
+        a, _, aux_a = model(tokens, state, no_writes(tokens))
+    for saved in (now, old):
+        other = MemNet(model_cfg(**mem)).eval()
+        other.load_state_dict(model.state_dict())
+        other.load_memory_state_dict(saved)
+        assert_same(now, other.memory_state_dict(), "memory")
+        with torch.no_grad():
+            b, _, aux_b = other(tokens, state, no_writes(tokens))
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        assert torch.equal(aux_a["metrics"]["store_ids"], aux_b["metrics"]["store_ids"])
