@@ -69,14 +69,16 @@ class StorePersistence:
              "ann": [a.state() for a in self._ann] if self._ann is not None else [],
              "codes": self.coded.digest() if self.coded is not None else None,  # the codes its keys were checked under
              "rows": torch.from_numpy(rows)}
-        for name in self._ROWS:
-            d[name.lstrip("_")] = torch.from_numpy(getattr(self, name)[rows])  # (n, ...): indexing copies once
-        for name in self._WHOLE:
-            d[name.lstrip("_")] = torch.from_numpy(getattr(self, name).copy())
+        skip = 0  # leading key columns left out
         if self.coded is not None and self._coded_exactly(rows):  # the coded blocks are their codes, bit for bit:
             # the table and the metadata write them back at a load (ContinualShift: 256 of 384 columns, 42 MB)
-            d["keys"] = torch.from_numpy(self._keys[rows, self.coded.width:])  # (n, D - F Dc)
+            skip = self.coded.width
             d["key_codes"] = {"codes": self.coded.codes.clone(), "fields": list(self.coded.fields)}
+        for name in self._ROWS:  # (n, ...), keys (n, D - skip): indexing copies once
+            saved = self._keys[rows, skip:] if name == "_keys" else getattr(self, name)[rows]
+            d[name.lstrip("_")] = torch.from_numpy(saved)
+        for name in self._WHOLE:
+            d[name.lstrip("_")] = torch.from_numpy(getattr(self, name).copy())
         return d
 
     def _coded_exactly(self, rows: np.ndarray, chunk: int = 8192) -> bool:
@@ -94,18 +96,18 @@ class StorePersistence:
                     return False
         return True
 
-    def _with_coded_blocks(self, d: dict, n: int) -> dict:
-        """A state saved without its keys' coded blocks (`key_codes`: the code table and fields, `state_dict`) with
-        them written back from its entries' metadata, checked: the table must be the one whose digest it was saved
-        with ("codes") and cover the metadata's ids. Other states as they are."""
+    def _saved_codes(self, d: dict, n: int) -> CodedKeys | None:
+        """The codes of a state saved without its keys' coded blocks (`key_codes`, `state_dict`), checked: the
+        table must be the one whose digest it was saved with ("codes"), finite, and cover its entries' metadata, and
+        keys (n, D - coded width) float32; None for a state of whole keys."""
         saved = d.get("key_codes")
         if saved is None:
-            return d
+            return None
         table, fields = (saved.get(k) for k in ("codes", "fields")) if isinstance(saved, dict) else (None, None)
         if not (isinstance(table, torch.Tensor) and table.dtype == torch.float32 and table.dim() == 2
                 and isinstance(fields, (list, tuple)) and fields and all(f in META_FIELDS for f in fields)
-                and len(fields) * table.shape[1] <= self.dim
-                and CodedKeys(table, tuple(fields)).digest() == d.get("codes")):
+                and len(fields) * table.shape[1] <= self.dim and self.metric == "ip"  # coded keys are ip's
+                and bool(table.isfinite().all()) and CodedKeys(table, tuple(fields)).digest() == d.get("codes")):
             raise ValueError("FaissStore.load_state_dict: the saved key codes are not the codes its keys were saved "
                              "under; the state is damaged")
         coded, rest = CodedKeys(table, tuple(fields)), d.get("keys")
@@ -114,16 +116,12 @@ class StorePersistence:
             got = f"{tuple(rest.shape)} {rest.dtype}" if isinstance(rest, torch.Tensor) else type(rest).__name__
             raise ValueError(f"FaissStore.load_state_dict: keys is {got}, expected {shape} torch.float32 (keys "
                              "saved without their coded blocks); the state is damaged")
-        meta, Dc = d["meta"].numpy(), table.shape[1]
-        keys = np.empty((n, self.dim), dtype=np.float32)  # (n, D)
-        keys[:, coded.width:] = rest.numpy()
-        for f, field in enumerate(coded.fields):
-            ids = meta[:, META_FIELDS.index(field)]
-            if (ids >= len(table)).any():
+        meta = d["meta"].numpy()
+        for field in coded.fields:
+            if (meta[:, META_FIELDS.index(field)] >= len(table)).any():
                 raise ValueError(f"FaissStore.load_state_dict: the saved state holds {field} ids past its "
                                  f"{len(table)} key codes; it is damaged")
-            keys[:, f * Dc:(f + 1) * Dc] = coded.block(ids)
-        return {**d, "keys": torch.from_numpy(keys)}
+        return coded
 
     def _checked_arrays(self, d: dict, names: tuple[str, ...], n: int) -> None:
         """`d`'s arrays `names` are tensors of this store's shapes and dtypes (those of _ROWS with `n` rows), or a
@@ -169,8 +167,9 @@ class StorePersistence:
                              "vector; it is damaged or not a FaissStore's")
         rows = rows.numpy()
         self._checked_arrays(d, tuple(a for a in self._ROWS + self._WHOLE if a != "_keys"), len(rows))
-        d = self._with_coded_blocks(d, len(rows))
-        self._checked_arrays(d, ("_keys",), len(rows))
+        saved_codes = self._saved_codes(d, len(rows))  # keys (n, D - its width) if not None
+        if saved_codes is None:
+            self._checked_arrays(d, ("_keys",), len(rows))
         if len(rows) and not (rows[0] >= 0 and rows[-1] < self.rows and (np.diff(rows) > 0).all()):
             raise ValueError(f"FaissStore.load_state_dict: the saved rows are not ascending rows of [0, {self.rows}); "
                              "the state is damaged")
@@ -199,6 +198,9 @@ class StorePersistence:
             # metadata: keys that are not those codes (a store saved with other codes, or without them) ranked silently
             # wrong, a token past the table failed. Keys checked at `add` under these very codes need no second look.
             keys, meta = d["keys"].numpy(), d["meta"].numpy()
+            if saved_codes is not None:  # whole keys for the check (rarely: a store made with other codes)
+                keys = np.empty((len(rows), self.dim), dtype=np.float32)  # (n, D)
+                write_keys(keys, np.arange(len(rows)), d["keys"].numpy(), meta, saved_codes)
             self.coded.check(keys, {f: meta[:, META_FIELDS.index(f)] for f in self.coded.fields},
                              "FaissStore.load_state_dict", "make this store with the codes of the store that saved "
                              "them (MemNet: its token_codes), or without coded=")
@@ -213,7 +215,10 @@ class StorePersistence:
         for name, empty in self._EMPTY.items():
             mine = getattr(self, name)
             mine.fill(empty)
-            mine[rows] = d[name.lstrip("_")].numpy()
+            if name == "_keys" and saved_codes is not None:
+                write_keys(mine, rows, d["keys"].numpy(), d["meta"].numpy(), saved_codes)
+            else:
+                mine[rows] = d[name.lstrip("_")].numpy()
         for name in self._WHOLE:
             getattr(self, name)[...] = d[name.lstrip("_")].numpy()
         self._write_search_copies()
@@ -298,6 +303,19 @@ class StorePersistence:
         store = build_from_saved(cls, cfg, f"FaissStore: {path}/store.pt", skip=("coded",))
         store.load_state_dict({**store_part, "keys": index_part["keys"], "ann": index_part["ann"]})
         return store
+
+
+def write_keys(out: np.ndarray, at: np.ndarray, rest: np.ndarray, meta: np.ndarray, coded: CodedKeys,
+               chunk: int = 8192) -> None:
+    """Write keys saved without their coded blocks into rows `at` (n,) of `out` (R', D): the saved rest columns
+    `rest` (n, D - coded width), and each coded block the code that the entry's metadata `meta` (n, M) names. In
+    chunks of rows: the gathered codes stay small beside the store (no (n, D) temporary)."""
+    Dc = coded.codes.shape[1]
+    for start in range(0, len(at), chunk):
+        rows, part = at[start:start + chunk], slice(start, start + chunk)
+        out[rows, coded.width:] = rest[part]
+        for f, field in enumerate(coded.fields):
+            out[rows, f * Dc:(f + 1) * Dc] = coded.block(meta[part, META_FIELDS.index(field)])  # (c, Dc)
 
 
 def _replaced_index_files(folder: Path) -> list[Path]:
