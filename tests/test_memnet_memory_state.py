@@ -113,17 +113,23 @@ def test_reset_memory_drops_the_cleared_lanes_store_entries_from_the_cache_too()
     assert len(model.store) == len(model.cache) == 0
 
 
-@pytest.mark.parametrize("mem", [{}, {"key_source": "token", "store_metric": "ip", "context_decay": 0.9}])
+@pytest.mark.parametrize("mem", [{}, {"key_source": "token", "store_metric": "ip", "context_decay": 0.9},
+                                 {"key_source": "token", "store_metric": "ip", "store_replace": 0.5}])
 def test_a_memory_state_now_and_of_a_checkpoint_from_before_loads_and_reads_the_same(mem):
     """The memory state holds the store's live entries (with token codes: without the coded key blocks), and
     checkpoints written before hold a FaissStore/3 state (every row, whole keys): each loads to the memory that was
-    saved, and the model reads what the model that saved it reads. (mem: ContinualShift's token-coded keys)"""
+    saved, and the model reads what the model that saved it reads. (mem: ContinualShift's token-coded keys;
+    store_replace: LongDependency's, whose replaced entries leave emptied rows)"""
     model = MemNet(model_cfg(**mem)).eval()
     B, T = 2, 10
+    state = model.initial_state(B)
     with torch.no_grad():
-        _, state, _ = model(torch.randint(0, V, (B, T)), model.initial_state(B), torch.rand(B, T) < 0.8)
+        for _ in range(2):  # tokens that repeat: replaced entries
+            _, state, _ = model(torch.randint(0, 3, (B, T)), state, torch.rand(B, T) < 0.8)
     store, now = model.store, model.memory_state_dict()
     coded = store.coded.width if mem else 0
+    if "store_replace" in mem:
+        assert (store._count < store._fill).any()  # emptied rows among the used ones
     assert ("key_codes" in now["store"]) == bool(mem) and store.rows > len(store)
     assert now["store"]["keys"].shape == (len(store), store.dim - coded)
     old = {**now, "store": every_row_state(store)}
