@@ -252,6 +252,13 @@ def check_space_entry(key: str, spec) -> dict[str, list]:
         if twice:  # a grid value is a trial: listed twice, it ran the same trials twice
             raise ConfigError(f"{where}.grid={values!r}: {twice[0]!r} is listed twice and would run the same trials "
                               "twice; list each value once (sweep.num_samples repeats the grid)")
+        if kind == "choice" and len(values) > 1 and all(v == values[0] for v in values):  # choice:[64,64]: a repeat
+            # weighs a value against the others; with none it is a slip (64,32 meant?), and the key is fixed
+            from agents.tune_overrides import override_value as written  # (it imports this module)
+
+            raise ConfigError(f"{where}.choice={values!r}: draws only {values[0]!r} (a repeated value is drawn more "
+                              "often than the others, and there are none); list the other values, or fix the key: "
+                              f"grid:[{written(values[0])}] or {key}={written(values[0])} on the command line")
         return {kind: values}
     if len(args) != 2:
         raise ConfigError(f"{where}.{kind}={args!r}: must be [low, high]")
