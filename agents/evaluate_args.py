@@ -70,6 +70,7 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
     combination (a comma list is a sweep, as in Hydra's multirun); values are parsed by Hydra's override grammar
     (`[1,2]` is a list, `true` a bool)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Override
     from hydra.errors import HydraException
 
     parser, parsed = OverridesParser.create(), []
@@ -90,7 +91,9 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
     values = []
     for item, override in zip(items, parsed, strict=True):
         try:
-            values.append(list(itertools.islice(override.sweep_iterator(), MAX_EVALUATIONS + 1))
+            # each value as value() gives it: the iterator kept a quoted item Hydra's QuotedString (`memory.reset=
+            # 'never',task` evaluated reset=QuotedString(text='never'), refused as not a str)
+            values.append(list(itertools.islice(override.sweep_iterator(Override._convert_value), MAX_EVALUATIONS + 1))
                           if override.is_sweep_override() else [override.value()])
         except HydraException:  # interval() and glob() name no values to evaluate (was Hydra's traceback)
             raise ConfigError(f"{item}: a sweep here names its values: a comma list, range() or choice() "
