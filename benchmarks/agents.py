@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import resource
 import statistics
 import subprocess
@@ -211,7 +210,7 @@ def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tu
     from agents.config import ConfigError
 
     name, sep, rest = text.partition(":")
-    overrides = [o.strip() for o in re.split(r",(?![^\[]*\])", rest) if o.strip()]  # a [a,b] value is one
+    overrides = [o.strip() for o in top_level_items(rest) if o.strip()]
     if not sep or not name.strip() or not overrides or any("=" not in o for o in overrides):
         ap.error(f"--variant {text!r}: write NAME:KEY=VALUE[,KEY=VALUE...], e.g. no-store:memory.store=false")
     fixed = [o for o in overrides if override_key(o) in FIXED_KEYS]
@@ -225,6 +224,30 @@ def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tu
     except ConfigError as exc:
         ap.error(f"--variant {text!r}: {exc}")
     return name, overrides
+
+
+def top_level_items(text: str) -> list[str]:
+    """`text` split at the commas that separate overrides: not those inside a list or mapping ([[1,2],[3]],
+    {a: 1, b: 2}) nor inside a quoted text ('a,b.txt', where a backslash escapes the next character, as in Hydra's
+    grammar). The regex it replaces kept a flat [a,b] whole only: 'a,b.txt', [[1,2],[3]] and {a: 1, b: 2} were
+    split, and the variant refused as not NAME:KEY=VALUE."""
+    items, depth, quote, start, i = [], 0, None, 0, 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            i += char == "\\"  # the escaped character cannot close the text
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+        i += 1
+    return [*items, text[start:]]
 
 
 def check_row(ap: argparse.ArgumentParser, label: str, agent: str, overrides: list[str], args: argparse.Namespace) \

@@ -4,8 +4,11 @@ agents.evaluate's sweeps. A valid line means what it says; anything else is one 
 ConfigError), never a traceback. No runs."""
 
 import argparse
+import importlib.util
 import math
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +66,48 @@ def test_number_flags_take_exactly_the_numbers_in_their_range(text):
             one_line(str(exc))
             continue
         assert got == want and type(got) is kind and in_range(got), (flag.__name__, text, got)
+
+
+def _bench_agents():
+    spec = importlib.util.spec_from_file_location("bench_agents", Path(__file__).parents[1] / "benchmarks/agents.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _bench_agents()
+KEYS = ["memory.slots", "memory.store", "train.lr", "env.kwargs.distances", "env.kwargs.haystack_path",
+        "model.dim", "memory.key_lags", "env.kwargs.shift"]
+
+
+class _Usage(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints the usage line and exits 2: keep the line for the test
+        raise SystemExit(one_line(message))
+
+
+@SETTINGS
+@given(name=st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=6).filter(
+    lambda n: ":" not in n and n.strip()), keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=4, unique=True),
+    data=st.data())
+@example(name="x", keys=["env.kwargs.haystack_path"], data=None)  # a file name with a comma: 'a,b.txt'
+def test_a_variant_reads_back_as_its_overrides(name, keys, data):
+    """`--variant NAME:` and overrides written with override_value (best_overrides.txt's writer) joined by commas:
+    the name and those overrides, one per key. A comma inside a quoted text or a nested list split the override
+    ('a,b.txt' became two, refused as not KEY=VALUE)."""
+    values = ["a,b.txt"] if data is None else [data.draw(VALUE) for _ in keys]
+    overrides = [f"{key}={override_value(value)}" for key, value in zip(keys, values, strict=True)]
+    got = BENCH.parse_variant(_Usage(), f"{name}:{','.join(overrides)}", set())
+    assert got == (name, overrides)
+
+
+@SETTINGS
+@given(st.text(max_size=24))
+def test_any_variant_text_is_a_variant_or_one_usage_line(text):
+    try:
+        name, overrides = BENCH.parse_variant(_Usage(), text, set())
+    except SystemExit:
+        return
+    assert name.strip() and overrides and all("=" in o for o in overrides)
 
 
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")), min_size=1, max_size=6).filter(
@@ -163,3 +208,13 @@ def test_any_evaluation_sweep_is_a_grid_or_one_config_error_line(items):
         one_line(exc)
         return
     assert grid and all(isinstance(env, dict) and isinstance(memory, dict) for env, memory in grid)
+
+
+@pytest.mark.parametrize("text, overrides", [
+    ("x:env.kwargs.haystack_path='a,b.txt'", ["env.kwargs.haystack_path='a,b.txt'"]),
+    ("x:env.kwargs.distances=[[1,2],[3]],memory.slots=4", ["env.kwargs.distances=[[1,2],[3]]", "memory.slots=4"]),
+    ("x:env.kwargs.m={a: 1, b: 2}", ["env.kwargs.m={a: 1, b: 2}"]),
+    ("x:memory.slots=8, train.lr=0.1", ["memory.slots=8", "train.lr=0.1"]),
+])
+def test_a_variant_splits_at_the_commas_between_overrides_only(text, overrides):
+    assert BENCH.parse_variant(_Usage(), text, set()) == ("x", overrides)
