@@ -164,6 +164,9 @@ def load_suite(name: str) -> SuiteSpec:
         spec.overrides = suite_overrides(f"envs.{env}.overrides", spec.overrides)
         if not all(spec.probes.vary.values()):
             raise ConfigError(f"envs.{env}.probes.vary: each env option needs a non-empty list of values")
+        if not all(isinstance(v, str) for v in spec.probes.variants):  # OmegaConf lets [[memnet]] into a list[str]
+            raise ConfigError(f"envs.{env}.probes.variants: a list of variant names (variants: [memnet]); got "
+                              f"{spec.probes.variants}")
         check_values_once(f"envs.{env}.probes.variants", spec.probes.variants)
         for key, values in spec.probes.vary.items():  # [2, 2] evaluated every probed run twice on the same env
             check_values_once(f"envs.{env}.probes.vary.{key}", values, " (each value is one probe)")
