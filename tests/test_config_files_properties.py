@@ -15,6 +15,8 @@ from agents.benchmark_suite import load_suite
 from agents.config import ConfigError, load_config, to_yaml, validate
 from agents.config_file import from_yaml_file
 from agents.config_messages import error_line
+from agents.run_config import config_for
+from agents.tune_overrides import merge_overrides
 from agents.tune_space import load_sweep, make_plan
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -144,3 +146,43 @@ def test_an_edited_sweep_file_is_a_plan_or_one_line(doc):
         return
     assert plan.search_space and plan.num_samples >= 1 and plan.mode in ("max", "min")
     assert make_plan("smoke", {k: v for k, v in plan.to_dict().items() if k != "name"}) == plan  # as resume= reads it
+
+
+EXTRA = {"seed": st.integers(0, 2**31).map(str), "train.lr": st.floats(1e-5, 1).map(repr),
+         "train.episodes": st.just("null") | st.integers(0, 50).map(str), "model.dim": st.sampled_from(["16", "32"]),
+         "memory.slots": st.integers(0, 16).map(str), "memory.reset": st.sampled_from(["never", "episode", "task"]),
+         "memory.key_lags": st.sampled_from(["1:0", "2:0+3:1"]), "train.amp": st.sampled_from(["true", "off"]),
+         "runs_root": st.sampled_from(["2026_12_03", "'a b'", "runs"]),
+         "++env.kwargs.render_mode": st.just("ansi")}  # ++: set or add (the saved file may hold it)
+
+
+@st.composite
+def fresh_and_extra(draw):
+    from tests.test_config_roundtrip import accepted_overrides
+
+    keys = draw(st.lists(st.sampled_from(sorted(EXTRA)), min_size=1, max_size=4, unique=True))
+    return draw(accepted_overrides()), [f"{key}={draw(EXTRA[key])}" for key in keys]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(fresh_and_extra())
+def test_config_file_then_overrides_is_the_command_line_with_both(tmp_path_factory, case):
+    """agents.run's `config=<a run's config.yaml> key=value ...` is the run that the saved command line with those
+    overrides after it starts (the saved run_dir and resume aside): the same config, or both refused."""
+    saved, extra = case
+    try:
+        cfg = load_config(saved)
+    except ConfigError:
+        return
+    path = tmp_path_factory.mktemp("config") / "config.yaml"
+    path.write_text(to_yaml(cfg), encoding="utf-8")
+    try:
+        want = OmegaConf.to_container(config_for(merge_overrides(saved, extra))[0], resolve=True)  # extra's win
+    except ConfigError:
+        want = None
+    try:
+        got = OmegaConf.to_container(config_for([f"config={path}", *extra])[0], resolve=True)
+    except ConfigError as exc:
+        assert want is None, one_line(exc)
+        return
+    assert want is not None and same(got, {**want, "run_dir": None, "resume": None}), (saved, extra)
