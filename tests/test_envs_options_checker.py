@@ -3,6 +3,8 @@ options on top): any valid combination passes Gymnasium's env checker without a 
 stream, scalar and vector, through an episode boundary; `gymnasium.make` of an option the env lacks is one
 TypeError line that names it."""
 
+import math
+import numbers
 import warnings
 
 import gymnasium as gym
@@ -13,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import envs
+from envs import options
 from tests.test_envs_options import continual_shift_options, long_dependency_options, needle_recall_options
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -86,5 +89,67 @@ def test_an_option_the_env_lacks_is_one_line_naming_it(env_id):
             gym.make(env_id, **{name: 1})
         except (TypeError, ValueError) as exc:
             assert "\n" not in str(exc) and name in str(exc), str(exc)
+
+    check()
+
+
+ANY = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4) \
+    | st.lists(st.integers(), max_size=3) \
+    | st.sampled_from([np.int64(3), np.float64(2.0), np.bool_(True), np.array([1, 2]), np.array([[1]]), 2**70])
+
+
+@SETTINGS
+@given(value=ANY, low=st.integers(-3, 3), span=st.none() | st.integers(0, 5))
+def test_option_checkers_take_exactly_the_documented_values(value, low, span):
+    """envs/options.py, the checks of every constructor option: an int (numpy's too, never a bool or a float) in
+    range, a finite real in range, a real bool, a non-empty list of such ints; anything else one ValueError line
+    naming the option and the value given."""
+    high = None if span is None else low + span
+    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    checks = [
+        (lambda: options.check_int("n", value, low, high),
+         isinstance(value, numbers.Integral) and real and low <= value and (high is None or value <= high)),
+        (lambda: options.check_float("x", value, low, low + 5),
+         real and math.isfinite(value) and low <= value <= low + 5),
+        (lambda: options.check_bool("flag", value), isinstance(value, (bool, np.bool_))),
+        (lambda: options.check_seed(value), isinstance(value, numbers.Integral) and real and 0 <= value < 2**32),
+        (lambda: options.check_int_tuple("d", value, low, high),
+         isinstance(value, (list, np.ndarray)) and np.ndim(value) == 1 and len(value) > 0 and all(
+             isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and low <= v
+             and (high is None or v <= high) for v in np.asarray(value).tolist())),
+    ]
+    for check, valid in checks:
+        try:
+            got = check()
+        except ValueError as exc:
+            assert not valid and "\n" not in str(exc) and "got" in str(exc), (value, str(exc))
+            continue
+        assert valid, (value, got)
+        if isinstance(got, tuple):
+            assert got == tuple(sorted(set(np.asarray(value).tolist())))
+        else:
+            assert got == value and type(got) in (int, float, bool)
+
+
+@pytest.mark.parametrize("env_id", list(OPTIONS))
+def test_any_reset_options_are_an_episode_or_one_value_error_line(env_id):
+    env = gym.make(env_id, disable_env_checker=True).unwrapped
+    tasks = env.num_tasks
+
+    @SETTINGS
+    @given(opts=st.none() | st.dictionaries(st.sampled_from(["phase", "task_id", "seed", "x"]),
+                                            st.sampled_from(["train", "eval", "Eval", "", None, True, 1.0, -1])
+                                            | st.integers(-2, tasks + 1), max_size=3))
+    def check(opts):
+        valid = opts is None or (set(opts) <= {"phase", "task_id"} and (
+            opts.get("phase", "train") == "train" and "task_id" not in opts or opts.get("phase") == "eval" and (
+                type(opts.get("task_id", 0)) is int and 0 <= opts.get("task_id", 0) < tasks)))
+        try:
+            obs, info = env.reset(seed=1, options=opts)
+        except ValueError as exc:
+            assert not valid and "\n" not in str(exc), (opts, str(exc))
+            return
+        assert valid, opts
+        assert env.observation_space.contains(obs)
 
     check()
