@@ -114,7 +114,9 @@ def check_num_samples(plan: SweepPlan) -> None:
         if kind in ("uniform", "loguniform"):
             return
         if kind in ("choice", "randint", "lograndint"):  # an integer range is [low, high)
-            n = len({repr(v) for v in args}) if kind == "choice" else args[1] - args[0]  # repr: 1, 1.0, true differ
+            # a choice's distinct values as a grid counts them (==): a float key holds 1 and 1.0 as one value (their
+            # reprs differ: choice:[0.5,1,1.0] let num_samples=3 repeat a trial); true and 1 fit no key both
+            n = sum(v not in args[:i] for i, v in enumerate(args)) if kind == "choice" else args[1] - args[0]
             draws, sizes = draws * n, [*sizes, f"{key}: {n:,}"]
     if plan.num_samples > draws:
         space = f"its random dimensions draw at most {draws:,} distinct settings ({', '.join(sizes)})" if sizes \
