@@ -168,16 +168,20 @@ def test_any_tune_command_line_is_split_or_one_config_error_line(argv):
 @given(values=st.lists(SCALAR, min_size=1, max_size=4))
 @example(values=[None, "0"])  # '0' (quoted) was evaluated as Hydra's QuotedString(text='0'), not the text
 @example(values=["a b.txt", "c.txt"])
+@example(values=[0, 0.0])  # one setting of a float option: it was evaluated twice
+@example(values=[1, True])  # two: a bool option refuses 1, an int option True
 def test_an_evaluation_comma_list_is_one_evaluation_per_value(values):
     """agents.evaluate's `env.kwargs.<option>=a,b,c`: one evaluation per value, each the value written; a value
-    given twice is one ConfigError line (it evaluated the same setting twice)."""
+    given twice (1 and 1.0 too) is one ConfigError line (it evaluated the same setting twice)."""
     item = f"env.kwargs.delay={','.join(override_value(v) for v in values)}"
+    same = [v == w and (type(v) is type(w) or {type(v), type(w)} == {int, float})  # 1.0 is 1 to a float option,
+            for i, v in enumerate(values) for w in values[:i]]  # True is not
     try:
         grid = override_grid([item])
     except ConfigError as exc:
-        assert any(type(v) is type(w) and v == w for i, v in enumerate(values) for w in values[:i]), \
-            one_line(exc)
+        assert any(same), one_line(exc)
         return
+    assert not any(same), grid
     got = [env["delay"] for env, memory in grid]
     assert len(got) == len(values) and all(type(g) is type(v) and g == v for g, v in zip(got, values, strict=True))
 
