@@ -27,6 +27,7 @@ from agents.config import (
 from agents.config_file import from_yaml_file, override_value
 from agents.config_messages import error_line
 from agents.env_presets import preset_bases, preset_options
+from agents.tune_overrides import override_value as override_spelling  # (also agents.evaluate's)
 
 if TYPE_CHECKING:
     from agents.run_lock import RunLocks
@@ -170,17 +171,7 @@ def help_text(overrides: list[str] | None = None) -> str:
     kwargs = flat.pop("env.kwargs", None) or {}  # the env's options, one key each, after env.id
     flat = {**{k: v for k, v in flat.items() if k == "env.id"}, **{f"env.kwargs.{k}": v for k, v in kwargs.items()},
             **flat}
+    # each as a key=value override reads it back (best_overrides.txt's writer): a str() of its own printed
+    # run_dir=´ or runs_root=a=b bare, which the command line refuses when copied
     lines += [f"  {k}={override_spelling(v)}" for k, v in flat.items()]
     return "\n".join(lines)
-
-
-def override_spelling(value) -> str:
-    """A config value as a key=value override reads it back: null, true / false, [a,b] (Python's None read as the
-    text 'None': `run_dir=None` copied from --help wrote the run into a folder named None)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(override_spelling(v) for v in value) + "]"
-    return str(value)

@@ -88,3 +88,25 @@ def test_a_value_written_as_an_override_reads_back_the_same(value):
     Hydra's grammar refuses ('A²', a path like /home/josé/corpus.txt)."""
     text = write_override(value)
     assert same(override_value(text, "value"), value), text
+
+
+@SETTINGS
+@given(accepted_overrides())
+@example(["env=ContinualShift-v0", "agent=memnet", "run_dir='´'"])  # printed bare: refused when copied back
+@example(["env=NeedleRecall-v0", "agent=gru", "runs_root='a=b'", "memory.key_lags=3:0"])
+def test_the_values_help_prints_are_the_config_when_given_back(overrides):
+    """`python -m agents.run --help key=value ...` prints every key with the value that run would use, as
+    key=value lines to copy: given back (after env= and agent=), they make that config."""
+    from agents.run_config import help_text
+
+    try:
+        cfg = load_config(overrides)
+    except ConfigError:
+        return
+    items = [line.strip() for line in help_text(overrides).split("keys (defaults):")[1].strip().splitlines()]
+    own = dict(item.split("=", 1) for item in items if item.startswith(("env.id=", "agent.name=")))
+    shipped = set(map(str, load_config([f"env={own['env.id']}"]).env.kwargs))  # an option the file lacks: `+`
+    back = [f"env={own['env.id']}", f"agent={own['agent.name']}"] + [
+        f"+{item}" if item.startswith("env.kwargs.") and item.split("=")[0][len("env.kwargs."):] not in shipped
+        else item for item in items if not item.startswith(("env.id=", "agent.name="))]
+    assert OmegaConf.to_container(load_config(back), resolve=True) == OmegaConf.to_container(cfg, resolve=True)
