@@ -2,6 +2,7 @@
 with the writer of best_overrides.txt reads back as the same values, a range is accepted exactly when the README's
 rule says so and means its two numbers, and any other text is one ConfigError line. No Ray."""
 
+import functools
 import math
 
 import pytest
@@ -108,22 +109,31 @@ def test_a_command_line_grid_replaces_the_sweep_files_entry(values):
     assert plan.search_space["memory.slots"] == {"grid": values}
 
 
+CHOICES = [0.25, 0.5, 1, 1.0, 2, 2.0]
+
+
+@functools.cache
+def trial_values() -> dict:
+    """{(type, value): the value a trial's config holds} for each of CHOICES as memory.pressure_weight (a float)."""
+    from agents.config import load_config
+    from agents.tune_space import trial_config
+
+    base = load_config(["env=ContinualShift-v0"])
+    return {(type(v), v): trial_config(base, {"memory.pressure_weight": v}).memory.pressure_weight for v in CHOICES}
+
+
 @SETTINGS
-@given(values=st.lists(st.sampled_from([0.25, 0.5, 1, 1.0, 2, 2.0]), min_size=1, max_size=5),
-       top_k=st.integers(1, 4))
+@given(values=st.lists(st.sampled_from(CHOICES), min_size=1, max_size=5), top_k=st.integers(1, 4))
 @example(values=[0.5, 1, 1.0], top_k=1)  # 1 and 1.0 are one trial value of a float key: 2 settings, not 3
 def test_num_samples_is_bounded_by_the_distinct_trial_configs_the_choices_make(values, top_k):
     """Every trial runs with the same seed, so num_samples past the distinct settings the random dimensions draw
     repeats a trial (the README's rule). The distinct settings are those of the trials' configs: a float key holds
     1 and 1.0 as one value (as a grid refuses [1, 1.0] as a value listed twice)."""
-    from agents.config import load_config
     from agents.tune_prepare import check_num_samples
-    from agents.tune_space import SweepPlan, trial_config
+    from agents.tune_space import SweepPlan
 
-    base = load_config(["env=ContinualShift-v0"])
     space = {"memory.pressure_weight": {"choice": values}, "memory.top_k": {"randint": [1, 1 + top_k]}}
-    settings_ = {(trial_config(base, {"memory.pressure_weight": v}).memory.pressure_weight, k)
-                 for v in values for k in range(1, 1 + top_k)}
+    settings_ = {(repr(trial_values()[type(v), v]), k) for v in values for k in range(1, 1 + top_k)}
     check_num_samples(SweepPlan("t", space, num_samples=len(settings_)))
     with pytest.raises(ConfigError, match=rf"^num_samples={len(settings_) + 1}: its random dimensions draw at most "
                                           rf"{len(settings_)} distinct settings"):
