@@ -83,8 +83,9 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
         if key in KEYS:
             if key in given:  # the first one used to be dropped silently (run-config keys: the last one wins)
                 raise ConfigError(f"{key}= is given twice ({given[key]!r}, {value!r}); give it once")
-            # paths: quoted (Hydra's grammar) and ~ as agents.run's path keys (`out='~/b'` made a folder named ~)
-            given[key] = os.path.expanduser(unquoted(value)) if key in ("out", "suite") else value
+            # quoted as Hydra's grammar reads a value (seeds='2', agents='memnet,gru' were refused), and paths with ~
+            # as agents.run's path keys (`out='~/b'` made a folder named ~)
+            given[key] = os.path.expanduser(unquoted(value)) if key in ("out", "suite") else unquoted(value)
         elif key in RUN_ONLY:
             raise ConfigError(f"{key}= is set per run by the benchmark; {RUN_ONLY[key]}")
         elif key == "resume":  # check_out refuses a used out=: a benchmark always starts every run afresh

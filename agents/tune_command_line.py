@@ -31,10 +31,10 @@ def parse_command_line(argv: list[str]) -> CommandLine:
     check_given_once([override_key(arg) for arg in argv], argv)  # the last one won, silently (search_space too)
     for arg in argv:
         key, value = arg.split("=", 1)
-        if key == "sweep":
-            cli.sweep = value
+        if key == "sweep":  # quoted as Hydra reads env='<id>' (sweep='smoke' was "unknown sweep \"'smoke'\"")
+            cli.sweep = unquoted(value)
         elif key == "num_samples":
-            cli.num_samples = _positive_int("num_samples", value)
+            cli.num_samples = _positive_int("num_samples", unquoted(value))
         elif key == "resume":
             if not value.strip():  # Path("") is the working folder, a sweep folder the user never named
                 raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")

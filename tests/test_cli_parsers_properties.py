@@ -222,3 +222,29 @@ def test_any_evaluation_sweep_is_a_grid_or_one_config_error_line(items):
 ])
 def test_a_variant_splits_at_the_commas_between_overrides_only(text, overrides):
     assert BENCH.parse_variant(_Usage(), text, set()) == ("x", overrides)
+
+
+@SETTINGS
+@given(arg=st.sampled_from(["sweep=smoke", "sweep=memory", "num_samples=3", "num_samples=0", "sweep=nope"]),
+       quote=st.sampled_from(["'", '"']))
+def test_agents_tune_reads_a_quoted_value_of_its_own_keys_as_hydra_reads_one(arg, quote):
+    """`sweep='smoke'` was "unknown sweep \"'smoke'\"" (env='<id>' and every run key take their quotes off)."""
+    key, value = arg.split("=", 1)
+    assert _outcome(parse_command_line, [f"{key}={quote}{value}{quote}"]) == _outcome(parse_command_line, [arg])
+
+
+@SETTINGS
+@given(arg=st.sampled_from(["seeds=2", "workers=1", "seeds=0", "agents=memnet,gru", "envs=NeedleRecall-v0",
+                            "suite=quick", "agents=a,,b"]), quote=st.sampled_from(["'", '"']))
+def test_agents_benchmark_reads_a_quoted_value_of_its_own_keys_as_hydra_reads_one(arg, quote):
+    """`seeds='2'` was "must be an integer >= 1", `agents='memnet'` not in the suite."""
+    key, value = arg.split("=", 1)
+    assert _outcome(parse_args, [f"{key}={quote}{value}{quote}"]) == _outcome(parse_args, [arg])
+
+
+def _outcome(parse, argv):
+    """What a parser makes of argv: its result, or its refusal's line with the quotes of the value taken off."""
+    try:
+        return repr(parse(argv))
+    except ConfigError as exc:
+        return "refused: " + str(exc).replace("'", "").replace('"', "")
