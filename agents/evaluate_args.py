@@ -188,7 +188,7 @@ def parse(argv: list[str]) -> Command:
         return _checked.pop(tuple(argv))
     prefixes = (ENV_PREFIX, MEMORY_PREFIX)
     own = [a for a in argv if "=" in a and not a.startswith(prefixes)]
-    args = {k: os.path.expanduser(unquoted(v)) if k in ("checkpoint", "out") else v
+    args = {k: os.path.expanduser(unquoted(v)) if k in ("checkpoint", "out") else unquoted(v)  # threads='2' too
             for k, v in (a.split("=", 1) for a in own)}
     for arg in argv:
         check_argument(arg)

@@ -248,3 +248,18 @@ def _outcome(parse, argv):
         return repr(parse(argv))
     except ConfigError as exc:
         return "refused: " + str(exc).replace("'", "").replace('"', "")
+
+
+@SETTINGS
+@given(arg=st.sampled_from(["threads=2", "threads=0", "threads=x", "device=cpu", "device=auto", "out=e.json"]),
+       quote=st.sampled_from(["'", '"']))
+def test_agents_evaluate_reads_a_quoted_value_of_its_own_keys_as_hydra_reads_one(tmp_path_factory, arg, quote):
+    """`threads='2'` was "threads='2': not an integer" (out= and checkpoint= took their quotes off already)."""
+    from agents.evaluate_args import parse
+
+    run = tmp_path_factory.mktemp("run")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"")  # parse checks that it is there; it reads no checkpoint
+    key, value = arg.split("=", 1)
+    quoted = _outcome(parse, [f"checkpoint={run}", f"{key}={quote}{value}{quote}"])
+    assert quoted == _outcome(parse, [f"checkpoint={run}", arg])
