@@ -217,13 +217,12 @@ def check_given_once(keys: list[str], items: list[str], hint=lambda key: "") -> 
 
 def check_values_once(where: str, values: Sequence, fix: str = "") -> None:
     """Each value of a list once (`where`: the key=value or field that gave them; `fix`: the entry point's note): a
-    value given twice ran the same evaluation, run or probe twice. 1 and 1.0 are one value (a float option or memory key
-    holds both as 1.0: `memory.store_replace=0,0.0` evaluated one setting twice); True is not 1 here."""
+    value given twice ran the same evaluation, run or probe twice. 1 and 1.0 are one value here; True is not 1."""
     from agents.config import ConfigError
 
     hashed, other = set(), []  # a sweep's range() may give 10,000 values: a set, where they hash
     for value in values:
-        kind = float if type(value) in (int, float) else type(value)  # (1 and 1.0 hash alike)
+        kind = float if type(value) in (int, float) else type(value)  # a float key holds 1 as 1.0 (and they hash alike)
         try:
             twice = (kind, value) in hashed
             hashed.add((kind, value))
