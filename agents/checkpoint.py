@@ -32,7 +32,7 @@ from agents.checkpoint_paths import (  # noqa: F401  (CheckpointError, paths: re
     shell_arg,
 )
 from memory.config import MEMORY_RUNTIME_KEYS  # noqa: F401  (re-exported)
-from memory.persist import ZIP_MAGIC, atomic_torch_save, zip_damage
+from memory.persist import ZIP_MAGIC, atomic_torch_save, unreadable, zip_damage
 
 FORMAT = "memstream-checkpoint"
 # 2: MemNet's store keys are lag-pair key inputs (no store_key_in; window.recent state; cache format /2), so a
@@ -76,6 +76,8 @@ def load_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]
     that `purpose` has: "resume" (agents.run's resume=) or "evaluate" (agents.evaluate's checkpoint=)."""
     path = existing_checkpoint(path, purpose)
     key = KEY_OF[purpose]
+    if (why := unreadable(path)) is not None:  # whole, only out of reach: it was called damaged
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({why}); give it read permission, then retry")
     if not _starts_with(path, ZIP_MAGIC):
         if path.suffix != ".pt":  # config.yaml, metrics.json, ...: a slip
             raise CheckpointError(f"{str(path)!r} is not a checkpoint file; point {key} at a run folder or its "

@@ -186,10 +186,17 @@ def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
+# torch's zip writer reports a short write (ENOSPC underneath) as a RuntimeError that says nothing of the disk: its
+# checks ("[enforce fail at inline_container.cc: ...] unexpected pos N vs M"), or the C++ stream's failure at the
+# file's end ("basic_ios::clear: iostream error": a full tmpfs under a run's checkpoint, a traceback and exit 1)
+_SHORT_WRITE = ("inline_container", "basic_ios::clear")
+NO_RIGHTS = (errno.EACCES, errno.EPERM, errno.EROFS)  # a write refused: the fix is the folder's rights, not room
+
+
 def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
     """torch.save `obj` to `path` atomically (`atomic_file`). A write that fails (a full disk, no permission)
-    raises one OSError line naming the file and the free space; the file there before is kept. A Ctrl+C during the
-    write stays a KeyboardInterrupt (the file there before is kept too)."""
+    raises one OSError line naming the file and the fix (the free space, or the folder to make writable); the file
+    there before is kept. A Ctrl+C during the write stays a KeyboardInterrupt (the file there before is kept too)."""
     try:
         # torch.save is given the path, not a file object: a zip writer left unfinished by an interrupt (one that
         # lands after torch builds the writer, before its `with` enters) finishes the file when it is freed; given
@@ -201,15 +208,16 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         interrupt = _interrupt_behind(exc)
         if interrupt is not None:  # Ctrl+C inside a record's write: the file is cut short, the disk is fine
             raise interrupt from None
-        # torch's zip writer reports a short write (ENOSPC underneath) as "[enforce fail at inline_container.cc:
-        # ...] unexpected pos N vs M": a RuntimeError whose first line says nothing of the disk
-        if isinstance(exc, RuntimeError) and "inline_container" not in str(exc):
-            raise
+        if isinstance(exc, RuntimeError) and not any(words in str(exc) for words in _SHORT_WRITE):
+            raise  # any other RuntimeError is a bug
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the write stopped short"
         # (a first save has no file there before: it said one was kept)
         before = "the file there before is kept" if os.path.isfile(path) else "nothing was written there"
         if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
             raise OSError(f"cannot write {path} ({why}): {_not_a_file_path(Path(path))}; {before}") from None
+        if isinstance(exc, OSError) and exc.errno in NO_RIGHTS:  # (it said "N GiB free there: free space")
+            folder = next((p for p in Path(path).parents if p.exists()), Path(path).parent)  # (the one to fix)
+            raise OSError(f"cannot write {path} ({why}); {before}: make {folder} writable and retry") from None
         free = free_there(Path(path).parent)
         raise OSError(f"cannot write {path} ({why}; {free}); {before}: free space (or fix the folder's permissions) "
                       "and retry") from None
@@ -261,9 +269,20 @@ def zip_damage(path: str | os.PathLike) -> str | None:
     return None
 
 
+def unreadable(path: str | os.PathLike) -> str | None:
+    """Why the file `path` cannot be opened for reading ("Permission denied"), or None. Such a file is only out of
+    reach: loads called it "damaged or not a torch file (PermissionError)", and a user would delete it."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
 def checked_torch_load(path: str | os.PathLike, what: str, fmt: str | tuple[str, ...], writer: str | None = None,
                        saved_as: str = "file") -> dict:
-    """Load a dict saved by `atomic_torch_save`; a missing, damaged or foreign file raises a one-line error.
+    """Load a dict saved by `atomic_torch_save`; a missing, unreadable, damaged or foreign file raises a one-line
+    error.
 
     `what` names the component in messages; `fmt` is the value its "format" entry must have (or a tuple: the newest
     format first, then older ones its loader converts); `writer` names the function that writes such files (default
@@ -278,6 +297,8 @@ def checked_torch_load(path: str | os.PathLike, what: str, fmt: str | tuple[str,
             fix = f"pass a file that {writer} wrote"
         where = f"{path} is a folder, not a file" if path.is_dir() else f"no file at {path}"
         raise FileNotFoundError(f"{what}: {where}; {fix}")
+    if (why := unreadable(path)) is not None:
+        raise OSError(f"{what}: cannot read {path} ({why}); give it read permission and retry")
     bad = zip_damage(path)
     if bad is not None:
         raise ValueError(f"{what}: {path} is damaged ({bad})")

@@ -1,0 +1,133 @@
+"""Writes and reads that fail at the product's files: a disk that fills in the middle of torch's write, a folder
+without write permission, a file without read permission. Each is one line naming the file, the problem and the
+fix, and what was there before stays whole. Simulated (the OSError raised where the kernel would raise it), so they
+run anywhere, also as root, whom permissions do not stop; a 1.6 MB tmpfs and a folder without rights showed the
+same."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+import tempfile
+
+import pytest
+import torch
+
+from agents import evaluate, run
+from agents.checkpoint import load_checkpoint
+from memory.persist import atomic_torch_save
+from tests.test_run import tiny
+
+
+def _no_write_permission_in(monkeypatch, folder) -> None:
+    """A new file in `folder` is refused, as in a folder without write permission (the temp file is the first)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and os.fspath(dir) == os.fspath(folder):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.path.join(dir, "tmpname"))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def _no_read_permission_on(monkeypatch, path) -> None:
+    real = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == os.fspath(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+
+
+def test_no_write_permission_names_the_folder_to_fix_not_free_space(tmp_path, monkeypatch):
+    """It said "(Permission denied; 52 GiB free there) ...: free space (or fix the folder's permissions)"."""
+    path = tmp_path / "cache.pt"
+    atomic_torch_save({"a": torch.zeros(3)}, path)
+    before = path.read_bytes()
+    _no_write_permission_in(monkeypatch, tmp_path)
+    with pytest.raises(OSError) as info:
+        atomic_torch_save({"a": torch.ones(3)}, path)
+    assert str(info.value) == (f"cannot write {path} (Permission denied); the file there before is kept: make "
+                               f"{tmp_path} writable and retry")
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["cache.pt"]
+
+
+def test_no_permission_for_a_new_folder_names_the_folder_that_exists(tmp_path, monkeypatch):
+    """A save into a folder still to be made, under one without write permission: the one to fix is the latter."""
+    real = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(tmp_path / "store"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(OSError) as info:
+        atomic_torch_save({"a": torch.ones(3)}, tmp_path / "store" / "store.pt")
+    assert str(info.value) == (f"cannot write {tmp_path / 'store' / 'store.pt'} (Permission denied); nothing was "
+                               f"written there: make {tmp_path} writable and retry")
+
+
+def test_no_write_permission_at_a_checkpoint_is_one_line_and_resume_continues(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    from agents.trainer import Trainer
+
+    real_save, calls = Trainer.save, []
+
+    def save(self, config):
+        calls.append(1)
+        if len(calls) == 2:  # the folder's rights were taken after the first checkpoint
+            _no_write_permission_in(monkeypatch, checkpoint.parent)
+        return real_save(self, config)
+
+    monkeypatch.setattr(Trainer, "save", save)
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.checkpoint_every=1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: checkpoint: cannot write {checkpoint} (Permission denied); the file there before is "
+                   f"kept: make {checkpoint.parent} writable and retry; then continue with resume={run_dir}")
+    assert load_checkpoint(checkpoint)["trainer"]["episode"] == 1
+    assert os.listdir(checkpoint.parent) == ["last.pt"]
+    monkeypatch.undo()
+    assert run.main([f"resume={run_dir}", "train.progress=false"]) == 0
+    assert load_checkpoint(checkpoint)["trainer"]["episode"] == 2 and (run_dir / "metrics.json").is_file()
+
+
+def test_a_checkpoint_without_read_permission_is_not_called_damaged(tmp_path, capsys, monkeypatch):
+    """resume= and agents.evaluate said "is damaged or not a memstream checkpoint ...; resume from another run or
+    start afresh" of a whole checkpoint they could not open: the fix it gave throws the run away."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    before = checkpoint.read_bytes()
+    _no_read_permission_on(monkeypatch, checkpoint)
+    capsys.readouterr()
+    line = f"error: cannot read checkpoint '{checkpoint}' (Permission denied); give it read permission, then retry"
+    assert run.main([f"resume={run_dir}", "train.progress=false"]) == 2
+    assert capsys.readouterr().err.strip() == line
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 2
+    assert capsys.readouterr().err.strip() == line
+    monkeypatch.undo()
+    assert checkpoint.read_bytes() == before and load_checkpoint(checkpoint)["trainer"]["episode"] == 1
+
+
+def test_a_memory_file_without_read_permission_is_not_called_damaged(tmp_path, monkeypatch):
+    """TieredKVCache.load (FaissStore.load, the slot and internal states: the same loader) said "is damaged or not
+    a torch file (PermissionError)"."""
+    from memory.cache import TieredKVCache
+
+    path = tmp_path / "cache.pt"
+    cache = TieredKVCache(2, 8, 4, 4, 16)
+    cache.save(path)
+    cache.close()
+    _no_read_permission_on(monkeypatch, path)
+    with pytest.raises(OSError) as info:
+        TieredKVCache.load(path)
+    assert str(info.value) == (f"TieredKVCache: cannot read {path} (Permission denied); give it read permission "
+                               "and retry")
+    monkeypatch.undo()
+    TieredKVCache.load(path).close()
