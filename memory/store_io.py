@@ -268,7 +268,11 @@ class StorePersistence:
         replaced = _replaced_index_files(folder)
         index_part = {"format": FORMAT + ":index", "token": token, "keys": state.pop("keys"), "ann": state.pop("ann")}
         atomic_torch_save(index_part, folder / index_name)
-        atomic_torch_save({**state, "token": token, "index_file": index_name}, folder / "store.pt")  # the commit
+        try:
+            atomic_torch_save({**state, "token": token, "index_file": index_name}, folder / "store.pt")  # the commit
+        except BaseException:  # (a full disk): the save before stands, and this one's index file, the larger part,
+            (folder / index_name).unlink(missing_ok=True)  # held on to the room a retry needs until a save committed
+            raise
         for old in replaced:
             if old.name != index_name and old.is_file():
                 old.unlink()

@@ -131,3 +131,32 @@ def test_a_memory_file_without_read_permission_is_not_called_damaged(tmp_path, m
                                "and retry")
     monkeypatch.undo()
     TieredKVCache.load(path).close()
+
+
+def test_a_store_save_that_fails_at_its_commit_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    """FaissStore.save writes its index file, then store.pt (the commit). A full disk at store.pt kept the save
+    before (its store.pt names its own index), but left the new index file, the larger part, on the full disk
+    until a later save committed: a retry after freeing its size failed again."""
+    from memory.store import FaissStore
+
+    folder = tmp_path / "store"
+    store = FaissStore(8, 8, capacity=16)
+    store.add(torch.randn(4, 8), torch.randn(4, 8), lanes=[0] * 4)
+    store.save(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if os.fspath(dst).endswith("store.pt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    bigger = FaissStore(8, 8, capacity=16)
+    bigger.add(torch.randn(6, 8), torch.randn(6, 8), lanes=[0] * 6)
+    with pytest.raises(OSError, match=r"^cannot write .*store\.pt \(No space left on device; .* free there\); the "
+                                      r"file there before is kept: free space"):
+        bigger.save(folder)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no new index file, no temp file
+    assert len(FaissStore.load(folder)) == 4
