@@ -46,7 +46,6 @@ from agents.cli_args import counted
 from agents.config import ConfigError, validate
 from agents.config_messages import error_line
 from agents.interrupts import sigterm_as_interrupt
-from agents.report import write_text_atomic
 from agents.run_lock import RUN_LOCK
 from agents.tune_command_line import parse_command_line
 from agents.tune_preflight import (
@@ -61,6 +60,7 @@ from agents.tune_preflight import (
     ray_log_while,
     remove_unstarted_sweep,
     unlock_sweep,
+    write_plan,
 )
 from agents.tune_prepare import prepare
 from agents.tune_results import UNFINISHED, format_table, rerun_command, result_rows, write_results
@@ -75,6 +75,7 @@ from agents.tune_signals import (
     tune_saved_trials,
 )
 from agents.tune_space import SweepPlan, make_plan
+from memory.persist import NO_RIGHTS
 
 PLAN_FILE = "sweep.yaml"
 
@@ -213,7 +214,7 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
 
                 ray.shutdown()
         return _report(trials, plan, base, sweep_dir)
-    except KeyboardInterrupt:  # after Ray started, before Tune saved its state (e.g. while Tune loads): no trial ran
+    except (KeyboardInterrupt, ConfigError):  # after Ray started, before Tune saved its state: no trial ran
         if not restore and _before_any_trial(sweep_dir):  # its line says so, and the folder goes, as while Ray starts
             remove_unstarted_sweep(sweep_dir, made)
         raise
@@ -227,8 +228,7 @@ def _fit(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool, callbacks)
     from ray.tune import ExperimentAnalysis, Tuner
 
     if not restore:
-        write_text_atomic(sweep_dir / PLAN_FILE, yaml.safe_dump({"plan": plan.to_dict(), "base": base},
-                                                                sort_keys=False))
+        write_plan(sweep_dir / PLAN_FILE, {"plan": plan.to_dict(), "base": base})
     print(f"memstream sweep {plan.name!r}: {', '.join(plan.search_space)} -> {plan.metric} ({plan.mode}), "
           f"{plan.resources['cpus']} CPU(s) per trial -> {sweep_dir}", flush=True)
     if restore:
@@ -257,7 +257,8 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
     try:  # a full disk at the end: one line (the trials' results stay in Ray's state, resume= writes them again)
         best = write_results(sweep_dir, rows, plan, base, plan.metric)
     except OSError as exc:
-        print(error_line(f"cannot write the results in {sweep_dir} ({exc.strerror or exc}); free space, then write "
+        fix = "make it writable" if exc.errno in NO_RIGHTS else "free space"  # (no permission: it said free space)
+        print(error_line(f"cannot write the results in {sweep_dir} ({exc.strerror or exc}); {fix}, then write "
                          f"them again with: python -m agents.tune {shell_arg('resume', sweep_dir)}"), file=sys.stderr)
         return 2
     print(format_table(rows, list(plan.search_space), plan.metric, best, plan.mode))

@@ -79,6 +79,22 @@ def make_sweep_folder(sweep_dir: Path) -> list[Path]:
     return made
 
 
+def write_plan(path: Path, saved: dict) -> None:
+    """The sweep's plan (sweep.yaml, what resume= reads), written as the sweep starts, after Ray did; a write that
+    fails (a full disk) is one ConfigError line (it was a traceback), and `run_sweep` removes the new folder."""
+    import yaml
+
+    from agents.report import write_text_atomic
+    from memory.persist import NO_RIGHTS, free_there
+
+    try:
+        write_text_atomic(path, yaml.safe_dump(saved, sort_keys=False))
+    except OSError as exc:
+        why, fix = (exc.strerror, f"make {path.parent} writable") if exc.errno in NO_RIGHTS else \
+            (f"{exc.strerror or exc}; {free_there(path.parent)}", "free space")
+        raise ConfigError(f"cannot write {path} ({why}): {fix}, then start the sweep again") from None
+
+
 def lock_sweep(sweep_dir: Path) -> int | None:
     """One driver per sweep folder: an flock on <sweep dir>/.run.lock while the sweep runs (`agents.run_lock`; the
     kernel drops it when the driver dies, SIGKILL included). A resume= of a sweep still running started a second Tune

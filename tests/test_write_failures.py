@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+import re
 import tempfile
 
 import pytest
@@ -160,3 +161,44 @@ def test_a_store_save_that_fails_at_its_commit_leaves_the_folder_as_it_was(tmp_p
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no new index file, no temp file
     assert len(FaissStore.load(folder)) == 4
+
+
+def test_a_full_disk_as_a_sweep_writes_its_plan_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """sweep.yaml is written once Ray has started: a full disk there was an OSError traceback, exit 1, and a sweep
+    folder with no plan, which resume= then refused."""
+    import logging
+
+    from agents import tune, tune_preflight
+
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if os.fspath(dst).endswith("sweep.yaml"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(logging.getLogger("ray"), "handlers", [])  # the Ray logger's own, put back after the test
+    monkeypatch.setattr(tune, "start_ray", lambda sweep_dir: tune_preflight.log_ray_to(sweep_dir) or False)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_OVERRIDE_RESOURCES", raising=False)
+    (tmp_path / "keep").write_text("")
+    assert tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(rf"error: cannot write {re.escape(str(tmp_path))}/sweeps/smoke/[^/\n]+/sweep\.yaml \(No space "
+                        r"left on device; \d[^;\n]* free there\): free space, then start the sweep again", err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]  # no sweep folder left, no temp file
+
+
+def test_no_write_permission_at_a_sweep_s_results_says_so_not_free_space(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from agents import tune
+
+    monkeypatch.setattr(tune, "result_rows", lambda trials, plan, metric: [])
+    _no_write_permission_in(monkeypatch, tmp_path)
+    plan = SimpleNamespace(metric="cl/ACC", name="s", mode="max", search_space={})
+    assert tune._report([], plan, {}, tmp_path) == 2
+    assert capsys.readouterr().err.strip() == (f"error: cannot write the results in {tmp_path} (Permission denied); "
+                                               "make it writable, then write them again with: python -m agents.tune "
+                                               f"resume={tmp_path}")
