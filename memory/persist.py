@@ -219,8 +219,7 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
             folder = next((p for p in Path(path).parents if p.exists()), Path(path).parent)  # (the one to fix)
             raise OSError(f"cannot write {path} ({why}); {before}: make {folder} writable and retry") from None
         free = free_there(Path(path).parent)
-        raise OSError(f"cannot write {path} ({why}; {free}); {before}: free space (or fix the folder's permissions) "
-                      "and retry") from None
+        raise OSError(f"cannot write {path} ({why}; {free}); {before}: free space and retry") from None
 
 
 def _not_a_file_path(path: Path) -> str:
