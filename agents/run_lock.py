@@ -9,13 +9,14 @@ is not locked.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
 
 from agents.checkpoint_paths import shell_arg, started_only
 from agents.config import ConfigError
-from memory.persist import remove_temp_files
+from memory.persist import free_there, remove_temp_files
 
 try:
     import fcntl
@@ -46,8 +47,7 @@ def lock_run(run_dir: Path) -> int | None:
     try:  # O_NOFOLLOW: a link planted there would have had its target truncated
         fd = os.open(lock, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as exc:  # a folder this user cannot write, a read-only disk, a folder or link in the way
-        raise ConfigError(f"cannot lock the run folder {str(run_dir)!r} ({RUN_LOCK}: {exc.strerror or exc}); a run "
-                          f"writes into its folder: make it writable, with {RUN_LOCK} a plain file or absent") from None
+        raise ConfigError(_cannot_lock(run_dir, exc)) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # held
@@ -60,12 +60,23 @@ def lock_run(run_dir: Path) -> int | None:
         print(f"note: the run folder cannot be locked here ({exc.strerror or exc}): make sure no other process "
               "writes it while this run does", file=sys.stderr, flush=True)
         return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:  # the pid, for another process's message: a full disk refuses even these bytes to a new lock file
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:  # (resume= of a run folder without one, on a full disk: a traceback, exit 1)
+        os.close(fd)
+        raise ConfigError(_cannot_lock(run_dir, exc)) from None
     remove_temp_files(run_dir, RUN_FILES)
     for sub in ("checkpoints", "plots"):
         remove_temp_files(run_dir / sub)
     return fd
+
+
+def _cannot_lock(run_dir: Path, exc: OSError) -> str:
+    said = f"cannot lock the run folder {str(run_dir)!r} ({RUN_LOCK}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{said}; {free_there(run_dir)}): free space, then run the command again"
+    return f"{said}); a run writes into its folder: make it writable, with {RUN_LOCK} a plain file or absent"
 
 
 class RunLocks:

@@ -202,3 +202,27 @@ def test_no_write_permission_at_a_sweep_s_results_says_so_not_free_space(tmp_pat
     assert capsys.readouterr().err.strip() == (f"error: cannot write the results in {tmp_path} (Permission denied); "
                                                "make it writable, then write them again with: python -m agents.tune "
                                                f"resume={tmp_path}")
+
+
+def test_a_full_disk_at_the_run_folder_s_new_lock_file_is_one_line_and_releases_it(tmp_path, capsys, monkeypatch):
+    """resume= of a run folder without a .run.lock (copied, or from before the lock) on a full disk: writing its
+    pid into the new lock file failed with an OSError traceback (exit 1) and kept the lock's fd open."""
+    run_dir = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    (run_dir / "metrics.json").unlink()  # stopped while writing its report: resume= has a report to write
+    (run_dir / ".run.lock").unlink()
+    checkpoint = (run_dir / "checkpoints" / "last.pt").read_bytes()
+
+    def pwrite(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}", "train.progress=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(rf"error: cannot lock the run folder '{re.escape(str(run_dir))}' \(\.run\.lock: No space left "
+                        r"on device; \d[^;\n]* free there\): free space, then run the command again", err), err
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == checkpoint
+    monkeypatch.undo()
+    assert run.main([f"resume={run_dir}", "train.progress=false"]) == 0  # the lock was released (same process)
+    assert (run_dir / "metrics.json").is_file()
