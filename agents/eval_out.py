@@ -4,6 +4,7 @@ The checks load no torch: `agents.evaluate` makes them while it starts (agents/e
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -89,8 +90,13 @@ def earlier_evaluation(path: Path) -> bool:
 
 def write_out_file(path: Path, result: dict) -> None:
     from agents.report import write_json_atomic  # (torch and matplotlib: the checks above run while evaluate starts)
+    from memory.persist import free_there
 
     try:
         write_json_atomic(path, result)
     except OSError as exc:  # what check_out_file cannot foresee (a full disk, a folder that went away)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # another file on that disk fails too: it said "name another"
+            folder = next(p for p in path.parents if p.exists())
+            raise ConfigError(f"out={str(path)!r}: cannot write it ({exc.strerror}; {free_there(folder)}); free "
+                              "space, or name a file on another disk") from None
         raise ConfigError(f"out={str(path)!r}: cannot write it ({exc.strerror or exc}); name another file") from None
