@@ -224,6 +224,18 @@ def make_out(out: Path) -> None:
                           "folder you can write") from None
 
 
+def _after_failed_write(exc: OSError, out: Path) -> str:
+    """The fix for results that failed to be written. Once results.json is (the first), `agents.benchmark_report`
+    writes the rest from it: "rerun" was the whole benchmark again (20 min for the quick suite)."""
+    from memory.persist import NO_RIGHTS
+
+    fix = "make it writable" if exc.errno in NO_RIGHTS else "free space"
+    failed = os.path.basename(os.fsdecode(exc.filename)) if exc.filename is not None else None
+    if failed not in (None, "results.json") and (out / "results.json").is_file():
+        return f"{fix}, then write them again with: python -m agents.benchmark_report {shlex.quote(str(out))}"
+    return f"{fix} and rerun"
+
+
 def main(argv: list[str] | None = None) -> int:
     """SIGTERM (a scheduler's stop, `kill`) ends the benchmark as Ctrl+C does: the runs in flight are stopped and the
     results so far written (a plain SIGTERM ended it silently, its runs left running)."""
@@ -275,7 +287,7 @@ def _main(argv: list[str]) -> int:
             plots = write_plots(out / "plots", agg, records)
             written = True
     except OSError as exc:
-        print(error_line(f"cannot write the results in {out} ({exc.strerror or exc}); free space and rerun"),
+        print(error_line(f"cannot write the results in {out} ({exc.strerror or exc}); {_after_failed_write(exc, out)}"),
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:

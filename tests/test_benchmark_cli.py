@@ -285,6 +285,37 @@ def test_a_full_disk_when_the_results_are_written_is_one_line(tmp_path, monkeypa
     assert err == f"error: cannot write the results in {out} (No space left on device); free space and rerun"
 
 
+def test_a_full_disk_after_results_json_points_at_the_rebuild_not_a_rerun(tmp_path, monkeypatch, capsys):
+    """results.json is written first and holds every run's record: a full disk at results.md or a plot said "free
+    space and rerun", the whole benchmark again, where agents.benchmark_report writes the rest from it."""
+    import errno
+    import os
+
+    from agents.benchmark_rebuild import main as rebuild
+
+    suite = write_suite(tmp_path / "s.yaml", overrides=TINY_MODEL, envs={LD: {"overrides": TINY_LD}},
+                        variants={"lstm": {"agent": "lstm"}})
+    monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout: ([], False))
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if os.fspath(dst).endswith("results.md"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "bench"
+    assert benchmark.main([f"suite={suite}", "seeds=1", f"out={out}"]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: cannot write the results in {out} (No space left on "
+                                               f"device); free space, then write them again with: python -m "
+                                               f"agents.benchmark_report {out}")
+    saved = (out / "results.json").read_bytes()
+    assert not (out / "results.md").exists() and not list(out.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert rebuild([str(out)]) == 0  # the command the line gives
+    assert (out / "results.md").is_file() and (out / "results.json").read_bytes() == saved
+
+
 def test_a_benchmark_of_presets_only_prints_no_empty_targets_table_and_counts_one_run(tmp_path, monkeypatch, capsys):
     """A preset has no targets: results.md held the targets table's header with no row under it, the console an
     empty "targets:" section; one run and one worker read "1 runs" and "1 runs at a time"."""
