@@ -30,6 +30,7 @@ from agents.checkpoint_paths import (  # noqa: F401  (CheckpointError, paths: re
     resolved,
     run_dir_of,
     shell_arg,
+    unreadable_checkpoint,
 )
 from memory.config import MEMORY_RUNTIME_KEYS  # noqa: F401  (re-exported)
 from memory.persist import ZIP_MAGIC, atomic_torch_save, unreadable, zip_damage
@@ -77,7 +78,7 @@ def load_checkpoint(path: str | Path, purpose: str = "resume") -> dict[str, Any]
     path = existing_checkpoint(path, purpose)
     key = KEY_OF[purpose]
     if (why := unreadable(path)) is not None:  # whole, only out of reach: it was called damaged
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r} ({why}); give it read permission, then retry")
+        raise unreadable_checkpoint(path, why)
     if not _starts_with(path, ZIP_MAGIC):
         if path.suffix != ".pt":  # config.yaml, metrics.json, ...: a slip
             raise CheckpointError(f"{str(path)!r} is not a checkpoint file; point {key} at a run folder or its "

@@ -51,10 +51,13 @@ def run_dir_of(path: str | Path) -> Path:
     checkpoints/<file> for a checkpoint file, and the run folder for its checkpoints/ folder (given that, a
     resumed run went on inside checkpoints/ and its next resume= went back to the older checkpoint)."""
     path = resolved(path)
-    if path.is_file():
-        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    if path.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
-        return path.parent
+    try:  # (a checkpoints/ without search permission: is_file raised it, a traceback)
+        if path.is_file():
+            return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        if path.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
+            return path.parent
+    except OSError as exc:
+        raise unreadable_checkpoint(Path(exc.filename or path), exc.strerror or type(exc).__name__) from None
     return path
 
 
@@ -70,7 +73,15 @@ def checkpoint_file(path: str | Path) -> Path:
 def existing_checkpoint(path: str | Path, purpose: str) -> Path:
     """The checkpoint file `path` names (`checkpoint_file`), or one CheckpointError line when there is none, with
     the fix that `purpose` ("resume", "evaluate") has."""
-    given, file, key = Path(path), checkpoint_file(path), KEY_OF[check_purpose(purpose)]
+    given, key = Path(path), KEY_OF[check_purpose(purpose)]
+    file = given
+    try:  # checkpoints/ without search permission: Path's is_dir and is_file raised it, a traceback
+        file = checkpoint_file(path)
+        file.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # (said below)
+    except OSError as exc:
+        raise unreadable_checkpoint(file, exc.strerror or type(exc).__name__) from None
     if file.is_file():
         return file
     odd = misplaced(given, file)
@@ -96,6 +107,13 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
                               f"point {key} at one (runs/<env>/<agent>/<time>_s<seed>)")
     raise CheckpointError(f"no checkpoint at {str(file)!r}: point {key} at a run folder that has "
                           "checkpoints/last.pt")
+
+
+def unreadable_checkpoint(file: Path, why: str) -> CheckpointError:
+    """A whole checkpoint out of reach (no read permission on it, or no search permission on a folder above it):
+    resume= and agents.evaluate called it damaged (fix: start afresh), or stopped with a traceback."""
+    return CheckpointError(f"cannot read checkpoint {str(file)!r} ({why}); give it (and the folders above it) read "
+                           "permission, then retry")
 
 
 def misplaced(given: Path, file: Path) -> Path | None:

@@ -107,7 +107,8 @@ def test_a_checkpoint_without_read_permission_is_not_called_damaged(tmp_path, ca
     before = checkpoint.read_bytes()
     _no_read_permission_on(monkeypatch, checkpoint)
     capsys.readouterr()
-    line = f"error: cannot read checkpoint '{checkpoint}' (Permission denied); give it read permission, then retry"
+    line = (f"error: cannot read checkpoint '{checkpoint}' (Permission denied); give it (and the folders above it) "
+            "read permission, then retry")
     assert run.main([f"resume={run_dir}", "train.progress=false"]) == 2
     assert capsys.readouterr().err.strip() == line
     assert evaluate.main([f"checkpoint={run_dir}"]) == 2
@@ -226,3 +227,32 @@ def test_a_full_disk_at_the_run_folder_s_new_lock_file_is_one_line_and_releases_
     monkeypatch.undo()
     assert run.main([f"resume={run_dir}", "train.progress=false"]) == 0  # the lock was released (same process)
     assert (run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("named", ["run folder", "checkpoint file"])
+def test_a_checkpoints_folder_without_search_permission_is_one_line(tmp_path, capsys, monkeypatch, named):
+    """checkpoints/ without x: every look at last.pt is refused, and Path.is_file raised it (Python < 3.14): resume=
+    and agents.evaluate were a PermissionError traceback, exit 1."""
+    run_dir = tmp_path / "run"
+    given = run_dir if named == "run folder" else run_dir / "checkpoints" / "last.pt"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    before = checkpoint.read_bytes()
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(checkpoint):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    _no_read_permission_on(monkeypatch, checkpoint)
+    monkeypatch.setattr(os, "stat", stat)
+    capsys.readouterr()
+    line = (f"error: cannot read checkpoint '{checkpoint}' (Permission denied); give it (and the folders above it) "
+            "read permission, then retry")
+    assert run.main([f"resume={given}", "train.progress=false"]) == 2
+    assert capsys.readouterr().err.strip() == line
+    assert evaluate.main([f"checkpoint={given}"]) == 2
+    assert capsys.readouterr().err.strip() == line
+    monkeypatch.undo()
+    assert checkpoint.read_bytes() == before
