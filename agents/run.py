@@ -62,6 +62,7 @@ WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EA
 # a folder where the run writes a file (config.yaml, metrics.json), or a file where it makes a folder (plots/): a
 # resume= of a folder that held one was an IsADirectoryError traceback (exit 1)
 IN_THE_WAY = (errno.EISDIR, errno.ENOTDIR, errno.EEXIST)
+NO_ACCESS = (errno.EACCES, errno.EPERM)
 
 
 def new_run_dir(cfg, create: bool = False) -> Path:
@@ -180,11 +181,14 @@ def _file_failure(exc: OSError, run_dir: Path) -> str:
     too (a resumed run's TensorBoard event file): it was "cannot write <file> (Permission denied; 70 GiB free
     there): free space" of a file that was being read. TensorBoard's names are bytes (they printed as b'...')."""
     name = os.fsdecode(exc.filename) if exc.filename is not None else str(run_dir)
-    then = how_to_continue(run_dir)
+    try:
+        then = how_to_continue(run_dir) if run_dir is not None and run_dir.is_dir() else "run the command again"
+    except OSError:  # the run folder out of reach (a folder above it without search permission)
+        then = "run the command again"
     if exc.errno in IN_THE_WAY:
         return f"cannot write {name} ({exc.strerror}): a folder is where the run writes a file, or a file where it " \
             f"makes a folder; move it away, then {then}"
-    if exc.errno in (errno.EACCES, errno.EPERM):
+    if exc.errno in NO_ACCESS:
         return f"cannot read or write {name} ({exc.strerror}): give it (and its folder) read and write permission, " \
             f"then {then}"
     return f"cannot write {name} ({exc.strerror}; {free_there(run_dir)}): free space (or make the folder " \
@@ -328,7 +332,9 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
         print(error_line(f"{does_not_fit(cfg, exc)}{again}"), file=sys.stderr)
         return 2
     except OSError as exc:  # the checkpoint's write says so itself (CheckpointError); this is every other file's
-        if exc.errno not in WRITE_FAILURES + IN_THE_WAY or run_dir is None or not run_dir.is_dir():
+        # (no permission is met also before the run folder is known, looking into a folder without search (x)
+        # permission: resume=, run_dir= or runs_root= of one was a PermissionError traceback)
+        if exc.errno not in WRITE_FAILURES + IN_THE_WAY or run_dir is None and exc.errno not in NO_ACCESS:
             raise
         print(error_line(_file_failure(exc, run_dir)), file=sys.stderr)
         return 2

@@ -256,3 +256,27 @@ def test_a_checkpoints_folder_without_search_permission_is_one_line(tmp_path, ca
     assert capsys.readouterr().err.strip() == line
     monkeypatch.undo()
     assert checkpoint.read_bytes() == before
+
+
+@pytest.mark.parametrize("given", ["resume", "run_dir", "runs_root"])
+def test_a_folder_without_search_permission_is_one_line(tmp_path, capsys, monkeypatch, given):
+    """A run folder (or runs_root) without x: every look inside it is refused, and Path.is_dir / exists raised it
+    (Python < 3.14): resume=, run_dir= and runs_root= of one were a PermissionError traceback, exit 1."""
+    folder = tmp_path / "run"
+    assert run.main(tiny("ContinualShift-v0", "memnet", folder, "train.episodes=1")) == 0
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path).startswith(f"{folder}{os.sep}"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    capsys.readouterr()
+    fresh = [a for a in tiny("ContinualShift-v0", "memnet", folder) if not a.startswith("run_dir=")]
+    argv = {"resume": [f"resume={folder}"], "run_dir": [*fresh, f"run_dir={folder}"],
+            "runs_root": [*fresh, f"runs_root={folder}"]}[given]
+    assert run.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(rf"error: cannot read or write {re.escape(str(folder))}/\S+ \(Permission denied\): give it "
+                        r"\(and its folder\) read and write permission, then run the command again", err), err
