@@ -58,6 +58,7 @@ from agents.tune_preflight import (
     log_ray_to,
     make_sweep_folder,
     ray_log_while,
+    readable_sweep,
     remove_unstarted_sweep,
     unlock_sweep,
     write_plan,
@@ -75,7 +76,6 @@ from agents.tune_signals import (
     tune_saved_trials,
 )
 from agents.tune_space import SweepPlan, make_plan
-from memory.persist import NO_RIGHTS
 
 PLAN_FILE = "sweep.yaml"
 
@@ -257,7 +257,7 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
     try:  # a full disk at the end: one line (the trials' results stay in Ray's state, resume= writes them again)
         best = write_results(sweep_dir, rows, plan, base, plan.metric)
     except OSError as exc:
-        fix = "make it writable" if exc.errno in NO_RIGHTS else "free space"  # (no permission: it said free space)
+        fix = "make it writable" if isinstance(exc, PermissionError) else "free space"  # (it said free space)
         print(error_line(f"cannot write the results in {sweep_dir} ({exc.strerror or exc}); {fix}, then write "
                          f"them again with: python -m agents.tune {shell_arg('resume', sweep_dir)}"), file=sys.stderr)
         return 2
@@ -297,7 +297,7 @@ def _main(argv: list[str]) -> int:
     try:
         cli = parse_command_line(argv)
         if cli.resume is not None:
-            sweep_dir = Path(cli.resume).resolve()
+            sweep_dir = readable_sweep(Path(cli.resume).resolve())
             plan, base = load_saved_plan(sweep_dir)
             if (trials := _finished(sweep_dir, plan)) is not None:  # Ray started (~30 s) to find nothing to run
                 ended = f"{'its' if len(trials) == 1 else 'all'} {counted(len(trials), 'trial')} ended"

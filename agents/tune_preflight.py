@@ -95,6 +95,19 @@ def write_plan(path: Path, saved: dict) -> None:
         raise ConfigError(f"cannot write {path} ({why}): {fix}, then start the sweep again") from None
 
 
+def readable_sweep(sweep_dir: Path) -> Path:
+    """`sweep_dir` of resume=, or one ConfigError line where it (or a folder above it) may not be read: Tune's
+    restore raised pyarrow's PermissionError ("Failed stat()ing path ..."), a traceback."""
+    try:
+        os.listdir(sweep_dir)
+    except (FileNotFoundError, NotADirectoryError):  # load_saved_plan says what is there instead
+        pass
+    except PermissionError as exc:
+        raise ConfigError(f"resume={str(sweep_dir)!r}: cannot read it ({exc.strerror}); give it (and the folders "
+                          "above it) read and search permission, then run the command again") from None
+    return sweep_dir
+
+
 def lock_sweep(sweep_dir: Path) -> int | None:
     """One driver per sweep folder: an flock on <sweep dir>/.run.lock while the sweep runs (`agents.run_lock`; the
     kernel drops it when the driver dies, SIGKILL included). A resume= of a sweep still running started a second Tune

@@ -78,8 +78,12 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     root = Path(base.runs_root).resolve() / "sweeps" / plan.name
     sweep_dir, n = root / stamp, 1
-    while sweep_dir.exists():
-        sweep_dir, n = root / f"{stamp}-{n}", n + 1
+    try:
+        while sweep_dir.exists():
+            sweep_dir, n = root / f"{stamp}-{n}", n + 1
+    except OSError as exc:  # runs_root without search permission: Path.exists raised it, a traceback
+        raise ConfigError(f"cannot create the sweep folder {str(sweep_dir)!r} ({exc.strerror or exc}); choose "
+                          "another runs_root=") from None
     return plan, OmegaConf.to_container(base, resolve=True), sweep_dir
 
 

@@ -280,3 +280,35 @@ def test_a_folder_without_search_permission_is_one_line(tmp_path, capsys, monkey
     err = capsys.readouterr().err.strip()
     assert re.fullmatch(rf"error: cannot read or write {re.escape(str(folder))}/\S+ \(Permission denied\): give it "
                         r"\(and its folder\) read and write permission, then run the command again", err), err
+
+
+def test_a_sweep_folder_out_of_reach_is_one_line(tmp_path, capsys, monkeypatch):
+    """runs_root= without search permission (Path.exists raised it while the sweep folder was named), and resume= of a
+    sweep folder that may not be read (Tune's restore: pyarrow's PermissionError): both were tracebacks, exit 1."""
+    from agents import tune
+
+    root = tmp_path / "root"
+    root.mkdir()
+    real_stat, real_listdir = os.stat, os.listdir
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path).startswith(f"{root}{os.sep}"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    def listdir(path="."):
+        if os.fspath(path) == os.fspath(root):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={root}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(rf"error: cannot create the sweep folder '{re.escape(str(root))}/sweeps/smoke/[^/']+' "
+                        r"\(Permission denied\); choose another runs_root=", err), err
+    assert tune.main([f"resume={root}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: resume='{root}': cannot read it (Permission denied); give it "
+                                               "(and the folders above it) read and search permission, then run "
+                                               "the command again")
