@@ -59,6 +59,13 @@ def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
                           f"{str(path)!r}); give the path inside it (out={inside}) or an absolute path")
     if why := unusable_path(str(path.absolute())):  # (path.is_dir() was an OSError traceback)
         raise ConfigError(f"out={shortened(str(out))}: {why}; name another file")
+    try:
+        path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as exc:  # a folder above it without search permission: is_dir raised it, a traceback
+        raise ConfigError(f"out={str(path)!r}: cannot look there ({exc.strerror or exc}); name a file "
+                          "elsewhere") from None
     if path.is_dir():
         raise ConfigError(f"out={str(path)!r} is a folder; name a file (e.g. out=eval.json)")
     what = run_output(path, run_dir, checkpoint)

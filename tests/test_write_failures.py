@@ -312,3 +312,24 @@ def test_a_sweep_folder_out_of_reach_is_one_line(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == (f"error: resume='{root}': cannot read it (Permission denied); give it "
                                                "(and the folders above it) read and search permission, then run "
                                                "the command again")
+
+
+def test_an_out_file_in_a_folder_without_search_permission_is_one_line(tmp_path, capsys, monkeypatch):
+    """agents.evaluate's out= inside a folder without x: Path.is_dir raised PermissionError, a traceback while the
+    command started."""
+    run_dir, blocked = tmp_path / "run", tmp_path / "blocked"
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 0
+    blocked.mkdir()
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if os.fspath(path).startswith(f"{blocked}{os.sep}"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "lstat", stat)
+    capsys.readouterr()
+    assert evaluate.main([f"checkpoint={run_dir}", f"out={blocked / 'eval.json'}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: out='{blocked / 'eval.json'}': cannot look there (Permission "
+                                               "denied); name a file elsewhere")
