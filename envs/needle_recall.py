@@ -78,7 +78,8 @@ class NeedleRecallSource(StreamSource):
         else:
             self.corpus, self.symbol_names, self.haystack_sha256 = text_corpus(haystack_path, symbols)
             if len(self.corpus) < self.haystack_lengths[1]:
-                raise ValueError(f"haystack_path={str(haystack_path)!r} has {len(self.corpus)} characters; "
+                n = len(self.corpus)
+                raise ValueError(f"haystack_path={str(haystack_path)!r} has {n} character{'s' * (n != 1)}; "
                                  f"haystack_length={H} needs at least {self.haystack_lengths[1]}")
         rng = np.random.default_rng((world_seed, 1))
         cues = _distinct_prefixes(rng, count, P, symbols)

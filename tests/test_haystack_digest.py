@@ -114,3 +114,14 @@ def test_a_haystack_file_long_enough_for_write_episodes_but_not_recall_ones_is_r
     with pytest.raises(ValueError, match="has 70 characters; haystack_length=64 needs at least 76"):
         gym.make("NeedleRecall-v0", haystack_path=str(text), haystack_length=64, delay=2, train_facts=16,
                  fresh_facts=16, facts_per_episode=4)
+
+
+def test_a_one_character_haystack_file_is_counted_in_the_singular(tmp_path):
+    import gymnasium as gym
+    import pytest
+
+    text = tmp_path / "one.txt"
+    text.write_text("a")
+    with pytest.raises(ValueError, match="has 1 character; haystack_length=64 needs at least 76"):
+        gym.make("NeedleRecall-v0", haystack_path=str(text), haystack_length=64, delay=2, train_facts=16,
+                 fresh_facts=16, facts_per_episode=4)
