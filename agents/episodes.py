@@ -120,10 +120,12 @@ class EpisodeStats:
 Learner = Callable[[Chunk, torch.Tensor, dict], float]
 
 
-def resolve_acting(acting: str, venv, dropout: float) -> str:
+def resolve_acting(acting: str, venv, dropout: float, reinforce: bool = False) -> str:
     """train.acting -> "step" or "chunk". auto: chunk when the env shows its stream ahead (`upcoming`: open loop,
-    every memstream env) and the model has no dropout (acting never sees dropout; the chunk forward trains with
-    it), step otherwise."""
+    every memstream env) and the model has no dropout (supervised acting never sees dropout; the chunk forward
+    trains with it), step otherwise. reinforce (train.mode=reinforce): chunk on an open-loop env whatever the
+    dropout: one forward draws the actions and takes their gradient, under the same dropout masks (step acting
+    acts without dropout, so its learning forward runs without it too: `EpisodeRunner._chunk`)."""
     if acting not in ACTING:
         raise ConfigError(f"train.acting={acting!r}: choose one of {', '.join(ACTING)}")
     ahead = callable(getattr(venv, "upcoming", None))
@@ -131,7 +133,7 @@ def resolve_acting(acting: str, venv, dropout: float) -> str:
         raise ConfigError(f"train.acting=chunk needs an open-loop env that shows its next observations "
                           f"(upcoming()); {type(venv).__name__} does not: use train.acting=step")
     if acting == "auto":
-        return "chunk" if ahead and dropout == 0 else "step"
+        return "chunk" if ahead and (dropout == 0 or reinforce) else "step"
     return acting
 
 
@@ -144,10 +146,12 @@ class EpisodeRunner:
     the logits acting step by step would give (reads never see the call's own writes; the model is causal), so
     the actions are the same and the acting calls are gone."""
 
-    def __init__(self, venv, model, device: torch.device, chunk: int, amp: bool = False, acting: str = "auto"):
+    def __init__(self, venv, model, device: torch.device, chunk: int, amp: bool = False, acting: str = "auto",
+                 reinforce: bool = False):
         self.venv, self.model, self.device, self.chunk = venv, model, device, chunk
         self.amp = amp
-        self.acting = resolve_acting(acting, venv, model.cfg.dropout if acting == "auto" else 0.0)  # step | chunk
+        self.acting = resolve_acting(acting, venv, model.cfg.dropout if acting == "auto" else 0.0,
+                                     reinforce)  # step | chunk
         self.num_lanes = venv.num_envs
 
     def autocast(self):
@@ -195,7 +199,11 @@ class EpisodeRunner:
             chunk = self._to_chunk(arr, episode, stats.steps)
             # the loss needs logits at scored steps only, an evaluation none (its accuracy comes from the actions)
             at = chunk.scored.any(0).nonzero().flatten() if learner is not None else self._tensor(np.zeros(0))
-            logits, new_state, aux = self._forward(chunk.tokens, state, chunk.writes, chunk.meta, at, learner, stats)
+            # sampled actions (reinforce) came from the acting calls' policy, which has no dropout: the update's
+            # log-probabilities must be that policy's, so its forward runs without dropout too (with it, the
+            # gradient was taken for other policies than the one that drew the actions: off-policy, biased)
+            logits, new_state, aux = self._forward(chunk.tokens, state, chunk.writes, chunk.meta, at, learner, stats,
+                                                   dropout=not sample)
         if learner is not None:
             t1 = time.perf_counter()
             loss = learner(chunk.columns(at), logits.float(), aux)
@@ -270,14 +278,15 @@ class EpisodeRunner:
                      writes=t(arr["writes"], torch.bool), actions=t(arr["actions"]),
                      rewards=t(arr["rewards"], torch.float32), meta=self._meta(episode, start, arr["task"]))
 
-    def _forward(self, tokens, state, writes, meta, at, learner, stats):
+    def _forward(self, tokens, state, writes, meta, at, learner, stats, dropout: bool = True):
         """The chunk call from the chunk's start state, logits at steps `at`: with gradients when training and
         there is something to learn (TBPTT: the state is detached between chunks); it also applies the chunk's
         memory writes (block-recurrent memory). A chunk with no scored step runs without autograd unless the
-        model's loss has terms of its own (`learns_without_targets`)."""
+        model's loss has terms of its own (`learns_without_targets`). Training mode (dropout) when training,
+        unless `dropout` is False."""
         t0 = time.perf_counter()
         learns = learner is not None and (len(at) > 0 or self.model.learns_without_targets())
-        self.model.train(learner is not None)
+        self.model.train(learner is not None and dropout)
         with self.autocast(), torch.set_grad_enabled(learns):
             out = self.model(tokens, state, writes, meta, read_at=at)
         stats.seconds["learn"] += time.perf_counter() - t0

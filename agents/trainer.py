@@ -60,7 +60,8 @@ class Trainer:
         with interrupts_held():  # it imports torch._dynamo (~2.5 s): a Ctrl+C inside that import ended the run by
             # SIGINT (exit -2, not 130) after its line, for 1 in 4 signals sent then
             self.optimizer = torch.optim.AdamW(self.model.optimizer_groups(t.weight_decay), lr=t.lr, fused=True)
-        self.runner = EpisodeRunner(self.venv, self.model, self.device, t.chunk, amp=t.amp, acting=t.acting)
+        self.runner = EpisodeRunner(self.venv, self.model, self.device, t.chunk, amp=t.amp, acting=t.acting,
+                                    reinforce=t.mode == "reinforce")
         self.state = self.model.initial_state(t.lanes)
         sched = env_schedule(self.venv)  # (block starts, block tasks, episodes); None: an env without a schedule
         self.schedule_episodes = None if sched is None else sched[2]  # training episodes of the env's schedule
