@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,21 @@ def boundary_labels(block_tasks, count: int) -> list[str]:
     """What follows each of the `count` boundaries (one per block trained, in order): the task of the next block,
     and "end" for the last one (training stops there, whether or not the schedule was finished)."""
     return [f"task {int(block_tasks[n + 1])}" if n + 1 < count else "end" for n in range(count)]
+
+
+@contextmanager
+def failure_recorded(trainer, logger):
+    """An exception inside (the run diverged, a full disk, sizes that do not fit) records the run's HParams session
+    with status Failure, its config and its latest points as its metrics, and is raised on: such a run or sweep
+    trial had recorded nothing, so the HParams tab did not list it. A run that had recorded its end (its report's
+    Success) keeps it; a Ctrl+C, or Tune stopping a trial (SystemExit), is no failure. A writer that fails too (a
+    full disk) does not hide the first error."""
+    try:
+        yield
+    except Exception:
+        with suppress(OSError):
+            logger.hparams(hparams_of(trainer.cfg), {}, status="failure")
+        raise
 
 
 def hparams_of(cfg) -> dict:

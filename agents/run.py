@@ -43,6 +43,7 @@ from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, do
 from agents.config_messages import error_line  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
 from agents.report import (  # noqa: E402
+    failure_recorded,
     final_metrics,
     finished_report,
     mean_accuracy,
@@ -305,8 +306,9 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
               f"{episodes} episode{'s' * (episodes != 1)} -> {run_dir}", flush=True)
         if note := inert_note(cfg, map(override_key, argv), trainer.num_tasks):  # memory.* keys that change nothing
             print(note, flush=True)
-        metrics = fit(trainer, logger, config, progress=cfg.train.progress)
-        write_report(trainer, metrics, logger)
+        with failure_recorded(trainer, logger):  # diverged, a full disk: the HParams tab lists it as Failure
+            metrics = fit(trainer, logger, config, progress=cfg.train.progress)
+            write_report(trainer, metrics, logger)
         logger.close()
     except (ConfigError, CheckpointError) as exc:
         print(error_line(exc), file=sys.stderr)

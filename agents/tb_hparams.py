@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from numbers import Real
 
 import numpy as np
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboard.plugins.hparams.metadata import SESSION_END_INFO_TAG, SESSION_START_INFO_TAG
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 SESSION_TAGS = (SESSION_START_INFO_TAG, SESSION_END_INFO_TAG)
+STATUSES = {"success": api_pb2.STATUS_SUCCESS, "failure": api_pb2.STATUS_FAILURE}  # a session end's
 
 
 def flatten_hparams(hparams: Mapping, prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -40,9 +41,10 @@ def _edited(summary, edit):
     return summary
 
 
-def session_summaries(flat: dict, metrics: dict[str, float], started: float, finished: bool) -> dict:
+def session_summaries(flat: dict, metrics: dict[str, float], started: float, status: str | None) -> dict:
     """{tag: summary}: torch's session start (with the run's start time, `started`, seconds since the epoch) and,
-    for a finished run, its session end (status success, the end time now); not its experiment summary.
+    for a run that ended (`status` "success": it finished, "failure": an exception ended it), its session end
+    (that status, the end time now); not its experiment summary.
 
     TensorBoard's HParams tab takes the first experiment summary it finds in the logdir as the whole table: with
     one per run, `tensorboard --logdir runs` showed the columns of one run picked arbitrarily (a ContinualShift run's
@@ -53,7 +55,11 @@ def session_summaries(flat: dict, metrics: dict[str, float], started: float, fin
     writes no start time (0, 1970) and always "success", also for a sweep trial that ASHA stopped early. The plugin's
     statuses are success, failure, running and unknown; such a trial neither finished nor failed, so it writes no
     end: the tab reads its status as unknown (its Status filter tells it from the finished trials), and a trial that
-    is resumed later and finishes writes its end then (TensorBoard keeps the first record of a tag)."""
+    is resumed later and finishes writes its end then (TensorBoard keeps the first record of a tag). A run or trial
+    that an exception ended (diverged, a full disk) says failure: it had recorded nothing, so the tab did not list
+    it at all (TBLogger.hparams writes its end in a file of its own, which a resumed or retried run removes)."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status={status!r}: expected None (no end) or one of {', '.join(map(repr, STATUSES))}")
     _, start, end = hparams_summaries(flat, metrics)
 
     def start_info(data):
@@ -64,8 +70,9 @@ def session_summaries(flat: dict, metrics: dict[str, float], started: float, fin
 
     def end_info(data):
         data.session_end_info.end_time_secs = time.time()
+        data.session_end_info.status = STATUSES[status]
 
     summaries = {SESSION_START_INFO_TAG: _edited(start, start_info)}
-    if finished:
+    if status is not None:
         summaries[SESSION_END_INFO_TAG] = _edited(end, end_info)
     return summaries

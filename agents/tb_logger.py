@@ -20,10 +20,11 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
-from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
+from tensorboard.plugins.hparams.metadata import SESSION_END_INFO_TAG, SESSION_START_INFO_TAG
 from tensorboard.summary.writer import event_file_writer
 from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.writer import FileWriter
 
 from agents.interrupts import interrupts_held
 from agents.plots import figure_to_array
@@ -80,6 +81,26 @@ def _has_events(log_dir: str) -> bool:
     return os.path.isdir(log_dir) and any("tfevents" in name for name in os.listdir(log_dir))
 
 
+FAILURE_SUFFIX = ".failure"  # the event file of a failed run's session end
+
+
+def _write_failure(log_dir: str, summary, step: int) -> None:
+    """A failed run's session end, in an event file of its own (`*.failure`): TensorBoard keeps the first record of
+    a tag, whatever a resumed run's purge drops, so a failure written with the run's events outlasted a resume (or
+    Tune's retry of the trial) that finished, which then still said failure. `_remove_failure` takes it back."""
+    writer = FileWriter(log_dir, filename_suffix=FAILURE_SUFFIX)
+    try:
+        writer.add_summary(summary, step)
+    finally:
+        writer.close()
+
+
+def _remove_failure(log_dir: str) -> None:
+    for name in os.listdir(log_dir) if os.path.isdir(log_dir) else ():
+        if "tfevents" in name and name.endswith(FAILURE_SUFFIX):
+            os.remove(os.path.join(log_dir, name))
+
+
 def _check_step(step) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"step must be an int >= 0 (e.g. training steps so far); got {step!r}")
@@ -102,9 +123,11 @@ class TBLogger:
                  resume_step: int | None = None):
         self.log_dir = os.fspath(log_dir)
         resume_step = None if resume_step is None else _check_step(resume_step)
+        _remove_failure(self.log_dir)  # resumed (a Tune retry) or started again: the failure no longer stands
         self._last: dict[str, tuple[int, float]] = {}  # tag -> (step, value) of its latest point
         self._kept_images: set[tuple[str, int]] = set()  # (tag, step) of a resumed run's images
-        self._kept_sessions: set[str] = set()  # the session records (start, end) a resumed run had written
+        self._kept_sessions: set[str] = set()  # the session records (start, end) the run holds: a resumed run's, and
+        # those written since (a failure after the report's success is not recorded: the first record stays)
         self._started = time.time()  # the run's start, for the HParams tab (a resumed run's: its first event's)
         # a fresh run in a folder with event files (a run, or a Tune trial, started again after it stopped before its
         # first checkpoint): TensorBoard drops all their points (purge step 0), or it drew both starts over each other
@@ -168,9 +191,12 @@ class TBLogger:
         self._max_step = max(self._max_step, step)
 
     @interrupts_held()
-    def hparams(self, hparams: Mapping | None, metrics: Mapping[str, float | None], finished: bool = True) -> None:
+    def hparams(self, hparams: Mapping | None, metrics: Mapping[str, float | None],
+                status: str | None = "success") -> None:
         """Record the run's hyper-parameters and final metrics for the HParams dashboard, in this same run, with
-        the run's start time and, when `finished` (False: a sweep trial stopped early), its end (`session_summaries`).
+        the run's start time and its end with `status` ("success"; "failure": an exception ended the run; None: no
+        end, a sweep trial stopped early) (`session_summaries`). A failure's end goes into an event file of its own
+        (`_write_failure`), which the run resumed or started again removes: its finish then says success.
 
         hparams: nested config (flattened to dotted keys; None and lists shown as text); defaults to the
         hparams given to the constructor. metrics: {tag: value}; None values are skipped. A metric whose
@@ -182,9 +208,14 @@ class TBLogger:
             raise ValueError("hparams needs a non-empty dict of hyper-parameters (or pass them to TBLogger)")
         flat = flatten_hparams(hparams)
         final = {k: float(v) for k, v in metrics.items() if v is not None}
-        for tag, summary in session_summaries(flat, final, self._started, finished).items():
-            if tag not in self._kept_sessions:
+        for tag, summary in session_summaries(flat, final, self._started, status).items():
+            if tag in self._kept_sessions:
+                continue
+            if status == "failure" and tag == SESSION_END_INFO_TAG:
+                _write_failure(self.log_dir, summary, self._max_step)
+            else:
                 self._writer.file_writer.add_summary(summary, self._max_step)
+            self._kept_sessions.add(tag)
         # compared as stored (float32): the latest points of a resumed run are read back from its event file
         fresh = {k: v for k, v in final.items() if k not in self._last or np.float32(self._last[k][1]) != np.float32(v)}
         self.scalars(fresh, self._max_step)

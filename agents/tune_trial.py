@@ -76,7 +76,7 @@ class TuneReporter:
         from agents.report import hparams_of
 
         if not self.report_written:
-            self.logger.hparams(hparams_of(trainer.cfg), {}, finished=False)
+            self.logger.hparams(hparams_of(trainer.cfg), {}, status=None)
 
 
 def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric: str) -> None:
@@ -88,7 +88,7 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric:
     from ray import tune
 
     from agents.config import to_yaml
-    from agents.report import write_text_atomic
+    from agents.report import failure_recorded, write_text_atomic
     from agents.run import fit
     from agents.run_lock import RunLocks
     from agents.tb_logger import TBLogger
@@ -112,8 +112,9 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric:
         # a trial stopped early (ASHA, a failure, Ctrl+C) closes its writer too: its last points reach the event file
         with TBLogger(run_dir, resume_step=trainer.train_steps if checkpoint else None) as logger:
             reporter = TuneReporter(run_dir / "checkpoints", logger, metric)
-            fit(trainer, logger, config, progress=False, on_eval=reporter)
-            reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate
+            with failure_recorded(trainer, logger):  # a trial that crashed is listed as Failure (a retry drops it)
+                fit(trainer, logger, config, progress=False, on_eval=reporter)
+                reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate
 
 
 def trial_dirname(trial) -> str:

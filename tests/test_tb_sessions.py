@@ -51,7 +51,7 @@ def test_a_run_stopped_early_is_not_a_success_and_its_resumed_end_is(tmp_path):
     before = time.time()
     with TBLogger(tmp_path / "trial", hparams=CONFIG) as logger:
         logger.scalars({"cl/ACC": 0.25}, 20)
-        logger.hparams(None, {}, finished=False)
+        logger.hparams(None, {}, status=None)
     stopped = hparams_sessions(tmp_path)["trial"]
     assert stopped.status == api_pb2.STATUS_UNKNOWN and stopped.end_time_secs == 0
     assert before <= stopped.start_time_secs <= time.time()
@@ -64,3 +64,84 @@ def test_a_run_stopped_early_is_not_a_success_and_its_resumed_end_is(tmp_path):
     assert finished.start_time_secs == pytest.approx(stopped.start_time_secs, abs=1.0)  # the first start's
     assert finished.end_time_secs >= finished.start_time_secs
     assert [(value.name.tag, value.value) for value in finished.metric_values] == [("cl/ACC", 0.75)]
+
+
+@pytest.mark.parametrize("resume_step", [10, 0, None])  # at its last step, at its start, started again
+def test_a_failed_run_says_failure_and_resumed_and_finished_it_says_success(tmp_path, resume_step):
+    """A run an exception ended recorded nothing: the tab did not list it. Now its session says Failure, with its
+    hparams and start. Resumed (a Tune retry) and finished it says Success: TensorBoard keeps a tag's first record,
+    whatever a resume purges, so the failure is an event file of its own, which the resumed run removes."""
+    from tensorboard.plugins.hparams import api_pb2
+
+    from agents.tb_logger import read_hparams
+
+    before = time.time()
+    with TBLogger(tmp_path / "run", hparams=CONFIG) as logger:
+        logger.scalars({"train/loss": 2.0}, 10)
+        logger.hparams(None, {}, status="failure")
+        logger.hparams(None, {}, status="success")  # the first end stays
+    failed = hparams_sessions(tmp_path)["run"]
+    assert failed.status == api_pb2.STATUS_FAILURE
+    assert before <= failed.start_time_secs <= failed.end_time_secs <= time.time()
+    assert [(value.name.tag, value.value) for value in failed.metric_values] == [("train/loss", 2.0)]
+    assert read_hparams(tmp_path / "run")["memory.slots"] == CONFIG["memory"]["slots"]
+    with TBLogger(tmp_path / "run", hparams=CONFIG, resume_step=resume_step) as logger:
+        logger.scalars({"train/loss": 1.0}, 20)
+        logger.hparams(None, {"cl/ACC": 0.5})
+    finished = hparams_sessions(tmp_path)["run"]
+    assert finished.status == api_pb2.STATUS_SUCCESS and finished.end_time_secs > failed.end_time_secs
+    assert finished.start_time_secs == pytest.approx(failed.start_time_secs, abs=1.0)
+    with pytest.raises(ValueError, match="status='failed': expected None .* 'failure'"):
+        TBLogger(tmp_path / "other", hparams=CONFIG).hparams(None, {}, status="failed")
+
+
+def diverge_at_the_second_update(monkeypatch):
+    """The trainer's own check finds a NaN loss at its second update ("training diverged in episode 1 ...")."""
+    from agents import trainer
+
+    calls, loss = [], trainer.supervised_loss
+
+    def nan_second(logits, chunk):
+        calls.append(1)
+        return loss(logits, chunk) * (float("nan") if len(calls) == 2 else 1.0)
+
+    monkeypatch.setattr(trainer, "supervised_loss", nan_second)
+
+
+def test_a_run_that_diverges_says_failure(tmp_path, monkeypatch, capsys):
+    from tensorboard.plugins.hparams import api_pb2
+
+    from agents import run
+    from agents.tb_logger import read_hparams
+    from tests.test_run import tiny
+
+    diverge_at_the_second_update(monkeypatch)
+    assert run.main(tiny("ContinualShift-v0", "memnet", tmp_path / "run", "train.lr=0.002")) == 2
+    assert "error: training diverged in episode 1" in capsys.readouterr().err
+    session = hparams_sessions(tmp_path)["run"]
+    assert session.status == api_pb2.STATUS_FAILURE and 0 < session.start_time_secs <= session.end_time_secs
+    assert read_hparams(tmp_path / "run")["train.lr"] == 0.002
+
+
+def test_a_sweep_trial_that_raises_says_failure(tmp_path, monkeypatch):
+    """A Tune trial in its trainable (Tune's context faked: no Ray is started) that diverges: Failure."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+    from ray import tune
+    from tensorboard.plugins.hparams import api_pb2
+
+    from agents.config import ConfigError, load_config
+    from agents.tb_logger import read_hparams
+    from agents.tune_trial import run_trial
+    from tests.test_run import tiny
+
+    diverge_at_the_second_update(monkeypatch)
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: "/elsewhere/t0_lr=0.003"))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    base = OmegaConf.to_container(load_config(tiny("ContinualShift-v0", "memnet", tmp_path)), resolve=True)
+    with pytest.raises(ConfigError, match="training diverged in episode 1"):
+        run_trial({"train.lr": 0.003}, base=base, sweep_dir=str(tmp_path / "sweep"), threads=1, metric="cl/ACC")
+    session = hparams_sessions(tmp_path / "sweep")["t0_lr=0.003"]
+    assert session.status == api_pb2.STATUS_FAILURE and 0 < session.start_time_secs <= session.end_time_secs
+    assert read_hparams(tmp_path / "sweep" / "t0_lr=0.003")["train.lr"] == 0.003
