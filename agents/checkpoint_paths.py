@@ -7,6 +7,7 @@ before its slow imports.
 
 from __future__ import annotations
 
+import errno
 import shlex
 from pathlib import Path
 
@@ -33,11 +34,22 @@ def check_purpose(purpose: str) -> str:
     return purpose
 
 
+def _resolve_or_raise_on_loop(path: Path) -> Path:
+    """path.resolve(), raising on a symlink loop in every Python: since 3.13 the default (non-strict) resolve returns a
+    looping path as it is (the error became "no checkpoint at"), and only strict=True still raises (OSError, ELOOP)."""
+    try:
+        return path.resolve(strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise
+        return path.resolve()  # a missing part (or a file used as a folder): the callers' checks name it
+
+
 def resolved(path: str | Path) -> Path:
     """Path(path).resolve(), or one CheckpointError line where it cannot be (a symlink loop was a traceback)."""
     try:
-        full = Path(path).resolve()
-    except (RuntimeError, OSError) as exc:  # a symlink loop: RuntimeError before Python 3.13, OSError since
+        full = _resolve_or_raise_on_loop(Path(path))
+    except (RuntimeError, OSError) as exc:  # a symlink loop: RuntimeError before Python 3.13, OSError (ELOOP) since
         raise CheckpointError(f"{str(path)!r} cannot be resolved ({exc}); name the run folder itself") from None
     from agents.cli_args import shortened, unusable_path
 
