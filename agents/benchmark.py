@@ -252,8 +252,9 @@ def _main(argv: list[str]) -> int:
     try:
         opts, cli_overrides = parse_args(argv)
         suite = load_suite(opts["suite"])
-        out = Path(opts["out"]).resolve() if "out" in opts else default_out().resolve()
-        check_out(out)
+        out = Path(opts["out"]) if "out" in opts else default_out()
+        check_out(out)  # before resolve(): a symlink loop in it was a RuntimeError traceback there (Python < 3.13)
+        out = out.resolve()
         jobs = plan(opts, suite, cli_overrides, out)
         make_out(out)
         with interrupts_held():  # matplotlib: a second of imports (a Ctrl+C inside them waits for their end)

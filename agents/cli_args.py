@@ -5,14 +5,15 @@ composes them."""
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from agents.allocation import ALLOCATION_ERRORS, allocation_failure, allocation_reason
 from agents.config_messages import SECTIONS, error_line, section_as_value, unknown_key
 
 
@@ -253,50 +254,6 @@ def find_interpolation(value, key: str = "") -> tuple[str, str] | None:
     return next(filter(None, (find_interpolation(v, k) for k, v in items)), None)
 
 
-# the allocator's own words for a failed allocation: torch's CPU allocator raises a plain RuntimeError ("...
-# DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"), FAISS a RuntimeError with bad_alloc
-_ALLOCATION_FAILED = ("can't allocate memory", "Cannot allocate memory", "std::bad_alloc", "out of memory")
-# sizes whose byte count overflows before anything is asked for (torch: RuntimeError, or a TypeError where one size
-# passes int64; numpy: ValueError)
-_SIZE_OVERFLOWED = ("Storage size calculation overflowed", "array is too big", "Maximum allowed dimension exceeded",
-                    "Overflow when unpacking long long")
-# what an allocation failure is raised as; `allocation_failure` tells it from a bug of the same type
-ALLOCATION_ERRORS = (MemoryError, RuntimeError, ValueError, TypeError)
-
-
-def allocation_failure(exc: BaseException) -> bool:
-    """A failed memory allocation: MemoryError (numpy's too), torch's OutOfMemoryError (CUDA), or a RuntimeError /
-    ValueError / TypeError in the allocator's words. Any other of those is a bug and keeps its traceback."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(exc, ALLOCATION_ERRORS) and any(
-        words in str(exc) for words in _ALLOCATION_FAILED + _SIZE_OVERFLOWED)
-
-
-def does_not_fit(cfg: DictConfig, exc: BaseException, what: str = "the run", fix: str = "lower them") -> str:
-    """One line for an allocation failure of `what`: how much was asked (when the error says), the config's sizes
-    with their values (the keys to lower) and `fix`."""
-    keys = ["train.lanes", "model.dim", "model.layers", "model.window", "model.mlp_ratio"]
-    if cfg.agent.name == "memnet":  # the memory's sizes exist only in MemNet (a store only with memory.store)
-        keys += ["memory.slots"] + (["memory.store_capacity", "memory.cache_hot", "memory.cache_warm",
-                                     "memory.cache_cold"] if cfg.memory.store else [])
-    sizes = ", ".join(f"{k}={OmegaConf.select(cfg, k)}" for k in keys)
-    return f"{what} does not fit in memory ({allocation_reason(exc)}) with the sizes {sizes}; {fix}"
-
-
-def allocation_reason(exc: BaseException) -> str:
-    """What an allocation failure asked for: `an allocation of 37.3 GiB failed` when the error says how much."""
-    from memory.metrics import format_bytes  # here: at module level it imported torch into every command-line
-    # parser (benchmarks/envs.py, which needs no torch, took 4 s to refuse a bad argument)
-
-    text = str(exc)
-    in_bytes = re.search(r"allocate (\d+) bytes", text)  # torch's words; numpy's: "Unable to allocate 2.18 PiB"
-    in_units = re.search(r"allocate ([\d.]+ ?[KMGTPE]?i?B)\b", text)
-    size = format_bytes(int(in_bytes[1])) if in_bytes else in_units[1].replace(". ", " ") if in_units else None
-    return (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
-            if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")
-
-
 def measured_or_usage(parser: argparse.ArgumentParser, measure, lower: str, what: str = ""):
     """`measure()` of a benchmark script (benchmarks/*.py); sizes past this machine's memory are the parser's usage
     line (exit 2) naming the flags to `lower`, not numpy's or torch's traceback. `what`: the section measured."""
@@ -322,6 +279,11 @@ def unusable_path(path: str) -> str | None:
         return f"a name in it is {longest} bytes, over the {NAME_MAX} a file name may have"
     if len(os.fsencode(path)) > PATH_MAX:
         return f"it is {len(os.fsencode(path))} bytes, over the {PATH_MAX} a path may have"
+    try:  # a symlink loop on the way: Path.resolve() raised RuntimeError (a traceback) before Python 3.13
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link in it leads round in a loop"
     return None
 
 

@@ -15,13 +15,14 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from agents.cli_args import (  # noqa: F401  (ALLOCATION_ERRORS, allocation_failure, does_not_fit: for run, evaluate)
+from agents.allocation import (  # noqa: F401  (for run, evaluate)
     ALLOCATION_ERRORS,
     allocation_failure,
-    check_overrides,
     does_not_fit,
+)
+from agents.cli_args import (
+    check_overrides,
     find_interpolation,
-    hydra_reason,
     shortened,
     text_values_kept,
     unusable_path,

@@ -42,8 +42,11 @@ def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
                           f"out={str(out)}eval.json")
     out = Path(out).expanduser()
     path = run_dir / out
+    if why := unusable_path(str(path.absolute())):  # (path.is_dir() was an OSError traceback, a loop's resolve() a
+        raise ConfigError(f"out={shortened(str(out))}: {why}; name another file")  # RuntimeError one)
     ambiguous = False
-    if not out.is_absolute():
+    if not out.is_absolute() and unusable_path(str(out.absolute())) is None:  # (words that lead round a loop from
+        # the working folder name nothing there, so they cannot be the run folder's read from here)
         from_here = out.resolve()  # the same words read from the working folder
         # from inside the run folder, words that stay in it (no leading ..; links in it are the user's business)
         # read as the documented path in it
@@ -57,8 +60,6 @@ def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
         inside = from_here.relative_to(run_dir.resolve())
         raise ConfigError(f"out={str(out)!r}: a relative out= is taken inside the run folder (this one would be "
                           f"{str(path)!r}); give the path inside it (out={inside}) or an absolute path")
-    if why := unusable_path(str(path.absolute())):  # (path.is_dir() was an OSError traceback)
-        raise ConfigError(f"out={shortened(str(out))}: {why}; name another file")
     try:
         path.lstat()
     except (FileNotFoundError, NotADirectoryError):

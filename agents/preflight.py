@@ -27,7 +27,7 @@ def env_source(env_id: str, kwargs: dict):
 
 def model_fits(cfg, vocab_size: int, what: str = "its model", fix: str = "lower them") -> None:
     """The trainer's device check and model, with the memory for train.lanes lanes, made and dropped: device=cuda
-    without CUDA is its ConfigError, sizes that do not fit `agents.cli_args.does_not_fit`'s line about `what`,
+    without CUDA is its ConfigError, sizes that do not fit `agents.allocation.does_not_fit`'s line about `what`,
     ending in `fix`, and a cache's cold tier past its disk's free space the cache's own line after `what` (it was
     a traceback: `ColdTierError` is an OSError). The model is made on the CPU (where the store and cache live on
     any device): on a GPU it held a CUDA context in the checking process all along, beside the runs'.
@@ -41,7 +41,7 @@ def model_fits(cfg, vocab_size: int, what: str = "its model", fix: str = "lower 
     with interrupts_held():
         import torch
 
-        from agents.cli_args import ALLOCATION_ERRORS, allocation_failure, does_not_fit
+        from agents.allocation import ALLOCATION_ERRORS, allocation_failure, does_not_fit
         from agents.models import build_agent
         from agents.trainer import resolve_device
         from memory.cache_cold_dirs import ColdTierError

@@ -218,6 +218,36 @@ def test_a_unusable_path_for_the_file_system_is_one_line_in_every_path_argument(
         load_suite(str(tmp_path / f"{long}.yaml"))
 
 
+def test_a_symlink_loop_is_one_line_in_every_path_argument(finished_run, tmp_path, capsys, monkeypatch):
+    """Path.resolve() of a path through a symlink loop raised RuntimeError before Python 3.13 (a traceback, exit 1) at
+    agents.run's run_dir= and runs_root=, agents.tune's runs_root=, agents.benchmark's out= and agents.evaluate's
+    out=; nothing is made."""
+    from agents import benchmark, evaluate, tune
+    from agents.cli_args import shortened
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    said = "a symbolic link in it leads round in a loop"
+    for argv in ([f"run_dir={loop}"], [f"runs_root={loop}"], [f"runs_root={loop / 'runs'}"]):
+        assert run.main([*argv, "train.episodes=0"]) == 2
+        key, value = argv[0].split("=", 1)
+        assert capsys.readouterr().err == f"error: {key}={shortened(value)}: {said}; choose another\n"
+    assert tune.main(["sweep=smoke", f"runs_root={loop}"]) == 2
+    assert capsys.readouterr().err == f"error: runs_root={shortened(str(loop))}: {said}; choose another\n"
+    assert benchmark.main([f"out={loop / 'b'}"]) == 2
+    assert capsys.readouterr().err == f"error: out={shortened(str(loop / 'b'))!r}: {said}; choose another folder\n"
+    for out in (loop, loop / "eval.json"):
+        assert evaluate.main([f"checkpoint={finished_run}", f"out={out}"]) == 2
+        assert capsys.readouterr().err == f"error: out={shortened(str(out))}: {said}; name another file\n"
+    monkeypatch.chdir(tmp_path)  # out=loop/eval.json is taken inside the run folder: the loop here is not in its way
+    assert evaluate.main([f"checkpoint={finished_run}", "out=loop/eval.json"]) == 0
+    written = finished_run / "loop" / "eval.json"
+    assert json.loads(written.read_text())  # (then removed: other tests share the run)
+    written.unlink()
+    written.parent.rmdir()
+    assert [p.name for p in tmp_path.iterdir()] == ["loop"]
+
+
 def test_a_path_that_is_not_utf8_is_one_line_before_anything_is_made(tmp_path, capsys):
     """Bytes the locale does not decode reach Python as lone surrogates: a runs_root= or run_dir= of them made the run
     folder, then TensorBoard's writer failed on it (a UnicodeEncodeError traceback, the folder left behind), and

@@ -11,7 +11,7 @@ from agents.config import ConfigError, load_config
 def test_the_out_of_memory_line_names_the_store_sizes_only_where_there_is_a_store():
     """memory.store_capacity and the cache tiers exist only with memory.store=true: naming them as sizes to lower
     for a run without a store pointed at keys that change nothing."""
-    from agents.cli_args import does_not_fit
+    from agents.allocation import does_not_fit
 
     without = does_not_fit(load_config(["agent=memnet", "memory.store=false"]), MemoryError())
     assert "memory.slots=64; lower them" in without and "store_capacity" not in without and "cache_" not in without
