@@ -17,6 +17,7 @@ from agents.config_messages import (
     check_env_option,
     env_option_names,
     one_line,
+    printable,
     unknown_key,
 )
 
@@ -88,7 +89,7 @@ def override_value(text: str, where: str):
         return OverridesParser.create().parse_overrides([f"value={text}"])[0].value()
     except HydraException as exc:
         why = hydra_reason(exc) or "Hydra's override grammar cannot read it; quote a text"
-        raise ConfigError(f"{where}: {text!r} is not a value ({why})") from None
+        raise ConfigError(f"{printable(where)}: {text!r} is not a value ({why})") from None  # (where echoes text)
 
 
 def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
