@@ -4,7 +4,7 @@ and any other file content is one ValueError line naming the option."""
 
 from collections import Counter
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from envs.haystack import text_corpus
@@ -45,6 +45,7 @@ def test_any_file_content_is_a_corpus_or_one_value_error_line(tmp_path_factory, 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=st.text(st.characters(codec="utf-8"), min_size=1, max_size=300), haystack=st.integers(0, 40))
+@example(text="0" * 12, haystack=0)  # long enough: an env is made and run (the loop once stepped past its end)
 def test_any_text_file_as_a_haystack_makes_an_env_that_passes_the_checker_or_is_one_line(tmp_path_factory, text,
                                                                                           haystack):
     import gymnasium as gym
@@ -61,5 +62,10 @@ def test_any_text_file_as_a_haystack_makes_an_env_that_passes_the_checker_or_is_
         return
     check_env(env.unwrapped, skip_render_check=True)
     env.reset(seed=3)
-    for _ in range(env.unwrapped.episode_length + 2):
-        env.step(0)
+    for _ in range(2):  # a write episode, then the next one across the boundary
+        steps, terminated, truncated = 0, False, False
+        while not (terminated or truncated):
+            _, _, terminated, truncated, _ = env.step(0)
+            steps += 1
+        assert steps <= env.unwrapped.episode_length
+        env.reset()
