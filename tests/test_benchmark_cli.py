@@ -10,6 +10,7 @@ from agents import benchmark, benchmark_runner
 from agents.benchmark_suite import load_suite
 from tests.test_benchmark import LD, NR
 from tests.test_run import TINY_MODEL
+from tests.test_run_disk_full import full_disk_at
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -288,22 +289,13 @@ def test_a_full_disk_when_the_results_are_written_is_one_line(tmp_path, monkeypa
 def test_a_full_disk_after_results_json_points_at_the_rebuild_not_a_rerun(tmp_path, monkeypatch, capsys):
     """results.json is written first and holds every run's record: a full disk at results.md or a plot said "free
     space and rerun", the whole benchmark again, where agents.benchmark_report writes the rest from it."""
-    import errno
-    import os
 
     from agents.benchmark_rebuild import main as rebuild
 
     suite = write_suite(tmp_path / "s.yaml", overrides=TINY_MODEL, envs={LD: {"overrides": TINY_LD}},
                         variants={"lstm": {"agent": "lstm"}})
     monkeypatch.setattr(benchmark, "execute", lambda jobs, workers, timeout: ([], False))
-    real = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if os.fspath(dst).endswith("results.md"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
+    full_disk_at(monkeypatch, "results.md")
     out = tmp_path / "bench"
     assert benchmark.main([f"suite={suite}", "seeds=1", f"out={out}"]) == 1
     assert capsys.readouterr().err.strip() == (f"error: cannot write the results in {out} (No space left on "

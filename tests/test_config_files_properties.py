@@ -71,6 +71,17 @@ def same(a, b) -> bool:
     return (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)) or a == b
 
 
+def written_and_read(path, doc, read):
+    """`doc` written to `path` as YAML and given to `read` (the file's name); None where `read` refused it in one
+    ConfigError line (any other error fails the test)."""
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    try:
+        return read(str(path))
+    except ConfigError as exc:
+        one_line(exc)
+        return None
+
+
 RUN_CONFIG = OmegaConf.to_container(load_config(["env=NeedleRecall-v0"]), resolve=True)
 
 
@@ -78,11 +89,7 @@ RUN_CONFIG = OmegaConf.to_container(load_config(["env=NeedleRecall-v0"]), resolv
 @given(edited(RUN_CONFIG))
 def test_an_edited_run_config_file_is_a_config_or_one_line(tmp_path_factory, doc):
     path = tmp_path_factory.mktemp("config") / "config.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    try:
-        cfg = from_yaml_file(str(path), [])
-    except ConfigError as exc:
-        one_line(exc)
+    if (cfg := written_and_read(path, doc, lambda name: from_yaml_file(name, []))) is None:
         return
     want = OmegaConf.to_container(cfg, resolve=True)
     assert same(OmegaConf.to_container(validate(OmegaConf.create(want)), resolve=True), want)  # as resume= reads it
@@ -110,12 +117,7 @@ with open(str(__import__("importlib.resources").resources.files("agents.conf") /
 @SETTINGS
 @given(edited(QUICK))
 def test_an_edited_suite_file_is_a_suite_or_one_line(tmp_path_factory, doc):
-    path = tmp_path_factory.mktemp("suite") / "suite.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    try:
-        suite = load_suite(str(path))
-    except ConfigError as exc:
-        one_line(exc)
+    if (suite := written_and_read(tmp_path_factory.mktemp("suite") / "suite.yaml", doc, load_suite)) is None:
         return
     assert 1 <= suite.seeds and suite.envs and suite.variants
     assert all(isinstance(o, str) and "=" in o for o in suite.overrides)

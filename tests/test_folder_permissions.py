@@ -13,7 +13,7 @@ import pytest
 
 from agents import evaluate, run
 from tests.test_run import tiny
-from tests.test_write_failures import _no_read_permission_on
+from tests.test_write_failures import _no_read_permission_on, assert_unreadable_checkpoint_refused
 
 
 def _no_search_permission_in(monkeypatch, folder, *also) -> None:
@@ -41,13 +41,7 @@ def test_a_checkpoints_folder_without_search_permission_is_one_line(tmp_path, ca
     before = checkpoint.read_bytes()
     _no_read_permission_on(monkeypatch, checkpoint)
     _no_search_permission_in(monkeypatch, checkpoint.parent)
-    capsys.readouterr()
-    line = (f"error: cannot read checkpoint '{checkpoint}' (Permission denied); give it (and the folders above it) "
-            "read permission, then retry")
-    assert run.main([f"resume={given}", "train.progress=false"]) == 2
-    assert capsys.readouterr().err.strip() == line
-    assert evaluate.main([f"checkpoint={given}"]) == 2
-    assert capsys.readouterr().err.strip() == line
+    assert_unreadable_checkpoint_refused(given, checkpoint, capsys)
     monkeypatch.undo()
     assert checkpoint.read_bytes() == before
 

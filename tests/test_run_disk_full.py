@@ -16,7 +16,7 @@ from agents.checkpoint import how_to_continue, load_checkpoint
 from tests.test_run import tiny
 
 
-def _full_disk_at(monkeypatch, name: str) -> None:
+def full_disk_at(monkeypatch, name: str) -> None:
     """os.replace onto a file called `name` fails as on a full disk (the atomic writers' last step)."""
     real = os.replace
 
@@ -31,7 +31,7 @@ def _full_disk_at(monkeypatch, name: str) -> None:
 @pytest.mark.parametrize("name", ["metrics.json", "accuracy_matrix.png"])
 def test_a_full_disk_at_the_report_is_one_line_and_resume_writes_it(tmp_path, capsys, monkeypatch, name):
     run_dir = tmp_path / "run"
-    _full_disk_at(monkeypatch, name)
+    full_disk_at(monkeypatch, name)
     assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=2", "train.checkpoint_every=1")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: cannot write {run_dir}/") and f"/{name} (No space left on device; " in err
@@ -91,7 +91,7 @@ def test_a_full_disk_at_a_sweep_s_results_is_one_line_naming_resume(tmp_path, ca
     from agents import tune
 
     monkeypatch.setattr(tune, "result_rows", lambda trials, plan, metric: [])
-    _full_disk_at(monkeypatch, "results.csv")
+    full_disk_at(monkeypatch, "results.csv")
     plan = SimpleNamespace(metric="cl/ACC", name="s", mode="max", search_space={})
     assert tune._report([], plan, {}, tmp_path) == 2
     err = capsys.readouterr().err.strip()

@@ -19,6 +19,7 @@ from agents import evaluate, run
 from agents.checkpoint import load_checkpoint
 from memory.persist import atomic_torch_save
 from tests.test_run import tiny
+from tests.test_run_disk_full import full_disk_at
 
 
 def _no_write_permission_in(monkeypatch, folder) -> None:
@@ -31,6 +32,18 @@ def _no_write_permission_in(monkeypatch, folder) -> None:
         return real(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+def assert_unreadable_checkpoint_refused(given, checkpoint, capsys) -> None:
+    """agents.run's resume= and agents.evaluate's checkpoint= of `given` are each one line: `checkpoint` cannot be
+    read, and the fix is its read permission (not "damaged ... start afresh")."""
+    capsys.readouterr()
+    line = (f"error: cannot read checkpoint '{checkpoint}' (Permission denied); give it (and the folders above it) "
+            "read permission, then retry")
+    assert run.main([f"resume={given}", "train.progress=false"]) == 2
+    assert capsys.readouterr().err.strip() == line
+    assert evaluate.main([f"checkpoint={given}"]) == 2
+    assert capsys.readouterr().err.strip() == line
 
 
 def _no_read_permission_on(monkeypatch, path) -> None:
@@ -106,13 +119,7 @@ def test_a_checkpoint_without_read_permission_is_not_called_damaged(tmp_path, ca
     checkpoint = run_dir / "checkpoints" / "last.pt"
     before = checkpoint.read_bytes()
     _no_read_permission_on(monkeypatch, checkpoint)
-    capsys.readouterr()
-    line = (f"error: cannot read checkpoint '{checkpoint}' (Permission denied); give it (and the folders above it) "
-            "read permission, then retry")
-    assert run.main([f"resume={run_dir}", "train.progress=false"]) == 2
-    assert capsys.readouterr().err.strip() == line
-    assert evaluate.main([f"checkpoint={run_dir}"]) == 2
-    assert capsys.readouterr().err.strip() == line
+    assert_unreadable_checkpoint_refused(run_dir, checkpoint, capsys)
     monkeypatch.undo()
     assert checkpoint.read_bytes() == before and load_checkpoint(checkpoint)["trainer"]["episode"] == 1
 
@@ -146,14 +153,7 @@ def test_a_store_save_that_fails_at_its_commit_leaves_the_folder_as_it_was(tmp_p
     store.add(torch.randn(4, 8), torch.randn(4, 8), lanes=[0] * 4)
     store.save(folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    real = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if os.fspath(dst).endswith("store.pt"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
+    full_disk_at(monkeypatch, "store.pt")
     bigger = FaissStore(8, 8, capacity=16)
     bigger.add(torch.randn(6, 8), torch.randn(6, 8), lanes=[0] * 6)
     with pytest.raises(OSError, match=r"^cannot write .*store\.pt \(No space left on device; .* free there\); the "
@@ -171,16 +171,9 @@ def test_a_full_disk_as_a_sweep_writes_its_plan_is_one_line_and_leaves_no_folder
 
     from agents import tune, tune_preflight
 
-    real = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if os.fspath(dst).endswith("sweep.yaml"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst, *args, **kwargs)
-
     monkeypatch.setattr(logging.getLogger("ray"), "handlers", [])  # the Ray logger's own, put back after the test
     monkeypatch.setattr(tune, "start_ray", lambda sweep_dir: tune_preflight.log_ray_to(sweep_dir) or False)
-    monkeypatch.setattr(os, "replace", replace)
+    full_disk_at(monkeypatch, "sweep.yaml")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_OVERRIDE_RESOURCES", raising=False)
     (tmp_path / "keep").write_text("")
