@@ -79,7 +79,7 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     return validate(loaded)
 
 
-def override_value(text: str, where: str):
+def read_override_value(text: str, where: str):
     """A command-line value read by Hydra's override grammar, as `key=value` reads it ("3:0" and "010" are strings,
     [1,2] a list, null None; YAML 1.1 read them as 180, 8); a value it cannot read is one ConfigError line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

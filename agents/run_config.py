@@ -24,7 +24,7 @@ from agents.config import (
     load_config,
     validate,
 )
-from agents.config_file import from_yaml_file, override_value
+from agents.config_file import from_yaml_file, read_override_value
 from agents.config_messages import error_line
 from agents.env_presets import preset_bases, preset_options
 from agents.tune_overrides import override_value as override_spelling  # (also agents.evaluate's)
@@ -114,7 +114,7 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
     changed = OmegaConf.create()
     for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
-        OmegaConf.update(changed, key, override_value(text, key))
+        OmegaConf.update(changed, key, read_override_value(text, key))
     try:
         cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
     except ConfigError:  # the saved part's fault (an edited checkpoint) is the file's line, not a command line's

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.cli_args import check_value_kind
 from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, validate
-from agents.config_file import override_value
+from agents.config_file import read_override_value
 from agents.config_messages import wrong_type
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")
@@ -144,7 +144,7 @@ def parse_space_value(param: str, text: str) -> dict[str, list]:
     if not sep or kind not in SPACE_KINDS:
         raise ConfigError(f"sweep.search_space.{param}={text!r}: write <kind>:[values], kind one of "
                           f"{SPACE_KINDS} (e.g. grid:[16,64] or loguniform:[1e-4,1e-1]), or none to drop it")
-    values = override_value(args, f"sweep.search_space.{param}={text}")
+    values = read_override_value(args, f"sweep.search_space.{param}={text}")
     if not isinstance(values, list):  # `grid:8,16` reads as Hydra's sweep object, `grid:8` as one number
         raise ConfigError(f"sweep.search_space.{param}={text}: write the values in brackets: "
                           f"{kind}:[{args.strip().strip('[]') or '...'}]")

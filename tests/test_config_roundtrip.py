@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from agents.config import ConfigError, load_config, to_yaml, validate
-from agents.config_file import from_yaml_file, override_value
+from agents.config_file import from_yaml_file, read_override_value
 from agents.tune_overrides import override_value as write_override
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -87,7 +87,7 @@ def test_a_value_written_as_an_override_reads_back_the_same(value):
     doubled where Hydra does not undo it ('\\0' read back as '\\\\0'), and non-ASCII letters went unquoted, which
     Hydra's grammar refuses ('A²', a path like /home/josé/corpus.txt)."""
     text = write_override(value)
-    assert same(override_value(text, "value"), value), text
+    assert same(read_override_value(text, "value"), value), text
 
 
 @SETTINGS
