@@ -91,7 +91,7 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
         file = checkpoint_file(path)
         file.stat()
     except (FileNotFoundError, NotADirectoryError):
-        pass  # (said below)
+        pass  # nothing there: the checks below name what the path holds instead, and the fix
     except OSError as exc:
         raise unreadable_checkpoint(file, exc.strerror or type(exc).__name__) from None
     if file.is_file():
