@@ -227,7 +227,7 @@ def make_out(out: Path) -> None:
 def _after_failed_write(exc: OSError, out: Path) -> str:
     """The fix for results that failed to be written. Once results.json is (the first), `agents.benchmark_report`
     writes the rest from it: "rerun" was the whole benchmark again (20 min for the quick suite)."""
-    from memory.persist import NO_RIGHTS
+    from memory.disk import NO_RIGHTS
 
     fix = "make it writable" if exc.errno in NO_RIGHTS else "free space"
     failed = os.path.basename(os.fsdecode(exc.filename)) if exc.filename is not None else None

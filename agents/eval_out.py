@@ -98,7 +98,7 @@ def earlier_evaluation(path: Path) -> bool:
 
 def write_out_file(path: Path, result: dict) -> None:
     from agents.report import write_json_atomic  # (torch and matplotlib: the checks above run while evaluate starts)
-    from memory.persist import free_there
+    from memory.disk import free_there
 
     try:
         write_json_atomic(path, result)

@@ -55,7 +55,7 @@ from agents.run_config import config_for, help_answer  # noqa: E402
 from agents.run_lock import RunLocks, remove_unstarted  # noqa: E402
 from agents.threads import threads_note  # noqa: E402
 from memory.cache_cold_dirs import ColdTierError  # noqa: E402
-from memory.persist import free_there  # noqa: E402
+from memory.disk import write_failure  # noqa: E402
 
 # a write that failed for want of room or rights (not a bug): the run's files that are not its checkpoint
 # (config.yaml, metrics.json, plots, TensorBoard's event file) were a traceback and exit 1
@@ -192,8 +192,8 @@ def _file_failure(exc: OSError, run_dir: Path) -> str:
     if exc.errno in NO_ACCESS:
         return f"cannot read or write {name} ({exc.strerror}): give it (and its folder) read and write permission, " \
             f"then {then}"
-    return f"cannot write {name} ({exc.strerror}; {free_there(run_dir)}): free space (or make the folder " \
-        f"writable), then {then}"
+    why, fix = write_failure(exc, run_dir)  # a full disk, or a read-only one
+    return f"cannot write {name} ({why}): {fix}, then {then}"
 
 
 def check_rerun(cfg, run_dir: Path) -> None:

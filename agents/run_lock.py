@@ -16,7 +16,8 @@ from pathlib import Path
 
 from agents.checkpoint_paths import shell_arg, started_only
 from agents.config import ConfigError
-from memory.persist import free_there, remove_temp_files
+from memory.disk import free_there
+from memory.persist import remove_temp_files
 
 try:
     import fcntl

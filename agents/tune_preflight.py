@@ -85,13 +85,12 @@ def write_plan(path: Path, saved: dict) -> None:
     import yaml
 
     from agents.report import write_text_atomic
-    from memory.persist import NO_RIGHTS, free_there
+    from memory.disk import write_failure
 
     try:
         write_text_atomic(path, yaml.safe_dump(saved, sort_keys=False))
     except OSError as exc:
-        why, fix = (exc.strerror, f"make {path.parent} writable") if exc.errno in NO_RIGHTS else \
-            (f"{exc.strerror or exc}; {free_there(path.parent)}", "free space")
+        why, fix = write_failure(exc, path.parent)
         raise ConfigError(f"cannot write {path} ({why}): {fix}, then start the sweep again") from None
 
 

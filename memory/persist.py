@@ -12,7 +12,6 @@ import hashlib
 import inspect
 import os
 import re
-import shutil
 import socket
 import tempfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from memory.disk import write_failure
 
 
 def _read_umask() -> int:
@@ -128,16 +129,6 @@ def _atomic_path(path: Path):
     _sync_folder(path.parent)
 
 
-def free_there(folder: str | os.PathLike) -> str:
-    """How much a folder's disk has free, as a message phrase ("3.2 MiB free there")."""
-    from memory.metrics import format_bytes  # here: memory.metrics imports the modules that import this one
-
-    try:
-        return f"{format_bytes(shutil.disk_usage(folder).free)} free there"
-    except OSError:
-        return "its folder cannot be read"
-
-
 def _sync_folder(folder: Path) -> None:
     """fsync a folder, so that a rename in it survives a power loss (the file's own fsync does not cover its new
     name); where folders cannot be opened or synced (Windows, some network file systems) the rename stands as is."""
@@ -190,7 +181,6 @@ def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
 # checks ("[enforce fail at inline_container.cc: ...] unexpected pos N vs M"), or the C++ stream's failure at the
 # file's end ("basic_ios::clear: iostream error": a full tmpfs under a run's checkpoint, a traceback and exit 1)
 _SHORT_WRITE = ("inline_container", "basic_ios::clear")
-NO_RIGHTS = (errno.EACCES, errno.EPERM, errno.EROFS)  # a write refused: the fix is the folder's rights, not room
 
 
 def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
@@ -215,11 +205,10 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         before = "the file there before is kept" if os.path.isfile(path) else "nothing was written there"
         if isinstance(exc, OSError) and exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
             raise OSError(f"cannot write {path} ({why}): {_not_a_file_path(Path(path))}; {before}") from None
-        if isinstance(exc, OSError) and exc.errno in NO_RIGHTS:  # (it said "N GiB free there: free space")
-            folder = next((p for p in Path(path).parents if p.exists()), Path(path).parent)  # (the one to fix)
-            raise OSError(f"cannot write {path} ({why}); {before}: make {folder} writable and retry") from None
-        free = free_there(Path(path).parent)
-        raise OSError(f"cannot write {path} ({why}; {free}); {before}: free space and retry") from None
+        exc = OSError(exc.errno if isinstance(exc, OSError) else errno.ENOSPC, why)  # torch's short write: a full disk
+        folder = next((p for p in Path(path).parents if p.exists()), Path(path).parent)  # (the one to fix)
+        why, fix = write_failure(exc, folder)
+        raise OSError(f"cannot write {path} ({why}); {before}: {fix} and retry") from None
 
 
 def _not_a_file_path(path: Path) -> str:

@@ -16,13 +16,14 @@ from agents.checkpoint import how_to_continue, load_checkpoint
 from tests.test_run import tiny
 
 
-def full_disk_at(monkeypatch, name: str) -> None:
-    """os.replace onto a file called `name` fails as on a full disk (the atomic writers' last step)."""
+def full_disk_at(monkeypatch, name: str, code: int = errno.ENOSPC) -> None:
+    """os.replace onto a file called `name` fails as on a full disk (the atomic writers' last step), or with the
+    error `code` (errno.EROFS: a read-only disk)."""
     real = os.replace
 
     def replace(src, dst, *args, **kwargs):
         if os.fspath(dst).endswith(name):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         return real(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", replace)
@@ -41,6 +42,16 @@ def test_a_full_disk_at_the_report_is_one_line_and_resume_writes_it(tmp_path, ca
     monkeypatch.undo()
     assert run.main([f"resume={run_dir}", "train.progress=false"]) == 0
     assert (run_dir / "metrics.json").is_file() and (run_dir / "plots" / "accuracy_matrix.png").is_file()
+
+
+def test_a_read_only_disk_at_the_report_says_make_it_writable_not_free_space(tmp_path, capsys, monkeypatch):
+    """A read-only disk was "(Read-only file system; 40 GiB free there): free space (or make the folder writable)":
+    room was never the problem (memory.disk.write_failure, the rule every writer's line follows)."""
+    run_dir = tmp_path / "run"
+    full_disk_at(monkeypatch, "metrics.json", errno.EROFS)
+    assert run.main(tiny("ContinualShift-v0", "memnet", run_dir, "train.episodes=1")) == 2
+    assert capsys.readouterr().err.strip() == (f"error: cannot write {run_dir}/metrics.json (Read-only file system): "
+                                               f"make {run_dir} writable, then continue with resume={run_dir}")
 
 
 def test_a_full_disk_under_tensorboard_s_writer_is_one_line_without_its_thread_s_traceback(tmp_path, capsys,
