@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from agents.cli_args import check_value_kind
 from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, validate
 from agents.config_file import read_override_value
-from agents.config_messages import wrong_type
+from agents.config_messages import printable, wrong_type
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
@@ -255,10 +255,10 @@ def check_space_entry(key: str, spec) -> dict[str, list]:
         if kind == "choice" and len(values) > 1 and all(v == values[0] for v in values):  # choice:[64,64]: a repeat
             # weighs a value against the others; with none it is a slip (64,32 meant?), and the key is fixed
             from agents.tune_overrides import override_value as written  # (it imports this module)
-
+            one = printable(written(values[0]))  # printable: a value's own newline broke the line
             raise ConfigError(f"{where}.choice={values!r}: draws only {values[0]!r} (a repeated value is drawn more "
                               "often than the others, and there are none); list the other values, or fix the key: "
-                              f"grid:[{written(values[0])}] or {key}={written(values[0])} on the command line")
+                              f"grid:[{one}] or {key}={one} on the command line")
         return {kind: values}
     if len(args) != 2:
         raise ConfigError(f"{where}.{kind}={args!r}: must be [low, high]")

@@ -42,6 +42,7 @@ def one_line(exc: ConfigError) -> str:
 @example(kind="choice", values=["a", "a"])  # a choice of one value listed twice draws nothing else
 @example(kind="choice", values=[16, 16, 16])
 @example(kind="choice", values=[0.01, 0.02, 0.01])  # a weight: 0.01 is drawn twice as often
+@example(kind="choice", values=["\n", "\n"])  # the fix it names, on the message's one line
 def test_a_list_of_values_reads_back_as_written_or_is_refused_for_a_repeat(kind, values):
     """Accepted: the values as written (type, sign of zero, order, repeats). Refused, in one line, only for the
     README's reasons: a grid value listed twice (the same trials twice), or a choice whose values are all one
