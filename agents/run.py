@@ -20,8 +20,6 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotli
     if (_answer := early_answer(sys.argv[1:])) is not None:
         finish(_answer)
 
-import errno  # noqa: E402
-import os  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
 import time  # noqa: E402
@@ -35,7 +33,6 @@ from agents.checkpoint import (  # noqa: E402
     CheckpointError,
     config_difference,
     folder_config,
-    how_to_continue,
 )
 from agents.checkpoint_paths import shell_arg  # noqa: E402
 from agents.cli_args import inert_note, override_key  # noqa: E402
@@ -52,18 +49,10 @@ from agents.report import (  # noqa: E402
     write_text_atomic,
 )
 from agents.run_config import config_for, help_answer  # noqa: E402
+from agents.run_failures import file_failure, is_file_failure  # noqa: E402
 from agents.run_lock import RunLocks, remove_unstarted  # noqa: E402
 from agents.threads import threads_note  # noqa: E402
 from memory.cache_cold_dirs import ColdTierError  # noqa: E402
-from memory.disk import write_failure  # noqa: E402
-
-# a write that failed for want of room or rights (not a bug): the run's files that are not its checkpoint
-# (config.yaml, metrics.json, plots, TensorBoard's event file) were a traceback and exit 1
-WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
-# a folder where the run writes a file (config.yaml, metrics.json), or a file where it makes a folder (plots/): a
-# resume= of a folder that held one was an IsADirectoryError traceback (exit 1)
-IN_THE_WAY = (errno.EISDIR, errno.ENOTDIR, errno.EEXIST)
-NO_ACCESS = (errno.EACCES, errno.EPERM)
 
 
 def new_run_dir(cfg, create: bool = False) -> Path:
@@ -175,25 +164,6 @@ def _interrupted(run_dir: Path | None) -> int:
         line = "nothing was written"
     print(f"\ninterrupted; {line}", file=sys.stderr)
     return 130
-
-
-def _file_failure(exc: OSError, run_dir: Path) -> str:
-    """The line for a run's file that failed (`WRITE_FAILURES`). No permission is no full disk, and is met reading
-    too (a resumed run's TensorBoard event file): it was "cannot write <file> (Permission denied; 70 GiB free
-    there): free space" of a file that was being read. TensorBoard's names are bytes (they printed as b'...')."""
-    name = os.fsdecode(exc.filename) if exc.filename is not None else str(run_dir)
-    try:
-        then = how_to_continue(run_dir) if run_dir is not None and run_dir.is_dir() else "run the command again"
-    except OSError:  # the run folder out of reach (a folder above it without search permission)
-        then = "run the command again"
-    if exc.errno in IN_THE_WAY:
-        return f"cannot write {name} ({exc.strerror}): a folder is where the run writes a file, or a file where it " \
-            f"makes a folder; move it away, then {then}"
-    if exc.errno in NO_ACCESS:
-        return f"cannot read or write {name} ({exc.strerror}): give it (and its folder) read and write permission, " \
-            f"then {then}"
-    why, fix = write_failure(exc, run_dir)  # a full disk, or a read-only one
-    return f"cannot write {name} ({why}): {fix}, then {then}"
 
 
 def check_rerun(cfg, run_dir: Path) -> None:
@@ -336,9 +306,9 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
     except OSError as exc:  # the checkpoint's write says so itself (CheckpointError); this is every other file's
         # (no permission is met also before the run folder is known, looking into a folder without search (x)
         # permission: resume=, run_dir= or runs_root= of one was a PermissionError traceback)
-        if exc.errno not in WRITE_FAILURES + IN_THE_WAY or run_dir is None and exc.errno not in NO_ACCESS:
+        if not is_file_failure(exc, run_dir):
             raise
-        print(error_line(_file_failure(exc, run_dir)), file=sys.stderr)
+        print(error_line(file_failure(exc, run_dir)), file=sys.stderr)
         return 2
     finally:  # a run stopped early: the points it logged reach its event file (the writer's thread dies with us)
         if logger is not None:
