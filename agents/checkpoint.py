@@ -6,6 +6,7 @@ Layout of `checkpoints/last.pt`:
     model       model.state_dict()          optimizer  optimizer.state_dict()
     state       the recurrent per-lane state (controller window cache, slot bank, internal memory): tensors
     memory      model.memory_state_dict(): FAISS store (its live entries: keys, values, metadata) + K/V cache tiers
+                (with token-code addresses, the cold tier without the keys that are codes: agents/memnet_cache_codes.py)
     trainer     counters, accuracy matrix, curves, accumulators, the env reset log (plain python types)
     rng         torch RNG state
     env_files   sha256 of each env file option's content ({"haystack_path": {"path", "sha256"}}; absent: none, or a

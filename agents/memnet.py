@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.controller import WindowedTransformer
+from agents.memnet_cache_codes import cache_codes, compact_cache_state, whole_cache_state
 from agents.memnet_store import TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock, zero_last_columns
 from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at
 from memory.attention import MemoryAttention
@@ -255,12 +256,21 @@ class MemNet(StorePath, AgentModel):
         m = self.cfg.memory
         return self.bank is not None and max(m.util_weight, m.pressure_weight, m.sparsity_weight) > 0
 
-    def memory_state_dict(self) -> dict:
+    def memory_state_dict(self, compact: bool = True) -> dict:
         """Store + cache state (tensors and python scalars), {} before the first forward or with store off. Holds
-        copies: the memory's later changes do not reach it, and loading it copies it in again."""
+        copies: the memory's later changes do not reach it, and loading it copies it in again. With token codes as
+        addresses and `compact` (a checkpoint's), the cache's cold entries without the keys of the heads made of
+        codes alone, where they can be remade bit for bit ("cache_codes" says how; agents/memnet_cache_codes.py);
+        compact=False is faster to take and load (an evaluation's snapshot)."""
         if self.store is None:
             return {}
-        return {"lanes": self.store.lanes, "store": self.store.state_dict(), "cache": self.cache.state_dict()}
+        d = {"lanes": self.store.lanes, "store": self.store.state_dict(), "cache": self.cache.state_dict()}
+        coded = cache_codes(self) if compact else None
+        if coded is not None:
+            d["cache"], saved = compact_cache_state(d["cache"], self.store, coded, self.cache.key_dim)
+            if saved is not None:
+                d["cache_codes"] = saved
+        return d
 
     def load_memory_state_dict(self, d: dict) -> None:
         if not isinstance(d, dict):  # None dropped the whole store and cache, as {} (no memory) does
@@ -274,12 +284,13 @@ class MemNet(StorePath, AgentModel):
         if not {"lanes", "store", "cache"} <= set(d):
             raise ValueError(f"memory state: expected keys lanes, store, cache; got {sorted(d)}")
         self._check_saved_tokens(d["store"])
+        cache = whole_cache_state(self, d)  # a compact state's cold entries get their coded heads back first
         if self.store is None or self.store.lanes != int(d["lanes"]):
             self.close()
             self._memory_objects(int(d["lanes"]))
         # else loaded in place: every array of the store and cache is overwritten (an evaluation restores the
         # memory after each task; new objects meant fresh ~150 MB allocations and a new cold-tier file each time)
-        cache = self.cache.checked_state(d["cache"])  # both checked before either changes (a refused cache left
+        cache = self.cache.checked_state(cache)  # both checked before either changes (a refused cache left
         self.store.load_state_dict(d["store"])  # the loaded store beside the old cache: reads found nothing)
         self.cache.apply_state(cache)
 

@@ -82,7 +82,9 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
         """Make the long-term memory objects for `batch_size` lanes now rather than at the first forward, so that a
         size that does not fit fails before a run has written anything (no memory objects here)."""
 
-    def memory_state_dict(self) -> dict:
+    def memory_state_dict(self, compact: bool = True) -> dict:
+        """compact=False: as fast to take and load as can be, for a snapshot kept in memory (an evaluation's),
+        rather than as small (a checkpoint's)."""
         return {}
 
     def load_memory_state_dict(self, d: dict) -> None:

@@ -208,7 +208,7 @@ class Trainer:
         memory as it is now (evaluate_all takes it once for all tasks), restored when the evaluation is done."""
         state = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.state.items()}
         # a state dict holds copies, and loading one copies it in: one snapshot serves every restore
-        saved_memory = self.model.memory_state_dict() if saved_memory is None else saved_memory
+        saved_memory = self.model.memory_state_dict(compact=False) if saved_memory is None else saved_memory
         correct = scored = 0
         reset = self.cfg.memory.reset  # evaluation episodes see the memory a training episode would (restored after)
         if reset == "task" and self._task_switch(task):
@@ -227,7 +227,8 @@ class Trainer:
         """Evaluate every task; accuracy by distance / delay then describe this evaluation."""
         self.by_distance.reset()
         self.by_delay.reset()
-        saved_memory = self.model.memory_state_dict()
+        # whole, not compact: ContinualShift's snapshot 0.09 s + 0.23 s per restore, compact 0.27 s + 0.34 s
+        saved_memory = self.model.memory_state_dict(compact=False)
         self.evaluating = True  # stays set when an evaluation fails, for `diverged` to say where
         self.last_eval = {j: self.evaluate_task(j, saved_memory) for j in range(self.num_tasks)}
         self.evaluating = False
