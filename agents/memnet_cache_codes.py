@@ -9,9 +9,10 @@ own coded keys do (`CodedKeys`, memory/store_io.py). Every entry reaches the col
 channel))`, with the warm tier's channel row of the time (the per-entry scale of a head made of codes alone is the
 codes' absmax). `compact_cache_state` leaves those heads' keys out of the saved cold tier ((n, H, dk + d), its
 occupied rows) and records per entry how to remake them (the codes as they are, or quantised with channel row r of
-the saved state), where every cold entry is live in the store and the remade columns equal the saved ones bit for
-bit; otherwise (bfloat16 autocast, hidden addresses, a channel row the warm tier has since dropped) the state stays
-whole. `expand_cache_state` remakes them from the saved store's metadata and the model's codes, checked.
+the saved state), checked bit for bit; an entry no way remakes (a channel row dropped when the warm tier emptied,
+a rounded code) keeps its columns in the record ("kept"), and where none can be remade (hidden addresses) or a
+cold entry is not live in the store, the state stays whole. `expand_cache_state` remakes them from the saved
+store's metadata and the model's codes, checked.
 A head that mixes codes and context (ContinualShift's head 2) stays: its int8 scale depends on the context
 columns, saved only as read back. The hot tier (1,024 entries, ~0.8 MB of codes) is saved whole: its free slots
 keep stale data that a resumed run must save again bit for bit. The warm tier (int8) stays as it is.
@@ -33,6 +34,7 @@ FORMAT = "memstream.CacheKeyCodes/1"
 WHERE = "memory state"
 CHUNK = 8192  # rows per step: the compared and remade copies stay small beside a snapshot of the cold tier
 RAW = 255  # `how` of an entry whose coded heads hold the codes as they are (no int8 tier on its way); else a row
+KEPT = 254  # `how` of an entry no way remakes (its channel row dropped when the warm tier emptied): saved in "kept"
 
 
 def cold_ids(cache_state: dict) -> np.ndarray:
@@ -59,8 +61,8 @@ def coded_heads(meta: list[np.ndarray], coded: CodedKeys, key_dim: int, start: i
 
 def compact_cache_state(cache_state: dict, store, coded: CodedKeys, key_dim: int) -> tuple[dict, dict | None]:
     """A cache's `state_dict()` without the keys of its cold entries' coded heads, and what a load needs to remake
-    them ({format, fields, codes: digest, heads, how (n,) uint8}); (cache_state, None) unchanged where a cold entry
-    is not live in `store` or no way of remaking its columns gives them bit for bit."""
+    them ({format, fields, codes: digest, heads, how (n,) uint8, kept (m, Hc, dk): the entries no way remakes bit for
+    bit}); (cache_state, None) unchanged where a cold entry is not live in `store` or none can be remade."""
     full, heads = cache_state["data"]["cold"].numpy(), coded.width // key_dim  # (n, H, dk + d), Hc
     ids, channels = cold_ids(cache_state), cache_state["data"]["channel"].numpy()
     if not len(ids) or not heads or channels.ndim != 3 or (store.meta_of(ids, "token") < 0).any():
@@ -76,13 +78,16 @@ def compact_cache_state(cache_state: dict, store, coded: CodedKeys, key_dim: int
             todo = todo[~same]
             if not len(todo):
                 break
-        if len(todo):
-            return cache_state, None
+        how[start + todo] = KEPT
+    kept = how == KEPT
+    if kept.all():
+        return cache_state, None
     n = len(full)  # the rest: the coded heads' values, then the other heads whole
     rest = np.concatenate((full[:, :heads, key_dim:].reshape(n, -1), full[:, heads:].reshape(n, -1)), axis=1)
     data = {**cache_state["data"], "cold": torch.from_numpy(rest)}
     return {**cache_state, "data": data}, {"format": FORMAT, "fields": list(coded.fields), "codes": coded.digest(),
-                                           "heads": heads, "how": torch.from_numpy(how.astype(np.uint8))}
+                                           "heads": heads, "how": torch.from_numpy(how.astype(np.uint8)),
+                                           "kept": torch.from_numpy(full[kept, :heads, :key_dim])}  # (m, Hc, dk)
 
 
 def cache_codes(model) -> CodedKeys | None:
@@ -126,19 +131,22 @@ def expand_cache_state(cache_state, saved: dict, store_state, codes: torch.Tenso
         got = f"{tuple(rest.shape)} {rest.dtype}" if isinstance(rest, torch.Tensor) else type(rest).__name__
         raise ValueError(f"{WHERE}: the cache's cold data is {got}, expected {shape} torch.float32 (keys saved "
                          "without their coded heads); the state is damaged")
-    rows = len(channels) if isinstance(channels, torch.Tensor) and channels.dim() == 3 else 0
+    rows, kept = len(channels) if isinstance(channels, torch.Tensor) and channels.dim() == 3 else 0, saved.get("kept")
     if not (saved.get("heads") == hc and isinstance(how, torch.Tensor) and how.dtype == torch.uint8
-            and tuple(how.shape) == (n,) and bool(((how < rows) | (how == RAW)).all())):
+            and tuple(how.shape) == (n,) and bool(((how < rows) | (how == RAW) | (how == KEPT)).all())
+            and isinstance(kept, torch.Tensor) and kept.dtype == torch.float32
+            and tuple(kept.shape) == (int((how == KEPT).sum()), hc, key_dim)):
         raise ValueError(f"{WHERE}: its cache_codes record does not fit the cache's {n} cold entries and {rows} "
                          "channel rows; the state is damaged")
     meta, rest, how = saved_meta(store_state, ids, coded), rest.numpy(), how.numpy()
-    channels = channels.numpy() if rows else None
     full = np.empty((n, heads, key_dim + head_dim), dtype=np.float32)  # (n, H, dk + d)
+    full[how == KEPT, :hc, :key_dim] = kept.numpy()
+    channels = channels.numpy() if rows else None
     full[:, :hc, key_dim:] = rest[:, :hc * head_dim].reshape(n, hc, head_dim)
     full[:, hc:] = rest[:, hc * head_dim:].reshape(n, heads - hc, key_dim + head_dim)
     for start in range(0, n, CHUNK):
         x, ways = coded_heads(meta, coded, key_dim, start), how[start:start + CHUNK]  # (c, Hc, dk), (c,)
-        for way in np.unique(ways):
+        for way in np.unique(ways[ways != KEPT]):
             at = np.flatnonzero(ways == way)
             full[start + at, :hc, :key_dim] = remade(x[at], int(way), channels)
     return {**cache_state, "data": {**cache_state["data"], "cold": torch.from_numpy(full)}}
