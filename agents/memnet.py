@@ -259,8 +259,8 @@ class MemNet(StorePath, AgentModel):
     def memory_state_dict(self, compact: bool = True) -> dict:
         """Store + cache state (tensors and python scalars), {} before the first forward or with store off. Holds
         copies: the memory's later changes do not reach it, and loading it copies it in again. With token codes as
-        addresses and `compact` (a checkpoint's), the cache's cold entries without the keys of the heads made of
-        codes alone, where they can be remade bit for bit ("cache_codes" says how; agents/memnet_cache_codes.py);
+        addresses and `compact` (a checkpoint's), the cache's cold entries without their key columns that are codes,
+        where they can be remade bit for bit ("cache_codes" says how; agents/memnet_cache_codes.py);
         compact=False is faster to take and load (an evaluation's snapshot)."""
         if self.store is None:
             return {}

@@ -1,21 +1,20 @@
 """The cache's key columns that are token codes, left out of MemNet's saved memory state and written back at a load.
 
 With memory.key_source=token a cached key is the store entry's key input s = [code(token) ; code(prev) ; ...]
-cut per head ((H, dk), `_write_store`), so the heads whose dk columns lie within the first F blocks (F = the
-coded fields, token and prev; ContinualShift: heads 0 and 1 of 4, 192 of each key's 384 columns) hold rows of
-`token_codes` that the entry's store metadata names (zeros where prev is -1, a lane's stream start), as the store's
-own coded keys do (`CodedKeys`, memory/store_io.py). Every entry reaches the cold tier through the int8 warm tier
-(memory/cache_moves.py), so the cold tier holds those codes quantised and read back: `dequantize(quantize(codes,
-channel))`, with the warm tier's channel row of the time (the per-entry scale of a head made of codes alone is the
-codes' absmax). `compact_cache_state` leaves those heads' keys out of the saved cold tier ((n, H, dk + d), its
-occupied rows) and records per entry how to remake them (the codes as they are, or quantised with channel row r of
-the saved state), checked bit for bit; an entry no way remakes (a channel row dropped when the warm tier emptied,
-a rounded code) keeps its columns in the record ("kept"), and where none can be remade (hidden addresses) or a
-cold entry is not live in the store, the state stays whole. `expand_cache_state` remakes them from the saved
-store's metadata and the model's codes, checked.
-A head that mixes codes and context (ContinualShift's head 2) stays: its int8 scale depends on the context
-columns, saved only as read back. The hot tier (1,024 entries, ~0.8 MB of codes) is saved whole: its free slots
-keep stale data that a resumed run must save again bit for bit. The warm tier (int8) stays as it is.
+cut per head ((H, dk), `_write_store`), so its first W = F x D columns (F = the coded fields, token and prev) are
+rows of `token_codes` that the entry's store metadata names (zeros where prev is -1, a lane's stream start), as the
+store's own coded keys are (`CodedKeys`, memory/store_io.py); ContinualShift: 256 of 384 columns, heads 0 and 1
+codes alone, head 2 codes and context. Every entry reaches the cold tier through the int8 warm tier
+(memory/cache_moves.py), so the cold tier holds those codes quantised and read back: `dequantize(quantize(key,
+channel row r))`, with the warm tier's channel row of the time and a per-entry scale per head (a head of codes
+alone: the codes' absmax; a mixed head: its absmax over codes and context, recovered from the context as read back
+and saved, 4 bytes an entry). `compact_cache_state` leaves the W columns out of the saved cold tier ((n, H, dk + d),
+its occupied rows) and records per entry how to remake them (the codes as they are, or row r and the scale),
+checked bit for bit; an entry no way remakes (a channel row dropped when the warm tier emptied, a rounded code)
+keeps its columns in the record ("kept"), and where none can be remade (hidden addresses) or a cold entry is not
+live in the store, the state stays whole. `expand_cache_state` remakes them from the saved store's metadata and the
+model's codes, checked. The hot tier (1,024 entries, ~1 MB of codes) is saved whole: its free slots keep stale data
+that a resumed run must save again bit for bit. The warm tier (int8) stays as it is.
 
 The state lives at the MemNet level: the cache stays a generic K/V store and never sees a compact state.
 """
@@ -33,8 +32,9 @@ from memory.store_search import CodedKeys
 FORMAT = "memstream.CacheKeyCodes/1"
 WHERE = "memory state"
 CHUNK = 8192  # rows per step: the compared and remade copies stay small beside a snapshot of the cold tier
-RAW = 255  # `how` of an entry whose coded heads hold the codes as they are (no int8 tier on its way); else a row
+RAW = 255  # `how` of an entry whose coded columns hold the codes as they are (no int8 tier on its way); else a row
 KEPT = 254  # `how` of an entry no way remakes (its channel row dropped when the warm tier emptied): saved in "kept"
+ULPS = (0, -1, 1)  # a mixed head's scale from its context: the estimate and its float32 neighbours (all it took)
 
 
 def cold_ids(cache_state: dict) -> np.ndarray:
@@ -43,51 +43,104 @@ def cold_ids(cache_state: dict) -> np.ndarray:
     return ids[ids >= 0]
 
 
-def remade(codes: np.ndarray, how: int, channels: np.ndarray) -> np.ndarray:
-    """codes (c, Hc, dk) -> what a cold entry holds of them: as they are (RAW) or through the int8 warm tier with
-    channel row `how` (channels (R, H, dk)): the cache's own quantize and dequantize, so the same bits."""
+def remade(codes: np.ndarray, how: int, channels: np.ndarray, key_dim: int, scale: np.ndarray) -> np.ndarray:
+    """codes (c, W) (an entry's first W key columns) -> what a cold entry holds of them: as they are (RAW) or through
+    the int8 warm tier with channel row `how` (channels (R, H, dk)): `whole_heads` and `mixed_head` (its `scale`)."""
+    heads = codes.shape[1] // key_dim
+    return np.concatenate((whole_heads(codes[:, :heads * key_dim], how, channels, key_dim),
+                           mixed_head(codes[:, heads * key_dim:], how, channels[:, heads], scale)), axis=1)
+
+
+def whole_heads(codes: np.ndarray, how: int, channels: np.ndarray, key_dim: int) -> np.ndarray:
+    """codes (c, Hc dk) of the heads made of codes alone -> what the cold tier holds of them: the cache's own
+    quantize (scale: the codes' absmax) and dequantize with channel row `how`, so the same bits (RAW: the codes)."""
     if how == RAW:
         return codes
-    channel = channels[how, :codes.shape[1]]  # (Hc, dk)
-    return dequantize(*quantize(codes, channel), channel)
+    c, heads = len(codes), codes.shape[1] // key_dim
+    channel = channels[how, :heads]  # (Hc, dk)
+    return dequantize(*quantize(codes.reshape(c, heads, key_dim), channel), channel).reshape(c, -1)
 
 
-def coded_heads(meta: list[np.ndarray], coded: CodedKeys, key_dim: int, start: int) -> np.ndarray:
-    """The codes the coded heads were made of, for the cold entries [start, start + CHUNK): (c, Hc, dk)."""
-    heads = coded.width // key_dim
-    blocks = np.concatenate([coded.block(col[start:start + CHUNK]) for col in meta], axis=1)  # (c, F D)
-    return blocks[:, :heads * key_dim].reshape(len(blocks), heads, key_dim)
+def mixed_head(codes: np.ndarray, how: int, channels: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """codes (c, p): the code columns of the head that mixes codes and context -> what the cold tier holds of them:
+    `quantize`'s operations with the head's int8 scale (c,) (z = x / channel, z / scale, rint) and dequantize;
+    channels (R, dk) that head's rows (RAW: the codes)."""
+    if how == RAW or not codes.shape[1]:
+        return codes
+    channel = channels[how, :codes.shape[1]]  # (p,)
+    z = codes / channel
+    np.divide(z, scale[:, None], out=z)
+    return dequantize(np.rint(z, out=z).astype(np.int8), scale, channel)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(c, k) twice -> (c,) bool: rows equal bit for bit (-0.0 is not +0.0, NaN is itself)."""
+    return (a.view(np.uint32) == b.view(np.uint32)).all(axis=1)
+
+
+def scale_guesses(codes: np.ndarray, held: np.ndarray, channel: np.ndarray, part: int):
+    """The int8 scales (c,) to try for a head of `part` code columns and context: codes (c, p), held (c, dk) what the
+    cold tier holds of the head, channel (dk,). The scale is the head's absmax over its channel / 127: the codes'
+    when they hold it (exact), else the context's, which the tier holds only read back (q = +-127 there)."""
+    own = (np.abs(codes / channel[:part]).max(-1) / 127.0).astype(np.float32)  # as `quantize` computes it
+    yield np.where(own > 0, own, np.float32(1.0))
+    guess = ((np.abs(held[:, part:].astype(np.float64)) / channel[part:]).max(-1) / 127.0).astype(np.float32)
+    for step in ULPS:
+        s = guess
+        for _ in range(abs(step)):
+            s = np.nextafter(s, np.float32(np.inf if step > 0 else 0.0))
+        yield np.where(s > 0, s, np.float32(1.0))
 
 
 def compact_cache_state(cache_state: dict, store, coded: CodedKeys, key_dim: int) -> tuple[dict, dict | None]:
-    """A cache's `state_dict()` without the keys of its cold entries' coded heads, and what a load needs to remake
-    them ({format, fields, codes: digest, heads, how (n,) uint8, kept (m, Hc, dk): the entries no way remakes bit for
-    bit}); (cache_state, None) unchanged where a cold entry is not live in `store` or none can be remade."""
-    full, heads = cache_state["data"]["cold"].numpy(), coded.width // key_dim  # (n, H, dk + d), Hc
+    """A cache's `state_dict()` without the coded key columns of its cold entries, and what a load needs to remake
+    them ({format, fields, codes: digest, how (n,) uint8, scale (n,) float32: a mixed head's int8 scale, kept (m, W):
+    the entries no way remakes bit for bit}); (cache_state, None) unchanged where a cold entry is not live in
+    `store` or none can be remade."""
+    full, width = cache_state["data"]["cold"].numpy(), coded.width  # (n, H, dk + d)
     ids, channels = cold_ids(cache_state), cache_state["data"]["channel"].numpy()
-    if not len(ids) or not heads or channels.ndim != 3 or (store.meta_of(ids, "token") < 0).any():
-        return cache_state, None  # nothing to leave out, or entries the store no longer holds (a live token >= 0)
+    n, heads, part = len(ids), *divmod(width, key_dim)
+    if not n or not heads or channels.ndim != 3 or (store.meta_of(ids, "token") < 0).any():
+        return cache_state, None  # nothing to leave out, no head of codes alone to find an entry's channel row by,
+        # or entries the store no longer holds (a live token >= 0)
     meta = [store.meta_of(ids, field) for field in coded.fields]  # (n,) each
-    how = np.full(len(ids), -1, dtype=np.int16)  # (n,) -1: not remade yet
-    for start in range(0, len(ids), CHUNK):
-        x, held = coded_heads(meta, coded, key_dim, start), full[start:start + CHUNK, :heads, :key_dim]
-        todo = np.arange(len(x))
-        for way in (RAW, *range(len(channels) - 1, -1, -1)):  # newest row first: most entries came through it
-            same = (remade(x[todo], way, channels).view(np.uint32) == held[todo].view(np.uint32)).all(axis=(1, 2))
-            how[start + todo[same]] = way
-            todo = todo[~same]
+    how, scale = np.full(n, KEPT, dtype=np.uint8), np.ones(n, dtype=np.float32)  # (n,) each
+    keys = np.empty((n, full.shape[1] * key_dim), dtype=np.float32)  # (n, H dk): the key inputs s
+    split = heads * key_dim  # columns of the heads of codes alone
+    for start in range(0, n, CHUNK):
+        c = len(full[start:start + CHUNK])
+        keys[start:start + c] = full[start:start + CHUNK, :, :key_dim].reshape(c, -1)
+        x, held = coded_columns(meta, coded, start), keys[start:start + c, :width]  # (c, W) each
+        way_of, todo = np.full(c, KEPT, dtype=np.uint8), np.arange(c)
+        for way in (RAW, *range(len(channels) - 1, -1, -1)):  # the heads of codes alone tell the channel row
+            same = same_bits(whole_heads(x[todo, :split], way, channels, key_dim), held[todo, :split])
+            way_of[todo[same]], todo = way, todo[~same]  # (newest row first: most entries came through it)
             if not len(todo):
                 break
-        how[start + todo] = KEPT
+        for way in np.unique(way_of[way_of != KEPT]) if part else ():  # the mixed head: which scale remakes it
+            left = np.flatnonzero(way_of == way)
+            guesses = [np.ones(c, np.float32)] if way == RAW else scale_guesses(
+                x[:, split:], full[start:start + c, heads, :key_dim], channels[way, heads], part)
+            for s in guesses:
+                same = same_bits(mixed_head(x[left, split:], way, channels[:, heads], s[left]), held[left, split:])
+                scale[start + left[same]], left = s[left[same]], left[~same]
+                if not len(left):
+                    break
+            way_of[left] = KEPT
+        how[start:start + c] = way_of
     kept = how == KEPT
     if kept.all():
         return cache_state, None
-    n = len(full)  # the rest: the coded heads' values, then the other heads whole
-    rest = np.concatenate((full[:, :heads, key_dim:].reshape(n, -1), full[:, heads:].reshape(n, -1)), axis=1)
+    rest = np.concatenate((keys[:, width:], full[..., key_dim:].reshape(n, -1)), axis=1)  # (n, H dk - W + H d)
     data = {**cache_state["data"], "cold": torch.from_numpy(rest)}
     return {**cache_state, "data": data}, {"format": FORMAT, "fields": list(coded.fields), "codes": coded.digest(),
-                                           "heads": heads, "how": torch.from_numpy(how.astype(np.uint8)),
-                                           "kept": torch.from_numpy(full[kept, :heads, :key_dim])}  # (m, Hc, dk)
+                                           "how": torch.from_numpy(how), "scale": torch.from_numpy(scale),
+                                           "kept": torch.from_numpy(keys[kept, :width])}
+
+
+def coded_columns(meta: list[np.ndarray], coded: CodedKeys, start: int) -> np.ndarray:
+    """The codes of the cold entries [start, start + CHUNK): their keys' first W columns (c, W)."""
+    return np.concatenate([coded.block(col[start:start + CHUNK]) for col in meta], axis=1)
 
 
 def cache_codes(model) -> CodedKeys | None:
@@ -111,7 +164,7 @@ def whole_cache_state(model, d: dict):
 def expand_cache_state(cache_state, saved: dict, store_state, codes: torch.Tensor, heads: int, key_dim: int,
                        head_dim: int) -> dict:
     """The whole cache state of one `compact_cache_state` made (`saved`: its record of what was left out): each cold
-    entry's coded heads remade from the saved store's metadata of its id, this model's `codes` and the saved channel
+    entry's coded columns remade from the saved store's metadata of its id, this model's `codes` and the saved channel
     rows. Checked (a one-line ValueError; the cache checks the rest of its state itself)."""
     fields = saved.get("fields") if isinstance(saved, dict) else None
     if not (isinstance(saved, dict) and saved.get("format") == FORMAT and isinstance(fields, (list, tuple))
@@ -125,30 +178,32 @@ def expand_cache_state(cache_state, saved: dict, store_state, codes: torch.Tenso
         ids, rest, channels = cold_ids(cache_state), cache_state["data"]["cold"], cache_state["data"]["channel"]
     except (KeyError, IndexError, TypeError, AttributeError):
         raise ValueError(f"{WHERE}: its cache state lacks the cold tier's ids or data; the state is damaged") from None
-    n, hc, how = len(ids), coded.width // key_dim, saved.get("how")
-    shape = (n, heads * (key_dim + head_dim) - hc * key_dim)
+    n, width, how, scale, kept = len(ids), coded.width, *(saved.get(k) for k in ("how", "scale", "kept"))
+    shape = (n, heads * (key_dim + head_dim) - width)
     if not isinstance(rest, torch.Tensor) or tuple(rest.shape) != shape or rest.dtype != torch.float32:
         got = f"{tuple(rest.shape)} {rest.dtype}" if isinstance(rest, torch.Tensor) else type(rest).__name__
         raise ValueError(f"{WHERE}: the cache's cold data is {got}, expected {shape} torch.float32 (keys saved "
-                         "without their coded heads); the state is damaged")
-    rows, kept = len(channels) if isinstance(channels, torch.Tensor) and channels.dim() == 3 else 0, saved.get("kept")
-    if not (saved.get("heads") == hc and isinstance(how, torch.Tensor) and how.dtype == torch.uint8
-            and tuple(how.shape) == (n,) and bool(((how < rows) | (how == RAW) | (how == KEPT)).all())
-            and isinstance(kept, torch.Tensor) and kept.dtype == torch.float32
-            and tuple(kept.shape) == (int((how == KEPT).sum()), hc, key_dim)):
+                         "without their coded columns); the state is damaged")
+    rows = len(channels) if isinstance(channels, torch.Tensor) and channels.dim() == 3 else 0
+    if not (isinstance(how, torch.Tensor) and how.dtype == torch.uint8 and tuple(how.shape) == (n,)
+            and bool(((how < rows) | (how == RAW) | (how == KEPT)).all())
+            and isinstance(scale, torch.Tensor) and scale.dtype == torch.float32 and tuple(scale.shape) == (n,)
+            and bool((scale.isfinite() & (scale > 0)).all()) and isinstance(kept, torch.Tensor)
+            and kept.dtype == torch.float32 and tuple(kept.shape) == (int((how == KEPT).sum()), width)):
         raise ValueError(f"{WHERE}: its cache_codes record does not fit the cache's {n} cold entries and {rows} "
                          "channel rows; the state is damaged")
-    meta, rest, how = saved_meta(store_state, ids, coded), rest.numpy(), how.numpy()
-    full = np.empty((n, heads, key_dim + head_dim), dtype=np.float32)  # (n, H, dk + d)
-    full[how == KEPT, :hc, :key_dim] = kept.numpy()
+    meta, rest, how, scale = saved_meta(store_state, ids, coded), rest.numpy(), how.numpy(), scale.numpy()
     channels = channels.numpy() if rows else None
-    full[:, :hc, key_dim:] = rest[:, :hc * head_dim].reshape(n, hc, head_dim)
-    full[:, hc:] = rest[:, hc * head_dim:].reshape(n, heads - hc, key_dim + head_dim)
+    keys = np.empty((n, heads * key_dim), dtype=np.float32)  # (n, H dk)
+    keys[:, width:] = rest[:, :heads * key_dim - width]
+    keys[how == KEPT, :width] = kept.numpy()
     for start in range(0, n, CHUNK):
-        x, ways = coded_heads(meta, coded, key_dim, start), how[start:start + CHUNK]  # (c, Hc, dk), (c,)
+        x, ways = coded_columns(meta, coded, start), how[start:start + CHUNK]  # (c, W), (c,)
         for way in np.unique(ways[ways != KEPT]):
             at = np.flatnonzero(ways == way)
-            full[start + at, :hc, :key_dim] = remade(x[at], int(way), channels)
+            keys[start + at, :width] = remade(x[at], int(way), channels, key_dim, scale[start + at])
+    full = np.concatenate((keys.reshape(n, heads, key_dim),
+                           rest[:, heads * key_dim - width:].reshape(n, heads, head_dim)), axis=2)  # (n, H, dk + d)
     return {**cache_state, "data": {**cache_state["data"], "cold": torch.from_numpy(full)}}
 
 
