@@ -105,12 +105,15 @@ def compact_cache_state(cache_state: dict, store, coded: CodedKeys, key_dim: int
         # or entries the store no longer holds (a live token >= 0)
     meta = [store.meta_of(ids, field) for field in coded.fields]  # (n,) each
     how, scale = np.full(n, KEPT, dtype=np.uint8), np.ones(n, dtype=np.float32)  # (n,) each
-    keys = np.empty((n, full.shape[1] * key_dim), dtype=np.float32)  # (n, H dk): the key inputs s
-    split = heads * key_dim  # columns of the heads of codes alone
-    for start in range(0, n, CHUNK):
+    split, key_width = heads * key_dim, full.shape[1] * key_dim  # columns of the heads of codes alone, H dk
+    rest = np.empty((n, full[0].size - width), dtype=np.float32)  # (n, H dk - W + H d): what is saved
+    held_all = []  # (c, W) per chunk: the coded columns as the cold tier holds them (kept where none remakes them)
+    for start in range(0, n, CHUNK):  # chunk by chunk: no (n, H dk) copy of the keys beside the cold tier's
         c = len(full[start:start + CHUNK])
-        keys[start:start + c] = full[start:start + CHUNK, :, :key_dim].reshape(c, -1)
-        x, held = coded_columns(meta, coded, start), keys[start:start + c, :width]  # (c, W) each
+        keys = full[start:start + c, :, :key_dim].reshape(c, key_width)  # (c, H dk): the key inputs s
+        rest[start:start + c, :key_width - width] = keys[:, width:]
+        rest[start:start + c, key_width - width:] = full[start:start + c, :, key_dim:].reshape(c, -1)
+        x, held = coded_columns(meta, coded, start), keys[:, :width]  # (c, W) each
         way_of, todo = np.full(c, KEPT, dtype=np.uint8), np.arange(c)
         for way in (RAW, *range(len(channels) - 1, -1, -1)):  # the heads of codes alone tell the channel row
             same = same_bits(whole_heads(x[todo, :split], way, channels, key_dim), held[todo, :split])
@@ -128,14 +131,13 @@ def compact_cache_state(cache_state: dict, store, coded: CodedKeys, key_dim: int
                     break
             way_of[left] = KEPT
         how[start:start + c] = way_of
-    kept = how == KEPT
-    if kept.all():
+        held_all.append(held[way_of == KEPT])
+    if (how == KEPT).all():
         return cache_state, None
-    rest = np.concatenate((keys[:, width:], full[..., key_dim:].reshape(n, -1)), axis=1)  # (n, H dk - W + H d)
     data = {**cache_state["data"], "cold": torch.from_numpy(rest)}
     return {**cache_state, "data": data}, {"format": FORMAT, "fields": list(coded.fields), "codes": coded.digest(),
                                            "how": torch.from_numpy(how), "scale": torch.from_numpy(scale),
-                                           "kept": torch.from_numpy(keys[kept, :width])}
+                                           "kept": torch.from_numpy(np.concatenate(held_all))}  # (m, W)
 
 
 def coded_columns(meta: list[np.ndarray], coded: CodedKeys, start: int) -> np.ndarray:
@@ -194,16 +196,19 @@ def expand_cache_state(cache_state, saved: dict, store_state, codes: torch.Tenso
                          "channel rows; the state is damaged")
     meta, rest, how, scale = saved_meta(store_state, ids, coded), rest.numpy(), how.numpy(), scale.numpy()
     channels = channels.numpy() if rows else None
-    keys = np.empty((n, heads * key_dim), dtype=np.float32)  # (n, H dk)
-    keys[:, width:] = rest[:, :heads * key_dim - width]
-    keys[how == KEPT, :width] = kept.numpy()
-    for start in range(0, n, CHUNK):
+    full = np.empty((n, heads, key_dim + head_dim), dtype=np.float32)  # (n, H, dk + d)
+    key_width, kept, at_kept = heads * key_dim, kept.numpy(), np.cumsum(how == KEPT) - 1  # (n,): row in kept
+    for start in range(0, n, CHUNK):  # chunk by chunk: no (n, H dk) copy of the keys beside the cold tier's
         x, ways = coded_columns(meta, coded, start), how[start:start + CHUNK]  # (c, W), (c,)
-        for way in np.unique(ways[ways != KEPT]):
+        keys = np.empty((len(ways), key_width), dtype=np.float32)  # (c, H dk)
+        keys[:, width:] = rest[start:start + CHUNK, :key_width - width]
+        for way in np.unique(ways):
             at = np.flatnonzero(ways == way)
-            keys[start + at, :width] = remade(x[at], int(way), channels, key_dim, scale[start + at])
-    full = np.concatenate((keys.reshape(n, heads, key_dim),
-                           rest[:, heads * key_dim - width:].reshape(n, heads, head_dim)), axis=2)  # (n, H, dk + d)
+            keys[at, :width] = kept[at_kept[start + at]] if way == KEPT else remade(
+                x[at], int(way), channels, key_dim, scale[start + at])
+        full[start:start + len(ways), :, :key_dim] = keys.reshape(-1, heads, key_dim)
+        full[start:start + len(ways), :, key_dim:] = rest[start:start + CHUNK, key_width - width:].reshape(
+            -1, heads, head_dim)
     return {**cache_state, "data": {**cache_state["data"], "cold": torch.from_numpy(full)}}
 
 
