@@ -227,8 +227,7 @@ class Trainer:
         """Evaluate every task; accuracy by distance / delay then describe this evaluation."""
         self.by_distance.reset()
         self.by_delay.reset()
-        # whole, not compact (taken once, restored after every task): ContinualShift's snapshot 0.09 s + 0.10 s per
-        # restore, compact 0.47 s + 0.28 s (README "Long runs")
+        # whole, not compact: taken once, restored after every task, faster so (README "Long runs")
         saved_memory = self.model.memory_state_dict(compact=False)
         self.evaluating = True  # stays set when an evaluation fails, for `diverged` to say where
         self.last_eval = {j: self.evaluate_task(j, saved_memory) for j in range(self.num_tasks)}
