@@ -47,8 +47,10 @@ def remade(codes: np.ndarray, how: int, channels: np.ndarray, key_dim: int, scal
     """codes (c, W) (an entry's first W key columns) -> what a cold entry holds of them: as they are (RAW) or through
     the int8 warm tier with channel row `how` (channels (R, H, dk)): `whole_heads` and `mixed_head` (its `scale`)."""
     heads = codes.shape[1] // key_dim
-    return np.concatenate((whole_heads(codes[:, :heads * key_dim], how, channels, key_dim),
-                           mixed_head(codes[:, heads * key_dim:], how, channels[:, heads], scale)), axis=1)
+    whole = whole_heads(codes[:, :heads * key_dim], how, channels, key_dim)
+    if heads * key_dim == codes.shape[1]:  # every key column a code (no context block): no head mixes them
+        return whole
+    return np.concatenate((whole, mixed_head(codes[:, heads * key_dim:], how, channels[:, heads], scale)), axis=1)
 
 
 def whole_heads(codes: np.ndarray, how: int, channels: np.ndarray, key_dim: int) -> np.ndarray:

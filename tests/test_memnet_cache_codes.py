@@ -67,6 +67,20 @@ def test_a_compact_memory_state_loads_to_the_same_cache_bit_for_bit(mem, amp):
         assert torch.equal(model(tokens, model.initial_state(2))[0], other(tokens, other.initial_state(2))[0])
 
 
+def test_a_key_of_codes_alone_loads_back_bit_for_bit():
+    """Without the context block (LongDependency's and NeedleRecall's layout) every key column is a code: no head
+    mixes codes and context (its load indexed a head past the last, an IndexError that refused the checkpoint)."""
+    model = filled({**WARM, "context_decay": 0.0})
+    assert model.cache.key_dim * model.cache.heads == 2 * model.cfg.dim  # the token and prev codes, all of it
+    saved = model.memory_state_dict()
+    H, d = model.cache.heads, model.cache.head_dim
+    assert "cache_codes" in saved and saved["cache"]["data"]["cold"].shape[1] == H * d  # the values alone
+    other = loaded(model, saved)
+    assert_same(model.memory_state_dict(compact=False), other.memory_state_dict(compact=False), "memory")
+    for a, b in zip(reads(model), reads(other), strict=True):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+
+
 def test_a_memory_state_saved_whole_still_loads():
     """Checkpoints from before hold the cold tier's keys whole (no cache_codes)."""
     model = filled(WARM)
