@@ -65,14 +65,13 @@ def whole_heads(codes: np.ndarray, how: int, channels: np.ndarray, key_dim: int)
 
 def mixed_head(codes: np.ndarray, how: int, channels: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """codes (c, p): the code columns of the head that mixes codes and context -> what the cold tier holds of them:
-    `quantize`'s operations with the head's int8 scale (c,) (z = x / channel, z / scale, rint) and dequantize;
-    channels (R, dk) that head's rows (RAW: the codes)."""
+    `quantize` and `dequantize` with the head's int8 scale (c,), which its context shared; channels (R, dk) that
+    head's rows (RAW: the codes)."""
     if how == RAW or not codes.shape[1]:
         return codes
-    channel = channels[how, :codes.shape[1]]  # (p,)
-    z = codes / channel
-    np.divide(z, scale[:, None], out=z)
-    return dequantize(np.rint(z, out=z).astype(np.int8), scale, channel)
+    channel = channels[how, None, :codes.shape[1]]  # (1, p): the head, as quantize takes (H, d)
+    q, _ = quantize(codes[:, None], channel, scale=scale[:, None])  # (c, 1, p) int8
+    return dequantize(q, scale[:, None], channel)[:, 0]  # (c, p)
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:

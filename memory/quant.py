@@ -42,14 +42,18 @@ def channel_scale(sum_sq: np.ndarray, count: int) -> np.ndarray:
     return np.maximum(rms, floor).astype(np.float32)
 
 
-def quantize(x: np.ndarray, channel: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """x (n, H, d) float32 -> codes (n, H, d) int8, scale (n, H) float32; channel (H, d) divides x first."""
+def quantize(x: np.ndarray, channel: np.ndarray | None = None,
+             scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """x (n, H, d) float32 -> codes (n, H, d) int8, scale (n, H) float32; channel (H, d) divides x first. A given
+    scale (n, H) is used as it is: part of an entry's columns rounded as they were with the whole entry's scale
+    (agents/memnet_cache_codes.py remakes a head's code columns so)."""
     z = x / channel if channel is not None else x.astype(np.float32)  # a new array: scaled in place below
-    scale = np.abs(z).max(axis=-1) / LEVELS  # (n, H)
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    over = scale > SCALE_MAX  # (n, H): absmax near float32's max, where 127 x its scale would round to inf
-    if over.any():  # (rare) the largest safe scale keeps the codes at 127 and their products finite on read
-        scale[over] = SCALE_MAX
+    if scale is None:
+        scale = np.abs(z).max(axis=-1) / LEVELS  # (n, H)
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        over = scale > SCALE_MAX  # (n, H): absmax near float32's max, where 127 x its scale would round to inf
+        if over.any():  # (rare) the largest safe scale keeps the codes at 127 and their products finite on read
+            scale[over] = SCALE_MAX
     np.divide(z, scale[..., None], out=z)  # in place: this runs on every demotion into the warm tier
     return np.rint(z, out=z).astype(np.int8), scale
 
