@@ -1,26 +1,18 @@
 """benchmarks/components.py: one table row per component and setting, with finite positive times."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "components.py"
+from tests.scripts import load_script
+
 STEP = ["LM2Memory", "LinformerMemory", "MemoryAttention (store read, k=8)", "Fusion gated (R=2)",
         "Fusion concat (R=2)", "Fusion cross_attention (R=2)"]
 CHUNK_ONLY = ["memory_regularisers (3 terms)", "per-chunk metrics (4, forward only)"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmarks_components", SCRIPT)  # benchmarks/ is no package
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_components_benchmark_prints_one_row_per_component_and_setting(capsys, monkeypatch):
-    script, results = load_script(), []
+    script, results = load_script("components"), []
     run = script.run
     monkeypatch.setattr(script, "run", lambda args: results.append(run(args)) or results[-1])  # keep the floats
     threads = torch.get_num_threads()

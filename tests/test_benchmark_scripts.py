@@ -2,10 +2,10 @@
 
 import pytest
 
+from tests.scripts import load_script, refused
 from tests.test_run import TINY_MODEL
 
-
-@pytest.mark.parametrize("script, args, message", [
+REFUSED = [
     ("envs.py", ["--repeats", "0"], "argument --repeats: '0': must be an integer >= 1"),  # was StatisticsError
     ("envs.py", ["--seconds", "-1"], "argument --seconds: '-1': must be a number of seconds > 0 and <= 600"),  # was
     # 0 steps/s; unbounded, --seconds 1e9 started 18 timed runs of 32 years each
@@ -49,14 +49,27 @@ from tests.test_run import TINY_MODEL
     ("memory.py", ["--faiss-threads", "100000", "--only", "exact", "--entries", "8"],
      "argument --faiss-threads: '100000': must be an integer in [1, 1024]"),
     ("agents.py", ["--threads", "100000"], "argument --threads: '100000': must be an integer in [1, 1024]"),
-])
-def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, args, message):
+]
+
+
+@pytest.mark.parametrize("script, args, message", REFUSED)
+def test_benchmark_scripts_refuse_bad_arguments_with_their_usage_line(script, args, message, monkeypatch, capsys):
+    _, err = refused(script.removesuffix(".py"), args, monkeypatch, capsys)
+    assert message in err, err
+
+
+@pytest.mark.parametrize("script", ["envs.py", "slots.py", "memory.py", "components.py", "agents.py"])
+def test_a_benchmark_script_run_as_a_process_gives_its_usage_line_and_exit_2(script):
+    """The same refusals from the script's own process (`python benchmarks/<script> ...`, its imports and
+    `run_script`): the first case of each script above."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
-    done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=120)
+    from tests.scripts import BENCHMARKS
+
+    args, message = next((args, message) for name, args, message in REFUSED if name == script)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
@@ -77,31 +90,16 @@ def _cuda_visible() -> bool:
     # the vector env's limit (train.lanes's): every measuring process failed on it
     (["--lanes", "1000000000"], "argument --lanes: '1000000000': must be an integer in [1, 65,536]"),
 ])
-def test_agent_throughput_refuses_a_row_that_would_fail_before_anything_is_measured(args, message):
+def test_agent_throughput_refuses_a_row_that_would_fail_before_anything_is_measured(args, message, monkeypatch,
+                                                                                   capsys):
     """benchmarks/agents.py measured the rows before a bad one (minutes each), then failed in its measuring process
     (exit 1, `error: measuring gpu failed: ...`): now the usage line at once, and no row is measured."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     if "device=cuda" in message and _cuda_visible():
         pytest.skip("CUDA is visible here: device=cuda is a valid variant")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
-    done = subprocess.run([sys.executable, str(path), "--agents", "transformer", "--episodes", "1", "--warmup", "0",
-                           "--threads", "1", *args], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
-    assert "measuring" not in done.stderr and done.stdout == ""  # no table: nothing was measured
-
-
-def _load_agents_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_agents", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    out, err = refused("agents", ["--agents", "transformer", "--episodes", "1", "--warmup", "0", "--threads", "1",
+                                  *args], monkeypatch, capsys)
+    assert message in err, err
+    assert "measuring" not in err and out == ""  # no table: nothing was measured
 
 
 @pytest.mark.parametrize("args, verdict", [
@@ -121,7 +119,7 @@ def test_the_agent_throughput_target_is_judged_on_its_own_setting_only(args, ver
     import subprocess
     import sys
 
-    module = _load_agents_script()
+    module = load_script("agents")
     speed = {"memnet": 30_000.0, "transformer": 40_000.0}
 
     def measured(cmd, **kwargs):
@@ -192,7 +190,7 @@ def test_plain_batches_learn_and_write_every_position_with_the_state_carried(tmp
     from agents.config import load_config
     from agents.trainer import Trainer
 
-    module = _load_agents_script()
+    module = load_script("agents")
     cfg = load_config([*TINY_MODEL, "env=LongDependency-v0", "memory.store_replace=0", "train.lanes=2",
                        "train.chunk=8", f"train.grad_clip={clip}", f"run_dir={tmp_path}"])
     trainer = Trainer(cfg, tmp_path)
@@ -230,13 +228,7 @@ def test_ctrl_c_in_a_benchmark_script_is_one_line(signame):
 
 def test_a_timed_run_shorter_than_one_loop_still_measures_it():
     """benchmarks/envs.py --seconds 1e-9 printed rows of 0 steps/s: the loop never ran."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "envs.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_envs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("envs")
     calls = []
     wall, cpu = module.timed(lambda: calls.append(sum(range(100_000))) or 1000, 1e-9)  # ~1 ms of CPU
     assert len(calls) == 1 and wall > 0 and cpu > 0

@@ -4,9 +4,7 @@ agents.evaluate's sweeps. A valid line means what it says; anything else is one 
 ConfigError), never a traceback. No runs."""
 
 import argparse
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -21,6 +19,7 @@ from agents.evaluate_args import override_grid
 from agents.tune_command_line import parse_command_line
 from agents.tune_overrides import override_value
 from memory.config import MAX_THREADS
+from tests.scripts import load_script
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NUMBER_TEXT = st.integers(-5, 2000).map(str) | st.floats().map(repr) | st.sampled_from(
@@ -68,14 +67,7 @@ def test_number_flags_take_exactly_the_numbers_in_their_range(text):
         assert got == want and type(got) is kind and in_range(got), (flag.__name__, text, got)
 
 
-def _bench_agents():
-    spec = importlib.util.spec_from_file_location("bench_agents", Path(__file__).parents[1] / "benchmarks/agents.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = _bench_agents()
+BENCH = load_script("agents")
 KEYS = ["memory.slots", "memory.store", "train.lr", "env.kwargs.distances", "env.kwargs.haystack_path",
         "model.dim", "memory.key_lags", "env.kwargs.shift"]
 
