@@ -109,19 +109,14 @@ class RunSchema:
 
 def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
     """Compose `agents/conf/<config_name>.yaml` with Hydra overrides (`key=value`, `env=<id>`, `agent=<name>`)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
+    from agents.config_compose import hydra_compose
     from agents.env_presets import register_presets
 
     overrides = text_values_kept(overrides)  # runs_root=2026_12_03 is that folder, not 20261203
-    check_overrides(overrides, {group: group_options(group) for group in ("env", "agent")})
+    parsed = check_overrides(overrides, {group: group_options(group) for group in ("env", "agent")})
     register_presets()  # env=<preset>: its base env's file with the preset's options (agents/env_presets.py)
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_module(config_module="agents.conf", version_base="1.3"):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        cfg = hydra_compose(overrides, parsed, config_name)
     except Exception as exc:  # Hydra raises several types; all mean "your override is wrong"
         raise ConfigError(explain_hydra_error(exc, RunSchema, lambda: _env_options(overrides))) from None
     added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+") and "=" in o]

@@ -1,0 +1,58 @@
+"""Hydra's compose of `agents/conf/`, done once per choice of config files in a process.
+
+A Hydra compose builds its search path, its defaults tree and the merge of the chosen files anew at every call:
+~0.1-0.2 s on the 2-core machine, the cost of every `load_config`. A sweep, the benchmark's plan, `--help` and the
+tests compose hundreds of times with the same env and agent and other keys. So the overrides that choose files
+(`env=`, `agent=`, `+sweep=`, a package, Hydra's own groups) are composed by Hydra and the result is kept; the
+`key=value` overrides are then applied to a copy of it by Hydra's own code for that step, in their order, as its
+compose does after the merge (`ConfigLoaderImpl._apply_overrides_to_config`; tests/test_config_compose.py checks
+that both ways give the same config and the same errors). A copy costs ~4 ms.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache, lru_cache
+
+from omegaconf import DictConfig
+
+
+@cache
+def config_groups() -> frozenset[str]:
+    """The config groups shipped in agents/conf/ (its folders: env, agent, sweep, benchmark)."""
+    from importlib.resources import files
+
+    return frozenset(p.name for p in (files("agents.conf")).iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def chooses_files(override) -> bool:
+    """Whether a parsed override (Hydra's `Override`) takes part in choosing the config files, which only a whole
+    compose does: a group (`env=`, `~agent`, `+sweep=`), a package (`env@x=`), Hydra's own (`hydra/...`,
+    `hydra.*`). Anything else sets a key of the composed config."""
+    key = override.key_or_group
+    return override.package is not None or key in config_groups() or key.startswith("hydra") or "/" in key
+
+
+@lru_cache(maxsize=32)
+def _files_composed(config_name: str, choices: tuple[str, ...]) -> DictConfig:
+    """Hydra's compose of `config_name` with the file-choosing overrides `choices` (kept: never handed out)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="agents.conf", version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(choices))
+
+
+def hydra_compose(overrides: list[str], parsed: list, config_name: str = "config") -> DictConfig:
+    """What `hydra.compose(config_name, overrides)` returns, Hydra's exceptions included. `parsed`: the overrides
+    as Hydra's parser reads them, one per item (`cli_args.check_overrides`)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    apply = getattr(ConfigLoaderImpl, "_apply_overrides_to_config", None)
+    if apply is None:  # a Hydra without that step (it is not public API): its whole compose, every time
+        return _files_composed.__wrapped__(config_name, tuple(overrides))
+    choices = tuple(item for item, override in zip(overrides, parsed, strict=True) if chooses_files(override))
+    cfg = copy.deepcopy(_files_composed(config_name, choices))
+    apply([o for o in parsed if not chooses_files(o)], cfg)
+    return cfg
