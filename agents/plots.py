@@ -74,6 +74,15 @@ def figure_to_array(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3)
 
 
+def png_pixels(path: str | os.PathLike) -> np.ndarray:
+    """A PNG file's pixels as RGB, as written (TensorBoard's copy of a plot: drawing its figure again redid the
+    constrained layout, which moved ~4% of the pixels, and cost as much as the first draw).  # (H, W, 3) uint8"""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))  # (H, W, 3)
+
+
 def task_colors(count: int) -> list:
     """A colour for each of `count` tasks in order: the default cycle's up to 10; past 10 (where the cycle made task
     10 task 0's colour) evenly along a colour map."""

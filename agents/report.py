@@ -137,7 +137,7 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
     if logger is not None:
         for name in ("accuracy_matrix", "slot_usage", "slot_survival"):
             if name in figs:
-                logger.image(f"plots/{name}", figs[name], trainer.train_steps)
+                logger.image(f"plots/{name}", plots.png_pixels(p / f"{name}.png"), trainer.train_steps)
         logger.hparams(hparams_of(trainer.cfg), {f"cl/{k}": metrics[k] for k in ("ACC", "BWT", "FWT", "forgetting")}
                        | {"eval/accuracy": metrics["accuracy"]})
         logger.flush()  # on disk before metrics.json says the report is whole
