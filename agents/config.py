@@ -23,6 +23,7 @@ from agents.allocation import (  # noqa: F401  (for run, evaluate)
 from agents.cli_args import (
     check_overrides,
     find_interpolation,
+    run_schema,
     shortened,
     text_values_kept,
     unusable_path,
@@ -148,11 +149,10 @@ def validate(cfg: DictConfig) -> DictConfig:
         if isinstance(holder, DictConfig) and name in holder and not isinstance(holder._get_node(name), DictConfig):
             raise ConfigError(section_as_value(f"{key}={holder._get_node(name)._value()}", key))
     try:
-        schema = OmegaConf.structured(RunSchema)
-        merged = OmegaConf.merge(schema, cfg)
+        merged = OmegaConf.merge(run_schema(), cfg)
         OmegaConf.resolve(merged)
     except InterpolationResolutionError as exc:  # names no key: find the one that does not resolve
-        raise ConfigError(_unresolvable(OmegaConf.merge(OmegaConf.structured(RunSchema), cfg), exc)) from None
+        raise ConfigError(_unresolvable(OmegaConf.merge(run_schema(), cfg), exc)) from None
     except OmegaConfBaseException as exc:
         raise ConfigError(one_line(exc, RunSchema)) from None
     # read back from config.yaml or a checkpoint, a literal '${' (escaped `\${...}`) would resolve again
