@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.scripts import load_script, refused
+from tests.scripts import load_script, refused, run_main
 from tests.test_run import TINY_MODEL
 
 REFUSED = [
@@ -144,41 +144,32 @@ def test_the_agent_throughput_target_is_judged_on_its_own_setting_only(args, ver
 
 
 @pytest.mark.parametrize("acting", ["auto", "step"])
-def test_the_agent_throughput_benchmark_measures_the_acting_it_names(acting):
+def test_the_agent_throughput_benchmark_measures_the_acting_it_names(acting, monkeypatch, capsys):
     """benchmarks/agents.py (the README's throughput tables): chunk acting (auto) makes no acting call, step acting
-    one per step scored in some lane (ContinualShift asks every third step: 50 per 151-step episode)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
-    done = subprocess.run([sys.executable, str(path), "--agents", "transformer", "--episodes", "1", "--warmup", "0",
-                           "--lanes", "2", "--threads", "1", "--acting", acting],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert f"train.acting={acting}" in done.stdout
+    one per step scored in some lane (ContinualShift asks every third step: 50 per 151-step episode). Its main() runs
+    here; each agent is measured in a process of its own, as always."""
+    code = run_main("agents", ["--agents", "transformer", "--episodes", "1", "--warmup", "0", "--lanes", "2",
+                               "--threads", "1", "--acting", acting], monkeypatch)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"train.acting={acting}" in out
     calls = 0 if acting == "auto" else 50
-    assert f"where the time goes, per episode: {calls} acting calls, 5 learning chunks" in done.stdout
-    row = next(ln for ln in done.stdout.splitlines() if ln.startswith("| transformer | 462,592 |"))
+    assert f"where the time goes, per episode: {calls} acting calls, 5 learning chunks" in out
+    row = next(ln for ln in out.splitlines() if ln.startswith("| transformer | 462,592 |"))
     cells = row.split("|")
     assert float(cells[3].replace(",", "")) > 0 and float(cells[5].replace(",", "")) > 0  # trainer, plain batches
     assert cells[4].strip() == cells[6].strip() == "1.00x"  # the transformer against itself
 
 
-def test_a_variant_row_measures_memnet_with_its_overrides_against_the_transformer():
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents.py"
-    done = subprocess.run([sys.executable, str(path), "--agents", "transformer", "--episodes", "1", "--warmup", "0",
-                           "--lanes", "2", "--threads", "1", "--variant", "small:model.dim=32,memory.store=false"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    row = next(ln for ln in done.stdout.splitlines() if ln.startswith("| small |")).split("|")
+def test_a_variant_row_measures_memnet_with_its_overrides_against_the_transformer(monkeypatch, capsys):
+    code = run_main("agents", ["--agents", "transformer", "--episodes", "1", "--warmup", "0", "--lanes", "2",
+                               "--threads", "1", "--variant", "small:model.dim=32,memory.store=false"], monkeypatch)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    row = next(ln for ln in out.splitlines() if ln.startswith("| small |")).split("|")
     assert int(row[2].replace(",", "")) < 100_000  # its own model: width 32, no store (default MemNet: 735,089)
     assert float(row[3].replace(",", "")) > 0 and row[4].strip().endswith("x")  # tokens/s, cost vs transformer
-    assert any(ln.startswith("| small |") for ln in done.stdout.split("where the time goes")[1].splitlines())
+    assert any(ln.startswith("| small |") for ln in out.split("where the time goes")[1].splitlines())
 
 
 @pytest.mark.parametrize("clip", ["1.0", "0"])  # 0: no clipping, as in the trainer (clipping to 0 zeroed gradients)
