@@ -6,13 +6,15 @@ tests compose hundreds of times with the same env and agent and other keys. So t
 (`env=`, `agent=`, `+sweep=`, a package, Hydra's own groups) are composed by Hydra and the result is kept; the
 `key=value` overrides are then applied to a copy of it by Hydra's own code for that step, in their order, as its
 compose does after the merge (`ConfigLoaderImpl._apply_overrides_to_config`; tests/test_config_compose.py checks
-that both ways give the same config and the same errors). A copy costs ~4 ms.
+that both ways give the same config and the same errors). A copy costs ~4 ms. An edited config file is read
+again (`files_stamp`).
 """
 
 from __future__ import annotations
 
 import copy
 from functools import cache, lru_cache
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -33,9 +35,20 @@ def chooses_files(override) -> bool:
     return override.package is not None or key in config_groups() or key.startswith("hydra") or "/" in key
 
 
+def files_stamp() -> tuple:
+    """Every config file under agents/conf/ with its size and modification time: a file edited, added or removed
+    while a process runs (a notebook, a sweep's driver) makes the next compose read the files again."""
+    import agents.conf
+
+    root = Path(agents.conf.__file__).parent
+    return tuple(sorted((str(p.relative_to(root)), p.stat().st_mtime_ns, p.stat().st_size)
+                        for p in root.rglob("*.yaml")))
+
+
 @lru_cache(maxsize=32)
-def _files_composed(config_name: str, choices: tuple[str, ...]) -> DictConfig:
-    """Hydra's compose of `config_name` with the file-choosing overrides `choices` (kept: never handed out)."""
+def _files_composed(config_name: str, choices: tuple[str, ...], stamp: tuple = ()) -> DictConfig:
+    """Hydra's compose of `config_name` with the file-choosing overrides `choices` (kept: never handed out);
+    `stamp`: `files_stamp()`, part of the cache's key."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -53,6 +66,6 @@ def hydra_compose(overrides: list[str], parsed: list, config_name: str = "config
     if apply is None:  # a Hydra without that step (it is not public API): its whole compose, every time
         return _files_composed.__wrapped__(config_name, tuple(overrides))
     choices = tuple(item for item, override in zip(overrides, parsed, strict=True) if chooses_files(override))
-    cfg = copy.deepcopy(_files_composed(config_name, choices))
+    cfg = copy.deepcopy(_files_composed(config_name, choices, files_stamp()))
     apply([o for o in parsed if not chooses_files(o)], cfg)
     return cfg

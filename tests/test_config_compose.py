@@ -60,3 +60,27 @@ def test_a_composed_config_is_a_copy():
     first.memory.slots = 99
     first.train.lr = 7.0
     assert kept(["memory.slots=8"]).memory.slots == 8 and kept([]).train.lr != 7.0
+
+
+def test_a_config_file_edited_while_the_process_runs_is_read_again():
+    """The kept composition is keyed by the files' sizes and modification times: a notebook's or a sweep driver's
+    next compose after an edit of agents/conf/ reads the files again, not the composition of before."""
+    import os
+    from pathlib import Path
+
+    import agents.conf
+    from agents.config_compose import _files_composed, files_stamp
+
+    path = Path(agents.conf.__file__).parent / "agent" / "gru.yaml"
+    kept(["agent=gru"])
+    misses, before, stat = _files_composed.cache_info().misses, files_stamp(), path.stat()
+    kept(["agent=gru"])
+    assert _files_composed.cache_info().misses == misses  # unchanged files: the kept composition
+    try:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # "edited" a second later
+        assert files_stamp() != before
+        kept(["agent=gru"])
+        assert _files_composed.cache_info().misses == misses + 1
+    finally:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert files_stamp() == before
