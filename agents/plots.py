@@ -75,10 +75,8 @@ def figure_to_array(figure: Figure) -> np.ndarray:
 
 
 def png_pixels(path: str | os.PathLike) -> np.ndarray:
-    """A PNG file's pixels as RGB, as written (TensorBoard's copy of a plot: drawing its figure again redid the
-    constrained layout, which moved ~4% of the pixels, and cost as much as the first draw).  # (H, W, 3) uint8"""
+    """A PNG file's RGB pixels: a plot as written, for TensorBoard (a second draw moved ~4%).  # (H, W, 3) uint8"""
     from PIL import Image
-
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))  # (H, W, 3)
 
