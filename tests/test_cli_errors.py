@@ -2,14 +2,12 @@
 stderr, exit code 2, no traceback; and the checkpoint paths that are accepted."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from agents import evaluate, run, run_config
-from agents.checkpoint import load_checkpoint
 from tests.test_run import tiny
 
 
@@ -258,33 +256,6 @@ def test_evaluating_a_checkpoint_whose_weights_overflow_is_one_line(tmp_path, ca
     one_error_line(capsys, "its weights diverged (MemNet: non-finite hidden states (NaN or inf) reached the memory "
                            "writes); evaluate an earlier run, or re-run it with a lower train.lr")
     assert not (tmp_path / "run" / "eval.json").exists()
-
-
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_ctrl_c_or_sigterm_stops_a_run_with_one_line_that_says_how_to_continue(tmp_path, signame):
-    """Ctrl+C printed a KeyboardInterrupt traceback; SIGTERM left the cache's cold-tier temp folder in /tmp."""
-    import glob
-    import signal
-    import subprocess
-    import sys
-    import tempfile
-    import time
-
-    run_dir = tmp_path / "run"
-    args = tiny("ContinualShift-v0", "memnet", run_dir, "train.checkpoint_every=1",  # memnet: a cold tier
-                "env.kwargs.episodes_per_task=500")
-    proc = subprocess.Popen([sys.executable, "-m", "agents.run", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (run_dir / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(getattr(signal, signame))
-    err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, err
-    assert err.strip() == f"interrupted; continue from the last checkpoint with: python -m agents.run resume={run_dir}"
-    load_checkpoint(run_dir / "checkpoints" / "last.pt")  # whole: written atomically, Ctrl+C or not
-    # the run's cold-tier folder went with it (only its own: other processes may make theirs meanwhile)
-    assert glob.glob(str(Path(tempfile.gettempdir()) / f"memstream-cold-{proc.pid}-*")) == []
 
 
 def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again_in_its_folder(tmp_path):

@@ -1,7 +1,7 @@
 """Ctrl+C (SIGINT) on `python -m agents.run`, in a real process: while it starts (its own SIGINT handler, installed
 before the slow imports, then Python's KeyboardInterrupt once main() runs), and during training, before and after
-its first checkpoint. Each ends with one line on stderr, exit code 130 and no traceback; after a checkpoint the line
-names the command that continues the run, and that command does.
+its first checkpoint (SIGTERM there too, taken as Ctrl+C). Each ends with one line on stderr, exit code 130 and no
+traceback; after a checkpoint the line names the command that continues the run, and that command does.
 
 No sleeps that guess how long a step takes: start-up is held at a chosen import by a `sitecustomize` module put on
 the child's PYTHONPATH (Python imports it at start, before agents.run; nothing in the product knows of it), which
@@ -277,3 +277,26 @@ def test_sigterm_at_any_moment_of_a_checkpointing_run_ends_it_with_one_line_and_
                                                        f"python -m agents.run resume={run_dir}"), f"run {i}: {err}"
         assert load_checkpoint(ckpt)["trainer"]["episode"] >= 1
         assert [p.name for p in ckpt.parent.iterdir()] == ["last.pt"]  # no temp file left
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_a_run_with_one_line_that_says_how_to_continue(tmp_path, signame):
+    """Ctrl+C printed a KeyboardInterrupt traceback; SIGTERM left the cache's cold-tier temp folder in /tmp."""
+    import glob
+    import tempfile
+
+    run_dir = tmp_path / "run"
+    args = tiny("ContinualShift-v0", "memnet", run_dir, "train.checkpoint_every=1",  # memnet: a cold tier
+                "env.kwargs.episodes_per_task=500")
+    proc = subprocess.Popen([sys.executable, "-m", "agents.run", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, signame))
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert err.strip() == f"interrupted; continue from the last checkpoint with: python -m agents.run resume={run_dir}"
+    load_checkpoint(run_dir / "checkpoints" / "last.pt")  # whole: written atomically, Ctrl+C or not
+    # the run's cold-tier folder went with it (only its own: other processes may make theirs meanwhile)
+    assert glob.glob(str(Path(tempfile.gettempdir()) / f"memstream-cold-{proc.pid}-*")) == []
