@@ -129,7 +129,7 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
                                  counts=lifetimes[2])
     if logger is not None:
         for name in ("accuracy_matrix", "slot_usage", "slot_survival"):
-            if name in names:  # the file as written (its figure drawn again moved ~4% of the pixels)
+            if name in names:  # the file as written (its figure drawn again changed ~6% of the pixels)
                 logger.image(f"plots/{name}", plots.png_pixels(p / f"{name}.png"), trainer.train_steps)
         logger.hparams(hparams_of(trainer.cfg), {f"cl/{k}": metrics[k] for k in ("ACC", "BWT", "FWT", "forgetting")}
                        | {"eval/accuracy": metrics["accuracy"]})
