@@ -2,9 +2,7 @@
 
 import math
 
-import torch
-
-from tests.scripts import load_script
+from tests.scripts import load_script, run_main
 
 STEP = ["LM2Memory", "LinformerMemory", "MemoryAttention (store read, k=8)", "Fusion gated (R=2)",
         "Fusion concat (R=2)", "Fusion cross_attention (R=2)"]
@@ -15,11 +13,7 @@ def test_components_benchmark_prints_one_row_per_component_and_setting(capsys, m
     script, results = load_script("components"), []
     run = script.run
     monkeypatch.setattr(script, "run", lambda args: results.append(run(args)) or results[-1])  # keep the floats
-    threads = torch.get_num_threads()
-    try:
-        script.main(["--lanes", "2", "--threads", "1", "--repeats", "1"])
-    finally:
-        torch.set_num_threads(threads)  # the script sets the process-wide thread count
+    assert run_main("components", ["--lanes", "2", "--threads", "1", "--repeats", "1"], monkeypatch) == 0
     expected = [(name, "step") for name in STEP] + [(name, "chunk") for name in STEP + CHUNK_ONLY]
     (_, rows), = results
     assert [(name, setting) for name, setting, *_ in rows] == expected
