@@ -19,12 +19,17 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 
+def conf_folder() -> Path:
+    """agents/conf/, where the config files are."""
+    import agents.conf
+
+    return Path(agents.conf.__file__).parent
+
+
 @cache
 def config_groups() -> frozenset[str]:
     """The config groups shipped in agents/conf/ (its folders: env, agent, sweep, benchmark)."""
-    from importlib.resources import files
-
-    return frozenset(p.name for p in (files("agents.conf")).iterdir() if p.is_dir() and not p.name.startswith("_"))
+    return frozenset(p.name for p in conf_folder().iterdir() if p.is_dir() and not p.name.startswith("_"))
 
 
 def chooses_files(override) -> bool:
@@ -38,9 +43,7 @@ def chooses_files(override) -> bool:
 def files_stamp() -> tuple:
     """Every config file under agents/conf/ with its size and modification time: a file edited, added or removed
     while a process runs (a notebook, a sweep's driver) makes the next compose read the files again."""
-    import agents.conf
-
-    root = Path(agents.conf.__file__).parent
+    root = conf_folder()
     return tuple(sorted((str(p.relative_to(root)), p.stat().st_mtime_ns, p.stat().st_size)
                         for p in root.rglob("*.yaml")))
 
@@ -57,12 +60,19 @@ def _files_composed(config_name: str, choices: tuple[str, ...], stamp: tuple = (
         return compose(config_name=config_name, overrides=list(choices))
 
 
+def override_step():
+    """Hydra's step that applies key=value overrides to a composed config, or None in a Hydra without it."""
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    except ImportError:
+        return None
+    return getattr(ConfigLoaderImpl, "_apply_overrides_to_config", None)
+
+
 def hydra_compose(overrides: list[str], parsed: list, config_name: str = "config") -> DictConfig:
     """What `hydra.compose(config_name, overrides)` returns, Hydra's exceptions included. `parsed`: the overrides
     as Hydra's parser reads them, one per item (`cli_args.check_overrides`)."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    apply = getattr(ConfigLoaderImpl, "_apply_overrides_to_config", None)
+    apply = override_step()
     if apply is None:  # a Hydra without that step (it is not public API): its whole compose, every time
         return _files_composed.__wrapped__(config_name, tuple(overrides))
     choices = tuple(item for item, override in zip(overrides, parsed, strict=True) if chooses_files(override))

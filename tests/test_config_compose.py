@@ -66,12 +66,10 @@ def test_a_config_file_edited_while_the_process_runs_is_read_again():
     """The kept composition is keyed by the files' sizes and modification times: a notebook's or a sweep driver's
     next compose after an edit of agents/conf/ reads the files again, not the composition of before."""
     import os
-    from pathlib import Path
 
-    import agents.conf
-    from agents.config_compose import _files_composed, files_stamp
+    from agents.config_compose import _files_composed, conf_folder, files_stamp
 
-    path = Path(agents.conf.__file__).parent / "agent" / "gru.yaml"
+    path = conf_folder() / "agent" / "gru.yaml"
     kept(["agent=gru"])
     misses, before, stat = _files_composed.cache_info().misses, files_stamp(), path.stat()
     kept(["agent=gru"])
@@ -84,3 +82,17 @@ def test_a_config_file_edited_while_the_process_runs_is_read_again():
     finally:
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert files_stamp() == before
+
+
+def test_a_hydra_without_the_override_step_composes_whole_each_time(monkeypatch):
+    """`ConfigLoaderImpl._apply_overrides_to_config` is not Hydra's public API: where it is missing, every compose is
+    Hydra's whole one, with the same config."""
+    from agents import config_compose
+
+    overrides = ["env=NeedleRecall-v0", "memory.slots=3", "+env.kwargs.foo=1"]
+    monkeypatch.setattr(config_compose, "override_step", lambda: None)
+    misses = config_compose._files_composed.cache_info().misses
+    got = kept(overrides)
+    assert config_compose._files_composed.cache_info().misses == misses  # the kept compositions are not used
+    assert OmegaConf.to_container(got) == OmegaConf.to_container(hydras_own(overrides))
+    assert got.memory.slots == 3 and got.env.kwargs.foo == 1
