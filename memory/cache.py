@@ -40,11 +40,12 @@ from memory.cache_state import as_floats
 from memory.cache_tiers import COLD, WARM, Book, TierStorage
 from memory.config import CACHE_POLICIES, MemoryConfig
 from memory.quant import KEY_LIMIT
+from memory.undo import CacheUndo
 
 TIER_NAMES = ("hot", "warm", "cold")
 
 
-class TieredKVCache(CachePersistence, TierMoves):
+class TieredKVCache(CachePersistence, TierMoves, CacheUndo):
     """Three-tier K/V cache keyed by memory id (see module doc). Per entry: keys (H, dk), values (H, d); dk =
     `key_dim` (default d) may differ, e.g. when keys are projected from several inputs."""
 

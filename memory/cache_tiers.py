@@ -15,13 +15,16 @@ import torch
 from memory.cache_cold_dirs import map_cold_file
 from memory.cache_state import check_tier_values, count_value
 from memory.quant import channel_scale, dequantize, quantize
+from memory.undo import RowUndo
 
 HOT, WARM, COLD = 0, 1, 2
-_FIELDS = ("ids", "seq", "stamp", "count", "imp")
+FIELDS = ("ids", "seq", "stamp", "count", "imp")  # a Book's per-slot arrays
 
 
 class Book:
     """Per-slot metadata of one tier with `capacity` slots; ids == -1 marks a free slot."""
+
+    fields = FIELDS
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -43,36 +46,36 @@ class Book:
 
     def take(self, slots: np.ndarray) -> dict:
         """Free `slots` and return their metadata (field -> (n,) array)."""
-        out = {f: getattr(self, f)[slots].copy() for f in _FIELDS}
+        out = {f: getattr(self, f)[slots].copy() for f in FIELDS}
         self.ids[slots] = -1
         self.imp[slots] = np.nan
         self.used -= len(slots)
         return out
 
     def give(self, slots: np.ndarray, packet: dict) -> None:
-        for f in _FIELDS:
+        for f in FIELDS:
             getattr(self, f)[slots] = packet[f]
         self.used += len(slots)
 
     @property
     def nbytes(self) -> int:
-        return sum(getattr(self, f).nbytes for f in _FIELDS)
+        return sum(getattr(self, f).nbytes for f in FIELDS)
 
     def state(self) -> dict:
-        return {f: torch.from_numpy(getattr(self, f).copy()) for f in _FIELDS}
+        return {f: torch.from_numpy(getattr(self, f).copy()) for f in FIELDS}
 
     def checked_state(self, d: dict) -> dict:
         """A saved `state()` as field -> array, checked (ValueError) but not loaded: `load_state` cannot fail."""
-        if not isinstance(d, dict) or not all(isinstance(d.get(f), torch.Tensor) for f in _FIELDS):
-            raise ValueError(f"TieredKVCache.load_state_dict: a tier's book lacks one of {_FIELDS} (damaged state)")
-        for f in _FIELDS:
+        if not isinstance(d, dict) or not all(isinstance(d.get(f), torch.Tensor) for f in FIELDS):
+            raise ValueError(f"TieredKVCache.load_state_dict: a tier's book lacks one of {FIELDS} (damaged state)")
+        for f in FIELDS:
             if tuple(d[f].shape) != (self.capacity,) or d[f].numpy().dtype != getattr(self, f).dtype:
                 raise ValueError(f"TieredKVCache.load_state_dict: {f} is {tuple(d[f].shape)} {d[f].dtype}, "
                                  f"expected ({self.capacity},) {getattr(self, f).dtype}")
-        return {f: d[f].numpy() for f in _FIELDS}
+        return {f: d[f].numpy() for f in FIELDS}
 
     def load_state(self, arrays: dict) -> None:
-        for f in _FIELDS:
+        for f in FIELDS:
             getattr(self, f)[:] = arrays[f]
         self.used = int((self.ids >= 0).sum())
 
@@ -103,6 +106,7 @@ class TierStorage:
         # plain-ndarray view of the mapping ([..., :dk] keys, [..., dk:] values): indexing the np.memmap subclass
         # itself wraps every result in a memmap object, which doubles the cost of a 100-id read
         self.cold = np.asarray(self.mmap) if cold else np.zeros((0, H, dk + d), dtype=np.float32)
+        self.cold_undo = RowUndo()  # a cold slot's old contents at its first write after a mark (memory/undo.py)
 
     def observe_keys(self, keys: np.ndarray) -> None:
         """keys (n, H, d): every key put into the cache feeds the warm tier's channel calibration."""
@@ -142,6 +146,7 @@ class TierStorage:
             self.warm_v[slots], self.warm_sv[slots] = quantize(values)
         else:
             self._check_open()
+            self.cold_undo.before_write(slots)
             self.cold[slots] = np.concatenate((keys, values), axis=-1)
 
     def _calibrate(self, book_empty: bool) -> None:
@@ -232,6 +237,7 @@ class TierStorage:
         got = dict(got)
         self.channels = got.pop("channels").copy()
         self.key_seen, self.calibrated_at = got.pop("key_seen"), got.pop("calibrated_at")
+        self.cold_undo.before_write(got["cold_slots"])
         self.cold[got.pop("cold_slots")] = got.pop("cold")
         for name, array in got.items():
             getattr(self, name)[...] = array

@@ -39,13 +39,14 @@ from memory.store_io import StorePersistence
 from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, check_ip_range, checked_array, inverse_norms
 from memory.store_search import CodedKeys, SearchHits, SearchResult, StoreSearch
 from memory.store_settings import check_settings
+from memory.undo import RowUndo, StoreUndo
 
 __all__ = ["CodedKeys", "FaissStore", "SearchHits", "SearchResult"]
 
 TIME = META_FIELDS.index("time")
 
 
-class FaissStore(StorePersistence, StoreLookup, StoreSearch):
+class FaissStore(StorePersistence, StoreLookup, StoreSearch, StoreUndo):
     """Long-term key/value store with metadata, per-lane or shared, bounded with eviction (see module doc).
 
     dim: key width D; value_dim: value width Dv; capacity: entries per lane (scope="lane") or in all
@@ -97,6 +98,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         self._clock = 0  # source of seq and stamp values
         self._adds = 0  # add() calls so far: the "time" metadata
         self._ann = [self._make_ann(p) for p in range(self.partitions)] if index != "flat" else None
+        self._undo = RowUndo()  # old rows of keys, values and the scan copy at their first write after a mark
         self._scores: torch.Tensor | None = None  # exact-search score buffer, grown on demand
         # what exact search scans when not _keys itself (R, D'): the columns after any coded blocks, in bfloat16
         # where precision says so, except that coded keys whose rest is at most half the key scan it in float32
@@ -183,6 +185,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch):
         else:
             rows = np.concatenate([self._take_rows(p, int(c)) for p, c in enumerate(counts) if c])
         self._fill += np.minimum(counts, self.capacity - self._fill)
+        self._undo.before_write(rows)
         evicted_rows = rows[self._row_id[rows] >= 0]
         evicted = self._row_id[evicted_rows].copy()
         self._drop_rows(evicted_rows, from_ann=True)
