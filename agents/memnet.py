@@ -23,7 +23,7 @@ reading 4 x the same map of e_{t-p}; the default "1:0" is token shift), so a que
 followed the same context before; retrieved memories are projected with today's weights (no stale keys) and
 ranked as the attention ranks them; the recency term lets the latest of equal matches win; the copy read-out
 makes the loss train the addressing directly (pointer-generator / kNN-LM). The store path's methods live in
-agents/memnet_store.py.
+agents/memnet_store.py; the memory objects' state dict and undo in agents/memnet_memory.py.
 Reads never see this call's own writes, so acting one token at a time with writes off gives exactly the
 logits of the learning forward over the chunk; and one position's reads do not depend on another's, so a call
 that reads at some positions only (`read_at`: acting at the last, learning at the scored ones) gives exactly
@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.controller import WindowedTransformer
-from agents.memnet_cache_codes import cache_codes, compact_cache_state, whole_cache_state
+from agents.memnet_memory import MemoryObjects
 from agents.memnet_store import TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock, zero_last_columns
 from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at
 from memory.attention import MemoryAttention
@@ -58,7 +58,7 @@ from memory.store import FaissStore
 COPY_FLOOR = 1e-6  # added to the copy mixture before the log: a token neither source names stays finite
 
 
-class MemNet(StorePath, AgentModel):
+class MemNet(MemoryObjects, StorePath, AgentModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -256,44 +256,6 @@ class MemNet(StorePath, AgentModel):
         m = self.cfg.memory
         return self.bank is not None and max(m.util_weight, m.pressure_weight, m.sparsity_weight) > 0
 
-    def memory_state_dict(self, compact: bool = True) -> dict:
-        """Store + cache state (tensors and python scalars), {} before the first forward or with store off. Holds
-        copies: the memory's later changes do not reach it, and loading it copies it in again. With token codes as
-        addresses and `compact` (a checkpoint's), the cache's cold entries without their key columns that are codes,
-        where they can be remade bit for bit ("cache_codes" says how; agents/memnet_cache_codes.py);
-        compact=False is faster to take and load (an evaluation's snapshot)."""
-        if self.store is None:
-            return {}
-        d = {"lanes": self.store.lanes, "store": self.store.state_dict(), "cache": self.cache.state_dict()}
-        coded = cache_codes(self) if compact else None
-        if coded is not None:
-            d["cache"], saved = compact_cache_state(d["cache"], self.store, coded, self.cache.key_dim)
-            if saved is not None:
-                d["cache_codes"] = saved
-        return d
-
-    def load_memory_state_dict(self, d: dict) -> None:
-        if not isinstance(d, dict):  # None dropped the whole store and cache, as {} (no memory) does
-            raise ValueError(f"memory state: expected the dict memory_state_dict() makes ({{}}: no memory), got "
-                             f"{type(d).__name__}")
-        if not d:
-            self.close()
-            return
-        if not self.cfg.memory.store:
-            raise ValueError("memory state holds a store, but this model has memory.store=false")
-        if not {"lanes", "store", "cache"} <= set(d):
-            raise ValueError(f"memory state: expected keys lanes, store, cache; got {sorted(d)}")
-        self._check_saved_tokens(d["store"])
-        cache = whole_cache_state(self, d)  # a compact state's cold entries get their coded heads back first
-        if self.store is None or self.store.lanes != int(d["lanes"]):
-            self.close()
-            self._memory_objects(int(d["lanes"]))
-        # else loaded in place: every array of the store and cache is overwritten (an evaluation restores the
-        # memory after each task; new objects meant fresh ~150 MB allocations and a new cold-tier file each time)
-        cache = self.cache.checked_state(cache)  # both checked before either changes (a refused cache left
-        self.store.load_state_dict(d["store"])  # the loaded store beside the old cache: reads found nothing)
-        self.cache.apply_state(cache)
-
     def memory_bytes(self, state: dict) -> int:
         """Bytes of everything that carries information across steps: state tensors (window, slots, internal)
         + store + cache RAM tiers."""
@@ -301,12 +263,6 @@ class MemNet(StorePath, AgentModel):
         if self.store is not None:
             total += self.store.nbytes + self.cache.nbytes
         return total
-
-    def close(self) -> None:
-        """Drop the store and cache (the cache's cold-tier file is deleted)."""
-        if self.cache is not None:
-            self.cache.close()
-        self.store = self.cache = None
 
 
 OWN_META = {"step": "its clock (the recency term's ages)", "token": "the token it holds (the copy read-out's pointer)",

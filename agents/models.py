@@ -17,6 +17,8 @@ The trainer only ever talks to an `AgentModel`:
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -90,6 +92,20 @@ class AgentModel(nn.Module, metaclass=abc.ABCMeta):
     def load_memory_state_dict(self, d: dict) -> None:
         if d:
             raise ValueError(f"{type(self).__name__} has no memory objects, but the checkpoint holds {sorted(d)}")
+
+    @contextlib.contextmanager
+    def memory_undo(self) -> Iterator[Callable[[], None]]:
+        """Within: the memory objects may change, and the `undo()` yielded puts them back as they were at entry, as
+        often as called; the exit does too, also on an error (an evaluation: every task from the same memory, and
+        that memory afterwards). Here by a whole snapshot; MemNet's store and cache undo to a mark instead."""
+        saved = self.memory_state_dict(compact=False)
+
+        def undo() -> None:
+            self.load_memory_state_dict(saved)
+        try:
+            yield undo
+        finally:
+            undo()
 
     def memory_bytes(self, state: dict) -> int:
         return 0

@@ -4,7 +4,7 @@ Schedule. Training episodes follow the env's own schedule (`reset()`); Continual
 Before training, every task is evaluated once (b[j], for FWT); then every `train.eval_every` episodes and at
 each task boundary every task is evaluated (forgetting curves; R[k][j] at the boundary after training block k).
 Eval runs `train.eval_repeats` x `venv.eval_episodes` consecutive `reset(options={"phase": "eval", "task_id": j})`
-episodes on a *copy* of the memory: weights and the persisting memory are exactly as before the eval when it returns.
+episodes from the memory as it was, put back afterwards: weights and memory are as before the eval when it returns.
 
 Resume. The env's state is a function of its seed and the sequence of resets it was given, so the trainer logs
 that sequence (`reset_log`) and replays it on resume instead of pickling the env into the checkpoint.
@@ -45,8 +45,7 @@ def resolve_device(name: str) -> torch.device:
 
 class Trainer:
     def __init__(self, cfg, run_dir: str | Path, logger=None):
-        self.cfg, self.run_dir, self.logger = cfg, Path(run_dir), logger
-        t = cfg.train
+        self.cfg, self.run_dir, self.logger, t = cfg, Path(run_dir), logger, cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
         torch.manual_seed(cfg.seed)
@@ -71,9 +70,7 @@ class Trainer:
         self.evaluating = False  # inside evaluate_all
         self.lane_steps = 0  # env steps per lane, train episodes (reported with the trainer state)
         self.train_steps = 0  # training env steps per lane: the x-axis of every curve
-        self.train_tokens = 0
-        self.train_seconds = 0.0
-        self.reward_baseline = 0.0
+        self.train_tokens, self.train_seconds, self.reward_baseline = 0, 0.0, 0.0
         self.reset_log: list[tuple[int, int]] = []
         self.saved_threads: int | None = None  # the torch thread count of a restored checkpoint's run
         # one row of R per training block (a run of consecutive episodes on one task), not per task: a schedule
@@ -202,15 +199,16 @@ class Trainer:
         return int(self.block_tasks[self.block_of(self.episode - 1)]) if self.episode else 0
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate_task(self, task: int, saved_memory: dict | None = None) -> float:
+    def evaluate_task(self, task: int) -> float:
         """Accuracy on scored steps over `train.eval_repeats` complete evaluations of `task`, one after the other on
-        one copy of the memory; memory and weights untouched. saved_memory: `model.memory_state_dict()` of the
-        memory as it is now (evaluate_all takes it once for all tasks), restored when the evaluation is done."""
+        one copy of the memory; memory and weights untouched (the memory is put back: `model.memory_undo`)."""
+        with self.model.memory_undo():
+            return self._evaluate(task)
+
+    def _evaluate(self, task: int) -> float:  # evaluate_task's episodes: the caller puts the memory back
         state = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.state.items()}
-        # a state dict holds copies, and loading one copies it in: one snapshot serves every restore
-        saved_memory = self.model.memory_state_dict(compact=False) if saved_memory is None else saved_memory
         correct = scored = 0
-        reset = self.cfg.memory.reset  # evaluation episodes see the memory a training episode would (restored after)
+        reset = self.cfg.memory.reset  # evaluation episodes see the memory a training episode would
         if reset == "task" and self._task_switch(task):
             state = self._cleared(state)
         for _ in range(int(self.venv.eval_episodes) * self.cfg.train.eval_repeats):
@@ -220,18 +218,20 @@ class Trainer:
             state, stats = self.runner.run(state, obs, info, self.episode,
                                            by_distance=self.by_distance, by_delay=self.by_delay)
             correct, scored = correct + stats.correct, scored + stats.scored
-        self.model.load_memory_state_dict(saved_memory)
         return correct / scored if scored else math.nan
 
     def evaluate_all(self) -> dict[int, float]:
-        """Evaluate every task; accuracy by distance / delay then describe this evaluation."""
+        """Evaluate every task, each from the memory as it is now; accuracy by distance / delay then describe this
+        evaluation."""
         self.by_distance.reset()
         self.by_delay.reset()
-        # whole, not compact: taken once, restored after every task, faster so (README "Long runs")
-        saved_memory = self.model.memory_state_dict(compact=False)
         self.evaluating = True  # stays set when an evaluation fails, for `diverged` to say where
-        self.last_eval = {j: self.evaluate_task(j, saved_memory) for j in range(self.num_tasks)}
-        self.evaluating = False
+        accuracy = {}
+        with self.model.memory_undo() as undo:  # one mark for all tasks (memory/undo.py)
+            for j in range(self.num_tasks):
+                accuracy[j] = self._evaluate(j)
+                undo()
+        self.last_eval, self.evaluating = accuracy, False
         for j, a in self.last_eval.items():
             self.curves[j].append((self.train_steps, a))
         return self.last_eval

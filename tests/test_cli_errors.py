@@ -230,14 +230,14 @@ def test_a_divergence_found_by_an_evaluation_names_the_evaluation(tmp_path, caps
     overflow the next evaluation are rare."""
     from agents.trainer import Trainer
 
-    real = Trainer.evaluate_task
+    real = Trainer._evaluate  # one task's evaluation (evaluate_all's and evaluate_task's)
 
-    def evaluate_task(self, *args, **kwargs):
+    def diverges(self, *args, **kwargs):
         if self.episode == after:
             raise FloatingPointError("MemNet: non-finite hidden states (NaN or inf) reached the memory writes")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "evaluate_task", evaluate_task)
+    monkeypatch.setattr(Trainer, "_evaluate", diverges)
     assert run.main(tiny("ContinualShift-v0", "memnet", tmp_path / "run")) == 2
     one_error_line(capsys, f"training diverged {where} (MemNet: non-finite hidden states")
 
@@ -248,10 +248,10 @@ def test_evaluating_a_checkpoint_whose_weights_overflow_is_one_line(tmp_path, ca
     assert run.main(tiny("ContinualShift-v0", "memnet", tmp_path / "run")) == 0
     capsys.readouterr()
 
-    def evaluate_task(self, *args, **kwargs):
+    def diverges(self, *args, **kwargs):
         raise FloatingPointError("MemNet: non-finite hidden states (NaN or inf) reached the memory writes")
 
-    monkeypatch.setattr(Trainer, "evaluate_task", evaluate_task)
+    monkeypatch.setattr(Trainer, "_evaluate", diverges)
     assert evaluate.main([f"checkpoint={tmp_path / 'run'}"]) == 2
     one_error_line(capsys, "its weights diverged (MemNet: non-finite hidden states (NaN or inf) reached the memory "
                            "writes); evaluate an earlier run, or re-run it with a lower train.lr")

@@ -216,44 +216,6 @@ def test_runtime_memory_keys_may_change_between_save_and_load_but_shapes_may_not
         check_compatible(saved, {"model": {"dim": 32}, "memory": {"slots": 16, "store_replace": 0.9}}, "x.pt")
 
 
-def test_evaluating_every_task_leaves_memory_weights_and_state_as_they_were(tmp_path):
-    """evaluate_all snapshots the memory once and restores it (in place) after each task: afterwards the store, the
-    cache, the recurrent state and the weights are exactly what training left, and the store and cache are the
-    same objects (no reallocation)."""
-    from agents.config import load_config
-    from agents.trainer import Trainer
-
-    cfg = load_config(tiny("ContinualShift-v0", "memnet", tmp_path))
-    trainer = Trainer(cfg, tmp_path)
-    trainer.train_episode()
-    store, cache = trainer.model.store, trainer.model.cache
-    memory, state = trainer.model.memory_state_dict(), {k: v.clone() for k, v in trainer.state.items()}
-    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.evaluate_all()
-    assert trainer.model.store is store and trainer.model.cache is cache
-    after = trainer.model.memory_state_dict()
-    for part in ("store", "cache"):
-        flat_a, flat_b = _tensors(memory[part]), _tensors(after[part])
-        assert flat_a.keys() == flat_b.keys()
-        for k in flat_a:  # bit for bit (NaN marks an unset importance)
-            torch.testing.assert_close(flat_b[k], flat_a[k], rtol=0, atol=0, equal_nan=True, msg=f"{part}/{k}")
-    assert all(torch.equal(state[k], trainer.state[k]) for k in state)
-    assert all(torch.equal(weights[k], v) for k, v in trainer.model.state_dict().items())
-    assert len(store) > 0
-
-
-def _tensors(d, prefix=""):
-    """Every tensor in a nested state dict, by path (python scalars compared as 0-d tensors)."""
-    out = {}
-    items = d.items() if isinstance(d, dict) else enumerate(d)
-    for k, v in items:
-        if isinstance(v, (dict, list, tuple)):
-            out.update(_tensors(v, f"{prefix}{k}/"))
-        elif isinstance(v, (torch.Tensor, int, float)):
-            out[f"{prefix}{k}"] = torch.as_tensor(v)
-    return out
-
-
 def test_bf16_autocast_trains_end_to_end_with_float32_weights(tmp_path):
     """train.amp=true: acting and learning under bf16 autocast, the fused AdamW updating float32 weights."""
     from agents.memnet import MemNet
