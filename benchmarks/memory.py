@@ -5,6 +5,7 @@
     python benchmarks/memory.py --threads 1
     python benchmarks/memory.py --only precision        # float32 vs bfloat16 exact search at MemNet's shapes
     python benchmarks/memory.py --only coded            # coded keys (MemNet with token codes) vs a full scan
+    python benchmarks/memory.py --only undo             # an evaluation's way back: a whole snapshot vs a mark
 
 What is measured (float32, CPU, torch and FAISS threads as given):
 - store add: entries/s for `FaissStore.add` in chunks of 100,000 into a shared store of `--entries` rows,
@@ -25,6 +26,9 @@ What is measured (float32, CPU, torch and FAISS threads as given):
   ids stay put), median over `--cache-repeats` calls; bytes per entry per tier; warm-tier relative error
   on keys with outlier channels (4 of 64 channels per head 10x larger), on values, and on the output of
   softmax attention over the 100 entries.
+- undo: what an evaluation's way back to the memory it started from costs at the main command's full memory: a
+  whole snapshot (`state_dict` of the store and cache, loaded after the task) against a mark (`mark`, `undo`;
+  memory/undo.py); median ms to take and to put back, and the MiB each holds (`--repeats`).
 """
 
 from __future__ import annotations
@@ -221,6 +225,73 @@ def coded_rows(args, rng) -> list[tuple]:
     return rows
 
 
+def held_bytes(obj) -> int:
+    """Bytes of the arrays inside a (nested) dict / list / tuple: what a snapshot or a mark keeps."""
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(held_bytes(v) for v in obj.values())
+    return sum(held_bytes(v) for v in obj) if isinstance(obj, (list, tuple)) else 0
+
+
+def undo_rows(args, rng) -> list[tuple]:
+    """An evaluation's way back, at the main command's memory when full (16 lanes x 3,000 of 4,096 entries, keys
+    384 wide, values 128; a cache of 4 heads, keys 96 and values 32 wide, hot 1,024 / warm 4,096 / cold 65,536,
+    40,000 entries): a whole snapshot (`state_dict`, taken, then loaded) against a mark (`mark`, then `undo`), with
+    one evaluated task's writes between (5 chunks of 16 x 20 entries, each searched before it is written)."""
+    lanes, per_lane, cached = 16, 3000, 40_000
+    store = FaissStore(384, 128, 4096, lanes=lanes, metric="ip")
+    for lane in range(lanes):
+        store.add(rng.normal(size=(per_lane, 384)).astype(np.float32), rng.normal(size=(per_lane, 128)),
+                  np.full(per_lane, lane))
+    cache = TieredKVCache(4, 32, 1024, 4096, 65536, key_dim=96, promote_after=0)
+    for start in range(0, cached, 512):  # MemNet puts a chunk's entries at a time
+        ids = np.arange(start, min(start + 512, cached))
+        cache.put(ids, rng.normal(size=(len(ids), 4, 96)), rng.normal(size=(len(ids), 4, 32)))
+    chunks = [(rng.normal(size=(lanes * 20, 384)).astype(np.float32), rng.normal(size=(lanes * 20, 128)),
+               np.repeat(np.arange(lanes), 20)) for _ in range(5)]
+
+    def writes():
+        for keys, values, lane in chunks:
+            store.search(keys[::20, None], 32)
+            ids, _ = store.add(keys, values, lane)
+            cache.put(ids, np.zeros((len(ids), 4, 96)), np.zeros((len(ids), 4, 32)))
+
+    def whole():
+        t0 = time.perf_counter()
+        saved = store.state_dict(), cache.state_dict()
+        t1 = time.perf_counter()
+        writes()
+        t2 = time.perf_counter()
+        store.load_state_dict(saved[0])
+        cache.load_state_dict(saved[1])
+        return t1 - t0, time.perf_counter() - t2, held_bytes(saved)
+
+    def marked():
+        t0 = time.perf_counter()
+        store.mark()
+        cache.mark()
+        t1 = time.perf_counter()
+        writes()
+        held = held_bytes([store._marked, store._undo.saved, cache._marked, cache._store.cold_undo.saved])
+        t2 = time.perf_counter()
+        store.undo()
+        cache.undo()
+        out = t1 - t0, time.perf_counter() - t2, held
+        store.release()
+        cache.release()
+        return out
+
+    rows = []
+    for name, way in (("a whole snapshot (state_dict, load_state_dict)", whole), ("a mark (mark, undo)", marked)):
+        runs = [way() for _ in range(args.repeats + 1)][1:]  # the first: allocations on first touch
+        take, back = (statistics.median(r[i] for r in runs) * 1e3 for i in (0, 1))
+        rows.append((name, f"take {take:.1f} ms, put back {back:.1f} ms, holds {runs[-1][2] / 2**20:.1f} MiB",
+                     "reported"))
+    cache.close()
+    return rows
+
+
 def table(title: str, rows: list[tuple]) -> str:
     lines = [f"### {title}", "", "| measure | result | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
@@ -241,7 +312,7 @@ def main() -> None:
     p.add_argument("--cache-entries", type=positive_int, default=10_000)
     p.add_argument("--cache-repeats", type=positive_int, default=2000)
     p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--only", choices=("exact", "ivf", "cache", "precision", "coded"), help="run one section")
+    p.add_argument("--only", choices=("exact", "ivf", "cache", "precision", "coded", "undo"), help="run one section")
     args = p.parse_args()
     if args.entries < 8:  # each search asks for the top 8
         p.error(f"--entries: must be at least 8 (searches return the top 8); got {args.entries}")
@@ -259,6 +330,7 @@ def main() -> None:
         "coded": ("FaissStore with coded keys (token codes looked up, the rest scanned) against a full scan",
                   coded_rows),
         "cache": (f"TieredKVCache, 12 heads x 64 dims, {args.cache_entries:,} entries per tier", cache_rows),
+        "undo": ("An evaluation's way back: the store and cache of the main command, full", undo_rows),
     }
     for name, (title, rows) in sections.items():
         if args.only in (None, name):

@@ -18,3 +18,14 @@ def test_the_smallest_sizes_run(monkeypatch, capsys):
     assert run_main("memory", ["--entries", "8", "--cache-entries", "100", "--repeats", "1", "--cache-repeats", "1",
                                "--only", "exact"], monkeypatch) == 0
     assert "| exact search, 64 queries top-8 (FaissStore) |" in capsys.readouterr().out
+
+
+def test_the_undo_section_compares_a_whole_snapshot_with_a_mark(monkeypatch, capsys):
+    """Its sizes are the main command's (fixed); what each way holds is bytes, not a timing: the mark keeps the
+    bookkeeping and the rows written, the snapshot every entry and the cold tier's data."""
+    import re
+
+    assert run_main("memory", ["--only", "undo", "--repeats", "1"], monkeypatch) == 0
+    out = capsys.readouterr().out
+    held = {name: float(mib) for name, mib in re.findall(r"\| a (whole snapshot|mark) .*holds ([\d.]+) MiB", out)}
+    assert set(held) == {"whole snapshot", "mark"} and held["mark"] < held["whole snapshot"] / 4, out
