@@ -57,9 +57,10 @@ class MemoryObjects:
 
     @contextlib.contextmanager
     def memory_undo(self) -> Iterator[Callable[[], None]]:
-        """As AgentModel's, by the store's and the cache's marks (memory/undo.py): ~1 ms where a state dict of a full
-        store took ~0.1 s to take and load, and the cold tier stays on disk. Memory objects made within (none at
-        entry) are dropped by an undo."""
+        """As AgentModel's, by the store's and the cache's marks (memory/undo.py): ~5 ms to mark and undo the main
+        command's full memory, where a state dict took ~140 ms to take and load, and the cold tier stays on disk
+        (`python benchmarks/memory.py --only undo`). Memory objects made within (none at entry) are dropped by an
+        undo."""
         store, cache = self.store, self.cache
         if store is None:
             with super().memory_undo() as undo:  # {} at entry: an undo closes what was made since
@@ -88,4 +89,3 @@ class MemoryObjects:
         if self.cache is not None:
             self.cache.close()
         self.store = self.cache = None
-

@@ -9,6 +9,7 @@ The trainer only ever talks to an `AgentModel`:
     state = model.detach_state(state)                     # truncated BPTT between chunks
     state = model.reset_memory(state, lanes)              # memory.reset=episode|task
     model.memory_state_dict() / model.load_memory_state_dict(d)   # objects outside `state` (store, cache)
+    with model.memory_undo() as undo: ...                 # an evaluation: undo() puts those objects back
     model.memory_bytes(state)
 
 `state` holds tensors only, so it can be saved inside one checkpoint dict (`torch.load(weights_only=True)`).
