@@ -260,10 +260,12 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch, StoreUndo):
         self._row_id[rows] = -1
         self._meta[rows] = -1  # (the search copies of these rows go stale: search masks empty rows)
         if from_ann and self._ann is not None:
+            self._ann_changes(np.unique(part))
             for p in np.unique(part):
                 self._ann[p].remove(rows[part == p] - p * self.capacity)
 
     def _sync_ann(self, p: int, local_rows: np.ndarray) -> None:
+        self._ann_changes(p)
         ann = self._ann[p]
         if ann.ready:
             ann.add(local_rows)
@@ -286,6 +288,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch, StoreUndo):
             gone = self._row_id[rows].copy()
             self._drop_rows(rows, from_ann=False)
             self._fill[:] = 0
+            self._ann_changes(range(self.partitions))
             for ann in self._ann or []:
                 ann.reset()
             return gone

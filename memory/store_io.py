@@ -213,6 +213,7 @@ class StorePersistence:
             raise ValueError(f"FaissStore.load_state_dict: the saved {self.index} index state does not load "
                              f"({type(e).__name__}); the state is damaged") from None
         self._undo.before_write(slice(None))  # (a load within a mark: undone whole)
+        self._ann_changes(range(self.partitions))
         for name, empty in self._EMPTY.items():
             mine = getattr(self, name)
             mine.fill(empty)

@@ -91,7 +91,8 @@ class _Mark:
 
 class StoreUndo(_Mark):
     """Mixin for FaissStore: mark / undo / release. Needs `self._undo = RowUndo()` and `_undo.before_write(rows)`
-    wherever keys, values or the scan copy are written (`add`, `load_state_dict`)."""
+    wherever keys, values or the scan copy are written (`add`, `load_state_dict`), and `_ann_changes(partitions)`
+    before a FAISS index changes (an add, a removal, a clear, a load)."""
 
     # copied whole at the mark: per-row bookkeeping, small beside the keys (the metadata: 8 ints a row)
     _SMALL = ("_meta", "_row_id", "_gen", "_seq", "_stamp", "_importance", "_fill", "_count", "_code_rows")
@@ -100,8 +101,19 @@ class StoreUndo(_Mark):
         self._check_mark("mark", False)
         self._undo.start([a for a in (self._keys, self._values, self._scan) if a is not None])
         self._marked = {name: _copy(getattr(self, name)) for name in self._SMALL if getattr(self, name) is not None}
-        self._marked |= {"clock": self._clock, "adds": self._adds,
-                         "ann": None if self._ann is None else [a.state() for a in self._ann]}
+        self._marked |= {"clock": self._clock, "adds": self._adds, "ann": {}, "ann_changed": set()}
+
+    def _ann_changes(self, parts) -> None:
+        """Partitions `parts` (an int or ints) of the FAISS indexes are about to change: the first change after a
+        mark saves the partition's index state (serialising an index costs its size: an evaluation that writes
+        nothing, NeedleRecall's, saves none)."""
+        m = self._marked
+        if m is None or self._ann is None:
+            return
+        for p in np.atleast_1d(parts).tolist():
+            if p not in m["ann"]:
+                m["ann"][p] = self._ann[p].state()
+            m["ann_changed"].add(p)
 
     def undo(self) -> None:
         self._check_mark("undo", True)
@@ -111,10 +123,10 @@ class StoreUndo(_Mark):
             if name in m:
                 _put_back(self, name, m[name])
         self._clock, self._adds = m["clock"], m["adds"]
-        if m["ann"] is not None:  # FAISS indexes: rebuilt from their state at the mark, as a load does
-            self._ann = [self._make_ann(p) for p in range(self.partitions)]
-            for index, state in zip(self._ann, m["ann"], strict=True):
-                index.load_state(state)
+        for p in sorted(m["ann_changed"]):  # FAISS indexes changed since: rebuilt from their state at the mark
+            self._ann[p] = self._make_ann(p)
+            self._ann[p].load_state(m["ann"][p])
+        m["ann_changed"] = set()
 
     def release(self) -> None:
         self._check_mark("release", True)

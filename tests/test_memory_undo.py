@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from memory.cache import TieredKVCache
 from memory.cache_tiers import Book, TierStorage
 from memory.store import CodedKeys, FaissStore
-from memory.store_index import HNSWIndex
+from memory.store_index import HNSWIndex, IVFIndex
 
 V, DC = 12, 4  # coded stores: token codes (V, DC)
 CODES = torch.from_numpy(np.random.default_rng(7).standard_normal((V, DC)).astype(np.float32))
@@ -20,6 +20,7 @@ STORES = {
                                            importance_halflife=3.0, coded=CodedKeys(CODES, ("token", "prev"))),
     "shared-fifo": lambda: FaissStore(6, 2, capacity=15, lanes=3, scope="shared"),
     "hnsw": lambda: FaissStore(8, 2, capacity=30, lanes=2, index="hnsw", hnsw_min_entries=6, hnsw_neighbors=4),
+    "ivf": lambda: trained_ivf(),
 }
 CACHES = {
     "lru": lambda: TieredKVCache(2, 4, 3, 4, 6, policy="lru", promote_after=0),
@@ -32,6 +33,15 @@ OPS = st.lists(st.tuples(st.sampled_from(["add", "add", "read", "remove", "clear
                          st.integers(1, 9), st.integers(0, 2**16)), max_size=12)
 
 
+def trained_ivf() -> FaissStore:
+    """An IVF store past its training size (39 entries a list), so that the operations change a trained index."""
+    store = FaissStore(8, 2, capacity=60, lanes=2, index="ivf", ivf_lists=1)
+    rng = np.random.default_rng(3)
+    store.add(rng.standard_normal((80, 8)), rng.standard_normal((80, 2)), np.repeat([0, 1], 40))
+    assert all(index.ready for index in store._ann)
+    return store
+
+
 def contents(obj) -> dict:
     """Every array and number an object holds, copied (its Books, TierStorage and FAISS index wrappers too); an
     attribute of another kind fails the test, so that a new kind of state is looked at here."""
@@ -41,9 +51,9 @@ def contents(obj) -> dict:
             continue
         if isinstance(v, (np.ndarray, torch.Tensor)):
             out[name] = v.copy() if isinstance(v, np.ndarray) else v.clone()
-        elif isinstance(v, (Book, TierStorage, HNSWIndex)):
+        elif isinstance(v, (Book, TierStorage, HNSWIndex, IVFIndex)):
             out[name] = contents(v)
-        elif isinstance(v, list) and all(isinstance(x, (Book, HNSWIndex)) for x in v):
+        elif isinstance(v, list) and all(isinstance(x, (Book, HNSWIndex, IVFIndex)) for x in v):
             out[name] = [contents(x) for x in v]
         elif isinstance(v, (int, float, str, bool, tuple, type(None))):
             out[name] = v
@@ -51,7 +61,7 @@ def contents(obj) -> dict:
             out[name] = repr(v)  # counters, evicted ids, the tier chain
         else:
             raise TypeError(f"{type(obj).__name__}.{name}: {type(v).__name__} is state this test does not compare")
-    if isinstance(obj, HNSWIndex):
+    if isinstance(obj, (HNSWIndex, IVFIndex)):
         out["ntotal"] = obj.index.ntotal
     return out
 
@@ -76,8 +86,9 @@ def assert_same(a, b, path=""):
         assert a == b, path
 
 
-def store_op(store: FaissStore, op: tuple) -> list:
-    """One operation from (kind, size, seed); returns what it returned, as arrays."""
+def store_op(store: FaissStore, op: tuple, donor: dict | None = None) -> list:
+    """One operation from (kind, size, seed); returns what it returned, as arrays. "reload" loads the store's own
+    state, or with an even size `donor` (another store's state) where given."""
     kind, n, seed = op
     rng = np.random.default_rng(seed)
     if kind == "add":
@@ -98,7 +109,7 @@ def store_op(store: FaissStore, op: tuple) -> list:
     if kind == "clear":
         return [store.clear(lanes=[n % store.lanes]) if n % 4 else store.clear()]
     if kind == "reload":
-        store.load_state_dict(store.state_dict())
+        store.load_state_dict(donor if donor is not None and n % 2 == 0 else store.state_dict())
     return []
 
 
@@ -150,7 +161,10 @@ def check_undo(make, apply, before, during, again, after):
 @given(before=OPS, during=OPS, again=OPS, after=OPS)
 def test_a_store_undone_holds_what_it_held_at_the_mark_and_acts_as_if_nothing_happened(name, before, during, again,
                                                                                        after):
-    check_undo(STORES[name], store_op, before, during, again, after)
+    donor = STORES[name]()
+    store_op(donor, ("add", 9, 99))
+    state = donor.state_dict()
+    check_undo(STORES[name], lambda store, op: store_op(store, op, state), before, during, again, after)
 
 
 @pytest.mark.parametrize("name", sorted(CACHES))
@@ -193,3 +207,20 @@ def test_a_mark_keeps_the_cold_tier_on_disk_and_copies_only_the_cold_rows_writte
     assert found[:900].all() and not found[900:].any() and (k[:900] == 1).all()
     cache.release()
     cache.close()
+
+
+@pytest.mark.parametrize("name", ["hnsw", "ivf"])
+def test_a_mark_serialises_only_the_faiss_indexes_that_change(name):
+    """An index's state is saved at its partition's first change after the mark: searches alone (an evaluation
+    with writes off) save none, a write to one lane saves that lane's."""
+    store = STORES[name]()
+    for seed in range(4):
+        store_op(store, ("add", 9, seed))
+    store.mark()
+    store_op(store, ("read", 3, 0))
+    assert store._marked["ann"] == {}
+    keys = np.random.default_rng(5).standard_normal((1, 8)).astype(np.float32)
+    store.add(keys, np.zeros((1, 2)), np.array([1]))
+    assert set(store._marked["ann"]) == {1}
+    store.undo()
+    store.release()
