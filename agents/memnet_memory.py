@@ -62,9 +62,9 @@ class MemoryObjects:
         (`python benchmarks/memory.py --only undo`). Memory objects made within (none at entry) are dropped by an
         undo."""
         store, cache = self.store, self.cache
-        if store is None:
-            with super().memory_undo() as undo:  # {} at entry: an undo closes what was made since
-                yield undo
+        if store is None or store.marked or cache.marked:  # {} at entry: an undo closes what was made since; or
+            with super().memory_undo() as undo:  # within another memory_undo (one mark at a time): a snapshot,
+                yield undo  # whose loads the open mark records like any other change
             return
         store.mark()
         cache.mark()

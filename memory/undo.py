@@ -81,6 +81,11 @@ class _Mark:
 
     _marked: dict | None = None  # what the mark copied whole; None: no mark open
 
+    @property
+    def marked(self) -> bool:
+        """Whether a mark is open."""
+        return self._marked is not None
+
     def _check_mark(self, what: str, want_open: bool) -> None:
         name = type(self).__name__
         if want_open and self._marked is None:

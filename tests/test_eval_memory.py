@@ -109,3 +109,20 @@ def test_memory_objects_made_inside_an_undo_are_dropped_by_it(tmp_path):
         assert model.store is None
         model.allocate_memory(2)
     assert model.store is None and model.memory_state_dict() == {}
+
+
+def test_memory_undo_nests(tmp_path):
+    """An evaluation inside a caller's own memory_undo: the inner one takes a snapshot (a store holds one mark at a
+    time), and each undo goes back to its own entry."""
+    trainer = trained(tmp_path)
+    model, before = trainer.model, trainer.model.memory_state_dict()
+    with model.memory_undo() as outer:
+        trainer._evaluate(0)
+        middle = model.memory_state_dict()
+        trainer.evaluate_all()  # its own memory_undo, inside this one
+        assert_same_memory(middle, model.memory_state_dict())
+        outer()
+        assert_same_memory(before, model.memory_state_dict())
+        trainer._evaluate(1)
+    assert_same_memory(before, model.memory_state_dict())
+    assert not model.store.marked and not model.cache.marked
