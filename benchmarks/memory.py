@@ -49,6 +49,7 @@ from agents.cli_args import measured_or_usage, non_negative_int, positive_int, t
 from agents.startup import run_script  # noqa: E402
 from memory.cache import TieredKVCache  # noqa: E402
 from memory.config import ivf_lists_for  # noqa: E402
+from memory.metrics import memory_bytes  # noqa: E402
 from memory.store import FaissStore  # noqa: E402
 
 CHUNK = 100_000
@@ -226,12 +227,13 @@ def coded_rows(args, rng) -> list[tuple]:
 
 
 def held_bytes(obj) -> int:
-    """Bytes of the arrays inside a (nested) dict / list / tuple: what a snapshot or a mark keeps."""
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return obj.nbytes
+    """Bytes of the arrays inside a (nested) dict / list / tuple, what a snapshot or a mark keeps: memory_bytes,
+    but its numbers, texts and sets (a state's clock, format, the ann partitions changed) count nothing."""
     if isinstance(obj, dict):
         return sum(held_bytes(v) for v in obj.values())
-    return sum(held_bytes(v) for v in obj) if isinstance(obj, (list, tuple)) else 0
+    if isinstance(obj, (list, tuple)):
+        return sum(held_bytes(v) for v in obj)
+    return memory_bytes(obj) if isinstance(obj, (np.ndarray, torch.Tensor)) else 0
 
 
 def undo_rows(args, rng) -> list[tuple]:
