@@ -41,10 +41,6 @@ class RowUndo:
         self.seen = np.zeros(0, dtype=bool)  # (rows,) saved since start / the last undo
         self.saved: list[tuple[np.ndarray, list]] = []  # (rows (n,), each array's old contents at them)
 
-    @property
-    def active(self) -> bool:
-        return self.arrays is not None
-
     def start(self, arrays: list) -> None:
         self.arrays = list(arrays)
         self._forget()
@@ -88,9 +84,9 @@ class _Mark:
 
     def _check_mark(self, what: str, want_open: bool) -> None:
         name = type(self).__name__
-        if want_open and self._marked is None:
+        if want_open and not self.marked:
             raise RuntimeError(f"{name}.{what}: no mark is open; call mark() first")
-        if not want_open and self._marked is not None:
+        if not want_open and self.marked:
             raise RuntimeError(f"{name}.{what}: a mark is open already; undo() or release() it first")
 
 
