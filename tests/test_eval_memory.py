@@ -5,6 +5,7 @@ import torch
 
 from agents.config import load_config
 from agents.trainer import Trainer
+from tests.test_resume import assert_same
 from tests.test_run import tiny
 
 
@@ -14,23 +15,8 @@ def trained(tmp_path, agent="memnet", *extra) -> Trainer:
     return trainer
 
 
-def tensors(d, prefix=""):
-    """Every tensor in a nested state dict, by path (python scalars compared as 0-d tensors)."""
-    out = {}
-    items = d.items() if isinstance(d, dict) else enumerate(d)
-    for k, v in items:
-        if isinstance(v, (dict, list, tuple)):
-            out.update(tensors(v, f"{prefix}{k}/"))
-        elif isinstance(v, (torch.Tensor, int, float)):
-            out[f"{prefix}{k}"] = torch.as_tensor(v)
-    return out
-
-
 def assert_same_memory(a: dict, b: dict) -> None:
-    flat_a, flat_b = tensors(a), tensors(b)
-    assert flat_a.keys() == flat_b.keys()
-    for k in flat_a:  # bit for bit (NaN marks an unset importance)
-        torch.testing.assert_close(flat_b[k], flat_a[k], rtol=0, atol=0, equal_nan=True, msg=k)
+    assert_same(a, b, "memory")
 
 
 def test_evaluating_every_task_leaves_memory_weights_and_state_as_they_were(tmp_path):

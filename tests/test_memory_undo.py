@@ -11,6 +11,7 @@ from memory.cache import TieredKVCache
 from memory.cache_tiers import Book, TierStorage
 from memory.store import CodedKeys, FaissStore
 from memory.store_index import HNSWIndex, IVFIndex
+from tests.test_resume import assert_same
 
 V, DC = 12, 4  # coded stores: token codes (V, DC)
 CODES = torch.from_numpy(np.random.default_rng(7).standard_normal((V, DC)).astype(np.float32))
@@ -64,26 +65,6 @@ def contents(obj) -> dict:
     if isinstance(obj, (HNSWIndex, IVFIndex)):
         out["ntotal"] = obj.index.ntotal
     return out
-
-
-def assert_same(a, b, path=""):
-    assert type(a) is type(b), path
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(torch.uint8) if a.is_floating_point()
-                                                                         else a, b.view(torch.uint8)
-                                                                         if b.is_floating_point() else b), path
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), path
-    else:
-        assert a == b, path
 
 
 def store_op(store: FaissStore, op: tuple, donor: dict | None = None) -> list:

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,7 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def assert_same(a, b, where="checkpoint"):
-    if torch.is_tensor(a):
+    """Nested dicts / lists of tensors, numpy arrays and plain values equal bit for bit (NaN equals NaN)."""
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray), where
+        assert_same(torch.from_numpy(a), torch.from_numpy(b), where)
+    elif torch.is_tensor(a):
         assert torch.is_tensor(b) and a.shape == b.shape and a.dtype == b.dtype, where
         same = a == b
         if a.is_floating_point():
