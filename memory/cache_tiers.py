@@ -18,13 +18,13 @@ from memory.quant import channel_scale, dequantize, quantize
 from memory.undo import RowUndo
 
 HOT, WARM, COLD = 0, 1, 2
-FIELDS = ("ids", "seq", "stamp", "count", "imp")  # a Book's per-slot arrays
+_FIELDS = ("ids", "seq", "stamp", "count", "imp")
 
 
 class Book:
     """Per-slot metadata of one tier with `capacity` slots; ids == -1 marks a free slot."""
 
-    fields = FIELDS
+    fields = _FIELDS  # its per-slot arrays (memory/undo.py copies them)
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -46,36 +46,36 @@ class Book:
 
     def take(self, slots: np.ndarray) -> dict:
         """Free `slots` and return their metadata (field -> (n,) array)."""
-        out = {f: getattr(self, f)[slots].copy() for f in FIELDS}
+        out = {f: getattr(self, f)[slots].copy() for f in _FIELDS}
         self.ids[slots] = -1
         self.imp[slots] = np.nan
         self.used -= len(slots)
         return out
 
     def give(self, slots: np.ndarray, packet: dict) -> None:
-        for f in FIELDS:
+        for f in _FIELDS:
             getattr(self, f)[slots] = packet[f]
         self.used += len(slots)
 
     @property
     def nbytes(self) -> int:
-        return sum(getattr(self, f).nbytes for f in FIELDS)
+        return sum(getattr(self, f).nbytes for f in _FIELDS)
 
     def state(self) -> dict:
-        return {f: torch.from_numpy(getattr(self, f).copy()) for f in FIELDS}
+        return {f: torch.from_numpy(getattr(self, f).copy()) for f in _FIELDS}
 
     def checked_state(self, d: dict) -> dict:
         """A saved `state()` as field -> array, checked (ValueError) but not loaded: `load_state` cannot fail."""
-        if not isinstance(d, dict) or not all(isinstance(d.get(f), torch.Tensor) for f in FIELDS):
-            raise ValueError(f"TieredKVCache.load_state_dict: a tier's book lacks one of {FIELDS} (damaged state)")
-        for f in FIELDS:
+        if not isinstance(d, dict) or not all(isinstance(d.get(f), torch.Tensor) for f in _FIELDS):
+            raise ValueError(f"TieredKVCache.load_state_dict: a tier's book lacks one of {_FIELDS} (damaged state)")
+        for f in _FIELDS:
             if tuple(d[f].shape) != (self.capacity,) or d[f].numpy().dtype != getattr(self, f).dtype:
                 raise ValueError(f"TieredKVCache.load_state_dict: {f} is {tuple(d[f].shape)} {d[f].dtype}, "
                                  f"expected ({self.capacity},) {getattr(self, f).dtype}")
-        return {f: d[f].numpy() for f in FIELDS}
+        return {f: d[f].numpy() for f in _FIELDS}
 
     def load_state(self, arrays: dict) -> None:
-        for f in FIELDS:
+        for f in _FIELDS:
             getattr(self, f)[:] = arrays[f]
         self.used = int((self.ids >= 0).sum())
 
