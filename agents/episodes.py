@@ -185,25 +185,38 @@ class EpisodeRunner:
             writes = self._tensor(steps(info["memory_writes"], ahead["memory_writes"]), torch.bool)
             at = self._tensor(steps(info["scored"], ahead["scored"]).any(0).nonzero()[0])  # (C',) scored in some lane
             meta = self._meta(episode, stats.steps, steps(info["task_id"], ahead["task_id"]))
-            logits, new_state, aux = self._forward(tokens, state, writes, meta, at, learner, stats)
+            out = self._forward(tokens, state, writes, meta, at, learner, stats)  # (logits, state, aux)
             actions = np.zeros(tokens.shape, dtype=np.int64)  # unscored steps: 0 (the env ignores them)
             if len(at):
-                actions[:, at.cpu().numpy()] = _choose(logits.detach(), sample).cpu().numpy()
+                actions[:, at.cpu().numpy()] = _choose(out[0].detach(), sample).cpu().numpy()
             arr, done, obs, info = self._play(obs, info, tokens.shape[1], lambda i, _: actions[:, i])
             if not np.array_equal(arr["tokens"], seen):
                 raise RuntimeError(f"{type(self.venv).__name__}.upcoming() showed other observations than step() "
                                    "returned: the env is not open loop; use train.acting=step")
             chunk = self._to_chunk(arr, episode, stats.steps)
-        else:
-            arr, done, obs, info = self._play(obs, info, self.chunk, self._policy(state, sample, stats))
-            chunk = self._to_chunk(arr, episode, stats.steps)
-            # the loss needs logits at scored steps only, an evaluation none (its accuracy comes from the actions)
-            at = chunk.scored.any(0).nonzero().flatten() if learner is not None else self._tensor(np.zeros(0))
-            # sampled actions (reinforce) came from the acting calls' policy, which has no dropout: the update's
-            # log-probabilities must be that policy's, so its forward runs without dropout too (with it, the
-            # gradient was taken for other policies than the one that drew the actions: off-policy, biased)
-            logits, new_state, aux = self._forward(chunk.tokens, state, chunk.writes, chunk.meta, at, learner, stats,
-                                                   dropout=not sample)
+            return self._learned(chunk, at, out, arr, stats, learner, on_aux, by_distance, by_delay), done, obs, info
+        arr, done, obs, info = self._play(obs, info, self.chunk, self.policy(state, sample, stats))
+        return self.learn_played(state, arr, episode, stats, learner, sample, on_aux, by_distance,
+                                 by_delay), done, obs, info
+
+    def learn_played(self, state, arr: dict[str, np.ndarray], episode: int, stats: EpisodeStats,
+                     learner: Learner | None = None, sample: bool = False, on_aux=None,
+                     by_distance: AccuracyByKey | None = None, by_delay: AccuracyByKey | None = None) -> dict:
+        """Step acting's chunk call: what the env showed and got while `policy` acted (`arr`, from `_play` or an
+        `agents.agent.Agent`), run from the chunk's start `state`; it applies the chunk's memory writes, learns with
+        `learner` and counts into `stats`. Returns the state after the chunk (detached)."""
+        chunk = self._to_chunk(arr, episode, stats.steps)
+        # the loss needs logits at scored steps only, an evaluation none (its accuracy comes from the actions)
+        at = chunk.scored.any(0).nonzero().flatten() if learner is not None else self._tensor(np.zeros(0))
+        # sampled actions (reinforce) came from the acting calls' policy, which has no dropout: the update's
+        # log-probabilities must be that policy's, so its forward runs without dropout too (with it, the
+        # gradient was taken for other policies than the one that drew the actions: off-policy, biased)
+        out = self._forward(chunk.tokens, state, chunk.writes, chunk.meta, at, learner, stats, dropout=not sample)
+        return self._learned(chunk, at, out, arr, stats, learner, on_aux, by_distance, by_delay)
+
+    def _learned(self, chunk, at, out, arr, stats, learner, on_aux, by_distance, by_delay) -> dict:
+        """After a chunk call `out` = (logits, new state, aux): the learner's step, the counts; the detached state."""
+        logits, new_state, aux = out
         if learner is not None:
             t1 = time.perf_counter()
             loss = learner(chunk.columns(at), logits.float(), aux)
@@ -215,7 +228,7 @@ class EpisodeRunner:
         if on_aux is not None:
             on_aux(aux)
         self._count(arr, aux, stats, by_distance, by_delay)
-        return self.model.detach_state(new_state), done, obs, info
+        return self.model.detach_state(new_state)
 
     def _tensor(self, a, dtype=torch.long) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
@@ -227,7 +240,7 @@ class EpisodeRunner:
         return {"episode": np.full((B, C), episode, dtype=np.int64), "position": pos.astype(np.int64),
                 "task": task.astype(np.int64)}
 
-    def _policy(self, state, sample, stats):
+    def policy(self, state, sample: bool, stats: EpisodeStats):
         """Step acting: `act(i, cols)` runs the cached incremental forward (no_grad, writes off) when step i is
         scored in some lane, on the observations gathered since its last call as one block (the same logits as one
         token at a time), with memory read at the block's last step only; unscored steps get action 0."""

@@ -1,0 +1,224 @@
+"""An agent for your own loop, push style: `act` on what the env showed, `observe` what it paid.
+
+    from agents.agent import Agent
+
+    agent = Agent.from_config(["env=LongDependency-v0", "train.lanes=4"])  # a new MemNet, learning online
+    env = agent.make_env()                                                 # the config's vector env: 4 lanes
+    obs, info = env.reset(seed=0)
+    while agent.episodes < 3:                                              # the env resets itself (autoreset)
+        actions = agent.act(obs, info)                                     # (4,) int64
+        obs, reward, terminated, truncated, info = env.step(actions)
+        agent.observe(reward, terminated, truncated)
+    print(agent.last_episode.accuracy)
+
+It is the trainer's step acting (`train.acting=step`, agents/episodes.py), pushed a step at a time instead of pulled
+by the trainer's loop, with the same code: at a step scored in some lane `act` runs the cached incremental forward
+(no gradients, memory writes off) on the observations since its last call; unscored steps get action 0 without a
+forward (memstream envs ignore those actions). Every `train.chunk` steps, and when an episode ends, `observe` runs
+the chunk forward from the chunk's start state: it applies the chunk's memory writes (where `info["memory_writes"]`)
+and, with `learn=True`, takes the trainer's optimiser step on its loss (`train.mode`). An Agent stepped through the
+trainer's episodes therefore ends in the trainer's state: weights, recurrent state, store and cache
+(tests/test_agent.py). Memory persists across episodes; `memory.reset=episode|task` clears it at an episode's first
+step (task: when `info["task_id"]` differs from the last episode's).
+
+The env: any with B = `train.lanes` lanes (with 1 lane a single env too: a scalar observation gets an int action)
+whose observations are tokens below the config env's vocabulary, whose lanes start and end episodes together, and
+whose `info` has `scored`, `memory_writes` and `target` (-1 where unscored) per lane, `task_id` optionally (memstream's
+envs have them all). Bad input (an observation of another shape or out of the vocabulary, a missing info key, lanes
+ending apart, `act` twice without `observe`) is one ValueError or RuntimeError line.
+
+Episode ends. A Gymnasium 1.x vector env (memstream's included) resets itself at its next step (autoreset NEXT_STEP):
+after the step that ended an episode it shows the terminal observation, and the next `step` takes no action, pays
+nothing and shows the next episode's first observation. The Agent knows this by default (`autoreset=None`): for a
+vector env (array observations) its `act` right after an episode's end reads nothing and answers zeros, and the
+`observe` after it learns nothing. A single env (a scalar observation) is reset by hand: its next `act` is on the
+new episode's first observation. A loop that resets its vector env by hand says `autoreset=False`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from agents.episodes import EpisodeStats, make_vector_env
+
+REQUIRED = ("scored", "memory_writes", "target")  # info keys the acting and learning read, per lane
+COLUMNS = ("tokens", "targets", "scored", "writes", "task", "distance", "delay")  # EpisodeRunner._play's, per step
+FROM_INFO = {"targets": "target", "scored": "scored", "writes": "memory_writes", "task": "task_id",
+             "distance": "distance", "delay": "delay"}
+OPTIONAL = {"task_id": 0, "distance": -1, "delay": -1}  # info keys an env may leave out, and what stands for them
+
+
+class Agent:
+    """A model of `agents.models` with its trainer's acting, learning and memory, for a loop that is not the trainer's.
+
+    Made with `Agent.from_config(overrides)` (a new model) or `Agent.from_checkpoint(path)` (a run's weights, memory
+    and optimiser). `learn=False` only acts and writes memory; `learn=True` also updates the weights.
+    Attributes: `episodes` (episodes finished, counting on from a checkpoint's), `last_episode` (the `EpisodeStats` of
+    the last finished one: accuracy, loss, steps, timings), `trainer` (the `agents.trainer.Trainer` it runs on:
+    `agent.trainer.evaluate_all()` evaluates on the config's env), `model`."""
+
+    def __init__(self, trainer, learn: bool = True, autoreset: bool | None = None):
+        if autoreset not in (None, True, False):
+            raise ValueError(f"Agent: autoreset={autoreset!r}; pass None (vector envs reset themselves, single envs "
+                             "by hand), True or False")
+        self.trainer, self.model, self.learn, self.autoreset = trainer, trainer.model, bool(learn), autoreset
+        self.runner, self.cfg = trainer.runner, trainer.cfg
+        self.lanes, self.vocab = int(trainer.cfg.train.lanes), int(trainer.venv.vocab_size)
+        self.episodes = trainer.episode  # the episode number store entries record
+        self.last_episode: EpisodeStats | None = None
+        self._stats = EpisodeStats()  # the episode under way
+        self._last_task: int | None = None  # the task of the last episode (memory.reset=task)
+        self._episode_start_pending = True  # the next act() is an episode's first step
+        self._ended = False  # the last observe() ended an episode: the next act() may be on its terminal observation
+        self._resetting = False  # the act/observe pair under way is the env's autoreset step (read nothing)
+        self._acted = False  # act() was called and its observe() is due
+        self._new_chunk()
+
+    # ---------------------------------------------------------------- making one
+    @classmethod
+    def from_config(cls, overrides: Sequence[str] = (), learn: bool = True, autoreset: bool | None = None) -> Agent:
+        """A new model from `python -m agents.run`'s overrides (`["env=NeedleRecall-v0", "agent=memnet", ...]`):
+        the same config groups, keys and checks (an unknown key or a bad value is one ConfigError line)."""
+        from agents.config import load_config
+        from agents.trainer import Trainer
+
+        if isinstance(overrides, str):
+            raise TypeError(f"Agent.from_config: overrides={overrides!r}; pass a list of key=value strings")
+        cfg = load_config(list(overrides))
+        return cls(Trainer(cfg, Path(cfg.run_dir or ".")), learn, autoreset)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, learn: bool = False, device: str | None = None,
+                        autoreset: bool | None = None) -> Agent:
+        """A saved run (its folder or a checkpoint file) as it was when saved: weights, optimiser, recurrent state
+        and memory (store, cache, slots); its episodes count on from the run's. A missing, damaged or foreign file is
+        one CheckpointError line, as for `agents.evaluate`."""
+        from omegaconf import OmegaConf
+
+        from agents.checkpoint import load_checkpoint, run_dir_of
+        from agents.evaluate import evaluation_config
+        from agents.trainer import Trainer
+
+        path = Path(checkpoint).expanduser().resolve()
+        body = load_checkpoint(path, purpose="evaluate")
+        cfg = evaluation_config(body, path, device, None, None, None)
+        trainer = Trainer(cfg, run_dir_of(path))
+        trainer.restore(path, OmegaConf.to_container(cfg, resolve=True))
+        return cls(trainer, learn, autoreset)
+
+    def make_env(self):
+        """A fresh native vector env of the config: its env id and options, `train.lanes` lanes."""
+        return make_vector_env(self.cfg.env.id, self.lanes, dict(self.cfg.env.kwargs))
+
+    # ---------------------------------------------------------------- the loop
+    def act(self, obs, info: dict):
+        """The actions (B,) int64 for the observations `obs` (B,) that `info` describes (an int for a single env)."""
+        if self._acted:
+            raise RuntimeError("Agent.act: called twice without observe(); pass each step's reward to observe() "
+                               "before acting on the next observation")
+        single = self.lanes == 1 and np.ndim(obs) == 0
+        tokens = np.asarray([obs] if single else obs)
+        if tokens.shape != (self.lanes,) or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"Agent.act: obs has shape {tokens.shape} and dtype {tokens.dtype}; this agent acts for "
+                             f"{self.lanes} lane(s) (train.lanes): pass integer tokens of shape ({self.lanes},)")
+        outside = tokens[(tokens < 0) | (tokens >= self.vocab)]
+        if outside.size:
+            raise ValueError(f"Agent.act: obs holds token {int(outside[0])}, outside this model's vocabulary "
+                             f"[0, {self.vocab}) (the config env's)")
+        if self._ended and (self.autoreset if self.autoreset is not None else not single):
+            self._ended, self._acted, self._resetting = False, True, True  # the terminal observation: the env's
+            return 0 if single else np.zeros(self.lanes, dtype=np.int64)  # next step starts the next episode
+        step = {"tokens": tokens} | {k: self._info(info, FROM_INFO[k], single) for k in COLUMNS if k != "tokens"}
+        self._ended = False
+        if not self._cols["tokens"]:  # the chunk's first step: a new episode may clear the memory first
+            self._episode_start(int(step["task"][0]))
+        cols = self._cols
+        for k in COLUMNS:
+            cols[k].append(step[k])
+        action = self._act(len(cols["tokens"]) - 1, cols)  # (B,) int64
+        cols["actions"].append(action)
+        self._acted = True
+        return int(action[0]) if single else action.copy()
+
+    def observe(self, reward, terminated, truncated=False) -> None:
+        """What the env paid for the last actions and whether the episode ended; learns at a chunk's or an episode's
+        end."""
+        if not self._acted:
+            raise RuntimeError("Agent.observe: no act() before it; call act(obs, info) on each observation first")
+        shape = (self.lanes,)
+        reward = np.broadcast_to(np.asarray(reward, dtype=np.float32), shape)
+        ended = np.broadcast_to(np.asarray(terminated, dtype=bool) | np.asarray(truncated, dtype=bool), shape)
+        done = bool(ended.all())
+        if ended.any() and not done:
+            raise ValueError(f"Agent.observe: lanes {np.flatnonzero(ended).tolist()} ended and the others did not; an "
+                             "Agent steps lanes that start and end their episodes together (memstream's vector envs)")
+        self._acted = False
+        if self._resetting:  # the env's autoreset step: it took no action and paid nothing
+            self._resetting = False
+            return
+        self._cols["rewards"].append(reward.copy())
+        if not done and len(self._cols["tokens"]) < self.runner.chunk:
+            return
+        self._learn_chunk()
+        if done:
+            self.last_episode, self._stats = self._stats, EpisodeStats()
+            self.episodes += 1
+            if self.learn:  # the trainer's count of training episodes (its divergence message names the episode)
+                self.trainer.episode = self.episodes
+            self._episode_start_pending = self._ended = True
+        self._new_chunk()  # acting goes on from the state after the chunk
+
+    def close(self) -> None:
+        """Drop the model's store and cache (the cache's cold-tier file is deleted)."""
+        if hasattr(self.model, "close"):
+            self.model.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- inside
+    def _info(self, info: dict, key: str, single: bool) -> np.ndarray:
+        if not isinstance(info, dict):
+            raise ValueError(f"Agent.act: info is a {type(info).__name__}; pass the dict the env returned with obs")
+        if key not in info:
+            if key in OPTIONAL:
+                return np.full(self.lanes, OPTIONAL[key], dtype=np.int64)
+            raise ValueError(f"Agent.act: info has no {key!r}; the env must give {', '.join(map(repr, REQUIRED))} "
+                             "per lane (memstream's envs do)")
+        value = np.asarray([info[key]] if single else info[key])
+        if value.shape != (self.lanes,):
+            raise ValueError(f"Agent.act: info[{key!r}] has shape {value.shape}; pass one value per lane "
+                             f"({self.lanes},)")
+        return value.copy()
+
+    def _new_chunk(self) -> None:
+        self._cols: dict[str, list] = {k: [] for k in (*COLUMNS, "actions", "rewards")}
+        sample = self.learn and self.cfg.train.mode == "reinforce"
+        self._act = self.runner.policy(self.trainer.state, sample, self._stats)  # acting state: the chunk's start
+
+    def _episode_start(self, task: int) -> None:
+        """memory.reset at an episode's first step, as the trainer's `train_episode` does."""
+        if not self._episode_start_pending:
+            return
+        reset = self.cfg.memory.reset
+        if reset == "episode" or (reset == "task" and self._last_task is not None and task != self._last_task):
+            self.trainer.state = self.trainer._cleared(self.trainer.state)
+            if self.trainer.lifetimes is not None:
+                self.trainer.lifetimes.reset()
+            self._new_chunk()  # act from the cleared state
+        self._last_task, self._episode_start_pending = task, False
+
+    def _learn_chunk(self) -> None:
+        """The chunk forward on what the env showed: memory writes, and the optimiser step when learning."""
+        arr = {k: np.stack(v, axis=1) for k, v in self._cols.items()}  # (B, C) each
+        t = self.trainer
+        sample = self.learn and self.cfg.train.mode == "reinforce"
+        t.state = self.runner.learn_played(t.state, arr, self.episodes, self._stats,
+                                           learner=t._learn if self.learn else None, sample=sample,
+                                           on_aux=t._observe_writes)
