@@ -1,0 +1,196 @@
+"""agents.agent.Agent: the trainer's step acting and chunk learning pushed a step at a time from a user's own loop.
+Pushed through the trainer's episodes it ends in the trainer's state, bit for bit."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from agents.agent import Agent
+from agents.checkpoint import CheckpointError
+from agents.config import ConfigError, load_config
+from agents.trainer import TRAIN, Trainer
+from tests.test_resume import assert_same
+from tests.test_run import TINY_ENVS, tiny
+
+
+def push(agent: Agent, env, episodes: int, by_hand: bool, first: dict | tuple = (), info_change=None) -> tuple:
+    """Step `env` with `agent` until it has finished `episodes` more episodes; `by_hand`: reset after each end (else
+    the vector env's autoreset starts the next one). `first`: the env's reset arguments (seed, options), or the
+    (obs, info) the loop has now. `info_change` is merged into every info. Returns the loop's last (obs, info)."""
+    obs, info = first if isinstance(first, tuple) and first else env.reset(**(first or {}))
+    goal = agent.episodes + episodes
+    while agent.episodes < goal:
+        actions = agent.act(obs, info | (info_change or {}))
+        obs, reward, terminated, truncated, info = env.step(actions)
+        agent.observe(reward, terminated, truncated)
+        if by_hand and np.all(np.asarray(terminated) | np.asarray(truncated)) and agent.episodes < goal:
+            obs, info = env.reset(options={"phase": "train"})
+    return obs, info
+
+
+def same_end(a: Agent, trainer: Trainer) -> None:
+    assert_same(a.model.state_dict(), trainer.model.state_dict())
+    assert_same(a.trainer.state, trainer.state)
+    assert_same(a.model.memory_state_dict(), trainer.model.memory_state_dict())
+    assert_same(a.trainer.optimizer.state_dict()["state"], trainer.optimizer.state_dict()["state"])
+
+
+@settings(max_examples=10, deadline=None)
+@given(env_id=st.sampled_from(sorted(TINY_ENVS)), agent=st.sampled_from(["memnet", "transformer", "lstm", "gru"]),
+       loop=st.sampled_from(["autoreset", "by hand", "single env"]), chunk=st.integers(1, 16),
+       reset=st.sampled_from(["never", "episode", "task"]), mode=st.sampled_from(["supervised", "reinforce"]),
+       seed=st.integers(0, 1000))
+@example(env_id="ContinualShift-v0", agent="memnet", loop="autoreset", chunk=8, reset="task", mode="supervised", seed=1)
+@example(env_id="NeedleRecall-v0", agent="memnet", loop="single env", chunk=5, reset="episode", mode="reinforce",
+         seed=2)
+@example(env_id="LongDependency-v0", agent="lstm", loop="by hand", chunk=16, reset="never", mode="supervised", seed=3)
+def test_an_agent_pushed_through_the_trainers_episodes_ends_in_the_trainers_state(
+        env_id, agent, loop, chunk, reset, mode, seed, tmp_path_factory):
+    lanes = 1 if loop == "single env" else 2
+    overrides = tiny(env_id, agent, tmp_path_factory.mktemp("run"), "train.acting=step", f"train.chunk={chunk}",
+                     f"memory.reset={reset}", f"train.mode={mode}", f"seed={seed}", f"train.lanes={lanes}")
+    pushed = Agent.from_config(overrides, autoreset=False if loop == "by hand" else None)
+    cfg = pushed.cfg
+    env = gym.make(cfg.env.id, **dict(cfg.env.kwargs)) if loop == "single env" else pushed.make_env()
+    push(pushed, env, 2, by_hand=loop != "autoreset", first={"seed": seed, "options": {"phase": "train"}})
+    trainer = Trainer(load_config(overrides), cfg.run_dir)
+    stats = [trainer.train_episode() for _ in range(2)][-1]
+    same_end(pushed, trainer)
+    assert pushed.episodes == trainer.episode == 2
+    for field in ("steps", "scored", "correct", "losses", "updates", "chunks", "act_calls"):
+        assert getattr(pushed.last_episode, field) == getattr(stats, field), field
+    assert pushed.last_episode.loss == stats.loss
+    pushed.close()
+
+
+def test_a_single_env_gets_int_actions_and_a_vector_env_arrays(tmp_path):
+    one = Agent.from_config(tiny("LongDependency-v0", "memnet", tmp_path, "train.lanes=1"))
+    env = gym.make(one.cfg.env.id, **dict(one.cfg.env.kwargs))
+    obs, info = env.reset(seed=0)
+    action = one.act(obs, info)
+    assert type(action) is int
+    one.observe(*env.step(action)[1:4])
+    two = Agent.from_config(tiny("LongDependency-v0", "memnet", tmp_path))
+    venv = two.make_env()
+    actions = two.act(*venv.reset(seed=0))
+    assert actions.shape == (2,) and actions.dtype == np.int64
+
+
+def written(agent: Agent) -> dict:
+    """The store's entries; not the access times its searches move (`clock`, `stamp`, `importance`)."""
+    return {k: v for k, v in agent.model.store.state_dict().items() if k not in ("clock", "stamp", "importance")}
+
+
+def test_without_learning_the_weights_stay_and_the_memory_is_written_where_the_env_says(tmp_path):
+    agent = Agent.from_config(tiny("ContinualShift-v0", "memnet", tmp_path), learn=False)
+    weights = {k: v.clone() for k, v in agent.model.state_dict().items()}
+    env = agent.make_env()
+    now = push(agent, env, 1, by_hand=False, first={"seed": 0})
+    assert_same(agent.model.state_dict(), weights)
+    assert agent.model.store.size(0) > 0  # the episode's writes are in the store
+    assert agent.last_episode.losses == 0 and agent.last_episode.scored > 0
+    store = written(agent)
+    slots = {k: v.clone() for k, v in agent.trainer.state.items() if k.startswith("slot.")}
+    push(agent, env, 1, by_hand=False, first=now, info_change={"memory_writes": np.zeros(2, dtype=bool)})
+    assert agent.last_episode.scored > 0
+    assert_same(written(agent), store)
+    assert_same({k: v for k, v in agent.trainer.state.items() if k.startswith("slot.")}, slots)
+    assert_same(agent.model.state_dict(), weights)
+
+
+def test_from_checkpoint_continues_the_run_as_its_trainer_would(memnet_run):
+    pushed, trained = Agent.from_checkpoint(memnet_run, learn=True), Agent.from_checkpoint(memnet_run, learn=True)
+    assert pushed.episodes == trained.trainer.episode == 1  # the run's episodes
+    body = torch.load(memnet_run / "checkpoints" / "last.pt", weights_only=True)
+    assert_same(pushed.model.state_dict(), body["model"])
+    assert_same(pushed.model.memory_state_dict(), trained.model.memory_state_dict())
+    t = pushed.trainer  # its env was replayed to the run's point: its next training episode is the run's next
+    push(pushed, t.venv, 1, by_hand=False, first=t._reset(TRAIN, t.current_task()))
+    # an Agent acts step by step: search hits advance the store's clock, and step acting reads each scored step
+    # twice (acting call, then the chunk forward), chunk acting (the run's auto) once (tests/test_chunk_acting.py)
+    trained.runner.acting = "step"
+    trained.trainer.train_episode()
+    same_end(pushed, trained.trainer)
+    assert any(not torch.equal(v, body["model"][k]) for k, v in pushed.model.state_dict().items())  # it learned
+
+
+def test_from_checkpoint_refuses_a_missing_or_damaged_file_in_one_line(tmp_path):
+    with pytest.raises(CheckpointError) as err:
+        Agent.from_checkpoint(tmp_path / "nowhere")
+    assert "\n" not in str(err.value) and "nowhere" in str(err.value)
+    bad = tmp_path / "checkpoints" / "last.pt"
+    bad.parent.mkdir()
+    bad.write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(CheckpointError) as err:
+        Agent.from_checkpoint(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_config_is_the_runs_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="memory.slotz"):
+        Agent.from_config(tiny("LongDependency-v0", "memnet", tmp_path, "memory.slotz=3"))
+    with pytest.raises(TypeError, match="list of key=value"):
+        Agent.from_config("env=LongDependency-v0")
+    with pytest.raises(ValueError, match="autoreset='yes'"):
+        Agent.from_config(tiny("LongDependency-v0", "gru", tmp_path), autoreset="yes")
+
+
+@pytest.fixture
+def agent(tmp_path):
+    return Agent.from_config(tiny("LongDependency-v0", "memnet", tmp_path))
+
+
+def first_step(agent):
+    env = agent.make_env()
+    return env, *env.reset(seed=0)
+
+
+def test_calls_out_of_order_are_one_line(agent):
+    env, obs, info = first_step(agent)
+    with pytest.raises(RuntimeError, match=r"no act\(\) before it"):
+        agent.observe(np.zeros(2), np.zeros(2, bool), np.zeros(2, bool))
+    agent.act(obs, info)
+    with pytest.raises(RuntimeError, match=r"called twice without observe\(\)"):
+        agent.act(obs, info)
+    agent.observe(np.zeros(2), np.zeros(2, bool), np.zeros(2, bool))
+
+
+@pytest.mark.parametrize("obs, info_change, line", [
+    (np.zeros(3, np.int64), {}, r"obs has shape \(3,\).*pass integer tokens of shape \(2,\)"),
+    (np.zeros(2, np.float32), {}, r"dtype float32"),
+    (np.array([0, 999]), {}, r"token 999, outside this model's vocabulary \[0, "),
+    (np.array([-1, 0]), {}, r"token -1, outside"),
+    (np.zeros(2, np.int64), {"scored": None}, r"info has no 'scored'; the env must give 'scored', 'memory_writes'"),
+    (np.zeros(2, np.int64), {"target": np.zeros(3, np.int64)}, r"info\['target'\] has shape \(3,\)"),
+])
+def test_bad_observations_and_infos_are_one_line_and_leave_the_agent_usable(agent, obs, info_change, line):
+    env, good_obs, info = first_step(agent)
+    bad_info = {k: v for k, v in (info | info_change).items() if v is not None}
+    with pytest.raises(ValueError, match=line) as err:
+        agent.act(obs, bad_info)
+    assert "\n" not in str(err.value)
+    agent.act(good_obs, info)  # nothing was half done
+    agent.observe(np.zeros(2), np.zeros(2, bool), np.zeros(2, bool))
+
+
+def test_lanes_ending_apart_are_refused(agent):
+    env, obs, info = first_step(agent)
+    agent.act(obs, info)
+    with pytest.raises(ValueError, match=r"lanes \[1\] ended and the others did not"):
+        agent.observe(np.zeros(2), np.array([False, True]), np.zeros(2, bool))
+
+
+def test_the_vector_autoreset_step_is_neither_read_nor_learned(tmp_path):
+    """After an episode's end the next act() gets the terminal observation: zeros back, no forward, no record."""
+    agent = Agent.from_config(tiny("LongDependency-v0", "memnet", tmp_path))
+    env = agent.make_env()
+    obs, info = push(agent, env, 1, by_hand=False, first={"seed": 0})  # the terminal observation
+    calls = agent.last_episode.act_calls
+    state = {k: v.clone() for k, v in agent.trainer.state.items()}
+    assert np.array_equal(agent.act(obs, info | {"scored": np.ones(2, bool)}), np.zeros(2))  # even if "scored"
+    agent.observe(np.ones(2), np.zeros(2, bool), np.zeros(2, bool))
+    assert agent._cols["tokens"] == [] and agent.last_episode.act_calls == calls
+    assert_same(agent.trainer.state, state)
