@@ -12,7 +12,8 @@ together. Per chunk of C steps, train.acting decides who answers the scored step
             (the same logits as one token at a time) and answers with its real action. Unscored steps get
             action 0 without a forward: the env ignores those actions (README "What every env has in common").
             Memory is read at the block's last step only (`read_at`). Then the chunk forward runs on what the env
-            showed.
+            showed (`learn_played`). `agents.agent.Agent` runs the same two (`policy`, `learn_played`) for a loop
+            that pushes steps instead of this one's pull.
 The chunk forward starts from the chunk's start state, with gradients when training (TBPTT: the state is detached
 between chunks); it also applies the chunk's memory writes (block-recurrent memory), so acting and learning see the
 same memory. Memory reads and logits are computed at the steps scored in some lane only, which is all the loss and

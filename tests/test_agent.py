@@ -194,3 +194,17 @@ def test_the_vector_autoreset_step_is_neither_read_nor_learned(tmp_path):
     agent.observe(np.ones(2), np.zeros(2, bool), np.zeros(2, bool))
     assert agent._cols["tokens"] == [] and agent.last_episode.act_calls == calls
     assert_same(agent.trainer.state, state)
+
+
+def test_its_trainer_evaluates_every_task_from_the_agents_memory_and_puts_it_back(tmp_path):
+    agent = Agent.from_config(tiny("ContinualShift-v0", "memnet", tmp_path))
+    blank = Agent.from_config(tiny("ContinualShift-v0", "memnet", tmp_path))  # the same weights, no memory yet
+    env = agent.make_env()
+    now = push(agent, env, 2, by_hand=False, first={"seed": 0})
+    memory, state = agent.model.memory_state_dict(), {k: v.clone() for k, v in agent.trainer.state.items()}
+    accuracy = agent.trainer.evaluate_all()
+    assert sorted(accuracy) == [0, 1] and all(0 <= a <= 1 for a in accuracy.values())
+    assert_same(agent.model.memory_state_dict(), memory)
+    assert_same(agent.trainer.state, state)
+    assert accuracy != blank.trainer.evaluate_all()  # it evaluated the memory the agent's loop wrote
+    push(agent, env, 1, by_hand=False, first=now)  # and the loop goes on
