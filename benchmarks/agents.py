@@ -4,13 +4,16 @@
     python benchmarks/agents.py --episodes 5 --lanes 64 --env NeedleRecall-v0
     python benchmarks/agents.py --repeats 3           # 3 rounds through the agents: median [min, max]
     python benchmarks/agents.py --acting step         # act with the cached incremental forward at each scored step
+    python benchmarks/agents.py --acting agent        # the same, pushed a step at a time by agents.agent.Agent
     python benchmarks/agents.py --agents memnet,transformer --variant no-store:memory.store=false
                                                       # also MemNet with overrides (repeatable): what a part costs
 
 Each agent runs in its own process (so peak RSS is its own) through the real trainer, exactly as
 `python -m agents.run` does (evaluation excluded): by default (train.acting=auto, chunk acting on these open-loop
 envs) one chunk forward per chunk gives the actions and learns; with --acting step the agent acts with its cached
-incremental forward at each scored step and then learns on the chunk.
+incremental forward at each scored step and then learns on the chunk; with --acting agent a loop of this script
+steps the trainer's env and pushes each step into an `agents.agent.Agent` (step acting, from outside the trainer),
+the loop's env stepping included in its time, as the trainer's is.
 With --repeats the agents take turns (memnet, transformer, ..., memnet, ...), so a slow spell of a shared
 machine hits every agent alike; the cost ratio is the median of the rounds' own ratios.
 Prints two Markdown tables: throughput, and where each agent's time goes (the trainer's own split: acting
@@ -59,14 +62,15 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config([f"env={env}", f"agent={agent}", f"train.lanes={lanes}", f"train.threads={threads}",
-                           f"train.acting={acting}", f"run_dir={tmp}", *overrides])
+                           f"train.acting={train_acting(acting)}", f"run_dir={tmp}", *overrides])
         trainer = Trainer(cfg, tmp)
+        episode = trainer.train_episode if acting != "agent" else pushed_episodes(trainer)
         for _ in range(warmup):  # allocations, store creation; with more, a fuller store (see --warmup)
-            trainer.train_episode()
+            episode()
         tokens0, seconds0 = trainer.train_tokens, trainer.train_seconds
         split, calls, chunks, updates = dict.fromkeys(("act", "learn", "update"), 0.0), 0, 0, 0
         for _ in range(episodes):
-            stats = trainer.train_episode()
+            stats = episode()
             split = {k: v + stats.seconds[k] for k, v in split.items()}
             calls, chunks = calls + stats.act_calls, chunks + stats.chunks
             updates += stats.losses  # chunks that took a backward + optimiser step (others had nothing to learn)
@@ -81,6 +85,32 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
             "update_ms": 1e3 * split["update"] / updates if updates else None,  # None: nothing learned (NeedleRecall)
             "shares": {**{k: v / seconds for k, v in split.items()}, "rest": 1 - sum(split.values()) / seconds},
             "act_calls": calls / episodes, "chunks": chunks / episodes}
+
+
+def train_acting(acting: str) -> str:
+    """The train.acting of an --acting value: an Agent acts step by step."""
+    return "step" if acting == "agent" else acting
+
+
+def pushed_episodes(trainer):
+    """A training episode as a user's loop plays it through `agents.agent.Agent` on the trainer's env; it counts its
+    tokens and wall time (env steps included) into the trainer's `train_tokens` and `train_seconds`, as
+    `train_episode` counts its own."""
+    from agents.agent import Agent
+    from agents.trainer import TRAIN
+
+    agent = Agent(trainer, learn=True, autoreset=False)
+
+    def episode():
+        obs, info = trainer._reset(TRAIN, trainer.current_task())  # the episode train_episode would play
+        t0, goal = time.perf_counter(), agent.episodes + 1
+        while agent.episodes < goal:
+            obs, reward, terminated, truncated, info = trainer.venv.step(agent.act(obs, info))
+            agent.observe(reward, terminated, truncated)
+        trainer.train_seconds += time.perf_counter() - t0
+        trainer.train_tokens += agent.last_episode.steps * trainer.cfg.train.lanes
+        return agent.last_episode
+    return episode
 
 
 def plain_batches(trainer, chunks: int, warmup: int = 2) -> float:
@@ -126,8 +156,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=positive_int, default=1, help="rounds through the agents (median [min, max])")
     ap.add_argument("--warmup", type=non_negative_int, default=1,
                     help="untimed training episodes first (ContinualShift's store is full after 28: steady state)")
-    ap.add_argument("--acting", choices=("auto", "step", "chunk"), default="auto",
-                    help="train.acting: auto (chunk on open-loop envs), step, chunk")
+    ap.add_argument("--acting", choices=("auto", "step", "chunk", "agent"), default="auto",
+                    help="train.acting: auto (chunk on open-loop envs), step, chunk; agent: step acting pushed by "
+                         "agents.agent.Agent from this script's loop")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
                     help="also measure MemNet with these config overrides, in a row named NAME (repeatable)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one agent and print JSON
@@ -169,7 +200,8 @@ def main() -> int:
                 return 1
             rounds[-1][row] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"env {args.env}, {args.lanes} lanes, {args.warmup} warm-up + {args.episodes} timed episodes, "
-          f"{counted(args.threads, 'torch thread')} ({thread_wait_setting()}), train.acting={args.acting}, "
+          f"{counted(args.threads, 'torch thread')} ({thread_wait_setting()}), train.acting={train_acting(args.acting)}"
+          f"{' pushed by agents.agent.Agent' if args.acting == 'agent' else ''}, "
           f"{len(rounds)} round(s)\n")
     print("| agent | params | train tokens/s | cost vs transformer | plain batches tokens/s | cost vs transformer "
           "| peak RSS MiB |")
@@ -263,7 +295,7 @@ def check_row(ap: argparse.ArgumentParser, label: str, agent: str, overrides: li
 
     try:
         cfg = load_config([f"env={args.env}", f"agent={agent}", f"train.lanes={args.lanes}",
-                           f"train.threads={args.threads}", f"train.acting={args.acting}", *overrides])
+                           f"train.threads={args.threads}", f"train.acting={train_acting(args.acting)}", *overrides])
         # env options: as the env builds them
         source = env_source(args.env, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
         model_fits(cfg, int(source.vocab_size), fix="lower them (train.lanes is --lanes)")

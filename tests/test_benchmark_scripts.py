@@ -141,16 +141,18 @@ def test_the_agent_throughput_target_is_judged_on_its_own_setting_only(args, ver
     assert want in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("acting", ["auto", "step"])
+@pytest.mark.parametrize("acting", ["auto", "step", "agent"])
 def test_the_agent_throughput_benchmark_measures_the_acting_it_names(acting, monkeypatch, capsys):
     """benchmarks/agents.py (the README's throughput tables): chunk acting (auto) makes no acting call, step acting
-    one per step scored in some lane (ContinualShift asks every third step: 50 per 151-step episode). Its main() runs
-    here; each agent is measured in a process of its own, as always."""
+    one per step scored in some lane (ContinualShift asks every third step: 50 per 151-step episode), and so does the
+    step acting an `agents.agent.Agent` does when the script's loop pushes the steps. Its main() runs here; each agent
+    is measured in a process of its own, as always."""
     code = run_main("agents", ["--agents", "transformer", "--episodes", "1", "--warmup", "0", "--lanes", "2",
                                "--threads", "1", "--acting", acting], monkeypatch)
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert f"train.acting={acting}" in out
+    pushed = "train.acting=step pushed by agents.agent.Agent,"
+    assert (f"train.acting={acting}," if acting != "agent" else pushed) in out
     calls = 0 if acting == "auto" else 50
     assert f"where the time goes, per episode: {calls} acting calls, 5 learning chunks" in out
     row = next(ln for ln in out.splitlines() if ln.startswith("| transformer | 462,592 |"))
