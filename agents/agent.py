@@ -75,6 +75,7 @@ class Agent:
         self._ended = False  # the last observe() ended an episode: the next act() may be on its terminal observation
         self._resetting = False  # the act/observe pair under way is the env's autoreset step (read nothing)
         self._acted = False  # act() was called and its observe() is due
+        self._saved: set[Path] = set()  # the folders this agent saved to (it may write over its own checkpoint only)
         self._new_chunk()
 
     # ---------------------------------------------------------------- making one
@@ -99,6 +100,7 @@ class Agent:
         from omegaconf import OmegaConf
 
         from agents.checkpoint import load_checkpoint, run_dir_of
+        from agents.checkpoint_fields import garbled
         from agents.evaluate import evaluation_config
         from agents.trainer import Trainer
 
@@ -107,7 +109,47 @@ class Agent:
         cfg = evaluation_config(body, path, device, None, None, None)
         trainer = Trainer(cfg, run_dir_of(path))
         trainer.restore(path, OmegaConf.to_container(cfg, resolve=True))
-        return cls(trainer, learn, autoreset)
+        agent = cls(trainer, learn, autoreset)
+        own = body.get("agent")  # an Agent's save: its own episode count and last task; a run's has none
+        if own is not None:
+            if not (isinstance(own, dict) and isinstance(own.get("episodes"), int) and own["episodes"] >= 0
+                    and isinstance(own.get("last_task"), int) and own["last_task"] >= -1):
+                raise garbled(path, f"agent: {str(own)[:80]}, not an Agent's episode count and last task")
+            agent.episodes, agent._last_task = own["episodes"], (own["last_task"] if own["last_task"] >= 0 else None)
+            agent._saved.add(run_dir_of(path))  # an Agent's folder: saving back there goes on with it (a run's stays)
+        return agent
+
+    def save(self, folder: str | Path) -> Path:
+        """The agent as a run folder: `<folder>/checkpoints/last.pt` (the trainer's checkpoint, written atomically:
+        weights, optimiser, recurrent state, memory, RNG, and the agent's episode count) and `<folder>/config.yaml`.
+        `Agent.from_checkpoint(folder)` takes it back, `python -m agents.evaluate checkpoint=<folder>` evaluates it.
+        Between episodes only (a chunk's steps learn and write at its end: a save inside an episode would lose them
+        or start the next agent mid-episode); a folder holding a checkpoint this agent did not write is refused.
+        Returns the checkpoint's path."""
+        from omegaconf import OmegaConf
+
+        from agents.config import to_yaml
+        from agents.report import write_text_atomic
+
+        if not self._episode_start_pending or self._acted:
+            raise RuntimeError("Agent.save: an episode is under way; save after the observe() that ends it")
+        folder = Path(folder).expanduser().resolve()
+        if (folder / "checkpoints" / "last.pt").exists() and folder not in self._saved:
+            raise FileExistsError(f"Agent.save: {str(folder)!r} holds a checkpoint this agent did not write (a run's "
+                                  "or another agent's); save to a new folder")
+        cfg = self.cfg.copy()
+        cfg.run_dir = str(folder)
+        t, own = self.trainer, self.trainer.run_dir
+        t.run_dir = folder
+        try:
+            path = t.save(OmegaConf.to_container(cfg, resolve=True),
+                          agent={"episodes": self.episodes, "last_task": -1 if self._last_task is None else
+                                 self._last_task})
+        finally:
+            t.run_dir = own
+        write_text_atomic(folder / "config.yaml", to_yaml(cfg))
+        self._saved.add(folder)
+        return path
 
     def make_env(self):
         """A fresh native vector env of the config: its env id and options, `train.lanes` lanes."""
@@ -166,8 +208,6 @@ class Agent:
         if done:
             self.last_episode, self._stats = self._stats, EpisodeStats()
             self.episodes += 1
-            if self.learn:  # the trainer's count of training episodes (its divergence message names the episode)
-                self.trainer.episode = self.episodes
             self._episode_start_pending = self._ended = True
         self._new_chunk()  # acting goes on from the state after the chunk
 
@@ -219,6 +259,12 @@ class Agent:
         arr = {k: np.stack(v, axis=1) for k, v in self._cols.items()}  # (B, C) each
         t = self.trainer
         sample = self.learn and self.cfg.train.mode == "reinforce"
-        t.state = self.runner.learn_played(t.state, arr, self.episodes, self._stats,
-                                           learner=t._learn if self.learn else None, sample=sample,
-                                           on_aux=t._observe_writes)
+        # the trainer's own count stays its (its checkpoint's reset log holds its episodes, not the loop's); while
+        # learning it is the agent's, which the trainer's line for a diverged loss names
+        own, t.episode = t.episode, self.episodes
+        try:
+            t.state = self.runner.learn_played(t.state, arr, self.episodes, self._stats,
+                                               learner=t._learn if self.learn else None, sample=sample,
+                                               on_aux=t._observe_writes)
+        finally:
+            t.episode = own

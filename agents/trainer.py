@@ -263,9 +263,9 @@ class Trainer:
             "torch_threads": torch.get_num_threads(),  # the count its floats were computed with (train.threads=0 too)
         }
 
-    def save(self, config: dict) -> Path:
+    def save(self, config: dict, **extra) -> Path:  # extra: more top-level entries (agents.agent.Agent's own)
         path = self.run_dir / "checkpoints" / "last.pt"
-        save_checkpoint(path, {
+        save_checkpoint(path, extra | {
             "config": config, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "state": self.state, "memory": self.model.memory_state_dict(), "trainer": self.trainer_state(),
             "rng": {"torch": torch.get_rng_state()}

@@ -208,3 +208,71 @@ def test_its_trainer_evaluates_every_task_from_the_agents_memory_and_puts_it_bac
     assert_same(agent.trainer.state, state)
     assert accuracy != blank.trainer.evaluate_all()  # it evaluated the memory the agent's loop wrote
     push(agent, env, 1, by_hand=False, first=now)  # and the loop goes on
+
+
+def play(agent: Agent, env, seed: int | None) -> None:
+    """One episode from `env.reset(seed=seed)` (a seed starts the env's schedule again: task 0); the loop resets its
+    env by hand: the agent was made with autoreset=False."""
+    push(agent, env, 1, by_hand=True, first={"seed": seed, "options": {"phase": "train"}})
+
+
+def test_a_saved_agent_goes_on_exactly_as_the_one_that_saved_it(tmp_path):
+    overrides = tiny("ContinualShift-v0", "memnet", tmp_path / "cfg", "env.kwargs.num_tasks=4", "memory.reset=task",
+                     "train.mode=reinforce")
+    agent = Agent.from_config(overrides, autoreset=False)
+    env = agent.make_env()
+    for seed in (1, None, None):  # tasks 0, 1, 2 (one episode each); the next is task 3: memory.reset=task clears
+        play(agent, env, seed)
+    path = agent.save(tmp_path / "saved")
+    assert path == tmp_path / "saved" / "checkpoints" / "last.pt" and (tmp_path / "saved" / "config.yaml").is_file()
+    back = Agent.from_checkpoint(tmp_path / "saved", learn=True, autoreset=False)
+    assert back.episodes == agent.episodes == 3
+    rng = torch.get_rng_state()  # the saved one (from_checkpoint restored it): reinforce draws its actions from it
+    there = back.make_env()  # an env at the same point: its episodes are a function of its seed and resets
+    for seed in (1, None, None):
+        there.reset(seed=seed, options={"phase": "train"})
+    play(agent, env, None)
+    torch.set_rng_state(rng)  # (one RNG per process: the second agent draws from where the first began)
+    play(back, there, None)
+    assert back._last_task == 3
+    same_end(back, agent.trainer)
+    assert back.last_episode.correct == agent.last_episode.correct
+    agent.save(tmp_path / "saved")  # over its own checkpoint: yes
+    back.save(tmp_path / "saved")  # and the agent loaded from it too
+
+
+def test_save_is_refused_inside_an_episode_and_over_another_checkpoint(tmp_path, memnet_run):
+    agent = Agent.from_config(tiny("ContinualShift-v0", "memnet", tmp_path / "cfg"))
+    env = agent.make_env()
+    agent.act(*env.reset(seed=0))
+    with pytest.raises(RuntimeError, match=r"an episode is under way; save after the observe\(\) that ends it"):
+        agent.save(tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    run_file = memnet_run / "checkpoints" / "last.pt"
+    before = run_file.read_bytes()
+    fresh = Agent.from_config(tiny("ContinualShift-v0", "memnet", tmp_path / "cfg"))
+    loaded = Agent.from_checkpoint(memnet_run)  # a run's own checkpoint: never written over by an Agent
+    for who in (fresh, loaded):
+        with pytest.raises(FileExistsError, match="holds a checkpoint this agent did not write"):
+            who.save(memnet_run)
+    assert run_file.read_bytes() == before
+
+
+def test_a_saved_agent_is_a_run_folder_agents_evaluate_reads(tmp_path):
+    from agents.evaluate import evaluate
+
+    agent = Agent.from_config(tiny("ContinualShift-v0", "memnet", tmp_path / "cfg"), learn=False, autoreset=False)
+    play(agent, agent.make_env(), 0)
+    agent.save(tmp_path / "saved")
+    result = evaluate(tmp_path / "saved", out=None, note=False)
+    assert result["accuracy_by_task"] == agent.trainer.evaluate_all()  # the memory the loop wrote, evaluated
+
+
+def test_a_damaged_agent_entry_is_one_line(tmp_path):
+    agent = Agent.from_config(tiny("LongDependency-v0", "gru", tmp_path / "cfg"))
+    path = agent.save(tmp_path / "saved")
+    body = torch.load(path, weights_only=True)
+    body["agent"] = {"episodes": -3, "last_task": 0}
+    torch.save(body, path)
+    with pytest.raises(CheckpointError, match=r"does not hold what this memstream saves \(agent: .*episode count"):
+        Agent.from_checkpoint(path)
