@@ -46,11 +46,17 @@ def test_ids_with_finds_a_lanes_live_entries_by_metadata_newest_first(scope):
     assert FaissStore(4, 2, 8).ids_with("prev", np.array([1]), np.array([0])).shape == (1, 0)  # empty store
 
 
-def test_ids_with_and_remove_replaced_match_brute_force(monkeypatch):
+@pytest.mark.parametrize("asked", ["table", "every row"])
+def test_ids_with_and_remove_replaced_match_brute_force(monkeypatch, asked):
     """A store with evictions and removals: ids_with lists each (lane, value)'s live ids newest first, and
     remove_replaced removes exactly the same-lane, same-"prev" memories whose key part has cosine >= threshold
-    with a new key, whatever its block of pairs (3 here: many blocks)."""
+    with a new key, whatever its block of pairs (3 here: many blocks). ids_with sorts the rows asked for (a table
+    of the codes asked) or, where the codes are too many for a table, every live row."""
     import memory.retrieval as retrieval
+    import memory.store_lookup as store_lookup
+
+    if asked == "every row":
+        monkeypatch.setattr(store_lookup, "ASKED_TABLE", 0)
 
     rng = np.random.default_rng(7)
     store = FaissStore(6, 1, 40, lanes=3, eviction="fifo")
