@@ -190,9 +190,10 @@ class Agent:
         end."""
         if not self._acted:
             raise RuntimeError("Agent.observe: no act() before it; call act(obs, info) on each observation first")
-        shape = (self.lanes,)
-        reward = np.broadcast_to(np.asarray(reward, dtype=np.float32), shape)
-        ended = np.broadcast_to(np.asarray(terminated, dtype=bool) | np.asarray(truncated, dtype=bool), shape)
+        reward, terminated, truncated = (self._lane_values(name, value, kind) for name, value, kind in
+                                         (("reward", reward, "iuf"), ("terminated", terminated, "b"),
+                                          ("truncated", truncated, "b")))
+        ended = terminated | truncated
         done = bool(ended.all())
         if ended.any() and not done:
             raise ValueError(f"Agent.observe: lanes {np.flatnonzero(ended).tolist()} ended and the others did not; an "
@@ -236,6 +237,16 @@ class Agent:
             raise ValueError(f"Agent.act: info[{key!r}] has shape {value.shape}; pass one value per lane "
                              f"({self.lanes},)")
         return value.copy()
+
+    def _lane_values(self, name: str, value, kinds: str) -> np.ndarray:
+        """observe()'s `value`, one per lane (B,) (a scalar stands for every lane) of a numpy kind in `kinds` (i/u int,
+        f float, b bool), or one ValueError line (a (3,) reward for 2 lanes failed inside numpy's broadcasting)."""
+        array = np.asarray(value)
+        if array.dtype.kind not in kinds or array.shape not in ((), (self.lanes,)):
+            what = "numbers" if "f" in kinds else "bools"
+            raise ValueError(f"Agent.observe: {name} is {array.dtype} of shape {array.shape}; pass {what}, one per "
+                             f"lane ({self.lanes},), as the env's step() returns them")
+        return np.broadcast_to(array.astype(np.float32 if "f" in kinds else bool), (self.lanes,))
 
     def _new_chunk(self) -> None:
         self._cols: dict[str, list] = {k: [] for k in (*COLUMNS, "actions", "rewards")}

@@ -276,3 +276,17 @@ def test_a_damaged_agent_entry_is_one_line(tmp_path):
     torch.save(body, path)
     with pytest.raises(CheckpointError, match=r"does not hold what this memstream saves \(agent: .*episode count"):
         Agent.from_checkpoint(path)
+
+
+@pytest.mark.parametrize("reward, terminated, line", [
+    (np.zeros(3), np.zeros(2, bool), r"reward is float64 of shape \(3,\); pass numbers, one per lane \(2,\)"),
+    (np.array(["1", "0"]), np.zeros(2, bool), r"reward is <U1 of shape \(2,\); pass numbers"),
+    (np.zeros(2), np.zeros(2), r"terminated is float64 of shape \(2,\); pass bools, one per lane \(2,\)"),
+])
+def test_bad_rewards_and_flags_are_one_line(agent, reward, terminated, line):
+    env, obs, info = first_step(agent)
+    agent.act(obs, info)
+    with pytest.raises(ValueError, match=line) as err:
+        agent.observe(reward, terminated, np.zeros(2, bool))
+    assert "\n" not in str(err.value)
+    agent.observe(0.0, False)  # scalars stand for every lane; nothing was half done
