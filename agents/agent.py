@@ -33,6 +33,9 @@ nothing and shows the next episode's first observation. The Agent knows this by 
 vector env (array observations) its `act` right after an episode's end reads nothing and answers zeros, and the
 `observe` after it learns nothing. A single env (a scalar observation) is reset by hand: its next `act` is on the
 new episode's first observation. A loop that resets its vector env by hand says `autoreset=False`.
+
+Saving. `agent.save(folder)` writes a run folder (the trainer's checkpoint with the agent's own count, and
+config.yaml) between episodes; `Agent.from_checkpoint(folder)` goes on from it exactly, `agents.evaluate` reads it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ COLUMNS = ("tokens", "targets", "scored", "writes", "task", "distance", "delay")
 FROM_INFO = {"targets": "target", "scored": "scored", "writes": "memory_writes", "task": "task_id",
              "distance": "distance", "delay": "delay"}
 OPTIONAL = {"task_id": 0, "distance": -1, "delay": -1}  # info keys an env may leave out, and what stands for them
+FLAGS = ("scored", "memory_writes")  # info keys of bools (or 0/1 ints); the others are ints
 
 
 class Agent:
@@ -233,10 +237,10 @@ class Agent:
             raise ValueError(f"Agent.act: info has no {key!r}; the env must give {', '.join(map(repr, REQUIRED))} "
                              "per lane (memstream's envs do)")
         value = np.asarray([info[key]] if single else info[key])
-        if value.shape != (self.lanes,):
-            raise ValueError(f"Agent.act: info[{key!r}] has shape {value.shape}; pass one value per lane "
-                             f"({self.lanes},)")
-        return value.copy()
+        if value.shape != (self.lanes,) or value.dtype.kind not in ("biu" if key in FLAGS else "iu"):
+            raise ValueError(f"Agent.act: info[{key!r}] is {value.dtype} of shape {value.shape}; pass one "
+                             f"{'bool' if key in FLAGS else 'int'} per lane ({self.lanes},)")
+        return value.astype(bool) if key in FLAGS else value.astype(np.int64)
 
     def _lane_values(self, name: str, value, kinds: str) -> np.ndarray:
         """observe()'s `value`, one per lane (B,) (a scalar stands for every lane) of a numpy kind in `kinds` (i/u int,

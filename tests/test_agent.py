@@ -164,7 +164,10 @@ def test_calls_out_of_order_are_one_line(agent):
     (np.array([0, 999]), {}, r"token 999, outside this model's vocabulary \[0, "),
     (np.array([-1, 0]), {}, r"token -1, outside"),
     (np.zeros(2, np.int64), {"scored": None}, r"info has no 'scored'; the env must give 'scored', 'memory_writes'"),
-    (np.zeros(2, np.int64), {"target": np.zeros(3, np.int64)}, r"info\['target'\] has shape \(3,\)"),
+    (np.zeros(2, np.int64), {"target": np.zeros(3, np.int64)}, r"info\['target'\] is int64 of shape \(3,\); pass one "
+     r"int per lane \(2,\)"),
+    (np.zeros(2, np.int64), {"target": np.zeros(2)}, r"info\['target'\] is float64 of shape \(2,\)"),
+    (np.zeros(2, np.int64), {"memory_writes": np.array(["yes", "no"])}, r"pass one bool per lane"),
 ])
 def test_bad_observations_and_infos_are_one_line_and_leave_the_agent_usable(agent, obs, info_change, line):
     env, good_obs, info = first_step(agent)
