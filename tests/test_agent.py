@@ -42,16 +42,22 @@ def same_end(a: Agent, trainer: Trainer) -> None:
 @given(env_id=st.sampled_from(sorted(TINY_ENVS)), agent=st.sampled_from(["memnet", "transformer", "lstm", "gru"]),
        loop=st.sampled_from(["autoreset", "by hand", "single env"]), chunk=st.integers(1, 16),
        reset=st.sampled_from(["never", "episode", "task"]), mode=st.sampled_from(["supervised", "reinforce"]),
-       seed=st.integers(0, 1000))
-@example(env_id="ContinualShift-v0", agent="memnet", loop="autoreset", chunk=8, reset="task", mode="supervised", seed=1)
+       seed=st.integers(0, 1000), layout=st.sampled_from([(), ("memory.internal=lm2", "memory.fusion=cross_attention"),
+                                                          ("memory.internal=linformer", "memory.fusion=concat"),
+                                                          ("memory.store_scope=shared", "memory.slots=0")]))
+@example(env_id="ContinualShift-v0", agent="memnet", loop="autoreset", chunk=8, reset="task", mode="supervised", seed=1,
+         layout=("memory.internal=lm2", "memory.fusion=cross_attention"))
 @example(env_id="NeedleRecall-v0", agent="memnet", loop="single env", chunk=5, reset="episode", mode="reinforce",
-         seed=2)
-@example(env_id="LongDependency-v0", agent="lstm", loop="by hand", chunk=16, reset="never", mode="supervised", seed=3)
+         seed=2, layout=())
+@example(env_id="LongDependency-v0", agent="lstm", loop="by hand", chunk=16, reset="never", mode="supervised", seed=3,
+         layout=())
+@example(env_id="ContinualShift-v0", agent="memnet", loop="by hand", chunk=3, reset="never", mode="supervised", seed=4,
+         layout=("memory.store_scope=shared", "memory.slots=0"))
 def test_an_agent_pushed_through_the_trainers_episodes_ends_in_the_trainers_state(
-        env_id, agent, loop, chunk, reset, mode, seed, tmp_path_factory):
+        env_id, agent, loop, chunk, reset, mode, seed, layout, tmp_path_factory):
     lanes = 1 if loop == "single env" else 2
     overrides = tiny(env_id, agent, tmp_path_factory.mktemp("run"), "train.acting=step", f"train.chunk={chunk}",
-                     f"memory.reset={reset}", f"train.mode={mode}", f"seed={seed}", f"train.lanes={lanes}")
+                     f"memory.reset={reset}", f"train.mode={mode}", f"seed={seed}", f"train.lanes={lanes}", *layout)
     pushed = Agent.from_config(overrides, autoreset=False if loop == "by hand" else None)
     cfg = pushed.cfg
     env = gym.make(cfg.env.id, **dict(cfg.env.kwargs)) if loop == "single env" else pushed.make_env()
