@@ -45,12 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.episodes import EpisodeStats, make_vector_env
+from agents.episodes import INFO_COLUMNS, EpisodeStats, make_vector_env
 
 REQUIRED = ("scored", "memory_writes", "target")  # info keys the acting and learning read, per lane
-COLUMNS = ("tokens", "targets", "scored", "writes", "task", "distance", "delay")  # EpisodeRunner._play's, per step
-FROM_INFO = {"targets": "target", "scored": "scored", "writes": "memory_writes", "task": "task_id",
-             "distance": "distance", "delay": "delay"}
 OPTIONAL = {"task_id": 0, "distance": -1, "delay": -1}  # info keys an env may leave out, and what stands for them
 FLAGS = ("scored", "memory_writes")  # info keys of bools (or 0/1 ints); the others are ints
 
@@ -177,13 +174,13 @@ class Agent:
         if self._ended and (self.autoreset if self.autoreset is not None else not single):
             self._ended, self._acted, self._resetting = False, True, True  # the terminal observation: the env's
             return 0 if single else np.zeros(self.lanes, dtype=np.int64)  # next step starts the next episode
-        step = {"tokens": tokens} | {k: self._info(info, FROM_INFO[k], single) for k in COLUMNS if k != "tokens"}
+        step = {"tokens": tokens} | {k: self._info(info, key, single) for k, key in INFO_COLUMNS.items()}
         self._ended = False
         if not self._cols["tokens"]:  # the chunk's first step: a new episode may clear the memory first
             self._episode_start(int(step["task"][0]))
         cols = self._cols
-        for k in COLUMNS:
-            cols[k].append(step[k])
+        for k, value in step.items():
+            cols[k].append(value)
         action = self._act(len(cols["tokens"]) - 1, cols)  # (B,) int64
         cols["actions"].append(action)
         self._acted = True
@@ -253,7 +250,7 @@ class Agent:
         return np.broadcast_to(array.astype(np.float32 if "f" in kinds else bool), (self.lanes,))
 
     def _new_chunk(self) -> None:
-        self._cols: dict[str, list] = {k: [] for k in (*COLUMNS, "actions", "rewards")}
+        self._cols: dict[str, list] = {k: [] for k in ("tokens", *INFO_COLUMNS, "actions", "rewards")}  # as _play's
         sample = self.learn and self.cfg.train.mode == "reinforce"
         self._act = self.runner.policy(self.trainer.state, sample, self._stats)  # acting state: the chunk's start
 

@@ -37,6 +37,9 @@ import envs  # noqa: F401  (registers the memstream ids; Gymnasium 1.x has no pl
 from agents.cl_metrics import AccuracyByKey
 from agents.config import ACTING, ConfigError
 
+# what `_play` records of each step's info, column -> info key ("tokens" is the observation itself)
+INFO_COLUMNS = {"targets": "target", "scored": "scored", "writes": "memory_writes", "task": "task_id",
+                "distance": "distance", "delay": "delay"}
 # per-chunk memory metrics that are counts, not rates: an episode reports its last value (the count at its end, the
 # step TensorBoard plots it at), not the mean over its chunks
 GAUGES = frozenset({"store_entries"})
@@ -269,14 +272,12 @@ class EpisodeRunner:
     def _play(self, obs, info, steps: int, act) -> tuple[dict[str, np.ndarray], bool, np.ndarray, dict]:
         """Step the env up to `steps` times (fewer at the episode's end) with `act(i, cols)`'s actions; returns what
         each step showed and got, (B, C) arrays, and whether the episode ended, with the next obs and info."""
-        cols: dict[str, list] = {k: [] for k in ("tokens", "targets", "scored", "writes", "actions", "rewards",
-                                                  "task", "distance", "delay")}
+        cols: dict[str, list] = {k: [] for k in ("tokens", *INFO_COLUMNS, "actions", "rewards")}
         done = False
         while len(cols["tokens"]) < steps and not done:
-            for k, v in (("tokens", obs), ("targets", info["target"]), ("scored", info["scored"]),
-                         ("writes", info["memory_writes"]), ("task", info["task_id"]),
-                         ("distance", info["distance"]), ("delay", info["delay"])):
-                cols[k].append(np.asarray(v).copy())
+            cols["tokens"].append(np.asarray(obs).copy())
+            for k, key in INFO_COLUMNS.items():
+                cols[k].append(np.asarray(info[key]).copy())
             action_np = act(len(cols["tokens"]) - 1, cols)
             cols["actions"].append(action_np)
             obs, reward, terminated, truncated, info = self.venv.step(action_np)
