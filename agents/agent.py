@@ -158,7 +158,8 @@ class Agent:
 
     # ---------------------------------------------------------------- the loop
     def act(self, obs, info: dict):
-        """The actions (B,) int64 for the observations `obs` (B,) that `info` describes (an int for a single env)."""
+        """The actions (B,) int64 for the observations `obs` (B,) that `info` describes (an int for a single env).
+        On an autoreset env's terminal observation it returns zeros (the env resets on them), not reading `info`."""
         if self._acted:
             raise RuntimeError("Agent.act: called twice without observe(); pass each step's reward to observe() "
                                "before acting on the next observation")

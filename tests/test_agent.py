@@ -299,3 +299,47 @@ def test_bad_rewards_and_flags_are_one_line(agent, reward, terminated, line):
         agent.observe(reward, terminated, np.zeros(2, bool))
     assert "\n" not in str(err.value)
     agent.observe(0.0, False)  # scalars stand for every lane; nothing was half done
+
+
+BAD_CALLS = {  # a refused call at a step: (what it does, the error it raises, refused at the autoreset step too)
+    "obs of another shape": (lambda a, obs, info: a.act(np.zeros(5, np.int64), info), ValueError, True),
+    "a token out of the vocabulary": (lambda a, obs, info: a.act(np.full(2, 10**6), info), ValueError, True),
+    "info without scored": (lambda a, obs, info: a.act(obs, {k: v for k, v in info.items() if k != "scored"}),
+                            ValueError, False),  # the terminal observation's info is not read: the env resets
+    "a float target": (lambda a, obs, info: a.act(obs, info | {"target": np.zeros(2)}), ValueError, False),
+    "observe first": (lambda a, obs, info: a.observe(np.zeros(2), np.zeros(2, bool)), RuntimeError, True),
+}
+
+
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_refused_calls_anywhere_change_nothing(data, tmp_path_factory):
+    """An agent that meets refused calls at random steps (before its act, and a second act or a bad observe after
+    it) acts, learns and remembers exactly as one that never met them."""
+    overrides = tiny("LongDependency-v0", "memnet", tmp_path_factory.mktemp("run"), "train.chunk=5")
+    clean, noisy = Agent.from_config(overrides), Agent.from_config(overrides)
+    envs = [clean.make_env(), noisy.make_env()]
+    (obs, info), (obs2, info2) = envs[0].reset(seed=0), envs[1].reset(seed=0)
+    resetting = False  # the step after an episode's end: the vector env resets and takes no action
+    while clean.episodes < 2:
+        bad = data.draw(st.sampled_from([None, *(k for k, c in BAD_CALLS.items() if c[2] or not resetting)]))
+        if bad is not None:
+            call, error, _ = BAD_CALLS[bad]
+            with pytest.raises(error):
+                call(noisy, obs2, info2)
+        actions, actions2 = clean.act(obs, info), noisy.act(obs2, info2)
+        assert np.array_equal(actions, actions2)
+        after = data.draw(st.sampled_from([None, "act again", "a reward per 3 lanes"]))
+        if after == "act again":
+            with pytest.raises(RuntimeError):
+                noisy.act(obs2, info2)
+        elif after is not None:
+            with pytest.raises(ValueError):
+                noisy.observe(np.zeros(3), np.zeros(2, bool))
+        obs, reward, terminated, truncated, info = envs[0].step(actions)
+        obs2, reward2, terminated2, truncated2, info2 = envs[1].step(actions2)
+        clean.observe(reward, terminated, truncated)
+        noisy.observe(reward2, terminated2, truncated2)
+        resetting = not resetting and bool(np.all(terminated | truncated))
+    same_end(noisy, clean.trainer)
+    assert noisy.episodes == 2 and noisy.last_episode.correct == clean.last_episode.correct
