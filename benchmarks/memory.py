@@ -275,7 +275,7 @@ def undo_rows(args, rng) -> list[tuple]:
         cache.mark()
         t1 = time.perf_counter()
         writes()
-        held = held_bytes([store._marked, store._undo.saved, cache._marked, cache._store.cold_undo.saved])
+        held = held_bytes([store.held(), cache.held()])
         t2 = time.perf_counter()
         store.undo()
         cache.undo()

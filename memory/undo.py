@@ -82,6 +82,10 @@ class _Mark:
         """Whether a mark is open."""
         return self._marked is not None
 
+    def held(self) -> list:
+        """What the mark keeps to undo with: its whole copies and the rows saved since (empty without a mark)."""
+        return [self._marked or {}, self._row_undo().saved]
+
     def _check_mark(self, what: str, want_open: bool) -> None:
         name = type(self).__name__
         if want_open and not self.marked:
@@ -97,6 +101,9 @@ class StoreUndo(_Mark):
 
     # copied whole at the mark: per-row bookkeeping, small beside the keys (the metadata: 8 ints a row)
     _SMALL = ("_meta", "_row_id", "_gen", "_seq", "_stamp", "_importance", "_fill", "_count", "_code_rows")
+
+    def _row_undo(self) -> RowUndo:
+        return self._undo
 
     def mark(self) -> None:
         self._check_mark("mark", False)
@@ -141,6 +148,9 @@ class CacheUndo(_Mark):
 
     _TIERS = ("hot_k", "hot_v", "warm_k", "warm_v", "warm_sk", "warm_sv", "channels", "warm_cal", "key_sq")
     _MAP = ("_ids", "_tier", "_slot")
+
+    def _row_undo(self) -> RowUndo:
+        return self._store.cold_undo
 
     def mark(self) -> None:
         self._check_mark("mark", False)

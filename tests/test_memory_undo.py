@@ -168,8 +168,10 @@ def test_changes_after_release_stay_and_marks_do_not_nest():
     with pytest.raises(RuntimeError, match="a mark is open already"):
         store.mark()
     store_op(store, ("add", 3, 1))
+    marked, rows = store.held()  # what the mark keeps: its copies, and the keys' rows written since (3 new ones)
+    assert set(marked) >= {"_meta", "clock"} and sum(len(r) for r, _ in rows) == 3
     store.release()
-    assert len(store) == 8
+    assert len(store) == 8 and store.held() == [{}, []]
     with pytest.raises(RuntimeError, match="no mark is open"):
         store.release()
 
@@ -181,12 +183,13 @@ def test_a_mark_keeps_the_cold_tier_on_disk_and_copies_only_the_cold_rows_writte
     cache.put(np.arange(900), np.ones((900, 2, 8)), np.ones((900, 2, 8)))
     cache.mark()
     cache.put(np.arange(900, 905), np.zeros((5, 2, 8)), np.zeros((5, 2, 8)))  # 5 new entries push 5 down
-    undo = cache._store.cold_undo
-    assert sum(len(rows) for rows, _ in undo.saved) <= 5 + 2
+    marked, saved = cache.held()
+    assert 1 <= sum(len(rows) for rows, _ in saved) <= 5 + 2 and "cold" not in marked["tiers"]
     cache.undo()
     k, _, found = cache.get_batch(np.arange(905))
     assert found[:900].all() and not found[900:].any() and (k[:900] == 1).all()
     cache.release()
+    assert cache.held() == [{}, []]
     cache.close()
 
 
