@@ -6,8 +6,7 @@ each task boundary every task is evaluated (forgetting curves; R[k][j] at the bo
 Eval runs `train.eval_repeats` x `venv.eval_episodes` consecutive `reset(options={"phase": "eval", "task_id": j})`
 episodes from the memory as it was, put back afterwards: weights and memory are as before the eval when it returns.
 
-Resume. The env's state is a function of its seed and the sequence of resets it was given, so the trainer logs
-that sequence (`reset_log`) and replays it on resume instead of pickling the env into the checkpoint.
+Resume. The trainer logs the env's resets (`reset_log`; the env is a function of its seed and them) and replays them.
 """
 
 from __future__ import annotations
@@ -227,10 +226,11 @@ class Trainer:
         self.by_delay.reset()
         self.evaluating = True  # stays set when an evaluation fails, for `diverged` to say where
         accuracy = {}
-        with self.model.memory_undo() as undo:  # one mark for all tasks (memory/undo.py)
+        with self.model.memory_undo() as undo:  # one mark for all tasks (memory/undo.py); its exit undoes the last
             for j in range(self.num_tasks):
+                if j:
+                    undo()
                 accuracy[j] = self._evaluate(j)
-                undo()
         self.last_eval, self.evaluating = accuracy, False
         for j, a in self.last_eval.items():
             self.curves[j].append((self.train_steps, a))
