@@ -49,3 +49,31 @@ def test_the_readme_states_the_torch_minimum_that_pyproject_asks_for():
     pyproject = (README.parent / "pyproject.toml").read_text()
     (minimum,) = re.findall(r'"torch>=([0-9.]+)"', pyproject)
     assert re.findall(r"`torch>=([0-9.]+)`", README.read_text()) == [minimum]
+
+
+def heading_anchors(text: str) -> list[tuple[int, str]]:
+    """(level, anchor) of each Markdown heading outside code blocks, anchored as GitHub does: lower case, every
+    character but letters, digits, `_`, `-` and spaces dropped, spaces as `-`, a repeated anchor suffixed -1, -2."""
+    out, seen, fenced = [], {}, False
+    for line in text.splitlines():
+        fenced ^= line.startswith("```")
+        m = None if fenced else re.match(r"(#{1,6}) (.*)", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m[2].strip().lower()).replace(" ", "-")
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            out.append((len(m[1]), slug if n == 0 else f"{slug}-{n}"))
+    return out
+
+
+def test_the_contents_list_every_section_and_every_link_finds_its_heading():
+    """The Contents list links each ## and ### heading in order (a new section is listed), and every `(#anchor)` link
+    in the README leads to a heading (a renamed heading breaks none silently)."""
+    text = README.read_text()
+    headings = heading_anchors(text)
+    assert len(headings) > 30
+    contents = text.split("## Contents\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"\]\(#([^)]+)\)", contents)
+    assert listed == [a for level, a in headings if level in (2, 3) and a != "contents"]
+    anchors = {a for _, a in headings}
+    assert [a for a in re.findall(r"\]\(#([^)]+)\)", text) if a not in anchors] == []
