@@ -141,13 +141,19 @@ def _option_names(env: DictConfig) -> list[str]:
     return env_option_names(str(env.id)) or [str(option) for option in env.kwargs]
 
 
-def validate(cfg: DictConfig) -> DictConfig:
-    """Merge into the typed schema (types, unknown keys), then check values; returns a resolved DictConfig."""
-    for key in SECTIONS:  # `model=3` in a config file was OmegaConf's "Merge error: int is not a subclass"
+def check_sections(cfg: DictConfig) -> None:
+    """Each section there (model, memory, train, env.kwargs) a mapping: `model=3` or `env.kwargs: ${nope}` in a config
+    file was OmegaConf's "Merge error: int is not a subclass", or an override's key set inside a broken section."""
+    for key in SECTIONS:
         parent, _, name = key.rpartition(".")
-        holder = OmegaConf.select(cfg, parent) if parent else cfg
+        holder = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
         if isinstance(holder, DictConfig) and name in holder and not isinstance(holder._get_node(name), DictConfig):
             raise ConfigError(section_as_value(f"{key}={holder._get_node(name)._value()}", key))
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge into the typed schema (types, unknown keys), then check values; returns a resolved DictConfig."""
+    check_sections(cfg)
     try:
         merged = OmegaConf.merge(run_schema(), cfg)
         OmegaConf.resolve(merged)

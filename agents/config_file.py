@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from agents.cli_args import check_overrides, hydra_reason, shortened, text_values_kept
-from agents.config import ConfigError, RunSchema, compose, group_options, validate
+from agents.config import ConfigError, RunSchema, check_sections, compose, group_options, validate
 from agents.config_messages import (
     SECTIONS,
     adds_existing,
@@ -60,13 +60,16 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     if isinstance(loaded.get("memory"), DictConfig):
         loaded.memory.pop("dim", None)  # tied to model.dim as in agents/conf (the file holds the resolved number)
     loaded = _over_shipped_defaults(loaded)
+    check_sections(loaded)  # before an override sets a key inside one
     for override in parsed:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list)
         key, add = override.key_or_group, override.is_add() or override.is_force_add()  # +key=, ++key=: as Hydra
-        there = OmegaConf.select(loaded, key, default=adds_existing) is not adds_existing
+        parent, _, name = key.rpartition(".")  # there unresolved too (`seed: ${nope}` in the file, seed=1 given)
+        holder = _select(loaded, parent) if parent else loaded
+        there = isinstance(holder, DictConfig) and name in holder  # (a failing interpolation counts as there)
         if override.is_add() and there:
             raise ConfigError(adds_existing(key))
         if key.startswith("env.kwargs.") and (not there or add):  # an env's options are its keywords
-            env_id = str(OmegaConf.select(loaded, "env.id"))
+            env_id = str(_select(loaded, "env.id"))
             options = env_option_names(env_id)
             check_env_option(key, env_id, options)
             add = add or options is not None  # an option an older config.yaml lacks (was "unknown config key") is set
@@ -92,16 +95,22 @@ def read_override_value(text: str, where: str):
         raise ConfigError(f"{printable(where)}: {text!r} is not a value ({why})") from None  # (where echoes text)
 
 
+def _select(cfg: DictConfig, key: str, **kwargs):
+    """`key`'s value, None where it is an interpolation that does not resolve (`agent: {name: ${nope}}` in a file):
+    `validate` names it in one line, where OmegaConf.select raised a traceback."""
+    return OmegaConf.select(cfg, key, throw_on_resolution_failure=False, **kwargs)
+
+
 def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
     """A saved (or hand-written) config on top of what agents/conf composes for its env and agent: a key the file
     lacks takes the shipped value for that env and agent (ContinualShift's copy=0.85, MemNet's lr ...), not the
     schema's plain default. The file's env.kwargs replace the shipped ones whole (another env's options would not
     fit a preset id)."""
-    env_id, agent = OmegaConf.select(loaded, "env.id"), OmegaConf.select(loaded, "agent.name")
+    env_id, agent = _select(loaded, "env.id"), _select(loaded, "agent.name")
     groups = [f"env={env_id}"] if env_id in group_options("env") else []
     groups += [f"agent={agent}"] if agent in group_options("agent") else []
     base = compose(groups)
-    kwargs = OmegaConf.select(loaded, "env.kwargs")
+    kwargs = _select(loaded, "env.kwargs")
     if kwargs is not None:  # replaced whole below: merged into the shipped ones, an option they lack was refused
         loaded.env.pop("kwargs")
     try:

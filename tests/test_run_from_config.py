@@ -92,6 +92,36 @@ def test_a_saved_config_with_a_section_set_as_a_value_is_one_line(first_run, tmp
                                                "--help` lists them)")
 
 
+@pytest.mark.parametrize("key, overrides, message", [
+    # the env and agent are read before the file is checked (to take their shipped defaults): this was a traceback
+    ("agent.name", [], "error: agent.name=${nope}: Interpolation key 'nope' not found"),
+    ("env.id", ["env.kwargs.trials_per_episode=6"], "error: env.id=${nope}: Interpolation key 'nope' not found"),
+    # an override set a key inside the broken section and the run started without the file's options
+    ("env.kwargs", ["env.kwargs.trials_per_episode=6"], "error: env.kwargs=${nope}: env.kwargs is a section of keys"),
+    ("seed", [], "error: seed=${nope}: Interpolation key 'nope' not found"),
+])
+def test_a_saved_config_with_an_interpolation_that_does_not_resolve_is_one_line(first_run, tmp_path, capsys, key,
+                                                                                  overrides, message):
+    saved = yaml.safe_load((first_run / "config.yaml").read_text())
+    *parents, name = key.split(".")
+    holder = saved[parents[0]] if parents else saved
+    holder[name] = "${nope}"  # a hand-edited file
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    assert run.main([f"config={path}", f"run_dir={tmp_path / 'no'}", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and not (tmp_path / "no").exists()
+
+
+def test_a_saved_configs_broken_interpolation_gives_way_to_an_override(first_run, tmp_path):
+    saved = yaml.safe_load((first_run / "config.yaml").read_text())
+    saved["seed"] = "${nope}"  # the override replaces the value the file could not give (it said "unknown key")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    assert run.main([f"config={path}", f"run_dir={tmp_path / 'run'}", "seed=3", "train.episodes=1"]) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["seed"] == 3
+
+
 def test_an_unknown_option_without_config_is_one_line(capsys):
     assert run.main(["--foo"]) == 2
     assert capsys.readouterr().err.strip() == ("error: unknown option --foo: agents.run takes key=value overrides "
