@@ -55,10 +55,10 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     # as on a fresh command line (runs_root=2026_12_03 as given), and env= / agent= (.name, .id) refused
     parsed = check_overrides(text_values_kept(list(overrides or [])),
                              {group: group_options(group) for group in ("env", "agent")}, saved=True)
-    for key in ("run_dir", "resume"):
-        loaded.pop(key, None)
-    if isinstance(loaded.get("memory"), DictConfig):
-        loaded.memory.pop("dim", None)  # tied to model.dim as in agents/conf (the file holds the resolved number)
+    # dropped unread: `pop` resolved the value, and `run_dir: ${nope}` in a file was OmegaConf's traceback
+    for holder, key in ((loaded, "run_dir"), (loaded, "resume"), (loaded._get_node("memory"), "dim")):
+        if isinstance(holder, DictConfig) and key in holder:  # memory.dim: tied to model.dim as in agents/conf
+            del holder[key]
     loaded = _over_shipped_defaults(loaded)
     check_sections(loaded)  # before an override sets a key inside one
     for override in parsed:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list)
@@ -112,7 +112,7 @@ def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
     base = compose(groups)
     kwargs = _select(loaded, "env.kwargs")
     if kwargs is not None:  # replaced whole below: merged into the shipped ones, an option they lack was refused
-        loaded.env.pop("kwargs")
+        del loaded.env["kwargs"]
     try:
         merged = OmegaConf.merge(base, loaded)
     except OmegaConfBaseException as exc:

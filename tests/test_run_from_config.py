@@ -113,6 +113,20 @@ def test_a_saved_config_with_an_interpolation_that_does_not_resolve_is_one_line(
     assert err.startswith(message) and err.count("\n") == 1 and not (tmp_path / "no").exists()
 
 
+@pytest.mark.parametrize("key", ["run_dir", "resume", "memory.dim"])
+def test_keys_a_saved_config_drops_may_hold_anything(first_run, tmp_path, key):
+    """run_dir, resume and memory.dim (model.dim's) of a file are dropped unread: `run_dir: ${nope}` was a traceback."""
+    from agents.config_file import from_yaml_file
+
+    saved = yaml.safe_load((first_run / "config.yaml").read_text())
+    *parents, name = key.split(".")
+    (saved[parents[0]] if parents else saved)[name] = "${nope}"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    cfg = from_yaml_file(str(path), [])
+    assert cfg.run_dir is None and cfg.resume is None and cfg.memory.dim == cfg.model.dim == 32
+
+
 def test_a_saved_configs_broken_interpolation_gives_way_to_an_override(first_run, tmp_path):
     saved = yaml.safe_load((first_run / "config.yaml").read_text())
     saved["seed"] = "${nope}"  # the override replaces the value the file could not give (it said "unknown key")
