@@ -87,7 +87,7 @@ RUN_ONLY = {"env": "use envs=", "agent": "use agents=", "seed": "use seeds=",  #
 
 
 def suite_overrides(where: str, items: list[str]) -> list[str]:
-    if not all("=" in o for o in items):
+    if not all(isinstance(o, str) and "=" in o for o in items):  # (a list item: "=" in ['='] held)
         raise ConfigError(f"{where}: overrides are key=value strings; got {items!r}")
     chosen = next((o for o in items if o.lstrip("+~").split("=", 1)[0] in ("env", "agent", "env.id", "agent.name")),
                   None)  # it won over the run's own env= / agent=: another env or agent ran under this row's name

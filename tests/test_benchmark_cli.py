@@ -137,6 +137,9 @@ def test_a_used_out_of_a_killed_benchmark_says_how_far_its_runs_got(tmp_path):
     ({"variants": {"": {"agent": "lstm"}}}, "variants.'': a variant's name is a folder of its runs"),
     ({"variants": {"a,b": {"agent": "lstm"}}}, "variants.'a,b': a variant's name is a folder of its runs and an "
      "item of agents="),
+    # a list for an override: `"=" in ['=']` held and the next check's .lstrip was an AttributeError traceback
+    ({"variants": {"lstm": {"agent": "lstm", "overrides": [["="]]}}}, "variants.lstm.overrides: overrides are "
+     "key=value strings; got [['=']]"),
 ])
 def test_suite_fields_that_would_misjudge_or_misplace_runs_exit_2(tmp_path, capsys, fields, message):
     suite = write_suite(tmp_path / "s.yaml", **({"envs": {LD: {}}, "variants": {"lstm": {"agent": "lstm"}}} | fields))
