@@ -141,13 +141,20 @@ def _option_names(env: DictConfig) -> list[str]:
     return env_option_names(str(env.id)) or [str(option) for option in env.kwargs]
 
 
+def holder_of(cfg: DictConfig, key: str) -> tuple[DictConfig | None, str]:
+    """The mapping that holds dotted `key` (None where there is none) and the key's last part, resolving nothing:
+    `name in holder` then counts a value that is an interpolation which does not resolve (`${nope}`) as there."""
+    parent, _, name = key.rpartition(".")
+    holder = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+    return (holder if isinstance(holder, DictConfig) else None), name
+
+
 def check_sections(cfg: DictConfig) -> None:
     """Each section there (model, memory, train, env.kwargs) a mapping: `model=3` or `env.kwargs: ${nope}` in a config
     file was OmegaConf's "Merge error: int is not a subclass", or an override's key set inside a broken section."""
     for key in SECTIONS:
-        parent, _, name = key.rpartition(".")
-        holder = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
-        if isinstance(holder, DictConfig) and name in holder and not isinstance(holder._get_node(name), DictConfig):
+        holder, name = holder_of(cfg, key)
+        if holder is not None and name in holder and not isinstance(holder._get_node(name), DictConfig):
             raise ConfigError(section_as_value(f"{key}={holder._get_node(name)._value()}", key))
 
 

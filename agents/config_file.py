@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from agents.cli_args import check_overrides, hydra_reason, shortened, text_values_kept
-from agents.config import ConfigError, RunSchema, check_sections, compose, group_options, validate
+from agents.config import ConfigError, RunSchema, check_sections, compose, group_options, holder_of, validate
 from agents.config_messages import (
     SECTIONS,
     adds_existing,
@@ -63,9 +63,8 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
     check_sections(loaded)  # before an override sets a key inside one
     for override in parsed:  # Hydra's grammar, as on a fresh command line ("3:0" is a string, [1,2] a list)
         key, add = override.key_or_group, override.is_add() or override.is_force_add()  # +key=, ++key=: as Hydra
-        parent, _, name = key.rpartition(".")  # there unresolved too (`seed: ${nope}` in the file, seed=1 given)
-        holder = _select(loaded, parent) if parent else loaded
-        there = isinstance(holder, DictConfig) and name in holder  # (a failing interpolation counts as there)
+        holder, name = holder_of(loaded, key)  # there unresolved too (`seed: ${nope}` in the file, seed=1 given)
+        there = holder is not None and name in holder
         if override.is_add() and there:
             raise ConfigError(adds_existing(key))
         if key.startswith("env.kwargs.") and (not there or add):  # an env's options are its keywords
