@@ -141,11 +141,17 @@ def _option_names(env: DictConfig) -> list[str]:
     return env_option_names(str(env.id)) or [str(option) for option in env.kwargs]
 
 
+def select_unresolved(cfg: DictConfig, key: str, **kwargs):
+    """`key`'s value, None where it is an interpolation that does not resolve (`agent: {name: ${nope}}` in a file):
+    `validate` names that one in one line, where OmegaConf.select raised a traceback."""
+    return OmegaConf.select(cfg, key, throw_on_resolution_failure=False, **kwargs)
+
+
 def holder_of(cfg: DictConfig, key: str) -> tuple[DictConfig | None, str]:
     """The mapping that holds dotted `key` (None where there is none) and the key's last part, resolving nothing:
     `name in holder` then counts a value that is an interpolation which does not resolve (`${nope}`) as there."""
     parent, _, name = key.rpartition(".")
-    holder = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+    holder = select_unresolved(cfg, parent) if parent else cfg
     return (holder if isinstance(holder, DictConfig) else None), name
 
 

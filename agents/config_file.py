@@ -10,7 +10,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from agents.cli_args import check_overrides, hydra_reason, shortened, text_values_kept
-from agents.config import ConfigError, RunSchema, check_sections, compose, group_options, holder_of, validate
+from agents.config import (
+    ConfigError,
+    RunSchema,
+    check_sections,
+    compose,
+    group_options,
+    holder_of,
+    select_unresolved,
+    validate,
+)
 from agents.config_messages import (
     SECTIONS,
     adds_existing,
@@ -68,7 +77,7 @@ def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:
         if override.is_add() and there:
             raise ConfigError(adds_existing(key))
         if key.startswith("env.kwargs.") and (not there or add):  # an env's options are its keywords
-            env_id = str(_select(loaded, "env.id"))
+            env_id = str(select_unresolved(loaded, "env.id"))
             options = env_option_names(env_id)
             check_env_option(key, env_id, options)
             add = add or options is not None  # an option an older config.yaml lacks (was "unknown config key") is set
@@ -94,22 +103,16 @@ def read_override_value(text: str, where: str):
         raise ConfigError(f"{printable(where)}: {text!r} is not a value ({why})") from None  # (where echoes text)
 
 
-def _select(cfg: DictConfig, key: str, **kwargs):
-    """`key`'s value, None where it is an interpolation that does not resolve (`agent: {name: ${nope}}` in a file):
-    `validate` names it in one line, where OmegaConf.select raised a traceback."""
-    return OmegaConf.select(cfg, key, throw_on_resolution_failure=False, **kwargs)
-
-
 def _over_shipped_defaults(loaded: DictConfig) -> DictConfig:
     """A saved (or hand-written) config on top of what agents/conf composes for its env and agent: a key the file
     lacks takes the shipped value for that env and agent (ContinualShift's copy=0.85, MemNet's lr ...), not the
     schema's plain default. The file's env.kwargs replace the shipped ones whole (another env's options would not
     fit a preset id)."""
-    env_id, agent = _select(loaded, "env.id"), _select(loaded, "agent.name")
+    env_id, agent = select_unresolved(loaded, "env.id"), select_unresolved(loaded, "agent.name")
     groups = [f"env={env_id}"] if env_id in group_options("env") else []
     groups += [f"agent={agent}"] if agent in group_options("agent") else []
     base = compose(groups)
-    kwargs = _select(loaded, "env.kwargs")
+    kwargs = select_unresolved(loaded, "env.kwargs")
     if kwargs is not None:  # replaced whole below: merged into the shipped ones, an option they lack was refused
         del loaded.env["kwargs"]
     try:
