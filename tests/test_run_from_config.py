@@ -80,16 +80,24 @@ def test_a_missing_or_unusable_config_file_is_one_line(tmp_path, capsys, content
 
 
 def test_a_saved_config_with_a_section_set_as_a_value_is_one_line(first_run, tmp_path, capsys):
-    import yaml
-
-    saved = yaml.safe_load((first_run / "config.yaml").read_text())
-    saved["env"]["kwargs"] = 3  # a hand-edited file
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(saved))
+    path = edited_config(first_run, tmp_path, "env.kwargs", 3)
     assert run.main([f"config={path}", f"run_dir={tmp_path / 'no'}"]) == 2
     assert capsys.readouterr().err.strip() == ("error: env.kwargs=3: env.kwargs is a section of keys; set "
                                                "env.kwargs.<key>=<value> one key at a time (`python -m agents.run "
                                                "--help` lists them)")
+
+
+def edited_config(first_run, folder, key: str, value):
+    """The first run's config.yaml, by hand: dotted `key` set to `value`, written to `folder`/config.yaml."""
+    saved = yaml.safe_load((first_run / "config.yaml").read_text())
+    *parents, name = key.split(".")
+    holder = saved
+    for part in parents:
+        holder = holder[part]
+    holder[name] = value
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    return path
 
 
 @pytest.mark.parametrize("key, overrides, message", [
@@ -102,12 +110,7 @@ def test_a_saved_config_with_a_section_set_as_a_value_is_one_line(first_run, tmp
 ])
 def test_a_saved_config_with_an_interpolation_that_does_not_resolve_is_one_line(first_run, tmp_path, capsys, key,
                                                                                   overrides, message):
-    saved = yaml.safe_load((first_run / "config.yaml").read_text())
-    *parents, name = key.split(".")
-    holder = saved[parents[0]] if parents else saved
-    holder[name] = "${nope}"  # a hand-edited file
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(saved))
+    path = edited_config(first_run, tmp_path, key, "${nope}")
     assert run.main([f"config={path}", f"run_dir={tmp_path / 'no'}", *overrides]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1 and not (tmp_path / "no").exists()
@@ -118,20 +121,12 @@ def test_keys_a_saved_config_drops_may_hold_anything(first_run, tmp_path, key):
     """run_dir, resume and memory.dim (model.dim's) of a file are dropped unread: `run_dir: ${nope}` was a traceback."""
     from agents.config_file import from_yaml_file
 
-    saved = yaml.safe_load((first_run / "config.yaml").read_text())
-    *parents, name = key.split(".")
-    (saved[parents[0]] if parents else saved)[name] = "${nope}"
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(saved))
-    cfg = from_yaml_file(str(path), [])
+    cfg = from_yaml_file(str(edited_config(first_run, tmp_path, key, "${nope}")), [])
     assert cfg.run_dir is None and cfg.resume is None and cfg.memory.dim == cfg.model.dim == 32
 
 
 def test_a_saved_configs_broken_interpolation_gives_way_to_an_override(first_run, tmp_path):
-    saved = yaml.safe_load((first_run / "config.yaml").read_text())
-    saved["seed"] = "${nope}"  # the override replaces the value the file could not give (it said "unknown key")
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(saved))
+    path = edited_config(first_run, tmp_path, "seed", "${nope}")  # the override replaces what the file cannot give
     assert run.main([f"config={path}", f"run_dir={tmp_path / 'run'}", "seed=3", "train.episodes=1"]) == 0
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["seed"] == 3
 
