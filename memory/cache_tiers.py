@@ -221,7 +221,10 @@ class TierStorage:
             if array.shape != shape or array.dtype != mine.dtype:
                 raise ValueError(f"TieredKVCache.load_state_dict: {name} is {array.shape} {array.dtype}, expected "
                                  f"{shape} {mine.dtype}")
-        if got["warm_cal"].size and int(got["warm_cal"].max()) >= len(got["channels"]):
+        # a held slot's row only: a free slot keeps the row of the key it last held, which a recalibration of the
+        # emptied warm tier can leave past the rows (its own state_dict was refused as damaged)
+        cal = got["warm_cal"][occupied[WARM]]
+        if cal.size and int(cal.max()) >= len(got["channels"]):
             raise ValueError(f"TieredKVCache.load_state_dict: warm_cal points past the {len(got['channels'])} "
                              "channel rows (damaged state)")
         if tuple(d["cold"].shape) != (len(occupied[COLD]), self.heads, self.key_dim + self.head_dim):

@@ -131,6 +131,24 @@ def test_calibration_rows_survive_save_load_and_old_single_row_states_load(tmp_p
         old.load_state_dict(state)
 
 
+def test_a_warm_tier_emptied_and_recalibrated_loads_its_own_state():
+    """Regression (hypothesis): emptying the warm tier and demoting again starts the calibration rows afresh, and the
+    free slots keep the rows of the keys they held, past the new rows: the cache's own state_dict was refused as
+    "warm_cal points past the 1 channel rows (damaged state)"."""
+    keys, values = kv(64, seed=2)
+    cache = TieredKVCache(H, d, hot=2, warm=40, cold=0, policy="lru", promote_after=0)
+    stream(cache, keys, values, 2)
+    assert int(cache._store.warm_cal.max()) > 0
+    cache.remove(np.arange(64))
+    cache.put(np.arange(100, 104), keys[:4], values[:4])  # 2 of them demoted into the empty warm tier
+    assert len(cache._store.channels) == 1 and int(cache._store.warm_cal.max()) > 0
+    back = TieredKVCache(H, d, hot=2, warm=40, cold=0, policy="lru", promote_after=0)
+    back.load_state_dict(cache.state_dict())
+    ids = np.arange(100, 104)
+    for a, b in zip(cache.get_batch(ids), back.get_batch(ids), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_tensors_of_any_float_dtype_are_stored_as_float32(dtype):
     """Regression: bfloat16 raised a raw "Got unsupported ScalarType BFloat16" (numpy has no bfloat16)."""
