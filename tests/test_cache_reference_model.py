@@ -154,7 +154,7 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("get"), st.integers(0, 15)),
     st.tuples(st.just("get_many"), st.lists(st.integers(0, 15), min_size=1, max_size=5)),
     st.tuples(st.just("remove"), st.lists(st.integers(0, 15), max_size=3)),
-    st.tuples(st.just("manage"),)), min_size=1, max_size=40)
+    st.tuples(st.just("manage"),), st.tuples(st.just("reload"),)), min_size=1, max_size=40)
 
 
 @pytest.mark.parametrize("policy", ["lru", "fifo", "importance"])
@@ -209,6 +209,10 @@ def test_cache_follows_documented_policy(tmp_path, policy, caps, promote_after, 
                     del model.e[i]
                     first_read.pop(i, None)
                 assert n == len(gone)
+            elif op[0] == "reload":  # saved and loaded back at any point, it goes on as if it had not been
+                cache.save(tmp_path / "cache.pt")
+                cache.close()
+                cache = TieredKVCache.load(tmp_path / "cache.pt", cold_path=tmp_path)
             else:
                 cache.manage_tiers()
                 model.manage()

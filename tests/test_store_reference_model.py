@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory.store import FaissStore
@@ -80,15 +80,16 @@ program = st.lists(st.one_of(
               st.booleans()),
     st.tuples(st.just("search"), st.integers(1, 2), st.integers(1, 4), st.integers(0, 2**31)),
     st.tuples(st.just("remove"), st.lists(st.integers(0, 40), max_size=3)),
-    st.tuples(st.just("clear"), st.sampled_from([None, 0, 1]))), min_size=1, max_size=30)
+    st.tuples(st.just("clear"), st.sampled_from([None, 0, 1])), st.tuples(st.just("reload"),)), min_size=1,
+    max_size=30)
 
 
 @pytest.mark.parametrize(("eviction", "scope", "halflife"), [
     ("fifo", "lane", None), ("lru", "lane", None), ("importance", "lane", None), ("importance", "lane", 2.0),
     ("lru", "shared", None), ("importance", "shared", None)])
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(capacity=st.integers(1, 4), ops=program)
-def test_store_follows_documented_policy(eviction, scope, halflife, capacity, ops):
+def test_store_follows_documented_policy(tmp_path, eviction, scope, halflife, capacity, ops):
     store = FaissStore(dim=D, value_dim=DV, capacity=capacity, lanes=LANES, eviction=eviction, scope=scope,
                        importance_halflife=halflife)
     model = Model(capacity, eviction, scope, halflife)
@@ -122,6 +123,9 @@ def test_store_follows_documented_policy(eviction, scope, halflife, capacity, op
             assert store.remove(np.array(op[1], dtype=np.int64)) == len(gone)
             for i in gone:
                 del model.e[i]
+        elif op[0] == "reload":  # saved and loaded back at any point, it goes on as if it had not been
+            store.save(tmp_path / "store")
+            store = FaissStore.load(tmp_path / "store")
         else:
             lanes = None if op[1] is None else [op[1]]
             gone = sorted(i for i, e in model.e.items() if lanes is None or e["lane"] in lanes)
