@@ -14,6 +14,14 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 faiss.omp_set_num_threads(1)
 
+from hypothesis import settings  # noqa: E402
+
+from tests.examples import examples  # noqa: E402
+
+# a test without its own count draws hypothesis's default 100, scaled like the others (MEMSTREAM_EXAMPLES)
+settings.register_profile("memstream", max_examples=examples(100))
+settings.load_profile("memstream")
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():

@@ -12,6 +12,7 @@ from agents.agent import Agent
 from agents.checkpoint import CheckpointError
 from agents.config import ConfigError, load_config
 from agents.trainer import TRAIN, Trainer
+from tests.examples import examples
 from tests.test_resume import assert_same
 from tests.test_run import TINY_ENVS, tiny
 
@@ -38,7 +39,7 @@ def same_end(a: Agent, trainer: Trainer) -> None:
     assert_same(a.trainer.optimizer.state_dict()["state"], trainer.optimizer.state_dict()["state"])
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(10), deadline=None)
 @given(env_id=st.sampled_from(sorted(TINY_ENVS)), agent=st.sampled_from(["memnet", "transformer", "lstm", "gru"]),
        loop=st.sampled_from(["autoreset", "by hand", "single env"]), chunk=st.integers(1, 16),
        reset=st.sampled_from(["never", "episode", "task"]), mode=st.sampled_from(["supervised", "reinforce"]),
@@ -311,7 +312,7 @@ BAD_CALLS = {  # a refused call at a step: (what it does, the error it raises, r
 }
 
 
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=examples(5), deadline=None)
 @given(data=st.data())
 def test_refused_calls_anywhere_change_nothing(data, tmp_path_factory):
     """An agent that meets refused calls at random steps (before its act, and a second act or a bad observe after

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory.cache import TieredKVCache
+from tests.examples import examples
 
 H, D = 2, 4
 
@@ -158,7 +159,7 @@ ops = st.lists(st.one_of(
 
 
 @pytest.mark.parametrize("policy", ["lru", "fifo", "importance"])
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(caps=st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 4)).filter(lambda c: sum(c) >= 1),
        promote_after=st.integers(0, 2), program=ops)
 def test_cache_follows_documented_policy(tmp_path, policy, caps, promote_after, program):

@@ -13,13 +13,14 @@ from agents.episodes import EpisodeRunner, make_vector_env, resolve_acting
 from agents.models import ModelConfig, build_model
 from agents.trainer import Trainer
 from memory.config import MemoryConfig
+from tests.examples import examples
 from tests.test_run import TINY_ENVS, TINY_MODEL
 
 IDS = sorted(k for k, spec in gym.registry.items() if str(spec.entry_point).startswith("envs."))
 
 
 @pytest.mark.parametrize("env_id", IDS)
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=examples(8), deadline=None)
 @given(steps=st.integers(1, 300), seed=st.integers(0, 2**16), phase=st.sampled_from(["train", "eval"]))
 def test_upcoming_shows_what_step_then_returns_whatever_the_actions(env_id, steps, seed, phase):
     venv = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point")

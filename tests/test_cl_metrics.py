@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.cl_metrics import acc, bwt, continual_metrics, env_schedule, forgetting, fwt, schedule_blocks
+from tests.examples import examples
 
 T4_CHANCE = 0.1
 
@@ -156,7 +157,7 @@ def _section7(R, b):
             "forgetting": float((R[: T - 1, : T - 1].max(axis=0) - R[-1, : T - 1]).mean())}
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(R=_accuracy_matrices(), b_values=st.lists(st.floats(0, 1), min_size=6, max_size=6))
 def test_sequential_blocks_give_exactly_section_7(R, b_values):
     b = np.array(b_values[: R.shape[0]])

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.cl_metrics import AccuracyByKey, distance_buckets
+from tests.examples import examples
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def test_exact_keys_accumulate_across_batches():
     assert by_delay.result() == {}
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(st.lists(st.tuples(st.integers(-2, 100), st.booleans()), max_size=60), st.integers(1, 5))
 def test_streaming_buckets_match_a_direct_count(samples, batches):
     edges = distance_buckets(100)

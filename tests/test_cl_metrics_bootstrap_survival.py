@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from agents.cl_metrics import bootstrap_ci
 from memory.metrics import kaplan_meier
+from tests.examples import examples
 
 
 def test_bootstrap_single_seed_and_determinism():
@@ -17,7 +18,7 @@ def test_bootstrap_single_seed_and_determinism():
     assert bootstrap_ci(values, seed=3) == bootstrap_ci(values, seed=3)
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(st.lists(st.floats(0, 1), min_size=2, max_size=30))
 def test_bootstrap_interval_contains_the_mean(values):
     mean, low, high = bootstrap_ci(values)

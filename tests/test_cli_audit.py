@@ -12,6 +12,7 @@ from agents import run
 from agents.config import ConfigError, load_config
 from memory.attention import MemoryAttention
 from memory.config import MemoryConfig
+from tests.examples import examples
 from tests.test_run import tiny
 
 # a width no memory head count of the defaults (memory.read_heads=4, memory.attn_heads=4) divides; dim // heads even
@@ -118,7 +119,7 @@ def test_an_evaluation_takes_a_number_like_env_path_as_given(text):
     assert override_grid(["env.kwargs.num_tasks=2_0"]) == [({"num_tasks": 20}, {})]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(st.from_regex(r"[0-9+-][0-9_.eE+-]{0,8}|true|false|True|no|off|nan|inf", fullmatch=True))
 def test_a_path_key_is_never_given_another_spelling_of_its_value(text):
     """What Hydra's grammar reads as a number or a boolean: the folder is the text as written, or the line is

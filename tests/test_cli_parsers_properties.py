@@ -19,9 +19,10 @@ from agents.evaluate_args import override_grid
 from agents.tune_command_line import parse_command_line
 from agents.tune_overrides import override_value
 from memory.config import MAX_THREADS
+from tests.examples import examples
 from tests.scripts import load_script
 
-SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NUMBER_TEXT = st.integers(-5, 2000).map(str) | st.floats().map(repr) | st.sampled_from(
     ["", " 3", "3 ", "1_0", "0x10", "1e2", "inf", "nan", "+4", "-0", "٣", "3.0", "True"]) | st.text(max_size=4)
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=8).filter(

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from agents.config import flatten_config, load_config
 from agents.config_compose import hydra_compose
 from agents.env_presets import register_presets
+from tests.examples import examples
 
 KEYS = sorted(flatten_config(OmegaConf.to_container(load_config([]), resolve=False))) + [
     "env.kwargs.num_tasks", "env.kwargs.distances", "env.kwargs.foo", "memory.slotz", "train", "nokey"]
@@ -39,7 +40,7 @@ def kept(overrides: list[str]):
         return exc
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.sampled_from(CHOICES) | SETTING, max_size=5))
 @example(["memory.slots=3", "env=NeedleRecall-v0", "env.kwargs.num_tasks=2"])  # a key of the env chosen after it
 @example(["+env.kwargs.foo=1", "env.kwargs.foo=2"])  # added, then set: in order

@@ -18,8 +18,9 @@ from agents.config_messages import error_line
 from agents.run_config import config_for
 from agents.tune_overrides import merge_overrides
 from agents.tune_space import load_sweep, make_plan
+from tests.examples import examples
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=examples(60), deadline=None, suppress_health_check=list(HealthCheck))
 SCALAR = st.none() | st.booleans() | st.integers(-3, 70) | st.integers() | st.floats() | st.sampled_from(
     ["", "~", "${seed}", "${nope}", "1:0", "gradual", "memnet", "[", "é", "010", "1e3", ".inf", "yes"]) \
     | st.text(max_size=5)
@@ -166,7 +167,7 @@ def fresh_and_extra(draw):
     return draw(accepted_overrides()), [f"{key}={draw(EXTRA[key])}" for key in keys]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=list(HealthCheck))
 @given(fresh_and_extra())
 def test_config_file_then_overrides_is_the_command_line_with_both(tmp_path_factory, case):
     """agents.run's `config=<a run's config.yaml> key=value ...` is the run that the saved command line with those

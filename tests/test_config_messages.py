@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from agents import run
 from agents.config import ConfigError, RunSchema, load_config
 from agents.config_messages import default_of, schema_keys
+from tests.examples import examples
 
 
 @pytest.mark.parametrize("typo, meant", [("train.episode", "train.episodes"), ("memory.slot", "memory.slots"),
@@ -39,7 +40,7 @@ def _typed_keys(kind):
     return sorted(k for k in schema_keys(RunSchema) if type(default_of(RunSchema, k)) is kind)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(key=st.sampled_from(_typed_keys(int) + _typed_keys(float)),
        value=st.text(alphabet="abcxyz_", min_size=1, max_size=6))
 def test_a_word_for_a_number_is_one_line_with_an_example(key, value):
@@ -49,7 +50,7 @@ def test_a_word_for_a_number_is_one_line_with_an_example(key, value):
     assert str(err.value) == f"{key}: {value!r} is not {kind}; give one, e.g. {key}={default_of(RunSchema, key)}"
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(key=st.sampled_from(_typed_keys(bool)), value=st.sampled_from(["maybe", "yess", "on_", "nope"]))
 def test_a_word_for_a_boolean_is_one_line_naming_both_values(key, value):
     with pytest.raises(ConfigError) as err:
@@ -67,7 +68,7 @@ _MAPPINGS = st.dictionaries(st.sampled_from(["a", "b", "k1"]), st.integers(0, 9)
     lambda d: "{" + ",".join(f"{k}:{v}" for k, v in d.items()) + "}")
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(mapping=_MAPPINGS, plus=st.sampled_from(["", "+"]))
 def test_a_mapping_for_a_list_option_is_one_line_naming_the_key(mapping, plus):
     """env.kwargs.distances={} was Hydra's "Error merging override env.kwargs.distances={}": no reason, no fix."""

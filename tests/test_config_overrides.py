@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from agents import run
 from agents.config import ConfigError, load_config
 from agents.episodes import make_vector_env
+from tests.examples import examples
 
 ENVS = ("ContinualShift-Gradual-v0, ContinualShift-v0, LongDependency-Easy-v0, LongDependency-Hard-v0, "
         "LongDependency-v0, NeedleRecall-Hard-v0, NeedleRecall-v0")
@@ -124,7 +125,7 @@ SPELLINGS = ["yes", "no", "on", "off", "null", "~", ".inf", "nan", "-inf", "1e3"
              "LongDependency-v0", "3:0"]
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["", "+", "++", "~"]), st.sampled_from(KEYS),
                           st.sampled_from(SPELLINGS) | st.text(max_size=6)), min_size=1, max_size=3))
 def test_any_override_is_accepted_or_one_config_error_line(items):

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from agents.config import ConfigError, load_config, to_yaml, validate
 from agents.config_file import from_yaml_file, read_override_value
 from agents.tune_overrides import override_value as write_override
+from tests.examples import examples
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=examples(25), deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def hydra_text(text: str) -> str:
@@ -78,7 +79,7 @@ def same(a, b) -> bool:
     return type(a) is type(b) and a == b and (not isinstance(a, float) or math.copysign(1, a) == math.copysign(1, b))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.booleans() | st.none() | st.integers() | st.floats() | st.text(max_size=12).filter(lambda t: "${" not in t))
 @example("A\n")  # a name ending in a newline was written bare (the regex's $ matched before it); Hydra refused it
 @example("\\\n")  # a backslash before a final newline was doubled ($ again): it read back as two

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import envs  # noqa: F401
 from agents import evaluate, run
 from agents.cl_metrics import run_distance_buckets
+from tests.examples import examples
 from tests.test_run import TINY_MODEL
 
 LANES = 2
@@ -61,7 +62,7 @@ def check_against_the_definition(episodes) -> int:
     return across
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(trials=st.integers(1, 12), keys=st.integers(1, 6), overlap=st.sampled_from([0.0, 0.5, 1.0]),
        shift=st.sampled_from(["abrupt", "gradual"]), revisit=st.booleans(), per_task=st.integers(1, 3),
        resets=st.lists(st.tuples(st.sampled_from(["train", "eval"]), st.integers(0, 2)), min_size=1, max_size=9),

@@ -15,6 +15,7 @@ from agents.cl_metrics import env_schedule, schedule_blocks
 from agents.report import partial_block
 from agents.trainer import Trainer
 from envs.continual_shift import ContinualShiftSource
+from tests.examples import examples
 
 
 def _old_arrays(src: ContinualShiftSource) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,7 +44,7 @@ def _old_plan(arrays, episode: int) -> tuple[int, int, float]:
     return int(schedule[e]), int(blend_task[e]), float(blend_share[e])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(tasks=st.integers(1, 6), per_task=st.integers(1, 9), revisit=st.booleans(),
        shift=st.sampled_from(["abrupt", "gradual"]), window=st.integers(1, 9) | st.none())
 def test_the_arithmetic_schedule_is_the_per_episode_arrays(tasks, per_task, revisit, shift, window):

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import envs  # noqa: F401
+from tests.examples import examples
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NOT_AN_INT = st.one_of(st.floats(allow_nan=True), st.text(max_size=3), st.booleans(), st.none())
 # every seed is an int in [0, 2^32) (envs.options.SEED_LIMIT): numpy took 2^64 and more, a run's seed= stops at 2^32
 BAD_SEED = st.integers(max_value=-1) | st.integers(min_value=2**32) | st.floats() | st.booleans()
@@ -215,7 +216,7 @@ def test_vector_reset_refuses_non_integer_seeds_in_a_list():
     assert venv.np_random_seed == 1  # a refused seed changes nothing
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(rows=st.integers(1, 12), n=st.integers(1, 300), k=st.integers(1, 320), block=st.integers(8, 4096),
        seed=st.integers(0, 2**32 - 1))
 def test_first_ranks_are_the_first_entries_of_the_same_random_permutations(rows, n, k, block, seed):
@@ -227,7 +228,7 @@ def test_first_ranks_are_the_first_entries_of_the_same_random_permutations(rows,
     np.testing.assert_array_equal(first_ranks(np.random.default_rng(seed), rows, n, k, block_bytes=block), full)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(rows=st.integers(1, 5), n=st.integers(1, 300), k=st.integers(0, 320), ties=st.booleans(),
        seed=st.integers(0, 2**32 - 1))
 def test_smallest_ranks_are_the_first_entries_of_the_stable_sort(rows, n, k, ties, seed):

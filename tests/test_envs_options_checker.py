@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 import envs
 from envs import options
+from tests.examples import examples
 from tests.test_envs_options import continual_shift_options, long_dependency_options, needle_recall_options
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 OPTIONS = {"LongDependency-v0": long_dependency_options(), "ContinualShift-v0": continual_shift_options(),
            "NeedleRecall-v0": needle_recall_options()}
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import envs  # noqa: F401
+from tests.examples import examples
 from tests.test_envs_behaviour import rollout
 
 EVAL = {"phase": "eval", "task_id": 0}
@@ -57,7 +58,7 @@ def check_long_dependency(arr, V, Q, C, gap, L, distances, complete=None):
             shown = [] if complete and index == complete - 1 else shown + [here]
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(Q=st.integers(1, 4), C=st.integers(0, 3), gap=st.integers(1, 3), extra=st.integers(0, 20),
        distances=st.lists(st.integers(1, 30), min_size=1, max_size=4, unique=True), seed=st.integers(0, 2**32 - 4))
 def test_long_dependency_pairs_queries_and_distances_as_documented(Q, C, gap, extra, distances, seed):

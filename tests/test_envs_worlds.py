@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import envs  # noqa: F401
 from envs.continual_shift import blended_distance
 from envs.needle_recall import _distinct_prefixes
+from tests.examples import examples
 
 
 def shift_world(**options):
@@ -44,7 +45,7 @@ def test_continual_shift_worlds_without_equal_tasks_are_unchanged():
     assert disjoint.hexdigest().startswith("52bbf2a23d5e6f9e")
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(lanes=st.integers(1, 3), trials=st.integers(1, 60), K=st.integers(1, 8), codes=st.integers(1, 4),
        seed=st.integers(0, 2**32 - 1))
 def test_blended_distance_is_the_nearest_earlier_trial_with_the_same_pair(lanes, trials, K, codes, seed):

@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from envs.haystack import text_corpus
+from tests.examples import examples
 
-SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=examples(80), deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @SETTINGS
@@ -43,7 +44,7 @@ def test_any_file_content_is_a_corpus_or_one_value_error_line(tmp_path_factory, 
     assert len(ids) and names
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=st.text(st.characters(codec="utf-8"), min_size=1, max_size=300), haystack=st.integers(0, 40))
 @example(text="0" * 12, haystack=0)  # long enough: an env is made and run (the loop once stepped past its end)
 def test_any_text_file_as_a_haystack_makes_an_env_that_passes_the_checker_or_is_one_line(tmp_path_factory, text,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from memory.cache import TieredKVCache
 from memory.store import FaissStore
+from tests.examples import examples
 
 H, d, DK = 2, 3, 5
 
@@ -119,7 +120,7 @@ def cache_view(cache):
     return cache.stats(), cache.tier_of(np.arange(-1, 31)).tolist(), len(cache)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=list(HealthCheck))
 @given(before=CACHE_OPS, after=CACHE_OPS, policy=st.sampled_from(["lru", "fifo", "importance"]),
        caps=st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)).filter(lambda c: sum(c) > 0),
        quantize=st.booleans(), promote_after=st.integers(0, 3))
@@ -173,7 +174,7 @@ def store_view(store):
             store.ids_with("token", np.arange(5), np.zeros(5, int)).tolist())
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=list(HealthCheck))
 @given(before=STORE_OPS, after=STORE_OPS, index=st.sampled_from(["flat", "ivf", "hnsw"]),
        metric=st.sampled_from(["ip", "cosine"]), eviction=st.sampled_from(["fifo", "lru", "importance"]),
        scope=st.sampled_from(["lane", "shared"]), halflife=st.sampled_from([None, 3.0]))

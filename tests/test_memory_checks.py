@@ -12,6 +12,7 @@ from memory.checks import all_finite
 from memory.config import MemoryConfig
 from memory.internal import LinformerMemory, LM2Memory
 from memory.slots import MultiHeadMemoryBank
+from tests.examples import examples
 
 CFG = MemoryConfig(dim=16, slots=8, read_heads=2, top_k=2, internal_slots=4, attn_heads=2)
 
@@ -74,7 +75,7 @@ def test_other_arguments_of_the_wrong_kind_are_one_line():
     assert SlotLifetimeTracker(np.int64(2), 3).survival_curve() is not None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=40),
        dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), step=st.integers(1, 3))
 def test_all_finite_answers_as_isfinite_all(values, dtype, step):

@@ -16,8 +16,9 @@ from agents.config_messages import error_line
 from agents.tune_overrides import override_value
 from memory import config as memory
 from memory.config import MAX_CONTEXT_SCALE, MAX_LAG, MemoryConfig
+from tests.examples import examples
 
-SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CHOICES = {"fusion": memory.FUSIONS, "internal": memory.INTERNAL_KINDS, "store_index": memory.STORE_INDEXES,
            "store_eviction": memory.STORE_EVICTIONS, "store_metric": memory.STORE_METRICS,
            "store_precision": memory.STORE_PRECISIONS, "cache_policy": memory.CACHE_POLICIES,

@@ -11,6 +11,7 @@ from memory.cache import TieredKVCache
 from memory.cache_tiers import Book, TierStorage
 from memory.store import CodedKeys, FaissStore
 from memory.store_index import HNSWIndex, IVFIndex
+from tests.examples import examples
 from tests.test_resume import assert_same
 
 V, DC = 12, 4  # coded stores: token codes (V, DC)
@@ -138,7 +139,7 @@ def check_undo(make, apply, before, during, again, after):
 
 
 @pytest.mark.parametrize("name", sorted(STORES))
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(before=OPS, during=OPS, again=OPS, after=OPS)
 def test_a_store_undone_holds_what_it_held_at_the_mark_and_acts_as_if_nothing_happened(name, before, during, again,
                                                                                        after):
@@ -149,7 +150,7 @@ def test_a_store_undone_holds_what_it_held_at_the_mark_and_acts_as_if_nothing_ha
 
 
 @pytest.mark.parametrize("name", sorted(CACHES))
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(before=OPS, during=OPS, again=OPS, after=OPS)
 def test_a_cache_undone_holds_what_it_held_at_the_mark_and_acts_as_if_nothing_happened(name, before, during, again,
                                                                                        after):

@@ -22,6 +22,7 @@ from memory.metrics import (
     write_rate,
 )
 from memory.slots import ReadInfo, SlotState, WriteInfo
+from tests.examples import examples
 
 NAN = float("nan")
 
@@ -73,7 +74,7 @@ def block_case(draw):
 
 
 # ----------------------------------------------------------------------------------------- CL metrics
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(block_case())
 def test_block_metrics_match_the_readme_definitions(case):
     schedule, R, b, tasks = case
@@ -84,7 +85,7 @@ def test_block_metrics_match_the_readme_definitions(case):
         assert all(same(got[k], want[k]) for k in want), (got, want)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(1, 6).flatmap(lambda T: st.tuples(
     st.lists(st.lists(ACCURACY, min_size=T, max_size=T), min_size=T, max_size=T),
     st.lists(ACCURACY, min_size=T, max_size=T))))
@@ -100,7 +101,7 @@ def test_square_matrix_metrics_are_design_section_7_literally(case):
     assert all(same(got[k], want[k]) for k in want), (got, want)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(block_case(), st.data())
 def test_a_nan_where_the_task_was_already_trained_is_refused(case, data):
     _, R, _, tasks = case
@@ -121,7 +122,7 @@ def test_distance_buckets_reach_max_distance_for_huge_values(max_distance):
     AccuracyByKey(edges).update(np.array([max_distance]), np.array([True]))  # the largest distance has a bucket
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(1, 5000), st.lists(st.tuples(st.integers(-3, 8192), st.booleans()), max_size=60),
        st.integers(1, 4))
 def test_buckets_hold_e_half_exclusive_to_e_inclusive_and_zero_in_bucket_one(max_distance, samples, batches):
@@ -140,7 +141,7 @@ def test_buckets_hold_e_half_exclusive_to_e_inclusive_and_zero_in_bucket_one(max
         assert same(got[e], sum(inside) / len(inside) if inside else None), (e, got)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.lists(st.tuples(st.integers(-2, 30), st.booleans()), max_size=10), max_size=5))
 def test_exact_keys_count_every_delay_on_its_own(batches):
     counter = AccuracyByKey()
@@ -162,7 +163,7 @@ def ref_kaplan_meier(durations, observed):
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 20), st.booleans(), st.integers(1, 3)), max_size=30))
 def test_kaplan_meier_with_counts_and_censoring(rows):
     durations = [d for d, _, c in rows for _ in range(c)]
@@ -191,7 +192,7 @@ def write_events(draw):
     return B, N, events, draw(st.sampled_from([0.0, 0.5]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(write_events())
 def test_slot_lifetimes_match_a_per_slot_simulation(case):
     B, N, events, min_gate = case
@@ -220,7 +221,7 @@ def test_slot_lifetimes_match_a_per_slot_simulation(case):
 
 
 # ----------------------------------------------------------------------------------------- memory metrics
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.data())
 def test_read_entropy_write_rate_and_hit_rate(B, Q, H, k, data):
     w = np.array(data.draw(st.lists(st.floats(0.01, 1), min_size=B * Q * H * k, max_size=B * Q * H * k)))

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memory.retrieval import rank
+from tests.examples import examples
 
 
 def documented_order(scores, ids, time):
@@ -32,7 +33,7 @@ special = st.sampled_from([-np.inf, np.inf, np.nan])
 entry = st.one_of(st.tuples(base, jitter).map(lambda t: t[0] * (1 + t[1]) + t[1]), special)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(rows=st.lists(st.lists(st.tuples(entry, st.integers(0, 3)), min_size=6, max_size=6), min_size=1, max_size=3))
 def test_rank_is_the_documented_order(rows):
     scores = np.array([[s for s, _ in r] for r in rows])

@@ -15,6 +15,7 @@ from agents.config import ConfigError, load_config, memory_config
 from agents.models import ModelConfig, build_model
 from memory.config import MemoryConfig
 from memory.store import FaissStore
+from tests.examples import examples
 from tests.test_run import tiny
 
 RNG = np.random.default_rng(0)
@@ -115,7 +116,7 @@ def test_the_ivf_bounds_bite_only_where_the_ivf_index_is_built(inert, why, key):
     with pytest.raises(ConfigError, match=rf"^{key}=-1: must be >= 0"):  # impossible anywhere: refused
         load_config([*inert, f"{key}=-1"])
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(capacity=st.integers(1, 20_000), lists=st.integers(0, 600), probes=st.integers(0, 600),
        index=st.sampled_from(["flat", "ivf", "hnsw"]))
 def test_an_accepted_ivf_config_is_what_the_index_uses(capacity, lists, probes, index):

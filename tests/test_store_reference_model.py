@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory.store import FaissStore
+from tests.examples import examples
 
 D, DV, LANES = 6, 2, 2
 
@@ -87,7 +88,7 @@ program = st.lists(st.one_of(
 @pytest.mark.parametrize(("eviction", "scope", "halflife"), [
     ("fifo", "lane", None), ("lru", "lane", None), ("importance", "lane", None), ("importance", "lane", 2.0),
     ("lru", "shared", None), ("importance", "shared", None)])
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(capacity=st.integers(1, 4), ops=program)
 def test_store_follows_documented_policy(tmp_path, eviction, scope, halflife, capacity, ops):
     store = FaissStore(dim=D, value_dim=DV, capacity=capacity, lanes=LANES, eviction=eviction, scope=scope,

@@ -12,6 +12,7 @@ from agents.config import ConfigError
 from agents.tune import prepare
 from agents.tune_command_line import parse_command_line
 from agents.tune_space import load_sweep
+from tests.examples import examples
 
 SMOKE = ["env=ContinualShift-v0", "sweep=smoke"]
 
@@ -94,7 +95,7 @@ SPELLINGS = ["null", "~", ".nan", ".inf", "-.inf", "true", "yes", "0", "-1", "1.
              "choice:[a]", "none", "[seed=1]", "é", "'", "[", "{"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), st.sampled_from(SPELLINGS) | st.text(max_size=5)), max_size=3))
 def test_any_sweep_edit_is_accepted_or_one_config_error_line(edits):
     try:

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from agents.config import ConfigError
 from agents.tune_overrides import override_value
 from agents.tune_space import SPACE_KINDS, check_space_entry, load_sweep, parse_space_value
+from tests.examples import examples
 
-SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8).filter(
     lambda t: "${" not in t)
 VALUE = st.booleans() | st.none() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | TEXT
