@@ -1,6 +1,8 @@
 """memory.reset (never / episode / task) in training and in evaluation, and the mode acting runs in."""
 
+import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from agents.config import load_config
 from agents.trainer import Trainer
@@ -53,6 +55,29 @@ def test_reset_task_clears_when_meeting_another_task_than_the_one_just_trained(t
     cleared = [(phase, task, pos == [0, 0] and n == 0) for phase, task, pos, n in starts]
     assert cleared == [("train", 0, True), ("train", 0, False), ("train", 1, True), ("eval", 0, True),
                        ("eval", 1, False)]
+
+
+def test_a_checkpoint_saved_after_a_task_reset_restores_with_its_cache(tmp_path):
+    """Regression: the reset at the task boundary empties the cache's warm tier, whose keys had made several
+    calibration rows; the next task's demotions start one row afresh while free warm slots keep the rows of the keys
+    they held. The checkpoint was refused on resume and evaluate as "warm_cal points past the 1 channel rows
+    (damaged state)"."""
+    extra = ["memory.reset=task", "env.kwargs.trials_per_episode=40", "memory.cache_hot=16", "memory.cache_warm=512",
+             "memory.cache_cold=0"]
+    cfg = load_config([*CS, *extra])
+    trainer = Trainer(cfg, tmp_path / "a")
+    for _ in range(3):  # tasks 0, 0, 1
+        trainer.train_episode()
+    tiers = trainer.model.cache._store
+    assert len(tiers.channels) == 1 and int(tiers.warm_cal.max()) > 0  # the state that was refused
+    ckpt = trainer.save(OmegaConf.to_container(cfg, resolve=True))
+    resumed = Trainer(cfg, tmp_path / "b")
+    resumed.restore(ckpt, OmegaConf.to_container(cfg, resolve=True))
+    ids = np.arange(4096)  # every id the run's store has issued: its held entries read back alike
+    mine, back = trainer.model.cache.get_batch(ids), resumed.model.cache.get_batch(ids)
+    assert mine[2].sum() > 16  # (found: beyond the hot tier)
+    for a, b in zip(mine, back, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_acting_runs_without_dropout_and_learning_with_it(tmp_path):
