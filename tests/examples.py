@@ -2,9 +2,9 @@
 profile tests/conftest.py loads), times MEMSTREAM_EXAMPLES (default 1).
 
 A longer hunt is one variable away: `MEMSTREAM_EXAMPLES=20 pytest tests/test_memory_undo.py` draws 20x as many
-programs. Hunts at 10-20x found a config interpolation read as a traceback and a cache that refused its own saved
-state, both missed at 1x (README "Development")."""
+programs (README "Development": what such hunts found)."""
 
+import math
 import os
 
 VARIABLE = "MEMSTREAM_EXAMPLES"
@@ -17,7 +17,7 @@ def scale() -> float:
         factor = float(text)
     except ValueError:
         factor = float("nan")
-    if not factor > 0 or factor == float("inf"):
+    if not (math.isfinite(factor) and factor > 0):
         raise ValueError(f"{VARIABLE}={text!r}: set it to a positive number (how many times each hypothesis test's own "
                          "examples to draw), or unset it for 1")
     return factor
