@@ -147,9 +147,12 @@ def coded_columns(meta: list[np.ndarray], coded: CodedKeys, start: int) -> np.nd
 
 
 def cache_codes(model) -> CodedKeys | None:
-    """A MemNet's key blocks that are token codes named by store metadata (token, prev), with key_source=token."""
+    """A MemNet's key blocks that are token codes named by store metadata (token, prev), with key_source=token; the
+    codes on the CPU, as the store's (the memory is numpy: a CUDA model's codes failed every checkpoint save)."""
     m = model.cfg.memory
-    return CodedKeys(model.token_codes, ("token", "prev")[:m.key_inputs]) if m.key_source == "token" else None
+    if m.key_source != "token":
+        return None
+    return CodedKeys(model.token_codes.detach().float().cpu().contiguous(), ("token", "prev")[:m.key_inputs])
 
 
 def whole_cache_state(model, d: dict):

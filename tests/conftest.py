@@ -5,8 +5,16 @@ import os
 
 import pytest
 
+from tests.cuda import UNSET, USER_CUDA_DEVICES
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# The suite runs on the CPU also where CUDA is visible (issue 4: "the tests run on CPU"): there device=auto trained
+# every test run on CUDA, whose kernels round otherwise (the bit-for-bit checks of chunk against step acting, of a
+# resumed run, of an evaluation's untouched memory hold on the CPU). Hidden before torch starts CUDA, for the test
+# processes and every command they start; tests/test_cuda.py gives its commands the devices the user had.
+os.environ.setdefault(USER_CUDA_DEVICES, os.environ.get("CUDA_VISIBLE_DEVICES", UNSET))  # (xdist workers inherit)
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import faiss  # noqa: E402
 import torch  # noqa: E402
