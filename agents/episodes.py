@@ -224,6 +224,7 @@ class EpisodeRunner:
         if learner is not None:
             t1 = time.perf_counter()
             loss = learner(chunk.columns(at), logits.float(), aux)
+            self._wait()
             if loss is not None:  # a chunk with nothing to learn from does not pull the mean loss towards 0
                 stats.loss_sum, stats.losses = stats.loss_sum + loss, stats.losses + 1
                 # nor update_ms (per chunk with a loss) up: its time is not an update's
@@ -233,6 +234,12 @@ class EpisodeRunner:
             on_aux(aux)
         self._count(arr, aux, stats, by_distance, by_delay)
         return self.model.detach_state(new_state)
+
+    def _wait(self) -> None:
+        """Wait for the device's queued work before a part's time is read: CUDA runs asynchronously, and the chunk
+        forward's kernels were otherwise timed in the update (its loss's first read waits for them)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _tensor(self, a, dtype=torch.long) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)
@@ -304,6 +311,7 @@ class EpisodeRunner:
         self.model.train(learner is not None and dropout)
         with self.autocast(), torch.set_grad_enabled(learns):
             out = self.model(tokens, state, writes, meta, read_at=at)
+        self._wait()
         stats.seconds["learn"] += time.perf_counter() - t0
         stats.chunks += 1
         return out

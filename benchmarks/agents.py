@@ -57,6 +57,8 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
     """Train `episodes` episodes in this process; returns tokens/s and peak RSS. `overrides`: key=value config
     overrides on top (a --variant)."""
     sys.path.insert(0, str(REPO))
+    import torch
+
     from agents.config import load_config
     from agents.trainer import Trainer
 
@@ -78,7 +80,10 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
         tps = (trainer.train_tokens - tokens0) / seconds
         params = sum(p.numel() for p in trainer.model.parameters())
         plain = plain_batches(trainer, max(chunks, 1))
-    return {"agent": agent, "params": params, "tokens_per_s": tps, "plain_tokens_per_s": plain,
+    device = trainer.device  # device=auto: CUDA where visible; the header names it
+    where = "cpu" if device.type == "cpu" else f"{device.type} ({torch.cuda.get_device_name(device)})"
+    return {"agent": agent, "device": where, "params": params, "tokens_per_s": tps,
+            "plain_tokens_per_s": plain,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "act_ms": 1e3 * split["act"] / calls if calls else None,  # None: no acting call (chunk acting; none scored)
             "learn_ms": 1e3 * split["learn"] / max(chunks, 1),
@@ -122,11 +127,14 @@ def plain_batches(trainer, chunks: int, warmup: int = 2) -> float:
     model, opt, t = trainer.model, trainer.optimizer, trainer.cfg.train
     gen = torch.Generator().manual_seed(0)
     V, B, T = model.cfg.vocab_size, t.lanes, t.chunk
-    state, writes = trainer.state, torch.ones(B, T, dtype=torch.bool)
+    state, writes = trainer.state, torch.ones(B, T, dtype=torch.bool, device=trainer.device)
+    wait = torch.cuda.synchronize if trainer.device.type == "cuda" else lambda: None  # CUDA runs asynchronously
     for i in range(warmup + chunks):
         if i == warmup:
+            wait()
             start = time.perf_counter()
-        tokens, targets = (torch.randint(0, V, (B, T), generator=gen) for _ in range(2))  # (B, T) each
+        # (drawn on the CPU, as the env's tokens are, then moved to the model's device)
+        tokens, targets = (torch.randint(0, V, (B, T), generator=gen).to(trainer.device) for _ in range(2))  # (B, T)
         logits, state, _ = model(tokens, state, writes)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         opt.zero_grad(set_to_none=True)
@@ -135,6 +143,7 @@ def plain_batches(trainer, chunks: int, warmup: int = 2) -> float:
             torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
         state = model.detach_state(state)
+    wait()
     return chunks * B * T / (time.perf_counter() - start)
 
 
@@ -202,7 +211,7 @@ def main() -> int:
     print(f"env {args.env}, {args.lanes} lanes, {args.warmup} warm-up + {args.episodes} timed episodes, "
           f"{counted(args.threads, 'torch thread')} ({thread_wait_setting()}), train.acting={train_acting(args.acting)}"
           f"{' pushed by agents.agent.Agent' if args.acting == 'agent' else ''}, "
-          f"{len(rounds)} round(s)\n")
+          f"{len(rounds)} round(s){''.join(f', on {d}' for d in devices(rounds) if d != 'cpu')}\n")
     print("| agent | params | train tokens/s | cost vs transformer | plain batches tokens/s | cost vs transformer "
           "| peak RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -228,12 +237,21 @@ def target_line(ap: argparse.ArgumentParser, args: argparse.Namespace, rounds: l
     line says the target is not judged, and why."""
     target = "target (MemNet >= 20,000 tokens/s and <= 1.5x transformer)"
     other = [f"--{key} {getattr(args, key)}" for key in TARGET_SETTING if getattr(args, key) != ap.get_default(key)]
+    gpu = [d for d in devices(rounds) if d != "cpu"]
+    if gpu:  # the target is stated for 2 CPU cores (device=auto runs on CUDA where one is visible)
+        return f"{target}: not judged here (on {', '.join(gpu)}); it applies to 2 CPU cores (device=cpu)"
+
     if other:
         default = ", ".join(f"--{key} {ap.get_default(key)}" for key in TARGET_SETTING)
         return f"{target}: not judged here ({', '.join(other)}); it applies to the default setting ({default})"
     tps = statistics.median(r["memnet"]["tokens_per_s"] for r in rounds)
     cost = statistics.median(r["transformer"]["tokens_per_s"] / r["memnet"]["tokens_per_s"] for r in rounds)
     return f"{target}: {'met' if tps >= 20_000 and cost <= 1.5 else 'NOT met'}"
+
+
+def devices(rounds: list[dict]) -> list[str]:
+    """Where the rows ran (`measure`'s "device"), each once."""
+    return sorted({result["device"] for r in rounds for result in r.values()})
 
 
 def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tuple[str, list[str]]:

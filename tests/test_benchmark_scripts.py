@@ -123,7 +123,8 @@ def test_the_agent_throughput_target_is_judged_on_its_own_setting_only(args, ver
 
     def measured(cmd, **kwargs):
         agent = cmd[cmd.index("--one") + 1]
-        result = {"agent": agent, "params": 1, "tokens_per_s": speed[agent], "plain_tokens_per_s": speed[agent],
+        result = {"agent": agent, "device": "cpu", "params": 1, "tokens_per_s": speed[agent],
+                  "plain_tokens_per_s": speed[agent],
                   "peak_rss_mib": 1.0, "act_ms": None, "learn_ms": 1.0, "update_ms": 1.0, "act_calls": 0, "chunks": 5,
                   "shares": {"act": 0.0, "learn": 0.5, "update": 0.4, "rest": 0.1}}
         return subprocess.CompletedProcess(cmd, 0, json.dumps(result), "")
@@ -139,6 +140,30 @@ def test_the_agent_throughput_target_is_judged_on_its_own_setting_only(args, ver
     threads = 2 if "--threads" not in args else int(args[args.index("--threads") + 1])  # the script's default: 2
     want = f" {threads} torch thread{'s' * (threads != 1)} (OMP_WAIT_POLICY=PASSIVE), "
     assert want in lines[0], lines[0]
+
+
+def test_rows_measured_on_a_gpu_are_not_judged_against_the_cpu_target(monkeypatch, capsys):
+    """device=auto trains on CUDA where it is visible: the header says where the rows ran, and the verdict (stated
+    for 2 CPU cores) is not given for them, whatever the numbers."""
+    import json
+    import subprocess
+
+    module = load_script("agents")
+
+    def measured(cmd, **kwargs):
+        agent = cmd[cmd.index("--one") + 1]
+        result = {"agent": agent, "device": "cuda (NVIDIA H200)", "params": 1, "tokens_per_s": 90_000.0,
+                  "plain_tokens_per_s": 90_000.0, "peak_rss_mib": 1.0, "act_ms": None, "learn_ms": 1.0,
+                  "update_ms": 1.0, "act_calls": 0, "chunks": 5,
+                  "shares": {"act": 0.0, "learn": 0.5, "update": 0.4, "rest": 0.1}}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(result), "")
+
+    monkeypatch.setattr(module.subprocess, "run", measured)
+    assert run_main("agents", ["--agents", "memnet,transformer"], monkeypatch) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith(", 1 round(s), on cuda (NVIDIA H200)"), lines[0]
+    assert lines[-1] == ("target (MemNet >= 20,000 tokens/s and <= 1.5x transformer): not judged here (on cuda "
+                         "(NVIDIA H200)); it applies to 2 CPU cores (device=cpu)")
 
 
 @pytest.mark.parametrize("acting", ["auto", "step", "agent"])
