@@ -147,8 +147,9 @@ def check_compatible(saved_config: dict, config: dict, path: str | Path, purpose
 
 
 RUN_SECTIONS = ("env", "agent", "model", "memory", "train", "seed")  # what a run is (not where it writes)
-# what a resumed run may change: how it runs (threads: the last bits of its floats too, so a note says so)
-RESUME_KEYS = ("train.progress", "train.threads")
+# what a resumed run may change: how it runs (threads: the last bits of its floats too, so a note says so; device: a
+# run trained with device=cuda continues on a machine without CUDA, its numbers then differing in the last bits)
+RESUME_KEYS = ("train.progress", "train.threads", "device")
 
 
 def folder_config(run_dir: Path) -> dict | None:

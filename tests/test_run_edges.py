@@ -137,7 +137,7 @@ def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, cap
     monkeypatch.undo()
     capsys.readouterr()
     assert run.main([f"resume={first}", "train.lr=0.1"]) == 2
-    assert "drop the other overrides (train.lr=0.1; only train.progress, train.threads may change)" in \
+    assert "drop the other overrides (train.lr=0.1; only train.progress, train.threads, device may change)" in \
         capsys.readouterr().err
     assert run.main([f"resume={first}", "train.threads=x"]) == 2
     assert "train.threads" in capsys.readouterr().err
@@ -152,3 +152,39 @@ def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, cap
     assert run.main([f"resume={first}", "train.progress=false", "train.threads=010"]) == 0
     assert "note: train.threads=10: the run computed with 1 torch thread" in capsys.readouterr().out
 
+
+
+def test_a_run_trained_with_device_cuda_resumes_on_a_machine_without_cuda_given_device_cpu(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """A GPU run (saved device=cuda) cut short continues where no CUDA is visible: resume= says device=cuda cannot
+    run here and takes `device=cpu`, which it refused as an override before (a dead end: the one line said to use
+    device=cpu). On the CPU it then ends as the uninterrupted CPU run does."""
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    args = ("train.checkpoint_every=1", "train.episodes=3")
+    assert run.main(tiny("LongDependency-v0", "memnet", straight, *args)) == 0
+    real, calls = Trainer.train_episode, []
+
+    def stopped_in_episode_2(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_episode", stopped_in_episode_2)
+    assert run.main(tiny("LongDependency-v0", "memnet", cut, *args)) == 130
+    monkeypatch.undo()
+    ckpt = cut / "checkpoints" / "last.pt"
+    body = torch.load(ckpt, weights_only=True)
+    body["config"]["device"] = "cuda"  # as a GPU machine saved it (this one has none: tests/conftest.py)
+    torch.save(body, ckpt)
+    (cut / "config.yaml").write_text((cut / "config.yaml").read_text().replace("device: auto", "device: cuda"))
+    capsys.readouterr()
+    assert run.main([f"resume={cut}"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "error: device=cuda but no CUDA device is visible; use device=auto or device=cpu"
+    assert run.main([f"resume={cut}", "device=cpu"]) == 0
+    assert "device: cpu" in (cut / "config.yaml").read_text()
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (straight, cut))
+    for m in (a, b):
+        m.pop("tokens_per_s")
+    assert a == b
