@@ -124,15 +124,7 @@ def test_a_cold_tier_too_big_for_the_disk_is_one_line_and_leaves_no_run_folder(t
 def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, capsys, monkeypatch):
     """resume= refused every override, so a resumed run could not silence its progress bar or change threads."""
     first = tmp_path / "run"
-    real, calls = Trainer.train_episode, []
-
-    def stopped_in_episode_2(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "train_episode", stopped_in_episode_2)  # so that the resume below trains
+    stop_in_episode_2(monkeypatch)  # so that the resume below trains
     assert run.main(tiny("LongDependency-v0", "gru", first, "train.checkpoint_every=1")) == 130
     monkeypatch.undo()
     capsys.readouterr()
@@ -162,15 +154,7 @@ def test_a_run_trained_with_device_cuda_resumes_on_a_machine_without_cuda_given_
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     args = ("train.checkpoint_every=1", "train.episodes=3")
     assert run.main(tiny("LongDependency-v0", "memnet", straight, *args)) == 0
-    real, calls = Trainer.train_episode, []
-
-    def stopped_in_episode_2(self):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(Trainer, "train_episode", stopped_in_episode_2)
+    stop_in_episode_2(monkeypatch)
     assert run.main(tiny("LongDependency-v0", "memnet", cut, *args)) == 130
     monkeypatch.undo()
     ckpt = cut / "checkpoints" / "last.pt"
@@ -188,3 +172,17 @@ def test_a_run_trained_with_device_cuda_resumes_on_a_machine_without_cuda_given_
     for m in (a, b):
         m.pop("tokens_per_s")
     assert a == b
+
+
+def stop_in_episode_2(monkeypatch) -> None:
+    """Ctrl+C in a run's second training episode (this process's next run): with train.checkpoint_every=1 the run
+    stops (exit 130) after its first checkpoint, with something left to resume."""
+    real, calls = Trainer.train_episode, []
+
+    def stopped_in_episode_2(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_episode", stopped_in_episode_2)
