@@ -240,7 +240,6 @@ def target_line(ap: argparse.ArgumentParser, args: argparse.Namespace, rounds: l
     gpu = [d for d in devices(rounds) if d != "cpu"]
     if gpu:  # the target is stated for 2 CPU cores (device=auto runs on CUDA where one is visible)
         return f"{target}: not judged here (on {', '.join(gpu)}); it applies to 2 CPU cores (device=cpu)"
-
     if other:
         default = ", ".join(f"--{key} {ap.get_default(key)}" for key in TARGET_SETTING)
         return f"{target}: not judged here ({', '.join(other)}); it applies to the default setting ({default})"
