@@ -22,7 +22,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from agents.benchmark_report import DEFAULT_CHANCE_MARGIN
 from agents.cli_args import check_values_once, shortened, unusable_path
 from agents.config import AGENTS, ConfigError, group_options
-from agents.tune_space import _positive_int, _yaml
+from agents.tune_space import _positive_int
+from agents.unique_yaml import load_yaml
 
 # seeds 10^11 built every run's plan in memory (it grew ~40 MB/s, no line); workers 10^8 started every run at once
 LIMITS = {"seeds": 10_000, "workers": 1_024}
@@ -138,7 +139,7 @@ def load_suite(name: str) -> SuiteSpec:
     else:
         raise ConfigError(f"unknown suite {name!r}; choose one of: {', '.join(group_options('benchmark'))} "
                           "(or a path to a suite .yaml)")
-    raw = _yaml(f"suite {name!r}", text) or {}
+    raw = load_yaml(f"suite {name!r}", text) or {}
     if not isinstance(raw, dict):  # OmegaConf would raise a bare ValueError for it
         known = ", ".join(f.name for f in fields(SuiteSpec))
         raise ConfigError(f"suite {name!r}: the file must be a mapping of fields ({known}); got a {type(raw).__name__}")

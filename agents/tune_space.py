@@ -22,13 +22,13 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.cli_args import check_value_kind
 from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, validate
 from agents.config_file import read_override_value
 from agents.config_messages import printable, wrong_type
+from agents.unique_yaml import load_yaml
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")
 SCHEDULERS = ("asha", "fifo")
@@ -78,7 +78,7 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
         raise ConfigError(f"unknown sweep {name!r}; choose one of: {', '.join(options)} "
                           "(files in agents/conf/sweep/)")
     text = (files("agents.conf") / "sweep" / f"{name}.yaml").read_text()
-    raw = _yaml(f"sweep file {name}.yaml", text) or {}
+    raw = load_yaml(f"sweep file {name}.yaml", text) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep file {name}.yaml must be a mapping of fields; got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
@@ -105,37 +105,10 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"{key}: {part!r} is not a group of fields in sweep {name!r}")
-        target[path[-1]] = _yaml(key, value)  # a sweep file's field, as the file writes it (lists of overrides)
+        target[path[-1]] = load_yaml(key, value)  # a sweep file's field, as the file writes it (lists of overrides)
     if num_samples is not None:
         raw["num_samples"] = num_samples
     return make_plan(name, raw)
-
-
-class _UniqueKeys(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML kept the last one silently: a second
-    `seeds:` or a second entry for one env in a suite file replaced the first without a word)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be set again here
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)):  # an unhashable key: the base class names it
-                continue
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (line "
-                                                        f"{key_node.start_mark.line + 1}); give it once")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _yaml(where: str, text: str):
-    """A sweep file's text or one field of it (YAML, as written in agents/conf/sweep/), or a suite file's."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
 def parse_space_value(param: str, text: str) -> dict[str, list]:
