@@ -152,10 +152,9 @@ def _trainable(plan: SweepPlan, base: dict, sweep_dir: Path):
 
     from agents.tune_trial import run_trial
 
-    threads = plan.resources["threads"]
-    trainable = tune.with_parameters(run_trial, base=base, sweep_dir=str(sweep_dir), threads=threads,
-                                     metric=plan.metric)
-    return tune.with_resources(trainable, {"cpu": plan.resources["cpus"]})
+    trainable = tune.with_parameters(run_trial, base=base, sweep_dir=str(sweep_dir),
+                                     threads=plan.resources["threads"], metric=plan.metric)
+    return tune.with_resources(trainable, {"cpu": plan.resources["cpus"], "gpu": plan.resources["gpus"]})
 
 
 def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
@@ -194,7 +193,7 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
     """Run (or restore) the sweep, then print the table and write the results; returns the exit code."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # see build_tuner
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0, Tune's own reporter prints nothing
-    check_local_resources(plan.resources)
+    check_local_resources(plan.resources, base, plan.search_space)
     previous = saved_handlers()  # put back at the end: ray.init and Tune install their own
     made, lock = make_sweep_folder(sweep_dir), None
     try:
@@ -229,8 +228,9 @@ def _fit(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool, callbacks)
 
     if not restore:
         write_plan(sweep_dir / PLAN_FILE, {"plan": plan.to_dict(), "base": base})
+    cpus, gpus = plan.resources["cpus"], plan.resources["gpus"]
     print(f"memstream sweep {plan.name!r}: {', '.join(plan.search_space)} -> {plan.metric} ({plan.mode}), "
-          f"{plan.resources['cpus']} CPU(s) per trial -> {sweep_dir}", flush=True)
+          f"{cpus} CPU(s){f' and {gpus:g} GPU(s)' if gpus else ''} per trial -> {sweep_dir}", flush=True)
     if restore:
         trainable = _trainable(plan, base, sweep_dir)
         try:

@@ -1,5 +1,5 @@
 """What a sweep checks before Ray starts, each failure one `error:` line: the cluster at RAY_ADDRESS answers, a
-trial's CPUs fit a local Ray, the sweep folder can be made. Ray would otherwise retry for minutes, wait forever
+trial's CPUs and GPUs fit a local Ray, the sweep folder can be made. Ray would otherwise retry for minutes, wait forever
 or fail with a traceback. And where Ray's and Tune's log lines go: the sweep folder's ray.log, not the terminal."""
 
 from __future__ import annotations
@@ -51,12 +51,18 @@ def local_cpus() -> float:
     return float(get_num_cpus(override_docker_cpu_warning=True))
 
 
-def check_local_resources(resources: dict) -> None:
-    """A trial that reserves more CPUs than a local Ray has is never scheduled: Tune waits forever and its
+def check_local_resources(resources: dict, base: dict, search_space: dict) -> None:
+    """A trial that reserves more CPUs or GPUs than a local Ray has is never scheduled: Tune waits forever and its
     warning goes to ray.log only. Checked only for a Ray this command starts on this machine: a cluster
-    (RAY_ADDRESS) may have, or autoscale to, bigger nodes; a Ray already running in-process is the caller's."""
+    (RAY_ADDRESS) may have, or autoscale to, bigger nodes; a Ray already running in-process is the caller's.
+    Ray hides the GPUs from a trial that reserves none (CUDA_VISIBLE_DEVICES=""): trials of device=cuda would each
+    fail, refused here wherever Ray runs; those of device=auto train on the CPU, which a note says beside GPUs."""
     import ray
 
+    gpus, devices = resources["gpus"], trial_devices(base, search_space)
+    if "cuda" in devices and not gpus:
+        raise ConfigError("device=cuda: the trials reserve no GPU (sweep.resources.gpus=0), and Ray hides the GPUs "
+                          "from such trials; set sweep.resources.gpus=1 (0.5: two trials share one GPU)")
     if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
         return
     cpus, have = resources["cpus"], local_cpus()
@@ -64,6 +70,28 @@ def check_local_resources(resources: dict) -> None:
         raise ConfigError(f"sweep.resources.cpus={cpus}: no trial would ever start, this machine has {have:g} "
                           f"CPU(s) (as Ray counts them); set sweep.resources.cpus={have:g} or less, or run the sweep "
                           "on a cluster with bigger nodes (RAY_ADDRESS)")
+    have = local_gpus()
+    if gpus > have:
+        raise ConfigError(f"sweep.resources.gpus={gpus:g}: no trial would ever start, this machine has {have} GPU(s) "
+                          "(as torch counts them); set sweep.resources.gpus=0 (the trials train on the CPU), or run "
+                          "the sweep on a cluster with GPUs (RAY_ADDRESS)")
+    if have and not gpus and "auto" in devices:
+        print(f"note: the trials reserve no GPU (sweep.resources.gpus=0), so Ray hides this machine's {have} GPU(s) "
+              "from them and device=auto trains them on the CPU; sweep.resources.gpus=1 (0.5: two trials share one) "
+              "gives each trial a GPU", flush=True)
+
+
+def local_gpus() -> int:
+    """This machine's CUDA devices as torch counts them (CUDA_VISIBLE_DEVICES honoured, as a local Ray does)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def trial_devices(base: dict, search_space: dict) -> set[str]:
+    """The `device` values the trials run with: the base config's, or those a search space sweeps."""
+    swept = search_space.get("device")
+    return {str(v) for args in swept.values() for v in args} if swept else {str(base.get("device", "auto"))}
 
 
 def make_sweep_folder(sweep_dir: Path) -> list[Path]:

@@ -9,7 +9,8 @@ A sweep file `agents/conf/sweep/<name>.yaml` holds:
     metric, mode   the metric Tune optimises (null: the env's default, see `default_metric`) and max | min
     num_samples    Tune's num_samples: repeats of the grid, each drawing the random dimensions afresh
     scheduler      {type: asha | fifo, grace_period, reduction_factor, max_t (null: the longest trial's episodes)}
-    resources      {cpus: CPUs reserved per trial, threads: torch and FAISS threads inside a trial}
+    resources      {cpus: CPUs reserved per trial, gpus: GPUs (0.5: two trials share one; Ray hides the GPUs from
+                   a trial that reserves none), threads: torch and FAISS threads inside a trial}
     max_concurrent trials at once (0: as many as the CPUs allow);  max_failures: retries of a crashed trial
     overrides      `key=value` overrides of the run config for every trial (the command line's come after)
     env_overrides  {env id or family (e.g. LongDependency): [key=value, ...]}: added for that env only
@@ -48,7 +49,7 @@ class SweepPlan:
     num_samples: int = 1
     scheduler: dict = field(default_factory=lambda: {"type": "asha", "grace_period": 1, "reduction_factor": 2,
                                                      "max_t": None})
-    resources: dict = field(default_factory=lambda: {"cpus": 1, "threads": 1})
+    resources: dict = field(default_factory=lambda: {"cpus": 1, "gpus": 0, "threads": 1})
     max_concurrent: int = 0
     max_failures: int = 1
     overrides: list[str] = field(default_factory=list)  # run-config overrides: sweep file's, then the CLI's
@@ -151,6 +152,8 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
     plan.resources = _group(name, "resources", plan.resources)
     if not _number(plan.resources["cpus"]) or plan.resources["cpus"] <= 0:
         raise ConfigError(f"sweep.resources.cpus={plan.resources['cpus']!r}: must be a number > 0 (CPUs per trial)")
+    if not _number(plan.resources["gpus"]) or plan.resources["gpus"] < 0:
+        raise ConfigError(f"sweep.resources.gpus={plan.resources['gpus']!r}: must be a number >= 0 (GPUs per trial)")
     plan.resources["threads"] = _positive_int("sweep.resources.threads", plan.resources["threads"])
     if plan.resources["threads"] > MAX_THREADS:  # every trial's train.threads, refused in the trial
         raise ConfigError(f"sweep.resources.threads={plan.resources['threads']}: must be <= {MAX_THREADS}")

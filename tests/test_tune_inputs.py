@@ -48,6 +48,9 @@ def test_a_key_given_with_and_without_a_value_is_one_line(argv):  # the repeat c
     # YAML's .nan / .inf are floats: nan passed `<= 0` and every local-CPU check, inf went to Ray
     ("sweep.resources.cpus=.nan", "sweep.resources.cpus=nan: must be a number > 0"),
     ("sweep.resources.cpus=.inf", "sweep.resources.cpus=inf: must be a number > 0"),
+    ("sweep.resources.gpus=.nan", "sweep.resources.gpus=nan: must be a number >= 0"),
+    ("sweep.resources.gpus=-1", "sweep.resources.gpus=-1: must be a number >= 0"),
+    ("sweep.resources.gpus=true", "sweep.resources.gpus=True: must be a number >= 0"),
     ("sweep.scheduler.reduction_factor=.nan", "sweep.scheduler.reduction_factor=nan: must be a number > 1"),
     ("sweep.scheduler.reduction_factor=.inf", "sweep.scheduler.reduction_factor=inf: must be a number > 1"),
     # YAML's true is an int to Python: max_concurrent=True ran one trial at a time
@@ -86,7 +89,7 @@ def test_bad_trial_settings_are_one_line_before_ray(argv, message):
     assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
 
 
-FIELDS = ["sweep.resources.cpus", "sweep.resources.threads", "sweep.scheduler.reduction_factor",
+FIELDS = ["sweep.resources.cpus", "sweep.resources.gpus", "sweep.resources.threads", "sweep.scheduler.reduction_factor",
           "sweep.scheduler.grace_period", "sweep.scheduler.max_t", "sweep.scheduler.type", "sweep.max_concurrent",
           "sweep.max_failures", "sweep.mode", "sweep.num_samples", "sweep.overrides", "sweep.search_space",
           "sweep.scheduler", "sweep.search_space.memory.slots", "sweep.search_space.train.lr"]

@@ -1,5 +1,6 @@
 """`python -m agents.tune` refuses, in one `error:` line and before Ray starts, what used to crash, hang or be
-silently dropped: an uncreatable sweep folder, more CPUs per trial than a local Ray has, `=none` or env_overrides
+silently dropped: an uncreatable sweep folder, more CPUs or GPUs per trial than a local Ray has, device=cuda
+trials that reserve no GPU, `=none` or env_overrides
 naming nothing, a search-space list without brackets, and run_dir= / a run's resume= among the trial overrides."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import re
 import pytest
 
 from agents import tune as agents_tune
+from agents import tune_preflight
 from agents.config import ConfigError
-from agents.tune_preflight import local_cpus
+from agents.tune_preflight import check_local_resources, local_cpus
 from agents.tune_space import load_sweep, parse_space_value
 
 SMOKE = ["env=ContinualShift-v0", "sweep=smoke"]
@@ -72,6 +74,45 @@ def test_a_cluster_is_not_refused_for_cpus_this_machine_lacks(tmp_path, monkeypa
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # its nodes may be bigger, or autoscale
     with pytest.raises(RayWouldStart):
         agents_tune.main([*SMOKE, "sweep.resources.cpus=4096", f"runs_root={tmp_path}"])
+
+
+def test_more_gpus_per_trial_than_a_local_ray_has_is_refused(tmp_path, capsys, no_ray):
+    """A trial reserving a GPU this machine lacks was never scheduled: the sweep waited forever."""
+    assert tune_preflight.local_gpus() == 0  # the suite hides CUDA (tests/conftest.py)
+    assert agents_tune.main([*SMOKE, "sweep.resources.gpus=0.5", f"runs_root={tmp_path}"]) == 2
+    assert _error_line(capsys) == (
+        "error: sweep.resources.gpus=0.5: no trial would ever start, this machine has 0 GPU(s) (as torch counts "
+        "them); set sweep.resources.gpus=0 (the trials train on the CPU), or run the sweep on a cluster with GPUs "
+        "(RAY_ADDRESS)")
+    assert not (tmp_path / "sweeps").exists()
+
+
+RESOURCES = {"cpus": 1, "gpus": 0, "threads": 1}
+
+
+@pytest.mark.parametrize("base, space", [({"device": "cuda"}, {}),
+                                         ({"device": "cpu"}, {"device": {"grid": ["cpu", "cuda"]}})])
+def test_device_cuda_trials_that_reserve_no_gpu_are_refused_wherever_ray_runs(base, space, monkeypatch, no_ray):
+    """Ray hides the GPUs from a trial that reserves none (CUDA_VISIBLE_DEVICES=""): every such trial failed on
+    "device=cuda but no CUDA device is visible", on a GPU machine too. (Here, without CUDA, agents.tune refuses
+    device=cuda earlier, as agents.run does: this is the check a GPU machine reaches.)"""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # a cluster's GPUs are hidden from such trials too
+    with pytest.raises(ConfigError) as caught:
+        check_local_resources(RESOURCES, base, space)
+    assert str(caught.value) == ("device=cuda: the trials reserve no GPU (sweep.resources.gpus=0), and Ray hides the "
+                                 "GPUs from such trials; set sweep.resources.gpus=1 (0.5: two trials share one GPU)")
+    check_local_resources(RESOURCES | {"gpus": 1}, base, space)  # a cluster may have them: not refused
+
+
+@pytest.mark.parametrize("gpus, device, noted", [(0, "auto", True), (0, "cpu", False), (1, "auto", False),
+                                                 (0.5, "cuda", False)])
+def test_trials_that_would_train_on_the_cpu_beside_gpus_get_a_note(gpus, device, noted, monkeypatch, capsys, no_ray):
+    monkeypatch.setattr(tune_preflight, "local_gpus", lambda: 2)  # a machine with 2 GPUs
+    check_local_resources(RESOURCES | {"gpus": gpus}, {"device": device}, {})
+    out = capsys.readouterr().out
+    assert (out == "note: the trials reserve no GPU (sweep.resources.gpus=0), so Ray hides this machine's 2 GPU(s) "
+                   "from them and device=auto trains them on the CPU; sweep.resources.gpus=1 (0.5: two trials share "
+                   "one) gives each trial a GPU\n") if noted else out == ""
 
 
 # ---------------------------------------------------------------- 3: edits that name nothing

@@ -95,8 +95,8 @@ def test_max_failures_minus_one_retries_forever():  # the one value below 0 that
 @pytest.mark.parametrize("edit, message", [
     ("sweep.scheduler=fifo", r"sweep.scheduler='fifo': must be a group of fields \(type, grace_period, "
                              r"reduction_factor, max_t\); set one as sweep.scheduler.<field>=<value>"),
-    ("sweep.resources=2", r"sweep.resources=2: must be a group of fields \(cpus, threads\)"),
-    ("sweep.resources.cpu=2", "sweep.resources.cpu: unknown field; fields of sweep.resources: cpus, threads"),
+    ("sweep.resources=2", r"sweep.resources=2: must be a group of fields \(cpus, gpus, threads\)"),
+    ("sweep.resources.cpu=2", "sweep.resources.cpu: unknown field; fields of sweep.resources: cpus, gpus, threads"),
     ("sweep.scheduler.grace=3", "sweep.scheduler.grace: unknown field; fields of sweep.scheduler: type, "
                                 "grace_period, reduction_factor, max_t"),
     ("sweep.resources.cpus=true", "sweep.resources.cpus=True: must be a number > 0"),
@@ -106,7 +106,7 @@ def test_scheduler_and_resources_sub_fields_are_checked(edit, message):
     with pytest.raises(ConfigError, match=message) as err:  # was a ValueError / TypeError, or silently kept
         load_sweep("smoke", [edit])
     assert "\n" not in str(err.value)
-    assert load_sweep("smoke", ["sweep.resources.cpus=2"]).resources == {"cpus": 2, "threads": 1}
+    assert load_sweep("smoke", ["sweep.resources.cpus=2"]).resources == {"cpus": 2, "gpus": 0, "threads": 1}
 
 
 # ---------------------------------------------------------------- search spaces
