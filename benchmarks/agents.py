@@ -82,9 +82,9 @@ def measure(agent: str, env: str, episodes: int, lanes: int, threads: int, warmu
         plain = plain_batches(trainer, max(chunks, 1))
     device = trainer.device  # device=auto: CUDA where visible; the header names it
     where = "cpu" if device.type == "cpu" else f"{device.type} ({torch.cuda.get_device_name(device)})"
-    return {"agent": agent, "device": where, "params": params, "tokens_per_s": tps,
-            "plain_tokens_per_s": plain,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    return {"agent": agent, "device": where, "params": params, "tokens_per_s": tps, "plain_tokens_per_s": plain,
+            "peak_rss_mib": rss,  # (ru_maxrss counts KiB on Linux, bytes on macOS: it read 1024x there)
             "act_ms": 1e3 * split["act"] / calls if calls else None,  # None: no acting call (chunk acting; none scored)
             "learn_ms": 1e3 * split["learn"] / max(chunks, 1),
             "update_ms": 1e3 * split["update"] / updates if updates else None,  # None: nothing learned (NeedleRecall)

@@ -248,3 +248,17 @@ def test_a_timed_run_shorter_than_one_loop_still_measures_it():
     calls = []
     wall, cpu = module.timed(lambda: calls.append(sum(range(100_000))) or 1000, 1e-9)  # ~1 ms of CPU
     assert len(calls) == 1 and wall > 0 and cpu > 0
+
+
+@pytest.mark.parametrize("platform, mib", [("linux", 3 * 2**20 / 2**10), ("darwin", 3.0)])
+def test_peak_rss_is_read_in_the_unit_each_platform_gives_it(platform, mib, monkeypatch):
+    """ru_maxrss counts KiB on Linux and bytes on macOS: the agents' table read 1024x too much memory there."""
+    import resource
+    import sys
+    from types import SimpleNamespace
+
+    module = load_script("agents")
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=3 * 2**20))
+    monkeypatch.setattr(sys, "platform", platform)
+    result = module.measure("gru", "LongDependency-v0", 1, 2, 1, warmup=0, overrides=tuple(TINY_MODEL))
+    assert result["peak_rss_mib"] == mib and result["tokens_per_s"] > 0
