@@ -45,7 +45,7 @@ def allocation_reason(exc: BaseException) -> str:
 
     text = str(exc)
     in_bytes = re.search(r"allocate (\d+) bytes", text)  # torch's words; numpy's: "Unable to allocate 2.18 PiB"
-    in_units = re.search(r"allocate ([\d.]+ ?[KMGTPE]?i?B)\b", text)
+    in_units = re.search(r"allocate ([\d.,]+ ?[KMGTPE]?i?B)\b", text)  # (thousands of PiB: 1,234 PiB)
     size = format_bytes(int(in_bytes[1])) if in_bytes else in_units[1].replace(". ", " ") if in_units else None
     return (f"an allocation of {size} failed" if size else "sizes beyond what can be allocated"
             if any(words in text for words in _SIZE_OVERFLOWED) else "out of memory")

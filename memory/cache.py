@@ -40,6 +40,7 @@ from memory.cache_state import as_floats
 from memory.cache_tiers import COLD, WARM, Book, TierStorage
 from memory.config import CACHE_POLICIES, MemoryConfig
 from memory.quant import KEY_LIMIT
+from memory.ram import check_fits
 from memory.undo import CacheUndo
 
 TIER_NAMES = ("hot", "warm", "cold")
@@ -66,6 +67,9 @@ class TieredKVCache(CachePersistence, TierMoves, CacheUndo):
         self.heads, self.head_dim, self.key_dim, self.policy = int(heads), int(head_dim), int(key_dim), policy
         self.capacities = (int(hot), int(warm), int(cold))
         self.quantize, self.promote_after = bool(quantize), int(promote_after)
+        H, width = self.heads, self.key_dim + self.head_dim  # K and V per head (the warm tier's: codes and scales)
+        check_fits(hot * H * width * 4 + warm * (H * width * (1 if quantize else 4) + 8 * H + 1),
+                   f"the cache's {hot + warm:,} hot and warm entries")
         private_dir = None
         cold_file = lock_fd = None
         if cold:
@@ -86,6 +90,8 @@ class TieredKVCache(CachePersistence, TierMoves, CacheUndo):
             if path is None:
                 raise
             raise ColdTierError(exc.folder, exc.entries, exc.needed, exc.free, exc.reason, chosen=True) from None
+        # after the cold tier's disk check (its own line), before its books: 5 numbers per slot of every tier
+        check_fits(40 * (hot + warm + cold), f"the books of the cache's {hot + warm + cold:,} slots")
         self._books = [Book(c) for c in self.capacities]
         self._ids = np.zeros(0, dtype=np.int64)  # (n,) sorted ids held
         self._tier = np.zeros(0, dtype=np.int8)  # (n,) tier of each id

@@ -34,6 +34,7 @@ import torch
 
 from memory.config import MemoryConfig
 from memory.eviction import lowest
+from memory.ram import check_fits
 from memory.store_index import HNSWIndex, IVFIndex, resolve_precision
 from memory.store_io import StorePersistence
 from memory.store_lookup import CALLER_META, META_FIELDS, StoreLookup, check_ip_range, checked_array, inverse_norms
@@ -85,6 +86,9 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch, StoreUndo):
         self.partitions = self.lanes if scope == "lane" else 1
         self.rows = self.partitions * self.capacity
         R = self.rows
+        # (the arrays below, before any is made: float32 keys and values, int64 meta, id, gen, seq, stamp, float64
+        # importance)
+        check_fits(R * (4 * (self.dim + self.value_dim) + 8 * (len(META_FIELDS) + 5)), f"the store's {R:,} rows")
         self._keys = np.zeros((R, self.dim), dtype=np.float32)  # (R, D) normalised for metric="cosine"
         self._values = np.zeros((R, self.value_dim), dtype=np.float32)  # (R, Dv)
         self._meta = np.full((R, len(META_FIELDS)), -1, dtype=np.int64)  # (R, len(META_FIELDS))

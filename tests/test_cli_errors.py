@@ -288,9 +288,10 @@ def test_an_empty_or_repeated_resume_or_config_is_one_line(tmp_path, monkeypatch
 @pytest.mark.parametrize("override, why", [
     # torch's RuntimeError, in the slot bank: 355 PiB, beyond any address space (a smaller ask may succeed lazily)
     ("memory.slots=100000000000000000", "an allocation of 355 PiB failed"),
-    # numpy's ValueError ("array is too big"), in the store, which the trainer makes before the run folder (the first
-    # forward made it, after the folder and its config.yaml were written)
-    ("memory.store_capacity=1000000000000000000", "sizes beyond what can be allocated"),
+    # the store's arrays, weighed against this machine's memory before numpy is asked (memory/ram.py; numpy said
+    # "array is too big"), in the store the trainer makes before the run folder (the first forward made it, after
+    # the folder and its config.yaml were written)
+    ("memory.store_capacity=1000000000000000000", "an allocation of 1,094,236 PiB failed"),
     # sizes whose product passes int64: torch's TypeError ("Overflow when unpacking long long") with C++ frames
     ("model.mlp_ratio=4611686018427387904", "sizes beyond what can be allocated"),
 ])
