@@ -56,7 +56,9 @@ def check_local_resources(resources: dict, base: dict, search_space: dict) -> No
     warning goes to ray.log only. Checked only for a Ray this command starts on this machine: a cluster
     (RAY_ADDRESS) may have, or autoscale to, bigger nodes; a Ray already running in-process is the caller's.
     Ray hides the GPUs from a trial that reserves none (CUDA_VISIBLE_DEVICES=""): trials of device=cuda would each
-    fail, refused here wherever Ray runs; those of device=auto train on the CPU, which a note says beside GPUs."""
+    fail, refused here wherever Ray runs; those of device=auto train on the CPU, which a note says beside GPUs.
+    First of all, Ray Tune must import (`check_tune_imports`)."""
+    check_tune_imports()
     import ray
 
     gpus, devices = resources["gpus"], trial_devices(base, search_space)
@@ -79,6 +81,19 @@ def check_local_resources(resources: dict, base: dict, search_space: dict) -> No
         print(f"note: the trials reserve no GPU (sweep.resources.gpus=0), so Ray hides this machine's {have} GPU(s) "
               "from them and device=auto trains them on the CPU; sweep.resources.gpus=1 (0.5: two trials share one) "
               "gives each trial a GPU", flush=True)
+
+
+def check_tune_imports() -> None:
+    """Ray Tune imports, or one ConfigError line with the reason: its own ImportError says to install ray[tune]
+    whatever the cause, and came as a traceback once Ray had started (with NumPy 1.26, pyarrow, which Tune
+    imports, stops: "pyarrow requires NumPy 2.0 or newer")."""
+    try:
+        import ray.tune  # noqa: F401
+    except ImportError as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"Ray Tune cannot be imported here ({type(cause).__name__}: "
+                          f"{(str(cause).splitlines() or [''])[0][:200]}); install memstream as the README's set-up "
+                          "command does (pip install -e \".[dev]\"), which brings the versions it needs") from None
 
 
 def local_gpus() -> int:
@@ -124,7 +139,9 @@ def write_plan(path: Path, saved: dict) -> None:
 
 def readable_sweep(sweep_dir: Path) -> Path:
     """`sweep_dir` of resume=, or one ConfigError line where it (or a folder above it) may not be read: Tune's
-    restore raised pyarrow's PermissionError ("Failed stat()ing path ..."), a traceback."""
+    restore raised pyarrow's PermissionError ("Failed stat()ing path ..."), a traceback. (Reading it takes Ray Tune:
+    `check_tune_imports` first.)"""
+    check_tune_imports()
     try:
         os.listdir(sweep_dir)
     except (FileNotFoundError, NotADirectoryError):  # load_saved_plan says what is there instead

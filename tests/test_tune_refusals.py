@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import pytest
 
@@ -113,6 +114,20 @@ def test_trials_that_would_train_on_the_cpu_beside_gpus_get_a_note(gpus, device,
     assert (out == "note: the trials reserve no GPU (sweep.resources.gpus=0), so Ray hides this machine's 2 GPU(s) "
                    "from them and device=auto trains them on the CPU; sweep.resources.gpus=1 (0.5: two trials share "
                    "one) gives each trial a GPU\n") if noted else out == ""
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_ray_tune_that_does_not_import_is_one_line_before_ray(resume, tmp_path, capsys, monkeypatch, no_ray):
+    """Under NumPy 1.26 Tune's import of pyarrow stopped ("pyarrow requires NumPy 2.0 or newer"), and Ray's own
+    ImportError, which says to install ray[tune] whatever the cause, came as a traceback after Ray had started."""
+    monkeypatch.setitem(sys.modules, "ray.tune", None)  # `import ray.tune` raises ImportError, as it did there
+    argv = [f"resume={tmp_path / 'sweep'}"] if resume else [*SMOKE, f"runs_root={tmp_path}"]
+    assert agents_tune.main(argv) == 2
+    assert _error_line(capsys) == (
+        "error: Ray Tune cannot be imported here (ModuleNotFoundError: import of ray.tune halted; None in "
+        "sys.modules); install memstream as the README's set-up command does (pip install -e \".[dev]\"), which "
+        "brings the versions it needs")
+    assert list(tmp_path.iterdir()) == []  # no sweep folder
 
 
 # ---------------------------------------------------------------- 3: edits that name nothing
