@@ -191,8 +191,7 @@ def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
 
 def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = False, callbacks=()) -> int:
     """Run (or restore) the sweep, then print the table and write the results; returns the exit code."""
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # see build_tuner
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0, Tune's own reporter prints nothing
+    os.environ.update(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", RAY_AIR_NEW_OUTPUT="0")  # build_tuner; verbose=0: quiet
     check_local_resources(plan.resources, base, plan.search_space)
     previous = saved_handlers()  # put back at the end: ray.init and Tune install their own
     made, lock = make_sweep_folder(sweep_dir), None
@@ -297,7 +296,8 @@ def _main(argv: list[str]) -> int:
     try:
         cli = parse_command_line(argv)
         if cli.resume is not None:
-            sweep_dir = readable_sweep(Path(cli.resume).resolve())
+            sweep_dir = Path(cli.resume).resolve()  # first: a Ctrl+C in the check's import of Ray Tune continues it
+            readable_sweep(sweep_dir)
             plan, base = load_saved_plan(sweep_dir)
             if (trials := _finished(sweep_dir, plan)) is not None:  # Ray started (~30 s) to find nothing to run
                 ended = f"{'its' if len(trials) == 1 else 'all'} {counted(len(trials), 'trial')} ended"
