@@ -1,7 +1,7 @@
-"""This machine's memory, and the check that a store's or cache's arrays fit in it before they are made. Where the
-kernel overcommits (vm.overcommit_memory=1: some VMs and containers) an allocation past the memory succeeds, and the
-process is killed without a word (SIGKILL) once the arrays are filled, instead of raising MemoryError: on such a
-machine an oversized store ended every run, and the checks that should refuse it, that way."""
+"""This machine's memory, and the check that a store's or cache's arrays (or a slot bank's state) fit in it before
+they are made. Where the kernel overcommits (vm.overcommit_memory=1: some VMs and containers) an allocation past the
+memory succeeds, and the process is killed without a word (SIGKILL) once the arrays are filled, instead of raising
+MemoryError: on such a machine an oversized store ends a run, and the checks that should refuse it, that way."""
 
 from __future__ import annotations
 

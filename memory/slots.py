@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from memory.checks import check_batch_size, check_rows, is_number
 from memory.config import MemoryConfig
 from memory.persist import atomic_torch_save, checked_torch_load
+from memory.ram import check_fits
 
 SLOT_STATE_FORMAT = "memstream.slot_state.v1"
 _MASKED_LOGIT = -1e9  # finite, so a head that selected only empty slots gets zeros, not NaN
@@ -118,10 +119,10 @@ class MultiHeadMemoryBank(nn.Module):
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch_size: int, device=None) -> SlotState:
-        batch_size = check_batch_size(batch_size)
-        dtype = self.read_out.weight.dtype
-        device = self.read_out.weight.device if device is None else device
-        B, N = batch_size, self.slots
+        B, N, w = check_batch_size(batch_size), self.slots, self.read_out.weight
+        dtype, device = w.dtype, w.device if device is None else device
+        if torch.device(device).type == "cpu":  # weighed first: torch fills them at once (memory/ram.py)
+            check_fits(B * N * ((self.dim + 2) * dtype.itemsize + 1), f"the slot bank's {N:,} slots in {B:,} lanes")
         return SlotState(
             memory=torch.zeros(B, N, self.dim, dtype=dtype, device=device),
             usage=torch.zeros(B, N, dtype=dtype, device=device),

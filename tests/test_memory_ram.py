@@ -1,7 +1,7 @@
-"""The store's and the cache's arrays are weighed against this machine's memory before any is made (memory/ram.py):
-where the kernel overcommits, an allocation past the memory succeeded and the filled arrays got the process killed
-without a word. (On an H200 machine's VM, 2026-12-04, a test worker running the oversized-store check of
-agents.benchmark died: most likely so; that VM's overcommit setting was not read.)"""
+"""The store's and the cache's arrays, and a slot bank's state, are weighed against this machine's memory before
+any is made (memory/ram.py): where the kernel overcommits, an allocation past the memory succeeded and the filled
+arrays got the process killed without a word. (On an H200 machine's VM, 2026-12-04, a test worker running the
+oversized-store check of agents.benchmark died: most likely so; that VM's overcommit setting was not read.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 from agents import run
 from memory import ram
 from memory.cache import TieredKVCache
+from memory.config import MemoryConfig
 from memory.metrics import format_bytes
+from memory.slots import MultiHeadMemoryBank
 from memory.store import FaissStore
 from memory.store_lookup import META_FIELDS
 from tests.test_run import tiny
@@ -54,6 +56,19 @@ def test_a_cache_past_the_machine_is_refused_before_its_tiers_are_made(monkeypat
     # the books of a cold tier live in memory (40 B per slot), checked after its disk's own line
     with pytest.raises(MemoryError, match=r"^Unable to allocate 3\.82 MiB for the books of the cache's 100,032 slots"):
         TieredKVCache(2, 16, hot=16, warm=16, cold=100_000, quantize=False, path=tmp_path)
+
+
+def test_a_slot_bank_past_the_machine_is_refused_before_its_state_is_made(monkeypatch):
+    """torch fills a new state at once: on an overcommitting kernel a bank of too many slots x lanes was killed."""
+    monkeypatch.setattr(ram, "machine_bytes", lambda: MIB)
+    bank = MultiHeadMemoryBank(MemoryConfig(dim=64, slots=1024, read_heads=2, top_k=4, bottleneck=8))
+    need = 16 * 1024 * (66 * 4 + 1)  # memory (D floats), usage and age (floats), written (a bool) per slot and lane
+    with pytest.raises(MemoryError) as caught:
+        bank.initial_state(16)
+    assert str(caught.value) == (f"Unable to allocate {format_bytes(need)} for the slot bank's 1,024 slots in 16 "
+                                 "lanes: more than this machine's 1 MiB of memory and swap")
+    state = bank.initial_state(2)  # fits
+    assert state.memory.shape == (2, 1024, 64) and not state.written.any()
 
 
 def test_a_run_whose_store_is_past_the_machine_is_one_line_and_leaves_no_folder(monkeypatch, tmp_path, capsys):
