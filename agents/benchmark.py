@@ -41,13 +41,12 @@ from agents.benchmark_runner import Job, execute
 from agents.benchmark_suite import RUN_ONLY, SuiteSpec, bounded, comma_list, load_suite, suite_overrides
 from agents.checkpoint_paths import shell_arg
 from agents.cli_args import check_given_once, counted, override_key, shortened, unquoted, unusable_path
-from agents.config import ConfigError, group_options, load_config, utf8
+from agents.config import ConfigError, group_options, load_config, positive_int_setting, utf8
 from agents.config_messages import error_line
 from agents.interrupts import interrupts_held, sigterm_as_interrupt
 from agents.preflight import env_source, model_fits
 from agents.threads import usable_cores
 from agents.tune_overrides import merge_overrides
-from agents.tune_space import _positive_int
 
 KEYS = ("suite", "seeds", "workers", "envs", "agents", "out")
 COST_RANK = {"memnet": 0, "transformer": 1, "lstm": 2, "gru": 2}  # slowest first (measured tokens/s)
@@ -102,7 +101,7 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str]]:
     opts = {"suite": "quick"} | given
     for key in ("seeds", "workers"):
         if key in opts:
-            opts[key] = bounded(key, _positive_int(key, opts[key]))
+            opts[key] = bounded(key, positive_int_setting(key, opts[key]))
     for key in ("envs", "agents"):
         if key in opts:
             opts[key] = comma_list(key, opts[key])

@@ -21,8 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from agents.benchmark_report import DEFAULT_CHANCE_MARGIN
 from agents.cli_args import check_values_once, shortened, unusable_path
-from agents.config import AGENTS, ConfigError, group_options
-from agents.tune_space import _positive_int
+from agents.config import AGENTS, ConfigError, group_options, positive_int_setting
 from agents.unique_yaml import load_yaml
 
 # seeds 10^11 built every run's plan in memory (it grew ~40 MB/s, no line); workers 10^8 started every run at once
@@ -151,7 +150,7 @@ def load_suite(name: str) -> SuiteSpec:
             known = ", ".join(f.name for f in fields(schema))
             raise ConfigError(f"suite {name!r}: {exc.full_key} is not a field (fields: {known})") from None
         raise ConfigError(f"suite {name!r}: {exc.full_key or 'file'}: {str(exc.msg).splitlines()[0]}") from None
-    suite.seeds = bounded("seeds", _positive_int("seeds", suite.seeds))
+    suite.seeds = bounded("seeds", positive_int_setting("seeds", suite.seeds))
     # NaN timed every run out at once; .inf or 1e300 was a thread's OverflowError traceback per run, and no limit
     if suite.timeout_s is not None and not 0 < suite.timeout_s <= MAX_TIMEOUT_S:
         raise ConfigError(f"suite {name!r}: timeout_s={suite.timeout_s}: must be > 0 and at most {MAX_TIMEOUT_S:,} "

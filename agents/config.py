@@ -52,6 +52,18 @@ class ConfigError(ValueError):
     """A bad config or override; its message is one line that names the key and the fix."""
 
 
+def positive_int_setting(name: str, value) -> int:
+    """A setting that counts something (`num_samples`, a sweep's `max_t`, a benchmark's `episodes`): an int >= 1;
+    True, 2.5 and YAML's .inf are refused in one line naming `name`."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: YAML's .inf
+        raise ConfigError(f"{name}={value!r}: must be an integer >= 1") from None
+    if number < 1 or isinstance(value, bool) or (isinstance(value, float) and value != number):
+        raise ConfigError(f"{name}={value!r}: must be an integer >= 1")
+    return number
+
+
 # ---- typed schema: OmegaConf checks types and unknown keys against these dataclasses ----
 @dataclass
 class EnvSchema:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.cli_args import check_given_once, override_key, shortened, unquoted, unusable_path
-from agents.config import ConfigError, utf8
-from agents.tune_space import SWEEP_PREFIX, SweepPlan, _positive_int
+from agents.config import ConfigError, positive_int_setting, utf8
+from agents.tune_space import SWEEP_PREFIX, SweepPlan
 
 
 @dataclass
@@ -34,7 +34,7 @@ def parse_command_line(argv: list[str]) -> CommandLine:
         if key == "sweep":  # quoted as Hydra reads env='<id>' (sweep='smoke' was "unknown sweep \"'smoke'\"")
             cli.sweep = unquoted(value)
         elif key == "num_samples":
-            cli.num_samples = _positive_int("num_samples", unquoted(value))
+            cli.num_samples = positive_int_setting("num_samples", unquoted(value))
         elif key == "resume":
             if not value.strip():  # Path("") is the working folder, a sweep folder the user never named
                 raise ConfigError("resume= is empty; point it at a sweep folder (runs/sweeps/<sweep>/<time>)")

@@ -26,7 +26,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.cli_args import check_value_kind
-from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, validate
+from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, positive_int_setting, validate
 from agents.config_file import read_override_value
 from agents.config_messages import printable, wrong_type
 from agents.unique_yaml import load_yaml
@@ -58,16 +58,6 @@ class SweepPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _positive_int(name: str, value) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: YAML's .inf
-        raise ConfigError(f"{name}={value!r}: must be an integer >= 1") from None
-    if number < 1 or isinstance(value, bool) or (isinstance(value, float) and value != number):
-        raise ConfigError(f"{name}={value!r}: must be an integer >= 1")
-    return number
 
 
 def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | None = None) -> SweepPlan:
@@ -139,14 +129,14 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
     plan.search_space = {key: check_space_entry(key, spec) for key, spec in plan.search_space.items()}
     if plan.mode not in MODES:
         raise ConfigError(f"sweep.mode={plan.mode!r}: choose one of {MODES}")
-    plan.num_samples = _positive_int("num_samples", plan.num_samples)
+    plan.num_samples = positive_int_setting("num_samples", plan.num_samples)
     plan.scheduler = _group(name, "scheduler", plan.scheduler)
     s = plan.scheduler
     if s["type"] not in SCHEDULERS:
         raise ConfigError(f"sweep.scheduler.type={s['type']!r}: choose one of {SCHEDULERS}")
-    s["grace_period"] = _positive_int("sweep.scheduler.grace_period", s["grace_period"])
+    s["grace_period"] = positive_int_setting("sweep.scheduler.grace_period", s["grace_period"])
     if s["max_t"] is not None:
-        s["max_t"] = _positive_int("sweep.scheduler.max_t", s["max_t"])
+        s["max_t"] = positive_int_setting("sweep.scheduler.max_t", s["max_t"])
     if not _number(s["reduction_factor"]) or s["reduction_factor"] <= 1:
         raise ConfigError(f"sweep.scheduler.reduction_factor={s['reduction_factor']!r}: must be a number > 1")
     plan.resources = _group(name, "resources", plan.resources)
@@ -154,7 +144,7 @@ def make_plan(name: str, raw: dict) -> SweepPlan:
         raise ConfigError(f"sweep.resources.cpus={plan.resources['cpus']!r}: must be a number > 0 (CPUs per trial)")
     if not _number(plan.resources["gpus"]) or plan.resources["gpus"] < 0:
         raise ConfigError(f"sweep.resources.gpus={plan.resources['gpus']!r}: must be a number >= 0 (GPUs per trial)")
-    plan.resources["threads"] = _positive_int("sweep.resources.threads", plan.resources["threads"])
+    plan.resources["threads"] = positive_int_setting("sweep.resources.threads", plan.resources["threads"])
     if plan.resources["threads"] > MAX_THREADS:  # every trial's train.threads, refused in the trial
         raise ConfigError(f"sweep.resources.threads={plan.resources['threads']}: must be <= {MAX_THREADS}")
     if not _number(plan.max_concurrent, int) or plan.max_concurrent < 0:
