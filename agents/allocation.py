@@ -13,7 +13,7 @@ _ALLOCATION_FAILED = ("can't allocate memory", "Cannot allocate memory", "std::b
 # sizes whose byte count overflows before anything is asked for (torch: RuntimeError, or a TypeError where one size
 # passes int64; numpy: ValueError)
 _SIZE_OVERFLOWED = ("Storage size calculation overflowed", "array is too big", "Maximum allowed dimension exceeded",
-                    "Overflow when unpacking long long")
+                    "Overflow when unpacking long")  # torch 2.6: "long", 2.13: "long long"
 # what an allocation failure is raised as; `allocation_failure` tells it from a bug of the same type
 ALLOCATION_ERRORS = (MemoryError, RuntimeError, ValueError, TypeError)
 

@@ -57,7 +57,8 @@ def test_a_flipped_byte_in_a_saved_file_is_reported_damaged_not_loaded_as_other_
 
 def test_a_file_saved_without_checksums_still_loads(tmp_path):
     """torch's documented save option compute_crc32=False writes CRC 0: nothing to verify, not damage."""
-    from torch.utils.serialization import config
+    serialization = pytest.importorskip("torch.utils.serialization", reason="no compute_crc32 save option (torch 2.6)")
+    config = serialization.config
 
     from agents.checkpoint import load_checkpoint, save_checkpoint
 
