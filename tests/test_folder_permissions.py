@@ -12,6 +12,7 @@ import re
 import pytest
 
 from agents import evaluate, run
+from tests.os_patch import patch_os
 from tests.test_run import tiny
 from tests.test_write_failures import _no_read_permission_on, assert_unreadable_checkpoint_refused
 
@@ -26,8 +27,8 @@ def _no_search_permission_in(monkeypatch, folder, *also) -> None:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
         return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "stat", stat)
-    monkeypatch.setattr(os, "lstat", stat)
+    patch_os(monkeypatch, "stat", stat)
+    patch_os(monkeypatch, "lstat", stat)
 
 
 @pytest.mark.parametrize("named", ["run folder", "checkpoint file"])
@@ -78,7 +79,7 @@ def test_a_sweep_folder_out_of_reach_is_one_line(tmp_path, capsys, monkeypatch):
         return real_listdir(path)
 
     _no_search_permission_in(monkeypatch, root)
-    monkeypatch.setattr(os, "listdir", listdir)
+    patch_os(monkeypatch, "listdir", listdir)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert tune.main(["env=ContinualShift-v0", "sweep=smoke", f"runs_root={root}"]) == 2
     err = capsys.readouterr().err.strip()

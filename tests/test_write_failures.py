@@ -18,6 +18,7 @@ import torch
 from agents import evaluate, run
 from agents.checkpoint import load_checkpoint
 from memory.persist import atomic_torch_save
+from tests.os_patch import patch_os
 from tests.test_run import tiny
 from tests.test_run_disk_full import full_disk_at
 
@@ -79,7 +80,7 @@ def test_no_permission_for_a_new_folder_names_the_folder_that_exists(tmp_path, m
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "mkdir", mkdir)
+    patch_os(monkeypatch, "mkdir", mkdir)
     with pytest.raises(OSError) as info:
         atomic_torch_save({"a": torch.ones(3)}, tmp_path / "store" / "store.pt")
     assert str(info.value) == (f"cannot write {tmp_path / 'store' / 'store.pt'} (Permission denied); nothing was "
