@@ -64,6 +64,7 @@ from agents.tune_preflight import (
     write_plan,
 )
 from agents.tune_prepare import prepare
+from agents.tune_restore import check_ray_lock_folder, stop_on_failed_restore
 from agents.tune_results import UNFINISHED, format_table, rerun_command, result_rows, write_results
 from agents.tune_signals import (
     INTERRUPTED,
@@ -193,6 +194,7 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
     """Run (or restore) the sweep, then print the table and write the results; returns the exit code."""
     os.environ.update(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", RAY_AIR_NEW_OUTPUT="0")  # build_tuner; verbose=0: quiet
     check_local_resources(plan.resources, base, plan.search_space)
+    check_ray_lock_folder()  # before Ray starts: a resume takes a lock there
     previous = saved_handlers()  # put back at the end: ray.init and Tune install their own
     made, lock = make_sweep_folder(sweep_dir), None
     try:
@@ -241,8 +243,9 @@ def _fit(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool, callbacks)
             raise ConfigError(damaged(sweep_dir / "tuner.pkl", why)) from None
     else:
         tuner = build_tuner(plan, base, sweep_dir, callbacks)
-    with warnings.catch_warnings():  # ASHA's quantile of a rung where the metric is still NaN (cl/ACC before a
-        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)  # task ends): not ours to show
+    # ASHA's quantile of a rung whose metric is still NaN (cl/ACC before a task ends) warns: not ours to show
+    with warnings.catch_warnings(), stop_on_failed_restore(sweep_dir, restore):
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
         tuner.fit()
     # the saved experiment state, not fit()'s in-memory trials: after an interruption those read
     # TERMINATED, while the saved state keeps them RUNNING / PENDING for resume=

@@ -7,6 +7,7 @@ runs and checkpoints, and that `resume=` continues the sweep without rerunning t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from tensorboard.plugins.hparams import api_pb2
 pytest.importorskip("ray")
 
 from ray import tune  # noqa: E402
+from ray.tune.execution.experiment_state import _ExperimentCheckpointManager  # noqa: E402
 
 from agents import tune as agents_tune  # noqa: E402
 from agents.config import load_config  # noqa: E402
@@ -43,10 +45,12 @@ class InterruptAfterFirstTrial(tune.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def _fingerprint(folder: Path) -> dict[str, str]:
-    """Content hash of every file a rerun of the trial would rewrite: our run folder and its reports."""
+def _fingerprint(folder: Path, every_file: bool = False) -> dict[str, str]:
+    """Content hash of every file a rerun of the trial would rewrite: our run folder and its reports (`every_file`:
+    every file but Ray's log)."""
     watched = [p for p in folder.rglob("*") if p.is_file() and (
-        "tfevents" in p.name or p.name in ("last.pt", "metrics.json", "result.json", "config.yaml"))]
+        "tfevents" in p.name or p.name in ("last.pt", "metrics.json", "result.json", "config.yaml")
+        or every_file and p.name != "ray.log")]
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in watched}
 
 
@@ -67,7 +71,7 @@ def sessions(run_dir) -> int:
     return len(accumulator.Tensors("_hparams_/session_start_info")) if _plugin_content(accumulator, "hparams") else 0
 
 
-def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
+def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, monkeypatch, ray_session):
     marker = tmp_path / "first_finished"
     plan, base, sweep_dir = agents_tune.prepare(["env=ContinualShift-v0", "sweep=smoke",
                                                  f"runs_root={tmp_path / 'runs'}"])
@@ -82,6 +86,20 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, ray_session):
     before = _fingerprint(first_dir)
     assert any("tfevents" in name for name in before) and "checkpoints/last.pt" in before
     reports_before = (first_dir / "result.json").read_text().count("\n")
+
+    # ---- a restore that Tune gives up on (seen: Ray's lock folder in /tmp belonged to another user): one line, and
+    # nothing runs (Tune started the sweep afresh in its folder, without the search space)
+    def refused(self):
+        raise PermissionError(errno.EACCES, "Permission denied", "/tmp/_ray_lockfiles/x.lock")
+
+    saved = _fingerprint(sweep_dir, every_file=True)
+    with monkeypatch.context() as patched:
+        patched.setattr(_ExperimentCheckpointManager, "sync_down_experiment_state", refused)
+        assert agents_tune.main([f"resume={sweep_dir}"]) == 2
+    assert capfd.readouterr().err.strip().splitlines()[-1] == (
+        f"error: cannot continue the sweep in {sweep_dir}: Ray Tune could not restore its state (PermissionError: "
+        "[Errno 13] Permission denied: '/tmp/_ray_lockfiles/x.lock'); nothing was run, and the folder is as it was")
+    assert _fingerprint(sweep_dir, every_file=True) == saved
 
     # ---- resume: the unfinished trials run, the finished one is left alone
     assert agents_tune.main([f"resume={sweep_dir}"]) == 0
