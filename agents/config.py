@@ -53,7 +53,7 @@ class ConfigError(ValueError):
 
 
 def positive_int_setting(name: str, value) -> int:
-    """A setting that counts something (`num_samples`, a sweep's `max_t`, a benchmark's `episodes`): an int >= 1;
+    """A setting that counts something (`num_samples`, a sweep's `max_t`, a benchmark's `seeds`): an int >= 1;
     True, 2.5 and YAML's .inf are refused in one line naming `name`."""
     try:
         number = int(value)
