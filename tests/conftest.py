@@ -1,6 +1,7 @@
 """Test-wide settings: pin thread counts so the suite behaves the same on every 2-core machine
 (FAISS's OpenMP and torch's intra-op pool otherwise fight over the cores; README "Threads on a busy machine")."""
 
+import getpass
 import os
 
 import pytest
@@ -15,6 +16,20 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 # processes and every command they start; tests/test_cuda.py gives its commands the devices the user had.
 os.environ.setdefault(USER_CUDA_DEVICES, os.environ.get("CUDA_VISIBLE_DEVICES", UNSET))  # (xdist workers inherit)
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def _own_ray_lock_folder() -> None:
+    """Where another user's Ray made /tmp/_ray_lockfiles (mode 755), this user's sweeps cannot resume and agents.tune
+    says to set RAY_TMPDIR (agents/tune_restore.py); the suite sets it to a folder of this user's, as told, rather
+    than fail its sweep tests on another user's leftovers. Unset and untouched everywhere else (CI)."""
+    from agents.tune_restore import ray_lock_folder
+
+    folder = ray_lock_folder()
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        os.environ["RAY_TMPDIR"] = f"/tmp/memstream-ray-{getpass.getuser()}"  # short: Ray's socket paths live there
+
+
+_own_ray_lock_folder()
 
 import faiss  # noqa: E402
 import torch  # noqa: E402
