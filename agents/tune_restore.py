@@ -35,11 +35,17 @@ def ray_lock_folder() -> Path:
     return Path(top) / "_ray_lockfiles"
 
 
-def check_ray_lock_folder() -> None:
-    """One line, before Ray starts, where Ray's lock folder exists but this user may not make files in it: Tune's
-    restore and the trials' checkpoint reads take a lock there."""
+def unwritable_ray_lock_folder() -> Path | None:
+    """Ray's lock folder where it exists but this user may not make files in it (another user's Ray made it)."""
     folder = ray_lock_folder()
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+    return folder if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK) else None
+
+
+def check_ray_lock_folder() -> None:
+    """One line, before Ray starts, where this user may not make files in Ray's lock folder: Tune's restore and the
+    trials' checkpoint reads take a lock there."""
+    folder = unwritable_ray_lock_folder()
+    if folder is not None:
         raise ConfigError(f"Ray's lock folder {folder} is not writable by this user (another user's Ray made it): "
                           "set RAY_TMPDIR to a folder of your own (e.g. RAY_TMPDIR=/tmp/$USER-ray) and run the command "
                           "again")

@@ -22,10 +22,9 @@ def _own_ray_lock_folder() -> None:
     """Where another user's Ray made /tmp/_ray_lockfiles (mode 755), this user's sweeps cannot resume and agents.tune
     says to set RAY_TMPDIR (agents/tune_restore.py); the suite sets it to a folder of this user's, as told, rather
     than fail its sweep tests on another user's leftovers. Unset and untouched everywhere else (CI)."""
-    from agents.tune_restore import ray_lock_folder
+    from agents.tune_restore import unwritable_ray_lock_folder
 
-    folder = ray_lock_folder()
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+    if unwritable_ray_lock_folder() is not None:
         os.environ["RAY_TMPDIR"] = f"/tmp/memstream-ray-{getpass.getuser()}"  # short: Ray's socket paths live there
 
 
