@@ -3,19 +3,19 @@ tests/test_cuda.py gives them back to the commands it starts."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.repo_env import repo_env
+
 USER_CUDA_DEVICES = "MEMSTREAM_TEST_USER_CUDA_DEVICES"  # CUDA_VISIBLE_DEVICES as the user had it, or UNSET
 UNSET = "<unset>"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cuda_env() -> dict[str, str]:
-    """This process's environment with the user's CUDA devices visible again."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    """This process's environment (tests/repo_env.py) with the user's CUDA devices visible again."""
+    env = repo_env()
     user = env.get(USER_CUDA_DEVICES, UNSET)
     if user == UNSET:
         env.pop("CUDA_VISIBLE_DEVICES", None)

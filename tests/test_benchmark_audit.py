@@ -20,9 +20,9 @@ from agents import benchmark, benchmark_rebuild, benchmark_runner
 from agents.benchmark_markdown import env_tables
 from agents.benchmark_report import aggregate, write_results
 from agents.interrupts import interrupt
+from tests.repo_env import REPO
 from tests.test_benchmark import BUCKETS, CS, LD, NR, record
 
-REPO = Path(__file__).resolve().parents[1]
 CONTEXT = {"suite": "test", "command": "python -m agents.benchmark", "machine": "2 CPUs", "started": "now",
            "wall_s": 60.0, "workers": 2, "interrupted": False}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_resume import REPO
+from tests.repo_env import REPO, repo_env
 from tests.test_run import TINY_ENVS, TINY_MODEL
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the runs' processes in /proc")
@@ -62,7 +62,7 @@ def long_run_benchmark(tmp_path: Path, *overrides: str) -> tuple[list[str], Path
     suite.write_text(yaml.safe_dump({"overrides": TINY_MODEL, "envs": {CS: {"overrides": long_cs}},
                                      "variants": {"transformer": {"agent": "transformer"}}}))
     out = tmp_path / "bench"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = repo_env()
     cmd = [sys.executable, "-m", "agents.benchmark", f"suite={suite}", "seeds=1", "workers=1", f"out={out}"]
     return cmd, out / CS / "transformer" / "s0", env
 
@@ -130,7 +130,7 @@ def test_a_ctrl_c_in_the_preflight_waits_for_torchs_import_to_end():
     stopped while planning (its preflight imports torch) aborted now and then (exit 134, `terminate called after
     throwing an instance of 'pybind11::error_already_set'`) instead of saying `interrupted before any run started`
     (exit 130). The preflight's imports hold the signal; it is raised once they have ended."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = repo_env()
     done = subprocess.run([sys.executable, "-c", PREFLIGHT_INTERRUPTED], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=DEADLINE_S)
     assert done.stdout.strip() == "interrupted; torch imported: True", done.stdout + done.stderr

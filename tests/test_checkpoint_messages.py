@@ -15,9 +15,8 @@ import yaml
 
 from agents import evaluate, run
 from agents.checkpoint import RUN_SECTIONS, CheckpointError, check_compatible, load_checkpoint
+from tests.repo_env import REPO
 from tests.test_run import tiny
-
-REPO = Path(__file__).resolve().parents[1]
 
 # what each command's line says to do, and what only the other command's line says
 FIXES = {

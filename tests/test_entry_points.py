@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from agents.startup import WAIT_SETTINGS
+from tests.repo_env import REPO, repo_env
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for folder in ("agents", "envs", "memory", "benchmarks") for p in (REPO / folder).glob("*.py")
                  if 'if __name__ == "__main__"' in p.read_text())
 
@@ -175,7 +175,7 @@ def check_answered_early(module: str, argv: list[str], code: int, line: str | No
     program = (f"import runpy, sys; sys.argv = [{module!r}, *{argv!r}]\n"
                f"try:\n    runpy.run_module({module!r}, run_name='__main__')\n"
                "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules, file=sys.stderr)")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = repo_env()
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=120)
     lines = done.stderr.strip().splitlines()

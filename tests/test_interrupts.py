@@ -92,7 +92,7 @@ def _python(code: str):
     import subprocess
     import sys
 
-    from tests.test_resume import REPO
+    from tests.repo_env import REPO
 
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.repo_env import REPO
 from tests.test_run import tiny
 
-REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("agents", "envs", "memory")
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.repo_env import REPO, repo_env
 from tests.test_benchmark_signals import alive
-from tests.test_resume import REPO
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the child's state in /proc")
 
@@ -42,7 +42,7 @@ time.sleep(120)
 @pytest.mark.parametrize("how", ["kernel", "watchdog", "stubborn"])
 def test_the_child_ends_with_its_sigkilled_parent(tmp_path, how):
     started = tmp_path / "started"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = repo_env()
     parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(started), how], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())

@@ -1,12 +1,10 @@
 """A run SIGKILLed after its first checkpoint and resumed ends in the same state as an uninterrupted run."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +13,12 @@ import torch
 from agents import run
 from agents.tb_logger import read_scalars
 from agents.tune_overrides import merge_overrides
+from tests.repo_env import REPO, repo_env
 from tests.test_run import TINY_ENVS, TINY_MODEL
 
 OVERRIDES = ["env=ContinualShift-v0", "agent=memnet", "seed=5", "env.kwargs.num_tasks=2",
              "env.kwargs.episodes_per_task=3", "env.kwargs.trials_per_episode=12", "env.kwargs.keys_per_task=4",
              "train.checkpoint_every=1", "train.eval_every=2", *TINY_MODEL]
-REPO = Path(__file__).resolve().parents[1]
 
 
 def assert_same(a, b, where="checkpoint"):
@@ -63,7 +61,7 @@ def check_resume(tmp_path, overrides: list[str], episodes: int = 6) -> None:
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run.main([*overrides, f"run_dir={straight}"]) == 0
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = repo_env(OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "agents.run", *overrides, f"run_dir={killed}"], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = killed / "checkpoints" / "last.pt"

@@ -2,7 +2,6 @@
 revisit schedule's accuracy matrix: test_run_revisit.py)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,7 @@ import torch
 from agents import evaluate, run
 from agents.checkpoint import load_checkpoint
 from agents.tb_logger import read_hparams, read_layout, read_scalars
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.repo_env import REPO
 
 # tiny but complete: every env option valid, every memory part on for memnet
 TINY_ENVS = {

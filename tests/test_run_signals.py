@@ -23,7 +23,7 @@ import torch
 
 from agents import run
 from agents.checkpoint import load_checkpoint
-from tests.test_resume import REPO
+from tests.repo_env import REPO, repo_env
 from tests.test_run import tiny
 
 DEADLINE_S = 300  # for a condition a 2-core machine under load reaches in seconds; hitting it is a failure
@@ -59,7 +59,7 @@ sys.meta_path.insert(0, Gate())
 
 def start(args: list[str], tmp_path: Path, gate: str | None = None, main: str = "agents.run") -> subprocess.Popen:
     """`python -m <main> *args` (stdout discarded, stderr kept), optionally held at the import of `gate`."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = repo_env()
     if gate is not None:
         gate_dir = tmp_path / "gate"
         gate_dir.mkdir()

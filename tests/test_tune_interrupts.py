@@ -17,7 +17,7 @@ from agents import tune as agents_tune
 from agents import tune_preflight, tune_signals
 from agents.config import ConfigError
 from agents.tune_space import load_sweep
-from tests.test_resume import REPO
+from tests.repo_env import REPO
 
 DEADLINE_S = 240  # for what a 2-core machine under load does in seconds; hitting it is a failure
 
