@@ -57,8 +57,8 @@ def test_the_preflight_model_check_keeps_a_bugs_traceback(monkeypatch):
 
 def test_a_sweep_plans_num_samples_times_every_combination_of_its_grids():
     """Tune runs each grid combination num_samples times (random keys drawn per trial): 2 x (3 x 2) = 12 trials,
-    which `_finished` compares the saved trials with (a sum of the grids, 10, said a sweep had finished early)."""
-    from agents.tune import planned_trials
+    which `finished_trials` compares the saved trials with (a sum of the grids, 10, said a sweep had finished early)."""
+    from agents.tune_saved import planned_trials
 
     space = {"memory.slots": {"grid": [4, 8, 16]}, "train.lr": {"grid": [1e-3, 1e-2]},
              "memory.pressure_weight": {"loguniform": [0.001, 0.1]}}

@@ -113,12 +113,13 @@ def test_resume_of_a_sweep_whose_tune_state_was_cut_short_is_one_line(tmp_path, 
     values in a new folder (the saved state replaced), then `error: memory.slots: null is not a whole number`. Read
     before Ray starts; an older, whole file of the same kind (an earlier session's) does not hide the newest."""
     from agents import tune as agents_tune
+    from agents.tune_saved import load_saved_plan
 
     folder = _saved_sweep(tmp_path / "sweep", b"")
     (folder / name.replace("00-00-09", "00-00-00")).write_bytes(whole)
     (folder / name).write_bytes(whole)
     monkeypatch.setattr(agents_tune, "start_ray", lambda sweep_dir: pytest.fail("Ray started"))
-    assert agents_tune.load_saved_plan(folder)  # whole: read back
+    assert load_saved_plan(folder)  # whole: read back
     (folder / name).write_bytes(whole[: len(whole) // 2])
     assert agents_tune.main([f"resume={folder}"]) == 2
     err = capsys.readouterr().err.strip()
