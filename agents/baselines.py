@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from agents.model_config import RECURRENT
 from agents.models import (
     AgentModel,
     ModelConfig,
@@ -22,7 +23,7 @@ from agents.models import (
 )
 from memory.checks import check_batch_size
 
-CELLS = {"lstm": (nn.LSTM, 4), "gru": (nn.GRU, 3)}  # module, gates per layer
+CELLS = dict(zip(RECURRENT, ((nn.LSTM, 4), (nn.GRU, 3)), strict=True))  # module, gates per layer
 
 
 def recurrent_param_count(cell: str, vocab_size: int, hidden: int, layers: int) -> int:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from memory.config import MemoryConfig
 
 AGENTS = ("memnet", "transformer", "lstm", "gru")
+RECURRENT = ("lstm", "gru")  # no attention: sized to the transformer of the same config, its heads and window unused
 MAX_WINDOW = 65_536  # model.window bound: longer than any memstream episode by default, 1 GiB of K/V at 16 lanes
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from agents.cli_args import answer_early, inert_note, override_key
+from agents.cli_args import answer_early, baseline_model_keys, inert_note, override_key
 from agents.config import ConfigError, absolute_env_paths, absolute_path, check_utf8_texts, load_config
 from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
@@ -53,11 +53,14 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     check_utf8_texts({f"env.kwargs.{k}": v for k, v in base.env.kwargs.items()})  # the trials' TensorBoard hparams
     absolute_paths(plan, base)
     check_space_keys(plan, base)
-    # a baseline's trials differ in nothing a swept memory.* key sets (MemNet's inert keys depend on each trial's
-    # values, so no note is made for it from the base config)
-    if base.agent.name != "memnet" and (note := inert_note(base, [*plan.search_space, *map(override_key,
-                                                                                             cli.run_overrides)])):
-        live = [k for k in plan.search_space if not k.startswith("memory.") or k == "memory.reset"]
+    # a baseline's trials differ in nothing a swept memory.* key sets, nor the LSTM's and GRU's in a swept model.heads
+    # or model.window (MemNet's inert keys depend on each trial's values, so no note is made for it from the base
+    # config; nor for model.dropout where model.layers is swept)
+    keys = [k for k in [*plan.search_space, *map(override_key, cli.run_overrides)]
+            if not (k == "model.dropout" and "model.layers" in plan.search_space)]
+    if base.agent.name != "memnet" and (note := inert_note(base, keys)):
+        inert = baseline_model_keys(base, keys)
+        live = [k for k in plan.search_space if (not k.startswith("memory.") or k == "memory.reset") and k not in inert]
         print(f"{note} (the trials differ only in {', '.join(live)})" if live else
               f"{note} (every trial of this sweep runs the same settings)", file=sys.stderr)
     corners, facts, episodes = sweep_facts(plan.search_space, base)  # what each trial length and env reports

@@ -44,10 +44,13 @@ def test_every_env_and_agent_runs_end_to_end(env_id, agent, tmp_path, capsys):
     assert "ACC" in out and f"run folder: {run_dir}  (tensorboard --logdir {run_dir})" in out  # run_dir= given
     # TINY_MODEL sets memory.* keys for every agent: a baseline says they change nothing (they were silently kept)
     keys = ", ".join(o.split("=")[0] for o in TINY_MODEL if o.startswith("memory."))
+    # and the LSTM and GRU, without attention, that its model.window and model.heads do
+    unused = ", ".join(k for k in (o.split("=")[0] for o in TINY_MODEL) if k in ("model.window", "model.heads"))
     if agent == "memnet":
         assert "note: agent=" not in out
     else:
-        assert f"note: agent={agent} has no memory; {keys} change nothing\n" in out
+        rest = f"; agent={agent} has no attention; {unused} change nothing" if agent in ("lstm", "gru") else ""
+        assert f"note: agent={agent} has no memory; {keys} change nothing{rest}\n" in out
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("ACC", "BWT", "FWT", "forgetting", "accuracy_matrix", "accuracy", "accuracy_by_distance",
                 "recall_by_delay", "tokens_per_s", "params", "memory_bytes"):
