@@ -37,14 +37,14 @@ _checked: dict[tuple[str, ...], tuple] = {}
 
 
 def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
-    """Everything checked before Ray starts: sweep file, run config, swept keys and values, metric."""
+    """Everything checked before Ray starts: sweep file, run config, swept keys and values, metric. Its notes are
+    printed once all of it passed: a refused line is the one `error:` line (a note printed before it made two)."""
     if tuple(argv) in _checked:
         return _checked.pop(tuple(argv))
     cli = parse_command_line(argv)
     plan = load_sweep(cli.sweep, cli.sweep_overrides, cli.num_samples)
     pinned = pin_swept_keys(plan, cli.run_overrides)
-    if pinned:
-        print(f"note: {', '.join(pinned)} fixed on the command line, not swept", file=sys.stderr)
+    notes = [f"note: {', '.join(pinned)} fixed on the command line, not swept"] if pinned else []
     check_num_samples(plan)  # after pinning: a pinned random key leaves fewer settings to draw
     plan.overrides = resolve_overrides(plan, cli.run_overrides)
     plan.env_overrides = {}  # applied: plan.overrides is now the full list
@@ -61,14 +61,14 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     if base.agent.name != "memnet" and (note := inert_note(base, keys)):
         inert = baseline_model_keys(base, keys)
         live = [k for k in plan.search_space if (not k.startswith("memory.") or k == "memory.reset") and k not in inert]
-        print(f"{note} (the trials differ only in {', '.join(live)})" if live else
-              f"{note} (every trial of this sweep runs the same settings)", file=sys.stderr)
+        notes.append(f"{note} (the trials differ only in {', '.join(live)})" if live else
+                     f"{note} (every trial of this sweep runs the same settings)")
     corners, facts, episodes = sweep_facts(plan.search_space, base)  # what each trial length and env reports
     plan.metric = check_metric(plan.metric or default_metric(facts), facts)
     missing = missing_in(plan.metric, corners, facts)
     if missing:
-        print(f"note: sweep.metric={plan.metric}: trials with {'; '.join(map(_corner_text, missing))} do not report "
-              "it (NaN: they cannot be the best trial)", file=sys.stderr)
+        notes.append(f"note: sweep.metric={plan.metric}: trials with {'; '.join(map(_corner_text, missing))} do not "
+                     "report it (NaN: they cannot be the best trial)")
     s = plan.scheduler
     limit = f"sweep.scheduler.max_t={s['max_t']}" if s["max_t"] is not None else \
         f"the episodes of the longest trial ({episodes})"
@@ -87,6 +87,8 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     except OSError as exc:  # runs_root without search permission: Path.exists raised it, a traceback
         raise ConfigError(f"cannot create the sweep folder {str(sweep_dir)!r} ({exc.strerror or exc}); choose "
                           "another runs_root=") from None
+    for line in notes:
+        print(line, file=sys.stderr)
     return plan, OmegaConf.to_container(base, resolve=True), sweep_dir
 
 

@@ -318,3 +318,13 @@ def test_a_sweep_with_a_trial_that_trains_no_episode_is_refused_before_ray(tmp_p
     assert _error_line(capsys) == (f"error: {shown}: a trial that trains no episode reports no result; every trial "
                                    "of a sweep needs train.episodes >= 1")
     assert not (tmp_path / "sweeps").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["memory.slots=4", "é=1"],  # the pinned key's note came first, then the refusal of a later override
+    ["agent=gru", "memory.slots=4", "sweep.metric=cl/nope"],  # the notes of a pinned and an unused key, then it
+])
+def test_a_refused_sweep_prints_its_error_line_alone(tmp_path, capsys, no_ray, argv):
+    """Notes are printed once every check passed: a refused command line is the one `error:` line."""
+    assert agents_tune.main([*SMOKE, f"runs_root={tmp_path}", *argv]) == 2
+    _error_line(capsys)
