@@ -2,8 +2,9 @@
 `agents.benchmark` line passes its command's own checks (those it makes before it trains: config, env options, sweep
 file and search space, suite and every run's config), and each `python benchmarks/<script>.py` line names only
 options its script has. A renamed key or option left in the README failed only for the reader who copied it.
-Lines that point at a run of the reader's own (`resume=`, `config=`, `checkpoint=`, a suite file) are left out, as
-is `agents.evaluate` (all of its lines do); tests/test_readme.py runs the Python blocks."""
+Lines that point at a run or file of the reader's own (`resume=`, `config=`, a suite file) are left out; an
+`agents.evaluate` line is checked against a one-episode run of the env its `checkpoint=` names. tests/test_readme.py
+runs the Python blocks."""
 
 from __future__ import annotations
 
@@ -92,3 +93,36 @@ def test_each_benchmark_script_line_names_options_its_script_has(script):
     options = set(re.findall(r"--[\w-]+", shown.stdout))
     used = {a.split("=")[0] for name, args in COMMANDS if name == script for a in args if a.startswith("--")}
     assert used <= options, f"{script}: the README uses {sorted(used - options)}, which it does not have"
+
+
+@pytest.fixture(scope="module")
+def own_runs(tmp_path_factory):
+    """env id -> a finished one-episode run of it (the env's own options, a tiny model), made when first asked for:
+    what the README's `checkpoint=runs/<env>/memnet/<time>_s0` stands for."""
+    from agents import run
+    from tests.test_run import TINY_MODEL
+
+    root, made = tmp_path_factory.mktemp("readme_runs"), {}
+
+    def of(env_id: str):
+        if env_id not in made:
+            made[env_id] = root / env_id
+            assert run.main([f"env={env_id}", "train.episodes=1", *TINY_MODEL, f"run_dir={made[env_id]}"]) == 0
+        return made[env_id]
+    return of
+
+
+@pytest.mark.parametrize("args", [args for name, args in COMMANDS if name == "agents.evaluate"], ids=" ".join)
+def test_each_agents_evaluate_line_is_accepted_for_a_run_of_its_env(args, own_runs):
+    """As `agents.evaluate` checks a line before its first evaluation: its arguments, then each evaluation's config
+    and env (built with one lane) against the run's checkpoint."""
+    from agents.checkpoint import CheckpointError
+    from agents.evaluate import check_sweep
+    from agents.evaluate_args import parse
+
+    (checkpoint,) = [a for a in args if a.startswith("checkpoint=")]
+    env_id = checkpoint.split("/")[1]  # checkpoint=runs/<env>/<agent>/...
+    try:
+        check_sweep(parse([f"checkpoint={own_runs(env_id)}" if a == checkpoint else a for a in args]))
+    except (ConfigError, CheckpointError) as exc:
+        pytest.fail(f"python -m agents.evaluate {shlex.join(args)}: {exc}")
