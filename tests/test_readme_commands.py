@@ -2,8 +2,9 @@
 `agents.benchmark` line passes its command's own checks (those it makes before it trains: config, env options, sweep
 file and search space, suite and every run's config), and each `python benchmarks/<script>.py` line names only
 options its script has. A renamed key or option left in the README failed only for the reader who copied it.
-Lines that point at a run or file of the reader's own (`resume=`, `config=`, a suite file) are left out; an
-`agents.evaluate` line is checked against a one-episode run of the env its `checkpoint=` names. tests/test_readme.py
+Lines that point at a run of the reader's own (`resume=`, `config=`) are left out; an `agents.evaluate` line is
+checked against a one-episode run of the env its `checkpoint=` names, and `suite=<file>.yaml` with the suite file
+the README shows. tests/test_readme.py
 runs the Python blocks."""
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def readme_commands() -> list[tuple[str, list[str]]]:
 
 
 COMMANDS = readme_commands()
-OWN_FILES = ("resume=", "config=", "checkpoint=", "suite=my")  # a run, saved config or suite file of the reader's
+OWN_FILES = ("resume=", "config=", "checkpoint=")  # a run or saved config of the reader's
 
 
 def checked(program: str) -> list[list[str]]:
@@ -74,10 +75,19 @@ def test_each_agents_tune_line_is_accepted(args, tmp_path, monkeypatch, capsys):
     assert early_answer(args) is None, capsys.readouterr().err
 
 
+def readme_suite_file() -> str:
+    """The README's one ```yaml block: the suite file it shows (the `suite=<file>.yaml` line's)."""
+    (block,) = re.findall(r"^```yaml\n(.*?)^```$", (REPO / "README.md").read_text(), re.S | re.M)
+    return block
+
+
 @pytest.mark.parametrize("args", checked("agents.benchmark"), ids=lambda a: " ".join(a) or "(defaults)")
-def test_each_agents_benchmark_line_is_accepted(args, tmp_path):
+def test_each_agents_benchmark_line_is_accepted(args, tmp_path, monkeypatch):
     from agents.benchmark import load_suite, parse_args, plan
 
+    monkeypatch.chdir(tmp_path)
+    for suite in [a.partition("=")[2] for a in args if a.startswith("suite=") and a.endswith(".yaml")]:
+        (tmp_path / suite).write_text(readme_suite_file())  # the suite file the README shows, as the reader wrote it
     try:
         opts, overrides = parse_args(args)
         assert plan(opts, load_suite(opts["suite"]), overrides, tmp_path / "out")
