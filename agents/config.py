@@ -37,7 +37,7 @@ from agents.config_messages import (
     section_as_value,
     type_reason,
 )
-from agents.model_config import AGENTS, ModelConfig
+from agents.model_config import AGENTS, MAX_WINDOW, RECURRENT, ModelConfig
 from envs.options import SEED_LIMIT
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
@@ -228,7 +228,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     # lane i is seeded seed + i: each below 2^32 too (the env refused the last lanes' at the run's first reset)
     need(merged.seed + t.lanes <= SEED_LIMIT, f"seed={merged.seed}: the {t.lanes} lanes are seeded {merged.seed} .. "
          f"{merged.seed + t.lanes - 1}, past 2^32 - 1; use seed <= {SEED_LIMIT - t.lanes}")
-    need(1 <= t.chunk <= m.window, f"train.chunk={t.chunk}: must be in [1, model.window={m.window}]")
+    limit, name = (MAX_WINDOW, MAX_WINDOW) if merged.agent.name in RECURRENT else (m.window, f"model.window={m.window}")
+    need(1 <= t.chunk <= limit, f"train.chunk={t.chunk}: must be in [1, {name}]")  # (the LSTM and GRU: no window)
     need(t.lr > 0, f"train.lr={t.lr}: must be > 0")
     need(t.eval_every >= 1, f"train.eval_every={t.eval_every}: must be >= 1")
     need(t.eval_repeats >= 1, f"train.eval_repeats={t.eval_repeats}: must be >= 1")

@@ -1,10 +1,11 @@
 """The LSTM's and GRU's model keys that change nothing (`agents.cli_args.baseline_model_keys`): model.heads and
-model.window (no attention), model.dropout with one layer. Each is checked to change nothing, bit for bit, and to be
-named in agents.run's and agents.tune's `note:` line, as the baselines' memory.* keys are
-(tests/test_inert_notes.py)."""
+model.window (no attention: nor does the window bound their train.chunk), model.dropout with one layer. Each is
+checked to change nothing, bit for bit, and to be named in agents.run's and agents.tune's `note:` line, as the
+baselines' memory.* keys are (tests/test_inert_notes.py)."""
 
 import contextlib
 import io
+import re
 
 import pytest
 import torch
@@ -99,3 +100,28 @@ def test_a_sweep_of_them_says_so(tmp_path, capsys, extra, note):
 
     prepare(["env=ContinualShift-v0", "agent=gru", "sweep=smoke", *extra, f"runs_root={tmp_path}"])
     assert capsys.readouterr().err.strip() == note
+
+
+@pytest.mark.parametrize("agent, chunk, refusal", [
+    ("lstm", 256, None), ("gru", 65_536, None),  # past model.window=64: they have none
+    ("gru", 65_537, "train.chunk=65537: must be in [1, 65536]"),
+    ("transformer", 65, "train.chunk=65: must be in [1, model.window=64]"),
+    ("memnet", 65, "train.chunk=65: must be in [1, model.window=64]"),
+])
+def test_a_recurrent_baseline_s_chunk_is_not_bound_by_a_window(agent, chunk, refusal):
+    from agents.config import ConfigError
+
+    if refusal is None:
+        assert load_config([f"agent={agent}", f"train.chunk={chunk}"]).train.chunk == chunk
+    else:
+        with pytest.raises(ConfigError, match=f"^{re.escape(refusal)}$"):
+            load_config([f"agent={agent}", f"train.chunk={chunk}"])
+
+
+def test_an_lstm_learns_on_chunks_longer_than_the_window(tmp_path):
+    """A run with the tiny model's window of 16 and chunks of 64: each episode of 64 steps is one learning chunk."""
+    from agents.trainer import Trainer
+
+    trainer = Trainer(load_config(tiny("LongDependency-v0", "lstm", tmp_path / "run", "train.chunk=64")), tmp_path)
+    stats = trainer.train_episode()
+    assert (stats.steps, stats.updates) == (64, 1) and trainer.cfg.model.window == 16
