@@ -9,9 +9,9 @@ import errno
 import functools
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from agents.allocation import ALLOCATION_ERRORS, allocation_failure, allocation_reason
 from agents.config_messages import SECTIONS, error_line, section_as_value, unknown_key
@@ -182,50 +182,6 @@ def text_values_kept(overrides: list[str]) -> list[str]:
 def override_key(item: str) -> str:
     """The config key of an override: `+env.kwargs.delay=3` and `env.kwargs.delay=5` set the same key."""
     return item.split("=", 1)[0].lstrip("+~")
-
-
-def inert_note(cfg: DictConfig, keys: Iterable[str], num_tasks: int | None = None) -> str | None:
-    """One `note: ...` line for the keys among `keys` (command-line keys) that change nothing, or None: for
-    MemNet the `memory.*` its other memory settings make inert (`memory.config.inert_keys`); for a baseline every
-    `memory.*` but memory.reset (the trainer resets a baseline's hidden state or window too) and, for the LSTM and
-    GRU, `baseline_model_keys`; and memory.reset=task where the env has `num_tasks` = 1 (no task boundary to clear
-    at). A note, not an error: a sweep or a suite may pass shared overrides."""
-    from agents.config import memory_config
-    from memory.config import inert_keys
-
-    keys = list(dict.fromkeys(keys))
-    if cfg.agent.name != "memnet":
-        unused = [k for k in keys if k.startswith("memory.") and k != "memory.reset"]
-        reasons = [f"agent={cfg.agent.name} has no memory; {_change_nothing(unused)}"] if unused else []
-        reasons += dict.fromkeys(baseline_model_keys(cfg, keys).values())  # (keys of one reason share its phrase)
-    else:
-        reasons = inert_keys(memory_config(cfg), keys)
-    if num_tasks == 1 and cfg.memory.reset == "task":
-        reasons.append(f"memory.reset=task clears nothing: {cfg.env.id} has one task here (as memory.reset=never)")
-    return f"note: {'; '.join(reasons)}" if reasons else None
-
-
-def baseline_model_keys(cfg: DictConfig, keys: Iterable[str]) -> dict[str, str]:
-    """The `model.*` among `keys` that change nothing for cfg's agent, each with the phrase that says why: the LSTM
-    and GRU have no attention (their hidden size matches the transformer of model.dim, model.layers and
-    model.mlp_ratio, whatever its heads), so model.heads and model.window change nothing, and with model.layers=1
-    neither does model.dropout (torch drops out between layers). Several keys of one reason share its phrase."""
-    from agents.model_config import RECURRENT
-
-    if cfg.agent.name not in RECURRENT:
-        return {}
-    keys = list(keys)
-    attention = [k for k in keys if k in ("model.heads", "model.window")]
-    out = dict.fromkeys(attention, f"agent={cfg.agent.name} has no attention; {_change_nothing(attention)}")
-    if "model.dropout" in keys and cfg.model.layers == 1:
-        out["model.dropout"] = (f"model.dropout changes nothing with model.layers=1 (agent={cfg.agent.name} drops out "
-                                "between layers)")
-    return out
-
-
-def _change_nothing(keys: list[str]) -> str:
-    """'a changes nothing' / 'a, b change nothing' (one key: "memory.slots change nothing" was the line)."""
-    return f"{', '.join(keys)} {'changes' if len(keys) == 1 else 'change'} nothing"
 
 
 def check_given_once(keys: list[str], items: list[str], hint=lambda key: "") -> None:

@@ -45,7 +45,6 @@ from agents.checkpoint import (
     load_checkpoint,
     run_dir_of,
 )
-from agents.cli_args import inert_note
 from agents.config import (
     ALLOCATION_ERRORS,
     ConfigError,
@@ -67,6 +66,7 @@ from agents.evaluate_args import (  # noqa: F401  (EVAL_MEMORY_KEYS, override_gr
     override_grid,
     parse,
 )
+from agents.inert_notes import inert_note
 from agents.interrupts import interrupt
 from agents.report import mean_accuracy, measured, scored, with_count
 from agents.run_config import override_spelling

@@ -35,9 +35,10 @@ from agents.checkpoint import (  # noqa: E402
     folder_config,
 )
 from agents.checkpoint_paths import shell_arg  # noqa: E402
-from agents.cli_args import inert_note, override_key  # noqa: E402
+from agents.cli_args import override_key  # noqa: E402
 from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, does_not_fit, to_yaml  # noqa: E402
 from agents.config_messages import error_line  # noqa: E402
+from agents.inert_notes import inert_note  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
 from agents.report import (  # noqa: E402
     failure_recorded,

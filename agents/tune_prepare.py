@@ -11,8 +11,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from agents.cli_args import answer_early, baseline_model_keys, inert_note, override_key
+from agents.cli_args import answer_early, override_key
 from agents.config import ConfigError, absolute_env_paths, absolute_path, check_utf8_texts, load_config
+from agents.inert_notes import baseline_model_keys, inert_note, train_inert_keys
 from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
@@ -54,12 +55,14 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     absolute_paths(plan, base)
     check_space_keys(plan, base)
     # a baseline's trials differ in nothing a swept memory.* key sets, nor the LSTM's and GRU's in a swept model.heads
-    # or model.window (MemNet's inert keys depend on each trial's values, so no note is made for it from the base
-    # config; nor for model.dropout where model.layers is swept)
+    # or model.window, nor supervised ones in REINFORCE's settings (MemNet's inert memory keys depend on each trial's
+    # values, so no note is made for it from the base config; nor for a key whose inertness a swept key decides)
+    decided_by = {"model.dropout": "model.layers", "train.entropy_coef": "train.mode", "train.baseline_decay":
+                  "train.mode"}
     keys = [k for k in [*plan.search_space, *map(override_key, cli.run_overrides)]
-            if not (k == "model.dropout" and "model.layers" in plan.search_space)]
+            if decided_by.get(k) not in plan.search_space]
     if base.agent.name != "memnet" and (note := inert_note(base, keys)):
-        inert = baseline_model_keys(base, keys)
+        inert = baseline_model_keys(base, keys) | train_inert_keys(base, keys)
         live = [k for k in plan.search_space if (not k.startswith("memory.") or k == "memory.reset") and k not in inert]
         notes.append(f"{note} (the trials differ only in {', '.join(live)})" if live else
                      f"{note} (every trial of this sweep runs the same settings)")

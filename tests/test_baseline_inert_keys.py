@@ -1,4 +1,4 @@
-"""The LSTM's and GRU's model keys that change nothing (`agents.cli_args.baseline_model_keys`): model.heads and
+"""The LSTM's and GRU's model keys that change nothing (`agents.inert_notes.baseline_model_keys`): model.heads and
 model.window (no attention: nor does the window bound their train.chunk), model.dropout with one layer. Each is
 checked to change nothing, bit for bit, and to be named in agents.run's and agents.tune's `note:` line, as the
 baselines' memory.* keys are (tests/test_inert_notes.py)."""
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from agents import run
-from agents.cli_args import inert_note
 from agents.config import load_config
+from agents.inert_notes import inert_note
 from agents.models import ModelConfig, build_model
 from memory.config import MemoryConfig
 from tests.test_run import tiny
@@ -90,7 +90,14 @@ def test_agents_run_notes_them_and_goes_on(tmp_path):
     (["sweep.search_space.model.window=grid:[32,64]", "sweep.search_space.train.lr=grid:[0.001,0.01]"],
      "note: agent=gru has no memory; memory.slots, memory.pressure_weight change nothing; agent=gru has no attention; "
      "model.window changes nothing (the trials differ only in train.lr)"),
-    # the layers are swept: whether dropout acts depends on the trial, so the note leaves it out
+    (["train.entropy_coef=0.1"],
+     "note: agent=gru has no memory; memory.slots, memory.pressure_weight change nothing; train.entropy_coef changes "
+     "nothing with train.mode=supervised (REINFORCE's settings) (every trial of this sweep runs the same settings)"),
+    # the layers or the training mode are swept: whether dropout or the entropy bonus acts depends on the trial, so
+    # the note leaves them out
+    (["train.entropy_coef=0.1", "sweep.search_space.train.mode=grid:[supervised,reinforce]"],
+     "note: agent=gru has no memory; memory.slots, memory.pressure_weight change nothing (the trials differ only in "
+     "train.mode)"),
     (["model.dropout=0.1", "sweep.search_space.model.layers=grid:[1,2]"],
      "note: agent=gru has no memory; memory.slots, memory.pressure_weight change nothing (the trials differ only in "
      "model.layers)"),

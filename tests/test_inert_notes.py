@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from agents import evaluate, run
-from agents.cli_args import inert_note
 from agents.config import load_config, memory_config
+from agents.inert_notes import inert_note
 from agents.memnet import MemNet
 from agents.models import ModelConfig
 from memory.config import INERT_WHEN, MemoryConfig, inert_keys
@@ -211,3 +211,28 @@ def test_bounds_between_store_keys_bite_only_where_the_store_is_built(overrides,
         load_config(overrides)
     with pytest.raises(ValueError, match="store_top_k=0: must be in"):  # impossible anywhere: refused
         load_config(["memory.store=false", "memory.store_top_k=0"])
+
+
+def trained_weights(tmp_path, agent: str, *extra: str) -> list[torch.Tensor]:
+    """The weights after one tiny LongDependency training episode with `extra` overrides."""
+    from agents.trainer import Trainer
+
+    run_dir = tmp_path / str(len(list(tmp_path.iterdir())))  # a new folder for each
+    trainer = Trainer(load_config(tiny("LongDependency-v0", agent, run_dir, *extra)), run_dir)
+    trainer.train_episode()
+    return [p.detach().clone() for p in trainer.model.parameters()]
+
+
+@pytest.mark.parametrize("agent", ["memnet", "gru"])
+def test_reinforce_settings_change_nothing_in_supervised_training_and_are_noted(agent, tmp_path):
+    settings = [("train.entropy_coef=0.0", "train.baseline_decay=0.5"), ("train.entropy_coef=0.3",
+                                                                         "train.baseline_decay=0.9")]
+    same, other = (trained_weights(tmp_path, agent, *s) for s in settings)
+    assert all(torch.equal(a, b) for a, b in zip(same, other, strict=True))
+    acting, changed = (trained_weights(tmp_path, agent, "train.mode=reinforce", *s) for s in settings)
+    assert not all(torch.equal(a, b) for a, b in zip(acting, changed, strict=True))  # where they act, they do
+    keys = ["train.entropy_coef", "train.baseline_decay", "train.lr"]
+    assert inert_note(load_config([f"agent={agent}"]), keys) == ("note: train.entropy_coef, train.baseline_decay "
+                                                                 "change nothing with train.mode=supervised "
+                                                                 "(REINFORCE's settings)")
+    assert inert_note(load_config([f"agent={agent}", "train.mode=reinforce"]), keys) is None

@@ -107,7 +107,7 @@ def test_ann_settings_are_checked_with_one_line(override, message):
 def test_the_ivf_bounds_bite_only_where_the_ivf_index_is_built(inert, why, key):
     """An IVF setting past the store's size is inert without an IVF index, with memory.store=false as with another
     index: accepted, and the note says it changes nothing (as for every other inert key)."""
-    from agents.cli_args import inert_note
+    from agents.inert_notes import inert_note
 
     cfg = load_config([*inert, f"{key}=5000"])
     assert f"{key} changes nothing with {why}" in inert_note(cfg, [key])

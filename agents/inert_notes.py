@@ -1,0 +1,64 @@
+"""Which command-line keys change nothing under the rest of a run config, and the one `note:` line that names them
+(`agents.run`, `agents.evaluate`, `agents.tune`): accepted, not refused, since one set of overrides may serve every
+agent of a comparison, sweep or suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from omegaconf import DictConfig
+
+
+def inert_note(cfg: DictConfig, keys: Iterable[str], num_tasks: int | None = None) -> str | None:
+    """One `note: ...` line for the keys among `keys` (command-line keys) that change nothing, or None: for
+    MemNet the `memory.*` its other memory settings make inert (`memory.config.inert_keys`); for a baseline every
+    `memory.*` but memory.reset (the trainer resets a baseline's hidden state or window too) and, for the LSTM and
+    GRU, `baseline_model_keys`; for every agent `train_inert_keys`; and memory.reset=task where the env has
+    `num_tasks` = 1 (no task boundary to clear at). A note, not an error: a sweep or a suite may pass shared
+    overrides."""
+    from agents.config import memory_config
+    from memory.config import inert_keys
+
+    keys = list(dict.fromkeys(keys))
+    if cfg.agent.name != "memnet":
+        unused = [k for k in keys if k.startswith("memory.") and k != "memory.reset"]
+        reasons = [f"agent={cfg.agent.name} has no memory; {_change_nothing(unused)}"] if unused else []
+        reasons += dict.fromkeys(baseline_model_keys(cfg, keys).values())  # (keys of one reason share its phrase)
+    else:
+        reasons = inert_keys(memory_config(cfg), keys)
+    reasons += dict.fromkeys(train_inert_keys(cfg, keys).values())
+    if num_tasks == 1 and cfg.memory.reset == "task":
+        reasons.append(f"memory.reset=task clears nothing: {cfg.env.id} has one task here (as memory.reset=never)")
+    return f"note: {'; '.join(reasons)}" if reasons else None
+
+
+def baseline_model_keys(cfg: DictConfig, keys: Iterable[str]) -> dict[str, str]:
+    """The `model.*` among `keys` that change nothing for cfg's agent, each with the phrase that says why: the LSTM
+    and GRU have no attention (their hidden size matches the transformer of model.dim, model.layers and
+    model.mlp_ratio, whatever its heads), so model.heads and model.window change nothing, and with model.layers=1
+    neither does model.dropout (torch drops out between layers). Several keys of one reason share its phrase."""
+    from agents.model_config import RECURRENT
+
+    if cfg.agent.name not in RECURRENT:
+        return {}
+    keys = list(keys)
+    attention = [k for k in keys if k in ("model.heads", "model.window")]
+    out = dict.fromkeys(attention, f"agent={cfg.agent.name} has no attention; {_change_nothing(attention)}")
+    if "model.dropout" in keys and cfg.model.layers == 1:
+        out["model.dropout"] = (f"model.dropout changes nothing with model.layers=1 (agent={cfg.agent.name} drops out "
+                                "between layers)")
+    return out
+
+
+def train_inert_keys(cfg: DictConfig, keys: Iterable[str]) -> dict[str, str]:
+    """The `train.*` among `keys` that change nothing, each with the phrase that says why: REINFORCE's entropy bonus
+    and baseline decay under supervised training."""
+    if cfg.train.mode == "reinforce":
+        return {}
+    unused = [k for k in keys if k in ("train.entropy_coef", "train.baseline_decay")]
+    return dict.fromkeys(unused, f"{_change_nothing(unused)} with train.mode={cfg.train.mode} (REINFORCE's settings)")
+
+
+def _change_nothing(keys: list[str]) -> str:
+    """'a changes nothing' / 'a, b change nothing' (one key: "memory.slots change nothing" was the line)."""
+    return f"{', '.join(keys)} {'changes' if len(keys) == 1 else 'change'} nothing"
