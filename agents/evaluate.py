@@ -139,7 +139,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
             from None
     finally:
         torch.set_num_threads(caller_threads)
-    if note and (line := inert_note(cfg, [MEMORY_PREFIX + k for k in memory or {}])):  # (note=False: said once)
+    given = [MEMORY_PREFIX + k for k in memory or {}] + [ENV_PREFIX + k for k in env_kwargs or {}]
+    if note and (line := inert_note(cfg, given, env=trainer.venv)):  # (note=False: said once)
         print(line, flush=True)
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,

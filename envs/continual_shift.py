@@ -77,6 +77,10 @@ class ContinualShiftSource(StreamSource):
         self.max_distance = self.distance_bound(self.schedule_length, self.eval_episodes)
         self.restart()
 
+    def inert_options(self) -> dict[str, str]:
+        return {"shift_window": "with shift=abrupt (it is how long a gradual shift blends)"} \
+            if self.shift == "abrupt" else {}
+
     def _build_world(self, rng: np.random.Generator) -> None:
         """Keys, conflicting values and filler statistics of every task (fixed by world_seed, not by reset seeds)."""
         T, K, S = self.num_tasks, self.keys_per_task, self.shared

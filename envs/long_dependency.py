@@ -64,6 +64,10 @@ class LongDependencySource(StreamSource):
         self.special_tokens = {"BOS": BOS, "EOS": EOS}
         self.restart()
 
+    def inert_options(self) -> dict[str, str]:
+        return {"cross_episode_gap": "with cross_episode_queries=0 (it is how far back those queries ask)"} \
+            if not self.cross else {}
+
     def restart(self) -> None:
         self._streams = {"train": _Stream(), "eval": _Stream()}
 

@@ -55,6 +55,11 @@ class StreamSource(abc.ABC):
     max_distance: int
     special_tokens: dict[str, int]
 
+    def inert_options(self) -> dict[str, str]:
+        """The options that change nothing under this source's others, each with the phrase that says why (agents.run
+        names those given on its command line in its `note:` line). None by default."""
+        return {}
+
     @abc.abstractmethod
     def restart(self) -> None:
         """Forget the stream state (schedule position, carried pairs or facts): called on a seeded reset."""

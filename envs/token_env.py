@@ -66,6 +66,10 @@ class SourceAttributes:
     def num_tasks(self) -> int:
         return self._source.num_tasks
 
+    def inert_options(self) -> dict[str, str]:
+        """Options that change nothing under the others, each with why (StreamSource.inert_options)."""
+        return self._source.inert_options()
+
     @property
     def episode_length(self) -> int:
         """Steps per episode: the number of `step` calls from `reset` until `terminated`."""
