@@ -60,8 +60,10 @@ def test_the_readme_s_commands_are_found():  # the parser above finds what it is
 
 @pytest.mark.parametrize("args", checked("agents.run"), ids=" ".join)
 def test_each_agents_run_line_is_accepted(args, tmp_path, monkeypatch, capsys):
+    from agents import run_config
     from agents.run_config import early_answer
 
+    monkeypatch.setattr(run_config, "_checked", {})  # what it made for main(): not left to another test's main()
     monkeypatch.chdir(tmp_path)  # runs_root=runs is relative: nothing is made there before training anyway
     assert early_answer(args) is None, capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
@@ -69,8 +71,10 @@ def test_each_agents_run_line_is_accepted(args, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("args", checked("agents.tune"), ids=" ".join)
 def test_each_agents_tune_line_is_accepted(args, tmp_path, monkeypatch, capsys):
+    from agents import tune_prepare
     from agents.tune_prepare import early_answer
 
+    monkeypatch.setattr(tune_prepare, "_checked", {})
     monkeypatch.chdir(tmp_path)
     assert early_answer(args) is None, capsys.readouterr().err
 
