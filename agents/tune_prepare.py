@@ -55,15 +55,17 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     absolute_paths(plan, base)
     check_space_keys(plan, base)
     # a baseline's trials differ in nothing a swept memory.* key sets, nor the LSTM's and GRU's in a swept model.heads
-    # or model.window, nor supervised ones in REINFORCE's settings (MemNet's inert memory keys depend on each trial's
-    # values, so no note is made for it from the base config; nor for a key whose inertness a swept key decides)
+    # or model.window, nor supervised ones in REINFORCE's settings. MemNet's inert memory keys depend on each trial's
+    # values, so its note leaves them out, and no note names a key whose inertness a swept key decides
     decided_by = {"model.dropout": "model.layers", "train.entropy_coef": "train.mode", "train.baseline_decay":
                   "train.mode"}
+    memnet = base.agent.name == "memnet"
     keys = [k for k in [*plan.search_space, *map(override_key, cli.run_overrides)]
-            if decided_by.get(k) not in plan.search_space]
-    if base.agent.name != "memnet" and (note := inert_note(base, keys)):
+            if decided_by.get(k) not in plan.search_space and not (memnet and k.startswith("memory."))]
+    if note := inert_note(base, keys):
         inert = baseline_model_keys(base, keys) | train_inert_keys(base, keys)
-        live = [k for k in plan.search_space if (not k.startswith("memory.") or k == "memory.reset") and k not in inert]
+        live = [k for k in plan.search_space if k not in inert
+                and (memnet or not k.startswith("memory.") or k == "memory.reset")]
         notes.append(f"{note} (the trials differ only in {', '.join(live)})" if live else
                      f"{note} (every trial of this sweep runs the same settings)")
     corners, facts, episodes = sweep_facts(plan.search_space, base)  # what each trial length and env reports

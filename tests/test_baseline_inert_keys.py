@@ -109,6 +109,19 @@ def test_a_sweep_of_them_says_so(tmp_path, capsys, extra, note):
     assert capsys.readouterr().err.strip() == note
 
 
+@pytest.mark.parametrize("extra, note", [
+    (["train.entropy_coef=0.1"], "note: train.entropy_coef changes nothing with train.mode=supervised (REINFORCE's "
+                                 "settings) (the trials differ only in memory.slots, memory.pressure_weight)"),
+    (["train.entropy_coef=0.1", "train.mode=reinforce"], None),
+    (["memory.store=false", "memory.store_top_k=3"], None),  # MemNet's memory keys: each trial's values decide
+])
+def test_a_memnet_sweep_notes_the_reinforce_settings_under_supervised_training(tmp_path, capsys, extra, note):
+    from agents.tune_prepare import prepare
+
+    prepare(["env=ContinualShift-v0", "sweep=smoke", *extra, f"runs_root={tmp_path}"])
+    assert capsys.readouterr().err.strip() == (note or "")
+
+
 @pytest.mark.parametrize("agent, chunk, refusal", [
     ("lstm", 256, None), ("gru", 65_536, None),  # past model.window=64: they have none
     ("gru", 65_537, "train.chunk=65537: must be in [1, 65536]"),
