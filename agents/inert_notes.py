@@ -11,13 +11,13 @@ from omegaconf import DictConfig
 ENV_OPTION = "env.kwargs."
 
 
-def inert_note(cfg: DictConfig, keys: Iterable[str], num_tasks: int | None = None, env=None) -> str | None:
+def inert_note(cfg: DictConfig, keys: Iterable[str], env=None) -> str | None:
     """One `note: ...` line for the keys among `keys` (command-line keys) that change nothing, or None: for
     MemNet the `memory.*` its other memory settings make inert (`memory.config.inert_keys`); for a baseline every
     `memory.*` but memory.reset (the trainer resets a baseline's hidden state or window too) and, for the LSTM and
-    GRU, `baseline_model_keys`; for every agent `train_inert_keys`; the `env.kwargs.*` that `env` (the run's env,
-    made from cfg's options) calls inert (`inert_options`); and memory.reset=task where the env has `num_tasks` = 1
-    (no task boundary to clear at). A note, not an error: a sweep or a suite may pass shared overrides."""
+    GRU, `baseline_model_keys`; for every agent `train_inert_keys`; and with `env` (the run's env, made from cfg's
+    options) the `env.kwargs.*` it calls inert (`inert_options`) and memory.reset=task where it has one task (no task
+    boundary to clear at). A note, not an error: a sweep or a suite may pass shared overrides."""
     from agents.config import memory_config
     from memory.config import inert_keys
 
@@ -32,7 +32,7 @@ def inert_note(cfg: DictConfig, keys: Iterable[str], num_tasks: int | None = Non
     options = env.inert_options() if env is not None else {}
     reasons += [f"{key} changes nothing {options[name]}" for key in keys
                 if key.startswith(ENV_OPTION) and (name := key[len(ENV_OPTION):]) in options]
-    if num_tasks == 1 and cfg.memory.reset == "task":
+    if env is not None and env.num_tasks == 1 and cfg.memory.reset == "task":
         reasons.append(f"memory.reset=task clears nothing: {cfg.env.id} has one task here (as memory.reset=never)")
     return f"note: {'; '.join(reasons)}" if reasons else None
 

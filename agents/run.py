@@ -275,7 +275,7 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
         lanes, episodes = cfg.train.lanes, trainer.total_episodes
         print(f"memstream: {cfg.env.id} / {cfg.agent.name} ({params:,} parameters), {lanes} lane{'s' * (lanes != 1)}, "
               f"{episodes} episode{'s' * (episodes != 1)} -> {run_dir}", flush=True)
-        if note := inert_note(cfg, map(override_key, argv), trainer.num_tasks, trainer.venv):  # keys changing nothing
+        if note := inert_note(cfg, map(override_key, argv), trainer.venv):  # keys changing nothing
             print(note, flush=True)
         with failure_recorded(trainer, logger):  # diverged, a full disk: the HParams tab lists it as Failure
             metrics = fit(trainer, logger, config, progress=cfg.train.progress)

@@ -141,16 +141,25 @@ def test_a_baseline_is_told_its_memory_keys_change_nothing_but_reset():  # reset
         "note: memory.store_ivf_probes changes nothing with memory.store_index=flat"
 
 
+def env_of(cfg):
+    """The run's env with one lane (what agents.run and agents.evaluate give inert_note: the trainer's)."""
+    from agents.episodes import make_vector_env
+
+    return make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
+
+
 def test_reset_by_task_on_an_env_with_one_task_is_a_note():  # there it never cleared, and nothing said so
     line = "memory.reset=task clears nothing: LongDependency-v0 has one task here (as memory.reset=never)"
     for agent in ("memnet", "gru"):
         cfg = load_config(["env=LongDependency-v0", f"agent={agent}", "memory.reset=task"])
-        assert inert_note(cfg, ["memory.reset"], num_tasks=1) == f"note: {line}"
+        assert inert_note(cfg, ["memory.reset"], env=env_of(cfg)) == f"note: {line}"
     cfg = load_config(["env=LongDependency-v0", "memory.reset=task", "memory.slots=0"])
-    assert inert_note(cfg, ["memory.top_k"], num_tasks=1) == \
+    assert inert_note(cfg, ["memory.top_k"], env=env_of(cfg)) == \
         f"note: memory.top_k changes nothing with memory.slots=0; {line}"
-    assert inert_note(load_config(["memory.reset=task"]), ["memory.reset"], num_tasks=5) is None  # ContinualShift
-    assert inert_note(load_config(["memory.reset=episode"]), [], num_tasks=1) is None
+    cfg = load_config(["memory.reset=task"])  # ContinualShift: 5 tasks
+    assert inert_note(cfg, ["memory.reset"], env=env_of(cfg)) is None
+    cfg = load_config(["env=LongDependency-v0", "memory.reset=episode"])
+    assert inert_note(cfg, [], env=env_of(cfg)) is None
 
 
 @pytest.fixture(scope="module")
