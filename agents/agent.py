@@ -176,6 +176,7 @@ class Agent:
             self._ended, self._acted, self._resetting = False, True, True  # the terminal observation: the env's
             return 0 if single else np.zeros(self.lanes, dtype=np.int64)  # next step starts the next episode
         step = {"tokens": tokens} | {k: self._info(info, key, single) for k, key in INFO_COLUMNS.items()}
+        self._check_targets(step["targets"], step["scored"])
         self._ended = False
         if not self._cols["tokens"]:  # the chunk's first step: a new episode may clear the memory first
             self._episode_start(int(step["task"][0]))
@@ -239,6 +240,17 @@ class Agent:
             raise ValueError(f"Agent.act: info[{key!r}] is {value.dtype} of shape {value.shape}; pass one "
                              f"{'bool' if key in FLAGS else 'int'} per lane ({self.lanes},)")
         return value.astype(bool) if key in FLAGS else value.astype(np.int64)
+
+    def _check_targets(self, targets: np.ndarray, scored: np.ndarray) -> None:
+        """info["target"] (B,): a token of the vocabulary where the step is scored (the loss and the accuracy read
+        it), -1 or such a token where not; else one ValueError line here, before the step joins the chunk (a target
+        out of range failed in the chunk's cross-entropy, and every later observe() failed again on the same chunk)."""
+        bad = np.flatnonzero((targets >= self.vocab) | (targets < np.where(scored, 0, -1)))
+        if bad.size:
+            lane = int(bad[0])
+            raise ValueError(f"Agent.act: info['target'] is {int(targets[lane])} on lane {lane}, which is "
+                             f"{'scored' if scored[lane] else 'not scored'}; pass a token in [0, {self.vocab}) where "
+                             "scored, -1 where not")
 
     def _lane_values(self, name: str, value, kinds: str) -> np.ndarray:
         """observe()'s `value`, one per lane (B,) (a scalar stands for every lane) of a numpy kind in `kinds` (i/u int,

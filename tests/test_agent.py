@@ -175,6 +175,13 @@ def test_calls_out_of_order_are_one_line(agent):
      r"int per lane \(2,\)"),
     (np.zeros(2, np.int64), {"target": np.zeros(2)}, r"info\['target'\] is float64 of shape \(2,\)"),
     (np.zeros(2, np.int64), {"memory_writes": np.array(["yes", "no"])}, r"pass one bool per lane"),
+    # a target the loss cannot read: refused at act, not in the chunk's cross-entropy at a later observe()
+    (np.zeros(2, np.int64), {"scored": np.ones(2, bool), "target": np.array([0, 999])},
+     r"info\['target'\] is 999 on lane 1, which is scored; pass a token in \[0, \d+\) where scored, -1 where not"),
+    (np.zeros(2, np.int64), {"scored": np.array([True, False]), "target": np.array([-1, -1])},
+     r"info\['target'\] is -1 on lane 0, which is scored"),
+    (np.zeros(2, np.int64), {"scored": np.zeros(2, bool), "target": np.array([-1, -5])},
+     r"info\['target'\] is -5 on lane 1, which is not scored"),
 ])
 def test_bad_observations_and_infos_are_one_line_and_leave_the_agent_usable(agent, obs, info_change, line):
     env, good_obs, info = first_step(agent)
@@ -308,6 +315,8 @@ BAD_CALLS = {  # a refused call at a step: (what it does, the error it raises, r
     "info without scored": (lambda a, obs, info: a.act(obs, {k: v for k, v in info.items() if k != "scored"}),
                             ValueError, False),  # the terminal observation's info is not read: the env resets
     "a float target": (lambda a, obs, info: a.act(obs, info | {"target": np.zeros(2)}), ValueError, False),
+    "a scored target out of the vocabulary": (lambda a, obs, info: a.act(obs, info | {
+        "scored": np.ones(2, bool), "target": np.full(2, 10**6)}), ValueError, False),
     "observe first": (lambda a, obs, info: a.observe(np.zeros(2), np.zeros(2, bool)), RuntimeError, True),
 }
 
