@@ -92,6 +92,12 @@ class MemoryAttention(nn.Module):
     def project_kv(self, h: Tensor, key_input: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """h (..., D) -> k, v (..., H, d): what TieredKVCache stores for a memory. Keys are projected from
         `key_input` (..., key_in) when given (e.g. smeared keys: earlier positions' inputs), else from h."""
+        self._check_width(h, "h", self.v_proj)
+        check_float(h, "h", self.v_proj.weight)
+        self._check_width(h if key_input is None else key_input, "h" if key_input is None else "key_input",
+                          self.k_proj)  # keys read key_input (key_in wide) when given
+        if key_input is not None:
+            check_float(key_input, "key_input", self.k_proj.weight)
         return self._heads(self.k_proj(h if key_input is None else key_input)), self._heads(self.v_proj(h))
 
     def forward(self, x: Tensor, mem_k: Tensor | None = None, mem_v: Tensor | None = None,
@@ -119,7 +125,14 @@ class MemoryAttention(nn.Module):
         distribution over what those positions hold."""
         if not isinstance(x, Tensor) or x.dim() != 3:  # (a (B, D) x failed to unpack its shape)
             raise ValueError(f"MemoryAttention: x must be (B, T, D), got {getattr(x, 'shape', type(x).__name__)}")
+        self._check_width(x, "x", self.v_proj)  # a wrong width failed inside a matmul, naming no argument
         check_float(x, "x", self.q_proj.weight)
+        for t, name, proj in ((context, "context", self.v_proj), (key_input, "key_input", self.k_proj),
+                              (query_input, "query_input", self.q_proj)):
+            if t is not None:
+                self._check_width(t, name, proj)
+        if query_input is not None:  # projected as it is (context and key_input are cast to x's dtype)
+            check_float(query_input, "query_input", self.q_proj.weight)
         if mem_k is None and (mem_v is not None or mem_mask is not None or mem_age is not None):
             # the memories are mem_k's: without it the others were silently dropped (plain causal attention)
             raise ValueError("MemoryAttention: mem_v, mem_mask and mem_age describe the memories in mem_k: pass "
@@ -210,6 +223,14 @@ class MemoryAttention(nn.Module):
         probs = torch.nan_to_num(probs, nan=0.0)  # a query with nothing allowed attends to nothing
         return self.dropout(probs)
 
+    def _check_width(self, t: Tensor, name: str, proj: nn.Linear) -> None:
+        """`t` is a floating tensor whose last dimension is what `proj` reads, or one ValueError line."""
+        if not isinstance(t, Tensor) or t.dim() == 0 or t.shape[-1] != proj.in_features:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"MemoryAttention: {name}'s last dimension must be {proj.in_features}, got shape {shape}")
+        if not t.is_floating_point():
+            raise ValueError(f"MemoryAttention: {name} must be a floating tensor, got {t.dtype}")
+
     def _check_memory(self, x: Tensor, mem_k: Tensor, mem_v: Tensor | None, mem_mask: Tensor | None,
                       mem_inputs: bool) -> None:
         B, T, _ = x.shape
@@ -223,6 +244,8 @@ class MemoryAttention(nn.Module):
         if mem_v is None or mem_k.shape != k_want or mem_v.shape != v_want:
             got = (tuple(mem_k.shape), None if mem_v is None else tuple(mem_v.shape))
             raise ValueError(f"MemoryAttention: {what} = {k_want}, {v_want}; got {got}")
+        check_float(mem_k, "mem_k", self.k_proj.weight)  # float64 memories failed inside a matmul
+        check_float(mem_v, "mem_v", self.v_proj.weight)
         if mem_mask is not None and (mem_mask.shape != (B, T, M) or mem_mask.dtype != torch.bool):
             raise ValueError(f"MemoryAttention: mem_mask must be a {(B, T, M)} bool tensor, got "
                              f"{tuple(mem_mask.shape)} {mem_mask.dtype}")

@@ -53,6 +53,29 @@ def test_memory_attention_names_a_query_of_the_wrong_shape_or_dtype():
     assert attn(torch.randn(2, 3, 16))[0].shape == (2, 3, 16)
 
 
+@pytest.mark.parametrize("call, line", [
+    (lambda a: a(torch.randn(2, 3, 15)), r"MemoryAttention: x's last dimension must be 16, got shape \(2, 3, 15\)"),
+    (lambda a: a(torch.randn(2, 3, 16), context=torch.randn(2, 4, 8)),
+     r"MemoryAttention: context's last dimension must be 16, got shape \(2, 4, 8\)"),
+    (lambda a: a(torch.randn(2, 3, 16), query_input=torch.randn(2, 3, 8)),
+     r"MemoryAttention: query_input's last dimension must be 16"),
+    (lambda a: a(torch.randn(2, 3, 16), key_input=torch.ones(2, 3, 16, dtype=torch.long)),
+     r"MemoryAttention: key_input must be a floating tensor, got torch.int64"),
+    (lambda a: a(torch.randn(2, 3, 16), *(torch.randn(2, 3, 4, 2, 8, dtype=torch.float64),) * 2),
+     r"mem_k is torch.float64, the weights torch.float32: pass mem_k.to\(torch.float32\)"),
+    (lambda a: a.project_kv(torch.randn(5, 15)),
+     r"MemoryAttention: h's last dimension must be 16, got shape \(5, 15\)"),
+    (lambda a: a.project_kv(torch.randn(5, 16), torch.randn(5, 3)),
+     r"MemoryAttention: key_input's last dimension must be 16"),
+])
+def test_memory_attention_names_an_input_of_the_wrong_width_or_dtype(call, line):
+    """Each failed inside a matmul ("mat1 and mat2 shapes cannot be multiplied", "expected scalar type Float but
+    found Double"), naming no argument."""
+    with pytest.raises(ValueError, match=rf"^{line}") as err:
+        call(MemoryAttention(CFG))
+    assert "\n" not in str(err.value)
+
+
 def test_other_arguments_of_the_wrong_kind_are_one_line():
     import numpy as np
 
