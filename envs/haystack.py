@@ -52,7 +52,8 @@ def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str], str]:
     """A UTF-8 text file as (length,) int32 symbols, characters numbered by falling frequency.
 
     Returns the symbols, the character of each symbol id and `text_sha256` of the text as read (newlines as
-    Python's text mode reads them: a file that only changed \\r\\n to \\n makes the same episodes and digest). When
+    Python's text mode reads them: a file that only changed \\r\\n to \\n makes the same episodes and digest; a
+    UTF-8 byte-order mark, which some editors write first, is no character of the text either). When
     the file has more distinct characters than `num_symbols`, the rarest ones share the last symbol id (shown as
     '?').
     """
@@ -66,7 +67,7 @@ def text_corpus(path, num_symbols: int) -> tuple[np.ndarray, list[str], str]:
     if not os.path.isfile(path):
         raise ValueError(f"haystack_path={str(path)!r}: no such file")
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # -sig: a leading byte-order mark is dropped
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"haystack_path={str(path)!r} cannot be read as UTF-8 text: {exc}") from None

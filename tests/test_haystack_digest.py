@@ -31,6 +31,9 @@ def test_the_digest_is_stable_for_the_same_text_and_differs_for_changed_text(tmp
     assert digest_of(a) == digest_of(a) == digest_of(b) == text_sha256(TEXT)  # the content, not the file
     assert len(digest_of(a)) == 64 and digest_of(c) != digest_of(a)
     assert digest_of(crlf) == text_sha256(TEXT.replace(". ", ".\n"))  # the text as read: the same episodes
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + TEXT.encode("utf-8"))  # an editor's UTF-8 byte-order mark: not text
+    assert digest_of(bom) == digest_of(a)
     venv = gym.make_vec("NeedleRecall-v0", num_envs=2, vectorization_mode="vector_entry_point",
                         haystack_path=str(a), **SMALL)
     assert venv.haystack_sha256 == digest_of(a)

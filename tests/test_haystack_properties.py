@@ -4,6 +4,7 @@ and any other file content is one ValueError line naming the option."""
 
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -16,10 +17,16 @@ SETTINGS = settings(max_examples=examples(80), deadline=None, suppress_health_ch
 @SETTINGS
 @given(text=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=40),
        symbols=st.integers(1, 12))
+@example(text="\ufeffab\ufeff", symbols=3)  # a byte-order mark first (dropped) and inside the text (a character)
+@example(text="\ufeff", symbols=2)
 def test_a_text_file_is_its_characters_numbered_by_frequency(tmp_path_factory, text, symbols):
     path = tmp_path_factory.mktemp("haystack") / "h.txt"
     path.write_bytes(text.encode("utf-8"))
-    read = path.read_text(encoding="utf-8")  # text mode: \r\n and \r are \n
+    read = path.read_text(encoding="utf-8-sig")  # text mode: \r\n and \r are \n; a leading byte-order mark dropped
+    if not read:  # the text was a byte-order mark alone
+        with pytest.raises(ValueError, match=r"^haystack_path=.* is empty$"):
+            text_corpus(str(path), symbols)
+        return
     ids, names, _ = text_corpus(str(path), symbols)
     counts = Counter(read)
     assert len(ids) == len(read) and len(names) == min(len(counts), symbols)
