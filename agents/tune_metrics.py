@@ -27,8 +27,9 @@ class EnvFacts:
     env_id: str
     num_tasks: int
     max_distance: int
-    far_edge: int | None = None  # FAR_DISTANCE_ENVS: the farthest bucket an evaluation fills (`farthest_filled_edge`)
+    far_edge: int | None = None  # FAR_DISTANCE_ENVS: the farthest bucket an evaluation fills (`filled_edges`)
     delays: tuple[int, ...] = ()  # DELAY_ENVS: the delays an evaluation's recalls come at (`eval_delays`)
+    filled: tuple[int, ...] | None = None  # FAR_DISTANCE_ENVS: the buckets an evaluation fills at all (None: unknown)
 
 
 RUN_KEYS = ("train.episodes", "train.eval_repeats")  # swept with env.kwargs.*: they set a trial's tags and length
@@ -40,12 +41,13 @@ DELAY_ENVS = ("NeedleRecall",)  # envs whose eval episodes fill recall/accuracy_
 def reported_metrics(facts: EnvFacts) -> list[str]:
     """The tags every evaluation of this env reports (recall/accuracy_delay<k> for each of its `delays`).
 
-    Every memstream env reports info["distance"], bucketed up to its max_distance (a bucket no scored step
-    fell in reports NaN)."""
+    Every memstream env reports info["distance"], bucketed up to its max_distance; a bucket no scored step falls
+    in reports NaN, so where an evaluation's distances are known (`filled`) only the buckets they fill count."""
     tags = ["eval/accuracy"] + [eval_accuracy_tag(j) for j in range(facts.num_tasks)] + [CL_TAGS[0]]
     if facts.num_tasks > 1:
         tags += CL_TAGS[1:]  # BWT, FWT, forgetting: none for one task
-    tags += [distance_tag(int(e)) for e in distance_buckets(facts.max_distance)]
+    edges = facts.filled if facts.filled is not None else distance_buckets(facts.max_distance)
+    tags += [distance_tag(int(e)) for e in edges]
     tags += [delay_tag(k) for k in facts.delays]
     return tags
 
@@ -89,12 +91,12 @@ def env_facts(cfg) -> tuple[EnvFacts, int]:
         if episodes is None:
             raise ConfigError(f"train.episodes is not set for {cfg.env.id}; set train.episodes=<n>")
         edges = run_distance_buckets(venv, episodes, cfg.train.eval_repeats)  # the trainer's buckets
-        far = None
+        far = filled = None
         if cfg.env.id.split("-")[0] in FAR_DISTANCE_ENVS:
-            far = farthest_filled_edge(cfg.env.id, dict(cfg.env.kwargs), edges,
+            far, filled = filled_edges(cfg.env.id, dict(cfg.env.kwargs), edges,
                                        int(venv.eval_episodes) * int(cfg.train.eval_repeats), int(venv.episode_length))
         delays = eval_delays(venv) if cfg.env.id.split("-")[0] in DELAY_ENVS else ()
-        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far, delays)
+        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far, delays, filled)
     finally:
         venv.close()
     return facts, int(episodes)
@@ -115,11 +117,14 @@ def eval_delays(venv) -> tuple[int, ...]:
     return tuple(sorted(delays))
 
 
-def farthest_filled_edge(env_id: str, kwargs: dict, edges, episodes: int, length: int, steps: int = 2**21) -> int:
+def filled_edges(env_id: str, kwargs: dict, edges, episodes: int, length: int, steps: int = 2**21
+                 ) -> tuple[int, tuple[int, ...]]:
     """The farthest of `edges` whose distance bucket holds at least FAR_SHARE of the scored steps of an evaluation
     (`episodes` eval episodes of `length` steps in a row, as the trainer evaluates; up to 256 lanes, ~`steps`
-    steps). The bound that sets the last edge can lie far out in a thin tail: LongDependency's cross-episode queries
-    reach up to (gap + 1) x episode_length, but by default only 0.7% of the scored steps fall beyond 2048."""
+    steps), and every edge whose bucket holds any. The bound that sets the last edge can lie far out in a thin
+    tail: LongDependency's cross-episode queries reach up to (gap + 1) x episode_length, but by default only 0.7%
+    of the scored steps fall beyond 2048. A bucket between its distances holds none (distances [1, 4, 16]: d2 and
+    d8), and a sweep on it ran to its end to say no trial reported it."""
     import numpy as np
 
     from agents.cl_metrics import AccuracyByKey
@@ -136,8 +141,9 @@ def farthest_filled_edge(env_id: str, kwargs: dict, edges, episodes: int, length
     finally:
         venv.close()
     totals = np.array([total for _, total in buckets.counts().values()])  # (K,)
-    filled = np.flatnonzero(totals >= FAR_SHARE * max(totals.sum(), 1))
-    return int(edges[filled[-1]]) if filled.size else int(edges[-1])
+    far = np.flatnonzero(totals >= FAR_SHARE * max(totals.sum(), 1))
+    filled = tuple(int(e) for e, total in zip(edges, totals, strict=True) if total > 0)
+    return (int(edges[far[-1]]) if far.size else int(edges[-1])), filled or tuple(int(e) for e in edges)
 
 
 def sweep_corners(search_space: dict[str, dict[str, list]]) -> list[dict]:

@@ -157,6 +157,21 @@ def test_metrics_the_env_does_not_report_are_rejected():
     assert check_metric("recall/accuracy_delay3", [EnvFacts("NeedleRecall-v0", 1, 64, None, (3,))])
 
 
+def test_a_distance_bucket_no_evaluation_fills_is_refused_before_ray():
+    """LongDependency with distances [1, 4, 16] fills buckets 1, 4 and 16 and never 2 or 8: recall/accuracy_d2 was
+    allowed (and offered in the refusal's list), and the sweep ran to its end to say no trial reported it."""
+    facts, _ = env_facts(load_config(["env=LongDependency-v0", "env.kwargs.distances=[1,4,16]"]))
+    assert facts.filled == (1, 4, 16) and check_metric("recall/accuracy_d4", [facts]) == "recall/accuracy_d4"
+    with pytest.raises(ConfigError, match=r"sweep.metric='recall/accuracy_d2': LongDependency-v0 does not report it; "
+                                          r"choose one of: .*cl/ACC, recall/accuracy_d1, recall/accuracy_d4, "
+                                          r"recall/accuracy_d16$"):
+        check_metric("recall/accuracy_d2", [facts])
+    wider, _ = env_facts(load_config(["env=LongDependency-v0", "env.kwargs.distances=[2,8]"]))  # swept: either's
+    assert check_metric("recall/accuracy_d2", [facts, wider]) and missing_in(
+        "recall/accuracy_d2", [{"env.kwargs.distances": [1, 4, 16]}, {"env.kwargs.distances": [2, 8]}],
+        [facts, wider]) == [{"env.kwargs.distances": [1, 4, 16]}]
+
+
 def test_a_delay_the_env_never_recalls_at_is_refused_before_ray():
     """NeedleRecall recalls every fact exactly `delay` episodes on: recall/accuracy_delay<any k> was allowed, and
     the sweep ran to its end to say "no trial reported recall/accuracy_delay3"."""
