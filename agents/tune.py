@@ -59,7 +59,7 @@ from agents.tune_preflight import (
 from agents.tune_prepare import prepare
 from agents.tune_restore import check_ray_lock_folder, stop_on_failed_restore
 from agents.tune_results import UNFINISHED, format_table, rerun_command, result_rows, write_results
-from agents.tune_saved import PLAN_FILE, before_any_trial, finished_trials, load_saved_plan
+from agents.tune_saved import PLAN_FILE, before_any_trial, finished_trials, load_saved_plan, planned_trials
 from agents.tune_signals import (
     INTERRUPTED,
     catch_sigterm,
@@ -132,7 +132,8 @@ def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         # no Tune TensorBoard logger (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS): each trial writes its own run
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), ProgressLine(plan.metric, plan.mode),
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(),
+                   ProgressLine(plan.metric, plan.mode, planned_trials(plan)),
                    *callbacks])
     return tune.Tuner(_trainable(plan, base, sweep_dir), param_space=build_param_space(plan.search_space),
                       tune_config=tune_config, run_config=run_config)

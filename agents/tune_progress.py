@@ -15,8 +15,12 @@ from agents.tune_results import STOPPED, best_row, trial_status
 
 
 class ProgressLine(Callback):
-    def __init__(self, metric: str, mode: str = "max"):
-        self.metric, self.mode = metric, mode
+    """total: the trials the sweep plans (`planned_trials`). Tune makes them as it goes (one at a time under
+    sweep.max_concurrent), so counting the trials made so far showed "[1 finished ... of 1] no trial measured" with
+    a second one still to run."""
+
+    def __init__(self, metric: str, mode: str = "max", total: int | None = None):
+        self.metric, self.mode, self.total = metric, mode, total
 
     def _value(self, trial) -> float | None:
         value = (trial.last_result or {}).get(self.metric)
@@ -27,6 +31,8 @@ class ProgressLine(Callback):
         states = ("TERMINATED", "RUNNING", "ERROR", "PENDING")
         status = {t.trial_id: "TERMINATED" if t is finishing else t.status for t in trials}
         counts = {s: sum(status[t.trial_id] == s for t in trials) for s in states}
+        total = max(self.total or 0, len(trials))
+        counts["PENDING"] += total - len(trials)  # planned, not made yet
         # the best as the final table picks it (`best_row`): among trials that trained to the end (a running trial's
         # interim value, or an ASHA-stopped one's, saw fewer tasks: counting them showed a "best" that no finished
         # trial had), and once none is left to run and none trained to the end (max_t below the episodes: ASHA
@@ -35,14 +41,14 @@ class ProgressLine(Callback):
         rows = [{"trial": t.trial_id, self.metric: self._value(t), "episode": (t.last_result or {}).get("episode"),
                  "status": trial_status(status[t.trial_id], t.last_result)} for t in trials]
         best = best_row(rows, self.metric, self.mode)
-        done = counts["TERMINATED"] + counts["ERROR"] == len(trials)  # no trial left that could still measure it
+        done = counts["TERMINATED"] + counts["ERROR"] == total  # no trial left that could still measure it
         best_text = f"no trial measured {self.metric}" if best is None and done else \
             f"no finished {self.metric} yet" if best is None else f"best {self.metric} {best[self.metric]:.4g}"
         if best is not None and best["status"] == STOPPED:
             best_text += f" (trial {best['trial']}, stopped early at episode {best['episode']}: no trial trained to " \
                          "the end)"
         return (f"[{counts['TERMINATED']} finished, {counts['RUNNING']} running, {counts['PENDING']} "
-                f"pending, {counts['ERROR']} failed of {len(trials)}] {best_text}")
+                f"pending, {counts['ERROR']} failed of {total:,}] {best_text}")
 
     def _line(self, text: str) -> None:
         if sys.stdout.isatty():

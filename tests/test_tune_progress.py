@@ -57,3 +57,15 @@ def test_when_asha_stopped_every_trial_the_line_names_the_best_the_table_marks(c
     # while a trial may still train to the end, a stopped one is not named best
     assert ProgressLine("cl/ACC")._status([early, furthest, trial("d", "PENDING", None, 0)]).endswith(
         "no finished cl/ACC yet")
+
+
+def test_trials_tune_has_not_made_yet_count_as_pending(capsys):
+    """Under sweep.max_concurrent Tune makes a grid's trials one by one: with the first of two finished and nothing
+    measured, the line said "[1 finished, 0 running, 0 pending, 0 failed of 1] no trial measured cl/ACC"."""
+    first = trial("a", "RUNNING", None, 4)
+    ProgressLine("cl/ACC", total=2).on_trial_complete(0, [first], first)
+    assert capsys.readouterr().out.strip().endswith("[1 finished, 0 running, 1 pending, 0 failed of 2] no finished "
+                                                    "cl/ACC yet")
+    first.status, second = "TERMINATED", trial("b", "TERMINATED", 0.5, 4)
+    assert ProgressLine("cl/ACC", total=2)._status([first, second]) == ("[2 finished, 0 running, 0 pending, 0 failed "
+                                                                        "of 2] best cl/ACC 0.5")
