@@ -84,7 +84,8 @@ def new_run_dir(cfg, create: bool = False) -> Path:
 def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> dict:
     """Train to `total_episodes`, evaluating and checkpointing on schedule; returns the final metrics.
 
-    `on_eval(trainer, values)` is called after every evaluation (and after the checkpoint that may follow it)
+    `on_eval(trainer, values)` is called after every evaluation, the untrained one at episode 0 included (and after
+    the checkpoint that may follow it)
     with the same tag -> value dict that goes to TensorBoard (`eval/task_<j>/accuracy`, `cl/*`, `recall/*`);
     Ray Tune trials report through it.
     """
@@ -97,7 +98,9 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
             bar.set_postfix_str("evaluating every task before training")  # (can take a while: say so)
             untrained = trainer.evaluate_all()  # one evaluation of every task, the first point of each curve
             trainer.b[:] = [untrained[j] for j in range(trainer.num_tasks)]
-            log_eval(trainer, logger)
+            values = log_eval(trainer, logger)
+            if on_eval is not None:  # a sweep's progress.csv starts, as the TensorBoard curves do, at b[j]
+                on_eval(trainer, values)
             bar.reset()  # the rate (s/ep) counts training from here
             bar.set_postfix_str("")
         _train(trainer, logger, config, on_eval, bar)

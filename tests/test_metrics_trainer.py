@@ -96,7 +96,11 @@ def fit_with_oracle(overrides, tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").touch()
     logger = Scalars()
-    return trainer, run.fit(trainer, logger, {}, progress=False), episodes, logger
+    reported = []  # what a sweep's trial reports to Tune (agents/tune_trial.py): every evaluation's values
+    metrics = run.fit(trainer, logger, {}, progress=False,
+                      on_eval=lambda t, values: reported.append((t.train_steps, t.episode, dict(values))))
+    logger.reported = reported
+    return trainer, metrics, episodes, logger
 
 
 def recompute(episodes, T):
@@ -164,6 +168,9 @@ def test_continual_metrics_rebuilt_from_the_env_record(extra, tmp_path):
     # the cl/* of every evaluation: the blocks finished by then, on the columns of the tasks they trained
     logged = [(s, v) for s, v in logger.rows if "cl/ACC" in v]
     assert [s for s, _ in logged] == at
+    # on_eval (a sweep's reports) gets each evaluation's values, the untrained one at episode 0 included (Tune's
+    # progress.csv started at the first evaluation after training)
+    assert [(s, v) for s, _, v in logger.reported] == logged and logger.reported[0][1] == 0
     for step, values in logged:
         n = sum(1 for i in ends if train[i][0] <= step)
         cols = sorted(set(tasks[:n]))
