@@ -34,12 +34,10 @@ class TuneReporter:
         self.report_written = False
 
     def _stamp(self):
-        """Identity of the current last.pt: os.replace gives every save a new inode and mtime."""
-        path = self.checkpoint_dir / "last.pt"
-        if not path.is_file():
-            return None
-        stat = path.stat()
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+        """Identity of the current last.pt (`file_stamp`: every save makes a new one)."""
+        from memory.persist import file_stamp
+
+        return file_stamp(self.checkpoint_dir / "last.pt")
 
     def finish(self, trainer) -> None:
         from agents.report import final_metrics, write_report

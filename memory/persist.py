@@ -211,6 +211,15 @@ def atomic_torch_save(obj: dict, path: str | os.PathLike) -> None:
         raise OSError(f"cannot write {path} ({why}); {before}: {fix} and retry") from None
 
 
+def file_stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """Which version of the file at `path` is there (None: none): each atomic save's os.replace makes a new inode."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def _not_a_file_path(path: Path) -> str:
     """Why `path` cannot be a file (a folder is there, or one of its parents is a file), with the fix."""
     if path.is_dir():

@@ -25,16 +25,18 @@ from memory.persist import (
     build_from_saved,
     check_saved_config,
     checked_torch_load,
+    file_stamp,
     remove_dead_writers_temp_files,
     saved_count,
 )
 from memory.store_lookup import META_FIELDS
-from memory.store_search import CodedKeys
+from memory.store_search import CodedKeys, write_keys
 
 FORMAT = "memstream.FaissStore/4"  # /2: metadata gained the "token" column, /3: "prev", /4: live rows only
 LEGACY_FORMAT = "memstream.FaissStore/3"  # every row saved: loads (`_live_rows_of`)
 WHERE = "FaissStore.load_state_dict"
 LEGACY_INDEX = "index.pt"  # the index file of saves that predate per-save index names
+LOAD_TRIES = 5  # reads of a folder that saves keep committing to while it is read (`load`)
 SAVED_INDEX = re.compile(r"index-[0-9a-f]{32}\.pt")  # `save`'s index file names: index-<uuid4 hex>.pt
 
 
@@ -282,7 +284,21 @@ class StorePersistence:
 
     @classmethod
     def load(cls, path) -> StorePersistence:
-        """Rebuild a store saved with `save(path)`; missing, damaged or mismatched files raise one-line errors."""
+        """Rebuild a store saved with `save(path)`; missing, damaged or mismatched files raise one-line errors. A
+        save into the folder while it is read (another process's) is not one: its commit deletes the index file the
+        store.pt just read names, so the read starts again on the store.pt that save committed (LOAD_TRIES times);
+        a reader was told the files were damaged or from another save."""
+        commit = Path(path) / "store.pt"
+        for attempt in range(LOAD_TRIES):
+            committed = file_stamp(commit)
+            try:
+                return cls._load_once(path)
+            except (OSError, ValueError):
+                if attempt == LOAD_TRIES - 1 or committed is None or file_stamp(commit) == committed:
+                    raise
+
+    @classmethod
+    def _load_once(cls, path) -> StorePersistence:
         if Path(path).is_file():  # e.g. the store.pt inside the folder
             raise FileNotFoundError(f"FaissStore: {path} is a file, and FaissStore.save writes a folder; point "
                                     "FaissStore.load at the folder")
@@ -309,19 +325,6 @@ class StorePersistence:
         store = build_from_saved(cls, cfg, f"FaissStore: {path}/store.pt", skip=("coded",))
         store.load_state_dict({**store_part, "keys": index_part["keys"], "ann": index_part["ann"]})
         return store
-
-
-def write_keys(out: np.ndarray, at: np.ndarray, rest: np.ndarray, meta: np.ndarray, coded: CodedKeys,
-               chunk: int = 8192) -> None:
-    """Write keys saved without their coded blocks into rows `at` (n,) of `out` (R', D): the saved rest columns
-    `rest` (n, D - coded width), and each coded block the code that the entry's metadata `meta` (n, M) names. In
-    chunks of rows: the gathered codes stay small beside the store (no (n, D) temporary)."""
-    Dc = coded.codes.shape[1]
-    for start in range(0, len(at), chunk):
-        rows, part = at[start:start + chunk], slice(start, start + chunk)
-        out[rows, coded.width:] = rest[part]
-        for f, field in enumerate(coded.fields):
-            out[rows, f * Dc:(f + 1) * Dc] = coded.block(meta[part, META_FIELDS.index(field)])  # (c, Dc)
 
 
 def _replaced_index_files(folder: Path) -> list[Path]:

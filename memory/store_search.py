@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from memory.store_index import exact_topk, no_hits
-from memory.store_lookup import check_ip_range, checked_array, normalise
+from memory.store_lookup import META_FIELDS, check_ip_range, checked_array, normalise
 
 SCORE_BUFFER_FLOATS = 2**24  # at most 64 MB of float32 scores per exact-search block (see exact_block)
 CODE_TOLERANCE = 2.0**-7  # a coded block may differ from its code by this much relative (bfloat16 autocast)
@@ -202,3 +202,16 @@ class StoreSearch:
         self._stamp[hit_rows] = self._clock
         self._clock += 1
         self._importance[hit_rows] += hits
+
+
+def write_keys(out: np.ndarray, at: np.ndarray, rest: np.ndarray, meta: np.ndarray, coded: CodedKeys,
+               chunk: int = 8192) -> None:
+    """Write keys saved without their coded blocks into rows `at` (n,) of `out` (R', D): the saved rest columns
+    `rest` (n, D - coded width), and each coded block the code that the entry's metadata `meta` (n, M) names. In
+    chunks of rows: the gathered codes stay small beside the store (no (n, D) temporary)."""
+    Dc = coded.codes.shape[1]
+    for start in range(0, len(at), chunk):
+        rows, part = at[start:start + chunk], slice(start, start + chunk)
+        out[rows, coded.width:] = rest[part]
+        for f, field in enumerate(coded.fields):
+            out[rows, f * Dc:(f + 1) * Dc] = coded.block(meta[part, META_FIELDS.index(field)])  # (c, Dc)

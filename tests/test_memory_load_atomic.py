@@ -3,6 +3,8 @@ and FaissStore.load refuses a store.pt with unknown settings or non-finite entri
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -168,3 +170,36 @@ def test_store_load_ignores_stale_values_of_empty_rows():
     loaded = FaissStore(4, 3, 8, lanes=2)
     loaded.load_state_dict(d)
     assert int(loaded._count.sum()) == 5
+
+
+def test_store_load_meets_a_save_committed_while_it_reads_and_loads_that_save(tmp_path, monkeypatch):
+    """Another process saves into the folder between this load's read of store.pt and of the index file it names,
+    which that save's commit deletes: the load reads the new save whole (it said the index file was not in the
+    folder, "a store.pt from another save", or damaged). A folder that stays as it is fails at once, as before."""
+    import memory.store_io as store_io
+
+    def store_of(n, seed):
+        store = FaissStore(dim=8, capacity=16, lanes=1, value_dim=8)
+        keys = torch.from_numpy(np.random.default_rng(seed).normal(size=(n, 8)).astype(np.float32))
+        store.add(keys, keys, lanes=np.zeros(n, int))
+        return store
+
+    store_of(3, 0).save(tmp_path)
+    newer, real_load, calls = store_of(5, 1), store_io.checked_torch_load, []
+
+    def load_then_another_save(path, *args, **kwargs):
+        part = real_load(path, *args, **kwargs)
+        calls.append(Path(path).name)
+        if len(calls) == 1:  # store.pt read: now the other process commits its save
+            newer.save(tmp_path)
+        return part
+
+    monkeypatch.setattr(store_io, "checked_torch_load", load_then_another_save)
+    loaded = FaissStore.load(tmp_path)
+    assert len(loaded) == 5 and same(loaded.state_dict(), newer.state_dict())
+    assert calls[0] == calls[1] == "store.pt" and len(calls) == 3  # read again from the new commit
+    monkeypatch.setattr(store_io, "checked_torch_load", real_load)
+    index = next(tmp_path.glob("index-*.pt"))
+    index.unlink()  # damaged for good: no retry makes it whole
+    with pytest.raises(FileNotFoundError, match=r"names index file index-.*\.pt, which is not in the folder"):
+        FaissStore.load(tmp_path)
