@@ -21,6 +21,7 @@ from pathlib import Path
 
 from agents import benchmark_report as report
 from agents.benchmark_markdown import key_numbers, minutes
+from agents.checkpoint_paths import hydra_spelling
 from agents.parent_death import child_env
 from agents.tune_overrides import merge_overrides, override_value
 
@@ -42,7 +43,8 @@ class Job:
 
 def run_command(job: Job) -> list[str]:
     # merged: agents.run refuses a key given twice, and the job's seed and folder win over any in a suite's overrides
-    own = [f"seed={job.seed}", f"run_dir={job.run_dir}"]
+    # the folder in Hydra's spelling: one under `out=results (1)` was refused ("mismatched input ' ('"), every run
+    own = [f"seed={job.seed}", f"run_dir={hydra_spelling(str(job.run_dir))}"]
     return [sys.executable, "-m", "agents.run", *merge_overrides(job.overrides, own)]
 
 

@@ -22,10 +22,35 @@ PURPOSES = ("resume", "evaluate")
 KEY_OF = {"resume": "resume=", "evaluate": "checkpoint="}  # the argument that names the checkpoint
 
 
+READ_AS_GIVEN = ("resume", "config")  # keys whose value is a path read outside Hydra's grammar (`path_arg`)
+
+
 def shell_arg(key: str, value) -> str:
     """`key=value` as a shell word, for the commands a message tells the user to run: a run folder with a space
-    (`runs/My Drive/...`) or a quote in it was printed bare, and pasted as two arguments."""
-    return shlex.quote(f"{key}={value}")
+    (`runs/My Drive/...`) or a quote in it was printed bare, and pasted as two arguments. A key that Hydra parses
+    (run_dir=) gets its value in Hydra's spelling too, where the bare text would not read back as it is: a folder
+    `n(1)`, `n,2` or `n=3` was refused ("mismatched input '('"), or read as a sweep."""
+    text = str(value) if key in READ_AS_GIVEN else hydra_spelling(str(value))
+    word = f"{key}={text}"
+    if shlex.quote(word) == word:
+        return word
+    return f'"{word}"' if not set(word) & set('"$`\\!') else shlex.quote(word)  # '...' of '...' reads badly
+
+
+def hydra_spelling(text: str) -> str:
+    """`text` as a Hydra override value that reads back as this text: bare where it does, else quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([f"key={text}"])
+        if not override.is_sweep_override() and override.value() == text:
+            return text
+    except (HydraException, ValueError):
+        pass
+    from agents.tune_overrides import override_value
+
+    return override_value(text)
 
 
 def check_purpose(purpose: str) -> str:
@@ -113,7 +138,7 @@ def existing_checkpoint(path: str | Path, purpose: str) -> Path:
     if given.is_dir() and started_only(given):  # a run stopped (SIGKILL) after it took its folder, before config.yaml
         raise CheckpointError(f"run folder {str(given)!r} holds no checkpoint and no config.yaml: its run was stopped "
                               "while it started, before it wrote anything; start the run again with its own command "
-                              f"line (run_dir={given} writes it into this folder)")
+                              f"line ({shell_arg('run_dir', given)} writes it into this folder)")
     if given.is_dir():  # not <folder>/last.pt, a path the user never named (the folder is no run)
         raise CheckpointError(f"no checkpoint in {str(given)!r} (no checkpoints/last.pt): it is not a run folder; "
                               f"point {key} at one (runs/<env>/<agent>/<time>_s<seed>)")

@@ -66,3 +66,18 @@ def test_results_md_estimates_an_idle_machines_wall_time_no_shorter_than_its_lon
     context["workers"] = 1
     assert "CPU time 1.1 min, i.e. about 1 min 06 s of wall time at 1 run at a time" in markdown(
         aggregate(runs), [], runs, context)
+
+
+def test_a_run_folder_hydra_would_misread_reaches_agents_run_as_it_is():
+    """`out=/tmp/results (1)`: every run got `run_dir=/tmp/results (1)/...` bare, which Hydra's grammar refused
+    ("mismatched input ' ('"), so every run of the benchmark failed; `n,2` read as a sweep."""
+    from pathlib import Path
+
+    from agents.benchmark_runner import Job, run_command
+    from agents.run_config import config_for
+
+    for folder in ("/tmp/results (1)/LongDependency-Easy-v0/lstm/s0", "/tmp/n,2/x", "/tmp/it's/x", "/tmp/plain/x"):
+        command = run_command(Job("LongDependency-Easy-v0", "lstm", "lstm", 0, Path(folder), []))
+        cfg = config_for(command[3:])[0]
+        assert cfg.run_dir == folder, command
+    assert "run_dir=/tmp/plain/x" in command  # bare where Hydra reads it as it is

@@ -97,7 +97,7 @@ def test_a_suggested_command_pastes_as_one_argument_per_key(tmp_path, capsys):
 
     folder = tmp_path / "My Drive" / "run"
     assert run.main(tiny("ContinualShift-v0", "memnet", folder, "train.episodes=0")) == 0
-    assert how_to_continue(folder) == "continue with " + shlex.quote(f"resume={folder}")
+    assert shlex.split(how_to_continue(folder).removeprefix("continue with ")) == [f"resume={folder}"]
     capsys.readouterr()
     assert run.main(tiny("ContinualShift-v0", "memnet", folder, "train.episodes=0")) == 2  # the folder holds a run
     line = capsys.readouterr().err.strip()
@@ -105,3 +105,26 @@ def test_a_suggested_command_pastes_as_one_argument_per_key(tmp_path, capsys):
     assert shlex.split(suggested) == [f"resume={folder}"], line
     assert run.main(shlex.split(suggested)) == 0  # pasted: the run's own folder, whole
     assert f"run folder: {folder}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["n(1)", "n,2", "n=3", "it's", "a {b}", "1e-3"])
+def test_a_suggested_restart_pastes_for_a_folder_name_hydra_would_misread(tmp_path, capsys, name):
+    """A run stopped before its first checkpoint is started again with `config=<run>/config.yaml run_dir=<run>`;
+    run_dir= goes through Hydra's grammar, which refused the folder printed bare ("mismatched input '('") or read
+    it as a sweep (`n,2`). The suggestion now spells it as Hydra reads it back, inside one shell word."""
+    import shlex
+
+    from agents.checkpoint_paths import hydra_spelling
+
+    finished = tmp_path / "finished"
+    assert run.main(tiny("ContinualShift-v0", "memnet", finished, "train.episodes=0")) == 0
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.yaml").write_bytes((finished / "config.yaml").read_bytes())  # stopped before a checkpoint
+    capsys.readouterr()
+    assert run.main([f"resume={folder}"]) == 2
+    line = capsys.readouterr().err.strip()
+    suggested = line.split("start it again in that folder with python -m agents.run ", 1)[1]
+    assert shlex.split(suggested) == [f"config={folder / 'config.yaml'}", f"run_dir={hydra_spelling(str(folder))}"]
+    assert run.main(shlex.split(suggested)) == 0, capsys.readouterr().err
+    assert f"run folder: {folder}" in capsys.readouterr().out and (folder / "checkpoints" / "last.pt").is_file()
