@@ -22,7 +22,7 @@ PURPOSES = ("resume", "evaluate")
 KEY_OF = {"resume": "resume=", "evaluate": "checkpoint="}  # the argument that names the checkpoint
 
 
-READ_AS_GIVEN = ("resume", "config")  # keys whose value is a path read outside Hydra's grammar (`path_arg`)
+READ_AS_GIVEN = ("resume", "config", "checkpoint", "out")  # paths read outside Hydra's grammar (`unquoted`)
 
 
 def shell_arg(key: str, value) -> str:

@@ -93,6 +93,7 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
         load_checkpoint,
         resolved,
         run_dir_of,
+        shell_arg,
     )
     from agents.run_lock import RUN_LOCK
 
@@ -109,9 +110,13 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
     if locks is not None and ((run_dir / "checkpoints").is_dir() or (run_dir / RUN_LOCK).is_file()):
         locks.hold(run_dir)
     body = load_checkpoint(checkpoint, purpose="resume")
-    if checkpoint.is_file() and checkpoint.parent.name != "checkpoints":
-        raise CheckpointError(f"resume={resume}: a run continues in its own folder; point resume= at the run "
-                              "folder (the one holding checkpoints/last.pt) or a checkpoint inside it")
+    loose = checkpoint_file(checkpoint)  # named, or a folder's own last.pt (a folder without checkpoints/)
+    if loose.is_file() and loose.parent.name != "checkpoints":  # the folder's: it took the run's files in beside
+        # the user's own, and left the loose last.pt stale
+        named = "" if loose == checkpoint else f" holds {loose.name} loose, outside a run's checkpoints/ folder"
+        raise CheckpointError(f"resume={resume}{named}: a run continues in its own folder; point resume= at the run "
+                              "folder (the one holding checkpoints/last.pt) or a checkpoint inside it (python -m "
+                              f"agents.evaluate {shell_arg('checkpoint', loose)} evaluates this one)")
     changed = OmegaConf.create()
     for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
         OmegaConf.update(changed, key, read_override_value(text, key))

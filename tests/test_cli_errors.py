@@ -34,6 +34,19 @@ def test_resume_accepts_the_checkpoint_file_and_continues_in_its_run_folder(tmp_
     stray.write_bytes((run_dir / "checkpoints" / "last.pt").read_bytes())
     assert run.main([f"resume={stray}"]) == 2
     one_error_line(capsys, "a run continues in its own folder")
+    # the same file as a folder's last.pt (a folder without checkpoints/): refused too; it ran on, writing the run's
+    # files in beside the user's own and leaving the loose last.pt stale
+    loose = tmp_path / "downloads"
+    loose.mkdir()
+    (loose / "last.pt").write_bytes(stray.read_bytes())
+    (loose / "notes.txt").write_text("mine")
+    assert run.main([f"resume={loose}"]) == 2
+    one_error_line(capsys, f"resume={loose} holds last.pt loose, outside a run's checkpoints/ folder: a run continues "
+                           f"in its own folder; point resume= at the run folder (the one holding checkpoints/last.pt) "
+                           f"or a checkpoint inside it (python -m agents.evaluate checkpoint={loose / 'last.pt'} "
+                           "evaluates this one)")
+    assert sorted(p.name for p in loose.iterdir()) == ["last.pt", "notes.txt"]
+    assert evaluate.main([f"checkpoint={loose}", f"out={tmp_path / 'eval.json'}"]) == 0  # as that line says
 
 
 def test_evaluate_checks_its_device_override(trained, capsys):
