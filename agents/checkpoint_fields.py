@@ -251,3 +251,16 @@ def check_env_files(saved, files: dict, path: str | Path, evaluating: bool) -> N
         raise CheckpointError(f"checkpoint {str(path)!r}: the {option.removesuffix('_path')} file {now['path']!r} "
                               f"changed since the run was trained (sha256 {then['sha256'][:12]}... then, "
                               f"{now['sha256'][:12]}... now); restore that file or {fix}")
+
+
+def check_env_files_there(kwargs, checkpoint: str | Path, evaluating: bool, given=()) -> None:
+    """Refuse, in one line with the fix, a file option (`*_path`) of the run's env whose file is gone (the project
+    folder moved or renamed): the env's own line, "haystack_path=...: no such file", named no fix. `given`: options
+    the caller set anew (agents.evaluate's env.kwargs.haystack_path=<copy>), which the env checks itself."""
+    for option, value in dict(kwargs).items():
+        if not str(option).endswith("_path") or option in given or not isinstance(value, str) or os.path.exists(value):
+            continue
+        fix = (f"put it back there, or evaluate on a copy elsewhere with env.kwargs.{option}=<copy>" if evaluating else
+               f"put it back there, then resume (or start a new run with env.kwargs.{option}=<its new path>)")
+        raise CheckpointError(f"checkpoint {str(checkpoint)!r}: the {option.removesuffix('_path')} file {value!r} the "
+                              f"run was trained on is not there any more (moved or deleted); {fix}")

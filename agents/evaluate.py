@@ -45,6 +45,7 @@ from agents.checkpoint import (
     load_checkpoint,
     run_dir_of,
 )
+from agents.checkpoint_fields import check_env_files_there
 from agents.config import (
     ALLOCATION_ERRORS,
     ConfigError,
@@ -184,6 +185,7 @@ def evaluation_config(body: dict, checkpoint: Path, device: str | None, env_kwar
     # memstream reads as another model names the fix an evaluation has
     check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="evaluate")
     check_own_run(body["config"], run_dir, checkpoint_file(checkpoint), "evaluate")  # a valid config, but another run's
+    check_env_files_there(cfg.env.kwargs, checkpoint, evaluating=True, given=env_kwargs or {})
     inert = [k for k in memory or {} if k.startswith("store_") and (cfg.agent.name != "memnet" or not cfg.memory.store)]
     if inert:  # was accepted, and recorded in the JSON as if it had changed the evaluation
         raise ConfigError(f"memory.{inert[0]}: this run ({cfg.agent.name}, memory.store={cfg.memory.store}) has no "

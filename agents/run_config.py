@@ -127,6 +127,9 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
         raise
     check_compatible(body["config"], OmegaConf.to_container(cfg, resolve=True), checkpoint, purpose="resume")
     check_own_run(body["config"], run_dir, checkpoint_file(checkpoint), "resume")  # a valid config, but another run's
+    from agents.checkpoint_fields import check_env_files_there
+
+    check_env_files_there(cfg.env.kwargs, checkpoint, evaluating=False)
     cfg.run_dir, cfg.resume = str(run_dir), str(checkpoint)
     return cfg, run_dir, checkpoint
 

@@ -75,6 +75,22 @@ def test_an_edited_haystack_file_is_refused_on_resume_and_evaluate(tmp_path, cap
     hay.write_text(TEXT, encoding="utf-8")  # the file restored: the run resumes again
     assert run.main([f"resume={run_dir}"]) == 0
 
+    # the file moved away (the project folder renamed): the env's "no such file" line named no fix
+    hay.rename(tmp_path / "moved.txt")
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}"]) == 2
+    gone = f"checkpoint '{run_dir}': the haystack file '{hay}' the run was trained on is not there any more " \
+           "(moved or deleted); put it back there"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and gone + ", then resume (or start a new run with env.kwargs.haystack_path=<its " \
+        "new path>)" in err, err
+    assert evaluate.main([f"checkpoint={run_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and gone + ", or evaluate on a copy elsewhere with env.kwargs.haystack_path=<copy>" \
+        in err, err
+    assert evaluate.main([f"checkpoint={run_dir}", f"env.kwargs.haystack_path={tmp_path / 'moved.txt'}",
+                          "out=moved.json"]) == 0  # as that line says
+
 
 def test_a_checkpoint_without_env_files_still_loads_and_a_garbled_one_says_so(tmp_path, capsys):
     hay, run_dir = tmp_path / "hay.txt", tmp_path / "run"
