@@ -38,8 +38,11 @@ def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
     run did not write (out=checkpoints/last.pt replaced the checkpoint with the JSON): checked before the evaluation
     runs, not after."""
     if str(out).endswith(("/", os.sep)):  # Path() drops the slash: out=results/ wrote a file named results
+        folder = run_dir / Path(out).expanduser()
+        # a file there (out=metrics.json/): no file can go inside it, so the example is one beside the run's own
+        example = "eval.json" if folder.exists() and not folder.is_dir() else f"{str(out)}eval.json"
         raise ConfigError(f"out={str(out)!r} names a folder (it ends with {str(out)[-1]}); name a file, e.g. "
-                          f"out={str(out)}eval.json")
+                          f"out={example}")
     out = Path(out).expanduser()
     path = run_dir / out
     if why := unusable_path(str(path.absolute())):  # (path.is_dir() was an OSError traceback, a loop's resolve() a

@@ -62,6 +62,8 @@ def test_memory_settings_an_evaluation_cannot_use_give_one_line(needle_run, caps
     ("metrics.json/eval.json", "metrics.json' is a file, not a folder"),
     # a folder still to be made: was written as a file named `results` (Path() drops the slash), exit 0
     ("results/", "out='results/' names a folder (it ends with /); name a file, e.g. out=results/eval.json"),
+    # a file of the run: the example was out=metrics.json/eval.json, inside it
+    ("metrics.json/", "out='metrics.json/' names a folder (it ends with /); name a file, e.g. out=eval.json"),
 ])
 def test_an_unusable_out_file_is_one_line_before_anything_is_evaluated(needle_run, capsys, out, message):
     for sweep in ([], ["memory.reset=never,episode"]):
