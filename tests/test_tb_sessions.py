@@ -139,9 +139,12 @@ def test_a_sweep_trial_that_raises_says_failure(tmp_path, monkeypatch):
     diverge_at_the_second_update(monkeypatch)
     monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: "/elsewhere/t0_lr=0.003"))
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    reports = []  # (outside a Tuner, Tune's own report warns and drops it)
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
     base = OmegaConf.to_container(load_config(tiny("ContinualShift-v0", "memnet", tmp_path)), resolve=True)
     with pytest.raises(ConfigError, match="training diverged in episode 1"):
         run_trial({"train.lr": 0.003}, base=base, sweep_dir=str(tmp_path / "sweep"), threads=1, metric="cl/ACC")
+    assert [r["episode"] for r in reports] == [0]  # the untrained evaluation, before the divergence
     session = hparams_sessions(tmp_path / "sweep")["t0_lr=0.003"]
     assert session.status == api_pb2.STATUS_FAILURE and 0 < session.start_time_secs <= session.end_time_secs
     assert read_hparams(tmp_path / "sweep" / "t0_lr=0.003")["train.lr"] == 0.003
