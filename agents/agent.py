@@ -71,7 +71,6 @@ class Agent:
         self.episodes = trainer.episode  # the episode number store entries record
         self.last_episode: EpisodeStats | None = None
         self._stats = EpisodeStats()  # the episode under way
-        self._last_task: int | None = None  # the task of the last episode (memory.reset=task)
         self._episode_start_pending = True  # the next act() is an episode's first step
         self._ended = False  # the last observe() ended an episode: the next act() may be on its terminal observation
         self._resetting = False  # the act/observe pair under way is the env's autoreset step (read nothing)
@@ -116,7 +115,8 @@ class Agent:
             if not (isinstance(own, dict) and isinstance(own.get("episodes"), int) and own["episodes"] >= 0
                     and isinstance(own.get("last_task"), int) and own["last_task"] >= -1):
                 raise garbled(path, f"agent: {str(own)[:80]}, not an Agent's episode count and last task")
-            agent.episodes, agent._last_task = own["episodes"], (own["last_task"] if own["last_task"] >= 0 else None)
+            agent.episodes = own["episodes"]
+            trainer.loop_task = own["last_task"] if own["last_task"] >= 0 else None  # memory.reset=task's reference
             agent._saved.add(run_dir_of(path))  # an Agent's folder: saving back there goes on with it (a run's stays)
         return agent
 
@@ -144,8 +144,8 @@ class Agent:
         t.run_dir = folder
         try:
             path = t.save(OmegaConf.to_container(cfg, resolve=True),
-                          agent={"episodes": self.episodes, "last_task": -1 if self._last_task is None else
-                                 self._last_task})
+                          agent={"episodes": self.episodes, "last_task": -1 if self.trainer.loop_task is None else
+                                 self.trainer.loop_task})
         finally:
             t.run_dir = own
         write_text_atomic(folder / "config.yaml", to_yaml(cfg))
@@ -272,12 +272,13 @@ class Agent:
         if not self._episode_start_pending:
             return
         reset = self.cfg.memory.reset
-        if reset == "episode" or (reset == "task" and self._last_task is not None and task != self._last_task):
+        # the trainer's rule, on the tasks this loop met (its evaluate_all() then starts another task cleared too)
+        if reset == "episode" or (reset == "task" and self.trainer._task_switch(task)):
             self.trainer.state = self.trainer._cleared(self.trainer.state)
             if self.trainer.lifetimes is not None:
                 self.trainer.lifetimes.reset()
             self._new_chunk()  # act from the cleared state
-        self._last_task, self._episode_start_pending = task, False
+        self.trainer.loop_task, self._episode_start_pending = task, False
 
     def _learn_chunk(self) -> None:
         """The chunk forward on what the env showed: memory writes, and the optimiser step when learning."""

@@ -67,6 +67,7 @@ class Trainer:
         # trainer state (all of it goes into the checkpoint)
         self.episode = 0  # training episodes done (per lane)
         self.evaluating = False  # inside evaluate_all
+        self.loop_task: int | None = None  # the task an outside loop last trained on (`_task_switch`)
         self.lane_steps = 0  # env steps per lane, train episodes (reported with the trainer state)
         self.train_steps = 0  # training env steps per lane: the x-axis of every curve
         self.train_tokens, self.train_seconds, self.reward_baseline = 0, 0.0, 0.0
@@ -187,15 +188,14 @@ class Trainer:
         return int(np.searchsorted(self.block_starts, episode, side="right")) - 1
 
     def _task_switch(self, task: int) -> bool:
-        """memory.reset=task clears the memory when the agent meets `task` after training on another one."""
-        return self.episode > 0 and task != self._task_before()
+        """memory.reset=task clears the memory when the agent meets `task` after training on another: the task an
+        outside loop (agents.agent.Agent) last trained, `loop_task`, else the last training episode's (block_of)."""
+        before = self.loop_task if self.loop_task is not None else \
+            int(self.block_tasks[self.block_of(self.episode - 1)]) if self.episode else None
+        return before is not None and task != before
 
     def _cleared(self, state: dict) -> dict:
         return self.model.reset_memory(state, torch.ones(self.cfg.train.lanes, dtype=torch.bool))
-
-    def _task_before(self) -> int:
-        # past the schedule's end its last task goes on (block_of); 0 before any episode or without a schedule
-        return int(self.block_tasks[self.block_of(self.episode - 1)]) if self.episode else 0
 
     # ---------------------------------------------------------------- evaluation
     def evaluate_task(self, task: int) -> float:

@@ -8,6 +8,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from agents import run
 from agents.agent import Agent
 from agents.checkpoint import CheckpointError
 from agents.config import ConfigError, load_config
@@ -251,7 +252,7 @@ def test_a_saved_agent_goes_on_exactly_as_the_one_that_saved_it(tmp_path):
     play(agent, env, None)
     torch.set_rng_state(rng)  # (one RNG per process: the second agent draws from where the first began)
     play(back, there, None)
-    assert back._last_task == 3
+    assert back.trainer.loop_task == 3
     same_end(back, agent.trainer)
     assert back.last_episode.correct == agent.last_episode.correct
     agent.save(tmp_path / "saved")  # over its own checkpoint: yes
@@ -353,3 +354,28 @@ def test_refused_calls_anywhere_change_nothing(data, tmp_path_factory):
         resetting = not resetting and bool(np.all(terminated | truncated))
     same_end(noisy, clean.trainer)
     assert noisy.episodes == 2 and noisy.last_episode.correct == clean.last_episode.correct
+
+
+def test_an_agents_evaluation_starts_another_task_cleared_under_memory_reset_task(tmp_path, monkeypatch):
+    """`agent.trainer.evaluate_all()` after the loop trained task 1 evaluates task 0 from a cleared memory and task 1
+    from the memory as it is, as the trainer's own evaluations do. The trainer's rule read its own schedule, where an
+    Agent's trainer stays at episode 0: no task was ever cleared."""
+    overrides = tiny("ContinualShift-v0", "memnet", tmp_path / "cfg", "env.kwargs.num_tasks=2", "memory.reset=task")
+    agent = Agent.from_config(overrides, autoreset=False)
+    env = agent.make_env()
+    cleared = []
+    real = agent.trainer._cleared
+    monkeypatch.setattr(agent.trainer, "_cleared", lambda state: cleared.append(agent.trainer.evaluating) or
+                        real(state))
+    for seed in (1, None):  # tasks 0 and 1, one episode each (num_tasks=2 with the tiny schedule's episodes)
+        play(agent, env, seed)
+    assert agent.trainer.loop_task == 1 and cleared == [False]  # the loop's own switch to task 1
+    agent.trainer.evaluate_all()
+    assert cleared == [False, True]  # task 0's evaluation only
+    assert agent.trainer.episode == 0  # (the trainer's own count: the rule reads the tasks the loop met)
+    # an Agent made from a run's checkpoint starts from the run's last trained task, as a resumed run would
+    run_dir = tmp_path / "run"
+    assert run.main(overrides[:2] + [f"run_dir={run_dir}"] + overrides[3:]) == 0
+    from_run = Agent.from_checkpoint(run_dir)
+    assert from_run.trainer.loop_task is None and from_run.trainer.episode == 2
+    assert from_run.trainer._task_switch(0) and not from_run.trainer._task_switch(1)
