@@ -168,9 +168,8 @@ class MemNet(MemoryObjects, StorePath, AgentModel):
         if self.internal is not None:
             mem = state["internal"]
             reads.append(self.internal.read_out(hq, mem))  # (B, T', D) from the incoming state
-            if any_write:  # positions without write permission contribute nothing to the update
-                updated = self.internal.updated_state(h * writes[..., None].to(h.dtype), mem)
-                mem = torch.where(writes.any(1)[:, None, None], updated, mem)
+            if any_write:  # positions without write permission take no part in the update (lanes without any: none)
+                mem = self.internal.updated_state(h, mem, writes)
             new_state["internal"] = mem
 
         if self.cfg.memory.store:

@@ -85,8 +85,10 @@ class _InternalMemory(nn.Module, ABC):
         """h (B, T, D), incoming state (B, S, D) -> y (B, T, D)."""
 
     @abstractmethod
-    def updated_state(self, h: Tensor, state: Tensor) -> Tensor:
-        """h (B, T, D), state (B, S, D) -> the state after this block (B, S, D)."""
+    def updated_state(self, h: Tensor, state: Tensor, mask: Tensor | None = None) -> Tensor:
+        """h (B, T, D), state (B, S, D) -> the state after this block (B, S, D). mask (B, T) bool: the positions
+        that may write (None: all); the others take no part in the update, as if the block were without them (a
+        lane with none keeps its state)."""
 
 
 class LM2Memory(_InternalMemory):
@@ -109,15 +111,18 @@ class LM2Memory(_InternalMemory):
     def read_out(self, h: Tensor, state: Tensor) -> Tensor:
         return torch.sigmoid(self.output_gate(h)) * self.attend(h, state)
 
-    def slot_summary(self, h: Tensor, state: Tensor) -> Tensor:
-        """U (B, S, D): what each slot gathers by attending over the block h (B, T, D)."""
-        return self.update_attn(state, h, h, need_weights=False)[0]
+    def slot_summary(self, h: Tensor, state: Tensor, mask: Tensor | None = None) -> Tensor:
+        """U (B, S, D): what each slot gathers by attending over the block h (B, T, D), at the positions of `mask`
+        (B, T) bool (None: all; a position left out took softmax mass as a zero input: with one writing position
+        among seven that may not, the update was 0.55 long against 1.30 for that position alone)."""
+        return self.update_attn(state, h, h, key_padding_mask=_left_out(mask), need_weights=False)[0]
 
-    def updated_state(self, h: Tensor, state: Tensor) -> Tensor:
+    def updated_state(self, h: Tensor, state: Tensor, mask: Tensor | None = None) -> Tensor:
         if h.shape[1] == 0:  # an empty block brings nothing: U would be 0 and the forget gate still shrink M
             return state
-        u = self.slot_summary(h, state)  # (B, S, D)
-        return torch.sigmoid(self.input_gate(u)) * torch.tanh(u) + torch.sigmoid(self.forget_gate(u)) * state
+        u = self.slot_summary(h, state, mask)  # (B, S, D)
+        new = torch.sigmoid(self.input_gate(u)) * torch.tanh(u) + torch.sigmoid(self.forget_gate(u)) * state
+        return new if mask is None else torch.where(mask.any(1)[:, None, None], new, state)
 
 
 class LinformerMemory(_InternalMemory):
@@ -137,17 +142,31 @@ class LinformerMemory(_InternalMemory):
     def read_out(self, h: Tensor, state: Tensor) -> Tensor:
         return self.out(self.attend(h, state))
 
-    def slot_summary(self, h: Tensor, state: Tensor) -> Tensor:
-        """Z (B, S, D): the block h (B, T, D) projected onto the S slots, each row L2-normalised."""
-        proj = self.seq_proj(h).softmax(dim=1)  # (B, T, S), each slot's weights over the T tokens
+    def slot_summary(self, h: Tensor, state: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Z (B, S, D): the block h (B, T, D) at the positions of `mask` (B, T) bool (None: all) projected onto the S
+        slots, each row L2-normalised."""
+        scores = self.seq_proj(h)  # (B, T, S)
+        if (out := _left_out(mask)) is not None:
+            scores = scores.masked_fill(out[..., None], -torch.inf)
+        proj = scores.softmax(dim=1)  # (B, T, S), each slot's weights over the T tokens
         return F.normalize(torch.einsum("bts,btd->bsd", proj, h), dim=-1)
 
-    def updated_state(self, h: Tensor, state: Tensor) -> Tensor:
+    def updated_state(self, h: Tensor, state: Tensor, mask: Tensor | None = None) -> Tensor:
         if h.shape[1] == 0:  # an empty block brings nothing: Z would be 0 and the per-channel gate still turn M
             return state
-        z = self.slot_summary(h, state)  # (B, S, D)
+        z = self.slot_summary(h, state, mask)  # (B, S, D)
         g = torch.sigmoid(self.update_gate(torch.cat([z, state], dim=-1)))  # (B, S, D)
-        return F.normalize((1.0 - g) * state + g * z, dim=-1)
+        new = F.normalize((1.0 - g) * state + g * z, dim=-1)
+        return new if mask is None else torch.where(mask.any(1)[:, None, None], new, state)
+
+
+def _left_out(mask: Tensor | None) -> Tensor | None:
+    """(B, T) bool: the positions an update leaves out (~mask), or None to leave none out. A lane with no position
+    in `mask` keeps all (its update is discarded by `updated_state`; all left out, the softmax would be NaN, and
+    a NaN in the discarded branch of a where still poisons the gradient)."""
+    if mask is None:
+        return None
+    return ~mask & mask.any(dim=1, keepdim=True)
 
 
 def build_internal_memory(cfg: MemoryConfig) -> nn.Module | None:

@@ -96,6 +96,27 @@ def test_lanes_without_update_keep_state_bit_for_bit(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_positions_a_mask_leaves_out_take_no_part_in_the_update(kind):
+    """updated_state(h, M, mask) is the update by the masked-in positions alone, whatever the others hold; a lane
+    with none keeps M, and gradients stay finite. LM2's slots attended to left-out positions too (given as zeros,
+    they took softmax mass: one writing position among seven that may not moved M 0.55, alone 1.30)."""
+    mem = make(kind)
+    _, state = mem(torch.randn(3, 5, 32), mem.initial_state(3))  # a dense state
+    h = torch.randn(3, 8, 32, requires_grad=True)
+    mask = torch.zeros(3, 8, dtype=torch.bool)
+    mask[0, 7], mask[1, [1, 4]] = True, True  # lane 2: no position may write
+    new = mem.updated_state(h, state, mask)
+    torch.testing.assert_close(new[0], mem.updated_state(h[:1, 7:], state[:1])[0])
+    torch.testing.assert_close(new[1], mem.updated_state(h[1:2, [1, 4]], state[1:2])[0])
+    assert torch.equal(new[2], state[2])
+    other = h.detach().clone()
+    other[~mask] = torch.randn(int((~mask).sum()), 32)  # what the left-out positions hold: nothing changes
+    torch.testing.assert_close(mem.updated_state(other, state, mask), new.detach())
+    new.sum().backward()
+    assert torch.isfinite(h.grad).all() and h.grad[2].abs().sum() == 0 and h.grad[0, :7].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_an_empty_block_leaves_the_state_unchanged(kind):
     """Regression (linformer): normalise((1 - g) M) with a per-channel gate g turned a dense state (0.069 after
     one empty call); the identity-like initial state hid it (one channel per slot). LM2's forget gate shrank M."""
