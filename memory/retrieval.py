@@ -33,7 +33,9 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
     if not isinstance(queries, Tensor) or queries.dim() != 3:  # (a numpy array had no .dim())
         got = tuple(queries.shape) if isinstance(queries, Tensor) else type(queries).__name__
         raise ValueError(f"retrieve_memory_kv: queries must be a (B, T, D) tensor, got {got}")
-    found = store.search(queries.detach().float().cpu(), max(k, fetch or k))
+    # the store counts as accessed (lru / importance eviction) the k it serves, as the cache does, not the candidates
+    # the rerank drops (4 in 5 at MemNet's fetch: entries gained importance without ever being read)
+    found = store.search(queries.detach().float().cpu(), max(k, fetch or k), count=False)
     ids = found.ids
     if rescore is not None:
         scores = np.where(ids >= 0, rescore(found.scores, ids), -np.inf)  # (B, T, fetch)
@@ -41,6 +43,7 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
         ids = np.where(np.isfinite(np.take_along_axis(scores, best, -1)), np.take_along_axis(ids, best, -1), -1)
     else:
         ids = ids[..., :k]
+    store.touch(ids)
     mem_k, mem_v, mask = cache.get_batch(ids)
     to = {"device": queries.device, "dtype": queries.dtype}
     return mem_k.to(**to), mem_v.to(**to), mask.to(queries.device), torch.from_numpy(ids).to(queries.device)

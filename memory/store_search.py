@@ -93,9 +93,11 @@ class CodedKeys(NamedTuple):
 class StoreSearch:
     """Mixin for FaissStore: search (exact, ANN, coded) and the access bookkeeping of its hits."""
 
-    def search(self, queries, k: int, with_values: bool = False) -> SearchResult | SearchHits:
+    def search(self, queries, k: int, with_values: bool = False, count: bool = True) -> SearchResult | SearchHits:
         """queries (B, Q, D) -> SearchResult(scores (B, Q, k), ids (B, Q, k)); with_values=True adds values and
-        meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts as an access.
+        meta (SearchHits). scope="lane": row b searches lane b only (B must equal lanes). Counts its hits as accesses
+        (lru, importance), unless count=False: a caller that keeps only some of them (a re-ranking) credits those
+        with `touch`.
         Exactly equal scores come in no promised order (the top-k's): callers needing one order ties themselves
         (memory.retrieval.rank)."""
         q = checked_array(queries, "queries", np.float32)
@@ -113,14 +115,14 @@ class StoreSearch:
                              f"finds at most capacity={self.capacity} entries, and a larger k only pads with id -1, "
                              f"to at most {SCORE_BUFFER_FLOATS} ids in all); pass k <= {self.capacity}")
         # no query (Q = 0, or B = 0 shared): nothing to score; the exact scan would size its block by B * Q = 0
-        scores, ids = self._search(q, k) if B * Q else no_hits(B, Q, k)
+        scores, ids = self._search(q, k, count) if B * Q else no_hits(B, Q, k)
         if not with_values:
             return SearchResult(scores, ids)
         values, meta = self.get(ids)
         return SearchHits(scores, ids, values, meta)
 
-    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """queries (B, Q, D) float32, B Q > 0 -> scores, ids (B, Q, k); counts the hits as accesses."""
+    def _search(self, q: np.ndarray, k: int, count: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """queries (B, Q, D) float32, B Q > 0 -> scores, ids (B, Q, k); counts the hits as accesses (`count`)."""
         B, Q, _ = q.shape
         # every metric: a NaN query scores NaN against every key, and top-k over NaN returns arbitrary ids; with ip,
         # queries keep to the keys' norm limit, so no inner product overflows float32 (an inf score ranks nothing)
@@ -142,7 +144,8 @@ class StoreSearch:
             scores[exact], local[exact] = s, r
         rows = np.where(local >= 0, local + np.arange(self.partitions)[:, None, None] * self.capacity, 0)
         ids = np.where(local >= 0, self._row_id[rows], -1).reshape(B, Q, k)
-        self._touch(rows[local >= 0])
+        if count:
+            self._touch(rows[local >= 0])
         return scores.reshape(B, Q, k), ids
 
     def _exact(self, queries: np.ndarray, parts: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,6 +194,12 @@ class StoreSearch:
             scores = tables[:, :, f].gather(2, rows[f, :, None, :].expand(P, Q, width))  # (P', Q, width)
             total = scores if total is None else total.add_(scores)
         return total
+
+    def touch(self, ids) -> None:
+        """Count the entries `ids` (any shape; -1 and ids no longer stored are skipped) as one search's hits, one
+        per occurrence: what a `search(..., count=False)` caller used of its candidates."""
+        rows, found = self._rows_of(ids)
+        self._touch(rows[found])
 
     def _touch(self, rows: np.ndarray) -> None:
         """Search hits: refresh the lru stamp and add one importance per hit. One search's hits share one stamp, so

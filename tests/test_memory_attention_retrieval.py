@@ -59,6 +59,23 @@ def test_retrieve_then_rerank_keeps_the_best_k_of_the_rescored_candidates():
     assert kept[0, 0].tolist() == [ids[3], ids[2], ids[1], -1] and mask[0, 0].tolist() == [True] * 3 + [False]
 
 
+@pytest.mark.parametrize("rerank", [False, True])
+def test_the_store_counts_as_accessed_only_the_memories_it_serves(rerank):
+    """lru and importance eviction rank entries by their use: of fetch=4 candidates only the k=2 read count. All 4
+    were credited (an entry re-ranked away gained importance and recency without ever being read)."""
+    store = FaissStore(8, 1, capacity=8, lanes=1, metric="ip", eviction="importance")
+    cache = TieredKVCache(2, 4, hot=8, warm=0, cold=0)
+    keys = torch.eye(8)[:4] * torch.tensor([4.0, 3.0, 2.0, 1.0])[:, None]  # entry i scores 4 - i for the query
+    ids = write_memory(store, cache, keys, torch.zeros(4, 1), keys.view(4, 2, 4), keys.view(4, 2, 4), lanes=[0] * 4)
+    before = store.state_dict()["importance"].clone()
+    rescore = (lambda scores, found: -scores) if rerank else None  # the rerank keeps the two lowest scores
+    kept = retrieve_memory_kv(store, cache, torch.ones(1, 1, 8), k=2, fetch=4, rescore=rescore)[3][0, 0].tolist()
+    assert kept == ([ids[3], ids[2]] if rerank else [ids[0], ids[1]])
+    gained = store.state_dict()["importance"] - before
+    rows = {int(i): r for r, i in enumerate(store.state_dict()["row_id"].tolist()) if i >= 0}
+    assert {i: float(gained[rows[int(i)]]) for i in ids} == {int(i): float(i in kept) for i in ids}
+
+
 def test_transformer_retrieves_through_store_and_cache():
     torch.manual_seed(7)
     cfg = MemoryConfig(dim=32, attn_heads=4)
