@@ -35,6 +35,7 @@ With every memory part off (`agent=transformer`) MemNet is the plain controller:
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -205,8 +206,9 @@ class MemNet(MemoryObjects, StorePath, AgentModel):
     def _scalar_metrics(self, metrics: dict) -> dict[str, float]:
         out = {}
         if "read_info" in metrics:
-            if metrics["read_info"].weights.numel():  # some position was read
-                out["read_entropy"] = read_entropy(metrics["read_info"])
+            entropy = read_entropy(metrics["read_info"])
+            if not math.isnan(entropy):  # some head read a slot (a fresh bank's first chunk reads none)
+                out["read_entropy"] = entropy
             out["write_rate"] = write_rate(metrics["write_info"])
         if "store_ids" in metrics:
             if metrics["store_ids"].shape[1]:

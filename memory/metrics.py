@@ -31,12 +31,14 @@ def slot_usage(state: SlotState, mean_over_lanes: bool = False) -> np.ndarray:
 
 
 def read_entropy(read_info: ReadInfo) -> float:
-    """Mean entropy (nats) of a head's weights over its k selected slots; 0 = one slot, log k = uniform. NaN
-    when nothing was read (no position, a T = 0 block): a mean over nothing, not 0 (a perfectly sharp read)."""
-    if read_info.weights.numel() == 0:
-        return float("nan")
+    """Mean entropy (nats) of a head's weights over its k selected slots; 0 = one slot, log k = uniform. Heads
+    that read nothing (all weights 0: every slot they selected is empty, as in a fresh bank) are left out, and NaN
+    when none read (no position, a T = 0 block, an empty bank): a mean over nothing, not 0 (a perfectly sharp
+    read; a fresh bank's first chunk read 0, pulling the episode's mean down under memory.reset=episode)."""
     with torch.no_grad():
-        return float(entropy(read_info.weights).mean())
+        weights = read_info.weights  # (..., k)
+        read = weights.sum(dim=-1) > 0  # (...)
+        return float(entropy(weights)[read].mean()) if bool(read.any()) else float("nan")
 
 
 def write_rate(write_info: WriteInfo) -> float:

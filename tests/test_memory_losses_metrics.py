@@ -163,6 +163,10 @@ def test_usage_entropy_and_write_rate_values():
     assert np.allclose(slot_usage(state, mean_over_lanes=True), [2, 0, 1])
     uniform = info([[[[0.5, 0.5]]]], [[[[0, 1]]]])
     assert read_entropy(uniform) == pytest.approx(math.log(2), abs=1e-6)
+    # a head that selected only empty slots read nothing: left out of the mean, not a perfectly sharp 0
+    one_empty = info([[[[0.5, 0.5], [0.0, 0.0]]]], [[[[0, 1], [2, 3]]]])
+    assert read_entropy(one_empty) == pytest.approx(math.log(2), abs=1e-6)
+    assert math.isnan(read_entropy(info([[[[0.0, 0.0]]]], [[[[2, 3]]]])))  # a fresh bank's first read
     writes = WriteInfo(gate=torch.tensor([[1.0, 0.0], [0.5, 0.5]]), slot_ids=torch.tensor([[0, -1], [1, 2]]))
     assert write_rate(writes) == pytest.approx(0.5)
 
