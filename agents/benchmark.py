@@ -44,6 +44,7 @@ from agents.cli_args import check_given_once, counted, override_key, shortened, 
 from agents.config import ConfigError, group_options, load_config, positive_int_setting, utf8
 from agents.config_messages import error_line
 from agents.interrupts import interrupts_held, sigterm_as_interrupt
+from agents.new_folders import claim_new_folder, remove_made_folders, stamped_names, time_stamp
 from agents.preflight import env_source, model_fits
 from agents.threads import usable_cores
 from agents.tune_overrides import merge_overrides
@@ -171,11 +172,14 @@ def restored_on(source) -> tuple[int, int, int]:
     return int(source.vocab_size), len(getattr(source, "block_tasks", (0,))), int(source.num_tasks)
 
 
-def default_out() -> Path:
-    stamp, n = time.strftime("%Y-%m-%d_%H-%M-%S"), 0
-    while (Path("runs") / "benchmark" / (stamp + (f"-{n}" if n else ""))).exists():  # two benchmarks in one second
-        n += 1
-    return Path("runs") / "benchmark" / (stamp + (f"-{n}" if n else ""))
+def default_out() -> tuple[Path, list[Path]]:
+    """runs/benchmark/<stamp>, claimed by making it (two benchmarks started in the same second shared one, and one's
+    runs failed on the other's), and the folders made (removed again if the benchmark is refused before it runs)."""
+    try:
+        return claim_new_folder(stamped_names(Path("runs") / "benchmark", time_stamp()))
+    except OSError as exc:  # a file named runs, no permission
+        raise ConfigError(f"cannot create the benchmark folder under {str(Path('runs').resolve())!r} "
+                          f"({exc.strerror or exc}); choose one with out=") from None
 
 
 def check_out(out: Path) -> None:
@@ -248,10 +252,11 @@ def _main(argv: list[str]) -> int:
         print(usage())
         return 0
     started, t0 = time.strftime("%Y-%m-%d %H:%M:%S"), time.monotonic()
+    claimed: list[Path] = []  # the default out= folder, made at once: gone again if the benchmark does not start
     try:
         opts, cli_overrides = parse_args(argv)
         suite = load_suite(opts["suite"])
-        out = Path(opts["out"]) if "out" in opts else default_out()
+        out, claimed = (Path(opts["out"]), []) if "out" in opts else default_out()
         check_out(out)  # before resolve(): a symlink loop in it was a RuntimeError traceback there (Python < 3.13)
         out = out.resolve()
         jobs = plan(opts, suite, cli_overrides, out)
@@ -259,9 +264,11 @@ def _main(argv: list[str]) -> int:
         with interrupts_held():  # matplotlib: a second of imports (a Ctrl+C inside them waits for their end)
             from agents.benchmark_plots import write_plots
     except ConfigError as exc:
+        remove_made_folders(claimed)
         print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM while the runs are planned
+        remove_made_folders(claimed)
         print("\ninterrupted before any run started; nothing was run", file=sys.stderr)
         return 130
     workers = opts.get("workers", usable_cores())

@@ -22,7 +22,6 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch, Hydra and matplotli
 
 import shlex  # noqa: E402
 import sys  # noqa: E402  (after the guard above: these imports are the slow part of starting)
-import time  # noqa: E402
 from contextlib import suppress  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -40,6 +39,7 @@ from agents.config import ALLOCATION_ERRORS, ConfigError, allocation_failure, do
 from agents.config_messages import error_line  # noqa: E402
 from agents.inert_notes import inert_note  # noqa: E402
 from agents.interrupts import sigterm_as_interrupt  # noqa: E402
+from agents.new_folders import claim_new_folder, first_free, stamped_names, time_stamp  # noqa: E402
 from agents.report import (  # noqa: E402
     failure_recorded,
     final_metrics,
@@ -62,23 +62,9 @@ def new_run_dir(cfg, create: bool = False) -> Path:
     started in the same second, in parallel too, each get their own (an exists() check let two share one)."""
     if cfg.run_dir:
         return Path(cfg.run_dir).resolve()
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    base = Path(cfg.runs_root).resolve() / cfg.env.id / cfg.agent.name
-    n = 0
-    while True:
-        path = base / (f"{stamp}_s{cfg.seed}" if n == 0 else f"{stamp}-{n}_s{cfg.seed}")
-        n += 1
-        if not create:
-            if not path.exists():
-                return path
-            continue
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            if not path.exists():  # a parent in the way (the caller's one-line error), not a taken name
-                raise
-            # another run's folder (or a file): the next suffix
+    names = stamped_names(Path(cfg.runs_root).resolve() / cfg.env.id / cfg.agent.name,
+                          time_stamp(), f"_s{cfg.seed}")
+    return claim_new_folder(names)[0] if create else first_free(names)
 
 
 def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> dict:

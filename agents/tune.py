@@ -145,12 +145,14 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
     check_local_resources(plan.resources, base, plan.search_space)
     check_ray_lock_folder()  # before Ray starts: a resume takes a lock there
     previous = saved_handlers()  # put back at the end: ray.init and Tune install their own
-    made, lock = make_sweep_folder(sweep_dir), None
+    (sweep_dir, made), lock = make_sweep_folder(sweep_dir, new=not restore), None
     try:
         lock = lock_sweep(sweep_dir)  # before Ray starts: a resume= of a sweep still running is one line
         started = start_ray(sweep_dir)
-    except BaseException:  # Ray did not start (bad address, auth, Ctrl+C): no empty sweep folder left behind
+    except BaseException as exc:  # Ray did not start (bad address, auth, Ctrl+C): no empty sweep folder left behind
         unlock_sweep(lock, sweep_dir, made)
+        if isinstance(exc, KeyboardInterrupt):  # main's line names this folder (not the name prepare showed)
+            exc.sweep_dir = sweep_dir
         raise
     catch_sigterm()  # after ray.init: SIGTERM does what Ctrl+C does (agents.tune_signals)
     try:
@@ -163,9 +165,11 @@ def run_sweep(plan: SweepPlan, base: dict, sweep_dir: Path, restore: bool = Fals
 
                 ray.shutdown()
         return _report(trials, plan, base, sweep_dir)
-    except (KeyboardInterrupt, ConfigError):  # after Ray started, before Tune saved its state: no trial ran
+    except (KeyboardInterrupt, ConfigError) as exc:  # after Ray started, before Tune saved its state: no trial ran
         if not restore and before_any_trial(sweep_dir):  # its line says so, and the folder goes, as while Ray starts
             remove_unstarted_sweep(sweep_dir, made)
+        if isinstance(exc, KeyboardInterrupt):
+            exc.sweep_dir = sweep_dir
         raise
     finally:
         unlock_sweep(lock, sweep_dir, [])
@@ -262,8 +266,8 @@ def _main(argv: list[str]) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(error_line(exc), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl+C or SIGTERM outside Tune's own handling (agents.tune_signals)
-        print(f"\n{interrupted_line(sweep_dir)}", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl+C or SIGTERM outside Tune's own handling (agents.tune_signals)
+        print(f"\n{interrupted_line(getattr(exc, 'sweep_dir', sweep_dir))}", file=sys.stderr)
         return INTERRUPTED
 
 

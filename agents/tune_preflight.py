@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agents.checkpoint_paths import shell_arg
 from agents.config import ConfigError
+from agents.new_folders import STAMP_LENGTH, claim_new_folder, remove_made_folders, stamped_names
 from agents.tune_signals import EXPERIMENT_STATE
 
 
@@ -109,17 +110,21 @@ def trial_devices(base: dict, search_space: dict) -> set[str]:
     return {str(v) for args in swept.values() for v in args} if swept else {str(base.get("device", "auto"))}
 
 
-def make_sweep_folder(sweep_dir: Path) -> list[Path]:
+def make_sweep_folder(sweep_dir: Path, new: bool = False) -> tuple[Path, list[Path]]:
     """The sweep folder, created before Ray starts: a path through a file, no permission or a read-only disk
-    is one error line (the wording of agents.run's run folder). Returns the folders this call made, deepest
-    first (none for the folder of a resumed sweep), for `remove_made_folders`."""
-    made = [p for p in (sweep_dir, *sweep_dir.parents) if not p.exists()]
+    is one error line (the wording of agents.run's run folder). A new sweep claims the first free name from
+    `sweep_dir`'s stamp on (`claim_new_folder`: another sweep started in the same second may have taken it since
+    `prepare` chose it); a resumed one uses its own. Returns the folder and those this call made, deepest first
+    (none for the folder of a resumed sweep), for `remove_made_folders`."""
     try:
+        if new:  # (prepare named it <stamp> or <stamp>-<n>: the stamp is its first 19 characters)
+            return claim_new_folder(stamped_names(sweep_dir.parent, sweep_dir.name[:STAMP_LENGTH]))
+        made = [p for p in (sweep_dir, *sweep_dir.parents) if not p.exists()]
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the sweep folder {str(sweep_dir)!r} ({exc.strerror or exc}); choose "
                           "another runs_root=") from None
-    return made
+    return sweep_dir, made
 
 
 def write_plan(path: Path, saved: dict) -> None:
@@ -178,16 +183,6 @@ def unlock_sweep(fd: int | None, sweep_dir: Path, made: list[Path]) -> None:
     if made:
         (sweep_dir / RUN_LOCK).unlink(missing_ok=True)
         remove_made_folders(made)
-
-
-def remove_made_folders(made: list[Path]) -> None:
-    """Undo `make_sweep_folder` when Ray did not start: each folder it made, deepest first, while empty
-    (rmdir never removes a folder that holds anything)."""
-    for folder in made:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def remove_unstarted_sweep(sweep_dir: Path, made: list[Path]) -> None:

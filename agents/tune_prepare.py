@@ -6,7 +6,6 @@ matplotlib or Ray, so agents/tune.py refuses a bad sweep in ~0.6 s, where the li
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -14,6 +13,7 @@ from omegaconf import OmegaConf
 from agents.cli_args import answer_early, override_key
 from agents.config import ConfigError, absolute_env_paths, absolute_path, check_utf8_texts, load_config
 from agents.inert_notes import baseline_model_keys, inert_note, train_inert_keys
+from agents.new_folders import first_free, stamped_names, time_stamp
 from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
@@ -83,12 +83,10 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
         raise ConfigError(f"sweep.scheduler.grace_period={s['grace_period']} must be <= {limit}; set "
                           f"sweep.scheduler.grace_period={s['max_t']} or less, or sweep.scheduler.type=fifo (no "
                           "early stopping)")
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     root = Path(base.runs_root).resolve() / "sweeps" / plan.name
-    sweep_dir, n = root / stamp, 1
-    try:
-        while sweep_dir.exists():
-            sweep_dir, n = root / f"{stamp}-{n}", n + 1
+    sweep_dir = root / "<stamp>"
+    try:  # the name to show; run_sweep claims one as it makes it (`make_sweep_folder`)
+        sweep_dir = first_free(stamped_names(root, time_stamp()))
     except OSError as exc:  # runs_root without search permission: Path.exists raised it, a traceback
         raise ConfigError(f"cannot create the sweep folder {str(sweep_dir)!r} ({exc.strerror or exc}); choose "
                           "another runs_root=") from None

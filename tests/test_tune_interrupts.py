@@ -163,7 +163,7 @@ def test_a_resumed_sweep_whose_ray_does_not_start_keeps_its_folder(tmp_path, mon
         agents_tune.run_sweep(plan, {}, sweep_dir, restore=True)
     assert sweep_dir.is_dir()
     sub = tmp_path / "a" / "b"
-    made = tune_preflight.make_sweep_folder(sub)
+    made = tune_preflight.make_sweep_folder(sub)[1]
     (tmp_path / "a" / "other").write_text("")
     tune_preflight.remove_made_folders(made)  # b was empty: gone; a holds another file: kept
     assert not sub.exists() and (tmp_path / "a" / "other").is_file()
