@@ -262,3 +262,15 @@ def test_peak_rss_is_read_in_the_unit_each_platform_gives_it(platform, mib, monk
     monkeypatch.setattr(sys, "platform", platform)
     result = module.measure("gru", "LongDependency-v0", 1, 2, 1, warmup=0, overrides=tuple(TINY_MODEL))
     assert result["peak_rss_mib"] == mib and result["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("lanes, verdict", [
+    (256, "targets met (per CPU second)"),
+    (2, "scalar target (vector: not judged at --lanes 2; 256) met (per CPU second)"),  # said "targets met"
+])
+def test_the_env_throughput_verdict_judges_the_vector_target_at_256_lanes_only(lanes, verdict, monkeypatch, capsys):
+    module = load_script("envs")
+    monkeypatch.setattr(module, "scalar_steps_per_s", lambda env_id, seconds: (6e5, 6e5))
+    monkeypatch.setattr(module, "vector_tokens_per_s", lambda env_id, n, seconds: (4e5 * n, 4e5 * n))  # 2 lanes: 8e5
+    assert run_main("envs", ["--lanes", str(lanes), "--repeats", "1"], monkeypatch) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == verdict
