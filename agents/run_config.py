@@ -55,8 +55,11 @@ def help_answer(argv: list[str]) -> int:
         path_arg(argv, "config")
         given = [a for a in argv if "=" in a and not a.startswith("~")]  # a key twice: the run's own line
         check_given_once([override_key(a) for a in given], given)
-        text = help_text([a for a in argv if a not in ("-h", "--help") and not a.startswith("resume=")])
-    except ConfigError as exc:  # (`--help memory.slot=3` was a ConfigError traceback from the early answer)
+        line = [a for a in argv if a not in ("-h", "--help")]
+        resumed = path_arg(line, "resume") is not None  # the run's keys, from its checkpoint (they were the defaults)
+        text = help_text(line, config_for(line)[0] if resumed else None)
+    except (ConfigError, ValueError) as exc:  # (`--help memory.slot=3` was a ConfigError traceback; ValueError: a
+        # resume= checkpoint's CheckpointError)
         print(error_line(exc), file=sys.stderr)
         return 2
     print(text)
@@ -159,14 +162,15 @@ def path_arg(overrides: list[str], key: str) -> str | None:
     return values[0] if values else None
 
 
-def help_text(overrides: list[str] | None = None) -> str:
+def help_text(overrides: list[str] | None = None, cfg=None) -> str:
     """`--help`: config groups and every key with its value for the given overrides (`env=`, `agent=`, keys, or
-    `config=<saved config.yaml>` and keys): the values that run would use."""
+    `config=<saved config.yaml>` and keys), or `cfg` as given (a resumed run's): the values that run would use."""
     envs, agents = group_options("env"), group_options("agent")
     overrides = list(overrides or [])
     saved = path_arg(overrides, "config")
-    cfg = (load_config(overrides) if saved is None
-           else from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]))
+    if cfg is None:
+        cfg = (load_config(overrides) if saved is None
+               else from_yaml_file(saved, [o for o in overrides if not o.startswith("config=")]))
     lines = ["usage: python -m agents.run [env=<id>] [agent=<name>] [key=value ...] | resume=<run dir> | "
              "config=<saved config.yaml> [key=value ...]", "",
              f"config groups:\n  env:   {', '.join(envs)}\n  agent: {', '.join(agents)}", "",

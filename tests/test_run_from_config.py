@@ -183,3 +183,9 @@ def test_config_takes_a_run_folder_as_resume_does(first_run, tmp_path, capsys):
     assert run.main(["--help", f"config={first_run}"]) == 0
     lanes = OmegaConf.load(first_run / "config.yaml").train.lanes
     assert f"  train.lanes={lanes}" in capsys.readouterr().out.splitlines() and lanes != 16  # the run's lanes
+    # and --help resume=<run>: the run's keys, as its checkpoint holds them (it showed the defaults, resume=null)
+    assert run.main(["--help", f"resume={first_run}", "train.threads=1"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert f"  train.lanes={lanes}" in shown and f"  resume='{first_run}'" in shown and "  train.threads=1" in shown
+    assert run.main(["--help", f"resume={tmp_path / 'none'}"]) == 2  # printed the defaults, exit 0
+    assert capsys.readouterr().err.startswith("error: no checkpoint at ")
