@@ -308,6 +308,8 @@ INERT_WHEN = (
     # memory/store.py _take_rows: importances are read only by eviction=importance
     (("store_importance_halflife",),
      lambda c: None if c.store_eviction == "importance" else f"memory.store_eviction={c.store_eviction}"),
+    # memory/cache_tiers.py: quantize picks the warm tier's int8 or float32 (hot is float32, cold holds what it gets)
+    (("cache_quantize",), lambda c: "memory.cache_warm=0" if c.cache_warm == 0 else None),
     # agents/memnet.py + memnet_store.py: context_fixed / _scale / _restart only where `m.context_decay > 0`
     (("context_fixed", "context_scale", "context_restart"),
      lambda c: "memory.context_decay=0" if c.context_decay == 0 else None),

@@ -34,7 +34,7 @@ BASE = dict(dim=D, slots=4, read_heads=4, top_k=4, bottleneck=8, store_capacity=
 # settings under which rows of INERT_WHEN apply
 SETTINGS = [{}, dict(slots=0), dict(store=False), dict(store_index="ivf"), dict(store_index="hnsw"),
             dict(store_eviction="lru"), dict(store=False, slots=0, fusion="cross_attention"),
-            dict(store=False, slots=0)]
+            dict(store=False, slots=0), dict(cache_warm=0)]
 
 
 def cases() -> dict[str, tuple[dict, list[str]]]:
