@@ -171,7 +171,7 @@ def plot_accuracy_matrix(R, path: str | os.PathLike, tasks=None) -> Figure:
     # just-learned accuracy that the cells left of it (forgetting) and right of it (forward transfer) are read against
     trained = np.arange(K) if tasks is None else np.asarray(tasks, dtype=np.int64)  # (K,)
     for row, column in enumerate(trained):
-        if 0 <= column < T:
+        if 0 <= column < T and not np.isnan(R[row]).all():  # (a block a stopped run never trained: no outline)
             ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="tab:red", linewidth=2,
                                    clip_on=False, zorder=3))  # unclipped, over the frame: a corner cell shows its edge
     ax.set_xticks(np.arange(T), [str(j) for j in range(T)])

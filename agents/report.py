@@ -124,7 +124,9 @@ def write_report(trainer, metrics: dict, logger=None) -> None:
         plots.plot_slot_usage_heatmap(np.array(trainer.usage_history), p / "slot_usage.png", steps=steps)
     if "slot_survival" in names:
         lifetimes = trainer.slot_lifetimes()
-        unit = f"learning chunks (one slot write each, {trainer.cfg.train.chunk} env steps)"
+        # the tracker's clock: every training chunk, written or not (NeedleRecall's recall chunks write nothing), of up
+        # to train.chunk steps (an episode's last chunk is cut at its end)
+        unit = f"training chunks (up to {trainer.cfg.train.chunk} env steps each)"
         plots.plot_slot_survival(lifetimes[0], p / "slot_survival.png", observed=lifetimes[1], unit=unit,
                                  counts=lifetimes[2])
     if logger is not None:

@@ -162,8 +162,7 @@ class Trainer:
 
     def _observe_writes(self, aux: dict) -> None:
         """Feed the chunk's slot writes to the lifetime tracker (slot survival curves)."""
-        info = aux.get("metrics", {}).get("write_info")
-        if self.lifetimes is not None and info is not None:
+        if self.lifetimes is not None and (info := aux.get("metrics", {}).get("write_info")) is not None:
             self.lifetimes.observe(info)
 
     def record_memory_usage(self) -> None:
@@ -207,6 +206,7 @@ class Trainer:
     def _evaluate(self, task: int) -> float:  # evaluate_task's episodes: the caller puts the memory back
         state = {k: v.clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in self.state.items()}
         correct = scored = 0
+        self.venv.start_evaluation()  # at a cycle's start (a re-evaluation's replay under another delay may not be)
         reset = self.cfg.memory.reset  # evaluation episodes see the memory a training episode would
         if reset == "task" and self._task_switch(task):
             state = self._cleared(state)

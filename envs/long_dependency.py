@@ -71,6 +71,10 @@ class LongDependencySource(StreamSource):
     def restart(self) -> None:
         self._streams = {"train": _Stream(), "eval": _Stream()}
 
+    def start_evaluation(self) -> None:
+        stream = self._streams["eval"]  # on to the next multiple: an evaluation starts there, its carry cleared
+        stream.episode += -stream.episode % self.eval_episodes
+
     def content_name(self, token: int) -> str:
         for prefix, start in (("k", self.key0), ("q", self.query0), ("v", self.value0)):
             if start <= token < start + self.n:

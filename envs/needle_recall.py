@@ -99,6 +99,10 @@ class NeedleRecallSource(StreamSource):
     def restart(self) -> None:
         self._cycles = {"train": _Cycle(), "eval": _Cycle()}
 
+    def start_evaluation(self) -> None:
+        if self._cycles["eval"].position:  # inside a cycle: its recalls would ask for facts no write showed
+            self._cycles["eval"] = _Cycle()
+
     def content_name(self, token: int) -> str:
         if self.symbol_names is not None and token - CONTENT0 < len(self.symbol_names):
             return repr(self.symbol_names[token - CONTENT0])

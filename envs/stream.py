@@ -60,6 +60,14 @@ class StreamSource(abc.ABC):
         names those given on its command line in its `note:` line). None by default."""
         return {}
 
+    def start_evaluation(self) -> None:
+        """Make the next eval reset begin a complete evaluation (`eval_episodes` eval resets in a row): where the eval
+        stream stands inside one, the rest of it is skipped. The trainer calls it as each evaluation starts: a no-op
+        in a run, whose evaluations are whole; after a re-evaluation replayed a run's resets under another `delay` or
+        cross-episode gap it started mid-cycle (recalls of facts never written). Nothing to do for a source whose
+        evaluations are one episode."""
+        return None
+
     @abc.abstractmethod
     def restart(self) -> None:
         """Forget the stream state (schedule position, carried pairs or facts): called on a seeded reset."""

@@ -70,6 +70,10 @@ class SourceAttributes:
         """Options that change nothing under the others, each with why (StreamSource.inert_options)."""
         return self._source.inert_options()
 
+    def start_evaluation(self) -> None:
+        """The next eval reset begins a complete evaluation (StreamSource.start_evaluation)."""
+        self._source.start_evaluation()
+
     @property
     def episode_length(self) -> int:
         """Steps per episode: the number of `step` calls from `reset` until `terminated`."""

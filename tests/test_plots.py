@@ -111,6 +111,17 @@ def test_accuracy_matrix_one_row_per_block(tmp_path):
         plot_accuracy_matrix(R, tmp_path / "bad.png", tasks=[0, 1, 0])
 
 
+def test_accuracy_matrix_outlines_only_the_blocks_a_stopped_run_trained(tmp_path):
+    """A run stopped in its third block of four: the fourth row (never trained, all grey) had its cell outlined as
+    "the task block k trained"."""
+    from matplotlib.patches import Rectangle
+
+    R = np.array([[0.9, np.nan], [0.8, 0.9], [0.95, 0.7], [np.nan, np.nan]])
+    figure = plot_accuracy_matrix(R, tmp_path / "RK.png", tasks=[0, 1, 0, 1])
+    outlined = [p.get_xy() for p in figure.axes[0].patches if isinstance(p, Rectangle)]
+    assert outlined == [(-0.5, -0.5), (0.5, 0.5), (-0.5, 1.5)]
+
+
 def test_accuracy_vs_distance_with_window_and_empty_buckets(tmp_path):
     figure = plot_accuracy_vs_distance({1: 1.0, 2: 0.9, 4: None, 64: 0.6, 1024: 0.1}, tmp_path / "d.png", window=64)
     _assert_png(tmp_path / "d.png")
