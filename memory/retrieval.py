@@ -34,7 +34,7 @@ def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor,
         got = tuple(queries.shape) if isinstance(queries, Tensor) else type(queries).__name__
         raise ValueError(f"retrieve_memory_kv: queries must be a (B, T, D) tensor, got {got}")
     # the store counts as accessed (lru / importance eviction) the k it serves, as the cache does, not the candidates
-    # the rerank drops (4 in 5 at MemNet's fetch: entries gained importance without ever being read)
+    # the rerank drops (3 in 4 at MemNet's fetch of 4 k: entries gained importance without ever being read)
     found = store.search(queries.detach().float().cpu(), max(k, fetch or k), count=False)
     ids = found.ids
     if rescore is not None:
