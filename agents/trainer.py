@@ -64,10 +64,10 @@ class Trainer:
         sched = env_schedule(self.venv)  # (block starts, block tasks, episodes); None: an env without a schedule
         self.schedule_episodes = None if sched is None else sched[2]  # training episodes of the env's schedule
         self.total_episodes = self._default_episodes() if t.episodes is None else int(t.episodes)
+        self.loop_task: int | None = None  # the task an outside loop last trained on (`_task_switch`; an Agent's save)
         # trainer state (all of it goes into the checkpoint)
         self.episode = 0  # training episodes done (per lane)
         self.evaluating = False  # inside evaluate_all
-        self.loop_task: int | None = None  # the task an outside loop last trained on (`_task_switch`)
         self.lane_steps = 0  # env steps per lane, train episodes (reported with the trainer state)
         self.train_steps = 0  # training env steps per lane: the x-axis of every curve
         self.train_tokens, self.train_seconds, self.reward_baseline = 0, 0.0, 0.0
