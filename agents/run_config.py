@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
+from agents.checkpoint_paths import CheckpointError
 from agents.cli_args import answer_early, check_given_once, override_key, unquoted
 from agents.config import (
     ConfigError,
@@ -58,8 +59,8 @@ def help_answer(argv: list[str]) -> int:
         line = [a for a in argv if a not in ("-h", "--help")]
         resumed = path_arg(line, "resume") is not None  # the run's keys, from its checkpoint (they were the defaults)
         text = help_text(line, config_for(line)[0] if resumed else None)
-    except (ConfigError, ValueError) as exc:  # (`--help memory.slot=3` was a ConfigError traceback; ValueError: a
-        # resume= checkpoint's CheckpointError)
+    except (ConfigError, CheckpointError) as exc:  # (`--help memory.slot=3` was a ConfigError traceback; a resume=
+        # that names no usable checkpoint is its CheckpointError line)
         print(error_line(exc), file=sys.stderr)
         return 2
     print(text)
