@@ -204,6 +204,8 @@ class MemNet(MemoryObjects, StorePath, AgentModel):
         return logits, new_state, {"losses": losses, "metrics": metrics}
 
     def _scalar_metrics(self, metrics: dict) -> dict[str, float]:
+        """The chunk's memory metrics as floats: names as `agents.tb_tags` lists them (SLOT_METRICS, STORE_METRICS),
+        which a sweep's reports are keyed by."""
         out = {}
         if "read_info" in metrics:
             entropy = read_entropy(metrics["read_info"])

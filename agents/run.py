@@ -71,9 +71,9 @@ def fit(trainer, logger, config: dict, progress: bool = True, on_eval=None) -> d
     """Train to `total_episodes`, evaluating and checkpointing on schedule; returns the final metrics.
 
     `on_eval(trainer, values)` is called after every evaluation, the untrained one at episode 0 included (and after
-    the checkpoint that may follow it)
-    with the same tag -> value dict that goes to TensorBoard (`eval/task_<j>/accuracy`, `cl/*`, `recall/*`);
-    Ray Tune trials report through it.
+    the checkpoint that may follow it), with the tag -> value dict that went to TensorBoard: the evaluation's
+    (`eval/task_<j>/accuracy`, `cl/*`, `recall/*`) and, after a training episode, that episode's (`train/*`,
+    `perf/*`, `memory/*`); Ray Tune trials report through it.
     """
     from agents.progress import progress_bar
 
@@ -104,10 +104,8 @@ def _train(trainer, logger, config: dict, on_eval, bar) -> None:
     while trainer.episode < trainer.total_episodes:
         task = trainer.current_task()
         stats = trainer.train_episode()
-        logger.scalars({"train/loss": stats.loss, "train/accuracy": stats.accuracy,
-                        "perf/tokens_per_s": trainer.train_tokens / max(trainer.train_seconds, 1e-9)}
-                       | {f"perf/{k}": v for k, v in stats.milliseconds.items()}
-                       | {f"memory/{k}": v for k, v in stats.memory.items()}, trainer.train_steps)
+        trained = train_scalars(trainer, stats)
+        logger.scalars(trained, trainer.train_steps)
         last = trainer.episode == trainer.total_episodes
         boundary = last or trainer.current_task() != task
         if boundary or trainer.episode % cfg.eval_every == 0:
@@ -122,10 +120,18 @@ def _train(trainer, logger, config: dict, on_eval, bar) -> None:
             logger.flush()  # first: a checkpoint's step keeps its points on resume, so they must be on disk
             trainer.save(config)
         if values is not None and on_eval is not None:
-            on_eval(trainer, values)
+            on_eval(trainer, trained | values)
         bar.set_postfix(acc=_pct(stats.accuracy), loss=f"{stats.loss:.3f}" if stats.loss is not None else "-",
                         eval=_pct(mean_accuracy(trainer.last_eval.values())), task=task)
         bar.update(1)
+
+
+def train_scalars(trainer, stats) -> dict:
+    """A training episode's scalars (`agents.tb_tags.TRAIN_TAGS`, memory/<name>), as TensorBoard gets them."""
+    return ({"train/loss": stats.loss, "train/accuracy": stats.accuracy,
+             "perf/tokens_per_s": trainer.train_tokens / max(trainer.train_seconds, 1e-9)}
+            | {f"perf/{k}": v for k, v in stats.milliseconds.items()}
+            | {f"memory/{k}": v for k, v in stats.memory.items()})
 
 
 def log_eval(trainer, logger) -> dict:

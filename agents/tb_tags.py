@@ -5,6 +5,20 @@ the tags a sweep checks its metric against (`agents.tune_metrics`) and the Custo
 from __future__ import annotations
 
 CL_TAGS = ("cl/ACC", "cl/BWT", "cl/FWT", "cl/forgetting")
+# a training episode's scalars (`agents.run.train_scalars`), reported to Tune with the evaluation that follows them
+TRAIN_TAGS = ("train/loss", "train/accuracy", "perf/tokens_per_s", "perf/act_ms", "perf/chunk_forward_ms",
+              "perf/update_ms")
+# MemNet's per-chunk memory metrics (`MemNet._scalar_metrics`), logged as memory/<name>, by the part that reports them
+SLOT_METRICS = ("read_entropy", "write_rate")
+STORE_METRICS = ("store_hit_rate", "memory_share_mean", "store_entries")
+MEMORY_TAGS = tuple(f"memory/{name}" for name in SLOT_METRICS + STORE_METRICS)
+
+
+def memory_tags(agent: str, slots: int, store: bool) -> tuple[str, ...]:
+    """The memory/<name> tags a run of this agent reports: MemNet's slot bank (slots > 0) and store parts'."""
+    if agent != "memnet":
+        return ()
+    return tuple(f"memory/{name}" for name in (SLOT_METRICS if slots > 0 else ()) + (STORE_METRICS if store else ()))
 
 
 def eval_accuracy_tag(task: int) -> str:

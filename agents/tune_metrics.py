@@ -2,7 +2,9 @@
 
 `agents.run.log_eval` writes eval/accuracy, eval/task_<j>/accuracy, cl/ACC|BWT|FWT|forgetting,
 recall/accuracy_d<bucket> and recall/accuracy_delay<k>; which of them an env fills depends on its task count,
-its largest distance and whether it reports delays. Checked before Ray starts, so a typo fails in one line.
+its largest distance and whether it reports delays. The training episode before an evaluation adds train/*,
+perf/* (every agent) and memory/<name> (MemNet's slot bank and store parts: `agents.tb_tags.memory_tags`).
+Checked before Ray starts, so a typo fails in one line.
 
 A sweep may change those from trial to trial (`train.episodes`, `train.eval_repeats`, `env.kwargs.*`: the run's
 length sets ContinualShift's largest distance, an env option its tasks or distances), so the checks look at every
@@ -13,11 +15,11 @@ trial reports, and ASHA's `max_t` is the longest trial.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agents.cl_metrics import distance_buckets
 from agents.config import ConfigError
-from agents.tb_tags import CL_TAGS, delay_tag, distance_tag, eval_accuracy_tag
+from agents.tb_tags import CL_TAGS, TRAIN_TAGS, delay_tag, distance_tag, eval_accuracy_tag, memory_tags
 
 
 @dataclass
@@ -30,9 +32,12 @@ class EnvFacts:
     far_edge: int | None = None  # FAR_DISTANCE_ENVS: the farthest bucket an evaluation fills (`filled_edges`)
     delays: tuple[int, ...] = ()  # DELAY_ENVS: the delays an evaluation's recalls come at (`eval_delays`)
     filled: tuple[int, ...] | None = None  # FAR_DISTANCE_ENVS: the buckets an evaluation fills at all (None: unknown)
+    memory: tuple[str, ...] = ()  # the memory/<name> tags of the trial's agent and memory parts (`memory_tags`)
 
 
 RUN_KEYS = ("train.episodes", "train.eval_repeats")  # swept with env.kwargs.*: they set a trial's tags and length
+MEMORY_PART_KEYS = ("memory.slots", "memory.store")  # ... and these its memory/<name> tags
+TRAINING_PREFIXES = ("train/", "perf/", "memory/")  # a training episode's tags, reported with the evaluation after it
 FAR_DISTANCE_ENVS = ("LongDependency",)  # envs ranked by the accuracy of their farthest distance bucket
 FAR_SHARE = 0.02  # ... that holds at least this share of an evaluation's scored steps (a tail bucket is too noisy)
 DELAY_ENVS = ("NeedleRecall",)  # envs whose eval episodes fill recall/accuracy_delay<k>
@@ -49,7 +54,7 @@ def reported_metrics(facts: EnvFacts) -> list[str]:
     edges = facts.filled if facts.filled is not None else distance_buckets(facts.max_distance)
     tags += [distance_tag(int(e)) for e in edges]
     tags += [delay_tag(k) for k in facts.delays]
-    return tags
+    return tags + list(TRAIN_TAGS) + list(facts.memory)
 
 
 def default_metric(corners: list[EnvFacts]) -> str:
@@ -68,9 +73,11 @@ def check_metric(metric: str, corners: list[EnvFacts]) -> str:
     """`metric` if a corner of the sweep reports it, else one ConfigError line listing those they report."""
     if any(_reports(metric, f) for f in corners):
         return metric
-    tags = list(dict.fromkeys(tag for f in corners for tag in reported_metrics(f)))  # union, in order
-    raise ConfigError(f"sweep.metric={metric!r}: {corners[0].env_id} does not report it; choose one of: "
-                      f"{', '.join(tags)}")
+    tags = list(dict.fromkeys(tag for f in corners for tag in reported_metrics(f)))  # union, in order, with the
+    tags.sort(key=lambda tag: tag.startswith(TRAINING_PREFIXES))  # evaluation's first (a stable sort)
+    who = "no trial's agent has the memory part that measures it" if metric.startswith("memory/") else \
+        f"{corners[0].env_id} does not report it"  # (a baseline has none; MemNet: memory.slots, memory.store)
+    raise ConfigError(f"sweep.metric={metric!r}: {who}; choose one of: {', '.join(tags)}")
 
 
 def _reports(metric: str, facts: EnvFacts) -> bool:
@@ -96,7 +103,8 @@ def env_facts(cfg) -> tuple[EnvFacts, int]:
             far, filled = filled_edges(cfg.env.id, dict(cfg.env.kwargs), edges,
                                        int(venv.eval_episodes) * int(cfg.train.eval_repeats), int(venv.episode_length))
         delays = eval_delays(venv) if cfg.env.id.split("-")[0] in DELAY_ENVS else ()
-        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far, delays, filled)
+        facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far, delays, filled,
+                         memory_tags(cfg.agent.name, int(cfg.memory.slots), bool(cfg.memory.store)))
     finally:
         venv.close()
     return facts, int(episodes)
@@ -148,14 +156,17 @@ def filled_edges(env_id: str, kwargs: dict, edges, episodes: int, length: int, s
 
 def sweep_corners(search_space: dict[str, dict[str, list]]) -> list[dict]:
     """The combinations of the swept values that can change a trial's metric names or length (`RUN_KEYS`,
-    env options): every value of a grid or choice, both ends of a range (tags and lengths grow with those keys
-    or, like LongDependency's distances, are a list of values: the ends bound them). [{}] when none is swept."""
+    `MEMORY_PART_KEYS`, env options): every value of a grid or choice, both ends of a range (tags and lengths grow
+    with those keys or, like LongDependency's distances, are a list of values: the ends bound them); of a memory
+    part's values one that has it and one that does not. [{}] when none is swept."""
     values = {}
     for key, spec in search_space.items():
-        if key in RUN_KEYS or key.startswith("env.kwargs."):
+        if key in RUN_KEYS + MEMORY_PART_KEYS or key.startswith("env.kwargs."):
             (kind, args), = spec.items()
             values[key] = list(args) if kind in ("grid", "choice") else \
                 [args[0], args[1] - 1 if "randint" in kind else args[1]]  # randint's high is exclusive
+            if key in MEMORY_PART_KEYS:  # a part is there or not (slots > 0, store true): one value of each
+                values[key] = list({bool(v): v for v in reversed(values[key])}.values())[::-1]
     return [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
 
 
@@ -164,8 +175,15 @@ def sweep_facts(search_space: dict, base) -> tuple[list[dict], list[EnvFacts], i
     trial of the sweep trains (ASHA's max_t: a trial stops there)."""
     from agents.tune_space import trial_config
 
-    corners = sweep_corners(search_space)
-    facts, episodes = zip(*(env_facts(trial_config(base, corner)) for corner in corners), strict=True)
+    corners, measured, facts, episodes = sweep_corners(search_space), {}, [], []
+    for corner in corners:
+        cfg = trial_config(base, corner)
+        env_part = repr({k: v for k, v in corner.items() if k not in MEMORY_PART_KEYS})
+        if env_part not in measured:  # the memory parts change only the memory tags: each env is measured once
+            measured[env_part] = env_facts(cfg)
+        env, length = measured[env_part]
+        facts.append(replace(env, memory=memory_tags(cfg.agent.name, int(cfg.memory.slots), bool(cfg.memory.store))))
+        episodes.append(length)
     if min(episodes) < 1:  # such a trial reports no result: Ray's metric check failed with a traceback
         swept = "train.episodes" in corners[episodes.index(min(episodes))]
         given = "sweep.search_space.train.episodes reaches 0" if swept else f"train.episodes={min(episodes)}"

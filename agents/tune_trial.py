@@ -2,8 +2,10 @@
 
 The trial's run folder is its Tune trial folder inside the sweep folder (absolute: Tune changes the working
 directory of a trial), so `tensorboard --logdir <sweep dir>` shows one run per trial. Every evaluation is
-reported under its TensorBoard tag (`cl/ACC`, `eval/accuracy`, `recall/accuracy_d<b>`, ...; None -> NaN so
-the keys never change), plus `episode`, `total_episodes` and `train_steps`; the sweep's metric is always there
+reported under its TensorBoard tags (`cl/ACC`, `eval/accuracy`, `recall/accuracy_d<b>`, ...), with the training
+episode's before it (`train/loss`, `perf/tokens_per_s`, `memory/<name>`; NaN at the untrained evaluation and
+wherever a value is None, so Ray's progress.csv, which keeps the first result's columns, has them all), plus
+`episode`, `total_episodes` and `train_steps`; the sweep's metric is always there
 (NaN where this trial's run length or env does not report it: Tune refuses a result without it). A report that
 follows a fresh `checkpoints/last.pt` carries that folder as the Tune checkpoint (model, optimiser, memory,
 trainer state), so a crashed or interrupted trial resumes from it.
@@ -50,7 +52,12 @@ class TuneReporter:
     def __call__(self, trainer, values: dict) -> None:
         from ray import tune
 
-        metrics = {self.metric: math.nan} | {tag: math.nan if v is None else float(v) for tag, v in values.items()}
+        from agents.tb_tags import TRAIN_TAGS, memory_tags
+
+        memory = trainer.cfg.memory
+        keys = (self.metric, *TRAIN_TAGS, *memory_tags(trainer.cfg.agent.name, memory.slots, memory.store))
+        metrics = dict.fromkeys(keys, math.nan) | {tag: math.nan if v is None else float(v)
+                                                   for tag, v in values.items()}
         metrics |= {"episode": trainer.episode, "total_episodes": trainer.total_episodes,
                     "train_steps": trainer.train_steps}
         if trainer.episode >= trainer.total_episodes:

@@ -169,8 +169,13 @@ def test_continual_metrics_rebuilt_from_the_env_record(extra, tmp_path):
     logged = [(s, v) for s, v in logger.rows if "cl/ACC" in v]
     assert [s for s, _ in logged] == at
     # on_eval (a sweep's reports) gets each evaluation's values, the untrained one at episode 0 included (Tune's
-    # progress.csv started at the first evaluation after training)
-    assert [(s, v) for s, _, v in logger.reported] == logged and logger.reported[0][1] == 0
+    # progress.csv started at the first evaluation after training), and after training the episode's scalars too:
+    # those TensorBoard got at the same step (only the evaluation tags reached Tune)
+    assert [(s, {k: v[k] for k in e}) for (s, _, v), (_, e) in zip(logger.reported, logged, strict=True)] == logged
+    assert logger.reported[0][1] == 0 and not any(k.startswith(("train/", "perf/")) for k in logger.reported[0][2])
+    trained = {s: v for s, v in logger.rows if "train/loss" in v}
+    for step, _, values in logger.reported[1:]:
+        assert {k: v for k, v in values.items() if k in trained[step]} == trained[step]
     for step, values in logged:
         n = sum(1 for i in ends if train[i][0] <= step)
         cols = sorted(set(tasks[:n]))

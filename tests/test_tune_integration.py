@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import shlex
 import signal
@@ -126,7 +127,13 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, monkeypatch, ray_s
         assert "cl/ACC" in scalars and "eval/task_1/accuracy" in scalars
         assert (run / "checkpoints" / "last.pt").is_file()
         assert (run / ".run.lock").read_text().strip().isdigit()  # each trial held its folder (agents/run_lock.py)
-        episodes = [json.loads(line)["episode"] for line in (run / "result.json").read_text().splitlines()]
+        reports = [json.loads(line) for line in (run / "result.json").read_text().splitlines()]
+        episodes = [report["episode"] for report in reports]
+        # the training tags reach Tune with each evaluation (NaN at the untrained one), as columns of progress.csv
+        assert all(math.isnan(r["perf/tokens_per_s"]) == (r["episode"] == 0) for r in reports)
+        assert {"train/loss", "perf/tokens_per_s", "memory/store_hit_rate"} <= set(
+            (run / "progress.csv").read_text().splitlines()[0].split(","))
+        assert reports[-1]["perf/tokens_per_s"] == pytest.approx(scalars["perf/tokens_per_s"][-1][1])
         # a resumed trial went on from its checkpoint: episodes never go back. One report may repeat once: when
         # the stop arrives between Tune logging a result and registering its checkpoint, the trial resumes from
         # the checkpoint before it (seen in CI under load: episodes [2, 4, 4]); that race is Tune's.

@@ -6,6 +6,8 @@ from omegaconf import OmegaConf
 
 from agents.cl_metrics import distance_buckets
 from agents.config import ConfigError, load_config
+from agents.run import main as run_main
+from agents.tb_tags import MEMORY_TAGS, memory_tags
 from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import (
     EnvFacts,
@@ -157,6 +159,45 @@ def test_metrics_the_env_does_not_report_are_rejected():
     assert check_metric("recall/accuracy_delay3", [EnvFacts("NeedleRecall-v0", 1, 64, None, (3,))])
 
 
+def test_training_and_memory_tags_may_be_the_sweeps_metric(monkeypatch):
+    """Tune got only the evaluation's tags, so `sweep.metric=perf/tokens_per_s` or `memory/store_hit_rate` (the
+    TensorBoard tags DESIGN section 8 names as reported to Tune) was refused. Now every trial reports train/* and
+    perf/*, and memory/<name> where its MemNet has the part that measures it."""
+    from agents import tune_metrics
+
+    memnet = EnvFacts("ContinualShift-v0", 3, 1024, memory=memory_tags("memnet", 0, True))
+    assert check_metric("perf/tokens_per_s", [memnet]) and check_metric("train/loss", [memnet])
+    assert check_metric("memory/store_hit_rate", [memnet])
+    with pytest.raises(ConfigError, match=r"^sweep.metric='memory/write_rate': no trial's agent has the memory part "
+                                          r"that measures it; choose one of: eval/accuracy, .*memory/store_entries$"):
+        check_metric("memory/write_rate", [memnet])  # no slot bank
+    transformer = EnvFacts("ContinualShift-v0", 3, 1024, memory=memory_tags("transformer", 64, True))
+    assert transformer.memory == () and check_metric("train/accuracy", [transformer])
+    with pytest.raises(ConfigError, match="no trial's agent has the memory part that measures it; .*update_ms$"):
+        check_metric("memory/store_hit_rate", [transformer])
+    # a sweep over the slot count: its slot-less trials are named, and the env is measured once for all of them
+    measured = []
+    real = tune_metrics.env_facts
+    monkeypatch.setattr(tune_metrics, "env_facts", lambda cfg: measured.append(cfg) or real(cfg))
+    base = load_config(["env=ContinualShift-v0", "env.kwargs.episodes_per_task=1"])
+    corners, facts, _ = sweep_facts({"memory.slots": {"grid": [0, 16]}, "memory.decay": {"grid": [True, False]}},
+                                    base)
+    assert corners == [{"memory.slots": 0}, {"memory.slots": 16}] and len(measured) == 1
+    assert "memory/write_rate" not in facts[0].memory and "memory/write_rate" in facts[1].memory
+    assert check_metric("memory/write_rate", facts) and missing_in("memory/write_rate", corners, facts) == corners[:1]
+
+
+def test_memnet_logs_the_memory_tags_a_sweep_allows(tmp_path):
+    """`agents.tb_tags.memory_tags` (what a sweep may optimise and a trial reports) names what MemNet logs."""
+    from agents.tb_logger import read_scalars
+
+    run_dir = tmp_path / "run"
+    assert run_main(["env=ContinualShift-v0", "train.lanes=2", "train.episodes=2", "env.kwargs.trials_per_episode=8",
+                     "train.progress=false", "train.threads=1", f"run_dir={run_dir}"]) == 0
+    logged = {tag for tag in read_scalars(run_dir) if tag.startswith("memory/")}
+    assert logged == set(memory_tags("memnet", 64, True)) == set(MEMORY_TAGS)
+
+
 def test_a_distance_bucket_no_evaluation_fills_is_refused_before_ray():
     """LongDependency with distances [1, 4, 16] fills buckets 1, 4 and 16 and never 2 or 8: recall/accuracy_d2 was
     allowed (and offered in the refusal's list), and the sweep ran to its end to say no trial reported it."""
@@ -164,7 +205,7 @@ def test_a_distance_bucket_no_evaluation_fills_is_refused_before_ray():
     assert facts.filled == (1, 4, 16) and check_metric("recall/accuracy_d4", [facts]) == "recall/accuracy_d4"
     with pytest.raises(ConfigError, match=r"sweep.metric='recall/accuracy_d2': LongDependency-v0 does not report it; "
                                           r"choose one of: .*cl/ACC, recall/accuracy_d1, recall/accuracy_d4, "
-                                          r"recall/accuracy_d16$"):
+                                          r"recall/accuracy_d16, train/loss, "):
         check_metric("recall/accuracy_d2", [facts])
     wider, _ = env_facts(load_config(["env=LongDependency-v0", "env.kwargs.distances=[2,8]"]))  # swept: either's
     assert check_metric("recall/accuracy_d2", [facts, wider]) and missing_in(
@@ -181,7 +222,7 @@ def test_a_delay_the_env_never_recalls_at_is_refused_before_ray():
     assert facts.delays == (2,)
     assert check_metric("recall/accuracy_delay2", [facts]) == "recall/accuracy_delay2"
     with pytest.raises(ConfigError, match=r"sweep.metric='recall/accuracy_delay3': NeedleRecall-v0 does not report "
-                                          r"it; choose one of: .*recall/accuracy_delay2$"):
+                                          r"it; choose one of: .*recall/accuracy_delay2, train/loss, "):
         check_metric("recall/accuracy_delay3", [facts])
     wider, _ = env_facts(load_config([*base[:1], "env.kwargs.delay=3", *base[2:]]))  # a sweep over delay: any one
     assert check_metric("recall/accuracy_delay3", [facts, wider]) and missing_in(
@@ -196,7 +237,7 @@ def test_a_metric_some_trials_of_the_sweep_report_is_allowed_and_the_others_are_
     assert check_metric("eval/task_4/accuracy", [short, long])
     assert missing_in("recall/accuracy_d4096", corners, [short, long]) == [{"train.episodes": 10}]
     assert missing_in("cl/ACC", corners, [short, long]) == []
-    with pytest.raises(ConfigError, match=r"choose one of: .*eval/task_4/accuracy.*recall/accuracy_d4096$"):
+    with pytest.raises(ConfigError, match=r"of: .*eval/task_4/accuracy.*recall/accuracy_d4096, train/loss, "):
         check_metric("recall/accuracy_d8192", [short, long])  # the list is every trial's tags, each once
 
 
@@ -205,12 +246,16 @@ def test_sweep_corners_take_the_values_that_set_a_trials_tags_and_length():
              "memory.slots": {"grid": [4, 8, 16]}, "train.lr": {"loguniform": [1e-4, 1e-2]},
              "train.eval_repeats": {"uniform": [1, 3]}}
     corners = sweep_corners(space)
-    assert len(corners) == 8 and {tuple(sorted(c)) for c in corners} == {("env.kwargs.num_tasks", "train.episodes",
-                                                                          "train.eval_repeats")}
+    # memory.slots: whether the slot bank is there (its memory/* tags), one value for 4, 8 and 16
+    assert len(corners) == 8 and {tuple(sorted(c)) for c in corners} == {("env.kwargs.num_tasks", "memory.slots",
+                                                                          "train.episodes", "train.eval_repeats")}
+    assert {c["memory.slots"] for c in corners} == {4}
+    assert [c["memory.slots"] for c in sweep_corners({"memory.slots": {"randint": [0, 9]}})] == [0, 8]
     assert {c["train.episodes"] for c in corners} == {10, 49}  # randint's high is exclusive
     assert {c["env.kwargs.num_tasks"] for c in corners} == {2, 3} and {c["train.eval_repeats"] for c in corners} == \
         {1, 3}
-    assert sweep_corners({"memory.slots": {"grid": [4, 8]}}) == [{}]
+    assert sweep_corners({"memory.slots": {"grid": [4, 8]}}) == [{"memory.slots": 4}]
+    assert sweep_corners({"train.lr": {"grid": [0.1, 0.01]}}) == [{}]
 
 
 def test_sweep_facts_follow_each_trials_run_length(smoke_base):
@@ -235,12 +280,20 @@ def test_a_trial_always_reports_the_sweeps_metric(monkeypatch, tmp_path):
     sent = []
     monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: sent.append(metrics))
     reporter = TuneReporter(tmp_path / "checkpoints", logger=None, metric="recall/accuracy_d512")
-    trainer = SimpleNamespace(episode=1, total_episodes=2, train_steps=10)
+    cfg = load_config(["env=ContinualShift-v0", "memory.slots=0"])
+    trainer = SimpleNamespace(episode=1, total_episodes=2, train_steps=10, cfg=cfg)
     reporter(trainer, {"cl/ACC": 0.5, "recall/accuracy_d64": None})
     assert sent[0]["cl/ACC"] == 0.5 and np.isnan(sent[0]["recall/accuracy_d64"])
     assert np.isnan(sent[0]["recall/accuracy_d512"]) and sent[0]["episode"] == 1
-    reporter(trainer, {"recall/accuracy_d512": 0.75})  # a trial that reports it keeps its value
-    assert sent[1]["recall/accuracy_d512"] == 0.75
+    reporter(trainer, {"recall/accuracy_d512": 0.75, "train/loss": 1.5, "memory/store_entries": 12})
+    assert sent[1]["recall/accuracy_d512"] == 0.75 and sent[1]["train/loss"] == 1.5  # reported values are kept
+    # the first report already has every training tag, NaN until an episode trained (Ray's progress.csv keeps the
+    # first result's columns), the memory tags of this MemNet's parts (a store, no slot bank) among them
+    store = {"memory/store_hit_rate", "memory/memory_share_mean", "memory/store_entries"}
+    assert {k for k in sent[0] if k.startswith(("train/", "perf/", "memory/"))} == {
+        "train/loss", "train/accuracy", "perf/tokens_per_s", "perf/act_ms", "perf/chunk_forward_ms",
+        "perf/update_ms"} | store
+    assert all(np.isnan(sent[0][k]) for k in store) and sent[1]["memory/store_entries"] == 12
 
 
 def test_a_trial_tune_stops_early_is_listed_in_the_hparams_tab(monkeypatch, tmp_path):
