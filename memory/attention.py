@@ -187,7 +187,8 @@ class MemoryAttention(nn.Module):
             if mem_mask is not None:
                 mem_logits = mem_logits.masked_fill(~mem_mask[:, None], -torch.inf)
             logits = torch.cat([logits, mem_logits], dim=-1)  # (B, H, T, S + M)
-        probs = self._softmax(logits)  # (B, H, T, S (+ M))
+        weights = self._softmax(logits)  # (B, H, T, S (+ M)): the attention mass, what share and probs report
+        probs = self.dropout(weights)  # what mixes the values (rescaled by 1 / (1 - p) where dropout keeps)
         ctx_p, mem_p = probs[..., :S], probs[..., S:]
         out, mixed = None, None  # (B, H, T, d) read of projected values, (B, H, T, D) mixed inputs (folded)
         if queries_in_context:
@@ -204,12 +205,12 @@ class MemoryAttention(nn.Module):
         if mixed is not None:
             folded = torch.einsum("bhtD,hdD->bhtd", mixed, w_v.to(mixed.dtype))  # (B, H, T, d): W_v per head
             out = folded if out is None else out + folded
-        share = mem_p.sum(-1).mean(1) if mem_k is not None else x.new_zeros(B, T)  # (B, T)
+        share = weights[..., S:].sum(-1).mean(1) if mem_k is not None else x.new_zeros(B, T)  # (B, T)
         out = self.out_proj(out.transpose(1, 2).flatten(2))  # (B, T, D)
         info = {"memory_share": share, "gate": gate}
         if return_probs:
             mix = torch.softmax(self.head_mix.float(), -1)[None, :, None, None]  # (1, H, 1, 1)
-            info["probs"] = (probs * mix.to(probs.dtype)).sum(1)  # (B, T, S(+M))
+            info["probs"] = (weights * mix.to(weights.dtype)).sum(1)  # (B, T, S(+M))
         return out, info
 
     def _recency_bias(self, age: Tensor) -> Tensor:
@@ -218,10 +219,12 @@ class MemoryAttention(nn.Module):
         # the clamp: masked later positions come with negative ages, and log1p(< -1) is NaN in the gradient too
         return slope[None, :, None, None] * torch.log1p(age.float().clamp(min=0))[:, None]
 
-    def _softmax(self, logits: Tensor) -> Tensor:
-        probs = torch.softmax(logits, dim=-1)
-        probs = torch.nan_to_num(probs, nan=0.0)  # a query with nothing allowed attends to nothing
-        return self.dropout(probs)
+    @staticmethod
+    def _softmax(logits: Tensor) -> Tensor:
+        """Attention weights; a query with nothing allowed attends to nothing (its NaN row becomes zeros). Dropout
+        is applied by the caller to the values' mix only: shares and the copy pointer are the mass itself (they
+        summed above 1 and drifted with dropout on)."""
+        return torch.nan_to_num(torch.softmax(logits, dim=-1), nan=0.0)
 
     def _check_width(self, t: Tensor, name: str, proj: nn.Linear) -> None:
         """`t` is a floating tensor whose last dimension is what `proj` reads, or one ValueError line."""

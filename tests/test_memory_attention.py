@@ -253,3 +253,20 @@ def test_memory_attention_refuses_an_input_width_that_is_no_positive_int(kwargs)
     with pytest.raises(ValueError, match=rf"^MemoryAttention: {name}={value!r}: must be an int >= 1"):
         MemoryAttention(CFG, **kwargs)
     assert MemoryAttention(CFG, key_in=96, query_in=64).k_proj.in_features == 96
+
+
+def test_dropout_mixes_the_values_but_shares_and_probs_stay_the_attention_mass():
+    """Dropout on the attention weights rescales the kept ones by 1 / (1 - p): memory_share ("the attention mass on
+    memory") reached 1.02 and the copy read-out's pointer rows summed to 0.66-1.23. The output still sees dropout."""
+    torch.manual_seed(0)
+    attn = MemoryAttention(CFG, dropout=0.5).train()
+    x = torch.randn(B, T, 32)
+    mem_k, mem_v = memories()
+    mask = torch.ones(B, T, M, dtype=torch.bool)
+    out, info = attn(x, mem_k, mem_v, mask, return_probs=True)
+    torch.testing.assert_close(info["probs"].sum(-1), torch.ones(B, T))
+    assert (info["memory_share"] >= 0).all() and (info["memory_share"] <= 1).all()
+    clean, clean_info = attn.eval()(x, mem_k, mem_v, mask, return_probs=True)
+    torch.testing.assert_close(info["memory_share"], clean_info["memory_share"])  # the same mass, dropout or not
+    torch.testing.assert_close(info["probs"], clean_info["probs"])
+    assert not torch.allclose(out, clean)  # ... while the values' mix is dropped out in training
