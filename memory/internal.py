@@ -63,6 +63,9 @@ class _InternalMemory(nn.Module, ABC):
             shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
             raise ValueError(f"state: expected shape (B={B}, S={self.slots}, D={self.dim}) "
                              f"(memory.internal_slots, memory.dim), got {shape}")
+        if state.dtype != self.init_slots.dtype:  # failed inside a matmul ("expected m1 and m2 to have the same dtype")
+            raise ValueError(f"state is {state.dtype}, the memory computes in {self.init_slots.dtype}: pass the state "
+                             f"its initial_state made, or state.to({self.init_slots.dtype})")
         if update is None:
             return torch.ones(B, 1, 1, dtype=torch.bool, device=h.device)
         if not isinstance(update, Tensor) or update.shape != (B,) or update.dtype != torch.bool:

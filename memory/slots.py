@@ -23,7 +23,7 @@ from memory.persist import atomic_torch_save, checked_torch_load
 from memory.ram import check_fits
 
 SLOT_STATE_FORMAT = "memstream.slot_state.v1"
-_MASKED_LOGIT = -1e9  # finite, so a head that selected only empty slots gets zeros, not NaN
+_MASKED_LOGIT = -1e9  # finite, so a head that selected only empty slots gets zeros, not NaN (float16: its -65,504)
 # cosines lie in [-1, 1], so logits are within +-sharpness: they must stay far above _MASKED_LOGIT (else a masked
 # slot outranks a written one and the weights no longer sum to 1); past ~1e4 a head is a hard max anyway
 _MAX_SHARPNESS = 1e6
@@ -88,8 +88,7 @@ class MultiHeadMemoryBank(nn.Module):
         self.cfg = cfg
         self.slots, self.dim, self.heads = cfg.slots, cfg.dim, cfg.read_heads
         self.k = min(cfg.top_k, cfg.slots)  # a head cannot select more slots than exist
-        self.usage_decay = usage_decay
-        D, H = self.dim, self.heads
+        self.usage_decay, D, H = usage_decay, self.dim, self.heads
 
         # read path, multi-head style: head h addresses and reads the h-th D/H-wide part of every slot, so
         # H heads cost what one full-width head would. The query projection starts at identity, so an
@@ -107,10 +106,8 @@ class MultiHeadMemoryBank(nn.Module):
         # write path
         self.bottleneck_down = nn.Linear(D, cfg.bottleneck)
         self.bottleneck_up = nn.Linear(cfg.bottleneck, D)
-        nn.init.zeros_(self.bottleneck_up.weight)
-        nn.init.zeros_(self.bottleneck_up.bias)
-        self.write_gate = nn.Linear(D, 1)
-        self.erase = nn.Linear(D, D)
+        nn.init.zeros_(self.bottleneck_up.weight), nn.init.zeros_(self.bottleneck_up.bias)
+        self.write_gate, self.erase = nn.Linear(D, 1), nn.Linear(D, D)  # (made in this order: the same init draws)
         with torch.no_grad():
             self.erase.weight.mul_(0.1)
             self.erase.bias.fill_(2.0)  # writes start by mostly replacing the slot (e ~ 0.88)
@@ -144,6 +141,10 @@ class MultiHeadMemoryBank(nn.Module):
                 raise ValueError(f"state.{name} shape {tuple(t.shape)}: expected {tuple(m.shape[:2])}")
         if bad := _check_slot_tensors(state):  # a float `written` failed at `~` inside the write
             raise ValueError(f"state.{bad}; pass the state the bank's initial_state or forward returned")
+        want = self.read_out.weight.dtype  # another failed inside a matmul ("expected scalar type Double ...")
+        if bad := next((f for f in ("memory", "usage", "age") if getattr(state, f).dtype != want), None):
+            raise ValueError(f"state.{bad} is {getattr(state, bad).dtype}, the bank computes in {want}: pass the "
+                             f"state its initial_state made, or convert its float tensors with .to({want})")
         return m.shape[0]
 
     # ------------------------------------------------------------------ read
@@ -155,7 +156,8 @@ class MultiHeadMemoryBank(nn.Module):
         Q, H, N, dh, k = query.shape[1], self.heads, self.slots, self.head_dim, self.k
         q = F.normalize(self.query_proj(query).view(B, Q, H, dh), dim=-1)  # (B, Q, H, dh), unit per head
         memory = state.memory  # (B, N, D)
-        inv_norm = memory.view(B, N, H, dh).norm(dim=-1).clamp(min=1e-12).reciprocal().transpose(1, 2)  # (B, H, N)
+        floor = max(1e-12, torch.finfo(memory.dtype).tiny)  # float16 rounds 1e-12 to 0: empty slots' 1/0 made NaN
+        inv_norm = memory.view(B, N, H, dh).norm(dim=-1).clamp(min=floor).reciprocal().transpose(1, 2)  # (B, H, N)
         empty_bias = (~state.written).to(q.dtype).mul(-3.0).view(B, 1, 1, N)  # empty slots rank below all others
         # Two layouts for the same product: a few queries (acting step by step) use one block-diagonal bmm
         # on the memory as it lies, avoiding a head-major copy of it; many queries (a chunk) pay that copy
@@ -177,7 +179,7 @@ class MultiHeadMemoryBank(nn.Module):
         top_cos, slot_ids = topk_last_dim(cos, k)  # (B, H, Q, k)
         selected_written = top_cos > -2.0
         beta = F.softplus(self.sharpness_raw).view(1, H, 1, 1)
-        logits = (beta * top_cos).masked_fill(~selected_written, _MASKED_LOGIT)
+        logits = (beta * top_cos).masked_fill(~selected_written, max(_MASKED_LOGIT, torch.finfo(top_cos.dtype).min))
         weights = logits.softmax(dim=-1) * selected_written  # (B, H, Q, k)
         # dense (B, H, Q, N) weights times the memory: a bmm, cheaper on CPU than gathering the selected rows
         dense = weights.new_zeros(B, H, Q, N).scatter_(3, slot_ids, weights)
@@ -251,9 +253,7 @@ class MultiHeadMemoryBank(nn.Module):
             memory = state.memory * (1.0 - shrink).unsqueeze(-1)  # a new tensor: updated in place below
         else:
             memory = state.memory.clone()
-        # contiguous: a caller's state may hold a permuted memory, whose reshape would be a copy that
-        # index_add_ below writes into and drops
-        memory = memory.contiguous()
+        memory = memory.contiguous()  # a permuted memory's reshape would be a copy that index_add_ writes and drops
         # m <- m + c (a - m) on the rows that were written, and nowhere else: frozen lanes (decay factor 1.0,
         # no rows added) come back bit-for-bit without a full-size torch.where over the memory
         lands_flat = lands.reshape(-1)  # (B*M,)
@@ -338,13 +338,13 @@ def load_slot_state(path: str | os.PathLike, bank: MultiHeadMemoryBank, device=N
     state = SlotState(**{f: obj[f].to(device) if device is not None else obj[f] for f in SlotState._fields})
     if (bad := _check_slot_tensors(state)) is not None:
         raise ValueError(f"slot state file {os.fspath(path)!r} is damaged: {bad}")
-    try:
-        bank.check_state(state)
-    except ValueError as err:
-        raise ValueError(f"slot state file {os.fspath(path)!r} does not fit this bank: {err}") from None
     dtype = next(bank.parameters()).dtype  # (a float64 state loaded, then failed inside the bank's first call)
     for name, t in (("memory", state.memory), ("usage", state.usage), ("age", state.age)):
         if t.dtype != dtype or not bool(torch.isfinite(t).all()):
             raise ValueError(f"slot state file {os.fspath(path)!r}: its {name} " + (
                 f"is {t.dtype}, the bank computes in {dtype}" if t.dtype != dtype else "holds NaN or inf (damaged)"))
+    try:
+        bank.check_state(state)
+    except ValueError as err:
+        raise ValueError(f"slot state file {os.fspath(path)!r} does not fit this bank: {err}") from None
     return state

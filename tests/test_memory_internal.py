@@ -241,3 +241,13 @@ def test_initial_state_takes_whole_numbers_only(make):
     state = core.initial_state(np.int64(2))
     first = state[0] if isinstance(state, tuple) else state
     assert first.shape[0] == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_state_of_another_float_dtype_is_one_line(kind):
+    """A float64 state failed inside a matmul ("expected m1 and m2 to have the same dtype"); the state file's load
+    refused it in one line already."""
+    mem = make(kind)
+    with pytest.raises(ValueError, match=r"^state is torch.float64, the memory computes in torch.float32: pass the "
+                                         r"state its initial_state made, or state.to\(torch.float32\)$"):
+        mem(torch.randn(2, 4, 32), mem.initial_state(2).double())
