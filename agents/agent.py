@@ -135,9 +135,12 @@ class Agent:
         if not self._episode_start_pending or self._acted:
             raise RuntimeError("Agent.save: an episode is under way; save after the observe() that ends it")
         folder = Path(folder).expanduser().resolve()
-        if (folder / "checkpoints" / "last.pt").exists() and folder not in self._saved:
-            raise FileExistsError(f"Agent.save: {str(folder)!r} holds a checkpoint this agent did not write (a run's "
-                                  "or another agent's); save to a new folder")
+        # a run's config.yaml or metrics.json too: a finished run whose checkpoints were deleted lost its config, and
+        # `resume=` then trained this agent in its folder, over its metrics and plots
+        found = [name for name in ("checkpoints/last.pt", "config.yaml", "metrics.json") if (folder / name).exists()]
+        if found and folder not in self._saved:
+            raise FileExistsError(f"Agent.save: {str(folder)!r} holds {', '.join(found)} this agent did not write (a "
+                                  "run's or another agent's); save to a new folder")
         cfg = self.cfg.copy()
         cfg.run_dir = str(folder)
         t, own = self.trainer, self.trainer.run_dir
@@ -260,7 +263,12 @@ class Agent:
             what = "numbers" if "f" in kinds else "bools"
             raise ValueError(f"Agent.observe: {name} is {array.dtype} of shape {array.shape}; pass {what}, one per "
                              f"lane ({self.lanes},), as the env's step() returns them")
-        return np.broadcast_to(array.astype(np.float32 if "f" in kinds else bool), (self.lanes,))
+        out = np.broadcast_to(array.astype(np.float32 if "f" in kinds else bool), (self.lanes,))
+        if "f" in kinds and not np.isfinite(out).all():  # a NaN/inf reward made REINFORCE's loss and baseline
+            lane = int(np.flatnonzero(~np.isfinite(out))[0])  # non-finite: "training diverged ... lower train.lr"
+            raise ValueError(f"Agent.observe: {name} is {array.flat[lane if array.ndim else 0]} on lane {lane} (as "
+                             "float32); pass finite numbers")
+        return out
 
     def _new_chunk(self) -> None:
         self._cols: dict[str, list] = {k: [] for k in ("tokens", *INFO_COLUMNS, "actions", "rewards")}  # as _play's

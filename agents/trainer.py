@@ -110,18 +110,18 @@ class Trainer:
         mask = chunk.scored
         if not bool(mask.any()) and not aux.get("losses"):
             return None  # nothing to learn from (most of a sparse task's chunks): no step, no loss to report
-        loss = logits.new_zeros(())
+        loss, baseline = logits.new_zeros(()), self.reward_baseline
         if mask.any():
             if t.mode == "supervised":
                 loss = supervised_loss(logits, chunk)
             else:
-                loss, self.reward_baseline = reinforce_loss(logits, chunk, self.reward_baseline, t.entropy_coef,
-                                                            t.baseline_decay)
+                loss, baseline = reinforce_loss(logits, chunk, baseline, t.entropy_coef, t.baseline_decay)
         for extra in aux.get("losses", {}).values():
             loss = loss + extra
         value = float(loss.detach())
         if not math.isfinite(value):
             raise self.diverged(f"the loss is {value}")
+        self.reward_baseline = baseline  # only once the loss is finite: a refused chunk left it NaN for good
         if loss.requires_grad:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -271,9 +271,21 @@ def test_save_is_refused_inside_an_episode_and_over_another_checkpoint(tmp_path,
     fresh = Agent.from_config(tiny("ContinualShift-v0", "memnet", tmp_path / "cfg"))
     loaded = Agent.from_checkpoint(memnet_run)  # a run's own checkpoint: never written over by an Agent
     for who in (fresh, loaded):
-        with pytest.raises(FileExistsError, match="holds a checkpoint this agent did not write"):
+        with pytest.raises(FileExistsError, match=r"holds checkpoints/last.pt, config.yaml, metrics.json this "
+                                                  r"agent did not write \(a run's or another agent's\); save to a "
+                                                  r"new folder"):
             who.save(memnet_run)
     assert run_file.read_bytes() == before
+    # a finished run whose checkpoints were deleted (to save space): its config.yaml was replaced by the agent's,
+    # and `resume=` trained the agent there, over the run's metrics.json and plots
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    for name in ("config.yaml", "metrics.json"):
+        (finished / name).write_bytes((memnet_run / name).read_bytes())
+    with pytest.raises(FileExistsError, match=r"holds config.yaml, metrics.json this agent did not write"):
+        fresh.save(finished)
+    assert (finished / "config.yaml").read_bytes() == (memnet_run / "config.yaml").read_bytes()
+    assert not (finished / "checkpoints").exists()
 
 
 def test_a_saved_agent_is_a_run_folder_agents_evaluate_reads(tmp_path):
@@ -300,6 +312,10 @@ def test_a_damaged_agent_entry_is_one_line(tmp_path):
     (np.zeros(3), np.zeros(2, bool), r"reward is float64 of shape \(3,\); pass numbers, one per lane \(2,\)"),
     (np.array(["1", "0"]), np.zeros(2, bool), r"reward is <U1 of shape \(2,\); pass numbers"),
     (np.zeros(2), np.zeros(2), r"terminated is float64 of shape \(2,\); pass bools, one per lane \(2,\)"),
+    # a NaN or inf reward was taken, and REINFORCE's loss then said "training diverged ... lower train.lr"
+    (np.array([0.0, np.nan]), np.zeros(2, bool), r"^Agent.observe: reward is nan on lane 1 \(as float32\); pass "
+                                                 r"finite numbers$"),
+    (np.array([1e39, 0.0]), np.zeros(2, bool), r"reward is 1e\+39 on lane 0 \(as float32\)"),
 ])
 def test_bad_rewards_and_flags_are_one_line(agent, reward, terminated, line):
     env, obs, info = first_step(agent)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from agents import run
-from agents.config import load_config
+from agents.config import ConfigError, load_config
 from agents.episodes import Chunk
 from agents.trainer import Trainer
 from tests.test_run import TINY_ENVS, TINY_MODEL, tiny
@@ -51,6 +51,26 @@ def test_an_action_paid_above_the_baseline_becomes_likelier_and_below_it_rarer(t
     assert bool(((after > before) if up else (after < before)).all())
     # the baseline moves 1 - baseline_decay of the way to the chunk's mean reward
     assert tr.reward_baseline == pytest.approx(0.99 * baseline + 0.01 * reward)
+
+
+def test_a_refused_chunk_leaves_the_reward_baseline_as_it_was(tmp_path):
+    """The baseline was moved before the loss's finiteness check: a chunk refused as diverged left it inf, and every
+    later chunk failed the same way, valid rewards or not."""
+    tr = trainer(tmp_path)
+    tr.reward_baseline = 0.25
+    tokens = torch.randint(1, tr.model_cfg.vocab_size, (tr.cfg.train.lanes, 6))
+    last = torch.tensor([5])
+    for reward, refused in ((float("inf"), True), (1.0, False)):
+        chunk = one_step_chunk(tokens, action=3, reward=reward)
+        logits, _, aux = tr.model(tokens, tr.model.initial_state(tr.cfg.train.lanes), chunk.writes, chunk.meta,
+                                  read_at=last)
+        if refused:
+            with pytest.raises(ConfigError, match="training diverged"):
+                tr._learn(chunk.columns(last), logits.float(), aux)
+            assert tr.reward_baseline == 0.25
+        else:  # the next chunk learns as if the refused one had not come
+            tr._learn(chunk.columns(last), logits.float(), aux)
+            assert tr.reward_baseline == pytest.approx(0.99 * 0.25 + 0.01 * 1.0)
 
 
 def test_reinforce_samples_its_actions_instead_of_taking_the_argmax(tmp_path):
