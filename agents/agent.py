@@ -32,7 +32,8 @@ after the step that ended an episode it shows the terminal observation, and the 
 nothing and shows the next episode's first observation. The Agent knows this by default (`autoreset=None`): for a
 vector env (array observations) its `act` right after an episode's end reads nothing and answers zeros, and the
 `observe` after it learns nothing. A single env (a scalar observation) is reset by hand: its next `act` is on the
-new episode's first observation. A loop that resets its vector env by hand says `autoreset=False`.
+new episode's first observation, as with a SAME_STEP autoreset env (`info["final_obs"]`: the step that ended an
+episode shows the next one's first observation). A loop that resets its vector env by hand says `autoreset=False`.
 
 Saving. `agent.save(folder)` writes a run folder (the trainer's checkpoint with the agent's own count, and
 config.yaml) between episodes; `Agent.from_checkpoint(folder)` goes on from it exactly, `agents.evaluate` reads it.
@@ -175,7 +176,13 @@ class Agent:
         if outside.size:
             raise ValueError(f"Agent.act: obs holds token {int(outside[0])}, outside this model's vocabulary "
                              f"[0, {self.vocab}) (the config env's)")
-        if self._ended and (self.autoreset if self.autoreset is not None else not single):
+        # a SAME_STEP autoreset env (gymnasium marks it with final_obs) shows the next episode's first observation
+        same_step = isinstance(info, dict) and "final_obs" in info  # at once: skipping it lost that step each time
+        if self._ended and self.autoreset and same_step:
+            raise ValueError("Agent.act: info holds 'final_obs': this env resets a lane at the step that ends it "
+                             "(autoreset SAME_STEP), so this is the next episode's first observation; pass "
+                             "autoreset=None or False")
+        if self._ended and (self.autoreset if self.autoreset is not None else not (single or same_step)):
             self._ended, self._acted, self._resetting = False, True, True  # the terminal observation: the env's
             return 0 if single else np.zeros(self.lanes, dtype=np.int64)  # next step starts the next episode
         step = {"tokens": tokens} | {k: self._info(info, key, single) for k, key in INFO_COLUMNS.items()}
