@@ -142,6 +142,11 @@ class ContinualShiftSource(StreamSource):
             return task, self.task_of(nxt), (w - (nxt - e) + 1) / (w + 1)
         return task, task, 0.0
 
+    def start_evaluation(self) -> None:
+        """An evaluation starts from the training stream, as the trainer's memory copy does: a second evaluation with
+        no training between them (`evaluate_all()` twice, one task) measured its distances from the first's reveals."""
+        self._reveals.chain_task = None  # (eval episodes after this one, eval_repeats of one evaluation, chain on)
+
     def restart(self) -> None:
         self.episode_index = 0  # training episodes started since the last seeded reset
         self._reveals.restart()

@@ -94,3 +94,30 @@ def test_a_re_evaluation_under_another_delay_starts_with_the_write_episodes(tmp_
     result = evaluate.evaluate(run_dir, env_kwargs={"delay": 3}, out=None, note=False)
     assert phases == ["write"] * 3 + ["recall"] * 3
     assert result["recall_by_delay"] is not None and set(result["recall_by_delay"]) == {3}
+
+
+def test_continual_shift_measures_each_evaluation_from_the_training_stream():
+    """The trainer evaluates on a copy of the memory and puts it back: a second evaluation with no training between
+    (one task: `evaluate_all()` twice) sees the memory the first saw, but its distances were measured from the first
+    evaluation's reveals. Now it equals an evaluation made right after training, episode for episode."""
+    import copy
+
+    def distances(venv, episodes):
+        venv.start_evaluation()
+        out = []
+        for _ in range(episodes):
+            first, info = venv.reset(options=EVAL)
+            obs, rest = venv.upcoming(venv.episode_length)
+            out.append((np.concatenate([first[:, None], obs], axis=1),
+                        np.concatenate([info["distance"][:, None], rest["distance"]], axis=1)))
+        return out
+
+    venv = make("ContinualShift-v0", num_tasks=1, episodes_per_task=2, trials_per_episode=40, keys_per_task=32)
+    venv.reset(seed=0)
+    venv.reset(options={"phase": "train"})  # two training episodes (their reveals are noted as they are made)
+    fresh = copy.deepcopy(venv)
+    distances(venv, 1)
+    fresh._eval_rngs = copy.deepcopy(venv._eval_rngs)  # the second evaluation's draws, right after training
+    ((obs, second),), ((obs_alone, alone),) = distances(venv, 1), distances(fresh, 1)
+    assert np.array_equal(obs, obs_alone) and np.array_equal(second, alone)
+    # (the episodes of one evaluation still chain: tests/test_continual_shift_distance.py, "start" resets)
