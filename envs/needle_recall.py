@@ -49,7 +49,10 @@ class NeedleRecallSource(StreamSource):
         self.facts_per_episode = F = check_int("facts_per_episode", facts_per_episode, 1, 10_000)
         self.delay = D = check_int("delay", delay, 1, 10_000)
         self.cue_length = K = check_int("cue_length", cue_length, 1, 64)
-        self.recall_cue_length = P = check_int("recall_cue_length", recall_cue_length, 1, K)
+        self.recall_cue_length = P = check_int("recall_cue_length", recall_cue_length, 1, 64)
+        if P > K:  # a cue_length below the default recall_cue_length was refused as "recall_cue_length in [1, 1]"
+            raise ValueError(f"recall_cue_length={P} is longer than cue_length={K}: the recall shows a part of the "
+                             f"cue; set recall_cue_length <= {K}")
         self.answer_length = M = check_int("answer_length", answer_length, 1, 64)
         pools = {}
         for name, value in (("train_facts", train_facts), ("fresh_facts", fresh_facts)):

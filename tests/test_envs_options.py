@@ -142,6 +142,14 @@ def test_invalid_options_raise_value_error_naming_the_option(env_id):
     check()
 
 
+def test_a_cue_shorter_than_the_recall_cue_names_both_options():
+    """cue_length=1 (recall_cue_length left at its default 2) said "recall_cue_length must be an integer in [1, 1],
+    got 2", about an option the user had not set."""
+    with pytest.raises(ValueError, match=r"^recall_cue_length=2 is longer than cue_length=1: the recall shows a part "
+                                         r"of the cue; set recall_cue_length <= 1$"):
+        gym.make("NeedleRecall-v0", cue_length=1)
+
+
 def test_invalid_vector_options():
     for bad in (0, -3, 1.5, "2"):
         with pytest.raises(ValueError, match="num_envs"):
