@@ -341,6 +341,9 @@ def _choose(logits: torch.Tensor, sample: bool) -> torch.Tensor:
     logits = logits.float()
     if not sample:
         return logits.argmax(-1)
+    if not bool(torch.isfinite(logits).all()):  # (the argmax takes NaN; the trainer's loss check then says so)
+        raise FloatingPointError("non-finite logits (NaN or inf) reached the policy's sampling")  # not Categorical's
     if logits.dim() == 3:  # one (B, V) draw per step: one (B, C', V) draw gave other actions from the same policy
-        return torch.stack([_choose(logits[:, j], True) for j in range(logits.shape[1])], dim=1)
+        return torch.stack([torch.distributions.Categorical(logits=logits[:, j]).sample()
+                            for j in range(logits.shape[1])], dim=1)
     return torch.distributions.Categorical(logits=logits).sample()

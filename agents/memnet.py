@@ -43,7 +43,14 @@ from torch import Tensor, nn
 
 from agents.controller import WindowedTransformer
 from agents.memnet_memory import MemoryObjects
-from agents.memnet_store import TOKEN_CODE_SEED, StorePath, init_lag_pairs, lane_clock, zero_last_columns
+from agents.memnet_store import (
+    TOKEN_CODE_SEED,
+    StorePath,
+    diverged_on_overflow,
+    init_lag_pairs,
+    lane_clock,
+    zero_last_columns,
+)
 from agents.models import AgentModel, ModelConfig, check_inputs, check_lanes, check_read_at
 from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
@@ -181,7 +188,8 @@ class MemNet(MemoryObjects, StorePath, AgentModel):
             new_state["window.tokens"] = toks[:, toks.shape[1] - self.controller.context:]
             C = self.controller.context
             at = torch.arange(T, device=h.device) if read_at is None else read_at
-            store_read, ids, share, copy_probs = self._read_store(xs, ks, us, toks, state["ctrl.pos"], at)
+            with diverged_on_overflow():
+                store_read, ids, share, copy_probs = self._read_store(xs, ks, us, toks, state["ctrl.pos"], at)
             reads.append(store_read)
             metrics.update(store_ids=ids, memory_share=share.detach().float())
             # diverged weights: say so, not the store's or the cache's refusal (everything a write stores is checked:
@@ -191,7 +199,8 @@ class MemNet(MemoryObjects, StorePath, AgentModel):
             if any_write:  # the token before each position (-1 at a lane's stream start): replacement's address
                 prev = toks[:, C - 1:-1] if C else torch.cat((torch.full_like(tokens[:, :1], -1), tokens[:, :-1]), 1)
                 prev = torch.where(lane_clock(state["ctrl.pos"], T) > 0, prev, -1)  # (B, T)
-                self._write_store(xs[:, C:], ks[:, C:], h, tokens, prev, writes, meta, state["ctrl.pos"])
+                with diverged_on_overflow():
+                    self._write_store(xs[:, C:], ks[:, C:], h, tokens, prev, writes, meta, state["ctrl.pos"])
 
         z = self.fusion(hq, torch.stack(reads, dim=2)) if reads else hq  # (B, T', D)
         logits = self.head(self.ln_f(z))  # (B, T', V)

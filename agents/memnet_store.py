@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -17,7 +18,20 @@ from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
 from memory.retrieval import recency_rescore, remove_replaced, retrieve_memory_kv, write_memory
 from memory.store import CodedKeys, FaissStore
-from memory.store_lookup import META_FIELDS
+from memory.store_lookup import META_FIELDS, NormRangeError
+
+
+@contextmanager
+def diverged_on_overflow():
+    """The store refusing MemNet's search vectors or keys as too large for float32 inner products means finite but
+    diverged weights: said as the non-finite check says it (agents.run: "training diverged ...; lower train.lr"), not
+    as the store's "scale them down, or use metric='cosine'"."""
+    try:
+        yield
+    except NormRangeError as err:
+        raise FloatingPointError(f"MemNet: store {err.what} of norm {err.norm:.3g} overflow float32 inner products "
+                                 "(the weights diverged)") from None
+
 
 QUERY_SCALE = 4.0  # initial query projection = QUERY_SCALE x key projection (induction prior, sharp)
 TOKEN_CODE_SEED = 0  # memory.key_source=token: the codes come from their own generator (the global RNG is untouched)

@@ -78,13 +78,24 @@ def inverse_norms(x: np.ndarray, name: str) -> np.ndarray:
     return inv
 
 
+class NormRangeError(ValueError):
+    """`check_ip_range`'s refusal, with what was refused (`what`) and its largest norm (`norm`): a model that feeds
+    the store its activations reads it as its weights having diverged (MemNet: `diverged_on_overflow`)."""
+
+    def __init__(self, message: str, what: str, norm: float):
+        super().__init__(message)
+        self.what, self.norm = what, norm
+
+
 def check_ip_range(x: np.ndarray, name: str) -> np.ndarray:
-    """x itself, or a one-line ValueError where a row's norm reaches IP_NORM_LIMIT (NaN / inf: check_finite's)."""
+    """x itself, or a one-line NormRangeError (a ValueError) where a row's norm reaches IP_NORM_LIMIT (NaN / inf:
+    check_finite's)."""
     big = np.isinf(squared_norms(x, name))
     if big.any():
-        raise ValueError(f"FaissStore: {name} of norm up to {IP_NORM_LIMIT:.3g} are supported with metric='ip' (the "
-                         f"scan's inner products must fit float32); got norm {norms64(x[big]).max():.3g}; scale "
-                         f"them down, or use metric='cosine'")
+        norm = float(norms64(x[big]).max())
+        raise NormRangeError(f"FaissStore: {name} of norm up to {IP_NORM_LIMIT:.3g} are supported with metric='ip' "
+                             f"(the scan's inner products must fit float32); got norm {norm:.3g}; scale them down, "
+                             "or use metric='cosine'", name, norm)
     return x
 
 

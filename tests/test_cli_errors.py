@@ -213,15 +213,24 @@ def test_configs_that_failed_later_are_one_line_at_once(tmp_path, capsys, monkey
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("agent, lr, message", [
-    ("transformer", "1e20", "training diverged in episode 1 (an update made weights non-finite; train.lr=1e+20"),
-    ("memnet", "1e6", "training diverged in episode 1 (MemNet: non-finite hidden states (NaN or inf) reached the "
-                      "memory writes; train.lr=1000000.0, train.grad_clip=1.0); lower train.lr"),
+@pytest.mark.parametrize("agent, extra, message", [
+    ("transformer", ["train.lr=1e20"], "training diverged in episode 1 (an update made weights non-finite; "
+                                       "train.lr=1e+20"),
+    ("memnet", ["train.lr=1e6"], "training diverged in episode 1 (MemNet: non-finite hidden states (NaN or inf) "
+                                 "reached the memory writes; train.lr=1000000.0, train.grad_clip=1.0); lower train.lr"),
+    # finite weights too large for the store's float32 inner products: its "scale them down, or use metric='cosine'"
+    ("memnet", ["train.lr=1e12"], "training diverged in episode 1 (MemNet: store queries of norm "),
+    # REINFORCE samples its actions before any loss is checked: torch's Categorical refused the NaN logits
+    ("transformer", ["train.lr=1e6", "train.mode=reinforce"], "training diverged in episode 1 (non-finite logits (NaN "
+                                                              "or inf) reached the policy's sampling; train.lr="),
+    ("transformer", ["train.lr=1e6", "train.mode=reinforce", "train.acting=step"], "training diverged in episode 1 ("
+                                                                                   "non-finite logits"),
 ])
-def test_a_learning_rate_that_makes_training_diverge_stops_the_run_with_one_line(tmp_path, capsys, agent, lr, message):
+def test_a_learning_rate_that_makes_training_diverge_stops_the_run_with_one_line(tmp_path, capsys, agent, extra,
+                                                                                 message):
     """Was: a traceback from the store refusing NaN memories (memnet), or a run that ended with NaN weights and
     every number 0.000 (transformer)."""
-    assert run.main(tiny("ContinualShift-v0", agent, tmp_path / "run", f"train.lr={lr}")) == 2
+    assert run.main(tiny("ContinualShift-v0", agent, tmp_path / "run", *extra)) == 2
     one_error_line(capsys, message)
 
 
