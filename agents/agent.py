@@ -270,7 +270,8 @@ class Agent:
             what = "numbers" if "f" in kinds else "bools"
             raise ValueError(f"Agent.observe: {name} is {array.dtype} of shape {array.shape}; pass {what}, one per "
                              f"lane ({self.lanes},), as the env's step() returns them")
-        out = np.broadcast_to(array.astype(np.float32 if "f" in kinds else bool), (self.lanes,))
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused just below
+            out = np.broadcast_to(array.astype(np.float32 if "f" in kinds else bool), (self.lanes,))
         if "f" in kinds and not np.isfinite(out).all():  # a NaN/inf reward made REINFORCE's loss and baseline
             lane = int(np.flatnonzero(~np.isfinite(out))[0])  # non-finite: "training diverged ... lower train.lr"
             raise ValueError(f"Agent.observe: {name} is {array.flat[lane if array.ndim else 0]} on lane {lane} (as "

@@ -193,5 +193,9 @@ def sweep_facts(search_space: dict, base) -> tuple[list[dict], list[EnvFacts], i
 
 
 def missing_in(metric: str, corners: list[dict], facts: list[EnvFacts]) -> list[dict]:
-    """The corners whose trials do not report `metric` (they report NaN for it and cannot be the best)."""
-    return [corner for corner, f in zip(corners, facts, strict=True) if not _reports(metric, f)]
+    """The corners whose trials do not report `metric` (they report NaN for it and cannot be the best), by the swept
+    values that differ between corners (a memory part every trial has, `memory.slots=4` for slots 4 and 8, tells the
+    trials apart no more than an unswept key)."""
+    varied = {key for key in corners[0] if len({repr(corner[key]) for corner in corners}) > 1}
+    return [{k: v for k, v in corner.items() if k in varied}
+            for corner, f in zip(corners, facts, strict=True) if not _reports(metric, f)]
