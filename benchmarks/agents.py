@@ -266,8 +266,9 @@ def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tu
     if fixed:  # the row would measure another agent, env or lane count under the table's header
         ap.error(f"--variant {text!r}: {fixed[0]} is the benchmark's own setting (a variant is MemNet on --env with "
                  "--lanes, --threads and --acting); set that with the flag")
-    if name in taken:
-        ap.error(f"--variant {text!r}: the name {name!r} is taken; give each row its own")
+    if name in taken or name in AGENTS:  # an agent's name: the ratios and the verdict read that row as the agent
+        ap.error(f"--variant {text!r}: the name {name!r} is taken" + (" (an agent's name: the cost ratios and the "
+                 "target line read that row as the agent)" if name in AGENTS else "") + "; give each row its own")
     try:  # the last one won silently
         check_given_once([override_key(o) for o in overrides], overrides)
     except ConfigError as exc:
@@ -322,9 +323,13 @@ def check_row(ap: argparse.ArgumentParser, label: str, agent: str, overrides: li
 
 def print_split(agents: list[str], rounds: list[dict]) -> None:
     """Where each agent's training time went (medians over the rounds), from the trainer's own clock."""
-    first = rounds[0][agents[0]]
-    print(f"\nwhere the time goes, per episode: {first['act_calls']:.0f} acting calls, {first['chunks']:.0f} "
-          "learning chunks\n")
+    counts = {agent: (rounds[0][agent]["act_calls"], rounds[0][agent]["chunks"]) for agent in agents}
+    if len(set(counts.values())) == 1:  # a variant's train.chunk, dropout (step acting) or env options change them
+        acts, chunks = counts[agents[0]]
+        print(f"\nwhere the time goes, per episode: {acts:.0f} acting calls, {chunks:.0f} learning chunks\n")
+    else:
+        print("\nwhere the time goes, per episode (acting calls, learning chunks): " + "; ".join(
+            f"{agent} {acts:.0f}, {chunks:.0f}" for agent, (acts, chunks) in counts.items()) + "\n")
     print("| agent | acting call ms | chunk forward ms | backward + update ms | acting / forward / update / rest |")
     print("|---|---:|---:|---:|---|")
     for agent in agents:

@@ -38,6 +38,9 @@ REFUSED = [
     ("agents.py", ["--variant", "slots=0"], "--variant 'slots=0': write NAME:KEY=VALUE[,KEY=VALUE...]"),
     ("agents.py", ["--variant", "x:memory.slot=0"], "unknown config key 'memory.slot'"),  # checked before measuring
     ("agents.py", ["--variant", "gru:memory.slots=0"], "the name 'gru' is taken"),
+    # an agent's name not in --agents: the ratios and the target line read that row as the default MemNet
+    ("agents.py", ["--agents", "transformer", "--variant", "memnet:memory.store=false"], "the name 'memnet' is taken "
+     "(an agent's name: the cost ratios and the target line read that row as the agent); give each row its own"),
     ("agents.py", ["--agents", "memnet,gru,memnet"], "--agents memnet,gru,memnet: 'memnet' is given twice"),
     ("agents.py", ["--variant", "x:memory.slots=4,memory.slots=8"],
      "memory.slots= is given 2 times ('4', '8'); give it once"),
@@ -195,6 +198,21 @@ def test_a_variant_row_measures_memnet_with_its_overrides_against_the_transforme
     assert int(row[2].replace(",", "")) < 100_000  # its own model: width 32, no store (default MemNet: 735,089)
     assert float(row[3].replace(",", "")) > 0 and row[4].strip().endswith("x")  # tokens/s, cost vs transformer
     assert any(ln.startswith("| small |") for ln in out.split("where the time goes")[1].splitlines())
+
+
+def test_the_time_split_names_each_rows_calls_and_chunks_where_they_differ(capsys):
+    """The header gave the first row's acting calls and chunks for every row: a variant with another train.chunk, or
+    with dropout (step acting under auto), made others."""
+    module = load_script("agents")
+    row = {"act_ms": None, "learn_ms": 30.0, "update_ms": 20.0, "shares": dict.fromkeys(("act", "learn", "update",
+                                                                                       "rest"), 0.25)}
+    rounds = [{"memnet": row | {"act_calls": 0, "chunks": 5}, "c16": row | {"act_calls": 0, "chunks": 10}}]
+    module.print_split(["memnet", "c16"], rounds)
+    assert "where the time goes, per episode (acting calls, learning chunks): memnet 0, 5; c16 0, 10" in \
+        capsys.readouterr().out
+    rounds[0]["c16"]["chunks"] = 5
+    module.print_split(["memnet", "c16"], rounds)
+    assert "where the time goes, per episode: 0 acting calls, 5 learning chunks" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("clip", ["1.0", "0"])  # 0: no clipping, as in the trainer (clipping to 0 zeroed gradients)
