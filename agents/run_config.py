@@ -186,5 +186,6 @@ def help_text(overrides: list[str] | None = None, cfg=None) -> str:
             **flat}
     # each as a key=value override reads it back (best_overrides.txt's writer): a str() of its own printed
     # run_dir=´ or runs_root=a=b bare, which the command line refuses when copied
-    lines += [f"  {k}={override_spelling(v)}" for k, v in flat.items()]
+    chosen = {"env.id": "env", "agent.name": "agent"}  # picked by their groups: env.id=... is refused when copied
+    lines += [f"  {chosen.get(k, k)}={override_spelling(v)}" for k, v in flat.items()]
     return "\n".join(lines)

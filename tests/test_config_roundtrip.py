@@ -105,9 +105,9 @@ def test_the_values_help_prints_are_the_config_when_given_back(overrides):
     except ConfigError:
         return
     items = [line.strip() for line in help_text(overrides).split("keys (defaults):")[1].strip().splitlines()]
-    own = dict(item.split("=", 1) for item in items if item.startswith(("env.id=", "agent.name=")))
-    shipped = set(map(str, load_config([f"env={own['env.id']}"]).env.kwargs))  # an option the file lacks: `+`
-    back = [f"env={own['env.id']}", f"agent={own['agent.name']}"] + [
+    own = dict(item.split("=", 1) for item in items if item.startswith(("env=", "agent=")))  # the groups' choices
+    shipped = set(map(str, load_config([f"env={own['env']}"]).env.kwargs))  # an option the file lacks: `+`
+    back = [f"env={own['env']}", f"agent={own['agent']}"] + [
         f"+{item}" if item.startswith("env.kwargs.") and item.split("=")[0][len("env.kwargs."):] not in shipped
-        else item for item in items if not item.startswith(("env.id=", "agent.name="))]
+        else item for item in items if not item.startswith(("env=", "agent="))]
     assert OmegaConf.to_container(load_config(back), resolve=True) == OmegaConf.to_container(cfg, resolve=True)
