@@ -282,6 +282,14 @@ def _index_not(kind: str):
     return lambda c: None if c.store_index == kind else f"memory.store_index={c.store_index}"
 
 
+def _graph_never_built(c: MemoryConfig) -> str | None:
+    """hnsw takes over from exact search at store_hnsw_min_entries, more than a store partition holds here."""
+    if c.store_index == "hnsw" and c.store_hnsw_min_entries > c.store_capacity:
+        return (f"memory.store_hnsw_min_entries={c.store_hnsw_min_entries} above memory.store_capacity="
+                f"{c.store_capacity} (a store partition never holds enough for the graph: exact search)")
+    return None
+
+
 def _no_attention(c: MemoryConfig) -> str | None:
     """attn_heads: the store's MemoryAttention and cache, the internal memories' attention, cross_attention fusion."""
     if c.store or c.internal != "none" or (c.slots and c.fusion == "cross_attention"):
@@ -301,6 +309,7 @@ INERT_WHEN = (
     # memory/store.py: FAISS indexes (_make_ann) only with index != flat, IVFIndex with ivf, HNSWIndex with hnsw
     (("store_ivf_lists", "store_ivf_probes"), _index_not("ivf")),
     (("store_hnsw_neighbors", "store_hnsw_ef_search", "store_hnsw_min_entries"), _index_not("hnsw")),
+    (("store_hnsw_neighbors", "store_hnsw_ef_search"), _graph_never_built),  # memory/store.py _sync_ann
     # memory/store_index.py: threads go to faiss.omp_set_num_threads in IVF/HNSW; flat search is torch
     (("store_threads",), lambda c: "memory.store_index=flat" if c.store_index == "flat" else None),
     # memory/store.py: the bfloat16 scan copy only `index == "flat"`
@@ -335,4 +344,6 @@ def inert_keys(cfg: MemoryConfig, given: Iterable[str]) -> list[str]:
         why = inert_reason(cfg, key[len("memory."):]) if key.startswith("memory.") else None
         if why:
             reasons.append(f"{key} changes nothing with {why}")
+        elif key == "memory.store_index" and (why := _graph_never_built(cfg)):  # not inert: exact search, fp32
+            reasons.append(f"memory.store_index=hnsw builds no graph with {why}")
     return reasons

@@ -33,6 +33,7 @@ BASE = dict(dim=D, slots=4, read_heads=4, top_k=4, bottleneck=8, store_capacity=
             store_metric="ip", store_hnsw_min_entries=16, copy=0.5, cache_hot=8, cache_warm=16, cache_cold=64)
 # settings under which rows of INERT_WHEN apply
 SETTINGS = [{}, dict(slots=0), dict(store=False), dict(store_index="ivf"), dict(store_index="hnsw"),
+            dict(store_index="hnsw", store_hnsw_min_entries=100),  # above BASE's capacity: the graph never comes
             dict(store_eviction="lru"), dict(store=False, slots=0, fusion="cross_attention"),
             dict(store=False, slots=0), dict(cache_warm=0)]
 
@@ -45,6 +46,8 @@ def cases() -> dict[str, tuple[dict, list[str]]]:
         mem = MemoryConfig(**{**BASE, **setting})
         for key in ALT:
             for why in inert_keys(mem, [f"memory.{key}"]):
+                if " changes nothing with " not in why:  # store_index=hnsw "builds no graph": a note, not inert
+                    continue
                 first, keys = found.setdefault(why.split(" changes nothing with ")[1], (setting, []))
                 keys += [key] if first is setting else []
     return found
@@ -114,6 +117,15 @@ def test_a_key_that_acts_changes_the_outputs():  # the comparison above can tell
      ["memory.store_hnsw_min_entries", "memory.store_ivf_lists", "memory.store_importance_halflife"],
      ["memory.store_ivf_lists changes nothing with memory.store_index=hnsw",
       "memory.store_importance_halflife changes nothing with memory.store_eviction=lru"]),
+    # a store too small for the graph (the default store_hnsw_min_entries is 1024): hnsw was exact search, unsaid
+    (["memory.store_index=hnsw", "memory.store_capacity=512"],
+     ["memory.store_index", "memory.store_hnsw_ef_search", "memory.store_capacity", "memory.store_hnsw_neighbors"],
+     ["memory.store_index=hnsw builds no graph with memory.store_hnsw_min_entries=1024 above memory.store_capacity=512 "
+      "(a store partition never holds enough for the graph: exact search)",
+      "memory.store_hnsw_ef_search changes nothing with memory.store_hnsw_min_entries=1024 above "
+      "memory.store_capacity=512 (a store partition never holds enough for the graph: exact search)",
+      "memory.store_hnsw_neighbors changes nothing with memory.store_hnsw_min_entries=1024 above "
+      "memory.store_capacity=512 (a store partition never holds enough for the graph: exact search)"]),
     (["memory.store=false"], ["memory.store_ivf_probes", "memory.copy", "memory.cache_hot", "memory.context_scale",
                               "memory.slots", "memory.attn_heads"],  # the slot bank still fuses with gated
      ["memory.store_ivf_probes changes nothing with memory.store=false", "memory.copy changes nothing with "
