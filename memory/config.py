@@ -199,10 +199,11 @@ class MemoryConfig:
         for name in ("util_weight", "pressure_weight", "sparsity_weight"):
             need(getattr(self, name) >= 0, f"{name}={getattr(self, name)}: must be >= 0")
         lags = parse_lags(self.key_lags)
-        pairs = self.key_lags.split("+") if lags is None and isinstance(self.key_lags, str) else []
-        if len(set(pairs)) < len(pairs) and parse_lags("+".join(dict.fromkeys(pairs))) is not None:  # a pair repeated
-            twice = next(pair for i, pair in enumerate(pairs) if pair in pairs[:i])
-            need(False, f"key_lags={self.key_lags!r}: the lag pair {twice!r} is given twice; give each pair once")
+        pairs = [parse_lags(p) for p in self.key_lags.split("+")] if lags is None and isinstance(self.key_lags,
+                                                                                                   str) else []
+        if None not in pairs and len(set(pairs)) < len(pairs):  # a pair repeated, as numbers ('1:0' and '01:0')
+            o, p = next(pair for i, pair in enumerate(pairs) if pair in pairs[:i])[0]
+            need(False, f"key_lags={self.key_lags!r}: the lag pair '{o}:{p}' is given twice; give each pair once")
         need(lags is not None, f"key_lags={self.key_lags!r}: expected lag pairs 'o:p' joined by '+' (e.g. '1:0' or "
                                f"'1:0+3:0+4:1'), each o and p an int in [0, {MAX_LAG}]")
         need(0.0 <= self.context_decay < 1.0,

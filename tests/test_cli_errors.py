@@ -190,6 +190,9 @@ def test_a_fresh_run_never_overwrites_a_run_folder(trained, capsys):
     ("train=5", "train=5: train is a section of keys; set train.<key>=<value> "),
     ("train.entropy_coef=-1", "train.entropy_coef=-1.0: must be >= 0"),
     ("memory.key_lags=1:0+1:0", "memory.key_lags='1:0+1:0': the lag pair '1:0' is given twice; give each pair once"),
+    # the same pair spelled another way was told the generic "each o and p an int in [0, 64]", which both were
+    ("memory.key_lags=1:0+01:00", "memory.key_lags='1:0+01:00': the lag pair '1:0' is given twice; give each pair "
+     "once"),
     # a second audit, 2026-12-01: OmegaConf's or Hydra's words with no fix, and two overrides that ran a default run
     ("train.lanes=null", "train.lanes: null is not a whole number; give one, e.g. train.lanes=16"),
     ("train.amp=null", "train.amp: null is not a boolean; give one, e.g. train.amp=false"),
