@@ -52,7 +52,7 @@ def test_a_preset_can_take_option_overrides_and_help_lists_what_each_preset_chan
     text = help_text(["env=LongDependency-Easy-v0"])
     assert ("  LongDependency-Easy-v0: LongDependency-v0 with env.kwargs.distances=[1,2,4,8,16,32,64] "
             "env.kwargs.episode_length=320") in text.splitlines()
-    assert "  env.id=LongDependency-Easy-v0" in text and "  env.kwargs.episode_length=320" in text
+    assert "  env=LongDependency-Easy-v0" in text and "  env.kwargs.episode_length=320" in text
     assert "  memory.store_replace=0.5" in text  # LongDependency-v0's own setting, not ContinualShift's 0.9
 
 
