@@ -7,6 +7,7 @@ runs and checkpoints, and that `resume=` continues the sweep without rerunning t
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
 import json
@@ -131,8 +132,10 @@ def test_smoke_sweep_end_to_end_with_restore(tmp_path, capfd, monkeypatch, ray_s
         episodes = [report["episode"] for report in reports]
         # the training tags reach Tune with each evaluation (NaN at the untrained one), as columns of progress.csv
         assert all(math.isnan(r["perf/tokens_per_s"]) == (r["episode"] == 0) for r in reports)
-        assert {"train/loss", "perf/tokens_per_s", "memory/store_hit_rate"} <= set(
-            (run / "progress.csv").read_text().splitlines()[0].split(","))
+        with open(run / "progress.csv", newline="") as f:
+            table = list(csv.reader(f))  # one table, resumed trials too (agents/tune_csv.py)
+        assert {"train/loss", "perf/tokens_per_s", "memory/store_hit_rate"} <= set(table[0])
+        assert all(len(row) == len(table[0]) for row in table) and len(table) == len(reports) + 1
         assert reports[-1]["perf/tokens_per_s"] == pytest.approx(scalars["perf/tokens_per_s"][-1][1])
         # a resumed trial went on from its checkpoint: episodes never go back. One report may repeat once: when
         # the stop arrives between Tune logging a result and registering its checkpoint, the trial resumes from
