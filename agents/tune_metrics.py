@@ -3,7 +3,8 @@
 `agents.run.log_eval` writes eval/accuracy, eval/task_<j>/accuracy, cl/ACC|BWT|FWT|forgetting,
 recall/accuracy_d<bucket> and recall/accuracy_delay<k>; which of them an env fills depends on its task count,
 its largest distance and whether it reports delays. The training episode before an evaluation adds train/*,
-perf/* (every agent) and memory/<name> (MemNet's slot bank and store parts: `agents.tb_tags.memory_tags`).
+perf/* (every agent; perf/act_ms where it acts step by step) and memory/<name> (MemNet's slot bank and store parts:
+`agents.tb_tags.memory_tags`).
 Checked before Ray starts, so a typo fails in one line.
 
 A sweep may change those from trial to trial (`train.episodes`, `train.eval_repeats`, `env.kwargs.*`: the run's
@@ -19,7 +20,15 @@ from dataclasses import dataclass, replace
 
 from agents.cl_metrics import distance_buckets
 from agents.config import ConfigError
-from agents.tb_tags import CL_TAGS, TRAIN_TAGS, delay_tag, distance_tag, eval_accuracy_tag, memory_tags
+from agents.tb_tags import (
+    CL_TAGS,
+    MEMORY_TAGS,
+    TRAIN_TAGS,
+    delay_tag,
+    distance_tag,
+    eval_accuracy_tag,
+    memory_tags,
+)
 
 
 @dataclass
@@ -33,10 +42,13 @@ class EnvFacts:
     delays: tuple[int, ...] = ()  # DELAY_ENVS: the delays an evaluation's recalls come at (`eval_delays`)
     filled: tuple[int, ...] | None = None  # FAR_DISTANCE_ENVS: the buckets an evaluation fills at all (None: unknown)
     memory: tuple[str, ...] = ()  # the memory/<name> tags of the trial's agent and memory parts (`memory_tags`)
+    steps: bool = False  # the trial acts step by step (perf/act_ms: chunk acting makes no acting call)
 
 
 RUN_KEYS = ("train.episodes", "train.eval_repeats")  # swept with env.kwargs.*: they set a trial's tags and length
 MEMORY_PART_KEYS = ("memory.slots", "memory.store")  # ... and these its memory/<name> tags
+ACTING_KEYS = ("train.acting", "model.dropout", "train.mode")  # ... and these whether it reports perf/act_ms
+PRESENCE_KEYS = ("memory.slots", "memory.store", "model.dropout")  # of these only 0 / not 0 tells trials apart
 TRAINING_PREFIXES = ("train/", "perf/", "memory/")  # a training episode's tags, reported with the evaluation after it
 FAR_DISTANCE_ENVS = ("LongDependency",)  # envs ranked by the accuracy of their farthest distance bucket
 FAR_SHARE = 0.02  # ... that holds at least this share of an evaluation's scored steps (a tail bucket is too noisy)
@@ -54,7 +66,7 @@ def reported_metrics(facts: EnvFacts) -> list[str]:
     edges = facts.filled if facts.filled is not None else distance_buckets(facts.max_distance)
     tags += [distance_tag(int(e)) for e in edges]
     tags += [delay_tag(k) for k in facts.delays]
-    return tags + list(TRAIN_TAGS) + list(facts.memory)
+    return tags + [tag for tag in TRAIN_TAGS if tag != "perf/act_ms" or facts.steps] + list(facts.memory)
 
 
 def default_metric(corners: list[EnvFacts]) -> str:
@@ -75,8 +87,9 @@ def check_metric(metric: str, corners: list[EnvFacts]) -> str:
         return metric
     tags = list(dict.fromkeys(tag for f in corners for tag in reported_metrics(f)))  # union, in order, with the
     tags.sort(key=lambda tag: tag.startswith(TRAINING_PREFIXES))  # evaluation's first (a stable sort)
-    who = "no trial's agent has the memory part that measures it" if metric.startswith("memory/") else \
-        f"{corners[0].env_id} does not report it"  # (a baseline has none; MemNet: memory.slots, memory.store)
+    who = "no trial's agent has the memory part that measures it" if metric in MEMORY_TAGS else \
+        "no trial acts step by step (train.acting=step, or auto with model.dropout > 0 under supervised training)" \
+        if metric == "perf/act_ms" else f"{corners[0].env_id} does not report it"  # (MemNet: slots, store)
     raise ConfigError(f"sweep.metric={metric!r}: {who}; choose one of: {', '.join(tags)}")
 
 
@@ -87,7 +100,7 @@ def _reports(metric: str, facts: EnvFacts) -> bool:
 def env_facts(cfg) -> tuple[EnvFacts, int]:
     """The env's task count and largest distance (for metric names) and the episodes of one trial."""
     from agents.cl_metrics import env_schedule, run_distance_buckets
-    from agents.episodes import make_vector_env
+    from agents.episodes import make_vector_env, resolve_acting
 
     venv = make_vector_env(cfg.env.id, 1, dict(cfg.env.kwargs))
     try:
@@ -103,8 +116,9 @@ def env_facts(cfg) -> tuple[EnvFacts, int]:
             far, filled = filled_edges(cfg.env.id, dict(cfg.env.kwargs), edges,
                                        int(venv.eval_episodes) * int(cfg.train.eval_repeats), int(venv.episode_length))
         delays = eval_delays(venv) if cfg.env.id.split("-")[0] in DELAY_ENVS else ()
+        steps = resolve_acting(cfg.train.acting, venv, cfg.model.dropout, cfg.train.mode == "reinforce") == "step"
         facts = EnvFacts(cfg.env.id, int(venv.num_tasks), int(edges[-1]), far, delays, filled,
-                         memory_tags(cfg.agent.name, int(cfg.memory.slots), bool(cfg.memory.store)))
+                         memory_tags(cfg.agent.name, int(cfg.memory.slots), bool(cfg.memory.store)), steps)
     finally:
         venv.close()
     return facts, int(episodes)
@@ -161,11 +175,11 @@ def sweep_corners(search_space: dict[str, dict[str, list]]) -> list[dict]:
     part's values one that has it and one that does not. [{}] when none is swept."""
     values = {}
     for key, spec in search_space.items():
-        if key in RUN_KEYS + MEMORY_PART_KEYS or key.startswith("env.kwargs."):
+        if key in RUN_KEYS + MEMORY_PART_KEYS + ACTING_KEYS or key.startswith("env.kwargs."):
             (kind, args), = spec.items()
             values[key] = list(args) if kind in ("grid", "choice") else \
                 [args[0], args[1] - 1 if "randint" in kind else args[1]]  # randint's high is exclusive
-            if key in MEMORY_PART_KEYS:  # a part is there or not (slots > 0, store true): one value of each
+            if key in PRESENCE_KEYS:  # a part is there or not (slots > 0, store true, dropout): one value of each
                 values[key] = list({bool(v): v for v in reversed(values[key])}.values())[::-1]
     return [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
 

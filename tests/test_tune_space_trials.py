@@ -1,5 +1,7 @@
 """Sweep plans without Ray: trial configs, override lists, the command line and metric names."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -171,6 +173,13 @@ def test_training_and_memory_tags_may_be_the_sweeps_metric(monkeypatch):
     with pytest.raises(ConfigError, match=r"^sweep.metric='memory/write_rate': no trial's agent has the memory part "
                                           r"that measures it; choose one of: eval/accuracy, .*memory/store_entries$"):
         check_metric("memory/write_rate", [memnet])  # no slot bank
+    with pytest.raises(ConfigError, match=r"memory/store_hit': ContinualShift-v0 does not report it"):
+        check_metric("memory/store_hit", [memnet])  # a misspelt name: not "no trial's agent has the memory part"
+    # perf/act_ms: only trials that act step by step make acting calls (chunk acting, the default, makes none)
+    with pytest.raises(ConfigError, match=r"^sweep.metric='perf/act_ms': no trial acts step by step \(train.acting="
+                                          r"step, or auto with model.dropout > 0 under supervised training\)"):
+        check_metric("perf/act_ms", [memnet])
+    assert check_metric("perf/act_ms", [replace(memnet, steps=True)])
     transformer = EnvFacts("ContinualShift-v0", 3, 1024, memory=memory_tags("transformer", 64, True))
     assert transformer.memory == () and check_metric("train/accuracy", [transformer])
     with pytest.raises(ConfigError, match="no trial's agent has the memory part that measures it; .*update_ms$"):
@@ -185,6 +194,10 @@ def test_training_and_memory_tags_may_be_the_sweeps_metric(monkeypatch):
     assert corners == [{"memory.slots": 0}, {"memory.slots": 16}] and len(measured) == 1
     assert "memory/write_rate" not in facts[0].memory and "memory/write_rate" in facts[1].memory
     assert check_metric("memory/write_rate", facts) and missing_in("memory/write_rate", corners, facts) == corners[:1]
+    # whether a trial acts step by step comes from its own settings: auto acts by chunks unless it drops out
+    corners, facts, _ = sweep_facts({"model.dropout": {"grid": [0.0, 0.1, 0.2]}}, base)
+    assert corners == [{"model.dropout": 0.0}, {"model.dropout": 0.1}] and [f.steps for f in facts] == [False, True]
+    assert missing_in("perf/act_ms", corners, facts) == corners[:1]
 
 
 def test_memnet_logs_the_memory_tags_a_sweep_allows(tmp_path):
