@@ -49,6 +49,7 @@ RUN_KEYS = ("train.episodes", "train.eval_repeats")  # swept with env.kwargs.*: 
 MEMORY_PART_KEYS = ("memory.slots", "memory.store")  # ... and these its memory/<name> tags
 ACTING_KEYS = ("train.acting", "model.dropout", "train.mode")  # ... and these whether it reports perf/act_ms
 PRESENCE_KEYS = ("memory.slots", "memory.store", "model.dropout")  # of these only 0 / not 0 tells trials apart
+LOWER_IS_BETTER = ("cl/forgetting", "train/loss", "perf/act_ms", "perf/chunk_forward_ms", "perf/update_ms")
 TRAINING_PREFIXES = ("train/", "perf/", "memory/")  # a training episode's tags, reported with the evaluation after it
 FAR_DISTANCE_ENVS = ("LongDependency",)  # envs ranked by the accuracy of their farthest distance bucket
 FAR_SHARE = 0.02  # ... that holds at least this share of an evaluation's scored steps (a tail bucket is too noisy)

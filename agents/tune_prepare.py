@@ -15,7 +15,7 @@ from agents.config import ConfigError, absolute_env_paths, absolute_path, check_
 from agents.inert_notes import baseline_model_keys, inert_note, train_inert_keys
 from agents.new_folders import first_free, stamped_names, time_stamp
 from agents.tune_command_line import parse_command_line
-from agents.tune_metrics import check_metric, default_metric, missing_in, sweep_facts
+from agents.tune_metrics import LOWER_IS_BETTER, check_metric, default_metric, missing_in, sweep_facts
 from agents.tune_overrides import merge_overrides, override_value, pin_swept_keys, resolve_overrides
 from agents.tune_space import SweepPlan, check_space_keys, load_sweep, trial_threads
 
@@ -74,6 +74,9 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     if missing:
         notes.append(f"note: sweep.metric={plan.metric}: trials with {'; '.join(map(_corner_text, missing))} do not "
                      "report it (NaN: they cannot be the best trial)")
+    if plan.metric in LOWER_IS_BETTER and plan.mode == "max":  # the sweep files' mode: the best was the worst
+        notes.append(f"note: sweep.metric={plan.metric} is better lower, and sweep.mode=max ranks its largest value "
+                     "best; add sweep.mode=min")
     s = plan.scheduler
     limit = f"sweep.scheduler.max_t={s['max_t']}" if s["max_t"] is not None else \
         f"the episodes of the longest trial ({episodes})"

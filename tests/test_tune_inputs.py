@@ -107,6 +107,17 @@ def test_any_sweep_edit_is_accepted_or_one_config_error_line(edits):
         assert str(exc).strip() and "\n" not in str(exc), str(exc)
 
 
+def test_a_metric_better_lower_under_mode_max_is_a_note(tmp_path, capsys):
+    """The sweep files' mode is max: sweep.metric=train/loss alone ranked the largest loss best, unsaid."""
+    plan = prepare([*SMOKE, f"runs_root={tmp_path}", "sweep.metric=train/loss"])[0]
+    assert (plan.metric, plan.mode) == ("train/loss", "max")
+    assert capsys.readouterr().err.strip() == ("note: sweep.metric=train/loss is better lower, and sweep.mode=max "
+                                               "ranks its largest value best; add sweep.mode=min")
+    prepare([*SMOKE, f"runs_root={tmp_path}", "sweep.metric=cl/forgetting", "sweep.mode=min"])
+    prepare([*SMOKE, f"runs_root={tmp_path}", "sweep.metric=perf/tokens_per_s"])
+    assert "note" not in capsys.readouterr().err
+
+
 def test_a_sweep_over_the_run_length_checks_every_trials_length_and_metrics(tmp_path, capsys):
     """ASHA stops a trial at max_t: taken from the base config (4 episodes here) it cut the 12-episode trials short,
     and a bucket only those trials reach was refused."""
