@@ -175,8 +175,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.env not in group_options("env"):  # a gym id of another package (CartPole-v1) failed in the child
         ap.error(f"--env {args.env}: not a memstream env; choose one of: {', '.join(group_options('env'))}")
-    unknown = [a for a in args.agents.split(",") if a not in AGENTS]
-    if unknown:
+    if unknown := [a for a in args.agents.split(",") if a not in AGENTS]:
         ap.error(f"--agents: unknown agent {unknown[0]!r}; choose among {', '.join(AGENTS)}")
     try:  # was measured once, silently
         check_values_once(f"--agents {args.agents}", args.agents.split(","))
@@ -218,9 +217,8 @@ def main() -> int:
     for agent in agents:
         cells = []
         for key in ("tokens_per_s", "plain_tokens_per_s"):
-            ratio = "-"
-            if "transformer" in agents:
-                ratio = spread([r["transformer"][key] / r[agent][key] for r in rounds], "{:.2f}x")
+            ratio = spread([r["transformer"][key] / r[agent][key] for r in rounds], "{:.2f}x") \
+                if "transformer" in agents else "-"
             cells += [spread([r[agent][key] for r in rounds], "{:,.0f}"), ratio]
         rss = max(r[agent]["peak_rss_mib"] for r in rounds)
         print(f"| {agent} | {rounds[0][agent]['params']:,} | {' | '.join(cells)} | {rss:.0f} |")
@@ -266,9 +264,9 @@ def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tu
     if fixed:  # the row would measure another agent, env or lane count under the table's header
         ap.error(f"--variant {text!r}: {fixed[0]} is the benchmark's own setting (a variant is MemNet on --env with "
                  "--lanes, --threads and --acting); set that with the flag")
-    if name in taken or name in AGENTS:  # an agent's name: the ratios and the verdict read that row as the agent
-        ap.error(f"--variant {text!r}: the name {name!r} is taken" + (" (an agent's name: the cost ratios and the "
-                 "target line read that row as the agent)" if name in AGENTS else "") + "; give each row its own")
+    why = " (an agent's name: the cost ratios and the target line read that row as the agent)" * (name in AGENTS)
+    if name in taken or why:
+        ap.error(f"--variant {text!r}: the name {name!r} is taken{why}; give each row its own")
     try:  # the last one won silently
         check_given_once([override_key(o) for o in overrides], overrides)
     except ConfigError as exc:
@@ -278,9 +276,8 @@ def parse_variant(ap: argparse.ArgumentParser, text: str, taken: set[str]) -> tu
 
 def top_level_items(text: str) -> list[str]:
     """`text` split at the commas that separate overrides: not those inside a list or mapping ([[1,2],[3]],
-    {a: 1, b: 2}) nor inside a quoted text ('a,b.txt', where a backslash escapes the next character, as in Hydra's
-    grammar). The regex it replaces kept a flat [a,b] whole only: 'a,b.txt', [[1,2],[3]] and {a: 1, b: 2} were
-    split, and the variant refused as not NAME:KEY=VALUE."""
+    {a: 1, b: 2}) nor inside a quoted text ('a,b.txt', a backslash escaping the next character, as in Hydra's
+    grammar); the regex it replaces split all but a flat [a,b], and refused the variant as not NAME:KEY=VALUE."""
     items, depth, quote, start, i = [], 0, None, 0, 0
     while i < len(text):
         char = text[i]
@@ -324,12 +321,10 @@ def check_row(ap: argparse.ArgumentParser, label: str, agent: str, overrides: li
 def print_split(agents: list[str], rounds: list[dict]) -> None:
     """Where each agent's training time went (medians over the rounds), from the trainer's own clock."""
     counts = {agent: (rounds[0][agent]["act_calls"], rounds[0][agent]["chunks"]) for agent in agents}
-    if len(set(counts.values())) == 1:  # a variant's train.chunk, dropout (step acting) or env options change them
-        acts, chunks = counts[agents[0]]
-        print(f"\nwhere the time goes, per episode: {acts:.0f} acting calls, {chunks:.0f} learning chunks\n")
-    else:
-        print("\nwhere the time goes, per episode (acting calls, learning chunks): " + "; ".join(
-            f"{agent} {acts:.0f}, {chunks:.0f}" for agent, (acts, chunks) in counts.items()) + "\n")
+    head = "{:.0f} acting calls, {:.0f} learning chunks".format(*counts[agents[0]])
+    if len(set(counts.values())) > 1:  # a variant's train.chunk, dropout (step acting) or env options change them
+        head = "acting calls, learning chunks: " + "; ".join(f"{a} {n:.0f}, {c:.0f}" for a, (n, c) in counts.items())
+    print(f"\nwhere the time goes, per episode: {head}\n")
     print("| agent | acting call ms | chunk forward ms | backward + update ms | acting / forward / update / rest |")
     print("|---|---:|---:|---:|---|")
     for agent in agents:

@@ -208,7 +208,7 @@ def test_the_time_split_names_each_rows_calls_and_chunks_where_they_differ(capsy
                                                                                        "rest"), 0.25)}
     rounds = [{"memnet": row | {"act_calls": 0, "chunks": 5}, "c16": row | {"act_calls": 0, "chunks": 10}}]
     module.print_split(["memnet", "c16"], rounds)
-    assert "where the time goes, per episode (acting calls, learning chunks): memnet 0, 5; c16 0, 10" in \
+    assert "where the time goes, per episode: acting calls, learning chunks: memnet 0, 5; c16 0, 10" in \
         capsys.readouterr().out
     rounds[0]["c16"]["chunks"] = 5
     module.print_split(["memnet", "c16"], rounds)
