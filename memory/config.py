@@ -199,8 +199,8 @@ class MemoryConfig:
         for name in ("util_weight", "pressure_weight", "sparsity_weight"):
             need(getattr(self, name) >= 0, f"{name}={getattr(self, name)}: must be >= 0")
         lags = parse_lags(self.key_lags)
-        pairs = [parse_lags(p) for p in self.key_lags.split("+")] if lags is None and isinstance(self.key_lags,
-                                                                                                   str) else []
+        parts = self.key_lags.split("+") if lags is None and isinstance(self.key_lags, str) else []
+        pairs = [parse_lags(part) for part in parts]  # each ((o, p),), or None where malformed
         if None not in pairs and len(set(pairs)) < len(pairs):  # a pair repeated, as numbers ('1:0' and '01:0')
             o, p = next(pair for i, pair in enumerate(pairs) if pair in pairs[:i])[0]
             need(False, f"key_lags={self.key_lags!r}: the lag pair '{o}:{p}' is given twice; give each pair once")
