@@ -106,7 +106,8 @@ class MultiHeadMemoryBank(nn.Module):
         # write path
         self.bottleneck_down = nn.Linear(D, cfg.bottleneck)
         self.bottleneck_up = nn.Linear(cfg.bottleneck, D)
-        nn.init.zeros_(self.bottleneck_up.weight), nn.init.zeros_(self.bottleneck_up.bias)
+        nn.init.zeros_(self.bottleneck_up.weight)
+        nn.init.zeros_(self.bottleneck_up.bias)
         self.write_gate, self.erase = nn.Linear(D, 1), nn.Linear(D, D)  # (made in this order: the same init draws)
         with torch.no_grad():
             self.erase.weight.mul_(0.1)
