@@ -27,7 +27,7 @@ from agents.config import ConfigError
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
 from agents.interrupts import interrupts_held
 from agents.models import build_agent
-from agents.objectives import reinforce_loss, supervised_loss
+from agents.objectives import chunk_loss, overflowing_weight
 from agents.threads import adopt_saved_threads
 from memory.metrics import SlotLifetimeTracker, slot_usage
 from memory.slots import SlotState
@@ -110,17 +110,10 @@ class Trainer:
         mask = chunk.scored
         if not bool(mask.any()) and not aux.get("losses"):
             return None  # nothing to learn from (most of a sparse task's chunks): no step, no loss to report
-        loss, baseline = logits.new_zeros(()), self.reward_baseline
-        if mask.any():
-            if t.mode == "supervised":
-                loss = supervised_loss(logits, chunk)
-            else:
-                loss, baseline = reinforce_loss(logits, chunk, baseline, t.entropy_coef, t.baseline_decay)
-        for extra in aux.get("losses", {}).values():
-            loss = loss + extra
+        loss, baseline, terms = chunk_loss(t, logits, chunk, aux.get("losses", {}), self.reward_baseline)
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise self.diverged(f"the loss is {value}")
+            raise self.diverged(f"the loss is {value}", terms)
         self.reward_baseline = baseline  # only once the loss is finite: a refused chunk left it NaN for good
         if loss.requires_grad:
             self.optimizer.zero_grad(set_to_none=True)
@@ -131,13 +124,15 @@ class Trainer:
             # an update that overflowed the weights would surface later as NaN memories refused deep in the store,
             # or as NaN weights at 0 accuracy. foreach: Parameters otherwise take a norm-per-tensor loop (~1 ms)
             if not torch.isfinite(torch.nn.utils.get_total_norm(self.params, foreach=True)):
-                raise self.diverged("an update made weights non-finite")
+                raise self.diverged("an update made weights non-finite", terms)
         return value
 
-    def diverged(self, what: str) -> ConfigError:
+    def diverged(self, what: str, terms: dict | None = None) -> ConfigError:
         # an evaluation runs after `episode` episodes (counted already): the weights it found overflowed the memory
         where = (f"in episode {self.episode + 1}" if not self.evaluating else
                  f"by the evaluation after episode {self.episode}" if self.episode else "before training")
+        if blame := overflowing_weight(terms or {}, self.cfg):  # a loss weight, not the learning rate
+            return ConfigError(f"training stopped {where}: {blame} (checkpoints written before it are kept)")
         return ConfigError(f"training diverged {where} ({what}; train.lr={self.cfg.train.lr}, "
                            f"train.grad_clip={self.cfg.train.grad_clip}); lower train.lr (checkpoints written before "
                            "it are kept)")

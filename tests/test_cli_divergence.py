@@ -74,3 +74,31 @@ def test_evaluating_a_checkpoint_whose_weights_overflow_is_one_line(tmp_path, ca
     one_error_line(capsys, "its weights diverged (MemNet: non-finite hidden states (NaN or inf) reached the memory "
                            "writes); evaluate an earlier run, or re-run it with a lower train.lr")
     assert not (tmp_path / "run" / "eval.json").exists()
+
+
+@pytest.mark.parametrize("agent, extra, key", [
+    # the weighted term is -3.4e38, finite, and its gradient overflows: "an update made weights non-finite"
+    ("memnet", ["memory.util_weight=1e38"], "memory.util_weight=1e+38"),
+    # the entropy bonus is -inf itself: "the loss is -inf"
+    ("transformer", ["train.mode=reinforce", "train.entropy_coef=1e38"], "train.entropy_coef=1e+38"),
+])
+def test_a_loss_weight_that_overflows_its_term_is_named_not_the_learning_rate(tmp_path, capsys, agent, extra, key):
+    """Was: "training diverged ...; lower train.lr", the wrong fix: the weights accept any finite number >= 0."""
+    assert run.main(tiny("ContinualShift-v0", agent, tmp_path / "run", *extra)) == 2
+    one_error_line(capsys, f"training stopped in episode 1: the loss term weighted by {key} is ")
+
+
+def test_overflowing_weight_blames_a_term_near_float32s_limit_only():
+    import torch
+
+    from agents.config import load_config
+    from agents.objectives import overflowing_weight
+
+    cfg = load_config(["memory.util_weight=1e38", "train.entropy_coef=2.0"])
+    assert overflowing_weight({}, cfg) is None
+    assert overflowing_weight({"memory.util_weight": torch.tensor(-1e29)}, cfg) is None  # large, not at the limit
+    assert overflowing_weight({"memory.util_weight": torch.tensor(float("nan"))}, cfg) is None  # NaN inputs: divergence
+    hint = overflowing_weight({"train.entropy_coef": torch.tensor(-1.0),
+                               "memory.util_weight": torch.tensor(float("-inf"))}, cfg)
+    assert hint == ("the loss term weighted by memory.util_weight=1e+38 is -inf, at float32's limit (~3.4e38), and it "
+                    "or its gradient overflowed; lower memory.util_weight")

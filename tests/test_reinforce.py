@@ -120,9 +120,9 @@ def test_reinforce_loss_on_hand_made_values():
 
     chunk = one_step_chunk(torch.zeros(1, 2, dtype=torch.long), action=1, reward=1.0)
     logits = torch.zeros(1, 2, 2)  # (B, C, V)
-    loss, baseline = reinforce_loss(logits, chunk, baseline=0.25, entropy_coef=0.1, baseline_decay=0.9)
+    policy, bonus, baseline = reinforce_loss(logits, chunk, baseline=0.25, entropy_coef=0.1, baseline_decay=0.9)
     log2 = float(np.log(2))
-    assert loss.item() == pytest.approx(0.75 * log2 - 0.1 * log2)
+    assert policy.item() == pytest.approx(0.75 * log2) and bonus.item() == pytest.approx(-0.1 * log2)
     assert baseline == pytest.approx(0.9 * 0.25 + 0.1 * 1.0)
     assert supervised_loss(logits, chunk).item() == pytest.approx(log2)  # target 0 at even odds
 

@@ -97,15 +97,15 @@ def test_a_failed_run_says_failure_and_resumed_and_finished_it_says_success(tmp_
 
 def diverge_at_the_second_update(monkeypatch):
     """The trainer's own check finds a NaN loss at its second update ("training diverged in episode 1 ...")."""
-    from agents import trainer
+    from agents import objectives
 
-    calls, loss = [], trainer.supervised_loss
+    calls, loss = [], objectives.supervised_loss
 
     def nan_second(logits, chunk):
         calls.append(1)
         return loss(logits, chunk) * (float("nan") if len(calls) == 2 else 1.0)
 
-    monkeypatch.setattr(trainer, "supervised_loss", nan_second)
+    monkeypatch.setattr(objectives, "supervised_loss", nan_second)
 
 
 def test_a_run_that_diverges_says_failure(tmp_path, monkeypatch, capsys):
