@@ -1,5 +1,6 @@
-"""TieredKVCache's int8 warm tier with finite keys and values of large magnitude: they come back finite, within the
-int8 error, with no overflow warning; keys beyond the quantiser's limit are refused at put (one line)."""
+"""TieredKVCache's int8 warm tier with keys its channel scales were not calibrated on: keys and values of large
+magnitude come back finite, within the int8 error, with no overflow warning; keys beyond the quantiser's limit are
+refused at put (one line); a channel silent at calibration does not flatten the later keys that use it."""
 
 from __future__ import annotations
 
@@ -50,6 +51,23 @@ def test_large_keys_after_calibration_on_small_ones():
         k, v, _ = cache.get_batch(np.arange(4, 8))
     check_round_trip(k, big)
     check_round_trip(v, big)
+
+
+def test_a_channel_silent_at_calibration_does_not_flatten_later_keys():
+    """A channel that was 0 in every calibration key gets the floor 1e-3 x the mean channel RMS as its scale: a later
+    key of 1e-3 there is ~1 after the division, and its other channels keep their int8 precision. Was untested: with
+    a bare 1e-12 floor that 1e-3 became ~1e9, took the key's absmax scale, and every other channel rounded to 0."""
+    rng = np.random.default_rng(0)
+    calibration = rng.normal(size=(16, 2, 8)).astype(np.float32)
+    calibration[..., 0] = 0.0  # channel 0 silent in every key the scales are calibrated on
+    cache = TieredKVCache(2, 8, hot=0, warm=32, cold=0)  # warm only: the first put calibrates
+    cache.put(np.arange(16), calibration, calibration)
+    late = rng.normal(size=(1, 2, 8)).astype(np.float32)
+    late[..., 0] = 1e-3
+    cache.put(np.array([16]), late, late)  # 17 of 32 entries: no recalibration
+    k, _, _ = cache.get_batch(np.array([16]))
+    error = np.abs(k.numpy() - late)[..., 1:]  # (1, 2, 7) the channels that were not silent
+    assert (error <= REL * np.abs(late[..., 1:]).max(axis=-1, keepdims=True)).all(), error
 
 
 def test_values_near_float32_max_stay_finite():

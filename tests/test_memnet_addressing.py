@@ -108,6 +108,34 @@ def test_recency_term_makes_the_latest_of_two_equal_matches_win(recency):
         assert (margins > 0).any() and (margins < 0).any() and margins.mean().abs() < 0.15
 
 
+@pytest.mark.parametrize("recency", [True, False])
+def test_recency_term_makes_the_later_of_two_equal_matches_in_the_window_win(recency):
+    """The window's positions get their age in steps before the query (C + t - i in [window ; call]), as stored
+    memories do: a token seen twice inside the window, followed by different tokens, then cued again gives the newer
+    successor (age 4) about log(1 + 12) - log(1 + 4) = 0.96 more log-probability than the older one (age 12) with
+    every head's slope at 1, and never predicts the older. Was untested: ages counted from the window's start (all
+    <= 0, clamped to 0) took the term away inside the window, and the acting-equals-chunk tests still matched."""
+    model = MemNet(model_cfg(window=24, copy=0.9, store_top_k=4, recency=recency)).eval()
+    margins, older, B, T = [], 0, 2, 16
+    with torch.no_grad():
+        model.store_attn.recency.fill_(math.log(math.e - 1))  # softplus = 1
+        for trial in range(10):
+            torch.manual_seed(trial)
+            stream = torch.stack([torch.randperm(V)[:T] for _ in range(B)])  # distinct tokens per lane
+            stream[:, 11] = stream[:, 3]  # successors at 4 and 12; all 17 positions stay in the window (C = 23)
+            _, state, _ = model(stream, model.initial_state(B), no_writes(stream))  # nothing stored: the window only
+            cue = stream[:, 3:4]
+            logp = model(cue, state, no_writes(cue))[0][:, -1]  # (B, V) log-probabilities (copy read-out)
+            lanes = torch.arange(B)
+            margins += (logp[lanes, stream[:, 12]] - logp[lanes, stream[:, 4]]).tolist()  # newer - older
+            older += int((logp.argmax(-1) == stream[:, 4]).sum())
+    margins = torch.tensor(margins)  # (20,)
+    if recency:
+        assert older == 0 and margins.min() > 0.6 and 0.8 < margins.mean() < 1.2, margins
+    else:
+        assert margins.mean().abs() < 0.3, margins
+
+
 def test_search_ranks_memories_by_the_current_attention_logits():
     """The store holds key inputs s and the search vector is W_k^T q, so after the projections change the
     retrieved ids are still the top-k of the attention's head-mean logit q.(W_k s) / (H sqrt(d)) with the new
