@@ -142,3 +142,16 @@ def test_an_env_options_typo_names_the_options_of_the_env_chosen():
     with pytest.raises(ConfigError, match=r"^unknown config key 'env.kwargs.delays': NeedleRecall-v0 has no option "
                                           r"'delays'; did you mean 'delay'\? its options: vocab_size, .*delay"):
         load_config(["env=NeedleRecall-v0", "env.kwargs.delays=3", "env.kwargs.delay=2"])
+
+
+def test_validate_refuses_an_unknown_top_level_key():
+    """The typed schema refuses what the command line's and a config file's own checks would: a saved config read
+    back on resume (agents/run_config.py) and a sweep's saved trials (agents/tune_saved.py) reach `validate` only."""
+    from omegaconf import OmegaConf
+
+    from agents.config import compose, validate
+
+    saved = OmegaConf.to_container(compose([]), resolve=True)
+    saved["sead"] = 3
+    with pytest.raises(ConfigError, match="unknown config key 'sead'"):
+        validate(OmegaConf.create(saved))

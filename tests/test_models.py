@@ -125,6 +125,32 @@ def test_window_limits_what_a_token_sees(layers):
     assert (out_at(changed(t - reach)) - base).abs().max() > 1e-4  # the oldest token in reach matters
 
 
+@pytest.mark.parametrize("T, C", [(1, 0), (1, 3), (4, 3), (2, 7)])
+def test_the_window_mask_is_each_token_and_the_filled_positions_before_it(T, C):
+    """Query t of a call that starts at stream position p sees the key at position p - C + i ([cache (C) ; call (T)])
+    when it is itself or one of the C before it and the stream has reached it (>= 0). Was unchecked: a mask without
+    the token itself, or without a stream's first token, kept acting equal to the chunk forward, and the window test
+    above looks at one position only."""
+    from agents.controller import window_mask
+
+    pos = [0, 1, 3, 9]  # (B,) the lanes' positions at the call's start
+    want = torch.tensor([[[[0 <= p - C + i and p + t - C <= p - C + i <= p + t for i in range(C + T)]
+                           for t in range(T)]] for p in pos])  # (B, 1, T, C+T)
+    assert torch.equal(window_mask(torch.tensor(pos), T, C), want)
+
+
+def test_the_first_token_of_a_stream_reaches_the_tokens_after_it():
+    """One layer, a fresh state: the output at t = 3 depends on token 0 (through the attention only)."""
+    torch.manual_seed(0)
+    model = build_model("transformer", small_cfg(window=8, layers=1)).eval()
+    tokens = torch.randint(0, V, (1, 6))
+    changed = tokens.clone()
+    changed[0, 0] = (changed[0, 0] + 1) % V
+    with torch.no_grad():
+        a, b = (model(seq, model.initial_state(1))[0][0, 3] for seq in (tokens, changed))
+    assert (a - b).abs().max() > 1e-4
+
+
 def test_rotary_scores_depend_only_on_relative_position():
     torch.manual_seed(3)
     q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 1, 16)

@@ -308,3 +308,29 @@ def test_a_save_that_fails_with_another_runtime_error_keeps_it_and_leaves_no_tem
     with pytest.raises(RuntimeError, match="a bug while pickling"):
         atomic_torch_save({"a": 1}, tmp_path / "state.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+class Opens:
+    """Unpickling it calls open(path, "w"): code a file could run when loaded with weights_only=False."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_memory_file_or_checkpoint_holding_a_pickled_object_is_refused_without_running_it(tmp_path):
+    """Memory files and checkpoints load with weights_only=True (README): a file that would run code when unpickled is
+    one line, and the code does not run. Was untested: weights_only=False loaded it, and no test failed."""
+    from agents.checkpoint import FORMAT, CheckpointError, load_checkpoint
+    from memory.persist import checked_torch_load
+
+    ran = tmp_path / "ran"
+    torch.save({"format": "memstream.TieredKVCache/2", "x": Opens(ran)}, tmp_path / "cache.pt")
+    with pytest.raises(ValueError, match=r"cache.pt is damaged or not a torch file \(UnpicklingError\)"):
+        checked_torch_load(tmp_path / "cache.pt", "TieredKVCache", "memstream.TieredKVCache/2")
+    torch.save({"format": FORMAT, "x": Opens(ran)}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=r"damaged or not a memstream checkpoint \(UnpicklingError\)"):
+        load_checkpoint(tmp_path / "last.pt")
+    assert not ran.exists()

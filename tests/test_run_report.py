@@ -154,3 +154,17 @@ def test_a_log_file_gets_a_line_after_the_first_episode_then_one_per_evaluation(
     written = out.getvalue().splitlines()
     assert written[0] == "env/agent: evaluating every task before training"
     assert [line.split(": ")[1].split(",")[0] for line in written[1:]] == ["episode 1/6", "episode 4/6", "episode 6/6"]
+
+
+def test_a_run_that_trained_nothing_has_no_training_speed_or_forgetting(tmp_path, capsys):
+    """train.episodes=0: the untrained evaluation only. What needs training is null in metrics.json (a metric that does
+    not apply), not 0, and n/a in the summary."""
+    assert run.main(tiny("ContinualShift-v0", "lstm", tmp_path / "run", "train.episodes=0")) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["episodes"] == 0 and metrics["accuracy"] is not None
+    assert {k: metrics[k] for k in ("tokens_per_s", "ACC", "BWT", "FWT", "forgetting")} == dict.fromkeys(
+        ("tokens_per_s", "ACC", "BWT", "FWT", "forgetting"))
+    assert all(v is None for row in metrics["accuracy_matrix"] for v in row)
+    out = capsys.readouterr().out
+    assert [line.split()[-1] for line in out.splitlines() if line.strip().startswith(("tokens/s (train)", "ACC"))] \
+        == ["n/a", "n/a"]
