@@ -4,6 +4,7 @@ Pushed through the trainer's episodes it ends in the trainer's state, bit for bi
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -292,3 +293,47 @@ def test_an_agents_evaluation_starts_another_task_cleared_under_memory_reset_tas
     assert from_run.trainer.loop_task is None and from_run.trainer.episode == 2
     assert from_run.trainer._task_switch(0) and not from_run.trainer._task_switch(1)
 
+
+def test_an_agent_that_does_not_learn_acts_greedily_even_under_reinforce(tmp_path):
+    """learn=False "only acts": under train.mode=reinforce too its actions are the policy's argmax (as agents.evaluate
+    takes them), not draws, so two loops over the same episode from the same weights act alike whatever the torch
+    random stream."""
+    runs = []
+    for torch_seed in (1, 2):
+        agent = Agent.from_config(tiny("LongDependency-v0", "gru", tmp_path / str(torch_seed), "train.mode=reinforce"),
+                                  learn=False, autoreset=False)
+        env = agent.make_env()
+        obs, info = env.reset(seed=0, options={"phase": "train"})
+        torch.manual_seed(torch_seed)
+        actions, done = [], False
+        while not done:
+            a = agent.act(obs, info)
+            actions.append(np.where(info["scored"], a, -1))
+            obs, reward, terminated, truncated, info = env.step(a)
+            agent.observe(reward, terminated, truncated)
+            done = bool(np.all(terminated | truncated))
+        runs.append(np.stack(actions))
+    assert (runs[0] >= 0).sum() > 0
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_an_env_without_tasks_is_task_0_so_reset_task_keeps_the_memory_its_evaluation_reads(tmp_path):
+    """An env may leave out info["task_id"] (agents.agent: OPTIONAL, task 0 stands for it). Under memory.reset=task an
+    evaluation clears the memory only when its task is another than the one the loop trained on: after a loop on an
+    env without tasks, `agent.trainer.evaluate_task(0)` reads the memory the loop wrote (a -1 there made every
+    evaluation of task 0 start from a cleared memory)."""
+    agent = Agent.from_config(tiny("LongDependency-v0", "memnet", tmp_path, "memory.reset=task"), autoreset=False)
+    env = agent.make_env()
+    obs, info = env.reset(seed=0, options={"phase": "train"})
+    done = False
+    while not done:
+        actions = agent.act(obs, {k: v for k, v in info.items() if k != "task_id"})
+        obs, reward, terminated, truncated, info = env.step(actions)
+        agent.observe(reward, terminated, truncated)
+        done = bool(np.all(terminated | truncated))
+    assert agent.trainer.loop_task == 0
+    cleared = []
+    clear = agent.trainer._cleared
+    agent.trainer._cleared = lambda state: cleared.append(1) or clear(state)
+    agent.trainer.evaluate_task(0)
+    assert cleared == []

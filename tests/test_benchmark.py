@@ -2,7 +2,7 @@
 
 import pytest
 
-from agents import benchmark_runner
+from agents import benchmark, benchmark_runner
 from agents.benchmark_markdown import markdown
 from agents.benchmark_report import (
     MET,
@@ -14,6 +14,8 @@ from agents.benchmark_report import (
     check_targets,
     flat_metrics,
 )
+from agents.benchmark_runner import run_command
+from agents.benchmark_suite import load_suite
 from agents.evaluate import override_grid
 
 LD, NR, CS = "LongDependency-v0", "NeedleRecall-v0", "ContinualShift-v0"
@@ -142,3 +144,13 @@ def test_evaluate_env_kwarg_and_memory_lists_are_sweeps():
     assert override_grid([]) == [({}, {})]
     grid = override_grid(["memory.reset=never,episode", "env.kwargs.delay=3"])
     assert grid == [({"delay": 3}, {"reset": "never"}), ({"delay": 3}, {"reset": "episode"})]
+
+
+def test_each_seed_of_a_benchmark_is_a_run_of_that_seed(tmp_path):
+    """seeds=3 runs seeds 0, 1, 2 (README: <out>/<env>/<variant>/s<seed>): each folder's run is trained with its own
+    seed, so the report's mean and spread over seeds are over different runs, not one run three times."""
+    jobs = benchmark.plan({"envs": [LD], "agents": ["lstm"], "seeds": 3}, load_suite("quick"), [], tmp_path)
+    assert sorted(job.seed for job in jobs) == [0, 1, 2]
+    for job in jobs:
+        assert job.run_dir.name == f"s{job.seed}"
+        assert [a for a in run_command(job) if a.startswith("seed=")] == [f"seed={job.seed}"]

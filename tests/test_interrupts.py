@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from agents.interrupts import interrupts_held, sigterm_as_interrupt
+from agents.interrupts import interrupt, interrupts_held, sigterm_as_interrupt
 from agents.tb_logger import TBLogger, read_scalars
 
 
@@ -160,3 +160,32 @@ def test_ctrl_c_while_the_trainer_makes_its_optimiser_comes_after_it(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg, tmp_path / "run")
     assert len(made) == 1  # made whole, then interrupted
+
+
+def test_sigterm_as_interrupt_puts_the_handler_before_back():
+    """Its doc: the handler before is put back after (an entry point's main() called in-process, by a test or a user's
+    script, left every later SIGTERM raising KeyboardInterrupt)."""
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is interrupt
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        raise KeyboardInterrupt
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_ctrl_c_acts_once_not_again_after_the_block():
+    """The second signal of a kind is handled at once, and only then: a block that catches its KeyboardInterrupt ends
+    without another one (the first was handled by the second's)."""
+    done = []
+    try:
+        with interrupts_held():
+            signal.raise_signal(signal.SIGINT)
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                done.append("caught the second")
+    except KeyboardInterrupt:
+        done.append("raised again after the block")
+    done.append("after the block")
+    assert done == ["caught the second", "after the block"]

@@ -189,3 +189,20 @@ def test_an_id_repeated_within_one_get_batch_counts_as_one_read():
     counted.get_batch(np.array([1]))  # id 1: two reads
     counted.manage_tiers()
     assert counted.tier_of(np.arange(3)).tolist() == [1, 0, 1]  # the most-read entry hot
+
+
+def test_remove_counts_an_id_given_twice_once_and_keeps_the_tiers_bookkeeping():
+    """remove's doc: "Returns how many were removed". An id named twice in one call (evicted ids of two lanes'
+    lookups, a user's list) is one entry: removed once, counted once, and the tiers' fill counts stay the entries
+    they hold, so the freed slots take exactly as many new entries as were removed."""
+    keys, values = kv(4)
+    cache = TieredKVCache(H, d, hot=2, warm=1, cold=1, policy="lru", promote_after=0)
+    cache.put(np.arange(4), keys, values)
+    before = cache.stats()
+    assert before["hot"] + before["warm"] + before["cold"] == 4
+    assert cache.remove(np.array([3, 3, -1, 99])) == 1
+    assert len(cache) == 3
+    after = cache.stats()
+    assert after["hot"] + after["warm"] + after["cold"] == 3
+    assert cache.put(np.array([7]), keys[:1], values[:1]).size == 0  # one free slot again: nothing evicted
+    np.testing.assert_array_equal(cache.tier_of(np.array([0, 1, 2, 3, 7])) >= 0, [True, True, True, False, True])

@@ -25,6 +25,11 @@ if sys.argv[2] == "watchdog":  # as on macOS: no prctl
     parent_death._kernel_signals_at_parent_death = lambda: False
 if sys.argv[2] == "stubborn":  # a SIGTERM that does not end it: the watchdog's SIGKILL does
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:  # a run's SIGTERM: it ends as at Ctrl+C, its cleanup done
+    def ended(signum, frame):
+        pathlib.Path(sys.argv[1] + ".terminated").write_text("SIGTERM")
+        sys.exit(1)
+    signal.signal(signal.SIGTERM, ended)
 parent_death.POLL_S = 0.1
 parent_death.die_with_parent(grace_s=1.0)
 pathlib.Path(sys.argv[1]).write_text("started")
@@ -57,6 +62,9 @@ def test_the_child_ends_with_its_sigkilled_parent(tmp_path, how):
         while alive(child):
             assert time.monotonic() < deadline, "the child outlived its SIGKILLed parent"
             time.sleep(0.05)
+        # SIGTERM first (its command ends as at Ctrl+C: one line, the last checkpoint whole), SIGKILL only after the
+        # grace: a child ended by SIGKILL alone also died with its parent, cut short (was unchecked)
+        assert (tmp_path / "started.terminated").exists() == (how != "stubborn")
     finally:
         for pid in (parent.pid, child):
             if alive(pid):
@@ -71,3 +79,18 @@ def test_a_process_not_started_by_a_benchmark_is_not_watched(monkeypatch):
     before = {t.name for t in __import__("threading").enumerate()}
     parent_death.die_with_parent()
     assert "die-with-parent" not in before | {t.name for t in __import__("threading").enumerate()}
+
+
+def test_the_watch_is_not_inherited_by_the_childs_own_children(monkeypatch):
+    """die_with_parent's doc: the variable is removed, so this process's own children do not inherit the watch (a
+    grandchild seeing the variable would find its parent is not the one named, and SIGTERM itself at start)."""
+    from agents import parent_death
+
+    started = []
+    monkeypatch.setenv(parent_death.PARENT_ENV, str(os.getppid()))
+    monkeypatch.setattr(parent_death, "_kernel_signals_at_parent_death", lambda: True)  # no prctl on pytest
+    monkeypatch.setattr(parent_death.threading, "Thread",
+                        lambda **kw: type("T", (), {"start": lambda self: started.append(kw["args"])})())
+    parent_death.die_with_parent()
+    assert started == [(os.getppid(), True, parent_death.GRACE_S)]
+    assert parent_death.PARENT_ENV not in os.environ
