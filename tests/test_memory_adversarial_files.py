@@ -163,7 +163,7 @@ def snapshot(cache, ids):
     return k.numpy().copy(), v.numpy().copy(), mask.numpy().copy(), tiers, stats, evicted, cache.tier_of(ids).tolist()
 
 
-@pytest.mark.parametrize("damage", ["cold", "book", "ids", "slot", "data"])
+@pytest.mark.parametrize("damage", ["cold", "book", "ids", "slot", "data", "twice"])
 def test_a_cache_load_that_fails_leaves_the_cache_as_it_was(tmp_path, damage):
     """load_state_dict loaded the tier books before it checked the data and never checked the id map: a failed
     load left books describing the file's 6 entries beside this cache's id map (stats said cold=2 where the map
@@ -178,6 +178,12 @@ def test_a_cache_load_that_fails_leaves_the_cache_as_it_was(tmp_path, damage):
         d["ids"], d["tier"], d["slot"] = d["ids"][:3], d["tier"][:3], d["slot"][:3]
     elif damage == "slot":
         d["slot"] = d["slot"].flip(0)
+    elif damage == "twice":  # id 1 renamed to id 0 in the map and the books: one id in two slots (was unchecked)
+        d["ids"] = d["ids"].clone()
+        d["ids"][1] = d["ids"][0]
+        for book in d["books"]:
+            book["ids"] = book["ids"].clone()
+            book["ids"][book["ids"] == 1] = int(d["ids"][0])
     else:
         del d["data"]["warm_sk"]
     dst, ids = filled_cache(tmp_path, 100, 4, seed=1)  # hot and warm full, cold empty
