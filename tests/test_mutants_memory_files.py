@@ -1,6 +1,8 @@
 """Memory edges one-line mutations got past: swap counted in bytes,
 the coded-key width bound, compact cache codes with a single key input."""
 
+import os
+
 import pytest
 import torch
 
@@ -20,15 +22,12 @@ class _FakePath:
 
 
 def test_swap_is_counted_in_bytes(monkeypatch):
-    import os
     monkeypatch.setattr(ram, "Path", _FakePath)
     ram_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert ram.machine_bytes() == ram_bytes + 2048 * 1024
 
 
 def test_no_meminfo_is_the_memory_alone(monkeypatch):
-    import os
-
     class Missing(_FakePath):
         def read_text(self):
             raise FileNotFoundError("/proc/meminfo")
