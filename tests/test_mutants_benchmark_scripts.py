@@ -1,6 +1,6 @@
 """Numbers the benchmark scripts print, from fixed measurements: benchmarks/agents.py's cost column, median [min,
-max] and target verdict; benchmarks/envs.py's vector tokens/s and CPU column; the rebuilt report's MISSED count
-(one-line mutations of each went unnoticed before)."""
+max], target verdict and per-call times; benchmarks/envs.py's vector tokens/s and CPU column; the rebuilt report's
+MISSED count (one-line mutations of each went unnoticed before)."""
 
 import json
 import subprocess
@@ -76,3 +76,28 @@ def test_the_rebuild_line_counts_only_the_missed_targets(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.endswith(f"written again from 5 runs ({len(statuses)} targets, {statuses.count('MISSED')} MISSED)\n")
     assert statuses.count("MISSED") == 1 and len(statuses) == 6
+
+
+def test_measure_divides_each_time_by_the_count_of_what_it_timed(monkeypatch):
+    """benchmarks/agents.py's "where the time goes": acting ms per acting call, chunk forward ms per chunk, update
+    ms per chunk that had a loss, summed over the timed episodes (the warm-up's left out). Dividing the chunk time
+    by the acting calls went unnoticed before."""
+    from agents.episodes import EpisodeStats
+    from agents.trainer import Trainer
+
+    played = iter([(9.0, 9.0, 9.0, 1, 1, 1),  # the warm-up episode: left out
+                   (0.1, 0.5, 0.3, 2, 5, 4), (0.2, 0.3, 0.1, 3, 3, 2)])  # act, learn, update s; calls, chunks, losses
+
+    def episode(trainer):
+        act, learn, update, calls, chunks, losses = next(played)
+        trainer.train_seconds += 2.0
+        trainer.train_tokens += 1000
+        return EpisodeStats(seconds={"act": act, "learn": learn, "update": update}, act_calls=calls,
+                            chunks=chunks, losses=losses)
+
+    monkeypatch.setattr(Trainer, "train_episode", episode)
+    row = load_script("agents").measure("transformer", "ContinualShift-v0", episodes=2, lanes=2, threads=1)
+    assert row["act_ms"] == pytest.approx(1e3 * 0.3 / 5) and row["learn_ms"] == pytest.approx(1e3 * 0.8 / 8)
+    assert row["update_ms"] == pytest.approx(1e3 * 0.4 / 6) and row["tokens_per_s"] == pytest.approx(500.0)
+    assert (row["act_calls"], row["chunks"]) == (2.5, 4.0)
+    assert row["shares"] == pytest.approx({"act": 0.3 / 4, "learn": 0.8 / 4, "update": 0.4 / 4, "rest": 1 - 1.5 / 4})
