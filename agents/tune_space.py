@@ -80,12 +80,12 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
             param = key[len(SPACE_PREFIX):]
             raw["search_space"] = {} if raw["search_space"] is None else raw["search_space"]  # null: emptied
             if not isinstance(raw["search_space"], dict):
-                raise ConfigError(f"{arg}: the search space is {raw['search_space']!r}, not a mapping of keys; set "
-                                  "its keys one by one (sweep.search_space.<key>=<kind>:[...])")
+                raise ConfigError(f"{printable(arg)}: the search space is {raw['search_space']!r}, not a mapping of "
+                                  "keys; set its keys one by one (sweep.search_space.<key>=<kind>:[...])")
             if value.strip().lower() in ("none", "null"):
                 if param not in (raw["search_space"] or {}):  # a misspelt key would leave the real one swept
-                    raise ConfigError(f"{arg}: {param!r} is not in the search space of sweep {name!r}; its keys: "
-                                      f"{', '.join(raw['search_space'] or {}) or '(none)'}")
+                    raise ConfigError(f"{printable(arg)}: {param!r} is not in the search space of sweep {name!r}; "
+                                      f"its keys: {', '.join(raw['search_space'] or {}) or '(none)'}")
                 raw["search_space"].pop(param)
             else:
                 raw["search_space"][param] = parse_space_value(param, value)
@@ -95,7 +95,7 @@ def load_sweep(name: str, sweep_overrides: list[str] = (), num_samples: int | No
         for part in path[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                raise ConfigError(f"{key}: {part!r} is not a group of fields in sweep {name!r}")
+                raise ConfigError(f"{printable(key)}: {part!r} is not a group of fields in sweep {name!r}")
         target[path[-1]] = load_yaml(key, value)  # a sweep file's field, as the file writes it (lists of overrides)
     if num_samples is not None:
         raw["num_samples"] = num_samples

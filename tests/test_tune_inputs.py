@@ -5,7 +5,7 @@ refusal never escapes as another exception. No Ray, no training."""
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agents.config import ConfigError
@@ -100,6 +100,8 @@ SPELLINGS = ["null", "~", ".nan", ".inf", "-.inf", "true", "yes", "0", "-1", "1.
 
 @settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), st.sampled_from(SPELLINGS) | st.text(max_size=5)), max_size=3))
+@example([("sweep.search_space", ".nan"), ("sweep.search_space.memory.slots", "\n")])  # the argument was echoed raw
+@example([("sweep.search_space.memory.slots", "none\n")])
 def test_any_sweep_edit_is_accepted_or_one_config_error_line(edits):
     try:
         load_sweep("smoke", [f"{field}={value}" for field, value in edits])
