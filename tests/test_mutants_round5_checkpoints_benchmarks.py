@@ -90,6 +90,16 @@ def test_slot_lifetimes_in_a_run_without_a_slot_bank_are_named():
         _check(no_bank, slots=None)
 
 
+def test_an_accuracy_matrix_of_another_shape_or_ragged_is_named():
+    """The (blocks, tasks) check of R in its own right (before, only whole-run tests reached it)."""
+    for R, got in (([[0.5, 0.5, 0.5]], "(1, 3)"), ([[0.5, 0.5], [0.5, 0.5]], "(2, 2)"), ([], "(0, 0)")):
+        with pytest.raises(CheckpointError, match=re.escape(f"accuracy matrix has shape {got}, this run's "
+                                                            "schedule needs (1, 2)")):
+            _check(_trainer(R=R))
+    with pytest.raises(CheckpointError, match=r"trainer\.R: .*not a \(blocks, tasks\) matrix"):
+        _check(_trainer(R=[[0.5, 0.5], [0.5]]))
+
+
 def test_bucketed_delay_counts_pass_when_they_are_recomputed():
     """agents.evaluate recomputes the counts (counts=False): their edges are not compared, only their form."""
     _check(_trainer(by_delay={"edges": [3], "keys": [3], "correct": [0], "total": [1]}), counts=False)
