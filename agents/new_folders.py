@@ -42,7 +42,7 @@ def claim_new_folder(names: Iterable[Path]) -> tuple[Path, list[Path]]:
             path.mkdir(parents=True)
             return path, made
         except FileExistsError:
-            if not path.exists():  # a file where a parent should be, not a taken name
+            if not path.exists():  # a dangling link at the name or a parent, not a taken name
                 raise
     raise AssertionError("unreachable: `names` ended")  # (the names are endless)
 
