@@ -177,6 +177,45 @@ def test_trial_folder_names_are_cut_at_120_characters_and_name_a_folder_by_its_n
         "t1_haystack_path=hay"
 
 
+def test_a_trial_restored_from_its_checkpoint_keeps_its_tensorboard_points(tmp_path, monkeypatch):
+    """Tune's context faked (no Ray): a trial stopped at its episode-1 report and restored from that report's
+    checkpoint goes on in the same TensorBoard run; its earlier points stay (a restart would drop them)."""
+    import shutil
+
+    from ray import tune
+
+    from agents.tb_logger import read_scalars
+    from agents.tune_trial import run_trial
+    from tests.test_run import tiny
+
+    trial_dir, saved = tmp_path / "sweep" / "t0", tmp_path / "tune_copy"
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(trial_dir)))
+    restored = []
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: restored[0] if restored else None)
+
+    reported = []
+
+    def stop_at_episode_1(metrics, checkpoint=None):  # as ASHA: Tune keeps the checkpoint, then ends the trial
+        reported.append(metrics["episode"])
+        if metrics["episode"] == 1 and checkpoint is not None and not restored:
+            shutil.copytree(checkpoint.path, saved)
+            restored.append(tune.Checkpoint.from_directory(str(saved)))
+            raise SystemExit(0)
+
+    monkeypatch.setattr(tune, "report", stop_at_episode_1)
+    base = OmegaConf.to_container(load_config(tiny("ContinualShift-v0", "lstm", tmp_path / "unused", "train.episodes=2",
+                                                   "train.eval_every=1", "train.checkpoint_every=1")), resolve=True)
+    with pytest.raises(SystemExit):
+        run_trial({}, base=base, sweep_dir=str(tmp_path / "sweep"), threads=1, metric="cl/ACC")
+    before = read_scalars(trial_dir)["train/loss"]
+    assert restored and before and reported == [0, 1]
+    run_trial({}, base=base, sweep_dir=str(tmp_path / "sweep"), threads=1, metric="cl/ACC")
+    after = read_scalars(trial_dir)["train/loss"]
+    assert reported == [0, 1, 2]  # it went on from episode 1
+    assert after[:len(before)] == before and len(after) > len(before)
+    assert [step for step, _ in after] == sorted({step for step, _ in after})  # each step once, in order
+
+
 # ---------------------------------------------------------------- agents/tune_signals.py
 def test_restore_handlers_puts_back_python_handlers_and_leaves_a_foreign_one_alone():
     from agents.tune_signals import restore_handlers, saved_handlers
