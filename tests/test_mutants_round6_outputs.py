@@ -199,3 +199,11 @@ def test_the_accuracy_matrix_of_a_run_has_one_row_per_training_block():
     revisit = gym.make("ContinualShift-v0", num_tasks=2, episodes_per_task=3, revisit=True).unwrapped
     single = gym.make("ContinualShift-v0", num_tasks=2, episodes_per_task=3).unwrapped
     assert accuracy_shape(revisit) == (4, 2) and accuracy_shape(single) == (2, 2)
+
+
+def test_a_numpy_bool_is_recorded_as_a_bool_hyper_parameter():
+    """np.bool_ (a swept value out of numpy) is a bool in the HParams tab, as a Python bool is, not the text "True"."""
+    from agents.tb_hparams import flatten_hparams
+
+    flat = flatten_hparams({"memory": {"store": np.bool_(True)}, "seed": np.int64(3)})
+    assert flat == {"memory.store": True, "seed": 3} and type(flat["memory.store"]) is bool
