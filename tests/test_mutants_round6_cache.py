@@ -52,46 +52,40 @@ def test_nbytes_counts_the_id_map_of_every_entry():
     assert cache.nbytes - empty == 10 * (8 + 8 + 1)
 
 
+def _refused(edit, match: str, **sizes) -> None:
+    """A cache of `sizes` holding ids 0 and 1, its saved state edited by `edit(state)`: refused at load."""
+    cache = TieredKVCache(1, 2, **sizes)
+    cache.put([0, 1], *_kv(2))
+    state = cache.state_dict()
+    edit(state)
+    with pytest.raises(ValueError, match=match):
+        TieredKVCache(1, 2, **sizes).load_state_dict(state)
+
+
 def test_a_saved_warm_slot_pointing_one_past_the_channel_rows_is_refused():
     """warm_cal indexes the key channel rows: a held slot pointing at row len(rows) is damage, refused at load."""
-    cache = TieredKVCache(1, 2, hot=1, warm=2, cold=0)
-    cache.put([0, 1], *_kv(2))  # 0 goes warm
-    state = cache.state_dict()
-    rows = len(state["data"]["channel"])
-    slot = int(np.flatnonzero(state["books"][1]["ids"].numpy() >= 0)[0])
-    state["data"]["warm_cal"][slot] = rows
-    with pytest.raises(ValueError, match="warm_cal points past"):
-        TieredKVCache(1, 2, hot=1, warm=2, cold=0).load_state_dict(state)
+    def past_the_rows(state):
+        slot = int(np.flatnonzero(state["books"][1]["ids"].numpy() >= 0)[0])  # id 0, gone warm
+        state["data"]["warm_cal"][slot] = len(state["data"]["channel"])
+
+    _refused(past_the_rows, "warm_cal points past", hot=1, warm=2, cold=0)
 
 
 def test_a_saved_id_map_with_a_slot_before_the_tier_is_refused_in_one_line():
     """A negative slot in the saved map is damage: one ValueError, not an IndexError from inside the check."""
-    cache = TieredKVCache(1, 2, hot=2, warm=0, cold=0)
-    cache.put([3, 4], *_kv(2))
-    state = cache.state_dict()
-    state["slot"][0] = -3
-    with pytest.raises(ValueError, match="id map does not match"):
-        TieredKVCache(1, 2, hot=2, warm=0, cold=0).load_state_dict(state)
+    _refused(lambda state: state["slot"].__setitem__(0, -3), "id map does not match", hot=2, warm=0, cold=0)
 
 
 def test_a_saved_state_with_more_channel_rows_than_a_uint8_reaches_is_refused():
     """A warm slot's calibration row is a uint8: a state with 257 channel rows is damaged."""
-    cache = TieredKVCache(1, 2, hot=1, warm=2, cold=0)
-    cache.put([0, 1], *_kv(2))
-    state = cache.state_dict()
-    state["data"]["channel"] = torch.ones(257, 1, 2)
-    with pytest.raises(ValueError, match="257 channel rows"):
-        TieredKVCache(1, 2, hot=1, warm=2, cold=0).load_state_dict(state)
+    _refused(lambda state: state["data"].__setitem__("channel", torch.ones(257, 1, 2)), "257 channel rows",
+             hot=1, warm=2, cold=0)
 
 
 def test_an_unquantised_warm_tier_state_holding_nan_is_refused():
     """With quantize=False the warm tier holds float32 K/V, checked finite at load like hot and cold."""
-    cache = TieredKVCache(1, 2, hot=1, warm=2, cold=0, quantize=False)
-    cache.put([0, 1], *_kv(2))
-    state = cache.state_dict()
-    state["data"]["warm_k"][:] = float("nan")
-    with pytest.raises(ValueError, match="warm_k holds NaN"):
-        TieredKVCache(1, 2, hot=1, warm=2, cold=0, quantize=False).load_state_dict(state)
+    _refused(lambda state: state["data"]["warm_k"].fill_(float("nan")), "warm_k holds NaN",
+             hot=1, warm=2, cold=0, quantize=False)
 
 
 def _refuse_fallocate(monkeypatch, code: int) -> None:
