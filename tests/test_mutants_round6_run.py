@@ -1,6 +1,6 @@
 """Mutation-testing kills (round 6) for `python -m agents.run`'s own pieces: where a resume=/checkpoint= path's run
 folder and checkpoint file are, the optimizer and per-lane tensors a checkpoint is checked for, the run folder's
-generated name, and the closing line's TensorBoard command."""
+generated name, the models' input checks and the parameter count the run prints first."""
 
 import pytest
 import torch
