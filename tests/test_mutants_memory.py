@@ -41,10 +41,6 @@ def _cache() -> TieredKVCache:
     return TieredKVCache(heads=1, head_dim=2, hot=2, warm=0, cold=0, policy="lru")
 
 
-def _kv(n: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.ones((n, 1, 2), np.float32), np.ones((n, 1, 2), np.float32)
-
-
 def test_a_loaded_cache_continues_its_lru_clock():
     """After load_state_dict an access is newer than every access before the save (the clock is restored), so the
     entry read after loading is kept and the other one evicted, as in the cache that never went through a save."""

@@ -15,11 +15,7 @@ from memory.cache import TieredKVCache
 from memory.cache_cold_dirs import ColdTierError
 from memory.config import MemoryConfig
 from memory.fusion import Fusion
-
-
-def _kv(n: int, heads: int = 1, dim: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, heads, dim)).astype(np.float32), rng.normal(size=(n, heads, dim)).astype(np.float32)
+from tests.test_mutants_memory import _kv
 
 
 def test_a_bool_capacity_is_refused():

@@ -11,18 +11,12 @@ from agents.checkpoint_tensors import check_lane_state, check_optimizer_state
 from agents.models import ModelConfig, build_model
 from agents.run import new_run_dir
 from memory.config import MemoryConfig
-
-
-def _run_folder(tmp_path):
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints" / "last.pt").write_bytes(b"x")
-    return run
+from tests.test_mutants_round6_evaluate import _fake_run
 
 
 def test_a_checkpoint_file_names_the_run_folder_above_its_checkpoints_folder(tmp_path):
     """resume=<run>/checkpoints/last.pt continues <run>, not <run>/checkpoints; a loose file's folder is its run."""
-    run = _run_folder(tmp_path)
+    run = _fake_run(tmp_path)
     assert run_dir_of(run / "checkpoints" / "last.pt") == run.resolve()
     (tmp_path / "loose.pt").write_bytes(b"x")
     assert run_dir_of(tmp_path / "loose.pt") == tmp_path.resolve()
@@ -30,7 +24,7 @@ def test_a_checkpoint_file_names_the_run_folder_above_its_checkpoints_folder(tmp
 
 def test_a_checkpoints_folder_names_its_run_unless_it_holds_a_run_of_its_own(tmp_path):
     """<run>/checkpoints is <run>; a checkpoints/ that holds a checkpoints/ of its own is a run folder itself."""
-    run = _run_folder(tmp_path)
+    run = _fake_run(tmp_path)
     assert run_dir_of(run / "checkpoints") == run.resolve()
     (run / "checkpoints" / "checkpoints").mkdir()
     assert run_dir_of(run / "checkpoints") == (run / "checkpoints").resolve()
