@@ -25,7 +25,7 @@ def flatten_hparams(hparams: Mapping, prefix: str = "") -> dict[str, bool | int 
             flat.update(flatten_hparams(value, prefix=f"{name}."))
         elif isinstance(value, (bool, str)):
             flat[name] = value
-        elif isinstance(value, np.bool_):  # not a Real: it was recorded as the text "True"
+        elif isinstance(value, np.bool_):  # not a Real: the last branch would record the text "True"
             flat[name] = bool(value)
         elif isinstance(value, Real):
             flat[name] = value.item() if isinstance(value, np.generic) else value
