@@ -109,7 +109,7 @@ def test_row_undo_of_a_slice_saves_only_the_rows_of_the_slice():
 
 
 def test_slot_usage_of_late_snapshots_is_ticked_with_their_steps_not_an_offset(tmp_path):
-    """Snapshots at steps 12,800 .. 12,802 were ticked 0, 1, 2 under a "+1.28e4" offset, not with their steps."""
+    """Snapshots at steps 12,800 .. 12,802 are ticked with their steps, not 0, 1, 2 under a "+1.28e4" offset."""
     figure = plot_slot_usage_heatmap(np.ones((3, 3)), tmp_path / "u.png", steps=[12800, 12801, 12802])
     figure.canvas.draw()
     ax = figure.axes[0]
