@@ -92,9 +92,11 @@ def _refuse_fallocate(monkeypatch, code: int) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate: the file is sparse")
-def test_a_disk_quota_refusing_the_cold_tier_is_one_line(tmp_path, monkeypatch):
-    """EDQUOT (a quota) is a full disk for this user: the tier is refused, not left sparse to die of SIGBUS later."""
-    _refuse_fallocate(monkeypatch, errno.EDQUOT)
+@pytest.mark.parametrize("code", [errno.EDQUOT, errno.EFBIG])
+def test_a_disk_quota_refusing_the_cold_tier_is_one_line(tmp_path, monkeypatch, code):
+    """EDQUOT (a quota) is a full disk for this user, EFBIG a file larger than this file system holds: the tier is
+    refused, not left sparse to die of SIGBUS later."""
+    _refuse_fallocate(monkeypatch, code)
     with pytest.raises(ColdTierError, match="cold tier file cannot be made"):
         TieredKVCache(1, 2, hot=1, warm=0, cold=64, path=tmp_path)
 
