@@ -136,11 +136,13 @@ def test_recency_term_makes_the_later_of_two_equal_matches_in_the_window_win(rec
         assert margins.mean().abs() < 0.3, margins
 
 
-def test_search_ranks_memories_by_the_current_attention_logits():
+@pytest.mark.parametrize("recency", [True, False])
+def test_search_ranks_memories_by_the_current_attention_logits(recency):
     """The store holds key inputs s and the search vector is W_k^T q, so after the projections change the
     retrieved ids are still the top-k of the attention's head-mean logit q.(W_k s) / (H sqrt(d)) with the new
-    weights (no stale keys), minus the recency term, among the memories no longer in the window."""
-    model = MemNet(model_cfg(window=4, store_metric="ip", store_top_k=4)).eval()
+    weights (no stale keys), minus the recency term (none with memory.recency=false: no log-age penalty favouring
+    the newest), among the memories no longer in the window."""
+    model = MemNet(model_cfg(window=4, store_metric="ip", store_top_k=4, recency=recency)).eval()
     B, T = 2, 16
     with torch.no_grad():
         tokens = torch.randint(0, V, (B, T))
@@ -158,7 +160,8 @@ def test_search_ranks_memories_by_the_current_attention_logits():
             attn = model.store_attn
             logits = model.store_attn.k_proj(keys) @ q[b] / (attn.heads * attn.head_dim ** 0.5)  # (n,)
             age = torch.from_numpy(T - model.store.meta_of(ids, "step")).float()  # (n,) the cue is step T
-            score = logits - torch.nn.functional.softplus(attn.recency).mean() * torch.log1p(age)
+            slope = torch.nn.functional.softplus(attn.recency).mean() if recency else 0.0
+            score = logits - slope * torch.log1p(age)
             score[age <= 3] = -torch.inf  # still in the window (W = 4)
             want = ids[score.argsort(descending=True)[:4].numpy()]
             assert set(aux["metrics"]["store_ids"][b, 0].tolist()) == set(want.tolist())
