@@ -15,6 +15,7 @@ import torch
 
 from agents.agent import Agent
 from agents.config import ConfigError, load_config
+from tests.test_interrupts import failures_off_the_main_thread
 from tests.test_run import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,21 +214,8 @@ def test_the_store_meta_counts_positions_from_the_chunks_start_in_the_episode():
 
 def test_end_startup_off_the_main_thread_changes_nothing():
     """end_startup in another thread (where handlers cannot be set) is no ValueError and leaves the handlers alone."""
-    import threading
-
     from agents.startup import end_startup
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    failures = []
-
-    def body():
-        try:
-            end_startup()
-        except Exception as exc:  # signal.signal raises ValueError off the main thread
-            failures.append(exc)
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join()
-    assert failures == []
+    assert failures_off_the_main_thread(end_startup) == []
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
