@@ -97,3 +97,15 @@ def test_saved_counters_with_an_unknown_name_are_refused():
     state["counters"]["extra"] = 1
     with pytest.raises(ValueError, match="counters is"):
         TieredKVCache(1, 2, hot=2, warm=0, cold=0).load_state_dict(state)
+
+
+def test_the_warm_tiers_key_scales_get_a_new_row_when_the_keys_seen_double():
+    """_calibrate: one demotion at a time (hot=1), a new channel-scale row when the keys seen reach exactly twice
+    those of the last row (2, 4, 8), so the rows stay log2(keys put) + 1."""
+    cache = TieredKVCache(heads=1, head_dim=2, hot=1, warm=8, cold=0)
+    keys, values = _kv(8)
+    rows = []
+    for i in range(8):
+        cache.put([i], keys[i:i + 1], values[i:i + 1])
+        rows.append((cache._store.calibrated_at, len(cache._store.channels)))
+    assert rows == [(0, 1), (2, 1), (2, 1), (4, 2), (4, 2), (4, 2), (4, 2), (8, 3)]
