@@ -184,14 +184,11 @@ class TierStorage:
             raise RuntimeError("TieredKVCache: the cache was closed; its cold tier is gone")
 
     def close(self) -> None:
-        self.cold = None
-        if self.mmap is not None:  # (a copied cache, deepcopy or pickle, holds its cold tier in memory: no mapping)
-            mm, self.mmap = getattr(self.mmap, "_mmap", None), None
-            try:
-                if mm is not None:
-                    mm.close()
-            except BufferError:  # a caller still holds a view; the mapping closes when that view goes
-                pass
+        """Drop the cold tier's mapping; the last reference to it unmaps it (at once, unless a caller still holds a
+        view of it). Not mmap.close(): numpy keeps no buffer export on the mapping, so that unmapped it under any
+        such view, whose next read was a segfault."""
+        self.cold, self.mmap = None, None
+        self.cold_undo.stop()  # a mark's reference to the mapping goes too (undo after close is refused anyway)
 
     def state(self, occupied: list[np.ndarray]) -> dict:
         """Hot and warm arrays whole; the cold tier only at its occupied slots (occupied[COLD])."""

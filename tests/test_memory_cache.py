@@ -1,6 +1,10 @@
 """TieredKVCache: exactness per tier, int8 error, placement policies, capacity, persistence, cleanup."""
 
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +13,7 @@ from memory.cache import TieredKVCache
 from memory.config import MemoryConfig
 
 H, d = 3, 16
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def kv(n, seed=0, outliers=True):
@@ -324,6 +329,26 @@ def test_close_removes_cold_file_and_private_folder(tmp_path):
     assert own.cold_file.parent == tmp_path
     own.close()
     assert tmp_path.exists() and not own.cold_file.exists()
+
+
+def test_a_view_of_the_cold_tier_held_past_close_still_reads(tmp_path):
+    """close() leaves the unmapping to the mapping's last reference: a view a caller still holds reads what it held
+    (unmapping at close made its next read a segfault; run in a child process so that would be a failed test)."""
+    code = ("import sys, numpy as np\n"
+            "from memory.cache import TieredKVCache\n"
+            ""
+            "cache = TieredKVCache(heads=1, head_dim=2, hot=1, warm=0, cold=4, path=sys.argv[1])\n"
+            "keys, values = np.ones((3, 1, 2), np.float32), np.ones((3, 1, 2), np.float32)\n"
+            "cache.put([0, 1, 2], keys, values)\n"
+            "view = cache._store.cold[:4]\n"
+            "before = view.copy()\n"
+            "cache.close()\n"
+            "assert np.array_equal(view, before) and before.any()\n"
+            "print('read after close')\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "read after close"), done.stderr[-400:]
+    assert not any(tmp_path.iterdir())  # the cold file is gone all the same
 
 
 def test_bad_input_and_from_config():
