@@ -151,7 +151,8 @@ def lane_uniforms(rngs: list[np.random.Generator], n: int, out: np.ndarray | Non
 
 def scale(u: np.ndarray, n) -> np.ndarray:
     """Uniforms -> integers in [0, n) (n an int or an array broadcasting against u)."""
-    return np.minimum((u * n).astype(np.int64), np.asarray(n) - 1)  # the clamp guards float rounding up to n
+    # float64 u < 1 times n <= 2^53 never rounds up to n; the clamp keeps [0, n) for any other u (float32, 1.0)
+    return np.minimum((u * n).astype(np.int64), np.asarray(n) - 1)
 
 
 def fill_uniform_tokens(out: np.ndarray, u: np.ndarray, low: int, count: int) -> None:
