@@ -2,20 +2,14 @@
 agents/plots.py (plot_slot_survival) that no other test pinned down."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from memory.persist import _WRITER_TAG, atomic_file, remove_dead_writers_temp_files
+from tests.test_persist import exited_pid
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="a writer's pid is checked with os.kill(pid, 0)")
-
-
-def _dead_pid() -> str:
-    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          timeout=300).stdout.strip()
 
 
 @posix_only
@@ -24,7 +18,7 @@ def test_a_store_save_leaves_dead_temp_files_of_names_its_index_pattern_only_beg
     index-<hex>.pt.bak beside the store is that file's, not a killed save's index, and is kept."""
     from memory.store import FaissStore
 
-    pid = _dead_pid()
+    pid = exited_pid()
     index_temp = tmp_path / f".index-{'ab' * 16}.pt.{_WRITER_TAG}-{pid}.abc.tmp"
     backup_temp = tmp_path / f".index-{'ab' * 16}.pt.bak.{_WRITER_TAG}-{pid}.abc.tmp"
     for f in (index_temp, backup_temp):
@@ -36,7 +30,7 @@ def test_a_store_save_leaves_dead_temp_files_of_names_its_index_pattern_only_beg
 @posix_only
 def test_a_folder_named_like_a_dead_writer_s_temp_file_is_left_and_the_save_goes_on(tmp_path):
     """Only files are removed: a folder whose name reads as a dead writer's temp file stays, and the save succeeds."""
-    folder = tmp_path / f".state.pt.{_WRITER_TAG}-{_dead_pid()}.abc.tmp"
+    folder = tmp_path / f".state.pt.{_WRITER_TAG}-{exited_pid()}.abc.tmp"
     folder.mkdir()
     with atomic_file(tmp_path / "state.pt") as f:
         f.write(b"whole")
@@ -46,7 +40,7 @@ def test_a_folder_named_like_a_dead_writer_s_temp_file_is_left_and_the_save_goes
 @posix_only
 def test_removing_dead_writers_temp_files_returns_those_removed(tmp_path):
     """The function returns the temp files it removed (a dead writer's), not the live writer's it kept."""
-    pid = _dead_pid()
+    pid = exited_pid()
     dead = tmp_path / f".state.pt.{_WRITER_TAG}-{pid}.abc.tmp"
     live = tmp_path / f".state.pt.{_WRITER_TAG}-{os.getpid()}.abc.tmp"
     for f in (dead, live):

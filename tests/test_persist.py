@@ -13,6 +13,12 @@ from agents.report import write_text_atomic
 from memory.persist import atomic_file, atomic_torch_save
 
 
+def exited_pid() -> str:
+    """The pid of a process that has exited (a dead writer's, in a temp file's name)."""
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          timeout=300).stdout.strip()
+
+
 def _mode(path) -> int:
     return os.stat(path).st_mode & 0o777
 
@@ -212,8 +218,7 @@ def test_the_next_save_removes_the_temp_files_that_killed_saves_left(tmp_path):
     live = folder / f".store.pt.{_WRITER_TAG}-{os.getpid()}.abc.tmp"
     other_host = folder / f".store.pt.{_WRITER_TAG}x-1.abc.tmp"
     older = folder / ".store.pt.k9x2a1.tmp"
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, timeout=300).stdout.strip()
+    dead_pid = exited_pid()
     dead = folder / f".store.pt.{_WRITER_TAG}-{dead_pid}.abc.tmp"
     stale = folder / ".store.pt.0a1b2c3d-77.abc.tmp"  # another boot's or container's, untouched for two days
     for f in (live, other_host, older, dead, stale):
@@ -283,8 +288,7 @@ def test_a_save_removes_only_its_own_files_dead_temp_files(tmp_path):
     beside it (whose name it prefixes): that file's cleaning belongs to its own next save."""
     from memory.persist import _WRITER_TAG, atomic_file
 
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, timeout=300).stdout.strip()
+    dead_pid = exited_pid()
     own = tmp_path / f".state.pt.{_WRITER_TAG}-{dead_pid}.abc.tmp"
     longer = tmp_path / f".state.pt.bak.{_WRITER_TAG}-{dead_pid}.abc.tmp"
     for f in (own, longer):
