@@ -177,6 +177,15 @@ def test_trial_folder_names_are_cut_at_120_characters_and_name_a_folder_by_its_n
         "t1_haystack_path=hay"
 
 
+def _fake_tune(monkeypatch, trial_dir, on_report, checkpoint=None):
+    """Tune's context for run_trial: its trial folder, the checkpoint it restores from, and each report."""
+    from ray import tune
+
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(trial_dir)))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: checkpoint[0] if checkpoint else None)
+    monkeypatch.setattr(tune, "report", on_report)
+
+
 def test_a_trial_restored_from_its_checkpoint_keeps_its_tensorboard_points(tmp_path, monkeypatch):
     """Tune's context faked (no Ray): a trial stopped at its episode-1 report and restored from that report's
     checkpoint goes on in the same TensorBoard run; its earlier points stay (a restart would drop them)."""
@@ -189,11 +198,7 @@ def test_a_trial_restored_from_its_checkpoint_keeps_its_tensorboard_points(tmp_p
     from tests.test_run import tiny
 
     trial_dir, saved = tmp_path / "sweep" / "t0", tmp_path / "tune_copy"
-    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(trial_dir)))
-    restored = []
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: restored[0] if restored else None)
-
-    reported = []
+    restored, reported = [], []
 
     def stop_at_episode_1(metrics, checkpoint=None):  # as ASHA: Tune keeps the checkpoint, then ends the trial
         reported.append(metrics["episode"])
@@ -202,7 +207,7 @@ def test_a_trial_restored_from_its_checkpoint_keeps_its_tensorboard_points(tmp_p
             restored.append(tune.Checkpoint.from_directory(str(saved)))
             raise SystemExit(0)
 
-    monkeypatch.setattr(tune, "report", stop_at_episode_1)
+    _fake_tune(monkeypatch, trial_dir, stop_at_episode_1, restored)
     base = OmegaConf.to_container(load_config(tiny("ContinualShift-v0", "lstm", tmp_path / "unused", "train.episodes=2",
                                                    "train.eval_every=1", "train.checkpoint_every=1")), resolve=True)
     with pytest.raises(SystemExit):

@@ -6,7 +6,6 @@ Tune's context is faked where a trial runs: no Ray is started."""
 from __future__ import annotations
 
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,15 +14,7 @@ from omegaconf import OmegaConf
 
 from agents.config import ConfigError, load_config
 from agents.tune_metrics import FAR_SHARE, env_facts, filled_edges, sweep_corners, sweep_facts
-
-
-def _fake_tune(monkeypatch, trial_dir, on_report, checkpoint=None):
-    """Tune's context for run_trial: its trial folder, the checkpoint it restores from, and each report."""
-    from ray import tune
-
-    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: str(trial_dir)))
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: checkpoint[0] if checkpoint else None)
-    monkeypatch.setattr(tune, "report", on_report)
+from tests.test_mutants_round6_tune_results import _fake_tune
 
 
 def _tiny_base(tmp_path, *extra):

@@ -156,7 +156,8 @@ def test_a_trial_writes_its_run_into_the_sweep_folder_under_its_trial_folder_s_n
     """Tune's own trial folder may lie elsewhere (its local copy): the run folder is the sweep folder's entry of that
     name, so `tensorboard --logdir <sweep dir>` shows the trial."""
     from agents.tune_trial import run_trial
-    from tests.test_mutants_round7_tune import _fake_tune, _tiny_base
+    from tests.test_mutants_round6_tune_results import _fake_tune
+    from tests.test_mutants_round7_tune import _tiny_base
 
     _fake_tune(monkeypatch, tmp_path / "ray_local" / "t0_lr=0.003", lambda metrics, checkpoint=None: None)
     run_trial({}, base=_tiny_base(tmp_path, "train.episodes=1"), sweep_dir=str(tmp_path / "sweep"), threads=1,
