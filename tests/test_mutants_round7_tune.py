@@ -91,22 +91,30 @@ def test_a_grid_whose_later_value_trains_no_episode_is_refused():
         sweep_facts({"train.episodes": {"grid": [2, 0]}}, base)
 
 
-class _Distances:
-    """A vector env whose evaluation scores the given distances (its first step scores none)."""
+class ScoredEnv:
+    """A vector env of one evaluation episode: `first` is its reset's info (the first step), `rest` what
+    `upcoming` gives for the steps after it."""
 
     eval_episodes, episode_length = 1, 4
 
-    def __init__(self, distances):
-        self.distances = np.asarray(distances)
+    def __init__(self, first: dict, rest: dict):
+        self.first, self.rest = first, rest
 
     def reset(self, seed=None, options=None):
-        return None, {"scored": np.zeros(1, bool), "distance": np.full(1, -1)}
+        return None, self.first
 
     def upcoming(self, length):
-        return None, {"scored": np.ones(len(self.distances), bool), "distance": self.distances}
+        return None, self.rest
 
     def close(self):
         pass
+
+
+def distances_env(distances) -> ScoredEnv:
+    """An evaluation scoring the given distances after a first step that scores none."""
+    distances = np.asarray(distances)
+    return ScoredEnv({"scored": np.zeros(1, bool), "distance": np.full(1, -1)},
+                     {"scored": np.ones(len(distances), bool), "distance": distances})
 
 
 def test_the_far_bucket_counts_at_exactly_its_two_percent_share(monkeypatch):
@@ -114,9 +122,9 @@ def test_the_far_bucket_counts_at_exactly_its_two_percent_share(monkeypatch):
     from agents import episodes
 
     assert FAR_SHARE == 0.02
-    monkeypatch.setattr(episodes, "make_vector_env", lambda *args: _Distances([1] * 49 + [4]))
+    monkeypatch.setattr(episodes, "make_vector_env", lambda *args: distances_env([1] * 49 + [4]))
     assert filled_edges("LongDependency-v0", {}, [1, 2, 4], 1, 4) == (4, (1, 4))
-    monkeypatch.setattr(episodes, "make_vector_env", lambda *args: _Distances([1] * 50 + [4]))  # 1 of 51: under
+    monkeypatch.setattr(episodes, "make_vector_env", lambda *args: distances_env([1] * 50 + [4]))  # 1 of 51: under
     assert filled_edges("LongDependency-v0", {}, [1, 2, 4], 1, 4) == (1, (1, 4))
 
 
@@ -125,7 +133,7 @@ def test_an_evaluation_that_scores_no_distance_keeps_every_bucket_and_the_last_e
     """Nothing scored to count: every edge stays a candidate and the far edge is the last (not an empty list)."""
     from agents import episodes
 
-    monkeypatch.setattr(episodes, "make_vector_env", lambda *args: _Distances([]))
+    monkeypatch.setattr(episodes, "make_vector_env", lambda *args: distances_env([]))
     assert filled_edges("LongDependency-v0", {}, [1, 2, 4], 1, 4) == (4, (1, 2, 4))
 
 

@@ -16,6 +16,7 @@ from agents.config import ConfigError, load_config
 from agents.tb_tags import TRAIN_TAGS
 from agents.tune_metrics import EnvFacts, check_metric, filled_edges, reported_metrics, sweep_corners, sweep_facts
 from agents.tune_trial import trial_dirname
+from tests.test_mutants_round7_tune import ScoredEnv, distances_env
 
 
 # ---------------------------------------------------------------- agents/tune_trial.py
@@ -71,13 +72,12 @@ def test_every_value_of_a_choice_is_a_corner():
 def test_the_filled_buckets_are_measured_on_up_to_256_lanes_of_about_steps_steps(monkeypatch):
     """Lanes: steps // (episodes x (length + 1)), at most 256 and at least 1."""
     from agents import episodes
-    from tests.test_mutants_round7_tune import _Distances
 
     lanes = []
 
     def make(env_id, n, kwargs):
         lanes.append(n)
-        return _Distances([1, 4])
+        return distances_env([1, 4])
 
     monkeypatch.setattr(episodes, "make_vector_env", make)
     for steps in (2**21, 20, 3):
@@ -86,26 +86,17 @@ def test_the_filled_buckets_are_measured_on_up_to_256_lanes_of_about_steps_steps
     assert lanes == [256, 4, 1, 4]
 
 
-class _FirstStepScores:
-    """A vector env whose reset (the first step) scores distance / delay 4, and the rest of its episode 1."""
-
-    eval_episodes, episode_length = 1, 4
-
-    def reset(self, seed=None, options=None):
-        return None, {"scored": np.ones(1, bool), "distance": np.full(1, 4), "delay": np.full(1, 4)}
-
-    def upcoming(self, length):
-        return None, {"scored": np.ones(9, bool), "distance": np.ones(9, int), "delay": np.ones(9, int)}
-
-    def close(self):
-        pass
+def _first_step_scores() -> ScoredEnv:
+    """An evaluation whose first step (the reset) scores distance / delay 4, and the rest of its episode 1."""
+    return ScoredEnv({"scored": np.ones(1, bool), "distance": np.full(1, 4), "delay": np.full(1, 4)},
+                     {"scored": np.ones(9, bool), "distance": np.ones(9, int), "delay": np.ones(9, int)})
 
 
 def test_the_first_step_s_scored_distance_fills_its_bucket(monkeypatch):
     """The reset's info is an evaluation's first step: its scored distance counts as the rest of the episode's."""
     from agents import episodes
 
-    monkeypatch.setattr(episodes, "make_vector_env", lambda *args: _FirstStepScores())
+    monkeypatch.setattr(episodes, "make_vector_env", lambda *args: _first_step_scores())
     assert filled_edges("LongDependency-v0", {}, [1, 2, 4], 1, 4) == (4, (1, 4))
 
 
@@ -113,7 +104,7 @@ def test_the_first_step_s_recall_delay_is_one_of_the_env_s_delays():
     """eval_delays reads the reset's info too: a recall scored at an episode's first step gives its delay tag."""
     from agents.tune_metrics import eval_delays
 
-    assert eval_delays(_FirstStepScores()) == (1, 4)
+    assert eval_delays(_first_step_scores()) == (1, 4)
 
 
 def test_a_trial_s_report_is_written_then_its_writer_closed_once_only(monkeypatch, tmp_path):
