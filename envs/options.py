@@ -48,10 +48,9 @@ def check_float(name: str, value: Any, low: float, high: float) -> float:
     """`value` as a finite float in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-    value = float(value)
-    if not low <= value <= high:  # also refuses NaN
+    if not low <= value <= high:  # also refuses NaN; compared before float(), which overflows on an int like 10**400
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value}")
-    return value
+    return float(value)
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -282,6 +282,11 @@ def test_options_at_the_edges_of_their_types():
     for bad in (1, 0, "yes", None):
         with pytest.raises(ValueError, match="task_visible must be True or False"):
             gym.make("ContinualShift-v0", task_visible=bad)
+    # an int beyond float range (Hydra reads env.kwargs.key_overlap=1000...0 as one) was an OverflowError traceback
+    for bad in (10**400, -(10**400)):
+        with pytest.raises(ValueError, match=r"key_overlap must be a number in \[0\.0, 1\.0\], got -?10{400}$"):
+            gym.make("ContinualShift-v0", key_overlap=bad)
+    assert gym.make("ContinualShift-v0", key_overlap=1).unwrapped._source.shared == 32  # an int in range: all shared
 
 
 def test_distances_no_episode_length_can_hold_say_so_rather_than_ask_for_one_above_its_limit():
