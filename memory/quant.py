@@ -55,7 +55,9 @@ def quantize(x: np.ndarray, channel: np.ndarray | None = None,
         if over.any():  # (rare) the largest safe scale keeps the codes at 127 and their products finite on read
             scale[over] = SCALE_MAX
     np.divide(z, scale[..., None], out=z)  # in place: this runs on every demotion into the warm tier
-    return np.rint(z, out=z).astype(np.int8), scale
+    np.rint(z, out=z)
+    # a subnormal scale (absmax below ~1e-40) rounds coarsely: z reached ~143, which int8 wrapped to -113 (a sign flip)
+    return np.clip(z, -LEVELS, LEVELS, out=z).astype(np.int8), scale
 
 
 def dequantize(codes: np.ndarray, scale: np.ndarray, channel: np.ndarray | None = None) -> np.ndarray:

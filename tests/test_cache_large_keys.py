@@ -1,6 +1,7 @@
 """TieredKVCache's int8 warm tier with keys its channel scales were not calibrated on: keys and values of large
-magnitude come back finite, within the int8 error, with no overflow warning; keys beyond the quantiser's limit are
-refused at put (one line); a channel silent at calibration does not flatten the later keys that use it."""
+magnitude come back finite, within the int8 error, with no overflow warning, and subnormal ones with their sign;
+keys beyond the quantiser's limit are refused at put (one line); a channel silent at calibration does not flatten
+the later keys that use it."""
 
 from __future__ import annotations
 
@@ -80,6 +81,18 @@ def test_values_near_float32_max_stay_finite():
         back = dequantize(*quantize(x))
     assert np.isfinite(back).all()
     assert (np.abs(back - x) <= REL * np.abs(x).max(axis=-1, keepdims=True)).all()
+
+
+def test_subnormal_values_keep_their_sign_through_the_warm_tier():
+    """absmax / 127 below float32's normal range rounds to a coarse scale: a code then went past 127 and wrapped."""
+    x = np.array([[[2e-43, -1e-43, 5e-44]]], np.float32)
+    codes, scale = quantize(x)
+    assert int(np.abs(codes.astype(np.int64)).max()) == 127
+    cache = TieredKVCache(1, 3, hot=0, warm=1, cold=0)  # the warm tier only
+    cache.put([0], np.ones((1, 1, 3), np.float32), x)
+    _, values, found = cache.get_batch([0])
+    assert bool(found[0]) and np.array_equal(np.sign(values.numpy()), np.sign(x))
+    assert np.array_equal(values.numpy(), dequantize(codes, scale))
 
 
 def test_keys_beyond_limit_are_refused_when_quantised():
