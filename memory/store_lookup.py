@@ -164,6 +164,10 @@ class StoreLookup:
         rows = np.flatnonzero(self._row_id >= 0)
         col = self._meta[rows, column]  # (r,) the field of every live entry
         span = int(max(values.max(initial=0), col.max(initial=0))) + 2
+        if self.lanes * span > 2**62:  # values near int64's end: lane * span + value wrapped (another lane's entry
+            known, col = np.unique(col, return_inverse=True)  # matched) or overflowed; code the values' ranks instead
+            values = np.where(np.isin(values, known), np.searchsorted(known, values), -2)  # -2: held by no entry
+            span = len(known) + 2
         have = self._meta[rows, 0] * span + col + 1  # (lane, value) codes
         # a value below -1 (stored nowhere, `add` refuses it) would alias another lane's code: it matches nothing
         want = np.where(values >= -1, lanes * span + values + 1, -1)

@@ -46,30 +46,44 @@ def test_ids_with_finds_a_lanes_live_entries_by_metadata_newest_first(scope):
     assert FaissStore(4, 2, 8).ids_with("prev", np.array([1]), np.array([0])).shape == (1, 0)  # empty store
 
 
-@pytest.mark.parametrize("asked", ["table", "every row"])
+def test_ids_with_answers_for_values_near_the_end_of_int64():
+    """ids_with coded (lane, value) as lane * span + value + 1: with a value near 2**62 that wrapped, and lane 4,
+    which holds nothing, found lane 0's entry; at int64's largest value it was an OverflowError traceback."""
+    store = FaissStore(4, 2, 4, lanes=8)
+    ids, _ = store.add(np.ones((3, 4)), np.ones((3, 2)), [0, 0, 5], meta={"episode": [8, 2**62, 2**63 - 1]})
+    np.testing.assert_array_equal(store.ids_with("episode", [8, 8, 2**62, 2**63 - 1, 2**63 - 1, -1, -5, 7],
+                                                 [4, 0, 0, 5, 0, 0, 0, 0]),
+                                  [[-1], [ids[0]], [ids[1]], [ids[2]], [-1], [-1], [-1], [-1]])
+    new, _ = store.add(np.ones((2, 4)), np.ones((2, 2)), [0, 0], meta={"episode": [2**62, -1]})  # -1 as a value
+    np.testing.assert_array_equal(store.ids_with("episode", [2**62, -1], [0, 0]), [[new[0], ids[1]], [new[1], -1]])
+
+
+@pytest.mark.parametrize("asked", ["table", "every row", "ranked"])
 def test_ids_with_and_remove_replaced_match_brute_force(monkeypatch, asked):
     """A store with evictions and removals: ids_with lists each (lane, value)'s live ids newest first, and
     remove_replaced removes exactly the same-lane, same-"prev" memories whose key part has cosine >= threshold
     with a new key, whatever its block of pairs (3 here: many blocks). ids_with sorts the rows asked for (a table
-    of the codes asked) or, where the codes are too many for a table, every live row."""
+    of the codes asked) or, where the codes are too many for a table, every live row; with values near int64's end
+    ("ranked") it codes their ranks."""
     import memory.retrieval as retrieval
     import memory.store_lookup as store_lookup
 
     if asked == "every row":
         monkeypatch.setattr(store_lookup, "ASKED_TABLE", 0)
+    base = 2**62 if asked == "ranked" else 0
 
     rng = np.random.default_rng(7)
     store = FaissStore(6, 1, 40, lanes=3, eviction="fifo")
     for _ in range(12):  # 12 x 12 adds into 3 x 40 rows: FIFO evicts, rows are reused
         n = 12
         store.add(rng.normal(size=(n, 6)).astype(np.float32), np.zeros((n, 1), np.float32), rng.integers(0, 3, n),
-                  meta={"prev": rng.integers(0, 4, n)})
+                  meta={"prev": base + rng.integers(0, 4, n)})
     live = store._row_id[store._row_id >= 0]
     store.remove(rng.choice(live, 10, replace=False))
     live = store._row_id[store._row_id >= 0]
     lane, prev, seq = (store.meta_of(live, "lane"), store.meta_of(live, "prev"),
                        store._seq[live % store.rows])
-    values, lanes = np.array([0, 1, 2, 3, 3, 9]), np.array([0, 1, 2, 0, 2, 1])
+    values, lanes = base + np.array([0, 1, 2, 3, 3, 9]), np.array([0, 1, 2, 0, 2, 1])
     found = store.ids_with("prev", values, lanes)
     for i, (v, b) in enumerate(zip(values, lanes, strict=True)):
         mine = live[(prev == v) & (lane == b)]
