@@ -56,9 +56,14 @@ def baseline_model_keys(cfg: DictConfig, keys: Iterable[str]) -> dict[str, str]:
 
 
 def train_inert_keys(cfg: DictConfig, keys: Iterable[str]) -> dict[str, str]:
+    keys = list(keys)
     """The `train.*` among `keys` that change nothing, each with the phrase that says why: REINFORCE's entropy bonus
-    and baseline decay under supervised training."""
+    and baseline decay under supervised training; and model.dropout under REINFORCE with step acting, which acts
+    and learns without dropout (`EpisodeRunner.learn_played`: the actions were drawn without it)."""
     if cfg.train.mode == "reinforce":
+        if "model.dropout" in keys and cfg.train.acting == "step":
+            return {"model.dropout": "model.dropout changes nothing with train.mode=reinforce and train.acting=step "
+                                     "(step acting acts and learns without dropout)"}
         return {}
     unused = [k for k in keys if k in ("train.entropy_coef", "train.baseline_decay")]
     return dict.fromkeys(unused, f"{_change_nothing(unused)} with train.mode={cfg.train.mode} (REINFORCE's settings)")

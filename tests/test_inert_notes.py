@@ -257,3 +257,23 @@ def test_reinforce_settings_change_nothing_in_supervised_training_and_are_noted(
                                                                  "change nothing with train.mode=supervised "
                                                                  "(REINFORCE's settings)")
     assert inert_note(load_config([f"agent={agent}", "train.mode=reinforce"]), keys) is None
+
+
+@pytest.mark.parametrize("agent", ["memnet", "lstm"])
+def test_dropout_changes_nothing_under_reinforce_with_step_acting_and_is_noted(agent, tmp_path):
+    """Step acting draws REINFORCE's actions without dropout and learns them so (`learn_played`): model.dropout is
+    inert there, as the README's train.acting row says, and the note says so (it said nothing)."""
+    step = ("train.mode=reinforce", "train.acting=step", "model.layers=2")
+    same, other = (trained_weights(tmp_path, agent, *step, f"model.dropout={d}") for d in (0.0, 0.3))
+    assert all(torch.equal(a, b) for a, b in zip(same, other, strict=True))
+    chunk = ("train.mode=reinforce", "train.acting=chunk", "model.layers=2")
+    acting, changed = (trained_weights(tmp_path, agent, *chunk, f"model.dropout={d}") for d in (0.0, 0.3))
+    assert not all(torch.equal(a, b) for a, b in zip(acting, changed, strict=True))  # where it acts, it does
+    keys = ["model.dropout", "train.lr"]
+    assert inert_note(load_config([f"agent={agent}", *step]), keys) == (
+        "note: model.dropout changes nothing with train.mode=reinforce and train.acting=step (step acting acts and "
+        "learns without dropout)")
+    for acting in ("auto", "chunk"):  # auto is chunk acting under reinforce on memstream's envs
+        assert inert_note(load_config([f"agent={agent}", "train.mode=reinforce", f"train.acting={acting}",
+                                       "model.layers=2"]), keys) is None
+    assert inert_note(load_config([f"agent={agent}", "train.acting=step", "model.layers=2"]), keys) is None
