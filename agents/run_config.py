@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from omegaconf import OmegaConf
 
 from agents.checkpoint_paths import CheckpointError
-from agents.cli_args import answer_early, check_given_once, override_key, unquoted
+from agents.cli_args import answer_early, check_given_once, check_overrides, override_key, text_values_kept, unquoted
 from agents.config import (
     ConfigError,
     absolute_env_paths,
@@ -25,7 +25,7 @@ from agents.config import (
     load_config,
     validate,
 )
-from agents.config_file import from_yaml_file, read_override_value
+from agents.config_file import from_yaml_file
 from agents.config_messages import error_line
 from agents.env_presets import preset_bases, preset_options
 from agents.tune_overrides import override_value as override_spelling  # (also agents.evaluate's)
@@ -122,8 +122,10 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it (python -m "
                               f"agents.evaluate {shell_arg('checkpoint', loose)} evaluates this one)")
     changed = OmegaConf.create()
-    for key, text in (o.split("=", 1) for o in changes):  # Hydra's grammar, as a fresh run reads them (010 is 10)
-        OmegaConf.update(changed, key, read_override_value(text, key))
+    # checked and read as a fresh run's (Hydra's grammar: 010 is 10): device=cpu,cuda was omegaconf's traceback,
+    # train.progress=2 was taken as true
+    for override in check_overrides(text_values_kept(changes), {g: group_options(g) for g in ("env", "agent")}):
+        OmegaConf.update(changed, override.key_or_group, override.value())
     try:
         cfg = validate(OmegaConf.merge(OmegaConf.create(body["config"]), changed))
     except ConfigError:  # the saved part's fault (an edited checkpoint) is the file's line, not a command line's

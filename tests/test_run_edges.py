@@ -134,7 +134,7 @@ def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, cap
     assert run.main([f"resume={first}", "train.threads=x"]) == 2
     assert "train.threads" in capsys.readouterr().err
     assert run.main([f"resume={first}", "train.threads=${oops"]) == 2
-    assert "train.threads: '${oops' is not a value" in capsys.readouterr().err
+    assert "'train.threads=${oops' is not a key=value override" in capsys.readouterr().err  # as a fresh run's
     assert run.main([f"resume={first}", "train.progress=false", "train.threads=1"]) == 0
     saved = (first / "config.yaml").read_text()
     assert "threads: 1" in saved and "progress: false" in saved
@@ -143,6 +143,15 @@ def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, cap
     capsys.readouterr()
     assert run.main([f"resume={first}", "train.progress=false", "train.threads=010"]) == 0
     assert "note: train.threads=10: the run computed with 1 torch thread" in capsys.readouterr().out
+    # checked as a fresh run's: a sweep was omegaconf's "Unexpected type annotation" traceback (exit 1), and a
+    # number for train.progress was taken as a boolean
+    for change, why in (("device=cpu,cuda", "one value per key"), ("train.threads=range(1,3)", "one value per key"),
+                        ("train.progress=choice(true,false)", "one value per key"),
+                        ("train.threads=[range(1,2)]", "one value"), ("train.progress=2", "not a boolean"),
+                        ("train.progress=0", "not a boolean")):
+        assert run.main([f"resume={first}", change]) == 2, change
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {change.split('=')[0]}") and why in err and err.count("\n") == 1, err
 
 
 
