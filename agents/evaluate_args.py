@@ -24,7 +24,7 @@ from agents.cli_args import (
     text_values_kept,
     unquoted,
 )
-from agents.config import ConfigError
+from agents.config import ConfigError, absolute_path
 from agents.eval_out import check_out_file
 from memory.config import MAX_THREADS, MEMORY_RUNTIME_KEYS, MemoryConfig
 
@@ -106,8 +106,10 @@ def override_grid(items: list[str]) -> list[tuple[dict, dict]]:
         sizes = " x ".join(f"{len(v):,}{'+' if len(v) > MAX_EVALUATIONS else ''}" for v in values)
         raise ConfigError(f"{' '.join(items)}: {sizes} evaluations; a sweep runs at most {MAX_EVALUATIONS:,}: give "
                           "fewer values")
-    for item, options in zip(items, values, strict=True):  # 1,1 evaluated the same setting twice
-        check_values_once(item, options, " (each value of a comma list is one evaluation)")
+    for item, name, options in zip(items, names, values, strict=True):  # 1,1 evaluated the same setting twice;
+        # a file option as evaluate() reads it, absolute (hay.txt and ./hay.txt are one file)
+        check_values_once(item, [absolute_path(v) for v in options] if name.endswith("_path") else options,
+                          " (each value of a comma list is one evaluation)")
     for name, options in zip(names, values, strict=True):  # before the first evaluation of a sweep
         for option in options:  # each a value of `name` (an index would name a list value's item)
             check_plain(name, option)

@@ -216,6 +216,20 @@ def test_a_value_given_twice_in_a_sweep_is_refused(needle_run, capsys, monkeypat
     assert calls == [] and not (needle_run / "twice.json").exists()
 
 
+@pytest.mark.parametrize("second", ["./hay.txt", "sub/../hay.txt", "{tmp}/hay.txt"])
+def test_one_haystack_file_named_twice_in_a_sweep_is_refused(second, tmp_path, monkeypatch):
+    """evaluate() reads a file option made absolute: hay.txt,./hay.txt (or its absolute path) ran the same evaluation
+    twice, where hay.txt,hay.txt was refused. Two files are two evaluations."""
+    from agents.evaluate_args import override_grid
+
+    monkeypatch.chdir(tmp_path)
+    item = f"env.kwargs.haystack_path=hay.txt,{second.format(tmp=tmp_path)}"
+    with pytest.raises(ConfigError, match=f"^{re.escape(item)}: '{re.escape(str(tmp_path))}/hay.txt' is given twice"):
+        override_grid([item])
+    assert [changes for changes, _ in override_grid(["env.kwargs.haystack_path=a.txt,b.txt"])] == [
+        {"haystack_path": "a.txt"}, {"haystack_path": "b.txt"}]
+
+
 @pytest.mark.parametrize("item", ["env.kwargs.facts_per_episode=range(1,3),4",
                                   "env.kwargs.facts_per_episode=[range(1,3)]",
                                   "env.kwargs.facts_per_episode={a:choice(1,2)}",
