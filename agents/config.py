@@ -218,7 +218,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     need(merged.device in DEVICES, f"device={merged.device!r}: choose one of {DEVICES}")
     mem = memory_config(merged)  # MemoryConfig.validate names the memory.* key
     try:  # ModelConfig.validate is the one list of model.* rules (the env's vocab_size is checked with the env)
-        ModelConfig(vocab_size=2, memory=mem, **{k: m[k] for k in m})
+        ModelConfig(vocab_size=2, memory=mem, **model_fields(merged))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     need(t.mode in TRAIN_MODES, f"train.mode={t.mode!r}: choose one of {TRAIN_MODES}")
@@ -298,6 +298,18 @@ def absolute_env_paths(cfg: DictConfig) -> dict[str, str]:
     agents.evaluate and Tune's trials read it from other folders, where a relative path names nothing."""
     return {str(option): absolute_path(value) for option, value in cfg.env.kwargs.items()
             if str(option).endswith("_path") and absolute_path(value) != value}
+
+
+def model_fields(cfg: DictConfig) -> dict[str, Any]:
+    """The ModelConfig fields of a run (`model.*`). The LSTM and GRU read no heads (sized to the transformer's
+    parameter count, the same for every heads that fits): for them heads that do not fit an even model.dim are
+    taken as 1. `agent=lstm model.dim=18` was refused for model.heads=4, which no part of it reads."""
+    fields_ = {k: cfg.model[k] for k in cfg.model}
+    dim, heads = fields_["dim"], fields_["heads"]
+    if (cfg.agent.name in RECURRENT and isinstance(dim, int) and dim >= 2 and dim % 2 == 0 and isinstance(heads, int)
+            and heads >= 1 and not (dim % heads == 0 and (dim // heads) % 2 == 0)):
+        fields_["heads"] = 1
+    return fields_
 
 
 def memory_config(cfg: DictConfig) -> MemoryConfig:

@@ -51,6 +51,29 @@ def test_each_noted_key_changes_nothing(agent, key, values, fixed):
         assert_same(first, other)
 
 
+@pytest.mark.parametrize("agent", ["lstm", "gru"])
+def test_a_width_their_unread_heads_do_not_divide_is_taken(agent):
+    """`agent=lstm model.dim=18` was refused for model.heads=4 (a key not given, which the model never reads); it
+    builds the model of any heads that fit. An odd width fits no heads and a non-positive heads is still refused."""
+    from agents.config import ConfigError
+    from agents.models import build_agent
+
+    def built(*extra):
+        return build_agent(load_config([f"agent={agent}", *extra]), V, torch.device("cpu"))[1]
+
+    torch.manual_seed(0)
+    taken = built("model.dim=18")
+    torch.manual_seed(0)
+    assert_same([p.detach() for p in taken.parameters()], [p.detach() for p in built("model.dim=18", "model.heads=1")
+                                                           .parameters()])
+    for bad, why in ((("model.dim=17",), "model.heads=4: must divide dim=17"),
+                     (("model.dim=18", "model.heads=0"), "model.heads=0: must divide dim=18")):
+        with pytest.raises(ConfigError, match=f"^{why}$"):
+            load_config([f"agent={agent}", *bad])
+    with pytest.raises(ConfigError, match=r"^model.heads=4: must divide dim=18$"):  # the transformer reads them
+        load_config(["agent=transformer", "model.dim=18"])
+
+
 def test_dropout_acts_with_two_layers():  # the check above can fail: with two layers the same change is seen
     one, two = (trained_step("gru", layers=2, dropout=p) for p in (0.0, 0.5))
     assert not torch.equal(one[2], two[2])
