@@ -27,7 +27,8 @@ def plot_metric_vs_param(rows: Sequence[Mapping], param: str, metric: str, path:
     groups: dict = {}
     for row in rows:
         if row.get(metric) is not None and not np.isnan(float(row[metric])):  # NaN: what Tune reports for None
-            groups.setdefault(row[param], []).append(float(row[metric]))
+            value = row[param]  # a list (LongDependency's distances swept) by its text: a list keys no dict
+            groups.setdefault(str(value) if isinstance(value, (list, dict)) else value, []).append(float(row[metric]))
     figure, ax = _new_figure()
     if not groups:
         _note(ax, f"no run reports {metric!r}")

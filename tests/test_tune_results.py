@@ -27,7 +27,7 @@ from agents.tune_results import (
     trial_status,
     write_results,
 )
-from agents.tune_space import load_sweep
+from agents.tune_space import SweepPlan, load_sweep
 
 
 def _trial(trial_id, slots, acc, episode, total=4, status="TERMINATED"):
@@ -199,3 +199,17 @@ def test_a_sweep_whose_every_trial_asha_stopped_names_the_furthest_trained_best(
     # an interrupted sweep still names no stopped trial best: its unfinished trials may yet train to the end
     unfinished = rows + result_rows([_trial("e", 4, 0.3, 1, status="RUNNING")], smoke, "cl/ACC")
     assert best_row(unfinished, "cl/ACC", "max") is None
+
+
+def test_a_sweep_of_a_list_valued_option_ends_in_its_table_best_config_and_plot(tmp_path):
+    """A grid of LongDependency's distances (a list per trial) ran every trial, then the plot grouped the trials by
+    the list itself: TypeError: unhashable type: 'list', a traceback instead of the table (and again on resume=)."""
+    distances, metric = "env.kwargs.distances", "recall/accuracy_d1"
+    plan = SweepPlan(name="smoke", search_space={distances: {"grid": [[1, 4], [1, 16]]}}, metric=metric)
+    base = OmegaConf.to_container(load_config(["env=LongDependency-v0", f"runs_root={tmp_path}"]), resolve=True)
+    rows = [{"trial": f"a_0000{i}", distances: d, metric: v, "episode": 4, "status": "done",
+             "run_dir": str(tmp_path / f"t{i}")} for i, (d, v) in enumerate([([1, 4], 0.5), ([1, 16], 0.75)])]
+    assert write_results(tmp_path, rows, plan, base, metric)["trial"] == "a_00001"
+    assert json.loads((tmp_path / "results.json").read_text())["best"]["trial"] == "a_00001"
+    assert "++env.kwargs.distances=[1,16]" in (tmp_path / "best_overrides.txt").read_text()
+    assert [p.name for p in (tmp_path / "plots").glob("*.png")]
