@@ -12,6 +12,7 @@ from agents.run import main as run_main
 from agents.tb_tags import MEMORY_TAGS, memory_tags
 from agents.tune_command_line import parse_command_line
 from agents.tune_metrics import (
+    ENV_RANGE_VALUES,
     EnvFacts,
     check_metric,
     default_metric,
@@ -269,6 +270,13 @@ def test_sweep_corners_take_the_values_that_set_a_trials_tags_and_length():
         {1, 3}
     assert sweep_corners({"memory.slots": {"grid": [4, 8]}}) == [{"memory.slots": 4}]
     assert sweep_corners({"train.lr": {"grid": [0.1, 0.01]}}) == [{}]
+    # an env option's short integer range at each value: delay=randint:[1,4]'s trials with delay 2 report
+    # recall/accuracy_delay2, which its ends' trials do not (the metric was refused); a long one at its ends
+    assert sweep_corners({"env.kwargs.delay": {"randint": [1, 4]}}) == [{"env.kwargs.delay": d} for d in (1, 2, 3)]
+    assert sweep_corners({"env.kwargs.delay": {"lograndint": [1, 1 + ENV_RANGE_VALUES]}}) == [
+        {"env.kwargs.delay": d} for d in range(1, 1 + ENV_RANGE_VALUES)]
+    assert sweep_corners({"env.kwargs.delay": {"randint": [1, 2 + ENV_RANGE_VALUES]}}) == [
+        {"env.kwargs.delay": 1}, {"env.kwargs.delay": 1 + ENV_RANGE_VALUES}]
 
 
 def test_sweep_facts_follow_each_trials_run_length(smoke_base):
