@@ -271,6 +271,9 @@ def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
         if key in ("env.id", "agent.name"):  # the other env's options and budgets
             raise ConfigError(f"sweep.search_space.{key}: the env and agent cannot be swept (a trial would keep the "
                               "other one's settings); run one sweep per env and agent, chosen with env= and agent=")
+        if key == "train.progress":  # every trial runs without its bar (agents/tune_trial.py): the same trial twice
+            raise ConfigError(f"sweep.search_space.{key}: cannot be swept, every trial runs without its progress bar "
+                              "(train.progress=false); drop it")
         if key in ("run_dir", "resume", "runs_root"):  # runs_root: accepted, unread, the same trial twice
             raise ConfigError(f"sweep.search_space.{key}: cannot be swept, each trial writes its own folder under "
                               "the sweep folder; drop it")

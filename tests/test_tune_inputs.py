@@ -78,6 +78,8 @@ def test_bad_sweep_fields_are_one_line(edit, message):
     (["sweep.search_space.run_dir=grid:[a]"], "sweep.search_space.run_dir: cannot be swept"),
     (["sweep.search_space.resume=grid:[a]"], "sweep.search_space.resume: cannot be swept"),
     (["sweep.search_space.runs_root=grid:[a,b]"], "sweep.search_space.runs_root: cannot be swept"),  # trials ran twice
+    (["sweep.search_space.train.progress=grid:[true,false]"], "sweep.search_space.train.progress: cannot be swept, "
+     "every trial runs without its progress bar (train.progress=false); drop it"),  # the same trial twice
     (["env.id=ContinualShift-Gradual-v0"], "env.id=ContinualShift-Gradual-v0: choose the env with env=<name>"),
     (["hydra.run.dir=x"], "hydra.run.dir=x: Hydra's own settings (hydra.*) are not used here"),
     (["seed=1,2"], "seed=1,2: one value per key (a comma list, range() or choice() is a sweep: python -m agents.tune "
