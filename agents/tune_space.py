@@ -19,6 +19,7 @@ A sweep file `agents/conf/sweep/<name>.yaml` holds:
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -262,11 +263,17 @@ def plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+COMBINATIONS_CHECKED = 256  # swept values checked together up to this many combinations (~18 ms each)
+
+
 def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
     """Every swept key names a leaf of the run config, and the values at the ends of each range are valid
-    (env options too: the env is built with each, as the benchmark checks its probes, so no trial crashes)."""
+    (env options too: the env is built with each, as the benchmark checks its probes, so no trial crashes), alone
+    and, up to COMBINATIONS_CHECKED combinations, together (model.dim=grid:[32,24] with model.heads=grid:[2,8]:
+    each valid alone, the trial of 24 and 8 failed inside Ray, max_failures times)."""
     from agents.preflight import env_source
 
+    edges = {}  # key -> the values checked alone
     for key, spec in plan.search_space.items():
         if key in ("env.id", "agent.name"):  # the other env's options and budgets
             raise ConfigError(f"sweep.search_space.{key}: the env and agent cannot be swept (a trial would keep the "
@@ -288,6 +295,7 @@ def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
             edge_values = args
         else:  # randint's high is exclusive
             edge_values = [args[0], args[1] - 1 if "randint" in kind else args[1]]
+        edges[key] = list(edge_values)
         for value in edge_values:
             check_value_kind(f"{key}={value}", key, value)  # 0 / 1 for a boolean ran, but a rerun of it was refused
             cfg = trial_config(base, {key: value})
@@ -296,6 +304,15 @@ def check_space_keys(plan: SweepPlan, base: DictConfig) -> None:
                     env_source(cfg.env.id, OmegaConf.to_container(cfg.env.kwargs, resolve=True))
                 except ConfigError as exc:
                     raise ConfigError(f"sweep.search_space.{key}={value!r}: {exc}") from None
+    if len(edges) > 1 and math.prod(map(len, edges.values())) <= COMBINATIONS_CHECKED:
+        for combo in itertools.product(*edges.values()):
+            params = dict(zip(edges, combo, strict=True))
+            try:
+                trial_config(base, params)
+            except ConfigError as exc:
+                together = " ".join(f"{k}={v!r}" for k, v in params.items())
+                raise ConfigError(f"sweep.search_space: the trial of {together} is no valid run ({exc}); choose "
+                                  "values that are valid together") from None
 
 
 def trial_threads(threads: int) -> dict:

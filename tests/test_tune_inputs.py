@@ -78,6 +78,10 @@ def test_bad_sweep_fields_are_one_line(edit, message):
     (["sweep.search_space.run_dir=grid:[a]"], "sweep.search_space.run_dir: cannot be swept"),
     (["sweep.search_space.resume=grid:[a]"], "sweep.search_space.resume: cannot be swept"),
     (["sweep.search_space.runs_root=grid:[a,b]"], "sweep.search_space.runs_root: cannot be swept"),  # trials ran twice
+    # each valid alone, the trial of 24 and 8 not (24 // 8 odd): it failed inside Ray, max_failures times
+    (["sweep.search_space.model.dim=grid:[32,24]", "sweep.search_space.model.heads=grid:[2,8]"],
+     "model.dim=24 model.heads=8 is no valid run (model.heads=8: dim // heads = 3 must be even (rotary positions)); "
+     "choose values that are valid together"),
     (["sweep.search_space.train.progress=grid:[true,false]"], "sweep.search_space.train.progress: cannot be swept, "
      "every trial runs without its progress bar (train.progress=false); drop it"),  # the same trial twice
     (["env.id=ContinualShift-Gradual-v0"], "env.id=ContinualShift-Gradual-v0: choose the env with env=<name>"),
