@@ -97,7 +97,8 @@ class Agent:
                         autoreset: bool | None = None) -> Agent:
         """A saved run (its folder or a checkpoint file) as it was when saved: weights, optimiser, recurrent state
         and memory (store, cache, slots); its episodes count on from the run's. A missing, damaged or foreign file is
-        one CheckpointError line, as for `agents.evaluate`."""
+        one CheckpointError line, as for `agents.evaluate`. It starts at an episode's first observation: an env that
+        still shows the terminal observation of the episode the save followed is stepped once first (README)."""
         from omegaconf import OmegaConf
 
         from agents.checkpoint import load_checkpoint, run_dir_of

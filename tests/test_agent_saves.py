@@ -66,6 +66,35 @@ def test_a_saved_agent_goes_on_exactly_as_the_one_that_saved_it(tmp_path):
     back.save(tmp_path / "saved")  # and the agent loaded from it too
 
 
+def test_a_loaded_agent_goes_on_from_an_episodes_first_observation(tmp_path):
+    """The README's autoreset loop, saved after an episode's end: the loop then holds that episode's terminal
+    observation, which a loaded agent (knowing nothing of the loop) takes as an episode's first step. Stepped once
+    past it, as the README says, the env gives the next episode's first observation, and the loaded agent goes on
+    exactly as the one that saved it."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    agent = Agent.from_config(tiny("LongDependency-v0", "memnet", tmp_path / "cfg"))
+    env = agent.make_env()
+    obs, info = push(agent, env, 2, by_hand=False, first={"seed": 0})  # the terminal observation of episode 2
+    agent.save(tmp_path / "saved")
+    back = Agent.from_checkpoint(tmp_path / "saved", learn=True)
+    there = back.make_env()  # the same env at the same point: its observations do not depend on the actions
+    zeros = np.zeros(back.lanes, dtype=np.int64)
+    there.reset(seed=0)
+    for _ in range(2):
+        while not np.all(there.step(zeros)[2]):
+            pass
+    first, *_, first_info = there.step(zeros)  # past the terminal observation: the next episode's first
+    rng = torch.get_rng_state()
+    push(agent, env, 1, by_hand=False, first=(obs, info))
+    torch.set_rng_state(rng)
+    push(back, there, 1, by_hand=False, first=(first, first_info))
+    same_end(back, agent.trainer)
+    assert replace(back.last_episode, seconds={}) == replace(agent.last_episode, seconds={})  # all but the times
+
+
 def test_save_is_refused_inside_an_episode_and_over_another_checkpoint(tmp_path, memnet_run):
     agent = Agent.from_config(tiny("ContinualShift-v0", "memnet", tmp_path / "cfg"))
     env = agent.make_env()

@@ -147,7 +147,8 @@ def test_resume_may_change_how_a_run_runs_but_not_what_it_computes(tmp_path, cap
     # number for train.progress was taken as a boolean
     for change, why in (("device=cpu,cuda", "one value per key"), ("train.threads=range(1,3)", "one value per key"),
                         ("train.progress=choice(true,false)", "one value per key"),
-                        ("train.threads=[range(1,2)]", "one value"), ("train.progress=2", "not a boolean"),
+                        ("train.threads=[range(1,2)]", "one value"), ("device=[cpu]", "takes one value"),
+                        ("train.progress=2", "not a boolean"),
                         ("train.progress=0", "not a boolean")):
         assert run.main([f"resume={first}", change]) == 2, change
         err = capsys.readouterr().err
