@@ -41,6 +41,7 @@ config.yaml) between episodes; `Agent.from_checkpoint(folder)` goes on from it e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,10 +107,11 @@ class Agent:
         from agents.evaluate import evaluation_config
         from agents.trainer import Trainer
 
-        path = Path(checkpoint).expanduser().resolve()
+        given = Path(os.path.abspath(Path(checkpoint).expanduser()))  # its checkpoints/ may link to another disk
+        path = given.resolve()
         body = load_checkpoint(path, purpose="evaluate")
-        cfg = evaluation_config(body, path, device, None, None, None)
-        trainer = Trainer(cfg, run_dir_of(path))
+        cfg = evaluation_config(body, given, device, None, None, None)
+        trainer = Trainer(cfg, run_dir_of(given))
         trainer.restore(path, OmegaConf.to_container(cfg, resolve=True))
         agent = cls(trainer, learn, autoreset)
         own = body.get("agent")  # an Agent's save: its own episode count and last task; a run's has none
@@ -119,7 +121,7 @@ class Agent:
                 raise garbled(path, f"agent: {str(own)[:80]}, not an Agent's episode count and last task")
             agent.episodes = own["episodes"]
             trainer.loop_task = own["last_task"] if own["last_task"] >= 0 else None  # memory.reset=task's reference
-            agent._saved.add(run_dir_of(path))  # an Agent's folder: saving back there goes on with it (a run's stays)
+            agent._saved.add(run_dir_of(given))  # an Agent's folder: saving back there goes on with it (a run's stays)
         return agent
 
     def save(self, folder: str | Path) -> Path:

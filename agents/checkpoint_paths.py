@@ -8,6 +8,7 @@ before its slow imports.
 from __future__ import annotations
 
 import errno
+import os
 import shlex
 from pathlib import Path
 
@@ -86,13 +87,15 @@ def resolved(path: str | Path) -> Path:
 def run_dir_of(path: str | Path) -> Path:
     """The run folder that a resume=/checkpoint= path names: the folder itself, the folder holding
     checkpoints/<file> for a checkpoint file, and the run folder for its checkpoints/ folder (given that, a
-    resumed run went on inside checkpoints/ and its next resume= went back to the older checkpoint)."""
+    resumed run went on inside checkpoints/ and its next resume= went back to the older checkpoint). The names are
+    read as given, before links are followed: a checkpoints/ linked to another disk was taken for the run folder."""
+    named = Path(os.path.abspath(os.path.expanduser(path)))  # (callers pass the path as given, not resolved)
     path = resolved(path)
     try:  # (a checkpoints/ without search permission: is_file raised it, a traceback)
         if path.is_file():
-            return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        if path.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
-            return path.parent
+            return resolved(named.parent.parent) if named.parent.name == "checkpoints" else path.parent
+        if named.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
+            return resolved(named.parent)
     except OSError as exc:
         raise unreadable_checkpoint(Path(exc.filename or path), exc.strerror or type(exc).__name__) from None
     return path

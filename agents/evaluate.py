@@ -29,6 +29,7 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch and the trainer impo
         finish(_answer)
 
 import math  # noqa: E402  (after the guard above: these imports are the slow part of starting)
+import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -110,14 +111,15 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     check_not_empty("checkpoint", checkpoint)
     for key, path in (("checkpoint", checkpoint), ("out", out)):  # '${...}' in out= made a folder of that name
         check_plain(key, str(path) if path is not None else "")
-    checkpoint = Path(checkpoint).expanduser().resolve()  # ~ as agents.run's paths (was a folder named ~)
+    given = Path(os.path.abspath(Path(checkpoint).expanduser()))  # as given: checkpoints/ may link to another disk
+    checkpoint = given.resolve()  # ~ as agents.run's paths (was a folder named ~)
     body = load_checkpoint(checkpoint, purpose="evaluate")
-    run_dir = run_dir_of(checkpoint)
+    run_dir = run_dir_of(given)
     if out is not None:
         check_not_empty("out", out)
         check_out_file(out, run_dir, checkpoint)  # as given: a trailing / names a folder
         out = Path(out).expanduser()
-    cfg = evaluation_config(body, checkpoint, device, env_kwargs, memory, threads)
+    cfg = evaluation_config(body, given, device, env_kwargs, memory, threads)
     caller_threads = torch.get_num_threads()  # the trainer sets the run's (or `threads`): not left to the caller
     try:
         trainer = Trainer(cfg, run_dir)
@@ -201,7 +203,7 @@ def check_sweep(cmd) -> None:
     from agents.cl_metrics import accuracy_shape
     from agents.episodes import make_vector_env
 
-    checkpoint = Path(cmd.checkpoint).expanduser().resolve()
+    checkpoint = Path(os.path.abspath(Path(cmd.checkpoint).expanduser()))  # as given (a linked checkpoints/)
     body = load_checkpoint(checkpoint, purpose="evaluate")
     for env_kwargs, memory in cmd.grid:
         cfg = evaluation_config(body, checkpoint, cmd.device, env_kwargs, memory, cmd.threads)

@@ -205,7 +205,7 @@ def parse(argv: list[str]) -> Command:
     check_plain("checkpoint", args["checkpoint"])
     checkpoint = resolved(args["checkpoint"])
     existing_checkpoint(checkpoint, "evaluate")
-    run_dir = run_dir_of(checkpoint)
+    run_dir = run_dir_of(args["checkpoint"])  # as given: its checkpoints/ may link to another disk
     # before the first evaluation: a sweep writes its one file at the end
     check_out_file(out, run_dir, checkpoint)
     threads = thread_count(args.get("threads"))

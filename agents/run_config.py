@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
@@ -108,16 +109,17 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
                           f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
     checkpoint = resolved(os.path.expanduser(resume))  # ~ as config= and agents.evaluate's checkpoint= (a quoted
     # or sh/zsh resume=~/run was '<cwd>/~/run': no checkpoint)
-    run_dir = run_dir_of(checkpoint)  # the run folder also when resume= names its checkpoints/ folder
+    given = Path(os.path.abspath(os.path.expanduser(resume)))  # as given: its checkpoints/ may link to another disk
+    run_dir = run_dir_of(given)  # the run folder also when resume= names its checkpoints/ folder
     # a run folder (no stray lock file elsewhere), one still before its first checkpoint too: a resume= of a run
     # starting or in its first episodes said it "stopped before its first one"
     if locks is not None and ((run_dir / "checkpoints").is_dir() or (run_dir / RUN_LOCK).is_file()):
         locks.hold(run_dir)
     body = load_checkpoint(checkpoint, purpose="resume")
-    loose = checkpoint_file(checkpoint)  # named, or a folder's own last.pt (a folder without checkpoints/)
+    loose = checkpoint_file(given)  # named, or a folder's own last.pt (a folder without checkpoints/)
     if loose.is_file() and loose.parent.name != "checkpoints":  # the folder's: it took the run's files in beside
         # the user's own, and left the loose last.pt stale
-        named = "" if loose == checkpoint else f" holds {loose.name} loose, outside a run's checkpoints/ folder"
+        named = "" if loose == given else f" holds {loose.name} loose, outside a run's checkpoints/ folder"
         raise CheckpointError(f"resume={resume}{named}: a run continues in its own folder; point resume= at the run "
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it (python -m "
                               f"agents.evaluate {shell_arg('checkpoint', loose)} evaluates this one)")

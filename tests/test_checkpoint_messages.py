@@ -310,3 +310,31 @@ def test_an_edited_checkpoint_that_validates_is_named_as_not_the_folders(finishe
         assert one_line(capsys).startswith(f"error: checkpoint {str(ckpt)!r} is not this run folder's: it has "
                                            f"model.dim={2 * dim}, the folder's config.yaml model.dim={dim} (another "
                                            "run's checkpoint, or an edited one)")
+
+
+@pytest.fixture
+def linked_checkpoints(finished, tmp_path):
+    """A copy of a finished run whose checkpoints/ folder was moved to another disk and linked back."""
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "big_disk" / "run1_checkpoints"
+    shutil.copytree(finished, run_dir)
+    elsewhere.parent.mkdir()
+    shutil.move(run_dir / "checkpoints", elsewhere)
+    (run_dir / "checkpoints").symlink_to(elsewhere, target_is_directory=True)
+    return run_dir
+
+
+@pytest.mark.parametrize("named", ["", "checkpoints", "checkpoints/last.pt"])
+def test_a_run_whose_checkpoints_folder_is_a_link_is_read_from_its_own_folder(linked_checkpoints, capsys, named):
+    """The run folder was worked out after the links were followed: resume= of the linked checkpoints/ or its
+    last.pt was refused as "last.pt loose, outside a run's checkpoints/ folder", and agents.evaluate took the link's
+    target for the run folder and wrote its eval.json there (and an Agent loaded there would save there)."""
+    from agents.agent import Agent
+
+    given = linked_checkpoints / named
+    assert run.main([f"resume={given}"]) == 0, capsys.readouterr().err
+    assert "this run is finished" in capsys.readouterr().out
+    assert evaluate.main([f"checkpoint={given}", "out=e.json"]) == 0, capsys.readouterr().err
+    assert (linked_checkpoints / "e.json").is_file() and not (linked_checkpoints / "checkpoints" / "e.json").exists()
+    assert evaluate.evaluate(given, out="f.json")["agent"] == "transformer"
+    assert (linked_checkpoints / "f.json").is_file()
+    assert Agent.from_checkpoint(given).trainer.run_dir == linked_checkpoints.resolve()
