@@ -13,7 +13,7 @@
       copy read-out (memory.copy = c > 0): log((1 - c) softmax(logits) + c p_copy), p_copy (B, T, V) = the store
       attention's weights summed per token id that the attended positions hold (window tokens, entries' "token")
     writes, at the end of the call, only where `writes` (B, T) is True:
-        slot bank  write(h);  internal memory  update from h (other positions zeroed);
+        slot bank  write(h);  internal memory  update from h (other positions take no part);
         store      key = s (input of W_k), value = h, step = the lane's clock; (s, x) into the cache; with
                    memory.store_replace, entries of the lane with the same predecessor and (nearly) the same
                    context (s without x_t) are removed first.

@@ -18,7 +18,7 @@ from memory.attention import MemoryAttention
 from memory.cache import TieredKVCache
 from memory.retrieval import recency_rescore, remove_replaced, retrieve_memory_kv, write_memory
 from memory.store import CodedKeys, FaissStore
-from memory.store_lookup import META_FIELDS, NormRangeError
+from memory.store_lookup import META_FIELDS, NormRangeError, checked_array
 
 
 @contextmanager
@@ -178,20 +178,23 @@ class StorePath:
             key_in, x = key_in.float(), x.float()  # (B, T, a D), (B, T, D)
             b, t = writes.nonzero(as_tuple=True)  # (n,), (n,)
             lanes, before = b.cpu().numpy(), prev[b, t].cpu().numpy()  # (n,) each
+            # what the entry holds (the copy read-out's pointer), what came before it (replacement's address)
+            # and when (the recency term's clock); the caller's meta and the store's capacity are checked before
+            # the replaced memories go: a write refused after the removals lost them
+            cols = {"token": tokens[b, t].cpu().numpy(), "prev": before, "step": (pos[b] + t).cpu().numpy()}
+            if meta is not None:
+                rows = (b.cpu().numpy(), t.cpu().numpy())
+                for name, col in meta.items():
+                    col = checked_array(col, f"meta[{name!r}]", np.int64)  # (B, T); the store's refusal of floats
+                    if tuple(col.shape) != tuple(writes.shape):
+                        raise ValueError(f"meta[{name!r}]: expected shape {tuple(writes.shape)}, "
+                                         f"got {tuple(col.shape)}")
+                    cols[name] = col[rows]
+            self.store.check_counts(lanes)
             if self.cfg.memory.store_replace > 0 and len(self.store):
                 context = slice(self.cfg.dim, None) if self.cfg.memory.key_blocks > 1 else slice(None)
                 remove_replaced(self.store, self.cache, key_in[b, t].cpu().numpy(), before, lanes,
                                 self.cfg.memory.store_replace, part=context)
-            # what the entry holds (the copy read-out's pointer), what came before it (replacement's address)
-            # and when (the recency term's clock)
-            cols = {"token": tokens[b, t].cpu().numpy(), "prev": before, "step": (pos[b] + t).cpu().numpy()}
-            if meta is not None:
-                for name, col in meta.items():
-                    col = torch.as_tensor(np.asarray(col) if not isinstance(col, Tensor) else col)
-                    if tuple(col.shape) != tuple(writes.shape):
-                        raise ValueError(f"meta[{name!r}]: expected shape {tuple(writes.shape)}, "
-                                         f"got {tuple(col.shape)}")
-                    cols[name] = col.to(b.device)[b, t].cpu().numpy()
             H = self.store_attn.heads
             kin, xin = key_in[b, t], x[b, t]  # (n, a D), (n, D): cached per head as (n, H, a d), (n, H, d)
             write_memory(self.store, self.cache, kin, h[b, t], kin.unflatten(-1, (H, -1)), xin.unflatten(-1, (H, -1)),

@@ -19,6 +19,7 @@ from memory.store import FaissStore
 from memory.store_lookup import inverse_norms
 
 REPLACE_BLOCK = 2048  # (new memory, candidate) pairs compared at a time by remove_replaced
+COSINE_ROUNDING = 1e-6  # a float32 cosine of identical vectors is 1 within this (memory.store_replace=1)
 
 
 def retrieve_memory_kv(store: FaissStore, cache: TieredKVCache, queries: Tensor, k: int, fetch: int | None = None,
@@ -116,8 +117,12 @@ def remove_replaced(store: FaissStore, cache: TieredKVCache, keys: np.ndarray, p
     Returns the removed ids. The store then keeps the latest thing that followed a context, so a changed mapping
     overwrites the old one instead of competing with it. The token condition makes this safe (contextual keys of
     unrelated memories that one query retrieves have cosines of 0.7-0.95); candidates come from an exact lookup,
-    since a nearest-neighbour search by inner product missed stale entries of smaller norm (README)."""
-    same = store.ids_with("prev", prev, lanes)  # (n, m), -1 padded
+    since a nearest-neighbour search by inner product missed stale entries of smaller norm (README). A `prev` of -1
+    (unknown: a lane's stream start, a one-token window's call) matches nothing: with model.window=1 every memory
+    has it, and a write removed the memories that followed other tokens. threshold 1 means an identical context, up
+    to float32's rounding of a cosine (a code's with itself came out 0.99999994: never replaced)."""
+    prev = np.asarray(prev)
+    same = store.ids_with("prev", np.where(prev >= 0, prev, -2), lanes)  # (n, m), -1 padded (-2 matches nothing)
     new, slot = np.nonzero(same >= 0)  # the P (new memory, candidate) pairs; padding is never gathered
     cand = same[new, slot]  # (P,)
     keys = np.asarray(keys, dtype=np.float32)[..., part]  # (n, D')
@@ -132,7 +137,7 @@ def remove_replaced(store: FaissStore, cache: TieredKVCache, keys: np.ndarray, p
         inv = inverse_norms(near, "stored keys")  # (p,)
         near = near.astype(inv.dtype, copy=False)  # float64 where norms overflow float32: so can the dots
         cos[block] = np.einsum("pd,pd->p", unit[new[block]], near) * inv
-    gone = np.unique(cand[cos >= threshold])
+    gone = np.unique(cand[cos >= min(threshold, 1.0 - COSINE_ROUNDING)])
     store.remove(gone)
     cache.remove(gone)
     return gone
