@@ -126,6 +126,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         if env_kwargs:  # the restore's line named the matrix's shape, not the option or the run's value
             check_restorable(body, (int(trainer.venv.vocab_size), tuple(trainer.R.shape)), env_kwargs)
         trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
+        trainer.loop_task = last_trained_task(body)  # memory.reset=task's reference, whatever the env's schedule
         if note and (line := threads_note(trainer.saved_threads, cfg.train.threads, "threads")):
             print(line, flush=True)
         accuracy = trainer.evaluate_all()
@@ -156,6 +157,20 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     if out is not None:
         write_out_file(run_dir / out, result)
     return result
+
+
+def last_trained_task(body: dict) -> int | None:
+    """The task memory.reset=task compares each evaluated task with: the one the checkpoint's agent trained last (an
+    Agent's loop: its saved `last_task`; a run: its last training reset), not the one the evaluated env's schedule puts
+    at its episode (a changed episodes_per_task or shift cleared another task; an Agent's save cleared none). None
+    before any training."""
+    from agents.trainer import TRAIN
+
+    own = body.get("agent")
+    if isinstance(own, dict) and isinstance(own.get("last_task"), int) and own["last_task"] >= 0:
+        return own["last_task"]
+    trained = [task for phase, task in body["trainer"]["reset_log"] if phase == TRAIN]
+    return int(trained[-1]) if trained else None
 
 
 def evaluation_config(body: dict, checkpoint: Path, device: str | None, env_kwargs: dict | None,
