@@ -86,6 +86,8 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
         except ValueError as exc:  # Python's int() of a number over 4,300 digits (Hydra converts it): a traceback
             raise ConfigError(f"{shortened(item.split('=', 1)[0])}: {str(exc).split(';')[0].lower()}: no key takes "
                               "a number that long; give a smaller one") from None
+        if not key and not item.isprintable() and (why := unusable_path(item)):  # an unquoted newline: the character
+            raise ConfigError(f"{shortened(item)}: {why}; choose another")  # is at fault, quoting it fixes nothing
         if not key:
             raise ConfigError(f"{item!r} is not a key=value override{f' ({why})' if why else ''}; write key=value "
                               "(e.g. seed=3) and quote a value with spaces, '=', '~' or non-ASCII letters: "

@@ -21,6 +21,7 @@ from agents.allocation import (  # noqa: F401  (for run, evaluate)
     does_not_fit,
 )
 from agents.cli_args import (
+    PATH_MAX,
     check_overrides,
     find_interpolation,
     run_schema,
@@ -41,6 +42,8 @@ from agents.model_config import AGENTS, MAX_WINDOW, RECURRENT, ModelConfig
 from envs.options import SEED_LIMIT
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
+
+RUN_FILE_ROOM = 160  # bytes below a run folder: checkpoints/ and a temp file's name, an event file's (hostname)
 
 TRAIN_MODES = ("supervised", "reinforce")
 ACTING = ("auto", "step", "chunk")  # train.acting (agents/episodes.py)
@@ -211,6 +214,13 @@ def validate(cfg: DictConfig) -> DictConfig:
             merged[key] = os.path.expanduser(merged[key])
         why = None if merged[key] is None else unusable_path(str(merged[key]))
         need(why is None, f"{key}={shortened(str(merged[key]))}: {why}; choose another")
+        if merged[key] is not None:  # its files' paths must fit too: checkpoints/.last.pt.<tag>-<pid>.<x>.tmp, the
+            # event files (hostname inside), and under runs_root the generated <env>/<agent>/<time>-<n>_s<seed>
+            full = len(os.fsencode(os.path.abspath(str(merged[key])))) + RUN_FILE_ROOM + (
+                len(f"/{merged.env.id}/{merged.agent.name}/{'T' * len('YYYY-mm-dd_HH-MM-SS-999')}_s{merged.seed}")
+                if key == "runs_root" else 0)
+            need(full <= PATH_MAX, f"{key}={shortened(str(merged[key]))}: too long for the run's files in it (their "
+                 f"paths would pass the {PATH_MAX} bytes a path may have); choose a shorter one")
     check_utf8_texts({key: merged[key] for key in ("runs_root", "run_dir")})
     need(merged.run_dir is None or str(merged.run_dir).strip() != "", "run_dir= is empty: name the folder to write "
          "the run into, or leave run_dir out (a new folder under runs_root)")

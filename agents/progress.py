@@ -18,6 +18,7 @@ def progress_bar(total: int, initial: int, desc: str, enabled: bool, stream=None
     nothing (a disabled bar) with train.progress=false. Both take set_postfix_str / set_postfix / update / reset /
     close."""
     stream = sys.stderr if stream is None else stream
+    enabled = enabled and stream is not None  # stderr closed (2>&-): Python's sys.stderr is None, nowhere to report
     if enabled and not _is_terminal(stream):
         return EvalLines(total, initial, desc, stream)
     from tqdm import tqdm

@@ -228,6 +228,10 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
                               "overwrite its checkpoint and metrics)")
         if resume_dir is None and (run_dir / "metrics.json").exists():  # a finished run without its checkpoints/
             check_rerun(cfg, run_dir)  # (removed: the big files) was overwritten by any run given its folder
+        if resume_dir is None and (run_dir / "config.yaml").exists() and \
+                not set(RUN_SECTIONS) <= set(folder_config(run_dir) or {}):  # a project's own config.yaml
+            raise ConfigError(f"run_dir={str(run_dir)!r} holds a config.yaml that is no run's; a run writes its own "
+                              "config.yaml there and would overwrite it: choose a new run_dir")
         if resume_dir is not None:  # (held already where config_for found a run folder)
             locks.hold(run_dir)
         trainer = Trainer(cfg, run_dir)  # first: a config it refuses (device=cuda without CUDA) leaves no folder

@@ -8,6 +8,7 @@ on the output (`| head`) does not stop the command (`ClosedPipeSafe`). Imports n
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import signal
 import sys
@@ -43,6 +44,11 @@ def thread_wait_setting() -> str:
         "OpenMP's default wait"
 
 
+# output that cannot reach its reader: a closed pipe, or a log file on a full disk or spent quota (the run's own
+# files may be on another disk: the first print stopped the run, blaming the run folder's disk)
+LOST_OUTPUT = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT)
+
+
 class ClosedPipeSafe:
     """A text stream (sys.stdout, sys.stderr) whose reader may go away: once a write or flush finds the pipe closed
     (`python -m agents.run --help | head`, a run piped into `head -1`), the stream's descriptor goes to /dev/null
@@ -56,14 +62,18 @@ class ClosedPipeSafe:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno not in LOST_OUTPUT:
+                raise
             self._to_devnull()
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
+        except OSError as exc:
+            if exc.errno not in LOST_OUTPUT:
+                raise
             self._to_devnull()
 
     def _to_devnull(self) -> None:

@@ -37,7 +37,12 @@ def _claim_cold_dir(folder: Path) -> int | None:
         return None
     pending = folder / f".{OWNER_LOCK}.{uuid.uuid4().hex}"
     fd = os.open(pending, os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a temp dir without flock (NFS without lockd, Lustre without -o flock): judged by pid, as on
+        os.close(fd)  # Windows (`_owner_is_gone`: a folder without an owner lock)
+        os.unlink(pending)
+        return None
     os.replace(pending, folder / OWNER_LOCK)
     return fd
 

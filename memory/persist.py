@@ -96,6 +96,19 @@ def remove_dead_writers_temp_files(folder: Path, name: str | re.Pattern) -> list
     return found
 
 
+_TEMP_ROOM = 255 - len(f"..{_WRITER_TAG}-4194304.abcdefgh{TEMP_SUFFIX}")  # NAME_MAX less the temp name's own parts
+
+
+def _temp_stem(name: str) -> str:
+    """`name` as its temp files carry it: cut (with a digest of the whole, so two long names stay apart) where the
+    temp name would pass NAME_MAX, 255 bytes; a name of 217..255 bytes was valid but its temp file ENAMETOOLONG."""
+    raw = os.fsencode(name)
+    if len(raw) <= _TEMP_ROOM:
+        return name
+    digest = hashlib.sha1(raw).hexdigest()[:16]
+    return os.fsdecode(raw[:_TEMP_ROOM - 17]).replace(".", "_") + "~" + digest
+
+
 @contextmanager
 def _atomic_path(path: Path):
     """Yield a temp file's path next to `path`; when the block ends without an error the file is fsynced, given
@@ -103,9 +116,10 @@ def _atomic_path(path: Path):
     the old file or the new one, never half of one. Parent folders are created; temp files of `path` that killed
     writers left are removed (`remove_dead_writers_temp_files`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_writers_temp_files(path.parent, path.name)
+    stem = _temp_stem(path.name)
+    remove_dead_writers_temp_files(path.parent, stem)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_WRITER_TAG}-{os.getpid()}.",
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.{_WRITER_TAG}-{os.getpid()}.",
                                    suffix=TEMP_SUFFIX)
     except OSError as exc:  # a read-only disk, no inode left: named by the file being written, as below
         raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
@@ -117,7 +131,11 @@ def _atomic_path(path: Path):
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        try:  # a plain open() of an existing file keeps its mode (a user's 0600 stays private)
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):

@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from agents import evaluate, run, run_config
+from agents.config import load_config, to_yaml
 from tests.test_run import tiny
 
 
@@ -222,8 +223,9 @@ def test_configs_that_failed_later_are_one_line_at_once(tmp_path, capsys, monkey
 def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again_in_its_folder(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.yaml").write_text("seed: 0\n")  # what a run stopped before any checkpoint leaves
-    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir)) == 0
+    argv = tiny("ContinualShift-v0", "transformer", run_dir)
+    (run_dir / "config.yaml").write_text(to_yaml(load_config(argv)))  # what a run stopped before any checkpoint
+    assert run.main(argv) == 0  # leaves (a config.yaml that is no run's is refused: tests/test_adverse_conditions.py)
 
 
 @pytest.mark.parametrize("argv, message", [
