@@ -134,7 +134,8 @@ class Runner:
             kind = None if code == 0 else ("interrupted" if self.stopping and not timed_out.is_set() else
                                            f"timed out after {self.timeout_s:g} s" if timed_out.is_set() else
                                            f"exit code {code}")
-        if timed_out.is_set():  # written once the run has ended: its own writes go where its file offset is
+        if kind is not None and timed_out.is_set():  # written once the run has ended (its own writes go where its
+            # file offset is); not for one that ended with 0 as the SIGTERM came: it finished, and its results count
             with open(log, "a") as handle:
                 handle.write(f"\nbenchmark: this run timed out after {self.timeout_s:g} s (timeout_s) and was "
                              f"stopped: SIGTERM, then SIGKILL if it had not ended {self.grace_s:g} s later\n")

@@ -343,3 +343,20 @@ def test_a_suite_that_sets_a_runs_env_or_agent_is_refused(tmp_path, where, item)
     suite.write_text(entry[where].replace("ITEM", item))
     with pytest.raises(ConfigError, match=rf": {re.escape(item)}: each run's env and agent come from the suite"):
         load_suite(str(suite))
+
+
+def test_a_run_that_exits_0_as_its_timeout_comes_is_not_logged_as_timed_out(tmp_path):
+    """A run whose timeout's SIGTERM came during its shutdown ends with exit code 0 (agents.run's `finish`), and its
+    results count; its run.log said "this run timed out ... and was stopped" too, against the record."""
+    import sys
+    import time
+
+    from agents.benchmark_runner import Runner
+
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+             "print('work done', flush=True)\n"
+             "time.sleep(30)\n")
+    log = tmp_path / "run.log"
+    kind, _, _ = Runner(timeout_s=1.0, grace_s=5.0)._call([sys.executable, "-c", child], log, time.monotonic() + 1.0)
+    assert kind is None and "work done" in log.read_text() and "timed out" not in log.read_text()
