@@ -338,3 +338,29 @@ def test_a_run_whose_checkpoints_folder_is_a_link_is_read_from_its_own_folder(li
     assert evaluate.evaluate(given, out="f.json")["agent"] == "transformer"
     assert (linked_checkpoints / "f.json").is_file()
     assert Agent.from_checkpoint(given).trainer.run_dir == linked_checkpoints.resolve()
+
+
+def test_resuming_a_finished_run_writes_a_config_yaml_missing_its_seed_again(finished, tmp_path, capsys):
+    """Every run section counts, the last (seed) too: a config.yaml without it is incomplete and written again."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    own = yaml.safe_load((finished / "config.yaml").read_text())
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in own.items() if k != "seed"}))
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}"]) == 0
+    assert capsys.readouterr().out.startswith("note: its config.yaml was damaged or incomplete")
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert {k: written[k] for k in RUN_SECTIONS} == {k: own[k] for k in RUN_SECTIONS}
+
+
+def test_resuming_a_finished_run_keeps_a_config_yaml_of_just_the_run_sections(finished, tmp_path, capsys):
+    """A config.yaml holding every run section (and nothing else) is complete: no note, left as it is."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    own = yaml.safe_load((finished / "config.yaml").read_text())
+    text = yaml.safe_dump({k: own[k] for k in RUN_SECTIONS})
+    (run_dir / "config.yaml").write_text(text)
+    capsys.readouterr()
+    assert run.main([f"resume={run_dir}"]) == 0
+    assert "config.yaml was damaged" not in capsys.readouterr().out
+    assert (run_dir / "config.yaml").read_text() == text

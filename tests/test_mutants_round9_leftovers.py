@@ -1,20 +1,16 @@
 """Mutation round 9 (leftovers): behaviours of memory/fusion.py (gated and cross_attention), memory/internal.py
 (LinformerMemory's gate input), memory/cache.py (the stable tie order of automatic promotion), envs/stream.py
-(`buffer` and `__getstate__`), agents/tune_metrics.py (`default_metric`'s per-corner fallback) and agents/run.py
-(the rewrite of an incomplete config.yaml when a finished run is resumed) that no other test pinned down."""
+(`buffer` and `__getstate__`) and agents/tune_metrics.py (`default_metric`'s per-corner fallback) that no other test
+pinned down. The round's tests of agents/run.py (an incomplete config.yaml rewritten when a finished run is resumed)
+are in tests/test_checkpoint_messages.py."""
 
 import pickle
-import shutil
 
 import gymnasium as gym
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
-from agents import run
-from agents.checkpoint import RUN_SECTIONS
 from agents.tune_metrics import EnvFacts, default_metric
 from envs.stream import eval_stream
 from memory.attention import MemoryAugmentedLayer, MemoryAugmentedTransformer
@@ -22,7 +18,6 @@ from memory.cache import TieredKVCache
 from memory.config import MemoryConfig
 from memory.fusion import Fusion
 from memory.internal import LinformerMemory, LM2Memory
-from tests.test_run import tiny
 
 
 def test_gated_fusion_gates_each_source_on_h_first_then_that_source():
@@ -118,40 +113,6 @@ def test_default_metric_falls_back_per_corner_where_one_corner_s_far_edge_is_unk
     assert default_metric(corners) == "recall/accuracy_d1024"
     corners = [EnvFacts("LongDependency-v0", 1, 4096, 2048), EnvFacts("LongDependency-v0", 1, 4096)]
     assert default_metric(corners) == "recall/accuracy_d2048"
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One tiny finished run; each test edits a copy of its config.yaml."""
-    run_dir = tmp_path_factory.mktemp("round9") / "run"
-    assert run.main(tiny("ContinualShift-v0", "transformer", run_dir, "train.episodes=1")) == 0
-    return run_dir
-
-
-def test_resuming_a_finished_run_writes_a_config_yaml_missing_its_seed_again(finished, tmp_path, capsys):
-    """Every run section counts, the last (seed) too: a config.yaml without it is incomplete and written again."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(finished, run_dir)
-    own = yaml.safe_load((finished / "config.yaml").read_text())
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in own.items() if k != "seed"}))
-    capsys.readouterr()
-    assert run.main([f"resume={run_dir}"]) == 0
-    assert capsys.readouterr().out.startswith("note: its config.yaml was damaged or incomplete")
-    written = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert {k: written[k] for k in RUN_SECTIONS} == {k: own[k] for k in RUN_SECTIONS}
-
-
-def test_resuming_a_finished_run_keeps_a_config_yaml_of_just_the_run_sections(finished, tmp_path, capsys):
-    """A config.yaml holding every run section (and nothing else) is complete: no note, left as it is."""
-    run_dir = tmp_path / "run"
-    shutil.copytree(finished, run_dir)
-    own = yaml.safe_load((finished / "config.yaml").read_text())
-    text = yaml.safe_dump({k: own[k] for k in RUN_SECTIONS})
-    (run_dir / "config.yaml").write_text(text)
-    capsys.readouterr()
-    assert run.main([f"resume={run_dir}"]) == 0
-    assert "config.yaml was damaged" not in capsys.readouterr().out
-    assert (run_dir / "config.yaml").read_text() == text
 
 
 def _perturbed_layer(dropout=0.0):
