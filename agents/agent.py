@@ -84,13 +84,19 @@ class Agent:
     @classmethod
     def from_config(cls, overrides: Sequence[str] = (), learn: bool = True, autoreset: bool | None = None) -> Agent:
         """A new model from `python -m agents.run`'s overrides (`["env=NeedleRecall-v0", "agent=memnet", ...]`):
-        the same config groups, keys and checks (an unknown key or a bad value is one ConfigError line)."""
-        from agents.config import load_config
+        the same config groups, keys and checks (an unknown key or a bad value is one ConfigError line), `config=`
+        a saved config, env file options made absolute (the save is read from other folders)."""
+        from agents.config import ConfigError
+        from agents.run_config import config_for, path_arg
         from agents.trainer import Trainer
 
         if isinstance(overrides, str):
             raise TypeError(f"Agent.from_config: overrides={overrides!r}; pass a list of key=value strings")
-        cfg = load_config(list(overrides))
+        overrides = list(overrides)
+        if path_arg(overrides, "resume") is not None:  # it made a fresh model, the run's weights unread
+            raise ConfigError("Agent.from_config: resume= continues a run; load it with "
+                              "Agent.from_checkpoint(<run folder>, learn=True)")
+        cfg = config_for(overrides)[0]  # as agents.run reads it (config= was "unknown config key 'config'")
         return cls(Trainer(cfg, Path(cfg.run_dir or ".")), learn, autoreset)
 
     @classmethod
@@ -142,7 +148,8 @@ class Agent:
         # a run's config.yaml or metrics.json too: a finished run whose checkpoints were deleted lost its config, and
         # `resume=` then trained this agent in its folder, over its metrics and plots
         found = [name for name in ("checkpoints/last.pt", "config.yaml", "metrics.json") if (folder / name).exists()]
-        if found and folder not in self._saved:
+        ran = "metrics.json" in found or any(folder.glob("events.out.tfevents*"))  # a run's: resume= of a save went
+        if found and (folder not in self._saved or ran):  # on there, and this agent's next save replaced its checkpoint
             raise FileExistsError(f"Agent.save: {str(folder)!r} holds {', '.join(found)} this agent did not write (a "
                                   "run's or another agent's); save to a new folder")
         cfg = self.cfg.copy()
@@ -252,6 +259,10 @@ class Agent:
         if value.shape != (self.lanes,) or value.dtype.kind not in ("biu" if key in FLAGS else "iu"):
             raise ValueError(f"Agent.act: info[{key!r}] is {value.dtype} of shape {value.shape}; pass one "
                              f"{'bool' if key in FLAGS else 'int'} per lane ({self.lanes},)")
+        if key == "task_id" and (value.astype(np.int64) < 0).any():  # the store refused it at every later observe()
+            lane = int(np.flatnonzero(value.astype(np.int64) < 0)[0])
+            raise ValueError(f"Agent.act: info['task_id'] is {int(value.astype(np.int64)[lane])} on lane {lane}; pass "
+                             "task ids >= 0 (an env without tasks leaves the key out: task 0)")
         return value.astype(bool) if key in FLAGS else value.astype(np.int64)
 
     def _check_targets(self, targets: np.ndarray, scored: np.ndarray) -> None:

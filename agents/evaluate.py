@@ -147,7 +147,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     if note and (line := inert_note(cfg, given, env=trainer.venv)):  # (note=False: said once)
         print(line, flush=True)
     result = {
-        "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name, "episodes_trained": trainer.episode,
+        "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name,
+        "episodes_trained": episodes_trained(body, trainer),
         "env_kwargs": dict(env_kwargs or {}), "memory": dict(memory or {}),
         "accuracy_by_task": accuracy, "accuracy": mean_accuracy(accuracy.values()),
         "accuracy_by_distance": measured(trainer.by_distance) or None,
@@ -157,6 +158,12 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     if out is not None:
         write_out_file(run_dir / out, result)
     return result
+
+
+def episodes_trained(body: dict, trainer) -> int:
+    """The episodes the checkpoint's agent trained: an Agent's save counts its loop's (the trainer's stays 0)."""
+    own = body.get("agent")
+    return own["episodes"] if isinstance(own, dict) and isinstance(own.get("episodes"), int) else trainer.episode
 
 
 def last_trained_task(body: dict) -> int | None:
