@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
-from tensorboard.plugins.hparams.metadata import SESSION_END_INFO_TAG, SESSION_START_INFO_TAG
+from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
 from tensorboard.summary.writer import event_file_writer
 from tensorboard.util import tensor_util
 from torch.utils.tensorboard import SummaryWriter
@@ -84,13 +84,16 @@ def _has_events(log_dir: str) -> bool:
 FAILURE_SUFFIX = ".failure"  # the event file of a failed run's session end
 
 
-def _write_failure(log_dir: str, summary, step: int) -> None:
-    """A failed run's session end, in an event file of its own (`*.failure`): TensorBoard keeps the first record of
-    a tag, whatever a resumed run's purge drops, so a failure written with the run's events outlasted a resume (or
-    Tune's retry of the trial) that finished, which then still said failure. `_remove_failure` takes it back."""
+def _write_failure(log_dir: str, summaries, step: int) -> None:
+    """A failed run's session (its start, where the run had recorded none, and its end), in an event file of its own
+    (`*.failure`): TensorBoard keeps the first record of a tag, whatever a resumed run's purge drops, so a failure
+    written with the run's events outlasted a resume (or Tune's retry of the trial) that finished, which then still
+    said failure, and a run started again in its folder with another config showed the failed start's config and
+    start time. `_remove_failure` takes it back."""
     writer = FileWriter(log_dir, filename_suffix=FAILURE_SUFFIX)
     try:
-        writer.add_summary(summary, step)
+        for summary in summaries:
+            writer.add_summary(summary, step)
     finally:
         writer.close()
 
@@ -208,14 +211,17 @@ class TBLogger:
             raise ValueError("hparams needs a non-empty dict of hyper-parameters (or pass them to TBLogger)")
         flat = flatten_hparams(hparams)
         final = {k: float(v) for k, v in metrics.items() if v is not None}
+        failure = []
         for tag, summary in session_summaries(flat, final, self._started, status).items():
             if tag in self._kept_sessions:
                 continue
-            if status == "failure" and tag == SESSION_END_INFO_TAG:
-                _write_failure(self.log_dir, summary, self._max_step)
+            if status == "failure":
+                failure.append(summary)
             else:
                 self._writer.file_writer.add_summary(summary, self._max_step)
             self._kept_sessions.add(tag)
+        if failure:
+            _write_failure(self.log_dir, failure, self._max_step)
         # compared as stored (float32): the latest points of a resumed run are read back from its event file
         fresh = {k: v for k, v in final.items() if k not in self._last or np.float32(self._last[k][1]) != np.float32(v)}
         self.scalars(fresh, self._max_step)

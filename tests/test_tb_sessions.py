@@ -148,3 +148,24 @@ def test_a_sweep_trial_that_raises_says_failure(tmp_path, monkeypatch):
     session = hparams_sessions(tmp_path / "sweep")["t0_lr=0.003"]
     assert session.status == api_pb2.STATUS_FAILURE and 0 < session.start_time_secs <= session.end_time_secs
     assert read_hparams(tmp_path / "sweep" / "t0_lr=0.003")["train.lr"] == 0.003
+
+
+def test_a_run_started_again_after_a_failure_shows_its_own_hparams(tmp_path):
+    """A run that failed before its first checkpoint (diverged) and is started again in its folder drops the first
+    start's points (purge step 0) and its failure; its HParams session is the new run's: the failed start's session
+    start (its train.lr, its start time) stayed in the run's event file, and TensorBoard keeps a tag's first record."""
+    from agents.tb_logger import read_hparams, read_scalars
+
+    with TBLogger(tmp_path) as logger:  # the first start: diverged in episode 1
+        logger.scalars({"train/loss": 9.0}, 3)
+        logger.hparams({"train": {"lr": 1e30}}, {}, status="failure")
+    assert read_hparams(tmp_path)["train.lr"] == 1e30 and hparams_sessions(tmp_path)["."].status == 2  # FAILURE
+    time.sleep(1.1)
+    began = time.time()
+    with TBLogger(tmp_path) as logger:  # started again afresh in the same folder, with a lower learning rate
+        logger.scalars({"train/loss": 0.5}, 3)
+        logger.hparams({"train": {"lr": 1e-3}}, {"cl/ACC": 0.5})
+    assert read_scalars(tmp_path)["train/loss"] == [(3, 0.5)]
+    assert read_hparams(tmp_path)["train.lr"] == 1e-3
+    session = hparams_sessions(tmp_path)["."]
+    assert session.status == 1 and session.start_time_secs >= began - 0.5  # SUCCESS, its own start
