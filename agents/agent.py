@@ -109,7 +109,7 @@ class Agent:
         from omegaconf import OmegaConf
 
         from agents.checkpoint import load_checkpoint, run_dir_of
-        from agents.checkpoint_fields import garbled
+        from agents.checkpoint_fields import agent_entry
         from agents.evaluate import evaluation_config
         from agents.trainer import Trainer
 
@@ -120,11 +120,8 @@ class Agent:
         trainer = Trainer(cfg, run_dir_of(given))
         trainer.restore(path, OmegaConf.to_container(cfg, resolve=True))
         agent = cls(trainer, learn, autoreset)
-        own = body.get("agent")  # an Agent's save: its own episode count and last task; a run's has none
+        own = agent_entry(body, path)  # an Agent's save: its own episode count and last task; a run's has none
         if own is not None:
-            if not (isinstance(own, dict) and isinstance(own.get("episodes"), int) and own["episodes"] >= 0
-                    and isinstance(own.get("last_task"), int) and own["last_task"] >= -1):
-                raise garbled(path, f"agent: {str(own)[:80]}, not an Agent's episode count and last task")
             agent.episodes = own["episodes"]
             trainer.loop_task = own["last_task"] if own["last_task"] >= 0 else None  # memory.reset=task's reference
             agent._saved.add(run_dir_of(given))  # an Agent's folder: saving back there goes on with it (a run's stays)

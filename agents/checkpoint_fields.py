@@ -23,6 +23,16 @@ from memory.config import MAX_THREADS
 TRAIN, EVAL = 0, 1  # reset_log phases (agents.trainer)
 
 
+def agent_entry(body: dict, path: str | Path) -> dict | None:
+    """An Agent save's own record ({"episodes": n >= 0, "last_task": task or -1}), None in a run's checkpoint; a
+    damaged one is the garbled-checkpoint line (agents.evaluate read past it and cleared other tasks)."""
+    own = body.get("agent")
+    if own is not None and not (isinstance(own, dict) and isinstance(own.get("episodes"), int) and own["episodes"] >= 0
+                                and isinstance(own.get("last_task"), int) and own["last_task"] >= -1):
+        raise garbled(path, f"agent: {str(own)[:80]}, not an Agent's episode count and last task")
+    return own
+
+
 def garbled(path: str | Path, detail: str) -> CheckpointError:
     """The one line for a checkpoint that loads but does not hold what this memstream saves."""
     return CheckpointError(f"checkpoint {str(path)!r} does not hold what this memstream saves ({detail}); it is "

@@ -46,7 +46,7 @@ from agents.checkpoint import (
     load_checkpoint,
     run_dir_of,
 )
-from agents.checkpoint_fields import check_env_files_there
+from agents.checkpoint_fields import agent_entry, check_env_files_there
 from agents.config import (
     ALLOCATION_ERRORS,
     ConfigError,
@@ -88,7 +88,13 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     import torch
 
     from agents.trainer import Trainer
+    from agents.tune_space import plain
 
+    # numpy scalars as the values they hold (a loop over np.arange): threads=np.int64(1) was "pass a count in [1,
+    # 1024]", a numpy option value OmegaConf's multi-line UnsupportedValueType
+    threads = plain(threads)
+    env_kwargs, memory = ({k: plain(v) for k, v in d.items()} if isinstance(d, Mapping) else d
+                          for d in (env_kwargs, memory))
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or not 1 <= threads <= MAX_THREADS):
         raise ConfigError(f"evaluate: threads={threads!r}; pass a torch thread count in [1, {MAX_THREADS}] (default: "
@@ -114,6 +120,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     given = Path(os.path.abspath(Path(checkpoint).expanduser()))  # as given: checkpoints/ may link to another disk
     checkpoint = given.resolve()  # ~ as agents.run's paths (was a folder named ~)
     body = load_checkpoint(checkpoint, purpose="evaluate")
+    agent_entry(body, checkpoint)  # an Agent save's record, damaged: one line, as Agent.from_checkpoint says it
     run_dir = run_dir_of(given)
     if out is not None:
         check_not_empty("out", out)
@@ -162,8 +169,8 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
 
 def episodes_trained(body: dict, trainer) -> int:
     """The episodes the checkpoint's agent trained: an Agent's save counts its loop's (the trainer's stays 0)."""
-    own = body.get("agent")
-    return own["episodes"] if isinstance(own, dict) and isinstance(own.get("episodes"), int) else trainer.episode
+    own = body.get("agent")  # (checked by agent_entry as the checkpoint was read)
+    return own["episodes"] if own is not None else trainer.episode
 
 
 def last_trained_task(body: dict) -> int | None:
@@ -173,8 +180,8 @@ def last_trained_task(body: dict) -> int | None:
     before any training."""
     from agents.trainer import TRAIN
 
-    own = body.get("agent")
-    if isinstance(own, dict) and isinstance(own.get("last_task"), int) and own["last_task"] >= 0:
+    own = body.get("agent")  # (checked by agent_entry as the checkpoint was read)
+    if own is not None and own["last_task"] >= 0:
         return own["last_task"]
     trained = [task for phase, task in body["trainer"]["reset_log"] if phase == TRAIN]
     return int(trained[-1]) if trained else None

@@ -224,6 +224,9 @@ class TierStorage:
         if cal.size and int(cal.max()) >= len(got["channels"]):
             raise ValueError(f"TieredKVCache.load_state_dict: warm_cal points past the {len(got['channels'])} "
                              "channel rows (damaged state)")
+        if d["cold"].dtype != torch.float32:  # cast into the float32 map, 1e300 became inf with only a warning
+            raise ValueError(f"TieredKVCache.load_state_dict: cold data is {d['cold'].dtype}, expected torch.float32 "
+                             "(damaged state)")
         if tuple(d["cold"].shape) != (len(occupied[COLD]), self.heads, self.key_dim + self.head_dim):
             raise ValueError(f"TieredKVCache.load_state_dict: cold data {tuple(d['cold'].shape)} does not match "
                              f"{len(occupied[COLD])} cold entries")

@@ -370,3 +370,26 @@ def test_bad_input_and_from_config():
     assert (c.heads, c.head_dim, c.key_dim, c.capacities, c.policy) == (4, 16, 64, (8, 4, 0), "fifo")
     k, v, m = c.get_batch(torch.full((2, 5), -1))
     assert k.shape == (2, 5, 4, 64) and v.shape == (2, 5, 4, 16) and not m.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64])
+def test_a_cache_file_whose_cold_data_has_another_dtype_is_refused(tmp_path, dtype):
+    """A cache file's cold data of another dtype is refused, as every other tier array's: float64 data was cast into
+    the float32 tier (1e300 became inf, which put() refuses and the finite check had passed), int64 data taken as is."""
+    import copy
+
+    from memory.cache import TieredKVCache
+    from memory.persist import atomic_torch_save
+
+    cache = TieredKVCache(2, 4, hot=2, warm=2, cold=4)
+    cache.put(torch.arange(6), torch.randn(6, 2, 4), torch.randn(6, 2, 4))
+    cache.save(tmp_path / "c.pt")
+    body = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert body["data"]["cold"].shape[0] == 2  # two entries in the cold tier
+    bad = copy.deepcopy(body)
+    bad["data"]["cold"] = bad["data"]["cold"].to(dtype)
+    if dtype == torch.float64:
+        bad["data"]["cold"][0, 0, 0] = 1e300  # finite in float64, inf in the float32 tier
+    atomic_torch_save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"TieredKVCache.load_state_dict: cold"):
+        TieredKVCache.load(tmp_path / "bad.pt")
