@@ -77,12 +77,14 @@ def start_ray(sweep_dir: Path) -> bool:
     import ray
 
     started = not ray.is_initialized()
-    address = os.environ.get("RAY_ADDRESS")
+    address = os.environ.get("RAY_ADDRESS") or None  # empty is unset (it was ray.init's "Invalid address" traceback)
     if started:  # errors still reach the terminal while Ray starts; the rest of its chatter does not
         check_reachable(address)
         try:
-            init_ray_held(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
-                          logging_level=logging.ERROR)
+            # unset: "local", a new Ray of this sweep's own; ray.init(address=None) joined the cluster a `ray start`
+            # left in /tmp/ray/ray_current_cluster (another user's too), where the local CPU check meant nothing
+            init_ray_held(address=address or "local", include_dashboard=False, log_to_driver=False,
+                          configure_logging=True, logging_level=logging.ERROR)
         except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
             raise ConfigError(connect_error(address, exc)) from None
         except ValueError as exc:  # ray.init parses the address before it connects; our other arguments are fixed

@@ -66,7 +66,7 @@ def check_local_resources(resources: dict, base: dict, search_space: dict) -> No
     if "cuda" in devices and not gpus:
         raise ConfigError("device=cuda: the trials reserve no GPU (sweep.resources.gpus=0), and Ray hides the GPUs "
                           "from such trials; set sweep.resources.gpus=1 (0.5: two trials share one GPU)")
-    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+    if os.environ.get("RAY_ADDRESS", "local") not in ("", "local") or ray.is_initialized():  # a cluster's resources
         return
     cpus, have = resources["cpus"], local_cpus()
     if cpus > have:
@@ -249,7 +249,8 @@ def connect_error(address: str | None, exc: BaseException) -> str:
     if mode == "token" and named:
         return (f"RAY_ADDRESS={address!r}: the Ray cluster there rejected this machine's auth token ({why}); use the "
                 "cluster's token (`ray get-auth-token` on its head) in RAY_AUTH_TOKEN or ~/.ray/auth_token")
-    if mode != "token" and (named or _token_available()):
+    none_running = "could not find any running ray instance" in str(exc).lower()  # RAY_ADDRESS=auto, nothing up
+    if mode != "token" and (named or _token_available() and not none_running):
         needs = "needs" if named else "probably needs"  # a token at hand, unsent: the usual cause, not the only one
         return (f"RAY_ADDRESS={address!r}: the Ray cluster there {needs} its auth token ({why}); set "
                 "RAY_AUTH_MODE=token (Ray then sends the token in RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH or "
