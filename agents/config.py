@@ -38,7 +38,7 @@ from agents.config_messages import (
     section_as_value,
     type_reason,
 )
-from agents.model_config import AGENTS, MAX_WINDOW, RECURRENT, ModelConfig
+from agents.model_config import AGENTS, MAX_WINDOW, RECURRENT, ModelConfig, model_fields
 from envs.options import SEED_LIMIT
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
@@ -308,18 +308,6 @@ def absolute_env_paths(cfg: DictConfig) -> dict[str, str]:
     agents.evaluate and Tune's trials read it from other folders, where a relative path names nothing."""
     return {str(option): absolute_path(value) for option, value in cfg.env.kwargs.items()
             if str(option).endswith("_path") and absolute_path(value) != value}
-
-
-def model_fields(cfg: DictConfig) -> dict[str, Any]:
-    """The ModelConfig fields of a run (`model.*`). The LSTM and GRU read no heads (sized to the transformer's
-    parameter count, the same for every heads that fits): for them heads that do not fit an even model.dim are
-    taken as 1. `agent=lstm model.dim=18` was refused for model.heads=4, which no part of it reads."""
-    fields_ = {k: cfg.model[k] for k in cfg.model}
-    dim, heads = fields_["dim"], fields_["heads"]
-    if (cfg.agent.name in RECURRENT and isinstance(dim, int) and dim >= 2 and dim % 2 == 0 and isinstance(heads, int)
-            and heads >= 1 and not (dim % heads == 0 and (dim // heads) % 2 == 0)):
-        fields_["heads"] = 1
-    return fields_
 
 
 def memory_config(cfg: DictConfig) -> MemoryConfig:

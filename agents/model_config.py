@@ -58,3 +58,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def model_fields(cfg) -> dict:
+    """The ModelConfig fields of a run (`model.*`). The LSTM and GRU read no heads (sized to the transformer's
+    parameter count, the same for every heads that fits): for them heads that do not fit an even model.dim are
+    taken as 1. `agent=lstm model.dim=18` was refused for model.heads=4, which no part of it reads."""
+    fields_ = {k: cfg.model[k] for k in cfg.model}
+    dim, heads = fields_["dim"], fields_["heads"]
+    if (cfg.agent.name in RECURRENT and isinstance(dim, int) and dim >= 2 and dim % 2 == 0 and isinstance(heads, int)
+            and heads >= 1 and not (dim % heads == 0 and (dim // heads) % 2 == 0)):
+        fields_["heads"] = 1
+    return fields_

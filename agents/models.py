@@ -204,7 +204,8 @@ def build_model(agent: str, cfg: ModelConfig) -> AgentModel:
 def build_agent(cfg, vocab_size: int, device: torch.device) -> tuple[ModelConfig, AgentModel]:
     """A run config's (`cfg`: agents.config.load_config's) model on `device`, its memory allocated for
     train.lanes lanes: sizes that do not fit fail here, as the allocator's error (`agents.config.does_not_fit`)."""
-    from agents.config import memory_config, model_fields
+    from agents.config import memory_config
+    from agents.model_config import model_fields
 
     model_cfg = ModelConfig(vocab_size=vocab_size, memory=memory_config(cfg), **model_fields(cfg))
     model = build_model(cfg.agent.name, model_cfg).to(device)

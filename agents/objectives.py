@@ -9,7 +9,13 @@ from operator import attrgetter
 import torch
 import torch.nn.functional as F
 
+from agents.config import ConfigError
 from agents.episodes import Chunk
+
+
+class TrainingDiverged(ConfigError):
+    """The run's own settings made its numbers overflow (train.lr, a loss weight): the same again from the same
+    checkpoint and seed, so a sweep's trial that meets it ends there instead of being retried (`agents.tune_trial`)."""
 
 
 def chunk_loss(train, logits: torch.Tensor, chunk: Chunk, regularisers: dict[str, torch.Tensor],

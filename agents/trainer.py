@@ -27,7 +27,7 @@ from agents.config import ConfigError
 from agents.episodes import Chunk, EpisodeRunner, EpisodeStats, make_vector_env
 from agents.interrupts import interrupts_held
 from agents.models import build_agent
-from agents.objectives import chunk_loss, overflowing_weight
+from agents.objectives import TrainingDiverged, chunk_loss, overflowing_weight
 from agents.threads import adopt_saved_threads
 from memory.metrics import SlotLifetimeTracker, slot_usage
 from memory.slots import SlotState
@@ -127,13 +127,13 @@ class Trainer:
                 raise self.diverged("an update made weights non-finite", terms)
         return value
 
-    def diverged(self, what: str, terms: dict | None = None) -> ConfigError:
+    def diverged(self, what: str, terms: dict | None = None) -> TrainingDiverged:
         # an evaluation runs after `episode` episodes (counted already): the weights it found overflowed the memory
         where = (f"in episode {self.episode + 1}" if not self.evaluating else
                  f"by the evaluation after episode {self.episode}" if self.episode else "before training")
         if blame := overflowing_weight(terms or {}, self.cfg):  # a loss weight, not the learning rate
-            return ConfigError(f"training stopped {where}: {blame} (checkpoints written before it are kept)")
-        return ConfigError(f"training diverged {where} ({what}; train.lr={self.cfg.train.lr}, "
+            return TrainingDiverged(f"training stopped {where}: {blame} (checkpoints written before it are kept)")
+        return TrainingDiverged(f"training diverged {where} ({what}; train.lr={self.cfg.train.lr}, "
                            f"train.grad_clip={self.cfg.train.grad_clip}); lower train.lr (checkpoints written before "
                            "it are kept)")
 

@@ -58,7 +58,15 @@ from agents.tune_preflight import (
 )
 from agents.tune_prepare import prepare
 from agents.tune_restore import check_ray_lock_folder, stop_on_failed_restore
-from agents.tune_results import UNFINISHED, format_table, rerun_command, result_rows, write_results
+from agents.tune_results import (
+    DIVERGED,
+    ERROR,
+    UNFINISHED,
+    format_table,
+    rerun_command,
+    result_rows,
+    write_results,
+)
 from agents.tune_saved import PLAN_FILE, before_any_trial, finished_trials, load_saved_plan, planned_trials
 from agents.tune_signals import (
     INTERRUPTED,
@@ -226,14 +234,17 @@ def _report(trials: list, plan: SweepPlan, base: dict, sweep_dir: Path) -> int:
     if best is None:
         print(f"no trial reported {plan.metric}: no trial failed, {_never_measured(plan.metric)}; pick another with "
               f"sweep.metric= (Ray's log: {sweep_dir}/ray.log)"
-              if not any(r["status"] == "error" for r in rows) else
+              if not any(r["status"] in (ERROR, DIVERGED) for r in rows) else
               f"no trial reported {plan.metric}; see {sweep_dir}/ray.log and the trials' error.txt")
         return 1
-    failed = [r for r in rows if r["status"] == "error"]
+    failed = [r for r in rows if r["status"] == ERROR]
     if failed:
         n = plan.max_failures  # -1: Ray retries without limit
         retries = f"{n} retr{'y' if n == 1 else 'ies'}" if n >= 0 else "retries without limit"
         print(f"{len(failed)} trial(s) failed after {retries}; see <trial folder>/error.txt")
+    if diverged := [r for r in rows if r["status"] == DIVERGED]:
+        print(f"{len(diverged)} trial(s) diverged, not retried (the same again from their checkpoint): their lines "
+              "above say which setting to lower")
     print(f"best: trial {best['trial']} {plan.metric}={best[plan.metric]:.4g}")
     print(f"best config: {sweep_dir / 'best_config.yaml'}\n"
           f"  rerun it:  {rerun_command(sweep_dir)}\n"

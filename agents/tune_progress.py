@@ -62,6 +62,10 @@ class ProgressLine(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         r = trial.last_result or {}
+        if r.get("diverged"):  # ended by its run's own line, not retried (agents.tune_trial)
+            self._line(f"  trial {trial.trial_id} failed, not retried: {r['diverged']}   "
+                       f"{self._status(trials, finishing=trial)}")
+            return
         value = self._value(trial)
         shown = "n/a" if value is None else f"{value:.4g}"
         how = "done" if _trained_to_end(trial) else "stopped early"

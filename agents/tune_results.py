@@ -22,12 +22,15 @@ from agents.sweep_plots import plot_metric_vs_param
 from agents.tune_overrides import trial_overrides
 from agents.tune_space import SweepPlan, plain, trial_config, trial_threads
 
-DONE, STOPPED, ERROR, UNFINISHED = "done", "stopped early", "error", "unfinished"
+DONE, STOPPED, ERROR, DIVERGED, UNFINISHED = "done", "stopped early", "error", "diverged", "unfinished"
 
 
 def trial_status(tune_status: str, metrics: dict | None) -> str:
     """done: trained all its episodes; stopped early: ASHA ended it; error: crashed past max_failures;
-    unfinished: pending, running or paused when the sweep was interrupted (resume= continues it)."""
+    unfinished: pending, running or paused when the sweep was interrupted (resume= continues it); diverged: its run
+    stopped on its own line (`training diverged ...`), not retried (TERMINATED, `diverged` in its last report)."""
+    if (metrics or {}).get("diverged"):
+        return DIVERGED
     if tune_status == "ERROR":
         return ERROR
     if tune_status != "TERMINATED":

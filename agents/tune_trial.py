@@ -73,6 +73,14 @@ class TuneReporter:
             self.stopped(trainer)
             raise
 
+    def diverged(self, trainer, why: str) -> None:
+        """The trial's last report: its metric NaN (it cannot be the best) and `diverged`, the run's one line, which
+        the results table shows as an error (`agents.tune_results.trial_status`)."""
+        from ray import tune
+
+        tune.report({self.metric: math.nan, "diverged": why, "episode": trainer.episode,
+                     "total_episodes": trainer.total_episodes, "train_steps": trainer.train_steps})
+
     def stopped(self, trainer) -> None:
         """A trial Tune stopped before its end records its hparams all the same (its latest points are its metrics
         there): the HParams tab listed only the trials that wrote their report, so a sweep's table lacked exactly
@@ -93,6 +101,7 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric:
     from ray import tune
 
     from agents.config import to_yaml
+    from agents.objectives import TrainingDiverged
     from agents.report import failure_recorded, write_text_atomic
     from agents.run import fit
     from agents.run_lock import RunLocks
@@ -117,9 +126,12 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric:
         # a trial stopped early (ASHA, a failure, Ctrl+C) closes its writer too: its last points reach the event file
         with TBLogger(run_dir, resume_step=trainer.train_steps if checkpoint else None) as logger:
             reporter = TuneReporter(run_dir / "checkpoints", logger, metric)
-            with failure_recorded(trainer, logger):  # a trial that crashed is listed as Failure (a retry drops it)
-                fit(trainer, logger, config, progress=False, on_eval=reporter)
-                reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate
+            try:
+                with failure_recorded(trainer, logger):  # a trial that crashed is listed as Failure (a retry drops it)
+                    fit(trainer, logger, config, progress=False, on_eval=reporter)
+                    reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate
+            except TrainingDiverged as exc:  # a retry from the same checkpoint and seed diverges again (under
+                reporter.diverged(trainer, str(exc))  # sweep.max_failures=-1 for ever): the trial ends, saying so
 
 
 def trial_dirname(trial) -> str:

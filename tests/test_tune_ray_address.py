@@ -3,11 +3,16 @@ running (no cluster answers: not an auth-token problem)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from agents import tune_preflight
 from agents.config import ConfigError
 from agents.tune_preflight import check_local_resources
+from tests.repo_env import REPO, repo_env
 
 NO_RAY_RUNNING = ("Could not find any running Ray instance. Please specify the one to connect to by setting "
                   "`--address` flag or `RAY_ADDRESS` environment variable.")
@@ -61,3 +66,29 @@ def test_a_sweep_without_ray_address_starts_its_own_local_ray(value, tmp_path, m
     monkeypatch.setattr(agents_tune, "log_ray_to", lambda sweep_dir: None)
     assert agents_tune.start_ray(tmp_path / "sweep") is True
     assert seen["address"] == "local", seen
+
+
+def test_a_diverged_trial_ends_its_sweep_without_retries(tmp_path):
+    """`training diverged ... lower train.lr` comes again from the same checkpoint and seed: under
+    sweep.max_failures=-1 ("retry without limit") the sweep never ended (14 retries in 60 s, each adding an event
+    file). The trial ends at once, marked diverged; the other trial is the best."""
+    import json
+
+    cmd = [sys.executable, "-m", "agents.tune", "env=ContinualShift-v0", "sweep=smoke", "num_samples=1",
+           f"runs_root={tmp_path}", "sweep.search_space.memory.slots=none",
+           "sweep.search_space.memory.pressure_weight=none", "sweep.search_space.train.lr=grid:[1e-3,1e5]",
+           "sweep.scheduler.type=fifo", "sweep.max_failures=-1"]
+    process = subprocess.Popen(cmd, cwd=REPO, env=repo_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        out, _ = process.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)  # the sweep saves its state and stops Ray
+        out, _ = process.communicate(timeout=120)
+        pytest.fail(f"the sweep never ended: its diverged trial was retried without end\n{out[-2000:]}")
+    assert process.returncode == 0, out[-2000:]
+    assert "failed, not retried: training diverged in episode 1" in out and "1 trial(s) diverged, not retried" in out
+    rows = json.loads(next(tmp_path.glob("sweeps/smoke/*/results.json")).read_text())["trials"]
+    assert sorted(r["status"] for r in rows) == ["diverged", "done"], rows
+    trial = next(tmp_path.glob("sweeps/smoke/*/*_lr=1e+05"))
+    assert [p.suffix for p in sorted(trial.glob("events.out.tfevents.*"))] == [".0", ".failure"]  # one attempt
