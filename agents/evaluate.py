@@ -78,11 +78,12 @@ from memory.config import MAX_THREADS
 
 
 def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict | None = None,
-             out: str | None = "eval.json", memory: dict | None = None, note: bool = True,
+             out: str | None = "eval.json", memory: dict | None = None, note: bool | set = True,
              threads: int | None = None) -> dict:
     """Evaluate every task from the checkpoint; `env_kwargs` replaces env options of the run's config, `memory`
     memory settings among EVAL_MEMORY_KEYS; `threads`: torch threads (None: the run's own, which gives its numbers
-    exactly). Torch's thread count is set back when it returns.
+    exactly). Torch's thread count is set back when it returns. `note`: print the `note:` lines (the threads', the
+    inert keys'); a set: those not in it, which are added (a sweep's evaluations say each once).
 
     Writes the result to `out` (relative: inside the run folder; None: nowhere) and returns it."""
     import torch
@@ -134,8 +135,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
             check_restorable(body, (int(trainer.venv.vocab_size), tuple(trainer.R.shape)), env_kwargs)
         trainer.restore(checkpoint, OmegaConf.to_container(cfg, resolve=True), rewind_eval=True)
         trainer.loop_task = last_trained_task(body)  # memory.reset=task's reference, whatever the env's schedule
-        if note and (line := threads_note(trainer.saved_threads, cfg.train.threads, "threads")):
-            print(line, flush=True)
+        say(threads_note(trainer.saved_threads, cfg.train.threads, "threads"), note)
         accuracy = trainer.evaluate_all()
     except ColdTierError as exc:  # the run's memory.cache_cold, where the temp folder's disk has less room
         raise ConfigError(cold_tier_line(exc)) from None
@@ -151,8 +151,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     finally:
         torch.set_num_threads(caller_threads)
     given = [MEMORY_PREFIX + k for k in memory or {}] + [ENV_PREFIX + k for k in env_kwargs or {}]
-    if note and (line := inert_note(cfg, given, env=trainer.venv)):  # (note=False: said once)
-        print(line, flush=True)
+    say(inert_note(cfg, given, env=trainer.venv), note)
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name,
         "episodes_trained": episodes_trained(body, trainer),
@@ -165,6 +164,14 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     if out is not None:
         write_out_file(run_dir / out, result)
     return result
+
+
+def say(line: str | None, note: bool | set) -> None:
+    """Print a `note:` line per `evaluate`'s `note` (True: print; False: not; a set: once, remembered there)."""
+    if line and note is not False and (note is True or line not in note):
+        print(line, flush=True)
+        if isinstance(note, set):
+            note.add(line)
 
 
 def episodes_trained(body: dict, trainer) -> int:
@@ -297,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                                 threads=cmd.threads)]
         else:  # one file for the sweep: each evaluation names the env options and memory settings it used
             check_sweep(cmd)  # every evaluation's settings, before the first runs (a bad last value lost the others)
-            results = [evaluate(cmd.checkpoint, cmd.device, env, None, memory, note=not i, threads=cmd.threads)
-                       for i, (env, memory) in enumerate(cmd.grid)]
+            said = set()  # each note once; an evaluation after the first may have its own (shift=gradual,abrupt: the
+            # abrupt one's inert shift_window went unsaid when only the first evaluation's notes were printed)
+            results = [evaluate(cmd.checkpoint, cmd.device, env, None, memory, note=said, threads=cmd.threads)
+                       for env, memory in cmd.grid]
             write_out_file(cmd.out_file, {"evaluations": results})
     except (ConfigError, CheckpointError) as exc:
         print(error_line(exc), file=sys.stderr)

@@ -211,6 +211,18 @@ def test_evaluate_notes_an_inert_key_once_per_sweep(runs, capsys):
     assert out.count("mean:") == 2  # both evaluations ran
 
 
+def test_evaluate_notes_a_key_inert_in_a_later_evaluation_of_a_sweep(runs, capsys):
+    """Only the first evaluation's notes were printed: with shift=gradual first, the abrupt evaluation's unread
+    shift_window went unsaid (shift=abrupt,gradual said it)."""
+    run_dir = runs["flat"][0]
+    for shifts in ("gradual,abrupt", "abrupt,gradual"):
+        assert evaluate.main([f"checkpoint={run_dir}", f"env.kwargs.shift={shifts}", "env.kwargs.shift_window=1",
+                              "out=shifts.json"]) == 0
+        notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+        assert notes == ["note: env.kwargs.shift_window changes nothing with shift=abrupt (it is how long a gradual "
+                         "shift blends)"], (shifts, notes)
+
+
 @pytest.mark.parametrize("run_name,arg", [("ivf", "memory.store_ivf_probes=3"), ("flat", "memory.reset=episode")])
 def test_evaluate_with_a_key_that_acts_has_no_note(runs, capsys, run_name, arg):
     assert evaluate.main([f"checkpoint={runs[run_name][0]}", arg, "out=acts.json"]) == 0
