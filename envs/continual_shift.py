@@ -78,6 +78,9 @@ class ContinualShiftSource(StreamSource):
         self.restart()
 
     def inert_options(self) -> dict[str, str]:
+        if self.num_tasks == 1:  # train_plan blends only where there is a next task
+            why = "with num_tasks=1 (a gradual shift blends the next task in; one task has none)"
+            return {"shift": why, "shift_window": why}
         return {"shift_window": "with shift=abrupt (it is how long a gradual shift blends)"} \
             if self.shift == "abrupt" else {}
 

@@ -67,3 +67,32 @@ def test_agents_run_and_evaluate_say_so(tmp_path, capsys):
     assert line in capsys.readouterr().out.splitlines()
     assert evaluate.main([f"checkpoint={run_dir}", "env.kwargs.shift_window=1"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == line
+
+
+def _stream(options: dict, episodes: int = 4) -> list[np.ndarray]:
+    venv = gym.make_vec("ContinualShift-v0", num_envs=2, vectorization_mode="vector_entry_point", **options)
+    obs, info = venv.reset(seed=0)
+    out = []
+    for _ in range(episodes * (venv.episode_length + 1)):
+        out += [obs.copy(), info["target"].copy(), info["distance"].copy(), info["task_id"].copy()]
+        obs, _, _, _, info = venv.step(np.zeros(2, dtype=np.int64))
+    venv.close()
+    return out
+
+
+def test_shift_and_shift_window_are_inert_with_one_task_and_the_env_says_so():
+    """One task has no next task to blend in: a gradual shift ran the abrupt stream, with no note."""
+    one = {"num_tasks": 1, "episodes_per_task": 3, "trials_per_episode": 20}
+    abrupt = _stream({**one, "shift": "abrupt"})
+    gradual = _stream({**one, "shift": "gradual", "shift_window": 3})
+    assert all(np.array_equal(a, b) for a, b in zip(abrupt, gradual, strict=True))  # nothing to blend in
+    venv = gym.make_vec("ContinualShift-v0", num_envs=1, vectorization_mode="vector_entry_point",
+                        **one, shift="gradual", shift_window=2)
+    inert = venv.inert_options()
+    assert "shift" in inert and "shift_window" in inert, inert
+    venv.close()
+    # with two tasks a gradual shift acts, and shift_window with it
+    two = gym.make_vec("ContinualShift-v0", num_envs=1, vectorization_mode="vector_entry_point", num_tasks=2,
+                       episodes_per_task=3, trials_per_episode=20, shift="gradual")
+    assert two.inert_options() == {}
+    two.close()
