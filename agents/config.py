@@ -34,6 +34,7 @@ from agents.config_messages import (
     check_env_option,
     env_option_names,
     explain_hydra_error,
+    huge_int_key,
     one_line,
     section_as_value,
     type_reason,
@@ -189,6 +190,9 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError(_unresolvable(OmegaConf.merge(run_schema(), cfg), exc)) from None
     except OmegaConfBaseException as exc:
         raise ConfigError(one_line(exc, RunSchema)) from None
+    except OverflowError:  # an int past float range for a float key: OmegaConf's float() names no key
+        raise ConfigError(f"{huge_int_key(OmegaConf.to_container(cfg, resolve=False))}: an integer beyond float "
+                          "range; give a finite number") from None
     # read back from config.yaml or a checkpoint, a literal '${' (escaped `\${...}`) would resolve again
     literal = find_interpolation(OmegaConf.to_container(merged, resolve=False))
     if literal:

@@ -174,3 +174,15 @@ def one_line(exc: BaseException, schema) -> str:
     if key and (typed := wrong_type(key, msg, schema)):
         return typed
     return f"{key}: {msg}" if key and key not in msg else msg
+
+
+def huge_int_key(node, prefix: str = "") -> str:
+    """The dotted key of the first int in `node` (a container) too large for a float, or "a key"."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**1023:
+            return key
+        if isinstance(v, (dict, list)) and (found := huge_int_key(v, key + ".")) != "a key":
+            return found
+    return "a key"

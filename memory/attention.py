@@ -138,10 +138,17 @@ class MemoryAttention(nn.Module):
             raise ValueError("MemoryAttention: mem_v, mem_mask and mem_age describe the memories in mem_k: pass "
                              "mem_k with them (or none of them for no memory)")
         B, T, _ = x.shape
+        if context is not None and context.dim() != 3:  # (a (C, D) context took C = D)
+            raise ValueError(f"MemoryAttention: context must be (B={B}, C, D), got {tuple(context.shape)}")
         C = 0 if context is None else context.shape[1]
+        S = C if queries_in_context else C + T  # keys and values: [context ; x], or the context alone
+        for t, name, want in ((context, "context", (B, C)), (key_input, "key_input", (B, S)),
+                              (query_input, "query_input", (B, T))):  # a batch of 1 was broadcast over the lanes
+            if t is not None and (t.dim() != 3 or tuple(t.shape[:2]) != want):
+                raise ValueError(f"MemoryAttention: {name} must be ({want[0]}, {want[1]}, {t.shape[-1]}), got "
+                                 f"{tuple(t.shape)}")
         if queries_in_context and (context is None or attn_mask is None):
             raise ValueError("MemoryAttention: queries_in_context needs the context and an attn_mask")
-        S = C if queries_in_context else C + T  # keys and values: [context ; x], or the context alone
         scale = self.head_dim ** -0.5
         q = self._heads(self.q_proj(x if query_input is None else query_input)).transpose(1, 2)  # (B, H, T, d)
         seq = x if context is None else (context.to(x.dtype) if queries_in_context
@@ -169,6 +176,10 @@ class MemoryAttention(nn.Module):
                              f"tensor, got {tuple(attn_mask.shape)} {attn_mask.dtype}")
         logits = logits * scale
         if context_age is not None:
+            if not isinstance(context_age, Tensor) or context_age.shape not in ((T, S), (B, T, S)):
+                got = getattr(context_age, "shape", type(context_age).__name__)
+                raise ValueError(f"MemoryAttention: context_age must be ({T}, {S}) or ({B}, {T}, {S}) (query, key "
+                                 f"over [context ; x]), got {got}")
             logits = logits - self._recency_bias(context_age.expand(B, T, S)).to(logits.dtype)
         logits = logits.masked_fill(~attn_mask, -torch.inf)
         gate_logit = self.gate(x)  # (B, T, H)
@@ -183,6 +194,9 @@ class MemoryAttention(nn.Module):
             log_gate = F.logsigmoid(gate_logit).masked_fill(gate == 0, -torch.inf)
             mem_logits = mem_logits + log_gate.transpose(1, 2)[..., None]
             if mem_age is not None:
+                if not isinstance(mem_age, Tensor) or mem_age.shape != mem_k.shape[:3]:
+                    raise ValueError(f"MemoryAttention: mem_age must be (B, T, M) = {tuple(mem_k.shape[:3])}, got "
+                                     f"{getattr(mem_age, 'shape', type(mem_age).__name__)}")
                 mem_logits = mem_logits - self._recency_bias(mem_age).to(mem_logits.dtype)
             if mem_mask is not None:
                 mem_logits = mem_logits.masked_fill(~mem_mask[:, None], -torch.inf)

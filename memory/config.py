@@ -152,6 +152,8 @@ class MemoryConfig:
             v = getattr(self, f.name)
             ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
             if want is float and isinstance(v, int) and not isinstance(v, bool):
+                # an int past float range (10**400) was float()'s OverflowError, naming no field
+                need(abs(v) <= 2**1023, f"{f.name}: an integer beyond float range: must be a finite number")
                 setattr(self, f.name, float(v))
                 ok = True
             need(ok, f"{f.name}={v!r}: expected {want.__name__}")

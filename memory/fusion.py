@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor, nn
 
@@ -21,8 +23,9 @@ class Fusion(nn.Module):
 
     def __init__(self, cfg: MemoryConfig, num_sources: int):
         super().__init__()
-        if isinstance(num_sources, bool) or not isinstance(num_sources, int) or num_sources < 1:  # True: randn failed
-            raise ValueError(f"Fusion: num_sources={num_sources!r}: must be an int >= 1")
+        if isinstance(num_sources, bool) or not isinstance(num_sources, numbers.Integral) or num_sources < 1:
+            raise ValueError(f"Fusion: num_sources={num_sources!r}: must be an int >= 1")  # True: randn failed
+        num_sources = int(num_sources)  # numpy's too
         if cfg.fusion not in FUSIONS:
             raise ValueError(f"Fusion: fusion={cfg.fusion!r}: choose one of {FUSIONS}")
         self.strategy, self.num_sources, self.dim, D, R = cfg.fusion, num_sources, cfg.dim, cfg.dim, num_sources
@@ -33,6 +36,9 @@ class Fusion(nn.Module):
             self.gate_w = nn.Parameter(torch.randn(R, 2 * D, D) * (2 * D) ** -0.5)  # G_r
             self.gate_b = nn.Parameter(torch.zeros(R, D))
         else:
+            if D % cfg.attn_heads:  # MemoryConfig checks it only where something attends (not with slots=0 alone)
+                raise ValueError(f"Fusion: memory.attn_heads={cfg.attn_heads}: must divide memory.dim={D} "
+                                 "(fusion=cross_attention attends over the reads with them)")
             self.source_emb = nn.Parameter(torch.zeros(R, D))
             self.attn = nn.MultiheadAttention(D, cfg.attn_heads, batch_first=True)
 

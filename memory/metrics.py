@@ -73,6 +73,10 @@ class SlotLifetimeTracker:
         ids, gate = _np(write_info.slot_ids), _np(write_info.gate)  # (B, M)
         if ids.shape[0] != self.born.shape[0]:
             raise ValueError(f"write_info has {ids.shape[0]} lanes, tracker was built for {self.born.shape[0]}")
+        if ids.ndim != 2 or (ids.size and int(ids.max()) >= self.born.shape[1]):
+            reach = int(ids.max()) if ids.size else "?"
+            raise ValueError(f"write_info.slot_ids {ids.shape} reach slot {reach}, the tracker was built for "
+                             f"{self.born.shape[1]} slots ((B, M) ids); build it with the bank's slots")
         self.step += 1
         lanes, cols = np.nonzero((ids >= 0) & (gate >= self.min_gate))
         slots = ids[lanes, cols]
