@@ -1,5 +1,6 @@
 """A run's HParams session as TensorBoard's hparams plugin reads it: its status, start and end time."""
 
+import math
 import time
 
 import pytest
@@ -124,14 +125,15 @@ def test_a_run_that_diverges_says_failure(tmp_path, monkeypatch, capsys):
 
 
 def test_a_sweep_trial_that_raises_says_failure(tmp_path, monkeypatch):
-    """A Tune trial in its trainable (Tune's context faked: no Ray is started) that diverges: Failure."""
+    """A Tune trial in its trainable (Tune's context faked: no Ray is started) that diverges: Failure, and its last
+    report says it diverged."""
     from types import SimpleNamespace
 
     from omegaconf import OmegaConf
     from ray import tune
     from tensorboard.plugins.hparams import api_pb2
 
-    from agents.config import ConfigError, load_config
+    from agents.config import load_config
     from agents.tb_logger import read_hparams
     from agents.tune_trial import run_trial
     from tests.test_run import tiny
@@ -142,9 +144,10 @@ def test_a_sweep_trial_that_raises_says_failure(tmp_path, monkeypatch):
     reports = []  # (outside a Tuner, Tune's own report warns and drops it)
     monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
     base = OmegaConf.to_container(load_config(tiny("ContinualShift-v0", "memnet", tmp_path)), resolve=True)
-    with pytest.raises(ConfigError, match="training diverged in episode 1"):
-        run_trial({"train.lr": 0.003}, base=base, sweep_dir=str(tmp_path / "sweep"), threads=1, metric="cl/ACC")
-    assert [r["episode"] for r in reports] == [0]  # the untrained evaluation, before the divergence
+    # a diverged trial ends with a last report saying so (not raised: Tune would retry it, to diverge again)
+    run_trial({"train.lr": 0.003}, base=base, sweep_dir=str(tmp_path / "sweep"), threads=1, metric="cl/ACC")
+    assert [r["episode"] for r in reports] == [0, 0]  # the untrained evaluation, then the divergence
+    assert reports[-1]["diverged"].startswith("training diverged in episode 1") and math.isnan(reports[-1]["cl/ACC"])
     session = hparams_sessions(tmp_path / "sweep")["t0_lr=0.003"]
     assert session.status == api_pb2.STATUS_FAILURE and 0 < session.start_time_secs <= session.end_time_secs
     assert read_hparams(tmp_path / "sweep" / "t0_lr=0.003")["train.lr"] == 0.003
