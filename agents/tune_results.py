@@ -140,6 +140,8 @@ def write_results(sweep_dir: Path, rows: list[dict], plan: SweepPlan, base: dict
         saved = OmegaConf.create(base)
         threads = trial_threads(plan.resources["threads"])
         chosen = {k: best[k] for k in params} | {k: v for k, v in threads.items() if OmegaConf.select(saved, k) != v}
+        if best["status"] == STOPPED and best["episode"]:  # ASHA stopped it (max_t below the episodes): its rerun
+            chosen["train.episodes"] = int(best["episode"])  # trains as far (the full budget ended elsewhere)
         cfg = trial_config(saved, chosen)
         cfg.run_dir, cfg.resume = None, None
         title = f"# best trial {best['trial']} of sweep {plan.name}: {metric}={best[metric]:.6g}\n"

@@ -213,3 +213,19 @@ def test_a_sweep_of_a_list_valued_option_ends_in_its_table_best_config_and_plot(
     assert json.loads((tmp_path / "results.json").read_text())["best"]["trial"] == "a_00001"
     assert "++env.kwargs.distances=[1,16]" in (tmp_path / "best_overrides.txt").read_text()
     assert [p.name for p in (tmp_path / "plots").glob("*.png")]
+
+
+def test_a_stopped_best_trial_reruns_for_the_episodes_it_trained(tmp_path, smoke_base):
+    """`sweep.scheduler.max_t=2` with 4-episode trials: ASHA stops every trial at episode 2 and the best is chosen
+    among them (cl/ACC 0.5 at episode 2). best_overrides.txt / best_config.yaml kept the full budget, so the
+    printed rerun trained 4 episodes and ended at another cl/ACC (0.547 in the smoke sweep): not the trial."""
+    plan = load_sweep("smoke")
+    plan.overrides = resolve_overrides(plan, [])
+    base = OmegaConf.to_container(smoke_base, resolve=True)
+    rows = result_rows([_trial("a", 4, 0.5, 2), _trial("b", 8, 0.4, 2)], plan, "cl/ACC")  # ASHA stopped both
+    assert [r["status"] for r in rows] == [STOPPED, STOPPED]
+    best = write_results(tmp_path, rows, plan, base, "cl/ACC")
+    assert best["trial"] == "a"
+    rerun = load_config(shlex.split((tmp_path / "best_overrides.txt").read_text()))
+    assert rerun.train.episodes == 2  # the episodes the trial trained (its checkpoint's state; tensors equal)
+    assert from_yaml_file(str(tmp_path / "best_config.yaml")).train.episodes == 2
