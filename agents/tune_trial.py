@@ -75,7 +75,7 @@ class TuneReporter:
 
     def diverged(self, trainer, why: str) -> None:
         """The trial's last report: its metric NaN (it cannot be the best) and `diverged`, the run's one line, which
-        the results table shows as an error (`agents.tune_results.trial_status`)."""
+        the results table shows as the status `diverged` (`agents.tune_results.trial_status`)."""
         from ray import tune
 
         tune.report({self.metric: math.nan, "diverged": why, "episode": trainer.episode,
