@@ -256,11 +256,14 @@ class Agent:
         if value.shape != (self.lanes,) or value.dtype.kind not in ("biu" if key in FLAGS else "iu"):
             raise ValueError(f"Agent.act: info[{key!r}] is {value.dtype} of shape {value.shape}; pass one "
                              f"{'bool' if key in FLAGS else 'int'} per lane ({self.lanes},)")
-        if key == "task_id" and (value.astype(np.int64) < 0).any():  # the store refused it at every later observe()
-            lane = int(np.flatnonzero(value.astype(np.int64) < 0)[0])
-            raise ValueError(f"Agent.act: info['task_id'] is {int(value.astype(np.int64)[lane])} on lane {lane}; pass "
-                             "task ids >= 0 (an env without tasks leaves the key out: task 0)")
-        return value.astype(bool) if key in FLAGS else value.astype(np.int64)
+        if key in FLAGS:
+            return value.astype(bool)
+        value = value.astype(np.int64)  # (a uint64 past 2^63 wraps negative: refused below too)
+        if key == "task_id" and (value < 0).any():  # the store refused it at every later observe()
+            lane = int(np.flatnonzero(value < 0)[0])
+            raise ValueError(f"Agent.act: info['task_id'] is {int(value[lane])} on lane {lane}; pass task ids >= 0 (an "
+                             "env without tasks leaves the key out: task 0)")
+        return value
 
     def _check_targets(self, targets: np.ndarray, scored: np.ndarray) -> None:
         """info["target"] (B,): a token of the vocabulary where the step is scored (the loss and the accuracy read

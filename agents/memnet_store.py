@@ -190,7 +190,7 @@ class StorePath:
                         raise ValueError(f"meta[{name!r}]: expected shape {tuple(writes.shape)}, "
                                          f"got {tuple(col.shape)}")
                     cols[name] = col[rows]
-            self.store.check_counts(lanes)
+            self.store.partition_counts(lanes)  # (its refusal)
             if self.cfg.memory.store_replace > 0 and len(self.store):
                 context = slice(self.cfg.dim, None) if self.cfg.memory.key_blocks > 1 else slice(None)
                 remove_replaced(self.store, self.cache, key_in[b, t].cpu().numpy(), before, lanes,

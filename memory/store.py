@@ -136,16 +136,17 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch, StoreUndo):
         return HNSWIndex(keys, self.hnsw_neighbors, self.hnsw_ef_search, self.threads, self.hnsw_min_entries)
 
     # ------------------------------------------------------------------ writing
-    def check_counts(self, lanes) -> np.ndarray:
-        """lanes (n,) of one add -> the entries per partition (P,), or the ValueError `add` raises for a call that
-        holds more than a partition's capacity (a caller that removes entries first checks so before)."""
+    def partition_counts(self, lanes) -> tuple[np.ndarray, np.ndarray]:
+        """lanes (n,) of one add -> each entry's partition (n,) and the entries per partition (P,), or the ValueError
+        `add` raises for a call that holds more than a partition's capacity (a caller that removes entries before its
+        add checks so first)."""
         part = np.asarray(lanes, dtype=np.int64).reshape(-1) if self.scope == "lane" else np.zeros(len(lanes), np.int64)
         counts = np.bincount(part, minlength=self.partitions)
         if len(part) and counts.max() > self.capacity:
             p = int(counts.argmax())
             raise ValueError(f"FaissStore.add: {counts[p]} entries for partition {p} in one call exceed "
                              f"capacity={self.capacity}; split the call")
-        return counts
+        return part, counts
 
     def add(self, keys, values, lanes, meta: dict | None = None, importance=None) -> tuple[np.ndarray, np.ndarray]:
         """Add n entries. keys (n, D), values (n, Dv), lanes (n,) int in [0, lanes); meta: field -> (n,) int
@@ -184,8 +185,7 @@ class FaissStore(StorePersistence, StoreLookup, StoreSearch, StoreUndo):
             raise ValueError(f"FaissStore.add: importance must be {n} finite numbers, got {got}")
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        part = lanes if self.scope == "lane" else np.zeros(n, dtype=np.int64)
-        counts = self.check_counts(lanes)
+        part, counts = self.partition_counts(lanes)
         if self.importance_halflife is not None:  # before choosing victims: the add is one step of the decay's clock
             self._importance *= 2.0 ** (-1.0 / self.importance_halflife)
         order = np.argsort(part, kind="stable")  # entries grouped by partition
