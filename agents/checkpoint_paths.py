@@ -12,8 +12,10 @@ import os
 import shlex
 from pathlib import Path
 
+from agents.config_messages import OneLineError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(OneLineError):
     """A missing, damaged or incompatible checkpoint; the message is one line with the fix."""
 
 

@@ -31,6 +31,7 @@ from agents.cli_args import (
 )
 from agents.config_messages import (
     SECTIONS,
+    OneLineError,
     check_env_option,
     env_option_names,
     explain_hydra_error,
@@ -52,7 +53,7 @@ DEVICES = ("auto", "cpu", "cuda")
 VECTOR_KEYWORDS = frozenset({"num_envs", "vectorization_mode", "vector_kwargs", "wrappers"})  # make_vec()'s keywords
 
 
-class ConfigError(ValueError):
+class ConfigError(OneLineError):
     """A bad config or override; its message is one line that names the key and the fix."""
 
 

@@ -28,6 +28,14 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+class OneLineError(ValueError):
+    """A refusal whose message is one line: an argument echoed into it raw (`seed=` with a newline) is escaped here,
+    once for every raise, so `str(exc)` is one line wherever the exception is shown, not only in `error_line`."""
+
+    def __init__(self, message="", *args):
+        super().__init__(printable(str(message)), *args)
+
+
 def error_line(exc) -> str:
     """The `error: ...` line of a refusal (a ConfigError, a CheckpointError) or a failure, on one line: every entry
     point prints its errors with this, so no echoed argument can break the line wherever the message quoted it."""

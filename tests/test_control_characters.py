@@ -60,3 +60,18 @@ def test_a_path_with_a_control_character_is_refused_before_anything_is_made(fini
     assert evaluate.main([f"checkpoint={finished_run}", f"out={tmp_path / 'e'}\t.json"]) == 2
     assert capsys.readouterr().err.endswith(f": {why(chr(9))}; name another file\n")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override", ["seed=\n", "hydra.x='a\nb'", "env.id='a\nb'", "seed=[1,'\n']"])
+def test_a_refusal_is_one_line_before_it_is_printed(override):
+    """The message itself is one line, not only the `error:` line: `seed=<newline>` echoed the item raw (found by
+    hypothesis in CI), and so did the hydra.*, env.id= and list-for-one-value refusals."""
+    with pytest.raises(ConfigError) as refused:
+        load_config([override])
+    assert "\n" not in str(refused.value) and "\\n" in str(refused.value), str(refused.value)
+
+
+def test_a_checkpoint_refusal_is_one_line_before_it_is_printed():
+    from agents.checkpoint_paths import CheckpointError
+
+    assert str(CheckpointError("resume=/a\nb: no such folder")) == "resume=/a\\nb: no such folder"
