@@ -94,10 +94,15 @@ def run_dir_of(path: str | Path) -> Path:
     named = Path(os.path.abspath(os.path.expanduser(path)))  # (callers pass the path as given, not resolved)
     path = resolved(path)
     try:  # (a checkpoints/ without search permission: is_file raised it, a traceback)
+        # the name as given first (a linked checkpoints/), then the link's target (a link elsewhere to a run's
+        # checkpoints/ or its last.pt named that run before)
         if path.is_file():
-            return resolved(named.parent.parent) if named.parent.name == "checkpoints" else path.parent
-        if named.name == "checkpoints" and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
-            return resolved(named.parent)
+            inside = next((p for p in (named, path) if p.parent.name == "checkpoints"), None)
+            return resolved(inside.parent.parent) if inside is not None else path.parent
+        if (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
+            inside = next((p for p in (named, path) if p.name == "checkpoints"), None)
+            if inside is not None:
+                return resolved(inside.parent)
     except OSError as exc:
         raise unreadable_checkpoint(Path(exc.filename or path), exc.strerror or type(exc).__name__) from None
     return path

@@ -117,8 +117,9 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
         locks.hold(run_dir)
     body = load_checkpoint(checkpoint, purpose="resume")
     loose = checkpoint_file(given)  # named, or a folder's own last.pt (a folder without checkpoints/)
-    if loose.is_file() and loose.parent.name != "checkpoints":  # the folder's: it took the run's files in beside
-        # the user's own, and left the loose last.pt stale
+    # the folder's: it took the run's files in beside the user's own, and left the loose last.pt stale (a link
+    # elsewhere to a run's checkpoints/last.pt is that run's)
+    if loose.is_file() and "checkpoints" not in (loose.parent.name, checkpoint_file(checkpoint).parent.name):
         named = "" if loose == given else f" holds {loose.name} loose, outside a run's checkpoints/ folder"
         raise CheckpointError(f"resume={resume}{named}: a run continues in its own folder; point resume= at the run "
                               "folder (the one holding checkpoints/last.pt) or a checkpoint inside it (python -m "

@@ -364,3 +364,29 @@ def test_resuming_a_finished_run_keeps_a_config_yaml_of_just_the_run_sections(fi
     assert run.main([f"resume={run_dir}"]) == 0
     assert "config.yaml was damaged" not in capsys.readouterr().out
     assert (run_dir / "config.yaml").read_text() == text
+
+
+@pytest.mark.parametrize("named", ["checkpoints", "checkpoints/last.pt"])
+def test_a_link_elsewhere_to_a_runs_checkpoint_names_that_run(tmp_path, named):
+    """run_dir_of read only the name as given (for a linked checkpoints/ folder): a link elsewhere to
+    run/checkpoints/last.pt, or to run/checkpoints, was taken for a loose file, and its own folder for the run's."""
+    from agents.checkpoint_paths import run_dir_of
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"x")
+    link = tmp_path / "elsewhere" / "model"
+    link.parent.mkdir()
+    link.symlink_to(run_dir / named)
+    assert run_dir_of(link) == run_dir_of(run_dir / named) == run_dir.resolve()
+
+
+def test_resume_and_evaluate_of_a_link_to_a_runs_last_pt(finished, tmp_path, capsys):
+    """resume= of such a link was refused as a loose last.pt, and evaluate wrote its eval.json into checkpoints/."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    link = tmp_path / "model.pt"
+    link.symlink_to(run_dir / "checkpoints" / "last.pt")
+    assert run.main([f"resume={link}"]) == 0, capsys.readouterr().err
+    assert evaluate.main([f"checkpoint={link}", "out=e.json"]) == 0, capsys.readouterr().err
+    assert (run_dir / "e.json").is_file() and not (run_dir / "checkpoints" / "e.json").exists()
