@@ -168,7 +168,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
 
 def say(line: str | None, note: bool | set) -> None:
     """Print a `note:` line per `evaluate`'s `note` (True: print; False: not; a set: once, remembered there)."""
-    if line and note is not False and (note is True or line not in note):
+    if line and (line not in note if isinstance(note, set) else note):
         print(line, flush=True)
         if isinstance(note, set):
             note.add(line)

@@ -51,3 +51,16 @@ def test_evaluate_takes_numpy_scalars_as_the_plain_values_they_are(tmp_path):
                      memory={"store_replace": np.float64(0.5), "reset": np.str_("episode")})
     assert given["accuracy_by_task"] == plain["accuracy_by_task"]
     assert given["env_kwargs"] == plain["env_kwargs"] and given["memory"] == plain["memory"]
+
+
+@pytest.mark.parametrize("note", [1, 0, "np.True_", "np.False_"])
+def test_evaluate_takes_any_truth_value_for_note(capsys, note):
+    """`note` was read for its truth; once a set (a sweep's notes, said once) was added, 1 or numpy's True was
+    searched (`line in 1`: a TypeError), and so were 0 and numpy's False."""
+    import numpy as np
+
+    from agents import evaluate
+
+    note = {"np.True_": np.True_, "np.False_": np.False_}.get(note, note)
+    evaluate.say("note: x", note)
+    assert capsys.readouterr().out == ("note: x\n" if note else "")
