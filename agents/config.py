@@ -192,8 +192,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     except OmegaConfBaseException as exc:
         raise ConfigError(one_line(exc, RunSchema)) from None
     except OverflowError:  # an int past float range for a float key: OmegaConf's float() names no key
-        raise ConfigError(f"{huge_int_key(OmegaConf.to_container(cfg, resolve=False))}: an integer beyond float "
-                          "range; give a finite number") from None
+        raise ConfigError(f"{huge_int_key(OmegaConf.to_container(cfg, resolve=False), RunSchema)}: an "
+                          "integer beyond float range; give a finite number") from None
     # read back from config.yaml or a checkpoint, a literal '${' (escaped `\${...}`) would resolve again
     literal = find_interpolation(OmegaConf.to_container(merged, resolve=False))
     if literal:

@@ -184,13 +184,17 @@ def one_line(exc: BaseException, schema) -> str:
     return f"{key}: {msg}" if key and key not in msg else msg
 
 
-def huge_int_key(node, prefix: str = "") -> str:
-    """The dotted key of the first int in `node` (a container) too large for a float, or "a key"."""
+def huge_int_key(node, schema, prefix: str = "") -> str:
+    """The dotted key of the first float key of `schema` whose value in `node` (a container) is an int too large for a
+    float (an int key holds any int: `model.dim=<huge> train.lr=<huge>` named model.dim), or "a key"."""
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for k, v in items:
         key = f"{prefix}{k}"
-        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**1023:
-            return key
-        if isinstance(v, (dict, list)) and (found := huge_int_key(v, key + ".")) != "a key":
+        if isinstance(v, int) and not isinstance(v, bool) and isinstance(default_of(schema, key), float):
+            try:
+                float(v)
+            except OverflowError:
+                return key
+        if isinstance(v, (dict, list)) and (found := huge_int_key(v, schema, key + ".")) != "a key":
             return found
     return "a key"

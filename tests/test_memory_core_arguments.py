@@ -99,3 +99,14 @@ def test_cross_attention_fusion_heads_not_dividing_dim_is_one_value_error():
     cfg = MemoryConfig(dim=6, slots=0, store=False, fusion="cross_attention")
     with pytest.raises(ValueError, match="attn_heads"):
         Fusion(cfg, 1)
+
+
+@pytest.mark.parametrize("before", ["model.dim", "seed", "train.episodes"])
+def test_an_int_too_big_for_a_float_key_names_that_key_not_an_earlier_int_key(before):
+    """The message named the first int over 2**1023 anywhere: an int key (model.dim, seed) holds any int, and was
+    named instead of train.lr, whose float() overflowed."""
+    from agents.config import ConfigError, load_config
+
+    huge = "1" + "0" * 400
+    with pytest.raises(ConfigError, match=r"^train\.lr: an integer beyond float range"):
+        load_config([f"{before}={huge}", f"train.lr={huge}"])
