@@ -22,13 +22,15 @@ def inert_note(cfg: DictConfig, keys: Iterable[str], env=None) -> str | None:
     from memory.config import inert_keys
 
     keys = list(dict.fromkeys(keys))
+    named = {}  # key -> its reason, said once (model.dropout: the LSTM's one layer and REINFORCE's step acting)
     if cfg.agent.name != "memnet":
         unused = [k for k in keys if k.startswith("memory.") and k != "memory.reset"]
         reasons = [f"agent={cfg.agent.name} has no memory; {_change_nothing(unused)}"] if unused else []
-        reasons += dict.fromkeys(baseline_model_keys(cfg, keys).values())  # (keys of one reason share its phrase)
+        named = baseline_model_keys(cfg, keys)
+        reasons += dict.fromkeys(named.values())  # (keys of one reason share its phrase)
     else:
         reasons = inert_keys(memory_config(cfg), keys)
-    reasons += dict.fromkeys(train_inert_keys(cfg, keys).values())
+    reasons += dict.fromkeys(v for k, v in train_inert_keys(cfg, keys).items() if k not in named)
     options = env.inert_options() if env is not None else {}
     reasons += [f"{key} changes nothing {options[name]}" for key in keys
                 if key.startswith(ENV_OPTION) and (name := key[len(ENV_OPTION):]) in options]
@@ -56,10 +58,10 @@ def baseline_model_keys(cfg: DictConfig, keys: Iterable[str]) -> dict[str, str]:
 
 
 def train_inert_keys(cfg: DictConfig, keys: Iterable[str]) -> dict[str, str]:
-    keys = list(keys)
     """The `train.*` among `keys` that change nothing, each with the phrase that says why: REINFORCE's entropy bonus
     and baseline decay under supervised training; and model.dropout under REINFORCE with step acting, which acts
     and learns without dropout (`EpisodeRunner.learn_played`: the actions were drawn without it)."""
+    keys = list(keys)
     if cfg.train.mode == "reinforce":
         if "model.dropout" in keys and cfg.train.acting == "step":
             return {"model.dropout": "model.dropout changes nothing with train.mode=reinforce and train.acting=step "

@@ -57,11 +57,12 @@ def prepare(argv: list[str]) -> tuple[SweepPlan, dict, Path]:
     # a baseline's trials differ in nothing a swept memory.* key sets, nor the LSTM's and GRU's in a swept model.heads
     # or model.window, nor supervised ones in REINFORCE's settings. MemNet's inert memory keys depend on each trial's
     # values, so its note leaves them out, and no note names a key whose inertness a swept key decides
-    decided_by = {"model.dropout": "model.layers", "train.entropy_coef": "train.mode", "train.baseline_decay":
-                  "train.mode"}
+    decided_by = {"model.dropout": ("model.layers", "train.mode", "train.acting"),
+                  "train.entropy_coef": ("train.mode",), "train.baseline_decay": ("train.mode",)}
     memnet = base.agent.name == "memnet"
     keys = [k for k in [*plan.search_space, *map(override_key, cli.run_overrides)]
-            if decided_by.get(k) not in plan.search_space and not (memnet and k.startswith("memory."))]
+            if not any(d in plan.search_space for d in decided_by.get(k, ())) and
+            not (memnet and k.startswith("memory."))]
     if note := inert_note(base, keys):
         inert = baseline_model_keys(base, keys) | train_inert_keys(base, keys)
         live = [k for k in plan.search_space if k not in inert

@@ -289,3 +289,25 @@ def test_dropout_changes_nothing_under_reinforce_with_step_acting_and_is_noted(a
         assert inert_note(load_config([f"agent={agent}", "train.mode=reinforce", f"train.acting={acting}",
                                        "model.layers=2"]), keys) is None
     assert inert_note(load_config([f"agent={agent}", "train.acting=step", "model.layers=2"]), keys) is None
+
+
+@pytest.mark.parametrize("swept", ["sweep.search_space.train.mode=grid:[supervised,reinforce]",
+                                   "sweep.search_space.train.acting=grid:[step,auto]"])
+def test_a_swept_mode_or_acting_decides_whether_dropout_acts(tmp_path, capsys, swept):
+    """model.dropout is inert under REINFORCE with step acting only: a sweep of train.mode or train.acting has
+    trials where it acts, and the sweep's note called it inert ("the trials differ only in train.mode")."""
+    from agents.tune_prepare import prepare
+
+    reinforce_step = ("sweep.env_overrides.ContinualShift=[env.kwargs.num_tasks=2,env.kwargs.episodes_per_task=2,"
+                      "train.mode=reinforce,train.acting=step]")
+    prepare(["env=ContinualShift-v0", "sweep=smoke", reinforce_step, "sweep.search_space.model.dropout=grid:[0.0,0.3]",
+             swept, f"runs_root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert "model.dropout changes nothing" not in err, err
+
+
+def test_a_key_inert_for_two_reasons_is_named_once():
+    """The LSTM's one layer and REINFORCE's step acting both leave model.dropout inert: the note said it twice."""
+    cfg = load_config(["env=ContinualShift-v0", "agent=lstm", "model.layers=1", "train.mode=reinforce",
+                       "train.acting=step", "model.dropout=0.2"])
+    assert inert_note(cfg, ["model.dropout"]).count("model.dropout changes nothing") == 1
