@@ -130,8 +130,11 @@ def run_trial(params: dict, *, base: dict, sweep_dir: str, threads: int, metric:
                 with failure_recorded(trainer, logger):  # a trial that crashed is listed as Failure (a retry drops it)
                     fit(trainer, logger, config, progress=False, on_eval=reporter)
                     reporter.finish(trainer)  # when restored at the very end, fit has nothing left to evaluate
-            except TrainingDiverged as exc:  # a retry from the same checkpoint and seed diverges again (under
-                reporter.diverged(trainer, str(exc))  # sweep.max_failures=-1 for ever): the trial ends, saying so
+            except (TrainingDiverged, FloatingPointError) as exc:  # a retry from the same checkpoint and seed
+                # diverges again (under sweep.max_failures=-1 for ever): the trial ends, saying so. FloatingPointError:
+                # MemNet's overflow check, which agents.run says as the trainer's "training diverged ..." line too
+                why = exc if isinstance(exc, TrainingDiverged) else trainer.diverged(str(exc))
+                reporter.diverged(trainer, str(why))
 
 
 def trial_dirname(trial) -> str:

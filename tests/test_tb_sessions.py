@@ -124,13 +124,24 @@ def test_a_run_that_diverges_says_failure(tmp_path, monkeypatch, capsys):
     assert read_hparams(tmp_path / "run")["train.lr"] == 0.002
 
 
+def in_a_faked_trial(monkeypatch, trial_dir: str) -> list:
+    """Tune's context faked for `run_trial` (no Ray is started); returns the list its reports go to (outside a
+    Tuner, Tune's own report warns and drops them)."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: trial_dir))
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    reports = []
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    return reports
+
+
 def test_a_sweep_trial_that_raises_says_failure(tmp_path, monkeypatch):
     """A Tune trial in its trainable (Tune's context faked: no Ray is started) that diverges: Failure, and its last
     report says it diverged."""
-    from types import SimpleNamespace
-
     from omegaconf import OmegaConf
-    from ray import tune
     from tensorboard.plugins.hparams import api_pb2
 
     from agents.config import load_config
@@ -139,10 +150,7 @@ def test_a_sweep_trial_that_raises_says_failure(tmp_path, monkeypatch):
     from tests.test_run import tiny
 
     diverge_at_the_second_update(monkeypatch)
-    monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_dir=lambda: "/elsewhere/t0_lr=0.003"))
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
-    reports = []  # (outside a Tuner, Tune's own report warns and drops it)
-    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    reports = in_a_faked_trial(monkeypatch, "/elsewhere/t0_lr=0.003")
     base = OmegaConf.to_container(load_config(tiny("ContinualShift-v0", "memnet", tmp_path)), resolve=True)
     # a diverged trial ends with a last report saying so (not raised: Tune would retry it, to diverge again)
     run_trial({"train.lr": 0.003}, base=base, sweep_dir=str(tmp_path / "sweep"), threads=1, metric="cl/ACC")
@@ -172,3 +180,25 @@ def test_a_run_started_again_after_a_failure_shows_its_own_hparams(tmp_path):
     assert read_hparams(tmp_path)["train.lr"] == 1e-3
     session = hparams_sessions(tmp_path)["."]
     assert session.status == 1 and session.start_time_secs >= began - 0.5  # SUCCESS, its own start
+
+
+def test_a_sweep_trial_whose_memnet_overflows_ends_diverged_not_retried(tmp_path, monkeypatch):
+    """MemNet's overflow check (agents.memnet_store) raises FloatingPointError, which agents.run says as "training
+    diverged ..."; raised into Ray, a retry from the same checkpoint and seed overflowed again (for ever under
+    sweep.max_failures=-1). The trial ends as diverged, as for TrainingDiverged."""
+    from omegaconf import OmegaConf
+
+    from agents import run
+    from agents.config import load_config
+    from agents.tune_trial import run_trial
+    from tests.test_run import tiny
+
+    def overflow(*args, **kwargs):
+        raise FloatingPointError("MemNet: store keys of norm 1e+39 overflow float32 inner products")
+
+    monkeypatch.setattr(run, "fit", overflow)
+    reports = in_a_faked_trial(monkeypatch, "/elsewhere/t0")
+    base = OmegaConf.to_container(load_config(tiny("ContinualShift-v0", "memnet", tmp_path)), resolve=True)
+    run_trial({}, base=base, sweep_dir=str(tmp_path / "sweep"), threads=1, metric="cl/ACC")
+    assert reports[-1]["diverged"].startswith("training diverged in episode 1 (MemNet: store keys of norm 1e+39")
+    assert math.isnan(reports[-1]["cl/ACC"])
