@@ -106,7 +106,10 @@ def _temp_stem(name: str) -> str:
     if len(raw) <= _TEMP_ROOM:
         return name
     digest = hashlib.sha1(raw).hexdigest()[:16]
-    return os.fsdecode(raw[:_TEMP_ROOM - 17]).replace(".", "_") + "~" + digest
+    # cut at a character's boundary: a cut inside a UTF-8 sequence left a lone surrogate, a name of invalid UTF-8
+    # bytes that file systems holding UTF-8 names only (APFS, ZFS utf8only) refuse; the digest keeps names apart
+    head = raw[:_TEMP_ROOM - 17].decode("utf-8", "ignore")
+    return head.replace(".", "_") + "~" + digest
 
 
 @contextmanager

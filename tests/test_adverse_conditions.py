@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from memory.persist import atomic_file, atomic_torch_save
+from memory.persist import _TEMP_ROOM, _temp_stem, atomic_file, atomic_torch_save
 from tests.repo_env import REPO
 
 
@@ -30,6 +30,20 @@ def test_atomic_writes_take_every_name_a_plain_open_takes(tmp_path, length):
     atomic_torch_save({"format": "x", "a": 1}, path)
     assert path.is_file()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
+
+
+@pytest.mark.parametrize("name", ["é" * 127 + "a", "a" + "€" * 84, "x" * 198 + "😀" * 10])
+def test_a_long_name_s_temp_file_is_cut_at_a_character_boundary(name, tmp_path):
+    """A cut inside a UTF-8 sequence left a lone surrogate: a temp name of invalid UTF-8 bytes, which file systems
+    holding UTF-8 names only (APFS, ZFS utf8only) refuse, for exactly the 217..255-byte names the stem serves."""
+    import torch
+
+    stem = _temp_stem(name)
+    assert len(stem.encode("utf-8")) <= _TEMP_ROOM  # (UnicodeEncodeError on a surrogate)
+    assert _temp_stem(name + "b") != stem
+    atomic_torch_save({"a": 1}, tmp_path / name)
+    assert torch.load(tmp_path / name) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_run_dir_too_long_for_the_run_files_is_one_line_at_start(tmp_path):
