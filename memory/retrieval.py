@@ -16,7 +16,7 @@ from torch import Tensor
 
 from memory.cache import TieredKVCache
 from memory.store import FaissStore
-from memory.store_lookup import inverse_norms
+from memory.store_lookup import checked_array, inverse_norms
 
 REPLACE_BLOCK = 2048  # (new memory, candidate) pairs compared at a time by remove_replaced
 COSINE_ROUNDING = 1e-6  # a float32 cosine of identical vectors is 1 within this (memory.store_replace=1)
@@ -121,7 +121,7 @@ def remove_replaced(store: FaissStore, cache: TieredKVCache, keys: np.ndarray, p
     (unknown: a lane's stream start, a one-token window's call) matches nothing: with model.window=1 every memory
     has it, and a write removed the memories that followed other tokens. threshold 1 means an identical context, up
     to float32's rounding of a cosine (a code's with itself came out 0.99999994: never replaced)."""
-    prev = np.asarray(prev)
+    prev = checked_array(prev, "prev", np.int64)  # (bools and floats refused, as ids_with refuses them)
     same = store.ids_with("prev", np.where(prev >= 0, prev, -2), lanes)  # (n, m), -1 padded (-2 matches nothing)
     new, slot = np.nonzero(same >= 0)  # the P (new memory, candidate) pairs; padding is never gathered
     cand = same[new, slot]  # (P,)

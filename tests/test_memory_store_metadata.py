@@ -116,3 +116,18 @@ def test_ids_with_and_remove_replaced_match_brute_force(monkeypatch, asked):
     gone = retrieval.remove_replaced(store, cache, new_keys, new_prev, new_lanes, threshold, part=part)
     assert set(gone.tolist()) == want == cache.removed
     assert not np.isin(list(want), store._row_id).any()  # gone from the store
+
+
+def test_remove_replaced_refuses_bool_predecessors_as_the_store_does():
+    """np.where(prev >= 0, prev, -2) turned bools into 0/1 before ids_with's integer check: [True] removed the
+    entries that followed token 1 (the store refuses bools everywhere else)."""
+    from memory.cache import TieredKVCache
+    from memory.retrieval import remove_replaced, write_memory
+
+    store, cache = FaissStore(4, 2, 8, lanes=1), TieredKVCache(1, 4, hot=4, warm=4, cold=0)
+    key = np.ones((1, 4), np.float32)
+    write_memory(store, cache, key, np.zeros((1, 2), np.float32), np.zeros((1, 1, 4), np.float32),
+                 np.zeros((1, 1, 4), np.float32), np.array([0]), meta={"prev": np.array([1])})
+    with pytest.raises(TypeError, match="prev must be integers"):
+        remove_replaced(store, cache, key, np.array([True]), np.array([0]), 0.5)
+    assert len(store) == 1
