@@ -277,6 +277,11 @@ def test_sweep_corners_take_the_values_that_set_a_trials_tags_and_length():
         {"env.kwargs.delay": d} for d in range(1, 1 + ENV_RANGE_VALUES)]
     assert sweep_corners({"env.kwargs.delay": {"randint": [1, 2 + ENV_RANGE_VALUES]}}) == [
         {"env.kwargs.delay": 1}, {"env.kwargs.delay": 1 + ENV_RANGE_VALUES}]
+    # only the delay's values name metrics: another option's short range is measured at its ends (every value of
+    # each multiplied the corners: 256 env builds for delay and facts_per_episode of 16 values each)
+    corners = sweep_corners({"env.kwargs.delay": {"randint": [1, 17]}, "env.kwargs.facts_per_episode":
+                             {"randint": [1, 17]}})
+    assert len(corners) == 32 and {c["env.kwargs.facts_per_episode"] for c in corners} == {1, 16}
 
 
 def test_sweep_facts_follow_each_trials_run_length(smoke_base):
