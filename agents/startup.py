@@ -99,9 +99,19 @@ def guard_startup(written: str) -> None:
     """Until `end_startup`, SIGINT and SIGTERM print `interrupted while starting; <written>` and exit 130 (a
     KeyboardInterrupt traceback from inside importlib for Ctrl+C; for SIGTERM, exit 143 and nothing said). Also
     `threads_spin_briefly`, stdout and stderr `ClosedPipeSafe`, and a process started by a benchmark ends with it
-    (`parent_death.die_with_parent`)."""
+    (`parent_death.die_with_parent`). A working folder deleted under the shell is one line and exit 2 (torch's
+    import died of it in MKL, `Cannot load libtorch_cpu.so`, or the command said `[Errno 2] No such file or
+    directory`, naming nothing)."""
     threads_spin_briefly()
     pipe_safe_streams()
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        where = os.environ.get("PWD", "")  # the shell's name for it (one that exists is another folder's)
+        where = "" if not where or os.path.isdir(where) else where
+        print(f"error: the working folder {where + ' ' if where else ''}no longer exists (deleted or moved after the "
+              "shell entered it); cd to a folder that exists and run the command again", file=sys.stderr, flush=True)
+        os._exit(2)  # (nothing has started that an exit would clean up)
 
     def _interrupted_while_starting(signum, frame):
         print(f"\ninterrupted while starting; {written}", file=sys.stderr, flush=True)

@@ -1,6 +1,7 @@
 """Runs and saves under adverse conditions: a log on a full disk, stderr closed, file names near NAME_MAX, a
 run_dir too long for the run's files, a file its user made private, a temp folder without flock, a run_dir holding
-someone else's config.yaml. Each was a crash, a lost report, a silent overwrite or a wrong message."""
+someone else's config.yaml, a working folder deleted under the shell. Each was a crash, a lost report, a silent
+overwrite or a wrong message."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import pytest
 
 from memory.persist import _TEMP_ROOM, _temp_stem, atomic_file, atomic_torch_save
-from tests.repo_env import REPO
+from tests.repo_env import REPO, repo_env
 
 
 @pytest.mark.parametrize("length", [220, 240, 250])
@@ -161,3 +162,16 @@ def test_a_run_with_stderr_closed_writes_its_report(tmp_path):
                           stdout=subprocess.PIPE, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert len(list(tmp_path.rglob("metrics.json"))) == 1
+
+
+@pytest.mark.parametrize("entry", ["run", "evaluate", "tune", "benchmark"])
+def test_a_deleted_working_folder_is_one_line_naming_it(tmp_path, entry):
+    """A shell whose folder was deleted under it: torch's import died in MKL (`Cannot load libtorch_cpu.so`), or the
+    command said `error: [Errno 2] No such file or directory`, naming nothing."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m agents.{entry} env=ContinualShift-v0'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                          env=repo_env(PWD=str(gone)))
+    assert done.returncode == 2 and done.stderr == f"error: the working folder {gone} no longer exists (deleted or " \
+        "moved after the shell entered it); cd to a folder that exists and run the command again\n", done.stderr
