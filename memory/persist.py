@@ -117,7 +117,11 @@ def _atomic_path(path: Path):
     """Yield a temp file's path next to `path`; when the block ends without an error the file is fsynced, given
     the permissions a plain open() would give (mkstemp's are 0600) and os.replace-d onto `path`, so readers see
     the old file or the new one, never half of one. Parent folders are created; temp files of `path` that killed
-    writers left are removed (`remove_dead_writers_temp_files`)."""
+    writers left are removed (`remove_dead_writers_temp_files`). A symbolic link is written through, as a plain
+    open() writes: its target is replaced and the link kept (a checkpoints/last.pt linked to another disk was replaced
+    by a file on the run's disk)."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = _temp_stem(path.name)
     remove_dead_writers_temp_files(path.parent, stem)

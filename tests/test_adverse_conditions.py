@@ -175,3 +175,22 @@ def test_a_deleted_working_folder_is_one_line_naming_it(tmp_path, entry):
                           env=repo_env(PWD=str(gone)))
     assert done.returncode == 2 and done.stderr == f"error: the working folder {gone} no longer exists (deleted or " \
         "moved after the shell entered it); cd to a folder that exists and run the command again\n", done.stderr
+
+
+def test_an_atomic_save_writes_through_a_linked_file(tmp_path):
+    """A checkpoints/last.pt linked to a file on another disk: the save replaced the link with a file on the run's
+    disk (os.replace renames onto the link itself), where a plain open() writes to the link's target."""
+    import torch
+
+    elsewhere = tmp_path / "big_disk" / "real.pt"
+    elsewhere.parent.mkdir()
+    atomic_torch_save({"a": 1}, elsewhere)
+    link = tmp_path / "run" / "checkpoints" / "last.pt"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere)
+    atomic_torch_save({"a": 2}, link)
+    with atomic_file(tmp_path / "run" / "checkpoints" / "note.txt") as f:  # (a plain file beside it: as before)
+        f.write(b"x")
+    assert link.is_symlink() and os.readlink(link) == str(elsewhere)
+    assert torch.load(elsewhere) == {"a": 2} and sorted(p.name for p in elsewhere.parent.iterdir()) == ["real.pt"]
+    assert sorted(p.name for p in link.parent.iterdir()) == ["last.pt", "note.txt"]
