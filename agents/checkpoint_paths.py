@@ -99,10 +99,10 @@ def run_dir_of(path: str | Path) -> Path:
         if path.is_file():
             inside = next((p for p in (named, path) if p.parent.name == "checkpoints"), None)
             return resolved(inside.parent.parent) if inside is not None else path.parent
-        if (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
-            inside = next((p for p in (named, path) if p.name == "checkpoints"), None)
-            if inside is not None:
-                return resolved(inside.parent)
+        # the name before any look inside: in a run folder this user may not search, that blamed its last.pt
+        inside = next((p for p in (named, path) if p.name == "checkpoints"), None)
+        if inside is not None and (path / "last.pt").is_file() and not (path / "checkpoints").is_dir():
+            return resolved(inside.parent)
     except OSError as exc:
         raise unreadable_checkpoint(Path(exc.filename or path), exc.strerror or type(exc).__name__) from None
     return path
