@@ -175,6 +175,22 @@ def check_rerun(cfg, run_dir: Path) -> None:
                           "its metrics.json, config.yaml and plots: choose a new run_dir")
 
 
+def check_fresh_folder(cfg, run_dir: Path) -> None:
+    """A new run's folder holds no run (`run_dir=`): no checkpoint, no other run's report, no config.yaml of
+    another kind."""
+    if (run_dir / "checkpoints" / "last.pt").exists():  # (a run stopped before its first checkpoint has nothing
+        # to lose: starting it afresh in its folder is the way to rerun it)
+        raise ConfigError(f"run_dir={str(run_dir)!r} already holds a run; continue it with "
+                          f"{shell_arg('resume', run_dir)}, or choose a new run_dir (a fresh run there would "
+                          "overwrite its checkpoint and metrics)")
+    if (run_dir / "metrics.json").exists():  # a finished run without its checkpoints/ (removed: the big files)
+        check_rerun(cfg, run_dir)  # was overwritten by any run given its folder
+    if (run_dir / "config.yaml").exists() and \
+            not set(RUN_SECTIONS) <= set(folder_config(run_dir) or {}):  # a project's own config.yaml
+        raise ConfigError(f"run_dir={str(run_dir)!r} holds a config.yaml that is no run's; a run writes its own "
+                          "config.yaml there and would overwrite it: choose a new run_dir")
+
+
 def _keeps_sizes(run_dir: Path) -> str:
     return f" (a resumed run keeps its sizes: start a new run with config={run_dir}/config.yaml and smaller ones)"
 
@@ -221,17 +237,8 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
         run_dir = resume_dir or new_run_dir(cfg)
         if resume_dir is None and cfg.run_dir and (run_dir / "checkpoints").is_dir():  # first: a run still going
             locks.hold(run_dir)  # there is refused as in use (not "already holds a run", which names resume=)
-        if resume_dir is None and (run_dir / "checkpoints" / "last.pt").exists():  # (a run stopped before its
-            # first checkpoint has nothing to lose: starting it afresh in its folder is the way to rerun it)
-            raise ConfigError(f"run_dir={str(run_dir)!r} already holds a run; continue it with "
-                              f"{shell_arg('resume', run_dir)}, or choose a new run_dir (a fresh run there would "
-                              "overwrite its checkpoint and metrics)")
-        if resume_dir is None and (run_dir / "metrics.json").exists():  # a finished run without its checkpoints/
-            check_rerun(cfg, run_dir)  # (removed: the big files) was overwritten by any run given its folder
-        if resume_dir is None and (run_dir / "config.yaml").exists() and \
-                not set(RUN_SECTIONS) <= set(folder_config(run_dir) or {}):  # a project's own config.yaml
-            raise ConfigError(f"run_dir={str(run_dir)!r} holds a config.yaml that is no run's; a run writes its own "
-                              "config.yaml there and would overwrite it: choose a new run_dir")
+        if resume_dir is None:
+            check_fresh_folder(cfg, run_dir)
         if resume_dir is not None:  # (held already where config_for found a run folder)
             locks.hold(run_dir)
         trainer = Trainer(cfg, run_dir)  # first: a config it refuses (device=cuda without CUDA) leaves no folder
@@ -268,6 +275,8 @@ def _main(argv: list[str], locks: RunLocks, said: list[str]) -> int:
             why = "a file stands there, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or exc
             raise ConfigError(f"cannot create the run folder {str(run_dir)!r} ({why}); choose "
                               "another runs_root= or run_dir=") from None
+        if resume_dir is None and cfg.run_dir:  # again, now held: a run there may have ended since the check above
+            check_fresh_folder(cfg, run_dir)  # (while this one made its model), and this run wrote over it
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         logger = TBLogger(run_dir, resume_step=trainer.train_steps if resume_dir else None)
         params = sum(p.numel() for p in trainer.model.parameters())

@@ -274,3 +274,26 @@ def test_a_stopped_run_leaves_the_lock_of_a_run_that_took_its_folder_first(tmp_p
         assert not run_dir.exists()
     finally:
         os.close(held)
+
+
+def test_a_run_that_ends_while_another_starts_in_its_run_dir_is_not_overwritten(tmp_path, monkeypatch, capsys):
+    """Two runs given one run_dir=: the second checked that the folder held no run before it took the folder's lock,
+    so a run that ended in between (while the second made its model) was overwritten: its checkpoint, metrics.json
+    and plots, and its TensorBoard curves (a second event file, purge step 0)."""
+    import json
+
+    run_dir, real_init, other = tmp_path / "run", Trainer.__init__, []
+
+    def init(self, *args, **kwargs):  # the second run makes its model: the first runs from start to end meanwhile
+        if not other:
+            other.append("running")  # (the first run's own model is made through here too)
+            other[0] = run.main(tiny("ContinualShift-v0", "lstm", run_dir))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", init)
+    assert run.main(tiny("ContinualShift-v0", "lstm", run_dir, "seed=1")) == 2
+    assert other == [0]
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: run_dir={str(run_dir)!r} already holds a run; continue it with resume=")
+    assert json.loads((run_dir / "metrics.json").read_text())["seed"] == 0  # the first run's report stands
+    assert len([f for f in os.listdir(run_dir) if "tfevents" in f]) == 1  # and no second TensorBoard run there
