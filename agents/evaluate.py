@@ -72,6 +72,7 @@ from agents.inert_notes import inert_note
 from agents.interrupts import interrupt
 from agents.report import mean_accuracy, measured, scored, with_count
 from agents.run_config import override_spelling
+from agents.schedule_note import schedule_note
 from agents.threads import threads_note
 from memory.cache_cold_dirs import ColdTierError
 from memory.config import MAX_THREADS
@@ -152,6 +153,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
         torch.set_num_threads(caller_threads)
     given = [MEMORY_PREFIX + k for k in memory or {}] + [ENV_PREFIX + k for k in env_kwargs or {}]
     say(inert_note(cfg, given, env=trainer.venv), note)
+    say(schedule_note(body["config"]["env"], env_kwargs, trainer.venv), note)
     result = {
         "checkpoint": str(checkpoint), "env": cfg.env.id, "agent": cfg.agent.name,
         "episodes_trained": episodes_trained(body, trainer),

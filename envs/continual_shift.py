@@ -237,6 +237,10 @@ class ScheduleAttributes:
     def episodes_per_task(self) -> int:
         return self._source.episodes_per_task
 
+    def train_plan(self, e: int) -> tuple[int, int, float]:
+        """Training episode e's (task, blended task, share) (`ContinualShiftSource.train_plan`)."""
+        return self._source.train_plan(e)
+
     @property
     def episode_index(self) -> int:
         """Training episodes started since the last seeded reset (= schedule position of the next one)."""

@@ -1,6 +1,8 @@
 """ContinualShift's info["distance"] reaches back across episodes: steps to the pair's last reveal in the lane's
 stream (L positions per episode), evaluations continuing the training stream as the trainer's memory sees it."""
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -136,3 +138,28 @@ def test_a_re_evaluation_on_a_shorter_schedule_buckets_the_episodes_it_replays(t
     shorter = evaluate.evaluate(run_dir, env_kwargs={"episodes_per_task": 1}, out=None)
     assert max(shorter["scored_by_distance"]) > 2 * 31  # distances from episodes before the last two
     assert capsys.readouterr().err == ""
+
+
+def test_a_re_evaluation_on_another_schedule_says_its_distance_buckets_are_not_the_runs(tmp_path, capsys):
+    """agents.evaluate with a changed episodes_per_task / shift replays the run's training as another schedule: the
+    bucket edges and the accuracy stay the run's, but queries move between buckets (or out of all: 8 of 48 scored
+    steps here), and nothing said so; the run's own schedule, or an option that changes no replayed episode, says
+    nothing."""
+    run_dir = tmp_path / "run"
+    env = ["env=ContinualShift-v0", "env.kwargs.num_tasks=2", "env.kwargs.episodes_per_task=3",
+           "env.kwargs.trials_per_episode=12", "env.kwargs.keys_per_task=4", "train.episodes=4"]
+    assert run.main([*env, *TINY_MODEL, f"run_dir={run_dir}"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    capsys.readouterr()
+    same = evaluate.evaluate(run_dir, env_kwargs={"episodes_per_task": 3, "shift_window": 1}, out=None)
+    assert "replays the run's" not in capsys.readouterr().out  # (shift_window: inert under shift=abrupt)
+    assert same["scored_by_distance"] == {int(k): v for k, v in metrics["scored_by_distance"].items()}
+    longer = evaluate.evaluate(run_dir, env_kwargs={"episodes_per_task": 7}, out=None)
+    out = capsys.readouterr().out
+    assert longer["accuracy"] == metrics["accuracy"]
+    assert sum(longer["scored_by_distance"].values()) < sum(metrics["scored_by_distance"].values())
+    assert ("note: env.kwargs.episodes_per_task=7 replays the run's 4 training episodes as another task schedule than "
+            "it trained on (no evaluated episode changes): accuracy_by_distance measures each query's distance back "
+            "through that schedule, not the run's: its buckets are not comparable with metrics.json's\n") in out
+    evaluate.evaluate(run_dir, env_kwargs={"shift": "gradual"}, out=None)
+    assert "note: env.kwargs.shift=gradual replays the run's 4 training episodes" in capsys.readouterr().out
