@@ -118,11 +118,10 @@ def _trainable(plan: SweepPlan, base: dict, sweep_dir: Path):
 
 def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
     from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from agents.tune_csv import ProgressCSV
+    from agents.tune_csv import ProgressCSV, ResultJSON
     from agents.tune_progress import ProgressLine
     from agents.tune_space import build_param_space
     from agents.tune_trial import trial_dirname
@@ -143,7 +142,7 @@ def build_tuner(plan: SweepPlan, base: dict, sweep_dir: Path, callbacks=()):
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         # no Tune TensorBoard logger (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS): each trial writes its own run
-        callbacks=[ProgressCSV(), JsonLoggerCallback(),
+        callbacks=[ProgressCSV(), ResultJSON(),
                    ProgressLine(plan.metric, plan.mode, planned_trials(plan)),
                    *callbacks])
     return tune.Tuner(_trainable(plan, base, sweep_dir), param_space=build_param_space(plan.search_space),

@@ -1,20 +1,23 @@
 """A trial's progress.csv stays one table across a restore (agents/tune_csv.py): Ray's CSV logger took a continued
 file's columns from the first result after the restore, one more than the header had where that result carried a
-checkpoint, and pandas refused the file."""
+checkpoint, and pandas refused the file. A report that a continued trial makes again (it resumed from the checkpoint
+before it) replaces the file's row of that iteration, in progress.csv and result.json alike: Ray appended it again."""
 
 import csv
+import json
 
 import pytest
 
 pytest.importorskip("ray")
 
-from agents.tune_csv import ProgressCSV  # noqa: E402
+from agents.tune_csv import ProgressCSV, ResultJSON  # noqa: E402
 
 
 class Trial:
     """What the CSV logger reads of a Tune trial."""
 
     checkpoint = None
+    config = {"memory.slots": 4}
 
     def __init__(self, path):
         self.local_path = str(path)
@@ -49,3 +52,45 @@ def test_a_new_trial_gets_the_header_of_its_first_result(tmp_path):
     logger.log_trial_result(0, trial, {"episode": 0, "cl/ACC": 0.25})
     logger.log_trial_end(trial)
     assert rows(tmp_path / "progress.csv") == [["episode", "cl/ACC"], ["0", "0.25"]]
+
+
+def report(iteration, episode, acc, **more):
+    """A result as Tune logs it: training_iteration counts the reports (a resumed trial's from its checkpoint's)."""
+    return {"episode": episode, "cl/ACC": acc, "training_iteration": iteration} | more
+
+
+def test_a_report_made_again_after_a_restore_is_one_row_in_progress_csv_and_result_json(tmp_path):
+    """Stopped after Tune logged episode 4's report and before it registered the checkpoint that came with it, the
+    trial resumed from episode 2's checkpoint and reported episode 4 again: both files held it twice ([0, 2, 4, 4])."""
+    trial = Trial(tmp_path)
+    first = [ProgressCSV(), ResultJSON()]
+    for logger in first:
+        for r in (report(1, 0, 0.25), report(2, 2, 0.5, should_checkpoint=True), report(3, 4, 0.7)):
+            logger.log_trial_result(0, trial, r)
+        logger.log_trial_end(trial)
+    for logger in (ProgressCSV(), ResultJSON()):  # resume=: the trial goes on from iteration 2's checkpoint
+        logger.log_trial_result(0, trial, report(3, 4, 0.75, should_checkpoint=True, done=True))
+        logger.log_trial_end(trial)
+    table = rows(tmp_path / "progress.csv")
+    assert table == [["episode", "cl/ACC", "training_iteration"], ["0", "0.25", "1"], ["2", "0.5", "2"],
+                     ["4", "0.75", "3"]]
+    reports = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
+    assert [(r["episode"], r["cl/ACC"]) for r in reports] == [(0, 0.25), (2, 0.5), (4, 0.75)]
+
+
+def test_a_trial_retried_from_an_earlier_checkpoint_in_the_same_sweep_drops_the_rows_it_runs_again(tmp_path):
+    """Tune's retry of a crashed trial (the same loggers) goes back to its checkpoint: the rows after it are run again,
+    and the next new report follows them once."""
+    trial = Trial(tmp_path)
+    loggers = [ProgressCSV(), ResultJSON()]
+    for logger in loggers:
+        for r in (report(1, 0, 0.25), report(2, 1, 0.3), report(3, 2, 0.5), report(4, 3, 0.6)):
+            logger.log_trial_result(0, trial, r)
+        logger.log_trial_end(trial, failed=True)
+        for r in (report(2, 1, 0.35), report(3, 2, 0.55), report(4, 3, 0.65), report(5, 4, 0.8)):  # from iteration 1
+            logger.log_trial_result(0, trial, r)
+        logger.log_trial_end(trial)
+    assert [row[:2] for row in rows(tmp_path / "progress.csv")[1:]] == [
+        ["0", "0.25"], ["1", "0.35"], ["2", "0.55"], ["3", "0.65"], ["4", "0.8"]]
+    reports = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
+    assert [r["cl/ACC"] for r in reports] == [0.25, 0.35, 0.55, 0.65, 0.8]
