@@ -32,6 +32,7 @@ from agents.cli_args import (
 from agents.config_messages import (
     SECTIONS,
     OneLineError,
+    adds_existing,
     check_env_option,
     env_option_names,
     explain_hydra_error,
@@ -144,6 +145,12 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
         env_id, options = str(cfg.env.id), _option_names(cfg.env)  # (the composed env: no second compose)
         for key in added:
             check_env_option(key, env_id, options)
+        # +key= of an option the env's file sets: Hydra merged it (the env's file comes in after the overrides), as
+        # a config= file refused it and `+seed=` is refused (the file's keys, without the env.kwargs.* items)
+        once = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+") and not o.startswith("++")]
+        there = compose([o for o in overrides if not o.lstrip("+~").startswith("env.kwargs.")]).env.kwargs
+        if key := next((k for k in once if k in added and k.removeprefix("env.kwargs.") in there), None):
+            raise ConfigError(adds_existing(key))
     return cfg
 
 

@@ -2,6 +2,8 @@
 names it (exit code 2 at the CLI, no traceback, no run folder), and accepted spellings mean what they say. No
 training here: the config is composed and validated, at most the env is built (one lane)."""
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -155,3 +157,15 @@ def test_validate_refuses_an_unknown_top_level_key():
     saved["sead"] = 3
     with pytest.raises(ConfigError, match="unknown config key 'sead'"):
         validate(OmegaConf.create(saved))
+
+
+@pytest.mark.parametrize("env, key", [("LongDependency-v0", "distances"), ("NeedleRecall-v0", "delay")])
+def test_plus_on_an_option_the_env_file_sets_is_refused_as_in_a_config_file(env, key, tmp_path):
+    """`+env.kwargs.distances=[1,2]` was merged on a fresh run (Hydra composes the env's file after the overrides),
+    while `config=` refused it, and `+seed=3` is refused on both; `++` sets it, an option the file lacks is added."""
+    message = (f"+env.kwargs.{key}= adds a key, and env.kwargs.{key} is there already; set it with "
+               f"env.kwargs.{key}=<value>")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config([f"env={env}", f"+env.kwargs.{key}=[1,2]" if key == "distances" else f"+env.kwargs.{key}=3"])
+    assert load_config([f"env={env}", f"++env.kwargs.{key}=3"]).env.kwargs[key] == 3
+    assert load_config([f"env={env}", "+env.kwargs.render_mode=ansi"]).env.kwargs.render_mode == "ansi"
