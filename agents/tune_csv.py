@@ -36,13 +36,14 @@ def _json_rows(text: str):
             yield start, json.loads(line).get(TRAINING_ITERATION)
         except (ValueError, AttributeError):  # a line cut short by a kill: kept
             yield start, None
-        start += len(line.encode())
+        start += len(line.encode(errors="surrogateescape"))
 
 
 def _csv_rows(text: str):
     """(start in bytes, training iteration or None) of each row of a progress.csv after its header."""
     lines = io.StringIO(text, newline="").readlines()
-    offsets = list(itertools.accumulate((len(line.encode()) for line in lines), initial=0))  # of each line's start
+    sizes = (len(line.encode(errors="surrogateescape")) for line in lines)
+    offsets = list(itertools.accumulate(sizes, initial=0))  # of each line's start
     reader = csv.reader(lines)  # a quoted value may span lines: reader.line_num counts the lines read
     header = next(reader, None) or []
     column = header.index(TRAINING_ITERATION) if TRAINING_ITERATION in header else None
@@ -73,7 +74,8 @@ class _NoReplay:
         if last is None or iteration <= last:  # first result since the file was opened (resume=, a retry), or a replay
             file = self._trial_files[trial]
             file.flush()
-            text = Path(file.name).read_bytes().decode()
+            # (a row cut inside a character by a kill, or a non-UTF-8 locale's file: its bytes kept as they are)
+            text = Path(file.name).read_bytes().decode(errors="surrogateescape")
             cut = next((start for start, it in self._rows(text) if it is not None and it >= iteration), None)
             if cut is not None:
                 file.truncate(cut)

@@ -94,3 +94,19 @@ def test_a_trial_retried_from_an_earlier_checkpoint_in_the_same_sweep_drops_the_
         ["0", "0.25"], ["1", "0.35"], ["2", "0.55"], ["3", "0.65"], ["4", "0.8"]]
     reports = [json.loads(line) for line in (tmp_path / "result.json").read_text().splitlines()]
     assert [r["cl/ACC"] for r in reports] == [0.25, 0.35, 0.55, 0.65, 0.8]
+
+
+def test_a_row_cut_inside_a_character_does_not_stop_the_resumed_trial(tmp_path):
+    """A kill (or a full disk) that cut the last row inside a UTF-8 character: the logger decoded the whole file
+    strictly and raised UnicodeDecodeError at every resume=, where Ray's own logger appended."""
+    trial = Trial(tmp_path)
+    first = ProgressCSV()
+    for r in (report(1, 0, 0.25, diverged="é"), report(2, 2, 0.5, diverged="éé")):
+        first.log_trial_result(0, trial, r)
+    first.log_trial_end(trial)
+    path = tmp_path / "progress.csv"
+    path.write_bytes(path.read_bytes()[:-5])  # ...2,0.5,2,\xc3: the row of iteration 2 cut inside its "é"
+    again = ProgressCSV()
+    again.log_trial_result(0, trial, report(2, 2, 0.55, diverged="x"))
+    again.log_trial_end(trial)
+    assert [row[:3] for row in rows(path)[1:]] == [["0", "0.25", "1"], ["2", "0.55", "2"]]
