@@ -169,15 +169,17 @@ def filled_edges(env_id: str, kwargs: dict, edges, episodes: int, length: int, s
     return (int(edges[far[-1]]) if far.size else int(edges[-1])), filled or tuple(int(e) for e in edges)
 
 
-ENV_RANGE_VALUES = 16  # a delay option's integer range of up to this many values is measured at each value
-DELAY_OPTIONS = ("env.kwargs.delay",)  # each value names its own metric (NeedleRecall's recall/accuracy_delay<k>)
+ENV_RANGE_VALUES = 16  # a PER_VALUE_OPTIONS integer range of up to this many values is measured at each value
+# env options each of whose values names its own metrics: NeedleRecall's recall/accuracy_delay<k>, ContinualShift's
+# eval/task_<j>/accuracy (measured at the ends only, num_tasks=2 of [1, 5] was left out of a missing-metric note)
+PER_VALUE_OPTIONS = ("env.kwargs.delay", "env.kwargs.num_tasks")
 
 
 def sweep_corners(search_space: dict[str, dict[str, list]]) -> list[dict]:
     """The combinations of the swept values that can change a trial's metric names or length (`RUN_KEYS`,
     `MEMORY_PART_KEYS`, env options): every value of a grid or choice, both ends of a range (tags and lengths grow
     with those keys or, like LongDependency's distances, are a list of values: the ends bound them), but every value
-    of a DELAY_OPTIONS integer range of up to ENV_RANGE_VALUES (delay=randint:[1,4]'s trials report
+    of a PER_VALUE_OPTIONS integer range of up to ENV_RANGE_VALUES (delay=randint:[1,4]'s trials report
     recall/accuracy_delay2, which the ends did not; the other options' ranges at their ends: every value of each
     multiplied the corners, 256 for two of 16 values); of a memory part's values one that has it and one that
     does not. [{}] when none is swept."""
@@ -187,7 +189,7 @@ def sweep_corners(search_space: dict[str, dict[str, list]]) -> list[dict]:
             (kind, args), = spec.items()
             if kind in ("grid", "choice"):
                 values[key] = list(args)
-            elif "randint" in kind and key in DELAY_OPTIONS and args[1] - args[0] <= ENV_RANGE_VALUES:
+            elif "randint" in kind and key in PER_VALUE_OPTIONS and args[1] - args[0] <= ENV_RANGE_VALUES:
                 values[key] = list(range(args[0], args[1]))  # every value: NeedleRecall's delay tags are per value
             else:
                 values[key] = [args[0], args[1] - 1 if "randint" in kind else args[1]]  # randint's high: exclusive

@@ -282,6 +282,10 @@ def test_sweep_corners_take_the_values_that_set_a_trials_tags_and_length():
     corners = sweep_corners({"env.kwargs.delay": {"randint": [1, 17]}, "env.kwargs.facts_per_episode":
                              {"randint": [1, 17]}})
     assert len(corners) == 32 and {c["env.kwargs.facts_per_episode"] for c in corners} == {1, 16}
+    # ContinualShift's num_tasks names eval/task_<j>/accuracy per value: at its ends, a sweep.metric of the last
+    # task's said only num_tasks=1 did not report it, not 2 and 3
+    assert sweep_corners({"env.kwargs.num_tasks": {"randint": [1, 5]}}) == [
+        {"env.kwargs.num_tasks": n} for n in range(1, 5)]
 
 
 def test_sweep_facts_follow_each_trials_run_length(smoke_base):
