@@ -108,7 +108,12 @@ def guard_startup(written: str) -> None:
         os.getcwd()
     except FileNotFoundError:
         where = os.environ.get("PWD", "")  # the shell's name for it (one that exists is another folder's)
-        where = "" if not where or os.path.isdir(where) else where
+        if where and not os.path.isdir(where):  # (a newline in its name broke the line)
+            from agents.config_messages import printable
+
+            where = printable(where)
+        else:
+            where = ""
         print(f"error: the working folder {where + ' ' if where else ''}no longer exists (deleted or moved after the "
               "shell entered it); cd to a folder that exists and run the command again", file=sys.stderr, flush=True)
         os._exit(2)  # (nothing has started that an exit would clean up)

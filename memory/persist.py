@@ -120,7 +120,9 @@ def _atomic_path(path: Path):
     writers left are removed (`remove_dead_writers_temp_files`). A symbolic link is written through, as a plain
     open() writes: its target is replaced and the link kept (a checkpoints/last.pt linked to another disk was replaced
     by a file on the run's disk)."""
-    if path.is_symlink():
+    # (a dangling link into a folder that is not there, a disk not mounted: no folder is made there, and the link
+    # is replaced, as before links were written through)
+    if path.is_symlink() and Path(os.path.realpath(path)).parent.is_dir():
         path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = _temp_stem(path.name)

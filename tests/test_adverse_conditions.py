@@ -194,3 +194,29 @@ def test_an_atomic_save_writes_through_a_linked_file(tmp_path):
     assert link.is_symlink() and os.readlink(link) == str(elsewhere)
     assert torch.load(elsewhere) == {"a": 2} and sorted(p.name for p in elsewhere.parent.iterdir()) == ["real.pt"]
     assert sorted(p.name for p in link.parent.iterdir()) == ["last.pt", "note.txt"]
+
+
+def test_a_deleted_working_folder_with_a_newline_in_its_name_is_one_line(tmp_path):
+    """The shell's PWD was printed raw: a folder `a<newline>b` made the line two."""
+    gone = tmp_path / "a\nb"
+    gone.mkdir()
+    script = 'cd "$GONE" && rmdir "$GONE" && exec "$PY" -m agents.run env=ContinualShift-v0'
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                          env=repo_env(PWD=str(gone), GONE=str(gone), PY=sys.executable))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: the working folder {tmp_path}/a\\nb no longer exists"), done.stderr
+
+
+def test_an_atomic_save_through_a_dangling_link_makes_no_folder_at_its_target(tmp_path):
+    """A checkpoints/last.pt linked into a disk not mounted (its folder missing): the save made the target's folders
+    on the run's disk (under the mount point, hidden once the disk is mounted); it replaces the link, as before."""
+    import torch
+
+    unmounted = tmp_path / "mnt"
+    unmounted.mkdir()
+    link = tmp_path / "run" / "checkpoints" / "last.pt"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(unmounted / "run1" / "last.pt")
+    atomic_torch_save({"a": 1}, link)
+    assert list(unmounted.iterdir()) == []
+    assert not link.is_symlink() and torch.load(link) == {"a": 1}
