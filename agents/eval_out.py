@@ -12,6 +12,7 @@ from pathlib import Path
 from agents.checkpoint_paths import checkpoint_file
 from agents.cli_args import shortened, unusable_path
 from agents.config import ConfigError
+from memory.persist import written_path
 
 
 def run_output(path: Path, run_dir: Path, checkpoint: Path) -> str | None:
@@ -79,7 +80,8 @@ def check_out_file(out: str | Path, run_dir: Path, checkpoint: Path) -> None:
     if (path.exists() or path.is_symlink()) and not earlier_evaluation(path):  # another run's files, /dev/null
         raise ConfigError(f"out={str(path)!r} exists and is not an earlier evaluation's JSON; the evaluation "
                           "writes over no other file: name another file (e.g. out=eval.json)")
-    existing = next(p for p in path.parents if p.exists())  # missing folders below it are created by the write
+    # missing folders below it are created by the write; a link is written through, into its target's folder
+    existing = next(p for p in written_path(path).parents if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"out={str(path)!r}: {str(existing)!r} is a file, not a folder; name another file")
     if not os.access(existing, os.W_OK):

@@ -112,6 +112,15 @@ def _temp_stem(name: str) -> str:
     return head.replace(".", "_") + "~" + digest
 
 
+def written_path(path: Path) -> Path:
+    """The file an atomic save of `path` replaces: a symbolic link's target, where the target's folder exists (a
+    dangling link into a folder that is not there, a disk not mounted: no folder is made there, and the link itself
+    is replaced, as before links were written through); else `path`."""
+    if path.is_symlink() and Path(os.path.realpath(path)).parent.is_dir():
+        return Path(os.path.realpath(path))
+    return path
+
+
 @contextmanager
 def _atomic_path(path: Path):
     """Yield a temp file's path next to `path`; when the block ends without an error the file is fsynced, given
@@ -120,10 +129,7 @@ def _atomic_path(path: Path):
     writers left are removed (`remove_dead_writers_temp_files`). A symbolic link is written through, as a plain
     open() writes: its target is replaced and the link kept (a checkpoints/last.pt linked to another disk was replaced
     by a file on the run's disk)."""
-    # (a dangling link into a folder that is not there, a disk not mounted: no folder is made there, and the link
-    # is replaced, as before links were written through)
-    if path.is_symlink() and Path(os.path.realpath(path)).parent.is_dir():
-        path = Path(os.path.realpath(path))
+    path = written_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = _temp_stem(path.name)
     remove_dead_writers_temp_files(path.parent, stem)

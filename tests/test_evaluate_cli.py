@@ -321,3 +321,24 @@ def test_the_default_out_from_a_subfolder_is_taken_by_its_words_not_where_a_link
     with pytest.raises(ConfigError, match=r"^out='\.\./up\.json': a relative out= is taken inside the run folder"):
         check_out_file("../up.json", run_dir, run_dir / "checkpoints" / "last.pt")
 
+
+
+def test_an_out_link_into_a_folder_that_is_not_writable_is_refused_before_the_evaluation(tmp_path, monkeypatch):
+    """A save writes through out='s link into its target's folder: the check looked at the link's own folder, so a
+    target folder that may not be written passed it, and the evaluation ran before the write was refused. (os.access
+    is told the folder is read-only: the tests may run as root, whom permissions do not stop.)"""
+    import re
+    from pathlib import Path
+
+    from agents.eval_out import check_out_file
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "read_only"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "run_eval.json").write_text('{"accuracy_by_task": {}}')
+    (run_dir / "eval.json").symlink_to(elsewhere / "run_eval.json")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != elsewhere and real_access(p, mode))
+    with pytest.raises(ConfigError, match=rf"^out='.*/run/eval\.json': {re.escape(repr(str(elsewhere)))} is not "
+                       "writable; name a file elsewhere$"):
+        check_out_file("eval.json", run_dir, run_dir / "checkpoints" / "last.pt")
