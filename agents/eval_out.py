@@ -12,7 +12,7 @@ from pathlib import Path
 from agents.checkpoint_paths import checkpoint_file
 from agents.cli_args import shortened, unusable_path
 from agents.config import ConfigError
-from memory.persist import written_path
+from memory.disk import written_path
 
 
 def run_output(path: Path, run_dir: Path, checkpoint: Path) -> str | None:

@@ -1,11 +1,13 @@
 """Why a write failed, for one-line messages: how much room a folder's disk has, and the fix a failed write calls for
-(every writer of the project words its line with these)."""
+(every writer of the project words its line with these); and which file a write replaces (`written_path`: a link's
+target). No torch: the command lines' checks use it before torch loads."""
 
 from __future__ import annotations
 
 import errno
 import os
 import shutil
+from pathlib import Path
 
 NO_RIGHTS = (errno.EACCES, errno.EPERM, errno.EROFS)  # a write refused: the fix is the folder's rights, not room
 
@@ -28,3 +30,12 @@ def write_failure(exc: OSError, folder: str | os.PathLike) -> tuple[str, str]:
     if exc.errno in NO_RIGHTS:
         return why, f"make {folder} writable"
     return f"{why}; {free_there(folder)}", "free space"
+
+
+def written_path(path: Path) -> Path:
+    """The file an atomic save of `path` replaces: a symbolic link's target, where the target's folder exists (a
+    dangling link into a folder that is not there, a disk not mounted: no folder is made there, and the link itself
+    is replaced, as before links were written through); else `path`."""
+    if path.is_symlink() and Path(os.path.realpath(path)).parent.is_dir():
+        return Path(os.path.realpath(path))
+    return path

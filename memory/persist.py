@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memory.disk import write_failure
+from memory.disk import write_failure, written_path
 
 
 def _read_umask() -> int:
@@ -110,15 +110,6 @@ def _temp_stem(name: str) -> str:
     # bytes that file systems holding UTF-8 names only (APFS, ZFS utf8only) refuse; the digest keeps names apart
     head = raw[:_TEMP_ROOM - 17].decode("utf-8", "ignore")
     return head.replace(".", "_") + "~" + digest
-
-
-def written_path(path: Path) -> Path:
-    """The file an atomic save of `path` replaces: a symbolic link's target, where the target's folder exists (a
-    dangling link into a folder that is not there, a disk not mounted: no folder is made there, and the link itself
-    is replaced, as before links were written through); else `path`."""
-    if path.is_symlink() and Path(os.path.realpath(path)).parent.is_dir():
-        return Path(os.path.realpath(path))
-    return path
 
 
 @contextmanager
