@@ -147,9 +147,10 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
             check_env_option(key, env_id, options)
         # +key= of an option the env's file sets: Hydra merged it (the env's file comes in after the overrides), as
         # a config= file refused it and `+seed=` is refused (the file's keys, without the env.kwargs.* items)
-        once = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+") and not o.startswith("++")]
-        there = compose([o for o in overrides if not o.lstrip("+~").startswith("env.kwargs.")]).env.kwargs
-        if key := next((k for k in once if k in added and k.removeprefix("env.kwargs.") in there), None):
+        once = [k for k in added if any(o.startswith(f"+{k}=") for o in overrides)]  # (not ++key=)
+        there = compose([o for o in overrides if not o.lstrip("+~").startswith("env.kwargs.")]).env.kwargs if once \
+            else {}
+        if key := next((k for k in once if k.removeprefix("env.kwargs.") in there), None):
             raise ConfigError(adds_existing(key))
     return cfg
 

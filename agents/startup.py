@@ -107,15 +107,12 @@ def guard_startup(written: str) -> None:
     try:
         os.getcwd()
     except FileNotFoundError:
-        where = os.environ.get("PWD", "")  # the shell's name for it (one that exists is another folder's)
-        if where and not os.path.isdir(where):  # (a newline in its name broke the line)
-            from agents.config_messages import printable
+        from agents.config_messages import error_line  # (escapes a newline in the folder's name)
 
-            where = printable(where)
-        else:
-            where = ""
-        print(f"error: the working folder {where + ' ' if where else ''}no longer exists (deleted or moved after the "
-              "shell entered it); cd to a folder that exists and run the command again", file=sys.stderr, flush=True)
+        where = os.environ.get("PWD", "")  # the shell's name for it (one that exists is another folder's)
+        where = "" if not where or os.path.isdir(where) else where + " "
+        print(error_line(f"the working folder {where}no longer exists (deleted or moved after the shell entered it); "
+                         "cd to a folder that exists and run the command again"), file=sys.stderr, flush=True)
         os._exit(2)  # (nothing has started that an exit would clean up)
 
     def _interrupted_while_starting(signum, frame):
