@@ -41,7 +41,6 @@ config.yaml) between episodes; `Agent.from_checkpoint(folder)` goes on from it e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,10 +109,11 @@ class Agent:
 
         from agents.checkpoint import load_checkpoint, run_dir_of
         from agents.checkpoint_fields import agent_entry
+        from agents.checkpoint_paths import as_given
         from agents.evaluate import evaluation_config
         from agents.trainer import Trainer
 
-        given = Path(os.path.abspath(Path(checkpoint).expanduser()))  # its checkpoints/ may link to another disk
+        given = as_given(checkpoint)  # its checkpoints/ may link to another disk
         path = given.resolve()
         body = load_checkpoint(path, purpose="evaluate")
         cfg = evaluation_config(body, given, device, None, None, None)

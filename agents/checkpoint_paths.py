@@ -86,12 +86,18 @@ def resolved(path: str | Path) -> Path:
     return full
 
 
+def as_given(path: str | Path) -> Path:
+    """`path` made absolute (~ expanded) as named, its links not followed: a checkpoints/ linked to another disk is
+    still read as its run's (`run_dir_of`)."""
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
 def run_dir_of(path: str | Path) -> Path:
     """The run folder that a resume=/checkpoint= path names: the folder itself, the folder holding
     checkpoints/<file> for a checkpoint file, and the run folder for its checkpoints/ folder (given that, a
     resumed run went on inside checkpoints/ and its next resume= went back to the older checkpoint). The names are
     read as given, before links are followed: a checkpoints/ linked to another disk was taken for the run folder."""
-    named = Path(os.path.abspath(os.path.expanduser(path)))  # (callers pass the path as given, not resolved)
+    named = as_given(path)  # (callers pass the path as given, not resolved)
     path = resolved(path)
     try:  # (a checkpoints/ without search permission: is_file raised it, a traceback)
         # the name as given first (a linked checkpoints/), then the link's target (a link elsewhere to a run's

@@ -29,7 +29,6 @@ if __name__ == "__main__":  # Ctrl+C or SIGTERM while torch and the trainer impo
         finish(_answer)
 
 import math  # noqa: E402  (after the guard above: these imports are the slow part of starting)
-import os
 import signal
 import sys
 from collections.abc import Mapping
@@ -47,6 +46,7 @@ from agents.checkpoint import (
     run_dir_of,
 )
 from agents.checkpoint_fields import agent_entry, check_env_files_there
+from agents.checkpoint_paths import as_given
 from agents.config import (
     ALLOCATION_ERRORS,
     ConfigError,
@@ -119,7 +119,7 @@ def evaluate(checkpoint: str | Path, device: str | None = None, env_kwargs: dict
     check_not_empty("checkpoint", checkpoint)
     for key, path in (("checkpoint", checkpoint), ("out", out)):  # '${...}' in out= made a folder of that name
         check_plain(key, str(path) if path is not None else "")
-    given = Path(os.path.abspath(Path(checkpoint).expanduser()))  # as given: checkpoints/ may link to another disk
+    given = as_given(checkpoint)  # checkpoints/ may link to another disk
     checkpoint = given.resolve()  # ~ as agents.run's paths (was a folder named ~)
     body = load_checkpoint(checkpoint, purpose="evaluate")
     agent_entry(body, checkpoint)  # an Agent save's record, damaged: one line, as Agent.from_checkpoint says it
@@ -241,7 +241,7 @@ def check_sweep(cmd) -> None:
     from agents.cl_metrics import accuracy_shape
     from agents.episodes import make_vector_env
 
-    checkpoint = Path(os.path.abspath(Path(cmd.checkpoint).expanduser()))  # as given (a linked checkpoints/)
+    checkpoint = as_given(cmd.checkpoint)  # (a linked checkpoints/)
     body = load_checkpoint(checkpoint, purpose="evaluate")
     for env_kwargs, memory in cmd.grid:
         cfg = evaluation_config(body, checkpoint, cmd.device, env_kwargs, memory, cmd.threads)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from agents.checkpoint_paths import CheckpointError
+from agents.checkpoint_paths import CheckpointError, as_given
 from agents.cli_args import answer_early, check_given_once, check_overrides, override_key, text_values_kept, unquoted
 from agents.config import (
     ConfigError,
@@ -109,7 +108,7 @@ def config_for(overrides: list[str], locks: RunLocks | None = None):
                           f"({next(o for o in others if o not in changes)}; only {', '.join(RESUME_KEYS)} may change)")
     checkpoint = resolved(os.path.expanduser(resume))  # ~ as config= and agents.evaluate's checkpoint= (a quoted
     # or sh/zsh resume=~/run was '<cwd>/~/run': no checkpoint)
-    given = Path(os.path.abspath(os.path.expanduser(resume)))  # as given: its checkpoints/ may link to another disk
+    given = as_given(resume)  # its checkpoints/ may link to another disk
     run_dir = run_dir_of(given)  # the run folder also when resume= names its checkpoints/ folder
     # a run folder (no stray lock file elsewhere), one still before its first checkpoint too: a resume= of a run
     # starting or in its first episodes said it "stopped before its first one"
