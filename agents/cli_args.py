@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from agents.allocation import ALLOCATION_ERRORS, allocation_failure, allocation_reason
 from agents.config_messages import SECTIONS, error_line, section_as_value, unknown_key
+from agents.run_schema import RunSchema
 
 
 def counted(n: int, noun: str) -> str:
@@ -112,7 +113,6 @@ def check_overrides(overrides: list[str], groups: dict[str, list[str]], saved: b
             raise ConfigError(f"{item}: choose the {group} with {group}=<name> ({', '.join(groups[group])}): its "
                               f"config file sets the {group}'s other settings with it")
         if override.package is not None and key not in groups:  # `a@b=`: Hydra's package syntax (config groups)
-            from agents.config import RunSchema
             raise ConfigError(unknown_key(override_key(item), RunSchema))
         if key in groups and (override.is_add() or override.is_force_add()):  # Hydra: "Multiple values for agent.
             # To override a value use 'override agent: gru'", the syntax of a defaults list no one writes here
@@ -293,6 +293,4 @@ def answer_early(make, argv: list[str], made: dict) -> int | None:
 def run_schema():
     """The run config's typed schema, made once (~20 ms each), read only: `check_value_kind` reads a node per
     override, `config.validate` merges each config into it (OmegaConf.merge copies its first config)."""
-    from agents.config import RunSchema
-
     return OmegaConf.structured(RunSchema)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
@@ -42,6 +40,7 @@ from agents.config_messages import (
     type_reason,
 )
 from agents.model_config import AGENTS, MAX_WINDOW, RECURRENT, ModelConfig, model_fields
+from agents.run_schema import RunSchema
 from envs.options import SEED_LIMIT
 from envs.token_env import MAX_LANES
 from memory.config import MAX_THREADS, MemoryConfig
@@ -68,62 +67,6 @@ def positive_int_setting(name: str, value) -> int:
     if number < 1 or isinstance(value, bool) or (isinstance(value, float) and value != number):
         raise ConfigError(f"{name}={value!r}: must be an integer >= 1")
     return number
-
-
-# ---- typed schema: OmegaConf checks types and unknown keys against these dataclasses ----
-@dataclass
-class EnvSchema:
-    id: str = "ContinualShift-v0"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class AgentSchema:
-    name: str = "memnet"
-
-
-@dataclass
-class ModelSchema:
-    dim: int = 128
-    layers: int = 2
-    heads: int = 4
-    window: int = 64
-    mlp_ratio: int = 4
-    dropout: float = 0.0
-
-
-@dataclass
-class TrainSchema:
-    mode: str = "supervised"
-    episodes: int | None = None
-    lanes: int = 16
-    chunk: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_every: int = 10
-    eval_repeats: int = 1
-    checkpoint_every: int = 20
-    entropy_coef: float = 0.01
-    baseline_decay: float = 0.99
-    amp: bool = False
-    acting: str = "auto"
-    threads: int = 0
-    progress: bool = True
-
-
-@dataclass
-class RunSchema:
-    env: EnvSchema = field(default_factory=EnvSchema)
-    agent: AgentSchema = field(default_factory=AgentSchema)
-    seed: int = 0
-    device: str = "auto"
-    runs_root: str = "runs"
-    run_dir: str | None = None
-    resume: str | None = None
-    model: ModelSchema = field(default_factory=ModelSchema)
-    memory: MemoryConfig = field(default_factory=MemoryConfig)
-    train: TrainSchema = field(default_factory=TrainSchema)
 
 
 def compose(overrides: list[str], config_name: str = "config") -> DictConfig:

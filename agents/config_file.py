@@ -12,7 +12,6 @@ from omegaconf.errors import OmegaConfBaseException
 from agents.cli_args import check_overrides, hydra_reason, shortened, text_values_kept
 from agents.config import (
     ConfigError,
-    RunSchema,
     check_sections,
     compose,
     group_options,
@@ -29,6 +28,7 @@ from agents.config_messages import (
     printable,
     unknown_key,
 )
+from agents.run_schema import RunSchema
 
 
 def from_yaml_file(path: str, overrides: list[str] | None = None) -> DictConfig:

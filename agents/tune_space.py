@@ -27,9 +27,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agents.cli_args import check_value_kind
-from agents.config import MAX_THREADS, ConfigError, RunSchema, group_options, positive_int_setting, validate
+from agents.config import MAX_THREADS, ConfigError, group_options, positive_int_setting, validate
 from agents.config_file import read_override_value
 from agents.config_messages import printable, wrong_type
+from agents.run_schema import RunSchema
 from agents.unique_yaml import load_yaml
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform", "randint", "lograndint")

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents import run
-from agents.config import ConfigError, RunSchema, load_config
+from agents.config import ConfigError, load_config
 from agents.config_messages import default_of, schema_keys
+from agents.run_schema import RunSchema
 from tests.examples import examples
 
 
