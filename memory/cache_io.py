@@ -12,7 +12,8 @@ import torch
 
 from memory.cache_state import checked_counters, checked_map, count_value
 from memory.cache_tiers import Book, TierStorage
-from memory.persist import atomic_torch_save, build_from_saved, check_saved_config, checked_torch_load
+from memory.persist import atomic_torch_save, checked_torch_load
+from memory.saved_state import build_from_saved, check_saved_config
 
 FORMAT = "memstream.TieredKVCache/2"  # /2: cold tier (n, H, dk + d), key_dim
 

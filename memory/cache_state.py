@@ -9,7 +9,7 @@ import functools
 import numpy as np
 import torch
 
-from memory.persist import saved_count
+from memory.saved_state import saved_count
 
 COUNTERS = ("hits", "misses", "promotions", "demotions", "evictions")
 WHERE = "TieredKVCache.load_state_dict"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import inspect
 import os
 import re
 import socket
@@ -19,7 +18,6 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from memory.disk import write_failure, written_path
@@ -332,43 +330,3 @@ def checked_torch_load(path: str | os.PathLike, what: str, fmt: str | tuple[str,
         got = d.get("format") if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"{what}: {path} has format {got!r}, expected {formats[0]!r}")
     return d
-
-
-MAX_SAVED_COUNT = 2 ** 62  # a saved clock or counter: int64 with room to count on (2^63 and up failed at next use)
-
-
-def saved_count(value, name: str, where: str) -> int:
-    """A saved non-negative int (a clock, a counter) as an int, or a one-line ValueError naming `where` and it."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or not \
-            0 <= value <= MAX_SAVED_COUNT:
-        raise ValueError(f"{where}: {name} is {value!r}, expected an int in [0, 2^62] (damaged state)")
-    return int(value)
-
-
-def check_saved_config(what: str, saved: dict, current: dict) -> None:
-    """Raise ValueError naming the first field where a saved config differs from the live object's."""
-    for name, value in current.items():
-        if name not in saved:  # (the fix below names the load that is running: edited, not mismatched)
-            raise ValueError(f"{what}: the saved state lacks its setting {name!r}; it is damaged")
-        if saved.get(name) != value:
-            raise ValueError(f"{what}: saved state has {name}={saved.get(name)!r} but this one has {name}={value!r}; "
-                             f"build it with the saved settings or use {what}.load(path)")
-
-
-def build_from_saved(cls, cfg, where: str, skip: tuple[str, ...] = (), **given):
-    """`cls(**cfg, **given)` from the settings ('config') a saved file holds, or one ValueError line naming what is
-    wrong with them: none, a setting this version does not know (`skip` and `given` are no saved settings), or one
-    missing. `where` names the file ("TieredKVCache: c.pt")."""
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{where} lacks its settings ('config'); it is damaged")
-    unknown = set(map(str, cfg)) - (set(inspect.signature(cls.__init__).parameters) - {"self", *skip, *given})
-    if unknown:
-        raise ValueError(f"{where} has settings this version does not know ({', '.join(sorted(unknown))}) in its "
-                         "'config'; it is damaged")
-    try:
-        return cls(**cfg, **given)
-    except TypeError:  # a setting missing
-        raise ValueError(f"{where} lacks some of its settings ('config'); it is damaged") from None
-    except MemoryError as exc:  # sizes edited past this machine (capacity=10**12 asked numpy for 58 TiB)
-        raise ValueError(f"{where}: its settings ask for more memory than is free ({str(exc)[:120]}); it is damaged "
-                         "or was saved on a bigger machine") from None

@@ -19,16 +19,8 @@ import numpy as np
 import torch
 
 from memory.config import ivf_lists_for, ivf_probes_for
-from memory.persist import (
-    MAX_SAVED_COUNT,
-    atomic_torch_save,
-    build_from_saved,
-    check_saved_config,
-    checked_torch_load,
-    file_stamp,
-    remove_dead_writers_temp_files,
-    saved_count,
-)
+from memory.persist import atomic_torch_save, checked_torch_load, file_stamp, remove_dead_writers_temp_files
+from memory.saved_state import MAX_SAVED_COUNT, build_from_saved, check_saved_config, saved_count
 from memory.store_lookup import META_FIELDS
 from memory.store_search import CodedKeys, write_keys
 

@@ -86,7 +86,7 @@ def test_a_foreign_format_names_the_newest_accepted_format(tmp_path):
 
 def test_a_saved_count_that_is_a_bool_is_refused():
     """A saved clock of True is damage, not the count 1 (bool is an int subclass)."""
-    from memory.persist import saved_count
+    from memory.saved_state import saved_count
 
     assert saved_count(np.int64(3), "clock", "S: s.pt") == 3
     with pytest.raises(ValueError, match=r"^S: s.pt: clock is True, expected an int in \[0, 2\^62\]"):
@@ -95,7 +95,7 @@ def test_a_saved_count_that_is_a_bool_is_refused():
 
 def test_a_skipped_setting_in_a_saved_config_is_unknown():
     """`skip` names constructor arguments that are no saved settings: a file holding one is refused as damaged."""
-    from memory.persist import build_from_saved
+    from memory.saved_state import build_from_saved
 
     class Thing:
         def __init__(self, size, coded=None):

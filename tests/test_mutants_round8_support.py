@@ -77,7 +77,7 @@ def test_a_save_stands_where_its_folder_cannot_be_opened_or_synced(tmp_path, mon
 
 def test_a_saved_count_of_exactly_2_to_the_62_is_taken_and_one_more_is_refused():
     """saved_count's range is [0, 2^62], both ends included (the message says so); 2^62 + 1 is damaged state."""
-    from memory.persist import saved_count
+    from memory.saved_state import saved_count
 
     assert saved_count(2 ** 62, "clock", "S: s.pt") == 2 ** 62
     assert saved_count(np.int64(2 ** 62), "clock", "S: s.pt") == 2 ** 62
