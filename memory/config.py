@@ -152,9 +152,10 @@ class MemoryConfig:
             v = getattr(self, f.name)
             ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
             if want is float and isinstance(v, int) and not isinstance(v, bool):
-                # an int past float range (10**400) was float()'s OverflowError, naming no field
-                need(abs(v) <= 2**1023, f"{f.name}: an integer beyond float range: must be a finite number")
-                setattr(self, f.name, float(v))
+                try:  # an int past float range (10**400) was float()'s OverflowError, naming no field
+                    setattr(self, f.name, float(v))
+                except OverflowError:
+                    need(False, f"{f.name}: an integer beyond float range: must be a finite number")
                 ok = True
             need(ok, f"{f.name}={v!r}: expected {want.__name__}")
             need(want is not float or math.isfinite(getattr(self, f.name)), f"{f.name}={v!r}: must be a finite number")

@@ -5,6 +5,8 @@ slot ids past a lifetime tracker's slots. Each is one ValueError (ConfigError) l
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,19 @@ def test_run_cli_float_key_given_huge_int_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: memory.util_weight: an integer beyond float range") and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_memory_config_takes_the_ints_a_float_holds_as_the_command_line_does():
+    """MemoryConfig refused ints above 2**1023 where the command line (float()) took every int up to float's
+    maximum (~1.8e308): the two now draw the same line."""
+    from agents.config import load_config
+
+    largest = int(sys.float_info.max)  # a float's largest value, as an int
+    assert MemoryConfig(store_importance_halflife=largest).store_importance_halflife == sys.float_info.max
+    assert load_config([f"memory.store_importance_halflife={largest}"]).memory.store_importance_halflife \
+        == sys.float_info.max
+    with pytest.raises(ValueError, match=r"^memory\.store_importance_halflife: an integer beyond float range"):
+        MemoryConfig(store_importance_halflife=2 * largest)
 
 
 @pytest.mark.parametrize("fusion", ["gated", "concat", "cross_attention"])
