@@ -279,17 +279,17 @@ def _main(argv: list[str]) -> int:
           f"{counted(len(variants_run), 'variant')} x {counted(opts.get('seeds', suite.seeds), 'seed')} = "
           f"{counted(len(jobs), 'run')}, {workers} at a time -> {out}", flush=True)
     records, interrupted = execute(jobs, workers, suite.timeout_s)
-    context = {"suite": opts["suite"], "description": suite.description,
-               "command": shlex.join(["python", "-m", "agents.benchmark", *argv]), "machine": machine(),
-               "started": started, "wall_s": time.monotonic() - t0, "workers": workers, "interrupted": interrupted,
-               "envs": envs_run, "variants": variants_run, "overrides": {f"{j.env}/{j.variant}": j.overrides
-                                                                        for j in jobs}}
-    records.sort(key=lambda r: (envs_run.index(r["env"]), variants_run.index(r["variant"]), r["seed"]))  # suite order
     written = False
     try:  # a full disk at the end: one line (the runs' folders, each with its metrics.json, stay)
-        # Ctrl+C or SIGTERM while they are written acts once they are (a second one at once): it was a
-        # KeyboardInterrupt traceback, with results.md or the plots not written
+        # Ctrl+C or SIGTERM while they are written (the machine's description too, ~2 ms) acts once they are (a
+        # second one at once): it was a KeyboardInterrupt traceback, with results.md or the plots not written
         with interrupts_held():
+            context = {"suite": opts["suite"], "description": suite.description,
+                       "command": shlex.join(["python", "-m", "agents.benchmark", *argv]), "machine": machine(),
+                       "started": started, "wall_s": time.monotonic() - t0, "workers": workers,
+                       "interrupted": interrupted, "envs": envs_run, "variants": variants_run,
+                       "overrides": {f"{j.env}/{j.variant}": j.overrides for j in jobs}}
+            records.sort(key=lambda r: (envs_run.index(r["env"]), variants_run.index(r["variant"]), r["seed"]))
             agg, targets, _ = report.write_results(out, records, context, suite.targets.chance_margin)
             plots = write_plots(out / "plots", agg, records)
             written = True

@@ -22,6 +22,7 @@ from pathlib import Path
 from agents import benchmark_report as report
 from agents.benchmark_markdown import key_numbers, minutes
 from agents.checkpoint_paths import hydra_spelling
+from agents.interrupts import interrupts_held
 from agents.parent_death import child_env
 from agents.tune_overrides import merge_overrides, override_value
 
@@ -250,8 +251,8 @@ def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[lis
     """Run every job, `workers` at a time, printing a line per finished run; returns (records, interrupted)."""
     runner, records, running, pending, interrupted = Runner(timeout_s), [], {}, list(jobs), False
     widths = line_widths(jobs, timeout_s)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures: dict = {}
+    pool, futures = ThreadPoolExecutor(max_workers=workers), {}
+    try:
         try:
             while pending or futures:
                 while pending and len(futures) < workers:  # submit as slots free up, so running == started
@@ -275,13 +276,23 @@ def execute(jobs: list[Job], workers: int, timeout_s: float | None) -> tuple[lis
         except KeyboardInterrupt:
             interrupted = True
             print("\ninterrupted: stopping the runs in flight; writing the results so far", file=sys.stderr)
-            wind_down(runner, futures)
-            # the runs stopped in flight, as failed ("interrupted", their log tails): they were left out, and
-            # results.md said "runs: 0" beside folders holding their checkpoints
-            stopped = [f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None]
-            for record in stopped:  # a line each, as for the runs before (a run that ended as the signal came was
-                records.append(record)  # counted in the results without one)
-                print(run_line(record, len(records), widths), flush=True)
+            wind_down(runner, futures)  # (a second signal kills them)
+    finally:
+        # the runs are over: a signal from here is held, then counts as a stop (the results are written, exit 130);
+        # it was a KeyboardInterrupt traceback out of the pool's shutdown, and no results.md
+        try:
+            with interrupts_held():
+                pool.shutdown(wait=True)
+                if interrupted:
+                    # the runs stopped in flight, as failed ("interrupted", their log tails): they were left out,
+                    # and results.md said "runs: 0" beside folders holding their checkpoints
+                    stopped = [f.result() for f in futures
+                               if f.done() and not f.cancelled() and f.exception() is None]
+                    for record in stopped:  # a line each, as for the runs before (a run that ended as the signal
+                        records.append(record)  # came was counted in the results without one)
+                        print(run_line(record, len(records), widths), flush=True)
+        except KeyboardInterrupt:  # (the one held)
+            interrupted = True
     return records, interrupted
 
 
