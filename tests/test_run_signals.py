@@ -57,8 +57,15 @@ sys.meta_path.insert(0, Gate())
 '''
 
 
-def start(args: list[str], tmp_path: Path, gate: str | None = None, main: str = "agents.run") -> subprocess.Popen:
-    """`python -m <main> *args` (stdout discarded, stderr kept), optionally held at the import of `gate`."""
+def ignore_sigint() -> None:
+    """What `cmd &` in a script (no job control) does to the command it starts: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start(args: list[str], tmp_path: Path, gate: str | None = None, main: str = "agents.run",
+          sigint_ignored: bool = False) -> subprocess.Popen:
+    """`python -m <main> *args` (stdout discarded, stderr kept), optionally held at the import of `gate`, or started
+    with SIGINT ignored."""
     env = repo_env()
     if gate is not None:
         gate_dir = tmp_path / "gate"
@@ -68,7 +75,8 @@ def start(args: list[str], tmp_path: Path, gate: str | None = None, main: str = 
         env["MEMSTREAM_TEST_GATE_MODULE"], env["MEMSTREAM_TEST_GATE_READY"] = gate, str(tmp_path / "ready")
         env["MEMSTREAM_TEST_GATE_MAIN"] = main
     return subprocess.Popen([sys.executable, "-m", main, *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore_sigint if sigint_ignored else None)
 
 
 def wait_for(proc: subprocess.Popen, condition, what: str) -> None:
@@ -139,10 +147,13 @@ def test_a_signal_while_the_imports_load_is_one_line_for_every_command(tmp_path,
     assert not out.exists()
 
 
-def test_ctrl_c_before_the_first_checkpoint_says_there_is_none(tmp_path, procs):
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["", "started-with-sigint-ignored"])
+def test_ctrl_c_before_the_first_checkpoint_says_there_is_none(tmp_path, procs, sigint_ignored):
+    """Also for a run started with SIGINT ignored (`cmd &` in a script): the commands set their own handler as they
+    start, so `kill -INT` stops it as Ctrl+C does (README, Checkpoints and resume)."""
     run_dir = tmp_path / "run"
     procs.append(proc := start(tiny("ContinualShift-v0", "transformer", run_dir, "env.kwargs.episodes_per_task=1000",
-                                    "train.checkpoint_every=10000"), tmp_path))
+                                    "train.checkpoint_every=10000"), tmp_path, sigint_ignored=sigint_ignored))
     # the run folder is set up (config.yaml, then the TensorBoard event file, made just before training starts);
     # its only checkpoint would be at its end, minutes away
     wait_for(proc, lambda: any(run_dir.glob("events.out.tfevents.*")), "its TensorBoard event file")
