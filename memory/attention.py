@@ -124,7 +124,8 @@ class MemoryAttention(nn.Module):
         over heads by a learned softmax, one weight per head (M = 0 without memories), e.g. for a copy
         distribution over what those positions hold."""
         if not isinstance(x, Tensor) or x.dim() != 3:  # (a (B, D) x failed to unpack its shape)
-            raise ValueError(f"MemoryAttention: x must be (B, T, D), got {getattr(x, 'shape', type(x).__name__)}")
+            got = x.shape if isinstance(x, Tensor) else type(x).__name__  # (a numpy x printed its good shape)
+            raise ValueError(f"MemoryAttention: x must be (B, T, D), got {got}")
         self._check_width(x, "x", self.v_proj)  # a wrong width failed inside a matmul, naming no argument
         check_float(x, "x", self.q_proj.weight)
         for t, name, proj in ((context, "context", self.v_proj), (key_input, "key_input", self.k_proj),
@@ -242,15 +243,20 @@ class MemoryAttention(nn.Module):
 
     def _check_width(self, t: Tensor, name: str, proj: nn.Linear) -> None:
         """`t` is a floating tensor whose last dimension is what `proj` reads, or one ValueError line."""
-        if not isinstance(t, Tensor) or t.dim() == 0 or t.shape[-1] != proj.in_features:
-            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-            raise ValueError(f"MemoryAttention: {name}'s last dimension must be {proj.in_features}, got shape {shape}")
+        if not isinstance(t, Tensor):  # (a numpy array read as a wrong width: "got shape ndarray")
+            raise ValueError(f"MemoryAttention: {name} must be a torch tensor, got {type(t).__name__}")
+        if t.dim() == 0 or t.shape[-1] != proj.in_features:
+            raise ValueError(f"MemoryAttention: {name}'s last dimension must be {proj.in_features}, got shape "
+                             f"{tuple(t.shape)}")
         if not t.is_floating_point():
             raise ValueError(f"MemoryAttention: {name} must be a floating tensor, got {t.dtype}")
 
     def _check_memory(self, x: Tensor, mem_k: Tensor, mem_v: Tensor | None, mem_mask: Tensor | None,
                       mem_inputs: bool) -> None:
         B, T, _ = x.shape
+        for t, name in ((mem_k, "mem_k"), (mem_v, "mem_v"), (mem_mask, "mem_mask")):  # numpy failed on .dim()
+            if t is not None and not isinstance(t, Tensor):
+                raise ValueError(f"MemoryAttention: {name} must be a torch tensor, got {type(t).__name__}")
         M = mem_k.shape[2] if mem_k.dim() >= 3 else -1
         if mem_inputs:  # the memories' key inputs and inputs, projected by folding
             k_want, v_want = (B, T, M, self.k_proj.in_features), (B, T, M, self.v_proj.in_features)

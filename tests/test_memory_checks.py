@@ -107,3 +107,20 @@ def test_all_finite_answers_as_isfinite_all(values, dtype, step):
     t = torch.tensor(values, dtype=torch.float32).to(dtype)[::step]
     assert all_finite(t) == bool(torch.isfinite(t).all())
     assert all_finite(t.reshape(1, -1, 1).expand(2, -1, 3)) == bool(torch.isfinite(t).all())
+
+
+@pytest.mark.parametrize("call, line", [
+    (lambda a, x, m: a(x.numpy()), r"MemoryAttention: x must be \(B, T, D\), got ndarray$"),
+    (lambda a, x, m: a.project_kv(x[:, 0].numpy()), r"MemoryAttention: h must be a torch tensor, got ndarray$"),
+    (lambda a, x, m: a(x, m.numpy(), m.numpy(), torch.ones(2, 3, 4, dtype=torch.bool)),
+     r"MemoryAttention: mem_k must be a torch tensor, got ndarray$"),
+    (lambda a, x, m: a(x, m, m, torch.ones(2, 3, 4, dtype=torch.bool).numpy()),
+     r"MemoryAttention: mem_mask must be a torch tensor, got ndarray$"),
+])
+def test_memory_attention_names_numpy_inputs(call, line):
+    """A numpy x was reported with its own, right shape ("x must be (B, T, D), got (2, 3, 16)"), a numpy h as a wrong
+    width ("got shape ndarray"), and numpy memories failed with AttributeError: 'numpy.ndarray' has no 'dim'."""
+    x, m = torch.randn(2, 3, 16), torch.randn(2, 3, 4, 2, 8)
+    with pytest.raises(ValueError, match=rf"^{line}") as err:
+        call(MemoryAttention(CFG), x, m)
+    assert "\n" not in str(err.value)
