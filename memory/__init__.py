@@ -4,7 +4,8 @@
     LM2Memory, LinformerMemory   gated internal memories (internal.py)
     FaissStore            long-term key/value store with metadata and eviction (store.py)
     TieredKVCache         precomputed attention K/V in hot / warm (int8) / cold (memory-mapped) tiers (cache.py)
-    MemoryAttention, Fusion, MemoryAugmentedLayer, MemoryAugmentedTransformer   reading memory (attention.py)
+    MemoryAttention, Fusion   reading memory (attention.py, fusion.py)
+    MemoryAugmentedLayer, MemoryAugmentedTransformer   transformer blocks that read memory (augmented.py)
     retrieve_memory_kv, write_memory   the store + cache adapter (retrieval.py)
     memory_regularisers   utilisation / pressure / sparsity losses (losses.py); metrics in metrics.py
 """
@@ -16,7 +17,7 @@ import importlib
 # name -> module: imported on first use (PEP 562), so that `memory.config` (a dataclass that every command line
 # validates against) does not import torch and FAISS with it; `from memory import FaissStore` works as before
 _EXPORTS = {
-    "MemoryAttention": "attention", "MemoryAugmentedLayer": "attention", "MemoryAugmentedTransformer": "attention",
+    "MemoryAttention": "attention", "MemoryAugmentedLayer": "augmented", "MemoryAugmentedTransformer": "augmented",
     "TieredKVCache": "cache", "MemoryConfig": "config", "Fusion": "fusion", "LinformerMemory": "internal",
     "LM2Memory": "internal", "build_internal_memory": "internal", "memory_regularisers": "losses",
     "retrieve_memory_kv": "retrieval", "write_memory": "retrieval", "MultiHeadMemoryBank": "slots",

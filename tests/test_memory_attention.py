@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memory.attention import MemoryAttention, MemoryAugmentedLayer, MemoryAugmentedTransformer
+from memory.attention import MemoryAttention
+from memory.augmented import MemoryAugmentedLayer, MemoryAugmentedTransformer
 from memory.config import MemoryConfig
 from memory.fusion import Fusion
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from memory.attention import MemoryAugmentedTransformer
+from memory.augmented import MemoryAugmentedTransformer
 from memory.cache import TieredKVCache
 from memory.cache_cold_dirs import ColdTierError
 from memory.config import MemoryConfig

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from memory.attention import MemoryAttention, MemoryAugmentedTransformer
+from memory.attention import MemoryAttention
+from memory.augmented import MemoryAugmentedTransformer
 from memory.cache import TieredKVCache
 from memory.config import MemoryConfig
 from memory.fusion import Fusion

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from agents.tune_metrics import EnvFacts, default_metric
 from envs.stream import eval_stream
-from memory.attention import MemoryAugmentedLayer, MemoryAugmentedTransformer
+from memory.augmented import MemoryAugmentedLayer, MemoryAugmentedTransformer
 from memory.cache import TieredKVCache
 from memory.config import MemoryConfig
 from memory.fusion import Fusion
