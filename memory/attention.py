@@ -120,9 +120,10 @@ class MemoryAttention(nn.Module):
         `return_probs` also "probs" (B, T, S+M), S = C+T: the attention weights over [context ; x ; memories], mixed
         over heads by a learned softmax, one weight per head (M = 0 without memories), e.g. for a copy
         distribution over what those positions hold."""
-        if not isinstance(x, Tensor) or x.dim() != 3:  # (a (B, D) x failed to unpack its shape)
-            got = x.shape if isinstance(x, Tensor) else type(x).__name__  # (a numpy x printed its good shape)
-            raise ValueError(f"MemoryAttention: x must be (B, T, D), got {got}")
+        if not isinstance(x, Tensor):  # (a numpy x was told its own, right shape was wrong)
+            raise ValueError(f"MemoryAttention: x must be a torch tensor (B, T, D), got {type(x).__name__}")
+        if x.dim() != 3:  # (a (B, D) x failed to unpack its shape)
+            raise ValueError(f"MemoryAttention: x must be (B, T, D), got {x.shape}")
         self._check_width(x, "x", self.v_proj)  # a wrong width failed inside a matmul, naming no argument
         check_float(x, "x", self.q_proj.weight)
         for t, name, proj in ((context, "context", self.v_proj), (key_input, "key_input", self.k_proj),
