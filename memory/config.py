@@ -153,9 +153,11 @@ class MemoryConfig:
             ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
             if want is float and isinstance(v, int) and not isinstance(v, bool):
                 try:  # an int past float range (10**400) was float()'s OverflowError, naming no field
-                    setattr(self, f.name, float(v))
+                    as_float = float(v)
                 except OverflowError:
-                    need(False, f"{f.name}: an integer beyond float range: must be a finite number")
+                    as_float = None  # (refused below, outside the except: no OverflowError chained to the line)
+                need(as_float is not None, f"{f.name}: an integer beyond float range: must be a finite number")
+                setattr(self, f.name, as_float)
                 ok = True
             need(ok, f"{f.name}={v!r}: expected {want.__name__}")
             need(want is not float or math.isfinite(getattr(self, f.name)), f"{f.name}={v!r}: must be a finite number")

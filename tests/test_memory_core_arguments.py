@@ -55,8 +55,9 @@ def test_memory_config_takes_the_ints_a_float_holds_as_the_command_line_does():
     assert MemoryConfig(store_importance_halflife=largest).store_importance_halflife == sys.float_info.max
     assert load_config([f"memory.store_importance_halflife={largest}"]).memory.store_importance_halflife \
         == sys.float_info.max
-    with pytest.raises(ValueError, match=r"^memory\.store_importance_halflife: an integer beyond float range"):
+    with pytest.raises(ValueError, match=r"^memory\.store_importance_halflife: an integer beyond float range") as err:
         MemoryConfig(store_importance_halflife=2 * largest)
+    assert err.value.__context__ is None  # one error, no OverflowError traceback chained above it
 
 
 @pytest.mark.parametrize("fusion", ["gated", "concat", "cross_attention"])
