@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.checks import check_float
+from memory.checks import check_float, check_tensor
 from memory.config import MemoryConfig
 
 RECENCY_SLOPES = (0.5, 4.0)  # initial softplus(r_h): geometric from the first head to the last (ALiBi-like)
@@ -120,8 +120,7 @@ class MemoryAttention(nn.Module):
         `return_probs` also "probs" (B, T, S+M), S = C+T: the attention weights over [context ; x ; memories], mixed
         over heads by a learned softmax, one weight per head (M = 0 without memories), e.g. for a copy
         distribution over what those positions hold."""
-        if not isinstance(x, Tensor):  # (a numpy x was told its own, right shape was wrong)
-            raise ValueError(f"MemoryAttention: x must be a torch tensor (B, T, D), got {type(x).__name__}")
+        check_tensor(x, "MemoryAttention: x")  # (a numpy x was told its own, right shape was wrong)
         if x.dim() != 3:  # (a (B, D) x failed to unpack its shape)
             raise ValueError(f"MemoryAttention: x must be (B, T, D), got {x.shape}")
         self._check_width(x, "x", self.v_proj)  # a wrong width failed inside a matmul, naming no argument
@@ -241,8 +240,7 @@ class MemoryAttention(nn.Module):
 
     def _check_width(self, t: Tensor, name: str, proj: nn.Linear) -> None:
         """`t` is a floating tensor whose last dimension is what `proj` reads, or one ValueError line."""
-        if not isinstance(t, Tensor):  # (a numpy array read as a wrong width: "got shape ndarray")
-            raise ValueError(f"MemoryAttention: {name} must be a torch tensor, got {type(t).__name__}")
+        check_tensor(t, f"MemoryAttention: {name}")  # (a numpy array read as a wrong width: "got shape ndarray")
         if t.dim() == 0 or t.shape[-1] != proj.in_features:
             raise ValueError(f"MemoryAttention: {name}'s last dimension must be {proj.in_features}, got shape "
                              f"{tuple(t.shape)}")
@@ -253,8 +251,8 @@ class MemoryAttention(nn.Module):
                       mem_inputs: bool) -> None:
         B, T, _ = x.shape
         for t, name in ((mem_k, "mem_k"), (mem_v, "mem_v"), (mem_mask, "mem_mask")):  # numpy failed on .dim()
-            if t is not None and not isinstance(t, Tensor):
-                raise ValueError(f"MemoryAttention: {name} must be a torch tensor, got {type(t).__name__}")
+            if t is not None:
+                check_tensor(t, f"MemoryAttention: {name}")
         M = mem_k.shape[2] if mem_k.dim() >= 3 else -1
         if mem_inputs:  # the memories' key inputs and inputs, projected by folding
             k_want, v_want = (B, T, M, self.k_proj.in_features), (B, T, M, self.v_proj.in_features)

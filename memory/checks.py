@@ -23,6 +23,12 @@ def is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+def check_tensor(t, name: str) -> None:
+    """`t` is a torch tensor: a numpy array was read as a wrong shape or width, or failed on `.dim()`."""
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch tensor, got {type(t).__name__}")
+
+
 def check_float(t: Tensor, name: str, weight: Tensor) -> None:
     """`t` is floating and, outside autocast, of the dtype of the module's `weight`: float64 input to float32 weights
     failed inside a matmul ("mat1 and mat2 must have the same dtype"), an integer one elsewhere."""
